@@ -1,0 +1,297 @@
+/*
+ * vkmoe: Mixture-of-Experts layers on any Vulkan 1.2 GPU.
+ *
+ * One header, opaque handles, create/destroy pairs. Every function returns a
+ * vkmoe_status; on failure a readable message is available from
+ * vkmoe_last_error() on the calling thread and is also sent to the context's
+ * log callback. The library never aborts, exits or prints on its own.
+ *
+ * Thread safety: a context and the layers made from it may be used from
+ * several threads only with external synchronisation; different contexts are
+ * independent.
+ */
+#ifndef VKMOE_H
+#define VKMOE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <vulkan/vulkan.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The version lives here only; meson.build reads it for the soname. */
+#define VKMOE_VERSION_MAJOR 0
+#define VKMOE_VERSION_MINOR 1
+#define VKMOE_VERSION_PATCH 0
+
+#if defined(_WIN32) && defined(VKMOE_BUILDING_DLL)
+#define VKMOE_API __declspec(dllexport)
+#elif defined(__GNUC__) && defined(VKMOE_BUILDING)
+#define VKMOE_API __attribute__((visibility("default")))
+#else
+#define VKMOE_API
+#endif
+
+/* Status codes: 0 is success, errors are negative and grouped by cause. */
+typedef enum vkmoe_status {
+    VKMOE_OK = 0,
+    /* An argument is NULL, out of range or inconsistent with the others. */
+    VKMOE_ERROR_INVALID_ARGUMENT = -1,
+    /* The request is valid but this build or this device cannot do it. */
+    VKMOE_ERROR_UNSUPPORTED = -2,
+    /* No Vulkan device (or none that matches the request) was found. */
+    VKMOE_ERROR_NO_DEVICE = -3,
+    /* malloc failed or VK_ERROR_OUT_OF_HOST_MEMORY. */
+    VKMOE_ERROR_OUT_OF_HOST_MEMORY = -4,
+    /* VK_ERROR_OUT_OF_DEVICE_MEMORY, or a buffer larger than the device allows. */
+    VKMOE_ERROR_OUT_OF_DEVICE_MEMORY = -5,
+    /* VK_ERROR_DEVICE_LOST; the context stays failed, destroy and recreate it. */
+    VKMOE_ERROR_DEVICE_LOST = -6,
+    /* Any other Vulkan failure; the message names the call and the VkResult. */
+    VKMOE_ERROR_VULKAN = -7,
+    /* A call made in the wrong order, e.g. a forward before all weights are set. */
+    VKMOE_ERROR_STATE = -8,
+} vkmoe_status;
+
+/* A static English description of a status code; never NULL. */
+VKMOE_API const char *vkmoe_status_string(vkmoe_status status);
+
+/* The message of the last failed vkmoe call on this thread ("" if none).
+ * Valid until the next failing vkmoe call on the same thread. */
+VKMOE_API const char *vkmoe_last_error(void);
+
+typedef enum vkmoe_log_level {
+    VKMOE_LOG_ERROR = 0, /* a call failed, or the validation layer reported an error */
+    VKMOE_LOG_WARNING = 1,
+    VKMOE_LOG_INFO = 2, /* device choice, memory sizes */
+    VKMOE_LOG_DEBUG = 3,
+} vkmoe_log_level;
+
+/* Receives each message at or below the context's log level. Called on the
+ * thread that made the call (validation messages: on the driver's thread). */
+typedef void (*vkmoe_log_fn)(void *user, vkmoe_log_level level, const char *message);
+
+/* ------------------------------------------------------------------------ */
+/* Context: one Vulkan device and queue.                                     */
+/* ------------------------------------------------------------------------ */
+
+typedef struct vkmoe_context vkmoe_context;
+
+/* Optional queue lock for an imported queue that the host also submits to.
+ * Both NULL: vkmoe assumes it may submit to the queue at any time. */
+typedef void (*vkmoe_queue_lock_fn)(void *user);
+
+/* A Vulkan device owned by the host application. vkmoe never destroys any
+ * of these handles. The device must have been created with Vulkan 1.2 or
+ * newer and the bufferDeviceAddress feature enabled; the queue family must
+ * support compute. */
+typedef struct vkmoe_vulkan_import {
+    VkInstance instance;
+    VkPhysicalDevice physical_device;
+    VkDevice device;
+    VkQueue queue;
+    uint32_t queue_family;
+    /* The host's loader entry point; NULL: vkmoe loads libvulkan itself. */
+    PFN_vkGetInstanceProcAddr get_instance_proc_addr;
+    /* The API version the instance was created with; 0 means 1.2. */
+    uint32_t api_version;
+    vkmoe_queue_lock_fn lock_queue;   /* may be NULL */
+    vkmoe_queue_lock_fn unlock_queue; /* may be NULL */
+    void *queue_lock_user;
+} vkmoe_vulkan_import;
+
+/* Zero-initialise, then set what you need: every zero field means default. */
+typedef struct vkmoe_context_params {
+    /* Which device: NULL or "" picks the best one (discrete > integrated >
+     * virtual > CPU); a decimal string picks that index in enumeration
+     * order; anything else picks the first device whose name contains it.
+     * Ignored when importing. Default NULL. */
+    const char *device;
+    /* Enable the Khronos validation layer (own instance only). Also enabled
+     * by the environment variable VKMOE_VALIDATION=1. Its errors go to the
+     * log callback at VKMOE_LOG_ERROR. Default false. */
+    bool validation;
+    /* Log callback and its user pointer; NULL: no logging. Default NULL. */
+    vkmoe_log_fn log;
+    void *log_user;
+    /* Most verbose level passed to the callback. Default VKMOE_LOG_ERROR. */
+    vkmoe_log_level log_level;
+    /* Run on the host's device instead of creating one. Borrowed for the
+     * call only (the handles inside it must outlive the context). Default NULL. */
+    const vkmoe_vulkan_import *import;
+} vkmoe_context_params;
+
+/* Facts about the context's device, for display and sizing decisions. */
+typedef struct vkmoe_device_info {
+    char name[256];
+    char driver[256];           /* driver name and info, e.g. "llvmpipe: Mesa 22.3.6" */
+    VkPhysicalDeviceType type;
+    uint32_t api_version;       /* VK_MAKE_API_VERSION encoded */
+    uint32_t vendor_id;
+    uint32_t subgroup_size;
+    uint64_t max_storage_buffer_range; /* bytes one descriptor may cover */
+    uint64_t max_allocation_size;      /* bytes one allocation may hold */
+    uint64_t device_memory;            /* bytes in the largest device-local heap */
+    uint32_t shared_memory;            /* bytes of workgroup shared memory */
+    bool shader_float16;
+    bool timestamps;                   /* the queue supports timestamp queries */
+} vkmoe_device_info;
+
+/* Number of Vulkan physical devices that vkmoe could use (Vulkan >= 1.2,
+ * compute queue, buffer device addresses). 0 with VKMOE_OK when there are none. */
+VKMOE_API vkmoe_status vkmoe_device_count(uint32_t *count);
+
+/* Create a context. params may be NULL (all defaults). On failure *out is NULL. */
+VKMOE_API vkmoe_status vkmoe_context_create(const vkmoe_context_params *params,
+                                            vkmoe_context **out);
+
+/* Destroy a context and set *ctx to NULL. Accepts NULL and a pointer to NULL.
+ * All layers of the context must be destroyed first. */
+VKMOE_API void vkmoe_context_destroy(vkmoe_context **ctx);
+
+/* Fill *info with the context's device facts. */
+VKMOE_API vkmoe_status vkmoe_context_device_info(const vkmoe_context *ctx,
+                                                 vkmoe_device_info *info);
+
+/* Number of errors the validation layer has reported on this context (0 if
+ * validation is off). Tests fail when it is not zero. */
+VKMOE_API uint32_t vkmoe_context_validation_errors(const vkmoe_context *ctx);
+
+/* ------------------------------------------------------------------------ */
+/* Layer: the weights and scratch of one MoE feed-forward block.             */
+/* ------------------------------------------------------------------------ */
+
+typedef struct vkmoe_layer vkmoe_layer;
+
+/* How expert weights are stored on the device. The router is always f32. */
+typedef enum vkmoe_weight_type {
+    VKMOE_WEIGHT_F32 = 0,
+    VKMOE_WEIGHT_F16 = 1, /* IEEE half, passed as uint16_t bit patterns */
+} vkmoe_weight_type;
+
+/* How tokens choose experts. */
+typedef enum vkmoe_router_type {
+    /* p = softmax(x·Wgᵀ); the top_k largest p (ties: lowest expert index);
+     * weights p, divided by their sum when normalize_topk. */
+    VKMOE_ROUTER_SOFTMAX_TOPK = 0,
+} vkmoe_router_type;
+
+/* The expert feed-forward function. */
+typedef enum vkmoe_activation {
+    /* h = silu(x·W1ᵀ) ⊙ (x·W3ᵀ); out = h·W2ᵀ (Mixtral, Qwen, DeepSeek, OLMoE) */
+    VKMOE_ACTIVATION_SWIGLU = 0,
+} vkmoe_activation;
+
+/* Zero-initialise, then set the four required shape fields. */
+typedef struct vkmoe_layer_params {
+    uint32_t dim;        /* model width D, required, >= 1 */
+    uint32_t ffn_dim;    /* expert hidden width F, required, >= 1 */
+    uint32_t experts;    /* number of experts E, required, 1..512 */
+    uint32_t top_k;      /* experts per token k, required, 1..min(E, 16) */
+    /* Most tokens one forward may take; sizes the scratch memory.
+     * Default (0): 1. At most 1 << 22 / top_k. */
+    uint32_t max_tokens;
+    vkmoe_weight_type weight_type; /* default VKMOE_WEIGHT_F32 */
+    vkmoe_router_type router;      /* default VKMOE_ROUTER_SOFTMAX_TOPK */
+    /* Divide the chosen weights by their sum (Mixtral, Qwen3: true;
+     * Qwen1.5/2-MoE, OLMoE: false). Default false. */
+    bool normalize_topk;
+    vkmoe_activation activation; /* default VKMOE_ACTIVATION_SWIGLU */
+    /* Record GPU timestamps around every stage; read them with
+     * vkmoe_layer_timings(). Needs device timestamp support. Default false. */
+    bool timing;
+} vkmoe_layer_params;
+
+/* Which matrix of an expert, in Hugging Face names and layout ([out][in]). */
+typedef enum vkmoe_expert_matrix {
+    VKMOE_EXPERT_GATE = 0, /* W1, gate_proj: [ffn_dim][dim] */
+    VKMOE_EXPERT_UP = 1,   /* W3, up_proj:   [ffn_dim][dim] */
+    VKMOE_EXPERT_DOWN = 2, /* W2, down_proj: [dim][ffn_dim] */
+} vkmoe_expert_matrix;
+
+/* The stages of a forward, in execution order (see vkmoe_layer_timings). */
+typedef enum vkmoe_stage {
+    VKMOE_STAGE_ROUTER = 0,   /* router matmul, softmax, top-k */
+    VKMOE_STAGE_COUNT = 1,    /* per-block, per-expert histogram */
+    VKMOE_STAGE_SCAN = 2,     /* device-wide exclusive scan, tile map */
+    VKMOE_STAGE_SCATTER = 3,  /* stable bucketing of (token, slot) pairs */
+    VKMOE_STAGE_GEMM_UP = 4,  /* gather x, gate and up projections, SwiGLU */
+    VKMOE_STAGE_GEMM_DOWN = 5,/* down projection */
+    VKMOE_STAGE_COMBINE = 6,  /* weighted sum of each token's experts */
+    VKMOE_STAGE_MAX = 7,
+} vkmoe_stage;
+
+/* A static name for a stage ("router", "count", …, "combine"); "" if out of range. */
+VKMOE_API const char *vkmoe_stage_name(vkmoe_stage stage);
+
+/* GPU time of each stage of the last completed forward, in milliseconds. */
+typedef struct vkmoe_timings {
+    double stage_ms[VKMOE_STAGE_MAX];
+    double total_ms; /* first stage start to last stage end */
+} vkmoe_timings;
+
+/* Create a layer on ctx. Allocates weights and scratch for params.max_tokens
+ * tokens; weights start unset. On failure *out is NULL. */
+VKMOE_API vkmoe_status vkmoe_layer_create(vkmoe_context *ctx, const vkmoe_layer_params *params,
+                                          vkmoe_layer **out);
+
+/* Destroy a layer and set *layer to NULL. Accepts NULL and a pointer to NULL.
+ * The layer must not be in use by a pending command buffer. */
+VKMOE_API void vkmoe_layer_destroy(vkmoe_layer **layer);
+
+/* Upload the router weights Wg, f32 [experts][dim] row-major.
+ * size is the byte size of weights and must be experts·dim·4. */
+VKMOE_API vkmoe_status vkmoe_layer_set_router(vkmoe_layer *layer, const float *weights,
+                                              size_t size);
+
+/* Upload one matrix of one expert, row-major [out][in] as in Hugging Face
+ * checkpoints, elements in the layer's weight_type (f32: float, f16: uint16_t
+ * bit patterns). size is the byte size and must match the matrix exactly.
+ * The data is copied; it need only live for the call. */
+VKMOE_API vkmoe_status vkmoe_layer_set_expert(vkmoe_layer *layer, uint32_t expert,
+                                              vkmoe_expert_matrix matrix, const void *weights,
+                                              size_t size);
+
+/* Run one forward on host arrays and wait for it: x is f32 [tokens][dim],
+ * y receives f32 [tokens][dim]; x and y may not overlap.
+ * 1 <= tokens <= max_tokens. All weights must have been set.
+ * A token whose x holds NaN gets NaN in its y row; other tokens are unaffected. */
+VKMOE_API vkmoe_status vkmoe_layer_forward(vkmoe_layer *layer, uint32_t tokens, const float *x,
+                                           float *y);
+
+/* Record one forward into the caller's command buffer, which must be in the
+ * recording state and belong to a queue family with compute support on the
+ * layer's device. Reads x (f32 [tokens][dim] at x_offset) and writes y
+ * (f32 [tokens][dim] at y_offset); both buffers need STORAGE_BUFFER usage,
+ * offsets must be multiples of minStorageBufferOffsetAlignment and each range
+ * at most maxStorageBufferRange bytes. The recording begins with a barrier that
+ * makes all earlier writes to x visible and ends with one that makes y visible
+ * to all later commands. Nothing is submitted.
+ *
+ * The layer's scratch memory is shared by its forwards: do not submit two
+ * recordings of the same layer so that they execute concurrently, and do not
+ * record again until the previous recording has completed, because recording
+ * rewrites the layer's descriptor set. */
+VKMOE_API vkmoe_status vkmoe_layer_record_forward(vkmoe_layer *layer, VkCommandBuffer cmd,
+                                                  uint32_t tokens, VkBuffer x,
+                                                  VkDeviceSize x_offset, VkBuffer y,
+                                                  VkDeviceSize y_offset);
+
+/* Tokens routed to each expert by the last completed forward: counts[e] for
+ * e < experts. n must be at least the number of experts. After a recorded
+ * forward, call it only once the command buffer has completed. */
+VKMOE_API vkmoe_status vkmoe_layer_expert_counts(const vkmoe_layer *layer, uint32_t *counts,
+                                                 uint32_t n);
+
+/* Stage times of the last completed forward; needs params.timing. */
+VKMOE_API vkmoe_status vkmoe_layer_timings(const vkmoe_layer *layer, vkmoe_timings *timings);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* VKMOE_H */

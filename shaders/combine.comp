@@ -1,0 +1,35 @@
+#version 450
+// Combine: y[t] = Σ_j w[t][j]·z[slot_row[t·k + j]], j in order, no atomics.
+//   binding 1: y f32 [tokens][dim]
+//   push: topk_weight f32 [slots]; slot_row u32 [slots]; expert_out f32 [rows][dim];
+//         tokens, dim, top_k
+#extension GL_GOOGLE_include_directive : require
+#include "common/buffers.glsl"
+#include "common/dispatch.glsl"
+
+layout(local_size_x = 256) in;
+layout(set = 0, binding = 1, std430) writeonly buffer Y { float y[]; };
+layout(push_constant) uniform Push {
+    uvec2 topk_weight, slot_row, expert_out;
+    uint tokens, dim, top_k;
+} pc;
+
+void main()
+{
+    uint i = flat_group_id() * 256 + gl_LocalInvocationID.x;
+    uint token = i / pc.dim;
+    if (token >= pc.tokens)
+        return;
+    uint d = i - token * pc.dim;
+    FloatArray weights = FloatArray(pc.topk_weight);
+    UintArray slot_row = UintArray(pc.slot_row);
+    FloatArray z = FloatArray(pc.expert_out);
+    float acc = 0.0;
+    for (uint j = 0; j < pc.top_k; j++) {
+        uint slot = token * pc.top_k + j;
+        uint row = slot_row.v[slot];
+        if (row != INVALID)
+            acc += weights.v[slot] * z.v[row * pc.dim + d];
+    }
+    y[i] = acc;
+}

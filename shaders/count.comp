@@ -1,0 +1,34 @@
+#version 450
+// Count: per-block, per-expert histogram of the chosen experts. Block b holds
+// slots [b·256, b·256 + 256). Shared-memory integer atomics only: counts are
+// exact, so the result does not depend on their order.
+//   push: ids u32 [slots]; block_counts u32 [experts][blocks]; slots, blocks, experts
+#extension GL_GOOGLE_include_directive : require
+#include "common/buffers.glsl"
+#include "common/dispatch.glsl"
+
+layout(local_size_x = 256) in;
+layout(push_constant) uniform Push {
+    uvec2 ids, block_counts;
+    uint slots, blocks, experts;
+} pc;
+
+shared uint histogram[512];
+
+void main()
+{
+    uint block = flat_group_id();
+    if (block >= pc.blocks)
+        return;
+    uint lane = gl_LocalInvocationID.x;
+    for (uint e = lane; e < pc.experts; e += 256)
+        histogram[e] = 0;
+    barrier();
+    uint slot = block * 256 + lane;
+    if (slot < pc.slots)
+        atomicAdd(histogram[UintArray(pc.ids).v[slot]], 1);
+    barrier();
+    UintArray counts = UintArray(pc.block_counts);
+    for (uint e = lane; e < pc.experts; e += 256)
+        counts.v[e * pc.blocks + block] = histogram[e];
+}

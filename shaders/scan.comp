@@ -1,0 +1,176 @@
+#version 450
+// Scan: the device-wide exclusive prefix sum of the block counts, laid out
+// expert-major ([experts][blocks]), so each (expert, block) pair learns where
+// its rows start. Reduce-then-scan in four phases, one dispatch each:
+//   0 reduce: workgroup w sums values [w·1024, w·1024 + 1024) into tile_sums[w]
+//   1 tiles:  one workgroup scans tile_sums in place, 1024 at a time
+//   2 apply:  workgroup w scans its 1024 values in place, offset by tile_sums[w]
+//   3 experts: one workgroup turns the scanned counts into per-expert counts,
+//      tile-padded segment bases, the tile→expert map, the padding rows of
+//      row_slot and the indirect grids of the two GEMMs
+//   push: values u32 [n]; tile_sums u32; expert_count u32 [experts];
+//         expert_base u32 [experts]; tile_expert u32 [max_tiles];
+//         row_slot u32 [rows]; dispatch u32 [2][3];
+//         n, phase, blocks, experts, slots, tile_rows, max_tiles, up_groups_x,
+//         down_groups_x
+#extension GL_GOOGLE_include_directive : require
+#include "common/buffers.glsl"
+#include "common/dispatch.glsl"
+
+layout(local_size_x = 256) in;
+layout(push_constant) uniform Push {
+    uvec2 values, tile_sums, expert_count, expert_base, tile_expert, row_slot, dispatch;
+    uint n, phase, blocks, experts, slots, tile_rows, max_tiles, up_groups_x, down_groups_x;
+} pc;
+
+const uint TILE = 1024;
+const uint PER_LANE = 4;
+// The GEMM grids fold row tiles into y and z, at most this many along y.
+const uint GRID_Y = 32768;
+
+shared uint partial[256];
+shared uint wg_total;
+shared uint segment_count[512];
+shared uint segment_base[512];
+
+// Exclusive prefix of v over the workgroup's invocations; the workgroup's
+// total lands in wg_total. Fixed order: integers, but deterministic anyway.
+uint workgroup_scan(uint v)
+{
+    uint lane = gl_LocalInvocationID.x;
+    partial[lane] = v;
+    barrier();
+    for (uint offset = 1; offset < 256; offset <<= 1) {
+        uint add = lane >= offset ? partial[lane - offset] : 0;
+        barrier();
+        partial[lane] += add;
+        barrier();
+    }
+    uint inclusive = partial[lane];
+    if (lane == 255)
+        wg_total = inclusive;
+    barrier();
+    return inclusive - v;
+}
+
+// Scan TILE values of array starting at base in place, each offset by carry;
+// returns the tile's total.
+uint scan_tile(UintArray array, uint base, uint count, uint carry)
+{
+    uint first = base + gl_LocalInvocationID.x * PER_LANE;
+    uint v[PER_LANE];
+    uint sum = 0;
+    for (uint i = 0; i < PER_LANE; i++) {
+        v[i] = first + i < count ? array.v[first + i] : 0;
+        sum += v[i];
+    }
+    uint prefix = carry + workgroup_scan(sum);
+    for (uint i = 0; i < PER_LANE; i++) {
+        if (first + i < count)
+            array.v[first + i] = prefix;
+        prefix += v[i];
+    }
+    uint total = wg_total;
+    barrier();
+    return total;
+}
+
+void reduce_tile(uint tile)
+{
+    UintArray values = UintArray(pc.values);
+    uint first = tile * TILE + gl_LocalInvocationID.x * PER_LANE;
+    uint sum = 0;
+    for (uint i = 0; i < PER_LANE; i++)
+        sum += first + i < pc.n ? values.v[first + i] : 0;
+    workgroup_scan(sum);
+    if (gl_LocalInvocationID.x == 0)
+        UintArray(pc.tile_sums).v[tile] = wg_total;
+}
+
+void scan_tile_sums()
+{
+    uint tiles = (pc.n + TILE - 1) / TILE;
+    uint carry = 0;
+    for (uint base = 0; base < tiles; base += TILE)
+        carry += scan_tile(UintArray(pc.tile_sums), base, tiles, carry);
+}
+
+// The expert owning row tile t: the last expert whose segment starts at or
+// before it (empty experts share the next one's base, so never win).
+uint tile_owner(uint row)
+{
+    uint lo = 0, hi = pc.experts;
+    while (hi - lo > 1) {
+        uint mid = (lo + hi) / 2;
+        if (segment_base[mid] <= row)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+void plan_experts()
+{
+    uint lane = gl_LocalInvocationID.x;
+    UintArray offsets = UintArray(pc.values);
+    uint padded[2];
+    for (uint i = 0; i < 2; i++) {
+        uint e = lane * 2 + i;
+        uint count = 0;
+        if (e < pc.experts) {
+            uint end = e + 1 < pc.experts ? offsets.v[(e + 1) * pc.blocks] : pc.slots;
+            count = end - offsets.v[e * pc.blocks];
+            segment_count[e] = count;
+        }
+        padded[i] = (count + pc.tile_rows - 1) / pc.tile_rows * pc.tile_rows;
+    }
+    uint base = workgroup_scan(padded[0] + padded[1]);
+    uint used_tiles = wg_total / pc.tile_rows;
+    for (uint i = 0; i < 2; i++) {
+        uint e = lane * 2 + i;
+        if (e < pc.experts) {
+            segment_base[e] = base;
+            UintArray(pc.expert_base).v[e] = base;
+            UintArray(pc.expert_count).v[e] = segment_count[e];
+        }
+        base += padded[i];
+    }
+    barrier();
+    for (uint t = lane; t < pc.max_tiles; t += 256) {
+        uint owner = t < used_tiles ? tile_owner(t * pc.tile_rows) : INVALID;
+        UintArray(pc.tile_expert).v[t] = owner;
+        if (owner == INVALID)
+            continue;
+        uint end = segment_base[owner] + segment_count[owner];
+        for (uint r = max(end, t * pc.tile_rows); r < (t + 1) * pc.tile_rows; r++)
+            UintArray(pc.row_slot).v[r] = INVALID;
+    }
+    if (lane == 0) {
+        UintArray grid = UintArray(pc.dispatch);
+        uint y = min(used_tiles, GRID_Y);
+        uint z = (used_tiles + GRID_Y - 1) / GRID_Y;
+        grid.v[0] = pc.up_groups_x;
+        grid.v[1] = y;
+        grid.v[2] = z;
+        grid.v[3] = pc.down_groups_x;
+        grid.v[4] = y;
+        grid.v[5] = z;
+    }
+}
+
+void main()
+{
+    uint group = flat_group_id();
+    if ((pc.phase == 0 || pc.phase == 2) && group * TILE >= pc.n)
+        return;
+    if (pc.phase == 0)
+        reduce_tile(group);
+    else if (pc.phase == 1)
+        scan_tile_sums();
+    else if (pc.phase == 2)
+        scan_tile(UintArray(pc.values), group * TILE, pc.n,
+                  UintArray(pc.tile_sums).v[group]);
+    else
+        plan_experts();
+}

@@ -1,0 +1,479 @@
+/* Context: instance and device (own or imported), queue, command buffer. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static const char validation_layer[] = "VK_LAYER_KHRONOS_validation";
+
+static vkmoe_status load_vulkan(PFN_vkGetInstanceProcAddr get_proc)
+{
+    if (get_proc) {
+        volkInitializeCustom(get_proc);
+        return VKMOE_OK;
+    }
+    if (volkInitialize() != VK_SUCCESS)
+        return vkmoe_fail(NULL, VKMOE_ERROR_NO_DEVICE,
+                          "the Vulkan loader (libvulkan.so.1) could not be loaded");
+    return VKMOE_OK;
+}
+
+static bool validation_wanted(const vkmoe_context_params *params)
+{
+    const char *env = getenv("VKMOE_VALIDATION");
+    return params->validation || (env && strcmp(env, "1") == 0);
+}
+
+static bool validation_layer_present(void)
+{
+    uint32_t count = 0;
+    if (vkEnumerateInstanceLayerProperties(&count, NULL) != VK_SUCCESS || count == 0)
+        return false;
+    VkLayerProperties *layers = calloc(count, sizeof(*layers));
+    bool found = false;
+    if (layers && vkEnumerateInstanceLayerProperties(&count, layers) == VK_SUCCESS)
+        for (uint32_t i = 0; i < count && !found; i++)
+            found = strcmp(layers[i].layerName, validation_layer) == 0;
+    free(layers);
+    return found;
+}
+
+static VKAPI_ATTR VkBool32 VKAPI_CALL on_validation_message(
+    VkDebugUtilsMessageSeverityFlagBitsEXT severity, VkDebugUtilsMessageTypeFlagsEXT type,
+    const VkDebugUtilsMessengerCallbackDataEXT *data, void *user)
+{
+    (void)type;
+    vkmoe_context *ctx = user;
+    vkmoe_log_level level = VKMOE_LOG_INFO;
+    if (severity & VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT) {
+        atomic_fetch_add(&ctx->validation_errors, 1);
+        level = VKMOE_LOG_ERROR;
+    } else if (severity & VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT) {
+        level = VKMOE_LOG_WARNING;
+    }
+    vkmoe_log(ctx, level, "validation: %s", data->pMessage ? data->pMessage : "(no message)");
+    return VK_FALSE;
+}
+
+static vkmoe_status create_instance(vkmoe_context *ctx, bool validation)
+{
+    if (validation && !validation_layer_present())
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "validation requested but %s is not installed "
+                          "(Debian: vulkan-validationlayers)",
+                          validation_layer);
+    const char *extension = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
+    const char *layer = validation_layer;
+    VkApplicationInfo app = {
+        .sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
+        .pEngineName = "vkmoe",
+        .engineVersion = VK_MAKE_API_VERSION(0, VKMOE_VERSION_MAJOR, VKMOE_VERSION_MINOR,
+                                             VKMOE_VERSION_PATCH),
+        .apiVersion = VK_API_VERSION_1_2,
+    };
+    VkInstanceCreateInfo info = {
+        .sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
+        .pApplicationInfo = &app,
+        .enabledLayerCount = validation ? 1 : 0,
+        .ppEnabledLayerNames = &layer,
+        .enabledExtensionCount = validation ? 1 : 0,
+        .ppEnabledExtensionNames = &extension,
+    };
+    VkResult result = vkCreateInstance(&info, NULL, &ctx->instance);
+    if (result == VK_ERROR_INCOMPATIBLE_DRIVER)
+        return vkmoe_fail(ctx, VKMOE_ERROR_NO_DEVICE, "no Vulkan 1.2 driver is installed");
+    VKMOE_TRY(vkmoe_check_vk(ctx, result, "vkCreateInstance"));
+    volkLoadInstanceOnly(ctx->instance);
+    if (!validation)
+        return VKMOE_OK;
+    VkDebugUtilsMessengerCreateInfoEXT messenger = {
+        .sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT,
+        .messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT |
+                           VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT,
+        .messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT |
+                       VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT,
+        .pfnUserCallback = on_validation_message,
+        .pUserData = ctx,
+    };
+    return vkmoe_check_vk(ctx, vkCreateDebugUtilsMessengerEXT(ctx->instance, &messenger, NULL,
+                                                              &ctx->messenger),
+                          "vkCreateDebugUtilsMessengerEXT");
+}
+
+/* The first queue family with compute, or VKMOE_INVALID. */
+static uint32_t compute_family(VkPhysicalDevice device)
+{
+    uint32_t count = 0;
+    vkGetPhysicalDeviceQueueFamilyProperties(device, &count, NULL);
+    VkQueueFamilyProperties families[32];
+    if (count > VKMOE_ARRAY_SIZE(families))
+        count = VKMOE_ARRAY_SIZE(families);
+    vkGetPhysicalDeviceQueueFamilyProperties(device, &count, families);
+    for (uint32_t i = 0; i < count; i++)
+        if (families[i].queueFlags & VK_QUEUE_COMPUTE_BIT)
+            return i;
+    return VKMOE_INVALID;
+}
+
+static bool device_usable(VkPhysicalDevice device)
+{
+    VkPhysicalDeviceProperties props;
+    vkGetPhysicalDeviceProperties(device, &props);
+    if (props.apiVersion < VK_API_VERSION_1_2 || compute_family(device) == VKMOE_INVALID)
+        return false;
+    VkPhysicalDeviceVulkan12Features v12 = {.sType =
+                                                VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
+    VkPhysicalDeviceFeatures2 features = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
+                                          .pNext = &v12};
+    vkGetPhysicalDeviceFeatures2(device, &features);
+    return v12.bufferDeviceAddress;
+}
+
+static int type_rank(VkPhysicalDeviceType type)
+{
+    switch (type) {
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return 4;
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return 3;
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return 2;
+    case VK_PHYSICAL_DEVICE_TYPE_CPU: return 1;
+    default: return 0;
+    }
+}
+
+static bool is_index(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9')
+            return false;
+    return true;
+}
+
+/* Pick a device by the rules documented at vkmoe_context_params.device. */
+static vkmoe_status choose_device(vkmoe_context *ctx, const char *wanted)
+{
+    uint32_t count = 0;
+    VKMOE_TRY(vkmoe_check_vk(ctx, vkEnumeratePhysicalDevices(ctx->instance, &count, NULL),
+                             "vkEnumeratePhysicalDevices"));
+    if (count == 0)
+        return vkmoe_fail(ctx, VKMOE_ERROR_NO_DEVICE, "Vulkan reports no physical device");
+    VkPhysicalDevice *devices = calloc(count, sizeof(*devices));
+    if (!devices)
+        return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    vkmoe_status status =
+        vkmoe_check_vk(ctx, vkEnumeratePhysicalDevices(ctx->instance, &count, devices),
+                       "vkEnumeratePhysicalDevices");
+    int best_rank = -1;
+    for (uint32_t i = 0; status == VKMOE_OK && i < count; i++) {
+        VkPhysicalDeviceProperties props;
+        vkGetPhysicalDeviceProperties(devices[i], &props);
+        int rank = type_rank(props.deviceType);
+        if (wanted && *wanted)
+            rank = is_index(wanted) ? (strtoul(wanted, NULL, 10) == i ? 1 : -1)
+                                    : (strstr(props.deviceName, wanted) ? 1 : -1);
+        if (rank > best_rank && device_usable(devices[i])) {
+            best_rank = rank;
+            ctx->physical_device = devices[i];
+        }
+    }
+    free(devices);
+    VKMOE_TRY(status);
+    if (best_rank < 0)
+        return vkmoe_fail(ctx, VKMOE_ERROR_NO_DEVICE,
+                          wanted && *wanted
+                              ? "no usable Vulkan device matches \"%s\" (need Vulkan 1.2, "
+                                "compute and buffer device addresses)"
+                              : "no usable Vulkan device%s (need Vulkan 1.2, compute and buffer "
+                                "device addresses)",
+                          wanted ? wanted : "");
+    return VKMOE_OK;
+}
+
+static vkmoe_status create_device(vkmoe_context *ctx)
+{
+    ctx->queue_family = compute_family(ctx->physical_device);
+    VkPhysicalDeviceFeatures supported;
+    vkGetPhysicalDeviceFeatures(ctx->physical_device, &supported);
+    float priority = 1.0f;
+    VkDeviceQueueCreateInfo queue = {
+        .sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
+        .queueFamilyIndex = ctx->queue_family,
+        .queueCount = 1,
+        .pQueuePriorities = &priority,
+    };
+    VkPhysicalDeviceVulkan12Features v12 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
+        .bufferDeviceAddress = VK_TRUE,
+    };
+    VkPhysicalDeviceFeatures2 features = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
+        .pNext = &v12,
+        .features = {.shaderInt64 = supported.shaderInt64},
+    };
+    VkDeviceCreateInfo info = {
+        .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
+        .pNext = &features,
+        .queueCreateInfoCount = 1,
+        .pQueueCreateInfos = &queue,
+    };
+    VKMOE_TRY(vkmoe_check_vk(ctx, vkCreateDevice(ctx->physical_device, &info, NULL, &ctx->device),
+                             "vkCreateDevice"));
+    volkLoadDeviceTable(&ctx->vk, ctx->device);
+    ctx->vk.vkGetDeviceQueue(ctx->device, ctx->queue_family, 0, &ctx->queue);
+    return VKMOE_OK;
+}
+
+static vkmoe_status import_device(vkmoe_context *ctx, const vkmoe_vulkan_import *import)
+{
+    VKMOE_REQUIRE(ctx, import->instance && import->physical_device && import->device &&
+                           import->queue,
+                  "vkmoe_context_create: import needs instance, physical_device, device and queue");
+    VKMOE_REQUIRE(ctx, (import->lock_queue == NULL) == (import->unlock_queue == NULL),
+                  "vkmoe_context_create: set both lock_queue and unlock_queue, or neither");
+    if (import->api_version && import->api_version < VK_API_VERSION_1_2)
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "vkmoe_context_create: the imported instance must be Vulkan 1.2 or newer");
+    ctx->instance = import->instance;
+    ctx->physical_device = import->physical_device;
+    ctx->device = import->device;
+    ctx->queue = import->queue;
+    ctx->queue_family = import->queue_family;
+    ctx->lock_queue = import->lock_queue;
+    ctx->unlock_queue = import->unlock_queue;
+    ctx->queue_lock_user = import->queue_lock_user;
+    volkLoadInstanceOnly(ctx->instance);
+    if (!device_usable(ctx->physical_device))
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "vkmoe_context_create: the imported device lacks Vulkan 1.2, compute or "
+                          "buffer device addresses");
+    volkLoadDeviceTable(&ctx->vk, ctx->device);
+    return VKMOE_OK;
+}
+
+static void fill_device_info(vkmoe_context *ctx)
+{
+    VkPhysicalDeviceDriverProperties driver = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES};
+    VkPhysicalDeviceMaintenance3Properties maintenance3 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES, .pNext = &driver};
+    VkPhysicalDeviceSubgroupProperties subgroup = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES, .pNext = &maintenance3};
+    VkPhysicalDeviceProperties2 props = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
+                                         .pNext = &subgroup};
+    vkGetPhysicalDeviceProperties2(ctx->physical_device, &props);
+    ctx->properties = props.properties;
+    vkGetPhysicalDeviceMemoryProperties(ctx->physical_device, &ctx->memory);
+
+    VkPhysicalDeviceVulkan12Features v12 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
+    VkPhysicalDeviceFeatures2 features = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
+                                          .pNext = &v12};
+    vkGetPhysicalDeviceFeatures2(ctx->physical_device, &features);
+
+    uint32_t family_count = 0;
+    VkQueueFamilyProperties families[32];
+    vkGetPhysicalDeviceQueueFamilyProperties(ctx->physical_device, &family_count, NULL);
+    if (family_count > VKMOE_ARRAY_SIZE(families))
+        family_count = VKMOE_ARRAY_SIZE(families);
+    vkGetPhysicalDeviceQueueFamilyProperties(ctx->physical_device, &family_count, families);
+
+    vkmoe_device_info *info = &ctx->info;
+    const VkPhysicalDeviceLimits *limits = &ctx->properties.limits;
+    snprintf(info->name, sizeof(info->name), "%s", ctx->properties.deviceName);
+    size_t used = (size_t)snprintf(info->driver, sizeof(info->driver), "%.120s", driver.driverName);
+    snprintf(info->driver + used, sizeof(info->driver) - used, ": %.120s", driver.driverInfo);
+    info->type = ctx->properties.deviceType;
+    info->api_version = ctx->properties.apiVersion;
+    info->vendor_id = ctx->properties.vendorID;
+    info->subgroup_size = subgroup.subgroupSize;
+    info->max_storage_buffer_range = limits->maxStorageBufferRange;
+    info->max_allocation_size = maintenance3.maxMemoryAllocationSize;
+    info->shared_memory = limits->maxComputeSharedMemorySize;
+    info->shader_float16 = v12.shaderFloat16;
+    info->timestamps = ctx->queue_family < family_count &&
+                       families[ctx->queue_family].timestampValidBits > 0 &&
+                       limits->timestampPeriod > 0;
+    ctx->timestamp_period_ns = limits->timestampPeriod;
+    for (uint32_t i = 0; i < ctx->memory.memoryHeapCount; i++)
+        if ((ctx->memory.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) &&
+            ctx->memory.memoryHeaps[i].size > info->device_memory)
+            info->device_memory = ctx->memory.memoryHeaps[i].size;
+    bool shares_host_memory = info->type == VK_PHYSICAL_DEVICE_TYPE_CPU ||
+                              info->type == VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU;
+    const VkMemoryPropertyFlags unified = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT |
+                                          VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |
+                                          VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+    for (uint32_t i = 0; shares_host_memory && i < ctx->memory.memoryTypeCount; i++)
+        if ((ctx->memory.memoryTypes[i].propertyFlags & unified) == unified)
+            ctx->unified_memory = true;
+}
+
+static vkmoe_status create_command_objects(vkmoe_context *ctx)
+{
+    VkCommandPoolCreateInfo pool = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+        .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
+        .queueFamilyIndex = ctx->queue_family,
+    };
+    VKMOE_TRY(vkmoe_check_vk(
+        ctx, ctx->vk.vkCreateCommandPool(ctx->device, &pool, NULL, &ctx->command_pool),
+        "vkCreateCommandPool"));
+    VkCommandBufferAllocateInfo alloc = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+        .commandPool = ctx->command_pool,
+        .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+        .commandBufferCount = 1,
+    };
+    VKMOE_TRY(vkmoe_check_vk(
+        ctx, ctx->vk.vkAllocateCommandBuffers(ctx->device, &alloc, &ctx->command_buffer),
+        "vkAllocateCommandBuffers"));
+    VkFenceCreateInfo fence = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    return vkmoe_check_vk(ctx, ctx->vk.vkCreateFence(ctx->device, &fence, NULL, &ctx->fence),
+                          "vkCreateFence");
+}
+
+static vkmoe_status context_init(vkmoe_context *ctx, const vkmoe_context_params *params)
+{
+    if (params->import) {
+        VKMOE_TRY(load_vulkan(params->import->get_instance_proc_addr));
+        VKMOE_TRY(import_device(ctx, params->import));
+    } else {
+        VKMOE_TRY(load_vulkan(NULL));
+        ctx->owns_device = true;
+        VKMOE_TRY(create_instance(ctx, validation_wanted(params)));
+        VKMOE_TRY(choose_device(ctx, params->device));
+        VKMOE_TRY(create_device(ctx));
+    }
+    fill_device_info(ctx);
+    vkmoe_log(ctx, VKMOE_LOG_INFO, "device: %s (%s)%s", ctx->info.name, ctx->info.driver,
+              ctx->unified_memory ? ", unified memory" : "");
+    VKMOE_TRY(create_command_objects(ctx));
+    return vkmoe_pipelines_init(ctx);
+}
+
+vkmoe_status vkmoe_context_create(const vkmoe_context_params *params, vkmoe_context **out)
+{
+    VKMOE_REQUIRE(NULL, out, "vkmoe_context_create: out is NULL");
+    *out = NULL;
+    vkmoe_context_params defaults = {0};
+    if (!params)
+        params = &defaults;
+    VKMOE_REQUIRE(NULL, params->log_level >= VKMOE_LOG_ERROR && params->log_level <= VKMOE_LOG_DEBUG,
+                  "vkmoe_context_create: log_level %d is out of range", (int)params->log_level);
+    vkmoe_context *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx)
+        return vkmoe_fail(NULL, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    ctx->log = params->log;
+    ctx->log_user = params->log_user;
+    ctx->log_level = params->log_level;
+    vkmoe_status status = context_init(ctx, params);
+    if (status != VKMOE_OK) {
+        vkmoe_context_destroy(&ctx);
+        return status;
+    }
+    *out = ctx;
+    return VKMOE_OK;
+}
+
+void vkmoe_context_destroy(vkmoe_context **pctx)
+{
+    if (!pctx || !*pctx)
+        return;
+    vkmoe_context *ctx = *pctx;
+    if (ctx->device) {
+        ctx->vk.vkDeviceWaitIdle(ctx->device);
+        vkmoe_pipelines_destroy(ctx);
+        if (ctx->fence)
+            ctx->vk.vkDestroyFence(ctx->device, ctx->fence, NULL);
+        if (ctx->command_pool)
+            ctx->vk.vkDestroyCommandPool(ctx->device, ctx->command_pool, NULL);
+        if (ctx->owns_device)
+            ctx->vk.vkDestroyDevice(ctx->device, NULL);
+    }
+    if (ctx->owns_device && ctx->instance) {
+        if (ctx->messenger)
+            vkDestroyDebugUtilsMessengerEXT(ctx->instance, ctx->messenger, NULL);
+        vkDestroyInstance(ctx->instance, NULL);
+    }
+    free(ctx);
+    *pctx = NULL;
+}
+
+vkmoe_status vkmoe_device_count(uint32_t *count)
+{
+    VKMOE_REQUIRE(NULL, count, "vkmoe_device_count: count is NULL");
+    *count = 0;
+    if (volkInitialize() != VK_SUCCESS)
+        return VKMOE_OK;
+    vkmoe_context probe = {0};
+    if (create_instance(&probe, false) != VKMOE_OK)
+        return VKMOE_OK;
+    uint32_t n = 0;
+    VkPhysicalDevice devices[64];
+    vkEnumeratePhysicalDevices(probe.instance, &n, NULL);
+    if (n > VKMOE_ARRAY_SIZE(devices))
+        n = VKMOE_ARRAY_SIZE(devices);
+    if (vkEnumeratePhysicalDevices(probe.instance, &n, devices) >= 0)
+        for (uint32_t i = 0; i < n; i++)
+            *count += device_usable(devices[i]);
+    vkDestroyInstance(probe.instance, NULL);
+    return VKMOE_OK;
+}
+
+vkmoe_status vkmoe_context_device_info(const vkmoe_context *ctx, vkmoe_device_info *info)
+{
+    VKMOE_REQUIRE(ctx, ctx && info, "vkmoe_context_device_info: ctx and info must not be NULL");
+    *info = ctx->info;
+    return VKMOE_OK;
+}
+
+uint32_t vkmoe_context_validation_errors(const vkmoe_context *ctx)
+{
+    return ctx ? atomic_load(&((vkmoe_context *)ctx)->validation_errors) : 0;
+}
+
+vkmoe_status vkmoe_context_check_alive(const vkmoe_context *ctx)
+{
+    if (atomic_load(&((vkmoe_context *)ctx)->lost))
+        return vkmoe_fail(ctx, VKMOE_ERROR_DEVICE_LOST,
+                          "the device was lost earlier; destroy and recreate the context");
+    return VKMOE_OK;
+}
+
+vkmoe_status vkmoe_context_begin(vkmoe_context *ctx, VkCommandBuffer *cmd)
+{
+    VKMOE_TRY(vkmoe_context_check_alive(ctx));
+    VkCommandBufferBeginInfo begin = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+        .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
+    };
+    VKMOE_TRY(vkmoe_check_vk(ctx, ctx->vk.vkResetCommandBuffer(ctx->command_buffer, 0),
+                             "vkResetCommandBuffer"));
+    VKMOE_TRY(vkmoe_check_vk(ctx, ctx->vk.vkBeginCommandBuffer(ctx->command_buffer, &begin),
+                             "vkBeginCommandBuffer"));
+    *cmd = ctx->command_buffer;
+    return VKMOE_OK;
+}
+
+vkmoe_status vkmoe_context_submit_wait(vkmoe_context *ctx)
+{
+    VKMOE_TRY(vkmoe_check_vk(ctx, ctx->vk.vkEndCommandBuffer(ctx->command_buffer),
+                             "vkEndCommandBuffer"));
+    VkSubmitInfo submit = {
+        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+        .commandBufferCount = 1,
+        .pCommandBuffers = &ctx->command_buffer,
+    };
+    if (ctx->lock_queue)
+        ctx->lock_queue(ctx->queue_lock_user);
+    VkResult result = ctx->vk.vkQueueSubmit(ctx->queue, 1, &submit, ctx->fence);
+    if (ctx->unlock_queue)
+        ctx->unlock_queue(ctx->queue_lock_user);
+    VKMOE_TRY(vkmoe_check_vk(ctx, result, "vkQueueSubmit"));
+    result = ctx->vk.vkWaitForFences(ctx->device, 1, &ctx->fence, VK_TRUE, UINT64_MAX);
+    VKMOE_TRY(vkmoe_check_vk(ctx, result, "vkWaitForFences"));
+    return vkmoe_check_vk(ctx, ctx->vk.vkResetFences(ctx->device, 1, &ctx->fence),
+                          "vkResetFences");
+}

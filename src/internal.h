@@ -1,0 +1,265 @@
+/* Declarations shared by the library's source files; not installed. */
+#ifndef VKMOE_INTERNAL_H
+#define VKMOE_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdatomic.h>
+
+#include "volk.h"
+#include "vkmoe.h"
+
+#define VKMOE_MAX_EXPERTS 512u
+#define VKMOE_MAX_TOP_K 16u
+#define VKMOE_MAX_SLOTS (1u << 22)
+/* Marks a padding row in row_slot and an unused tile in tile_expert. */
+#define VKMOE_INVALID 0xffffffffu
+/* Slots per workgroup in count and scatter; elements per workgroup in scan. */
+#define VKMOE_BLOCK_SLOTS 256u
+#define VKMOE_SCAN_TILE 1024u
+/* Weight rows are padded to this many elements so shaders load 16 bytes at a time. */
+#define VKMOE_ROW_ALIGN 8u
+
+#define VKMOE_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+static inline uint64_t vkmoe_round_up(uint64_t x, uint64_t m) { return (x + m - 1) / m * m; }
+static inline uint64_t vkmoe_div_up(uint64_t x, uint64_t m) { return (x + m - 1) / m; }
+
+/* ---- errors (error.c) ---- */
+
+/* Record a failure: sets the thread's last error, logs it on ctx (may be
+ * NULL) and returns status, so callers write `return vkmoe_fail(...)`. */
+vkmoe_status vkmoe_fail(const vkmoe_context *ctx, vkmoe_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Map a VkResult to a status; failures are recorded with `what` as context.
+ * VK_ERROR_DEVICE_LOST also marks ctx as lost for good. */
+vkmoe_status vkmoe_check_vk(vkmoe_context *ctx, VkResult result, const char *what);
+void vkmoe_log(const vkmoe_context *ctx, vkmoe_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define VKMOE_REQUIRE(ctx, cond, ...)                                                  \
+    do {                                                                               \
+        if (!(cond))                                                                   \
+            return vkmoe_fail((ctx), VKMOE_ERROR_INVALID_ARGUMENT, __VA_ARGS__);       \
+    } while (0)
+
+#define VKMOE_TRY(expr)                                                                \
+    do {                                                                               \
+        vkmoe_status try_status_ = (expr);                                             \
+        if (try_status_ != VKMOE_OK)                                                   \
+            return try_status_;                                                        \
+    } while (0)
+
+/* ---- pipelines (pipelines.c) ---- */
+
+typedef enum vkmoe_shader {
+    VKMOE_SHADER_ROUTER,
+    VKMOE_SHADER_COUNT,
+    VKMOE_SHADER_SCAN,
+    VKMOE_SHADER_SCATTER,
+    VKMOE_SHADER_GEMM_UP,
+    VKMOE_SHADER_GEMM_DOWN,
+    VKMOE_SHADER_COMBINE,
+    VKMOE_SHADER_MAX,
+} vkmoe_shader;
+
+/* Specialization constants are all uint32 and numbered from 0 in order. */
+#define VKMOE_MAX_SPEC 8u
+typedef struct vkmoe_spec {
+    uint32_t count;
+    uint32_t values[VKMOE_MAX_SPEC];
+} vkmoe_spec;
+
+typedef struct vkmoe_pipeline_entry {
+    vkmoe_shader shader;
+    vkmoe_spec spec;
+    VkPipeline pipeline;
+} vkmoe_pipeline_entry;
+
+/* Every shader uses one layout: set 0 = {0: x (read), 1: y (write)} and a
+ * 128-byte push block carrying sizes and buffer device addresses. */
+#define VKMOE_PUSH_SIZE 128u
+
+/* ---- context (context.c) ---- */
+
+struct vkmoe_context {
+    struct VolkDeviceTable vk;
+    VkInstance instance;
+    VkPhysicalDevice physical_device;
+    VkDevice device;
+    VkQueue queue;
+    uint32_t queue_family;
+    bool owns_device; /* false when imported: never destroy the host's handles */
+    VkDebugUtilsMessengerEXT messenger;
+
+    vkmoe_log_fn log;
+    void *log_user;
+    vkmoe_log_level log_level;
+    vkmoe_queue_lock_fn lock_queue, unlock_queue;
+    void *queue_lock_user;
+
+    VkPhysicalDeviceProperties properties;
+    VkPhysicalDeviceMemoryProperties memory;
+    vkmoe_device_info info;
+    float timestamp_period_ns;
+    /* CPU and integrated devices: device-local memory is host-visible, so
+     * buffers are mapped and written in place instead of staged. */
+    bool unified_memory;
+
+    VkCommandPool command_pool;
+    VkCommandBuffer command_buffer; /* for uploads, downloads and host forwards */
+    VkFence fence;
+
+    VkDescriptorSetLayout set_layout;
+    VkPipelineLayout pipeline_layout;
+    vkmoe_pipeline_entry *pipelines; /* cache: one entry per (shader, spec) */
+    uint32_t pipeline_count;
+
+    atomic_uint validation_errors;
+    atomic_bool lost;
+};
+
+/* Fail with VKMOE_ERROR_DEVICE_LOST when the context has lost its device. */
+vkmoe_status vkmoe_context_check_alive(const vkmoe_context *ctx);
+/* Begin recording the context's own command buffer (waits for nothing: the
+ * previous use always ended with vkmoe_context_submit_wait). */
+vkmoe_status vkmoe_context_begin(vkmoe_context *ctx, VkCommandBuffer *cmd);
+/* End, submit and wait for the context's command buffer. */
+vkmoe_status vkmoe_context_submit_wait(vkmoe_context *ctx);
+
+/* ---- pipelines (pipelines.c) ---- */
+
+vkmoe_status vkmoe_pipelines_init(vkmoe_context *ctx);
+void vkmoe_pipelines_destroy(vkmoe_context *ctx);
+/* The pipeline for shader with these specialization constants, created on
+ * first use and owned by the context. */
+vkmoe_status vkmoe_pipeline_get(vkmoe_context *ctx, vkmoe_shader shader, const vkmoe_spec *spec,
+                                VkPipeline *out);
+/* Bind, push and dispatch `groups` workgroups along one logical axis; the
+ * grid folds into x and y so counts beyond 65535 work (shaders call
+ * flat_group_id() from shaders/common/dispatch.glsl). */
+void vkmoe_dispatch_1d(vkmoe_context *ctx, VkCommandBuffer cmd, VkPipeline pipeline,
+                       const void *push, uint32_t push_size, uint64_t groups);
+/* A compute-to-compute (and indirect) memory barrier between two stages. */
+void vkmoe_barrier_compute(vkmoe_context *ctx, VkCommandBuffer cmd);
+
+/* ---- memory (memory.c) ---- */
+
+typedef enum vkmoe_memory_use {
+    VKMOE_MEMORY_DEVICE,   /* device-local; mapped only on unified-memory devices */
+    VKMOE_MEMORY_HOST,     /* host-visible and coherent, for staging */
+} vkmoe_memory_use;
+
+typedef struct vkmoe_buffer {
+    VkBuffer buffer;
+    VkDeviceMemory memory;
+    VkDeviceSize size;
+    VkDeviceAddress address;
+    void *mapped; /* NULL unless host-visible */
+} vkmoe_buffer;
+
+vkmoe_status vkmoe_buffer_create(vkmoe_context *ctx, VkDeviceSize size, vkmoe_memory_use use,
+                                 vkmoe_buffer *out);
+void vkmoe_buffer_destroy(vkmoe_context *ctx, vkmoe_buffer *buffer);
+/* Copy `rows` rows of row_bytes each from host memory into buf at offset,
+ * with consecutive destination rows dst_stride bytes apart and the gap
+ * zero-filled. Waits for completion. */
+vkmoe_status vkmoe_buffer_write_rows(vkmoe_context *ctx, const vkmoe_buffer *buf,
+                                     VkDeviceSize offset, const void *src, uint64_t rows,
+                                     uint64_t row_bytes, uint64_t dst_stride);
+/* Copy size bytes at offset of buf to host memory; waits for completion. */
+vkmoe_status vkmoe_buffer_read(vkmoe_context *ctx, const vkmoe_buffer *buf, VkDeviceSize offset,
+                               void *dst, VkDeviceSize size);
+
+/* ---- layer (layer.c) and its stages ---- */
+
+/* Where each piece of a layer's routing scratch lives, as byte offsets into
+ * layer->scratch (all 16-byte aligned):
+ *   ids         u32 [max_slots]        chosen expert of slot s = t·k + j
+ *   topk_weight f32 [max_slots]        its combine weight
+ *   block_counts u32 [E][max_blocks]   per-block histogram, scanned in place
+ *   tile_sums   u32 [max_scan_tiles]   partial sums of the device-wide scan
+ *   expert_count u32 [E]               tokens per expert (statistics)
+ *   expert_base u32 [E]                first row of each expert's padded segment
+ *   tile_expert u32 [max_tiles]        expert of each row tile, or VKMOE_INVALID
+ *   row_slot    u32 [max_rows]         slot held by each row, or VKMOE_INVALID
+ *   slot_row    u32 [max_slots]        row holding each slot
+ *   dispatch    u32 [2][3]             indirect grids of gemm_up and gemm_down */
+typedef struct vkmoe_scratch_layout {
+    VkDeviceSize ids, topk_weight, block_counts, tile_sums, expert_count, expert_base,
+        tile_expert, row_slot, slot_row, dispatch, size;
+} vkmoe_scratch_layout;
+
+/* Tile shape of the expert GEMMs (specialization constants). */
+typedef struct vkmoe_gemm_config {
+    uint32_t tile_m, tile_n, tile_k, thread_m, thread_n;
+} vkmoe_gemm_config;
+
+/* E matrices of one kind (gate, up or down) for all experts, packed into as
+ * few allocations as the device's allocation limit allows. */
+typedef struct vkmoe_expert_array {
+    vkmoe_buffer *chunks;
+    uint32_t chunk_count;
+    uint32_t per_chunk;           /* experts per chunk */
+    VkDeviceSize matrix_bytes;    /* one expert, rows padded to `ld` elements */
+    uint32_t rows, cols, ld;
+} vkmoe_expert_array;
+
+struct vkmoe_layer {
+    vkmoe_context *ctx;
+    vkmoe_layer_params params;
+    uint32_t ld_dim, ld_ffn; /* padded row lengths, in elements */
+    uint32_t max_slots, max_blocks, max_scan_tiles, max_rows, max_tiles;
+    vkmoe_gemm_config gemm;
+
+    vkmoe_buffer router;        /* f32 [E][ld_dim] */
+    vkmoe_expert_array experts[3];
+    vkmoe_buffer expert_table;  /* uvec2 device address [3][E] */
+    vkmoe_buffer scratch;       /* see vkmoe_scratch_layout */
+    vkmoe_scratch_layout layout;
+    vkmoe_buffer hidden;        /* f32 [max_rows][ld_ffn], gemm_up output */
+    vkmoe_buffer expert_out;    /* f32 [max_rows][dim], gemm_down output */
+    vkmoe_buffer x, y;          /* f32 [max_tokens][dim], for vkmoe_layer_forward */
+
+    VkDescriptorPool descriptor_pool;
+    VkDescriptorSet descriptor_set;
+    VkPipeline pipelines[VKMOE_SHADER_MAX];
+    VkQueryPool queries; /* 2 timestamps per stage when params.timing */
+
+    bool router_set;
+    uint8_t *expert_set; /* [E][3]: which matrices have been uploaded */
+};
+
+/* Each stage records its dispatch; the caller puts barriers between them. */
+void vkmoe_router_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
+void vkmoe_count_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
+void vkmoe_scan_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
+void vkmoe_scatter_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
+void vkmoe_gemm_up_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
+void vkmoe_gemm_down_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
+void vkmoe_combine_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
+
+/* The specialization constants of each stage's pipeline for this layer. */
+vkmoe_spec vkmoe_router_spec(const vkmoe_layer *layer);
+vkmoe_spec vkmoe_gemm_spec(const vkmoe_layer *layer);
+
+/* Address of expert e's matrix in an expert array. */
+VkDeviceAddress vkmoe_expert_address(const vkmoe_expert_array *array, uint32_t expert);
+
+/* Test hook: read back the layer's scratch and intermediate buffers after a
+ * forward, so tests can check every stage against its own CPU reference. */
+typedef enum vkmoe_debug_buffer {
+    VKMOE_DEBUG_IDS,
+    VKMOE_DEBUG_TOPK_WEIGHT,
+    VKMOE_DEBUG_BLOCK_COUNTS,
+    VKMOE_DEBUG_EXPERT_BASE,
+    VKMOE_DEBUG_TILE_EXPERT,
+    VKMOE_DEBUG_ROW_SLOT,
+    VKMOE_DEBUG_SLOT_ROW,
+    VKMOE_DEBUG_DISPATCH,
+    VKMOE_DEBUG_HIDDEN,
+    VKMOE_DEBUG_EXPERT_OUT,
+} vkmoe_debug_buffer;
+vkmoe_status vkmoe_layer_debug_read(vkmoe_layer *layer, vkmoe_debug_buffer which, void *dst,
+                                    size_t size);
+
+#endif /* VKMOE_INTERNAL_H */

@@ -1,0 +1,514 @@
+/* Layer: validation of params, weights and scratch memory, and the forward
+ * that records the seven stages into one command buffer. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define TIMESTAMPS (VKMOE_STAGE_MAX + 1)
+
+static const char *const stage_names[VKMOE_STAGE_MAX] = {
+    "router", "count", "scan", "scatter", "gemm_up", "gemm_down", "combine",
+};
+
+const char *vkmoe_stage_name(vkmoe_stage stage)
+{
+    return (unsigned)stage < VKMOE_STAGE_MAX ? stage_names[stage] : "";
+}
+
+static vkmoe_status validate_params(const vkmoe_context *ctx, const vkmoe_layer_params *p)
+{
+    VKMOE_REQUIRE(ctx, p->dim >= 1 && p->ffn_dim >= 1,
+                  "vkmoe_layer_create: dim (%u) and ffn_dim (%u) must be at least 1", p->dim,
+                  p->ffn_dim);
+    VKMOE_REQUIRE(ctx, p->experts >= 1 && p->experts <= VKMOE_MAX_EXPERTS,
+                  "vkmoe_layer_create: experts is %u, must be 1..%u", p->experts,
+                  VKMOE_MAX_EXPERTS);
+    VKMOE_REQUIRE(ctx, p->top_k >= 1 && p->top_k <= p->experts && p->top_k <= VKMOE_MAX_TOP_K,
+                  "vkmoe_layer_create: top_k is %u, must be 1..min(experts = %u, %u)", p->top_k,
+                  p->experts, VKMOE_MAX_TOP_K);
+    VKMOE_REQUIRE(ctx, (uint64_t)p->max_tokens * p->top_k <= VKMOE_MAX_SLOTS,
+                  "vkmoe_layer_create: max_tokens·top_k = %llu exceeds %u slots",
+                  (unsigned long long)p->max_tokens * p->top_k, VKMOE_MAX_SLOTS);
+    VKMOE_REQUIRE(ctx, (unsigned)p->weight_type <= VKMOE_WEIGHT_F16,
+                  "vkmoe_layer_create: unknown weight_type %d", (int)p->weight_type);
+    VKMOE_REQUIRE(ctx, p->router == VKMOE_ROUTER_SOFTMAX_TOPK,
+                  "vkmoe_layer_create: unknown router %d", (int)p->router);
+    VKMOE_REQUIRE(ctx, p->activation == VKMOE_ACTIVATION_SWIGLU,
+                  "vkmoe_layer_create: unknown activation %d", (int)p->activation);
+    uint64_t io_bytes = (uint64_t)p->max_tokens * p->dim * sizeof(float);
+    if (io_bytes > ctx->info.max_storage_buffer_range)
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "vkmoe_layer_create: max_tokens·dim·4 = %llu bytes exceeds the "
+                          "device's maxStorageBufferRange (%llu) that binds x and y",
+                          (unsigned long long)io_bytes,
+                          (unsigned long long)ctx->info.max_storage_buffer_range);
+    if (p->timing && !ctx->info.timestamps)
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "vkmoe_layer_create: timing needs timestamp queries, which the "
+                          "device's queue lacks");
+    return VKMOE_OK;
+}
+
+static vkmoe_gemm_config choose_gemm_config(const vkmoe_context *ctx)
+{
+    (void)ctx;
+    return (vkmoe_gemm_config){
+        .tile_m = 32, .tile_n = 64, .tile_k = 16, .thread_m = 4, .thread_n = 4};
+}
+
+static void compute_sizes(vkmoe_layer *layer)
+{
+    const vkmoe_layer_params *p = &layer->params;
+    layer->ld_dim = (uint32_t)vkmoe_round_up(p->dim, VKMOE_ROW_ALIGN);
+    layer->ld_ffn = (uint32_t)vkmoe_round_up(p->ffn_dim, VKMOE_ROW_ALIGN);
+    layer->max_slots = p->max_tokens * p->top_k;
+    layer->max_blocks = (uint32_t)vkmoe_div_up(layer->max_slots, VKMOE_BLOCK_SLOTS);
+    layer->max_scan_tiles =
+        (uint32_t)vkmoe_div_up((uint64_t)layer->max_blocks * p->experts, VKMOE_SCAN_TILE);
+    /* Only experts that receive a slot pad their segment to a whole tile. */
+    uint32_t tile = layer->gemm.tile_m;
+    uint32_t busy = p->experts < layer->max_slots ? p->experts : layer->max_slots;
+    layer->max_rows = (uint32_t)vkmoe_round_up(layer->max_slots + busy * (tile - 1), tile);
+    layer->max_tiles = layer->max_rows / tile;
+
+    vkmoe_scratch_layout *l = &layer->layout;
+    VkDeviceSize at = 0;
+#define PLACE(field, bytes) (l->field = at, at = vkmoe_round_up(at + (bytes), 16))
+    PLACE(ids, 4ull * layer->max_slots);
+    PLACE(topk_weight, 4ull * layer->max_slots);
+    PLACE(block_counts, 4ull * p->experts * layer->max_blocks);
+    PLACE(tile_sums, 4ull * layer->max_scan_tiles);
+    PLACE(expert_count, 4ull * p->experts);
+    PLACE(expert_base, 4ull * p->experts);
+    PLACE(tile_expert, 4ull * layer->max_tiles);
+    PLACE(row_slot, 4ull * layer->max_rows);
+    PLACE(slot_row, 4ull * layer->max_slots);
+    PLACE(dispatch, 4ull * 6);
+#undef PLACE
+    l->size = at;
+}
+
+static size_t weight_size(vkmoe_weight_type type)
+{
+    return type == VKMOE_WEIGHT_F16 ? 2 : 4;
+}
+
+VkDeviceAddress vkmoe_expert_address(const vkmoe_expert_array *array, uint32_t expert)
+{
+    return array->chunks[expert / array->per_chunk].address +
+           (expert % array->per_chunk) * array->matrix_bytes;
+}
+
+static vkmoe_status create_expert_array(vkmoe_layer *layer, vkmoe_expert_array *array,
+                                        uint32_t rows, uint32_t cols)
+{
+    vkmoe_context *ctx = layer->ctx;
+    uint32_t experts = layer->params.experts;
+    array->rows = rows;
+    array->cols = cols;
+    array->ld = (uint32_t)vkmoe_round_up(cols, VKMOE_ROW_ALIGN);
+    array->matrix_bytes = (VkDeviceSize)rows * array->ld * weight_size(layer->params.weight_type);
+    /* Shaders index one matrix with 32-bit element offsets. */
+    if ((uint64_t)rows * array->ld >= (1ull << 32))
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "vkmoe_layer_create: an expert matrix of %u x %u is too large", rows,
+                          cols);
+    VkDeviceSize chunk_limit = ctx->info.max_allocation_size < (1ull << 30)
+                                   ? ctx->info.max_allocation_size
+                                   : (1ull << 30);
+    uint64_t per_chunk = chunk_limit / array->matrix_bytes;
+    array->per_chunk = per_chunk == 0 ? 1 : per_chunk > experts ? experts : (uint32_t)per_chunk;
+    array->chunk_count = (uint32_t)vkmoe_div_up(experts, array->per_chunk);
+    array->chunks = calloc(array->chunk_count, sizeof(*array->chunks));
+    if (!array->chunks)
+        return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    for (uint32_t c = 0; c < array->chunk_count; c++) {
+        uint32_t in_chunk = experts - c * array->per_chunk;
+        if (in_chunk > array->per_chunk)
+            in_chunk = array->per_chunk;
+        VKMOE_TRY(vkmoe_buffer_create(ctx, in_chunk * array->matrix_bytes, VKMOE_MEMORY_DEVICE,
+                                      &array->chunks[c]));
+    }
+    return VKMOE_OK;
+}
+
+static void destroy_expert_array(vkmoe_context *ctx, vkmoe_expert_array *array)
+{
+    for (uint32_t c = 0; array->chunks && c < array->chunk_count; c++)
+        vkmoe_buffer_destroy(ctx, &array->chunks[c]);
+    free(array->chunks);
+    memset(array, 0, sizeof(*array));
+}
+
+static vkmoe_status write_expert_table(vkmoe_layer *layer)
+{
+    uint32_t experts = layer->params.experts;
+    VkDeviceAddress *table = calloc(3 * (size_t)experts, sizeof(*table));
+    if (!table)
+        return vkmoe_fail(layer->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    for (uint32_t m = 0; m < 3; m++)
+        for (uint32_t e = 0; e < experts; e++)
+            table[m * experts + e] = vkmoe_expert_address(&layer->experts[m], e);
+    size_t bytes = 3 * (size_t)experts * sizeof(*table);
+    vkmoe_status status =
+        vkmoe_buffer_write_rows(layer->ctx, &layer->expert_table, 0, table, 1, bytes, bytes);
+    free(table);
+    return status;
+}
+
+static vkmoe_status create_descriptors(vkmoe_layer *layer)
+{
+    vkmoe_context *ctx = layer->ctx;
+    VkDescriptorPoolSize size = {.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .descriptorCount = 2};
+    VkDescriptorPoolCreateInfo pool = {
+        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
+        .maxSets = 1,
+        .poolSizeCount = 1,
+        .pPoolSizes = &size,
+    };
+    VKMOE_TRY(vkmoe_check_vk(
+        ctx, ctx->vk.vkCreateDescriptorPool(ctx->device, &pool, NULL, &layer->descriptor_pool),
+        "vkCreateDescriptorPool"));
+    VkDescriptorSetAllocateInfo alloc = {
+        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+        .descriptorPool = layer->descriptor_pool,
+        .descriptorSetCount = 1,
+        .pSetLayouts = &ctx->set_layout,
+    };
+    return vkmoe_check_vk(
+        ctx, ctx->vk.vkAllocateDescriptorSets(ctx->device, &alloc, &layer->descriptor_set),
+        "vkAllocateDescriptorSets");
+}
+
+static vkmoe_status create_pipelines(vkmoe_layer *layer)
+{
+    vkmoe_spec none = {0};
+    vkmoe_spec router = vkmoe_router_spec(layer);
+    vkmoe_spec gemm = vkmoe_gemm_spec(layer);
+    const vkmoe_spec *specs[VKMOE_SHADER_MAX] = {
+        [VKMOE_SHADER_ROUTER] = &router, [VKMOE_SHADER_COUNT] = &none,
+        [VKMOE_SHADER_SCAN] = &none,     [VKMOE_SHADER_SCATTER] = &none,
+        [VKMOE_SHADER_GEMM_UP] = &gemm,  [VKMOE_SHADER_GEMM_DOWN] = &gemm,
+        [VKMOE_SHADER_COMBINE] = &none,
+    };
+    for (uint32_t s = 0; s < VKMOE_SHADER_MAX; s++)
+        VKMOE_TRY(vkmoe_pipeline_get(layer->ctx, s, specs[s], &layer->pipelines[s]));
+    return VKMOE_OK;
+}
+
+static vkmoe_status create_query_pool(vkmoe_layer *layer)
+{
+    if (!layer->params.timing)
+        return VKMOE_OK;
+    vkmoe_context *ctx = layer->ctx;
+    VkQueryPoolCreateInfo info = {
+        .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
+        .queryType = VK_QUERY_TYPE_TIMESTAMP,
+        .queryCount = TIMESTAMPS,
+    };
+    return vkmoe_check_vk(
+        ctx, ctx->vk.vkCreateQueryPool(ctx->device, &info, NULL, &layer->queries),
+        "vkCreateQueryPool");
+}
+
+static vkmoe_status allocate_layer(vkmoe_layer *layer)
+{
+    vkmoe_context *ctx = layer->ctx;
+    const vkmoe_layer_params *p = &layer->params;
+    VkDeviceSize io_bytes = (VkDeviceSize)p->max_tokens * p->dim * sizeof(float);
+    uint64_t hidden_elements = (uint64_t)layer->max_rows * layer->ld_ffn;
+    if (hidden_elements >= (1ull << 32))
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "vkmoe_layer_create: max_tokens·top_k·ffn_dim is too large for one "
+                          "forward; lower max_tokens");
+    layer->expert_set = calloc(3 * (size_t)p->experts, 1);
+    if (!layer->expert_set)
+        return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    VKMOE_TRY(vkmoe_buffer_create(ctx, (VkDeviceSize)p->experts * layer->ld_dim * 4,
+                                  VKMOE_MEMORY_DEVICE, &layer->router));
+    VKMOE_TRY(create_expert_array(layer, &layer->experts[VKMOE_EXPERT_GATE], p->ffn_dim, p->dim));
+    VKMOE_TRY(create_expert_array(layer, &layer->experts[VKMOE_EXPERT_UP], p->ffn_dim, p->dim));
+    VKMOE_TRY(create_expert_array(layer, &layer->experts[VKMOE_EXPERT_DOWN], p->dim, p->ffn_dim));
+    VKMOE_TRY(vkmoe_buffer_create(ctx, 3ull * p->experts * sizeof(VkDeviceAddress),
+                                  VKMOE_MEMORY_DEVICE, &layer->expert_table));
+    VKMOE_TRY(write_expert_table(layer));
+    VKMOE_TRY(vkmoe_buffer_create(ctx, layer->layout.size, VKMOE_MEMORY_DEVICE, &layer->scratch));
+    VKMOE_TRY(vkmoe_buffer_create(ctx, hidden_elements * 4, VKMOE_MEMORY_DEVICE, &layer->hidden));
+    VKMOE_TRY(vkmoe_buffer_create(ctx, (VkDeviceSize)layer->max_rows * p->dim * 4,
+                                  VKMOE_MEMORY_DEVICE, &layer->expert_out));
+    VKMOE_TRY(vkmoe_buffer_create(ctx, io_bytes, VKMOE_MEMORY_DEVICE, &layer->x));
+    VKMOE_TRY(vkmoe_buffer_create(ctx, io_bytes, VKMOE_MEMORY_DEVICE, &layer->y));
+    VKMOE_TRY(create_descriptors(layer));
+    VKMOE_TRY(create_pipelines(layer));
+    return create_query_pool(layer);
+}
+
+vkmoe_status vkmoe_layer_create(vkmoe_context *ctx, const vkmoe_layer_params *params,
+                                vkmoe_layer **out)
+{
+    VKMOE_REQUIRE(ctx, out, "vkmoe_layer_create: out is NULL");
+    *out = NULL;
+    VKMOE_REQUIRE(ctx, ctx && params, "vkmoe_layer_create: ctx and params must not be NULL");
+    VKMOE_TRY(vkmoe_context_check_alive(ctx));
+    vkmoe_layer_params p = *params;
+    if (p.max_tokens == 0)
+        p.max_tokens = 1;
+    VKMOE_TRY(validate_params(ctx, &p));
+    vkmoe_layer *layer = calloc(1, sizeof(*layer));
+    if (!layer)
+        return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    layer->ctx = ctx;
+    layer->params = p;
+    layer->gemm = choose_gemm_config(ctx);
+    compute_sizes(layer);
+    vkmoe_status status = allocate_layer(layer);
+    if (status != VKMOE_OK) {
+        vkmoe_layer_destroy(&layer);
+        return status;
+    }
+    vkmoe_log(ctx, VKMOE_LOG_INFO, "layer: D=%u F=%u E=%u k=%u, %llu bytes of experts",
+              p.dim, p.ffn_dim, p.experts, p.top_k,
+              3ull * p.experts * layer->experts[0].matrix_bytes);
+    *out = layer;
+    return VKMOE_OK;
+}
+
+void vkmoe_layer_destroy(vkmoe_layer **player)
+{
+    if (!player || !*player)
+        return;
+    vkmoe_layer *layer = *player;
+    vkmoe_context *ctx = layer->ctx;
+    if (layer->queries)
+        ctx->vk.vkDestroyQueryPool(ctx->device, layer->queries, NULL);
+    if (layer->descriptor_pool)
+        ctx->vk.vkDestroyDescriptorPool(ctx->device, layer->descriptor_pool, NULL);
+    vkmoe_buffer *buffers[] = {&layer->router, &layer->expert_table, &layer->scratch,
+                               &layer->hidden, &layer->expert_out, &layer->x, &layer->y};
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(buffers); i++)
+        vkmoe_buffer_destroy(ctx, buffers[i]);
+    for (uint32_t m = 0; m < 3; m++)
+        destroy_expert_array(ctx, &layer->experts[m]);
+    free(layer->expert_set);
+    free(layer);
+    *player = NULL;
+}
+
+vkmoe_status vkmoe_layer_set_router(vkmoe_layer *layer, const float *weights, size_t size)
+{
+    VKMOE_REQUIRE(NULL, layer, "vkmoe_layer_set_router: layer is NULL");
+    vkmoe_context *ctx = layer->ctx;
+    VKMOE_REQUIRE(ctx, weights, "vkmoe_layer_set_router: weights is NULL");
+    size_t row = (size_t)layer->params.dim * sizeof(float);
+    VKMOE_REQUIRE(ctx, size == row * layer->params.experts,
+                  "vkmoe_layer_set_router: size is %zu bytes, expected experts·dim·4 = %zu", size,
+                  row * layer->params.experts);
+    VKMOE_TRY(vkmoe_buffer_write_rows(ctx, &layer->router, 0, weights, layer->params.experts, row,
+                                      (uint64_t)layer->ld_dim * sizeof(float)));
+    layer->router_set = true;
+    return VKMOE_OK;
+}
+
+vkmoe_status vkmoe_layer_set_expert(vkmoe_layer *layer, uint32_t expert,
+                                    vkmoe_expert_matrix matrix, const void *weights, size_t size)
+{
+    VKMOE_REQUIRE(NULL, layer, "vkmoe_layer_set_expert: layer is NULL");
+    vkmoe_context *ctx = layer->ctx;
+    VKMOE_REQUIRE(ctx, weights, "vkmoe_layer_set_expert: weights is NULL");
+    VKMOE_REQUIRE(ctx, expert < layer->params.experts,
+                  "vkmoe_layer_set_expert: expert %u out of range (experts = %u)", expert,
+                  layer->params.experts);
+    VKMOE_REQUIRE(ctx, (unsigned)matrix <= VKMOE_EXPERT_DOWN,
+                  "vkmoe_layer_set_expert: unknown matrix %d", (int)matrix);
+    const vkmoe_expert_array *array = &layer->experts[matrix];
+    size_t element = weight_size(layer->params.weight_type);
+    size_t row = (size_t)array->cols * element;
+    VKMOE_REQUIRE(ctx, size == row * array->rows,
+                  "vkmoe_layer_set_expert: size is %zu bytes, expected %u x %u x %zu = %zu", size,
+                  array->rows, array->cols, element, row * array->rows);
+    const vkmoe_buffer *chunk = &array->chunks[expert / array->per_chunk];
+    VkDeviceSize offset = (expert % array->per_chunk) * array->matrix_bytes;
+    VKMOE_TRY(vkmoe_buffer_write_rows(ctx, chunk, offset, weights, array->rows, row,
+                                      (uint64_t)array->ld * element));
+    layer->expert_set[expert * 3 + matrix] = 1;
+    return VKMOE_OK;
+}
+
+static vkmoe_status check_ready(const vkmoe_layer *layer, const char *fn, uint32_t tokens)
+{
+    const vkmoe_context *ctx = layer->ctx;
+    VKMOE_REQUIRE(ctx, tokens >= 1 && tokens <= layer->params.max_tokens,
+                  "%s: tokens is %u, must be 1..max_tokens (%u)", fn, tokens,
+                  layer->params.max_tokens);
+    if (!layer->router_set)
+        return vkmoe_fail(ctx, VKMOE_ERROR_STATE, "%s: the router weights are not set", fn);
+    for (uint32_t i = 0; i < 3 * layer->params.experts; i++)
+        if (!layer->expert_set[i])
+            return vkmoe_fail(ctx, VKMOE_ERROR_STATE, "%s: expert %u's %s matrix is not set", fn,
+                              i / 3, i % 3 == 0 ? "gate" : i % 3 == 1 ? "up" : "down");
+    return vkmoe_context_check_alive(ctx);
+}
+
+static void bind_io(vkmoe_layer *layer, VkBuffer x, VkDeviceSize x_offset, VkBuffer y,
+                    VkDeviceSize y_offset, VkDeviceSize range)
+{
+    VkDescriptorBufferInfo buffers[2] = {
+        {.buffer = x, .offset = x_offset, .range = range},
+        {.buffer = y, .offset = y_offset, .range = range},
+    };
+    VkWriteDescriptorSet writes[2];
+    for (uint32_t i = 0; i < 2; i++)
+        writes[i] = (VkWriteDescriptorSet){
+            .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+            .dstSet = layer->descriptor_set,
+            .dstBinding = i,
+            .descriptorCount = 1,
+            .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+            .pBufferInfo = &buffers[i],
+        };
+    vkmoe_context *ctx = layer->ctx;
+    ctx->vk.vkUpdateDescriptorSets(ctx->device, 2, writes, 0, NULL);
+}
+
+static void memory_barrier(vkmoe_context *ctx, VkCommandBuffer cmd, VkPipelineStageFlags src,
+                           VkAccessFlags src_access, VkPipelineStageFlags dst,
+                           VkAccessFlags dst_access)
+{
+    VkMemoryBarrier barrier = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+        .srcAccessMask = src_access,
+        .dstAccessMask = dst_access,
+    };
+    ctx->vk.vkCmdPipelineBarrier(cmd, src, dst, 0, 1, &barrier, 0, NULL, 0, NULL);
+}
+
+typedef void (*stage_recorder)(vkmoe_layer *, VkCommandBuffer, uint32_t);
+
+static void record_stages(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
+{
+    static const stage_recorder stages[VKMOE_STAGE_MAX] = {
+        vkmoe_router_record,  vkmoe_count_record,     vkmoe_scan_record,
+        vkmoe_scatter_record, vkmoe_gemm_up_record,   vkmoe_gemm_down_record,
+        vkmoe_combine_record,
+    };
+    vkmoe_context *ctx = layer->ctx;
+    if (layer->queries) {
+        ctx->vk.vkCmdResetQueryPool(cmd, layer->queries, 0, TIMESTAMPS);
+        ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, layer->queries, 0);
+    }
+    ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->pipeline_layout, 0,
+                                    1, &layer->descriptor_set, 0, NULL);
+    for (uint32_t s = 0; s < VKMOE_STAGE_MAX; s++) {
+        if (s > 0)
+            vkmoe_barrier_compute(ctx, cmd);
+        stages[s](layer, cmd, tokens);
+        if (layer->queries)
+            ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, layer->queries,
+                                        s + 1);
+    }
+}
+
+static void record_forward(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens, VkBuffer x,
+                           VkDeviceSize x_offset, VkBuffer y, VkDeviceSize y_offset)
+{
+    vkmoe_context *ctx = layer->ctx;
+    bind_io(layer, x, x_offset, y, y_offset, (VkDeviceSize)tokens * layer->params.dim * 4);
+    memory_barrier(ctx, cmd, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_ACCESS_MEMORY_WRITE_BIT,
+                   VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                   VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+    record_stages(layer, cmd, tokens);
+    memory_barrier(ctx, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                   VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
+                   VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT);
+}
+
+vkmoe_status vkmoe_layer_record_forward(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens,
+                                        VkBuffer x, VkDeviceSize x_offset, VkBuffer y,
+                                        VkDeviceSize y_offset)
+{
+    const char *fn = "vkmoe_layer_record_forward";
+    VKMOE_REQUIRE(NULL, layer, "%s: layer is NULL", fn);
+    vkmoe_context *ctx = layer->ctx;
+    VKMOE_REQUIRE(ctx, cmd && x && y, "%s: cmd, x and y must not be VK_NULL_HANDLE", fn);
+    VkDeviceSize align = ctx->properties.limits.minStorageBufferOffsetAlignment;
+    VKMOE_REQUIRE(ctx, x_offset % align == 0 && y_offset % align == 0,
+                  "%s: offsets must be multiples of minStorageBufferOffsetAlignment (%llu)", fn,
+                  (unsigned long long)align);
+    VKMOE_TRY(check_ready(layer, fn, tokens));
+    record_forward(layer, cmd, tokens, x, x_offset, y, y_offset);
+    return VKMOE_OK;
+}
+
+vkmoe_status vkmoe_layer_forward(vkmoe_layer *layer, uint32_t tokens, const float *x, float *y)
+{
+    const char *fn = "vkmoe_layer_forward";
+    VKMOE_REQUIRE(NULL, layer, "%s: layer is NULL", fn);
+    vkmoe_context *ctx = layer->ctx;
+    VKMOE_REQUIRE(ctx, x && y, "%s: x and y must not be NULL", fn);
+    VKMOE_TRY(check_ready(layer, fn, tokens));
+    size_t bytes = (size_t)tokens * layer->params.dim * sizeof(float);
+    VKMOE_REQUIRE(ctx, (const char *)x + bytes <= (const char *)y ||
+                           (const char *)y + bytes <= (const char *)x,
+                  "%s: x and y overlap", fn);
+    VKMOE_TRY(vkmoe_buffer_write_rows(ctx, &layer->x, 0, x, 1, bytes, bytes));
+    VkCommandBuffer cmd;
+    VKMOE_TRY(vkmoe_context_begin(ctx, &cmd));
+    record_forward(layer, cmd, tokens, layer->x.buffer, 0, layer->y.buffer, 0);
+    /* Results read through mapped memory (y, statistics) must reach the host. */
+    memory_barrier(ctx, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                   VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+    VKMOE_TRY(vkmoe_context_submit_wait(ctx));
+    return vkmoe_buffer_read(ctx, &layer->y, 0, y, bytes);
+}
+
+vkmoe_status vkmoe_layer_expert_counts(const vkmoe_layer *layer, uint32_t *counts, uint32_t n)
+{
+    VKMOE_REQUIRE(NULL, layer, "vkmoe_layer_expert_counts: layer is NULL");
+    VKMOE_REQUIRE(layer->ctx, counts && n >= layer->params.experts,
+                  "vkmoe_layer_expert_counts: counts must hold %u values (n = %u)",
+                  layer->params.experts, n);
+    return vkmoe_buffer_read(layer->ctx, &layer->scratch, layer->layout.expert_count, counts,
+                             (VkDeviceSize)layer->params.experts * sizeof(uint32_t));
+}
+
+vkmoe_status vkmoe_layer_timings(const vkmoe_layer *layer, vkmoe_timings *timings)
+{
+    VKMOE_REQUIRE(NULL, layer && timings, "vkmoe_layer_timings: layer and timings must not be NULL");
+    vkmoe_context *ctx = layer->ctx;
+    if (!layer->queries)
+        return vkmoe_fail(ctx, VKMOE_ERROR_STATE,
+                          "vkmoe_layer_timings: the layer was created without params.timing");
+    uint64_t ticks[TIMESTAMPS];
+    VkResult result = ctx->vk.vkGetQueryPoolResults(
+        ctx->device, layer->queries, 0, TIMESTAMPS, sizeof(ticks), ticks, sizeof(uint64_t),
+        VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
+    VKMOE_TRY(vkmoe_check_vk(ctx, result, "vkGetQueryPoolResults"));
+    double ms_per_tick = ctx->timestamp_period_ns * 1e-6;
+    for (uint32_t s = 0; s < VKMOE_STAGE_MAX; s++)
+        timings->stage_ms[s] = (double)(ticks[s + 1] - ticks[s]) * ms_per_tick;
+    timings->total_ms = (double)(ticks[VKMOE_STAGE_MAX] - ticks[0]) * ms_per_tick;
+    return VKMOE_OK;
+}
+
+vkmoe_status vkmoe_layer_debug_read(vkmoe_layer *layer, vkmoe_debug_buffer which, void *dst,
+                                    size_t size)
+{
+    const vkmoe_scratch_layout *l = &layer->layout;
+    const vkmoe_buffer *buf = &layer->scratch;
+    VkDeviceSize offset = 0;
+    switch (which) {
+    case VKMOE_DEBUG_IDS: offset = l->ids; break;
+    case VKMOE_DEBUG_TOPK_WEIGHT: offset = l->topk_weight; break;
+    case VKMOE_DEBUG_BLOCK_COUNTS: offset = l->block_counts; break;
+    case VKMOE_DEBUG_EXPERT_BASE: offset = l->expert_base; break;
+    case VKMOE_DEBUG_TILE_EXPERT: offset = l->tile_expert; break;
+    case VKMOE_DEBUG_ROW_SLOT: offset = l->row_slot; break;
+    case VKMOE_DEBUG_SLOT_ROW: offset = l->slot_row; break;
+    case VKMOE_DEBUG_DISPATCH: offset = l->dispatch; break;
+    case VKMOE_DEBUG_HIDDEN: buf = &layer->hidden; break;
+    case VKMOE_DEBUG_EXPERT_OUT: buf = &layer->expert_out; break;
+    }
+    VKMOE_REQUIRE(layer->ctx, offset + size <= buf->size, "debug read past the buffer");
+    return vkmoe_buffer_read(layer->ctx, buf, offset, dst, size);
+}

@@ -1,0 +1,171 @@
+/* Buffers with device addresses, and host<->device copies. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Uploads and downloads go through staging buffers of at most this size. */
+#define STAGING_BYTES ((VkDeviceSize)64 << 20)
+
+static uint32_t find_memory_type(const vkmoe_context *ctx, uint32_t allowed,
+                                 VkMemoryPropertyFlags wanted)
+{
+    for (uint32_t i = 0; i < ctx->memory.memoryTypeCount; i++)
+        if ((allowed & (1u << i)) &&
+            (ctx->memory.memoryTypes[i].propertyFlags & wanted) == wanted)
+            return i;
+    return VKMOE_INVALID;
+}
+
+static VkMemoryPropertyFlags memory_flags(const vkmoe_context *ctx, vkmoe_memory_use use)
+{
+    const VkMemoryPropertyFlags host =
+        VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+    if (use == VKMOE_MEMORY_HOST)
+        return host;
+    return VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | (ctx->unified_memory ? host : 0);
+}
+
+static vkmoe_status allocate_memory(vkmoe_context *ctx, vkmoe_buffer *buf, vkmoe_memory_use use)
+{
+    VkMemoryRequirements req;
+    ctx->vk.vkGetBufferMemoryRequirements(ctx->device, buf->buffer, &req);
+    VkMemoryPropertyFlags flags = memory_flags(ctx, use);
+    uint32_t type = find_memory_type(ctx, req.memoryTypeBits, flags);
+    if (type == VKMOE_INVALID)
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "no Vulkan memory type with properties 0x%x for a buffer", flags);
+    VkMemoryAllocateFlagsInfo address_flag = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_FLAGS_INFO,
+        .flags = VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT,
+    };
+    VkMemoryAllocateInfo info = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
+        .pNext = &address_flag,
+        .allocationSize = req.size,
+        .memoryTypeIndex = type,
+    };
+    VKMOE_TRY(vkmoe_check_vk(ctx, ctx->vk.vkAllocateMemory(ctx->device, &info, NULL, &buf->memory),
+                             "vkAllocateMemory"));
+    VKMOE_TRY(vkmoe_check_vk(
+        ctx, ctx->vk.vkBindBufferMemory(ctx->device, buf->buffer, buf->memory, 0),
+        "vkBindBufferMemory"));
+    if (flags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT)
+        VKMOE_TRY(vkmoe_check_vk(
+            ctx, ctx->vk.vkMapMemory(ctx->device, buf->memory, 0, VK_WHOLE_SIZE, 0, &buf->mapped),
+            "vkMapMemory"));
+    return VKMOE_OK;
+}
+
+vkmoe_status vkmoe_buffer_create(vkmoe_context *ctx, VkDeviceSize size, vkmoe_memory_use use,
+                                 vkmoe_buffer *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (size == 0)
+        size = 16;
+    if (size > ctx->info.max_allocation_size)
+        return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_DEVICE_MEMORY,
+                          "a buffer of %llu bytes exceeds the device's allocation limit of %llu",
+                          (unsigned long long)size,
+                          (unsigned long long)ctx->info.max_allocation_size);
+    VkBufferCreateInfo info = {
+        .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+        .size = size,
+        .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
+                 VK_BUFFER_USAGE_TRANSFER_DST_BIT | VK_BUFFER_USAGE_INDIRECT_BUFFER_BIT |
+                 VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT,
+        .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
+    };
+    vkmoe_status status = vkmoe_check_vk(
+        ctx, ctx->vk.vkCreateBuffer(ctx->device, &info, NULL, &out->buffer), "vkCreateBuffer");
+    if (status == VKMOE_OK)
+        status = allocate_memory(ctx, out, use);
+    if (status != VKMOE_OK) {
+        vkmoe_buffer_destroy(ctx, out);
+        return status;
+    }
+    out->size = size;
+    VkBufferDeviceAddressInfo address = {
+        .sType = VK_STRUCTURE_TYPE_BUFFER_DEVICE_ADDRESS_INFO,
+        .buffer = out->buffer,
+    };
+    out->address = ctx->vk.vkGetBufferDeviceAddress(ctx->device, &address);
+    return VKMOE_OK;
+}
+
+void vkmoe_buffer_destroy(vkmoe_context *ctx, vkmoe_buffer *buf)
+{
+    if (buf->buffer)
+        ctx->vk.vkDestroyBuffer(ctx->device, buf->buffer, NULL);
+    if (buf->memory)
+        ctx->vk.vkFreeMemory(ctx->device, buf->memory, NULL);
+    memset(buf, 0, sizeof(*buf));
+}
+
+static void pack_rows(uint8_t *dst, const uint8_t *src, uint64_t rows, uint64_t row_bytes,
+                      uint64_t dst_stride)
+{
+    for (uint64_t r = 0; r < rows; r++) {
+        memcpy(dst + r * dst_stride, src + r * row_bytes, row_bytes);
+        memset(dst + r * dst_stride + row_bytes, 0, dst_stride - row_bytes);
+    }
+}
+
+static vkmoe_status copy_buffer(vkmoe_context *ctx, VkBuffer src, VkDeviceSize src_offset,
+                                VkBuffer dst, VkDeviceSize dst_offset, VkDeviceSize size)
+{
+    VkCommandBuffer cmd;
+    VKMOE_TRY(vkmoe_context_begin(ctx, &cmd));
+    VkBufferCopy region = {.srcOffset = src_offset, .dstOffset = dst_offset, .size = size};
+    ctx->vk.vkCmdCopyBuffer(cmd, src, dst, 1, &region);
+    return vkmoe_context_submit_wait(ctx);
+}
+
+vkmoe_status vkmoe_buffer_write_rows(vkmoe_context *ctx, const vkmoe_buffer *buf,
+                                     VkDeviceSize offset, const void *src, uint64_t rows,
+                                     uint64_t row_bytes, uint64_t dst_stride)
+{
+    VKMOE_TRY(vkmoe_context_check_alive(ctx));
+    if (buf->mapped) {
+        pack_rows((uint8_t *)buf->mapped + offset, src, rows, row_bytes, dst_stride);
+        return VKMOE_OK;
+    }
+    uint64_t rows_per_copy = STAGING_BYTES / dst_stride;
+    if (rows_per_copy == 0)
+        rows_per_copy = 1;
+    if (rows_per_copy > rows)
+        rows_per_copy = rows;
+    vkmoe_buffer staging;
+    VKMOE_TRY(vkmoe_buffer_create(ctx, rows_per_copy * dst_stride, VKMOE_MEMORY_HOST, &staging));
+    vkmoe_status status = VKMOE_OK;
+    for (uint64_t r = 0; r < rows && status == VKMOE_OK; r += rows_per_copy) {
+        uint64_t n = rows - r < rows_per_copy ? rows - r : rows_per_copy;
+        pack_rows(staging.mapped, (const uint8_t *)src + r * row_bytes, n, row_bytes, dst_stride);
+        status = copy_buffer(ctx, staging.buffer, 0, buf->buffer, offset + r * dst_stride,
+                             n * dst_stride);
+    }
+    vkmoe_buffer_destroy(ctx, &staging);
+    return status;
+}
+
+vkmoe_status vkmoe_buffer_read(vkmoe_context *ctx, const vkmoe_buffer *buf, VkDeviceSize offset,
+                               void *dst, VkDeviceSize size)
+{
+    VKMOE_TRY(vkmoe_context_check_alive(ctx));
+    if (buf->mapped) {
+        memcpy(dst, (const uint8_t *)buf->mapped + offset, size);
+        return VKMOE_OK;
+    }
+    vkmoe_buffer staging;
+    VkDeviceSize chunk = size < STAGING_BYTES ? size : STAGING_BYTES;
+    VKMOE_TRY(vkmoe_buffer_create(ctx, chunk, VKMOE_MEMORY_HOST, &staging));
+    vkmoe_status status = VKMOE_OK;
+    for (VkDeviceSize done = 0; done < size && status == VKMOE_OK; done += chunk) {
+        VkDeviceSize n = size - done < chunk ? size - done : chunk;
+        status = copy_buffer(ctx, buf->buffer, offset + done, staging.buffer, 0, n);
+        if (status == VKMOE_OK)
+            memcpy((uint8_t *)dst + done, staging.mapped, n);
+    }
+    vkmoe_buffer_destroy(ctx, &staging);
+    return status;
+}

@@ -1,0 +1,182 @@
+/* Embedded SPIR-V, the shared pipeline layout and the pipeline cache. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* glslc -mfmt=c writes each module as a braced initializer list. */
+static const uint32_t router_spv[] =
+#include "router.spv.h"
+    ;
+static const uint32_t count_spv[] =
+#include "count.spv.h"
+    ;
+static const uint32_t scan_spv[] =
+#include "scan.spv.h"
+    ;
+static const uint32_t scatter_spv[] =
+#include "scatter.spv.h"
+    ;
+static const uint32_t gemm_up_spv[] =
+#include "gemm_up.spv.h"
+    ;
+static const uint32_t gemm_down_spv[] =
+#include "gemm_down.spv.h"
+    ;
+static const uint32_t combine_spv[] =
+#include "combine.spv.h"
+    ;
+
+static const struct {
+    const uint32_t *code;
+    size_t size;
+    const char *name;
+} shaders[VKMOE_SHADER_MAX] = {
+    [VKMOE_SHADER_ROUTER] = {router_spv, sizeof(router_spv), "router"},
+    [VKMOE_SHADER_COUNT] = {count_spv, sizeof(count_spv), "count"},
+    [VKMOE_SHADER_SCAN] = {scan_spv, sizeof(scan_spv), "scan"},
+    [VKMOE_SHADER_SCATTER] = {scatter_spv, sizeof(scatter_spv), "scatter"},
+    [VKMOE_SHADER_GEMM_UP] = {gemm_up_spv, sizeof(gemm_up_spv), "gemm_up"},
+    [VKMOE_SHADER_GEMM_DOWN] = {gemm_down_spv, sizeof(gemm_down_spv), "gemm_down"},
+    [VKMOE_SHADER_COMBINE] = {combine_spv, sizeof(combine_spv), "combine"},
+};
+
+vkmoe_status vkmoe_pipelines_init(vkmoe_context *ctx)
+{
+    VkDescriptorSetLayoutBinding bindings[2];
+    for (uint32_t i = 0; i < 2; i++)
+        bindings[i] = (VkDescriptorSetLayoutBinding){
+            .binding = i,
+            .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+            .descriptorCount = 1,
+            .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
+        };
+    VkDescriptorSetLayoutCreateInfo set_info = {
+        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
+        .bindingCount = 2,
+        .pBindings = bindings,
+    };
+    VKMOE_TRY(vkmoe_check_vk(
+        ctx, ctx->vk.vkCreateDescriptorSetLayout(ctx->device, &set_info, NULL, &ctx->set_layout),
+        "vkCreateDescriptorSetLayout"));
+    VkPushConstantRange push = {
+        .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
+        .offset = 0,
+        .size = VKMOE_PUSH_SIZE,
+    };
+    VkPipelineLayoutCreateInfo layout_info = {
+        .sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
+        .setLayoutCount = 1,
+        .pSetLayouts = &ctx->set_layout,
+        .pushConstantRangeCount = 1,
+        .pPushConstantRanges = &push,
+    };
+    return vkmoe_check_vk(
+        ctx,
+        ctx->vk.vkCreatePipelineLayout(ctx->device, &layout_info, NULL, &ctx->pipeline_layout),
+        "vkCreatePipelineLayout");
+}
+
+void vkmoe_pipelines_destroy(vkmoe_context *ctx)
+{
+    for (uint32_t i = 0; i < ctx->pipeline_count; i++)
+        ctx->vk.vkDestroyPipeline(ctx->device, ctx->pipelines[i].pipeline, NULL);
+    free(ctx->pipelines);
+    ctx->pipelines = NULL;
+    ctx->pipeline_count = 0;
+    if (ctx->pipeline_layout)
+        ctx->vk.vkDestroyPipelineLayout(ctx->device, ctx->pipeline_layout, NULL);
+    if (ctx->set_layout)
+        ctx->vk.vkDestroyDescriptorSetLayout(ctx->device, ctx->set_layout, NULL);
+}
+
+static vkmoe_status create_pipeline(vkmoe_context *ctx, vkmoe_shader shader,
+                                    const vkmoe_spec *spec, VkPipeline *out)
+{
+    VkShaderModuleCreateInfo module_info = {
+        .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
+        .codeSize = shaders[shader].size,
+        .pCode = shaders[shader].code,
+    };
+    VkShaderModule module;
+    VKMOE_TRY(vkmoe_check_vk(
+        ctx, ctx->vk.vkCreateShaderModule(ctx->device, &module_info, NULL, &module),
+        "vkCreateShaderModule"));
+    VkSpecializationMapEntry entries[VKMOE_MAX_SPEC];
+    for (uint32_t i = 0; i < spec->count; i++)
+        entries[i] = (VkSpecializationMapEntry){
+            .constantID = i, .offset = i * sizeof(uint32_t), .size = sizeof(uint32_t)};
+    VkSpecializationInfo spec_info = {
+        .mapEntryCount = spec->count,
+        .pMapEntries = entries,
+        .dataSize = spec->count * sizeof(uint32_t),
+        .pData = spec->values,
+    };
+    VkComputePipelineCreateInfo info = {
+        .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+        .stage =
+            {
+                .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+                .stage = VK_SHADER_STAGE_COMPUTE_BIT,
+                .module = module,
+                .pName = "main",
+                .pSpecializationInfo = spec->count ? &spec_info : NULL,
+            },
+        .layout = ctx->pipeline_layout,
+    };
+    VkResult result =
+        ctx->vk.vkCreateComputePipelines(ctx->device, VK_NULL_HANDLE, 1, &info, NULL, out);
+    ctx->vk.vkDestroyShaderModule(ctx->device, module, NULL);
+    if (result != VK_SUCCESS)
+        vkmoe_log(ctx, VKMOE_LOG_ERROR, "pipeline for shader %s failed", shaders[shader].name);
+    return vkmoe_check_vk(ctx, result, "vkCreateComputePipelines");
+}
+
+vkmoe_status vkmoe_pipeline_get(vkmoe_context *ctx, vkmoe_shader shader, const vkmoe_spec *spec,
+                                VkPipeline *out)
+{
+    for (uint32_t i = 0; i < ctx->pipeline_count; i++) {
+        const vkmoe_pipeline_entry *e = &ctx->pipelines[i];
+        if (e->shader == shader && e->spec.count == spec->count &&
+            memcmp(e->spec.values, spec->values, spec->count * sizeof(uint32_t)) == 0) {
+            *out = e->pipeline;
+            return VKMOE_OK;
+        }
+    }
+    vkmoe_pipeline_entry *grown =
+        realloc(ctx->pipelines, (ctx->pipeline_count + 1) * sizeof(*grown));
+    if (!grown)
+        return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    ctx->pipelines = grown;
+    VKMOE_TRY(create_pipeline(ctx, shader, spec, out));
+    grown[ctx->pipeline_count++] = (vkmoe_pipeline_entry){
+        .shader = shader, .spec = *spec, .pipeline = *out};
+    return VKMOE_OK;
+}
+
+void vkmoe_dispatch_1d(vkmoe_context *ctx, VkCommandBuffer cmd, VkPipeline pipeline,
+                       const void *push, uint32_t push_size, uint64_t groups)
+{
+    ctx->vk.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline);
+    ctx->vk.vkCmdPushConstants(cmd, ctx->pipeline_layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
+                               push_size, push);
+    /* 65535 is the smallest maxComputeWorkGroupCount the spec allows. */
+    uint32_t x = groups < 65535 ? (uint32_t)groups : 65535;
+    uint32_t y = (uint32_t)vkmoe_div_up(groups, 65535);
+    if (groups > 0)
+        ctx->vk.vkCmdDispatch(cmd, x, y, 1);
+}
+
+void vkmoe_barrier_compute(vkmoe_context *ctx, VkCommandBuffer cmd)
+{
+    VkMemoryBarrier barrier = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+        .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT,
+        .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
+                         VK_ACCESS_INDIRECT_COMMAND_READ_BIT,
+    };
+    ctx->vk.vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                                 VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT |
+                                     VK_PIPELINE_STAGE_DRAW_INDIRECT_BIT,
+                                 0, 1, &barrier, 0, NULL, 0, NULL);
+}

@@ -1,0 +1,48 @@
+/* Stage 3, scan: device-wide exclusive scan of the block counts and the
+ * per-expert plan of rows and tiles (shaders/scan.comp). */
+#include "internal.h"
+
+typedef struct scan_push {
+    VkDeviceAddress values, tile_sums, expert_count, expert_base, tile_expert, row_slot, dispatch;
+    uint32_t n, phase, blocks, experts, slots, tile_rows, max_tiles, up_groups_x, down_groups_x,
+        pad_;
+} scan_push;
+_Static_assert(sizeof(scan_push) == 96, "scan_push must mirror scan.comp");
+
+enum { PHASE_REDUCE, PHASE_TILES, PHASE_APPLY, PHASE_EXPERTS };
+
+void vkmoe_scan_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
+{
+    const vkmoe_scratch_layout *l = &layer->layout;
+    VkDeviceAddress base = layer->scratch.address;
+    uint32_t slots = tokens * layer->params.top_k;
+    uint32_t blocks = (uint32_t)vkmoe_div_up(slots, VKMOE_BLOCK_SLOTS);
+    uint32_t n = blocks * layer->params.experts;
+    scan_push push = {
+        .values = base + l->block_counts,
+        .tile_sums = base + l->tile_sums,
+        .expert_count = base + l->expert_count,
+        .expert_base = base + l->expert_base,
+        .tile_expert = base + l->tile_expert,
+        .row_slot = base + l->row_slot,
+        .dispatch = base + l->dispatch,
+        .n = n,
+        .blocks = blocks,
+        .experts = layer->params.experts,
+        .slots = slots,
+        .tile_rows = layer->gemm.tile_m,
+        .max_tiles = layer->max_tiles,
+        .up_groups_x = (uint32_t)vkmoe_div_up(layer->ld_ffn, layer->gemm.tile_n),
+        .down_groups_x = (uint32_t)vkmoe_div_up(layer->params.dim, layer->gemm.tile_n),
+    };
+    VkPipeline pipeline = layer->pipelines[VKMOE_SHADER_SCAN];
+    uint64_t tiles = vkmoe_div_up(n, VKMOE_SCAN_TILE);
+    const uint64_t groups[] = {[PHASE_REDUCE] = tiles, [PHASE_TILES] = 1,
+                               [PHASE_APPLY] = tiles, [PHASE_EXPERTS] = 1};
+    for (uint32_t phase = PHASE_REDUCE; phase <= PHASE_EXPERTS; phase++) {
+        if (phase != PHASE_REDUCE)
+            vkmoe_barrier_compute(layer->ctx, cmd);
+        push.phase = phase;
+        vkmoe_dispatch_1d(layer->ctx, cmd, pipeline, &push, sizeof(push), groups[phase]);
+    }
+}

@@ -1,0 +1,28 @@
+/* Stage 4, scatter: stable bucketing of slots into expert rows
+ * (shaders/scatter.comp). */
+#include "internal.h"
+
+typedef struct scatter_push {
+    VkDeviceAddress ids, offsets, expert_base, row_slot, slot_row;
+    uint32_t slots, blocks;
+} scatter_push;
+_Static_assert(sizeof(scatter_push) == 48, "scatter_push must mirror scatter.comp");
+
+void vkmoe_scatter_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
+{
+    const vkmoe_scratch_layout *l = &layer->layout;
+    VkDeviceAddress base = layer->scratch.address;
+    uint32_t slots = tokens * layer->params.top_k;
+    uint32_t blocks = (uint32_t)vkmoe_div_up(slots, VKMOE_BLOCK_SLOTS);
+    scatter_push push = {
+        .ids = base + l->ids,
+        .offsets = base + l->block_counts,
+        .expert_base = base + l->expert_base,
+        .row_slot = base + l->row_slot,
+        .slot_row = base + l->slot_row,
+        .slots = slots,
+        .blocks = blocks,
+    };
+    vkmoe_dispatch_1d(layer->ctx, cmd, layer->pipelines[VKMOE_SHADER_SCATTER], &push,
+                      sizeof(push), blocks);
+}

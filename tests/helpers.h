@@ -1,0 +1,59 @@
+/* Shared test fixtures: a validated context, random layers with their CPU
+ * reference weights, and comparisons with stated tolerances. */
+#ifndef VKMOE_TEST_HELPERS_H
+#define VKMOE_TEST_HELPERS_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "internal.h"
+#include "reference.h"
+
+/* Tolerance of f32 GPU results against the double reference, relative to
+ * the largest reference magnitude (vkmoe_ref_compare's max_rel). Sums run
+ * over a few thousand f32 products: a few ulps times sqrt(length). */
+#define F32_TOLERANCE 2e-5
+
+/* What main() returns before running anything: 0 to go on; with no usable
+ * device 77 (Meson's skip), or 1 when CI=true, because CI must exercise a
+ * real device and a skip there would hide a broken setup. */
+int test_device_gate(void);
+/* A context on the default device with the validation layer on; NULL and a
+ * message on stderr on failure. */
+vkmoe_context *test_context(void);
+/* Asserts the context saw no validation error, then destroys it. */
+void test_context_destroy(vkmoe_context **ctx);
+/* cmocka group setup/teardown that keep one context in *state. */
+int test_group_setup(void **state);
+int test_group_teardown(void **state);
+
+/* Deterministic pseudo-random numbers (xorshift), uniform in [lo, hi). */
+void test_seed(uint64_t seed);
+float test_uniform(float lo, float hi);
+void test_fill(float *v, size_t n, float lo, float hi);
+
+/* A layer and the f32 weights it was given (f16 layers: the f16-rounded
+ * values), so the reference computes with exactly the device's weights. */
+typedef struct test_layer {
+    vkmoe_layer *layer;
+    vkmoe_layer_params params;
+    float *router, *gate, *up, *down;
+    vkmoe_ref_layer ref;
+} test_layer;
+
+/* Create a layer with random weights (scaled so activations stay O(1)) and
+ * upload them. */
+void test_layer_create(vkmoe_context *ctx, const vkmoe_layer_params *params, test_layer *out);
+void test_layer_upload(test_layer *t);
+void test_layer_destroy(test_layer *t);
+/* Random inputs x [tokens][dim] in [-1, 1). */
+float *test_input(uint32_t tokens, uint32_t dim);
+
+/* Run a forward and compare it with the reference within F32_TOLERANCE. */
+void test_check_forward(test_layer *t, uint32_t tokens, const float *x);
+
+#endif

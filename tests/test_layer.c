@@ -1,0 +1,342 @@
+/* The whole layer against the CPU reference, and the public layer API's
+ * argument checking. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "helpers.h"
+
+static vkmoe_layer_params shape(uint32_t dim, uint32_t ffn, uint32_t experts, uint32_t top_k,
+                                uint32_t max_tokens)
+{
+    return (vkmoe_layer_params){.dim = dim, .ffn_dim = ffn, .experts = experts, .top_k = top_k,
+                                .max_tokens = max_tokens, .normalize_topk = true};
+}
+
+static void check_shape(void **state, vkmoe_layer_params p, uint32_t tokens)
+{
+    test_layer t;
+    test_layer_create(*state, &p, &t);
+    test_layer_upload(&t);
+    float *x = test_input(tokens, p.dim);
+    test_check_forward(&t, tokens, x);
+    free(x);
+    test_layer_destroy(&t);
+}
+
+/* Shapes that are multiples of no tile size. */
+static void test_awkward_shapes(void **state)
+{
+    test_seed(1);
+    check_shape(state, shape(67, 45, 5, 2, 37), 37);
+    check_shape(state, shape(130, 97, 7, 3, 300), 300);
+    check_shape(state, shape(1, 1, 1, 1, 3), 3);
+}
+
+static void test_one_token(void **state)
+{
+    test_seed(2);
+    check_shape(state, shape(96, 80, 8, 2, 1), 1);
+}
+
+static void test_k_equals_e(void **state)
+{
+    test_seed(3);
+    check_shape(state, shape(40, 24, 6, 6, 20), 20);
+}
+
+static void test_f16_weights(void **state)
+{
+    test_seed(4);
+    vkmoe_layer_params p = shape(75, 61, 6, 2, 50);
+    p.weight_type = VKMOE_WEIGHT_F16;
+    check_shape(state, p, 50);
+}
+
+static void test_without_renormalisation(void **state)
+{
+    test_seed(5);
+    vkmoe_layer_params p = shape(48, 33, 9, 3, 21);
+    p.normalize_topk = false;
+    check_shape(state, p, 21);
+}
+
+/* A forward with fewer tokens than max_tokens, then one with more, on the
+ * same layer: nothing from the earlier forward may leak into the later one. */
+static void test_varying_tokens(void **state)
+{
+    test_seed(6);
+    test_layer t;
+    vkmoe_layer_params p = shape(50, 40, 4, 2, 64);
+    test_layer_create(*state, &p, &t);
+    test_layer_upload(&t);
+    float *x = test_input(64, p.dim);
+    uint32_t sizes[] = {64, 3, 1, 17, 64};
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(sizes); i++)
+        test_check_forward(&t, sizes[i], x);
+    free(x);
+    test_layer_destroy(&t);
+}
+
+/* Router rows that are identical tie on every token: the lowest index wins. */
+static void test_tied_scores(void **state)
+{
+    test_seed(7);
+    test_layer t;
+    vkmoe_layer_params p = shape(32, 16, 6, 2, 10);
+    test_layer_create(*state, &p, &t);
+    for (uint32_t e = 1; e < p.experts; e++)
+        memcpy(t.router + e * p.dim, t.router, p.dim * sizeof(float));
+    test_layer_upload(&t);
+    float *x = test_input(10, p.dim);
+    test_check_forward(&t, 10, x);
+    uint32_t counts[6];
+    assert_int_equal(vkmoe_layer_expert_counts(t.layer, counts, 6), VKMOE_OK);
+    uint32_t expected[6] = {10, 10, 0, 0, 0, 0};
+    assert_memory_equal(counts, expected, sizeof(counts));
+    free(x);
+    test_layer_destroy(&t);
+}
+
+/* Every token picks expert 3 first: one expert takes all, others none. */
+static void test_all_tokens_to_one_expert(void **state)
+{
+    test_seed(8);
+    test_layer t;
+    vkmoe_layer_params p = shape(24, 20, 5, 1, 100);
+    test_layer_create(*state, &p, &t);
+    memset(t.router, 0, (size_t)p.experts * p.dim * sizeof(float));
+    t.router[3 * p.dim] = 1.0f; /* logit 3 = x[0] > 0 = every other logit */
+    test_layer_upload(&t);
+    float *x = test_input(100, p.dim);
+    for (uint32_t i = 0; i < 100; i++)
+        x[i * p.dim] = 0.5f + 0.01f * (float)i;
+    test_check_forward(&t, 100, x);
+    uint32_t counts[5];
+    assert_int_equal(vkmoe_layer_expert_counts(t.layer, counts, 5), VKMOE_OK);
+    uint32_t expected[5] = {0, 0, 0, 100, 0};
+    assert_memory_equal(counts, expected, sizeof(counts));
+    free(x);
+    test_layer_destroy(&t);
+}
+
+static void test_expert_counts_match_reference(void **state)
+{
+    test_seed(9);
+    test_layer t;
+    vkmoe_layer_params p = shape(40, 24, 11, 3, 200);
+    test_layer_create(*state, &p, &t);
+    test_layer_upload(&t);
+    float *x = test_input(200, p.dim);
+    float *y = malloc(200 * p.dim * sizeof(float));
+    assert_int_equal(vkmoe_layer_forward(t.layer, 200, x, y), VKMOE_OK);
+    uint32_t ids[200 * 3], counts[11], expected[11] = {0};
+    double weights[200 * 3];
+    vkmoe_ref_route(&t.ref, 200, x, ids, weights);
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(ids); i++)
+        expected[ids[i]]++;
+    assert_int_equal(vkmoe_layer_expert_counts(t.layer, counts, 11), VKMOE_OK);
+    assert_memory_equal(counts, expected, sizeof(counts));
+    free(x);
+    free(y);
+    test_layer_destroy(&t);
+}
+
+/* The same input gives bit-identical output every time. */
+static void test_deterministic(void **state)
+{
+    test_seed(10);
+    test_layer t;
+    vkmoe_layer_params p = shape(70, 50, 8, 2, 333);
+    test_layer_create(*state, &p, &t);
+    test_layer_upload(&t);
+    size_t n = 333 * (size_t)p.dim;
+    float *x = test_input(333, p.dim);
+    float *first = malloc(n * sizeof(float)), *again = malloc(n * sizeof(float));
+    assert_int_equal(vkmoe_layer_forward(t.layer, 333, x, first), VKMOE_OK);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(vkmoe_layer_forward(t.layer, 333, x, again), VKMOE_OK);
+        assert_memory_equal(first, again, n * sizeof(float));
+    }
+    free(x);
+    free(first);
+    free(again);
+    test_layer_destroy(&t);
+}
+
+/* NaN or Inf in one token's input: its output row is not finite, the other
+ * tokens' rows are exact, nothing crashes. */
+static void test_nan_and_inf_inputs(void **state)
+{
+    test_seed(11);
+    test_layer t;
+    vkmoe_layer_params p = shape(33, 21, 4, 2, 6);
+    test_layer_create(*state, &p, &t);
+    test_layer_upload(&t);
+    float *x = test_input(6, p.dim);
+    x[1 * p.dim + 5] = NAN;
+    x[4 * p.dim + 0] = INFINITY;
+    float y[6 * 33];
+    double expected[6 * 33];
+    assert_int_equal(vkmoe_layer_forward(t.layer, 6, x, y), VKMOE_OK);
+    vkmoe_ref_forward(&t.ref, 6, x, expected);
+    for (uint32_t tok = 0; tok < 6; tok++) {
+        if (tok == 1 || tok == 4) {
+            for (uint32_t d = 0; d < p.dim; d++)
+                assert_false(isfinite(y[tok * p.dim + d]));
+            continue;
+        }
+        vkmoe_ref_error err = vkmoe_ref_compare(y + tok * p.dim, expected + tok * p.dim, p.dim);
+        assert_true(err.max_rel <= F32_TOLERANCE);
+    }
+    free(x);
+    test_layer_destroy(&t);
+}
+
+static void test_create_rejects_bad_params(void **state)
+{
+    vkmoe_context *ctx = *state;
+    vkmoe_layer *layer = (vkmoe_layer *)&layer; /* must be reset to NULL */
+    vkmoe_layer_params good = shape(16, 16, 4, 2, 8);
+    assert_int_equal(vkmoe_layer_create(NULL, &good, &layer), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_null(layer);
+    assert_int_equal(vkmoe_layer_create(ctx, NULL, &layer), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_create(ctx, &good, NULL), VKMOE_ERROR_INVALID_ARGUMENT);
+    struct {
+        vkmoe_layer_params p;
+        vkmoe_status status;
+    } cases[] = {
+        {shape(0, 16, 4, 2, 8), VKMOE_ERROR_INVALID_ARGUMENT},
+        {shape(16, 0, 4, 2, 8), VKMOE_ERROR_INVALID_ARGUMENT},
+        {shape(16, 16, 0, 1, 8), VKMOE_ERROR_INVALID_ARGUMENT},
+        {shape(16, 16, 513, 2, 8), VKMOE_ERROR_INVALID_ARGUMENT},
+        {shape(16, 16, 4, 0, 8), VKMOE_ERROR_INVALID_ARGUMENT},
+        {shape(16, 16, 4, 5, 8), VKMOE_ERROR_INVALID_ARGUMENT},
+        {shape(16, 16, 32, 17, 8), VKMOE_ERROR_INVALID_ARGUMENT},
+        {shape(16, 16, 4, 2, (1u << 22)), VKMOE_ERROR_INVALID_ARGUMENT},
+        {shape(1u << 20, 16, 4, 2, 1u << 10), VKMOE_ERROR_UNSUPPORTED},
+    };
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(cases); i++) {
+        assert_int_equal(vkmoe_layer_create(ctx, &cases[i].p, &layer), cases[i].status);
+        assert_null(layer);
+        assert_true(strlen(vkmoe_last_error()) > 0);
+    }
+    vkmoe_layer_params bad = good;
+    bad.weight_type = (vkmoe_weight_type)7;
+    assert_int_equal(vkmoe_layer_create(ctx, &bad, &layer), VKMOE_ERROR_INVALID_ARGUMENT);
+    bad = good;
+    bad.router = (vkmoe_router_type)7;
+    assert_int_equal(vkmoe_layer_create(ctx, &bad, &layer), VKMOE_ERROR_INVALID_ARGUMENT);
+    bad = good;
+    bad.activation = (vkmoe_activation)7;
+    assert_int_equal(vkmoe_layer_create(ctx, &bad, &layer), VKMOE_ERROR_INVALID_ARGUMENT);
+    vkmoe_layer_destroy(NULL);
+    vkmoe_layer_destroy(&layer);
+}
+
+static void test_weights_and_forward_reject_bad_arguments(void **state)
+{
+    vkmoe_context *ctx = *state;
+    vkmoe_layer_params p = shape(16, 12, 4, 2, 8);
+    vkmoe_layer *layer;
+    assert_int_equal(vkmoe_layer_create(ctx, &p, &layer), VKMOE_OK);
+    float w[16 * 12 * 4] = {0}, x[8 * 16] = {0}, y[8 * 16];
+    /* weights */
+    assert_int_equal(vkmoe_layer_set_router(NULL, w, 4 * 16 * 4), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_set_router(layer, NULL, 4 * 16 * 4), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_set_router(layer, w, 4 * 16 * 4 - 4), VKMOE_ERROR_INVALID_ARGUMENT);
+    size_t matrix = 16 * 12 * sizeof(float);
+    assert_int_equal(vkmoe_layer_set_expert(NULL, 0, VKMOE_EXPERT_GATE, w, matrix),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_set_expert(layer, 4, VKMOE_EXPERT_GATE, w, matrix),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_set_expert(layer, 0, (vkmoe_expert_matrix)3, w, matrix),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_set_expert(layer, 0, VKMOE_EXPERT_UP, NULL, matrix),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_set_expert(layer, 0, VKMOE_EXPERT_DOWN, w, matrix + 4),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    /* a forward before the weights are complete */
+    assert_int_equal(vkmoe_layer_forward(layer, 1, x, y), VKMOE_ERROR_STATE);
+    assert_int_equal(vkmoe_layer_set_router(layer, w, 4 * 16 * 4), VKMOE_OK);
+    assert_int_equal(vkmoe_layer_forward(layer, 1, x, y), VKMOE_ERROR_STATE);
+    assert_non_null(strstr(vkmoe_last_error(), "expert 0"));
+    for (uint32_t e = 0; e < 4; e++)
+        for (uint32_t m = 0; m < 3; m++)
+            assert_int_equal(vkmoe_layer_set_expert(layer, e, m, w, matrix), VKMOE_OK);
+    /* forward */
+    assert_int_equal(vkmoe_layer_forward(NULL, 1, x, y), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_forward(layer, 0, x, y), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_forward(layer, 9, x, y), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_forward(layer, 1, NULL, y), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_forward(layer, 1, x, NULL), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_forward(layer, 2, x, x + 8), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_forward(layer, 8, x, y), VKMOE_OK);
+    /* statistics and timings */
+    uint32_t counts[4];
+    assert_int_equal(vkmoe_layer_expert_counts(NULL, counts, 4), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_expert_counts(layer, NULL, 4), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_expert_counts(layer, counts, 3), VKMOE_ERROR_INVALID_ARGUMENT);
+    vkmoe_timings timings;
+    assert_int_equal(vkmoe_layer_timings(layer, &timings), VKMOE_ERROR_STATE);
+    assert_int_equal(vkmoe_layer_timings(NULL, &timings), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_timings(layer, NULL), VKMOE_ERROR_INVALID_ARGUMENT);
+    /* recording */
+    assert_int_equal(vkmoe_layer_record_forward(NULL, VK_NULL_HANDLE, 1, VK_NULL_HANDLE, 0,
+                                                VK_NULL_HANDLE, 0),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_record_forward(layer, VK_NULL_HANDLE, 1, VK_NULL_HANDLE, 0,
+                                                VK_NULL_HANDLE, 0),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    vkmoe_layer_destroy(&layer);
+    assert_null(layer);
+}
+
+static void test_timings(void **state)
+{
+    test_seed(12);
+    vkmoe_layer_params p = shape(64, 48, 8, 2, 40);
+    p.timing = true;
+    test_layer t;
+    test_layer_create(*state, &p, &t);
+    test_layer_upload(&t);
+    float *x = test_input(40, p.dim);
+    test_check_forward(&t, 40, x);
+    vkmoe_timings timings;
+    assert_int_equal(vkmoe_layer_timings(t.layer, &timings), VKMOE_OK);
+    double sum = 0;
+    for (uint32_t s = 0; s < VKMOE_STAGE_MAX; s++) {
+        assert_true(timings.stage_ms[s] >= 0);
+        assert_true(strlen(vkmoe_stage_name(s)) > 0);
+        sum += timings.stage_ms[s];
+    }
+    assert_true(timings.total_ms > 0);
+    assert_true(fabs(sum - timings.total_ms) < 1e-6 * (1 + timings.total_ms));
+    assert_string_equal(vkmoe_stage_name(VKMOE_STAGE_MAX), "");
+    free(x);
+    test_layer_destroy(&t);
+}
+
+int main(void)
+{
+    int gate = test_device_gate();
+    if (gate)
+        return gate;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_awkward_shapes),
+        cmocka_unit_test(test_one_token),
+        cmocka_unit_test(test_k_equals_e),
+        cmocka_unit_test(test_f16_weights),
+        cmocka_unit_test(test_without_renormalisation),
+        cmocka_unit_test(test_varying_tokens),
+        cmocka_unit_test(test_tied_scores),
+        cmocka_unit_test(test_all_tokens_to_one_expert),
+        cmocka_unit_test(test_expert_counts_match_reference),
+        cmocka_unit_test(test_deterministic),
+        cmocka_unit_test(test_nan_and_inf_inputs),
+        cmocka_unit_test(test_create_rejects_bad_params),
+        cmocka_unit_test(test_weights_and_forward_reject_bad_arguments),
+        cmocka_unit_test(test_timings),
+    };
+    return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
+}
