@@ -180,3 +180,47 @@ void test_check_forward(test_layer *t, uint32_t tokens, const float *x)
     free(y);
     free(expected);
 }
+
+static void *read_debug(test_layer *t, vkmoe_debug_buffer which, size_t bytes)
+{
+    void *dst = malloc(bytes ? bytes : 1);
+    assert_non_null(dst);
+    assert_int_equal(vkmoe_layer_debug_read(t->layer, which, dst, bytes), VKMOE_OK);
+    return dst;
+}
+
+void test_run_intermediates(test_layer *t, uint32_t tokens, const float *x,
+                            test_intermediates *m)
+{
+    vkmoe_layer *l = t->layer;
+    memset(m, 0, sizeof(*m));
+    m->tokens = tokens;
+    m->slots = tokens * t->params.top_k;
+    m->max_rows = l->max_rows;
+    m->max_tiles = l->max_tiles;
+    m->ld_ffn = l->ld_ffn;
+    m->blocks = (m->slots + VKMOE_BLOCK_SLOTS - 1) / VKMOE_BLOCK_SLOTS;
+    m->y = malloc((size_t)tokens * t->params.dim * sizeof(float));
+    assert_non_null(m->y);
+    assert_int_equal(vkmoe_layer_forward(l, tokens, x, m->y), VKMOE_OK);
+    size_t slots = m->slots, rows = m->max_rows, experts = t->params.experts;
+    m->ids = read_debug(t, VKMOE_DEBUG_IDS, slots * 4);
+    m->topk_weight = read_debug(t, VKMOE_DEBUG_TOPK_WEIGHT, slots * 4);
+    m->block_offsets = read_debug(t, VKMOE_DEBUG_BLOCK_COUNTS, experts * m->blocks * 4);
+    m->expert_base = read_debug(t, VKMOE_DEBUG_EXPERT_BASE, experts * 4);
+    m->tile_expert = read_debug(t, VKMOE_DEBUG_TILE_EXPERT, (size_t)m->max_tiles * 4);
+    m->row_slot = read_debug(t, VKMOE_DEBUG_ROW_SLOT, rows * 4);
+    m->slot_row = read_debug(t, VKMOE_DEBUG_SLOT_ROW, slots * 4);
+    m->hidden = read_debug(t, VKMOE_DEBUG_HIDDEN, rows * m->ld_ffn * 4);
+    m->expert_out = read_debug(t, VKMOE_DEBUG_EXPERT_OUT, rows * t->params.dim * 4);
+    assert_int_equal(vkmoe_layer_debug_read(l, VKMOE_DEBUG_DISPATCH, m->dispatch, 24), VKMOE_OK);
+}
+
+void test_intermediates_free(test_intermediates *m)
+{
+    void *all[] = {m->ids, m->block_offsets, m->expert_base, m->tile_expert, m->row_slot,
+                   m->slot_row, m->topk_weight, m->hidden, m->expert_out, m->y};
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(all); i++)
+        free(all[i]);
+    memset(m, 0, sizeof(*m));
+}

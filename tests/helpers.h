@@ -56,4 +56,19 @@ float *test_input(uint32_t tokens, uint32_t dim);
 /* Run a forward and compare it with the reference within F32_TOLERANCE. */
 void test_check_forward(test_layer *t, uint32_t tokens, const float *x);
 
+
+
+/* Everything a forward leaves in the layer's scratch, read back so that
+ * each stage can be checked against its reference on the GPU's own input
+ * to that stage. */
+typedef struct test_intermediates {
+    uint32_t tokens, slots, max_rows, max_tiles, ld_ffn, blocks;
+    uint32_t *ids, *block_offsets, *expert_base, *tile_expert, *row_slot, *slot_row;
+    uint32_t dispatch[6];
+    float *topk_weight, *hidden, *expert_out, *y;
+} test_intermediates;
+
+void test_run_intermediates(test_layer *t, uint32_t tokens, const float *x,
+                            test_intermediates *out);
+void test_intermediates_free(test_intermediates *m);
 #endif

@@ -1,0 +1,339 @@
+/* vkmoe-bench: what one MoE layer does on this device. Flags and JSON are a
+ * public interface (shared/BENCH.md): add, never rename. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vkmoe.h"
+#include "reference.h"
+#include "workload.h"
+
+typedef struct options {
+    const char *preset;
+    double scale;
+    uint32_t dim, ffn, experts, top_k;
+    uint32_t tokens[32];
+    uint32_t token_count;
+    vkmoe_weight_type weights;
+    const char *device;
+    uint32_t warmup, iters;
+    bool verify, json, list_presets;
+} options;
+
+typedef struct preset {
+    const char *name;
+    const char *model;
+    uint32_t dim, ffn, experts, top_k;
+    bool normalize;
+} preset;
+
+/* MoE blocks whose routing the library runs today (softmax top-k, SwiGLU). */
+static const preset presets[] = {
+    {"mixtral-8x7b", "Mixtral-8x7B", 4096, 14336, 8, 2, true},
+    {"qwen3-30b-a3b", "Qwen3-30B-A3B", 2048, 768, 128, 8, true},
+    {"olmoe-1b-7b", "OLMoE-1B-7B", 2048, 1024, 64, 8, false},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: vkmoe-bench [options]\n"
+            "  --preset NAME         a real model's MoE layer (--list-presets)\n"
+            "  --scale S             multiply dim and ffn by S in (0, 1]\n"
+            "  --dim D --ffn F --experts E --topk K   shape by hand\n"
+            "  --tokens LIST         token counts, e.g. 1,8,64,512 (default 1,64,256)\n"
+            "  --weights TYPE        f32 or f16 (default f16)\n"
+            "  --device N|NAME       device index or name substring\n"
+            "  --warmup N --iters N  repetitions (default 2, 10); figures are medians\n"
+            "  --no-verify           skip the CPU reference\n"
+            "  --json                one JSON object on stdout\n");
+}
+
+static bool parse_tokens(options *o, const char *list)
+{
+    o->token_count = 0;
+    for (const char *p = list; *p && o->token_count < 32;) {
+        char *end;
+        unsigned long v = strtoul(p, &end, 10);
+        if (end == p || v == 0 || v > (1u << 22))
+            return false;
+        o->tokens[o->token_count++] = (uint32_t)v;
+        p = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',')
+            return false;
+    }
+    return o->token_count > 0;
+}
+
+static bool parse_u32(const char *s, uint32_t *out)
+{
+    char *end;
+    unsigned long v = strtoul(s, &end, 10);
+    if (end == s || *end || v == 0 || v > 0xffffffffu)
+        return false;
+    *out = (uint32_t)v;
+    return true;
+}
+
+static const preset *find_preset(const char *name)
+{
+    for (size_t i = 0; i < sizeof(presets) / sizeof(presets[0]); i++)
+        if (strcmp(presets[i].name, name) == 0)
+            return &presets[i];
+    return NULL;
+}
+
+static int parse_args(int argc, char **argv, options *o)
+{
+    *o = (options){.scale = 1, .weights = VKMOE_WEIGHT_F16, .warmup = 2, .iters = 10,
+                   .verify = true, .tokens = {1, 64, 256}, .token_count = 3};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        bool ok = true, takes_value = true;
+        if (!strcmp(a, "--preset") && v)
+            o->preset = v;
+        else if (!strcmp(a, "--scale") && v)
+            ok = (o->scale = atof(v)) > 0 && o->scale <= 1;
+        else if (!strcmp(a, "--dim") && v)
+            ok = parse_u32(v, &o->dim);
+        else if (!strcmp(a, "--ffn") && v)
+            ok = parse_u32(v, &o->ffn);
+        else if (!strcmp(a, "--experts") && v)
+            ok = parse_u32(v, &o->experts);
+        else if (!strcmp(a, "--topk") && v)
+            ok = parse_u32(v, &o->top_k);
+        else if (!strcmp(a, "--tokens") && v)
+            ok = parse_tokens(o, v);
+        else if (!strcmp(a, "--weights") && v) {
+            if (!strcmp(v, "f32"))
+                o->weights = VKMOE_WEIGHT_F32;
+            else if (!strcmp(v, "f16"))
+                o->weights = VKMOE_WEIGHT_F16;
+            else {
+                fprintf(stderr, "vkmoe-bench: weights %s are not supported yet (f32, f16)\n", v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--device") && v)
+            o->device = v;
+        else if (!strcmp(a, "--warmup") && v)
+            ok = (o->warmup = (uint32_t)strtoul(v, NULL, 10)) < 100000;
+        else if (!strcmp(a, "--iters") && v)
+            ok = parse_u32(v, &o->iters);
+        else {
+            takes_value = false;
+            if (!strcmp(a, "--no-verify"))
+                o->verify = false;
+            else if (!strcmp(a, "--json"))
+                o->json = true;
+            else if (!strcmp(a, "--list-presets"))
+                o->list_presets = true;
+            else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+                usage(stdout);
+                exit(0);
+            } else
+                ok = false;
+        }
+        if (!ok) {
+            fprintf(stderr, "vkmoe-bench: bad or incomplete option %s%s%s\n", a, v ? " " : "",
+                    v && takes_value ? v : "");
+            usage(stderr);
+            return 2;
+        }
+        i += takes_value;
+    }
+    return 0;
+}
+
+static void list_presets(void)
+{
+    printf("%-16s %-16s %6s %6s %4s %3s %s\n", "preset", "model", "dim", "ffn", "E", "k",
+           "renormalise");
+    for (size_t i = 0; i < sizeof(presets) / sizeof(presets[0]); i++) {
+        const preset *p = &presets[i];
+        printf("%-16s %-16s %6u %6u %4u %3u %s\n", p->name, p->model, p->dim, p->ffn, p->experts,
+               p->top_k, p->normalize ? "yes" : "no");
+    }
+}
+
+/* The layer shape from the preset (if any), the scale and the overrides. */
+static int resolve_shape(const options *o, workload_shape *s)
+{
+    *s = (workload_shape){.dim = 1024, .ffn = 1536, .experts = 8, .top_k = 2, .normalize = true,
+                          .weights = o->weights};
+    if (o->preset) {
+        const preset *p = find_preset(o->preset);
+        if (!p) {
+            fprintf(stderr, "vkmoe-bench: unknown preset %s (--list-presets)\n", o->preset);
+            return 2;
+        }
+        *s = (workload_shape){.dim = p->dim, .ffn = p->ffn, .experts = p->experts,
+                              .top_k = p->top_k, .normalize = p->normalize,
+                              .weights = o->weights};
+    }
+    const uint32_t align = 8; /* what f32 and f16 rows need: none; keep widths tidy */
+    s->dim = (uint32_t)(ceil(s->dim * o->scale / align) * align);
+    s->ffn = (uint32_t)(ceil(s->ffn * o->scale / align) * align);
+    if (o->dim)
+        s->dim = o->dim;
+    if (o->ffn)
+        s->ffn = o->ffn;
+    if (o->experts)
+        s->experts = o->experts;
+    if (o->top_k)
+        s->top_k = o->top_k;
+    return 0;
+}
+
+static const char *device_type(VkPhysicalDeviceType type)
+{
+    switch (type) {
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return "discrete";
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return "integrated";
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return "virtual";
+    case VK_PHYSICAL_DEVICE_TYPE_CPU: return "cpu";
+    default: return "other";
+    }
+}
+
+static void json_string(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            fprintf(out, "\\%c", *s);
+        else if ((unsigned char)*s < 0x20)
+            fprintf(out, "\\u%04x", *s);
+        else
+            fputc(*s, out);
+    }
+    fputc('"', out);
+}
+
+static void print_json(const options *o, const vkmoe_device_info *info, const workload_shape *s,
+                       const run_result *runs, uint32_t count)
+{
+    printf("{\n  \"vkmoe_version\": \"%d.%d.%d\",\n  \"device\": {\"name\": ",
+           VKMOE_VERSION_MAJOR, VKMOE_VERSION_MINOR, VKMOE_VERSION_PATCH);
+    json_string(stdout, info->name);
+    printf(", \"type\": \"%s\", \"driver\": ", device_type(info->type));
+    json_string(stdout, info->driver);
+    printf(", \"api\": \"%u.%u.%u\"},\n  \"runs\": [\n", VK_API_VERSION_MAJOR(info->api_version),
+           VK_API_VERSION_MINOR(info->api_version), VK_API_VERSION_PATCH(info->api_version));
+    for (uint32_t r = 0; r < count; r++) {
+        const run_result *run = &runs[r];
+        printf("    {\n      \"preset\": ");
+        if (o->preset)
+            json_string(stdout, o->preset);
+        else
+            printf("null");
+        printf(", \"scale\": %g,\n", o->scale);
+        printf("      \"shape\": {\"tokens\": %u, \"dim\": %u, \"ffn\": %u, \"experts\": %u, "
+               "\"topk\": %u, \"weights\": \"%s\", \"router\": \"softmax_topk\", "
+               "\"shared_ffn\": 0},\n",
+               run->tokens, s->dim, s->ffn, s->experts, s->top_k,
+               s->weights == VKMOE_WEIGHT_F16 ? "f16" : "f32");
+        printf("      \"path\": \"gemm\",\n");
+        printf("      \"layer_ms\": %.6g, \"tokens_per_s\": %.6g, \"gflops\": %.6g, "
+               "\"gbps\": %.6g,\n",
+               run->layer.ms, run->tokens / (run->layer.ms * 1e-3),
+               run->layer.flops / (run->layer.ms * 1e6), run->layer.bytes / (run->layer.ms * 1e6));
+        printf("      \"active_experts\": %u,\n      \"stages\": [", run->active_experts);
+        for (uint32_t st = 0; st < VKMOE_STAGE_MAX; st++) {
+            const stage_figures *f = &run->stages[st];
+            printf("%s{\"name\": \"%s\", \"ms\": %.6g, \"gflops\": %.6g, \"gbps\": %.6g}",
+                   st ? ", " : "", vkmoe_stage_name(st), f->ms,
+                   f->ms > 0 ? f->flops / (f->ms * 1e6) : 0.0,
+                   f->ms > 0 ? f->bytes / (f->ms * 1e6) : 0.0);
+        }
+        printf("],\n      \"verified\": %s, \"verified_tokens\": %u, \"max_abs_err\": %.6g, "
+               "\"max_rel_err\": %.6g\n    }%s\n",
+               run->verified ? "true" : "false", run->verified_tokens,
+               isnan(run->error.max_abs) ? -1.0 : run->error.max_abs,
+               isnan(run->error.max_rel) ? -1.0 : run->error.max_rel, r + 1 < count ? "," : "");
+    }
+    printf("  ]\n}\n");
+}
+
+static void print_table(const vkmoe_device_info *info, const workload_shape *s,
+                        const run_result *runs, uint32_t count)
+{
+    printf("device  %s (%s, %s)\n", info->name, device_type(info->type), info->driver);
+    printf("layer   dim %u, ffn %u, experts %u, top-k %u, %s weights, softmax top-k, SwiGLU\n\n",
+           s->dim, s->ffn, s->experts, s->top_k, s->weights == VKMOE_WEIGHT_F16 ? "f16" : "f32");
+    printf("%7s %10s %11s %9s %8s |", "tokens", "layer ms", "tokens/s", "GFLOP/s", "GB/s");
+    for (uint32_t st = 0; st < VKMOE_STAGE_MAX; st++)
+        printf(" %9s", vkmoe_stage_name(st));
+    printf(" | %s\n", "check");
+    for (uint32_t r = 0; r < count; r++) {
+        const run_result *run = &runs[r];
+        printf("%7u %10.3f %11.1f %9.2f %8.2f |", run->tokens, run->layer.ms,
+               run->tokens / (run->layer.ms * 1e-3), run->layer.flops / (run->layer.ms * 1e6),
+               run->layer.bytes / (run->layer.ms * 1e6));
+        for (uint32_t st = 0; st < VKMOE_STAGE_MAX; st++)
+            printf(" %9.3f", run->stages[st].ms);
+        if (run->verified_tokens == 0)
+            printf(" | skipped\n");
+        else
+            printf(" | %s (max rel err %.2g over %u tokens)\n", run->verified ? "ok" : "FAILED",
+                   run->error.max_rel, run->verified_tokens);
+    }
+    printf("\nstage times in ms (GPU timestamps, median of the iterations)\n");
+}
+
+int main(int argc, char **argv)
+{
+    options o;
+    int rc = parse_args(argc, argv, &o);
+    if (rc)
+        return rc;
+    if (o.list_presets) {
+        list_presets();
+        return 0;
+    }
+    workload_shape shape;
+    if ((rc = resolve_shape(&o, &shape)))
+        return rc;
+    uint32_t max_tokens = 0;
+    for (uint32_t i = 0; i < o.token_count; i++)
+        if (o.tokens[i] > max_tokens)
+            max_tokens = o.tokens[i];
+
+    vkmoe_context_params cp = {.device = o.device};
+    vkmoe_context *ctx;
+    if (vkmoe_context_create(&cp, &ctx) != VKMOE_OK) {
+        fprintf(stderr, "vkmoe-bench: %s\n", vkmoe_last_error());
+        return 1;
+    }
+    vkmoe_device_info info;
+    vkmoe_context_device_info(ctx, &info);
+    workload *w = NULL;
+    if (workload_create(ctx, &shape, max_tokens, o.verify, &w) != VKMOE_OK) {
+        fprintf(stderr, "vkmoe-bench: %s\n", vkmoe_last_error());
+        vkmoe_context_destroy(&ctx);
+        return 1;
+    }
+    run_result runs[32];
+    bool all_verified = true;
+    for (uint32_t i = 0; i < o.token_count && rc == 0; i++) {
+        if (workload_run(w, o.tokens[i], o.warmup, o.iters, &runs[i]) != VKMOE_OK) {
+            fprintf(stderr, "vkmoe-bench: %s\n", vkmoe_last_error());
+            rc = 1;
+        }
+        all_verified &= !o.verify || runs[i].verified;
+    }
+    if (rc == 0) {
+        if (o.json)
+            print_json(&o, &info, &shape, runs, o.token_count);
+        else
+            print_table(&info, &shape, runs, o.token_count);
+    }
+    workload_destroy(&w);
+    vkmoe_context_destroy(&ctx);
+    if (rc == 0 && !all_verified) {
+        fprintf(stderr, "vkmoe-bench: verification against the CPU reference FAILED\n");
+        rc = 3;
+    }
+    return rc;
+}

@@ -1,0 +1,41 @@
+/* The bench's layer: deterministic random weights streamed to the device
+ * one expert at a time, with the CPU reference of sampled tokens computed on
+ * the way, so that layers larger than host memory can still be verified. */
+#ifndef VKMOE_BENCH_WORKLOAD_H
+#define VKMOE_BENCH_WORKLOAD_H
+
+#include "reference.h"
+#include "vkmoe.h"
+
+typedef struct workload_shape {
+    uint32_t dim, ffn, experts, top_k;
+    bool normalize;
+    vkmoe_weight_type weights;
+} workload_shape;
+
+/* Time, useful FLOPs and the bytes a stage must move at least once. */
+typedef struct stage_figures {
+    double ms, flops, bytes;
+} stage_figures;
+
+typedef struct run_result {
+    uint32_t tokens;
+    stage_figures layer;
+    stage_figures stages[VKMOE_STAGE_MAX];
+    uint32_t active_experts; /* experts that received at least one token */
+    bool verified;           /* false when the check failed or was skipped */
+    uint32_t verified_tokens;
+    vkmoe_ref_error error;
+} run_result;
+
+typedef struct workload workload;
+
+vkmoe_status workload_create(vkmoe_context *ctx, const workload_shape *shape, uint32_t max_tokens,
+                             bool verify, workload **out);
+/* Time a forward of the first `tokens` tokens: warmup runs, then the median
+ * of iters runs; checks the sampled tokens against the reference. */
+vkmoe_status workload_run(workload *w, uint32_t tokens, uint32_t warmup, uint32_t iters,
+                          run_result *out);
+void workload_destroy(workload **w);
+
+#endif

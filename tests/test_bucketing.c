@@ -1,0 +1,98 @@
+/* Stages 2-4 (count, scan, scatter): the GPU's plan of rows and tiles must
+ * equal vkmoe_ref_bucket on the GPU's own expert choices, exactly. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "helpers.h"
+
+static void check_plan(test_layer *t, const test_intermediates *m)
+{
+    uint32_t experts = t->params.experts, tile = t->layer->gemm.tile_m;
+    uint32_t *count = calloc(experts, 4), *base = calloc(experts, 4);
+    uint32_t *row_slot = malloc((size_t)m->max_rows * 4), *slot_row = malloc((size_t)m->slots * 4);
+    uint32_t *tile_expert = malloc((size_t)m->max_tiles * 4);
+    uint32_t rows = vkmoe_ref_bucket(m->ids, m->slots, experts, tile, m->max_rows, count, base,
+                                     row_slot, slot_row, tile_expert);
+    assert_true(rows <= m->max_rows);
+    assert_memory_equal(m->expert_base, base, experts * 4);
+    assert_memory_equal(m->slot_row, slot_row, (size_t)m->slots * 4);
+    assert_memory_equal(m->row_slot, row_slot, (size_t)rows * 4);
+    assert_memory_equal(m->tile_expert, tile_expert, (size_t)m->max_tiles * 4);
+    /* The scanned block counts: an exclusive prefix over [expert][block]. */
+    uint32_t running = 0;
+    for (uint32_t e = 0; e < experts; e++)
+        for (uint32_t b = 0; b < m->blocks; b++) {
+            assert_int_equal(m->block_offsets[e * m->blocks + b], running);
+            for (uint32_t s = b * VKMOE_BLOCK_SLOTS;
+                 s < m->slots && s < (b + 1) * VKMOE_BLOCK_SLOTS; s++)
+                running += m->ids[s] == e;
+        }
+    assert_int_equal(running, m->slots);
+    uint32_t used_tiles = rows / tile;
+    assert_int_equal(m->dispatch[1] * (m->dispatch[2] - 1) < used_tiles || used_tiles == 0, 1);
+    assert_true((uint64_t)m->dispatch[1] * m->dispatch[2] >= used_tiles);
+    uint32_t counts[512];
+    assert_int_equal(vkmoe_layer_expert_counts(t->layer, counts, 512), VKMOE_OK);
+    assert_memory_equal(counts, count, experts * 4);
+    free(count);
+    free(base);
+    free(row_slot);
+    free(slot_row);
+    free(tile_expert);
+}
+
+static void run_plan(void **state, uint32_t experts, uint32_t top_k, uint32_t tokens,
+                     uint32_t forward_tokens)
+{
+    test_layer t;
+    vkmoe_layer_params p = {.dim = 8, .ffn_dim = 8, .experts = experts, .top_k = top_k,
+                            .max_tokens = tokens};
+    test_layer_create(*state, &p, &t);
+    test_layer_upload(&t);
+    float *x = test_input(forward_tokens, p.dim);
+    test_intermediates m;
+    test_run_intermediates(&t, forward_tokens, x, &m);
+    check_plan(&t, &m);
+    test_intermediates_free(&m);
+    free(x);
+    test_layer_destroy(&t);
+}
+
+static void test_small_plans(void **state)
+{
+    test_seed(40);
+    run_plan(state, 5, 2, 37, 37);
+    run_plan(state, 1, 1, 3, 1);
+    run_plan(state, 13, 13, 20, 20);
+    run_plan(state, 64, 6, 500, 123);
+}
+
+/* Several scan tiles, and a scan of the tile sums in more than one pass:
+ * 512 experts x 2048+ blocks > 1024 scan tiles. */
+static void test_device_wide_scan(void **state)
+{
+    test_seed(41);
+    run_plan(state, 300, 8, 20000, 20000);
+    run_plan(state, 512, 8, 65600, 65600);
+}
+
+/* The largest forward the layer accepts: 2^22 slots, 512 experts; the GEMM
+ * grids need more than 65535 row tiles. */
+static void test_largest_slot_count(void **state)
+{
+    test_seed(42);
+    run_plan(state, 512, 8, (1u << 22) / 8, (1u << 22) / 8);
+}
+
+int main(void)
+{
+    int gate = test_device_gate();
+    if (gate)
+        return gate;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_small_plans),
+        cmocka_unit_test(test_device_wide_scan),
+        cmocka_unit_test(test_largest_slot_count),
+    };
+    return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
+}

@@ -1,0 +1,217 @@
+/* Context creation, device choice, import of a host device, errors. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdlib.h>
+#include <string.h>
+
+#include "helpers.h"
+
+static void test_status_strings(void **state)
+{
+    (void)state;
+    const vkmoe_status all[] = {
+        VKMOE_OK, VKMOE_ERROR_INVALID_ARGUMENT, VKMOE_ERROR_UNSUPPORTED, VKMOE_ERROR_NO_DEVICE,
+        VKMOE_ERROR_OUT_OF_HOST_MEMORY, VKMOE_ERROR_OUT_OF_DEVICE_MEMORY,
+        VKMOE_ERROR_DEVICE_LOST, VKMOE_ERROR_VULKAN, VKMOE_ERROR_STATE,
+    };
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(all); i++) {
+        assert_true(strlen(vkmoe_status_string(all[i])) > 0);
+        for (size_t j = 0; j < i; j++)
+            assert_string_not_equal(vkmoe_status_string(all[i]), vkmoe_status_string(all[j]));
+    }
+    assert_string_equal(vkmoe_status_string((vkmoe_status)-99), "unknown status");
+}
+
+static void test_create_arguments(void **state)
+{
+    (void)state;
+    assert_int_equal(vkmoe_device_count(NULL), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_context_create(NULL, NULL), VKMOE_ERROR_INVALID_ARGUMENT);
+    vkmoe_context *ctx = (vkmoe_context *)&ctx;
+    vkmoe_context_params bad_level = {.log_level = (vkmoe_log_level)9};
+    assert_int_equal(vkmoe_context_create(&bad_level, &ctx), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_null(ctx);
+    vkmoe_context_destroy(NULL);
+    vkmoe_context_destroy(&ctx);
+    assert_int_equal(vkmoe_context_device_info(NULL, NULL), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_context_validation_errors(NULL), 0);
+}
+
+static void test_default_context_and_info(void **state)
+{
+    (void)state;
+    vkmoe_context *ctx = NULL;
+    assert_int_equal(vkmoe_context_create(NULL, &ctx), VKMOE_OK);
+    vkmoe_device_info info;
+    assert_int_equal(vkmoe_context_device_info(ctx, NULL), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_context_device_info(ctx, &info), VKMOE_OK);
+    assert_true(strlen(info.name) > 0);
+    assert_true(strlen(info.driver) > 0);
+    assert_true(info.api_version >= VK_API_VERSION_1_2);
+    assert_true(info.subgroup_size >= 1);
+    assert_true(info.max_storage_buffer_range > 0);
+    assert_true(info.max_allocation_size > 0);
+    assert_true(info.device_memory > 0);
+    assert_true(info.shared_memory >= 16384);
+    vkmoe_context_destroy(&ctx);
+    assert_null(ctx);
+}
+
+static void test_device_by_index_and_name(void **state)
+{
+    (void)state;
+    vkmoe_context *ctx = NULL;
+    vkmoe_context_params by_index = {.device = "0"};
+    assert_int_equal(vkmoe_context_create(&by_index, &ctx), VKMOE_OK);
+    vkmoe_device_info info;
+    vkmoe_context_device_info(ctx, &info);
+    vkmoe_context_destroy(&ctx);
+
+    char part[5] = {0};
+    memcpy(part, info.name, 4);
+    vkmoe_context_params by_name = {.device = part};
+    assert_int_equal(vkmoe_context_create(&by_name, &ctx), VKMOE_OK);
+    vkmoe_device_info again;
+    vkmoe_context_device_info(ctx, &again);
+    assert_string_equal(again.name, info.name);
+    vkmoe_context_destroy(&ctx);
+
+    vkmoe_context_params missing = {.device = "no such device, surely"};
+    assert_int_equal(vkmoe_context_create(&missing, &ctx), VKMOE_ERROR_NO_DEVICE);
+    assert_null(ctx);
+    assert_non_null(strstr(vkmoe_last_error(), "no such device"));
+    vkmoe_context_params past_end = {.device = "99"};
+    assert_int_equal(vkmoe_context_create(&past_end, &ctx), VKMOE_ERROR_NO_DEVICE);
+}
+
+static void test_validation_from_environment(void **state)
+{
+    (void)state;
+    setenv("VKMOE_VALIDATION", "1", 1);
+    vkmoe_context *ctx = NULL;
+    assert_int_equal(vkmoe_context_create(NULL, &ctx), VKMOE_OK);
+    unsetenv("VKMOE_VALIDATION");
+    assert_true(ctx->messenger != VK_NULL_HANDLE);
+    vkmoe_context_destroy(&ctx);
+}
+
+static int locks, unlocks;
+static void count_lock(void *user) { locks += user == &locks; }
+static void count_unlock(void *user) { unlocks += user == &locks; }
+
+/* A second context on the first one's device, as a host application would
+ * import its own: it must work and must leave the device alive. */
+static void test_import_host_device(void **state)
+{
+    vkmoe_context *host = *state;
+    vkmoe_vulkan_import import = {
+        .instance = host->instance,
+        .physical_device = host->physical_device,
+        .device = host->device,
+        .queue = host->queue,
+        .queue_family = host->queue_family,
+        .api_version = VK_API_VERSION_1_2,
+        .lock_queue = count_lock,
+        .unlock_queue = count_unlock,
+        .queue_lock_user = &locks,
+    };
+    vkmoe_context_params params = {.import = &import};
+    vkmoe_context *guest = NULL;
+    assert_int_equal(vkmoe_context_create(&params, &guest), VKMOE_OK);
+    test_seed(20);
+    test_layer t;
+    vkmoe_layer_params p = {.dim = 20, .ffn_dim = 12, .experts = 3, .top_k = 2,
+                            .max_tokens = 5};
+    test_layer_create(guest, &p, &t);
+    test_layer_upload(&t);
+    float *x = test_input(5, p.dim);
+    test_check_forward(&t, 5, x);
+    test_layer_destroy(&t);
+    vkmoe_context_destroy(&guest);
+    assert_true(locks > 0);
+    assert_int_equal(locks, unlocks);
+
+    /* the host's device still works */
+    test_layer_create(host, &p, &t);
+    test_layer_upload(&t);
+    test_check_forward(&t, 5, x);
+    test_layer_destroy(&t);
+    free(x);
+}
+
+static void test_import_arguments(void **state)
+{
+    vkmoe_context *host = *state;
+    vkmoe_context *ctx = NULL;
+    vkmoe_vulkan_import import = {.instance = host->instance};
+    vkmoe_context_params params = {.import = &import};
+    assert_int_equal(vkmoe_context_create(&params, &ctx), VKMOE_ERROR_INVALID_ARGUMENT);
+    import = (vkmoe_vulkan_import){.instance = host->instance,
+                                   .physical_device = host->physical_device,
+                                   .device = host->device,
+                                   .queue = host->queue,
+                                   .lock_queue = count_lock};
+    assert_int_equal(vkmoe_context_create(&params, &ctx), VKMOE_ERROR_INVALID_ARGUMENT);
+    import.lock_queue = NULL;
+    import.api_version = VK_API_VERSION_1_1;
+    assert_int_equal(vkmoe_context_create(&params, &ctx), VKMOE_ERROR_UNSUPPORTED);
+    assert_null(ctx);
+}
+
+/* After a device loss every call fails with DEVICE_LOST and everything can
+ * still be destroyed. The loss is simulated: lavapipe cannot lose a device. */
+static void test_device_lost_is_sticky(void **state)
+{
+    (void)state;
+    vkmoe_context *ctx = test_context();
+    assert_non_null(ctx);
+    test_seed(21);
+    test_layer t;
+    vkmoe_layer_params p = {.dim = 8, .ffn_dim = 8, .experts = 2, .top_k = 1, .max_tokens = 2};
+    test_layer_create(ctx, &p, &t);
+    test_layer_upload(&t);
+    assert_int_equal(vkmoe_check_vk(ctx, VK_ERROR_DEVICE_LOST, "test"), VKMOE_ERROR_DEVICE_LOST);
+    float x[16] = {0}, y[16];
+    assert_int_equal(vkmoe_layer_forward(t.layer, 2, x, y), VKMOE_ERROR_DEVICE_LOST);
+    uint32_t counts[2];
+    assert_int_equal(vkmoe_layer_expert_counts(t.layer, counts, 2), VKMOE_ERROR_DEVICE_LOST);
+    assert_int_equal(vkmoe_layer_set_router(t.layer, t.router, sizeof(float) * 16),
+                     VKMOE_ERROR_DEVICE_LOST);
+    vkmoe_layer *other = NULL;
+    assert_int_equal(vkmoe_layer_create(ctx, &p, &other), VKMOE_ERROR_DEVICE_LOST);
+    assert_null(other);
+    test_layer_destroy(&t);
+    test_context_destroy(&ctx);
+}
+
+/* Failures inside the Vulkan calls map to the right status. */
+static void test_vulkan_results_map_to_statuses(void **state)
+{
+    vkmoe_context *ctx = *state;
+    assert_int_equal(vkmoe_check_vk(ctx, VK_SUCCESS, "x"), VKMOE_OK);
+    assert_int_equal(vkmoe_check_vk(ctx, VK_ERROR_OUT_OF_DEVICE_MEMORY, "vkAllocateMemory"),
+                     VKMOE_ERROR_OUT_OF_DEVICE_MEMORY);
+    assert_non_null(strstr(vkmoe_last_error(), "vkAllocateMemory"));
+    assert_int_equal(vkmoe_check_vk(ctx, VK_ERROR_OUT_OF_HOST_MEMORY, "x"),
+                     VKMOE_ERROR_OUT_OF_HOST_MEMORY);
+    assert_int_equal(vkmoe_check_vk(ctx, VK_ERROR_INITIALIZATION_FAILED, "x"),
+                     VKMOE_ERROR_VULKAN);
+}
+
+int main(void)
+{
+    int gate = test_device_gate();
+    if (gate)
+        return gate;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_status_strings),
+        cmocka_unit_test(test_create_arguments),
+        cmocka_unit_test(test_default_context_and_info),
+        cmocka_unit_test(test_device_by_index_and_name),
+        cmocka_unit_test(test_validation_from_environment),
+        cmocka_unit_test(test_import_host_device),
+        cmocka_unit_test(test_import_arguments),
+        cmocka_unit_test(test_device_lost_is_sticky),
+        cmocka_unit_test(test_vulkan_results_map_to_statuses),
+    };
+    return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
+}
