@@ -1,7 +1,7 @@
 #version 450
 // GEMM 2: z[row] = h[row]·W2ᵀ for the rows of one expert per row tile.
 //   push: expert_table uvec2 [3][experts]; tile_expert u32 [max_tiles];
-//         hidden f32 [rows][ld_ffn]; expert_out f32 [rows][dim];
+//         row_slot u32 [rows]; hidden f32 [rows][ld_ffn]; expert_out f32 [rows][dim];
 //         dim, ffn, ld_ffn, experts, max_tiles
 //   spec: see common/expert_gemm.glsl
 #extension GL_GOOGLE_include_directive : require
@@ -10,15 +10,18 @@
 #include "common/expert_gemm.glsl"
 
 layout(push_constant) uniform Push {
-    uvec2 expert_table, tile_expert, hidden, expert_out;
+    uvec2 expert_table, tile_expert, row_slot, hidden, expert_out;
     uint dim, ffn, ld_ffn, experts, max_tiles;
 } pc;
 
-uint row0;
-
-float load_a(uint m, uint k)
+uint a_row_start(uint row)
 {
-    return k < pc.ld_ffn ? FloatArray(pc.hidden).v[(row0 + m) * pc.ld_ffn + k] : 0.0;
+    return row * pc.ld_ffn;
+}
+
+float load_a(uint start, uint k)
+{
+    return k < pc.ld_ffn ? FloatArray(pc.hidden).v[start + k] : 0.0;
 }
 
 void main()
@@ -29,18 +32,22 @@ void main()
     uint expert = UintArray(pc.tile_expert).v[tile];
     if (expert == INVALID)
         return;
-    row0 = tile * TILE_M;
-    uvec2 matrices[1] = uvec2[1](AddressArray(pc.expert_table).v[2 * pc.experts + expert]);
-    uint n0 = gl_WorkGroupID.x * TILE_N;
-    gemm_tile(n0, pc.ffn, matrices, pc.dim, pc.ld_ffn);
-
-    uint tm = gl_LocalInvocationID.x / THREADS_N;
-    uint tn = gl_LocalInvocationID.x % THREADS_N;
+    uint row0 = tile * TILE_M;
+    uvec2 down = AddressArray(pc.expert_table).v[2 * pc.experts + expert];
+    // Lane l computes columns n + i·LANES, i < 4.
+    uint n = gl_WorkGroupID.x * 4 * LANES + gl_SubgroupInvocationID;
+    uvec2 matrix[4] = uvec2[4](down, down, down, down);
+    uint column[4] = uint[4](n, n + LANES, n + 2 * LANES, n + 3 * LANES);
     FloatArray out_rows = FloatArray(pc.expert_out);
-    for (uint i = 0; i < THREAD_M; i++)
-        for (uint j = 0; j < THREAD_N; j++) {
-            uint n = n0 + tn + j * THREADS_N;
-            if (n < pc.dim)
-                out_rows.v[(row0 + tm + i * THREADS_M) * pc.dim + n] = acc[i * THREAD_N + j];
+    for (uint r0 = row0; r0 < row0 + TILE_M; r0 += PASS_ROWS) {
+        if (UintArray(pc.row_slot).v[r0] == INVALID)
+            break;
+        gemm_pass(r0, pc.ffn, matrix, column, pc.dim, pc.ld_ffn);
+        for (uint m = 0; m < PASS_ROWS; m++) {
+            vec4 v = pass_result(m);
+            for (uint i = 0; i < 4; i++)
+                if (column[i] < pc.dim)
+                    out_rows.v[(r0 + m) * pc.dim + column[i]] = v[i];
         }
+    }
 }

@@ -17,12 +17,15 @@ layout(push_constant) uniform Push {
     uint dim, ffn, ld_dim, ld_ffn, experts, top_k, max_tiles;
 } pc;
 
-shared uint tile_token[TILE_M]; // token of each row, INVALID for padding
-
-float load_a(uint m, uint k)
+uint a_row_start(uint row)
 {
-    uint token = tile_token[m];
-    return token != INVALID && k < pc.dim ? x[token * pc.dim + k] : 0.0;
+    uint slot = UintArray(pc.row_slot).v[row];
+    return slot != INVALID ? slot / pc.top_k * pc.dim : INVALID;
+}
+
+float load_a(uint start, uint k)
+{
+    return start != INVALID && k < pc.dim ? x[start + k] : 0.0;
 }
 
 void main()
@@ -34,26 +37,25 @@ void main()
     if (expert == INVALID)
         return;
     uint row0 = tile * TILE_M;
-    for (uint m = gl_LocalInvocationID.x; m < TILE_M; m += THREADS) {
-        uint slot = UintArray(pc.row_slot).v[row0 + m];
-        tile_token[m] = slot != INVALID ? slot / pc.top_k : INVALID;
-    }
-    barrier();
     AddressArray table = AddressArray(pc.expert_table);
-    uvec2 matrices[2] = uvec2[2](table.v[expert], table.v[pc.experts + expert]);
-    uint n0 = gl_WorkGroupID.x * TILE_N;
-    gemm_tile(n0, pc.dim, matrices, pc.ffn, pc.ld_dim);
-
-    uint tm = gl_LocalInvocationID.x / THREADS_N;
-    uint tn = gl_LocalInvocationID.x % THREADS_N;
+    uvec2 gate = table.v[expert], up = table.v[pc.experts + expert];
+    // Lane l computes columns n and n + LANES of both projections.
+    uint n = gl_WorkGroupID.x * 2 * LANES + gl_SubgroupInvocationID;
+    uvec2 matrix[4] = uvec2[4](gate, gate, up, up);
+    uint column[4] = uint[4](n, n + LANES, n, n + LANES);
     FloatArray hidden = FloatArray(pc.hidden);
-    for (uint i = 0; i < THREAD_M; i++)
-        for (uint j = 0; j < THREAD_N; j++) {
-            uint n = n0 + tn + j * THREADS_N;
-            if (n >= pc.ld_ffn)
-                continue;
-            float gate = acc[i * THREAD_N + j];
-            float up = acc[(THREAD_M + i) * THREAD_N + j];
-            hidden.v[(row0 + tm + i * THREADS_M) * pc.ld_ffn + n] = gate / (1.0 + exp(-gate)) * up;
+    for (uint r0 = row0; r0 < row0 + TILE_M; r0 += PASS_ROWS) {
+        // Padding rows sit at the end of a tile: a pass that starts on one is empty.
+        if (UintArray(pc.row_slot).v[r0] == INVALID)
+            break;
+        gemm_pass(r0, pc.dim, matrix, column, pc.ffn, pc.ld_dim);
+        for (uint m = 0; m < PASS_ROWS; m++) {
+            vec4 v = pass_result(m);
+            vec2 h = v.xy / (1.0 + exp(-v.xy)) * v.zw;
+            if (n < pc.ld_ffn)
+                hidden.v[(r0 + m) * pc.ld_ffn + n] = h.x;
+            if (n + LANES < pc.ld_ffn)
+                hidden.v[(r0 + m) * pc.ld_ffn + n + LANES] = h.y;
         }
+    }
 }

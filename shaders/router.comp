@@ -4,7 +4,7 @@
 //   binding 0: x f32 [tokens][dim]
 //   push: router f32 [experts][ld_dim]; ids u32 [tokens][top_k];
 //         topk_weight f32 [tokens][top_k]; tokens, dim, ld_dim, experts, top_k, normalize
-//   spec 0: WORKGROUP, the number of invocations
+//   spec 0: WORKGROUP, the number of invocations, a power of two
 // Selection compares logits (the same order as the probabilities, without
 // the ties that rounding exp() would create); NaN ranks below every number;
 // equal values go to the lowest expert index.
@@ -47,11 +47,12 @@ void compute_logits(uint token)
     }
     Vec4Array w = Vec4Array(pc.router);
     for (uint c0 = 0; c0 < pc.dim; c0 += X_CHUNK) {
+        // Only as much of the chunk as the weight rows cover (zero-padded to ld_dim).
+        uint len = min(X_CHUNK, pc.ld_dim - c0);
         barrier();
-        for (uint i = lane; i < X_CHUNK; i += WORKGROUP)
+        for (uint i = lane; i < len; i += WORKGROUP)
             x_chunk[i] = c0 + i < pc.dim ? x[token * pc.dim + c0 + i] : 0.0;
         barrier();
-        uint len = min(X_CHUNK, pc.ld_dim - c0);
         for (uint e = lane; e < pc.experts; e += WORKGROUP) {
             uint row = (e * pc.ld_dim + c0) / 4;
             float acc = 0.0;
@@ -65,35 +66,79 @@ void compute_logits(uint token)
     barrier();
 }
 
-// One round of top-k: the best expert not taken yet, found by a strided scan
-// per invocation and a fixed-order reduction.
+// The strictly better of two (value, index) candidates; INVALID never wins.
+bool wins(float a, uint ia, float b, uint ib)
+{
+    return ia != INVALID && (ib == INVALID || better(a, ia, b, ib));
+}
+
+// Fixed-order tree over the WORKGROUP partials in best_value/best_index.
+void reduce_best()
+{
+    uint lane = gl_LocalInvocationID.x;
+    for (uint half_size = WORKGROUP / 2; half_size > 0; half_size /= 2) {
+        if (lane < half_size &&
+            wins(best_value[lane + half_size], best_index[lane + half_size], best_value[lane],
+                 best_index[lane])) {
+            best_value[lane] = best_value[lane + half_size];
+            best_index[lane] = best_index[lane + half_size];
+        }
+        barrier();
+    }
+}
+
+// One round of top-k: the best expert not taken yet.
 uint select_best()
 {
     uint lane = gl_LocalInvocationID.x;
     float value = 0.0;
     uint index = INVALID;
     for (uint e = lane; e < pc.experts; e += WORKGROUP)
-        if (taken[e] == 0 && (index == INVALID || better(logits[e], e, value, index))) {
+        if (taken[e] == 0 && wins(logits[e], e, value, index)) {
             value = logits[e];
             index = e;
         }
     best_value[lane] = value;
     best_index[lane] = index;
     barrier();
-    if (lane == 0) {
-        for (uint i = 1; i < WORKGROUP; i++)
-            if (best_index[i] != INVALID &&
-                (best_index[0] == INVALID ||
-                 better(best_value[i], best_index[i], best_value[0], best_index[0]))) {
-                best_value[0] = best_value[i];
-                best_index[0] = best_index[i];
-            }
-        taken[best_index[0]] = 1;
-    }
-    barrier();
+    reduce_best();
     uint chosen = best_index[0];
+    if (lane == 0)
+        taken[chosen] = 1;
     barrier();
     return chosen;
+}
+
+// Σ_e exp(l_e − max_e l_e): per-invocation strided sums, then a fixed-order
+// tree, so the result is the same on every run. NaN logits are skipped by
+// the maximum and make the sum NaN.
+float softmax_denominator(out float max_logit)
+{
+    uint lane = gl_LocalInvocationID.x;
+    float local_max = -1.0 / 0.0;
+    for (uint e = lane; e < pc.experts; e += WORKGROUP)
+        if (logits[e] > local_max)
+            local_max = logits[e];
+    best_value[lane] = local_max;
+    barrier();
+    for (uint half_size = WORKGROUP / 2; half_size > 0; half_size /= 2) {
+        if (lane < half_size && best_value[lane + half_size] > best_value[lane])
+            best_value[lane] = best_value[lane + half_size];
+        barrier();
+    }
+    max_logit = best_value[0];
+    barrier();
+    float local_sum = 0.0;
+    for (uint e = lane; e < pc.experts; e += WORKGROUP)
+        local_sum += exp(logits[e] - max_logit);
+    best_value[lane] = local_sum;
+    barrier();
+    for (uint half_size = WORKGROUP / 2; half_size > 0; half_size /= 2) {
+        if (lane < half_size)
+            best_value[lane] += best_value[lane + half_size];
+        barrier();
+    }
+    return best_value[0];
 }
 
 void main()
@@ -102,18 +147,14 @@ void main()
     if (token >= pc.tokens)
         return;
     compute_logits(token);
+    float max_logit;
+    float sum = softmax_denominator(max_logit);
+    barrier();
     uint chosen[16];
     for (uint j = 0; j < pc.top_k; j++)
         chosen[j] = select_best();
     if (gl_LocalInvocationID.x != 0)
         return;
-    float max_logit = -1.0 / 0.0;
-    for (uint e = 0; e < pc.experts; e++)
-        if (logits[e] > max_logit)
-            max_logit = logits[e];
-    float sum = 0.0;
-    for (uint e = 0; e < pc.experts; e++)
-        sum += exp(logits[e] - max_logit);
     float chosen_sum = 0.0;
     float weight[16];
     for (uint j = 0; j < pc.top_k; j++) {

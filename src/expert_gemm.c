@@ -10,19 +10,17 @@ typedef struct gemm_up_push {
 _Static_assert(sizeof(gemm_up_push) == 64, "gemm_up_push must mirror gemm_up.comp");
 
 typedef struct gemm_down_push {
-    VkDeviceAddress expert_table, tile_expert, hidden, expert_out;
+    VkDeviceAddress expert_table, tile_expert, row_slot, hidden, expert_out;
     uint32_t dim, ffn, ld_ffn, experts, max_tiles, pad_;
 } gemm_down_push;
-_Static_assert(sizeof(gemm_down_push) == 56, "gemm_down_push must mirror gemm_down.comp");
+_Static_assert(sizeof(gemm_down_push) == 64, "gemm_down_push must mirror gemm_down.comp");
 
 vkmoe_spec vkmoe_gemm_spec(const vkmoe_layer *layer)
 {
     const vkmoe_gemm_config *g = &layer->gemm;
-    uint32_t threads = (g->tile_m / g->thread_m) * (g->tile_n / g->thread_n);
     return (vkmoe_spec){
-        .count = 7,
-        .values = {g->tile_m, g->tile_n, g->tile_k, g->thread_m, g->thread_n,
-                   (uint32_t)layer->params.weight_type, threads},
+        .count = 3,
+        .values = {g->tile_m, g->lanes, (uint32_t)layer->params.weight_type},
     };
 }
 
@@ -63,6 +61,7 @@ void vkmoe_gemm_down_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t to
     gemm_down_push push = {
         .expert_table = layer->expert_table.address,
         .tile_expert = layer->scratch.address + layer->layout.tile_expert,
+        .row_slot = layer->scratch.address + layer->layout.row_slot,
         .hidden = layer->hidden.address,
         .expert_out = layer->expert_out.address,
         .dim = layer->params.dim,

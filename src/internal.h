@@ -189,9 +189,11 @@ typedef struct vkmoe_scratch_layout {
         tile_expert, row_slot, slot_row, dispatch, size;
 } vkmoe_scratch_layout;
 
-/* Tile shape of the expert GEMMs (specialization constants). */
+/* Shape of the expert GEMMs (specialization constants, see
+ * shaders/common/expert_gemm.glsl): rows per tile, lanes per workgroup, and
+ * the output columns one workgroup covers in each GEMM. */
 typedef struct vkmoe_gemm_config {
-    uint32_t tile_m, tile_n, tile_k, thread_m, thread_n;
+    uint32_t tile_m, lanes, up_columns, down_columns;
 } vkmoe_gemm_config;
 
 /* E matrices of one kind (gate, up or down) for all experts, packed into as

@@ -52,9 +52,10 @@ static vkmoe_status validate_params(const vkmoe_context *ctx, const vkmoe_layer_
 
 static vkmoe_gemm_config choose_gemm_config(const vkmoe_context *ctx)
 {
-    (void)ctx;
+    /* A lane owns 2 columns of each up projection and 4 of the down one. */
+    uint32_t lanes = ctx->info.subgroup_size >= 4 ? ctx->info.subgroup_size : 4;
     return (vkmoe_gemm_config){
-        .tile_m = 32, .tile_n = 64, .tile_k = 16, .thread_m = 4, .thread_n = 4};
+        .tile_m = 32, .lanes = lanes, .up_columns = 2 * lanes, .down_columns = 4 * lanes};
 }
 
 static void compute_sizes(vkmoe_layer *layer)

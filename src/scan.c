@@ -32,8 +32,8 @@ void vkmoe_scan_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
         .slots = slots,
         .tile_rows = layer->gemm.tile_m,
         .max_tiles = layer->max_tiles,
-        .up_groups_x = (uint32_t)vkmoe_div_up(layer->ld_ffn, layer->gemm.tile_n),
-        .down_groups_x = (uint32_t)vkmoe_div_up(layer->params.dim, layer->gemm.tile_n),
+        .up_groups_x = (uint32_t)vkmoe_div_up(layer->ld_ffn, layer->gemm.up_columns),
+        .down_groups_x = (uint32_t)vkmoe_div_up(layer->params.dim, layer->gemm.down_columns),
     };
     VkPipeline pipeline = layer->pipelines[VKMOE_SHADER_SCAN];
     uint64_t tiles = vkmoe_div_up(n, VKMOE_SCAN_TILE);

@@ -1,35 +1,28 @@
-// The tiled product shared by gemm_up and gemm_down: for one row tile (all of
-// one expert) and one column tile, acc[b] = A·B_bᵀ for B_COUNT weight
-// matrices B_b [N][ld] of that expert. The including shader defines B_COUNT
-// and load_a(row_in_tile, k), and loads tile_row_info for its rows.
-//   spec 0..4: TILE_M, TILE_N, TILE_K, THREAD_M, THREAD_N; spec 5: WEIGHT_TYPE
-//   (0 f32, 1 f16); spec 6: the workgroup size, (TILE_M/THREAD_M)·(TILE_N/THREAD_N)
-// Each output is summed by one invocation in k order: bit-reproducible.
+// The expert GEMM for CPU devices (llvmpipe): one subgroup per workgroup, no
+// shared memory, no barriers, no local arrays (llvmpipe turns indexed local
+// arrays into per-lane scratch and every memory access into a per-lane
+// gather). Lane l owns four output columns; a pass covers 8 rows:
+//   acc_m = Σ_k A[row m][k] · (B₀[n₀][k], B₁[n₁][k], B₂[n₂][k], B₃[n₃][k])
+// where the four (matrix, column) pairs come from the including shader's
+// column_of(). Each lane loads A[row m][k0 + lane]; subgroupBroadcast hands
+// every value to all lanes, so A is read once per pass.
+//   spec 0: TILE_M (rows of a tile, a multiple of 8); 1: LANES (= subgroup
+//   size = workgroup size, a multiple of 4); 2: WEIGHT_TYPE (0 f32, 1 f16)
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_ballot : require
 
 layout(constant_id = 0) const uint TILE_M = 32;
-layout(constant_id = 1) const uint TILE_N = 64;
-layout(constant_id = 2) const uint TILE_K = 16;
-layout(constant_id = 3) const uint THREAD_M = 4;
-layout(constant_id = 4) const uint THREAD_N = 4;
-layout(constant_id = 5) const uint WEIGHT_TYPE = 0;
-layout(local_size_x_id = 6) in;
+layout(constant_id = 1) const uint LANES = 8;
+layout(constant_id = 2) const uint WEIGHT_TYPE = 0;
+layout(local_size_x_id = 1) in;
 
-const uint THREADS_M = TILE_M / THREAD_M;
-const uint THREADS_N = TILE_N / THREAD_N;
-const uint THREADS = THREADS_M * THREADS_N;
+const uint PASS_ROWS = 8;
 
-shared float a_tile[TILE_K * TILE_M];           // [k][m]
-shared float b_tile[B_COUNT * TILE_K * TILE_N]; // [b][k][n]
+// Where row `row` of A starts (an element index), or INVALID for a padding
+// row, and A's element at that start plus k (k below the valid depth).
+uint a_row_start(uint row);
+float load_a(uint start, uint k);
 
-float load_a(uint m, uint k);
-
-// acc[(b·THREAD_M + i)·THREAD_N + j] is output row tm + i·THREADS_M, column
-// tn + j·THREADS_N of the tile, with tm, tn this invocation's position.
-// A global: glslang cannot pass arrays sized by spec constants as parameters.
-float acc[B_COUNT * THREAD_M * THREAD_N];
-
-// Four consecutive weights of row n starting at k (a multiple of 4); zero
-// past the matrix (rows are zero-padded to ld, a multiple of 8).
 vec4 load_b4(uvec2 matrix, uint n, uint k, uint rows, uint ld)
 {
     if (n >= rows || k >= ld)
@@ -42,49 +35,59 @@ vec4 load_b4(uvec2 matrix, uint n, uint k, uint rows, uint ld)
     return Vec4Array(matrix).v[index];
 }
 
-void load_tiles(uint k0, uint n0, uvec2 matrices[B_COUNT], uint rows, uint ld)
-{
-    uint lane = gl_LocalInvocationID.x;
-    for (uint i = lane; i < TILE_M * TILE_K; i += THREADS) {
-        uint m = i / TILE_K, k = i % TILE_K;
-        a_tile[k * TILE_M + m] = load_a(m, k0 + k);
-    }
-    const uint QUADS = TILE_K / 4;
-    for (uint b = 0; b < B_COUNT; b++)
-        for (uint i = lane; i < TILE_N * QUADS; i += THREADS) {
-            uint n = i / QUADS, q = i % QUADS;
-            vec4 w = load_b4(matrices[b], n0 + n, k0 + q * 4, rows, ld);
-            for (uint j = 0; j < 4; j++)
-                b_tile[(b * TILE_K + q * 4 + j) * TILE_N + n] = w[j];
-        }
-}
+vec4 acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7;
 
-void gemm_tile(uint n0, uint depth, uvec2 matrices[B_COUNT], uint rows, uint ld)
+#define ACCUMULATE(m, a, lane_k, w) acc##m = fma(vec4(subgroupBroadcast(a, lane_k)), w, acc##m)
+
+// One pass: rows r0 .. r0 + 7, the lane's four (matrix, column) outputs.
+void gemm_pass(uint r0, uint depth, uvec2 matrix[4], uint column[4], uint rows, uint ld)
 {
-    uint tm = gl_LocalInvocationID.x / THREADS_N;
-    uint tn = gl_LocalInvocationID.x % THREADS_N;
-    for (uint i = 0; i < B_COUNT * THREAD_M * THREAD_N; i++)
-        acc[i] = 0.0;
-    for (uint k0 = 0; k0 < depth; k0 += TILE_K) {
-        load_tiles(k0, n0, matrices, rows, ld);
-        barrier();
-        for (uint k = 0; k < TILE_K; k++) {
-            float a[THREAD_M];
-            for (uint i = 0; i < THREAD_M; i++)
-                a[i] = a_tile[k * TILE_M + tm + i * THREADS_M];
-            for (uint b = 0; b < B_COUNT; b++)
-                for (uint j = 0; j < THREAD_N; j++) {
-                    float w = b_tile[(b * TILE_K + k) * TILE_N + tn + j * THREADS_N];
-                    for (uint i = 0; i < THREAD_M; i++)
-                        acc[(b * THREAD_M + i) * THREAD_N + j] =
-                            fma(a[i], w, acc[(b * THREAD_M + i) * THREAD_N + j]);
-                }
+    uint lane = gl_SubgroupInvocationID;
+    acc0 = acc1 = acc2 = acc3 = acc4 = acc5 = acc6 = acc7 = vec4(0.0);
+    uvec4 start_lo = uvec4(a_row_start(r0), a_row_start(r0 + 1), a_row_start(r0 + 2),
+                           a_row_start(r0 + 3));
+    uvec4 start_hi = uvec4(a_row_start(r0 + 4), a_row_start(r0 + 5), a_row_start(r0 + 6),
+                           a_row_start(r0 + 7));
+    for (uint k0 = 0; k0 < depth; k0 += LANES) {
+        uint k = k0 + lane;
+        float a0 = load_a(start_lo.x, k), a1 = load_a(start_lo.y, k);
+        float a2 = load_a(start_lo.z, k), a3 = load_a(start_lo.w, k);
+        float a4 = load_a(start_hi.x, k), a5 = load_a(start_hi.y, k);
+        float a6 = load_a(start_hi.z, k), a7 = load_a(start_hi.w, k);
+        for (uint q = 0; q < LANES; q += 4) {
+            vec4 w0 = load_b4(matrix[0], column[0], k0 + q, rows, ld);
+            vec4 w1 = load_b4(matrix[1], column[1], k0 + q, rows, ld);
+            vec4 w2 = load_b4(matrix[2], column[2], k0 + q, rows, ld);
+            vec4 w3 = load_b4(matrix[3], column[3], k0 + q, rows, ld);
+            for (uint j = 0; j < 4; j++) {
+                vec4 w = vec4(w0[j], w1[j], w2[j], w3[j]);
+                ACCUMULATE(0, a0, q + j, w);
+                ACCUMULATE(1, a1, q + j, w);
+                ACCUMULATE(2, a2, q + j, w);
+                ACCUMULATE(3, a3, q + j, w);
+                ACCUMULATE(4, a4, q + j, w);
+                ACCUMULATE(5, a5, q + j, w);
+                ACCUMULATE(6, a6, q + j, w);
+                ACCUMULATE(7, a7, q + j, w);
+            }
         }
-        barrier();
     }
 }
 
-// The row tile this workgroup owns (the GEMM grid folds tiles into y and z).
+vec4 pass_result(uint m)
+{
+    switch (m) {
+    case 0: return acc0;
+    case 1: return acc1;
+    case 2: return acc2;
+    case 3: return acc3;
+    case 4: return acc4;
+    case 5: return acc5;
+    case 6: return acc6;
+    default: return acc7;
+    }
+}
+
 uint row_tile_id()
 {
     return gl_WorkGroupID.z * gl_NumWorkGroups.y + gl_WorkGroupID.y;

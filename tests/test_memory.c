@@ -1,0 +1,75 @@
+/* Weights larger than one storage-buffer binding, and expert arrays split
+ * over several allocations. */
+#include <stdlib.h>
+
+#include "helpers.h"
+
+/* One expert matrix of 2048 x 16448 f32 is 134.7 MB, over lavapipe's
+ * 128 MiB maxStorageBufferRange: it must still upload and run. */
+static void test_matrix_larger_than_a_binding(void **state)
+{
+    vkmoe_context *ctx = *state;
+    test_seed(50);
+    vkmoe_layer_params p = {.dim = 2048, .ffn_dim = 16448, .experts = 2, .top_k = 1,
+                            .max_tokens = 3, .normalize_topk = true};
+    assert_true((uint64_t)p.dim * p.ffn_dim * 4 > ctx->info.max_storage_buffer_range ||
+                ctx->info.max_storage_buffer_range > (1ull << 30));
+    test_layer t;
+    test_layer_create(ctx, &p, &t);
+    test_layer_upload(&t);
+    float *x = test_input(3, p.dim);
+    test_check_forward(&t, 3, x);
+    free(x);
+    test_layer_destroy(&t);
+}
+
+/* A small allocation limit forces each expert array into several chunks;
+ * the expert table must point every expert at the right one. */
+static void test_experts_over_several_allocations(void **state)
+{
+    vkmoe_context *ctx = *state;
+    test_seed(51);
+    uint64_t saved = ctx->info.max_allocation_size;
+    /* Two 128 x 128 f32 matrices per chunk; the scratch buffers still fit. */
+    ctx->info.max_allocation_size = 2 * 128 * 128 * 4 + 100;
+    vkmoe_layer_params p = {.dim = 128, .ffn_dim = 128, .experts = 7, .top_k = 2,
+                            .max_tokens = 2, .normalize_topk = true};
+    test_layer t;
+    test_layer_create(ctx, &p, &t);
+    ctx->info.max_allocation_size = saved;
+    assert_int_equal(t.layer->experts[VKMOE_EXPERT_GATE].chunk_count, 4);
+    test_layer_upload(&t);
+    for (int i = 0; i < 4; i++) { /* different inputs reach different experts */
+        float *x = test_input(2, p.dim);
+        test_check_forward(&t, 2, x);
+        free(x);
+    }
+    test_layer_destroy(&t);
+}
+
+/* A request beyond the allocation limit fails cleanly. */
+static void test_allocation_limit_is_an_error(void **state)
+{
+    vkmoe_context *ctx = *state;
+    uint64_t saved = ctx->info.max_allocation_size;
+    ctx->info.max_allocation_size = 1 << 16;
+    vkmoe_layer_params p = {.dim = 256, .ffn_dim = 256, .experts = 2, .top_k = 1};
+    vkmoe_layer *layer = NULL;
+    vkmoe_status status = vkmoe_layer_create(ctx, &p, &layer);
+    ctx->info.max_allocation_size = saved;
+    assert_int_equal(status, VKMOE_ERROR_OUT_OF_DEVICE_MEMORY);
+    assert_null(layer);
+}
+
+int main(void)
+{
+    int gate = test_device_gate();
+    if (gate)
+        return gate;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_matrix_larger_than_a_binding),
+        cmocka_unit_test(test_experts_over_several_allocations),
+        cmocka_unit_test(test_allocation_limit_is_an_error),
+    };
+    return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
+}
