@@ -317,6 +317,70 @@ static void test_timings(void **state)
     test_layer_destroy(&t);
 }
 
+/* The forward recorded into the application's own command buffer, on its
+ * own buffers at non-zero offsets, equals the host-array forward bit for bit. */
+static void test_record_into_caller_command_buffer(void **state)
+{
+    vkmoe_context *ctx = *state;
+    test_seed(13);
+    vkmoe_layer_params p = shape(45, 30, 5, 2, 20);
+    test_layer t;
+    test_layer_create(ctx, &p, &t);
+    test_layer_upload(&t);
+    size_t bytes = 20 * (size_t)p.dim * sizeof(float);
+    float *x = test_input(20, p.dim), *expected = malloc(bytes), *y = malloc(bytes);
+    assert_int_equal(vkmoe_layer_forward(t.layer, 20, x, expected), VKMOE_OK);
+
+    VkDeviceSize offset = ctx->properties.limits.minStorageBufferOffsetAlignment * 4;
+    vkmoe_buffer xbuf, ybuf;
+    assert_int_equal(vkmoe_buffer_create(ctx, offset + bytes, VKMOE_MEMORY_DEVICE, &xbuf), VKMOE_OK);
+    assert_int_equal(vkmoe_buffer_create(ctx, offset + bytes, VKMOE_MEMORY_DEVICE, &ybuf), VKMOE_OK);
+    assert_int_equal(vkmoe_buffer_write_rows(ctx, &xbuf, offset, x, 1, bytes, bytes), VKMOE_OK);
+
+    VkCommandPoolCreateInfo pool_info = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+                                         .queueFamilyIndex = ctx->queue_family};
+    VkCommandPool pool;
+    assert_int_equal(ctx->vk.vkCreateCommandPool(ctx->device, &pool_info, NULL, &pool), VK_SUCCESS);
+    VkCommandBufferAllocateInfo alloc = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                         .commandPool = pool,
+                                         .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                         .commandBufferCount = 1};
+    VkCommandBuffer cmd;
+    assert_int_equal(ctx->vk.vkAllocateCommandBuffers(ctx->device, &alloc, &cmd), VK_SUCCESS);
+    VkCommandBufferBeginInfo begin = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+    ctx->vk.vkBeginCommandBuffer(cmd, &begin);
+    assert_int_equal(vkmoe_layer_record_forward(t.layer, cmd, 20, xbuf.buffer, offset + 4,
+                                                ybuf.buffer, offset),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_record_forward(t.layer, cmd, 21, xbuf.buffer, offset,
+                                                ybuf.buffer, offset),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_record_forward(t.layer, cmd, 20, xbuf.buffer, offset,
+                                                ybuf.buffer, offset),
+                     VKMOE_OK);
+    VkMemoryBarrier to_host = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                               .srcAccessMask = VK_ACCESS_MEMORY_WRITE_BIT,
+                               .dstAccessMask = VK_ACCESS_HOST_READ_BIT};
+    ctx->vk.vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
+                                 VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &to_host, 0, NULL, 0, NULL);
+    ctx->vk.vkEndCommandBuffer(cmd);
+    VkSubmitInfo submit = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+                           .commandBufferCount = 1,
+                           .pCommandBuffers = &cmd};
+    assert_int_equal(ctx->vk.vkQueueSubmit(ctx->queue, 1, &submit, VK_NULL_HANDLE), VK_SUCCESS);
+    assert_int_equal(ctx->vk.vkQueueWaitIdle(ctx->queue), VK_SUCCESS);
+    assert_int_equal(vkmoe_buffer_read(ctx, &ybuf, offset, y, bytes), VKMOE_OK);
+    assert_memory_equal(y, expected, bytes);
+
+    ctx->vk.vkDestroyCommandPool(ctx->device, pool, NULL);
+    vkmoe_buffer_destroy(ctx, &xbuf);
+    vkmoe_buffer_destroy(ctx, &ybuf);
+    free(x);
+    free(y);
+    free(expected);
+    test_layer_destroy(&t);
+}
+
 int main(void)
 {
     int gate = test_device_gate();
@@ -337,6 +401,7 @@ int main(void)
         cmocka_unit_test(test_create_rejects_bad_params),
         cmocka_unit_test(test_weights_and_forward_reject_bad_arguments),
         cmocka_unit_test(test_timings),
+        cmocka_unit_test(test_record_into_caller_command_buffer),
     };
     return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
 }

@@ -1,0 +1,52 @@
+/* Stage 7: y against Σ_j w_j·z_j computed from the GPU's own weights, rows
+ * and expert outputs. */
+#include <stdlib.h>
+
+#include "helpers.h"
+
+static void check_combine(void **state, vkmoe_layer_params p, uint32_t tokens)
+{
+    test_layer t;
+    test_layer_create(*state, &p, &t);
+    test_layer_upload(&t);
+    float *x = test_input(tokens, p.dim);
+    test_intermediates m;
+    test_run_intermediates(&t, tokens, x, &m);
+    double *expected = calloc((size_t)tokens * p.dim, sizeof(double));
+    for (uint32_t tok = 0; tok < tokens; tok++)
+        for (uint32_t j = 0; j < p.top_k; j++) {
+            uint32_t slot = tok * p.top_k + j;
+            const float *z = m.expert_out + (size_t)m.slot_row[slot] * p.dim;
+            for (uint32_t d = 0; d < p.dim; d++)
+                expected[(size_t)tok * p.dim + d] += (double)m.topk_weight[slot] * z[d];
+        }
+    vkmoe_ref_error err = vkmoe_ref_compare(m.y, expected, (size_t)tokens * p.dim);
+    /* k products summed in f32: a few ulps */
+    assert_true(err.max_rel <= 1e-6);
+    free(expected);
+    free(x);
+    test_intermediates_free(&m);
+    test_layer_destroy(&t);
+}
+
+static void test_combine_shapes(void **state)
+{
+    test_seed(70);
+    vkmoe_layer_params p = {.dim = 257, .ffn_dim = 9, .experts = 6, .top_k = 4,
+                            .max_tokens = 33, .normalize_topk = true};
+    check_combine(state, p, 33);
+    p = (vkmoe_layer_params){.dim = 1, .ffn_dim = 3, .experts = 16, .top_k = 16,
+                             .max_tokens = 300};
+    check_combine(state, p, 300);
+}
+
+int main(void)
+{
+    int gate = test_device_gate();
+    if (gate)
+        return gate;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_combine_shapes),
+    };
+    return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
+}

@@ -1,0 +1,81 @@
+/* Stages 5 and 6: every used row of h and z against the reference, fed
+ * with the GPU's own inputs (its row map for gemm_up, its h for gemm_down). */
+#include <math.h>
+#include <stdlib.h>
+
+#include "helpers.h"
+
+static void check_gemms(void **state, vkmoe_layer_params p, uint32_t tokens)
+{
+    test_layer t;
+    test_layer_create(*state, &p, &t);
+    test_layer_upload(&t);
+    float *x = test_input(tokens, p.dim);
+    test_intermediates m;
+    test_run_intermediates(&t, tokens, x, &m);
+    double *h = malloc(p.ffn_dim * sizeof(double)), *gpu_h = malloc(p.ffn_dim * sizeof(double));
+    double *z = malloc(p.dim * sizeof(double));
+    for (uint32_t slot = 0; slot < m.slots; slot++) {
+        uint32_t row = m.slot_row[slot], expert = m.ids[slot];
+        const float *h_row = m.hidden + (size_t)row * m.ld_ffn;
+        vkmoe_ref_expert_up(&t.ref, expert, x + (size_t)(slot / p.top_k) * p.dim, h);
+        vkmoe_ref_error up = vkmoe_ref_compare(h_row, h, p.ffn_dim);
+        assert_true(up.max_rel <= F32_TOLERANCE);
+        for (uint32_t f = p.ffn_dim; f < m.ld_ffn; f++)
+            assert_true(h_row[f] == 0.0f); /* the padding gemm_down reads */
+        for (uint32_t f = 0; f < p.ffn_dim; f++)
+            gpu_h[f] = h_row[f];
+        vkmoe_ref_expert_down(&t.ref, expert, gpu_h, z);
+        vkmoe_ref_error down = vkmoe_ref_compare(m.expert_out + (size_t)row * p.dim, z, p.dim);
+        assert_true(down.max_rel <= F32_TOLERANCE);
+    }
+    free(h);
+    free(gpu_h);
+    free(z);
+    free(x);
+    test_intermediates_free(&m);
+    test_layer_destroy(&t);
+}
+
+static vkmoe_layer_params shape(uint32_t dim, uint32_t ffn, uint32_t experts, uint32_t top_k,
+                                uint32_t tokens, vkmoe_weight_type type)
+{
+    return (vkmoe_layer_params){.dim = dim, .ffn_dim = ffn, .experts = experts, .top_k = top_k,
+                                .max_tokens = tokens, .weight_type = type};
+}
+
+/* Widths that are multiples of no lane, column or row-pass count. */
+static void test_awkward_widths(void **state)
+{
+    test_seed(60);
+    check_gemms(state, shape(131, 77, 5, 2, 41, VKMOE_WEIGHT_F32), 41);
+    check_gemms(state, shape(3, 5, 2, 1, 9, VKMOE_WEIGHT_F32), 9);
+}
+
+static void test_f16_weights(void **state)
+{
+    test_seed(61);
+    check_gemms(state, shape(203, 99, 6, 3, 70, VKMOE_WEIGHT_F16), 70);
+}
+
+/* Segments of one row, of exactly a tile, and of several tiles. */
+static void test_segment_sizes(void **state)
+{
+    test_seed(62);
+    check_gemms(state, shape(64, 48, 3, 1, 1, VKMOE_WEIGHT_F32), 1);
+    check_gemms(state, shape(64, 48, 2, 2, 32, VKMOE_WEIGHT_F32), 32);
+    check_gemms(state, shape(40, 56, 2, 1, 150, VKMOE_WEIGHT_F16), 150);
+}
+
+int main(void)
+{
+    int gate = test_device_gate();
+    if (gate)
+        return gate;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_awkward_widths),
+        cmocka_unit_test(test_f16_weights),
+        cmocka_unit_test(test_segment_sizes),
+    };
+    return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
+}
