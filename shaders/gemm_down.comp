@@ -39,11 +39,11 @@ void main()
     uvec2 matrix[4] = uvec2[4](down, down, down, down);
     uint column[4] = uint[4](n, n + LANES, n + 2 * LANES, n + 3 * LANES);
     FloatArray out_rows = FloatArray(pc.expert_out);
-    for (uint r0 = row0; r0 < row0 + TILE_M; r0 += PASS_ROWS) {
+    for (uint r0 = row0, done = 0; r0 < row0 + TILE_M; r0 += done) {
         if (UintArray(pc.row_slot).v[r0] == INVALID)
             break;
-        gemm_pass(r0, pc.ffn, matrix, column, pc.dim, pc.ld_ffn);
-        for (uint m = 0; m < PASS_ROWS; m++) {
+        done = gemm_pass(pc.row_slot, r0, row0 + TILE_M, pc.ffn, matrix, column, pc.dim, pc.ld_ffn);
+        for (uint m = 0; m < done; m++) {
             vec4 v = pass_result(m);
             for (uint i = 0; i < 4; i++)
                 if (column[i] < pc.dim)

@@ -44,12 +44,12 @@ void main()
     uvec2 matrix[4] = uvec2[4](gate, gate, up, up);
     uint column[4] = uint[4](n, n + LANES, n, n + LANES);
     FloatArray hidden = FloatArray(pc.hidden);
-    for (uint r0 = row0; r0 < row0 + TILE_M; r0 += PASS_ROWS) {
+    for (uint r0 = row0, done = 0; r0 < row0 + TILE_M; r0 += done) {
         // Padding rows sit at the end of a tile: a pass that starts on one is empty.
         if (UintArray(pc.row_slot).v[r0] == INVALID)
             break;
-        gemm_pass(r0, pc.dim, matrix, column, pc.ffn, pc.ld_dim);
-        for (uint m = 0; m < PASS_ROWS; m++) {
+        done = gemm_pass(pc.row_slot, r0, row0 + TILE_M, pc.dim, matrix, column, pc.ffn, pc.ld_dim);
+        for (uint m = 0; m < done; m++) {
             vec4 v = pass_result(m);
             vec2 h = v.xy / (1.0 + exp(-v.xy)) * v.zw;
             if (n < pc.ld_ffn)

@@ -1,11 +1,13 @@
 // The expert GEMM for CPU devices (llvmpipe): one subgroup per workgroup, no
 // shared memory, no barriers, no local arrays (llvmpipe turns indexed local
 // arrays into per-lane scratch and every memory access into a per-lane
-// gather). Lane l owns four output columns; a pass covers 8 rows:
+// gather). Lane l owns four output columns; a pass covers 32 rows, or 8
+// when fewer real rows are left (decode), and computes
 //   acc_m = Σ_k A[row m][k] · (B₀[n₀][k], B₁[n₁][k], B₂[n₂][k], B₃[n₃][k])
-// where the four (matrix, column) pairs come from the including shader's
-// column_of(). Each lane loads A[row m][k0 + lane]; subgroupBroadcast hands
-// every value to all lanes, so A is read once per pass.
+// for the four (matrix, column) pairs the including shader passes. Each lane
+// loads A[row m][k0 + lane]; subgroupBroadcast hands every value to all
+// lanes, so A is read once per pass, and each weight is loaded once per pass
+// and used for all its rows.
 //   spec 0: TILE_M (rows of a tile, a multiple of 8); 1: LANES (= subgroup
 //   size = workgroup size, a multiple of 4); 2: WEIGHT_TYPE (0 f32, 1 f16)
 #extension GL_KHR_shader_subgroup_basic : require
@@ -16,10 +18,8 @@ layout(constant_id = 1) const uint LANES = 8;
 layout(constant_id = 2) const uint WEIGHT_TYPE = 0;
 layout(local_size_x_id = 1) in;
 
-const uint PASS_ROWS = 8;
-
 // Where row `row` of A starts (an element index), or INVALID for a padding
-// row, and A's element at that start plus k (k below the valid depth).
+// row, and A's element at that start plus k (zero past the valid depth).
 uint a_row_start(uint row);
 float load_a(uint start, uint k);
 
@@ -35,43 +35,34 @@ vec4 load_b4(uvec2 matrix, uint n, uint k, uint rows, uint ld)
     return Vec4Array(matrix).v[index];
 }
 
-vec4 acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7;
+vec4 acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7,
+    acc8, acc9, acc10, acc11, acc12, acc13, acc14, acc15,
+    acc16, acc17, acc18, acc19, acc20, acc21, acc22, acc23,
+    acc24, acc25, acc26, acc27, acc28, acc29, acc30, acc31;
 
-#define ACCUMULATE(m, a, lane_k, w) acc##m = fma(vec4(subgroupBroadcast(a, lane_k)), w, acc##m)
+#define PASS_ROWS 8
+#define PASS_FUNCTION gemm_pass_8
+#include "common/expert_gemm_pass.glsl"
+#undef PASS_ROWS
+#undef PASS_FUNCTION
+#define PASS_ROWS 32
+#define PASS_FUNCTION gemm_pass_32
+#include "common/expert_gemm_pass.glsl"
+#undef PASS_ROWS
+#undef PASS_FUNCTION
 
-// One pass: rows r0 .. r0 + 7, the lane's four (matrix, column) outputs.
-void gemm_pass(uint r0, uint depth, uvec2 matrix[4], uint column[4], uint rows, uint ld)
+// Rows r0 .. r0 + (returned count) − 1 of the tile ending at tile_end: 32
+// when those rows all hold slots (row_slot), else 8. Padding rows sit at the
+// end of an expert's segment, so the 32-row test needs only the last row.
+uint gemm_pass(uvec2 row_slot, uint r0, uint tile_end, uint depth, uvec2 matrix[4],
+               uint column[4], uint rows, uint ld)
 {
-    uint lane = gl_SubgroupInvocationID;
-    acc0 = acc1 = acc2 = acc3 = acc4 = acc5 = acc6 = acc7 = vec4(0.0);
-    uvec4 start_lo = uvec4(a_row_start(r0), a_row_start(r0 + 1), a_row_start(r0 + 2),
-                           a_row_start(r0 + 3));
-    uvec4 start_hi = uvec4(a_row_start(r0 + 4), a_row_start(r0 + 5), a_row_start(r0 + 6),
-                           a_row_start(r0 + 7));
-    for (uint k0 = 0; k0 < depth; k0 += LANES) {
-        uint k = k0 + lane;
-        float a0 = load_a(start_lo.x, k), a1 = load_a(start_lo.y, k);
-        float a2 = load_a(start_lo.z, k), a3 = load_a(start_lo.w, k);
-        float a4 = load_a(start_hi.x, k), a5 = load_a(start_hi.y, k);
-        float a6 = load_a(start_hi.z, k), a7 = load_a(start_hi.w, k);
-        for (uint q = 0; q < LANES; q += 4) {
-            vec4 w0 = load_b4(matrix[0], column[0], k0 + q, rows, ld);
-            vec4 w1 = load_b4(matrix[1], column[1], k0 + q, rows, ld);
-            vec4 w2 = load_b4(matrix[2], column[2], k0 + q, rows, ld);
-            vec4 w3 = load_b4(matrix[3], column[3], k0 + q, rows, ld);
-            for (uint j = 0; j < 4; j++) {
-                vec4 w = vec4(w0[j], w1[j], w2[j], w3[j]);
-                ACCUMULATE(0, a0, q + j, w);
-                ACCUMULATE(1, a1, q + j, w);
-                ACCUMULATE(2, a2, q + j, w);
-                ACCUMULATE(3, a3, q + j, w);
-                ACCUMULATE(4, a4, q + j, w);
-                ACCUMULATE(5, a5, q + j, w);
-                ACCUMULATE(6, a6, q + j, w);
-                ACCUMULATE(7, a7, q + j, w);
-            }
-        }
+    if (r0 + 32 <= tile_end && UintArray(row_slot).v[r0 + 31] != INVALID) {
+        gemm_pass_32(r0, depth, matrix, column, rows, ld);
+        return 32;
     }
+    gemm_pass_8(r0, depth, matrix, column, rows, ld);
+    return 8;
 }
 
 vec4 pass_result(uint m)
@@ -84,7 +75,31 @@ vec4 pass_result(uint m)
     case 4: return acc4;
     case 5: return acc5;
     case 6: return acc6;
-    default: return acc7;
+    case 7: return acc7;
+    case 8: return acc8;
+    case 9: return acc9;
+    case 10: return acc10;
+    case 11: return acc11;
+    case 12: return acc12;
+    case 13: return acc13;
+    case 14: return acc14;
+    case 15: return acc15;
+    case 16: return acc16;
+    case 17: return acc17;
+    case 18: return acc18;
+    case 19: return acc19;
+    case 20: return acc20;
+    case 21: return acc21;
+    case 22: return acc22;
+    case 23: return acc23;
+    case 24: return acc24;
+    case 25: return acc25;
+    case 26: return acc26;
+    case 27: return acc27;
+    case 28: return acc28;
+    case 29: return acc29;
+    case 30: return acc30;
+    default: return acc31;
     }
 }
 
