@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "vkmoe.h"
+#include "peak.h"
 #include "reference.h"
 #include "workload.h"
 
@@ -211,16 +212,23 @@ static void json_string(FILE *out, const char *s)
     fputc('"', out);
 }
 
-static void print_json(const options *o, const vkmoe_device_info *info, const workload_shape *s,
-                       const run_result *runs, uint32_t count)
+static double percent(double value, double peak)
+{
+    return peak > 0 ? 100.0 * value / peak : 0.0;
+}
+
+static void print_json(const options *o, const vkmoe_device_info *info, const peak_figures *peak,
+                       const workload_shape *s, const run_result *runs, uint32_t count)
 {
     printf("{\n  \"vkmoe_version\": \"%d.%d.%d\",\n  \"device\": {\"name\": ",
            VKMOE_VERSION_MAJOR, VKMOE_VERSION_MINOR, VKMOE_VERSION_PATCH);
     json_string(stdout, info->name);
     printf(", \"type\": \"%s\", \"driver\": ", device_type(info->type));
     json_string(stdout, info->driver);
-    printf(", \"api\": \"%u.%u.%u\"},\n  \"runs\": [\n", VK_API_VERSION_MAJOR(info->api_version),
+    printf(", \"api\": \"%u.%u.%u\"},\n", VK_API_VERSION_MAJOR(info->api_version),
            VK_API_VERSION_MINOR(info->api_version), VK_API_VERSION_PATCH(info->api_version));
+    printf("  \"peak\": {\"fp32_gflops\": %.6g, \"copy_gbps\": %.6g},\n  \"runs\": [\n",
+           peak->fp32_gflops, peak->copy_gbps);
     for (uint32_t r = 0; r < count; r++) {
         const run_result *run = &runs[r];
         printf("    {\n      \"preset\": ");
@@ -235,17 +243,21 @@ static void print_json(const options *o, const vkmoe_device_info *info, const wo
                run->tokens, s->dim, s->ffn, s->experts, s->top_k,
                s->weights == VKMOE_WEIGHT_F16 ? "f16" : "f32");
         printf("      \"path\": \"gemm\",\n");
+        double gflops = run->layer.flops / (run->layer.ms * 1e6);
+        double gbps = run->layer.bytes / (run->layer.ms * 1e6);
         printf("      \"layer_ms\": %.6g, \"tokens_per_s\": %.6g, \"gflops\": %.6g, "
-               "\"gbps\": %.6g,\n",
-               run->layer.ms, run->tokens / (run->layer.ms * 1e-3),
-               run->layer.flops / (run->layer.ms * 1e6), run->layer.bytes / (run->layer.ms * 1e6));
+               "\"gbps\": %.6g, \"gflops_pct_peak\": %.4g, \"gbps_pct_peak\": %.4g,\n",
+               run->layer.ms, run->tokens / (run->layer.ms * 1e-3), gflops, gbps,
+               percent(gflops, peak->fp32_gflops), percent(gbps, peak->copy_gbps));
         printf("      \"active_experts\": %u,\n      \"stages\": [", run->active_experts);
         for (uint32_t st = 0; st < VKMOE_STAGE_MAX; st++) {
             const stage_figures *f = &run->stages[st];
-            printf("%s{\"name\": \"%s\", \"ms\": %.6g, \"gflops\": %.6g, \"gbps\": %.6g}",
-                   st ? ", " : "", vkmoe_stage_name(st), f->ms,
-                   f->ms > 0 ? f->flops / (f->ms * 1e6) : 0.0,
-                   f->ms > 0 ? f->bytes / (f->ms * 1e6) : 0.0);
+            double sg = f->ms > 0 ? f->flops / (f->ms * 1e6) : 0.0;
+            double sb = f->ms > 0 ? f->bytes / (f->ms * 1e6) : 0.0;
+            printf("%s{\"name\": \"%s\", \"ms\": %.6g, \"gflops\": %.6g, \"gbps\": %.6g, "
+                   "\"gflops_pct_peak\": %.4g, \"gbps_pct_peak\": %.4g}",
+                   st ? ",\n        " : "", vkmoe_stage_name(st), f->ms, sg, sb,
+                   percent(sg, peak->fp32_gflops), percent(sb, peak->copy_gbps));
         }
         printf("],\n      \"verified\": %s, \"verified_tokens\": %u, \"max_abs_err\": %.6g, "
                "\"max_rel_err\": %.6g\n    }%s\n",
@@ -256,21 +268,26 @@ static void print_json(const options *o, const vkmoe_device_info *info, const wo
     printf("  ]\n}\n");
 }
 
-static void print_table(const vkmoe_device_info *info, const workload_shape *s,
-                        const run_result *runs, uint32_t count)
+static void print_table(const vkmoe_device_info *info, const peak_figures *peak,
+                        const workload_shape *s, const run_result *runs, uint32_t count)
 {
     printf("device  %s (%s, %s)\n", info->name, device_type(info->type), info->driver);
+    printf("peak    %.1f GFLOP/s fp32 FMA, %.2f GB/s copy (measured by this bench)\n",
+           peak->fp32_gflops, peak->copy_gbps);
     printf("layer   dim %u, ffn %u, experts %u, top-k %u, %s weights, softmax top-k, SwiGLU\n\n",
            s->dim, s->ffn, s->experts, s->top_k, s->weights == VKMOE_WEIGHT_F16 ? "f16" : "f32");
-    printf("%7s %10s %11s %9s %8s |", "tokens", "layer ms", "tokens/s", "GFLOP/s", "GB/s");
+    printf("%7s %10s %11s %9s %6s %8s %6s |", "tokens", "layer ms", "tokens/s", "GFLOP/s",
+           "%peak", "GB/s", "%peak");
     for (uint32_t st = 0; st < VKMOE_STAGE_MAX; st++)
         printf(" %9s", vkmoe_stage_name(st));
     printf(" | %s\n", "check");
     for (uint32_t r = 0; r < count; r++) {
         const run_result *run = &runs[r];
-        printf("%7u %10.3f %11.1f %9.2f %8.2f |", run->tokens, run->layer.ms,
-               run->tokens / (run->layer.ms * 1e-3), run->layer.flops / (run->layer.ms * 1e6),
-               run->layer.bytes / (run->layer.ms * 1e6));
+        double gflops = run->layer.flops / (run->layer.ms * 1e6);
+        double gbps = run->layer.bytes / (run->layer.ms * 1e6);
+        printf("%7u %10.3f %11.1f %9.2f %6.1f %8.2f %6.1f |", run->tokens, run->layer.ms,
+               run->tokens / (run->layer.ms * 1e-3), gflops, percent(gflops, peak->fp32_gflops),
+               gbps, percent(gbps, peak->copy_gbps));
         for (uint32_t st = 0; st < VKMOE_STAGE_MAX; st++)
             printf(" %9.3f", run->stages[st].ms);
         if (run->verified_tokens == 0)
@@ -308,6 +325,9 @@ int main(int argc, char **argv)
     }
     vkmoe_device_info info;
     vkmoe_context_device_info(ctx, &info);
+    peak_figures peak = {0};
+    if (peak_measure(ctx, &peak) != VKMOE_OK)
+        fprintf(stderr, "vkmoe-bench: no peak figures: %s\n", vkmoe_last_error());
     workload *w = NULL;
     if (workload_create(ctx, &shape, max_tokens, o.verify, &w) != VKMOE_OK) {
         fprintf(stderr, "vkmoe-bench: %s\n", vkmoe_last_error());
@@ -325,9 +345,9 @@ int main(int argc, char **argv)
     }
     if (rc == 0) {
         if (o.json)
-            print_json(&o, &info, &shape, runs, o.token_count);
+            print_json(&o, &info, &peak, &shape, runs, o.token_count);
         else
-            print_table(&info, &shape, runs, o.token_count);
+            print_table(&info, &peak, &shape, runs, o.token_count);
     }
     workload_destroy(&w);
     vkmoe_context_destroy(&ctx);

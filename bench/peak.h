@@ -1,0 +1,15 @@
+/* What this device can do at best, measured by the bench itself so that
+ * every stage can be stated as a share of it (issue: fast matmuls). */
+#ifndef VKMOE_BENCH_PEAK_H
+#define VKMOE_BENCH_PEAK_H
+
+#include "vkmoe.h"
+
+typedef struct peak_figures {
+    double fp32_gflops; /* an FMA-bound shader */
+    double copy_gbps;   /* a streaming copy shader: bytes read + bytes written */
+} peak_figures;
+
+vkmoe_status peak_measure(vkmoe_context *ctx, peak_figures *out);
+
+#endif
