@@ -224,3 +224,19 @@ void test_intermediates_free(test_intermediates *m)
         free(all[i]);
     memset(m, 0, sizeof(*m));
 }
+
+void test_staged_run(vkmoe_context *ctx, const vkmoe_layer_params *params, uint32_t tokens,
+                     test_staged *out)
+{
+    test_layer_create(ctx, params, &out->layer);
+    test_layer_upload(&out->layer);
+    out->x = test_input(tokens, params->dim);
+    test_run_intermediates(&out->layer, tokens, out->x, &out->m);
+}
+
+void test_staged_free(test_staged *s)
+{
+    test_intermediates_free(&s->m);
+    free(s->x);
+    test_layer_destroy(&s->layer);
+}

@@ -71,4 +71,15 @@ typedef struct test_intermediates {
 void test_run_intermediates(test_layer *t, uint32_t tokens, const float *x,
                             test_intermediates *out);
 void test_intermediates_free(test_intermediates *m);
+
+/* A layer with random weights and inputs, one forward, its intermediates:
+ * the set-up every stage test starts from. test_staged_free undoes it. */
+typedef struct test_staged {
+    test_layer layer;
+    float *x;
+    test_intermediates m;
+} test_staged;
+void test_staged_run(vkmoe_context *ctx, const vkmoe_layer_params *params, uint32_t tokens,
+                     test_staged *out);
+void test_staged_free(test_staged *s);
 #endif

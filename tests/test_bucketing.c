@@ -44,18 +44,12 @@ static void check_plan(test_layer *t, const test_intermediates *m)
 static void run_plan(void **state, uint32_t experts, uint32_t top_k, uint32_t tokens,
                      uint32_t forward_tokens)
 {
-    test_layer t;
     vkmoe_layer_params p = {.dim = 8, .ffn_dim = 8, .experts = experts, .top_k = top_k,
                             .max_tokens = tokens};
-    test_layer_create(*state, &p, &t);
-    test_layer_upload(&t);
-    float *x = test_input(forward_tokens, p.dim);
-    test_intermediates m;
-    test_run_intermediates(&t, forward_tokens, x, &m);
-    check_plan(&t, &m);
-    test_intermediates_free(&m);
-    free(x);
-    test_layer_destroy(&t);
+    test_staged run;
+    test_staged_run(*state, &p, forward_tokens, &run);
+    check_plan(&run.layer, &run.m);
+    test_staged_free(&run);
 }
 
 static void test_small_plans(void **state)

@@ -6,12 +6,9 @@
 
 static void check_combine(void **state, vkmoe_layer_params p, uint32_t tokens)
 {
-    test_layer t;
-    test_layer_create(*state, &p, &t);
-    test_layer_upload(&t);
-    float *x = test_input(tokens, p.dim);
-    test_intermediates m;
-    test_run_intermediates(&t, tokens, x, &m);
+    test_staged run;
+    test_staged_run(*state, &p, tokens, &run);
+    const test_intermediates m = run.m;
     double *expected = calloc((size_t)tokens * p.dim, sizeof(double));
     for (uint32_t tok = 0; tok < tokens; tok++)
         for (uint32_t j = 0; j < p.top_k; j++) {
@@ -24,9 +21,7 @@ static void check_combine(void **state, vkmoe_layer_params p, uint32_t tokens)
     /* k products summed in f32: a few ulps */
     assert_true(err.max_rel <= 1e-6);
     free(expected);
-    free(x);
-    test_intermediates_free(&m);
-    test_layer_destroy(&t);
+    test_staged_free(&run);
 }
 
 static void test_combine_shapes(void **state)

@@ -7,12 +7,11 @@
 
 static void check_gemms(void **state, vkmoe_layer_params p, uint32_t tokens)
 {
-    test_layer t;
-    test_layer_create(*state, &p, &t);
-    test_layer_upload(&t);
-    float *x = test_input(tokens, p.dim);
-    test_intermediates m;
-    test_run_intermediates(&t, tokens, x, &m);
+    test_staged run;
+    test_staged_run(*state, &p, tokens, &run);
+    const test_intermediates m = run.m;
+    const float *x = run.x;
+    const test_layer t = run.layer;
     double *h = malloc(p.ffn_dim * sizeof(double)), *gpu_h = malloc(p.ffn_dim * sizeof(double));
     double *z = malloc(p.dim * sizeof(double));
     for (uint32_t slot = 0; slot < m.slots; slot++) {
@@ -32,9 +31,7 @@ static void check_gemms(void **state, vkmoe_layer_params p, uint32_t tokens)
     free(h);
     free(gpu_h);
     free(z);
-    free(x);
-    test_intermediates_free(&m);
-    test_layer_destroy(&t);
+    test_staged_free(&run);
 }
 
 static vkmoe_layer_params shape(uint32_t dim, uint32_t ffn, uint32_t experts, uint32_t top_k,
