@@ -25,23 +25,31 @@ typedef struct options {
 typedef struct preset {
     const char *name;
     const char *model;
-    uint32_t dim, ffn, experts, top_k;
-    bool normalize;
+    const char *family; /* vkmoe_layer_params_family */
+    uint32_t dim, ffn, experts, top_k, shared_ffn;
 } preset;
 
-/* MoE blocks whose routing the library runs today (softmax top-k, SwiGLU). */
+/* Real models' MoE blocks, with their config.json sizes. */
 static const preset presets[] = {
-    {"mixtral-8x7b", "Mixtral-8x7B", 4096, 14336, 8, 2, true},
-    {"qwen3-30b-a3b", "Qwen3-30B-A3B", 2048, 768, 128, 8, true},
-    {"olmoe-1b-7b", "OLMoE-1B-7B", 2048, 1024, 64, 8, false},
+    {"mixtral-8x7b", "Mixtral-8x7B", "mixtral", 4096, 14336, 8, 2, 0},
+    {"qwen3-30b-a3b", "Qwen3-30B-A3B", "qwen3-moe", 2048, 768, 128, 8, 0},
+    {"qwen1.5-moe-a2.7b", "Qwen1.5-MoE-A2.7B", "qwen2-moe", 2048, 1408, 60, 4, 5632},
+    {"deepseek-v3", "DeepSeek-V3", "deepseek-v3", 7168, 2048, 256, 8, 2048},
+    {"olmoe-1b-7b", "OLMoE-1B-7B", "olmoe", 2048, 1024, 64, 8, 0},
+    {"switch-base-128", "Switch-base-128", "switch", 768, 3072, 128, 1, 0},
+    {"gpt-oss-20b", "GPT-OSS-20B", "gpt-oss", 2880, 2880, 32, 4, 0},
 };
+
+/* The hand-shaped layer without --preset: Mixtral's routing at a size
+ * every device holds. */
+static const preset default_layer = {NULL, NULL, "mixtral", 1024, 1536, 8, 2, 0};
 
 static void usage(FILE *out)
 {
     fprintf(out,
             "usage: vkmoe-bench [options]\n"
             "  --preset NAME         a real model's MoE layer (--list-presets)\n"
-            "  --scale S             multiply dim and ffn by S in (0, 1]\n"
+            "  --scale S             multiply dim, ffn and the shared width by S in (0, 1]\n"
             "  --dim D --ffn F --experts E --topk K   shape by hand\n"
             "  --tokens LIST         token counts, e.g. 1,8,64,512 (default 1,64,256)\n"
             "  --weights TYPE        f32 or f16 (default f16)\n"
@@ -149,42 +157,57 @@ static int parse_args(int argc, char **argv, options *o)
 
 static void list_presets(void)
 {
-    printf("%-16s %-16s %6s %6s %4s %3s %s\n", "preset", "model", "dim", "ffn", "E", "k",
-           "renormalise");
+    printf("%-18s %-18s %-12s %5s %6s %4s %3s %6s\n", "preset", "model", "family", "dim", "ffn",
+           "E", "k", "shared");
     for (size_t i = 0; i < sizeof(presets) / sizeof(presets[0]); i++) {
         const preset *p = &presets[i];
-        printf("%-16s %-16s %6u %6u %4u %3u %s\n", p->name, p->model, p->dim, p->ffn, p->experts,
-               p->top_k, p->normalize ? "yes" : "no");
+        printf("%-18s %-18s %-12s %5u %6u %4u %3u %6u\n", p->name, p->model, p->family, p->dim,
+               p->ffn, p->experts, p->top_k, p->shared_ffn);
     }
 }
 
-/* The layer shape from the preset (if any), the scale and the overrides. */
-static int resolve_shape(const options *o, workload_shape *s)
+static uint32_t scaled(uint32_t width, double scale)
 {
-    *s = (workload_shape){.dim = 1024, .ffn = 1536, .experts = 8, .top_k = 2, .normalize = true,
-                          .weights = o->weights};
-    if (o->preset) {
-        const preset *p = find_preset(o->preset);
-        if (!p) {
-            fprintf(stderr, "vkmoe-bench: unknown preset %s (--list-presets)\n", o->preset);
-            return 2;
-        }
-        *s = (workload_shape){.dim = p->dim, .ffn = p->ffn, .experts = p->experts,
-                              .top_k = p->top_k, .normalize = p->normalize,
-                              .weights = o->weights};
+    const uint32_t align = 8; /* keeps widths tidy; f32 and f16 rows need none */
+    return (uint32_t)(ceil(width * scale / align) * align);
+}
+
+/* The layer from the preset (or the default), the scale and the overrides. */
+static int resolve_params(const options *o, uint32_t max_tokens, vkmoe_layer_params *params)
+{
+    const preset *p = o->preset ? find_preset(o->preset) : &default_layer;
+    if (!p) {
+        fprintf(stderr, "vkmoe-bench: unknown preset %s (--list-presets)\n", o->preset);
+        return 2;
     }
-    const uint32_t align = 8; /* what f32 and f16 rows need: none; keep widths tidy */
-    s->dim = (uint32_t)(ceil(s->dim * o->scale / align) * align);
-    s->ffn = (uint32_t)(ceil(s->ffn * o->scale / align) * align);
-    if (o->dim)
-        s->dim = o->dim;
-    if (o->ffn)
-        s->ffn = o->ffn;
-    if (o->experts)
-        s->experts = o->experts;
-    if (o->top_k)
-        s->top_k = o->top_k;
+    *params = (vkmoe_layer_params){0};
+    vkmoe_layer_params_family(params, p->family);
+    params->dim = o->dim ? o->dim : scaled(p->dim, o->scale);
+    params->ffn_dim = o->ffn ? o->ffn : scaled(p->ffn, o->scale);
+    params->shared_ffn_dim = scaled(p->shared_ffn, o->scale);
+    params->experts = o->experts ? o->experts : p->experts;
+    params->top_k = o->top_k ? o->top_k : p->top_k;
+    params->weight_type = o->weights;
+    params->max_tokens = max_tokens;
     return 0;
+}
+
+static const char *router_name(vkmoe_router_type router)
+{
+    switch (router) {
+    case VKMOE_ROUTER_SIGMOID_TOPK: return "sigmoid_topk";
+    case VKMOE_ROUTER_TOPK_SOFTMAX: return "topk_softmax";
+    default: return "softmax_topk";
+    }
+}
+
+static const char *activation_name(vkmoe_activation activation)
+{
+    switch (activation) {
+    case VKMOE_ACTIVATION_RELU: return "relu";
+    case VKMOE_ACTIVATION_SWIGLU_CLAMPED: return "swiglu_clamped";
+    default: return "swiglu";
+    }
 }
 
 static const char *device_type(VkPhysicalDeviceType type)
@@ -218,7 +241,7 @@ static double percent(double value, double peak)
 }
 
 static void print_json(const options *o, const vkmoe_device_info *info, const peak_figures *peak,
-                       const workload_shape *s, const run_result *runs, uint32_t count)
+                       const vkmoe_layer_params *s, const run_result *runs, uint32_t count)
 {
     printf("{\n  \"vkmoe_version\": \"%d.%d.%d\",\n  \"device\": {\"name\": ",
            VKMOE_VERSION_MAJOR, VKMOE_VERSION_MINOR, VKMOE_VERSION_PATCH);
@@ -238,10 +261,13 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
             printf("null");
         printf(", \"scale\": %g,\n", o->scale);
         printf("      \"shape\": {\"tokens\": %u, \"dim\": %u, \"ffn\": %u, \"experts\": %u, "
-               "\"topk\": %u, \"weights\": \"%s\", \"router\": \"softmax_topk\", "
-               "\"shared_ffn\": 0},\n",
-               run->tokens, s->dim, s->ffn, s->experts, s->top_k,
-               s->weights == VKMOE_WEIGHT_F16 ? "f16" : "f32");
+               "\"topk\": %u, \"weights\": \"%s\", \"router\": \"%s\", "
+               "\"shared_ffn\": %u, \"groups\": %u, \"topk_groups\": %u, "
+               "\"activation\": \"%s\", \"capacity_factor\": %g},\n",
+               run->tokens, s->dim, s->ffn_dim, s->experts, s->top_k,
+               s->weight_type == VKMOE_WEIGHT_F16 ? "f16" : "f32", router_name(s->router),
+               s->shared_ffn_dim, s->expert_groups, s->topk_groups,
+               activation_name(s->activation), (double)s->capacity_factor);
         printf("      \"path\": \"gemm\",\n");
         double gflops = run->layer.flops / (run->layer.ms * 1e6);
         double gbps = run->layer.bytes / (run->layer.ms * 1e6);
@@ -269,13 +295,16 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
 }
 
 static void print_table(const vkmoe_device_info *info, const peak_figures *peak,
-                        const workload_shape *s, const run_result *runs, uint32_t count)
+                        const vkmoe_layer_params *s, const run_result *runs, uint32_t count)
 {
     printf("device  %s (%s, %s)\n", info->name, device_type(info->type), info->driver);
     printf("peak    %.1f GFLOP/s fp32 FMA, %.2f GB/s copy (measured by this bench)\n",
            peak->fp32_gflops, peak->copy_gbps);
-    printf("layer   dim %u, ffn %u, experts %u, top-k %u, %s weights, softmax top-k, SwiGLU\n\n",
-           s->dim, s->ffn, s->experts, s->top_k, s->weights == VKMOE_WEIGHT_F16 ? "f16" : "f32");
+    printf("layer   dim %u, ffn %u, experts %u (groups %u, keep %u), top-k %u, shared ffn %u, "
+           "%s weights, %s, %s, capacity factor %g\n\n",
+           s->dim, s->ffn_dim, s->experts, s->expert_groups, s->topk_groups, s->top_k,
+           s->shared_ffn_dim, s->weight_type == VKMOE_WEIGHT_F16 ? "f16" : "f32",
+           router_name(s->router), activation_name(s->activation), (double)s->capacity_factor);
     printf("%7s %10s %11s %9s %6s %8s %6s |", "tokens", "layer ms", "tokens/s", "GFLOP/s",
            "%peak", "GB/s", "%peak");
     for (uint32_t st = 0; st < VKMOE_STAGE_MAX; st++)
@@ -309,13 +338,13 @@ int main(int argc, char **argv)
         list_presets();
         return 0;
     }
-    workload_shape shape;
-    if ((rc = resolve_shape(&o, &shape)))
-        return rc;
     uint32_t max_tokens = 0;
     for (uint32_t i = 0; i < o.token_count; i++)
         if (o.tokens[i] > max_tokens)
             max_tokens = o.tokens[i];
+    vkmoe_layer_params params;
+    if ((rc = resolve_params(&o, max_tokens, &params)))
+        return rc;
 
     vkmoe_context_params cp = {.device = o.device};
     vkmoe_context *ctx;
@@ -329,7 +358,7 @@ int main(int argc, char **argv)
     if (peak_measure(ctx, &peak) != VKMOE_OK)
         fprintf(stderr, "vkmoe-bench: no peak figures: %s\n", vkmoe_last_error());
     workload *w = NULL;
-    if (workload_create(ctx, &shape, max_tokens, o.verify, &w) != VKMOE_OK) {
+    if (workload_create(ctx, &params, o.verify, &w) != VKMOE_OK) {
         fprintf(stderr, "vkmoe-bench: %s\n", vkmoe_last_error());
         vkmoe_context_destroy(&ctx);
         return 1;
@@ -345,9 +374,9 @@ int main(int argc, char **argv)
     }
     if (rc == 0) {
         if (o.json)
-            print_json(&o, &info, &peak, &shape, runs, o.token_count);
+            print_json(&o, &info, &peak, workload_params(w), runs, o.token_count);
         else
-            print_table(&info, &peak, &shape, runs, o.token_count);
+            print_table(&info, &peak, workload_params(w), runs, o.token_count);
     }
     workload_destroy(&w);
     vkmoe_context_destroy(&ctx);

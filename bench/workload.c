@@ -7,14 +7,18 @@
 #define MAX_SAMPLES 16u
 
 struct workload {
-    workload_shape shape;
-    uint32_t max_tokens;
+    vkmoe_layer_params params; /* resolved */
     vkmoe_layer *layer;
     float *x, *y;
-    float *router;
+    float *router, *router_bias, *selection_bias, *shared_gate_weights;
+    vkmoe_ref_layer routing; /* the router's weights, for the reference */
     uint32_t samples[MAX_SAMPLES]; /* token indices checked against the reference */
     uint32_t sample_count;
-    double *expected; /* [sample][dim] */
+    uint32_t *sample_ids;   /* [sample][k] */
+    double *sample_weights; /* [sample][k] */
+    double *contribution;   /* [sample][k][dim]: weight · expert output of each choice */
+    double *base;           /* [sample][dim]: the gated shared expert's output */
+    uint32_t *all_ids;      /* [max_tokens][k], with a capacity: who competes for it */
 };
 
 static uint64_t rng_next(uint64_t *s)
@@ -36,123 +40,268 @@ static void fill(float *v, size_t n, float scale, uint64_t seed, bool f16)
     }
 }
 
+/* Uploads one f32 matrix in the layer's weight type: a routed expert's, or
+ * the shared expert's when expert is UINT32_MAX. */
 static vkmoe_status upload(workload *w, uint32_t e, vkmoe_expert_matrix m, const float *v, size_t n)
 {
-    if (w->shape.weights == VKMOE_WEIGHT_F32)
-        return vkmoe_layer_set_expert(w->layer, e, m, v, n * sizeof(float));
-    uint16_t *h = malloc(n * sizeof(*h));
-    if (!h)
-        return VKMOE_ERROR_OUT_OF_HOST_MEMORY;
-    for (size_t i = 0; i < n; i++)
-        h[i] = vkmoe_ref_f32_to_f16(v[i]);
-    vkmoe_status status = vkmoe_layer_set_expert(w->layer, e, m, h, n * sizeof(*h));
+    const void *data = v;
+    size_t bytes = n * sizeof(float);
+    uint16_t *h = NULL;
+    if (w->params.weight_type == VKMOE_WEIGHT_F16) {
+        h = malloc(n * sizeof(*h));
+        if (!h)
+            return VKMOE_ERROR_OUT_OF_HOST_MEMORY;
+        for (size_t i = 0; i < n; i++)
+            h[i] = vkmoe_ref_f32_to_f16(v[i]);
+        data = h;
+        bytes = n * sizeof(*h);
+    }
+    vkmoe_status status = e == UINT32_MAX ? vkmoe_layer_set_shared_expert(w->layer, m, data, bytes)
+                                          : vkmoe_layer_set_expert(w->layer, e, m, data, bytes);
     free(h);
     return status;
 }
 
-/* Add expert e's weighted output to the expected rows of the samples that
- * chose it. */
-static void reference_expert(workload *w, uint32_t e, const float *gate, const float *up,
-                             const float *down, const uint32_t *ids, const double *weights)
+/* One expert's (or the shared expert's) weights: matrices and biases. */
+typedef struct expert_weights {
+    float *gate, *up, *down, *gate_bias, *up_bias, *down_bias;
+} expert_weights;
+
+static bool alloc_expert(expert_weights *ew, size_t matrix, size_t ffn, size_t dim)
 {
-    const workload_shape *s = &w->shape;
-    vkmoe_ref_layer one = {.dim = s->dim, .ffn = s->ffn, .experts = 1, .top_k = 1,
-                           .gate = gate, .up = up, .down = down};
-    double *h = malloc(s->ffn * sizeof(*h)), *z = malloc(s->dim * sizeof(*z));
+    ew->gate = malloc(matrix * sizeof(float));
+    ew->up = malloc(matrix * sizeof(float));
+    ew->down = malloc(matrix * sizeof(float));
+    ew->gate_bias = malloc(ffn * sizeof(float));
+    ew->up_bias = malloc(ffn * sizeof(float));
+    ew->down_bias = malloc(dim * sizeof(float));
+    return ew->gate && ew->up && ew->down && ew->gate_bias && ew->up_bias && ew->down_bias;
+}
+
+static void free_expert(expert_weights *ew)
+{
+    free(ew->gate);
+    free(ew->up);
+    free(ew->down);
+    free(ew->gate_bias);
+    free(ew->up_bias);
+    free(ew->down_bias);
+}
+
+static void fill_expert(const workload *w, expert_weights *ew, uint32_t ffn, uint64_t seed)
+{
+    const vkmoe_layer_params *p = &w->params;
+    size_t n = (size_t)ffn * p->dim;
+    bool f16 = p->weight_type == VKMOE_WEIGHT_F16;
+    fill(ew->gate, n, 2.0f / sqrtf((float)p->dim), 6 * seed + 1, f16);
+    fill(ew->up, n, 2.0f / sqrtf((float)p->dim), 6 * seed + 2, f16);
+    fill(ew->down, n, 2.0f / sqrtf((float)ffn), 6 * seed + 3, f16);
+    fill(ew->gate_bias, ffn, 0.5f, 6 * seed + 4, false);
+    fill(ew->up_bias, ffn, 0.5f, 6 * seed + 5, false);
+    fill(ew->down_bias, p->dim, 0.5f, 6 * seed + 6, false);
+}
+
+static vkmoe_status upload_expert(workload *w, uint32_t e, const expert_weights *ew, uint32_t ffn)
+{
+    const vkmoe_layer_params *p = &w->params;
+    size_t n = (size_t)ffn * p->dim;
+    bool gated = p->activation != VKMOE_ACTIVATION_RELU;
+    vkmoe_status status = gated ? upload(w, e, VKMOE_EXPERT_GATE, ew->gate, n) : VKMOE_OK;
+    if (status == VKMOE_OK)
+        status = upload(w, e, VKMOE_EXPERT_UP, ew->up, n);
+    if (status == VKMOE_OK)
+        status = upload(w, e, VKMOE_EXPERT_DOWN, ew->down, n);
+    if (e == UINT32_MAX || !p->expert_bias)
+        return status;
+    if (status == VKMOE_OK && gated)
+        status = vkmoe_layer_set_expert_bias(w->layer, e, VKMOE_EXPERT_GATE, ew->gate_bias,
+                                             ffn * 4);
+    if (status == VKMOE_OK)
+        status = vkmoe_layer_set_expert_bias(w->layer, e, VKMOE_EXPERT_UP, ew->up_bias, ffn * 4);
+    if (status == VKMOE_OK)
+        status = vkmoe_layer_set_expert_bias(w->layer, e, VKMOE_EXPERT_DOWN, ew->down_bias,
+                                             p->dim * 4ull);
+    return status;
+}
+
+/* A reference layer of this one expert's weights. */
+static vkmoe_ref_layer one_expert(const workload *w, const expert_weights *ew)
+{
+    vkmoe_ref_layer one = {.p = w->params, .gate = ew->gate, .up = ew->up, .down = ew->down,
+                           .gate_bias = ew->gate_bias, .up_bias = ew->up_bias,
+                           .down_bias = ew->down_bias};
+    one.p.experts = 1;
+    one.p.top_k = 1;
+    return one;
+}
+
+/* Record expert e's weighted output for the samples' choices of it. */
+static void reference_expert(workload *w, uint32_t e, const expert_weights *ew)
+{
+    const vkmoe_layer_params *p = &w->params;
+    vkmoe_ref_layer one = one_expert(w, ew);
+    double *h = malloc(p->ffn_dim * sizeof(*h)), *z = malloc(p->dim * sizeof(*z));
     for (uint32_t i = 0; h && z && i < w->sample_count; i++)
-        for (uint32_t j = 0; j < s->top_k; j++) {
-            if (ids[i * s->top_k + j] != e)
+        for (uint32_t j = 0; j < p->top_k; j++) {
+            size_t s = (size_t)i * p->top_k + j;
+            if (w->sample_ids[s] != e)
                 continue;
-            vkmoe_ref_expert_up(&one, 0, w->x + (size_t)w->samples[i] * s->dim, h);
+            vkmoe_ref_expert_up(&one, 0, w->x + (size_t)w->samples[i] * p->dim, h);
             vkmoe_ref_expert_down(&one, 0, h, z);
-            for (uint32_t d = 0; d < s->dim; d++)
-                w->expected[(size_t)i * s->dim + d] += weights[i * s->top_k + j] * z[d];
+            for (uint32_t d = 0; d < p->dim; d++)
+                w->contribution[s * p->dim + d] = w->sample_weights[s] * z[d];
         }
     free(h);
     free(z);
 }
 
-static vkmoe_status upload_experts(workload *w, const uint32_t *ids, const double *weights)
+static vkmoe_status upload_experts(workload *w)
 {
-    const workload_shape *s = &w->shape;
-    size_t n = (size_t)s->ffn * s->dim;
-    bool f16 = s->weights == VKMOE_WEIGHT_F16;
-    float *gate = malloc(n * sizeof(float)), *up = malloc(n * sizeof(float)),
-          *down = malloc(n * sizeof(float));
-    vkmoe_status status = gate && up && down ? VKMOE_OK : VKMOE_ERROR_OUT_OF_HOST_MEMORY;
-    for (uint32_t e = 0; e < s->experts && status == VKMOE_OK; e++) {
-        fill(gate, n, 2.0f / sqrtf((float)s->dim), 3ull * e + 1, f16);
-        fill(up, n, 2.0f / sqrtf((float)s->dim), 3ull * e + 2, f16);
-        fill(down, n, 2.0f / sqrtf((float)s->ffn), 3ull * e + 3, f16);
-        status = upload(w, e, VKMOE_EXPERT_GATE, gate, n);
-        if (status == VKMOE_OK)
-            status = upload(w, e, VKMOE_EXPERT_UP, up, n);
-        if (status == VKMOE_OK)
-            status = upload(w, e, VKMOE_EXPERT_DOWN, down, n);
-        if (w->expected)
-            reference_expert(w, e, gate, up, down, ids, weights);
+    const vkmoe_layer_params *p = &w->params;
+    size_t n = (size_t)p->ffn_dim * p->dim;
+    expert_weights ew;
+    vkmoe_status status =
+        alloc_expert(&ew, n, p->ffn_dim, p->dim) ? VKMOE_OK : VKMOE_ERROR_OUT_OF_HOST_MEMORY;
+    for (uint32_t e = 0; e < p->experts && status == VKMOE_OK; e++) {
+        fill_expert(w, &ew, p->ffn_dim, e);
+        status = upload_expert(w, e, &ew, p->ffn_dim);
+        if (w->contribution)
+            reference_expert(w, e, &ew);
     }
-    free(gate);
-    free(up);
-    free(down);
+    free_expert(&ew);
+    return status;
+}
+
+static vkmoe_status upload_shared_expert(workload *w)
+{
+    const vkmoe_layer_params *p = &w->params;
+    if (!p->shared_ffn_dim)
+        return VKMOE_OK;
+    size_t n = (size_t)p->shared_ffn_dim * p->dim;
+    expert_weights ew;
+    vkmoe_status status = alloc_expert(&ew, n, p->shared_ffn_dim, p->dim)
+                              ? VKMOE_OK
+                              : VKMOE_ERROR_OUT_OF_HOST_MEMORY;
+    if (status == VKMOE_OK) {
+        fill_expert(w, &ew, p->shared_ffn_dim, p->experts);
+        status = upload_expert(w, UINT32_MAX, &ew, p->shared_ffn_dim);
+    }
+    vkmoe_ref_layer ref = w->routing;
+    ref.shared_gate = ew.gate;
+    ref.shared_up = ew.up;
+    ref.shared_down = ew.down;
+    double *z = malloc(p->dim * sizeof(*z));
+    for (uint32_t i = 0; status == VKMOE_OK && z && w->base && i < w->sample_count; i++) {
+        const float *x = w->x + (size_t)w->samples[i] * p->dim;
+        double scale;
+        vkmoe_ref_router_figures(&ref, x, NULL, NULL, &scale);
+        vkmoe_ref_shared(&ref, x, z);
+        for (uint32_t d = 0; d < p->dim; d++)
+            w->base[(size_t)i * p->dim + d] = scale * z[d];
+    }
+    free(z);
+    free_expert(&ew);
     return status;
 }
 
 static void choose_samples(workload *w)
 {
-    uint32_t n = w->max_tokens < MAX_SAMPLES ? w->max_tokens : MAX_SAMPLES;
+    uint32_t max_tokens = w->params.max_tokens;
+    uint32_t n = max_tokens < MAX_SAMPLES ? max_tokens : MAX_SAMPLES;
     for (uint32_t i = 0; i < n; i++)
-        w->samples[i] = n == 1 ? 0 : (uint32_t)((uint64_t)i * (w->max_tokens - 1) / (n - 1));
+        w->samples[i] = n == 1 ? 0 : (uint32_t)((uint64_t)i * (max_tokens - 1) / (n - 1));
     w->sample_count = n;
 }
 
-static vkmoe_status prepare(workload *w, vkmoe_context *ctx, bool verify)
+static float *random_vector(size_t n, float scale, uint64_t seed)
 {
-    const workload_shape *s = &w->shape;
-    vkmoe_layer_params p = {.dim = s->dim, .ffn_dim = s->ffn, .experts = s->experts,
-                            .top_k = s->top_k, .max_tokens = w->max_tokens,
-                            .weight_type = s->weights, .normalize_topk = s->normalize,
-                            .timing = true};
+    float *v = malloc(n * sizeof(*v));
+    if (v)
+        fill(v, n, scale, seed, false);
+    return v;
+}
+
+static vkmoe_status upload_router(workload *w)
+{
+    const vkmoe_layer_params *p = &w->params;
+    size_t e = p->experts, d = p->dim;
+    w->router = random_vector(e * d, 4.0f / sqrtf((float)d), 12345);
+    w->router_bias = random_vector(e, 1.0f, 12346);
+    w->selection_bias = random_vector(e, 0.2f, 12347);
+    w->shared_gate_weights = random_vector(d, 2.0f / sqrtf((float)d), 12348);
+    if (!w->router || !w->router_bias || !w->selection_bias || !w->shared_gate_weights)
+        return VKMOE_ERROR_OUT_OF_HOST_MEMORY;
+    w->routing = (vkmoe_ref_layer){.p = *p, .router = w->router, .router_bias = w->router_bias,
+                                   .selection_bias = w->selection_bias,
+                                   .shared_gate_weights = w->shared_gate_weights};
+    vkmoe_status status = vkmoe_layer_set_router(w->layer, w->router, e * d * 4);
+    if (status == VKMOE_OK && p->router_bias)
+        status = vkmoe_layer_set_router_bias(w->layer, w->router_bias, e * 4);
+    if (status == VKMOE_OK && p->selection_bias)
+        status = vkmoe_layer_set_selection_bias(w->layer, w->selection_bias, e * 4);
+    if (status == VKMOE_OK && p->shared_gate)
+        status = vkmoe_layer_set_shared_gate(w->layer, w->shared_gate_weights, d * 4);
+    return status;
+}
+
+/* The samples' routes, and with a capacity every token's choices, which
+ * decide whether a sample's slot is kept. */
+static vkmoe_status prepare_reference(workload *w)
+{
+    const vkmoe_layer_params *p = &w->params;
+    choose_samples(w);
+    size_t slots = (size_t)w->sample_count * p->top_k;
+    w->sample_ids = malloc(slots * sizeof(*w->sample_ids));
+    w->sample_weights = malloc(slots * sizeof(*w->sample_weights));
+    w->contribution = calloc(slots * p->dim, sizeof(*w->contribution));
+    w->base = calloc((size_t)w->sample_count * p->dim, sizeof(*w->base));
+    if (!w->sample_ids || !w->sample_weights || !w->contribution || !w->base)
+        return VKMOE_ERROR_OUT_OF_HOST_MEMORY;
+    for (uint32_t i = 0; i < w->sample_count; i++)
+        vkmoe_ref_route(&w->routing, 1, w->x + (size_t)w->samples[i] * p->dim,
+                        w->sample_ids + i * p->top_k, w->sample_weights + i * p->top_k);
+    if (p->capacity_factor == 0)
+        return VKMOE_OK;
+    size_t all = (size_t)p->max_tokens * p->top_k;
+    w->all_ids = malloc(all * sizeof(*w->all_ids));
+    double *weights = malloc(all * sizeof(*weights));
+    if (w->all_ids && weights)
+        vkmoe_ref_route(&w->routing, p->max_tokens, w->x, w->all_ids, weights);
+    free(weights);
+    return w->all_ids ? VKMOE_OK : VKMOE_ERROR_OUT_OF_HOST_MEMORY;
+}
+
+static vkmoe_status prepare(workload *w, vkmoe_context *ctx, const vkmoe_layer_params *params,
+                            bool verify)
+{
+    vkmoe_layer_params p = *params;
+    p.timing = true;
     vkmoe_status status = vkmoe_layer_create(ctx, &p, &w->layer);
     if (status != VKMOE_OK)
         return status;
-    size_t io = (size_t)w->max_tokens * s->dim;
+    vkmoe_layer_params_of(w->layer, &w->params);
+    size_t io = (size_t)w->params.max_tokens * w->params.dim;
     w->x = malloc(io * sizeof(float));
     w->y = malloc(io * sizeof(float));
-    w->router = malloc((size_t)s->experts * s->dim * sizeof(float));
-    if (!w->x || !w->y || !w->router)
+    if (!w->x || !w->y)
         return VKMOE_ERROR_OUT_OF_HOST_MEMORY;
     fill(w->x, io, 1.0f, 0, false);
-    fill(w->router, (size_t)s->experts * s->dim, 4.0f / sqrtf((float)s->dim), 12345, false);
-    status = vkmoe_layer_set_router(w->layer, w->router, (size_t)s->experts * s->dim * 4);
-    if (status != VKMOE_OK)
-        return status;
-    uint32_t ids[MAX_SAMPLES * 16];
-    double weights[MAX_SAMPLES * 16];
-    if (verify) {
-        choose_samples(w);
-        w->expected = calloc((size_t)w->sample_count * s->dim, sizeof(double));
-        if (!w->expected)
-            return VKMOE_ERROR_OUT_OF_HOST_MEMORY;
-        vkmoe_ref_layer routing = {.dim = s->dim, .experts = s->experts, .top_k = s->top_k,
-                                   .normalize = s->normalize, .router = w->router};
-        for (uint32_t i = 0; i < w->sample_count; i++)
-            vkmoe_ref_route(&routing, 1, w->x + (size_t)w->samples[i] * s->dim,
-                            ids + i * s->top_k, weights + i * s->top_k);
-    }
-    return upload_experts(w, ids, weights);
+    status = upload_router(w);
+    if (status == VKMOE_OK && verify)
+        status = prepare_reference(w);
+    if (status == VKMOE_OK)
+        status = upload_shared_expert(w);
+    return status == VKMOE_OK ? upload_experts(w) : status;
 }
 
-vkmoe_status workload_create(vkmoe_context *ctx, const workload_shape *shape, uint32_t max_tokens,
-                             bool verify, workload **out)
+vkmoe_status workload_create(vkmoe_context *ctx, const vkmoe_layer_params *params, bool verify,
+                             workload **out)
 {
     workload *w = calloc(1, sizeof(*w));
     *out = NULL;
     if (!w)
         return VKMOE_ERROR_OUT_OF_HOST_MEMORY;
-    w->shape = *shape;
-    w->max_tokens = max_tokens;
-    vkmoe_status status = prepare(w, ctx, verify);
+    vkmoe_status status = prepare(w, ctx, params, verify);
     if (status != VKMOE_OK) {
         workload_destroy(&w);
         return status;
@@ -167,10 +316,11 @@ void workload_destroy(workload **pw)
         return;
     workload *w = *pw;
     vkmoe_layer_destroy(&w->layer);
-    free(w->x);
-    free(w->y);
-    free(w->router);
-    free(w->expected);
+    void *all[] = {w->x, w->y, w->router, w->router_bias, w->selection_bias,
+                   w->shared_gate_weights, w->sample_ids, w->sample_weights, w->contribution,
+                   w->base, w->all_ids};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        free(all[i]);
     free(w);
     *pw = NULL;
 }
@@ -191,9 +341,11 @@ static double median(double *v, uint32_t n)
  * exists for, and the bytes of weights and activations it must touch once. */
 static void count_work(const workload *w, uint32_t tokens, uint32_t active, run_result *r)
 {
-    const workload_shape *s = &w->shape;
-    double t = tokens, d = s->dim, f = s->ffn, e = s->experts, k = s->top_k;
-    double wbytes = s->weights == VKMOE_WEIGHT_F16 ? 2 : 4;
+    const vkmoe_layer_params *p = &w->params;
+    double t = tokens, d = p->dim, f = p->ffn_dim, e = p->experts, k = p->top_k;
+    double fs = p->shared_ffn_dim;
+    double wbytes = p->weight_type == VKMOE_WEIGHT_F16 ? 2 : 4;
+    double inputs = p->activation == VKMOE_ACTIVATION_RELU ? 1 : 2; /* projections of x */
     double slots = t * k;
     stage_figures *st = r->stages;
     st[VKMOE_STAGE_ROUTER].flops = 2 * t * d * e;
@@ -201,14 +353,31 @@ static void count_work(const workload *w, uint32_t tokens, uint32_t active, run_
     st[VKMOE_STAGE_COUNT].bytes = slots * 4;
     st[VKMOE_STAGE_SCAN].bytes = 2 * e * ceil(slots / 256) * 4;
     st[VKMOE_STAGE_SCATTER].bytes = slots * 4 * 3;
-    st[VKMOE_STAGE_GEMM_UP].flops = 2 * slots * 2 * d * f;
-    st[VKMOE_STAGE_GEMM_UP].bytes = active * 2 * d * f * wbytes + slots * (d + f) * 4;
+    st[VKMOE_STAGE_GEMM_UP].flops = 2 * slots * inputs * d * f;
+    st[VKMOE_STAGE_GEMM_UP].bytes = active * inputs * d * f * wbytes + slots * (d + f) * 4;
     st[VKMOE_STAGE_GEMM_DOWN].flops = 2 * slots * d * f;
     st[VKMOE_STAGE_GEMM_DOWN].bytes = active * d * f * wbytes + slots * (d + f) * 4;
-    st[VKMOE_STAGE_COMBINE].bytes = slots * (d * 4 + 8) + t * d * 4;
+    st[VKMOE_STAGE_SHARED].flops = 2 * t * (inputs + 1) * d * fs;
+    st[VKMOE_STAGE_SHARED].bytes = fs ? (inputs + 1) * d * fs * wbytes + t * (2 * d + fs) * 4 : 0;
+    st[VKMOE_STAGE_COMBINE].bytes = slots * (d * 4 + 8) + t * d * 4 * (fs ? 2 : 1);
     r->layer.flops = st[VKMOE_STAGE_ROUTER].flops + st[VKMOE_STAGE_GEMM_UP].flops +
-                     st[VKMOE_STAGE_GEMM_DOWN].flops;
-    r->layer.bytes = e * d * 4 + active * 3 * d * f * wbytes + 2 * t * d * 4;
+                     st[VKMOE_STAGE_GEMM_DOWN].flops + st[VKMOE_STAGE_SHARED].flops;
+    r->layer.bytes = e * d * 4 + (active * (inputs + 1) * f + (inputs + 1) * fs) * d * wbytes +
+                     2 * t * d * 4;
+}
+
+/* The expected output of sample i in a forward of `tokens` tokens. */
+static void expected_row(const workload *w, uint32_t i, const bool *kept, double *out)
+{
+    const vkmoe_layer_params *p = &w->params;
+    memcpy(out, w->base + (size_t)i * p->dim, p->dim * sizeof(*out));
+    for (uint32_t j = 0; j < p->top_k; j++) {
+        size_t s = (size_t)i * p->top_k + j;
+        if (kept && !kept[(size_t)w->samples[i] * p->top_k + j])
+            continue;
+        for (uint32_t d = 0; d < p->dim; d++)
+            out[d] += w->contribution[s * p->dim + d];
+    }
 }
 
 static void verify(const workload *w, uint32_t tokens, run_result *r)
@@ -216,18 +385,25 @@ static void verify(const workload *w, uint32_t tokens, run_result *r)
     r->verified = false;
     r->verified_tokens = 0;
     r->error = (vkmoe_ref_error){0, 0};
-    if (!w->expected)
+    if (!w->contribution)
         return;
-    uint32_t dim = w->shape.dim;
-    for (uint32_t i = 0; i < w->sample_count && w->samples[i] < tokens; i++) {
-        vkmoe_ref_error e = vkmoe_ref_compare(w->y + (size_t)w->samples[i] * dim,
-                                              w->expected + (size_t)i * dim, dim);
+    const vkmoe_layer_params *p = &w->params;
+    bool *kept = w->all_ids ? malloc((size_t)tokens * p->top_k * sizeof(*kept)) : NULL;
+    double *expected = malloc(p->dim * sizeof(*expected));
+    if (kept)
+        vkmoe_ref_keep(&w->routing, tokens, w->all_ids, kept);
+    for (uint32_t i = 0; expected && i < w->sample_count && w->samples[i] < tokens; i++) {
+        expected_row(w, i, kept, expected);
+        vkmoe_ref_error e =
+            vkmoe_ref_compare(w->y + (size_t)w->samples[i] * p->dim, expected, p->dim);
         if (!(e.max_abs <= r->error.max_abs))
             r->error.max_abs = e.max_abs;
         if (!(e.max_rel <= r->error.max_rel))
             r->error.max_rel = e.max_rel;
         r->verified_tokens++;
     }
+    free(kept);
+    free(expected);
     /* f32 accumulation over dim and ffn terms; f16 weights are exact in both. */
     r->verified = r->verified_tokens > 0 && r->error.max_rel <= 1e-4;
 }
@@ -260,11 +436,16 @@ vkmoe_status workload_run(workload *w, uint32_t tokens, uint32_t warmup, uint32_
         r->layer.ms = median(samples, iters);
         for (uint32_t s = 0; s < VKMOE_STAGE_MAX; s++)
             r->stages[s].ms = median(samples + (s + 1) * (size_t)iters, iters);
-        for (uint32_t e = 0; e < w->shape.experts; e++)
+        for (uint32_t e = 0; e < w->params.experts; e++)
             r->active_experts += counts[e] > 0;
         count_work(w, tokens, r->active_experts, r);
         verify(w, tokens, r);
     }
     free(samples);
     return status;
+}
+
+const vkmoe_layer_params *workload_params(const workload *w)
+{
+    return &w->params;
 }

@@ -7,12 +7,6 @@
 #include "reference.h"
 #include "vkmoe.h"
 
-typedef struct workload_shape {
-    uint32_t dim, ffn, experts, top_k;
-    bool normalize;
-    vkmoe_weight_type weights;
-} workload_shape;
-
 /* Time, useful FLOPs and the bytes a stage must move at least once. */
 typedef struct stage_figures {
     double ms, flops, bytes;
@@ -30,12 +24,15 @@ typedef struct run_result {
 
 typedef struct workload workload;
 
-vkmoe_status workload_create(vkmoe_context *ctx, const workload_shape *shape, uint32_t max_tokens,
-                             bool verify, workload **out);
+/* A layer of these params (max_tokens: the largest run); timing is turned on. */
+vkmoe_status workload_create(vkmoe_context *ctx, const vkmoe_layer_params *params, bool verify,
+                             workload **out);
 /* Time a forward of the first `tokens` tokens: warmup runs, then the median
  * of iters runs; checks the sampled tokens against the reference. */
 vkmoe_status workload_run(workload *w, uint32_t tokens, uint32_t warmup, uint32_t iters,
                           run_result *out);
 void workload_destroy(workload **w);
+/* The layer's params, defaults resolved. */
+const vkmoe_layer_params *workload_params(const workload *w);
 
 #endif

@@ -173,38 +173,122 @@ typedef enum vkmoe_weight_type {
     VKMOE_WEIGHT_F16 = 1, /* IEEE half, passed as uint16_t bit patterns */
 } vkmoe_weight_type;
 
-/* How tokens choose experts. */
+/* How tokens choose experts. l = x·Wgᵀ (+ bg when router_bias) are the
+ * router logits of a token; "top-k" keeps the k largest values, ties going
+ * to the lowest expert index and NaN ranking below every number. */
 typedef enum vkmoe_router_type {
-    /* p = softmax(x·Wgᵀ); the top_k largest p (ties: lowest expert index);
-     * weights p, divided by their sum when normalize_topk. */
+    /* p = softmax(l); top-k of p; weights p of the chosen. With groups, a
+     * group's score is its largest p. Mixtral, Qwen, OLMoE, Switch, GShard,
+     * DeepSeek-V2. */
     VKMOE_ROUTER_SOFTMAX_TOPK = 0,
+    /* s = sigmoid(l); top-k of s + b_sel (selection_bias); weights s of the
+     * chosen, without the bias; normalize_topk divides them by their sum plus
+     * 1e-20. With groups, a group's score is the sum of its two largest
+     * s + b_sel. DeepSeek-V3. */
+    VKMOE_ROUTER_SIGMOID_TOPK = 1,
+    /* top-k of l; weights softmax over the k chosen logits. GPT-OSS. */
+    VKMOE_ROUTER_TOPK_SOFTMAX = 2,
 } vkmoe_router_type;
 
-/* The expert feed-forward function. */
+/* The expert feed-forward function. g = x·W1ᵀ (+ b1), u = x·W3ᵀ (+ b3) with
+ * the expert biases when expert_bias; out = h·W2ᵀ (+ b2). */
 typedef enum vkmoe_activation {
-    /* h = silu(x·W1ᵀ) ⊙ (x·W3ᵀ); out = h·W2ᵀ (Mixtral, Qwen, DeepSeek, OLMoE) */
+    /* h = silu(g) ⊙ u. Mixtral, Qwen, DeepSeek, OLMoE. */
     VKMOE_ACTIVATION_SWIGLU = 0,
+    /* h = relu(u): no gate matrix (W1 is neither stored nor set); the one
+     * input projection (T5/Switch "wi") is the UP matrix. Switch. */
+    VKMOE_ACTIVATION_RELU = 1,
+    /* GPT-OSS's clamped SwiGLU: g' = min(g, limit), u' = clamp(u, -limit,
+     * limit), h = (u' + 1) · g' · sigmoid(alpha · g'). */
+    VKMOE_ACTIVATION_SWIGLU_CLAMPED = 2,
 } vkmoe_activation;
 
-/* Zero-initialise, then set the four required shape fields. */
+/* Zero-initialise, then set the four required shape fields (or start from
+ * vkmoe_layer_params_family()). Every other zero field means its default. */
 typedef struct vkmoe_layer_params {
     uint32_t dim;        /* model width D, required, >= 1 */
     uint32_t ffn_dim;    /* expert hidden width F, required, >= 1 */
-    uint32_t experts;    /* number of experts E, required, 1..512 */
+    uint32_t experts;    /* number of routed experts E, required, 1..512 */
     uint32_t top_k;      /* experts per token k, required, 1..min(E, 16) */
     /* Most tokens one forward may take; sizes the scratch memory.
      * Default (0): 1. At most 1 << 22 / top_k. */
     uint32_t max_tokens;
     vkmoe_weight_type weight_type; /* default VKMOE_WEIGHT_F32 */
     vkmoe_router_type router;      /* default VKMOE_ROUTER_SOFTMAX_TOPK */
-    /* Divide the chosen weights by their sum (Mixtral, Qwen3: true;
-     * Qwen1.5/2-MoE, OLMoE: false). Default false. */
+    /* Divide the chosen weights by their sum (Mixtral, Qwen3, DeepSeek-V3:
+     * true; Qwen1.5/2-MoE, OLMoE, DeepSeek-V2: false). Default false. */
     bool normalize_topk;
+    /* Multiply the weights, after any normalisation, by this factor
+     * (DeepSeek's routed_scaling_factor). Default (0): 1. Must be finite and
+     * positive. */
+    float routed_scaling_factor;
+    /* Group-limited routing: the E experts form expert_groups equal groups
+     * of consecutive indices; each token keeps its topk_groups best groups
+     * (ties: lowest group index) and picks its k experts among theirs.
+     * expert_groups must divide E and be at most 16; default (0): 1, no
+     * limit. topk_groups default (0): all groups. k must not exceed
+     * topk_groups · E / expert_groups. DeepSeek-V3: 8 and 4. */
+    uint32_t expert_groups;
+    uint32_t topk_groups;
+    /* The router has a bias bg [E] (vkmoe_layer_set_router_bias). GPT-OSS.
+     * Default false. */
+    bool router_bias;
+    /* VKMOE_ROUTER_SIGMOID_TOPK only: a selection bias b_sel [E] that steers
+     * the choice but not the weights (DeepSeek-V3's e_score_correction_bias;
+     * vkmoe_layer_set_selection_bias). Default false. */
+    bool selection_bias;
+    /* Drop slots beyond each expert's capacity ceil(capacity_factor · T · k
+     * / E), T the forward's token count. An expert keeps slots in priority
+     * order: slot 0 of every token in token order, then slot 1, and so on; a
+     * dropped slot adds nothing to y (the caller's residual carries the
+     * token). Switch, GShard. Default (0): dropless. Must be finite, >= 0. */
+    float capacity_factor;
     vkmoe_activation activation; /* default VKMOE_ACTIVATION_SWIGLU */
+    /* Every routed expert has biases b1 [F], b3 [F], b2 [D]
+     * (vkmoe_layer_set_expert_bias). GPT-OSS. Default false. */
+    bool expert_bias;
+    /* VKMOE_ACTIVATION_SWIGLU_CLAMPED: the clamp limit, default (0) 7, and
+     * alpha, default (0) 1.702. */
+    float swiglu_limit;
+    float swiglu_alpha;
+    /* Width of the shared expert, an always-on SwiGLU FFN whose output is
+     * added to every token's y (DeepSeek: n_shared_experts ·
+     * moe_intermediate_size, as several shared experts of width F are one
+     * FFN of their concatenated rows; Qwen1.5/2-MoE:
+     * shared_expert_intermediate_size). Its weights are set with
+     * vkmoe_layer_set_shared_expert. Default 0: none. */
+    uint32_t shared_ffn_dim;
+    /* Scale the shared expert's output by sigmoid(x·ws), ws [D] set with
+     * vkmoe_layer_set_shared_gate (Qwen1.5/2-MoE). Needs shared_ffn_dim.
+     * Default false: added unscaled (DeepSeek). */
+    bool shared_gate;
+    /* Keep what vkmoe_layer_load_stats() reports; costs a little router
+     * work and max_tokens · E · 4 bytes of memory. Default false. */
+    bool statistics;
     /* Record GPU timestamps around every stage; read them with
      * vkmoe_layer_timings(). Needs device timestamp support. Default false. */
     bool timing;
 } vkmoe_layer_params;
+
+/* Set the routing and expert-function fields of params to those of a model
+ * family, leaving the shape (dim, ffn_dim, experts, max_tokens,
+ * shared_ffn_dim), weight_type, statistics and timing as they are. Families:
+ *   "mixtral", "qwen3-moe", "olmoe": softmax top-k, SwiGLU; normalize_topk
+ *       true, true, false;
+ *   "qwen2-moe" (Qwen1.5-MoE and Qwen2-MoE): softmax top-k, no
+ *       renormalisation, sigmoid-gated shared expert;
+ *   "switch": top-1 softmax, ReLU experts, capacity_factor 1;
+ *   "gshard": top-2 softmax, renormalised, capacity_factor 1;
+ *   "deepseek-v2": softmax, 8 groups of which 3 kept (group score: max),
+ *       routed_scaling_factor 16, k 6, no renormalisation;
+ *   "deepseek-v3": sigmoid with selection bias, 8 groups of which 4 kept
+ *       (group score: sum of top 2), k 8, renormalised (+1e-20), times 2.5;
+ *   "gpt-oss": router bias, top-k of logits then softmax, k 4, clamped
+ *       SwiGLU (limit 7, alpha 1.702) with expert biases.
+ * top_k, expert_groups and topk_groups are set only where the family fixes
+ * them or where its flagship model does (DeepSeek, GPT-OSS); override them
+ * after the call for other sizes. Unknown name: VKMOE_ERROR_INVALID_ARGUMENT. */
+VKMOE_API vkmoe_status vkmoe_layer_params_family(vkmoe_layer_params *params, const char *family);
 
 /* Which matrix of an expert, in Hugging Face names and layout ([out][in]). */
 typedef enum vkmoe_expert_matrix {
@@ -221,11 +305,12 @@ typedef enum vkmoe_stage {
     VKMOE_STAGE_SCATTER = 3,  /* stable bucketing of (token, slot) pairs */
     VKMOE_STAGE_GEMM_UP = 4,  /* gather x, gate and up projections, SwiGLU */
     VKMOE_STAGE_GEMM_DOWN = 5,/* down projection */
-    VKMOE_STAGE_COMBINE = 6,  /* weighted sum of each token's experts */
-    VKMOE_STAGE_MAX = 7,
+    VKMOE_STAGE_SHARED = 6,   /* the shared expert, both projections (0 ms without one) */
+    VKMOE_STAGE_COMBINE = 7,  /* weighted sum of each token's experts */
+    VKMOE_STAGE_MAX = 8,
 } vkmoe_stage;
 
-/* A static name for a stage ("router", "count", …, "combine"); "" if out of range. */
+/* A static name for a stage ("router", "count", …, "shared", "combine"); "" if out of range. */
 VKMOE_API const char *vkmoe_stage_name(vkmoe_stage stage);
 
 /* GPU time of each stage of the last completed forward, in milliseconds. */
@@ -243,6 +328,11 @@ VKMOE_API vkmoe_status vkmoe_layer_create(vkmoe_context *ctx, const vkmoe_layer_
  * The layer must not be in use by a pending command buffer. */
 VKMOE_API void vkmoe_layer_destroy(vkmoe_layer **layer);
 
+/* The params the layer runs with, every default resolved (max_tokens 1,
+ * routed_scaling_factor 1, expert_groups 1, …). */
+VKMOE_API vkmoe_status vkmoe_layer_params_of(const vkmoe_layer *layer,
+                                             vkmoe_layer_params *params);
+
 /* Upload the router weights Wg, f32 [experts][dim] row-major.
  * size is the byte size of weights and must be experts·dim·4. */
 VKMOE_API vkmoe_status vkmoe_layer_set_router(vkmoe_layer *layer, const float *weights,
@@ -255,6 +345,36 @@ VKMOE_API vkmoe_status vkmoe_layer_set_router(vkmoe_layer *layer, const float *w
 VKMOE_API vkmoe_status vkmoe_layer_set_expert(vkmoe_layer *layer, uint32_t expert,
                                               vkmoe_expert_matrix matrix, const void *weights,
                                               size_t size);
+
+/* Upload the router bias bg, f32 [experts]; size must be experts·4. Needs
+ * params.router_bias. */
+VKMOE_API vkmoe_status vkmoe_layer_set_router_bias(vkmoe_layer *layer, const float *bias,
+                                                   size_t size);
+
+/* Upload the selection bias b_sel, f32 [experts]; size must be experts·4.
+ * Needs params.selection_bias. */
+VKMOE_API vkmoe_status vkmoe_layer_set_selection_bias(vkmoe_layer *layer, const float *bias,
+                                                      size_t size);
+
+/* Upload one bias of one expert, f32: GATE and UP [ffn_dim], DOWN [dim];
+ * size is its byte size. Needs params.expert_bias (GATE also needs an
+ * activation with a gate). */
+VKMOE_API vkmoe_status vkmoe_layer_set_expert_bias(vkmoe_layer *layer, uint32_t expert,
+                                                   vkmoe_expert_matrix matrix, const float *bias,
+                                                   size_t size);
+
+/* Upload one matrix of the shared expert, as vkmoe_layer_set_expert does
+ * for routed ones, with shared_ffn_dim in place of ffn_dim: GATE and UP
+ * [shared_ffn_dim][dim], DOWN [dim][shared_ffn_dim], in the layer's
+ * weight_type. Needs params.shared_ffn_dim. */
+VKMOE_API vkmoe_status vkmoe_layer_set_shared_expert(vkmoe_layer *layer,
+                                                     vkmoe_expert_matrix matrix,
+                                                     const void *weights, size_t size);
+
+/* Upload the shared expert's gate ws, f32 [dim]; size must be dim·4. Needs
+ * params.shared_gate. */
+VKMOE_API vkmoe_status vkmoe_layer_set_shared_gate(vkmoe_layer *layer, const float *weights,
+                                                   size_t size);
 
 /* Run one forward on host arrays and wait for it: x is f32 [tokens][dim],
  * y receives f32 [tokens][dim]; x and y may not overlap.
@@ -281,11 +401,35 @@ VKMOE_API vkmoe_status vkmoe_layer_record_forward(vkmoe_layer *layer, VkCommandB
                                                   VkDeviceSize x_offset, VkBuffer y,
                                                   VkDeviceSize y_offset);
 
-/* Tokens routed to each expert by the last completed forward: counts[e] for
- * e < experts. n must be at least the number of experts. After a recorded
+/* Slots routed to each expert by the last completed forward, before any
+ * capacity dropping: counts[e] for e < experts. n must be at least the number of experts. After a recorded
  * forward, call it only once the command buffer has completed. */
 VKMOE_API vkmoe_status vkmoe_layer_expert_counts(const vkmoe_layer *layer, uint32_t *counts,
                                                  uint32_t n);
+
+/* Load statistics of the last completed forward (see params.statistics). */
+typedef struct vkmoe_load_stats {
+    uint32_t tokens;        /* tokens of the forward */
+    uint32_t capacity;      /* slots each expert could keep; UINT32_MAX when dropless */
+    uint64_t dropped;       /* slots dropped over all experts */
+    /* Switch load-balancing loss E · Σ_e f_e · P_e, where f_e is the share of
+     * tokens routed to e (before dropping; Σ f_e = k) and P_e the mean router
+     * probability of e: softmax(l) for the softmax routers and
+     * VKMOE_ROUTER_TOPK_SOFTMAX, s / Σ s for VKMOE_ROUTER_SIGMOID_TOPK.
+     * 1 · k when perfectly balanced. */
+    double balance_loss;
+    double z_loss;          /* router z-loss: mean over tokens of logsumexp(l)² */
+} vkmoe_load_stats;
+
+/* Fill *stats and, for e < experts, each array that is not NULL: routed[e]
+ * slots that chose e, dropped[e] of those beyond its capacity, and
+ * mean_probability[e] = P_e. n is the length of the arrays and must be at
+ * least experts when any is given. Needs params.statistics; reads the
+ * layer's memory, so after a recorded forward call it only once the command
+ * buffer has completed. Sums run in double in a fixed order. */
+VKMOE_API vkmoe_status vkmoe_layer_load_stats(const vkmoe_layer *layer, vkmoe_load_stats *stats,
+                                              uint32_t *routed, uint32_t *dropped,
+                                              double *mean_probability, uint32_t n);
 
 /* Stage times of the last completed forward; needs params.timing. */
 VKMOE_API vkmoe_status vkmoe_layer_timings(const vkmoe_layer *layer, vkmoe_timings *timings);

@@ -1,7 +1,10 @@
 #version 450
-// Combine: y[t] = Σ_j w[t][j]·z[slot_row[t·k + j]], j in order, no atomics.
+// Combine: y[t] = Σ_j w[t][j]·z[slot_row[t·k + j]] (j in order; dropped slots
+// add nothing) + g[t]·shared_out[t], no atomics. g[t] is the shared gate
+// sigmoid(x·ws) when shared_scale is set, else 1.
 //   binding 1: y f32 [tokens][dim]
 //   push: topk_weight f32 [slots]; slot_row u32 [slots]; expert_out f32 [rows][dim];
+//         shared_out f32 [tokens][dim] or 0; shared_scale f32 [tokens] or 0;
 //         tokens, dim, top_k
 #extension GL_GOOGLE_include_directive : require
 #include "common/buffers.glsl"
@@ -10,7 +13,7 @@
 layout(local_size_x = 256) in;
 layout(set = 0, binding = 1, std430) writeonly buffer Y { float y[]; };
 layout(push_constant) uniform Push {
-    uvec2 topk_weight, slot_row, expert_out;
+    uvec2 topk_weight, slot_row, expert_out, shared_out, shared_scale;
     uint tokens, dim, top_k;
 } pc;
 
@@ -30,6 +33,10 @@ void main()
         uint row = slot_row.v[slot];
         if (row != INVALID)
             acc += weights.v[slot] * z.v[row * pc.dim + d];
+    }
+    if (pc.shared_out != uvec2(0)) {
+        float scale = pc.shared_scale != uvec2(0) ? FloatArray(pc.shared_scale).v[token] : 1.0;
+        acc += scale * FloatArray(pc.shared_out).v[i];
     }
     y[i] = acc;
 }

@@ -1,16 +1,19 @@
 #version 450
 // Count: per-block, per-expert histogram of the chosen experts. Block b holds
-// slots [b·256, b·256 + 256). Shared-memory integer atomics only: counts are
-// exact, so the result does not depend on their order.
-//   push: ids u32 [slots]; block_counts u32 [experts][blocks]; slots, blocks, experts
+// the slots of priority q in [b·256, b·256 + 256), q = j·tokens + t for slot
+// t·top_k + j (common/priority.glsl). Shared-memory integer atomics only:
+// counts are exact, so the result does not depend on their order.
+//   push: ids u32 [slots]; block_counts u32 [experts][blocks]; slots, blocks, experts,
+//         tokens, top_k
 #extension GL_GOOGLE_include_directive : require
 #include "common/buffers.glsl"
 #include "common/dispatch.glsl"
+#include "common/priority.glsl"
 
 layout(local_size_x = 256) in;
 layout(push_constant) uniform Push {
     uvec2 ids, block_counts;
-    uint slots, blocks, experts;
+    uint slots, blocks, experts, tokens, top_k;
 } pc;
 
 shared uint histogram[512];
@@ -24,9 +27,9 @@ void main()
     for (uint e = lane; e < pc.experts; e += 256)
         histogram[e] = 0;
     barrier();
-    uint slot = block * 256 + lane;
-    if (slot < pc.slots)
-        atomicAdd(histogram[UintArray(pc.ids).v[slot]], 1);
+    uint q = block * 256 + lane;
+    if (q < pc.slots)
+        atomicAdd(histogram[UintArray(pc.ids).v[priority_slot(q, pc.tokens, pc.top_k)]], 1);
     barrier();
     UintArray counts = UintArray(pc.block_counts);
     for (uint e = lane; e < pc.experts; e += 256)

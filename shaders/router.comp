@@ -1,13 +1,21 @@
 #version 450
-// Router: logits l = x·Wgᵀ, softmax probabilities, top-k, optional renormalisation.
-// One workgroup per token.
+// Router: logits l = x·Wgᵀ (+ bg), the family's scores, group-limited top-k,
+// the combine weights; optionally the shared expert's gate and the
+// per-token figures of the load statistics. One workgroup per token.
 //   binding 0: x f32 [tokens][dim]
-//   push: router f32 [experts][ld_dim]; ids u32 [tokens][top_k];
-//         topk_weight f32 [tokens][top_k]; tokens, dim, ld_dim, experts, top_k, normalize
-//   spec 0: WORKGROUP, the number of invocations, a power of two
-// Selection compares logits (the same order as the probabilities, without
-// the ties that rounding exp() would create); NaN ranks below every number;
-// equal values go to the lowest expert index.
+//   push: router f32 [rows][ld_dim] (rows = experts, + 1 when shared_scale is
+//         set: that last row is the shared gate ws); router_bias f32 [experts]
+//         or 0; selection_bias f32 [experts] or 0; ids u32 [tokens][top_k];
+//         topk_weight f32 [tokens][top_k]; shared_scale f32 [tokens] or 0;
+//         probs f32 [tokens][experts] or 0, with lse f32 [tokens] (statistics);
+//         tokens, dim, ld_dim, experts, top_k, normalize, kind (0 softmax,
+//         1 sigmoid, 2 top-k of logits then softmax), groups, topk_groups,
+//         scale (routed_scaling_factor)
+//   spec 0: WORKGROUP, the number of invocations, a power of two >= 16
+// Softmax selection compares logits (the same order as the probabilities,
+// without the ties that rounding exp() would create); NaN ranks below every
+// number; equal values go to the lowest expert (or group) index. Every sum
+// runs in a fixed order, so the result is the same on every run.
 #extension GL_GOOGLE_include_directive : require
 #include "common/buffers.glsl"
 #include "common/dispatch.glsl"
@@ -17,17 +25,30 @@ layout(local_size_x_id = 0) in;
 
 layout(set = 0, binding = 0, std430) readonly buffer X { float x[]; };
 layout(push_constant) uniform Push {
-    uvec2 router, ids, topk_weight;
-    uint tokens, dim, ld_dim, experts, top_k, normalize;
+    uvec2 router, router_bias, selection_bias, ids, topk_weight, shared_scale, probs, lse;
+    uint tokens, dim, ld_dim, experts, top_k, normalize, kind, groups, topk_groups;
+    float scale;
 } pc;
 
+const uint KIND_SOFTMAX = 0;
+const uint KIND_SIGMOID = 1;
+const uint KIND_TOPK_SOFTMAX = 2;
 const uint MAX_EXPERTS = 512;
+const uint MAX_GROUPS = 16;
 const uint X_CHUNK = 2048;
 shared float x_chunk[X_CHUNK];
-shared float logits[MAX_EXPERTS];
+shared float logits[MAX_EXPERTS + 1];
+shared float key[MAX_EXPERTS];
 shared uint taken[MAX_EXPERTS];
+shared float group_score[MAX_GROUPS];
+shared uint group_kept[MAX_GROUPS];
 shared float best_value[WORKGROUP];
 shared uint best_index[WORKGROUP];
+
+bool is_set(uvec2 address)
+{
+    return address != uvec2(0);
+}
 
 bool better(float a, uint ia, float b, uint ib)
 {
@@ -38,13 +59,22 @@ bool better(float a, uint ia, float b, uint ib)
     return ia < ib;
 }
 
-void compute_logits(uint token)
+// The strictly better of two (value, index) candidates; INVALID never wins.
+bool wins(float a, uint ia, float b, uint ib)
+{
+    return ia != INVALID && (ib == INVALID || better(a, ia, b, ib));
+}
+
+float sigmoid(float v)
+{
+    return 1.0 / (1.0 + exp(-v));
+}
+
+void compute_logits(uint token, uint rows)
 {
     uint lane = gl_LocalInvocationID.x;
-    for (uint e = lane; e < pc.experts; e += WORKGROUP) {
+    for (uint e = lane; e < rows; e += WORKGROUP)
         logits[e] = 0.0;
-        taken[e] = 0;
-    }
     Vec4Array w = Vec4Array(pc.router);
     for (uint c0 = 0; c0 < pc.dim; c0 += X_CHUNK) {
         // Only as much of the chunk as the weight rows cover (zero-padded to ld_dim).
@@ -53,7 +83,7 @@ void compute_logits(uint token)
         for (uint i = lane; i < len; i += WORKGROUP)
             x_chunk[i] = c0 + i < pc.dim ? x[token * pc.dim + c0 + i] : 0.0;
         barrier();
-        for (uint e = lane; e < pc.experts; e += WORKGROUP) {
+        for (uint e = lane; e < rows; e += WORKGROUP) {
             uint row = (e * pc.ld_dim + c0) / 4;
             float acc = 0.0;
             for (uint i = 0; i < len; i += 4) {
@@ -64,12 +94,119 @@ void compute_logits(uint token)
         }
     }
     barrier();
+    for (uint e = lane; e < pc.experts && is_set(pc.router_bias); e += WORKGROUP)
+        logits[e] += FloatArray(pc.router_bias).v[e];
+    barrier();
 }
 
-// The strictly better of two (value, index) candidates; INVALID never wins.
-bool wins(float a, uint ia, float b, uint ib)
+// Fixed-order trees over one value per invocation.
+float workgroup_max(float v)
 {
-    return ia != INVALID && (ib == INVALID || better(a, ia, b, ib));
+    uint lane = gl_LocalInvocationID.x;
+    best_value[lane] = v;
+    barrier();
+    for (uint half_size = WORKGROUP / 2; half_size > 0; half_size /= 2) {
+        if (lane < half_size && best_value[lane + half_size] > best_value[lane])
+            best_value[lane] = best_value[lane + half_size];
+        barrier();
+    }
+    float result = best_value[0];
+    barrier();
+    return result;
+}
+
+float workgroup_sum(float v)
+{
+    uint lane = gl_LocalInvocationID.x;
+    best_value[lane] = v;
+    barrier();
+    for (uint half_size = WORKGROUP / 2; half_size > 0; half_size /= 2) {
+        if (lane < half_size)
+            best_value[lane] += best_value[lane + half_size];
+        barrier();
+    }
+    float result = best_value[0];
+    barrier();
+    return result;
+}
+
+// Σ_e exp(l_e − max_e l_e). NaN logits are skipped by the maximum and make
+// the sum NaN.
+float softmax_denominator(out float max_logit)
+{
+    uint lane = gl_LocalInvocationID.x;
+    float local_max = -1.0 / 0.0;
+    for (uint e = lane; e < pc.experts; e += WORKGROUP)
+        if (logits[e] > local_max)
+            local_max = logits[e];
+    max_logit = workgroup_max(local_max);
+    float local_sum = 0.0;
+    for (uint e = lane; e < pc.experts; e += WORKGROUP)
+        local_sum += exp(logits[e] - max_logit);
+    return workgroup_sum(local_sum);
+}
+
+// What top-k ranks: logits, or for sigmoid scores s + b_sel.
+void compute_keys()
+{
+    uint lane = gl_LocalInvocationID.x;
+    for (uint e = lane; e < pc.experts; e += WORKGROUP) {
+        float k = logits[e];
+        if (pc.kind == KIND_SIGMOID) {
+            k = sigmoid(k);
+            if (is_set(pc.selection_bias))
+                k += FloatArray(pc.selection_bias).v[e];
+        }
+        key[e] = k;
+        taken[e] = 0;
+    }
+    barrier();
+}
+
+// A group's score: its best key, or for sigmoid scores its two best summed.
+float score_group(uint group, uint size)
+{
+    float first = 0.0, second = 0.0;
+    uint first_index = INVALID, second_index = INVALID;
+    for (uint e = group * size; e < (group + 1) * size; e++) {
+        if (wins(key[e], e, first, first_index)) {
+            second = first;
+            second_index = first_index;
+            first = key[e];
+            first_index = e;
+        } else if (wins(key[e], e, second, second_index)) {
+            second = key[e];
+            second_index = e;
+        }
+    }
+    return pc.kind == KIND_SIGMOID ? first + second : first;
+}
+
+// Excludes (marks taken) every expert outside the topk_groups best groups.
+void limit_groups()
+{
+    if (pc.groups <= 1 || pc.topk_groups >= pc.groups)
+        return;
+    uint lane = gl_LocalInvocationID.x;
+    uint size = pc.experts / pc.groups;
+    if (lane < pc.groups) {
+        group_score[lane] = score_group(lane, size);
+        group_kept[lane] = 0;
+    }
+    barrier();
+    if (lane == 0)
+        for (uint round = 0; round < pc.topk_groups; round++) {
+            uint best = INVALID;
+            for (uint g = 0; g < pc.groups; g++)
+                if (group_kept[g] == 0 &&
+                    (best == INVALID || better(group_score[g], g, group_score[best], best)))
+                    best = g;
+            group_kept[best] = 1;
+        }
+    barrier();
+    for (uint e = lane; e < pc.experts; e += WORKGROUP)
+        taken[e] = 1 - group_kept[e / size];
+    barrier();
 }
 
 // Fixed-order tree over the WORKGROUP partials in best_value/best_index.
@@ -94,8 +231,8 @@ uint select_best()
     float value = 0.0;
     uint index = INVALID;
     for (uint e = lane; e < pc.experts; e += WORKGROUP)
-        if (taken[e] == 0 && wins(logits[e], e, value, index)) {
-            value = logits[e];
+        if (taken[e] == 0 && wins(key[e], e, value, index)) {
+            value = key[e];
             index = e;
         }
     best_value[lane] = value;
@@ -109,36 +246,50 @@ uint select_best()
     return chosen;
 }
 
-// Σ_e exp(l_e − max_e l_e): per-invocation strided sums, then a fixed-order
-// tree, so the result is the same on every run. NaN logits are skipped by
-// the maximum and make the sum NaN.
-float softmax_denominator(out float max_logit)
+// The weights of the chosen experts, in selection order.
+void write_weights(uint token, uint chosen[16], float max_logit, float denominator)
+{
+    float weight[16];
+    float sum = 0.0;
+    for (uint j = 0; j < pc.top_k; j++) {
+        float l = logits[chosen[j]];
+        if (pc.kind == KIND_SOFTMAX)
+            weight[j] = exp(l - max_logit) / denominator;
+        else if (pc.kind == KIND_SIGMOID)
+            weight[j] = sigmoid(l);
+        else
+            weight[j] = exp(l - logits[chosen[0]]); // chosen[0] holds the largest
+        sum += weight[j];
+    }
+    bool divide = pc.normalize != 0 || pc.kind == KIND_TOPK_SOFTMAX;
+    float divisor = pc.kind == KIND_SIGMOID ? sum + 1e-20 : sum;
+    UintArray ids = UintArray(pc.ids);
+    FloatArray weights = FloatArray(pc.topk_weight);
+    for (uint j = 0; j < pc.top_k; j++) {
+        ids.v[token * pc.top_k + j] = chosen[j];
+        float w = divide ? weight[j] / divisor : weight[j];
+        weights.v[token * pc.top_k + j] = w * pc.scale;
+    }
+}
+
+// Per-token inputs of the load statistics: each expert's router
+// probability and logsumexp(l).
+void write_statistics(uint token, float max_logit, float denominator)
 {
     uint lane = gl_LocalInvocationID.x;
-    float local_max = -1.0 / 0.0;
-    for (uint e = lane; e < pc.experts; e += WORKGROUP)
-        if (logits[e] > local_max)
-            local_max = logits[e];
-    best_value[lane] = local_max;
-    barrier();
-    for (uint half_size = WORKGROUP / 2; half_size > 0; half_size /= 2) {
-        if (lane < half_size && best_value[lane + half_size] > best_value[lane])
-            best_value[lane] = best_value[lane + half_size];
-        barrier();
+    float sigmoid_sum = 0.0;
+    if (pc.kind == KIND_SIGMOID) {
+        for (uint e = lane; e < pc.experts; e += WORKGROUP)
+            sigmoid_sum += sigmoid(logits[e]);
+        sigmoid_sum = workgroup_sum(sigmoid_sum);
     }
-    max_logit = best_value[0];
-    barrier();
-    float local_sum = 0.0;
+    FloatArray probs = FloatArray(pc.probs);
     for (uint e = lane; e < pc.experts; e += WORKGROUP)
-        local_sum += exp(logits[e] - max_logit);
-    best_value[lane] = local_sum;
-    barrier();
-    for (uint half_size = WORKGROUP / 2; half_size > 0; half_size /= 2) {
-        if (lane < half_size)
-            best_value[lane] += best_value[lane + half_size];
-        barrier();
-    }
-    return best_value[0];
+        probs.v[token * pc.experts + e] = pc.kind == KIND_SIGMOID
+                                              ? sigmoid(logits[e]) / sigmoid_sum
+                                              : exp(logits[e] - max_logit) / denominator;
+    if (lane == 0)
+        FloatArray(pc.lse).v[token] = max_logit + log(denominator);
 }
 
 void main()
@@ -146,25 +297,21 @@ void main()
     uint token = flat_group_id();
     if (token >= pc.tokens)
         return;
-    compute_logits(token);
-    float max_logit;
-    float sum = softmax_denominator(max_logit);
-    barrier();
+    bool gated = is_set(pc.shared_scale);
+    compute_logits(token, pc.experts + (gated ? 1 : 0));
+    float max_logit = 0.0, denominator = 1.0;
+    if (pc.kind == KIND_SOFTMAX || is_set(pc.probs))
+        denominator = softmax_denominator(max_logit);
+    if (is_set(pc.probs))
+        write_statistics(token, max_logit, denominator);
+    compute_keys();
+    limit_groups();
     uint chosen[16];
     for (uint j = 0; j < pc.top_k; j++)
         chosen[j] = select_best();
     if (gl_LocalInvocationID.x != 0)
         return;
-    float chosen_sum = 0.0;
-    float weight[16];
-    for (uint j = 0; j < pc.top_k; j++) {
-        weight[j] = exp(logits[chosen[j]] - max_logit) / sum;
-        chosen_sum += weight[j];
-    }
-    UintArray ids = UintArray(pc.ids);
-    FloatArray weights = FloatArray(pc.topk_weight);
-    for (uint j = 0; j < pc.top_k; j++) {
-        ids.v[token * pc.top_k + j] = chosen[j];
-        weights.v[token * pc.top_k + j] = pc.normalize != 0 ? weight[j] / chosen_sum : weight[j];
-    }
+    write_weights(token, chosen, max_logit, denominator);
+    if (gated)
+        FloatArray(pc.shared_scale).v[token] = sigmoid(logits[pc.experts]);
 }

@@ -5,14 +5,15 @@
 //   0 reduce: workgroup w sums values [w·1024, w·1024 + 1024) into tile_sums[w]
 //   1 tiles:  one workgroup scans tile_sums in place, 1024 at a time
 //   2 apply:  workgroup w scans its 1024 values in place, offset by tile_sums[w]
-//   3 experts: one workgroup turns the scanned counts into per-expert counts,
-//      tile-padded segment bases, the tile→expert map, the padding rows of
+//   3 experts: one workgroup turns the scanned counts into per-expert counts
+//      (expert_count: all routed slots), kept counts (at most capacity),
+//      tile-padded segment bases of the kept rows, the tile→expert map, the padding rows of
 //      row_slot and the indirect grids of the two GEMMs
 //   push: values u32 [n]; tile_sums u32; expert_count u32 [experts];
 //         expert_base u32 [experts]; tile_expert u32 [max_tiles];
 //         row_slot u32 [rows]; dispatch u32 [2][3];
 //         n, phase, blocks, experts, slots, tile_rows, max_tiles, up_groups_x,
-//         down_groups_x
+//         down_groups_x, capacity
 #extension GL_GOOGLE_include_directive : require
 #include "common/buffers.glsl"
 #include "common/dispatch.glsl"
@@ -20,7 +21,8 @@
 layout(local_size_x = 256) in;
 layout(push_constant) uniform Push {
     uvec2 values, tile_sums, expert_count, expert_base, tile_expert, row_slot, dispatch;
-    uint n, phase, blocks, experts, slots, tile_rows, max_tiles, up_groups_x, down_groups_x;
+    uint n, phase, blocks, experts, slots, tile_rows, max_tiles, up_groups_x, down_groups_x,
+        capacity;
 } pc;
 
 const uint TILE = 1024;
@@ -120,7 +122,9 @@ void plan_experts()
         uint count = 0;
         if (e < pc.experts) {
             uint end = e + 1 < pc.experts ? offsets.v[(e + 1) * pc.blocks] : pc.slots;
-            count = end - offsets.v[e * pc.blocks];
+            uint routed = end - offsets.v[e * pc.blocks];
+            UintArray(pc.expert_count).v[e] = routed;
+            count = min(routed, pc.capacity);
             segment_count[e] = count;
         }
         padded[i] = (count + pc.tile_rows - 1) / pc.tile_rows * pc.tile_rows;
@@ -132,7 +136,6 @@ void plan_experts()
         if (e < pc.experts) {
             segment_base[e] = base;
             UintArray(pc.expert_base).v[e] = base;
-            UintArray(pc.expert_count).v[e] = segment_count[e];
         }
         base += padded[i];
     }

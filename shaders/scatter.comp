@@ -1,17 +1,20 @@
 #version 450
 // Scatter: give each slot its row, experts in order, slots of one expert in
-// token order (stable), then fill slot_row, the inverse map.
+// priority order (stable: slot 0 of every token in token order, then slot 1,
+// …), then fill slot_row, the inverse map. A slot whose place in its expert
+// is at or past capacity is dropped: it gets no row and slot_row INVALID.
 //   push: ids u32 [slots]; offsets u32 [experts][blocks] (scanned block counts);
 //         expert_base u32 [experts]; row_slot u32 [rows]; slot_row u32 [slots];
-//         slots, blocks
+//         slots, blocks, tokens, top_k, capacity
 #extension GL_GOOGLE_include_directive : require
 #include "common/buffers.glsl"
 #include "common/dispatch.glsl"
+#include "common/priority.glsl"
 
 layout(local_size_x = 256) in;
 layout(push_constant) uniform Push {
     uvec2 ids, offsets, expert_base, row_slot, slot_row;
-    uint slots, blocks;
+    uint slots, blocks, tokens, top_k, capacity;
 } pc;
 
 shared uint block_ids[256];
@@ -22,8 +25,9 @@ void main()
     if (block >= pc.blocks)
         return;
     uint lane = gl_LocalInvocationID.x;
-    uint slot = block * 256 + lane;
-    uint expert = slot < pc.slots ? UintArray(pc.ids).v[slot] : INVALID;
+    uint q = block * 256 + lane;
+    uint slot = priority_slot(q, pc.tokens, pc.top_k);
+    uint expert = q < pc.slots ? UintArray(pc.ids).v[slot] : INVALID;
     block_ids[lane] = expert;
     barrier();
     if (expert == INVALID)
@@ -33,7 +37,12 @@ void main()
         rank += block_ids[i] == expert ? 1 : 0;
     UintArray offsets = UintArray(pc.offsets);
     uint within_expert = offsets.v[expert * pc.blocks + block] - offsets.v[expert * pc.blocks];
-    uint row = UintArray(pc.expert_base).v[expert] + within_expert + rank;
+    uint place = within_expert + rank;
+    if (place >= pc.capacity) {
+        UintArray(pc.slot_row).v[slot] = INVALID;
+        return;
+    }
+    uint row = UintArray(pc.expert_base).v[expert] + place;
     UintArray(pc.row_slot).v[row] = slot;
     UintArray(pc.slot_row).v[slot] = row;
 }

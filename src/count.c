@@ -3,9 +3,9 @@
 
 typedef struct count_push {
     VkDeviceAddress ids, block_counts;
-    uint32_t slots, blocks, experts, pad_;
+    uint32_t slots, blocks, experts, tokens, top_k, pad_;
 } count_push;
-_Static_assert(sizeof(count_push) == 32, "count_push must mirror count.comp");
+_Static_assert(sizeof(count_push) == 40, "count_push must mirror count.comp");
 
 void vkmoe_count_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 {
@@ -17,6 +17,8 @@ void vkmoe_count_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens
         .slots = slots,
         .blocks = blocks,
         .experts = layer->params.experts,
+        .tokens = tokens,
+        .top_k = layer->params.top_k,
     };
     vkmoe_dispatch_1d(layer->ctx, cmd, layer->pipelines[VKMOE_SHADER_COUNT], &push, sizeof(push),
                       blocks);

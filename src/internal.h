@@ -10,6 +10,7 @@
 
 #define VKMOE_MAX_EXPERTS 512u
 #define VKMOE_MAX_TOP_K 16u
+#define VKMOE_MAX_GROUPS 16u
 #define VKMOE_MAX_SLOTS (1u << 22)
 /* Marks a padding row in row_slot and an unused tile in tile_expert. */
 #define VKMOE_INVALID 0xffffffffu
@@ -182,11 +183,17 @@ vkmoe_status vkmoe_buffer_read(vkmoe_context *ctx, const vkmoe_buffer *buf, VkDe
  *   expert_base u32 [E]                first row of each expert's padded segment
  *   tile_expert u32 [max_tiles]        expert of each row tile, or VKMOE_INVALID
  *   row_slot    u32 [max_rows]         slot held by each row, or VKMOE_INVALID
- *   slot_row    u32 [max_slots]        row holding each slot
- *   dispatch    u32 [2][3]             indirect grids of gemm_up and gemm_down */
+ *   slot_row    u32 [max_slots]        row holding each slot, or VKMOE_INVALID if dropped
+ *   dispatch    u32 [2][3]             indirect grids of gemm_up and gemm_down
+ *   shared_scale f32 [max_tokens]      sigmoid(x·ws) per token (shared_gate)
+ *   probs       f32 [max_tokens][E]    router probabilities (statistics, else empty)
+ *   lse         f32 [max_tokens]       logsumexp of the logits (statistics, else empty)
+ * Slots are numbered s = t·k + j (token t, choice j); count and scatter walk
+ * them in priority order q = j·T + t, so an expert's rows, and the slots it
+ * keeps under a capacity, come slot 0 of every token first. */
 typedef struct vkmoe_scratch_layout {
     VkDeviceSize ids, topk_weight, block_counts, tile_sums, expert_count, expert_base,
-        tile_expert, row_slot, slot_row, dispatch, size;
+        tile_expert, row_slot, slot_row, dispatch, shared_scale, probs, lse, size;
 } vkmoe_scratch_layout;
 
 /* Shape of the expert GEMMs (specialization constants, see
@@ -195,6 +202,15 @@ typedef struct vkmoe_scratch_layout {
 typedef struct vkmoe_gemm_config {
     uint32_t tile_m, lanes, up_columns, down_columns;
 } vkmoe_gemm_config;
+
+/* Where a GEMM pass finds its rows and weights: the routed experts (rows
+ * from the scan's plan, grids by indirect dispatch) or the shared expert
+ * (row r is token r, one expert, grids known on the host). */
+typedef struct vkmoe_gemm_rows {
+    VkDeviceAddress expert_table, tile_expert, row_slot, out;
+    VkDeviceAddress gate_bias, up_bias, down_bias; /* 0: none */
+    uint32_t ffn, ld_ffn, experts, top_k, max_tiles, rows;
+} vkmoe_gemm_rows;
 
 /* E matrices of one kind (gate, up or down) for all experts, packed into as
  * few allocations as the device's allocation limit allows. */
@@ -206,19 +222,37 @@ typedef struct vkmoe_expert_array {
     uint32_t rows, cols, ld;
 } vkmoe_expert_array;
 
+/* Which uploads a forward waits for. Per expert: three matrices, then
+ * three biases (gate, up, down); the rest once per layer. */
+typedef enum vkmoe_upload {
+    VKMOE_UPLOAD_ROUTER,
+    VKMOE_UPLOAD_ROUTER_BIAS,
+    VKMOE_UPLOAD_SELECTION_BIAS,
+    VKMOE_UPLOAD_SHARED_GATE,
+    VKMOE_UPLOAD_SHARED_MATRIX,     /* + vkmoe_expert_matrix */
+    VKMOE_UPLOAD_EXPERT = VKMOE_UPLOAD_SHARED_MATRIX + 3, /* + 6·expert + item */
+} vkmoe_upload;
+
 struct vkmoe_layer {
     vkmoe_context *ctx;
-    vkmoe_layer_params params;
-    uint32_t ld_dim, ld_ffn; /* padded row lengths, in elements */
+    vkmoe_layer_params params;  /* defaults resolved (vkmoe_params_resolve) */
+    uint32_t ld_dim, ld_ffn;    /* padded row lengths, in elements */
     uint32_t max_slots, max_blocks, max_scan_tiles, max_rows, max_tiles;
+    uint32_t ld_shared, shared_rows; /* shared expert: padded width, rows (tile multiple) */
     vkmoe_gemm_config gemm;
 
-    vkmoe_buffer router;        /* f32 [E][ld_dim] */
+    vkmoe_buffer router;        /* f32 [E (+1: shared gate ws)][ld_dim] */
+    vkmoe_buffer router_vectors;/* f32 [2][E]: router bias, selection bias */
     vkmoe_expert_array experts[3];
     vkmoe_buffer expert_table;  /* uvec2 device address [3][E] */
+    vkmoe_buffer expert_biases; /* f32 gate [E][ffn], up [E][ffn], down [E][dim] */
+    vkmoe_expert_array shared[3];
+    vkmoe_buffer shared_table;  /* uvec2 device address [3] */
+    vkmoe_buffer shared_plan;   /* u32 tile_expert [shared_rows / tile] = 0, row_slot [shared_rows] = r */
+    vkmoe_buffer shared_out;    /* f32 [shared_rows][dim] */
     vkmoe_buffer scratch;       /* see vkmoe_scratch_layout */
     vkmoe_scratch_layout layout;
-    vkmoe_buffer hidden;        /* f32 [max_rows][ld_ffn], gemm_up output */
+    vkmoe_buffer hidden;        /* f32 [max(max_rows·ld_ffn, shared_rows·ld_shared)], gemm_up output */
     vkmoe_buffer expert_out;    /* f32 [max_rows][dim], gemm_down output */
     vkmoe_buffer x, y;          /* f32 [max_tokens][dim], for vkmoe_layer_forward */
 
@@ -227,9 +261,29 @@ struct vkmoe_layer {
     VkPipeline pipelines[VKMOE_SHADER_MAX];
     VkQueryPool queries; /* 2 timestamps per stage when params.timing */
 
-    bool router_set;
-    uint8_t *expert_set; /* [E][3]: which matrices have been uploaded */
+    uint32_t last_tokens;    /* tokens of the last recorded forward */
+    uint8_t *uploaded;       /* [VKMOE_UPLOAD_EXPERT + 6·E], indexed by vkmoe_upload */
+    uint8_t *upload_needed;  /* the same, for this layer's params */
 };
+
+/* ---- params (params.c) ---- */
+
+/* Check params (defaults may still be zero) and fill *out with the defaults
+ * resolved; messages name `fn`. */
+vkmoe_status vkmoe_params_resolve(const vkmoe_context *ctx, const vkmoe_layer_params *params,
+                                  vkmoe_layer_params *out);
+/* Slots each expert keeps in a forward of `tokens` tokens; UINT32_MAX when dropless. */
+uint32_t vkmoe_params_capacity(const vkmoe_layer_params *params, uint32_t tokens);
+/* Whether the activation has a gate projection (W1). */
+bool vkmoe_params_gated(const vkmoe_layer_params *params);
+
+/* ---- weights (weights.c) ---- */
+
+/* Allocate the layer's weight memory and mark which uploads it needs. */
+vkmoe_status vkmoe_weights_create(vkmoe_layer *layer);
+void vkmoe_weights_destroy(vkmoe_layer *layer);
+/* VKMOE_ERROR_STATE naming the first upload a forward still lacks. */
+vkmoe_status vkmoe_weights_check_complete(const vkmoe_layer *layer, const char *fn);
 
 /* Each stage records its dispatch; the caller puts barriers between them. */
 void vkmoe_router_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
@@ -238,7 +292,15 @@ void vkmoe_scan_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 void vkmoe_scatter_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
 void vkmoe_gemm_up_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
 void vkmoe_gemm_down_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
+void vkmoe_shared_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
 void vkmoe_combine_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
+/* Record one pass of the expert GEMMs over `rows`; indirect_grid is the
+ * index of the scan's indirect grid, or -1 for a direct grid of `tiles` row
+ * tiles. */
+void vkmoe_gemm_up_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_gemm_rows *rows,
+                        int indirect_grid, uint32_t tiles);
+void vkmoe_gemm_down_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_gemm_rows *rows,
+                          int indirect_grid, uint32_t tiles);
 
 /* The specialization constants of each stage's pipeline for this layer. */
 vkmoe_spec vkmoe_router_spec(const vkmoe_layer *layer);
@@ -246,6 +308,9 @@ vkmoe_spec vkmoe_gemm_spec(const vkmoe_layer *layer);
 
 /* Address of expert e's matrix in an expert array. */
 VkDeviceAddress vkmoe_expert_address(const vkmoe_expert_array *array, uint32_t expert);
+/* Byte offsets of the three bias vectors of expert e in layer->expert_biases. */
+VkDeviceSize vkmoe_expert_bias_offset(const vkmoe_layer *layer, vkmoe_expert_matrix matrix,
+                                      uint32_t expert);
 
 /* Test hook: read back the layer's scratch and intermediate buffers after a
  * forward, so tests can check every stage against its own CPU reference. */

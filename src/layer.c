@@ -8,7 +8,7 @@
 #define TIMESTAMPS (VKMOE_STAGE_MAX + 1)
 
 static const char *const stage_names[VKMOE_STAGE_MAX] = {
-    "router", "count", "scan", "scatter", "gemm_up", "gemm_down", "combine",
+    "router", "count", "scan", "scatter", "gemm_up", "gemm_down", "shared", "combine",
 };
 
 const char *vkmoe_stage_name(vkmoe_stage stage)
@@ -16,46 +16,15 @@ const char *vkmoe_stage_name(vkmoe_stage stage)
     return (unsigned)stage < VKMOE_STAGE_MAX ? stage_names[stage] : "";
 }
 
-static vkmoe_status validate_params(const vkmoe_context *ctx, const vkmoe_layer_params *p)
+static vkmoe_gemm_config choose_gemm_config(const vkmoe_context *ctx,
+                                            const vkmoe_layer_params *p)
 {
-    VKMOE_REQUIRE(ctx, p->dim >= 1 && p->ffn_dim >= 1,
-                  "vkmoe_layer_create: dim (%u) and ffn_dim (%u) must be at least 1", p->dim,
-                  p->ffn_dim);
-    VKMOE_REQUIRE(ctx, p->experts >= 1 && p->experts <= VKMOE_MAX_EXPERTS,
-                  "vkmoe_layer_create: experts is %u, must be 1..%u", p->experts,
-                  VKMOE_MAX_EXPERTS);
-    VKMOE_REQUIRE(ctx, p->top_k >= 1 && p->top_k <= p->experts && p->top_k <= VKMOE_MAX_TOP_K,
-                  "vkmoe_layer_create: top_k is %u, must be 1..min(experts = %u, %u)", p->top_k,
-                  p->experts, VKMOE_MAX_TOP_K);
-    VKMOE_REQUIRE(ctx, (uint64_t)p->max_tokens * p->top_k <= VKMOE_MAX_SLOTS,
-                  "vkmoe_layer_create: max_tokens·top_k = %llu exceeds %u slots",
-                  (unsigned long long)p->max_tokens * p->top_k, VKMOE_MAX_SLOTS);
-    VKMOE_REQUIRE(ctx, (unsigned)p->weight_type <= VKMOE_WEIGHT_F16,
-                  "vkmoe_layer_create: unknown weight_type %d", (int)p->weight_type);
-    VKMOE_REQUIRE(ctx, p->router == VKMOE_ROUTER_SOFTMAX_TOPK,
-                  "vkmoe_layer_create: unknown router %d", (int)p->router);
-    VKMOE_REQUIRE(ctx, p->activation == VKMOE_ACTIVATION_SWIGLU,
-                  "vkmoe_layer_create: unknown activation %d", (int)p->activation);
-    uint64_t io_bytes = (uint64_t)p->max_tokens * p->dim * sizeof(float);
-    if (io_bytes > ctx->info.max_storage_buffer_range)
-        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
-                          "vkmoe_layer_create: max_tokens·dim·4 = %llu bytes exceeds the "
-                          "device's maxStorageBufferRange (%llu) that binds x and y",
-                          (unsigned long long)io_bytes,
-                          (unsigned long long)ctx->info.max_storage_buffer_range);
-    if (p->timing && !ctx->info.timestamps)
-        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
-                          "vkmoe_layer_create: timing needs timestamp queries, which the "
-                          "device's queue lacks");
-    return VKMOE_OK;
-}
-
-static vkmoe_gemm_config choose_gemm_config(const vkmoe_context *ctx)
-{
-    /* A lane owns 2 columns of each up projection and 4 of the down one. */
+    /* A lane owns 4 output columns: 2 of each of the gate and up
+     * projections, 4 of the one ReLU projection, 4 of the down projection. */
     uint32_t lanes = ctx->info.subgroup_size >= 4 ? ctx->info.subgroup_size : 4;
+    uint32_t up_columns = vkmoe_params_gated(p) ? 2 * lanes : 4 * lanes;
     return (vkmoe_gemm_config){
-        .tile_m = 32, .lanes = lanes, .up_columns = 2 * lanes, .down_columns = 4 * lanes};
+        .tile_m = 32, .lanes = lanes, .up_columns = up_columns, .down_columns = 4 * lanes};
 }
 
 static void compute_sizes(vkmoe_layer *layer)
@@ -72,6 +41,8 @@ static void compute_sizes(vkmoe_layer *layer)
     uint32_t busy = p->experts < layer->max_slots ? p->experts : layer->max_slots;
     layer->max_rows = (uint32_t)vkmoe_round_up(layer->max_slots + busy * (tile - 1), tile);
     layer->max_tiles = layer->max_rows / tile;
+    layer->ld_shared = (uint32_t)vkmoe_round_up(p->shared_ffn_dim, VKMOE_ROW_ALIGN);
+    layer->shared_rows = p->shared_ffn_dim ? (uint32_t)vkmoe_round_up(p->max_tokens, tile) : 0;
 
     vkmoe_scratch_layout *l = &layer->layout;
     VkDeviceSize at = 0;
@@ -86,76 +57,11 @@ static void compute_sizes(vkmoe_layer *layer)
     PLACE(row_slot, 4ull * layer->max_rows);
     PLACE(slot_row, 4ull * layer->max_slots);
     PLACE(dispatch, 4ull * 6);
+    PLACE(shared_scale, 4ull * p->max_tokens);
+    PLACE(probs, p->statistics ? 4ull * p->max_tokens * p->experts : 0);
+    PLACE(lse, p->statistics ? 4ull * p->max_tokens : 0);
 #undef PLACE
     l->size = at;
-}
-
-static size_t weight_size(vkmoe_weight_type type)
-{
-    return type == VKMOE_WEIGHT_F16 ? 2 : 4;
-}
-
-VkDeviceAddress vkmoe_expert_address(const vkmoe_expert_array *array, uint32_t expert)
-{
-    return array->chunks[expert / array->per_chunk].address +
-           (expert % array->per_chunk) * array->matrix_bytes;
-}
-
-static vkmoe_status create_expert_array(vkmoe_layer *layer, vkmoe_expert_array *array,
-                                        uint32_t rows, uint32_t cols)
-{
-    vkmoe_context *ctx = layer->ctx;
-    uint32_t experts = layer->params.experts;
-    array->rows = rows;
-    array->cols = cols;
-    array->ld = (uint32_t)vkmoe_round_up(cols, VKMOE_ROW_ALIGN);
-    array->matrix_bytes = (VkDeviceSize)rows * array->ld * weight_size(layer->params.weight_type);
-    /* Shaders index one matrix with 32-bit element offsets. */
-    if ((uint64_t)rows * array->ld >= (1ull << 32))
-        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
-                          "vkmoe_layer_create: an expert matrix of %u x %u is too large", rows,
-                          cols);
-    VkDeviceSize chunk_limit = ctx->info.max_allocation_size < (1ull << 30)
-                                   ? ctx->info.max_allocation_size
-                                   : (1ull << 30);
-    uint64_t per_chunk = chunk_limit / array->matrix_bytes;
-    array->per_chunk = per_chunk == 0 ? 1 : per_chunk > experts ? experts : (uint32_t)per_chunk;
-    array->chunk_count = (uint32_t)vkmoe_div_up(experts, array->per_chunk);
-    array->chunks = calloc(array->chunk_count, sizeof(*array->chunks));
-    if (!array->chunks)
-        return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    for (uint32_t c = 0; c < array->chunk_count; c++) {
-        uint32_t in_chunk = experts - c * array->per_chunk;
-        if (in_chunk > array->per_chunk)
-            in_chunk = array->per_chunk;
-        VKMOE_TRY(vkmoe_buffer_create(ctx, in_chunk * array->matrix_bytes, VKMOE_MEMORY_DEVICE,
-                                      &array->chunks[c]));
-    }
-    return VKMOE_OK;
-}
-
-static void destroy_expert_array(vkmoe_context *ctx, vkmoe_expert_array *array)
-{
-    for (uint32_t c = 0; array->chunks && c < array->chunk_count; c++)
-        vkmoe_buffer_destroy(ctx, &array->chunks[c]);
-    free(array->chunks);
-    memset(array, 0, sizeof(*array));
-}
-
-static vkmoe_status write_expert_table(vkmoe_layer *layer)
-{
-    uint32_t experts = layer->params.experts;
-    VkDeviceAddress *table = calloc(3 * (size_t)experts, sizeof(*table));
-    if (!table)
-        return vkmoe_fail(layer->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    for (uint32_t m = 0; m < 3; m++)
-        for (uint32_t e = 0; e < experts; e++)
-            table[m * experts + e] = vkmoe_expert_address(&layer->experts[m], e);
-    size_t bytes = 3 * (size_t)experts * sizeof(*table);
-    vkmoe_status status =
-        vkmoe_buffer_write_rows(layer->ctx, &layer->expert_table, 0, table, 1, bytes, bytes);
-    free(table);
-    return status;
 }
 
 static vkmoe_status create_descriptors(vkmoe_layer *layer)
@@ -213,27 +119,44 @@ static vkmoe_status create_query_pool(vkmoe_layer *layer)
         "vkCreateQueryPool");
 }
 
+/* Row r of the shared expert's pass is token r: an identity row map and
+ * one expert for every tile, written once. */
+static vkmoe_status create_shared_plan(vkmoe_layer *layer)
+{
+    uint32_t rows = layer->shared_rows, tiles = rows / layer->gemm.tile_m;
+    if (!rows)
+        return VKMOE_OK;
+    vkmoe_context *ctx = layer->ctx;
+    VKMOE_TRY(vkmoe_buffer_create(ctx, 4ull * (tiles + rows), VKMOE_MEMORY_DEVICE,
+                                  &layer->shared_plan));
+    VKMOE_TRY(vkmoe_buffer_create(ctx, (VkDeviceSize)rows * layer->params.dim * 4,
+                                  VKMOE_MEMORY_DEVICE, &layer->shared_out));
+    uint32_t *plan = calloc((size_t)tiles + rows, sizeof(*plan));
+    if (!plan)
+        return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    for (uint32_t r = 0; r < rows; r++)
+        plan[tiles + r] = r;
+    size_t bytes = 4 * ((size_t)tiles + rows);
+    vkmoe_status status = vkmoe_buffer_write_rows(ctx, &layer->shared_plan, 0, plan, 1, bytes, bytes);
+    free(plan);
+    return status;
+}
+
 static vkmoe_status allocate_layer(vkmoe_layer *layer)
 {
     vkmoe_context *ctx = layer->ctx;
     const vkmoe_layer_params *p = &layer->params;
     VkDeviceSize io_bytes = (VkDeviceSize)p->max_tokens * p->dim * sizeof(float);
     uint64_t hidden_elements = (uint64_t)layer->max_rows * layer->ld_ffn;
+    uint64_t shared_elements = (uint64_t)layer->shared_rows * layer->ld_shared;
+    if (shared_elements > hidden_elements)
+        hidden_elements = shared_elements;
     if (hidden_elements >= (1ull << 32))
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
                           "vkmoe_layer_create: max_tokens·top_k·ffn_dim is too large for one "
                           "forward; lower max_tokens");
-    layer->expert_set = calloc(3 * (size_t)p->experts, 1);
-    if (!layer->expert_set)
-        return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    VKMOE_TRY(vkmoe_buffer_create(ctx, (VkDeviceSize)p->experts * layer->ld_dim * 4,
-                                  VKMOE_MEMORY_DEVICE, &layer->router));
-    VKMOE_TRY(create_expert_array(layer, &layer->experts[VKMOE_EXPERT_GATE], p->ffn_dim, p->dim));
-    VKMOE_TRY(create_expert_array(layer, &layer->experts[VKMOE_EXPERT_UP], p->ffn_dim, p->dim));
-    VKMOE_TRY(create_expert_array(layer, &layer->experts[VKMOE_EXPERT_DOWN], p->dim, p->ffn_dim));
-    VKMOE_TRY(vkmoe_buffer_create(ctx, 3ull * p->experts * sizeof(VkDeviceAddress),
-                                  VKMOE_MEMORY_DEVICE, &layer->expert_table));
-    VKMOE_TRY(write_expert_table(layer));
+    VKMOE_TRY(vkmoe_weights_create(layer));
+    VKMOE_TRY(create_shared_plan(layer));
     VKMOE_TRY(vkmoe_buffer_create(ctx, layer->layout.size, VKMOE_MEMORY_DEVICE, &layer->scratch));
     VKMOE_TRY(vkmoe_buffer_create(ctx, hidden_elements * 4, VKMOE_MEMORY_DEVICE, &layer->hidden));
     VKMOE_TRY(vkmoe_buffer_create(ctx, (VkDeviceSize)layer->max_rows * p->dim * 4,
@@ -252,16 +175,14 @@ vkmoe_status vkmoe_layer_create(vkmoe_context *ctx, const vkmoe_layer_params *pa
     *out = NULL;
     VKMOE_REQUIRE(ctx, ctx && params, "vkmoe_layer_create: ctx and params must not be NULL");
     VKMOE_TRY(vkmoe_context_check_alive(ctx));
-    vkmoe_layer_params p = *params;
-    if (p.max_tokens == 0)
-        p.max_tokens = 1;
-    VKMOE_TRY(validate_params(ctx, &p));
+    vkmoe_layer_params p;
+    VKMOE_TRY(vkmoe_params_resolve(ctx, params, &p));
     vkmoe_layer *layer = calloc(1, sizeof(*layer));
     if (!layer)
         return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     layer->ctx = ctx;
     layer->params = p;
-    layer->gemm = choose_gemm_config(ctx);
+    layer->gemm = choose_gemm_config(ctx, &p);
     compute_sizes(layer);
     vkmoe_status status = allocate_layer(layer);
     if (status != VKMOE_OK) {
@@ -270,7 +191,7 @@ vkmoe_status vkmoe_layer_create(vkmoe_context *ctx, const vkmoe_layer_params *pa
     }
     vkmoe_log(ctx, VKMOE_LOG_INFO, "layer: D=%u F=%u E=%u k=%u, %llu bytes of experts",
               p.dim, p.ffn_dim, p.experts, p.top_k,
-              3ull * p.experts * layer->experts[0].matrix_bytes);
+              3ull * p.experts * layer->experts[VKMOE_EXPERT_DOWN].matrix_bytes);
     *out = layer;
     return VKMOE_OK;
 }
@@ -285,55 +206,14 @@ void vkmoe_layer_destroy(vkmoe_layer **player)
         ctx->vk.vkDestroyQueryPool(ctx->device, layer->queries, NULL);
     if (layer->descriptor_pool)
         ctx->vk.vkDestroyDescriptorPool(ctx->device, layer->descriptor_pool, NULL);
-    vkmoe_buffer *buffers[] = {&layer->router, &layer->expert_table, &layer->scratch,
-                               &layer->hidden, &layer->expert_out, &layer->x, &layer->y};
+    vkmoe_buffer *buffers[] = {&layer->shared_plan, &layer->shared_out, &layer->scratch,
+                               &layer->hidden,      &layer->expert_out, &layer->x,
+                               &layer->y};
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(buffers); i++)
         vkmoe_buffer_destroy(ctx, buffers[i]);
-    for (uint32_t m = 0; m < 3; m++)
-        destroy_expert_array(ctx, &layer->experts[m]);
-    free(layer->expert_set);
+    vkmoe_weights_destroy(layer);
     free(layer);
     *player = NULL;
-}
-
-vkmoe_status vkmoe_layer_set_router(vkmoe_layer *layer, const float *weights, size_t size)
-{
-    VKMOE_REQUIRE(NULL, layer, "vkmoe_layer_set_router: layer is NULL");
-    vkmoe_context *ctx = layer->ctx;
-    VKMOE_REQUIRE(ctx, weights, "vkmoe_layer_set_router: weights is NULL");
-    size_t row = (size_t)layer->params.dim * sizeof(float);
-    VKMOE_REQUIRE(ctx, size == row * layer->params.experts,
-                  "vkmoe_layer_set_router: size is %zu bytes, expected experts·dim·4 = %zu", size,
-                  row * layer->params.experts);
-    VKMOE_TRY(vkmoe_buffer_write_rows(ctx, &layer->router, 0, weights, layer->params.experts, row,
-                                      (uint64_t)layer->ld_dim * sizeof(float)));
-    layer->router_set = true;
-    return VKMOE_OK;
-}
-
-vkmoe_status vkmoe_layer_set_expert(vkmoe_layer *layer, uint32_t expert,
-                                    vkmoe_expert_matrix matrix, const void *weights, size_t size)
-{
-    VKMOE_REQUIRE(NULL, layer, "vkmoe_layer_set_expert: layer is NULL");
-    vkmoe_context *ctx = layer->ctx;
-    VKMOE_REQUIRE(ctx, weights, "vkmoe_layer_set_expert: weights is NULL");
-    VKMOE_REQUIRE(ctx, expert < layer->params.experts,
-                  "vkmoe_layer_set_expert: expert %u out of range (experts = %u)", expert,
-                  layer->params.experts);
-    VKMOE_REQUIRE(ctx, (unsigned)matrix <= VKMOE_EXPERT_DOWN,
-                  "vkmoe_layer_set_expert: unknown matrix %d", (int)matrix);
-    const vkmoe_expert_array *array = &layer->experts[matrix];
-    size_t element = weight_size(layer->params.weight_type);
-    size_t row = (size_t)array->cols * element;
-    VKMOE_REQUIRE(ctx, size == row * array->rows,
-                  "vkmoe_layer_set_expert: size is %zu bytes, expected %u x %u x %zu = %zu", size,
-                  array->rows, array->cols, element, row * array->rows);
-    const vkmoe_buffer *chunk = &array->chunks[expert / array->per_chunk];
-    VkDeviceSize offset = (expert % array->per_chunk) * array->matrix_bytes;
-    VKMOE_TRY(vkmoe_buffer_write_rows(ctx, chunk, offset, weights, array->rows, row,
-                                      (uint64_t)array->ld * element));
-    layer->expert_set[expert * 3 + matrix] = 1;
-    return VKMOE_OK;
 }
 
 static vkmoe_status check_ready(const vkmoe_layer *layer, const char *fn, uint32_t tokens)
@@ -342,12 +222,7 @@ static vkmoe_status check_ready(const vkmoe_layer *layer, const char *fn, uint32
     VKMOE_REQUIRE(ctx, tokens >= 1 && tokens <= layer->params.max_tokens,
                   "%s: tokens is %u, must be 1..max_tokens (%u)", fn, tokens,
                   layer->params.max_tokens);
-    if (!layer->router_set)
-        return vkmoe_fail(ctx, VKMOE_ERROR_STATE, "%s: the router weights are not set", fn);
-    for (uint32_t i = 0; i < 3 * layer->params.experts; i++)
-        if (!layer->expert_set[i])
-            return vkmoe_fail(ctx, VKMOE_ERROR_STATE, "%s: expert %u's %s matrix is not set", fn,
-                              i / 3, i % 3 == 0 ? "gate" : i % 3 == 1 ? "up" : "down");
+    VKMOE_TRY(vkmoe_weights_check_complete(layer, fn));
     return vkmoe_context_check_alive(ctx);
 }
 
@@ -389,9 +264,9 @@ typedef void (*stage_recorder)(vkmoe_layer *, VkCommandBuffer, uint32_t);
 static void record_stages(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 {
     static const stage_recorder stages[VKMOE_STAGE_MAX] = {
-        vkmoe_router_record,  vkmoe_count_record,     vkmoe_scan_record,
-        vkmoe_scatter_record, vkmoe_gemm_up_record,   vkmoe_gemm_down_record,
-        vkmoe_combine_record,
+        vkmoe_router_record,    vkmoe_count_record,  vkmoe_scan_record,
+        vkmoe_scatter_record,   vkmoe_gemm_up_record, vkmoe_gemm_down_record,
+        vkmoe_shared_record,    vkmoe_combine_record,
     };
     vkmoe_context *ctx = layer->ctx;
     if (layer->queries) {
@@ -414,6 +289,7 @@ static void record_forward(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tok
                            VkDeviceSize x_offset, VkBuffer y, VkDeviceSize y_offset)
 {
     vkmoe_context *ctx = layer->ctx;
+    layer->last_tokens = tokens;
     bind_io(layer, x, x_offset, y, y_offset, (VkDeviceSize)tokens * layer->params.dim * 4);
     memory_barrier(ctx, cmd, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_ACCESS_MEMORY_WRITE_BIT,
                    VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
@@ -471,6 +347,13 @@ vkmoe_status vkmoe_layer_expert_counts(const vkmoe_layer *layer, uint32_t *count
                   layer->params.experts, n);
     return vkmoe_buffer_read(layer->ctx, &layer->scratch, layer->layout.expert_count, counts,
                              (VkDeviceSize)layer->params.experts * sizeof(uint32_t));
+}
+
+vkmoe_status vkmoe_layer_params_of(const vkmoe_layer *layer, vkmoe_layer_params *params)
+{
+    VKMOE_REQUIRE(NULL, layer && params, "vkmoe_layer_params_of: layer and params must not be NULL");
+    *params = layer->params;
+    return VKMOE_OK;
 }
 
 vkmoe_status vkmoe_layer_timings(const vkmoe_layer *layer, vkmoe_timings *timings)

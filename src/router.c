@@ -1,15 +1,19 @@
-/* Stage 1, router: logits, softmax, top-k (shaders/router.comp). */
+/* Stage 1, router: logits, scores, group-limited top-k, combine weights,
+ * the shared expert's gate and the statistics inputs (shaders/router.comp). */
 #include <stddef.h>
 
 #include "internal.h"
 
 #define ROUTER_WORKGROUP 64u
+_Static_assert(ROUTER_WORKGROUP >= VKMOE_MAX_GROUPS, "a lane scores each group");
 
 typedef struct router_push {
-    VkDeviceAddress router, ids, topk_weight;
-    uint32_t tokens, dim, ld_dim, experts, top_k, normalize;
+    VkDeviceAddress router, router_bias, selection_bias, ids, topk_weight, shared_scale, probs,
+        lse;
+    uint32_t tokens, dim, ld_dim, experts, top_k, normalize, kind, groups, topk_groups;
+    float scale;
 } router_push;
-_Static_assert(sizeof(router_push) == 48, "router_push must mirror router.comp");
+_Static_assert(sizeof(router_push) == 104, "router_push must mirror router.comp");
 
 vkmoe_spec vkmoe_router_spec(const vkmoe_layer *layer)
 {
@@ -17,20 +21,35 @@ vkmoe_spec vkmoe_router_spec(const vkmoe_layer *layer)
     return (vkmoe_spec){.count = 1, .values = {ROUTER_WORKGROUP}};
 }
 
+static VkDeviceAddress address_if(bool present, VkDeviceAddress address)
+{
+    return present ? address : 0;
+}
+
 void vkmoe_router_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 {
     const vkmoe_layer_params *p = &layer->params;
     VkDeviceAddress scratch = layer->scratch.address;
+    VkDeviceAddress vectors = layer->router_vectors.address;
     router_push push = {
         .router = layer->router.address,
+        .router_bias = address_if(p->router_bias, vectors),
+        .selection_bias = address_if(p->selection_bias, vectors + 4ull * p->experts),
         .ids = scratch + layer->layout.ids,
         .topk_weight = scratch + layer->layout.topk_weight,
+        .shared_scale = address_if(p->shared_gate, scratch + layer->layout.shared_scale),
+        .probs = address_if(p->statistics, scratch + layer->layout.probs),
+        .lse = address_if(p->statistics, scratch + layer->layout.lse),
         .tokens = tokens,
         .dim = p->dim,
         .ld_dim = layer->ld_dim,
         .experts = p->experts,
         .top_k = p->top_k,
         .normalize = p->normalize_topk,
+        .kind = (uint32_t)p->router,
+        .groups = p->expert_groups,
+        .topk_groups = p->topk_groups,
+        .scale = p->routed_scaling_factor,
     };
     vkmoe_dispatch_1d(layer->ctx, cmd, layer->pipelines[VKMOE_SHADER_ROUTER], &push, sizeof(push),
                       tokens);

@@ -5,7 +5,7 @@
 typedef struct scan_push {
     VkDeviceAddress values, tile_sums, expert_count, expert_base, tile_expert, row_slot, dispatch;
     uint32_t n, phase, blocks, experts, slots, tile_rows, max_tiles, up_groups_x, down_groups_x,
-        pad_;
+        capacity;
 } scan_push;
 _Static_assert(sizeof(scan_push) == 96, "scan_push must mirror scan.comp");
 
@@ -34,6 +34,7 @@ void vkmoe_scan_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
         .max_tiles = layer->max_tiles,
         .up_groups_x = (uint32_t)vkmoe_div_up(layer->ld_ffn, layer->gemm.up_columns),
         .down_groups_x = (uint32_t)vkmoe_div_up(layer->params.dim, layer->gemm.down_columns),
+        .capacity = vkmoe_params_capacity(&layer->params, tokens),
     };
     VkPipeline pipeline = layer->pipelines[VKMOE_SHADER_SCAN];
     uint64_t tiles = vkmoe_div_up(n, VKMOE_SCAN_TILE);

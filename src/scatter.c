@@ -1,12 +1,12 @@
-/* Stage 4, scatter: stable bucketing of slots into expert rows
- * (shaders/scatter.comp). */
+/* Stage 4, scatter: stable bucketing of slots into expert rows, dropping
+ * those past an expert's capacity (shaders/scatter.comp). */
 #include "internal.h"
 
 typedef struct scatter_push {
     VkDeviceAddress ids, offsets, expert_base, row_slot, slot_row;
-    uint32_t slots, blocks;
+    uint32_t slots, blocks, tokens, top_k, capacity, pad_;
 } scatter_push;
-_Static_assert(sizeof(scatter_push) == 48, "scatter_push must mirror scatter.comp");
+_Static_assert(sizeof(scatter_push) == 64, "scatter_push must mirror scatter.comp");
 
 void vkmoe_scatter_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 {
@@ -22,6 +22,9 @@ void vkmoe_scatter_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t toke
         .slot_row = base + l->slot_row,
         .slots = slots,
         .blocks = blocks,
+        .tokens = tokens,
+        .top_k = layer->params.top_k,
+        .capacity = vkmoe_params_capacity(&layer->params, tokens),
     };
     vkmoe_dispatch_1d(layer->ctx, cmd, layer->pipelines[VKMOE_SHADER_SCATTER], &push,
                       sizeof(push), blocks);

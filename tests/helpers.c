@@ -83,7 +83,7 @@ void test_fill(float *v, size_t n, float lo, float hi)
 
 static float *random_matrix(size_t n, float scale, bool f16)
 {
-    float *m = malloc(n * sizeof(*m));
+    float *m = malloc((n ? n : 1) * sizeof(*m));
     assert_non_null(m);
     test_fill(m, n, -scale, scale);
     for (size_t i = 0; f16 && i < n; i++)
@@ -91,68 +91,144 @@ static float *random_matrix(size_t n, float scale, bool f16)
     return m;
 }
 
+static float *random_if(bool wanted, size_t n, float scale, bool f16)
+{
+    return wanted ? random_matrix(n, scale, f16) : NULL;
+}
+
+static void create_weights(test_layer *out)
+{
+    const vkmoe_layer_params *p = &out->params;
+    bool f16 = p->weight_type == VKMOE_WEIGHT_F16;
+    bool gated = p->activation != VKMOE_ACTIVATION_RELU, bias = p->expert_bias;
+    size_t e = p->experts, d = p->dim, f = p->ffn_dim, fs = p->shared_ffn_dim;
+    float in_scale = 2.0f / sqrtf((float)d);
+    /* Scales keep logits spread (distinct choices) and h, z of order one. */
+    out->router = random_matrix(e * d, 4.0f / sqrtf((float)d), false);
+    out->router_bias = random_if(p->router_bias, e, 1.0f, false);
+    out->selection_bias = random_if(p->selection_bias, e, 0.2f, false);
+    out->gate = random_if(gated, e * f * d, in_scale, f16);
+    out->up = random_matrix(e * f * d, in_scale, f16);
+    out->down = random_matrix(e * d * f, 2.0f / sqrtf((float)f), f16);
+    out->gate_bias = random_if(bias && gated, e * f, 0.5f, false);
+    out->up_bias = random_if(bias, e * f, 0.5f, false);
+    out->down_bias = random_if(bias, e * d, 0.5f, false);
+    out->shared_gate_weights = random_if(p->shared_gate, d, in_scale, false);
+    out->shared_gate = random_if(fs && gated, fs * d, in_scale, f16);
+    out->shared_up = random_if(fs, fs * d, in_scale, f16);
+    out->shared_down = random_if(fs, d * fs, fs ? 2.0f / sqrtf((float)fs) : 0, f16);
+}
+
 void test_layer_create(vkmoe_context *ctx, const vkmoe_layer_params *params, test_layer *out)
 {
     memset(out, 0, sizeof(*out));
-    out->params = *params;
-    if (!out->params.max_tokens)
-        out->params.max_tokens = 1;
-    const vkmoe_layer_params *p = &out->params;
-    vkmoe_status status = vkmoe_layer_create(ctx, p, &out->layer);
-    assert_int_equal(status, VKMOE_OK);
-    bool f16 = p->weight_type == VKMOE_WEIGHT_F16;
-    size_t matrix = (size_t)p->experts * p->ffn_dim * p->dim;
-    /* Scales keep logits spread (distinct choices) and h, z of order one. */
-    out->router = random_matrix((size_t)p->experts * p->dim, 4.0f / sqrtf((float)p->dim), false);
-    out->gate = random_matrix(matrix, 2.0f / sqrtf((float)p->dim), f16);
-    out->up = random_matrix(matrix, 2.0f / sqrtf((float)p->dim), f16);
-    out->down = random_matrix(matrix, 2.0f / sqrtf((float)p->ffn_dim), f16);
+    assert_int_equal(vkmoe_layer_create(ctx, params, &out->layer), VKMOE_OK);
+    assert_int_equal(vkmoe_layer_params_of(out->layer, &out->params), VKMOE_OK);
+    create_weights(out);
     out->ref = (vkmoe_ref_layer){
-        .dim = p->dim, .ffn = p->ffn_dim, .experts = p->experts, .top_k = p->top_k,
-        .normalize = p->normalize_topk,
-        .router = out->router, .gate = out->gate, .up = out->up, .down = out->down,
+        .p = out->params,
+        .router = out->router,
+        .router_bias = out->router_bias,
+        .selection_bias = out->selection_bias,
+        .gate = out->gate,
+        .up = out->up,
+        .down = out->down,
+        .gate_bias = out->gate_bias,
+        .up_bias = out->up_bias,
+        .down_bias = out->down_bias,
+        .shared_gate_weights = out->shared_gate_weights,
+        .shared_gate = out->shared_gate,
+        .shared_up = out->shared_up,
+        .shared_down = out->shared_down,
     };
 }
 
+/* Uploads one matrix in the layer's weight type: a routed expert's, or the
+ * shared expert's when expert is UINT32_MAX. */
 static void upload_matrix(test_layer *t, uint32_t e, vkmoe_expert_matrix which, const float *m,
                           size_t n)
 {
-    vkmoe_status status;
+    const void *data = m;
+    size_t bytes = n * sizeof(*m);
+    uint16_t *h = NULL;
     if (t->params.weight_type == VKMOE_WEIGHT_F16) {
-        uint16_t *h = malloc(n * sizeof(*h));
+        h = malloc((n ? n : 1) * sizeof(*h));
         assert_non_null(h);
         for (size_t i = 0; i < n; i++)
             h[i] = vkmoe_ref_f32_to_f16(m[i]);
-        status = vkmoe_layer_set_expert(t->layer, e, which, h, n * sizeof(*h));
-        free(h);
-    } else {
-        status = vkmoe_layer_set_expert(t->layer, e, which, m, n * sizeof(*m));
+        data = h;
+        bytes = n * sizeof(*h);
     }
+    vkmoe_status status = e == UINT32_MAX
+                              ? vkmoe_layer_set_shared_expert(t->layer, which, data, bytes)
+                              : vkmoe_layer_set_expert(t->layer, e, which, data, bytes);
+    free(h);
     assert_int_equal(status, VKMOE_OK);
+}
+
+static void upload_shared(test_layer *t)
+{
+    const vkmoe_layer_params *p = &t->params;
+    size_t n = (size_t)p->shared_ffn_dim * p->dim;
+    if (t->shared_gate)
+        upload_matrix(t, UINT32_MAX, VKMOE_EXPERT_GATE, t->shared_gate, n);
+    upload_matrix(t, UINT32_MAX, VKMOE_EXPERT_UP, t->shared_up, n);
+    upload_matrix(t, UINT32_MAX, VKMOE_EXPERT_DOWN, t->shared_down, n);
+    if (p->shared_gate)
+        assert_int_equal(vkmoe_layer_set_shared_gate(t->layer, t->shared_gate_weights,
+                                                     p->dim * sizeof(float)),
+                         VKMOE_OK);
+}
+
+static void upload_expert_biases(test_layer *t, uint32_t e)
+{
+    const vkmoe_layer_params *p = &t->params;
+    size_t f = p->ffn_dim, d = p->dim;
+    if (t->gate_bias)
+        assert_int_equal(vkmoe_layer_set_expert_bias(t->layer, e, VKMOE_EXPERT_GATE,
+                                                     t->gate_bias + e * f, f * 4),
+                         VKMOE_OK);
+    assert_int_equal(
+        vkmoe_layer_set_expert_bias(t->layer, e, VKMOE_EXPERT_UP, t->up_bias + e * f, f * 4),
+        VKMOE_OK);
+    assert_int_equal(
+        vkmoe_layer_set_expert_bias(t->layer, e, VKMOE_EXPERT_DOWN, t->down_bias + e * d, d * 4),
+        VKMOE_OK);
 }
 
 void test_layer_upload(test_layer *t)
 {
     const vkmoe_layer_params *p = &t->params;
-    assert_int_equal(vkmoe_layer_set_router(t->layer, t->router,
-                                            (size_t)p->experts * p->dim * sizeof(float)),
-                     VKMOE_OK);
+    size_t vector = p->experts * sizeof(float);
+    assert_int_equal(vkmoe_layer_set_router(t->layer, t->router, vector * p->dim), VKMOE_OK);
+    if (t->router_bias)
+        assert_int_equal(vkmoe_layer_set_router_bias(t->layer, t->router_bias, vector), VKMOE_OK);
+    if (t->selection_bias)
+        assert_int_equal(vkmoe_layer_set_selection_bias(t->layer, t->selection_bias, vector),
+                         VKMOE_OK);
     size_t n = (size_t)p->ffn_dim * p->dim;
     for (uint32_t e = 0; e < p->experts; e++) {
-        upload_matrix(t, e, VKMOE_EXPERT_GATE, t->gate + e * n, n);
+        if (t->gate)
+            upload_matrix(t, e, VKMOE_EXPERT_GATE, t->gate + e * n, n);
         upload_matrix(t, e, VKMOE_EXPERT_UP, t->up + e * n, n);
         upload_matrix(t, e, VKMOE_EXPERT_DOWN, t->down + e * n, n);
+        if (p->expert_bias)
+            upload_expert_biases(t, e);
     }
+    if (p->shared_ffn_dim)
+        upload_shared(t);
 }
 
 void test_layer_destroy(test_layer *t)
 {
     vkmoe_layer_destroy(&t->layer);
     assert_null(t->layer);
-    free(t->router);
-    free(t->gate);
-    free(t->up);
-    free(t->down);
+    float *all[] = {t->router,     t->router_bias, t->selection_bias,       t->gate,
+                    t->up,         t->down,        t->gate_bias,            t->up_bias,
+                    t->down_bias,  t->shared_gate_weights, t->shared_gate, t->shared_up,
+                    t->shared_down};
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(all); i++)
+        free(all[i]);
 }
 
 float *test_input(uint32_t tokens, uint32_t dim)

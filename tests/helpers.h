@@ -37,16 +37,20 @@ float test_uniform(float lo, float hi);
 void test_fill(float *v, size_t n, float lo, float hi);
 
 /* A layer and the f32 weights it was given (f16 layers: the f16-rounded
- * values), so the reference computes with exactly the device's weights. */
+ * values), so the reference computes with exactly the device's weights.
+ * Only the weights the params call for are allocated; the rest stay NULL.
+ * params holds the layer's resolved params. */
 typedef struct test_layer {
     vkmoe_layer *layer;
     vkmoe_layer_params params;
-    float *router, *gate, *up, *down;
+    float *router, *router_bias, *selection_bias;
+    float *gate, *up, *down, *gate_bias, *up_bias, *down_bias;
+    float *shared_gate_weights, *shared_gate, *shared_up, *shared_down;
     vkmoe_ref_layer ref;
 } test_layer;
 
-/* Create a layer with random weights (scaled so activations stay O(1)) and
- * upload them. */
+/* Create a layer with random weights (scaled so activations stay O(1)),
+ * then upload them with test_layer_upload (tests may edit them between). */
 void test_layer_create(vkmoe_context *ctx, const vkmoe_layer_params *params, test_layer *out);
 void test_layer_upload(test_layer *t);
 void test_layer_destroy(test_layer *t);

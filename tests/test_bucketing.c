@@ -11,21 +11,24 @@ static void check_plan(test_layer *t, const test_intermediates *m)
     uint32_t *count = calloc(experts, 4), *base = calloc(experts, 4);
     uint32_t *row_slot = malloc((size_t)m->max_rows * 4), *slot_row = malloc((size_t)m->slots * 4);
     uint32_t *tile_expert = malloc((size_t)m->max_tiles * 4);
-    uint32_t rows = vkmoe_ref_bucket(m->ids, m->slots, experts, tile, m->max_rows, count, base,
-                                     row_slot, slot_row, tile_expert);
+    uint32_t top_k = t->params.top_k;
+    uint32_t capacity = vkmoe_params_capacity(&t->params, m->tokens);
+    uint32_t rows = vkmoe_ref_bucket(m->ids, m->tokens, top_k, experts, capacity, tile,
+                                     m->max_rows, count, base, row_slot, slot_row, tile_expert);
     assert_true(rows <= m->max_rows);
     assert_memory_equal(m->expert_base, base, experts * 4);
     assert_memory_equal(m->slot_row, slot_row, (size_t)m->slots * 4);
     assert_memory_equal(m->row_slot, row_slot, (size_t)rows * 4);
     assert_memory_equal(m->tile_expert, tile_expert, (size_t)m->max_tiles * 4);
-    /* The scanned block counts: an exclusive prefix over [expert][block]. */
+    /* The scanned block counts: an exclusive prefix over [expert][block],
+     * blocks holding slots in priority order q = j·tokens + t. */
     uint32_t running = 0;
     for (uint32_t e = 0; e < experts; e++)
         for (uint32_t b = 0; b < m->blocks; b++) {
             assert_int_equal(m->block_offsets[e * m->blocks + b], running);
-            for (uint32_t s = b * VKMOE_BLOCK_SLOTS;
-                 s < m->slots && s < (b + 1) * VKMOE_BLOCK_SLOTS; s++)
-                running += m->ids[s] == e;
+            for (uint32_t q = b * VKMOE_BLOCK_SLOTS;
+                 q < m->slots && q < (b + 1) * VKMOE_BLOCK_SLOTS; q++)
+                running += m->ids[q % m->tokens * top_k + q / m->tokens] == e;
         }
     assert_int_equal(running, m->slots);
     uint32_t used_tiles = rows / tile;
@@ -41,15 +44,27 @@ static void check_plan(test_layer *t, const test_intermediates *m)
     free(tile_expert);
 }
 
-static void run_plan(void **state, uint32_t experts, uint32_t top_k, uint32_t tokens,
-                     uint32_t forward_tokens)
+/* Returns the number of slots the plan dropped. */
+static uint32_t run_plan_with_capacity(void **state, uint32_t experts, uint32_t top_k,
+                                       uint32_t tokens, uint32_t forward_tokens,
+                                       float capacity_factor)
 {
     vkmoe_layer_params p = {.dim = 8, .ffn_dim = 8, .experts = experts, .top_k = top_k,
-                            .max_tokens = tokens};
+                            .max_tokens = tokens, .capacity_factor = capacity_factor};
     test_staged run;
     test_staged_run(*state, &p, forward_tokens, &run);
     check_plan(&run.layer, &run.m);
+    uint32_t dropped = 0;
+    for (uint32_t s = 0; s < run.m.slots; s++)
+        dropped += run.m.slot_row[s] == VKMOE_INVALID;
     test_staged_free(&run);
+    return dropped;
+}
+
+static void run_plan(void **state, uint32_t experts, uint32_t top_k, uint32_t tokens,
+                     uint32_t forward_tokens)
+{
+    assert_int_equal(run_plan_with_capacity(state, experts, top_k, tokens, forward_tokens, 0), 0);
 }
 
 static void test_small_plans(void **state)
@@ -59,6 +74,17 @@ static void test_small_plans(void **state)
     run_plan(state, 1, 1, 3, 1);
     run_plan(state, 13, 13, 20, 20);
     run_plan(state, 64, 6, 500, 123);
+}
+
+/* Capacities that drop slots, over one block and over several, and one
+ * large enough to keep every slot. */
+static void test_capacity_plans(void **state)
+{
+    test_seed(43);
+    assert_true(run_plan_with_capacity(state, 5, 2, 37, 37, 0.5f) > 0);
+    assert_true(run_plan_with_capacity(state, 8, 1, 300, 300, 1.0f) > 0);
+    assert_true(run_plan_with_capacity(state, 64, 6, 600, 600, 1.25f) > 0);
+    assert_int_equal(run_plan_with_capacity(state, 7, 3, 100, 64, 7.0f), 0);
 }
 
 /* Several scan tiles, and a scan of the tile sums in more than one pass:
@@ -86,6 +112,7 @@ int main(void)
         return gate;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_small_plans),
+        cmocka_unit_test(test_capacity_plans),
         cmocka_unit_test(test_device_wide_scan),
         cmocka_unit_test(test_largest_slot_count),
     };

@@ -5,12 +5,16 @@
 
 #include "helpers.h"
 
-static void check_router(void **state, vkmoe_layer_params p, uint32_t tokens, bool tie_all)
+/* Runs the router of a layer whose weights `edit` may change first; the
+ * GPU's ids must equal the reference's, its weights be within tolerance.
+ * Returns the GPU's ids (caller frees). */
+static uint32_t *run_router(void **state, vkmoe_layer_params p, uint32_t tokens,
+                            void (*edit)(test_layer *))
 {
     test_layer t;
     test_layer_create(*state, &p, &t);
-    for (uint32_t e = 1; tie_all && e < p.experts; e++)
-        memcpy(t.router + (size_t)e * p.dim, t.router, p.dim * sizeof(float));
+    if (edit)
+        edit(&t);
     test_layer_upload(&t);
     float *x = test_input(tokens, p.dim);
     test_intermediates m;
@@ -19,14 +23,30 @@ static void check_router(void **state, vkmoe_layer_params p, uint32_t tokens, bo
     double *weights = malloc(m.slots * sizeof(*weights));
     vkmoe_ref_route(&t.ref, tokens, x, ids, weights);
     assert_memory_equal(m.ids, ids, m.slots * sizeof(*ids));
-    /* softmax in f32 with exp(): a few ulps of the weights */
+    /* exp() and sigmoid in f32: a few ulps of the weights */
     for (uint32_t s = 0; s < m.slots; s++)
-        assert_true(fabs(m.topk_weight[s] - weights[s]) <= 1e-6 + 1e-5 * fabs(weights[s]));
-    free(ids);
+        if (!(fabs(m.topk_weight[s] - weights[s]) <= 1e-6 + 1e-5 * fabs(weights[s])))
+            fail_msg("slot %u: weight %.9g, reference %.9g", s, m.topk_weight[s], weights[s]);
+    memcpy(ids, m.ids, m.slots * sizeof(*ids));
     free(weights);
     free(x);
     test_intermediates_free(&m);
     test_layer_destroy(&t);
+    return ids;
+}
+
+/* Every router row equal to the first: every score ties. */
+static void tie_all(test_layer *t)
+{
+    for (uint32_t e = 1; e < t->params.experts; e++)
+        memcpy(t->router + (size_t)e * t->params.dim, t->router, t->params.dim * sizeof(float));
+    for (uint32_t e = 0; t->selection_bias && e < t->params.experts; e++)
+        t->selection_bias[e] = 0;
+}
+
+static void check_router(void **state, vkmoe_layer_params p, uint32_t tokens, bool ties)
+{
+    free(run_router(state, p, tokens, ties ? tie_all : NULL));
 }
 
 static vkmoe_layer_params shape(uint32_t dim, uint32_t experts, uint32_t top_k, uint32_t tokens,
@@ -63,6 +83,98 @@ static void test_k_equals_e_and_ties(void **state)
     check_router(state, shape(30, 9, 4, 12, false), 12, true);
 }
 
+static vkmoe_layer_params family(const char *name, uint32_t dim, uint32_t experts, uint32_t tokens)
+{
+    vkmoe_layer_params p = {.dim = dim, .ffn_dim = 8, .experts = experts, .max_tokens = tokens};
+    assert_int_equal(vkmoe_layer_params_family(&p, name), VKMOE_OK);
+    return p;
+}
+
+/* DeepSeek-V3's router at its real E, k and groups: sigmoid scores, a
+ * selection bias, groups scored by their two best, 4 of 8 groups kept,
+ * renormalised and scaled by 2.5. */
+static void test_deepseek_v3(void **state)
+{
+    test_seed(34);
+    check_router(state, family("deepseek-v3", 61, 256, 45), 45, false);
+    vkmoe_layer_params p = family("deepseek-v3", 40, 64, 20);
+    p.expert_groups = 16;
+    p.topk_groups = 3;
+    p.top_k = 12; /* all 12 experts of the kept groups */
+    check_router(state, p, 20, false);
+}
+
+static uint32_t favoured_expert;
+
+/* A selection bias that makes one expert win every token. */
+static void favour_one_expert(test_layer *t)
+{
+    for (uint32_t e = 0; e < t->params.experts; e++)
+        t->selection_bias[e] = e == favoured_expert ? 10.0f : 0.0f;
+}
+
+/* The bias chooses the expert but does not weigh it: the weights are the
+ * unbiased sigmoid scores (the reference checks them), and the favoured
+ * expert is every token's first choice. */
+static void test_selection_bias_chooses_but_does_not_weigh(void **state)
+{
+    test_seed(35);
+    vkmoe_layer_params p = family("deepseek-v3", 33, 32, 25);
+    p.expert_groups = 4;
+    p.topk_groups = 2;
+    p.top_k = 4;
+    favoured_expert = 21;
+    uint32_t *ids = run_router(state, p, 25, favour_one_expert);
+    for (uint32_t t = 0; t < 25; t++)
+        assert_int_equal(ids[t * 4], 21);
+    free(ids);
+}
+
+/* Equal group scores: the lowest groups are kept, then the lowest experts. */
+static void test_tied_groups(void **state)
+{
+    test_seed(36);
+    vkmoe_layer_params p = family("deepseek-v3", 16, 32, 5);
+    p.expert_groups = 8;
+    p.topk_groups = 2;
+    p.top_k = 6;
+    uint32_t *ids = run_router(state, p, 5, tie_all);
+    for (uint32_t t = 0; t < 5; t++)
+        for (uint32_t j = 0; j < 6; j++)
+            assert_int_equal(ids[t * 6 + j], j);
+    free(ids);
+    p = family("deepseek-v2", 16, 32, 5);
+    free(run_router(state, p, 5, tie_all));
+}
+
+/* DeepSeek-V2: softmax, groups scored by their best, scaled by 16. */
+static void test_deepseek_v2(void **state)
+{
+    test_seed(37);
+    check_router(state, family("deepseek-v2", 50, 160, 30), 30, false);
+    check_router(state, family("deepseek-v2", 50, 40, 30), 30, false);
+}
+
+/* GPT-OSS: router bias, top-k of the logits, softmax over the k; and
+ * sigmoid scores with k = E. */
+static void test_gpt_oss_and_sigmoid_k_equals_e(void **state)
+{
+    test_seed(38);
+    check_router(state, family("gpt-oss", 70, 32, 40), 40, false);
+    vkmoe_layer_params p = family("deepseek-v3", 20, 9, 7);
+    p.expert_groups = 1;
+    p.topk_groups = 1;
+    p.top_k = 9;
+    check_router(state, p, 7, false);
+}
+
+static void test_switch_and_gshard(void **state)
+{
+    test_seed(39);
+    check_router(state, family("switch", 45, 128, 50), 50, false);
+    check_router(state, family("gshard", 45, 16, 50), 50, false);
+}
+
 int main(void)
 {
     int gate = test_device_gate();
@@ -73,6 +185,12 @@ int main(void)
         cmocka_unit_test(test_many_experts_wide_dim),
         cmocka_unit_test(test_one_expert),
         cmocka_unit_test(test_k_equals_e_and_ties),
+        cmocka_unit_test(test_deepseek_v3),
+        cmocka_unit_test(test_selection_bias_chooses_but_does_not_weigh),
+        cmocka_unit_test(test_tied_groups),
+        cmocka_unit_test(test_deepseek_v2),
+        cmocka_unit_test(test_gpt_oss_and_sigmoid_k_equals_e),
+        cmocka_unit_test(test_switch_and_gshard),
     };
     return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
 }

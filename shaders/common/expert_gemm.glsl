@@ -9,13 +9,17 @@
 // lanes, so A is read once per pass, and each weight is loaded once per pass
 // and used for all its rows.
 //   spec 0: TILE_M (rows of a tile, a multiple of 8); 1: LANES (= subgroup
-//   size = workgroup size, a multiple of 4); 2: WEIGHT_TYPE (0 f32, 1 f16)
+//   size = workgroup size, a multiple of 4); 2: WEIGHT_TYPE (0 f32, 1 f16);
+//   3: ACTIVATION (vkmoe_activation: 0 SwiGLU, 1 ReLU, 2 clamped SwiGLU)
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_ballot : require
 
 layout(constant_id = 0) const uint TILE_M = 32;
 layout(constant_id = 1) const uint LANES = 8;
 layout(constant_id = 2) const uint WEIGHT_TYPE = 0;
+layout(constant_id = 3) const uint ACTIVATION = 0;
+const uint ACTIVATION_RELU = 1;
+const uint ACTIVATION_SWIGLU_CLAMPED = 2;
 layout(local_size_x_id = 1) in;
 
 // Where row `row` of A starts (an element index), or INVALID for a padding
@@ -51,13 +55,26 @@ vec4 acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7,
 #undef PASS_ROWS
 #undef PASS_FUNCTION
 
-// Rows r0 .. r0 + (returned count) − 1 of the tile ending at tile_end: 32
-// when those rows all hold slots (row_slot), else 8. Padding rows sit at the
-// end of an expert's segment, so the 32-row test needs only the last row.
-uint gemm_pass(uvec2 row_slot, uint r0, uint tile_end, uint depth, uvec2 matrix[4],
-               uint column[4], uint rows, uint ld)
+// The slot held by row `row`, or INVALID for a padding row: the row map
+// covers the first `rows` rows (the shared expert's pass has no more).
+uint slot_at(uvec2 row_slot, uint rows, uint row)
 {
-    if (r0 + 32 <= tile_end && UintArray(row_slot).v[r0 + 31] != INVALID) {
+    return row < rows ? UintArray(row_slot).v[row] : INVALID;
+}
+
+// A bias element, or 0 when there are none (address 0) or col is padding.
+float bias_at(uvec2 biases, uint expert, uint col, uint n)
+{
+    return biases != uvec2(0) && col < n ? FloatArray(biases).v[expert * n + col] : 0.0;
+}
+
+// Rows r0 .. r0 + (returned count) − 1 of the tile ending at tile_end: 32
+// when those rows all hold slots, else 8. Padding rows sit at the end of an
+// expert's segment, so the 32-row test needs only the last row.
+uint gemm_pass(uvec2 row_slot, uint valid_rows, uint r0, uint tile_end, uint depth,
+               uvec2 matrix[4], uint column[4], uint rows, uint ld)
+{
+    if (r0 + 32 <= tile_end && slot_at(row_slot, valid_rows, r0 + 31) != INVALID) {
         gemm_pass_32(r0, depth, matrix, column, rows, ld);
         return 32;
     }

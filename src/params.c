@@ -1,0 +1,181 @@
+/* Layer params: validation, defaults and the model families. */
+#include <math.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define FN "vkmoe_layer_create"
+
+bool vkmoe_params_gated(const vkmoe_layer_params *p)
+{
+    return p->activation != VKMOE_ACTIVATION_RELU;
+}
+
+static vkmoe_status check_shape(const vkmoe_context *ctx, const vkmoe_layer_params *p)
+{
+    VKMOE_REQUIRE(ctx, p->dim >= 1 && p->ffn_dim >= 1,
+                  FN ": dim (%u) and ffn_dim (%u) must be at least 1", p->dim, p->ffn_dim);
+    VKMOE_REQUIRE(ctx, p->experts >= 1 && p->experts <= VKMOE_MAX_EXPERTS,
+                  FN ": experts is %u, must be 1..%u", p->experts, VKMOE_MAX_EXPERTS);
+    VKMOE_REQUIRE(ctx, p->top_k >= 1 && p->top_k <= p->experts && p->top_k <= VKMOE_MAX_TOP_K,
+                  FN ": top_k is %u, must be 1..min(experts = %u, %u)", p->top_k, p->experts,
+                  VKMOE_MAX_TOP_K);
+    VKMOE_REQUIRE(ctx, (uint64_t)p->max_tokens * p->top_k <= VKMOE_MAX_SLOTS,
+                  FN ": max_tokens·top_k = %llu exceeds %u slots",
+                  (unsigned long long)p->max_tokens * p->top_k, VKMOE_MAX_SLOTS);
+    VKMOE_REQUIRE(ctx, (unsigned)p->weight_type <= VKMOE_WEIGHT_F16, FN ": unknown weight_type %d",
+                  (int)p->weight_type);
+    return VKMOE_OK;
+}
+
+static vkmoe_status check_routing(const vkmoe_context *ctx, const vkmoe_layer_params *p)
+{
+    VKMOE_REQUIRE(ctx, (unsigned)p->router <= VKMOE_ROUTER_TOPK_SOFTMAX, FN ": unknown router %d",
+                  (int)p->router);
+    VKMOE_REQUIRE(ctx, isfinite(p->routed_scaling_factor) && p->routed_scaling_factor > 0,
+                  FN ": routed_scaling_factor is %g, must be finite and positive",
+                  (double)p->routed_scaling_factor);
+    uint32_t groups = p->expert_groups;
+    VKMOE_REQUIRE(ctx, groups <= VKMOE_MAX_GROUPS && p->experts % groups == 0,
+                  FN ": expert_groups is %u, must divide experts (%u) and be at most %u", groups,
+                  p->experts, VKMOE_MAX_GROUPS);
+    VKMOE_REQUIRE(ctx, p->topk_groups >= 1 && p->topk_groups <= groups,
+                  FN ": topk_groups is %u, must be 1..expert_groups (%u)", p->topk_groups, groups);
+    uint32_t reachable = p->topk_groups * (p->experts / groups);
+    VKMOE_REQUIRE(ctx, p->top_k <= reachable,
+                  FN ": top_k (%u) exceeds the %u experts of the topk_groups kept groups",
+                  p->top_k, reachable);
+    VKMOE_REQUIRE(ctx, groups == 1 || p->router != VKMOE_ROUTER_SIGMOID_TOPK ||
+                           p->experts / groups >= 2,
+                  FN ": sigmoid routing scores a group by its two best experts, so groups need "
+                     "at least 2 experts (experts %u, expert_groups %u)",
+                  p->experts, groups);
+    VKMOE_REQUIRE(ctx, !p->selection_bias || p->router == VKMOE_ROUTER_SIGMOID_TOPK,
+                  FN ": selection_bias needs router VKMOE_ROUTER_SIGMOID_TOPK");
+    VKMOE_REQUIRE(ctx, isfinite(p->capacity_factor) && p->capacity_factor >= 0,
+                  FN ": capacity_factor is %g, must be finite and >= 0 (0: dropless)",
+                  (double)p->capacity_factor);
+    return VKMOE_OK;
+}
+
+static vkmoe_status check_experts(const vkmoe_context *ctx, const vkmoe_layer_params *p)
+{
+    VKMOE_REQUIRE(ctx, (unsigned)p->activation <= VKMOE_ACTIVATION_SWIGLU_CLAMPED,
+                  FN ": unknown activation %d", (int)p->activation);
+    VKMOE_REQUIRE(ctx, isfinite(p->swiglu_limit) && p->swiglu_limit > 0 &&
+                           isfinite(p->swiglu_alpha),
+                  FN ": swiglu_limit (%g) must be finite and positive, swiglu_alpha (%g) finite",
+                  (double)p->swiglu_limit, (double)p->swiglu_alpha);
+    VKMOE_REQUIRE(ctx, !p->shared_gate || p->shared_ffn_dim > 0,
+                  FN ": shared_gate needs a shared expert (shared_ffn_dim > 0)");
+    return VKMOE_OK;
+}
+
+static vkmoe_status check_device(const vkmoe_context *ctx, const vkmoe_layer_params *p)
+{
+    uint64_t io_bytes = (uint64_t)p->max_tokens * p->dim * sizeof(float);
+    if (io_bytes > ctx->info.max_storage_buffer_range)
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          FN ": max_tokens·dim·4 = %llu bytes exceeds the device's "
+                             "maxStorageBufferRange (%llu) that binds x and y",
+                          (unsigned long long)io_bytes,
+                          (unsigned long long)ctx->info.max_storage_buffer_range);
+    if (p->timing && !ctx->info.timestamps)
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          FN ": timing needs timestamp queries, which the device's queue lacks");
+    return VKMOE_OK;
+}
+
+vkmoe_status vkmoe_params_resolve(const vkmoe_context *ctx, const vkmoe_layer_params *params,
+                                  vkmoe_layer_params *out)
+{
+    vkmoe_layer_params p = *params;
+    if (p.max_tokens == 0)
+        p.max_tokens = 1;
+    if (p.routed_scaling_factor == 0)
+        p.routed_scaling_factor = 1;
+    if (p.expert_groups == 0)
+        p.expert_groups = 1;
+    if (p.topk_groups == 0)
+        p.topk_groups = p.expert_groups;
+    if (p.swiglu_limit == 0)
+        p.swiglu_limit = 7.0f;
+    if (p.swiglu_alpha == 0)
+        p.swiglu_alpha = 1.702f;
+    VKMOE_TRY(check_shape(ctx, &p));
+    VKMOE_TRY(check_routing(ctx, &p));
+    VKMOE_TRY(check_experts(ctx, &p));
+    VKMOE_TRY(check_device(ctx, &p));
+    *out = p;
+    return VKMOE_OK;
+}
+
+uint32_t vkmoe_params_capacity(const vkmoe_layer_params *p, uint32_t tokens)
+{
+    if (p->capacity_factor == 0)
+        return UINT32_MAX;
+    double capacity = ceil((double)p->capacity_factor * tokens * p->top_k / p->experts);
+    return capacity >= (double)UINT32_MAX ? UINT32_MAX : (uint32_t)capacity;
+}
+
+/* What each family sets; the shape stays the caller's. */
+static void apply_family(vkmoe_layer_params *p, vkmoe_router_type router, bool normalize,
+                         vkmoe_activation activation)
+{
+    p->router = router;
+    p->normalize_topk = normalize;
+    p->activation = activation;
+    p->routed_scaling_factor = 0;
+    p->expert_groups = 0;
+    p->topk_groups = 0;
+    p->router_bias = false;
+    p->selection_bias = false;
+    p->capacity_factor = 0;
+    p->expert_bias = false;
+    p->swiglu_limit = 0;
+    p->swiglu_alpha = 0;
+    p->shared_gate = false;
+}
+
+vkmoe_status vkmoe_layer_params_family(vkmoe_layer_params *p, const char *family)
+{
+    VKMOE_REQUIRE(NULL, p && family, "vkmoe_layer_params_family: params and family must not be NULL");
+    if (!strcmp(family, "mixtral") || !strcmp(family, "qwen3-moe")) {
+        apply_family(p, VKMOE_ROUTER_SOFTMAX_TOPK, true, VKMOE_ACTIVATION_SWIGLU);
+    } else if (!strcmp(family, "olmoe")) {
+        apply_family(p, VKMOE_ROUTER_SOFTMAX_TOPK, false, VKMOE_ACTIVATION_SWIGLU);
+    } else if (!strcmp(family, "qwen2-moe")) {
+        apply_family(p, VKMOE_ROUTER_SOFTMAX_TOPK, false, VKMOE_ACTIVATION_SWIGLU);
+        p->shared_gate = true;
+    } else if (!strcmp(family, "switch") || !strcmp(family, "gshard")) {
+        bool gshard = family[0] == 'g';
+        apply_family(p, VKMOE_ROUTER_SOFTMAX_TOPK, gshard,
+                     gshard ? VKMOE_ACTIVATION_SWIGLU : VKMOE_ACTIVATION_RELU);
+        p->top_k = gshard ? 2 : 1;
+        p->capacity_factor = 1;
+    } else if (!strcmp(family, "deepseek-v2")) {
+        apply_family(p, VKMOE_ROUTER_SOFTMAX_TOPK, false, VKMOE_ACTIVATION_SWIGLU);
+        p->top_k = 6;
+        p->expert_groups = 8;
+        p->topk_groups = 3;
+        p->routed_scaling_factor = 16;
+    } else if (!strcmp(family, "deepseek-v3")) {
+        apply_family(p, VKMOE_ROUTER_SIGMOID_TOPK, true, VKMOE_ACTIVATION_SWIGLU);
+        p->top_k = 8;
+        p->expert_groups = 8;
+        p->topk_groups = 4;
+        p->routed_scaling_factor = 2.5f;
+        p->selection_bias = true;
+    } else if (!strcmp(family, "gpt-oss")) {
+        apply_family(p, VKMOE_ROUTER_TOPK_SOFTMAX, false, VKMOE_ACTIVATION_SWIGLU_CLAMPED);
+        p->top_k = 4;
+        p->router_bias = true;
+        p->expert_bias = true;
+    } else {
+        return vkmoe_fail(NULL, VKMOE_ERROR_INVALID_ARGUMENT,
+                          "vkmoe_layer_params_family: unknown family \"%s\" (mixtral, qwen3-moe, "
+                          "qwen2-moe, olmoe, switch, gshard, deepseek-v2, deepseek-v3, gpt-oss)",
+                          family);
+    }
+    return VKMOE_OK;
+}

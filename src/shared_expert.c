@@ -1,0 +1,29 @@
+/* Stage "shared": the shared expert, an always-on FFN, run through the same
+ * GEMM shaders as the routed experts with a plan in which row r is token r
+ * and every tile belongs to one expert. Its output waits in shared_out for
+ * the combine stage, which scales it by the shared gate and adds it. */
+#include "internal.h"
+
+void vkmoe_shared_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
+{
+    if (!layer->params.shared_ffn_dim)
+        return;
+    uint32_t tile_rows = layer->gemm.tile_m;
+    uint32_t tiles = (uint32_t)vkmoe_div_up(tokens, tile_rows);
+    VkDeviceAddress plan = layer->shared_plan.address;
+    vkmoe_gemm_rows rows = {
+        .expert_table = layer->shared_table.address,
+        .tile_expert = plan,
+        .row_slot = plan + 4ull * (layer->shared_rows / tile_rows),
+        .out = layer->shared_out.address,
+        .ffn = layer->params.shared_ffn_dim,
+        .ld_ffn = layer->ld_shared,
+        .experts = 1,
+        .top_k = 1,
+        .max_tiles = tiles,
+        .rows = tokens,
+    };
+    vkmoe_gemm_up_pass(layer, cmd, &rows, -1, tiles);
+    vkmoe_barrier_compute(layer->ctx, cmd);
+    vkmoe_gemm_down_pass(layer, cmd, &rows, -1, tiles);
+}

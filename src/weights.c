@@ -1,0 +1,323 @@
+/* Weights: device memory for the router, the routed and shared experts and
+ * their biases, the uploads into it, and which uploads a forward still lacks. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static const char *const matrix_names[3] = {"gate", "up", "down"};
+
+static size_t weight_size(vkmoe_weight_type type)
+{
+    return type == VKMOE_WEIGHT_F16 ? 2 : 4;
+}
+
+VkDeviceAddress vkmoe_expert_address(const vkmoe_expert_array *array, uint32_t expert)
+{
+    return array->chunks[expert / array->per_chunk].address +
+           (expert % array->per_chunk) * array->matrix_bytes;
+}
+
+VkDeviceSize vkmoe_expert_bias_offset(const vkmoe_layer *layer, vkmoe_expert_matrix matrix,
+                                      uint32_t expert)
+{
+    const vkmoe_layer_params *p = &layer->params;
+    VkDeviceSize ffn_vector = 4ull * p->ffn_dim, experts = p->experts;
+    if (matrix == VKMOE_EXPERT_DOWN)
+        return 2 * experts * ffn_vector + expert * 4ull * p->dim;
+    return (matrix == VKMOE_EXPERT_UP ? experts * ffn_vector : 0) + expert * ffn_vector;
+}
+
+/* `count` matrices of rows x cols, packed into as few allocations as the
+ * device allows (at most 1 GiB each, so that a failure says which). */
+static vkmoe_status create_expert_array(vkmoe_layer *layer, vkmoe_expert_array *array,
+                                        uint32_t count, uint32_t rows, uint32_t cols)
+{
+    vkmoe_context *ctx = layer->ctx;
+    array->rows = rows;
+    array->cols = cols;
+    array->ld = (uint32_t)vkmoe_round_up(cols, VKMOE_ROW_ALIGN);
+    array->matrix_bytes = (VkDeviceSize)rows * array->ld * weight_size(layer->params.weight_type);
+    /* Shaders index one matrix with 32-bit element offsets. */
+    if ((uint64_t)rows * array->ld >= (1ull << 32))
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "vkmoe_layer_create: an expert matrix of %u x %u is too large", rows,
+                          cols);
+    VkDeviceSize chunk_limit = ctx->info.max_allocation_size < (1ull << 30)
+                                   ? ctx->info.max_allocation_size
+                                   : (1ull << 30);
+    uint64_t per_chunk = chunk_limit / array->matrix_bytes;
+    array->per_chunk = per_chunk == 0 ? 1 : per_chunk > count ? count : (uint32_t)per_chunk;
+    array->chunk_count = (uint32_t)vkmoe_div_up(count, array->per_chunk);
+    array->chunks = calloc(array->chunk_count, sizeof(*array->chunks));
+    if (!array->chunks)
+        return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    for (uint32_t c = 0; c < array->chunk_count; c++) {
+        uint32_t in_chunk = count - c * array->per_chunk;
+        if (in_chunk > array->per_chunk)
+            in_chunk = array->per_chunk;
+        VKMOE_TRY(vkmoe_buffer_create(ctx, in_chunk * array->matrix_bytes, VKMOE_MEMORY_DEVICE,
+                                      &array->chunks[c]));
+    }
+    return VKMOE_OK;
+}
+
+static void destroy_expert_array(vkmoe_context *ctx, vkmoe_expert_array *array)
+{
+    for (uint32_t c = 0; array->chunks && c < array->chunk_count; c++)
+        vkmoe_buffer_destroy(ctx, &array->chunks[c]);
+    free(array->chunks);
+    memset(array, 0, sizeof(*array));
+}
+
+/* The device addresses of `count` experts' three matrices, [3][count];
+ * an array the activation does not use (no gate) gets address 0. */
+static vkmoe_status write_address_table(vkmoe_layer *layer, const vkmoe_expert_array arrays[3],
+                                        uint32_t count, const vkmoe_buffer *table_buffer)
+{
+    VkDeviceAddress *table = calloc(3 * (size_t)count, sizeof(*table));
+    if (!table)
+        return vkmoe_fail(layer->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    for (uint32_t m = 0; m < 3; m++)
+        for (uint32_t e = 0; e < count && arrays[m].chunks; e++)
+            table[m * count + e] = vkmoe_expert_address(&arrays[m], e);
+    size_t bytes = 3 * (size_t)count * sizeof(*table);
+    vkmoe_status status =
+        vkmoe_buffer_write_rows(layer->ctx, table_buffer, 0, table, 1, bytes, bytes);
+    free(table);
+    return status;
+}
+
+static vkmoe_status create_matrices(vkmoe_layer *layer, vkmoe_expert_array arrays[3],
+                                    uint32_t count, uint32_t ffn, vkmoe_buffer *table)
+{
+    const vkmoe_layer_params *p = &layer->params;
+    if (vkmoe_params_gated(p))
+        VKMOE_TRY(create_expert_array(layer, &arrays[VKMOE_EXPERT_GATE], count, ffn, p->dim));
+    VKMOE_TRY(create_expert_array(layer, &arrays[VKMOE_EXPERT_UP], count, ffn, p->dim));
+    VKMOE_TRY(create_expert_array(layer, &arrays[VKMOE_EXPERT_DOWN], count, p->dim, ffn));
+    VKMOE_TRY(vkmoe_buffer_create(layer->ctx, 3ull * count * sizeof(VkDeviceAddress),
+                                  VKMOE_MEMORY_DEVICE, table));
+    return write_address_table(layer, arrays, count, table);
+}
+
+static vkmoe_status mark_needed_uploads(vkmoe_layer *layer)
+{
+    const vkmoe_layer_params *p = &layer->params;
+    size_t n = VKMOE_UPLOAD_EXPERT + 6 * (size_t)p->experts;
+    layer->uploaded = calloc(n, 1);
+    layer->upload_needed = calloc(n, 1);
+    if (!layer->uploaded || !layer->upload_needed)
+        return vkmoe_fail(layer->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    uint8_t *need = layer->upload_needed;
+    bool gated = vkmoe_params_gated(p);
+    need[VKMOE_UPLOAD_ROUTER] = 1;
+    need[VKMOE_UPLOAD_ROUTER_BIAS] = p->router_bias;
+    need[VKMOE_UPLOAD_SELECTION_BIAS] = p->selection_bias;
+    need[VKMOE_UPLOAD_SHARED_GATE] = p->shared_gate;
+    for (uint32_t m = 0; m < 3; m++)
+        need[VKMOE_UPLOAD_SHARED_MATRIX + m] = p->shared_ffn_dim > 0 && (gated || m != 0);
+    for (uint32_t e = 0; e < p->experts; e++)
+        for (uint32_t m = 0; m < 3; m++) {
+            need[VKMOE_UPLOAD_EXPERT + 6 * e + m] = gated || m != 0;
+            need[VKMOE_UPLOAD_EXPERT + 6 * e + 3 + m] = p->expert_bias && (gated || m != 0);
+        }
+    return VKMOE_OK;
+}
+
+vkmoe_status vkmoe_weights_create(vkmoe_layer *layer)
+{
+    vkmoe_context *ctx = layer->ctx;
+    const vkmoe_layer_params *p = &layer->params;
+    VKMOE_TRY(mark_needed_uploads(layer));
+    uint32_t router_rows = p->experts + (p->shared_gate ? 1 : 0);
+    VKMOE_TRY(vkmoe_buffer_create(ctx, (VkDeviceSize)router_rows * layer->ld_dim * 4,
+                                  VKMOE_MEMORY_DEVICE, &layer->router));
+    VKMOE_TRY(vkmoe_buffer_create(ctx, 8ull * p->experts, VKMOE_MEMORY_DEVICE,
+                                  &layer->router_vectors));
+    VKMOE_TRY(create_matrices(layer, layer->experts, p->experts, p->ffn_dim, &layer->expert_table));
+    if (p->expert_bias)
+        VKMOE_TRY(vkmoe_buffer_create(ctx, vkmoe_expert_bias_offset(layer, VKMOE_EXPERT_DOWN,
+                                                                    p->experts),
+                                      VKMOE_MEMORY_DEVICE, &layer->expert_biases));
+    if (p->shared_ffn_dim)
+        VKMOE_TRY(create_matrices(layer, layer->shared, 1, p->shared_ffn_dim,
+                                  &layer->shared_table));
+    return VKMOE_OK;
+}
+
+void vkmoe_weights_destroy(vkmoe_layer *layer)
+{
+    vkmoe_context *ctx = layer->ctx;
+    vkmoe_buffer *buffers[] = {&layer->router, &layer->router_vectors, &layer->expert_table,
+                               &layer->expert_biases, &layer->shared_table};
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(buffers); i++)
+        vkmoe_buffer_destroy(ctx, buffers[i]);
+    for (uint32_t m = 0; m < 3; m++) {
+        destroy_expert_array(ctx, &layer->experts[m]);
+        destroy_expert_array(ctx, &layer->shared[m]);
+    }
+    free(layer->uploaded);
+    free(layer->upload_needed);
+}
+
+static const char *upload_name(uint32_t i, char *buf, size_t size)
+{
+    static const char *const fixed[] = {"the router", "the router bias", "the selection bias",
+                                        "the shared expert's gate (ws)"};
+    if (i < VKMOE_UPLOAD_SHARED_MATRIX)
+        return fixed[i];
+    if (i < VKMOE_UPLOAD_EXPERT) {
+        snprintf(buf, size, "the shared expert's %s matrix",
+                 matrix_names[i - VKMOE_UPLOAD_SHARED_MATRIX]);
+        return buf;
+    }
+    uint32_t e = (i - VKMOE_UPLOAD_EXPERT) / 6, item = (i - VKMOE_UPLOAD_EXPERT) % 6;
+    snprintf(buf, size, "expert %u's %s %s", e, matrix_names[item % 3],
+             item < 3 ? "matrix" : "bias");
+    return buf;
+}
+
+vkmoe_status vkmoe_weights_check_complete(const vkmoe_layer *layer, const char *fn)
+{
+    size_t n = VKMOE_UPLOAD_EXPERT + 6 * (size_t)layer->params.experts;
+    for (size_t i = 0; i < n; i++)
+        if (layer->upload_needed[i] && !layer->uploaded[i]) {
+            char name[96];
+            return vkmoe_fail(layer->ctx, VKMOE_ERROR_STATE, "%s: %s is not set", fn,
+                              upload_name((uint32_t)i, name, sizeof(name)));
+        }
+    return VKMOE_OK;
+}
+
+/* Checks shared by every upload: a layer, data, a wanted upload, the size. */
+static vkmoe_status check_upload(const vkmoe_layer *layer, const char *fn, const void *data,
+                                 vkmoe_upload which, const char *needs, size_t size,
+                                 size_t expected)
+{
+    VKMOE_REQUIRE(NULL, layer, "%s: layer is NULL", fn);
+    VKMOE_REQUIRE(layer->ctx, data, "%s: weights is NULL", fn);
+    VKMOE_REQUIRE(layer->ctx, layer->upload_needed[which], "%s: the layer has no such weights (%s)",
+                  fn, needs);
+    VKMOE_REQUIRE(layer->ctx, size == expected, "%s: size is %zu bytes, expected %zu", fn, size,
+                  expected);
+    return VKMOE_OK;
+}
+
+/* Uploads f32 vector of n elements at offset of buf and records it. */
+static vkmoe_status upload_vector(vkmoe_layer *layer, const vkmoe_buffer *buf, VkDeviceSize offset,
+                                  const float *v, size_t n, vkmoe_upload which)
+{
+    size_t bytes = n * sizeof(float);
+    VKMOE_TRY(vkmoe_buffer_write_rows(layer->ctx, buf, offset, v, 1, bytes, bytes));
+    layer->uploaded[which] = 1;
+    return VKMOE_OK;
+}
+
+vkmoe_status vkmoe_layer_set_router(vkmoe_layer *layer, const float *weights, size_t size)
+{
+    const char *fn = "vkmoe_layer_set_router";
+    size_t row = layer ? (size_t)layer->params.dim * sizeof(float) : 0;
+    VKMOE_TRY(check_upload(layer, fn, weights, VKMOE_UPLOAD_ROUTER, "", size,
+                           row * (layer ? layer->params.experts : 0)));
+    VKMOE_TRY(vkmoe_buffer_write_rows(layer->ctx, &layer->router, 0, weights,
+                                      layer->params.experts, row, (uint64_t)layer->ld_dim * 4));
+    layer->uploaded[VKMOE_UPLOAD_ROUTER] = 1;
+    return VKMOE_OK;
+}
+
+vkmoe_status vkmoe_layer_set_router_bias(vkmoe_layer *layer, const float *bias, size_t size)
+{
+    size_t n = layer ? layer->params.experts : 0;
+    VKMOE_TRY(check_upload(layer, "vkmoe_layer_set_router_bias", bias, VKMOE_UPLOAD_ROUTER_BIAS,
+                           "params.router_bias is false", size, n * 4));
+    return upload_vector(layer, &layer->router_vectors, 0, bias, n, VKMOE_UPLOAD_ROUTER_BIAS);
+}
+
+vkmoe_status vkmoe_layer_set_selection_bias(vkmoe_layer *layer, const float *bias, size_t size)
+{
+    size_t n = layer ? layer->params.experts : 0;
+    VKMOE_TRY(check_upload(layer, "vkmoe_layer_set_selection_bias", bias,
+                           VKMOE_UPLOAD_SELECTION_BIAS, "params.selection_bias is false", size,
+                           n * 4));
+    return upload_vector(layer, &layer->router_vectors, n * 4, bias, n,
+                         VKMOE_UPLOAD_SELECTION_BIAS);
+}
+
+vkmoe_status vkmoe_layer_set_shared_gate(vkmoe_layer *layer, const float *weights, size_t size)
+{
+    size_t n = layer ? layer->params.dim : 0;
+    VKMOE_TRY(check_upload(layer, "vkmoe_layer_set_shared_gate", weights,
+                           VKMOE_UPLOAD_SHARED_GATE, "params.shared_gate is false", size, n * 4));
+    /* ws is the router's extra last row, so the router computes x·ws too. */
+    VkDeviceSize row = (VkDeviceSize)layer->params.experts * layer->ld_dim * 4;
+    return upload_vector(layer, &layer->router, row, weights, n, VKMOE_UPLOAD_SHARED_GATE);
+}
+
+static vkmoe_status upload_matrix(vkmoe_layer *layer, const char *fn,
+                                  const vkmoe_expert_array *array, uint32_t index,
+                                  const void *weights, size_t size, vkmoe_upload which)
+{
+    size_t element = weight_size(layer->params.weight_type);
+    size_t row = (size_t)array->cols * element;
+    VKMOE_REQUIRE(layer->ctx, size == row * array->rows,
+                  "%s: size is %zu bytes, expected %u x %u x %zu = %zu", fn, size, array->rows,
+                  array->cols, element, row * array->rows);
+    const vkmoe_buffer *chunk = &array->chunks[index / array->per_chunk];
+    VkDeviceSize offset = (index % array->per_chunk) * array->matrix_bytes;
+    VKMOE_TRY(vkmoe_buffer_write_rows(layer->ctx, chunk, offset, weights, array->rows, row,
+                                      (uint64_t)array->ld * element));
+    layer->uploaded[which] = 1;
+    return VKMOE_OK;
+}
+
+static vkmoe_status check_matrix(const vkmoe_layer *layer, const char *fn, const void *weights,
+                                 vkmoe_expert_matrix matrix)
+{
+    VKMOE_REQUIRE(NULL, layer, "%s: layer is NULL", fn);
+    VKMOE_REQUIRE(layer->ctx, weights, "%s: weights is NULL", fn);
+    VKMOE_REQUIRE(layer->ctx, (unsigned)matrix <= VKMOE_EXPERT_DOWN, "%s: unknown matrix %d", fn,
+                  (int)matrix);
+    VKMOE_REQUIRE(layer->ctx, matrix != VKMOE_EXPERT_GATE || vkmoe_params_gated(&layer->params),
+                  "%s: ReLU experts have no gate matrix", fn);
+    return VKMOE_OK;
+}
+
+vkmoe_status vkmoe_layer_set_expert(vkmoe_layer *layer, uint32_t expert,
+                                    vkmoe_expert_matrix matrix, const void *weights, size_t size)
+{
+    const char *fn = "vkmoe_layer_set_expert";
+    VKMOE_TRY(check_matrix(layer, fn, weights, matrix));
+    VKMOE_REQUIRE(layer->ctx, expert < layer->params.experts,
+                  "%s: expert %u out of range (experts = %u)", fn, expert, layer->params.experts);
+    return upload_matrix(layer, fn, &layer->experts[matrix], expert, weights, size,
+                         VKMOE_UPLOAD_EXPERT + 6 * expert + matrix);
+}
+
+vkmoe_status vkmoe_layer_set_shared_expert(vkmoe_layer *layer, vkmoe_expert_matrix matrix,
+                                           const void *weights, size_t size)
+{
+    const char *fn = "vkmoe_layer_set_shared_expert";
+    VKMOE_TRY(check_matrix(layer, fn, weights, matrix));
+    VKMOE_REQUIRE(layer->ctx, layer->params.shared_ffn_dim > 0,
+                  "%s: the layer has no shared expert (params.shared_ffn_dim is 0)", fn);
+    return upload_matrix(layer, fn, &layer->shared[matrix], 0, weights, size,
+                         VKMOE_UPLOAD_SHARED_MATRIX + matrix);
+}
+
+vkmoe_status vkmoe_layer_set_expert_bias(vkmoe_layer *layer, uint32_t expert,
+                                         vkmoe_expert_matrix matrix, const float *bias,
+                                         size_t size)
+{
+    const char *fn = "vkmoe_layer_set_expert_bias";
+    VKMOE_TRY(check_matrix(layer, fn, bias, matrix));
+    const vkmoe_layer_params *p = &layer->params;
+    VKMOE_REQUIRE(layer->ctx, expert < p->experts, "%s: expert %u out of range (experts = %u)",
+                  fn, expert, p->experts);
+    vkmoe_upload which = VKMOE_UPLOAD_EXPERT + 6 * expert + 3 + matrix;
+    size_t n = matrix == VKMOE_EXPERT_DOWN ? p->dim : p->ffn_dim;
+    VKMOE_TRY(check_upload(layer, fn, bias, which, "params.expert_bias is false", size, n * 4));
+    return upload_vector(layer, &layer->expert_biases,
+                         vkmoe_expert_bias_offset(layer, matrix, expert), bias, n, which);
+}
