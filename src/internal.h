@@ -325,6 +325,8 @@ typedef enum vkmoe_debug_buffer {
     VKMOE_DEBUG_DISPATCH,
     VKMOE_DEBUG_HIDDEN,
     VKMOE_DEBUG_EXPERT_OUT,
+    VKMOE_DEBUG_SHARED_OUT,
+    VKMOE_DEBUG_SHARED_SCALE,
 } vkmoe_debug_buffer;
 vkmoe_status vkmoe_layer_debug_read(vkmoe_layer *layer, vkmoe_debug_buffer which, void *dst,
                                     size_t size);

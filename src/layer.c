@@ -392,6 +392,8 @@ vkmoe_status vkmoe_layer_debug_read(vkmoe_layer *layer, vkmoe_debug_buffer which
     case VKMOE_DEBUG_DISPATCH: offset = l->dispatch; break;
     case VKMOE_DEBUG_HIDDEN: buf = &layer->hidden; break;
     case VKMOE_DEBUG_EXPERT_OUT: buf = &layer->expert_out; break;
+    case VKMOE_DEBUG_SHARED_OUT: buf = &layer->shared_out; break;
+    case VKMOE_DEBUG_SHARED_SCALE: offset = l->shared_scale; break;
     }
     VKMOE_REQUIRE(layer->ctx, offset + size <= buf->size, "debug read past the buffer");
     return vkmoe_buffer_read(layer->ctx, buf, offset, dst, size);

@@ -1,0 +1,225 @@
+/* Every model family's whole layer against the CPU reference, at its real
+ * ratios of experts, k and groups with small widths; capacity; the params
+ * and uploads each family needs, and every bad combination. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "helpers.h"
+
+static vkmoe_layer_params family(const char *name, uint32_t experts, uint32_t shared_ffn,
+                                 uint32_t tokens)
+{
+    vkmoe_layer_params p = {.dim = 67, .ffn_dim = 45, .experts = experts,
+                            .shared_ffn_dim = shared_ffn, .max_tokens = tokens};
+    assert_int_equal(vkmoe_layer_params_family(&p, name), VKMOE_OK);
+    return p;
+}
+
+static void check_family(void **state, vkmoe_layer_params p, uint32_t tokens)
+{
+    test_layer t;
+    test_layer_create(*state, &p, &t);
+    test_layer_upload(&t);
+    float *x = test_input(tokens, p.dim);
+    test_check_forward(&t, tokens, x);
+    free(x);
+    test_layer_destroy(&t);
+}
+
+static void test_mixtral_qwen3_olmoe(void **state)
+{
+    test_seed(80);
+    vkmoe_layer_params p = family("mixtral", 8, 0, 30);
+    p.top_k = 2;
+    check_family(state, p, 30);
+    p = family("qwen3-moe", 128, 0, 20);
+    p.top_k = 8;
+    check_family(state, p, 20);
+    p = family("olmoe", 64, 0, 20);
+    p.top_k = 8;
+    check_family(state, p, 20);
+}
+
+/* Qwen1.5-MoE: 60 experts, k 4, no renormalisation, a gated shared expert
+ * four times an expert's width. */
+static void test_qwen2_moe(void **state)
+{
+    test_seed(81);
+    vkmoe_layer_params p = family("qwen2-moe", 60, 180, 40);
+    p.top_k = 4;
+    check_family(state, p, 40);
+}
+
+/* DeepSeek-V3: E 256, k 8, 8 groups keep 4, one shared expert. */
+static void test_deepseek_v3(void **state)
+{
+    test_seed(82);
+    check_family(state, family("deepseek-v3", 256, 45, 24), 24);
+}
+
+/* DeepSeek-V2: E 160, k 6, 8 groups keep 3, two shared experts. */
+static void test_deepseek_v2(void **state)
+{
+    test_seed(83);
+    check_family(state, family("deepseek-v2", 160, 90, 24), 24);
+}
+
+/* GPT-OSS: router bias, top-k then softmax, clamped SwiGLU with biases. */
+static void test_gpt_oss(void **state)
+{
+    test_seed(84);
+    check_family(state, family("gpt-oss", 32, 0, 33), 33);
+}
+
+/* Switch (top-1, ReLU experts) and GShard (top-2) at capacity factor 1:
+ * random routing overfills some experts, whose extra slots are dropped. */
+static void test_switch_and_gshard_drop(void **state)
+{
+    test_seed(85);
+    check_family(state, family("switch", 16, 0, 100), 100);
+    check_family(state, family("gshard", 16, 0, 100), 100);
+    vkmoe_layer_params p = family("switch", 8, 0, 64);
+    p.capacity_factor = 0.25f; /* 2 slots per expert: most tokens dropped */
+    check_family(state, p, 64);
+}
+
+/* A capacity that drops nothing changes nothing: bit-identical to dropless. */
+static void test_capacity_without_drops(void **state)
+{
+    test_seed(86);
+    vkmoe_layer_params p = family("gshard", 6, 0, 50);
+    p.capacity_factor = 0;
+    test_layer dropless;
+    test_layer_create(*state, &p, &dropless);
+    test_layer_upload(&dropless);
+    p.capacity_factor = 3.0f; /* 50 slots per expert = every token */
+    vkmoe_layer *capped;
+    assert_int_equal(vkmoe_layer_create(*state, &p, &capped), VKMOE_OK);
+    test_layer swap = dropless;
+    swap.layer = capped;
+    test_layer_upload(&swap);
+    size_t n = 50 * (size_t)p.dim;
+    float *x = test_input(50, p.dim), *y1 = malloc(n * 4), *y2 = malloc(n * 4);
+    assert_int_equal(vkmoe_layer_forward(dropless.layer, 50, x, y1), VKMOE_OK);
+    assert_int_equal(vkmoe_layer_forward(capped, 50, x, y2), VKMOE_OK);
+    assert_memory_equal(y1, y2, n * 4);
+    vkmoe_layer_destroy(&capped);
+    free(x);
+    free(y1);
+    free(y2);
+    test_layer_destroy(&dropless);
+}
+
+static void expect_create_fails(vkmoe_context *ctx, const vkmoe_layer_params *p,
+                                const char *words)
+{
+    vkmoe_layer *layer = (vkmoe_layer *)&layer;
+    assert_int_equal(vkmoe_layer_create(ctx, p, &layer), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_null(layer);
+    if (!strstr(vkmoe_last_error(), words))
+        fail_msg("\"%s\" does not mention \"%s\"", vkmoe_last_error(), words);
+}
+
+static void test_bad_routing_params(void **state)
+{
+    vkmoe_context *ctx = *state;
+    vkmoe_layer_params good = family("deepseek-v3", 64, 0, 4), p;
+#define BAD(field, value, words)                                                               \
+    (p = good, p.field = value, expect_create_fails(ctx, &p, words))
+    BAD(top_k, 65, "top_k");
+    BAD(topk_groups, 9, "topk_groups");
+    BAD(expert_groups, 7, "expert_groups");
+    BAD(expert_groups, 32, "expert_groups");
+    BAD(capacity_factor, -1.0f, "capacity_factor");
+    BAD(capacity_factor, NAN, "capacity_factor");
+    BAD(routed_scaling_factor, -2.5f, "routed_scaling_factor");
+    BAD(routed_scaling_factor, INFINITY, "routed_scaling_factor");
+    BAD(router, (vkmoe_router_type)3, "router");
+    BAD(activation, (vkmoe_activation)3, "activation");
+    BAD(shared_gate, true, "shared_gate");
+    BAD(swiglu_limit, -1.0f, "swiglu_limit");
+    p = good;
+    p.router = VKMOE_ROUTER_SOFTMAX_TOPK;
+    expect_create_fails(ctx, &p, "selection_bias");
+    p = good;
+    p.topk_groups = 1; /* one group of 8 experts cannot give 9 */
+    p.top_k = 9;
+    expect_create_fails(ctx, &p, "kept groups");
+    p = good;
+    p.experts = p.expert_groups = p.topk_groups = 16; /* groups of one expert have no second best */
+    expect_create_fails(ctx, &p, "two best");
+#undef BAD
+    vkmoe_layer_params q = {0};
+    assert_int_equal(vkmoe_layer_params_family(&q, "llama"), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(vkmoe_last_error(), "llama"));
+    assert_int_equal(vkmoe_layer_params_family(NULL, "mixtral"), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_params_family(&q, NULL), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_params_of(NULL, &q), VKMOE_ERROR_INVALID_ARGUMENT);
+}
+
+/* Uploads a layer does not have are refused; a forward names the first
+ * upload it still lacks. */
+static void test_uploads_follow_params(void **state)
+{
+    vkmoe_context *ctx = *state;
+    vkmoe_layer_params p = family("switch", 4, 0, 2);
+    p.dim = 8;
+    p.ffn_dim = 8;
+    vkmoe_layer *layer;
+    assert_int_equal(vkmoe_layer_create(ctx, &p, &layer), VKMOE_OK);
+    float w[64] = {0}, x[16] = {0}, y[16];
+    assert_int_equal(vkmoe_layer_set_expert(layer, 0, VKMOE_EXPERT_GATE, w, 256),
+                     VKMOE_ERROR_INVALID_ARGUMENT); /* ReLU: no gate */
+    assert_int_equal(vkmoe_layer_set_router_bias(layer, w, 16), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_set_selection_bias(layer, w, 16), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_set_shared_gate(layer, w, 32), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_set_shared_expert(layer, VKMOE_EXPERT_UP, w, 256),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_set_expert_bias(layer, 0, VKMOE_EXPERT_UP, w, 32),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_set_router(layer, w, 4 * 8 * 4), VKMOE_OK);
+    for (uint32_t e = 0; e < 4; e++) {
+        assert_int_equal(vkmoe_layer_set_expert(layer, e, VKMOE_EXPERT_UP, w, 256), VKMOE_OK);
+        if (e < 3)
+            assert_int_equal(vkmoe_layer_set_expert(layer, e, VKMOE_EXPERT_DOWN, w, 256),
+                             VKMOE_OK);
+    }
+    assert_int_equal(vkmoe_layer_forward(layer, 2, x, y), VKMOE_ERROR_STATE);
+    assert_non_null(strstr(vkmoe_last_error(), "expert 3's down matrix"));
+    assert_int_equal(vkmoe_layer_set_expert(layer, 3, VKMOE_EXPERT_DOWN, w, 256), VKMOE_OK);
+    assert_int_equal(vkmoe_layer_forward(layer, 2, x, y), VKMOE_OK);
+    vkmoe_layer_destroy(&layer);
+
+    p = family("gpt-oss", 4, 0, 2);
+    assert_int_equal(vkmoe_layer_create(ctx, &p, &layer), VKMOE_OK);
+    assert_int_equal(vkmoe_layer_set_router_bias(layer, w, 12), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_set_router_bias(layer, NULL, 16), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_set_router_bias(NULL, w, 16), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_set_expert_bias(layer, 4, VKMOE_EXPERT_UP, w, 45 * 4),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_set_expert_bias(layer, 0, VKMOE_EXPERT_DOWN, w, 45 * 4),
+                     VKMOE_ERROR_INVALID_ARGUMENT); /* down bias has dim = 67 values */
+    assert_int_equal(vkmoe_layer_forward(layer, 1, x, y), VKMOE_ERROR_STATE);
+    assert_non_null(strstr(vkmoe_last_error(), "router"));
+    vkmoe_layer_destroy(&layer);
+}
+
+int main(void)
+{
+    int gate = test_device_gate();
+    if (gate)
+        return gate;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_mixtral_qwen3_olmoe),
+        cmocka_unit_test(test_qwen2_moe),
+        cmocka_unit_test(test_deepseek_v3),
+        cmocka_unit_test(test_deepseek_v2),
+        cmocka_unit_test(test_gpt_oss),
+        cmocka_unit_test(test_switch_and_gshard_drop),
+        cmocka_unit_test(test_capacity_without_drops),
+        cmocka_unit_test(test_bad_routing_params),
+        cmocka_unit_test(test_uploads_follow_params),
+    };
+    return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
+}
