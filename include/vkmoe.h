@@ -341,7 +341,8 @@ VKMOE_API vkmoe_status vkmoe_layer_set_router(vkmoe_layer *layer, const float *w
 /* Upload one matrix of one expert, row-major [out][in] as in Hugging Face
  * checkpoints, elements in the layer's weight_type (f32: float, f16: uint16_t
  * bit patterns). size is the byte size and must match the matrix exactly.
- * The data is copied; it need only live for the call. */
+ * The data is copied; it need only live for the call. VKMOE_ACTIVATION_RELU
+ * experts have no GATE matrix: setting one is VKMOE_ERROR_INVALID_ARGUMENT. */
 VKMOE_API vkmoe_status vkmoe_layer_set_expert(vkmoe_layer *layer, uint32_t expert,
                                               vkmoe_expert_matrix matrix, const void *weights,
                                               size_t size);
@@ -378,7 +379,8 @@ VKMOE_API vkmoe_status vkmoe_layer_set_shared_gate(vkmoe_layer *layer, const flo
 
 /* Run one forward on host arrays and wait for it: x is f32 [tokens][dim],
  * y receives f32 [tokens][dim]; x and y may not overlap.
- * 1 <= tokens <= max_tokens. All weights must have been set.
+ * 1 <= tokens <= max_tokens. Every weight the params call for must have
+ * been set (VKMOE_ERROR_STATE names the first one missing).
  * A token whose x holds NaN gets NaN in its y row; other tokens are unaffected. */
 VKMOE_API vkmoe_status vkmoe_layer_forward(vkmoe_layer *layer, uint32_t tokens, const float *x,
                                            float *y);

@@ -257,6 +257,17 @@ void test_check_forward(test_layer *t, uint32_t tokens, const float *x)
     free(expected);
 }
 
+void test_check_layer(vkmoe_context *ctx, vkmoe_layer_params params, uint32_t tokens)
+{
+    test_layer t;
+    test_layer_create(ctx, &params, &t);
+    test_layer_upload(&t);
+    float *x = test_input(tokens, params.dim);
+    test_check_forward(&t, tokens, x);
+    free(x);
+    test_layer_destroy(&t);
+}
+
 static void *read_debug(test_layer *t, vkmoe_debug_buffer which, size_t bytes)
 {
     void *dst = malloc(bytes ? bytes : 1);

@@ -59,6 +59,8 @@ float *test_input(uint32_t tokens, uint32_t dim);
 
 /* Run a forward and compare it with the reference within F32_TOLERANCE. */
 void test_check_forward(test_layer *t, uint32_t tokens, const float *x);
+/* A layer of these params with random weights and inputs, checked so. */
+void test_check_layer(vkmoe_context *ctx, vkmoe_layer_params params, uint32_t tokens);
 
 
 

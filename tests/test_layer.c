@@ -13,36 +13,25 @@ static vkmoe_layer_params shape(uint32_t dim, uint32_t ffn, uint32_t experts, ui
                                 .max_tokens = max_tokens, .normalize_topk = true};
 }
 
-static void check_shape(void **state, vkmoe_layer_params p, uint32_t tokens)
-{
-    test_layer t;
-    test_layer_create(*state, &p, &t);
-    test_layer_upload(&t);
-    float *x = test_input(tokens, p.dim);
-    test_check_forward(&t, tokens, x);
-    free(x);
-    test_layer_destroy(&t);
-}
-
 /* Shapes that are multiples of no tile size. */
 static void test_awkward_shapes(void **state)
 {
     test_seed(1);
-    check_shape(state, shape(67, 45, 5, 2, 37), 37);
-    check_shape(state, shape(130, 97, 7, 3, 300), 300);
-    check_shape(state, shape(1, 1, 1, 1, 3), 3);
+    test_check_layer(*state, shape(67, 45, 5, 2, 37), 37);
+    test_check_layer(*state, shape(130, 97, 7, 3, 300), 300);
+    test_check_layer(*state, shape(1, 1, 1, 1, 3), 3);
 }
 
 static void test_one_token(void **state)
 {
     test_seed(2);
-    check_shape(state, shape(96, 80, 8, 2, 1), 1);
+    test_check_layer(*state, shape(96, 80, 8, 2, 1), 1);
 }
 
 static void test_k_equals_e(void **state)
 {
     test_seed(3);
-    check_shape(state, shape(40, 24, 6, 6, 20), 20);
+    test_check_layer(*state, shape(40, 24, 6, 6, 20), 20);
 }
 
 static void test_f16_weights(void **state)
@@ -50,7 +39,7 @@ static void test_f16_weights(void **state)
     test_seed(4);
     vkmoe_layer_params p = shape(75, 61, 6, 2, 50);
     p.weight_type = VKMOE_WEIGHT_F16;
-    check_shape(state, p, 50);
+    test_check_layer(*state, p, 50);
 }
 
 static void test_without_renormalisation(void **state)
@@ -58,7 +47,7 @@ static void test_without_renormalisation(void **state)
     test_seed(5);
     vkmoe_layer_params p = shape(48, 33, 9, 3, 21);
     p.normalize_topk = false;
-    check_shape(state, p, 21);
+    test_check_layer(*state, p, 21);
 }
 
 /* A forward with fewer tokens than max_tokens, then one with more, on the

@@ -16,29 +16,18 @@ static vkmoe_layer_params family(const char *name, uint32_t experts, uint32_t sh
     return p;
 }
 
-static void check_family(void **state, vkmoe_layer_params p, uint32_t tokens)
-{
-    test_layer t;
-    test_layer_create(*state, &p, &t);
-    test_layer_upload(&t);
-    float *x = test_input(tokens, p.dim);
-    test_check_forward(&t, tokens, x);
-    free(x);
-    test_layer_destroy(&t);
-}
-
 static void test_mixtral_qwen3_olmoe(void **state)
 {
     test_seed(80);
     vkmoe_layer_params p = family("mixtral", 8, 0, 30);
     p.top_k = 2;
-    check_family(state, p, 30);
+    test_check_layer(*state, p, 30);
     p = family("qwen3-moe", 128, 0, 20);
     p.top_k = 8;
-    check_family(state, p, 20);
+    test_check_layer(*state, p, 20);
     p = family("olmoe", 64, 0, 20);
     p.top_k = 8;
-    check_family(state, p, 20);
+    test_check_layer(*state, p, 20);
 }
 
 /* Qwen1.5-MoE: 60 experts, k 4, no renormalisation, a gated shared expert
@@ -48,28 +37,28 @@ static void test_qwen2_moe(void **state)
     test_seed(81);
     vkmoe_layer_params p = family("qwen2-moe", 60, 180, 40);
     p.top_k = 4;
-    check_family(state, p, 40);
+    test_check_layer(*state, p, 40);
 }
 
 /* DeepSeek-V3: E 256, k 8, 8 groups keep 4, one shared expert. */
 static void test_deepseek_v3(void **state)
 {
     test_seed(82);
-    check_family(state, family("deepseek-v3", 256, 45, 24), 24);
+    test_check_layer(*state, family("deepseek-v3", 256, 45, 24), 24);
 }
 
 /* DeepSeek-V2: E 160, k 6, 8 groups keep 3, two shared experts. */
 static void test_deepseek_v2(void **state)
 {
     test_seed(83);
-    check_family(state, family("deepseek-v2", 160, 90, 24), 24);
+    test_check_layer(*state, family("deepseek-v2", 160, 90, 24), 24);
 }
 
 /* GPT-OSS: router bias, top-k then softmax, clamped SwiGLU with biases. */
 static void test_gpt_oss(void **state)
 {
     test_seed(84);
-    check_family(state, family("gpt-oss", 32, 0, 33), 33);
+    test_check_layer(*state, family("gpt-oss", 32, 0, 33), 33);
 }
 
 /* Switch (top-1, ReLU experts) and GShard (top-2) at capacity factor 1:
@@ -77,11 +66,11 @@ static void test_gpt_oss(void **state)
 static void test_switch_and_gshard_drop(void **state)
 {
     test_seed(85);
-    check_family(state, family("switch", 16, 0, 100), 100);
-    check_family(state, family("gshard", 16, 0, 100), 100);
+    test_check_layer(*state, family("switch", 16, 0, 100), 100);
+    test_check_layer(*state, family("gshard", 16, 0, 100), 100);
     vkmoe_layer_params p = family("switch", 8, 0, 64);
     p.capacity_factor = 0.25f; /* 2 slots per expert: most tokens dropped */
-    check_family(state, p, 64);
+    test_check_layer(*state, p, 64);
 }
 
 /* A capacity that drops nothing changes nothing: bit-identical to dropless. */
