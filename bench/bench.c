@@ -52,7 +52,7 @@ static void usage(FILE *out)
             "  --scale S             multiply dim, ffn and the shared width by S in (0, 1]\n"
             "  --dim D --ffn F --experts E --topk K   shape by hand\n"
             "  --tokens LIST         token counts, e.g. 1,8,64,512 (default 1,64,256)\n"
-            "  --weights TYPE        f32 or f16 (default f16)\n"
+            "  --weights TYPE        f32, f16 or bf16 (default f16)\n"
             "  --device N|NAME       device index or name substring\n"
             "  --warmup N --iters N  repetitions (default 2, 10); figures are medians\n"
             "  --no-verify           skip the CPU reference\n"
@@ -120,8 +120,11 @@ static int parse_args(int argc, char **argv, options *o)
                 o->weights = VKMOE_WEIGHT_F32;
             else if (!strcmp(v, "f16"))
                 o->weights = VKMOE_WEIGHT_F16;
+            else if (!strcmp(v, "bf16"))
+                o->weights = VKMOE_WEIGHT_BF16;
             else {
-                fprintf(stderr, "vkmoe-bench: weights %s are not supported yet (f32, f16)\n", v);
+                fprintf(stderr, "vkmoe-bench: weights %s are not supported yet (f32, f16, bf16)\n",
+                        v);
                 return 2;
             }
         } else if (!strcmp(a, "--device") && v)
@@ -190,6 +193,12 @@ static int resolve_params(const options *o, uint32_t max_tokens, vkmoe_layer_par
     params->weight_type = o->weights;
     params->max_tokens = max_tokens;
     return 0;
+}
+
+static const char *weight_name(vkmoe_weight_type type)
+{
+    static const char *const names[] = {"f32", "f16", "bf16"};
+    return names[type];
 }
 
 static const char *router_name(vkmoe_router_type router)
@@ -265,7 +274,7 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
                "\"shared_ffn\": %u, \"groups\": %u, \"topk_groups\": %u, "
                "\"activation\": \"%s\", \"capacity_factor\": %g},\n",
                run->tokens, s->dim, s->ffn_dim, s->experts, s->top_k,
-               s->weight_type == VKMOE_WEIGHT_F16 ? "f16" : "f32", router_name(s->router),
+               weight_name(s->weight_type), router_name(s->router),
                s->shared_ffn_dim, s->expert_groups, s->topk_groups,
                activation_name(s->activation), (double)s->capacity_factor);
         printf("      \"path\": \"gemm\",\n");
@@ -303,7 +312,7 @@ static void print_table(const vkmoe_device_info *info, const peak_figures *peak,
     printf("layer   dim %u, ffn %u, experts %u (groups %u, keep %u), top-k %u, shared ffn %u, "
            "%s weights, %s, %s, capacity factor %g\n\n",
            s->dim, s->ffn_dim, s->experts, s->expert_groups, s->topk_groups, s->top_k,
-           s->shared_ffn_dim, s->weight_type == VKMOE_WEIGHT_F16 ? "f16" : "f32",
+           s->shared_ffn_dim, weight_name(s->weight_type),
            router_name(s->router), activation_name(s->activation), (double)s->capacity_factor);
     printf("%7s %10s %11s %9s %6s %8s %6s |", "tokens", "layer ms", "tokens/s", "GFLOP/s",
            "%peak", "GB/s", "%peak");

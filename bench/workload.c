@@ -29,14 +29,13 @@ static uint64_t rng_next(uint64_t *s)
     return *s;
 }
 
-static void fill(float *v, size_t n, float scale, uint64_t seed, bool f16)
+static void fill(float *v, size_t n, float scale, uint64_t seed, vkmoe_weight_type type)
 {
     uint64_t s = seed * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull;
     for (size_t i = 0; i < n; i++) {
         float u = (float)((rng_next(&s) >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
         v[i] = u * scale;
-        if (f16)
-            v[i] = vkmoe_ref_f16_to_f32(vkmoe_ref_f32_to_f16(v[i]));
+        v[i] = vkmoe_ref_round_weight(type, v[i]);
     }
 }
 
@@ -44,21 +43,13 @@ static void fill(float *v, size_t n, float scale, uint64_t seed, bool f16)
  * the shared expert's when expert is UINT32_MAX. */
 static vkmoe_status upload(workload *w, uint32_t e, vkmoe_expert_matrix m, const float *v, size_t n)
 {
-    const void *data = v;
-    size_t bytes = n * sizeof(float);
-    uint16_t *h = NULL;
-    if (w->params.weight_type == VKMOE_WEIGHT_F16) {
-        h = malloc(n * sizeof(*h));
-        if (!h)
-            return VKMOE_ERROR_OUT_OF_HOST_MEMORY;
-        for (size_t i = 0; i < n; i++)
-            h[i] = vkmoe_ref_f32_to_f16(v[i]);
-        data = h;
-        bytes = n * sizeof(*h);
-    }
+    void *data = malloc(n * sizeof(float));
+    if (!data)
+        return VKMOE_ERROR_OUT_OF_HOST_MEMORY;
+    size_t bytes = vkmoe_ref_encode_weights(w->params.weight_type, v, n, data);
     vkmoe_status status = e == UINT32_MAX ? vkmoe_layer_set_shared_expert(w->layer, m, data, bytes)
                                           : vkmoe_layer_set_expert(w->layer, e, m, data, bytes);
-    free(h);
+    free(data);
     return status;
 }
 
@@ -92,13 +83,13 @@ static void fill_expert(const workload *w, expert_weights *ew, uint32_t ffn, uin
 {
     const vkmoe_layer_params *p = &w->params;
     size_t n = (size_t)ffn * p->dim;
-    bool f16 = p->weight_type == VKMOE_WEIGHT_F16;
-    fill(ew->gate, n, 2.0f / sqrtf((float)p->dim), 6 * seed + 1, f16);
-    fill(ew->up, n, 2.0f / sqrtf((float)p->dim), 6 * seed + 2, f16);
-    fill(ew->down, n, 2.0f / sqrtf((float)ffn), 6 * seed + 3, f16);
-    fill(ew->gate_bias, ffn, 0.5f, 6 * seed + 4, false);
-    fill(ew->up_bias, ffn, 0.5f, 6 * seed + 5, false);
-    fill(ew->down_bias, p->dim, 0.5f, 6 * seed + 6, false);
+    vkmoe_weight_type type = p->weight_type, f32 = VKMOE_WEIGHT_F32;
+    fill(ew->gate, n, 2.0f / sqrtf((float)p->dim), 6 * seed + 1, type);
+    fill(ew->up, n, 2.0f / sqrtf((float)p->dim), 6 * seed + 2, type);
+    fill(ew->down, n, 2.0f / sqrtf((float)ffn), 6 * seed + 3, type);
+    fill(ew->gate_bias, ffn, 0.5f, 6 * seed + 4, f32);
+    fill(ew->up_bias, ffn, 0.5f, 6 * seed + 5, f32);
+    fill(ew->down_bias, p->dim, 0.5f, 6 * seed + 6, f32);
 }
 
 static vkmoe_status upload_expert(workload *w, uint32_t e, const expert_weights *ew, uint32_t ffn)
@@ -217,7 +208,7 @@ static float *random_vector(size_t n, float scale, uint64_t seed)
 {
     float *v = malloc(n * sizeof(*v));
     if (v)
-        fill(v, n, scale, seed, false);
+        fill(v, n, scale, seed, VKMOE_WEIGHT_F32);
     return v;
 }
 
@@ -285,7 +276,7 @@ static vkmoe_status prepare(workload *w, vkmoe_context *ctx, const vkmoe_layer_p
     w->y = malloc(io * sizeof(float));
     if (!w->x || !w->y)
         return VKMOE_ERROR_OUT_OF_HOST_MEMORY;
-    fill(w->x, io, 1.0f, 0, false);
+    fill(w->x, io, 1.0f, 0, VKMOE_WEIGHT_F32);
     status = upload_router(w);
     if (status == VKMOE_OK && verify)
         status = prepare_reference(w);
@@ -344,7 +335,7 @@ static void count_work(const workload *w, uint32_t tokens, uint32_t active, run_
     const vkmoe_layer_params *p = &w->params;
     double t = tokens, d = p->dim, f = p->ffn_dim, e = p->experts, k = p->top_k;
     double fs = p->shared_ffn_dim;
-    double wbytes = p->weight_type == VKMOE_WEIGHT_F16 ? 2 : 4;
+    double wbytes = p->weight_type == VKMOE_WEIGHT_F32 ? 4 : 2;
     double inputs = p->activation == VKMOE_ACTIVATION_RELU ? 1 : 2; /* projections of x */
     double slots = t * k;
     stage_figures *st = r->stages;
@@ -404,7 +395,7 @@ static void verify(const workload *w, uint32_t tokens, run_result *r)
     }
     free(kept);
     free(expected);
-    /* f32 accumulation over dim and ffn terms; f16 weights are exact in both. */
+    /* f32 accumulation over dim and ffn terms; 16-bit weights are exact in both. */
     r->verified = r->verified_tokens > 0 && r->error.max_rel <= 1e-4;
 }
 

@@ -171,6 +171,9 @@ typedef struct vkmoe_layer vkmoe_layer;
 typedef enum vkmoe_weight_type {
     VKMOE_WEIGHT_F32 = 0,
     VKMOE_WEIGHT_F16 = 1, /* IEEE half, passed as uint16_t bit patterns */
+    /* bfloat16 (the upper 16 bits of an f32, as Hugging Face checkpoints
+     * store it), passed as uint16_t bit patterns */
+    VKMOE_WEIGHT_BF16 = 2,
 } vkmoe_weight_type;
 
 /* How tokens choose experts. l = x·Wgᵀ (+ bg when router_bias) are the
@@ -339,8 +342,8 @@ VKMOE_API vkmoe_status vkmoe_layer_set_router(vkmoe_layer *layer, const float *w
                                               size_t size);
 
 /* Upload one matrix of one expert, row-major [out][in] as in Hugging Face
- * checkpoints, elements in the layer's weight_type (f32: float, f16: uint16_t
- * bit patterns). size is the byte size and must match the matrix exactly.
+ * checkpoints, elements in the layer's weight_type (f32: float, f16 and
+ * bf16: uint16_t bit patterns). size is the byte size and must match the matrix exactly.
  * The data is copied; it need only live for the call. VKMOE_ACTIVATION_RELU
  * experts have no GATE matrix: setting one is VKMOE_ERROR_INVALID_ARGUMENT. */
 VKMOE_API vkmoe_status vkmoe_layer_set_expert(vkmoe_layer *layer, uint32_t expert,

@@ -23,7 +23,7 @@ static vkmoe_status check_shape(const vkmoe_context *ctx, const vkmoe_layer_para
     VKMOE_REQUIRE(ctx, (uint64_t)p->max_tokens * p->top_k <= VKMOE_MAX_SLOTS,
                   FN ": max_tokens·top_k = %llu exceeds %u slots",
                   (unsigned long long)p->max_tokens * p->top_k, VKMOE_MAX_SLOTS);
-    VKMOE_REQUIRE(ctx, (unsigned)p->weight_type <= VKMOE_WEIGHT_F16, FN ": unknown weight_type %d",
+    VKMOE_REQUIRE(ctx, (unsigned)p->weight_type <= VKMOE_WEIGHT_BF16, FN ": unknown weight_type %d",
                   (int)p->weight_type);
     return VKMOE_OK;
 }

@@ -378,6 +378,46 @@ float vkmoe_ref_f16_to_f32(uint16_t value)
     return out;
 }
 
+uint16_t vkmoe_ref_f32_to_bf16(float value)
+{
+    uint32_t f;
+    memcpy(&f, &value, 4);
+    if ((f & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((f >> 16) | 0x40u); /* keep NaN a NaN */
+    f += 0x7fffu + ((f >> 16) & 1u);
+    return (uint16_t)(f >> 16);
+}
+
+float vkmoe_ref_bf16_to_f32(uint16_t value)
+{
+    uint32_t f = (uint32_t)value << 16;
+    float out;
+    memcpy(&out, &f, 4);
+    return out;
+}
+
+float vkmoe_ref_round_weight(vkmoe_weight_type type, float value)
+{
+    switch (type) {
+    case VKMOE_WEIGHT_F16: return vkmoe_ref_f16_to_f32(vkmoe_ref_f32_to_f16(value));
+    case VKMOE_WEIGHT_BF16: return vkmoe_ref_bf16_to_f32(vkmoe_ref_f32_to_bf16(value));
+    default: return value;
+    }
+}
+
+size_t vkmoe_ref_encode_weights(vkmoe_weight_type type, const float *src, size_t n, void *dst)
+{
+    if (type == VKMOE_WEIGHT_F32) {
+        memcpy(dst, src, n * sizeof(float));
+        return n * sizeof(float);
+    }
+    uint16_t *out = dst;
+    for (size_t i = 0; i < n; i++)
+        out[i] = type == VKMOE_WEIGHT_F16 ? vkmoe_ref_f32_to_f16(src[i])
+                                          : vkmoe_ref_f32_to_bf16(src[i]);
+    return n * sizeof(uint16_t);
+}
+
 vkmoe_ref_error vkmoe_ref_compare(const float *a, const double *b, size_t n)
 {
     vkmoe_ref_error err = {0, 0};

@@ -67,6 +67,15 @@ void vkmoe_ref_load_stats(const vkmoe_ref_layer *layer, uint32_t tokens, const f
 /* IEEE half conversions, round to nearest even. */
 uint16_t vkmoe_ref_f32_to_f16(float value);
 float vkmoe_ref_f16_to_f32(uint16_t value);
+/* bfloat16 conversions: the upper half of an f32, rounded to nearest even;
+ * NaN stays NaN. */
+uint16_t vkmoe_ref_f32_to_bf16(float value);
+float vkmoe_ref_bf16_to_f32(uint16_t value);
+/* value as a weight of this type holds it (f32: unchanged). */
+float vkmoe_ref_round_weight(vkmoe_weight_type type, float value);
+/* Encode n f32 values as `type` into dst, which holds n elements of it;
+ * returns the byte size written. */
+size_t vkmoe_ref_encode_weights(vkmoe_weight_type type, const float *src, size_t n, void *dst);
 
 /* Largest |a - b| over n values, and the same divided by max(1, max |b|);
  * NaN where either side is NaN at a position the other is not. */

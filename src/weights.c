@@ -10,7 +10,7 @@ static const char *const matrix_names[3] = {"gate", "up", "down"};
 
 static size_t weight_size(vkmoe_weight_type type)
 {
-    return type == VKMOE_WEIGHT_F16 ? 2 : 4;
+    return type == VKMOE_WEIGHT_F32 ? 4 : 2;
 }
 
 VkDeviceAddress vkmoe_expert_address(const vkmoe_expert_array *array, uint32_t expert)

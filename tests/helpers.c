@@ -81,42 +81,43 @@ void test_fill(float *v, size_t n, float lo, float hi)
         v[i] = test_uniform(lo, hi);
 }
 
-static float *random_matrix(size_t n, float scale, bool f16)
+/* Random values as the weight type holds them. */
+static float *random_matrix(size_t n, float scale, vkmoe_weight_type type)
 {
     float *m = malloc((n ? n : 1) * sizeof(*m));
     assert_non_null(m);
     test_fill(m, n, -scale, scale);
-    for (size_t i = 0; f16 && i < n; i++)
-        m[i] = vkmoe_ref_f16_to_f32(vkmoe_ref_f32_to_f16(m[i]));
+    for (size_t i = 0; i < n; i++)
+        m[i] = vkmoe_ref_round_weight(type, m[i]);
     return m;
 }
 
-static float *random_if(bool wanted, size_t n, float scale, bool f16)
+static float *random_if(bool wanted, size_t n, float scale, vkmoe_weight_type type)
 {
-    return wanted ? random_matrix(n, scale, f16) : NULL;
+    return wanted ? random_matrix(n, scale, type) : NULL;
 }
 
 static void create_weights(test_layer *out)
 {
     const vkmoe_layer_params *p = &out->params;
-    bool f16 = p->weight_type == VKMOE_WEIGHT_F16;
+    vkmoe_weight_type stored = p->weight_type, f32 = VKMOE_WEIGHT_F32;
     bool gated = p->activation != VKMOE_ACTIVATION_RELU, bias = p->expert_bias;
     size_t e = p->experts, d = p->dim, f = p->ffn_dim, fs = p->shared_ffn_dim;
     float in_scale = 2.0f / sqrtf((float)d);
     /* Scales keep logits spread (distinct choices) and h, z of order one. */
-    out->router = random_matrix(e * d, 4.0f / sqrtf((float)d), false);
-    out->router_bias = random_if(p->router_bias, e, 1.0f, false);
-    out->selection_bias = random_if(p->selection_bias, e, 0.2f, false);
-    out->gate = random_if(gated, e * f * d, in_scale, f16);
-    out->up = random_matrix(e * f * d, in_scale, f16);
-    out->down = random_matrix(e * d * f, 2.0f / sqrtf((float)f), f16);
-    out->gate_bias = random_if(bias && gated, e * f, 0.5f, false);
-    out->up_bias = random_if(bias, e * f, 0.5f, false);
-    out->down_bias = random_if(bias, e * d, 0.5f, false);
-    out->shared_gate_weights = random_if(p->shared_gate, d, in_scale, false);
-    out->shared_gate = random_if(fs && gated, fs * d, in_scale, f16);
-    out->shared_up = random_if(fs, fs * d, in_scale, f16);
-    out->shared_down = random_if(fs, d * fs, fs ? 2.0f / sqrtf((float)fs) : 0, f16);
+    out->router = random_matrix(e * d, 4.0f / sqrtf((float)d), f32);
+    out->router_bias = random_if(p->router_bias, e, 1.0f, f32);
+    out->selection_bias = random_if(p->selection_bias, e, 0.2f, f32);
+    out->gate = random_if(gated, e * f * d, in_scale, stored);
+    out->up = random_matrix(e * f * d, in_scale, stored);
+    out->down = random_matrix(e * d * f, 2.0f / sqrtf((float)f), stored);
+    out->gate_bias = random_if(bias && gated, e * f, 0.5f, f32);
+    out->up_bias = random_if(bias, e * f, 0.5f, f32);
+    out->down_bias = random_if(bias, e * d, 0.5f, f32);
+    out->shared_gate_weights = random_if(p->shared_gate, d, in_scale, f32);
+    out->shared_gate = random_if(fs && gated, fs * d, in_scale, stored);
+    out->shared_up = random_if(fs, fs * d, in_scale, stored);
+    out->shared_down = random_if(fs, d * fs, fs ? 2.0f / sqrtf((float)fs) : 0, stored);
 }
 
 void test_layer_create(vkmoe_context *ctx, const vkmoe_layer_params *params, test_layer *out)
@@ -148,21 +149,13 @@ void test_layer_create(vkmoe_context *ctx, const vkmoe_layer_params *params, tes
 static void upload_matrix(test_layer *t, uint32_t e, vkmoe_expert_matrix which, const float *m,
                           size_t n)
 {
-    const void *data = m;
-    size_t bytes = n * sizeof(*m);
-    uint16_t *h = NULL;
-    if (t->params.weight_type == VKMOE_WEIGHT_F16) {
-        h = malloc((n ? n : 1) * sizeof(*h));
-        assert_non_null(h);
-        for (size_t i = 0; i < n; i++)
-            h[i] = vkmoe_ref_f32_to_f16(m[i]);
-        data = h;
-        bytes = n * sizeof(*h);
-    }
+    void *data = malloc((n ? n : 1) * sizeof(float));
+    assert_non_null(data);
+    size_t bytes = vkmoe_ref_encode_weights(t->params.weight_type, m, n, data);
     vkmoe_status status = e == UINT32_MAX
                               ? vkmoe_layer_set_shared_expert(t->layer, which, data, bytes)
                               : vkmoe_layer_set_expert(t->layer, e, which, data, bytes);
-    free(h);
+    free(data);
     assert_int_equal(status, VKMOE_OK);
 }
 

@@ -16,6 +16,8 @@ static void check_gemms(void **state, vkmoe_layer_params p, uint32_t tokens)
     double *z = malloc(p.dim * sizeof(double));
     for (uint32_t slot = 0; slot < m.slots; slot++) {
         uint32_t row = m.slot_row[slot], expert = m.ids[slot];
+        if (row == VKMOE_INVALID)
+            continue; /* dropped by a capacity */
         const float *h_row = m.hidden + (size_t)row * m.ld_ffn;
         vkmoe_ref_expert_up(&t.ref, expert, x + (size_t)(slot / p.top_k) * p.dim, h);
         vkmoe_ref_error up = vkmoe_ref_compare(h_row, h, p.ffn_dim);
@@ -49,10 +51,25 @@ static void test_awkward_widths(void **state)
     check_gemms(state, shape(3, 5, 2, 1, 9, VKMOE_WEIGHT_F32), 9);
 }
 
-static void test_f16_weights(void **state)
+static void test_16_bit_weights(void **state)
 {
     test_seed(61);
     check_gemms(state, shape(203, 99, 6, 3, 70, VKMOE_WEIGHT_F16), 70);
+    check_gemms(state, shape(91, 130, 4, 2, 37, VKMOE_WEIGHT_BF16), 37);
+}
+
+/* ReLU (one projection, four columns a lane) and GPT-OSS's clamped SwiGLU,
+ * both with biases. */
+static void test_activations_and_biases(void **state)
+{
+    test_seed(63);
+    vkmoe_layer_params p = shape(57, 83, 5, 2, 45, VKMOE_WEIGHT_F32);
+    p.activation = VKMOE_ACTIVATION_RELU;
+    p.expert_bias = true;
+    check_gemms(state, p, 45);
+    p.activation = VKMOE_ACTIVATION_SWIGLU_CLAMPED;
+    p.swiglu_limit = 1.5f; /* small enough that the random inputs reach it */
+    check_gemms(state, p, 45);
 }
 
 /* Segments of one row, of exactly a tile, and of several tiles. */
@@ -71,7 +88,8 @@ int main(void)
         return gate;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_awkward_widths),
-        cmocka_unit_test(test_f16_weights),
+        cmocka_unit_test(test_16_bit_weights),
+        cmocka_unit_test(test_activations_and_biases),
         cmocka_unit_test(test_segment_sizes),
     };
     return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);

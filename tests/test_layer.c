@@ -34,12 +34,41 @@ static void test_k_equals_e(void **state)
     test_check_layer(*state, shape(40, 24, 6, 6, 20), 20);
 }
 
-static void test_f16_weights(void **state)
+static void test_16_bit_weights(void **state)
 {
     test_seed(4);
     vkmoe_layer_params p = shape(75, 61, 6, 2, 50);
     p.weight_type = VKMOE_WEIGHT_F16;
     test_check_layer(*state, p, 50);
+    p.weight_type = VKMOE_WEIGHT_BF16;
+    test_check_layer(*state, p, 50);
+}
+
+/* bf16 encodings worked out by hand: round to nearest even on the 16
+ * bits dropped, overflow to infinity, NaN kept a NaN. */
+static void test_bf16_conversion(void **state)
+{
+    (void)state;
+    const struct {
+        uint32_t f32;
+        uint16_t bf16;
+    } cases[] = {
+        {0x3f800000u, 0x3f80}, /* 1 */
+        {0x3f808000u, 0x3f80}, /* halfway, even stays */
+        {0x3f818000u, 0x3f82}, /* halfway, odd rounds up */
+        {0x3f808001u, 0x3f81}, /* above halfway */
+        {0xc0490fdbu, 0xc049}, /* -pi */
+        {0x7f7fffffu, 0x7f80}, /* FLT_MAX rounds to infinity */
+        {0xff800000u, 0xff80}, /* -infinity */
+        {0x00000001u, 0x0000}, /* the smallest subnormal rounds to 0 */
+    };
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(cases); i++) {
+        float f;
+        memcpy(&f, &cases[i].f32, 4);
+        assert_int_equal(vkmoe_ref_f32_to_bf16(f), cases[i].bf16);
+    }
+    assert_true(isnan(vkmoe_ref_bf16_to_f32(vkmoe_ref_f32_to_bf16(NAN))));
+    assert_true(vkmoe_ref_bf16_to_f32(0x4049) == 3.140625f);
 }
 
 static void test_without_renormalisation(void **state)
@@ -379,7 +408,8 @@ int main(void)
         cmocka_unit_test(test_awkward_shapes),
         cmocka_unit_test(test_one_token),
         cmocka_unit_test(test_k_equals_e),
-        cmocka_unit_test(test_f16_weights),
+        cmocka_unit_test(test_16_bit_weights),
+        cmocka_unit_test(test_bf16_conversion),
         cmocka_unit_test(test_without_renormalisation),
         cmocka_unit_test(test_varying_tokens),
         cmocka_unit_test(test_tied_scores),

@@ -9,6 +9,6 @@ const uint INVALID = 0xffffffffu;
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer UintArray { uint v[]; };
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer FloatArray { float v[]; };
 layout(buffer_reference, std430, buffer_reference_align = 16) buffer Vec4Array { vec4 v[]; };
-// Four f16 values per element, as stored for VKMOE_WEIGHT_F16.
+// Four 16-bit values per element, as stored for VKMOE_WEIGHT_F16 and _BF16.
 layout(buffer_reference, std430, buffer_reference_align = 8) buffer Half4Array { uvec2 v[]; };
 layout(buffer_reference, std430, buffer_reference_align = 8) buffer AddressArray { uvec2 v[]; };

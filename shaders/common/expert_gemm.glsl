@@ -9,7 +9,7 @@
 // lanes, so A is read once per pass, and each weight is loaded once per pass
 // and used for all its rows.
 //   spec 0: TILE_M (rows of a tile, a multiple of 8); 1: LANES (= subgroup
-//   size = workgroup size, a multiple of 4); 2: WEIGHT_TYPE (0 f32, 1 f16);
+//   size = workgroup size, a multiple of 4); 2: WEIGHT_TYPE (0 f32, 1 f16, 2 bf16);
 //   3: ACTIVATION (vkmoe_activation: 0 SwiGLU, 1 ReLU, 2 clamped SwiGLU)
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_ballot : require
@@ -35,6 +35,10 @@ vec4 load_b4(uvec2 matrix, uint n, uint k, uint rows, uint ld)
     if (WEIGHT_TYPE == 1) {
         uvec2 h = Half4Array(matrix).v[index];
         return vec4(unpackHalf2x16(h.x), unpackHalf2x16(h.y));
+    }
+    if (WEIGHT_TYPE == 2) { // bf16: each half is the top of an f32
+        uvec2 h = Half4Array(matrix).v[index];
+        return uintBitsToFloat(uvec4(h.x << 16, h.x & 0xffff0000u, h.y << 16, h.y & 0xffff0000u));
     }
     return Vec4Array(matrix).v[index];
 }
