@@ -55,6 +55,11 @@ typedef enum vkmoe_status {
     VKMOE_ERROR_VULKAN = -7,
     /* A call made in the wrong order, e.g. a forward before all weights are set. */
     VKMOE_ERROR_STATE = -8,
+    /* A model file is malformed, truncated or disagrees with itself; the
+     * message names the file and what is wrong. */
+    VKMOE_ERROR_FILE_FORMAT = -9,
+    /* A model file could not be opened, read or mapped. */
+    VKMOE_ERROR_IO = -10,
 } vkmoe_status;
 
 /* A static English description of a status code; never NULL. */
@@ -438,6 +443,40 @@ VKMOE_API vkmoe_status vkmoe_layer_load_stats(const vkmoe_layer *layer, vkmoe_lo
 
 /* Stage times of the last completed forward; needs params.timing. */
 VKMOE_API vkmoe_status vkmoe_layer_timings(const vkmoe_layer *layer, vkmoe_timings *timings);
+
+/* ------------------------------------------------------------------------ */
+/* Model files: one MoE layer of a Hugging Face checkpoint or a GGUF file.   */
+/* ------------------------------------------------------------------------ */
+
+/* Zero-initialise; every zero field means its default. */
+typedef struct vkmoe_model_params {
+    /* As in vkmoe_layer_params: default (0) 1. */
+    uint32_t max_tokens;
+    bool statistics; /* default false */
+    bool timing;     /* default false */
+} vkmoe_model_params;
+
+/* Create a layer holding MoE block number `layer_index` (the model's layer
+ * number, counting dense layers too) of a model file, with the family,
+ * hyper-parameters and weights the file gives:
+ *  - a Hugging Face checkpoint: a directory with config.json and either
+ *    model.safetensors or model.safetensors.index.json and its shards (or
+ *    the path of a .safetensors file in such a directory). model_type
+ *    mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3;
+ *  - a GGUF file (v2, v3), architectures llama (Mixtral), qwen2moe,
+ *    qwen3moe, olmoe, deepseek2 (V2 and V3), gpt-oss.
+ * Expert weights stay in the file's type (f32, f16, bf16; shared experts
+ * and 16-bit types converted to the routed experts' type where they
+ * differ); the router and biases become f32. Files are memory-mapped and
+ * streamed to the device matrix by matrix; files over 4 GiB work.
+ * Errors: VKMOE_ERROR_IO (cannot open or map), VKMOE_ERROR_FILE_FORMAT
+ * (malformed, or shapes that disagree with the config), VKMOE_ERROR_UNSUPPORTED
+ * (another model type, a dense layer, quantized tensors), each with a
+ * message naming the file and tensor. POSIX systems (mmap). */
+VKMOE_API vkmoe_status vkmoe_layer_from_file(vkmoe_context *ctx, const char *path,
+                                             uint32_t layer_index,
+                                             const vkmoe_model_params *params,
+                                             vkmoe_layer **out);
 
 #ifdef __cplusplus
 }

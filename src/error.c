@@ -19,6 +19,8 @@ const char *vkmoe_status_string(vkmoe_status status)
     case VKMOE_ERROR_DEVICE_LOST: return "device lost";
     case VKMOE_ERROR_VULKAN: return "Vulkan error";
     case VKMOE_ERROR_STATE: return "call out of order";
+    case VKMOE_ERROR_FILE_FORMAT: return "malformed model file";
+    case VKMOE_ERROR_IO: return "model file could not be read";
     }
     return "unknown status";
 }

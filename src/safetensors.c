@@ -59,7 +59,7 @@ static bool read_shape(const vkmoe_json *entry, vkmoe_tensor *t, uint32_t bytes,
     t->dims = shape->count;
     uint64_t n = bytes;
     for (uint32_t d = 0; d < t->dims; d++) {
-        if (!vkmoe_json_as_u64(&shape->children[d], UINT32_MAX, &t->shape[d]))
+        if (!vkmoe_json_as_u64(&shape->children[d], UINT64_MAX, &t->shape[d]))
             return false;
         if (t->shape[d] && n > UINT64_MAX / t->shape[d])
             return false;

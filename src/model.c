@@ -1,0 +1,509 @@
+/* vkmoe_layer_from_file: open a Hugging Face checkpoint or a GGUF file,
+ * map its files, describe the layer (model_hf.c, model_gguf.c), check
+ * every tensor's type and shape against the description, and stream the
+ * weights to a new layer matrix by matrix. */
+#define _POSIX_C_SOURCE 200809L
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "convert.h"
+#include "model.h"
+
+#define FN "vkmoe_layer_from_file"
+
+static char *copy_string(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *out = malloc(n);
+    if (out)
+        memcpy(out, s, n);
+    return out;
+}
+
+/* Read a whole small file (config.json, an index). */
+static vkmoe_status read_text(const model_source *s, const char *path, char **out, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_IO, FN ": cannot open %s", path);
+    long length = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    vkmoe_status status = VKMOE_OK;
+    if (length < 0 || length > (64l << 20))
+        status = vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
+                            FN ": %s is unreadable or over 64 MiB", path);
+    *out = status == VKMOE_OK ? malloc((size_t)length + 1) : NULL;
+    if (status == VKMOE_OK && !*out)
+        status = vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    if (status == VKMOE_OK && (fseek(f, 0, SEEK_SET) != 0 ||
+                               fread(*out, 1, (size_t)length, f) != (size_t)length))
+        status = vkmoe_fail(s->ctx, VKMOE_ERROR_IO, FN ": cannot read %s", path);
+    fclose(f);
+    if (status != VKMOE_OK) {
+        free(*out);
+        *out = NULL;
+        return status;
+    }
+    *size = (size_t)length;
+    return VKMOE_OK;
+}
+
+static vkmoe_status read_json(const model_source *s, const char *path, vkmoe_json *out)
+{
+    char *text = NULL;
+    size_t size = 0;
+    VKMOE_TRY(read_text(s, path, &text, &size));
+    char error[200];
+    bool ok = vkmoe_json_parse(text, size, out, error, sizeof(error));
+    free(text);
+    return ok ? VKMOE_OK
+              : vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT, FN ": %s: %s", path, error);
+}
+
+static vkmoe_status map_file(const model_source *s, const char *path, model_file *out)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_IO, FN ": cannot open %s", path);
+    struct stat st;
+    vkmoe_status status = VKMOE_OK;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size == 0)
+        status = vkmoe_fail(s->ctx, VKMOE_ERROR_IO, FN ": %s is not a readable, non-empty file",
+                            path);
+    void *data = status == VKMOE_OK
+                     ? mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0)
+                     : MAP_FAILED;
+    close(fd);
+    if (status == VKMOE_OK && data == MAP_FAILED)
+        status = vkmoe_fail(s->ctx, VKMOE_ERROR_IO, FN ": cannot map %s", path);
+    if (status != VKMOE_OK)
+        return status;
+    out->data = data;
+    out->size = (uint64_t)st.st_size;
+    out->path = copy_string(path);
+    return out->path ? VKMOE_OK
+                     : vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+}
+
+/* Map path, parse it as GGUF or safetensors and add it to the source. */
+static vkmoe_status open_file(model_source *s, const char *path, model_file **out)
+{
+    model_file *grown = realloc(s->files, (s->file_count + 1) * sizeof(*grown));
+    if (!grown)
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    s->files = grown;
+    model_file *f = &s->files[s->file_count];
+    memset(f, 0, sizeof(*f));
+    s->file_count++; /* counted at once so that closing the source unmaps it */
+    VKMOE_TRY(map_file(s, path, f));
+    char error[300];
+    bool ok = s->gguf ? vkmoe_gguf_parse(f->data, f->size, &f->tensors, error, sizeof(error))
+                      : vkmoe_safetensors_parse(f->data, f->size, &f->tensors, error,
+                                                sizeof(error));
+    if (!ok)
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT, FN ": %s: %s", path, error);
+    *out = f;
+    return VKMOE_OK;
+}
+
+static void close_source(model_source *s)
+{
+    for (uint32_t i = 0; i < s->file_count; i++) {
+        if (s->files[i].data)
+            munmap((void *)s->files[i].data, (size_t)s->files[i].size);
+        vkmoe_tensor_file_free(&s->files[i].tensors);
+        free(s->files[i].path);
+    }
+    free(s->files);
+    free(s->directory);
+    vkmoe_json_free(&s->config);
+    vkmoe_json_free(&s->index);
+}
+
+/* The shard that the index assigns name to ("" without an index). */
+static vkmoe_status shard_of(const model_source *s, const char *name, const char **shard)
+{
+    const vkmoe_json *map = vkmoe_json_get(&s->index, "weight_map");
+    const vkmoe_json *entry = vkmoe_json_get(map, name);
+    *shard = entry && entry->type == VKMOE_JSON_STRING ? entry->string : "";
+    if (s->index.type == VKMOE_JSON_NULL)
+        return VKMOE_OK;
+    if (!entry)
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
+                          FN ": %s: tensor \"%s\" is not in model.safetensors.index.json",
+                          s->directory, name);
+    if (!**shard || strchr(*shard, '/') || strcmp(*shard, "..") == 0)
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
+                          FN ": %s: the index names a bad shard for \"%s\"", s->directory, name);
+    return VKMOE_OK;
+}
+
+static vkmoe_status file_for(model_source *s, const char *name, model_file **out)
+{
+    const char *shard;
+    VKMOE_TRY(shard_of(s, name, &shard));
+    if (!*shard) { /* one file: GGUF or model.safetensors, opened first */
+        *out = &s->files[0];
+        return VKMOE_OK;
+    }
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", s->directory, shard);
+    for (uint32_t i = 0; i < s->file_count; i++)
+        if (strcmp(s->files[i].path, path) == 0) {
+            *out = &s->files[i];
+            return VKMOE_OK;
+        }
+    return open_file(s, path, out);
+}
+
+vkmoe_status vkmoe_model_find(model_source *s, const char *name, const model_file **file,
+                              const vkmoe_tensor **tensor)
+{
+    model_file *f;
+    VKMOE_TRY(file_for(s, name, &f));
+    *tensor = vkmoe_tensor_file_find(&f->tensors, name);
+    *file = f;
+    if (!*tensor)
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
+                          FN ": %s has no tensor \"%s\" (is the layer a MoE block?)", f->path,
+                          name);
+    return VKMOE_OK;
+}
+
+bool vkmoe_model_has(model_source *s, const char *name)
+{
+    model_file *f;
+    const char *shard;
+    if (shard_of(s, name, &shard) != VKMOE_OK || (*shard && file_for(s, name, &f) != VKMOE_OK))
+        return false;
+    return vkmoe_tensor_file_find(&(*shard ? f : &s->files[0])->tensors, name) != NULL;
+}
+
+static bool is_directory(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static bool has_gguf_magic(const char *path)
+{
+    char magic[4] = {0};
+    FILE *f = fopen(path, "rb");
+    bool gguf = f && fread(magic, 1, 4, f) == 4 && memcmp(magic, "GGUF", 4) == 0;
+    if (f)
+        fclose(f);
+    return gguf;
+}
+
+/* A checkpoint directory: config.json, then the index or the one file. */
+static vkmoe_status open_checkpoint(model_source *s, const char *directory)
+{
+    s->directory = copy_string(directory);
+    if (!s->directory)
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/config.json", directory);
+    VKMOE_TRY(read_json(s, path, &s->config));
+    snprintf(path, sizeof(path), "%s/model.safetensors.index.json", directory);
+    if (access(path, F_OK) == 0)
+        return read_json(s, path, &s->index);
+    snprintf(path, sizeof(path), "%s/model.safetensors", directory);
+    model_file *f;
+    return open_file(s, path, &f);
+}
+
+static vkmoe_status open_source(model_source *s, const char *path)
+{
+    if (is_directory(path))
+        return open_checkpoint(s, path);
+    if (has_gguf_magic(path)) {
+        s->gguf = true;
+        model_file *f;
+        return open_file(s, path, &f);
+    }
+    /* A .safetensors file: its directory is the checkpoint. */
+    char directory[4096];
+    snprintf(directory, sizeof(directory), "%s", path);
+    char *slash = strrchr(directory, '/');
+    if (slash)
+        *slash = '\0';
+    else
+        snprintf(directory, sizeof(directory), ".");
+    if (access(path, R_OK) != 0)
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_IO,
+                          FN ": %s is neither a checkpoint directory, a GGUF file nor a "
+                             "readable file in a checkpoint directory",
+                          path);
+    return open_checkpoint(s, directory);
+}
+
+/* ---- checking and uploading tensors ---- */
+
+/* The tensor's shape, leading 1s aside, must be `expected`. */
+static vkmoe_status check_shape(const model_source *s, const model_file *f, const vkmoe_tensor *t,
+                                const uint64_t *expected, uint32_t dims)
+{
+    uint32_t skip = 0;
+    while (t->dims - skip > dims && t->shape[skip] == 1)
+        skip++;
+    bool ok = t->dims - skip == dims;
+    for (uint32_t d = 0; ok && d < dims; d++)
+        ok = t->shape[skip + d] == expected[d];
+    if (ok)
+        return VKMOE_OK;
+    char got[96] = "", want[96] = "";
+    for (uint32_t d = 0; d < t->dims; d++)
+        snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%llu", d ? ", " : "",
+                 (unsigned long long)t->shape[d]);
+    for (uint32_t d = 0; d < dims; d++)
+        snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s%llu", d ? ", " : "",
+                 (unsigned long long)expected[d]);
+    return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
+                      FN ": %s: tensor \"%s\" has shape [%s], the configuration says [%s]",
+                      f->path, t->name, got, want);
+}
+
+static vkmoe_status check_dtype(const model_source *s, const model_file *f, const vkmoe_tensor *t)
+{
+    if (t->dtype != VKMOE_DTYPE_OTHER)
+        return VKMOE_OK;
+    return vkmoe_fail(s->ctx, VKMOE_ERROR_UNSUPPORTED,
+                      FN ": %s: tensor \"%s\" is %s; vkmoe reads f32, f16 and bf16 tensors",
+                      f->path, t->name, t->dtype_name);
+}
+
+/* Find a tensor and check its type and shape. */
+static vkmoe_status find_checked(model_source *s, const char *name, const uint64_t *shape,
+                                 uint32_t dims, const model_file **f, const vkmoe_tensor **t)
+{
+    VKMOE_TRY(vkmoe_model_find(s, name, f, t));
+    VKMOE_TRY(check_dtype(s, *f, *t));
+    return check_shape(s, *f, *t, shape, dims);
+}
+
+static size_t dtype_bytes(vkmoe_dtype dtype)
+{
+    return dtype == VKMOE_DTYPE_F32 ? 4 : 2;
+}
+
+static float element_to_f32(vkmoe_dtype dtype, const uint8_t *p)
+{
+    uint16_t h;
+    float f;
+    if (dtype == VKMOE_DTYPE_F32) {
+        memcpy(&f, p, 4);
+        return f;
+    }
+    memcpy(&h, p, 2);
+    return dtype == VKMOE_DTYPE_F16 ? vkmoe_f16_to_f32(h) : vkmoe_bf16_to_f32(h);
+}
+
+/* n elements of one dtype as another weight type, into dst. */
+static void convert(vkmoe_dtype from, const uint8_t *src, size_t n, vkmoe_weight_type to,
+                    void *dst)
+{
+    for (size_t i = 0; i < n; i++) {
+        float v = element_to_f32(from, src + i * dtype_bytes(from));
+        if (to == VKMOE_WEIGHT_F32)
+            ((float *)dst)[i] = v;
+        else
+            ((uint16_t *)dst)[i] = to == VKMOE_WEIGHT_F16 ? vkmoe_f32_to_f16(v)
+                                                          : vkmoe_f32_to_bf16(v);
+    }
+}
+
+static vkmoe_weight_type weight_type_of(vkmoe_dtype dtype)
+{
+    return dtype == VKMOE_DTYPE_F32 ? VKMOE_WEIGHT_F32
+           : dtype == VKMOE_DTYPE_F16 ? VKMOE_WEIGHT_F16
+                                      : VKMOE_WEIGHT_BF16;
+}
+
+typedef vkmoe_status (*vector_setter)(vkmoe_layer *, const float *, size_t);
+
+/* A vector (or the router matrix) of n values, as f32, to a setter. */
+static vkmoe_status upload_f32(model_source *s, vkmoe_layer *layer, const char *name,
+                               const uint64_t *shape, uint32_t dims, vector_setter set)
+{
+    const model_file *f;
+    const vkmoe_tensor *t;
+    VKMOE_TRY(find_checked(s, name, shape, dims, &f, &t));
+    size_t n = (size_t)vkmoe_tensor_elements(t);
+    float *v = malloc(n * sizeof(*v));
+    if (!v)
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    convert(t->dtype, f->data + t->offset, n, VKMOE_WEIGHT_F32, v);
+    vkmoe_status status = set(layer, v, n * sizeof(*v));
+    free(v);
+    return status;
+}
+
+/* One matrix: straight from the mapping when the file holds the layer's
+ * type, else through a converted copy. index selects a stacked tensor's
+ * expert. expert UINT32_MAX: the shared expert. */
+static vkmoe_status upload_matrix(model_source *s, vkmoe_layer *layer, const model_file *f,
+                                  const vkmoe_tensor *t, uint64_t index, uint32_t expert,
+                                  vkmoe_expert_matrix m, size_t elements)
+{
+    vkmoe_weight_type type = layer->params.weight_type;
+    const uint8_t *src = f->data + t->offset + index * elements * dtype_bytes(t->dtype);
+    void *copy = NULL;
+    if (weight_type_of(t->dtype) != type) {
+        copy = malloc(elements * (type == VKMOE_WEIGHT_F32 ? 4 : 2));
+        if (!copy)
+            return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+        convert(t->dtype, src, elements, type, copy);
+    }
+    const void *data = copy ? copy : src;
+    size_t bytes = elements * (type == VKMOE_WEIGHT_F32 ? 4 : 2);
+    vkmoe_status status = expert == UINT32_MAX
+                              ? vkmoe_layer_set_shared_expert(layer, m, data, bytes)
+                              : vkmoe_layer_set_expert(layer, expert, m, data, bytes);
+    free(copy);
+    return status;
+}
+
+/* Rows and columns of matrix m for an FFN of width ffn. */
+static void matrix_shape(const vkmoe_layer_params *p, vkmoe_expert_matrix m, uint32_t ffn,
+                         uint64_t shape[2])
+{
+    shape[0] = m == VKMOE_EXPERT_DOWN ? p->dim : ffn;
+    shape[1] = m == VKMOE_EXPERT_DOWN ? ffn : p->dim;
+}
+
+static vkmoe_status upload_experts(model_source *s, vkmoe_layer *layer, const model_layout *l,
+                                   vkmoe_expert_matrix m)
+{
+    const vkmoe_layer_params *p = &layer->params;
+    uint64_t shape[3] = {p->experts};
+    matrix_shape(p, m, p->ffn_dim, shape + 1);
+    size_t elements = (size_t)(shape[1] * shape[2]);
+    const model_file *f;
+    const vkmoe_tensor *t;
+    if (l->stacked)
+        VKMOE_TRY(find_checked(s, l->expert[m], shape, 3, &f, &t));
+    for (uint32_t e = 0; e < p->experts; e++) {
+        if (!l->stacked) {
+            char name[MODEL_NAME_BYTES + 16];
+            snprintf(name, sizeof(name), l->expert[m], e);
+            VKMOE_TRY(find_checked(s, name, shape + 1, 2, &f, &t));
+        }
+        VKMOE_TRY(upload_matrix(s, layer, f, t, l->stacked ? e : 0, e, m, elements));
+    }
+    return VKMOE_OK;
+}
+
+/* GGUF's stacked expert biases, [experts][ffn] or [experts][dim]. */
+static vkmoe_status upload_expert_biases(model_source *s, vkmoe_layer *layer,
+                                         const model_layout *l, vkmoe_expert_matrix m)
+{
+    const vkmoe_layer_params *p = &layer->params;
+    uint64_t shape[2] = {p->experts, m == VKMOE_EXPERT_DOWN ? p->dim : p->ffn_dim};
+    const model_file *f;
+    const vkmoe_tensor *t;
+    VKMOE_TRY(find_checked(s, l->expert_bias[m], shape, 2, &f, &t));
+    float *v = malloc(shape[1] * sizeof(*v));
+    if (!v)
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    vkmoe_status status = VKMOE_OK;
+    for (uint32_t e = 0; e < p->experts && status == VKMOE_OK; e++) {
+        convert(t->dtype, f->data + t->offset + e * shape[1] * dtype_bytes(t->dtype),
+                (size_t)shape[1], VKMOE_WEIGHT_F32, v);
+        status = vkmoe_layer_set_expert_bias(layer, e, m, v, shape[1] * sizeof(*v));
+    }
+    free(v);
+    return status;
+}
+
+static vkmoe_status upload_shared(model_source *s, vkmoe_layer *layer, const model_layout *l,
+                                  vkmoe_expert_matrix m)
+{
+    const vkmoe_layer_params *p = &layer->params;
+    uint64_t shape[2];
+    matrix_shape(p, m, p->shared_ffn_dim, shape);
+    const model_file *f;
+    const vkmoe_tensor *t;
+    VKMOE_TRY(find_checked(s, l->shared[m], shape, 2, &f, &t));
+    return upload_matrix(s, layer, f, t, 0, UINT32_MAX, m, (size_t)(shape[0] * shape[1]));
+}
+
+static vkmoe_status upload_router(model_source *s, vkmoe_layer *layer, const model_layout *l)
+{
+    const vkmoe_layer_params *p = &layer->params;
+    uint64_t router[2] = {p->experts, p->dim}, experts = p->experts, dim = p->dim;
+    VKMOE_TRY(upload_f32(s, layer, l->router, router, 2, vkmoe_layer_set_router));
+    if (p->router_bias)
+        VKMOE_TRY(upload_f32(s, layer, l->router_bias, &experts, 1, vkmoe_layer_set_router_bias));
+    if (p->selection_bias)
+        VKMOE_TRY(upload_f32(s, layer, l->selection_bias, &experts, 1,
+                             vkmoe_layer_set_selection_bias));
+    if (p->shared_gate)
+        VKMOE_TRY(upload_f32(s, layer, l->shared_gate, &dim, 1, vkmoe_layer_set_shared_gate));
+    return VKMOE_OK;
+}
+
+static vkmoe_status upload_layer(model_source *s, vkmoe_layer *layer, const model_layout *l)
+{
+    const vkmoe_layer_params *p = &layer->params;
+    VKMOE_TRY(upload_router(s, layer, l));
+    for (uint32_t m = vkmoe_params_gated(p) ? 0 : 1; m < 3; m++) {
+        VKMOE_TRY(upload_experts(s, layer, l, m));
+        if (p->expert_bias)
+            VKMOE_TRY(upload_expert_biases(s, layer, l, m));
+        if (p->shared_ffn_dim)
+            VKMOE_TRY(upload_shared(s, layer, l, m));
+    }
+    return VKMOE_OK;
+}
+
+/* The routed experts' type decides the layer's weight type. */
+static vkmoe_status choose_weight_type(model_source *s, model_layout *l)
+{
+    char name[MODEL_NAME_BYTES + 16];
+    snprintf(name, sizeof(name), l->expert[VKMOE_EXPERT_DOWN], 0u);
+    const model_file *f;
+    const vkmoe_tensor *t;
+    VKMOE_TRY(vkmoe_model_find(s, l->stacked ? l->expert[VKMOE_EXPERT_DOWN] : name, &f, &t));
+    VKMOE_TRY(check_dtype(s, f, t));
+    l->params.weight_type = weight_type_of(t->dtype);
+    return VKMOE_OK;
+}
+
+static vkmoe_status load(model_source *s, vkmoe_context *ctx, const char *path, uint32_t index,
+                         const vkmoe_model_params *mp, vkmoe_layer **out)
+{
+    VKMOE_TRY(open_source(s, path));
+    model_layout layout;
+    memset(&layout, 0, sizeof(layout));
+    VKMOE_TRY(s->gguf ? vkmoe_model_describe_gguf(s, index, &layout)
+                      : vkmoe_model_describe_hf(s, index, &layout));
+    VKMOE_TRY(choose_weight_type(s, &layout));
+    layout.params.max_tokens = mp->max_tokens;
+    layout.params.statistics = mp->statistics;
+    layout.params.timing = mp->timing;
+    VKMOE_TRY(vkmoe_layer_create(ctx, &layout.params, out));
+    vkmoe_status status = upload_layer(s, *out, &layout);
+    if (status != VKMOE_OK)
+        vkmoe_layer_destroy(out);
+    return status;
+}
+
+vkmoe_status vkmoe_layer_from_file(vkmoe_context *ctx, const char *path, uint32_t layer_index,
+                                   const vkmoe_model_params *params, vkmoe_layer **out)
+{
+    VKMOE_REQUIRE(ctx, out, FN ": out is NULL");
+    *out = NULL;
+    VKMOE_REQUIRE(ctx, ctx && path, FN ": ctx and path must not be NULL");
+    VKMOE_TRY(vkmoe_context_check_alive(ctx));
+    vkmoe_model_params defaults = {0};
+    model_source source = {.ctx = ctx};
+    vkmoe_status status = load(&source, ctx, path, layer_index, params ? params : &defaults, out);
+    close_source(&source);
+    vkmoe_log(ctx, VKMOE_LOG_INFO, "%s: layer %u %s", path, layer_index,
+              status == VKMOE_OK ? "loaded" : "failed");
+    return status;
+}

@@ -1,0 +1,59 @@
+/* Model-file loading, shared by model.c (opening, mapping, uploading) and
+ * the per-format describers model_hf.c and model_gguf.c, which turn a
+ * file's configuration into layer params and tensor names. */
+#ifndef VKMOE_MODEL_H
+#define VKMOE_MODEL_H
+
+#include "internal.h"
+#include "json.h"
+#include "tensor_file.h"
+
+#define MODEL_NAME_BYTES 192
+
+/* One mapped file and its parsed tensors. */
+typedef struct model_file {
+    char *path;
+    const uint8_t *data;
+    uint64_t size;
+    vkmoe_tensor_file tensors;
+} model_file;
+
+/* A model: its files (opened as their tensors are first needed, for a
+ * sharded checkpoint) and its configuration. */
+typedef struct model_source {
+    const vkmoe_context *ctx;
+    char *directory;          /* Hugging Face: where config.json and the shards live */
+    vkmoe_json config;        /* Hugging Face: config.json */
+    vkmoe_json index;         /* sharded checkpoints: model.safetensors.index.json */
+    model_file *files;
+    uint32_t file_count;
+    bool gguf;
+} model_source;
+
+/* The tensors of one layer, by name. Per-expert names hold one %u for the
+ * expert; with `stacked`, one tensor [experts][rows][cols] holds all the
+ * experts' matrices (GGUF) and its name has no %u. Empty: not present. */
+typedef struct model_layout {
+    vkmoe_layer_params params;
+    bool stacked;
+    char router[MODEL_NAME_BYTES], router_bias[MODEL_NAME_BYTES];
+    char selection_bias[MODEL_NAME_BYTES], shared_gate[MODEL_NAME_BYTES];
+    char expert[3][MODEL_NAME_BYTES], expert_bias[3][MODEL_NAME_BYTES];
+    char shared[3][MODEL_NAME_BYTES];
+} model_layout;
+
+/* Fill layout from config.json (model_hf.c) or the GGUF metadata
+ * (model_gguf.c) for MoE block `layer`; the weight type is left to the
+ * loader. Failures are recorded with vkmoe_fail. */
+vkmoe_status vkmoe_model_describe_hf(model_source *source, uint32_t layer, model_layout *layout);
+vkmoe_status vkmoe_model_describe_gguf(model_source *source, uint32_t layer,
+                                       model_layout *layout);
+
+/* The tensor called name and the file holding it; VKMOE_ERROR_FILE_FORMAT
+ * naming it when absent. */
+vkmoe_status vkmoe_model_find(model_source *source, const char *name, const model_file **file,
+                              const vkmoe_tensor **tensor);
+/* Whether the model has a tensor of that name (opening shards as needed). */
+bool vkmoe_model_has(model_source *source, const char *name);
+
+#endif

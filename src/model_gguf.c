@@ -1,0 +1,145 @@
+/* GGUF files: general.architecture and its "<arch>.*" metadata become
+ * layer params; the layer's tensors are blk.N.ffn_*_exps (all experts in
+ * one tensor), ffn_gate_inp, the shared expert's ffn_*_shexp and
+ * exp_probs_b. */
+#include <stdio.h>
+#include <string.h>
+
+#include "model.h"
+
+#define FN "vkmoe_layer_from_file"
+
+/* ggml's names for the gating functions (<arch>.expert_gating_func). */
+enum { GATING_SOFTMAX = 1, GATING_SIGMOID = 2, GATING_SOFTMAX_WEIGHT = 3 };
+
+typedef struct gguf_family {
+    const char *arch;
+    const char *family;   /* vkmoe_layer_params_family */
+    const char *ffn_key;  /* an expert's width, after "<arch>." */
+} gguf_family;
+
+static const gguf_family families[] = {
+    {"llama", "mixtral", "feed_forward_length"},
+    {"qwen2moe", "qwen2-moe", "expert_feed_forward_length"},
+    {"qwen3moe", "qwen3-moe", "expert_feed_forward_length"},
+    {"olmoe", "olmoe", "expert_feed_forward_length"},
+    {"deepseek2", "deepseek-v2", "expert_feed_forward_length"},
+    {"gpt-oss", "gpt-oss", "expert_feed_forward_length"},
+};
+
+static const vkmoe_meta *meta(const model_source *s, const char *arch, const char *key)
+{
+    char full[128];
+    snprintf(full, sizeof(full), "%s.%s", arch, key);
+    return vkmoe_tensor_file_meta(&s->files[0].tensors, full);
+}
+
+/* An unsigned metadata value; with required false, *out keeps its default
+ * when the key is absent. */
+static vkmoe_status meta_u32(const model_source *s, const char *arch, const char *key,
+                             bool required, uint32_t *out)
+{
+    const vkmoe_meta *m = meta(s, arch, key);
+    if (!m && !required)
+        return VKMOE_OK;
+    bool ok = m && ((m->type == VKMOE_META_UINT && m->u <= UINT32_MAX) ||
+                    (m->type == VKMOE_META_INT && m->i >= 0 && m->i <= (int64_t)UINT32_MAX));
+    if (!ok)
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
+                          FN ": %s: \"%s.%s\" is missing or not an unsigned integer",
+                          s->files[0].path, arch, key);
+    *out = m->type == VKMOE_META_UINT ? (uint32_t)m->u : (uint32_t)m->i;
+    return VKMOE_OK;
+}
+
+static vkmoe_status find_family(const model_source *s, const gguf_family **out)
+{
+    const vkmoe_meta *a = vkmoe_tensor_file_meta(&s->files[0].tensors, "general.architecture");
+    const char *arch = a && a->type == VKMOE_META_STRING ? a->string : "";
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(families); i++)
+        if (strcmp(arch, families[i].arch) == 0) {
+            *out = &families[i];
+            return VKMOE_OK;
+        }
+    return vkmoe_fail(s->ctx, VKMOE_ERROR_UNSUPPORTED,
+                      FN ": %s: architecture \"%s\" is not supported (llama, qwen2moe, "
+                         "qwen3moe, olmoe, deepseek2, gpt-oss)",
+                      s->files[0].path, arch);
+}
+
+/* DeepSeek-V2 and V3 share the architecture: the gating function, the
+ * selection bias tensor and the groups tell them apart. */
+static vkmoe_status describe_deepseek(model_source *s, uint32_t layer, model_layout *l)
+{
+    vkmoe_layer_params *p = &l->params;
+    uint32_t dense = 0, gating = GATING_SOFTMAX, shared = 0;
+    VKMOE_TRY(meta_u32(s, "deepseek2", "leading_dense_block_count", false, &dense));
+    if (layer < dense)
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_UNSUPPORTED,
+                          FN ": layer %u of %s is a dense layer, not a MoE block", layer,
+                          s->files[0].path);
+    VKMOE_TRY(meta_u32(s, "deepseek2", "expert_gating_func", false, &gating));
+    p->router = gating == GATING_SIGMOID ? VKMOE_ROUTER_SIGMOID_TOPK : VKMOE_ROUTER_SOFTMAX_TOPK;
+    p->expert_groups = p->topk_groups = 1;
+    VKMOE_TRY(meta_u32(s, "deepseek2", "expert_group_count", false, &p->expert_groups));
+    VKMOE_TRY(meta_u32(s, "deepseek2", "expert_group_used_count", false, &p->topk_groups));
+    const vkmoe_meta *scale = meta(s, "deepseek2", "expert_weights_scale");
+    p->routed_scaling_factor = scale && scale->type == VKMOE_META_FLOAT ? (float)scale->f : 1;
+    const vkmoe_meta *norm = meta(s, "deepseek2", "expert_weights_norm");
+    p->normalize_topk = norm && norm->type == VKMOE_META_BOOL && norm->u;
+    VKMOE_TRY(meta_u32(s, "deepseek2", "expert_shared_count", false, &shared));
+    p->shared_ffn_dim = shared * p->ffn_dim;
+    snprintf(l->selection_bias, sizeof(l->selection_bias), "blk.%u.exp_probs_b.bias", layer);
+    p->selection_bias = p->router == VKMOE_ROUTER_SIGMOID_TOPK &&
+                        vkmoe_model_has(s, l->selection_bias);
+    if (!p->selection_bias)
+        l->selection_bias[0] = '\0';
+    return VKMOE_OK;
+}
+
+static void name_tensors(model_layout *l, uint32_t layer)
+{
+    static const char *const matrix[3] = {"gate", "up", "down"};
+    vkmoe_layer_params *p = &l->params;
+    l->stacked = true;
+    snprintf(l->router, sizeof(l->router), "blk.%u.ffn_gate_inp.weight", layer);
+    if (p->router_bias)
+        snprintf(l->router_bias, sizeof(l->router_bias), "blk.%u.ffn_gate_inp.bias", layer);
+    for (int m = 0; m < 3; m++) {
+        snprintf(l->expert[m], sizeof(l->expert[m]), "blk.%u.ffn_%s_exps.weight", layer,
+                 matrix[m]);
+        if (p->expert_bias)
+            snprintf(l->expert_bias[m], sizeof(l->expert_bias[m]), "blk.%u.ffn_%s_exps.bias",
+                     layer, matrix[m]);
+        if (p->shared_ffn_dim)
+            snprintf(l->shared[m], sizeof(l->shared[m]), "blk.%u.ffn_%s_shexp.weight", layer,
+                     matrix[m]);
+    }
+    if (p->shared_gate)
+        snprintf(l->shared_gate, sizeof(l->shared_gate), "blk.%u.ffn_gate_inp_shexp.weight",
+                 layer);
+}
+
+vkmoe_status vkmoe_model_describe_gguf(model_source *s, uint32_t layer, model_layout *l)
+{
+    const gguf_family *f = NULL;
+    VKMOE_TRY(find_family(s, &f));
+    vkmoe_layer_params *p = &l->params;
+    vkmoe_layer_params_family(p, f->family);
+    VKMOE_TRY(meta_u32(s, f->arch, "embedding_length", true, &p->dim));
+    VKMOE_TRY(meta_u32(s, f->arch, f->ffn_key, true, &p->ffn_dim));
+    VKMOE_TRY(meta_u32(s, f->arch, "expert_count", true, &p->experts));
+    VKMOE_TRY(meta_u32(s, f->arch, "expert_used_count", true, &p->top_k));
+    const vkmoe_meta *norm = meta(s, f->arch, "expert_weights_norm");
+    if (norm && norm->type == VKMOE_META_BOOL)
+        p->normalize_topk = norm->u != 0;
+    if (strcmp(f->arch, "deepseek2") == 0)
+        VKMOE_TRY(describe_deepseek(s, layer, l));
+    if (strcmp(f->arch, "qwen2moe") == 0) {
+        VKMOE_TRY(meta_u32(s, f->arch, "expert_shared_feed_forward_length", false,
+                           &p->shared_ffn_dim));
+        p->shared_gate = p->shared_ffn_dim > 0;
+    }
+    name_tensors(l, layer);
+    return VKMOE_OK;
+}

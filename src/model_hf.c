@@ -1,0 +1,157 @@
+/* Hugging Face checkpoints: config.json's model_type and hyper-parameters
+ * become layer params, and the layer's tensors get their checkpoint names. */
+#include <stdio.h>
+#include <string.h>
+
+#include "model.h"
+
+#define FN "vkmoe_layer_from_file"
+
+typedef struct hf_family {
+    const char *model_type;
+    const char *family;       /* vkmoe_layer_params_family */
+    const char *block;        /* the MoE block under model.layers.N. */
+    const char *matrix[3];    /* gate, up, down of expert %u */
+    const char *experts_key;  /* number of routed experts */
+    const char *ffn_key;      /* an expert's width */
+} hf_family;
+
+static const hf_family families[] = {
+    {"mixtral", "mixtral", "block_sparse_moe", {"w1", "w3", "w2"}, "num_local_experts",
+     "intermediate_size"},
+    {"qwen2_moe", "qwen2-moe", "mlp", {"gate_proj", "up_proj", "down_proj"}, "num_experts",
+     "moe_intermediate_size"},
+    {"qwen3_moe", "qwen3-moe", "mlp", {"gate_proj", "up_proj", "down_proj"}, "num_experts",
+     "moe_intermediate_size"},
+    {"olmoe", "olmoe", "mlp", {"gate_proj", "up_proj", "down_proj"}, "num_experts",
+     "intermediate_size"},
+    {"deepseek_v2", "deepseek-v2", "mlp", {"gate_proj", "up_proj", "down_proj"},
+     "n_routed_experts", "moe_intermediate_size"},
+    {"deepseek_v3", "deepseek-v3", "mlp", {"gate_proj", "up_proj", "down_proj"},
+     "n_routed_experts", "moe_intermediate_size"},
+};
+
+static vkmoe_status config_u32(const model_source *s, const char *key, uint32_t *out)
+{
+    uint64_t v;
+    if (!vkmoe_json_get_u64(&s->config, key, UINT32_MAX, &v))
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
+                          FN ": %s/config.json: \"%s\" is missing or not a whole number",
+                          s->directory, key);
+    *out = (uint32_t)v;
+    return VKMOE_OK;
+}
+
+/* An optional value: *out keeps its default when the key is absent or null. */
+static vkmoe_status config_optional_u32(const model_source *s, const char *key, uint32_t *out)
+{
+    const vkmoe_json *v = vkmoe_json_get(&s->config, key);
+    return v && v->type != VKMOE_JSON_NULL ? config_u32(s, key, out) : VKMOE_OK;
+}
+
+static bool config_bool(const model_source *s, const char *key, bool fallback)
+{
+    const vkmoe_json *v = vkmoe_json_get(&s->config, key);
+    return v && v->type == VKMOE_JSON_BOOL ? v->boolean : fallback;
+}
+
+static const char *config_string(const model_source *s, const char *key)
+{
+    const vkmoe_json *v = vkmoe_json_get(&s->config, key);
+    return v && v->type == VKMOE_JSON_STRING ? v->string : "";
+}
+
+static vkmoe_status find_family(const model_source *s, const hf_family **out)
+{
+    const char *type = config_string(s, "model_type");
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(families); i++)
+        if (strcmp(type, families[i].model_type) == 0) {
+            *out = &families[i];
+            return VKMOE_OK;
+        }
+    return vkmoe_fail(s->ctx, VKMOE_ERROR_UNSUPPORTED,
+                      FN ": %s/config.json: model_type \"%s\" is not supported (mixtral, "
+                         "qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3)",
+                      s->directory, type);
+}
+
+/* DeepSeek: dense layers before first_k_dense_replace and off the MoE
+ * layer frequency; the router's scoring, groups and scaling. */
+static vkmoe_status describe_deepseek(model_source *s, uint32_t layer, model_layout *l)
+{
+    vkmoe_layer_params *p = &l->params;
+    uint32_t first_moe = 0, frequency = 1, shared = 0;
+    VKMOE_TRY(config_optional_u32(s, "first_k_dense_replace", &first_moe));
+    VKMOE_TRY(config_optional_u32(s, "moe_layer_freq", &frequency));
+    if (layer < first_moe || frequency == 0 || layer % frequency != 0)
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_UNSUPPORTED,
+                          FN ": layer %u of %s is a dense layer, not a MoE block", layer,
+                          s->directory);
+    const char *scoring = config_string(s, "scoring_func");
+    p->router = strcmp(scoring, "sigmoid") == 0 ? VKMOE_ROUTER_SIGMOID_TOPK
+                                                : VKMOE_ROUTER_SOFTMAX_TOPK;
+    p->selection_bias = p->router == VKMOE_ROUTER_SIGMOID_TOPK;
+    p->normalize_topk = config_bool(s, "norm_topk_prob", false);
+    const char *method = config_string(s, "topk_method");
+    bool grouped = strcmp(method, "group_limited_greedy") == 0 || strcmp(method, "noaux_tc") == 0;
+    p->expert_groups = p->topk_groups = 1;
+    if (grouped) {
+        VKMOE_TRY(config_u32(s, "n_group", &p->expert_groups));
+        VKMOE_TRY(config_u32(s, "topk_group", &p->topk_groups));
+    }
+    const vkmoe_json *scale = vkmoe_json_get(&s->config, "routed_scaling_factor");
+    p->routed_scaling_factor = scale && scale->type == VKMOE_JSON_NUMBER ? (float)scale->number : 1;
+    VKMOE_TRY(config_optional_u32(s, "n_shared_experts", &shared));
+    p->shared_ffn_dim = shared * p->ffn_dim;
+    return VKMOE_OK;
+}
+
+/* Qwen1.5/2-MoE: a gated shared expert; every layer is sparse unless
+ * decoder_sparse_step or mlp_only_layers say otherwise, which the tensor
+ * lookup reports. */
+static vkmoe_status describe_qwen2(model_source *s, model_layout *l)
+{
+    VKMOE_TRY(config_optional_u32(s, "shared_expert_intermediate_size", &l->params.shared_ffn_dim));
+    l->params.shared_gate = l->params.shared_ffn_dim > 0;
+    return VKMOE_OK;
+}
+
+static void name_tensors(model_layout *l, const hf_family *f, uint32_t layer)
+{
+    char prefix[96];
+    snprintf(prefix, sizeof(prefix), "model.layers.%u.%s.", layer, f->block);
+    snprintf(l->router, sizeof(l->router), "%sgate.weight", prefix);
+    if (l->params.selection_bias)
+        snprintf(l->selection_bias, sizeof(l->selection_bias), "%sgate.e_score_correction_bias",
+                 prefix);
+    bool deepseek = strncmp(f->model_type, "deepseek", 8) == 0;
+    for (int m = 0; m < 3; m++) {
+        snprintf(l->expert[m], sizeof(l->expert[m]), "%sexperts.%%u.%s.weight", prefix,
+                 f->matrix[m]);
+        if (l->params.shared_ffn_dim)
+            snprintf(l->shared[m], sizeof(l->shared[m]), "%s%s.%s.weight", prefix,
+                     deepseek ? "shared_experts" : "shared_expert", f->matrix[m]);
+    }
+    if (l->params.shared_gate)
+        snprintf(l->shared_gate, sizeof(l->shared_gate), "%sshared_expert_gate.weight", prefix);
+}
+
+vkmoe_status vkmoe_model_describe_hf(model_source *s, uint32_t layer, model_layout *l)
+{
+    const hf_family *f = NULL;
+    VKMOE_TRY(find_family(s, &f));
+    vkmoe_layer_params *p = &l->params;
+    vkmoe_layer_params_family(p, f->family);
+    VKMOE_TRY(config_u32(s, "hidden_size", &p->dim));
+    VKMOE_TRY(config_u32(s, f->ffn_key, &p->ffn_dim));
+    VKMOE_TRY(config_u32(s, f->experts_key, &p->experts));
+    VKMOE_TRY(config_u32(s, "num_experts_per_tok", &p->top_k));
+    if (strcmp(f->model_type, "mixtral") != 0)
+        p->normalize_topk = config_bool(s, "norm_topk_prob", p->normalize_topk);
+    if (strncmp(f->model_type, "deepseek", 8) == 0)
+        VKMOE_TRY(describe_deepseek(s, layer, l));
+    if (strcmp(f->model_type, "qwen2_moe") == 0)
+        VKMOE_TRY(describe_qwen2(s, l));
+    name_tensors(l, f, layer);
+    return VKMOE_OK;
+}

@@ -1,0 +1,612 @@
+/* Model files: checkpoints and GGUF files of every supported family,
+ * written here from random weights, loaded with vkmoe_layer_from_file and
+ * run against the CPU reference on the same weights; sharded checkpoints,
+ * a file over 4 GiB (sparse), and files that lie. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "model_writer.h"
+#include "tensor_file.h"
+
+enum { GGUF_F32 = 0, GGUF_F16 = 1, GGUF_BF16 = 30 };
+
+static char work_dir[256];
+
+static const char *path_in(const char *name)
+{
+    static char path[512];
+    snprintf(path, sizeof(path), "%s/%s", work_dir, name);
+    return path;
+}
+
+/* Weights as the file's type holds them, so that the reference computes
+ * with exactly what the device gets; vectors too, as the file stores them. */
+static void round_vectors(test_layer *t)
+{
+    vkmoe_weight_type type = t->params.weight_type;
+    float *vectors[] = {t->router, t->router_bias, t->selection_bias, t->gate_bias, t->up_bias,
+                        t->down_bias, t->shared_gate_weights};
+    size_t e = t->params.experts, d = t->params.dim, f = t->params.ffn_dim;
+    size_t sizes[] = {e * d, e, e, e * f, e * f, e * d, d};
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(vectors); i++)
+        for (size_t j = 0; vectors[i] && j < sizes[i]; j++)
+            vectors[i][j] = vkmoe_ref_round_weight(type, vectors[i][j]);
+}
+
+/* Random weights for params, without a layer of their own. */
+static void make_weights(vkmoe_context *ctx, vkmoe_layer_params p, test_layer *t)
+{
+    test_layer_create(ctx, &p, t);
+    vkmoe_layer_destroy(&t->layer);
+    round_vectors(t);
+}
+
+static const char *st_dtype(vkmoe_weight_type type)
+{
+    return type == VKMOE_WEIGHT_F32 ? "F32" : type == VKMOE_WEIGHT_F16 ? "F16" : "BF16";
+}
+
+static uint32_t gguf_type(vkmoe_weight_type type)
+{
+    return type == VKMOE_WEIGHT_F32 ? GGUF_F32 : type == VKMOE_WEIGHT_F16 ? GGUF_F16 : GGUF_BF16;
+}
+
+/* Add n values of t's weight type under name, with a row-major shape. */
+static void st_put(st_writer *w, const test_layer *t, const char *name, const float *values,
+                   const uint64_t *shape, uint32_t dims)
+{
+    size_t n = 1;
+    for (uint32_t d = 0; d < dims; d++)
+        n *= shape[d];
+    void *data = malloc(n * 4 + 1);
+    size_t bytes = vkmoe_ref_encode_weights(t->params.weight_type, values, n, data);
+    st_add(w, name, st_dtype(t->params.weight_type), shape, dims, data, bytes);
+    free(data);
+}
+
+/* Hugging Face tensor names of one family. */
+typedef struct hf_names {
+    const char *block, *gate, *up, *down, *shared;
+} hf_names;
+
+static void st_put_experts(st_writer *w, const test_layer *t, const char *prefix,
+                           const hf_names *names)
+{
+    const vkmoe_layer_params *p = &t->params;
+    size_t f = p->ffn_dim, d = p->dim;
+    const char *kinds[3] = {names->gate, names->up, names->down};
+    const float *weights[3] = {t->gate, t->up, t->down};
+    for (uint32_t e = 0; e < p->experts; e++)
+        for (int m = 0; m < 3; m++) {
+            char name[256];
+            snprintf(name, sizeof(name), "%sexperts.%u.%s.weight", prefix, e, kinds[m]);
+            uint64_t shape[2] = {m == 2 ? d : f, m == 2 ? f : d};
+            st_put(w, t, name, weights[m] + e * f * d, shape, 2);
+        }
+    for (int m = 0; p->shared_ffn_dim && m < 3; m++) {
+        const float *shared[3] = {t->shared_gate, t->shared_up, t->shared_down};
+        char name[256];
+        snprintf(name, sizeof(name), "%s%s.%s.weight", prefix, names->shared, kinds[m]);
+        uint64_t shape[2] = {m == 2 ? d : p->shared_ffn_dim, m == 2 ? p->shared_ffn_dim : d};
+        st_put(w, t, name, shared[m], shape, 2);
+    }
+}
+
+/* Layer `layer` of a checkpoint: its tensors, in one file or spread over
+ * `shards` files with an index. */
+static void write_checkpoint(const test_layer *t, const char *config, const hf_names *names,
+                             uint32_t layer, uint32_t shards)
+{
+    const vkmoe_layer_params *p = &t->params;
+    char prefix[128], name[256];
+    snprintf(prefix, sizeof(prefix), "model.layers.%u.%s.", layer, names->block);
+    st_writer w = {0};
+    snprintf(name, sizeof(name), "%sgate.weight", prefix);
+    st_put(&w, t, name, t->router, (uint64_t[]){p->experts, p->dim}, 2);
+    if (p->selection_bias) {
+        snprintf(name, sizeof(name), "%sgate.e_score_correction_bias", prefix);
+        st_put(&w, t, name, t->selection_bias, (uint64_t[]){p->experts}, 1);
+    }
+    if (p->shared_gate) {
+        snprintf(name, sizeof(name), "%sshared_expert_gate.weight", prefix);
+        st_put(&w, t, name, t->shared_gate_weights, (uint64_t[]){1, p->dim}, 2);
+    }
+    st_put_experts(&w, t, prefix, names);
+    byte_buffer file;
+    st_finish(&w, &file);
+    byte_buffer text = {0};
+    buffer_append(&text, config, strlen(config));
+    assert_true(buffer_write_file(&text, path_in("config.json")));
+    buffer_free(&text);
+    if (shards <= 1) {
+        unlink(path_in("model.safetensors.index.json"));
+        assert_true(buffer_write_file(&file, path_in("model.safetensors")));
+    } else {
+        /* The same file under every shard name; the index spreads the
+         * tensors round-robin, so each shard is needed and opened. */
+        vkmoe_tensor_file parsed;
+        char error[256];
+        assert_true(vkmoe_safetensors_parse(file.data, file.size, &parsed, error, 256));
+        byte_buffer index = {0};
+        buffer_append(&index, "{\"metadata\": {}, \"weight_map\": {", 32);
+        for (uint32_t i = 0; i < parsed.tensor_count; i++) {
+            char entry[320];
+            snprintf(entry, sizeof(entry), "%s\"%s\": \"model-%05u-of-%05u.safetensors\"",
+                     i ? ", " : "", parsed.tensors[i].name, i % shards + 1, shards);
+            buffer_append(&index, entry, strlen(entry));
+        }
+        buffer_append(&index, "}}", 2);
+        for (uint32_t i = 0; i < shards; i++) {
+            snprintf(name, sizeof(name), "model-%05u-of-%05u.safetensors", i + 1, shards);
+            assert_true(buffer_write_file(&file, path_in(name)));
+        }
+        unlink(path_in("model.safetensors"));
+        assert_true(buffer_write_file(&index, path_in("model.safetensors.index.json")));
+        buffer_free(&index);
+        vkmoe_tensor_file_free(&parsed);
+    }
+    buffer_free(&file);
+}
+
+/* Load a layer from path and check its forward against t's reference. */
+static void check_loaded(vkmoe_context *ctx, test_layer *t, const char *path, uint32_t layer,
+                         uint32_t tokens)
+{
+    vkmoe_model_params mp = {.max_tokens = tokens};
+    vkmoe_layer *loaded;
+    vkmoe_status status = vkmoe_layer_from_file(ctx, path, layer, &mp, &loaded);
+    if (status != VKMOE_OK)
+        fail_msg("vkmoe_layer_from_file: %s", vkmoe_last_error());
+    vkmoe_layer_params got;
+    assert_int_equal(vkmoe_layer_params_of(loaded, &got), VKMOE_OK);
+    const vkmoe_layer_params *want = &t->params;
+    assert_int_equal(got.dim, want->dim);
+    assert_int_equal(got.ffn_dim, want->ffn_dim);
+    assert_int_equal(got.experts, want->experts);
+    assert_int_equal(got.top_k, want->top_k);
+    assert_int_equal(got.router, want->router);
+    assert_int_equal(got.normalize_topk, want->normalize_topk);
+    assert_int_equal(got.expert_groups, want->expert_groups);
+    assert_int_equal(got.topk_groups, want->topk_groups);
+    assert_true(got.routed_scaling_factor == want->routed_scaling_factor);
+    assert_int_equal(got.shared_ffn_dim, want->shared_ffn_dim);
+    assert_int_equal(got.weight_type, want->weight_type);
+    test_layer run = *t;
+    run.layer = loaded;
+    float *x = test_input(tokens, want->dim);
+    test_check_forward(&run, tokens, x);
+    free(x);
+    vkmoe_layer_destroy(&loaded);
+}
+
+static vkmoe_layer_params family(const char *name, uint32_t experts, uint32_t top_k,
+                                 vkmoe_weight_type type)
+{
+    vkmoe_layer_params p = {.dim = 40, .ffn_dim = 24, .experts = experts, .max_tokens = 1,
+                            .weight_type = type};
+    assert_int_equal(vkmoe_layer_params_family(&p, name), VKMOE_OK);
+    if (top_k)
+        p.top_k = top_k;
+    return p;
+}
+
+static const hf_names mixtral_names = {"block_sparse_moe", "w1", "w3", "w2", ""};
+static const hf_names qwen_names = {"mlp", "gate_proj", "up_proj", "down_proj", "shared_expert"};
+static const hf_names deepseek_names = {"mlp", "gate_proj", "up_proj", "down_proj",
+                                        "shared_experts"};
+
+static void test_mixtral_checkpoint(void **state)
+{
+    test_seed(110);
+    test_layer t;
+    make_weights(*state, family("mixtral", 8, 2, VKMOE_WEIGHT_BF16), &t);
+    write_checkpoint(&t, "{\"model_type\": \"mixtral\", \"hidden_size\": 40, "
+                         "\"intermediate_size\": 24, \"num_local_experts\": 8, "
+                         "\"num_experts_per_tok\": 2, \"torch_dtype\": \"bfloat16\"}",
+                     &mixtral_names, 3, 1);
+    check_loaded(*state, &t, work_dir, 3, 20);
+    /* the path of the .safetensors file works too */
+    check_loaded(*state, &t, path_in("model.safetensors"), 3, 5);
+    test_layer_destroy(&t);
+}
+
+static void test_qwen_and_olmoe_checkpoints(void **state)
+{
+    test_seed(111);
+    test_layer t;
+    vkmoe_layer_params p = family("qwen2-moe", 6, 2, VKMOE_WEIGHT_F16);
+    p.shared_ffn_dim = 36;
+    make_weights(*state, p, &t);
+    write_checkpoint(&t, "{\"model_type\": \"qwen2_moe\", \"hidden_size\": 40, "
+                         "\"moe_intermediate_size\": 24, \"num_experts\": 6, "
+                         "\"num_experts_per_tok\": 2, \"norm_topk_prob\": false, "
+                         "\"shared_expert_intermediate_size\": 36}",
+                     &qwen_names, 0, 1);
+    check_loaded(*state, &t, work_dir, 0, 17);
+    test_layer_destroy(&t);
+    make_weights(*state, family("qwen3-moe", 16, 4, VKMOE_WEIGHT_F32), &t);
+    write_checkpoint(&t, "{\"model_type\": \"qwen3_moe\", \"hidden_size\": 40, "
+                         "\"moe_intermediate_size\": 24, \"num_experts\": 16, "
+                         "\"num_experts_per_tok\": 4, \"norm_topk_prob\": true}",
+                     &qwen_names, 1, 1);
+    check_loaded(*state, &t, work_dir, 1, 9);
+    test_layer_destroy(&t);
+    make_weights(*state, family("olmoe", 16, 4, VKMOE_WEIGHT_BF16), &t);
+    write_checkpoint(&t, "{\"model_type\": \"olmoe\", \"hidden_size\": 40, "
+                         "\"intermediate_size\": 24, \"num_experts\": 16, "
+                         "\"num_experts_per_tok\": 4, \"norm_topk_prob\": false}",
+                     &qwen_names, 2, 1);
+    check_loaded(*state, &t, work_dir, 2, 9);
+    test_layer_destroy(&t);
+}
+
+/* DeepSeek-V3 at its real E, k and groups, sharded over three files. */
+static void test_deepseek_checkpoints_sharded(void **state)
+{
+    test_seed(112);
+    test_layer t;
+    vkmoe_layer_params p = family("deepseek-v3", 256, 0, VKMOE_WEIGHT_BF16);
+    p.dim = 16;
+    p.ffn_dim = 8;
+    p.shared_ffn_dim = 8;
+    make_weights(*state, p, &t);
+    write_checkpoint(&t, "{\"model_type\": \"deepseek_v3\", \"hidden_size\": 16, "
+                         "\"moe_intermediate_size\": 8, \"n_routed_experts\": 256, "
+                         "\"num_experts_per_tok\": 8, \"n_group\": 8, \"topk_group\": 4, "
+                         "\"topk_method\": \"noaux_tc\", \"scoring_func\": \"sigmoid\", "
+                         "\"norm_topk_prob\": true, \"routed_scaling_factor\": 2.5, "
+                         "\"n_shared_experts\": 1, \"first_k_dense_replace\": 3, "
+                         "\"moe_layer_freq\": 1}",
+                     &deepseek_names, 5, 3);
+    check_loaded(*state, &t, work_dir, 5, 12);
+    vkmoe_layer *layer = (vkmoe_layer *)&layer;
+    assert_int_equal(vkmoe_layer_from_file(*state, work_dir, 2, NULL, &layer),
+                     VKMOE_ERROR_UNSUPPORTED); /* a dense layer */
+    assert_null(layer);
+    assert_non_null(strstr(vkmoe_last_error(), "dense"));
+    test_layer_destroy(&t);
+    p = family("deepseek-v2", 32, 0, VKMOE_WEIGHT_F16);
+    p.shared_ffn_dim = 48;
+    make_weights(*state, p, &t);
+    write_checkpoint(&t, "{\"model_type\": \"deepseek_v2\", \"hidden_size\": 40, "
+                         "\"moe_intermediate_size\": 24, \"n_routed_experts\": 32, "
+                         "\"num_experts_per_tok\": 6, \"n_group\": 8, \"topk_group\": 3, "
+                         "\"topk_method\": \"group_limited_greedy\", \"scoring_func\": \"softmax\", "
+                         "\"norm_topk_prob\": false, \"routed_scaling_factor\": 16.0, "
+                         "\"n_shared_experts\": 2, \"first_k_dense_replace\": 1}",
+                     &deepseek_names, 1, 2);
+    check_loaded(*state, &t, work_dir, 1, 12);
+    test_layer_destroy(&t);
+}
+
+/* GGUF: all experts in one [E][rows][cols] tensor, dims innermost first. */
+static void gguf_put(gguf_writer *w, const test_layer *t, const char *name, const float *values,
+                     const uint64_t *ne, uint32_t dims)
+{
+    size_t n = 1;
+    for (uint32_t d = 0; d < dims; d++)
+        n *= ne[d];
+    void *data = malloc(n * 4 + 1);
+    size_t bytes = vkmoe_ref_encode_weights(t->params.weight_type, values, n, data);
+    gguf_add_tensor(w, name, gguf_type(t->params.weight_type), ne, dims, data, bytes);
+    free(data);
+}
+
+static void gguf_put_f32(gguf_writer *w, const char *name, const float *values, const uint64_t *ne,
+                         uint32_t dims, size_t n)
+{
+    gguf_add_tensor(w, name, GGUF_F32, ne, dims, values, n * 4);
+}
+
+static void gguf_put_layer(gguf_writer *w, const test_layer *t, uint32_t layer)
+{
+    const vkmoe_layer_params *p = &t->params;
+    uint64_t d = p->dim, f = p->ffn_dim, e = p->experts, fs = p->shared_ffn_dim;
+    char name[128];
+    const char *kinds[3] = {"gate", "up", "down"};
+    const float *experts[3] = {t->gate, t->up, t->down};
+    const float *biases[3] = {t->gate_bias, t->up_bias, t->down_bias};
+    const float *shared[3] = {t->shared_gate, t->shared_up, t->shared_down};
+    snprintf(name, sizeof(name), "blk.%u.ffn_gate_inp.weight", layer);
+    gguf_put_f32(w, name, t->router, (uint64_t[]){d, e}, 2, d * e);
+    if (p->router_bias) {
+        snprintf(name, sizeof(name), "blk.%u.ffn_gate_inp.bias", layer);
+        gguf_put_f32(w, name, t->router_bias, (uint64_t[]){e}, 1, e);
+    }
+    if (p->selection_bias) {
+        snprintf(name, sizeof(name), "blk.%u.exp_probs_b.bias", layer);
+        gguf_put_f32(w, name, t->selection_bias, (uint64_t[]){e}, 1, e);
+    }
+    if (p->shared_gate) {
+        snprintf(name, sizeof(name), "blk.%u.ffn_gate_inp_shexp.weight", layer);
+        gguf_put_f32(w, name, t->shared_gate_weights, (uint64_t[]){d}, 1, d);
+    }
+    for (int m = 0; m < 3; m++) {
+        uint64_t inner = m == 2 ? f : d, outer = m == 2 ? d : f;
+        snprintf(name, sizeof(name), "blk.%u.ffn_%s_exps.weight", layer, kinds[m]);
+        gguf_put(w, t, name, experts[m], (uint64_t[]){inner, outer, e}, 3);
+        if (p->expert_bias) {
+            snprintf(name, sizeof(name), "blk.%u.ffn_%s_exps.bias", layer, kinds[m]);
+            gguf_put_f32(w, name, biases[m], (uint64_t[]){outer, e}, 2, outer * e);
+        }
+        if (fs) {
+            uint64_t sin = m == 2 ? fs : d, sout = m == 2 ? d : fs;
+            snprintf(name, sizeof(name), "blk.%u.ffn_%s_shexp.weight", layer, kinds[m]);
+            gguf_put(w, t, name, shared[m], (uint64_t[]){sin, sout}, 2);
+        }
+    }
+}
+
+static void write_gguf(gguf_writer *w, const test_layer *t, const char *arch, uint32_t layer)
+{
+    const vkmoe_layer_params *p = &t->params;
+    char key[96];
+    gguf_add_string(w, "general.architecture", arch);
+    snprintf(key, sizeof(key), "%s.embedding_length", arch);
+    gguf_add_u32(w, key, p->dim);
+    snprintf(key, sizeof(key), "%s.%s", arch,
+             strcmp(arch, "llama") == 0 ? "feed_forward_length" : "expert_feed_forward_length");
+    gguf_add_u32(w, key, p->ffn_dim);
+    snprintf(key, sizeof(key), "%s.expert_count", arch);
+    gguf_add_u32(w, key, p->experts);
+    snprintf(key, sizeof(key), "%s.expert_used_count", arch);
+    gguf_add_u32(w, key, p->top_k);
+    gguf_put_layer(w, t, layer);
+    byte_buffer file;
+    gguf_finish(w, &file);
+    assert_true(buffer_write_file(&file, path_in("model.gguf")));
+    buffer_free(&file);
+}
+
+static void test_gguf_families(void **state)
+{
+    test_seed(113);
+    test_layer t;
+    gguf_writer w = {0};
+    make_weights(*state, family("mixtral", 8, 2, VKMOE_WEIGHT_F16), &t);
+    write_gguf(&w, &t, "llama", 0);
+    check_loaded(*state, &t, path_in("model.gguf"), 0, 15);
+    test_layer_destroy(&t);
+
+    vkmoe_layer_params p = family("qwen2-moe", 6, 4, VKMOE_WEIGHT_BF16);
+    p.shared_ffn_dim = 20;
+    make_weights(*state, p, &t);
+    gguf_add_u32(&w, "qwen2moe.expert_shared_feed_forward_length", 20);
+    write_gguf(&w, &t, "qwen2moe", 1);
+    check_loaded(*state, &t, path_in("model.gguf"), 1, 15);
+    test_layer_destroy(&t);
+
+    make_weights(*state, family("gpt-oss", 8, 4, VKMOE_WEIGHT_F32), &t);
+    write_gguf(&w, &t, "gpt-oss", 0);
+    check_loaded(*state, &t, path_in("model.gguf"), 0, 15);
+    test_layer_destroy(&t);
+
+    p = family("deepseek-v3", 64, 0, VKMOE_WEIGHT_BF16);
+    p.shared_ffn_dim = 24;
+    make_weights(*state, p, &t);
+    gguf_add_u32(&w, "deepseek2.leading_dense_block_count", 1);
+    gguf_add_u32(&w, "deepseek2.expert_gating_func", 2);
+    gguf_add_u32(&w, "deepseek2.expert_group_count", 8);
+    gguf_add_u32(&w, "deepseek2.expert_group_used_count", 4);
+    gguf_add_u32(&w, "deepseek2.expert_shared_count", 1);
+    gguf_add_f32(&w, "deepseek2.expert_weights_scale", 2.5f);
+    gguf_add_bool(&w, "deepseek2.expert_weights_norm", true);
+    write_gguf(&w, &t, "deepseek2", 2);
+    check_loaded(*state, &t, path_in("model.gguf"), 2, 15);
+    test_layer_destroy(&t);
+}
+
+/* The checkpoint's model.safetensors rewritten with 4.5 GiB of padding
+ * before its tensors: a sparse file, so the test costs no disk, but every
+ * offset past 4 GiB must survive the reader and the mapping. */
+static void pad_past_4_gib(void)
+{
+    const uint64_t pad = 9ull << 29;
+    FILE *in = fopen(path_in("model.safetensors"), "rb");
+    assert_non_null(in);
+    fseek(in, 0, SEEK_END);
+    size_t size = (size_t)ftell(in);
+    uint8_t *file = malloc(size);
+    fseek(in, 0, SEEK_SET);
+    assert_int_equal(fread(file, 1, size, in), size);
+    fclose(in);
+    vkmoe_tensor_file parsed;
+    char error[256];
+    assert_true(vkmoe_safetensors_parse(file, size, &parsed, error, sizeof(error)));
+    uint64_t data_start = parsed.tensors[0].offset; /* the writer keeps file order */
+    byte_buffer header = {0};
+    char entry[512];
+    snprintf(entry, sizeof(entry),
+             "{\"padding\":{\"dtype\":\"U8\",\"shape\":[%llu],\"data_offsets\":[0,%llu]}",
+             (unsigned long long)pad, (unsigned long long)pad);
+    buffer_append(&header, entry, strlen(entry));
+    for (uint32_t i = 0; i < parsed.tensor_count; i++) {
+        const vkmoe_tensor *t = &parsed.tensors[i];
+        uint64_t begin = pad + t->offset - data_start;
+        int n = snprintf(entry, sizeof(entry), ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", t->name,
+                         t->dtype_name);
+        for (uint32_t d = 0; d < t->dims; d++)
+            n += snprintf(entry + n, sizeof(entry) - (size_t)n, "%s%llu", d ? "," : "",
+                          (unsigned long long)t->shape[d]);
+        snprintf(entry + n, sizeof(entry) - (size_t)n, "],\"data_offsets\":[%llu,%llu]}",
+                 (unsigned long long)begin, (unsigned long long)(begin + t->size));
+        buffer_append(&header, entry, strlen(entry));
+        if (t->offset < data_start)
+            data_start = t->offset;
+    }
+    buffer_append(&header, "}", 1);
+    FILE *out = fopen(path_in("big.safetensors"), "wb");
+    assert_non_null(out);
+    uint8_t length[8];
+    for (int i = 0; i < 8; i++)
+        length[i] = (uint8_t)((uint64_t)header.size >> (8 * i));
+    fwrite(length, 1, 8, out);
+    fwrite(header.data, 1, header.size, out);
+    assert_int_equal(fseeko(out, (off_t)(8 + header.size + pad), SEEK_SET), 0);
+    fwrite(file + data_start, 1, size - data_start, out);
+    assert_int_equal(fclose(out), 0);
+    char big[512];
+    snprintf(big, sizeof(big), "%s", path_in("big.safetensors"));
+    assert_int_equal(rename(big, path_in("model.safetensors")), 0);
+    vkmoe_tensor_file_free(&parsed);
+    buffer_free(&header);
+    free(file);
+}
+
+static void test_file_over_4_gib(void **state)
+{
+    test_seed(114);
+    test_layer t;
+    make_weights(*state, family("mixtral", 4, 2, VKMOE_WEIGHT_F16), &t);
+    write_checkpoint(&t, "{\"model_type\": \"mixtral\", \"hidden_size\": 40, "
+                         "\"intermediate_size\": 24, \"num_local_experts\": 4, "
+                         "\"num_experts_per_tok\": 2}",
+                     &mixtral_names, 0, 1);
+    pad_past_4_gib();
+    struct stat st;
+    assert_int_equal(stat(path_in("model.safetensors"), &st), 0);
+    assert_true((uint64_t)st.st_size > (4ull << 30));
+    check_loaded(*state, &t, work_dir, 0, 6);
+    test_layer_destroy(&t);
+}
+
+static void write_text(const char *name, const char *text)
+{
+    byte_buffer b = {0};
+    buffer_append(&b, text, strlen(text));
+    assert_true(buffer_write_file(&b, path_in(name)));
+    buffer_free(&b);
+}
+
+static void expect_load_error(vkmoe_context *ctx, const char *path, uint32_t layer,
+                              vkmoe_status status, const char *words)
+{
+    vkmoe_layer *loaded = (vkmoe_layer *)&loaded;
+    assert_int_equal(vkmoe_layer_from_file(ctx, path, layer, NULL, &loaded), status);
+    assert_null(loaded);
+    if (!strstr(vkmoe_last_error(), words))
+        fail_msg("\"%s\" does not mention \"%s\"", vkmoe_last_error(), words);
+}
+
+static const char mixtral_config[] =
+    "{\"model_type\": \"mixtral\", \"hidden_size\": 40, \"intermediate_size\": 24, "
+    "\"num_local_experts\": 4, \"num_experts_per_tok\": 2}";
+
+/* Checkpoints that lie or are broken: each refused with a message naming
+ * what is wrong, nothing leaked (the ASan run checks). */
+static void test_broken_checkpoints(void **state)
+{
+    vkmoe_context *ctx = *state;
+    test_seed(115);
+    test_layer t;
+    make_weights(ctx, family("mixtral", 4, 2, VKMOE_WEIGHT_F32), &t);
+    write_checkpoint(&t, mixtral_config, &mixtral_names, 0, 1);
+    expect_load_error(ctx, path_in("absent"), 0, VKMOE_ERROR_IO, "absent");
+    expect_load_error(ctx, work_dir, 1, VKMOE_ERROR_FILE_FORMAT, "model.layers.1.");
+    write_text("config.json", "{\"model_type\": \"mixtral\", \"hidden_size\": 48, "
+                              "\"intermediate_size\": 24, \"num_local_experts\": 4, "
+                              "\"num_experts_per_tok\": 2}");
+    expect_load_error(ctx, work_dir, 0, VKMOE_ERROR_FILE_FORMAT, "the configuration says [4, 48]");
+    write_text("config.json", "{\"model_type\": \"mixtral\", \"hidden_size\": -40}");
+    expect_load_error(ctx, work_dir, 0, VKMOE_ERROR_FILE_FORMAT, "hidden_size");
+    write_text("config.json", "{\"model_type\": \"llama\"}");
+    expect_load_error(ctx, work_dir, 0, VKMOE_ERROR_UNSUPPORTED, "llama");
+    write_text("config.json", "{\"model_type\": \"mixtral\",");
+    expect_load_error(ctx, work_dir, 0, VKMOE_ERROR_FILE_FORMAT, "JSON at byte");
+    write_text("config.json", mixtral_config);
+    write_text("model.safetensors.index.json",
+               "{\"weight_map\": {\"model.layers.0.block_sparse_moe.experts.0.w2.weight\": \"../x\"}}");
+    expect_load_error(ctx, work_dir, 0, VKMOE_ERROR_FILE_FORMAT, "bad shard");
+    write_text("model.safetensors.index.json",
+               "{\"weight_map\": {\"model.layers.0.block_sparse_moe.experts.0.w2.weight\": "
+               "\"model-00009-of-00009.safetensors\"}}");
+    expect_load_error(ctx, work_dir, 0, VKMOE_ERROR_IO, "model-00009-of-00009");
+    unlink(path_in("model.safetensors.index.json"));
+    write_text("model.safetensors", "\x10\0\0\0\0\0\0\0{}");
+    expect_load_error(ctx, work_dir, 0, VKMOE_ERROR_FILE_FORMAT, "header length");
+    write_text("bad", "neither");
+    expect_load_error(ctx, path_in("bad"), 0, VKMOE_ERROR_FILE_FORMAT, "model.safetensors");
+    test_layer_destroy(&t);
+}
+
+/* GGUF files of an unknown architecture or with quantized experts. */
+static void test_unsupported_gguf(void **state)
+{
+    vkmoe_context *ctx = *state;
+    gguf_writer w = {0};
+    byte_buffer file;
+    gguf_add_string(&w, "general.architecture", "bert");
+    gguf_finish(&w, &file);
+    assert_true(buffer_write_file(&file, path_in("model.gguf")));
+    buffer_free(&file);
+    expect_load_error(ctx, path_in("model.gguf"), 0, VKMOE_ERROR_UNSUPPORTED, "bert");
+    gguf_add_string(&w, "general.architecture", "qwen3moe");
+    gguf_add_u32(&w, "qwen3moe.embedding_length", 32);
+    gguf_add_u32(&w, "qwen3moe.expert_feed_forward_length", 32);
+    gguf_add_u32(&w, "qwen3moe.expert_count", 2);
+    gguf_add_u32(&w, "qwen3moe.expert_used_count", 1);
+    uint8_t q8[2 * 32 * 34] = {0};
+    gguf_add_tensor(&w, "blk.0.ffn_down_exps.weight", 8, (uint64_t[]){32, 32, 2}, 3, q8,
+                    sizeof(q8));
+    gguf_finish(&w, &file);
+    assert_true(buffer_write_file(&file, path_in("model.gguf")));
+    buffer_free(&file);
+    expect_load_error(ctx, path_in("model.gguf"), 0, VKMOE_ERROR_UNSUPPORTED, "Q8_0");
+    gguf_add_string(&w, "general.architecture", "qwen3moe");
+    gguf_finish(&w, &file);
+    assert_true(buffer_write_file(&file, path_in("model.gguf")));
+    buffer_free(&file);
+    expect_load_error(ctx, path_in("model.gguf"), 0, VKMOE_ERROR_FILE_FORMAT, "embedding_length");
+    vkmoe_layer *loaded;
+    assert_int_equal(vkmoe_layer_from_file(NULL, work_dir, 0, NULL, &loaded),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_from_file(ctx, NULL, 0, NULL, &loaded),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_from_file(ctx, work_dir, 0, NULL, NULL),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+}
+
+static int setup(void **state)
+{
+    snprintf(work_dir, sizeof(work_dir), "%s/vkmoe-test-model-XXXXXX",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    if (!mkdtemp(work_dir))
+        return -1;
+    return test_group_setup(state);
+}
+
+static int teardown(void **state)
+{
+    const char *names[] = {"config.json", "model.safetensors", "model.safetensors.index.json",
+                           "model.gguf", "model-00001-of-00002.safetensors",
+                           "model-00002-of-00002.safetensors", "model-00001-of-00003.safetensors",
+                           "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors",
+                           "big.safetensors", "bad"};
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(names); i++)
+        unlink(path_in(names[i]));
+    rmdir(work_dir);
+    return test_group_teardown(state);
+}
+
+int main(void)
+{
+    int gate = test_device_gate();
+    if (gate)
+        return gate;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_mixtral_checkpoint),
+        cmocka_unit_test(test_qwen_and_olmoe_checkpoints),
+        cmocka_unit_test(test_deepseek_checkpoints_sharded),
+        cmocka_unit_test(test_gguf_families),
+        cmocka_unit_test(test_file_over_4_gib),
+        cmocka_unit_test(test_broken_checkpoints),
+        cmocka_unit_test(test_unsupported_gguf),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
