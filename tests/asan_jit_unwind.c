@@ -1,4 +1,4 @@
-/* Linked into the tests only under AddressSanitizer.
+/* Linked into the tests and vkmoe-run only under AddressSanitizer.
  *
  * lavapipe's LLVM JIT registers the unwind tables of every compiled shader
  * with libgcc (__register_frame). The first unwind after that sorts them while

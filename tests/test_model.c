@@ -11,10 +11,8 @@
 #include <unistd.h>
 
 #include "helpers.h"
-#include "model_writer.h"
+#include "checkpoint.h"
 #include "tensor_file.h"
-
-enum { GGUF_F32 = 0, GGUF_F16 = 1, GGUF_BF16 = 30 };
 
 static char work_dir[256];
 
@@ -23,135 +21,6 @@ static const char *path_in(const char *name)
     static char path[512];
     snprintf(path, sizeof(path), "%s/%s", work_dir, name);
     return path;
-}
-
-/* Weights as the file's type holds them, so that the reference computes
- * with exactly what the device gets; vectors too, as the file stores them. */
-static void round_vectors(test_layer *t)
-{
-    vkmoe_weight_type type = t->params.weight_type;
-    float *vectors[] = {t->router, t->router_bias, t->selection_bias, t->gate_bias, t->up_bias,
-                        t->down_bias, t->shared_gate_weights};
-    size_t e = t->params.experts, d = t->params.dim, f = t->params.ffn_dim;
-    size_t sizes[] = {e * d, e, e, e * f, e * f, e * d, d};
-    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(vectors); i++)
-        for (size_t j = 0; vectors[i] && j < sizes[i]; j++)
-            vectors[i][j] = vkmoe_ref_round_weight(type, vectors[i][j]);
-}
-
-/* Random weights for params, without a layer of their own. */
-static void make_weights(vkmoe_context *ctx, vkmoe_layer_params p, test_layer *t)
-{
-    test_layer_create(ctx, &p, t);
-    vkmoe_layer_destroy(&t->layer);
-    round_vectors(t);
-}
-
-static const char *st_dtype(vkmoe_weight_type type)
-{
-    return type == VKMOE_WEIGHT_F32 ? "F32" : type == VKMOE_WEIGHT_F16 ? "F16" : "BF16";
-}
-
-static uint32_t gguf_type(vkmoe_weight_type type)
-{
-    return type == VKMOE_WEIGHT_F32 ? GGUF_F32 : type == VKMOE_WEIGHT_F16 ? GGUF_F16 : GGUF_BF16;
-}
-
-/* Add n values of t's weight type under name, with a row-major shape. */
-static void st_put(st_writer *w, const test_layer *t, const char *name, const float *values,
-                   const uint64_t *shape, uint32_t dims)
-{
-    size_t n = 1;
-    for (uint32_t d = 0; d < dims; d++)
-        n *= shape[d];
-    void *data = malloc(n * 4 + 1);
-    size_t bytes = vkmoe_ref_encode_weights(t->params.weight_type, values, n, data);
-    st_add(w, name, st_dtype(t->params.weight_type), shape, dims, data, bytes);
-    free(data);
-}
-
-/* Hugging Face tensor names of one family. */
-typedef struct hf_names {
-    const char *block, *gate, *up, *down, *shared;
-} hf_names;
-
-static void st_put_experts(st_writer *w, const test_layer *t, const char *prefix,
-                           const hf_names *names)
-{
-    const vkmoe_layer_params *p = &t->params;
-    size_t f = p->ffn_dim, d = p->dim;
-    const char *kinds[3] = {names->gate, names->up, names->down};
-    const float *weights[3] = {t->gate, t->up, t->down};
-    for (uint32_t e = 0; e < p->experts; e++)
-        for (int m = 0; m < 3; m++) {
-            char name[256];
-            snprintf(name, sizeof(name), "%sexperts.%u.%s.weight", prefix, e, kinds[m]);
-            uint64_t shape[2] = {m == 2 ? d : f, m == 2 ? f : d};
-            st_put(w, t, name, weights[m] + e * f * d, shape, 2);
-        }
-    for (int m = 0; p->shared_ffn_dim && m < 3; m++) {
-        const float *shared[3] = {t->shared_gate, t->shared_up, t->shared_down};
-        char name[256];
-        snprintf(name, sizeof(name), "%s%s.%s.weight", prefix, names->shared, kinds[m]);
-        uint64_t shape[2] = {m == 2 ? d : p->shared_ffn_dim, m == 2 ? p->shared_ffn_dim : d};
-        st_put(w, t, name, shared[m], shape, 2);
-    }
-}
-
-/* Layer `layer` of a checkpoint: its tensors, in one file or spread over
- * `shards` files with an index. */
-static void write_checkpoint(const test_layer *t, const char *config, const hf_names *names,
-                             uint32_t layer, uint32_t shards)
-{
-    const vkmoe_layer_params *p = &t->params;
-    char prefix[128], name[256];
-    snprintf(prefix, sizeof(prefix), "model.layers.%u.%s.", layer, names->block);
-    st_writer w = {0};
-    snprintf(name, sizeof(name), "%sgate.weight", prefix);
-    st_put(&w, t, name, t->router, (uint64_t[]){p->experts, p->dim}, 2);
-    if (p->selection_bias) {
-        snprintf(name, sizeof(name), "%sgate.e_score_correction_bias", prefix);
-        st_put(&w, t, name, t->selection_bias, (uint64_t[]){p->experts}, 1);
-    }
-    if (p->shared_gate) {
-        snprintf(name, sizeof(name), "%sshared_expert_gate.weight", prefix);
-        st_put(&w, t, name, t->shared_gate_weights, (uint64_t[]){1, p->dim}, 2);
-    }
-    st_put_experts(&w, t, prefix, names);
-    byte_buffer file;
-    st_finish(&w, &file);
-    byte_buffer text = {0};
-    buffer_append(&text, config, strlen(config));
-    assert_true(buffer_write_file(&text, path_in("config.json")));
-    buffer_free(&text);
-    if (shards <= 1) {
-        unlink(path_in("model.safetensors.index.json"));
-        assert_true(buffer_write_file(&file, path_in("model.safetensors")));
-    } else {
-        /* The same file under every shard name; the index spreads the
-         * tensors round-robin, so each shard is needed and opened. */
-        vkmoe_tensor_file parsed;
-        char error[256];
-        assert_true(vkmoe_safetensors_parse(file.data, file.size, &parsed, error, 256));
-        byte_buffer index = {0};
-        buffer_append(&index, "{\"metadata\": {}, \"weight_map\": {", 32);
-        for (uint32_t i = 0; i < parsed.tensor_count; i++) {
-            char entry[320];
-            snprintf(entry, sizeof(entry), "%s\"%s\": \"model-%05u-of-%05u.safetensors\"",
-                     i ? ", " : "", parsed.tensors[i].name, i % shards + 1, shards);
-            buffer_append(&index, entry, strlen(entry));
-        }
-        buffer_append(&index, "}}", 2);
-        for (uint32_t i = 0; i < shards; i++) {
-            snprintf(name, sizeof(name), "model-%05u-of-%05u.safetensors", i + 1, shards);
-            assert_true(buffer_write_file(&file, path_in(name)));
-        }
-        unlink(path_in("model.safetensors"));
-        assert_true(buffer_write_file(&index, path_in("model.safetensors.index.json")));
-        buffer_free(&index);
-        vkmoe_tensor_file_free(&parsed);
-    }
-    buffer_free(&file);
 }
 
 /* Load a layer from path and check its forward against t's reference. */
@@ -196,20 +65,15 @@ static vkmoe_layer_params family(const char *name, uint32_t experts, uint32_t to
     return p;
 }
 
-static const hf_names mixtral_names = {"block_sparse_moe", "w1", "w3", "w2", ""};
-static const hf_names qwen_names = {"mlp", "gate_proj", "up_proj", "down_proj", "shared_expert"};
-static const hf_names deepseek_names = {"mlp", "gate_proj", "up_proj", "down_proj",
-                                        "shared_experts"};
-
 static void test_mixtral_checkpoint(void **state)
 {
     test_seed(110);
     test_layer t;
-    make_weights(*state, family("mixtral", 8, 2, VKMOE_WEIGHT_BF16), &t);
-    write_checkpoint(&t, "{\"model_type\": \"mixtral\", \"hidden_size\": 40, "
+    checkpoint_weights(*state, family("mixtral", 8, 2, VKMOE_WEIGHT_BF16), &t);
+    checkpoint_write_hf(work_dir, &t, "{\"model_type\": \"mixtral\", \"hidden_size\": 40, "
                          "\"intermediate_size\": 24, \"num_local_experts\": 8, "
                          "\"num_experts_per_tok\": 2, \"torch_dtype\": \"bfloat16\"}",
-                     &mixtral_names, 3, 1);
+                     &checkpoint_mixtral_names, 3, 1);
     check_loaded(*state, &t, work_dir, 3, 20);
     /* the path of the .safetensors file works too */
     check_loaded(*state, &t, path_in("model.safetensors"), 3, 5);
@@ -222,26 +86,26 @@ static void test_qwen_and_olmoe_checkpoints(void **state)
     test_layer t;
     vkmoe_layer_params p = family("qwen2-moe", 6, 2, VKMOE_WEIGHT_F16);
     p.shared_ffn_dim = 36;
-    make_weights(*state, p, &t);
-    write_checkpoint(&t, "{\"model_type\": \"qwen2_moe\", \"hidden_size\": 40, "
+    checkpoint_weights(*state, p, &t);
+    checkpoint_write_hf(work_dir, &t, "{\"model_type\": \"qwen2_moe\", \"hidden_size\": 40, "
                          "\"moe_intermediate_size\": 24, \"num_experts\": 6, "
                          "\"num_experts_per_tok\": 2, \"norm_topk_prob\": false, "
                          "\"shared_expert_intermediate_size\": 36}",
-                     &qwen_names, 0, 1);
+                     &checkpoint_qwen_names, 0, 1);
     check_loaded(*state, &t, work_dir, 0, 17);
     test_layer_destroy(&t);
-    make_weights(*state, family("qwen3-moe", 16, 4, VKMOE_WEIGHT_F32), &t);
-    write_checkpoint(&t, "{\"model_type\": \"qwen3_moe\", \"hidden_size\": 40, "
+    checkpoint_weights(*state, family("qwen3-moe", 16, 4, VKMOE_WEIGHT_F32), &t);
+    checkpoint_write_hf(work_dir, &t, "{\"model_type\": \"qwen3_moe\", \"hidden_size\": 40, "
                          "\"moe_intermediate_size\": 24, \"num_experts\": 16, "
                          "\"num_experts_per_tok\": 4, \"norm_topk_prob\": true}",
-                     &qwen_names, 1, 1);
+                     &checkpoint_qwen_names, 1, 1);
     check_loaded(*state, &t, work_dir, 1, 9);
     test_layer_destroy(&t);
-    make_weights(*state, family("olmoe", 16, 4, VKMOE_WEIGHT_BF16), &t);
-    write_checkpoint(&t, "{\"model_type\": \"olmoe\", \"hidden_size\": 40, "
+    checkpoint_weights(*state, family("olmoe", 16, 4, VKMOE_WEIGHT_BF16), &t);
+    checkpoint_write_hf(work_dir, &t, "{\"model_type\": \"olmoe\", \"hidden_size\": 40, "
                          "\"intermediate_size\": 24, \"num_experts\": 16, "
                          "\"num_experts_per_tok\": 4, \"norm_topk_prob\": false}",
-                     &qwen_names, 2, 1);
+                     &checkpoint_qwen_names, 2, 1);
     check_loaded(*state, &t, work_dir, 2, 9);
     test_layer_destroy(&t);
 }
@@ -255,15 +119,15 @@ static void test_deepseek_checkpoints_sharded(void **state)
     p.dim = 16;
     p.ffn_dim = 8;
     p.shared_ffn_dim = 8;
-    make_weights(*state, p, &t);
-    write_checkpoint(&t, "{\"model_type\": \"deepseek_v3\", \"hidden_size\": 16, "
+    checkpoint_weights(*state, p, &t);
+    checkpoint_write_hf(work_dir, &t, "{\"model_type\": \"deepseek_v3\", \"hidden_size\": 16, "
                          "\"moe_intermediate_size\": 8, \"n_routed_experts\": 256, "
                          "\"num_experts_per_tok\": 8, \"n_group\": 8, \"topk_group\": 4, "
                          "\"topk_method\": \"noaux_tc\", \"scoring_func\": \"sigmoid\", "
                          "\"norm_topk_prob\": true, \"routed_scaling_factor\": 2.5, "
                          "\"n_shared_experts\": 1, \"first_k_dense_replace\": 3, "
                          "\"moe_layer_freq\": 1}",
-                     &deepseek_names, 5, 3);
+                     &checkpoint_deepseek_names, 5, 3);
     check_loaded(*state, &t, work_dir, 5, 12);
     vkmoe_layer *layer = (vkmoe_layer *)&layer;
     assert_int_equal(vkmoe_layer_from_file(*state, work_dir, 2, NULL, &layer),
@@ -273,123 +137,45 @@ static void test_deepseek_checkpoints_sharded(void **state)
     test_layer_destroy(&t);
     p = family("deepseek-v2", 32, 0, VKMOE_WEIGHT_F16);
     p.shared_ffn_dim = 48;
-    make_weights(*state, p, &t);
-    write_checkpoint(&t, "{\"model_type\": \"deepseek_v2\", \"hidden_size\": 40, "
+    checkpoint_weights(*state, p, &t);
+    checkpoint_write_hf(work_dir, &t, "{\"model_type\": \"deepseek_v2\", \"hidden_size\": 40, "
                          "\"moe_intermediate_size\": 24, \"n_routed_experts\": 32, "
                          "\"num_experts_per_tok\": 6, \"n_group\": 8, \"topk_group\": 3, "
                          "\"topk_method\": \"group_limited_greedy\", \"scoring_func\": \"softmax\", "
                          "\"norm_topk_prob\": false, \"routed_scaling_factor\": 16.0, "
                          "\"n_shared_experts\": 2, \"first_k_dense_replace\": 1}",
-                     &deepseek_names, 1, 2);
+                     &checkpoint_deepseek_names, 1, 2);
     check_loaded(*state, &t, work_dir, 1, 12);
     test_layer_destroy(&t);
 }
 
 /* GGUF: all experts in one [E][rows][cols] tensor, dims innermost first. */
-static void gguf_put(gguf_writer *w, const test_layer *t, const char *name, const float *values,
-                     const uint64_t *ne, uint32_t dims)
-{
-    size_t n = 1;
-    for (uint32_t d = 0; d < dims; d++)
-        n *= ne[d];
-    void *data = malloc(n * 4 + 1);
-    size_t bytes = vkmoe_ref_encode_weights(t->params.weight_type, values, n, data);
-    gguf_add_tensor(w, name, gguf_type(t->params.weight_type), ne, dims, data, bytes);
-    free(data);
-}
-
-static void gguf_put_f32(gguf_writer *w, const char *name, const float *values, const uint64_t *ne,
-                         uint32_t dims, size_t n)
-{
-    gguf_add_tensor(w, name, GGUF_F32, ne, dims, values, n * 4);
-}
-
-static void gguf_put_layer(gguf_writer *w, const test_layer *t, uint32_t layer)
-{
-    const vkmoe_layer_params *p = &t->params;
-    uint64_t d = p->dim, f = p->ffn_dim, e = p->experts, fs = p->shared_ffn_dim;
-    char name[128];
-    const char *kinds[3] = {"gate", "up", "down"};
-    const float *experts[3] = {t->gate, t->up, t->down};
-    const float *biases[3] = {t->gate_bias, t->up_bias, t->down_bias};
-    const float *shared[3] = {t->shared_gate, t->shared_up, t->shared_down};
-    snprintf(name, sizeof(name), "blk.%u.ffn_gate_inp.weight", layer);
-    gguf_put_f32(w, name, t->router, (uint64_t[]){d, e}, 2, d * e);
-    if (p->router_bias) {
-        snprintf(name, sizeof(name), "blk.%u.ffn_gate_inp.bias", layer);
-        gguf_put_f32(w, name, t->router_bias, (uint64_t[]){e}, 1, e);
-    }
-    if (p->selection_bias) {
-        snprintf(name, sizeof(name), "blk.%u.exp_probs_b.bias", layer);
-        gguf_put_f32(w, name, t->selection_bias, (uint64_t[]){e}, 1, e);
-    }
-    if (p->shared_gate) {
-        snprintf(name, sizeof(name), "blk.%u.ffn_gate_inp_shexp.weight", layer);
-        gguf_put_f32(w, name, t->shared_gate_weights, (uint64_t[]){d}, 1, d);
-    }
-    for (int m = 0; m < 3; m++) {
-        uint64_t inner = m == 2 ? f : d, outer = m == 2 ? d : f;
-        snprintf(name, sizeof(name), "blk.%u.ffn_%s_exps.weight", layer, kinds[m]);
-        gguf_put(w, t, name, experts[m], (uint64_t[]){inner, outer, e}, 3);
-        if (p->expert_bias) {
-            snprintf(name, sizeof(name), "blk.%u.ffn_%s_exps.bias", layer, kinds[m]);
-            gguf_put_f32(w, name, biases[m], (uint64_t[]){outer, e}, 2, outer * e);
-        }
-        if (fs) {
-            uint64_t sin = m == 2 ? fs : d, sout = m == 2 ? d : fs;
-            snprintf(name, sizeof(name), "blk.%u.ffn_%s_shexp.weight", layer, kinds[m]);
-            gguf_put(w, t, name, shared[m], (uint64_t[]){sin, sout}, 2);
-        }
-    }
-}
-
-static void write_gguf(gguf_writer *w, const test_layer *t, const char *arch, uint32_t layer)
-{
-    const vkmoe_layer_params *p = &t->params;
-    char key[96];
-    gguf_add_string(w, "general.architecture", arch);
-    snprintf(key, sizeof(key), "%s.embedding_length", arch);
-    gguf_add_u32(w, key, p->dim);
-    snprintf(key, sizeof(key), "%s.%s", arch,
-             strcmp(arch, "llama") == 0 ? "feed_forward_length" : "expert_feed_forward_length");
-    gguf_add_u32(w, key, p->ffn_dim);
-    snprintf(key, sizeof(key), "%s.expert_count", arch);
-    gguf_add_u32(w, key, p->experts);
-    snprintf(key, sizeof(key), "%s.expert_used_count", arch);
-    gguf_add_u32(w, key, p->top_k);
-    gguf_put_layer(w, t, layer);
-    byte_buffer file;
-    gguf_finish(w, &file);
-    assert_true(buffer_write_file(&file, path_in("model.gguf")));
-    buffer_free(&file);
-}
-
 static void test_gguf_families(void **state)
 {
     test_seed(113);
     test_layer t;
     gguf_writer w = {0};
-    make_weights(*state, family("mixtral", 8, 2, VKMOE_WEIGHT_F16), &t);
-    write_gguf(&w, &t, "llama", 0);
+    checkpoint_weights(*state, family("mixtral", 8, 2, VKMOE_WEIGHT_F16), &t);
+    checkpoint_write_gguf(path_in("model.gguf"), &w, &t, "llama", 0);
     check_loaded(*state, &t, path_in("model.gguf"), 0, 15);
     test_layer_destroy(&t);
 
     vkmoe_layer_params p = family("qwen2-moe", 6, 4, VKMOE_WEIGHT_BF16);
     p.shared_ffn_dim = 20;
-    make_weights(*state, p, &t);
+    checkpoint_weights(*state, p, &t);
     gguf_add_u32(&w, "qwen2moe.expert_shared_feed_forward_length", 20);
-    write_gguf(&w, &t, "qwen2moe", 1);
+    checkpoint_write_gguf(path_in("model.gguf"), &w, &t, "qwen2moe", 1);
     check_loaded(*state, &t, path_in("model.gguf"), 1, 15);
     test_layer_destroy(&t);
 
-    make_weights(*state, family("gpt-oss", 8, 4, VKMOE_WEIGHT_F32), &t);
-    write_gguf(&w, &t, "gpt-oss", 0);
+    checkpoint_weights(*state, family("gpt-oss", 8, 4, VKMOE_WEIGHT_F32), &t);
+    checkpoint_write_gguf(path_in("model.gguf"), &w, &t, "gpt-oss", 0);
     check_loaded(*state, &t, path_in("model.gguf"), 0, 15);
     test_layer_destroy(&t);
 
     p = family("deepseek-v3", 64, 0, VKMOE_WEIGHT_BF16);
     p.shared_ffn_dim = 24;
-    make_weights(*state, p, &t);
+    checkpoint_weights(*state, p, &t);
     gguf_add_u32(&w, "deepseek2.leading_dense_block_count", 1);
     gguf_add_u32(&w, "deepseek2.expert_gating_func", 2);
     gguf_add_u32(&w, "deepseek2.expert_group_count", 8);
@@ -397,7 +183,7 @@ static void test_gguf_families(void **state)
     gguf_add_u32(&w, "deepseek2.expert_shared_count", 1);
     gguf_add_f32(&w, "deepseek2.expert_weights_scale", 2.5f);
     gguf_add_bool(&w, "deepseek2.expert_weights_norm", true);
-    write_gguf(&w, &t, "deepseek2", 2);
+    checkpoint_write_gguf(path_in("model.gguf"), &w, &t, "deepseek2", 2);
     check_loaded(*state, &t, path_in("model.gguf"), 2, 15);
     test_layer_destroy(&t);
 }
@@ -463,11 +249,11 @@ static void test_file_over_4_gib(void **state)
 {
     test_seed(114);
     test_layer t;
-    make_weights(*state, family("mixtral", 4, 2, VKMOE_WEIGHT_F16), &t);
-    write_checkpoint(&t, "{\"model_type\": \"mixtral\", \"hidden_size\": 40, "
+    checkpoint_weights(*state, family("mixtral", 4, 2, VKMOE_WEIGHT_F16), &t);
+    checkpoint_write_hf(work_dir, &t, "{\"model_type\": \"mixtral\", \"hidden_size\": 40, "
                          "\"intermediate_size\": 24, \"num_local_experts\": 4, "
                          "\"num_experts_per_tok\": 2}",
-                     &mixtral_names, 0, 1);
+                     &checkpoint_mixtral_names, 0, 1);
     pad_past_4_gib();
     struct stat st;
     assert_int_equal(stat(path_in("model.safetensors"), &st), 0);
@@ -505,8 +291,8 @@ static void test_broken_checkpoints(void **state)
     vkmoe_context *ctx = *state;
     test_seed(115);
     test_layer t;
-    make_weights(ctx, family("mixtral", 4, 2, VKMOE_WEIGHT_F32), &t);
-    write_checkpoint(&t, mixtral_config, &mixtral_names, 0, 1);
+    checkpoint_weights(ctx, family("mixtral", 4, 2, VKMOE_WEIGHT_F32), &t);
+    checkpoint_write_hf(work_dir, &t, mixtral_config, &checkpoint_mixtral_names, 0, 1);
     expect_load_error(ctx, path_in("absent"), 0, VKMOE_ERROR_IO, "absent");
     expect_load_error(ctx, work_dir, 1, VKMOE_ERROR_FILE_FORMAT, "model.layers.1.");
     write_text("config.json", "{\"model_type\": \"mixtral\", \"hidden_size\": 48, "

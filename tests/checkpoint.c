@@ -1,0 +1,227 @@
+/* Model files of a test layer's weights: Hugging Face checkpoints (one
+ * file or sharded) and GGUF files, as each family names its tensors. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "tensor_file.h"
+
+enum { GGUF_F32 = 0, GGUF_F16 = 1, GGUF_BF16 = 30 };
+
+static const char *path_in(const char *dir, const char *name)
+{
+    static char path[512];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    return path;
+}
+
+/* Weights as the file's type holds them, so that the reference computes
+ * with exactly what the device gets; vectors too, as the file stores them. */
+static void round_vectors(test_layer *t)
+{
+    vkmoe_weight_type type = t->params.weight_type;
+    float *vectors[] = {t->router, t->router_bias, t->selection_bias, t->gate_bias, t->up_bias,
+                        t->down_bias, t->shared_gate_weights};
+    size_t e = t->params.experts, d = t->params.dim, f = t->params.ffn_dim;
+    size_t sizes[] = {e * d, e, e, e * f, e * f, e * d, d};
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(vectors); i++)
+        for (size_t j = 0; vectors[i] && j < sizes[i]; j++)
+            vectors[i][j] = vkmoe_ref_round_weight(type, vectors[i][j]);
+}
+
+/* Random weights for params, without a layer of their own. */
+void checkpoint_weights(vkmoe_context *ctx, vkmoe_layer_params p, test_layer *t)
+{
+    test_layer_create(ctx, &p, t);
+    vkmoe_layer_destroy(&t->layer);
+    round_vectors(t);
+}
+
+static const char *st_dtype(vkmoe_weight_type type)
+{
+    return type == VKMOE_WEIGHT_F32 ? "F32" : type == VKMOE_WEIGHT_F16 ? "F16" : "BF16";
+}
+
+static uint32_t gguf_type(vkmoe_weight_type type)
+{
+    return type == VKMOE_WEIGHT_F32 ? GGUF_F32 : type == VKMOE_WEIGHT_F16 ? GGUF_F16 : GGUF_BF16;
+}
+
+/* Add n values of t's weight type under name, with a row-major shape. */
+static void st_put(st_writer *w, const test_layer *t, const char *name, const float *values,
+                   const uint64_t *shape, uint32_t dims)
+{
+    size_t n = 1;
+    for (uint32_t d = 0; d < dims; d++)
+        n *= shape[d];
+    void *data = malloc(n * 4 + 1);
+    size_t bytes = vkmoe_ref_encode_weights(t->params.weight_type, values, n, data);
+    st_add(w, name, st_dtype(t->params.weight_type), shape, dims, data, bytes);
+    free(data);
+}
+
+static void st_put_experts(st_writer *w, const test_layer *t, const char *prefix,
+                           const hf_names *names)
+{
+    const vkmoe_layer_params *p = &t->params;
+    size_t f = p->ffn_dim, d = p->dim;
+    const char *kinds[3] = {names->gate, names->up, names->down};
+    const float *weights[3] = {t->gate, t->up, t->down};
+    for (uint32_t e = 0; e < p->experts; e++)
+        for (int m = 0; m < 3; m++) {
+            char name[256];
+            snprintf(name, sizeof(name), "%sexperts.%u.%s.weight", prefix, e, kinds[m]);
+            uint64_t shape[2] = {m == 2 ? d : f, m == 2 ? f : d};
+            st_put(w, t, name, weights[m] + e * f * d, shape, 2);
+        }
+    for (int m = 0; p->shared_ffn_dim && m < 3; m++) {
+        const float *shared[3] = {t->shared_gate, t->shared_up, t->shared_down};
+        char name[256];
+        snprintf(name, sizeof(name), "%s%s.%s.weight", prefix, names->shared, kinds[m]);
+        uint64_t shape[2] = {m == 2 ? d : p->shared_ffn_dim, m == 2 ? p->shared_ffn_dim : d};
+        st_put(w, t, name, shared[m], shape, 2);
+    }
+}
+
+/* Layer `layer` of a checkpoint: its tensors, in one file or spread over
+ * `shards` files with an index. */
+void checkpoint_write_hf(const char *dir, const test_layer *t, const char *config, const hf_names *names,
+                             uint32_t layer, uint32_t shards)
+{
+    const vkmoe_layer_params *p = &t->params;
+    char prefix[128], name[256];
+    snprintf(prefix, sizeof(prefix), "model.layers.%u.%s.", layer, names->block);
+    st_writer w = {0};
+    snprintf(name, sizeof(name), "%sgate.weight", prefix);
+    st_put(&w, t, name, t->router, (uint64_t[]){p->experts, p->dim}, 2);
+    if (p->selection_bias) {
+        snprintf(name, sizeof(name), "%sgate.e_score_correction_bias", prefix);
+        st_put(&w, t, name, t->selection_bias, (uint64_t[]){p->experts}, 1);
+    }
+    if (p->shared_gate) {
+        snprintf(name, sizeof(name), "%sshared_expert_gate.weight", prefix);
+        st_put(&w, t, name, t->shared_gate_weights, (uint64_t[]){1, p->dim}, 2);
+    }
+    st_put_experts(&w, t, prefix, names);
+    byte_buffer file;
+    st_finish(&w, &file);
+    byte_buffer text = {0};
+    buffer_append(&text, config, strlen(config));
+    assert_true(buffer_write_file(&text, path_in(dir, "config.json")));
+    buffer_free(&text);
+    if (shards <= 1) {
+        unlink(path_in(dir, "model.safetensors.index.json"));
+        assert_true(buffer_write_file(&file, path_in(dir, "model.safetensors")));
+    } else {
+        /* The same file under every shard name; the index spreads the
+         * tensors round-robin, so each shard is needed and opened. */
+        vkmoe_tensor_file parsed;
+        char error[256];
+        assert_true(vkmoe_safetensors_parse(file.data, file.size, &parsed, error, 256));
+        byte_buffer index = {0};
+        buffer_append(&index, "{\"metadata\": {}, \"weight_map\": {", 32);
+        for (uint32_t i = 0; i < parsed.tensor_count; i++) {
+            char entry[320];
+            snprintf(entry, sizeof(entry), "%s\"%s\": \"model-%05u-of-%05u.safetensors\"",
+                     i ? ", " : "", parsed.tensors[i].name, i % shards + 1, shards);
+            buffer_append(&index, entry, strlen(entry));
+        }
+        buffer_append(&index, "}}", 2);
+        for (uint32_t i = 0; i < shards; i++) {
+            snprintf(name, sizeof(name), "model-%05u-of-%05u.safetensors", i + 1, shards);
+            assert_true(buffer_write_file(&file, path_in(dir, name)));
+        }
+        unlink(path_in(dir, "model.safetensors"));
+        assert_true(buffer_write_file(&index, path_in(dir, "model.safetensors.index.json")));
+        buffer_free(&index);
+        vkmoe_tensor_file_free(&parsed);
+    }
+    buffer_free(&file);
+}
+
+/* Load a layer from path and check its forward against t's reference. */
+const hf_names checkpoint_mixtral_names = {"block_sparse_moe", "w1", "w3", "w2", ""};
+const hf_names checkpoint_qwen_names = {"mlp", "gate_proj", "up_proj", "down_proj", "shared_expert"};
+const hf_names checkpoint_deepseek_names = {"mlp", "gate_proj", "up_proj", "down_proj",
+                                        "shared_experts"};
+
+static void gguf_put(gguf_writer *w, const test_layer *t, const char *name, const float *values,
+                     const uint64_t *ne, uint32_t dims)
+{
+    size_t n = 1;
+    for (uint32_t d = 0; d < dims; d++)
+        n *= ne[d];
+    void *data = malloc(n * 4 + 1);
+    size_t bytes = vkmoe_ref_encode_weights(t->params.weight_type, values, n, data);
+    gguf_add_tensor(w, name, gguf_type(t->params.weight_type), ne, dims, data, bytes);
+    free(data);
+}
+
+static void gguf_put_f32(gguf_writer *w, const char *name, const float *values, const uint64_t *ne,
+                         uint32_t dims, size_t n)
+{
+    gguf_add_tensor(w, name, GGUF_F32, ne, dims, values, n * 4);
+}
+
+static void gguf_put_layer(gguf_writer *w, const test_layer *t, uint32_t layer)
+{
+    const vkmoe_layer_params *p = &t->params;
+    uint64_t d = p->dim, f = p->ffn_dim, e = p->experts, fs = p->shared_ffn_dim;
+    char name[128];
+    const char *kinds[3] = {"gate", "up", "down"};
+    const float *experts[3] = {t->gate, t->up, t->down};
+    const float *biases[3] = {t->gate_bias, t->up_bias, t->down_bias};
+    const float *shared[3] = {t->shared_gate, t->shared_up, t->shared_down};
+    snprintf(name, sizeof(name), "blk.%u.ffn_gate_inp.weight", layer);
+    gguf_put_f32(w, name, t->router, (uint64_t[]){d, e}, 2, d * e);
+    if (p->router_bias) {
+        snprintf(name, sizeof(name), "blk.%u.ffn_gate_inp.bias", layer);
+        gguf_put_f32(w, name, t->router_bias, (uint64_t[]){e}, 1, e);
+    }
+    if (p->selection_bias) {
+        snprintf(name, sizeof(name), "blk.%u.exp_probs_b.bias", layer);
+        gguf_put_f32(w, name, t->selection_bias, (uint64_t[]){e}, 1, e);
+    }
+    if (p->shared_gate) {
+        snprintf(name, sizeof(name), "blk.%u.ffn_gate_inp_shexp.weight", layer);
+        gguf_put_f32(w, name, t->shared_gate_weights, (uint64_t[]){d}, 1, d);
+    }
+    for (int m = 0; m < 3; m++) {
+        uint64_t inner = m == 2 ? f : d, outer = m == 2 ? d : f;
+        snprintf(name, sizeof(name), "blk.%u.ffn_%s_exps.weight", layer, kinds[m]);
+        gguf_put(w, t, name, experts[m], (uint64_t[]){inner, outer, e}, 3);
+        if (p->expert_bias) {
+            snprintf(name, sizeof(name), "blk.%u.ffn_%s_exps.bias", layer, kinds[m]);
+            gguf_put_f32(w, name, biases[m], (uint64_t[]){outer, e}, 2, outer * e);
+        }
+        if (fs) {
+            uint64_t sin = m == 2 ? fs : d, sout = m == 2 ? d : fs;
+            snprintf(name, sizeof(name), "blk.%u.ffn_%s_shexp.weight", layer, kinds[m]);
+            gguf_put(w, t, name, shared[m], (uint64_t[]){sin, sout}, 2);
+        }
+    }
+}
+
+void checkpoint_write_gguf(const char *path, gguf_writer *w, const test_layer *t, const char *arch,
+                           uint32_t layer)
+{
+    const vkmoe_layer_params *p = &t->params;
+    char key[96];
+    gguf_add_string(w, "general.architecture", arch);
+    snprintf(key, sizeof(key), "%s.embedding_length", arch);
+    gguf_add_u32(w, key, p->dim);
+    snprintf(key, sizeof(key), "%s.%s", arch,
+             strcmp(arch, "llama") == 0 ? "feed_forward_length" : "expert_feed_forward_length");
+    gguf_add_u32(w, key, p->ffn_dim);
+    snprintf(key, sizeof(key), "%s.expert_count", arch);
+    gguf_add_u32(w, key, p->experts);
+    snprintf(key, sizeof(key), "%s.expert_used_count", arch);
+    gguf_add_u32(w, key, p->top_k);
+    gguf_put_layer(w, t, layer);
+    byte_buffer file;
+    gguf_finish(w, &file);
+    assert_true(buffer_write_file(&file, path));
+    buffer_free(&file);
+}

@@ -1,0 +1,28 @@
+/* Model files of test layers, for the loader and vkmoe-run tests. */
+#ifndef VKMOE_TEST_CHECKPOINT_H
+#define VKMOE_TEST_CHECKPOINT_H
+
+#include "helpers.h"
+#include "model_writer.h"
+
+/* Hugging Face tensor names of one family: the block under
+ * model.layers.N., the three matrices, the shared expert's module. */
+typedef struct hf_names {
+    const char *block, *gate, *up, *down, *shared;
+} hf_names;
+
+extern const hf_names checkpoint_mixtral_names, checkpoint_qwen_names, checkpoint_deepseek_names;
+
+/* Random weights for params, rounded to the weight type (vectors too, as a
+ * file stores them), without a layer of their own (t->layer is NULL). */
+void checkpoint_weights(vkmoe_context *ctx, vkmoe_layer_params params, test_layer *t);
+/* config.json and layer `layer`'s tensors in dir: model.safetensors, or
+ * `shards` shards and their index when shards > 1. */
+void checkpoint_write_hf(const char *dir, const test_layer *t, const char *config,
+                         const hf_names *names, uint32_t layer, uint32_t shards);
+/* A GGUF file of architecture arch holding layer `layer`, after whatever
+ * metadata the caller already added to w. */
+void checkpoint_write_gguf(const char *path, gguf_writer *w, const test_layer *t,
+                           const char *arch, uint32_t layer);
+
+#endif

@@ -1,0 +1,235 @@
+/* vkmoe-run end to end: a checkpoint and a GGUF file written here, hidden
+ * states in .npy (f32 and f16), the tool's output against the CPU
+ * reference; its statistics; its exit status on bad usage and bad files.
+ * argv[1] is the vkmoe-run executable. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "npy.h"
+
+static const char *run_tool;
+static char work_dir[256];
+
+static const char *path_in(const char *name)
+{
+    static char path[4][512];
+    static int next;
+    next = (next + 1) % 4; /* a few calls may share one expression */
+    snprintf(path[next], sizeof(path[next]), "%s/%s", work_dir, name);
+    return path[next];
+}
+
+/* Runs vkmoe-run with args, stdout to out.txt; returns its exit status. */
+static int run(const char *args)
+{
+    char command[2048];
+    snprintf(command, sizeof(command), "'%s' %s > '%s' 2> '%s'", run_tool, args,
+             path_in("out.txt"), path_in("err.txt"));
+    int status = system(command);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* x as .npy: f32, or f16 (values rounded to f16 in place). */
+static void write_input(float *x, uint32_t tokens, uint32_t dim, bool f16)
+{
+    if (!f16) {
+        assert_true(npy_write(path_in("x.npy"), x, tokens, dim));
+        return;
+    }
+    byte_buffer b = {0};
+    char header[128];
+    int n = snprintf(header, sizeof(header),
+                     "{'descr': '<f2', 'fortran_order': False, 'shape': (%u, %u), }", tokens,
+                     dim);
+    while ((10 + n + 1) % 64)
+        header[n++] = ' ';
+    header[n++] = '\n';
+    uint8_t prefix[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (uint8_t)n, 0};
+    buffer_append(&b, prefix, 10);
+    buffer_append(&b, header, (size_t)n);
+    for (size_t i = 0; i < (size_t)tokens * dim; i++) {
+        uint16_t h = vkmoe_ref_f32_to_f16(x[i]);
+        x[i] = vkmoe_ref_f16_to_f32(h);
+        buffer_append(&b, &h, 2);
+    }
+    assert_true(buffer_write_file(&b, path_in("x.npy")));
+    buffer_free(&b);
+}
+
+/* The tool's y.npy against the reference forward of x. */
+static void check_output(const test_layer *t, const float *x, uint32_t tokens)
+{
+    float *y;
+    uint32_t rows, cols;
+    char error[256];
+    if (!npy_read(path_in("y.npy"), &y, &rows, &cols, error, sizeof(error)))
+        fail_msg("%s", error);
+    assert_int_equal(rows, tokens);
+    assert_int_equal(cols, t->params.dim);
+    double *expected = malloc((size_t)tokens * cols * sizeof(double));
+    vkmoe_ref_forward(&t->ref, tokens, x, expected);
+    vkmoe_ref_error err = vkmoe_ref_compare(y, expected, (size_t)tokens * cols);
+    assert_true(err.max_rel <= F32_TOLERANCE);
+    free(y);
+    free(expected);
+}
+
+static void test_checkpoint_through_the_tool(void **state)
+{
+    test_seed(120);
+    vkmoe_layer_params p = {.dim = 40, .ffn_dim = 24, .experts = 6, .top_k = 2,
+                            .shared_ffn_dim = 32, .weight_type = VKMOE_WEIGHT_BF16};
+    vkmoe_layer_params_family(&p, "qwen2-moe");
+    test_layer t;
+    checkpoint_weights(*state, p, &t);
+    checkpoint_write_hf(work_dir, &t, "{\"model_type\": \"qwen2_moe\", \"hidden_size\": 40, "
+                                      "\"moe_intermediate_size\": 24, \"num_experts\": 6, "
+                                      "\"num_experts_per_tok\": 2, "
+                                      "\"shared_expert_intermediate_size\": 32}",
+                        &checkpoint_qwen_names, 4, 1);
+    for (int f16 = 0; f16 < 2; f16++) {
+        float *x = test_input(33, 40);
+        write_input(x, 33, 40, f16);
+        char args[1024];
+        snprintf(args, sizeof(args), "--model '%s' --layer 4 --input '%s' --output '%s' --stats",
+                 work_dir, path_in("x.npy"), path_in("y.npy"));
+        assert_int_equal(run(args), 0);
+        check_output(&t, x, 33);
+        free(x);
+    }
+    FILE *f = fopen(path_in("out.txt"), "rb");
+    char text[8192];
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    assert_non_null(strstr(text, "\"tokens\": 33"));
+    assert_non_null(strstr(text, "\"balance_loss\""));
+    test_layer_destroy(&t);
+}
+
+static void test_gguf_through_the_tool(void **state)
+{
+    test_seed(121);
+    vkmoe_layer_params p = {.dim = 32, .ffn_dim = 16, .experts = 64, .shared_ffn_dim = 16,
+                            .weight_type = VKMOE_WEIGHT_F16};
+    vkmoe_layer_params_family(&p, "deepseek-v3");
+    test_layer t;
+    checkpoint_weights(*state, p, &t);
+    gguf_writer w = {0};
+    gguf_add_u32(&w, "deepseek2.expert_gating_func", 2);
+    gguf_add_u32(&w, "deepseek2.expert_group_count", 8);
+    gguf_add_u32(&w, "deepseek2.expert_group_used_count", 4);
+    gguf_add_u32(&w, "deepseek2.expert_shared_count", 1);
+    gguf_add_f32(&w, "deepseek2.expert_weights_scale", 2.5f);
+    gguf_add_bool(&w, "deepseek2.expert_weights_norm", true);
+    checkpoint_write_gguf(path_in("model.gguf"), &w, &t, "deepseek2", 0);
+    float *x = test_input(7, 32);
+    write_input(x, 7, 32, false);
+    char args[1024];
+    snprintf(args, sizeof(args), "--model '%s' --layer 0 --input '%s' --output '%s'",
+             path_in("model.gguf"), path_in("x.npy"), path_in("y.npy"));
+    assert_int_equal(run(args), 0);
+    check_output(&t, x, 7);
+    /* the wrong width for this model */
+    free(x);
+    x = test_input(2, 31);
+    write_input(x, 2, 31, false);
+    assert_int_equal(run(args), 1);
+    free(x);
+    test_layer_destroy(&t);
+}
+
+static void test_bad_usage_and_files(void **state)
+{
+    (void)state;
+    char args[1024];
+    assert_int_equal(run(""), 2);
+    assert_int_equal(run("--model m --layer x --input a --output b"), 2);
+    assert_int_equal(run("--model m --layer 1 --input a"), 2);
+    assert_int_equal(run("--model m --layer 1 --input a --output b --bogus 1"), 2);
+    snprintf(args, sizeof(args), "--model '%s' --layer 0 --input '%s' --output '%s'",
+             path_in("absent"), path_in("absent.npy"), path_in("y.npy"));
+    assert_int_equal(run(args), 1);
+    byte_buffer b = {0};
+    buffer_append(&b, "\x93NUMPY\x01\x00\x40\x00{'descr': '<i8'}", 27);
+    assert_true(buffer_write_file(&b, path_in("x.npy")));
+    buffer_free(&b);
+    snprintf(args, sizeof(args), "--model '%s' --layer 0 --input '%s' --output '%s'",
+             path_in("absent"), path_in("x.npy"), path_in("y.npy"));
+    assert_int_equal(run(args), 1);
+}
+
+/* Hostile .npy bytes: each refused with a message. */
+static void test_npy_reader(void **state)
+{
+    (void)state;
+    const struct {
+        const char *bytes;
+        size_t size;
+        const char *words;
+    } cases[] = {
+        {"NUMPY", 5, "magic"},
+        {"\x93NUMPY\x09\x00\x10\x00", 10, "version"},
+        {"\x93NUMPY\x01\x00\xff\x00{}", 12, "past the end"},
+        {"\x93NUMPY\x01\x00\x10\x00{'descr': '<f8'}", 26, "dtype"},
+        {"\x93NUMPY\x01\x00\x36\x00{'descr': '<f4', 'fortran_order': True, 'shape': (2,)}", 64,
+         "fortran"},
+        {"\x93NUMPY\x01\x00\x3a\x00{'descr': '<f4', 'fortran_order': False, 'shape': (2,3,4)}",
+         68, "shape"},
+        {"\x93NUMPY\x01\x00\x3b\x00{'descr': '<f4', 'fortran_order': False, 'shape': (99999,)}",
+         69, "shorter"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        float *values = NULL;
+        uint32_t rows, cols;
+        char error[256] = "";
+        assert_false(npy_parse((const uint8_t *)cases[i].bytes, cases[i].size, &values, &rows,
+                               &cols, error, sizeof(error)));
+        assert_null(values);
+        if (!strstr(error, cases[i].words))
+            fail_msg("case %zu: \"%s\" does not mention \"%s\"", i, error, cases[i].words);
+    }
+}
+
+static int setup(void **state)
+{
+    snprintf(work_dir, sizeof(work_dir), "%s/vkmoe-test-run-XXXXXX",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    if (!mkdtemp(work_dir))
+        return -1;
+    return test_group_setup(state);
+}
+
+static int teardown(void **state)
+{
+    const char *names[] = {"config.json", "model.safetensors", "model.gguf", "x.npy",
+                           "y.npy", "out.txt", "err.txt"};
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(names); i++)
+        unlink(path_in(names[i]));
+    rmdir(work_dir);
+    return test_group_teardown(state);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_run PATH-OF-vkmoe-run\n");
+        return 1;
+    }
+    run_tool = argv[1];
+    int gate = test_device_gate();
+    if (gate)
+        return gate;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_checkpoint_through_the_tool),
+        cmocka_unit_test(test_gguf_through_the_tool),
+        cmocka_unit_test(test_bad_usage_and_files),
+        cmocka_unit_test(test_npy_reader),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
