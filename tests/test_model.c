@@ -160,6 +160,16 @@ static void test_gguf_families(void **state)
     check_loaded(*state, &t, path_in("model.gguf"), 0, 15);
     test_layer_destroy(&t);
 
+    checkpoint_weights(*state, family("qwen3-moe", 16, 4, VKMOE_WEIGHT_BF16), &t);
+    checkpoint_write_gguf(path_in("model.gguf"), &w, &t, "qwen3moe", 5);
+    check_loaded(*state, &t, path_in("model.gguf"), 5, 15);
+    test_layer_destroy(&t);
+
+    checkpoint_weights(*state, family("olmoe", 16, 4, VKMOE_WEIGHT_F32), &t);
+    checkpoint_write_gguf(path_in("model.gguf"), &w, &t, "olmoe", 0);
+    check_loaded(*state, &t, path_in("model.gguf"), 0, 15);
+    test_layer_destroy(&t);
+
     vkmoe_layer_params p = family("qwen2-moe", 6, 4, VKMOE_WEIGHT_BF16);
     p.shared_ffn_dim = 20;
     checkpoint_weights(*state, p, &t);
