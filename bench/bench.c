@@ -259,8 +259,9 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
     json_string(stdout, info->driver);
     printf(", \"api\": \"%u.%u.%u\"},\n", VK_API_VERSION_MAJOR(info->api_version),
            VK_API_VERSION_MINOR(info->api_version), VK_API_VERSION_PATCH(info->api_version));
-    printf("  \"peak\": {\"fp32_gflops\": %.6g, \"copy_gbps\": %.6g},\n  \"runs\": [\n",
-           peak->fp32_gflops, peak->copy_gbps);
+    printf("  \"peak\": {\"fp32_gflops\": %.6g, \"fp16_gflops\": %.6g, \"copy_gbps\": %.6g},\n"
+           "  \"runs\": [\n",
+           peak->fp32_gflops, peak->fp16_gflops, peak->copy_gbps);
     for (uint32_t r = 0; r < count; r++) {
         const run_result *run = &runs[r];
         printf("    {\n      \"preset\": ");
@@ -307,8 +308,9 @@ static void print_table(const vkmoe_device_info *info, const peak_figures *peak,
                         const vkmoe_layer_params *s, const run_result *runs, uint32_t count)
 {
     printf("device  %s (%s, %s)\n", info->name, device_type(info->type), info->driver);
-    printf("peak    %.1f GFLOP/s fp32 FMA, %.2f GB/s copy (measured by this bench)\n",
-           peak->fp32_gflops, peak->copy_gbps);
+    printf("peak    %.1f GFLOP/s fp32 FMA, %.1f GFLOP/s fp16 FMA, %.2f GB/s copy (measured by "
+           "this bench)\n",
+           peak->fp32_gflops, peak->fp16_gflops, peak->copy_gbps);
     printf("layer   dim %u, ffn %u, experts %u (groups %u, keep %u), top-k %u, shared ffn %u, "
            "%s weights, %s, %s, capacity factor %g\n\n",
            s->dim, s->ffn_dim, s->experts, s->expert_groups, s->topk_groups, s->top_k,

@@ -6,6 +6,9 @@
 static const uint32_t fma_spv[] =
 #include "peak_fma.spv.h"
     ;
+static const uint32_t fma16_spv[] =
+#include "peak_fma16.spv.h"
+    ;
 static const uint32_t copy_spv[] =
 #include "peak_copy.spv.h"
     ;
@@ -69,9 +72,25 @@ static vkmoe_status time_dispatch(vkmoe_context *ctx, VkQueryPool queries, VkPip
 
 typedef struct peak_resources {
     VkQueryPool queries;
-    VkPipeline fma, copy;
+    VkPipeline fma, fma16, copy;
     vkmoe_buffer src, dst;
 } peak_resources;
+
+/* GFLOP/s of one FMA-bound pipeline: 8 vec4 FMAs of 2 FLOPs per component
+ * per step, 64 invocations per workgroup. */
+static vkmoe_status time_fma(vkmoe_context *ctx, peak_resources *r, VkPipeline pipeline,
+                             double *gflops)
+{
+    struct {
+        VkDeviceAddress out;
+        uint32_t iterations, pad_;
+    } push = {r->dst.address, FMA_ITERATIONS, 0};
+    double ms;
+    VKMOE_TRY(time_dispatch(ctx, r->queries, pipeline, &push, sizeof(push), FMA_GROUPS, &ms));
+    double flops = (double)FMA_GROUPS * 64 * FMA_ITERATIONS * 8 * 4 * 2;
+    *gflops = flops / (ms * 1e6);
+    return VKMOE_OK;
+}
 
 static vkmoe_status measure(vkmoe_context *ctx, peak_resources *r, peak_figures *out)
 {
@@ -86,16 +105,15 @@ static vkmoe_status measure(vkmoe_context *ctx, peak_resources *r, peak_figures 
     VKMOE_TRY(vkmoe_buffer_create(ctx, COPY_BYTES, VKMOE_MEMORY_DEVICE, &r->src));
     VKMOE_TRY(vkmoe_buffer_create(ctx, COPY_BYTES, VKMOE_MEMORY_DEVICE, &r->dst));
 
-    struct {
-        VkDeviceAddress out;
-        uint32_t iterations, pad_;
-    } fma_push = {r->dst.address, FMA_ITERATIONS, 0};
+    VKMOE_TRY(time_fma(ctx, r, r->fma, &out->fp32_gflops));
+    /* The fp16 shader needs the shaderFloat16 feature, which only a device
+     * vkmoe created has enabled for certain. */
+    out->fp16_gflops = 0;
+    if (ctx->info.shader_float16 && ctx->owns_device) {
+        VKMOE_TRY(make_pipeline(ctx, fma16_spv, sizeof(fma16_spv), &r->fma16));
+        VKMOE_TRY(time_fma(ctx, r, r->fma16, &out->fp16_gflops));
+    }
     double ms;
-    VKMOE_TRY(time_dispatch(ctx, r->queries, r->fma, &fma_push, sizeof(fma_push), FMA_GROUPS,
-                            &ms));
-    /* 8 vec4 FMAs of 2 FLOPs per component per step */
-    double flops = (double)FMA_GROUPS * 64 * FMA_ITERATIONS * 8 * 4 * 2;
-    out->fp32_gflops = flops / (ms * 1e6);
 
     struct {
         VkDeviceAddress src, dst;
@@ -120,6 +138,8 @@ vkmoe_status peak_measure(vkmoe_context *ctx, peak_figures *out)
         ctx->vk.vkDestroyPipeline(ctx->device, r.fma, NULL);
     if (r.copy)
         ctx->vk.vkDestroyPipeline(ctx->device, r.copy, NULL);
+    if (r.fma16)
+        ctx->vk.vkDestroyPipeline(ctx->device, r.fma16, NULL);
     vkmoe_buffer_destroy(ctx, &r.src);
     vkmoe_buffer_destroy(ctx, &r.dst);
     return status;

@@ -142,6 +142,8 @@ typedef struct vkmoe_device_info {
     uint64_t max_allocation_size;      /* bytes one allocation may hold */
     uint64_t device_memory;            /* bytes in the largest device-local heap */
     uint32_t shared_memory;            /* bytes of workgroup shared memory */
+    /* fp16 arithmetic in shaders: supported, and enabled on a device vkmoe
+     * created (an imported device's features are the host's business). */
     bool shader_float16;
     bool timestamps;                   /* the queue supports timestamp queries */
 } vkmoe_device_info;

@@ -196,6 +196,11 @@ static vkmoe_status create_device(vkmoe_context *ctx)
     ctx->queue_family = compute_family(ctx->physical_device);
     VkPhysicalDeviceFeatures supported;
     vkGetPhysicalDeviceFeatures(ctx->physical_device, &supported);
+    VkPhysicalDeviceVulkan12Features supported12 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
+    VkPhysicalDeviceFeatures2 supported2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
+                                            .pNext = &supported12};
+    vkGetPhysicalDeviceFeatures2(ctx->physical_device, &supported2);
     float priority = 1.0f;
     VkDeviceQueueCreateInfo queue = {
         .sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
@@ -206,6 +211,7 @@ static vkmoe_status create_device(vkmoe_context *ctx)
     VkPhysicalDeviceVulkan12Features v12 = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
         .bufferDeviceAddress = VK_TRUE,
+        .shaderFloat16 = supported12.shaderFloat16, /* for fp16 arithmetic where offered */
     };
     VkPhysicalDeviceFeatures2 features = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
