@@ -52,15 +52,15 @@ void main()
     AddressArray table = AddressArray(pc.expert_table);
     uvec2 gate = table.v[expert], up = table.v[pc.experts + expert];
     // Gated: lane l computes columns n and n + LANES of both projections;
-    // ReLU: columns n + i·LANES, i < 4, of the up projection.
-    bool relu = ACTIVATION == ACTIVATION_RELU;
-    uint n = gl_WorkGroupID.x * (relu ? 4 : 2) * LANES + gl_SubgroupInvocationID;
-    uvec2 matrix[4] = relu ? uvec2[4](up, up, up, up) : uvec2[4](gate, gate, up, up);
-    uint column[4] = relu ? uint[4](n, n + LANES, n + 2 * LANES, n + 3 * LANES)
-                          : uint[4](n, n + LANES, n, n + LANES);
+    // ReLU and linear: columns n + i·LANES, i < 4, of the up projection.
+    bool relu = ACTIVATION == ACTIVATION_RELU, single = relu || ACTIVATION == ACTIVATION_LINEAR;
+    uint n = gl_WorkGroupID.x * (single ? 4 : 2) * LANES + gl_SubgroupInvocationID;
+    uvec2 matrix[4] = single ? uvec2[4](up, up, up, up) : uvec2[4](gate, gate, up, up);
+    uint column[4] = single ? uint[4](n, n + LANES, n + 2 * LANES, n + 3 * LANES)
+                            : uint[4](n, n + LANES, n, n + LANES);
     vec4 bias;
     for (uint i = 0; i < 4; i++)
-        bias[i] = bias_at(relu || i >= 2 ? pc.up_bias : pc.gate_bias, expert, column[i], pc.ffn);
+        bias[i] = bias_at(single || i >= 2 ? pc.up_bias : pc.gate_bias, expert, column[i], pc.ffn);
     FloatArray hidden = FloatArray(pc.hidden);
     for (uint r0 = row0, done = 0; r0 < row0 + TILE_M; r0 += done) {
         // Padding rows sit at the end of a tile: a pass that starts on one is empty.
@@ -70,8 +70,8 @@ void main()
                          pc.ld_dim);
         for (uint m = 0; m < done; m++) {
             vec4 v = pass_result(m) + bias;
-            vec4 h = relu ? max(v, 0.0) : vec4(gated(v.xy, v.zw), 0.0, 0.0);
-            for (uint i = 0; i < (relu ? 4 : 2); i++)
+            vec4 h = relu ? max(v, 0.0) : single ? v : vec4(gated(v.xy, v.zw), 0.0, 0.0);
+            for (uint i = 0; i < (single ? 4 : 2); i++)
                 if (column[i] < pc.ld_ffn)
                     hidden.v[(r0 + m) * pc.ld_ffn + column[i]] = h[i];
         }

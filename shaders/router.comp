@@ -1,14 +1,14 @@
 #version 450
-// Router: logits l = x·Wgᵀ (+ bg), the family's scores, group-limited top-k,
-// the combine weights; optionally the shared expert's gate and the
-// per-token figures of the load statistics. One workgroup per token.
-//   binding 0: x f32 [tokens][dim]
-//   push: router f32 [rows][ld_dim] (rows = experts, + 1 when shared_scale is
-//         set: that last row is the shared gate ws); router_bias f32 [experts]
+// Router: from the logits x·Wgᵀ that the router GEMM computed (+ bg), the
+// family's scores, group-limited top-k, the combine weights; optionally the
+// shared expert's gate and the per-token figures of the load statistics.
+// One workgroup per token.
+//   push: logits f32 [tokens][ld_logits] (experts, + 1 when shared_scale is
+//         set: the last is x·ws, the shared gate); router_bias f32 [experts]
 //         or 0; selection_bias f32 [experts] or 0; ids u32 [tokens][top_k];
 //         topk_weight f32 [tokens][top_k]; shared_scale f32 [tokens] or 0;
 //         probs f32 [tokens][experts] or 0, with lse f32 [tokens] (statistics);
-//         tokens, dim, ld_dim, experts, top_k, normalize, kind (0 softmax,
+//         tokens, ld_logits, experts, top_k, normalize, kind (0 softmax,
 //         1 sigmoid, 2 top-k of logits then softmax), groups, topk_groups,
 //         scale (routed_scaling_factor)
 //   spec 0: WORKGROUP, the number of invocations, a power of two >= 16
@@ -23,10 +23,9 @@
 layout(constant_id = 0) const uint WORKGROUP = 64;
 layout(local_size_x_id = 0) in;
 
-layout(set = 0, binding = 0, std430) readonly buffer X { float x[]; };
 layout(push_constant) uniform Push {
-    uvec2 router, router_bias, selection_bias, ids, topk_weight, shared_scale, probs, lse;
-    uint tokens, dim, ld_dim, experts, top_k, normalize, kind, groups, topk_groups;
+    uvec2 logits, router_bias, selection_bias, ids, topk_weight, shared_scale, probs, lse;
+    uint tokens, ld_logits, experts, top_k, normalize, kind, groups, topk_groups;
     float scale;
 } pc;
 
@@ -35,8 +34,6 @@ const uint KIND_SIGMOID = 1;
 const uint KIND_TOPK_SOFTMAX = 2;
 const uint MAX_EXPERTS = 512;
 const uint MAX_GROUPS = 16;
-const uint X_CHUNK = 2048;
-shared float x_chunk[X_CHUNK];
 shared float logits[MAX_EXPERTS + 1];
 shared float key[MAX_EXPERTS];
 shared uint taken[MAX_EXPERTS];
@@ -70,32 +67,17 @@ float sigmoid(float v)
     return 1.0 / (1.0 + exp(-v));
 }
 
-void compute_logits(uint token, uint rows)
+// This token's logits, which the router GEMM (gemm_up.comp, linear) left in
+// logits; plus the router bias.
+void load_logits(uint token, uint rows)
 {
     uint lane = gl_LocalInvocationID.x;
-    for (uint e = lane; e < rows; e += WORKGROUP)
-        logits[e] = 0.0;
-    Vec4Array w = Vec4Array(pc.router);
-    for (uint c0 = 0; c0 < pc.dim; c0 += X_CHUNK) {
-        // Only as much of the chunk as the weight rows cover (zero-padded to ld_dim).
-        uint len = min(X_CHUNK, pc.ld_dim - c0);
-        barrier();
-        for (uint i = lane; i < len; i += WORKGROUP)
-            x_chunk[i] = c0 + i < pc.dim ? x[token * pc.dim + c0 + i] : 0.0;
-        barrier();
-        for (uint e = lane; e < rows; e += WORKGROUP) {
-            uint row = (e * pc.ld_dim + c0) / 4;
-            float acc = 0.0;
-            for (uint i = 0; i < len; i += 4) {
-                vec4 wv = w.v[row + i / 4];
-                acc += dot(wv, vec4(x_chunk[i], x_chunk[i + 1], x_chunk[i + 2], x_chunk[i + 3]));
-            }
-            logits[e] += acc;
-        }
+    FloatArray row = FloatArray(pc.logits);
+    for (uint e = lane; e < rows; e += WORKGROUP) {
+        float bias = e < pc.experts && is_set(pc.router_bias) ? FloatArray(pc.router_bias).v[e]
+                                                               : 0.0;
+        logits[e] = row.v[token * pc.ld_logits + e] + bias;
     }
-    barrier();
-    for (uint e = lane; e < pc.experts && is_set(pc.router_bias); e += WORKGROUP)
-        logits[e] += FloatArray(pc.router_bias).v[e];
     barrier();
 }
 
@@ -298,7 +280,7 @@ void main()
     if (token >= pc.tokens)
         return;
     bool gated = is_set(pc.shared_scale);
-    compute_logits(token, pc.experts + (gated ? 1 : 0));
+    load_logits(token, pc.experts + (gated ? 1 : 0));
     float max_logit = 0.0, denominator = 1.0;
     if (pc.kind == KIND_SOFTMAX || is_set(pc.probs))
         denominator = softmax_denominator(max_logit);

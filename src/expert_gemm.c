@@ -31,12 +31,12 @@ vkmoe_spec vkmoe_gemm_spec(const vkmoe_layer *layer)
     };
 }
 
-static void dispatch(vkmoe_layer *layer, VkCommandBuffer cmd, vkmoe_shader shader,
+static void dispatch(vkmoe_layer *layer, VkCommandBuffer cmd, VkPipeline pipeline,
                      const void *push, uint32_t push_size, int indirect_grid, uint32_t groups_x,
                      uint32_t tiles)
 {
     vkmoe_context *ctx = layer->ctx;
-    ctx->vk.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, layer->pipelines[shader]);
+    ctx->vk.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline);
     ctx->vk.vkCmdPushConstants(cmd, ctx->pipeline_layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
                                push_size, push);
     if (indirect_grid >= 0) {
@@ -49,15 +49,14 @@ static void dispatch(vkmoe_layer *layer, VkCommandBuffer cmd, vkmoe_shader shade
     ctx->vk.vkCmdDispatch(cmd, groups_x, y, (uint32_t)vkmoe_div_up(tiles, GRID_Y));
 }
 
-void vkmoe_gemm_up_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_gemm_rows *rows,
-                        int indirect_grid, uint32_t tiles)
+static gemm_up_push up_push(const vkmoe_layer *layer, const vkmoe_gemm_rows *rows)
 {
     const vkmoe_layer_params *p = &layer->params;
-    gemm_up_push push = {
+    return (gemm_up_push){
         .expert_table = rows->expert_table,
         .tile_expert = rows->tile_expert,
         .row_slot = rows->row_slot,
-        .hidden = layer->hidden.address,
+        .hidden = rows->hidden,
         .gate_bias = rows->gate_bias,
         .up_bias = rows->up_bias,
         .dim = p->dim,
@@ -71,9 +70,45 @@ void vkmoe_gemm_up_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_gem
         .limit = p->swiglu_limit,
         .alpha = p->swiglu_alpha,
     };
+}
+
+void vkmoe_gemm_up_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_gemm_rows *rows,
+                        int indirect_grid, uint32_t tiles)
+{
+    gemm_up_push push = up_push(layer, rows);
     uint32_t groups_x = (uint32_t)vkmoe_div_up(rows->ld_ffn, layer->gemm.up_columns);
-    dispatch(layer, cmd, VKMOE_SHADER_GEMM_UP, &push, sizeof(push), indirect_grid, groups_x,
-             tiles);
+    dispatch(layer, cmd, layer->pipelines[VKMOE_SHADER_GEMM_UP], &push, sizeof(push),
+             indirect_grid, groups_x, tiles);
+}
+
+vkmoe_spec vkmoe_router_gemm_spec(const vkmoe_layer *layer)
+{
+    const vkmoe_gemm_config *g = &layer->gemm;
+    return (vkmoe_spec){
+        .count = 4,
+        .values = {g->tile_m, g->lanes, VKMOE_WEIGHT_F32, VKMOE_ACTIVATION_LINEAR},
+    };
+}
+
+void vkmoe_router_gemm_pass(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
+{
+    const vkmoe_layer_params *p = &layer->params;
+    uint32_t tiles = (uint32_t)vkmoe_div_up(tokens, layer->gemm.tile_m);
+    vkmoe_gemm_rows rows = {
+        .expert_table = layer->router_table.address,
+        .hidden = layer->scratch.address + layer->layout.logits,
+        .ffn = p->experts + (p->shared_gate ? 1 : 0),
+        .ld_ffn = layer->ld_logits,
+        .experts = 1,
+        .top_k = 1,
+        .max_tiles = tiles,
+        .rows = tokens,
+    };
+    vkmoe_token_plan(layer, &rows.tile_expert, &rows.row_slot);
+    gemm_up_push push = up_push(layer, &rows);
+    /* A lane computes 4 columns of the one projection, as for ReLU. */
+    uint32_t groups_x = (uint32_t)vkmoe_div_up(rows.ld_ffn, 4 * layer->gemm.lanes);
+    dispatch(layer, cmd, layer->router_gemm, &push, sizeof(push), -1, groups_x, tiles);
 }
 
 void vkmoe_gemm_down_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_gemm_rows *rows,
@@ -83,7 +118,7 @@ void vkmoe_gemm_down_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_g
         .expert_table = rows->expert_table,
         .tile_expert = rows->tile_expert,
         .row_slot = rows->row_slot,
-        .hidden = layer->hidden.address,
+        .hidden = rows->hidden,
         .expert_out = rows->out,
         .down_bias = rows->down_bias,
         .dim = layer->params.dim,
@@ -94,8 +129,8 @@ void vkmoe_gemm_down_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_g
         .rows = rows->rows,
     };
     uint32_t groups_x = (uint32_t)vkmoe_div_up(layer->params.dim, layer->gemm.down_columns);
-    dispatch(layer, cmd, VKMOE_SHADER_GEMM_DOWN, &push, sizeof(push), indirect_grid, groups_x,
-             tiles);
+    dispatch(layer, cmd, layer->pipelines[VKMOE_SHADER_GEMM_DOWN], &push, sizeof(push),
+             indirect_grid, groups_x, tiles);
 }
 
 static vkmoe_gemm_rows routed_rows(const vkmoe_layer *layer)
@@ -107,6 +142,7 @@ static vkmoe_gemm_rows routed_rows(const vkmoe_layer *layer)
         .expert_table = layer->expert_table.address,
         .tile_expert = base + layer->layout.tile_expert,
         .row_slot = base + layer->layout.row_slot,
+        .hidden = layer->hidden.address,
         .out = layer->expert_out.address,
         .gate_bias = has_bias ? biases + vkmoe_expert_bias_offset(layer, VKMOE_EXPERT_GATE, 0) : 0,
         .up_bias = has_bias ? biases + vkmoe_expert_bias_offset(layer, VKMOE_EXPERT_UP, 0) : 0,

@@ -188,13 +188,17 @@ vkmoe_status vkmoe_buffer_read(vkmoe_context *ctx, const vkmoe_buffer *buf, VkDe
  *   shared_scale f32 [max_tokens]      sigmoid(x·ws) per token (shared_gate)
  *   probs       f32 [max_tokens][E]    router probabilities (statistics, else empty)
  *   lse         f32 [max_tokens]       logsumexp of the logits (statistics, else empty)
+ *   logits      f32 [token_rows][ld_logits]  x·Wgᵀ (and x·ws), the router GEMM's output
  * Slots are numbered s = t·k + j (token t, choice j); count and scatter walk
  * them in priority order q = j·T + t, so an expert's rows, and the slots it
  * keeps under a capacity, come slot 0 of every token first. */
 typedef struct vkmoe_scratch_layout {
     VkDeviceSize ids, topk_weight, block_counts, tile_sums, expert_count, expert_base,
-        tile_expert, row_slot, slot_row, dispatch, shared_scale, probs, lse, size;
+        tile_expert, row_slot, slot_row, dispatch, shared_scale, probs, lse, logits, size;
 } vkmoe_scratch_layout;
+
+/* The activation spec constant of the router's GEMM: the projection alone. */
+#define VKMOE_ACTIVATION_LINEAR 3u
 
 /* Shape of the expert GEMMs (specialization constants, see
  * shaders/common/expert_gemm.glsl): rows per tile, lanes per workgroup, and
@@ -207,7 +211,7 @@ typedef struct vkmoe_gemm_config {
  * from the scan's plan, grids by indirect dispatch) or the shared expert
  * (row r is token r, one expert, grids known on the host). */
 typedef struct vkmoe_gemm_rows {
-    VkDeviceAddress expert_table, tile_expert, row_slot, out;
+    VkDeviceAddress expert_table, tile_expert, row_slot, hidden, out;
     VkDeviceAddress gate_bias, up_bias, down_bias; /* 0: none */
     uint32_t ffn, ld_ffn, experts, top_k, max_tiles, rows;
 } vkmoe_gemm_rows;
@@ -238,7 +242,9 @@ struct vkmoe_layer {
     vkmoe_layer_params params;  /* defaults resolved (vkmoe_params_resolve) */
     uint32_t ld_dim, ld_ffn;    /* padded row lengths, in elements */
     uint32_t max_slots, max_blocks, max_scan_tiles, max_rows, max_tiles;
-    uint32_t ld_shared, shared_rows; /* shared expert: padded width, rows (tile multiple) */
+    uint32_t ld_shared;         /* shared expert: padded width */
+    uint32_t token_rows;        /* max_tokens rounded up to the GEMM tile */
+    uint32_t ld_logits;         /* router logits row: E (+1 with a shared gate), padded */
     vkmoe_gemm_config gemm;
 
     vkmoe_buffer router;        /* f32 [E (+1: shared gate ws)][ld_dim] */
@@ -248,17 +254,21 @@ struct vkmoe_layer {
     vkmoe_buffer expert_biases; /* f32 gate [E][ffn], up [E][ffn], down [E][dim] */
     vkmoe_expert_array shared[3];
     vkmoe_buffer shared_table;  /* uvec2 device address [3] */
-    vkmoe_buffer shared_plan;   /* u32 tile_expert [shared_rows / tile] = 0, row_slot [shared_rows] = r */
-    vkmoe_buffer shared_out;    /* f32 [shared_rows][dim] */
+    /* Passes with one row per token (router logits, shared expert): u32
+     * tile_expert [token_rows / tile] = 0, then row_slot [token_rows] = r. */
+    vkmoe_buffer token_plan;
+    vkmoe_buffer router_table;  /* uvec2 [3]: the router as the "up" matrix of one expert */
+    vkmoe_buffer shared_out;    /* f32 [token_rows][dim] */
     vkmoe_buffer scratch;       /* see vkmoe_scratch_layout */
     vkmoe_scratch_layout layout;
-    vkmoe_buffer hidden;        /* f32 [max(max_rows·ld_ffn, shared_rows·ld_shared)], gemm_up output */
+    vkmoe_buffer hidden;        /* f32 [max(max_rows·ld_ffn, token_rows·ld_shared)], gemm_up output */
     vkmoe_buffer expert_out;    /* f32 [max_rows][dim], gemm_down output */
     vkmoe_buffer x, y;          /* f32 [max_tokens][dim], for vkmoe_layer_forward */
 
     VkDescriptorPool descriptor_pool;
     VkDescriptorSet descriptor_set;
     VkPipeline pipelines[VKMOE_SHADER_MAX];
+    VkPipeline router_gemm;     /* gemm_up with f32 weights and no activation */
     VkQueryPool queries; /* 2 timestamps per stage when params.timing */
 
     uint32_t last_tokens;    /* tokens of the last recorded forward */
@@ -294,17 +304,23 @@ void vkmoe_gemm_up_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t toke
 void vkmoe_gemm_down_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
 void vkmoe_shared_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
 void vkmoe_combine_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
+/* The per-token pass plan: tile_expert and row_slot addresses. */
+void vkmoe_token_plan(const vkmoe_layer *layer, VkDeviceAddress *tile_expert,
+                      VkDeviceAddress *row_slot);
 /* Record one pass of the expert GEMMs over `rows`; indirect_grid is the
  * index of the scan's indirect grid, or -1 for a direct grid of `tiles` row
  * tiles. */
 void vkmoe_gemm_up_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_gemm_rows *rows,
                         int indirect_grid, uint32_t tiles);
+/* The router's logits x·Wgᵀ as a GEMM over one row per token. */
+void vkmoe_router_gemm_pass(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
 void vkmoe_gemm_down_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_gemm_rows *rows,
                           int indirect_grid, uint32_t tiles);
 
 /* The specialization constants of each stage's pipeline for this layer. */
 vkmoe_spec vkmoe_router_spec(const vkmoe_layer *layer);
 vkmoe_spec vkmoe_gemm_spec(const vkmoe_layer *layer);
+vkmoe_spec vkmoe_router_gemm_spec(const vkmoe_layer *layer);
 
 /* Address of expert e's matrix in an expert array. */
 VkDeviceAddress vkmoe_expert_address(const vkmoe_expert_array *array, uint32_t expert);

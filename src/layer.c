@@ -42,7 +42,9 @@ static void compute_sizes(vkmoe_layer *layer)
     layer->max_rows = (uint32_t)vkmoe_round_up(layer->max_slots + busy * (tile - 1), tile);
     layer->max_tiles = layer->max_rows / tile;
     layer->ld_shared = (uint32_t)vkmoe_round_up(p->shared_ffn_dim, VKMOE_ROW_ALIGN);
-    layer->shared_rows = p->shared_ffn_dim ? (uint32_t)vkmoe_round_up(p->max_tokens, tile) : 0;
+    layer->token_rows = (uint32_t)vkmoe_round_up(p->max_tokens, tile);
+    layer->ld_logits = (uint32_t)vkmoe_round_up(p->experts + (p->shared_gate ? 1 : 0),
+                                                VKMOE_ROW_ALIGN);
 
     vkmoe_scratch_layout *l = &layer->layout;
     VkDeviceSize at = 0;
@@ -60,6 +62,7 @@ static void compute_sizes(vkmoe_layer *layer)
     PLACE(shared_scale, 4ull * p->max_tokens);
     PLACE(probs, p->statistics ? 4ull * p->max_tokens * p->experts : 0);
     PLACE(lse, p->statistics ? 4ull * p->max_tokens : 0);
+    PLACE(logits, 4ull * layer->token_rows * layer->ld_logits);
 #undef PLACE
     l->size = at;
 }
@@ -101,7 +104,8 @@ static vkmoe_status create_pipelines(vkmoe_layer *layer)
     };
     for (uint32_t s = 0; s < VKMOE_SHADER_MAX; s++)
         VKMOE_TRY(vkmoe_pipeline_get(layer->ctx, s, specs[s], &layer->pipelines[s]));
-    return VKMOE_OK;
+    vkmoe_spec router_gemm = vkmoe_router_gemm_spec(layer);
+    return vkmoe_pipeline_get(layer->ctx, VKMOE_SHADER_GEMM_UP, &router_gemm, &layer->router_gemm);
 }
 
 static vkmoe_status create_query_pool(vkmoe_layer *layer)
@@ -119,27 +123,30 @@ static vkmoe_status create_query_pool(vkmoe_layer *layer)
         "vkCreateQueryPool");
 }
 
-/* Row r of the shared expert's pass is token r: an identity row map and
- * one expert for every tile, written once. */
-static vkmoe_status create_shared_plan(vkmoe_layer *layer)
+/* Row r of a per-token pass (router logits, shared expert) is token r: an
+ * identity row map and one expert for every tile, written once. */
+static vkmoe_status create_token_plan(vkmoe_layer *layer)
 {
-    uint32_t rows = layer->shared_rows, tiles = rows / layer->gemm.tile_m;
-    if (!rows)
-        return VKMOE_OK;
+    uint32_t rows = layer->token_rows, tiles = rows / layer->gemm.tile_m;
     vkmoe_context *ctx = layer->ctx;
     VKMOE_TRY(vkmoe_buffer_create(ctx, 4ull * (tiles + rows), VKMOE_MEMORY_DEVICE,
-                                  &layer->shared_plan));
-    VKMOE_TRY(vkmoe_buffer_create(ctx, (VkDeviceSize)rows * layer->params.dim * 4,
-                                  VKMOE_MEMORY_DEVICE, &layer->shared_out));
+                                  &layer->token_plan));
     uint32_t *plan = calloc((size_t)tiles + rows, sizeof(*plan));
     if (!plan)
         return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     for (uint32_t r = 0; r < rows; r++)
         plan[tiles + r] = r;
     size_t bytes = 4 * ((size_t)tiles + rows);
-    vkmoe_status status = vkmoe_buffer_write_rows(ctx, &layer->shared_plan, 0, plan, 1, bytes, bytes);
+    vkmoe_status status = vkmoe_buffer_write_rows(ctx, &layer->token_plan, 0, plan, 1, bytes, bytes);
     free(plan);
     return status;
+}
+
+void vkmoe_token_plan(const vkmoe_layer *layer, VkDeviceAddress *tile_expert,
+                      VkDeviceAddress *row_slot)
+{
+    *tile_expert = layer->token_plan.address;
+    *row_slot = layer->token_plan.address + 4ull * (layer->token_rows / layer->gemm.tile_m);
 }
 
 static vkmoe_status allocate_layer(vkmoe_layer *layer)
@@ -148,7 +155,7 @@ static vkmoe_status allocate_layer(vkmoe_layer *layer)
     const vkmoe_layer_params *p = &layer->params;
     VkDeviceSize io_bytes = (VkDeviceSize)p->max_tokens * p->dim * sizeof(float);
     uint64_t hidden_elements = (uint64_t)layer->max_rows * layer->ld_ffn;
-    uint64_t shared_elements = (uint64_t)layer->shared_rows * layer->ld_shared;
+    uint64_t shared_elements = (uint64_t)layer->token_rows * layer->ld_shared;
     if (shared_elements > hidden_elements)
         hidden_elements = shared_elements;
     if (hidden_elements >= (1ull << 32))
@@ -156,7 +163,10 @@ static vkmoe_status allocate_layer(vkmoe_layer *layer)
                           "vkmoe_layer_create: max_tokens·top_k·ffn_dim is too large for one "
                           "forward; lower max_tokens");
     VKMOE_TRY(vkmoe_weights_create(layer));
-    VKMOE_TRY(create_shared_plan(layer));
+    VKMOE_TRY(create_token_plan(layer));
+    if (p->shared_ffn_dim)
+        VKMOE_TRY(vkmoe_buffer_create(ctx, (VkDeviceSize)layer->token_rows * p->dim * 4,
+                                      VKMOE_MEMORY_DEVICE, &layer->shared_out));
     VKMOE_TRY(vkmoe_buffer_create(ctx, layer->layout.size, VKMOE_MEMORY_DEVICE, &layer->scratch));
     VKMOE_TRY(vkmoe_buffer_create(ctx, hidden_elements * 4, VKMOE_MEMORY_DEVICE, &layer->hidden));
     VKMOE_TRY(vkmoe_buffer_create(ctx, (VkDeviceSize)layer->max_rows * p->dim * 4,
@@ -206,7 +216,7 @@ void vkmoe_layer_destroy(vkmoe_layer **player)
         ctx->vk.vkDestroyQueryPool(ctx->device, layer->queries, NULL);
     if (layer->descriptor_pool)
         ctx->vk.vkDestroyDescriptorPool(ctx->device, layer->descriptor_pool, NULL);
-    vkmoe_buffer *buffers[] = {&layer->shared_plan, &layer->shared_out, &layer->scratch,
+    vkmoe_buffer *buffers[] = {&layer->token_plan, &layer->shared_out, &layer->scratch,
                                &layer->hidden,      &layer->expert_out, &layer->x,
                                &layer->y};
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(buffers); i++)

@@ -1,5 +1,7 @@
-/* Stage 1, router: logits, scores, group-limited top-k, combine weights,
- * the shared expert's gate and the statistics inputs (shaders/router.comp). */
+/* Stage 1, router: the logits as a GEMM over one row per token (the expert
+ * GEMM's shader, projection only), then scores, group-limited top-k,
+ * combine weights, the shared expert's gate and the statistics inputs
+ * (shaders/router.comp). */
 #include <stddef.h>
 
 #include "internal.h"
@@ -8,10 +10,10 @@
 _Static_assert(ROUTER_WORKGROUP >= VKMOE_MAX_GROUPS, "a lane scores each group");
 
 typedef struct router_push {
-    VkDeviceAddress router, router_bias, selection_bias, ids, topk_weight, shared_scale, probs,
+    VkDeviceAddress logits, router_bias, selection_bias, ids, topk_weight, shared_scale, probs,
         lse;
-    uint32_t tokens, dim, ld_dim, experts, top_k, normalize, kind, groups, topk_groups;
-    float scale;
+    uint32_t tokens, ld_logits, experts, top_k, normalize, kind, groups, topk_groups;
+    float scale, pad_;
 } router_push;
 _Static_assert(sizeof(router_push) == 104, "router_push must mirror router.comp");
 
@@ -31,8 +33,10 @@ void vkmoe_router_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t token
     const vkmoe_layer_params *p = &layer->params;
     VkDeviceAddress scratch = layer->scratch.address;
     VkDeviceAddress vectors = layer->router_vectors.address;
+    vkmoe_router_gemm_pass(layer, cmd, tokens);
+    vkmoe_barrier_compute(layer->ctx, cmd);
     router_push push = {
-        .router = layer->router.address,
+        .logits = scratch + layer->layout.logits,
         .router_bias = address_if(p->router_bias, vectors),
         .selection_bias = address_if(p->selection_bias, vectors + 4ull * p->experts),
         .ids = scratch + layer->layout.ids,
@@ -41,8 +45,7 @@ void vkmoe_router_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t token
         .probs = address_if(p->statistics, scratch + layer->layout.probs),
         .lse = address_if(p->statistics, scratch + layer->layout.lse),
         .tokens = tokens,
-        .dim = p->dim,
-        .ld_dim = layer->ld_dim,
+        .ld_logits = layer->ld_logits,
         .experts = p->experts,
         .top_k = p->top_k,
         .normalize = p->normalize_topk,

@@ -10,11 +10,9 @@ void vkmoe_shared_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t token
         return;
     uint32_t tile_rows = layer->gemm.tile_m;
     uint32_t tiles = (uint32_t)vkmoe_div_up(tokens, tile_rows);
-    VkDeviceAddress plan = layer->shared_plan.address;
     vkmoe_gemm_rows rows = {
         .expert_table = layer->shared_table.address,
-        .tile_expert = plan,
-        .row_slot = plan + 4ull * (layer->shared_rows / tile_rows),
+        .hidden = layer->hidden.address,
         .out = layer->shared_out.address,
         .ffn = layer->params.shared_ffn_dim,
         .ld_ffn = layer->ld_shared,
@@ -23,6 +21,7 @@ void vkmoe_shared_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t token
         .max_tiles = tiles,
         .rows = tokens,
     };
+    vkmoe_token_plan(layer, &rows.tile_expert, &rows.row_slot);
     vkmoe_gemm_up_pass(layer, cmd, &rows, -1, tiles);
     vkmoe_barrier_compute(layer->ctx, cmd);
     vkmoe_gemm_down_pass(layer, cmd, &rows, -1, tiles);

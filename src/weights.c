@@ -136,6 +136,12 @@ vkmoe_status vkmoe_weights_create(vkmoe_layer *layer)
                                   VKMOE_MEMORY_DEVICE, &layer->router));
     VKMOE_TRY(vkmoe_buffer_create(ctx, 8ull * p->experts, VKMOE_MEMORY_DEVICE,
                                   &layer->router_vectors));
+    /* The router GEMM sees Wg as the up matrix of a single expert. */
+    VkDeviceAddress router_table[3] = {0, layer->router.address, 0};
+    VKMOE_TRY(vkmoe_buffer_create(ctx, sizeof(router_table), VKMOE_MEMORY_DEVICE,
+                                  &layer->router_table));
+    VKMOE_TRY(vkmoe_buffer_write_rows(ctx, &layer->router_table, 0, router_table, 1,
+                                      sizeof(router_table), sizeof(router_table)));
     VKMOE_TRY(create_matrices(layer, layer->experts, p->experts, p->ffn_dim, &layer->expert_table));
     if (p->expert_bias)
         VKMOE_TRY(vkmoe_buffer_create(ctx, vkmoe_expert_bias_offset(layer, VKMOE_EXPERT_DOWN,
@@ -150,7 +156,8 @@ vkmoe_status vkmoe_weights_create(vkmoe_layer *layer)
 void vkmoe_weights_destroy(vkmoe_layer *layer)
 {
     vkmoe_context *ctx = layer->ctx;
-    vkmoe_buffer *buffers[] = {&layer->router, &layer->router_vectors, &layer->expert_table,
+    vkmoe_buffer *buffers[] = {&layer->router,        &layer->router_vectors,
+                               &layer->router_table,  &layer->expert_table,
                                &layer->expert_biases, &layer->shared_table};
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(buffers); i++)
         vkmoe_buffer_destroy(ctx, buffers[i]);

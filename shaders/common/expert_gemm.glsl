@@ -10,7 +10,8 @@
 // and used for all its rows.
 //   spec 0: TILE_M (rows of a tile, a multiple of 8); 1: LANES (= subgroup
 //   size = workgroup size, a multiple of 4); 2: WEIGHT_TYPE (0 f32, 1 f16, 2 bf16);
-//   3: ACTIVATION (vkmoe_activation: 0 SwiGLU, 1 ReLU, 2 clamped SwiGLU)
+//   3: ACTIVATION (vkmoe_activation: 0 SwiGLU, 1 ReLU, 2 clamped SwiGLU; and
+//   3, the projection alone, for the router's logits)
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_ballot : require
 
@@ -20,6 +21,7 @@ layout(constant_id = 2) const uint WEIGHT_TYPE = 0;
 layout(constant_id = 3) const uint ACTIVATION = 0;
 const uint ACTIVATION_RELU = 1;
 const uint ACTIVATION_SWIGLU_CLAMPED = 2;
+const uint ACTIVATION_LINEAR = 3;
 layout(local_size_x_id = 1) in;
 
 // Where row `row` of A starts (an element index), or INVALID for a padding
