@@ -2,7 +2,9 @@
 // Router: from the logits x·Wgᵀ that the router GEMM computed (+ bg), the
 // family's scores, group-limited top-k, the combine weights; optionally the
 // shared expert's gate and the per-token figures of the load statistics.
-// One workgroup per token.
+// One workgroup of one subgroup per token: lane l owns experts l, l + LANES,
+// …, and every choice is a subgroup reduction, so no step waits at a
+// workgroup barrier (CPU drivers switch every invocation's stack at one).
 //   push: logits f32 [tokens][ld_logits] (experts, + 1 when shared_scale is
 //         set: the last is x·ws, the shared gate); router_bias f32 [experts]
 //         or 0; selection_bias f32 [experts] or 0; ids u32 [tokens][top_k];
@@ -11,16 +13,19 @@
 //         tokens, ld_logits, experts, top_k, normalize, kind (0 softmax,
 //         1 sigmoid, 2 top-k of logits then softmax), groups, topk_groups,
 //         scale (routed_scaling_factor)
-//   spec 0: WORKGROUP, the number of invocations, a power of two >= 16
+//   spec 0: LANES, the subgroup size (= workgroup size)
+// Selection ranks values through an order-preserving map to uint in which
+// NaN is lowest; equal values go to the lowest expert (or group) index.
 // Softmax selection compares logits (the same order as the probabilities,
-// without the ties that rounding exp() would create); NaN ranks below every
-// number; equal values go to the lowest expert (or group) index. Every sum
-// runs in a fixed order, so the result is the same on every run.
+// without the ties that rounding exp() would create).
 #extension GL_GOOGLE_include_directive : require
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#extension GL_KHR_shader_subgroup_ballot : require
 #include "common/buffers.glsl"
 #include "common/dispatch.glsl"
 
-layout(constant_id = 0) const uint WORKGROUP = 64;
+layout(constant_id = 0) const uint LANES = 8;
 layout(local_size_x_id = 0) in;
 
 layout(push_constant) uniform Push {
@@ -34,32 +39,15 @@ const uint KIND_SIGMOID = 1;
 const uint KIND_TOPK_SOFTMAX = 2;
 const uint MAX_EXPERTS = 512;
 const uint MAX_GROUPS = 16;
+// Each lane writes only its own experts' entries; others read them after
+// a subgroup barrier.
 shared float logits[MAX_EXPERTS + 1];
 shared float key[MAX_EXPERTS];
-shared uint taken[MAX_EXPERTS];
-shared float group_score[MAX_GROUPS];
-shared uint group_kept[MAX_GROUPS];
-shared float best_value[WORKGROUP];
-shared uint best_index[WORKGROUP];
+shared bool taken[MAX_EXPERTS];
 
 bool is_set(uvec2 address)
 {
     return address != uvec2(0);
-}
-
-bool better(float a, uint ia, float b, uint ib)
-{
-    if (isnan(a) != isnan(b))
-        return isnan(b);
-    if (!isnan(a) && a != b)
-        return a > b;
-    return ia < ib;
-}
-
-// The strictly better of two (value, index) candidates; INVALID never wins.
-bool wins(float a, uint ia, float b, uint ib)
-{
-    return ia != INVALID && (ib == INVALID || better(a, ia, b, ib));
 }
 
 float sigmoid(float v)
@@ -67,168 +55,135 @@ float sigmoid(float v)
     return 1.0 / (1.0 + exp(-v));
 }
 
-// This token's logits, which the router GEMM (gemm_up.comp, linear) left in
-// logits; plus the router bias.
-void load_logits(uint token, uint rows)
+// Order-preserving: a > b (as numbers) iff rank(a) > rank(b); equal
+// numbers (0 and -0 too) rank equal; NaN ranks 0, below every number.
+uint rank(float v)
 {
-    uint lane = gl_LocalInvocationID.x;
+    if (isnan(v))
+        return 0u;
+    uint bits = floatBitsToUint(v == 0.0 ? 0.0 : v);
+    return (bits & 0x80000000u) != 0 ? ~bits : bits | 0x80000000u;
+}
+
+float unrank(uint r)
+{
+    if (r == 0u)
+        return uintBitsToFloat(0x7fc00000u);
+    return uintBitsToFloat((r & 0x80000000u) != 0 ? r & 0x7fffffffu : ~r);
+}
+
+// The subgroup's best (rank, index) of one candidate per lane: the highest
+// rank, then the lowest index. A lane without a candidate offers index
+// INVALID, which loses to any candidate.
+uint subgroup_best(uint r, uint index, out uint best_rank)
+{
+    best_rank = subgroupMax(index != INVALID ? r : 0u);
+    return subgroupMin(r == best_rank ? index : INVALID);
+}
+
+// This token's logits plus the router bias, and the selection keys: logits,
+// or for sigmoid scores s + b_sel.
+void load_scores(uint token, uint rows)
+{
     FloatArray row = FloatArray(pc.logits);
-    for (uint e = lane; e < rows; e += WORKGROUP) {
-        float bias = e < pc.experts && is_set(pc.router_bias) ? FloatArray(pc.router_bias).v[e]
-                                                               : 0.0;
-        logits[e] = row.v[token * pc.ld_logits + e] + bias;
-    }
-    barrier();
-}
-
-// Fixed-order trees over one value per invocation.
-float workgroup_max(float v)
-{
-    uint lane = gl_LocalInvocationID.x;
-    best_value[lane] = v;
-    barrier();
-    for (uint half_size = WORKGROUP / 2; half_size > 0; half_size /= 2) {
-        if (lane < half_size && best_value[lane + half_size] > best_value[lane])
-            best_value[lane] = best_value[lane + half_size];
-        barrier();
-    }
-    float result = best_value[0];
-    barrier();
-    return result;
-}
-
-float workgroup_sum(float v)
-{
-    uint lane = gl_LocalInvocationID.x;
-    best_value[lane] = v;
-    barrier();
-    for (uint half_size = WORKGROUP / 2; half_size > 0; half_size /= 2) {
-        if (lane < half_size)
-            best_value[lane] += best_value[lane + half_size];
-        barrier();
-    }
-    float result = best_value[0];
-    barrier();
-    return result;
-}
-
-// Σ_e exp(l_e − max_e l_e). NaN logits are skipped by the maximum and make
-// the sum NaN.
-float softmax_denominator(out float max_logit)
-{
-    uint lane = gl_LocalInvocationID.x;
-    float local_max = -1.0 / 0.0;
-    for (uint e = lane; e < pc.experts; e += WORKGROUP)
-        if (logits[e] > local_max)
-            local_max = logits[e];
-    max_logit = workgroup_max(local_max);
-    float local_sum = 0.0;
-    for (uint e = lane; e < pc.experts; e += WORKGROUP)
-        local_sum += exp(logits[e] - max_logit);
-    return workgroup_sum(local_sum);
-}
-
-// What top-k ranks: logits, or for sigmoid scores s + b_sel.
-void compute_keys()
-{
-    uint lane = gl_LocalInvocationID.x;
-    for (uint e = lane; e < pc.experts; e += WORKGROUP) {
-        float k = logits[e];
+    for (uint e = gl_SubgroupInvocationID; e < rows; e += LANES) {
+        float l = row.v[token * pc.ld_logits + e];
+        if (e >= pc.experts) {
+            logits[e] = l;
+            continue;
+        }
+        if (is_set(pc.router_bias))
+            l += FloatArray(pc.router_bias).v[e];
+        logits[e] = l;
+        float k = l;
         if (pc.kind == KIND_SIGMOID) {
-            k = sigmoid(k);
+            k = sigmoid(l);
             if (is_set(pc.selection_bias))
                 k += FloatArray(pc.selection_bias).v[e];
         }
         key[e] = k;
-        taken[e] = 0;
+        taken[e] = false;
     }
-    barrier();
+    subgroupBarrier();
+}
+
+// max_e l_e (NaN skipped) and Σ_e exp(l_e − max).
+float softmax_denominator(out float max_logit)
+{
+    float local_max = -1.0 / 0.0;
+    for (uint e = gl_SubgroupInvocationID; e < pc.experts; e += LANES)
+        if (logits[e] > local_max)
+            local_max = logits[e];
+    max_logit = subgroupMax(local_max);
+    float local_sum = 0.0;
+    for (uint e = gl_SubgroupInvocationID; e < pc.experts; e += LANES)
+        local_sum += exp(logits[e] - max_logit);
+    return subgroupAdd(local_sum);
+}
+
+// The best of this lane's untaken experts in [first, end): rank and index.
+uint lane_best(uint first, uint end, uint skip, out uint best_rank)
+{
+    uint best = INVALID;
+    best_rank = 0u;
+    uint start = first + (gl_SubgroupInvocationID + LANES - first % LANES) % LANES;
+    for (uint e = start; e < end; e += LANES) {
+        uint r = rank(key[e]);
+        if (!taken[e] && e != skip && (best == INVALID || r > best_rank)) {
+            best = e;
+            best_rank = r;
+        }
+    }
+    return best;
 }
 
 // A group's score: its best key, or for sigmoid scores its two best summed.
 float score_group(uint group, uint size)
 {
-    float first = 0.0, second = 0.0;
-    uint first_index = INVALID, second_index = INVALID;
-    for (uint e = group * size; e < (group + 1) * size; e++) {
-        if (wins(key[e], e, first, first_index)) {
-            second = first;
-            second_index = first_index;
-            first = key[e];
-            first_index = e;
-        } else if (wins(key[e], e, second, second_index)) {
-            second = key[e];
-            second_index = e;
-        }
-    }
-    return pc.kind == KIND_SIGMOID ? first + second : first;
+    uint first_rank, second_rank, lane_rank;
+    uint lane = lane_best(group * size, (group + 1) * size, INVALID, lane_rank);
+    uint first = subgroup_best(lane_rank, lane, first_rank);
+    if (pc.kind != KIND_SIGMOID)
+        return unrank(first_rank);
+    lane = lane_best(group * size, (group + 1) * size, first, lane_rank);
+    subgroup_best(lane_rank, lane, second_rank);
+    return unrank(first_rank) + unrank(second_rank);
 }
 
-// Excludes (marks taken) every expert outside the topk_groups best groups.
+// Takes (excludes) every expert outside the topk_groups best groups.
 void limit_groups()
 {
     if (pc.groups <= 1 || pc.topk_groups >= pc.groups)
         return;
-    uint lane = gl_LocalInvocationID.x;
     uint size = pc.experts / pc.groups;
-    if (lane < pc.groups) {
-        group_score[lane] = score_group(lane, size);
-        group_kept[lane] = 0;
+    float scores[MAX_GROUPS];
+    for (uint g = 0; g < pc.groups; g++)
+        scores[g] = score_group(g, size);
+    uint kept = 0; // a bit per group; the loops are uniform
+    for (uint round = 0; round < pc.topk_groups; round++) {
+        uint best = INVALID;
+        for (uint g = 0; g < pc.groups; g++)
+            if ((kept & (1u << g)) == 0 &&
+                (best == INVALID || rank(scores[g]) > rank(scores[best])))
+                best = g;
+        kept |= 1u << best;
     }
-    barrier();
-    if (lane == 0)
-        for (uint round = 0; round < pc.topk_groups; round++) {
-            uint best = INVALID;
-            for (uint g = 0; g < pc.groups; g++)
-                if (group_kept[g] == 0 &&
-                    (best == INVALID || better(group_score[g], g, group_score[best], best)))
-                    best = g;
-            group_kept[best] = 1;
-        }
-    barrier();
-    for (uint e = lane; e < pc.experts; e += WORKGROUP)
-        taken[e] = 1 - group_kept[e / size];
-    barrier();
+    for (uint e = gl_SubgroupInvocationID; e < pc.experts; e += LANES)
+        taken[e] = (kept & (1u << (e / size))) == 0;
 }
 
-// Fixed-order tree over the WORKGROUP partials in best_value/best_index.
-void reduce_best()
-{
-    uint lane = gl_LocalInvocationID.x;
-    for (uint half_size = WORKGROUP / 2; half_size > 0; half_size /= 2) {
-        if (lane < half_size &&
-            wins(best_value[lane + half_size], best_index[lane + half_size], best_value[lane],
-                 best_index[lane])) {
-            best_value[lane] = best_value[lane + half_size];
-            best_index[lane] = best_index[lane + half_size];
-        }
-        barrier();
-    }
-}
-
-// One round of top-k: the best expert not taken yet.
+// One round of top-k: the best expert not taken yet, marked by its lane.
 uint select_best()
 {
-    uint lane = gl_LocalInvocationID.x;
-    float value = 0.0;
-    uint index = INVALID;
-    for (uint e = lane; e < pc.experts; e += WORKGROUP)
-        if (taken[e] == 0 && wins(key[e], e, value, index)) {
-            value = key[e];
-            index = e;
-        }
-    best_value[lane] = value;
-    best_index[lane] = index;
-    barrier();
-    reduce_best();
-    uint chosen = best_index[0];
-    if (lane == 0)
-        taken[chosen] = 1;
-    barrier();
+    uint lane_rank, best_rank;
+    uint lane = lane_best(0, pc.experts, INVALID, lane_rank);
+    uint chosen = subgroup_best(lane_rank, lane, best_rank);
+    if (lane == chosen)
+        taken[chosen] = true;
     return chosen;
 }
 
-// The weights of the chosen experts, in selection order.
+// The weights of the chosen experts, in selection order (lane 0).
 void write_weights(uint token, uint chosen[16], float max_logit, float denominator)
 {
     float weight[16];
@@ -258,19 +213,18 @@ void write_weights(uint token, uint chosen[16], float max_logit, float denominat
 // probability and logsumexp(l).
 void write_statistics(uint token, float max_logit, float denominator)
 {
-    uint lane = gl_LocalInvocationID.x;
     float sigmoid_sum = 0.0;
     if (pc.kind == KIND_SIGMOID) {
-        for (uint e = lane; e < pc.experts; e += WORKGROUP)
+        for (uint e = gl_SubgroupInvocationID; e < pc.experts; e += LANES)
             sigmoid_sum += sigmoid(logits[e]);
-        sigmoid_sum = workgroup_sum(sigmoid_sum);
+        sigmoid_sum = subgroupAdd(sigmoid_sum);
     }
     FloatArray probs = FloatArray(pc.probs);
-    for (uint e = lane; e < pc.experts; e += WORKGROUP)
+    for (uint e = gl_SubgroupInvocationID; e < pc.experts; e += LANES)
         probs.v[token * pc.experts + e] = pc.kind == KIND_SIGMOID
                                               ? sigmoid(logits[e]) / sigmoid_sum
                                               : exp(logits[e] - max_logit) / denominator;
-    if (lane == 0)
+    if (subgroupElect())
         FloatArray(pc.lse).v[token] = max_logit + log(denominator);
 }
 
@@ -280,18 +234,17 @@ void main()
     if (token >= pc.tokens)
         return;
     bool gated = is_set(pc.shared_scale);
-    load_logits(token, pc.experts + (gated ? 1 : 0));
+    load_scores(token, pc.experts + (gated ? 1 : 0));
     float max_logit = 0.0, denominator = 1.0;
     if (pc.kind == KIND_SOFTMAX || is_set(pc.probs))
         denominator = softmax_denominator(max_logit);
     if (is_set(pc.probs))
         write_statistics(token, max_logit, denominator);
-    compute_keys();
     limit_groups();
     uint chosen[16];
     for (uint j = 0; j < pc.top_k; j++)
         chosen[j] = select_best();
-    if (gl_LocalInvocationID.x != 0)
+    if (!subgroupElect())
         return;
     write_weights(token, chosen, max_logit, denominator);
     if (gated)

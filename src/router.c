@@ -6,9 +6,6 @@
 
 #include "internal.h"
 
-#define ROUTER_WORKGROUP 64u
-_Static_assert(ROUTER_WORKGROUP >= VKMOE_MAX_GROUPS, "a lane scores each group");
-
 typedef struct router_push {
     VkDeviceAddress logits, router_bias, selection_bias, ids, topk_weight, shared_scale, probs,
         lse;
@@ -17,10 +14,10 @@ typedef struct router_push {
 } router_push;
 _Static_assert(sizeof(router_push) == 104, "router_push must mirror router.comp");
 
+/* One subgroup per token: the shader's reductions are subgroup operations. */
 vkmoe_spec vkmoe_router_spec(const vkmoe_layer *layer)
 {
-    (void)layer;
-    return (vkmoe_spec){.count = 1, .values = {ROUTER_WORKGROUP}};
+    return (vkmoe_spec){.count = 1, .values = {layer->gemm.lanes}};
 }
 
 static VkDeviceAddress address_if(bool present, VkDeviceAddress address)
