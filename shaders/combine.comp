@@ -1,7 +1,9 @@
 #version 450
 // Combine: y[t] = Σ_j w[t][j]·z[slot_row[t·k + j]] (j in order; dropped slots
 // add nothing) + g[t]·shared_out[t], no atomics. g[t] is the shared gate
-// sigmoid(x·ws) when shared_scale is set, else 1.
+// sigmoid(x·ws) when shared_scale is set, else 1. An invocation makes four
+// consecutive elements of a row, so each slot's row and weight are loaded
+// once for four (CPU drivers load even lane-uniform values lane by lane).
 //   binding 1: y f32 [tokens][dim]
 //   push: topk_weight f32 [slots]; slot_row u32 [slots]; expert_out f32 [rows][dim];
 //         shared_out f32 [tokens][dim] or 0; shared_scale f32 [tokens] or 0;
@@ -17,26 +19,39 @@ layout(push_constant) uniform Push {
     uint tokens, dim, top_k;
 } pc;
 
+// z[row·dim + d + i] for the i < n valid of four; 0 past them.
+vec4 load4(FloatArray z, uint start, uint n)
+{
+    vec4 v = vec4(0.0);
+    for (uint i = 0; i < 4; i++)
+        if (i < n)
+            v[i] = z.v[start + i];
+    return v;
+}
+
 void main()
 {
-    uint i = flat_group_id() * 256 + gl_LocalInvocationID.x;
-    uint token = i / pc.dim;
+    uint quads = (pc.dim + 3) / 4;
+    uint q = flat_group_id() * 256 + gl_LocalInvocationID.x;
+    uint token = q / quads;
     if (token >= pc.tokens)
         return;
-    uint d = i - token * pc.dim;
+    uint d = (q - token * quads) * 4, n = min(4, pc.dim - d);
     FloatArray weights = FloatArray(pc.topk_weight);
     UintArray slot_row = UintArray(pc.slot_row);
     FloatArray z = FloatArray(pc.expert_out);
-    float acc = 0.0;
+    vec4 acc = vec4(0.0);
     for (uint j = 0; j < pc.top_k; j++) {
         uint slot = token * pc.top_k + j;
         uint row = slot_row.v[slot];
         if (row != INVALID)
-            acc += weights.v[slot] * z.v[row * pc.dim + d];
+            acc += weights.v[slot] * load4(z, row * pc.dim + d, n);
     }
+    uint first = token * pc.dim + d;
     if (pc.shared_out != uvec2(0)) {
         float scale = pc.shared_scale != uvec2(0) ? FloatArray(pc.shared_scale).v[token] : 1.0;
-        acc += scale * FloatArray(pc.shared_out).v[i];
+        acc += scale * load4(FloatArray(pc.shared_out), first, n);
     }
-    y[i] = acc;
+    for (uint i = 0; i < n; i++)
+        y[first + i] = acc[i];
 }

@@ -22,7 +22,8 @@ void vkmoe_combine_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t toke
         .dim = p->dim,
         .top_k = p->top_k,
     };
-    uint64_t elements = (uint64_t)tokens * p->dim;
+    /* An invocation makes four consecutive elements of a row. */
+    uint64_t quads = (uint64_t)tokens * vkmoe_div_up(p->dim, 4);
     vkmoe_dispatch_1d(layer->ctx, cmd, layer->pipelines[VKMOE_SHADER_COMBINE], &push,
-                      sizeof(push), vkmoe_div_up(elements, 256));
+                      sizeof(push), vkmoe_div_up(quads, 256));
 }
