@@ -52,7 +52,7 @@ static void usage(FILE *out)
             "  --scale S             multiply dim, ffn and the shared width by S in (0, 1]\n"
             "  --dim D --ffn F --experts E --topk K   shape by hand\n"
             "  --tokens LIST         token counts, e.g. 1,8,64,512 (default 1,64,256)\n"
-            "  --weights TYPE        f32, f16 or bf16 (default f16)\n"
+            "  --weights TYPE        f32, f16, bf16 or q8_0 (default f16)\n"
             "  --device N|NAME       device index or name substring\n"
             "  --warmup N --iters N  repetitions (default 2, 10); figures are medians\n"
             "  --no-verify           skip the CPU reference\n"
@@ -122,8 +122,11 @@ static int parse_args(int argc, char **argv, options *o)
                 o->weights = VKMOE_WEIGHT_F16;
             else if (!strcmp(v, "bf16"))
                 o->weights = VKMOE_WEIGHT_BF16;
+            else if (!strcmp(v, "q8_0"))
+                o->weights = VKMOE_WEIGHT_Q8_0;
             else {
-                fprintf(stderr, "vkmoe-bench: weights %s are not supported yet (f32, f16, bf16)\n",
+                fprintf(stderr,
+                        "vkmoe-bench: weights %s are not supported yet (f32, f16, bf16, q8_0)\n",
                         v);
                 return 2;
             }
@@ -169,9 +172,11 @@ static void list_presets(void)
     }
 }
 
-static uint32_t scaled(uint32_t width, double scale)
+/* A width times scale, rounded up to whole blocks of the weight type (8
+ * for the unquantized types: they need none, but it keeps widths tidy). */
+static uint32_t scaled(uint32_t width, double scale, vkmoe_weight_type type)
 {
-    const uint32_t align = 8; /* keeps widths tidy; f32 and f16 rows need none */
+    const uint32_t align = type == VKMOE_WEIGHT_Q8_0 ? 32 : 8;
     return (uint32_t)(ceil(width * scale / align) * align);
 }
 
@@ -185,9 +190,9 @@ static int resolve_params(const options *o, uint32_t max_tokens, vkmoe_layer_par
     }
     *params = (vkmoe_layer_params){0};
     vkmoe_layer_params_family(params, p->family);
-    params->dim = o->dim ? o->dim : scaled(p->dim, o->scale);
-    params->ffn_dim = o->ffn ? o->ffn : scaled(p->ffn, o->scale);
-    params->shared_ffn_dim = scaled(p->shared_ffn, o->scale);
+    params->dim = o->dim ? o->dim : scaled(p->dim, o->scale, o->weights);
+    params->ffn_dim = o->ffn ? o->ffn : scaled(p->ffn, o->scale, o->weights);
+    params->shared_ffn_dim = scaled(p->shared_ffn, o->scale, o->weights);
     params->experts = o->experts ? o->experts : p->experts;
     params->top_k = o->top_k ? o->top_k : p->top_k;
     params->weight_type = o->weights;
@@ -197,7 +202,7 @@ static int resolve_params(const options *o, uint32_t max_tokens, vkmoe_layer_par
 
 static const char *weight_name(vkmoe_weight_type type)
 {
-    static const char *const names[] = {"f32", "f16", "bf16"};
+    static const char *const names[] = {"f32", "f16", "bf16", "q8_0"};
     return names[type];
 }
 

@@ -35,8 +35,8 @@ static void fill(float *v, size_t n, float scale, uint64_t seed, vkmoe_weight_ty
     for (size_t i = 0; i < n; i++) {
         float u = (float)((rng_next(&s) >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
         v[i] = u * scale;
-        v[i] = vkmoe_ref_round_weight(type, v[i]);
     }
+    vkmoe_ref_round_weights(type, v, n);
 }
 
 /* Uploads one f32 matrix in the layer's weight type: a routed expert's, or
@@ -335,7 +335,7 @@ static void count_work(const workload *w, uint32_t tokens, uint32_t active, run_
     const vkmoe_layer_params *p = &w->params;
     double t = tokens, d = p->dim, f = p->ffn_dim, e = p->experts, k = p->top_k;
     double fs = p->shared_ffn_dim;
-    double wbytes = p->weight_type == VKMOE_WEIGHT_F32 ? 4 : 2;
+    double wbytes = vkmoe_weight_bytes(p->weight_type, 32) / 32.0;
     double inputs = p->activation == VKMOE_ACTIVATION_RELU ? 1 : 2; /* projections of x */
     double slots = t * k;
     stage_figures *st = r->stages;

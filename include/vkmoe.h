@@ -181,7 +181,25 @@ typedef enum vkmoe_weight_type {
     /* bfloat16 (the upper 16 bits of an f32, as Hugging Face checkpoints
      * store it), passed as uint16_t bit patterns */
     VKMOE_WEIGHT_BF16 = 2,
+    /* GGUF's Q8_0: blocks of 32 weights along a row, each an f16 scale d
+     * then 32 int8 q (34 bytes), weight = d·q. Rows (the input width of
+     * each matrix: dim, ffn_dim, shared_ffn_dim) must be multiples of 32. */
+    VKMOE_WEIGHT_Q8_0 = 3,
 } vkmoe_weight_type;
+
+/* Bytes that `weights` weights of this type take (for Q8_0 a multiple of
+ * 32 weights); 0 for an unknown type or a count that is not whole blocks. */
+VKMOE_API size_t vkmoe_weight_bytes(vkmoe_weight_type type, uint64_t weights);
+
+/* Encode n f32 values as `type` into dst (dst_size bytes, at least
+ * vkmoe_weight_bytes(type, n)): f16 and bf16 round to nearest even; Q8_0
+ * quantizes each block of 32 as GGUF does (d = max|x| / 127 stored as f16,
+ * q = round(x / d) half away from zero), so the blocks equal a GGUF file's. */
+VKMOE_API vkmoe_status vkmoe_quantize(vkmoe_weight_type type, const float *src, size_t n,
+                                      void *dst, size_t dst_size);
+/* Decode n weights of `type` from src into f32 dst: what the device computes with. */
+VKMOE_API vkmoe_status vkmoe_dequantize(vkmoe_weight_type type, const void *src, size_t n,
+                                        float *dst);
 
 /* How tokens choose experts. l = x·Wgᵀ (+ bg when router_bias) are the
  * router logits of a token; "top-k" keeps the k largest values, ties going
@@ -350,7 +368,8 @@ VKMOE_API vkmoe_status vkmoe_layer_set_router(vkmoe_layer *layer, const float *w
 
 /* Upload one matrix of one expert, row-major [out][in] as in Hugging Face
  * checkpoints, elements in the layer's weight_type (f32: float, f16 and
- * bf16: uint16_t bit patterns). size is the byte size and must match the matrix exactly.
+ * bf16: uint16_t bit patterns, Q8_0: each row its blocks, as GGUF stores
+ * them; vkmoe_quantize makes them). size is the byte size and must match the matrix exactly.
  * The data is copied; it need only live for the call. VKMOE_ACTIVATION_RELU
  * experts have no GATE matrix: setting one is VKMOE_ERROR_INVALID_ARGUMENT. */
 VKMOE_API vkmoe_status vkmoe_layer_set_expert(vkmoe_layer *layer, uint32_t expert,

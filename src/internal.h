@@ -19,6 +19,9 @@
 #define VKMOE_SCAN_TILE 1024u
 /* Weight rows are padded to this many elements so shaders load 16 bytes at a time. */
 #define VKMOE_ROW_ALIGN 8u
+/* GGUF Q8_0: weights per block, bytes per block (f16 scale, 32 int8). */
+#define VKMOE_Q8_0_BLOCK 32
+#define VKMOE_Q8_0_BYTES 34
 
 #define VKMOE_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 

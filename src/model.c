@@ -11,7 +11,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "convert.h"
 #include "model.h"
 
 #define FN "vkmoe_layer_from_file"
@@ -272,7 +271,7 @@ static vkmoe_status check_dtype(const model_source *s, const model_file *f, cons
     if (t->dtype != VKMOE_DTYPE_OTHER)
         return VKMOE_OK;
     return vkmoe_fail(s->ctx, VKMOE_ERROR_UNSUPPORTED,
-                      FN ": %s: tensor \"%s\" is %s; vkmoe reads f32, f16 and bf16 tensors",
+                      FN ": %s: tensor \"%s\" is %s; vkmoe reads f32, f16, bf16 and Q8_0 tensors",
                       f->path, t->name, t->dtype_name);
 }
 
@@ -285,42 +284,30 @@ static vkmoe_status find_checked(model_source *s, const char *name, const uint64
     return check_shape(s, *f, *t, shape, dims);
 }
 
-static size_t dtype_bytes(vkmoe_dtype dtype)
-{
-    return dtype == VKMOE_DTYPE_F32 ? 4 : 2;
-}
-
-static float element_to_f32(vkmoe_dtype dtype, const uint8_t *p)
-{
-    uint16_t h;
-    float f;
-    if (dtype == VKMOE_DTYPE_F32) {
-        memcpy(&f, p, 4);
-        return f;
-    }
-    memcpy(&h, p, 2);
-    return dtype == VKMOE_DTYPE_F16 ? vkmoe_f16_to_f32(h) : vkmoe_bf16_to_f32(h);
-}
-
-/* n elements of one dtype as another weight type, into dst. */
-static void convert(vkmoe_dtype from, const uint8_t *src, size_t n, vkmoe_weight_type to,
-                    void *dst)
-{
-    for (size_t i = 0; i < n; i++) {
-        float v = element_to_f32(from, src + i * dtype_bytes(from));
-        if (to == VKMOE_WEIGHT_F32)
-            ((float *)dst)[i] = v;
-        else
-            ((uint16_t *)dst)[i] = to == VKMOE_WEIGHT_F16 ? vkmoe_f32_to_f16(v)
-                                                          : vkmoe_f32_to_bf16(v);
-    }
-}
-
+/* The weight type that holds a tensor's elements as they are. */
 static vkmoe_weight_type weight_type_of(vkmoe_dtype dtype)
 {
-    return dtype == VKMOE_DTYPE_F32 ? VKMOE_WEIGHT_F32
-           : dtype == VKMOE_DTYPE_F16 ? VKMOE_WEIGHT_F16
-                                      : VKMOE_WEIGHT_BF16;
+    switch (dtype) {
+    case VKMOE_DTYPE_F16: return VKMOE_WEIGHT_F16;
+    case VKMOE_DTYPE_BF16: return VKMOE_WEIGHT_BF16;
+    case VKMOE_DTYPE_Q8_0: return VKMOE_WEIGHT_Q8_0;
+    default: return VKMOE_WEIGHT_F32;
+    }
+}
+
+/* n elements of a tensor's type as another weight type, into dst, through
+ * f32 (decoding, then encoding or quantizing). */
+static vkmoe_status convert(const model_source *s, vkmoe_dtype from, const uint8_t *src,
+                            size_t n, vkmoe_weight_type to, void *dst)
+{
+    float *values = malloc((n ? n : 1) * sizeof(*values));
+    if (!values)
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    vkmoe_status status = vkmoe_dequantize(weight_type_of(from), src, n, values);
+    if (status == VKMOE_OK)
+        status = vkmoe_quantize(to, values, n, dst, vkmoe_weight_bytes(to, n));
+    free(values);
+    return status;
 }
 
 typedef vkmoe_status (*vector_setter)(vkmoe_layer *, const float *, size_t);
@@ -333,11 +320,12 @@ static vkmoe_status upload_f32(model_source *s, vkmoe_layer *layer, const char *
     const vkmoe_tensor *t;
     VKMOE_TRY(find_checked(s, name, shape, dims, &f, &t));
     size_t n = (size_t)vkmoe_tensor_elements(t);
-    float *v = malloc(n * sizeof(*v));
+    float *v = malloc((n ? n : 1) * sizeof(*v));
     if (!v)
         return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    convert(t->dtype, f->data + t->offset, n, VKMOE_WEIGHT_F32, v);
-    vkmoe_status status = set(layer, v, n * sizeof(*v));
+    vkmoe_status status = convert(s, t->dtype, f->data + t->offset, n, VKMOE_WEIGHT_F32, v);
+    if (status == VKMOE_OK)
+        status = set(layer, v, n * sizeof(*v));
     free(v);
     return status;
 }
@@ -350,16 +338,21 @@ static vkmoe_status upload_matrix(model_source *s, vkmoe_layer *layer, const mod
                                   vkmoe_expert_matrix m, size_t elements)
 {
     vkmoe_weight_type type = layer->params.weight_type;
-    const uint8_t *src = f->data + t->offset + index * elements * dtype_bytes(t->dtype);
+    const uint8_t *src =
+        f->data + t->offset + index * vkmoe_weight_bytes(weight_type_of(t->dtype), elements);
+    size_t bytes = vkmoe_weight_bytes(type, elements);
     void *copy = NULL;
     if (weight_type_of(t->dtype) != type) {
-        copy = malloc(elements * (type == VKMOE_WEIGHT_F32 ? 4 : 2));
+        copy = malloc(bytes);
         if (!copy)
             return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-        convert(t->dtype, src, elements, type, copy);
+        vkmoe_status status = convert(s, t->dtype, src, elements, type, copy);
+        if (status != VKMOE_OK) {
+            free(copy);
+            return status;
+        }
     }
     const void *data = copy ? copy : src;
-    size_t bytes = elements * (type == VKMOE_WEIGHT_F32 ? 4 : 2);
     vkmoe_status status = expert == UINT32_MAX
                               ? vkmoe_layer_set_shared_expert(layer, m, data, bytes)
                               : vkmoe_layer_set_expert(layer, expert, m, data, bytes);
@@ -410,10 +403,12 @@ static vkmoe_status upload_expert_biases(model_source *s, vkmoe_layer *layer,
     if (!v)
         return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     vkmoe_status status = VKMOE_OK;
+    size_t row_bytes = vkmoe_weight_bytes(weight_type_of(t->dtype), shape[1]);
     for (uint32_t e = 0; e < p->experts && status == VKMOE_OK; e++) {
-        convert(t->dtype, f->data + t->offset + e * shape[1] * dtype_bytes(t->dtype),
-                (size_t)shape[1], VKMOE_WEIGHT_F32, v);
-        status = vkmoe_layer_set_expert_bias(layer, e, m, v, shape[1] * sizeof(*v));
+        status = convert(s, t->dtype, f->data + t->offset + e * row_bytes, (size_t)shape[1],
+                         VKMOE_WEIGHT_F32, v);
+        if (status == VKMOE_OK)
+            status = vkmoe_layer_set_expert_bias(layer, e, m, v, shape[1] * sizeof(*v));
     }
     free(v);
     return status;

@@ -333,26 +333,23 @@ float vkmoe_ref_f16_to_f32(uint16_t value) { return vkmoe_f16_to_f32(value); }
 uint16_t vkmoe_ref_f32_to_bf16(float value) { return vkmoe_f32_to_bf16(value); }
 float vkmoe_ref_bf16_to_f32(uint16_t value) { return vkmoe_bf16_to_f32(value); }
 
-float vkmoe_ref_round_weight(vkmoe_weight_type type, float value)
+void vkmoe_ref_round_weights(vkmoe_weight_type type, float *values, size_t n)
 {
-    switch (type) {
-    case VKMOE_WEIGHT_F16: return vkmoe_ref_f16_to_f32(vkmoe_ref_f32_to_f16(value));
-    case VKMOE_WEIGHT_BF16: return vkmoe_ref_bf16_to_f32(vkmoe_ref_f32_to_bf16(value));
-    default: return value;
+    size_t bytes = vkmoe_weight_bytes(type, n);
+    void *encoded = malloc(bytes ? bytes : 1);
+    if (type == VKMOE_WEIGHT_F32 || !encoded) {
+        free(encoded);
+        return;
     }
+    vkmoe_quantize(type, values, n, encoded, bytes);
+    vkmoe_dequantize(type, encoded, n, values);
+    free(encoded);
 }
 
 size_t vkmoe_ref_encode_weights(vkmoe_weight_type type, const float *src, size_t n, void *dst)
 {
-    if (type == VKMOE_WEIGHT_F32) {
-        memcpy(dst, src, n * sizeof(float));
-        return n * sizeof(float);
-    }
-    uint16_t *out = dst;
-    for (size_t i = 0; i < n; i++)
-        out[i] = type == VKMOE_WEIGHT_F16 ? vkmoe_ref_f32_to_f16(src[i])
-                                          : vkmoe_ref_f32_to_bf16(src[i]);
-    return n * sizeof(uint16_t);
+    size_t bytes = vkmoe_weight_bytes(type, n);
+    return vkmoe_quantize(type, src, n, dst, bytes) == VKMOE_OK ? bytes : 0;
 }
 
 vkmoe_ref_error vkmoe_ref_compare(const float *a, const double *b, size_t n)

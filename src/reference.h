@@ -71,10 +71,11 @@ float vkmoe_ref_f16_to_f32(uint16_t value);
  * NaN stays NaN. */
 uint16_t vkmoe_ref_f32_to_bf16(float value);
 float vkmoe_ref_bf16_to_f32(uint16_t value);
-/* value as a weight of this type holds it (f32: unchanged). */
-float vkmoe_ref_round_weight(vkmoe_weight_type type, float value);
-/* Encode n f32 values as `type` into dst, which holds n elements of it;
- * returns the byte size written. */
+/* n values, in place, as weights of this type hold them (f32: unchanged;
+ * Q8_0: n whole blocks). */
+void vkmoe_ref_round_weights(vkmoe_weight_type type, float *values, size_t n);
+/* Encode n f32 values as `type` (vkmoe_quantize) into dst, which holds
+ * vkmoe_weight_bytes(type, n) bytes; returns that size. */
 size_t vkmoe_ref_encode_weights(vkmoe_weight_type type, const float *src, size_t n, void *dst);
 
 /* Largest |a - b| over n values, and the same divided by max(1, max |b|);

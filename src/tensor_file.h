@@ -14,6 +14,7 @@ typedef enum vkmoe_dtype {
     VKMOE_DTYPE_F32,
     VKMOE_DTYPE_F16,
     VKMOE_DTYPE_BF16,
+    VKMOE_DTYPE_Q8_0,
     VKMOE_DTYPE_OTHER,
 } vkmoe_dtype;
 

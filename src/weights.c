@@ -8,11 +8,6 @@
 
 static const char *const matrix_names[3] = {"gate", "up", "down"};
 
-static size_t weight_size(vkmoe_weight_type type)
-{
-    return type == VKMOE_WEIGHT_F32 ? 4 : 2;
-}
-
 VkDeviceAddress vkmoe_expert_address(const vkmoe_expert_array *array, uint32_t expert)
 {
     return array->chunks[expert / array->per_chunk].address +
@@ -38,7 +33,9 @@ static vkmoe_status create_expert_array(vkmoe_layer *layer, vkmoe_expert_array *
     array->rows = rows;
     array->cols = cols;
     array->ld = (uint32_t)vkmoe_round_up(cols, VKMOE_ROW_ALIGN);
-    array->matrix_bytes = (VkDeviceSize)rows * array->ld * weight_size(layer->params.weight_type);
+    /* Each matrix starts 16-byte aligned; Q8_0 rows are whole blocks. */
+    array->matrix_bytes = vkmoe_round_up(
+        (VkDeviceSize)rows * vkmoe_weight_bytes(layer->params.weight_type, array->ld), 16);
     /* Shaders index one matrix with 32-bit element offsets. */
     if ((uint64_t)rows * array->ld >= (1ull << 32))
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
@@ -266,15 +263,15 @@ static vkmoe_status upload_matrix(vkmoe_layer *layer, const char *fn,
                                   const vkmoe_expert_array *array, uint32_t index,
                                   const void *weights, size_t size, vkmoe_upload which)
 {
-    size_t element = weight_size(layer->params.weight_type);
-    size_t row = (size_t)array->cols * element;
+    vkmoe_weight_type type = layer->params.weight_type;
+    size_t row = vkmoe_weight_bytes(type, array->cols);
     VKMOE_REQUIRE(layer->ctx, size == row * array->rows,
-                  "%s: size is %zu bytes, expected %u x %u x %zu = %zu", fn, size, array->rows,
-                  array->cols, element, row * array->rows);
+                  "%s: size is %zu bytes, expected %u rows of %u weights, %zu bytes", fn, size,
+                  array->rows, array->cols, row * array->rows);
     const vkmoe_buffer *chunk = &array->chunks[index / array->per_chunk];
     VkDeviceSize offset = (index % array->per_chunk) * array->matrix_bytes;
     VKMOE_TRY(vkmoe_buffer_write_rows(layer->ctx, chunk, offset, weights, array->rows, row,
-                                      (uint64_t)array->ld * element));
+                                      vkmoe_weight_bytes(type, array->ld)));
     layer->uploaded[which] = 1;
     return VKMOE_OK;
 }

@@ -8,7 +8,7 @@
 #include "checkpoint.h"
 #include "tensor_file.h"
 
-enum { GGUF_F32 = 0, GGUF_F16 = 1, GGUF_BF16 = 30 };
+enum { GGUF_F32 = 0, GGUF_F16 = 1, GGUF_Q8_0 = 8, GGUF_BF16 = 30 };
 
 static const char *path_in(const char *dir, const char *name)
 {
@@ -21,14 +21,16 @@ static const char *path_in(const char *dir, const char *name)
  * with exactly what the device gets; vectors too, as the file stores them. */
 static void round_vectors(test_layer *t)
 {
-    vkmoe_weight_type type = t->params.weight_type;
+    /* GGUF keeps vectors in f32 beside quantized matrices. */
+    vkmoe_weight_type type =
+        t->params.weight_type == VKMOE_WEIGHT_Q8_0 ? VKMOE_WEIGHT_F32 : t->params.weight_type;
     float *vectors[] = {t->router, t->router_bias, t->selection_bias, t->gate_bias, t->up_bias,
                         t->down_bias, t->shared_gate_weights};
     size_t e = t->params.experts, d = t->params.dim, f = t->params.ffn_dim;
     size_t sizes[] = {e * d, e, e, e * f, e * f, e * d, d};
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(vectors); i++)
-        for (size_t j = 0; vectors[i] && j < sizes[i]; j++)
-            vectors[i][j] = vkmoe_ref_round_weight(type, vectors[i][j]);
+        if (vectors[i])
+            vkmoe_ref_round_weights(type, vectors[i], sizes[i]);
 }
 
 /* Random weights for params, without a layer of their own. */
@@ -46,7 +48,10 @@ static const char *st_dtype(vkmoe_weight_type type)
 
 static uint32_t gguf_type(vkmoe_weight_type type)
 {
-    return type == VKMOE_WEIGHT_F32 ? GGUF_F32 : type == VKMOE_WEIGHT_F16 ? GGUF_F16 : GGUF_BF16;
+    static const uint32_t types[] = {
+        [VKMOE_WEIGHT_F32] = GGUF_F32, [VKMOE_WEIGHT_F16] = GGUF_F16,
+        [VKMOE_WEIGHT_BF16] = GGUF_BF16, [VKMOE_WEIGHT_Q8_0] = GGUF_Q8_0};
+    return types[type];
 }
 
 /* Add n values of t's weight type under name, with a row-major shape. */

@@ -87,8 +87,7 @@ static float *random_matrix(size_t n, float scale, vkmoe_weight_type type)
     float *m = malloc((n ? n : 1) * sizeof(*m));
     assert_non_null(m);
     test_fill(m, n, -scale, scale);
-    for (size_t i = 0; i < n; i++)
-        m[i] = vkmoe_ref_round_weight(type, m[i]);
+    vkmoe_ref_round_weights(type, m, n);
     return m;
 }
 

@@ -51,11 +51,13 @@ static void test_awkward_widths(void **state)
     check_gemms(state, shape(3, 5, 2, 1, 9, VKMOE_WEIGHT_F32), 9);
 }
 
-static void test_16_bit_weights(void **state)
+static void test_compact_weights(void **state)
 {
     test_seed(61);
     check_gemms(state, shape(203, 99, 6, 3, 70, VKMOE_WEIGHT_F16), 70);
     check_gemms(state, shape(91, 130, 4, 2, 37, VKMOE_WEIGHT_BF16), 37);
+    /* 3 blocks a row: every other block starts off a 32-bit word */
+    check_gemms(state, shape(96, 224, 3, 2, 45, VKMOE_WEIGHT_Q8_0), 45);
 }
 
 /* ReLU (one projection, four columns a lane) and GPT-OSS's clamped SwiGLU,
@@ -88,7 +90,7 @@ int main(void)
         return gate;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_awkward_widths),
-        cmocka_unit_test(test_16_bit_weights),
+        cmocka_unit_test(test_compact_weights),
         cmocka_unit_test(test_activations_and_biases),
         cmocka_unit_test(test_segment_sizes),
     };

@@ -44,6 +44,49 @@ static void test_16_bit_weights(void **state)
     test_check_layer(*state, p, 50);
 }
 
+/* Q8_0 layers: whole blocks along every row, other sizes free; widths that
+ * are not whole blocks are refused. */
+static void test_q8_0_weights(void **state)
+{
+    test_seed(14);
+    vkmoe_layer_params p = shape(96, 160, 5, 2, 37);
+    p.weight_type = VKMOE_WEIGHT_Q8_0;
+    test_check_layer(*state, p, 37);
+    test_check_layer(*state, p, 3);
+    p.shared_ffn_dim = 64;
+    test_check_layer(*state, p, 9);
+    vkmoe_layer *layer = (vkmoe_layer *)&layer;
+    p.dim = 80;
+    assert_int_equal(vkmoe_layer_create(*state, &p, &layer), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_null(layer);
+    assert_non_null(strstr(vkmoe_last_error(), "multiples of 32"));
+}
+
+/* Q8_0 blocks worked out by hand from the format: d = max|x| / 127 as f16,
+ * q = round(x / d) half away from zero (-63.5 -> -64). */
+static void test_q8_0_blocks(void **state)
+{
+    (void)state;
+    float x[64] = {1.0f, -0.5f, 0.25f}; /* a second block of zeros */
+    uint8_t block[68], expected[68] = {0x08, 0x20, 0x7f, 0xc0, 0x20};
+    assert_int_equal(vkmoe_weight_bytes(VKMOE_WEIGHT_Q8_0, 64), 68);
+    assert_int_equal(vkmoe_quantize(VKMOE_WEIGHT_Q8_0, x, 64, block, sizeof(block)), VKMOE_OK);
+    assert_memory_equal(block, expected, sizeof(expected));
+    float back[64];
+    assert_int_equal(vkmoe_dequantize(VKMOE_WEIGHT_Q8_0, block, 64, back), VKMOE_OK);
+    float d = 0.0078125f * (1.0f + 8.0f / 1024.0f);
+    assert_true(back[0] == 127 * d && back[1] == -64 * d && back[2] == 32 * d && back[40] == 0);
+    assert_int_equal(vkmoe_weight_bytes(VKMOE_WEIGHT_Q8_0, 33), 0);
+    assert_int_equal(vkmoe_quantize(VKMOE_WEIGHT_Q8_0, x, 33, block, sizeof(block)),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_quantize(VKMOE_WEIGHT_Q8_0, x, 64, block, 67),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_quantize(VKMOE_WEIGHT_F16, NULL, 4, block, 8),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_dequantize((vkmoe_weight_type)9, block, 4, back),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+}
+
 /* bf16 encodings worked out by hand: round to nearest even on the 16
  * bits dropped, overflow to infinity, NaN kept a NaN. */
 static void test_bf16_conversion(void **state)
@@ -410,6 +453,8 @@ int main(void)
         cmocka_unit_test(test_k_equals_e),
         cmocka_unit_test(test_16_bit_weights),
         cmocka_unit_test(test_bf16_conversion),
+        cmocka_unit_test(test_q8_0_weights),
+        cmocka_unit_test(test_q8_0_blocks),
         cmocka_unit_test(test_without_renormalisation),
         cmocka_unit_test(test_varying_tokens),
         cmocka_unit_test(test_tied_scores),

@@ -160,6 +160,7 @@ static void test_gguf_families(void **state)
     check_loaded(*state, &t, path_in("model.gguf"), 0, 15);
     test_layer_destroy(&t);
 
+    vkmoe_layer_params p;
     checkpoint_weights(*state, family("qwen3-moe", 16, 4, VKMOE_WEIGHT_BF16), &t);
     checkpoint_write_gguf(path_in("model.gguf"), &w, &t, "qwen3moe", 5);
     check_loaded(*state, &t, path_in("model.gguf"), 5, 15);
@@ -170,7 +171,16 @@ static void test_gguf_families(void **state)
     check_loaded(*state, &t, path_in("model.gguf"), 0, 15);
     test_layer_destroy(&t);
 
-    vkmoe_layer_params p = family("qwen2-moe", 6, 4, VKMOE_WEIGHT_BF16);
+    /* Q8_0 experts straight from the file's blocks */
+    p = family("qwen3-moe", 8, 2, VKMOE_WEIGHT_Q8_0);
+    p.dim = 64;
+    p.ffn_dim = 96;
+    checkpoint_weights(*state, p, &t);
+    checkpoint_write_gguf(path_in("model.gguf"), &w, &t, "qwen3moe", 0);
+    check_loaded(*state, &t, path_in("model.gguf"), 0, 21);
+    test_layer_destroy(&t);
+
+    p = family("qwen2-moe", 6, 4, VKMOE_WEIGHT_BF16);
     p.shared_ffn_dim = 20;
     checkpoint_weights(*state, p, &t);
     gguf_add_u32(&w, "qwen2moe.expert_shared_feed_forward_length", 20);
@@ -343,17 +353,17 @@ static void test_unsupported_gguf(void **state)
     buffer_free(&file);
     expect_load_error(ctx, path_in("model.gguf"), 0, VKMOE_ERROR_UNSUPPORTED, "bert");
     gguf_add_string(&w, "general.architecture", "qwen3moe");
-    gguf_add_u32(&w, "qwen3moe.embedding_length", 32);
-    gguf_add_u32(&w, "qwen3moe.expert_feed_forward_length", 32);
+    gguf_add_u32(&w, "qwen3moe.embedding_length", 256);
+    gguf_add_u32(&w, "qwen3moe.expert_feed_forward_length", 256);
     gguf_add_u32(&w, "qwen3moe.expert_count", 2);
     gguf_add_u32(&w, "qwen3moe.expert_used_count", 1);
-    uint8_t q8[2 * 32 * 34] = {0};
-    gguf_add_tensor(&w, "blk.0.ffn_down_exps.weight", 8, (uint64_t[]){32, 32, 2}, 3, q8,
-                    sizeof(q8));
+    uint8_t q4_k[2 * 256 * 144] = {0};
+    gguf_add_tensor(&w, "blk.0.ffn_down_exps.weight", 12, (uint64_t[]){256, 256, 2}, 3, q4_k,
+                    sizeof(q4_k));
     gguf_finish(&w, &file);
     assert_true(buffer_write_file(&file, path_in("model.gguf")));
     buffer_free(&file);
-    expect_load_error(ctx, path_in("model.gguf"), 0, VKMOE_ERROR_UNSUPPORTED, "Q8_0");
+    expect_load_error(ctx, path_in("model.gguf"), 0, VKMOE_ERROR_UNSUPPORTED, "Q4_K");
     gguf_add_string(&w, "general.architecture", "qwen3moe");
     gguf_finish(&w, &file);
     assert_true(buffer_write_file(&file, path_in("model.gguf")));

@@ -9,7 +9,7 @@
 // lanes, so A is read once per pass, and each weight is loaded once per pass
 // and used for all its rows.
 //   spec 0: TILE_M (rows of a tile, a multiple of 8); 1: LANES (= subgroup
-//   size = workgroup size, a multiple of 4); 2: WEIGHT_TYPE (0 f32, 1 f16, 2 bf16);
+//   size = workgroup size, a multiple of 4); 2: WEIGHT_TYPE (0 f32, 1 f16, 2 bf16, 3 Q8_0);
 //   3: ACTIVATION (vkmoe_activation: 0 SwiGLU, 1 ReLU, 2 clamped SwiGLU; and
 //   3, the projection alone, for the router's logits)
 #extension GL_KHR_shader_subgroup_basic : require
@@ -29,10 +29,29 @@ layout(local_size_x_id = 1) in;
 uint a_row_start(uint row);
 float load_a(uint start, uint k);
 
+// Four Q8_0 weights k .. k + 3 of row n (k a multiple of 4, so one block):
+// rows of ld / 32 blocks of 34 bytes (f16 d, then 32 int8), read as 32-bit
+// words, since a block starts 2 bytes off a word every other time.
+vec4 load_q8_0(uvec2 matrix, uint n, uint k, uint ld)
+{
+    UintArray words = UintArray(matrix);
+    uint block = (n * (ld / 32) + k / 32) * 34;
+    uint d_word = words.v[block / 4];
+    float d = unpackHalf2x16(block % 4 == 0 ? d_word : d_word >> 16).x;
+    uint q_byte = block + 2 + k % 32, q_word = q_byte / 4;
+    uint q = q_byte % 4 == 0 ? words.v[q_word]
+                             : (words.v[q_word] >> 16) | (words.v[q_word + 1] << 16);
+    ivec4 v = ivec4(bitfieldExtract(int(q), 0, 8), bitfieldExtract(int(q), 8, 8),
+                    bitfieldExtract(int(q), 16, 8), bitfieldExtract(int(q), 24, 8));
+    return d * vec4(v);
+}
+
 vec4 load_b4(uvec2 matrix, uint n, uint k, uint rows, uint ld)
 {
     if (n >= rows || k >= ld)
         return vec4(0.0);
+    if (WEIGHT_TYPE == 3)
+        return load_q8_0(matrix, n, k, ld);
     uint index = (n * ld + k) / 4;
     if (WEIGHT_TYPE == 1) {
         uvec2 h = Half4Array(matrix).v[index];

@@ -1,0 +1,84 @@
+/* Weight encodings on the host: sizes, quantization from f32 and decoding
+ * back (vkmoe_weight_bytes, vkmoe_quantize, vkmoe_dequantize). */
+#include <math.h>
+#include <string.h>
+
+#include "convert.h"
+#include "internal.h"
+
+size_t vkmoe_weight_bytes(vkmoe_weight_type type, uint64_t weights)
+{
+    switch (type) {
+    case VKMOE_WEIGHT_F32: return (size_t)weights * 4;
+    case VKMOE_WEIGHT_F16:
+    case VKMOE_WEIGHT_BF16: return (size_t)weights * 2;
+    case VKMOE_WEIGHT_Q8_0:
+        return weights % VKMOE_Q8_0_BLOCK ? 0
+                                          : (size_t)(weights / VKMOE_Q8_0_BLOCK) * VKMOE_Q8_0_BYTES;
+    }
+    return 0;
+}
+
+/* One Q8_0 block: the scale that maps the largest magnitude to 127. */
+static void quantize_q8_0_block(const float *x, uint8_t *out)
+{
+    float amax = 0.0f;
+    for (int i = 0; i < VKMOE_Q8_0_BLOCK; i++)
+        amax = fmaxf(amax, fabsf(x[i]));
+    float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    uint16_t h = vkmoe_f32_to_f16(d);
+    memcpy(out, &h, 2);
+    for (int i = 0; i < VKMOE_Q8_0_BLOCK; i++)
+        out[2 + i] = (uint8_t)(int8_t)roundf(x[i] * id);
+}
+
+static void dequantize_q8_0_block(const uint8_t *in, float *x)
+{
+    uint16_t h;
+    memcpy(&h, in, 2);
+    float d = vkmoe_f16_to_f32(h);
+    for (int i = 0; i < VKMOE_Q8_0_BLOCK; i++)
+        x[i] = d * (float)(int8_t)in[2 + i];
+}
+
+vkmoe_status vkmoe_quantize(vkmoe_weight_type type, const float *src, size_t n, void *dst,
+                            size_t dst_size)
+{
+    size_t bytes = vkmoe_weight_bytes(type, n);
+    VKMOE_REQUIRE(NULL, src && dst, "vkmoe_quantize: src and dst must not be NULL");
+    VKMOE_REQUIRE(NULL, bytes > 0 || n == 0,
+                  "vkmoe_quantize: unknown type %d or %zu values are not whole blocks",
+                  (int)type, n);
+    VKMOE_REQUIRE(NULL, dst_size >= bytes, "vkmoe_quantize: dst holds %zu bytes, needs %zu",
+                  dst_size, bytes);
+    uint16_t *half = dst;
+    uint8_t *blocks = dst;
+    for (size_t i = 0; type != VKMOE_WEIGHT_Q8_0 && i < n; i++) {
+        if (type == VKMOE_WEIGHT_F32)
+            memcpy((float *)dst + i, src + i, 4);
+        else
+            half[i] = type == VKMOE_WEIGHT_F16 ? vkmoe_f32_to_f16(src[i]) : vkmoe_f32_to_bf16(src[i]);
+    }
+    for (size_t b = 0; type == VKMOE_WEIGHT_Q8_0 && b < n / VKMOE_Q8_0_BLOCK; b++)
+        quantize_q8_0_block(src + b * VKMOE_Q8_0_BLOCK, blocks + b * VKMOE_Q8_0_BYTES);
+    return VKMOE_OK;
+}
+
+vkmoe_status vkmoe_dequantize(vkmoe_weight_type type, const void *src, size_t n, float *dst)
+{
+    VKMOE_REQUIRE(NULL, src && dst, "vkmoe_dequantize: src and dst must not be NULL");
+    VKMOE_REQUIRE(NULL, vkmoe_weight_bytes(type, n) > 0 || n == 0,
+                  "vkmoe_dequantize: unknown type %d or %zu values are not whole blocks",
+                  (int)type, n);
+    const uint16_t *half = src;
+    const uint8_t *blocks = src;
+    for (size_t i = 0; type != VKMOE_WEIGHT_Q8_0 && i < n; i++) {
+        if (type == VKMOE_WEIGHT_F32)
+            memcpy(dst + i, (const float *)src + i, 4);
+        else
+            dst[i] = type == VKMOE_WEIGHT_F16 ? vkmoe_f16_to_f32(half[i]) : vkmoe_bf16_to_f32(half[i]);
+    }
+    for (size_t b = 0; type == VKMOE_WEIGHT_Q8_0 && b < n / VKMOE_Q8_0_BLOCK; b++)
+        dequantize_q8_0_block(blocks + b * VKMOE_Q8_0_BYTES, dst + b * VKMOE_Q8_0_BLOCK);
+    return VKMOE_OK;
+}
