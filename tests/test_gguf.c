@@ -64,7 +64,7 @@ static void test_good_file(void **state)
     assert_int_equal(up->size, 4 * 3 * 8 * 2);
     assert_int_equal(up->offset % 32, 0);
     const vkmoe_tensor *q8 = vkmoe_tensor_file_find(&f, "blk.0.ffn_down_exps.weight");
-    assert_int_equal(q8->dtype, VKMOE_DTYPE_OTHER);
+    assert_int_equal(q8->dtype, VKMOE_DTYPE_Q8_0);
     assert_string_equal(q8->dtype_name, "Q8_0");
     assert_int_equal(q8->size, 68);
     vkmoe_tensor_file_free(&f);
