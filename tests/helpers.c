@@ -1,9 +1,29 @@
+#define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "helpers.h"
+
+bool test_make_dir(const char *prefix, char *dir, size_t size)
+{
+    const char *tmp = getenv("TMPDIR");
+    snprintf(dir, size, "%s/%s-XXXXXX", tmp ? tmp : "/tmp", prefix);
+    return mkdtemp(dir) != NULL;
+}
+
+void test_remove_dir(const char *dir, const char *const *names, size_t count)
+{
+    char path[1024];
+    for (size_t i = 0; i < count; i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
 
 static void print_errors(void *user, vkmoe_log_level level, const char *message)
 {

@@ -31,6 +31,12 @@ void test_context_destroy(vkmoe_context **ctx);
 int test_group_setup(void **state);
 int test_group_teardown(void **state);
 
+/* A new private folder under $TMPDIR (or /tmp) named after prefix, in dir
+ * (size bytes); false if it cannot be made. test_remove_dir deletes the
+ * listed files in it, then the folder. */
+bool test_make_dir(const char *prefix, char *dir, size_t size);
+void test_remove_dir(const char *dir, const char *const *names, size_t count);
+
 /* Deterministic pseudo-random numbers (xorshift), uniform in [lo, hi). */
 void test_seed(uint64_t seed);
 float test_uniform(float lo, float hi);

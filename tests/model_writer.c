@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "model_writer.h"
+#include "tensor_file.h"
 
 void buffer_append(byte_buffer *b, const void *data, size_t size)
 {
@@ -166,4 +167,32 @@ void gguf_finish(gguf_writer *w, byte_buffer *out)
     buffer_free(&w->infos);
     buffer_free(&w->data);
     w->meta_count = w->tensor_count = 0;
+}
+
+bool feed_mutations(tensor_reader read, byte_buffer *b, const uint8_t *masks, size_t mask_count)
+{
+    char error[256];
+    bool prefixes_refused = true;
+    for (size_t n = 0; n < b->size; n++) {
+        vkmoe_tensor_file f;
+        uint8_t *copy = malloc(n ? n : 1);
+        if (!copy)
+            abort();
+        memcpy(copy, b->data, n);
+        if (read(copy, n, &f, error, sizeof(error))) {
+            prefixes_refused = false;
+            vkmoe_tensor_file_free(&f);
+        }
+        free(copy);
+    }
+    for (size_t i = 0; i < b->size; i++)
+        for (size_t m = 0; m < mask_count; m++) {
+            uint8_t saved = b->data[i];
+            b->data[i] ^= masks[m];
+            vkmoe_tensor_file f;
+            if (read(b->data, b->size, &f, error, sizeof(error)))
+                vkmoe_tensor_file_free(&f);
+            b->data[i] = saved;
+        }
+    return prefixes_refused;
 }

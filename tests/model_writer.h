@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct vkmoe_tensor_file;
+
 /* A growable byte buffer. */
 typedef struct byte_buffer {
     uint8_t *data;
@@ -44,5 +46,13 @@ void gguf_add_u32_array(gguf_writer *w, const char *key, const uint32_t *values,
 void gguf_add_tensor(gguf_writer *w, const char *name, uint32_t type, const uint64_t *ne,
                      uint32_t dims, const void *data, size_t bytes);
 void gguf_finish(gguf_writer *w, byte_buffer *out);
+
+/* A reader of tensor files (vkmoe_safetensors_parse, vkmoe_gguf_parse). */
+typedef bool (*tensor_reader)(const uint8_t *data, uint64_t size, struct vkmoe_tensor_file *out,
+                              char *error, size_t error_size);
+/* Feeds read every proper prefix of b (each must be refused: returns false
+ * if one was accepted) and b with each byte flipped by each of `masks`
+ * (parsed or refused, either way without harm). */
+bool feed_mutations(tensor_reader read, byte_buffer *b, const uint8_t *masks, size_t mask_count);
 
 #endif

@@ -380,9 +380,7 @@ static void test_unsupported_gguf(void **state)
 
 static int setup(void **state)
 {
-    snprintf(work_dir, sizeof(work_dir), "%s/vkmoe-test-model-XXXXXX",
-             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (!mkdtemp(work_dir))
+    if (!test_make_dir("vkmoe-test-model", work_dir, sizeof(work_dir)))
         return -1;
     return test_group_setup(state);
 }
@@ -394,9 +392,7 @@ static int teardown(void **state)
                            "model-00002-of-00002.safetensors", "model-00001-of-00003.safetensors",
                            "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors",
                            "big.safetensors", "bad"};
-    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(names); i++)
-        unlink(path_in(names[i]));
-    rmdir(work_dir);
+    test_remove_dir(work_dir, names, VKMOE_ARRAY_SIZE(names));
     return test_group_teardown(state);
 }
 

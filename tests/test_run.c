@@ -198,9 +198,7 @@ static void test_npy_reader(void **state)
 
 static int setup(void **state)
 {
-    snprintf(work_dir, sizeof(work_dir), "%s/vkmoe-test-run-XXXXXX",
-             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-    if (!mkdtemp(work_dir))
+    if (!test_make_dir("vkmoe-test-run", work_dir, sizeof(work_dir)))
         return -1;
     return test_group_setup(state);
 }
@@ -209,9 +207,7 @@ static int teardown(void **state)
 {
     const char *names[] = {"config.json", "model.safetensors", "model.gguf", "x.npy",
                            "y.npy", "out.txt", "err.txt"};
-    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(names); i++)
-        unlink(path_in(names[i]));
-    rmdir(work_dir);
+    test_remove_dir(work_dir, names, VKMOE_ARRAY_SIZE(names));
     return test_group_teardown(state);
 }
 

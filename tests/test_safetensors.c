@@ -118,30 +118,15 @@ static void test_bad_lengths(void **state)
     assert_non_null(strstr(error, "header length"));
 }
 
-/* Every truncation and every single-byte corruption of a good file parses
- * or fails cleanly. */
+/* Every truncation (the last tensor's data is cut, so all are refused) and
+ * every single-byte corruption of a good file parses or fails cleanly. */
 static void test_truncations_and_corruptions(void **state)
 {
     (void)state;
     byte_buffer b;
     good_file(&b);
-    char error[256];
-    for (size_t n = 0; n < b.size; n++) {
-        vkmoe_tensor_file f;
-        uint8_t *copy = malloc(n ? n : 1);
-        memcpy(copy, b.data, n);
-        bool ok = vkmoe_safetensors_parse(copy, n, &f, error, sizeof(error));
-        assert_false(ok); /* the data of the last tensor is cut */
-        free(copy);
-    }
-    for (size_t i = 0; i < b.size; i++) {
-        uint8_t saved = b.data[i];
-        b.data[i] ^= 0x5a;
-        vkmoe_tensor_file f;
-        if (vkmoe_safetensors_parse(b.data, b.size, &f, error, sizeof(error)))
-            vkmoe_tensor_file_free(&f);
-        b.data[i] = saved;
-    }
+    const uint8_t masks[] = {0x5a};
+    assert_true(feed_mutations(vkmoe_safetensors_parse, &b, masks, sizeof(masks)));
     buffer_free(&b);
 }
 

@@ -1,6 +1,7 @@
-/* libFuzzer target: the safetensors reader (and the JSON reader under it)
- * on arbitrary bytes. Whatever it is fed, it must return, and free all it
- * allocated; a tensor it accepts must lie inside the input. */
+/* libFuzzer target for one model-file reader, chosen at build time
+ * (-DFUZZ_PARSE=vkmoe_safetensors_parse or vkmoe_gguf_parse): on arbitrary
+ * bytes it must return, and free all it allocated; a tensor it accepts must
+ * lie inside the input. */
 #include <stdlib.h>
 
 #include "tensor_file.h"
@@ -11,7 +12,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     vkmoe_tensor_file file;
     char error[256];
-    if (!vkmoe_safetensors_parse(data, size, &file, error, sizeof(error)))
+    if (!FUZZ_PARSE(data, size, &file, error, sizeof(error)))
         return 0;
     for (uint32_t i = 0; i < file.tensor_count; i++)
         if (file.tensors[i].offset > size || file.tensors[i].size > size - file.tensors[i].offset)
