@@ -52,7 +52,7 @@ static void usage(FILE *out)
             "  --scale S             multiply dim, ffn and the shared width by S in (0, 1]\n"
             "  --dim D --ffn F --experts E --topk K   shape by hand\n"
             "  --tokens LIST         token counts, e.g. 1,8,64,512 (default 1,64,256)\n"
-            "  --weights TYPE        f32, f16, bf16 or q8_0 (default f16)\n"
+            "  --weights TYPE        f32, f16, bf16, q8_0 or q4_0 (default f16)\n"
             "  --device N|NAME       device index or name substring\n"
             "  --warmup N --iters N  repetitions (default 2, 10); figures are medians\n"
             "  --no-verify           skip the CPU reference\n"
@@ -124,9 +124,12 @@ static int parse_args(int argc, char **argv, options *o)
                 o->weights = VKMOE_WEIGHT_BF16;
             else if (!strcmp(v, "q8_0"))
                 o->weights = VKMOE_WEIGHT_Q8_0;
+            else if (!strcmp(v, "q4_0"))
+                o->weights = VKMOE_WEIGHT_Q4_0;
             else {
                 fprintf(stderr,
-                        "vkmoe-bench: weights %s are not supported yet (f32, f16, bf16, q8_0)\n",
+                        "vkmoe-bench: weights %s are not supported yet (f32, f16, bf16, q8_0, "
+                        "q4_0)\n",
                         v);
                 return 2;
             }
@@ -176,7 +179,7 @@ static void list_presets(void)
  * for the unquantized types: they need none, but it keeps widths tidy). */
 static uint32_t scaled(uint32_t width, double scale, vkmoe_weight_type type)
 {
-    const uint32_t align = type == VKMOE_WEIGHT_Q8_0 ? 32 : 8;
+    const uint32_t align = type == VKMOE_WEIGHT_Q8_0 || type == VKMOE_WEIGHT_Q4_0 ? 32 : 8;
     return (uint32_t)(ceil(width * scale / align) * align);
 }
 
@@ -202,7 +205,7 @@ static int resolve_params(const options *o, uint32_t max_tokens, vkmoe_layer_par
 
 static const char *weight_name(vkmoe_weight_type type)
 {
-    static const char *const names[] = {"f32", "f16", "bf16", "q8_0"};
+    static const char *const names[] = {"f32", "f16", "bf16", "q8_0", "q4_0"};
     return names[type];
 }
 

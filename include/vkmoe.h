@@ -185,16 +185,23 @@ typedef enum vkmoe_weight_type {
      * then 32 int8 q (34 bytes), weight = d·q. Rows (the input width of
      * each matrix: dim, ffn_dim, shared_ffn_dim) must be multiples of 32. */
     VKMOE_WEIGHT_Q8_0 = 3,
+    /* GGUF's Q4_0: blocks of 32 weights, an f16 scale d then 16 bytes whose
+     * low nibbles are weights 0..15 and high nibbles 16..31 (18 bytes),
+     * weight = d·(q − 8). Rows must be multiples of 32, as for Q8_0. */
+    VKMOE_WEIGHT_Q4_0 = 4,
 } vkmoe_weight_type;
 
-/* Bytes that `weights` weights of this type take (for Q8_0 a multiple of
- * 32 weights); 0 for an unknown type or a count that is not whole blocks. */
+/* Bytes that `weights` weights of this type take (for Q8_0 and Q4_0 a
+ * multiple of 32 weights); 0 for an unknown type or a count that is not
+ * whole blocks. */
 VKMOE_API size_t vkmoe_weight_bytes(vkmoe_weight_type type, uint64_t weights);
 
 /* Encode n f32 values as `type` into dst (dst_size bytes, at least
  * vkmoe_weight_bytes(type, n)): f16 and bf16 round to nearest even; Q8_0
- * quantizes each block of 32 as GGUF does (d = max|x| / 127 stored as f16,
- * q = round(x / d) half away from zero), so the blocks equal a GGUF file's. */
+ * and Q4_0 quantize each block of 32 as ggml's reference quantizer does
+ * (Q8_0: d = max|x| / 127 as f16, q = round(x / d) half away from zero;
+ * Q4_0: d = m / −8 for the x of largest magnitude m, q = min(15,
+ * trunc(x / d + 8.5))), so the blocks equal a GGUF file's. */
 VKMOE_API vkmoe_status vkmoe_quantize(vkmoe_weight_type type, const float *src, size_t n,
                                       void *dst, size_t dst_size);
 /* Decode n weights of `type` from src into f32 dst: what the device computes with. */

@@ -25,7 +25,7 @@ static const struct {
     vkmoe_dtype dtype;
 } tensor_types[] = {
     {0, "F32", 1, 4, VKMOE_DTYPE_F32},       {1, "F16", 1, 2, VKMOE_DTYPE_F16},
-    {2, "Q4_0", 32, 18, VKMOE_DTYPE_OTHER},  {3, "Q4_1", 32, 20, VKMOE_DTYPE_OTHER},
+    {2, "Q4_0", 32, 18, VKMOE_DTYPE_Q4_0},  {3, "Q4_1", 32, 20, VKMOE_DTYPE_OTHER},
     {6, "Q5_0", 32, 22, VKMOE_DTYPE_OTHER},  {7, "Q5_1", 32, 24, VKMOE_DTYPE_OTHER},
     {8, "Q8_0", 32, 34, VKMOE_DTYPE_Q8_0},  {9, "Q8_1", 32, 36, VKMOE_DTYPE_OTHER},
     {10, "Q2_K", 256, 84, VKMOE_DTYPE_OTHER}, {11, "Q3_K", 256, 110, VKMOE_DTYPE_OTHER},

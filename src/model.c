@@ -271,7 +271,8 @@ static vkmoe_status check_dtype(const model_source *s, const model_file *f, cons
     if (t->dtype != VKMOE_DTYPE_OTHER)
         return VKMOE_OK;
     return vkmoe_fail(s->ctx, VKMOE_ERROR_UNSUPPORTED,
-                      FN ": %s: tensor \"%s\" is %s; vkmoe reads f32, f16, bf16 and Q8_0 tensors",
+                      FN ": %s: tensor \"%s\" is %s; vkmoe reads f32, f16, bf16, Q8_0 and Q4_0 "
+                         "tensors",
                       f->path, t->name, t->dtype_name);
 }
 
@@ -291,6 +292,7 @@ static vkmoe_weight_type weight_type_of(vkmoe_dtype dtype)
     case VKMOE_DTYPE_F16: return VKMOE_WEIGHT_F16;
     case VKMOE_DTYPE_BF16: return VKMOE_WEIGHT_BF16;
     case VKMOE_DTYPE_Q8_0: return VKMOE_WEIGHT_Q8_0;
+    case VKMOE_DTYPE_Q4_0: return VKMOE_WEIGHT_Q4_0;
     default: return VKMOE_WEIGHT_F32;
     }
 }

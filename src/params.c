@@ -23,13 +23,13 @@ static vkmoe_status check_shape(const vkmoe_context *ctx, const vkmoe_layer_para
     VKMOE_REQUIRE(ctx, (uint64_t)p->max_tokens * p->top_k <= VKMOE_MAX_SLOTS,
                   FN ": max_tokens·top_k = %llu exceeds %u slots",
                   (unsigned long long)p->max_tokens * p->top_k, VKMOE_MAX_SLOTS);
-    VKMOE_REQUIRE(ctx, (unsigned)p->weight_type <= VKMOE_WEIGHT_Q8_0, FN ": unknown weight_type %d",
+    VKMOE_REQUIRE(ctx, (unsigned)p->weight_type <= VKMOE_WEIGHT_Q4_0, FN ": unknown weight_type %d",
                   (int)p->weight_type);
-    VKMOE_REQUIRE(ctx, p->weight_type != VKMOE_WEIGHT_Q8_0 ||
+    VKMOE_REQUIRE(ctx, !vkmoe_weight_blocked(p->weight_type) ||
                            (p->dim % VKMOE_Q8_0_BLOCK == 0 && p->ffn_dim % VKMOE_Q8_0_BLOCK == 0 &&
                             p->shared_ffn_dim % VKMOE_Q8_0_BLOCK == 0),
-                  FN ": Q8_0 weights need dim (%u), ffn_dim (%u) and shared_ffn_dim (%u) to be "
-                     "multiples of 32, the block size",
+                  FN ": Q8_0 and Q4_0 weights need dim (%u), ffn_dim (%u) and shared_ffn_dim "
+                     "(%u) to be multiples of 32, the block size",
                   p->dim, p->ffn_dim, p->shared_ffn_dim);
     return VKMOE_OK;
 }

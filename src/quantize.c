@@ -13,8 +13,11 @@ size_t vkmoe_weight_bytes(vkmoe_weight_type type, uint64_t weights)
     case VKMOE_WEIGHT_F16:
     case VKMOE_WEIGHT_BF16: return (size_t)weights * 2;
     case VKMOE_WEIGHT_Q8_0:
-        return weights % VKMOE_Q8_0_BLOCK ? 0
-                                          : (size_t)(weights / VKMOE_Q8_0_BLOCK) * VKMOE_Q8_0_BYTES;
+    case VKMOE_WEIGHT_Q4_0:
+        if (weights % VKMOE_Q8_0_BLOCK)
+            return 0;
+        return (size_t)(weights / VKMOE_Q8_0_BLOCK) *
+               (type == VKMOE_WEIGHT_Q8_0 ? VKMOE_Q8_0_BYTES : VKMOE_Q4_0_BYTES);
     }
     return 0;
 }
@@ -30,6 +33,36 @@ static void quantize_q8_0_block(const float *x, uint8_t *out)
     memcpy(out, &h, 2);
     for (int i = 0; i < VKMOE_Q8_0_BLOCK; i++)
         out[2 + i] = (uint8_t)(int8_t)roundf(x[i] * id);
+}
+
+/* One Q4_0 block: the scale maps the value of largest magnitude (the first
+ * such) to −8. */
+static void quantize_q4_0_block(const float *x, uint8_t *out)
+{
+    float amax = 0.0f, max = 0.0f;
+    for (int i = 0; i < VKMOE_Q8_0_BLOCK; i++)
+        if (amax < fabsf(x[i])) {
+            amax = fabsf(x[i]);
+            max = x[i];
+        }
+    float d = max / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    uint16_t h = vkmoe_f32_to_f16(d);
+    memcpy(out, &h, 2);
+    for (int i = 0; i < VKMOE_Q8_0_BLOCK / 2; i++) {
+        int lo = (int8_t)(x[i] * id + 8.5f), hi = (int8_t)(x[i + 16] * id + 8.5f);
+        out[2 + i] = (uint8_t)((lo < 15 ? lo : 15) | (hi < 15 ? hi : 15) << 4);
+    }
+}
+
+static void dequantize_q4_0_block(const uint8_t *in, float *x)
+{
+    uint16_t h;
+    memcpy(&h, in, 2);
+    float d = vkmoe_f16_to_f32(h);
+    for (int i = 0; i < VKMOE_Q8_0_BLOCK / 2; i++) {
+        x[i] = d * (float)((in[2 + i] & 0xf) - 8);
+        x[i + 16] = d * (float)((in[2 + i] >> 4) - 8);
+    }
 }
 
 static void dequantize_q8_0_block(const uint8_t *in, float *x)
@@ -53,14 +86,16 @@ vkmoe_status vkmoe_quantize(vkmoe_weight_type type, const float *src, size_t n, 
                   dst_size, bytes);
     uint16_t *half = dst;
     uint8_t *blocks = dst;
-    for (size_t i = 0; type != VKMOE_WEIGHT_Q8_0 && i < n; i++) {
+    size_t block_bytes = vkmoe_weight_bytes(type, VKMOE_Q8_0_BLOCK);
+    for (size_t i = 0; !vkmoe_weight_blocked(type) && i < n; i++) {
         if (type == VKMOE_WEIGHT_F32)
             memcpy((float *)dst + i, src + i, 4);
         else
             half[i] = type == VKMOE_WEIGHT_F16 ? vkmoe_f32_to_f16(src[i]) : vkmoe_f32_to_bf16(src[i]);
     }
-    for (size_t b = 0; type == VKMOE_WEIGHT_Q8_0 && b < n / VKMOE_Q8_0_BLOCK; b++)
-        quantize_q8_0_block(src + b * VKMOE_Q8_0_BLOCK, blocks + b * VKMOE_Q8_0_BYTES);
+    for (size_t b = 0; vkmoe_weight_blocked(type) && b < n / VKMOE_Q8_0_BLOCK; b++)
+        (type == VKMOE_WEIGHT_Q8_0 ? quantize_q8_0_block : quantize_q4_0_block)(
+            src + b * VKMOE_Q8_0_BLOCK, blocks + b * block_bytes);
     return VKMOE_OK;
 }
 
@@ -72,13 +107,15 @@ vkmoe_status vkmoe_dequantize(vkmoe_weight_type type, const void *src, size_t n,
                   (int)type, n);
     const uint16_t *half = src;
     const uint8_t *blocks = src;
-    for (size_t i = 0; type != VKMOE_WEIGHT_Q8_0 && i < n; i++) {
+    size_t block_bytes = vkmoe_weight_bytes(type, VKMOE_Q8_0_BLOCK);
+    for (size_t i = 0; !vkmoe_weight_blocked(type) && i < n; i++) {
         if (type == VKMOE_WEIGHT_F32)
             memcpy(dst + i, (const float *)src + i, 4);
         else
             dst[i] = type == VKMOE_WEIGHT_F16 ? vkmoe_f16_to_f32(half[i]) : vkmoe_bf16_to_f32(half[i]);
     }
-    for (size_t b = 0; type == VKMOE_WEIGHT_Q8_0 && b < n / VKMOE_Q8_0_BLOCK; b++)
-        dequantize_q8_0_block(blocks + b * VKMOE_Q8_0_BYTES, dst + b * VKMOE_Q8_0_BLOCK);
+    for (size_t b = 0; vkmoe_weight_blocked(type) && b < n / VKMOE_Q8_0_BLOCK; b++)
+        (type == VKMOE_WEIGHT_Q8_0 ? dequantize_q8_0_block : dequantize_q4_0_block)(
+            blocks + b * block_bytes, dst + b * VKMOE_Q8_0_BLOCK);
     return VKMOE_OK;
 }

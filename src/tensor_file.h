@@ -15,6 +15,7 @@ typedef enum vkmoe_dtype {
     VKMOE_DTYPE_F16,
     VKMOE_DTYPE_BF16,
     VKMOE_DTYPE_Q8_0,
+    VKMOE_DTYPE_Q4_0,
     VKMOE_DTYPE_OTHER,
 } vkmoe_dtype;
 

@@ -8,7 +8,7 @@
 #include "checkpoint.h"
 #include "tensor_file.h"
 
-enum { GGUF_F32 = 0, GGUF_F16 = 1, GGUF_Q8_0 = 8, GGUF_BF16 = 30 };
+enum { GGUF_F32 = 0, GGUF_F16 = 1, GGUF_Q4_0 = 2, GGUF_Q8_0 = 8, GGUF_BF16 = 30 };
 
 static const char *path_in(const char *dir, const char *name)
 {
@@ -23,7 +23,7 @@ static void round_vectors(test_layer *t)
 {
     /* GGUF keeps vectors in f32 beside quantized matrices. */
     vkmoe_weight_type type =
-        t->params.weight_type == VKMOE_WEIGHT_Q8_0 ? VKMOE_WEIGHT_F32 : t->params.weight_type;
+        vkmoe_weight_blocked(t->params.weight_type) ? VKMOE_WEIGHT_F32 : t->params.weight_type;
     float *vectors[] = {t->router, t->router_bias, t->selection_bias, t->gate_bias, t->up_bias,
                         t->down_bias, t->shared_gate_weights};
     size_t e = t->params.experts, d = t->params.dim, f = t->params.ffn_dim;
@@ -50,7 +50,8 @@ static uint32_t gguf_type(vkmoe_weight_type type)
 {
     static const uint32_t types[] = {
         [VKMOE_WEIGHT_F32] = GGUF_F32, [VKMOE_WEIGHT_F16] = GGUF_F16,
-        [VKMOE_WEIGHT_BF16] = GGUF_BF16, [VKMOE_WEIGHT_Q8_0] = GGUF_Q8_0};
+        [VKMOE_WEIGHT_BF16] = GGUF_BF16, [VKMOE_WEIGHT_Q8_0] = GGUF_Q8_0,
+        [VKMOE_WEIGHT_Q4_0] = GGUF_Q4_0};
     return types[type];
 }
 

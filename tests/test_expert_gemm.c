@@ -58,6 +58,7 @@ static void test_compact_weights(void **state)
     check_gemms(state, shape(91, 130, 4, 2, 37, VKMOE_WEIGHT_BF16), 37);
     /* 3 blocks a row: every other block starts off a 32-bit word */
     check_gemms(state, shape(96, 224, 3, 2, 45, VKMOE_WEIGHT_Q8_0), 45);
+    check_gemms(state, shape(96, 224, 3, 2, 45, VKMOE_WEIGHT_Q4_0), 45);
 }
 
 /* ReLU (one projection, four columns a lane) and GPT-OSS's clamped SwiGLU,

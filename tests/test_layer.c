@@ -44,16 +44,20 @@ static void test_16_bit_weights(void **state)
     test_check_layer(*state, p, 50);
 }
 
-/* Q8_0 layers: whole blocks along every row, other sizes free; widths that
- * are not whole blocks are refused. */
-static void test_q8_0_weights(void **state)
+/* Q8_0 and Q4_0 layers: whole blocks along every row, other sizes free;
+ * widths that are not whole blocks are refused. */
+static void test_block_quantized_weights(void **state)
 {
     test_seed(14);
     vkmoe_layer_params p = shape(96, 160, 5, 2, 37);
     p.weight_type = VKMOE_WEIGHT_Q8_0;
     test_check_layer(*state, p, 37);
     test_check_layer(*state, p, 3);
+    p.weight_type = VKMOE_WEIGHT_Q4_0;
+    test_check_layer(*state, p, 37);
     p.shared_ffn_dim = 64;
+    test_check_layer(*state, p, 9);
+    p.weight_type = VKMOE_WEIGHT_Q8_0;
     test_check_layer(*state, p, 9);
     vkmoe_layer *layer = (vkmoe_layer *)&layer;
     p.dim = 80;
@@ -85,6 +89,26 @@ static void test_q8_0_blocks(void **state)
                      VKMOE_ERROR_INVALID_ARGUMENT);
     assert_int_equal(vkmoe_dequantize((vkmoe_weight_type)9, block, 4, back),
                      VKMOE_ERROR_INVALID_ARGUMENT);
+}
+
+/* A Q4_0 block worked out by hand from the format: m, the value of largest
+ * magnitude (the first of equals), gives d = m / -8; q = min(15, trunc(x /
+ * d + 8.5)); low nibbles hold weights 0..15, high ones 16..31. */
+static void test_q4_0_blocks(void **state)
+{
+    (void)state;
+    float x[32] = {-1.0f, 0.5f};
+    x[16] = 0.25f;
+    x[17] = 1.0f; /* as large as x[0] but later: clamped to q = 15 */
+    uint8_t block[18], expected[18] = {0x00, 0x30, 0xa0, 0xfc};
+    memset(expected + 4, 0x88, 14);
+    assert_int_equal(vkmoe_weight_bytes(VKMOE_WEIGHT_Q4_0, 32), 18);
+    assert_int_equal(vkmoe_quantize(VKMOE_WEIGHT_Q4_0, x, 32, block, sizeof(block)), VKMOE_OK);
+    assert_memory_equal(block, expected, sizeof(expected));
+    float back[32];
+    assert_int_equal(vkmoe_dequantize(VKMOE_WEIGHT_Q4_0, block, 32, back), VKMOE_OK);
+    assert_true(back[0] == -1.0f && back[1] == 0.5f && back[16] == 0.25f &&
+                back[17] == 0.875f && back[5] == 0.0f);
 }
 
 /* bf16 encodings worked out by hand: round to nearest even on the 16
@@ -453,7 +477,8 @@ int main(void)
         cmocka_unit_test(test_k_equals_e),
         cmocka_unit_test(test_16_bit_weights),
         cmocka_unit_test(test_bf16_conversion),
-        cmocka_unit_test(test_q8_0_weights),
+        cmocka_unit_test(test_block_quantized_weights),
+        cmocka_unit_test(test_q4_0_blocks),
         cmocka_unit_test(test_q8_0_blocks),
         cmocka_unit_test(test_without_renormalisation),
         cmocka_unit_test(test_varying_tokens),

@@ -171,7 +171,14 @@ static void test_gguf_families(void **state)
     check_loaded(*state, &t, path_in("model.gguf"), 0, 15);
     test_layer_destroy(&t);
 
-    /* Q8_0 experts straight from the file's blocks */
+    /* Q4_0 and Q8_0 experts straight from the file's blocks */
+    p = family("olmoe", 8, 2, VKMOE_WEIGHT_Q4_0);
+    p.dim = 64;
+    p.ffn_dim = 96;
+    checkpoint_weights(*state, p, &t);
+    checkpoint_write_gguf(path_in("model.gguf"), &w, &t, "olmoe", 1);
+    check_loaded(*state, &t, path_in("model.gguf"), 1, 21);
+    test_layer_destroy(&t);
     p = family("qwen3-moe", 8, 2, VKMOE_WEIGHT_Q8_0);
     p.dim = 64;
     p.ffn_dim = 96;

@@ -9,7 +9,7 @@
 // lanes, so A is read once per pass, and each weight is loaded once per pass
 // and used for all its rows.
 //   spec 0: TILE_M (rows of a tile, a multiple of 8); 1: LANES (= subgroup
-//   size = workgroup size, a multiple of 4); 2: WEIGHT_TYPE (0 f32, 1 f16, 2 bf16, 3 Q8_0);
+//   size = workgroup size, a multiple of 4); 2: WEIGHT_TYPE (0 f32, 1 f16, 2 bf16, 3 Q8_0, 4 Q4_0);
 //   3: ACTIVATION (vkmoe_activation: 0 SwiGLU, 1 ReLU, 2 clamped SwiGLU; and
 //   3, the projection alone, for the router's logits)
 #extension GL_KHR_shader_subgroup_basic : require
@@ -29,29 +29,43 @@ layout(local_size_x_id = 1) in;
 uint a_row_start(uint row);
 float load_a(uint start, uint k);
 
-// Four Q8_0 weights k .. k + 3 of row n (k a multiple of 4, so one block):
-// rows of ld / 32 blocks of 34 bytes (f16 d, then 32 int8), read as 32-bit
-// words, since a block starts 2 bytes off a word every other time.
-vec4 load_q8_0(uvec2 matrix, uint n, uint k, uint ld)
+// The scale d and four quantized bytes of a GGUF block of 32 weights in
+// row n (rows of ld / 32 blocks of block_bytes: f16 d, then the q bytes),
+// the bytes from byte `at` of the q part. Read as 32-bit words: with 34- and
+// 18-byte blocks, every other block starts two bytes off a word.
+uint load_block(uvec2 matrix, uint n, uint k, uint ld, uint block_bytes, uint at, out float d)
 {
     UintArray words = UintArray(matrix);
-    uint block = (n * (ld / 32) + k / 32) * 34;
+    uint block = (n * (ld / 32) + k / 32) * block_bytes;
     uint d_word = words.v[block / 4];
-    float d = unpackHalf2x16(block % 4 == 0 ? d_word : d_word >> 16).x;
-    uint q_byte = block + 2 + k % 32, q_word = q_byte / 4;
-    uint q = q_byte % 4 == 0 ? words.v[q_word]
-                             : (words.v[q_word] >> 16) | (words.v[q_word + 1] << 16);
-    ivec4 v = ivec4(bitfieldExtract(int(q), 0, 8), bitfieldExtract(int(q), 8, 8),
-                    bitfieldExtract(int(q), 16, 8), bitfieldExtract(int(q), 24, 8));
-    return d * vec4(v);
+    d = unpackHalf2x16(block % 4 == 0 ? d_word : d_word >> 16).x;
+    uint q_byte = block + 2 + at, q_word = q_byte / 4;
+    return q_byte % 4 == 0 ? words.v[q_word]
+                           : (words.v[q_word] >> 16) | (words.v[q_word + 1] << 16);
+}
+
+// Weights k .. k + 3 (k a multiple of 4, so within one block): Q8_0 holds
+// them as int8 bytes k % 32 ..; Q4_0 as the low nibbles of bytes k % 16 ..
+// for k % 32 < 16, else the high ones; weight = d·(q − 8).
+vec4 load_quantized(uvec2 matrix, uint n, uint k, uint ld)
+{
+    float d;
+    if (WEIGHT_TYPE == 3) {
+        int q = int(load_block(matrix, n, k, ld, 34, k % 32, d));
+        return d * vec4(bitfieldExtract(q, 0, 8), bitfieldExtract(q, 8, 8),
+                        bitfieldExtract(q, 16, 8), bitfieldExtract(q, 24, 8));
+    }
+    uint q = load_block(matrix, n, k, ld, 18, k % 16, d) >> (k % 32 >= 16 ? 4 : 0);
+    uvec4 nibbles = uvec4(q, q >> 8, q >> 16, q >> 24) & 0xfu;
+    return d * (vec4(nibbles) - 8.0);
 }
 
 vec4 load_b4(uvec2 matrix, uint n, uint k, uint rows, uint ld)
 {
     if (n >= rows || k >= ld)
         return vec4(0.0);
-    if (WEIGHT_TYPE == 3)
-        return load_q8_0(matrix, n, k, ld);
+    if (WEIGHT_TYPE >= 3)
+        return load_quantized(matrix, n, k, ld);
     uint index = (n * ld + k) / 4;
     if (WEIGHT_TYPE == 1) {
         uvec2 h = Half4Array(matrix).v[index];
