@@ -172,20 +172,16 @@ static void test_gguf_families(void **state)
     test_layer_destroy(&t);
 
     /* Q4_0 and Q8_0 experts straight from the file's blocks */
-    p = family("olmoe", 8, 2, VKMOE_WEIGHT_Q4_0);
-    p.dim = 64;
-    p.ffn_dim = 96;
-    checkpoint_weights(*state, p, &t);
-    checkpoint_write_gguf(path_in("model.gguf"), &w, &t, "olmoe", 1);
-    check_loaded(*state, &t, path_in("model.gguf"), 1, 21);
-    test_layer_destroy(&t);
-    p = family("qwen3-moe", 8, 2, VKMOE_WEIGHT_Q8_0);
-    p.dim = 64;
-    p.ffn_dim = 96;
-    checkpoint_weights(*state, p, &t);
-    checkpoint_write_gguf(path_in("model.gguf"), &w, &t, "qwen3moe", 0);
-    check_loaded(*state, &t, path_in("model.gguf"), 0, 21);
-    test_layer_destroy(&t);
+    const vkmoe_weight_type quantized[2] = {VKMOE_WEIGHT_Q4_0, VKMOE_WEIGHT_Q8_0};
+    for (int q = 0; q < 2; q++) {
+        p = family("qwen3-moe", 8, 2, quantized[q]);
+        p.dim = 64;
+        p.ffn_dim = 96;
+        checkpoint_weights(*state, p, &t);
+        checkpoint_write_gguf(path_in("model.gguf"), &w, &t, "qwen3moe", 1);
+        check_loaded(*state, &t, path_in("model.gguf"), 1, 21);
+        test_layer_destroy(&t);
+    }
 
     p = family("qwen2-moe", 6, 4, VKMOE_WEIGHT_BF16);
     p.shared_ffn_dim = 20;
