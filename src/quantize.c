@@ -84,14 +84,16 @@ vkmoe_status vkmoe_quantize(vkmoe_weight_type type, const float *src, size_t n, 
                   (int)type, n);
     VKMOE_REQUIRE(NULL, dst_size >= bytes, "vkmoe_quantize: dst holds %zu bytes, needs %zu",
                   dst_size, bytes);
-    uint16_t *half = dst;
+    /* Byte copies: model files need not align their tensors. */
     uint8_t *blocks = dst;
     size_t block_bytes = vkmoe_weight_bytes(type, VKMOE_Q8_0_BLOCK);
     for (size_t i = 0; !vkmoe_weight_blocked(type) && i < n; i++) {
-        if (type == VKMOE_WEIGHT_F32)
-            memcpy((float *)dst + i, src + i, 4);
-        else
-            half[i] = type == VKMOE_WEIGHT_F16 ? vkmoe_f32_to_f16(src[i]) : vkmoe_f32_to_bf16(src[i]);
+        if (type == VKMOE_WEIGHT_F32) {
+            memcpy(blocks + 4 * i, src + i, 4);
+            continue;
+        }
+        uint16_t h = type == VKMOE_WEIGHT_F16 ? vkmoe_f32_to_f16(src[i]) : vkmoe_f32_to_bf16(src[i]);
+        memcpy(blocks + 2 * i, &h, 2);
     }
     for (size_t b = 0; vkmoe_weight_blocked(type) && b < n / VKMOE_Q8_0_BLOCK; b++)
         (type == VKMOE_WEIGHT_Q8_0 ? quantize_q8_0_block : quantize_q4_0_block)(
@@ -105,14 +107,16 @@ vkmoe_status vkmoe_dequantize(vkmoe_weight_type type, const void *src, size_t n,
     VKMOE_REQUIRE(NULL, vkmoe_weight_bytes(type, n) > 0 || n == 0,
                   "vkmoe_dequantize: unknown type %d or %zu values are not whole blocks",
                   (int)type, n);
-    const uint16_t *half = src;
     const uint8_t *blocks = src;
     size_t block_bytes = vkmoe_weight_bytes(type, VKMOE_Q8_0_BLOCK);
     for (size_t i = 0; !vkmoe_weight_blocked(type) && i < n; i++) {
-        if (type == VKMOE_WEIGHT_F32)
-            memcpy(dst + i, (const float *)src + i, 4);
-        else
-            dst[i] = type == VKMOE_WEIGHT_F16 ? vkmoe_f16_to_f32(half[i]) : vkmoe_bf16_to_f32(half[i]);
+        if (type == VKMOE_WEIGHT_F32) {
+            memcpy(dst + i, blocks + 4 * i, 4);
+            continue;
+        }
+        uint16_t h;
+        memcpy(&h, blocks + 2 * i, 2);
+        dst[i] = type == VKMOE_WEIGHT_F16 ? vkmoe_f16_to_f32(h) : vkmoe_bf16_to_f32(h);
     }
     for (size_t b = 0; vkmoe_weight_blocked(type) && b < n / VKMOE_Q8_0_BLOCK; b++)
         (type == VKMOE_WEIGHT_Q8_0 ? dequantize_q8_0_block : dequantize_q4_0_block)(
