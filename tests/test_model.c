@@ -209,6 +209,19 @@ static void test_gguf_families(void **state)
     checkpoint_write_gguf(path_in("model.gguf"), &w, &t, "deepseek2", 2);
     check_loaded(*state, &t, path_in("model.gguf"), 2, 15);
     test_layer_destroy(&t);
+
+    /* DeepSeek-V2 shares the architecture: softmax gating, no selection bias */
+    p = family("deepseek-v2", 32, 0, VKMOE_WEIGHT_F16);
+    p.shared_ffn_dim = 48;
+    checkpoint_weights(*state, p, &t);
+    gguf_add_u32(&w, "deepseek2.expert_gating_func", 1);
+    gguf_add_u32(&w, "deepseek2.expert_group_count", 8);
+    gguf_add_u32(&w, "deepseek2.expert_group_used_count", 3);
+    gguf_add_u32(&w, "deepseek2.expert_shared_count", 2);
+    gguf_add_f32(&w, "deepseek2.expert_weights_scale", 16.0f);
+    checkpoint_write_gguf(path_in("model.gguf"), &w, &t, "deepseek2", 0);
+    check_loaded(*state, &t, path_in("model.gguf"), 0, 15);
+    test_layer_destroy(&t);
 }
 
 /* The checkpoint's model.safetensors rewritten with 4.5 GiB of padding
