@@ -26,8 +26,8 @@ static vkmoe_status check_shape(const vkmoe_context *ctx, const vkmoe_layer_para
     VKMOE_REQUIRE(ctx, (unsigned)p->weight_type <= VKMOE_WEIGHT_Q4_0, FN ": unknown weight_type %d",
                   (int)p->weight_type);
     VKMOE_REQUIRE(ctx, !vkmoe_weight_blocked(p->weight_type) ||
-                           (p->dim % VKMOE_Q8_0_BLOCK == 0 && p->ffn_dim % VKMOE_Q8_0_BLOCK == 0 &&
-                            p->shared_ffn_dim % VKMOE_Q8_0_BLOCK == 0),
+                           (p->dim % VKMOE_QUANT_BLOCK == 0 && p->ffn_dim % VKMOE_QUANT_BLOCK == 0 &&
+                            p->shared_ffn_dim % VKMOE_QUANT_BLOCK == 0),
                   FN ": Q8_0 and Q4_0 weights need dim (%u), ffn_dim (%u) and shared_ffn_dim "
                      "(%u) to be multiples of 32, the block size",
                   p->dim, p->ffn_dim, p->shared_ffn_dim);

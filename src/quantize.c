@@ -14,9 +14,9 @@ size_t vkmoe_weight_bytes(vkmoe_weight_type type, uint64_t weights)
     case VKMOE_WEIGHT_BF16: return (size_t)weights * 2;
     case VKMOE_WEIGHT_Q8_0:
     case VKMOE_WEIGHT_Q4_0:
-        if (weights % VKMOE_Q8_0_BLOCK)
+        if (weights % VKMOE_QUANT_BLOCK)
             return 0;
-        return (size_t)(weights / VKMOE_Q8_0_BLOCK) *
+        return (size_t)(weights / VKMOE_QUANT_BLOCK) *
                (type == VKMOE_WEIGHT_Q8_0 ? VKMOE_Q8_0_BYTES : VKMOE_Q4_0_BYTES);
     }
     return 0;
@@ -26,12 +26,12 @@ size_t vkmoe_weight_bytes(vkmoe_weight_type type, uint64_t weights)
 static void quantize_q8_0_block(const float *x, uint8_t *out)
 {
     float amax = 0.0f;
-    for (int i = 0; i < VKMOE_Q8_0_BLOCK; i++)
+    for (int i = 0; i < VKMOE_QUANT_BLOCK; i++)
         amax = fmaxf(amax, fabsf(x[i]));
     float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
     uint16_t h = vkmoe_f32_to_f16(d);
     memcpy(out, &h, 2);
-    for (int i = 0; i < VKMOE_Q8_0_BLOCK; i++)
+    for (int i = 0; i < VKMOE_QUANT_BLOCK; i++)
         out[2 + i] = (uint8_t)(int8_t)roundf(x[i] * id);
 }
 
@@ -40,7 +40,7 @@ static void quantize_q8_0_block(const float *x, uint8_t *out)
 static void quantize_q4_0_block(const float *x, uint8_t *out)
 {
     float amax = 0.0f, max = 0.0f;
-    for (int i = 0; i < VKMOE_Q8_0_BLOCK; i++)
+    for (int i = 0; i < VKMOE_QUANT_BLOCK; i++)
         if (amax < fabsf(x[i])) {
             amax = fabsf(x[i]);
             max = x[i];
@@ -48,7 +48,7 @@ static void quantize_q4_0_block(const float *x, uint8_t *out)
     float d = max / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
     uint16_t h = vkmoe_f32_to_f16(d);
     memcpy(out, &h, 2);
-    for (int i = 0; i < VKMOE_Q8_0_BLOCK / 2; i++) {
+    for (int i = 0; i < VKMOE_QUANT_BLOCK / 2; i++) {
         int lo = (int8_t)(x[i] * id + 8.5f), hi = (int8_t)(x[i + 16] * id + 8.5f);
         out[2 + i] = (uint8_t)((lo < 15 ? lo : 15) | (hi < 15 ? hi : 15) << 4);
     }
@@ -59,7 +59,7 @@ static void dequantize_q4_0_block(const uint8_t *in, float *x)
     uint16_t h;
     memcpy(&h, in, 2);
     float d = vkmoe_f16_to_f32(h);
-    for (int i = 0; i < VKMOE_Q8_0_BLOCK / 2; i++) {
+    for (int i = 0; i < VKMOE_QUANT_BLOCK / 2; i++) {
         x[i] = d * (float)((in[2 + i] & 0xf) - 8);
         x[i + 16] = d * (float)((in[2 + i] >> 4) - 8);
     }
@@ -70,7 +70,7 @@ static void dequantize_q8_0_block(const uint8_t *in, float *x)
     uint16_t h;
     memcpy(&h, in, 2);
     float d = vkmoe_f16_to_f32(h);
-    for (int i = 0; i < VKMOE_Q8_0_BLOCK; i++)
+    for (int i = 0; i < VKMOE_QUANT_BLOCK; i++)
         x[i] = d * (float)(int8_t)in[2 + i];
 }
 
@@ -86,7 +86,7 @@ vkmoe_status vkmoe_quantize(vkmoe_weight_type type, const float *src, size_t n, 
                   dst_size, bytes);
     /* Byte copies: model files need not align their tensors. */
     uint8_t *blocks = dst;
-    size_t block_bytes = vkmoe_weight_bytes(type, VKMOE_Q8_0_BLOCK);
+    size_t block_bytes = vkmoe_weight_bytes(type, VKMOE_QUANT_BLOCK);
     for (size_t i = 0; !vkmoe_weight_blocked(type) && i < n; i++) {
         if (type == VKMOE_WEIGHT_F32) {
             memcpy(blocks + 4 * i, src + i, 4);
@@ -95,9 +95,9 @@ vkmoe_status vkmoe_quantize(vkmoe_weight_type type, const float *src, size_t n, 
         uint16_t h = type == VKMOE_WEIGHT_F16 ? vkmoe_f32_to_f16(src[i]) : vkmoe_f32_to_bf16(src[i]);
         memcpy(blocks + 2 * i, &h, 2);
     }
-    for (size_t b = 0; vkmoe_weight_blocked(type) && b < n / VKMOE_Q8_0_BLOCK; b++)
+    for (size_t b = 0; vkmoe_weight_blocked(type) && b < n / VKMOE_QUANT_BLOCK; b++)
         (type == VKMOE_WEIGHT_Q8_0 ? quantize_q8_0_block : quantize_q4_0_block)(
-            src + b * VKMOE_Q8_0_BLOCK, blocks + b * block_bytes);
+            src + b * VKMOE_QUANT_BLOCK, blocks + b * block_bytes);
     return VKMOE_OK;
 }
 
@@ -108,7 +108,7 @@ vkmoe_status vkmoe_dequantize(vkmoe_weight_type type, const void *src, size_t n,
                   "vkmoe_dequantize: unknown type %d or %zu values are not whole blocks",
                   (int)type, n);
     const uint8_t *blocks = src;
-    size_t block_bytes = vkmoe_weight_bytes(type, VKMOE_Q8_0_BLOCK);
+    size_t block_bytes = vkmoe_weight_bytes(type, VKMOE_QUANT_BLOCK);
     for (size_t i = 0; !vkmoe_weight_blocked(type) && i < n; i++) {
         if (type == VKMOE_WEIGHT_F32) {
             memcpy(dst + i, blocks + 4 * i, 4);
@@ -118,8 +118,8 @@ vkmoe_status vkmoe_dequantize(vkmoe_weight_type type, const void *src, size_t n,
         memcpy(&h, blocks + 2 * i, 2);
         dst[i] = type == VKMOE_WEIGHT_F16 ? vkmoe_f16_to_f32(h) : vkmoe_bf16_to_f32(h);
     }
-    for (size_t b = 0; vkmoe_weight_blocked(type) && b < n / VKMOE_Q8_0_BLOCK; b++)
+    for (size_t b = 0; vkmoe_weight_blocked(type) && b < n / VKMOE_QUANT_BLOCK; b++)
         (type == VKMOE_WEIGHT_Q8_0 ? dequantize_q8_0_block : dequantize_q4_0_block)(
-            blocks + b * block_bytes, dst + b * VKMOE_Q8_0_BLOCK);
+            blocks + b * block_bytes, dst + b * VKMOE_QUANT_BLOCK);
     return VKMOE_OK;
 }

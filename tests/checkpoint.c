@@ -55,15 +55,25 @@ static uint32_t gguf_type(vkmoe_weight_type type)
     return types[type];
 }
 
-/* Add n values of t's weight type under name, with a row-major shape. */
-static void st_put(st_writer *w, const test_layer *t, const char *name, const float *values,
-                   const uint64_t *shape, uint32_t dims)
+/* The values of a tensor of this shape in t's weight type (caller frees). */
+static void *encode(const test_layer *t, const float *values, const uint64_t *shape,
+                    uint32_t dims, size_t *bytes)
 {
     size_t n = 1;
     for (uint32_t d = 0; d < dims; d++)
         n *= shape[d];
     void *data = malloc(n * 4 + 1);
-    size_t bytes = vkmoe_ref_encode_weights(t->params.weight_type, values, n, data);
+    assert_non_null(data);
+    *bytes = vkmoe_ref_encode_weights(t->params.weight_type, values, n, data);
+    return data;
+}
+
+/* Add values in t's weight type under name, with a row-major shape. */
+static void st_put(st_writer *w, const test_layer *t, const char *name, const float *values,
+                   const uint64_t *shape, uint32_t dims)
+{
+    size_t bytes;
+    void *data = encode(t, values, shape, dims, &bytes);
     st_add(w, name, st_dtype(t->params.weight_type), shape, dims, data, bytes);
     free(data);
 }
@@ -147,20 +157,17 @@ void checkpoint_write_hf(const char *dir, const test_layer *t, const char *confi
     buffer_free(&file);
 }
 
-/* Load a layer from path and check its forward against t's reference. */
 const hf_names checkpoint_mixtral_names = {"block_sparse_moe", "w1", "w3", "w2", ""};
 const hf_names checkpoint_qwen_names = {"mlp", "gate_proj", "up_proj", "down_proj", "shared_expert"};
 const hf_names checkpoint_deepseek_names = {"mlp", "gate_proj", "up_proj", "down_proj",
                                         "shared_experts"};
 
+/* The same for GGUF, dims innermost first. */
 static void gguf_put(gguf_writer *w, const test_layer *t, const char *name, const float *values,
                      const uint64_t *ne, uint32_t dims)
 {
-    size_t n = 1;
-    for (uint32_t d = 0; d < dims; d++)
-        n *= ne[d];
-    void *data = malloc(n * 4 + 1);
-    size_t bytes = vkmoe_ref_encode_weights(t->params.weight_type, values, n, data);
+    size_t bytes;
+    void *data = encode(t, values, ne, dims, &bytes);
     gguf_add_tensor(w, name, gguf_type(t->params.weight_type), ne, dims, data, bytes);
     free(data);
 }
@@ -230,4 +237,14 @@ void checkpoint_write_gguf(const char *path, gguf_writer *w, const test_layer *t
     gguf_finish(w, &file);
     assert_true(buffer_write_file(&file, path));
     buffer_free(&file);
+}
+
+void checkpoint_deepseek_v3_meta(gguf_writer *w)
+{
+    gguf_add_u32(w, "deepseek2.expert_gating_func", 2);
+    gguf_add_u32(w, "deepseek2.expert_group_count", 8);
+    gguf_add_u32(w, "deepseek2.expert_group_used_count", 4);
+    gguf_add_u32(w, "deepseek2.expert_shared_count", 1);
+    gguf_add_f32(w, "deepseek2.expert_weights_scale", 2.5f);
+    gguf_add_bool(w, "deepseek2.expert_weights_norm", true);
 }

@@ -200,12 +200,7 @@ static void test_gguf_families(void **state)
     p.shared_ffn_dim = 24;
     checkpoint_weights(*state, p, &t);
     gguf_add_u32(&w, "deepseek2.leading_dense_block_count", 1);
-    gguf_add_u32(&w, "deepseek2.expert_gating_func", 2);
-    gguf_add_u32(&w, "deepseek2.expert_group_count", 8);
-    gguf_add_u32(&w, "deepseek2.expert_group_used_count", 4);
-    gguf_add_u32(&w, "deepseek2.expert_shared_count", 1);
-    gguf_add_f32(&w, "deepseek2.expert_weights_scale", 2.5f);
-    gguf_add_bool(&w, "deepseek2.expert_weights_norm", true);
+    checkpoint_deepseek_v3_meta(&w);
     checkpoint_write_gguf(path_in("model.gguf"), &w, &t, "deepseek2", 2);
     check_loaded(*state, &t, path_in("model.gguf"), 2, 15);
     test_layer_destroy(&t);

@@ -121,12 +121,7 @@ static void test_gguf_through_the_tool(void **state)
     test_layer t;
     checkpoint_weights(*state, p, &t);
     gguf_writer w = {0};
-    gguf_add_u32(&w, "deepseek2.expert_gating_func", 2);
-    gguf_add_u32(&w, "deepseek2.expert_group_count", 8);
-    gguf_add_u32(&w, "deepseek2.expert_group_used_count", 4);
-    gguf_add_u32(&w, "deepseek2.expert_shared_count", 1);
-    gguf_add_f32(&w, "deepseek2.expert_weights_scale", 2.5f);
-    gguf_add_bool(&w, "deepseek2.expert_weights_norm", true);
+    checkpoint_deepseek_v3_meta(&w);
     checkpoint_write_gguf(path_in("model.gguf"), &w, &t, "deepseek2", 0);
     float *x = test_input(7, 32);
     write_input(x, 7, 32, false);
