@@ -1,57 +1,67 @@
 #version 450
 // GEMM 2: z[row] = h[row]·W2ᵀ + b2 for the rows of one expert per row tile.
-//   push: expert_table uvec2 [3][experts]; tile_expert u32 [max_tiles];
-//         row_slot u32 [rows]; hidden f32 [rows][ld_ffn]; expert_out f32 [rows][dim];
-//         down_bias f32 [experts][dim] or 0; dim, ffn, ld_ffn, experts, max_tiles,
-//         rows (rows past it are padding)
+//   set 1: rows_a = hidden [rows][ld_ffn]; weights0 = weights1 = W2; see
+//         common/expert_gemm.glsl
+//   push: tile_expert u32 [max_tiles]; row_slot u32 [rows]; expert_out f32 [rows][dim];
+//         down_bias f32 [experts][dim] or 0; dim, ld_ffn, max_tiles, rows (rows past
+//         it are padding); expert_first, expert_count (the experts this
+//         dispatch's weights hold), matrix_texels (texels per expert matrix)
 //   spec: see common/expert_gemm.glsl
 #extension GL_GOOGLE_include_directive : require
 #include "common/buffers.glsl"
 #include "common/expert_gemm.glsl"
 
 layout(push_constant) uniform Push {
-    uvec2 expert_table, tile_expert, row_slot, hidden, expert_out, down_bias;
-    uint dim, ffn, ld_ffn, experts, max_tiles, rows;
+    uvec2 tile_expert, row_slot, expert_out, down_bias;
+    uint dim, ld_ffn, max_tiles, rows, expert_first, expert_count, matrix_texels;
 } pc;
 
-uint a_row_start(uint row)
+uint a_row_texel(uint row)
 {
-    return row * pc.ld_ffn;
+    return row * (pc.ld_ffn / 4);
 }
 
-float load_a(uint start, uint k)
+void store(FloatArray out_rows, uint row, uint column, float value)
 {
-    return k < pc.ld_ffn ? FloatArray(pc.hidden).v[start + k] : 0.0;
+    if (column < pc.dim)
+        out_rows.v[row * pc.dim + column] = value;
 }
 
 void main()
 {
-    uint tile = row_tile_id();
-    if (tile >= pc.max_tiles)
-        return;
-    uint expert = UintArray(pc.tile_expert).v[tile];
+    uint expert = tile_expert_in(pc.tile_expert, pc.max_tiles, pc.expert_first, pc.expert_count);
     if (expert == INVALID)
         return;
-    uint row0 = tile * TILE_M;
-    uvec2 down = AddressArray(pc.expert_table).v[2 * pc.experts + expert];
-    // Lane l computes columns n + i·LANES, i < 4.
-    uint n = gl_WorkGroupID.x * 4 * LANES + gl_SubgroupInvocationID;
-    uvec2 matrix[4] = uvec2[4](down, down, down, down);
-    uint column[4] = uint[4](n, n + LANES, n + 2 * LANES, n + 3 * LANES);
-    vec4 bias;
-    for (uint i = 0; i < 4; i++)
-        bias[i] = bias_at(pc.down_bias, expert, column[i], pc.dim);
+    uint row0 = row_tile_id() * TILE_M;
+    // Lane l computes columns n + i·LANES, i < 8.
+    uint n = gl_WorkGroupID.x * 8 * LANES + gl_SubgroupInvocationID;
+    uint column[8], fetched[8];
+    vec4 bias_lo, bias_hi;
+    for (uint c = 0; c < 8; c++) {
+        column[c] = n + c * LANES;
+        // Columns past the matrix read its last row; their results are not kept.
+        fetched[c] = min(column[c], pc.dim - 1);
+        float b = bias_at(pc.down_bias, expert, column[c], pc.dim);
+        if (c < 4)
+            bias_lo[c] = b;
+        else
+            bias_hi[c - 4] = b;
+    }
+    uint base = (expert - pc.expert_first) * pc.matrix_texels;
     FloatArray out_rows = FloatArray(pc.expert_out);
     for (uint r0 = row0, done = 0; r0 < row0 + TILE_M; r0 += done) {
         if (slot_at(pc.row_slot, pc.rows, r0) == INVALID)
             break;
-        done = gemm_pass(pc.row_slot, pc.rows, r0, row0 + TILE_M, pc.ffn, matrix, column, pc.dim,
-                         pc.ld_ffn);
+        done = gemm_pass(pc.row_slot, pc.rows, r0, row0 + TILE_M, base, fetched, pc.ld_ffn);
         for (uint m = 0; m < done; m++) {
-            vec4 v = pass_result(m) + bias;
-            for (uint i = 0; i < 4; i++)
-                if (column[i] < pc.dim)
-                    out_rows.v[(r0 + m) * pc.dim + column[i]] = v[i];
+            vec4 lo, hi;
+            pass_result(m, lo, hi);
+            lo += bias_lo;
+            hi += bias_hi;
+            for (uint i = 0; i < 4; i++) {
+                store(out_rows, r0 + m, column[i], lo[i]);
+                store(out_rows, r0 + m, column[i + 4], hi[i]);
+            }
         }
     }
 }

@@ -1,36 +1,30 @@
 #version 450
 // GEMM 1: h[row] = act(x[token]·W1ᵀ + b1, x[token]·W3ᵀ + b3) for the rows of
-// one expert per row tile, gathering x rows through row_slot (no copy of x).
-//   binding 0: x f32 [tokens][dim]
-//   push: expert_table uvec2 [3][experts] (gate, up, down matrix addresses);
-//         tile_expert u32 [max_tiles]; row_slot u32 [rows]; hidden f32 [rows][ld_ffn];
-//         gate_bias, up_bias f32 [experts][ffn] or 0; dim, ffn, ld_dim, ld_ffn,
-//         experts, top_k, max_tiles, rows (rows past it are padding); limit, alpha
-//         (clamped SwiGLU)
+// one expert per row tile, reading x's rows through row_slot (no copy).
+//   set 1: rows_a = x_rows [tokens][ld_dim]; weights0 = W1 (gate), weights1 =
+//         W3 (up), or W3 in both without a gate; see common/expert_gemm.glsl
+//   push: tile_expert u32 [max_tiles]; row_slot u32 [rows]; hidden f32 [rows][ld_ffn];
+//         gate_bias, up_bias f32 [experts][ffn] or 0; ffn, ld_dim, ld_ffn, top_k,
+//         max_tiles, rows (rows past it are padding); expert_first, expert_count
+//         (the experts this dispatch's weights hold), matrix_texels (texels
+//         per expert matrix); limit, alpha (clamped SwiGLU)
 //   spec: see common/expert_gemm.glsl
 #extension GL_GOOGLE_include_directive : require
 #include "common/buffers.glsl"
 #include "common/expert_gemm.glsl"
 
-layout(set = 0, binding = 0, std430) readonly buffer X { float x[]; };
 layout(push_constant) uniform Push {
-    uvec2 expert_table, tile_expert, row_slot, hidden, gate_bias, up_bias;
-    uint dim, ffn, ld_dim, ld_ffn, experts, top_k, max_tiles, rows;
+    uvec2 tile_expert, row_slot, hidden, gate_bias, up_bias;
+    uint ffn, ld_dim, ld_ffn, top_k, max_tiles, rows, expert_first, expert_count, matrix_texels;
     float limit, alpha;
 } pc;
 
-uint a_row_start(uint row)
+uint a_row_texel(uint row)
 {
-    uint slot = slot_at(pc.row_slot, pc.rows, row);
-    return slot != INVALID ? slot / pc.top_k * pc.dim : INVALID;
+    return UintArray(pc.row_slot).v[row] / pc.top_k * (pc.ld_dim / 4);
 }
 
-float load_a(uint start, uint k)
-{
-    return start != INVALID && k < pc.dim ? x[start + k] : 0.0;
-}
-
-vec2 gated(vec2 gate, vec2 up)
+vec4 gated(vec4 gate, vec4 up)
 {
     if (ACTIVATION == ACTIVATION_SWIGLU_CLAMPED) {
         gate = min(gate, pc.limit);
@@ -40,40 +34,61 @@ vec2 gated(vec2 gate, vec2 up)
     return gate / (1.0 + exp(-gate)) * up;
 }
 
+// Padding columns (ffn .. ld_ffn − 1) get zeros: GEMM 2 reads them.
+void store(FloatArray hidden, uint row, uint column, float value)
+{
+    if (column < pc.ld_ffn)
+        hidden.v[row * pc.ld_ffn + column] = column < pc.ffn ? value : 0.0;
+}
+
 void main()
 {
-    uint tile = row_tile_id();
-    if (tile >= pc.max_tiles)
-        return;
-    uint expert = UintArray(pc.tile_expert).v[tile];
+    uint expert = tile_expert_in(pc.tile_expert, pc.max_tiles, pc.expert_first, pc.expert_count);
     if (expert == INVALID)
         return;
-    uint row0 = tile * TILE_M;
-    AddressArray table = AddressArray(pc.expert_table);
-    uvec2 gate = table.v[expert], up = table.v[pc.experts + expert];
-    // Gated: lane l computes columns n and n + LANES of both projections;
-    // ReLU and linear: columns n + i·LANES, i < 4, of the up projection.
+    uint row0 = row_tile_id() * TILE_M;
+    // Gated: lane l computes columns n + i·LANES, i < 4, of both projections;
+    // ReLU and linear: columns n + i·LANES, i < 8, of the up projection.
     bool relu = ACTIVATION == ACTIVATION_RELU, single = relu || ACTIVATION == ACTIVATION_LINEAR;
-    uint n = gl_WorkGroupID.x * (single ? 4 : 2) * LANES + gl_SubgroupInvocationID;
-    uvec2 matrix[4] = single ? uvec2[4](up, up, up, up) : uvec2[4](gate, gate, up, up);
-    uint column[4] = single ? uint[4](n, n + LANES, n + 2 * LANES, n + 3 * LANES)
-                            : uint[4](n, n + LANES, n, n + LANES);
-    vec4 bias;
-    for (uint i = 0; i < 4; i++)
-        bias[i] = bias_at(single || i >= 2 ? pc.up_bias : pc.gate_bias, expert, column[i], pc.ffn);
+    uint n = gl_WorkGroupID.x * (single ? 8 : 4) * LANES + gl_SubgroupInvocationID;
+    uint column[8], fetched[8];
+    vec4 bias_lo, bias_hi;
+    for (uint c = 0; c < 8; c++) {
+        column[c] = n + (single ? c : c % 4) * LANES;
+        // Columns past the matrix read its last row; their results are not kept.
+        fetched[c] = min(column[c], pc.ffn - 1);
+        float b = bias_at(c < 4 && !single ? pc.gate_bias : pc.up_bias, expert, column[c], pc.ffn);
+        if (c < 4)
+            bias_lo[c] = b;
+        else
+            bias_hi[c - 4] = b;
+    }
+    uint base = (expert - pc.expert_first) * pc.matrix_texels;
     FloatArray hidden = FloatArray(pc.hidden);
     for (uint r0 = row0, done = 0; r0 < row0 + TILE_M; r0 += done) {
         // Padding rows sit at the end of a tile: a pass that starts on one is empty.
         if (slot_at(pc.row_slot, pc.rows, r0) == INVALID)
             break;
-        done = gemm_pass(pc.row_slot, pc.rows, r0, row0 + TILE_M, pc.dim, matrix, column, pc.ffn,
-                         pc.ld_dim);
+        done = gemm_pass(pc.row_slot, pc.rows, r0, row0 + TILE_M, base, fetched, pc.ld_dim);
         for (uint m = 0; m < done; m++) {
-            vec4 v = pass_result(m) + bias;
-            vec4 h = relu ? max(v, 0.0) : single ? v : vec4(gated(v.xy, v.zw), 0.0, 0.0);
-            for (uint i = 0; i < (single ? 4 : 2); i++)
-                if (column[i] < pc.ld_ffn)
-                    hidden.v[(r0 + m) * pc.ld_ffn + column[i]] = h[i];
+            vec4 lo, hi;
+            pass_result(m, lo, hi);
+            lo += bias_lo;
+            hi += bias_hi;
+            if (single) {
+                if (relu) {
+                    lo = max(lo, 0.0);
+                    hi = max(hi, 0.0);
+                }
+                for (uint i = 0; i < 4; i++) {
+                    store(hidden, r0 + m, column[i], lo[i]);
+                    store(hidden, r0 + m, column[i + 4], hi[i]);
+                }
+            } else {
+                vec4 h = gated(lo, hi);
+                for (uint i = 0; i < 4; i++)
+                    store(hidden, r0 + m, column[i], h[i]);
+            }
         }
     }
 }

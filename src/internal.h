@@ -64,6 +64,7 @@ void vkmoe_log(const vkmoe_context *ctx, vkmoe_log_level level, const char *fmt,
 /* ---- pipelines (pipelines.c) ---- */
 
 typedef enum vkmoe_shader {
+    VKMOE_SHADER_INPUT_ROWS,
     VKMOE_SHADER_ROUTER,
     VKMOE_SHADER_COUNT,
     VKMOE_SHADER_SCAN,
@@ -87,8 +88,9 @@ typedef struct vkmoe_pipeline_entry {
     VkPipeline pipeline;
 } vkmoe_pipeline_entry;
 
-/* Every shader uses one layout: set 0 = {0: x (read), 1: y (write)} and a
- * 128-byte push block carrying sizes and buffer device addresses. */
+/* Every shader uses one layout: set 0 = {0: x (read), 1: y (write)}, set 1 =
+ * the GEMMs' texel buffers (vkmoe_gemm_source), and a 128-byte push block
+ * carrying sizes and buffer device addresses. */
 #define VKMOE_PUSH_SIZE 128u
 
 /* ---- context (context.c) ---- */
@@ -122,6 +124,7 @@ struct vkmoe_context {
     VkFence fence;
 
     VkDescriptorSetLayout set_layout;
+    VkDescriptorSetLayout gemm_set_layout;
     VkPipelineLayout pipeline_layout;
     vkmoe_pipeline_entry *pipelines; /* cache: one entry per (shader, spec) */
     uint32_t pipeline_count;
@@ -172,6 +175,10 @@ typedef struct vkmoe_buffer {
 vkmoe_status vkmoe_buffer_create(vkmoe_context *ctx, VkDeviceSize size, vkmoe_memory_use use,
                                  vkmoe_buffer *out);
 void vkmoe_buffer_destroy(vkmoe_context *ctx, vkmoe_buffer *buffer);
+/* A texel view of the first `range` bytes of buf; UNSUPPORTED when they
+ * hold more texels than the device's maxTexelBufferElements. */
+vkmoe_status vkmoe_buffer_view_create(vkmoe_context *ctx, const vkmoe_buffer *buf,
+                                      VkFormat format, VkDeviceSize range, VkBufferView *out);
 /* Copy `rows` rows of row_bytes each from host memory into buf at offset,
  * with consecutive destination rows dst_stride bytes apart and the gap
  * zero-filled. Waits for completion. */
@@ -218,19 +225,34 @@ typedef struct vkmoe_gemm_config {
     uint32_t tile_m, lanes, up_columns, down_columns;
 } vkmoe_gemm_config;
 
+/* What one GEMM dispatch reads through set 1 (shaders/common/expert_gemm.glsl):
+ * rows of A and two weight views, and which experts' matrices those views
+ * hold (matrix_texels apart). */
+typedef struct vkmoe_gemm_source {
+    VkDescriptorSet set;
+    uint32_t expert_first, expert_count, matrix_texels;
+} vkmoe_gemm_source;
 /* Where a GEMM pass finds its rows and weights: the routed experts (rows
  * from the scan's plan, grids by indirect dispatch) or the shared expert
- * (row r is token r, one expert, grids known on the host). */
+ * (row r is token r, one expert, grids known on the host). A pass records
+ * one dispatch per source. */
 typedef struct vkmoe_gemm_rows {
-    VkDeviceAddress expert_table, tile_expert, row_slot, hidden, out;
+    const vkmoe_gemm_source *sources;
+    uint32_t source_count;
+    VkDeviceAddress tile_expert, row_slot, hidden, out;
     VkDeviceAddress gate_bias, up_bias, down_bias; /* 0: none */
-    uint32_t ffn, ld_ffn, experts, top_k, max_tiles, rows;
+    uint32_t ffn, ld_ffn, top_k, max_tiles, rows;
 } vkmoe_gemm_rows;
 
 /* E matrices of one kind (gate, up or down) for all experts, packed into as
- * few allocations as the device's allocation limit allows. */
+ * few allocations as the device's allocation and texel-buffer limits
+ * allow, each seen through one texel view. The up and down arrays also
+ * hold their GEMM pass's sources, one per chunk (the gate array shares the
+ * up array's chunking: same shapes). */
 typedef struct vkmoe_expert_array {
     vkmoe_buffer *chunks;
+    VkBufferView *views;
+    vkmoe_gemm_source *sources;
     uint32_t chunk_count;
     uint32_t per_chunk;           /* experts per chunk */
     VkDeviceSize matrix_bytes;    /* one expert, rows padded to `ld` elements */
@@ -259,20 +281,22 @@ struct vkmoe_layer {
     vkmoe_gemm_config gemm;
 
     vkmoe_buffer router;        /* f32 [E (+1: shared gate ws)][ld_dim] */
+    VkBufferView router_view;
+    vkmoe_gemm_source router_source;
     vkmoe_buffer router_vectors;/* f32 [2][E]: router bias, selection bias */
     vkmoe_expert_array experts[3];
-    vkmoe_buffer expert_table;  /* uvec2 device address [3][E] */
     vkmoe_buffer expert_biases; /* f32 gate [E][ffn], up [E][ffn], down [E][dim] */
     vkmoe_expert_array shared[3];
-    vkmoe_buffer shared_table;  /* uvec2 device address [3] */
     /* Passes with one row per token (router logits, shared expert): u32
      * tile_expert [token_rows / tile] = 0, then row_slot [token_rows] = r. */
     vkmoe_buffer token_plan;
-    vkmoe_buffer router_table;  /* uvec2 [3]: the router as the "up" matrix of one expert */
     vkmoe_buffer shared_out;    /* f32 [token_rows][dim] */
     vkmoe_buffer scratch;       /* see vkmoe_scratch_layout */
     vkmoe_scratch_layout layout;
+    vkmoe_buffer x_rows;        /* f32 [token_rows][ld_dim]: x padded with zeros (input_rows) */
+    VkBufferView x_rows_view;
     vkmoe_buffer hidden;        /* f32 [max(max_rows·ld_ffn, token_rows·ld_shared)], gemm_up output */
+    VkBufferView hidden_view;
     vkmoe_buffer expert_out;    /* f32 [max_rows][dim], gemm_down output */
     vkmoe_buffer x, y;          /* f32 [max_tokens][dim], for vkmoe_layer_forward */
 
@@ -306,6 +330,11 @@ void vkmoe_weights_destroy(vkmoe_layer *layer);
 /* VKMOE_ERROR_STATE naming the first upload a forward still lacks. */
 vkmoe_status vkmoe_weights_check_complete(const vkmoe_layer *layer, const char *fn);
 
+/* The weights' texel format and its size in bytes: four 32-bit words for
+ * f32, f16 and bf16 rows, one for GGUF blocks (2-byte aligned). */
+VkFormat vkmoe_weight_texel_format(vkmoe_weight_type type);
+/* Before the router: copy the tokens' rows of x into x_rows (input_rows.c). */
+void vkmoe_input_rows_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
 /* Each stage records its dispatch; the caller puts barriers between them. */
 void vkmoe_router_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
 void vkmoe_count_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
@@ -333,8 +362,6 @@ vkmoe_spec vkmoe_router_spec(const vkmoe_layer *layer);
 vkmoe_spec vkmoe_gemm_spec(const vkmoe_layer *layer);
 vkmoe_spec vkmoe_router_gemm_spec(const vkmoe_layer *layer);
 
-/* Address of expert e's matrix in an expert array. */
-VkDeviceAddress vkmoe_expert_address(const vkmoe_expert_array *array, uint32_t expert);
 /* Byte offsets of the three bias vectors of expert e in layer->expert_biases. */
 VkDeviceSize vkmoe_expert_bias_offset(const vkmoe_layer *layer, vkmoe_expert_matrix matrix,
                                       uint32_t expert);

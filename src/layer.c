@@ -19,12 +19,13 @@ const char *vkmoe_stage_name(vkmoe_stage stage)
 static vkmoe_gemm_config choose_gemm_config(const vkmoe_context *ctx,
                                             const vkmoe_layer_params *p)
 {
-    /* A lane owns 4 output columns: 2 of each of the gate and up
-     * projections, 4 of the one ReLU projection, 4 of the down projection. */
-    uint32_t lanes = ctx->info.subgroup_size >= 4 ? ctx->info.subgroup_size : 4;
-    uint32_t up_columns = vkmoe_params_gated(p) ? 2 * lanes : 4 * lanes;
+    /* A lane owns 8 columns: 4 of each of the gate and up projections
+     * (making 4 hidden columns), 8 of the one ReLU projection, 8 of the down
+     * projection. */
+    uint32_t lanes = ctx->info.subgroup_size;
+    uint32_t up_columns = vkmoe_params_gated(p) ? 4 * lanes : 8 * lanes;
     return (vkmoe_gemm_config){
-        .tile_m = 32, .lanes = lanes, .up_columns = up_columns, .down_columns = 4 * lanes};
+        .tile_m = 32, .lanes = lanes, .up_columns = up_columns, .down_columns = 8 * lanes};
 }
 
 static void compute_sizes(vkmoe_layer *layer)
@@ -67,28 +68,82 @@ static void compute_sizes(vkmoe_layer *layer)
     l->size = at;
 }
 
-static vkmoe_status create_descriptors(vkmoe_layer *layer)
+/* The GEMM sources' sets: each binds rows of A and two weight views. */
+static void write_gemm_set(vkmoe_layer *layer, VkDescriptorSet set, VkBufferView a,
+                           VkBufferView w0, VkBufferView w1)
+{
+    VkBufferView views[3] = {a, w0, w1};
+    VkWriteDescriptorSet writes[3];
+    for (uint32_t i = 0; i < 3; i++)
+        writes[i] = (VkWriteDescriptorSet){
+            .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+            .dstSet = set,
+            .dstBinding = i,
+            .descriptorCount = 1,
+            .descriptorType = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER,
+            .pTexelBufferView = &views[i],
+        };
+    layer->ctx->vk.vkUpdateDescriptorSets(layer->ctx->device, 3, writes, 0, NULL);
+}
+
+static vkmoe_status allocate_set(vkmoe_layer *layer, VkDescriptorSetLayout set_layout,
+                                 VkDescriptorSet *out)
 {
     vkmoe_context *ctx = layer->ctx;
-    VkDescriptorPoolSize size = {.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .descriptorCount = 2};
-    VkDescriptorPoolCreateInfo pool = {
-        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
-        .maxSets = 1,
-        .poolSizeCount = 1,
-        .pPoolSizes = &size,
-    };
-    VKMOE_TRY(vkmoe_check_vk(
-        ctx, ctx->vk.vkCreateDescriptorPool(ctx->device, &pool, NULL, &layer->descriptor_pool),
-        "vkCreateDescriptorPool"));
     VkDescriptorSetAllocateInfo alloc = {
         .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
         .descriptorPool = layer->descriptor_pool,
         .descriptorSetCount = 1,
-        .pSetLayouts = &ctx->set_layout,
+        .pSetLayouts = &set_layout,
     };
-    return vkmoe_check_vk(
-        ctx, ctx->vk.vkAllocateDescriptorSets(ctx->device, &alloc, &layer->descriptor_set),
-        "vkAllocateDescriptorSets");
+    return vkmoe_check_vk(ctx, ctx->vk.vkAllocateDescriptorSets(ctx->device, &alloc, out),
+                          "vkAllocateDescriptorSets");
+}
+
+/* The up pass of a set of experts reads x_rows with the gate and up views
+ * (the up view twice without a gate); the down pass reads hidden. */
+static vkmoe_status create_expert_sets(vkmoe_layer *layer, vkmoe_expert_array arrays[3])
+{
+    const vkmoe_expert_array *gate = &arrays[VKMOE_EXPERT_GATE];
+    vkmoe_expert_array *up = &arrays[VKMOE_EXPERT_UP], *down = &arrays[VKMOE_EXPERT_DOWN];
+    for (uint32_t c = 0; c < up->chunk_count; c++) {
+        VKMOE_TRY(allocate_set(layer, layer->ctx->gemm_set_layout, &up->sources[c].set));
+        write_gemm_set(layer, up->sources[c].set, layer->x_rows_view,
+                       gate->chunks ? gate->views[c] : up->views[c], up->views[c]);
+    }
+    for (uint32_t c = 0; c < down->chunk_count; c++) {
+        VKMOE_TRY(allocate_set(layer, layer->ctx->gemm_set_layout, &down->sources[c].set));
+        write_gemm_set(layer, down->sources[c].set, layer->hidden_view, down->views[c],
+                       down->views[c]);
+    }
+    return VKMOE_OK;
+}
+
+static vkmoe_status create_descriptors(vkmoe_layer *layer)
+{
+    vkmoe_context *ctx = layer->ctx;
+    uint32_t gemm_sets = 1 + layer->experts[VKMOE_EXPERT_UP].chunk_count +
+                         layer->experts[VKMOE_EXPERT_DOWN].chunk_count +
+                         (layer->params.shared_ffn_dim ? 2 : 0);
+    VkDescriptorPoolSize sizes[2] = {
+        {.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .descriptorCount = 2},
+        {.type = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, .descriptorCount = 3 * gemm_sets},
+    };
+    VkDescriptorPoolCreateInfo pool = {
+        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
+        .maxSets = 1 + gemm_sets,
+        .poolSizeCount = 2,
+        .pPoolSizes = sizes,
+    };
+    VKMOE_TRY(vkmoe_check_vk(
+        ctx, ctx->vk.vkCreateDescriptorPool(ctx->device, &pool, NULL, &layer->descriptor_pool),
+        "vkCreateDescriptorPool"));
+    VKMOE_TRY(allocate_set(layer, ctx->set_layout, &layer->descriptor_set));
+    VKMOE_TRY(allocate_set(layer, ctx->gemm_set_layout, &layer->router_source.set));
+    write_gemm_set(layer, layer->router_source.set, layer->x_rows_view, layer->router_view,
+                   layer->router_view);
+    VKMOE_TRY(create_expert_sets(layer, layer->experts));
+    return layer->params.shared_ffn_dim ? create_expert_sets(layer, layer->shared) : VKMOE_OK;
 }
 
 static vkmoe_status create_pipelines(vkmoe_layer *layer)
@@ -97,6 +152,7 @@ static vkmoe_status create_pipelines(vkmoe_layer *layer)
     vkmoe_spec router = vkmoe_router_spec(layer);
     vkmoe_spec gemm = vkmoe_gemm_spec(layer);
     const vkmoe_spec *specs[VKMOE_SHADER_MAX] = {
+        [VKMOE_SHADER_INPUT_ROWS] = &none,
         [VKMOE_SHADER_ROUTER] = &router, [VKMOE_SHADER_COUNT] = &none,
         [VKMOE_SHADER_SCAN] = &none,     [VKMOE_SHADER_SCATTER] = &none,
         [VKMOE_SHADER_GEMM_UP] = &gemm,  [VKMOE_SHADER_GEMM_DOWN] = &gemm,
@@ -169,6 +225,12 @@ static vkmoe_status allocate_layer(vkmoe_layer *layer)
                                       VKMOE_MEMORY_DEVICE, &layer->shared_out));
     VKMOE_TRY(vkmoe_buffer_create(ctx, layer->layout.size, VKMOE_MEMORY_DEVICE, &layer->scratch));
     VKMOE_TRY(vkmoe_buffer_create(ctx, hidden_elements * 4, VKMOE_MEMORY_DEVICE, &layer->hidden));
+    VKMOE_TRY(vkmoe_buffer_view_create(ctx, &layer->hidden, VK_FORMAT_R32G32B32A32_SFLOAT,
+                                       hidden_elements * 4, &layer->hidden_view));
+    VkDeviceSize x_rows_bytes = (VkDeviceSize)layer->token_rows * layer->ld_dim * 4;
+    VKMOE_TRY(vkmoe_buffer_create(ctx, x_rows_bytes, VKMOE_MEMORY_DEVICE, &layer->x_rows));
+    VKMOE_TRY(vkmoe_buffer_view_create(ctx, &layer->x_rows, VK_FORMAT_R32G32B32A32_SFLOAT,
+                                       x_rows_bytes, &layer->x_rows_view));
     VKMOE_TRY(vkmoe_buffer_create(ctx, (VkDeviceSize)layer->max_rows * p->dim * 4,
                                   VKMOE_MEMORY_DEVICE, &layer->expert_out));
     VKMOE_TRY(vkmoe_buffer_create(ctx, io_bytes, VKMOE_MEMORY_DEVICE, &layer->x));
@@ -216,9 +278,13 @@ void vkmoe_layer_destroy(vkmoe_layer **player)
         ctx->vk.vkDestroyQueryPool(ctx->device, layer->queries, NULL);
     if (layer->descriptor_pool)
         ctx->vk.vkDestroyDescriptorPool(ctx->device, layer->descriptor_pool, NULL);
+    VkBufferView views[] = {layer->hidden_view, layer->x_rows_view};
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(views); i++)
+        if (views[i])
+            ctx->vk.vkDestroyBufferView(ctx->device, views[i], NULL);
     vkmoe_buffer *buffers[] = {&layer->token_plan, &layer->shared_out, &layer->scratch,
-                               &layer->hidden,      &layer->expert_out, &layer->x,
-                               &layer->y};
+                               &layer->hidden,     &layer->x_rows,     &layer->expert_out,
+                               &layer->x,          &layer->y};
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(buffers); i++)
         vkmoe_buffer_destroy(ctx, buffers[i]);
     vkmoe_weights_destroy(layer);

@@ -73,7 +73,8 @@ vkmoe_status vkmoe_buffer_create(vkmoe_context *ctx, VkDeviceSize size, vkmoe_me
         .size = size,
         .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
                  VK_BUFFER_USAGE_TRANSFER_DST_BIT | VK_BUFFER_USAGE_INDIRECT_BUFFER_BIT |
-                 VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT,
+                 VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT |
+                 VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT,
         .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
     };
     vkmoe_status status = vkmoe_check_vk(
@@ -100,6 +101,35 @@ void vkmoe_buffer_destroy(vkmoe_context *ctx, vkmoe_buffer *buf)
     if (buf->memory)
         ctx->vk.vkFreeMemory(ctx->device, buf->memory, NULL);
     memset(buf, 0, sizeof(*buf));
+}
+
+static VkDeviceSize texel_bytes(VkFormat format)
+{
+    switch (format) {
+    case VK_FORMAT_R32_UINT: return 4;
+    default: return 16; /* VK_FORMAT_R32G32B32A32_{UINT,SFLOAT} */
+    }
+}
+
+vkmoe_status vkmoe_buffer_view_create(vkmoe_context *ctx, const vkmoe_buffer *buf,
+                                      VkFormat format, VkDeviceSize range, VkBufferView *out)
+{
+    VkDeviceSize texels = range / texel_bytes(format);
+    uint32_t limit = ctx->properties.limits.maxTexelBufferElements;
+    if (texels > limit)
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "a texel view of %llu texels exceeds the device's "
+                          "maxTexelBufferElements (%u); lower max_tokens",
+                          (unsigned long long)texels, limit);
+    VkBufferViewCreateInfo info = {
+        .sType = VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO,
+        .buffer = buf->buffer,
+        .format = format,
+        .offset = 0,
+        .range = texels * texel_bytes(format),
+    };
+    return vkmoe_check_vk(ctx, ctx->vk.vkCreateBufferView(ctx->device, &info, NULL, out),
+                          "vkCreateBufferView");
 }
 
 static void pack_rows(uint8_t *dst, const uint8_t *src, uint64_t rows, uint64_t row_bytes,

@@ -5,6 +5,9 @@
 #include "internal.h"
 
 /* glslc -mfmt=c writes each module as a braced initializer list. */
+static const uint32_t input_rows_spv[] =
+#include "input_rows.spv.h"
+    ;
 static const uint32_t router_spv[] =
 #include "router.spv.h"
     ;
@@ -32,6 +35,7 @@ static const struct {
     size_t size;
     const char *name;
 } shaders[VKMOE_SHADER_MAX] = {
+    [VKMOE_SHADER_INPUT_ROWS] = {input_rows_spv, sizeof(input_rows_spv), "input_rows"},
     [VKMOE_SHADER_ROUTER] = {router_spv, sizeof(router_spv), "router"},
     [VKMOE_SHADER_COUNT] = {count_spv, sizeof(count_spv), "count"},
     [VKMOE_SHADER_SCAN] = {scan_spv, sizeof(scan_spv), "scan"},
@@ -41,24 +45,32 @@ static const struct {
     [VKMOE_SHADER_COMBINE] = {combine_spv, sizeof(combine_spv), "combine"},
 };
 
-vkmoe_status vkmoe_pipelines_init(vkmoe_context *ctx)
+static vkmoe_status create_set_layout(vkmoe_context *ctx, VkDescriptorType type, uint32_t count,
+                                      VkDescriptorSetLayout *out)
 {
-    VkDescriptorSetLayoutBinding bindings[2];
-    for (uint32_t i = 0; i < 2; i++)
+    VkDescriptorSetLayoutBinding bindings[3];
+    for (uint32_t i = 0; i < count; i++)
         bindings[i] = (VkDescriptorSetLayoutBinding){
             .binding = i,
-            .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+            .descriptorType = type,
             .descriptorCount = 1,
             .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
         };
-    VkDescriptorSetLayoutCreateInfo set_info = {
+    VkDescriptorSetLayoutCreateInfo info = {
         .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
-        .bindingCount = 2,
+        .bindingCount = count,
         .pBindings = bindings,
     };
-    VKMOE_TRY(vkmoe_check_vk(
-        ctx, ctx->vk.vkCreateDescriptorSetLayout(ctx->device, &set_info, NULL, &ctx->set_layout),
-        "vkCreateDescriptorSetLayout"));
+    return vkmoe_check_vk(ctx, ctx->vk.vkCreateDescriptorSetLayout(ctx->device, &info, NULL, out),
+                          "vkCreateDescriptorSetLayout");
+}
+
+vkmoe_status vkmoe_pipelines_init(vkmoe_context *ctx)
+{
+    VKMOE_TRY(create_set_layout(ctx, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 2, &ctx->set_layout));
+    VKMOE_TRY(create_set_layout(ctx, VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, 3,
+                                &ctx->gemm_set_layout));
+    VkDescriptorSetLayout sets[2] = {ctx->set_layout, ctx->gemm_set_layout};
     VkPushConstantRange push = {
         .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
         .offset = 0,
@@ -66,8 +78,8 @@ vkmoe_status vkmoe_pipelines_init(vkmoe_context *ctx)
     };
     VkPipelineLayoutCreateInfo layout_info = {
         .sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
-        .setLayoutCount = 1,
-        .pSetLayouts = &ctx->set_layout,
+        .setLayoutCount = 2,
+        .pSetLayouts = sets,
         .pushConstantRangeCount = 1,
         .pPushConstantRanges = &push,
     };
@@ -88,6 +100,8 @@ void vkmoe_pipelines_destroy(vkmoe_context *ctx)
         ctx->vk.vkDestroyPipelineLayout(ctx->device, ctx->pipeline_layout, NULL);
     if (ctx->set_layout)
         ctx->vk.vkDestroyDescriptorSetLayout(ctx->device, ctx->set_layout, NULL);
+    if (ctx->gemm_set_layout)
+        ctx->vk.vkDestroyDescriptorSetLayout(ctx->device, ctx->gemm_set_layout, NULL);
 }
 
 static vkmoe_status create_pipeline(vkmoe_context *ctx, vkmoe_shader shader,

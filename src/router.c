@@ -1,7 +1,7 @@
-/* Stage 1, router: the logits as a GEMM over one row per token (the expert
- * GEMM's shader, projection only), then scores, group-limited top-k,
- * combine weights, the shared expert's gate and the statistics inputs
- * (shaders/router.comp). */
+/* Stage 1, router: x's rows padded for the GEMMs (input_rows.c), the logits
+ * as a GEMM over one row per token (the expert GEMM's shader, projection
+ * only), then scores, group-limited top-k, combine weights, the shared
+ * expert's gate and the statistics inputs (shaders/router.comp). */
 #include <stddef.h>
 
 #include "internal.h"
@@ -30,6 +30,8 @@ void vkmoe_router_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t token
     const vkmoe_layer_params *p = &layer->params;
     VkDeviceAddress scratch = layer->scratch.address;
     VkDeviceAddress vectors = layer->router_vectors.address;
+    vkmoe_input_rows_record(layer, cmd, tokens);
+    vkmoe_barrier_compute(layer->ctx, cmd);
     vkmoe_router_gemm_pass(layer, cmd, tokens);
     vkmoe_barrier_compute(layer->ctx, cmd);
     router_push push = {

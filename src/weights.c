@@ -8,10 +8,14 @@
 
 static const char *const matrix_names[3] = {"gate", "up", "down"};
 
-VkDeviceAddress vkmoe_expert_address(const vkmoe_expert_array *array, uint32_t expert)
+VkFormat vkmoe_weight_texel_format(vkmoe_weight_type type)
 {
-    return array->chunks[expert / array->per_chunk].address +
-           (expert % array->per_chunk) * array->matrix_bytes;
+    return vkmoe_weight_blocked(type) ? VK_FORMAT_R32_UINT : VK_FORMAT_R32G32B32A32_UINT;
+}
+
+static VkDeviceSize weight_texel_bytes(vkmoe_weight_type type)
+{
+    return vkmoe_weight_blocked(type) ? 4 : 16;
 }
 
 VkDeviceSize vkmoe_expert_bias_offset(const vkmoe_layer *layer, vkmoe_expert_matrix matrix,
@@ -24,79 +28,94 @@ VkDeviceSize vkmoe_expert_bias_offset(const vkmoe_layer *layer, vkmoe_expert_mat
     return (matrix == VKMOE_EXPERT_UP ? experts * ffn_vector : 0) + expert * ffn_vector;
 }
 
-/* `count` matrices of rows x cols, packed into as few allocations as the
- * device allows (at most 1 GiB each, so that a failure says which). */
+/* The block readers fetch whole words a little past a block's end. */
+#define CHUNK_SLACK 16u
+
+/* The bytes one chunk of matrices may hold: an allocation, at most 1 GiB
+ * (so that a failure says which), seen whole by one texel view. */
+static VkDeviceSize chunk_limit(const vkmoe_context *ctx, vkmoe_weight_type type)
+{
+    VkDeviceSize limit = 1ull << 30;
+    VkDeviceSize texels = (VkDeviceSize)ctx->properties.limits.maxTexelBufferElements *
+                          weight_texel_bytes(type);
+    if (ctx->info.max_allocation_size < limit)
+        limit = ctx->info.max_allocation_size;
+    if (texels < limit)
+        limit = texels;
+    return limit > CHUNK_SLACK ? limit - CHUNK_SLACK : 0;
+}
+
+static vkmoe_status create_chunk(vkmoe_layer *layer, vkmoe_expert_array *array, uint32_t c,
+                                 uint32_t matrices)
+{
+    vkmoe_context *ctx = layer->ctx;
+    VkDeviceSize bytes = matrices * array->matrix_bytes + CHUNK_SLACK;
+    VKMOE_TRY(vkmoe_buffer_create(ctx, bytes, VKMOE_MEMORY_DEVICE, &array->chunks[c]));
+    return vkmoe_buffer_view_create(ctx, &array->chunks[c],
+                                    vkmoe_weight_texel_format(layer->params.weight_type), bytes,
+                                    &array->views[c]);
+}
+
+/* `count` matrices of rows x cols in as few chunks as chunk_limit allows. */
 static vkmoe_status create_expert_array(vkmoe_layer *layer, vkmoe_expert_array *array,
                                         uint32_t count, uint32_t rows, uint32_t cols)
 {
     vkmoe_context *ctx = layer->ctx;
+    vkmoe_weight_type type = layer->params.weight_type;
     array->rows = rows;
     array->cols = cols;
     array->ld = (uint32_t)vkmoe_round_up(cols, VKMOE_ROW_ALIGN);
-    /* Each matrix starts 16-byte aligned; Q8_0 rows are whole blocks. */
-    array->matrix_bytes = vkmoe_round_up(
-        (VkDeviceSize)rows * vkmoe_weight_bytes(layer->params.weight_type, array->ld), 16);
+    /* Each matrix starts on a texel; Q8_0 rows are whole blocks. */
+    array->matrix_bytes =
+        vkmoe_round_up((VkDeviceSize)rows * vkmoe_weight_bytes(type, array->ld), 16);
     /* Shaders index one matrix with 32-bit element offsets. */
     if ((uint64_t)rows * array->ld >= (1ull << 32))
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
                           "vkmoe_layer_create: an expert matrix of %u x %u is too large", rows,
                           cols);
-    VkDeviceSize chunk_limit = ctx->info.max_allocation_size < (1ull << 30)
-                                   ? ctx->info.max_allocation_size
-                                   : (1ull << 30);
-    uint64_t per_chunk = chunk_limit / array->matrix_bytes;
+    uint64_t per_chunk = chunk_limit(ctx, type) / array->matrix_bytes;
     array->per_chunk = per_chunk == 0 ? 1 : per_chunk > count ? count : (uint32_t)per_chunk;
     array->chunk_count = (uint32_t)vkmoe_div_up(count, array->per_chunk);
     array->chunks = calloc(array->chunk_count, sizeof(*array->chunks));
-    if (!array->chunks)
+    array->views = calloc(array->chunk_count, sizeof(*array->views));
+    array->sources = calloc(array->chunk_count, sizeof(*array->sources));
+    if (!array->chunks || !array->views || !array->sources)
         return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     for (uint32_t c = 0; c < array->chunk_count; c++) {
         uint32_t in_chunk = count - c * array->per_chunk;
         if (in_chunk > array->per_chunk)
             in_chunk = array->per_chunk;
-        VKMOE_TRY(vkmoe_buffer_create(ctx, in_chunk * array->matrix_bytes, VKMOE_MEMORY_DEVICE,
-                                      &array->chunks[c]));
+        VKMOE_TRY(create_chunk(layer, array, c, in_chunk));
+        array->sources[c] = (vkmoe_gemm_source){
+            .expert_first = c * array->per_chunk,
+            .expert_count = in_chunk,
+            .matrix_texels = (uint32_t)(array->matrix_bytes / weight_texel_bytes(type)),
+        };
     }
     return VKMOE_OK;
 }
 
 static void destroy_expert_array(vkmoe_context *ctx, vkmoe_expert_array *array)
 {
-    for (uint32_t c = 0; array->chunks && c < array->chunk_count; c++)
+    for (uint32_t c = 0; array->chunks && c < array->chunk_count; c++) {
+        if (array->views[c])
+            ctx->vk.vkDestroyBufferView(ctx->device, array->views[c], NULL);
         vkmoe_buffer_destroy(ctx, &array->chunks[c]);
+    }
     free(array->chunks);
+    free(array->views);
+    free(array->sources);
     memset(array, 0, sizeof(*array));
 }
 
-/* The device addresses of `count` experts' three matrices, [3][count];
- * an array the activation does not use (no gate) gets address 0. */
-static vkmoe_status write_address_table(vkmoe_layer *layer, const vkmoe_expert_array arrays[3],
-                                        uint32_t count, const vkmoe_buffer *table_buffer)
-{
-    VkDeviceAddress *table = calloc(3 * (size_t)count, sizeof(*table));
-    if (!table)
-        return vkmoe_fail(layer->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    for (uint32_t m = 0; m < 3; m++)
-        for (uint32_t e = 0; e < count && arrays[m].chunks; e++)
-            table[m * count + e] = vkmoe_expert_address(&arrays[m], e);
-    size_t bytes = 3 * (size_t)count * sizeof(*table);
-    vkmoe_status status =
-        vkmoe_buffer_write_rows(layer->ctx, table_buffer, 0, table, 1, bytes, bytes);
-    free(table);
-    return status;
-}
-
 static vkmoe_status create_matrices(vkmoe_layer *layer, vkmoe_expert_array arrays[3],
-                                    uint32_t count, uint32_t ffn, vkmoe_buffer *table)
+                                    uint32_t count, uint32_t ffn)
 {
     const vkmoe_layer_params *p = &layer->params;
     if (vkmoe_params_gated(p))
         VKMOE_TRY(create_expert_array(layer, &arrays[VKMOE_EXPERT_GATE], count, ffn, p->dim));
     VKMOE_TRY(create_expert_array(layer, &arrays[VKMOE_EXPERT_UP], count, ffn, p->dim));
-    VKMOE_TRY(create_expert_array(layer, &arrays[VKMOE_EXPERT_DOWN], count, p->dim, ffn));
-    VKMOE_TRY(vkmoe_buffer_create(layer->ctx, 3ull * count * sizeof(VkDeviceAddress),
-                                  VKMOE_MEMORY_DEVICE, table));
-    return write_address_table(layer, arrays, count, table);
+    return create_expert_array(layer, &arrays[VKMOE_EXPERT_DOWN], count, p->dim, ffn);
 }
 
 static vkmoe_status mark_needed_uploads(vkmoe_layer *layer)
@@ -129,33 +148,31 @@ vkmoe_status vkmoe_weights_create(vkmoe_layer *layer)
     const vkmoe_layer_params *p = &layer->params;
     VKMOE_TRY(mark_needed_uploads(layer));
     uint32_t router_rows = p->experts + (p->shared_gate ? 1 : 0);
-    VKMOE_TRY(vkmoe_buffer_create(ctx, (VkDeviceSize)router_rows * layer->ld_dim * 4,
-                                  VKMOE_MEMORY_DEVICE, &layer->router));
+    VkDeviceSize router_bytes = (VkDeviceSize)router_rows * layer->ld_dim * 4;
+    VKMOE_TRY(vkmoe_buffer_create(ctx, router_bytes, VKMOE_MEMORY_DEVICE, &layer->router));
+    VKMOE_TRY(vkmoe_buffer_view_create(ctx, &layer->router,
+                                       vkmoe_weight_texel_format(VKMOE_WEIGHT_F32), router_bytes,
+                                       &layer->router_view));
+    /* The router GEMM sees Wg as the matrix of a single expert. */
+    layer->router_source = (vkmoe_gemm_source){.expert_count = 1};
     VKMOE_TRY(vkmoe_buffer_create(ctx, 8ull * p->experts, VKMOE_MEMORY_DEVICE,
                                   &layer->router_vectors));
-    /* The router GEMM sees Wg as the up matrix of a single expert. */
-    VkDeviceAddress router_table[3] = {0, layer->router.address, 0};
-    VKMOE_TRY(vkmoe_buffer_create(ctx, sizeof(router_table), VKMOE_MEMORY_DEVICE,
-                                  &layer->router_table));
-    VKMOE_TRY(vkmoe_buffer_write_rows(ctx, &layer->router_table, 0, router_table, 1,
-                                      sizeof(router_table), sizeof(router_table)));
-    VKMOE_TRY(create_matrices(layer, layer->experts, p->experts, p->ffn_dim, &layer->expert_table));
+    VKMOE_TRY(create_matrices(layer, layer->experts, p->experts, p->ffn_dim));
     if (p->expert_bias)
         VKMOE_TRY(vkmoe_buffer_create(ctx, vkmoe_expert_bias_offset(layer, VKMOE_EXPERT_DOWN,
                                                                     p->experts),
                                       VKMOE_MEMORY_DEVICE, &layer->expert_biases));
     if (p->shared_ffn_dim)
-        VKMOE_TRY(create_matrices(layer, layer->shared, 1, p->shared_ffn_dim,
-                                  &layer->shared_table));
+        VKMOE_TRY(create_matrices(layer, layer->shared, 1, p->shared_ffn_dim));
     return VKMOE_OK;
 }
 
 void vkmoe_weights_destroy(vkmoe_layer *layer)
 {
     vkmoe_context *ctx = layer->ctx;
-    vkmoe_buffer *buffers[] = {&layer->router,        &layer->router_vectors,
-                               &layer->router_table,  &layer->expert_table,
-                               &layer->expert_biases, &layer->shared_table};
+    if (layer->router_view)
+        ctx->vk.vkDestroyBufferView(ctx->device, layer->router_view, NULL);
+    vkmoe_buffer *buffers[] = {&layer->router, &layer->router_vectors, &layer->expert_biases};
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(buffers); i++)
         vkmoe_buffer_destroy(ctx, buffers[i]);
     for (uint32_t m = 0; m < 3; m++) {

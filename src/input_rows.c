@@ -1,0 +1,26 @@
+/* Before the router (timed with it): x's rows padded with zeros to ld_dim
+ * elements in x_rows, where every GEMM reads them as whole texels
+ * (shaders/input_rows.comp). */
+#include "internal.h"
+
+typedef struct input_rows_push {
+    VkDeviceAddress x_rows;
+    uint32_t tokens, dim, ld_dim;
+} input_rows_push;
+_Static_assert(sizeof(input_rows_push) == 24, "input_rows_push must mirror input_rows.comp");
+
+/* Invocations per workgroup in input_rows.comp, each writing 4 elements. */
+#define GROUP_SIZE 64u
+
+void vkmoe_input_rows_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
+{
+    input_rows_push push = {
+        .x_rows = layer->x_rows.address,
+        .tokens = tokens,
+        .dim = layer->params.dim,
+        .ld_dim = layer->ld_dim,
+    };
+    uint64_t quads = (uint64_t)tokens * layer->ld_dim / 4;
+    vkmoe_dispatch_1d(layer->ctx, cmd, layer->pipelines[VKMOE_SHADER_INPUT_ROWS], &push,
+                      sizeof(push), vkmoe_div_up(quads, GROUP_SIZE));
+}
