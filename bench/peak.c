@@ -43,15 +43,18 @@ static vkmoe_status make_pipeline(vkmoe_context *ctx, const uint32_t *code, size
 }
 
 /* Milliseconds of GPU time for one dispatch of `groups` workgroups, the
- * fastest of REPEATS. */
+ * fastest of REPEATS; `set`, unless VK_NULL_HANDLE, is bound as set 1. */
 static vkmoe_status time_dispatch(vkmoe_context *ctx, VkQueryPool queries, VkPipeline pipeline,
-                                  const void *push, uint32_t push_size, uint32_t groups,
-                                  double *ms)
+                                  VkDescriptorSet set, const void *push, uint32_t push_size,
+                                  uint32_t groups, double *ms)
 {
     *ms = 1e30;
     for (int r = 0; r < REPEATS; r++) {
         VkCommandBuffer cmd;
         VKMOE_TRY(vkmoe_context_begin(ctx, &cmd));
+        if (set)
+            ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE,
+                                            ctx->pipeline_layout, 1, 1, &set, 0, NULL);
         ctx->vk.vkCmdResetQueryPool(cmd, queries, 0, 2);
         ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, queries, 0);
         vkmoe_dispatch_1d(ctx, cmd, pipeline, push, push_size, groups);
@@ -74,7 +77,45 @@ typedef struct peak_resources {
     VkQueryPool queries;
     VkPipeline fma, fma16, copy;
     vkmoe_buffer src, dst;
+    VkBufferView src_view;
+    VkDescriptorPool pool;
+    VkDescriptorSet src_set;
 } peak_resources;
+
+/* The copy's source as set 1 of the library's pipeline layout, binding 1
+ * (where the GEMMs find their weights); every binding holds it. */
+static vkmoe_status create_copy_source(vkmoe_context *ctx, peak_resources *r)
+{
+    VKMOE_TRY(vkmoe_buffer_view_create(ctx, &r->src, VK_FORMAT_R32G32B32A32_UINT, COPY_BYTES,
+                                       &r->src_view));
+    VkDescriptorPoolSize size = {VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, 3};
+    VkDescriptorPoolCreateInfo pool_info = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
+                                            .maxSets = 1,
+                                            .poolSizeCount = 1,
+                                            .pPoolSizes = &size};
+    VKMOE_TRY(vkmoe_check_vk(
+        ctx, ctx->vk.vkCreateDescriptorPool(ctx->device, &pool_info, NULL, &r->pool),
+        "vkCreateDescriptorPool"));
+    VkDescriptorSetAllocateInfo alloc = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+                                         .descriptorPool = r->pool,
+                                         .descriptorSetCount = 1,
+                                         .pSetLayouts = &ctx->gemm_set_layout};
+    VKMOE_TRY(vkmoe_check_vk(
+        ctx, ctx->vk.vkAllocateDescriptorSets(ctx->device, &alloc, &r->src_set),
+        "vkAllocateDescriptorSets"));
+    VkWriteDescriptorSet writes[3];
+    for (uint32_t i = 0; i < 3; i++)
+        writes[i] = (VkWriteDescriptorSet){
+            .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+            .dstSet = r->src_set,
+            .dstBinding = i,
+            .descriptorCount = 1,
+            .descriptorType = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER,
+            .pTexelBufferView = &r->src_view,
+        };
+    ctx->vk.vkUpdateDescriptorSets(ctx->device, 3, writes, 0, NULL);
+    return VKMOE_OK;
+}
 
 /* GFLOP/s of one FMA-bound pipeline: 8 vec4 FMAs of 2 FLOPs per component
  * per step, 64 invocations per workgroup. */
@@ -86,7 +127,8 @@ static vkmoe_status time_fma(vkmoe_context *ctx, peak_resources *r, VkPipeline p
         uint32_t iterations, pad_;
     } push = {r->dst.address, FMA_ITERATIONS, 0};
     double ms;
-    VKMOE_TRY(time_dispatch(ctx, r->queries, pipeline, &push, sizeof(push), FMA_GROUPS, &ms));
+    VKMOE_TRY(time_dispatch(ctx, r->queries, pipeline, VK_NULL_HANDLE, &push, sizeof(push),
+                            FMA_GROUPS, &ms));
     double flops = (double)FMA_GROUPS * 64 * FMA_ITERATIONS * 8 * 4 * 2;
     *gflops = flops / (ms * 1e6);
     return VKMOE_OK;
@@ -115,11 +157,12 @@ static vkmoe_status measure(vkmoe_context *ctx, peak_resources *r, peak_figures 
     }
     double ms;
 
+    VKMOE_TRY(create_copy_source(ctx, r));
     struct {
-        VkDeviceAddress src, dst;
+        VkDeviceAddress dst;
         uint32_t count, pad_;
-    } copy_push = {r->src.address, r->dst.address, (uint32_t)(COPY_BYTES / 16), 0};
-    VKMOE_TRY(time_dispatch(ctx, r->queries, r->copy, &copy_push, sizeof(copy_push),
+    } copy_push = {r->dst.address, (uint32_t)(COPY_BYTES / 16), 0};
+    VKMOE_TRY(time_dispatch(ctx, r->queries, r->copy, r->src_set, &copy_push, sizeof(copy_push),
                             (uint32_t)(COPY_BYTES / 16 / 64 / 16), &ms));
     out->copy_gbps = 2.0 * (double)COPY_BYTES / (ms * 1e6);
     return VKMOE_OK;
@@ -140,6 +183,10 @@ vkmoe_status peak_measure(vkmoe_context *ctx, peak_figures *out)
         ctx->vk.vkDestroyPipeline(ctx->device, r.copy, NULL);
     if (r.fma16)
         ctx->vk.vkDestroyPipeline(ctx->device, r.fma16, NULL);
+    if (r.pool)
+        ctx->vk.vkDestroyDescriptorPool(ctx->device, r.pool, NULL);
+    if (r.src_view)
+        ctx->vk.vkDestroyBufferView(ctx->device, r.src_view, NULL);
     vkmoe_buffer_destroy(ctx, &r.src);
     vkmoe_buffer_destroy(ctx, &r.dst);
     return status;
