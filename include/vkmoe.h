@@ -189,19 +189,46 @@ typedef enum vkmoe_weight_type {
      * low nibbles are weights 0..15 and high nibbles 16..31 (18 bytes),
      * weight = d·(q − 8). Rows must be multiples of 32, as for Q8_0. */
     VKMOE_WEIGHT_Q4_0 = 4,
+    /* GGUF's Q4_K: super-blocks of 256 weights in 144 bytes: f16 d and dmin,
+     * 12 bytes packing eight 6-bit scales sc_j and mins m_j, then 128 bytes
+     * of 4-bit q (bytes 32i..32i+31 hold sub-block 2i in their low nibbles,
+     * 2i+1 in their high ones); weight = d·sc_j·q − dmin·m_j for sub-block
+     * j of 32. Rows must be multiples of 256. */
+    VKMOE_WEIGHT_Q4_K = 5,
+    /* GGUF's Q6_K: super-blocks of 256 weights in 210 bytes: 128 bytes of
+     * the low 4 bits of q, 64 of the high 2 bits, sixteen int8 scales sc_j
+     * (one per 16 weights), then f16 d; weight = d·sc_j·(q − 32). Rows
+     * must be multiples of 256. */
+    VKMOE_WEIGHT_Q6_K = 6,
 } vkmoe_weight_type;
 
-/* Bytes that `weights` weights of this type take (for Q8_0 and Q4_0 a
- * multiple of 32 weights); 0 for an unknown type or a count that is not
+/* The type's name as vkmoe-bench's --weights spells it ("f32", "f16",
+ * "bf16", "q8_0", "q4_0", "q4_k", "q6_k"); NULL for an unknown type. */
+VKMOE_API const char *vkmoe_weight_type_name(vkmoe_weight_type type);
+
+/* Weights per storage block of this type: 1 for f32, f16 and bf16, 32 for
+ * Q8_0 and Q4_0, 256 for Q4_K and Q6_K; 0 for an unknown type. Every row
+ * of a matrix (dim, ffn_dim, shared_ffn_dim) must be whole blocks. */
+VKMOE_API uint32_t vkmoe_weight_block(vkmoe_weight_type type);
+
+/* Bytes that `weights` weights of this type take (a multiple of
+ * vkmoe_weight_block(type)); 0 for an unknown type or a count that is not
  * whole blocks. */
 VKMOE_API size_t vkmoe_weight_bytes(vkmoe_weight_type type, uint64_t weights);
 
 /* Encode n f32 values as `type` into dst (dst_size bytes, at least
- * vkmoe_weight_bytes(type, n)): f16 and bf16 round to nearest even; Q8_0
- * and Q4_0 quantize each block of 32 as ggml's reference quantizer does
- * (Q8_0: d = max|x| / 127 as f16, q = round(x / d) half away from zero;
+ * vkmoe_weight_bytes(type, n)): f16 and bf16 round to nearest even; the
+ * GGUF types quantize each block as ggml's reference quantizer
+ * (quantize_row_*_ref) does, so the blocks equal a GGUF file's:
+ * Q8_0: d = max|x| / 127 as f16, q = round(x / d) half away from zero;
  * Q4_0: d = m / −8 for the x of largest magnitude m, q = min(15,
- * trunc(x / d + 8.5))), so the blocks equal a GGUF file's. */
+ * trunc(x / d + 8.5));
+ * Q4_K: each sub-block of 32 fits a scale and a min by weighted least
+ * squares over 21 candidate grids, the eight scales and mins are quantized
+ * to 6 bits against the largest, and q is re-rounded on the stored grid;
+ * Q6_K: each sub-block of 16 fits a symmetric scale (19 candidates,
+ * weighted by x²), the scales are quantized to int8 against the largest,
+ * and q is re-rounded on the stored grid. */
 VKMOE_API vkmoe_status vkmoe_quantize(vkmoe_weight_type type, const float *src, size_t n,
                                       void *dst, size_t dst_size);
 /* Decode n weights of `type` from src into f32 dst: what the device computes with. */

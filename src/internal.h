@@ -19,16 +19,11 @@
 #define VKMOE_SCAN_TILE 1024u
 /* Weight rows are padded to this many elements so shaders load 16 bytes at a time. */
 #define VKMOE_ROW_ALIGN 8u
-/* GGUF Q8_0 and Q4_0: weights per block; Q8_0 bytes per block (f16 scale,
- * 32 int8). */
-#define VKMOE_QUANT_BLOCK 32
-#define VKMOE_Q8_0_BYTES 34
-/* GGUF Q4_0: 32 weights per block in 18 bytes (f16 scale, 16 bytes of nibbles). */
-#define VKMOE_Q4_0_BYTES 18
-/* Whether a weight type stores blocks of VKMOE_QUANT_BLOCK weights. */
+/* Whether a weight type stores GGUF blocks (read as 32-bit words) rather
+ * than one value after another (read 16 bytes at a time). */
 static inline bool vkmoe_weight_blocked(vkmoe_weight_type type)
 {
-    return type == VKMOE_WEIGHT_Q8_0 || type == VKMOE_WEIGHT_Q4_0;
+    return vkmoe_weight_block(type) > 1;
 }
 
 #define VKMOE_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))

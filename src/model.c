@@ -271,8 +271,8 @@ static vkmoe_status check_dtype(const model_source *s, const model_file *f, cons
     if (t->dtype != VKMOE_DTYPE_OTHER)
         return VKMOE_OK;
     return vkmoe_fail(s->ctx, VKMOE_ERROR_UNSUPPORTED,
-                      FN ": %s: tensor \"%s\" is %s; vkmoe reads f32, f16, bf16, Q8_0 and Q4_0 "
-                         "tensors",
+                      FN ": %s: tensor \"%s\" is %s; vkmoe reads f32, f16, bf16, Q8_0, Q4_0, "
+                         "Q4_K and Q6_K tensors",
                       f->path, t->name, t->dtype_name);
 }
 
@@ -293,6 +293,8 @@ static vkmoe_weight_type weight_type_of(vkmoe_dtype dtype)
     case VKMOE_DTYPE_BF16: return VKMOE_WEIGHT_BF16;
     case VKMOE_DTYPE_Q8_0: return VKMOE_WEIGHT_Q8_0;
     case VKMOE_DTYPE_Q4_0: return VKMOE_WEIGHT_Q4_0;
+    case VKMOE_DTYPE_Q4_K: return VKMOE_WEIGHT_Q4_K;
+    case VKMOE_DTYPE_Q6_K: return VKMOE_WEIGHT_Q6_K;
     default: return VKMOE_WEIGHT_F32;
     }
 }

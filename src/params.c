@@ -23,14 +23,14 @@ static vkmoe_status check_shape(const vkmoe_context *ctx, const vkmoe_layer_para
     VKMOE_REQUIRE(ctx, (uint64_t)p->max_tokens * p->top_k <= VKMOE_MAX_SLOTS,
                   FN ": max_tokens·top_k = %llu exceeds %u slots",
                   (unsigned long long)p->max_tokens * p->top_k, VKMOE_MAX_SLOTS);
-    VKMOE_REQUIRE(ctx, (unsigned)p->weight_type <= VKMOE_WEIGHT_Q4_0, FN ": unknown weight_type %d",
-                  (int)p->weight_type);
-    VKMOE_REQUIRE(ctx, !vkmoe_weight_blocked(p->weight_type) ||
-                           (p->dim % VKMOE_QUANT_BLOCK == 0 && p->ffn_dim % VKMOE_QUANT_BLOCK == 0 &&
-                            p->shared_ffn_dim % VKMOE_QUANT_BLOCK == 0),
-                  FN ": Q8_0 and Q4_0 weights need dim (%u), ffn_dim (%u) and shared_ffn_dim "
-                     "(%u) to be multiples of 32, the block size",
-                  p->dim, p->ffn_dim, p->shared_ffn_dim);
+    uint32_t block = vkmoe_weight_block(p->weight_type);
+    VKMOE_REQUIRE(ctx, block > 0, FN ": unknown weight_type %d", (int)p->weight_type);
+    VKMOE_REQUIRE(ctx,
+                  p->dim % block == 0 && p->ffn_dim % block == 0 && p->shared_ffn_dim % block == 0,
+                  FN ": %s weights need dim (%u), ffn_dim (%u) and shared_ffn_dim (%u) to be "
+                     "multiples of %u, the block size",
+                  vkmoe_weight_type_name(p->weight_type), p->dim, p->ffn_dim, p->shared_ffn_dim,
+                  block);
     return VKMOE_OK;
 }
 

@@ -341,8 +341,18 @@ void vkmoe_ref_round_weights(vkmoe_weight_type type, float *values, size_t n)
         free(encoded);
         return;
     }
-    vkmoe_quantize(type, values, n, encoded, bytes);
-    vkmoe_dequantize(type, encoded, n, values);
+    /* The k-quants' searches can pick another block for the values a block
+     * decodes to, so go on to a fixed point: what encoding it again (as an
+     * upload does) reproduces exactly. Two rounds are enough in practice. */
+    float *before = malloc((n ? n : 1) * sizeof(*before));
+    for (int round = 0; before && round < 8; round++) {
+        memcpy(before, values, n * sizeof(*values));
+        vkmoe_quantize(type, values, n, encoded, bytes);
+        vkmoe_dequantize(type, encoded, n, values);
+        if (!memcmp(before, values, n * sizeof(*values)))
+            break;
+    }
+    free(before);
     free(encoded);
 }
 

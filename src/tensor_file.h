@@ -16,6 +16,8 @@ typedef enum vkmoe_dtype {
     VKMOE_DTYPE_BF16,
     VKMOE_DTYPE_Q8_0,
     VKMOE_DTYPE_Q4_0,
+    VKMOE_DTYPE_Q4_K,
+    VKMOE_DTYPE_Q6_K,
     VKMOE_DTYPE_OTHER,
 } vkmoe_dtype;
 

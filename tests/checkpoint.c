@@ -8,7 +8,15 @@
 #include "checkpoint.h"
 #include "tensor_file.h"
 
-enum { GGUF_F32 = 0, GGUF_F16 = 1, GGUF_Q4_0 = 2, GGUF_Q8_0 = 8, GGUF_BF16 = 30 };
+enum {
+    GGUF_F32 = 0,
+    GGUF_F16 = 1,
+    GGUF_Q4_0 = 2,
+    GGUF_Q8_0 = 8,
+    GGUF_Q4_K = 12,
+    GGUF_Q6_K = 14,
+    GGUF_BF16 = 30
+};
 
 static const char *path_in(const char *dir, const char *name)
 {
@@ -51,7 +59,8 @@ static uint32_t gguf_type(vkmoe_weight_type type)
     static const uint32_t types[] = {
         [VKMOE_WEIGHT_F32] = GGUF_F32, [VKMOE_WEIGHT_F16] = GGUF_F16,
         [VKMOE_WEIGHT_BF16] = GGUF_BF16, [VKMOE_WEIGHT_Q8_0] = GGUF_Q8_0,
-        [VKMOE_WEIGHT_Q4_0] = GGUF_Q4_0};
+        [VKMOE_WEIGHT_Q4_0] = GGUF_Q4_0, [VKMOE_WEIGHT_Q4_K] = GGUF_Q4_K,
+        [VKMOE_WEIGHT_Q6_K] = GGUF_Q6_K};
     return types[type];
 }
 

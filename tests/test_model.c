@@ -171,12 +171,13 @@ static void test_gguf_families(void **state)
     check_loaded(*state, &t, path_in("model.gguf"), 0, 15);
     test_layer_destroy(&t);
 
-    /* Q4_0 and Q8_0 experts straight from the file's blocks */
-    const vkmoe_weight_type quantized[2] = {VKMOE_WEIGHT_Q4_0, VKMOE_WEIGHT_Q8_0};
-    for (int q = 0; q < 2; q++) {
+    /* GGUF's blocks straight from the file */
+    const vkmoe_weight_type quantized[4] = {VKMOE_WEIGHT_Q4_0, VKMOE_WEIGHT_Q8_0,
+                                            VKMOE_WEIGHT_Q4_K, VKMOE_WEIGHT_Q6_K};
+    for (int q = 0; q < 4; q++) {
         p = family("qwen3-moe", 8, 2, quantized[q]);
-        p.dim = 64;
-        p.ffn_dim = 96;
+        p.dim = vkmoe_weight_block(quantized[q]) == 256 ? 256 : 64;
+        p.ffn_dim = vkmoe_weight_block(quantized[q]) == 256 ? 512 : 96;
         checkpoint_weights(*state, p, &t);
         checkpoint_write_gguf(path_in("model.gguf"), &w, &t, "qwen3moe", 1);
         check_loaded(*state, &t, path_in("model.gguf"), 1, 21);
@@ -368,13 +369,13 @@ static void test_unsupported_gguf(void **state)
     gguf_add_u32(&w, "qwen3moe.expert_feed_forward_length", 256);
     gguf_add_u32(&w, "qwen3moe.expert_count", 2);
     gguf_add_u32(&w, "qwen3moe.expert_used_count", 1);
-    uint8_t q4_k[2 * 256 * 144] = {0};
-    gguf_add_tensor(&w, "blk.0.ffn_down_exps.weight", 12, (uint64_t[]){256, 256, 2}, 3, q4_k,
-                    sizeof(q4_k));
+    uint8_t q5_k[2 * 256 * 176] = {0};
+    gguf_add_tensor(&w, "blk.0.ffn_down_exps.weight", 13, (uint64_t[]){256, 256, 2}, 3, q5_k,
+                    sizeof(q5_k));
     gguf_finish(&w, &file);
     assert_true(buffer_write_file(&file, path_in("model.gguf")));
     buffer_free(&file);
-    expect_load_error(ctx, path_in("model.gguf"), 0, VKMOE_ERROR_UNSUPPORTED, "Q4_K");
+    expect_load_error(ctx, path_in("model.gguf"), 0, VKMOE_ERROR_UNSUPPORTED, "Q5_K");
     gguf_add_string(&w, "general.architecture", "qwen3moe");
     gguf_finish(&w, &file);
     assert_true(buffer_write_file(&file, path_in("model.gguf")));

@@ -10,9 +10,10 @@
 // row's A values are lane-uniform, fetched four at a time, and each weight
 // is fetched once per pass for all its rows.
 //   spec 0: TILE_M (rows of a tile, a multiple of 16); 1: LANES (= subgroup
-//   size = workgroup size); 2: WEIGHT_TYPE (0 f32, 1 f16, 2 bf16, 3 Q8_0,
-//   4 Q4_0); 3: ACTIVATION (vkmoe_activation: 0 SwiGLU, 1 ReLU, 2 clamped
-//   SwiGLU; and 3, the projection alone, for the router's logits)
+//   size = workgroup size); 2: WEIGHT_TYPE (vkmoe_weight_type: 0 f32, 1 f16,
+//   2 bf16, 3 Q8_0, 4 Q4_0, 5 Q4_K, 6 Q6_K); 3: ACTIVATION (vkmoe_activation:
+//   0 SwiGLU, 1 ReLU, 2 clamped SwiGLU; and 3, the projection alone, for the
+//   router's logits)
 //   set 1: rows_a, f32 rows of A, ld/4 RGBA32F texels each, zero past the
 //   depth; weights0, weights1: one allocation of expert matrices, rows of ld
 //   weights, as RGBA32UI texels (f32, f16, bf16) or R32UI (GGUF blocks)
@@ -60,15 +61,35 @@ vec4 signed_bytes(uint q)
                 bitfieldExtract(v, 24, 8));
 }
 
+uvec4 bytes4(uint q)
+{
+    return uvec4(q, q >> 8, q >> 16, q >> 24) & 0xffu;
+}
+
 vec4 nibbles(uint q)
 {
-    return vec4(uvec4(q, q >> 8, q >> 16, q >> 24) & 0xfu);
+    return vec4(bytes4(q) & 0xfu);
+}
+
+// Q4_K's 6-bit scale and min of sub-block j (0..7) from the 12 packed
+// bytes s0 (0..3), s1 (4..7), s2 (8..11): j < 4 in the low 6 bits of
+// bytes j and j + 4; j >= 4 in the nibbles of byte j + 4 and the top two
+// bits of bytes j - 4 and j.
+vec2 q4k_scale_min(uint s0, uint s1, uint s2, uint j)
+{
+    uint shift = (j % 4) * 8;
+    uint b0 = (s0 >> shift) & 0xffu, b1 = (s1 >> shift) & 0xffu, b2 = (s2 >> shift) & 0xffu;
+    if (j < 4)
+        return vec2(b0 & 63u, b1 & 63u);
+    return vec2((b2 & 0xfu) | (b0 >> 6) << 4, (b2 >> 4) | (b1 >> 6) << 4);
 }
 
 // Weights k .. k + 7 (k a multiple of 8) of row n of the matrix starting at
 // texel `base`, rows of ld weights. GGUF blocks of 32: Q8_0 is an f16 scale d
 // and 32 int8 q (w = d·q); Q4_0 is d and 16 bytes whose low nibbles hold
-// weights 0..15 and high nibbles 16..31 (w = d·(q − 8)).
+// weights 0..15 and high nibbles 16..31 (w = d·(q − 8)). Super-blocks of
+// 256 (layouts in vkmoe.h): Q4_K, w = d·sc·q − dmin·m per sub-block of 32;
+// Q6_K, w = d·sc·(q − 32) per sub-block of 16.
 void load_w8(usamplerBuffer w, uint base, uint n, uint k, uint ld, out vec4 lo, out vec4 hi)
 {
     if (WEIGHT_TYPE == 0) {
@@ -84,7 +105,7 @@ void load_w8(usamplerBuffer w, uint base, uint n, uint k, uint ld, out vec4 lo, 
             lo = uintBitsToFloat(uvec4(h.x << 16, h.x & 0xffff0000u, h.y << 16, h.y & 0xffff0000u));
             hi = uintBitsToFloat(uvec4(h.z << 16, h.z & 0xffff0000u, h.w << 16, h.w & 0xffff0000u));
         }
-    } else {
+    } else if (WEIGHT_TYPE <= 4) {
         uint block_bytes = WEIGHT_TYPE == 3 ? 34 : 18;
         uint block = base * 4 + (n * (ld / 32) + k / 32) * block_bytes;
         float d = fetch_half(w, block);
@@ -97,6 +118,26 @@ void load_w8(usamplerBuffer w, uint base, uint n, uint k, uint ld, out vec4 lo, 
             lo = d * (nibbles(q.x) - 8.0);
             hi = d * (nibbles(q.y) - 8.0);
         }
+    } else if (WEIGHT_TYPE == 5) { // Q4_K: 144-byte blocks, so word-aligned
+        uint word = base + (n * (ld / 256) + k / 256) * 36, p = k % 256, j = p / 32;
+        vec2 d_dmin = unpackHalf2x16(fetch_word(w, word));
+        vec2 sm = q4k_scale_min(fetch_word(w, word + 1), fetch_word(w, word + 2),
+                                fetch_word(w, word + 3), j);
+        uint q_word = word + 4 + (p / 64) * 8 + (p % 32) / 4;
+        uvec2 q = uvec2(fetch_word(w, q_word), fetch_word(w, q_word + 1)) >> (j % 2) * 4;
+        float step = d_dmin.x * sm.x, offset = d_dmin.y * sm.y;
+        lo = step * nibbles(q.x) - offset;
+        hi = step * nibbles(q.y) - offset;
+    } else { // Q6_K: 210-byte blocks, 2-byte aligned
+        uint block = base * 4 + (n * (ld / 256) + k / 256) * 210, p = k % 256;
+        uint half_ = p / 128, quarter = p % 128 / 32, l = p % 32;
+        uvec2 low = fetch_bytes8(w, block + 64 * half_ + 32 * (quarter & 1) + l) >> (quarter / 2) * 4;
+        uvec2 high = fetch_bytes8(w, block + 128 + 32 * half_ + l) >> quarter * 2;
+        uint scale_at = block + 192 + 8 * half_ + 2 * quarter + l / 16;
+        int scale = bitfieldExtract(int(fetch_word(w, scale_at / 4)), int(scale_at % 4) * 8, 8);
+        float step = fetch_half(w, block + 208) * float(scale);
+        lo = step * (vec4((bytes4(low.x) & 0xfu) | (bytes4(high.x) & 3u) << 4) - 32.0);
+        hi = step * (vec4((bytes4(low.y) & 0xfu) | (bytes4(high.y) & 3u) << 4) - 32.0);
     }
 }
 
