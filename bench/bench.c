@@ -52,7 +52,7 @@ static void usage(FILE *out)
             "  --scale S             multiply dim, ffn and the shared width by S in (0, 1]\n"
             "  --dim D --ffn F --experts E --topk K   shape by hand\n"
             "  --tokens LIST         token counts, e.g. 1,8,64,512 (default 1,64,256)\n"
-            "  --weights TYPE        f32, f16, bf16, q8_0 or q4_0 (default f16)\n"
+            "  --weights TYPE        f32, f16, bf16, q8_0, q4_0, q4_k or q6_k (default f16)\n"
             "  --device N|NAME       device index or name substring\n"
             "  --warmup N --iters N  repetitions (default 2, 10); figures are medians\n"
             "  --no-verify           skip the CPU reference\n"
@@ -83,6 +83,17 @@ static bool parse_u32(const char *s, uint32_t *out)
         return false;
     *out = (uint32_t)v;
     return true;
+}
+
+/* A weight type by the name vkmoe_weight_type_name gives it. */
+static bool parse_weights(const char *name, vkmoe_weight_type *out)
+{
+    for (int t = 0; vkmoe_weight_type_name((vkmoe_weight_type)t); t++)
+        if (!strcmp(name, vkmoe_weight_type_name((vkmoe_weight_type)t))) {
+            *out = (vkmoe_weight_type)t;
+            return true;
+        }
+    return false;
 }
 
 static const preset *find_preset(const char *name)
@@ -116,20 +127,10 @@ static int parse_args(int argc, char **argv, options *o)
         else if (!strcmp(a, "--tokens") && v)
             ok = parse_tokens(o, v);
         else if (!strcmp(a, "--weights") && v) {
-            if (!strcmp(v, "f32"))
-                o->weights = VKMOE_WEIGHT_F32;
-            else if (!strcmp(v, "f16"))
-                o->weights = VKMOE_WEIGHT_F16;
-            else if (!strcmp(v, "bf16"))
-                o->weights = VKMOE_WEIGHT_BF16;
-            else if (!strcmp(v, "q8_0"))
-                o->weights = VKMOE_WEIGHT_Q8_0;
-            else if (!strcmp(v, "q4_0"))
-                o->weights = VKMOE_WEIGHT_Q4_0;
-            else {
+            if (!parse_weights(v, &o->weights)) {
                 fprintf(stderr,
-                        "vkmoe-bench: weights %s are not supported yet (f32, f16, bf16, q8_0, "
-                        "q4_0)\n",
+                        "vkmoe-bench: unknown weights %s (f32, f16, bf16, q8_0, q4_0, q4_k, "
+                        "q6_k)\n",
                         v);
                 return 2;
             }
@@ -179,7 +180,7 @@ static void list_presets(void)
  * for the unquantized types: they need none, but it keeps widths tidy). */
 static uint32_t scaled(uint32_t width, double scale, vkmoe_weight_type type)
 {
-    const uint32_t align = type == VKMOE_WEIGHT_Q8_0 || type == VKMOE_WEIGHT_Q4_0 ? 32 : 8;
+    const uint32_t block = vkmoe_weight_block(type), align = block > 8 ? block : 8;
     return (uint32_t)(ceil(width * scale / align) * align);
 }
 
@@ -203,11 +204,6 @@ static int resolve_params(const options *o, uint32_t max_tokens, vkmoe_layer_par
     return 0;
 }
 
-static const char *weight_name(vkmoe_weight_type type)
-{
-    static const char *const names[] = {"f32", "f16", "bf16", "q8_0", "q4_0"};
-    return names[type];
-}
 
 static const char *router_name(vkmoe_router_type router)
 {
@@ -257,6 +253,14 @@ static double percent(double value, double peak)
     return peak > 0 ? 100.0 * value / peak : 0.0;
 }
 
+/* The bandwidth a stage's GB/s is a share of: the faster of the streaming
+ * copy and the streaming read (the stages mostly read; where writes are
+ * slow, as on llvmpipe, the copy alone would flatter them). */
+static double peak_bandwidth(const peak_figures *peak)
+{
+    return peak->read_gbps > peak->copy_gbps ? peak->read_gbps : peak->copy_gbps;
+}
+
 static void print_json(const options *o, const vkmoe_device_info *info, const peak_figures *peak,
                        const vkmoe_layer_params *s, const run_result *runs, uint32_t count)
 {
@@ -267,9 +271,9 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
     json_string(stdout, info->driver);
     printf(", \"api\": \"%u.%u.%u\"},\n", VK_API_VERSION_MAJOR(info->api_version),
            VK_API_VERSION_MINOR(info->api_version), VK_API_VERSION_PATCH(info->api_version));
-    printf("  \"peak\": {\"fp32_gflops\": %.6g, \"fp16_gflops\": %.6g, \"copy_gbps\": %.6g},\n"
-           "  \"runs\": [\n",
-           peak->fp32_gflops, peak->fp16_gflops, peak->copy_gbps);
+    printf("  \"peak\": {\"fp32_gflops\": %.6g, \"fp16_gflops\": %.6g, \"copy_gbps\": %.6g, "
+           "\"read_gbps\": %.6g},\n  \"runs\": [\n",
+           peak->fp32_gflops, peak->fp16_gflops, peak->copy_gbps, peak->read_gbps);
     for (uint32_t r = 0; r < count; r++) {
         const run_result *run = &runs[r];
         printf("    {\n      \"preset\": ");
@@ -283,7 +287,7 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
                "\"shared_ffn\": %u, \"groups\": %u, \"topk_groups\": %u, "
                "\"activation\": \"%s\", \"capacity_factor\": %g},\n",
                run->tokens, s->dim, s->ffn_dim, s->experts, s->top_k,
-               weight_name(s->weight_type), router_name(s->router),
+               vkmoe_weight_type_name(s->weight_type), router_name(s->router),
                s->shared_ffn_dim, s->expert_groups, s->topk_groups,
                activation_name(s->activation), (double)s->capacity_factor);
         printf("      \"path\": \"gemm\",\n");
@@ -292,7 +296,7 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
         printf("      \"layer_ms\": %.6g, \"tokens_per_s\": %.6g, \"gflops\": %.6g, "
                "\"gbps\": %.6g, \"gflops_pct_peak\": %.4g, \"gbps_pct_peak\": %.4g,\n",
                run->layer.ms, run->tokens / (run->layer.ms * 1e-3), gflops, gbps,
-               percent(gflops, peak->fp32_gflops), percent(gbps, peak->copy_gbps));
+               percent(gflops, peak->fp32_gflops), percent(gbps, peak_bandwidth(peak)));
         printf("      \"active_experts\": %u,\n      \"stages\": [", run->active_experts);
         for (uint32_t st = 0; st < VKMOE_STAGE_MAX; st++) {
             const stage_figures *f = &run->stages[st];
@@ -301,7 +305,7 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
             printf("%s{\"name\": \"%s\", \"ms\": %.6g, \"gflops\": %.6g, \"gbps\": %.6g, "
                    "\"gflops_pct_peak\": %.4g, \"gbps_pct_peak\": %.4g}",
                    st ? ",\n        " : "", vkmoe_stage_name(st), f->ms, sg, sb,
-                   percent(sg, peak->fp32_gflops), percent(sb, peak->copy_gbps));
+                   percent(sg, peak->fp32_gflops), percent(sb, peak_bandwidth(peak)));
         }
         printf("],\n      \"verified\": %s, \"verified_tokens\": %u, \"max_abs_err\": %.6g, "
                "\"max_rel_err\": %.6g\n    }%s\n",
@@ -316,13 +320,13 @@ static void print_table(const vkmoe_device_info *info, const peak_figures *peak,
                         const vkmoe_layer_params *s, const run_result *runs, uint32_t count)
 {
     printf("device  %s (%s, %s)\n", info->name, device_type(info->type), info->driver);
-    printf("peak    %.1f GFLOP/s fp32 FMA, %.1f GFLOP/s fp16 FMA, %.2f GB/s copy (measured by "
-           "this bench)\n",
-           peak->fp32_gflops, peak->fp16_gflops, peak->copy_gbps);
+    printf("peak    %.1f GFLOP/s fp32 FMA, %.1f GFLOP/s fp16 FMA, %.2f GB/s copy, %.2f GB/s read "
+           "(measured by this bench)\n",
+           peak->fp32_gflops, peak->fp16_gflops, peak->copy_gbps, peak->read_gbps);
     printf("layer   dim %u, ffn %u, experts %u (groups %u, keep %u), top-k %u, shared ffn %u, "
            "%s weights, %s, %s, capacity factor %g\n\n",
            s->dim, s->ffn_dim, s->experts, s->expert_groups, s->topk_groups, s->top_k,
-           s->shared_ffn_dim, weight_name(s->weight_type),
+           s->shared_ffn_dim, vkmoe_weight_type_name(s->weight_type),
            router_name(s->router), activation_name(s->activation), (double)s->capacity_factor);
     printf("%7s %10s %11s %9s %6s %8s %6s |", "tokens", "layer ms", "tokens/s", "GFLOP/s",
            "%peak", "GB/s", "%peak");
@@ -335,7 +339,7 @@ static void print_table(const vkmoe_device_info *info, const peak_figures *peak,
         double gbps = run->layer.bytes / (run->layer.ms * 1e6);
         printf("%7u %10.3f %11.1f %9.2f %6.1f %8.2f %6.1f |", run->tokens, run->layer.ms,
                run->tokens / (run->layer.ms * 1e-3), gflops, percent(gflops, peak->fp32_gflops),
-               gbps, percent(gbps, peak->copy_gbps));
+               gbps, percent(gbps, peak_bandwidth(peak)));
         for (uint32_t st = 0; st < VKMOE_STAGE_MAX; st++)
             printf(" %9.3f", run->stages[st].ms);
         if (run->verified_tokens == 0)

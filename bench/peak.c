@@ -18,8 +18,10 @@ static const uint32_t copy_spv[] =
 #define FMA_ITERATIONS 4096u
 #define REPEATS 3
 
-static vkmoe_status make_pipeline(vkmoe_context *ctx, const uint32_t *code, size_t size,
-                                  VkPipeline *out)
+/* A pipeline of one shader; `spec`, unless NULL, is its specialization. */
+static vkmoe_status make_pipeline(vkmoe_context *ctx, VkPipelineLayout layout,
+                                  const uint32_t *code, size_t size,
+                                  const VkSpecializationInfo *spec, VkPipeline *out)
 {
     VkShaderModuleCreateInfo module_info = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
                                             .codeSize = size,
@@ -33,8 +35,9 @@ static vkmoe_status make_pipeline(vkmoe_context *ctx, const uint32_t *code, size
         .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
                   .stage = VK_SHADER_STAGE_COMPUTE_BIT,
                   .module = module,
-                  .pName = "main"},
-        .layout = ctx->pipeline_layout,
+                  .pName = "main",
+                  .pSpecializationInfo = spec},
+        .layout = layout,
     };
     VkResult result =
         ctx->vk.vkCreateComputePipelines(ctx->device, VK_NULL_HANDLE, 1, &info, NULL, out);
@@ -42,22 +45,33 @@ static vkmoe_status make_pipeline(vkmoe_context *ctx, const uint32_t *code, size
     return vkmoe_check_vk(ctx, result, "vkCreateComputePipelines");
 }
 
-/* Milliseconds of GPU time for one dispatch of `groups` workgroups, the
- * fastest of REPEATS; `set`, unless VK_NULL_HANDLE, is bound as set 1. */
-static vkmoe_status time_dispatch(vkmoe_context *ctx, VkQueryPool queries, VkPipeline pipeline,
-                                  VkDescriptorSet set, const void *push, uint32_t push_size,
-                                  uint32_t groups, double *ms)
+/* One pipeline to time: its layout, its descriptor set 0 (or none) and its
+ * push constants. */
+typedef struct timed_dispatch {
+    VkPipeline pipeline;
+    VkPipelineLayout layout;
+    VkDescriptorSet set;
+    const void *push;
+    uint32_t push_size, groups;
+} timed_dispatch;
+
+/* Milliseconds of GPU time for one dispatch, the fastest of REPEATS. */
+static vkmoe_status time_dispatch(vkmoe_context *ctx, VkQueryPool queries,
+                                  const timed_dispatch *d, double *ms)
 {
     *ms = 1e30;
     for (int r = 0; r < REPEATS; r++) {
         VkCommandBuffer cmd;
         VKMOE_TRY(vkmoe_context_begin(ctx, &cmd));
-        if (set)
-            ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE,
-                                            ctx->pipeline_layout, 1, 1, &set, 0, NULL);
+        ctx->vk.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, d->pipeline);
+        if (d->set)
+            ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, d->layout, 0, 1,
+                                            &d->set, 0, NULL);
+        ctx->vk.vkCmdPushConstants(cmd, d->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, d->push_size,
+                                   d->push);
         ctx->vk.vkCmdResetQueryPool(cmd, queries, 0, 2);
         ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, queries, 0);
-        vkmoe_dispatch_1d(ctx, cmd, pipeline, push, push_size, groups);
+        ctx->vk.vkCmdDispatch(cmd, d->groups, 1, 1);
         ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries, 1);
         VKMOE_TRY(vkmoe_context_submit_wait(ctx));
         uint64_t ticks[2];
@@ -75,45 +89,79 @@ static vkmoe_status time_dispatch(vkmoe_context *ctx, VkQueryPool queries, VkPip
 
 typedef struct peak_resources {
     VkQueryPool queries;
-    VkPipeline fma, fma16, copy;
+    VkPipeline fma, fma16, copy, read;
     vkmoe_buffer src, dst;
-    VkBufferView src_view;
+    /* the copy's own descriptors: set 0 = {src, dst} */
+    VkDescriptorSetLayout copy_set_layout;
+    VkPipelineLayout copy_layout;
     VkDescriptorPool pool;
-    VkDescriptorSet src_set;
+    VkDescriptorSet copy_set;
+    VkBufferView views[2];
 } peak_resources;
 
-/* The copy's source as set 1 of the library's pipeline layout, binding 1
- * (where the GEMMs find their weights); every binding holds it. */
-static vkmoe_status create_copy_source(vkmoe_context *ctx, peak_resources *r)
+/* The copy reads its source through a uniform texel buffer, as the GEMMs
+ * read weights, and writes through a storage texel buffer: on llvmpipe both
+ * are vector gathers and scatters, where buffer-address stores go lane by
+ * lane and would halve the figure. */
+static vkmoe_status create_copy_layout(vkmoe_context *ctx, peak_resources *r)
+{
+    VkDescriptorSetLayoutBinding bindings[2] = {
+        {0, VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, 1, VK_SHADER_STAGE_COMPUTE_BIT, NULL},
+        {1, VK_DESCRIPTOR_TYPE_STORAGE_TEXEL_BUFFER, 1, VK_SHADER_STAGE_COMPUTE_BIT, NULL},
+    };
+    VkDescriptorSetLayoutCreateInfo set_info = {
+        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
+        .bindingCount = 2,
+        .pBindings = bindings};
+    VKMOE_TRY(vkmoe_check_vk(ctx,
+                             ctx->vk.vkCreateDescriptorSetLayout(ctx->device, &set_info, NULL,
+                                                                 &r->copy_set_layout),
+                             "vkCreateDescriptorSetLayout"));
+    VkPushConstantRange push = {VK_SHADER_STAGE_COMPUTE_BIT, 0, 4};
+    VkPipelineLayoutCreateInfo layout_info = {.sType =
+                                                  VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
+                                              .setLayoutCount = 1,
+                                              .pSetLayouts = &r->copy_set_layout,
+                                              .pushConstantRangeCount = 1,
+                                              .pPushConstantRanges = &push};
+    return vkmoe_check_vk(
+        ctx, ctx->vk.vkCreatePipelineLayout(ctx->device, &layout_info, NULL, &r->copy_layout),
+        "vkCreatePipelineLayout");
+}
+
+static vkmoe_status create_copy_set(vkmoe_context *ctx, peak_resources *r)
 {
     VKMOE_TRY(vkmoe_buffer_view_create(ctx, &r->src, VK_FORMAT_R32G32B32A32_UINT, COPY_BYTES,
-                                       &r->src_view));
-    VkDescriptorPoolSize size = {VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, 3};
+                                       &r->views[0]));
+    VKMOE_TRY(vkmoe_buffer_view_create(ctx, &r->dst, VK_FORMAT_R32G32B32A32_UINT, COPY_BYTES,
+                                       &r->views[1]));
+    VkDescriptorPoolSize sizes[2] = {{VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, 1},
+                                     {VK_DESCRIPTOR_TYPE_STORAGE_TEXEL_BUFFER, 1}};
     VkDescriptorPoolCreateInfo pool_info = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
                                             .maxSets = 1,
-                                            .poolSizeCount = 1,
-                                            .pPoolSizes = &size};
+                                            .poolSizeCount = 2,
+                                            .pPoolSizes = sizes};
     VKMOE_TRY(vkmoe_check_vk(
         ctx, ctx->vk.vkCreateDescriptorPool(ctx->device, &pool_info, NULL, &r->pool),
         "vkCreateDescriptorPool"));
     VkDescriptorSetAllocateInfo alloc = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
                                          .descriptorPool = r->pool,
                                          .descriptorSetCount = 1,
-                                         .pSetLayouts = &ctx->gemm_set_layout};
+                                         .pSetLayouts = &r->copy_set_layout};
     VKMOE_TRY(vkmoe_check_vk(
-        ctx, ctx->vk.vkAllocateDescriptorSets(ctx->device, &alloc, &r->src_set),
+        ctx, ctx->vk.vkAllocateDescriptorSets(ctx->device, &alloc, &r->copy_set),
         "vkAllocateDescriptorSets"));
-    VkWriteDescriptorSet writes[3];
-    for (uint32_t i = 0; i < 3; i++)
+    VkWriteDescriptorSet writes[2];
+    for (uint32_t i = 0; i < 2; i++)
         writes[i] = (VkWriteDescriptorSet){
             .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
-            .dstSet = r->src_set,
+            .dstSet = r->copy_set,
             .dstBinding = i,
             .descriptorCount = 1,
-            .descriptorType = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER,
-            .pTexelBufferView = &r->src_view,
+            .descriptorType = sizes[i].type,
+            .pTexelBufferView = &r->views[i],
         };
-    ctx->vk.vkUpdateDescriptorSets(ctx->device, 3, writes, 0, NULL);
+    ctx->vk.vkUpdateDescriptorSets(ctx->device, 2, writes, 0, NULL);
     return VKMOE_OK;
 }
 
@@ -126,9 +174,10 @@ static vkmoe_status time_fma(vkmoe_context *ctx, peak_resources *r, VkPipeline p
         VkDeviceAddress out;
         uint32_t iterations, pad_;
     } push = {r->dst.address, FMA_ITERATIONS, 0};
+    timed_dispatch d = {pipeline, ctx->pipeline_layout, VK_NULL_HANDLE, &push, sizeof(push),
+                        FMA_GROUPS};
     double ms;
-    VKMOE_TRY(time_dispatch(ctx, r->queries, pipeline, VK_NULL_HANDLE, &push, sizeof(push),
-                            FMA_GROUPS, &ms));
+    VKMOE_TRY(time_dispatch(ctx, r->queries, &d, &ms));
     double flops = (double)FMA_GROUPS * 64 * FMA_ITERATIONS * 8 * 4 * 2;
     *gflops = flops / (ms * 1e6);
     return VKMOE_OK;
@@ -142,8 +191,7 @@ static vkmoe_status measure(vkmoe_context *ctx, peak_resources *r, peak_figures 
     VKMOE_TRY(vkmoe_check_vk(
         ctx, ctx->vk.vkCreateQueryPool(ctx->device, &query_info, NULL, &r->queries),
         "vkCreateQueryPool"));
-    VKMOE_TRY(make_pipeline(ctx, fma_spv, sizeof(fma_spv), &r->fma));
-    VKMOE_TRY(make_pipeline(ctx, copy_spv, sizeof(copy_spv), &r->copy));
+    VKMOE_TRY(make_pipeline(ctx, ctx->pipeline_layout, fma_spv, sizeof(fma_spv), NULL, &r->fma));
     VKMOE_TRY(vkmoe_buffer_create(ctx, COPY_BYTES, VKMOE_MEMORY_DEVICE, &r->src));
     VKMOE_TRY(vkmoe_buffer_create(ctx, COPY_BYTES, VKMOE_MEMORY_DEVICE, &r->dst));
 
@@ -152,19 +200,25 @@ static vkmoe_status measure(vkmoe_context *ctx, peak_resources *r, peak_figures 
      * vkmoe created has enabled for certain. */
     out->fp16_gflops = 0;
     if (ctx->info.shader_float16 && ctx->owns_device) {
-        VKMOE_TRY(make_pipeline(ctx, fma16_spv, sizeof(fma16_spv), &r->fma16));
+        VKMOE_TRY(
+            make_pipeline(ctx, ctx->pipeline_layout, fma16_spv, sizeof(fma16_spv), NULL, &r->fma16));
         VKMOE_TRY(time_fma(ctx, r, r->fma16, &out->fp16_gflops));
     }
+    VKMOE_TRY(create_copy_layout(ctx, r));
+    const uint32_t modes[2] = {1, 0}; /* COPY: the copy, the read */
+    VkSpecializationMapEntry entry = {0, 0, 4};
+    VkSpecializationInfo copy_spec = {1, &entry, 4, &modes[0]}, read_spec = {1, &entry, 4, &modes[1]};
+    VKMOE_TRY(make_pipeline(ctx, r->copy_layout, copy_spv, sizeof(copy_spv), &copy_spec, &r->copy));
+    VKMOE_TRY(make_pipeline(ctx, r->copy_layout, copy_spv, sizeof(copy_spv), &read_spec, &r->read));
+    VKMOE_TRY(create_copy_set(ctx, r));
+    uint32_t texels = (uint32_t)(COPY_BYTES / 16);
+    timed_dispatch stream = {r->copy, r->copy_layout, r->copy_set, &texels, 4, texels / 64 / 16};
     double ms;
-
-    VKMOE_TRY(create_copy_source(ctx, r));
-    struct {
-        VkDeviceAddress dst;
-        uint32_t count, pad_;
-    } copy_push = {r->dst.address, (uint32_t)(COPY_BYTES / 16), 0};
-    VKMOE_TRY(time_dispatch(ctx, r->queries, r->copy, r->src_set, &copy_push, sizeof(copy_push),
-                            (uint32_t)(COPY_BYTES / 16 / 64 / 16), &ms));
+    VKMOE_TRY(time_dispatch(ctx, r->queries, &stream, &ms));
     out->copy_gbps = 2.0 * (double)COPY_BYTES / (ms * 1e6);
+    stream.pipeline = r->read;
+    VKMOE_TRY(time_dispatch(ctx, r->queries, &stream, &ms));
+    out->read_gbps = (double)COPY_BYTES / (ms * 1e6);
     return VKMOE_OK;
 }
 
@@ -181,12 +235,19 @@ vkmoe_status peak_measure(vkmoe_context *ctx, peak_figures *out)
         ctx->vk.vkDestroyPipeline(ctx->device, r.fma, NULL);
     if (r.copy)
         ctx->vk.vkDestroyPipeline(ctx->device, r.copy, NULL);
+    if (r.read)
+        ctx->vk.vkDestroyPipeline(ctx->device, r.read, NULL);
     if (r.fma16)
         ctx->vk.vkDestroyPipeline(ctx->device, r.fma16, NULL);
     if (r.pool)
         ctx->vk.vkDestroyDescriptorPool(ctx->device, r.pool, NULL);
-    if (r.src_view)
-        ctx->vk.vkDestroyBufferView(ctx->device, r.src_view, NULL);
+    for (int i = 0; i < 2; i++)
+        if (r.views[i])
+            ctx->vk.vkDestroyBufferView(ctx->device, r.views[i], NULL);
+    if (r.copy_layout)
+        ctx->vk.vkDestroyPipelineLayout(ctx->device, r.copy_layout, NULL);
+    if (r.copy_set_layout)
+        ctx->vk.vkDestroyDescriptorSetLayout(ctx->device, r.copy_set_layout, NULL);
     vkmoe_buffer_destroy(ctx, &r.src);
     vkmoe_buffer_destroy(ctx, &r.dst);
     return status;

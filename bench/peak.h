@@ -9,6 +9,7 @@ typedef struct peak_figures {
     double fp32_gflops; /* an FMA-bound shader */
     double fp16_gflops; /* the same in f16 (0 where the device lacks fp16 arithmetic) */
     double copy_gbps;   /* a streaming copy shader: bytes read + bytes written */
+    double read_gbps;   /* a streaming read shader: bytes read */
 } peak_figures;
 
 vkmoe_status peak_measure(vkmoe_context *ctx, peak_figures *out);

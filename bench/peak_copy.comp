@@ -1,25 +1,30 @@
 #version 450
-// Streaming copy for the bench's bandwidth figure: dst = src, 16 bytes per
-// invocation per step, grid-strided. src is read through a texel view, as
-// the expert GEMMs read weights (the fastest read path on llvmpipe).
-//   set 1, binding 1: src (RGBA32UI texels)
-//   push: dst (address of a uvec4 array), count (texels)
-#extension GL_EXT_buffer_reference : require
-#extension GL_EXT_buffer_reference_uvec2 : require
+// The bench's bandwidth figures, 16 bytes per invocation per step,
+// grid-strided, through texel buffers (the fastest paths on llvmpipe; see
+// peak.c). spec 0, COPY = 1: dst = src, a streaming copy. COPY = 0: a
+// streaming read, src folded into one value per invocation that is stored
+// only if it matches a key no data here has, so the reads cannot be dropped.
+//   set 0: binding 0 src (RGBA32UI, uniform), binding 1 dst (RGBA32UI, storage)
+//   push: count (texels)
 
 layout(local_size_x = 64) in;
-layout(set = 1, binding = 1) uniform usamplerBuffer src;
-layout(buffer_reference, std430, buffer_reference_align = 16) buffer Uvec4Array { uvec4 v[]; };
+layout(constant_id = 0) const uint COPY = 1;
+layout(set = 0, binding = 0) uniform usamplerBuffer src;
+layout(set = 0, binding = 1, rgba32ui) uniform writeonly uimageBuffer dst;
 layout(push_constant) uniform Push {
-    uvec2 dst;
     uint count;
 } pc;
 
 void main()
 {
-    uint stride = gl_NumWorkGroups.x * gl_NumWorkGroups.y * 64;
-    uint first = gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * 64;
-    Uvec4Array dst = Uvec4Array(pc.dst);
-    for (uint i = first; i < pc.count; i += stride)
-        dst.v[i] = texelFetch(src, int(i));
+    uint stride = gl_NumWorkGroups.x * 64;
+    uvec4 folded = uvec4(0);
+    for (uint i = gl_GlobalInvocationID.x; i < pc.count; i += stride) {
+        uvec4 v = texelFetch(src, int(i));
+        if (COPY != 0)
+            imageStore(dst, int(i), v);
+        folded ^= v;
+    }
+    if (folded == uvec4(0xdeadbeefu))
+        imageStore(dst, int(gl_GlobalInvocationID.x), folded);
 }

@@ -335,7 +335,7 @@ static void count_work(const workload *w, uint32_t tokens, uint32_t active, run_
     const vkmoe_layer_params *p = &w->params;
     double t = tokens, d = p->dim, f = p->ffn_dim, e = p->experts, k = p->top_k;
     double fs = p->shared_ffn_dim;
-    double wbytes = vkmoe_weight_bytes(p->weight_type, 32) / 32.0;
+    double wbytes = vkmoe_weight_bytes(p->weight_type, 256) / 256.0;
     double inputs = p->activation == VKMOE_ACTIVATION_RELU ? 1 : 2; /* projections of x */
     double slots = t * k;
     stage_figures *st = r->stages;
