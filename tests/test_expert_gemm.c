@@ -91,6 +91,19 @@ static void test_segment_sizes(void **state)
     check_gemms(state, shape(40, 56, 2, 1, 150, VKMOE_WEIGHT_F16), 150);
 }
 
+/* The pass sizes at their boundaries: one expert takes every token, so its
+ * segment has exactly `tokens` rows, covered by passes of 16, 4 and 1 (the
+ * decode rows are the 1- and 4-row passes; 33 crosses a 32-row tile). */
+static void test_pass_boundaries(void **state)
+{
+    test_seed(64);
+    const uint32_t rows[] = {1, 3, 4, 5, 15, 16, 17, 20, 33};
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(rows); i++) {
+        check_gemms(state, shape(72, 40, 1, 1, rows[i], VKMOE_WEIGHT_F16), rows[i]);
+        check_gemms(state, shape(256, 256, 1, 1, rows[i], VKMOE_WEIGHT_Q4_K), rows[i]);
+    }
+}
+
 int main(void)
 {
     int gate = test_device_gate();
@@ -101,6 +114,7 @@ int main(void)
         cmocka_unit_test(test_compact_weights),
         cmocka_unit_test(test_activations_and_biases),
         cmocka_unit_test(test_segment_sizes),
+        cmocka_unit_test(test_pass_boundaries),
     };
     return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
 }
