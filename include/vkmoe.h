@@ -146,6 +146,13 @@ typedef struct vkmoe_device_info {
      * created (an imported device's features are the host's business). */
     bool shader_float16;
     bool timestamps;                   /* the queue supports timestamp queries */
+    /* Bit t set: expert weights of vkmoe_weight_type t run on this device
+     * (the driver reads their texel format, R32_UINT for the GGUF blocks or
+     * R32G32B32A32_UINT, and R32G32B32A32_SFLOAT for activations, through
+     * uniform texel buffers). Vulkan requires all of these formats, so a
+     * conformant device has every bit; a layer of a type without its bit is
+     * refused with VKMOE_ERROR_UNSUPPORTED. */
+    uint32_t weight_types;
 } vkmoe_device_info;
 
 /* Number of Vulkan physical devices that vkmoe could use (Vulkan >= 1.2,

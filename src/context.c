@@ -258,6 +258,24 @@ static vkmoe_status import_device(vkmoe_context *ctx, const vkmoe_vulkan_import 
     return VKMOE_OK;
 }
 
+/* The weight types whose texel format, and the activations' RGBA32F, the
+ * driver reads through uniform texel buffers, as the GEMMs do. */
+static uint32_t readable_weight_types(VkPhysicalDevice device)
+{
+    const VkFormatFeatureFlags needed = VK_FORMAT_FEATURE_UNIFORM_TEXEL_BUFFER_BIT;
+    VkFormatProperties activations;
+    vkGetPhysicalDeviceFormatProperties(device, VK_FORMAT_R32G32B32A32_SFLOAT, &activations);
+    uint32_t types = 0;
+    for (uint32_t t = 0; vkmoe_weight_block((vkmoe_weight_type)t); t++) {
+        VkFormatProperties weights;
+        vkGetPhysicalDeviceFormatProperties(device, vkmoe_weight_texel_format((vkmoe_weight_type)t),
+                                            &weights);
+        if ((weights.bufferFeatures & activations.bufferFeatures & needed) == needed)
+            types |= 1u << t;
+    }
+    return types;
+}
+
 static void fill_device_info(vkmoe_context *ctx)
 {
     VkPhysicalDeviceDriverProperties driver = {
@@ -298,6 +316,7 @@ static void fill_device_info(vkmoe_context *ctx)
     info->max_allocation_size = maintenance3.maxMemoryAllocationSize;
     info->shared_memory = limits->maxComputeSharedMemorySize;
     info->shader_float16 = v12.shaderFloat16;
+    info->weight_types = readable_weight_types(ctx->physical_device);
     info->timestamps = ctx->queue_family < family_count &&
                        families[ctx->queue_family].timestampValidBits > 0 &&
                        limits->timestampPeriod > 0;

@@ -86,6 +86,11 @@ static vkmoe_status check_device(const vkmoe_context *ctx, const vkmoe_layer_par
                              "maxStorageBufferRange (%llu) that binds x and y",
                           (unsigned long long)io_bytes,
                           (unsigned long long)ctx->info.max_storage_buffer_range);
+    if (!(ctx->info.weight_types >> p->weight_type & 1))
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          FN ": the device cannot read %s weights: its driver lacks uniform "
+                             "texel buffers of their format (vkmoe_device_info.weight_types)",
+                          vkmoe_weight_type_name(p->weight_type));
     if (p->timing && !ctx->info.timestamps)
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
                           FN ": timing needs timestamp queries, which the device's queue lacks");

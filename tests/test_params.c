@@ -149,6 +149,25 @@ static void test_bad_routing_params(void **state)
 
 /* Uploads a layer does not have are refused; a forward names the first
  * upload it still lacks. */
+/* A weight type the device cannot read (a driver without uniform texel
+ * buffers of R32_UINT, say) is refused by name, not run into garbage. */
+static void test_unreadable_weight_type(void **state)
+{
+    vkmoe_context *ctx = *state;
+    uint32_t saved = ctx->info.weight_types;
+    ctx->info.weight_types &= ~(1u << VKMOE_WEIGHT_Q4_K);
+    vkmoe_layer_params p = {.dim = 256, .ffn_dim = 256, .experts = 4, .top_k = 2,
+                            .weight_type = VKMOE_WEIGHT_Q4_K};
+    vkmoe_layer *layer = (vkmoe_layer *)&layer;
+    assert_int_equal(vkmoe_layer_create(ctx, &p, &layer), VKMOE_ERROR_UNSUPPORTED);
+    assert_null(layer);
+    assert_non_null(strstr(vkmoe_last_error(), "cannot read q4_k weights"));
+    p.weight_type = VKMOE_WEIGHT_Q6_K;
+    assert_int_equal(vkmoe_layer_create(ctx, &p, &layer), VKMOE_OK);
+    vkmoe_layer_destroy(&layer);
+    ctx->info.weight_types = saved;
+}
+
 static void test_uploads_follow_params(void **state)
 {
     vkmoe_context *ctx = *state;
@@ -208,6 +227,7 @@ int main(void)
         cmocka_unit_test(test_switch_and_gshard_drop),
         cmocka_unit_test(test_capacity_without_drops),
         cmocka_unit_test(test_bad_routing_params),
+        cmocka_unit_test(test_unreadable_weight_type),
         cmocka_unit_test(test_uploads_follow_params),
     };
     return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
