@@ -294,8 +294,9 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
         double gflops = run->layer.flops / (run->layer.ms * 1e6);
         double gbps = run->layer.bytes / (run->layer.ms * 1e6);
         printf("      \"layer_ms\": %.6g, \"tokens_per_s\": %.6g, \"gflops\": %.6g, "
-               "\"gbps\": %.6g, \"gflops_pct_peak\": %.4g, \"gbps_pct_peak\": %.4g,\n",
-               run->layer.ms, run->tokens / (run->layer.ms * 1e-3), gflops, gbps,
+               "\"gbps\": %.6g, \"bytes\": %.6g, \"gflops_pct_peak\": %.4g, "
+               "\"gbps_pct_peak\": %.4g,\n",
+               run->layer.ms, run->tokens / (run->layer.ms * 1e-3), gflops, gbps, run->layer.bytes,
                percent(gflops, peak->fp32_gflops), percent(gbps, peak_bandwidth(peak)));
         printf("      \"active_experts\": %u,\n      \"stages\": [", run->active_experts);
         for (uint32_t st = 0; st < VKMOE_STAGE_MAX; st++) {
@@ -328,8 +329,8 @@ static void print_table(const vkmoe_device_info *info, const peak_figures *peak,
            s->dim, s->ffn_dim, s->experts, s->expert_groups, s->topk_groups, s->top_k,
            s->shared_ffn_dim, vkmoe_weight_type_name(s->weight_type),
            router_name(s->router), activation_name(s->activation), (double)s->capacity_factor);
-    printf("%7s %10s %11s %9s %6s %8s %6s |", "tokens", "layer ms", "tokens/s", "GFLOP/s",
-           "%peak", "GB/s", "%peak");
+    printf("%7s %10s %11s %9s %6s %9s %8s %6s |", "tokens", "layer ms", "tokens/s", "GFLOP/s",
+           "%peak", "MB moved", "GB/s", "%peak");
     for (uint32_t st = 0; st < VKMOE_STAGE_MAX; st++)
         printf(" %9s", vkmoe_stage_name(st));
     printf(" | %s\n", "check");
@@ -337,9 +338,9 @@ static void print_table(const vkmoe_device_info *info, const peak_figures *peak,
         const run_result *run = &runs[r];
         double gflops = run->layer.flops / (run->layer.ms * 1e6);
         double gbps = run->layer.bytes / (run->layer.ms * 1e6);
-        printf("%7u %10.3f %11.1f %9.2f %6.1f %8.2f %6.1f |", run->tokens, run->layer.ms,
+        printf("%7u %10.3f %11.1f %9.2f %6.1f %9.2f %8.2f %6.1f |", run->tokens, run->layer.ms,
                run->tokens / (run->layer.ms * 1e-3), gflops, percent(gflops, peak->fp32_gflops),
-               gbps, percent(gbps, peak_bandwidth(peak)));
+               run->layer.bytes * 1e-6, gbps, percent(gbps, peak_bandwidth(peak)));
         for (uint32_t st = 0; st < VKMOE_STAGE_MAX; st++)
             printf(" %9.3f", run->stages[st].ms);
         if (run->verified_tokens == 0)
