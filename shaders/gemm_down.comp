@@ -34,7 +34,7 @@ void main()
         return;
     uint row0 = row_tile_id() * TILE_M;
     // Lane l computes columns n + i·LANES, i < 8.
-    uint n = gl_WorkGroupID.x * 8 * LANES + gl_SubgroupInvocationID;
+    uint n = gl_WorkGroupID.x * 8 * LANES + gl_LocalInvocationID.x;
     uint column[8], fetched[8];
     vec4 bias_lo, bias_hi;
     for (uint c = 0; c < 8; c++) {

@@ -50,7 +50,7 @@ void main()
     // Gated: lane l computes columns n + i·LANES, i < 4, of both projections;
     // ReLU and linear: columns n + i·LANES, i < 8, of the up projection.
     bool relu = ACTIVATION == ACTIVATION_RELU, single = relu || ACTIVATION == ACTIVATION_LINEAR;
-    uint n = gl_WorkGroupID.x * (single ? 8 : 4) * LANES + gl_SubgroupInvocationID;
+    uint n = gl_WorkGroupID.x * (single ? 8 : 4) * LANES + gl_LocalInvocationID.x;
     uint column[8], fetched[8];
     vec4 bias_lo, bias_hi;
     for (uint c = 0; c < 8; c++) {

@@ -317,6 +317,7 @@ static void fill_device_info(vkmoe_context *ctx)
     info->shared_memory = limits->maxComputeSharedMemorySize;
     info->shader_float16 = v12.shaderFloat16;
     info->weight_types = readable_weight_types(ctx->physical_device);
+    ctx->gemm_lanes = info->subgroup_size;
     info->timestamps = ctx->queue_family < family_count &&
                        families[ctx->queue_family].timestampValidBits > 0 &&
                        limits->timestampPeriod > 0;

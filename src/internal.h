@@ -110,6 +110,10 @@ struct vkmoe_context {
     VkPhysicalDeviceMemoryProperties memory;
     vkmoe_device_info info;
     float timestamp_period_ns;
+    /* Invocations per expert-GEMM workgroup, each owning 8 output columns:
+     * the subgroup size, so a workgroup is one subgroup (tests vary it to
+     * run other GPUs' column layouts here). */
+    uint32_t gemm_lanes;
     /* CPU and integrated devices: device-local memory is host-visible, so
      * buffers are mapped and written in place instead of staged. */
     bool unified_memory;

@@ -22,7 +22,7 @@ static vkmoe_gemm_config choose_gemm_config(const vkmoe_context *ctx,
     /* A lane owns 8 columns: 4 of each of the gate and up projections
      * (making 4 hidden columns), 8 of the one ReLU projection, 8 of the down
      * projection. */
-    uint32_t lanes = ctx->info.subgroup_size;
+    uint32_t lanes = ctx->gemm_lanes;
     uint32_t up_columns = vkmoe_params_gated(p) ? 4 * lanes : 8 * lanes;
     return (vkmoe_gemm_config){
         .tile_m = 32, .lanes = lanes, .up_columns = up_columns, .down_columns = 8 * lanes};

@@ -17,7 +17,7 @@ _Static_assert(sizeof(router_push) == 104, "router_push must mirror router.comp"
 /* One subgroup per token: the shader's reductions are subgroup operations. */
 vkmoe_spec vkmoe_router_spec(const vkmoe_layer *layer)
 {
-    return (vkmoe_spec){.count = 1, .values = {layer->gemm.lanes}};
+    return (vkmoe_spec){.count = 1, .values = {layer->ctx->info.subgroup_size}};
 }
 
 static VkDeviceAddress address_if(bool present, VkDeviceAddress address)

@@ -104,6 +104,27 @@ static void test_pass_boundaries(void **state)
     }
 }
 
+/* Other GPUs' column layouts run here: workgroups of 32 lanes (NVIDIA,
+ * Intel) and 64 (AMD), 256 or 512 columns each, as several of lavapipe's
+ * 8-lane subgroups; the whole layer too (router, shared expert, combine). */
+static void test_wide_workgroups(void **state)
+{
+    vkmoe_context *ctx = *state;
+    uint32_t saved = ctx->gemm_lanes;
+    const uint32_t lanes[] = {32, 64};
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(lanes); i++) {
+        ctx->gemm_lanes = lanes[i];
+        test_seed(65);
+        check_gemms(state, shape(131, 77, 5, 2, 41, VKMOE_WEIGHT_F32), 41);
+        check_gemms(state, shape(512, 768, 3, 2, 20, VKMOE_WEIGHT_Q6_K), 20);
+        vkmoe_layer_params p = shape(200, 300, 6, 2, 33, VKMOE_WEIGHT_F16);
+        p.shared_ffn_dim = 72;
+        p.activation = VKMOE_ACTIVATION_RELU;
+        test_check_layer(ctx, p, 33);
+    }
+    ctx->gemm_lanes = saved;
+}
+
 int main(void)
 {
     int gate = test_device_gate();
@@ -115,6 +136,7 @@ int main(void)
         cmocka_unit_test(test_activations_and_biases),
         cmocka_unit_test(test_segment_sizes),
         cmocka_unit_test(test_pass_boundaries),
+        cmocka_unit_test(test_wide_workgroups),
     };
     return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
 }

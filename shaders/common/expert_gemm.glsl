@@ -1,4 +1,5 @@
-// The expert GEMM: one subgroup per workgroup, no shared memory, no
+// The expert GEMM: one workgroup of LANES invocations (the subgroup size on
+// the device; nothing depends on it being one subgroup), no shared memory, no
 // barriers, no indexed local arrays (llvmpipe turns those into per-lane
 // scratch). A and the weights are read through uniform texel buffers:
 // llvmpipe (Mesa 22.3) loads from a storage buffer lane by lane in a
@@ -9,15 +10,14 @@
 // and adds A[row m][k..k+7] · B_c[column c][k..k+7] per step of eight k: the
 // row's A values are lane-uniform, fetched four at a time, and each weight
 // is fetched once per pass for all its rows.
-//   spec 0: TILE_M (rows of a tile, a multiple of 16); 1: LANES (= subgroup
-//   size = workgroup size); 2: WEIGHT_TYPE (vkmoe_weight_type: 0 f32, 1 f16,
+//   spec 0: TILE_M (rows of a tile, a multiple of 16); 1: LANES (workgroup
+//   size); 2: WEIGHT_TYPE (vkmoe_weight_type: 0 f32, 1 f16,
 //   2 bf16, 3 Q8_0, 4 Q4_0, 5 Q4_K, 6 Q6_K); 3: ACTIVATION (vkmoe_activation:
 //   0 SwiGLU, 1 ReLU, 2 clamped SwiGLU; and 3, the projection alone, for the
 //   router's logits)
 //   set 1: rows_a, f32 rows of A, ld/4 RGBA32F texels each, zero past the
 //   depth; weights0, weights1: one allocation of expert matrices, rows of ld
 //   weights, as RGBA32UI texels (f32, f16, bf16) or R32UI (GGUF blocks)
-#extension GL_KHR_shader_subgroup_basic : require
 
 layout(constant_id = 0) const uint TILE_M = 32;
 layout(constant_id = 1) const uint LANES = 8;
