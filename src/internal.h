@@ -114,6 +114,10 @@ struct vkmoe_context {
      * the subgroup size, so a workgroup is one subgroup (tests vary it to
      * run other GPUs' column layouts here). */
     uint32_t gemm_lanes;
+    /* Tests: new host-visible buffers are filled with 0xff bytes (NaN as
+     * f32), so a shader that reads memory nobody wrote shows it in every
+     * run instead of when the allocator hands back dirty pages. */
+    bool poison_buffers;
     /* CPU and integrated devices: device-local memory is host-visible, so
      * buffers are mapped and written in place instead of staged. */
     bool unified_memory;

@@ -271,9 +271,13 @@ vkmoe_status vkmoe_layer_set_shared_gate(vkmoe_layer *layer, const float *weight
     size_t n = layer ? layer->params.dim : 0;
     VKMOE_TRY(check_upload(layer, "vkmoe_layer_set_shared_gate", weights,
                            VKMOE_UPLOAD_SHARED_GATE, "params.shared_gate is false", size, n * 4));
-    /* ws is the router's extra last row, so the router computes x·ws too. */
-    VkDeviceSize row = (VkDeviceSize)layer->params.experts * layer->ld_dim * 4;
-    return upload_vector(layer, &layer->router, row, weights, n, VKMOE_UPLOAD_SHARED_GATE);
+    /* ws is the router's extra last row, so the router computes x·ws too;
+     * like every row the GEMM reads, it is padded with zeros to ld_dim. */
+    uint64_t ld_bytes = (uint64_t)layer->ld_dim * 4;
+    VKMOE_TRY(vkmoe_buffer_write_rows(layer->ctx, &layer->router, layer->params.experts * ld_bytes,
+                                      weights, 1, n * 4, ld_bytes));
+    layer->uploaded[VKMOE_UPLOAD_SHARED_GATE] = 1;
+    return VKMOE_OK;
 }
 
 static vkmoe_status upload_matrix(vkmoe_layer *layer, const char *fn,

@@ -43,6 +43,8 @@ vkmoe_context *test_context(void)
     vkmoe_status status = vkmoe_context_create(&params, &ctx);
     if (status != VKMOE_OK)
         fprintf(stderr, "no context: %s (%s)\n", vkmoe_status_string(status), vkmoe_last_error());
+    else
+        ctx->poison_buffers = true;
     return ctx;
 }
 

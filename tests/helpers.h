@@ -22,8 +22,9 @@
  * device 77 (Meson's skip), or 1 when CI=true, because CI must exercise a
  * real device and a skip there would hide a broken setup. */
 int test_device_gate(void);
-/* A context on the default device with the validation layer on; NULL and a
- * message on stderr on failure. */
+/* A context on the default device with the validation layer on and new
+ * buffers poisoned (vkmoe_context.poison_buffers); NULL and a message on
+ * stderr on failure. */
 vkmoe_context *test_context(void);
 /* Asserts the context saw no validation error, then destroys it. */
 void test_context_destroy(vkmoe_context **ctx);
