@@ -100,7 +100,8 @@ static void test_pass_boundaries(void **state)
     const uint32_t rows[] = {1, 3, 4, 5, 15, 16, 17, 20, 33};
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(rows); i++) {
         check_gemms(state, shape(72, 40, 1, 1, rows[i], VKMOE_WEIGHT_F16), rows[i]);
-        check_gemms(state, shape(256, 256, 1, 1, rows[i], VKMOE_WEIGHT_Q4_K), rows[i]);
+        if (rows[i] % 4 == 1) /* 1, 5, 17, 33: each pass size then the 1-row one */
+            check_gemms(state, shape(256, 256, 1, 1, rows[i], VKMOE_WEIGHT_Q4_K), rows[i]);
     }
 }
 
