@@ -9,6 +9,9 @@
 //      (expert_count: all routed slots), kept counts (at most capacity),
 //      tile-padded segment bases of the kept rows, the tile→expert map, the padding rows of
 //      row_slot and the indirect grids of the two GEMMs
+//   4 single: when all values fit one tile (decode), phases 2 and 3 in one
+//      workgroup, one dispatch instead of four; each expert's first offset
+//      passes from the scan to the plan through shared memory
 //   push: values u32 [n]; tile_sums u32; expert_count u32 [experts];
 //         expert_base u32 [experts]; tile_expert u32 [max_tiles];
 //         row_slot u32 [rows]; dispatch u32 [2][3];
@@ -34,6 +37,7 @@ shared uint partial[256];
 shared uint wg_total;
 shared uint segment_count[512];
 shared uint segment_base[512];
+shared uint expert_start[512]; // phase 4: the scanned offset of each expert's first block
 
 // Exclusive prefix of v over the workgroup's invocations; the workgroup's
 // total lands in wg_total. Fixed order: integers, but deterministic anyway.
@@ -59,6 +63,7 @@ uint workgroup_scan(uint v)
 // returns the tile's total.
 uint scan_tile(UintArray array, uint base, uint count, uint carry)
 {
+    bool keep_starts = pc.phase == 4;
     uint first = base + gl_LocalInvocationID.x * PER_LANE;
     uint v[PER_LANE];
     uint sum = 0;
@@ -70,6 +75,8 @@ uint scan_tile(UintArray array, uint base, uint count, uint carry)
     for (uint i = 0; i < PER_LANE; i++) {
         if (first + i < count)
             array.v[first + i] = prefix;
+        if (keep_starts && first + i < count && (first + i) % pc.blocks == 0)
+            expert_start[(first + i) / pc.blocks] = prefix;
         prefix += v[i];
     }
     uint total = wg_total;
@@ -112,17 +119,22 @@ uint tile_owner(uint row)
     return lo;
 }
 
+// The scanned offset of expert e's first block.
+uint first_offset(uint e)
+{
+    return pc.phase == 4 ? expert_start[e] : UintArray(pc.values).v[e * pc.blocks];
+}
+
 void plan_experts()
 {
     uint lane = gl_LocalInvocationID.x;
-    UintArray offsets = UintArray(pc.values);
     uint padded[2];
     for (uint i = 0; i < 2; i++) {
         uint e = lane * 2 + i;
         uint count = 0;
         if (e < pc.experts) {
-            uint end = e + 1 < pc.experts ? offsets.v[(e + 1) * pc.blocks] : pc.slots;
-            uint routed = end - offsets.v[e * pc.blocks];
+            uint end = e + 1 < pc.experts ? first_offset(e + 1) : pc.slots;
+            uint routed = end - first_offset(e);
             UintArray(pc.expert_count).v[e] = routed;
             count = min(routed, pc.capacity);
             segment_count[e] = count;
@@ -174,6 +186,10 @@ void main()
     else if (pc.phase == 2)
         scan_tile(UintArray(pc.values), group * TILE, pc.n,
                   UintArray(pc.tile_sums).v[group]);
-    else
+    else if (pc.phase == 3)
         plan_experts();
+    else {
+        scan_tile(UintArray(pc.values), 0, pc.n, 0); // ends at a barrier
+        plan_experts();
+    }
 }

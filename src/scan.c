@@ -9,7 +9,7 @@ typedef struct scan_push {
 } scan_push;
 _Static_assert(sizeof(scan_push) == 96, "scan_push must mirror scan.comp");
 
-enum { PHASE_REDUCE, PHASE_TILES, PHASE_APPLY, PHASE_EXPERTS };
+enum { PHASE_REDUCE, PHASE_TILES, PHASE_APPLY, PHASE_EXPERTS, PHASE_SINGLE };
 
 void vkmoe_scan_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 {
@@ -38,6 +38,11 @@ void vkmoe_scan_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
     };
     VkPipeline pipeline = layer->pipelines[VKMOE_SHADER_SCAN];
     uint64_t tiles = vkmoe_div_up(n, VKMOE_SCAN_TILE);
+    if (tiles <= 1) { /* decode: one workgroup scans and plans */
+        push.phase = PHASE_SINGLE;
+        vkmoe_dispatch_1d(layer->ctx, cmd, pipeline, &push, sizeof(push), 1);
+        return;
+    }
     const uint64_t groups[] = {[PHASE_REDUCE] = tiles, [PHASE_TILES] = 1,
                                [PHASE_APPLY] = tiles, [PHASE_EXPERTS] = 1};
     for (uint32_t phase = PHASE_REDUCE; phase <= PHASE_EXPERTS; phase++) {
