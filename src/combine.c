@@ -4,7 +4,7 @@
 
 typedef struct combine_push {
     VkDeviceAddress topk_weight, slot_row, expert_out, shared_out, shared_scale;
-    uint32_t tokens, dim, top_k, pad_;
+    uint32_t tokens, dim, top_k, z_texels;
 } combine_push;
 _Static_assert(sizeof(combine_push) == 56, "combine_push must mirror combine.comp");
 
@@ -21,7 +21,12 @@ void vkmoe_combine_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t toke
         .tokens = tokens,
         .dim = p->dim,
         .top_k = p->top_k,
+        .z_texels = layer->expert_out_view != VK_NULL_HANDLE,
     };
+    if (layer->expert_out_view)
+        layer->ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE,
+                                               layer->ctx->pipeline_layout, 1, 1,
+                                               &layer->combine_set, 0, NULL);
     /* An invocation makes four consecutive elements of a row. */
     uint64_t quads = (uint64_t)tokens * vkmoe_div_up(p->dim, 4);
     vkmoe_dispatch_1d(layer->ctx, cmd, layer->pipelines[VKMOE_SHADER_COMBINE], &push,
