@@ -23,10 +23,9 @@ void vkmoe_combine_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t toke
         .top_k = p->top_k,
         .z_texels = layer->expert_out_view != VK_NULL_HANDLE,
     };
-    if (layer->expert_out_view)
-        layer->ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE,
-                                               layer->ctx->pipeline_layout, 1, 1,
-                                               &layer->combine_set, 0, NULL);
+    layer->ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE,
+                                           layer->ctx->pipeline_layout, 1, 1, &layer->combine_set,
+                                           0, NULL);
     /* An invocation makes four consecutive elements of a row. */
     uint64_t quads = (uint64_t)tokens * vkmoe_div_up(p->dim, 4);
     vkmoe_dispatch_1d(layer->ctx, cmd, layer->pipelines[VKMOE_SHADER_COMBINE], &push,

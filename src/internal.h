@@ -303,7 +303,8 @@ struct vkmoe_layer {
     vkmoe_buffer expert_out;    /* f32 [max_rows][dim], gemm_down output */
     /* expert_out and shared_out as RGBA32F texels for combine, where dim is
      * a multiple of 4 and the views fit the device (else VK_NULL_HANDLE:
-     * combine loads through addresses); combine_set binds them as set 1. */
+     * combine loads through addresses); combine_set binds them (or x_rows,
+     * for the formats' sake) as set 1. */
     VkBufferView expert_out_view, shared_out_view;
     VkDescriptorSet combine_set;
     vkmoe_buffer x, y;          /* f32 [max_tokens][dim], for vkmoe_layer_forward */

@@ -142,7 +142,7 @@ static vkmoe_status create_descriptors(vkmoe_layer *layer)
     vkmoe_context *ctx = layer->ctx;
     uint32_t gemm_sets = 1 + layer->experts[VKMOE_EXPERT_UP].chunk_count +
                          layer->experts[VKMOE_EXPERT_DOWN].chunk_count +
-                         (layer->params.shared_ffn_dim ? 2 : 0) + (layer->expert_out_view ? 1 : 0);
+                         (layer->params.shared_ffn_dim ? 2 : 0) + 1 /* combine */;
     VkDescriptorPoolSize sizes[2] = {
         {.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .descriptorCount = 2},
         {.type = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, .descriptorCount = 3 * gemm_sets},
@@ -160,12 +160,12 @@ static vkmoe_status create_descriptors(vkmoe_layer *layer)
     VKMOE_TRY(allocate_set(layer, ctx->gemm_set_layout, &layer->router_source.set));
     write_gemm_set(layer, layer->router_source.set, layer->x_rows_view, layer->router_view,
                    layer->router_view);
-    if (layer->expert_out_view) {
-        VKMOE_TRY(allocate_set(layer, ctx->gemm_set_layout, &layer->combine_set));
-        VkBufferView shared =
-            layer->shared_out_view ? layer->shared_out_view : layer->expert_out_view;
-        write_gemm_set(layer, layer->combine_set, layer->expert_out_view, shared, shared);
-    }
+    /* Without texel views combine reads through addresses, but its set
+     * must still hold float views: x_rows stands in. */
+    VKMOE_TRY(allocate_set(layer, ctx->gemm_set_layout, &layer->combine_set));
+    VkBufferView z = layer->expert_out_view ? layer->expert_out_view : layer->x_rows_view;
+    VkBufferView shared = layer->shared_out_view ? layer->shared_out_view : z;
+    write_gemm_set(layer, layer->combine_set, z, shared, shared);
     VKMOE_TRY(create_expert_sets(layer, layer->experts));
     return layer->params.shared_ffn_dim ? create_expert_sets(layer, layer->shared) : VKMOE_OK;
 }
