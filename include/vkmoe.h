@@ -282,7 +282,15 @@ typedef struct vkmoe_layer_params {
     /* Most tokens one forward may take; sizes the scratch memory.
      * Default (0): 1. At most 1 << 22 / top_k. */
     uint32_t max_tokens;
-    vkmoe_weight_type weight_type; /* default VKMOE_WEIGHT_F32 */
+    /* How the gate and up projections (routed and shared) are stored;
+     * default VKMOE_WEIGHT_F32. */
+    vkmoe_weight_type weight_type;
+    /* How the down projections (routed and shared) are stored, where it
+     * differs from weight_type: GGUF's Q4_K_M files keep gate and up in Q4_K
+     * and many layers' down in Q6_K. Default (0, VKMOE_WEIGHT_F32): the same
+     * as weight_type, so f32 down projections beside other gate and up
+     * types are not offered. */
+    vkmoe_weight_type down_weight_type;
     vkmoe_router_type router;      /* default VKMOE_ROUTER_SOFTMAX_TOPK */
     /* Divide the chosen weights by their sum (Mixtral, Qwen3, DeepSeek-V3:
      * true; Qwen1.5/2-MoE, OLMoE, DeepSeek-V2: false). Default false. */
@@ -341,7 +349,7 @@ typedef struct vkmoe_layer_params {
 
 /* Set the routing and expert-function fields of params to those of a model
  * family, leaving the shape (dim, ffn_dim, experts, max_tokens,
- * shared_ffn_dim), weight_type, statistics and timing as they are. Families:
+ * shared_ffn_dim), the weight types, statistics and timing as they are. Families:
  *   "mixtral", "qwen3-moe", "olmoe": softmax top-k, SwiGLU; normalize_topk
  *       true, true, false;
  *   "qwen2-moe" (Qwen1.5-MoE and Qwen2-MoE): softmax top-k, no

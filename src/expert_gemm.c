@@ -22,12 +22,12 @@ typedef struct gemm_down_push {
 } gemm_down_push;
 _Static_assert(sizeof(gemm_down_push) == 64, "gemm_down_push must mirror gemm_down.comp");
 
-vkmoe_spec vkmoe_gemm_spec(const vkmoe_layer *layer)
+vkmoe_spec vkmoe_gemm_spec(const vkmoe_layer *layer, vkmoe_expert_matrix matrix)
 {
     const vkmoe_gemm_config *g = &layer->gemm;
     return (vkmoe_spec){
         .count = 4,
-        .values = {g->tile_m, g->lanes, (uint32_t)layer->params.weight_type,
+        .values = {g->tile_m, g->lanes, (uint32_t)vkmoe_matrix_type(&layer->params, matrix),
                    (uint32_t)layer->params.activation},
     };
 }

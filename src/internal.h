@@ -26,6 +26,14 @@ static inline bool vkmoe_weight_blocked(vkmoe_weight_type type)
     return vkmoe_weight_block(type) > 1;
 }
 
+/* How a projection is stored: the down projections in down_weight_type,
+ * gate and up in weight_type (resolved params). */
+static inline vkmoe_weight_type vkmoe_matrix_type(const vkmoe_layer_params *p,
+                                                  vkmoe_expert_matrix matrix)
+{
+    return matrix == VKMOE_EXPERT_DOWN ? p->down_weight_type : p->weight_type;
+}
+
 #define VKMOE_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 static inline uint64_t vkmoe_round_up(uint64_t x, uint64_t m) { return (x + m - 1) / m * m; }
@@ -260,6 +268,7 @@ typedef struct vkmoe_expert_array {
     uint32_t per_chunk;           /* experts per chunk */
     VkDeviceSize matrix_bytes;    /* one expert, rows padded to `ld` elements */
     uint32_t rows, cols, ld;
+    vkmoe_weight_type type;       /* how the matrices are stored */
 } vkmoe_expert_array;
 
 /* Which uploads a forward waits for. Per expert: three matrices, then
@@ -368,7 +377,8 @@ void vkmoe_gemm_down_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_g
 
 /* The specialization constants of each stage's pipeline for this layer. */
 vkmoe_spec vkmoe_router_spec(const vkmoe_layer *layer);
-vkmoe_spec vkmoe_gemm_spec(const vkmoe_layer *layer);
+/* The GEMM pass of these matrices: gate and up (VKMOE_EXPERT_UP) or down. */
+vkmoe_spec vkmoe_gemm_spec(const vkmoe_layer *layer, vkmoe_expert_matrix matrix);
 vkmoe_spec vkmoe_router_gemm_spec(const vkmoe_layer *layer);
 
 /* Byte offsets of the three bias vectors of expert e in layer->expert_biases. */

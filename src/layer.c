@@ -174,12 +174,13 @@ static vkmoe_status create_pipelines(vkmoe_layer *layer)
 {
     vkmoe_spec none = {0};
     vkmoe_spec router = vkmoe_router_spec(layer);
-    vkmoe_spec gemm = vkmoe_gemm_spec(layer);
+    vkmoe_spec up = vkmoe_gemm_spec(layer, VKMOE_EXPERT_UP);
+    vkmoe_spec down = vkmoe_gemm_spec(layer, VKMOE_EXPERT_DOWN);
     const vkmoe_spec *specs[VKMOE_SHADER_MAX] = {
         [VKMOE_SHADER_INPUT_ROWS] = &none,
         [VKMOE_SHADER_ROUTER] = &router, [VKMOE_SHADER_COUNT] = &none,
         [VKMOE_SHADER_SCAN] = &none,     [VKMOE_SHADER_SCATTER] = &none,
-        [VKMOE_SHADER_GEMM_UP] = &gemm,  [VKMOE_SHADER_GEMM_DOWN] = &gemm,
+        [VKMOE_SHADER_GEMM_UP] = &up,    [VKMOE_SHADER_GEMM_DOWN] = &down,
         [VKMOE_SHADER_COMBINE] = &none,
     };
     for (uint32_t s = 0; s < VKMOE_SHADER_MAX; s++)

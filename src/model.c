@@ -341,7 +341,7 @@ static vkmoe_status upload_matrix(model_source *s, vkmoe_layer *layer, const mod
                                   const vkmoe_tensor *t, uint64_t index, uint32_t expert,
                                   vkmoe_expert_matrix m, size_t elements)
 {
-    vkmoe_weight_type type = layer->params.weight_type;
+    vkmoe_weight_type type = vkmoe_matrix_type(&layer->params, m);
     const uint8_t *src =
         f->data + t->offset + index * vkmoe_weight_bytes(weight_type_of(t->dtype), elements);
     size_t bytes = vkmoe_weight_bytes(type, elements);
@@ -459,17 +459,27 @@ static vkmoe_status upload_layer(model_source *s, vkmoe_layer *layer, const mode
     return VKMOE_OK;
 }
 
-/* The routed experts' type decides the layer's weight type. */
-static vkmoe_status choose_weight_type(model_source *s, model_layout *l)
+/* The type of routed expert 0's matrix m. */
+static vkmoe_status expert_type(model_source *s, const model_layout *l, vkmoe_expert_matrix m,
+                                vkmoe_weight_type *type)
 {
     char name[MODEL_NAME_BYTES + 16];
-    snprintf(name, sizeof(name), l->expert[VKMOE_EXPERT_DOWN], 0u);
+    snprintf(name, sizeof(name), l->expert[m], 0u);
     const model_file *f;
     const vkmoe_tensor *t;
-    VKMOE_TRY(vkmoe_model_find(s, l->stacked ? l->expert[VKMOE_EXPERT_DOWN] : name, &f, &t));
+    VKMOE_TRY(vkmoe_model_find(s, l->stacked ? l->expert[m] : name, &f, &t));
     VKMOE_TRY(check_dtype(s, f, t));
-    l->params.weight_type = weight_type_of(t->dtype);
+    *type = weight_type_of(t->dtype);
     return VKMOE_OK;
+}
+
+/* The routed experts' up and down projections decide the layer's two
+ * weight types (a Q4_K_M file: Q4_K and Q6_K); matrices of other types
+ * (gate, or the shared expert's) are converted to them. */
+static vkmoe_status choose_weight_type(model_source *s, model_layout *l)
+{
+    VKMOE_TRY(expert_type(s, l, VKMOE_EXPERT_DOWN, &l->params.down_weight_type));
+    return expert_type(s, l, VKMOE_EXPERT_UP, &l->params.weight_type);
 }
 
 static vkmoe_status load(model_source *s, vkmoe_context *ctx, const char *path, uint32_t index,

@@ -24,13 +24,21 @@ static vkmoe_status check_shape(const vkmoe_context *ctx, const vkmoe_layer_para
                   FN ": max_tokens·top_k = %llu exceeds %u slots",
                   (unsigned long long)p->max_tokens * p->top_k, VKMOE_MAX_SLOTS);
     uint32_t block = vkmoe_weight_block(p->weight_type);
+    uint32_t down_block = vkmoe_weight_block(p->down_weight_type);
     VKMOE_REQUIRE(ctx, block > 0, FN ": unknown weight_type %d", (int)p->weight_type);
-    VKMOE_REQUIRE(ctx,
-                  p->dim % block == 0 && p->ffn_dim % block == 0 && p->shared_ffn_dim % block == 0,
-                  FN ": %s weights need dim (%u), ffn_dim (%u) and shared_ffn_dim (%u) to be "
+    VKMOE_REQUIRE(ctx, down_block > 0, FN ": unknown down_weight_type %d",
+                  (int)p->down_weight_type);
+    /* A block never straddles two rows: the gate and up rows are dim long,
+     * the down rows ffn_dim (shared_ffn_dim) long. */
+    VKMOE_REQUIRE(ctx, p->dim % block == 0,
+                  FN ": %s weights need dim (%u), the gate and up projections' rows, to be "
                      "multiples of %u, the block size",
-                  vkmoe_weight_type_name(p->weight_type), p->dim, p->ffn_dim, p->shared_ffn_dim,
-                  block);
+                  vkmoe_weight_type_name(p->weight_type), p->dim, block);
+    VKMOE_REQUIRE(ctx, p->ffn_dim % down_block == 0 && p->shared_ffn_dim % down_block == 0,
+                  FN ": %s weights need ffn_dim (%u) and shared_ffn_dim (%u), the down "
+                     "projections' rows, to be multiples of %u, the block size",
+                  vkmoe_weight_type_name(p->down_weight_type), p->ffn_dim, p->shared_ffn_dim,
+                  down_block);
     return VKMOE_OK;
 }
 
@@ -86,11 +94,13 @@ static vkmoe_status check_device(const vkmoe_context *ctx, const vkmoe_layer_par
                              "maxStorageBufferRange (%llu) that binds x and y",
                           (unsigned long long)io_bytes,
                           (unsigned long long)ctx->info.max_storage_buffer_range);
-    if (!(ctx->info.weight_types >> p->weight_type & 1))
-        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
-                          FN ": the device cannot read %s weights: its driver lacks uniform "
-                             "texel buffers of their format (vkmoe_device_info.weight_types)",
-                          vkmoe_weight_type_name(p->weight_type));
+    vkmoe_weight_type types[2] = {p->weight_type, p->down_weight_type};
+    for (int i = 0; i < 2; i++)
+        if (!(ctx->info.weight_types >> types[i] & 1))
+            return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                              FN ": the device cannot read %s weights: its driver lacks uniform "
+                                 "texel buffers of their format (vkmoe_device_info.weight_types)",
+                              vkmoe_weight_type_name(types[i]));
     if (p->timing && !ctx->info.timestamps)
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
                           FN ": timing needs timestamp queries, which the device's queue lacks");
@@ -113,6 +123,8 @@ vkmoe_status vkmoe_params_resolve(const vkmoe_context *ctx, const vkmoe_layer_pa
         p.swiglu_limit = 7.0f;
     if (p.swiglu_alpha == 0)
         p.swiglu_alpha = 1.702f;
+    if (p.down_weight_type == VKMOE_WEIGHT_F32)
+        p.down_weight_type = p.weight_type;
     VKMOE_TRY(check_shape(ctx, &p));
     VKMOE_TRY(check_routing(ctx, &p));
     VKMOE_TRY(check_experts(ctx, &p));

@@ -51,21 +51,22 @@ static vkmoe_status create_chunk(vkmoe_layer *layer, vkmoe_expert_array *array, 
     vkmoe_context *ctx = layer->ctx;
     VkDeviceSize bytes = matrices * array->matrix_bytes + CHUNK_SLACK;
     VKMOE_TRY(vkmoe_buffer_create(ctx, bytes, VKMOE_MEMORY_DEVICE, &array->chunks[c]));
-    return vkmoe_buffer_view_create(ctx, &array->chunks[c],
-                                    vkmoe_weight_texel_format(layer->params.weight_type), bytes,
-                                    &array->views[c]);
+    return vkmoe_buffer_view_create(ctx, &array->chunks[c], vkmoe_weight_texel_format(array->type),
+                                    bytes, &array->views[c]);
 }
 
-/* `count` matrices of rows x cols in as few chunks as chunk_limit allows. */
+/* `count` matrices of rows x cols of this type in as few chunks as
+ * chunk_limit allows. */
 static vkmoe_status create_expert_array(vkmoe_layer *layer, vkmoe_expert_array *array,
-                                        uint32_t count, uint32_t rows, uint32_t cols)
+                                        vkmoe_weight_type type, uint32_t count, uint32_t rows,
+                                        uint32_t cols)
 {
     vkmoe_context *ctx = layer->ctx;
-    vkmoe_weight_type type = layer->params.weight_type;
+    array->type = type;
     array->rows = rows;
     array->cols = cols;
     array->ld = (uint32_t)vkmoe_round_up(cols, VKMOE_ROW_ALIGN);
-    /* Each matrix starts on a texel; Q8_0 rows are whole blocks. */
+    /* Each matrix starts on a 16-byte texel; GGUF rows are whole blocks. */
     array->matrix_bytes =
         vkmoe_round_up((VkDeviceSize)rows * vkmoe_weight_bytes(type, array->ld), 16);
     /* Shaders index one matrix with 32-bit element offsets. */
@@ -113,9 +114,12 @@ static vkmoe_status create_matrices(vkmoe_layer *layer, vkmoe_expert_array array
 {
     const vkmoe_layer_params *p = &layer->params;
     if (vkmoe_params_gated(p))
-        VKMOE_TRY(create_expert_array(layer, &arrays[VKMOE_EXPERT_GATE], count, ffn, p->dim));
-    VKMOE_TRY(create_expert_array(layer, &arrays[VKMOE_EXPERT_UP], count, ffn, p->dim));
-    return create_expert_array(layer, &arrays[VKMOE_EXPERT_DOWN], count, p->dim, ffn);
+        VKMOE_TRY(create_expert_array(layer, &arrays[VKMOE_EXPERT_GATE], p->weight_type, count,
+                                      ffn, p->dim));
+    VKMOE_TRY(
+        create_expert_array(layer, &arrays[VKMOE_EXPERT_UP], p->weight_type, count, ffn, p->dim));
+    return create_expert_array(layer, &arrays[VKMOE_EXPERT_DOWN], p->down_weight_type, count,
+                               p->dim, ffn);
 }
 
 static vkmoe_status mark_needed_uploads(vkmoe_layer *layer)
@@ -284,7 +288,7 @@ static vkmoe_status upload_matrix(vkmoe_layer *layer, const char *fn,
                                   const vkmoe_expert_array *array, uint32_t index,
                                   const void *weights, size_t size, vkmoe_upload which)
 {
-    vkmoe_weight_type type = layer->params.weight_type;
+    vkmoe_weight_type type = array->type;
     size_t row = vkmoe_weight_bytes(type, array->cols);
     VKMOE_REQUIRE(layer->ctx, size == row * array->rows,
                   "%s: size is %zu bytes, expected %u rows of %u weights, %zu bytes", fn, size,

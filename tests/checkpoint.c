@@ -64,8 +64,8 @@ static uint32_t gguf_type(vkmoe_weight_type type)
     return types[type];
 }
 
-/* The values of a tensor of this shape in t's weight type (caller frees). */
-static void *encode(const test_layer *t, const float *values, const uint64_t *shape,
+/* The values of a tensor of this shape in this type (caller frees). */
+static void *encode(vkmoe_weight_type type, const float *values, const uint64_t *shape,
                     uint32_t dims, size_t *bytes)
 {
     size_t n = 1;
@@ -73,17 +73,17 @@ static void *encode(const test_layer *t, const float *values, const uint64_t *sh
         n *= shape[d];
     void *data = malloc(n * 4 + 1);
     assert_non_null(data);
-    *bytes = vkmoe_ref_encode_weights(t->params.weight_type, values, n, data);
+    *bytes = vkmoe_ref_encode_weights(type, values, n, data);
     return data;
 }
 
-/* Add values in t's weight type under name, with a row-major shape. */
-static void st_put(st_writer *w, const test_layer *t, const char *name, const float *values,
+/* Add values in this type under name, with a row-major shape. */
+static void st_put(st_writer *w, vkmoe_weight_type type, const char *name, const float *values,
                    const uint64_t *shape, uint32_t dims)
 {
     size_t bytes;
-    void *data = encode(t, values, shape, dims, &bytes);
-    st_add(w, name, st_dtype(t->params.weight_type), shape, dims, data, bytes);
+    void *data = encode(type, values, shape, dims, &bytes);
+    st_add(w, name, st_dtype(type), shape, dims, data, bytes);
     free(data);
 }
 
@@ -99,14 +99,14 @@ static void st_put_experts(st_writer *w, const test_layer *t, const char *prefix
             char name[256];
             snprintf(name, sizeof(name), "%sexperts.%u.%s.weight", prefix, e, kinds[m]);
             uint64_t shape[2] = {m == 2 ? d : f, m == 2 ? f : d};
-            st_put(w, t, name, weights[m] + e * f * d, shape, 2);
+            st_put(w, vkmoe_matrix_type(p, m), name, weights[m] + e * f * d, shape, 2);
         }
     for (int m = 0; p->shared_ffn_dim && m < 3; m++) {
         const float *shared[3] = {t->shared_gate, t->shared_up, t->shared_down};
         char name[256];
         snprintf(name, sizeof(name), "%s%s.%s.weight", prefix, names->shared, kinds[m]);
         uint64_t shape[2] = {m == 2 ? d : p->shared_ffn_dim, m == 2 ? p->shared_ffn_dim : d};
-        st_put(w, t, name, shared[m], shape, 2);
+        st_put(w, vkmoe_matrix_type(p, m), name, shared[m], shape, 2);
     }
 }
 
@@ -120,14 +120,14 @@ void checkpoint_write_hf(const char *dir, const test_layer *t, const char *confi
     snprintf(prefix, sizeof(prefix), "model.layers.%u.%s.", layer, names->block);
     st_writer w = {0};
     snprintf(name, sizeof(name), "%sgate.weight", prefix);
-    st_put(&w, t, name, t->router, (uint64_t[]){p->experts, p->dim}, 2);
+    st_put(&w, p->weight_type, name, t->router, (uint64_t[]){p->experts, p->dim}, 2);
     if (p->selection_bias) {
         snprintf(name, sizeof(name), "%sgate.e_score_correction_bias", prefix);
-        st_put(&w, t, name, t->selection_bias, (uint64_t[]){p->experts}, 1);
+        st_put(&w, p->weight_type, name, t->selection_bias, (uint64_t[]){p->experts}, 1);
     }
     if (p->shared_gate) {
         snprintf(name, sizeof(name), "%sshared_expert_gate.weight", prefix);
-        st_put(&w, t, name, t->shared_gate_weights, (uint64_t[]){1, p->dim}, 2);
+        st_put(&w, p->weight_type, name, t->shared_gate_weights, (uint64_t[]){1, p->dim}, 2);
     }
     st_put_experts(&w, t, prefix, names);
     byte_buffer file;
@@ -172,12 +172,12 @@ const hf_names checkpoint_deepseek_names = {"mlp", "gate_proj", "up_proj", "down
                                         "shared_experts"};
 
 /* The same for GGUF, dims innermost first. */
-static void gguf_put(gguf_writer *w, const test_layer *t, const char *name, const float *values,
-                     const uint64_t *ne, uint32_t dims)
+static void gguf_put(gguf_writer *w, vkmoe_weight_type type, const char *name,
+                     const float *values, const uint64_t *ne, uint32_t dims)
 {
     size_t bytes;
-    void *data = encode(t, values, ne, dims, &bytes);
-    gguf_add_tensor(w, name, gguf_type(t->params.weight_type), ne, dims, data, bytes);
+    void *data = encode(type, values, ne, dims, &bytes);
+    gguf_add_tensor(w, name, gguf_type(type), ne, dims, data, bytes);
     free(data);
 }
 
@@ -213,7 +213,7 @@ static void gguf_put_layer(gguf_writer *w, const test_layer *t, uint32_t layer)
     for (int m = 0; m < 3; m++) {
         uint64_t inner = m == 2 ? f : d, outer = m == 2 ? d : f;
         snprintf(name, sizeof(name), "blk.%u.ffn_%s_exps.weight", layer, kinds[m]);
-        gguf_put(w, t, name, experts[m], (uint64_t[]){inner, outer, e}, 3);
+        gguf_put(w, vkmoe_matrix_type(p, m), name, experts[m], (uint64_t[]){inner, outer, e}, 3);
         if (p->expert_bias) {
             snprintf(name, sizeof(name), "blk.%u.ffn_%s_exps.bias", layer, kinds[m]);
             gguf_put_f32(w, name, biases[m], (uint64_t[]){outer, e}, 2, outer * e);
@@ -221,7 +221,7 @@ static void gguf_put_layer(gguf_writer *w, const test_layer *t, uint32_t layer)
         if (fs) {
             uint64_t sin = m == 2 ? fs : d, sout = m == 2 ? d : fs;
             snprintf(name, sizeof(name), "blk.%u.ffn_%s_shexp.weight", layer, kinds[m]);
-            gguf_put(w, t, name, shared[m], (uint64_t[]){sin, sout}, 2);
+            gguf_put(w, vkmoe_matrix_type(p, m), name, shared[m], (uint64_t[]){sin, sout}, 2);
         }
     }
 }

@@ -124,7 +124,7 @@ static float *random_if(bool wanted, size_t n, float scale, vkmoe_weight_type ty
 static void create_weights(test_layer *out)
 {
     const vkmoe_layer_params *p = &out->params;
-    vkmoe_weight_type stored = p->weight_type, f32 = VKMOE_WEIGHT_F32;
+    vkmoe_weight_type stored = p->weight_type, down = p->down_weight_type, f32 = VKMOE_WEIGHT_F32;
     bool gated = p->activation != VKMOE_ACTIVATION_RELU, bias = p->expert_bias;
     size_t e = p->experts, d = p->dim, f = p->ffn_dim, fs = p->shared_ffn_dim;
     float in_scale = 2.0f / sqrtf((float)d);
@@ -134,14 +134,14 @@ static void create_weights(test_layer *out)
     out->selection_bias = random_if(p->selection_bias, e, 0.2f, f32);
     out->gate = random_if(gated, e * f * d, in_scale, stored);
     out->up = random_matrix(e * f * d, in_scale, stored);
-    out->down = random_matrix(e * d * f, 2.0f / sqrtf((float)f), stored);
+    out->down = random_matrix(e * d * f, 2.0f / sqrtf((float)f), down);
     out->gate_bias = random_if(bias && gated, e * f, 0.5f, f32);
     out->up_bias = random_if(bias, e * f, 0.5f, f32);
     out->down_bias = random_if(bias, e * d, 0.5f, f32);
     out->shared_gate_weights = random_if(p->shared_gate, d, in_scale, f32);
     out->shared_gate = random_if(fs && gated, fs * d, in_scale, stored);
     out->shared_up = random_if(fs, fs * d, in_scale, stored);
-    out->shared_down = random_if(fs, d * fs, fs ? 2.0f / sqrtf((float)fs) : 0, stored);
+    out->shared_down = random_if(fs, d * fs, fs ? 2.0f / sqrtf((float)fs) : 0, down);
 }
 
 void test_layer_create(vkmoe_context *ctx, const vkmoe_layer_params *params, test_layer *out)
@@ -168,14 +168,14 @@ void test_layer_create(vkmoe_context *ctx, const vkmoe_layer_params *params, tes
     };
 }
 
-/* Uploads one matrix in the layer's weight type: a routed expert's, or the
+/* Uploads one matrix in its projection's weight type: a routed expert's, or the
  * shared expert's when expert is UINT32_MAX. */
 static void upload_matrix(test_layer *t, uint32_t e, vkmoe_expert_matrix which, const float *m,
                           size_t n)
 {
     void *data = malloc((n ? n : 1) * sizeof(float));
     assert_non_null(data);
-    size_t bytes = vkmoe_ref_encode_weights(t->params.weight_type, m, n, data);
+    size_t bytes = vkmoe_ref_encode_weights(vkmoe_matrix_type(&t->params, which), m, n, data);
     vkmoe_status status = e == UINT32_MAX
                               ? vkmoe_layer_set_shared_expert(t->layer, which, data, bytes)
                               : vkmoe_layer_set_expert(t->layer, e, which, data, bytes);

@@ -67,8 +67,8 @@ static void test_block_quantized_weights(void **state)
 }
 
 /* Q4_K and Q6_K layers: super-blocks of 256 along every row, a shared
- * expert too; a width of whole Q8_0 blocks but not of super-blocks is
- * refused by name. */
+ * expert too, and layers mixing types by projection; a width of whole Q8_0
+ * blocks but not of super-blocks is refused by name. */
 static void test_k_quant_weights(void **state)
 {
     test_seed(15);
@@ -80,12 +80,25 @@ static void test_k_quant_weights(void **state)
         test_check_layer(*state, p, 37);
         test_check_layer(*state, p, 1);
     }
+    /* each projection in its own type: Q4_K_M's gate and up Q4_K, down
+     * Q6_K; and Q4_K gate and up over dim 256 with Q8_0 down over ffn 96,
+     * which only the down projection's block has to divide */
+    p.weight_type = VKMOE_WEIGHT_Q4_K;
+    p.down_weight_type = VKMOE_WEIGHT_Q6_K;
+    test_check_layer(*state, p, 37);
+    vkmoe_layer_params q = shape(256, 96, 5, 2, 20);
+    q.weight_type = VKMOE_WEIGHT_Q4_K;
+    q.down_weight_type = VKMOE_WEIGHT_Q8_0;
+    test_check_layer(*state, q, 20);
     vkmoe_layer *layer = (vkmoe_layer *)&layer;
     p.ffn_dim = 288;
     assert_int_equal(vkmoe_layer_create(*state, &p, &layer), VKMOE_ERROR_INVALID_ARGUMENT);
     assert_null(layer);
-    assert_non_null(strstr(vkmoe_last_error(), "q6_k weights need"));
+    assert_non_null(strstr(vkmoe_last_error(), "q6_k weights need ffn_dim (288)"));
     assert_non_null(strstr(vkmoe_last_error(), "multiples of 256"));
+    q.down_weight_type = (vkmoe_weight_type)7;
+    assert_int_equal(vkmoe_layer_create(*state, &q, &layer), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(vkmoe_last_error(), "unknown down_weight_type 7"));
 }
 
 /* What quantization costs: each type's layer (its weights rounded from

@@ -46,6 +46,7 @@ static void check_loaded(vkmoe_context *ctx, test_layer *t, const char *path, ui
     assert_true(got.routed_scaling_factor == want->routed_scaling_factor);
     assert_int_equal(got.shared_ffn_dim, want->shared_ffn_dim);
     assert_int_equal(got.weight_type, want->weight_type);
+    assert_int_equal(got.down_weight_type, want->down_weight_type);
     test_layer run = *t;
     run.layer = loaded;
     float *x = test_input(tokens, want->dim);
@@ -183,6 +184,15 @@ static void test_gguf_families(void **state)
         check_loaded(*state, &t, path_in("model.gguf"), 1, 21);
         test_layer_destroy(&t);
     }
+    /* Q4_K_M's mix: gate and up Q4_K, down Q6_K, each kept in its type */
+    p = family("qwen3-moe", 8, 2, VKMOE_WEIGHT_Q4_K);
+    p.down_weight_type = VKMOE_WEIGHT_Q6_K;
+    p.dim = 256;
+    p.ffn_dim = 512;
+    checkpoint_weights(*state, p, &t);
+    checkpoint_write_gguf(path_in("model.gguf"), &w, &t, "qwen3moe", 1);
+    check_loaded(*state, &t, path_in("model.gguf"), 1, 21);
+    test_layer_destroy(&t);
 
     p = family("qwen2-moe", 6, 4, VKMOE_WEIGHT_BF16);
     p.shared_ffn_dim = 20;
