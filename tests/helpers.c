@@ -285,6 +285,16 @@ void test_check_layer(vkmoe_context *ctx, vkmoe_layer_params params, uint32_t to
     test_layer_destroy(&t);
 }
 
+void test_expect_create_fails(vkmoe_context *ctx, const vkmoe_layer_params *params,
+                              vkmoe_status status, const char *words)
+{
+    vkmoe_layer *layer = (vkmoe_layer *)&layer;
+    assert_int_equal(vkmoe_layer_create(ctx, params, &layer), status);
+    assert_null(layer);
+    if (!strstr(vkmoe_last_error(), words))
+        fail_msg("\"%s\" does not mention \"%s\"", vkmoe_last_error(), words);
+}
+
 static void *read_debug(test_layer *t, vkmoe_debug_buffer which, size_t bytes)
 {
     void *dst = malloc(bytes ? bytes : 1);

@@ -68,6 +68,10 @@ float *test_input(uint32_t tokens, uint32_t dim);
 void test_check_forward(test_layer *t, uint32_t tokens, const float *x);
 /* A layer of these params with random weights and inputs, checked so. */
 void test_check_layer(vkmoe_context *ctx, vkmoe_layer_params params, uint32_t tokens);
+/* vkmoe_layer_create refuses params with this status, leaves the layer
+ * NULL, and its message mentions `words`. */
+void test_expect_create_fails(vkmoe_context *ctx, const vkmoe_layer_params *params,
+                              vkmoe_status status, const char *words);
 
 
 
