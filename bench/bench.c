@@ -17,6 +17,7 @@ typedef struct options {
     uint32_t tokens[32];
     uint32_t token_count;
     vkmoe_weight_type weights;
+    vkmoe_gemm_path gemm_path;
     const char *device;
     uint32_t warmup, iters;
     bool verify, json, list_presets;
@@ -46,17 +47,18 @@ static const preset default_layer = {NULL, NULL, "mixtral", 1024, 1536, 8, 2, 0}
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: vkmoe-bench [options]\n"
-            "  --preset NAME         a real model's MoE layer (--list-presets)\n"
-            "  --scale S             multiply dim, ffn and the shared width by S in (0, 1]\n"
-            "  --dim D --ffn F --experts E --topk K   shape by hand\n"
-            "  --tokens LIST         token counts, e.g. 1,8,64,512 (default 1,64,256)\n"
-            "  --weights TYPE        f32, f16, bf16, q8_0, q4_0, q4_k or q6_k (default f16)\n"
-            "  --device N|NAME       device index or name substring\n"
-            "  --warmup N --iters N  repetitions (default 2, 10); figures are medians\n"
-            "  --no-verify           skip the CPU reference\n"
-            "  --json                one JSON object on stdout\n");
+    fprintf(out, "usage: vkmoe-bench [options]\n"
+                 "  --preset NAME         a real model's MoE layer (--list-presets)\n"
+                 "  --scale S             multiply dim, ffn and the shared width by S in (0, 1]\n"
+                 "  --dim D --ffn F --experts E --topk K   shape by hand\n"
+                 "  --tokens LIST         token counts, e.g. 1,8,64,512 (default 1,64,256)\n"
+                 "  --weights TYPE        f32, f16, bf16, q8_0, q4_0, q4_k or q6_k (default f16)\n"
+                 "  --gemm PATH           expert GEMM path: auto, register, tiled or coopmat\n"
+                 "                        (default auto)\n"
+                 "  --device N|NAME       device index or name substring\n"
+                 "  --warmup N --iters N  repetitions (default 2, 10); figures are medians\n"
+                 "  --no-verify           skip the CPU reference\n"
+                 "  --json                one JSON object on stdout\n");
 }
 
 static bool parse_tokens(options *o, const char *list)
@@ -91,6 +93,18 @@ static bool parse_weights(const char *name, vkmoe_weight_type *out)
     for (int t = 0; vkmoe_weight_type_name((vkmoe_weight_type)t); t++)
         if (!strcmp(name, vkmoe_weight_type_name((vkmoe_weight_type)t))) {
             *out = (vkmoe_weight_type)t;
+            return true;
+        }
+    return false;
+}
+
+static const char *const gemm_paths[] = {"auto", "register", "tiled", "coopmat"};
+
+static bool parse_gemm_path(const char *name, vkmoe_gemm_path *out)
+{
+    for (size_t i = 0; i < sizeof(gemm_paths) / sizeof(gemm_paths[0]); i++)
+        if (!strcmp(name, gemm_paths[i])) {
+            *out = (vkmoe_gemm_path)i;
             return true;
         }
     return false;
@@ -132,6 +146,12 @@ static int parse_args(int argc, char **argv, options *o)
                         "vkmoe-bench: unknown weights %s (f32, f16, bf16, q8_0, q4_0, q4_k, "
                         "q6_k)\n",
                         v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--gemm") && v) {
+            if (!parse_gemm_path(v, &o->gemm_path)) {
+                fprintf(stderr,
+                        "vkmoe-bench: unknown GEMM path %s (auto, register, tiled, coopmat)\n", v);
                 return 2;
             }
         } else if (!strcmp(a, "--device") && v)
@@ -200,6 +220,7 @@ static int resolve_params(const options *o, uint32_t max_tokens, vkmoe_layer_par
     params->experts = o->experts ? o->experts : p->experts;
     params->top_k = o->top_k ? o->top_k : p->top_k;
     params->weight_type = o->weights;
+    params->gemm_path = o->gemm_path;
     params->max_tokens = max_tokens;
     return 0;
 }
@@ -261,6 +282,16 @@ static double peak_bandwidth(const peak_figures *peak)
     return peak->read_gbps > peak->copy_gbps ? peak->read_gbps : peak->copy_gbps;
 }
 
+/* BENCH.md's path: the matrix-core path, else whether any expert had the 16
+ * rows of a GEMM pass (the register path's decode passes take 1 and 4). */
+static const char *run_path(const vkmoe_layer_params *s, const run_result *run)
+{
+    if (s->gemm_path == VKMOE_GEMM_COOPMAT)
+        return "coopmat";
+    bool register_path = s->gemm_path == VKMOE_GEMM_AUTO || s->gemm_path == VKMOE_GEMM_REGISTER;
+    return register_path && run->largest_expert < 16 ? "gemv" : "gemm";
+}
+
 static void print_json(const options *o, const vkmoe_device_info *info, const peak_figures *peak,
                        const vkmoe_layer_params *s, const run_result *runs, uint32_t count)
 {
@@ -290,7 +321,8 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
                vkmoe_weight_type_name(s->weight_type), router_name(s->router),
                s->shared_ffn_dim, s->expert_groups, s->topk_groups,
                activation_name(s->activation), (double)s->capacity_factor);
-        printf("      \"path\": \"gemm\",\n");
+        printf("      \"path\": \"%s\", \"gemm_path\": \"%s\",\n", run_path(s, run),
+               gemm_paths[s->gemm_path]);
         double gflops = run->layer.flops / (run->layer.ms * 1e6);
         double gbps = run->layer.bytes / (run->layer.ms * 1e6);
         printf("      \"layer_ms\": %.6g, \"tokens_per_s\": %.6g, \"gflops\": %.6g, "
@@ -325,12 +357,12 @@ static void print_table(const vkmoe_device_info *info, const peak_figures *peak,
            "(measured by this bench)\n",
            peak->fp32_gflops, peak->fp16_gflops, peak->copy_gbps, peak->read_gbps);
     printf("layer   dim %u, ffn %u, experts %u (groups %u, keep %u), top-k %u, shared ffn %u, "
-           "%s weights, %s, %s, capacity factor %g\n\n",
+           "%s weights, %s, %s, capacity factor %g, %s GEMM path\n\n",
            s->dim, s->ffn_dim, s->experts, s->expert_groups, s->topk_groups, s->top_k,
-           s->shared_ffn_dim, vkmoe_weight_type_name(s->weight_type),
-           router_name(s->router), activation_name(s->activation), (double)s->capacity_factor);
-    printf("%7s %10s %11s %9s %6s %9s %8s %6s |", "tokens", "layer ms", "tokens/s", "GFLOP/s",
-           "%peak", "MB moved", "GB/s", "%peak");
+           s->shared_ffn_dim, vkmoe_weight_type_name(s->weight_type), router_name(s->router),
+           activation_name(s->activation), (double)s->capacity_factor, gemm_paths[s->gemm_path]);
+    printf("%7s %7s %10s %11s %9s %6s %9s %8s %6s |", "tokens", "path", "layer ms", "tokens/s",
+           "GFLOP/s", "%peak", "MB moved", "GB/s", "%peak");
     for (uint32_t st = 0; st < VKMOE_STAGE_MAX; st++)
         printf(" %9s", vkmoe_stage_name(st));
     printf(" | %s\n", "check");
@@ -338,9 +370,10 @@ static void print_table(const vkmoe_device_info *info, const peak_figures *peak,
         const run_result *run = &runs[r];
         double gflops = run->layer.flops / (run->layer.ms * 1e6);
         double gbps = run->layer.bytes / (run->layer.ms * 1e6);
-        printf("%7u %10.3f %11.1f %9.2f %6.1f %9.2f %8.2f %6.1f |", run->tokens, run->layer.ms,
-               run->tokens / (run->layer.ms * 1e-3), gflops, percent(gflops, peak->fp32_gflops),
-               run->layer.bytes * 1e-6, gbps, percent(gbps, peak_bandwidth(peak)));
+        printf("%7u %7s %10.3f %11.1f %9.2f %6.1f %9.2f %8.2f %6.1f |", run->tokens,
+               run_path(s, run), run->layer.ms, run->tokens / (run->layer.ms * 1e-3), gflops,
+               percent(gflops, peak->fp32_gflops), run->layer.bytes * 1e-6, gbps,
+               percent(gbps, peak_bandwidth(peak)));
         for (uint32_t st = 0; st < VKMOE_STAGE_MAX; st++)
             printf(" %9.3f", run->stages[st].ms);
         if (run->verified_tokens == 0)

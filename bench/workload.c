@@ -395,8 +395,10 @@ static void verify(const workload *w, uint32_t tokens, run_result *r)
     }
     free(kept);
     free(expected);
-    /* f32 accumulation over dim and ffn terms; 16-bit weights are exact in both. */
-    r->verified = r->verified_tokens > 0 && r->error.max_rel <= 1e-4;
+    /* f32 accumulation over dim and ffn terms; 16-bit weights are exact in
+     * both, but the matrix-core path rounds activations to f16 (2^-11). */
+    double tolerance = p->gemm_path == VKMOE_GEMM_COOPMAT ? 5e-3 : 1e-4;
+    r->verified = r->verified_tokens > 0 && r->error.max_rel <= tolerance;
 }
 
 vkmoe_status workload_run(workload *w, uint32_t tokens, uint32_t warmup, uint32_t iters,
@@ -427,8 +429,11 @@ vkmoe_status workload_run(workload *w, uint32_t tokens, uint32_t warmup, uint32_
         r->layer.ms = median(samples, iters);
         for (uint32_t s = 0; s < VKMOE_STAGE_MAX; s++)
             r->stages[s].ms = median(samples + (s + 1) * (size_t)iters, iters);
-        for (uint32_t e = 0; e < w->params.experts; e++)
+        for (uint32_t e = 0; e < w->params.experts; e++) {
             r->active_experts += counts[e] > 0;
+            if (counts[e] > r->largest_expert)
+                r->largest_expert = counts[e];
+        }
         count_work(w, tokens, r->active_experts, r);
         verify(w, tokens, r);
     }

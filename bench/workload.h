@@ -17,6 +17,7 @@ typedef struct run_result {
     stage_figures layer;
     stage_figures stages[VKMOE_STAGE_MAX];
     uint32_t active_experts; /* experts that received at least one token */
+    uint32_t largest_expert; /* the most slots one expert received */
     bool verified;           /* false when the check failed or was skipped */
     uint32_t verified_tokens;
     vkmoe_ref_error error;

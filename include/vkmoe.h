@@ -153,6 +153,11 @@ typedef struct vkmoe_device_info {
      * conformant device has every bit; a layer of a type without its bit is
      * refused with VKMOE_ERROR_UNSUPPORTED. */
     uint32_t weight_types;
+    /* VK_NV_cooperative_matrix with 16x16x16 f16 multiplies accumulating in
+     * f32 at subgroup scope, and fp16 arithmetic: supported, and enabled on
+     * a device vkmoe created (false for imported devices). Needed by
+     * VKMOE_GEMM_COOPMAT. */
+    bool cooperative_matrix;
 } vkmoe_device_info;
 
 /* Number of Vulkan physical devices that vkmoe could use (Vulkan >= 1.2,
@@ -272,6 +277,28 @@ typedef enum vkmoe_activation {
     VKMOE_ACTIVATION_SWIGLU_CLAMPED = 2,
 } vkmoe_activation;
 
+/* How the expert GEMMs run. Every path computes the same products with f32
+ * accumulation; they differ in speed and, for COOPMAT, in rounding. */
+typedef enum vkmoe_gemm_path {
+    /* The library's choice: VKMOE_GEMM_REGISTER on every device today, the
+     * one path measured (README, "Performance"). */
+    VKMOE_GEMM_AUTO = 0,
+    /* A lane keeps 16 rows x 8 columns of output in registers and reads rows
+     * and weights through texel buffers; experts with few rows take 4- and
+     * 1-row (GEMV) passes that stream their weights once. Every device. */
+    VKMOE_GEMM_REGISTER = 1,
+    /* Workgroups of 4 subgroups compute 32x64 tiles from A and weight tiles
+     * staged in shared memory (14 KiB). Every device; meant for GPUs, where
+     * it is not yet measured. */
+    VKMOE_GEMM_TILED = 2,
+    /* TILED with the tiles multiplied by NV cooperative matrices (16x16x16,
+     * f16 inputs, f32 accumulation): the activations are rounded to f16.
+     * Needs vkmoe_device_info.cooperative_matrix and f16 weights (weight_type
+     * and down_weight_type), else VKMOE_ERROR_UNSUPPORTED. Not yet run on
+     * hardware (README, "Limits"). */
+    VKMOE_GEMM_COOPMAT = 3,
+} vkmoe_gemm_path;
+
 /* Zero-initialise, then set the four required shape fields (or start from
  * vkmoe_layer_params_family()). Every other zero field means its default. */
 typedef struct vkmoe_layer_params {
@@ -345,6 +372,9 @@ typedef struct vkmoe_layer_params {
     /* Record GPU timestamps around every stage; read them with
      * vkmoe_layer_timings(). Needs device timestamp support. Default false. */
     bool timing;
+    /* The expert GEMMs' path (the router's logits always take the register
+     * path). Default VKMOE_GEMM_AUTO. */
+    vkmoe_gemm_path gemm_path;
 } vkmoe_layer_params;
 
 /* Set the routing and expert-function fields of params to those of a model
@@ -522,8 +552,9 @@ VKMOE_API vkmoe_status vkmoe_layer_timings(const vkmoe_layer *layer, vkmoe_timin
 typedef struct vkmoe_model_params {
     /* As in vkmoe_layer_params: default (0) 1. */
     uint32_t max_tokens;
-    bool statistics; /* default false */
-    bool timing;     /* default false */
+    bool statistics;           /* default false */
+    bool timing;               /* default false */
+    vkmoe_gemm_path gemm_path; /* default VKMOE_GEMM_AUTO */
 } vkmoe_model_params;
 
 /* Create a layer holding MoE block number `layer_index` (the model's layer

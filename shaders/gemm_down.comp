@@ -10,6 +10,11 @@
 #extension GL_GOOGLE_include_directive : require
 #include "common/buffers.glsl"
 #include "common/expert_gemm.glsl"
+#ifdef TILED
+#include "common/tiled_gemm.glsl"
+#else
+#include "common/register_gemm.glsl"
+#endif
 
 layout(push_constant) uniform Push {
     uvec2 tile_expert, row_slot, expert_out, down_bias;
@@ -27,6 +32,23 @@ void store(FloatArray out_rows, uint row, uint column, float value)
         out_rows.v[row * pc.dim + column] = value;
 }
 
+#ifdef TILED
+void main()
+{
+    uint expert = tile_expert_in(pc.tile_expert, pc.max_tiles, pc.expert_first, pc.expert_count);
+    if (expert == INVALID)
+        return;
+    uint row0 = row_tile_id() * TILE_M, n0 = gl_WorkGroupID.x * TILE_N;
+    tiled_gemm(pc.row_slot, pc.rows, row0, (expert - pc.expert_first) * pc.matrix_texels, n0, 0, pc.dim, pc.ld_ffn);
+    FloatArray out_rows = FloatArray(pc.expert_out);
+    for (uint i = gl_LocalInvocationIndex; i < TILE_M * TILE_N; i += LANES) {
+        uint m = i / TILE_N, column = n0 + i % TILE_N;
+        if (slot_at(pc.row_slot, pc.rows, row0 + m) != INVALID)
+            store(out_rows, row0 + m, column,
+                  tile_result(m, i % TILE_N) + bias_at(pc.down_bias, expert, column, pc.dim));
+    }
+}
+#else
 void main()
 {
     uint expert = tile_expert_in(pc.tile_expert, pc.max_tiles, pc.expert_first, pc.expert_count);
@@ -65,3 +87,4 @@ void main()
         }
     }
 }
+#endif

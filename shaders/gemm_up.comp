@@ -12,6 +12,11 @@
 #extension GL_GOOGLE_include_directive : require
 #include "common/buffers.glsl"
 #include "common/expert_gemm.glsl"
+#ifdef TILED
+#include "common/tiled_gemm.glsl"
+#else
+#include "common/register_gemm.glsl"
+#endif
 
 layout(push_constant) uniform Push {
     uvec2 tile_expert, row_slot, hidden, gate_bias, up_bias;
@@ -41,6 +46,35 @@ void store(FloatArray hidden, uint row, uint column, float value)
         hidden.v[row * pc.ld_ffn + column] = column < pc.ffn ? value : 0.0;
 }
 
+#ifdef TILED
+void main()
+{
+    uint expert = tile_expert_in(pc.tile_expert, pc.max_tiles, pc.expert_first, pc.expert_count);
+    if (expert == INVALID)
+        return;
+    uint row0 = row_tile_id() * TILE_M;
+    // Gated: the tile's first half of columns is the gate projection's, the
+    // second the up projection's, for the same hidden columns.
+    bool relu = ACTIVATION == ACTIVATION_RELU, single = relu || ACTIVATION == ACTIVATION_LINEAR;
+    uint columns = single ? TILE_N : TILE_N / 2, n0 = gl_WorkGroupID.x * columns;
+    tiled_gemm(pc.row_slot, pc.rows, row0, (expert - pc.expert_first) * pc.matrix_texels, n0, single ? 0 : columns,
+               pc.ffn, pc.ld_dim);
+    FloatArray hidden = FloatArray(pc.hidden);
+    for (uint i = gl_LocalInvocationIndex; i < TILE_M * columns; i += LANES) {
+        uint m = i / columns, v = i % columns, column = n0 + v;
+        if (slot_at(pc.row_slot, pc.rows, row0 + m) == INVALID)
+            continue;
+        float up = tile_result(m, single ? v : columns + v) +
+                   bias_at(pc.up_bias, expert, column, pc.ffn);
+        float h = relu ? max(up, 0.0) : up;
+        if (!single) {
+            float gate = tile_result(m, v) + bias_at(pc.gate_bias, expert, column, pc.ffn);
+            h = gated(vec4(gate), vec4(up)).x;
+        }
+        store(hidden, row0 + m, column, h);
+    }
+}
+#else
 void main()
 {
     uint expert = tile_expert_in(pc.tile_expert, pc.max_tiles, pc.expert_first, pc.expert_count);
@@ -92,3 +126,4 @@ void main()
         }
     }
 }
+#endif

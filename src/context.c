@@ -191,6 +191,49 @@ static vkmoe_status choose_device(vkmoe_context *ctx, const char *wanted)
     return VKMOE_OK;
 }
 
+/* Whether the device offers VK_NV_cooperative_matrix with the one shape the
+ * matrix-core GEMM uses (shaders/common/tiled_gemm.glsl): 16x16x16, f16 A
+ * and B, f32 C and D, subgroup scope. */
+static bool offers_cooperative_matrix(VkPhysicalDevice device)
+{
+    uint32_t count = 0;
+    if (!vkGetPhysicalDeviceCooperativeMatrixPropertiesNV ||
+        vkEnumerateDeviceExtensionProperties(device, NULL, &count, NULL) != VK_SUCCESS)
+        return false;
+    VkExtensionProperties *extensions = calloc(count ? count : 1, sizeof(*extensions));
+    bool listed = false;
+    if (extensions &&
+        vkEnumerateDeviceExtensionProperties(device, NULL, &count, extensions) >= VK_SUCCESS)
+        for (uint32_t i = 0; i < count && !listed; i++)
+            listed =
+                strcmp(extensions[i].extensionName, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME) == 0;
+    free(extensions);
+    if (!listed)
+        return false;
+    VkPhysicalDeviceCooperativeMatrixFeaturesNV feature = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
+    VkPhysicalDeviceFeatures2 features = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
+                                          .pNext = &feature};
+    vkGetPhysicalDeviceFeatures2(device, &features);
+    VkCooperativeMatrixPropertiesNV shapes[64];
+    uint32_t shape_count = VKMOE_ARRAY_SIZE(shapes);
+    for (uint32_t i = 0; i < shape_count; i++)
+        shapes[i] = (VkCooperativeMatrixPropertiesNV){
+            .sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV};
+    if (!feature.cooperativeMatrix ||
+        vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(device, &shape_count, shapes) < VK_SUCCESS)
+        return false;
+    for (uint32_t i = 0; i < shape_count; i++) {
+        const VkCooperativeMatrixPropertiesNV *m = &shapes[i];
+        if (m->MSize == 16 && m->NSize == 16 && m->KSize == 16 &&
+            m->AType == VK_COMPONENT_TYPE_FLOAT16_NV && m->BType == VK_COMPONENT_TYPE_FLOAT16_NV &&
+            m->CType == VK_COMPONENT_TYPE_FLOAT32_NV && m->DType == VK_COMPONENT_TYPE_FLOAT32_NV &&
+            m->scope == VK_SCOPE_SUBGROUP_NV)
+            return true;
+    }
+    return false;
+}
+
 static vkmoe_status create_device(vkmoe_context *ctx)
 {
     ctx->queue_family = compute_family(ctx->physical_device);
@@ -208,8 +251,16 @@ static vkmoe_status create_device(vkmoe_context *ctx)
         .queueCount = 1,
         .pQueuePriorities = &priority,
     };
+    ctx->cooperative_matrix =
+        supported12.shaderFloat16 && offers_cooperative_matrix(ctx->physical_device);
+    VkPhysicalDeviceCooperativeMatrixFeaturesNV cooperative_matrix = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
+        .cooperativeMatrix = VK_TRUE,
+    };
+    const char *extension = VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME;
     VkPhysicalDeviceVulkan12Features v12 = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
+        .pNext = ctx->cooperative_matrix ? &cooperative_matrix : NULL,
         .bufferDeviceAddress = VK_TRUE,
         .shaderFloat16 = supported12.shaderFloat16, /* for fp16 arithmetic where offered */
     };
@@ -223,6 +274,8 @@ static vkmoe_status create_device(vkmoe_context *ctx)
         .pNext = &features,
         .queueCreateInfoCount = 1,
         .pQueueCreateInfos = &queue,
+        .enabledExtensionCount = ctx->cooperative_matrix ? 1 : 0,
+        .ppEnabledExtensionNames = &extension,
     };
     VKMOE_TRY(vkmoe_check_vk(ctx, vkCreateDevice(ctx->physical_device, &info, NULL, &ctx->device),
                              "vkCreateDevice"));
@@ -317,6 +370,7 @@ static void fill_device_info(vkmoe_context *ctx)
     info->shared_memory = limits->maxComputeSharedMemorySize;
     info->shader_float16 = v12.shaderFloat16;
     info->weight_types = readable_weight_types(ctx->physical_device);
+    info->cooperative_matrix = ctx->cooperative_matrix;
     ctx->gemm_lanes = info->subgroup_size;
     info->timestamps = ctx->queue_family < family_count &&
                        families[ctx->queue_family].timestampValidBits > 0 &&

@@ -1,5 +1,6 @@
 /* Stages 5 and 6, the expert GEMMs (shaders/gemm_up.comp, gemm_down.comp,
- * shaders/common/expert_gemm.glsl). The routed experts' grids come from the
+ * shaders/common/expert_gemm.glsl), on the layer's path: each stage's shader
+ * is built once per path. The routed experts' grids come from the
  * scan stage (indirect dispatch), so the host never learns how many rows
  * were used; the shared expert's pass (shared_expert.c) has a direct grid. */
 #include "internal.h"
@@ -27,9 +28,22 @@ vkmoe_spec vkmoe_gemm_spec(const vkmoe_layer *layer, vkmoe_expert_matrix matrix)
     const vkmoe_gemm_config *g = &layer->gemm;
     return (vkmoe_spec){
         .count = 4,
-        .values = {g->tile_m, g->lanes, (uint32_t)vkmoe_matrix_type(&layer->params, matrix),
+        .values = {g->tile_m, g->workgroup, (uint32_t)vkmoe_matrix_type(&layer->params, matrix),
                    (uint32_t)layer->params.activation},
     };
+}
+
+vkmoe_shader vkmoe_gemm_shader(const vkmoe_layer *layer, vkmoe_shader stage)
+{
+    bool up = stage == VKMOE_SHADER_GEMM_UP;
+    switch (layer->gemm.path) {
+    case VKMOE_GEMM_TILED:
+        return up ? VKMOE_SHADER_GEMM_UP_TILED : VKMOE_SHADER_GEMM_DOWN_TILED;
+    case VKMOE_GEMM_COOPMAT:
+        return up ? VKMOE_SHADER_GEMM_UP_COOPMAT : VKMOE_SHADER_GEMM_DOWN_COOPMAT;
+    default:
+        return stage;
+    }
 }
 
 /* One dispatch per source: each covers every row tile and works on the

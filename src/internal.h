@@ -75,6 +75,12 @@ typedef enum vkmoe_shader {
     VKMOE_SHADER_GEMM_UP,
     VKMOE_SHADER_GEMM_DOWN,
     VKMOE_SHADER_COMBINE,
+    VKMOE_SHADER_STAGES, /* the shaders above: one per stage, in a layer's pipelines */
+    /* The GEMM stages' other paths (vkmoe_gemm_shader). */
+    VKMOE_SHADER_GEMM_UP_TILED = VKMOE_SHADER_STAGES,
+    VKMOE_SHADER_GEMM_DOWN_TILED,
+    VKMOE_SHADER_GEMM_UP_COOPMAT,
+    VKMOE_SHADER_GEMM_DOWN_COOPMAT,
     VKMOE_SHADER_MAX,
 } vkmoe_shader;
 
@@ -126,6 +132,9 @@ struct vkmoe_context {
      * f32), so a shader that reads memory nobody wrote shows it in every
      * run instead of when the allocator hands back dirty pages. */
     bool poison_buffers;
+    /* VK_NV_cooperative_matrix's feature is enabled and offers the
+     * 16x16x16 f16 · f16 + f32 shape at subgroup scope. */
+    bool cooperative_matrix;
     /* CPU and integrated devices: device-local memory is host-visible, so
      * buffers are mapped and written in place instead of staged. */
     bool unified_memory;
@@ -230,10 +239,13 @@ typedef struct vkmoe_scratch_layout {
 #define VKMOE_ACTIVATION_LINEAR 3u
 
 /* Shape of the expert GEMMs (specialization constants, see
- * shaders/common/expert_gemm.glsl): rows per tile, lanes per workgroup, and
- * the output columns one workgroup covers in each GEMM. */
+ * shaders/common/expert_gemm.glsl): the path (never AUTO), rows per tile,
+ * invocations per workgroup of the path and of the register path (which the
+ * router's logits take), and the output columns one workgroup covers in
+ * each GEMM. */
 typedef struct vkmoe_gemm_config {
-    uint32_t tile_m, lanes, up_columns, down_columns;
+    vkmoe_gemm_path path;
+    uint32_t tile_m, workgroup, lanes, up_columns, down_columns;
 } vkmoe_gemm_config;
 
 /* What one GEMM dispatch reads through set 1 (shaders/common/expert_gemm.glsl):
@@ -320,7 +332,7 @@ struct vkmoe_layer {
 
     VkDescriptorPool descriptor_pool;
     VkDescriptorSet descriptor_set;
-    VkPipeline pipelines[VKMOE_SHADER_MAX];
+    VkPipeline pipelines[VKMOE_SHADER_STAGES]; /* GEMM stages: of the layer's path */
     VkPipeline router_gemm;     /* gemm_up with f32 weights and no activation */
     VkQueryPool queries; /* 2 timestamps per stage when params.timing */
 
@@ -380,6 +392,9 @@ vkmoe_spec vkmoe_router_spec(const vkmoe_layer *layer);
 /* The GEMM pass of these matrices: gate and up (VKMOE_EXPERT_UP) or down. */
 vkmoe_spec vkmoe_gemm_spec(const vkmoe_layer *layer, vkmoe_expert_matrix matrix);
 vkmoe_spec vkmoe_router_gemm_spec(const vkmoe_layer *layer);
+/* The shader of GEMM stage `stage` (VKMOE_SHADER_GEMM_UP or _DOWN) on the
+ * layer's path. */
+vkmoe_shader vkmoe_gemm_shader(const vkmoe_layer *layer, vkmoe_shader stage);
 
 /* Byte offsets of the three bias vectors of expert e in layer->expert_biases. */
 VkDeviceSize vkmoe_expert_bias_offset(const vkmoe_layer *layer, vkmoe_expert_matrix matrix,

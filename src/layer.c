@@ -19,13 +19,25 @@ const char *vkmoe_stage_name(vkmoe_stage stage)
 static vkmoe_gemm_config choose_gemm_config(const vkmoe_context *ctx,
                                             const vkmoe_layer_params *p)
 {
-    /* A lane owns 8 columns: 4 of each of the gate and up projections
-     * (making 4 hidden columns), 8 of the one ReLU projection, 8 of the down
-     * projection. */
     uint32_t lanes = ctx->gemm_lanes;
-    uint32_t up_columns = vkmoe_params_gated(p) ? 4 * lanes : 8 * lanes;
-    return (vkmoe_gemm_config){
-        .tile_m = 32, .lanes = lanes, .up_columns = up_columns, .down_columns = 8 * lanes};
+    bool gated = vkmoe_params_gated(p);
+    vkmoe_gemm_path path = p->gemm_path == VKMOE_GEMM_AUTO ? VKMOE_GEMM_REGISTER : p->gemm_path;
+    vkmoe_gemm_config g = {.path = path, .tile_m = 32, .lanes = lanes};
+    if (path == VKMOE_GEMM_REGISTER) {
+        /* A lane owns 8 columns: 4 of each of the gate and up projections
+         * (making 4 hidden columns), 8 of the one ReLU projection, 8 of the
+         * down projection. */
+        g.workgroup = lanes;
+        g.up_columns = gated ? 4 * lanes : 8 * lanes;
+        g.down_columns = 8 * lanes;
+    } else {
+        /* Four subgroups make a tile of 64 columns of B: gated, 32 of each
+         * projection (shaders/common/tiled_gemm.glsl). */
+        g.workgroup = 4 * lanes;
+        g.up_columns = gated ? 32 : 64;
+        g.down_columns = 64;
+    }
+    return g;
 }
 
 static void compute_sizes(vkmoe_layer *layer)
@@ -176,15 +188,17 @@ static vkmoe_status create_pipelines(vkmoe_layer *layer)
     vkmoe_spec router = vkmoe_router_spec(layer);
     vkmoe_spec up = vkmoe_gemm_spec(layer, VKMOE_EXPERT_UP);
     vkmoe_spec down = vkmoe_gemm_spec(layer, VKMOE_EXPERT_DOWN);
-    const vkmoe_spec *specs[VKMOE_SHADER_MAX] = {
-        [VKMOE_SHADER_INPUT_ROWS] = &none,
-        [VKMOE_SHADER_ROUTER] = &router, [VKMOE_SHADER_COUNT] = &none,
-        [VKMOE_SHADER_SCAN] = &none,     [VKMOE_SHADER_SCATTER] = &none,
-        [VKMOE_SHADER_GEMM_UP] = &up,    [VKMOE_SHADER_GEMM_DOWN] = &down,
-        [VKMOE_SHADER_COMBINE] = &none,
+    const vkmoe_spec *specs[VKMOE_SHADER_STAGES] = {
+        [VKMOE_SHADER_INPUT_ROWS] = &none, [VKMOE_SHADER_ROUTER] = &router,
+        [VKMOE_SHADER_COUNT] = &none,      [VKMOE_SHADER_SCAN] = &none,
+        [VKMOE_SHADER_SCATTER] = &none,    [VKMOE_SHADER_GEMM_UP] = &up,
+        [VKMOE_SHADER_GEMM_DOWN] = &down,  [VKMOE_SHADER_COMBINE] = &none,
     };
-    for (uint32_t s = 0; s < VKMOE_SHADER_MAX; s++)
-        VKMOE_TRY(vkmoe_pipeline_get(layer->ctx, s, specs[s], &layer->pipelines[s]));
+    for (uint32_t s = 0; s < VKMOE_SHADER_STAGES; s++) {
+        bool gemm = s == VKMOE_SHADER_GEMM_UP || s == VKMOE_SHADER_GEMM_DOWN;
+        vkmoe_shader shader = gemm ? vkmoe_gemm_shader(layer, s) : s;
+        VKMOE_TRY(vkmoe_pipeline_get(layer->ctx, shader, specs[s], &layer->pipelines[s]));
+    }
     vkmoe_spec router_gemm = vkmoe_router_gemm_spec(layer);
     return vkmoe_pipeline_get(layer->ctx, VKMOE_SHADER_GEMM_UP, &router_gemm, &layer->router_gemm);
 }

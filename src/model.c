@@ -494,6 +494,7 @@ static vkmoe_status load(model_source *s, vkmoe_context *ctx, const char *path, 
     layout.params.max_tokens = mp->max_tokens;
     layout.params.statistics = mp->statistics;
     layout.params.timing = mp->timing;
+    layout.params.gemm_path = mp->gemm_path;
     VKMOE_TRY(vkmoe_layer_create(ctx, &layout.params, out));
     vkmoe_status status = upload_layer(s, *out, &layout);
     if (status != VKMOE_OK)

@@ -101,6 +101,19 @@ static vkmoe_status check_device(const vkmoe_context *ctx, const vkmoe_layer_par
                               FN ": the device cannot read %s weights: its driver lacks uniform "
                                  "texel buffers of their format (vkmoe_device_info.weight_types)",
                               vkmoe_weight_type_name(types[i]));
+    VKMOE_REQUIRE(ctx, (unsigned)p->gemm_path <= VKMOE_GEMM_COOPMAT, FN ": unknown gemm_path %d",
+                  (int)p->gemm_path);
+    if (p->gemm_path == VKMOE_GEMM_COOPMAT && !ctx->info.cooperative_matrix)
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          FN ": VKMOE_GEMM_COOPMAT needs VK_NV_cooperative_matrix with 16x16x16 "
+                             "f16 multiplies and fp16 arithmetic, enabled on a device vkmoe "
+                             "created (vkmoe_device_info.cooperative_matrix)");
+    if (p->gemm_path == VKMOE_GEMM_COOPMAT &&
+        (p->weight_type != VKMOE_WEIGHT_F16 || p->down_weight_type != VKMOE_WEIGHT_F16))
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          FN ": VKMOE_GEMM_COOPMAT runs f16 weights only, not %s and %s",
+                          vkmoe_weight_type_name(p->weight_type),
+                          vkmoe_weight_type_name(p->down_weight_type));
     if (p->timing && !ctx->info.timestamps)
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
                           FN ": timing needs timestamp queries, which the device's queue lacks");

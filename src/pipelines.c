@@ -29,6 +29,18 @@ static const uint32_t gemm_down_spv[] =
 static const uint32_t combine_spv[] =
 #include "combine.spv.h"
     ;
+static const uint32_t gemm_up_tiled_spv[] =
+#include "gemm_up_tiled.spv.h"
+    ;
+static const uint32_t gemm_down_tiled_spv[] =
+#include "gemm_down_tiled.spv.h"
+    ;
+static const uint32_t gemm_up_coopmat_spv[] =
+#include "gemm_up_coopmat.spv.h"
+    ;
+static const uint32_t gemm_down_coopmat_spv[] =
+#include "gemm_down_coopmat.spv.h"
+    ;
 
 static const struct {
     const uint32_t *code;
@@ -43,6 +55,13 @@ static const struct {
     [VKMOE_SHADER_GEMM_UP] = {gemm_up_spv, sizeof(gemm_up_spv), "gemm_up"},
     [VKMOE_SHADER_GEMM_DOWN] = {gemm_down_spv, sizeof(gemm_down_spv), "gemm_down"},
     [VKMOE_SHADER_COMBINE] = {combine_spv, sizeof(combine_spv), "combine"},
+    [VKMOE_SHADER_GEMM_UP_TILED] = {gemm_up_tiled_spv, sizeof(gemm_up_tiled_spv), "gemm_up_tiled"},
+    [VKMOE_SHADER_GEMM_DOWN_TILED] = {gemm_down_tiled_spv, sizeof(gemm_down_tiled_spv),
+                                      "gemm_down_tiled"},
+    [VKMOE_SHADER_GEMM_UP_COOPMAT] = {gemm_up_coopmat_spv, sizeof(gemm_up_coopmat_spv),
+                                      "gemm_up_coopmat"},
+    [VKMOE_SHADER_GEMM_DOWN_COOPMAT] = {gemm_down_coopmat_spv, sizeof(gemm_down_coopmat_spv),
+                                        "gemm_down_coopmat"},
 };
 
 static vkmoe_status create_set_layout(vkmoe_context *ctx, VkDescriptorType type, uint32_t count,

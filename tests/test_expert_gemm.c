@@ -5,7 +5,9 @@
 
 #include "helpers.h"
 
-static void check_gemms(void **state, vkmoe_layer_params p, uint32_t tokens)
+/* Each row's max_rel against the reference within `tolerance`. */
+static void check_gemms_within(void **state, vkmoe_layer_params p, uint32_t tokens,
+                               double tolerance)
 {
     test_staged run;
     test_staged_run(*state, &p, tokens, &run);
@@ -21,7 +23,7 @@ static void check_gemms(void **state, vkmoe_layer_params p, uint32_t tokens)
         const float *h_row = m.hidden + (size_t)row * m.ld_ffn;
         vkmoe_ref_expert_up(&t.ref, expert, x + (size_t)(slot / p.top_k) * p.dim, h);
         vkmoe_ref_error up = vkmoe_ref_compare(h_row, h, p.ffn_dim);
-        if (!(up.max_rel <= F32_TOLERANCE))
+        if (!(up.max_rel <= tolerance))
             fail_msg("gemm_up, %s weights, row %u: max_rel %g", vkmoe_weight_type_name(p.weight_type),
                      row, up.max_rel);
         for (uint32_t f = p.ffn_dim; f < m.ld_ffn; f++)
@@ -30,7 +32,7 @@ static void check_gemms(void **state, vkmoe_layer_params p, uint32_t tokens)
             gpu_h[f] = h_row[f];
         vkmoe_ref_expert_down(&t.ref, expert, gpu_h, z);
         vkmoe_ref_error down = vkmoe_ref_compare(m.expert_out + (size_t)row * p.dim, z, p.dim);
-        if (!(down.max_rel <= F32_TOLERANCE))
+        if (!(down.max_rel <= tolerance))
             fail_msg("gemm_down, %s weights, row %u: max_rel %g",
                      vkmoe_weight_type_name(p.weight_type), row, down.max_rel);
     }
@@ -38,6 +40,11 @@ static void check_gemms(void **state, vkmoe_layer_params p, uint32_t tokens)
     free(gpu_h);
     free(z);
     test_staged_free(&run);
+}
+
+static void check_gemms(void **state, vkmoe_layer_params p, uint32_t tokens)
+{
+    check_gemms_within(state, p, tokens, F32_TOLERANCE);
 }
 
 static vkmoe_layer_params shape(uint32_t dim, uint32_t ffn, uint32_t experts, uint32_t top_k,
@@ -125,6 +132,64 @@ static void test_wide_workgroups(void **state)
     ctx->gemm_lanes = saved;
 }
 
+/* VKMOE_GEMM_TILED: 32x64 tiles through shared memory, at widths that are
+ * multiples of neither, segments of 1 row and across tiles, every
+ * activation and weight encoding kind, and 4 x 32 invocations. */
+static vkmoe_layer_params on_path(vkmoe_layer_params p, vkmoe_gemm_path path)
+{
+    p.gemm_path = path;
+    return p;
+}
+
+static void test_tiled_path(void **state)
+{
+    vkmoe_context *ctx = *state;
+    const vkmoe_gemm_path tiled = VKMOE_GEMM_TILED;
+    test_seed(66);
+    check_gemms(state, on_path(shape(131, 77, 5, 2, 41, VKMOE_WEIGHT_F32), tiled), 41);
+    check_gemms(state, on_path(shape(3, 5, 2, 1, 1, VKMOE_WEIGHT_F16), tiled), 1);
+    check_gemms(state, on_path(shape(96, 224, 3, 2, 45, VKMOE_WEIGHT_Q8_0), tiled), 45);
+    check_gemms(state, on_path(shape(512, 768, 1, 1, 33, VKMOE_WEIGHT_Q4_K), tiled), 33);
+    vkmoe_layer_params p = on_path(shape(57, 83, 5, 2, 45, VKMOE_WEIGHT_F32), tiled);
+    p.activation = VKMOE_ACTIVATION_RELU;
+    p.expert_bias = true;
+    check_gemms(state, p, 45);
+    p.activation = VKMOE_ACTIVATION_SWIGLU_CLAMPED;
+    p.swiglu_limit = 1.5f;
+    check_gemms(state, p, 45);
+    uint32_t saved = ctx->gemm_lanes;
+    ctx->gemm_lanes = 32;
+    p = on_path(shape(200, 300, 6, 2, 70, VKMOE_WEIGHT_F16), tiled);
+    p.shared_ffn_dim = 72;
+    test_check_layer(ctx, p, 70);
+    ctx->gemm_lanes = saved;
+}
+
+/* VKMOE_GEMM_COOPMAT where the device has NV cooperative matrices (its
+ * f16 activations bound the error: 2^-11 relative each); elsewhere, and for
+ * other weight types, a clear refusal. */
+static void test_matrix_core_path(void **state)
+{
+    vkmoe_context *ctx = *state;
+    vkmoe_device_info info;
+    assert_int_equal(vkmoe_context_device_info(ctx, &info), VKMOE_OK);
+    vkmoe_layer_params p = on_path(shape(131, 77, 5, 2, 41, VKMOE_WEIGHT_F16), VKMOE_GEMM_COOPMAT);
+    if (!info.cooperative_matrix) {
+        test_expect_create_fails(ctx, &p, VKMOE_ERROR_UNSUPPORTED, "VK_NV_cooperative_matrix");
+        return;
+    }
+    test_seed(67);
+    check_gemms_within(state, p, 41, 5e-3);
+    p = on_path(shape(200, 300, 6, 2, 70, VKMOE_WEIGHT_F16), VKMOE_GEMM_COOPMAT);
+    p.activation = VKMOE_ACTIVATION_RELU;
+    p.expert_bias = true;
+    check_gemms_within(state, p, 70, 5e-3);
+    p.weight_type = VKMOE_WEIGHT_Q8_0;
+    p.dim = 192;
+    p.ffn_dim = 320;
+    test_expect_create_fails(ctx, &p, VKMOE_ERROR_UNSUPPORTED, "f16 weights only");
+}
+
 int main(void)
 {
     int gate = test_device_gate();
@@ -137,6 +202,8 @@ int main(void)
         cmocka_unit_test(test_segment_sizes),
         cmocka_unit_test(test_pass_boundaries),
         cmocka_unit_test(test_wide_workgroups),
+        cmocka_unit_test(test_tiled_path),
+        cmocka_unit_test(test_matrix_core_path),
     };
     return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
 }

@@ -122,6 +122,7 @@ static void test_bad_routing_params(void **state)
     BAD(routed_scaling_factor, INFINITY, "routed_scaling_factor");
     BAD(router, (vkmoe_router_type)3, "router");
     BAD(activation, (vkmoe_activation)3, "activation");
+    BAD(gemm_path, (vkmoe_gemm_path)4, "gemm_path");
     BAD(shared_gate, true, "shared_gate");
     BAD(swiglu_limit, -1.0f, "swiglu_limit");
     p = good;

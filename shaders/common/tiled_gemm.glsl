@@ -1,0 +1,129 @@
+// The tiled path of the expert GEMM, for GPUs: a workgroup computes a tile
+// C of TILE_M (32) rows by TILE_N (64) columns of B. Per step of TILE_K
+// depth it stages A's rows (gathered through the row map, zeros for padding
+// rows) and the weights (decoded by load_w8) in shared memory, where every
+// invocation reuses them. The products go to C in shared memory, which the
+// stage's epilogue reads (tile_result).
+// Plain build: f32 tiles, each invocation adds 4x4 blocks of C.
+// MATRIX_CORES: f16 tiles multiplied with GL_NV_cooperative_matrix
+// (16x16x16, f32 accumulation); the workgroup must be 4 subgroups, each
+// owning 16 columns of C in two 16x16 accumulators. The activations are
+// rounded to f16 there.
+// Virtual column v of B: with up_offset 0, row n0 + v of weights0; else
+// v < up_offset reads row n0 + v of weights0 (gate) and v >= up_offset row
+// n0 + v − up_offset of weights1 (up). Rows past the matrix read its last.
+
+#ifdef MATRIX_CORES
+#extension GL_NV_cooperative_matrix : require
+#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_memory_scope_semantics : require
+#define TILE_T float16_t
+const uint TILE_K = 32;
+#else
+#define TILE_T float
+const uint TILE_K = 16;
+#endif
+const uint TILE_N = 64;
+
+shared TILE_T tile_a[TILE_M * TILE_K]; // A[m][k] at m * TILE_K + k
+shared TILE_T tile_b[TILE_N * TILE_K]; // B[k][v] at v * TILE_K + k
+shared float tile_c[TILE_M * TILE_N];  // C[m][v] at m * TILE_N + v
+
+float tile_result(uint m, uint v)
+{
+    return tile_c[m * TILE_N + v];
+}
+
+void load_tile_a(uvec2 row_slot, uint rows, uint row0, uint k0, uint ld)
+{
+    for (uint i = gl_LocalInvocationIndex; i < TILE_M * TILE_K / 4; i += LANES) {
+        uint m = i / (TILE_K / 4), k = i % (TILE_K / 4) * 4;
+        vec4 a = vec4(0.0);
+        if (k0 + k < ld && slot_at(row_slot, rows, row0 + m) != INVALID)
+            a = texelFetch(rows_a, int(a_row_texel(row0 + m) + (k0 + k) / 4));
+        for (uint j = 0; j < 4; j++)
+            tile_a[m * TILE_K + k + j] = TILE_T(a[j]);
+    }
+}
+
+void load_tile_b(uint base, uint n0, uint up_offset, uint n, uint k0, uint ld)
+{
+    for (uint i = gl_LocalInvocationIndex; i < TILE_N * TILE_K / 8; i += LANES) {
+        uint v = i / (TILE_K / 8), k = i % (TILE_K / 8) * 8;
+        vec4 lo = vec4(0.0), hi = vec4(0.0);
+        if (k0 + k < ld) {
+            bool up = up_offset != 0 && v >= up_offset;
+            uint row = min(n0 + v - (up ? up_offset : 0), n - 1);
+            if (up)
+                load_w8(weights1, base, row, k0 + k, ld, lo, hi);
+            else
+                load_w8(weights0, base, row, k0 + k, ld, lo, hi);
+        }
+        for (uint j = 0; j < 4; j++) {
+            tile_b[v * TILE_K + k + j] = TILE_T(lo[j]);
+            tile_b[v * TILE_K + k + 4 + j] = TILE_T(hi[j]);
+        }
+    }
+}
+
+#ifndef MATRIX_CORES
+// C += A·B over one step of depth, as 4x4 blocks of C.
+void multiply_tiles()
+{
+    for (uint block = gl_LocalInvocationIndex; block < TILE_M * TILE_N / 16; block += LANES) {
+        uint m0 = block / (TILE_N / 4) * 4, v0 = block % (TILE_N / 4) * 4;
+        vec4 c[4];
+        for (uint i = 0; i < 4; i++)
+            for (uint j = 0; j < 4; j++)
+                c[i][j] = tile_c[(m0 + i) * TILE_N + v0 + j];
+        for (uint k = 0; k < TILE_K; k++) {
+            vec4 b = vec4(tile_b[v0 * TILE_K + k], tile_b[(v0 + 1) * TILE_K + k],
+                          tile_b[(v0 + 2) * TILE_K + k], tile_b[(v0 + 3) * TILE_K + k]);
+            for (uint i = 0; i < 4; i++)
+                c[i] = fma(vec4(tile_a[(m0 + i) * TILE_K + k]), b, c[i]);
+        }
+        for (uint i = 0; i < 4; i++)
+            for (uint j = 0; j < 4; j++)
+                tile_c[(m0 + i) * TILE_N + v0 + j] = c[i][j];
+    }
+}
+#endif
+
+// C = A·B for the tile of rows from row0 (row map: row_slot, rows) and the
+// virtual columns from n0 of the matrices at texel `base` (n rows of ld
+// weights each).
+void tiled_gemm(uvec2 row_slot, uint rows, uint row0, uint base, uint n0, uint up_offset, uint n, uint ld)
+{
+#ifdef MATRIX_CORES
+    fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> acc0 = fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>(0.0);
+    fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> acc1 = acc0;
+    uint b_first = gl_SubgroupID * 16 * TILE_K;
+#else
+    for (uint i = gl_LocalInvocationIndex; i < TILE_M * TILE_N; i += LANES)
+        tile_c[i] = 0.0;
+#endif
+    for (uint k0 = 0; k0 < ld; k0 += TILE_K) {
+        load_tile_a(row_slot, rows, row0, k0, ld);
+        load_tile_b(base, n0, up_offset, n, k0, ld);
+        barrier();
+#ifdef MATRIX_CORES
+        for (uint k = 0; k < TILE_K; k += 16) {
+            fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> a0, a1, b;
+            coopMatLoadNV(a0, tile_a, k, TILE_K, false);
+            coopMatLoadNV(a1, tile_a, 16 * TILE_K + k, TILE_K, false);
+            coopMatLoadNV(b, tile_b, b_first + k, TILE_K, true);
+            acc0 = coopMatMulAddNV(a0, b, acc0);
+            acc1 = coopMatMulAddNV(a1, b, acc1);
+        }
+#else
+        multiply_tiles();
+#endif
+        barrier();
+    }
+#ifdef MATRIX_CORES
+    coopMatStoreNV(acc0, tile_c, gl_SubgroupID * 16, TILE_N, false);
+    coopMatStoreNV(acc1, tile_c, 16 * TILE_N + gl_SubgroupID * 16, TILE_N, false);
+    barrier();
+#endif
+}
