@@ -154,9 +154,9 @@ typedef struct vkmoe_device_info {
      * refused with VKMOE_ERROR_UNSUPPORTED. */
     uint32_t weight_types;
     /* VK_NV_cooperative_matrix with 16x16x16 f16 multiplies accumulating in
-     * f32 at subgroup scope, and fp16 arithmetic: supported, and enabled on
-     * a device vkmoe created (false for imported devices). Needed by
-     * VKMOE_GEMM_COOPMAT. */
+     * f32 at subgroup scope, fp16 arithmetic and the Vulkan memory model:
+     * supported, and enabled on a device vkmoe created (false for imported
+     * devices). Needed by VKMOE_GEMM_COOPMAT. */
     bool cooperative_matrix;
 } vkmoe_device_info;
 

@@ -251,8 +251,10 @@ static vkmoe_status create_device(vkmoe_context *ctx)
         .queueCount = 1,
         .pQueuePriorities = &priority,
     };
-    ctx->cooperative_matrix =
-        supported12.shaderFloat16 && offers_cooperative_matrix(ctx->physical_device);
+    /* The matrix-core shaders use fp16 and, as glslang writes every
+     * cooperative-matrix module, the Vulkan memory model. */
+    ctx->cooperative_matrix = supported12.shaderFloat16 && supported12.vulkanMemoryModel &&
+                              offers_cooperative_matrix(ctx->physical_device);
     VkPhysicalDeviceCooperativeMatrixFeaturesNV cooperative_matrix = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
         .cooperativeMatrix = VK_TRUE,
@@ -263,6 +265,7 @@ static vkmoe_status create_device(vkmoe_context *ctx)
         .pNext = ctx->cooperative_matrix ? &cooperative_matrix : NULL,
         .bufferDeviceAddress = VK_TRUE,
         .shaderFloat16 = supported12.shaderFloat16, /* for fp16 arithmetic where offered */
+        .vulkanMemoryModel = ctx->cooperative_matrix,
     };
     VkPhysicalDeviceFeatures2 features = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,

@@ -106,8 +106,9 @@ static vkmoe_status check_device(const vkmoe_context *ctx, const vkmoe_layer_par
     if (p->gemm_path == VKMOE_GEMM_COOPMAT && !ctx->info.cooperative_matrix)
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
                           FN ": VKMOE_GEMM_COOPMAT needs VK_NV_cooperative_matrix with 16x16x16 "
-                             "f16 multiplies and fp16 arithmetic, enabled on a device vkmoe "
-                             "created (vkmoe_device_info.cooperative_matrix)");
+                             "f16 multiplies, fp16 arithmetic and the Vulkan memory model, "
+                             "enabled on a device vkmoe created "
+                             "(vkmoe_device_info.cooperative_matrix)");
     if (p->gemm_path == VKMOE_GEMM_COOPMAT &&
         (p->weight_type != VKMOE_WEIGHT_F16 || p->down_weight_type != VKMOE_WEIGHT_F16))
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
