@@ -103,6 +103,15 @@ static vkmoe_status check_device(const vkmoe_context *ctx, const vkmoe_layer_par
                               vkmoe_weight_type_name(types[i]));
     VKMOE_REQUIRE(ctx, (unsigned)p->gemm_path <= VKMOE_GEMM_COOPMAT, FN ": unknown gemm_path %d",
                   (int)p->gemm_path);
+    const VkPhysicalDeviceLimits *limits = &ctx->properties.limits;
+    uint32_t tiled_workgroup = 4 * ctx->gemm_lanes; /* shaders/common/tiled_gemm.glsl */
+    if (p->gemm_path >= VKMOE_GEMM_TILED &&
+        (tiled_workgroup > limits->maxComputeWorkGroupSize[0] ||
+         tiled_workgroup > limits->maxComputeWorkGroupInvocations))
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          FN ": the tiled GEMM paths need workgroups of 4 subgroups (%u "
+                             "invocations), over the device's limit",
+                          tiled_workgroup);
     if (p->gemm_path == VKMOE_GEMM_COOPMAT && !ctx->info.cooperative_matrix)
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
                           FN ": VKMOE_GEMM_COOPMAT needs VK_NV_cooperative_matrix with 16x16x16 "

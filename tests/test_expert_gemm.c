@@ -134,7 +134,8 @@ static void test_wide_workgroups(void **state)
 
 /* VKMOE_GEMM_TILED: 32x64 tiles through shared memory, at widths that are
  * multiples of neither, segments of 1 row and across tiles, every
- * activation and weight encoding kind, and 4 x 32 invocations. */
+ * activation and weight encoding kind, and 4 x 32 invocations; refused
+ * where 4 subgroups exceed the device's workgroup limits. */
 static vkmoe_layer_params on_path(vkmoe_layer_params p, vkmoe_gemm_path path)
 {
     p.gemm_path = path;
@@ -162,6 +163,8 @@ static void test_tiled_path(void **state)
     p = on_path(shape(200, 300, 6, 2, 70, VKMOE_WEIGHT_F16), tiled);
     p.shared_ffn_dim = 72;
     test_check_layer(ctx, p, 70);
+    ctx->gemm_lanes = 1024; /* 4 subgroups of it exceed every device's workgroup */
+    test_expect_create_fails(ctx, &p, VKMOE_ERROR_UNSUPPORTED, "4 subgroups");
     ctx->gemm_lanes = saved;
 }
 
