@@ -98,12 +98,10 @@ static bool parse_weights(const char *name, vkmoe_weight_type *out)
     return false;
 }
 
-static const char *const gemm_paths[] = {"auto", "register", "tiled", "coopmat"};
-
 static bool parse_gemm_path(const char *name, vkmoe_gemm_path *out)
 {
-    for (size_t i = 0; i < sizeof(gemm_paths) / sizeof(gemm_paths[0]); i++)
-        if (!strcmp(name, gemm_paths[i])) {
+    for (int i = 0; vkmoe_gemm_path_name((vkmoe_gemm_path)i); i++)
+        if (!strcmp(name, vkmoe_gemm_path_name((vkmoe_gemm_path)i))) {
             *out = (vkmoe_gemm_path)i;
             return true;
         }
@@ -322,7 +320,7 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
                s->shared_ffn_dim, s->expert_groups, s->topk_groups,
                activation_name(s->activation), (double)s->capacity_factor);
         printf("      \"path\": \"%s\", \"gemm_path\": \"%s\",\n", run_path(s, run),
-               gemm_paths[s->gemm_path]);
+               vkmoe_gemm_path_name(s->gemm_path));
         double gflops = run->layer.flops / (run->layer.ms * 1e6);
         double gbps = run->layer.bytes / (run->layer.ms * 1e6);
         printf("      \"layer_ms\": %.6g, \"tokens_per_s\": %.6g, \"gflops\": %.6g, "
@@ -360,7 +358,8 @@ static void print_table(const vkmoe_device_info *info, const peak_figures *peak,
            "%s weights, %s, %s, capacity factor %g, %s GEMM path\n\n",
            s->dim, s->ffn_dim, s->experts, s->expert_groups, s->topk_groups, s->top_k,
            s->shared_ffn_dim, vkmoe_weight_type_name(s->weight_type), router_name(s->router),
-           activation_name(s->activation), (double)s->capacity_factor, gemm_paths[s->gemm_path]);
+           activation_name(s->activation), (double)s->capacity_factor,
+           vkmoe_gemm_path_name(s->gemm_path));
     printf("%7s %7s %10s %11s %9s %6s %9s %8s %6s |", "tokens", "path", "layer ms", "tokens/s",
            "GFLOP/s", "%peak", "MB moved", "GB/s", "%peak");
     for (uint32_t st = 0; st < VKMOE_STAGE_MAX; st++)

@@ -156,6 +156,12 @@ vkmoe_status vkmoe_params_resolve(const vkmoe_context *ctx, const vkmoe_layer_pa
     return VKMOE_OK;
 }
 
+const char *vkmoe_gemm_path_name(vkmoe_gemm_path path)
+{
+    static const char *const names[] = {"auto", "register", "tiled", "coopmat"};
+    return (unsigned)path < VKMOE_ARRAY_SIZE(names) ? names[path] : NULL;
+}
+
 uint32_t vkmoe_params_capacity(const vkmoe_layer_params *p, uint32_t tokens)
 {
     if (p->capacity_factor == 0)

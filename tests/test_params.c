@@ -123,6 +123,9 @@ static void test_bad_routing_params(void **state)
     BAD(router, (vkmoe_router_type)3, "router");
     BAD(activation, (vkmoe_activation)3, "activation");
     BAD(gemm_path, (vkmoe_gemm_path)4, "gemm_path");
+    assert_string_equal(vkmoe_gemm_path_name(VKMOE_GEMM_REGISTER), "register");
+    assert_string_equal(vkmoe_gemm_path_name(VKMOE_GEMM_COOPMAT), "coopmat");
+    assert_null(vkmoe_gemm_path_name((vkmoe_gemm_path)4));
     BAD(shared_gate, true, "shared_gate");
     BAD(swiglu_limit, -1.0f, "swiglu_limit");
     p = good;
