@@ -1,12 +1,12 @@
 #version 450
 // Combine: y[t] = Σ_j w[t][j]·z[slot_row[t·k + j]] (j in order; dropped slots
 // add nothing) + g[t]·shared_out[t], no atomics. g[t] is the shared gate
-// sigmoid(x·ws) when shared_scale is set, else 1. An invocation makes four
+// sigmoid(x·ws) when shared_scale is set, else 1. An invocation makes SPAN
 // consecutive elements of a row, so each slot's row and weight are loaded
-// once for four (CPU drivers load even lane-uniform values lane by lane).
+// once for 16 (CPU drivers load even lane-uniform values lane by lane).
 // With z_texels set (dim a multiple of 4), z and shared_out are read as
-// RGBA32F texels: a vector gather on llvmpipe, where address loads go lane
-// by lane.
+// RGBA32F texels (a vector gather on llvmpipe, where address loads go lane
+// by lane) and y is written four elements a store.
 //   binding 1: y f32 [tokens][dim]
 //   set 1: binding 0 expert_out, binding 1 shared_out, as texels (z_texels)
 //   push: topk_weight f32 [slots]; slot_row u32 [slots]; expert_out f32 [rows][dim];
@@ -17,7 +17,9 @@
 #include "common/dispatch.glsl"
 
 layout(local_size_x = 256) in;
+const uint SPAN = 16; // elements of a row per invocation
 layout(set = 0, binding = 1, std430) writeonly buffer Y { float y[]; };
+layout(set = 0, binding = 1, std430) writeonly buffer Y4 { vec4 y4[]; };
 layout(set = 1, binding = 0) uniform samplerBuffer z_texels;
 layout(set = 1, binding = 1) uniform samplerBuffer shared_texels;
 layout(push_constant) uniform Push {
@@ -25,7 +27,7 @@ layout(push_constant) uniform Push {
     uint tokens, dim, top_k, z_texels;
 } pc;
 
-// z[row·dim + d + i] for the i < n valid of four; 0 past them.
+// z[start + i] for the i < n valid of four; 0 past them.
 vec4 load4(FloatArray z, uint start, uint n)
 {
     vec4 v = vec4(0.0);
@@ -35,32 +37,62 @@ vec4 load4(FloatArray z, uint start, uint n)
     return v;
 }
 
+// Elements d .. d + 3 of row `row` of a [rows][dim] matrix at `address`, or
+// its texel view; zeros past dim.
+vec4 quad(samplerBuffer texels, uvec2 address, uint row, uint d)
+{
+    if (d >= pc.dim)
+        return vec4(0.0);
+    if (pc.z_texels != 0)
+        return texelFetch(texels, int((row * pc.dim + d) / 4));
+    return load4(FloatArray(address), row * pc.dim + d, min(4, pc.dim - d));
+}
+
+// y[token][d .. d + 3], as one vector store where rows are whole texels.
+void store(uint token, uint d, vec4 v)
+{
+    uint first = token * pc.dim + d;
+    if (d >= pc.dim)
+        return;
+    if (pc.z_texels != 0) {
+        y4[first / 4] = v;
+        return;
+    }
+    for (uint i = 0; i < min(4, pc.dim - d); i++)
+        y[first + i] = v[i];
+}
+
 void main()
 {
-    uint quads = (pc.dim + 3) / 4;
-    uint q = flat_group_id() * 256 + gl_LocalInvocationID.x;
-    uint token = q / quads;
+    uint spans = (pc.dim + SPAN - 1) / SPAN;
+    uint s = flat_group_id() * 256 + gl_LocalInvocationID.x;
+    uint token = s / spans;
     if (token >= pc.tokens)
         return;
-    uint d = (q - token * quads) * 4, n = min(4, pc.dim - d);
+    uint d = (s - token * spans) * SPAN;
     FloatArray weights = FloatArray(pc.topk_weight);
     UintArray slot_row = UintArray(pc.slot_row);
-    FloatArray z = FloatArray(pc.expert_out);
-    vec4 acc = vec4(0.0);
+    vec4 acc0 = vec4(0.0), acc1 = vec4(0.0), acc2 = vec4(0.0), acc3 = vec4(0.0);
     for (uint j = 0; j < pc.top_k; j++) {
         uint slot = token * pc.top_k + j;
         uint row = slot_row.v[slot];
-        if (row != INVALID)
-            acc += weights.v[slot] * (pc.z_texels != 0
-                                          ? texelFetch(z_texels, int((row * pc.dim + d) / 4))
-                                          : load4(z, row * pc.dim + d, n));
+        if (row == INVALID)
+            continue;
+        float w = weights.v[slot];
+        acc0 += w * quad(z_texels, pc.expert_out, row, d);
+        acc1 += w * quad(z_texels, pc.expert_out, row, d + 4);
+        acc2 += w * quad(z_texels, pc.expert_out, row, d + 8);
+        acc3 += w * quad(z_texels, pc.expert_out, row, d + 12);
     }
-    uint first = token * pc.dim + d;
     if (pc.shared_out != uvec2(0)) {
-        float scale = pc.shared_scale != uvec2(0) ? FloatArray(pc.shared_scale).v[token] : 1.0;
-        acc += scale * (pc.z_texels != 0 ? texelFetch(shared_texels, int(first / 4))
-                                         : load4(FloatArray(pc.shared_out), first, n));
+        float g = pc.shared_scale != uvec2(0) ? FloatArray(pc.shared_scale).v[token] : 1.0;
+        acc0 += g * quad(shared_texels, pc.shared_out, token, d);
+        acc1 += g * quad(shared_texels, pc.shared_out, token, d + 4);
+        acc2 += g * quad(shared_texels, pc.shared_out, token, d + 8);
+        acc3 += g * quad(shared_texels, pc.shared_out, token, d + 12);
     }
-    for (uint i = 0; i < n; i++)
-        y[first + i] = acc[i];
+    store(token, d, acc0);
+    store(token, d + 4, acc1);
+    store(token, d + 8, acc2);
+    store(token, d + 12, acc3);
 }

@@ -26,8 +26,8 @@ void vkmoe_combine_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t toke
     layer->ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE,
                                            layer->ctx->pipeline_layout, 1, 1, &layer->combine_set,
                                            0, NULL);
-    /* An invocation makes four consecutive elements of a row. */
-    uint64_t quads = (uint64_t)tokens * vkmoe_div_up(p->dim, 4);
+    /* An invocation makes 16 consecutive elements of a row. */
+    uint64_t spans = (uint64_t)tokens * vkmoe_div_up(p->dim, 16);
     vkmoe_dispatch_1d(layer->ctx, cmd, layer->pipelines[VKMOE_SHADER_COMBINE], &push,
-                      sizeof(push), vkmoe_div_up(quads, 256));
+                      sizeof(push), vkmoe_div_up(spans, 256));
 }

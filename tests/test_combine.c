@@ -13,6 +13,8 @@ static void check_combine(void **state, vkmoe_layer_params p, uint32_t tokens)
     for (uint32_t tok = 0; tok < tokens; tok++)
         for (uint32_t j = 0; j < p.top_k; j++) {
             uint32_t slot = tok * p.top_k + j;
+            if (m.slot_row[slot] == VKMOE_INVALID)
+                continue; /* dropped: adds nothing */
             const float *z = m.expert_out + (size_t)m.slot_row[slot] * p.dim;
             for (uint32_t d = 0; d < p.dim; d++)
                 expected[(size_t)tok * p.dim + d] += (double)m.topk_weight[slot] * z[d];
@@ -33,6 +35,11 @@ static void test_combine_shapes(void **state)
     p = (vkmoe_layer_params){.dim = 1, .ffn_dim = 3, .experts = 16, .top_k = 16,
                              .max_tokens = 300};
     check_combine(state, p, 300);
+    /* rows of whole texels (read as texels, written as vectors), not of whole
+     * 16-element spans; a capacity drops slots */
+    p = (vkmoe_layer_params){.dim = 100, .ffn_dim = 24, .experts = 5, .top_k = 2,
+                             .max_tokens = 41, .capacity_factor = 1.0f};
+    check_combine(state, p, 41);
 }
 
 int main(void)
