@@ -3,7 +3,9 @@
 // depth it stages A's rows (gathered through the row map, zeros for padding
 // rows) and the weights (decoded by load_w8) in shared memory, where every
 // invocation reuses them. The products go to C in shared memory, which the
-// stage's epilogue reads (tile_result).
+// stage's epilogue reads (tile_result). B is stored k-major so that
+// neighbouring invocations, which own neighbouring columns, touch
+// neighbouring words (no shared-memory bank conflicts on GPUs).
 // Plain build: f32 tiles, each invocation adds 4x4 blocks of C.
 // MATRIX_CORES: f16 tiles multiplied with GL_NV_cooperative_matrix
 // (16x16x16, f32 accumulation); the workgroup must be 4 subgroups, each
@@ -27,7 +29,7 @@ const uint TILE_K = 16;
 const uint TILE_N = 64;
 
 shared TILE_T tile_a[TILE_M * TILE_K]; // A[m][k] at m * TILE_K + k
-shared TILE_T tile_b[TILE_N * TILE_K]; // B[k][v] at v * TILE_K + k
+shared TILE_T tile_b[TILE_K * TILE_N]; // B[k][v] at k * TILE_N + v
 shared float tile_c[TILE_M * TILE_N];  // C[m][v] at m * TILE_N + v
 
 float tile_result(uint m, uint v)
@@ -61,8 +63,8 @@ void load_tile_b(uint base, uint n0, uint up_offset, uint n, uint k0, uint ld)
                 load_w8(weights0, base, row, k0 + k, ld, lo, hi);
         }
         for (uint j = 0; j < 4; j++) {
-            tile_b[v * TILE_K + k + j] = TILE_T(lo[j]);
-            tile_b[v * TILE_K + k + 4 + j] = TILE_T(hi[j]);
+            tile_b[(k + j) * TILE_N + v] = TILE_T(lo[j]);
+            tile_b[(k + 4 + j) * TILE_N + v] = TILE_T(hi[j]);
         }
     }
 }
@@ -78,8 +80,8 @@ void multiply_tiles()
             for (uint j = 0; j < 4; j++)
                 c[i][j] = tile_c[(m0 + i) * TILE_N + v0 + j];
         for (uint k = 0; k < TILE_K; k++) {
-            vec4 b = vec4(tile_b[v0 * TILE_K + k], tile_b[(v0 + 1) * TILE_K + k],
-                          tile_b[(v0 + 2) * TILE_K + k], tile_b[(v0 + 3) * TILE_K + k]);
+            uint row = k * TILE_N + v0;
+            vec4 b = vec4(tile_b[row], tile_b[row + 1], tile_b[row + 2], tile_b[row + 3]);
             for (uint i = 0; i < 4; i++)
                 c[i] = fma(vec4(tile_a[(m0 + i) * TILE_K + k]), b, c[i]);
         }
@@ -98,7 +100,6 @@ void tiled_gemm(uvec2 row_slot, uint rows, uint row0, uint base, uint n0, uint u
 #ifdef MATRIX_CORES
     fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> acc0 = fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>(0.0);
     fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> acc1 = acc0;
-    uint b_first = gl_SubgroupID * 16 * TILE_K;
 #else
     for (uint i = gl_LocalInvocationIndex; i < TILE_M * TILE_N; i += LANES)
         tile_c[i] = 0.0;
@@ -112,7 +113,7 @@ void tiled_gemm(uvec2 row_slot, uint rows, uint row0, uint base, uint n0, uint u
             fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> a0, a1, b;
             coopMatLoadNV(a0, tile_a, k, TILE_K, false);
             coopMatLoadNV(a1, tile_a, 16 * TILE_K + k, TILE_K, false);
-            coopMatLoadNV(b, tile_b, b_first + k, TILE_K, true);
+            coopMatLoadNV(b, tile_b, k * TILE_N + gl_SubgroupID * 16, TILE_N, false);
             acc0 = coopMatMulAddNV(a0, b, acc0);
             acc1 = coopMatMulAddNV(a1, b, acc1);
         }
