@@ -99,15 +99,17 @@ static void test_segment_sizes(void **state)
 }
 
 /* The pass sizes at their boundaries: one expert takes every token, so its
- * segment has exactly `tokens` rows, covered by passes of 16, 4 and 1 (the
- * decode rows are the 1- and 4-row passes; 33 crosses a 32-row tile). */
+ * segment has exactly `tokens` rows, covered by passes of 16 (8 or more
+ * rows left), 4 (2 or more) and 1, padded past the rows that hold slots
+ * (the decode rows are the 1- and 4-row passes; 24 ends a 16-row pass at a
+ * tile's end, 33 and 41 cross a 32-row tile). */
 static void test_pass_boundaries(void **state)
 {
     test_seed(64);
-    const uint32_t rows[] = {1, 3, 4, 5, 15, 16, 17, 20, 33};
+    const uint32_t rows[] = {1, 2, 3, 4, 5, 6, 7, 8, 15, 16, 17, 18, 23, 24, 30, 33, 41};
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(rows); i++) {
         check_gemms(state, shape(72, 40, 1, 1, rows[i], VKMOE_WEIGHT_F16), rows[i]);
-        if (rows[i] % 4 == 1) /* 1, 5, 17, 33: each pass size then the 1-row one */
+        if (rows[i] % 8 == 1 || rows[i] == 2 || rows[i] == 24)
             check_gemms(state, shape(256, 256, 1, 1, rows[i], VKMOE_WEIGHT_Q4_K), rows[i]);
     }
 }

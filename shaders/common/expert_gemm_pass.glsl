@@ -1,10 +1,14 @@
 // The body of one GEMM pass over PASS_ROWS (1, 4 or 16) rows, included by
-// common/expert_gemm.glsl once per size. Written out row by row: llvmpipe
+// common/register_gemm.glsl once per size. Written out row by row: llvmpipe
 // keeps named variables in registers but indexed local arrays in scratch.
-#define START(m) lo##m = vec4(0.0); hi##m = vec4(0.0); uint t##m = a_row_texel(r0 + m)
+// Rows from r0 + valid on read row r0's A (their results are dropped).
+#define START(m)                                                                             \
+    lo##m = vec4(0.0);                                                                       \
+    hi##m = vec4(0.0);                                                                       \
+    uint t##m = a_row_texel(r0 + (m < valid ? m : 0))
 #define ACCUMULATE(m) accumulate(t##m + k / 4, lo##m, hi##m)
 
-void PASS_FUNCTION(uint r0, uint base, uint column[8], uint ld)
+void PASS_FUNCTION(uint r0, uint valid, uint base, uint column[8], uint ld)
 {
     START(0);
 #if PASS_ROWS >= 4
