@@ -280,6 +280,14 @@ static double peak_bandwidth(const peak_figures *peak)
     return peak->read_gbps > peak->copy_gbps ? peak->read_gbps : peak->copy_gbps;
 }
 
+/* The compute a run's GFLOP/s is a share of: the matrix-core peak for the
+ * matrix-core path (as the issue counts it), else fp32 FMA. */
+static double compute_peak(const peak_figures *peak, const vkmoe_layer_params *s)
+{
+    bool matrix = s->gemm_path == VKMOE_GEMM_COOPMAT && peak->fp16_matrix_gflops > 0;
+    return matrix ? peak->fp16_matrix_gflops : peak->fp32_gflops;
+}
+
 /* BENCH.md's path: the matrix-core path, else whether any expert had the 16
  * rows of a GEMM pass (the register path's decode passes take 1 and 4). */
 static const char *run_path(const vkmoe_layer_params *s, const run_result *run)
@@ -301,8 +309,9 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
     printf(", \"api\": \"%u.%u.%u\"},\n", VK_API_VERSION_MAJOR(info->api_version),
            VK_API_VERSION_MINOR(info->api_version), VK_API_VERSION_PATCH(info->api_version));
     printf("  \"peak\": {\"fp32_gflops\": %.6g, \"fp16_gflops\": %.6g, \"copy_gbps\": %.6g, "
-           "\"read_gbps\": %.6g},\n  \"runs\": [\n",
-           peak->fp32_gflops, peak->fp16_gflops, peak->copy_gbps, peak->read_gbps);
+           "\"read_gbps\": %.6g, \"fp16_matrix_gflops\": %.6g},\n  \"runs\": [\n",
+           peak->fp32_gflops, peak->fp16_gflops, peak->copy_gbps, peak->read_gbps,
+           peak->fp16_matrix_gflops);
     for (uint32_t r = 0; r < count; r++) {
         const run_result *run = &runs[r];
         printf("    {\n      \"preset\": ");
@@ -327,7 +336,7 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
                "\"gbps\": %.6g, \"bytes\": %.6g, \"gflops_pct_peak\": %.4g, "
                "\"gbps_pct_peak\": %.4g,\n",
                run->layer.ms, run->tokens / (run->layer.ms * 1e-3), gflops, gbps, run->layer.bytes,
-               percent(gflops, peak->fp32_gflops), percent(gbps, peak_bandwidth(peak)));
+               percent(gflops, compute_peak(peak, s)), percent(gbps, peak_bandwidth(peak)));
         printf("      \"active_experts\": %u,\n      \"stages\": [", run->active_experts);
         for (uint32_t st = 0; st < VKMOE_STAGE_MAX; st++) {
             const stage_figures *f = &run->stages[st];
@@ -336,7 +345,7 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
             printf("%s{\"name\": \"%s\", \"ms\": %.6g, \"gflops\": %.6g, \"gbps\": %.6g, "
                    "\"gflops_pct_peak\": %.4g, \"gbps_pct_peak\": %.4g}",
                    st ? ",\n        " : "", vkmoe_stage_name(st), f->ms, sg, sb,
-                   percent(sg, peak->fp32_gflops), percent(sb, peak_bandwidth(peak)));
+                   percent(sg, compute_peak(peak, s)), percent(sb, peak_bandwidth(peak)));
         }
         printf("],\n      \"verified\": %s, \"verified_tokens\": %u, \"max_abs_err\": %.6g, "
                "\"max_rel_err\": %.6g\n    }%s\n",
@@ -351,9 +360,12 @@ static void print_table(const vkmoe_device_info *info, const peak_figures *peak,
                         const vkmoe_layer_params *s, const run_result *runs, uint32_t count)
 {
     printf("device  %s (%s, %s)\n", info->name, device_type(info->type), info->driver);
-    printf("peak    %.1f GFLOP/s fp32 FMA, %.1f GFLOP/s fp16 FMA, %.2f GB/s copy, %.2f GB/s read "
-           "(measured by this bench)\n",
-           peak->fp32_gflops, peak->fp16_gflops, peak->copy_gbps, peak->read_gbps);
+    printf("peak    %.1f GFLOP/s fp32 FMA, %.1f GFLOP/s fp16 FMA, ", peak->fp32_gflops,
+           peak->fp16_gflops);
+    if (peak->fp16_matrix_gflops > 0)
+        printf("%.1f GFLOP/s fp16 matrix, ", peak->fp16_matrix_gflops);
+    printf("%.2f GB/s copy, %.2f GB/s read (measured by this bench)\n", peak->copy_gbps,
+           peak->read_gbps);
     printf("layer   dim %u, ffn %u, experts %u (groups %u, keep %u), top-k %u, shared ffn %u, "
            "%s weights, %s, %s, capacity factor %g, %s GEMM path\n\n",
            s->dim, s->ffn_dim, s->experts, s->expert_groups, s->topk_groups, s->top_k,
@@ -371,7 +383,7 @@ static void print_table(const vkmoe_device_info *info, const peak_figures *peak,
         double gbps = run->layer.bytes / (run->layer.ms * 1e6);
         printf("%7u %7s %10.3f %11.1f %9.2f %6.1f %9.2f %8.2f %6.1f |", run->tokens,
                run_path(s, run), run->layer.ms, run->tokens / (run->layer.ms * 1e-3), gflops,
-               percent(gflops, peak->fp32_gflops), run->layer.bytes * 1e-6, gbps,
+               percent(gflops, compute_peak(peak, s)), run->layer.bytes * 1e-6, gbps,
                percent(gbps, peak_bandwidth(peak)));
         for (uint32_t st = 0; st < VKMOE_STAGE_MAX; st++)
             printf(" %9.3f", run->stages[st].ms);

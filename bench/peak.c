@@ -12,10 +12,14 @@ static const uint32_t fma16_spv[] =
 static const uint32_t copy_spv[] =
 #include "peak_copy.spv.h"
     ;
+static const uint32_t coopmat_spv[] =
+#include "peak_coopmat.spv.h"
+    ;
 
 #define COPY_BYTES ((VkDeviceSize)64 << 20)
 #define FMA_GROUPS 256u
 #define FMA_ITERATIONS 4096u
+#define MATRIX_ITERATIONS 256u
 #define REPEATS 3
 
 /* A pipeline of one shader; `spec`, unless NULL, is its specialization. */
@@ -89,7 +93,7 @@ static vkmoe_status time_dispatch(vkmoe_context *ctx, VkQueryPool queries,
 
 typedef struct peak_resources {
     VkQueryPool queries;
-    VkPipeline fma, fma16, copy, read;
+    VkPipeline fma, fma16, coopmat, copy, read;
     vkmoe_buffer src, dst;
     /* the copy's own descriptors: set 0 = {src, dst} */
     VkDescriptorSetLayout copy_set_layout;
@@ -183,6 +187,28 @@ static vkmoe_status time_fma(vkmoe_context *ctx, peak_resources *r, VkPipeline p
     return VKMOE_OK;
 }
 
+/* GFLOP/s of the matrix-core shader: workgroups of 4 subgroups, each
+ * making 4 16x16x16 products (2·16³ FLOPs) per step. */
+static vkmoe_status time_matrix(vkmoe_context *ctx, peak_resources *r, double *gflops)
+{
+    uint32_t workgroup = 4 * ctx->info.subgroup_size;
+    VkSpecializationMapEntry entry = {0, 0, 4};
+    VkSpecializationInfo spec = {1, &entry, 4, &workgroup};
+    VKMOE_TRY(make_pipeline(ctx, ctx->pipeline_layout, coopmat_spv, sizeof(coopmat_spv), &spec,
+                            &r->coopmat));
+    struct {
+        VkDeviceAddress out;
+        uint32_t iterations, pad_;
+    } push = {r->dst.address, MATRIX_ITERATIONS, 0};
+    timed_dispatch d = {r->coopmat, ctx->pipeline_layout, VK_NULL_HANDLE,
+                        &push,      sizeof(push),         FMA_GROUPS};
+    double ms;
+    VKMOE_TRY(time_dispatch(ctx, r->queries, &d, &ms));
+    double flops = (double)FMA_GROUPS * 4 * MATRIX_ITERATIONS * 4 * 2 * 16 * 16 * 16;
+    *gflops = flops / (ms * 1e6);
+    return VKMOE_OK;
+}
+
 static vkmoe_status measure(vkmoe_context *ctx, peak_resources *r, peak_figures *out)
 {
     VkQueryPoolCreateInfo query_info = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
@@ -204,6 +230,9 @@ static vkmoe_status measure(vkmoe_context *ctx, peak_resources *r, peak_figures 
             make_pipeline(ctx, ctx->pipeline_layout, fma16_spv, sizeof(fma16_spv), NULL, &r->fma16));
         VKMOE_TRY(time_fma(ctx, r, r->fma16, &out->fp16_gflops));
     }
+    out->fp16_matrix_gflops = 0;
+    if (ctx->info.cooperative_matrix)
+        VKMOE_TRY(time_matrix(ctx, r, &out->fp16_matrix_gflops));
     VKMOE_TRY(create_copy_layout(ctx, r));
     const uint32_t modes[2] = {1, 0}; /* COPY: the copy, the read */
     VkSpecializationMapEntry entry = {0, 0, 4};
@@ -239,6 +268,8 @@ vkmoe_status peak_measure(vkmoe_context *ctx, peak_figures *out)
         ctx->vk.vkDestroyPipeline(ctx->device, r.read, NULL);
     if (r.fma16)
         ctx->vk.vkDestroyPipeline(ctx->device, r.fma16, NULL);
+    if (r.coopmat)
+        ctx->vk.vkDestroyPipeline(ctx->device, r.coopmat, NULL);
     if (r.pool)
         ctx->vk.vkDestroyDescriptorPool(ctx->device, r.pool, NULL);
     for (int i = 0; i < 2; i++)

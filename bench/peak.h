@@ -8,6 +8,9 @@
 typedef struct peak_figures {
     double fp32_gflops; /* an FMA-bound shader */
     double fp16_gflops; /* the same in f16 (0 where the device lacks fp16 arithmetic) */
+    /* 16x16x16 f16 cooperative-matrix products into f32 (0 where the device
+     * lacks vkmoe_device_info.cooperative_matrix) */
+    double fp16_matrix_gflops;
     double copy_gbps;   /* a streaming copy shader: bytes read + bytes written */
     double read_gbps;   /* a streaming read shader: bytes read */
 } peak_figures;
