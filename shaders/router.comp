@@ -15,7 +15,8 @@
 //         scale (routed_scaling_factor)
 //   spec 0: LANES, the subgroup size (= workgroup size)
 // Selection ranks values through an order-preserving map to uint in which
-// NaN is lowest; equal values go to the lowest expert (or group) index.
+// NaN is lowest but for 0, which marks an expert taken (or in a dropped
+// group); equal values go to the lowest expert (or group) index.
 // Softmax selection compares logits (the same order as the probabilities,
 // without the ties that rounding exp() would create).
 #extension GL_GOOGLE_include_directive : require
@@ -42,8 +43,7 @@ const uint MAX_GROUPS = 16;
 // Each lane writes only its own experts' entries; others read them after
 // a subgroup barrier.
 shared float logits[MAX_EXPERTS + 1];
-shared float key[MAX_EXPERTS];
-shared bool taken[MAX_EXPERTS];
+shared uint key_rank[MAX_EXPERTS]; // rank(key), or TAKEN
 
 bool is_set(uvec2 address)
 {
@@ -55,19 +55,22 @@ float sigmoid(float v)
     return 1.0 / (1.0 + exp(-v));
 }
 
+const uint TAKEN = 0u;
+
 // Order-preserving: a > b (as numbers) iff rank(a) > rank(b); equal
-// numbers (0 and -0 too) rank equal; NaN ranks 0, below every number.
+// numbers (0 and -0 too) rank equal; NaN ranks 1, below every number (whose
+// ranks start at ~bits(-inf) = 0x007fffff) and above TAKEN.
 uint rank(float v)
 {
     if (isnan(v))
-        return 0u;
+        return 1u;
     uint bits = floatBitsToUint(v == 0.0 ? 0.0 : v);
     return (bits & 0x80000000u) != 0 ? ~bits : bits | 0x80000000u;
 }
 
 float unrank(uint r)
 {
-    if (r == 0u)
+    if (r <= 1u)
         return uintBitsToFloat(0x7fc00000u);
     return uintBitsToFloat((r & 0x80000000u) != 0 ? r & 0x7fffffffu : ~r);
 }
@@ -101,8 +104,7 @@ void load_scores(uint token, uint rows)
             if (is_set(pc.selection_bias))
                 k += FloatArray(pc.selection_bias).v[e];
         }
-        key[e] = k;
-        taken[e] = false;
+        key_rank[e] = rank(k);
     }
     subgroupBarrier();
 }
@@ -122,14 +124,15 @@ float softmax_denominator(out float max_logit)
 }
 
 // The best of this lane's untaken experts in [first, end): rank and index.
+// Ranks come precomputed and "taken" is a rank, so a step is one load.
 uint lane_best(uint first, uint end, uint skip, out uint best_rank)
 {
     uint best = INVALID;
     best_rank = 0u;
     uint start = first + (gl_SubgroupInvocationID + LANES - first % LANES) % LANES;
     for (uint e = start; e < end; e += LANES) {
-        uint r = rank(key[e]);
-        if (!taken[e] && e != skip && (best == INVALID || r > best_rank)) {
+        uint r = key_rank[e];
+        if (r != TAKEN && e != skip && (best == INVALID || r > best_rank)) {
             best = e;
             best_rank = r;
         }
@@ -169,7 +172,8 @@ void limit_groups()
         kept |= 1u << best;
     }
     for (uint e = gl_SubgroupInvocationID; e < pc.experts; e += LANES)
-        taken[e] = (kept & (1u << (e / size))) == 0;
+        if ((kept & (1u << (e / size))) == 0)
+            key_rank[e] = TAKEN;
 }
 
 // One round of top-k: the best expert not taken yet, marked by its lane.
@@ -179,7 +183,7 @@ uint select_best()
     uint lane = lane_best(0, pc.experts, INVALID, lane_rank);
     uint chosen = subgroup_best(lane_rank, lane, best_rank);
     if (lane == chosen)
-        taken[chosen] = true;
+        key_rank[chosen] = TAKEN;
     return chosen;
 }
 
