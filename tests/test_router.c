@@ -25,7 +25,8 @@ static uint32_t *run_router(void **state, vkmoe_layer_params p, uint32_t tokens,
     assert_memory_equal(m.ids, ids, m.slots * sizeof(*ids));
     /* exp() and sigmoid in f32: a few ulps of the weights */
     for (uint32_t s = 0; s < m.slots; s++)
-        if (!(fabs(m.topk_weight[s] - weights[s]) <= 1e-6 + 1e-5 * fabs(weights[s])))
+        if (!(isnan(m.topk_weight[s]) && isnan(weights[s])) &&
+            !(fabs(m.topk_weight[s] - weights[s]) <= 1e-6 + 1e-5 * fabs(weights[s])))
             fail_msg("slot %u: weight %.9g, reference %.9g", s, m.topk_weight[s], weights[s]);
     memcpy(ids, m.ids, m.slots * sizeof(*ids));
     free(weights);
@@ -83,11 +84,39 @@ static void test_k_equals_e_and_ties(void **state)
     check_router(state, shape(30, 9, 4, 12, false), 12, true);
 }
 
+/* NaN router rows for experts 2 and 5 (and 3 where there are 16): NaN
+ * logits for every token. */
+static void nan_rows(test_layer *t)
+{
+    uint32_t dim = t->params.dim;
+    for (uint32_t d = 0; d < dim; d++) {
+        t->router[2 * dim + d] = NAN;
+        t->router[5 * dim + d] = NAN;
+        if (t->params.experts == 16)
+            t->router[3 * dim + d] = NAN;
+    }
+}
+
 static vkmoe_layer_params family(const char *name, uint32_t dim, uint32_t experts, uint32_t tokens)
 {
     vkmoe_layer_params p = {.dim = dim, .ffn_dim = 8, .experts = experts, .max_tokens = tokens};
     assert_int_equal(vkmoe_layer_params_family(&p, name), VKMOE_OK);
     return p;
+}
+
+/* NaN scores rank below every number but are still chosen when k reaches
+ * them, lowest index first, and never twice (k = E); their weights are NaN
+ * as the reference's. Sigmoid groups with a NaN expert score NaN and drop. */
+static void test_nan_scores(void **state)
+{
+    test_seed(39);
+    uint32_t *ids = run_router(state, shape(30, 7, 7, 12, false), 12, nan_rows);
+    for (uint32_t tok = 0; tok < 12; tok++) {
+        assert_int_equal(ids[tok * 7 + 5], 2);
+        assert_int_equal(ids[tok * 7 + 6], 5);
+    }
+    free(ids);
+    free(run_router(state, family("deepseek-v3", 24, 16, 12), 12, nan_rows));
 }
 
 /* DeepSeek-V3's router at its real E, k and groups: sigmoid scores, a
@@ -185,6 +214,7 @@ int main(void)
         cmocka_unit_test(test_many_experts_wide_dim),
         cmocka_unit_test(test_one_expert),
         cmocka_unit_test(test_k_equals_e_and_ties),
+        cmocka_unit_test(test_nan_scores),
         cmocka_unit_test(test_deepseek_v3),
         cmocka_unit_test(test_selection_bias_chooses_but_does_not_weigh),
         cmocka_unit_test(test_tied_groups),
