@@ -288,19 +288,20 @@ typedef enum vkmoe_gemm_path {
      * 1-row (GEMV) passes that stream their weights once. Every device. */
     VKMOE_GEMM_REGISTER = 1,
     /* Workgroups of 4 subgroups compute 32x64 tiles from A and weight tiles
-     * staged in shared memory (14 KiB). Every device; meant for GPUs, where
-     * it is not yet measured. */
+     * staged in shared memory (14 KiB). Every device whose workgroups hold 4
+     * subgroups (else VKMOE_ERROR_UNSUPPORTED); meant for GPUs, where it is
+     * not yet measured. */
     VKMOE_GEMM_TILED = 2,
     /* TILED with the tiles multiplied by NV cooperative matrices (16x16x16,
      * f16 inputs, f32 accumulation): the activations are rounded to f16.
      * Needs vkmoe_device_info.cooperative_matrix and f16 weights (weight_type
      * and down_weight_type), else VKMOE_ERROR_UNSUPPORTED. Not yet run on
-     * hardware (README, "Limits"). */
+     * hardware (README, "Expert GEMM paths"). */
     VKMOE_GEMM_COOPMAT = 3,
 } vkmoe_gemm_path;
 
-/* The path's name as vkmoe-bench's and vkmoe-run's --gemm spell it ("auto",
- * "register", "tiled", "coopmat"); NULL for an unknown path. */
+/* The path's name as vkmoe-bench's --gemm spells it ("auto", "register",
+ * "tiled", "coopmat"); NULL for an unknown path. */
 VKMOE_API const char *vkmoe_gemm_path_name(vkmoe_gemm_path path);
 
 /* Zero-initialise, then set the four required shape fields (or start from
