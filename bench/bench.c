@@ -98,16 +98,6 @@ static bool parse_weights(const char *name, vkmoe_weight_type *out)
     return false;
 }
 
-static bool parse_gemm_path(const char *name, vkmoe_gemm_path *out)
-{
-    for (int i = 0; vkmoe_gemm_path_name((vkmoe_gemm_path)i); i++)
-        if (!strcmp(name, vkmoe_gemm_path_name((vkmoe_gemm_path)i))) {
-            *out = (vkmoe_gemm_path)i;
-            return true;
-        }
-    return false;
-}
-
 static const preset *find_preset(const char *name)
 {
     for (size_t i = 0; i < sizeof(presets) / sizeof(presets[0]); i++)
@@ -147,9 +137,8 @@ static int parse_args(int argc, char **argv, options *o)
                 return 2;
             }
         } else if (!strcmp(a, "--gemm") && v) {
-            if (!parse_gemm_path(v, &o->gemm_path)) {
-                fprintf(stderr,
-                        "vkmoe-bench: unknown GEMM path %s (auto, register, tiled, coopmat)\n", v);
+            if (vkmoe_gemm_path_parse(v, &o->gemm_path) != VKMOE_OK) {
+                fprintf(stderr, "vkmoe-bench: %s\n", vkmoe_last_error());
                 return 2;
             }
         } else if (!strcmp(a, "--device") && v)

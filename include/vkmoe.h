@@ -300,9 +300,13 @@ typedef enum vkmoe_gemm_path {
     VKMOE_GEMM_COOPMAT = 3,
 } vkmoe_gemm_path;
 
-/* The path's name as vkmoe-bench's --gemm spells it ("auto", "register",
- * "tiled", "coopmat"); NULL for an unknown path. */
+/* The path's name as vkmoe-bench's and vkmoe-run's --gemm spell it ("auto",
+ * "register", "tiled", "coopmat"); NULL for an unknown path. */
 VKMOE_API const char *vkmoe_gemm_path_name(vkmoe_gemm_path path);
+
+/* The path of that name (as vkmoe_gemm_path_name spells it) into *path;
+ * VKMOE_ERROR_INVALID_ARGUMENT naming the known ones for any other name. */
+VKMOE_API vkmoe_status vkmoe_gemm_path_parse(const char *name, vkmoe_gemm_path *path);
 
 /* Zero-initialise, then set the four required shape fields (or start from
  * vkmoe_layer_params_family()). Every other zero field means its default. */

@@ -1,7 +1,7 @@
 /* vkmoe-run: run one MoE layer of a model file on hidden states from a
  * .npy file and write the layer's output as .npy.
  *   vkmoe-run --model PATH --layer N --input x.npy --output y.npy
- *             [--device N|NAME] [--stats]
+ *             [--device N|NAME] [--gemm PATH] [--stats]
  * Exit status: 0 done, 1 a vkmoe or file error (message on stderr),
  * 2 bad usage. */
 #include <stdio.h>
@@ -13,6 +13,7 @@
 
 typedef struct options {
     const char *model, *input, *output, *device;
+    vkmoe_gemm_path gemm_path;
     uint32_t layer;
     bool has_layer, stats;
 } options;
@@ -20,7 +21,7 @@ typedef struct options {
 static int usage(void)
 {
     fprintf(stderr, "usage: vkmoe-run --model PATH --layer N --input x.npy --output y.npy "
-                    "[--device N|NAME] [--stats]\n");
+                    "[--device N|NAME] [--gemm auto|register|tiled|coopmat] [--stats]\n");
     return 2;
 }
 
@@ -53,6 +54,8 @@ static int parse_args(int argc, char **argv, options *o)
             o->output = v;
         else if (!strcmp(a, "--device"))
             o->device = v;
+        else if (!strcmp(a, "--gemm") && vkmoe_gemm_path_parse(v, &o->gemm_path) == VKMOE_OK)
+            ;
         else if (!strcmp(a, "--layer") && (o->has_layer = parse_layer(v, &o->layer)))
             ;
         else
@@ -93,7 +96,8 @@ static bool vkmoe_ok(vkmoe_status status)
 static bool run(const options *o, vkmoe_context *ctx, const float *x, uint32_t tokens,
                 uint32_t dim, float **y)
 {
-    vkmoe_model_params mp = {.max_tokens = tokens, .statistics = o->stats};
+    vkmoe_model_params mp = {
+        .max_tokens = tokens, .statistics = o->stats, .gemm_path = o->gemm_path};
     vkmoe_layer *layer;
     if (!vkmoe_ok(vkmoe_layer_from_file(ctx, o->model, o->layer, &mp, &layer)))
         return false;

@@ -162,6 +162,18 @@ const char *vkmoe_gemm_path_name(vkmoe_gemm_path path)
     return (unsigned)path < VKMOE_ARRAY_SIZE(names) ? names[path] : NULL;
 }
 
+vkmoe_status vkmoe_gemm_path_parse(const char *name, vkmoe_gemm_path *path)
+{
+    VKMOE_REQUIRE(NULL, name && path, "vkmoe_gemm_path_parse: name and path must not be NULL");
+    for (int i = 0; vkmoe_gemm_path_name((vkmoe_gemm_path)i); i++)
+        if (!strcmp(name, vkmoe_gemm_path_name((vkmoe_gemm_path)i))) {
+            *path = (vkmoe_gemm_path)i;
+            return VKMOE_OK;
+        }
+    return vkmoe_fail(NULL, VKMOE_ERROR_INVALID_ARGUMENT,
+                      "unknown GEMM path \"%s\" (auto, register, tiled, coopmat)", name);
+}
+
 uint32_t vkmoe_params_capacity(const vkmoe_layer_params *p, uint32_t tokens)
 {
     if (p->capacity_factor == 0)

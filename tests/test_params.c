@@ -126,6 +126,13 @@ static void test_bad_routing_params(void **state)
     assert_string_equal(vkmoe_gemm_path_name(VKMOE_GEMM_REGISTER), "register");
     assert_string_equal(vkmoe_gemm_path_name(VKMOE_GEMM_COOPMAT), "coopmat");
     assert_null(vkmoe_gemm_path_name((vkmoe_gemm_path)4));
+    vkmoe_gemm_path path = VKMOE_GEMM_AUTO;
+    assert_int_equal(vkmoe_gemm_path_parse("tiled", &path), VKMOE_OK);
+    assert_int_equal(path, VKMOE_GEMM_TILED);
+    assert_int_equal(vkmoe_gemm_path_parse("fast", &path), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(vkmoe_last_error(), "fast"));
+    assert_int_equal(path, VKMOE_GEMM_TILED);
+    assert_int_equal(vkmoe_gemm_path_parse(NULL, &path), VKMOE_ERROR_INVALID_ARGUMENT);
     BAD(shared_gate, true, "shared_gate");
     BAD(swiglu_limit, -1.0f, "swiglu_limit");
     p = good;

@@ -130,6 +130,12 @@ static void test_gguf_through_the_tool(void **state)
              path_in("model.gguf"), path_in("x.npy"), path_in("y.npy"));
     assert_int_equal(run(args), 0);
     check_output(&t, x, 7);
+    /* the same on the tiled GEMM path, into a fresh output */
+    assert_int_equal(remove(path_in("y.npy")), 0);
+    char tiled[1100];
+    snprintf(tiled, sizeof(tiled), "%s --gemm tiled", args);
+    assert_int_equal(run(tiled), 0);
+    check_output(&t, x, 7);
     /* the wrong width for this model */
     free(x);
     x = test_input(2, 31);
@@ -147,6 +153,7 @@ static void test_bad_usage_and_files(void **state)
     assert_int_equal(run("--model m --layer x --input a --output b"), 2);
     assert_int_equal(run("--model m --layer 1 --input a"), 2);
     assert_int_equal(run("--model m --layer 1 --input a --output b --bogus 1"), 2);
+    assert_int_equal(run("--model m --layer 1 --input a --output b --gemm fast"), 2);
     snprintf(args, sizeof(args), "--model '%s' --layer 0 --input '%s' --output '%s'",
              path_in("absent"), path_in("absent.npy"), path_in("y.npy"));
     assert_int_equal(run(args), 1);
