@@ -51,9 +51,9 @@ vec4 quad(samplerBuffer texels, uvec2 address, uint row, uint d)
 // y[token][d .. d + 3], as one vector store where rows are whole texels.
 void store(uint token, uint d, vec4 v)
 {
-    uint first = token * pc.dim + d;
     if (d >= pc.dim)
         return;
+    uint first = token * pc.dim + d;
     if (pc.z_texels != 0) {
         y4[first / 4] = v;
         return;

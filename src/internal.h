@@ -243,6 +243,9 @@ typedef struct vkmoe_scratch_layout {
  * invocations per workgroup of the path and of the register path (which the
  * router's logits take), and the output columns one workgroup covers in
  * each GEMM. */
+/* Subgroups in a workgroup of the tiled GEMM paths (shaders/common/tiled_gemm.glsl). */
+#define VKMOE_TILED_SUBGROUPS 4u
+
 typedef struct vkmoe_gemm_config {
     vkmoe_gemm_path path;
     uint32_t tile_m, workgroup, lanes, up_columns, down_columns;

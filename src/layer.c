@@ -33,7 +33,7 @@ static vkmoe_gemm_config choose_gemm_config(const vkmoe_context *ctx,
     } else {
         /* Four subgroups make a tile of 64 columns of B: gated, 32 of each
          * projection (shaders/common/tiled_gemm.glsl). */
-        g.workgroup = 4 * lanes;
+        g.workgroup = VKMOE_TILED_SUBGROUPS * lanes;
         g.up_columns = gated ? 32 : 64;
         g.down_columns = 64;
     }

@@ -104,7 +104,7 @@ static vkmoe_status check_device(const vkmoe_context *ctx, const vkmoe_layer_par
     VKMOE_REQUIRE(ctx, (unsigned)p->gemm_path <= VKMOE_GEMM_COOPMAT, FN ": unknown gemm_path %d",
                   (int)p->gemm_path);
     const VkPhysicalDeviceLimits *limits = &ctx->properties.limits;
-    uint32_t tiled_workgroup = 4 * ctx->gemm_lanes; /* shaders/common/tiled_gemm.glsl */
+    uint32_t tiled_workgroup = VKMOE_TILED_SUBGROUPS * ctx->gemm_lanes;
     if (p->gemm_path >= VKMOE_GEMM_TILED &&
         (tiled_workgroup > limits->maxComputeWorkGroupSize[0] ||
          tiled_workgroup > limits->maxComputeWorkGroupInvocations))
