@@ -81,6 +81,8 @@ typedef enum vkmoe_shader {
     VKMOE_SHADER_GEMM_DOWN_TILED,
     VKMOE_SHADER_GEMM_UP_COOPMAT,
     VKMOE_SHADER_GEMM_DOWN_COOPMAT,
+    VKMOE_SHADER_GEMM_UP_COOPMAT_EMULATED, /* tests: emulated_matrix_cores */
+    VKMOE_SHADER_GEMM_DOWN_COOPMAT_EMULATED,
     VKMOE_SHADER_MAX,
 } vkmoe_shader;
 
@@ -135,6 +137,10 @@ struct vkmoe_context {
     /* VK_NV_cooperative_matrix's feature is enabled and offers the
      * 16x16x16 f16 · f16 + f32 shape at subgroup scope. */
     bool cooperative_matrix;
+    /* Tests: VKMOE_GEMM_COOPMAT runs on a device without cooperative
+     * matrices, its multiplies emulated (shaders/common/tiled_gemm.glsl), so
+     * everything of the path but the matrix instructions runs in CI. */
+    bool emulated_matrix_cores;
     /* CPU and integrated devices: device-local memory is host-visible, so
      * buffers are mapped and written in place instead of staged. */
     bool unified_memory;

@@ -41,6 +41,12 @@ static const uint32_t gemm_up_coopmat_spv[] =
 static const uint32_t gemm_down_coopmat_spv[] =
 #include "gemm_down_coopmat.spv.h"
     ;
+static const uint32_t gemm_up_coopmat_emulated_spv[] =
+#include "gemm_up_coopmat_emulated.spv.h"
+    ;
+static const uint32_t gemm_down_coopmat_emulated_spv[] =
+#include "gemm_down_coopmat_emulated.spv.h"
+    ;
 
 static const struct {
     const uint32_t *code;
@@ -62,6 +68,12 @@ static const struct {
                                       "gemm_up_coopmat"},
     [VKMOE_SHADER_GEMM_DOWN_COOPMAT] = {gemm_down_coopmat_spv, sizeof(gemm_down_coopmat_spv),
                                         "gemm_down_coopmat"},
+    [VKMOE_SHADER_GEMM_UP_COOPMAT_EMULATED] = {gemm_up_coopmat_emulated_spv,
+                                               sizeof(gemm_up_coopmat_emulated_spv),
+                                               "gemm_up_coopmat_emulated"},
+    [VKMOE_SHADER_GEMM_DOWN_COOPMAT_EMULATED] = {gemm_down_coopmat_emulated_spv,
+                                                 sizeof(gemm_down_coopmat_emulated_spv),
+                                                 "gemm_down_coopmat_emulated"},
 };
 
 static vkmoe_status create_set_layout(vkmoe_context *ctx, VkDescriptorType type, uint32_t count,

@@ -170,29 +170,45 @@ static void test_tiled_path(void **state)
     ctx->gemm_lanes = saved;
 }
 
-/* VKMOE_GEMM_COOPMAT where the device has NV cooperative matrices (its
- * f16 activations bound the error: 2^-11 relative each); elsewhere, and for
- * other weight types, a clear refusal. */
-static void test_matrix_core_path(void **state)
+/* VKMOE_GEMM_COOPMAT's products within 5e-3 (its f16 activations bound the
+ * error: 2^-11 relative each); other weight types refused. */
+static void check_matrix_core_path(void **state)
 {
-    vkmoe_context *ctx = *state;
-    vkmoe_device_info info;
-    assert_int_equal(vkmoe_context_device_info(ctx, &info), VKMOE_OK);
     vkmoe_layer_params p = on_path(shape(131, 77, 5, 2, 41, VKMOE_WEIGHT_F16), VKMOE_GEMM_COOPMAT);
-    if (!info.cooperative_matrix) {
-        test_expect_create_fails(ctx, &p, VKMOE_ERROR_UNSUPPORTED, "VK_NV_cooperative_matrix");
-        return;
-    }
-    test_seed(67);
     check_gemms_within(state, p, 41, 5e-3);
     p = on_path(shape(200, 300, 6, 2, 70, VKMOE_WEIGHT_F16), VKMOE_GEMM_COOPMAT);
     p.activation = VKMOE_ACTIVATION_RELU;
     p.expert_bias = true;
     check_gemms_within(state, p, 70, 5e-3);
+    p = on_path(shape(3, 5, 2, 1, 1, VKMOE_WEIGHT_F16), VKMOE_GEMM_COOPMAT);
+    p.activation = VKMOE_ACTIVATION_SWIGLU_CLAMPED;
+    p.swiglu_limit = 1.5f;
+    check_gemms_within(state, p, 1, 5e-3);
     p.weight_type = VKMOE_WEIGHT_Q8_0;
     p.dim = 192;
     p.ffn_dim = 320;
-    test_expect_create_fails(ctx, &p, VKMOE_ERROR_UNSUPPORTED, "f16 weights only");
+    test_expect_create_fails(*state, &p, VKMOE_ERROR_UNSUPPORTED, "f16 weights only");
+}
+
+/* On a device with NV cooperative matrices, the path itself. Elsewhere a
+ * clear refusal, then the path with its multiplies emulated: the f16 tiles,
+ * the matrices' offsets and strides in them and the epilogue all run. */
+static void test_matrix_core_path(void **state)
+{
+    vkmoe_context *ctx = *state;
+    vkmoe_device_info info;
+    assert_int_equal(vkmoe_context_device_info(ctx, &info), VKMOE_OK);
+    test_seed(67);
+    if (info.cooperative_matrix) {
+        check_matrix_core_path(state);
+        return;
+    }
+    vkmoe_layer_params p = on_path(shape(131, 77, 5, 2, 41, VKMOE_WEIGHT_F16), VKMOE_GEMM_COOPMAT);
+    test_expect_create_fails(ctx, &p, VKMOE_ERROR_UNSUPPORTED, "VK_NV_cooperative_matrix");
+    assert_true(info.shader_float16); /* the emulation's f16 tiles; lavapipe has it */
+    ctx->emulated_matrix_cores = true;
+    check_matrix_core_path(state);
+    ctx->emulated_matrix_cores = false;
 }
 
 int main(void)

@@ -16,10 +16,8 @@
 // n0 + v − up_offset of weights1 (up). Rows past the matrix read its last.
 
 #ifdef MATRIX_CORES
-#extension GL_NV_cooperative_matrix : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_KHR_shader_subgroup_basic : require
-#extension GL_KHR_memory_scope_semantics : require
 #define TILE_T float16_t
 const uint TILE_K = 32;
 #else
@@ -69,7 +67,57 @@ void load_tile_b(uint base, uint n0, uint up_offset, uint n, uint k0, uint ld)
     }
 }
 
-#ifndef MATRIX_CORES
+#if defined(MATRIX_CORES) && !defined(EMULATED_MATRIX_CORES)
+#extension GL_NV_cooperative_matrix : require
+#extension GL_KHR_memory_scope_semantics : require
+#define MATRIX_F16 fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>
+#define MATRIX_F32 fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>
+#define MATRIX_ZERO MATRIX_F32(0.0)
+#define MATRIX_LOAD(m, tile, at, stride) coopMatLoadNV(m, tile, at, stride, false)
+#define MATRIX_MUL_ADD(a, b, c) c = coopMatMulAddNV(a, b, c)
+#define MATRIX_STORE(m, tile, at, stride) coopMatStoreNV(m, tile, at, stride, false)
+#elif defined(MATRIX_CORES)
+// For the tests on devices without cooperative matrices, the same calls
+// emulated: a loaded matrix is its place in its tile (A's in tile_a, B's in
+// tile_b), and an accumulator is spread over the subgroup, invocation l
+// holding elements l, l + S, l + 2S ... of the row-major 16x16 (S, the
+// subgroup size, at least 8).
+struct MatrixPlace {
+    uint at, stride;
+};
+struct Accumulator {
+    float v[256 / 8];
+};
+#define MATRIX_F16 MatrixPlace
+#define MATRIX_F32 Accumulator
+#define MATRIX_ZERO accumulator_zero()
+#define MATRIX_LOAD(m, tile, at, stride) m = MatrixPlace(at, stride)
+#define MATRIX_MUL_ADD(a, b, c) c = accumulate_product(a, b, c)
+#define MATRIX_STORE(m, tile, at, stride)                                                         \
+    for (uint n = 0; n < 256 / gl_SubgroupSize; n++) {                                             \
+        uint e = gl_SubgroupInvocationID + n * gl_SubgroupSize;                                    \
+        tile[(at) + e / 16 * (stride) + e % 16] = m.v[n];                                          \
+    }
+
+Accumulator accumulator_zero()
+{
+    Accumulator c;
+    for (uint n = 0; n < 256 / 8; n++)
+        c.v[n] = 0.0;
+    return c;
+}
+
+Accumulator accumulate_product(MatrixPlace a, MatrixPlace b, Accumulator c)
+{
+    for (uint n = 0; n < 256 / gl_SubgroupSize; n++) {
+        uint e = gl_SubgroupInvocationID + n * gl_SubgroupSize, i = e / 16, j = e % 16;
+        for (uint k = 0; k < 16; k++)
+            c.v[n] = fma(float(tile_a[a.at + i * a.stride + k]), float(tile_b[b.at + k * b.stride + j]),
+                         c.v[n]);
+    }
+    return c;
+}
+#else
 // C += A·B over one step of depth, as 4x4 blocks of C.
 void multiply_tiles()
 {
@@ -98,8 +146,7 @@ void multiply_tiles()
 void tiled_gemm(uvec2 row_slot, uint rows, uint row0, uint base, uint n0, uint up_offset, uint n, uint ld)
 {
 #ifdef MATRIX_CORES
-    fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> acc0 = fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>(0.0);
-    fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> acc1 = acc0;
+    MATRIX_F32 acc0 = MATRIX_ZERO, acc1 = MATRIX_ZERO;
 #else
     for (uint i = gl_LocalInvocationIndex; i < TILE_M * TILE_N; i += LANES)
         tile_c[i] = 0.0;
@@ -110,12 +157,12 @@ void tiled_gemm(uvec2 row_slot, uint rows, uint row0, uint base, uint n0, uint u
         barrier();
 #ifdef MATRIX_CORES
         for (uint k = 0; k < TILE_K; k += 16) {
-            fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> a0, a1, b;
-            coopMatLoadNV(a0, tile_a, k, TILE_K, false);
-            coopMatLoadNV(a1, tile_a, 16 * TILE_K + k, TILE_K, false);
-            coopMatLoadNV(b, tile_b, k * TILE_N + gl_SubgroupID * 16, TILE_N, false);
-            acc0 = coopMatMulAddNV(a0, b, acc0);
-            acc1 = coopMatMulAddNV(a1, b, acc1);
+            MATRIX_F16 a0, a1, b;
+            MATRIX_LOAD(a0, tile_a, k, TILE_K);
+            MATRIX_LOAD(a1, tile_a, 16 * TILE_K + k, TILE_K);
+            MATRIX_LOAD(b, tile_b, k * TILE_N + gl_SubgroupID * 16, TILE_N);
+            MATRIX_MUL_ADD(a0, b, acc0);
+            MATRIX_MUL_ADD(a1, b, acc1);
         }
 #else
         multiply_tiles();
@@ -123,8 +170,8 @@ void tiled_gemm(uvec2 row_slot, uint rows, uint row0, uint base, uint n0, uint u
         barrier();
     }
 #ifdef MATRIX_CORES
-    coopMatStoreNV(acc0, tile_c, gl_SubgroupID * 16, TILE_N, false);
-    coopMatStoreNV(acc1, tile_c, 16 * TILE_N + gl_SubgroupID * 16, TILE_N, false);
+    MATRIX_STORE(acc0, tile_c, gl_SubgroupID * 16, TILE_N);
+    MATRIX_STORE(acc1, tile_c, 16 * TILE_N + gl_SubgroupID * 16, TILE_N);
     barrier();
 #endif
 }
