@@ -287,8 +287,9 @@ typedef enum vkmoe_gemm_path {
      * and weights through texel buffers; experts with few rows take 4- and
      * 1-row (GEMV) passes that stream their weights once. Every device. */
     VKMOE_GEMM_REGISTER = 1,
-    /* Workgroups of 4 subgroups compute 32x64 tiles from A and weight tiles
-     * staged in shared memory (14 KiB). Every device whose workgroups hold 4
+    /* Workgroups of 4 subgroups compute 32x64 tiles (64x64 where subgroups
+     * have 64 lanes and shared memory holds 24 KiB) from A and weight tiles
+     * staged in shared memory (14 KiB at 32 rows). Every device whose workgroups hold 4
      * subgroups (else VKMOE_ERROR_UNSUPPORTED); meant for GPUs, where it is
      * not yet measured. */
     VKMOE_GEMM_TILED = 2,

@@ -16,6 +16,19 @@ const char *vkmoe_stage_name(vkmoe_stage stage)
     return (unsigned)stage < VKMOE_STAGE_MAX ? stage_names[stage] : "";
 }
 
+/* The plain tiled path's rows per tile: each invocation of its 4-subgroup
+ * workgroup multiplies 4x4 blocks of a rows x 64 tile, so a tile of as many
+ * rows as a subgroup has lanes (at least 32) leaves none idle (64 rows for
+ * AMD's 64-lane subgroups), where its staged tiles fit in shared memory
+ * (f32 A: rows x 16, B: 16 x 64, C: rows x 64; 24 KiB at 64 rows). The
+ * matrix-core path's two 16-row accumulators per subgroup fix it at 32. */
+static uint32_t tiled_rows(const vkmoe_context *ctx, uint32_t lanes)
+{
+    uint32_t rows = (uint32_t)vkmoe_round_up(lanes > 32 ? lanes : 32, 16);
+    uint64_t shared_bytes = 4ull * (rows * 16 + 16 * 64 + rows * 64);
+    return shared_bytes <= ctx->properties.limits.maxComputeSharedMemorySize ? rows : 32;
+}
+
 static vkmoe_gemm_config choose_gemm_config(const vkmoe_context *ctx,
                                             const vkmoe_layer_params *p)
 {
@@ -36,6 +49,8 @@ static vkmoe_gemm_config choose_gemm_config(const vkmoe_context *ctx,
         g.workgroup = VKMOE_TILED_SUBGROUPS * lanes;
         g.up_columns = gated ? 32 : 64;
         g.down_columns = 64;
+        if (path == VKMOE_GEMM_TILED)
+            g.tile_m = tiled_rows(ctx, lanes);
     }
     return g;
 }

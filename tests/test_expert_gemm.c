@@ -165,6 +165,13 @@ static void test_tiled_path(void **state)
     p = on_path(shape(200, 300, 6, 2, 70, VKMOE_WEIGHT_F16), tiled);
     p.shared_ffn_dim = 72;
     test_check_layer(ctx, p, 70);
+    ctx->gemm_lanes = 64; /* AMD's subgroups: tiles of 64 rows, none a multiple of them here */
+    vkmoe_layer *layer;
+    assert_int_equal(vkmoe_layer_create(ctx, &p, &layer), VKMOE_OK);
+    assert_int_equal(layer->gemm.tile_m, 64);
+    vkmoe_layer_destroy(&layer);
+    check_gemms(state, on_path(shape(131, 77, 5, 2, 141, VKMOE_WEIGHT_F32), tiled), 141);
+    test_check_layer(ctx, p, 70);
     ctx->gemm_lanes = 1024; /* 4 subgroups of it exceed every device's workgroup */
     test_expect_create_fails(ctx, &p, VKMOE_ERROR_UNSUPPORTED, "4 subgroups");
     ctx->gemm_lanes = saved;

@@ -4,7 +4,7 @@
 // whole output in registers; the tiled path (common/tiled_gemm.glsl, built
 // with TILED) stages A and B in shared memory, optionally multiplying them
 // with NV cooperative matrices (MATRIX_CORES).
-//   spec 0: TILE_M (rows of a tile, a multiple of 16; 32 for the tiled path);
+//   spec 0: TILE_M (rows of a tile, a multiple of 16: 32, or more for the tiled path);
 //   1: LANES (workgroup size); 2: WEIGHT_TYPE (vkmoe_weight_type: 0 f32, 1 f16,
 //   2 bf16, 3 Q8_0, 4 Q4_0, 5 Q4_K, 6 Q6_K); 3: ACTIVATION (vkmoe_activation:
 //   0 SwiGLU, 1 ReLU, 2 clamped SwiGLU; and 3, the projection alone, for the

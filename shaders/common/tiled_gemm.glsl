@@ -1,5 +1,6 @@
 // The tiled path of the expert GEMM, for GPUs: a workgroup computes a tile
-// C of TILE_M (32) rows by TILE_N (64) columns of B. Per step of TILE_K
+// C of TILE_M rows (32; the plain build: as many as a subgroup has lanes,
+// where shared memory holds them, src/layer.c) by TILE_N (64) columns of B. Per step of TILE_K
 // depth it stages A's rows (gathered through the row map, zeros for padding
 // rows) and the weights (decoded by load_w8) in shared memory, where every
 // invocation reuses them. The products go to C in shared memory, which the
