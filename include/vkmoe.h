@@ -289,9 +289,9 @@ typedef enum vkmoe_gemm_path {
     VKMOE_GEMM_REGISTER = 1,
     /* Workgroups of 4 subgroups compute 32x64 tiles (64x64 where subgroups
      * have 64 lanes and shared memory holds 24 KiB) from A and weight tiles
-     * staged in shared memory (14 KiB at 32 rows). Every device whose workgroups hold 4
-     * subgroups (else VKMOE_ERROR_UNSUPPORTED); meant for GPUs, where it is
-     * not yet measured. */
+     * staged in shared memory (14 KiB at 32 rows). Every device whose
+     * workgroups hold 4 subgroups (else VKMOE_ERROR_UNSUPPORTED); meant for
+     * GPUs, where it is not yet measured. */
     VKMOE_GEMM_TILED = 2,
     /* TILED with the tiles multiplied by NV cooperative matrices (16x16x16,
      * f16 inputs, f32 accumulation): the activations are rounded to f16.
