@@ -212,7 +212,9 @@ static void test_matrix_core_path(void **state)
     }
     vkmoe_layer_params p = on_path(shape(131, 77, 5, 2, 41, VKMOE_WEIGHT_F16), VKMOE_GEMM_COOPMAT);
     test_expect_create_fails(ctx, &p, VKMOE_ERROR_UNSUPPORTED, "VK_NV_cooperative_matrix");
-    assert_true(info.shader_float16); /* the emulation's f16 tiles; lavapipe has it */
+    /* The emulation's f16 tiles, and its accumulators of 256 / 8 elements a
+     * lane: lavapipe has fp16 arithmetic, and 8-lane subgroups with AVX. */
+    assert_true(info.shader_float16 && info.subgroup_size >= 8);
     ctx->emulated_matrix_cores = true;
     check_matrix_core_path(state);
     ctx->emulated_matrix_cores = false;

@@ -82,7 +82,9 @@ void load_tile_b(uint base, uint n0, uint up_offset, uint n, uint k0, uint ld)
 // emulated: a loaded matrix is its place in its tile (A's in tile_a, B's in
 // tile_b), and an accumulator is spread over the subgroup, invocation l
 // holding elements l, l + S, l + 2S ... of the row-major 16x16 (S, the
-// subgroup size, at least 8).
+// subgroup size, at least 8: lavapipe's on x86-64 with AVX). The loops'
+// bounds come from gl_SubgroupSize so that they stay loops: unrolled (with
+// a constant bound), llvmpipe took minutes to build these shaders.
 struct MatrixPlace {
     uint at, stride;
 };
