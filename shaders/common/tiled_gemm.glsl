@@ -1,9 +1,9 @@
 // The tiled path of the expert GEMM, for GPUs: a workgroup computes a tile
 // C of TILE_M rows (32; the plain build: as many as a subgroup has lanes,
-// where shared memory holds them, src/layer.c) by TILE_N (64) columns of B. Per step of TILE_K
-// depth it stages A's rows (gathered through the row map, zeros for padding
-// rows) and the weights (decoded by load_w8) in shared memory, where every
-// invocation reuses them. The products go to C in shared memory, which the
+// where shared memory holds them, src/layer.c) by TILE_N (64) columns of B.
+// Per step of TILE_K depth it stages A's rows (gathered through the row map,
+// zeros for padding rows) and the weights (decoded by load_w8) in shared
+// memory, where every invocation reuses them. The products go to C in shared memory, which the
 // stage's epilogue reads (tile_result). B is stored k-major so that
 // neighbouring invocations, which own neighbouring columns, touch
 // neighbouring words (no shared-memory bank conflicts on GPUs).
@@ -114,9 +114,10 @@ Accumulator accumulate_product(MatrixPlace a, MatrixPlace b, Accumulator c)
 {
     for (uint n = 0; n < 256 / gl_SubgroupSize; n++) {
         uint e = gl_SubgroupInvocationID + n * gl_SubgroupSize, i = e / 16, j = e % 16;
-        for (uint k = 0; k < 16; k++)
-            c.v[n] = fma(float(tile_a[a.at + i * a.stride + k]), float(tile_b[b.at + k * b.stride + j]),
-                         c.v[n]);
+        for (uint k = 0; k < 16; k++) {
+            float a_ik = float(tile_a[a.at + i * a.stride + k]);
+            c.v[n] = fma(a_ik, float(tile_b[b.at + k * b.stride + j]), c.v[n]);
+        }
     }
     return c;
 }
