@@ -311,7 +311,8 @@ bool vkmoe_gguf_parse(const uint8_t *data, uint64_t size, vkmoe_tensor_file *out
     reader r = {.data = data, .size = size, .error = error, .error_size = error_size};
     uint64_t tensors, metas;
     bool ok = read_header_counts(&r, &tensors, &metas) && read_metadata(&r, metas, out) &&
-              read_tensor_infos(&r, tensors, out);
+              read_tensor_infos(&r, tensors, out) &&
+              vkmoe_tensor_file_check_layout(out, error, error_size);
     if (!ok)
         vkmoe_tensor_file_free(out);
     return ok;

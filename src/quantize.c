@@ -7,6 +7,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "checked_size.h"
 #include "convert.h"
 #include "internal.h"
 
@@ -401,9 +402,10 @@ uint32_t vkmoe_weight_block(vkmoe_weight_type type)
 size_t vkmoe_weight_bytes(vkmoe_weight_type type, uint64_t weights)
 {
     const codec *c = codec_of(type);
-    if (!c || weights % c->weights)
+    size_t bytes;
+    if (!c || weights % c->weights || !vkmoe_mul_size(weights / c->weights, c->bytes, &bytes))
         return 0;
-    return (size_t)(weights / c->weights) * c->bytes;
+    return bytes;
 }
 
 vkmoe_status vkmoe_quantize(vkmoe_weight_type type, const float *src, size_t n, void *dst,
@@ -412,7 +414,8 @@ vkmoe_status vkmoe_quantize(vkmoe_weight_type type, const float *src, size_t n, 
     size_t bytes = vkmoe_weight_bytes(type, n);
     VKMOE_REQUIRE(NULL, src && dst, "vkmoe_quantize: src and dst must not be NULL");
     VKMOE_REQUIRE(NULL, bytes > 0 || (n == 0 && codec_of(type)),
-                  "vkmoe_quantize: unknown type %d or %zu values are not whole blocks",
+                  "vkmoe_quantize: unknown type %d, or %zu values are not whole blocks or "
+                  "too many to address",
                   (int)type, n);
     VKMOE_REQUIRE(NULL, dst_size >= bytes, "vkmoe_quantize: dst holds %zu bytes, needs %zu",
                   dst_size, bytes);
@@ -427,7 +430,8 @@ vkmoe_status vkmoe_dequantize(vkmoe_weight_type type, const void *src, size_t n,
 {
     VKMOE_REQUIRE(NULL, src && dst, "vkmoe_dequantize: src and dst must not be NULL");
     VKMOE_REQUIRE(NULL, vkmoe_weight_bytes(type, n) > 0 || (n == 0 && codec_of(type)),
-                  "vkmoe_dequantize: unknown type %d or %zu values are not whole blocks",
+                  "vkmoe_dequantize: unknown type %d, or %zu values are not whole blocks or "
+                  "too many to address",
                   (int)type, n);
     const codec *c = codec_of(type);
     const uint8_t *blocks = src;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checked_size.h"
 #include "json.h"
 #include "tensor_file.h"
 
@@ -61,9 +62,8 @@ static bool read_shape(const vkmoe_json *entry, vkmoe_tensor *t, uint32_t bytes,
     for (uint32_t d = 0; d < t->dims; d++) {
         if (!vkmoe_json_as_u64(&shape->children[d], UINT64_MAX, &t->shape[d]))
             return false;
-        if (t->shape[d] && n > UINT64_MAX / t->shape[d])
+        if (!vkmoe_mul_u64(n, t->shape[d], &n))
             return false;
-        n *= t->shape[d];
     }
     *size = n;
     return true;
@@ -144,7 +144,8 @@ bool vkmoe_safetensors_parse(const uint8_t *data, uint64_t size, vkmoe_tensor_fi
                           sizeof(json_error)))
         return fail(error, error_size, json_error, NULL);
     uint64_t data_start = 8 + header_size;
-    bool ok = read_tensors(&header, data_start, size - data_start, out, error, error_size);
+    bool ok = read_tensors(&header, data_start, size - data_start, out, error, error_size) &&
+              vkmoe_tensor_file_check_layout(out, error, error_size);
     vkmoe_json_free(&header);
     if (!ok)
         vkmoe_tensor_file_free(out);

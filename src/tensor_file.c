@@ -1,7 +1,9 @@
 /* The parts of a parsed model file both readers share (tensor_file.h). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "checked_size.h"
 #include "tensor_file.h"
 
 void vkmoe_tensor_file_free(vkmoe_tensor_file *file)
@@ -37,6 +39,52 @@ uint64_t vkmoe_tensor_elements(const vkmoe_tensor *tensor)
 {
     uint64_t n = 1;
     for (uint32_t d = 0; d < tensor->dims; d++)
-        n *= tensor->shape[d];
+        if (!vkmoe_mul_u64(n, tensor->shape[d], &n))
+            return UINT64_MAX; /* the readers refuse such shapes */
     return n;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp((*(const vkmoe_tensor *const *)a)->name, (*(const vkmoe_tensor *const *)b)->name);
+}
+
+static int by_offset(const void *a, const void *b)
+{
+    const vkmoe_tensor *x = *(const vkmoe_tensor *const *)a, *y = *(const vkmoe_tensor *const *)b;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+bool vkmoe_tensor_file_check_layout(const vkmoe_tensor_file *file, char *error, size_t error_size)
+{
+    uint32_t n = file->tensor_count;
+    const vkmoe_tensor **order = malloc((n ? n : 1) * sizeof(*order));
+    if (!order) {
+        snprintf(error, error_size, "out of memory");
+        return false;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        order[i] = &file->tensors[i];
+    bool ok = true;
+    qsort(order, n, sizeof(*order), by_name);
+    for (uint32_t i = 1; ok && i < n; i++)
+        if (strcmp(order[i - 1]->name, order[i]->name) == 0) {
+            snprintf(error, error_size, "tensor \"%s\" is declared twice", order[i]->name);
+            ok = false;
+        }
+    qsort(order, n, sizeof(*order), by_offset);
+    /* Empty tensors take no bytes and may stand anywhere. */
+    const vkmoe_tensor *last = NULL;
+    for (uint32_t i = 0; ok && i < n; i++) {
+        if (order[i]->size == 0)
+            continue;
+        if (last && last->offset + last->size > order[i]->offset) {
+            snprintf(error, error_size, "tensors \"%s\" and \"%s\" overlap in the file",
+                     last->name, order[i]->name);
+            ok = false;
+        }
+        last = order[i];
+    }
+    free(order);
+    return ok;
 }

@@ -70,6 +70,11 @@ bool vkmoe_safetensors_parse(const uint8_t *data, uint64_t size, vkmoe_tensor_fi
 bool vkmoe_gguf_parse(const uint8_t *data, uint64_t size, vkmoe_tensor_file *out, char *error,
                       size_t error_size);
 void vkmoe_tensor_file_free(vkmoe_tensor_file *file);
+/* Both readers end with this: no two tensors share a name or a byte (a
+ * duplicate or overlapping tensor would load plausible wrong weights).
+ * False and a message naming them otherwise. */
+bool vkmoe_tensor_file_check_layout(const vkmoe_tensor_file *file, char *error,
+                                    size_t error_size);
 
 const vkmoe_tensor *vkmoe_tensor_file_find(const vkmoe_tensor_file *file, const char *name);
 const vkmoe_meta *vkmoe_tensor_file_meta(const vkmoe_tensor_file *file, const char *key);

@@ -123,6 +123,21 @@ static void test_lying_files(void **state)
     buffer_free(&b);
 }
 
+/* D19: a tensor named twice is refused, naming it (the safetensors tests
+ * cover overlapping ranges, which GGUF files reach the same check with). */
+static void test_d19_duplicate_tensor(void **state)
+{
+    (void)state;
+    gguf_writer w = {0};
+    float data[4] = {0};
+    gguf_add_tensor(&w, "t", TYPE_F32, (uint64_t[]){4}, 1, data, sizeof(data));
+    gguf_add_tensor(&w, "t", TYPE_F32, (uint64_t[]){4}, 1, data, sizeof(data));
+    byte_buffer b;
+    gguf_finish(&w, &b);
+    expect_refused(&b, "\"t\" is declared twice");
+    buffer_free(&b);
+}
+
 static void test_lying_metadata(void **state)
 {
     (void)state;
@@ -159,6 +174,7 @@ int main(void)
         cmocka_unit_test(test_good_file),
         cmocka_unit_test(test_lying_files),
         cmocka_unit_test(test_lying_metadata),
+        cmocka_unit_test(test_d19_duplicate_tensor),
         cmocka_unit_test(test_truncations_and_corruptions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

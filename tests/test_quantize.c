@@ -216,9 +216,28 @@ static void test_type_queries(void **state)
     assert_int_equal(vkmoe_quantize(VKMOE_WEIGHT_Q4_K, x, 0, b, 0), VKMOE_OK);
 }
 
+/* D3: a count whose bytes do not fit in size_t used to wrap around to a
+ * small size that passed the dst check (then a heap overflow). */
+static void test_d03_sizes_that_overflow(void **state)
+{
+    (void)state;
+    float src[4] = {0};
+    uint8_t dst[4];
+    size_t huge = ((size_t)1 << 62) + 1;
+    assert_int_equal(vkmoe_weight_bytes(VKMOE_WEIGHT_F32, huge), 0);
+    assert_int_equal(vkmoe_weight_bytes(VKMOE_WEIGHT_Q8_0, UINT64_MAX / 32 * 32), 0);
+    assert_int_equal(vkmoe_quantize(VKMOE_WEIGHT_F32, src, huge, dst, sizeof(dst)),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(vkmoe_last_error(), "too many"));
+    float out[4];
+    assert_int_equal(vkmoe_dequantize(VKMOE_WEIGHT_F32, dst, huge, out),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_d03_sizes_that_overflow),
         cmocka_unit_test(test_q8_0_blocks),      cmocka_unit_test(test_q4_0_blocks),
         cmocka_unit_test(test_q4_k_blocks),      cmocka_unit_test(test_q6_k_blocks),
         cmocka_unit_test(test_quantization_error), cmocka_unit_test(test_type_queries),

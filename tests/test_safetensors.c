@@ -118,6 +118,35 @@ static void test_bad_lengths(void **state)
     assert_non_null(strstr(error, "header length"));
 }
 
+/* D19: a tensor named twice, or tensors sharing bytes, would load
+ * plausible wrong weights: refused, naming them. */
+static void test_d19_duplicate_and_overlapping_tensors(void **state)
+{
+    (void)state;
+    char error[256] = "";
+    assert_false(parse_header("{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": "
+                              "[0, 8]}, \"a\": {\"dtype\": \"F32\", \"shape\": [2], "
+                              "\"data_offsets\": [8, 16]}}",
+                              16, error));
+    assert_non_null(strstr(error, "\"a\" is declared twice"));
+    assert_false(parse_header("{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": "
+                              "[0, 8]}, \"b\": {\"dtype\": \"F32\", \"shape\": [2], "
+                              "\"data_offsets\": [0, 8]}}",
+                              16, error));
+    assert_non_null(strstr(error, "overlap"));
+    assert_false(parse_header("{\"a\": {\"dtype\": \"F32\", \"shape\": [3], \"data_offsets\": "
+                              "[0, 12]}, \"b\": {\"dtype\": \"F32\", \"shape\": [2], "
+                              "\"data_offsets\": [8, 16]}}",
+                              16, error));
+    assert_non_null(strstr(error, "overlap"));
+    /* adjacent ranges and empty tensors anywhere are fine */
+    assert_true(parse_header("{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": "
+                             "[0, 8]}, \"b\": {\"dtype\": \"F32\", \"shape\": [2], "
+                             "\"data_offsets\": [8, 16]}, \"c\": {\"dtype\": \"F32\", "
+                             "\"shape\": [0], \"data_offsets\": [4, 4]}}",
+                             16, error));
+}
+
 /* Every truncation (the last tensor's data is cut, so all are refused) and
  * every single-byte corruption of a good file parses or fails cleanly. */
 static void test_truncations_and_corruptions(void **state)
@@ -136,6 +165,7 @@ int main(void)
         cmocka_unit_test(test_good_file),
         cmocka_unit_test(test_lying_headers),
         cmocka_unit_test(test_bad_lengths),
+        cmocka_unit_test(test_d19_duplicate_and_overlapping_tensors),
         cmocka_unit_test(test_truncations_and_corruptions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
