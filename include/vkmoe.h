@@ -41,13 +41,17 @@ typedef enum vkmoe_status {
     VKMOE_OK = 0,
     /* An argument is NULL, out of range or inconsistent with the others. */
     VKMOE_ERROR_INVALID_ARGUMENT = -1,
-    /* The request is valid but this build or this device cannot do it. */
+    /* The request is valid but this build or this device cannot do it: a
+     * missing feature, or a size over a device limit that is not memory
+     * (max_tokens·dim·4 bytes of x or y over maxStorageBufferRange). */
     VKMOE_ERROR_UNSUPPORTED = -2,
     /* No Vulkan device (or none that matches the request) was found. */
     VKMOE_ERROR_NO_DEVICE = -3,
     /* malloc failed or VK_ERROR_OUT_OF_HOST_MEMORY. */
     VKMOE_ERROR_OUT_OF_HOST_MEMORY = -4,
-    /* VK_ERROR_OUT_OF_DEVICE_MEMORY, or a buffer larger than the device allows. */
+    /* VK_ERROR_OUT_OF_DEVICE_MEMORY, a buffer over the device's
+     * maxMemoryAllocationSize, or a layer whose weights exceed the device's
+     * largest memory heap. */
     VKMOE_ERROR_OUT_OF_DEVICE_MEMORY = -5,
     /* VK_ERROR_DEVICE_LOST; the context stays failed, destroy and recreate it. */
     VKMOE_ERROR_DEVICE_LOST = -6,
@@ -77,7 +81,10 @@ typedef enum vkmoe_log_level {
 } vkmoe_log_level;
 
 /* Receives each message at or below the context's log level. Called on the
- * thread that made the call (validation messages: on the driver's thread). */
+ * thread that made the call (validation messages: on the driver's thread).
+ * message is valid until the callback returns and is the callback's own:
+ * the callback may call vkmoe (a failing call there changes neither
+ * message nor, once the callback returns, vkmoe_last_error()). */
 typedef void (*vkmoe_log_fn)(void *user, vkmoe_log_level level, const char *message);
 
 /* ------------------------------------------------------------------------ */
@@ -91,9 +98,16 @@ typedef struct vkmoe_context vkmoe_context;
 typedef void (*vkmoe_queue_lock_fn)(void *user);
 
 /* A Vulkan device owned by the host application. vkmoe never destroys any
- * of these handles. The device must have been created with Vulkan 1.2 or
- * newer and the bufferDeviceAddress feature enabled; the queue family must
- * support compute. */
+ * of these handles and never waits for the whole device: only for its own
+ * submissions. The instance and device must be Vulkan 1.2 or newer (a
+ * device function vkmoe needs that the device does not give, as a device of
+ * a 1.1 instance lacks vkGetBufferDeviceAddress, is refused with
+ * VKMOE_ERROR_UNSUPPORTED naming it); queue_family must exist and support
+ * compute (else VKMOE_ERROR_INVALID_ARGUMENT). The device must have been
+ * created with the bufferDeviceAddress feature enabled: Vulkan offers no way
+ * to ask a VkDevice which features were enabled, so vkmoe checks only that
+ * the physical device supports it, and a device created without it fails
+ * under the validation layer rather than with a status. */
 typedef struct vkmoe_vulkan_import {
     VkInstance instance;
     VkPhysicalDevice physical_device;
@@ -169,7 +183,9 @@ VKMOE_API vkmoe_status vkmoe_context_create(const vkmoe_context_params *params,
                                             vkmoe_context **out);
 
 /* Destroy a context and set *ctx to NULL. Accepts NULL and a pointer to NULL.
- * All layers of the context must be destroyed first. */
+ * Destroy the context's layers first: a context destroyed while layers of
+ * it live logs an error and lingers until the last of them is destroyed,
+ * which then destroys it (no layer is left pointing at freed memory). */
 VKMOE_API void vkmoe_context_destroy(vkmoe_context **ctx);
 
 /* Fill *info with the context's device facts. */
@@ -224,8 +240,8 @@ VKMOE_API const char *vkmoe_weight_type_name(vkmoe_weight_type type);
 VKMOE_API uint32_t vkmoe_weight_block(vkmoe_weight_type type);
 
 /* Bytes that `weights` weights of this type take (a multiple of
- * vkmoe_weight_block(type)); 0 for an unknown type or a count that is not
- * whole blocks. */
+ * vkmoe_weight_block(type)); 0 for an unknown type, a count that is not
+ * whole blocks, or one whose bytes do not fit in size_t. */
 VKMOE_API size_t vkmoe_weight_bytes(vkmoe_weight_type type, uint64_t weights);
 
 /* Encode n f32 values as `type` into dst (dst_size bytes, at least
@@ -522,8 +538,10 @@ VKMOE_API vkmoe_status vkmoe_layer_record_forward(vkmoe_layer *layer, VkCommandB
                                                   VkDeviceSize y_offset);
 
 /* Slots routed to each expert by the last completed forward, before any
- * capacity dropping: counts[e] for e < experts. n must be at least the number of experts. After a recorded
- * forward, call it only once the command buffer has completed. */
+ * capacity dropping: counts[e] for e < experts. n must be at least the
+ * number of experts. VKMOE_ERROR_STATE before the layer's first forward.
+ * After a recorded forward, call it only once the command buffer has
+ * completed. */
 VKMOE_API vkmoe_status vkmoe_layer_expert_counts(const vkmoe_layer *layer, uint32_t *counts,
                                                  uint32_t n);
 
@@ -551,7 +569,8 @@ VKMOE_API vkmoe_status vkmoe_layer_load_stats(const vkmoe_layer *layer, vkmoe_lo
                                               uint32_t *routed, uint32_t *dropped,
                                               double *mean_probability, uint32_t n);
 
-/* Stage times of the last completed forward; needs params.timing. */
+/* Stage times of the last completed forward; needs params.timing, and a
+ * forward first (else VKMOE_ERROR_STATE). */
 VKMOE_API vkmoe_status vkmoe_layer_timings(const vkmoe_layer *layer, vkmoe_timings *timings);
 
 /* ------------------------------------------------------------------------ */

@@ -7,15 +7,43 @@
 
 static const char validation_layer[] = "VK_LAYER_KHRONOS_validation";
 
-static vkmoe_status load_vulkan(PFN_vkGetInstanceProcAddr get_proc)
+/* The context's loader entry: the host's where it gave one, else the
+ * platform loader's. */
+static vkmoe_status load_vulkan(vkmoe_context *ctx, PFN_vkGetInstanceProcAddr get_proc)
 {
-    if (get_proc) {
-        volkInitializeCustom(get_proc);
-        return VKMOE_OK;
-    }
-    if (volkInitialize() != VK_SUCCESS)
-        return vkmoe_fail(NULL, VKMOE_ERROR_NO_DEVICE,
+    if (!get_proc)
+        get_proc = vkmoe_vulkan_loader();
+    if (!get_proc)
+        return vkmoe_fail(ctx, VKMOE_ERROR_NO_DEVICE,
                           "the Vulkan loader (libvulkan.so.1) could not be loaded");
+    vkmoe_vulkan_load_loader(&ctx->vk, get_proc);
+    return VKMOE_OK;
+}
+
+/* The instance's functions into ctx->vk; UNSUPPORTED naming one it lacks. */
+static vkmoe_status load_instance(vkmoe_context *ctx)
+{
+    vkmoe_vulkan_load_instance(&ctx->vk, ctx->instance);
+    const char *missing = vkmoe_vulkan_functions_missing(&ctx->vk, false);
+    if (missing)
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "vkmoe_context_create: the instance does not provide %s "
+                          "(vkmoe needs Vulkan 1.2)",
+                          missing);
+    return VKMOE_OK;
+}
+
+/* The device's functions into ctx->vk; UNSUPPORTED naming one it lacks,
+ * as a device of a Vulkan 1.1 instance lacks vkGetBufferDeviceAddress. */
+static vkmoe_status load_device(vkmoe_context *ctx)
+{
+    vkmoe_vulkan_load_device(&ctx->vk, ctx->device);
+    const char *missing = vkmoe_vulkan_functions_missing(&ctx->vk, true);
+    if (missing)
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "vkmoe_context_create: the device does not provide %s (vkmoe needs "
+                          "an instance and device of Vulkan 1.2 or newer)",
+                          missing);
     return VKMOE_OK;
 }
 
@@ -25,14 +53,14 @@ static bool validation_wanted(const vkmoe_context_params *params)
     return params->validation || (env && strcmp(env, "1") == 0);
 }
 
-static bool validation_layer_present(void)
+static bool validation_layer_present(const vkmoe_context *ctx)
 {
     uint32_t count = 0;
-    if (vkEnumerateInstanceLayerProperties(&count, NULL) != VK_SUCCESS || count == 0)
+    if (ctx->vk.vkEnumerateInstanceLayerProperties(&count, NULL) != VK_SUCCESS || count == 0)
         return false;
     VkLayerProperties *layers = calloc(count, sizeof(*layers));
     bool found = false;
-    if (layers && vkEnumerateInstanceLayerProperties(&count, layers) == VK_SUCCESS)
+    if (layers && ctx->vk.vkEnumerateInstanceLayerProperties(&count, layers) == VK_SUCCESS)
         for (uint32_t i = 0; i < count && !found; i++)
             found = strcmp(layers[i].layerName, validation_layer) == 0;
     free(layers);
@@ -58,7 +86,7 @@ static VKAPI_ATTR VkBool32 VKAPI_CALL on_validation_message(
 
 static vkmoe_status create_instance(vkmoe_context *ctx, bool validation)
 {
-    if (validation && !validation_layer_present())
+    if (validation && !validation_layer_present(ctx))
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
                           "validation requested but %s is not installed "
                           "(Debian: vulkan-validationlayers)",
@@ -80,11 +108,11 @@ static vkmoe_status create_instance(vkmoe_context *ctx, bool validation)
         .enabledExtensionCount = validation ? 1 : 0,
         .ppEnabledExtensionNames = &extension,
     };
-    VkResult result = vkCreateInstance(&info, NULL, &ctx->instance);
+    VkResult result = ctx->vk.vkCreateInstance(&info, NULL, &ctx->instance);
     if (result == VK_ERROR_INCOMPATIBLE_DRIVER)
         return vkmoe_fail(ctx, VKMOE_ERROR_NO_DEVICE, "no Vulkan 1.2 driver is installed");
     VKMOE_TRY(vkmoe_check_vk(ctx, result, "vkCreateInstance"));
-    volkLoadInstanceOnly(ctx->instance);
+    VKMOE_TRY(load_instance(ctx));
     if (!validation)
         return VKMOE_OK;
     VkDebugUtilsMessengerCreateInfoEXT messenger = {
@@ -96,37 +124,41 @@ static vkmoe_status create_instance(vkmoe_context *ctx, bool validation)
         .pfnUserCallback = on_validation_message,
         .pUserData = ctx,
     };
-    return vkmoe_check_vk(ctx, vkCreateDebugUtilsMessengerEXT(ctx->instance, &messenger, NULL,
-                                                              &ctx->messenger),
+    if (!ctx->vk.vkCreateDebugUtilsMessengerEXT)
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "validation requested but the instance lacks %s",
+                          VK_EXT_DEBUG_UTILS_EXTENSION_NAME);
+    return vkmoe_check_vk(ctx, ctx->vk.vkCreateDebugUtilsMessengerEXT(ctx->instance, &messenger,
+                                                                      NULL, &ctx->messenger),
                           "vkCreateDebugUtilsMessengerEXT");
 }
 
 /* The first queue family with compute, or VKMOE_INVALID. */
-static uint32_t compute_family(VkPhysicalDevice device)
+static uint32_t compute_family(const vkmoe_context *ctx, VkPhysicalDevice device)
 {
     uint32_t count = 0;
-    vkGetPhysicalDeviceQueueFamilyProperties(device, &count, NULL);
+    ctx->vk.vkGetPhysicalDeviceQueueFamilyProperties(device, &count, NULL);
     VkQueueFamilyProperties families[32];
     if (count > VKMOE_ARRAY_SIZE(families))
         count = VKMOE_ARRAY_SIZE(families);
-    vkGetPhysicalDeviceQueueFamilyProperties(device, &count, families);
+    ctx->vk.vkGetPhysicalDeviceQueueFamilyProperties(device, &count, families);
     for (uint32_t i = 0; i < count; i++)
         if (families[i].queueFlags & VK_QUEUE_COMPUTE_BIT)
             return i;
     return VKMOE_INVALID;
 }
 
-static bool device_usable(VkPhysicalDevice device)
+static bool device_usable(const vkmoe_context *ctx, VkPhysicalDevice device)
 {
     VkPhysicalDeviceProperties props;
-    vkGetPhysicalDeviceProperties(device, &props);
-    if (props.apiVersion < VK_API_VERSION_1_2 || compute_family(device) == VKMOE_INVALID)
+    ctx->vk.vkGetPhysicalDeviceProperties(device, &props);
+    if (props.apiVersion < VK_API_VERSION_1_2 || compute_family(ctx, device) == VKMOE_INVALID)
         return false;
     VkPhysicalDeviceVulkan12Features v12 = {.sType =
                                                 VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
     VkPhysicalDeviceFeatures2 features = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
                                           .pNext = &v12};
-    vkGetPhysicalDeviceFeatures2(device, &features);
+    ctx->vk.vkGetPhysicalDeviceFeatures2(device, &features);
     return v12.bufferDeviceAddress;
 }
 
@@ -155,7 +187,7 @@ static bool is_index(const char *s)
 static vkmoe_status choose_device(vkmoe_context *ctx, const char *wanted)
 {
     uint32_t count = 0;
-    VKMOE_TRY(vkmoe_check_vk(ctx, vkEnumeratePhysicalDevices(ctx->instance, &count, NULL),
+    VKMOE_TRY(vkmoe_check_vk(ctx, ctx->vk.vkEnumeratePhysicalDevices(ctx->instance, &count, NULL),
                              "vkEnumeratePhysicalDevices"));
     if (count == 0)
         return vkmoe_fail(ctx, VKMOE_ERROR_NO_DEVICE, "Vulkan reports no physical device");
@@ -163,17 +195,17 @@ static vkmoe_status choose_device(vkmoe_context *ctx, const char *wanted)
     if (!devices)
         return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     vkmoe_status status =
-        vkmoe_check_vk(ctx, vkEnumeratePhysicalDevices(ctx->instance, &count, devices),
+        vkmoe_check_vk(ctx, ctx->vk.vkEnumeratePhysicalDevices(ctx->instance, &count, devices),
                        "vkEnumeratePhysicalDevices");
     int best_rank = -1;
     for (uint32_t i = 0; status == VKMOE_OK && i < count; i++) {
         VkPhysicalDeviceProperties props;
-        vkGetPhysicalDeviceProperties(devices[i], &props);
+        ctx->vk.vkGetPhysicalDeviceProperties(devices[i], &props);
         int rank = type_rank(props.deviceType);
         if (wanted && *wanted)
             rank = is_index(wanted) ? (strtoul(wanted, NULL, 10) == i ? 1 : -1)
                                     : (strstr(props.deviceName, wanted) ? 1 : -1);
-        if (rank > best_rank && device_usable(devices[i])) {
+        if (rank > best_rank && device_usable(ctx, devices[i])) {
             best_rank = rank;
             ctx->physical_device = devices[i];
         }
@@ -194,16 +226,16 @@ static vkmoe_status choose_device(vkmoe_context *ctx, const char *wanted)
 /* Whether the device offers VK_NV_cooperative_matrix with the one shape the
  * matrix-core GEMM uses (shaders/common/tiled_gemm.glsl): 16x16x16, f16 A
  * and B, f32 C and D, subgroup scope. */
-static bool offers_cooperative_matrix(VkPhysicalDevice device)
+static bool offers_cooperative_matrix(const vkmoe_context *ctx, VkPhysicalDevice device)
 {
     uint32_t count = 0;
-    if (!vkGetPhysicalDeviceCooperativeMatrixPropertiesNV ||
-        vkEnumerateDeviceExtensionProperties(device, NULL, &count, NULL) != VK_SUCCESS)
+    if (!ctx->vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV ||
+        ctx->vk.vkEnumerateDeviceExtensionProperties(device, NULL, &count, NULL) != VK_SUCCESS)
         return false;
     VkExtensionProperties *extensions = calloc(count ? count : 1, sizeof(*extensions));
     bool listed = false;
     if (extensions &&
-        vkEnumerateDeviceExtensionProperties(device, NULL, &count, extensions) >= VK_SUCCESS)
+        ctx->vk.vkEnumerateDeviceExtensionProperties(device, NULL, &count, extensions) >= VK_SUCCESS)
         for (uint32_t i = 0; i < count && !listed; i++)
             listed =
                 strcmp(extensions[i].extensionName, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME) == 0;
@@ -214,14 +246,14 @@ static bool offers_cooperative_matrix(VkPhysicalDevice device)
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
     VkPhysicalDeviceFeatures2 features = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
                                           .pNext = &feature};
-    vkGetPhysicalDeviceFeatures2(device, &features);
+    ctx->vk.vkGetPhysicalDeviceFeatures2(device, &features);
     VkCooperativeMatrixPropertiesNV shapes[64];
     uint32_t shape_count = VKMOE_ARRAY_SIZE(shapes);
     for (uint32_t i = 0; i < shape_count; i++)
         shapes[i] = (VkCooperativeMatrixPropertiesNV){
             .sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV};
     if (!feature.cooperativeMatrix ||
-        vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(device, &shape_count, shapes) < VK_SUCCESS)
+        ctx->vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(device, &shape_count, shapes) < VK_SUCCESS)
         return false;
     for (uint32_t i = 0; i < shape_count; i++) {
         const VkCooperativeMatrixPropertiesNV *m = &shapes[i];
@@ -236,14 +268,14 @@ static bool offers_cooperative_matrix(VkPhysicalDevice device)
 
 static vkmoe_status create_device(vkmoe_context *ctx)
 {
-    ctx->queue_family = compute_family(ctx->physical_device);
+    ctx->queue_family = compute_family(ctx, ctx->physical_device);
     VkPhysicalDeviceFeatures supported;
-    vkGetPhysicalDeviceFeatures(ctx->physical_device, &supported);
+    ctx->vk.vkGetPhysicalDeviceFeatures(ctx->physical_device, &supported);
     VkPhysicalDeviceVulkan12Features supported12 = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
     VkPhysicalDeviceFeatures2 supported2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
                                             .pNext = &supported12};
-    vkGetPhysicalDeviceFeatures2(ctx->physical_device, &supported2);
+    ctx->vk.vkGetPhysicalDeviceFeatures2(ctx->physical_device, &supported2);
     float priority = 1.0f;
     VkDeviceQueueCreateInfo queue = {
         .sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
@@ -254,7 +286,7 @@ static vkmoe_status create_device(vkmoe_context *ctx)
     /* The matrix-core shaders use fp16 and, as glslang writes every
      * cooperative-matrix module, the Vulkan memory model. */
     ctx->cooperative_matrix = supported12.shaderFloat16 && supported12.vulkanMemoryModel &&
-                              offers_cooperative_matrix(ctx->physical_device);
+                              offers_cooperative_matrix(ctx, ctx->physical_device);
     VkPhysicalDeviceCooperativeMatrixFeaturesNV cooperative_matrix = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
         .cooperativeMatrix = VK_TRUE,
@@ -280,10 +312,30 @@ static vkmoe_status create_device(vkmoe_context *ctx)
         .enabledExtensionCount = ctx->cooperative_matrix ? 1 : 0,
         .ppEnabledExtensionNames = &extension,
     };
-    VKMOE_TRY(vkmoe_check_vk(ctx, vkCreateDevice(ctx->physical_device, &info, NULL, &ctx->device),
-                             "vkCreateDevice"));
-    volkLoadDeviceTable(&ctx->vk, ctx->device);
+    VKMOE_TRY(vkmoe_check_vk(
+        ctx, ctx->vk.vkCreateDevice(ctx->physical_device, &info, NULL, &ctx->device),
+        "vkCreateDevice"));
+    VKMOE_TRY(load_device(ctx));
     ctx->vk.vkGetDeviceQueue(ctx->device, ctx->queue_family, 0, &ctx->queue);
+    return VKMOE_OK;
+}
+
+/* The host's queue family must exist on its device and run compute. */
+static vkmoe_status check_queue_family(vkmoe_context *ctx, uint32_t family)
+{
+    uint32_t count = 0;
+    ctx->vk.vkGetPhysicalDeviceQueueFamilyProperties(ctx->physical_device, &count, NULL);
+    VkQueueFamilyProperties families[32];
+    if (count > VKMOE_ARRAY_SIZE(families))
+        count = VKMOE_ARRAY_SIZE(families);
+    ctx->vk.vkGetPhysicalDeviceQueueFamilyProperties(ctx->physical_device, &count, families);
+    VKMOE_REQUIRE(ctx, family < count,
+                  "vkmoe_context_create: import.queue_family %u does not exist (the device has "
+                  "%u queue families)",
+                  family, count);
+    VKMOE_REQUIRE(ctx, families[family].queueFlags & VK_QUEUE_COMPUTE_BIT,
+                  "vkmoe_context_create: import.queue_family %u does not support compute",
+                  family);
     return VKMOE_OK;
 }
 
@@ -299,32 +351,36 @@ static vkmoe_status import_device(vkmoe_context *ctx, const vkmoe_vulkan_import 
                           "vkmoe_context_create: the imported instance must be Vulkan 1.2 or newer");
     ctx->instance = import->instance;
     ctx->physical_device = import->physical_device;
-    ctx->device = import->device;
     ctx->queue = import->queue;
     ctx->queue_family = import->queue_family;
     ctx->lock_queue = import->lock_queue;
     ctx->unlock_queue = import->unlock_queue;
     ctx->queue_lock_user = import->queue_lock_user;
-    volkLoadInstanceOnly(ctx->instance);
-    if (!device_usable(ctx->physical_device))
+    VKMOE_TRY(load_instance(ctx));
+    VKMOE_TRY(check_queue_family(ctx, import->queue_family));
+    /* Whether the host enabled bufferDeviceAddress cannot be asked of a
+     * VkDevice; what the physical device supports can (vkmoe.h says so). */
+    if (!device_usable(ctx, ctx->physical_device))
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
                           "vkmoe_context_create: the imported device lacks Vulkan 1.2, compute or "
                           "buffer device addresses");
-    volkLoadDeviceTable(&ctx->vk, ctx->device);
-    return VKMOE_OK;
+    /* Set only once its functions are there: destroy calls none of them
+     * for a device it does not own. */
+    ctx->device = import->device;
+    return load_device(ctx);
 }
 
 /* The weight types whose texel format, and the activations' RGBA32F, the
  * driver reads through uniform texel buffers, as the GEMMs do. */
-static uint32_t readable_weight_types(VkPhysicalDevice device)
+static uint32_t readable_weight_types(const vkmoe_context *ctx, VkPhysicalDevice device)
 {
     const VkFormatFeatureFlags needed = VK_FORMAT_FEATURE_UNIFORM_TEXEL_BUFFER_BIT;
     VkFormatProperties activations;
-    vkGetPhysicalDeviceFormatProperties(device, VK_FORMAT_R32G32B32A32_SFLOAT, &activations);
+    ctx->vk.vkGetPhysicalDeviceFormatProperties(device, VK_FORMAT_R32G32B32A32_SFLOAT, &activations);
     uint32_t types = 0;
     for (uint32_t t = 0; vkmoe_weight_block((vkmoe_weight_type)t); t++) {
         VkFormatProperties weights;
-        vkGetPhysicalDeviceFormatProperties(device, vkmoe_weight_texel_format((vkmoe_weight_type)t),
+        ctx->vk.vkGetPhysicalDeviceFormatProperties(device, vkmoe_weight_texel_format((vkmoe_weight_type)t),
                                             &weights);
         if ((weights.bufferFeatures & activations.bufferFeatures & needed) == needed)
             types |= 1u << t;
@@ -342,22 +398,22 @@ static void fill_device_info(vkmoe_context *ctx)
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES, .pNext = &maintenance3};
     VkPhysicalDeviceProperties2 props = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
                                          .pNext = &subgroup};
-    vkGetPhysicalDeviceProperties2(ctx->physical_device, &props);
+    ctx->vk.vkGetPhysicalDeviceProperties2(ctx->physical_device, &props);
     ctx->properties = props.properties;
-    vkGetPhysicalDeviceMemoryProperties(ctx->physical_device, &ctx->memory);
+    ctx->vk.vkGetPhysicalDeviceMemoryProperties(ctx->physical_device, &ctx->memory);
 
     VkPhysicalDeviceVulkan12Features v12 = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
     VkPhysicalDeviceFeatures2 features = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
                                           .pNext = &v12};
-    vkGetPhysicalDeviceFeatures2(ctx->physical_device, &features);
+    ctx->vk.vkGetPhysicalDeviceFeatures2(ctx->physical_device, &features);
 
     uint32_t family_count = 0;
     VkQueueFamilyProperties families[32];
-    vkGetPhysicalDeviceQueueFamilyProperties(ctx->physical_device, &family_count, NULL);
+    ctx->vk.vkGetPhysicalDeviceQueueFamilyProperties(ctx->physical_device, &family_count, NULL);
     if (family_count > VKMOE_ARRAY_SIZE(families))
         family_count = VKMOE_ARRAY_SIZE(families);
-    vkGetPhysicalDeviceQueueFamilyProperties(ctx->physical_device, &family_count, families);
+    ctx->vk.vkGetPhysicalDeviceQueueFamilyProperties(ctx->physical_device, &family_count, families);
 
     vkmoe_device_info *info = &ctx->info;
     const VkPhysicalDeviceLimits *limits = &ctx->properties.limits;
@@ -372,7 +428,7 @@ static void fill_device_info(vkmoe_context *ctx)
     info->max_allocation_size = maintenance3.maxMemoryAllocationSize;
     info->shared_memory = limits->maxComputeSharedMemorySize;
     info->shader_float16 = v12.shaderFloat16;
-    info->weight_types = readable_weight_types(ctx->physical_device);
+    info->weight_types = readable_weight_types(ctx, ctx->physical_device);
     info->cooperative_matrix = ctx->cooperative_matrix;
     ctx->gemm_lanes = info->subgroup_size;
     info->timestamps = ctx->queue_family < family_count &&
@@ -420,10 +476,10 @@ static vkmoe_status create_command_objects(vkmoe_context *ctx)
 static vkmoe_status context_init(vkmoe_context *ctx, const vkmoe_context_params *params)
 {
     if (params->import) {
-        VKMOE_TRY(load_vulkan(params->import->get_instance_proc_addr));
+        VKMOE_TRY(load_vulkan(ctx, params->import->get_instance_proc_addr));
         VKMOE_TRY(import_device(ctx, params->import));
     } else {
-        VKMOE_TRY(load_vulkan(NULL));
+        VKMOE_TRY(load_vulkan(ctx, NULL));
         ctx->owns_device = true;
         VKMOE_TRY(create_instance(ctx, validation_wanted(params)));
         VKMOE_TRY(choose_device(ctx, params->device));
@@ -460,48 +516,92 @@ vkmoe_status vkmoe_context_create(const vkmoe_context_params *params, vkmoe_cont
     return VKMOE_OK;
 }
 
+/* Free everything. Waits only for vkmoe's own last submission: an imported
+ * device may be busy with the host's work, which is not ours to wait for. */
+static void context_free(vkmoe_context *ctx)
+{
+    const vkmoe_vulkan_functions *vk = &ctx->vk;
+    if (ctx->device && vkmoe_vulkan_functions_missing(vk, true)) {
+        /* Refused for a missing function: nothing was made on it. */
+        if (ctx->owns_device && vk->vkDestroyDevice)
+            vk->vkDestroyDevice(ctx->device, NULL);
+    } else if (ctx->device) {
+        vkmoe_context_wait_pending(ctx);
+        if (ctx->owns_device)
+            vk->vkDeviceWaitIdle(ctx->device);
+        vkmoe_pipelines_destroy(ctx);
+        if (ctx->fence)
+            vk->vkDestroyFence(ctx->device, ctx->fence, NULL);
+        if (ctx->command_pool)
+            vk->vkDestroyCommandPool(ctx->device, ctx->command_pool, NULL);
+        if (ctx->owns_device)
+            vk->vkDestroyDevice(ctx->device, NULL);
+    }
+    if (ctx->owns_device && ctx->instance) {
+        if (ctx->messenger)
+            vk->vkDestroyDebugUtilsMessengerEXT(ctx->instance, ctx->messenger, NULL);
+        vk->vkDestroyInstance(ctx->instance, NULL);
+    }
+    free(ctx);
+}
+
 void vkmoe_context_destroy(vkmoe_context **pctx)
 {
     if (!pctx || !*pctx)
         return;
     vkmoe_context *ctx = *pctx;
-    if (ctx->device) {
-        ctx->vk.vkDeviceWaitIdle(ctx->device);
-        vkmoe_pipelines_destroy(ctx);
-        if (ctx->fence)
-            ctx->vk.vkDestroyFence(ctx->device, ctx->fence, NULL);
-        if (ctx->command_pool)
-            ctx->vk.vkDestroyCommandPool(ctx->device, ctx->command_pool, NULL);
-        if (ctx->owns_device)
-            ctx->vk.vkDestroyDevice(ctx->device, NULL);
-    }
-    if (ctx->owns_device && ctx->instance) {
-        if (ctx->messenger)
-            vkDestroyDebugUtilsMessengerEXT(ctx->instance, ctx->messenger, NULL);
-        vkDestroyInstance(ctx->instance, NULL);
-    }
-    free(ctx);
     *pctx = NULL;
+    unsigned layers = ctx->live_layers;
+    if (layers > 0) {
+        /* Freeing now would leave the layers pointing at freed memory. */
+        vkmoe_log(ctx, VKMOE_LOG_ERROR,
+                  "vkmoe_context_destroy: %u layer(s) of the context are still alive; the context "
+                  "goes with the last of them (destroy layers first)",
+                  layers);
+        ctx->destroy_pending = true;
+        return;
+    }
+    context_free(ctx);
+}
+
+void vkmoe_context_wait_pending(vkmoe_context *ctx)
+{
+    if (!ctx->fence_pending)
+        return;
+    /* A failed wait (out of memory, a lost device) leaves nothing better to
+     * do than wait again; a lost device returns at once. */
+    if (ctx->vk.vkWaitForFences(ctx->device, 1, &ctx->fence, VK_TRUE, UINT64_MAX) == VK_SUCCESS)
+        ctx->vk.vkResetFences(ctx->device, 1, &ctx->fence);
+    ctx->fence_pending = false;
+}
+
+void vkmoe_context_add_layer(vkmoe_context *ctx) { ctx->live_layers++; }
+
+void vkmoe_context_remove_layer(vkmoe_context *ctx)
+{
+    if (--ctx->live_layers == 0 && ctx->destroy_pending)
+        context_free(ctx);
 }
 
 vkmoe_status vkmoe_device_count(uint32_t *count)
 {
     VKMOE_REQUIRE(NULL, count, "vkmoe_device_count: count is NULL");
     *count = 0;
-    if (volkInitialize() != VK_SUCCESS)
-        return VKMOE_OK;
     vkmoe_context probe = {0};
-    if (create_instance(&probe, false) != VKMOE_OK)
+    if (load_vulkan(&probe, NULL) != VKMOE_OK || create_instance(&probe, false) != VKMOE_OK) {
+        if (probe.instance && probe.vk.vkDestroyInstance)
+            probe.vk.vkDestroyInstance(probe.instance, NULL);
         return VKMOE_OK;
+    }
     uint32_t n = 0;
     VkPhysicalDevice devices[64];
-    vkEnumeratePhysicalDevices(probe.instance, &n, NULL);
+    probe.vk.vkEnumeratePhysicalDevices(probe.instance, &n, NULL);
     if (n > VKMOE_ARRAY_SIZE(devices))
         n = VKMOE_ARRAY_SIZE(devices);
-    if (vkEnumeratePhysicalDevices(probe.instance, &n, devices) >= 0)
+    if (probe.vk.vkEnumeratePhysicalDevices(probe.instance, &n, devices) >= 0)
         for (uint32_t i = 0; i < n; i++)
-            *count += device_usable(devices[i]);
-    vkDestroyInstance(probe.instance, NULL);
+            *count += device_usable(&probe, devices[i]);
+    probe.vk.vkDestroyInstance(probe.instance, NULL);
     return VKMOE_OK;
 }
 
@@ -528,6 +628,7 @@ vkmoe_status vkmoe_context_check_alive(const vkmoe_context *ctx)
 vkmoe_status vkmoe_context_begin(vkmoe_context *ctx, VkCommandBuffer *cmd)
 {
     VKMOE_TRY(vkmoe_context_check_alive(ctx));
+    vkmoe_context_wait_pending(ctx);
     VkCommandBufferBeginInfo begin = {
         .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
         .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
@@ -555,8 +656,13 @@ vkmoe_status vkmoe_context_submit_wait(vkmoe_context *ctx)
     if (ctx->unlock_queue)
         ctx->unlock_queue(ctx->queue_lock_user);
     VKMOE_TRY(vkmoe_check_vk(ctx, result, "vkQueueSubmit"));
+    /* Until the fence is waited for and reset, a failure leaves it pending
+     * for vkmoe_context_wait_pending. */
+    ctx->fence_pending = true;
     result = ctx->vk.vkWaitForFences(ctx->device, 1, &ctx->fence, VK_TRUE, UINT64_MAX);
     VKMOE_TRY(vkmoe_check_vk(ctx, result, "vkWaitForFences"));
-    return vkmoe_check_vk(ctx, ctx->vk.vkResetFences(ctx->device, 1, &ctx->fence),
-                          "vkResetFences");
+    VKMOE_TRY(vkmoe_check_vk(ctx, ctx->vk.vkResetFences(ctx->device, 1, &ctx->fence),
+                             "vkResetFences"));
+    ctx->fence_pending = false;
+    return VKMOE_OK;
 }

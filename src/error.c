@@ -1,5 +1,6 @@
 /* Status codes, the per-thread last error and logging. */
 #include <stdio.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -47,30 +48,40 @@ void vkmoe_log(const vkmoe_context *ctx, vkmoe_log_level level, const char *fmt,
 
 vkmoe_status vkmoe_fail(const vkmoe_context *ctx, vkmoe_status status, const char *fmt, ...)
 {
+    /* The log callback gets a copy of its own: a vkmoe call that fails
+     * inside the callback rewrites last_error, never the message the
+     * callback holds. Afterwards last_error is this call's again. */
+    char message[sizeof(last_error)];
     va_list args;
     va_start(args, fmt);
-    vsnprintf(last_error, sizeof(last_error), fmt, args);
+    vsnprintf(message, sizeof(message), fmt, args);
     va_end(args);
-    log_message(ctx, VKMOE_LOG_ERROR, last_error);
+    memcpy(last_error, message, sizeof(message));
+    log_message(ctx, VKMOE_LOG_ERROR, message);
+    memcpy(last_error, message, sizeof(message));
     return status;
 }
+
+/* The VkResults a Vulkan call may return, by name. */
+#define VK_RESULTS(X)                                                                        \
+    X(VK_NOT_READY) X(VK_TIMEOUT) X(VK_EVENT_SET) X(VK_EVENT_RESET) X(VK_INCOMPLETE)          \
+    X(VK_ERROR_OUT_OF_HOST_MEMORY) X(VK_ERROR_OUT_OF_DEVICE_MEMORY)                           \
+    X(VK_ERROR_INITIALIZATION_FAILED) X(VK_ERROR_DEVICE_LOST) X(VK_ERROR_MEMORY_MAP_FAILED)    \
+    X(VK_ERROR_LAYER_NOT_PRESENT) X(VK_ERROR_EXTENSION_NOT_PRESENT)                           \
+    X(VK_ERROR_FEATURE_NOT_PRESENT) X(VK_ERROR_INCOMPATIBLE_DRIVER) X(VK_ERROR_TOO_MANY_OBJECTS) \
+    X(VK_ERROR_FORMAT_NOT_SUPPORTED) X(VK_ERROR_FRAGMENTED_POOL) X(VK_ERROR_UNKNOWN)          \
+    X(VK_ERROR_OUT_OF_POOL_MEMORY) X(VK_ERROR_INVALID_EXTERNAL_HANDLE) X(VK_ERROR_FRAGMENTATION) \
+    X(VK_ERROR_INVALID_OPAQUE_CAPTURE_ADDRESS) X(VK_PIPELINE_COMPILE_REQUIRED)                 \
+    X(VK_ERROR_VALIDATION_FAILED_EXT)
 
 static const char *vk_result_name(VkResult result)
 {
     switch (result) {
-    case VK_ERROR_OUT_OF_HOST_MEMORY: return "VK_ERROR_OUT_OF_HOST_MEMORY";
-    case VK_ERROR_OUT_OF_DEVICE_MEMORY: return "VK_ERROR_OUT_OF_DEVICE_MEMORY";
-    case VK_ERROR_INITIALIZATION_FAILED: return "VK_ERROR_INITIALIZATION_FAILED";
-    case VK_ERROR_DEVICE_LOST: return "VK_ERROR_DEVICE_LOST";
-    case VK_ERROR_MEMORY_MAP_FAILED: return "VK_ERROR_MEMORY_MAP_FAILED";
-    case VK_ERROR_LAYER_NOT_PRESENT: return "VK_ERROR_LAYER_NOT_PRESENT";
-    case VK_ERROR_EXTENSION_NOT_PRESENT: return "VK_ERROR_EXTENSION_NOT_PRESENT";
-    case VK_ERROR_FEATURE_NOT_PRESENT: return "VK_ERROR_FEATURE_NOT_PRESENT";
-    case VK_ERROR_INCOMPATIBLE_DRIVER: return "VK_ERROR_INCOMPATIBLE_DRIVER";
-    case VK_ERROR_TOO_MANY_OBJECTS: return "VK_ERROR_TOO_MANY_OBJECTS";
-    case VK_ERROR_OUT_OF_POOL_MEMORY: return "VK_ERROR_OUT_OF_POOL_MEMORY";
-    case VK_TIMEOUT: return "VK_TIMEOUT";
-    default: return "VkResult";
+#define NAME(r)                                                                              \
+    case r: return #r;
+        VK_RESULTS(NAME)
+#undef NAME
+    default: return "an unknown VkResult";
     }
 }
 

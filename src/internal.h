@@ -5,8 +5,11 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 
+/* volk.h first: it must define VK_NO_PROTOTYPES before vulkan.h (tests use
+ * its loader as a host application would). */
 #include "volk.h"
 #include "vkmoe.h"
+#include "vulkan_functions.h"
 
 #define VKMOE_MAX_EXPERTS 512u
 #define VKMOE_MAX_TOP_K 16u
@@ -107,7 +110,7 @@ typedef struct vkmoe_pipeline_entry {
 /* ---- context (context.c) ---- */
 
 struct vkmoe_context {
-    struct VolkDeviceTable vk;
+    vkmoe_vulkan_functions vk; /* this context's own: see vulkan_functions.h */
     VkInstance instance;
     VkPhysicalDevice physical_device;
     VkDevice device;
@@ -148,6 +151,12 @@ struct vkmoe_context {
     VkCommandPool command_pool;
     VkCommandBuffer command_buffer; /* for uploads, downloads and host forwards */
     VkFence fence;
+    bool fence_pending; /* submitted and not yet waited for (a wait failed) */
+
+    /* Layers not yet destroyed; a context destroyed before its layers
+     * lingers (destroy_pending) until the last of them goes. */
+    unsigned live_layers;
+    bool destroy_pending;
 
     VkDescriptorSetLayout set_layout;
     VkDescriptorSetLayout gemm_set_layout;
@@ -159,10 +168,16 @@ struct vkmoe_context {
     atomic_bool lost;
 };
 
+/* Wait for the context's last submission where a failed wait left it
+ * pending: nothing it uses may be destroyed before. */
+void vkmoe_context_wait_pending(vkmoe_context *ctx);
+/* vkmoe_layer_create and _destroy count the context's live layers. */
+void vkmoe_context_add_layer(vkmoe_context *ctx);
+void vkmoe_context_remove_layer(vkmoe_context *ctx);
 /* Fail with VKMOE_ERROR_DEVICE_LOST when the context has lost its device. */
 vkmoe_status vkmoe_context_check_alive(const vkmoe_context *ctx);
-/* Begin recording the context's own command buffer (waits for nothing: the
- * previous use always ended with vkmoe_context_submit_wait). */
+/* Begin recording the context's own command buffer, once a submission
+ * whose wait failed has completed (vkmoe_context_wait_pending). */
 vkmoe_status vkmoe_context_begin(vkmoe_context *ctx, VkCommandBuffer *cmd);
 /* End, submit and wait for the context's command buffer. */
 vkmoe_status vkmoe_context_submit_wait(vkmoe_context *ctx);

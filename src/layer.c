@@ -308,6 +308,7 @@ vkmoe_status vkmoe_layer_create(vkmoe_context *ctx, const vkmoe_layer_params *pa
     if (!layer)
         return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     layer->ctx = ctx;
+    vkmoe_context_add_layer(ctx);
     layer->params = p;
     layer->gemm = choose_gemm_config(ctx, &p);
     compute_sizes(layer);
@@ -329,6 +330,7 @@ void vkmoe_layer_destroy(vkmoe_layer **player)
         return;
     vkmoe_layer *layer = *player;
     vkmoe_context *ctx = layer->ctx;
+    vkmoe_context_wait_pending(ctx);
     if (layer->queries)
         ctx->vk.vkDestroyQueryPool(ctx->device, layer->queries, NULL);
     if (layer->descriptor_pool)
@@ -346,6 +348,7 @@ void vkmoe_layer_destroy(vkmoe_layer **player)
     vkmoe_weights_destroy(layer);
     free(layer);
     *player = NULL;
+    vkmoe_context_remove_layer(ctx);
 }
 
 static vkmoe_status check_ready(const vkmoe_layer *layer, const char *fn, uint32_t tokens)
@@ -477,6 +480,10 @@ vkmoe_status vkmoe_layer_expert_counts(const vkmoe_layer *layer, uint32_t *count
     VKMOE_REQUIRE(layer->ctx, counts && n >= layer->params.experts,
                   "vkmoe_layer_expert_counts: counts must hold %u values (n = %u)",
                   layer->params.experts, n);
+    VKMOE_TRY(vkmoe_context_check_alive(layer->ctx));
+    if (!layer->last_tokens)
+        return vkmoe_fail(layer->ctx, VKMOE_ERROR_STATE,
+                          "vkmoe_layer_expert_counts: no forward has run yet");
     return vkmoe_buffer_read(layer->ctx, &layer->scratch, layer->layout.expert_count, counts,
                              (VkDeviceSize)layer->params.experts * sizeof(uint32_t));
 }
@@ -495,6 +502,9 @@ vkmoe_status vkmoe_layer_timings(const vkmoe_layer *layer, vkmoe_timings *timing
     if (!layer->queries)
         return vkmoe_fail(ctx, VKMOE_ERROR_STATE,
                           "vkmoe_layer_timings: the layer was created without params.timing");
+    VKMOE_TRY(vkmoe_context_check_alive(ctx));
+    if (!layer->last_tokens)
+        return vkmoe_fail(ctx, VKMOE_ERROR_STATE, "vkmoe_layer_timings: no forward has run yet");
     uint64_t ticks[TIMESTAMPS];
     VkResult result = ctx->vk.vkGetQueryPoolResults(
         ctx->device, layer->queries, 0, TIMESTAMPS, sizeof(ticks), ticks, sizeof(uint64_t),

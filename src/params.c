@@ -2,6 +2,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "checked_size.h"
 #include "internal.h"
 
 #define FN "vkmoe_layer_create"
@@ -85,8 +86,44 @@ static vkmoe_status check_experts(const vkmoe_context *ctx, const vkmoe_layer_pa
     return VKMOE_OK;
 }
 
+/* Bytes of all routed and shared experts' matrices as stored, or
+ * UINT64_MAX when that does not fit in 64 bits. */
+static uint64_t matrix_bytes(vkmoe_weight_type type, uint32_t rows, uint32_t cols)
+{
+    uint64_t weights = (uint64_t)rows * cols;
+    size_t bytes = vkmoe_weight_bytes(type, weights);
+    return bytes || !weights ? bytes : UINT64_MAX; /* 0: too many to count */
+}
+
+static uint64_t expert_bytes(const vkmoe_layer_params *p)
+{
+    uint64_t in = matrix_bytes(p->weight_type, p->ffn_dim, p->dim);
+    uint64_t down = matrix_bytes(p->down_weight_type, p->dim, p->ffn_dim);
+    uint64_t shared_in = matrix_bytes(p->weight_type, p->shared_ffn_dim, p->dim);
+    uint64_t shared_down = matrix_bytes(p->down_weight_type, p->dim, p->shared_ffn_dim);
+    uint64_t per_expert, routed, shared, total;
+    if (!vkmoe_mul_u64(in, vkmoe_params_gated(p) ? 2 : 1, &per_expert) ||
+        !vkmoe_add_u64(per_expert, down, &per_expert) ||
+        !vkmoe_mul_u64(per_expert, p->experts, &routed) ||
+        !vkmoe_mul_u64(shared_in, 2, &shared) || !vkmoe_add_u64(shared, shared_down, &shared) ||
+        !vkmoe_add_u64(routed, shared, &total))
+        return UINT64_MAX;
+    return total;
+}
+
 static vkmoe_status check_device(const vkmoe_context *ctx, const vkmoe_layer_params *p)
 {
+    /* Refused here rather than by the allocator: drivers that overcommit
+     * (lavapipe on host memory) hand out allocations until the OOM killer
+     * comes. Other layers and the scratch are not counted: this catches
+     * the impossible, not the tight. */
+    uint64_t weights = expert_bytes(p);
+    if (weights > ctx->info.device_memory)
+        return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_DEVICE_MEMORY,
+                          FN ": the experts' weights take %llu bytes, more than the device's "
+                             "largest memory heap (%llu bytes)",
+                          (unsigned long long)weights,
+                          (unsigned long long)ctx->info.device_memory);
     uint64_t io_bytes = (uint64_t)p->max_tokens * p->dim * sizeof(float);
     if (io_bytes > ctx->info.max_storage_buffer_range)
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,

@@ -1,0 +1,37 @@
+/* A Vulkan loader entry for imported contexts (vkmoe_vulkan_import's
+ * get_instance_proc_addr) that hands out the real functions, except the
+ * device functions that can fail: those are wrapped to count their calls,
+ * to see whether the queue is locked when it is used, and to fail on
+ * demand (fault injection). One process-wide state: single-threaded tests
+ * only. */
+#ifndef VKMOE_TEST_VULKAN_INTERPOSER_H
+#define VKMOE_TEST_VULKAN_INTERPOSER_H
+
+#include <stdbool.h>
+
+#include "internal.h"
+
+typedef struct interposer_state {
+    /* The fail_at-th failable call (counting from 1) returns fail_with
+     * without reaching the driver; 0: none fails. */
+    unsigned fail_at;
+    VkResult fail_with;
+    /* Only calls of functions that can return fail_with count (device loss
+     * comes only from the queue and wait functions). */
+    unsigned failable_calls;
+    const char *failed_function; /* the one that failed, or NULL */
+    unsigned device_wait_idle_calls;
+    /* Queue calls made while queue_locked was false (the test's lock
+     * callbacks set it). */
+    unsigned unlocked_queue_calls;
+    bool queue_locked;
+} interposer_state;
+
+extern interposer_state interposer;
+
+/* Reset the counters and failure plan. */
+void interposer_reset(void);
+/* The entry to import with, wrapping the real loader's. */
+PFN_vkGetInstanceProcAddr interposer_entry(void);
+
+#endif
