@@ -10,11 +10,14 @@
 #include "reference.h"
 #include "workload.h"
 
+/* Rows one run may have (--tokens). */
+#define MAX_TOKEN_COUNTS 32
+
 typedef struct options {
     const char *preset;
     double scale;
     uint32_t dim, ffn, experts, top_k;
-    uint32_t tokens[32];
+    uint32_t tokens[MAX_TOKEN_COUNTS];
     uint32_t token_count;
     vkmoe_weight_type weights;
     vkmoe_gemm_path gemm_path;
@@ -61,30 +64,53 @@ static void usage(FILE *out)
                  "  --json                one JSON object on stdout\n");
 }
 
+/* A comma-separated list of 1..MAX_TOKEN_COUNTS counts, each in 1..2^22:
+ * no empty entry, no trailing comma, nothing dropped. */
 static bool parse_tokens(options *o, const char *list)
 {
     o->token_count = 0;
-    for (const char *p = list; *p && o->token_count < 32;) {
+    for (const char *p = list;; p++) {
         char *end;
+        if (*p < '0' || *p > '9') /* strtoul would skip spaces and take signs */
+            return false;
         unsigned long v = strtoul(p, &end, 10);
-        if (end == p || v == 0 || v > (1u << 22))
+        if (v == 0 || v > (1u << 22))
             return false;
+        if (o->token_count == MAX_TOKEN_COUNTS) {
+            fprintf(stderr, "vkmoe-bench: --tokens takes at most %d counts\n",
+                    MAX_TOKEN_COUNTS);
+            return false;
+        }
         o->tokens[o->token_count++] = (uint32_t)v;
-        p = *end == ',' ? end + 1 : end;
-        if (*end && *end != ',')
+        if (*end == '\0')
+            return true;
+        if (*end != ',')
             return false;
+        p = end;
     }
-    return o->token_count > 0;
 }
 
-static bool parse_u32(const char *s, uint32_t *out)
+/* A whole number in [least, 2^32) and nothing else. */
+static bool parse_count(const char *s, uint32_t least, uint32_t *out)
 {
     char *end;
+    if (*s < '0' || *s > '9')
+        return false;
     unsigned long v = strtoul(s, &end, 10);
-    if (end == s || *end || v == 0 || v > 0xffffffffu)
+    if (*end || v < least || v > 0xffffffffu)
         return false;
     *out = (uint32_t)v;
     return true;
+}
+
+static bool parse_u32(const char *s, uint32_t *out) { return parse_count(s, 1, out); }
+
+/* A number in (0, 1] and nothing else. */
+static bool parse_scale(const char *s, double *out)
+{
+    char *end;
+    *out = strtod(s, &end);
+    return end != s && *end == '\0' && *out > 0 && *out <= 1;
 }
 
 /* A weight type by the name vkmoe_weight_type_name gives it. */
@@ -117,7 +143,7 @@ static int parse_args(int argc, char **argv, options *o)
         if (!strcmp(a, "--preset") && v)
             o->preset = v;
         else if (!strcmp(a, "--scale") && v)
-            ok = (o->scale = atof(v)) > 0 && o->scale <= 1;
+            ok = parse_scale(v, &o->scale);
         else if (!strcmp(a, "--dim") && v)
             ok = parse_u32(v, &o->dim);
         else if (!strcmp(a, "--ffn") && v)
@@ -144,7 +170,7 @@ static int parse_args(int argc, char **argv, options *o)
         } else if (!strcmp(a, "--device") && v)
             o->device = v;
         else if (!strcmp(a, "--warmup") && v)
-            ok = (o->warmup = (uint32_t)strtoul(v, NULL, 10)) < 100000;
+            ok = parse_count(v, 0, &o->warmup) && o->warmup < 100000;
         else if (!strcmp(a, "--iters") && v)
             ok = parse_u32(v, &o->iters);
         else {

@@ -1,9 +1,13 @@
 /* .npy: "\x93NUMPY", version (1.0: u16 header length; 2.0 and 3.0: u32),
  * an ASCII dict {'descr': '<f4', 'fortran_order': False, 'shape': (T, D), }
  * padded with spaces to a multiple of 64 bytes, then the data. */
+#define _POSIX_C_SOURCE 200809L
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "convert.h"
 #include "npy.h"
@@ -56,6 +60,15 @@ static bool parse_shape(const char *at, uint32_t *rows, uint32_t *cols)
     return true;
 }
 
+/* The header is one dict, "{...}", padded with spaces and a newline. */
+static bool dict_complete(const char *header)
+{
+    size_t n = strlen(header);
+    while (n > 0 && (header[n - 1] == ' ' || header[n - 1] == '\n'))
+        n--;
+    return header[0] == '{' && n > 1 && header[n - 1] == '}';
+}
+
 static bool read_header(const uint8_t *data, size_t size, size_t *data_start, char **header,
                         char *error, size_t error_size)
 {
@@ -94,8 +107,14 @@ bool npy_parse(const uint8_t *data, size_t size, float **values, uint32_t *rows,
     const char *order = dict_value(header, "'fortran_order'");
     bool f32 = descr && strncmp(descr, "'<f4'", 5) == 0;
     bool f16 = descr && strncmp(descr, "'<f2'", 5) == 0;
-    bool ok = (f32 || f16) ? true : fail(error, error_size, "dtype is not '<f4' or '<f2'");
-    if (ok && (!order || strncmp(order, "False", 5) != 0))
+    bool ok = dict_complete(header) ? true
+                                    : fail(error, error_size, "the header is truncated (its "
+                                                              "dict has no closing '}')");
+    if (ok && descr && !f32 && !f16)
+        ok = fail(error, error_size, "dtype is not '<f4' or '<f2'");
+    if (ok && (!descr || !order || !dict_value(header, "'shape'")))
+        ok = fail(error, error_size, "the header lacks 'descr', 'fortran_order' or 'shape'");
+    if (ok && strncmp(order, "False", 5) != 0)
         ok = fail(error, error_size, "fortran_order arrays are not supported");
     if (ok && !parse_shape(dict_value(header, "'shape'"), rows, cols))
         ok = fail(error, error_size, "shape is not (tokens, dim) or (dim,)");
@@ -120,17 +139,30 @@ bool npy_parse(const uint8_t *data, size_t size, float **values, uint32_t *rows,
 bool npy_read(const char *path, float **values, uint32_t *rows, uint32_t *cols, char *error,
               size_t error_size)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    /* O_NONBLOCK: opening a FIFO for reading would wait for a writer. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
         snprintf(error, error_size, "npy: cannot open %s", path);
         return false;
     }
-    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
-    uint8_t *data = size > 0 && fseek(f, 0, SEEK_SET) == 0 ? malloc((size_t)size) : NULL;
-    bool ok = data && fread(data, 1, (size_t)size, f) == (size_t)size;
-    fclose(f);
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        snprintf(error, error_size, "npy: %s is not a regular file", path);
+        return false;
+    }
+    size_t size = (size_t)st.st_size, done = 0;
+    uint8_t *data = size > 0 ? malloc(size) : NULL;
+    while (data && done < size) {
+        ssize_t n = read(fd, data + done, size - done);
+        if (n <= 0)
+            break;
+        done += (size_t)n;
+    }
+    close(fd);
+    bool ok = data && done == size;
     if (ok)
-        ok = npy_parse(data, (size_t)size, values, rows, cols, error, error_size);
+        ok = npy_parse(data, size, values, rows, cols, error, error_size);
     else
         snprintf(error, error_size, "npy: cannot read %s", path);
     free(data);

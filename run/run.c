@@ -2,8 +2,8 @@
  * .npy file and write the layer's output as .npy.
  *   vkmoe-run --model PATH --layer N --input x.npy --output y.npy
  *             [--device N|NAME] [--gemm PATH] [--stats]
- * Exit status: 0 done, 1 a vkmoe or file error (message on stderr),
- * 2 bad usage. */
+ * Exit status: 0 done (or --help), 1 a vkmoe or file error (message on
+ * stderr), 2 bad usage. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,11 +18,14 @@ typedef struct options {
     bool has_layer, stats;
 } options;
 
-static int usage(void)
+/* The usage line: on stdout for --help (done: exit 0), on stderr after a
+ * mistake (exit 2). parse_args returns -1 for "exit 0 now". */
+static int usage(bool asked)
 {
-    fprintf(stderr, "usage: vkmoe-run --model PATH --layer N --input x.npy --output y.npy "
-                    "[--device N|NAME] [--gemm auto|register|tiled|coopmat] [--stats]\n");
-    return 2;
+    fprintf(asked ? stdout : stderr,
+            "usage: vkmoe-run --model PATH --layer N --input x.npy --output y.npy "
+            "[--device N|NAME] [--gemm auto|register|tiled|coopmat] [--stats]\n");
+    return asked ? -1 : 2;
 }
 
 static bool parse_layer(const char *s, uint32_t *out)
@@ -40,12 +43,14 @@ static int parse_args(int argc, char **argv, options *o)
     memset(o, 0, sizeof(*o));
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h"))
+            return usage(true);
         if (!strcmp(a, "--stats")) {
             o->stats = true;
             continue;
         }
         if (!v)
-            return usage();
+            return usage(false);
         if (!strcmp(a, "--model"))
             o->model = v;
         else if (!strcmp(a, "--input"))
@@ -59,10 +64,10 @@ static int parse_args(int argc, char **argv, options *o)
         else if (!strcmp(a, "--layer") && (o->has_layer = parse_layer(v, &o->layer)))
             ;
         else
-            return usage();
+            return usage(false);
         i++;
     }
-    return o->model && o->input && o->output && o->has_layer ? 0 : usage();
+    return o->model && o->input && o->output && o->has_layer ? 0 : usage(false);
 }
 
 static void print_stats(const vkmoe_layer *layer, uint32_t experts)
@@ -123,7 +128,7 @@ int main(int argc, char **argv)
     options o;
     int rc = parse_args(argc, argv, &o);
     if (rc)
-        return rc;
+        return rc < 0 ? 0 : rc;
     float *x = NULL, *y = NULL;
     uint32_t tokens, dim;
     char error[256];

@@ -24,30 +24,51 @@ static char *copy_string(const char *s)
     return out;
 }
 
+/* Open path for reading if it is a regular file. O_NONBLOCK: opening a
+ * FIFO for reading waits for a writer, forever if none comes; no regular
+ * file ever blocks. */
+static vkmoe_status open_regular(const model_source *s, const char *path, int *fd,
+                                 struct stat *st)
+{
+    *fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (*fd < 0)
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_IO, FN ": cannot open %s", path);
+    if (fstat(*fd, st) != 0 || !S_ISREG(st->st_mode)) {
+        close(*fd);
+        *fd = -1;
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_IO, FN ": %s is not a regular file", path);
+    }
+    return VKMOE_OK;
+}
+
 /* Read a whole small file (config.json, an index). */
 static vkmoe_status read_text(const model_source *s, const char *path, char **out, size_t *size)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return vkmoe_fail(s->ctx, VKMOE_ERROR_IO, FN ": cannot open %s", path);
-    long length = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    int fd;
+    struct stat st;
+    VKMOE_TRY(open_regular(s, path, &fd, &st));
     vkmoe_status status = VKMOE_OK;
-    if (length < 0 || length > (64l << 20))
-        status = vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
-                            FN ": %s is unreadable or over 64 MiB", path);
-    *out = status == VKMOE_OK ? malloc((size_t)length + 1) : NULL;
+    if (st.st_size > (64l << 20))
+        status = vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT, FN ": %s is over 64 MiB", path);
+    size_t length = (size_t)st.st_size;
+    *out = status == VKMOE_OK ? malloc(length + 1) : NULL;
     if (status == VKMOE_OK && !*out)
         status = vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    if (status == VKMOE_OK && (fseek(f, 0, SEEK_SET) != 0 ||
-                               fread(*out, 1, (size_t)length, f) != (size_t)length))
-        status = vkmoe_fail(s->ctx, VKMOE_ERROR_IO, FN ": cannot read %s", path);
-    fclose(f);
+    size_t done = 0;
+    while (status == VKMOE_OK && done < length) {
+        ssize_t n = read(fd, *out + done, length - done);
+        if (n <= 0)
+            status = vkmoe_fail(s->ctx, VKMOE_ERROR_IO, FN ": cannot read %s", path);
+        else
+            done += (size_t)n;
+    }
+    close(fd);
     if (status != VKMOE_OK) {
         free(*out);
         *out = NULL;
         return status;
     }
-    *size = (size_t)length;
+    *size = length;
     return VKMOE_OK;
 }
 
@@ -65,14 +86,12 @@ static vkmoe_status read_json(const model_source *s, const char *path, vkmoe_jso
 
 static vkmoe_status map_file(const model_source *s, const char *path, model_file *out)
 {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return vkmoe_fail(s->ctx, VKMOE_ERROR_IO, FN ": cannot open %s", path);
+    int fd;
     struct stat st;
+    VKMOE_TRY(open_regular(s, path, &fd, &st));
     vkmoe_status status = VKMOE_OK;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size == 0)
-        status = vkmoe_fail(s->ctx, VKMOE_ERROR_IO, FN ": %s is not a readable, non-empty file",
-                            path);
+    if (st.st_size == 0)
+        status = vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT, FN ": %s is empty", path);
     void *data = status == VKMOE_OK
                      ? mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0)
                      : MAP_FAILED;
@@ -188,14 +207,22 @@ static bool is_directory(const char *path)
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-static bool has_gguf_magic(const char *path)
+/* What a regular file's first bytes say it is. */
+typedef enum file_kind { FILE_GGUF, FILE_SAFETENSORS, FILE_OTHER } file_kind;
+
+static vkmoe_status sniff(const model_source *s, const char *path, file_kind *kind)
 {
-    char magic[4] = {0};
-    FILE *f = fopen(path, "rb");
-    bool gguf = f && fread(magic, 1, 4, f) == 4 && memcmp(magic, "GGUF", 4) == 0;
-    if (f)
-        fclose(f);
-    return gguf;
+    int fd;
+    struct stat st;
+    VKMOE_TRY(open_regular(s, path, &fd, &st));
+    uint8_t head[9] = {0};
+    ssize_t n = read(fd, head, sizeof(head));
+    close(fd);
+    /* safetensors: an 8-byte little-endian header length, then JSON. */
+    *kind = n >= 4 && memcmp(head, "GGUF", 4) == 0 ? FILE_GGUF
+            : n == 9 && head[8] == '{'             ? FILE_SAFETENSORS
+                                                   : FILE_OTHER;
+    return VKMOE_OK;
 }
 
 /* A checkpoint directory: config.json, then the index or the one file. */
@@ -219,11 +246,20 @@ static vkmoe_status open_source(model_source *s, const char *path)
 {
     if (is_directory(path))
         return open_checkpoint(s, path);
-    if (has_gguf_magic(path)) {
+    file_kind kind;
+    VKMOE_TRY(sniff(s, path, &kind));
+    if (kind == FILE_GGUF) {
         s->gguf = true;
         model_file *f;
         return open_file(s, path, &f);
     }
+    if (kind != FILE_SAFETENSORS)
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
+                          FN ": %s is not a model file: expected a checkpoint directory "
+                             "(config.json and model.safetensors or its index), a GGUF file "
+                             "(\"GGUF\" first) or a .safetensors file of such a directory (a "
+                             "header length, then JSON)",
+                          path);
     /* A .safetensors file: its directory is the checkpoint. */
     char directory[4096];
     snprintf(directory, sizeof(directory), "%s", path);
@@ -232,11 +268,6 @@ static vkmoe_status open_source(model_source *s, const char *path)
         *slash = '\0';
     else
         snprintf(directory, sizeof(directory), ".");
-    if (access(path, R_OK) != 0)
-        return vkmoe_fail(s->ctx, VKMOE_ERROR_IO,
-                          FN ": %s is neither a checkpoint directory, a GGUF file nor a "
-                             "readable file in a checkpoint directory",
-                          path);
     return open_checkpoint(s, directory);
 }
 
@@ -495,8 +526,14 @@ static vkmoe_status load(model_source *s, vkmoe_context *ctx, const char *path, 
     layout.params.statistics = mp->statistics;
     layout.params.timing = mp->timing;
     layout.params.gemm_path = mp->gemm_path;
-    VKMOE_TRY(vkmoe_layer_create(ctx, &layout.params, out));
-    vkmoe_status status = upload_layer(s, *out, &layout);
+    vkmoe_status status = vkmoe_layer_create(ctx, &layout.params, out);
+    if (status == VKMOE_ERROR_INVALID_ARGUMENT) /* the file's numbers, not the caller's */
+        return vkmoe_fail(ctx, VKMOE_ERROR_FILE_FORMAT,
+                          FN ": %s%s: its hyper-parameters make no valid layer: %s",
+                          s->gguf ? s->files[0].path : s->directory,
+                          s->gguf ? "" : "/config.json", vkmoe_last_error());
+    VKMOE_TRY(status);
+    status = upload_layer(s, *out, &layout);
     if (status != VKMOE_OK)
         vkmoe_layer_destroy(out);
     return status;

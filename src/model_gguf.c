@@ -36,19 +36,24 @@ static const vkmoe_meta *meta(const model_source *s, const char *arch, const cha
 
 /* An unsigned metadata value; with required false, *out keeps its default
  * when the key is absent. */
+/* An unsigned metadata value at most `most`; FILE_FORMAT naming the key
+ * and what is wrong with it otherwise. */
 static vkmoe_status meta_u32(const model_source *s, const char *arch, const char *key,
-                             bool required, uint32_t *out)
+                             bool required, uint32_t most, uint32_t *out)
 {
     const vkmoe_meta *m = meta(s, arch, key);
     if (!m && !required)
         return VKMOE_OK;
-    bool ok = m && ((m->type == VKMOE_META_UINT && m->u <= UINT32_MAX) ||
-                    (m->type == VKMOE_META_INT && m->i >= 0 && m->i <= (int64_t)UINT32_MAX));
-    if (!ok)
+    if (!m || !(m->type == VKMOE_META_UINT || (m->type == VKMOE_META_INT && m->i >= 0)))
         return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
                           FN ": %s: \"%s.%s\" is missing or not an unsigned integer",
                           s->files[0].path, arch, key);
-    *out = m->type == VKMOE_META_UINT ? (uint32_t)m->u : (uint32_t)m->i;
+    uint64_t n = m->type == VKMOE_META_UINT ? m->u : (uint64_t)m->i;
+    if (n > most)
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
+                          FN ": %s: \"%s.%s\" is %llu, over the %u vkmoe takes",
+                          s->files[0].path, arch, key, (unsigned long long)n, most);
+    *out = (uint32_t)n;
     return VKMOE_OK;
 }
 
@@ -73,21 +78,23 @@ static vkmoe_status describe_deepseek(model_source *s, uint32_t layer, model_lay
 {
     vkmoe_layer_params *p = &l->params;
     uint32_t dense = 0, gating = GATING_SOFTMAX, shared = 0;
-    VKMOE_TRY(meta_u32(s, "deepseek2", "leading_dense_block_count", false, &dense));
+    VKMOE_TRY(meta_u32(s, "deepseek2", "leading_dense_block_count", false, UINT32_MAX, &dense));
     if (layer < dense)
         return vkmoe_fail(s->ctx, VKMOE_ERROR_UNSUPPORTED,
                           FN ": layer %u of %s is a dense layer, not a MoE block", layer,
                           s->files[0].path);
-    VKMOE_TRY(meta_u32(s, "deepseek2", "expert_gating_func", false, &gating));
+    VKMOE_TRY(meta_u32(s, "deepseek2", "expert_gating_func", false, UINT32_MAX, &gating));
     p->router = gating == GATING_SIGMOID ? VKMOE_ROUTER_SIGMOID_TOPK : VKMOE_ROUTER_SOFTMAX_TOPK;
     p->expert_groups = p->topk_groups = 1;
-    VKMOE_TRY(meta_u32(s, "deepseek2", "expert_group_count", false, &p->expert_groups));
-    VKMOE_TRY(meta_u32(s, "deepseek2", "expert_group_used_count", false, &p->topk_groups));
+    VKMOE_TRY(meta_u32(s, "deepseek2", "expert_group_count", false, VKMOE_MAX_GROUPS,
+                       &p->expert_groups));
+    VKMOE_TRY(meta_u32(s, "deepseek2", "expert_group_used_count", false, VKMOE_MAX_GROUPS,
+                       &p->topk_groups));
     const vkmoe_meta *scale = meta(s, "deepseek2", "expert_weights_scale");
     p->routed_scaling_factor = scale && scale->type == VKMOE_META_FLOAT ? (float)scale->f : 1;
     const vkmoe_meta *norm = meta(s, "deepseek2", "expert_weights_norm");
     p->normalize_topk = norm && norm->type == VKMOE_META_BOOL && norm->u;
-    VKMOE_TRY(meta_u32(s, "deepseek2", "expert_shared_count", false, &shared));
+    VKMOE_TRY(meta_u32(s, "deepseek2", "expert_shared_count", false, UINT32_MAX, &shared));
     p->shared_ffn_dim = shared * p->ffn_dim;
     snprintf(l->selection_bias, sizeof(l->selection_bias), "blk.%u.exp_probs_b.bias", layer);
     p->selection_bias = p->router == VKMOE_ROUTER_SIGMOID_TOPK &&
@@ -126,17 +133,17 @@ vkmoe_status vkmoe_model_describe_gguf(model_source *s, uint32_t layer, model_la
     VKMOE_TRY(find_family(s, &f));
     vkmoe_layer_params *p = &l->params;
     vkmoe_layer_params_family(p, f->family);
-    VKMOE_TRY(meta_u32(s, f->arch, "embedding_length", true, &p->dim));
-    VKMOE_TRY(meta_u32(s, f->arch, f->ffn_key, true, &p->ffn_dim));
-    VKMOE_TRY(meta_u32(s, f->arch, "expert_count", true, &p->experts));
-    VKMOE_TRY(meta_u32(s, f->arch, "expert_used_count", true, &p->top_k));
+    VKMOE_TRY(meta_u32(s, f->arch, "embedding_length", true, UINT32_MAX, &p->dim));
+    VKMOE_TRY(meta_u32(s, f->arch, f->ffn_key, true, UINT32_MAX, &p->ffn_dim));
+    VKMOE_TRY(meta_u32(s, f->arch, "expert_count", true, VKMOE_MAX_EXPERTS, &p->experts));
+    VKMOE_TRY(meta_u32(s, f->arch, "expert_used_count", true, VKMOE_MAX_TOP_K, &p->top_k));
     const vkmoe_meta *norm = meta(s, f->arch, "expert_weights_norm");
     if (norm && norm->type == VKMOE_META_BOOL)
         p->normalize_topk = norm->u != 0;
     if (strcmp(f->arch, "deepseek2") == 0)
         VKMOE_TRY(describe_deepseek(s, layer, l));
     if (strcmp(f->arch, "qwen2moe") == 0) {
-        VKMOE_TRY(meta_u32(s, f->arch, "expert_shared_feed_forward_length", false,
+        VKMOE_TRY(meta_u32(s, f->arch, "expert_shared_feed_forward_length", false, UINT32_MAX,
                            &p->shared_ffn_dim));
         p->shared_gate = p->shared_ffn_dim > 0;
     }

@@ -31,14 +31,25 @@ static const hf_family families[] = {
      "n_routed_experts", "moe_intermediate_size"},
 };
 
-static vkmoe_status config_u32(const model_source *s, const char *key, uint32_t *out)
+/* A whole number of config.json at most `most`; FILE_FORMAT naming the
+ * key and what is wrong with it otherwise. */
+static vkmoe_status config_u32(const model_source *s, const char *key, uint32_t most,
+                               uint32_t *out)
 {
-    uint64_t v;
-    if (!vkmoe_json_get_u64(&s->config, key, UINT32_MAX, &v))
+    const vkmoe_json *v = vkmoe_json_get(&s->config, key);
+    uint64_t n;
+    if (!v)
         return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
-                          FN ": %s/config.json: \"%s\" is missing or not a whole number",
-                          s->directory, key);
-    *out = (uint32_t)v;
+                          FN ": %s/config.json: \"%s\" is missing", s->directory, key);
+    if (!vkmoe_json_as_u64(v, UINT64_MAX, &n))
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
+                          FN ": %s/config.json: \"%s\" is not a whole number", s->directory,
+                          key);
+    if (n > most)
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
+                          FN ": %s/config.json: \"%s\" is %llu, over the %u vkmoe takes",
+                          s->directory, key, (unsigned long long)n, most);
+    *out = (uint32_t)n;
     return VKMOE_OK;
 }
 
@@ -46,7 +57,7 @@ static vkmoe_status config_u32(const model_source *s, const char *key, uint32_t 
 static vkmoe_status config_optional_u32(const model_source *s, const char *key, uint32_t *out)
 {
     const vkmoe_json *v = vkmoe_json_get(&s->config, key);
-    return v && v->type != VKMOE_JSON_NULL ? config_u32(s, key, out) : VKMOE_OK;
+    return v && v->type != VKMOE_JSON_NULL ? config_u32(s, key, UINT32_MAX, out) : VKMOE_OK;
 }
 
 static bool config_bool(const model_source *s, const char *key, bool fallback)
@@ -96,8 +107,8 @@ static vkmoe_status describe_deepseek(model_source *s, uint32_t layer, model_lay
     bool grouped = strcmp(method, "group_limited_greedy") == 0 || strcmp(method, "noaux_tc") == 0;
     p->expert_groups = p->topk_groups = 1;
     if (grouped) {
-        VKMOE_TRY(config_u32(s, "n_group", &p->expert_groups));
-        VKMOE_TRY(config_u32(s, "topk_group", &p->topk_groups));
+        VKMOE_TRY(config_u32(s, "n_group", VKMOE_MAX_GROUPS, &p->expert_groups));
+        VKMOE_TRY(config_u32(s, "topk_group", VKMOE_MAX_GROUPS, &p->topk_groups));
     }
     const vkmoe_json *scale = vkmoe_json_get(&s->config, "routed_scaling_factor");
     p->routed_scaling_factor = scale && scale->type == VKMOE_JSON_NUMBER ? (float)scale->number : 1;
@@ -142,10 +153,10 @@ vkmoe_status vkmoe_model_describe_hf(model_source *s, uint32_t layer, model_layo
     VKMOE_TRY(find_family(s, &f));
     vkmoe_layer_params *p = &l->params;
     vkmoe_layer_params_family(p, f->family);
-    VKMOE_TRY(config_u32(s, "hidden_size", &p->dim));
-    VKMOE_TRY(config_u32(s, f->ffn_key, &p->ffn_dim));
-    VKMOE_TRY(config_u32(s, f->experts_key, &p->experts));
-    VKMOE_TRY(config_u32(s, "num_experts_per_tok", &p->top_k));
+    VKMOE_TRY(config_u32(s, "hidden_size", UINT32_MAX, &p->dim));
+    VKMOE_TRY(config_u32(s, f->ffn_key, UINT32_MAX, &p->ffn_dim));
+    VKMOE_TRY(config_u32(s, f->experts_key, VKMOE_MAX_EXPERTS, &p->experts));
+    VKMOE_TRY(config_u32(s, "num_experts_per_tok", VKMOE_MAX_TOP_K, &p->top_k));
     if (strcmp(f->model_type, "mixtral") != 0)
         p->normalize_topk = config_bool(s, "norm_topk_prob", p->normalize_topk);
     if (strncmp(f->model_type, "deepseek", 8) == 0)

@@ -363,6 +363,83 @@ static void test_broken_checkpoints(void **state)
     test_layer_destroy(&t);
 }
 
+/* D2: a FIFO in place of any file of a model is refused at once; opening
+ * one for reading used to wait for a writer forever. */
+static void test_d02_fifos_refused(void **state)
+{
+    vkmoe_context *ctx = *state;
+    test_seed(116);
+    test_layer t;
+    checkpoint_weights(ctx, family("mixtral", 4, 2, VKMOE_WEIGHT_F32), &t);
+    checkpoint_write_hf(work_dir, &t, mixtral_config, &checkpoint_mixtral_names, 0, 1);
+    const char *names[] = {"config.json", "model.safetensors"};
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(names); i++) {
+        char saved[600];
+        snprintf(saved, sizeof(saved), "%s", path_in("bad"));
+        assert_int_equal(rename(path_in(names[i]), saved), 0);
+        assert_int_equal(mkfifo(path_in(names[i]), 0600), 0);
+        expect_load_error(ctx, work_dir, 0, VKMOE_ERROR_IO, "not a regular file");
+        assert_non_null(strstr(vkmoe_last_error(), names[i]));
+        if (i == 1)
+            expect_load_error(ctx, path_in(names[i]), 0, VKMOE_ERROR_IO, "not a regular file");
+        unlink(path_in(names[i]));
+        assert_int_equal(rename(saved, path_in(names[i])), 0);
+    }
+    unlink(path_in("model.gguf"));
+    assert_int_equal(mkfifo(path_in("model.gguf"), 0600), 0);
+    expect_load_error(ctx, path_in("model.gguf"), 0, VKMOE_ERROR_IO, "not a regular file");
+    unlink(path_in("model.gguf"));
+    test_layer_destroy(&t);
+}
+
+/* D12: a file that is no model says so, naming it and what was expected,
+ * rather than failing to open a config.json nobody passed. */
+static void test_d12_not_a_model_file(void **state)
+{
+    write_text("bad", "neither GGUF nor safetensors");
+    expect_load_error(*state, path_in("bad"), 0, VKMOE_ERROR_FILE_FORMAT, "is not a model file");
+    assert_non_null(strstr(vkmoe_last_error(), path_in("bad")));
+    assert_non_null(strstr(vkmoe_last_error(), "GGUF file"));
+}
+
+/* D13: hyper-parameters vkmoe cannot take are the file's fault: FILE_FORMAT
+ * naming the file and the key, with the bound where there is one. */
+static void test_d13_impossible_hyper_parameters(void **state)
+{
+    vkmoe_context *ctx = *state;
+    test_seed(117);
+    test_layer t;
+    checkpoint_weights(ctx, family("mixtral", 4, 2, VKMOE_WEIGHT_F32), &t);
+    checkpoint_write_hf(work_dir, &t, mixtral_config, &checkpoint_mixtral_names, 0, 1);
+    const struct {
+        const char *config, *words;
+    } cases[] = {
+        {"{\"model_type\": \"mixtral\", \"hidden_size\": 1099511627776, "
+         "\"intermediate_size\": 24, \"num_local_experts\": 4, \"num_experts_per_tok\": 2}",
+         "\"hidden_size\" is 1099511627776, over the 4294967295"},
+        {"{\"model_type\": \"mixtral\", \"hidden_size\": 40, \"intermediate_size\": 24, "
+         "\"num_local_experts\": 4000, \"num_experts_per_tok\": 2}",
+         "\"num_local_experts\" is 4000, over the 512"},
+        {"{\"model_type\": \"mixtral\", \"hidden_size\": 40, \"intermediate_size\": 24, "
+         "\"num_local_experts\": 0, \"num_experts_per_tok\": 2}",
+         "config.json: its hyper-parameters make no valid layer"},
+        {"{\"model_type\": \"mixtral\", \"hidden_size\": 40, \"intermediate_size\": 24, "
+         "\"num_local_experts\": 4, \"num_experts_per_tok\": 6}",
+         "config.json: its hyper-parameters make no valid layer"},
+        {"{\"model_type\": \"mixtral\", \"hidden_size\": 40, \"intermediate_size\": 24, "
+         "\"num_local_experts\": 4}",
+         "\"num_experts_per_tok\" is missing"},
+        {"{\"model_type\": \"mixtral\", \"hidden_size\": \"forty\"}",
+         "\"hidden_size\" is not a whole number"},
+    };
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(cases); i++) {
+        write_text("config.json", cases[i].config);
+        expect_load_error(ctx, work_dir, 0, VKMOE_ERROR_FILE_FORMAT, cases[i].words);
+    }
+    write_text("config.json", mixtral_config);
+    test_layer_destroy(&t);
+}
+
 /* GGUF files of an unknown architecture or with quantized experts. */
 static void test_unsupported_gguf(void **state)
 {
@@ -431,6 +508,9 @@ int main(void)
         cmocka_unit_test(test_file_over_4_gib),
         cmocka_unit_test(test_broken_checkpoints),
         cmocka_unit_test(test_unsupported_gguf),
+        cmocka_unit_test(test_d02_fifos_refused),
+        cmocka_unit_test(test_d12_not_a_model_file),
+        cmocka_unit_test(test_d13_impossible_hyper_parameters),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

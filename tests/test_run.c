@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -166,6 +167,42 @@ static void test_bad_usage_and_files(void **state)
     assert_int_equal(run(args), 1);
 }
 
+static bool file_contains(const char *name, const char *words)
+{
+    FILE *f = fopen(path_in(name), "rb");
+    char text[4096] = "";
+    size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
+    if (f)
+        fclose(f);
+    text[n] = '\0';
+    return strstr(text, words) != NULL;
+}
+
+/* D16: --help is a request, not a mistake: usage on stdout, exit 0. */
+static void test_d16_help(void **state)
+{
+    (void)state;
+    assert_int_equal(run("--help"), 0);
+    assert_true(file_contains("out.txt", "usage: vkmoe-run"));
+    assert_int_equal(run("-h"), 0);
+    assert_int_equal(run("--bogus"), 2);
+    assert_true(file_contains("err.txt", "usage: vkmoe-run"));
+}
+
+/* D2: a FIFO as --input is refused at once instead of blocking forever. */
+static void test_d02_fifo_input(void **state)
+{
+    (void)state;
+    unlink(path_in("x.npy"));
+    assert_int_equal(mkfifo(path_in("x.npy"), 0600), 0);
+    char args[1024];
+    snprintf(args, sizeof(args), "--model '%s' --layer 0 --input '%s' --output '%s'",
+             path_in("absent"), path_in("x.npy"), path_in("y.npy"));
+    assert_int_equal(run(args), 1);
+    assert_true(file_contains("err.txt", "not a regular file"));
+    unlink(path_in("x.npy"));
+}
+
 /* Hostile .npy bytes: each refused with a message. */
 static void test_npy_reader(void **state)
 {
@@ -185,6 +222,9 @@ static void test_npy_reader(void **state)
          68, "shape"},
         {"\x93NUMPY\x01\x00\x3b\x00{'descr': '<f4', 'fortran_order': False, 'shape': (99999,)}",
          69, "shorter"},
+        /* D14: a header cut short says so */
+        {"\x93NUMPY\x01\x00\x17\x00{'descr': '<f4', 'fortr", 33, "truncated"},
+        {"\x93NUMPY\x01\x00\x12\x00{'descr': '<f4', }", 28, "lacks"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         float *values = NULL;
@@ -228,6 +268,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_gguf_through_the_tool),
         cmocka_unit_test(test_bad_usage_and_files),
         cmocka_unit_test(test_npy_reader),
+        cmocka_unit_test(test_d02_fifo_input),
+        cmocka_unit_test(test_d16_help),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,0 +1,91 @@
+/* vkmoe-bench's command line (issue 19, D15): malformed values are usage
+ * errors (exit 2, the option named on stderr), never dropped or read as
+ * something else; --help is usage on stdout, exit 0. None of these reach a
+ * device. argv[1] is the vkmoe-bench executable. */
+#define _POSIX_C_SOURCE 200809L
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+static const char *bench;
+static char err_path[256], out_path[256];
+
+/* Runs the bench with args; its exit status. */
+static int run(const char *args)
+{
+    char command[4096];
+    snprintf(command, sizeof(command), "'%s' %s > '%s' 2> '%s'", bench, args, out_path,
+             err_path);
+    int status = system(command);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static bool contains(const char *path, const char *words)
+{
+    FILE *f = fopen(path, "rb");
+    char text[8192] = "";
+    size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
+    if (f)
+        fclose(f);
+    text[n] = '\0';
+    return strstr(text, words) != NULL;
+}
+
+static void test_d15_malformed_values(void **state)
+{
+    (void)state;
+    char many[256] = "--tokens 1";
+    for (int i = 2; i <= 33; i++)
+        snprintf(many + strlen(many), sizeof(many) - strlen(many), ",%d", i);
+    const char *cases[] = {
+        many,           "--tokens 64,",   "--tokens ,64",  "--tokens 1,,2", "--tokens 0",
+        "--tokens -5",  "--tokens 8x",    "--tokens ' 8'", "--warmup abc",  "--warmup 3x",
+        "--warmup -1",  "--iters 0",      "--dim 12abc",   "--scale abc",   "--scale 0.5x",
+        "--scale 2",    "--experts",      "--bogus",
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int rc = run(cases[i]);
+        if (rc != 2 || !contains(err_path, "usage: vkmoe-bench"))
+            fail_msg("vkmoe-bench %s: exit %d, expected 2 with usage", cases[i], rc);
+    }
+    assert_int_equal(run(many), 2);
+    assert_true(contains(err_path, "at most 32"));
+}
+
+static void test_help(void **state)
+{
+    (void)state;
+    assert_int_equal(run("--help"), 0);
+    assert_true(contains(out_path, "usage: vkmoe-bench"));
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_bench_usage PATH-OF-vkmoe-bench\n");
+        return 2;
+    }
+    bench = argv[1];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(err_path, sizeof(err_path), "%s/vkmoe-bench-usage-%d.err", tmp ? tmp : "/tmp",
+             (int)getpid());
+    snprintf(out_path, sizeof(out_path), "%s/vkmoe-bench-usage-%d.out", tmp ? tmp : "/tmp",
+             (int)getpid());
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_d15_malformed_values),
+        cmocka_unit_test(test_help),
+    };
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    remove(err_path);
+    remove(out_path);
+    return failed;
+}
