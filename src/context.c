@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "internal.h"
 
 static const char validation_layer[] = "VK_LAYER_KHRONOS_validation";
@@ -58,7 +59,7 @@ static bool validation_layer_present(const vkmoe_context *ctx)
     uint32_t count = 0;
     if (ctx->vk.vkEnumerateInstanceLayerProperties(&count, NULL) != VK_SUCCESS || count == 0)
         return false;
-    VkLayerProperties *layers = calloc(count, sizeof(*layers));
+    VkLayerProperties *layers = vkmoe_calloc(count, sizeof(*layers));
     bool found = false;
     if (layers && ctx->vk.vkEnumerateInstanceLayerProperties(&count, layers) == VK_SUCCESS)
         for (uint32_t i = 0; i < count && !found; i++)
@@ -191,7 +192,7 @@ static vkmoe_status choose_device(vkmoe_context *ctx, const char *wanted)
                              "vkEnumeratePhysicalDevices"));
     if (count == 0)
         return vkmoe_fail(ctx, VKMOE_ERROR_NO_DEVICE, "Vulkan reports no physical device");
-    VkPhysicalDevice *devices = calloc(count, sizeof(*devices));
+    VkPhysicalDevice *devices = vkmoe_calloc(count, sizeof(*devices));
     if (!devices)
         return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     vkmoe_status status =
@@ -232,7 +233,7 @@ static bool offers_cooperative_matrix(const vkmoe_context *ctx, VkPhysicalDevice
     if (!ctx->vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV ||
         ctx->vk.vkEnumerateDeviceExtensionProperties(device, NULL, &count, NULL) != VK_SUCCESS)
         return false;
-    VkExtensionProperties *extensions = calloc(count ? count : 1, sizeof(*extensions));
+    VkExtensionProperties *extensions = vkmoe_calloc(count ? count : 1, sizeof(*extensions));
     bool listed = false;
     if (extensions &&
         ctx->vk.vkEnumerateDeviceExtensionProperties(device, NULL, &count, extensions) >= VK_SUCCESS)
@@ -501,7 +502,7 @@ vkmoe_status vkmoe_context_create(const vkmoe_context_params *params, vkmoe_cont
         params = &defaults;
     VKMOE_REQUIRE(NULL, params->log_level >= VKMOE_LOG_ERROR && params->log_level <= VKMOE_LOG_DEBUG,
                   "vkmoe_context_create: log_level %d is out of range", (int)params->log_level);
-    vkmoe_context *ctx = calloc(1, sizeof(*ctx));
+    vkmoe_context *ctx = vkmoe_calloc(1, sizeof(*ctx));
     if (!ctx)
         return vkmoe_fail(NULL, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     ctx->log = params->log;

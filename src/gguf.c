@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
+#include "parse_error.h"
 #include "tensor_file.h"
 
 enum { GGUF_DEFAULT_ALIGNMENT = 32, MAX_NAME_BYTES = 1024, MAX_ARRAY_DEPTH = 4 };
@@ -94,9 +96,9 @@ static bool read_string(reader *r, uint64_t max_bytes, char **out)
         return false;
     if (memchr(p, 0, len))
         return fail(r, "NUL inside a string%s", NULL);
-    *out = malloc(len + 1);
+    *out = vkmoe_malloc(len + 1);
     if (!*out)
-        return fail(r, "out of memory%s", NULL);
+        return vkmoe_parse_no_memory(r->error, r->error_size);
     memcpy(*out, p, len);
     (*out)[len] = '\0';
     return true;
@@ -251,9 +253,9 @@ static bool read_header_counts(reader *r, uint64_t *tensors, uint64_t *metas)
 
 static bool read_metadata(reader *r, uint64_t count, vkmoe_tensor_file *out)
 {
-    out->meta = calloc(count ? count : 1, sizeof(*out->meta));
+    out->meta = vkmoe_calloc(count ? count : 1, sizeof(*out->meta));
     if (!out->meta)
-        return fail(r, "out of memory%s", NULL);
+        return vkmoe_parse_no_memory(r->error, r->error_size);
     for (; out->meta_count < count; out->meta_count++)
         if (!read_meta(r, &out->meta[out->meta_count])) {
             out->meta_count++; /* so that what it holds is freed */
@@ -294,9 +296,9 @@ static bool place_tensors(reader *r, vkmoe_tensor_file *out, const uint64_t *byt
 
 static bool read_tensor_infos(reader *r, uint64_t count, vkmoe_tensor_file *out)
 {
-    out->tensors = calloc(count ? count : 1, sizeof(*out->tensors));
-    uint64_t *byte_sizes = calloc(count ? count : 1, sizeof(*byte_sizes));
-    bool ok = out->tensors && byte_sizes ? true : fail(r, "out of memory%s", NULL);
+    out->tensors = vkmoe_calloc(count ? count : 1, sizeof(*out->tensors));
+    uint64_t *byte_sizes = vkmoe_calloc(count ? count : 1, sizeof(*byte_sizes));
+    bool ok = out->tensors && byte_sizes ? true : vkmoe_parse_no_memory(r->error, r->error_size);
     for (; ok && out->tensor_count < count; out->tensor_count++)
         ok = read_tensor_info(r, &out->tensors[out->tensor_count], &byte_sizes[out->tensor_count]);
     ok = ok && place_tensors(r, out, byte_sizes);

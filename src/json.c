@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
+#include "parse_error.h"
 #include "json.h"
 
 typedef struct parser {
@@ -133,6 +135,12 @@ static bool read_escape(parser *p, char *out, size_t *len)
 
 /* A string at p->at (its opening quote); the unescaped copy is never
  * longer than the escaped text. */
+static bool no_memory(parser *p)
+{
+    p->failed = true;
+    return vkmoe_parse_no_memory(p->error, p->error_size);
+}
+
 static bool read_string(parser *p, char **out)
 {
     p->at++;
@@ -141,9 +149,9 @@ static bool read_string(parser *p, char **out)
         end += p->text[end] == '\\' && end + 1 < p->size ? 2 : 1;
     if (end >= p->size)
         return fail(p, "unterminated string");
-    char *s = malloc(end - p->at + 1);
+    char *s = vkmoe_malloc(end - p->at + 1);
     if (!s)
-        return fail(p, "out of memory");
+        return no_memory(p);
     size_t len = 0;
     while (p->at < end) {
         char c = p->text[p->at++];
@@ -201,9 +209,9 @@ static bool read_children(parser *p, vkmoe_json *v, char close, unsigned depth)
             capacity = capacity ? 2 * capacity : 4;
             if (capacity > UINT32_MAX / 2)
                 return fail(p, "too many members");
-            vkmoe_json *grown = realloc(v->children, capacity * sizeof(*grown));
+            vkmoe_json *grown = vkmoe_realloc(v->children, capacity * sizeof(*grown));
             if (!grown)
-                return fail(p, "out of memory");
+                return no_memory(p);
             v->children = grown;
         }
         vkmoe_json *child = &v->children[v->count];
@@ -269,11 +277,9 @@ bool vkmoe_json_parse(const char *text, size_t size, vkmoe_json *root, char *err
                       size_t error_size)
 {
     memset(root, 0, sizeof(*root));
-    char *copy = malloc(size + 1);
-    if (!copy) {
-        snprintf(error, error_size, "out of memory for %zu bytes of JSON", size);
-        return false;
-    }
+    char *copy = vkmoe_malloc(size + 1);
+    if (!copy)
+        return vkmoe_parse_no_memory(error, error_size);
     memcpy(copy, text, size);
     copy[size] = '\0';
     parser p = {.text = copy, .size = size, .error = error, .error_size = error_size};

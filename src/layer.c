@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "internal.h"
 
 #define TIMESTAMPS (VKMOE_STAGE_MAX + 1)
@@ -241,7 +242,7 @@ static vkmoe_status create_token_plan(vkmoe_layer *layer)
     vkmoe_context *ctx = layer->ctx;
     VKMOE_TRY(vkmoe_buffer_create(ctx, 4ull * (tiles + rows), VKMOE_MEMORY_DEVICE,
                                   &layer->token_plan));
-    uint32_t *plan = calloc((size_t)tiles + rows, sizeof(*plan));
+    uint32_t *plan = vkmoe_calloc((size_t)tiles + rows, sizeof(*plan));
     if (!plan)
         return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     for (uint32_t r = 0; r < rows; r++)
@@ -304,7 +305,7 @@ vkmoe_status vkmoe_layer_create(vkmoe_context *ctx, const vkmoe_layer_params *pa
     VKMOE_TRY(vkmoe_context_check_alive(ctx));
     vkmoe_layer_params p;
     VKMOE_TRY(vkmoe_params_resolve(ctx, params, &p));
-    vkmoe_layer *layer = calloc(1, sizeof(*layer));
+    vkmoe_layer *layer = vkmoe_calloc(1, sizeof(*layer));
     if (!layer)
         return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     layer->ctx = ctx;

@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "alloc.h"
+#include "parse_error.h"
 #include "model.h"
 
 #define FN "vkmoe_layer_from_file"
@@ -18,7 +20,7 @@
 static char *copy_string(const char *s)
 {
     size_t n = strlen(s) + 1;
-    char *out = malloc(n);
+    char *out = vkmoe_malloc(n);
     if (out)
         memcpy(out, s, n);
     return out;
@@ -51,7 +53,7 @@ static vkmoe_status read_text(const model_source *s, const char *path, char **ou
     if (st.st_size > (64l << 20))
         status = vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT, FN ": %s is over 64 MiB", path);
     size_t length = (size_t)st.st_size;
-    *out = status == VKMOE_OK ? malloc(length + 1) : NULL;
+    *out = status == VKMOE_OK ? vkmoe_malloc(length + 1) : NULL;
     if (status == VKMOE_OK && !*out)
         status = vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     size_t done = 0;
@@ -72,6 +74,15 @@ static vkmoe_status read_text(const model_source *s, const char *path, char **ou
     return VKMOE_OK;
 }
 
+/* A parser's failure: the file's fault, unless memory ran out. */
+static vkmoe_status parse_failure(const model_source *s, const char *path, const char *error)
+{
+    if (vkmoe_parse_ran_out_of_memory(error))
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, FN ": out of host memory "
+                                                                    "reading %s", path);
+    return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT, FN ": %s: %s", path, error);
+}
+
 static vkmoe_status read_json(const model_source *s, const char *path, vkmoe_json *out)
 {
     char *text = NULL;
@@ -80,8 +91,7 @@ static vkmoe_status read_json(const model_source *s, const char *path, vkmoe_jso
     char error[200];
     bool ok = vkmoe_json_parse(text, size, out, error, sizeof(error));
     free(text);
-    return ok ? VKMOE_OK
-              : vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT, FN ": %s: %s", path, error);
+    return ok ? VKMOE_OK : parse_failure(s, path, error);
 }
 
 static vkmoe_status map_file(const model_source *s, const char *path, model_file *out)
@@ -110,7 +120,7 @@ static vkmoe_status map_file(const model_source *s, const char *path, model_file
 /* Map path, parse it as GGUF or safetensors and add it to the source. */
 static vkmoe_status open_file(model_source *s, const char *path, model_file **out)
 {
-    model_file *grown = realloc(s->files, (s->file_count + 1) * sizeof(*grown));
+    model_file *grown = vkmoe_realloc(s->files, (s->file_count + 1) * sizeof(*grown));
     if (!grown)
         return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     s->files = grown;
@@ -123,7 +133,7 @@ static vkmoe_status open_file(model_source *s, const char *path, model_file **ou
                       : vkmoe_safetensors_parse(f->data, f->size, &f->tensors, error,
                                                 sizeof(error));
     if (!ok)
-        return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT, FN ": %s: %s", path, error);
+        return parse_failure(s, path, error);
     *out = f;
     return VKMOE_OK;
 }
@@ -335,7 +345,7 @@ static vkmoe_weight_type weight_type_of(vkmoe_dtype dtype)
 static vkmoe_status convert(const model_source *s, vkmoe_dtype from, const uint8_t *src,
                             size_t n, vkmoe_weight_type to, void *dst)
 {
-    float *values = malloc((n ? n : 1) * sizeof(*values));
+    float *values = vkmoe_malloc((n ? n : 1) * sizeof(*values));
     if (!values)
         return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     vkmoe_status status = vkmoe_dequantize(weight_type_of(from), src, n, values);
@@ -355,7 +365,7 @@ static vkmoe_status upload_f32(model_source *s, vkmoe_layer *layer, const char *
     const vkmoe_tensor *t;
     VKMOE_TRY(find_checked(s, name, shape, dims, &f, &t));
     size_t n = (size_t)vkmoe_tensor_elements(t);
-    float *v = malloc((n ? n : 1) * sizeof(*v));
+    float *v = vkmoe_malloc((n ? n : 1) * sizeof(*v));
     if (!v)
         return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     vkmoe_status status = convert(s, t->dtype, f->data + t->offset, n, VKMOE_WEIGHT_F32, v);
@@ -378,7 +388,7 @@ static vkmoe_status upload_matrix(model_source *s, vkmoe_layer *layer, const mod
     size_t bytes = vkmoe_weight_bytes(type, elements);
     void *copy = NULL;
     if (weight_type_of(t->dtype) != type) {
-        copy = malloc(bytes);
+        copy = vkmoe_malloc(bytes);
         if (!copy)
             return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
         vkmoe_status status = convert(s, t->dtype, src, elements, type, copy);
@@ -434,7 +444,7 @@ static vkmoe_status upload_expert_biases(model_source *s, vkmoe_layer *layer,
     const model_file *f;
     const vkmoe_tensor *t;
     VKMOE_TRY(find_checked(s, l->expert_bias[m], shape, 2, &f, &t));
-    float *v = malloc(shape[1] * sizeof(*v));
+    float *v = vkmoe_malloc(shape[1] * sizeof(*v));
     if (!v)
         return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     vkmoe_status status = VKMOE_OK;

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "internal.h"
 
 /* glslc -mfmt=c writes each module as a braced initializer list. */
@@ -189,7 +190,7 @@ vkmoe_status vkmoe_pipeline_get(vkmoe_context *ctx, vkmoe_shader shader, const v
         }
     }
     vkmoe_pipeline_entry *grown =
-        realloc(ctx->pipelines, (ctx->pipeline_count + 1) * sizeof(*grown));
+        vkmoe_realloc(ctx->pipelines, (ctx->pipeline_count + 1) * sizeof(*grown));
     if (!grown)
         return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     ctx->pipelines = grown;

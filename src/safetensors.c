@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
+#include "parse_error.h"
 #include "checked_size.h"
 #include "json.h"
 #include "tensor_file.h"
@@ -95,9 +97,9 @@ static bool read_tensor(const vkmoe_json *entry, uint64_t data_start, uint64_t d
     if (end - begin != size)
         return fail(error, error_size, "data_offsets disagree with dtype and shape", name);
     size_t len = strlen(name) + 1;
-    t->name = malloc(len);
+    t->name = vkmoe_malloc(len);
     if (!t->name)
-        return fail(error, error_size, "out of memory", NULL);
+        return vkmoe_parse_no_memory(error, error_size);
     memcpy(t->name, name, len);
     t->offset = data_start + begin;
     t->size = size;
@@ -111,9 +113,9 @@ static bool read_tensors(const vkmoe_json *header, uint64_t data_start, uint64_t
         return fail(error, error_size, "the header is not a JSON object", NULL);
     if (header->count > VKMOE_TENSOR_FILE_MAX_ENTRIES)
         return fail(error, error_size, "too many tensors", NULL);
-    out->tensors = calloc(header->count ? header->count : 1, sizeof(*out->tensors));
+    out->tensors = vkmoe_calloc(header->count ? header->count : 1, sizeof(*out->tensors));
     if (!out->tensors)
-        return fail(error, error_size, "out of memory", NULL);
+        return vkmoe_parse_no_memory(error, error_size);
     for (uint32_t i = 0; i < header->count; i++) {
         const vkmoe_json *entry = &header->children[i];
         if (strcmp(entry->key, "__metadata__") == 0)
@@ -142,7 +144,9 @@ bool vkmoe_safetensors_parse(const uint8_t *data, uint64_t size, vkmoe_tensor_fi
     char json_error[200];
     if (!vkmoe_json_parse((const char *)data + 8, header_size, &header, json_error,
                           sizeof(json_error)))
-        return fail(error, error_size, json_error, NULL);
+        return vkmoe_parse_ran_out_of_memory(json_error)
+                   ? vkmoe_parse_no_memory(error, error_size)
+                   : fail(error, error_size, json_error, NULL);
     uint64_t data_start = 8 + header_size;
     bool ok = read_tensors(&header, data_start, size - data_start, out, error, error_size) &&
               vkmoe_tensor_file_check_layout(out, error, error_size);

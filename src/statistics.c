@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "internal.h"
 
 /* Σ_t probs[t][e] for every e, and Σ_t lse[t]², reading the per-token
@@ -13,8 +14,8 @@ static vkmoe_status sum_token_figures(const vkmoe_layer *layer, uint32_t tokens,
 {
     uint32_t experts = layer->params.experts;
     uint32_t batch = (uint32_t)(65536 / experts) + 1;
-    float *probs = malloc((size_t)batch * experts * sizeof(*probs));
-    float *lse = malloc((size_t)batch * sizeof(*lse));
+    float *probs = vkmoe_malloc((size_t)batch * experts * sizeof(*probs));
+    float *lse = vkmoe_malloc((size_t)batch * sizeof(*lse));
     vkmoe_status status = probs && lse ? VKMOE_OK
                                        : vkmoe_fail(layer->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY,
                                                     "out of host memory");
@@ -77,8 +78,8 @@ vkmoe_status vkmoe_layer_load_stats(const vkmoe_layer *layer, vkmoe_load_stats *
                           "%s: the layer was created without params.statistics", fn);
     if (!layer->last_tokens)
         return vkmoe_fail(layer->ctx, VKMOE_ERROR_STATE, "%s: no forward has run yet", fn);
-    uint32_t *counts = malloc(p->experts * sizeof(*counts));
-    double *prob_sum = malloc(p->experts * sizeof(*prob_sum));
+    uint32_t *counts = vkmoe_malloc(p->experts * sizeof(*counts));
+    double *prob_sum = vkmoe_malloc(p->experts * sizeof(*prob_sum));
     double lse_square_sum = 0;
     vkmoe_status status = counts && prob_sum ? VKMOE_OK
                                              : vkmoe_fail(layer->ctx,

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
+#include "parse_error.h"
 #include "checked_size.h"
 #include "tensor_file.h"
 
@@ -58,10 +60,9 @@ static int by_offset(const void *a, const void *b)
 bool vkmoe_tensor_file_check_layout(const vkmoe_tensor_file *file, char *error, size_t error_size)
 {
     uint32_t n = file->tensor_count;
-    const vkmoe_tensor **order = malloc((n ? n : 1) * sizeof(*order));
+    const vkmoe_tensor **order = vkmoe_malloc((n ? n : 1) * sizeof(*order));
     if (!order) {
-        snprintf(error, error_size, "out of memory");
-        return false;
+        return vkmoe_parse_no_memory(error, error_size);
     }
     for (uint32_t i = 0; i < n; i++)
         order[i] = &file->tensors[i];

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "internal.h"
 
 static const char *const matrix_names[3] = {"gate", "up", "down"};
@@ -77,9 +78,9 @@ static vkmoe_status create_expert_array(vkmoe_layer *layer, vkmoe_expert_array *
     uint64_t per_chunk = chunk_limit(ctx, type) / array->matrix_bytes;
     array->per_chunk = per_chunk == 0 ? 1 : per_chunk > count ? count : (uint32_t)per_chunk;
     array->chunk_count = (uint32_t)vkmoe_div_up(count, array->per_chunk);
-    array->chunks = calloc(array->chunk_count, sizeof(*array->chunks));
-    array->views = calloc(array->chunk_count, sizeof(*array->views));
-    array->sources = calloc(array->chunk_count, sizeof(*array->sources));
+    array->chunks = vkmoe_calloc(array->chunk_count, sizeof(*array->chunks));
+    array->views = vkmoe_calloc(array->chunk_count, sizeof(*array->views));
+    array->sources = vkmoe_calloc(array->chunk_count, sizeof(*array->sources));
     if (!array->chunks || !array->views || !array->sources)
         return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     for (uint32_t c = 0; c < array->chunk_count; c++) {
@@ -98,10 +99,12 @@ static vkmoe_status create_expert_array(vkmoe_layer *layer, vkmoe_expert_array *
 
 static void destroy_expert_array(vkmoe_context *ctx, vkmoe_expert_array *array)
 {
-    for (uint32_t c = 0; array->chunks && c < array->chunk_count; c++) {
-        if (array->views[c])
+    /* Either list may be missing when creation ran out of memory. */
+    for (uint32_t c = 0; c < array->chunk_count; c++) {
+        if (array->views && array->views[c])
             ctx->vk.vkDestroyBufferView(ctx->device, array->views[c], NULL);
-        vkmoe_buffer_destroy(ctx, &array->chunks[c]);
+        if (array->chunks)
+            vkmoe_buffer_destroy(ctx, &array->chunks[c]);
     }
     free(array->chunks);
     free(array->views);
@@ -126,8 +129,8 @@ static vkmoe_status mark_needed_uploads(vkmoe_layer *layer)
 {
     const vkmoe_layer_params *p = &layer->params;
     size_t n = VKMOE_UPLOAD_EXPERT + 6 * (size_t)p->experts;
-    layer->uploaded = calloc(n, 1);
-    layer->upload_needed = calloc(n, 1);
+    layer->uploaded = vkmoe_calloc(n, 1);
+    layer->upload_needed = vkmoe_calloc(n, 1);
     if (!layer->uploaded || !layer->upload_needed)
         return vkmoe_fail(layer->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     uint8_t *need = layer->upload_needed;

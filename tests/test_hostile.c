@@ -3,11 +3,12 @@
  * that can fail made to fail once in turn, each time giving a clean
  * status, objects that can still be destroyed, and (under ASan) no leak. */
 #define _POSIX_C_SOURCE 200809L
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
+#include "checkpoint.h"
 #include "helpers.h"
 #include "vulkan_interposer.h"
 
@@ -147,45 +148,6 @@ static void test_d18_failing_call_in_the_log_callback(void **state)
     assert_string_equal(seen_before, seen_after);
     assert_string_equal(vkmoe_last_error(), seen_before);
     vkmoe_context_destroy(&ctx);
-}
-
-/* D7: contexts made and used on two threads at once are independent (the
- * ThreadSanitizer build, ./dev test-tsan, checks that nothing is shared). */
-static void *one_context(void *seed)
-{
-    vkmoe_context *ctx = NULL;
-    vkmoe_layer *layer = NULL;
-    vkmoe_layer_params p = {.dim = 8, .ffn_dim = 8, .experts = 2, .top_k = 1, .max_tokens = 2};
-    float router[16] = {0}, matrix[64] = {0}, x[16] = {0}, y[16];
-    router[0] = *(float *)seed;
-    vkmoe_status status = vkmoe_context_create(NULL, &ctx);
-    if (status == VKMOE_OK)
-        status = vkmoe_layer_create(ctx, &p, &layer);
-    if (status == VKMOE_OK)
-        status = vkmoe_layer_set_router(layer, router, sizeof(router));
-    for (uint32_t e = 0; e < 2 && status == VKMOE_OK; e++)
-        for (int m = 0; m < 3 && status == VKMOE_OK; m++)
-            status = vkmoe_layer_set_expert(layer, e, (vkmoe_expert_matrix)m, matrix,
-                                            sizeof(matrix));
-    if (status == VKMOE_OK)
-        status = vkmoe_layer_forward(layer, 2, x, y);
-    vkmoe_layer_destroy(&layer);
-    vkmoe_context_destroy(&ctx);
-    return status == VKMOE_OK ? NULL : seed;
-}
-
-static void test_d07_contexts_on_two_threads(void **state)
-{
-    (void)state;
-    float seeds[2] = {1, 2};
-    pthread_t threads[2];
-    for (int i = 0; i < 2; i++)
-        assert_int_equal(pthread_create(&threads[i], NULL, one_context, &seeds[i]), 0);
-    for (int i = 0; i < 2; i++) {
-        void *failed = &seeds[i];
-        assert_int_equal(pthread_join(threads[i], &failed), 0);
-        assert_null(failed);
-    }
 }
 
 /* D8: a queue family the device does not have. */
@@ -357,6 +319,100 @@ static void test_vulkan_fault_injection(void **state)
     assert_true(out_of_memory > 50 && lost >= 3);
 }
 
+/* Each allocation of a context's creation, then of a layer's life and of a
+ * sharded checkpoint's and a GGUF file's loading on a context made without
+ * failures, failed in turn: OUT_OF_HOST_MEMORY every time. */
+typedef vkmoe_status (*life_fn)(vkmoe_context *ctx, const char *path);
+
+static vkmoe_status layer_life(vkmoe_context *ctx, const char *path)
+{
+    (void)path;
+    vkmoe_layer *layer = NULL;
+    vkmoe_status status = vkmoe_layer_create(ctx, &small_layer, &layer);
+    if (status == VKMOE_OK)
+        status = use_layer(layer);
+    vkmoe_layer_destroy(&layer);
+    return status;
+}
+
+static vkmoe_status load_life(vkmoe_context *ctx, const char *path)
+{
+    vkmoe_layer *layer = NULL;
+    vkmoe_model_params params = {.max_tokens = 4, .statistics = true};
+    vkmoe_status status = vkmoe_layer_from_file(ctx, path, 0, &params, &layer);
+    float x[4 * 16] = {0}, y[4 * 16];
+    if (status == VKMOE_OK)
+        status = vkmoe_layer_forward(layer, 4, x, y);
+    if (status == VKMOE_OK)
+        status = vkmoe_layer_load_stats(layer, &(vkmoe_load_stats){0}, NULL, NULL, NULL, 0);
+    vkmoe_layer_destroy(&layer);
+    return status;
+}
+
+static unsigned sweep_allocations(vkmoe_context *ctx, life_fn life, const char *path)
+{
+    unsigned points = 0;
+    for (unsigned at = 1;; at++) {
+        vkmoe_alloc_fail_at(at);
+        vkmoe_status status = life(ctx, path);
+        if (vkmoe_alloc_fail_at(0) < at)
+            break;
+        if (status != VKMOE_ERROR_OUT_OF_HOST_MEMORY)
+            fail_msg("allocation %u of %s failed: status %d (%s)", at, path ? path : "a layer",
+                     (int)status, vkmoe_last_error());
+        points++;
+    }
+    return points;
+}
+
+static void test_allocation_fault_injection(void **state)
+{
+    vkmoe_context *host = *state;
+    vkmoe_vulkan_import import = import_of(host);
+    vkmoe_context_params params = {.import = &import};
+    vkmoe_context *ctx = NULL;
+    unsigned context_points = 0;
+    for (unsigned at = 1;; at++) {
+        vkmoe_alloc_fail_at(at);
+        vkmoe_status status = vkmoe_context_create(&params, &ctx);
+        vkmoe_context_destroy(&ctx);
+        if (vkmoe_alloc_fail_at(0) < at)
+            break;
+        assert_int_equal(status, VKMOE_ERROR_OUT_OF_HOST_MEMORY);
+        context_points++;
+    }
+    assert_int_equal(vkmoe_context_create(&params, &ctx), VKMOE_OK);
+    unsigned layer_points = sweep_allocations(ctx, layer_life, NULL);
+
+    char dir[256], gguf[300];
+    assert_true(test_make_dir("vkmoe-test-hostile", dir, sizeof(dir)));
+    test_seed(190);
+    test_layer t;
+    vkmoe_layer_params p = {.dim = 16, .ffn_dim = 8, .experts = 3, .top_k = 2};
+    vkmoe_layer_params_family(&p, "mixtral");
+    checkpoint_weights(host, p, &t);
+    checkpoint_write_hf(dir, &t, "{\"model_type\": \"mixtral\", \"hidden_size\": 16, "
+                        "\"intermediate_size\": 8, \"num_local_experts\": 3, "
+                        "\"num_experts_per_tok\": 2}",
+                        &checkpoint_mixtral_names, 0, 2);
+    snprintf(gguf, sizeof(gguf), "%s/model.gguf", dir);
+    gguf_writer w = {0};
+    checkpoint_write_gguf(gguf, &w, &t, "llama", 0);
+    test_layer_destroy(&t);
+    unsigned checkpoint_points = sweep_allocations(ctx, load_life, dir);
+    unsigned gguf_points = sweep_allocations(ctx, load_life, gguf);
+    const char *names[] = {"config.json", "model.safetensors.index.json",
+                           "model-00001-of-00002.safetensors",
+                           "model-00002-of-00002.safetensors", "model.gguf"};
+    test_remove_dir(dir, names, VKMOE_ARRAY_SIZE(names));
+    vkmoe_context_destroy(&ctx);
+    printf("fault injection: %u allocations failed in context creation, %u in a layer's life, "
+           "%u loading a checkpoint, %u loading a GGUF file\n",
+           context_points, layer_points, checkpoint_points, gguf_points);
+    assert_true(context_points > 0 && layer_points > 0 && checkpoint_points > 0 &&
+                gguf_points > 0);
+}
+
 int main(void)
 {
     int gate = test_device_gate();
@@ -367,13 +423,13 @@ int main(void)
         cmocka_unit_test(test_d04_d06_results_before_any_forward),
         cmocka_unit_test(test_d05_layer_larger_than_the_device),
         cmocka_unit_test(test_d06_vulkan_results_by_name),
-        cmocka_unit_test(test_d07_contexts_on_two_threads),
         cmocka_unit_test(test_d08_import_missing_queue_family),
         cmocka_unit_test(test_d10_imported_destroy_waits_on_its_own),
         cmocka_unit_test(test_d11_context_destroyed_before_layer),
         cmocka_unit_test(test_d17_io_over_the_storage_range),
         cmocka_unit_test(test_d18_failing_call_in_the_log_callback),
         cmocka_unit_test(test_vulkan_fault_injection),
+        cmocka_unit_test(test_allocation_fault_injection),
     };
     return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
 }
