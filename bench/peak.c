@@ -1,6 +1,7 @@
 #include <stdlib.h>
 
-#include "internal.h"
+#include "memory.h"
+#include "pipelines.h"
 #include "peak.h"
 
 static const uint32_t fma_spv[] =

@@ -341,7 +341,7 @@ static void count_work(const workload *w, uint32_t tokens, uint32_t active, run_
     stage_figures *st = r->stages;
     st[VKMOE_STAGE_ROUTER].flops = 2 * t * d * e;
     st[VKMOE_STAGE_ROUTER].bytes = e * d * 4 + t * d * 4 + slots * 8;
-    st[VKMOE_STAGE_COUNT].bytes = slots * 4;
+    st[VKMOE_STAGE_HISTOGRAM].bytes = slots * 4;
     st[VKMOE_STAGE_SCAN].bytes = 2 * e * ceil(slots / 256) * 4;
     st[VKMOE_STAGE_SCATTER].bytes = slots * 4 * 3;
     st[VKMOE_STAGE_GEMM_UP].flops = 2 * slots * inputs * d * f;

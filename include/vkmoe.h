@@ -433,7 +433,7 @@ typedef enum vkmoe_expert_matrix {
 /* The stages of a forward, in execution order (see vkmoe_layer_timings). */
 typedef enum vkmoe_stage {
     VKMOE_STAGE_ROUTER = 0,   /* router matmul, softmax, top-k */
-    VKMOE_STAGE_COUNT = 1,    /* per-block, per-expert histogram */
+    VKMOE_STAGE_HISTOGRAM = 1,/* per-block, per-expert histogram ("count") */
     VKMOE_STAGE_SCAN = 2,     /* device-wide exclusive scan, tile map */
     VKMOE_STAGE_SCATTER = 3,  /* stable bucketing of (token, slot) pairs */
     VKMOE_STAGE_GEMM_UP = 4,  /* gather x, gate and up projections, SwiGLU */
@@ -442,6 +442,10 @@ typedef enum vkmoe_stage {
     VKMOE_STAGE_COMBINE = 7,  /* weighted sum of each token's experts */
     VKMOE_STAGE_MAX = 8,
 } vkmoe_stage;
+
+/* The old name of VKMOE_STAGE_HISTOGRAM, which read as a number of stages
+ * (that is VKMOE_STAGE_MAX). Deprecated: it goes in 1.0. */
+#define VKMOE_STAGE_COUNT VKMOE_STAGE_HISTOGRAM
 
 /* A static name for a stage ("router", "count", …, "shared", "combine"); "" if out of range. */
 VKMOE_API const char *vkmoe_stage_name(vkmoe_stage stage);
@@ -472,11 +476,13 @@ VKMOE_API vkmoe_status vkmoe_layer_set_router(vkmoe_layer *layer, const float *w
                                               size_t size);
 
 /* Upload one matrix of one expert, row-major [out][in] as in Hugging Face
- * checkpoints, elements in the layer's weight_type (f32: float, f16 and
- * bf16: uint16_t bit patterns, Q8_0: each row its blocks, as GGUF stores
- * them; vkmoe_quantize makes them). size is the byte size and must match the matrix exactly.
- * The data is copied; it need only live for the call. VKMOE_ACTIVATION_RELU
- * experts have no GATE matrix: setting one is VKMOE_ERROR_INVALID_ARGUMENT. */
+ * checkpoints, elements in the matrix's type (weight_type for GATE and UP,
+ * down_weight_type for DOWN; f32: float, f16 and bf16: uint16_t bit
+ * patterns, the GGUF types: each row its blocks, as GGUF stores them;
+ * vkmoe_quantize makes them). size is the byte size and must match the
+ * matrix exactly. The data is copied; it need only live for the call.
+ * VKMOE_ACTIVATION_RELU experts have no GATE matrix: setting one is
+ * VKMOE_ERROR_INVALID_ARGUMENT. */
 VKMOE_API vkmoe_status vkmoe_layer_set_expert(vkmoe_layer *layer, uint32_t expert,
                                               vkmoe_expert_matrix matrix, const void *weights,
                                               size_t size);
@@ -595,14 +601,20 @@ typedef struct vkmoe_model_params {
  *    mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3;
  *  - a GGUF file (v2, v3), architectures llama (Mixtral), qwen2moe,
  *    qwen3moe, olmoe, deepseek2 (V2 and V3), gpt-oss.
- * Expert weights stay in the file's type (f32, f16, bf16; shared experts
- * and 16-bit types converted to the routed experts' type where they
- * differ); the router and biases become f32. Files are memory-mapped and
- * streamed to the device matrix by matrix; files over 4 GiB work.
- * Errors: VKMOE_ERROR_IO (cannot open or map), VKMOE_ERROR_FILE_FORMAT
- * (malformed, or shapes that disagree with the config), VKMOE_ERROR_UNSUPPORTED
- * (another model type, a dense layer, quantized tensors), each with a
- * message naming the file and tensor. POSIX systems (mmap). */
+ * Expert weights stay in the file's type: f32, f16, bf16, Q8_0, Q4_0, Q4_K
+ * or Q6_K, the routed experts' up projections deciding weight_type and
+ * their down projections down_weight_type (a Q4_K_M file: Q4_K and Q6_K);
+ * matrices of another type (gate, or the shared expert's) are converted to
+ * those. The router and biases become f32. Files are memory-mapped and
+ * streamed to the device matrix by matrix; files over 4 GiB work. Only
+ * regular files are opened (a FIFO is refused, never waited on).
+ * Errors: VKMOE_ERROR_IO (cannot open or map, or not a regular file),
+ * VKMOE_ERROR_FILE_FORMAT (not a model file, malformed, duplicate or
+ * overlapping tensors, hyper-parameters out of vkmoe's bounds or making no
+ * valid layer, or shapes that disagree with the config),
+ * VKMOE_ERROR_UNSUPPORTED (another model type, a dense layer, tensors of
+ * another type such as Q5_K), VKMOE_ERROR_OUT_OF_HOST_MEMORY; each with a
+ * message naming the file and the key or tensor. POSIX systems (mmap). */
 VKMOE_API vkmoe_status vkmoe_layer_from_file(vkmoe_context *ctx, const char *path,
                                              uint32_t layer_index,
                                              const vkmoe_model_params *params,

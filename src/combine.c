@@ -1,6 +1,6 @@
 /* Stage 8, combine: weighted sum of each token's expert outputs plus the
  * shared expert's (shaders/combine.comp). */
-#include "internal.h"
+#include "stages.h"
 
 typedef struct combine_push {
     VkDeviceAddress topk_weight, slot_row, expert_out, shared_out, shared_scale;

@@ -4,7 +4,9 @@
 #include <string.h>
 
 #include "alloc.h"
-#include "internal.h"
+#include "context.h"
+#include "pipelines.h"
+#include "weights.h"
 
 static const char validation_layer[] = "VK_LAYER_KHRONOS_validation";
 

@@ -1,5 +1,5 @@
 /* Stage 2, count: per-block expert histograms (shaders/count.comp). */
-#include "internal.h"
+#include "stages.h"
 
 typedef struct count_push {
     VkDeviceAddress ids, block_counts;

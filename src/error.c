@@ -1,8 +1,9 @@
 /* Status codes, the per-thread last error and logging. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "internal.h"
+#include "context.h"
 
 /* Per thread, so that a failed create (which has no object to hold a
  * message) reports the same way as every other call. */

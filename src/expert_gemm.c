@@ -3,7 +3,7 @@
  * is built once per path. The routed experts' grids come from the
  * scan stage (indirect dispatch), so the host never learns how many rows
  * were used; the shared expert's pass (shared_expert.c) has a direct grid. */
-#include "internal.h"
+#include "stages.h"
 
 /* The GEMM grids fold row tiles into y and z, at most this many along y
  * (as scan.comp does for the indirect grids). */

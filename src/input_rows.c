@@ -1,7 +1,7 @@
 /* Before the router (timed with it): x's rows padded with zeros to ld_dim
  * elements in x_rows, where every GEMM reads them as whole texels
  * (shaders/input_rows.comp). */
-#include "internal.h"
+#include "stages.h"
 
 typedef struct input_rows_push {
     VkDeviceAddress x_rows;

@@ -4,7 +4,8 @@
 #include <string.h>
 
 #include "alloc.h"
-#include "internal.h"
+#include "layer.h"
+#include "stages.h"
 
 #define TIMESTAMPS (VKMOE_STAGE_MAX + 1)
 

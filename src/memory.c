@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "memory.h"
 
 /* Uploads and downloads go through staging buffers of at most this size. */
 #define STAGING_BYTES ((VkDeviceSize)64 << 20)

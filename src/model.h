@@ -4,7 +4,7 @@
 #ifndef VKMOE_MODEL_H
 #define VKMOE_MODEL_H
 
-#include "internal.h"
+#include "layer.h"
 #include "json.h"
 #include "tensor_file.h"
 

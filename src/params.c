@@ -3,7 +3,8 @@
 #include <string.h>
 
 #include "checked_size.h"
-#include "internal.h"
+#include "gemm.h"
+#include "params.h"
 
 #define FN "vkmoe_layer_create"
 

@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "alloc.h"
-#include "internal.h"
+#include "pipelines.h"
 
 /* glslc -mfmt=c writes each module as a braced initializer list. */
 static const uint32_t input_rows_spv[] =

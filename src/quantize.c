@@ -9,7 +9,8 @@
 
 #include "checked_size.h"
 #include "convert.h"
-#include "internal.h"
+#include "error.h"
+#include "util.h"
 
 #define QK 32   /* weights in a Q8_0 or Q4_0 block */
 #define QK_K 256 /* weights in a Q4_K or Q6_K super-block */

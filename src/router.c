@@ -4,7 +4,7 @@
  * expert's gate and the statistics inputs (shaders/router.comp). */
 #include <stddef.h>
 
-#include "internal.h"
+#include "stages.h"
 
 typedef struct router_push {
     VkDeviceAddress logits, router_bias, selection_bias, ids, topk_weight, shared_scale, probs,

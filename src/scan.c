@@ -1,6 +1,6 @@
 /* Stage 3, scan: device-wide exclusive scan of the block counts and the
  * per-expert plan of rows and tiles (shaders/scan.comp). */
-#include "internal.h"
+#include "stages.h"
 
 typedef struct scan_push {
     VkDeviceAddress values, tile_sums, expert_count, expert_base, tile_expert, row_slot, dispatch;

@@ -1,6 +1,6 @@
 /* Stage 4, scatter: stable bucketing of slots into expert rows, dropping
  * those past an expert's capacity (shaders/scatter.comp). */
-#include "internal.h"
+#include "stages.h"
 
 typedef struct scatter_push {
     VkDeviceAddress ids, offsets, expert_base, row_slot, slot_row;

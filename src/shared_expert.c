@@ -2,7 +2,7 @@
  * GEMM shaders as the routed experts with a plan in which row r is token r
  * and every tile belongs to one expert. Its output waits in shared_out for
  * the combine stage, which scales it by the shared gate and adds it. */
-#include "internal.h"
+#include "stages.h"
 
 void vkmoe_shared_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 {

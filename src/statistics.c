@@ -5,7 +5,8 @@
 #include <string.h>
 
 #include "alloc.h"
-#include "internal.h"
+#include "layer.h"
+#include "params.h"
 
 /* Σ_t probs[t][e] for every e, and Σ_t lse[t]², reading the per-token
  * figures back a bounded batch at a time. */

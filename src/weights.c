@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "alloc.h"
-#include "internal.h"
+#include "layer.h"
 
 static const char *const matrix_names[3] = {"gate", "up", "down"};
 

@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "internal.h"
+#include "layer.h"
 #include "reference.h"
 
 /* Tolerance of f32 GPU results against the double reference, relative to

@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "internal.h"
+#include "util.h"
 #include "reference.h"
 
 static void put_f16(uint8_t *at, float value)

@@ -9,7 +9,7 @@
 
 #include <stdbool.h>
 
-#include "internal.h"
+#include "context.h"
 
 typedef struct interposer_state {
     /* The fail_at-th failable call (counting from 1) returns fail_with

@@ -1,0 +1,92 @@
+/* The context: one device, its queue and command buffer, its function table
+ * and pipeline cache (context.c). */
+#ifndef VKMOE_CONTEXT_H
+#define VKMOE_CONTEXT_H
+
+#include <stdatomic.h>
+
+/* volk.h first: it must define VK_NO_PROTOTYPES before vulkan.h (tests use
+ * its loader as a host application would). */
+#include "volk.h"
+#include "vkmoe.h"
+#include "constants.h"
+#include "error.h"
+#include "util.h"
+#include "vulkan_functions.h"
+
+typedef struct vkmoe_pipeline_entry vkmoe_pipeline_entry;
+
+struct vkmoe_context {
+    vkmoe_vulkan_functions vk; /* this context's own: see vulkan_functions.h */
+    VkInstance instance;
+    VkPhysicalDevice physical_device;
+    VkDevice device;
+    VkQueue queue;
+    uint32_t queue_family;
+    bool owns_device; /* false when imported: never destroy the host's handles */
+    VkDebugUtilsMessengerEXT messenger;
+
+    vkmoe_log_fn log;
+    void *log_user;
+    vkmoe_log_level log_level;
+    vkmoe_queue_lock_fn lock_queue, unlock_queue;
+    void *queue_lock_user;
+
+    VkPhysicalDeviceProperties properties;
+    VkPhysicalDeviceMemoryProperties memory;
+    vkmoe_device_info info;
+    float timestamp_period_ns;
+    /* Invocations per expert-GEMM workgroup, each owning 8 output columns:
+     * the subgroup size, so a workgroup is one subgroup (tests vary it to
+     * run other GPUs' column layouts here). */
+    uint32_t gemm_lanes;
+    /* Tests: new host-visible buffers are filled with 0xff bytes (NaN as
+     * f32), so a shader that reads memory nobody wrote shows it in every
+     * run instead of when the allocator hands back dirty pages. */
+    bool poison_buffers;
+    /* VK_NV_cooperative_matrix's feature is enabled and offers the
+     * 16x16x16 f16 · f16 + f32 shape at subgroup scope. */
+    bool cooperative_matrix;
+    /* Tests: VKMOE_GEMM_COOPMAT runs on a device without cooperative
+     * matrices, its multiplies emulated (shaders/common/tiled_gemm.glsl), so
+     * everything of the path but the matrix instructions runs in CI. */
+    bool emulated_matrix_cores;
+    /* CPU and integrated devices: device-local memory is host-visible, so
+     * buffers are mapped and written in place instead of staged. */
+    bool unified_memory;
+
+    VkCommandPool command_pool;
+    VkCommandBuffer command_buffer; /* for uploads, downloads and host forwards */
+    VkFence fence;
+    bool fence_pending; /* submitted and not yet waited for (a wait failed) */
+
+    /* Layers not yet destroyed; a context destroyed before its layers
+     * lingers (destroy_pending) until the last of them goes. */
+    unsigned live_layers;
+    bool destroy_pending;
+
+    VkDescriptorSetLayout set_layout;
+    VkDescriptorSetLayout gemm_set_layout;
+    VkPipelineLayout pipeline_layout;
+    vkmoe_pipeline_entry *pipelines; /* cache: one entry per (shader, spec) */
+    uint32_t pipeline_count;
+
+    atomic_uint validation_errors;
+    atomic_bool lost;
+};
+
+/* Wait for the context's last submission where a failed wait left it
+ * pending: nothing it uses may be destroyed before. */
+void vkmoe_context_wait_pending(vkmoe_context *ctx);
+/* vkmoe_layer_create and _destroy count the context's live layers. */
+void vkmoe_context_add_layer(vkmoe_context *ctx);
+void vkmoe_context_remove_layer(vkmoe_context *ctx);
+/* Fail with VKMOE_ERROR_DEVICE_LOST when the context has lost its device. */
+vkmoe_status vkmoe_context_check_alive(const vkmoe_context *ctx);
+/* Begin recording the context's own command buffer, once a submission
+ * whose wait failed has completed (vkmoe_context_wait_pending). */
+vkmoe_status vkmoe_context_begin(vkmoe_context *ctx, VkCommandBuffer *cmd);
+/* End, submit and wait for the context's command buffer. */
+vkmoe_status vkmoe_context_submit_wait(vkmoe_context *ctx);
+
+#endif /* VKMOE_CONTEXT_H */

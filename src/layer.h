@@ -1,0 +1,102 @@
+/* The layer: its sizes, scratch layout, buffers and descriptor sets, and
+ * the test hook that reads them back (layer.c). */
+#ifndef VKMOE_LAYER_H
+#define VKMOE_LAYER_H
+
+#include "gemm.h"
+#include "params.h"
+#include "weights.h"
+
+/* Where each piece of a layer's routing scratch lives, as byte offsets into
+ * layer->scratch (all 16-byte aligned):
+ *   ids         u32 [max_slots]        chosen expert of slot s = t·k + j
+ *   topk_weight f32 [max_slots]        its combine weight
+ *   block_counts u32 [E][max_blocks]   per-block histogram, scanned in place
+ *   tile_sums   u32 [max_scan_tiles]   partial sums of the device-wide scan
+ *   expert_count u32 [E]               tokens per expert (statistics)
+ *   expert_base u32 [E]                first row of each expert's padded segment
+ *   tile_expert u32 [max_tiles]        expert of each row tile, or VKMOE_INVALID
+ *   row_slot    u32 [max_rows]         slot held by each row, or VKMOE_INVALID
+ *   slot_row    u32 [max_slots]        row holding each slot, or VKMOE_INVALID if dropped
+ *   dispatch    u32 [2][3]             indirect grids of gemm_up and gemm_down
+ *   shared_scale f32 [max_tokens]      sigmoid(x·ws) per token (shared_gate)
+ *   probs       f32 [max_tokens][E]    router probabilities (statistics, else empty)
+ *   lse         f32 [max_tokens]       logsumexp of the logits (statistics, else empty)
+ *   logits      f32 [token_rows][ld_logits]  x·Wgᵀ (and x·ws), the router GEMM's output
+ * Slots are numbered s = t·k + j (token t, choice j); count and scatter walk
+ * them in priority order q = j·T + t, so an expert's rows, and the slots it
+ * keeps under a capacity, come slot 0 of every token first. */
+typedef struct vkmoe_scratch_layout {
+    VkDeviceSize ids, topk_weight, block_counts, tile_sums, expert_count, expert_base,
+        tile_expert, row_slot, slot_row, dispatch, shared_scale, probs, lse, logits, size;
+} vkmoe_scratch_layout;
+
+
+struct vkmoe_layer {
+    vkmoe_context *ctx;
+    vkmoe_layer_params params;  /* defaults resolved (vkmoe_params_resolve) */
+    uint32_t ld_dim, ld_ffn;    /* padded row lengths, in elements */
+    uint32_t max_slots, max_blocks, max_scan_tiles, max_rows, max_tiles;
+    uint32_t ld_shared;         /* shared expert: padded width */
+    uint32_t token_rows;        /* max_tokens rounded up to the GEMM tile */
+    uint32_t ld_logits;         /* router logits row: E (+1 with a shared gate), padded */
+    vkmoe_gemm_config gemm;
+
+    vkmoe_buffer router;        /* f32 [E (+1: shared gate ws)][ld_dim] */
+    VkBufferView router_view;
+    vkmoe_gemm_source router_source;
+    vkmoe_buffer router_vectors;/* f32 [2][E]: router bias, selection bias */
+    vkmoe_expert_array experts[3];
+    vkmoe_buffer expert_biases; /* f32 gate [E][ffn], up [E][ffn], down [E][dim] */
+    vkmoe_expert_array shared[3];
+    /* Passes with one row per token (router logits, shared expert): u32
+     * tile_expert [token_rows / tile] = 0, then row_slot [token_rows] = r. */
+    vkmoe_buffer token_plan;
+    vkmoe_buffer shared_out;    /* f32 [token_rows][dim] */
+    vkmoe_buffer scratch;       /* see vkmoe_scratch_layout */
+    vkmoe_scratch_layout layout;
+    vkmoe_buffer x_rows;        /* f32 [token_rows][ld_dim]: x padded with zeros (input_rows) */
+    VkBufferView x_rows_view;
+    vkmoe_buffer hidden;        /* f32 [max(max_rows·ld_ffn, token_rows·ld_shared)], gemm_up output */
+    VkBufferView hidden_view;
+    vkmoe_buffer expert_out;    /* f32 [max_rows][dim], gemm_down output */
+    /* expert_out and shared_out as RGBA32F texels for combine, where dim is
+     * a multiple of 4 and the views fit the device (else VK_NULL_HANDLE:
+     * combine loads through addresses); combine_set binds them (or x_rows,
+     * for the formats' sake) as set 1. */
+    VkBufferView expert_out_view, shared_out_view;
+    VkDescriptorSet combine_set;
+    vkmoe_buffer x, y;          /* f32 [max_tokens][dim], for vkmoe_layer_forward */
+
+    VkDescriptorPool descriptor_pool;
+    VkDescriptorSet descriptor_set;
+    VkPipeline pipelines[VKMOE_SHADER_STAGES]; /* GEMM stages: of the layer's path */
+    VkPipeline router_gemm;     /* gemm_up with f32 weights and no activation */
+    VkQueryPool queries; /* 2 timestamps per stage when params.timing */
+
+    uint32_t last_tokens;    /* tokens of the last recorded forward */
+    uint8_t *uploaded;       /* [VKMOE_UPLOAD_EXPERT + 6·E], indexed by vkmoe_upload */
+    uint8_t *upload_needed;  /* the same, for this layer's params */
+};
+
+
+/* Test hook: read back the layer's scratch and intermediate buffers after a
+ * forward, so tests can check every stage against its own CPU reference. */
+typedef enum vkmoe_debug_buffer {
+    VKMOE_DEBUG_IDS,
+    VKMOE_DEBUG_TOPK_WEIGHT,
+    VKMOE_DEBUG_BLOCK_COUNTS,
+    VKMOE_DEBUG_EXPERT_BASE,
+    VKMOE_DEBUG_TILE_EXPERT,
+    VKMOE_DEBUG_ROW_SLOT,
+    VKMOE_DEBUG_SLOT_ROW,
+    VKMOE_DEBUG_DISPATCH,
+    VKMOE_DEBUG_HIDDEN,
+    VKMOE_DEBUG_EXPERT_OUT,
+    VKMOE_DEBUG_SHARED_OUT,
+    VKMOE_DEBUG_SHARED_SCALE,
+} vkmoe_debug_buffer;
+vkmoe_status vkmoe_layer_debug_read(vkmoe_layer *layer, vkmoe_debug_buffer which, void *dst,
+                                    size_t size);
+
+#endif /* VKMOE_LAYER_H */

@@ -1,0 +1,38 @@
+/* Buffers with device addresses, texel views, host<->device copies
+ * (memory.c). */
+#ifndef VKMOE_MEMORY_H
+#define VKMOE_MEMORY_H
+
+#include "context.h"
+
+typedef enum vkmoe_memory_use {
+    VKMOE_MEMORY_DEVICE,   /* device-local; mapped only on unified-memory devices */
+    VKMOE_MEMORY_HOST,     /* host-visible and coherent, for staging */
+} vkmoe_memory_use;
+
+typedef struct vkmoe_buffer {
+    VkBuffer buffer;
+    VkDeviceMemory memory;
+    VkDeviceSize size;
+    VkDeviceAddress address;
+    void *mapped; /* NULL unless host-visible */
+} vkmoe_buffer;
+
+vkmoe_status vkmoe_buffer_create(vkmoe_context *ctx, VkDeviceSize size, vkmoe_memory_use use,
+                                 vkmoe_buffer *out);
+void vkmoe_buffer_destroy(vkmoe_context *ctx, vkmoe_buffer *buffer);
+/* A texel view of the first `range` bytes of buf; UNSUPPORTED when they
+ * hold more texels than the device's maxTexelBufferElements. */
+vkmoe_status vkmoe_buffer_view_create(vkmoe_context *ctx, const vkmoe_buffer *buf,
+                                      VkFormat format, VkDeviceSize range, VkBufferView *out);
+/* Copy `rows` rows of row_bytes each from host memory into buf at offset,
+ * with consecutive destination rows dst_stride bytes apart and the gap
+ * zero-filled. Waits for completion. */
+vkmoe_status vkmoe_buffer_write_rows(vkmoe_context *ctx, const vkmoe_buffer *buf,
+                                     VkDeviceSize offset, const void *src, uint64_t rows,
+                                     uint64_t row_bytes, uint64_t dst_stride);
+/* Copy size bytes at offset of buf to host memory; waits for completion. */
+vkmoe_status vkmoe_buffer_read(vkmoe_context *ctx, const vkmoe_buffer *buf, VkDeviceSize offset,
+                               void *dst, VkDeviceSize size);
+
+#endif /* VKMOE_MEMORY_H */

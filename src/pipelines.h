@@ -1,0 +1,62 @@
+/* The embedded shaders, the one pipeline layout and the context's pipeline
+ * cache; recording a dispatch (pipelines.c). */
+#ifndef VKMOE_PIPELINES_H
+#define VKMOE_PIPELINES_H
+
+#include "context.h"
+
+typedef enum vkmoe_shader {
+    VKMOE_SHADER_INPUT_ROWS,
+    VKMOE_SHADER_ROUTER,
+    VKMOE_SHADER_COUNT,
+    VKMOE_SHADER_SCAN,
+    VKMOE_SHADER_SCATTER,
+    VKMOE_SHADER_GEMM_UP,
+    VKMOE_SHADER_GEMM_DOWN,
+    VKMOE_SHADER_COMBINE,
+    VKMOE_SHADER_STAGES, /* the shaders above: one per stage, in a layer's pipelines */
+    /* The GEMM stages' other paths (vkmoe_gemm_shader). */
+    VKMOE_SHADER_GEMM_UP_TILED = VKMOE_SHADER_STAGES,
+    VKMOE_SHADER_GEMM_DOWN_TILED,
+    VKMOE_SHADER_GEMM_UP_COOPMAT,
+    VKMOE_SHADER_GEMM_DOWN_COOPMAT,
+    VKMOE_SHADER_GEMM_UP_COOPMAT_EMULATED, /* tests: emulated_matrix_cores */
+    VKMOE_SHADER_GEMM_DOWN_COOPMAT_EMULATED,
+    VKMOE_SHADER_MAX,
+} vkmoe_shader;
+
+/* Specialization constants are all uint32 and numbered from 0 in order. */
+#define VKMOE_MAX_SPEC 8u
+typedef struct vkmoe_spec {
+    uint32_t count;
+    uint32_t values[VKMOE_MAX_SPEC];
+} vkmoe_spec;
+
+typedef struct vkmoe_pipeline_entry {
+    vkmoe_shader shader;
+    vkmoe_spec spec;
+    VkPipeline pipeline;
+} vkmoe_pipeline_entry;
+
+/* Every shader uses one layout: set 0 = {0: x (read), 1: y (write)}, set 1 =
+ * the GEMMs' texel buffers (vkmoe_gemm_source), and a 128-byte push block
+ * carrying sizes and buffer device addresses. */
+#define VKMOE_PUSH_SIZE 128u
+
+
+
+vkmoe_status vkmoe_pipelines_init(vkmoe_context *ctx);
+void vkmoe_pipelines_destroy(vkmoe_context *ctx);
+/* The pipeline for shader with these specialization constants, created on
+ * first use and owned by the context. */
+vkmoe_status vkmoe_pipeline_get(vkmoe_context *ctx, vkmoe_shader shader, const vkmoe_spec *spec,
+                                VkPipeline *out);
+/* Bind, push and dispatch `groups` workgroups along one logical axis; the
+ * grid folds into x and y so counts beyond 65535 work (shaders call
+ * flat_group_id() from shaders/common/dispatch.glsl). */
+void vkmoe_dispatch_1d(vkmoe_context *ctx, VkCommandBuffer cmd, VkPipeline pipeline,
+                       const void *push, uint32_t push_size, uint64_t groups);
+/* A compute-to-compute (and indirect) memory barrier between two stages. */
+void vkmoe_barrier_compute(vkmoe_context *ctx, VkCommandBuffer cmd);
+
+#endif /* VKMOE_PIPELINES_H */

@@ -1,0 +1,23 @@
+/* The stages of a forward, each recording its dispatch into a command
+ * buffer in order; the caller puts barriers between them. */
+#ifndef VKMOE_STAGES_H
+#define VKMOE_STAGES_H
+
+#include "layer.h"
+
+/* Before the router: copy the tokens' rows of x into x_rows (input_rows.c). */
+void vkmoe_input_rows_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
+/* Each stage records its dispatch; the caller puts barriers between them. */
+void vkmoe_router_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
+void vkmoe_count_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
+void vkmoe_scan_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
+void vkmoe_scatter_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
+void vkmoe_gemm_up_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
+void vkmoe_gemm_down_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
+void vkmoe_shared_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
+void vkmoe_combine_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
+
+/* The specialization constants of each stage's pipeline for this layer. */
+vkmoe_spec vkmoe_router_spec(const vkmoe_layer *layer);
+
+#endif /* VKMOE_STAGES_H */

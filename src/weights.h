@@ -1,0 +1,52 @@
+/* The layer's weights on the device: expert arrays in chunks, router,
+ * biases, and which uploads a forward still lacks (weights.c). */
+#ifndef VKMOE_WEIGHTS_H
+#define VKMOE_WEIGHTS_H
+
+#include "gemm.h"
+#include "memory.h"
+
+/* E matrices of one kind (gate, up or down) for all experts, packed into as
+ * few allocations as the device's allocation and texel-buffer limits
+ * allow, each seen through one texel view. The up and down arrays also
+ * hold their GEMM pass's sources, one per chunk (the gate array shares the
+ * up array's chunking: same shapes). */
+typedef struct vkmoe_expert_array {
+    vkmoe_buffer *chunks;
+    VkBufferView *views;
+    vkmoe_gemm_source *sources;
+    uint32_t chunk_count;
+    uint32_t per_chunk;           /* experts per chunk */
+    VkDeviceSize matrix_bytes;    /* one expert, rows padded to `ld` elements */
+    uint32_t rows, cols, ld;
+    vkmoe_weight_type type;       /* how the matrices are stored */
+} vkmoe_expert_array;
+
+/* Which uploads a forward waits for. Per expert: three matrices, then
+ * three biases (gate, up, down); the rest once per layer. */
+typedef enum vkmoe_upload {
+    VKMOE_UPLOAD_ROUTER,
+    VKMOE_UPLOAD_ROUTER_BIAS,
+    VKMOE_UPLOAD_SELECTION_BIAS,
+    VKMOE_UPLOAD_SHARED_GATE,
+    VKMOE_UPLOAD_SHARED_MATRIX,     /* + vkmoe_expert_matrix */
+    VKMOE_UPLOAD_EXPERT = VKMOE_UPLOAD_SHARED_MATRIX + 3, /* + 6·expert + item */
+} vkmoe_upload;
+
+
+
+/* Allocate the layer's weight memory and mark which uploads it needs. */
+vkmoe_status vkmoe_weights_create(vkmoe_layer *layer);
+void vkmoe_weights_destroy(vkmoe_layer *layer);
+/* VKMOE_ERROR_STATE naming the first upload a forward still lacks. */
+vkmoe_status vkmoe_weights_check_complete(const vkmoe_layer *layer, const char *fn);
+
+/* The weights' texel format and its size in bytes: four 32-bit words for
+ * f32, f16 and bf16 rows, one for GGUF blocks (2-byte aligned). */
+VkFormat vkmoe_weight_texel_format(vkmoe_weight_type type);
+
+/* Byte offsets of the three bias vectors of expert e in layer->expert_biases. */
+VkDeviceSize vkmoe_expert_bias_offset(const vkmoe_layer *layer, vkmoe_expert_matrix matrix,
+                                      uint32_t expert);
+
+#endif /* VKMOE_WEIGHTS_H */
