@@ -5,76 +5,19 @@
 #include "alloc.h"
 #include "pipelines.h"
 
-/* glslc -mfmt=c writes each module as a braced initializer list. */
-static const uint32_t input_rows_spv[] =
-#include "input_rows.spv.h"
-    ;
-static const uint32_t router_spv[] =
-#include "router.spv.h"
-    ;
-static const uint32_t count_spv[] =
-#include "count.spv.h"
-    ;
-static const uint32_t scan_spv[] =
-#include "scan.spv.h"
-    ;
-static const uint32_t scatter_spv[] =
-#include "scatter.spv.h"
-    ;
-static const uint32_t gemm_up_spv[] =
-#include "gemm_up.spv.h"
-    ;
-static const uint32_t gemm_down_spv[] =
-#include "gemm_down.spv.h"
-    ;
-static const uint32_t combine_spv[] =
-#include "combine.spv.h"
-    ;
-static const uint32_t gemm_up_tiled_spv[] =
-#include "gemm_up_tiled.spv.h"
-    ;
-static const uint32_t gemm_down_tiled_spv[] =
-#include "gemm_down_tiled.spv.h"
-    ;
-static const uint32_t gemm_up_coopmat_spv[] =
-#include "gemm_up_coopmat.spv.h"
-    ;
-static const uint32_t gemm_down_coopmat_spv[] =
-#include "gemm_down_coopmat.spv.h"
-    ;
-static const uint32_t gemm_up_coopmat_emulated_spv[] =
-#include "gemm_up_coopmat_emulated.spv.h"
-    ;
-static const uint32_t gemm_down_coopmat_emulated_spv[] =
-#include "gemm_down_coopmat_emulated.spv.h"
-    ;
+/* glslc -mfmt=c writes each module as a braced initializer list; the
+ * generated table includes them all. */
+#define VKMOE_SHADER_CODE
+#include "shader_table.h"
 
 static const struct {
     const uint32_t *code;
     size_t size;
     const char *name;
 } shaders[VKMOE_SHADER_MAX] = {
-    [VKMOE_SHADER_INPUT_ROWS] = {input_rows_spv, sizeof(input_rows_spv), "input_rows"},
-    [VKMOE_SHADER_ROUTER] = {router_spv, sizeof(router_spv), "router"},
-    [VKMOE_SHADER_COUNT] = {count_spv, sizeof(count_spv), "count"},
-    [VKMOE_SHADER_SCAN] = {scan_spv, sizeof(scan_spv), "scan"},
-    [VKMOE_SHADER_SCATTER] = {scatter_spv, sizeof(scatter_spv), "scatter"},
-    [VKMOE_SHADER_GEMM_UP] = {gemm_up_spv, sizeof(gemm_up_spv), "gemm_up"},
-    [VKMOE_SHADER_GEMM_DOWN] = {gemm_down_spv, sizeof(gemm_down_spv), "gemm_down"},
-    [VKMOE_SHADER_COMBINE] = {combine_spv, sizeof(combine_spv), "combine"},
-    [VKMOE_SHADER_GEMM_UP_TILED] = {gemm_up_tiled_spv, sizeof(gemm_up_tiled_spv), "gemm_up_tiled"},
-    [VKMOE_SHADER_GEMM_DOWN_TILED] = {gemm_down_tiled_spv, sizeof(gemm_down_tiled_spv),
-                                      "gemm_down_tiled"},
-    [VKMOE_SHADER_GEMM_UP_COOPMAT] = {gemm_up_coopmat_spv, sizeof(gemm_up_coopmat_spv),
-                                      "gemm_up_coopmat"},
-    [VKMOE_SHADER_GEMM_DOWN_COOPMAT] = {gemm_down_coopmat_spv, sizeof(gemm_down_coopmat_spv),
-                                        "gemm_down_coopmat"},
-    [VKMOE_SHADER_GEMM_UP_COOPMAT_EMULATED] = {gemm_up_coopmat_emulated_spv,
-                                               sizeof(gemm_up_coopmat_emulated_spv),
-                                               "gemm_up_coopmat_emulated"},
-    [VKMOE_SHADER_GEMM_DOWN_COOPMAT_EMULATED] = {gemm_down_coopmat_emulated_spv,
-                                                 sizeof(gemm_down_coopmat_emulated_spv),
-                                                 "gemm_down_coopmat_emulated"},
+#define ENTRY(id, name) [VKMOE_SHADER_##id] = {name##_spv, sizeof(name##_spv), #name},
+    VKMOE_STAGE_SHADERS(ENTRY) VKMOE_VARIANT_SHADERS(ENTRY)
+#undef ENTRY
 };
 
 static vkmoe_status create_set_layout(vkmoe_context *ctx, VkDescriptorType type, uint32_t count,

@@ -4,24 +4,15 @@
 #define VKMOE_PIPELINES_H
 
 #include "context.h"
+#include "shader_table.h"
 
 typedef enum vkmoe_shader {
-    VKMOE_SHADER_INPUT_ROWS,
-    VKMOE_SHADER_ROUTER,
-    VKMOE_SHADER_COUNT,
-    VKMOE_SHADER_SCAN,
-    VKMOE_SHADER_SCATTER,
-    VKMOE_SHADER_GEMM_UP,
-    VKMOE_SHADER_GEMM_DOWN,
-    VKMOE_SHADER_COMBINE,
+#define VKMOE_SHADER_ID(id, name) VKMOE_SHADER_##id,
+    VKMOE_STAGE_SHADERS(VKMOE_SHADER_ID)
     VKMOE_SHADER_STAGES, /* the shaders above: one per stage, in a layer's pipelines */
-    /* The GEMM stages' other paths (vkmoe_gemm_shader). */
-    VKMOE_SHADER_GEMM_UP_TILED = VKMOE_SHADER_STAGES,
-    VKMOE_SHADER_GEMM_DOWN_TILED,
-    VKMOE_SHADER_GEMM_UP_COOPMAT,
-    VKMOE_SHADER_GEMM_DOWN_COOPMAT,
-    VKMOE_SHADER_GEMM_UP_COOPMAT_EMULATED, /* tests: emulated_matrix_cores */
-    VKMOE_SHADER_GEMM_DOWN_COOPMAT_EMULATED,
+    VKMOE_SHADER_LAST_STAGE_ = VKMOE_SHADER_STAGES - 1, /* variants number on from STAGES */
+    VKMOE_VARIANT_SHADERS(VKMOE_SHADER_ID)
+#undef VKMOE_SHADER_ID
     VKMOE_SHADER_MAX,
 } vkmoe_shader;
 
