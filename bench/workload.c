@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "constants.h"
 #include "workload.h"
 
 #define MAX_SAMPLES 16u
@@ -342,7 +343,7 @@ static void count_work(const workload *w, uint32_t tokens, uint32_t active, run_
     st[VKMOE_STAGE_ROUTER].flops = 2 * t * d * e;
     st[VKMOE_STAGE_ROUTER].bytes = e * d * 4 + t * d * 4 + slots * 8;
     st[VKMOE_STAGE_HISTOGRAM].bytes = slots * 4;
-    st[VKMOE_STAGE_SCAN].bytes = 2 * e * ceil(slots / 256) * 4;
+    st[VKMOE_STAGE_SCAN].bytes = 2 * e * ceil(slots / VKMOE_BLOCK_SLOTS) * 4;
     st[VKMOE_STAGE_SCATTER].bytes = slots * 4 * 3;
     st[VKMOE_STAGE_GEMM_UP].flops = 2 * slots * inputs * d * f;
     st[VKMOE_STAGE_GEMM_UP].bytes = active * inputs * d * f * wbytes + slots * (d + f) * 4;
@@ -422,9 +423,9 @@ vkmoe_status workload_run(workload *w, uint32_t tokens, uint32_t warmup, uint32_
         for (uint32_t s = 0; s < VKMOE_STAGE_MAX; s++)
             samples[(s + 1) * (size_t)iters + it] = t.stage_ms[s];
     }
-    uint32_t counts[512];
+    uint32_t counts[VKMOE_MAX_EXPERTS];
     if (status == VKMOE_OK)
-        status = vkmoe_layer_expert_counts(w->layer, counts, 512);
+        status = vkmoe_layer_expert_counts(w->layer, counts, VKMOE_MAX_EXPERTS);
     if (status == VKMOE_OK) {
         r->layer.ms = median(samples, iters);
         for (uint32_t s = 0; s < VKMOE_STAGE_MAX; s++)

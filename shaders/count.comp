@@ -7,16 +7,17 @@
 //         tokens, top_k
 #extension GL_GOOGLE_include_directive : require
 #include "common/buffers.glsl"
+#include "constants.h"
 #include "common/dispatch.glsl"
 #include "common/priority.glsl"
 
-layout(local_size_x = 256) in;
+layout(local_size_x = VKMOE_BLOCK_SLOTS) in;
 layout(push_constant) uniform Push {
     uvec2 ids, block_counts;
     uint slots, blocks, experts, tokens, top_k;
 } pc;
 
-shared uint histogram[512];
+shared uint histogram[VKMOE_MAX_EXPERTS];
 
 void main()
 {
@@ -24,14 +25,14 @@ void main()
     if (block >= pc.blocks)
         return;
     uint lane = gl_LocalInvocationID.x;
-    for (uint e = lane; e < pc.experts; e += 256)
+    for (uint e = lane; e < pc.experts; e += VKMOE_BLOCK_SLOTS)
         histogram[e] = 0;
     barrier();
-    uint q = block * 256 + lane;
+    uint q = block * VKMOE_BLOCK_SLOTS + lane;
     if (q < pc.slots)
         atomicAdd(histogram[UintArray(pc.ids).v[priority_slot(q, pc.tokens, pc.top_k)]], 1);
     barrier();
     UintArray counts = UintArray(pc.block_counts);
-    for (uint e = lane; e < pc.experts; e += 256)
+    for (uint e = lane; e < pc.experts; e += VKMOE_BLOCK_SLOTS)
         counts.v[e * pc.blocks + block] = histogram[e];
 }

@@ -24,6 +24,7 @@
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #extension GL_KHR_shader_subgroup_ballot : require
 #include "common/buffers.glsl"
+#include "constants.h"
 #include "common/dispatch.glsl"
 
 layout(constant_id = 0) const uint LANES = 8;
@@ -38,8 +39,8 @@ layout(push_constant) uniform Push {
 const uint KIND_SOFTMAX = 0;
 const uint KIND_SIGMOID = 1;
 const uint KIND_TOPK_SOFTMAX = 2;
-const uint MAX_EXPERTS = 512;
-const uint MAX_GROUPS = 16;
+const uint MAX_EXPERTS = VKMOE_MAX_EXPERTS;
+const uint MAX_GROUPS = VKMOE_MAX_GROUPS;
 // Each lane writes only its own experts' entries; others read them after
 // a subgroup barrier.
 shared float logits[MAX_EXPERTS + 1];
@@ -188,9 +189,9 @@ uint select_best()
 }
 
 // The weights of the chosen experts, in selection order (lane 0).
-void write_weights(uint token, uint chosen[16], float max_logit, float denominator)
+void write_weights(uint token, uint chosen[VKMOE_MAX_TOP_K], float max_logit, float denominator)
 {
-    float weight[16];
+    float weight[VKMOE_MAX_TOP_K];
     float sum = 0.0;
     for (uint j = 0; j < pc.top_k; j++) {
         float l = logits[chosen[j]];
@@ -245,7 +246,7 @@ void main()
     if (is_set(pc.probs))
         write_statistics(token, max_logit, denominator);
     limit_groups();
-    uint chosen[16];
+    uint chosen[VKMOE_MAX_TOP_K];
     for (uint j = 0; j < pc.top_k; j++)
         chosen[j] = select_best();
     if (!subgroupElect())

@@ -19,25 +19,26 @@
 //         down_groups_x, capacity
 #extension GL_GOOGLE_include_directive : require
 #include "common/buffers.glsl"
+#include "constants.h"
 #include "common/dispatch.glsl"
 
-layout(local_size_x = 256) in;
+layout(local_size_x = VKMOE_SCAN_WORKGROUP) in;
 layout(push_constant) uniform Push {
     uvec2 values, tile_sums, expert_count, expert_base, tile_expert, row_slot, dispatch;
     uint n, phase, blocks, experts, slots, tile_rows, max_tiles, up_groups_x, down_groups_x,
         capacity;
 } pc;
 
-const uint TILE = 1024;
-const uint PER_LANE = 4;
+const uint TILE = VKMOE_SCAN_TILE;
+const uint PER_LANE = VKMOE_SCAN_TILE / VKMOE_SCAN_WORKGROUP;
 // The GEMM grids fold row tiles into y and z, at most this many along y.
 const uint GRID_Y = 32768;
 
-shared uint partial[256];
+shared uint partial[VKMOE_SCAN_WORKGROUP];
 shared uint wg_total;
-shared uint segment_count[512];
-shared uint segment_base[512];
-shared uint expert_start[512]; // phase 4: the scanned offset of each expert's first block
+shared uint segment_count[VKMOE_MAX_EXPERTS];
+shared uint segment_base[VKMOE_MAX_EXPERTS];
+shared uint expert_start[VKMOE_MAX_EXPERTS]; // phase 4: the scanned offset of each expert's first block
 
 // Exclusive prefix of v over the workgroup's invocations; the workgroup's
 // total lands in wg_total. Fixed order: integers, but deterministic anyway.
@@ -46,14 +47,14 @@ uint workgroup_scan(uint v)
     uint lane = gl_LocalInvocationID.x;
     partial[lane] = v;
     barrier();
-    for (uint offset = 1; offset < 256; offset <<= 1) {
+    for (uint offset = 1; offset < VKMOE_SCAN_WORKGROUP; offset <<= 1) {
         uint add = lane >= offset ? partial[lane - offset] : 0;
         barrier();
         partial[lane] += add;
         barrier();
     }
     uint inclusive = partial[lane];
-    if (lane == 255)
+    if (lane == VKMOE_SCAN_WORKGROUP - 1)
         wg_total = inclusive;
     barrier();
     return inclusive - v;
@@ -152,7 +153,7 @@ void plan_experts()
         base += padded[i];
     }
     barrier();
-    for (uint t = lane; t < pc.max_tiles; t += 256) {
+    for (uint t = lane; t < pc.max_tiles; t += VKMOE_SCAN_WORKGROUP) {
         uint owner = t < used_tiles ? tile_owner(t * pc.tile_rows) : INVALID;
         UintArray(pc.tile_expert).v[t] = owner;
         if (owner == INVALID)

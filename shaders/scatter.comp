@@ -8,16 +8,17 @@
 //         slots, blocks, tokens, top_k, capacity
 #extension GL_GOOGLE_include_directive : require
 #include "common/buffers.glsl"
+#include "constants.h"
 #include "common/dispatch.glsl"
 #include "common/priority.glsl"
 
-layout(local_size_x = 256) in;
+layout(local_size_x = VKMOE_BLOCK_SLOTS) in;
 layout(push_constant) uniform Push {
     uvec2 ids, offsets, expert_base, row_slot, slot_row;
     uint slots, blocks, tokens, top_k, capacity;
 } pc;
 
-shared uint block_ids[256];
+shared uint block_ids[VKMOE_BLOCK_SLOTS];
 
 void main()
 {
@@ -25,7 +26,7 @@ void main()
     if (block >= pc.blocks)
         return;
     uint lane = gl_LocalInvocationID.x;
-    uint q = block * 256 + lane;
+    uint q = block * VKMOE_BLOCK_SLOTS + lane;
     uint slot = priority_slot(q, pc.tokens, pc.top_k);
     uint expert = q < pc.slots ? UintArray(pc.ids).v[slot] : INVALID;
     block_ids[lane] = expert;

@@ -1,19 +1,36 @@
-/* Limits and layout numbers of the library's stages. */
+/* Limits and layout numbers that the C side and the shaders share: C
+ * includes this file, and so does every shader that needs one of them
+ * (glslc gets -I src), so each number is written once. Only #defines and
+ * comments: the file must be valid C and GLSL. */
 #ifndef VKMOE_CONSTANTS_H
 #define VKMOE_CONSTANTS_H
 
-
-
+/* Routed experts a layer may have; the router, count and scan keep one
+ * shared-memory entry per expert. */
 #define VKMOE_MAX_EXPERTS 512u
+/* Experts per token; the router keeps its choices in registers. */
 #define VKMOE_MAX_TOP_K 16u
+/* Expert groups of group-limited routing. */
 #define VKMOE_MAX_GROUPS 16u
+/* Slots (tokens · top_k) of one forward. */
 #define VKMOE_MAX_SLOTS (1u << 22)
 /* Marks a padding row in row_slot and an unused tile in tile_expert. */
 #define VKMOE_INVALID 0xffffffffu
-/* Slots per workgroup in count and scatter; elements per workgroup in scan. */
+/* Slots per workgroup (and invocations) of count and scatter. */
 #define VKMOE_BLOCK_SLOTS 256u
+/* Values one workgroup of the scan covers, and its invocations (each lane
+ * scans TILE / WORKGROUP values). */
 #define VKMOE_SCAN_TILE 1024u
-/* Weight rows are padded to this many elements so shaders load 16 bytes at a time. */
+#define VKMOE_SCAN_WORKGROUP 256u
+/* Weight rows are padded to this many elements so shaders load 16 bytes at
+ * a time. */
 #define VKMOE_ROW_ALIGN 8u
+
+#ifdef __STDC_VERSION__ /* C only (GLSL has no static assertions) */
+_Static_assert(VKMOE_SCAN_TILE % VKMOE_SCAN_WORKGROUP == 0,
+               "a scan lane covers whole values");
+_Static_assert(VKMOE_MAX_SLOTS / VKMOE_BLOCK_SLOTS <= 65535u * 65535u,
+               "count and scatter grids fold into x and y");
+#endif
 
 #endif /* VKMOE_CONSTANTS_H */

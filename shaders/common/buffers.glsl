@@ -4,7 +4,9 @@
 #extension GL_EXT_buffer_reference : require
 #extension GL_EXT_buffer_reference_uvec2 : require
 
-const uint INVALID = 0xffffffffu;
+#include "constants.h"
+
+const uint INVALID = VKMOE_INVALID;
 
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer UintArray { uint v[]; };
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer FloatArray { float v[]; };
