@@ -8,6 +8,7 @@
 /* volk.h first: it must define VK_NO_PROTOTYPES before vulkan.h (tests use
  * its loader as a host application would). */
 #include "volk.h"
+
 #include "vkmoe.h"
 #include "constants.h"
 #include "error.h"
