@@ -433,7 +433,11 @@ static void fill_device_info(vkmoe_context *ctx)
     info->shader_float16 = v12.shaderFloat16;
     info->weight_types = readable_weight_types(ctx, ctx->physical_device);
     info->cooperative_matrix = ctx->cooperative_matrix;
-    ctx->gemm_lanes = info->subgroup_size;
+    ctx->gemm_lanes = ctx->options.gemm_lanes ? ctx->options.gemm_lanes : info->subgroup_size;
+    if (ctx->options.max_allocation_size &&
+        ctx->options.max_allocation_size < info->max_allocation_size)
+        info->max_allocation_size = ctx->options.max_allocation_size;
+    info->weight_types &= ~ctx->options.hidden_weight_types;
     info->timestamps = ctx->queue_family < family_count &&
                        families[ctx->queue_family].timestampValidBits > 0 &&
                        limits->timestampPeriod > 0;
@@ -497,6 +501,12 @@ static vkmoe_status context_init(vkmoe_context *ctx, const vkmoe_context_params 
 
 vkmoe_status vkmoe_context_create(const vkmoe_context_params *params, vkmoe_context **out)
 {
+    return vkmoe_context_create_with(params, NULL, out);
+}
+
+vkmoe_status vkmoe_context_create_with(const vkmoe_context_params *params,
+                                       const vkmoe_context_options *options, vkmoe_context **out)
+{
     VKMOE_REQUIRE(NULL, out, "vkmoe_context_create: out is NULL");
     *out = NULL;
     vkmoe_context_params defaults = {0};
@@ -510,6 +520,8 @@ vkmoe_status vkmoe_context_create(const vkmoe_context_params *params, vkmoe_cont
     ctx->log = params->log;
     ctx->log_user = params->log_user;
     ctx->log_level = params->log_level;
+    if (options)
+        ctx->options = *options;
     vkmoe_status status = context_init(ctx, params);
     if (status != VKMOE_OK) {
         vkmoe_context_destroy(&ctx);

@@ -17,6 +17,30 @@
 
 typedef struct vkmoe_pipeline_entry vkmoe_pipeline_entry;
 
+/* What tests change of a context: given at creation
+ * (vkmoe_context_create_with), never written into a live one, where cached
+ * pipelines and chunked arrays would keep the old values. A zero field
+ * changes nothing. */
+typedef struct vkmoe_context_options {
+    /* Expert-GEMM lanes other than the subgroup size: other GPUs' column
+     * layouts (32 NVIDIA and Intel, 64 AMD) run here as several of the
+     * device's subgroups. */
+    uint32_t gemm_lanes;
+    /* New host-visible buffers are filled with 0xff bytes (NaN as f32), so
+     * a shader that reads memory nobody wrote shows it in every run instead
+     * of when the allocator hands back dirty pages. */
+    bool poison_buffers;
+    /* VKMOE_GEMM_COOPMAT runs on a device without cooperative matrices, its
+     * multiplies emulated (shaders/common/tiled_gemm.glsl), so everything
+     * of the path but the matrix instructions runs in CI. */
+    bool emulated_matrix_cores;
+    /* Lower the device's maxMemoryAllocationSize to this many bytes. */
+    uint64_t max_allocation_size;
+    /* Bits of vkmoe_device_info.weight_types to clear, as a driver without
+     * those texel formats would. */
+    uint32_t hidden_weight_types;
+} vkmoe_context_options;
+
 struct vkmoe_context {
     vkmoe_vulkan_functions vk; /* this context's own: see vulkan_functions.h */
     VkInstance instance;
@@ -38,20 +62,13 @@ struct vkmoe_context {
     vkmoe_device_info info;
     float timestamp_period_ns;
     /* Invocations per expert-GEMM workgroup, each owning 8 output columns:
-     * the subgroup size, so a workgroup is one subgroup (tests vary it to
-     * run other GPUs' column layouts here). */
+     * the subgroup size, so a workgroup is one subgroup, unless
+     * options.gemm_lanes says otherwise. */
     uint32_t gemm_lanes;
-    /* Tests: new host-visible buffers are filled with 0xff bytes (NaN as
-     * f32), so a shader that reads memory nobody wrote shows it in every
-     * run instead of when the allocator hands back dirty pages. */
-    bool poison_buffers;
+    vkmoe_context_options options; /* as given at creation */
     /* VK_NV_cooperative_matrix's feature is enabled and offers the
      * 16x16x16 f16 · f16 + f32 shape at subgroup scope. */
     bool cooperative_matrix;
-    /* Tests: VKMOE_GEMM_COOPMAT runs on a device without cooperative
-     * matrices, its multiplies emulated (shaders/common/tiled_gemm.glsl), so
-     * everything of the path but the matrix instructions runs in CI. */
-    bool emulated_matrix_cores;
     /* CPU and integrated devices: device-local memory is host-visible, so
      * buffers are mapped and written in place instead of staged. */
     bool unified_memory;
@@ -76,6 +93,9 @@ struct vkmoe_context {
     atomic_bool lost;
 };
 
+/* vkmoe_context_create with test options (NULL: none). */
+vkmoe_status vkmoe_context_create_with(const vkmoe_context_params *params,
+                                       const vkmoe_context_options *options, vkmoe_context **out);
 /* Wait for the context's last submission where a failed wait left it
  * pending: nothing it uses may be destroyed before. */
 void vkmoe_context_wait_pending(vkmoe_context *ctx);

@@ -40,7 +40,7 @@ vkmoe_shader vkmoe_gemm_shader(const vkmoe_layer *layer, vkmoe_shader stage)
     case VKMOE_GEMM_TILED:
         return up ? VKMOE_SHADER_GEMM_UP_TILED : VKMOE_SHADER_GEMM_DOWN_TILED;
     case VKMOE_GEMM_COOPMAT:
-        if (layer->ctx->emulated_matrix_cores)
+        if (layer->ctx->options.emulated_matrix_cores)
             return up ? VKMOE_SHADER_GEMM_UP_COOPMAT_EMULATED
                       : VKMOE_SHADER_GEMM_DOWN_COOPMAT_EMULATED;
         return up ? VKMOE_SHADER_GEMM_UP_COOPMAT : VKMOE_SHADER_GEMM_DOWN_COOPMAT;

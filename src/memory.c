@@ -91,7 +91,7 @@ vkmoe_status vkmoe_buffer_create(vkmoe_context *ctx, VkDeviceSize size, vkmoe_me
         .buffer = out->buffer,
     };
     out->address = ctx->vk.vkGetBufferDeviceAddress(ctx->device, &address);
-    if (ctx->poison_buffers && out->mapped)
+    if (ctx->options.poison_buffers && out->mapped)
         memset(out->mapped, 0xff, size);
     return VKMOE_OK;
 }

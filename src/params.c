@@ -151,7 +151,7 @@ static vkmoe_status check_device(const vkmoe_context *ctx, const vkmoe_layer_par
                              "invocations), over the device's limit",
                           tiled_workgroup);
     if (p->gemm_path == VKMOE_GEMM_COOPMAT && !ctx->info.cooperative_matrix &&
-        !ctx->emulated_matrix_cores)
+        !ctx->options.emulated_matrix_cores)
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
                           FN ": VKMOE_GEMM_COOPMAT needs VK_NV_cooperative_matrix with 16x16x16 "
                              "f16 multiplies, fp16 arithmetic and the Vulkan memory model, "

@@ -32,7 +32,9 @@ static void print_errors(void *user, vkmoe_log_level level, const char *message)
         fprintf(stderr, "vkmoe: %s\n", message);
 }
 
-vkmoe_context *test_context(void)
+vkmoe_context *test_context(void) { return test_context_with((vkmoe_context_options){0}); }
+
+vkmoe_context *test_context_with(vkmoe_context_options options)
 {
     vkmoe_context_params params = {
         .validation = true,
@@ -40,11 +42,10 @@ vkmoe_context *test_context(void)
         .log_level = VKMOE_LOG_WARNING,
     };
     vkmoe_context *ctx = NULL;
-    vkmoe_status status = vkmoe_context_create(&params, &ctx);
+    options.poison_buffers = true;
+    vkmoe_status status = vkmoe_context_create_with(&params, &options, &ctx);
     if (status != VKMOE_OK)
         fprintf(stderr, "no context: %s (%s)\n", vkmoe_status_string(status), vkmoe_last_error());
-    else
-        ctx->poison_buffers = true;
     return ctx;
 }
 

@@ -23,9 +23,11 @@
  * real device and a skip there would hide a broken setup. */
 int test_device_gate(void);
 /* A context on the default device with the validation layer on and new
- * buffers poisoned (vkmoe_context.poison_buffers); NULL and a message on
- * stderr on failure. */
+ * buffers poisoned (vkmoe_context_options.poison_buffers); NULL and a
+ * message on stderr on failure. */
 vkmoe_context *test_context(void);
+/* The same with other test options (poison_buffers is set regardless). */
+vkmoe_context *test_context_with(vkmoe_context_options options);
 /* Asserts the context saw no validation error, then destroys it. */
 void test_context_destroy(vkmoe_context **ctx);
 /* cmocka group setup/teardown that keep one context in *state. */

@@ -117,21 +117,29 @@ static void test_pass_boundaries(void **state)
 /* Other GPUs' column layouts run here: workgroups of 32 lanes (NVIDIA,
  * Intel) and 64 (AMD), 256 or 512 columns each, as several of lavapipe's
  * 8-lane subgroups; the whole layer too (router, shared expert, combine). */
+/* A context whose expert GEMMs have `lanes` invocations (test options). */
+static vkmoe_context *with_lanes(uint32_t lanes)
+{
+    vkmoe_context *ctx = test_context_with((vkmoe_context_options){.gemm_lanes = lanes});
+    assert_non_null(ctx);
+    return ctx;
+}
+
 static void test_wide_workgroups(void **state)
 {
-    vkmoe_context *ctx = *state;
-    uint32_t saved = ctx->gemm_lanes;
+    (void)state;
     test_seed(65);
     /* each width once per path (every new width compiles its pipelines) */
-    ctx->gemm_lanes = 32;
-    check_gemms(state, shape(131, 77, 5, 2, 41, VKMOE_WEIGHT_F32), 41);
+    void *wide = with_lanes(32);
+    check_gemms(&wide, shape(131, 77, 5, 2, 41, VKMOE_WEIGHT_F32), 41);
     vkmoe_layer_params p = shape(200, 300, 6, 2, 33, VKMOE_WEIGHT_F16);
     p.shared_ffn_dim = 72;
     p.activation = VKMOE_ACTIVATION_RELU;
-    test_check_layer(ctx, p, 33);
-    ctx->gemm_lanes = 64;
-    check_gemms(state, shape(256, 768, 3, 2, 20, VKMOE_WEIGHT_Q6_K), 20);
-    ctx->gemm_lanes = saved;
+    test_check_layer(wide, p, 33);
+    test_context_destroy((vkmoe_context **)&wide);
+    void *amd = with_lanes(64);
+    check_gemms(&amd, shape(256, 768, 3, 2, 20, VKMOE_WEIGHT_Q6_K), 20);
+    test_context_destroy((vkmoe_context **)&amd);
 }
 
 /* VKMOE_GEMM_TILED: 32x64 tiles through shared memory, at widths that are
@@ -146,7 +154,6 @@ static vkmoe_layer_params on_path(vkmoe_layer_params p, vkmoe_gemm_path path)
 
 static void test_tiled_path(void **state)
 {
-    vkmoe_context *ctx = *state;
     const vkmoe_gemm_path tiled = VKMOE_GEMM_TILED;
     test_seed(66);
     check_gemms(state, on_path(shape(131, 77, 5, 2, 41, VKMOE_WEIGHT_F32), tiled), 41);
@@ -160,21 +167,22 @@ static void test_tiled_path(void **state)
     p.activation = VKMOE_ACTIVATION_SWIGLU_CLAMPED;
     p.swiglu_limit = 1.5f;
     check_gemms(state, p, 45);
-    uint32_t saved = ctx->gemm_lanes;
-    ctx->gemm_lanes = 32;
+    vkmoe_context *wide = with_lanes(32);
     p = on_path(shape(200, 300, 6, 2, 70, VKMOE_WEIGHT_F16), tiled);
     p.shared_ffn_dim = 72;
-    test_check_layer(ctx, p, 70);
-    ctx->gemm_lanes = 64; /* AMD's subgroups: tiles of 64 rows, none a multiple of them here */
+    test_check_layer(wide, p, 70);
+    test_context_destroy(&wide);
+    void *amd = with_lanes(64); /* AMD's subgroups: tiles of 64 rows, none a multiple of them here */
     vkmoe_layer *layer;
-    assert_int_equal(vkmoe_layer_create(ctx, &p, &layer), VKMOE_OK);
+    assert_int_equal(vkmoe_layer_create(amd, &p, &layer), VKMOE_OK);
     assert_int_equal(layer->gemm.tile_m, 64);
     vkmoe_layer_destroy(&layer);
-    check_gemms(state, on_path(shape(131, 77, 5, 2, 141, VKMOE_WEIGHT_F32), tiled), 141);
-    test_check_layer(ctx, p, 70);
-    ctx->gemm_lanes = 1024; /* 4 subgroups of it exceed every device's workgroup */
-    test_expect_create_fails(ctx, &p, VKMOE_ERROR_UNSUPPORTED, "4 subgroups");
-    ctx->gemm_lanes = saved;
+    check_gemms(&amd, on_path(shape(131, 77, 5, 2, 141, VKMOE_WEIGHT_F32), tiled), 141);
+    test_check_layer(amd, p, 70);
+    test_context_destroy((vkmoe_context **)&amd);
+    vkmoe_context *huge = with_lanes(1024); /* 4 subgroups of it exceed every device's workgroup */
+    test_expect_create_fails(huge, &p, VKMOE_ERROR_UNSUPPORTED, "4 subgroups");
+    test_context_destroy(&huge);
 }
 
 /* VKMOE_GEMM_COOPMAT's products within 5e-3 (its f16 activations bound the
@@ -215,9 +223,10 @@ static void test_matrix_core_path(void **state)
     /* The emulation's f16 tiles, and its accumulators of 256 / 8 elements a
      * lane: lavapipe has fp16 arithmetic, and 8-lane subgroups with AVX. */
     assert_true(info.shader_float16 && info.subgroup_size >= 8);
-    ctx->emulated_matrix_cores = true;
-    check_matrix_core_path(state);
-    ctx->emulated_matrix_cores = false;
+    void *emulated = test_context_with((vkmoe_context_options){.emulated_matrix_cores = true});
+    assert_non_null(emulated);
+    check_matrix_core_path(&emulated);
+    test_context_destroy((vkmoe_context **)&emulated);
 }
 
 int main(void)

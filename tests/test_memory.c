@@ -27,16 +27,16 @@ static void test_matrix_larger_than_a_binding(void **state)
  * the expert table must point every expert at the right one. */
 static void test_experts_over_several_allocations(void **state)
 {
-    vkmoe_context *ctx = *state;
+    (void)state;
     test_seed(51);
-    uint64_t saved = ctx->info.max_allocation_size;
     /* Two 128 x 128 f32 matrices per chunk; the scratch buffers still fit. */
-    ctx->info.max_allocation_size = 2 * 128 * 128 * 4 + 100;
+    vkmoe_context *ctx = test_context_with(
+        (vkmoe_context_options){.max_allocation_size = 2 * 128 * 128 * 4 + 100});
+    assert_non_null(ctx);
     vkmoe_layer_params p = {.dim = 128, .ffn_dim = 128, .experts = 7, .top_k = 2,
                             .max_tokens = 2, .normalize_topk = true};
     test_layer t;
     test_layer_create(ctx, &p, &t);
-    ctx->info.max_allocation_size = saved;
     assert_int_equal(t.layer->experts[VKMOE_EXPERT_GATE].chunk_count, 4);
     test_layer_upload(&t);
     for (int i = 0; i < 4; i++) { /* different inputs reach different experts */
@@ -45,20 +45,22 @@ static void test_experts_over_several_allocations(void **state)
         free(x);
     }
     test_layer_destroy(&t);
+    test_context_destroy(&ctx);
 }
 
 /* A request beyond the allocation limit fails cleanly. */
 static void test_allocation_limit_is_an_error(void **state)
 {
-    vkmoe_context *ctx = *state;
-    uint64_t saved = ctx->info.max_allocation_size;
-    ctx->info.max_allocation_size = 1 << 16;
+    (void)state;
+    vkmoe_context *ctx =
+        test_context_with((vkmoe_context_options){.max_allocation_size = 1 << 16});
+    assert_non_null(ctx);
     vkmoe_layer_params p = {.dim = 256, .ffn_dim = 256, .experts = 2, .top_k = 1};
     vkmoe_layer *layer = NULL;
     vkmoe_status status = vkmoe_layer_create(ctx, &p, &layer);
-    ctx->info.max_allocation_size = saved;
     assert_int_equal(status, VKMOE_ERROR_OUT_OF_DEVICE_MEMORY);
     assert_null(layer);
+    test_context_destroy(&ctx);
 }
 
 int main(void)

@@ -158,9 +158,10 @@ static void test_bad_routing_params(void **state)
  * buffers of R32_UINT, say) is refused by name, not run into garbage. */
 static void test_unreadable_weight_type(void **state)
 {
-    vkmoe_context *ctx = *state;
-    uint32_t saved = ctx->info.weight_types;
-    ctx->info.weight_types &= ~(1u << VKMOE_WEIGHT_Q4_K);
+    (void)state;
+    vkmoe_context *ctx =
+        test_context_with((vkmoe_context_options){.hidden_weight_types = 1u << VKMOE_WEIGHT_Q4_K});
+    assert_non_null(ctx);
     vkmoe_layer_params p = {.dim = 256, .ffn_dim = 256, .experts = 4, .top_k = 2,
                             .weight_type = VKMOE_WEIGHT_Q4_K};
     test_expect_create_fails(ctx, &p, VKMOE_ERROR_UNSUPPORTED, "cannot read q4_k weights");
@@ -168,7 +169,7 @@ static void test_unreadable_weight_type(void **state)
     p.weight_type = VKMOE_WEIGHT_Q6_K;
     assert_int_equal(vkmoe_layer_create(ctx, &p, &layer), VKMOE_OK);
     vkmoe_layer_destroy(&layer);
-    ctx->info.weight_types = saved;
+    test_context_destroy(&ctx);
 }
 
 /* Uploads a layer does not have are refused; a forward names the first
