@@ -22,6 +22,9 @@
  * scans TILE / WORKGROUP values). */
 #define VKMOE_SCAN_TILE 1024u
 #define VKMOE_SCAN_WORKGROUP 256u
+/* The GEMM shaders' activation spec constant past vkmoe_activation's
+ * values: the projection alone, for the router's logits. */
+#define VKMOE_ACTIVATION_LINEAR 3u
 /* Weight rows are padded to this many elements so shaders load 16 bytes at
  * a time. */
 #define VKMOE_ROW_ALIGN 8u

@@ -5,6 +5,9 @@
  * were used; the shared expert's pass (shared_expert.c) has a direct grid. */
 #include "stages.h"
 
+_Static_assert(VKMOE_ACTIVATION_LINEAR > VKMOE_ACTIVATION_SWIGLU_CLAMPED,
+               "the router's projection-only activation is past the public ones");
+
 /* The GEMM grids fold row tiles into y and z, at most this many along y
  * (as scan.comp does for the indirect grids). */
 #define GRID_Y 32768u

@@ -6,17 +6,14 @@
 #include "memory.h"
 #include "pipelines.h"
 
-/* The activation spec constant of the router's GEMM: the projection alone. */
-#define VKMOE_ACTIVATION_LINEAR 3u
+/* Subgroups in a workgroup of the tiled GEMM paths (shaders/common/tiled_gemm.glsl). */
+#define VKMOE_TILED_SUBGROUPS 4u
 
 /* Shape of the expert GEMMs (specialization constants, see
  * shaders/common/expert_gemm.glsl): the path (never AUTO), rows per tile,
  * invocations per workgroup of the path and of the register path (which the
  * router's logits take), and the output columns one workgroup covers in
  * each GEMM. */
-/* Subgroups in a workgroup of the tiled GEMM paths (shaders/common/tiled_gemm.glsl). */
-#define VKMOE_TILED_SUBGROUPS 4u
-
 typedef struct vkmoe_gemm_config {
     vkmoe_gemm_path path;
     uint32_t tile_m, workgroup, lanes, up_columns, down_columns;

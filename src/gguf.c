@@ -18,24 +18,21 @@ enum gguf_value_type {
     GGUF_STRING, GGUF_ARRAY, GGUF_U64, GGUF_I64, GGUF_F64, GGUF_TYPE_COUNT,
 };
 
-/* ggml tensor types: elements per block and bytes per block. Types not
- * listed are refused, as their size cannot be checked. */
+/* ggml tensor types: elements per block and bytes per block, all of them
+ * whether vkmoe computes with them or not (the loader decides that by
+ * name). Types not listed are refused, as their size cannot be checked. */
 static const struct {
     uint32_t id;
     const char *name;
     uint32_t block, bytes;
-    vkmoe_dtype dtype;
 } tensor_types[] = {
-    {0, "F32", 1, 4, VKMOE_DTYPE_F32},       {1, "F16", 1, 2, VKMOE_DTYPE_F16},
-    {2, "Q4_0", 32, 18, VKMOE_DTYPE_Q4_0},  {3, "Q4_1", 32, 20, VKMOE_DTYPE_OTHER},
-    {6, "Q5_0", 32, 22, VKMOE_DTYPE_OTHER},  {7, "Q5_1", 32, 24, VKMOE_DTYPE_OTHER},
-    {8, "Q8_0", 32, 34, VKMOE_DTYPE_Q8_0},  {9, "Q8_1", 32, 36, VKMOE_DTYPE_OTHER},
-    {10, "Q2_K", 256, 84, VKMOE_DTYPE_OTHER}, {11, "Q3_K", 256, 110, VKMOE_DTYPE_OTHER},
-    {12, "Q4_K", 256, 144, VKMOE_DTYPE_Q4_K}, {13, "Q5_K", 256, 176, VKMOE_DTYPE_OTHER},
-    {14, "Q6_K", 256, 210, VKMOE_DTYPE_Q6_K}, {15, "Q8_K", 256, 292, VKMOE_DTYPE_OTHER},
-    {24, "I8", 1, 1, VKMOE_DTYPE_OTHER},     {25, "I16", 1, 2, VKMOE_DTYPE_OTHER},
-    {26, "I32", 1, 4, VKMOE_DTYPE_OTHER},    {27, "I64", 1, 8, VKMOE_DTYPE_OTHER},
-    {28, "F64", 1, 8, VKMOE_DTYPE_OTHER},    {30, "BF16", 1, 2, VKMOE_DTYPE_BF16},
+    {0, "F32", 1, 4},        {1, "F16", 1, 2},        {2, "Q4_0", 32, 18},
+    {3, "Q4_1", 32, 20},     {6, "Q5_0", 32, 22},     {7, "Q5_1", 32, 24},
+    {8, "Q8_0", 32, 34},     {9, "Q8_1", 32, 36},     {10, "Q2_K", 256, 84},
+    {11, "Q3_K", 256, 110},  {12, "Q4_K", 256, 144},  {13, "Q5_K", 256, 176},
+    {14, "Q6_K", 256, 210},  {15, "Q8_K", 256, 292},  {24, "I8", 1, 1},
+    {25, "I16", 1, 2},       {26, "I32", 1, 4},       {27, "I64", 1, 8},
+    {28, "F64", 1, 8},       {30, "BF16", 1, 2},
 };
 
 typedef struct reader {
@@ -196,10 +193,9 @@ static bool find_type(reader *r, uint32_t id, vkmoe_tensor *t, uint32_t *block, 
 {
     for (size_t i = 0; i < sizeof(tensor_types) / sizeof(tensor_types[0]); i++)
         if (tensor_types[i].id == id) {
-            t->dtype = tensor_types[i].dtype;
             snprintf(t->dtype_name, sizeof(t->dtype_name), "%s", tensor_types[i].name);
-            *block = tensor_types[i].block;
-            *bytes = tensor_types[i].bytes;
+            *block = t->block = tensor_types[i].block;
+            *bytes = t->block_bytes = tensor_types[i].bytes;
             return true;
         }
     return fail(r, "tensor \"%s\" has an unknown or unsupported type", t->name);

@@ -307,14 +307,25 @@ static vkmoe_status check_shape(const model_source *s, const model_file *f, cons
                       f->path, t->name, got, want);
 }
 
+/* The weight type that holds a tensor's elements as they are; one the
+ * codec table does not know is refused. */
 static vkmoe_status check_dtype(const model_source *s, const model_file *f, const vkmoe_tensor *t)
 {
-    if (t->dtype != VKMOE_DTYPE_OTHER)
+    vkmoe_weight_type type;
+    if (vkmoe_weight_type_of_file(t->dtype_name, t->block, t->block_bytes, &type))
         return VKMOE_OK;
+    char types[128];
     return vkmoe_fail(s->ctx, VKMOE_ERROR_UNSUPPORTED,
-                      FN ": %s: tensor \"%s\" is %s; vkmoe reads f32, f16, bf16, Q8_0, Q4_0, "
-                         "Q4_K and Q6_K tensors",
-                      f->path, t->name, t->dtype_name);
+                      FN ": %s: tensor \"%s\" is %s; vkmoe reads %s tensors", f->path, t->name,
+                      t->dtype_name, vkmoe_weight_type_list(types, sizeof(types)));
+}
+
+/* The weight type of a tensor check_dtype accepted. */
+static vkmoe_weight_type weight_type_of(const vkmoe_tensor *t)
+{
+    vkmoe_weight_type type = VKMOE_WEIGHT_F32;
+    vkmoe_weight_type_of_file(t->dtype_name, t->block, t->block_bytes, &type);
+    return type;
 }
 
 /* Find a tensor and check its type and shape. */
@@ -326,29 +337,15 @@ static vkmoe_status find_checked(model_source *s, const char *name, const uint64
     return check_shape(s, *f, *t, shape, dims);
 }
 
-/* The weight type that holds a tensor's elements as they are. */
-static vkmoe_weight_type weight_type_of(vkmoe_dtype dtype)
-{
-    switch (dtype) {
-    case VKMOE_DTYPE_F16: return VKMOE_WEIGHT_F16;
-    case VKMOE_DTYPE_BF16: return VKMOE_WEIGHT_BF16;
-    case VKMOE_DTYPE_Q8_0: return VKMOE_WEIGHT_Q8_0;
-    case VKMOE_DTYPE_Q4_0: return VKMOE_WEIGHT_Q4_0;
-    case VKMOE_DTYPE_Q4_K: return VKMOE_WEIGHT_Q4_K;
-    case VKMOE_DTYPE_Q6_K: return VKMOE_WEIGHT_Q6_K;
-    default: return VKMOE_WEIGHT_F32;
-    }
-}
-
 /* n elements of a tensor's type as another weight type, into dst, through
  * f32 (decoding, then encoding or quantizing). */
-static vkmoe_status convert(const model_source *s, vkmoe_dtype from, const uint8_t *src,
+static vkmoe_status convert(const model_source *s, vkmoe_weight_type from, const uint8_t *src,
                             size_t n, vkmoe_weight_type to, void *dst)
 {
     float *values = vkmoe_malloc((n ? n : 1) * sizeof(*values));
     if (!values)
         return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    vkmoe_status status = vkmoe_dequantize(weight_type_of(from), src, n, values);
+    vkmoe_status status = vkmoe_dequantize(from, src, n, values);
     if (status == VKMOE_OK)
         status = vkmoe_quantize(to, values, n, dst, vkmoe_weight_bytes(to, n));
     free(values);
@@ -368,7 +365,8 @@ static vkmoe_status upload_f32(model_source *s, vkmoe_layer *layer, const char *
     float *v = vkmoe_malloc((n ? n : 1) * sizeof(*v));
     if (!v)
         return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    vkmoe_status status = convert(s, t->dtype, f->data + t->offset, n, VKMOE_WEIGHT_F32, v);
+    vkmoe_status status =
+        convert(s, weight_type_of(t), f->data + t->offset, n, VKMOE_WEIGHT_F32, v);
     if (status == VKMOE_OK)
         status = set(layer, v, n * sizeof(*v));
     free(v);
@@ -384,14 +382,14 @@ static vkmoe_status upload_matrix(model_source *s, vkmoe_layer *layer, const mod
 {
     vkmoe_weight_type type = vkmoe_matrix_type(&layer->params, m);
     const uint8_t *src =
-        f->data + t->offset + index * vkmoe_weight_bytes(weight_type_of(t->dtype), elements);
+        f->data + t->offset + index * vkmoe_weight_bytes(weight_type_of(t), elements);
     size_t bytes = vkmoe_weight_bytes(type, elements);
     void *copy = NULL;
-    if (weight_type_of(t->dtype) != type) {
+    if (weight_type_of(t) != type) {
         copy = vkmoe_malloc(bytes);
         if (!copy)
             return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-        vkmoe_status status = convert(s, t->dtype, src, elements, type, copy);
+        vkmoe_status status = convert(s, weight_type_of(t), src, elements, type, copy);
         if (status != VKMOE_OK) {
             free(copy);
             return status;
@@ -448,9 +446,10 @@ static vkmoe_status upload_expert_biases(model_source *s, vkmoe_layer *layer,
     if (!v)
         return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     vkmoe_status status = VKMOE_OK;
-    size_t row_bytes = vkmoe_weight_bytes(weight_type_of(t->dtype), shape[1]);
+    vkmoe_weight_type stored = weight_type_of(t);
+    size_t row_bytes = vkmoe_weight_bytes(stored, shape[1]);
     for (uint32_t e = 0; e < p->experts && status == VKMOE_OK; e++) {
-        status = convert(s, t->dtype, f->data + t->offset + e * row_bytes, (size_t)shape[1],
+        status = convert(s, stored, f->data + t->offset + e * row_bytes, (size_t)shape[1],
                          VKMOE_WEIGHT_F32, v);
         if (status == VKMOE_OK)
             status = vkmoe_layer_set_expert_bias(layer, e, m, v, shape[1] * sizeof(*v));
@@ -510,7 +509,7 @@ static vkmoe_status expert_type(model_source *s, const model_layout *l, vkmoe_ex
     const vkmoe_tensor *t;
     VKMOE_TRY(vkmoe_model_find(s, l->stacked ? l->expert[m] : name, &f, &t));
     VKMOE_TRY(check_dtype(s, f, t));
-    *type = weight_type_of(t->dtype);
+    *type = weight_type_of(t);
     return VKMOE_OK;
 }
 

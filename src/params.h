@@ -3,6 +3,7 @@
 #define VKMOE_PARAMS_H
 
 #include "context.h"
+#include "weight_types.h"
 
 /* Check params (defaults may still be zero) and fill *out with the defaults
  * resolved; messages name `fn`. */
@@ -13,13 +14,6 @@ uint32_t vkmoe_params_capacity(const vkmoe_layer_params *params, uint32_t tokens
 /* Whether the activation has a gate projection (W1). */
 bool vkmoe_params_gated(const vkmoe_layer_params *params);
 
-
-/* Whether a weight type stores GGUF blocks (read as 32-bit words) rather
- * than one value after another (read 16 bytes at a time). */
-static inline bool vkmoe_weight_blocked(vkmoe_weight_type type)
-{
-    return vkmoe_weight_block(type) > 1;
-}
 
 /* How a projection is stored: the down projections in down_weight_type,
  * gate and up in weight_type (resolved params). */

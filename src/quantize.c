@@ -5,12 +5,15 @@
  * quantizers operation for operation, in f32, so their blocks equal a GGUF
  * file's. Byte copies throughout: model files need not align their tensors. */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "checked_size.h"
 #include "convert.h"
 #include "error.h"
 #include "util.h"
+#include "weight_types.h"
 
 #define QK 32   /* weights in a Q8_0 or Q4_0 block */
 #define QK_K 256 /* weights in a Q4_K or Q6_K super-block */
@@ -383,6 +386,7 @@ static const codec codecs[] = {
     [VKMOE_WEIGHT_Q6_K] = {"q6_k", QK_K, 210, quantize_q6_k, dequantize_q6_k},
 };
 
+/* The codec of a type, or NULL. */
 static const codec *codec_of(vkmoe_weight_type type)
 {
     return (unsigned)type < VKMOE_ARRAY_SIZE(codecs) ? &codecs[type] : NULL;
@@ -439,4 +443,25 @@ vkmoe_status vkmoe_dequantize(vkmoe_weight_type type, const void *src, size_t n,
     for (size_t b = 0; b < n / c->weights; b++)
         c->dequantize(blocks + b * c->bytes, dst + b * c->weights);
     return VKMOE_OK;
+}
+
+bool vkmoe_weight_type_of_file(const char *name, uint32_t block, uint32_t block_bytes,
+                               vkmoe_weight_type *out)
+{
+    for (size_t t = 0; t < VKMOE_ARRAY_SIZE(codecs); t++)
+        if (strcasecmp(name, codecs[t].name) == 0 && block == codecs[t].weights &&
+            block_bytes == codecs[t].bytes) {
+            *out = (vkmoe_weight_type)t;
+            return true;
+        }
+    return false;
+}
+
+const char *vkmoe_weight_type_list(char *out, size_t size)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t t = 0; t < VKMOE_ARRAY_SIZE(codecs) && used < size; t++)
+        used += (size_t)snprintf(out + used, size - used, "%s%s", t ? ", " : "", codecs[t].name);
+    return out;
 }

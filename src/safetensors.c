@@ -17,15 +17,11 @@
 
 static const struct {
     const char *name;
-    vkmoe_dtype dtype;
     uint32_t bytes;
 } dtypes[] = {
-    {"F32", VKMOE_DTYPE_F32, 4},   {"F16", VKMOE_DTYPE_F16, 2},   {"BF16", VKMOE_DTYPE_BF16, 2},
-    {"F64", VKMOE_DTYPE_OTHER, 8}, {"I64", VKMOE_DTYPE_OTHER, 8}, {"U64", VKMOE_DTYPE_OTHER, 8},
-    {"I32", VKMOE_DTYPE_OTHER, 4}, {"U32", VKMOE_DTYPE_OTHER, 4}, {"I16", VKMOE_DTYPE_OTHER, 2},
-    {"U16", VKMOE_DTYPE_OTHER, 2}, {"I8", VKMOE_DTYPE_OTHER, 1},  {"U8", VKMOE_DTYPE_OTHER, 1},
-    {"BOOL", VKMOE_DTYPE_OTHER, 1}, {"F8_E4M3", VKMOE_DTYPE_OTHER, 1},
-    {"F8_E5M2", VKMOE_DTYPE_OTHER, 1},
+    {"F32", 4}, {"F16", 2}, {"BF16", 2}, {"F64", 8},  {"I64", 8},     {"U64", 8},
+    {"I32", 4}, {"U32", 4}, {"I16", 2},  {"U16", 2},  {"I8", 1},      {"U8", 1},
+    {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1},
 };
 
 static bool fail(char *error, size_t error_size, const char *what, const char *name)
@@ -44,9 +40,9 @@ static bool read_dtype(const vkmoe_json *entry, vkmoe_tensor *t, uint32_t *bytes
         return false;
     for (size_t i = 0; i < sizeof(dtypes) / sizeof(dtypes[0]); i++)
         if (strcmp(dtype->string, dtypes[i].name) == 0) {
-            t->dtype = dtypes[i].dtype;
             snprintf(t->dtype_name, sizeof(t->dtype_name), "%s", dtypes[i].name);
-            *bytes = dtypes[i].bytes;
+            t->block = 1;
+            t->block_bytes = *bytes = dtypes[i].bytes;
             return true;
         }
     return false;

@@ -9,24 +9,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Element types a layer can take; everything else is OTHER and named. */
-typedef enum vkmoe_dtype {
-    VKMOE_DTYPE_F32,
-    VKMOE_DTYPE_F16,
-    VKMOE_DTYPE_BF16,
-    VKMOE_DTYPE_Q8_0,
-    VKMOE_DTYPE_Q4_0,
-    VKMOE_DTYPE_Q4_K,
-    VKMOE_DTYPE_Q6_K,
-    VKMOE_DTYPE_OTHER,
-} vkmoe_dtype;
-
 #define VKMOE_TENSOR_MAX_DIMS 4
 
 typedef struct vkmoe_tensor {
     char *name;
-    vkmoe_dtype dtype;
-    char dtype_name[16];             /* as the file names it, for messages */
+    /* The element type as the file names it ("BF16", "Q4_K"); which
+     * vkmoe_weight_type it is, if any, the loader decides by this name
+     * (vkmoe_weight_type_of_file). */
+    char dtype_name[16];
+    uint32_t block, block_bytes;     /* elements per block of the type, and its bytes */
     uint32_t dims;
     uint64_t shape[VKMOE_TENSOR_MAX_DIMS]; /* row-major: shape[dims - 1] is contiguous */
     uint64_t offset, size;           /* bytes, from the start of the file */

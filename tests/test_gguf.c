@@ -59,13 +59,16 @@ static void test_good_file(void **state)
     memcpy(&v, b.data + router->offset + 5 * 4, 4);
     assert_true(v == 1.5f);
     const vkmoe_tensor *up = vkmoe_tensor_file_find(&f, "blk.0.ffn_up_exps.weight");
-    assert_int_equal(up->dtype, VKMOE_DTYPE_BF16);
+    assert_string_equal(up->dtype_name, "BF16");
+    assert_int_equal(up->block, 1);
+    assert_int_equal(up->block_bytes, 2);
     assert_int_equal(up->shape[0], 4);
     assert_int_equal(up->size, 4 * 3 * 8 * 2);
     assert_int_equal(up->offset % 32, 0);
     const vkmoe_tensor *q8 = vkmoe_tensor_file_find(&f, "blk.0.ffn_down_exps.weight");
-    assert_int_equal(q8->dtype, VKMOE_DTYPE_Q8_0);
     assert_string_equal(q8->dtype_name, "Q8_0");
+    assert_int_equal(q8->block, 32);
+    assert_int_equal(q8->block_bytes, 34);
     assert_int_equal(q8->size, 68);
     vkmoe_tensor_file_free(&f);
     buffer_free(&b);

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "util.h"
+#include "weight_types.h"
 #include "reference.h"
 
 static void put_f16(uint8_t *at, float value)
@@ -234,10 +235,37 @@ static void test_d03_sizes_that_overflow(void **state)
                      VKMOE_ERROR_INVALID_ARGUMENT);
 }
 
+/* A model file's element type is a weight type by its name and block
+ * layout, both of which must match the codec table. */
+static void test_types_of_files(void **state)
+{
+    (void)state;
+    vkmoe_weight_type type;
+    for (int t = 0; vkmoe_weight_type_name((vkmoe_weight_type)t); t++) {
+        char upper[16];
+        const char *name = vkmoe_weight_type_name((vkmoe_weight_type)t);
+        size_t i = 0;
+        for (; name[i] && i + 1 < sizeof(upper); i++)
+            upper[i] = (char)(name[i] >= 'a' && name[i] <= 'z' ? name[i] - 32 : name[i]);
+        upper[i] = '\0';
+        uint32_t block = vkmoe_weight_block((vkmoe_weight_type)t);
+        uint32_t bytes = (uint32_t)vkmoe_weight_bytes((vkmoe_weight_type)t, block);
+        assert_true(vkmoe_weight_type_of_file(upper, block, bytes, &type));
+        assert_int_equal(type, t);
+        assert_false(vkmoe_weight_type_of_file(upper, block, bytes + 1, &type));
+    }
+    assert_false(vkmoe_weight_type_of_file("Q5_K", 256, 176, &type));
+    assert_false(vkmoe_weight_type_of_file("I64", 1, 8, &type));
+    char list[128];
+    assert_string_equal(vkmoe_weight_type_list(list, sizeof(list)),
+                        "f32, f16, bf16, q8_0, q4_0, q4_k, q6_k");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_d03_sizes_that_overflow),
+        cmocka_unit_test(test_types_of_files),
         cmocka_unit_test(test_q8_0_blocks),      cmocka_unit_test(test_q4_0_blocks),
         cmocka_unit_test(test_q4_k_blocks),      cmocka_unit_test(test_q6_k_blocks),
         cmocka_unit_test(test_quantization_error), cmocka_unit_test(test_type_queries),

@@ -5,21 +5,20 @@
 // with TILED) stages A and B in shared memory, optionally multiplying them
 // with NV cooperative matrices (MATRIX_CORES).
 //   spec 0: TILE_M (rows of a tile, a multiple of 16: 32, or more for the tiled path);
-//   1: LANES (workgroup size); 2: WEIGHT_TYPE (vkmoe_weight_type: 0 f32, 1 f16,
-//   2 bf16, 3 Q8_0, 4 Q4_0, 5 Q4_K, 6 Q6_K); 3: ACTIVATION (vkmoe_activation:
-//   0 SwiGLU, 1 ReLU, 2 clamped SwiGLU; and 3, the projection alone, for the
-//   router's logits)
+//   1: LANES (workgroup size); 2: WEIGHT_TYPE (a vkmoe_weight_type, WEIGHT_*);
+//   3: ACTIVATION (a vkmoe_activation, ACTIVATION_*, or VKMOE_ACTIVATION_LINEAR:
+//   the projection alone, for the router's logits)
 //   set 1: rows_a, f32 rows of A, ld/4 RGBA32F texels each, zero past the
 //   depth; weights0, weights1: one allocation of expert matrices, rows of ld
 //   weights, as RGBA32UI texels (f32, f16, bf16) or R32UI (GGUF blocks)
+
+#include "public_enums.glsl"
 
 layout(constant_id = 0) const uint TILE_M = 32;
 layout(constant_id = 1) const uint LANES = 8;
 layout(constant_id = 2) const uint WEIGHT_TYPE = 0;
 layout(constant_id = 3) const uint ACTIVATION = 0;
-const uint ACTIVATION_RELU = 1;
-const uint ACTIVATION_SWIGLU_CLAMPED = 2;
-const uint ACTIVATION_LINEAR = 3;
+const uint ACTIVATION_LINEAR = VKMOE_ACTIVATION_LINEAR;
 layout(local_size_x_id = 1) in;
 
 layout(set = 1, binding = 0) uniform samplerBuffer rows_a;
@@ -86,24 +85,24 @@ vec2 q4k_scale_min(uint s0, uint s1, uint s2, uint j)
 // Q6_K, w = d·sc·(q − 32) per sub-block of 16.
 void load_w8(usamplerBuffer w, uint base, uint n, uint k, uint ld, out vec4 lo, out vec4 hi)
 {
-    if (WEIGHT_TYPE == 0) {
+    if (WEIGHT_TYPE == WEIGHT_F32) {
         uint t = base + (n * ld + k) / 4;
         lo = uintBitsToFloat(texelFetch(w, int(t)));
         hi = uintBitsToFloat(texelFetch(w, int(t + 1)));
-    } else if (WEIGHT_TYPE <= 2) {
+    } else if (WEIGHT_TYPE == WEIGHT_F16 || WEIGHT_TYPE == WEIGHT_BF16) {
         uvec4 h = texelFetch(w, int(base + (n * ld + k) / 8));
-        if (WEIGHT_TYPE == 1) {
+        if (WEIGHT_TYPE == WEIGHT_F16) {
             lo = vec4(unpackHalf2x16(h.x), unpackHalf2x16(h.y));
             hi = vec4(unpackHalf2x16(h.z), unpackHalf2x16(h.w));
         } else { // bf16: each half is the top of an f32
             lo = uintBitsToFloat(uvec4(h.x << 16, h.x & 0xffff0000u, h.y << 16, h.y & 0xffff0000u));
             hi = uintBitsToFloat(uvec4(h.z << 16, h.z & 0xffff0000u, h.w << 16, h.w & 0xffff0000u));
         }
-    } else if (WEIGHT_TYPE <= 4) {
-        uint block_bytes = WEIGHT_TYPE == 3 ? 34 : 18;
+    } else if (WEIGHT_TYPE == WEIGHT_Q8_0 || WEIGHT_TYPE == WEIGHT_Q4_0) {
+        uint block_bytes = WEIGHT_TYPE == WEIGHT_Q8_0 ? 34 : 18;
         uint block = base * 4 + (n * (ld / 32) + k / 32) * block_bytes;
         float d = fetch_half(w, block);
-        if (WEIGHT_TYPE == 3) {
+        if (WEIGHT_TYPE == WEIGHT_Q8_0) {
             uvec2 q = fetch_bytes8(w, block + 2 + k % 32);
             lo = d * signed_bytes(q.x);
             hi = d * signed_bytes(q.y);
@@ -112,7 +111,7 @@ void load_w8(usamplerBuffer w, uint base, uint n, uint k, uint ld, out vec4 lo, 
             lo = d * (nibbles(q.x) - 8.0);
             hi = d * (nibbles(q.y) - 8.0);
         }
-    } else if (WEIGHT_TYPE == 5) { // Q4_K: 144-byte blocks, so word-aligned
+    } else if (WEIGHT_TYPE == WEIGHT_Q4_K) { // 144-byte blocks, so word-aligned
         uint word = base + (n * (ld / 256) + k / 256) * 36, p = k % 256, j = p / 32;
         vec2 d_dmin = unpackHalf2x16(fetch_word(w, word));
         vec2 sm = q4k_scale_min(fetch_word(w, word + 1), fetch_word(w, word + 2),
@@ -122,7 +121,7 @@ void load_w8(usamplerBuffer w, uint base, uint n, uint k, uint ld, out vec4 lo, 
         float step = d_dmin.x * sm.x, offset = d_dmin.y * sm.y;
         lo = step * nibbles(q.x) - offset;
         hi = step * nibbles(q.y) - offset;
-    } else { // Q6_K: 210-byte blocks, 2-byte aligned
+    } else if (WEIGHT_TYPE == WEIGHT_Q6_K) { // 210-byte blocks, 2-byte aligned
         uint block = base * 4 + (n * (ld / 256) + k / 256) * 210, p = k % 256;
         uint half_ = p / 128, quarter = p % 128 / 32, l = p % 32;
         uvec2 low = fetch_bytes8(w, block + 64 * half_ + 32 * (quarter & 1) + l) >> (quarter / 2) * 4;
@@ -132,6 +131,8 @@ void load_w8(usamplerBuffer w, uint base, uint n, uint k, uint ld, out vec4 lo, 
         float step = fetch_half(w, block + 208) * float(scale);
         lo = step * (vec4((bytes4(low.x) & 0xfu) | (bytes4(high.x) & 3u) << 4) - 32.0);
         hi = step * (vec4((bytes4(low.y) & 0xfu) | (bytes4(high.y) & 3u) << 4) - 32.0);
+    } else { // a type with no decoder here: NaN in every output, never another type's values
+        lo = hi = vec4(uintBitsToFloat(0x7fc00000u));
     }
 }
 

@@ -1,0 +1,31 @@
+/* What the rest of the library asks of the weight types, answered from
+ * quantize.c's codec table (one row per vkmoe_weight_type): adding a type
+ * is its enum value in vkmoe.h, its codec row and its decoder in
+ * shaders/common/expert_gemm.glsl. */
+#ifndef VKMOE_WEIGHT_TYPES_H
+#define VKMOE_WEIGHT_TYPES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "vkmoe.h"
+
+/* Whether a weight type stores GGUF blocks (read as 32-bit words) rather
+ * than one value after another (read 16 bytes at a time). */
+static inline bool vkmoe_weight_blocked(vkmoe_weight_type type)
+{
+    return vkmoe_weight_block(type) > 1;
+}
+
+/* The weight type a model file's element type is: its name as the file
+ * spells it ("BF16", "Q4_K": any case) and its block and bytes per block
+ * as the format defines them must both match the type's. False for a
+ * type vkmoe does not compute with. */
+bool vkmoe_weight_type_of_file(const char *name, uint32_t block, uint32_t block_bytes,
+                               vkmoe_weight_type *out);
+
+/* "f32, f16, …": every type's name into out (size bytes), for messages;
+ * returns out. */
+const char *vkmoe_weight_type_list(char *out, size_t size);
+
+#endif /* VKMOE_WEIGHT_TYPES_H */
