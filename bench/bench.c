@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "vkmoe.h"
+#include "params.h"
 #include "peak.h"
 #include "reference.h"
 #include "workload.h"
@@ -238,23 +239,16 @@ static int resolve_params(const options *o, uint32_t max_tokens, vkmoe_layer_par
     return 0;
 }
 
-
 static const char *router_name(vkmoe_router_type router)
 {
-    switch (router) {
-    case VKMOE_ROUTER_SIGMOID_TOPK: return "sigmoid_topk";
-    case VKMOE_ROUTER_TOPK_SOFTMAX: return "topk_softmax";
-    default: return "softmax_topk";
-    }
+    const char *name = vkmoe_router_type_name(router);
+    return name ? name : "unknown";
 }
 
 static const char *activation_name(vkmoe_activation activation)
 {
-    switch (activation) {
-    case VKMOE_ACTIVATION_RELU: return "relu";
-    case VKMOE_ACTIVATION_SWIGLU_CLAMPED: return "swiglu_clamped";
-    default: return "swiglu";
-    }
+    const char *name = vkmoe_activation_name(activation);
+    return name ? name : "unknown";
 }
 
 static const char *device_type(VkPhysicalDeviceType type)

@@ -10,8 +10,8 @@
 //         or 0; selection_bias f32 [experts] or 0; ids u32 [tokens][top_k];
 //         topk_weight f32 [tokens][top_k]; shared_scale f32 [tokens] or 0;
 //         probs f32 [tokens][experts] or 0, with lse f32 [tokens] (statistics);
-//         tokens, ld_logits, experts, top_k, normalize, kind (0 softmax,
-//         1 sigmoid, 2 top-k of logits then softmax), groups, topk_groups,
+//         tokens, ld_logits, experts, top_k, normalize, kind (a vkmoe_router_type,
+//         ROUTER_*), groups, topk_groups,
 //         scale (routed_scaling_factor)
 //   spec 0: LANES, the subgroup size (= workgroup size)
 // Selection ranks values through an order-preserving map to uint in which
@@ -25,6 +25,7 @@
 #extension GL_KHR_shader_subgroup_ballot : require
 #include "common/buffers.glsl"
 #include "constants.h"
+#include "public_enums.glsl"
 #include "common/dispatch.glsl"
 
 layout(constant_id = 0) const uint LANES = 8;
@@ -36,9 +37,6 @@ layout(push_constant) uniform Push {
     float scale;
 } pc;
 
-const uint KIND_SOFTMAX = 0;
-const uint KIND_SIGMOID = 1;
-const uint KIND_TOPK_SOFTMAX = 2;
 const uint MAX_EXPERTS = VKMOE_MAX_EXPERTS;
 const uint MAX_GROUPS = VKMOE_MAX_GROUPS;
 // Each lane writes only its own experts' entries; others read them after
@@ -100,7 +98,7 @@ void load_scores(uint token, uint rows)
             l += FloatArray(pc.router_bias).v[e];
         logits[e] = l;
         float k = l;
-        if (pc.kind == KIND_SIGMOID) {
+        if (pc.kind == ROUTER_SIGMOID_TOPK) {
             k = sigmoid(l);
             if (is_set(pc.selection_bias))
                 k += FloatArray(pc.selection_bias).v[e];
@@ -147,7 +145,7 @@ float score_group(uint group, uint size)
     uint first_rank, second_rank, lane_rank;
     uint lane = lane_best(group * size, (group + 1) * size, INVALID, lane_rank);
     uint first = subgroup_best(lane_rank, lane, first_rank);
-    if (pc.kind != KIND_SIGMOID)
+    if (pc.kind != ROUTER_SIGMOID_TOPK)
         return unrank(first_rank);
     lane = lane_best(group * size, (group + 1) * size, first, lane_rank);
     subgroup_best(lane_rank, lane, second_rank);
@@ -195,16 +193,16 @@ void write_weights(uint token, uint chosen[VKMOE_MAX_TOP_K], float max_logit, fl
     float sum = 0.0;
     for (uint j = 0; j < pc.top_k; j++) {
         float l = logits[chosen[j]];
-        if (pc.kind == KIND_SOFTMAX)
+        if (pc.kind == ROUTER_SOFTMAX_TOPK)
             weight[j] = exp(l - max_logit) / denominator;
-        else if (pc.kind == KIND_SIGMOID)
+        else if (pc.kind == ROUTER_SIGMOID_TOPK)
             weight[j] = sigmoid(l);
         else
             weight[j] = exp(l - logits[chosen[0]]); // chosen[0] holds the largest
         sum += weight[j];
     }
-    bool divide = pc.normalize != 0 || pc.kind == KIND_TOPK_SOFTMAX;
-    float divisor = pc.kind == KIND_SIGMOID ? sum + 1e-20 : sum;
+    bool divide = pc.normalize != 0 || pc.kind == ROUTER_TOPK_SOFTMAX;
+    float divisor = pc.kind == ROUTER_SIGMOID_TOPK ? sum + 1e-20 : sum;
     UintArray ids = UintArray(pc.ids);
     FloatArray weights = FloatArray(pc.topk_weight);
     for (uint j = 0; j < pc.top_k; j++) {
@@ -219,14 +217,14 @@ void write_weights(uint token, uint chosen[VKMOE_MAX_TOP_K], float max_logit, fl
 void write_statistics(uint token, float max_logit, float denominator)
 {
     float sigmoid_sum = 0.0;
-    if (pc.kind == KIND_SIGMOID) {
+    if (pc.kind == ROUTER_SIGMOID_TOPK) {
         for (uint e = gl_SubgroupInvocationID; e < pc.experts; e += LANES)
             sigmoid_sum += sigmoid(logits[e]);
         sigmoid_sum = subgroupAdd(sigmoid_sum);
     }
     FloatArray probs = FloatArray(pc.probs);
     for (uint e = gl_SubgroupInvocationID; e < pc.experts; e += LANES)
-        probs.v[token * pc.experts + e] = pc.kind == KIND_SIGMOID
+        probs.v[token * pc.experts + e] = pc.kind == ROUTER_SIGMOID_TOPK
                                               ? sigmoid(logits[e]) / sigmoid_sum
                                               : exp(logits[e] - max_logit) / denominator;
     if (subgroupElect())
@@ -241,7 +239,7 @@ void main()
     bool gated = is_set(pc.shared_scale);
     load_scores(token, pc.experts + (gated ? 1 : 0));
     float max_logit = 0.0, denominator = 1.0;
-    if (pc.kind == KIND_SOFTMAX || is_set(pc.probs))
+    if (pc.kind == ROUTER_SOFTMAX_TOPK || is_set(pc.probs))
         denominator = softmax_denominator(max_logit);
     if (is_set(pc.probs))
         write_statistics(token, max_logit, denominator);

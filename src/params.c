@@ -1,5 +1,6 @@
 /* Layer params: validation, defaults and the model families. */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "checked_size.h"
@@ -46,7 +47,7 @@ static vkmoe_status check_shape(const vkmoe_context *ctx, const vkmoe_layer_para
 
 static vkmoe_status check_routing(const vkmoe_context *ctx, const vkmoe_layer_params *p)
 {
-    VKMOE_REQUIRE(ctx, (unsigned)p->router <= VKMOE_ROUTER_TOPK_SOFTMAX, FN ": unknown router %d",
+    VKMOE_REQUIRE(ctx, vkmoe_router_type_name(p->router) != NULL, FN ": unknown router %d",
                   (int)p->router);
     VKMOE_REQUIRE(ctx, isfinite(p->routed_scaling_factor) && p->routed_scaling_factor > 0,
                   FN ": routed_scaling_factor is %g, must be finite and positive",
@@ -76,7 +77,7 @@ static vkmoe_status check_routing(const vkmoe_context *ctx, const vkmoe_layer_pa
 
 static vkmoe_status check_experts(const vkmoe_context *ctx, const vkmoe_layer_params *p)
 {
-    VKMOE_REQUIRE(ctx, (unsigned)p->activation <= VKMOE_ACTIVATION_SWIGLU_CLAMPED,
+    VKMOE_REQUIRE(ctx, vkmoe_activation_name(p->activation) != NULL,
                   FN ": unknown activation %d", (int)p->activation);
     VKMOE_REQUIRE(ctx, isfinite(p->swiglu_limit) && p->swiglu_limit > 0 &&
                            isfinite(p->swiglu_alpha),
@@ -221,64 +222,133 @@ uint32_t vkmoe_params_capacity(const vkmoe_layer_params *p, uint32_t tokens)
     return capacity >= (double)UINT32_MAX ? UINT32_MAX : (uint32_t)capacity;
 }
 
-/* What each family sets; the shape stays the caller's. */
-static void apply_family(vkmoe_layer_params *p, vkmoe_router_type router, bool normalize,
-                         vkmoe_activation activation)
+/* What each family sets: routing and the expert function. Zero top_k,
+ * expert_groups and topk_groups leave the caller's; the shape is always the
+ * caller's. */
+typedef struct model_family {
+    const char *name;
+    vkmoe_router_type router;
+    bool normalize_topk;
+    vkmoe_activation activation;
+    uint32_t top_k, expert_groups, topk_groups;
+    float routed_scaling_factor, capacity_factor;
+    bool router_bias, selection_bias, expert_bias, shared_gate;
+} model_family;
+
+static const model_family families[] = {
+    {.name = "mixtral",
+     .router = VKMOE_ROUTER_SOFTMAX_TOPK,
+     .normalize_topk = true,
+     .activation = VKMOE_ACTIVATION_SWIGLU},
+    {.name = "qwen3-moe",
+     .router = VKMOE_ROUTER_SOFTMAX_TOPK,
+     .normalize_topk = true,
+     .activation = VKMOE_ACTIVATION_SWIGLU},
+    {.name = "qwen2-moe",
+     .router = VKMOE_ROUTER_SOFTMAX_TOPK,
+     .normalize_topk = false,
+     .activation = VKMOE_ACTIVATION_SWIGLU,
+     .shared_gate = true},
+    {.name = "olmoe",
+     .router = VKMOE_ROUTER_SOFTMAX_TOPK,
+     .normalize_topk = false,
+     .activation = VKMOE_ACTIVATION_SWIGLU},
+    {.name = "switch",
+     .router = VKMOE_ROUTER_SOFTMAX_TOPK,
+     .normalize_topk = false,
+     .activation = VKMOE_ACTIVATION_RELU,
+     .top_k = 1,
+     .capacity_factor = 1},
+    {.name = "gshard",
+     .router = VKMOE_ROUTER_SOFTMAX_TOPK,
+     .normalize_topk = true,
+     .activation = VKMOE_ACTIVATION_SWIGLU,
+     .top_k = 2,
+     .capacity_factor = 1},
+    {.name = "deepseek-v2",
+     .router = VKMOE_ROUTER_SOFTMAX_TOPK,
+     .normalize_topk = false,
+     .activation = VKMOE_ACTIVATION_SWIGLU,
+     .top_k = 6,
+     .expert_groups = 8,
+     .topk_groups = 3,
+     .routed_scaling_factor = 16},
+    {.name = "deepseek-v3",
+     .router = VKMOE_ROUTER_SIGMOID_TOPK,
+     .normalize_topk = true,
+     .activation = VKMOE_ACTIVATION_SWIGLU,
+     .top_k = 8,
+     .expert_groups = 8,
+     .topk_groups = 4,
+     .routed_scaling_factor = 2.5f,
+     .selection_bias = true},
+    {.name = "gpt-oss",
+     .router = VKMOE_ROUTER_TOPK_SOFTMAX,
+     .normalize_topk = false,
+     .activation = VKMOE_ACTIVATION_SWIGLU_CLAMPED,
+     .top_k = 4,
+     .router_bias = true,
+     .expert_bias = true},
+};
+
+static void apply_family(vkmoe_layer_params *p, const model_family *f)
 {
-    p->router = router;
-    p->normalize_topk = normalize;
-    p->activation = activation;
-    p->routed_scaling_factor = 0;
-    p->expert_groups = 0;
-    p->topk_groups = 0;
-    p->router_bias = false;
-    p->selection_bias = false;
-    p->capacity_factor = 0;
-    p->expert_bias = false;
+    p->router = f->router;
+    p->normalize_topk = f->normalize_topk;
+    p->activation = f->activation;
+    if (f->top_k)
+        p->top_k = f->top_k;
+    p->expert_groups = f->expert_groups;
+    p->topk_groups = f->topk_groups;
+    p->routed_scaling_factor = f->routed_scaling_factor;
+    p->capacity_factor = f->capacity_factor;
+    p->router_bias = f->router_bias;
+    p->selection_bias = f->selection_bias;
+    p->expert_bias = f->expert_bias;
+    p->shared_gate = f->shared_gate;
     p->swiglu_limit = 0;
     p->swiglu_alpha = 0;
-    p->shared_gate = false;
 }
 
 vkmoe_status vkmoe_layer_params_family(vkmoe_layer_params *p, const char *family)
 {
     VKMOE_REQUIRE(NULL, p && family, "vkmoe_layer_params_family: params and family must not be NULL");
-    if (!strcmp(family, "mixtral") || !strcmp(family, "qwen3-moe")) {
-        apply_family(p, VKMOE_ROUTER_SOFTMAX_TOPK, true, VKMOE_ACTIVATION_SWIGLU);
-    } else if (!strcmp(family, "olmoe")) {
-        apply_family(p, VKMOE_ROUTER_SOFTMAX_TOPK, false, VKMOE_ACTIVATION_SWIGLU);
-    } else if (!strcmp(family, "qwen2-moe")) {
-        apply_family(p, VKMOE_ROUTER_SOFTMAX_TOPK, false, VKMOE_ACTIVATION_SWIGLU);
-        p->shared_gate = true;
-    } else if (!strcmp(family, "switch") || !strcmp(family, "gshard")) {
-        bool gshard = family[0] == 'g';
-        apply_family(p, VKMOE_ROUTER_SOFTMAX_TOPK, gshard,
-                     gshard ? VKMOE_ACTIVATION_SWIGLU : VKMOE_ACTIVATION_RELU);
-        p->top_k = gshard ? 2 : 1;
-        p->capacity_factor = 1;
-    } else if (!strcmp(family, "deepseek-v2")) {
-        apply_family(p, VKMOE_ROUTER_SOFTMAX_TOPK, false, VKMOE_ACTIVATION_SWIGLU);
-        p->top_k = 6;
-        p->expert_groups = 8;
-        p->topk_groups = 3;
-        p->routed_scaling_factor = 16;
-    } else if (!strcmp(family, "deepseek-v3")) {
-        apply_family(p, VKMOE_ROUTER_SIGMOID_TOPK, true, VKMOE_ACTIVATION_SWIGLU);
-        p->top_k = 8;
-        p->expert_groups = 8;
-        p->topk_groups = 4;
-        p->routed_scaling_factor = 2.5f;
-        p->selection_bias = true;
-    } else if (!strcmp(family, "gpt-oss")) {
-        apply_family(p, VKMOE_ROUTER_TOPK_SOFTMAX, false, VKMOE_ACTIVATION_SWIGLU_CLAMPED);
-        p->top_k = 4;
-        p->router_bias = true;
-        p->expert_bias = true;
-    } else {
-        return vkmoe_fail(NULL, VKMOE_ERROR_INVALID_ARGUMENT,
-                          "vkmoe_layer_params_family: unknown family \"%s\" (mixtral, qwen3-moe, "
-                          "qwen2-moe, olmoe, switch, gshard, deepseek-v2, deepseek-v3, gpt-oss)",
-                          family);
+    char known[256] = "";
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(families); i++) {
+        if (strcmp(family, families[i].name) == 0) {
+            apply_family(p, &families[i]);
+            return VKMOE_OK;
+        }
+        size_t used = strlen(known);
+        snprintf(known + used, sizeof(known) - used, "%s%s", i ? ", " : "", families[i].name);
     }
-    return VKMOE_OK;
+    return vkmoe_fail(NULL, VKMOE_ERROR_INVALID_ARGUMENT,
+                      "vkmoe_layer_params_family: unknown family \"%s\" (%s)", family, known);
+}
+
+static const char *const router_names[] = {
+    [VKMOE_ROUTER_SOFTMAX_TOPK] = "softmax_topk",
+    [VKMOE_ROUTER_SIGMOID_TOPK] = "sigmoid_topk",
+    [VKMOE_ROUTER_TOPK_SOFTMAX] = "topk_softmax",
+};
+
+static const char *const activation_names[] = {
+    [VKMOE_ACTIVATION_SWIGLU] = "swiglu",
+    [VKMOE_ACTIVATION_RELU] = "relu",
+    [VKMOE_ACTIVATION_SWIGLU_CLAMPED] = "swiglu_clamped",
+};
+
+const char *vkmoe_activation_name(vkmoe_activation activation)
+{
+    return (unsigned)activation < VKMOE_ARRAY_SIZE(activation_names) &&
+                   activation_names[activation]
+               ? activation_names[activation]
+               : NULL;
+}
+
+const char *vkmoe_router_type_name(vkmoe_router_type router)
+{
+    return (unsigned)router < VKMOE_ARRAY_SIZE(router_names) && router_names[router]
+               ? router_names[router]
+               : NULL;
 }
