@@ -129,9 +129,7 @@ static vkmoe_status open_file(model_source *s, const char *path, model_file **ou
     s->file_count++; /* counted at once so that closing the source unmaps it */
     VKMOE_TRY(map_file(s, path, f));
     char error[300];
-    bool ok = s->gguf ? vkmoe_gguf_parse(f->data, f->size, &f->tensors, error, sizeof(error))
-                      : vkmoe_safetensors_parse(f->data, f->size, &f->tensors, error,
-                                                sizeof(error));
+    bool ok = s->format->parse(f->data, f->size, &f->tensors, error, sizeof(error));
     if (!ok)
         return parse_failure(s, path, error);
     *out = f;
@@ -217,24 +215,6 @@ static bool is_directory(const char *path)
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* What a regular file's first bytes say it is. */
-typedef enum file_kind { FILE_GGUF, FILE_SAFETENSORS, FILE_OTHER } file_kind;
-
-static vkmoe_status sniff(const model_source *s, const char *path, file_kind *kind)
-{
-    int fd;
-    struct stat st;
-    VKMOE_TRY(open_regular(s, path, &fd, &st));
-    uint8_t head[9] = {0};
-    ssize_t n = read(fd, head, sizeof(head));
-    close(fd);
-    /* safetensors: an 8-byte little-endian header length, then JSON. */
-    *kind = n >= 4 && memcmp(head, "GGUF", 4) == 0 ? FILE_GGUF
-            : n == 9 && head[8] == '{'             ? FILE_SAFETENSORS
-                                                   : FILE_OTHER;
-    return VKMOE_OK;
-}
-
 /* A checkpoint directory: config.json, then the index or the one file. */
 static vkmoe_status open_checkpoint(model_source *s, const char *directory)
 {
@@ -252,25 +232,18 @@ static vkmoe_status open_checkpoint(model_source *s, const char *directory)
     return open_file(s, path, &f);
 }
 
-static vkmoe_status open_source(model_source *s, const char *path)
+/* A single GGUF file. */
+static vkmoe_status open_gguf(model_source *s, const char *path)
+{
+    model_file *f;
+    return open_file(s, path, &f);
+}
+
+/* A checkpoint directory, or a .safetensors file in one. */
+static vkmoe_status open_hf(model_source *s, const char *path)
 {
     if (is_directory(path))
         return open_checkpoint(s, path);
-    file_kind kind;
-    VKMOE_TRY(sniff(s, path, &kind));
-    if (kind == FILE_GGUF) {
-        s->gguf = true;
-        model_file *f;
-        return open_file(s, path, &f);
-    }
-    if (kind != FILE_SAFETENSORS)
-        return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
-                          FN ": %s is not a model file: expected a checkpoint directory "
-                             "(config.json and model.safetensors or its index), a GGUF file "
-                             "(\"GGUF\" first) or a .safetensors file of such a directory (a "
-                             "header length, then JSON)",
-                          path);
-    /* A .safetensors file: its directory is the checkpoint. */
     char directory[4096];
     snprintf(directory, sizeof(directory), "%s", path);
     char *slash = strrchr(directory, '/');
@@ -279,6 +252,54 @@ static vkmoe_status open_source(model_source *s, const char *path)
     else
         snprintf(directory, sizeof(directory), ".");
     return open_checkpoint(s, directory);
+}
+
+static bool is_gguf(const uint8_t *head, size_t n)
+{
+    return head && n >= 4 && memcmp(head, "GGUF", 4) == 0;
+}
+
+/* A directory, or a safetensors file: an 8-byte little-endian header
+ * length, then JSON. */
+static bool is_hf(const uint8_t *head, size_t n) { return !head || (n >= 9 && head[8] == '{'); }
+
+static const model_format formats[] = {
+    {"GGUF file", "", is_gguf, open_gguf, vkmoe_gguf_parse, vkmoe_model_describe_gguf},
+    {"Hugging Face checkpoint", "/config.json", is_hf, open_hf, vkmoe_safetensors_parse,
+     vkmoe_model_describe_hf},
+};
+
+/* The format of path by what it is (a directory) or its first bytes. */
+static vkmoe_status detect(model_source *s, const char *path)
+{
+    uint8_t head[16];
+    ssize_t n = 0;
+    bool directory = is_directory(path);
+    if (!directory) {
+        int fd;
+        struct stat st;
+        VKMOE_TRY(open_regular(s, path, &fd, &st));
+        n = read(fd, head, sizeof(head));
+        close(fd);
+    }
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(formats); i++)
+        if (formats[i].detect(directory ? NULL : head, n > 0 ? (size_t)n : 0)) {
+            s->format = &formats[i];
+            return VKMOE_OK;
+        }
+    return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
+                      FN ": %s is not a model file: expected a checkpoint directory "
+                         "(config.json and model.safetensors or its index), a GGUF file "
+                         "(\"GGUF\" first) or a .safetensors file of such a directory (a "
+                         "header length, then JSON)",
+                      path);
+}
+
+static vkmoe_status open_source(model_source *s, const char *path)
+{
+    s->path = path;
+    VKMOE_TRY(detect(s, path));
+    return s->format->open(s, path);
 }
 
 /* ---- checking and uploading tensors ---- */
@@ -528,8 +549,7 @@ static vkmoe_status load(model_source *s, vkmoe_context *ctx, const char *path, 
     VKMOE_TRY(open_source(s, path));
     model_layout layout;
     memset(&layout, 0, sizeof(layout));
-    VKMOE_TRY(s->gguf ? vkmoe_model_describe_gguf(s, index, &layout)
-                      : vkmoe_model_describe_hf(s, index, &layout));
+    VKMOE_TRY(s->format->describe(s, index, &layout));
     VKMOE_TRY(choose_weight_type(s, &layout));
     layout.params.max_tokens = mp->max_tokens;
     layout.params.statistics = mp->statistics;
@@ -539,8 +559,8 @@ static vkmoe_status load(model_source *s, vkmoe_context *ctx, const char *path, 
     if (status == VKMOE_ERROR_INVALID_ARGUMENT) /* the file's numbers, not the caller's */
         return vkmoe_fail(ctx, VKMOE_ERROR_FILE_FORMAT,
                           FN ": %s%s: its hyper-parameters make no valid layer: %s",
-                          s->gguf ? s->files[0].path : s->directory,
-                          s->gguf ? "" : "/config.json", vkmoe_last_error());
+                          s->directory ? s->directory : s->path, s->format->config,
+                          vkmoe_last_error());
     VKMOE_TRY(status);
     status = upload_layer(s, *out, &layout);
     if (status != VKMOE_OK)
@@ -559,7 +579,8 @@ vkmoe_status vkmoe_layer_from_file(vkmoe_context *ctx, const char *path, uint32_
     model_source source = {.ctx = ctx};
     vkmoe_status status = load(&source, ctx, path, layer_index, params ? params : &defaults, out);
     close_source(&source);
-    vkmoe_log(ctx, VKMOE_LOG_INFO, "%s: layer %u %s", path, layer_index,
+    vkmoe_log(ctx, VKMOE_LOG_INFO, "%s (%s): layer %u %s", path,
+              source.format ? source.format->name : "not a model", layer_index,
               status == VKMOE_OK ? "loaded" : "failed");
     return status;
 }

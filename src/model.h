@@ -18,29 +18,51 @@ typedef struct model_file {
     vkmoe_tensor_file tensors;
 } model_file;
 
+typedef struct model_source model_source;
+typedef struct model_layout model_layout;
+
+/* A file format the loader reads: a row of model.c's formats[]. Adding a
+ * format is a row there and its describer (model_<format>.c). */
+typedef struct model_format {
+    const char *name;    /* for messages: "GGUF file", "Hugging Face checkpoint" */
+    const char *config;  /* where its hyper-parameters live, after the source's
+                            path: "/config.json", or "" for the file itself */
+    /* Whether a file beginning with these bytes (n of them, up to 16) is
+     * of the format, or for a NULL head, whether a directory is. */
+    bool (*detect)(const uint8_t *head, size_t n);
+    /* Open path: map what is needed now, read the configuration. */
+    vkmoe_status (*open)(model_source *source, const char *path);
+    /* Parse one mapped file's tensors (tensor_file.h's contract). */
+    bool (*parse)(const uint8_t *data, uint64_t size, vkmoe_tensor_file *out, char *error,
+                  size_t error_size);
+    /* Fill layout from the configuration for MoE block `layer`. */
+    vkmoe_status (*describe)(model_source *source, uint32_t layer, model_layout *layout);
+} model_format;
+
 /* A model: its files (opened as their tensors are first needed, for a
  * sharded checkpoint) and its configuration. */
-typedef struct model_source {
+struct model_source {
     const vkmoe_context *ctx;
     char *directory;          /* Hugging Face: where config.json and the shards live */
     vkmoe_json config;        /* Hugging Face: config.json */
     vkmoe_json index;         /* sharded checkpoints: model.safetensors.index.json */
     model_file *files;
     uint32_t file_count;
-    bool gguf;
-} model_source;
+    const model_format *format;
+    const char *path;         /* as the caller gave it */
+};
 
 /* The tensors of one layer, by name. Per-expert names hold one %u for the
  * expert; with `stacked`, one tensor [experts][rows][cols] holds all the
  * experts' matrices (GGUF) and its name has no %u. Empty: not present. */
-typedef struct model_layout {
+struct model_layout {
     vkmoe_layer_params params;
     bool stacked;
     char router[MODEL_NAME_BYTES], router_bias[MODEL_NAME_BYTES];
     char selection_bias[MODEL_NAME_BYTES], shared_gate[MODEL_NAME_BYTES];
     char expert[3][MODEL_NAME_BYTES], expert_bias[3][MODEL_NAME_BYTES];
     char shared[3][MODEL_NAME_BYTES];
-} model_layout;
+};
 
 /* Fill layout from config.json (model_hf.c) or the GGUF metadata
  * (model_gguf.c) for MoE block `layer`; the weight type is left to the
