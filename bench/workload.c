@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "constants.h"
+#include "fixture.h"
 #include "workload.h"
 
 #define MAX_SAMPLES 16u
@@ -40,18 +41,11 @@ static void fill(float *v, size_t n, float scale, uint64_t seed, vkmoe_weight_ty
     vkmoe_ref_round_weights(type, v, n);
 }
 
-/* Uploads one f32 matrix in the layer's weight type: a routed expert's, or
- * the shared expert's when expert is UINT32_MAX. */
+/* Uploads one f32 matrix in its projection's weight type: a routed
+ * expert's, or the shared expert's when expert is FIXTURE_SHARED_EXPERT. */
 static vkmoe_status upload(workload *w, uint32_t e, vkmoe_expert_matrix m, const float *v, size_t n)
 {
-    void *data = malloc(n * sizeof(float));
-    if (!data)
-        return VKMOE_ERROR_OUT_OF_HOST_MEMORY;
-    size_t bytes = vkmoe_ref_encode_weights(w->params.weight_type, v, n, data);
-    vkmoe_status status = e == UINT32_MAX ? vkmoe_layer_set_shared_expert(w->layer, m, data, bytes)
-                                          : vkmoe_layer_set_expert(w->layer, e, m, data, bytes);
-    free(data);
-    return status;
+    return fixture_upload_matrix(w->layer, &w->params, e, m, v, n);
 }
 
 /* One expert's (or the shared expert's) weights: matrices and biases. */
@@ -84,10 +78,10 @@ static void fill_expert(const workload *w, expert_weights *ew, uint32_t ffn, uin
 {
     const vkmoe_layer_params *p = &w->params;
     size_t n = (size_t)ffn * p->dim;
-    vkmoe_weight_type type = p->weight_type, f32 = VKMOE_WEIGHT_F32;
+    vkmoe_weight_type type = p->weight_type, down = p->down_weight_type, f32 = VKMOE_WEIGHT_F32;
     fill(ew->gate, n, 2.0f / sqrtf((float)p->dim), 6 * seed + 1, type);
     fill(ew->up, n, 2.0f / sqrtf((float)p->dim), 6 * seed + 2, type);
-    fill(ew->down, n, 2.0f / sqrtf((float)ffn), 6 * seed + 3, type);
+    fill(ew->down, n, 2.0f / sqrtf((float)ffn), 6 * seed + 3, down);
     fill(ew->gate_bias, ffn, 0.5f, 6 * seed + 4, f32);
     fill(ew->up_bias, ffn, 0.5f, 6 * seed + 5, f32);
     fill(ew->down_bias, p->dim, 0.5f, 6 * seed + 6, f32);
@@ -103,17 +97,10 @@ static vkmoe_status upload_expert(workload *w, uint32_t e, const expert_weights 
         status = upload(w, e, VKMOE_EXPERT_UP, ew->up, n);
     if (status == VKMOE_OK)
         status = upload(w, e, VKMOE_EXPERT_DOWN, ew->down, n);
-    if (e == UINT32_MAX || !p->expert_bias)
+    if (e == FIXTURE_SHARED_EXPERT || !p->expert_bias || status != VKMOE_OK)
         return status;
-    if (status == VKMOE_OK && gated)
-        status = vkmoe_layer_set_expert_bias(w->layer, e, VKMOE_EXPERT_GATE, ew->gate_bias,
-                                             ffn * 4);
-    if (status == VKMOE_OK)
-        status = vkmoe_layer_set_expert_bias(w->layer, e, VKMOE_EXPERT_UP, ew->up_bias, ffn * 4);
-    if (status == VKMOE_OK)
-        status = vkmoe_layer_set_expert_bias(w->layer, e, VKMOE_EXPERT_DOWN, ew->down_bias,
-                                             p->dim * 4ull);
-    return status;
+    return fixture_upload_expert_biases(w->layer, p, e, gated ? ew->gate_bias : NULL,
+                                        ew->up_bias, ew->down_bias);
 }
 
 /* A reference layer of this one expert's weights. */

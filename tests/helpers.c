@@ -170,18 +170,11 @@ void test_layer_create(vkmoe_context *ctx, const vkmoe_layer_params *params, tes
 }
 
 /* Uploads one matrix in its projection's weight type: a routed expert's, or the
- * shared expert's when expert is UINT32_MAX. */
+ * shared expert's when expert is FIXTURE_SHARED_EXPERT. */
 static void upload_matrix(test_layer *t, uint32_t e, vkmoe_expert_matrix which, const float *m,
                           size_t n)
 {
-    void *data = malloc((n ? n : 1) * sizeof(float));
-    assert_non_null(data);
-    size_t bytes = vkmoe_ref_encode_weights(vkmoe_matrix_type(&t->params, which), m, n, data);
-    vkmoe_status status = e == UINT32_MAX
-                              ? vkmoe_layer_set_shared_expert(t->layer, which, data, bytes)
-                              : vkmoe_layer_set_expert(t->layer, e, which, data, bytes);
-    free(data);
-    assert_int_equal(status, VKMOE_OK);
+    assert_int_equal(fixture_upload_matrix(t->layer, &t->params, e, which, m, n), VKMOE_OK);
 }
 
 static void upload_shared(test_layer *t)
@@ -189,9 +182,9 @@ static void upload_shared(test_layer *t)
     const vkmoe_layer_params *p = &t->params;
     size_t n = (size_t)p->shared_ffn_dim * p->dim;
     if (t->shared_gate)
-        upload_matrix(t, UINT32_MAX, VKMOE_EXPERT_GATE, t->shared_gate, n);
-    upload_matrix(t, UINT32_MAX, VKMOE_EXPERT_UP, t->shared_up, n);
-    upload_matrix(t, UINT32_MAX, VKMOE_EXPERT_DOWN, t->shared_down, n);
+        upload_matrix(t, FIXTURE_SHARED_EXPERT, VKMOE_EXPERT_GATE, t->shared_gate, n);
+    upload_matrix(t, FIXTURE_SHARED_EXPERT, VKMOE_EXPERT_UP, t->shared_up, n);
+    upload_matrix(t, FIXTURE_SHARED_EXPERT, VKMOE_EXPERT_DOWN, t->shared_down, n);
     if (p->shared_gate)
         assert_int_equal(vkmoe_layer_set_shared_gate(t->layer, t->shared_gate_weights,
                                                      p->dim * sizeof(float)),
@@ -200,18 +193,11 @@ static void upload_shared(test_layer *t)
 
 static void upload_expert_biases(test_layer *t, uint32_t e)
 {
-    const vkmoe_layer_params *p = &t->params;
-    size_t f = p->ffn_dim, d = p->dim;
-    if (t->gate_bias)
-        assert_int_equal(vkmoe_layer_set_expert_bias(t->layer, e, VKMOE_EXPERT_GATE,
-                                                     t->gate_bias + e * f, f * 4),
-                         VKMOE_OK);
-    assert_int_equal(
-        vkmoe_layer_set_expert_bias(t->layer, e, VKMOE_EXPERT_UP, t->up_bias + e * f, f * 4),
-        VKMOE_OK);
-    assert_int_equal(
-        vkmoe_layer_set_expert_bias(t->layer, e, VKMOE_EXPERT_DOWN, t->down_bias + e * d, d * 4),
-        VKMOE_OK);
+    size_t f = t->params.ffn_dim, d = t->params.dim;
+    assert_int_equal(fixture_upload_expert_biases(t->layer, &t->params, e,
+                                                  t->gate_bias ? t->gate_bias + e * f : NULL,
+                                                  t->up_bias + e * f, t->down_bias + e * d),
+                     VKMOE_OK);
 }
 
 void test_layer_upload(test_layer *t)

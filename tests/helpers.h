@@ -10,7 +10,9 @@
 
 #include <cmocka.h>
 
-#include "layer.h"
+#include "layer.h" /* first: it brings volk.h, which must come before vulkan.h */
+
+#include "fixture.h"
 #include "reference.h"
 
 /* Tolerance of f32 GPU results against the double reference, relative to
