@@ -1,8 +1,14 @@
 /* Stages 5 and 6, the expert GEMMs (shaders/gemm_up.comp, gemm_down.comp,
- * shaders/common/expert_gemm.glsl), on the layer's path: each stage's shader
- * is built once per path. The routed experts' grids come from the
+ * shaders/common/expert_gemm.glsl), on the layer's path, and everything
+ * else of the GEMMs (gemm.h): each stage's shader is built once per path;
+ * the token plan and the sources' sets are made here. The routed experts' grids come from the
  * scan stage (indirect dispatch), so the host never learns how many rows
  * were used; the shared expert's pass (shared_expert.c) has a direct grid. */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
 #include "stages.h"
 
 _Static_assert(VKMOE_ACTIVATION_LINEAR > VKMOE_ACTIVATION_SWIGLU_CLAMPED,
@@ -12,19 +18,175 @@ _Static_assert(VKMOE_ACTIVATION_LINEAR > VKMOE_ACTIVATION_SWIGLU_CLAMPED,
  * (as scan.comp does for the indirect grids). */
 #define GRID_Y 32768u
 
+/* The push fields that each source of a pass sets (dispatch()). */
+typedef struct gemm_source_push {
+    uint32_t expert_first, expert_count, matrix_texels;
+} gemm_source_push;
+
 typedef struct gemm_up_push {
     VkDeviceAddress tile_expert, row_slot, hidden, gate_bias, up_bias;
-    uint32_t ffn, ld_dim, ld_ffn, top_k, max_tiles, rows, expert_first, expert_count,
-        matrix_texels;
+    uint32_t ffn, ld_dim, ld_ffn, top_k, max_tiles, rows;
+    gemm_source_push source;
     float limit, alpha;
 } gemm_up_push;
-_Static_assert(sizeof(gemm_up_push) == 88, "gemm_up_push must mirror gemm_up.comp");
+_Static_assert(sizeof(gemm_up_push) == 88 && offsetof(gemm_up_push, source) == 64,
+               "gemm_up_push must mirror gemm_up.comp");
 
 typedef struct gemm_down_push {
     VkDeviceAddress tile_expert, row_slot, expert_out, down_bias;
-    uint32_t dim, ld_ffn, max_tiles, rows, expert_first, expert_count, matrix_texels, pad_;
+    uint32_t dim, ld_ffn, max_tiles, rows;
+    gemm_source_push source;
+    uint32_t pad_;
 } gemm_down_push;
-_Static_assert(sizeof(gemm_down_push) == 64, "gemm_down_push must mirror gemm_down.comp");
+_Static_assert(sizeof(gemm_down_push) == 64 && offsetof(gemm_down_push, source) == 48,
+               "gemm_down_push must mirror gemm_down.comp");
+
+/* The plain tiled path's rows per tile: each invocation of its 4-subgroup
+ * workgroup multiplies 4x4 blocks of a rows x 64 tile, so a tile of as many
+ * rows as a subgroup has lanes (at least 32) leaves none idle (64 rows for
+ * AMD's 64-lane subgroups), where its staged tiles fit in shared memory
+ * (f32 A: rows x 16, B: 16 x 64, C: rows x 64; 24 KiB at 64 rows). The
+ * matrix-core path's two 16-row accumulators per subgroup fix it at 32. */
+static uint32_t tiled_rows(const vkmoe_context *ctx, uint32_t lanes)
+{
+    uint32_t rows = (uint32_t)vkmoe_round_up(lanes > 32 ? lanes : 32, 16);
+    uint64_t shared_bytes = 4ull * (rows * 16 + 16 * 64 + rows * 64);
+    return shared_bytes <= ctx->properties.limits.maxComputeSharedMemorySize ? rows : 32;
+}
+
+vkmoe_gemm_config vkmoe_gemm_choose(const vkmoe_context *ctx, const vkmoe_layer_params *p)
+{
+    uint32_t lanes = ctx->gemm_lanes;
+    bool gated = vkmoe_params_gated(p);
+    vkmoe_gemm_path path = p->gemm_path == VKMOE_GEMM_AUTO ? VKMOE_GEMM_REGISTER : p->gemm_path;
+    vkmoe_gemm_config g = {.path = path, .tile_m = 32, .lanes = lanes};
+    if (path == VKMOE_GEMM_REGISTER) {
+        /* A lane owns 8 columns: 4 of each of the gate and up projections
+         * (making 4 hidden columns), 8 of the one ReLU projection, 8 of the
+         * down projection. */
+        g.workgroup = lanes;
+        g.up_columns = gated ? 4 * lanes : 8 * lanes;
+        g.down_columns = 8 * lanes;
+    } else {
+        /* Four subgroups make a tile of 64 columns of B: gated, 32 of each
+         * projection (shaders/common/tiled_gemm.glsl). */
+        g.workgroup = VKMOE_TILED_SUBGROUPS * lanes;
+        g.up_columns = gated ? 32 : 64;
+        g.down_columns = 64;
+        if (path == VKMOE_GEMM_TILED)
+            g.tile_m = tiled_rows(ctx, lanes);
+    }
+    return g;
+}
+
+vkmoe_status vkmoe_gemm_check(const vkmoe_context *ctx, const vkmoe_layer_params *p,
+                              const char *fn)
+{
+    VKMOE_REQUIRE(ctx, vkmoe_gemm_path_name(p->gemm_path) != NULL, "%s: unknown gemm_path %d",
+                  fn, (int)p->gemm_path);
+    const VkPhysicalDeviceLimits *limits = &ctx->properties.limits;
+    uint32_t tiled_workgroup = VKMOE_TILED_SUBGROUPS * ctx->gemm_lanes;
+    if (p->gemm_path >= VKMOE_GEMM_TILED &&
+        (tiled_workgroup > limits->maxComputeWorkGroupSize[0] ||
+         tiled_workgroup > limits->maxComputeWorkGroupInvocations))
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "%s: the tiled GEMM paths need workgroups of 4 subgroups (%u "
+                          "invocations), over the device's limit",
+                          fn, tiled_workgroup);
+    if (p->gemm_path == VKMOE_GEMM_COOPMAT && !ctx->info.cooperative_matrix &&
+        !ctx->options.emulated_matrix_cores)
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "%s: VKMOE_GEMM_COOPMAT needs VK_NV_cooperative_matrix with 16x16x16 "
+                          "f16 multiplies, fp16 arithmetic and the Vulkan memory model, "
+                          "enabled on a device vkmoe created "
+                          "(vkmoe_device_info.cooperative_matrix)",
+                          fn);
+    if (p->gemm_path == VKMOE_GEMM_COOPMAT &&
+        (p->weight_type != VKMOE_WEIGHT_F16 || p->down_weight_type != VKMOE_WEIGHT_F16))
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "%s: VKMOE_GEMM_COOPMAT runs f16 weights only, not %s and %s", fn,
+                          vkmoe_weight_type_name(p->weight_type),
+                          vkmoe_weight_type_name(p->down_weight_type));
+    return VKMOE_OK;
+}
+
+const char *vkmoe_gemm_path_name(vkmoe_gemm_path path)
+{
+    static const char *const names[] = {"auto", "register", "tiled", "coopmat"};
+    return (unsigned)path < VKMOE_ARRAY_SIZE(names) ? names[path] : NULL;
+}
+
+vkmoe_status vkmoe_gemm_path_parse(const char *name, vkmoe_gemm_path *path)
+{
+    VKMOE_REQUIRE(NULL, name && path, "vkmoe_gemm_path_parse: name and path must not be NULL");
+    for (int i = 0; vkmoe_gemm_path_name((vkmoe_gemm_path)i); i++)
+        if (!strcmp(name, vkmoe_gemm_path_name((vkmoe_gemm_path)i))) {
+            *path = (vkmoe_gemm_path)i;
+            return VKMOE_OK;
+        }
+    return vkmoe_fail(NULL, VKMOE_ERROR_INVALID_ARGUMENT,
+                      "unknown GEMM path \"%s\" (auto, register, tiled, coopmat)", name);
+}
+
+vkmoe_status vkmoe_gemm_set_create(vkmoe_layer *layer, VkBufferView a, VkBufferView w0,
+                                   VkBufferView w1, VkDescriptorSet *out)
+{
+    VKMOE_TRY(vkmoe_layer_allocate_set(layer, layer->ctx->gemm_set_layout, out));
+    VkDescriptorSet set = *out;
+    VkBufferView views[3] = {a, w0, w1};
+    VkWriteDescriptorSet writes[3];
+    for (uint32_t i = 0; i < 3; i++)
+        writes[i] = (VkWriteDescriptorSet){
+            .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+            .dstSet = set,
+            .dstBinding = i,
+            .descriptorCount = 1,
+            .descriptorType = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER,
+            .pTexelBufferView = &views[i],
+        };
+    layer->ctx->vk.vkUpdateDescriptorSets(layer->ctx->device, 3, writes, 0, NULL);
+    return VKMOE_OK;
+}
+
+vkmoe_status vkmoe_gemm_sources_create(vkmoe_layer *layer, vkmoe_expert_array arrays[3])
+{
+    const vkmoe_expert_array *gate = &arrays[VKMOE_EXPERT_GATE];
+    vkmoe_expert_array *up = &arrays[VKMOE_EXPERT_UP], *down = &arrays[VKMOE_EXPERT_DOWN];
+    for (uint32_t c = 0; c < up->chunk_count; c++)
+        VKMOE_TRY(vkmoe_gemm_set_create(layer, layer->x_rows_view,
+                                        gate->chunks ? gate->views[c] : up->views[c],
+                                        up->views[c], &up->sources[c].set));
+    for (uint32_t c = 0; c < down->chunk_count; c++)
+        VKMOE_TRY(vkmoe_gemm_set_create(layer, layer->hidden_view, down->views[c], down->views[c],
+                                        &down->sources[c].set));
+    return VKMOE_OK;
+}
+
+/* Row r of a per-token pass (router logits, shared expert) is token r: an
+ * identity row map and one expert for every tile, written once. */
+vkmoe_status vkmoe_gemm_token_plan_create(vkmoe_layer *layer)
+{
+    uint32_t rows = layer->token_rows, tiles = rows / layer->gemm.tile_m;
+    vkmoe_context *ctx = layer->ctx;
+    VKMOE_TRY(vkmoe_buffer_create(ctx, 4ull * (tiles + rows), VKMOE_MEMORY_DEVICE,
+                                  &layer->token_plan));
+    uint32_t *plan = vkmoe_calloc((size_t)tiles + rows, sizeof(*plan));
+    if (!plan)
+        return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    for (uint32_t r = 0; r < rows; r++)
+        plan[tiles + r] = r;
+    size_t bytes = 4 * ((size_t)tiles + rows);
+    vkmoe_status status = vkmoe_buffer_write_rows(ctx, &layer->token_plan, 0, plan, 1, bytes, bytes);
+    free(plan);
+    return status;
+}
+
+void vkmoe_token_plan(const vkmoe_layer *layer, VkDeviceAddress *tile_expert,
+                      VkDeviceAddress *row_slot)
+{
+    *tile_expert = layer->token_plan.address;
+    *row_slot = layer->token_plan.address + 4ull * (layer->token_rows / layer->gemm.tile_m);
+}
 
 vkmoe_spec vkmoe_gemm_spec(const vkmoe_layer *layer, vkmoe_expert_matrix matrix)
 {
@@ -54,22 +216,19 @@ vkmoe_shader vkmoe_gemm_shader(const vkmoe_layer *layer, vkmoe_shader stage)
 
 /* One dispatch per source: each covers every row tile and works on the
  * tiles whose expert its weight views hold. `push` points at the pass's
- * push block and `source_fields` at its expert_first, expert_count and
- * matrix_texels, filled in per source. */
+ * push block and `source` at its source fields, filled in per source. */
 static void dispatch(vkmoe_layer *layer, VkCommandBuffer cmd, VkPipeline pipeline,
-                     const vkmoe_gemm_rows *rows, void *push, uint32_t push_size,
-                     uint32_t *source_fields, int indirect_grid, uint32_t groups_x,
+                     const vkmoe_gemm_rows *rows, const void *push, uint32_t push_size,
+                     gemm_source_push *source, int indirect_grid, uint32_t groups_x,
                      uint32_t tiles)
 {
     vkmoe_context *ctx = layer->ctx;
     ctx->vk.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline);
     for (uint32_t s = 0; s < rows->source_count; s++) {
-        const vkmoe_gemm_source *source = &rows->sources[s];
-        source_fields[0] = source->expert_first;
-        source_fields[1] = source->expert_count;
-        source_fields[2] = source->matrix_texels;
+        const vkmoe_gemm_source *from = &rows->sources[s];
+        *source = (gemm_source_push){from->expert_first, from->expert_count, from->matrix_texels};
         ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE,
-                                        ctx->pipeline_layout, 1, 1, &source->set, 0, NULL);
+                                        ctx->pipeline_layout, 1, 1, &from->set, 0, NULL);
         ctx->vk.vkCmdPushConstants(cmd, ctx->pipeline_layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
                                    push_size, push);
         if (indirect_grid >= 0) {
@@ -109,7 +268,7 @@ void vkmoe_gemm_up_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_gem
     gemm_up_push push = up_push(layer, rows);
     uint32_t groups_x = (uint32_t)vkmoe_div_up(rows->ld_ffn, layer->gemm.up_columns);
     dispatch(layer, cmd, layer->pipelines[VKMOE_SHADER_GEMM_UP], rows, &push, sizeof(push),
-             &push.expert_first, indirect_grid, groups_x, tiles);
+             &push.source, indirect_grid, groups_x, tiles);
 }
 
 vkmoe_spec vkmoe_router_gemm_spec(const vkmoe_layer *layer)
@@ -139,7 +298,7 @@ void vkmoe_router_gemm_pass(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t to
     gemm_up_push push = up_push(layer, &rows);
     /* One projection: a lane computes 8 columns, as for ReLU. */
     uint32_t groups_x = (uint32_t)vkmoe_div_up(rows.ld_ffn, 8 * layer->gemm.lanes);
-    dispatch(layer, cmd, layer->router_gemm, &rows, &push, sizeof(push), &push.expert_first, -1,
+    dispatch(layer, cmd, layer->router_gemm, &rows, &push, sizeof(push), &push.source, -1,
              groups_x, tiles);
 }
 
@@ -158,7 +317,7 @@ void vkmoe_gemm_down_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_g
     };
     uint32_t groups_x = (uint32_t)vkmoe_div_up(layer->params.dim, layer->gemm.down_columns);
     dispatch(layer, cmd, layer->pipelines[VKMOE_SHADER_GEMM_DOWN], rows, &push, sizeof(push),
-             &push.expert_first, indirect_grid, groups_x, tiles);
+             &push.source, indirect_grid, groups_x, tiles);
 }
 
 /* The routed experts' rows, read with the sources of the up or down array. */

@@ -1,10 +1,14 @@
-/* The expert GEMMs: their shape per device and path, what one dispatch
- * reads, and the passes that record them (expert_gemm.c, layer.c). */
+/* The expert GEMMs, all in expert_gemm.c: the paths (names, checks, shape
+ * per device, shader variants), the weight arrays they read, their sources'
+ * sets, the per-token plan, and the passes that record them. Adding a path
+ * is its enum value in vkmoe.h, its name, check, shape and shaders in
+ * expert_gemm.c, and its shader variants in shaders/meson.build. */
 #ifndef VKMOE_GEMM_H
 #define VKMOE_GEMM_H
 
 #include "memory.h"
 #include "pipelines.h"
+#include "weight_types.h"
 
 /* Subgroups in a workgroup of the tiled GEMM paths (shaders/common/tiled_gemm.glsl). */
 #define VKMOE_TILED_SUBGROUPS 4u
@@ -39,7 +43,39 @@ typedef struct vkmoe_gemm_rows {
 } vkmoe_gemm_rows;
 
 
-/* The per-token pass plan: tile_expert and row_slot addresses. */
+/* E matrices of one kind (gate, up or down) for all experts, packed into as
+ * few allocations as the device's allocation and texel-buffer limits
+ * allow, each seen through one texel view. The up and down arrays also
+ * hold their GEMM pass's sources, one per chunk (the gate array shares the
+ * up array's chunking: same shapes). */
+typedef struct vkmoe_expert_array {
+    vkmoe_buffer *chunks;
+    VkBufferView *views;
+    vkmoe_gemm_source *sources;
+    uint32_t chunk_count;
+    uint32_t per_chunk;           /* experts per chunk */
+    VkDeviceSize matrix_bytes;    /* one expert, rows padded to `ld` elements */
+    uint32_t rows, cols, ld;
+    vkmoe_weight_type type;       /* how the matrices are stored */
+} vkmoe_expert_array;
+
+/* The shape of a layer's GEMMs on its path, for this device. */
+vkmoe_gemm_config vkmoe_gemm_choose(const vkmoe_context *ctx, const vkmoe_layer_params *params);
+/* Whether the device runs params' GEMM path (UNSUPPORTED naming why);
+ * messages name `fn`. */
+vkmoe_status vkmoe_gemm_check(const vkmoe_context *ctx, const vkmoe_layer_params *params,
+                              const char *fn);
+/* A GEMM source's set from the layer's pool: rows of A and two weight
+ * views (shaders/common/expert_gemm.glsl's set 1). */
+vkmoe_status vkmoe_gemm_set_create(vkmoe_layer *layer, VkBufferView a, VkBufferView w0,
+                                   VkBufferView w1, VkDescriptorSet *out);
+/* The sets of arrays' sources: the up pass reads x_rows with the gate and
+ * up views, the down pass hidden with the down view. */
+vkmoe_status vkmoe_gemm_sources_create(vkmoe_layer *layer, vkmoe_expert_array arrays[3]);
+/* The per-token pass plan (router logits, shared expert: row r is token
+ * r), written once at creation; and its tile_expert and row_slot
+ * addresses. */
+vkmoe_status vkmoe_gemm_token_plan_create(vkmoe_layer *layer);
 void vkmoe_token_plan(const vkmoe_layer *layer, VkDeviceAddress *tile_expert,
                       VkDeviceAddress *row_slot);
 /* Record one pass of the expert GEMMs over `rows`; indirect_grid is the

@@ -18,45 +18,6 @@ const char *vkmoe_stage_name(vkmoe_stage stage)
     return (unsigned)stage < VKMOE_STAGE_MAX ? stage_names[stage] : "";
 }
 
-/* The plain tiled path's rows per tile: each invocation of its 4-subgroup
- * workgroup multiplies 4x4 blocks of a rows x 64 tile, so a tile of as many
- * rows as a subgroup has lanes (at least 32) leaves none idle (64 rows for
- * AMD's 64-lane subgroups), where its staged tiles fit in shared memory
- * (f32 A: rows x 16, B: 16 x 64, C: rows x 64; 24 KiB at 64 rows). The
- * matrix-core path's two 16-row accumulators per subgroup fix it at 32. */
-static uint32_t tiled_rows(const vkmoe_context *ctx, uint32_t lanes)
-{
-    uint32_t rows = (uint32_t)vkmoe_round_up(lanes > 32 ? lanes : 32, 16);
-    uint64_t shared_bytes = 4ull * (rows * 16 + 16 * 64 + rows * 64);
-    return shared_bytes <= ctx->properties.limits.maxComputeSharedMemorySize ? rows : 32;
-}
-
-static vkmoe_gemm_config choose_gemm_config(const vkmoe_context *ctx,
-                                            const vkmoe_layer_params *p)
-{
-    uint32_t lanes = ctx->gemm_lanes;
-    bool gated = vkmoe_params_gated(p);
-    vkmoe_gemm_path path = p->gemm_path == VKMOE_GEMM_AUTO ? VKMOE_GEMM_REGISTER : p->gemm_path;
-    vkmoe_gemm_config g = {.path = path, .tile_m = 32, .lanes = lanes};
-    if (path == VKMOE_GEMM_REGISTER) {
-        /* A lane owns 8 columns: 4 of each of the gate and up projections
-         * (making 4 hidden columns), 8 of the one ReLU projection, 8 of the
-         * down projection. */
-        g.workgroup = lanes;
-        g.up_columns = gated ? 4 * lanes : 8 * lanes;
-        g.down_columns = 8 * lanes;
-    } else {
-        /* Four subgroups make a tile of 64 columns of B: gated, 32 of each
-         * projection (shaders/common/tiled_gemm.glsl). */
-        g.workgroup = VKMOE_TILED_SUBGROUPS * lanes;
-        g.up_columns = gated ? 32 : 64;
-        g.down_columns = 64;
-        if (path == VKMOE_GEMM_TILED)
-            g.tile_m = tiled_rows(ctx, lanes);
-    }
-    return g;
-}
-
 static void compute_sizes(vkmoe_layer *layer)
 {
     const vkmoe_layer_params *p = &layer->params;
@@ -97,26 +58,8 @@ static void compute_sizes(vkmoe_layer *layer)
     l->size = at;
 }
 
-/* The GEMM sources' sets: each binds rows of A and two weight views. */
-static void write_gemm_set(vkmoe_layer *layer, VkDescriptorSet set, VkBufferView a,
-                           VkBufferView w0, VkBufferView w1)
-{
-    VkBufferView views[3] = {a, w0, w1};
-    VkWriteDescriptorSet writes[3];
-    for (uint32_t i = 0; i < 3; i++)
-        writes[i] = (VkWriteDescriptorSet){
-            .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
-            .dstSet = set,
-            .dstBinding = i,
-            .descriptorCount = 1,
-            .descriptorType = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER,
-            .pTexelBufferView = &views[i],
-        };
-    layer->ctx->vk.vkUpdateDescriptorSets(layer->ctx->device, 3, writes, 0, NULL);
-}
-
-static vkmoe_status allocate_set(vkmoe_layer *layer, VkDescriptorSetLayout set_layout,
-                                 VkDescriptorSet *out)
+vkmoe_status vkmoe_layer_allocate_set(vkmoe_layer *layer, VkDescriptorSetLayout set_layout,
+                                      VkDescriptorSet *out)
 {
     vkmoe_context *ctx = layer->ctx;
     VkDescriptorSetAllocateInfo alloc = {
@@ -127,25 +70,6 @@ static vkmoe_status allocate_set(vkmoe_layer *layer, VkDescriptorSetLayout set_l
     };
     return vkmoe_check_vk(ctx, ctx->vk.vkAllocateDescriptorSets(ctx->device, &alloc, out),
                           "vkAllocateDescriptorSets");
-}
-
-/* The up pass of a set of experts reads x_rows with the gate and up views
- * (the up view twice without a gate); the down pass reads hidden. */
-static vkmoe_status create_expert_sets(vkmoe_layer *layer, vkmoe_expert_array arrays[3])
-{
-    const vkmoe_expert_array *gate = &arrays[VKMOE_EXPERT_GATE];
-    vkmoe_expert_array *up = &arrays[VKMOE_EXPERT_UP], *down = &arrays[VKMOE_EXPERT_DOWN];
-    for (uint32_t c = 0; c < up->chunk_count; c++) {
-        VKMOE_TRY(allocate_set(layer, layer->ctx->gemm_set_layout, &up->sources[c].set));
-        write_gemm_set(layer, up->sources[c].set, layer->x_rows_view,
-                       gate->chunks ? gate->views[c] : up->views[c], up->views[c]);
-    }
-    for (uint32_t c = 0; c < down->chunk_count; c++) {
-        VKMOE_TRY(allocate_set(layer, layer->ctx->gemm_set_layout, &down->sources[c].set));
-        write_gemm_set(layer, down->sources[c].set, layer->hidden_view, down->views[c],
-                       down->views[c]);
-    }
-    return VKMOE_OK;
 }
 
 /* Texel views of expert_out and shared_out for combine (a gather where
@@ -185,18 +109,17 @@ static vkmoe_status create_descriptors(vkmoe_layer *layer)
     VKMOE_TRY(vkmoe_check_vk(
         ctx, ctx->vk.vkCreateDescriptorPool(ctx->device, &pool, NULL, &layer->descriptor_pool),
         "vkCreateDescriptorPool"));
-    VKMOE_TRY(allocate_set(layer, ctx->set_layout, &layer->descriptor_set));
-    VKMOE_TRY(allocate_set(layer, ctx->gemm_set_layout, &layer->router_source.set));
-    write_gemm_set(layer, layer->router_source.set, layer->x_rows_view, layer->router_view,
-                   layer->router_view);
+    VKMOE_TRY(vkmoe_layer_allocate_set(layer, ctx->set_layout, &layer->descriptor_set));
+    VKMOE_TRY(vkmoe_gemm_set_create(layer, layer->x_rows_view, layer->router_view,
+                                    layer->router_view, &layer->router_source.set));
     /* Without texel views combine reads through addresses, but its set
-     * must still hold float views: x_rows stands in. */
-    VKMOE_TRY(allocate_set(layer, ctx->gemm_set_layout, &layer->combine_set));
+     * must still hold float views (the GEMMs' set layout): x_rows stands in. */
     VkBufferView z = layer->expert_out_view ? layer->expert_out_view : layer->x_rows_view;
     VkBufferView shared = layer->shared_out_view ? layer->shared_out_view : z;
-    write_gemm_set(layer, layer->combine_set, z, shared, shared);
-    VKMOE_TRY(create_expert_sets(layer, layer->experts));
-    return layer->params.shared_ffn_dim ? create_expert_sets(layer, layer->shared) : VKMOE_OK;
+    VKMOE_TRY(vkmoe_gemm_set_create(layer, z, shared, shared, &layer->combine_set));
+    VKMOE_TRY(vkmoe_gemm_sources_create(layer, layer->experts));
+    return layer->params.shared_ffn_dim ? vkmoe_gemm_sources_create(layer, layer->shared)
+                                        : VKMOE_OK;
 }
 
 static vkmoe_status create_pipelines(vkmoe_layer *layer)
@@ -235,32 +158,6 @@ static vkmoe_status create_query_pool(vkmoe_layer *layer)
         "vkCreateQueryPool");
 }
 
-/* Row r of a per-token pass (router logits, shared expert) is token r: an
- * identity row map and one expert for every tile, written once. */
-static vkmoe_status create_token_plan(vkmoe_layer *layer)
-{
-    uint32_t rows = layer->token_rows, tiles = rows / layer->gemm.tile_m;
-    vkmoe_context *ctx = layer->ctx;
-    VKMOE_TRY(vkmoe_buffer_create(ctx, 4ull * (tiles + rows), VKMOE_MEMORY_DEVICE,
-                                  &layer->token_plan));
-    uint32_t *plan = vkmoe_calloc((size_t)tiles + rows, sizeof(*plan));
-    if (!plan)
-        return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    for (uint32_t r = 0; r < rows; r++)
-        plan[tiles + r] = r;
-    size_t bytes = 4 * ((size_t)tiles + rows);
-    vkmoe_status status = vkmoe_buffer_write_rows(ctx, &layer->token_plan, 0, plan, 1, bytes, bytes);
-    free(plan);
-    return status;
-}
-
-void vkmoe_token_plan(const vkmoe_layer *layer, VkDeviceAddress *tile_expert,
-                      VkDeviceAddress *row_slot)
-{
-    *tile_expert = layer->token_plan.address;
-    *row_slot = layer->token_plan.address + 4ull * (layer->token_rows / layer->gemm.tile_m);
-}
-
 static vkmoe_status allocate_layer(vkmoe_layer *layer)
 {
     vkmoe_context *ctx = layer->ctx;
@@ -275,7 +172,7 @@ static vkmoe_status allocate_layer(vkmoe_layer *layer)
                           "vkmoe_layer_create: max_tokens·top_k·ffn_dim is too large for one "
                           "forward; lower max_tokens");
     VKMOE_TRY(vkmoe_weights_create(layer));
-    VKMOE_TRY(create_token_plan(layer));
+    VKMOE_TRY(vkmoe_gemm_token_plan_create(layer));
     if (p->shared_ffn_dim)
         VKMOE_TRY(vkmoe_buffer_create(ctx, (VkDeviceSize)layer->token_rows * p->dim * 4,
                                       VKMOE_MEMORY_DEVICE, &layer->shared_out));
@@ -312,7 +209,7 @@ vkmoe_status vkmoe_layer_create(vkmoe_context *ctx, const vkmoe_layer_params *pa
     layer->ctx = ctx;
     vkmoe_context_add_layer(ctx);
     layer->params = p;
-    layer->gemm = choose_gemm_config(ctx, &p);
+    layer->gemm = vkmoe_gemm_choose(ctx, &p);
     compute_sizes(layer);
     vkmoe_status status = allocate_layer(layer);
     if (status != VKMOE_OK) {

@@ -99,4 +99,8 @@ typedef enum vkmoe_debug_buffer {
 vkmoe_status vkmoe_layer_debug_read(vkmoe_layer *layer, vkmoe_debug_buffer which, void *dst,
                                     size_t size);
 
+/* A descriptor set of set_layout from the layer's pool. */
+vkmoe_status vkmoe_layer_allocate_set(vkmoe_layer *layer, VkDescriptorSetLayout set_layout,
+                                      VkDescriptorSet *out);
+
 #endif /* VKMOE_LAYER_H */

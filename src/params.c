@@ -140,30 +140,7 @@ static vkmoe_status check_device(const vkmoe_context *ctx, const vkmoe_layer_par
                               FN ": the device cannot read %s weights: its driver lacks uniform "
                                  "texel buffers of their format (vkmoe_device_info.weight_types)",
                               vkmoe_weight_type_name(types[i]));
-    VKMOE_REQUIRE(ctx, (unsigned)p->gemm_path <= VKMOE_GEMM_COOPMAT, FN ": unknown gemm_path %d",
-                  (int)p->gemm_path);
-    const VkPhysicalDeviceLimits *limits = &ctx->properties.limits;
-    uint32_t tiled_workgroup = VKMOE_TILED_SUBGROUPS * ctx->gemm_lanes;
-    if (p->gemm_path >= VKMOE_GEMM_TILED &&
-        (tiled_workgroup > limits->maxComputeWorkGroupSize[0] ||
-         tiled_workgroup > limits->maxComputeWorkGroupInvocations))
-        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
-                          FN ": the tiled GEMM paths need workgroups of 4 subgroups (%u "
-                             "invocations), over the device's limit",
-                          tiled_workgroup);
-    if (p->gemm_path == VKMOE_GEMM_COOPMAT && !ctx->info.cooperative_matrix &&
-        !ctx->options.emulated_matrix_cores)
-        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
-                          FN ": VKMOE_GEMM_COOPMAT needs VK_NV_cooperative_matrix with 16x16x16 "
-                             "f16 multiplies, fp16 arithmetic and the Vulkan memory model, "
-                             "enabled on a device vkmoe created "
-                             "(vkmoe_device_info.cooperative_matrix)");
-    if (p->gemm_path == VKMOE_GEMM_COOPMAT &&
-        (p->weight_type != VKMOE_WEIGHT_F16 || p->down_weight_type != VKMOE_WEIGHT_F16))
-        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
-                          FN ": VKMOE_GEMM_COOPMAT runs f16 weights only, not %s and %s",
-                          vkmoe_weight_type_name(p->weight_type),
-                          vkmoe_weight_type_name(p->down_weight_type));
+    VKMOE_TRY(vkmoe_gemm_check(ctx, p, FN));
     if (p->timing && !ctx->info.timestamps)
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
                           FN ": timing needs timestamp queries, which the device's queue lacks");
@@ -194,24 +171,6 @@ vkmoe_status vkmoe_params_resolve(const vkmoe_context *ctx, const vkmoe_layer_pa
     VKMOE_TRY(check_device(ctx, &p));
     *out = p;
     return VKMOE_OK;
-}
-
-const char *vkmoe_gemm_path_name(vkmoe_gemm_path path)
-{
-    static const char *const names[] = {"auto", "register", "tiled", "coopmat"};
-    return (unsigned)path < VKMOE_ARRAY_SIZE(names) ? names[path] : NULL;
-}
-
-vkmoe_status vkmoe_gemm_path_parse(const char *name, vkmoe_gemm_path *path)
-{
-    VKMOE_REQUIRE(NULL, name && path, "vkmoe_gemm_path_parse: name and path must not be NULL");
-    for (int i = 0; vkmoe_gemm_path_name((vkmoe_gemm_path)i); i++)
-        if (!strcmp(name, vkmoe_gemm_path_name((vkmoe_gemm_path)i))) {
-            *path = (vkmoe_gemm_path)i;
-            return VKMOE_OK;
-        }
-    return vkmoe_fail(NULL, VKMOE_ERROR_INVALID_ARGUMENT,
-                      "unknown GEMM path \"%s\" (auto, register, tiled, coopmat)", name);
 }
 
 uint32_t vkmoe_params_capacity(const vkmoe_layer_params *p, uint32_t tokens)

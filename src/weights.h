@@ -6,21 +6,6 @@
 #include "gemm.h"
 #include "memory.h"
 
-/* E matrices of one kind (gate, up or down) for all experts, packed into as
- * few allocations as the device's allocation and texel-buffer limits
- * allow, each seen through one texel view. The up and down arrays also
- * hold their GEMM pass's sources, one per chunk (the gate array shares the
- * up array's chunking: same shapes). */
-typedef struct vkmoe_expert_array {
-    vkmoe_buffer *chunks;
-    VkBufferView *views;
-    vkmoe_gemm_source *sources;
-    uint32_t chunk_count;
-    uint32_t per_chunk;           /* experts per chunk */
-    VkDeviceSize matrix_bytes;    /* one expert, rows padded to `ld` elements */
-    uint32_t rows, cols, ld;
-    vkmoe_weight_type type;       /* how the matrices are stored */
-} vkmoe_expert_array;
 
 /* Which uploads a forward waits for. Per expert: three matrices, then
  * three biases (gate, up, down); the rest once per layer. */
