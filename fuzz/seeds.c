@@ -1,6 +1,7 @@
 /* Writes the fuzzers' seed corpus: small valid safetensors and GGUF files
- * of MoE layers, built with the tests' writers.
- *   fuzz-seeds SAFETENSORS_DIR GGUF_DIR */
+ * of MoE layers, built with the tests' writers; config.json files of every
+ * model type the loader reads; .npy files of f32 and f16 hidden states.
+ *   fuzz-seeds SAFETENSORS_DIR GGUF_DIR CONFIG_DIR NPY_DIR */
 #include <stdio.h>
 #include <string.h>
 
@@ -58,11 +59,54 @@ static int gguf_seeds(const char *dir)
     return rc;
 }
 
+static int text_seed(const char *dir, const char *name, const char *text, size_t size)
+{
+    byte_buffer b = {0};
+    buffer_append(&b, text, size);
+    int rc = write_to(dir, name, &b);
+    buffer_free(&b);
+    return rc;
+}
+
+static int config_seeds(const char *dir)
+{
+    static const char *const configs[] = {
+        "{\"model_type\": \"mixtral\", \"hidden_size\": 4096, \"intermediate_size\": 14336, "
+        "\"num_local_experts\": 8, \"num_experts_per_tok\": 2}",
+        "{\"model_type\": \"qwen2_moe\", \"hidden_size\": 2048, \"moe_intermediate_size\": "
+        "1408, \"num_experts\": 60, \"num_experts_per_tok\": 4, \"norm_topk_prob\": false, "
+        "\"shared_expert_intermediate_size\": 5632}",
+        "{\"model_type\": \"deepseek_v3\", \"hidden_size\": 7168, \"moe_intermediate_size\": "
+        "2048, \"n_routed_experts\": 256, \"num_experts_per_tok\": 8, \"n_group\": 8, "
+        "\"topk_group\": 4, \"topk_method\": \"noaux_tc\", \"scoring_func\": \"sigmoid\", "
+        "\"routed_scaling_factor\": 2.5, \"n_shared_experts\": 1, \"first_k_dense_replace\": "
+        "1, \"moe_layer_freq\": 1, \"norm_topk_prob\": true}",
+    };
+    int rc = 0;
+    for (size_t i = 0; i < sizeof(configs) / sizeof(configs[0]); i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "config%zu.json", i);
+        rc |= text_seed(dir, name, configs[i], strlen(configs[i]));
+    }
+    return rc;
+}
+
+static int npy_seeds(const char *dir)
+{
+    static const char f32[] = "\x93NUMPY\x01\x00\x3c\x00{'descr': '<f4', 'fortran_order': "
+                              "False, 'shape': (2, 1), }\n\0\0\x80\x3f\0\0\0\x40";
+    static const char f16[] = "\x93NUMPY\x01\x00\x3a\x00{'descr': '<f2', 'fortran_order': "
+                              "False, 'shape': (2,), }\n\0\x3c\0\x40";
+    return text_seed(dir, "f32.npy", f32, sizeof(f32) - 1) |
+           text_seed(dir, "f16.npy", f16, sizeof(f16) - 1);
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: fuzz-seeds SAFETENSORS_DIR GGUF_DIR\n");
+    if (argc != 5) {
+        fprintf(stderr, "usage: fuzz-seeds SAFETENSORS_DIR GGUF_DIR CONFIG_DIR NPY_DIR\n");
         return 2;
     }
-    return safetensors_seeds(argv[1]) | gguf_seeds(argv[2]);
+    return safetensors_seeds(argv[1]) | gguf_seeds(argv[2]) | config_seeds(argv[3]) |
+           npy_seeds(argv[4]);
 }
