@@ -15,6 +15,8 @@ static const char validation_layer[] = "VK_LAYER_KHRONOS_validation";
 static vkmoe_status load_vulkan(vkmoe_context *ctx, PFN_vkGetInstanceProcAddr get_proc)
 {
     if (!get_proc)
+        get_proc = ctx->options.get_instance_proc_addr;
+    if (!get_proc)
         get_proc = vkmoe_vulkan_loader();
     if (!get_proc)
         return vkmoe_fail(ctx, VKMOE_ERROR_NO_DEVICE,

@@ -39,6 +39,10 @@ typedef struct vkmoe_context_options {
     /* Bits of vkmoe_device_info.weight_types to clear, as a driver without
      * those texel formats would. */
     uint32_t hidden_weight_types;
+    /* The loader entry of a context that creates its own instance (NULL:
+     * the platform loader's), so that fault injection reaches instance and
+     * device creation too. */
+    PFN_vkGetInstanceProcAddr get_instance_proc_addr;
 } vkmoe_context_options;
 
 struct vkmoe_context {

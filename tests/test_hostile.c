@@ -309,14 +309,44 @@ static void inject_vulkan_failures(vkmoe_context *host, VkResult result, unsigne
     vkmoe_context_destroy(&ctx);
 }
 
+/* Each failable loader, instance and device call of a context that makes
+ * its own instance and device, failed in turn. */
+static unsigned inject_own_context_failures(void)
+{
+    vkmoe_context_options options = {.get_instance_proc_addr = interposer_entry()};
+    unsigned points = 0;
+    for (unsigned at = 1;; at++) {
+        interposer_reset();
+        interposer.fail_at = at;
+        interposer.fail_with = VK_ERROR_OUT_OF_HOST_MEMORY;
+        vkmoe_context *ctx = NULL;
+        vkmoe_status status = vkmoe_context_create_with(NULL, &options, &ctx);
+        vkmoe_context_destroy(&ctx);
+        if (!interposer.failed_function)
+            break;
+        /* The extension probe failing reads as "no cooperative matrices";
+         * the wait in destroy has no status to give (it then destroys). */
+        const char *f = interposer.failed_function;
+        bool absorbed = strcmp(f, "vkEnumerateDeviceExtensionProperties") == 0 ||
+                        strcmp(f, "vkDeviceWaitIdle") == 0;
+        if (!failure_status(status) && !(absorbed && status == VKMOE_OK))
+            fail_msg("%s failing gave status %d (%s)", interposer.failed_function, (int)status,
+                     vkmoe_last_error());
+        points++;
+    }
+    return points;
+}
+
 static void test_vulkan_fault_injection(void **state)
 {
+    unsigned own = inject_own_context_failures();
     unsigned out_of_memory = 0, lost = 0;
     inject_vulkan_failures(*state, VK_ERROR_OUT_OF_HOST_MEMORY, &out_of_memory);
     inject_vulkan_failures(*state, VK_ERROR_DEVICE_LOST, &lost);
-    printf("fault injection: %u Vulkan calls failed with out of memory, %u with a lost device\n",
-           out_of_memory, lost);
-    assert_true(out_of_memory > 50 && lost >= 3);
+    printf("fault injection: %u Vulkan calls failed with out of memory (%u of them making a "
+           "context's own instance and device), %u with a lost device\n",
+           own + out_of_memory, own, lost);
+    assert_true(own >= 4 && out_of_memory > 50 && lost >= 3);
 }
 
 /* Each allocation of a context's creation, then of a layer's life and of a

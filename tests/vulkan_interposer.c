@@ -77,6 +77,20 @@ void interposer_reset(void) { memset(&interposer, 0, sizeof(interposer)); }
     X(vkEndCommandBuffer, false, (VkCommandBuffer c), (c))                                   \
     X(vkResetCommandBuffer, false, (VkCommandBuffer c, VkCommandBufferResetFlags f), (c, f))
 
+/* The same for the loader and instance functions a context that makes its
+ * own device calls. */
+#define INSTANCE_FAILABLE(X)                                                                 \
+    X(vkCreateInstance, false,                                                               \
+      (const VkInstanceCreateInfo *i, const VkAllocationCallbacks *a, VkInstance *o), (i, a, o)) \
+    X(vkEnumeratePhysicalDevices, false, (VkInstance i, uint32_t * n, VkPhysicalDevice * d),  \
+      (i, n, d))                                                                             \
+    X(vkEnumerateDeviceExtensionProperties, false,                                           \
+      (VkPhysicalDevice d, const char *l, uint32_t *n, VkExtensionProperties *p), (d, l, n, p)) \
+    X(vkCreateDevice, false,                                                                 \
+      (VkPhysicalDevice p, const VkDeviceCreateInfo *i, const VkAllocationCallbacks *a,      \
+       VkDevice *o),                                                                         \
+      (p, i, a, o))
+
 static bool is_queue_call(const char *name)
 {
     return strcmp(name, "vkQueueSubmit") == 0 || strcmp(name, "vkQueueWaitIdle") == 0;
@@ -108,6 +122,7 @@ static bool inject(const char *name, bool may_lose_device, VkResult *result)
         return real_##name args;                                                             \
     }
 FAILABLE(WRAP)
+INSTANCE_FAILABLE(WRAP)
 #undef WRAP
 
 static PFN_vkGetInstanceProcAddr real_get_instance_proc_addr;
@@ -135,6 +150,13 @@ static VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL get_instance_proc_addr(VkInstanc
         real_get_device_proc_addr = (PFN_vkGetDeviceProcAddr)real;
         return (PFN_vkVoidFunction)get_device_proc_addr;
     }
+#define HAND_OUT(fn, lose, params, args)                                                     \
+    if (real && strcmp(name, #fn) == 0) {                                                    \
+        real_##fn = (PFN_##fn)real;                                                          \
+        return (PFN_vkVoidFunction)wrap_##fn;                                                \
+    }
+    INSTANCE_FAILABLE(HAND_OUT)
+#undef HAND_OUT
     return real;
 }
 
