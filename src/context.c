@@ -25,30 +25,21 @@ static vkmoe_status load_vulkan(vkmoe_context *ctx, PFN_vkGetInstanceProcAddr ge
     return VKMOE_OK;
 }
 
-/* The instance's functions into ctx->vk; UNSUPPORTED naming one it lacks. */
-static vkmoe_status load_instance(vkmoe_context *ctx)
+/* The instance's functions (with `device`, the device's too) into ctx->vk;
+ * UNSUPPORTED naming one they lack, as a device of a Vulkan 1.1 instance
+ * lacks vkGetBufferDeviceAddress. */
+static vkmoe_status load_functions(vkmoe_context *ctx, bool device)
 {
-    vkmoe_vulkan_load_instance(&ctx->vk, ctx->instance);
-    const char *missing = vkmoe_vulkan_functions_missing(&ctx->vk, false);
+    if (device)
+        vkmoe_vulkan_load_device(&ctx->vk, ctx->device);
+    else
+        vkmoe_vulkan_load_instance(&ctx->vk, ctx->instance);
+    const char *missing = vkmoe_vulkan_functions_missing(&ctx->vk, device);
     if (missing)
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
-                          "vkmoe_context_create: the instance does not provide %s "
-                          "(vkmoe needs Vulkan 1.2)",
-                          missing);
-    return VKMOE_OK;
-}
-
-/* The device's functions into ctx->vk; UNSUPPORTED naming one it lacks,
- * as a device of a Vulkan 1.1 instance lacks vkGetBufferDeviceAddress. */
-static vkmoe_status load_device(vkmoe_context *ctx)
-{
-    vkmoe_vulkan_load_device(&ctx->vk, ctx->device);
-    const char *missing = vkmoe_vulkan_functions_missing(&ctx->vk, true);
-    if (missing)
-        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
-                          "vkmoe_context_create: the device does not provide %s (vkmoe needs "
-                          "an instance and device of Vulkan 1.2 or newer)",
-                          missing);
+                          "vkmoe_context_create: the %s does not provide %s (vkmoe needs an "
+                          "instance and device of Vulkan 1.2 or newer)",
+                          device ? "device" : "instance", missing);
     return VKMOE_OK;
 }
 
@@ -117,7 +108,7 @@ static vkmoe_status create_instance(vkmoe_context *ctx, bool validation)
     if (result == VK_ERROR_INCOMPATIBLE_DRIVER)
         return vkmoe_fail(ctx, VKMOE_ERROR_NO_DEVICE, "no Vulkan 1.2 driver is installed");
     VKMOE_TRY(vkmoe_check_vk(ctx, result, "vkCreateInstance"));
-    VKMOE_TRY(load_instance(ctx));
+    VKMOE_TRY(load_functions(ctx, false));
     if (!validation)
         return VKMOE_OK;
     VkDebugUtilsMessengerCreateInfoEXT messenger = {
@@ -320,7 +311,7 @@ static vkmoe_status create_device(vkmoe_context *ctx)
     VKMOE_TRY(vkmoe_check_vk(
         ctx, ctx->vk.vkCreateDevice(ctx->physical_device, &info, NULL, &ctx->device),
         "vkCreateDevice"));
-    VKMOE_TRY(load_device(ctx));
+    VKMOE_TRY(load_functions(ctx, true));
     ctx->vk.vkGetDeviceQueue(ctx->device, ctx->queue_family, 0, &ctx->queue);
     return VKMOE_OK;
 }
@@ -361,7 +352,7 @@ static vkmoe_status import_device(vkmoe_context *ctx, const vkmoe_vulkan_import 
     ctx->lock_queue = import->lock_queue;
     ctx->unlock_queue = import->unlock_queue;
     ctx->queue_lock_user = import->queue_lock_user;
-    VKMOE_TRY(load_instance(ctx));
+    VKMOE_TRY(load_functions(ctx, false));
     VKMOE_TRY(check_queue_family(ctx, import->queue_family));
     /* Whether the host enabled bufferDeviceAddress cannot be asked of a
      * VkDevice; what the physical device supports can (vkmoe.h says so). */
@@ -372,7 +363,7 @@ static vkmoe_status import_device(vkmoe_context *ctx, const vkmoe_vulkan_import 
     /* Set only once its functions are there: destroy calls none of them
      * for a device it does not own. */
     ctx->device = import->device;
-    return load_device(ctx);
+    return load_functions(ctx, true);
 }
 
 /* The weight types whose texel format, and the activations' RGBA32F, the

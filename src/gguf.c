@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "checked_size.h"
 #include "parse_error.h"
 #include "tensor_file.h"
 
@@ -215,10 +216,11 @@ static bool read_tensor_info(reader *r, vkmoe_tensor *t, uint64_t *byte_size)
         uint64_t n;
         if (!read_uint(r, 8, &n))
             return false;
-        if (n == 0 || n > UINT32_MAX || elements > UINT64_MAX / 8 / n)
+        /* 8 bytes an element at most: the byte size fits in 64 bits too. */
+        if (n == 0 || n > UINT32_MAX || !vkmoe_mul_u64(elements, n, &elements) ||
+            elements > UINT64_MAX / 8)
             return fail(r, "tensor \"%s\" has an absurd dimension", t->name);
         t->shape[dims - 1 - d] = n;
-        elements *= n;
     }
     if (!read_u32(r, &type_id) || !find_type(r, type_id, t, &block, &bytes))
         return false;
