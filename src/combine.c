@@ -11,21 +11,21 @@ _Static_assert(sizeof(combine_push) == 56, "combine_push must mirror combine.com
 void vkmoe_combine_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 {
     const vkmoe_layer_params *p = &layer->params;
-    VkDeviceAddress base = layer->scratch.address;
+    VkDeviceAddress base = layer->plan.scratch.address;
     combine_push push = {
-        .topk_weight = base + layer->layout.topk_weight,
-        .slot_row = base + layer->layout.slot_row,
-        .expert_out = layer->expert_out.address,
-        .shared_out = p->shared_ffn_dim ? layer->shared_out.address : 0,
-        .shared_scale = p->shared_gate ? base + layer->layout.shared_scale : 0,
+        .topk_weight = base + layer->plan.layout.topk_weight,
+        .slot_row = base + layer->plan.layout.slot_row,
+        .expert_out = layer->act.expert_out.address,
+        .shared_out = p->shared_ffn_dim ? layer->act.shared_out.address : 0,
+        .shared_scale = p->shared_gate ? base + layer->plan.layout.shared_scale : 0,
         .tokens = tokens,
         .dim = p->dim,
         .top_k = p->top_k,
-        .z_texels = layer->expert_out_view != VK_NULL_HANDLE,
+        .z_texels = layer->act.expert_out_view != VK_NULL_HANDLE,
     };
     layer->ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE,
-                                           layer->ctx->pipeline_layout, 1, 1, &layer->combine_set,
-                                           0, NULL);
+                                           layer->ctx->pipeline_layout, 1, 1,
+                                           &layer->act.combine_set, 0, NULL);
     /* An invocation makes 16 consecutive elements of a row. */
     uint64_t spans = (uint64_t)tokens * vkmoe_div_up(p->dim, 16);
     vkmoe_dispatch_1d(layer->ctx, cmd, layer->pipelines[VKMOE_SHADER_COMBINE], &push,

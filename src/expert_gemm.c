@@ -154,12 +154,12 @@ vkmoe_status vkmoe_gemm_sources_create(vkmoe_layer *layer, vkmoe_expert_array ar
     const vkmoe_expert_array *gate = &arrays[VKMOE_EXPERT_GATE];
     vkmoe_expert_array *up = &arrays[VKMOE_EXPERT_UP], *down = &arrays[VKMOE_EXPERT_DOWN];
     for (uint32_t c = 0; c < up->chunk_count; c++)
-        VKMOE_TRY(vkmoe_gemm_set_create(layer, layer->x_rows_view,
-                                        gate->chunks ? gate->views[c] : up->views[c],
-                                        up->views[c], &up->sources[c].set));
+        VKMOE_TRY(vkmoe_gemm_set_create(layer, layer->act.x_rows_view,
+                                        gate->chunks ? gate->views[c] : up->views[c], up->views[c],
+                                        &up->sources[c].set));
     for (uint32_t c = 0; c < down->chunk_count; c++)
-        VKMOE_TRY(vkmoe_gemm_set_create(layer, layer->hidden_view, down->views[c], down->views[c],
-                                        &down->sources[c].set));
+        VKMOE_TRY(vkmoe_gemm_set_create(layer, layer->act.hidden_view, down->views[c],
+                                        down->views[c], &down->sources[c].set));
     return VKMOE_OK;
 }
 
@@ -167,17 +167,18 @@ vkmoe_status vkmoe_gemm_sources_create(vkmoe_layer *layer, vkmoe_expert_array ar
  * identity row map and one expert for every tile, written once. */
 vkmoe_status vkmoe_gemm_token_plan_create(vkmoe_layer *layer)
 {
-    uint32_t rows = layer->token_rows, tiles = rows / layer->gemm.tile_m;
+    uint32_t rows = layer->plan.token_rows, tiles = rows / layer->gemm.tile_m;
     vkmoe_context *ctx = layer->ctx;
     VKMOE_TRY(vkmoe_buffer_create(ctx, 4ull * (tiles + rows), VKMOE_MEMORY_DEVICE,
-                                  &layer->token_plan));
+                                  &layer->plan.token_plan));
     uint32_t *plan = vkmoe_calloc((size_t)tiles + rows, sizeof(*plan));
     if (!plan)
         return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     for (uint32_t r = 0; r < rows; r++)
         plan[tiles + r] = r;
     size_t bytes = 4 * ((size_t)tiles + rows);
-    vkmoe_status status = vkmoe_buffer_write_rows(ctx, &layer->token_plan, 0, plan, 1, bytes, bytes);
+    vkmoe_status status =
+        vkmoe_buffer_write_rows(ctx, &layer->plan.token_plan, 0, plan, 1, bytes, bytes);
     free(plan);
     return status;
 }
@@ -185,8 +186,9 @@ vkmoe_status vkmoe_gemm_token_plan_create(vkmoe_layer *layer)
 void vkmoe_token_plan(const vkmoe_layer *layer, VkDeviceAddress *tile_expert,
                       VkDeviceAddress *row_slot)
 {
-    *tile_expert = layer->token_plan.address;
-    *row_slot = layer->token_plan.address + 4ull * (layer->token_rows / layer->gemm.tile_m);
+    *tile_expert = layer->plan.token_plan.address;
+    *row_slot =
+        layer->plan.token_plan.address + 4ull * (layer->plan.token_rows / layer->gemm.tile_m);
 }
 
 vkmoe_spec vkmoe_gemm_spec(const vkmoe_layer *layer, vkmoe_expert_matrix matrix)
@@ -233,9 +235,9 @@ static void dispatch(vkmoe_layer *layer, VkCommandBuffer cmd, VkPipeline pipelin
         ctx->vk.vkCmdPushConstants(cmd, ctx->pipeline_layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
                                    push_size, push);
         if (indirect_grid >= 0) {
-            ctx->vk.vkCmdDispatchIndirect(cmd, layer->scratch.buffer,
-                                          layer->layout.dispatch + (VkDeviceSize)indirect_grid *
-                                                                       3 * sizeof(uint32_t));
+            ctx->vk.vkCmdDispatchIndirect(cmd, layer->plan.scratch.buffer,
+                                          layer->plan.layout.dispatch +
+                                              (VkDeviceSize)indirect_grid * 3 * sizeof(uint32_t));
             continue;
         }
         uint32_t y = tiles < GRID_Y ? tiles : GRID_Y;
@@ -253,7 +255,7 @@ static gemm_up_push up_push(const vkmoe_layer *layer, const vkmoe_gemm_rows *row
         .gate_bias = rows->gate_bias,
         .up_bias = rows->up_bias,
         .ffn = rows->ffn,
-        .ld_dim = layer->ld_dim,
+        .ld_dim = layer->plan.ld_dim,
         .ld_ffn = rows->ld_ffn,
         .top_k = rows->top_k,
         .max_tiles = rows->max_tiles,
@@ -286,11 +288,11 @@ void vkmoe_router_gemm_pass(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t to
     const vkmoe_layer_params *p = &layer->params;
     uint32_t tiles = (uint32_t)vkmoe_div_up(tokens, layer->gemm.tile_m);
     vkmoe_gemm_rows rows = {
-        .sources = &layer->router_source,
+        .sources = &layer->weights.router_source,
         .source_count = 1,
-        .hidden = layer->scratch.address + layer->layout.logits,
+        .hidden = layer->plan.scratch.address + layer->plan.layout.logits,
         .ffn = p->experts + (p->shared_gate ? 1 : 0),
-        .ld_ffn = layer->ld_logits,
+        .ld_ffn = layer->plan.ld_logits,
         .top_k = 1,
         .max_tiles = tiles,
         .rows = tokens,
@@ -324,25 +326,26 @@ void vkmoe_gemm_down_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_g
 /* The routed experts' rows, read with the sources of the up or down array. */
 static vkmoe_gemm_rows routed_rows(const vkmoe_layer *layer, vkmoe_expert_matrix matrices)
 {
-    const vkmoe_expert_array *array = &layer->experts[matrices];
+    const vkmoe_expert_array *array = &layer->weights.experts[matrices];
     const vkmoe_layer_params *p = &layer->params;
-    VkDeviceAddress base = layer->scratch.address, biases = layer->expert_biases.address;
+    VkDeviceAddress base = layer->plan.scratch.address,
+                    biases = layer->weights.expert_biases.address;
     bool has_bias = p->expert_bias;
     return (vkmoe_gemm_rows){
         .sources = array->sources,
         .source_count = array->chunk_count,
-        .tile_expert = base + layer->layout.tile_expert,
-        .row_slot = base + layer->layout.row_slot,
-        .hidden = layer->hidden.address,
-        .out = layer->expert_out.address,
+        .tile_expert = base + layer->plan.layout.tile_expert,
+        .row_slot = base + layer->plan.layout.row_slot,
+        .hidden = layer->act.hidden.address,
+        .out = layer->act.expert_out.address,
         .gate_bias = has_bias ? biases + vkmoe_expert_bias_offset(layer, VKMOE_EXPERT_GATE, 0) : 0,
         .up_bias = has_bias ? biases + vkmoe_expert_bias_offset(layer, VKMOE_EXPERT_UP, 0) : 0,
         .down_bias = has_bias ? biases + vkmoe_expert_bias_offset(layer, VKMOE_EXPERT_DOWN, 0) : 0,
         .ffn = p->ffn_dim,
-        .ld_ffn = layer->ld_ffn,
+        .ld_ffn = layer->plan.ld_ffn,
         .top_k = p->top_k,
-        .max_tiles = layer->max_tiles,
-        .rows = layer->max_rows,
+        .max_tiles = layer->plan.max_tiles,
+        .rows = layer->plan.max_rows,
     };
 }
 

@@ -15,12 +15,12 @@ _Static_assert(sizeof(input_rows_push) == 24, "input_rows_push must mirror input
 void vkmoe_input_rows_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 {
     input_rows_push push = {
-        .x_rows = layer->x_rows.address,
+        .x_rows = layer->act.x_rows.address,
         .tokens = tokens,
         .dim = layer->params.dim,
-        .ld_dim = layer->ld_dim,
+        .ld_dim = layer->plan.ld_dim,
     };
-    uint64_t quads = (uint64_t)tokens * layer->ld_dim / 4;
+    uint64_t quads = (uint64_t)tokens * layer->plan.ld_dim / 4;
     vkmoe_dispatch_1d(layer->ctx, cmd, layer->pipelines[VKMOE_SHADER_INPUT_ROWS], &push,
                       sizeof(push), vkmoe_div_up(quads, GROUP_SIZE));
 }

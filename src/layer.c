@@ -21,39 +21,40 @@ const char *vkmoe_stage_name(vkmoe_stage stage)
 static void compute_sizes(vkmoe_layer *layer)
 {
     const vkmoe_layer_params *p = &layer->params;
-    layer->ld_dim = (uint32_t)vkmoe_round_up(p->dim, VKMOE_ROW_ALIGN);
-    layer->ld_ffn = (uint32_t)vkmoe_round_up(p->ffn_dim, VKMOE_ROW_ALIGN);
-    layer->max_slots = p->max_tokens * p->top_k;
-    layer->max_blocks = (uint32_t)vkmoe_div_up(layer->max_slots, VKMOE_BLOCK_SLOTS);
-    layer->max_scan_tiles =
-        (uint32_t)vkmoe_div_up((uint64_t)layer->max_blocks * p->experts, VKMOE_SCAN_TILE);
+    layer->plan.ld_dim = (uint32_t)vkmoe_round_up(p->dim, VKMOE_ROW_ALIGN);
+    layer->plan.ld_ffn = (uint32_t)vkmoe_round_up(p->ffn_dim, VKMOE_ROW_ALIGN);
+    layer->plan.max_slots = p->max_tokens * p->top_k;
+    layer->plan.max_blocks = (uint32_t)vkmoe_div_up(layer->plan.max_slots, VKMOE_BLOCK_SLOTS);
+    layer->plan.max_scan_tiles =
+        (uint32_t)vkmoe_div_up((uint64_t)layer->plan.max_blocks * p->experts, VKMOE_SCAN_TILE);
     /* Only experts that receive a slot pad their segment to a whole tile. */
     uint32_t tile = layer->gemm.tile_m;
-    uint32_t busy = p->experts < layer->max_slots ? p->experts : layer->max_slots;
-    layer->max_rows = (uint32_t)vkmoe_round_up(layer->max_slots + busy * (tile - 1), tile);
-    layer->max_tiles = layer->max_rows / tile;
-    layer->ld_shared = (uint32_t)vkmoe_round_up(p->shared_ffn_dim, VKMOE_ROW_ALIGN);
-    layer->token_rows = (uint32_t)vkmoe_round_up(p->max_tokens, tile);
-    layer->ld_logits = (uint32_t)vkmoe_round_up(p->experts + (p->shared_gate ? 1 : 0),
-                                                VKMOE_ROW_ALIGN);
+    uint32_t busy = p->experts < layer->plan.max_slots ? p->experts : layer->plan.max_slots;
+    layer->plan.max_rows =
+        (uint32_t)vkmoe_round_up(layer->plan.max_slots + busy * (tile - 1), tile);
+    layer->plan.max_tiles = layer->plan.max_rows / tile;
+    layer->plan.ld_shared = (uint32_t)vkmoe_round_up(p->shared_ffn_dim, VKMOE_ROW_ALIGN);
+    layer->plan.token_rows = (uint32_t)vkmoe_round_up(p->max_tokens, tile);
+    layer->plan.ld_logits =
+        (uint32_t)vkmoe_round_up(p->experts + (p->shared_gate ? 1 : 0), VKMOE_ROW_ALIGN);
 
-    vkmoe_scratch_layout *l = &layer->layout;
+    vkmoe_scratch_layout *l = &layer->plan.layout;
     VkDeviceSize at = 0;
 #define PLACE(field, bytes) (l->field = at, at = vkmoe_round_up(at + (bytes), 16))
-    PLACE(ids, 4ull * layer->max_slots);
-    PLACE(topk_weight, 4ull * layer->max_slots);
-    PLACE(block_counts, 4ull * p->experts * layer->max_blocks);
-    PLACE(tile_sums, 4ull * layer->max_scan_tiles);
+    PLACE(ids, 4ull * layer->plan.max_slots);
+    PLACE(topk_weight, 4ull * layer->plan.max_slots);
+    PLACE(block_counts, 4ull * p->experts * layer->plan.max_blocks);
+    PLACE(tile_sums, 4ull * layer->plan.max_scan_tiles);
     PLACE(expert_count, 4ull * p->experts);
     PLACE(expert_base, 4ull * p->experts);
-    PLACE(tile_expert, 4ull * layer->max_tiles);
-    PLACE(row_slot, 4ull * layer->max_rows);
-    PLACE(slot_row, 4ull * layer->max_slots);
+    PLACE(tile_expert, 4ull * layer->plan.max_tiles);
+    PLACE(row_slot, 4ull * layer->plan.max_rows);
+    PLACE(slot_row, 4ull * layer->plan.max_slots);
     PLACE(dispatch, 4ull * 6);
     PLACE(shared_scale, 4ull * p->max_tokens);
     PLACE(probs, p->statistics ? 4ull * p->max_tokens * p->experts : 0);
     PLACE(lse, p->statistics ? 4ull * p->max_tokens : 0);
-    PLACE(logits, 4ull * layer->token_rows * layer->ld_logits);
+    PLACE(logits, 4ull * layer->plan.token_rows * layer->plan.ld_logits);
 #undef PLACE
     l->size = at;
 }
@@ -64,7 +65,7 @@ vkmoe_status vkmoe_layer_allocate_set(vkmoe_layer *layer, VkDescriptorSetLayout 
     vkmoe_context *ctx = layer->ctx;
     VkDescriptorSetAllocateInfo alloc = {
         .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
-        .descriptorPool = layer->descriptor_pool,
+        .descriptorPool = layer->io.descriptor_pool,
         .descriptorSetCount = 1,
         .pSetLayouts = &set_layout,
     };
@@ -82,19 +83,19 @@ static vkmoe_status create_combine_views(vkmoe_layer *layer, VkDeviceSize expert
     const vkmoe_layer_params *p = &layer->params;
     if (p->dim % 4 != 0 || expert_out_bytes / 16 > ctx->properties.limits.maxTexelBufferElements)
         return VKMOE_OK;
-    VKMOE_TRY(vkmoe_buffer_view_create(ctx, &layer->expert_out, VK_FORMAT_R32G32B32A32_SFLOAT,
-                                       expert_out_bytes, &layer->expert_out_view));
+    VKMOE_TRY(vkmoe_buffer_view_create(ctx, &layer->act.expert_out, VK_FORMAT_R32G32B32A32_SFLOAT,
+                                       expert_out_bytes, &layer->act.expert_out_view));
     if (!p->shared_ffn_dim)
         return VKMOE_OK;
-    return vkmoe_buffer_view_create(ctx, &layer->shared_out, VK_FORMAT_R32G32B32A32_SFLOAT,
-                                    layer->shared_out.size, &layer->shared_out_view);
+    return vkmoe_buffer_view_create(ctx, &layer->act.shared_out, VK_FORMAT_R32G32B32A32_SFLOAT,
+                                    layer->act.shared_out.size, &layer->act.shared_out_view);
 }
 
 static vkmoe_status create_descriptors(vkmoe_layer *layer)
 {
     vkmoe_context *ctx = layer->ctx;
-    uint32_t gemm_sets = 1 + layer->experts[VKMOE_EXPERT_UP].chunk_count +
-                         layer->experts[VKMOE_EXPERT_DOWN].chunk_count +
+    uint32_t gemm_sets = 1 + layer->weights.experts[VKMOE_EXPERT_UP].chunk_count +
+                         layer->weights.experts[VKMOE_EXPERT_DOWN].chunk_count +
                          (layer->params.shared_ffn_dim ? 2 : 0) + 1 /* combine */;
     VkDescriptorPoolSize sizes[2] = {
         {.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .descriptorCount = 2},
@@ -107,18 +108,19 @@ static vkmoe_status create_descriptors(vkmoe_layer *layer)
         .pPoolSizes = sizes,
     };
     VKMOE_TRY(vkmoe_check_vk(
-        ctx, ctx->vk.vkCreateDescriptorPool(ctx->device, &pool, NULL, &layer->descriptor_pool),
+        ctx, ctx->vk.vkCreateDescriptorPool(ctx->device, &pool, NULL, &layer->io.descriptor_pool),
         "vkCreateDescriptorPool"));
-    VKMOE_TRY(vkmoe_layer_allocate_set(layer, ctx->set_layout, &layer->descriptor_set));
-    VKMOE_TRY(vkmoe_gemm_set_create(layer, layer->x_rows_view, layer->router_view,
-                                    layer->router_view, &layer->router_source.set));
+    VKMOE_TRY(vkmoe_layer_allocate_set(layer, ctx->set_layout, &layer->io.descriptor_set));
+    VKMOE_TRY(vkmoe_gemm_set_create(layer, layer->act.x_rows_view, layer->weights.router_view,
+                                    layer->weights.router_view, &layer->weights.router_source.set));
     /* Without texel views combine reads through addresses, but its set
      * must still hold float views (the GEMMs' set layout): x_rows stands in. */
-    VkBufferView z = layer->expert_out_view ? layer->expert_out_view : layer->x_rows_view;
-    VkBufferView shared = layer->shared_out_view ? layer->shared_out_view : z;
-    VKMOE_TRY(vkmoe_gemm_set_create(layer, z, shared, shared, &layer->combine_set));
-    VKMOE_TRY(vkmoe_gemm_sources_create(layer, layer->experts));
-    return layer->params.shared_ffn_dim ? vkmoe_gemm_sources_create(layer, layer->shared)
+    VkBufferView z =
+        layer->act.expert_out_view ? layer->act.expert_out_view : layer->act.x_rows_view;
+    VkBufferView shared = layer->act.shared_out_view ? layer->act.shared_out_view : z;
+    VKMOE_TRY(vkmoe_gemm_set_create(layer, z, shared, shared, &layer->act.combine_set));
+    VKMOE_TRY(vkmoe_gemm_sources_create(layer, layer->weights.experts));
+    return layer->params.shared_ffn_dim ? vkmoe_gemm_sources_create(layer, layer->weights.shared)
                                         : VKMOE_OK;
 }
 
@@ -153,9 +155,9 @@ static vkmoe_status create_query_pool(vkmoe_layer *layer)
         .queryType = VK_QUERY_TYPE_TIMESTAMP,
         .queryCount = TIMESTAMPS,
     };
-    return vkmoe_check_vk(
-        ctx, ctx->vk.vkCreateQueryPool(ctx->device, &info, NULL, &layer->queries),
-        "vkCreateQueryPool");
+    return vkmoe_check_vk(ctx,
+                          ctx->vk.vkCreateQueryPool(ctx->device, &info, NULL, &layer->io.queries),
+                          "vkCreateQueryPool");
 }
 
 static vkmoe_status allocate_layer(vkmoe_layer *layer)
@@ -163,8 +165,8 @@ static vkmoe_status allocate_layer(vkmoe_layer *layer)
     vkmoe_context *ctx = layer->ctx;
     const vkmoe_layer_params *p = &layer->params;
     VkDeviceSize io_bytes = (VkDeviceSize)p->max_tokens * p->dim * sizeof(float);
-    uint64_t hidden_elements = (uint64_t)layer->max_rows * layer->ld_ffn;
-    uint64_t shared_elements = (uint64_t)layer->token_rows * layer->ld_shared;
+    uint64_t hidden_elements = (uint64_t)layer->plan.max_rows * layer->plan.ld_ffn;
+    uint64_t shared_elements = (uint64_t)layer->plan.token_rows * layer->plan.ld_shared;
     if (shared_elements > hidden_elements)
         hidden_elements = shared_elements;
     if (hidden_elements >= (1ull << 32))
@@ -174,21 +176,24 @@ static vkmoe_status allocate_layer(vkmoe_layer *layer)
     VKMOE_TRY(vkmoe_weights_create(layer));
     VKMOE_TRY(vkmoe_gemm_token_plan_create(layer));
     if (p->shared_ffn_dim)
-        VKMOE_TRY(vkmoe_buffer_create(ctx, (VkDeviceSize)layer->token_rows * p->dim * 4,
-                                      VKMOE_MEMORY_DEVICE, &layer->shared_out));
-    VKMOE_TRY(vkmoe_buffer_create(ctx, layer->layout.size, VKMOE_MEMORY_DEVICE, &layer->scratch));
-    VKMOE_TRY(vkmoe_buffer_create(ctx, hidden_elements * 4, VKMOE_MEMORY_DEVICE, &layer->hidden));
-    VKMOE_TRY(vkmoe_buffer_view_create(ctx, &layer->hidden, VK_FORMAT_R32G32B32A32_SFLOAT,
-                                       hidden_elements * 4, &layer->hidden_view));
-    VkDeviceSize x_rows_bytes = (VkDeviceSize)layer->token_rows * layer->ld_dim * 4;
-    VKMOE_TRY(vkmoe_buffer_create(ctx, x_rows_bytes, VKMOE_MEMORY_DEVICE, &layer->x_rows));
-    VKMOE_TRY(vkmoe_buffer_view_create(ctx, &layer->x_rows, VK_FORMAT_R32G32B32A32_SFLOAT,
-                                       x_rows_bytes, &layer->x_rows_view));
-    VkDeviceSize expert_out_bytes = (VkDeviceSize)layer->max_rows * p->dim * 4;
-    VKMOE_TRY(vkmoe_buffer_create(ctx, expert_out_bytes, VKMOE_MEMORY_DEVICE, &layer->expert_out));
+        VKMOE_TRY(vkmoe_buffer_create(ctx, (VkDeviceSize)layer->plan.token_rows * p->dim * 4,
+                                      VKMOE_MEMORY_DEVICE, &layer->act.shared_out));
+    VKMOE_TRY(vkmoe_buffer_create(ctx, layer->plan.layout.size, VKMOE_MEMORY_DEVICE,
+                                  &layer->plan.scratch));
+    VKMOE_TRY(
+        vkmoe_buffer_create(ctx, hidden_elements * 4, VKMOE_MEMORY_DEVICE, &layer->act.hidden));
+    VKMOE_TRY(vkmoe_buffer_view_create(ctx, &layer->act.hidden, VK_FORMAT_R32G32B32A32_SFLOAT,
+                                       hidden_elements * 4, &layer->act.hidden_view));
+    VkDeviceSize x_rows_bytes = (VkDeviceSize)layer->plan.token_rows * layer->plan.ld_dim * 4;
+    VKMOE_TRY(vkmoe_buffer_create(ctx, x_rows_bytes, VKMOE_MEMORY_DEVICE, &layer->act.x_rows));
+    VKMOE_TRY(vkmoe_buffer_view_create(ctx, &layer->act.x_rows, VK_FORMAT_R32G32B32A32_SFLOAT,
+                                       x_rows_bytes, &layer->act.x_rows_view));
+    VkDeviceSize expert_out_bytes = (VkDeviceSize)layer->plan.max_rows * p->dim * 4;
+    VKMOE_TRY(
+        vkmoe_buffer_create(ctx, expert_out_bytes, VKMOE_MEMORY_DEVICE, &layer->act.expert_out));
     VKMOE_TRY(create_combine_views(layer, expert_out_bytes));
-    VKMOE_TRY(vkmoe_buffer_create(ctx, io_bytes, VKMOE_MEMORY_DEVICE, &layer->x));
-    VKMOE_TRY(vkmoe_buffer_create(ctx, io_bytes, VKMOE_MEMORY_DEVICE, &layer->y));
+    VKMOE_TRY(vkmoe_buffer_create(ctx, io_bytes, VKMOE_MEMORY_DEVICE, &layer->io.x));
+    VKMOE_TRY(vkmoe_buffer_create(ctx, io_bytes, VKMOE_MEMORY_DEVICE, &layer->io.y));
     VKMOE_TRY(create_descriptors(layer));
     VKMOE_TRY(create_pipelines(layer));
     return create_query_pool(layer);
@@ -216,9 +221,9 @@ vkmoe_status vkmoe_layer_create(vkmoe_context *ctx, const vkmoe_layer_params *pa
         vkmoe_layer_destroy(&layer);
         return status;
     }
-    vkmoe_log(ctx, VKMOE_LOG_INFO, "layer: D=%u F=%u E=%u k=%u, %llu bytes of experts",
-              p.dim, p.ffn_dim, p.experts, p.top_k,
-              3ull * p.experts * layer->experts[VKMOE_EXPERT_DOWN].matrix_bytes);
+    vkmoe_log(ctx, VKMOE_LOG_INFO, "layer: D=%u F=%u E=%u k=%u, %llu bytes of experts", p.dim,
+              p.ffn_dim, p.experts, p.top_k,
+              3ull * p.experts * layer->weights.experts[VKMOE_EXPERT_DOWN].matrix_bytes);
     *out = layer;
     return VKMOE_OK;
 }
@@ -230,18 +235,18 @@ void vkmoe_layer_destroy(vkmoe_layer **player)
     vkmoe_layer *layer = *player;
     vkmoe_context *ctx = layer->ctx;
     vkmoe_context_wait_pending(ctx);
-    if (layer->queries)
-        ctx->vk.vkDestroyQueryPool(ctx->device, layer->queries, NULL);
-    if (layer->descriptor_pool)
-        ctx->vk.vkDestroyDescriptorPool(ctx->device, layer->descriptor_pool, NULL);
-    VkBufferView views[] = {layer->hidden_view, layer->x_rows_view, layer->expert_out_view,
-                            layer->shared_out_view};
+    if (layer->io.queries)
+        ctx->vk.vkDestroyQueryPool(ctx->device, layer->io.queries, NULL);
+    if (layer->io.descriptor_pool)
+        ctx->vk.vkDestroyDescriptorPool(ctx->device, layer->io.descriptor_pool, NULL);
+    VkBufferView views[] = {layer->act.hidden_view, layer->act.x_rows_view,
+                            layer->act.expert_out_view, layer->act.shared_out_view};
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(views); i++)
         if (views[i])
             ctx->vk.vkDestroyBufferView(ctx->device, views[i], NULL);
-    vkmoe_buffer *buffers[] = {&layer->token_plan, &layer->shared_out, &layer->scratch,
-                               &layer->hidden,     &layer->x_rows,     &layer->expert_out,
-                               &layer->x,          &layer->y};
+    vkmoe_buffer *buffers[] = {
+        &layer->plan.token_plan, &layer->act.shared_out, &layer->plan.scratch, &layer->act.hidden,
+        &layer->act.x_rows,      &layer->act.expert_out, &layer->io.x,         &layer->io.y};
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(buffers); i++)
         vkmoe_buffer_destroy(ctx, buffers[i]);
     vkmoe_weights_destroy(layer);
@@ -271,7 +276,7 @@ static void bind_io(vkmoe_layer *layer, VkBuffer x, VkDeviceSize x_offset, VkBuf
     for (uint32_t i = 0; i < 2; i++)
         writes[i] = (VkWriteDescriptorSet){
             .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
-            .dstSet = layer->descriptor_set,
+            .dstSet = layer->io.descriptor_set,
             .dstBinding = i,
             .descriptorCount = 1,
             .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
@@ -303,19 +308,19 @@ static void record_stages(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t toke
         vkmoe_shared_record,    vkmoe_combine_record,
     };
     vkmoe_context *ctx = layer->ctx;
-    if (layer->queries) {
-        ctx->vk.vkCmdResetQueryPool(cmd, layer->queries, 0, TIMESTAMPS);
-        ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, layer->queries, 0);
+    if (layer->io.queries) {
+        ctx->vk.vkCmdResetQueryPool(cmd, layer->io.queries, 0, TIMESTAMPS);
+        ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, layer->io.queries, 0);
     }
-    ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->pipeline_layout, 0,
-                                    1, &layer->descriptor_set, 0, NULL);
+    ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->pipeline_layout, 0, 1,
+                                    &layer->io.descriptor_set, 0, NULL);
     for (uint32_t s = 0; s < VKMOE_STAGE_MAX; s++) {
         if (s > 0)
             vkmoe_barrier_compute(ctx, cmd);
         stages[s](layer, cmd, tokens);
-        if (layer->queries)
-            ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, layer->queries,
-                                        s + 1);
+        if (layer->io.queries)
+            ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT,
+                                        layer->io.queries, s + 1);
     }
 }
 
@@ -323,7 +328,7 @@ static void record_forward(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tok
                            VkDeviceSize x_offset, VkBuffer y, VkDeviceSize y_offset)
 {
     vkmoe_context *ctx = layer->ctx;
-    layer->last_tokens = tokens;
+    layer->io.last_tokens = tokens;
     bind_io(layer, x, x_offset, y, y_offset, (VkDeviceSize)tokens * layer->params.dim * 4);
     memory_barrier(ctx, cmd, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_ACCESS_MEMORY_WRITE_BIT,
                    VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
@@ -362,15 +367,15 @@ vkmoe_status vkmoe_layer_forward(vkmoe_layer *layer, uint32_t tokens, const floa
     VKMOE_REQUIRE(ctx, (const char *)x + bytes <= (const char *)y ||
                            (const char *)y + bytes <= (const char *)x,
                   "%s: x and y overlap", fn);
-    VKMOE_TRY(vkmoe_buffer_write_rows(ctx, &layer->x, 0, x, 1, bytes, bytes));
+    VKMOE_TRY(vkmoe_buffer_write_rows(ctx, &layer->io.x, 0, x, 1, bytes, bytes));
     VkCommandBuffer cmd;
     VKMOE_TRY(vkmoe_context_begin(ctx, &cmd));
-    record_forward(layer, cmd, tokens, layer->x.buffer, 0, layer->y.buffer, 0);
+    record_forward(layer, cmd, tokens, layer->io.x.buffer, 0, layer->io.y.buffer, 0);
     /* Results read through mapped memory (y, statistics) must reach the host. */
     memory_barrier(ctx, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                    VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
     VKMOE_TRY(vkmoe_context_submit_wait(ctx));
-    return vkmoe_buffer_read(ctx, &layer->y, 0, y, bytes);
+    return vkmoe_buffer_read(ctx, &layer->io.y, 0, y, bytes);
 }
 
 vkmoe_status vkmoe_layer_expert_counts(const vkmoe_layer *layer, uint32_t *counts, uint32_t n)
@@ -380,11 +385,11 @@ vkmoe_status vkmoe_layer_expert_counts(const vkmoe_layer *layer, uint32_t *count
                   "vkmoe_layer_expert_counts: counts must hold %u values (n = %u)",
                   layer->params.experts, n);
     VKMOE_TRY(vkmoe_context_check_alive(layer->ctx));
-    if (!layer->last_tokens)
+    if (!layer->io.last_tokens)
         return vkmoe_fail(layer->ctx, VKMOE_ERROR_STATE,
                           "vkmoe_layer_expert_counts: no forward has run yet");
-    return vkmoe_buffer_read(layer->ctx, &layer->scratch, layer->layout.expert_count, counts,
-                             (VkDeviceSize)layer->params.experts * sizeof(uint32_t));
+    return vkmoe_buffer_read(layer->ctx, &layer->plan.scratch, layer->plan.layout.expert_count,
+                             counts, (VkDeviceSize)layer->params.experts * sizeof(uint32_t));
 }
 
 vkmoe_status vkmoe_layer_params_of(const vkmoe_layer *layer, vkmoe_layer_params *params)
@@ -398,15 +403,15 @@ vkmoe_status vkmoe_layer_timings(const vkmoe_layer *layer, vkmoe_timings *timing
 {
     VKMOE_REQUIRE(NULL, layer && timings, "vkmoe_layer_timings: layer and timings must not be NULL");
     vkmoe_context *ctx = layer->ctx;
-    if (!layer->queries)
+    if (!layer->io.queries)
         return vkmoe_fail(ctx, VKMOE_ERROR_STATE,
                           "vkmoe_layer_timings: the layer was created without params.timing");
     VKMOE_TRY(vkmoe_context_check_alive(ctx));
-    if (!layer->last_tokens)
+    if (!layer->io.last_tokens)
         return vkmoe_fail(ctx, VKMOE_ERROR_STATE, "vkmoe_layer_timings: no forward has run yet");
     uint64_t ticks[TIMESTAMPS];
     VkResult result = ctx->vk.vkGetQueryPoolResults(
-        ctx->device, layer->queries, 0, TIMESTAMPS, sizeof(ticks), ticks, sizeof(uint64_t),
+        ctx->device, layer->io.queries, 0, TIMESTAMPS, sizeof(ticks), ticks, sizeof(uint64_t),
         VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
     VKMOE_TRY(vkmoe_check_vk(ctx, result, "vkGetQueryPoolResults"));
     double ms_per_tick = ctx->timestamp_period_ns * 1e-6;
@@ -419,8 +424,8 @@ vkmoe_status vkmoe_layer_timings(const vkmoe_layer *layer, vkmoe_timings *timing
 vkmoe_status vkmoe_layer_debug_read(vkmoe_layer *layer, vkmoe_debug_buffer which, void *dst,
                                     size_t size)
 {
-    const vkmoe_scratch_layout *l = &layer->layout;
-    const vkmoe_buffer *buf = &layer->scratch;
+    const vkmoe_scratch_layout *l = &layer->plan.layout;
+    const vkmoe_buffer *buf = &layer->plan.scratch;
     VkDeviceSize offset = 0;
     switch (which) {
     case VKMOE_DEBUG_IDS: offset = l->ids; break;
@@ -431,9 +436,15 @@ vkmoe_status vkmoe_layer_debug_read(vkmoe_layer *layer, vkmoe_debug_buffer which
     case VKMOE_DEBUG_ROW_SLOT: offset = l->row_slot; break;
     case VKMOE_DEBUG_SLOT_ROW: offset = l->slot_row; break;
     case VKMOE_DEBUG_DISPATCH: offset = l->dispatch; break;
-    case VKMOE_DEBUG_HIDDEN: buf = &layer->hidden; break;
-    case VKMOE_DEBUG_EXPERT_OUT: buf = &layer->expert_out; break;
-    case VKMOE_DEBUG_SHARED_OUT: buf = &layer->shared_out; break;
+    case VKMOE_DEBUG_HIDDEN:
+        buf = &layer->act.hidden;
+        break;
+    case VKMOE_DEBUG_EXPERT_OUT:
+        buf = &layer->act.expert_out;
+        break;
+    case VKMOE_DEBUG_SHARED_OUT:
+        buf = &layer->act.shared_out;
+        break;
     case VKMOE_DEBUG_SHARED_SCALE: offset = l->shared_scale; break;
     }
     VKMOE_REQUIRE(layer->ctx, offset + size <= buf->size, "debug read past the buffer");

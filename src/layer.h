@@ -8,7 +8,7 @@
 #include "weights.h"
 
 /* Where each piece of a layer's routing scratch lives, as byte offsets into
- * layer->scratch (all 16-byte aligned):
+ * layer->plan.scratch (all 16-byte aligned):
  *   ids         u32 [max_slots]        chosen expert of slot s = t·k + j
  *   topk_weight f32 [max_slots]        its combine weight
  *   block_counts u32 [E][max_blocks]   per-block histogram, scanned in place
@@ -31,54 +31,57 @@ typedef struct vkmoe_scratch_layout {
         tile_expert, row_slot, slot_row, dispatch, shared_scale, probs, lse, logits, size;
 } vkmoe_scratch_layout;
 
-
-struct vkmoe_layer {
-    vkmoe_context *ctx;
-    vkmoe_layer_params params;  /* defaults resolved (vkmoe_params_resolve) */
+/* Sizes of one layer's forward and where its routing lives (layer.c). */
+typedef struct vkmoe_layer_plan {
     uint32_t ld_dim, ld_ffn;    /* padded row lengths, in elements */
     uint32_t max_slots, max_blocks, max_scan_tiles, max_rows, max_tiles;
     uint32_t ld_shared;         /* shared expert: padded width */
     uint32_t token_rows;        /* max_tokens rounded up to the GEMM tile */
     uint32_t ld_logits;         /* router logits row: E (+1 with a shared gate), padded */
-    vkmoe_gemm_config gemm;
-
-    vkmoe_buffer router;        /* f32 [E (+1: shared gate ws)][ld_dim] */
-    VkBufferView router_view;
-    vkmoe_gemm_source router_source;
-    vkmoe_buffer router_vectors;/* f32 [2][E]: router bias, selection bias */
-    vkmoe_expert_array experts[3];
-    vkmoe_buffer expert_biases; /* f32 gate [E][ffn], up [E][ffn], down [E][dim] */
-    vkmoe_expert_array shared[3];
+    vkmoe_buffer scratch;       /* see vkmoe_scratch_layout */
+    vkmoe_scratch_layout layout;
     /* Passes with one row per token (router logits, shared expert): u32
      * tile_expert [token_rows / tile] = 0, then row_slot [token_rows] = r. */
     vkmoe_buffer token_plan;
-    vkmoe_buffer shared_out;    /* f32 [token_rows][dim] */
-    vkmoe_buffer scratch;       /* see vkmoe_scratch_layout */
-    vkmoe_scratch_layout layout;
+} vkmoe_layer_plan;
+
+/* What the stages hand one another between router and combine. */
+typedef struct vkmoe_layer_activations {
     vkmoe_buffer x_rows;        /* f32 [token_rows][ld_dim]: x padded with zeros (input_rows) */
     VkBufferView x_rows_view;
     vkmoe_buffer hidden;        /* f32 [max(max_rows·ld_ffn, token_rows·ld_shared)], gemm_up output */
     VkBufferView hidden_view;
     vkmoe_buffer expert_out;    /* f32 [max_rows][dim], gemm_down output */
+    vkmoe_buffer shared_out;    /* f32 [token_rows][dim] */
     /* expert_out and shared_out as RGBA32F texels for combine, where dim is
      * a multiple of 4 and the views fit the device (else VK_NULL_HANDLE:
      * combine loads through addresses); combine_set binds them (or x_rows,
      * for the formats' sake) as set 1. */
     VkBufferView expert_out_view, shared_out_view;
     VkDescriptorSet combine_set;
-    vkmoe_buffer x, y;          /* f32 [max_tokens][dim], for vkmoe_layer_forward */
+} vkmoe_layer_activations;
 
+/* A forward's inputs and outputs, and what it leaves behind. */
+typedef struct vkmoe_layer_io {
+    vkmoe_buffer x, y; /* f32 [max_tokens][dim], for vkmoe_layer_forward */
     VkDescriptorPool descriptor_pool;
-    VkDescriptorSet descriptor_set;
+    VkDescriptorSet descriptor_set; /* set 0: x and y of the last recording */
+    VkQueryPool queries;            /* 2 timestamps per stage when params.timing */
+    uint32_t last_tokens;           /* tokens of the last recorded forward; 0: none yet */
+} vkmoe_layer_io;
+
+/* A layer owns one of each; layer.c draws them up and tears them down. */
+struct vkmoe_layer {
+    vkmoe_context *ctx;
+    vkmoe_layer_params params; /* defaults resolved (vkmoe_params_resolve) */
+    vkmoe_gemm_config gemm;
+    vkmoe_layer_plan plan;
+    vkmoe_layer_weights weights;
+    vkmoe_layer_activations act;
+    vkmoe_layer_io io;
     VkPipeline pipelines[VKMOE_SHADER_STAGES]; /* GEMM stages: of the layer's path */
-    VkPipeline router_gemm;     /* gemm_up with f32 weights and no activation */
-    VkQueryPool queries; /* 2 timestamps per stage when params.timing */
-
-    uint32_t last_tokens;    /* tokens of the last recorded forward */
-    uint8_t *uploaded;       /* [VKMOE_UPLOAD_EXPERT + 6·E], indexed by vkmoe_upload */
-    uint8_t *upload_needed;  /* the same, for this layer's params */
+    VkPipeline router_gemm;                    /* gemm_up with f32 weights and no activation */
 };
-
 
 /* Test hook: read back the layer's scratch and intermediate buffers after a
  * forward, so tests can check every stage against its own CPU reference. */

@@ -28,23 +28,23 @@ static VkDeviceAddress address_if(bool present, VkDeviceAddress address)
 void vkmoe_router_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 {
     const vkmoe_layer_params *p = &layer->params;
-    VkDeviceAddress scratch = layer->scratch.address;
-    VkDeviceAddress vectors = layer->router_vectors.address;
+    VkDeviceAddress scratch = layer->plan.scratch.address;
+    VkDeviceAddress vectors = layer->weights.router_vectors.address;
     vkmoe_input_rows_record(layer, cmd, tokens);
     vkmoe_barrier_compute(layer->ctx, cmd);
     vkmoe_router_gemm_pass(layer, cmd, tokens);
     vkmoe_barrier_compute(layer->ctx, cmd);
     router_push push = {
-        .logits = scratch + layer->layout.logits,
+        .logits = scratch + layer->plan.layout.logits,
         .router_bias = address_if(p->router_bias, vectors),
         .selection_bias = address_if(p->selection_bias, vectors + 4ull * p->experts),
-        .ids = scratch + layer->layout.ids,
-        .topk_weight = scratch + layer->layout.topk_weight,
-        .shared_scale = address_if(p->shared_gate, scratch + layer->layout.shared_scale),
-        .probs = address_if(p->statistics, scratch + layer->layout.probs),
-        .lse = address_if(p->statistics, scratch + layer->layout.lse),
+        .ids = scratch + layer->plan.layout.ids,
+        .topk_weight = scratch + layer->plan.layout.topk_weight,
+        .shared_scale = address_if(p->shared_gate, scratch + layer->plan.layout.shared_scale),
+        .probs = address_if(p->statistics, scratch + layer->plan.layout.probs),
+        .lse = address_if(p->statistics, scratch + layer->plan.layout.lse),
         .tokens = tokens,
-        .ld_logits = layer->ld_logits,
+        .ld_logits = layer->plan.ld_logits,
         .experts = p->experts,
         .top_k = p->top_k,
         .normalize = p->normalize_topk,

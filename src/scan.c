@@ -13,8 +13,8 @@ enum { PHASE_REDUCE, PHASE_TILES, PHASE_APPLY, PHASE_EXPERTS, PHASE_SINGLE };
 
 void vkmoe_scan_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 {
-    const vkmoe_scratch_layout *l = &layer->layout;
-    VkDeviceAddress base = layer->scratch.address;
+    const vkmoe_scratch_layout *l = &layer->plan.layout;
+    VkDeviceAddress base = layer->plan.scratch.address;
     uint32_t slots = tokens * layer->params.top_k;
     uint32_t blocks = (uint32_t)vkmoe_div_up(slots, VKMOE_BLOCK_SLOTS);
     uint32_t n = blocks * layer->params.experts;
@@ -31,8 +31,8 @@ void vkmoe_scan_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
         .experts = layer->params.experts,
         .slots = slots,
         .tile_rows = layer->gemm.tile_m,
-        .max_tiles = layer->max_tiles,
-        .up_groups_x = (uint32_t)vkmoe_div_up(layer->ld_ffn, layer->gemm.up_columns),
+        .max_tiles = layer->plan.max_tiles,
+        .up_groups_x = (uint32_t)vkmoe_div_up(layer->plan.ld_ffn, layer->gemm.up_columns),
         .down_groups_x = (uint32_t)vkmoe_div_up(layer->params.dim, layer->gemm.down_columns),
         .capacity = vkmoe_params_capacity(&layer->params, tokens),
     };

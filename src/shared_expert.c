@@ -11,12 +11,12 @@ void vkmoe_shared_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t token
     uint32_t tile_rows = layer->gemm.tile_m;
     uint32_t tiles = (uint32_t)vkmoe_div_up(tokens, tile_rows);
     vkmoe_gemm_rows rows = {
-        .sources = layer->shared[VKMOE_EXPERT_UP].sources,
+        .sources = layer->weights.shared[VKMOE_EXPERT_UP].sources,
         .source_count = 1,
-        .hidden = layer->hidden.address,
-        .out = layer->shared_out.address,
+        .hidden = layer->act.hidden.address,
+        .out = layer->act.shared_out.address,
         .ffn = layer->params.shared_ffn_dim,
-        .ld_ffn = layer->ld_shared,
+        .ld_ffn = layer->plan.ld_shared,
         .top_k = 1,
         .max_tiles = tiles,
         .rows = tokens,
@@ -24,6 +24,6 @@ void vkmoe_shared_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t token
     vkmoe_token_plan(layer, &rows.tile_expert, &rows.row_slot);
     vkmoe_gemm_up_pass(layer, cmd, &rows, -1, tiles);
     vkmoe_barrier_compute(layer->ctx, cmd);
-    rows.sources = layer->shared[VKMOE_EXPERT_DOWN].sources;
+    rows.sources = layer->weights.shared[VKMOE_EXPERT_DOWN].sources;
     vkmoe_gemm_down_pass(layer, cmd, &rows, -1, tiles);
 }

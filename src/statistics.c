@@ -24,12 +24,12 @@ static vkmoe_status sum_token_figures(const vkmoe_layer *layer, uint32_t tokens,
     *lse_square_sum = 0;
     for (uint32_t t0 = 0; t0 < tokens && status == VKMOE_OK; t0 += batch) {
         uint32_t n = tokens - t0 < batch ? tokens - t0 : batch;
-        status = vkmoe_buffer_read(layer->ctx, &layer->scratch,
-                                   layer->layout.probs + 4ull * t0 * experts, probs,
+        status = vkmoe_buffer_read(layer->ctx, &layer->plan.scratch,
+                                   layer->plan.layout.probs + 4ull * t0 * experts, probs,
                                    4ull * n * experts);
         if (status == VKMOE_OK)
-            status = vkmoe_buffer_read(layer->ctx, &layer->scratch, layer->layout.lse + 4ull * t0,
-                                       lse, 4ull * n);
+            status = vkmoe_buffer_read(layer->ctx, &layer->plan.scratch,
+                                       layer->plan.layout.lse + 4ull * t0, lse, 4ull * n);
         for (uint32_t t = 0; t < n && status == VKMOE_OK; t++) {
             for (uint32_t e = 0; e < experts; e++)
                 prob_sum[e] += probs[(size_t)t * experts + e];
@@ -46,7 +46,7 @@ static void summarise(const vkmoe_layer *layer, const uint32_t *routed, const do
                       double *mean_probability)
 {
     const vkmoe_layer_params *p = &layer->params;
-    uint32_t tokens = layer->last_tokens;
+    uint32_t tokens = layer->io.last_tokens;
     stats->tokens = tokens;
     stats->capacity = vkmoe_params_capacity(p, tokens);
     stats->dropped = 0;
@@ -77,7 +77,7 @@ vkmoe_status vkmoe_layer_load_stats(const vkmoe_layer *layer, vkmoe_load_stats *
     if (!p->statistics)
         return vkmoe_fail(layer->ctx, VKMOE_ERROR_STATE,
                           "%s: the layer was created without params.statistics", fn);
-    if (!layer->last_tokens)
+    if (!layer->io.last_tokens)
         return vkmoe_fail(layer->ctx, VKMOE_ERROR_STATE, "%s: no forward has run yet", fn);
     uint32_t *counts = vkmoe_malloc(p->experts * sizeof(*counts));
     double *prob_sum = vkmoe_malloc(p->experts * sizeof(*prob_sum));
@@ -89,7 +89,7 @@ vkmoe_status vkmoe_layer_load_stats(const vkmoe_layer *layer, vkmoe_load_stats *
     if (status == VKMOE_OK)
         status = vkmoe_layer_expert_counts(layer, counts, p->experts);
     if (status == VKMOE_OK)
-        status = sum_token_figures(layer, layer->last_tokens, prob_sum, &lse_square_sum);
+        status = sum_token_figures(layer, layer->io.last_tokens, prob_sum, &lse_square_sum);
     if (status == VKMOE_OK) {
         summarise(layer, counts, prob_sum, lse_square_sum, stats, dropped, mean_probability);
         if (routed)

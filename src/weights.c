@@ -129,11 +129,11 @@ static vkmoe_status mark_needed_uploads(vkmoe_layer *layer)
 {
     const vkmoe_layer_params *p = &layer->params;
     size_t n = VKMOE_UPLOAD_EXPERT + 6 * (size_t)p->experts;
-    layer->uploaded = vkmoe_calloc(n, 1);
-    layer->upload_needed = vkmoe_calloc(n, 1);
-    if (!layer->uploaded || !layer->upload_needed)
+    layer->weights.uploaded = vkmoe_calloc(n, 1);
+    layer->weights.upload_needed = vkmoe_calloc(n, 1);
+    if (!layer->weights.uploaded || !layer->weights.upload_needed)
         return vkmoe_fail(layer->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    uint8_t *need = layer->upload_needed;
+    uint8_t *need = layer->weights.upload_needed;
     bool gated = vkmoe_params_gated(p);
     need[VKMOE_UPLOAD_ROUTER] = 1;
     need[VKMOE_UPLOAD_ROUTER_BIAS] = p->router_bias;
@@ -155,39 +155,40 @@ vkmoe_status vkmoe_weights_create(vkmoe_layer *layer)
     const vkmoe_layer_params *p = &layer->params;
     VKMOE_TRY(mark_needed_uploads(layer));
     uint32_t router_rows = p->experts + (p->shared_gate ? 1 : 0);
-    VkDeviceSize router_bytes = (VkDeviceSize)router_rows * layer->ld_dim * 4;
-    VKMOE_TRY(vkmoe_buffer_create(ctx, router_bytes, VKMOE_MEMORY_DEVICE, &layer->router));
-    VKMOE_TRY(vkmoe_buffer_view_create(ctx, &layer->router,
+    VkDeviceSize router_bytes = (VkDeviceSize)router_rows * layer->plan.ld_dim * 4;
+    VKMOE_TRY(vkmoe_buffer_create(ctx, router_bytes, VKMOE_MEMORY_DEVICE, &layer->weights.router));
+    VKMOE_TRY(vkmoe_buffer_view_create(ctx, &layer->weights.router,
                                        vkmoe_weight_texel_format(VKMOE_WEIGHT_F32), router_bytes,
-                                       &layer->router_view));
+                                       &layer->weights.router_view));
     /* The router GEMM sees Wg as the matrix of a single expert. */
-    layer->router_source = (vkmoe_gemm_source){.expert_count = 1};
+    layer->weights.router_source = (vkmoe_gemm_source){.expert_count = 1};
     VKMOE_TRY(vkmoe_buffer_create(ctx, 8ull * p->experts, VKMOE_MEMORY_DEVICE,
-                                  &layer->router_vectors));
-    VKMOE_TRY(create_matrices(layer, layer->experts, p->experts, p->ffn_dim));
+                                  &layer->weights.router_vectors));
+    VKMOE_TRY(create_matrices(layer, layer->weights.experts, p->experts, p->ffn_dim));
     if (p->expert_bias)
-        VKMOE_TRY(vkmoe_buffer_create(ctx, vkmoe_expert_bias_offset(layer, VKMOE_EXPERT_DOWN,
-                                                                    p->experts),
-                                      VKMOE_MEMORY_DEVICE, &layer->expert_biases));
+        VKMOE_TRY(
+            vkmoe_buffer_create(ctx, vkmoe_expert_bias_offset(layer, VKMOE_EXPERT_DOWN, p->experts),
+                                VKMOE_MEMORY_DEVICE, &layer->weights.expert_biases));
     if (p->shared_ffn_dim)
-        VKMOE_TRY(create_matrices(layer, layer->shared, 1, p->shared_ffn_dim));
+        VKMOE_TRY(create_matrices(layer, layer->weights.shared, 1, p->shared_ffn_dim));
     return VKMOE_OK;
 }
 
 void vkmoe_weights_destroy(vkmoe_layer *layer)
 {
     vkmoe_context *ctx = layer->ctx;
-    if (layer->router_view)
-        ctx->vk.vkDestroyBufferView(ctx->device, layer->router_view, NULL);
-    vkmoe_buffer *buffers[] = {&layer->router, &layer->router_vectors, &layer->expert_biases};
+    if (layer->weights.router_view)
+        ctx->vk.vkDestroyBufferView(ctx->device, layer->weights.router_view, NULL);
+    vkmoe_buffer *buffers[] = {&layer->weights.router, &layer->weights.router_vectors,
+                               &layer->weights.expert_biases};
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(buffers); i++)
         vkmoe_buffer_destroy(ctx, buffers[i]);
     for (uint32_t m = 0; m < 3; m++) {
-        destroy_expert_array(ctx, &layer->experts[m]);
-        destroy_expert_array(ctx, &layer->shared[m]);
+        destroy_expert_array(ctx, &layer->weights.experts[m]);
+        destroy_expert_array(ctx, &layer->weights.shared[m]);
     }
-    free(layer->uploaded);
-    free(layer->upload_needed);
+    free(layer->weights.uploaded);
+    free(layer->weights.upload_needed);
 }
 
 static const char *upload_name(uint32_t i, char *buf, size_t size)
@@ -211,7 +212,7 @@ vkmoe_status vkmoe_weights_check_complete(const vkmoe_layer *layer, const char *
 {
     size_t n = VKMOE_UPLOAD_EXPERT + 6 * (size_t)layer->params.experts;
     for (size_t i = 0; i < n; i++)
-        if (layer->upload_needed[i] && !layer->uploaded[i]) {
+        if (layer->weights.upload_needed[i] && !layer->weights.uploaded[i]) {
             char name[96];
             return vkmoe_fail(layer->ctx, VKMOE_ERROR_STATE, "%s: %s is not set", fn,
                               upload_name((uint32_t)i, name, sizeof(name)));
@@ -226,8 +227,8 @@ static vkmoe_status check_upload(const vkmoe_layer *layer, const char *fn, const
 {
     VKMOE_REQUIRE(NULL, layer, "%s: layer is NULL", fn);
     VKMOE_REQUIRE(layer->ctx, data, "%s: weights is NULL", fn);
-    VKMOE_REQUIRE(layer->ctx, layer->upload_needed[which], "%s: the layer has no such weights (%s)",
-                  fn, needs);
+    VKMOE_REQUIRE(layer->ctx, layer->weights.upload_needed[which],
+                  "%s: the layer has no such weights (%s)", fn, needs);
     VKMOE_REQUIRE(layer->ctx, size == expected, "%s: size is %zu bytes, expected %zu", fn, size,
                   expected);
     return VKMOE_OK;
@@ -239,7 +240,7 @@ static vkmoe_status upload_vector(vkmoe_layer *layer, const vkmoe_buffer *buf, V
 {
     size_t bytes = n * sizeof(float);
     VKMOE_TRY(vkmoe_buffer_write_rows(layer->ctx, buf, offset, v, 1, bytes, bytes));
-    layer->uploaded[which] = 1;
+    layer->weights.uploaded[which] = 1;
     return VKMOE_OK;
 }
 
@@ -249,9 +250,10 @@ vkmoe_status vkmoe_layer_set_router(vkmoe_layer *layer, const float *weights, si
     size_t row = layer ? (size_t)layer->params.dim * sizeof(float) : 0;
     VKMOE_TRY(check_upload(layer, fn, weights, VKMOE_UPLOAD_ROUTER, "", size,
                            row * (layer ? layer->params.experts : 0)));
-    VKMOE_TRY(vkmoe_buffer_write_rows(layer->ctx, &layer->router, 0, weights,
-                                      layer->params.experts, row, (uint64_t)layer->ld_dim * 4));
-    layer->uploaded[VKMOE_UPLOAD_ROUTER] = 1;
+    VKMOE_TRY(vkmoe_buffer_write_rows(layer->ctx, &layer->weights.router, 0, weights,
+                                      layer->params.experts, row,
+                                      (uint64_t)layer->plan.ld_dim * 4));
+    layer->weights.uploaded[VKMOE_UPLOAD_ROUTER] = 1;
     return VKMOE_OK;
 }
 
@@ -260,7 +262,8 @@ vkmoe_status vkmoe_layer_set_router_bias(vkmoe_layer *layer, const float *bias, 
     size_t n = layer ? layer->params.experts : 0;
     VKMOE_TRY(check_upload(layer, "vkmoe_layer_set_router_bias", bias, VKMOE_UPLOAD_ROUTER_BIAS,
                            "params.router_bias is false", size, n * 4));
-    return upload_vector(layer, &layer->router_vectors, 0, bias, n, VKMOE_UPLOAD_ROUTER_BIAS);
+    return upload_vector(layer, &layer->weights.router_vectors, 0, bias, n,
+                         VKMOE_UPLOAD_ROUTER_BIAS);
 }
 
 vkmoe_status vkmoe_layer_set_selection_bias(vkmoe_layer *layer, const float *bias, size_t size)
@@ -269,7 +272,7 @@ vkmoe_status vkmoe_layer_set_selection_bias(vkmoe_layer *layer, const float *bia
     VKMOE_TRY(check_upload(layer, "vkmoe_layer_set_selection_bias", bias,
                            VKMOE_UPLOAD_SELECTION_BIAS, "params.selection_bias is false", size,
                            n * 4));
-    return upload_vector(layer, &layer->router_vectors, n * 4, bias, n,
+    return upload_vector(layer, &layer->weights.router_vectors, n * 4, bias, n,
                          VKMOE_UPLOAD_SELECTION_BIAS);
 }
 
@@ -280,10 +283,11 @@ vkmoe_status vkmoe_layer_set_shared_gate(vkmoe_layer *layer, const float *weight
                            VKMOE_UPLOAD_SHARED_GATE, "params.shared_gate is false", size, n * 4));
     /* ws is the router's extra last row, so the router computes x·ws too;
      * like every row the GEMM reads, it is padded with zeros to ld_dim. */
-    uint64_t ld_bytes = (uint64_t)layer->ld_dim * 4;
-    VKMOE_TRY(vkmoe_buffer_write_rows(layer->ctx, &layer->router, layer->params.experts * ld_bytes,
-                                      weights, 1, n * 4, ld_bytes));
-    layer->uploaded[VKMOE_UPLOAD_SHARED_GATE] = 1;
+    uint64_t ld_bytes = (uint64_t)layer->plan.ld_dim * 4;
+    VKMOE_TRY(vkmoe_buffer_write_rows(layer->ctx, &layer->weights.router,
+                                      layer->params.experts * ld_bytes, weights, 1, n * 4,
+                                      ld_bytes));
+    layer->weights.uploaded[VKMOE_UPLOAD_SHARED_GATE] = 1;
     return VKMOE_OK;
 }
 
@@ -300,7 +304,7 @@ static vkmoe_status upload_matrix(vkmoe_layer *layer, const char *fn,
     VkDeviceSize offset = (index % array->per_chunk) * array->matrix_bytes;
     VKMOE_TRY(vkmoe_buffer_write_rows(layer->ctx, chunk, offset, weights, array->rows, row,
                                       vkmoe_weight_bytes(type, array->ld)));
-    layer->uploaded[which] = 1;
+    layer->weights.uploaded[which] = 1;
     return VKMOE_OK;
 }
 
@@ -323,7 +327,7 @@ vkmoe_status vkmoe_layer_set_expert(vkmoe_layer *layer, uint32_t expert,
     VKMOE_TRY(check_matrix(layer, fn, weights, matrix));
     VKMOE_REQUIRE(layer->ctx, expert < layer->params.experts,
                   "%s: expert %u out of range (experts = %u)", fn, expert, layer->params.experts);
-    return upload_matrix(layer, fn, &layer->experts[matrix], expert, weights, size,
+    return upload_matrix(layer, fn, &layer->weights.experts[matrix], expert, weights, size,
                          VKMOE_UPLOAD_EXPERT + 6 * expert + matrix);
 }
 
@@ -334,7 +338,7 @@ vkmoe_status vkmoe_layer_set_shared_expert(vkmoe_layer *layer, vkmoe_expert_matr
     VKMOE_TRY(check_matrix(layer, fn, weights, matrix));
     VKMOE_REQUIRE(layer->ctx, layer->params.shared_ffn_dim > 0,
                   "%s: the layer has no shared expert (params.shared_ffn_dim is 0)", fn);
-    return upload_matrix(layer, fn, &layer->shared[matrix], 0, weights, size,
+    return upload_matrix(layer, fn, &layer->weights.shared[matrix], 0, weights, size,
                          VKMOE_UPLOAD_SHARED_MATRIX + matrix);
 }
 
@@ -350,6 +354,6 @@ vkmoe_status vkmoe_layer_set_expert_bias(vkmoe_layer *layer, uint32_t expert,
     vkmoe_upload which = VKMOE_UPLOAD_EXPERT + 6 * expert + 3 + matrix;
     size_t n = matrix == VKMOE_EXPERT_DOWN ? p->dim : p->ffn_dim;
     VKMOE_TRY(check_upload(layer, fn, bias, which, "params.expert_bias is false", size, n * 4));
-    return upload_vector(layer, &layer->expert_biases,
+    return upload_vector(layer, &layer->weights.expert_biases,
                          vkmoe_expert_bias_offset(layer, matrix, expert), bias, n, which);
 }

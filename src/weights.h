@@ -18,7 +18,18 @@ typedef enum vkmoe_upload {
     VKMOE_UPLOAD_EXPERT = VKMOE_UPLOAD_SHARED_MATRIX + 3, /* + 6·expert + item */
 } vkmoe_upload;
 
-
+/* The layer's weights on the device, and which of them are set. */
+typedef struct vkmoe_layer_weights {
+    vkmoe_buffer router; /* f32 [E (+1: shared gate ws)][ld_dim] */
+    VkBufferView router_view;
+    vkmoe_gemm_source router_source;
+    vkmoe_buffer router_vectors; /* f32 [2][E]: router bias, selection bias */
+    vkmoe_expert_array experts[3];
+    vkmoe_buffer expert_biases; /* f32 gate [E][ffn], up [E][ffn], down [E][dim] */
+    vkmoe_expert_array shared[3];
+    uint8_t *uploaded;      /* [VKMOE_UPLOAD_EXPERT + 6·E], indexed by vkmoe_upload */
+    uint8_t *upload_needed; /* the same, for this layer's params */
+} vkmoe_layer_weights;
 
 /* Allocate the layer's weight memory and mark which uploads it needs. */
 vkmoe_status vkmoe_weights_create(vkmoe_layer *layer);
@@ -30,7 +41,7 @@ vkmoe_status vkmoe_weights_check_complete(const vkmoe_layer *layer, const char *
  * f32, f16 and bf16 rows, one for GGUF blocks (2-byte aligned). */
 VkFormat vkmoe_weight_texel_format(vkmoe_weight_type type);
 
-/* Byte offsets of the three bias vectors of expert e in layer->expert_biases. */
+/* Byte offsets of the three bias vectors of expert e in layer->weights.expert_biases. */
 VkDeviceSize vkmoe_expert_bias_offset(const vkmoe_layer *layer, vkmoe_expert_matrix matrix,
                                       uint32_t expert);
 

@@ -297,9 +297,9 @@ void test_run_intermediates(test_layer *t, uint32_t tokens, const float *x,
     memset(m, 0, sizeof(*m));
     m->tokens = tokens;
     m->slots = tokens * t->params.top_k;
-    m->max_rows = l->max_rows;
-    m->max_tiles = l->max_tiles;
-    m->ld_ffn = l->ld_ffn;
+    m->max_rows = l->plan.max_rows;
+    m->max_tiles = l->plan.max_tiles;
+    m->ld_ffn = l->plan.ld_ffn;
     m->blocks = (m->slots + VKMOE_BLOCK_SLOTS - 1) / VKMOE_BLOCK_SLOTS;
     m->y = malloc((size_t)tokens * t->params.dim * sizeof(float));
     assert_non_null(m->y);

@@ -37,7 +37,7 @@ static void test_experts_over_several_allocations(void **state)
                             .max_tokens = 2, .normalize_topk = true};
     test_layer t;
     test_layer_create(ctx, &p, &t);
-    assert_int_equal(t.layer->experts[VKMOE_EXPERT_GATE].chunk_count, 4);
+    assert_int_equal(t.layer->weights.experts[VKMOE_EXPERT_GATE].chunk_count, 4);
     test_layer_upload(&t);
     for (int i = 0; i < 4; i++) { /* different inputs reach different experts */
         float *x = test_input(2, p.dim);
