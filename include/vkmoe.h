@@ -121,6 +121,10 @@ typedef struct vkmoe_vulkan_import {
     vkmoe_queue_lock_fn lock_queue;   /* may be NULL */
     vkmoe_queue_lock_fn unlock_queue; /* may be NULL */
     void *queue_lock_user;
+    /* The device was created with VK_KHR_push_descriptor enabled: vkmoe
+     * then binds a recorded forward's x and y in the command buffer (see
+     * vkmoe_layer_record_forward). Default false. */
+    bool push_descriptor;
 } vkmoe_vulkan_import;
 
 /* Zero-initialise, then set what you need: every zero field means default. */
@@ -172,6 +176,11 @@ typedef struct vkmoe_device_info {
      * supported, and enabled on a device vkmoe created (false for imported
      * devices). Needed by VKMOE_GEMM_COOPMAT. */
     bool cooperative_matrix;
+    /* VK_KHR_push_descriptor is used: enabled on a device vkmoe created
+     * where the driver offers it, or as the import says. Recording a
+     * forward then changes no descriptor set of the layer
+     * (vkmoe_layer_record_forward). */
+    bool push_descriptors;
 } vkmoe_device_info;
 
 /* Number of Vulkan physical devices that vkmoe could use (Vulkan >= 1.2,
@@ -535,9 +544,13 @@ VKMOE_API vkmoe_status vkmoe_layer_forward(vkmoe_layer *layer, uint32_t tokens, 
  * to all later commands. Nothing is submitted.
  *
  * The layer's scratch memory is shared by its forwards: do not submit two
- * recordings of the same layer so that they execute concurrently, and do not
- * record again until the previous recording has completed, because recording
- * rewrites the layer's descriptor set. */
+ * recordings of the same layer so that they execute concurrently. Where
+ * vkmoe_device_info.push_descriptors is true, x and y are bound in cmd
+ * itself and a recording changes nothing in the layer (but which forward
+ * was recorded last, for vkmoe_layer_load_stats): record as many forwards
+ * as you like, into as many command buffers, before submitting them in
+ * turn. Without push descriptors recording rewrites the layer's descriptor
+ * set: do not record again until the previous recording has completed. */
 VKMOE_API vkmoe_status vkmoe_layer_record_forward(vkmoe_layer *layer, VkCommandBuffer cmd,
                                                   uint32_t tokens, VkBuffer x,
                                                   VkDeviceSize x_offset, VkBuffer y,

@@ -222,21 +222,26 @@ static vkmoe_status choose_device(vkmoe_context *ctx, const char *wanted)
 /* Whether the device offers VK_NV_cooperative_matrix with the one shape the
  * matrix-core GEMM uses (shaders/common/tiled_gemm.glsl): 16x16x16, f16 A
  * and B, f32 C and D, subgroup scope. */
-static bool offers_cooperative_matrix(const vkmoe_context *ctx, VkPhysicalDevice device)
+/* Whether the device lists the extension. */
+static bool has_extension(const vkmoe_context *ctx, VkPhysicalDevice device, const char *name)
 {
     uint32_t count = 0;
-    if (!ctx->vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV ||
-        ctx->vk.vkEnumerateDeviceExtensionProperties(device, NULL, &count, NULL) != VK_SUCCESS)
+    if (ctx->vk.vkEnumerateDeviceExtensionProperties(device, NULL, &count, NULL) != VK_SUCCESS)
         return false;
     VkExtensionProperties *extensions = vkmoe_calloc(count ? count : 1, sizeof(*extensions));
     bool listed = false;
     if (extensions &&
         ctx->vk.vkEnumerateDeviceExtensionProperties(device, NULL, &count, extensions) >= VK_SUCCESS)
         for (uint32_t i = 0; i < count && !listed; i++)
-            listed =
-                strcmp(extensions[i].extensionName, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME) == 0;
+            listed = strcmp(extensions[i].extensionName, name) == 0;
     free(extensions);
-    if (!listed)
+    return listed;
+}
+
+static bool offers_cooperative_matrix(const vkmoe_context *ctx, VkPhysicalDevice device)
+{
+    if (!ctx->vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV ||
+        !has_extension(ctx, device, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME))
         return false;
     VkPhysicalDeviceCooperativeMatrixFeaturesNV feature = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
@@ -287,7 +292,14 @@ static vkmoe_status create_device(vkmoe_context *ctx)
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
         .cooperativeMatrix = VK_TRUE,
     };
-    const char *extension = VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME;
+    const char *extensions[2];
+    uint32_t extension_count = 0;
+    if (ctx->cooperative_matrix)
+        extensions[extension_count++] = VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME;
+    ctx->push_descriptors =
+        has_extension(ctx, ctx->physical_device, VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME);
+    if (ctx->push_descriptors)
+        extensions[extension_count++] = VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME;
     VkPhysicalDeviceVulkan12Features v12 = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
         .pNext = ctx->cooperative_matrix ? &cooperative_matrix : NULL,
@@ -305,13 +317,14 @@ static vkmoe_status create_device(vkmoe_context *ctx)
         .pNext = &features,
         .queueCreateInfoCount = 1,
         .pQueueCreateInfos = &queue,
-        .enabledExtensionCount = ctx->cooperative_matrix ? 1 : 0,
-        .ppEnabledExtensionNames = &extension,
+        .enabledExtensionCount = extension_count,
+        .ppEnabledExtensionNames = extensions,
     };
     VKMOE_TRY(vkmoe_check_vk(
         ctx, ctx->vk.vkCreateDevice(ctx->physical_device, &info, NULL, &ctx->device),
         "vkCreateDevice"));
     VKMOE_TRY(load_functions(ctx, true));
+    ctx->push_descriptors = ctx->push_descriptors && ctx->vk.vkCmdPushDescriptorSetKHR;
     ctx->vk.vkGetDeviceQueue(ctx->device, ctx->queue_family, 0, &ctx->queue);
     return VKMOE_OK;
 }
@@ -363,7 +376,13 @@ static vkmoe_status import_device(vkmoe_context *ctx, const vkmoe_vulkan_import 
     /* Set only once its functions are there: destroy calls none of them
      * for a device it does not own. */
     ctx->device = import->device;
-    return load_functions(ctx, true);
+    VKMOE_TRY(load_functions(ctx, true));
+    ctx->push_descriptors = import->push_descriptor;
+    if (ctx->push_descriptors && !ctx->vk.vkCmdPushDescriptorSetKHR)
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "vkmoe_context_create: import.push_descriptor is set but the device "
+                          "does not provide vkCmdPushDescriptorSetKHR");
+    return VKMOE_OK;
 }
 
 /* The weight types whose texel format, and the activations' RGBA32F, the
@@ -426,6 +445,7 @@ static void fill_device_info(vkmoe_context *ctx)
     info->shader_float16 = v12.shaderFloat16;
     info->weight_types = readable_weight_types(ctx, ctx->physical_device);
     info->cooperative_matrix = ctx->cooperative_matrix;
+    info->push_descriptors = ctx->push_descriptors;
     ctx->gemm_lanes = ctx->options.gemm_lanes ? ctx->options.gemm_lanes : info->subgroup_size;
     if (ctx->options.max_allocation_size &&
         ctx->options.max_allocation_size < info->max_allocation_size)

@@ -73,6 +73,9 @@ struct vkmoe_context {
     /* VK_NV_cooperative_matrix's feature is enabled and offers the
      * 16x16x16 f16 · f16 + f32 shape at subgroup scope. */
     bool cooperative_matrix;
+    /* VK_KHR_push_descriptor is enabled: set 0 (x and y) is pushed into
+     * the command buffer at record time, so recording changes no set. */
+    bool push_descriptors;
     /* CPU and integrated devices: device-local memory is host-visible, so
      * buffers are mapped and written in place instead of staged. */
     bool unified_memory;

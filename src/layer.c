@@ -110,7 +110,8 @@ static vkmoe_status create_descriptors(vkmoe_layer *layer)
     VKMOE_TRY(vkmoe_check_vk(
         ctx, ctx->vk.vkCreateDescriptorPool(ctx->device, &pool, NULL, &layer->io.descriptor_pool),
         "vkCreateDescriptorPool"));
-    VKMOE_TRY(vkmoe_layer_allocate_set(layer, ctx->set_layout, &layer->io.descriptor_set));
+    if (!ctx->push_descriptors)
+        VKMOE_TRY(vkmoe_layer_allocate_set(layer, ctx->set_layout, &layer->io.descriptor_set));
     VKMOE_TRY(vkmoe_gemm_set_create(layer, layer->act.x_rows_view, layer->weights.router_view,
                                     layer->weights.router_view, &layer->weights.router_source.set));
     /* Without texel views combine reads through addresses, but its set
@@ -265,8 +266,11 @@ static vkmoe_status check_ready(const vkmoe_layer *layer, const char *fn, uint32
     return vkmoe_context_check_alive(ctx);
 }
 
-static void bind_io(vkmoe_layer *layer, VkBuffer x, VkDeviceSize x_offset, VkBuffer y,
-                    VkDeviceSize y_offset, VkDeviceSize range)
+/* Bind x and y as set 0: pushed into cmd where the device has push
+ * descriptors (the layer is left as it was), else written into the
+ * layer's set, which is then bound. */
+static void bind_io(vkmoe_layer *layer, VkCommandBuffer cmd, VkBuffer x, VkDeviceSize x_offset,
+                    VkBuffer y, VkDeviceSize y_offset, VkDeviceSize range)
 {
     VkDescriptorBufferInfo buffers[2] = {
         {.buffer = x, .offset = x_offset, .range = range},
@@ -283,7 +287,14 @@ static void bind_io(vkmoe_layer *layer, VkBuffer x, VkDeviceSize x_offset, VkBuf
             .pBufferInfo = &buffers[i],
         };
     vkmoe_context *ctx = layer->ctx;
+    if (ctx->push_descriptors) {
+        ctx->vk.vkCmdPushDescriptorSetKHR(cmd, VK_PIPELINE_BIND_POINT_COMPUTE,
+                                          ctx->pipeline_layout, 0, 2, writes);
+        return;
+    }
     ctx->vk.vkUpdateDescriptorSets(ctx->device, 2, writes, 0, NULL);
+    ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->pipeline_layout, 0,
+                                    1, &layer->io.descriptor_set, 0, NULL);
 }
 
 static void memory_barrier(vkmoe_context *ctx, VkCommandBuffer cmd, VkPipelineStageFlags src,
@@ -312,8 +323,6 @@ static void record_stages(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t toke
         ctx->vk.vkCmdResetQueryPool(cmd, layer->io.queries, 0, TIMESTAMPS);
         ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, layer->io.queries, 0);
     }
-    ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->pipeline_layout, 0, 1,
-                                    &layer->io.descriptor_set, 0, NULL);
     for (uint32_t s = 0; s < VKMOE_STAGE_MAX; s++) {
         if (s > 0)
             vkmoe_barrier_compute(ctx, cmd);
@@ -329,7 +338,7 @@ static void record_forward(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tok
 {
     vkmoe_context *ctx = layer->ctx;
     layer->io.last_tokens = tokens;
-    bind_io(layer, x, x_offset, y, y_offset, (VkDeviceSize)tokens * layer->params.dim * 4);
+    bind_io(layer, cmd, x, x_offset, y, y_offset, (VkDeviceSize)tokens * layer->params.dim * 4);
     memory_barrier(ctx, cmd, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_ACCESS_MEMORY_WRITE_BIT,
                    VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
                    VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);

@@ -21,6 +21,7 @@ static const struct {
 };
 
 static vkmoe_status create_set_layout(vkmoe_context *ctx, VkDescriptorType type, uint32_t count,
+                                      VkDescriptorSetLayoutCreateFlags flags,
                                       VkDescriptorSetLayout *out)
 {
     VkDescriptorSetLayoutBinding bindings[3];
@@ -33,6 +34,7 @@ static vkmoe_status create_set_layout(vkmoe_context *ctx, VkDescriptorType type,
         };
     VkDescriptorSetLayoutCreateInfo info = {
         .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
+        .flags = flags,
         .bindingCount = count,
         .pBindings = bindings,
     };
@@ -42,8 +44,13 @@ static vkmoe_status create_set_layout(vkmoe_context *ctx, VkDescriptorType type,
 
 vkmoe_status vkmoe_pipelines_init(vkmoe_context *ctx)
 {
-    VKMOE_TRY(create_set_layout(ctx, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 2, &ctx->set_layout));
-    VKMOE_TRY(create_set_layout(ctx, VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, 3,
+    /* Set 0 binds a forward's x and y: pushed at record time where the
+     * device can, so that recording changes no descriptor set. */
+    VkDescriptorSetLayoutCreateFlags io_flags =
+        ctx->push_descriptors ? VK_DESCRIPTOR_SET_LAYOUT_CREATE_PUSH_DESCRIPTOR_BIT_KHR : 0;
+    VKMOE_TRY(create_set_layout(ctx, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 2, io_flags,
+                                &ctx->set_layout));
+    VKMOE_TRY(create_set_layout(ctx, VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, 3, 0,
                                 &ctx->gemm_set_layout));
     VkDescriptorSetLayout sets[2] = {ctx->set_layout, ctx->gemm_set_layout};
     VkPushConstantRange push = {

@@ -44,6 +44,7 @@ void vkmoe_vulkan_load_device(vkmoe_vulkan_functions *vk, VkDevice device)
 {
 #define LOAD(name) vk->name = (PFN_##name)vk->vkGetDeviceProcAddr(device, #name);
     VKMOE_DEVICE_FUNCTIONS(LOAD)
+    VKMOE_DEVICE_OPTIONAL_FUNCTIONS(LOAD)
 #undef LOAD
 }
 

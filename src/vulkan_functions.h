@@ -91,6 +91,9 @@
     X(vkCmdWriteTimestamp)                                                                   \
     X(vkQueueWaitIdle)
 
+/* From the device, where its extension is enabled; callers check for NULL. */
+#define VKMOE_DEVICE_OPTIONAL_FUNCTIONS(X) X(vkCmdPushDescriptorSetKHR)
+
 typedef struct vkmoe_vulkan_functions {
     PFN_vkGetInstanceProcAddr vkGetInstanceProcAddr;
 #define VKMOE_FUNCTION_FIELD(name) PFN_##name name;
@@ -98,6 +101,7 @@ typedef struct vkmoe_vulkan_functions {
     VKMOE_INSTANCE_FUNCTIONS(VKMOE_FUNCTION_FIELD)
     VKMOE_INSTANCE_OPTIONAL_FUNCTIONS(VKMOE_FUNCTION_FIELD)
     VKMOE_DEVICE_FUNCTIONS(VKMOE_FUNCTION_FIELD)
+    VKMOE_DEVICE_OPTIONAL_FUNCTIONS(VKMOE_FUNCTION_FIELD)
 #undef VKMOE_FUNCTION_FIELD
 } vkmoe_vulkan_functions;
 

@@ -101,11 +101,16 @@ static void count_lock(void *user) { locks += user == &locks; }
 static void count_unlock(void *user) { unlocks += user == &locks; }
 
 /* A second context on the first one's device, as a host application would
- * import its own: it must work and must leave the device alive. */
+ * import its own: it must work and must leave the device alive. The host's
+ * device has push descriptors where lavapipe offers them (vkmoe enabled
+ * them), and the import says so; test_hostile's imports do not. */
 static void test_import_host_device(void **state)
 {
     vkmoe_context *host = *state;
+    vkmoe_device_info host_info;
+    assert_int_equal(vkmoe_context_device_info(host, &host_info), VKMOE_OK);
     vkmoe_vulkan_import import = {
+        .push_descriptor = host_info.push_descriptors,
         .instance = host->instance,
         .physical_device = host->physical_device,
         .device = host->device,
@@ -119,6 +124,9 @@ static void test_import_host_device(void **state)
     vkmoe_context_params params = {.import = &import};
     vkmoe_context *guest = NULL;
     assert_int_equal(vkmoe_context_create(&params, &guest), VKMOE_OK);
+    vkmoe_device_info guest_info;
+    assert_int_equal(vkmoe_context_device_info(guest, &guest_info), VKMOE_OK);
+    assert_int_equal(guest_info.push_descriptors, import.push_descriptor);
     test_seed(20);
     test_layer t;
     vkmoe_layer_params p = {.dim = 20, .ffn_dim = 12, .experts = 3, .top_k = 2,

@@ -493,6 +493,79 @@ static void test_record_into_caller_command_buffer(void **state)
     test_layer_destroy(&t);
 }
 
+/* A command buffer of the context's queue family, recording. */
+static VkCommandBuffer begin_commands(vkmoe_context *ctx, VkCommandPool pool)
+{
+    VkCommandBufferAllocateInfo alloc = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                         .commandPool = pool,
+                                         .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                         .commandBufferCount = 1};
+    VkCommandBuffer cmd;
+    assert_int_equal(ctx->vk.vkAllocateCommandBuffers(ctx->device, &alloc, &cmd), VK_SUCCESS);
+    VkCommandBufferBeginInfo begin = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+    assert_int_equal(ctx->vk.vkBeginCommandBuffer(cmd, &begin), VK_SUCCESS);
+    return cmd;
+}
+
+/* With push descriptors a recording changes nothing in the layer: two
+ * forwards of other sizes and buffers, recorded before either is
+ * submitted, both give what vkmoe_layer_forward gives. (Without them the
+ * second recording would rewrite the first one's x and y.) */
+static void test_record_twice_before_submitting(void **state)
+{
+    vkmoe_context *ctx = *state;
+    vkmoe_device_info info;
+    assert_int_equal(vkmoe_context_device_info(ctx, &info), VKMOE_OK);
+    if (!info.push_descriptors) {
+        print_message("the device has no push descriptors: recording rewrites the layer\n");
+        return;
+    }
+    test_seed(40);
+    test_layer t;
+    vkmoe_layer_params p = {.dim = 36, .ffn_dim = 20, .experts = 5, .top_k = 2, .max_tokens = 20};
+    test_layer_create(ctx, &p, &t);
+    test_layer_upload(&t);
+    const uint32_t tokens[2] = {20, 7};
+    float *x[2], *expected[2], *y = malloc(20 * sizeof(float) * p.dim);
+    vkmoe_buffer xbuf[2], ybuf[2];
+    VkCommandPoolCreateInfo pool_info = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+                                         .queueFamilyIndex = ctx->queue_family};
+    VkCommandPool pool;
+    assert_int_equal(ctx->vk.vkCreateCommandPool(ctx->device, &pool_info, NULL, &pool), VK_SUCCESS);
+    VkCommandBuffer cmds[2];
+    for (int i = 0; i < 2; i++) {
+        size_t bytes = tokens[i] * sizeof(float) * p.dim;
+        x[i] = test_input(tokens[i], p.dim);
+        expected[i] = malloc(bytes);
+        assert_int_equal(vkmoe_layer_forward(t.layer, tokens[i], x[i], expected[i]), VKMOE_OK);
+        assert_int_equal(vkmoe_buffer_create(ctx, bytes, VKMOE_MEMORY_DEVICE, &xbuf[i]), VKMOE_OK);
+        assert_int_equal(vkmoe_buffer_create(ctx, bytes, VKMOE_MEMORY_DEVICE, &ybuf[i]), VKMOE_OK);
+        assert_int_equal(vkmoe_buffer_write_rows(ctx, &xbuf[i], 0, x[i], 1, bytes, bytes),
+                         VKMOE_OK);
+        cmds[i] = begin_commands(ctx, pool);
+        assert_int_equal(vkmoe_layer_record_forward(t.layer, cmds[i], tokens[i], xbuf[i].buffer,
+                                                    0, ybuf[i].buffer, 0),
+                         VKMOE_OK);
+        assert_int_equal(ctx->vk.vkEndCommandBuffer(cmds[i]), VK_SUCCESS);
+    }
+    VkSubmitInfo submit = {
+        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 2, .pCommandBuffers = cmds};
+    assert_int_equal(ctx->vk.vkQueueSubmit(ctx->queue, 1, &submit, VK_NULL_HANDLE), VK_SUCCESS);
+    assert_int_equal(ctx->vk.vkQueueWaitIdle(ctx->queue), VK_SUCCESS);
+    for (int i = 0; i < 2; i++) {
+        size_t bytes = tokens[i] * sizeof(float) * p.dim;
+        assert_int_equal(vkmoe_buffer_read(ctx, &ybuf[i], 0, y, bytes), VKMOE_OK);
+        assert_memory_equal(y, expected[i], bytes);
+        vkmoe_buffer_destroy(ctx, &xbuf[i]);
+        vkmoe_buffer_destroy(ctx, &ybuf[i]);
+        free(x[i]);
+        free(expected[i]);
+    }
+    ctx->vk.vkDestroyCommandPool(ctx->device, pool, NULL);
+    free(y);
+    test_layer_destroy(&t);
+}
+
 int main(void)
 {
     int gate = test_device_gate();
@@ -518,6 +591,7 @@ int main(void)
         cmocka_unit_test(test_weights_and_forward_reject_bad_arguments),
         cmocka_unit_test(test_timings),
         cmocka_unit_test(test_record_into_caller_command_buffer),
+        cmocka_unit_test(test_record_twice_before_submitting),
     };
     return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
 }
