@@ -149,10 +149,30 @@ vkmoe_status vkmoe_gemm_set_create(vkmoe_layer *layer, VkBufferView a, VkBufferV
     return VKMOE_OK;
 }
 
+/* One source per chunk of the array: which experts its view holds. */
+static vkmoe_status list_sources(vkmoe_layer *layer, vkmoe_expert_array *array)
+{
+    array->sources = vkmoe_calloc(array->chunk_count, sizeof(*array->sources));
+    if (!array->sources)
+        return vkmoe_fail(layer->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    for (uint32_t c = 0; c < array->chunk_count; c++) {
+        uint32_t first = c * array->per_chunk, left = array->count - first;
+        array->sources[c] = (vkmoe_gemm_source){
+            .expert_first = first,
+            .expert_count = left < array->per_chunk ? left : array->per_chunk,
+            .matrix_texels =
+                (uint32_t)(array->matrix_bytes / vkmoe_weight_texel_bytes(array->type)),
+        };
+    }
+    return VKMOE_OK;
+}
+
 vkmoe_status vkmoe_gemm_sources_create(vkmoe_layer *layer, vkmoe_expert_array arrays[3])
 {
     const vkmoe_expert_array *gate = &arrays[VKMOE_EXPERT_GATE];
     vkmoe_expert_array *up = &arrays[VKMOE_EXPERT_UP], *down = &arrays[VKMOE_EXPERT_DOWN];
+    VKMOE_TRY(list_sources(layer, up));
+    VKMOE_TRY(list_sources(layer, down));
     for (uint32_t c = 0; c < up->chunk_count; c++)
         VKMOE_TRY(vkmoe_gemm_set_create(layer, layer->act.x_rows_view,
                                         gate->chunks ? gate->views[c] : up->views[c], up->views[c],

@@ -45,14 +45,16 @@ typedef struct vkmoe_gemm_rows {
 
 /* E matrices of one kind (gate, up or down) for all experts, packed into as
  * few allocations as the device's allocation and texel-buffer limits
- * allow, each seen through one texel view. The up and down arrays also
- * hold their GEMM pass's sources, one per chunk (the gate array shares the
- * up array's chunking: same shapes). */
+ * allow, each seen through one texel view (weights.c). The up and down
+ * arrays also hold their GEMM pass's sources, one per chunk, which
+ * vkmoe_gemm_sources_create lists (the gate array shares the up array's
+ * chunking: same shapes). */
 typedef struct vkmoe_expert_array {
     vkmoe_buffer *chunks;
     VkBufferView *views;
     vkmoe_gemm_source *sources;
     uint32_t chunk_count;
+    uint32_t count;               /* matrices: experts, or 1 for the shared expert */
     uint32_t per_chunk;           /* experts per chunk */
     VkDeviceSize matrix_bytes;    /* one expert, rows padded to `ld` elements */
     uint32_t rows, cols, ld;
@@ -69,8 +71,9 @@ vkmoe_status vkmoe_gemm_check(const vkmoe_context *ctx, const vkmoe_layer_params
  * views (shaders/common/expert_gemm.glsl's set 1). */
 vkmoe_status vkmoe_gemm_set_create(vkmoe_layer *layer, VkBufferView a, VkBufferView w0,
                                    VkBufferView w1, VkDescriptorSet *out);
-/* The sets of arrays' sources: the up pass reads x_rows with the gate and
- * up views, the down pass hidden with the down view. */
+/* The sources of the up and down arrays and their sets: the up pass
+ * reads x_rows with the gate and up views, the down pass hidden with the
+ * down view. */
 vkmoe_status vkmoe_gemm_sources_create(vkmoe_layer *layer, vkmoe_expert_array arrays[3]);
 /* The per-token pass plan (router logits, shared expert: row r is token
  * r), written once at creation; and its tile_expert and row_slot

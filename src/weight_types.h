@@ -17,6 +17,13 @@ static inline bool vkmoe_weight_blocked(vkmoe_weight_type type)
     return vkmoe_weight_block(type) > 1;
 }
 
+/* Bytes of one texel of the weights' views: a 32-bit word of GGUF blocks,
+ * or four of values (vkmoe_weight_texel_format). */
+static inline uint32_t vkmoe_weight_texel_bytes(vkmoe_weight_type type)
+{
+    return vkmoe_weight_blocked(type) ? 4 : 16;
+}
+
 /* The weight type a model file's element type is: its name as the file
  * spells it ("BF16", "Q4_K": any case) and its block and bytes per block
  * as the format defines them must both match the type's. False for a

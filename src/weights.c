@@ -14,11 +14,6 @@ VkFormat vkmoe_weight_texel_format(vkmoe_weight_type type)
     return vkmoe_weight_blocked(type) ? VK_FORMAT_R32_UINT : VK_FORMAT_R32G32B32A32_UINT;
 }
 
-static VkDeviceSize weight_texel_bytes(vkmoe_weight_type type)
-{
-    return vkmoe_weight_blocked(type) ? 4 : 16;
-}
-
 VkDeviceSize vkmoe_expert_bias_offset(const vkmoe_layer *layer, vkmoe_expert_matrix matrix,
                                       uint32_t expert)
 {
@@ -38,7 +33,7 @@ static VkDeviceSize chunk_limit(const vkmoe_context *ctx, vkmoe_weight_type type
 {
     VkDeviceSize limit = 1ull << 30;
     VkDeviceSize texels = (VkDeviceSize)ctx->properties.limits.maxTexelBufferElements *
-                          weight_texel_bytes(type);
+                          vkmoe_weight_texel_bytes(type);
     if (ctx->info.max_allocation_size < limit)
         limit = ctx->info.max_allocation_size;
     if (texels < limit)
@@ -64,6 +59,7 @@ static vkmoe_status create_expert_array(vkmoe_layer *layer, vkmoe_expert_array *
 {
     vkmoe_context *ctx = layer->ctx;
     array->type = type;
+    array->count = count;
     array->rows = rows;
     array->cols = cols;
     array->ld = (uint32_t)vkmoe_round_up(cols, VKMOE_ROW_ALIGN);
@@ -80,19 +76,13 @@ static vkmoe_status create_expert_array(vkmoe_layer *layer, vkmoe_expert_array *
     array->chunk_count = (uint32_t)vkmoe_div_up(count, array->per_chunk);
     array->chunks = vkmoe_calloc(array->chunk_count, sizeof(*array->chunks));
     array->views = vkmoe_calloc(array->chunk_count, sizeof(*array->views));
-    array->sources = vkmoe_calloc(array->chunk_count, sizeof(*array->sources));
-    if (!array->chunks || !array->views || !array->sources)
+    if (!array->chunks || !array->views)
         return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     for (uint32_t c = 0; c < array->chunk_count; c++) {
         uint32_t in_chunk = count - c * array->per_chunk;
         if (in_chunk > array->per_chunk)
             in_chunk = array->per_chunk;
         VKMOE_TRY(create_chunk(layer, array, c, in_chunk));
-        array->sources[c] = (vkmoe_gemm_source){
-            .expert_first = c * array->per_chunk,
-            .expert_count = in_chunk,
-            .matrix_texels = (uint32_t)(array->matrix_bytes / weight_texel_bytes(type)),
-        };
     }
     return VKMOE_OK;
 }
