@@ -1,4 +1,4 @@
-/* Stage 8, combine: weighted sum of each token's expert outputs plus the
+/* Stage VKMOE_STAGE_COMBINE: weighted sum of each token's expert outputs plus the
  * shared expert's (shaders/combine.comp). */
 #include "stages.h"
 

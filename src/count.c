@@ -1,4 +1,5 @@
-/* Stage 2, count: per-block expert histograms (shaders/count.comp). */
+/* Stage VKMOE_STAGE_HISTOGRAM ("count"): per-block expert histograms
+ * (shaders/count.comp). */
 #include "stages.h"
 
 typedef struct count_push {

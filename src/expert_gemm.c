@@ -1,10 +1,10 @@
-/* Stages 5 and 6, the expert GEMMs (shaders/gemm_up.comp, gemm_down.comp,
- * shaders/common/expert_gemm.glsl), on the layer's path, and everything
- * else of the GEMMs (gemm.h): each stage's shader is built once per path;
- * the token plan and the sources' sets are made here. The routed experts'
- * grids come from the scan stage (indirect dispatch), so the host never
- * learns how many rows were used; the shared expert's pass
- * (shared_expert.c) has a direct grid. */
+/* Stages VKMOE_STAGE_GEMM_UP and _GEMM_DOWN, the expert GEMMs
+ * (shaders/gemm_up.comp, gemm_down.comp, shaders/common/expert_gemm.glsl),
+ * on the layer's path, and everything else of the GEMMs (gemm.h): each
+ * stage's shader is built once per path; the token plan and the sources'
+ * sets are made here. The routed experts' grids come from the scan stage
+ * (indirect dispatch), so the host never learns how many rows were used;
+ * the shared expert's pass (shared_expert.c) has a direct grid. */
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>

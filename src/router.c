@@ -1,4 +1,4 @@
-/* Stage 1, router: x's rows padded for the GEMMs (input_rows.c), the logits
+/* Stage VKMOE_STAGE_ROUTER: x's rows padded for the GEMMs (input_rows.c), the logits
  * as a GEMM over one row per token (the expert GEMM's shader, projection
  * only), then scores, group-limited top-k, combine weights, the shared
  * expert's gate and the statistics inputs (shaders/router.comp). */

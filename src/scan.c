@@ -1,4 +1,4 @@
-/* Stage 3, scan: device-wide exclusive scan of the block counts and the
+/* Stage VKMOE_STAGE_SCAN: device-wide exclusive scan of the block counts and the
  * per-expert plan of rows and tiles (shaders/scan.comp). */
 #include "stages.h"
 

@@ -1,4 +1,4 @@
-/* Stage 4, scatter: stable bucketing of slots into expert rows, dropping
+/* Stage VKMOE_STAGE_SCATTER: stable bucketing of slots into expert rows, dropping
  * those past an expert's capacity (shaders/scatter.comp). */
 #include "stages.h"
 

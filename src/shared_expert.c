@@ -1,4 +1,4 @@
-/* Stage "shared": the shared expert, an always-on FFN, run through the same
+/* Stage VKMOE_STAGE_SHARED: the shared expert, an always-on FFN, run through the same
  * GEMM shaders as the routed experts with a plan in which row r is token r
  * and every tile belongs to one expert. Its output waits in shared_out for
  * the combine stage, which scales it by the shared gate and adds it. */
