@@ -429,6 +429,20 @@ static void test_timings(void **state)
     test_layer_destroy(&t);
 }
 
+/* A command buffer of the context's queue family, recording. */
+static VkCommandBuffer begin_commands(vkmoe_context *ctx, VkCommandPool pool)
+{
+    VkCommandBufferAllocateInfo alloc = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                         .commandPool = pool,
+                                         .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                         .commandBufferCount = 1};
+    VkCommandBuffer cmd;
+    assert_int_equal(ctx->vk.vkAllocateCommandBuffers(ctx->device, &alloc, &cmd), VK_SUCCESS);
+    VkCommandBufferBeginInfo begin = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+    assert_int_equal(ctx->vk.vkBeginCommandBuffer(cmd, &begin), VK_SUCCESS);
+    return cmd;
+}
+
 /* The forward recorded into the application's own command buffer, on its
  * own buffers at non-zero offsets, equals the host-array forward bit for bit. */
 static void test_record_into_caller_command_buffer(void **state)
@@ -453,14 +467,7 @@ static void test_record_into_caller_command_buffer(void **state)
                                          .queueFamilyIndex = ctx->queue_family};
     VkCommandPool pool;
     assert_int_equal(ctx->vk.vkCreateCommandPool(ctx->device, &pool_info, NULL, &pool), VK_SUCCESS);
-    VkCommandBufferAllocateInfo alloc = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
-                                         .commandPool = pool,
-                                         .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-                                         .commandBufferCount = 1};
-    VkCommandBuffer cmd;
-    assert_int_equal(ctx->vk.vkAllocateCommandBuffers(ctx->device, &alloc, &cmd), VK_SUCCESS);
-    VkCommandBufferBeginInfo begin = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
-    ctx->vk.vkBeginCommandBuffer(cmd, &begin);
+    VkCommandBuffer cmd = begin_commands(ctx, pool);
     assert_int_equal(vkmoe_layer_record_forward(t.layer, cmd, 20, xbuf.buffer, offset + 4,
                                                 ybuf.buffer, offset),
                      VKMOE_ERROR_INVALID_ARGUMENT);
@@ -491,20 +498,6 @@ static void test_record_into_caller_command_buffer(void **state)
     free(y);
     free(expected);
     test_layer_destroy(&t);
-}
-
-/* A command buffer of the context's queue family, recording. */
-static VkCommandBuffer begin_commands(vkmoe_context *ctx, VkCommandPool pool)
-{
-    VkCommandBufferAllocateInfo alloc = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
-                                         .commandPool = pool,
-                                         .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-                                         .commandBufferCount = 1};
-    VkCommandBuffer cmd;
-    assert_int_equal(ctx->vk.vkAllocateCommandBuffers(ctx->device, &alloc, &cmd), VK_SUCCESS);
-    VkCommandBufferBeginInfo begin = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
-    assert_int_equal(ctx->vk.vkBeginCommandBuffer(cmd, &begin), VK_SUCCESS);
-    return cmd;
 }
 
 /* With push descriptors a recording changes nothing in the layer: two
