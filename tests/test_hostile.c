@@ -162,6 +162,23 @@ static void test_d08_import_missing_queue_family(void **state)
     assert_non_null(strstr(vkmoe_last_error(), "queue_family 7"));
 }
 
+/* D9: whether the host enabled bufferDeviceAddress cannot be asked of a
+ * VkDevice (the header says so); whether the physical device supports it
+ * can, and a device without it is refused. */
+static void test_d09_import_without_buffer_device_address(void **state)
+{
+    vkmoe_vulkan_import import = import_of(*state);
+    import.get_instance_proc_addr = interposer_entry();
+    interposer_reset();
+    interposer.hide_buffer_device_address = true;
+    vkmoe_context_params params = {.import = &import};
+    vkmoe_context *ctx = NULL;
+    assert_int_equal(vkmoe_context_create(&params, &ctx), VKMOE_ERROR_UNSUPPORTED);
+    assert_null(ctx);
+    assert_non_null(strstr(vkmoe_last_error(), "buffer device addresses"));
+    interposer_reset();
+}
+
 static void lock_queue(void *user)
 {
     (void)user;
@@ -454,6 +471,7 @@ int main(void)
         cmocka_unit_test(test_d05_layer_larger_than_the_device),
         cmocka_unit_test(test_d06_vulkan_results_by_name),
         cmocka_unit_test(test_d08_import_missing_queue_family),
+        cmocka_unit_test(test_d09_import_without_buffer_device_address),
         cmocka_unit_test(test_d10_imported_destroy_waits_on_its_own),
         cmocka_unit_test(test_d11_context_destroyed_before_layer),
         cmocka_unit_test(test_d17_io_over_the_storage_range),

@@ -125,6 +125,18 @@ FAILABLE(WRAP)
 INSTANCE_FAILABLE(WRAP)
 #undef WRAP
 
+static PFN_vkGetPhysicalDeviceFeatures2 real_get_features2;
+
+static VKAPI_ATTR void VKAPI_CALL get_features2(VkPhysicalDevice device,
+                                                VkPhysicalDeviceFeatures2 *features)
+{
+    real_get_features2(device, features);
+    for (VkBaseOutStructure *s = features->pNext; s && interposer.hide_buffer_device_address;
+         s = s->pNext)
+        if (s->sType == VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES)
+            ((VkPhysicalDeviceVulkan12Features *)s)->bufferDeviceAddress = VK_FALSE;
+}
+
 static PFN_vkGetInstanceProcAddr real_get_instance_proc_addr;
 static PFN_vkGetDeviceProcAddr real_get_device_proc_addr;
 
@@ -157,6 +169,10 @@ static VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL get_instance_proc_addr(VkInstanc
     }
     INSTANCE_FAILABLE(HAND_OUT)
 #undef HAND_OUT
+    if (real && strcmp(name, "vkGetPhysicalDeviceFeatures2") == 0) {
+        real_get_features2 = (PFN_vkGetPhysicalDeviceFeatures2)real;
+        return (PFN_vkVoidFunction)get_features2;
+    }
     return real;
 }
 

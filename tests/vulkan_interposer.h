@@ -25,6 +25,9 @@ typedef struct interposer_state {
      * callbacks set it). */
     unsigned unlocked_queue_calls;
     bool queue_locked;
+    /* vkGetPhysicalDeviceFeatures2 reports no bufferDeviceAddress, as a
+     * device without the feature would. */
+    bool hide_buffer_device_address;
 } interposer_state;
 
 extern interposer_state interposer;
