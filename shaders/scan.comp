@@ -15,7 +15,7 @@
 //   push: values u32 [n]; tile_sums u32; expert_count u32 [experts];
 //         expert_base u32 [experts]; tile_expert u32 [max_tiles];
 //         row_slot u32 [rows]; dispatch u32 [2][3];
-//         n, phase, blocks, experts, slots, tile_rows, max_tiles, up_groups_x,
+//         n, phase, blocks, experts, slots, tile_m, max_tiles, up_groups_x,
 //         down_groups_x, capacity
 #extension GL_GOOGLE_include_directive : require
 #include "common/buffers.glsl"
@@ -25,7 +25,7 @@
 layout(local_size_x = VKMOE_SCAN_WORKGROUP) in;
 layout(push_constant) uniform Push {
     uvec2 values, tile_sums, expert_count, expert_base, tile_expert, row_slot, dispatch;
-    uint n, phase, blocks, experts, slots, tile_rows, max_tiles, up_groups_x, down_groups_x,
+    uint n, phase, blocks, experts, slots, tile_m, max_tiles, up_groups_x, down_groups_x,
         capacity;
 } pc;
 
@@ -140,10 +140,10 @@ void plan_experts()
             count = min(routed, pc.capacity);
             segment_count[e] = count;
         }
-        padded[i] = (count + pc.tile_rows - 1) / pc.tile_rows * pc.tile_rows;
+        padded[i] = (count + pc.tile_m - 1) / pc.tile_m * pc.tile_m;
     }
     uint base = workgroup_scan(padded[0] + padded[1]);
-    uint used_tiles = wg_total / pc.tile_rows;
+    uint used_tiles = wg_total / pc.tile_m;
     for (uint i = 0; i < 2; i++) {
         uint e = lane * 2 + i;
         if (e < pc.experts) {
@@ -154,12 +154,12 @@ void plan_experts()
     }
     barrier();
     for (uint t = lane; t < pc.max_tiles; t += VKMOE_SCAN_WORKGROUP) {
-        uint owner = t < used_tiles ? tile_owner(t * pc.tile_rows) : INVALID;
+        uint owner = t < used_tiles ? tile_owner(t * pc.tile_m) : INVALID;
         UintArray(pc.tile_expert).v[t] = owner;
         if (owner == INVALID)
             continue;
         uint end = segment_base[owner] + segment_count[owner];
-        for (uint r = max(end, t * pc.tile_rows); r < (t + 1) * pc.tile_rows; r++)
+        for (uint r = max(end, t * pc.tile_m); r < (t + 1) * pc.tile_m; r++)
             UintArray(pc.row_slot).v[r] = INVALID;
     }
     if (lane == 0) {

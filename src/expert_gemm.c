@@ -303,6 +303,9 @@ vkmoe_spec vkmoe_router_gemm_spec(const vkmoe_layer *layer)
     };
 }
 
+/* The router's logits are gemm_up's shader with VKMOE_ACTIVATION_LINEAR and
+ * f32 weights: its output rows (.hidden) are the logits, its columns
+ * (.ffn) the experts and the shared gate, one row per token. */
 void vkmoe_router_gemm_pass(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 {
     const vkmoe_layer_params *p = &layer->params;

@@ -4,7 +4,7 @@
 
 typedef struct scan_push {
     VkDeviceAddress values, tile_sums, expert_count, expert_base, tile_expert, row_slot, dispatch;
-    uint32_t n, phase, blocks, experts, slots, tile_rows, max_tiles, up_groups_x, down_groups_x,
+    uint32_t n, phase, blocks, experts, slots, tile_m, max_tiles, up_groups_x, down_groups_x,
         capacity;
 } scan_push;
 _Static_assert(sizeof(scan_push) == 96, "scan_push must mirror scan.comp");
@@ -30,7 +30,7 @@ void vkmoe_scan_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
         .blocks = blocks,
         .experts = layer->params.experts,
         .slots = slots,
-        .tile_rows = layer->gemm.tile_m,
+        .tile_m = layer->gemm.tile_m,
         .max_tiles = layer->plan.max_tiles,
         .up_groups_x = (uint32_t)vkmoe_div_up(layer->plan.ld_ffn, layer->gemm.up_columns),
         .down_groups_x = (uint32_t)vkmoe_div_up(layer->params.dim, layer->gemm.down_columns),

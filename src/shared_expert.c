@@ -8,8 +8,7 @@ void vkmoe_shared_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t token
 {
     if (!layer->params.shared_ffn_dim)
         return;
-    uint32_t tile_rows = layer->gemm.tile_m;
-    uint32_t tiles = (uint32_t)vkmoe_div_up(tokens, tile_rows);
+    uint32_t tiles = (uint32_t)vkmoe_div_up(tokens, layer->gemm.tile_m);
     vkmoe_gemm_rows rows = {
         .sources = layer->weights.shared[VKMOE_EXPERT_UP].sources,
         .source_count = 1,

@@ -1,6 +1,7 @@
 /* Stages 5 and 6: every used row of h and z against the reference, fed
  * with the GPU's own inputs (its row map for gemm_up, its h for gemm_down). */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "helpers.h"
@@ -125,21 +126,46 @@ static vkmoe_context *with_lanes(uint32_t lanes)
     return ctx;
 }
 
+/* The 32- and 64-lane contexts, made once for the tests that use them:
+ * each new context compiles its pipelines again (minutes under ASan). */
+static vkmoe_context *lanes32, *lanes64;
+
+static void *shared_lanes(uint32_t lanes)
+{
+    vkmoe_context **ctx = lanes == 32 ? &lanes32 : &lanes64;
+    if (!*ctx)
+        *ctx = with_lanes(lanes);
+    return *ctx;
+}
+
+/* As test_group_teardown: a validation error fails the run. */
+static int teardown(void **state)
+{
+    vkmoe_context *shared[2] = {lanes32, lanes64};
+    for (int i = 0; i < 2; i++) {
+        uint32_t errors = vkmoe_context_validation_errors(shared[i]);
+        vkmoe_context_destroy(&shared[i]);
+        if (errors) {
+            fprintf(stderr, "%u validation errors: failing\n", errors);
+            exit(1);
+        }
+    }
+    return test_group_teardown(state);
+}
+
 static void test_wide_workgroups(void **state)
 {
     (void)state;
     test_seed(65);
     /* each width once per path (every new width compiles its pipelines) */
-    void *wide = with_lanes(32);
+    void *wide = shared_lanes(32);
     check_gemms(&wide, shape(131, 77, 5, 2, 41, VKMOE_WEIGHT_F32), 41);
     vkmoe_layer_params p = shape(200, 300, 6, 2, 33, VKMOE_WEIGHT_F16);
     p.shared_ffn_dim = 72;
     p.activation = VKMOE_ACTIVATION_RELU;
     test_check_layer(wide, p, 33);
-    test_context_destroy((vkmoe_context **)&wide);
-    void *amd = with_lanes(64);
+    void *amd = shared_lanes(64);
     check_gemms(&amd, shape(256, 768, 3, 2, 20, VKMOE_WEIGHT_Q6_K), 20);
-    test_context_destroy((vkmoe_context **)&amd);
 }
 
 /* VKMOE_GEMM_TILED: 32x64 tiles through shared memory, at widths that are
@@ -167,19 +193,17 @@ static void test_tiled_path(void **state)
     p.activation = VKMOE_ACTIVATION_SWIGLU_CLAMPED;
     p.swiglu_limit = 1.5f;
     check_gemms(state, p, 45);
-    vkmoe_context *wide = with_lanes(32);
+    vkmoe_context *wide = shared_lanes(32);
     p = on_path(shape(200, 300, 6, 2, 70, VKMOE_WEIGHT_F16), tiled);
     p.shared_ffn_dim = 72;
     test_check_layer(wide, p, 70);
-    test_context_destroy(&wide);
-    void *amd = with_lanes(64); /* AMD's subgroups: tiles of 64 rows, none a multiple of them here */
+    void *amd = shared_lanes(64); /* AMD's subgroups: tiles of 64 rows, none a multiple of them */
     vkmoe_layer *layer;
     assert_int_equal(vkmoe_layer_create(amd, &p, &layer), VKMOE_OK);
     assert_int_equal(layer->gemm.tile_m, 64);
     vkmoe_layer_destroy(&layer);
     check_gemms(&amd, on_path(shape(131, 77, 5, 2, 141, VKMOE_WEIGHT_F32), tiled), 141);
     test_check_layer(amd, p, 70);
-    test_context_destroy((vkmoe_context **)&amd);
     vkmoe_context *huge = with_lanes(1024); /* 4 subgroups of it exceed every device's workgroup */
     test_expect_create_fails(huge, &p, VKMOE_ERROR_UNSUPPORTED, "4 subgroups");
     test_context_destroy(&huge);
@@ -244,5 +268,5 @@ int main(void)
         cmocka_unit_test(test_tiled_path),
         cmocka_unit_test(test_matrix_core_path),
     };
-    return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
+    return cmocka_run_group_tests(tests, test_group_setup, teardown);
 }
