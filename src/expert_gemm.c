@@ -6,6 +6,7 @@
  * (indirect dispatch), so the host never learns how many rows were used;
  * the shared expert's pass (shared_expert.c) has a direct grid. */
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -125,8 +126,12 @@ vkmoe_status vkmoe_gemm_path_parse(const char *name, vkmoe_gemm_path *path)
             *path = (vkmoe_gemm_path)i;
             return VKMOE_OK;
         }
-    return vkmoe_fail(NULL, VKMOE_ERROR_INVALID_ARGUMENT,
-                      "unknown GEMM path \"%s\" (auto, register, tiled, coopmat)", name);
+    char known[64] = "";
+    for (int i = 0; vkmoe_gemm_path_name((vkmoe_gemm_path)i); i++)
+        snprintf(known + strlen(known), sizeof(known) - strlen(known), "%s%s", i ? ", " : "",
+                 vkmoe_gemm_path_name((vkmoe_gemm_path)i));
+    return vkmoe_fail(NULL, VKMOE_ERROR_INVALID_ARGUMENT, "unknown GEMM path \"%s\" (%s)", name,
+                      known);
 }
 
 vkmoe_status vkmoe_gemm_set_create(vkmoe_layer *layer, VkBufferView a, VkBufferView w0,

@@ -1,5 +1,5 @@
 /* Layer: validation of params, weights and scratch memory, and the forward
- * that records the seven stages into one command buffer. */
+ * that records its stages into one command buffer. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,13 +9,28 @@
 
 #define TIMESTAMPS (VKMOE_STAGE_MAX + 1)
 
-static const char *const stage_names[VKMOE_STAGE_MAX] = {
-    "router", "count", "scan", "scatter", "gemm_up", "gemm_down", "shared", "combine",
+typedef void (*stage_recorder)(vkmoe_layer *, VkCommandBuffer, uint32_t);
+
+/* The stages of a forward, one row each by its vkmoe_stage value: its name
+ * (vkmoe_stage_name, the bench's JSON) and what records it. */
+static const struct {
+    const char *name;
+    stage_recorder record;
+} stages[] = {
+    [VKMOE_STAGE_ROUTER] = {"router", vkmoe_router_record},
+    [VKMOE_STAGE_HISTOGRAM] = {"count", vkmoe_count_record},
+    [VKMOE_STAGE_SCAN] = {"scan", vkmoe_scan_record},
+    [VKMOE_STAGE_SCATTER] = {"scatter", vkmoe_scatter_record},
+    [VKMOE_STAGE_GEMM_UP] = {"gemm_up", vkmoe_gemm_up_record},
+    [VKMOE_STAGE_GEMM_DOWN] = {"gemm_down", vkmoe_gemm_down_record},
+    [VKMOE_STAGE_SHARED] = {"shared", vkmoe_shared_record},
+    [VKMOE_STAGE_COMBINE] = {"combine", vkmoe_combine_record},
 };
+_Static_assert(VKMOE_ARRAY_SIZE(stages) == VKMOE_STAGE_MAX, "one row per vkmoe_stage");
 
 const char *vkmoe_stage_name(vkmoe_stage stage)
 {
-    return (unsigned)stage < VKMOE_STAGE_MAX ? stage_names[stage] : "";
+    return (unsigned)stage < VKMOE_STAGE_MAX ? stages[stage].name : "";
 }
 
 static void compute_sizes(vkmoe_layer *layer)
@@ -309,15 +324,8 @@ static void memory_barrier(vkmoe_context *ctx, VkCommandBuffer cmd, VkPipelineSt
     ctx->vk.vkCmdPipelineBarrier(cmd, src, dst, 0, 1, &barrier, 0, NULL, 0, NULL);
 }
 
-typedef void (*stage_recorder)(vkmoe_layer *, VkCommandBuffer, uint32_t);
-
 static void record_stages(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 {
-    static const stage_recorder stages[VKMOE_STAGE_MAX] = {
-        vkmoe_router_record,    vkmoe_count_record,  vkmoe_scan_record,
-        vkmoe_scatter_record,   vkmoe_gemm_up_record, vkmoe_gemm_down_record,
-        vkmoe_shared_record,    vkmoe_combine_record,
-    };
     vkmoe_context *ctx = layer->ctx;
     if (layer->io.queries) {
         ctx->vk.vkCmdResetQueryPool(cmd, layer->io.queries, 0, TIMESTAMPS);
@@ -326,7 +334,7 @@ static void record_stages(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t toke
     for (uint32_t s = 0; s < VKMOE_STAGE_MAX; s++) {
         if (s > 0)
             vkmoe_barrier_compute(ctx, cmd);
-        stages[s](layer, cmd, tokens);
+        stages[s].record(layer, cmd, tokens);
         if (layer->io.queries)
             ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT,
                                         layer->io.queries, s + 1);
