@@ -23,37 +23,12 @@ struct workload {
     uint32_t *all_ids;      /* [max_tokens][k], with a capacity: who competes for it */
 };
 
-static uint64_t rng_next(uint64_t *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
+/* The layer's seed: the bench's layer is the same from run to run. */
+#define SEED 12345u
 
-static void fill(float *v, size_t n, float scale, uint64_t seed, vkmoe_weight_type type)
-{
-    uint64_t s = seed * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull;
-    for (size_t i = 0; i < n; i++) {
-        float u = (float)((rng_next(&s) >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
-        v[i] = u * scale;
-    }
-    vkmoe_ref_round_weights(type, v, n);
-}
-
-/* Uploads one f32 matrix in its projection's weight type: a routed
- * expert's, or the shared expert's when expert is FIXTURE_SHARED_EXPERT. */
-static vkmoe_status upload(workload *w, uint32_t e, vkmoe_expert_matrix m, const float *v, size_t n)
-{
-    return fixture_upload_matrix(w->layer, &w->params, e, m, v, n);
-}
-
-/* One expert's (or the shared expert's) weights: matrices and biases. */
-typedef struct expert_weights {
-    float *gate, *up, *down, *gate_bias, *up_bias, *down_bias;
-} expert_weights;
-
-static bool alloc_expert(expert_weights *ew, size_t matrix, size_t ffn, size_t dim)
+/* One expert's (or the shared expert's) weights, allocated whole whatever
+ * the params call for: made, uploaded and dropped one expert at a time. */
+static bool alloc_expert(fixture_expert *ew, size_t matrix, size_t ffn, size_t dim)
 {
     ew->gate = malloc(matrix * sizeof(float));
     ew->up = malloc(matrix * sizeof(float));
@@ -64,58 +39,28 @@ static bool alloc_expert(expert_weights *ew, size_t matrix, size_t ffn, size_t d
     return ew->gate && ew->up && ew->down && ew->gate_bias && ew->up_bias && ew->down_bias;
 }
 
-static void free_expert(expert_weights *ew)
+static void free_expert(fixture_expert *ew)
 {
-    free(ew->gate);
-    free(ew->up);
-    free(ew->down);
-    free(ew->gate_bias);
-    free(ew->up_bias);
-    free(ew->down_bias);
-}
-
-static void fill_expert(const workload *w, expert_weights *ew, uint32_t ffn, uint64_t seed)
-{
-    const vkmoe_layer_params *p = &w->params;
-    size_t n = (size_t)ffn * p->dim;
-    vkmoe_weight_type type = p->weight_type, down = p->down_weight_type, f32 = VKMOE_WEIGHT_F32;
-    fill(ew->gate, n, 2.0f / sqrtf((float)p->dim), 6 * seed + 1, type);
-    fill(ew->up, n, 2.0f / sqrtf((float)p->dim), 6 * seed + 2, type);
-    fill(ew->down, n, 2.0f / sqrtf((float)ffn), 6 * seed + 3, down);
-    fill(ew->gate_bias, ffn, 0.5f, 6 * seed + 4, f32);
-    fill(ew->up_bias, ffn, 0.5f, 6 * seed + 5, f32);
-    fill(ew->down_bias, p->dim, 0.5f, 6 * seed + 6, f32);
-}
-
-static vkmoe_status upload_expert(workload *w, uint32_t e, const expert_weights *ew, uint32_t ffn)
-{
-    const vkmoe_layer_params *p = &w->params;
-    size_t n = (size_t)ffn * p->dim;
-    bool gated = p->activation != VKMOE_ACTIVATION_RELU;
-    vkmoe_status status = gated ? upload(w, e, VKMOE_EXPERT_GATE, ew->gate, n) : VKMOE_OK;
-    if (status == VKMOE_OK)
-        status = upload(w, e, VKMOE_EXPERT_UP, ew->up, n);
-    if (status == VKMOE_OK)
-        status = upload(w, e, VKMOE_EXPERT_DOWN, ew->down, n);
-    if (e == FIXTURE_SHARED_EXPERT || !p->expert_bias || status != VKMOE_OK)
-        return status;
-    return fixture_upload_expert_biases(w->layer, p, e, gated ? ew->gate_bias : NULL,
-                                        ew->up_bias, ew->down_bias);
+    float *all[] = {ew->gate, ew->up, ew->down, ew->gate_bias, ew->up_bias, ew->down_bias};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        free(all[i]);
 }
 
 /* A reference layer of this one expert's weights. */
-static vkmoe_ref_layer one_expert(const workload *w, const expert_weights *ew)
+static vkmoe_ref_layer one_expert(const workload *w, const fixture_expert *ew)
 {
+    bool biases = fixture_expert_has_biases(&w->params, 0);
     vkmoe_ref_layer one = {.p = w->params, .gate = ew->gate, .up = ew->up, .down = ew->down,
-                           .gate_bias = ew->gate_bias, .up_bias = ew->up_bias,
-                           .down_bias = ew->down_bias};
+                           .gate_bias = biases ? ew->gate_bias : NULL,
+                           .up_bias = biases ? ew->up_bias : NULL,
+                           .down_bias = biases ? ew->down_bias : NULL};
     one.p.experts = 1;
     one.p.top_k = 1;
     return one;
 }
 
 /* Record expert e's weighted output for the samples' choices of it. */
-static void reference_expert(workload *w, uint32_t e, const expert_weights *ew)
+static void reference_expert(workload *w, uint32_t e, const fixture_expert *ew)
 {
     const vkmoe_layer_params *p = &w->params;
     vkmoe_ref_layer one = one_expert(w, ew);
@@ -138,12 +83,12 @@ static vkmoe_status upload_experts(workload *w)
 {
     const vkmoe_layer_params *p = &w->params;
     size_t n = (size_t)p->ffn_dim * p->dim;
-    expert_weights ew;
+    fixture_expert ew;
     vkmoe_status status =
         alloc_expert(&ew, n, p->ffn_dim, p->dim) ? VKMOE_OK : VKMOE_ERROR_OUT_OF_HOST_MEMORY;
     for (uint32_t e = 0; e < p->experts && status == VKMOE_OK; e++) {
-        fill_expert(w, &ew, p->ffn_dim, e);
-        status = upload_expert(w, e, &ew, p->ffn_dim);
+        fixture_make_expert(p, SEED, e, &ew);
+        status = fixture_upload_expert(w->layer, p, e, &ew);
         if (w->contribution)
             reference_expert(w, e, &ew);
     }
@@ -157,13 +102,13 @@ static vkmoe_status upload_shared_expert(workload *w)
     if (!p->shared_ffn_dim)
         return VKMOE_OK;
     size_t n = (size_t)p->shared_ffn_dim * p->dim;
-    expert_weights ew;
+    fixture_expert ew;
     vkmoe_status status = alloc_expert(&ew, n, p->shared_ffn_dim, p->dim)
                               ? VKMOE_OK
                               : VKMOE_ERROR_OUT_OF_HOST_MEMORY;
     if (status == VKMOE_OK) {
-        fill_expert(w, &ew, p->shared_ffn_dim, p->experts);
-        status = upload_expert(w, UINT32_MAX, &ew, p->shared_ffn_dim);
+        fixture_make_expert(p, SEED, FIXTURE_SHARED_EXPERT, &ew);
+        status = fixture_upload_expert(w->layer, p, FIXTURE_SHARED_EXPERT, &ew);
     }
     vkmoe_ref_layer ref = w->routing;
     ref.shared_gate = ew.gate;
@@ -192,35 +137,26 @@ static void choose_samples(workload *w)
     w->sample_count = n;
 }
 
-static float *random_vector(size_t n, float scale, uint64_t seed)
-{
-    float *v = malloc(n * sizeof(*v));
-    if (v)
-        fill(v, n, scale, seed, VKMOE_WEIGHT_F32);
-    return v;
-}
-
 static vkmoe_status upload_router(workload *w)
 {
     const vkmoe_layer_params *p = &w->params;
     size_t e = p->experts, d = p->dim;
-    w->router = random_vector(e * d, 4.0f / sqrtf((float)d), 12345);
-    w->router_bias = random_vector(e, 1.0f, 12346);
-    w->selection_bias = random_vector(e, 0.2f, 12347);
-    w->shared_gate_weights = random_vector(d, 2.0f / sqrtf((float)d), 12348);
+    w->router = malloc(e * d * sizeof(float));
+    w->router_bias = malloc(e * sizeof(float));
+    w->selection_bias = malloc(e * sizeof(float));
+    w->shared_gate_weights = malloc(d * sizeof(float));
     if (!w->router || !w->router_bias || !w->selection_bias || !w->shared_gate_weights)
         return VKMOE_ERROR_OUT_OF_HOST_MEMORY;
-    w->routing = (vkmoe_ref_layer){.p = *p, .router = w->router, .router_bias = w->router_bias,
-                                   .selection_bias = w->selection_bias,
-                                   .shared_gate_weights = w->shared_gate_weights};
-    vkmoe_status status = vkmoe_layer_set_router(w->layer, w->router, e * d * 4);
-    if (status == VKMOE_OK && p->router_bias)
-        status = vkmoe_layer_set_router_bias(w->layer, w->router_bias, e * 4);
-    if (status == VKMOE_OK && p->selection_bias)
-        status = vkmoe_layer_set_selection_bias(w->layer, w->selection_bias, e * 4);
-    if (status == VKMOE_OK && p->shared_gate)
-        status = vkmoe_layer_set_shared_gate(w->layer, w->shared_gate_weights, d * 4);
-    return status;
+    fixture_router router = {w->router, w->router_bias, w->selection_bias,
+                             w->shared_gate_weights};
+    fixture_make_router(p, SEED, &router);
+    w->routing = (vkmoe_ref_layer){
+        .p = *p,
+        .router = w->router,
+        .router_bias = p->router_bias ? w->router_bias : NULL,
+        .selection_bias = p->selection_bias ? w->selection_bias : NULL,
+        .shared_gate_weights = p->shared_gate ? w->shared_gate_weights : NULL};
+    return fixture_upload_router(w->layer, p, &router);
 }
 
 /* The samples' routes, and with a capacity every token's choices, which
@@ -264,7 +200,7 @@ static vkmoe_status prepare(workload *w, vkmoe_context *ctx, const vkmoe_layer_p
     w->y = malloc(io * sizeof(float));
     if (!w->x || !w->y)
         return VKMOE_ERROR_OUT_OF_HOST_MEMORY;
-    fill(w->x, io, 1.0f, 0, VKMOE_WEIGHT_F32);
+    fixture_fill(w->x, io, 1.0f, SEED - 1, VKMOE_WEIGHT_F32);
     status = upload_router(w);
     if (status == VKMOE_OK && verify)
         status = prepare_reference(w);
@@ -383,10 +319,7 @@ static void verify(const workload *w, uint32_t tokens, run_result *r)
     }
     free(kept);
     free(expected);
-    /* f32 accumulation over dim and ffn terms; 16-bit weights are exact in
-     * both, but the matrix-core path rounds activations to f16 (2^-11). */
-    double tolerance = p->gemm_path == VKMOE_GEMM_COOPMAT ? 5e-3 : 1e-4;
-    r->verified = r->verified_tokens > 0 && r->error.max_rel <= tolerance;
+    r->verified = r->verified_tokens > 0 && r->error.max_rel <= fixture_tolerance(p);
 }
 
 vkmoe_status workload_run(workload *w, uint32_t tokens, uint32_t warmup, uint32_t iters,

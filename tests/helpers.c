@@ -107,132 +107,24 @@ void test_fill(float *v, size_t n, float lo, float hi)
         v[i] = test_uniform(lo, hi);
 }
 
-/* Random values as the weight type holds them. */
-static float *random_matrix(size_t n, float scale, vkmoe_weight_type type)
+/* The fixture's seed: the next state of test_seed's stream. */
+static uint64_t next_seed(void)
 {
-    float *m = malloc((n ? n : 1) * sizeof(*m));
-    assert_non_null(m);
-    test_fill(m, n, -scale, scale);
-    vkmoe_ref_round_weights(type, m, n);
-    return m;
-}
-
-static float *random_if(bool wanted, size_t n, float scale, vkmoe_weight_type type)
-{
-    return wanted ? random_matrix(n, scale, type) : NULL;
-}
-
-static void create_weights(test_layer *out)
-{
-    const vkmoe_layer_params *p = &out->params;
-    vkmoe_weight_type stored = p->weight_type, down = p->down_weight_type, f32 = VKMOE_WEIGHT_F32;
-    bool gated = p->activation != VKMOE_ACTIVATION_RELU, bias = p->expert_bias;
-    size_t e = p->experts, d = p->dim, f = p->ffn_dim, fs = p->shared_ffn_dim;
-    float in_scale = 2.0f / sqrtf((float)d);
-    /* Scales keep logits spread (distinct choices) and h, z of order one. */
-    out->router = random_matrix(e * d, 4.0f / sqrtf((float)d), f32);
-    out->router_bias = random_if(p->router_bias, e, 1.0f, f32);
-    out->selection_bias = random_if(p->selection_bias, e, 0.2f, f32);
-    out->gate = random_if(gated, e * f * d, in_scale, stored);
-    out->up = random_matrix(e * f * d, in_scale, stored);
-    out->down = random_matrix(e * d * f, 2.0f / sqrtf((float)f), down);
-    out->gate_bias = random_if(bias && gated, e * f, 0.5f, f32);
-    out->up_bias = random_if(bias, e * f, 0.5f, f32);
-    out->down_bias = random_if(bias, e * d, 0.5f, f32);
-    out->shared_gate_weights = random_if(p->shared_gate, d, in_scale, f32);
-    out->shared_gate = random_if(fs && gated, fs * d, in_scale, stored);
-    out->shared_up = random_if(fs, fs * d, in_scale, stored);
-    out->shared_down = random_if(fs, d * fs, fs ? 2.0f / sqrtf((float)fs) : 0, down);
+    test_uniform(0, 1);
+    return rng_state;
 }
 
 void test_layer_create(vkmoe_context *ctx, const vkmoe_layer_params *params, test_layer *out)
 {
-    memset(out, 0, sizeof(*out));
-    assert_int_equal(vkmoe_layer_create(ctx, params, &out->layer), VKMOE_OK);
-    assert_int_equal(vkmoe_layer_params_of(out->layer, &out->params), VKMOE_OK);
-    create_weights(out);
-    out->ref = (vkmoe_ref_layer){
-        .p = out->params,
-        .router = out->router,
-        .router_bias = out->router_bias,
-        .selection_bias = out->selection_bias,
-        .gate = out->gate,
-        .up = out->up,
-        .down = out->down,
-        .gate_bias = out->gate_bias,
-        .up_bias = out->up_bias,
-        .down_bias = out->down_bias,
-        .shared_gate_weights = out->shared_gate_weights,
-        .shared_gate = out->shared_gate,
-        .shared_up = out->shared_up,
-        .shared_down = out->shared_down,
-    };
+    assert_int_equal(fixture_layer_create(ctx, params, next_seed(), out), VKMOE_OK);
 }
 
-/* Uploads one matrix in its projection's weight type: a routed expert's, or the
- * shared expert's when expert is FIXTURE_SHARED_EXPERT. */
-static void upload_matrix(test_layer *t, uint32_t e, vkmoe_expert_matrix which, const float *m,
-                          size_t n)
-{
-    assert_int_equal(fixture_upload_matrix(t->layer, &t->params, e, which, m, n), VKMOE_OK);
-}
-
-static void upload_shared(test_layer *t)
-{
-    const vkmoe_layer_params *p = &t->params;
-    size_t n = (size_t)p->shared_ffn_dim * p->dim;
-    if (t->shared_gate)
-        upload_matrix(t, FIXTURE_SHARED_EXPERT, VKMOE_EXPERT_GATE, t->shared_gate, n);
-    upload_matrix(t, FIXTURE_SHARED_EXPERT, VKMOE_EXPERT_UP, t->shared_up, n);
-    upload_matrix(t, FIXTURE_SHARED_EXPERT, VKMOE_EXPERT_DOWN, t->shared_down, n);
-    if (p->shared_gate)
-        assert_int_equal(vkmoe_layer_set_shared_gate(t->layer, t->shared_gate_weights,
-                                                     p->dim * sizeof(float)),
-                         VKMOE_OK);
-}
-
-static void upload_expert_biases(test_layer *t, uint32_t e)
-{
-    size_t f = t->params.ffn_dim, d = t->params.dim;
-    assert_int_equal(fixture_upload_expert_biases(t->layer, &t->params, e,
-                                                  t->gate_bias ? t->gate_bias + e * f : NULL,
-                                                  t->up_bias + e * f, t->down_bias + e * d),
-                     VKMOE_OK);
-}
-
-void test_layer_upload(test_layer *t)
-{
-    const vkmoe_layer_params *p = &t->params;
-    size_t vector = p->experts * sizeof(float);
-    assert_int_equal(vkmoe_layer_set_router(t->layer, t->router, vector * p->dim), VKMOE_OK);
-    if (t->router_bias)
-        assert_int_equal(vkmoe_layer_set_router_bias(t->layer, t->router_bias, vector), VKMOE_OK);
-    if (t->selection_bias)
-        assert_int_equal(vkmoe_layer_set_selection_bias(t->layer, t->selection_bias, vector),
-                         VKMOE_OK);
-    size_t n = (size_t)p->ffn_dim * p->dim;
-    for (uint32_t e = 0; e < p->experts; e++) {
-        if (t->gate)
-            upload_matrix(t, e, VKMOE_EXPERT_GATE, t->gate + e * n, n);
-        upload_matrix(t, e, VKMOE_EXPERT_UP, t->up + e * n, n);
-        upload_matrix(t, e, VKMOE_EXPERT_DOWN, t->down + e * n, n);
-        if (p->expert_bias)
-            upload_expert_biases(t, e);
-    }
-    if (p->shared_ffn_dim)
-        upload_shared(t);
-}
+void test_layer_upload(test_layer *t) { assert_int_equal(fixture_layer_upload(t), VKMOE_OK); }
 
 void test_layer_destroy(test_layer *t)
 {
-    vkmoe_layer_destroy(&t->layer);
+    fixture_layer_destroy(t);
     assert_null(t->layer);
-    float *all[] = {t->router,     t->router_bias, t->selection_bias,       t->gate,
-                    t->up,         t->down,        t->gate_bias,            t->up_bias,
-                    t->down_bias,  t->shared_gate_weights, t->shared_gate, t->shared_up,
-                    t->shared_down};
-    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(all); i++)
-        free(all[i]);
 }
 
 float *test_input(uint32_t tokens, uint32_t dim)
@@ -245,20 +137,13 @@ float *test_input(uint32_t tokens, uint32_t dim)
 
 void test_check_forward(test_layer *t, uint32_t tokens, const float *x)
 {
-    size_t n = (size_t)tokens * t->params.dim;
-    float *y = malloc(n * sizeof(*y));
-    double *expected = malloc(n * sizeof(*expected));
-    assert_non_null(y);
-    assert_non_null(expected);
-    assert_int_equal(vkmoe_layer_forward(t->layer, tokens, x, y), VKMOE_OK);
-    vkmoe_ref_forward(&t->ref, tokens, x, expected);
-    vkmoe_ref_error err = vkmoe_ref_compare(y, expected, n);
-    if (!(err.max_rel <= F32_TOLERANCE))
+    vkmoe_ref_error err;
+    bool within = false;
+    assert_int_equal(fixture_layer_check(t, tokens, x, &err, &within), VKMOE_OK);
+    if (!within)
         fail_msg("forward T=%u D=%u F=%u E=%u k=%u: max_abs %g max_rel %g > %g", tokens,
                  t->params.dim, t->params.ffn_dim, t->params.experts, t->params.top_k,
-                 err.max_abs, err.max_rel, F32_TOLERANCE);
-    free(y);
-    free(expected);
+                 err.max_abs, err.max_rel, fixture_tolerance(&t->params));
 }
 
 void test_check_layer(vkmoe_context *ctx, vkmoe_layer_params params, uint32_t tokens)

@@ -15,10 +15,8 @@
 #include "fixture.h"
 #include "reference.h"
 
-/* Tolerance of f32 GPU results against the double reference, relative to
- * the largest reference magnitude (vkmoe_ref_compare's max_rel). Sums run
- * over a few thousand f32 products: a few ulps times sqrt(length). */
-#define F32_TOLERANCE 2e-5
+/* Tolerance of f32 GPU results against the double reference (fixture.h). */
+#define F32_TOLERANCE FIXTURE_F32_TOLERANCE
 
 /* What main() returns before running anything: 0 to go on; with no usable
  * device 77 (Meson's skip), or 1 when CI=true, because CI must exercise a
@@ -47,18 +45,9 @@ void test_seed(uint64_t seed);
 float test_uniform(float lo, float hi);
 void test_fill(float *v, size_t n, float lo, float hi);
 
-/* A layer and the f32 weights it was given (f16 layers: the f16-rounded
- * values), so the reference computes with exactly the device's weights.
- * Only the weights the params call for are allocated; the rest stay NULL.
- * params holds the layer's resolved params. */
-typedef struct test_layer {
-    vkmoe_layer *layer;
-    vkmoe_layer_params params;
-    float *router, *router_bias, *selection_bias;
-    float *gate, *up, *down, *gate_bias, *up_bias, *down_bias;
-    float *shared_gate_weights, *shared_gate, *shared_up, *shared_down;
-    vkmoe_ref_layer ref;
-} test_layer;
+/* A layer and the f32 weights it was given: the fixture's random layer
+ * (fixture.h), its seed drawn from test_seed's stream. */
+typedef fixture_layer test_layer;
 
 /* Create a layer with random weights (scaled so activations stay O(1)),
  * then upload them with test_layer_upload (tests may edit them between). */
@@ -68,7 +57,7 @@ void test_layer_destroy(test_layer *t);
 /* Random inputs x [tokens][dim] in [-1, 1). */
 float *test_input(uint32_t tokens, uint32_t dim);
 
-/* Run a forward and compare it with the reference within F32_TOLERANCE. */
+/* Run a forward and compare it with the reference within fixture_tolerance. */
 void test_check_forward(test_layer *t, uint32_t tokens, const float *x);
 /* A layer of these params with random weights and inputs, checked so. */
 void test_check_layer(vkmoe_context *ctx, vkmoe_layer_params params, uint32_t tokens);
@@ -76,9 +65,6 @@ void test_check_layer(vkmoe_context *ctx, vkmoe_layer_params params, uint32_t to
  * NULL, and its message mentions `words`. */
 void test_expect_create_fails(vkmoe_context *ctx, const vkmoe_layer_params *params,
                               vkmoe_status status, const char *words);
-
-
-
 /* Everything a forward leaves in the layer's scratch, read back so that
  * each stage can be checked against its reference on the GPU's own input
  * to that stage. */
