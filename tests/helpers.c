@@ -63,6 +63,13 @@ int test_device_gate(void)
     return 77;
 }
 
+int test_run_device_suite(const char *name, const struct CMUnitTest *tests, size_t count,
+                          CMFixtureFunction setup, CMFixtureFunction teardown)
+{
+    int gate = test_device_gate();
+    return gate ? gate : _cmocka_run_group_tests(name, tests, count, setup, teardown);
+}
+
 void test_context_destroy(vkmoe_context **ctx)
 {
     uint32_t errors = vkmoe_context_validation_errors(*ctx);
@@ -105,6 +112,13 @@ void test_fill(float *v, size_t n, float lo, float hi)
 {
     for (size_t i = 0; i < n; i++)
         v[i] = test_uniform(lo, hi);
+}
+
+vkmoe_layer_params test_shape(uint32_t dim, uint32_t ffn, uint32_t experts, uint32_t top_k,
+                              uint32_t max_tokens)
+{
+    return (vkmoe_layer_params){.dim = dim, .ffn_dim = ffn, .experts = experts, .top_k = top_k,
+                                .max_tokens = max_tokens};
 }
 
 /* The fixture's seed: the next state of test_seed's stream. */

@@ -30,6 +30,12 @@ vkmoe_context *test_context(void);
 vkmoe_context *test_context_with(vkmoe_context_options options);
 /* Asserts the context saw no validation error, then destroys it. */
 void test_context_destroy(vkmoe_context **ctx);
+/* A file's suite on the device, as its main() returns it: test_device_gate
+ * first, then the tests with cmocka's group setup and teardown. */
+#define test_device_suite(tests, setup, teardown)                                                  \
+    test_run_device_suite(#tests, tests, sizeof(tests) / sizeof((tests)[0]), setup, teardown)
+int test_run_device_suite(const char *name, const struct CMUnitTest *tests, size_t count,
+                          CMFixtureFunction setup, CMFixtureFunction teardown);
 /* cmocka group setup/teardown that keep one context in *state. */
 int test_group_setup(void **state);
 int test_group_teardown(void **state);
@@ -48,6 +54,11 @@ void test_fill(float *v, size_t n, float lo, float hi);
 /* A layer and the f32 weights it was given: the fixture's random layer
  * (fixture.h), its seed drawn from test_seed's stream. */
 typedef fixture_layer test_layer;
+
+/* The params most tests start from: a shape, everything else left to its
+ * default (0). */
+vkmoe_layer_params test_shape(uint32_t dim, uint32_t ffn, uint32_t experts, uint32_t top_k,
+                              uint32_t max_tokens);
 
 /* Create a layer with random weights (scaled so activations stay O(1)),
  * then upload them with test_layer_upload (tests may edit them between). */

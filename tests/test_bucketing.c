@@ -49,8 +49,8 @@ static uint32_t run_plan_with_capacity(void **state, uint32_t experts, uint32_t 
                                        uint32_t tokens, uint32_t forward_tokens,
                                        float capacity_factor)
 {
-    vkmoe_layer_params p = {.dim = 8, .ffn_dim = 8, .experts = experts, .top_k = top_k,
-                            .max_tokens = tokens, .capacity_factor = capacity_factor};
+    vkmoe_layer_params p = test_shape(8, 8, experts, top_k, tokens);
+    p.capacity_factor = capacity_factor;
     test_staged run;
     test_staged_run(*state, &p, forward_tokens, &run);
     check_plan(&run.layer, &run.m);
@@ -107,14 +107,11 @@ static void test_largest_slot_count(void **state)
 
 int main(void)
 {
-    int gate = test_device_gate();
-    if (gate)
-        return gate;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_small_plans),
         cmocka_unit_test(test_capacity_plans),
         cmocka_unit_test(test_device_wide_scan),
         cmocka_unit_test(test_largest_slot_count),
     };
-    return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
+    return test_device_suite(tests, test_group_setup, test_group_teardown);
 }

@@ -29,8 +29,8 @@ static void check_combine(void **state, vkmoe_layer_params p, uint32_t tokens)
 static void test_combine_shapes(void **state)
 {
     test_seed(70);
-    vkmoe_layer_params p = {.dim = 257, .ffn_dim = 9, .experts = 6, .top_k = 4,
-                            .max_tokens = 33, .normalize_topk = true};
+    vkmoe_layer_params p = test_shape(257, 9, 6, 4, 33);
+    p.normalize_topk = true;
     check_combine(state, p, 33);
     p = (vkmoe_layer_params){.dim = 1, .ffn_dim = 3, .experts = 16, .top_k = 16,
                              .max_tokens = 300};
@@ -44,11 +44,8 @@ static void test_combine_shapes(void **state)
 
 int main(void)
 {
-    int gate = test_device_gate();
-    if (gate)
-        return gate;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_combine_shapes),
     };
-    return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
+    return test_device_suite(tests, test_group_setup, test_group_teardown);
 }

@@ -209,9 +209,6 @@ static void test_vulkan_results_map_to_statuses(void **state)
 
 int main(void)
 {
-    int gate = test_device_gate();
-    if (gate)
-        return gate;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_status_strings),
         cmocka_unit_test(test_create_arguments),
@@ -223,5 +220,5 @@ int main(void)
         cmocka_unit_test(test_device_lost_is_sticky),
         cmocka_unit_test(test_vulkan_results_map_to_statuses),
     };
-    return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
+    return test_device_suite(tests, test_group_setup, test_group_teardown);
 }

@@ -51,8 +51,9 @@ static void check_gemms(void **state, vkmoe_layer_params p, uint32_t tokens)
 static vkmoe_layer_params shape(uint32_t dim, uint32_t ffn, uint32_t experts, uint32_t top_k,
                                 uint32_t tokens, vkmoe_weight_type type)
 {
-    return (vkmoe_layer_params){.dim = dim, .ffn_dim = ffn, .experts = experts, .top_k = top_k,
-                                .max_tokens = tokens, .weight_type = type};
+    vkmoe_layer_params p = test_shape(dim, ffn, experts, top_k, tokens);
+    p.weight_type = type;
+    return p;
 }
 
 /* Widths that are multiples of no lane, column or row-pass count. */
@@ -255,9 +256,6 @@ static void test_matrix_core_path(void **state)
 
 int main(void)
 {
-    int gate = test_device_gate();
-    if (gate)
-        return gate;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_awkward_widths),
         cmocka_unit_test(test_compact_weights),
@@ -268,5 +266,5 @@ int main(void)
         cmocka_unit_test(test_tiled_path),
         cmocka_unit_test(test_matrix_core_path),
     };
-    return cmocka_run_group_tests(tests, test_group_setup, teardown);
+    return test_device_suite(tests, test_group_setup, teardown);
 }

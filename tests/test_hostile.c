@@ -462,9 +462,6 @@ static void test_allocation_fault_injection(void **state)
 
 int main(void)
 {
-    int gate = test_device_gate();
-    if (gate)
-        return gate;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_d01_vulkan_1_1_instance),
         cmocka_unit_test(test_d04_d06_results_before_any_forward),
@@ -479,5 +476,5 @@ int main(void)
         cmocka_unit_test(test_vulkan_fault_injection),
         cmocka_unit_test(test_allocation_fault_injection),
     };
-    return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
+    return test_device_suite(tests, test_group_setup, test_group_teardown);
 }

@@ -9,8 +9,9 @@
 static vkmoe_layer_params shape(uint32_t dim, uint32_t ffn, uint32_t experts, uint32_t top_k,
                                 uint32_t max_tokens)
 {
-    return (vkmoe_layer_params){.dim = dim, .ffn_dim = ffn, .experts = experts, .top_k = top_k,
-                                .max_tokens = max_tokens, .normalize_topk = true};
+    vkmoe_layer_params p = test_shape(dim, ffn, experts, top_k, max_tokens);
+    p.normalize_topk = true;
+    return p;
 }
 
 /* Shapes that are multiples of no tile size. */
@@ -561,9 +562,6 @@ static void test_record_twice_before_submitting(void **state)
 
 int main(void)
 {
-    int gate = test_device_gate();
-    if (gate)
-        return gate;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_awkward_shapes),
         cmocka_unit_test(test_one_token),
@@ -586,5 +584,5 @@ int main(void)
         cmocka_unit_test(test_record_into_caller_command_buffer),
         cmocka_unit_test(test_record_twice_before_submitting),
     };
-    return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
+    return test_device_suite(tests, test_group_setup, test_group_teardown);
 }

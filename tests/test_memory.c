@@ -10,8 +10,8 @@ static void test_matrix_larger_than_a_binding(void **state)
 {
     vkmoe_context *ctx = *state;
     test_seed(50);
-    vkmoe_layer_params p = {.dim = 2048, .ffn_dim = 16448, .experts = 2, .top_k = 1,
-                            .max_tokens = 3, .normalize_topk = true};
+    vkmoe_layer_params p = test_shape(2048, 16448, 2, 1, 3);
+    p.normalize_topk = true;
     assert_true((uint64_t)p.dim * p.ffn_dim * 4 > ctx->info.max_storage_buffer_range ||
                 ctx->info.max_storage_buffer_range > (1ull << 30));
     test_layer t;
@@ -33,8 +33,8 @@ static void test_experts_over_several_allocations(void **state)
     vkmoe_context *ctx = test_context_with(
         (vkmoe_context_options){.max_allocation_size = 2 * 128 * 128 * 4 + 100});
     assert_non_null(ctx);
-    vkmoe_layer_params p = {.dim = 128, .ffn_dim = 128, .experts = 7, .top_k = 2,
-                            .max_tokens = 2, .normalize_topk = true};
+    vkmoe_layer_params p = test_shape(128, 128, 7, 2, 2);
+    p.normalize_topk = true;
     test_layer t;
     test_layer_create(ctx, &p, &t);
     assert_int_equal(t.layer->weights.experts[VKMOE_EXPERT_GATE].chunk_count, 4);
@@ -65,13 +65,10 @@ static void test_allocation_limit_is_an_error(void **state)
 
 int main(void)
 {
-    int gate = test_device_gate();
-    if (gate)
-        return gate;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matrix_larger_than_a_binding),
         cmocka_unit_test(test_experts_over_several_allocations),
         cmocka_unit_test(test_allocation_limit_is_an_error),
     };
-    return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
+    return test_device_suite(tests, test_group_setup, test_group_teardown);
 }

@@ -58,8 +58,8 @@ static void check_loaded(vkmoe_context *ctx, test_layer *t, const char *path, ui
 static vkmoe_layer_params family(const char *name, uint32_t experts, uint32_t top_k,
                                  vkmoe_weight_type type)
 {
-    vkmoe_layer_params p = {.dim = 40, .ffn_dim = 24, .experts = experts, .max_tokens = 1,
-                            .weight_type = type};
+    vkmoe_layer_params p = test_shape(40, 24, experts, 0, 1);
+    p.weight_type = type;
     assert_int_equal(vkmoe_layer_params_family(&p, name), VKMOE_OK);
     if (top_k)
         p.top_k = top_k;
@@ -497,9 +497,6 @@ static int teardown(void **state)
 
 int main(void)
 {
-    int gate = test_device_gate();
-    if (gate)
-        return gate;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mixtral_checkpoint),
         cmocka_unit_test(test_qwen_and_olmoe_checkpoints),
@@ -512,5 +509,5 @@ int main(void)
         cmocka_unit_test(test_d12_not_a_model_file),
         cmocka_unit_test(test_d13_impossible_hyper_parameters),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return test_device_suite(tests, setup, teardown);
 }

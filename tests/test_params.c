@@ -10,8 +10,8 @@
 static vkmoe_layer_params family(const char *name, uint32_t experts, uint32_t shared_ffn,
                                  uint32_t tokens)
 {
-    vkmoe_layer_params p = {.dim = 67, .ffn_dim = 45, .experts = experts,
-                            .shared_ffn_dim = shared_ffn, .max_tokens = tokens};
+    vkmoe_layer_params p = test_shape(67, 45, experts, 0, tokens);
+    p.shared_ffn_dim = shared_ffn;
     assert_int_equal(vkmoe_layer_params_family(&p, name), VKMOE_OK);
     return p;
 }
@@ -162,8 +162,8 @@ static void test_unreadable_weight_type(void **state)
     vkmoe_context *ctx =
         test_context_with((vkmoe_context_options){.hidden_weight_types = 1u << VKMOE_WEIGHT_Q4_K});
     assert_non_null(ctx);
-    vkmoe_layer_params p = {.dim = 256, .ffn_dim = 256, .experts = 4, .top_k = 2,
-                            .weight_type = VKMOE_WEIGHT_Q4_K};
+    vkmoe_layer_params p = test_shape(256, 256, 4, 2, 0);
+    p.weight_type = VKMOE_WEIGHT_Q4_K;
     test_expect_create_fails(ctx, &p, VKMOE_ERROR_UNSUPPORTED, "cannot read q4_k weights");
     vkmoe_layer *layer;
     p.weight_type = VKMOE_WEIGHT_Q6_K;
@@ -221,9 +221,6 @@ static void test_uploads_follow_params(void **state)
 
 int main(void)
 {
-    int gate = test_device_gate();
-    if (gate)
-        return gate;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mixtral_qwen3_olmoe),
         cmocka_unit_test(test_qwen2_moe),
@@ -236,5 +233,5 @@ int main(void)
         cmocka_unit_test(test_unreadable_weight_type),
         cmocka_unit_test(test_uploads_follow_params),
     };
-    return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
+    return test_device_suite(tests, test_group_setup, test_group_teardown);
 }

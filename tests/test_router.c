@@ -53,8 +53,9 @@ static void check_router(void **state, vkmoe_layer_params p, uint32_t tokens, bo
 static vkmoe_layer_params shape(uint32_t dim, uint32_t experts, uint32_t top_k, uint32_t tokens,
                                 bool normalize)
 {
-    return (vkmoe_layer_params){.dim = dim, .ffn_dim = 8, .experts = experts, .top_k = top_k,
-                                .max_tokens = tokens, .normalize_topk = normalize};
+    vkmoe_layer_params p = test_shape(dim, 8, experts, top_k, tokens);
+    p.normalize_topk = normalize;
+    return p;
 }
 
 static void test_small(void **state)
@@ -206,9 +207,6 @@ static void test_switch_and_gshard(void **state)
 
 int main(void)
 {
-    int gate = test_device_gate();
-    if (gate)
-        return gate;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_small),
         cmocka_unit_test(test_many_experts_wide_dim),
@@ -222,5 +220,5 @@ int main(void)
         cmocka_unit_test(test_gpt_oss_and_sigmoid_k_equals_e),
         cmocka_unit_test(test_switch_and_gshard),
     };
-    return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
+    return test_device_suite(tests, test_group_setup, test_group_teardown);
 }

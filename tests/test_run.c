@@ -83,8 +83,9 @@ static void check_output(const test_layer *t, const float *x, uint32_t tokens)
 static void test_checkpoint_through_the_tool(void **state)
 {
     test_seed(120);
-    vkmoe_layer_params p = {.dim = 40, .ffn_dim = 24, .experts = 6, .top_k = 2,
-                            .shared_ffn_dim = 32, .weight_type = VKMOE_WEIGHT_BF16};
+    vkmoe_layer_params p = test_shape(40, 24, 6, 2, 0);
+    p.shared_ffn_dim = 32;
+    p.weight_type = VKMOE_WEIGHT_BF16;
     vkmoe_layer_params_family(&p, "qwen2-moe");
     test_layer t;
     checkpoint_weights(*state, p, &t);
@@ -116,8 +117,9 @@ static void test_checkpoint_through_the_tool(void **state)
 static void test_gguf_through_the_tool(void **state)
 {
     test_seed(121);
-    vkmoe_layer_params p = {.dim = 32, .ffn_dim = 16, .experts = 64, .shared_ffn_dim = 16,
-                            .weight_type = VKMOE_WEIGHT_F16};
+    vkmoe_layer_params p = test_shape(32, 16, 64, 0, 0);
+    p.shared_ffn_dim = 16;
+    p.weight_type = VKMOE_WEIGHT_F16;
     vkmoe_layer_params_family(&p, "deepseek-v3");
     test_layer t;
     checkpoint_weights(*state, p, &t);

@@ -48,8 +48,9 @@ static void check_shared(void **state, vkmoe_layer_params p, const uint32_t *tok
 static void test_gated_and_ungated(void **state)
 {
     test_seed(90);
-    vkmoe_layer_params p = {.dim = 53, .ffn_dim = 19, .experts = 5, .top_k = 2,
-                            .max_tokens = 70, .shared_ffn_dim = 77, .shared_gate = true};
+    vkmoe_layer_params p = test_shape(53, 19, 5, 2, 70);
+    p.shared_ffn_dim = 77;
+    p.shared_gate = true;
     const uint32_t counts[] = {70, 1, 33, 5, 64};
     check_shared(state, p, counts, 5);
     p.shared_gate = false;
@@ -60,21 +61,18 @@ static void test_gated_and_ungated(void **state)
 static void test_relu_and_narrow(void **state)
 {
     test_seed(91);
-    vkmoe_layer_params p = {.dim = 40, .ffn_dim = 64, .experts = 4, .top_k = 1,
-                            .max_tokens = 9, .shared_ffn_dim = 3,
-                            .activation = VKMOE_ACTIVATION_RELU};
+    vkmoe_layer_params p = test_shape(40, 64, 4, 1, 9);
+    p.shared_ffn_dim = 3;
+    p.activation = VKMOE_ACTIVATION_RELU;
     const uint32_t counts[] = {9};
     check_shared(state, p, counts, 1);
 }
 
 int main(void)
 {
-    int gate = test_device_gate();
-    if (gate)
-        return gate;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gated_and_ungated),
         cmocka_unit_test(test_relu_and_narrow),
     };
-    return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
+    return test_device_suite(tests, test_group_setup, test_group_teardown);
 }

@@ -53,8 +53,8 @@ static void check_stats(void **state, vkmoe_layer_params p, uint32_t tokens)
 static void test_softmax_dropless(void **state)
 {
     test_seed(100);
-    vkmoe_layer_params p = {.dim = 37, .ffn_dim = 11, .experts = 12, .top_k = 3,
-                            .max_tokens = 200, .normalize_topk = true};
+    vkmoe_layer_params p = test_shape(37, 11, 12, 3, 200);
+    p.normalize_topk = true;
     check_stats(state, p, 200);
     check_stats(state, p, 7); /* fewer tokens than the layer holds */
 }
@@ -103,14 +103,11 @@ static void test_refused_calls(void **state)
 
 int main(void)
 {
-    int gate = test_device_gate();
-    if (gate)
-        return gate;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_softmax_dropless),
         cmocka_unit_test(test_switch_with_drops),
         cmocka_unit_test(test_sigmoid_groups),
         cmocka_unit_test(test_refused_calls),
     };
-    return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
+    return test_device_suite(tests, test_group_setup, test_group_teardown);
 }

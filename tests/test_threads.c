@@ -55,8 +55,8 @@ static void *run_job(void *arg)
     uint32_t devices = 0;
     vkmoe_context *ctx = NULL;
     vkmoe_layer *layer = NULL;
-    vkmoe_layer_params p = {.dim = DIM, .ffn_dim = FFN, .experts = EXPERTS, .top_k = 2,
-                            .max_tokens = TOKENS, .normalize_topk = true};
+    vkmoe_layer_params p = test_shape(DIM, FFN, EXPERTS, 2, TOKENS);
+    p.normalize_topk = true;
     float x[TOKENS * DIM];
     for (uint32_t i = 0; i < TOKENS * DIM; i++)
         x[i] = pattern(i, 99);
@@ -102,11 +102,8 @@ static void test_d07_contexts_on_several_threads(void **state)
 
 int main(void)
 {
-    int gate = test_device_gate();
-    if (gate)
-        return gate;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_d07_contexts_on_several_threads),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return test_device_suite(tests, NULL, NULL);
 }
