@@ -5,10 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vkmoe.h"
 #include "params.h"
 #include "peak.h"
 #include "reference.h"
+#include "vkmoe.h"
 #include "workload.h"
 
 /* Rows one run may have (--tokens). */
@@ -78,8 +78,7 @@ static bool parse_tokens(options *o, const char *list)
         if (v == 0 || v > (1u << 22))
             return false;
         if (o->token_count == MAX_TOKEN_COUNTS) {
-            fprintf(stderr, "vkmoe-bench: --tokens takes at most %d counts\n",
-                    MAX_TOKEN_COUNTS);
+            fprintf(stderr, "vkmoe-bench: --tokens takes at most %d counts\n", MAX_TOKEN_COUNTS);
             return false;
         }
         o->tokens[o->token_count++] = (uint32_t)v;
@@ -135,8 +134,13 @@ static const preset *find_preset(const char *name)
 
 static int parse_args(int argc, char **argv, options *o)
 {
-    *o = (options){.scale = 1, .weights = VKMOE_WEIGHT_F16, .warmup = 2, .iters = 10,
-                   .verify = true, .tokens = {1, 64, 256}, .token_count = 3};
+    *o = (options){.scale = 1,
+                   .weights = VKMOE_WEIGHT_F16,
+                   .warmup = 2,
+                   .iters = 10,
+                   .verify = true,
+                   .tokens = {1, 64, 256},
+                   .token_count = 3};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -254,11 +258,16 @@ static const char *activation_name(vkmoe_activation activation)
 static const char *device_type(VkPhysicalDeviceType type)
 {
     switch (type) {
-    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return "discrete";
-    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return "integrated";
-    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return "virtual";
-    case VK_PHYSICAL_DEVICE_TYPE_CPU: return "cpu";
-    default: return "other";
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU:
+        return "discrete";
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU:
+        return "integrated";
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU:
+        return "virtual";
+    case VK_PHYSICAL_DEVICE_TYPE_CPU:
+        return "cpu";
+    default:
+        return "other";
     }
 }
 
@@ -276,10 +285,7 @@ static void json_string(FILE *out, const char *s)
     fputc('"', out);
 }
 
-static double percent(double value, double peak)
-{
-    return peak > 0 ? 100.0 * value / peak : 0.0;
-}
+static double percent(double value, double peak) { return peak > 0 ? 100.0 * value / peak : 0.0; }
 
 /* The bandwidth a stage's GB/s is a share of: the faster of the streaming
  * copy and the streaming read (the stages mostly read; where writes are
@@ -310,8 +316,8 @@ static const char *run_path(const vkmoe_layer_params *s, const run_result *run)
 static void print_json(const options *o, const vkmoe_device_info *info, const peak_figures *peak,
                        const vkmoe_layer_params *s, const run_result *runs, uint32_t count)
 {
-    printf("{\n  \"vkmoe_version\": \"%d.%d.%d\",\n  \"device\": {\"name\": ",
-           VKMOE_VERSION_MAJOR, VKMOE_VERSION_MINOR, VKMOE_VERSION_PATCH);
+    printf("{\n  \"vkmoe_version\": \"%d.%d.%d\",\n  \"device\": {\"name\": ", VKMOE_VERSION_MAJOR,
+           VKMOE_VERSION_MINOR, VKMOE_VERSION_PATCH);
     json_string(stdout, info->name);
     printf(", \"type\": \"%s\", \"driver\": ", device_type(info->type));
     json_string(stdout, info->driver);
@@ -334,9 +340,9 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
                "\"shared_ffn\": %u, \"groups\": %u, \"topk_groups\": %u, "
                "\"activation\": \"%s\", \"capacity_factor\": %g},\n",
                run->tokens, s->dim, s->ffn_dim, s->experts, s->top_k,
-               vkmoe_weight_type_name(s->weight_type), router_name(s->router),
-               s->shared_ffn_dim, s->expert_groups, s->topk_groups,
-               activation_name(s->activation), (double)s->capacity_factor);
+               vkmoe_weight_type_name(s->weight_type), router_name(s->router), s->shared_ffn_dim,
+               s->expert_groups, s->topk_groups, activation_name(s->activation),
+               (double)s->capacity_factor);
         printf("      \"path\": \"%s\", \"gemm_path\": \"%s\",\n", run_path(s, run),
                vkmoe_gemm_path_name(s->gemm_path));
         double gflops = run->layer.flops / (run->layer.ms * 1e6);

@@ -1,8 +1,8 @@
 #include <stdlib.h>
 
 #include "memory.h"
-#include "pipelines.h"
 #include "peak.h"
+#include "pipelines.h"
 
 static const uint32_t fma_spv[] =
 #include "peak_fma.spv.h"
@@ -24,16 +24,14 @@ static const uint32_t coopmat_spv[] =
 #define REPEATS 3
 
 /* A pipeline of one shader; `spec`, unless NULL, is its specialization. */
-static vkmoe_status make_pipeline(vkmoe_context *ctx, VkPipelineLayout layout,
-                                  const uint32_t *code, size_t size,
-                                  const VkSpecializationInfo *spec, VkPipeline *out)
+static vkmoe_status make_pipeline(vkmoe_context *ctx, VkPipelineLayout layout, const uint32_t *code,
+                                  size_t size, const VkSpecializationInfo *spec, VkPipeline *out)
 {
-    VkShaderModuleCreateInfo module_info = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
-                                            .codeSize = size,
-                                            .pCode = code};
+    VkShaderModuleCreateInfo module_info = {
+        .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO, .codeSize = size, .pCode = code};
     VkShaderModule module;
-    VKMOE_TRY(vkmoe_check_vk(ctx, ctx->vk.vkCreateShaderModule(ctx->device, &module_info, NULL,
-                                                               &module),
+    VKMOE_TRY(vkmoe_check_vk(ctx,
+                             ctx->vk.vkCreateShaderModule(ctx->device, &module_info, NULL, &module),
                              "vkCreateShaderModule"));
     VkComputePipelineCreateInfo info = {
         .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
@@ -61,8 +59,8 @@ typedef struct timed_dispatch {
 } timed_dispatch;
 
 /* Milliseconds of GPU time for one dispatch, the fastest of REPEATS. */
-static vkmoe_status time_dispatch(vkmoe_context *ctx, VkQueryPool queries,
-                                  const timed_dispatch *d, double *ms)
+static vkmoe_status time_dispatch(vkmoe_context *ctx, VkQueryPool queries, const timed_dispatch *d,
+                                  double *ms)
 {
     *ms = 1e30;
     for (int r = 0; r < REPEATS; r++) {
@@ -80,11 +78,11 @@ static vkmoe_status time_dispatch(vkmoe_context *ctx, VkQueryPool queries,
         ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries, 1);
         VKMOE_TRY(vkmoe_context_submit_wait(ctx));
         uint64_t ticks[2];
-        VKMOE_TRY(vkmoe_check_vk(ctx,
-                                 ctx->vk.vkGetQueryPoolResults(
-                                     ctx->device, queries, 0, 2, sizeof(ticks), ticks, 8,
-                                     VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT),
-                                 "vkGetQueryPoolResults"));
+        VKMOE_TRY(vkmoe_check_vk(
+            ctx,
+            ctx->vk.vkGetQueryPoolResults(ctx->device, queries, 0, 2, sizeof(ticks), ticks, 8,
+                                          VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT),
+            "vkGetQueryPoolResults"));
         double t = (double)(ticks[1] - ticks[0]) * ctx->timestamp_period_ns * 1e-6;
         if (t < *ms)
             *ms = t;
@@ -118,10 +116,9 @@ static vkmoe_status create_copy_layout(vkmoe_context *ctx, peak_resources *r)
         .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
         .bindingCount = 2,
         .pBindings = bindings};
-    VKMOE_TRY(vkmoe_check_vk(ctx,
-                             ctx->vk.vkCreateDescriptorSetLayout(ctx->device, &set_info, NULL,
-                                                                 &r->copy_set_layout),
-                             "vkCreateDescriptorSetLayout"));
+    VKMOE_TRY(vkmoe_check_vk(
+        ctx, ctx->vk.vkCreateDescriptorSetLayout(ctx->device, &set_info, NULL, &r->copy_set_layout),
+        "vkCreateDescriptorSetLayout"));
     VkPushConstantRange push = {VK_SHADER_STAGE_COMPUTE_BIT, 0, 4};
     VkPipelineLayoutCreateInfo layout_info = {.sType =
                                                   VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
@@ -146,16 +143,16 @@ static vkmoe_status create_copy_set(vkmoe_context *ctx, peak_resources *r)
                                             .maxSets = 1,
                                             .poolSizeCount = 2,
                                             .pPoolSizes = sizes};
-    VKMOE_TRY(vkmoe_check_vk(
-        ctx, ctx->vk.vkCreateDescriptorPool(ctx->device, &pool_info, NULL, &r->pool),
-        "vkCreateDescriptorPool"));
+    VKMOE_TRY(
+        vkmoe_check_vk(ctx, ctx->vk.vkCreateDescriptorPool(ctx->device, &pool_info, NULL, &r->pool),
+                       "vkCreateDescriptorPool"));
     VkDescriptorSetAllocateInfo alloc = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
                                          .descriptorPool = r->pool,
                                          .descriptorSetCount = 1,
                                          .pSetLayouts = &r->copy_set_layout};
-    VKMOE_TRY(vkmoe_check_vk(
-        ctx, ctx->vk.vkAllocateDescriptorSets(ctx->device, &alloc, &r->copy_set),
-        "vkAllocateDescriptorSets"));
+    VKMOE_TRY(vkmoe_check_vk(ctx,
+                             ctx->vk.vkAllocateDescriptorSets(ctx->device, &alloc, &r->copy_set),
+                             "vkAllocateDescriptorSets"));
     VkWriteDescriptorSet writes[2];
     for (uint32_t i = 0; i < 2; i++)
         writes[i] = (VkWriteDescriptorSet){
@@ -179,8 +176,8 @@ static vkmoe_status time_fma(vkmoe_context *ctx, peak_resources *r, VkPipeline p
         VkDeviceAddress out;
         uint32_t iterations, pad_;
     } push = {r->dst.address, FMA_ITERATIONS, 0};
-    timed_dispatch d = {pipeline, ctx->pipeline_layout, VK_NULL_HANDLE, &push, sizeof(push),
-                        FMA_GROUPS};
+    timed_dispatch d = {pipeline, ctx->pipeline_layout, VK_NULL_HANDLE,
+                        &push,    sizeof(push),         FMA_GROUPS};
     double ms;
     VKMOE_TRY(time_dispatch(ctx, r->queries, &d, &ms));
     double flops = (double)FMA_GROUPS * 64 * FMA_ITERATIONS * 8 * 4 * 2;
@@ -215,9 +212,9 @@ static vkmoe_status measure(vkmoe_context *ctx, peak_resources *r, peak_figures 
     VkQueryPoolCreateInfo query_info = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
                                         .queryType = VK_QUERY_TYPE_TIMESTAMP,
                                         .queryCount = 2};
-    VKMOE_TRY(vkmoe_check_vk(
-        ctx, ctx->vk.vkCreateQueryPool(ctx->device, &query_info, NULL, &r->queries),
-        "vkCreateQueryPool"));
+    VKMOE_TRY(vkmoe_check_vk(ctx,
+                             ctx->vk.vkCreateQueryPool(ctx->device, &query_info, NULL, &r->queries),
+                             "vkCreateQueryPool"));
     VKMOE_TRY(make_pipeline(ctx, ctx->pipeline_layout, fma_spv, sizeof(fma_spv), NULL, &r->fma));
     VKMOE_TRY(vkmoe_buffer_create(ctx, COPY_BYTES, VKMOE_MEMORY_DEVICE, &r->src));
     VKMOE_TRY(vkmoe_buffer_create(ctx, COPY_BYTES, VKMOE_MEMORY_DEVICE, &r->dst));
@@ -227,8 +224,8 @@ static vkmoe_status measure(vkmoe_context *ctx, peak_resources *r, peak_figures 
      * vkmoe created has enabled for certain. */
     out->fp16_gflops = 0;
     if (ctx->info.shader_float16 && ctx->owns_device) {
-        VKMOE_TRY(
-            make_pipeline(ctx, ctx->pipeline_layout, fma16_spv, sizeof(fma16_spv), NULL, &r->fma16));
+        VKMOE_TRY(make_pipeline(ctx, ctx->pipeline_layout, fma16_spv, sizeof(fma16_spv), NULL,
+                                &r->fma16));
         VKMOE_TRY(time_fma(ctx, r, r->fma16, &out->fp16_gflops));
     }
     out->fp16_matrix_gflops = 0;
@@ -237,7 +234,8 @@ static vkmoe_status measure(vkmoe_context *ctx, peak_resources *r, peak_figures 
     VKMOE_TRY(create_copy_layout(ctx, r));
     const uint32_t modes[2] = {1, 0}; /* COPY: the copy, the read */
     VkSpecializationMapEntry entry = {0, 0, 4};
-    VkSpecializationInfo copy_spec = {1, &entry, 4, &modes[0]}, read_spec = {1, &entry, 4, &modes[1]};
+    VkSpecializationInfo copy_spec = {1, &entry, 4, &modes[0]},
+                         read_spec = {1, &entry, 4, &modes[1]};
     VKMOE_TRY(make_pipeline(ctx, r->copy_layout, copy_spv, sizeof(copy_spv), &copy_spec, &r->copy));
     VKMOE_TRY(make_pipeline(ctx, r->copy_layout, copy_spv, sizeof(copy_spv), &read_spec, &r->read));
     VKMOE_TRY(create_copy_set(ctx, r));

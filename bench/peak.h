@@ -11,8 +11,8 @@ typedef struct peak_figures {
     /* 16x16x16 f16 cooperative-matrix products into f32 (0 where the device
      * lacks vkmoe_device_info.cooperative_matrix) */
     double fp16_matrix_gflops;
-    double copy_gbps;   /* a streaming copy shader: bytes read + bytes written */
-    double read_gbps;   /* a streaming read shader: bytes read */
+    double copy_gbps; /* a streaming copy shader: bytes read + bytes written */
+    double read_gbps; /* a streaming read shader: bytes read */
 } peak_figures;
 
 vkmoe_status peak_measure(vkmoe_context *ctx, peak_figures *out);

@@ -13,7 +13,7 @@ struct workload {
     vkmoe_layer *layer;
     float *x, *y;
     float *router, *router_bias, *selection_bias, *shared_gate_weights;
-    vkmoe_ref_layer routing; /* the router's weights, for the reference */
+    vkmoe_ref_layer routing;       /* the router's weights, for the reference */
     uint32_t samples[MAX_SAMPLES]; /* token indices checked against the reference */
     uint32_t sample_count;
     uint32_t *sample_ids;   /* [sample][k] */
@@ -50,7 +50,10 @@ static void free_expert(fixture_expert *ew)
 static vkmoe_ref_layer one_expert(const workload *w, const fixture_expert *ew)
 {
     bool biases = fixture_expert_has_biases(&w->params, 0);
-    vkmoe_ref_layer one = {.p = w->params, .gate = ew->gate, .up = ew->up, .down = ew->down,
+    vkmoe_ref_layer one = {.p = w->params,
+                           .gate = ew->gate,
+                           .up = ew->up,
+                           .down = ew->down,
                            .gate_bias = biases ? ew->gate_bias : NULL,
                            .up_bias = biases ? ew->up_bias : NULL,
                            .down_bias = biases ? ew->down_bias : NULL};
@@ -103,9 +106,8 @@ static vkmoe_status upload_shared_expert(workload *w)
         return VKMOE_OK;
     size_t n = (size_t)p->shared_ffn_dim * p->dim;
     fixture_expert ew;
-    vkmoe_status status = alloc_expert(&ew, n, p->shared_ffn_dim, p->dim)
-                              ? VKMOE_OK
-                              : VKMOE_ERROR_OUT_OF_HOST_MEMORY;
+    vkmoe_status status =
+        alloc_expert(&ew, n, p->shared_ffn_dim, p->dim) ? VKMOE_OK : VKMOE_ERROR_OUT_OF_HOST_MEMORY;
     if (status == VKMOE_OK) {
         fixture_make_expert(p, SEED, FIXTURE_SHARED_EXPERT, &ew);
         status = fixture_upload_expert(w->layer, p, FIXTURE_SHARED_EXPERT, &ew);
@@ -147,15 +149,14 @@ static vkmoe_status upload_router(workload *w)
     w->shared_gate_weights = malloc(d * sizeof(float));
     if (!w->router || !w->router_bias || !w->selection_bias || !w->shared_gate_weights)
         return VKMOE_ERROR_OUT_OF_HOST_MEMORY;
-    fixture_router router = {w->router, w->router_bias, w->selection_bias,
-                             w->shared_gate_weights};
+    fixture_router router = {w->router, w->router_bias, w->selection_bias, w->shared_gate_weights};
     fixture_make_router(p, SEED, &router);
-    w->routing = (vkmoe_ref_layer){
-        .p = *p,
-        .router = w->router,
-        .router_bias = p->router_bias ? w->router_bias : NULL,
-        .selection_bias = p->selection_bias ? w->selection_bias : NULL,
-        .shared_gate_weights = p->shared_gate ? w->shared_gate_weights : NULL};
+    w->routing =
+        (vkmoe_ref_layer){.p = *p,
+                          .router = w->router,
+                          .router_bias = p->router_bias ? w->router_bias : NULL,
+                          .selection_bias = p->selection_bias ? w->selection_bias : NULL,
+                          .shared_gate_weights = p->shared_gate ? w->shared_gate_weights : NULL};
     return fixture_upload_router(w->layer, p, &router);
 }
 
@@ -231,9 +232,17 @@ void workload_destroy(workload **pw)
         return;
     workload *w = *pw;
     vkmoe_layer_destroy(&w->layer);
-    void *all[] = {w->x, w->y, w->router, w->router_bias, w->selection_bias,
-                   w->shared_gate_weights, w->sample_ids, w->sample_weights, w->contribution,
-                   w->base, w->all_ids};
+    void *all[] = {w->x,
+                   w->y,
+                   w->router,
+                   w->router_bias,
+                   w->selection_bias,
+                   w->shared_gate_weights,
+                   w->sample_ids,
+                   w->sample_weights,
+                   w->contribution,
+                   w->base,
+                   w->all_ids};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
         free(all[i]);
     free(w);
@@ -277,8 +286,8 @@ static void count_work(const workload *w, uint32_t tokens, uint32_t active, run_
     st[VKMOE_STAGE_COMBINE].bytes = slots * (d * 4 + 8) + t * d * 4 * (fs ? 2 : 1);
     r->layer.flops = st[VKMOE_STAGE_ROUTER].flops + st[VKMOE_STAGE_GEMM_UP].flops +
                      st[VKMOE_STAGE_GEMM_DOWN].flops + st[VKMOE_STAGE_SHARED].flops;
-    r->layer.bytes = e * d * 4 + (active * (inputs + 1) * f + (inputs + 1) * fs) * d * wbytes +
-                     2 * t * d * 4;
+    r->layer.bytes =
+        e * d * 4 + (active * (inputs + 1) * f + (inputs + 1) * fs) * d * wbytes + 2 * t * d * 4;
 }
 
 /* The expected output of sample i in a forward of `tokens` tokens. */
@@ -362,7 +371,4 @@ vkmoe_status workload_run(workload *w, uint32_t tokens, uint32_t warmup, uint32_
     return status;
 }
 
-const vkmoe_layer_params *workload_params(const workload *w)
-{
-    return &w->params;
-}
+const vkmoe_layer_params *workload_params(const workload *w) { return &w->params; }

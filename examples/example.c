@@ -5,13 +5,13 @@
 
 #include <vkmoe.h>
 
-#define CHECK(call)                                                                     \
-    do {                                                                                \
-        vkmoe_status s_ = (call);                                                       \
-        if (s_ != VKMOE_OK) {                                                           \
-            fprintf(stderr, "%s: %s\n", vkmoe_status_string(s_), vkmoe_last_error());  \
-            exit(1);                                                                    \
-        }                                                                               \
+#define CHECK(call)                                                                                \
+    do {                                                                                           \
+        vkmoe_status s_ = (call);                                                                  \
+        if (s_ != VKMOE_OK) {                                                                      \
+            fprintf(stderr, "%s: %s\n", vkmoe_status_string(s_), vkmoe_last_error());              \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 
 int main(void)
@@ -22,8 +22,13 @@ int main(void)
     CHECK(vkmoe_context_create(NULL, &ctx)); /* the best device there is */
 
     vkmoe_layer_params params = {
-        .dim = DIM, .ffn_dim = FFN, .experts = EXPERTS, .top_k = TOP_K,
-        .max_tokens = TOKENS, .weight_type = VKMOE_WEIGHT_F32, .normalize_topk = true,
+        .dim = DIM,
+        .ffn_dim = FFN,
+        .experts = EXPERTS,
+        .top_k = TOP_K,
+        .max_tokens = TOKENS,
+        .weight_type = VKMOE_WEIGHT_F32,
+        .normalize_topk = true,
     };
     vkmoe_layer *layer;
     CHECK(vkmoe_layer_create(ctx, &params, &layer));

@@ -22,8 +22,8 @@ static int safetensors_seeds(const char *dir)
     uint16_t expert[4 * 8] = {0x3f80};
     st_add(&w, "model.layers.0.mlp.gate.weight", "F32", (uint64_t[]){4, 8}, 2, router,
            sizeof(router));
-    st_add(&w, "model.layers.0.mlp.experts.0.up_proj.weight", "BF16", (uint64_t[]){4, 8}, 2,
-           expert, sizeof(expert));
+    st_add(&w, "model.layers.0.mlp.experts.0.up_proj.weight", "BF16", (uint64_t[]){4, 8}, 2, expert,
+           sizeof(expert));
     st_add(&w, "model.layers.0.mlp.experts.0.down_proj.weight", "F16", (uint64_t[]){8, 4}, 2,
            expert, sizeof(expert));
     st_finish(&w, &b);

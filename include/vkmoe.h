@@ -151,9 +151,9 @@ typedef struct vkmoe_context_params {
 /* Facts about the context's device, for display and sizing decisions. */
 typedef struct vkmoe_device_info {
     char name[256];
-    char driver[256];           /* driver name and info, e.g. "llvmpipe: Mesa 22.3.6" */
+    char driver[256]; /* driver name and info, e.g. "llvmpipe: Mesa 22.3.6" */
     VkPhysicalDeviceType type;
-    uint32_t api_version;       /* VK_MAKE_API_VERSION encoded */
+    uint32_t api_version; /* VK_MAKE_API_VERSION encoded */
     uint32_t vendor_id;
     uint32_t subgroup_size;
     uint64_t max_storage_buffer_range; /* bytes one descriptor may cover */
@@ -163,7 +163,7 @@ typedef struct vkmoe_device_info {
     /* fp16 arithmetic in shaders: supported, and enabled on a device vkmoe
      * created (an imported device's features are the host's business). */
     bool shader_float16;
-    bool timestamps;                   /* the queue supports timestamp queries */
+    bool timestamps; /* the queue supports timestamp queries */
     /* Bit t set: expert weights of vkmoe_weight_type t run on this device
      * (the driver reads their texel format, R32_UINT for the GGUF blocks or
      * R32G32B32A32_UINT, and R32G32B32A32_SFLOAT for activations, through
@@ -198,8 +198,7 @@ VKMOE_API vkmoe_status vkmoe_context_create(const vkmoe_context_params *params,
 VKMOE_API void vkmoe_context_destroy(vkmoe_context **ctx);
 
 /* Fill *info with the context's device facts. */
-VKMOE_API vkmoe_status vkmoe_context_device_info(const vkmoe_context *ctx,
-                                                 vkmoe_device_info *info);
+VKMOE_API vkmoe_status vkmoe_context_device_info(const vkmoe_context *ctx, vkmoe_device_info *info);
 
 /* Number of errors the validation layer has reported on this context (0 if
  * validation is off). Tests fail when it is not zero. */
@@ -266,8 +265,8 @@ VKMOE_API size_t vkmoe_weight_bytes(vkmoe_weight_type type, uint64_t weights);
  * Q6_K: each sub-block of 16 fits a symmetric scale (19 candidates,
  * weighted by x²), the scales are quantized to int8 against the largest,
  * and q is re-rounded on the stored grid. */
-VKMOE_API vkmoe_status vkmoe_quantize(vkmoe_weight_type type, const float *src, size_t n,
-                                      void *dst, size_t dst_size);
+VKMOE_API vkmoe_status vkmoe_quantize(vkmoe_weight_type type, const float *src, size_t n, void *dst,
+                                      size_t dst_size);
 /* Decode n weights of `type` from src into f32 dst: what the device computes with. */
 VKMOE_API vkmoe_status vkmoe_dequantize(vkmoe_weight_type type, const void *src, size_t n,
                                         float *dst);
@@ -337,10 +336,10 @@ VKMOE_API vkmoe_status vkmoe_gemm_path_parse(const char *name, vkmoe_gemm_path *
 /* Zero-initialise, then set the four required shape fields (or start from
  * vkmoe_layer_params_family()). Every other zero field means its default. */
 typedef struct vkmoe_layer_params {
-    uint32_t dim;        /* model width D, required, >= 1 */
-    uint32_t ffn_dim;    /* expert hidden width F, required, >= 1 */
-    uint32_t experts;    /* number of routed experts E, required, 1..512 */
-    uint32_t top_k;      /* experts per token k, required, 1..min(E, 16) */
+    uint32_t dim;     /* model width D, required, >= 1 */
+    uint32_t ffn_dim; /* expert hidden width F, required, >= 1 */
+    uint32_t experts; /* number of routed experts E, required, 1..512 */
+    uint32_t top_k;   /* experts per token k, required, 1..min(E, 16) */
     /* Most tokens one forward may take; sizes the scratch memory.
      * Default (0): 1. At most 1 << 22 / top_k. */
     uint32_t max_tokens;
@@ -353,7 +352,7 @@ typedef struct vkmoe_layer_params {
      * as weight_type, so f32 down projections beside other gate and up
      * types are not offered. */
     vkmoe_weight_type down_weight_type;
-    vkmoe_router_type router;      /* default VKMOE_ROUTER_SOFTMAX_TOPK */
+    vkmoe_router_type router; /* default VKMOE_ROUTER_SOFTMAX_TOPK */
     /* Divide the chosen weights by their sum (Mixtral, Qwen3, DeepSeek-V3:
      * true; Qwen1.5/2-MoE, OLMoE, DeepSeek-V2: false). Default false. */
     bool normalize_topk;
@@ -441,14 +440,14 @@ typedef enum vkmoe_expert_matrix {
 
 /* The stages of a forward, in execution order (see vkmoe_layer_timings). */
 typedef enum vkmoe_stage {
-    VKMOE_STAGE_ROUTER = 0,   /* router matmul, softmax, top-k */
-    VKMOE_STAGE_HISTOGRAM = 1,/* per-block, per-expert histogram ("count") */
-    VKMOE_STAGE_SCAN = 2,     /* device-wide exclusive scan, tile map */
-    VKMOE_STAGE_SCATTER = 3,  /* stable bucketing of (token, slot) pairs */
-    VKMOE_STAGE_GEMM_UP = 4,  /* gather x, gate and up projections, SwiGLU */
-    VKMOE_STAGE_GEMM_DOWN = 5,/* down projection */
-    VKMOE_STAGE_SHARED = 6,   /* the shared expert, both projections (0 ms without one) */
-    VKMOE_STAGE_COMBINE = 7,  /* weighted sum of each token's experts */
+    VKMOE_STAGE_ROUTER = 0,    /* router matmul, softmax, top-k */
+    VKMOE_STAGE_HISTOGRAM = 1, /* per-block, per-expert histogram ("count") */
+    VKMOE_STAGE_SCAN = 2,      /* device-wide exclusive scan, tile map */
+    VKMOE_STAGE_SCATTER = 3,   /* stable bucketing of (token, slot) pairs */
+    VKMOE_STAGE_GEMM_UP = 4,   /* gather x, gate and up projections, SwiGLU */
+    VKMOE_STAGE_GEMM_DOWN = 5, /* down projection */
+    VKMOE_STAGE_SHARED = 6,    /* the shared expert, both projections (0 ms without one) */
+    VKMOE_STAGE_COMBINE = 7,   /* weighted sum of each token's experts */
     VKMOE_STAGE_MAX = 8,
 } vkmoe_stage;
 
@@ -476,8 +475,7 @@ VKMOE_API void vkmoe_layer_destroy(vkmoe_layer **layer);
 
 /* The params the layer runs with, every default resolved (max_tokens 1,
  * routed_scaling_factor 1, expert_groups 1, …). */
-VKMOE_API vkmoe_status vkmoe_layer_params_of(const vkmoe_layer *layer,
-                                             vkmoe_layer_params *params);
+VKMOE_API vkmoe_status vkmoe_layer_params_of(const vkmoe_layer *layer, vkmoe_layer_params *params);
 
 /* Upload the router weights Wg, f32 [experts][dim] row-major.
  * size is the byte size of weights and must be experts·dim·4. */
@@ -517,8 +515,7 @@ VKMOE_API vkmoe_status vkmoe_layer_set_expert_bias(vkmoe_layer *layer, uint32_t 
  * for routed ones, with shared_ffn_dim in place of ffn_dim: GATE and UP
  * [shared_ffn_dim][dim], DOWN [dim][shared_ffn_dim], in the layer's
  * weight_type. Needs params.shared_ffn_dim. */
-VKMOE_API vkmoe_status vkmoe_layer_set_shared_expert(vkmoe_layer *layer,
-                                                     vkmoe_expert_matrix matrix,
+VKMOE_API vkmoe_status vkmoe_layer_set_shared_expert(vkmoe_layer *layer, vkmoe_expert_matrix matrix,
                                                      const void *weights, size_t size);
 
 /* Upload the shared expert's gate ws, f32 [dim]; size must be dim·4. Needs
@@ -566,16 +563,16 @@ VKMOE_API vkmoe_status vkmoe_layer_expert_counts(const vkmoe_layer *layer, uint3
 
 /* Load statistics of the last completed forward (see params.statistics). */
 typedef struct vkmoe_load_stats {
-    uint32_t tokens;        /* tokens of the forward */
-    uint32_t capacity;      /* slots each expert could keep; UINT32_MAX when dropless */
-    uint64_t dropped;       /* slots dropped over all experts */
+    uint32_t tokens;   /* tokens of the forward */
+    uint32_t capacity; /* slots each expert could keep; UINT32_MAX when dropless */
+    uint64_t dropped;  /* slots dropped over all experts */
     /* Switch load-balancing loss E · Σ_e f_e · P_e, where f_e is the share of
      * tokens routed to e (before dropping; Σ f_e = k) and P_e the mean router
      * probability of e: softmax(l) for the softmax routers and
      * VKMOE_ROUTER_TOPK_SOFTMAX, s / Σ s for VKMOE_ROUTER_SIGMOID_TOPK.
      * 1 · k when perfectly balanced. */
     double balance_loss;
-    double z_loss;          /* router z-loss: mean over tokens of logsumexp(l)² */
+    double z_loss; /* router z-loss: mean over tokens of logsumexp(l)² */
 } vkmoe_load_stats;
 
 /* Fill *stats and, for e < experts, each array that is not NULL: routed[e]
@@ -629,8 +626,7 @@ typedef struct vkmoe_model_params {
  * another type such as Q5_K), VKMOE_ERROR_OUT_OF_HOST_MEMORY; each with a
  * message naming the file and the key or tensor. POSIX systems (mmap). */
 VKMOE_API vkmoe_status vkmoe_layer_from_file(vkmoe_context *ctx, const char *path,
-                                             uint32_t layer_index,
-                                             const vkmoe_model_params *params,
+                                             uint32_t layer_index, const vkmoe_model_params *params,
                                              vkmoe_layer **out);
 
 #ifdef __cplusplus

@@ -108,8 +108,9 @@ bool npy_parse(const uint8_t *data, size_t size, float **values, uint32_t *rows,
     bool f32 = descr && strncmp(descr, "'<f4'", 5) == 0;
     bool f16 = descr && strncmp(descr, "'<f2'", 5) == 0;
     bool ok = dict_complete(header) ? true
-                                    : fail(error, error_size, "the header is truncated (its "
-                                                              "dict has no closing '}')");
+                                    : fail(error, error_size,
+                                           "the header is truncated (its "
+                                           "dict has no closing '}')");
     if (ok && descr && !f32 && !f16)
         ok = fail(error, error_size, "dtype is not '<f4' or '<f2'");
     if (ok && (!descr || !order || !dict_value(header, "'shape'")))

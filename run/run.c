@@ -98,8 +98,8 @@ static bool vkmoe_ok(vkmoe_status status)
 }
 
 /* Load, check the input's width, run; reports its own failures. */
-static bool run(const options *o, vkmoe_context *ctx, const float *x, uint32_t tokens,
-                uint32_t dim, float **y)
+static bool run(const options *o, vkmoe_context *ctx, const float *x, uint32_t tokens, uint32_t dim,
+                float **y)
 {
     vkmoe_model_params mp = {
         .max_tokens = tokens, .statistics = o->stats, .gemm_path = o->gemm_path};
@@ -115,8 +115,8 @@ static bool run(const options *o, vkmoe_context *ctx, const float *x, uint32_t t
         fprintf(stderr, "vkmoe-run: layer %u: dim %u, ffn %u, %u experts, top-%u, shared ffn %u\n",
                 o->layer, p.dim, p.ffn_dim, p.experts, p.top_k, p.shared_ffn_dim);
     *y = ok ? malloc((size_t)tokens * dim * sizeof(float)) : NULL;
-    ok = ok && vkmoe_ok(*y ? vkmoe_layer_forward(layer, tokens, x, *y)
-                           : VKMOE_ERROR_OUT_OF_HOST_MEMORY);
+    ok = ok &&
+         vkmoe_ok(*y ? vkmoe_layer_forward(layer, tokens, x, *y) : VKMOE_ERROR_OUT_OF_HOST_MEMORY);
     if (ok && o->stats)
         print_stats(layer, p.experts);
     vkmoe_layer_destroy(&layer);

@@ -11,9 +11,8 @@ static int injected_failure(void)
 {
     atomic_fetch_add_explicit(&made, 1, memory_order_relaxed);
     unsigned left = atomic_load_explicit(&countdown, memory_order_relaxed);
-    while (left > 0 && !atomic_compare_exchange_weak_explicit(&countdown, &left, left - 1,
-                                                              memory_order_relaxed,
-                                                              memory_order_relaxed))
+    while (left > 0 && !atomic_compare_exchange_weak_explicit(
+                           &countdown, &left, left - 1, memory_order_relaxed, memory_order_relaxed))
         ;
     return left == 1;
 }

@@ -28,6 +28,6 @@ void vkmoe_combine_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t toke
                                            &layer->act.combine_set, 0, NULL);
     /* An invocation makes 16 consecutive elements of a row. */
     uint64_t spans = (uint64_t)tokens * vkmoe_div_up(p->dim, 16);
-    vkmoe_dispatch_1d(layer->ctx, cmd, layer->pipelines[VKMOE_SHADER_COMBINE], &push,
-                      sizeof(push), vkmoe_div_up(spans, 256));
+    vkmoe_dispatch_1d(layer->ctx, cmd, layer->pipelines[VKMOE_SHADER_COMBINE], &push, sizeof(push),
+                      vkmoe_div_up(spans, 256));
 }

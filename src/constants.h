@@ -30,8 +30,7 @@
 #define VKMOE_ROW_ALIGN 8u
 
 #ifdef __STDC_VERSION__ /* C only (GLSL has no static assertions) */
-_Static_assert(VKMOE_SCAN_TILE % VKMOE_SCAN_WORKGROUP == 0,
-               "a scan lane covers whole values");
+_Static_assert(VKMOE_SCAN_TILE % VKMOE_SCAN_WORKGROUP == 0, "a scan lane covers whole values");
 _Static_assert(VKMOE_MAX_SLOTS / VKMOE_BLOCK_SLOTS <= 65535u * 65535u,
                "count and scatter grids fold into x and y");
 #endif

@@ -92,8 +92,8 @@ static vkmoe_status create_instance(vkmoe_context *ctx, bool validation)
     VkApplicationInfo app = {
         .sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
         .pEngineName = "vkmoe",
-        .engineVersion = VK_MAKE_API_VERSION(0, VKMOE_VERSION_MAJOR, VKMOE_VERSION_MINOR,
-                                             VKMOE_VERSION_PATCH),
+        .engineVersion =
+            VK_MAKE_API_VERSION(0, VKMOE_VERSION_MAJOR, VKMOE_VERSION_MINOR, VKMOE_VERSION_PATCH),
         .apiVersion = VK_API_VERSION_1_2,
     };
     VkInstanceCreateInfo info = {
@@ -124,9 +124,10 @@ static vkmoe_status create_instance(vkmoe_context *ctx, bool validation)
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
                           "validation requested but the instance lacks %s",
                           VK_EXT_DEBUG_UTILS_EXTENSION_NAME);
-    return vkmoe_check_vk(ctx, ctx->vk.vkCreateDebugUtilsMessengerEXT(ctx->instance, &messenger,
-                                                                      NULL, &ctx->messenger),
-                          "vkCreateDebugUtilsMessengerEXT");
+    return vkmoe_check_vk(
+        ctx,
+        ctx->vk.vkCreateDebugUtilsMessengerEXT(ctx->instance, &messenger, NULL, &ctx->messenger),
+        "vkCreateDebugUtilsMessengerEXT");
 }
 
 /* The first queue family with compute, or VKMOE_INVALID. */
@@ -150,8 +151,8 @@ static bool device_usable(const vkmoe_context *ctx, VkPhysicalDevice device)
     ctx->vk.vkGetPhysicalDeviceProperties(device, &props);
     if (props.apiVersion < VK_API_VERSION_1_2 || compute_family(ctx, device) == VKMOE_INVALID)
         return false;
-    VkPhysicalDeviceVulkan12Features v12 = {.sType =
-                                                VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
+    VkPhysicalDeviceVulkan12Features v12 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
     VkPhysicalDeviceFeatures2 features = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
                                           .pNext = &v12};
     ctx->vk.vkGetPhysicalDeviceFeatures2(device, &features);
@@ -161,11 +162,16 @@ static bool device_usable(const vkmoe_context *ctx, VkPhysicalDevice device)
 static int type_rank(VkPhysicalDeviceType type)
 {
     switch (type) {
-    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return 4;
-    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return 3;
-    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return 2;
-    case VK_PHYSICAL_DEVICE_TYPE_CPU: return 1;
-    default: return 0;
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU:
+        return 4;
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU:
+        return 3;
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU:
+        return 2;
+    case VK_PHYSICAL_DEVICE_TYPE_CPU:
+        return 1;
+    default:
+        return 0;
     }
 }
 
@@ -230,8 +236,8 @@ static bool has_extension(const vkmoe_context *ctx, VkPhysicalDevice device, con
         return false;
     VkExtensionProperties *extensions = vkmoe_calloc(count ? count : 1, sizeof(*extensions));
     bool listed = false;
-    if (extensions &&
-        ctx->vk.vkEnumerateDeviceExtensionProperties(device, NULL, &count, extensions) >= VK_SUCCESS)
+    if (extensions && ctx->vk.vkEnumerateDeviceExtensionProperties(device, NULL, &count,
+                                                                   extensions) >= VK_SUCCESS)
         for (uint32_t i = 0; i < count && !listed; i++)
             listed = strcmp(extensions[i].extensionName, name) == 0;
     free(extensions);
@@ -253,8 +259,8 @@ static bool offers_cooperative_matrix(const vkmoe_context *ctx, VkPhysicalDevice
     for (uint32_t i = 0; i < shape_count; i++)
         shapes[i] = (VkCooperativeMatrixPropertiesNV){
             .sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV};
-    if (!feature.cooperativeMatrix ||
-        ctx->vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(device, &shape_count, shapes) < VK_SUCCESS)
+    if (!feature.cooperativeMatrix || ctx->vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(
+                                          device, &shape_count, shapes) < VK_SUCCESS)
         return false;
     for (uint32_t i = 0; i < shape_count; i++) {
         const VkCooperativeMatrixPropertiesNV *m = &shapes[i];
@@ -320,9 +326,9 @@ static vkmoe_status create_device(vkmoe_context *ctx)
         .enabledExtensionCount = extension_count,
         .ppEnabledExtensionNames = extensions,
     };
-    VKMOE_TRY(vkmoe_check_vk(
-        ctx, ctx->vk.vkCreateDevice(ctx->physical_device, &info, NULL, &ctx->device),
-        "vkCreateDevice"));
+    VKMOE_TRY(
+        vkmoe_check_vk(ctx, ctx->vk.vkCreateDevice(ctx->physical_device, &info, NULL, &ctx->device),
+                       "vkCreateDevice"));
     VKMOE_TRY(load_functions(ctx, true));
     ctx->push_descriptors = ctx->push_descriptors && ctx->vk.vkCmdPushDescriptorSetKHR;
     ctx->vk.vkGetDeviceQueue(ctx->device, ctx->queue_family, 0, &ctx->queue);
@@ -343,21 +349,21 @@ static vkmoe_status check_queue_family(vkmoe_context *ctx, uint32_t family)
                   "%u queue families)",
                   family, count);
     VKMOE_REQUIRE(ctx, families[family].queueFlags & VK_QUEUE_COMPUTE_BIT,
-                  "vkmoe_context_create: import.queue_family %u does not support compute",
-                  family);
+                  "vkmoe_context_create: import.queue_family %u does not support compute", family);
     return VKMOE_OK;
 }
 
 static vkmoe_status import_device(vkmoe_context *ctx, const vkmoe_vulkan_import *import)
 {
-    VKMOE_REQUIRE(ctx, import->instance && import->physical_device && import->device &&
-                           import->queue,
+    VKMOE_REQUIRE(ctx,
+                  import->instance && import->physical_device && import->device && import->queue,
                   "vkmoe_context_create: import needs instance, physical_device, device and queue");
     VKMOE_REQUIRE(ctx, (import->lock_queue == NULL) == (import->unlock_queue == NULL),
                   "vkmoe_context_create: set both lock_queue and unlock_queue, or neither");
     if (import->api_version && import->api_version < VK_API_VERSION_1_2)
-        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
-                          "vkmoe_context_create: the imported instance must be Vulkan 1.2 or newer");
+        return vkmoe_fail(
+            ctx, VKMOE_ERROR_UNSUPPORTED,
+            "vkmoe_context_create: the imported instance must be Vulkan 1.2 or newer");
     ctx->instance = import->instance;
     ctx->physical_device = import->physical_device;
     ctx->queue = import->queue;
@@ -391,12 +397,13 @@ static uint32_t readable_weight_types(const vkmoe_context *ctx, VkPhysicalDevice
 {
     const VkFormatFeatureFlags needed = VK_FORMAT_FEATURE_UNIFORM_TEXEL_BUFFER_BIT;
     VkFormatProperties activations;
-    ctx->vk.vkGetPhysicalDeviceFormatProperties(device, VK_FORMAT_R32G32B32A32_SFLOAT, &activations);
+    ctx->vk.vkGetPhysicalDeviceFormatProperties(device, VK_FORMAT_R32G32B32A32_SFLOAT,
+                                                &activations);
     uint32_t types = 0;
     for (uint32_t t = 0; vkmoe_weight_block((vkmoe_weight_type)t); t++) {
         VkFormatProperties weights;
-        ctx->vk.vkGetPhysicalDeviceFormatProperties(device, vkmoe_weight_texel_format((vkmoe_weight_type)t),
-                                            &weights);
+        ctx->vk.vkGetPhysicalDeviceFormatProperties(
+            device, vkmoe_weight_texel_format((vkmoe_weight_type)t), &weights);
         if ((weights.bufferFeatures & activations.bufferFeatures & needed) == needed)
             types |= 1u << t;
     }
@@ -525,7 +532,8 @@ vkmoe_status vkmoe_context_create_with(const vkmoe_context_params *params,
     vkmoe_context_params defaults = {0};
     if (!params)
         params = &defaults;
-    VKMOE_REQUIRE(NULL, params->log_level >= VKMOE_LOG_ERROR && params->log_level <= VKMOE_LOG_DEBUG,
+    VKMOE_REQUIRE(NULL,
+                  params->log_level >= VKMOE_LOG_ERROR && params->log_level <= VKMOE_LOG_DEBUG,
                   "vkmoe_context_create: log_level %d is out of range", (int)params->log_level);
     vkmoe_context *ctx = vkmoe_calloc(1, sizeof(*ctx));
     if (!ctx)
@@ -671,8 +679,8 @@ vkmoe_status vkmoe_context_begin(vkmoe_context *ctx, VkCommandBuffer *cmd)
 
 vkmoe_status vkmoe_context_submit_wait(vkmoe_context *ctx)
 {
-    VKMOE_TRY(vkmoe_check_vk(ctx, ctx->vk.vkEndCommandBuffer(ctx->command_buffer),
-                             "vkEndCommandBuffer"));
+    VKMOE_TRY(
+        vkmoe_check_vk(ctx, ctx->vk.vkEndCommandBuffer(ctx->command_buffer), "vkEndCommandBuffer"));
     VkSubmitInfo submit = {
         .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
         .commandBufferCount = 1,
@@ -689,8 +697,8 @@ vkmoe_status vkmoe_context_submit_wait(vkmoe_context *ctx)
     ctx->fence_pending = true;
     result = ctx->vk.vkWaitForFences(ctx->device, 1, &ctx->fence, VK_TRUE, UINT64_MAX);
     VKMOE_TRY(vkmoe_check_vk(ctx, result, "vkWaitForFences"));
-    VKMOE_TRY(vkmoe_check_vk(ctx, ctx->vk.vkResetFences(ctx->device, 1, &ctx->fence),
-                             "vkResetFences"));
+    VKMOE_TRY(
+        vkmoe_check_vk(ctx, ctx->vk.vkResetFences(ctx->device, 1, &ctx->fence), "vkResetFences"));
     ctx->fence_pending = false;
     return VKMOE_OK;
 }

@@ -9,10 +9,10 @@
  * its loader as a host application would). */
 #include "volk.h"
 
-#include "vkmoe.h"
 #include "constants.h"
 #include "error.h"
 #include "util.h"
+#include "vkmoe.h"
 #include "vulkan_functions.h"
 
 typedef struct vkmoe_pipeline_entry vkmoe_pipeline_entry;

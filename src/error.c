@@ -38,10 +38,7 @@ const char *vkmoe_status_string(vkmoe_status status)
     return "unknown status";
 }
 
-const char *vkmoe_last_error(void)
-{
-    return last_error;
-}
+const char *vkmoe_last_error(void) { return last_error; }
 
 static void log_message(const vkmoe_context *ctx, vkmoe_log_level level, const char *message)
 {

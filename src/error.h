@@ -15,17 +15,17 @@ vkmoe_status vkmoe_check_vk(vkmoe_context *ctx, VkResult result, const char *wha
 void vkmoe_log(const vkmoe_context *ctx, vkmoe_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-#define VKMOE_REQUIRE(ctx, cond, ...)                                                  \
-    do {                                                                               \
-        if (!(cond))                                                                   \
-            return vkmoe_fail((ctx), VKMOE_ERROR_INVALID_ARGUMENT, __VA_ARGS__);       \
+#define VKMOE_REQUIRE(ctx, cond, ...)                                                              \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            return vkmoe_fail((ctx), VKMOE_ERROR_INVALID_ARGUMENT, __VA_ARGS__);                   \
     } while (0)
 
-#define VKMOE_TRY(expr)                                                                \
-    do {                                                                               \
-        vkmoe_status try_status_ = (expr);                                             \
-        if (try_status_ != VKMOE_OK)                                                   \
-            return try_status_;                                                        \
+#define VKMOE_TRY(expr)                                                                            \
+    do {                                                                                           \
+        vkmoe_status try_status_ = (expr);                                                         \
+        if (try_status_ != VKMOE_OK)                                                               \
+            return try_status_;                                                                    \
     } while (0)
 
 #endif /* VKMOE_ERROR_H */

@@ -81,11 +81,10 @@ vkmoe_gemm_config vkmoe_gemm_choose(const vkmoe_context *ctx, const vkmoe_layer_
     return g;
 }
 
-vkmoe_status vkmoe_gemm_check(const vkmoe_context *ctx, const vkmoe_layer_params *p,
-                              const char *fn)
+vkmoe_status vkmoe_gemm_check(const vkmoe_context *ctx, const vkmoe_layer_params *p, const char *fn)
 {
-    VKMOE_REQUIRE(ctx, vkmoe_gemm_path_name(p->gemm_path) != NULL, "%s: unknown gemm_path %d",
-                  fn, (int)p->gemm_path);
+    VKMOE_REQUIRE(ctx, vkmoe_gemm_path_name(p->gemm_path) != NULL, "%s: unknown gemm_path %d", fn,
+                  (int)p->gemm_path);
     const VkPhysicalDeviceLimits *limits = &ctx->properties.limits;
     uint32_t tiled_workgroup = VKMOE_TILED_SUBGROUPS * ctx->gemm_lanes;
     if (p->gemm_path >= VKMOE_GEMM_TILED &&
@@ -247,16 +246,15 @@ vkmoe_shader vkmoe_gemm_shader(const vkmoe_layer *layer, vkmoe_shader stage)
  * push block and `source` at its source fields, filled in per source. */
 static void dispatch(vkmoe_layer *layer, VkCommandBuffer cmd, VkPipeline pipeline,
                      const vkmoe_gemm_rows *rows, const void *push, uint32_t push_size,
-                     gemm_source_push *source, int indirect_grid, uint32_t groups_x,
-                     uint32_t tiles)
+                     gemm_source_push *source, int indirect_grid, uint32_t groups_x, uint32_t tiles)
 {
     vkmoe_context *ctx = layer->ctx;
     ctx->vk.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline);
     for (uint32_t s = 0; s < rows->source_count; s++) {
         const vkmoe_gemm_source *from = &rows->sources[s];
         *source = (gemm_source_push){from->expert_first, from->expert_count, from->matrix_texels};
-        ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE,
-                                        ctx->pipeline_layout, 1, 1, &from->set, 0, NULL);
+        ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->pipeline_layout,
+                                        1, 1, &from->set, 0, NULL);
         ctx->vk.vkCmdPushConstants(cmd, ctx->pipeline_layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
                                    push_size, push);
         if (indirect_grid >= 0) {
@@ -329,8 +327,8 @@ void vkmoe_router_gemm_pass(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t to
     gemm_up_push push = up_push(layer, &rows);
     /* One projection: a lane computes 8 columns, as for ReLU. */
     uint32_t groups_x = (uint32_t)vkmoe_div_up(rows.ld_ffn, 8 * layer->gemm.lanes);
-    dispatch(layer, cmd, layer->router_gemm, &rows, &push, sizeof(push), &push.source, -1,
-             groups_x, tiles);
+    dispatch(layer, cmd, layer->router_gemm, &rows, &push, sizeof(push), &push.source, -1, groups_x,
+             tiles);
 }
 
 void vkmoe_gemm_down_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_gemm_rows *rows,

@@ -42,7 +42,6 @@ typedef struct vkmoe_gemm_rows {
     uint32_t ffn, ld_ffn, top_k, max_tiles, rows;
 } vkmoe_gemm_rows;
 
-
 /* E matrices of one kind (gate, up or down) for all experts, packed into as
  * few allocations as the device's allocation and texel-buffer limits
  * allow, each seen through one texel view (weights.c). The up and down
@@ -54,11 +53,11 @@ typedef struct vkmoe_expert_array {
     VkBufferView *views;
     vkmoe_gemm_source *sources;
     uint32_t chunk_count;
-    uint32_t count;               /* matrices: experts, or 1 for the shared expert */
-    uint32_t per_chunk;           /* experts per chunk */
-    VkDeviceSize matrix_bytes;    /* one expert, rows padded to `ld` elements */
+    uint32_t count;            /* matrices: experts, or 1 for the shared expert */
+    uint32_t per_chunk;        /* experts per chunk */
+    VkDeviceSize matrix_bytes; /* one expert, rows padded to `ld` elements */
     uint32_t rows, cols, ld;
-    vkmoe_weight_type type;       /* how the matrices are stored */
+    vkmoe_weight_type type; /* how the matrices are stored */
 } vkmoe_expert_array;
 
 /* The shape of a layer's GEMMs on its path, for this device. */
@@ -90,7 +89,6 @@ void vkmoe_gemm_up_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_gem
 void vkmoe_router_gemm_pass(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
 void vkmoe_gemm_down_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_gemm_rows *rows,
                           int indirect_grid, uint32_t tiles);
-
 
 /* The GEMM pass of these matrices: gate and up (VKMOE_EXPERT_UP) or down. */
 vkmoe_spec vkmoe_gemm_spec(const vkmoe_layer *layer, vkmoe_expert_matrix matrix);

@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "alloc.h"
-#include "parse_error.h"
 #include "json.h"
+#include "parse_error.h"
 
 typedef struct parser {
     const char *text; /* NUL-terminated copy */
@@ -245,14 +245,29 @@ static bool read_value(parser *p, vkmoe_json *v, unsigned depth)
     skip_space(p);
     char c = p->at < p->size ? p->text[p->at] : '\0';
     switch (c) {
-    case '{': v->type = VKMOE_JSON_OBJECT; return read_children(p, v, '}', depth);
-    case '[': v->type = VKMOE_JSON_ARRAY; return read_children(p, v, ']', depth);
-    case '"': v->type = VKMOE_JSON_STRING; return read_string(p, &v->string);
-    case 't': v->type = VKMOE_JSON_BOOL; v->boolean = true; return expect_word(p, "true");
-    case 'f': v->type = VKMOE_JSON_BOOL; return expect_word(p, "false");
-    case 'n': v->type = VKMOE_JSON_NULL; return expect_word(p, "null");
-    case '\0': return fail(p, "unexpected end");
-    default: return read_number(p, v);
+    case '{':
+        v->type = VKMOE_JSON_OBJECT;
+        return read_children(p, v, '}', depth);
+    case '[':
+        v->type = VKMOE_JSON_ARRAY;
+        return read_children(p, v, ']', depth);
+    case '"':
+        v->type = VKMOE_JSON_STRING;
+        return read_string(p, &v->string);
+    case 't':
+        v->type = VKMOE_JSON_BOOL;
+        v->boolean = true;
+        return expect_word(p, "true");
+    case 'f':
+        v->type = VKMOE_JSON_BOOL;
+        return expect_word(p, "false");
+    case 'n':
+        v->type = VKMOE_JSON_NULL;
+        return expect_word(p, "null");
+    case '\0':
+        return fail(p, "unexpected end");
+    default:
+        return read_number(p, v);
     }
 }
 

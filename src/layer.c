@@ -303,13 +303,13 @@ static void bind_io(vkmoe_layer *layer, VkCommandBuffer cmd, VkBuffer x, VkDevic
         };
     vkmoe_context *ctx = layer->ctx;
     if (ctx->push_descriptors) {
-        ctx->vk.vkCmdPushDescriptorSetKHR(cmd, VK_PIPELINE_BIND_POINT_COMPUTE,
-                                          ctx->pipeline_layout, 0, 2, writes);
+        ctx->vk.vkCmdPushDescriptorSetKHR(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->pipeline_layout,
+                                          0, 2, writes);
         return;
     }
     ctx->vk.vkUpdateDescriptorSets(ctx->device, 2, writes, 0, NULL);
-    ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->pipeline_layout, 0,
-                                    1, &layer->io.descriptor_set, 0, NULL);
+    ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->pipeline_layout, 0, 1,
+                                    &layer->io.descriptor_set, 0, NULL);
 }
 
 static void memory_barrier(vkmoe_context *ctx, VkCommandBuffer cmd, VkPipelineStageFlags src,
@@ -381,8 +381,9 @@ vkmoe_status vkmoe_layer_forward(vkmoe_layer *layer, uint32_t tokens, const floa
     VKMOE_REQUIRE(ctx, x && y, "%s: x and y must not be NULL", fn);
     VKMOE_TRY(check_ready(layer, fn, tokens));
     size_t bytes = (size_t)tokens * layer->params.dim * sizeof(float);
-    VKMOE_REQUIRE(ctx, (const char *)x + bytes <= (const char *)y ||
-                           (const char *)y + bytes <= (const char *)x,
+    VKMOE_REQUIRE(ctx,
+                  (const char *)x + bytes <= (const char *)y ||
+                      (const char *)y + bytes <= (const char *)x,
                   "%s: x and y overlap", fn);
     VKMOE_TRY(vkmoe_buffer_write_rows(ctx, &layer->io.x, 0, x, 1, bytes, bytes));
     VkCommandBuffer cmd;
@@ -411,14 +412,16 @@ vkmoe_status vkmoe_layer_expert_counts(const vkmoe_layer *layer, uint32_t *count
 
 vkmoe_status vkmoe_layer_params_of(const vkmoe_layer *layer, vkmoe_layer_params *params)
 {
-    VKMOE_REQUIRE(NULL, layer && params, "vkmoe_layer_params_of: layer and params must not be NULL");
+    VKMOE_REQUIRE(NULL, layer && params,
+                  "vkmoe_layer_params_of: layer and params must not be NULL");
     *params = layer->params;
     return VKMOE_OK;
 }
 
 vkmoe_status vkmoe_layer_timings(const vkmoe_layer *layer, vkmoe_timings *timings)
 {
-    VKMOE_REQUIRE(NULL, layer && timings, "vkmoe_layer_timings: layer and timings must not be NULL");
+    VKMOE_REQUIRE(NULL, layer && timings,
+                  "vkmoe_layer_timings: layer and timings must not be NULL");
     vkmoe_context *ctx = layer->ctx;
     if (!layer->io.queries)
         return vkmoe_fail(ctx, VKMOE_ERROR_STATE,
@@ -445,14 +448,30 @@ vkmoe_status vkmoe_layer_debug_read(vkmoe_layer *layer, vkmoe_debug_buffer which
     const vkmoe_buffer *buf = &layer->plan.scratch;
     VkDeviceSize offset = 0;
     switch (which) {
-    case VKMOE_DEBUG_IDS: offset = l->ids; break;
-    case VKMOE_DEBUG_TOPK_WEIGHT: offset = l->topk_weight; break;
-    case VKMOE_DEBUG_BLOCK_COUNTS: offset = l->block_counts; break;
-    case VKMOE_DEBUG_EXPERT_BASE: offset = l->expert_base; break;
-    case VKMOE_DEBUG_TILE_EXPERT: offset = l->tile_expert; break;
-    case VKMOE_DEBUG_ROW_SLOT: offset = l->row_slot; break;
-    case VKMOE_DEBUG_SLOT_ROW: offset = l->slot_row; break;
-    case VKMOE_DEBUG_DISPATCH: offset = l->dispatch; break;
+    case VKMOE_DEBUG_IDS:
+        offset = l->ids;
+        break;
+    case VKMOE_DEBUG_TOPK_WEIGHT:
+        offset = l->topk_weight;
+        break;
+    case VKMOE_DEBUG_BLOCK_COUNTS:
+        offset = l->block_counts;
+        break;
+    case VKMOE_DEBUG_EXPERT_BASE:
+        offset = l->expert_base;
+        break;
+    case VKMOE_DEBUG_TILE_EXPERT:
+        offset = l->tile_expert;
+        break;
+    case VKMOE_DEBUG_ROW_SLOT:
+        offset = l->row_slot;
+        break;
+    case VKMOE_DEBUG_SLOT_ROW:
+        offset = l->slot_row;
+        break;
+    case VKMOE_DEBUG_DISPATCH:
+        offset = l->dispatch;
+        break;
     case VKMOE_DEBUG_HIDDEN:
         buf = &layer->act.hidden;
         break;
@@ -462,7 +481,9 @@ vkmoe_status vkmoe_layer_debug_read(vkmoe_layer *layer, vkmoe_debug_buffer which
     case VKMOE_DEBUG_SHARED_OUT:
         buf = &layer->act.shared_out;
         break;
-    case VKMOE_DEBUG_SHARED_SCALE: offset = l->shared_scale; break;
+    case VKMOE_DEBUG_SHARED_SCALE:
+        offset = l->shared_scale;
+        break;
     }
     VKMOE_REQUIRE(layer->ctx, offset + size <= buf->size, "debug read past the buffer");
     return vkmoe_buffer_read(layer->ctx, buf, offset, dst, size);

@@ -27,18 +27,18 @@
  * them in priority order q = j·T + t, so an expert's rows, and the slots it
  * keeps under a capacity, come slot 0 of every token first. */
 typedef struct vkmoe_scratch_layout {
-    VkDeviceSize ids, topk_weight, block_counts, tile_sums, expert_count, expert_base,
-        tile_expert, row_slot, slot_row, dispatch, shared_scale, probs, lse, logits, size;
+    VkDeviceSize ids, topk_weight, block_counts, tile_sums, expert_count, expert_base, tile_expert,
+        row_slot, slot_row, dispatch, shared_scale, probs, lse, logits, size;
 } vkmoe_scratch_layout;
 
 /* Sizes of one layer's forward and where its routing lives (layer.c). */
 typedef struct vkmoe_layer_plan {
-    uint32_t ld_dim, ld_ffn;    /* padded row lengths, in elements */
+    uint32_t ld_dim, ld_ffn; /* padded row lengths, in elements */
     uint32_t max_slots, max_blocks, max_scan_tiles, max_rows, max_tiles;
-    uint32_t ld_shared;         /* shared expert: padded width */
-    uint32_t token_rows;        /* max_tokens rounded up to the GEMM tile */
-    uint32_t ld_logits;         /* router logits row: E (+1 with a shared gate), padded */
-    vkmoe_buffer scratch;       /* see vkmoe_scratch_layout */
+    uint32_t ld_shared;   /* shared expert: padded width */
+    uint32_t token_rows;  /* max_tokens rounded up to the GEMM tile */
+    uint32_t ld_logits;   /* router logits row: E (+1 with a shared gate), padded */
+    vkmoe_buffer scratch; /* see vkmoe_scratch_layout */
     vkmoe_scratch_layout layout;
     /* Passes with one row per token (router logits, shared expert): u32
      * tile_expert [token_rows / tile] = 0, then row_slot [token_rows] = r. */
@@ -47,12 +47,12 @@ typedef struct vkmoe_layer_plan {
 
 /* What the stages hand one another between router and combine. */
 typedef struct vkmoe_layer_activations {
-    vkmoe_buffer x_rows;        /* f32 [token_rows][ld_dim]: x padded with zeros (input_rows) */
+    vkmoe_buffer x_rows; /* f32 [token_rows][ld_dim]: x padded with zeros (input_rows) */
     VkBufferView x_rows_view;
-    vkmoe_buffer hidden;        /* f32 [max(max_rows·ld_ffn, token_rows·ld_shared)], gemm_up output */
+    vkmoe_buffer hidden; /* f32 [max(max_rows·ld_ffn, token_rows·ld_shared)], gemm_up output */
     VkBufferView hidden_view;
-    vkmoe_buffer expert_out;    /* f32 [max_rows][dim], gemm_down output */
-    vkmoe_buffer shared_out;    /* f32 [token_rows][dim] */
+    vkmoe_buffer expert_out; /* f32 [max_rows][dim], gemm_down output */
+    vkmoe_buffer shared_out; /* f32 [token_rows][dim] */
     /* expert_out and shared_out as RGBA32F texels for combine, where dim is
      * a multiple of 4 and the views fit the device (else VK_NULL_HANDLE:
      * combine loads through addresses); combine_set binds them (or x_rows,

@@ -11,8 +11,7 @@ static uint32_t find_memory_type(const vkmoe_context *ctx, uint32_t allowed,
                                  VkMemoryPropertyFlags wanted)
 {
     for (uint32_t i = 0; i < ctx->memory.memoryTypeCount; i++)
-        if ((allowed & (1u << i)) &&
-            (ctx->memory.memoryTypes[i].propertyFlags & wanted) == wanted)
+        if ((allowed & (1u << i)) && (ctx->memory.memoryTypes[i].propertyFlags & wanted) == wanted)
             return i;
     return VKMOE_INVALID;
 }
@@ -47,9 +46,9 @@ static vkmoe_status allocate_memory(vkmoe_context *ctx, vkmoe_buffer *buf, vkmoe
     };
     VKMOE_TRY(vkmoe_check_vk(ctx, ctx->vk.vkAllocateMemory(ctx->device, &info, NULL, &buf->memory),
                              "vkAllocateMemory"));
-    VKMOE_TRY(vkmoe_check_vk(
-        ctx, ctx->vk.vkBindBufferMemory(ctx->device, buf->buffer, buf->memory, 0),
-        "vkBindBufferMemory"));
+    VKMOE_TRY(vkmoe_check_vk(ctx,
+                             ctx->vk.vkBindBufferMemory(ctx->device, buf->buffer, buf->memory, 0),
+                             "vkBindBufferMemory"));
     if (flags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT)
         VKMOE_TRY(vkmoe_check_vk(
             ctx, ctx->vk.vkMapMemory(ctx->device, buf->memory, 0, VK_WHOLE_SIZE, 0, &buf->mapped),
@@ -74,7 +73,8 @@ vkmoe_status vkmoe_buffer_create(vkmoe_context *ctx, VkDeviceSize size, vkmoe_me
         .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
                  VK_BUFFER_USAGE_TRANSFER_DST_BIT | VK_BUFFER_USAGE_INDIRECT_BUFFER_BIT |
                  VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT |
-                 VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT | VK_BUFFER_USAGE_STORAGE_TEXEL_BUFFER_BIT,
+                 VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT |
+                 VK_BUFFER_USAGE_STORAGE_TEXEL_BUFFER_BIT,
         .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
     };
     vkmoe_status status = vkmoe_check_vk(
@@ -108,13 +108,15 @@ void vkmoe_buffer_destroy(vkmoe_context *ctx, vkmoe_buffer *buf)
 static VkDeviceSize texel_bytes(VkFormat format)
 {
     switch (format) {
-    case VK_FORMAT_R32_UINT: return 4;
-    default: return 16; /* VK_FORMAT_R32G32B32A32_{UINT,SFLOAT} */
+    case VK_FORMAT_R32_UINT:
+        return 4;
+    default:
+        return 16; /* VK_FORMAT_R32G32B32A32_{UINT,SFLOAT} */
     }
 }
 
-vkmoe_status vkmoe_buffer_view_create(vkmoe_context *ctx, const vkmoe_buffer *buf,
-                                      VkFormat format, VkDeviceSize range, VkBufferView *out)
+vkmoe_status vkmoe_buffer_view_create(vkmoe_context *ctx, const vkmoe_buffer *buf, VkFormat format,
+                                      VkDeviceSize range, VkBufferView *out)
 {
     VkDeviceSize texels = range / texel_bytes(format);
     uint32_t limit = ctx->properties.limits.maxTexelBufferElements;

@@ -6,8 +6,8 @@
 #include "context.h"
 
 typedef enum vkmoe_memory_use {
-    VKMOE_MEMORY_DEVICE,   /* device-local; mapped only on unified-memory devices */
-    VKMOE_MEMORY_HOST,     /* host-visible and coherent, for staging */
+    VKMOE_MEMORY_DEVICE, /* device-local; mapped only on unified-memory devices */
+    VKMOE_MEMORY_HOST,   /* host-visible and coherent, for staging */
 } vkmoe_memory_use;
 
 typedef struct vkmoe_buffer {
@@ -23,8 +23,8 @@ vkmoe_status vkmoe_buffer_create(vkmoe_context *ctx, VkDeviceSize size, vkmoe_me
 void vkmoe_buffer_destroy(vkmoe_context *ctx, vkmoe_buffer *buffer);
 /* A texel view of the first `range` bytes of buf; UNSUPPORTED when they
  * hold more texels than the device's maxTexelBufferElements. */
-vkmoe_status vkmoe_buffer_view_create(vkmoe_context *ctx, const vkmoe_buffer *buf,
-                                      VkFormat format, VkDeviceSize range, VkBufferView *out);
+vkmoe_status vkmoe_buffer_view_create(vkmoe_context *ctx, const vkmoe_buffer *buf, VkFormat format,
+                                      VkDeviceSize range, VkBufferView *out);
 /* Copy `rows` rows of row_bytes each from host memory into buf at offset,
  * with consecutive destination rows dst_stride bytes apart and the gap
  * zero-filled. Waits for completion. */

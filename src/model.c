@@ -12,8 +12,8 @@
 #include <unistd.h>
 
 #include "alloc.h"
-#include "parse_error.h"
 #include "model.h"
+#include "parse_error.h"
 
 #define FN "vkmoe_layer_from_file"
 
@@ -29,8 +29,7 @@ static char *copy_string(const char *s)
 /* Open path for reading if it is a regular file. O_NONBLOCK: opening a
  * FIFO for reading waits for a writer, forever if none comes; no regular
  * file ever blocks. */
-static vkmoe_status open_regular(const model_source *s, const char *path, int *fd,
-                                 struct stat *st)
+static vkmoe_status open_regular(const model_source *s, const char *path, int *fd, struct stat *st)
 {
     *fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (*fd < 0)
@@ -78,8 +77,8 @@ static vkmoe_status read_text(const model_source *s, const char *path, char **ou
 static vkmoe_status parse_failure(const model_source *s, const char *path, const char *error)
 {
     if (vkmoe_parse_ran_out_of_memory(error))
-        return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, FN ": out of host memory "
-                                                                    "reading %s", path);
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY,
+                          FN ": out of host memory reading %s", path);
     return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT, FN ": %s: %s", path, error);
 }
 
@@ -102,9 +101,8 @@ static vkmoe_status map_file(const model_source *s, const char *path, model_file
     vkmoe_status status = VKMOE_OK;
     if (st.st_size == 0)
         status = vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT, FN ": %s is empty", path);
-    void *data = status == VKMOE_OK
-                     ? mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0)
-                     : MAP_FAILED;
+    void *data = status == VKMOE_OK ? mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0)
+                                    : MAP_FAILED;
     close(fd);
     if (status == VKMOE_OK && data == MAP_FAILED)
         status = vkmoe_fail(s->ctx, VKMOE_ERROR_IO, FN ": cannot map %s", path);
@@ -324,8 +322,8 @@ static vkmoe_status check_shape(const model_source *s, const model_file *f, cons
         snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s%llu", d ? ", " : "",
                  (unsigned long long)expected[d]);
     return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
-                      FN ": %s: tensor \"%s\" has shape [%s], the configuration says [%s]",
-                      f->path, t->name, got, want);
+                      FN ": %s: tensor \"%s\" has shape [%s], the configuration says [%s]", f->path,
+                      t->name, got, want);
 }
 
 /* The weight type that holds a tensor's elements as they are; one the
@@ -455,8 +453,8 @@ static vkmoe_status upload_experts(model_source *s, vkmoe_layer *layer, const mo
 }
 
 /* GGUF's stacked expert biases, [experts][ffn] or [experts][dim]. */
-static vkmoe_status upload_expert_biases(model_source *s, vkmoe_layer *layer,
-                                         const model_layout *l, vkmoe_expert_matrix m)
+static vkmoe_status upload_expert_biases(model_source *s, vkmoe_layer *layer, const model_layout *l,
+                                         vkmoe_expert_matrix m)
 {
     const vkmoe_layer_params *p = &layer->params;
     uint64_t shape[2] = {p->experts, m == VKMOE_EXPERT_DOWN ? p->dim : p->ffn_dim};
@@ -499,8 +497,8 @@ static vkmoe_status upload_router(model_source *s, vkmoe_layer *layer, const mod
     if (p->router_bias)
         VKMOE_TRY(upload_f32(s, layer, l->router_bias, &experts, 1, vkmoe_layer_set_router_bias));
     if (p->selection_bias)
-        VKMOE_TRY(upload_f32(s, layer, l->selection_bias, &experts, 1,
-                             vkmoe_layer_set_selection_bias));
+        VKMOE_TRY(
+            upload_f32(s, layer, l->selection_bias, &experts, 1, vkmoe_layer_set_selection_bias));
     if (p->shared_gate)
         VKMOE_TRY(upload_f32(s, layer, l->shared_gate, &dim, 1, vkmoe_layer_set_shared_gate));
     return VKMOE_OK;
@@ -557,10 +555,9 @@ static vkmoe_status load(model_source *s, vkmoe_context *ctx, const char *path, 
     layout.params.gemm_path = mp->gemm_path;
     vkmoe_status status = vkmoe_layer_create(ctx, &layout.params, out);
     if (status == VKMOE_ERROR_INVALID_ARGUMENT) /* the file's numbers, not the caller's */
-        return vkmoe_fail(ctx, VKMOE_ERROR_FILE_FORMAT,
-                          FN ": %s%s: its hyper-parameters make no valid layer: %s",
-                          s->directory ? s->directory : s->path, s->format->config,
-                          vkmoe_last_error());
+        return vkmoe_fail(
+            ctx, VKMOE_ERROR_FILE_FORMAT, FN ": %s%s: its hyper-parameters make no valid layer: %s",
+            s->directory ? s->directory : s->path, s->format->config, vkmoe_last_error());
     VKMOE_TRY(status);
     status = upload_layer(s, *out, &layout);
     if (status != VKMOE_OK)

@@ -4,8 +4,8 @@
 #ifndef VKMOE_MODEL_H
 #define VKMOE_MODEL_H
 
-#include "layer.h"
 #include "json.h"
+#include "layer.h"
 #include "tensor_file.h"
 
 #define MODEL_NAME_BYTES 192
@@ -24,9 +24,9 @@ typedef struct model_layout model_layout;
 /* A file format the loader reads: a row of model.c's formats[]. Adding a
  * format is a row there and its describer (model_<format>.c). */
 typedef struct model_format {
-    const char *name;    /* for messages: "GGUF file", "Hugging Face checkpoint" */
-    const char *config;  /* where its hyper-parameters live, after the source's
-                            path: "/config.json", or "" for the file itself */
+    const char *name;   /* for messages: "GGUF file", "Hugging Face checkpoint" */
+    const char *config; /* where its hyper-parameters live, after the source's
+                           path: "/config.json", or "" for the file itself */
     /* Whether a file beginning with these bytes (n of them, up to 16) is
      * of the format, or for a NULL head, whether a directory is. */
     bool (*detect)(const uint8_t *head, size_t n);
@@ -43,13 +43,13 @@ typedef struct model_format {
  * sharded checkpoint) and its configuration. */
 struct model_source {
     const vkmoe_context *ctx;
-    char *directory;          /* Hugging Face: where config.json and the shards live */
-    vkmoe_json config;        /* Hugging Face: config.json */
-    vkmoe_json index;         /* sharded checkpoints: model.safetensors.index.json */
+    char *directory;   /* Hugging Face: where config.json and the shards live */
+    vkmoe_json config; /* Hugging Face: config.json */
+    vkmoe_json index;  /* sharded checkpoints: model.safetensors.index.json */
     model_file *files;
     uint32_t file_count;
     const model_format *format;
-    const char *path;         /* as the caller gave it */
+    const char *path; /* as the caller gave it */
 };
 
 /* The tensors of one layer, by name. Per-expert names hold one %u for the
@@ -68,8 +68,7 @@ struct model_layout {
  * (model_gguf.c) for MoE block `layer`; the weight type is left to the
  * loader. Failures are recorded with vkmoe_fail. */
 vkmoe_status vkmoe_model_describe_hf(model_source *source, uint32_t layer, model_layout *layout);
-vkmoe_status vkmoe_model_describe_gguf(model_source *source, uint32_t layer,
-                                       model_layout *layout);
+vkmoe_status vkmoe_model_describe_gguf(model_source *source, uint32_t layer, model_layout *layout);
 
 /* The tensor called name and the file holding it; VKMOE_ERROR_FILE_FORMAT
  * naming it when absent. */

@@ -14,8 +14,8 @@ enum { GATING_SOFTMAX = 1, GATING_SIGMOID = 2, GATING_SOFTMAX_WEIGHT = 3 };
 
 typedef struct gguf_family {
     const char *arch;
-    const char *family;   /* vkmoe_layer_params_family */
-    const char *ffn_key;  /* an expert's width, after "<arch>." */
+    const char *family;  /* vkmoe_layer_params_family */
+    const char *ffn_key; /* an expert's width, after "<arch>." */
 } gguf_family;
 
 static const gguf_family families[] = {
@@ -51,8 +51,8 @@ static vkmoe_status meta_u32(const model_source *s, const char *arch, const char
     uint64_t n = m->type == VKMOE_META_UINT ? m->u : (uint64_t)m->i;
     if (n > most)
         return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
-                          FN ": %s: \"%s.%s\" is %llu, over the %u vkmoe takes",
-                          s->files[0].path, arch, key, (unsigned long long)n, most);
+                          FN ": %s: \"%s.%s\" is %llu, over the %u vkmoe takes", s->files[0].path,
+                          arch, key, (unsigned long long)n, most);
     *out = (uint32_t)n;
     return VKMOE_OK;
 }
@@ -86,8 +86,8 @@ static vkmoe_status describe_deepseek(model_source *s, uint32_t layer, model_lay
     VKMOE_TRY(meta_u32(s, "deepseek2", "expert_gating_func", false, UINT32_MAX, &gating));
     p->router = gating == GATING_SIGMOID ? VKMOE_ROUTER_SIGMOID_TOPK : VKMOE_ROUTER_SOFTMAX_TOPK;
     p->expert_groups = p->topk_groups = 1;
-    VKMOE_TRY(meta_u32(s, "deepseek2", "expert_group_count", false, VKMOE_MAX_GROUPS,
-                       &p->expert_groups));
+    VKMOE_TRY(
+        meta_u32(s, "deepseek2", "expert_group_count", false, VKMOE_MAX_GROUPS, &p->expert_groups));
     VKMOE_TRY(meta_u32(s, "deepseek2", "expert_group_used_count", false, VKMOE_MAX_GROUPS,
                        &p->topk_groups));
     const vkmoe_meta *scale = meta(s, "deepseek2", "expert_weights_scale");
@@ -97,8 +97,8 @@ static vkmoe_status describe_deepseek(model_source *s, uint32_t layer, model_lay
     VKMOE_TRY(meta_u32(s, "deepseek2", "expert_shared_count", false, UINT32_MAX, &shared));
     p->shared_ffn_dim = shared * p->ffn_dim;
     snprintf(l->selection_bias, sizeof(l->selection_bias), "blk.%u.exp_probs_b.bias", layer);
-    p->selection_bias = p->router == VKMOE_ROUTER_SIGMOID_TOPK &&
-                        vkmoe_model_has(s, l->selection_bias);
+    p->selection_bias =
+        p->router == VKMOE_ROUTER_SIGMOID_TOPK && vkmoe_model_has(s, l->selection_bias);
     if (!p->selection_bias)
         l->selection_bias[0] = '\0';
     return VKMOE_OK;
@@ -113,18 +113,16 @@ static void name_tensors(model_layout *l, uint32_t layer)
     if (p->router_bias)
         snprintf(l->router_bias, sizeof(l->router_bias), "blk.%u.ffn_gate_inp.bias", layer);
     for (int m = 0; m < 3; m++) {
-        snprintf(l->expert[m], sizeof(l->expert[m]), "blk.%u.ffn_%s_exps.weight", layer,
-                 matrix[m]);
+        snprintf(l->expert[m], sizeof(l->expert[m]), "blk.%u.ffn_%s_exps.weight", layer, matrix[m]);
         if (p->expert_bias)
-            snprintf(l->expert_bias[m], sizeof(l->expert_bias[m]), "blk.%u.ffn_%s_exps.bias",
-                     layer, matrix[m]);
+            snprintf(l->expert_bias[m], sizeof(l->expert_bias[m]), "blk.%u.ffn_%s_exps.bias", layer,
+                     matrix[m]);
         if (p->shared_ffn_dim)
             snprintf(l->shared[m], sizeof(l->shared[m]), "blk.%u.ffn_%s_shexp.weight", layer,
                      matrix[m]);
     }
     if (p->shared_gate)
-        snprintf(l->shared_gate, sizeof(l->shared_gate), "blk.%u.ffn_gate_inp_shexp.weight",
-                 layer);
+        snprintf(l->shared_gate, sizeof(l->shared_gate), "blk.%u.ffn_gate_inp_shexp.weight", layer);
 }
 
 vkmoe_status vkmoe_model_describe_gguf(model_source *s, uint32_t layer, model_layout *l)

@@ -9,42 +9,64 @@
 
 typedef struct hf_family {
     const char *model_type;
-    const char *family;       /* vkmoe_layer_params_family */
-    const char *block;        /* the MoE block under model.layers.N. */
-    const char *matrix[3];    /* gate, up, down of expert %u */
-    const char *experts_key;  /* number of routed experts */
-    const char *ffn_key;      /* an expert's width */
+    const char *family;      /* vkmoe_layer_params_family */
+    const char *block;       /* the MoE block under model.layers.N. */
+    const char *matrix[3];   /* gate, up, down of expert %u */
+    const char *experts_key; /* number of routed experts */
+    const char *ffn_key;     /* an expert's width */
 } hf_family;
 
 static const hf_family families[] = {
-    {"mixtral", "mixtral", "block_sparse_moe", {"w1", "w3", "w2"}, "num_local_experts",
+    {"mixtral",
+     "mixtral",
+     "block_sparse_moe",
+     {"w1", "w3", "w2"},
+     "num_local_experts",
      "intermediate_size"},
-    {"qwen2_moe", "qwen2-moe", "mlp", {"gate_proj", "up_proj", "down_proj"}, "num_experts",
+    {"qwen2_moe",
+     "qwen2-moe",
+     "mlp",
+     {"gate_proj", "up_proj", "down_proj"},
+     "num_experts",
      "moe_intermediate_size"},
-    {"qwen3_moe", "qwen3-moe", "mlp", {"gate_proj", "up_proj", "down_proj"}, "num_experts",
+    {"qwen3_moe",
+     "qwen3-moe",
+     "mlp",
+     {"gate_proj", "up_proj", "down_proj"},
+     "num_experts",
      "moe_intermediate_size"},
-    {"olmoe", "olmoe", "mlp", {"gate_proj", "up_proj", "down_proj"}, "num_experts",
+    {"olmoe",
+     "olmoe",
+     "mlp",
+     {"gate_proj", "up_proj", "down_proj"},
+     "num_experts",
      "intermediate_size"},
-    {"deepseek_v2", "deepseek-v2", "mlp", {"gate_proj", "up_proj", "down_proj"},
-     "n_routed_experts", "moe_intermediate_size"},
-    {"deepseek_v3", "deepseek-v3", "mlp", {"gate_proj", "up_proj", "down_proj"},
-     "n_routed_experts", "moe_intermediate_size"},
+    {"deepseek_v2",
+     "deepseek-v2",
+     "mlp",
+     {"gate_proj", "up_proj", "down_proj"},
+     "n_routed_experts",
+     "moe_intermediate_size"},
+    {"deepseek_v3",
+     "deepseek-v3",
+     "mlp",
+     {"gate_proj", "up_proj", "down_proj"},
+     "n_routed_experts",
+     "moe_intermediate_size"},
 };
 
 /* A whole number of config.json at most `most`; FILE_FORMAT naming the
  * key and what is wrong with it otherwise. */
-static vkmoe_status config_u32(const model_source *s, const char *key, uint32_t most,
-                               uint32_t *out)
+static vkmoe_status config_u32(const model_source *s, const char *key, uint32_t most, uint32_t *out)
 {
     const vkmoe_json *v = vkmoe_json_get(&s->config, key);
     uint64_t n;
     if (!v)
-        return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
-                          FN ": %s/config.json: \"%s\" is missing", s->directory, key);
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT, FN ": %s/config.json: \"%s\" is missing",
+                          s->directory, key);
     if (!vkmoe_json_as_u64(v, UINT64_MAX, &n))
         return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
-                          FN ": %s/config.json: \"%s\" is not a whole number", s->directory,
-                          key);
+                          FN ": %s/config.json: \"%s\" is not a whole number", s->directory, key);
     if (n > most)
         return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
                           FN ": %s/config.json: \"%s\" is %llu, over the %u vkmoe takes",
@@ -99,8 +121,8 @@ static vkmoe_status describe_deepseek(model_source *s, uint32_t layer, model_lay
                           FN ": layer %u of %s is a dense layer, not a MoE block", layer,
                           s->directory);
     const char *scoring = config_string(s, "scoring_func");
-    p->router = strcmp(scoring, "sigmoid") == 0 ? VKMOE_ROUTER_SIGMOID_TOPK
-                                                : VKMOE_ROUTER_SOFTMAX_TOPK;
+    p->router =
+        strcmp(scoring, "sigmoid") == 0 ? VKMOE_ROUTER_SIGMOID_TOPK : VKMOE_ROUTER_SOFTMAX_TOPK;
     p->selection_bias = p->router == VKMOE_ROUTER_SIGMOID_TOPK;
     p->normalize_topk = config_bool(s, "norm_topk_prob", false);
     const char *method = config_string(s, "topk_method");

@@ -60,10 +60,10 @@ static vkmoe_status check_routing(const vkmoe_context *ctx, const vkmoe_layer_pa
                   FN ": topk_groups is %u, must be 1..expert_groups (%u)", p->topk_groups, groups);
     uint32_t reachable = p->topk_groups * (p->experts / groups);
     VKMOE_REQUIRE(ctx, p->top_k <= reachable,
-                  FN ": top_k (%u) exceeds the %u experts of the topk_groups kept groups",
-                  p->top_k, reachable);
-    VKMOE_REQUIRE(ctx, groups == 1 || p->router != VKMOE_ROUTER_SIGMOID_TOPK ||
-                           p->experts / groups >= 2,
+                  FN ": top_k (%u) exceeds the %u experts of the topk_groups kept groups", p->top_k,
+                  reachable);
+    VKMOE_REQUIRE(ctx,
+                  groups == 1 || p->router != VKMOE_ROUTER_SIGMOID_TOPK || p->experts / groups >= 2,
                   FN ": sigmoid routing scores a group by its two best experts, so groups need "
                      "at least 2 experts (experts %u, expert_groups %u)",
                   p->experts, groups);
@@ -77,10 +77,10 @@ static vkmoe_status check_routing(const vkmoe_context *ctx, const vkmoe_layer_pa
 
 static vkmoe_status check_experts(const vkmoe_context *ctx, const vkmoe_layer_params *p)
 {
-    VKMOE_REQUIRE(ctx, vkmoe_activation_name(p->activation) != NULL,
-                  FN ": unknown activation %d", (int)p->activation);
-    VKMOE_REQUIRE(ctx, isfinite(p->swiglu_limit) && p->swiglu_limit > 0 &&
-                           isfinite(p->swiglu_alpha),
+    VKMOE_REQUIRE(ctx, vkmoe_activation_name(p->activation) != NULL, FN ": unknown activation %d",
+                  (int)p->activation);
+    VKMOE_REQUIRE(ctx,
+                  isfinite(p->swiglu_limit) && p->swiglu_limit > 0 && isfinite(p->swiglu_alpha),
                   FN ": swiglu_limit (%g) must be finite and positive, swiglu_alpha (%g) finite",
                   (double)p->swiglu_limit, (double)p->swiglu_alpha);
     VKMOE_REQUIRE(ctx, !p->shared_gate || p->shared_ffn_dim > 0,
@@ -106,9 +106,8 @@ static uint64_t expert_bytes(const vkmoe_layer_params *p)
     uint64_t per_expert, routed, shared, total;
     if (!vkmoe_mul_u64(in, vkmoe_params_gated(p) ? 2 : 1, &per_expert) ||
         !vkmoe_add_u64(per_expert, down, &per_expert) ||
-        !vkmoe_mul_u64(per_expert, p->experts, &routed) ||
-        !vkmoe_mul_u64(shared_in, 2, &shared) || !vkmoe_add_u64(shared, shared_down, &shared) ||
-        !vkmoe_add_u64(routed, shared, &total))
+        !vkmoe_mul_u64(per_expert, p->experts, &routed) || !vkmoe_mul_u64(shared_in, 2, &shared) ||
+        !vkmoe_add_u64(shared, shared_down, &shared) || !vkmoe_add_u64(routed, shared, &total))
         return UINT64_MAX;
     return total;
 }
@@ -124,8 +123,7 @@ static vkmoe_status check_device(const vkmoe_context *ctx, const vkmoe_layer_par
         return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_DEVICE_MEMORY,
                           FN ": the experts' weights take %llu bytes, more than the device's "
                              "largest memory heap (%llu bytes)",
-                          (unsigned long long)weights,
-                          (unsigned long long)ctx->info.device_memory);
+                          (unsigned long long)weights, (unsigned long long)ctx->info.device_memory);
     uint64_t io_bytes = (uint64_t)p->max_tokens * p->dim * sizeof(float);
     if (io_bytes > ctx->info.max_storage_buffer_range)
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
@@ -271,7 +269,8 @@ static void apply_family(vkmoe_layer_params *p, const model_family *f)
 
 vkmoe_status vkmoe_layer_params_family(vkmoe_layer_params *p, const char *family)
 {
-    VKMOE_REQUIRE(NULL, p && family, "vkmoe_layer_params_family: params and family must not be NULL");
+    VKMOE_REQUIRE(NULL, p && family,
+                  "vkmoe_layer_params_family: params and family must not be NULL");
     char known[256] = "";
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(families); i++) {
         if (strcmp(family, families[i].name) == 0) {
@@ -299,8 +298,7 @@ static const char *const activation_names[] = {
 
 const char *vkmoe_activation_name(vkmoe_activation activation)
 {
-    return (unsigned)activation < VKMOE_ARRAY_SIZE(activation_names) &&
-                   activation_names[activation]
+    return (unsigned)activation < VKMOE_ARRAY_SIZE(activation_names) && activation_names[activation]
                ? activation_names[activation]
                : NULL;
 }

@@ -20,7 +20,6 @@ const char *vkmoe_router_type_name(vkmoe_router_type router);
  * "swiglu_clamped"); NULL for an unknown one. */
 const char *vkmoe_activation_name(vkmoe_activation activation);
 
-
 /* How a projection is stored: the down projections in down_weight_type,
  * gate and up in weight_type (resolved params). */
 static inline vkmoe_weight_type vkmoe_matrix_type(const vkmoe_layer_params *p,

@@ -48,8 +48,8 @@ vkmoe_status vkmoe_pipelines_init(vkmoe_context *ctx)
      * device can, so that recording changes no descriptor set. */
     VkDescriptorSetLayoutCreateFlags io_flags =
         ctx->push_descriptors ? VK_DESCRIPTOR_SET_LAYOUT_CREATE_PUSH_DESCRIPTOR_BIT_KHR : 0;
-    VKMOE_TRY(create_set_layout(ctx, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 2, io_flags,
-                                &ctx->set_layout));
+    VKMOE_TRY(
+        create_set_layout(ctx, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 2, io_flags, &ctx->set_layout));
     VKMOE_TRY(create_set_layout(ctx, VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, 3, 0,
                                 &ctx->gemm_set_layout));
     VkDescriptorSetLayout sets[2] = {ctx->set_layout, ctx->gemm_set_layout};
@@ -66,8 +66,7 @@ vkmoe_status vkmoe_pipelines_init(vkmoe_context *ctx)
         .pPushConstantRanges = &push,
     };
     return vkmoe_check_vk(
-        ctx,
-        ctx->vk.vkCreatePipelineLayout(ctx->device, &layout_info, NULL, &ctx->pipeline_layout),
+        ctx, ctx->vk.vkCreatePipelineLayout(ctx->device, &layout_info, NULL, &ctx->pipeline_layout),
         "vkCreatePipelineLayout");
 }
 
@@ -86,8 +85,8 @@ void vkmoe_pipelines_destroy(vkmoe_context *ctx)
         ctx->vk.vkDestroyDescriptorSetLayout(ctx->device, ctx->gemm_set_layout, NULL);
 }
 
-static vkmoe_status create_pipeline(vkmoe_context *ctx, vkmoe_shader shader,
-                                    const vkmoe_spec *spec, VkPipeline *out)
+static vkmoe_status create_pipeline(vkmoe_context *ctx, vkmoe_shader shader, const vkmoe_spec *spec,
+                                    VkPipeline *out)
 {
     VkShaderModuleCreateInfo module_info = {
         .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
@@ -95,9 +94,9 @@ static vkmoe_status create_pipeline(vkmoe_context *ctx, vkmoe_shader shader,
         .pCode = shaders[shader].code,
     };
     VkShaderModule module;
-    VKMOE_TRY(vkmoe_check_vk(
-        ctx, ctx->vk.vkCreateShaderModule(ctx->device, &module_info, NULL, &module),
-        "vkCreateShaderModule"));
+    VKMOE_TRY(vkmoe_check_vk(ctx,
+                             ctx->vk.vkCreateShaderModule(ctx->device, &module_info, NULL, &module),
+                             "vkCreateShaderModule"));
     VkSpecializationMapEntry entries[VKMOE_MAX_SPEC];
     for (uint32_t i = 0; i < spec->count; i++)
         entries[i] = (VkSpecializationMapEntry){
@@ -145,8 +144,8 @@ vkmoe_status vkmoe_pipeline_get(vkmoe_context *ctx, vkmoe_shader shader, const v
         return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     ctx->pipelines = grown;
     VKMOE_TRY(create_pipeline(ctx, shader, spec, out));
-    grown[ctx->pipeline_count++] = (vkmoe_pipeline_entry){
-        .shader = shader, .spec = *spec, .pipeline = *out};
+    grown[ctx->pipeline_count++] =
+        (vkmoe_pipeline_entry){.shader = shader, .spec = *spec, .pipeline = *out};
     return VKMOE_OK;
 }
 
@@ -154,8 +153,8 @@ void vkmoe_dispatch_1d(vkmoe_context *ctx, VkCommandBuffer cmd, VkPipeline pipel
                        const void *push, uint32_t push_size, uint64_t groups)
 {
     ctx->vk.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline);
-    ctx->vk.vkCmdPushConstants(cmd, ctx->pipeline_layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
-                               push_size, push);
+    ctx->vk.vkCmdPushConstants(cmd, ctx->pipeline_layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, push_size,
+                               push);
     /* 65535 is the smallest maxComputeWorkGroupCount the spec allows. */
     uint32_t x = groups < 65535 ? (uint32_t)groups : 65535;
     uint32_t y = (uint32_t)vkmoe_div_up(groups, 65535);

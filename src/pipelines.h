@@ -9,11 +9,11 @@
 typedef enum vkmoe_shader {
 #define VKMOE_SHADER_ID(id, name) VKMOE_SHADER_##id,
     VKMOE_STAGE_SHADERS(VKMOE_SHADER_ID)
-    VKMOE_SHADER_STAGES, /* the shaders above: one per stage, in a layer's pipelines */
+        VKMOE_SHADER_STAGES, /* the shaders above: one per stage, in a layer's pipelines */
     VKMOE_SHADER_LAST_STAGE_ = VKMOE_SHADER_STAGES - 1, /* variants number on from STAGES */
     VKMOE_VARIANT_SHADERS(VKMOE_SHADER_ID)
 #undef VKMOE_SHADER_ID
-    VKMOE_SHADER_MAX,
+        VKMOE_SHADER_MAX,
 } vkmoe_shader;
 
 /* Specialization constants are all uint32 and numbered from 0 in order. */
@@ -33,8 +33,6 @@ typedef struct vkmoe_pipeline_entry {
  * the GEMMs' texel buffers (vkmoe_gemm_source), and a 128-byte push block
  * carrying sizes and buffer device addresses. */
 #define VKMOE_PUSH_SIZE 128u
-
-
 
 vkmoe_status vkmoe_pipelines_init(vkmoe_context *ctx);
 void vkmoe_pipelines_destroy(vkmoe_context *ctx);

@@ -15,7 +15,7 @@
 #include "util.h"
 #include "weight_types.h"
 
-#define QK 32   /* weights in a Q8_0 or Q4_0 block */
+#define QK 32    /* weights in a Q8_0 or Q4_0 block */
 #define QK_K 256 /* weights in a Q4_K or Q6_K super-block */
 
 static float load_f16(const uint8_t *at)
@@ -255,7 +255,8 @@ static void dequantize_q4_k(const uint8_t *in, float *x)
         float step = d * (float)scale, offset = dmin * (float)min;
         const uint8_t *nibbles = in + 16 + Q4K_SUB * (j / 2);
         for (int i = 0; i < Q4K_SUB; i++)
-            x[Q4K_SUB * j + i] = step * (float)(j % 2 ? nibbles[i] >> 4 : nibbles[i] & 0xf) - offset;
+            x[Q4K_SUB * j + i] =
+                step * (float)(j % 2 ? nibbles[i] >> 4 : nibbles[i] & 0xf) - offset;
     }
 }
 
@@ -340,8 +341,8 @@ static void quantize_q6_k(const float *x, uint8_t *out)
     for (int j = 0; j < Q6K_SUBS; j++) {
         float step = d * (float)sub_scales[j];
         for (int i = 0; step != 0 && i < Q6K_SUB; i++)
-            q[Q6K_SUB * j + i] = (int8_t)(
-                Q6K_HALF + clamp_int(nearest(x[Q6K_SUB * j + i] / step), -Q6K_HALF, Q6K_HALF - 1));
+            q[Q6K_SUB * j + i] = (int8_t)(Q6K_HALF + clamp_int(nearest(x[Q6K_SUB * j + i] / step),
+                                                               -Q6K_HALF, Q6K_HALF - 1));
     }
     /* Each half of 128: ql bytes l and l + 32 hold weights l, l + 32 (low
      * nibbles) and l + 64, l + 96 (high); qh byte l their top two bits. */

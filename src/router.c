@@ -7,8 +7,7 @@
 #include "stages.h"
 
 typedef struct router_push {
-    VkDeviceAddress logits, router_bias, selection_bias, ids, topk_weight, shared_scale, probs,
-        lse;
+    VkDeviceAddress logits, router_bias, selection_bias, ids, topk_weight, shared_scale, probs, lse;
     uint32_t tokens, ld_logits, experts, top_k, normalize, kind, groups, topk_groups;
     float scale, pad_;
 } router_push;

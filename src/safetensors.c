@@ -6,9 +6,9 @@
 #include <string.h>
 
 #include "alloc.h"
-#include "parse_error.h"
 #include "checked_size.h"
 #include "json.h"
+#include "parse_error.h"
 #include "tensor_file.h"
 
 /* Headers of real checkpoints are a few hundred KiB; refuse absurd ones
@@ -19,15 +19,15 @@ static const struct {
     const char *name;
     uint32_t bytes;
 } dtypes[] = {
-    {"F32", 4}, {"F16", 2}, {"BF16", 2}, {"F64", 8},  {"I64", 8},     {"U64", 8},
-    {"I32", 4}, {"U32", 4}, {"I16", 2},  {"U16", 2},  {"I8", 1},      {"U8", 1},
-    {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1},
+    {"F32", 4}, {"F16", 2}, {"BF16", 2}, {"F64", 8},     {"I64", 8},
+    {"U64", 8}, {"I32", 4}, {"U32", 4},  {"I16", 2},     {"U16", 2},
+    {"I8", 1},  {"U8", 1},  {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1},
 };
 
 static bool fail(char *error, size_t error_size, const char *what, const char *name)
 {
-    snprintf(error, error_size, "safetensors: %s%s%s", name ? "tensor \"" : "",
-             name ? name : "", name ? "\": " : "");
+    snprintf(error, error_size, "safetensors: %s%s%s", name ? "tensor \"" : "", name ? name : "",
+             name ? "\": " : "");
     size_t len = strlen(error);
     snprintf(error + len, error_size > len ? error_size - len : 0, "%s", what);
     return false;

@@ -43,8 +43,8 @@ void vkmoe_scan_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
         vkmoe_dispatch_1d(layer->ctx, cmd, pipeline, &push, sizeof(push), 1);
         return;
     }
-    const uint64_t groups[] = {[PHASE_REDUCE] = tiles, [PHASE_TILES] = 1,
-                               [PHASE_APPLY] = tiles, [PHASE_EXPERTS] = 1};
+    const uint64_t groups[] = {
+        [PHASE_REDUCE] = tiles, [PHASE_TILES] = 1, [PHASE_APPLY] = tiles, [PHASE_EXPERTS] = 1};
     for (uint32_t phase = PHASE_REDUCE; phase <= PHASE_EXPERTS; phase++) {
         if (phase != PHASE_REDUCE)
             vkmoe_barrier_compute(layer->ctx, cmd);

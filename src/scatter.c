@@ -26,6 +26,6 @@ void vkmoe_scatter_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t toke
         .top_k = layer->params.top_k,
         .capacity = vkmoe_params_capacity(&layer->params, tokens),
     };
-    vkmoe_dispatch_1d(layer->ctx, cmd, layer->pipelines[VKMOE_SHADER_SCATTER], &push,
-                      sizeof(push), blocks);
+    vkmoe_dispatch_1d(layer->ctx, cmd, layer->pipelines[VKMOE_SHADER_SCATTER], &push, sizeof(push),
+                      blocks);
 }

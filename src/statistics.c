@@ -17,9 +17,9 @@ static vkmoe_status sum_token_figures(const vkmoe_layer *layer, uint32_t tokens,
     uint32_t batch = (uint32_t)(65536 / experts) + 1;
     float *probs = vkmoe_malloc((size_t)batch * experts * sizeof(*probs));
     float *lse = vkmoe_malloc((size_t)batch * sizeof(*lse));
-    vkmoe_status status = probs && lse ? VKMOE_OK
-                                       : vkmoe_fail(layer->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY,
-                                                    "out of host memory");
+    vkmoe_status status =
+        probs && lse ? VKMOE_OK
+                     : vkmoe_fail(layer->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     memset(prob_sum, 0, experts * sizeof(*prob_sum));
     *lse_square_sum = 0;
     for (uint32_t t0 = 0; t0 < tokens && status == VKMOE_OK; t0 += batch) {
@@ -66,8 +66,8 @@ static void summarise(const vkmoe_layer *layer, const uint32_t *routed, const do
 }
 
 vkmoe_status vkmoe_layer_load_stats(const vkmoe_layer *layer, vkmoe_load_stats *stats,
-                                    uint32_t *routed, uint32_t *dropped,
-                                    double *mean_probability, uint32_t n)
+                                    uint32_t *routed, uint32_t *dropped, double *mean_probability,
+                                    uint32_t n)
 {
     const char *fn = "vkmoe_layer_load_stats";
     VKMOE_REQUIRE(NULL, layer && stats, "%s: layer and stats must not be NULL", fn);
@@ -82,10 +82,10 @@ vkmoe_status vkmoe_layer_load_stats(const vkmoe_layer *layer, vkmoe_load_stats *
     uint32_t *counts = vkmoe_malloc(p->experts * sizeof(*counts));
     double *prob_sum = vkmoe_malloc(p->experts * sizeof(*prob_sum));
     double lse_square_sum = 0;
-    vkmoe_status status = counts && prob_sum ? VKMOE_OK
-                                             : vkmoe_fail(layer->ctx,
-                                                          VKMOE_ERROR_OUT_OF_HOST_MEMORY,
-                                                          "out of host memory");
+    vkmoe_status status =
+        counts && prob_sum
+            ? VKMOE_OK
+            : vkmoe_fail(layer->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     if (status == VKMOE_OK)
         status = vkmoe_layer_expert_counts(layer, counts, p->experts);
     if (status == VKMOE_OK)

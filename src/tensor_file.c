@@ -4,8 +4,8 @@
 #include <string.h>
 
 #include "alloc.h"
-#include "parse_error.h"
 #include "checked_size.h"
+#include "parse_error.h"
 #include "tensor_file.h"
 
 void vkmoe_tensor_file_free(vkmoe_tensor_file *file)
@@ -80,8 +80,8 @@ bool vkmoe_tensor_file_check_layout(const vkmoe_tensor_file *file, char *error, 
         if (order[i]->size == 0)
             continue;
         if (last && last->offset + last->size > order[i]->offset) {
-            snprintf(error, error_size, "tensors \"%s\" and \"%s\" overlap in the file",
-                     last->name, order[i]->name);
+            snprintf(error, error_size, "tensors \"%s\" and \"%s\" overlap in the file", last->name,
+                     order[i]->name);
             ok = false;
         }
         last = order[i];

@@ -17,10 +17,10 @@ typedef struct vkmoe_tensor {
      * vkmoe_weight_type it is, if any, the loader decides by this name
      * (vkmoe_weight_type_of_file). */
     char dtype_name[16];
-    uint32_t block, block_bytes;     /* elements per block of the type, and its bytes */
+    uint32_t block, block_bytes; /* elements per block of the type, and its bytes */
     uint32_t dims;
     uint64_t shape[VKMOE_TENSOR_MAX_DIMS]; /* row-major: shape[dims - 1] is contiguous */
-    uint64_t offset, size;           /* bytes, from the start of the file */
+    uint64_t offset, size;                 /* bytes, from the start of the file */
 } vkmoe_tensor;
 
 /* GGUF metadata values that a loader reads; arrays are checked and skipped. */
@@ -64,8 +64,7 @@ void vkmoe_tensor_file_free(vkmoe_tensor_file *file);
 /* Both readers end with this: no two tensors share a name or a byte (a
  * duplicate or overlapping tensor would load plausible wrong weights).
  * False and a message naming them otherwise. */
-bool vkmoe_tensor_file_check_layout(const vkmoe_tensor_file *file, char *error,
-                                    size_t error_size);
+bool vkmoe_tensor_file_check_layout(const vkmoe_tensor_file *file, char *error, size_t error_size);
 
 const vkmoe_tensor *vkmoe_tensor_file_find(const vkmoe_tensor_file *file, const char *name);
 const vkmoe_meta *vkmoe_tensor_file_meta(const vkmoe_tensor_file *file, const char *key);

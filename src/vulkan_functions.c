@@ -50,8 +50,8 @@ void vkmoe_vulkan_load_device(vkmoe_vulkan_functions *vk, VkDevice device)
 
 const char *vkmoe_vulkan_functions_missing(const vkmoe_vulkan_functions *vk, bool device)
 {
-#define CHECK(name)                                                                          \
-    if (!vk->name)                                                                           \
+#define CHECK(name)                                                                                \
+    if (!vk->name)                                                                                 \
         return #name;
     VKMOE_INSTANCE_FUNCTIONS(CHECK)
     if (device) {

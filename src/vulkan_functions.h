@@ -13,82 +13,82 @@
 #include <vulkan/vulkan.h>
 
 /* Loaded with a NULL instance: creating an instance and looking at layers. */
-#define VKMOE_LOADER_FUNCTIONS(X)                                                            \
-    X(vkCreateInstance)                                                                      \
+#define VKMOE_LOADER_FUNCTIONS(X)                                                                  \
+    X(vkCreateInstance)                                                                            \
     X(vkEnumerateInstanceLayerProperties)
 
 /* Loaded from the instance; every one is Vulkan 1.1 core. */
-#define VKMOE_INSTANCE_FUNCTIONS(X)                                                          \
-    X(vkDestroyInstance)                                                                     \
-    X(vkEnumeratePhysicalDevices)                                                            \
-    X(vkEnumerateDeviceExtensionProperties)                                                  \
-    X(vkGetPhysicalDeviceProperties)                                                         \
-    X(vkGetPhysicalDeviceProperties2)                                                        \
-    X(vkGetPhysicalDeviceFeatures)                                                           \
-    X(vkGetPhysicalDeviceFeatures2)                                                          \
-    X(vkGetPhysicalDeviceQueueFamilyProperties)                                              \
-    X(vkGetPhysicalDeviceMemoryProperties)                                                   \
-    X(vkGetPhysicalDeviceFormatProperties)                                                   \
-    X(vkCreateDevice)                                                                        \
+#define VKMOE_INSTANCE_FUNCTIONS(X)                                                                \
+    X(vkDestroyInstance)                                                                           \
+    X(vkEnumeratePhysicalDevices)                                                                  \
+    X(vkEnumerateDeviceExtensionProperties)                                                        \
+    X(vkGetPhysicalDeviceProperties)                                                               \
+    X(vkGetPhysicalDeviceProperties2)                                                              \
+    X(vkGetPhysicalDeviceFeatures)                                                                 \
+    X(vkGetPhysicalDeviceFeatures2)                                                                \
+    X(vkGetPhysicalDeviceQueueFamilyProperties)                                                    \
+    X(vkGetPhysicalDeviceMemoryProperties)                                                         \
+    X(vkGetPhysicalDeviceFormatProperties)                                                         \
+    X(vkCreateDevice)                                                                              \
     X(vkGetDeviceProcAddr)
 
 /* From the instance, where its extension is there; callers check for NULL. */
-#define VKMOE_INSTANCE_OPTIONAL_FUNCTIONS(X)                                                 \
-    X(vkCreateDebugUtilsMessengerEXT)                                                        \
-    X(vkDestroyDebugUtilsMessengerEXT)                                                       \
+#define VKMOE_INSTANCE_OPTIONAL_FUNCTIONS(X)                                                       \
+    X(vkCreateDebugUtilsMessengerEXT)                                                              \
+    X(vkDestroyDebugUtilsMessengerEXT)                                                             \
     X(vkGetPhysicalDeviceCooperativeMatrixPropertiesNV)
 
 /* From the device. vkGetBufferDeviceAddress is Vulkan 1.2 core: a device of
  * a 1.1 instance does not give it, and is refused for that. */
-#define VKMOE_DEVICE_FUNCTIONS(X)                                                            \
-    X(vkDestroyDevice)                                                                       \
-    X(vkGetDeviceQueue)                                                                      \
-    X(vkDeviceWaitIdle)                                                                      \
-    X(vkQueueSubmit)                                                                         \
-    X(vkCreateFence)                                                                         \
-    X(vkDestroyFence)                                                                        \
-    X(vkWaitForFences)                                                                       \
-    X(vkResetFences)                                                                         \
-    X(vkCreateCommandPool)                                                                   \
-    X(vkDestroyCommandPool)                                                                  \
-    X(vkAllocateCommandBuffers)                                                              \
-    X(vkResetCommandBuffer)                                                                  \
-    X(vkBeginCommandBuffer)                                                                  \
-    X(vkEndCommandBuffer)                                                                    \
-    X(vkCreateBuffer)                                                                        \
-    X(vkDestroyBuffer)                                                                       \
-    X(vkGetBufferMemoryRequirements)                                                         \
-    X(vkAllocateMemory)                                                                      \
-    X(vkFreeMemory)                                                                          \
-    X(vkBindBufferMemory)                                                                    \
-    X(vkMapMemory)                                                                           \
-    X(vkGetBufferDeviceAddress)                                                              \
-    X(vkCreateBufferView)                                                                    \
-    X(vkDestroyBufferView)                                                                   \
-    X(vkCreateShaderModule)                                                                  \
-    X(vkDestroyShaderModule)                                                                 \
-    X(vkCreateComputePipelines)                                                              \
-    X(vkDestroyPipeline)                                                                     \
-    X(vkCreatePipelineLayout)                                                                \
-    X(vkDestroyPipelineLayout)                                                               \
-    X(vkCreateDescriptorSetLayout)                                                           \
-    X(vkDestroyDescriptorSetLayout)                                                          \
-    X(vkCreateDescriptorPool)                                                                \
-    X(vkDestroyDescriptorPool)                                                               \
-    X(vkAllocateDescriptorSets)                                                              \
-    X(vkUpdateDescriptorSets)                                                                \
-    X(vkCreateQueryPool)                                                                     \
-    X(vkDestroyQueryPool)                                                                    \
-    X(vkGetQueryPoolResults)                                                                 \
-    X(vkCmdBindPipeline)                                                                     \
-    X(vkCmdBindDescriptorSets)                                                               \
-    X(vkCmdPushConstants)                                                                    \
-    X(vkCmdDispatch)                                                                         \
-    X(vkCmdDispatchIndirect)                                                                 \
-    X(vkCmdPipelineBarrier)                                                                  \
-    X(vkCmdCopyBuffer)                                                                       \
-    X(vkCmdResetQueryPool)                                                                   \
-    X(vkCmdWriteTimestamp)                                                                   \
+#define VKMOE_DEVICE_FUNCTIONS(X)                                                                  \
+    X(vkDestroyDevice)                                                                             \
+    X(vkGetDeviceQueue)                                                                            \
+    X(vkDeviceWaitIdle)                                                                            \
+    X(vkQueueSubmit)                                                                               \
+    X(vkCreateFence)                                                                               \
+    X(vkDestroyFence)                                                                              \
+    X(vkWaitForFences)                                                                             \
+    X(vkResetFences)                                                                               \
+    X(vkCreateCommandPool)                                                                         \
+    X(vkDestroyCommandPool)                                                                        \
+    X(vkAllocateCommandBuffers)                                                                    \
+    X(vkResetCommandBuffer)                                                                        \
+    X(vkBeginCommandBuffer)                                                                        \
+    X(vkEndCommandBuffer)                                                                          \
+    X(vkCreateBuffer)                                                                              \
+    X(vkDestroyBuffer)                                                                             \
+    X(vkGetBufferMemoryRequirements)                                                               \
+    X(vkAllocateMemory)                                                                            \
+    X(vkFreeMemory)                                                                                \
+    X(vkBindBufferMemory)                                                                          \
+    X(vkMapMemory)                                                                                 \
+    X(vkGetBufferDeviceAddress)                                                                    \
+    X(vkCreateBufferView)                                                                          \
+    X(vkDestroyBufferView)                                                                         \
+    X(vkCreateShaderModule)                                                                        \
+    X(vkDestroyShaderModule)                                                                       \
+    X(vkCreateComputePipelines)                                                                    \
+    X(vkDestroyPipeline)                                                                           \
+    X(vkCreatePipelineLayout)                                                                      \
+    X(vkDestroyPipelineLayout)                                                                     \
+    X(vkCreateDescriptorSetLayout)                                                                 \
+    X(vkDestroyDescriptorSetLayout)                                                                \
+    X(vkCreateDescriptorPool)                                                                      \
+    X(vkDestroyDescriptorPool)                                                                     \
+    X(vkAllocateDescriptorSets)                                                                    \
+    X(vkUpdateDescriptorSets)                                                                      \
+    X(vkCreateQueryPool)                                                                           \
+    X(vkDestroyQueryPool)                                                                          \
+    X(vkGetQueryPoolResults)                                                                       \
+    X(vkCmdBindPipeline)                                                                           \
+    X(vkCmdBindDescriptorSets)                                                                     \
+    X(vkCmdPushConstants)                                                                          \
+    X(vkCmdDispatch)                                                                               \
+    X(vkCmdDispatchIndirect)                                                                       \
+    X(vkCmdPipelineBarrier)                                                                        \
+    X(vkCmdCopyBuffer)                                                                             \
+    X(vkCmdResetQueryPool)                                                                         \
+    X(vkCmdWriteTimestamp)                                                                         \
     X(vkQueueWaitIdle)
 
 /* From the device, where its extension is enabled; callers check for NULL. */

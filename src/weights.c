@@ -107,8 +107,8 @@ static vkmoe_status create_matrices(vkmoe_layer *layer, vkmoe_expert_array array
 {
     const vkmoe_layer_params *p = &layer->params;
     if (vkmoe_params_gated(p))
-        VKMOE_TRY(create_expert_array(layer, &arrays[VKMOE_EXPERT_GATE], p->weight_type, count,
-                                      ffn, p->dim));
+        VKMOE_TRY(create_expert_array(layer, &arrays[VKMOE_EXPERT_GATE], p->weight_type, count, ffn,
+                                      p->dim));
     VKMOE_TRY(
         create_expert_array(layer, &arrays[VKMOE_EXPERT_UP], p->weight_type, count, ffn, p->dim));
     return create_expert_array(layer, &arrays[VKMOE_EXPERT_DOWN], p->down_weight_type, count,
@@ -269,8 +269,8 @@ vkmoe_status vkmoe_layer_set_selection_bias(vkmoe_layer *layer, const float *bia
 vkmoe_status vkmoe_layer_set_shared_gate(vkmoe_layer *layer, const float *weights, size_t size)
 {
     size_t n = layer ? layer->params.dim : 0;
-    VKMOE_TRY(check_upload(layer, "vkmoe_layer_set_shared_gate", weights,
-                           VKMOE_UPLOAD_SHARED_GATE, "params.shared_gate is false", size, n * 4));
+    VKMOE_TRY(check_upload(layer, "vkmoe_layer_set_shared_gate", weights, VKMOE_UPLOAD_SHARED_GATE,
+                           "params.shared_gate is false", size, n * 4));
     /* ws is the router's extra last row, so the router computes x·ws too;
      * like every row the GEMM reads, it is padded with zeros to ld_dim. */
     uint64_t ld_bytes = (uint64_t)layer->plan.ld_dim * 4;
@@ -310,8 +310,8 @@ static vkmoe_status check_matrix(const vkmoe_layer *layer, const char *fn, const
     return VKMOE_OK;
 }
 
-vkmoe_status vkmoe_layer_set_expert(vkmoe_layer *layer, uint32_t expert,
-                                    vkmoe_expert_matrix matrix, const void *weights, size_t size)
+vkmoe_status vkmoe_layer_set_expert(vkmoe_layer *layer, uint32_t expert, vkmoe_expert_matrix matrix,
+                                    const void *weights, size_t size)
 {
     const char *fn = "vkmoe_layer_set_expert";
     VKMOE_TRY(check_matrix(layer, fn, weights, matrix));
@@ -333,14 +333,13 @@ vkmoe_status vkmoe_layer_set_shared_expert(vkmoe_layer *layer, vkmoe_expert_matr
 }
 
 vkmoe_status vkmoe_layer_set_expert_bias(vkmoe_layer *layer, uint32_t expert,
-                                         vkmoe_expert_matrix matrix, const float *bias,
-                                         size_t size)
+                                         vkmoe_expert_matrix matrix, const float *bias, size_t size)
 {
     const char *fn = "vkmoe_layer_set_expert_bias";
     VKMOE_TRY(check_matrix(layer, fn, bias, matrix));
     const vkmoe_layer_params *p = &layer->params;
-    VKMOE_REQUIRE(layer->ctx, expert < p->experts, "%s: expert %u out of range (experts = %u)",
-                  fn, expert, p->experts);
+    VKMOE_REQUIRE(layer->ctx, expert < p->experts, "%s: expert %u out of range (experts = %u)", fn,
+                  expert, p->experts);
     vkmoe_upload which = VKMOE_UPLOAD_EXPERT + 6 * expert + 3 + matrix;
     size_t n = matrix == VKMOE_EXPERT_DOWN ? p->dim : p->ffn_dim;
     VKMOE_TRY(check_upload(layer, fn, bias, which, "params.expert_bias is false", size, n * 4));

@@ -6,7 +6,6 @@
 #include "gemm.h"
 #include "memory.h"
 
-
 /* Which uploads a forward waits for. Per expert: three matrices, then
  * three biases (gate, up, down); the rest once per layer. */
 typedef enum vkmoe_upload {
@@ -14,7 +13,7 @@ typedef enum vkmoe_upload {
     VKMOE_UPLOAD_ROUTER_BIAS,
     VKMOE_UPLOAD_SELECTION_BIAS,
     VKMOE_UPLOAD_SHARED_GATE,
-    VKMOE_UPLOAD_SHARED_MATRIX,     /* + vkmoe_expert_matrix */
+    VKMOE_UPLOAD_SHARED_MATRIX,                           /* + vkmoe_expert_matrix */
     VKMOE_UPLOAD_EXPERT = VKMOE_UPLOAD_SHARED_MATRIX + 3, /* + 6·expert + item */
 } vkmoe_upload;
 

@@ -32,8 +32,8 @@ static void round_vectors(test_layer *t)
     /* GGUF keeps vectors in f32 beside quantized matrices. */
     vkmoe_weight_type type =
         vkmoe_weight_blocked(t->params.weight_type) ? VKMOE_WEIGHT_F32 : t->params.weight_type;
-    float *vectors[] = {t->router, t->router_bias, t->selection_bias, t->gate_bias, t->up_bias,
-                        t->down_bias, t->shared_gate_weights};
+    float *vectors[] = {t->router,  t->router_bias, t->selection_bias,     t->gate_bias,
+                        t->up_bias, t->down_bias,   t->shared_gate_weights};
     size_t e = t->params.experts, d = t->params.dim, f = t->params.ffn_dim;
     size_t sizes[] = {e * d, e, e, e * f, e * f, e * d, d};
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(vectors); i++)
@@ -57,7 +57,7 @@ static const char *st_dtype(vkmoe_weight_type type)
 static uint32_t gguf_type(vkmoe_weight_type type)
 {
     static const uint32_t types[] = {
-        [VKMOE_WEIGHT_F32] = GGUF_F32, [VKMOE_WEIGHT_F16] = GGUF_F16,
+        [VKMOE_WEIGHT_F32] = GGUF_F32,   [VKMOE_WEIGHT_F16] = GGUF_F16,
         [VKMOE_WEIGHT_BF16] = GGUF_BF16, [VKMOE_WEIGHT_Q8_0] = GGUF_Q8_0,
         [VKMOE_WEIGHT_Q4_0] = GGUF_Q4_0, [VKMOE_WEIGHT_Q4_K] = GGUF_Q4_K,
         [VKMOE_WEIGHT_Q6_K] = GGUF_Q6_K};
@@ -112,8 +112,8 @@ static void st_put_experts(st_writer *w, const test_layer *t, const char *prefix
 
 /* Layer `layer` of a checkpoint: its tensors, in one file or spread over
  * `shards` files with an index. */
-void checkpoint_write_hf(const char *dir, const test_layer *t, const char *config, const hf_names *names,
-                             uint32_t layer, uint32_t shards)
+void checkpoint_write_hf(const char *dir, const test_layer *t, const char *config,
+                         const hf_names *names, uint32_t layer, uint32_t shards)
 {
     const vkmoe_layer_params *p = &t->params;
     char prefix[128], name[256];
@@ -167,13 +167,14 @@ void checkpoint_write_hf(const char *dir, const test_layer *t, const char *confi
 }
 
 const hf_names checkpoint_mixtral_names = {"block_sparse_moe", "w1", "w3", "w2", ""};
-const hf_names checkpoint_qwen_names = {"mlp", "gate_proj", "up_proj", "down_proj", "shared_expert"};
+const hf_names checkpoint_qwen_names = {"mlp", "gate_proj", "up_proj", "down_proj",
+                                        "shared_expert"};
 const hf_names checkpoint_deepseek_names = {"mlp", "gate_proj", "up_proj", "down_proj",
-                                        "shared_experts"};
+                                            "shared_experts"};
 
 /* The same for GGUF, dims innermost first. */
-static void gguf_put(gguf_writer *w, vkmoe_weight_type type, const char *name,
-                     const float *values, const uint64_t *ne, uint32_t dims)
+static void gguf_put(gguf_writer *w, vkmoe_weight_type type, const char *name, const float *values,
+                     const uint64_t *ne, uint32_t dims)
 {
     size_t bytes;
     void *data = encode(type, values, ne, dims, &bytes);

@@ -25,7 +25,7 @@ void checkpoint_write_hf(const char *dir, const test_layer *t, const char *confi
 void checkpoint_deepseek_v3_meta(gguf_writer *w);
 /* A GGUF file of architecture arch holding layer `layer`, after whatever
  * metadata the caller already added to w. */
-void checkpoint_write_gguf(const char *path, gguf_writer *w, const test_layer *t,
-                           const char *arch, uint32_t layer);
+void checkpoint_write_gguf(const char *path, gguf_writer *w, const test_layer *t, const char *arch,
+                           uint32_t layer);
 
 #endif

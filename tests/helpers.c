@@ -117,8 +117,8 @@ void test_fill(float *v, size_t n, float lo, float hi)
 vkmoe_layer_params test_shape(uint32_t dim, uint32_t ffn, uint32_t experts, uint32_t top_k,
                               uint32_t max_tokens)
 {
-    return (vkmoe_layer_params){.dim = dim, .ffn_dim = ffn, .experts = experts, .top_k = top_k,
-                                .max_tokens = max_tokens};
+    return (vkmoe_layer_params){
+        .dim = dim, .ffn_dim = ffn, .experts = experts, .top_k = top_k, .max_tokens = max_tokens};
 }
 
 /* The fixture's seed: the next state of test_seed's stream. */
@@ -156,8 +156,8 @@ void test_check_forward(test_layer *t, uint32_t tokens, const float *x)
     assert_int_equal(fixture_layer_check(t, tokens, x, &err, &within), VKMOE_OK);
     if (!within)
         fail_msg("forward T=%u D=%u F=%u E=%u k=%u: max_abs %g max_rel %g > %g", tokens,
-                 t->params.dim, t->params.ffn_dim, t->params.experts, t->params.top_k,
-                 err.max_abs, err.max_rel, fixture_tolerance(&t->params));
+                 t->params.dim, t->params.ffn_dim, t->params.experts, t->params.top_k, err.max_abs,
+                 err.max_rel, fixture_tolerance(&t->params));
 }
 
 void test_check_layer(vkmoe_context *ctx, vkmoe_layer_params params, uint32_t tokens)
@@ -189,8 +189,7 @@ static void *read_debug(test_layer *t, vkmoe_debug_buffer which, size_t bytes)
     return dst;
 }
 
-void test_run_intermediates(test_layer *t, uint32_t tokens, const float *x,
-                            test_intermediates *m)
+void test_run_intermediates(test_layer *t, uint32_t tokens, const float *x, test_intermediates *m)
 {
     vkmoe_layer *l = t->layer;
     memset(m, 0, sizeof(*m));
@@ -218,8 +217,8 @@ void test_run_intermediates(test_layer *t, uint32_t tokens, const float *x,
 
 void test_intermediates_free(test_intermediates *m)
 {
-    void *all[] = {m->ids, m->block_offsets, m->expert_base, m->tile_expert, m->row_slot,
-                   m->slot_row, m->topk_weight, m->hidden, m->expert_out, m->y};
+    void *all[] = {m->ids,      m->block_offsets, m->expert_base, m->tile_expert, m->row_slot,
+                   m->slot_row, m->topk_weight,   m->hidden,      m->expert_out,  m->y};
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(all); i++)
         free(all[i]);
     memset(m, 0, sizeof(*m));

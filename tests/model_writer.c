@@ -37,10 +37,7 @@ bool buffer_write_file(const byte_buffer *b, const char *path)
     return fclose(f) == 0 && ok;
 }
 
-static void append_text(byte_buffer *b, const char *text)
-{
-    buffer_append(b, text, strlen(text));
-}
+static void append_text(byte_buffer *b, const char *text) { buffer_append(b, text, strlen(text)); }
 
 static void append_le(byte_buffer *b, uint64_t value, uint32_t bytes)
 {
@@ -50,8 +47,8 @@ static void append_le(byte_buffer *b, uint64_t value, uint32_t bytes)
     buffer_append(b, out, bytes);
 }
 
-void st_add(st_writer *w, const char *name, const char *dtype, const uint64_t *shape,
-            uint32_t dims, const void *data, size_t bytes)
+void st_add(st_writer *w, const char *name, const char *dtype, const uint64_t *shape, uint32_t dims,
+            const void *data, size_t bytes)
 {
     char entry[512];
     int n = snprintf(entry, sizeof(entry), "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[",
@@ -59,8 +56,8 @@ void st_add(st_writer *w, const char *name, const char *dtype, const uint64_t *s
     for (uint32_t d = 0; d < dims; d++)
         n += snprintf(entry + n, sizeof(entry) - (size_t)n, "%s%llu", d ? "," : "",
                       (unsigned long long)shape[d]);
-    snprintf(entry + n, sizeof(entry) - (size_t)n, "],\"data_offsets\":[%zu,%zu]}",
-             w->data.size, w->data.size + bytes);
+    snprintf(entry + n, sizeof(entry) - (size_t)n, "],\"data_offsets\":[%zu,%zu]}", w->data.size,
+             w->data.size + bytes);
     append_text(&w->header, entry);
     buffer_append(&w->data, data, bytes);
     w->count++;

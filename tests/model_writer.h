@@ -27,8 +27,8 @@ typedef struct st_writer {
     uint32_t count;
 } st_writer;
 
-void st_add(st_writer *w, const char *name, const char *dtype, const uint64_t *shape,
-            uint32_t dims, const void *data, size_t bytes);
+void st_add(st_writer *w, const char *name, const char *dtype, const uint64_t *shape, uint32_t dims,
+            const void *data, size_t bytes);
 void st_finish(st_writer *w, byte_buffer *out);
 
 /* GGUF v3: metadata first, then tensors (ggml type id, dims innermost

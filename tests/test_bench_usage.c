@@ -23,8 +23,7 @@ static char err_path[256], out_path[256];
 static int run(const char *args)
 {
     char command[4096];
-    snprintf(command, sizeof(command), "'%s' %s > '%s' 2> '%s'", bench, args, out_path,
-             err_path);
+    snprintf(command, sizeof(command), "'%s' %s > '%s' 2> '%s'", bench, args, out_path, err_path);
     int status = system(command);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
@@ -47,10 +46,10 @@ static void test_d15_malformed_values(void **state)
     for (int i = 2; i <= 33; i++)
         snprintf(many + strlen(many), sizeof(many) - strlen(many), ",%d", i);
     const char *cases[] = {
-        many,           "--tokens 64,",   "--tokens ,64",  "--tokens 1,,2", "--tokens 0",
-        "--tokens -5",  "--tokens 8x",    "--tokens ' 8'", "--warmup abc",  "--warmup 3x",
-        "--warmup -1",  "--iters 0",      "--dim 12abc",   "--scale abc",   "--scale 0.5x",
-        "--scale 2",    "--experts",      "--bogus",
+        many,          "--tokens 64,", "--tokens ,64",  "--tokens 1,,2", "--tokens 0",
+        "--tokens -5", "--tokens 8x",  "--tokens ' 8'", "--warmup abc",  "--warmup 3x",
+        "--warmup -1", "--iters 0",    "--dim 12abc",   "--scale abc",   "--scale 0.5x",
+        "--scale 2",   "--experts",    "--bogus",
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         int rc = run(cases[i]);

@@ -13,8 +13,8 @@ static void check_plan(test_layer *t, const test_intermediates *m)
     uint32_t *tile_expert = malloc((size_t)m->max_tiles * 4);
     uint32_t top_k = t->params.top_k;
     uint32_t capacity = vkmoe_params_capacity(&t->params, m->tokens);
-    uint32_t rows = vkmoe_ref_bucket(m->ids, m->tokens, top_k, experts, capacity, tile,
-                                     m->max_rows, count, base, row_slot, slot_row, tile_expert);
+    uint32_t rows = vkmoe_ref_bucket(m->ids, m->tokens, top_k, experts, capacity, tile, m->max_rows,
+                                     count, base, row_slot, slot_row, tile_expert);
     assert_true(rows <= m->max_rows);
     assert_memory_equal(m->expert_base, base, experts * 4);
     assert_memory_equal(m->slot_row, slot_row, (size_t)m->slots * 4);

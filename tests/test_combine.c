@@ -32,13 +32,16 @@ static void test_combine_shapes(void **state)
     vkmoe_layer_params p = test_shape(257, 9, 6, 4, 33);
     p.normalize_topk = true;
     check_combine(state, p, 33);
-    p = (vkmoe_layer_params){.dim = 1, .ffn_dim = 3, .experts = 16, .top_k = 16,
-                             .max_tokens = 300};
+    p = (vkmoe_layer_params){.dim = 1, .ffn_dim = 3, .experts = 16, .top_k = 16, .max_tokens = 300};
     check_combine(state, p, 300);
     /* rows of whole texels (read as texels, written as vectors), not of whole
      * 16-element spans; a capacity drops slots */
-    p = (vkmoe_layer_params){.dim = 100, .ffn_dim = 24, .experts = 5, .top_k = 2,
-                             .max_tokens = 41, .capacity_factor = 1.0f};
+    p = (vkmoe_layer_params){.dim = 100,
+                             .ffn_dim = 24,
+                             .experts = 5,
+                             .top_k = 2,
+                             .max_tokens = 41,
+                             .capacity_factor = 1.0f};
     check_combine(state, p, 41);
 }
 

@@ -9,9 +9,15 @@ static void test_status_strings(void **state)
 {
     (void)state;
     const vkmoe_status all[] = {
-        VKMOE_OK, VKMOE_ERROR_INVALID_ARGUMENT, VKMOE_ERROR_UNSUPPORTED, VKMOE_ERROR_NO_DEVICE,
-        VKMOE_ERROR_OUT_OF_HOST_MEMORY, VKMOE_ERROR_OUT_OF_DEVICE_MEMORY,
-        VKMOE_ERROR_DEVICE_LOST, VKMOE_ERROR_VULKAN, VKMOE_ERROR_STATE,
+        VKMOE_OK,
+        VKMOE_ERROR_INVALID_ARGUMENT,
+        VKMOE_ERROR_UNSUPPORTED,
+        VKMOE_ERROR_NO_DEVICE,
+        VKMOE_ERROR_OUT_OF_HOST_MEMORY,
+        VKMOE_ERROR_OUT_OF_DEVICE_MEMORY,
+        VKMOE_ERROR_DEVICE_LOST,
+        VKMOE_ERROR_VULKAN,
+        VKMOE_ERROR_STATE,
     };
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(all); i++) {
         assert_true(strlen(vkmoe_status_string(all[i])) > 0);
@@ -129,8 +135,7 @@ static void test_import_host_device(void **state)
     assert_int_equal(guest_info.push_descriptors, import.push_descriptor);
     test_seed(20);
     test_layer t;
-    vkmoe_layer_params p = {.dim = 20, .ffn_dim = 12, .experts = 3, .top_k = 2,
-                            .max_tokens = 5};
+    vkmoe_layer_params p = {.dim = 20, .ffn_dim = 12, .experts = 3, .top_k = 2, .max_tokens = 5};
     test_layer_create(guest, &p, &t);
     test_layer_upload(&t);
     float *x = test_input(5, p.dim);
@@ -203,8 +208,7 @@ static void test_vulkan_results_map_to_statuses(void **state)
     assert_non_null(strstr(vkmoe_last_error(), "vkAllocateMemory"));
     assert_int_equal(vkmoe_check_vk(ctx, VK_ERROR_OUT_OF_HOST_MEMORY, "x"),
                      VKMOE_ERROR_OUT_OF_HOST_MEMORY);
-    assert_int_equal(vkmoe_check_vk(ctx, VK_ERROR_INITIALIZATION_FAILED, "x"),
-                     VKMOE_ERROR_VULKAN);
+    assert_int_equal(vkmoe_check_vk(ctx, VK_ERROR_INITIALIZATION_FAILED, "x"), VKMOE_ERROR_VULKAN);
 }
 
 int main(void)

@@ -25,8 +25,8 @@ static void check_gemms_within(void **state, vkmoe_layer_params p, uint32_t toke
         vkmoe_ref_expert_up(&t.ref, expert, x + (size_t)(slot / p.top_k) * p.dim, h);
         vkmoe_ref_error up = vkmoe_ref_compare(h_row, h, p.ffn_dim);
         if (!(up.max_rel <= tolerance))
-            fail_msg("gemm_up, %s weights, row %u: max_rel %g", vkmoe_weight_type_name(p.weight_type),
-                     row, up.max_rel);
+            fail_msg("gemm_up, %s weights, row %u: max_rel %g",
+                     vkmoe_weight_type_name(p.weight_type), row, up.max_rel);
         for (uint32_t f = p.ffn_dim; f < m.ld_ffn; f++)
             assert_true(h_row[f] == 0.0f); /* the padding gemm_down reads */
         for (uint32_t f = 0; f < p.ffn_dim; f++)

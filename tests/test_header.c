@@ -7,8 +7,7 @@ typedef char stage_count_is_histogram[VKMOE_STAGE_COUNT == VKMOE_STAGE_HISTOGRAM
 
 int main(void)
 {
-    return vkmoe_status_string(VKMOE_OK)[0] == 's' &&
-                   vkmoe_stage_name(VKMOE_STAGE_COUNT)[0] == 'c'
+    return vkmoe_status_string(VKMOE_OK)[0] == 's' && vkmoe_stage_name(VKMOE_STAGE_COUNT)[0] == 'c'
                ? 0
                : 1;
 }

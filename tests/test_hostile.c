@@ -25,9 +25,15 @@ static vkmoe_vulkan_import import_of(const vkmoe_context *host)
 
 /* A layer whose weights are all zero, as small as can hold a shared expert
  * with its gate, statistics and timings: every kind of buffer and pass. */
-static const vkmoe_layer_params small_layer = {
-    .dim = 16, .ffn_dim = 8, .experts = 3, .top_k = 2, .max_tokens = 4, .shared_ffn_dim = 8,
-    .shared_gate = true, .statistics = true, .timing = true};
+static const vkmoe_layer_params small_layer = {.dim = 16,
+                                               .ffn_dim = 8,
+                                               .experts = 3,
+                                               .top_k = 2,
+                                               .max_tokens = 4,
+                                               .shared_ffn_dim = 8,
+                                               .shared_gate = true,
+                                               .statistics = true,
+                                               .timing = true};
 
 /* D1: a device of a Vulkan 1.1 instance, api_version left 0, lacks the 1.2
  * functions vkmoe calls: refused, where it used to crash in layer_create. */
@@ -60,8 +66,8 @@ static void test_d01_vulkan_1_1_instance(void **state)
         (PFN_vkDestroyDevice)vkGetDeviceProcAddr(device, "vkDestroyDevice");
     VkQueue queue;
     get_queue(device, 0, 0, &queue);
-    vkmoe_vulkan_import import = {.instance = instance, .physical_device = physical,
-                                  .device = device, .queue = queue};
+    vkmoe_vulkan_import import = {
+        .instance = instance, .physical_device = physical, .device = device, .queue = queue};
     vkmoe_context_params params = {.import = &import};
     vkmoe_context *ctx = NULL;
     assert_int_equal(vkmoe_context_create(&params, &ctx), VKMOE_ERROR_UNSUPPORTED);
@@ -102,8 +108,7 @@ static void test_d05_layer_larger_than_the_device(void **state)
 {
     vkmoe_layer_params p = {.dim = 16384, .ffn_dim = 16384, .experts = 512, .top_k = 8};
     test_expect_create_fails(*state, &p, VKMOE_ERROR_OUT_OF_DEVICE_MEMORY, "memory heap");
-    p = (vkmoe_layer_params){.dim = UINT32_MAX, .ffn_dim = UINT32_MAX, .experts = 512,
-                             .top_k = 8};
+    p = (vkmoe_layer_params){.dim = UINT32_MAX, .ffn_dim = UINT32_MAX, .experts = 512, .top_k = 8};
     test_expect_create_fails(*state, &p, VKMOE_ERROR_OUT_OF_DEVICE_MEMORY, "memory heap");
 }
 
@@ -278,8 +283,8 @@ static void test_d11_context_destroyed_before_layer(void **state)
 
 static bool failure_status(vkmoe_status status)
 {
-    return status == VKMOE_ERROR_OUT_OF_HOST_MEMORY ||
-           status == VKMOE_ERROR_OUT_OF_DEVICE_MEMORY || status == VKMOE_ERROR_DEVICE_LOST;
+    return status == VKMOE_ERROR_OUT_OF_HOST_MEMORY || status == VKMOE_ERROR_OUT_OF_DEVICE_MEMORY ||
+           status == VKMOE_ERROR_DEVICE_LOST;
 }
 
 /* Fail each failable Vulkan call of a context's creation, then of a
@@ -438,7 +443,8 @@ static void test_allocation_fault_injection(void **state)
     vkmoe_layer_params p = {.dim = 16, .ffn_dim = 8, .experts = 3, .top_k = 2};
     vkmoe_layer_params_family(&p, "mixtral");
     checkpoint_weights(host, p, &t);
-    checkpoint_write_hf(dir, &t, "{\"model_type\": \"mixtral\", \"hidden_size\": 16, "
+    checkpoint_write_hf(dir, &t,
+                        "{\"model_type\": \"mixtral\", \"hidden_size\": 16, "
                         "\"intermediate_size\": 8, \"num_local_experts\": 3, "
                         "\"num_experts_per_tok\": 2}",
                         &checkpoint_mixtral_names, 0, 2);
@@ -449,15 +455,14 @@ static void test_allocation_fault_injection(void **state)
     unsigned checkpoint_points = sweep_allocations(ctx, load_life, dir);
     unsigned gguf_points = sweep_allocations(ctx, load_life, gguf);
     const char *names[] = {"config.json", "model.safetensors.index.json",
-                           "model-00001-of-00002.safetensors",
-                           "model-00002-of-00002.safetensors", "model.gguf"};
+                           "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                           "model.gguf"};
     test_remove_dir(dir, names, VKMOE_ARRAY_SIZE(names));
     vkmoe_context_destroy(&ctx);
     printf("fault injection: %u allocations failed in context creation, %u in a layer's life, "
            "%u loading a checkpoint, %u loading a GGUF file\n",
            context_points, layer_points, checkpoint_points, gguf_points);
-    assert_true(context_points > 0 && layer_points > 0 && checkpoint_points > 0 &&
-                gguf_points > 0);
+    assert_true(context_points > 0 && layer_points > 0 && checkpoint_points > 0 && gguf_points > 0);
 }
 
 int main(void)

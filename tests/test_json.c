@@ -20,9 +20,10 @@ static void test_config_like_document(void **state)
 {
     (void)state;
     vkmoe_json root;
-    assert_true(parse(" {\"model_type\": \"deepseek_v3\", \"n_group\": 8, \"x\": [1, 2.5e1, -3],"
-                      " \"norm_topk_prob\": true, \"rope\": null, \"s\": \"a\\\"\\u00e9\\ud83d\\ude00\\n\"}\n",
-                      &root));
+    assert_true(parse(
+        " {\"model_type\": \"deepseek_v3\", \"n_group\": 8, \"x\": [1, 2.5e1, -3],"
+        " \"norm_topk_prob\": true, \"rope\": null, \"s\": \"a\\\"\\u00e9\\ud83d\\ude00\\n\"}\n",
+        &root));
     assert_string_equal(vkmoe_json_get(&root, "model_type")->string, "deepseek_v3");
     uint64_t groups;
     assert_true(vkmoe_json_get_u64(&root, "n_group", 16, &groups));
@@ -44,9 +45,10 @@ static void test_malformed_documents(void **state)
 {
     (void)state;
     const char *bad[] = {
-        "", "{", "}", "{\"a\" 1}", "{\"a\":}", "[1,]", "[1 2]", "{\"a\":1,}", "tru", "nul",
-        "\"unterminated", "\"\\x\"", "\"\\u12\"", "\"\\ud800\"", "\"\\udc00\"", "\"\\u0000\"",
-        "\"tab\there\"", "1e999", "--1", "{} {}", "[\"\\", "{\"a\":[1,2}", "{1:2}",
+        "",          "{",           "}",           "{\"a\" 1}",    "{\"a\":}",       "[1,]",
+        "[1 2]",     "{\"a\":1,}",  "tru",         "nul",          "\"unterminated", "\"\\x\"",
+        "\"\\u12\"", "\"\\ud800\"", "\"\\udc00\"", "\"\\u0000\"",  "\"tab\there\"",  "1e999",
+        "--1",       "{} {}",       "[\"\\",       "{\"a\":[1,2}", "{1:2}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         vkmoe_json root;

@@ -357,7 +357,8 @@ static void test_weights_and_forward_reject_bad_arguments(void **state)
     /* weights */
     assert_int_equal(vkmoe_layer_set_router(NULL, w, 4 * 16 * 4), VKMOE_ERROR_INVALID_ARGUMENT);
     assert_int_equal(vkmoe_layer_set_router(layer, NULL, 4 * 16 * 4), VKMOE_ERROR_INVALID_ARGUMENT);
-    assert_int_equal(vkmoe_layer_set_router(layer, w, 4 * 16 * 4 - 4), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_set_router(layer, w, 4 * 16 * 4 - 4),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
     size_t matrix = 16 * 12 * sizeof(float);
     assert_int_equal(vkmoe_layer_set_expert(NULL, 0, VKMOE_EXPERT_GATE, w, matrix),
                      VKMOE_ERROR_INVALID_ARGUMENT);
@@ -395,12 +396,12 @@ static void test_weights_and_forward_reject_bad_arguments(void **state)
     assert_int_equal(vkmoe_layer_timings(NULL, &timings), VKMOE_ERROR_INVALID_ARGUMENT);
     assert_int_equal(vkmoe_layer_timings(layer, NULL), VKMOE_ERROR_INVALID_ARGUMENT);
     /* recording */
-    assert_int_equal(vkmoe_layer_record_forward(NULL, VK_NULL_HANDLE, 1, VK_NULL_HANDLE, 0,
-                                                VK_NULL_HANDLE, 0),
-                     VKMOE_ERROR_INVALID_ARGUMENT);
-    assert_int_equal(vkmoe_layer_record_forward(layer, VK_NULL_HANDLE, 1, VK_NULL_HANDLE, 0,
-                                                VK_NULL_HANDLE, 0),
-                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(
+        vkmoe_layer_record_forward(NULL, VK_NULL_HANDLE, 1, VK_NULL_HANDLE, 0, VK_NULL_HANDLE, 0),
+        VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(
+        vkmoe_layer_record_forward(layer, VK_NULL_HANDLE, 1, VK_NULL_HANDLE, 0, VK_NULL_HANDLE, 0),
+        VKMOE_ERROR_INVALID_ARGUMENT);
     vkmoe_layer_destroy(&layer);
     assert_null(layer);
 }
@@ -460,8 +461,10 @@ static void test_record_into_caller_command_buffer(void **state)
 
     VkDeviceSize offset = ctx->properties.limits.minStorageBufferOffsetAlignment * 4;
     vkmoe_buffer xbuf, ybuf;
-    assert_int_equal(vkmoe_buffer_create(ctx, offset + bytes, VKMOE_MEMORY_DEVICE, &xbuf), VKMOE_OK);
-    assert_int_equal(vkmoe_buffer_create(ctx, offset + bytes, VKMOE_MEMORY_DEVICE, &ybuf), VKMOE_OK);
+    assert_int_equal(vkmoe_buffer_create(ctx, offset + bytes, VKMOE_MEMORY_DEVICE, &xbuf),
+                     VKMOE_OK);
+    assert_int_equal(vkmoe_buffer_create(ctx, offset + bytes, VKMOE_MEMORY_DEVICE, &ybuf),
+                     VKMOE_OK);
     assert_int_equal(vkmoe_buffer_write_rows(ctx, &xbuf, offset, x, 1, bytes, bytes), VKMOE_OK);
 
     VkCommandPoolCreateInfo pool_info = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
@@ -469,24 +472,23 @@ static void test_record_into_caller_command_buffer(void **state)
     VkCommandPool pool;
     assert_int_equal(ctx->vk.vkCreateCommandPool(ctx->device, &pool_info, NULL, &pool), VK_SUCCESS);
     VkCommandBuffer cmd = begin_commands(ctx, pool);
-    assert_int_equal(vkmoe_layer_record_forward(t.layer, cmd, 20, xbuf.buffer, offset + 4,
-                                                ybuf.buffer, offset),
-                     VKMOE_ERROR_INVALID_ARGUMENT);
-    assert_int_equal(vkmoe_layer_record_forward(t.layer, cmd, 21, xbuf.buffer, offset,
-                                                ybuf.buffer, offset),
-                     VKMOE_ERROR_INVALID_ARGUMENT);
-    assert_int_equal(vkmoe_layer_record_forward(t.layer, cmd, 20, xbuf.buffer, offset,
-                                                ybuf.buffer, offset),
-                     VKMOE_OK);
+    assert_int_equal(
+        vkmoe_layer_record_forward(t.layer, cmd, 20, xbuf.buffer, offset + 4, ybuf.buffer, offset),
+        VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(
+        vkmoe_layer_record_forward(t.layer, cmd, 21, xbuf.buffer, offset, ybuf.buffer, offset),
+        VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(
+        vkmoe_layer_record_forward(t.layer, cmd, 20, xbuf.buffer, offset, ybuf.buffer, offset),
+        VKMOE_OK);
     VkMemoryBarrier to_host = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
                                .srcAccessMask = VK_ACCESS_MEMORY_WRITE_BIT,
                                .dstAccessMask = VK_ACCESS_HOST_READ_BIT};
     ctx->vk.vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
                                  VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &to_host, 0, NULL, 0, NULL);
     ctx->vk.vkEndCommandBuffer(cmd);
-    VkSubmitInfo submit = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
-                           .commandBufferCount = 1,
-                           .pCommandBuffers = &cmd};
+    VkSubmitInfo submit = {
+        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &cmd};
     assert_int_equal(ctx->vk.vkQueueSubmit(ctx->queue, 1, &submit, VK_NULL_HANDLE), VK_SUCCESS);
     assert_int_equal(ctx->vk.vkQueueWaitIdle(ctx->queue), VK_SUCCESS);
     assert_int_equal(vkmoe_buffer_read(ctx, &ybuf, offset, y, bytes), VKMOE_OK);
@@ -537,8 +539,8 @@ static void test_record_twice_before_submitting(void **state)
         assert_int_equal(vkmoe_buffer_write_rows(ctx, &xbuf[i], 0, x[i], 1, bytes, bytes),
                          VKMOE_OK);
         cmds[i] = begin_commands(ctx, pool);
-        assert_int_equal(vkmoe_layer_record_forward(t.layer, cmds[i], tokens[i], xbuf[i].buffer,
-                                                    0, ybuf[i].buffer, 0),
+        assert_int_equal(vkmoe_layer_record_forward(t.layer, cmds[i], tokens[i], xbuf[i].buffer, 0,
+                                                    ybuf[i].buffer, 0),
                          VKMOE_OK);
         assert_int_equal(ctx->vk.vkEndCommandBuffer(cmds[i]), VK_SUCCESS);
     }

@@ -30,8 +30,8 @@ static void test_experts_over_several_allocations(void **state)
     (void)state;
     test_seed(51);
     /* Two 128 x 128 f32 matrices per chunk; the scratch buffers still fit. */
-    vkmoe_context *ctx = test_context_with(
-        (vkmoe_context_options){.max_allocation_size = 2 * 128 * 128 * 4 + 100});
+    vkmoe_context *ctx =
+        test_context_with((vkmoe_context_options){.max_allocation_size = 2 * 128 * 128 * 4 + 100});
     assert_non_null(ctx);
     vkmoe_layer_params p = test_shape(128, 128, 7, 2, 2);
     p.normalize_topk = true;
@@ -52,8 +52,7 @@ static void test_experts_over_several_allocations(void **state)
 static void test_allocation_limit_is_an_error(void **state)
 {
     (void)state;
-    vkmoe_context *ctx =
-        test_context_with((vkmoe_context_options){.max_allocation_size = 1 << 16});
+    vkmoe_context *ctx = test_context_with((vkmoe_context_options){.max_allocation_size = 1 << 16});
     assert_non_null(ctx);
     vkmoe_layer_params p = {.dim = 256, .ffn_dim = 256, .experts = 2, .top_k = 1};
     vkmoe_layer *layer = NULL;

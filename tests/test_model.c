@@ -10,8 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "helpers.h"
 #include "checkpoint.h"
+#include "helpers.h"
 #include "tensor_file.h"
 
 static char work_dir[256];
@@ -71,10 +71,11 @@ static void test_mixtral_checkpoint(void **state)
     test_seed(110);
     test_layer t;
     checkpoint_weights(*state, family("mixtral", 8, 2, VKMOE_WEIGHT_BF16), &t);
-    checkpoint_write_hf(work_dir, &t, "{\"model_type\": \"mixtral\", \"hidden_size\": 40, "
-                         "\"intermediate_size\": 24, \"num_local_experts\": 8, "
-                         "\"num_experts_per_tok\": 2, \"torch_dtype\": \"bfloat16\"}",
-                     &checkpoint_mixtral_names, 3, 1);
+    checkpoint_write_hf(work_dir, &t,
+                        "{\"model_type\": \"mixtral\", \"hidden_size\": 40, "
+                        "\"intermediate_size\": 24, \"num_local_experts\": 8, "
+                        "\"num_experts_per_tok\": 2, \"torch_dtype\": \"bfloat16\"}",
+                        &checkpoint_mixtral_names, 3, 1);
     check_loaded(*state, &t, work_dir, 3, 20);
     /* the path of the .safetensors file works too */
     check_loaded(*state, &t, path_in("model.safetensors"), 3, 5);
@@ -88,25 +89,28 @@ static void test_qwen_and_olmoe_checkpoints(void **state)
     vkmoe_layer_params p = family("qwen2-moe", 6, 2, VKMOE_WEIGHT_F16);
     p.shared_ffn_dim = 36;
     checkpoint_weights(*state, p, &t);
-    checkpoint_write_hf(work_dir, &t, "{\"model_type\": \"qwen2_moe\", \"hidden_size\": 40, "
-                         "\"moe_intermediate_size\": 24, \"num_experts\": 6, "
-                         "\"num_experts_per_tok\": 2, \"norm_topk_prob\": false, "
-                         "\"shared_expert_intermediate_size\": 36}",
-                     &checkpoint_qwen_names, 0, 1);
+    checkpoint_write_hf(work_dir, &t,
+                        "{\"model_type\": \"qwen2_moe\", \"hidden_size\": 40, "
+                        "\"moe_intermediate_size\": 24, \"num_experts\": 6, "
+                        "\"num_experts_per_tok\": 2, \"norm_topk_prob\": false, "
+                        "\"shared_expert_intermediate_size\": 36}",
+                        &checkpoint_qwen_names, 0, 1);
     check_loaded(*state, &t, work_dir, 0, 17);
     test_layer_destroy(&t);
     checkpoint_weights(*state, family("qwen3-moe", 16, 4, VKMOE_WEIGHT_F32), &t);
-    checkpoint_write_hf(work_dir, &t, "{\"model_type\": \"qwen3_moe\", \"hidden_size\": 40, "
-                         "\"moe_intermediate_size\": 24, \"num_experts\": 16, "
-                         "\"num_experts_per_tok\": 4, \"norm_topk_prob\": true}",
-                     &checkpoint_qwen_names, 1, 1);
+    checkpoint_write_hf(work_dir, &t,
+                        "{\"model_type\": \"qwen3_moe\", \"hidden_size\": 40, "
+                        "\"moe_intermediate_size\": 24, \"num_experts\": 16, "
+                        "\"num_experts_per_tok\": 4, \"norm_topk_prob\": true}",
+                        &checkpoint_qwen_names, 1, 1);
     check_loaded(*state, &t, work_dir, 1, 9);
     test_layer_destroy(&t);
     checkpoint_weights(*state, family("olmoe", 16, 4, VKMOE_WEIGHT_BF16), &t);
-    checkpoint_write_hf(work_dir, &t, "{\"model_type\": \"olmoe\", \"hidden_size\": 40, "
-                         "\"intermediate_size\": 24, \"num_experts\": 16, "
-                         "\"num_experts_per_tok\": 4, \"norm_topk_prob\": false}",
-                     &checkpoint_qwen_names, 2, 1);
+    checkpoint_write_hf(work_dir, &t,
+                        "{\"model_type\": \"olmoe\", \"hidden_size\": 40, "
+                        "\"intermediate_size\": 24, \"num_experts\": 16, "
+                        "\"num_experts_per_tok\": 4, \"norm_topk_prob\": false}",
+                        &checkpoint_qwen_names, 2, 1);
     check_loaded(*state, &t, work_dir, 2, 9);
     test_layer_destroy(&t);
 }
@@ -121,14 +125,15 @@ static void test_deepseek_checkpoints_sharded(void **state)
     p.ffn_dim = 8;
     p.shared_ffn_dim = 8;
     checkpoint_weights(*state, p, &t);
-    checkpoint_write_hf(work_dir, &t, "{\"model_type\": \"deepseek_v3\", \"hidden_size\": 16, "
-                         "\"moe_intermediate_size\": 8, \"n_routed_experts\": 256, "
-                         "\"num_experts_per_tok\": 8, \"n_group\": 8, \"topk_group\": 4, "
-                         "\"topk_method\": \"noaux_tc\", \"scoring_func\": \"sigmoid\", "
-                         "\"norm_topk_prob\": true, \"routed_scaling_factor\": 2.5, "
-                         "\"n_shared_experts\": 1, \"first_k_dense_replace\": 3, "
-                         "\"moe_layer_freq\": 1}",
-                     &checkpoint_deepseek_names, 5, 3);
+    checkpoint_write_hf(work_dir, &t,
+                        "{\"model_type\": \"deepseek_v3\", \"hidden_size\": 16, "
+                        "\"moe_intermediate_size\": 8, \"n_routed_experts\": 256, "
+                        "\"num_experts_per_tok\": 8, \"n_group\": 8, \"topk_group\": 4, "
+                        "\"topk_method\": \"noaux_tc\", \"scoring_func\": \"sigmoid\", "
+                        "\"norm_topk_prob\": true, \"routed_scaling_factor\": 2.5, "
+                        "\"n_shared_experts\": 1, \"first_k_dense_replace\": 3, "
+                        "\"moe_layer_freq\": 1}",
+                        &checkpoint_deepseek_names, 5, 3);
     check_loaded(*state, &t, work_dir, 5, 12);
     vkmoe_layer *layer = (vkmoe_layer *)&layer;
     assert_int_equal(vkmoe_layer_from_file(*state, work_dir, 2, NULL, &layer),
@@ -139,13 +144,14 @@ static void test_deepseek_checkpoints_sharded(void **state)
     p = family("deepseek-v2", 32, 0, VKMOE_WEIGHT_F16);
     p.shared_ffn_dim = 48;
     checkpoint_weights(*state, p, &t);
-    checkpoint_write_hf(work_dir, &t, "{\"model_type\": \"deepseek_v2\", \"hidden_size\": 40, "
-                         "\"moe_intermediate_size\": 24, \"n_routed_experts\": 32, "
-                         "\"num_experts_per_tok\": 6, \"n_group\": 8, \"topk_group\": 3, "
-                         "\"topk_method\": \"group_limited_greedy\", \"scoring_func\": \"softmax\", "
-                         "\"norm_topk_prob\": false, \"routed_scaling_factor\": 16.0, "
-                         "\"n_shared_experts\": 2, \"first_k_dense_replace\": 1}",
-                     &checkpoint_deepseek_names, 1, 2);
+    checkpoint_write_hf(work_dir, &t,
+                        "{\"model_type\": \"deepseek_v2\", \"hidden_size\": 40, "
+                        "\"moe_intermediate_size\": 24, \"n_routed_experts\": 32, "
+                        "\"num_experts_per_tok\": 6, \"n_group\": 8, \"topk_group\": 3, "
+                        "\"topk_method\": \"group_limited_greedy\", \"scoring_func\": \"softmax\", "
+                        "\"norm_topk_prob\": false, \"routed_scaling_factor\": 16.0, "
+                        "\"n_shared_experts\": 2, \"first_k_dense_replace\": 1}",
+                        &checkpoint_deepseek_names, 1, 2);
     check_loaded(*state, &t, work_dir, 1, 12);
     test_layer_destroy(&t);
 }
@@ -173,8 +179,8 @@ static void test_gguf_families(void **state)
     test_layer_destroy(&t);
 
     /* GGUF's blocks straight from the file */
-    const vkmoe_weight_type quantized[4] = {VKMOE_WEIGHT_Q4_0, VKMOE_WEIGHT_Q8_0,
-                                            VKMOE_WEIGHT_Q4_K, VKMOE_WEIGHT_Q6_K};
+    const vkmoe_weight_type quantized[4] = {VKMOE_WEIGHT_Q4_0, VKMOE_WEIGHT_Q8_0, VKMOE_WEIGHT_Q4_K,
+                                            VKMOE_WEIGHT_Q6_K};
     for (int q = 0; q < 4; q++) {
         p = family("qwen3-moe", 8, 2, quantized[q]);
         p.dim = vkmoe_weight_block(quantized[q]) == 256 ? 256 : 64;
@@ -292,10 +298,11 @@ static void test_file_over_4_gib(void **state)
     test_seed(114);
     test_layer t;
     checkpoint_weights(*state, family("mixtral", 4, 2, VKMOE_WEIGHT_F16), &t);
-    checkpoint_write_hf(work_dir, &t, "{\"model_type\": \"mixtral\", \"hidden_size\": 40, "
-                         "\"intermediate_size\": 24, \"num_local_experts\": 4, "
-                         "\"num_experts_per_tok\": 2}",
-                     &checkpoint_mixtral_names, 0, 1);
+    checkpoint_write_hf(work_dir, &t,
+                        "{\"model_type\": \"mixtral\", \"hidden_size\": 40, "
+                        "\"intermediate_size\": 24, \"num_local_experts\": 4, "
+                        "\"num_experts_per_tok\": 2}",
+                        &checkpoint_mixtral_names, 0, 1);
     pad_past_4_gib();
     struct stat st;
     assert_int_equal(stat(path_in("model.safetensors"), &st), 0);
@@ -348,8 +355,9 @@ static void test_broken_checkpoints(void **state)
     write_text("config.json", "{\"model_type\": \"mixtral\",");
     expect_load_error(ctx, work_dir, 0, VKMOE_ERROR_FILE_FORMAT, "JSON at byte");
     write_text("config.json", mixtral_config);
-    write_text("model.safetensors.index.json",
-               "{\"weight_map\": {\"model.layers.0.block_sparse_moe.experts.0.w2.weight\": \"../x\"}}");
+    write_text(
+        "model.safetensors.index.json",
+        "{\"weight_map\": {\"model.layers.0.block_sparse_moe.experts.0.w2.weight\": \"../x\"}}");
     expect_load_error(ctx, work_dir, 0, VKMOE_ERROR_FILE_FORMAT, "bad shard");
     write_text("model.safetensors.index.json",
                "{\"weight_map\": {\"model.layers.0.block_sparse_moe.experts.0.w2.weight\": "
@@ -486,11 +494,17 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    const char *names[] = {"config.json", "model.safetensors", "model.safetensors.index.json",
-                           "model.gguf", "model-00001-of-00002.safetensors",
-                           "model-00002-of-00002.safetensors", "model-00001-of-00003.safetensors",
-                           "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors",
-                           "big.safetensors", "bad"};
+    const char *names[] = {"config.json",
+                           "model.safetensors",
+                           "model.safetensors.index.json",
+                           "model.gguf",
+                           "model-00001-of-00002.safetensors",
+                           "model-00002-of-00002.safetensors",
+                           "model-00001-of-00003.safetensors",
+                           "model-00002-of-00003.safetensors",
+                           "model-00003-of-00003.safetensors",
+                           "big.safetensors",
+                           "bad"};
     test_remove_dir(work_dir, names, VKMOE_ARRAY_SIZE(names));
     return test_group_teardown(state);
 }

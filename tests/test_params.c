@@ -100,8 +100,7 @@ static void test_capacity_without_drops(void **state)
     test_layer_destroy(&dropless);
 }
 
-static void expect_create_fails(vkmoe_context *ctx, const vkmoe_layer_params *p,
-                                const char *words)
+static void expect_create_fails(vkmoe_context *ctx, const vkmoe_layer_params *p, const char *words)
 {
     test_expect_create_fails(ctx, p, VKMOE_ERROR_INVALID_ARGUMENT, words);
 }
@@ -110,8 +109,7 @@ static void test_bad_routing_params(void **state)
 {
     vkmoe_context *ctx = *state;
     vkmoe_layer_params good = family("deepseek-v3", 64, 0, 4), p;
-#define BAD(field, value, words)                                                               \
-    (p = good, p.field = value, expect_create_fails(ctx, &p, words))
+#define BAD(field, value, words) (p = good, p.field = value, expect_create_fails(ctx, &p, words))
     BAD(top_k, 65, "top_k");
     BAD(topk_groups, 9, "topk_groups");
     BAD(expert_groups, 7, "expert_groups");
@@ -196,8 +194,7 @@ static void test_uploads_follow_params(void **state)
     for (uint32_t e = 0; e < 4; e++) {
         assert_int_equal(vkmoe_layer_set_expert(layer, e, VKMOE_EXPERT_UP, w, 256), VKMOE_OK);
         if (e < 3)
-            assert_int_equal(vkmoe_layer_set_expert(layer, e, VKMOE_EXPERT_DOWN, w, 256),
-                             VKMOE_OK);
+            assert_int_equal(vkmoe_layer_set_expert(layer, e, VKMOE_EXPERT_DOWN, w, 256), VKMOE_OK);
     }
     assert_int_equal(vkmoe_layer_forward(layer, 2, x, y), VKMOE_ERROR_STATE);
     assert_non_null(strstr(vkmoe_last_error(), "expert 3's down matrix"));

@@ -11,9 +11,9 @@
 
 #include <cmocka.h>
 
+#include "reference.h"
 #include "util.h"
 #include "weight_types.h"
-#include "reference.h"
 
 static void put_f16(uint8_t *at, float value)
 {
@@ -62,10 +62,9 @@ static void test_q4_0_blocks(void **state)
     assert_memory_equal(block, expected, sizeof(expected));
     float back[32];
     assert_int_equal(vkmoe_dequantize(VKMOE_WEIGHT_Q4_0, block, 32, back), VKMOE_OK);
-    assert_true(back[0] == -1.0f && back[1] == 0.5f && back[16] == 0.25f &&
-                back[17] == 0.875f && back[5] == 0.0f);
+    assert_true(back[0] == -1.0f && back[1] == 0.5f && back[16] == 0.25f && back[17] == 0.875f &&
+                back[5] == 0.0f);
 }
-
 
 /* One Q4_K super-block from the format's definition: f16 d and dmin; 12
  * bytes whose bytes j, j + 4 (j < 4) hold sc_j, m_j in their low 6 bits and
@@ -169,7 +168,7 @@ static void test_quantization_error(void **state)
         vkmoe_weight_type type;
         double bound;
     } cases[] = {
-        {VKMOE_WEIGHT_F16, 1e-3},  {VKMOE_WEIGHT_BF16, 5e-3}, {VKMOE_WEIGHT_Q8_0, 1e-2},
+        {VKMOE_WEIGHT_F16, 1e-3},    {VKMOE_WEIGHT_BF16, 5e-3}, {VKMOE_WEIGHT_Q8_0, 1e-2},
         {VKMOE_WEIGHT_Q6_K, 2.5e-2}, {VKMOE_WEIGHT_Q4_0, 0.12}, {VKMOE_WEIGHT_Q4_K, 0.1},
     };
     enum { N = 4096 };
@@ -191,8 +190,8 @@ static void test_quantization_error(void **state)
         }
         double rel = sqrt(err / norm);
         if (!(rel <= cases[c].bound))
-            fail_msg("%s: relative RMS error %g > %g", vkmoe_weight_type_name(cases[c].type),
-                     rel, cases[c].bound);
+            fail_msg("%s: relative RMS error %g > %g", vkmoe_weight_type_name(cases[c].type), rel,
+                     cases[c].bound);
     }
     free(x);
     free(back);
@@ -213,7 +212,8 @@ static void test_type_queries(void **state)
     assert_int_equal(vkmoe_weight_bytes((vkmoe_weight_type)7, 256), 0);
     float x[1];
     uint8_t b[4];
-    assert_int_equal(vkmoe_quantize((vkmoe_weight_type)7, x, 0, b, 4), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_quantize((vkmoe_weight_type)7, x, 0, b, 4),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
     assert_int_equal(vkmoe_quantize(VKMOE_WEIGHT_Q4_K, x, 0, b, 0), VKMOE_OK);
 }
 
@@ -266,9 +266,12 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_d03_sizes_that_overflow),
         cmocka_unit_test(test_types_of_files),
-        cmocka_unit_test(test_q8_0_blocks),      cmocka_unit_test(test_q4_0_blocks),
-        cmocka_unit_test(test_q4_k_blocks),      cmocka_unit_test(test_q6_k_blocks),
-        cmocka_unit_test(test_quantization_error), cmocka_unit_test(test_type_queries),
+        cmocka_unit_test(test_q8_0_blocks),
+        cmocka_unit_test(test_q4_0_blocks),
+        cmocka_unit_test(test_q4_k_blocks),
+        cmocka_unit_test(test_q6_k_blocks),
+        cmocka_unit_test(test_quantization_error),
+        cmocka_unit_test(test_type_queries),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

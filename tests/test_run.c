@@ -29,8 +29,8 @@ static const char *path_in(const char *name)
 static int run(const char *args)
 {
     char command[2048];
-    snprintf(command, sizeof(command), "'%s' %s > '%s' 2> '%s'", run_tool, args,
-             path_in("out.txt"), path_in("err.txt"));
+    snprintf(command, sizeof(command), "'%s' %s > '%s' 2> '%s'", run_tool, args, path_in("out.txt"),
+             path_in("err.txt"));
     int status = system(command);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
@@ -45,8 +45,7 @@ static void write_input(float *x, uint32_t tokens, uint32_t dim, bool f16)
     byte_buffer b = {0};
     char header[128];
     int n = snprintf(header, sizeof(header),
-                     "{'descr': '<f2', 'fortran_order': False, 'shape': (%u, %u), }", tokens,
-                     dim);
+                     "{'descr': '<f2', 'fortran_order': False, 'shape': (%u, %u), }", tokens, dim);
     while ((10 + n + 1) % 64)
         header[n++] = ' ';
     header[n++] = '\n';
@@ -89,10 +88,11 @@ static void test_checkpoint_through_the_tool(void **state)
     vkmoe_layer_params_family(&p, "qwen2-moe");
     test_layer t;
     checkpoint_weights(*state, p, &t);
-    checkpoint_write_hf(work_dir, &t, "{\"model_type\": \"qwen2_moe\", \"hidden_size\": 40, "
-                                      "\"moe_intermediate_size\": 24, \"num_experts\": 6, "
-                                      "\"num_experts_per_tok\": 2, "
-                                      "\"shared_expert_intermediate_size\": 32}",
+    checkpoint_write_hf(work_dir, &t,
+                        "{\"model_type\": \"qwen2_moe\", \"hidden_size\": 40, "
+                        "\"moe_intermediate_size\": 24, \"num_experts\": 6, "
+                        "\"num_experts_per_tok\": 2, "
+                        "\"shared_expert_intermediate_size\": 32}",
                         &checkpoint_qwen_names, 4, 1);
     for (int f16 = 0; f16 < 2; f16++) {
         float *x = test_input(33, 40);
@@ -220,10 +220,10 @@ static void test_npy_reader(void **state)
         {"\x93NUMPY\x01\x00\x10\x00{'descr': '<f8'}", 26, "dtype"},
         {"\x93NUMPY\x01\x00\x36\x00{'descr': '<f4', 'fortran_order': True, 'shape': (2,)}", 64,
          "fortran"},
-        {"\x93NUMPY\x01\x00\x3a\x00{'descr': '<f4', 'fortran_order': False, 'shape': (2,3,4)}",
-         68, "shape"},
-        {"\x93NUMPY\x01\x00\x3b\x00{'descr': '<f4', 'fortran_order': False, 'shape': (99999,)}",
-         69, "shorter"},
+        {"\x93NUMPY\x01\x00\x3a\x00{'descr': '<f4', 'fortran_order': False, 'shape': (2,3,4)}", 68,
+         "shape"},
+        {"\x93NUMPY\x01\x00\x3b\x00{'descr': '<f4', 'fortran_order': False, 'shape': (99999,)}", 69,
+         "shorter"},
         /* D14: a header cut short says so */
         {"\x93NUMPY\x01\x00\x17\x00{'descr': '<f4', 'fortr", 33, "truncated"},
         {"\x93NUMPY\x01\x00\x12\x00{'descr': '<f4', }", 28, "lacks"},
@@ -250,7 +250,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     const char *names[] = {"config.json", "model.safetensors", "model.gguf", "x.npy",
-                           "y.npy", "out.txt", "err.txt"};
+                           "y.npy",       "out.txt",           "err.txt"};
     test_remove_dir(work_dir, names, VKMOE_ARRAY_SIZE(names));
     return test_group_teardown(state);
 }

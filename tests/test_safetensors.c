@@ -20,8 +20,8 @@ static void good_file(byte_buffer *out)
     uint16_t expert[2 * 4] = {0x3f80, 0x4000, 0, 0, 0, 0, 0, 0xbf80};
     st_add(&w, "model.layers.0.mlp.gate.weight", "F32", (uint64_t[]){3, 4}, 2, router,
            sizeof(router));
-    st_add(&w, "model.layers.0.mlp.experts.0.up_proj.weight", "BF16", (uint64_t[]){2, 4}, 2,
-           expert, sizeof(expert));
+    st_add(&w, "model.layers.0.mlp.experts.0.up_proj.weight", "BF16", (uint64_t[]){2, 4}, 2, expert,
+           sizeof(expert));
     st_add(&w, "empty", "I64", (uint64_t[]){0}, 1, NULL, 0);
     st_finish(&w, out);
 }
@@ -40,7 +40,8 @@ static void test_good_file(void **state)
     char error[256];
     assert_true(parse(&b, &f, error));
     assert_int_equal(f.tensor_count, 3);
-    const vkmoe_tensor *t = vkmoe_tensor_file_find(&f, "model.layers.0.mlp.experts.0.up_proj.weight");
+    const vkmoe_tensor *t =
+        vkmoe_tensor_file_find(&f, "model.layers.0.mlp.experts.0.up_proj.weight");
     assert_non_null(t);
     assert_string_equal(t->dtype_name, "BF16");
     assert_int_equal(t->block_bytes, 2);
@@ -90,10 +91,13 @@ static void test_lying_headers(void **state)
         {"{\"t\": {\"dtype\": \"Q4\", \"shape\": [2], \"data_offsets\": [0, 8]}}", "dtype"},
         {"{\"t\": {\"dtype\": \"F32\", \"shape\": [-2], \"data_offsets\": [0, 8]}}", "shape"},
         {"{\"t\": {\"dtype\": \"F32\", \"shape\": [2.5], \"data_offsets\": [0, 8]}}", "shape"},
-        {"{\"t\": {\"dtype\": \"F32\", \"shape\": [1,1,1,1,1], \"data_offsets\": [0, 4]}}", "shape"},
+        {"{\"t\": {\"dtype\": \"F32\", \"shape\": [1,1,1,1,1], \"data_offsets\": [0, 4]}}",
+         "shape"},
         {"{\"t\": {\"dtype\": \"F64\", \"shape\": [4294967295, 4294967295, 4294967295], "
-         "\"data_offsets\": [0, 8]}}", "shape"},
-        {"{\"t\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 800]}}", "past the end"},
+         "\"data_offsets\": [0, 8]}}",
+         "shape"},
+        {"{\"t\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 800]}}",
+         "past the end"},
         {"{\"t\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [8, 0]}}", "past the end"},
         {"{\"t\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0]}}", "past the end"},
         {"{\"t\": {\"dtype\": \"F32\", \"shape\": [3], \"data_offsets\": [0, 8]}}", "disagree"},

@@ -22,8 +22,7 @@ static void check_shared(void **state, vkmoe_layer_params p, const uint32_t *tok
                                                 (size_t)tokens * p.dim * 4),
                          VKMOE_OK);
         assert_int_equal(
-            vkmoe_layer_debug_read(t.layer, VKMOE_DEBUG_SHARED_SCALE, scale, tokens * 4),
-            VKMOE_OK);
+            vkmoe_layer_debug_read(t.layer, VKMOE_DEBUG_SHARED_SCALE, scale, tokens * 4), VKMOE_OK);
         for (uint32_t tok = 0; tok < tokens; tok++) {
             const float *xt = x + (size_t)tok * p.dim;
             vkmoe_ref_shared(&t.ref, xt, expected);

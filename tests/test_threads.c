@@ -43,8 +43,7 @@ static vkmoe_status upload(vkmoe_layer *layer)
             float local[FFN * DIM];
             for (uint32_t i = 0; i < FFN * DIM; i++)
                 local[i] = 0.2f * pattern(i, 10 * e + m + 2);
-            status = vkmoe_layer_set_expert(layer, e, (vkmoe_expert_matrix)m, local,
-                                            sizeof(local));
+            status = vkmoe_layer_set_expert(layer, e, (vkmoe_expert_matrix)m, local, sizeof(local));
         }
     return status;
 }
