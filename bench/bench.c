@@ -49,20 +49,41 @@ static const preset presets[] = {
  * every device holds. */
 static const preset default_layer = {NULL, NULL, "mixtral", 1024, 1536, 8, 2, 0};
 
+/* The library's names of every weight type and GEMM path, comma-separated,
+ * so that the help lists what the library has, not what it had. */
+static const char *names_of(const char *(*name)(int), char *list, size_t size)
+{
+    size_t used = 0;
+    list[0] = '\0';
+    for (int i = 0; name(i) && used < size; i++)
+        used += (size_t)snprintf(list + used, size - used, "%s%s", i ? ", " : "", name(i));
+    return list;
+}
+
+static const char *weight_type_name(int type)
+{
+    return vkmoe_weight_type_name((vkmoe_weight_type)type);
+}
+
+static const char *gemm_path_name(int path) { return vkmoe_gemm_path_name((vkmoe_gemm_path)path); }
+
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: vkmoe-bench [options]\n"
-                 "  --preset NAME         a real model's MoE layer (--list-presets)\n"
-                 "  --scale S             multiply dim, ffn and the shared width by S in (0, 1]\n"
-                 "  --dim D --ffn F --experts E --topk K   shape by hand\n"
-                 "  --tokens LIST         token counts, e.g. 1,8,64,512 (default 1,64,256)\n"
-                 "  --weights TYPE        f32, f16, bf16, q8_0, q4_0, q4_k or q6_k (default f16)\n"
-                 "  --gemm PATH           expert GEMM path: auto, register, tiled or coopmat\n"
-                 "                        (default auto)\n"
-                 "  --device N|NAME       device index or name substring\n"
-                 "  --warmup N --iters N  repetitions (default 2, 10); figures are medians\n"
-                 "  --no-verify           skip the CPU reference\n"
-                 "  --json                one JSON object on stdout\n");
+    char weights[160], paths[160];
+    fprintf(out,
+            "usage: vkmoe-bench [options]\n"
+            "  --preset NAME         a real model's MoE layer (--list-presets)\n"
+            "  --scale S             multiply dim, ffn and the shared width by S in (0, 1]\n"
+            "  --dim D --ffn F --experts E --topk K   shape by hand\n"
+            "  --tokens LIST         token counts, e.g. 1,8,64,512 (default 1,64,256)\n"
+            "  --weights TYPE        %s (default f16)\n"
+            "  --gemm PATH           expert GEMM path: %s (default auto)\n"
+            "  --device N|NAME       device index or name substring\n"
+            "  --warmup N --iters N  repetitions (default 2, 10); figures are medians\n"
+            "  --no-verify           skip the CPU reference\n"
+            "  --json                one JSON object on stdout\n",
+            names_of(weight_type_name, weights, sizeof(weights)),
+            names_of(gemm_path_name, paths, sizeof(paths)));
 }
 
 /* A comma-separated list of 1..MAX_TOKEN_COUNTS counts, each in 1..2^22:
@@ -116,8 +137,8 @@ static bool parse_scale(const char *s, double *out)
 /* A weight type by the name vkmoe_weight_type_name gives it. */
 static bool parse_weights(const char *name, vkmoe_weight_type *out)
 {
-    for (int t = 0; vkmoe_weight_type_name((vkmoe_weight_type)t); t++)
-        if (!strcmp(name, vkmoe_weight_type_name((vkmoe_weight_type)t))) {
+    for (int t = 0; weight_type_name(t); t++)
+        if (!strcmp(name, weight_type_name(t))) {
             *out = (vkmoe_weight_type)t;
             return true;
         }
@@ -161,10 +182,9 @@ static int parse_args(int argc, char **argv, options *o)
             ok = parse_tokens(o, v);
         else if (!strcmp(a, "--weights") && v) {
             if (!parse_weights(v, &o->weights)) {
-                fprintf(stderr,
-                        "vkmoe-bench: unknown weights %s (f32, f16, bf16, q8_0, q4_0, q4_k, "
-                        "q6_k)\n",
-                        v);
+                char names[160];
+                fprintf(stderr, "vkmoe-bench: unknown weights %s (%s)\n", v,
+                        names_of(weight_type_name, names, sizeof(names)));
                 return 2;
             }
         } else if (!strcmp(a, "--gemm") && v) {
