@@ -298,17 +298,32 @@ static vkmoe_status create_device(vkmoe_context *ctx)
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
         .cooperativeMatrix = VK_TRUE,
     };
-    const char *extensions[2];
+    const char *extensions[3];
     uint32_t extension_count = 0;
     if (ctx->cooperative_matrix)
         extensions[extension_count++] = VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME;
+    VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR statistics = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
+        .pNext = ctx->cooperative_matrix ? &cooperative_matrix : NULL,
+        .pipelineExecutableInfo = VK_TRUE,
+    };
+    if (ctx->options.pipeline_statistics) {
+        if (!has_extension(ctx, ctx->physical_device,
+                           VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME))
+            return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                              "pipeline statistics asked for, but the device does not offer "
+                              "VK_KHR_pipeline_executable_properties");
+        extensions[extension_count++] = VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME;
+    }
     ctx->push_descriptors =
         has_extension(ctx, ctx->physical_device, VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME);
     if (ctx->push_descriptors)
         extensions[extension_count++] = VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME;
     VkPhysicalDeviceVulkan12Features v12 = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
-        .pNext = ctx->cooperative_matrix ? &cooperative_matrix : NULL,
+        .pNext = ctx->options.pipeline_statistics ? (void *)&statistics
+                 : ctx->cooperative_matrix        ? (void *)&cooperative_matrix
+                                                  : NULL,
         .bufferDeviceAddress = VK_TRUE,
         .shaderFloat16 = supported12.shaderFloat16, /* for fp16 arithmetic where offered */
         .vulkanMemoryModel = ctx->cooperative_matrix,
@@ -515,7 +530,8 @@ static vkmoe_status context_init(vkmoe_context *ctx, const vkmoe_context_params 
     fill_device_info(ctx);
     vkmoe_log(ctx, VKMOE_LOG_INFO, "device: %s (%s)%s", ctx->info.name, ctx->info.driver,
               ctx->unified_memory ? ", unified memory" : "");
-    VKMOE_TRY(create_command_objects(ctx));
+    if (!ctx->options.compile_only)
+        VKMOE_TRY(create_command_objects(ctx));
     return vkmoe_pipelines_init(ctx);
 }
 
@@ -563,7 +579,9 @@ static void context_free(vkmoe_context *ctx)
             vk->vkDestroyDevice(ctx->device, NULL);
     } else if (ctx->device) {
         vkmoe_context_wait_pending(ctx);
-        if (ctx->owns_device)
+        /* Without a fence nothing was ever submitted (and RADV's null
+         * devices, which cannot make one, crash in vkDeviceWaitIdle). */
+        if (ctx->owns_device && ctx->fence)
             vk->vkDeviceWaitIdle(ctx->device);
         vkmoe_pipelines_destroy(ctx);
         if (ctx->fence)

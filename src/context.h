@@ -39,6 +39,14 @@ typedef struct vkmoe_context_options {
     /* Bits of vkmoe_device_info.weight_types to clear, as a driver without
      * those texel formats would. */
     uint32_t hidden_weight_types;
+    /* Pipelines are compiled with their statistics kept
+     * (VK_KHR_pipeline_executable_properties, which the device must offer),
+     * for vkmoe_pipeline_statistic: ./dev shader-stats. */
+    bool pipeline_statistics;
+    /* No command pool, command buffer or fence, and no layers: only
+     * vkmoe_layer_compile. For RADV's null devices, which compile with AMD's
+     * compiler but have no memory and cannot make a fence. */
+    bool compile_only;
     /* The loader entry of a context that creates its own instance (NULL:
      * the platform loader's), so that fault injection reaches instance and
      * device creation too. */

@@ -215,6 +215,29 @@ static vkmoe_status allocate_layer(vkmoe_layer *layer)
     return create_query_pool(layer);
 }
 
+vkmoe_status vkmoe_layer_compile(vkmoe_context *ctx, const vkmoe_layer_params *params,
+                                 vkmoe_compiled_layer *out)
+{
+    /* A layer with nothing but what its pipelines are chosen from. */
+    vkmoe_layer *layer = vkmoe_calloc(1, sizeof(*layer));
+    if (!layer)
+        return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    layer->ctx = ctx;
+    vkmoe_status status = vkmoe_params_resolve(ctx, params, &layer->params);
+    if (status == VKMOE_OK) {
+        layer->gemm = vkmoe_gemm_choose(ctx, &layer->params);
+        compute_sizes(layer);
+        status = create_pipelines(layer);
+    }
+    if (status == VKMOE_OK) {
+        *out = (vkmoe_compiled_layer){
+            .params = layer->params, .gemm = layer->gemm, .router_gemm = layer->router_gemm};
+        memcpy(out->pipelines, layer->pipelines, sizeof(out->pipelines));
+    }
+    free(layer);
+    return status;
+}
+
 vkmoe_status vkmoe_layer_create(vkmoe_context *ctx, const vkmoe_layer_params *params,
                                 vkmoe_layer **out)
 {
@@ -222,6 +245,9 @@ vkmoe_status vkmoe_layer_create(vkmoe_context *ctx, const vkmoe_layer_params *pa
     *out = NULL;
     VKMOE_REQUIRE(ctx, ctx && params, "vkmoe_layer_create: ctx and params must not be NULL");
     VKMOE_TRY(vkmoe_context_check_alive(ctx));
+    if (ctx->options.compile_only)
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "vkmoe_layer_create: the context only compiles pipelines");
     vkmoe_layer_params p;
     VKMOE_TRY(vkmoe_params_resolve(ctx, params, &p));
     vkmoe_layer *layer = vkmoe_calloc(1, sizeof(*layer));

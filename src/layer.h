@@ -83,6 +83,20 @@ struct vkmoe_layer {
     VkPipeline router_gemm;                    /* gemm_up with f32 weights and no activation */
 };
 
+/* The pipelines a layer of these params would run, and what chose them;
+ * the pipelines are the context's. */
+typedef struct vkmoe_compiled_layer {
+    vkmoe_layer_params params; /* resolved */
+    vkmoe_gemm_config gemm;
+    VkPipeline pipelines[VKMOE_SHADER_STAGES];
+    VkPipeline router_gemm;
+} vkmoe_compiled_layer;
+
+/* Compile a layer's pipelines without making the layer: no memory, no
+ * queue (vkmoe_context_options.compile_only contexts, vkmoe-shader-stats). */
+vkmoe_status vkmoe_layer_compile(vkmoe_context *ctx, const vkmoe_layer_params *params,
+                                 vkmoe_compiled_layer *out);
+
 /* Test hook: read back the layer's scratch and intermediate buffers after a
  * forward, so tests can check every stage against its own CPU reference. */
 typedef enum vkmoe_debug_buffer {

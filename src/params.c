@@ -119,7 +119,7 @@ static vkmoe_status check_device(const vkmoe_context *ctx, const vkmoe_layer_par
      * comes. Other layers and the scratch are not counted: this catches
      * the impossible, not the tight. */
     uint64_t weights = expert_bytes(p);
-    if (weights > ctx->info.device_memory)
+    if (weights > ctx->info.device_memory && !ctx->options.compile_only)
         return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_DEVICE_MEMORY,
                           FN ": the experts' weights take %llu bytes, more than the device's "
                              "largest memory heap (%llu bytes)",

@@ -70,6 +70,11 @@ vkmoe_status vkmoe_pipelines_init(vkmoe_context *ctx)
         "vkCreatePipelineLayout");
 }
 
+const char *vkmoe_shader_name(vkmoe_shader shader)
+{
+    return shader < VKMOE_SHADER_MAX ? shaders[shader].name : NULL;
+}
+
 void vkmoe_pipelines_destroy(vkmoe_context *ctx)
 {
     for (uint32_t i = 0; i < ctx->pipeline_count; i++)
@@ -117,6 +122,8 @@ static vkmoe_status create_pipeline(vkmoe_context *ctx, vkmoe_shader shader, con
                 .pName = "main",
                 .pSpecializationInfo = spec->count ? &spec_info : NULL,
             },
+        .flags =
+            ctx->options.pipeline_statistics ? VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR : 0,
         .layout = ctx->pipeline_layout,
     };
     VkResult result =
@@ -147,6 +154,49 @@ vkmoe_status vkmoe_pipeline_get(vkmoe_context *ctx, vkmoe_shader shader, const v
     grown[ctx->pipeline_count++] =
         (vkmoe_pipeline_entry){.shader = shader, .spec = *spec, .pipeline = *out};
     return VKMOE_OK;
+}
+
+vkmoe_status vkmoe_pipeline_statistic(vkmoe_context *ctx, VkPipeline pipeline, const char *name,
+                                      uint64_t *value)
+{
+    const vkmoe_vulkan_functions *vk = &ctx->vk;
+    if (!ctx->options.pipeline_statistics || !vk->vkGetPipelineExecutableStatisticsKHR)
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED, "the context keeps no pipeline statistics");
+    VkPipelineExecutableInfoKHR executable = {
+        .sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INFO_KHR,
+        .pipeline = pipeline,
+        .executableIndex = 0, /* a compute pipeline has one */
+    };
+    VkPipelineExecutableStatisticKHR statistics[64];
+    uint32_t count = VKMOE_ARRAY_SIZE(statistics);
+    for (uint32_t i = 0; i < count; i++)
+        statistics[i] = (VkPipelineExecutableStatisticKHR){
+            .sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_STATISTIC_KHR};
+    VkResult result =
+        vk->vkGetPipelineExecutableStatisticsKHR(ctx->device, &executable, &count, statistics);
+    if (result < VK_SUCCESS)
+        return vkmoe_check_vk(ctx, result, "vkGetPipelineExecutableStatisticsKHR");
+    for (uint32_t i = 0; i < count; i++) {
+        const VkPipelineExecutableStatisticKHR *s = &statistics[i];
+        if (strcmp(s->name, name) != 0)
+            continue;
+        switch (s->format) {
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_BOOL32_KHR:
+            *value = s->value.b32;
+            break;
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_INT64_KHR:
+            *value = (uint64_t)s->value.i64;
+            break;
+        case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_UINT64_KHR:
+            *value = s->value.u64;
+            break;
+        default:
+            *value = (uint64_t)s->value.f64;
+            break;
+        }
+        return VKMOE_OK;
+    }
+    return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED, "the driver reports no statistic \"%s\"", name);
 }
 
 void vkmoe_dispatch_1d(vkmoe_context *ctx, VkCommandBuffer cmd, VkPipeline pipeline,

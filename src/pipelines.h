@@ -34,12 +34,22 @@ typedef struct vkmoe_pipeline_entry {
  * carrying sizes and buffer device addresses. */
 #define VKMOE_PUSH_SIZE 128u
 
+/* The shader's name as shaders/meson.build gives it ("gemm_up_tiled"). */
+const char *vkmoe_shader_name(vkmoe_shader shader);
+
 vkmoe_status vkmoe_pipelines_init(vkmoe_context *ctx);
 void vkmoe_pipelines_destroy(vkmoe_context *ctx);
 /* The pipeline for shader with these specialization constants, created on
  * first use and owned by the context. */
 vkmoe_status vkmoe_pipeline_get(vkmoe_context *ctx, vkmoe_shader shader, const vkmoe_spec *spec,
                                 VkPipeline *out);
+/* One of the driver's statistics of a pipeline (executable 0) by the name
+ * the driver gives it (RADV: "VGPRs", "SGPRs", "Spilled VGPRs", "Spilled
+ * SGPRs", "LDS size", "Subgroups per SIMD"); UNSUPPORTED without
+ * vkmoe_context_options.pipeline_statistics or where the driver has none of
+ * that name. */
+vkmoe_status vkmoe_pipeline_statistic(vkmoe_context *ctx, VkPipeline pipeline, const char *name,
+                                      uint64_t *value);
 /* Bind, push and dispatch `groups` workgroups along one logical axis; the
  * grid folds into x and y so counts beyond 65535 work (shaders call
  * flat_group_id() from shaders/common/dispatch.glsl). */

@@ -92,7 +92,10 @@
     X(vkQueueWaitIdle)
 
 /* From the device, where its extension is enabled; callers check for NULL. */
-#define VKMOE_DEVICE_OPTIONAL_FUNCTIONS(X) X(vkCmdPushDescriptorSetKHR)
+#define VKMOE_DEVICE_OPTIONAL_FUNCTIONS(X)                                                         \
+    X(vkCmdPushDescriptorSetKHR)                                                                   \
+    X(vkGetPipelineExecutablePropertiesKHR)                                                        \
+    X(vkGetPipelineExecutableStatisticsKHR)
 
 typedef struct vkmoe_vulkan_functions {
     PFN_vkGetInstanceProcAddr vkGetInstanceProcAddr;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "helpers.h"
+#include "pipelines.h"
 
 static void test_status_strings(void **state)
 {
@@ -211,6 +212,65 @@ static void test_vulkan_results_map_to_statuses(void **state)
     assert_int_equal(vkmoe_check_vk(ctx, VK_ERROR_INITIALIZATION_FAILED, "x"), VKMOE_ERROR_VULKAN);
 }
 
+/* A compile-only context (vkmoe-shader-stats on RADV's null devices) makes
+ * no layer, but compiles the pipelines a layer of the params would run:
+ * the same ones, since a layer takes its pipelines from the context. */
+static void test_compile_only(void **state)
+{
+    vkmoe_layer_params p = test_shape(64, 96, 4, 2, 33);
+    p.gemm_path = VKMOE_GEMM_TILED;
+    vkmoe_context *ctx = test_context_with((vkmoe_context_options){.compile_only = true});
+    assert_non_null(ctx);
+    vkmoe_layer *layer = (vkmoe_layer *)&layer;
+    assert_int_equal(vkmoe_layer_create(ctx, &p, &layer), VKMOE_ERROR_UNSUPPORTED);
+    assert_null(layer);
+    assert_non_null(strstr(vkmoe_last_error(), "only compiles"));
+    vkmoe_compiled_layer compiled;
+    assert_int_equal(vkmoe_layer_compile(ctx, &p, &compiled), VKMOE_OK);
+    assert_int_equal(compiled.gemm.path, VKMOE_GEMM_TILED);
+    for (uint32_t s = 0; s < VKMOE_SHADER_STAGES; s++)
+        assert_non_null(compiled.pipelines[s]);
+    assert_non_null(compiled.router_gemm);
+    /* Statistics are only kept where asked for. */
+    uint64_t vgprs;
+    assert_int_equal(vkmoe_pipeline_statistic(ctx, compiled.router_gemm, "VGPRs", &vgprs),
+                     VKMOE_ERROR_UNSUPPORTED);
+    p.dim = 0;
+    assert_int_equal(vkmoe_layer_compile(ctx, &p, &compiled), VKMOE_ERROR_INVALID_ARGUMENT);
+    test_context_destroy(&ctx);
+
+    /* A layer on an ordinary context runs exactly those pipelines. */
+    p.dim = 64;
+    test_layer t;
+    test_layer_create(*state, &p, &t);
+    assert_int_equal(vkmoe_layer_compile(*state, &p, &compiled), VKMOE_OK);
+    assert_memory_equal(compiled.pipelines, t.layer->pipelines, sizeof(compiled.pipelines));
+    assert_true(compiled.router_gemm == t.layer->router_gemm);
+    test_layer_destroy(&t);
+}
+
+/* Statistics need VK_KHR_pipeline_executable_properties: a device without it
+ * refuses the option, naming the extension; one with it reports them. */
+static void test_pipeline_statistics(void **state)
+{
+    (void)state;
+    vkmoe_context *ctx = test_context_with((vkmoe_context_options){.pipeline_statistics = true});
+    if (!ctx) {
+        assert_non_null(strstr(vkmoe_last_error(), "VK_KHR_pipeline_executable_properties"));
+        return;
+    }
+    vkmoe_layer_params p = test_shape(64, 96, 4, 2, 33);
+    vkmoe_compiled_layer compiled;
+    assert_int_equal(vkmoe_layer_compile(ctx, &p, &compiled), VKMOE_OK);
+    uint64_t value = 0;
+    vkmoe_status status = vkmoe_pipeline_statistic(ctx, compiled.router_gemm, "VGPRs", &value);
+    assert_true(status == VKMOE_OK || status == VKMOE_ERROR_UNSUPPORTED);
+    assert_int_equal(
+        vkmoe_pipeline_statistic(ctx, compiled.router_gemm, "no such statistic", &value),
+        VKMOE_ERROR_UNSUPPORTED);
+    test_context_destroy(&ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -223,6 +283,8 @@ int main(void)
         cmocka_unit_test(test_import_arguments),
         cmocka_unit_test(test_device_lost_is_sticky),
         cmocka_unit_test(test_vulkan_results_map_to_statuses),
+        cmocka_unit_test(test_compile_only),
+        cmocka_unit_test(test_pipeline_statistics),
     };
     return test_device_suite(tests, test_group_setup, test_group_teardown);
 }

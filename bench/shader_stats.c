@@ -1,0 +1,235 @@
+/* vkmoe-shader-stats: every pipeline vkmoe creates for a set of layer
+ * configs (every GEMM path, weight type and activation, at 32- and 64-lane
+ * column layouts), compiled by the device's own compiler, with the driver's
+ * statistics: registers, spills, shared memory and waves per SIMD.
+ *
+ * Made for RADV's null devices (RADV_FORCE_FAMILY=navi21 and so on), which
+ * compile with AMD's production compiler but run nothing: ./dev
+ * shader-stats fetches Mesa 25 and runs this on each. The contexts are
+ * compile-only, so it runs on any device that offers
+ * VK_KHR_pipeline_executable_properties. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "layer.h" /* first: it brings volk.h, which must come before vulkan.h */
+
+#include "params.h"
+#include "pipelines.h"
+
+/* What a decode kernel (the register path) and a prefill kernel (the tiled
+ * and matrix-core paths) need at the least: decode is bandwidth-bound and
+ * hides memory latency only with many waves in flight (issue 15's targets). */
+#define DECODE_MIN_WAVES 8u
+#define PREFILL_MIN_WAVES 4u
+
+/* The layer every config starts from: widths that every weight type takes
+ * (multiples of 256), a real prefill batch. */
+#define DIM 512u
+#define FFN 768u
+#define EXPERTS 8u
+#define TOP_K 2u
+#define MAX_TOKENS 512u
+
+typedef struct stats_options {
+    const char *device;
+    bool json, check;
+} stats_options;
+
+/* One pipeline's figures. */
+typedef struct figures {
+    uint64_t vgprs, sgprs, spilled_vgprs, spilled_sgprs, lds_bytes, waves;
+} figures;
+
+typedef struct report {
+    const stats_options *o;
+    VkPipeline *seen; /* pipelines reported already: the context shares them */
+    size_t seen_count;
+    unsigned printed, misses;
+} report;
+
+static const char *const statistic_names[] = {"VGPRs",         "SGPRs",    "Spilled VGPRs",
+                                              "Spilled SGPRs", "LDS size", "Subgroups per SIMD"};
+
+static bool read_figures(vkmoe_context *ctx, VkPipeline pipeline, figures *f)
+{
+    uint64_t *fields[] = {&f->vgprs,         &f->sgprs,     &f->spilled_vgprs,
+                          &f->spilled_sgprs, &f->lds_bytes, &f->waves};
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(fields); i++)
+        if (vkmoe_pipeline_statistic(ctx, pipeline, statistic_names[i], fields[i]) != VKMOE_OK)
+            return false;
+    return true;
+}
+
+static bool seen_before(report *r, VkPipeline pipeline)
+{
+    for (size_t i = 0; i < r->seen_count; i++)
+        if (r->seen[i] == pipeline)
+            return true;
+    VkPipeline *grown = realloc(r->seen, (r->seen_count + 1) * sizeof(*grown));
+    if (!grown)
+        return true; /* out of memory: report it no further */
+    r->seen = grown;
+    r->seen[r->seen_count++] = pipeline;
+    return false;
+}
+
+/* The targets a pipeline misses, as words; empty when it meets them. */
+static void misses_of(const figures *f, const char *kind, char *out, size_t size)
+{
+    out[0] = '\0';
+    if (f->spilled_vgprs || f->spilled_sgprs)
+        snprintf(out, size, "spills");
+    unsigned minimum = !strcmp(kind, "decode")    ? DECODE_MIN_WAVES
+                       : !strcmp(kind, "prefill") ? PREFILL_MIN_WAVES
+                                                  : 0;
+    if (f->waves < minimum)
+        snprintf(out + strlen(out), size - strlen(out), "%s%llu waves < %u", out[0] ? ", " : "",
+                 (unsigned long long)f->waves, minimum);
+}
+
+static void print_pipeline(report *r, vkmoe_context *ctx, VkPipeline pipeline, const char *name,
+                           const char *kind)
+{
+    if (!pipeline || seen_before(r, pipeline))
+        return;
+    figures f;
+    if (!read_figures(ctx, pipeline, &f)) {
+        fprintf(stderr, "vkmoe-shader-stats: %s: %s\n", name, vkmoe_last_error());
+        r->misses++;
+        return;
+    }
+    char misses[64];
+    misses_of(&f, kind, misses, sizeof(misses));
+    r->misses += misses[0] != '\0';
+    if (r->o->json) {
+        printf("%s\n    {\"name\": \"%s\", \"kind\": \"%s\", \"vgprs\": %llu, \"sgprs\": %llu, "
+               "\"spilled_vgprs\": %llu, \"spilled_sgprs\": %llu, \"lds_bytes\": %llu, "
+               "\"waves_per_simd\": %llu}",
+               r->printed ? "," : "", name, kind, (unsigned long long)f.vgprs,
+               (unsigned long long)f.sgprs, (unsigned long long)f.spilled_vgprs,
+               (unsigned long long)f.spilled_sgprs, (unsigned long long)f.lds_bytes,
+               (unsigned long long)f.waves);
+    } else {
+        printf("%-46s %-7s %5llu %5llu %6llu %6llu %7llu %5llu  %s\n", name, kind,
+               (unsigned long long)f.vgprs, (unsigned long long)f.sgprs,
+               (unsigned long long)f.spilled_vgprs, (unsigned long long)f.spilled_sgprs,
+               (unsigned long long)f.lds_bytes, (unsigned long long)f.waves, misses);
+    }
+    r->printed++;
+}
+
+/* The layer's GEMM pipelines, named path/weights/activation/lanes as
+ * shared/BENCH.md spells them, and (once) the other stages'. */
+static void print_layer(report *r, vkmoe_context *ctx, const vkmoe_compiled_layer *layer,
+                        uint32_t lanes)
+{
+    const vkmoe_layer_params *p = &layer->params;
+    const char *path = vkmoe_gemm_path_name(layer->gemm.path);
+    const char *kind = layer->gemm.path == VKMOE_GEMM_REGISTER ? "decode" : "prefill";
+    vkmoe_stage stages[] = {VKMOE_STAGE_GEMM_UP, VKMOE_STAGE_GEMM_DOWN};
+    vkmoe_shader shaders[] = {VKMOE_SHADER_GEMM_UP, VKMOE_SHADER_GEMM_DOWN};
+    for (size_t i = 0; i < 2; i++) {
+        char name[128];
+        vkmoe_weight_type type =
+            stages[i] == VKMOE_STAGE_GEMM_UP ? p->weight_type : p->down_weight_type;
+        snprintf(name, sizeof(name), "%s/%s/%s/%s/lanes%u", vkmoe_stage_name(stages[i]), path,
+                 vkmoe_weight_type_name(type), vkmoe_activation_name(p->activation), lanes);
+        print_pipeline(r, ctx, layer->pipelines[shaders[i]], name, kind);
+    }
+    for (uint32_t s = 0; s <= VKMOE_SHADER_STAGES; s++) {
+        if (s == VKMOE_SHADER_GEMM_UP || s == VKMOE_SHADER_GEMM_DOWN)
+            continue;
+        char name[128];
+        bool logits = s == VKMOE_SHADER_STAGES;
+        if (logits) /* gemm_up's shader with the path's tile height */
+            snprintf(name, sizeof(name), "router_logits/%s/lanes%u", path, lanes);
+        else
+            snprintf(name, sizeof(name), "%s/lanes%u", vkmoe_shader_name((vkmoe_shader)s), lanes);
+        print_pipeline(r, ctx, logits ? layer->router_gemm : layer->pipelines[s], name, "other");
+    }
+}
+
+/* Every path, weight type and activation on one context; a config the
+ * device refuses (a path it lacks) is said once on stderr. */
+static void print_configs(report *r, vkmoe_context *ctx, uint32_t lanes)
+{
+    for (int path = VKMOE_GEMM_REGISTER; vkmoe_gemm_path_name((vkmoe_gemm_path)path); path++)
+        for (int type = 0; vkmoe_weight_type_name((vkmoe_weight_type)type); type++)
+            for (int act = 0; vkmoe_activation_name((vkmoe_activation)act); act++) {
+                vkmoe_layer_params p = {.dim = DIM,
+                                        .ffn_dim = FFN,
+                                        .experts = EXPERTS,
+                                        .top_k = TOP_K,
+                                        .max_tokens = MAX_TOKENS,
+                                        .weight_type = (vkmoe_weight_type)type,
+                                        .activation = (vkmoe_activation)act,
+                                        .gemm_path = (vkmoe_gemm_path)path};
+                vkmoe_compiled_layer layer;
+                vkmoe_status status = vkmoe_layer_compile(ctx, &p, &layer);
+                if (status == VKMOE_OK)
+                    print_layer(r, ctx, &layer, lanes);
+                else if (type == 0 && act == 0)
+                    fprintf(stderr, "vkmoe-shader-stats: %s path, lanes %u: %s\n",
+                            vkmoe_gemm_path_name((vkmoe_gemm_path)path), lanes, vkmoe_last_error());
+            }
+}
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: vkmoe-shader-stats [--device N|NAME] [--json] [--check]\n"
+                    "  every pipeline vkmoe creates, with the driver's statistics (the device\n"
+                    "  must offer VK_KHR_pipeline_executable_properties); --check: exit 1 when a\n"
+                    "  pipeline spills, or a decode kernel has fewer than 8 waves per SIMD, or a\n"
+                    "  prefill kernel fewer than 4\n");
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    stats_options o = {0};
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json"))
+            o.json = true;
+        else if (!strcmp(argv[i], "--check"))
+            o.check = true;
+        else if (!strcmp(argv[i], "--device") && i + 1 < argc)
+            o.device = argv[++i];
+        else
+            return usage();
+    }
+    report r = {.o = &o};
+    vkmoe_device_info info = {0};
+    const uint32_t layouts[] = {32, 64};
+    for (size_t l = 0; l < VKMOE_ARRAY_SIZE(layouts); l++) {
+        vkmoe_context_params params = {.device = o.device};
+        vkmoe_context_options options = {
+            .gemm_lanes = layouts[l], .pipeline_statistics = true, .compile_only = true};
+        vkmoe_context *ctx = NULL;
+        if (vkmoe_context_create_with(&params, &options, &ctx) != VKMOE_OK) {
+            fprintf(stderr, "vkmoe-shader-stats: %s\n", vkmoe_last_error());
+            free(r.seen);
+            return 1;
+        }
+        if (l == 0) {
+            vkmoe_context_device_info(ctx, &info);
+            if (o.json)
+                printf("{\"name\": \"%s\", \"driver\": \"%s\", \"pipelines\": [", info.name,
+                       info.driver);
+            else
+                printf("device %s (%s)\n%-46s %-7s %5s %5s %6s %6s %7s %5s\n", info.name,
+                       info.driver, "pipeline", "kind", "VGPRs", "SGPRs", "spillV", "spillS",
+                       "LDS B", "waves");
+        }
+        print_configs(&r, ctx, layouts[l]);
+        free(r.seen); /* a new context: new pipelines */
+        r.seen = NULL;
+        r.seen_count = 0;
+        vkmoe_context_destroy(&ctx);
+    }
+    if (o.json)
+        printf("\n]}\n");
+    fprintf(stderr, "vkmoe-shader-stats: %s: %u pipelines, %u miss the targets\n", info.name,
+            r.printed, r.misses);
+    return o.check && r.misses ? 1 : 0;
+}
