@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The GPU check, on the device tool's machine (./dev gpu-check there): the
+# GPU test suite, then vkmoe-bench on a few presets at T = 1, 8, 64, 512,
+# 4096 on every GEMM path, over build-gpu/ as `./dev gpu-check --prepare`
+# built it here (that machine has no glslc, Vulkan headers or cmocka).
+# Everything goes to $OUT (build-gpu/out elsewhere): gpu-check.log, the
+# tests' logs, bench.json (the vkmoe-bench --json objects, one after another). Meant
+# to end within 8 minutes: a run that would start after BUDGET seconds is
+# skipped and said so.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-build-gpu/out}
+mkdir -p "$out"
+exec > >(tee "$out/gpu-check.log") 2>&1
+BUDGET=${BUDGET:-420}
+: >"$out/bench.json"
+[ -x build-gpu/bench/vkmoe-bench ] || {
+    echo "gpu-check: no build-gpu/: run ./dev gpu-check --prepare here and carry build-gpu"
+    exit 2
+}
+
+# The Vulkan loader, where the machine has none (the device tool's README).
+if ! ldconfig -p | grep -q 'libvulkan\.so\.1'; then
+    for deb in build-gpu/debs/*.deb; do dpkg -x "$deb" /; done
+    ldconfig
+fi
+nvidia_icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+[ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$nvidia_icd" ] && export VK_DRIVER_FILES=$nvidia_icd
+export LD_LIBRARY_PATH=$PWD/build-gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp/vkmoe-runtime}
+mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem \
+    --format=csv 2>/dev/null || true
+bench=build-gpu/bench/vkmoe-bench
+
+# The suite that needs a device, each test on its own with a limit.
+failed=0
+for test in context layer router bucketing memory expert_gemm combine params shared_expert \
+    statistics model hostile threads run; do
+    args=()
+    [ "$test" = run ] && args=(build-gpu/run/vkmoe-run)
+    t0=$SECONDS
+    if timeout 150 "build-gpu/tests/test_$test" "${args[@]}" >"$out/test_$test.log" 2>&1; then
+        echo "test $test: ok ($((SECONDS - t0)) s)"
+    else
+        echo "test $test: FAILED ($((SECONDS - t0)) s); its log:"
+        tail -30 "$out/test_$test.log"
+        failed=1
+    fi
+done
+timeout 60 build-gpu/examples/vkmoe-example >/dev/null 2>&1 && echo "readme example: ok" ||
+    { echo "readme example: FAILED"; failed=1; }
+
+# The bench: each preset and weight type on every path.
+runs=(
+    "--preset mixtral-8x7b --scale 0.5"
+    "--preset qwen3-30b-a3b --scale 0.5"
+    "--preset gpt-oss-20b --scale 0.5"
+    "--preset deepseek-v3 --scale 0.125"
+)
+for run in "${runs[@]}"; do
+    for weights_path in f16:register f16:tiled f16:coopmat q4_k:register q4_k:tiled; do
+        if [ $SECONDS -gt "$BUDGET" ]; then
+            echo "bench $run ${weights_path}: skipped, past ${BUDGET} s"
+            continue
+        fi
+        # shellcheck disable=SC2086 # run holds several flags
+        timeout 120 "$bench" $run --weights "${weights_path%%:*}" --gemm "${weights_path##*:}" \
+            --tokens 1,8,64,512,4096 --warmup 2 --iters 5 --json >>"$out/bench.json" \
+            2>"$out/bench.err" || { echo "bench $run $weights_path: failed"; tail -3 "$out/bench.err"; }
+    done
+done
+
+# A line a run: what the README and the note quote.
+python3 - "$out/bench.json" <<'EOF'
+import json, sys
+text, at, decoder = open(sys.argv[1]).read(), 0, json.JSONDecoder()
+while True:
+    while at < len(text) and text[at].isspace():
+        at += 1
+    if at == len(text):
+        break
+    d, at = decoder.raw_decode(text, at)
+    peak = d.get("peak") or {}
+    read = peak.get("read_gbps") or 0
+    for r in d["runs"]:
+        s = r["shape"]
+        print("%-14s %-5s %-8s T=%-5d %9.3f ms %8.1f GB/s (%3.0f%% of read) %9.1f GFLOP/s %s" % (
+            r.get("preset") or "-", s["weights"], r.get("gemm_path", r["path"]), s["tokens"],
+            r["layer_ms"], r["gbps"], 100 * r["gbps"] / read if read else 0, r["gflops"],
+            "ok" if r["verified"] else "NOT VERIFIED"))
+    print("peaks: %s" % json.dumps(peak))
+EOF
+echo "gpu-check: $SECONDS s, tests $([ $failed = 0 ] && echo passed || echo FAILED)"
+exit $failed
