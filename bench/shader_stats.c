@@ -17,8 +17,8 @@
 #include "params.h"
 #include "pipelines.h"
 
-/* What a decode kernel (the register path) and a prefill kernel (the tiled
- * and matrix-core paths) need at the least: decode is bandwidth-bound and
+/* What a decode kernel (the GEMV and register paths) and a prefill kernel
+ * (the tiled and matrix-core paths) need at the least: decode is bandwidth-bound and
  * hides memory latency only with many waves in flight (issue 15's targets). */
 #define DECODE_MIN_WAVES 8u
 #define PREFILL_MIN_WAVES 4u
@@ -126,7 +126,10 @@ static void print_layer(report *r, vkmoe_context *ctx, const vkmoe_compiled_laye
 {
     const vkmoe_layer_params *p = &layer->params;
     const char *path = vkmoe_gemm_path_name(layer->gemm.path);
-    const char *kind = layer->gemm.path == VKMOE_GEMM_REGISTER ? "decode" : "prefill";
+    /* The register path is AUTO's for every token count, so it counts as
+     * decode too while AUTO picks it. */
+    bool decode = layer->gemm.path == VKMOE_GEMM_REGISTER || layer->gemm.path == VKMOE_GEMM_GEMV;
+    const char *kind = decode ? "decode" : "prefill";
     vkmoe_stage stages[] = {VKMOE_STAGE_GEMM_UP, VKMOE_STAGE_GEMM_DOWN};
     vkmoe_shader shaders[] = {VKMOE_SHADER_GEMM_UP, VKMOE_SHADER_GEMM_DOWN};
     for (size_t i = 0; i < 2; i++) {

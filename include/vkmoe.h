@@ -323,10 +323,17 @@ typedef enum vkmoe_gemm_path {
      * and down_weight_type), else VKMOE_ERROR_UNSUPPORTED. Not yet run on
      * hardware (README, "Expert GEMM paths"). */
     VKMOE_GEMM_COOPMAT = 3,
+    /* Made for GPUs' decode: a subgroup computes one output column at a
+     * time, its lanes reading consecutive weights of the column's row
+     * (coalesced) and summing with a subgroup reduction; each expert's
+     * weights are read once for up to 16 of its rows. Every weight type;
+     * needs subgroup arithmetic in compute shaders and workgroups of 4
+     * subgroups, else VKMOE_ERROR_UNSUPPORTED. Not yet measured on a GPU. */
+    VKMOE_GEMM_GEMV = 4,
 } vkmoe_gemm_path;
 
 /* The path's name as vkmoe-bench's and vkmoe-run's --gemm spell it ("auto",
- * "register", "tiled", "coopmat"); NULL for an unknown path. */
+ * "register", "tiled", "coopmat", "gemv"); NULL for an unknown path. */
 VKMOE_API const char *vkmoe_gemm_path_name(vkmoe_gemm_path path);
 
 /* The path of that name (as vkmoe_gemm_path_name spells it) into *path;

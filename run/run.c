@@ -24,7 +24,7 @@ static int usage(bool asked)
 {
     fprintf(asked ? stdout : stderr,
             "usage: vkmoe-run --model PATH --layer N --input x.npy --output y.npy "
-            "[--device N|NAME] [--gemm auto|register|tiled|coopmat] [--stats]\n");
+            "[--device N|NAME] [--gemm auto|register|tiled|coopmat|gemv] [--stats]\n");
     return asked ? -1 : 2;
 }
 

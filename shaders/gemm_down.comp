@@ -12,6 +12,8 @@
 #include "common/expert_gemm.glsl"
 #ifdef TILED
 #include "common/tiled_gemm.glsl"
+#elif defined(GEMV)
+#include "common/gemv_gemm.glsl"
 #else
 #include "common/register_gemm.glsl"
 #endif
@@ -46,6 +48,31 @@ void main()
         if (slot_at(pc.row_slot, pc.rows, row0 + m) != INVALID)
             store(out_rows, row0 + m, column,
                   tile_result(m, i % TILE_N) + bias_at(pc.down_bias, expert, column, pc.dim));
+    }
+}
+#elif defined(GEMV)
+void main()
+{
+    uint expert = tile_expert_in(pc.tile_expert, pc.max_tiles, pc.expert_first, pc.expert_count);
+    if (expert == INVALID)
+        return;
+    uint row0 = row_tile_id() * TILE_M;
+    uint base = (expert - pc.expert_first) * pc.matrix_texels;
+    FloatArray out_rows = FloatArray(pc.expert_out);
+    for (uint c = gl_SubgroupID; c < VKMOE_GEMV_COLUMNS; c += gl_NumSubgroups) {
+        uint column = gl_WorkGroupID.x * VKMOE_GEMV_COLUMNS + c;
+        if (column >= pc.dim)
+            break;
+        float bias = bias_at(pc.down_bias, expert, column, pc.dim);
+        for (uint r0 = row0, valid = 0; r0 < row0 + TILE_M; r0 += valid) {
+            if (slot_at(pc.row_slot, pc.rows, r0) == INVALID)
+                break;
+            valid = gemv_rows(pc.row_slot, pc.rows, r0, GEMV_PASS, row0 + TILE_M);
+            gemv_pass(r0, valid, base, column, pc.ld_ffn, false);
+            if (subgroupElect())
+                for (uint m = 0; m < valid; m++)
+                    store(out_rows, r0 + m, column, gemv_sum1[m] + bias);
+        }
     }
 }
 #else

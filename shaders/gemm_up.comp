@@ -14,6 +14,8 @@
 #include "common/expert_gemm.glsl"
 #ifdef TILED
 #include "common/tiled_gemm.glsl"
+#elif defined(GEMV)
+#include "common/gemv_gemm.glsl"
 #else
 #include "common/register_gemm.glsl"
 #endif
@@ -72,6 +74,43 @@ void main()
             h = gated(vec4(gate), vec4(up)).x;
         }
         store(hidden, row0 + m, column, h);
+    }
+}
+#elif defined(GEMV)
+void main()
+{
+    uint expert = tile_expert_in(pc.tile_expert, pc.max_tiles, pc.expert_first, pc.expert_count);
+    if (expert == INVALID)
+        return;
+    uint row0 = row_tile_id() * TILE_M;
+    // Gated: a column is a hidden column, from the gate's row and the up
+    // projection's; ReLU and linear: the up projection's row alone.
+    bool relu = ACTIVATION == ACTIVATION_RELU, single = relu || ACTIVATION == ACTIVATION_LINEAR;
+    uint base = (expert - pc.expert_first) * pc.matrix_texels;
+    FloatArray hidden = FloatArray(pc.hidden);
+    for (uint c = gl_SubgroupID; c < VKMOE_GEMV_COLUMNS; c += gl_NumSubgroups) {
+        uint column = gl_WorkGroupID.x * VKMOE_GEMV_COLUMNS + c;
+        if (column >= pc.ld_ffn)
+            break;
+        // Padding columns read the matrix's last row; store() writes them 0.
+        uint n = min(column, pc.ffn - 1);
+        float gate_bias = bias_at(pc.gate_bias, expert, column, pc.ffn);
+        float up_bias = bias_at(pc.up_bias, expert, column, pc.ffn);
+        for (uint r0 = row0, valid = 0; r0 < row0 + TILE_M; r0 += valid) {
+            if (slot_at(pc.row_slot, pc.rows, r0) == INVALID)
+                break;
+            valid = gemv_rows(pc.row_slot, pc.rows, r0, GEMV_PASS, row0 + TILE_M);
+            gemv_pass(r0, valid, base, n, pc.ld_dim, !single);
+            if (subgroupElect()) {
+                for (uint m = 0; m < valid; m++) {
+                    float up = gemv_sum1[m] + up_bias;
+                    float h = relu ? max(up, 0.0) : up;
+                    if (!single)
+                        h = gated(vec4(gemv_sum0[m] + gate_bias), vec4(up)).x;
+                    store(hidden, r0 + m, column, h);
+                }
+            }
+        }
     }
 }
 #else

@@ -29,6 +29,13 @@
  * a time. */
 #define VKMOE_ROW_ALIGN 8u
 
+/* The GEMV path (shaders/common/gemv_gemm.glsl): output columns per
+ * workgroup, the subgroups of a workgroup (4 take 2 columns each), and the
+ * rows one fetch of the weights serves. */
+#define VKMOE_GEMV_COLUMNS 8u
+#define VKMOE_GEMV_SUBGROUPS 4u
+#define VKMOE_GEMV_PASS 16u
+
 #ifdef __STDC_VERSION__ /* C only (GLSL has no static assertions) */
 _Static_assert(VKMOE_SCAN_TILE % VKMOE_SCAN_WORKGROUP == 0, "a scan lane covers whole values");
 _Static_assert(VKMOE_MAX_SLOTS / VKMOE_BLOCK_SLOTS <= 65535u * 65535u,

@@ -461,6 +461,9 @@ static void fill_device_info(vkmoe_context *ctx)
     info->api_version = ctx->properties.apiVersion;
     info->vendor_id = ctx->properties.vendorID;
     info->subgroup_size = subgroup.subgroupSize;
+    ctx->subgroup_arithmetic =
+        (subgroup.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT) &&
+        (subgroup.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT);
     info->max_storage_buffer_range = limits->maxStorageBufferRange;
     info->max_allocation_size = maintenance3.maxMemoryAllocationSize;
     info->shared_memory = limits->maxComputeSharedMemorySize;

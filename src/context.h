@@ -81,6 +81,8 @@ struct vkmoe_context {
     /* VK_NV_cooperative_matrix's feature is enabled and offers the
      * 16x16x16 f16 · f16 + f32 shape at subgroup scope. */
     bool cooperative_matrix;
+    /* Compute shaders have subgroup arithmetic (subgroupAdd): the GEMV path. */
+    bool subgroup_arithmetic;
     /* VK_KHR_push_descriptor is enabled: set 0 (x and y) is pushed into
      * the command buffer at record time, so recording changes no set. */
     bool push_descriptors;

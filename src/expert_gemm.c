@@ -69,6 +69,10 @@ vkmoe_gemm_config vkmoe_gemm_choose(const vkmoe_context *ctx, const vkmoe_layer_
         g.workgroup = lanes;
         g.up_columns = gated ? 4 * lanes : 8 * lanes;
         g.down_columns = 8 * lanes;
+    } else if (path == VKMOE_GEMM_GEMV) {
+        /* A subgroup takes a column at a time (shaders/common/gemv_gemm.glsl). */
+        g.workgroup = VKMOE_GEMV_SUBGROUPS * lanes;
+        g.up_columns = g.down_columns = VKMOE_GEMV_COLUMNS;
     } else {
         /* Four subgroups make a tile of 64 columns of B: gated, 32 of each
          * projection (shaders/common/tiled_gemm.glsl). */
@@ -91,9 +95,12 @@ vkmoe_status vkmoe_gemm_check(const vkmoe_context *ctx, const vkmoe_layer_params
         (tiled_workgroup > limits->maxComputeWorkGroupSize[0] ||
          tiled_workgroup > limits->maxComputeWorkGroupInvocations))
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
-                          "%s: the tiled GEMM paths need workgroups of 4 subgroups (%u "
+                          "%s: the tiled and GEMV paths need workgroups of 4 subgroups (%u "
                           "invocations), over the device's limit",
                           fn, tiled_workgroup);
+    if (p->gemm_path == VKMOE_GEMM_GEMV && !ctx->subgroup_arithmetic)
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "%s: VKMOE_GEMM_GEMV needs subgroup arithmetic in compute shaders", fn);
     if (p->gemm_path == VKMOE_GEMM_COOPMAT && !ctx->info.cooperative_matrix &&
         !ctx->options.emulated_matrix_cores)
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
@@ -113,7 +120,7 @@ vkmoe_status vkmoe_gemm_check(const vkmoe_context *ctx, const vkmoe_layer_params
 
 const char *vkmoe_gemm_path_name(vkmoe_gemm_path path)
 {
-    static const char *const names[] = {"auto", "register", "tiled", "coopmat"};
+    static const char *const names[] = {"auto", "register", "tiled", "coopmat", "gemv"};
     return (unsigned)path < VKMOE_ARRAY_SIZE(names) ? names[path] : NULL;
 }
 
@@ -231,6 +238,8 @@ vkmoe_shader vkmoe_gemm_shader(const vkmoe_layer *layer, vkmoe_shader stage)
     switch (layer->gemm.path) {
     case VKMOE_GEMM_TILED:
         return up ? VKMOE_SHADER_GEMM_UP_TILED : VKMOE_SHADER_GEMM_DOWN_TILED;
+    case VKMOE_GEMM_GEMV:
+        return up ? VKMOE_SHADER_GEMM_UP_GEMV : VKMOE_SHADER_GEMM_DOWN_GEMV;
     case VKMOE_GEMM_COOPMAT:
         if (layer->ctx->options.emulated_matrix_cores)
             return up ? VKMOE_SHADER_GEMM_UP_COOPMAT_EMULATED

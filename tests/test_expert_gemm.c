@@ -210,6 +210,43 @@ static void test_tiled_path(void **state)
     test_context_destroy(&huge);
 }
 
+/* VKMOE_GEMM_GEMV: a subgroup a column, lanes across the depth, a subgroup
+ * sum per row. Widths that are multiples of no lane count or of its 8
+ * columns a workgroup; passes of 1 to 16 rows and across them (17, 31)
+ * and across tiles (33); every weight type and activation, with biases;
+ * a whole layer with a shared expert; the 32- and 64-lane workgroups. */
+static void test_gemv_path(void **state)
+{
+    const vkmoe_gemm_path gemv = VKMOE_GEMM_GEMV;
+    test_seed(68);
+    check_gemms(state, on_path(shape(131, 77, 5, 2, 41, VKMOE_WEIGHT_F32), gemv), 41);
+    check_gemms(state, on_path(shape(3, 5, 2, 1, 1, VKMOE_WEIGHT_F16), gemv), 1);
+    const uint32_t rows[] = {1, 2, 7, 15, 16, 17, 31, 33};
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(rows); i++)
+        check_gemms(state, on_path(shape(72, 40, 1, 1, rows[i], VKMOE_WEIGHT_F16), gemv), rows[i]);
+    check_gemms(state, on_path(shape(91, 130, 4, 2, 37, VKMOE_WEIGHT_BF16), gemv), 37);
+    check_gemms(state, on_path(shape(96, 224, 3, 2, 45, VKMOE_WEIGHT_Q8_0), gemv), 45);
+    check_gemms(state, on_path(shape(96, 224, 3, 2, 45, VKMOE_WEIGHT_Q4_0), gemv), 45);
+    check_gemms(state, on_path(shape(512, 768, 3, 2, 9, VKMOE_WEIGHT_Q4_K), gemv), 9);
+    check_gemms(state, on_path(shape(768, 512, 3, 2, 9, VKMOE_WEIGHT_Q6_K), gemv), 9);
+    vkmoe_layer_params p = on_path(shape(57, 83, 5, 2, 45, VKMOE_WEIGHT_F32), gemv);
+    p.activation = VKMOE_ACTIVATION_RELU;
+    p.expert_bias = true;
+    check_gemms(state, p, 45);
+    p.activation = VKMOE_ACTIVATION_SWIGLU_CLAMPED;
+    p.swiglu_limit = 1.5f;
+    check_gemms(state, p, 45);
+    p = on_path(shape(200, 300, 6, 2, 70, VKMOE_WEIGHT_F16), gemv);
+    p.shared_ffn_dim = 72;
+    test_check_layer(*state, p, 70);
+    test_check_layer(shared_lanes(32), p, 5);
+    void *amd = shared_lanes(64);
+    check_gemms(&amd, on_path(shape(131, 77, 5, 2, 41, VKMOE_WEIGHT_F32), gemv), 41);
+    vkmoe_context *huge = with_lanes(1024);
+    test_expect_create_fails(huge, &p, VKMOE_ERROR_UNSUPPORTED, "4 subgroups");
+    test_context_destroy(&huge);
+}
+
 /* VKMOE_GEMM_COOPMAT's products within 5e-3 (its f16 activations bound the
  * error: 2^-11 relative each); other weight types refused. */
 static void check_matrix_core_path(void **state)
@@ -264,6 +301,7 @@ int main(void)
         cmocka_unit_test(test_pass_boundaries),
         cmocka_unit_test(test_wide_workgroups),
         cmocka_unit_test(test_tiled_path),
+        cmocka_unit_test(test_gemv_path),
         cmocka_unit_test(test_matrix_core_path),
     };
     return test_device_suite(tests, test_group_setup, teardown);

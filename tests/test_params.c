@@ -120,10 +120,11 @@ static void test_bad_routing_params(void **state)
     BAD(routed_scaling_factor, INFINITY, "routed_scaling_factor");
     BAD(router, (vkmoe_router_type)3, "router");
     BAD(activation, (vkmoe_activation)3, "activation");
-    BAD(gemm_path, (vkmoe_gemm_path)4, "gemm_path");
+    BAD(gemm_path, (vkmoe_gemm_path)5, "gemm_path");
     assert_string_equal(vkmoe_gemm_path_name(VKMOE_GEMM_REGISTER), "register");
     assert_string_equal(vkmoe_gemm_path_name(VKMOE_GEMM_COOPMAT), "coopmat");
-    assert_null(vkmoe_gemm_path_name((vkmoe_gemm_path)4));
+    assert_string_equal(vkmoe_gemm_path_name(VKMOE_GEMM_GEMV), "gemv");
+    assert_null(vkmoe_gemm_path_name((vkmoe_gemm_path)5));
     vkmoe_gemm_path path = VKMOE_GEMM_AUTO;
     assert_int_equal(vkmoe_gemm_path_parse("tiled", &path), VKMOE_OK);
     assert_int_equal(path, VKMOE_GEMM_TILED);

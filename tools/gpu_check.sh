@@ -59,7 +59,8 @@ runs=(
     "--preset deepseek-v3 --scale 0.125"
 )
 for run in "${runs[@]}"; do
-    for weights_path in f16:register f16:tiled f16:coopmat q4_k:register q4_k:tiled; do
+    for weights_path in f16:register f16:gemv f16:tiled f16:coopmat q4_k:register q4_k:gemv \
+        q4_k:tiled; do
         if [ $SECONDS -gt "$BUDGET" ]; then
             echo "bench $run ${weights_path}: skipped, past ${BUDGET} s"
             continue

@@ -1,0 +1,66 @@
+// The GEMV path of the expert GEMM (built with GEMV), made for GPUs'
+// decode: few rows per expert, bound by reading the weights. A workgroup
+// covers VKMOE_GEMV_COLUMNS output columns of one row tile; each of its
+// subgroups takes columns in turn, and for a column its lanes split the
+// depth, lane l reading weights 8l .. 8l + 7 of every 8·lanes: consecutive
+// lanes read consecutive bytes of the weight row (coalesced), and each
+// weight type is decoded in registers (load_w8). The rows of a pass (up to
+// VKMOE_GEMV_PASS of the tile's rows, each a token of the expert) all use
+// the weights fetched once, and a subgroup reduction sums each row's
+// partial products. No shared memory, no barriers: a subgroup's work is its
+// own, so it runs at the device's subgroup size whatever LANES is.
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#extension GL_EXT_control_flow_attributes : require
+#include "constants.h"
+
+const uint GEMV_PASS = VKMOE_GEMV_PASS;
+
+// Row m of a pass: its sums over projection 0 (weights0: the gate) and
+// projection 1 (weights1: up, or the only projection).
+float gemv_sum0[GEMV_PASS], gemv_sum1[GEMV_PASS];
+
+// How many of rows r0 .. r0 + count − 1 hold slots (r0 does): padding rows
+// sit at the end of a tile, so they are a prefix of the tile's rest.
+uint gemv_rows(uvec2 row_slot, uint valid_rows, uint r0, uint count, uint tile_end)
+{
+    uint n = 1;
+    while (n < count && r0 + n < tile_end && slot_at(row_slot, valid_rows, r0 + n) != INVALID)
+        n++;
+    return n;
+}
+
+// Row n of the matrices at texel `base` (depth ld) times the `valid` rows
+// from r0: gemv_sum1 always, gemv_sum0 too when `both` (a gate). Subgroup
+// uniform: r0, valid, n, both.
+void gemv_pass(uint r0, uint valid, uint base, uint n, uint ld, bool both)
+{
+    uint texel[GEMV_PASS];
+    [[unroll]] for (uint m = 0; m < GEMV_PASS; m++) {
+        gemv_sum0[m] = 0.0;
+        gemv_sum1[m] = 0.0;
+        texel[m] = m < valid ? a_row_texel(r0 + m) : 0;
+    }
+    for (uint k = gl_SubgroupInvocationID * 8; k < ld; k += gl_SubgroupSize * 8) {
+        vec4 lo0 = vec4(0.0), hi0 = vec4(0.0), lo1, hi1;
+        load_w8(weights1, base, n, k, ld, lo1, hi1);
+        if (both)
+            load_w8(weights0, base, n, k, ld, lo0, hi0);
+        [[unroll]] for (uint m = 0; m < GEMV_PASS; m++) {
+            if (m >= valid)
+                break;
+            vec4 a = texelFetch(rows_a, int(texel[m] + k / 4));
+            vec4 b = texelFetch(rows_a, int(texel[m] + k / 4 + 1));
+            gemv_sum1[m] += dot(a, lo1) + dot(b, hi1);
+            if (both)
+                gemv_sum0[m] += dot(a, lo0) + dot(b, hi0);
+        }
+    }
+    [[unroll]] for (uint m = 0; m < GEMV_PASS; m++) {
+        if (m >= valid)
+            break;
+        gemv_sum1[m] = subgroupAdd(gemv_sum1[m]);
+        if (both)
+            gemv_sum0[m] = subgroupAdd(gemv_sum0[m]);
+    }
+}
