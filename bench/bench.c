@@ -325,12 +325,13 @@ static double compute_peak(const peak_figures *peak, const vkmoe_layer_params *s
 
 /* BENCH.md's path: the matrix-core path, else whether any expert had the 16
  * rows of a GEMM pass (the register path's decode passes take 1 and 4). */
-static const char *run_path(const vkmoe_layer_params *s, const run_result *run)
+static const char *run_path(const run_result *run)
 {
-    if (s->gemm_path == VKMOE_GEMM_COOPMAT)
+    if (run->kernel == VKMOE_GEMM_COOPMAT)
         return "coopmat";
-    bool register_path = s->gemm_path == VKMOE_GEMM_AUTO || s->gemm_path == VKMOE_GEMM_REGISTER;
-    return register_path && run->largest_expert < 16 ? "gemv" : "gemm";
+    if (run->kernel == VKMOE_GEMM_GEMV)
+        return "gemv";
+    return run->kernel == VKMOE_GEMM_REGISTER && run->largest_expert < 16 ? "gemv" : "gemm";
 }
 
 static void print_json(const options *o, const vkmoe_device_info *info, const peak_figures *peak,
@@ -363,8 +364,8 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
                vkmoe_weight_type_name(s->weight_type), router_name(s->router), s->shared_ffn_dim,
                s->expert_groups, s->topk_groups, activation_name(s->activation),
                (double)s->capacity_factor);
-        printf("      \"path\": \"%s\", \"gemm_path\": \"%s\",\n", run_path(s, run),
-               vkmoe_gemm_path_name(s->gemm_path));
+        printf("      \"path\": \"%s\", \"gemm_path\": \"%s\",\n", run_path(run),
+               vkmoe_gemm_path_name(run->kernel));
         double gflops = run->layer.flops / (run->layer.ms * 1e6);
         double gbps = run->layer.bytes / (run->layer.ms * 1e6);
         printf("      \"layer_ms\": %.6g, \"tokens_per_s\": %.6g, \"gflops\": %.6g, "
@@ -416,8 +417,8 @@ static void print_table(const vkmoe_device_info *info, const peak_figures *peak,
         const run_result *run = &runs[r];
         double gflops = run->layer.flops / (run->layer.ms * 1e6);
         double gbps = run->layer.bytes / (run->layer.ms * 1e6);
-        printf("%7u %7s %10.3f %11.1f %9.2f %6.1f %9.2f %8.2f %6.1f |", run->tokens,
-               run_path(s, run), run->layer.ms, run->tokens / (run->layer.ms * 1e-3), gflops,
+        printf("%7u %7s %10.3f %11.1f %9.2f %6.1f %9.2f %8.2f %6.1f |", run->tokens, run_path(run),
+               run->layer.ms, run->tokens / (run->layer.ms * 1e-3), gflops,
                percent(gflops, compute_peak(peak, s)), run->layer.bytes * 1e-6, gbps,
                percent(gbps, peak_bandwidth(peak)));
         for (uint32_t st = 0; st < VKMOE_STAGE_MAX; st++)

@@ -121,31 +121,41 @@ static void print_pipeline(report *r, vkmoe_context *ctx, VkPipeline pipeline, c
 
 /* The layer's GEMM pipelines, named path/weights/activation/lanes as
  * shared/BENCH.md spells them, and (once) the other stages'. */
-static void print_layer(report *r, vkmoe_context *ctx, const vkmoe_compiled_layer *layer,
-                        uint32_t lanes)
+/* One kernel's GEMM pipelines, named stage/path/weights/activation/lanes as
+ * shared/BENCH.md spells them. */
+static void print_kernel(report *r, vkmoe_context *ctx, const vkmoe_layer_params *p,
+                         const vkmoe_gemm_kernel *k, uint32_t lanes)
 {
-    const vkmoe_layer_params *p = &layer->params;
-    const char *path = vkmoe_gemm_path_name(layer->gemm.path);
-    /* The register path is AUTO's for every token count, so it counts as
-     * decode too while AUTO picks it. */
-    bool decode = layer->gemm.path == VKMOE_GEMM_REGISTER || layer->gemm.path == VKMOE_GEMM_GEMV;
+    const char *path = vkmoe_gemm_path_name(k->path);
+    /* The register path is AUTO's for every token count on CPU devices, so
+     * it counts as a decode kernel too. */
+    bool decode = k->path == VKMOE_GEMM_REGISTER || k->path == VKMOE_GEMM_GEMV;
     const char *kind = decode ? "decode" : "prefill";
     vkmoe_stage stages[] = {VKMOE_STAGE_GEMM_UP, VKMOE_STAGE_GEMM_DOWN};
-    vkmoe_shader shaders[] = {VKMOE_SHADER_GEMM_UP, VKMOE_SHADER_GEMM_DOWN};
+    VkPipeline pipelines[] = {k->up, k->down};
     for (size_t i = 0; i < 2; i++) {
         char name[128];
         vkmoe_weight_type type =
             stages[i] == VKMOE_STAGE_GEMM_UP ? p->weight_type : p->down_weight_type;
         snprintf(name, sizeof(name), "%s/%s/%s/%s/lanes%u", vkmoe_stage_name(stages[i]), path,
                  vkmoe_weight_type_name(type), vkmoe_activation_name(p->activation), lanes);
-        print_pipeline(r, ctx, layer->pipelines[shaders[i]], name, kind);
+        print_pipeline(r, ctx, pipelines[i], name, kind);
     }
+}
+
+/* The layer's GEMM kernels and (once) the other stages' pipelines. */
+static void print_layer(report *r, vkmoe_context *ctx, const vkmoe_compiled_layer *layer,
+                        uint32_t lanes)
+{
+    print_kernel(r, ctx, &layer->params, &layer->gemm.decode, lanes);
+    print_kernel(r, ctx, &layer->params, &layer->gemm.prefill, lanes);
+    const char *path = vkmoe_gemm_path_name(layer->gemm.prefill.path);
     for (uint32_t s = 0; s <= VKMOE_SHADER_STAGES; s++) {
         if (s == VKMOE_SHADER_GEMM_UP || s == VKMOE_SHADER_GEMM_DOWN)
             continue;
         char name[128];
         bool logits = s == VKMOE_SHADER_STAGES;
-        if (logits) /* gemm_up's shader with the path's tile height */
+        if (logits) /* gemm_up's shader with the plan's tile height */
             snprintf(name, sizeof(name), "router_logits/%s/lanes%u", path, lanes);
         else
             snprintf(name, sizeof(name), "%s/lanes%u", vkmoe_shader_name((vkmoe_shader)s), lanes);

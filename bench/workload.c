@@ -2,6 +2,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "layer.h" /* first: it brings volk.h, which must come before vulkan.h */
+
 #include "constants.h"
 #include "fixture.h"
 #include "workload.h"
@@ -336,6 +338,7 @@ vkmoe_status workload_run(workload *w, uint32_t tokens, uint32_t warmup, uint32_
 {
     memset(r, 0, sizeof(*r));
     r->tokens = tokens;
+    r->kernel = vkmoe_gemm_kernel_for(w->layer, tokens)->path;
     double *samples = malloc((size_t)iters * (VKMOE_STAGE_MAX + 1) * sizeof(double));
     if (!samples)
         return VKMOE_ERROR_OUT_OF_HOST_MEMORY;

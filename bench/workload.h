@@ -18,6 +18,7 @@ typedef struct run_result {
     stage_figures stages[VKMOE_STAGE_MAX];
     uint32_t active_experts; /* experts that received at least one token */
     uint32_t largest_expert; /* the most slots one expert received */
+    vkmoe_gemm_path kernel;  /* the expert GEMMs' path this token count ran (AUTO resolved) */
     bool verified;           /* false when the check failed or was skipped */
     uint32_t verified_tokens;
     vkmoe_ref_error error;

@@ -304,8 +304,12 @@ typedef enum vkmoe_activation {
 /* How the expert GEMMs run. Every path computes the same products with f32
  * accumulation; they differ in speed and, for COOPMAT, in rounding. */
 typedef enum vkmoe_gemm_path {
-    /* The library's choice: VKMOE_GEMM_REGISTER on every device today, the
-     * one path measured (README, "Performance"). */
+    /* The library's choice per device and per forward
+     * (vkmoe_context_auto_gemm_paths): on CPU devices VKMOE_GEMM_REGISTER,
+     * the path measured there (README, "Performance"); on GPUs
+     * VKMOE_GEMM_GEMV for forwards of at most 16 tokens and
+     * VKMOE_GEMM_TILED for longer ones, chosen by their compilers'
+     * statistics and not yet measured. */
     VKMOE_GEMM_AUTO = 0,
     /* A lane keeps 16 rows x 8 columns of output in registers and reads rows
      * and weights through texel buffers; experts with few rows take 4- and
@@ -339,6 +343,18 @@ VKMOE_API const char *vkmoe_gemm_path_name(vkmoe_gemm_path path);
 /* The path of that name (as vkmoe_gemm_path_name spells it) into *path;
  * VKMOE_ERROR_INVALID_ARGUMENT naming the known ones for any other name. */
 VKMOE_API vkmoe_status vkmoe_gemm_path_parse(const char *name, vkmoe_gemm_path *path);
+
+/* The paths VKMOE_GEMM_AUTO takes on the context's device: *decode for
+ * forwards of at most 16 tokens (every expert then has at most 16 rows),
+ * *prefill for longer ones; *why (may be NULL) gets a sentence saying why
+ * and whether the choice rests on measurement, a static string. CPU devices
+ * (lavapipe): the register path for both, as measured; GPUs: GEMV and
+ * tiled, chosen by their compilers' statistics, not yet by measurement
+ * (README, "Expert GEMM paths"). Any argument NULL but why:
+ * VKMOE_ERROR_INVALID_ARGUMENT. */
+VKMOE_API vkmoe_status vkmoe_context_auto_gemm_paths(const vkmoe_context *ctx,
+                                                     vkmoe_gemm_path *decode,
+                                                     vkmoe_gemm_path *prefill, const char **why);
 
 /* Zero-initialise, then set the four required shape fields (or start from
  * vkmoe_layer_params_family()). Every other zero field means its default. */

@@ -39,6 +39,9 @@ typedef struct vkmoe_context_options {
     /* Bits of vkmoe_device_info.weight_types to clear, as a driver without
      * those texel formats would. */
     uint32_t hidden_weight_types;
+    /* VKMOE_GEMM_AUTO chooses as on a GPU, so the tests run its per-forward
+     * choice of kernels on lavapipe. */
+    bool auto_as_gpu;
     /* Pipelines are compiled with their statistics kept
      * (VK_KHR_pipeline_executable_properties, which the device must offer),
      * for vkmoe_pipeline_statistic: ./dev shader-stats. */

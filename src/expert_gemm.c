@@ -56,44 +56,102 @@ static uint32_t tiled_rows(const vkmoe_context *ctx, uint32_t lanes)
     return shared_bytes <= ctx->properties.limits.maxComputeSharedMemorySize ? rows : 32;
 }
 
-vkmoe_gemm_config vkmoe_gemm_choose(const vkmoe_context *ctx, const vkmoe_layer_params *p)
+/* Whether workgroups of 4 subgroups (the tiled and GEMV paths) fit. */
+static bool four_subgroups_fit(const vkmoe_context *ctx)
 {
-    uint32_t lanes = ctx->gemm_lanes;
-    bool gated = vkmoe_params_gated(p);
-    vkmoe_gemm_path path = p->gemm_path == VKMOE_GEMM_AUTO ? VKMOE_GEMM_REGISTER : p->gemm_path;
-    vkmoe_gemm_config g = {.path = path, .tile_m = 32, .lanes = lanes};
+    const VkPhysicalDeviceLimits *limits = &ctx->properties.limits;
+    uint32_t workgroup = VKMOE_TILED_SUBGROUPS * ctx->gemm_lanes;
+    return workgroup <= limits->maxComputeWorkGroupSize[0] &&
+           workgroup <= limits->maxComputeWorkGroupInvocations;
+}
+
+void vkmoe_gemm_auto(const vkmoe_context *ctx, vkmoe_gemm_path *decode, vkmoe_gemm_path *prefill,
+                     const char **why)
+{
+    const char *reason;
+    if (ctx->info.type == VK_PHYSICAL_DEVICE_TYPE_CPU && !ctx->options.auto_as_gpu) {
+        *decode = *prefill = VKMOE_GEMM_REGISTER;
+        reason = "a CPU device: the register path, shaped for it and measured there";
+    } else if (!four_subgroups_fit(ctx)) {
+        *decode = *prefill = VKMOE_GEMM_REGISTER;
+        reason = "workgroups of 4 subgroups do not fit the device: the register path";
+    } else {
+        *decode = ctx->subgroup_arithmetic ? VKMOE_GEMM_GEMV : VKMOE_GEMM_REGISTER;
+        *prefill = VKMOE_GEMM_TILED;
+        reason = ctx->subgroup_arithmetic
+                     ? "a GPU: GEMV for decode, tiled for prefill, chosen by their compile "
+                       "statistics (./dev shader-stats), not yet by measurement"
+                     : "a GPU without subgroup arithmetic: the register path for decode, "
+                       "tiled for prefill, not yet measured";
+    }
+    if (why)
+        *why = reason;
+}
+
+vkmoe_status vkmoe_context_auto_gemm_paths(const vkmoe_context *ctx, vkmoe_gemm_path *decode,
+                                           vkmoe_gemm_path *prefill, const char **why)
+{
+    VKMOE_REQUIRE(ctx, ctx && decode && prefill,
+                  "vkmoe_context_auto_gemm_paths: ctx, decode and prefill must not be NULL");
+    vkmoe_gemm_auto(ctx, decode, prefill, why);
+    return VKMOE_OK;
+}
+
+/* The shape of one kernel of a path. */
+static vkmoe_gemm_kernel kernel_of(vkmoe_gemm_path path, uint32_t lanes, bool gated)
+{
+    vkmoe_gemm_kernel k = {.path = path};
     if (path == VKMOE_GEMM_REGISTER) {
         /* A lane owns 8 columns: 4 of each of the gate and up projections
          * (making 4 hidden columns), 8 of the one ReLU projection, 8 of the
          * down projection. */
-        g.workgroup = lanes;
-        g.up_columns = gated ? 4 * lanes : 8 * lanes;
-        g.down_columns = 8 * lanes;
+        k.workgroup = lanes;
+        k.up_columns = gated ? 4 * lanes : 8 * lanes;
+        k.down_columns = 8 * lanes;
     } else if (path == VKMOE_GEMM_GEMV) {
         /* A subgroup takes a column at a time (shaders/common/gemv_gemm.glsl). */
-        g.workgroup = VKMOE_GEMV_SUBGROUPS * lanes;
-        g.up_columns = g.down_columns = VKMOE_GEMV_COLUMNS;
+        k.workgroup = VKMOE_GEMV_SUBGROUPS * lanes;
+        k.up_columns = k.down_columns = VKMOE_GEMV_COLUMNS;
     } else {
         /* Four subgroups make a tile of 64 columns of B: gated, 32 of each
          * projection (shaders/common/tiled_gemm.glsl). */
-        g.workgroup = VKMOE_TILED_SUBGROUPS * lanes;
-        g.up_columns = gated ? 32 : 64;
-        g.down_columns = 64;
-        if (path == VKMOE_GEMM_TILED)
-            g.tile_m = tiled_rows(ctx, lanes);
+        k.workgroup = VKMOE_TILED_SUBGROUPS * lanes;
+        k.up_columns = gated ? 32 : 64;
+        k.down_columns = 64;
     }
-    return g;
+    return k;
+}
+
+vkmoe_gemm_config vkmoe_gemm_choose(const vkmoe_context *ctx, const vkmoe_layer_params *p)
+{
+    uint32_t lanes = ctx->gemm_lanes;
+    bool gated = vkmoe_params_gated(p);
+    vkmoe_gemm_path decode = p->gemm_path, prefill = p->gemm_path;
+    if (p->gemm_path == VKMOE_GEMM_AUTO)
+        vkmoe_gemm_auto(ctx, &decode, &prefill, NULL);
+    /* The tile height is the plan's, shared by both kernels: the tiled
+     * path's where it runs (the GEMV and register paths take any multiple
+     * of 16). */
+    uint32_t tile_m = prefill == VKMOE_GEMM_TILED ? tiled_rows(ctx, lanes) : 32;
+    return (vkmoe_gemm_config){
+        .tile_m = tile_m,
+        .lanes = lanes,
+        .decode = kernel_of(decode, lanes, gated),
+        .prefill = kernel_of(prefill, lanes, gated),
+    };
+}
+
+const vkmoe_gemm_kernel *vkmoe_gemm_kernel_for(const vkmoe_layer *layer, uint32_t tokens)
+{
+    return tokens <= VKMOE_GEMV_PASS ? &layer->gemm.decode : &layer->gemm.prefill;
 }
 
 vkmoe_status vkmoe_gemm_check(const vkmoe_context *ctx, const vkmoe_layer_params *p, const char *fn)
 {
     VKMOE_REQUIRE(ctx, vkmoe_gemm_path_name(p->gemm_path) != NULL, "%s: unknown gemm_path %d", fn,
                   (int)p->gemm_path);
-    const VkPhysicalDeviceLimits *limits = &ctx->properties.limits;
     uint32_t tiled_workgroup = VKMOE_TILED_SUBGROUPS * ctx->gemm_lanes;
-    if (p->gemm_path >= VKMOE_GEMM_TILED &&
-        (tiled_workgroup > limits->maxComputeWorkGroupSize[0] ||
-         tiled_workgroup > limits->maxComputeWorkGroupInvocations))
+    if (p->gemm_path >= VKMOE_GEMM_TILED && !four_subgroups_fit(ctx))
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
                           "%s: the tiled and GEMV paths need workgroups of 4 subgroups (%u "
                           "invocations), over the device's limit",
@@ -222,20 +280,22 @@ void vkmoe_token_plan(const vkmoe_layer *layer, VkDeviceAddress *tile_expert,
         layer->plan.token_plan.address + 4ull * (layer->plan.token_rows / layer->gemm.tile_m);
 }
 
-vkmoe_spec vkmoe_gemm_spec(const vkmoe_layer *layer, vkmoe_expert_matrix matrix)
+static vkmoe_spec gemm_spec(const vkmoe_layer *layer, const vkmoe_gemm_kernel *k,
+                            vkmoe_expert_matrix matrix)
 {
-    const vkmoe_gemm_config *g = &layer->gemm;
     return (vkmoe_spec){
         .count = 4,
-        .values = {g->tile_m, g->workgroup, (uint32_t)vkmoe_matrix_type(&layer->params, matrix),
+        .values = {layer->gemm.tile_m, k->workgroup,
+                   (uint32_t)vkmoe_matrix_type(&layer->params, matrix),
                    (uint32_t)layer->params.activation},
     };
 }
 
-vkmoe_shader vkmoe_gemm_shader(const vkmoe_layer *layer, vkmoe_shader stage)
+/* The shader of GEMM stage `stage` (VKMOE_SHADER_GEMM_UP or _DOWN) on a path. */
+static vkmoe_shader gemm_shader(const vkmoe_layer *layer, vkmoe_gemm_path path, vkmoe_shader stage)
 {
     bool up = stage == VKMOE_SHADER_GEMM_UP;
-    switch (layer->gemm.path) {
+    switch (path) {
     case VKMOE_GEMM_TILED:
         return up ? VKMOE_SHADER_GEMM_UP_TILED : VKMOE_SHADER_GEMM_DOWN_TILED;
     case VKMOE_GEMM_GEMV:
@@ -248,6 +308,16 @@ vkmoe_shader vkmoe_gemm_shader(const vkmoe_layer *layer, vkmoe_shader stage)
     default:
         return stage;
     }
+}
+
+vkmoe_status vkmoe_gemm_kernel_create(vkmoe_layer *layer, vkmoe_gemm_kernel *k)
+{
+    vkmoe_spec up = gemm_spec(layer, k, VKMOE_EXPERT_UP);
+    vkmoe_spec down = gemm_spec(layer, k, VKMOE_EXPERT_DOWN);
+    VKMOE_TRY(vkmoe_pipeline_get(layer->ctx, gemm_shader(layer, k->path, VKMOE_SHADER_GEMM_UP), &up,
+                                 &k->up));
+    return vkmoe_pipeline_get(layer->ctx, gemm_shader(layer, k->path, VKMOE_SHADER_GEMM_DOWN),
+                              &down, &k->down);
 }
 
 /* One dispatch per source: each covers every row tile and works on the
@@ -297,13 +367,13 @@ static gemm_up_push up_push(const vkmoe_layer *layer, const vkmoe_gemm_rows *row
     };
 }
 
-void vkmoe_gemm_up_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_gemm_rows *rows,
-                        int indirect_grid, uint32_t tiles)
+void vkmoe_gemm_up_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_gemm_kernel *k,
+                        const vkmoe_gemm_rows *rows, int indirect_grid, uint32_t tiles)
 {
     gemm_up_push push = up_push(layer, rows);
-    uint32_t groups_x = (uint32_t)vkmoe_div_up(rows->ld_ffn, layer->gemm.up_columns);
-    dispatch(layer, cmd, layer->pipelines[VKMOE_SHADER_GEMM_UP], rows, &push, sizeof(push),
-             &push.source, indirect_grid, groups_x, tiles);
+    uint32_t groups_x = (uint32_t)vkmoe_div_up(rows->ld_ffn, k->up_columns);
+    dispatch(layer, cmd, k->up, rows, &push, sizeof(push), &push.source, indirect_grid, groups_x,
+             tiles);
 }
 
 vkmoe_spec vkmoe_router_gemm_spec(const vkmoe_layer *layer)
@@ -340,8 +410,8 @@ void vkmoe_router_gemm_pass(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t to
              tiles);
 }
 
-void vkmoe_gemm_down_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_gemm_rows *rows,
-                          int indirect_grid, uint32_t tiles)
+void vkmoe_gemm_down_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_gemm_kernel *k,
+                          const vkmoe_gemm_rows *rows, int indirect_grid, uint32_t tiles)
 {
     gemm_down_push push = {
         .tile_expert = rows->tile_expert,
@@ -353,9 +423,9 @@ void vkmoe_gemm_down_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_g
         .max_tiles = rows->max_tiles,
         .rows = rows->rows,
     };
-    uint32_t groups_x = (uint32_t)vkmoe_div_up(layer->params.dim, layer->gemm.down_columns);
-    dispatch(layer, cmd, layer->pipelines[VKMOE_SHADER_GEMM_DOWN], rows, &push, sizeof(push),
-             &push.source, indirect_grid, groups_x, tiles);
+    uint32_t groups_x = (uint32_t)vkmoe_div_up(layer->params.dim, k->down_columns);
+    dispatch(layer, cmd, k->down, rows, &push, sizeof(push), &push.source, indirect_grid, groups_x,
+             tiles);
 }
 
 /* The routed experts' rows, read with the sources of the up or down array. */
@@ -386,14 +456,12 @@ static vkmoe_gemm_rows routed_rows(const vkmoe_layer *layer, vkmoe_expert_matrix
 
 void vkmoe_gemm_up_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 {
-    (void)tokens;
     vkmoe_gemm_rows rows = routed_rows(layer, VKMOE_EXPERT_UP);
-    vkmoe_gemm_up_pass(layer, cmd, &rows, 0, 0);
+    vkmoe_gemm_up_pass(layer, cmd, vkmoe_gemm_kernel_for(layer, tokens), &rows, 0, 0);
 }
 
 void vkmoe_gemm_down_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 {
-    (void)tokens;
     vkmoe_gemm_rows rows = routed_rows(layer, VKMOE_EXPERT_DOWN);
-    vkmoe_gemm_down_pass(layer, cmd, &rows, 1, 0);
+    vkmoe_gemm_down_pass(layer, cmd, vkmoe_gemm_kernel_for(layer, tokens), &rows, 1, 0);
 }

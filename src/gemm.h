@@ -13,14 +13,24 @@
 /* Subgroups in a workgroup of the tiled GEMM paths (shaders/common/tiled_gemm.glsl). */
 #define VKMOE_TILED_SUBGROUPS 4u
 
-/* Shape of the expert GEMMs (specialization constants, see
- * shaders/common/expert_gemm.glsl): the path (never AUTO), rows per tile,
- * invocations per workgroup of the path and of the register path (which the
- * router's logits take), and the output columns one workgroup covers in
- * each GEMM. */
-typedef struct vkmoe_gemm_config {
+/* One kernel of the expert GEMMs: its path (never AUTO), invocations per
+ * workgroup, the output columns one workgroup covers in each GEMM, and its
+ * two pipelines (the context's, set when the layer is made). */
+typedef struct vkmoe_gemm_kernel {
     vkmoe_gemm_path path;
-    uint32_t tile_m, workgroup, lanes, up_columns, down_columns;
+    uint32_t workgroup, up_columns, down_columns;
+    VkPipeline up, down;
+} vkmoe_gemm_kernel;
+
+/* Shape of a layer's expert GEMMs (specialization constants, see
+ * shaders/common/expert_gemm.glsl): rows per tile, the lanes of the
+ * register path (which the router's logits take), and two kernels:
+ * forwards of at most VKMOE_GEMV_PASS tokens (each expert then has at most
+ * that many rows) run `decode`, longer ones `prefill`. An explicit path
+ * makes both the same; AUTO picks per device (vkmoe_gemm_auto). */
+typedef struct vkmoe_gemm_config {
+    uint32_t tile_m, lanes;
+    vkmoe_gemm_kernel decode, prefill;
 } vkmoe_gemm_config;
 
 /* What one GEMM dispatch reads through set 1 (shaders/common/expert_gemm.glsl):
@@ -60,6 +70,11 @@ typedef struct vkmoe_expert_array {
     vkmoe_weight_type type; /* how the matrices are stored */
 } vkmoe_expert_array;
 
+/* The paths AUTO takes on this device for decode and prefill, and why. */
+void vkmoe_gemm_auto(const vkmoe_context *ctx, vkmoe_gemm_path *decode, vkmoe_gemm_path *prefill,
+                     const char **why);
+/* The kernel a forward of `tokens` tokens runs. */
+const vkmoe_gemm_kernel *vkmoe_gemm_kernel_for(const vkmoe_layer *layer, uint32_t tokens);
 /* The shape of a layer's GEMMs on its path, for this device. */
 vkmoe_gemm_config vkmoe_gemm_choose(const vkmoe_context *ctx, const vkmoe_layer_params *params);
 /* Whether the device runs params' GEMM path (UNSUPPORTED naming why);
@@ -80,21 +95,18 @@ vkmoe_status vkmoe_gemm_sources_create(vkmoe_layer *layer, vkmoe_expert_array ar
 vkmoe_status vkmoe_gemm_token_plan_create(vkmoe_layer *layer);
 void vkmoe_token_plan(const vkmoe_layer *layer, VkDeviceAddress *tile_expert,
                       VkDeviceAddress *row_slot);
-/* Record one pass of the expert GEMMs over `rows`; indirect_grid is the
- * index of the scan's indirect grid, or -1 for a direct grid of `tiles` row
- * tiles. */
-void vkmoe_gemm_up_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_gemm_rows *rows,
-                        int indirect_grid, uint32_t tiles);
+/* Record one pass of the expert GEMMs over `rows` with kernel k;
+ * indirect_grid is the index of the scan's indirect grid, or -1 for a
+ * direct grid of `tiles` row tiles. */
+void vkmoe_gemm_up_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_gemm_kernel *k,
+                        const vkmoe_gemm_rows *rows, int indirect_grid, uint32_t tiles);
 /* The router's logits x·Wgᵀ as a GEMM over one row per token. */
 void vkmoe_router_gemm_pass(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
-void vkmoe_gemm_down_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_gemm_rows *rows,
-                          int indirect_grid, uint32_t tiles);
+void vkmoe_gemm_down_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_gemm_kernel *k,
+                          const vkmoe_gemm_rows *rows, int indirect_grid, uint32_t tiles);
 
-/* The GEMM pass of these matrices: gate and up (VKMOE_EXPERT_UP) or down. */
-vkmoe_spec vkmoe_gemm_spec(const vkmoe_layer *layer, vkmoe_expert_matrix matrix);
+/* Compile kernel k's two pipelines (gate and up, down) for the layer. */
+vkmoe_status vkmoe_gemm_kernel_create(vkmoe_layer *layer, vkmoe_gemm_kernel *k);
 vkmoe_spec vkmoe_router_gemm_spec(const vkmoe_layer *layer);
-/* The shader of GEMM stage `stage` (VKMOE_SHADER_GEMM_UP or _DOWN) on the
- * layer's path. */
-vkmoe_shader vkmoe_gemm_shader(const vkmoe_layer *layer, vkmoe_shader stage);
 
 #endif /* VKMOE_GEMM_H */

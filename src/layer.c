@@ -144,19 +144,15 @@ static vkmoe_status create_pipelines(vkmoe_layer *layer)
 {
     vkmoe_spec none = {0};
     vkmoe_spec router = vkmoe_router_spec(layer);
-    vkmoe_spec up = vkmoe_gemm_spec(layer, VKMOE_EXPERT_UP);
-    vkmoe_spec down = vkmoe_gemm_spec(layer, VKMOE_EXPERT_DOWN);
-    const vkmoe_spec *specs[VKMOE_SHADER_STAGES] = {
-        [VKMOE_SHADER_INPUT_ROWS] = &none, [VKMOE_SHADER_ROUTER] = &router,
-        [VKMOE_SHADER_COUNT] = &none,      [VKMOE_SHADER_SCAN] = &none,
-        [VKMOE_SHADER_SCATTER] = &none,    [VKMOE_SHADER_GEMM_UP] = &up,
-        [VKMOE_SHADER_GEMM_DOWN] = &down,  [VKMOE_SHADER_COMBINE] = &none,
-    };
     for (uint32_t s = 0; s < VKMOE_SHADER_STAGES; s++) {
-        bool gemm = s == VKMOE_SHADER_GEMM_UP || s == VKMOE_SHADER_GEMM_DOWN;
-        vkmoe_shader shader = gemm ? vkmoe_gemm_shader(layer, s) : s;
-        VKMOE_TRY(vkmoe_pipeline_get(layer->ctx, shader, specs[s], &layer->pipelines[s]));
+        /* the GEMM stages' pipelines are their kernels' */
+        if (s == VKMOE_SHADER_GEMM_UP || s == VKMOE_SHADER_GEMM_DOWN)
+            continue;
+        const vkmoe_spec *spec = s == VKMOE_SHADER_ROUTER ? &router : &none;
+        VKMOE_TRY(vkmoe_pipeline_get(layer->ctx, s, spec, &layer->pipelines[s]));
     }
+    VKMOE_TRY(vkmoe_gemm_kernel_create(layer, &layer->gemm.decode));
+    VKMOE_TRY(vkmoe_gemm_kernel_create(layer, &layer->gemm.prefill));
     vkmoe_spec router_gemm = vkmoe_router_gemm_spec(layer);
     return vkmoe_pipeline_get(layer->ctx, VKMOE_SHADER_GEMM_UP, &router_gemm, &layer->router_gemm);
 }

@@ -79,7 +79,7 @@ struct vkmoe_layer {
     vkmoe_layer_weights weights;
     vkmoe_layer_activations act;
     vkmoe_layer_io io;
-    VkPipeline pipelines[VKMOE_SHADER_STAGES]; /* GEMM stages: of the layer's path */
+    VkPipeline pipelines[VKMOE_SHADER_STAGES]; /* GEMM stages': in gemm's kernels */
     VkPipeline router_gemm;                    /* gemm_up with f32 weights and no activation */
 };
 
@@ -88,7 +88,7 @@ struct vkmoe_layer {
 typedef struct vkmoe_compiled_layer {
     vkmoe_layer_params params; /* resolved */
     vkmoe_gemm_config gemm;
-    VkPipeline pipelines[VKMOE_SHADER_STAGES];
+    VkPipeline pipelines[VKMOE_SHADER_STAGES]; /* GEMM stages': in gemm's kernels */
     VkPipeline router_gemm;
 } vkmoe_compiled_layer;
 

@@ -18,6 +18,8 @@ void vkmoe_scan_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
     uint32_t slots = tokens * layer->params.top_k;
     uint32_t blocks = (uint32_t)vkmoe_div_up(slots, VKMOE_BLOCK_SLOTS);
     uint32_t n = blocks * layer->params.experts;
+    /* The GEMMs' grids: of the kernel this forward's token count runs. */
+    const vkmoe_gemm_kernel *kernel = vkmoe_gemm_kernel_for(layer, tokens);
     scan_push push = {
         .values = base + l->block_counts,
         .tile_sums = base + l->tile_sums,
@@ -32,8 +34,8 @@ void vkmoe_scan_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
         .slots = slots,
         .tile_m = layer->gemm.tile_m,
         .max_tiles = layer->plan.max_tiles,
-        .up_groups_x = (uint32_t)vkmoe_div_up(layer->plan.ld_ffn, layer->gemm.up_columns),
-        .down_groups_x = (uint32_t)vkmoe_div_up(layer->params.dim, layer->gemm.down_columns),
+        .up_groups_x = (uint32_t)vkmoe_div_up(layer->plan.ld_ffn, kernel->up_columns),
+        .down_groups_x = (uint32_t)vkmoe_div_up(layer->params.dim, kernel->down_columns),
         .capacity = vkmoe_params_capacity(&layer->params, tokens),
     };
     VkPipeline pipeline = layer->pipelines[VKMOE_SHADER_SCAN];

@@ -21,8 +21,9 @@ void vkmoe_shared_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t token
         .rows = tokens,
     };
     vkmoe_token_plan(layer, &rows.tile_expert, &rows.row_slot);
-    vkmoe_gemm_up_pass(layer, cmd, &rows, -1, tiles);
+    const vkmoe_gemm_kernel *k = vkmoe_gemm_kernel_for(layer, tokens);
+    vkmoe_gemm_up_pass(layer, cmd, k, &rows, -1, tiles);
     vkmoe_barrier_compute(layer->ctx, cmd);
     rows.sources = layer->weights.shared[VKMOE_EXPERT_DOWN].sources;
-    vkmoe_gemm_down_pass(layer, cmd, &rows, -1, tiles);
+    vkmoe_gemm_down_pass(layer, cmd, k, &rows, -1, tiles);
 }

@@ -227,9 +227,13 @@ static void test_compile_only(void **state)
     assert_non_null(strstr(vkmoe_last_error(), "only compiles"));
     vkmoe_compiled_layer compiled;
     assert_int_equal(vkmoe_layer_compile(ctx, &p, &compiled), VKMOE_OK);
-    assert_int_equal(compiled.gemm.path, VKMOE_GEMM_TILED);
+    assert_int_equal(compiled.gemm.prefill.path, VKMOE_GEMM_TILED);
+    assert_int_equal(compiled.gemm.decode.path, VKMOE_GEMM_TILED);
     for (uint32_t s = 0; s < VKMOE_SHADER_STAGES; s++)
-        assert_non_null(compiled.pipelines[s]);
+        if (s != VKMOE_SHADER_GEMM_UP && s != VKMOE_SHADER_GEMM_DOWN)
+            assert_non_null(compiled.pipelines[s]);
+    assert_non_null(compiled.gemm.prefill.up);
+    assert_non_null(compiled.gemm.prefill.down);
     assert_non_null(compiled.router_gemm);
     /* Statistics are only kept where asked for. */
     uint64_t vgprs;
@@ -246,6 +250,7 @@ static void test_compile_only(void **state)
     assert_int_equal(vkmoe_layer_compile(*state, &p, &compiled), VKMOE_OK);
     assert_memory_equal(compiled.pipelines, t.layer->pipelines, sizeof(compiled.pipelines));
     assert_true(compiled.router_gemm == t.layer->router_gemm);
+    assert_memory_equal(&compiled.gemm, &t.layer->gemm, sizeof(compiled.gemm));
     test_layer_destroy(&t);
 }
 

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "helpers.h"
 
@@ -247,6 +248,47 @@ static void test_gemv_path(void **state)
     test_context_destroy(&huge);
 }
 
+/* VKMOE_GEMM_AUTO: the register path on a CPU device; as on a GPU (a test
+ * option here), GEMV for forwards of up to 16 tokens and tiled beyond, on
+ * one layer whose forwards cross that boundary both ways (the scan plans
+ * each forward's grids for its kernel). */
+static void test_auto_paths(void **state)
+{
+    vkmoe_gemm_path decode, prefill;
+    const char *why = NULL;
+    assert_int_equal(vkmoe_context_auto_gemm_paths(*state, &decode, &prefill, &why), VKMOE_OK);
+    assert_int_equal(decode, VKMOE_GEMM_REGISTER);
+    assert_int_equal(prefill, VKMOE_GEMM_REGISTER);
+    assert_non_null(strstr(why, "CPU"));
+    assert_int_equal(vkmoe_context_auto_gemm_paths(*state, NULL, &prefill, NULL),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+
+    vkmoe_context *gpu = test_context_with((vkmoe_context_options){.auto_as_gpu = true});
+    assert_non_null(gpu);
+    assert_int_equal(vkmoe_context_auto_gemm_paths(gpu, &decode, &prefill, &why), VKMOE_OK);
+    assert_int_equal(decode, VKMOE_GEMM_GEMV);
+    assert_int_equal(prefill, VKMOE_GEMM_TILED);
+    assert_non_null(strstr(why, "not yet by measurement"));
+    test_seed(69);
+    vkmoe_layer_params p = shape(131, 77, 5, 2, 40, VKMOE_WEIGHT_F16);
+    p.shared_ffn_dim = 24;
+    test_layer t;
+    test_layer_create(gpu, &p, &t);
+    test_layer_upload(&t);
+    assert_int_equal(t.layer->gemm.decode.path, VKMOE_GEMM_GEMV);
+    assert_int_equal(t.layer->gemm.prefill.path, VKMOE_GEMM_TILED);
+    assert_ptr_equal(vkmoe_gemm_kernel_for(t.layer, 16), &t.layer->gemm.decode);
+    assert_ptr_equal(vkmoe_gemm_kernel_for(t.layer, 17), &t.layer->gemm.prefill);
+    const uint32_t tokens[] = {1, 16, 17, 40, 16, 3};
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(tokens); i++) {
+        float *x = test_input(tokens[i], p.dim);
+        test_check_forward(&t, tokens[i], x);
+        free(x);
+    }
+    test_layer_destroy(&t);
+    test_context_destroy(&gpu);
+}
+
 /* VKMOE_GEMM_COOPMAT's products within 5e-3 (its f16 activations bound the
  * error: 2^-11 relative each); other weight types refused. */
 static void check_matrix_core_path(void **state)
@@ -302,6 +344,7 @@ int main(void)
         cmocka_unit_test(test_wide_workgroups),
         cmocka_unit_test(test_tiled_path),
         cmocka_unit_test(test_gemv_path),
+        cmocka_unit_test(test_auto_paths),
         cmocka_unit_test(test_matrix_core_path),
     };
     return test_device_suite(tests, test_group_setup, teardown);
