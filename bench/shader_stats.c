@@ -17,8 +17,8 @@
 #include "params.h"
 #include "pipelines.h"
 
-/* What a decode kernel (the GEMV and register paths) and a prefill kernel
- * (the tiled and matrix-core paths) need at the least: decode is bandwidth-bound and
+/* What a decode kernel (the GEMV path) and a prefill kernel (the tiled and
+ * matrix-core paths) need at the least: decode is bandwidth-bound and
  * hides memory latency only with many waves in flight (issue 15's targets). */
 #define DECODE_MIN_WAVES 8u
 #define PREFILL_MIN_WAVES 4u
@@ -127,10 +127,12 @@ static void print_kernel(report *r, vkmoe_context *ctx, const vkmoe_layer_params
                          const vkmoe_gemm_kernel *k, uint32_t lanes)
 {
     const char *path = vkmoe_gemm_path_name(k->path);
-    /* The register path is AUTO's for every token count on CPU devices, so
-     * it counts as a decode kernel too. */
-    bool decode = k->path == VKMOE_GEMM_REGISTER || k->path == VKMOE_GEMM_GEMV;
-    const char *kind = decode ? "decode" : "prefill";
+    /* GPUs decode with GEMV and prefill with the tiled and matrix-core
+     * paths; the register path is the CPU devices' (AUTO runs it on a GPU
+     * only without subgroup arithmetic), held to no GPU target. */
+    const char *kind = k->path == VKMOE_GEMM_GEMV       ? "decode"
+                       : k->path == VKMOE_GEMM_REGISTER ? "other"
+                                                        : "prefill";
     vkmoe_stage stages[] = {VKMOE_STAGE_GEMM_UP, VKMOE_STAGE_GEMM_DOWN};
     VkPipeline pipelines[] = {k->up, k->down};
     for (size_t i = 0; i < 2; i++) {
