@@ -364,8 +364,9 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
                vkmoe_weight_type_name(s->weight_type), router_name(s->router), s->shared_ffn_dim,
                s->expert_groups, s->topk_groups, activation_name(s->activation),
                (double)s->capacity_factor);
-        printf("      \"path\": \"%s\", \"gemm_path\": \"%s\",\n", run_path(run),
-               vkmoe_gemm_path_name(run->kernel));
+        printf("      \"path\": \"%s\", \"gemm_path\": \"%s\", \"dispatches\": %u, "
+               "\"barriers\": %u,\n",
+               run_path(run), vkmoe_gemm_path_name(run->kernel), run->dispatches, run->barriers);
         double gflops = run->layer.flops / (run->layer.ms * 1e6);
         double gbps = run->layer.bytes / (run->layer.ms * 1e6);
         printf("      \"layer_ms\": %.6g, \"tokens_per_s\": %.6g, \"gflops\": %.6g, "

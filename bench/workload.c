@@ -368,6 +368,8 @@ vkmoe_status workload_run(workload *w, uint32_t tokens, uint32_t warmup, uint32_
                 r->largest_expert = counts[e];
         }
         count_work(w, tokens, r->active_experts, r);
+        r->dispatches = (uint32_t)w->layer->io.recorded.dispatches;
+        r->barriers = (uint32_t)w->layer->io.recorded.barriers;
         verify(w, tokens, r);
     }
     free(samples);

@@ -16,10 +16,11 @@ typedef struct run_result {
     uint32_t tokens;
     stage_figures layer;
     stage_figures stages[VKMOE_STAGE_MAX];
-    uint32_t active_experts; /* experts that received at least one token */
-    uint32_t largest_expert; /* the most slots one expert received */
-    vkmoe_gemm_path kernel;  /* the expert GEMMs' path this token count ran (AUTO resolved) */
-    bool verified;           /* false when the check failed or was skipped */
+    uint32_t active_experts;       /* experts that received at least one token */
+    uint32_t largest_expert;       /* the most slots one expert received */
+    vkmoe_gemm_path kernel;        /* the expert GEMMs' path this token count ran (AUTO resolved) */
+    uint32_t dispatches, barriers; /* recorded in one forward */
+    bool verified;                 /* false when the check failed or was skipped */
     uint32_t verified_tokens;
     vkmoe_ref_error error;
 } run_result;

@@ -337,6 +337,7 @@ static void dispatch(vkmoe_layer *layer, VkCommandBuffer cmd, VkPipeline pipelin
         ctx->vk.vkCmdPushConstants(cmd, ctx->pipeline_layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
                                    push_size, push);
         if (indirect_grid >= 0) {
+            vkmoe_count_recorded(1, 0);
             ctx->vk.vkCmdDispatchIndirect(cmd, layer->plan.scratch.buffer,
                                           layer->plan.layout.dispatch +
                                               (VkDeviceSize)indirect_grid * 3 * sizeof(uint32_t));
@@ -344,6 +345,7 @@ static void dispatch(vkmoe_layer *layer, VkCommandBuffer cmd, VkPipeline pipelin
         }
         uint32_t y = tiles < GRID_Y ? tiles : GRID_Y;
         ctx->vk.vkCmdDispatch(cmd, groups_x, y, (uint32_t)vkmoe_div_up(tiles, GRID_Y));
+        vkmoe_count_recorded(1, 0);
     }
 }
 

@@ -344,6 +344,7 @@ static void memory_barrier(vkmoe_context *ctx, VkCommandBuffer cmd, VkPipelineSt
         .dstAccessMask = dst_access,
     };
     ctx->vk.vkCmdPipelineBarrier(cmd, src, dst, 0, 1, &barrier, 0, NULL, 0, NULL);
+    vkmoe_count_recorded(0, 1);
 }
 
 static void record_stages(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
@@ -367,6 +368,7 @@ static void record_forward(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tok
                            VkDeviceSize x_offset, VkBuffer y, VkDeviceSize y_offset)
 {
     vkmoe_context *ctx = layer->ctx;
+    vkmoe_recorded before = vkmoe_recorded_so_far();
     layer->io.last_tokens = tokens;
     bind_io(layer, cmd, x, x_offset, y, y_offset, (VkDeviceSize)tokens * layer->params.dim * 4);
     memory_barrier(ctx, cmd, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_ACCESS_MEMORY_WRITE_BIT,
@@ -376,6 +378,9 @@ static void record_forward(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tok
     memory_barrier(ctx, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                    VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
                    VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT);
+    vkmoe_recorded after = vkmoe_recorded_so_far();
+    layer->io.recorded =
+        (vkmoe_recorded){after.dispatches - before.dispatches, after.barriers - before.barriers};
 }
 
 vkmoe_status vkmoe_layer_record_forward(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens,

@@ -68,6 +68,7 @@ typedef struct vkmoe_layer_io {
     VkDescriptorSet descriptor_set; /* set 0: x and y of the last recording */
     VkQueryPool queries;            /* 2 timestamps per stage when params.timing */
     uint32_t last_tokens;           /* tokens of the last recorded forward; 0: none yet */
+    vkmoe_recorded recorded;        /* dispatches and barriers of that recording */
 } vkmoe_layer_io;
 
 /* A layer owns one of each; layer.c draws them up and tears them down. */

@@ -199,6 +199,16 @@ vkmoe_status vkmoe_pipeline_statistic(vkmoe_context *ctx, VkPipeline pipeline, c
     return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED, "the driver reports no statistic \"%s\"", name);
 }
 
+static _Thread_local vkmoe_recorded recorded;
+
+vkmoe_recorded vkmoe_recorded_so_far(void) { return recorded; }
+
+void vkmoe_count_recorded(uint32_t dispatches, uint32_t barriers)
+{
+    recorded.dispatches += dispatches;
+    recorded.barriers += barriers;
+}
+
 void vkmoe_dispatch_1d(vkmoe_context *ctx, VkCommandBuffer cmd, VkPipeline pipeline,
                        const void *push, uint32_t push_size, uint64_t groups)
 {
@@ -208,8 +218,10 @@ void vkmoe_dispatch_1d(vkmoe_context *ctx, VkCommandBuffer cmd, VkPipeline pipel
     /* 65535 is the smallest maxComputeWorkGroupCount the spec allows. */
     uint32_t x = groups < 65535 ? (uint32_t)groups : 65535;
     uint32_t y = (uint32_t)vkmoe_div_up(groups, 65535);
-    if (groups > 0)
+    if (groups > 0) {
         ctx->vk.vkCmdDispatch(cmd, x, y, 1);
+        vkmoe_count_recorded(1, 0);
+    }
 }
 
 void vkmoe_barrier_compute(vkmoe_context *ctx, VkCommandBuffer cmd)
@@ -224,4 +236,5 @@ void vkmoe_barrier_compute(vkmoe_context *ctx, VkCommandBuffer cmd)
                                  VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT |
                                      VK_PIPELINE_STAGE_DRAW_INDIRECT_BIT,
                                  0, 1, &barrier, 0, NULL, 0, NULL);
+    vkmoe_count_recorded(0, 1);
 }

@@ -55,6 +55,15 @@ vkmoe_status vkmoe_pipeline_statistic(vkmoe_context *ctx, VkPipeline pipeline, c
  * flat_group_id() from shaders/common/dispatch.glsl). */
 void vkmoe_dispatch_1d(vkmoe_context *ctx, VkCommandBuffer cmd, VkPipeline pipeline,
                        const void *push, uint32_t push_size, uint64_t groups);
+/* Dispatch and barrier commands recorded on this thread so far: a layer
+ * takes the difference over one recording (vkmoe_layer_io), which no other
+ * thread's recording can touch. Every dispatch and barrier vkmoe records
+ * goes through vkmoe_count_recorded. */
+typedef struct vkmoe_recorded {
+    uint64_t dispatches, barriers;
+} vkmoe_recorded;
+vkmoe_recorded vkmoe_recorded_so_far(void);
+void vkmoe_count_recorded(uint32_t dispatches, uint32_t barriers);
 /* A compute-to-compute (and indirect) memory barrier between two stages. */
 void vkmoe_barrier_compute(vkmoe_context *ctx, VkCommandBuffer cmd);
 
