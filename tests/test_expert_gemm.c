@@ -180,6 +180,18 @@ static vkmoe_layer_params on_path(vkmoe_layer_params p, vkmoe_gemm_path path)
     return p;
 }
 
+/* ReLU and clamped SwiGLU experts with biases on a path. */
+static void check_activations_on(void **state, vkmoe_gemm_path path)
+{
+    vkmoe_layer_params p = on_path(shape(57, 83, 5, 2, 45, VKMOE_WEIGHT_F32), path);
+    p.activation = VKMOE_ACTIVATION_RELU;
+    p.expert_bias = true;
+    check_gemms(state, p, 45);
+    p.activation = VKMOE_ACTIVATION_SWIGLU_CLAMPED;
+    p.swiglu_limit = 1.5f;
+    check_gemms(state, p, 45);
+}
+
 static void test_tiled_path(void **state)
 {
     const vkmoe_gemm_path tiled = VKMOE_GEMM_TILED;
@@ -188,15 +200,9 @@ static void test_tiled_path(void **state)
     check_gemms(state, on_path(shape(3, 5, 2, 1, 1, VKMOE_WEIGHT_F16), tiled), 1);
     check_gemms(state, on_path(shape(96, 224, 3, 2, 45, VKMOE_WEIGHT_Q8_0), tiled), 45);
     check_gemms(state, on_path(shape(512, 768, 1, 1, 33, VKMOE_WEIGHT_Q4_K), tiled), 33);
-    vkmoe_layer_params p = on_path(shape(57, 83, 5, 2, 45, VKMOE_WEIGHT_F32), tiled);
-    p.activation = VKMOE_ACTIVATION_RELU;
-    p.expert_bias = true;
-    check_gemms(state, p, 45);
-    p.activation = VKMOE_ACTIVATION_SWIGLU_CLAMPED;
-    p.swiglu_limit = 1.5f;
-    check_gemms(state, p, 45);
+    check_activations_on(state, tiled);
     vkmoe_context *wide = shared_lanes(32);
-    p = on_path(shape(200, 300, 6, 2, 70, VKMOE_WEIGHT_F16), tiled);
+    vkmoe_layer_params p = on_path(shape(200, 300, 6, 2, 70, VKMOE_WEIGHT_F16), tiled);
     p.shared_ffn_dim = 72;
     test_check_layer(wide, p, 70);
     void *amd = shared_lanes(64); /* AMD's subgroups: tiles of 64 rows, none a multiple of them */
@@ -230,14 +236,8 @@ static void test_gemv_path(void **state)
     check_gemms(state, on_path(shape(96, 224, 3, 2, 45, VKMOE_WEIGHT_Q4_0), gemv), 45);
     check_gemms(state, on_path(shape(512, 768, 3, 2, 9, VKMOE_WEIGHT_Q4_K), gemv), 9);
     check_gemms(state, on_path(shape(768, 512, 3, 2, 9, VKMOE_WEIGHT_Q6_K), gemv), 9);
-    vkmoe_layer_params p = on_path(shape(57, 83, 5, 2, 45, VKMOE_WEIGHT_F32), gemv);
-    p.activation = VKMOE_ACTIVATION_RELU;
-    p.expert_bias = true;
-    check_gemms(state, p, 45);
-    p.activation = VKMOE_ACTIVATION_SWIGLU_CLAMPED;
-    p.swiglu_limit = 1.5f;
-    check_gemms(state, p, 45);
-    p = on_path(shape(200, 300, 6, 2, 70, VKMOE_WEIGHT_F16), gemv);
+    check_activations_on(state, gemv);
+    vkmoe_layer_params p = on_path(shape(200, 300, 6, 2, 70, VKMOE_WEIGHT_F16), gemv);
     p.shared_ffn_dim = 72;
     test_check_layer(*state, p, 70);
     test_check_layer(shared_lanes(32), p, 5);
