@@ -33,7 +33,7 @@
 
 typedef struct stats_options {
     const char *device;
-    bool json, check;
+    bool json, check, all; /* all: every statistic the driver reports, by its names */
 } stats_options;
 
 /* One pipeline's figures. */
@@ -45,7 +45,7 @@ typedef struct report {
     const stats_options *o;
     VkPipeline *seen; /* pipelines reported already: the context shares them */
     size_t seen_count;
-    unsigned printed, misses;
+    unsigned printed, misses, unchecked; /* unchecked: no figures we know the names of */
 } report;
 
 static const char *const statistic_names[] = {"VGPRs",         "SGPRs",    "Spilled VGPRs",
@@ -88,15 +88,43 @@ static void misses_of(const figures *f, const char *kind, char *out, size_t size
                  (unsigned long long)f->waves, minimum);
 }
 
+/* A driver without RADV's statistics (NVIDIA's, Intel's): whatever it
+ * reports, under its own names, held to no target (it is not known what
+ * they mean) but counted apart. */
+static void print_driver_statistics(report *r, vkmoe_context *ctx, VkPipeline pipeline,
+                                    const char *name, const char *kind)
+{
+    vkmoe_statistic all[VKMOE_MAX_STATISTICS];
+    uint32_t count = VKMOE_MAX_STATISTICS;
+    if (vkmoe_pipeline_statistics(ctx, pipeline, all, &count) != VKMOE_OK) {
+        fprintf(stderr, "vkmoe-shader-stats: %s: %s\n", name, vkmoe_last_error());
+        r->misses++;
+        return;
+    }
+    if (r->o->json)
+        printf("%s\n    {\"name\": \"%s\", \"kind\": \"%s\", \"statistics\": {",
+               r->printed ? "," : "", name, kind);
+    else
+        printf("%-46s %-7s", name, kind);
+    for (uint32_t i = 0; i < count; i++) {
+        if (r->o->json)
+            printf("%s\"%s\": %.10g", i ? ", " : "", all[i].name, all[i].value);
+        else
+            printf(" %s=%.10g", all[i].name, all[i].value);
+    }
+    printf(r->o->json ? "}}" : "\n");
+    r->printed++;
+    r->unchecked++;
+}
+
 static void print_pipeline(report *r, vkmoe_context *ctx, VkPipeline pipeline, const char *name,
                            const char *kind)
 {
     if (!pipeline || seen_before(r, pipeline))
         return;
     figures f;
-    if (!read_figures(ctx, pipeline, &f)) {
-        fprintf(stderr, "vkmoe-shader-stats: %s: %s\n", name, vkmoe_last_error());
-        r->misses++;
+    if (r->o->all || !read_figures(ctx, pipeline, &f)) {
+        print_driver_statistics(r, ctx, pipeline, name, kind);
         return;
     }
     char misses[64];
@@ -192,11 +220,13 @@ static void print_configs(report *r, vkmoe_context *ctx, uint32_t lanes)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: vkmoe-shader-stats [--device N|NAME] [--json] [--check]\n"
+    fprintf(stderr, "usage: vkmoe-shader-stats [--device N|NAME] [--json] [--check] "
+                    "[--all-statistics]\n"
                     "  every pipeline vkmoe creates, with the driver's statistics (the device\n"
                     "  must offer VK_KHR_pipeline_executable_properties); --check: exit 1 when a\n"
                     "  pipeline spills, or a decode kernel has fewer than 8 waves per SIMD, or a\n"
-                    "  prefill kernel fewer than 4\n");
+                    "  prefill kernel fewer than 4; --all-statistics: every statistic the driver\n"
+                    "  reports, by its own names (what drivers other than RADV give)\n");
     return 2;
 }
 
@@ -208,6 +238,8 @@ int main(int argc, char **argv)
             o.json = true;
         else if (!strcmp(argv[i], "--check"))
             o.check = true;
+        else if (!strcmp(argv[i], "--all-statistics"))
+            o.all = true;
         else if (!strcmp(argv[i], "--device") && i + 1 < argc)
             o.device = argv[++i];
         else
@@ -244,7 +276,7 @@ int main(int argc, char **argv)
     }
     if (o.json)
         printf("\n]}\n");
-    fprintf(stderr, "vkmoe-shader-stats: %s: %u pipelines, %u miss the targets\n", info.name,
-            r.printed, r.misses);
+    fprintf(stderr, "vkmoe-shader-stats: %s: %u pipelines, %u miss the targets, %u unchecked\n",
+            info.name, r.printed, r.misses, r.unchecked);
     return o.check && r.misses ? 1 : 0;
 }

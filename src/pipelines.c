@@ -1,4 +1,5 @@
 /* Embedded SPIR-V, the shared pipeline layout and the pipeline cache. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -156,8 +157,8 @@ vkmoe_status vkmoe_pipeline_get(vkmoe_context *ctx, vkmoe_shader shader, const v
     return VKMOE_OK;
 }
 
-vkmoe_status vkmoe_pipeline_statistic(vkmoe_context *ctx, VkPipeline pipeline, const char *name,
-                                      uint64_t *value)
+vkmoe_status vkmoe_pipeline_statistics(vkmoe_context *ctx, VkPipeline pipeline,
+                                       vkmoe_statistic *out, uint32_t *count)
 {
     const vkmoe_vulkan_functions *vk = &ctx->vk;
     if (!ctx->options.pipeline_statistics || !vk->vkGetPipelineExecutableStatisticsKHR)
@@ -167,35 +168,48 @@ vkmoe_status vkmoe_pipeline_statistic(vkmoe_context *ctx, VkPipeline pipeline, c
         .pipeline = pipeline,
         .executableIndex = 0, /* a compute pipeline has one */
     };
-    VkPipelineExecutableStatisticKHR statistics[64];
-    uint32_t count = VKMOE_ARRAY_SIZE(statistics);
-    for (uint32_t i = 0; i < count; i++)
+    VkPipelineExecutableStatisticKHR statistics[VKMOE_MAX_STATISTICS];
+    uint32_t n = *count < VKMOE_MAX_STATISTICS ? *count : VKMOE_MAX_STATISTICS;
+    for (uint32_t i = 0; i < n; i++)
         statistics[i] = (VkPipelineExecutableStatisticKHR){
             .sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_STATISTIC_KHR};
     VkResult result =
-        vk->vkGetPipelineExecutableStatisticsKHR(ctx->device, &executable, &count, statistics);
+        vk->vkGetPipelineExecutableStatisticsKHR(ctx->device, &executable, &n, statistics);
     if (result < VK_SUCCESS)
         return vkmoe_check_vk(ctx, result, "vkGetPipelineExecutableStatisticsKHR");
-    for (uint32_t i = 0; i < count; i++) {
+    for (uint32_t i = 0; i < n; i++) {
         const VkPipelineExecutableStatisticKHR *s = &statistics[i];
-        if (strcmp(s->name, name) != 0)
-            continue;
+        snprintf(out[i].name, sizeof(out[i].name), "%s", s->name);
         switch (s->format) {
         case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_BOOL32_KHR:
-            *value = s->value.b32;
+            out[i].value = s->value.b32;
             break;
         case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_INT64_KHR:
-            *value = (uint64_t)s->value.i64;
+            out[i].value = (double)s->value.i64;
             break;
         case VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_UINT64_KHR:
-            *value = s->value.u64;
+            out[i].value = (double)s->value.u64;
             break;
         default:
-            *value = (uint64_t)s->value.f64;
+            out[i].value = s->value.f64;
             break;
         }
-        return VKMOE_OK;
     }
+    *count = n;
+    return VKMOE_OK;
+}
+
+vkmoe_status vkmoe_pipeline_statistic(vkmoe_context *ctx, VkPipeline pipeline, const char *name,
+                                      uint64_t *value)
+{
+    vkmoe_statistic all[VKMOE_MAX_STATISTICS];
+    uint32_t count = VKMOE_MAX_STATISTICS;
+    VKMOE_TRY(vkmoe_pipeline_statistics(ctx, pipeline, all, &count));
+    for (uint32_t i = 0; i < count; i++)
+        if (strcmp(all[i].name, name) == 0) {
+            *value = (uint64_t)all[i].value;
+            return VKMOE_OK;
+        }
     return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED, "the driver reports no statistic \"%s\"", name);
 }
 

@@ -43,6 +43,16 @@ void vkmoe_pipelines_destroy(vkmoe_context *ctx);
  * first use and owned by the context. */
 vkmoe_status vkmoe_pipeline_get(vkmoe_context *ctx, vkmoe_shader shader, const vkmoe_spec *spec,
                                 VkPipeline *out);
+/* The driver's statistics of a pipeline (executable 0), as many as *count
+ * (at most VKMOE_MAX_STATISTICS) into out; *count becomes how many there
+ * are. UNSUPPORTED without vkmoe_context_options.pipeline_statistics. */
+#define VKMOE_MAX_STATISTICS 64u
+typedef struct vkmoe_statistic {
+    char name[VK_MAX_DESCRIPTION_SIZE];
+    double value;
+} vkmoe_statistic;
+vkmoe_status vkmoe_pipeline_statistics(vkmoe_context *ctx, VkPipeline pipeline,
+                                       vkmoe_statistic *out, uint32_t *count);
 /* One of the driver's statistics of a pipeline (executable 0) by the name
  * the driver gives it (RADV: "VGPRs", "SGPRs", "Spilled VGPRs", "Spilled
  * SGPRs", "LDS size", "Subgroups per SIMD"); UNSUPPORTED without

@@ -3,8 +3,11 @@
 # GPU test suite, then vkmoe-bench on a few presets at T = 1, 8, 64, 512,
 # 4096 on every GEMM path, over build-gpu/ as `./dev gpu-check --prepare`
 # built it here (that machine has no glslc, Vulkan headers or cmocka).
-# Everything goes to $OUT (build-gpu/out elsewhere): gpu-check.log, the
-# tests' logs, bench.json (the vkmoe-bench --json objects, one after another). Meant
+# Everything goes to $OUT (build-gpu/out elsewhere), five files (the device
+# tool brings back eight at most): gpu-check.log, tests.log, bench.json (the
+# vkmoe-bench --json objects, one after another), bench.err, and
+# shader-stats.json (every pipeline's statistics from the GPU's own
+# compiler, by its driver's names). Meant
 # to end within 8 minutes: a run that would start after BUDGET seconds is
 # skipped and said so.
 set -uo pipefail
@@ -40,16 +43,24 @@ for test in context layer router bucketing memory expert_gemm combine params sha
     args=()
     [ "$test" = run ] && args=(build-gpu/run/vkmoe-run)
     t0=$SECONDS
-    if timeout 150 "build-gpu/tests/test_$test" "${args[@]}" >"$out/test_$test.log" 2>&1; then
+    echo "=== test_$test" >>"$out/tests.log"
+    if timeout 150 "build-gpu/tests/test_$test" "${args[@]}" >"$out/test.log" 2>&1; then
         echo "test $test: ok ($((SECONDS - t0)) s)"
     else
         echo "test $test: FAILED ($((SECONDS - t0)) s); its log:"
-        tail -30 "$out/test_$test.log"
+        tail -30 "$out/test.log"
         failed=1
     fi
+    cat "$out/test.log" >>"$out/tests.log"
+    rm -f "$out/test.log"
 done
 timeout 60 build-gpu/examples/vkmoe-example >/dev/null 2>&1 && echo "readme example: ok" ||
     { echo "readme example: FAILED"; failed=1; }
+
+# The GPU compiler's own figures for every pipeline vkmoe creates.
+timeout 120 build-gpu/bench/vkmoe-shader-stats --all-statistics --json >"$out/shader-stats.json" \
+    2>>"$out/bench.err" && echo "shader-stats: $(grep -c '"name"' "$out/shader-stats.json") pipelines" ||
+    echo "shader-stats: failed (bench.err)"
 
 # The bench: each preset and weight type on every path.
 runs=(
@@ -68,7 +79,7 @@ for run in "${runs[@]}"; do
         # shellcheck disable=SC2086 # run holds several flags
         timeout 120 "$bench" $run --weights "${weights_path%%:*}" --gemm "${weights_path##*:}" \
             --tokens 1,8,64,512,4096 --warmup 2 --iters 5 --json >>"$out/bench.json" \
-            2>"$out/bench.err" || { echo "bench $run $weights_path: failed"; tail -3 "$out/bench.err"; }
+            2>>"$out/bench.err" || { echo "bench $run $weights_path: failed"; tail -3 "$out/bench.err"; }
     done
 done
 
