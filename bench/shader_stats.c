@@ -33,7 +33,8 @@
 
 typedef struct stats_options {
     const char *device;
-    bool json, check, all; /* all: every statistic the driver reports, by its names */
+    bool json, check, all;     /* all: every statistic the driver reports, by its names */
+    bool require_matrix_cores; /* a device that must compile the matrix-core path */
 } stats_options;
 
 /* One pipeline's figures. */
@@ -46,6 +47,7 @@ typedef struct report {
     VkPipeline *seen; /* pipelines reported already: the context shares them */
     size_t seen_count;
     unsigned printed, misses, unchecked; /* unchecked: no figures we know the names of */
+    unsigned paths;                      /* bit p: path p compiled */
 } report;
 
 static const char *const statistic_names[] = {"VGPRs",         "SGPRs",    "Spilled VGPRs",
@@ -154,7 +156,9 @@ static void print_pipeline(report *r, vkmoe_context *ctx, VkPipeline pipeline, c
 static void print_kernel(report *r, vkmoe_context *ctx, const vkmoe_layer_params *p,
                          const vkmoe_gemm_kernel *k, uint32_t lanes)
 {
-    const char *path = vkmoe_gemm_path_name(k->path);
+    /* BENCH.md: a matrix-core pipeline on the KHR extension says so. */
+    bool khr = k->path == VKMOE_GEMM_COOPMAT && ctx->cooperative_matrix_khr;
+    const char *path = khr ? "khr_coopmat" : vkmoe_gemm_path_name(k->path);
     /* GPUs decode with GEMV and prefill with the tiled and matrix-core
      * paths; the register path is the CPU devices' (AUTO runs it on a GPU
      * only without subgroup arithmetic), held to no GPU target. */
@@ -210,9 +214,10 @@ static void print_configs(report *r, vkmoe_context *ctx, uint32_t lanes)
                                         .gemm_path = (vkmoe_gemm_path)path};
                 vkmoe_compiled_layer layer;
                 vkmoe_status status = vkmoe_layer_compile(ctx, &p, &layer);
-                if (status == VKMOE_OK)
+                if (status == VKMOE_OK) {
                     print_layer(r, ctx, &layer, lanes);
-                else if (type == 0 && act == 0)
+                    r->paths |= 1u << path;
+                } else if (type == 0 && act == 0)
                     fprintf(stderr, "vkmoe-shader-stats: %s path, lanes %u: %s\n",
                             vkmoe_gemm_path_name((vkmoe_gemm_path)path), lanes, vkmoe_last_error());
             }
@@ -221,12 +226,13 @@ static void print_configs(report *r, vkmoe_context *ctx, uint32_t lanes)
 static int usage(void)
 {
     fprintf(stderr, "usage: vkmoe-shader-stats [--device N|NAME] [--json] [--check] "
-                    "[--all-statistics]\n"
+                    "[--all-statistics] [--require-matrix-cores]\n"
                     "  every pipeline vkmoe creates, with the driver's statistics (the device\n"
                     "  must offer VK_KHR_pipeline_executable_properties); --check: exit 1 when a\n"
                     "  pipeline spills, or a decode kernel has fewer than 8 waves per SIMD, or a\n"
                     "  prefill kernel fewer than 4; --all-statistics: every statistic the driver\n"
-                    "  reports, by its own names (what drivers other than RADV give)\n");
+                    "  reports, by its own names (what drivers other than RADV give);\n"
+                    "  --require-matrix-cores: a miss too if the matrix-core path is refused\n");
     return 2;
 }
 
@@ -240,6 +246,8 @@ int main(int argc, char **argv)
             o.check = true;
         else if (!strcmp(argv[i], "--all-statistics"))
             o.all = true;
+        else if (!strcmp(argv[i], "--require-matrix-cores"))
+            o.require_matrix_cores = true;
         else if (!strcmp(argv[i], "--device") && i + 1 < argc)
             o.device = argv[++i];
         else
@@ -276,6 +284,10 @@ int main(int argc, char **argv)
     }
     if (o.json)
         printf("\n]}\n");
+    if (o.require_matrix_cores && !(r.paths & 1u << VKMOE_GEMM_COOPMAT)) {
+        fprintf(stderr, "vkmoe-shader-stats: %s compiled no matrix-core pipeline\n", info.name);
+        r.misses++;
+    }
     fprintf(stderr, "vkmoe-shader-stats: %s: %u pipelines, %u miss the targets, %u unchecked\n",
             info.name, r.printed, r.misses, r.unchecked);
     return o.check && r.misses ? 1 : 0;

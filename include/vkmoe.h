@@ -171,10 +171,11 @@ typedef struct vkmoe_device_info {
      * conformant device has every bit; a layer of a type without its bit is
      * refused with VKMOE_ERROR_UNSUPPORTED. */
     uint32_t weight_types;
-    /* VK_NV_cooperative_matrix with 16x16x16 f16 multiplies accumulating in
-     * f32 at subgroup scope, fp16 arithmetic and the Vulkan memory model:
-     * supported, and enabled on a device vkmoe created (false for imported
-     * devices). Needed by VKMOE_GEMM_COOPMAT. */
+    /* VK_KHR_cooperative_matrix (preferred) or VK_NV_cooperative_matrix with
+     * 16x16x16 f16 multiplies accumulating in f32 at subgroup scope, fp16
+     * arithmetic and the Vulkan memory model: supported, and enabled on a
+     * device vkmoe created (false for imported devices). Needed by
+     * VKMOE_GEMM_COOPMAT. */
     bool cooperative_matrix;
     /* VK_KHR_push_descriptor is used: enabled on a device vkmoe created
      * where the driver offers it, or as the import says. Recording a
@@ -321,8 +322,9 @@ typedef enum vkmoe_gemm_path {
      * workgroups hold 4 subgroups (else VKMOE_ERROR_UNSUPPORTED); meant for
      * GPUs, where it is not yet measured. */
     VKMOE_GEMM_TILED = 2,
-    /* TILED with the tiles multiplied by NV cooperative matrices (16x16x16,
-     * f16 inputs, f32 accumulation): the activations are rounded to f16.
+    /* TILED with the tiles multiplied by cooperative matrices (KHR where the
+     * device offers them, else NV; 16x16x16, f16 inputs, f32 accumulation):
+     * the activations are rounded to f16.
      * Needs vkmoe_device_info.cooperative_matrix and f16 weights (weight_type
      * and down_weight_type), else VKMOE_ERROR_UNSUPPORTED. Not yet run on
      * hardware (README, "Expert GEMM paths"). */

@@ -273,6 +273,37 @@ static bool offers_cooperative_matrix(const vkmoe_context *ctx, VkPhysicalDevice
     return false;
 }
 
+/* The same on VK_KHR_cooperative_matrix (AMD, Intel, current NVIDIA
+ * drivers), whose types and scopes have the NV values. */
+static bool offers_cooperative_matrix_khr(const vkmoe_context *ctx, VkPhysicalDevice device)
+{
+    if (!ctx->vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR ||
+        !has_extension(ctx, device, VK_KHR_COOPERATIVE_MATRIX_EXTENSION_NAME))
+        return false;
+    VkPhysicalDeviceCooperativeMatrixFeaturesKHR feature = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR};
+    VkPhysicalDeviceFeatures2 features = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
+                                          .pNext = &feature};
+    ctx->vk.vkGetPhysicalDeviceFeatures2(device, &features);
+    VkCooperativeMatrixPropertiesKHR shapes[64];
+    uint32_t shape_count = VKMOE_ARRAY_SIZE(shapes);
+    for (uint32_t i = 0; i < shape_count; i++)
+        shapes[i] = (VkCooperativeMatrixPropertiesKHR){
+            .sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_KHR};
+    if (!feature.cooperativeMatrix || ctx->vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR(
+                                          device, &shape_count, shapes) < VK_SUCCESS)
+        return false;
+    for (uint32_t i = 0; i < shape_count; i++) {
+        const VkCooperativeMatrixPropertiesKHR *m = &shapes[i];
+        if (m->MSize == 16 && m->NSize == 16 && m->KSize == 16 &&
+            m->AType == VK_COMPONENT_TYPE_FLOAT16_NV && m->BType == VK_COMPONENT_TYPE_FLOAT16_NV &&
+            m->CType == VK_COMPONENT_TYPE_FLOAT32_NV &&
+            m->ResultType == VK_COMPONENT_TYPE_FLOAT32_NV && m->scope == VK_SCOPE_SUBGROUP_NV)
+            return true;
+    }
+    return false;
+}
+
 static vkmoe_status create_device(vkmoe_context *ctx)
 {
     ctx->queue_family = compute_family(ctx, ctx->physical_device);
@@ -292,19 +323,33 @@ static vkmoe_status create_device(vkmoe_context *ctx)
     };
     /* The matrix-core shaders use fp16 and, as glslang writes every
      * cooperative-matrix module, the Vulkan memory model. */
-    ctx->cooperative_matrix = supported12.shaderFloat16 && supported12.vulkanMemoryModel &&
-                              offers_cooperative_matrix(ctx, ctx->physical_device);
-    VkPhysicalDeviceCooperativeMatrixFeaturesNV cooperative_matrix = {
+    /* KHR where offered (its modules are the NV ones rewritten,
+     * tools/spirv_khr.py), else NV. */
+    bool f16_model = supported12.shaderFloat16 && supported12.vulkanMemoryModel;
+    ctx->cooperative_matrix_khr =
+        f16_model && offers_cooperative_matrix_khr(ctx, ctx->physical_device);
+    ctx->cooperative_matrix = ctx->cooperative_matrix_khr ||
+                              (f16_model && offers_cooperative_matrix(ctx, ctx->physical_device));
+    VkPhysicalDeviceCooperativeMatrixFeaturesNV cooperative_matrix_nv = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV,
         .cooperativeMatrix = VK_TRUE,
     };
+    VkPhysicalDeviceCooperativeMatrixFeaturesKHR cooperative_matrix_khr = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR,
+        .cooperativeMatrix = VK_TRUE,
+    };
+    void *cooperative_matrix = ctx->cooperative_matrix_khr ? (void *)&cooperative_matrix_khr
+                               : ctx->cooperative_matrix   ? (void *)&cooperative_matrix_nv
+                                                           : NULL;
     const char *extensions[3];
     uint32_t extension_count = 0;
     if (ctx->cooperative_matrix)
-        extensions[extension_count++] = VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME;
+        extensions[extension_count++] = ctx->cooperative_matrix_khr
+                                            ? VK_KHR_COOPERATIVE_MATRIX_EXTENSION_NAME
+                                            : VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME;
     VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR statistics = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
-        .pNext = ctx->cooperative_matrix ? &cooperative_matrix : NULL,
+        .pNext = cooperative_matrix,
         .pipelineExecutableInfo = VK_TRUE,
     };
     if (ctx->options.pipeline_statistics) {
@@ -321,9 +366,7 @@ static vkmoe_status create_device(vkmoe_context *ctx)
         extensions[extension_count++] = VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME;
     VkPhysicalDeviceVulkan12Features v12 = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
-        .pNext = ctx->options.pipeline_statistics ? (void *)&statistics
-                 : ctx->cooperative_matrix        ? (void *)&cooperative_matrix
-                                                  : NULL,
+        .pNext = ctx->options.pipeline_statistics ? (void *)&statistics : cooperative_matrix,
         .bufferDeviceAddress = VK_TRUE,
         .shaderFloat16 = supported12.shaderFloat16, /* for fp16 arithmetic where offered */
         .vulkanMemoryModel = ctx->cooperative_matrix,

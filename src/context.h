@@ -84,6 +84,8 @@ struct vkmoe_context {
     /* VK_NV_cooperative_matrix's feature is enabled and offers the
      * 16x16x16 f16 · f16 + f32 shape at subgroup scope. */
     bool cooperative_matrix;
+    /* ... through VK_KHR_cooperative_matrix (preferred where offered). */
+    bool cooperative_matrix_khr;
     /* Compute shaders have subgroup arithmetic (subgroupAdd): the GEMV path. */
     bool subgroup_arithmetic;
     /* VK_KHR_push_descriptor is enabled: set 0 (x and y) is pushed into

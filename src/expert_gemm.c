@@ -162,7 +162,8 @@ vkmoe_status vkmoe_gemm_check(const vkmoe_context *ctx, const vkmoe_layer_params
     if (p->gemm_path == VKMOE_GEMM_COOPMAT && !ctx->info.cooperative_matrix &&
         !ctx->options.emulated_matrix_cores)
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
-                          "%s: VKMOE_GEMM_COOPMAT needs VK_NV_cooperative_matrix with 16x16x16 "
+                          "%s: VKMOE_GEMM_COOPMAT needs VK_KHR_cooperative_matrix or "
+                          "VK_NV_cooperative_matrix with 16x16x16 "
                           "f16 multiplies, fp16 arithmetic and the Vulkan memory model, "
                           "enabled on a device vkmoe created "
                           "(vkmoe_device_info.cooperative_matrix)",
@@ -304,6 +305,8 @@ static vkmoe_shader gemm_shader(const vkmoe_layer *layer, vkmoe_gemm_path path, 
         if (layer->ctx->options.emulated_matrix_cores)
             return up ? VKMOE_SHADER_GEMM_UP_COOPMAT_EMULATED
                       : VKMOE_SHADER_GEMM_DOWN_COOPMAT_EMULATED;
+        if (layer->ctx->cooperative_matrix_khr)
+            return up ? VKMOE_SHADER_GEMM_UP_COOPMAT_KHR : VKMOE_SHADER_GEMM_DOWN_COOPMAT_KHR;
         return up ? VKMOE_SHADER_GEMM_UP_COOPMAT : VKMOE_SHADER_GEMM_DOWN_COOPMAT;
     default:
         return stage;

@@ -12,6 +12,34 @@
 
 #include <vulkan/vulkan.h>
 
+#ifndef VK_KHR_cooperative_matrix
+/* VK_KHR_cooperative_matrix (Vulkan 1.3.255) as the registry defines it, for
+ * the 1.3.239 headers of Debian 12, which lack it. Its component types and
+ * scopes have the NV extension's values. */
+#define VK_KHR_cooperative_matrix 1
+#define VK_KHR_COOPERATIVE_MATRIX_EXTENSION_NAME "VK_KHR_cooperative_matrix"
+#define VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR                          \
+    ((VkStructureType)1000506000)
+#define VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_KHR ((VkStructureType)1000506001)
+typedef VkComponentTypeNV VkComponentTypeKHR;
+typedef VkScopeNV VkScopeKHR;
+typedef struct VkCooperativeMatrixPropertiesKHR {
+    VkStructureType sType;
+    void *pNext;
+    uint32_t MSize, NSize, KSize;
+    VkComponentTypeKHR AType, BType, CType, ResultType;
+    VkBool32 saturatingAccumulation;
+    VkScopeKHR scope;
+} VkCooperativeMatrixPropertiesKHR;
+typedef struct VkPhysicalDeviceCooperativeMatrixFeaturesKHR {
+    VkStructureType sType;
+    void *pNext;
+    VkBool32 cooperativeMatrix, cooperativeMatrixRobustBufferAccess;
+} VkPhysicalDeviceCooperativeMatrixFeaturesKHR;
+typedef VkResult(VKAPI_PTR *PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR)(
+    VkPhysicalDevice, uint32_t *, VkCooperativeMatrixPropertiesKHR *);
+#endif
+
 /* Loaded with a NULL instance: creating an instance and looking at layers. */
 #define VKMOE_LOADER_FUNCTIONS(X)                                                                  \
     X(vkCreateInstance)                                                                            \
@@ -36,7 +64,8 @@
 #define VKMOE_INSTANCE_OPTIONAL_FUNCTIONS(X)                                                       \
     X(vkCreateDebugUtilsMessengerEXT)                                                              \
     X(vkDestroyDebugUtilsMessengerEXT)                                                             \
-    X(vkGetPhysicalDeviceCooperativeMatrixPropertiesNV)
+    X(vkGetPhysicalDeviceCooperativeMatrixPropertiesNV)                                            \
+    X(vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR)
 
 /* From the device. vkGetBufferDeviceAddress is Vulkan 1.2 core: a device of
  * a 1.1 instance does not give it, and is refused for that. */
