@@ -237,14 +237,18 @@ typedef enum vkmoe_weight_type {
      * (one per 16 weights), then f16 d; weight = d·sc_j·(q − 32). Rows
      * must be multiples of 256. */
     VKMOE_WEIGHT_Q6_K = 6,
+    /* GGUF's Q4_1: blocks of 32 weights, an f16 scale d and an f16 minimum
+     * m then 16 bytes of 4-bit q laid out as Q4_0's (20 bytes), weight =
+     * d·q + m. Rows must be multiples of 32. */
+    VKMOE_WEIGHT_Q4_1 = 7,
 } vkmoe_weight_type;
 
 /* The type's name as vkmoe-bench's --weights spells it ("f32", "f16",
- * "bf16", "q8_0", "q4_0", "q4_k", "q6_k"); NULL for an unknown type. */
+ * "bf16", "q8_0", "q4_0", "q4_k", "q6_k", "q4_1"); NULL for an unknown type. */
 VKMOE_API const char *vkmoe_weight_type_name(vkmoe_weight_type type);
 
 /* Weights per storage block of this type: 1 for f32, f16 and bf16, 32 for
- * Q8_0 and Q4_0, 256 for Q4_K and Q6_K; 0 for an unknown type. Every row
+ * Q8_0, Q4_0 and Q4_1, 256 for Q4_K and Q6_K; 0 for an unknown type. Every row
  * of a matrix (dim, ffn_dim, shared_ffn_dim) must be whole blocks. */
 VKMOE_API uint32_t vkmoe_weight_block(vkmoe_weight_type type);
 
@@ -260,6 +264,7 @@ VKMOE_API size_t vkmoe_weight_bytes(vkmoe_weight_type type, uint64_t weights);
  * Q8_0: d = max|x| / 127 as f16, q = round(x / d) half away from zero;
  * Q4_0: d = m / −8 for the x of largest magnitude m, q = min(15,
  * trunc(x / d + 8.5));
+ * Q4_1: m = min x, d = (max x − m) / 15, q = min(15, trunc((x − m) / d + 0.5));
  * Q4_K: each sub-block of 32 fits a scale and a min by weighted least
  * squares over 21 candidate grids, the eight scales and mins are quantized
  * to 6 bits against the largest, and q is re-rounded on the stored grid;

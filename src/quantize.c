@@ -4,6 +4,7 @@
  * are blocks of one value. The GGUF quantizers reproduce ggml's reference
  * quantizers operation for operation, in f32, so their blocks equal a GGUF
  * file's. Byte copies throughout: model files need not align their tensors. */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -15,7 +16,7 @@
 #include "util.h"
 #include "weight_types.h"
 
-#define QK 32    /* weights in a Q8_0 or Q4_0 block */
+#define QK 32    /* weights in a Q8_0, Q4_0 or Q4_1 block */
 #define QK_K 256 /* weights in a Q4_K or Q6_K super-block */
 
 static float load_f16(const uint8_t *at)
@@ -100,6 +101,33 @@ static void dequantize_q4_0(const uint8_t *in, float *x)
     for (int i = 0; i < QK / 2; i++) {
         x[i] = d * (float)((in[2 + i] & 0xf) - 8);
         x[i + 16] = d * (float)((in[2 + i] >> 4) - 8);
+    }
+}
+
+/* Q4_1: the block's minimum and range on 16 levels (ggml's
+ * quantize_row_q4_1_ref: the reciprocal taken once, truncation after +0.5). */
+static void quantize_q4_1(const float *x, uint8_t *out)
+{
+    float min = FLT_MAX, max = -FLT_MAX;
+    for (int i = 0; i < QK; i++) {
+        min = x[i] < min ? x[i] : min;
+        max = x[i] > max ? x[i] : max;
+    }
+    float d = (max - min) / 15.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    store_f16(out, d);
+    store_f16(out + 2, min);
+    for (int i = 0; i < QK / 2; i++) {
+        int lo = (int8_t)((x[i] - min) * id + 0.5f), hi = (int8_t)((x[i + 16] - min) * id + 0.5f);
+        out[4 + i] = (uint8_t)((lo < 15 ? lo : 15) | (hi < 15 ? hi : 15) << 4);
+    }
+}
+
+static void dequantize_q4_1(const uint8_t *in, float *x)
+{
+    float d = load_f16(in), m = load_f16(in + 2);
+    for (int i = 0; i < QK / 2; i++) {
+        x[i] = d * (float)(in[4 + i] & 0xf) + m;
+        x[i + 16] = d * (float)(in[4 + i] >> 4) + m;
     }
 }
 
@@ -385,6 +413,7 @@ static const codec codecs[] = {
     [VKMOE_WEIGHT_Q4_0] = {"q4_0", QK, 18, quantize_q4_0, dequantize_q4_0},
     [VKMOE_WEIGHT_Q4_K] = {"q4_k", QK_K, 144, quantize_q4_k, dequantize_q4_k},
     [VKMOE_WEIGHT_Q6_K] = {"q6_k", QK_K, 210, quantize_q6_k, dequantize_q6_k},
+    [VKMOE_WEIGHT_Q4_1] = {"q4_1", QK, 20, quantize_q4_1, dequantize_q4_1},
 };
 
 /* The codec of a type, or NULL. */

@@ -12,6 +12,7 @@ enum {
     GGUF_F32 = 0,
     GGUF_F16 = 1,
     GGUF_Q4_0 = 2,
+    GGUF_Q4_1 = 3,
     GGUF_Q8_0 = 8,
     GGUF_Q4_K = 12,
     GGUF_Q6_K = 14,
@@ -60,7 +61,7 @@ static uint32_t gguf_type(vkmoe_weight_type type)
         [VKMOE_WEIGHT_F32] = GGUF_F32,   [VKMOE_WEIGHT_F16] = GGUF_F16,
         [VKMOE_WEIGHT_BF16] = GGUF_BF16, [VKMOE_WEIGHT_Q8_0] = GGUF_Q8_0,
         [VKMOE_WEIGHT_Q4_0] = GGUF_Q4_0, [VKMOE_WEIGHT_Q4_K] = GGUF_Q4_K,
-        [VKMOE_WEIGHT_Q6_K] = GGUF_Q6_K};
+        [VKMOE_WEIGHT_Q6_K] = GGUF_Q6_K, [VKMOE_WEIGHT_Q4_1] = GGUF_Q4_1};
     return types[type];
 }
 

@@ -73,6 +73,7 @@ static void test_compact_weights(void **state)
     /* 3 blocks a row: every other block starts off a 32-bit word */
     check_gemms(state, shape(96, 224, 3, 2, 45, VKMOE_WEIGHT_Q8_0), 45);
     check_gemms(state, shape(96, 224, 3, 2, 45, VKMOE_WEIGHT_Q4_0), 45);
+    check_gemms(state, shape(96, 224, 3, 2, 45, VKMOE_WEIGHT_Q4_1), 45);
     /* super-blocks of 256: 2 and 3 a row; Q6_K's 210 bytes start off a word */
     check_gemms(state, shape(512, 768, 3, 2, 45, VKMOE_WEIGHT_Q4_K), 45);
     check_gemms(state, shape(768, 512, 3, 2, 45, VKMOE_WEIGHT_Q6_K), 45);
@@ -199,6 +200,7 @@ static void test_tiled_path(void **state)
     check_gemms(state, on_path(shape(131, 77, 5, 2, 41, VKMOE_WEIGHT_F32), tiled), 41);
     check_gemms(state, on_path(shape(3, 5, 2, 1, 1, VKMOE_WEIGHT_F16), tiled), 1);
     check_gemms(state, on_path(shape(96, 224, 3, 2, 45, VKMOE_WEIGHT_Q8_0), tiled), 45);
+    check_gemms(state, on_path(shape(96, 224, 3, 2, 45, VKMOE_WEIGHT_Q4_1), tiled), 45);
     check_gemms(state, on_path(shape(512, 768, 1, 1, 33, VKMOE_WEIGHT_Q4_K), tiled), 33);
     check_activations_on(state, tiled);
     vkmoe_context *wide = shared_lanes(32);
@@ -234,6 +236,7 @@ static void test_gemv_path(void **state)
     check_gemms(state, on_path(shape(91, 130, 4, 2, 37, VKMOE_WEIGHT_BF16), gemv), 37);
     check_gemms(state, on_path(shape(96, 224, 3, 2, 45, VKMOE_WEIGHT_Q8_0), gemv), 45);
     check_gemms(state, on_path(shape(96, 224, 3, 2, 45, VKMOE_WEIGHT_Q4_0), gemv), 45);
+    check_gemms(state, on_path(shape(96, 224, 3, 2, 9, VKMOE_WEIGHT_Q4_1), gemv), 9);
     check_gemms(state, on_path(shape(512, 768, 3, 2, 9, VKMOE_WEIGHT_Q4_K), gemv), 9);
     check_gemms(state, on_path(shape(768, 512, 3, 2, 9, VKMOE_WEIGHT_Q6_K), gemv), 9);
     check_activations_on(state, gemv);

@@ -92,9 +92,9 @@ static void test_k_quant_weights(void **state)
     test_expect_create_fails(*state, &p, VKMOE_ERROR_INVALID_ARGUMENT,
                              "q6_k weights need ffn_dim (288)");
     assert_non_null(strstr(vkmoe_last_error(), "multiples of 256"));
-    q.down_weight_type = (vkmoe_weight_type)7;
+    q.down_weight_type = (vkmoe_weight_type)8;
     test_expect_create_fails(*state, &q, VKMOE_ERROR_INVALID_ARGUMENT,
-                             "unknown down_weight_type 7");
+                             "unknown down_weight_type 8");
 }
 
 /* What quantization costs: each type's layer (its weights rounded from
@@ -335,7 +335,7 @@ static void test_create_rejects_bad_params(void **state)
         assert_true(strlen(vkmoe_last_error()) > 0);
     }
     vkmoe_layer_params bad = good;
-    bad.weight_type = (vkmoe_weight_type)7;
+    bad.weight_type = (vkmoe_weight_type)8;
     assert_int_equal(vkmoe_layer_create(ctx, &bad, &layer), VKMOE_ERROR_INVALID_ARGUMENT);
     bad = good;
     bad.router = (vkmoe_router_type)7;

@@ -179,9 +179,9 @@ static void test_gguf_families(void **state)
     test_layer_destroy(&t);
 
     /* GGUF's blocks straight from the file */
-    const vkmoe_weight_type quantized[4] = {VKMOE_WEIGHT_Q4_0, VKMOE_WEIGHT_Q8_0, VKMOE_WEIGHT_Q4_K,
-                                            VKMOE_WEIGHT_Q6_K};
-    for (int q = 0; q < 4; q++) {
+    const vkmoe_weight_type quantized[] = {VKMOE_WEIGHT_Q4_0, VKMOE_WEIGHT_Q8_0, VKMOE_WEIGHT_Q4_K,
+                                           VKMOE_WEIGHT_Q6_K, VKMOE_WEIGHT_Q4_1};
+    for (size_t q = 0; q < VKMOE_ARRAY_SIZE(quantized); q++) {
         p = family("qwen3-moe", 8, 2, quantized[q]);
         p.dim = vkmoe_weight_block(quantized[q]) == 256 ? 256 : 64;
         p.ffn_dim = vkmoe_weight_block(quantized[q]) == 256 ? 512 : 96;

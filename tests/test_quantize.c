@@ -66,6 +66,30 @@ static void test_q4_0_blocks(void **state)
                 back[5] == 0.0f);
 }
 
+/* A Q4_1 block worked out by hand from the format: m = min x = -1, d =
+ * (max - m) / 15 = 0.2 (f16 0x3266, 0.199951...), q = min(15, trunc((x - m)
+ * / d + 0.5)) with 1 / d taken once; low nibbles hold weights 0..15, high
+ * ones 16..31; w = d·q + m. */
+static void test_q4_1_blocks(void **state)
+{
+    (void)state;
+    float x[32];
+    for (int i = 0; i < 32; i++)
+        x[i] = -1.0f;
+    x[1] = 0.0f;  /* (0 + 1) · 5 + 0.5 = 5.5: q 5 */
+    x[16] = 2.0f; /* the maximum: q 15 */
+    x[17] = 0.3f; /* 1.3 · 5 + 0.5 = 7.0000...: q 7 */
+    uint8_t block[20], expected[20] = {0x66, 0x32, 0x00, 0xbc, 0xf0, 0x75};
+    assert_int_equal(vkmoe_weight_bytes(VKMOE_WEIGHT_Q4_1, 64), 40);
+    assert_int_equal(vkmoe_quantize(VKMOE_WEIGHT_Q4_1, x, 32, block, sizeof(block)), VKMOE_OK);
+    assert_memory_equal(block, expected, sizeof(expected));
+    float back[32];
+    assert_int_equal(vkmoe_dequantize(VKMOE_WEIGHT_Q4_1, block, 32, back), VKMOE_OK);
+    float d = 0.199951171875f;
+    assert_true(back[0] == -1.0f && back[1] == 5 * d - 1.0f && back[16] == 15 * d - 1.0f &&
+                back[17] == 7 * d - 1.0f);
+}
+
 /* One Q4_K super-block from the format's definition: f16 d and dmin; 12
  * bytes whose bytes j, j + 4 (j < 4) hold sc_j, m_j in their low 6 bits and
  * the top 2 bits of sc_j+4, m_j+4 in their high 2, and byte j + 8 holds
@@ -170,6 +194,7 @@ static void test_quantization_error(void **state)
     } cases[] = {
         {VKMOE_WEIGHT_F16, 1e-3},    {VKMOE_WEIGHT_BF16, 5e-3}, {VKMOE_WEIGHT_Q8_0, 1e-2},
         {VKMOE_WEIGHT_Q6_K, 2.5e-2}, {VKMOE_WEIGHT_Q4_0, 0.12}, {VKMOE_WEIGHT_Q4_K, 0.1},
+        {VKMOE_WEIGHT_Q4_1, 0.1},
     };
     enum { N = 4096 };
     float *x = malloc(N * sizeof(*x)), *back = malloc(N * sizeof(*back));
@@ -201,18 +226,18 @@ static void test_quantization_error(void **state)
 static void test_type_queries(void **state)
 {
     (void)state;
-    const uint32_t blocks[] = {1, 1, 1, 32, 32, 256, 256};
-    const char *const names[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"};
-    for (int t = 0; t < 7; t++) {
+    const uint32_t blocks[] = {1, 1, 1, 32, 32, 256, 256, 32};
+    const char *const names[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k", "q4_1"};
+    for (int t = 0; t < 8; t++) {
         assert_int_equal(vkmoe_weight_block((vkmoe_weight_type)t), blocks[t]);
         assert_string_equal(vkmoe_weight_type_name((vkmoe_weight_type)t), names[t]);
     }
-    assert_int_equal(vkmoe_weight_block((vkmoe_weight_type)7), 0);
+    assert_int_equal(vkmoe_weight_block((vkmoe_weight_type)8), 0);
     assert_null(vkmoe_weight_type_name((vkmoe_weight_type)-1));
-    assert_int_equal(vkmoe_weight_bytes((vkmoe_weight_type)7, 256), 0);
+    assert_int_equal(vkmoe_weight_bytes((vkmoe_weight_type)8, 256), 0);
     float x[1];
     uint8_t b[4];
-    assert_int_equal(vkmoe_quantize((vkmoe_weight_type)7, x, 0, b, 4),
+    assert_int_equal(vkmoe_quantize((vkmoe_weight_type)8, x, 0, b, 4),
                      VKMOE_ERROR_INVALID_ARGUMENT);
     assert_int_equal(vkmoe_quantize(VKMOE_WEIGHT_Q4_K, x, 0, b, 0), VKMOE_OK);
 }
@@ -258,7 +283,7 @@ static void test_types_of_files(void **state)
     assert_false(vkmoe_weight_type_of_file("I64", 1, 8, &type));
     char list[128];
     assert_string_equal(vkmoe_weight_type_list(list, sizeof(list)),
-                        "f32, f16, bf16, q8_0, q4_0, q4_k, q6_k");
+                        "f32, f16, bf16, q8_0, q4_0, q4_k, q6_k, q4_1");
 }
 
 int main(void)
@@ -268,6 +293,7 @@ int main(void)
         cmocka_unit_test(test_types_of_files),
         cmocka_unit_test(test_q8_0_blocks),
         cmocka_unit_test(test_q4_0_blocks),
+        cmocka_unit_test(test_q4_1_blocks),
         cmocka_unit_test(test_q4_k_blocks),
         cmocka_unit_test(test_q6_k_blocks),
         cmocka_unit_test(test_quantization_error),

@@ -111,6 +111,12 @@ void load_w8(usamplerBuffer w, uint base, uint n, uint k, uint ld, out vec4 lo, 
             lo = d * (nibbles(q.x) - 8.0);
             hi = d * (nibbles(q.y) - 8.0);
         }
+    } else if (WEIGHT_TYPE == WEIGHT_Q4_1) { // 20-byte blocks: d, m, Q4_0's nibbles
+        uint block = base * 4 + (n * (ld / 32) + k / 32) * 20;
+        vec2 d_m = unpackHalf2x16(fetch_word(w, block / 4));
+        uvec2 q = fetch_bytes8(w, block + 4 + k % 16) >> (k % 32 >= 16 ? 4 : 0);
+        lo = d_m.x * nibbles(q.x) + d_m.y;
+        hi = d_m.x * nibbles(q.y) + d_m.y;
     } else if (WEIGHT_TYPE == WEIGHT_Q4_K) { // 144-byte blocks, so word-aligned
         uint word = base + (n * (ld / 256) + k / 256) * 36, p = k % 256, j = p / 32;
         vec2 d_dmin = unpackHalf2x16(fetch_word(w, word));
