@@ -193,15 +193,26 @@ static void check_activations_on(void **state, vkmoe_gemm_path path)
     check_gemms(state, p, 45);
 }
 
+/* Every weight type on a path, a new one included without a line here:
+ * rows of 3 and 7 blocks of 32 (every other Q8_0, Q4_0 block off a 32-bit
+ * word), or of 3 and 2 super-blocks of 256. */
+static void check_weight_types_on(void **state, vkmoe_gemm_path path, uint32_t tokens)
+{
+    for (int t = 0; vkmoe_weight_type_name((vkmoe_weight_type)t); t++) {
+        uint32_t block = vkmoe_weight_block((vkmoe_weight_type)t);
+        uint32_t dim = block == 256 ? 768 : 96, ffn = block == 256 ? 512 : 224;
+        check_gemms(state, on_path(shape(dim, ffn, 3, 2, tokens, (vkmoe_weight_type)t), path),
+                    tokens);
+    }
+}
+
 static void test_tiled_path(void **state)
 {
     const vkmoe_gemm_path tiled = VKMOE_GEMM_TILED;
     test_seed(66);
     check_gemms(state, on_path(shape(131, 77, 5, 2, 41, VKMOE_WEIGHT_F32), tiled), 41);
     check_gemms(state, on_path(shape(3, 5, 2, 1, 1, VKMOE_WEIGHT_F16), tiled), 1);
-    check_gemms(state, on_path(shape(96, 224, 3, 2, 45, VKMOE_WEIGHT_Q8_0), tiled), 45);
-    check_gemms(state, on_path(shape(96, 224, 3, 2, 45, VKMOE_WEIGHT_Q4_1), tiled), 45);
-    check_gemms(state, on_path(shape(512, 768, 1, 1, 33, VKMOE_WEIGHT_Q4_K), tiled), 33);
+    check_weight_types_on(state, tiled, 9);
     check_activations_on(state, tiled);
     vkmoe_context *wide = shared_lanes(32);
     vkmoe_layer_params p = on_path(shape(200, 300, 6, 2, 70, VKMOE_WEIGHT_F16), tiled);
@@ -234,11 +245,7 @@ static void test_gemv_path(void **state)
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(rows); i++)
         check_gemms(state, on_path(shape(72, 40, 1, 1, rows[i], VKMOE_WEIGHT_F16), gemv), rows[i]);
     check_gemms(state, on_path(shape(91, 130, 4, 2, 37, VKMOE_WEIGHT_BF16), gemv), 37);
-    check_gemms(state, on_path(shape(96, 224, 3, 2, 45, VKMOE_WEIGHT_Q8_0), gemv), 45);
-    check_gemms(state, on_path(shape(96, 224, 3, 2, 45, VKMOE_WEIGHT_Q4_0), gemv), 45);
-    check_gemms(state, on_path(shape(96, 224, 3, 2, 9, VKMOE_WEIGHT_Q4_1), gemv), 9);
-    check_gemms(state, on_path(shape(512, 768, 3, 2, 9, VKMOE_WEIGHT_Q4_K), gemv), 9);
-    check_gemms(state, on_path(shape(768, 512, 3, 2, 9, VKMOE_WEIGHT_Q6_K), gemv), 9);
+    check_weight_types_on(state, gemv, 9);
     check_activations_on(state, gemv);
     vkmoe_layer_params p = on_path(shape(200, 300, 6, 2, 70, VKMOE_WEIGHT_F16), gemv);
     p.shared_ffn_dim = 72;
