@@ -225,9 +225,6 @@ static vkmoe_status choose_device(vkmoe_context *ctx, const char *wanted)
     return VKMOE_OK;
 }
 
-/* Whether the device offers VK_NV_cooperative_matrix with the one shape the
- * matrix-core GEMM uses (shaders/common/tiled_gemm.glsl): 16x16x16, f16 A
- * and B, f32 C and D, subgroup scope. */
 /* Whether the device lists the extension. */
 static bool has_extension(const vkmoe_context *ctx, VkPhysicalDevice device, const char *name)
 {
@@ -244,63 +241,71 @@ static bool has_extension(const vkmoe_context *ctx, VkPhysicalDevice device, con
     return listed;
 }
 
+/* The one shape the matrix-core GEMM uses (shaders/common/tiled_gemm.glsl):
+ * 16x16x16, f16 A and B, f32 C and result, subgroup scope. The KHR
+ * extension's component types and scopes have the NV values. */
+static bool gemm_shape(uint32_t m, uint32_t n, uint32_t k, VkComponentTypeNV a, VkComponentTypeNV b,
+                       VkComponentTypeNV c, VkComponentTypeNV result, VkScopeNV scope)
+{
+    return m == 16 && n == 16 && k == 16 && a == VK_COMPONENT_TYPE_FLOAT16_NV &&
+           b == VK_COMPONENT_TYPE_FLOAT16_NV && c == VK_COMPONENT_TYPE_FLOAT32_NV &&
+           result == VK_COMPONENT_TYPE_FLOAT32_NV && scope == VK_SCOPE_SUBGROUP_NV;
+}
+
+/* Whether the device lists the extension and supports its feature: a
+ * features struct chained to the query, whose flag is `enabled`. */
+static bool feature_offered(const vkmoe_context *ctx, VkPhysicalDevice device,
+                            const char *extension, void *feature, const VkBool32 *enabled)
+{
+    if (!has_extension(ctx, device, extension))
+        return false;
+    VkPhysicalDeviceFeatures2 features = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
+                                          .pNext = feature};
+    ctx->vk.vkGetPhysicalDeviceFeatures2(device, &features);
+    return *enabled;
+}
+
+/* Whether the device offers VK_NV_cooperative_matrix with gemm_shape. */
 static bool offers_cooperative_matrix(const vkmoe_context *ctx, VkPhysicalDevice device)
 {
-    if (!ctx->vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV ||
-        !has_extension(ctx, device, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME))
-        return false;
     VkPhysicalDeviceCooperativeMatrixFeaturesNV feature = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
-    VkPhysicalDeviceFeatures2 features = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
-                                          .pNext = &feature};
-    ctx->vk.vkGetPhysicalDeviceFeatures2(device, &features);
-    VkCooperativeMatrixPropertiesNV shapes[64];
-    uint32_t shape_count = VKMOE_ARRAY_SIZE(shapes);
-    for (uint32_t i = 0; i < shape_count; i++)
-        shapes[i] = (VkCooperativeMatrixPropertiesNV){
+    VkCooperativeMatrixPropertiesNV m[64];
+    uint32_t count = VKMOE_ARRAY_SIZE(m);
+    for (uint32_t i = 0; i < count; i++)
+        m[i] = (VkCooperativeMatrixPropertiesNV){
             .sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV};
-    if (!feature.cooperativeMatrix || ctx->vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(
-                                          device, &shape_count, shapes) < VK_SUCCESS)
+    if (!ctx->vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV ||
+        !feature_offered(ctx, device, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME, &feature,
+                         &feature.cooperativeMatrix) ||
+        ctx->vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(device, &count, m) < VK_SUCCESS)
         return false;
-    for (uint32_t i = 0; i < shape_count; i++) {
-        const VkCooperativeMatrixPropertiesNV *m = &shapes[i];
-        if (m->MSize == 16 && m->NSize == 16 && m->KSize == 16 &&
-            m->AType == VK_COMPONENT_TYPE_FLOAT16_NV && m->BType == VK_COMPONENT_TYPE_FLOAT16_NV &&
-            m->CType == VK_COMPONENT_TYPE_FLOAT32_NV && m->DType == VK_COMPONENT_TYPE_FLOAT32_NV &&
-            m->scope == VK_SCOPE_SUBGROUP_NV)
+    for (uint32_t i = 0; i < count; i++)
+        if (gemm_shape(m[i].MSize, m[i].NSize, m[i].KSize, m[i].AType, m[i].BType, m[i].CType,
+                       m[i].DType, m[i].scope))
             return true;
-    }
     return false;
 }
 
-/* The same on VK_KHR_cooperative_matrix (AMD, Intel, current NVIDIA
- * drivers), whose types and scopes have the NV values. */
+/* The same on VK_KHR_cooperative_matrix (AMD, Intel, current NVIDIA drivers). */
 static bool offers_cooperative_matrix_khr(const vkmoe_context *ctx, VkPhysicalDevice device)
 {
-    if (!ctx->vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR ||
-        !has_extension(ctx, device, VK_KHR_COOPERATIVE_MATRIX_EXTENSION_NAME))
-        return false;
     VkPhysicalDeviceCooperativeMatrixFeaturesKHR feature = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR};
-    VkPhysicalDeviceFeatures2 features = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
-                                          .pNext = &feature};
-    ctx->vk.vkGetPhysicalDeviceFeatures2(device, &features);
-    VkCooperativeMatrixPropertiesKHR shapes[64];
-    uint32_t shape_count = VKMOE_ARRAY_SIZE(shapes);
-    for (uint32_t i = 0; i < shape_count; i++)
-        shapes[i] = (VkCooperativeMatrixPropertiesKHR){
+    VkCooperativeMatrixPropertiesKHR m[64];
+    uint32_t count = VKMOE_ARRAY_SIZE(m);
+    for (uint32_t i = 0; i < count; i++)
+        m[i] = (VkCooperativeMatrixPropertiesKHR){
             .sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_KHR};
-    if (!feature.cooperativeMatrix || ctx->vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR(
-                                          device, &shape_count, shapes) < VK_SUCCESS)
+    if (!ctx->vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR ||
+        !feature_offered(ctx, device, VK_KHR_COOPERATIVE_MATRIX_EXTENSION_NAME, &feature,
+                         &feature.cooperativeMatrix) ||
+        ctx->vk.vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR(device, &count, m) < VK_SUCCESS)
         return false;
-    for (uint32_t i = 0; i < shape_count; i++) {
-        const VkCooperativeMatrixPropertiesKHR *m = &shapes[i];
-        if (m->MSize == 16 && m->NSize == 16 && m->KSize == 16 &&
-            m->AType == VK_COMPONENT_TYPE_FLOAT16_NV && m->BType == VK_COMPONENT_TYPE_FLOAT16_NV &&
-            m->CType == VK_COMPONENT_TYPE_FLOAT32_NV &&
-            m->ResultType == VK_COMPONENT_TYPE_FLOAT32_NV && m->scope == VK_SCOPE_SUBGROUP_NV)
+    for (uint32_t i = 0; i < count; i++)
+        if (gemm_shape(m[i].MSize, m[i].NSize, m[i].KSize, m[i].AType, m[i].BType, m[i].CType,
+                       m[i].ResultType, m[i].scope))
             return true;
-    }
     return false;
 }
 
