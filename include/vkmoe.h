@@ -474,6 +474,8 @@ typedef enum vkmoe_stage {
     VKMOE_STAGE_HISTOGRAM = 1, /* per-block, per-expert histogram ("count") */
     VKMOE_STAGE_SCAN = 2,      /* device-wide exclusive scan, tile map */
     VKMOE_STAGE_SCATTER = 3,   /* stable bucketing of (token, slot) pairs */
+    /* Where tokens · top_k ≤ 256 (decode), the scan stage does count's and
+     * scatter's work too, in one dispatch: they take 0 ms. */
     VKMOE_STAGE_GEMM_UP = 4,   /* gather x, gate and up projections, SwiGLU */
     VKMOE_STAGE_GEMM_DOWN = 5, /* down projection */
     VKMOE_STAGE_SHARED = 6,    /* the shared expert, both projections (0 ms without one) */

@@ -11,6 +11,7 @@
 #include "constants.h"
 #include "common/dispatch.glsl"
 #include "common/priority.glsl"
+#include "common/block_slots.glsl"
 
 layout(local_size_x = VKMOE_BLOCK_SLOTS) in;
 layout(push_constant) uniform Push {
@@ -18,32 +19,19 @@ layout(push_constant) uniform Push {
     uint slots, blocks, tokens, top_k, capacity;
 } pc;
 
-shared uint block_ids[VKMOE_BLOCK_SLOTS];
-
 void main()
 {
     uint block = flat_group_id();
     if (block >= pc.blocks)
         return;
-    uint lane = gl_LocalInvocationID.x;
-    uint q = block * VKMOE_BLOCK_SLOTS + lane;
+    uint q = block * VKMOE_BLOCK_SLOTS + gl_LocalInvocationID.x;
     uint slot = priority_slot(q, pc.tokens, pc.top_k);
-    uint expert = q < pc.slots ? UintArray(pc.ids).v[slot] : INVALID;
-    block_ids[lane] = expert;
-    barrier();
+    uint expert = load_block_expert(pc.ids, block, pc.slots, pc.tokens, pc.top_k);
     if (expert == INVALID)
         return;
-    uint rank = 0;
-    for (uint i = 0; i < lane; i++)
-        rank += block_ids[i] == expert ? 1 : 0;
+    uint rank = block_rank(expert);
     UintArray offsets = UintArray(pc.offsets);
     uint within_expert = offsets.v[expert * pc.blocks + block] - offsets.v[expert * pc.blocks];
-    uint place = within_expert + rank;
-    if (place >= pc.capacity) {
-        UintArray(pc.slot_row).v[slot] = INVALID;
-        return;
-    }
-    uint row = UintArray(pc.expert_base).v[expert] + place;
-    UintArray(pc.row_slot).v[row] = slot;
-    UintArray(pc.slot_row).v[slot] = row;
+    place_slot(pc.row_slot, pc.slot_row, slot, UintArray(pc.expert_base).v[expert],
+               within_expert + rank, pc.capacity);
 }

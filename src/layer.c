@@ -11,20 +11,34 @@
 
 typedef void (*stage_recorder)(vkmoe_layer *, VkCommandBuffer, uint32_t);
 
+static bool always(const vkmoe_layer *layer, uint32_t tokens)
+{
+    (void)layer, (void)tokens;
+    return true;
+}
+
+static bool unless_one_dispatch(const vkmoe_layer *layer, uint32_t tokens)
+{
+    return !vkmoe_bucketing_in_one_dispatch(layer, tokens);
+}
+
 /* The stages of a forward, one row each by its vkmoe_stage value: its name
- * (vkmoe_stage_name, the bench's JSON) and what records it. */
+ * (vkmoe_stage_name, the bench's JSON), whether a forward of so many tokens
+ * runs it (a stage that does not records nothing, not even the barrier
+ * before it, and times 0 ms) and what records it. */
 static const struct {
     const char *name;
+    bool (*runs)(const vkmoe_layer *, uint32_t tokens);
     stage_recorder record;
 } stages[] = {
-    [VKMOE_STAGE_ROUTER] = {"router", vkmoe_router_record},
-    [VKMOE_STAGE_HISTOGRAM] = {"count", vkmoe_count_record},
-    [VKMOE_STAGE_SCAN] = {"scan", vkmoe_scan_record},
-    [VKMOE_STAGE_SCATTER] = {"scatter", vkmoe_scatter_record},
-    [VKMOE_STAGE_GEMM_UP] = {"gemm_up", vkmoe_gemm_up_record},
-    [VKMOE_STAGE_GEMM_DOWN] = {"gemm_down", vkmoe_gemm_down_record},
-    [VKMOE_STAGE_SHARED] = {"shared", vkmoe_shared_record},
-    [VKMOE_STAGE_COMBINE] = {"combine", vkmoe_combine_record},
+    [VKMOE_STAGE_ROUTER] = {"router", always, vkmoe_router_record},
+    [VKMOE_STAGE_HISTOGRAM] = {"count", unless_one_dispatch, vkmoe_count_record},
+    [VKMOE_STAGE_SCAN] = {"scan", always, vkmoe_scan_record},
+    [VKMOE_STAGE_SCATTER] = {"scatter", unless_one_dispatch, vkmoe_scatter_record},
+    [VKMOE_STAGE_GEMM_UP] = {"gemm_up", always, vkmoe_gemm_up_record},
+    [VKMOE_STAGE_GEMM_DOWN] = {"gemm_down", always, vkmoe_gemm_down_record},
+    [VKMOE_STAGE_SHARED] = {"shared", vkmoe_shared_runs, vkmoe_shared_record},
+    [VKMOE_STAGE_COMBINE] = {"combine", always, vkmoe_combine_record},
 };
 _Static_assert(VKMOE_ARRAY_SIZE(stages) == VKMOE_STAGE_MAX, "one row per vkmoe_stage");
 
@@ -355,9 +369,11 @@ static void record_stages(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t toke
         ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, layer->io.queries, 0);
     }
     for (uint32_t s = 0; s < VKMOE_STAGE_MAX; s++) {
-        if (s > 0)
-            vkmoe_barrier_compute(ctx, cmd);
-        stages[s].record(layer, cmd, tokens);
+        if (stages[s].runs(layer, tokens)) {
+            if (s > 0)
+                vkmoe_barrier_compute(ctx, cmd);
+            stages[s].record(layer, cmd, tokens);
+        }
         if (layer->io.queries)
             ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT,
                                         layer->io.queries, s + 1);

@@ -1,15 +1,24 @@
 /* Stage VKMOE_STAGE_SCAN: device-wide exclusive scan of the block counts and the
- * per-expert plan of rows and tiles (shaders/scan.comp). */
+ * per-expert plan of rows and tiles (shaders/scan.comp); where all slots fit
+ * one block, the whole bucketing (count and scatter folded in). */
 #include "stages.h"
 
 typedef struct scan_push {
-    VkDeviceAddress values, tile_sums, expert_count, expert_base, tile_expert, row_slot, dispatch;
+    VkDeviceAddress values, tile_sums, expert_count, expert_base, tile_expert, row_slot, dispatch,
+        ids, slot_row;
     uint32_t n, phase, blocks, experts, slots, tile_m, max_tiles, up_groups_x, down_groups_x,
-        capacity;
+        capacity, tokens, top_k;
 } scan_push;
-_Static_assert(sizeof(scan_push) == 96, "scan_push must mirror scan.comp");
+_Static_assert(sizeof(scan_push) == 120, "scan_push must mirror scan.comp");
+_Static_assert(VKMOE_SCAN_WORKGROUP == VKMOE_BLOCK_SLOTS,
+               "the one-block bucketing gives each invocation one slot");
 
-enum { PHASE_REDUCE, PHASE_TILES, PHASE_APPLY, PHASE_EXPERTS, PHASE_SINGLE };
+enum { PHASE_REDUCE, PHASE_TILES, PHASE_APPLY, PHASE_EXPERTS, PHASE_SINGLE, PHASE_BUCKET };
+
+bool vkmoe_bucketing_in_one_dispatch(const vkmoe_layer *layer, uint32_t tokens)
+{
+    return (uint64_t)tokens * layer->params.top_k <= VKMOE_BLOCK_SLOTS;
+}
 
 void vkmoe_scan_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 {
@@ -28,6 +37,8 @@ void vkmoe_scan_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
         .tile_expert = base + l->tile_expert,
         .row_slot = base + l->row_slot,
         .dispatch = base + l->dispatch,
+        .ids = base + l->ids,
+        .slot_row = base + l->slot_row,
         .n = n,
         .blocks = blocks,
         .experts = layer->params.experts,
@@ -37,10 +48,17 @@ void vkmoe_scan_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
         .up_groups_x = (uint32_t)vkmoe_div_up(layer->plan.ld_ffn, kernel->up_columns),
         .down_groups_x = (uint32_t)vkmoe_div_up(layer->params.dim, kernel->down_columns),
         .capacity = vkmoe_params_capacity(&layer->params, tokens),
+        .tokens = tokens,
+        .top_k = layer->params.top_k,
     };
     VkPipeline pipeline = layer->pipelines[VKMOE_SHADER_SCAN];
+    if (vkmoe_bucketing_in_one_dispatch(layer, tokens)) { /* decode: count and scatter too */
+        push.phase = PHASE_BUCKET;
+        vkmoe_dispatch_1d(layer->ctx, cmd, pipeline, &push, sizeof(push), 1);
+        return;
+    }
     uint64_t tiles = vkmoe_div_up(n, VKMOE_SCAN_TILE);
-    if (tiles <= 1) { /* decode: one workgroup scans and plans */
+    if (tiles <= 1) { /* one workgroup scans and plans */
         push.phase = PHASE_SINGLE;
         vkmoe_dispatch_1d(layer->ctx, cmd, pipeline, &push, sizeof(push), 1);
         return;

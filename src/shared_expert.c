@@ -4,10 +4,14 @@
  * the combine stage, which scales it by the shared gate and adds it. */
 #include "stages.h"
 
+bool vkmoe_shared_runs(const vkmoe_layer *layer, uint32_t tokens)
+{
+    (void)tokens;
+    return layer->params.shared_ffn_dim != 0;
+}
+
 void vkmoe_shared_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 {
-    if (!layer->params.shared_ffn_dim)
-        return;
     uint32_t tiles = (uint32_t)vkmoe_div_up(tokens, layer->gemm.tile_m);
     vkmoe_gemm_rows rows = {
         .sources = layer->weights.shared[VKMOE_EXPERT_UP].sources,

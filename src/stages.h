@@ -17,6 +17,12 @@ void vkmoe_gemm_down_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t to
 void vkmoe_shared_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
 void vkmoe_combine_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
 
+/* Whether this forward's slots fit one block, where the scan stage does the
+ * whole bucketing in one dispatch and count and scatter record nothing. */
+bool vkmoe_bucketing_in_one_dispatch(const vkmoe_layer *layer, uint32_t tokens);
+/* Whether the layer has a shared expert for vkmoe_shared_record to run. */
+bool vkmoe_shared_runs(const vkmoe_layer *layer, uint32_t tokens);
+
 /* The specialization constants of each stage's pipeline for this layer. */
 vkmoe_spec vkmoe_router_spec(const vkmoe_layer *layer);
 

@@ -44,10 +44,11 @@ static void check_plan(test_layer *t, const test_intermediates *m)
     free(tile_expert);
 }
 
-/* Returns the number of slots the plan dropped. */
-static uint32_t run_plan_with_capacity(void **state, uint32_t experts, uint32_t top_k,
-                                       uint32_t tokens, uint32_t forward_tokens,
-                                       float capacity_factor)
+/* Returns the number of slots the plan dropped; the forward's dispatches
+ * into *dispatches if given. */
+static uint32_t run_plan_counted(void **state, uint32_t experts, uint32_t top_k, uint32_t tokens,
+                                 uint32_t forward_tokens, float capacity_factor,
+                                 uint64_t *dispatches)
 {
     vkmoe_layer_params p = test_shape(8, 8, experts, top_k, tokens);
     p.capacity_factor = capacity_factor;
@@ -57,8 +58,17 @@ static uint32_t run_plan_with_capacity(void **state, uint32_t experts, uint32_t 
     uint32_t dropped = 0;
     for (uint32_t s = 0; s < run.m.slots; s++)
         dropped += run.m.slot_row[s] == VKMOE_INVALID;
+    if (dispatches)
+        *dispatches = run.layer.layer->io.recorded.dispatches;
     test_staged_free(&run);
     return dropped;
+}
+
+static uint32_t run_plan_with_capacity(void **state, uint32_t experts, uint32_t top_k,
+                                       uint32_t tokens, uint32_t forward_tokens,
+                                       float capacity_factor)
+{
+    return run_plan_counted(state, experts, top_k, tokens, forward_tokens, capacity_factor, NULL);
 }
 
 static void run_plan(void **state, uint32_t experts, uint32_t top_k, uint32_t tokens,
@@ -87,6 +97,23 @@ static void test_capacity_plans(void **state)
     assert_int_equal(run_plan_with_capacity(state, 7, 3, 100, 64, 7.0f), 0);
 }
 
+/* Where a forward's slots fit one block (decode), the scan stage buckets
+ * them in one dispatch (count and scatter record nothing): the same plan, at
+ * the boundary and past it, with k = E, one expert and a capacity. */
+static void test_one_dispatch_bucketing(void **state)
+{
+    test_seed(44);
+    uint64_t one_block, two_blocks, single, capped;
+    run_plan_counted(state, 8, 2, 129, 128, 0, &one_block); /* 256 slots */
+    run_plan_counted(state, 8, 2, 129, 129, 0, &two_blocks);
+    assert_int_equal(two_blocks - one_block, 2);
+    run_plan_counted(state, 1, 1, 3, 1, 0, &single);
+    assert_int_equal(single, one_block);
+    run_plan(state, 7, 7, 36, 36); /* 252 slots, k = E */
+    assert_true(run_plan_counted(state, 9, 3, 85, 85, 0.5f, &capped) > 0);
+    assert_int_equal(capped, one_block);
+}
+
 /* Several scan tiles, and a scan of the tile sums in more than one pass:
  * 512 experts x 2048+ blocks > 1024 scan tiles. */
 static void test_device_wide_scan(void **state)
@@ -110,6 +137,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_small_plans),
         cmocka_unit_test(test_capacity_plans),
+        cmocka_unit_test(test_one_dispatch_bucketing),
         cmocka_unit_test(test_device_wide_scan),
         cmocka_unit_test(test_largest_slot_count),
     };
