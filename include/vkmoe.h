@@ -241,15 +241,60 @@ typedef enum vkmoe_weight_type {
      * m then 16 bytes of 4-bit q laid out as Q4_0's (20 bytes), weight =
      * d·q + m. Rows must be multiples of 32. */
     VKMOE_WEIGHT_Q4_1 = 7,
+    /* GGUF's Q5_0: blocks of 32 weights in 22 bytes: an f16 scale d, a
+     * little-endian 32-bit word whose bit i is the fifth bit of weight i's
+     * q, then 16 bytes of the low 4 bits laid out as Q4_0's; weight =
+     * d·(q − 16). Rows must be multiples of 32. */
+    VKMOE_WEIGHT_Q5_0 = 8,
+    /* GGUF's Q5_1: Q5_0's codes after an f16 scale d and an f16 minimum m
+     * (24 bytes); weight = d·q + m. Rows must be multiples of 32. */
+    VKMOE_WEIGHT_Q5_1 = 9,
+    /* GGUF's Q5_K: super-blocks of 256 weights in 176 bytes: Q4_K's f16 d,
+     * dmin and 12 bytes of scales and mins, 32 bytes of fifth bits (weight
+     * 64g + l at bit 2g of byte l, 64g + 32 + l at bit 2g + 1), then Q4_K's
+     * 128 bytes of low 4 bits; weight = d·sc_j·q − dmin·m_j per sub-block
+     * of 32. Rows must be multiples of 256. */
+    VKMOE_WEIGHT_Q5_K = 10,
+    /* GGUF's Q3_K: super-blocks of 256 weights in 110 bytes: 32 bytes of
+     * the codes' third bits (weight i at bit i/32 of byte i%32), 64 bytes
+     * of their low 2 bits (weight 128h + 32c + l at bits 2c of byte 32h + l),
+     * 12 bytes of sixteen 6-bit scales sc_j (stored + 32: low nibbles in
+     * bytes 0..7, j < 8 low and j ≥ 8 high; top 2 bits at bit 2(j/4) of
+     * byte 8 + j%4), then f16 d; weight = d·sc_j·(q − 4) per sub-block of
+     * 16. Rows must be multiples of 256. */
+    VKMOE_WEIGHT_Q3_K = 11,
+    /* GGUF's Q2_K: super-blocks of 256 weights in 84 bytes: sixteen bytes
+     * each a sub-block of 16's 4-bit scale sc_j (low nibble) and min m_j
+     * (high), 64 bytes of 2-bit q laid out as Q3_K's low bits, then f16 d
+     * and dmin; weight = d·sc_j·q − dmin·m_j. Rows must be multiples of 256. */
+    VKMOE_WEIGHT_Q2_K = 12,
+    /* GGUF's IQ4_NL: blocks of 32 weights in 18 bytes: an f16 scale d then
+     * 16 bytes of 4-bit indices laid out as Q4_0's into the levels {−127,
+     * −104, −83, −65, −49, −35, −22, −10, 1, 13, 25, 38, 53, 69, 89, 113};
+     * weight = d·level. Rows must be multiples of 32. */
+    VKMOE_WEIGHT_IQ4_NL = 13,
+    /* GGUF's IQ4_XS: super-blocks of 256 weights in 136 bytes: f16 d, a
+     * little-endian 16-bit word of the 6-bit scales' top 2 bits (sub-block
+     * j of 32 at bit 2j), 4 bytes of their low 4 bits (j at nibble j%2 of
+     * byte j/2), then each sub-block's 16 bytes of IQ4_NL indices; weight
+     * = d·(ls_j − 32)·level. Rows must be multiples of 256. */
+    VKMOE_WEIGHT_IQ4_XS = 14,
+    /* MXFP4 (OCP microscaling, GGUF's MXFP4, GPT-OSS's experts): blocks of
+     * 32 weights in 17 bytes: an E8M0 exponent e then 16 bytes of 4-bit
+     * E2M1 codes laid out as Q4_0's (0, 0.5, 1, 1.5, 2, 3, 4, 6 and their
+     * negatives); weight = 2^(e−127)·fp4(q). Rows must be multiples of 32. */
+    VKMOE_WEIGHT_MXFP4 = 15,
 } vkmoe_weight_type;
 
-/* The type's name as vkmoe-bench's --weights spells it ("f32", "f16",
- * "bf16", "q8_0", "q4_0", "q4_k", "q6_k", "q4_1"); NULL for an unknown type. */
+/* The type's name as vkmoe-bench's --weights spells it: the enum's name in
+ * lower case ("f32", "bf16", "q4_k", "iq4_xs", "mxfp4", …); NULL for an
+ * unknown type. */
 VKMOE_API const char *vkmoe_weight_type_name(vkmoe_weight_type type);
 
 /* Weights per storage block of this type: 1 for f32, f16 and bf16, 32 for
- * Q8_0, Q4_0 and Q4_1, 256 for Q4_K and Q6_K; 0 for an unknown type. Every row
- * of a matrix (dim, ffn_dim, shared_ffn_dim) must be whole blocks. */
+ * Q8_0, Q5_0, Q5_1, Q4_0, Q4_1, IQ4_NL and MXFP4, 256 for the k-quants
+ * (Q6_K, Q5_K, Q4_K, Q3_K, Q2_K) and IQ4_XS; 0 for an unknown type. Every
+ * row of a matrix (dim, ffn_dim, shared_ffn_dim) must be whole blocks. */
 VKMOE_API uint32_t vkmoe_weight_block(vkmoe_weight_type type);
 
 /* Bytes that `weights` weights of this type take (a multiple of

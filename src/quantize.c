@@ -16,8 +16,8 @@
 #include "util.h"
 #include "weight_types.h"
 
-#define QK 32    /* weights in a Q8_0, Q4_0 or Q4_1 block */
-#define QK_K 256 /* weights in a Q4_K or Q6_K super-block */
+#define QK 32    /* weights in a block (Q8_0, Q4_0, …), and in a K-quant's sub-block */
+#define QK_K 256 /* weights in a super-block (Q4_K, Q6_K, …) */
 
 static float load_f16(const uint8_t *at)
 {
@@ -78,83 +78,327 @@ static void dequantize_q8_0(const uint8_t *in, float *x)
         x[i] = d * (float)(int8_t)in[2 + i];
 }
 
-/* Q4_0: the scale maps the value of largest magnitude (the first such) to −8. */
-static void quantize_q4_0(const float *x, uint8_t *out)
+/* The value of largest magnitude among n (the first of equals), 0 if all
+ * are zero. */
+static float largest_magnitude(const float *x, int n)
 {
     float amax = 0.0f, max = 0.0f;
-    for (int i = 0; i < QK; i++)
+    for (int i = 0; i < n; i++)
         if (amax < fabsf(x[i])) {
             amax = fabsf(x[i]);
             max = x[i];
         }
-    float d = max / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-    store_f16(out, d);
-    for (int i = 0; i < QK / 2; i++) {
-        int lo = (int8_t)(x[i] * id + 8.5f), hi = (int8_t)(x[i + 16] * id + 8.5f);
-        out[2 + i] = (uint8_t)((lo < 15 ? lo : 15) | (hi < 15 ? hi : 15) << 4);
-    }
+    return max;
 }
 
-static void dequantize_q4_0(const uint8_t *in, float *x)
+/* Codes of 4 or 5 bits for a block of 32 (weights 0..15 and 16..31 share
+ * a byte: low and high nibble): nibbles at out; for 5 bits the fifth bits
+ * of weights 0..31 as bits 0..31 of the little-endian word at high. */
+static void pack_codes_32(const uint8_t codes[QK], uint8_t *nibbles, uint8_t *high)
+{
+    uint32_t bits = 0;
+    for (int i = 0; i < QK / 2; i++) {
+        nibbles[i] = (uint8_t)((codes[i] & 0xf) | (codes[i + 16] & 0xf) << 4);
+        bits |= (uint32_t)(codes[i] >> 4 & 1) << i | (uint32_t)(codes[i + 16] >> 4 & 1) << (i + 16);
+    }
+    for (int b = 0; high && b < 4; b++)
+        high[b] = (uint8_t)(bits >> 8 * b);
+}
+
+static int code_32(const uint8_t *nibbles, const uint8_t *high, int i)
+{
+    int code = nibbles[i % 16] >> (i < 16 ? 0 : 4) & 0xf;
+    return high ? code | (high[i / 8] >> i % 8 & 1) << 4 : code;
+}
+
+/* Q4_0 and Q5_0: the scale maps the value of largest magnitude (the first
+ * such) to −2^(bits−1); q = min(2^bits − 1, trunc(x / d + 2^(bits−1) + ½))
+ * (ggml's quantize_row_q4_0_ref and _q5_0_ref); d at out, the fifth bits
+ * (Q5_0) at out + 2, the nibbles after them. */
+static void quantize_symmetric_32(const float *x, uint8_t *out, int bits)
+{
+    float half = (float)(1 << (bits - 1)), d = largest_magnitude(x, QK) / -half;
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    int top = (1 << bits) - 1;
+    uint8_t codes[QK];
+    for (int i = 0; i < QK; i++) {
+        int q = (int8_t)(x[i] * id + (half + 0.5f));
+        codes[i] = (uint8_t)(q < top ? q : top);
+    }
+    store_f16(out, d);
+    pack_codes_32(codes, out + (bits == 5 ? 6 : 2), bits == 5 ? out + 2 : NULL);
+}
+
+static void dequantize_symmetric_32(const uint8_t *in, float *x, int bits)
 {
     float d = load_f16(in);
-    for (int i = 0; i < QK / 2; i++) {
-        x[i] = d * (float)((in[2 + i] & 0xf) - 8);
-        x[i + 16] = d * (float)((in[2 + i] >> 4) - 8);
-    }
+    const uint8_t *high = bits == 5 ? in + 2 : NULL;
+    for (int i = 0; i < QK; i++)
+        x[i] = d * (float)(code_32(in + (high ? 6 : 2), high, i) - (1 << (bits - 1)));
 }
 
-/* Q4_1: the block's minimum and range on 16 levels (ggml's
- * quantize_row_q4_1_ref: the reciprocal taken once, truncation after +0.5). */
-static void quantize_q4_1(const float *x, uint8_t *out)
+static void quantize_q4_0(const float *x, uint8_t *out) { quantize_symmetric_32(x, out, 4); }
+static void dequantize_q4_0(const uint8_t *in, float *x) { dequantize_symmetric_32(in, x, 4); }
+static void quantize_q5_0(const float *x, uint8_t *out) { quantize_symmetric_32(x, out, 5); }
+static void dequantize_q5_0(const uint8_t *in, float *x) { dequantize_symmetric_32(in, x, 5); }
+
+/* Q4_1 and Q5_1: the block's minimum and range on 2^bits levels (ggml's
+ * quantize_row_q4_1_ref and _q5_1_ref: the reciprocal taken once,
+ * truncation after +0.5); d and m at out, the fifth bits (Q5_1) at out + 4,
+ * the nibbles after them. */
+static void quantize_affine_32(const float *x, uint8_t *out, int bits)
 {
     float min = FLT_MAX, max = -FLT_MAX;
     for (int i = 0; i < QK; i++) {
         min = x[i] < min ? x[i] : min;
         max = x[i] > max ? x[i] : max;
     }
-    float d = (max - min) / 15.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    int top = (1 << bits) - 1;
+    float d = (max - min) / (float)top, id = d != 0.0f ? 1.0f / d : 0.0f;
+    uint8_t codes[QK];
+    for (int i = 0; i < QK; i++) {
+        int q = (int8_t)((x[i] - min) * id + 0.5f);
+        codes[i] = (uint8_t)(q < top ? q : top);
+    }
     store_f16(out, d);
     store_f16(out + 2, min);
-    for (int i = 0; i < QK / 2; i++) {
-        int lo = (int8_t)((x[i] - min) * id + 0.5f), hi = (int8_t)((x[i + 16] - min) * id + 0.5f);
-        out[4 + i] = (uint8_t)((lo < 15 ? lo : 15) | (hi < 15 ? hi : 15) << 4);
-    }
+    pack_codes_32(codes, out + (bits == 5 ? 8 : 4), bits == 5 ? out + 4 : NULL);
 }
 
-static void dequantize_q4_1(const uint8_t *in, float *x)
+static void dequantize_affine_32(const uint8_t *in, float *x, int bits)
 {
     float d = load_f16(in), m = load_f16(in + 2);
-    for (int i = 0; i < QK / 2; i++) {
-        x[i] = d * (float)(in[4 + i] & 0xf) + m;
-        x[i + 16] = d * (float)(in[4 + i] >> 4) + m;
+    const uint8_t *high = bits == 5 ? in + 4 : NULL;
+    for (int i = 0; i < QK; i++)
+        x[i] = d * (float)code_32(in + (high ? 8 : 4), high, i) + m;
+}
+
+static void quantize_q4_1(const float *x, uint8_t *out) { quantize_affine_32(x, out, 4); }
+static void dequantize_q4_1(const uint8_t *in, float *x) { dequantize_affine_32(in, x, 4); }
+static void quantize_q5_1(const float *x, uint8_t *out) { quantize_affine_32(x, out, 5); }
+static void dequantize_q5_1(const uint8_t *in, float *x) { dequantize_affine_32(in, x, 5); }
+
+/* ---- non-linear 4-bit codes: IQ4_NL, IQ4_XS, MXFP4 ---- */
+
+/* IQ4_NL's and IQ4_XS's 16 levels (a code is an index into them). */
+static const int8_t iq4_levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                      1,    13,   25,  38,  53,  69,  89,  113};
+
+/* The index of the level nearest v (ascending levels; a tie goes up). */
+static int nearest_level(const int8_t levels[16], float v)
+{
+    if (v <= levels[0])
+        return 0;
+    if (v >= levels[15])
+        return 15;
+    int low = 0, high = 15;
+    while (high - low > 1) {
+        int mid = (low + high) / 2;
+        if (v < levels[mid])
+            high = mid;
+        else
+            low = mid;
+    }
+    return v - levels[high - 1] < levels[high] - v ? high - 1 : high;
+}
+
+/* The best scale for one sub-block of 32 on the IQ4 levels, each weight
+ * weighted by x²: the grid that puts the value of largest magnitude on the
+ * extreme level, its least-squares scale, then 2·tries + 1 grids around it
+ * (tries < 0: none), keeping the best fit (ggml's quantize_row_iq4_nl_impl
+ * without importance weights). Codes of the first grid into q; 0 for a
+ * sub-block of zeros. */
+static float fit_iq4(const float *x, uint8_t q[QK], int tries)
+{
+    float amax = 0, max = 0;
+    for (int i = 0; i < QK; i++)
+        if (fabsf(x[i]) > amax) {
+            amax = fabsf(x[i]);
+            max = x[i];
+        }
+    if (amax < 1e-15f)
+        return 0;
+    float d = tries > 0 ? -max / iq4_levels[0] : max / iq4_levels[0], id = 1 / d;
+    float sum_qx = 0, sum_q2 = 0;
+    for (int i = 0; i < QK; i++) {
+        q[i] = (uint8_t)nearest_level(iq4_levels, id * x[i]);
+        float level = iq4_levels[q[i]], w = x[i] * x[i];
+        sum_qx += w * level * x[i];
+        sum_q2 += w * level * level;
+    }
+    d = sum_q2 > 0 ? sum_qx / sum_q2 : 0.0f;
+    float best = d * sum_qx;
+    for (int t = -tries; t <= tries; t++) {
+        id = (float)(t + iq4_levels[0]) / max;
+        sum_qx = sum_q2 = 0;
+        for (int i = 0; i < QK; i++) {
+            float level = iq4_levels[nearest_level(iq4_levels, id * x[i])], w = x[i] * x[i];
+            sum_qx += w * level * x[i];
+            sum_q2 += w * level * level;
+        }
+        if (sum_q2 > 0 && sum_qx * sum_qx > best * sum_q2) {
+            d = sum_qx / sum_q2;
+            best = d * sum_qx;
+        }
+    }
+    return d;
+}
+
+/* IQ4_NL: blocks of 32, an f16 scale then 16 bytes of level indices laid
+ * out as Q4_0's; w = d·level. The scale is the first grid's least-squares
+ * fit and the codes that grid's (ggml's quantize_row_iq4_nl_ref). ggml
+ * leaves a block of zeros with whatever codes its buffer held (d = 0 makes
+ * them all 0); vkmoe writes code 0. */
+static void quantize_iq4_nl(const float *x, uint8_t *out)
+{
+    uint8_t q[QK] = {0};
+    store_f16(out, fit_iq4(x, q, -1));
+    pack_codes_32(q, out + 2, NULL);
+}
+
+static void dequantize_iq4_nl(const uint8_t *in, float *x)
+{
+    float d = load_f16(in);
+    for (int i = 0; i < QK; i++)
+        x[i] = d * (float)iq4_levels[code_32(in + 2, NULL, i)];
+}
+
+/* IQ4_XS: super-blocks of 256 in 136 bytes: f16 d, a 16-bit word of the
+ * scales' top 2 bits (sub-block j at bit 2j), four bytes of their low
+ * nibbles (sub-block j in byte j/2, low nibble first), then eight of
+ * IQ4_NL's 16-byte code groups; w = d·(ls_j − 32)·level per sub-block of
+ * 32 (ggml's quantize_row_iq4_xs_ref: 7 tries a side, then the codes again
+ * on the grid of the quantized scale). */
+static void quantize_iq4_xs(const float *x, uint8_t *out)
+{
+    uint8_t q[QK_K] = {0};
+    float scales[QK_K / QK], amax = 0, max_scale = 0;
+    for (int j = 0; j < QK_K / QK; j++) {
+        scales[j] = fit_iq4(x + QK * j, q + QK * j, 7);
+        if (fabsf(scales[j]) > amax) {
+            amax = fabsf(scales[j]);
+            max_scale = scales[j];
+        }
+    }
+    float d = -max_scale / 32, id = d != 0.0f ? 1 / d : 0.0f;
+    uint32_t high = 0;
+    memset(out + 4, 0, 4);
+    for (int j = 0; j < QK_K / QK; j++) {
+        int l = clamp_int(nearest(id * scales[j]), -32, 31);
+        float step = d * (float)l, inverse = step != 0.0f ? 1 / step : 0.0f;
+        for (int i = 0; i < QK; i++)
+            q[QK * j + i] = (uint8_t)nearest_level(iq4_levels, inverse * x[QK * j + i]);
+        l += 32;
+        out[4 + j / 2] |= (uint8_t)((l & 0xf) << 4 * (j % 2));
+        high |= (uint32_t)(l >> 4) << 2 * j;
+    }
+    store_f16(out, d);
+    out[2] = (uint8_t)high;
+    out[3] = (uint8_t)(high >> 8);
+    for (int j = 0; j < QK_K / QK; j++)
+        pack_codes_32(q + QK * j, out + 8 + 16 * j, NULL);
+}
+
+static int iq4_xs_scale(const uint8_t *in, int j)
+{
+    return (in[4 + j / 2] >> 4 * (j % 2) & 0xf) | (in[2 + j / 4] >> 2 * (j % 4) & 3) << 4;
+}
+
+static void dequantize_iq4_xs(const uint8_t *in, float *x)
+{
+    float d = load_f16(in);
+    for (int j = 0; j < QK_K / QK; j++) {
+        float step = d * (float)(iq4_xs_scale(in, j) - 32);
+        for (int i = 0; i < QK; i++)
+            x[QK * j + i] = step * (float)iq4_levels[code_32(in + 8 + 16 * j, NULL, i)];
     }
 }
 
-/* ---- Q4_K ---- */
+/* MXFP4 (OCP microscaling): blocks of 32 in 17 bytes, an E8M0 exponent e
+ * then 16 bytes of E2M1 codes laid out as Q4_0's; w = 2^(e−127)·fp4(q).
+ * Kept as ggml does, with the E2M1 values doubled and the scale halved. */
+static const int8_t mxfp4_levels[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
-enum { Q4K_SUB = 32, Q4K_SUBS = QK_K / Q4K_SUB, Q4K_LEVELS = 15 };
+static float e8m0_half(uint8_t e)
+{
+    uint32_t bits = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23; /* 2^(e − 128) */
+    float value;
+    memcpy(&value, &bits, 4);
+    return value;
+}
 
-/* Squared error of x ≈ scale·q + min, each term weighted. */
-static float fit_error(const float *x, const float *w, const uint8_t *q, float scale, float min)
+/* The exponent puts the block's largest magnitude in [4, 8) times the
+ * scale, the top of the E2M1 range being 6; each code is the nearest
+ * level (the first of equals), as ggml's quantize_row_mxfp4_ref. */
+static void quantize_mxfp4(const float *x, uint8_t *out)
+{
+    float amax = 0.0f;
+    for (int i = 0; i < QK; i++)
+        amax = amax < fabsf(x[i]) ? fabsf(x[i]) : amax;
+    float exponent = amax > 0.0f ? floorf(log2f(amax)) - 2 + 127 : 0.0f;
+    uint8_t e = exponent >= 255.0f ? 255 : exponent <= 0.0f ? 0 : (uint8_t)exponent;
+    float d = e8m0_half(e);
+    uint8_t codes[QK];
+    for (int i = 0; i < QK; i++) {
+        int best = 0;
+        float best_error = fabsf(mxfp4_levels[0] * d - x[i]);
+        for (int l = 1; l < 16; l++) {
+            float error = fabsf(mxfp4_levels[l] * d - x[i]);
+            if (error < best_error) {
+                best = l;
+                best_error = error;
+            }
+        }
+        codes[i] = (uint8_t)best;
+    }
+    out[0] = e;
+    pack_codes_32(codes, out + 1, NULL);
+}
+
+static void dequantize_mxfp4(const uint8_t *in, float *x)
+{
+    float d = e8m0_half(in[0]);
+    for (int i = 0; i < QK; i++)
+        x[i] = (float)mxfp4_levels[code_32(in + 1, NULL, i)] * d;
+}
+
+/* ---- K-quants with a minimum: Q2_K, Q4_K, Q5_K ---- */
+
+/* How fit_scale_min searches: sub-blocks of n weights on codes 0..levels,
+ * grids of levels + rmin + rdelta·s steps over the range for s = 0..steps,
+ * errors squared or absolute (ggml's make_qkx2_quants arguments). */
+typedef struct fit_grid {
+    int n, levels;
+    float rmin, rdelta;
+    int steps;
+    bool absolute;
+} fit_grid;
+
+static const fit_grid q2_k_grid = {16, 3, -0.5f, 0.1f, 15, true};
+static const fit_grid q4_k_grid = {32, 15, -1.0f, 0.1f, 20, false};
+static const fit_grid q5_k_grid = {32, 31, -0.5f, 0.1f, 15, false};
+
+/* Error of x ≈ scale·q + min, each term weighted. */
+static float fit_error(const fit_grid *g, const float *x, const float *w, const uint8_t *q,
+                       float scale, float min)
 {
     float error = 0.0f;
-    for (int i = 0; i < Q4K_SUB; i++) {
+    for (int i = 0; i < g->n; i++) {
         float diff = scale * q[i] + min - x[i];
-        error += w[i] * (diff * diff);
+        error += w[i] * (g->absolute ? fabsf(diff) : diff * diff);
     }
     return error;
 }
 
-/* x ≈ scale·q + min (min ≤ 0) for one sub-block, q in 0..15: the grid
- * through the sub-block's range, then 21 grids of 14 to 16 steps over it,
- * each with its weighted least-squares scale and min, keeping the best
- * (ggml's make_qkx2_quants with -1, 0.1, 20). Returns the scale; *neg_min
- * is −min. */
-static float fit_scale_min(const float *x, const float *w, uint8_t *q, float *neg_min)
+/* x ≈ scale·q + min (min ≤ 0) for one sub-block: the grid through the
+ * sub-block's range, then the grids of g, each with its weighted
+ * least-squares scale and min, keeping the best (ggml's make_qkx2_quants).
+ * Returns the scale; *neg_min is −min. */
+static float fit_scale_min(const fit_grid *g, const float *x, const float *w, uint8_t *q,
+                           float *neg_min)
 {
     float min = x[0], max = x[0], sum_w = w[0], sum_x = w[0] * x[0];
-    for (int i = 1; i < Q4K_SUB; i++) {
+    for (int i = 1; i < g->n; i++) {
         if (x[i] < min)
             min = x[i];
         if (x[i] > max)
@@ -165,20 +409,20 @@ static float fit_scale_min(const float *x, const float *w, uint8_t *q, float *ne
     if (min > 0)
         min = 0;
     if (max == min) {
-        memset(q, 0, Q4K_SUB);
+        memset(q, 0, (size_t)g->n);
         *neg_min = -min;
         return 0.0f;
     }
-    float iscale = Q4K_LEVELS / (max - min), scale = 1 / iscale;
-    for (int i = 0; i < Q4K_SUB; i++)
-        q[i] = (uint8_t)clamp_int(nearest(iscale * (x[i] - min)), 0, Q4K_LEVELS);
-    float best = fit_error(x, w, q, scale, min);
-    uint8_t trial[Q4K_SUB];
-    for (int step = 0; step <= 20; step++) {
-        iscale = (-1.0f + 0.1f * (float)step + Q4K_LEVELS) / (max - min);
+    float iscale = (float)g->levels / (max - min), scale = 1 / iscale;
+    for (int i = 0; i < g->n; i++)
+        q[i] = (uint8_t)clamp_int(nearest(iscale * (x[i] - min)), 0, g->levels);
+    float best = fit_error(g, x, w, q, scale, min);
+    uint8_t trial[QK];
+    for (int step = 0; step <= g->steps; step++) {
+        iscale = (g->rmin + g->rdelta * (float)step + (float)g->levels) / (max - min);
         float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-        for (int i = 0; i < Q4K_SUB; i++) {
-            int l = clamp_int(nearest(iscale * (x[i] - min)), 0, Q4K_LEVELS);
+        for (int i = 0; i < g->n; i++) {
+            int l = clamp_int(nearest(iscale * (x[i] - min)), 0, g->levels);
             trial[i] = (uint8_t)l;
             sum_l += w[i] * l;
             sum_l2 += w[i] * l * l;
@@ -193,9 +437,9 @@ static float fit_scale_min(const float *x, const float *w, uint8_t *q, float *ne
             trial_min = 0;
             trial_scale = sum_xl / sum_l2;
         }
-        float error = fit_error(x, w, trial, trial_scale, trial_min);
+        float error = fit_error(g, x, w, trial, trial_scale, trial_min);
         if (error < best) {
-            memcpy(q, trial, Q4K_SUB);
+            memcpy(q, trial, (size_t)g->n);
             best = error;
             scale = trial_scale;
             min = trial_min;
@@ -231,19 +475,24 @@ static void q4k_pack_scale_min(uint8_t *packed, int j, uint8_t scale, uint8_t mi
     }
 }
 
-static void quantize_q4_k(const float *x, uint8_t *out)
+/* Q4_K's and Q5_K's common part: f16 d and dmin then the 12 packed bytes
+ * of 6-bit scales and mins at out, and the codes q (0..levels) on the grid
+ * those rounded scales give (ggml's quantize_row_q4_K_ref and _q5_K_ref).
+ * Weights favour larger values: √(mean x²) + |x|. */
+static void quantize_scales_mins_6bit(const fit_grid *g, const float *x, uint8_t *out,
+                                      uint8_t q[QK_K])
 {
-    uint8_t q[QK_K], *packed = out + 4;
-    float weights[Q4K_SUB], scales[Q4K_SUBS], mins[Q4K_SUBS], max_scale = 0, max_min = 0;
-    for (int j = 0; j < Q4K_SUBS; j++) {
-        const float *sub = x + Q4K_SUB * j;
+    uint8_t *packed = out + 4;
+    float weights[QK], scales[QK_K / QK], mins[QK_K / QK], max_scale = 0, max_min = 0;
+    for (int j = 0; j < QK_K / QK; j++) {
+        const float *sub = x + QK * j;
         float sum_x2 = 0;
-        for (int i = 0; i < Q4K_SUB; i++)
+        for (int i = 0; i < QK; i++)
             sum_x2 += sub[i] * sub[i];
-        float av_x = sqrtf(sum_x2 / Q4K_SUB);
-        for (int i = 0; i < Q4K_SUB; i++)
-            weights[i] = av_x + fabsf(sub[i]); /* larger values matter more */
-        scales[j] = fit_scale_min(sub, weights, q + Q4K_SUB * j, &mins[j]);
+        float av_x = sqrtf(sum_x2 / QK);
+        for (int i = 0; i < QK; i++)
+            weights[i] = av_x + fabsf(sub[i]);
+        scales[j] = fit_scale_min(g, sub, weights, q + QK * j, &mins[j]);
         if (scales[j] > max_scale)
             max_scale = scales[j];
         if (mins[j] > max_min)
@@ -251,40 +500,136 @@ static void quantize_q4_k(const float *x, uint8_t *out)
     }
     float inv_scale = max_scale > 0 ? 63.0f / max_scale : 0.0f;
     float inv_min = max_min > 0 ? 63.0f / max_min : 0.0f;
-    for (int j = 0; j < Q4K_SUBS; j++) {
+    memset(packed, 0, 12);
+    for (int j = 0; j < QK_K / QK; j++) {
         uint8_t scale = (uint8_t)nearest(inv_scale * scales[j]);
         uint8_t min = (uint8_t)nearest(inv_min * mins[j]);
         q4k_pack_scale_min(packed, j, scale < 63 ? scale : 63, min < 63 ? min : 63);
     }
     store_f16(out, max_scale / 63.0f);
     store_f16(out + 2, max_min / 63.0f);
-    /* q again, on the grid the stored (rounded) scales and mins give */
     float d = load_f16(out), dmin = load_f16(out + 2);
-    for (int j = 0; j < Q4K_SUBS; j++) {
+    for (int j = 0; j < QK_K / QK; j++) {
         int scale, min;
         q4k_scale_min(packed, j, &scale, &min);
         float step = d * (float)scale, offset = dmin * (float)min;
-        for (int i = 0; step != 0 && i < Q4K_SUB; i++)
-            q[Q4K_SUB * j + i] =
-                (uint8_t)clamp_int(nearest((x[Q4K_SUB * j + i] + offset) / step), 0, 15);
+        for (int i = 0; step != 0 && i < QK; i++)
+            q[QK * j + i] =
+                (uint8_t)clamp_int(nearest((x[QK * j + i] + offset) / step), 0, g->levels);
     }
+}
+
+/* Q4_K: 128 bytes of nibbles after the 16 of scales; byte 32g + l holds
+ * weight 64g + l in its low nibble and 64g + 32 + l in its high one. */
+static void quantize_q4_k(const float *x, uint8_t *out)
+{
+    uint8_t q[QK_K];
+    quantize_scales_mins_6bit(&q4_k_grid, x, out, q);
     uint8_t *nibbles = out + 16;
-    for (int j = 0; j < QK_K; j += 2 * Q4K_SUB)
-        for (int i = 0; i < Q4K_SUB; i++)
-            nibbles[j / 2 + i] = (uint8_t)(q[j + i] | q[j + Q4K_SUB + i] << 4);
+    for (int j = 0; j < QK_K; j += 2 * QK)
+        for (int i = 0; i < QK; i++)
+            nibbles[j / 2 + i] = (uint8_t)(q[j + i] | q[j + QK + i] << 4);
+}
+
+/* Q5_K: as Q4_K with 32 bytes of fifth bits before the nibbles: weight
+ * 64g + l has bit 2g of byte l, weight 64g + 32 + l bit 2g + 1. */
+static void quantize_q5_k(const float *x, uint8_t *out)
+{
+    uint8_t q[QK_K], *high = out + 16, *nibbles = out + 48;
+    quantize_scales_mins_6bit(&q5_k_grid, x, out, q);
+    memset(high, 0, QK);
+    for (int j = 0; j < QK_K; j += 2 * QK)
+        for (int i = 0; i < QK; i++) {
+            uint8_t lo = q[j + i], hi = q[j + QK + i];
+            nibbles[j / 2 + i] = (uint8_t)((lo & 0xf) | (hi & 0xf) << 4);
+            high[i] |= (uint8_t)((lo >> 4) << (j / QK) | (hi >> 4) << (j / QK + 1));
+        }
+}
+
+/* Weight i of a Q4_K or Q5_K super-block (high: Q5_K's fifth bits). */
+static void dequantize_scales_mins_6bit(const uint8_t *in, const uint8_t *high,
+                                        const uint8_t *nibbles, float *x)
+{
+    float d = load_f16(in), dmin = load_f16(in + 2);
+    for (int j = 0; j < QK_K / QK; j++) {
+        int scale, min;
+        q4k_scale_min(in + 4, j, &scale, &min);
+        float step = d * (float)scale, offset = dmin * (float)min;
+        const uint8_t *group = nibbles + QK * (j / 2);
+        for (int i = 0; i < QK; i++) {
+            int q = j % 2 ? group[i] >> 4 : group[i] & 0xf;
+            if (high)
+                q |= (high[i] >> j & 1) << 4;
+            x[QK * j + i] = step * (float)q - offset;
+        }
+    }
 }
 
 static void dequantize_q4_k(const uint8_t *in, float *x)
 {
-    float d = load_f16(in), dmin = load_f16(in + 2);
-    for (int j = 0; j < Q4K_SUBS; j++) {
-        int scale, min;
-        q4k_scale_min(in + 4, j, &scale, &min);
-        float step = d * (float)scale, offset = dmin * (float)min;
-        const uint8_t *nibbles = in + 16 + Q4K_SUB * (j / 2);
-        for (int i = 0; i < Q4K_SUB; i++)
-            x[Q4K_SUB * j + i] =
-                step * (float)(j % 2 ? nibbles[i] >> 4 : nibbles[i] & 0xf) - offset;
+    dequantize_scales_mins_6bit(in, NULL, in + 16, x);
+}
+
+static void dequantize_q5_k(const uint8_t *in, float *x)
+{
+    dequantize_scales_mins_6bit(in, in + 16, in + 48, x);
+}
+
+/* Codes of 2 bits for a super-block: byte 32h + l holds weights 128h + l,
+ * + 32, + 64 and + 96 at bits 0, 2, 4 and 6 (Q2_K's and Q3_K's low bits). */
+static void pack_codes_2bit(const uint8_t q[QK_K], uint8_t *out)
+{
+    for (int j = 0; j < QK_K; j += 128)
+        for (int l = 0; l < 32; l++)
+            out[j / 4 + l] =
+                (uint8_t)(q[j + l] | q[j + l + 32] << 2 | q[j + l + 64] << 4 | q[j + l + 96] << 6);
+}
+
+static int code_2bit(const uint8_t *in, int i)
+{
+    return in[32 * (i / 128) + i % 32] >> 2 * (i % 128 / 32) & 3;
+}
+
+/* Q2_K: super-blocks of 256 in 84 bytes: sixteen bytes each holding a
+ * sub-block of 16's 4-bit scale (low nibble) and min (high), 64 bytes of
+ * 2-bit codes, f16 d and dmin; w = d·sc·q − dmin·m (ggml's
+ * quantize_row_q2_K_ref: weights |x|, absolute errors). */
+static void quantize_q2_k(const float *x, uint8_t *out)
+{
+    enum { SUB = 16 };
+    uint8_t q[QK_K];
+    float weights[SUB], scales[QK_K / SUB], mins[QK_K / SUB], max_scale = 0, max_min = 0;
+    for (int j = 0; j < QK_K / SUB; j++) {
+        for (int i = 0; i < SUB; i++)
+            weights[i] = fabsf(x[SUB * j + i]);
+        scales[j] = fit_scale_min(&q2_k_grid, x + SUB * j, weights, q + SUB * j, &mins[j]);
+        if (scales[j] > max_scale)
+            max_scale = scales[j];
+        if (mins[j] > max_min)
+            max_min = mins[j];
+    }
+    memset(out, 0, 16);
+    float inv_scale = max_scale > 0 ? 15.0f / max_scale : 0.0f;
+    float inv_min = max_min > 0 ? 15.0f / max_min : 0.0f;
+    for (int j = 0; j < QK_K / SUB; j++)
+        out[j] = (uint8_t)(nearest(inv_scale * scales[j]) | nearest(inv_min * mins[j]) << 4);
+    store_f16(out + 80, max_scale > 0 ? max_scale / 15.0f : 0.0f);
+    store_f16(out + 82, max_min > 0 ? max_min / 15.0f : 0.0f);
+    float d = load_f16(out + 80), dmin = load_f16(out + 82);
+    for (int j = 0; j < QK_K / SUB; j++) {
+        float step = d * (float)(out[j] & 0xf), offset = dmin * (float)(out[j] >> 4);
+        for (int i = 0; step != 0 && i < SUB; i++)
+            q[SUB * j + i] = (uint8_t)clamp_int(nearest((x[SUB * j + i] + offset) / step), 0, 3);
+    }
+    pack_codes_2bit(q, out + 16);
+}
+
+static void dequantize_q2_k(const uint8_t *in, float *x)
+{
+    float d = load_f16(in + 80), dmin = load_f16(in + 82);
+    for (int i = 0; i < QK_K; i++) {
+        uint8_t sc = in[i / 16];
+        x[i] = d * (float)(sc & 0xf) * (float)code_2bit(in + 16, i) - dmin * (float)(sc >> 4);
     }
 }
 
@@ -398,6 +743,121 @@ static void dequantize_q6_k(const uint8_t *in, float *x)
     }
 }
 
+/* ---- Q3_K ---- */
+
+/* x ≈ scale·(q − 4) for one sub-block of 16, q in 0..7: the grid that puts
+ * the value of largest magnitude on −4, then up to 5 rounds that move one
+ * code at a time where the x²-weighted least-squares fit improves (ggml's
+ * make_q3_quants with do_rmse). Returns the scale; all-zero codes for a
+ * sub-block of zeros. */
+static float fit_q3(const float *x, uint8_t q[16])
+{
+    enum { N = 16, HALF = 4 };
+    float amax = 0, max = 0;
+    for (int i = 0; i < N; i++)
+        if (fabsf(x[i]) > amax) {
+            amax = fabsf(x[i]);
+            max = x[i];
+        }
+    if (amax < 1e-15f) {
+        memset(q, 0, N);
+        return 0.0f;
+    }
+    float iscale = -HALF / max, sum_lx = 0, sum_l2 = 0;
+    int l[N];
+    for (int i = 0; i < N; i++) {
+        l[i] = clamp_int(nearest(iscale * x[i]), -HALF, HALF - 1);
+        float w = x[i] * x[i];
+        sum_lx += w * x[i] * l[i];
+        sum_l2 += w * l[i] * l[i];
+    }
+    for (int round = 0; round < 5; round++) {
+        int changed = 0;
+        for (int i = 0; i < N; i++) {
+            float w = x[i] * x[i], slx = sum_lx - w * x[i] * l[i];
+            if (!(slx > 0))
+                continue;
+            float sl2 = sum_l2 - w * l[i] * l[i];
+            int new_l = clamp_int(nearest(x[i] * sl2 / slx), -HALF, HALF - 1);
+            if (new_l == l[i])
+                continue;
+            slx += w * x[i] * new_l;
+            sl2 += w * new_l * new_l;
+            if (sl2 > 0 && slx * slx * sum_l2 > sum_lx * sum_lx * sl2) {
+                l[i] = new_l;
+                sum_lx = slx;
+                sum_l2 = sl2;
+                changed++;
+            }
+        }
+        if (!changed)
+            break;
+    }
+    for (int i = 0; i < N; i++)
+        q[i] = (uint8_t)(l[i] + HALF);
+    return sum_l2 > 0.0f ? sum_lx / sum_l2 : 0.0f;
+}
+
+/* Sub-block j's 6-bit scale (stored + 32) from Q3_K's 12 bytes: low
+ * nibble in byte j (j < 8) or high nibble of byte j − 8; top 2 bits at bit
+ * 2(j / 4) of byte 8 + j % 4. */
+static int q3k_scale(const uint8_t *packed, int j)
+{
+    int low = j < 8 ? packed[j] & 0xf : packed[j - 8] >> 4;
+    return (low | (packed[8 + j % 4] >> 2 * (j / 4) & 3) << 4) - 32;
+}
+
+/* Q3_K: super-blocks of 256 in 110 bytes: 32 bytes of the codes' third
+ * bits (weight i at bit i / 32 of byte i % 32), 64 bytes of their low 2
+ * bits (as Q2_K's), 12 bytes of sixteen 6-bit scales, f16 d; w =
+ * d·sc·(q − 4) per sub-block of 16 (ggml's quantize_row_q3_K_ref). */
+static void quantize_q3_k(const float *x, uint8_t *out)
+{
+    enum { SUB = 16 };
+    uint8_t q[QK_K], *packed = out + 96;
+    float scales[QK_K / SUB], amax = 0, max_scale = 0;
+    for (int j = 0; j < QK_K / SUB; j++) {
+        scales[j] = fit_q3(x + SUB * j, q + SUB * j);
+        if (fabsf(scales[j]) > amax) {
+            amax = fabsf(scales[j]);
+            max_scale = scales[j];
+        }
+    }
+    memset(packed, 0, 12);
+    if (max_scale != 0) {
+        float iscale = -32.0f / max_scale;
+        for (int j = 0; j < QK_K / SUB; j++) {
+            int l = clamp_int((int8_t)nearest(iscale * scales[j]), -32, 31) + 32;
+            packed[j % 8] |= (uint8_t)((l & 0xf) << (j < 8 ? 0 : 4));
+            packed[8 + j % 4] |= (uint8_t)((l >> 4) << 2 * (j / 4));
+        }
+        store_f16(out + 108, 1 / iscale);
+    } else
+        store_f16(out + 108, 0.0f);
+    float d = load_f16(out + 108);
+    for (int j = 0; j < QK_K / SUB; j++) {
+        float step = d * (float)q3k_scale(packed, j);
+        for (int i = 0; step != 0 && i < SUB; i++)
+            q[SUB * j + i] = (uint8_t)(clamp_int(nearest(x[SUB * j + i] / step), -4, 3) + 4);
+    }
+    memset(out, 0, 32);
+    for (int i = 0; i < QK_K; i++)
+        if (q[i] > 3) {
+            out[i % 32] |= (uint8_t)(1 << i / 32);
+            q[i] -= 4;
+        }
+    pack_codes_2bit(q, out + 32);
+}
+
+static void dequantize_q3_k(const uint8_t *in, float *x)
+{
+    float d = load_f16(in + 108);
+    for (int i = 0; i < QK_K; i++) {
+        int q = code_2bit(in + 32, i) - (in[i % 32] >> i / 32 & 1 ? 0 : 4);
+        x[i] = d * (float)q3k_scale(in + 96, i / 16) * (float)q;
+    }
+}
+
 typedef struct codec {
     const char *name;
     uint32_t weights, bytes; /* per block */
@@ -414,6 +874,14 @@ static const codec codecs[] = {
     [VKMOE_WEIGHT_Q4_K] = {"q4_k", QK_K, 144, quantize_q4_k, dequantize_q4_k},
     [VKMOE_WEIGHT_Q6_K] = {"q6_k", QK_K, 210, quantize_q6_k, dequantize_q6_k},
     [VKMOE_WEIGHT_Q4_1] = {"q4_1", QK, 20, quantize_q4_1, dequantize_q4_1},
+    [VKMOE_WEIGHT_Q5_0] = {"q5_0", QK, 22, quantize_q5_0, dequantize_q5_0},
+    [VKMOE_WEIGHT_Q5_1] = {"q5_1", QK, 24, quantize_q5_1, dequantize_q5_1},
+    [VKMOE_WEIGHT_Q5_K] = {"q5_k", QK_K, 176, quantize_q5_k, dequantize_q5_k},
+    [VKMOE_WEIGHT_Q3_K] = {"q3_k", QK_K, 110, quantize_q3_k, dequantize_q3_k},
+    [VKMOE_WEIGHT_Q2_K] = {"q2_k", QK_K, 84, quantize_q2_k, dequantize_q2_k},
+    [VKMOE_WEIGHT_IQ4_NL] = {"iq4_nl", QK, 18, quantize_iq4_nl, dequantize_iq4_nl},
+    [VKMOE_WEIGHT_IQ4_XS] = {"iq4_xs", QK_K, 136, quantize_iq4_xs, dequantize_iq4_xs},
+    [VKMOE_WEIGHT_MXFP4] = {"mxfp4", QK, 17, quantize_mxfp4, dequantize_mxfp4},
 };
 
 /* The codec of a type, or NULL. */

@@ -13,10 +13,18 @@ enum {
     GGUF_F16 = 1,
     GGUF_Q4_0 = 2,
     GGUF_Q4_1 = 3,
+    GGUF_Q5_0 = 6,
+    GGUF_Q5_1 = 7,
     GGUF_Q8_0 = 8,
+    GGUF_Q2_K = 10,
+    GGUF_Q3_K = 11,
     GGUF_Q4_K = 12,
+    GGUF_Q5_K = 13,
     GGUF_Q6_K = 14,
-    GGUF_BF16 = 30
+    GGUF_IQ4_NL = 20,
+    GGUF_IQ4_XS = 23,
+    GGUF_BF16 = 30,
+    GGUF_MXFP4 = 39
 };
 
 static const char *path_in(const char *dir, const char *name)
@@ -58,10 +66,14 @@ static const char *st_dtype(vkmoe_weight_type type)
 static uint32_t gguf_type(vkmoe_weight_type type)
 {
     static const uint32_t types[] = {
-        [VKMOE_WEIGHT_F32] = GGUF_F32,   [VKMOE_WEIGHT_F16] = GGUF_F16,
-        [VKMOE_WEIGHT_BF16] = GGUF_BF16, [VKMOE_WEIGHT_Q8_0] = GGUF_Q8_0,
-        [VKMOE_WEIGHT_Q4_0] = GGUF_Q4_0, [VKMOE_WEIGHT_Q4_K] = GGUF_Q4_K,
-        [VKMOE_WEIGHT_Q6_K] = GGUF_Q6_K, [VKMOE_WEIGHT_Q4_1] = GGUF_Q4_1};
+        [VKMOE_WEIGHT_F32] = GGUF_F32,       [VKMOE_WEIGHT_F16] = GGUF_F16,
+        [VKMOE_WEIGHT_BF16] = GGUF_BF16,     [VKMOE_WEIGHT_Q8_0] = GGUF_Q8_0,
+        [VKMOE_WEIGHT_Q4_0] = GGUF_Q4_0,     [VKMOE_WEIGHT_Q4_K] = GGUF_Q4_K,
+        [VKMOE_WEIGHT_Q6_K] = GGUF_Q6_K,     [VKMOE_WEIGHT_Q4_1] = GGUF_Q4_1,
+        [VKMOE_WEIGHT_Q5_0] = GGUF_Q5_0,     [VKMOE_WEIGHT_Q5_1] = GGUF_Q5_1,
+        [VKMOE_WEIGHT_Q5_K] = GGUF_Q5_K,     [VKMOE_WEIGHT_Q3_K] = GGUF_Q3_K,
+        [VKMOE_WEIGHT_Q2_K] = GGUF_Q2_K,     [VKMOE_WEIGHT_IQ4_NL] = GGUF_IQ4_NL,
+        [VKMOE_WEIGHT_IQ4_XS] = GGUF_IQ4_XS, [VKMOE_WEIGHT_MXFP4] = GGUF_MXFP4};
     return types[type];
 }
 

@@ -60,7 +60,7 @@ static void test_default_context_and_info(void **state)
     assert_true(info.device_memory > 0);
     assert_true(info.shared_memory >= 16384);
     /* every format the weight types need is one Vulkan requires */
-    assert_int_equal(info.weight_types, (1u << (VKMOE_WEIGHT_Q4_1 + 1)) - 1);
+    assert_int_equal(info.weight_types, (1u << (VKMOE_WEIGHT_MXFP4 + 1)) - 1);
     vkmoe_context_destroy(&ctx);
     assert_null(ctx);
 }

@@ -65,20 +65,6 @@ static void test_awkward_widths(void **state)
     check_gemms(state, shape(3, 5, 2, 1, 9, VKMOE_WEIGHT_F32), 9);
 }
 
-static void test_compact_weights(void **state)
-{
-    test_seed(61);
-    check_gemms(state, shape(203, 99, 6, 3, 70, VKMOE_WEIGHT_F16), 70);
-    check_gemms(state, shape(91, 130, 4, 2, 37, VKMOE_WEIGHT_BF16), 37);
-    /* 3 blocks a row: every other block starts off a 32-bit word */
-    check_gemms(state, shape(96, 224, 3, 2, 45, VKMOE_WEIGHT_Q8_0), 45);
-    check_gemms(state, shape(96, 224, 3, 2, 45, VKMOE_WEIGHT_Q4_0), 45);
-    check_gemms(state, shape(96, 224, 3, 2, 45, VKMOE_WEIGHT_Q4_1), 45);
-    /* super-blocks of 256: 2 and 3 a row; Q6_K's 210 bytes start off a word */
-    check_gemms(state, shape(512, 768, 3, 2, 45, VKMOE_WEIGHT_Q4_K), 45);
-    check_gemms(state, shape(768, 512, 3, 2, 45, VKMOE_WEIGHT_Q6_K), 45);
-}
-
 /* ReLU (one projection, four columns a lane) and GPT-OSS's clamped SwiGLU,
  * both with biases. */
 static void test_activations_and_biases(void **state)
@@ -194,8 +180,9 @@ static void check_activations_on(void **state, vkmoe_gemm_path path)
 }
 
 /* Every weight type on a path, a new one included without a line here:
- * rows of 3 and 7 blocks of 32 (every other Q8_0, Q4_0 block off a 32-bit
- * word), or of 3 and 2 super-blocks of 256. */
+ * rows of 3 and 7 blocks of 32 (Q8_0's, Q4_0's and Q5_0's every other
+ * block off a 32-bit word, MXFP4's 17-byte blocks at every byte of one),
+ * or of 3 and 2 super-blocks of 256 (Q6_K's and Q3_K's off a word). */
 static void check_weight_types_on(void **state, vkmoe_gemm_path path, uint32_t tokens)
 {
     for (int t = 0; vkmoe_weight_type_name((vkmoe_weight_type)t); t++) {
@@ -204,6 +191,15 @@ static void check_weight_types_on(void **state, vkmoe_gemm_path path, uint32_t t
         check_gemms(state, on_path(shape(dim, ffn, 3, 2, tokens, (vkmoe_weight_type)t), path),
                     tokens);
     }
+}
+
+/* Every weight type on the register path (the CPU device's). */
+static void test_compact_weights(void **state)
+{
+    test_seed(61);
+    check_gemms(state, shape(203, 99, 6, 3, 70, VKMOE_WEIGHT_F16), 70);
+    check_gemms(state, shape(91, 130, 4, 2, 37, VKMOE_WEIGHT_BF16), 37);
+    check_weight_types_on(state, VKMOE_GEMM_REGISTER, 45);
 }
 
 static void test_tiled_path(void **state)

@@ -92,24 +92,30 @@ static void test_k_quant_weights(void **state)
     test_expect_create_fails(*state, &p, VKMOE_ERROR_INVALID_ARGUMENT,
                              "q6_k weights need ffn_dim (288)");
     assert_non_null(strstr(vkmoe_last_error(), "multiples of 256"));
-    q.down_weight_type = (vkmoe_weight_type)8;
+    q.down_weight_type = (vkmoe_weight_type)16;
     test_expect_create_fails(*state, &q, VKMOE_ERROR_INVALID_ARGUMENT,
-                             "unknown down_weight_type 8");
+                             "unknown down_weight_type 16");
 }
 
 /* What quantization costs: each type's layer (its weights rounded from
  * the same random f32 weights) against the f32 layer's reference, within a
  * bound per type of about twice the error measured (max_rel over 24 tokens,
- * D=512, F=768: f16 3.5e-4, bf16 3.1e-3, Q8_0 6.9e-3, Q6_K 2.3e-2, Q4_K
- * 9.0e-2, Q4_0 9.4e-2). The router stays f32, so the choices are the same. */
+ * D=512, F=768: f16 3.5e-4, bf16 3.3e-3, Q8_0 5.7e-3, Q6_K 2.0e-2, Q5_0
+ * 4.9e-2, Q5_1 4.8e-2, IQ4_XS 9.4e-2, Q4_0 9.7e-2, Q4_1 9.7e-2, Q4_K
+ * 9.9e-2, IQ4_NL 0.10, Q5_K 0.13, MXFP4 0.17, Q2_K 0.40, Q3_K 0.49; Q5_K
+ * and Q3_K lose most where the fixture zeroes the blocks whose encoding
+ * has no fixed point). The router stays f32, so the choices are the same. */
 static void test_quantized_against_f32(void **state)
 {
     const struct {
         vkmoe_weight_type type;
         double bound;
     } cases[] = {
-        {VKMOE_WEIGHT_F16, 1e-3},  {VKMOE_WEIGHT_BF16, 8e-3}, {VKMOE_WEIGHT_Q8_0, 1.5e-2},
-        {VKMOE_WEIGHT_Q6_K, 5e-2}, {VKMOE_WEIGHT_Q4_K, 0.2},  {VKMOE_WEIGHT_Q4_0, 0.2},
+        {VKMOE_WEIGHT_F16, 1e-3},   {VKMOE_WEIGHT_BF16, 8e-3},  {VKMOE_WEIGHT_Q8_0, 1.5e-2},
+        {VKMOE_WEIGHT_Q6_K, 5e-2},  {VKMOE_WEIGHT_Q4_K, 0.2},   {VKMOE_WEIGHT_Q4_0, 0.2},
+        {VKMOE_WEIGHT_Q4_1, 0.2},   {VKMOE_WEIGHT_Q5_0, 0.1},   {VKMOE_WEIGHT_Q5_1, 0.1},
+        {VKMOE_WEIGHT_Q5_K, 0.25},  {VKMOE_WEIGHT_Q3_K, 1.0},   {VKMOE_WEIGHT_Q2_K, 0.8},
+        {VKMOE_WEIGHT_IQ4_NL, 0.2}, {VKMOE_WEIGHT_IQ4_XS, 0.2}, {VKMOE_WEIGHT_MXFP4, 0.35},
     };
     vkmoe_layer_params p = shape(512, 768, 4, 2, 24);
     test_seed(16);
@@ -335,7 +341,7 @@ static void test_create_rejects_bad_params(void **state)
         assert_true(strlen(vkmoe_last_error()) > 0);
     }
     vkmoe_layer_params bad = good;
-    bad.weight_type = (vkmoe_weight_type)8;
+    bad.weight_type = (vkmoe_weight_type)16;
     assert_int_equal(vkmoe_layer_create(ctx, &bad, &layer), VKMOE_ERROR_INVALID_ARGUMENT);
     bad = good;
     bad.router = (vkmoe_router_type)7;

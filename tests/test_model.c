@@ -178,13 +178,14 @@ static void test_gguf_families(void **state)
     check_loaded(*state, &t, path_in("model.gguf"), 0, 15);
     test_layer_destroy(&t);
 
-    /* GGUF's blocks straight from the file */
-    const vkmoe_weight_type quantized[] = {VKMOE_WEIGHT_Q4_0, VKMOE_WEIGHT_Q8_0, VKMOE_WEIGHT_Q4_K,
-                                           VKMOE_WEIGHT_Q6_K, VKMOE_WEIGHT_Q4_1};
-    for (size_t q = 0; q < VKMOE_ARRAY_SIZE(quantized); q++) {
-        p = family("qwen3-moe", 8, 2, quantized[q]);
-        p.dim = vkmoe_weight_block(quantized[q]) == 256 ? 256 : 64;
-        p.ffn_dim = vkmoe_weight_block(quantized[q]) == 256 ? 512 : 96;
+    /* GGUF's blocks straight from the file: every blocked type */
+    for (int q = 0; vkmoe_weight_type_name((vkmoe_weight_type)q); q++) {
+        vkmoe_weight_type type = (vkmoe_weight_type)q;
+        if (!vkmoe_weight_blocked(type))
+            continue;
+        p = family("qwen3-moe", 8, 2, type);
+        p.dim = vkmoe_weight_block(type) == 256 ? 256 : 64;
+        p.ffn_dim = vkmoe_weight_block(type) == 256 ? 512 : 96;
         checkpoint_weights(*state, p, &t);
         checkpoint_write_gguf(path_in("model.gguf"), &w, &t, "qwen3moe", 1);
         check_loaded(*state, &t, path_in("model.gguf"), 1, 21);
@@ -464,13 +465,13 @@ static void test_unsupported_gguf(void **state)
     gguf_add_u32(&w, "qwen3moe.expert_feed_forward_length", 256);
     gguf_add_u32(&w, "qwen3moe.expert_count", 2);
     gguf_add_u32(&w, "qwen3moe.expert_used_count", 1);
-    uint8_t q5_k[2 * 256 * 176] = {0};
-    gguf_add_tensor(&w, "blk.0.ffn_down_exps.weight", 13, (uint64_t[]){256, 256, 2}, 3, q5_k,
-                    sizeof(q5_k));
+    static uint8_t q8_k[2 * 256 * 292]; /* GGUF's Q8_K: activations' type, never weights' */
+    gguf_add_tensor(&w, "blk.0.ffn_down_exps.weight", 15, (uint64_t[]){256, 256, 2}, 3, q8_k,
+                    sizeof(q8_k));
     gguf_finish(&w, &file);
     assert_true(buffer_write_file(&file, path_in("model.gguf")));
     buffer_free(&file);
-    expect_load_error(ctx, path_in("model.gguf"), 0, VKMOE_ERROR_UNSUPPORTED, "Q5_K");
+    expect_load_error(ctx, path_in("model.gguf"), 0, VKMOE_ERROR_UNSUPPORTED, "Q8_K");
     gguf_add_string(&w, "general.architecture", "qwen3moe");
     gguf_finish(&w, &file);
     assert_true(buffer_write_file(&file, path_in("model.gguf")));

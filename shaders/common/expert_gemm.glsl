@@ -33,12 +33,21 @@ uint fetch_word(usamplerBuffer w, uint word)
     return texelFetch(w, int(word)).x;
 }
 
-// Eight bytes from byte `at` (even) of a matrix stored as 32-bit words.
+// Eight bytes from byte `at` of a matrix stored as 32-bit words (blocks of
+// 17 or 22 bytes start anywhere in a word).
 uvec2 fetch_bytes8(usamplerBuffer w, uint at)
 {
-    uint word = at / 4;
-    uvec3 v = uvec3(fetch_word(w, word), fetch_word(w, word + 1), fetch_word(w, word + 2));
-    return at % 4 == 0 ? v.xy : uvec2((v.x >> 16) | (v.y << 16), (v.y >> 16) | (v.z << 16));
+    uint word = at / 4, shift = at % 4 * 8;
+    uvec2 v = uvec2(fetch_word(w, word), fetch_word(w, word + 1));
+    if (shift == 0)
+        return v;
+    uint next = fetch_word(w, word + 2);
+    return uvec2((v.x >> shift) | (v.y << (32 - shift)), (v.y >> shift) | (next << (32 - shift)));
+}
+
+uint fetch_byte(usamplerBuffer w, uint at)
+{
+    return fetch_word(w, at / 4) >> at % 4 * 8 & 0xffu;
 }
 
 float fetch_half(usamplerBuffer w, uint at)
@@ -64,6 +73,49 @@ vec4 nibbles(uint q)
     return vec4(bytes4(q) & 0xfu);
 }
 
+// Bit 0 of each byte of q, as 0 or 1.
+vec4 low_bits(uint q)
+{
+    return vec4(bytes4(q) & 1u);
+}
+
+// Bits 0..3 of q, as 0 or 1.
+vec4 bits4(uint q)
+{
+    return vec4(uvec4(q, q >> 1, q >> 2, q >> 3) & 1u);
+}
+
+// IQ4_NL's and IQ4_XS's 16 levels of each nibble of q (bits 0..3 of each
+// byte), as int8 bytes 4 to a word: selected, not indexed, since llvmpipe
+// compiles an indexed constant array into minutes of codegen.
+vec4 iq4_levels(uint q)
+{
+    uvec4 i = bytes4(q) & 0xfu;
+    const uvec4 low = uvec4(0xbfad9881u), mid_low = uvec4(0xf6eaddcfu);    // −127 .. −10
+    const uvec4 mid_high = uvec4(0x26190d01u), high = uvec4(0x71594535u); // 1 .. 113
+    uvec4 word = mix(mix(low, mid_low, greaterThanEqual(i, uvec4(4))),
+                     mix(mid_high, high, greaterThanEqual(i, uvec4(12))),
+                     greaterThanEqual(i, uvec4(8)));
+    return vec4(ivec4(word << (24u - (i & 3u) * 8u)) >> 24);
+}
+
+// MXFP4's E2M1 values, doubled (0, 1, 2, 3, 4, 6, 8, 12 and their
+// negatives; the scale is halved), of each nibble of q: a magnitude code m
+// below 2 is its own value, others (2 + their low bit)·2^(m/2 − 1).
+vec4 mxfp4_levels(uint q)
+{
+    uvec4 c = bytes4(q) & 0xfu, m = c & 7u;
+    uvec4 shift = max(m >> 1, uvec4(1)) - 1u;
+    vec4 magnitude = vec4(mix((2u + (m & 1u)) << shift, m, lessThan(m, uvec4(2))));
+    return mix(magnitude, -magnitude, greaterThan(c, uvec4(7)));
+}
+
+// 2^(e − 128): MXFP4's E8M0 scale, halved.
+float e8m0_half(uint e)
+{
+    return uintBitsToFloat(e < 2 ? 0x00200000u << e : (e - 1) << 23);
+}
+
 // Q4_K's 6-bit scale and min of sub-block j (0..7) from the 12 packed
 // bytes s0 (0..3), s1 (4..7), s2 (8..11): j < 4 in the low 6 bits of
 // bytes j and j + 4; j >= 4 in the nibbles of byte j + 4 and the top two
@@ -78,11 +130,14 @@ vec2 q4k_scale_min(uint s0, uint s1, uint s2, uint j)
 }
 
 // Weights k .. k + 7 (k a multiple of 8) of row n of the matrix starting at
-// texel `base`, rows of ld weights. GGUF blocks of 32: Q8_0 is an f16 scale d
+// texel `base`, rows of ld weights, decoded in registers; the layouts are
+// vkmoe.h's (vkmoe_weight_type). GGUF blocks of 32: Q8_0 is an f16 scale d
 // and 32 int8 q (w = d·q); Q4_0 is d and 16 bytes whose low nibbles hold
-// weights 0..15 and high nibbles 16..31 (w = d·(q − 8)). Super-blocks of
-// 256 (layouts in vkmoe.h): Q4_K, w = d·sc·q − dmin·m per sub-block of 32;
-// Q6_K, w = d·sc·(q − 32) per sub-block of 16.
+// weights 0..15 and high nibbles 16..31 (w = d·(q − 8)); Q4_1, Q5_0, Q5_1,
+// IQ4_NL and MXFP4 keep those nibbles. Super-blocks of 256: Q4_K and Q5_K,
+// w = d·sc·q − dmin·m per sub-block of 32; Q6_K, w = d·sc·(q − 32) and Q3_K,
+// d·sc·(q − 4) per sub-block of 16; Q2_K, d·sc·q − dmin·m per 16; IQ4_XS,
+// d·(ls − 32)·level per 32.
 void load_w8(usamplerBuffer w, uint base, uint n, uint k, uint ld, out vec4 lo, out vec4 hi)
 {
     if (WEIGHT_TYPE == WEIGHT_F32) {
@@ -137,6 +192,73 @@ void load_w8(usamplerBuffer w, uint base, uint n, uint k, uint ld, out vec4 lo, 
         float step = fetch_half(w, block + 208) * float(scale);
         lo = step * (vec4((bytes4(low.x) & 0xfu) | (bytes4(high.x) & 3u) << 4) - 32.0);
         hi = step * (vec4((bytes4(low.y) & 0xfu) | (bytes4(high.y) & 3u) << 4) - 32.0);
+    } else if (WEIGHT_TYPE == WEIGHT_Q5_0 || WEIGHT_TYPE == WEIGHT_Q5_1) {
+        // 22 bytes (d, fifth bits, nibbles) or 24 (d, m, fifth bits, nibbles)
+        bool has_min = WEIGHT_TYPE == WEIGHT_Q5_1;
+        uint block = base * 4 + (n * (ld / 32) + k / 32) * (has_min ? 24 : 22);
+        uint codes_at = block + (has_min ? 8 : 6);
+        vec2 d_m = has_min ? unpackHalf2x16(fetch_word(w, block / 4)) : vec2(fetch_half(w, block), 0.0);
+        uint fifth = fetch_bytes8(w, block + (has_min ? 4 : 2)).x >> k % 32;
+        uvec2 q = fetch_bytes8(w, codes_at + k % 16) >> (k % 32 >= 16 ? 4 : 0);
+        vec4 lo_q = nibbles(q.x) + 16.0 * bits4(fifth), hi_q = nibbles(q.y) + 16.0 * bits4(fifth >> 4);
+        if (has_min) {
+            lo = d_m.x * lo_q + d_m.y;
+            hi = d_m.x * hi_q + d_m.y;
+        } else { // d·(q − 16), as the host computes it
+            lo = d_m.x * (lo_q - 16.0);
+            hi = d_m.x * (hi_q - 16.0);
+        }
+    } else if (WEIGHT_TYPE == WEIGHT_IQ4_NL || WEIGHT_TYPE == WEIGHT_MXFP4) {
+        // 18 bytes (f16 d, indices) or 17 (E8M0 exponent, E2M1 codes)
+        bool fp4 = WEIGHT_TYPE == WEIGHT_MXFP4;
+        uint block = base * 4 + (n * (ld / 32) + k / 32) * (fp4 ? 17 : 18);
+        float d = fp4 ? e8m0_half(fetch_byte(w, block)) : fetch_half(w, block);
+        uvec2 q = fetch_bytes8(w, block + (fp4 ? 1 : 2) + k % 16) >> (k % 32 >= 16 ? 4 : 0);
+        lo = fp4 ? mxfp4_levels(q.x) * d : d * iq4_levels(q.x);
+        hi = fp4 ? mxfp4_levels(q.y) * d : d * iq4_levels(q.y);
+    } else if (WEIGHT_TYPE == WEIGHT_Q5_K) { // 176-byte blocks: Q4_K's head, fifth bits, nibbles
+        uint word = base + (n * (ld / 256) + k / 256) * 44, p = k % 256, j = p / 32;
+        vec2 d_dmin = unpackHalf2x16(fetch_word(w, word));
+        vec2 sm = q4k_scale_min(fetch_word(w, word + 1), fetch_word(w, word + 2),
+                                fetch_word(w, word + 3), j);
+        uint high_word = word + 4 + (p % 32) / 4, q_word = word + 12 + (p / 64) * 8 + (p % 32) / 4;
+        uvec2 high = uvec2(fetch_word(w, high_word), fetch_word(w, high_word + 1)) >> j;
+        uvec2 q = uvec2(fetch_word(w, q_word), fetch_word(w, q_word + 1)) >> (j % 2) * 4;
+        float step = d_dmin.x * sm.x, offset = d_dmin.y * sm.y;
+        lo = step * (nibbles(q.x) + 16.0 * low_bits(high.x)) - offset;
+        hi = step * (nibbles(q.y) + 16.0 * low_bits(high.y)) - offset;
+    } else if (WEIGHT_TYPE == WEIGHT_Q3_K || WEIGHT_TYPE == WEIGHT_Q2_K) {
+        // 110-byte blocks (third bits, low bits, 6-bit scales, d: 2-byte
+        // aligned) or 84 (4-bit scales and mins, low bits, d, dmin)
+        bool q3 = WEIGHT_TYPE == WEIGHT_Q3_K;
+        uint block = base * 4 + (n * (ld / 256) + k / 256) * (q3 ? 110 : 84), p = k % 256;
+        uint half_ = p / 128, quarter = p % 128 / 32, l = p % 32, j = p / 16;
+        uvec2 q = fetch_bytes8(w, block + (q3 ? 32 : 16) + 32 * half_ + l) >> quarter * 2;
+        vec4 lo_q = vec4(bytes4(q.x) & 3u), hi_q = vec4(bytes4(q.y) & 3u);
+        if (q3) {
+            uvec2 third = fetch_bytes8(w, block + l) >> (p / 32);
+            uint low = fetch_byte(w, block + 96 + j % 8) >> (j < 8 ? 0 : 4) & 0xfu;
+            uint top = fetch_byte(w, block + 104 + j % 4) >> 2 * (j / 4) & 3u;
+            float step = fetch_half(w, block + 108) * float(int(low | top << 4) - 32);
+            lo = step * (lo_q + 4.0 * low_bits(third.x) - 4.0);
+            hi = step * (hi_q + 4.0 * low_bits(third.y) - 4.0);
+        } else {
+            uint scale_min = fetch_byte(w, block + j);
+            vec2 d_dmin = unpackHalf2x16(fetch_word(w, block / 4 + 20));
+            float step = d_dmin.x * float(scale_min & 0xfu), offset = d_dmin.y * float(scale_min >> 4);
+            lo = step * lo_q - offset;
+            hi = step * hi_q - offset;
+        }
+    } else if (WEIGHT_TYPE == WEIGHT_IQ4_XS) { // 136-byte blocks, word-aligned
+        uint word = base + (n * (ld / 256) + k / 256) * 34, p = k % 256, j = p / 32;
+        uint head = fetch_word(w, word);
+        uint ls = (fetch_word(w, word + 1) >> (j / 2) * 8 + (j % 2) * 4 & 0xfu) |
+                  (head >> 16 + 2 * j & 3u) << 4;
+        float step = unpackHalf2x16(head).x * float(int(ls) - 32);
+        uint q_word = word + 2 + 4 * j + (p % 16) / 4;
+        uvec2 q = uvec2(fetch_word(w, q_word), fetch_word(w, q_word + 1)) >> (p % 32 >= 16 ? 4 : 0);
+        lo = step * iq4_levels(q.x);
+        hi = step * iq4_levels(q.y);
     } else { // a type with no decoder here: NaN in every output, never another type's values
         lo = hi = vec4(uintBitsToFloat(0x7fc00000u));
     }
