@@ -43,6 +43,11 @@ static const preset presets[] = {
     {"olmoe-1b-7b", "OLMoE-1B-7B", "olmoe", 2048, 1024, 64, 8, 0},
     {"switch-base-128", "Switch-base-128", "switch", 768, 3072, 128, 1, 0},
     {"gpt-oss-20b", "GPT-OSS-20B", "gpt-oss", 2880, 2880, 32, 4, 0},
+    {"gpt-oss-120b", "GPT-OSS-120B", "gpt-oss", 2880, 2880, 128, 4, 0},
+    {"glm-4.5-air", "GLM-4.5-Air", "glm4-moe", 4096, 1408, 128, 8, 1408},
+    {"qwen3-next-80b-a3b", "Qwen3-Next-80B-A3B", "qwen3-next", 2048, 512, 512, 10, 512},
+    {"minimax-m2", "MiniMax-M2", "minimax-m2", 3072, 1536, 256, 8, 0},
+    {"kimi-k2", "Kimi-K2", "kimi-k2", 7168, 2048, 384, 8, 2048},
 };
 
 /* The hand-shaped layer without --preset: Mixtral's routing at a size

@@ -499,6 +499,11 @@ typedef struct vkmoe_layer_params {
  *       routed_scaling_factor 16, k 6, no renormalisation;
  *   "deepseek-v3": sigmoid with selection bias, 8 groups of which 4 kept
  *       (group score: sum of top 2), k 8, renormalised (+1e-20), times 2.5;
+ *   "kimi-k2": DeepSeek-V3's router over one group, times 2.827;
+ *   "glm4-moe" (GLM-4.5, 4.6): DeepSeek-V3's router over one group, times
+ *       2.5 (GLM-4.5-Air's files say 1);
+ *   "minimax-m2": sigmoid with selection bias, k 8, renormalised, unscaled;
+ *   "qwen3-next": softmax top-10, renormalised, sigmoid-gated shared expert;
  *   "gpt-oss": router bias, top-k of logits then softmax, k 4, clamped
  *       SwiGLU (limit 7, alpha 1.702) with expert biases.
  * top_k, expert_groups and topk_groups are set only where the family fixes
@@ -685,11 +690,13 @@ typedef struct vkmoe_model_params {
  *  - a Hugging Face checkpoint: a directory with config.json and either
  *    model.safetensors or model.safetensors.index.json and its shards (or
  *    the path of a .safetensors file in such a directory). model_type
- *    mixtral, qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3;
+ *    mixtral, qwen2_moe, qwen3_moe, qwen3_next, olmoe, deepseek_v2,
+ *    deepseek_v3, kimi_k2, glm4_moe, minimax_m2;
  *  - a GGUF file (v2, v3), architectures llama (Mixtral), qwen2moe,
- *    qwen3moe, olmoe, deepseek2 (V2 and V3), gpt-oss.
- * Expert weights stay in the file's type: f32, f16, bf16, Q8_0, Q4_0, Q4_K
- * or Q6_K, the routed experts' up projections deciding weight_type and
+ *    qwen3moe, qwen3next, olmoe, deepseek2 (V2, V3, Kimi K2), glm4moe,
+ *    minimax-m2, gpt-oss.
+ * Expert weights stay in the file's type (any vkmoe_weight_type), the
+ * routed experts' up projections deciding weight_type and
  * their down projections down_weight_type (a Q4_K_M file: Q4_K and Q6_K);
  * matrices of another type (gate, or the shared expert's) are converted to
  * those. The router and biases become f32. Files are memory-mapped and

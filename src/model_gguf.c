@@ -12,21 +12,6 @@
 /* ggml's names for the gating functions (<arch>.expert_gating_func). */
 enum { GATING_SOFTMAX = 1, GATING_SIGMOID = 2, GATING_SOFTMAX_WEIGHT = 3 };
 
-typedef struct gguf_family {
-    const char *arch;
-    const char *family;  /* vkmoe_layer_params_family */
-    const char *ffn_key; /* an expert's width, after "<arch>." */
-} gguf_family;
-
-static const gguf_family families[] = {
-    {"llama", "mixtral", "feed_forward_length"},
-    {"qwen2moe", "qwen2-moe", "expert_feed_forward_length"},
-    {"qwen3moe", "qwen3-moe", "expert_feed_forward_length"},
-    {"olmoe", "olmoe", "expert_feed_forward_length"},
-    {"deepseek2", "deepseek-v2", "expert_feed_forward_length"},
-    {"gpt-oss", "gpt-oss", "expert_feed_forward_length"},
-};
-
 static const vkmoe_meta *meta(const model_source *s, const char *arch, const char *key)
 {
     char full[128];
@@ -57,44 +42,32 @@ static vkmoe_status meta_u32(const model_source *s, const char *arch, const char
     return VKMOE_OK;
 }
 
-static vkmoe_status find_family(const model_source *s, const gguf_family **out)
-{
-    const vkmoe_meta *a = vkmoe_tensor_file_meta(&s->files[0].tensors, "general.architecture");
-    const char *arch = a && a->type == VKMOE_META_STRING ? a->string : "";
-    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(families); i++)
-        if (strcmp(arch, families[i].arch) == 0) {
-            *out = &families[i];
-            return VKMOE_OK;
-        }
-    return vkmoe_fail(s->ctx, VKMOE_ERROR_UNSUPPORTED,
-                      FN ": %s: architecture \"%s\" is not supported (llama, qwen2moe, "
-                         "qwen3moe, olmoe, deepseek2, gpt-oss)",
-                      s->files[0].path, arch);
-}
-
-/* DeepSeek-V2 and V3 share the architecture: the gating function, the
- * selection bias tensor and the groups tell them apart. */
-static vkmoe_status describe_deepseek(model_source *s, uint32_t layer, model_layout *l)
+/* DeepSeek-V2 and V3 (and Kimi K2) share the architecture: the gating
+ * function, the selection bias tensor and the groups tell them apart; GLM-4.5
+ * and MiniMax-M2 have the same keys. Absent, the gating is the family's. */
+static vkmoe_status describe_deepseek(model_source *s, const char *arch, uint32_t layer,
+                                      model_layout *l)
 {
     vkmoe_layer_params *p = &l->params;
-    uint32_t dense = 0, gating = GATING_SOFTMAX, shared = 0;
-    VKMOE_TRY(meta_u32(s, "deepseek2", "leading_dense_block_count", false, UINT32_MAX, &dense));
+    uint32_t dense = 0, shared = 0;
+    uint32_t gating = p->router == VKMOE_ROUTER_SIGMOID_TOPK ? GATING_SIGMOID : GATING_SOFTMAX;
+    VKMOE_TRY(meta_u32(s, arch, "leading_dense_block_count", false, UINT32_MAX, &dense));
     if (layer < dense)
         return vkmoe_fail(s->ctx, VKMOE_ERROR_UNSUPPORTED,
                           FN ": layer %u of %s is a dense layer, not a MoE block", layer,
                           s->files[0].path);
-    VKMOE_TRY(meta_u32(s, "deepseek2", "expert_gating_func", false, UINT32_MAX, &gating));
+    VKMOE_TRY(meta_u32(s, arch, "expert_gating_func", false, UINT32_MAX, &gating));
     p->router = gating == GATING_SIGMOID ? VKMOE_ROUTER_SIGMOID_TOPK : VKMOE_ROUTER_SOFTMAX_TOPK;
     p->expert_groups = p->topk_groups = 1;
+    VKMOE_TRY(meta_u32(s, arch, "expert_group_count", false, VKMOE_MAX_GROUPS, &p->expert_groups));
     VKMOE_TRY(
-        meta_u32(s, "deepseek2", "expert_group_count", false, VKMOE_MAX_GROUPS, &p->expert_groups));
-    VKMOE_TRY(meta_u32(s, "deepseek2", "expert_group_used_count", false, VKMOE_MAX_GROUPS,
-                       &p->topk_groups));
-    const vkmoe_meta *scale = meta(s, "deepseek2", "expert_weights_scale");
+        meta_u32(s, arch, "expert_group_used_count", false, VKMOE_MAX_GROUPS, &p->topk_groups));
+    const vkmoe_meta *scale = meta(s, arch, "expert_weights_scale");
     p->routed_scaling_factor = scale && scale->type == VKMOE_META_FLOAT ? (float)scale->f : 1;
-    const vkmoe_meta *norm = meta(s, "deepseek2", "expert_weights_norm");
-    p->normalize_topk = norm && norm->type == VKMOE_META_BOOL && norm->u;
-    VKMOE_TRY(meta_u32(s, "deepseek2", "expert_shared_count", false, UINT32_MAX, &shared));
+    const vkmoe_meta *norm = meta(s, arch, "expert_weights_norm");
+    if (norm && norm->type == VKMOE_META_BOOL)
+        p->normalize_topk = norm->u != 0;
+    VKMOE_TRY(meta_u32(s, arch, "expert_shared_count", false, UINT32_MAX, &shared));
     p->shared_ffn_dim = shared * p->ffn_dim;
     snprintf(l->selection_bias, sizeof(l->selection_bias), "blk.%u.exp_probs_b.bias", layer);
     p->selection_bias =
@@ -102,6 +75,55 @@ static vkmoe_status describe_deepseek(model_source *s, uint32_t layer, model_lay
     if (!p->selection_bias)
         l->selection_bias[0] = '\0';
     return VKMOE_OK;
+}
+
+/* Qwen1.5/2-MoE and Qwen3-Next: a shared expert gated by sigmoid(x·ws). */
+static vkmoe_status describe_qwen2(model_source *s, const char *arch, uint32_t layer,
+                                   model_layout *l)
+{
+    (void)layer;
+    VKMOE_TRY(meta_u32(s, arch, "expert_shared_feed_forward_length", false, UINT32_MAX,
+                       &l->params.shared_ffn_dim));
+    l->params.shared_gate = l->params.shared_ffn_dim > 0;
+    return VKMOE_OK;
+}
+
+typedef struct gguf_family {
+    const char *arch;
+    const char *family;  /* vkmoe_layer_params_family */
+    const char *ffn_key; /* an expert's width, after "<arch>." */
+    /* the architecture's own keys, or NULL */
+    vkmoe_status (*describe)(model_source *s, const char *arch, uint32_t layer, model_layout *l);
+} gguf_family;
+
+static const gguf_family families[] = {
+    {"llama", "mixtral", "feed_forward_length", NULL},
+    {"qwen2moe", "qwen2-moe", "expert_feed_forward_length", describe_qwen2},
+    {"qwen3moe", "qwen3-moe", "expert_feed_forward_length", NULL},
+    {"qwen3next", "qwen3-next", "expert_feed_forward_length", describe_qwen2},
+    {"olmoe", "olmoe", "expert_feed_forward_length", NULL},
+    {"deepseek2", "deepseek-v2", "expert_feed_forward_length", describe_deepseek},
+    {"glm4moe", "glm4-moe", "expert_feed_forward_length", describe_deepseek},
+    {"minimax-m2", "minimax-m2", "expert_feed_forward_length", describe_deepseek},
+    {"gpt-oss", "gpt-oss", "expert_feed_forward_length", NULL},
+};
+
+static vkmoe_status find_family(const model_source *s, const gguf_family **out)
+{
+    const vkmoe_meta *a = vkmoe_tensor_file_meta(&s->files[0].tensors, "general.architecture");
+    const char *arch = a && a->type == VKMOE_META_STRING ? a->string : "";
+    char known[256] = "";
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(families); i++) {
+        if (strcmp(arch, families[i].arch) == 0) {
+            *out = &families[i];
+            return VKMOE_OK;
+        }
+        size_t used = strlen(known);
+        snprintf(known + used, sizeof(known) - used, "%s%s", i ? ", " : "", families[i].arch);
+    }
+    return vkmoe_fail(s->ctx, VKMOE_ERROR_UNSUPPORTED,
+                      FN ": %s: architecture \"%s\" is not supported (%s)", s->files[0].path, arch,
+                      known);
 }
 
 static void name_tensors(model_layout *l, uint32_t layer)
@@ -138,13 +160,8 @@ vkmoe_status vkmoe_model_describe_gguf(model_source *s, uint32_t layer, model_la
     const vkmoe_meta *norm = meta(s, f->arch, "expert_weights_norm");
     if (norm && norm->type == VKMOE_META_BOOL)
         p->normalize_topk = norm->u != 0;
-    if (strcmp(f->arch, "deepseek2") == 0)
-        VKMOE_TRY(describe_deepseek(s, layer, l));
-    if (strcmp(f->arch, "qwen2moe") == 0) {
-        VKMOE_TRY(meta_u32(s, f->arch, "expert_shared_feed_forward_length", false, UINT32_MAX,
-                           &p->shared_ffn_dim));
-        p->shared_gate = p->shared_ffn_dim > 0;
-    }
+    if (f->describe)
+        VKMOE_TRY(f->describe(s, f->arch, layer, l));
     name_tensors(l, layer);
     return VKMOE_OK;
 }

@@ -7,54 +7,6 @@
 
 #define FN "vkmoe_layer_from_file"
 
-typedef struct hf_family {
-    const char *model_type;
-    const char *family;      /* vkmoe_layer_params_family */
-    const char *block;       /* the MoE block under model.layers.N. */
-    const char *matrix[3];   /* gate, up, down of expert %u */
-    const char *experts_key; /* number of routed experts */
-    const char *ffn_key;     /* an expert's width */
-} hf_family;
-
-static const hf_family families[] = {
-    {"mixtral",
-     "mixtral",
-     "block_sparse_moe",
-     {"w1", "w3", "w2"},
-     "num_local_experts",
-     "intermediate_size"},
-    {"qwen2_moe",
-     "qwen2-moe",
-     "mlp",
-     {"gate_proj", "up_proj", "down_proj"},
-     "num_experts",
-     "moe_intermediate_size"},
-    {"qwen3_moe",
-     "qwen3-moe",
-     "mlp",
-     {"gate_proj", "up_proj", "down_proj"},
-     "num_experts",
-     "moe_intermediate_size"},
-    {"olmoe",
-     "olmoe",
-     "mlp",
-     {"gate_proj", "up_proj", "down_proj"},
-     "num_experts",
-     "intermediate_size"},
-    {"deepseek_v2",
-     "deepseek-v2",
-     "mlp",
-     {"gate_proj", "up_proj", "down_proj"},
-     "n_routed_experts",
-     "moe_intermediate_size"},
-    {"deepseek_v3",
-     "deepseek-v3",
-     "mlp",
-     {"gate_proj", "up_proj", "down_proj"},
-     "n_routed_experts",
-     "moe_intermediate_size"},
-};
-
 /* A whole number of config.json at most `most`; FILE_FORMAT naming the
  * key and what is wrong with it otherwise. */
 static vkmoe_status config_u32(const model_source *s, const char *key, uint32_t most, uint32_t *out)
@@ -75,11 +27,13 @@ static vkmoe_status config_u32(const model_source *s, const char *key, uint32_t 
     return VKMOE_OK;
 }
 
-/* An optional value: *out keeps its default when the key is absent or null. */
-static vkmoe_status config_optional_u32(const model_source *s, const char *key, uint32_t *out)
+/* An optional value at most `most`: *out keeps its default when the key is
+ * absent or null. */
+static vkmoe_status config_optional_u32(const model_source *s, const char *key, uint32_t most,
+                                        uint32_t *out)
 {
     const vkmoe_json *v = vkmoe_json_get(&s->config, key);
-    return v && v->type != VKMOE_JSON_NULL ? config_u32(s, key, UINT32_MAX, out) : VKMOE_OK;
+    return v && v->type != VKMOE_JSON_NULL ? config_u32(s, key, most, out) : VKMOE_OK;
 }
 
 static bool config_bool(const model_source *s, const char *key, bool fallback)
@@ -94,59 +48,123 @@ static const char *config_string(const model_source *s, const char *key)
     return v && v->type == VKMOE_JSON_STRING ? v->string : "";
 }
 
-static vkmoe_status find_family(const model_source *s, const hf_family **out)
-{
-    const char *type = config_string(s, "model_type");
-    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(families); i++)
-        if (strcmp(type, families[i].model_type) == 0) {
-            *out = &families[i];
-            return VKMOE_OK;
-        }
-    return vkmoe_fail(s->ctx, VKMOE_ERROR_UNSUPPORTED,
-                      FN ": %s/config.json: model_type \"%s\" is not supported (mixtral, "
-                         "qwen2_moe, qwen3_moe, olmoe, deepseek_v2, deepseek_v3)",
-                      s->directory, type);
-}
-
-/* DeepSeek: dense layers before first_k_dense_replace and off the MoE
- * layer frequency; the router's scoring, groups and scaling. */
+/* DeepSeek and the families built on its router (Kimi K2, GLM-4.5): dense
+ * layers before first_k_dense_replace and off the MoE layer frequency; the
+ * router's scoring, groups and scaling. GLM's configs name neither the
+ * scoring (its family's sigmoid) nor the top-k method (groups if given). */
 static vkmoe_status describe_deepseek(model_source *s, uint32_t layer, model_layout *l)
 {
     vkmoe_layer_params *p = &l->params;
     uint32_t first_moe = 0, frequency = 1, shared = 0;
-    VKMOE_TRY(config_optional_u32(s, "first_k_dense_replace", &first_moe));
-    VKMOE_TRY(config_optional_u32(s, "moe_layer_freq", &frequency));
+    VKMOE_TRY(config_optional_u32(s, "first_k_dense_replace", UINT32_MAX, &first_moe));
+    VKMOE_TRY(config_optional_u32(s, "moe_layer_freq", UINT32_MAX, &frequency));
     if (layer < first_moe || frequency == 0 || layer % frequency != 0)
         return vkmoe_fail(s->ctx, VKMOE_ERROR_UNSUPPORTED,
                           FN ": layer %u of %s is a dense layer, not a MoE block", layer,
                           s->directory);
     const char *scoring = config_string(s, "scoring_func");
-    p->router =
-        strcmp(scoring, "sigmoid") == 0 ? VKMOE_ROUTER_SIGMOID_TOPK : VKMOE_ROUTER_SOFTMAX_TOPK;
+    if (*scoring)
+        p->router =
+            strcmp(scoring, "sigmoid") == 0 ? VKMOE_ROUTER_SIGMOID_TOPK : VKMOE_ROUTER_SOFTMAX_TOPK;
     p->selection_bias = p->router == VKMOE_ROUTER_SIGMOID_TOPK;
     p->normalize_topk = config_bool(s, "norm_topk_prob", false);
     const char *method = config_string(s, "topk_method");
-    bool grouped = strcmp(method, "group_limited_greedy") == 0 || strcmp(method, "noaux_tc") == 0;
     p->expert_groups = p->topk_groups = 1;
-    if (grouped) {
+    if (!*method) {
+        VKMOE_TRY(config_optional_u32(s, "n_group", VKMOE_MAX_GROUPS, &p->expert_groups));
+        VKMOE_TRY(config_optional_u32(s, "topk_group", VKMOE_MAX_GROUPS, &p->topk_groups));
+    } else if (strcmp(method, "group_limited_greedy") == 0 || strcmp(method, "noaux_tc") == 0) {
         VKMOE_TRY(config_u32(s, "n_group", VKMOE_MAX_GROUPS, &p->expert_groups));
         VKMOE_TRY(config_u32(s, "topk_group", VKMOE_MAX_GROUPS, &p->topk_groups));
     }
     const vkmoe_json *scale = vkmoe_json_get(&s->config, "routed_scaling_factor");
     p->routed_scaling_factor = scale && scale->type == VKMOE_JSON_NUMBER ? (float)scale->number : 1;
-    VKMOE_TRY(config_optional_u32(s, "n_shared_experts", &shared));
+    VKMOE_TRY(config_optional_u32(s, "n_shared_experts", UINT32_MAX, &shared));
     p->shared_ffn_dim = shared * p->ffn_dim;
     return VKMOE_OK;
 }
 
-/* Qwen1.5/2-MoE: a gated shared expert; every layer is sparse unless
- * decoder_sparse_step or mlp_only_layers say otherwise, which the tensor
- * lookup reports. */
-static vkmoe_status describe_qwen2(model_source *s, model_layout *l)
+/* Qwen1.5/2-MoE and Qwen3-Next: a gated shared expert; every layer is
+ * sparse unless decoder_sparse_step or mlp_only_layers say otherwise, which
+ * the tensor lookup reports. */
+static vkmoe_status describe_qwen2(model_source *s, uint32_t layer, model_layout *l)
 {
-    VKMOE_TRY(config_optional_u32(s, "shared_expert_intermediate_size", &l->params.shared_ffn_dim));
+    (void)layer;
+    VKMOE_TRY(config_optional_u32(s, "shared_expert_intermediate_size", UINT32_MAX,
+                                  &l->params.shared_ffn_dim));
     l->params.shared_gate = l->params.shared_ffn_dim > 0;
     return VKMOE_OK;
+}
+
+typedef vkmoe_status (*hf_describer)(model_source *s, uint32_t layer, model_layout *l);
+
+typedef struct hf_family {
+    const char *model_type;
+    const char *family;         /* vkmoe_layer_params_family */
+    const char *block;          /* the MoE block under model.layers.N. */
+    const char *matrix[3];      /* gate, up, down of expert %u */
+    const char *experts_key;    /* number of routed experts */
+    const char *ffn_key;        /* an expert's width */
+    const char *shared;         /* the shared expert(s) under the block */
+    const char *selection_bias; /* the selection bias under the block */
+    hf_describer describe;      /* the family's own keys, or NULL */
+} hf_family;
+
+#define PROJ                                                                                       \
+    {                                                                                              \
+        "gate_proj", "up_proj", "down_proj"                                                        \
+    }
+
+static const hf_family families[] = {
+    {"mixtral",
+     "mixtral",
+     "block_sparse_moe",
+     {"w1", "w3", "w2"},
+     "num_local_experts",
+     "intermediate_size",
+     "",
+     "",
+     NULL},
+    {"qwen2_moe", "qwen2-moe", "mlp", PROJ, "num_experts", "moe_intermediate_size", "shared_expert",
+     "", describe_qwen2},
+    {"qwen3_moe", "qwen3-moe", "mlp", PROJ, "num_experts", "moe_intermediate_size", "", "", NULL},
+    {"qwen3_next", "qwen3-next", "mlp", PROJ, "num_experts", "moe_intermediate_size",
+     "shared_expert", "", describe_qwen2},
+    {"olmoe", "olmoe", "mlp", PROJ, "num_experts", "intermediate_size", "", "", NULL},
+    {"deepseek_v2", "deepseek-v2", "mlp", PROJ, "n_routed_experts", "moe_intermediate_size",
+     "shared_experts", "gate.e_score_correction_bias", describe_deepseek},
+    {"deepseek_v3", "deepseek-v3", "mlp", PROJ, "n_routed_experts", "moe_intermediate_size",
+     "shared_experts", "gate.e_score_correction_bias", describe_deepseek},
+    {"kimi_k2", "kimi-k2", "mlp", PROJ, "n_routed_experts", "moe_intermediate_size",
+     "shared_experts", "gate.e_score_correction_bias", describe_deepseek},
+    {"glm4_moe", "glm4-moe", "mlp", PROJ, "n_routed_experts", "moe_intermediate_size",
+     "shared_experts", "gate.e_score_correction_bias", describe_deepseek},
+    {"minimax_m2",
+     "minimax-m2",
+     "block_sparse_moe",
+     {"w1", "w3", "w2"},
+     "num_local_experts",
+     "intermediate_size",
+     "",
+     "e_score_correction_bias",
+     NULL},
+};
+
+static vkmoe_status find_family(const model_source *s, const hf_family **out)
+{
+    const char *type = config_string(s, "model_type");
+    char known[256] = "";
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(families); i++) {
+        if (strcmp(type, families[i].model_type) == 0) {
+            *out = &families[i];
+            return VKMOE_OK;
+        }
+        size_t used = strlen(known);
+        snprintf(known + used, sizeof(known) - used, "%s%s", i ? ", " : "", families[i].model_type);
+    }
+    return vkmoe_fail(s->ctx, VKMOE_ERROR_UNSUPPORTED,
+                      FN ": %s/config.json: model_type \"%s\" is not supported (%s)", s->directory,
+                      type, known);
 }
 
 static void name_tensors(model_layout *l, const hf_family *f, uint32_t layer)
@@ -155,15 +173,13 @@ static void name_tensors(model_layout *l, const hf_family *f, uint32_t layer)
     snprintf(prefix, sizeof(prefix), "model.layers.%u.%s.", layer, f->block);
     snprintf(l->router, sizeof(l->router), "%sgate.weight", prefix);
     if (l->params.selection_bias)
-        snprintf(l->selection_bias, sizeof(l->selection_bias), "%sgate.e_score_correction_bias",
-                 prefix);
-    bool deepseek = strncmp(f->model_type, "deepseek", 8) == 0;
+        snprintf(l->selection_bias, sizeof(l->selection_bias), "%s%s", prefix, f->selection_bias);
     for (int m = 0; m < 3; m++) {
         snprintf(l->expert[m], sizeof(l->expert[m]), "%sexperts.%%u.%s.weight", prefix,
                  f->matrix[m]);
         if (l->params.shared_ffn_dim)
-            snprintf(l->shared[m], sizeof(l->shared[m]), "%s%s.%s.weight", prefix,
-                     deepseek ? "shared_experts" : "shared_expert", f->matrix[m]);
+            snprintf(l->shared[m], sizeof(l->shared[m]), "%s%s.%s.weight", prefix, f->shared,
+                     f->matrix[m]);
     }
     if (l->params.shared_gate)
         snprintf(l->shared_gate, sizeof(l->shared_gate), "%sshared_expert_gate.weight", prefix);
@@ -179,12 +195,10 @@ vkmoe_status vkmoe_model_describe_hf(model_source *s, uint32_t layer, model_layo
     VKMOE_TRY(config_u32(s, f->ffn_key, UINT32_MAX, &p->ffn_dim));
     VKMOE_TRY(config_u32(s, f->experts_key, VKMOE_MAX_EXPERTS, &p->experts));
     VKMOE_TRY(config_u32(s, "num_experts_per_tok", VKMOE_MAX_TOP_K, &p->top_k));
-    if (strcmp(f->model_type, "mixtral") != 0)
-        p->normalize_topk = config_bool(s, "norm_topk_prob", p->normalize_topk);
-    if (strncmp(f->model_type, "deepseek", 8) == 0)
-        VKMOE_TRY(describe_deepseek(s, layer, l));
-    if (strcmp(f->model_type, "qwen2_moe") == 0)
-        VKMOE_TRY(describe_qwen2(s, l));
+    /* the family's choice where the config is silent (Mixtral's, MiniMax-M2's) */
+    p->normalize_topk = config_bool(s, "norm_topk_prob", p->normalize_topk);
+    if (f->describe)
+        VKMOE_TRY(f->describe(s, layer, l));
     name_tensors(l, f, layer);
     return VKMOE_OK;
 }

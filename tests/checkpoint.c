@@ -135,7 +135,7 @@ void checkpoint_write_hf(const char *dir, const test_layer *t, const char *confi
     snprintf(name, sizeof(name), "%sgate.weight", prefix);
     st_put(&w, p->weight_type, name, t->router, (uint64_t[]){p->experts, p->dim}, 2);
     if (p->selection_bias) {
-        snprintf(name, sizeof(name), "%sgate.e_score_correction_bias", prefix);
+        snprintf(name, sizeof(name), "%s%s", prefix, names->selection_bias);
         st_put(&w, p->weight_type, name, t->selection_bias, (uint64_t[]){p->experts}, 1);
     }
     if (p->shared_gate) {
@@ -179,11 +179,15 @@ void checkpoint_write_hf(const char *dir, const test_layer *t, const char *confi
     buffer_free(&file);
 }
 
-const hf_names checkpoint_mixtral_names = {"block_sparse_moe", "w1", "w3", "w2", ""};
-const hf_names checkpoint_qwen_names = {"mlp", "gate_proj", "up_proj", "down_proj",
-                                        "shared_expert"};
-const hf_names checkpoint_deepseek_names = {"mlp", "gate_proj", "up_proj", "down_proj",
-                                            "shared_experts"};
+const hf_names checkpoint_mixtral_names = {"block_sparse_moe", "w1", "w3", "w2", "", ""};
+const hf_names checkpoint_qwen_names = {"mlp",       "gate_proj",     "up_proj",
+                                        "down_proj", "shared_expert", ""};
+/* DeepSeek's, Kimi K2's and GLM-4.5's */
+const hf_names checkpoint_deepseek_names = {
+    "mlp", "gate_proj", "up_proj", "down_proj", "shared_experts", "gate.e_score_correction_bias"};
+/* MiniMax-M2: Mixtral's names, the selection bias beside the gate */
+const hf_names checkpoint_minimax_names = {"block_sparse_moe",       "w1", "w3", "w2", "",
+                                           "e_score_correction_bias"};
 
 /* The same for GGUF, dims innermost first. */
 static void gguf_put(gguf_writer *w, vkmoe_weight_type type, const char *name, const float *values,

@@ -6,12 +6,14 @@
 #include "model_writer.h"
 
 /* Hugging Face tensor names of one family: the block under
- * model.layers.N., the three matrices, the shared expert's module. */
+ * model.layers.N., the three matrices, the shared expert's module, the
+ * selection bias under the block. */
 typedef struct hf_names {
-    const char *block, *gate, *up, *down, *shared;
+    const char *block, *gate, *up, *down, *shared, *selection_bias;
 } hf_names;
 
-extern const hf_names checkpoint_mixtral_names, checkpoint_qwen_names, checkpoint_deepseek_names;
+extern const hf_names checkpoint_mixtral_names, checkpoint_qwen_names, checkpoint_deepseek_names,
+    checkpoint_minimax_names;
 
 /* Random weights for params, rounded to the weight type (vectors too, as a
  * file stores them), without a layer of their own (t->layer is NULL). */

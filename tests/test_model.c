@@ -156,6 +156,111 @@ static void test_deepseek_checkpoints_sharded(void **state)
     test_layer_destroy(&t);
 }
 
+/* The families on DeepSeek-V3's router and Qwen's shared expert, by their
+ * own model_type and config keys: Kimi K2 (384 experts, one group), GLM-4.5
+ * (no scoring or top-k method named; groups when given; a dense first
+ * layer), MiniMax-M2 (Mixtral's names, the selection bias beside the gate,
+ * no normalisation key) and Qwen3-Next (renormalised, gated shared expert). */
+static void test_newer_families_checkpoints(void **state)
+{
+    test_seed(114);
+    test_layer t;
+    vkmoe_layer_params p = family("kimi-k2", 384, 0, VKMOE_WEIGHT_BF16);
+    p.dim = 16;
+    p.ffn_dim = 8;
+    p.shared_ffn_dim = 8;
+    checkpoint_weights(*state, p, &t);
+    checkpoint_write_hf(work_dir, &t,
+                        "{\"model_type\": \"kimi_k2\", \"hidden_size\": 16, "
+                        "\"moe_intermediate_size\": 8, \"n_routed_experts\": 384, "
+                        "\"num_experts_per_tok\": 8, \"n_group\": 1, \"topk_group\": 1, "
+                        "\"topk_method\": \"noaux_tc\", \"scoring_func\": \"sigmoid\", "
+                        "\"norm_topk_prob\": true, \"routed_scaling_factor\": 2.827, "
+                        "\"n_shared_experts\": 1, \"first_k_dense_replace\": 1}",
+                        &checkpoint_deepseek_names, 1, 1);
+    check_loaded(*state, &t, work_dir, 1, 12);
+    test_layer_destroy(&t);
+
+    p = family("glm4-moe", 16, 4, VKMOE_WEIGHT_F16);
+    p.expert_groups = 2;
+    p.topk_groups = 1;
+    p.routed_scaling_factor = 1.0f;
+    p.shared_ffn_dim = 24;
+    checkpoint_weights(*state, p, &t);
+    checkpoint_write_hf(work_dir, &t,
+                        "{\"model_type\": \"glm4_moe\", \"hidden_size\": 40, "
+                        "\"moe_intermediate_size\": 24, \"n_routed_experts\": 16, "
+                        "\"num_experts_per_tok\": 4, \"n_group\": 2, \"topk_group\": 1, "
+                        "\"norm_topk_prob\": true, \"routed_scaling_factor\": 1.0, "
+                        "\"n_shared_experts\": 1, \"first_k_dense_replace\": 1}",
+                        &checkpoint_deepseek_names, 2, 1);
+    check_loaded(*state, &t, work_dir, 2, 12);
+    vkmoe_layer *layer = (vkmoe_layer *)&layer;
+    assert_int_equal(vkmoe_layer_from_file(*state, work_dir, 0, NULL, &layer),
+                     VKMOE_ERROR_UNSUPPORTED); /* GLM-4.5's dense first layers */
+    assert_non_null(strstr(vkmoe_last_error(), "dense"));
+    test_layer_destroy(&t);
+
+    checkpoint_weights(*state, family("minimax-m2", 16, 4, VKMOE_WEIGHT_BF16), &t);
+    checkpoint_write_hf(work_dir, &t,
+                        "{\"model_type\": \"minimax_m2\", \"hidden_size\": 40, "
+                        "\"intermediate_size\": 24, \"num_local_experts\": 16, "
+                        "\"num_experts_per_tok\": 4, \"scoring_func\": \"sigmoid\", "
+                        "\"use_routing_bias\": true}",
+                        &checkpoint_minimax_names, 0, 1);
+    check_loaded(*state, &t, work_dir, 0, 12);
+    test_layer_destroy(&t);
+
+    p = family("qwen3-next", 16, 4, VKMOE_WEIGHT_F32);
+    p.shared_ffn_dim = 20;
+    checkpoint_weights(*state, p, &t);
+    checkpoint_write_hf(work_dir, &t,
+                        "{\"model_type\": \"qwen3_next\", \"hidden_size\": 40, "
+                        "\"moe_intermediate_size\": 24, \"num_experts\": 16, "
+                        "\"num_experts_per_tok\": 4, \"norm_topk_prob\": true, "
+                        "\"shared_expert_intermediate_size\": 20}",
+                        &checkpoint_qwen_names, 3, 1);
+    check_loaded(*state, &t, work_dir, 3, 12);
+    test_layer_destroy(&t);
+}
+
+/* The same families from GGUF: glm4moe and minimax-m2 with deepseek2's
+ * keys, qwen3next with qwen2moe's. */
+static void test_newer_families_gguf(void **state)
+{
+    test_seed(115);
+    test_layer t;
+    gguf_writer w = {0};
+    vkmoe_layer_params p = family("glm4-moe", 16, 4, VKMOE_WEIGHT_Q8_0);
+    p.dim = 64;
+    p.ffn_dim = 32;
+    p.shared_ffn_dim = 32;
+    checkpoint_weights(*state, p, &t);
+    gguf_add_u32(&w, "glm4moe.leading_dense_block_count", 1);
+    gguf_add_u32(&w, "glm4moe.expert_gating_func", 2);
+    gguf_add_u32(&w, "glm4moe.expert_shared_count", 1);
+    gguf_add_f32(&w, "glm4moe.expert_weights_scale", 2.5f);
+    gguf_add_bool(&w, "glm4moe.expert_weights_norm", true);
+    checkpoint_write_gguf(path_in("model.gguf"), &w, &t, "glm4moe", 1);
+    check_loaded(*state, &t, path_in("model.gguf"), 1, 15);
+    test_layer_destroy(&t);
+
+    checkpoint_weights(*state, family("minimax-m2", 16, 4, VKMOE_WEIGHT_F16), &t);
+    gguf_add_u32(&w, "minimax-m2.expert_gating_func", 2);
+    checkpoint_write_gguf(path_in("model.gguf"), &w, &t, "minimax-m2", 0);
+    check_loaded(*state, &t, path_in("model.gguf"), 0, 15);
+    test_layer_destroy(&t);
+
+    p = family("qwen3-next", 16, 4, VKMOE_WEIGHT_BF16);
+    p.shared_ffn_dim = 20;
+    checkpoint_weights(*state, p, &t);
+    gguf_add_u32(&w, "qwen3next.expert_shared_feed_forward_length", 20);
+    gguf_add_bool(&w, "qwen3next.expert_weights_norm", true);
+    checkpoint_write_gguf(path_in("model.gguf"), &w, &t, "qwen3next", 2);
+    check_loaded(*state, &t, path_in("model.gguf"), 2, 15);
+    test_layer_destroy(&t);
+}
+
 /* GGUF: all experts in one [E][rows][cols] tensor, dims innermost first. */
 static void test_gguf_families(void **state)
 {
@@ -517,6 +622,8 @@ int main(void)
         cmocka_unit_test(test_qwen_and_olmoe_checkpoints),
         cmocka_unit_test(test_deepseek_checkpoints_sharded),
         cmocka_unit_test(test_gguf_families),
+        cmocka_unit_test(test_newer_families_checkpoints),
+        cmocka_unit_test(test_newer_families_gguf),
         cmocka_unit_test(test_file_over_4_gib),
         cmocka_unit_test(test_broken_checkpoints),
         cmocka_unit_test(test_unsupported_gguf),
