@@ -20,7 +20,7 @@ typedef struct options {
     uint32_t dim, ffn, experts, top_k;
     uint32_t tokens[MAX_TOKEN_COUNTS];
     uint32_t token_count;
-    vkmoe_weight_type weights;
+    vkmoe_weight_type weights, io;
     vkmoe_gemm_path gemm_path;
     const char *device;
     uint32_t warmup, iters;
@@ -82,6 +82,7 @@ static void usage(FILE *out)
             "  --dim D --ffn F --experts E --topk K   shape by hand\n"
             "  --tokens LIST         token counts, e.g. 1,8,64,512 (default 1,64,256)\n"
             "  --weights TYPE        %s (default f16)\n"
+            "  --io TYPE             x and y: f32, f16, bf16 (default f32)\n"
             "  --gemm PATH           expert GEMM path: %s (default auto)\n"
             "  --device N|NAME       device index or name substring\n"
             "  --warmup N --iters N  repetitions (default 2, 10); figures are medians\n"
@@ -192,6 +193,10 @@ static int parse_args(int argc, char **argv, options *o)
                         names_of(weight_type_name, names, sizeof(names)));
                 return 2;
             }
+        } else if (!strcmp(a, "--io") && v) {
+            ok = parse_weights(v, &o->io) &&
+                 (o->io == VKMOE_WEIGHT_F32 || o->io == VKMOE_WEIGHT_F16 ||
+                  o->io == VKMOE_WEIGHT_BF16);
         } else if (!strcmp(a, "--gemm") && v) {
             if (vkmoe_gemm_path_parse(v, &o->gemm_path) != VKMOE_OK) {
                 fprintf(stderr, "vkmoe-bench: %s\n", vkmoe_last_error());
@@ -263,6 +268,7 @@ static int resolve_params(const options *o, uint32_t max_tokens, vkmoe_layer_par
     params->experts = o->experts ? o->experts : p->experts;
     params->top_k = o->top_k ? o->top_k : p->top_k;
     params->weight_type = o->weights;
+    params->io_type = o->io;
     params->gemm_path = o->gemm_path;
     params->max_tokens = max_tokens;
     return 0;
@@ -362,13 +368,13 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
             printf("null");
         printf(", \"scale\": %g,\n", o->scale);
         printf("      \"shape\": {\"tokens\": %u, \"dim\": %u, \"ffn\": %u, \"experts\": %u, "
-               "\"topk\": %u, \"weights\": \"%s\", \"router\": \"%s\", "
+               "\"topk\": %u, \"weights\": \"%s\", \"io\": \"%s\", \"router\": \"%s\", "
                "\"shared_ffn\": %u, \"groups\": %u, \"topk_groups\": %u, "
                "\"activation\": \"%s\", \"capacity_factor\": %g},\n",
                run->tokens, s->dim, s->ffn_dim, s->experts, s->top_k,
-               vkmoe_weight_type_name(s->weight_type), router_name(s->router), s->shared_ffn_dim,
-               s->expert_groups, s->topk_groups, activation_name(s->activation),
-               (double)s->capacity_factor);
+               vkmoe_weight_type_name(s->weight_type), vkmoe_weight_type_name(s->io_type),
+               router_name(s->router), s->shared_ffn_dim, s->expert_groups, s->topk_groups,
+               activation_name(s->activation), (double)s->capacity_factor);
         printf("      \"path\": \"%s\", \"gemm_path\": \"%s\", \"dispatches\": %u, "
                "\"barriers\": %u,\n",
                run_path(run), vkmoe_gemm_path_name(run->kernel), run->dispatches, run->barriers);
@@ -409,9 +415,10 @@ static void print_table(const vkmoe_device_info *info, const peak_figures *peak,
     printf("%.2f GB/s copy, %.2f GB/s read (measured by this bench)\n", peak->copy_gbps,
            peak->read_gbps);
     printf("layer   dim %u, ffn %u, experts %u (groups %u, keep %u), top-k %u, shared ffn %u, "
-           "%s weights, %s, %s, capacity factor %g, %s GEMM path\n\n",
+           "%s weights, %s x and y, %s, %s, capacity factor %g, %s GEMM path\n\n",
            s->dim, s->ffn_dim, s->experts, s->expert_groups, s->topk_groups, s->top_k,
-           s->shared_ffn_dim, vkmoe_weight_type_name(s->weight_type), router_name(s->router),
+           s->shared_ffn_dim, vkmoe_weight_type_name(s->weight_type),
+           vkmoe_weight_type_name(s->io_type), router_name(s->router),
            activation_name(s->activation), (double)s->capacity_factor,
            vkmoe_gemm_path_name(s->gemm_path));
     printf("%7s %7s %10s %11s %9s %6s %9s %8s %6s |", "tokens", "path", "layer ms", "tokens/s",

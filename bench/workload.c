@@ -13,7 +13,8 @@
 struct workload {
     vkmoe_layer_params params; /* resolved */
     vkmoe_layer *layer;
-    float *x, *y;
+    float *x, *y;      /* f32, the values the layer computes on */
+    void *x_io, *y_io; /* x and y in params.io_type where it is 16 bits, else NULL */
     float *router, *router_bias, *selection_bias, *shared_gate_weights;
     vkmoe_ref_layer routing;       /* the router's weights, for the reference */
     uint32_t samples[MAX_SAMPLES]; /* token indices checked against the reference */
@@ -203,7 +204,16 @@ static vkmoe_status prepare(workload *w, vkmoe_context *ctx, const vkmoe_layer_p
     w->y = malloc(io * sizeof(float));
     if (!w->x || !w->y)
         return VKMOE_ERROR_OUT_OF_HOST_MEMORY;
-    fixture_fill(w->x, io, 1.0f, SEED - 1, VKMOE_WEIGHT_F32);
+    /* x as the layer's io_type holds it: the reference computes on that */
+    fixture_fill(w->x, io, 1.0f, SEED - 1, w->params.io_type);
+    if (w->params.io_type != VKMOE_WEIGHT_F32) {
+        size_t bytes = vkmoe_weight_bytes(w->params.io_type, io);
+        w->x_io = malloc(bytes ? bytes : 1);
+        w->y_io = malloc(bytes ? bytes : 1);
+        if (!w->x_io || !w->y_io)
+            return VKMOE_ERROR_OUT_OF_HOST_MEMORY;
+        vkmoe_quantize(w->params.io_type, w->x, io, w->x_io, bytes);
+    }
     status = upload_router(w);
     if (status == VKMOE_OK && verify)
         status = prepare_reference(w);
@@ -236,6 +246,8 @@ void workload_destroy(workload **pw)
     vkmoe_layer_destroy(&w->layer);
     void *all[] = {w->x,
                    w->y,
+                   w->x_io,
+                   w->y_io,
                    w->router,
                    w->router_bias,
                    w->selection_bias,
@@ -272,10 +284,10 @@ static void count_work(const workload *w, uint32_t tokens, uint32_t active, run_
     double fs = p->shared_ffn_dim;
     double wbytes = vkmoe_weight_bytes(p->weight_type, 256) / 256.0;
     double inputs = p->activation == VKMOE_ACTIVATION_RELU ? 1 : 2; /* projections of x */
-    double slots = t * k;
+    double slots = t * k, io = vkmoe_weight_bytes(p->io_type, 1);   /* bytes of x and y */
     stage_figures *st = r->stages;
     st[VKMOE_STAGE_ROUTER].flops = 2 * t * d * e;
-    st[VKMOE_STAGE_ROUTER].bytes = e * d * 4 + t * d * 4 + slots * 8;
+    st[VKMOE_STAGE_ROUTER].bytes = e * d * 4 + t * d * (io + 4) + slots * 8;
     st[VKMOE_STAGE_HISTOGRAM].bytes = slots * 4;
     st[VKMOE_STAGE_SCAN].bytes = 2 * e * ceil(slots / VKMOE_BLOCK_SLOTS) * 4;
     st[VKMOE_STAGE_SCATTER].bytes = slots * 4 * 3;
@@ -285,11 +297,11 @@ static void count_work(const workload *w, uint32_t tokens, uint32_t active, run_
     st[VKMOE_STAGE_GEMM_DOWN].bytes = active * d * f * wbytes + slots * (d + f) * 4;
     st[VKMOE_STAGE_SHARED].flops = 2 * t * (inputs + 1) * d * fs;
     st[VKMOE_STAGE_SHARED].bytes = fs ? (inputs + 1) * d * fs * wbytes + t * (2 * d + fs) * 4 : 0;
-    st[VKMOE_STAGE_COMBINE].bytes = slots * (d * 4 + 8) + t * d * 4 * (fs ? 2 : 1);
+    st[VKMOE_STAGE_COMBINE].bytes = slots * (d * 4 + 8) + t * d * (fs ? 4 + io : io);
     r->layer.flops = st[VKMOE_STAGE_ROUTER].flops + st[VKMOE_STAGE_GEMM_UP].flops +
                      st[VKMOE_STAGE_GEMM_DOWN].flops + st[VKMOE_STAGE_SHARED].flops;
     r->layer.bytes =
-        e * d * 4 + (active * (inputs + 1) * f + (inputs + 1) * fs) * d * wbytes + 2 * t * d * 4;
+        e * d * 4 + (active * (inputs + 1) * f + (inputs + 1) * fs) * d * wbytes + 2 * t * d * io;
 }
 
 /* The expected output of sample i in a forward of `tokens` tokens. */
@@ -344,7 +356,8 @@ vkmoe_status workload_run(workload *w, uint32_t tokens, uint32_t warmup, uint32_
         return VKMOE_ERROR_OUT_OF_HOST_MEMORY;
     vkmoe_status status = VKMOE_OK;
     for (uint32_t i = 0; i < warmup + iters && status == VKMOE_OK; i++) {
-        status = vkmoe_layer_forward(w->layer, tokens, w->x, w->y);
+        status = w->x_io ? vkmoe_layer_forward(w->layer, tokens, w->x_io, w->y_io)
+                         : vkmoe_layer_forward(w->layer, tokens, w->x, w->y);
         vkmoe_timings t;
         if (status == VKMOE_OK)
             status = vkmoe_layer_timings(w->layer, &t);
@@ -355,6 +368,8 @@ vkmoe_status workload_run(workload *w, uint32_t tokens, uint32_t warmup, uint32_
         for (uint32_t s = 0; s < VKMOE_STAGE_MAX; s++)
             samples[(s + 1) * (size_t)iters + it] = t.stage_ms[s];
     }
+    if (status == VKMOE_OK && w->y_io) /* the reference checks f32 values */
+        status = vkmoe_dequantize(w->params.io_type, w->y_io, (size_t)tokens * w->params.dim, w->y);
     uint32_t counts[VKMOE_MAX_EXPERTS];
     if (status == VKMOE_OK)
         status = vkmoe_layer_expert_counts(w->layer, counts, VKMOE_MAX_EXPERTS);

@@ -427,6 +427,13 @@ typedef struct vkmoe_layer_params {
      * as weight_type, so f32 down projections beside other gate and up
      * types are not offered. */
     vkmoe_weight_type down_weight_type;
+    /* How x and y are stored, in vkmoe_layer_forward's host arrays and
+     * vkmoe_layer_record_forward's buffers: VKMOE_WEIGHT_F32 (default),
+     * VKMOE_WEIGHT_F16 or VKMOE_WEIGHT_BF16 (uint16_t bit patterns, [tokens]
+     * [dim] as f32's). The layer computes in f32 either way: x is widened
+     * exactly, y rounded to nearest even once at the end. 16 bits need an
+     * even dim (two values share each 32-bit word the shader writes). */
+    vkmoe_weight_type io_type;
     vkmoe_router_type router; /* default VKMOE_ROUTER_SOFTMAX_TOPK */
     /* Divide the chosen weights by their sum (Mixtral, Qwen3, DeepSeek-V3:
      * true; Qwen1.5/2-MoE, OLMoE, DeepSeek-V2: false). Default false. */
@@ -605,18 +612,19 @@ VKMOE_API vkmoe_status vkmoe_layer_set_shared_expert(vkmoe_layer *layer, vkmoe_e
 VKMOE_API vkmoe_status vkmoe_layer_set_shared_gate(vkmoe_layer *layer, const float *weights,
                                                    size_t size);
 
-/* Run one forward on host arrays and wait for it: x is f32 [tokens][dim],
- * y receives f32 [tokens][dim]; x and y may not overlap.
+/* Run one forward on host arrays and wait for it: x is [tokens][dim], y
+ * receives [tokens][dim], both of params.io_type (f32 by default, so float
+ * arrays; uint16_t ones for f16 and bf16); x and y may not overlap.
  * 1 <= tokens <= max_tokens. Every weight the params call for must have
  * been set (VKMOE_ERROR_STATE names the first one missing).
  * A token whose x holds NaN gets NaN in its y row; other tokens are unaffected. */
-VKMOE_API vkmoe_status vkmoe_layer_forward(vkmoe_layer *layer, uint32_t tokens, const float *x,
-                                           float *y);
+VKMOE_API vkmoe_status vkmoe_layer_forward(vkmoe_layer *layer, uint32_t tokens, const void *x,
+                                           void *y);
 
 /* Record one forward into the caller's command buffer, which must be in the
  * recording state and belong to a queue family with compute support on the
- * layer's device. Reads x (f32 [tokens][dim] at x_offset) and writes y
- * (f32 [tokens][dim] at y_offset); both buffers need STORAGE_BUFFER usage,
+ * layer's device. Reads x ([tokens][dim] of params.io_type at x_offset) and
+ * writes y (the same at y_offset); both buffers need STORAGE_BUFFER usage,
  * offsets must be multiples of minStorageBufferOffsetAlignment and each range
  * at most maxStorageBufferRange bytes. The recording begins with a barrier that
  * makes all earlier writes to x visible and ends with one that makes y visible

@@ -7,25 +7,45 @@
 // With z_texels set (dim a multiple of 4), z and shared_out are read as
 // RGBA32F texels (a vector gather on llvmpipe, where address loads go lane
 // by lane) and y is written four elements a store.
-//   binding 1: y f32 [tokens][dim]
+// y may be f16 or bf16 (io_type, dim even): rounded to nearest even, two
+// values a 32-bit store, never a word shared with another invocation.
+//   binding 1: y [tokens][dim] of io_type (a vkmoe_weight_type: f32, f16, bf16)
 //   set 1: binding 0 expert_out, binding 1 shared_out, as texels (z_texels)
 //   push: topk_weight f32 [slots]; slot_row u32 [slots]; expert_out f32 [rows][dim];
 //         shared_out f32 [tokens][dim] or 0; shared_scale f32 [tokens] or 0;
-//         tokens, dim, top_k, z_texels
+//         tokens, dim, top_k, z_texels, io_type
 #extension GL_GOOGLE_include_directive : require
 #include "common/buffers.glsl"
 #include "common/dispatch.glsl"
+#include "public_enums.glsl"
 
 layout(local_size_x = 256) in;
 const uint SPAN = 16; // elements of a row per invocation
 layout(set = 0, binding = 1, std430) writeonly buffer Y { float y[]; };
 layout(set = 0, binding = 1, std430) writeonly buffer Y4 { vec4 y4[]; };
+layout(set = 0, binding = 1, std430) writeonly buffer Y16 { uint y16[]; }; // two values a word
 layout(set = 1, binding = 0) uniform samplerBuffer z_texels;
 layout(set = 1, binding = 1) uniform samplerBuffer shared_texels;
 layout(push_constant) uniform Push {
     uvec2 topk_weight, slot_row, expert_out, shared_out, shared_scale;
-    uint tokens, dim, top_k, z_texels;
+    uint tokens, dim, top_k, z_texels, io_type;
 } pc;
+
+// bf16 of v, rounded to nearest even; NaN stays a (quiet) NaN.
+uint bf16_bits(float v)
+{
+    uint bits = floatBitsToUint(v);
+    if (isnan(v))
+        return (bits >> 16) | 0x40u;
+    return (bits + 0x7fffu + (bits >> 16 & 1u)) >> 16;
+}
+
+uint pack16(float a, float b)
+{
+    if (pc.io_type == WEIGHT_F16)
+        return packHalf2x16(vec2(a, b));
+    return bf16_bits(a) | bf16_bits(b) << 16;
+}
 
 // z[start + i] for the i < n valid of four; 0 past them.
 vec4 load4(FloatArray z, uint start, uint n)
@@ -54,6 +74,11 @@ void store(uint token, uint d, vec4 v)
     if (d >= pc.dim)
         return;
     uint first = token * pc.dim + d;
+    if (pc.io_type != WEIGHT_F32) { // dim and d even: whole words of this row
+        for (uint i = 0; i < min(4, pc.dim - d); i += 2)
+            y16[(first + i) / 2] = pack16(v[i], v[i + 1]);
+        return;
+    }
     if (pc.z_texels != 0) {
         y4[first / 4] = v;
         return;

@@ -5,7 +5,7 @@
 
 typedef struct input_rows_push {
     VkDeviceAddress x_rows;
-    uint32_t tokens, dim, ld_dim;
+    uint32_t tokens, dim, ld_dim, io_type;
 } input_rows_push;
 _Static_assert(sizeof(input_rows_push) == 24, "input_rows_push must mirror input_rows.comp");
 
@@ -19,6 +19,7 @@ void vkmoe_input_rows_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t t
         .tokens = tokens,
         .dim = layer->params.dim,
         .ld_dim = layer->plan.ld_dim,
+        .io_type = (uint32_t)layer->params.io_type,
     };
     uint64_t quads = (uint64_t)tokens * layer->plan.ld_dim / 4;
     vkmoe_dispatch_1d(layer->ctx, cmd, layer->pipelines[VKMOE_SHADER_INPUT_ROWS], &push,

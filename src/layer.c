@@ -386,7 +386,8 @@ static void record_forward(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tok
     vkmoe_context *ctx = layer->ctx;
     vkmoe_recorded before = vkmoe_recorded_so_far();
     layer->io.last_tokens = tokens;
-    bind_io(layer, cmd, x, x_offset, y, y_offset, (VkDeviceSize)tokens * layer->params.dim * 4);
+    bind_io(layer, cmd, x, x_offset, y, y_offset,
+            (VkDeviceSize)tokens * layer->params.dim * vkmoe_params_io_bytes(&layer->params));
     memory_barrier(ctx, cmd, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_ACCESS_MEMORY_WRITE_BIT,
                    VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
                    VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
@@ -416,14 +417,14 @@ vkmoe_status vkmoe_layer_record_forward(vkmoe_layer *layer, VkCommandBuffer cmd,
     return VKMOE_OK;
 }
 
-vkmoe_status vkmoe_layer_forward(vkmoe_layer *layer, uint32_t tokens, const float *x, float *y)
+vkmoe_status vkmoe_layer_forward(vkmoe_layer *layer, uint32_t tokens, const void *x, void *y)
 {
     const char *fn = "vkmoe_layer_forward";
     VKMOE_REQUIRE(NULL, layer, "%s: layer is NULL", fn);
     vkmoe_context *ctx = layer->ctx;
     VKMOE_REQUIRE(ctx, x && y, "%s: x and y must not be NULL", fn);
     VKMOE_TRY(check_ready(layer, fn, tokens));
-    size_t bytes = (size_t)tokens * layer->params.dim * sizeof(float);
+    size_t bytes = (size_t)tokens * layer->params.dim * vkmoe_params_io_bytes(&layer->params);
     VKMOE_REQUIRE(ctx,
                   (const char *)x + bytes <= (const char *)y ||
                       (const char *)y + bytes <= (const char *)x,

@@ -45,6 +45,23 @@ static vkmoe_status check_shape(const vkmoe_context *ctx, const vkmoe_layer_para
     return VKMOE_OK;
 }
 
+static vkmoe_status check_io(const vkmoe_context *ctx, const vkmoe_layer_params *p)
+{
+    VKMOE_REQUIRE(ctx,
+                  p->io_type == VKMOE_WEIGHT_F32 || p->io_type == VKMOE_WEIGHT_F16 ||
+                      p->io_type == VKMOE_WEIGHT_BF16,
+                  FN ": io_type %d is not f32, f16 or bf16", (int)p->io_type);
+    VKMOE_REQUIRE(ctx, p->io_type == VKMOE_WEIGHT_F32 || p->dim % 2 == 0,
+                  FN ": %s activations need an even dim (%u)", vkmoe_weight_type_name(p->io_type),
+                  p->dim);
+    return VKMOE_OK;
+}
+
+uint32_t vkmoe_params_io_bytes(const vkmoe_layer_params *p)
+{
+    return p->io_type == VKMOE_WEIGHT_F32 ? 4 : 2;
+}
+
 static vkmoe_status check_routing(const vkmoe_context *ctx, const vkmoe_layer_params *p)
 {
     VKMOE_REQUIRE(ctx, vkmoe_router_type_name(p->router) != NULL, FN ": unknown router %d",
@@ -164,6 +181,7 @@ vkmoe_status vkmoe_params_resolve(const vkmoe_context *ctx, const vkmoe_layer_pa
     if (p.down_weight_type == VKMOE_WEIGHT_F32)
         p.down_weight_type = p.weight_type;
     VKMOE_TRY(check_shape(ctx, &p));
+    VKMOE_TRY(check_io(ctx, &p));
     VKMOE_TRY(check_routing(ctx, &p));
     VKMOE_TRY(check_experts(ctx, &p));
     VKMOE_TRY(check_device(ctx, &p));

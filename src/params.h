@@ -13,6 +13,8 @@ vkmoe_status vkmoe_params_resolve(const vkmoe_context *ctx, const vkmoe_layer_pa
 uint32_t vkmoe_params_capacity(const vkmoe_layer_params *params, uint32_t tokens);
 /* Whether the activation has a gate projection (W1). */
 bool vkmoe_params_gated(const vkmoe_layer_params *params);
+/* Bytes of one value of x and y (params.io_type): 4 or 2. */
+uint32_t vkmoe_params_io_bytes(const vkmoe_layer_params *params);
 /* The router's name as the bench's JSON spells it ("softmax_topk",
  * "sigmoid_topk", "topk_softmax"); NULL for an unknown router. */
 const char *vkmoe_router_type_name(vkmoe_router_type router);

@@ -49,7 +49,7 @@ static void test_d15_malformed_values(void **state)
         many,          "--tokens 64,", "--tokens ,64",  "--tokens 1,,2", "--tokens 0",
         "--tokens -5", "--tokens 8x",  "--tokens ' 8'", "--warmup abc",  "--warmup 3x",
         "--warmup -1", "--iters 0",    "--dim 12abc",   "--scale abc",   "--scale 0.5x",
-        "--scale 2",   "--experts",    "--bogus",
+        "--scale 2",   "--experts",    "--bogus",       "--io q8_0",     "--io",
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         int rc = run(cases[i]);

@@ -45,6 +45,61 @@ static void test_16_bit_weights(void **state)
     test_check_layer(*state, p, 50);
 }
 
+static uint16_t to_16_bits(vkmoe_weight_type type, float value)
+{
+    return type == VKMOE_WEIGHT_F16 ? vkmoe_ref_f32_to_f16(value) : vkmoe_ref_f32_to_bf16(value);
+}
+
+/* x and y in f16 and bf16 (io_type): the layer computes as the f32 one on
+ * the widened x, so its y is the f32 layer's y rounded once, bit for bit.
+ * Rows of whole texels (96) and not (74), a shared expert; an odd dim and
+ * a type that is no activation type are refused. */
+static void test_16_bit_activations(void **state)
+{
+    enum { T = 19, MAX_DIM = 96 };
+    const vkmoe_weight_type types[2] = {VKMOE_WEIGHT_F16, VKMOE_WEIGHT_BF16};
+    const uint32_t dims[2] = {74, 96};
+    static float y[T * MAX_DIM];
+    static uint16_t x16[T * MAX_DIM], y16[T * MAX_DIM];
+    for (int d = 0; d < 2; d++)
+        for (int k = 0; k < 2; k++) {
+            vkmoe_layer_params p = shape(dims[d], 40, 6, 2, T);
+            p.shared_ffn_dim = 24;
+            test_seed(17);
+            test_layer wide;
+            test_layer_create(*state, &p, &wide);
+            test_layer_upload(&wide);
+            float *x = test_input(T, p.dim);
+            for (uint32_t i = 0; i < T * p.dim; i++) {
+                x16[i] = to_16_bits(types[k], x[i]);
+                x[i] = types[k] == VKMOE_WEIGHT_F16 ? vkmoe_ref_f16_to_f32(x16[i])
+                                                    : vkmoe_ref_bf16_to_f32(x16[i]);
+            }
+            assert_int_equal(vkmoe_layer_forward(wide.layer, T, x, y), VKMOE_OK);
+            p.io_type = types[k];
+            test_seed(17); /* the same weights */
+            test_layer narrow;
+            test_layer_create(*state, &p, &narrow);
+            test_layer_upload(&narrow);
+            memset(y16, 0xff, sizeof(y16));
+            assert_int_equal(vkmoe_layer_forward(narrow.layer, T, x16, y16), VKMOE_OK);
+            for (uint32_t i = 0; i < T * p.dim; i++)
+                if (y16[i] != to_16_bits(types[k], y[i]))
+                    fail_msg("%s, dim %u: y[%u] is 0x%04x, the f32 layer's rounds to 0x%04x",
+                             vkmoe_weight_type_name(types[k]), p.dim, i, y16[i],
+                             to_16_bits(types[k], y[i]));
+            free(x);
+            test_layer_destroy(&wide);
+            test_layer_destroy(&narrow);
+        }
+    vkmoe_layer_params odd = shape(75, 40, 6, 2, T);
+    odd.io_type = VKMOE_WEIGHT_BF16;
+    test_expect_create_fails(*state, &odd, VKMOE_ERROR_INVALID_ARGUMENT, "even dim");
+    odd.dim = 74;
+    odd.io_type = VKMOE_WEIGHT_Q8_0;
+    test_expect_create_fails(*state, &odd, VKMOE_ERROR_INVALID_ARGUMENT, "not f32, f16 or bf16");
+}
+
 /* Q8_0 and Q4_0 layers: whole blocks along every row, other sizes free;
  * widths that are not whole blocks are refused. */
 static void test_block_quantized_weights(void **state)
@@ -575,6 +630,7 @@ int main(void)
         cmocka_unit_test(test_one_token),
         cmocka_unit_test(test_k_equals_e),
         cmocka_unit_test(test_16_bit_weights),
+        cmocka_unit_test(test_16_bit_activations),
         cmocka_unit_test(test_bf16_conversion),
         cmocka_unit_test(test_block_quantized_weights),
         cmocka_unit_test(test_k_quant_weights),
