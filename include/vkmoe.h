@@ -413,8 +413,8 @@ VKMOE_API vkmoe_status vkmoe_context_auto_gemm_paths(const vkmoe_context *ctx,
 typedef struct vkmoe_layer_params {
     uint32_t dim;     /* model width D, required, >= 1 */
     uint32_t ffn_dim; /* expert hidden width F, required, >= 1 */
-    uint32_t experts; /* number of routed experts E, required, 1..512 */
-    uint32_t top_k;   /* experts per token k, required, 1..min(E, 16) */
+    uint32_t experts; /* number of routed experts E, required, 1..2048 */
+    uint32_t top_k;   /* experts per token k, required, 1..min(E, 32) */
     /* Most tokens one forward may take; sizes the scratch memory.
      * Default (0): 1. At most 1 << 22 / top_k. */
     uint32_t max_tokens;
@@ -445,7 +445,7 @@ typedef struct vkmoe_layer_params {
     /* Group-limited routing: the E experts form expert_groups equal groups
      * of consecutive indices; each token keeps its topk_groups best groups
      * (ties: lowest group index) and picks its k experts among theirs.
-     * expert_groups must divide E and be at most 16; default (0): 1, no
+     * expert_groups must divide E and be at most 64; default (0): 1, no
      * limit. topk_groups default (0): all groups. k must not exceed
      * topk_groups · E / expert_groups. DeepSeek-V3: 8 and 4. */
     uint32_t expert_groups;

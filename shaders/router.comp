@@ -42,7 +42,9 @@ const uint MAX_GROUPS = VKMOE_MAX_GROUPS;
 // Each lane writes only its own experts' entries; others read them after
 // a subgroup barrier.
 shared float logits[MAX_EXPERTS + 1];
-shared uint key_rank[MAX_EXPERTS]; // rank(key), or TAKEN
+shared uint key_rank[MAX_EXPERTS];   // rank(key), or TAKEN
+shared uint group_rank[MAX_GROUPS];  // rank(group score), or TAKEN once kept
+shared uint chosen[VKMOE_MAX_TOP_K]; // the experts picked, in order
 
 bool is_set(uvec2 address)
 {
@@ -152,26 +154,34 @@ float score_group(uint group, uint size)
     return unrank(first_rank) + unrank(second_rank);
 }
 
-// Takes (excludes) every expert outside the topk_groups best groups.
+// Takes (excludes) every expert outside the topk_groups best groups. The
+// groups' ranks live in shared memory, lane g owning groups g, g + LANES, …
+// as for experts; a kept group is marked TAKEN.
 void limit_groups()
 {
     if (pc.groups <= 1 || pc.topk_groups >= pc.groups)
         return;
     uint size = pc.experts / pc.groups;
-    float scores[MAX_GROUPS];
-    for (uint g = 0; g < pc.groups; g++)
-        scores[g] = score_group(g, size);
-    uint kept = 0; // a bit per group; the loops are uniform
+    for (uint g = 0; g < pc.groups; g++) {
+        float score = score_group(g, size);
+        if (g % LANES == gl_SubgroupInvocationID)
+            group_rank[g] = rank(score);
+    }
+    subgroupBarrier();
     for (uint round = 0; round < pc.topk_groups; round++) {
-        uint best = INVALID;
-        for (uint g = 0; g < pc.groups; g++)
-            if ((kept & (1u << g)) == 0 &&
-                (best == INVALID || rank(scores[g]) > rank(scores[best])))
-                best = g;
-        kept |= 1u << best;
+        uint lane = INVALID, lane_rank = 0u, best_rank;
+        for (uint g = gl_SubgroupInvocationID; g < pc.groups; g += LANES)
+            if (group_rank[g] != TAKEN && (lane == INVALID || group_rank[g] > lane_rank)) {
+                lane = g;
+                lane_rank = group_rank[g];
+            }
+        uint best = subgroup_best(lane_rank, lane, best_rank);
+        if (lane == best)
+            group_rank[best] = TAKEN;
+        subgroupBarrier();
     }
     for (uint e = gl_SubgroupInvocationID; e < pc.experts; e += LANES)
-        if ((kept & (1u << (e / size))) == 0)
+        if (group_rank[e / size] != TAKEN)
             key_rank[e] = TAKEN;
 }
 
@@ -186,29 +196,33 @@ uint select_best()
     return chosen;
 }
 
-// The weights of the chosen experts, in selection order (lane 0).
-void write_weights(uint token, uint chosen[VKMOE_MAX_TOP_K], float max_logit, float denominator)
+// The weight of choice j before any renormalisation.
+float raw_weight(uint j, float max_logit, float denominator)
 {
-    float weight[VKMOE_MAX_TOP_K];
+    float l = logits[chosen[j]];
+    if (pc.kind == ROUTER_SOFTMAX_TOPK)
+        return exp(l - max_logit) / denominator;
+    if (pc.kind == ROUTER_SIGMOID_TOPK)
+        return sigmoid(l);
+    return exp(l - logits[chosen[0]]); // chosen[0] holds the largest
+}
+
+// The weights of the chosen experts, in selection order (one lane); each
+// computed twice (for the sum, then to write) rather than kept in 32
+// registers.
+void write_weights(uint token, float max_logit, float denominator)
+{
     float sum = 0.0;
-    for (uint j = 0; j < pc.top_k; j++) {
-        float l = logits[chosen[j]];
-        if (pc.kind == ROUTER_SOFTMAX_TOPK)
-            weight[j] = exp(l - max_logit) / denominator;
-        else if (pc.kind == ROUTER_SIGMOID_TOPK)
-            weight[j] = sigmoid(l);
-        else
-            weight[j] = exp(l - logits[chosen[0]]); // chosen[0] holds the largest
-        sum += weight[j];
-    }
+    for (uint j = 0; j < pc.top_k; j++)
+        sum += raw_weight(j, max_logit, denominator);
     bool divide = pc.normalize != 0 || pc.kind == ROUTER_TOPK_SOFTMAX;
     float divisor = pc.kind == ROUTER_SIGMOID_TOPK ? sum + 1e-20 : sum;
     UintArray ids = UintArray(pc.ids);
     FloatArray weights = FloatArray(pc.topk_weight);
     for (uint j = 0; j < pc.top_k; j++) {
         ids.v[token * pc.top_k + j] = chosen[j];
-        float w = divide ? weight[j] / divisor : weight[j];
-        weights.v[token * pc.top_k + j] = w * pc.scale;
+        float w = raw_weight(j, max_logit, denominator);
+        weights.v[token * pc.top_k + j] = (divide ? w / divisor : w) * pc.scale;
     }
 }
 
@@ -244,12 +258,14 @@ void main()
     if (is_set(pc.probs))
         write_statistics(token, max_logit, denominator);
     limit_groups();
-    uint chosen[VKMOE_MAX_TOP_K];
-    for (uint j = 0; j < pc.top_k; j++)
-        chosen[j] = select_best();
+    for (uint j = 0; j < pc.top_k; j++) {
+        uint best = select_best();
+        if (subgroupElect())
+            chosen[j] = best;
+    }
     if (!subgroupElect())
         return;
-    write_weights(token, chosen, max_logit, denominator);
+    write_weights(token, max_logit, denominator);
     if (gated)
         FloatArray(pc.shared_scale).v[token] = sigmoid(logits[pc.experts]);
 }

@@ -40,6 +40,8 @@ layout(push_constant) uniform Push {
 
 const uint TILE = VKMOE_SCAN_TILE;
 const uint PER_LANE = VKMOE_SCAN_TILE / VKMOE_SCAN_WORKGROUP;
+// The experts a lane plans (consecutive ones).
+const uint EXPERTS_PER_LANE = VKMOE_MAX_EXPERTS / VKMOE_SCAN_WORKGROUP;
 // The GEMM grids fold row tiles into y and z, at most this many along y.
 const uint GRID_Y = 32768;
 
@@ -137,31 +139,35 @@ uint first_offset(uint e)
     return pc.phase >= 4 ? expert_start[e] : UintArray(pc.values).v[e * pc.blocks];
 }
 
+// The tile-padded rows of expert e's kept slots (its count and routed
+// slots stored on the way).
+uint padded_rows(uint e)
+{
+    if (e >= pc.experts)
+        return 0;
+    uint end = e + 1 < pc.experts ? first_offset(e + 1) : pc.slots;
+    uint routed = end - first_offset(e);
+    UintArray(pc.expert_count).v[e] = routed;
+    uint count = min(routed, pc.capacity);
+    segment_count[e] = count;
+    return (count + pc.tile_m - 1) / pc.tile_m * pc.tile_m;
+}
+
 void plan_experts()
 {
     uint lane = gl_LocalInvocationID.x;
-    uint padded[2];
-    for (uint i = 0; i < 2; i++) {
-        uint e = lane * 2 + i;
-        uint count = 0;
-        if (e < pc.experts) {
-            uint end = e + 1 < pc.experts ? first_offset(e + 1) : pc.slots;
-            uint routed = end - first_offset(e);
-            UintArray(pc.expert_count).v[e] = routed;
-            count = min(routed, pc.capacity);
-            segment_count[e] = count;
-        }
-        padded[i] = (count + pc.tile_m - 1) / pc.tile_m * pc.tile_m;
-    }
-    uint base = workgroup_scan(padded[0] + padded[1]);
+    uint rows = 0;
+    for (uint i = 0; i < EXPERTS_PER_LANE; i++)
+        rows += padded_rows(lane * EXPERTS_PER_LANE + i);
+    uint base = workgroup_scan(rows);
     uint used_tiles = wg_total / pc.tile_m;
-    for (uint i = 0; i < 2; i++) {
-        uint e = lane * 2 + i;
-        if (e < pc.experts) {
-            segment_base[e] = base;
-            UintArray(pc.expert_base).v[e] = base;
-        }
-        base += padded[i];
+    for (uint i = 0; i < EXPERTS_PER_LANE; i++) {
+        uint e = lane * EXPERTS_PER_LANE + i;
+        if (e >= pc.experts)
+            break;
+        segment_base[e] = base;
+        UintArray(pc.expert_base).v[e] = base;
+        base += (segment_count[e] + pc.tile_m - 1) / pc.tile_m * pc.tile_m;
     }
     barrier();
     for (uint t = lane; t < pc.max_tiles; t += VKMOE_SCAN_WORKGROUP) {
@@ -199,18 +205,16 @@ void bucket_one_block()
     if (expert != INVALID)
         atomicAdd(expert_start[expert], 1);
     barrier();
-    uint first = lane * PER_LANE;
-    uint v[PER_LANE];
+    uint first = lane * EXPERTS_PER_LANE;
     uint sum = 0;
-    for (uint i = 0; i < PER_LANE; i++) {
-        v[i] = first + i < pc.experts ? expert_start[first + i] : 0;
-        sum += v[i];
-    }
+    for (uint i = 0; i < EXPERTS_PER_LANE && first + i < pc.experts; i++)
+        sum += expert_start[first + i];
     uint prefix = workgroup_scan(sum);
-    for (uint i = 0; i < PER_LANE && first + i < pc.experts; i++) {
+    for (uint i = 0; i < EXPERTS_PER_LANE && first + i < pc.experts; i++) {
+        uint count = expert_start[first + i];
         expert_start[first + i] = prefix;
         UintArray(pc.values).v[first + i] = prefix;
-        prefix += v[i];
+        prefix += count;
     }
     barrier();
     plan_experts();

@@ -7,11 +7,12 @@
 
 /* Routed experts a layer may have; the router, count and scan keep one
  * shared-memory entry per expert. */
-#define VKMOE_MAX_EXPERTS 512u
-/* Experts per token; the router keeps its choices in registers. */
-#define VKMOE_MAX_TOP_K 16u
-/* Expert groups of group-limited routing. */
-#define VKMOE_MAX_GROUPS 16u
+#define VKMOE_MAX_EXPERTS 2048u
+/* Experts per token (the router keeps its choices in shared memory). */
+#define VKMOE_MAX_TOP_K 32u
+/* Expert groups of group-limited routing (the router ranks them in shared
+ * memory). */
+#define VKMOE_MAX_GROUPS 64u
 /* Slots (tokens · top_k) of one forward. */
 #define VKMOE_MAX_SLOTS (1u << 22)
 /* Marks a padding row in row_slot and an unused tile in tile_expert. */
@@ -38,6 +39,7 @@
 
 #ifdef __STDC_VERSION__ /* C only (GLSL has no static assertions) */
 _Static_assert(VKMOE_SCAN_TILE % VKMOE_SCAN_WORKGROUP == 0, "a scan lane covers whole values");
+_Static_assert(VKMOE_MAX_EXPERTS % VKMOE_SCAN_WORKGROUP == 0, "a scan lane plans whole experts");
 _Static_assert(VKMOE_MAX_SLOTS / VKMOE_BLOCK_SLOTS <= 65535u * 65535u,
                "count and scatter grids fold into x and y");
 #endif

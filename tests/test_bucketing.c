@@ -34,8 +34,8 @@ static void check_plan(test_layer *t, const test_intermediates *m)
     uint32_t used_tiles = rows / tile;
     assert_int_equal(m->dispatch[1] * (m->dispatch[2] - 1) < used_tiles || used_tiles == 0, 1);
     assert_true((uint64_t)m->dispatch[1] * m->dispatch[2] >= used_tiles);
-    uint32_t counts[512];
-    assert_int_equal(vkmoe_layer_expert_counts(t->layer, counts, 512), VKMOE_OK);
+    uint32_t counts[VKMOE_MAX_EXPERTS];
+    assert_int_equal(vkmoe_layer_expert_counts(t->layer, counts, VKMOE_MAX_EXPERTS), VKMOE_OK);
     assert_memory_equal(counts, count, experts * 4);
     free(count);
     free(base);
@@ -123,6 +123,16 @@ static void test_device_wide_scan(void **state)
     run_plan(state, 512, 8, 65600, 65600);
 }
 
+/* 2048 experts at k 32: the one-dispatch plan (8 tokens, 256 slots) and the
+ * device-wide one, with and without a capacity. */
+static void test_largest_expert_counts(void **state)
+{
+    test_seed(45);
+    run_plan(state, 2048, 32, 8, 8);
+    run_plan(state, 2048, 32, 150, 150);
+    assert_true(run_plan_with_capacity(state, 2048, 32, 150, 150, 0.5f) > 0);
+}
+
 /* The largest forward the layer accepts: 2^22 slots (k = 16); the GEMM grids
  * need more than 65535 row tiles. Few experts keep the router cheap on
  * lavapipe; 512 experts are covered above. */
@@ -139,6 +149,7 @@ int main(void)
         cmocka_unit_test(test_capacity_plans),
         cmocka_unit_test(test_one_dispatch_bucketing),
         cmocka_unit_test(test_device_wide_scan),
+        cmocka_unit_test(test_largest_expert_counts),
         cmocka_unit_test(test_largest_slot_count),
     };
     return test_device_suite(tests, test_group_setup, test_group_teardown);

@@ -35,6 +35,21 @@ static void test_k_equals_e(void **state)
     test_check_layer(*state, shape(40, 24, 6, 6, 20), 20);
 }
 
+/* The largest layer: 2048 experts in 64 groups, k 32, a shared expert;
+ * forwards of one block of slots (8 tokens) and of several. */
+static void test_largest_limits(void **state)
+{
+    test_seed(5);
+    vkmoe_layer_params p = shape(16, 8, 2048, 32, 40);
+    assert_int_equal(vkmoe_layer_params_family(&p, "deepseek-v3"), VKMOE_OK);
+    p.top_k = 32;
+    p.expert_groups = 64;
+    p.topk_groups = 8;
+    p.shared_ffn_dim = 8;
+    test_check_layer(*state, p, 8);
+    test_check_layer(*state, p, 40);
+}
+
 static void test_16_bit_weights(void **state)
 {
     test_seed(4);
@@ -383,10 +398,10 @@ static void test_create_rejects_bad_params(void **state)
         {shape(0, 16, 4, 2, 8), VKMOE_ERROR_INVALID_ARGUMENT},
         {shape(16, 0, 4, 2, 8), VKMOE_ERROR_INVALID_ARGUMENT},
         {shape(16, 16, 0, 1, 8), VKMOE_ERROR_INVALID_ARGUMENT},
-        {shape(16, 16, 513, 2, 8), VKMOE_ERROR_INVALID_ARGUMENT},
+        {shape(16, 16, 2049, 2, 8), VKMOE_ERROR_INVALID_ARGUMENT},
         {shape(16, 16, 4, 0, 8), VKMOE_ERROR_INVALID_ARGUMENT},
         {shape(16, 16, 4, 5, 8), VKMOE_ERROR_INVALID_ARGUMENT},
-        {shape(16, 16, 32, 17, 8), VKMOE_ERROR_INVALID_ARGUMENT},
+        {shape(16, 16, 64, 33, 8), VKMOE_ERROR_INVALID_ARGUMENT},
         {shape(16, 16, 4, 2, (1u << 22)), VKMOE_ERROR_INVALID_ARGUMENT},
         {shape(1u << 20, 16, 4, 2, 1u << 10), VKMOE_ERROR_UNSUPPORTED},
     };
@@ -629,6 +644,7 @@ int main(void)
         cmocka_unit_test(test_awkward_shapes),
         cmocka_unit_test(test_one_token),
         cmocka_unit_test(test_k_equals_e),
+        cmocka_unit_test(test_largest_limits),
         cmocka_unit_test(test_16_bit_weights),
         cmocka_unit_test(test_16_bit_activations),
         cmocka_unit_test(test_bf16_conversion),

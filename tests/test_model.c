@@ -533,7 +533,7 @@ static void test_d13_impossible_hyper_parameters(void **state)
          "\"hidden_size\" is 1099511627776, over the 4294967295"},
         {"{\"model_type\": \"mixtral\", \"hidden_size\": 40, \"intermediate_size\": 24, "
          "\"num_local_experts\": 4000, \"num_experts_per_tok\": 2}",
-         "\"num_local_experts\" is 4000, over the 512"},
+         "\"num_local_experts\" is 4000, over the 2048"},
         {"{\"model_type\": \"mixtral\", \"hidden_size\": 40, \"intermediate_size\": 24, "
          "\"num_local_experts\": 0, \"num_experts_per_tok\": 2}",
          "config.json: its hyper-parameters make no valid layer"},

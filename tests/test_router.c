@@ -198,6 +198,27 @@ static void test_gpt_oss_and_sigmoid_k_equals_e(void **state)
     check_router(state, p, 7, false);
 }
 
+/* The largest layer the router takes: 2048 experts in 64 groups of which
+ * 4 kept (the groups' ranks and the 32 choices in shared memory), k 32,
+ * sigmoid with a selection bias; softmax over 2048 with k 32; ties among
+ * 64 groups go to the lowest. */
+static void test_largest_limits(void **state)
+{
+    test_seed(40);
+    vkmoe_layer_params p = family("deepseek-v3", 24, 2048, 9);
+    p.expert_groups = 64;
+    p.topk_groups = 4;
+    p.top_k = 32;
+    check_router(state, p, 9, false);
+    check_router(state, shape(24, 2048, 32, 9, true), 9, false);
+    p.topk_groups = 2;
+    uint32_t *ids = run_router(state, p, 3, tie_all);
+    for (uint32_t t = 0; t < 3; t++)
+        for (uint32_t j = 0; j < 32; j++)
+            assert_int_equal(ids[t * 32 + j], j); /* groups 0 and 1: experts 0..63 */
+    free(ids);
+}
+
 static void test_switch_and_gshard(void **state)
 {
     test_seed(39);
@@ -209,6 +230,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_small),
+        cmocka_unit_test(test_largest_limits),
         cmocka_unit_test(test_many_experts_wide_dim),
         cmocka_unit_test(test_one_expert),
         cmocka_unit_test(test_k_equals_e_and_ties),
