@@ -12,12 +12,14 @@
 #include "common/priority.glsl"
 
 layout(local_size_x = VKMOE_BLOCK_SLOTS) in;
+// The layer's E: sizes the histogram (occupancy on GPUs follows it).
+layout(constant_id = 0) const uint EXPERTS = VKMOE_MAX_EXPERTS;
 layout(push_constant) uniform Push {
     uvec2 ids, block_counts;
     uint slots, blocks, experts, tokens, top_k;
 } pc;
 
-shared uint histogram[VKMOE_MAX_EXPERTS];
+shared uint histogram[EXPERTS];
 
 void main()
 {

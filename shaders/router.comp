@@ -13,7 +13,8 @@
 //         tokens, ld_logits, experts, top_k, normalize, kind (a vkmoe_router_type,
 //         ROUTER_*), groups, topk_groups,
 //         scale (routed_scaling_factor)
-//   spec 0: LANES, the subgroup size (= workgroup size)
+//   spec 0: LANES, the subgroup size (= workgroup size); 1: EXPERTS, the
+//   layer's E, which sizes the shared arrays (occupancy on GPUs follows them)
 // Selection ranks values through an order-preserving map to uint in which
 // NaN is lowest but for 0, which marks an expert taken (or in a dropped
 // group); equal values go to the lowest expert (or group) index.
@@ -29,6 +30,7 @@
 #include "common/dispatch.glsl"
 
 layout(constant_id = 0) const uint LANES = 8;
+layout(constant_id = 1) const uint EXPERTS = VKMOE_MAX_EXPERTS;
 layout(local_size_x_id = 0) in;
 
 layout(push_constant) uniform Push {
@@ -37,12 +39,11 @@ layout(push_constant) uniform Push {
     float scale;
 } pc;
 
-const uint MAX_EXPERTS = VKMOE_MAX_EXPERTS;
 const uint MAX_GROUPS = VKMOE_MAX_GROUPS;
 // Each lane writes only its own experts' entries; others read them after
 // a subgroup barrier.
-shared float logits[MAX_EXPERTS + 1];
-shared uint key_rank[MAX_EXPERTS];   // rank(key), or TAKEN
+shared float logits[EXPERTS + 1];
+shared uint key_rank[EXPERTS];       // rank(key), or TAKEN
 shared uint group_rank[MAX_GROUPS];  // rank(group score), or TAKEN once kept
 shared uint chosen[VKMOE_MAX_TOP_K]; // the experts picked, in order
 

@@ -38,20 +38,22 @@ layout(push_constant) uniform Push {
         capacity, tokens, top_k;
 } pc;
 
+// The layer's E: sizes the per-expert arrays (occupancy on GPUs follows them).
+layout(constant_id = 0) const uint EXPERTS = VKMOE_MAX_EXPERTS;
 const uint TILE = VKMOE_SCAN_TILE;
 const uint PER_LANE = VKMOE_SCAN_TILE / VKMOE_SCAN_WORKGROUP;
 // The experts a lane plans (consecutive ones).
-const uint EXPERTS_PER_LANE = VKMOE_MAX_EXPERTS / VKMOE_SCAN_WORKGROUP;
+const uint EXPERTS_PER_LANE = (EXPERTS + VKMOE_SCAN_WORKGROUP - 1) / VKMOE_SCAN_WORKGROUP;
 // The GEMM grids fold row tiles into y and z, at most this many along y.
 const uint GRID_Y = 32768;
 
 shared uint partial[VKMOE_SCAN_WORKGROUP];
 shared uint wg_total;
-shared uint segment_count[VKMOE_MAX_EXPERTS];
-shared uint segment_base[VKMOE_MAX_EXPERTS];
+shared uint segment_count[EXPERTS];
+shared uint segment_base[EXPERTS];
 // Phases 4 and 5: the scanned offset of each expert's first block (phase 5
 // counts into it first).
-shared uint expert_start[VKMOE_MAX_EXPERTS];
+shared uint expert_start[EXPERTS];
 
 // Exclusive prefix of v over the workgroup's invocations; the workgroup's
 // total lands in wg_total. Fixed order: integers, but deterministic anyway.

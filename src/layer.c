@@ -157,12 +157,14 @@ static vkmoe_status create_descriptors(vkmoe_layer *layer)
 static vkmoe_status create_pipelines(vkmoe_layer *layer)
 {
     vkmoe_spec none = {0};
-    vkmoe_spec router = vkmoe_router_spec(layer);
+    vkmoe_spec router = vkmoe_router_spec(layer), experts = vkmoe_experts_spec(layer);
     for (uint32_t s = 0; s < VKMOE_SHADER_STAGES; s++) {
         /* the GEMM stages' pipelines are their kernels' */
         if (s == VKMOE_SHADER_GEMM_UP || s == VKMOE_SHADER_GEMM_DOWN)
             continue;
-        const vkmoe_spec *spec = s == VKMOE_SHADER_ROUTER ? &router : &none;
+        const vkmoe_spec *spec = s == VKMOE_SHADER_ROUTER                            ? &router
+                                 : s == VKMOE_SHADER_COUNT || s == VKMOE_SHADER_SCAN ? &experts
+                                                                                     : &none;
         VKMOE_TRY(vkmoe_pipeline_get(layer->ctx, s, spec, &layer->pipelines[s]));
     }
     VKMOE_TRY(vkmoe_gemm_kernel_create(layer, &layer->gemm.decode));

@@ -13,10 +13,18 @@ typedef struct router_push {
 } router_push;
 _Static_assert(sizeof(router_push) == 104, "router_push must mirror router.comp");
 
-/* One subgroup per token: the shader's reductions are subgroup operations. */
+/* One subgroup per token: the shader's reductions are subgroup operations;
+ * the layer's E sizes its shared arrays. */
 vkmoe_spec vkmoe_router_spec(const vkmoe_layer *layer)
 {
-    return (vkmoe_spec){.count = 1, .values = {layer->ctx->info.subgroup_size}};
+    return (vkmoe_spec){.count = 2,
+                        .values = {layer->ctx->info.subgroup_size, layer->params.experts}};
+}
+
+/* Count and scan: the layer's E sizes their shared arrays. */
+vkmoe_spec vkmoe_experts_spec(const vkmoe_layer *layer)
+{
+    return (vkmoe_spec){.count = 1, .values = {layer->params.experts}};
 }
 
 static VkDeviceAddress address_if(bool present, VkDeviceAddress address)
