@@ -118,8 +118,7 @@ static vkmoe_status find_family(const model_source *s, const gguf_family **out)
             *out = &families[i];
             return VKMOE_OK;
         }
-        size_t used = strlen(known);
-        snprintf(known + used, sizeof(known) - used, "%s%s", i ? ", " : "", families[i].arch);
+        vkmoe_list_append(known, sizeof(known), families[i].arch);
     }
     return vkmoe_fail(s->ctx, VKMOE_ERROR_UNSUPPORTED,
                       FN ": %s: architecture \"%s\" is not supported (%s)", s->files[0].path, arch,

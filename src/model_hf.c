@@ -159,8 +159,7 @@ static vkmoe_status find_family(const model_source *s, const hf_family **out)
             *out = &families[i];
             return VKMOE_OK;
         }
-        size_t used = strlen(known);
-        snprintf(known + used, sizeof(known) - used, "%s%s", i ? ", " : "", families[i].model_type);
+        vkmoe_list_append(known, sizeof(known), families[i].model_type);
     }
     return vkmoe_fail(s->ctx, VKMOE_ERROR_UNSUPPORTED,
                       FN ": %s/config.json: model_type \"%s\" is not supported (%s)", s->directory,

@@ -325,8 +325,7 @@ vkmoe_status vkmoe_layer_params_family(vkmoe_layer_params *p, const char *family
             apply_family(p, &families[i]);
             return VKMOE_OK;
         }
-        size_t used = strlen(known);
-        snprintf(known + used, sizeof(known) - used, "%s%s", i ? ", " : "", families[i].name);
+        vkmoe_list_append(known, sizeof(known), families[i].name);
     }
     return vkmoe_fail(NULL, VKMOE_ERROR_INVALID_ARGUMENT,
                       "vkmoe_layer_params_family: unknown family \"%s\" (%s)", family, known);

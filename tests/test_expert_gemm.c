@@ -186,6 +186,8 @@ static void check_activations_on(void **state, vkmoe_gemm_path path)
 static void check_weight_types_on(void **state, vkmoe_gemm_path path, uint32_t tokens)
 {
     for (int t = 0; vkmoe_weight_type_name((vkmoe_weight_type)t); t++) {
+        if (!test_weight_type_in_run((vkmoe_weight_type)t))
+            continue;
         uint32_t block = vkmoe_weight_block((vkmoe_weight_type)t);
         uint32_t dim = block == 256 ? 768 : 96, ffn = block == 256 ? 512 : 224;
         check_gemms(state, on_path(shape(dim, ffn, 3, 2, tokens, (vkmoe_weight_type)t), path),
