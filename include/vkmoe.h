@@ -64,6 +64,8 @@ typedef enum vkmoe_status {
     VKMOE_ERROR_FILE_FORMAT = -9,
     /* A model file could not be opened, read or mapped. */
     VKMOE_ERROR_IO = -10,
+    /* The caller's progress callback asked to stop (vkmoe_model_params). */
+    VKMOE_ERROR_CANCELLED = -11,
 } vkmoe_status;
 
 /* A static English description of a status code; never NULL. */
@@ -559,7 +561,8 @@ VKMOE_API vkmoe_status vkmoe_layer_create(vkmoe_context *ctx, const vkmoe_layer_
                                           vkmoe_layer **out);
 
 /* Destroy a layer and set *layer to NULL. Accepts NULL and a pointer to NULL.
- * The layer must not be in use by a pending command buffer. */
+ * The layer must not be in use by a pending command buffer. A layer of a
+ * model is the model's (vkmoe_model_destroy): logs an error, does nothing. */
 VKMOE_API void vkmoe_layer_destroy(vkmoe_layer **layer);
 
 /* The params the layer runs with, every default resolved (max_tokens 1,
@@ -679,17 +682,43 @@ VKMOE_API vkmoe_status vkmoe_layer_load_stats(const vkmoe_layer *layer, vkmoe_lo
  * forward first (else VKMOE_ERROR_STATE). */
 VKMOE_API vkmoe_status vkmoe_layer_timings(const vkmoe_layer *layer, vkmoe_timings *timings);
 
+/* Device memory of a layer or a model, in bytes of the buffers vkmoe
+ * allocates (the driver may round each allocation up), by kind. */
+typedef struct vkmoe_memory_report {
+    uint64_t experts;        /* routed experts' matrices and biases */
+    uint64_t shared_experts; /* shared experts' matrices */
+    uint64_t routers;        /* router matrices, router and selection biases, shared gates */
+    /* Routing scratch, activations, and x and y of vkmoe_layer_forward:
+     * a layer's own, or the one allocation a model's layers share. */
+    uint64_t scratch;
+    uint64_t total; /* the sum of the above */
+} vkmoe_memory_report;
+
+/* Fill *report with the layer's device memory. A layer of a model counts
+ * the model's shared scratch as its own. */
+VKMOE_API vkmoe_status vkmoe_layer_memory(const vkmoe_layer *layer, vkmoe_memory_report *report);
+
 /* ------------------------------------------------------------------------ */
-/* Model files: one MoE layer of a Hugging Face checkpoint or a GGUF file.   */
+/* Model files: a Hugging Face checkpoint or a GGUF file, one MoE layer of  */
+/* it or all of them.                                                        */
 /* ------------------------------------------------------------------------ */
+
+/* Called while weights stream to the device: bytes of expert matrices
+ * (routed and shared, in the device's weight types) uploaded so far, and in
+ * all. Called first with done 0, then after every matrix, last with done ==
+ * total. Return false to stop: the call then fails with
+ * VKMOE_ERROR_CANCELLED and creates nothing. */
+typedef bool (*vkmoe_progress_fn)(void *user_data, uint64_t done, uint64_t total);
 
 /* Zero-initialise; every zero field means its default. */
 typedef struct vkmoe_model_params {
     /* As in vkmoe_layer_params: default (0) 1. */
     uint32_t max_tokens;
-    bool statistics;           /* default false */
-    bool timing;               /* default false */
-    vkmoe_gemm_path gemm_path; /* default VKMOE_GEMM_AUTO */
+    bool statistics;            /* default false */
+    bool timing;                /* default false */
+    vkmoe_gemm_path gemm_path;  /* default VKMOE_GEMM_AUTO */
+    vkmoe_progress_fn progress; /* default NULL: none */
+    void *progress_user_data;   /* passed to progress; not owned */
 } vkmoe_model_params;
 
 /* Create a layer holding MoE block number `layer_index` (the model's layer
@@ -710,7 +739,9 @@ typedef struct vkmoe_model_params {
  * those. The router and biases become f32. Files are memory-mapped and
  * streamed to the device matrix by matrix; files over 4 GiB work. Only
  * regular files are opened (a FIFO is refused, never waited on).
- * Errors: VKMOE_ERROR_IO (cannot open or map, or not a regular file),
+ * Errors: VKMOE_ERROR_INVALID_ARGUMENT (layer_index past the model's last
+ * layer, where the file gives the count), VKMOE_ERROR_IO (cannot open or
+ * map, or not a regular file),
  * VKMOE_ERROR_FILE_FORMAT (not a model file, malformed, duplicate or
  * overlapping tensors, hyper-parameters out of vkmoe's bounds or making no
  * valid layer, or shapes that disagree with the config),
@@ -720,6 +751,46 @@ typedef struct vkmoe_model_params {
 VKMOE_API vkmoe_status vkmoe_layer_from_file(vkmoe_context *ctx, const char *path,
                                              uint32_t layer_index, const vkmoe_model_params *params,
                                              vkmoe_layer **out);
+
+typedef struct vkmoe_model vkmoe_model;
+
+/* Read a model file (or checkpoint directory) once and create a layer for
+ * every MoE block of it, as vkmoe_layer_from_file describes each (files,
+ * families, types, errors), streaming the weights to the device matrix by
+ * matrix with params->progress. The model's number of layers comes from
+ * config.json's num_hidden_layers or GGUF's <arch>.block_count; dense
+ * layers (DeepSeek's first_k_dense_replace and moe_layer_freq, Qwen's
+ * decoder_sparse_step and mlp_only_layers, GGUF's
+ * leading_dense_block_count) get no layer.
+ * The layers share one scratch allocation, sized for the largest: one
+ * forward in flight per model. Recording several of its layers into one
+ * command buffer in order is fine (each forward waits for the previous
+ * one's work); submitting forwards of two of its layers to run at once is
+ * not. A layer's results (vkmoe_layer_expert_counts,
+ * vkmoe_layer_load_stats) must be read before the next layer's forward:
+ * afterwards they fail with VKMOE_ERROR_STATE. Timings are each layer's.
+ * Errors as vkmoe_layer_from_file's, and VKMOE_ERROR_FILE_FORMAT without a
+ * layer count, VKMOE_ERROR_UNSUPPORTED for a model without a MoE layer,
+ * VKMOE_ERROR_CANCELLED when params->progress returns false. On failure
+ * *out is NULL and nothing is left allocated. */
+VKMOE_API vkmoe_status vkmoe_model_open(vkmoe_context *ctx, const char *path,
+                                        const vkmoe_model_params *params, vkmoe_model **out);
+
+/* Destroy the model and its layers, and set *model to NULL. Accepts NULL
+ * and a pointer to NULL. Waits for the context's pending work. */
+VKMOE_API void vkmoe_model_destroy(vkmoe_model **model);
+
+/* The model's number of layers, dense ones included; 0 for NULL. */
+VKMOE_API uint32_t vkmoe_model_layer_count(const vkmoe_model *model);
+
+/* Layer i of the model, to forward, record or query; NULL for a dense
+ * layer, i past the last layer or a NULL model. The model owns it:
+ * vkmoe_layer_destroy on it logs an error and does nothing. */
+VKMOE_API vkmoe_layer *vkmoe_model_layer(const vkmoe_model *model, uint32_t i);
+
+/* Fill *report with the device memory of the model's layers, the shared
+ * scratch counted once. */
+VKMOE_API vkmoe_status vkmoe_model_memory(const vkmoe_model *model, vkmoe_memory_report *report);
 
 #ifdef __cplusplus
 }

@@ -11,12 +11,12 @@ _Static_assert(sizeof(combine_push) == 64, "combine_push must mirror combine.com
 void vkmoe_combine_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 {
     const vkmoe_layer_params *p = &layer->params;
-    VkDeviceAddress base = layer->plan.scratch.address;
+    VkDeviceAddress base = layer->work->scratch.address;
     combine_push push = {
         .topk_weight = base + layer->plan.layout.topk_weight,
         .slot_row = base + layer->plan.layout.slot_row,
-        .expert_out = layer->act.expert_out.address,
-        .shared_out = p->shared_ffn_dim ? layer->act.shared_out.address : 0,
+        .expert_out = layer->work->expert_out.address,
+        .shared_out = p->shared_ffn_dim ? layer->work->shared_out.address : 0,
         .shared_scale = p->shared_gate ? base + layer->plan.layout.shared_scale : 0,
         .tokens = tokens,
         .dim = p->dim,

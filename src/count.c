@@ -13,8 +13,8 @@ void vkmoe_count_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens
     uint32_t slots = tokens * layer->params.top_k;
     uint32_t blocks = (uint32_t)vkmoe_div_up(slots, VKMOE_BLOCK_SLOTS);
     count_push push = {
-        .ids = layer->plan.scratch.address + layer->plan.layout.ids,
-        .block_counts = layer->plan.scratch.address + layer->plan.layout.block_counts,
+        .ids = layer->work->scratch.address + layer->plan.layout.ids,
+        .block_counts = layer->work->scratch.address + layer->plan.layout.block_counts,
         .slots = slots,
         .blocks = blocks,
         .experts = layer->params.experts,

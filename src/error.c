@@ -34,6 +34,8 @@ const char *vkmoe_status_string(vkmoe_status status)
         return "malformed model file";
     case VKMOE_ERROR_IO:
         return "model file could not be read";
+    case VKMOE_ERROR_CANCELLED:
+        return "cancelled";
     }
     return "unknown status";
 }

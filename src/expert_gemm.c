@@ -341,7 +341,7 @@ static void dispatch(vkmoe_layer *layer, VkCommandBuffer cmd, VkPipeline pipelin
                                    push_size, push);
         if (indirect_grid >= 0) {
             vkmoe_count_recorded(1, 0);
-            ctx->vk.vkCmdDispatchIndirect(cmd, layer->plan.scratch.buffer,
+            ctx->vk.vkCmdDispatchIndirect(cmd, layer->work->scratch.buffer,
                                           layer->plan.layout.dispatch +
                                               (VkDeviceSize)indirect_grid * 3 * sizeof(uint32_t));
             continue;
@@ -400,7 +400,7 @@ void vkmoe_router_gemm_pass(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t to
     vkmoe_gemm_rows rows = {
         .sources = &layer->weights.router_source,
         .source_count = 1,
-        .hidden = layer->plan.scratch.address + layer->plan.layout.logits,
+        .hidden = layer->work->scratch.address + layer->plan.layout.logits,
         .ffn = p->experts + (p->shared_gate ? 1 : 0),
         .ld_ffn = layer->plan.ld_logits,
         .top_k = 1,
@@ -438,7 +438,7 @@ static vkmoe_gemm_rows routed_rows(const vkmoe_layer *layer, vkmoe_expert_matrix
 {
     const vkmoe_expert_array *array = &layer->weights.experts[matrices];
     const vkmoe_layer_params *p = &layer->params;
-    VkDeviceAddress base = layer->plan.scratch.address,
+    VkDeviceAddress base = layer->work->scratch.address,
                     biases = layer->weights.expert_biases.address;
     bool has_bias = p->expert_bias;
     return (vkmoe_gemm_rows){
@@ -446,8 +446,8 @@ static vkmoe_gemm_rows routed_rows(const vkmoe_layer *layer, vkmoe_expert_matrix
         .source_count = array->chunk_count,
         .tile_expert = base + layer->plan.layout.tile_expert,
         .row_slot = base + layer->plan.layout.row_slot,
-        .hidden = layer->act.hidden.address,
-        .out = layer->act.expert_out.address,
+        .hidden = layer->work->hidden.address,
+        .out = layer->work->expert_out.address,
         .gate_bias = has_bias ? biases + vkmoe_expert_bias_offset(layer, VKMOE_EXPERT_GATE, 0) : 0,
         .up_bias = has_bias ? biases + vkmoe_expert_bias_offset(layer, VKMOE_EXPERT_UP, 0) : 0,
         .down_bias = has_bias ? biases + vkmoe_expert_bias_offset(layer, VKMOE_EXPERT_DOWN, 0) : 0,

@@ -15,7 +15,7 @@ _Static_assert(sizeof(input_rows_push) == 24, "input_rows_push must mirror input
 void vkmoe_input_rows_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 {
     input_rows_push push = {
-        .x_rows = layer->act.x_rows.address,
+        .x_rows = layer->work->x_rows.address,
         .tokens = tokens,
         .dim = layer->params.dim,
         .ld_dim = layer->plan.ld_dim,

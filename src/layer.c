@@ -106,18 +106,18 @@ vkmoe_status vkmoe_layer_allocate_set(vkmoe_layer *layer, VkDescriptorSetLayout 
  * llvmpipe loads through addresses lane by lane: combine 17.7 -> 10.0 ms
  * at DeepSeek-V3 x0.125, T=512), where rows are whole texels and the
  * views fit; shared_out (token_rows rows) is never larger than expert_out. */
-static vkmoe_status create_combine_views(vkmoe_layer *layer, VkDeviceSize expert_out_bytes)
+static vkmoe_status create_combine_views(vkmoe_layer *layer, const vkmoe_workspace_sizes *sizes)
 {
     vkmoe_context *ctx = layer->ctx;
     const vkmoe_layer_params *p = &layer->params;
-    if (p->dim % 4 != 0 || expert_out_bytes / 16 > ctx->properties.limits.maxTexelBufferElements)
+    if (p->dim % 4 != 0 || sizes->expert_out / 16 > ctx->properties.limits.maxTexelBufferElements)
         return VKMOE_OK;
-    VKMOE_TRY(vkmoe_buffer_view_create(ctx, &layer->act.expert_out, VK_FORMAT_R32G32B32A32_SFLOAT,
-                                       expert_out_bytes, &layer->act.expert_out_view));
+    VKMOE_TRY(vkmoe_buffer_view_create(ctx, &layer->work->expert_out, VK_FORMAT_R32G32B32A32_SFLOAT,
+                                       sizes->expert_out, &layer->act.expert_out_view));
     if (!p->shared_ffn_dim)
         return VKMOE_OK;
-    return vkmoe_buffer_view_create(ctx, &layer->act.shared_out, VK_FORMAT_R32G32B32A32_SFLOAT,
-                                    layer->act.shared_out.size, &layer->act.shared_out_view);
+    return vkmoe_buffer_view_create(ctx, &layer->work->shared_out, VK_FORMAT_R32G32B32A32_SFLOAT,
+                                    sizes->shared_out, &layer->act.shared_out_view);
 }
 
 static vkmoe_status create_descriptors(vkmoe_layer *layer)
@@ -188,43 +188,121 @@ static vkmoe_status create_query_pool(vkmoe_layer *layer)
                           "vkCreateQueryPool");
 }
 
-static vkmoe_status allocate_layer(vkmoe_layer *layer)
+/* The layer's sizes and scratch layout, and whether one forward's
+ * intermediate rows can be addressed. */
+static vkmoe_status plan_layer(vkmoe_layer *layer)
 {
-    vkmoe_context *ctx = layer->ctx;
-    const vkmoe_layer_params *p = &layer->params;
-    VkDeviceSize io_bytes = (VkDeviceSize)p->max_tokens * p->dim * sizeof(float);
-    uint64_t hidden_elements = (uint64_t)layer->plan.max_rows * layer->plan.ld_ffn;
-    uint64_t shared_elements = (uint64_t)layer->plan.token_rows * layer->plan.ld_shared;
-    if (shared_elements > hidden_elements)
-        hidden_elements = shared_elements;
-    if (hidden_elements >= (1ull << 32))
-        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+    compute_sizes(layer);
+    uint64_t hidden = (uint64_t)layer->plan.max_rows * layer->plan.ld_ffn;
+    uint64_t shared = (uint64_t)layer->plan.token_rows * layer->plan.ld_shared;
+    if (hidden >= (1ull << 32) || shared >= (1ull << 32))
+        return vkmoe_fail(layer->ctx, VKMOE_ERROR_UNSUPPORTED,
                           "vkmoe_layer_create: max_tokens·top_k·ffn_dim is too large for one "
                           "forward; lower max_tokens");
+    return VKMOE_OK;
+}
+
+static vkmoe_workspace_sizes workspace_sizes(const vkmoe_layer *layer)
+{
+    const vkmoe_layer_params *p = &layer->params;
+    const vkmoe_layer_plan *plan = &layer->plan;
+    uint64_t hidden = (uint64_t)plan->max_rows * plan->ld_ffn;
+    uint64_t shared = (uint64_t)plan->token_rows * plan->ld_shared;
+    return (vkmoe_workspace_sizes){
+        .scratch = plan->layout.size,
+        .x_rows = (VkDeviceSize)plan->token_rows * plan->ld_dim * 4,
+        .hidden = 4 * (hidden > shared ? hidden : shared),
+        .expert_out = (VkDeviceSize)plan->max_rows * p->dim * 4,
+        .shared_out = p->shared_ffn_dim ? (VkDeviceSize)plan->token_rows * p->dim * 4 : 0,
+        .io = (VkDeviceSize)p->max_tokens * p->dim * sizeof(float),
+    };
+}
+
+void vkmoe_workspace_sizes_max(vkmoe_workspace_sizes *into, const vkmoe_workspace_sizes *sizes)
+{
+    VkDeviceSize *a = &into->scratch;
+    const VkDeviceSize *b = &sizes->scratch;
+    for (size_t i = 0; i < sizeof(*sizes) / sizeof(VkDeviceSize); i++)
+        a[i] = a[i] > b[i] ? a[i] : b[i];
+}
+
+vkmoe_status vkmoe_workspace_create(vkmoe_context *ctx, const vkmoe_workspace_sizes *sizes,
+                                    vkmoe_workspace *out)
+{
+    memset(out, 0, sizeof(*out));
+    struct {
+        vkmoe_buffer *buffer;
+        VkDeviceSize size;
+    } buffers[] = {
+        {&out->scratch, sizes->scratch},
+        {&out->x_rows, sizes->x_rows},
+        {&out->hidden, sizes->hidden},
+        {&out->expert_out, sizes->expert_out},
+        {&out->shared_out, sizes->shared_out},
+        {&out->x, sizes->io},
+        {&out->y, sizes->io},
+    };
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(buffers); i++) {
+        vkmoe_status status =
+            buffers[i].size
+                ? vkmoe_buffer_create(ctx, buffers[i].size, VKMOE_MEMORY_DEVICE, buffers[i].buffer)
+                : VKMOE_OK;
+        if (status != VKMOE_OK) {
+            vkmoe_workspace_destroy(ctx, out);
+            return status;
+        }
+    }
+    return VKMOE_OK;
+}
+
+void vkmoe_workspace_destroy(vkmoe_context *ctx, vkmoe_workspace *ws)
+{
+    vkmoe_buffer *buffers[] = {&ws->scratch,    &ws->x_rows, &ws->hidden, &ws->expert_out,
+                               &ws->shared_out, &ws->x,      &ws->y};
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(buffers); i++)
+        vkmoe_buffer_destroy(ctx, buffers[i]);
+    ws->holder = NULL;
+}
+
+/* Weights, the workspace (its own unless `shared`), views, descriptors,
+ * pipelines. */
+static vkmoe_status allocate_layer(vkmoe_layer *layer, vkmoe_workspace *shared)
+{
+    vkmoe_context *ctx = layer->ctx;
+    vkmoe_workspace_sizes sizes = workspace_sizes(layer);
+    if (shared)
+        layer->work = shared;
+    else
+        VKMOE_TRY(vkmoe_workspace_create(ctx, &sizes, &layer->own));
     VKMOE_TRY(vkmoe_weights_create(layer));
     VKMOE_TRY(vkmoe_gemm_token_plan_create(layer));
-    if (p->shared_ffn_dim)
-        VKMOE_TRY(vkmoe_buffer_create(ctx, (VkDeviceSize)layer->plan.token_rows * p->dim * 4,
-                                      VKMOE_MEMORY_DEVICE, &layer->act.shared_out));
-    VKMOE_TRY(vkmoe_buffer_create(ctx, layer->plan.layout.size, VKMOE_MEMORY_DEVICE,
-                                  &layer->plan.scratch));
-    VKMOE_TRY(
-        vkmoe_buffer_create(ctx, hidden_elements * 4, VKMOE_MEMORY_DEVICE, &layer->act.hidden));
-    VKMOE_TRY(vkmoe_buffer_view_create(ctx, &layer->act.hidden, VK_FORMAT_R32G32B32A32_SFLOAT,
-                                       hidden_elements * 4, &layer->act.hidden_view));
-    VkDeviceSize x_rows_bytes = (VkDeviceSize)layer->plan.token_rows * layer->plan.ld_dim * 4;
-    VKMOE_TRY(vkmoe_buffer_create(ctx, x_rows_bytes, VKMOE_MEMORY_DEVICE, &layer->act.x_rows));
-    VKMOE_TRY(vkmoe_buffer_view_create(ctx, &layer->act.x_rows, VK_FORMAT_R32G32B32A32_SFLOAT,
-                                       x_rows_bytes, &layer->act.x_rows_view));
-    VkDeviceSize expert_out_bytes = (VkDeviceSize)layer->plan.max_rows * p->dim * 4;
-    VKMOE_TRY(
-        vkmoe_buffer_create(ctx, expert_out_bytes, VKMOE_MEMORY_DEVICE, &layer->act.expert_out));
-    VKMOE_TRY(create_combine_views(layer, expert_out_bytes));
-    VKMOE_TRY(vkmoe_buffer_create(ctx, io_bytes, VKMOE_MEMORY_DEVICE, &layer->io.x));
-    VKMOE_TRY(vkmoe_buffer_create(ctx, io_bytes, VKMOE_MEMORY_DEVICE, &layer->io.y));
+    vkmoe_workspace *w = layer->work;
+    VKMOE_TRY(vkmoe_buffer_view_create(ctx, &w->hidden, VK_FORMAT_R32G32B32A32_SFLOAT, sizes.hidden,
+                                       &layer->act.hidden_view));
+    VKMOE_TRY(vkmoe_buffer_view_create(ctx, &w->x_rows, VK_FORMAT_R32G32B32A32_SFLOAT, sizes.x_rows,
+                                       &layer->act.x_rows_view));
+    VKMOE_TRY(create_combine_views(layer, &sizes));
     VKMOE_TRY(create_descriptors(layer));
     VKMOE_TRY(create_pipelines(layer));
     return create_query_pool(layer);
+}
+
+vkmoe_status vkmoe_workspace_sizes_of(vkmoe_context *ctx, const vkmoe_layer_params *params,
+                                      vkmoe_workspace_sizes *out)
+{
+    vkmoe_layer *layer = vkmoe_calloc(1, sizeof(*layer));
+    if (!layer)
+        return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    layer->ctx = ctx;
+    vkmoe_status status = vkmoe_params_resolve(ctx, params, &layer->params);
+    if (status == VKMOE_OK) {
+        layer->gemm = vkmoe_gemm_choose(ctx, &layer->params);
+        status = plan_layer(layer);
+    }
+    if (status == VKMOE_OK)
+        *out = workspace_sizes(layer);
+    free(layer);
+    return status;
 }
 
 vkmoe_status vkmoe_layer_compile(vkmoe_context *ctx, const vkmoe_layer_params *params,
@@ -253,6 +331,12 @@ vkmoe_status vkmoe_layer_compile(vkmoe_context *ctx, const vkmoe_layer_params *p
 vkmoe_status vkmoe_layer_create(vkmoe_context *ctx, const vkmoe_layer_params *params,
                                 vkmoe_layer **out)
 {
+    return vkmoe_layer_create_in(ctx, params, NULL, out);
+}
+
+vkmoe_status vkmoe_layer_create_in(vkmoe_context *ctx, const vkmoe_layer_params *params,
+                                   vkmoe_workspace *shared, vkmoe_layer **out)
+{
     VKMOE_REQUIRE(ctx, out, "vkmoe_layer_create: out is NULL");
     *out = NULL;
     VKMOE_REQUIRE(ctx, ctx && params, "vkmoe_layer_create: ctx and params must not be NULL");
@@ -266,11 +350,14 @@ vkmoe_status vkmoe_layer_create(vkmoe_context *ctx, const vkmoe_layer_params *pa
     if (!layer)
         return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     layer->ctx = ctx;
+    layer->work = &layer->own;
+    layer->model_index = VKMOE_INVALID;
     vkmoe_context_add_layer(ctx);
     layer->params = p;
     layer->gemm = vkmoe_gemm_choose(ctx, &p);
-    compute_sizes(layer);
-    vkmoe_status status = allocate_layer(layer);
+    vkmoe_status status = plan_layer(layer);
+    if (status == VKMOE_OK)
+        status = allocate_layer(layer, shared);
     if (status != VKMOE_OK) {
         vkmoe_layer_destroy(&layer);
         return status;
@@ -288,6 +375,13 @@ void vkmoe_layer_destroy(vkmoe_layer **player)
         return;
     vkmoe_layer *layer = *player;
     vkmoe_context *ctx = layer->ctx;
+    if (layer->model) {
+        vkmoe_log(ctx, VKMOE_LOG_ERROR,
+                  "vkmoe_layer_destroy: layer %u belongs to a model; vkmoe_model_destroy "
+                  "destroys it",
+                  layer->model_index);
+        return;
+    }
     vkmoe_context_wait_pending(ctx);
     if (layer->io.queries)
         ctx->vk.vkDestroyQueryPool(ctx->device, layer->io.queries, NULL);
@@ -298,11 +392,8 @@ void vkmoe_layer_destroy(vkmoe_layer **player)
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(views); i++)
         if (views[i])
             ctx->vk.vkDestroyBufferView(ctx->device, views[i], NULL);
-    vkmoe_buffer *buffers[] = {
-        &layer->plan.token_plan, &layer->act.shared_out, &layer->plan.scratch, &layer->act.hidden,
-        &layer->act.x_rows,      &layer->act.expert_out, &layer->io.x,         &layer->io.y};
-    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(buffers); i++)
-        vkmoe_buffer_destroy(ctx, buffers[i]);
+    vkmoe_buffer_destroy(ctx, &layer->plan.token_plan);
+    vkmoe_workspace_destroy(ctx, &layer->own); /* a model's is the model's to destroy */
     vkmoe_weights_destroy(layer);
     free(layer);
     *player = NULL;
@@ -388,6 +479,7 @@ static void record_forward(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tok
     vkmoe_context *ctx = layer->ctx;
     vkmoe_recorded before = vkmoe_recorded_so_far();
     layer->io.last_tokens = tokens;
+    layer->work->holder = layer;
     bind_io(layer, cmd, x, x_offset, y, y_offset,
             (VkDeviceSize)tokens * layer->params.dim * vkmoe_params_io_bytes(&layer->params));
     memory_barrier(ctx, cmd, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_ACCESS_MEMORY_WRITE_BIT,
@@ -431,15 +523,16 @@ vkmoe_status vkmoe_layer_forward(vkmoe_layer *layer, uint32_t tokens, const void
                   (const char *)x + bytes <= (const char *)y ||
                       (const char *)y + bytes <= (const char *)x,
                   "%s: x and y overlap", fn);
-    VKMOE_TRY(vkmoe_buffer_write_rows(ctx, &layer->io.x, 0, x, 1, bytes, bytes));
+    vkmoe_workspace *w = layer->work;
+    VKMOE_TRY(vkmoe_buffer_write_rows(ctx, &w->x, 0, x, 1, bytes, bytes));
     VkCommandBuffer cmd;
     VKMOE_TRY(vkmoe_context_begin(ctx, &cmd));
-    record_forward(layer, cmd, tokens, layer->io.x.buffer, 0, layer->io.y.buffer, 0);
+    record_forward(layer, cmd, tokens, w->x.buffer, 0, w->y.buffer, 0);
     /* Results read through mapped memory (y, statistics) must reach the host. */
     memory_barrier(ctx, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                    VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
     VKMOE_TRY(vkmoe_context_submit_wait(ctx));
-    return vkmoe_buffer_read(ctx, &layer->io.y, 0, y, bytes);
+    return vkmoe_buffer_read(ctx, &w->y, 0, y, bytes);
 }
 
 vkmoe_status vkmoe_layer_expert_counts(const vkmoe_layer *layer, uint32_t *counts, uint32_t n)
@@ -449,11 +542,55 @@ vkmoe_status vkmoe_layer_expert_counts(const vkmoe_layer *layer, uint32_t *count
                   "vkmoe_layer_expert_counts: counts must hold %u values (n = %u)",
                   layer->params.experts, n);
     VKMOE_TRY(vkmoe_context_check_alive(layer->ctx));
-    if (!layer->io.last_tokens)
-        return vkmoe_fail(layer->ctx, VKMOE_ERROR_STATE,
-                          "vkmoe_layer_expert_counts: no forward has run yet");
-    return vkmoe_buffer_read(layer->ctx, &layer->plan.scratch, layer->plan.layout.expert_count,
+    VKMOE_TRY(vkmoe_layer_check_results(layer, "vkmoe_layer_expert_counts"));
+    return vkmoe_buffer_read(layer->ctx, &layer->work->scratch, layer->plan.layout.expert_count,
                              counts, (VkDeviceSize)layer->params.experts * sizeof(uint32_t));
+}
+
+vkmoe_status vkmoe_layer_check_results(const vkmoe_layer *layer, const char *fn)
+{
+    const vkmoe_layer *holder = layer->work->holder;
+    if (!layer->io.last_tokens)
+        return vkmoe_fail(layer->ctx, VKMOE_ERROR_STATE, "%s: no forward has run yet", fn);
+    if (holder != layer)
+        return vkmoe_fail(layer->ctx, VKMOE_ERROR_STATE,
+                          "%s: layer %u shares its model's scratch memory, and layer %u's "
+                          "forward has run since its own: read a layer's results before the "
+                          "next layer's forward",
+                          fn, layer->model_index, holder->model_index);
+    return VKMOE_OK;
+}
+
+static uint64_t array_bytes(const vkmoe_expert_array *a)
+{
+    uint64_t bytes = 0;
+    for (uint32_t c = 0; c < a->chunk_count; c++)
+        bytes += a->chunks[c].size;
+    return bytes;
+}
+
+void vkmoe_layer_memory_of(const vkmoe_layer *layer, vkmoe_memory_report *r)
+{
+    const vkmoe_layer_weights *w = &layer->weights;
+    const vkmoe_workspace *work = layer->work;
+    memset(r, 0, sizeof(*r));
+    for (int m = 0; m < 3; m++) {
+        r->experts += array_bytes(&w->experts[m]);
+        r->shared_experts += array_bytes(&w->shared[m]);
+    }
+    r->experts += w->expert_biases.size;
+    r->routers = w->router.size + w->router_vectors.size;
+    r->scratch = layer->plan.token_plan.size + work->scratch.size + work->x_rows.size +
+                 work->hidden.size + work->expert_out.size + work->shared_out.size + work->x.size +
+                 work->y.size;
+    r->total = r->experts + r->shared_experts + r->routers + r->scratch;
+}
+
+vkmoe_status vkmoe_layer_memory(const vkmoe_layer *layer, vkmoe_memory_report *report)
+{
+    VKMOE_REQUIRE(NULL, layer && report, "vkmoe_layer_memory: layer and report must not be NULL");
+    vkmoe_layer_memory_of(layer, report);
+    return VKMOE_OK;
 }
 
 vkmoe_status vkmoe_layer_params_of(const vkmoe_layer *layer, vkmoe_layer_params *params)
@@ -490,8 +627,9 @@ vkmoe_status vkmoe_layer_timings(const vkmoe_layer *layer, vkmoe_timings *timing
 vkmoe_status vkmoe_layer_debug_read(vkmoe_layer *layer, vkmoe_debug_buffer which, void *dst,
                                     size_t size)
 {
+    VKMOE_TRY(vkmoe_layer_check_results(layer, "vkmoe_layer_debug_read"));
     const vkmoe_scratch_layout *l = &layer->plan.layout;
-    const vkmoe_buffer *buf = &layer->plan.scratch;
+    const vkmoe_buffer *buf = &layer->work->scratch;
     VkDeviceSize offset = 0;
     switch (which) {
     case VKMOE_DEBUG_IDS:
@@ -519,13 +657,13 @@ vkmoe_status vkmoe_layer_debug_read(vkmoe_layer *layer, vkmoe_debug_buffer which
         offset = l->dispatch;
         break;
     case VKMOE_DEBUG_HIDDEN:
-        buf = &layer->act.hidden;
+        buf = &layer->work->hidden;
         break;
     case VKMOE_DEBUG_EXPERT_OUT:
-        buf = &layer->act.expert_out;
+        buf = &layer->work->expert_out;
         break;
     case VKMOE_DEBUG_SHARED_OUT:
-        buf = &layer->act.shared_out;
+        buf = &layer->work->shared_out;
         break;
     case VKMOE_DEBUG_SHARED_SCALE:
         offset = l->shared_scale;

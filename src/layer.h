@@ -35,24 +35,61 @@ typedef struct vkmoe_scratch_layout {
 typedef struct vkmoe_layer_plan {
     uint32_t ld_dim, ld_ffn; /* padded row lengths, in elements */
     uint32_t max_slots, max_blocks, max_scan_tiles, max_rows, max_tiles;
-    uint32_t ld_shared;   /* shared expert: padded width */
-    uint32_t token_rows;  /* max_tokens rounded up to the GEMM tile */
-    uint32_t ld_logits;   /* router logits row: E (+1 with a shared gate), padded */
-    vkmoe_buffer scratch; /* see vkmoe_scratch_layout */
-    vkmoe_scratch_layout layout;
+    uint32_t ld_shared;          /* shared expert: padded width */
+    uint32_t token_rows;         /* max_tokens rounded up to the GEMM tile */
+    uint32_t ld_logits;          /* router logits row: E (+1 with a shared gate), padded */
+    vkmoe_scratch_layout layout; /* of the workspace's scratch */
     /* Passes with one row per token (router logits, shared expert): u32
      * tile_expert [token_rows / tile] = 0, then row_slot [token_rows] = r. */
     vkmoe_buffer token_plan;
 } vkmoe_layer_plan;
 
-/* What the stages hand one another between router and combine. */
+/* The memory a forward works in: the routing scratch and what the stages
+ * hand one another between router and combine. A layer's own, or one
+ * shared by the layers of a model (vkmoe_model_open), each buffer as large
+ * as the largest layer's; `holder` says whose forward it holds. */
+typedef struct vkmoe_workspace {
+    vkmoe_buffer scratch; /* see vkmoe_scratch_layout */
+    vkmoe_buffer x_rows;  /* f32 [token_rows][ld_dim]: x padded with zeros (input_rows) */
+    vkmoe_buffer hidden;  /* f32 [max(max_rows·ld_ffn, token_rows·ld_shared)], gemm_up output */
+    vkmoe_buffer expert_out;   /* f32 [max_rows][dim], gemm_down output */
+    vkmoe_buffer shared_out;   /* f32 [token_rows][dim]; only with a shared expert */
+    vkmoe_buffer x, y;         /* [max_tokens][dim] of io_type, for vkmoe_layer_forward */
+    const vkmoe_layer *holder; /* the layer whose forward was recorded last, or NULL */
+} vkmoe_workspace;
+
+/* Bytes of each workspace buffer a layer needs (0: none). */
+typedef struct vkmoe_workspace_sizes {
+    VkDeviceSize scratch, x_rows, hidden, expert_out, shared_out, io;
+} vkmoe_workspace_sizes;
+
+/* The sizes a layer of these params needs (its params resolved and
+ * checked as vkmoe_layer_create does). */
+vkmoe_status vkmoe_workspace_sizes_of(vkmoe_context *ctx, const vkmoe_layer_params *params,
+                                      vkmoe_workspace_sizes *out);
+/* Grow *into to hold a layer of `sizes` too. */
+void vkmoe_workspace_sizes_max(vkmoe_workspace_sizes *into, const vkmoe_workspace_sizes *sizes);
+vkmoe_status vkmoe_workspace_create(vkmoe_context *ctx, const vkmoe_workspace_sizes *sizes,
+                                    vkmoe_workspace *out);
+void vkmoe_workspace_destroy(vkmoe_context *ctx, vkmoe_workspace *ws);
+
+/* A layer of params working in `shared` (NULL: a workspace of its own);
+ * vkmoe_layer_create is this with NULL. */
+vkmoe_status vkmoe_layer_create_in(vkmoe_context *ctx, const vkmoe_layer_params *params,
+                                   vkmoe_workspace *shared, vkmoe_layer **out);
+
+/* The layer's device memory, the workspace it works in counted whole. */
+void vkmoe_layer_memory_of(const vkmoe_layer *layer, vkmoe_memory_report *report);
+
+/* VKMOE_ERROR_STATE unless the workspace holds this layer's last forward:
+ * none has run, or (a shared workspace) another layer's forward has run
+ * since. */
+vkmoe_status vkmoe_layer_check_results(const vkmoe_layer *layer, const char *fn);
+
+/* Views of the workspace that the stages bind, sized for this layer. */
 typedef struct vkmoe_layer_activations {
-    vkmoe_buffer x_rows; /* f32 [token_rows][ld_dim]: x padded with zeros (input_rows) */
     VkBufferView x_rows_view;
-    vkmoe_buffer hidden; /* f32 [max(max_rows·ld_ffn, token_rows·ld_shared)], gemm_up output */
     VkBufferView hidden_view;
-    vkmoe_buffer expert_out; /* f32 [max_rows][dim], gemm_down output */
-    vkmoe_buffer shared_out; /* f32 [token_rows][dim] */
     /* expert_out and shared_out as RGBA32F texels for combine, where dim is
      * a multiple of 4 and the views fit the device (else VK_NULL_HANDLE:
      * combine loads through addresses); combine_set binds them (or x_rows,
@@ -63,7 +100,6 @@ typedef struct vkmoe_layer_activations {
 
 /* A forward's inputs and outputs, and what it leaves behind. */
 typedef struct vkmoe_layer_io {
-    vkmoe_buffer x, y; /* f32 [max_tokens][dim], for vkmoe_layer_forward */
     VkDescriptorPool descriptor_pool;
     VkDescriptorSet descriptor_set; /* set 0: x and y of the last recording */
     VkQueryPool queries;            /* 2 timestamps per stage when params.timing */
@@ -77,6 +113,10 @@ struct vkmoe_layer {
     vkmoe_layer_params params; /* defaults resolved (vkmoe_params_resolve) */
     vkmoe_gemm_config gemm;
     vkmoe_layer_plan plan;
+    vkmoe_workspace *work; /* &own, or the model's */
+    vkmoe_workspace own;
+    uint32_t model_index;     /* its layer number in a model, or VKMOE_INVALID alone */
+    const vkmoe_model *model; /* the model owning it (vkmoe_model_destroy), or NULL */
     vkmoe_layer_weights weights;
     vkmoe_layer_activations act;
     vkmoe_layer_io io;

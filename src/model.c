@@ -1,9 +1,10 @@
-/* vkmoe_layer_from_file: open a Hugging Face checkpoint or a GGUF file,
- * map its files, describe the layer (model_hf.c, model_gguf.c), check
- * every tensor's type and shape against the description, and stream the
- * weights to a new layer matrix by matrix. */
+/* vkmoe_layer_from_file and vkmoe_model_open: open a Hugging Face
+ * checkpoint or a GGUF file, map its files, describe its layers
+ * (model_hf.c, model_gguf.c), check every tensor's type and shape against
+ * the description, and stream the weights to new layers matrix by matrix. */
 #define _POSIX_C_SOURCE 200809L
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,15 @@
 #include "model.h"
 #include "parse_error.h"
 
-#define FN "vkmoe_layer_from_file"
+vkmoe_status vkmoe_model_fail(const model_source *s, vkmoe_status status, const char *fmt, ...)
+{
+    char message[400];
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(message, sizeof(message), fmt, args);
+    va_end(args);
+    return vkmoe_fail(s->ctx, status, "%s: %s", s->fn, message);
+}
 
 static char *copy_string(const char *s)
 {
@@ -33,11 +42,11 @@ static vkmoe_status open_regular(const model_source *s, const char *path, int *f
 {
     *fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (*fd < 0)
-        return vkmoe_fail(s->ctx, VKMOE_ERROR_IO, FN ": cannot open %s", path);
+        return vkmoe_model_fail(s, VKMOE_ERROR_IO, "cannot open %s", path);
     if (fstat(*fd, st) != 0 || !S_ISREG(st->st_mode)) {
         close(*fd);
         *fd = -1;
-        return vkmoe_fail(s->ctx, VKMOE_ERROR_IO, FN ": %s is not a regular file", path);
+        return vkmoe_model_fail(s, VKMOE_ERROR_IO, "%s is not a regular file", path);
     }
     return VKMOE_OK;
 }
@@ -50,7 +59,7 @@ static vkmoe_status read_text(const model_source *s, const char *path, char **ou
     VKMOE_TRY(open_regular(s, path, &fd, &st));
     vkmoe_status status = VKMOE_OK;
     if (st.st_size > (64l << 20))
-        status = vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT, FN ": %s is over 64 MiB", path);
+        status = vkmoe_model_fail(s, VKMOE_ERROR_FILE_FORMAT, "%s is over 64 MiB", path);
     size_t length = (size_t)st.st_size;
     *out = status == VKMOE_OK ? vkmoe_malloc(length + 1) : NULL;
     if (status == VKMOE_OK && !*out)
@@ -59,7 +68,7 @@ static vkmoe_status read_text(const model_source *s, const char *path, char **ou
     while (status == VKMOE_OK && done < length) {
         ssize_t n = read(fd, *out + done, length - done);
         if (n <= 0)
-            status = vkmoe_fail(s->ctx, VKMOE_ERROR_IO, FN ": cannot read %s", path);
+            status = vkmoe_model_fail(s, VKMOE_ERROR_IO, "cannot read %s", path);
         else
             done += (size_t)n;
     }
@@ -77,9 +86,9 @@ static vkmoe_status read_text(const model_source *s, const char *path, char **ou
 static vkmoe_status parse_failure(const model_source *s, const char *path, const char *error)
 {
     if (vkmoe_parse_ran_out_of_memory(error))
-        return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY,
-                          FN ": out of host memory reading %s", path);
-    return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT, FN ": %s: %s", path, error);
+        return vkmoe_model_fail(s, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory reading %s",
+                                path);
+    return vkmoe_model_fail(s, VKMOE_ERROR_FILE_FORMAT, "%s: %s", path, error);
 }
 
 static vkmoe_status read_json(const model_source *s, const char *path, vkmoe_json *out)
@@ -100,12 +109,12 @@ static vkmoe_status map_file(const model_source *s, const char *path, model_file
     VKMOE_TRY(open_regular(s, path, &fd, &st));
     vkmoe_status status = VKMOE_OK;
     if (st.st_size == 0)
-        status = vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT, FN ": %s is empty", path);
+        status = vkmoe_model_fail(s, VKMOE_ERROR_FILE_FORMAT, "%s is empty", path);
     void *data = status == VKMOE_OK ? mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0)
                                     : MAP_FAILED;
     close(fd);
     if (status == VKMOE_OK && data == MAP_FAILED)
-        status = vkmoe_fail(s->ctx, VKMOE_ERROR_IO, FN ": cannot map %s", path);
+        status = vkmoe_model_fail(s, VKMOE_ERROR_IO, "cannot map %s", path);
     if (status != VKMOE_OK)
         return status;
     out->data = data;
@@ -157,12 +166,12 @@ static vkmoe_status shard_of(const model_source *s, const char *name, const char
     if (s->index.type == VKMOE_JSON_NULL)
         return VKMOE_OK;
     if (!entry)
-        return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
-                          FN ": %s: tensor \"%s\" is not in model.safetensors.index.json",
-                          s->directory, name);
+        return vkmoe_model_fail(s, VKMOE_ERROR_FILE_FORMAT,
+                                "%s: tensor \"%s\" is not in model.safetensors.index.json",
+                                s->directory, name);
     if (!**shard || strchr(*shard, '/') || strcmp(*shard, "..") == 0)
-        return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
-                          FN ": %s: the index names a bad shard for \"%s\"", s->directory, name);
+        return vkmoe_model_fail(s, VKMOE_ERROR_FILE_FORMAT,
+                                "%s: the index names a bad shard for \"%s\"", s->directory, name);
     return VKMOE_OK;
 }
 
@@ -192,9 +201,9 @@ vkmoe_status vkmoe_model_find(model_source *s, const char *name, const model_fil
     *tensor = vkmoe_tensor_file_find(&f->tensors, name);
     *file = f;
     if (!*tensor)
-        return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
-                          FN ": %s has no tensor \"%s\" (is the layer a MoE block?)", f->path,
-                          name);
+        return vkmoe_model_fail(s, VKMOE_ERROR_FILE_FORMAT,
+                                "%s has no tensor \"%s\" (is the layer a MoE block?)", f->path,
+                                name);
     return VKMOE_OK;
 }
 
@@ -285,12 +294,12 @@ static vkmoe_status detect(model_source *s, const char *path)
             s->format = &formats[i];
             return VKMOE_OK;
         }
-    return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
-                      FN ": %s is not a model file: expected a checkpoint directory "
-                         "(config.json and model.safetensors or its index), a GGUF file "
-                         "(\"GGUF\" first) or a .safetensors file of such a directory (a "
-                         "header length, then JSON)",
-                      path);
+    return vkmoe_model_fail(s, VKMOE_ERROR_FILE_FORMAT,
+                            "%s is not a model file: expected a checkpoint directory "
+                            "(config.json and model.safetensors or its index), a GGUF file "
+                            "(\"GGUF\" first) or a .safetensors file of such a directory (a "
+                            "header length, then JSON)",
+                            path);
 }
 
 static vkmoe_status open_source(model_source *s, const char *path)
@@ -321,9 +330,9 @@ static vkmoe_status check_shape(const model_source *s, const model_file *f, cons
     for (uint32_t d = 0; d < dims; d++)
         snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s%llu", d ? ", " : "",
                  (unsigned long long)expected[d]);
-    return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
-                      FN ": %s: tensor \"%s\" has shape [%s], the configuration says [%s]", f->path,
-                      t->name, got, want);
+    return vkmoe_model_fail(s, VKMOE_ERROR_FILE_FORMAT,
+                            "%s: tensor \"%s\" has shape [%s], the configuration says [%s]",
+                            f->path, t->name, got, want);
 }
 
 /* The weight type that holds a tensor's elements as they are; one the
@@ -334,9 +343,9 @@ static vkmoe_status check_dtype(const model_source *s, const model_file *f, cons
     if (vkmoe_weight_type_of_file(t->dtype_name, t->block, t->block_bytes, &type))
         return VKMOE_OK;
     char types[128];
-    return vkmoe_fail(s->ctx, VKMOE_ERROR_UNSUPPORTED,
-                      FN ": %s: tensor \"%s\" is %s; vkmoe reads %s tensors", f->path, t->name,
-                      t->dtype_name, vkmoe_weight_type_list(types, sizeof(types)));
+    return vkmoe_model_fail(s, VKMOE_ERROR_UNSUPPORTED,
+                            "%s: tensor \"%s\" is %s; vkmoe reads %s tensors", f->path, t->name,
+                            t->dtype_name, vkmoe_weight_type_list(types, sizeof(types)));
 }
 
 /* The weight type of a tensor check_dtype accepted. */
@@ -392,6 +401,18 @@ static vkmoe_status upload_f32(model_source *s, vkmoe_layer *layer, const char *
     return status;
 }
 
+/* Count `bytes` more uploaded and tell the caller's callback. */
+static vkmoe_status report_progress(model_source *s, uint64_t bytes)
+{
+    model_progress *p = &s->progress;
+    p->done += bytes;
+    if (p->fn && !p->fn(p->user_data, p->done, p->total))
+        return vkmoe_model_fail(s, VKMOE_ERROR_CANCELLED,
+                                "%s: cancelled by the progress callback after %llu of %llu bytes",
+                                s->path, (unsigned long long)p->done, (unsigned long long)p->total);
+    return VKMOE_OK;
+}
+
 /* One matrix: straight from the mapping when the file holds the layer's
  * type, else through a converted copy. index selects a stacked tensor's
  * expert. expert UINT32_MAX: the shared expert. */
@@ -419,7 +440,8 @@ static vkmoe_status upload_matrix(model_source *s, vkmoe_layer *layer, const mod
                               ? vkmoe_layer_set_shared_expert(layer, m, data, bytes)
                               : vkmoe_layer_set_expert(layer, expert, m, data, bytes);
     free(copy);
-    return status;
+    VKMOE_TRY(status);
+    return report_progress(s, bytes);
 }
 
 /* Rows and columns of matrix m for an FFN of width ffn. */
@@ -428,6 +450,20 @@ static void matrix_shape(const vkmoe_layer_params *p, vkmoe_expert_matrix m, uin
 {
     shape[0] = m == VKMOE_EXPERT_DOWN ? p->dim : ffn;
     shape[1] = m == VKMOE_EXPERT_DOWN ? ffn : p->dim;
+}
+
+/* Bytes upload_layer uploads through upload_matrix for params. */
+static uint64_t matrix_bytes(const vkmoe_layer_params *p)
+{
+    uint64_t bytes = 0, shape[2];
+    for (uint32_t m = vkmoe_params_gated(p) ? 0 : 1; m < 3; m++) {
+        vkmoe_weight_type type = vkmoe_matrix_type(p, m);
+        matrix_shape(p, m, p->ffn_dim, shape);
+        bytes += p->experts * vkmoe_weight_bytes(type, (size_t)(shape[0] * shape[1]));
+        matrix_shape(p, m, p->shared_ffn_dim, shape);
+        bytes += p->shared_ffn_dim ? vkmoe_weight_bytes(type, (size_t)(shape[0] * shape[1])) : 0;
+    }
+    return bytes;
 }
 
 static vkmoe_status upload_experts(model_source *s, vkmoe_layer *layer, const model_layout *l,
@@ -541,25 +577,63 @@ static vkmoe_status choose_weight_type(model_source *s, model_layout *l)
     return expert_type(s, l, VKMOE_EXPERT_UP, &l->params.weight_type);
 }
 
+static const char *source_name(const model_source *s)
+{
+    return s->directory ? s->directory : s->path;
+}
+
+/* Describe layer `index` for the caller's params; weight types from its
+ * tensors. */
+static vkmoe_status describe(model_source *s, uint32_t index, const vkmoe_model_params *mp,
+                             model_layout *layout)
+{
+    memset(layout, 0, sizeof(*layout));
+    VKMOE_TRY(s->format->describe(s, index, layout));
+    if (layout->layers && index >= layout->layers)
+        return vkmoe_model_fail(s, VKMOE_ERROR_INVALID_ARGUMENT,
+                                "layer %u is past the last of %s's %u layers", index,
+                                source_name(s), layout->layers);
+    if (layout->dense)
+        return VKMOE_OK;
+    VKMOE_TRY(choose_weight_type(s, layout));
+    layout->params.max_tokens = mp->max_tokens;
+    layout->params.statistics = mp->statistics;
+    layout->params.timing = mp->timing;
+    layout->params.gemm_path = mp->gemm_path;
+    return VKMOE_OK;
+}
+
+/* A layer of the layout's params, working in `shared` (NULL: its own). */
+static vkmoe_status create_layer(model_source *s, vkmoe_context *ctx, const model_layout *layout,
+                                 vkmoe_workspace *shared, vkmoe_layer **out)
+{
+    vkmoe_status status = vkmoe_layer_create_in(ctx, &layout->params, shared, out);
+    if (status == VKMOE_ERROR_INVALID_ARGUMENT) /* the file's numbers, not the caller's */
+        return vkmoe_model_fail(s, VKMOE_ERROR_FILE_FORMAT,
+                                "%s%s: its hyper-parameters make no valid layer: %s",
+                                source_name(s), s->format->config, vkmoe_last_error());
+    return status;
+}
+
+static void progress_start(model_source *s, const vkmoe_model_params *mp, uint64_t total)
+{
+    s->progress = (model_progress){mp->progress, mp->progress_user_data, 0, total};
+}
+
 static vkmoe_status load(model_source *s, vkmoe_context *ctx, const char *path, uint32_t index,
                          const vkmoe_model_params *mp, vkmoe_layer **out)
 {
     VKMOE_TRY(open_source(s, path));
     model_layout layout;
-    memset(&layout, 0, sizeof(layout));
-    VKMOE_TRY(s->format->describe(s, index, &layout));
-    VKMOE_TRY(choose_weight_type(s, &layout));
-    layout.params.max_tokens = mp->max_tokens;
-    layout.params.statistics = mp->statistics;
-    layout.params.timing = mp->timing;
-    layout.params.gemm_path = mp->gemm_path;
-    vkmoe_status status = vkmoe_layer_create(ctx, &layout.params, out);
-    if (status == VKMOE_ERROR_INVALID_ARGUMENT) /* the file's numbers, not the caller's */
-        return vkmoe_fail(
-            ctx, VKMOE_ERROR_FILE_FORMAT, FN ": %s%s: its hyper-parameters make no valid layer: %s",
-            s->directory ? s->directory : s->path, s->format->config, vkmoe_last_error());
-    VKMOE_TRY(status);
-    status = upload_layer(s, *out, &layout);
+    VKMOE_TRY(describe(s, index, mp, &layout));
+    if (layout.dense)
+        return vkmoe_model_fail(s, VKMOE_ERROR_UNSUPPORTED,
+                                "layer %u of %s is a dense layer, not a MoE block", index,
+                                source_name(s));
+    progress_start(s, mp, matrix_bytes(&layout.params));
+    VKMOE_TRY(report_progress(s, 0));
+    VKMOE_TRY(create_layer(s, ctx, &layout, NULL, out));
+    vkmoe_status status = upload_layer(s, *out, &layout);
     if (status != VKMOE_OK)
         vkmoe_layer_destroy(out);
     return status;
@@ -568,16 +642,173 @@ static vkmoe_status load(model_source *s, vkmoe_context *ctx, const char *path, 
 vkmoe_status vkmoe_layer_from_file(vkmoe_context *ctx, const char *path, uint32_t layer_index,
                                    const vkmoe_model_params *params, vkmoe_layer **out)
 {
-    VKMOE_REQUIRE(ctx, out, FN ": out is NULL");
+    VKMOE_REQUIRE(ctx, out, "vkmoe_layer_from_file: out is NULL");
     *out = NULL;
-    VKMOE_REQUIRE(ctx, ctx && path, FN ": ctx and path must not be NULL");
+    VKMOE_REQUIRE(ctx, ctx && path, "vkmoe_layer_from_file: ctx and path must not be NULL");
     VKMOE_TRY(vkmoe_context_check_alive(ctx));
     vkmoe_model_params defaults = {0};
-    model_source source = {.ctx = ctx};
+    model_source source = {.ctx = ctx, .fn = "vkmoe_layer_from_file"};
     vkmoe_status status = load(&source, ctx, path, layer_index, params ? params : &defaults, out);
     close_source(&source);
     vkmoe_log(ctx, VKMOE_LOG_INFO, "%s (%s): layer %u %s", path,
               source.format ? source.format->name : "not a model", layer_index,
               status == VKMOE_OK ? "loaded" : "failed");
     return status;
+}
+
+/* ---- whole models ---- */
+
+struct vkmoe_model {
+    vkmoe_context *ctx;
+    vkmoe_workspace work; /* shared by the layers */
+    vkmoe_layer **layers; /* [layer_count]; NULL for a dense layer */
+    uint32_t layer_count;
+};
+
+/* Every layer's description (layouts[i], for i below the model's layer
+ * count), the workspace the largest needs and the bytes to upload. */
+static vkmoe_status describe_model(model_source *s, vkmoe_model *model,
+                                   const vkmoe_model_params *mp, model_layout **layouts,
+                                   vkmoe_workspace_sizes *sizes, uint64_t *bytes)
+{
+    model_layout first = {0};
+    VKMOE_TRY(s->format->describe(s, 0, &first));
+    if (!first.layers)
+        return vkmoe_model_fail(s, VKMOE_ERROR_FILE_FORMAT,
+                                "%s%s does not say how many layers the model has "
+                                "(num_hidden_layers, <arch>.block_count)",
+                                source_name(s), s->format->config);
+    model->layer_count = first.layers;
+    *layouts = vkmoe_calloc(first.layers, sizeof(**layouts));
+    model->layers = vkmoe_calloc(first.layers, sizeof(*model->layers));
+    if (!*layouts || !model->layers)
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    memset(sizes, 0, sizeof(*sizes));
+    *bytes = 0;
+    uint32_t sparse = 0;
+    for (uint32_t i = 0; i < model->layer_count; i++) {
+        model_layout *l = &(*layouts)[i];
+        VKMOE_TRY(describe(s, i, mp, l));
+        if (l->dense)
+            continue;
+        vkmoe_workspace_sizes need;
+        vkmoe_status status = vkmoe_workspace_sizes_of(model->ctx, &l->params, &need);
+        if (status == VKMOE_ERROR_INVALID_ARGUMENT)
+            return vkmoe_model_fail(s, VKMOE_ERROR_FILE_FORMAT,
+                                    "%s%s: layer %u's hyper-parameters make no valid layer: %s",
+                                    source_name(s), s->format->config, i, vkmoe_last_error());
+        VKMOE_TRY(status);
+        vkmoe_workspace_sizes_max(sizes, &need);
+        *bytes += matrix_bytes(&l->params);
+        sparse++;
+    }
+    if (!sparse)
+        return vkmoe_model_fail(s, VKMOE_ERROR_UNSUPPORTED, "%s has no MoE layer among its %u",
+                                source_name(s), model->layer_count);
+    return VKMOE_OK;
+}
+
+static vkmoe_status open_model(model_source *s, vkmoe_model *model, const char *path,
+                               const vkmoe_model_params *mp)
+{
+    VKMOE_TRY(open_source(s, path));
+    model_layout *layouts = NULL;
+    vkmoe_workspace_sizes sizes;
+    uint64_t bytes = 0;
+    vkmoe_status status = describe_model(s, model, mp, &layouts, &sizes, &bytes);
+    progress_start(s, mp, bytes);
+    if (status == VKMOE_OK)
+        status = report_progress(s, 0);
+    if (status == VKMOE_OK)
+        status = vkmoe_workspace_create(model->ctx, &sizes, &model->work);
+    for (uint32_t i = 0; i < model->layer_count && status == VKMOE_OK; i++) {
+        if (layouts[i].dense)
+            continue;
+        status = create_layer(s, model->ctx, &layouts[i], &model->work, &model->layers[i]);
+        if (status != VKMOE_OK)
+            break;
+        model->layers[i]->model = model;
+        model->layers[i]->model_index = i;
+        status = upload_layer(s, model->layers[i], &layouts[i]);
+    }
+    free(layouts);
+    return status;
+}
+
+vkmoe_status vkmoe_model_open(vkmoe_context *ctx, const char *path,
+                              const vkmoe_model_params *params, vkmoe_model **out)
+{
+    VKMOE_REQUIRE(ctx, out, "vkmoe_model_open: out is NULL");
+    *out = NULL;
+    VKMOE_REQUIRE(ctx, ctx && path, "vkmoe_model_open: ctx and path must not be NULL");
+    VKMOE_TRY(vkmoe_context_check_alive(ctx));
+    if (ctx->options.compile_only)
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "vkmoe_model_open: the context only compiles pipelines");
+    vkmoe_model *model = vkmoe_calloc(1, sizeof(*model));
+    if (!model)
+        return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    model->ctx = ctx;
+    vkmoe_context_add_layer(ctx); /* the context outlives the model's workspace */
+    vkmoe_model_params defaults = {0};
+    model_source source = {.ctx = ctx, .fn = "vkmoe_model_open"};
+    vkmoe_status status = open_model(&source, model, path, params ? params : &defaults);
+    close_source(&source);
+    vkmoe_log(ctx, VKMOE_LOG_INFO, "%s (%s): %u layers %s", path,
+              source.format ? source.format->name : "not a model", model->layer_count,
+              status == VKMOE_OK ? "loaded" : "failed");
+    if (status != VKMOE_OK)
+        vkmoe_model_destroy(&model);
+    *out = model;
+    return status;
+}
+
+void vkmoe_model_destroy(vkmoe_model **pmodel)
+{
+    if (!pmodel || !*pmodel)
+        return;
+    vkmoe_model *model = *pmodel;
+    vkmoe_context *ctx = model->ctx;
+    for (uint32_t i = 0; model->layers && i < model->layer_count; i++)
+        if (model->layers[i]) {
+            model->layers[i]->model = NULL;
+            vkmoe_layer_destroy(&model->layers[i]);
+        }
+    vkmoe_context_wait_pending(ctx);
+    vkmoe_workspace_destroy(ctx, &model->work);
+    free(model->layers);
+    free(model);
+    *pmodel = NULL;
+    vkmoe_context_remove_layer(ctx);
+}
+
+uint32_t vkmoe_model_layer_count(const vkmoe_model *model)
+{
+    return model ? model->layer_count : 0;
+}
+
+vkmoe_layer *vkmoe_model_layer(const vkmoe_model *model, uint32_t i)
+{
+    return model && i < model->layer_count ? model->layers[i] : NULL;
+}
+
+vkmoe_status vkmoe_model_memory(const vkmoe_model *model, vkmoe_memory_report *report)
+{
+    VKMOE_REQUIRE(NULL, model && report, "vkmoe_model_memory: model and report must not be NULL");
+    memset(report, 0, sizeof(*report));
+    const vkmoe_workspace *w = &model->work;
+    report->scratch = w->scratch.size + w->x_rows.size + w->hidden.size + w->expert_out.size +
+                      w->shared_out.size + w->x.size + w->y.size;
+    for (uint32_t i = 0; i < model->layer_count; i++) {
+        if (!model->layers[i])
+            continue;
+        vkmoe_memory_report r;
+        vkmoe_layer_memory_of(model->layers[i], &r);
+        report->experts += r.experts;
+        report->shared_experts += r.shared_experts;
+        report->routers += r.routers;
+        report->scratch += model->layers[i]->plan.token_plan.size; /* its own */
+    }
+    report->total = report->experts + report->shared_experts + report->routers + report->scratch;
+    return VKMOE_OK;
 }

@@ -39,6 +39,13 @@ typedef struct model_format {
     vkmoe_status (*describe)(model_source *source, uint32_t layer, model_layout *layout);
 } model_format;
 
+/* Progress of the uploads, for vkmoe_model_params.progress. */
+typedef struct model_progress {
+    vkmoe_progress_fn fn;
+    void *user_data;
+    uint64_t done, total; /* bytes of expert matrices */
+} model_progress;
+
 /* A model: its files (opened as their tensors are first needed, for a
  * sharded checkpoint) and its configuration. */
 struct model_source {
@@ -50,6 +57,8 @@ struct model_source {
     uint32_t file_count;
     const model_format *format;
     const char *path; /* as the caller gave it */
+    const char *fn;   /* the API call, for messages */
+    model_progress progress;
 };
 
 /* The tensors of one layer, by name. Per-expert names hold one %u for the
@@ -57,6 +66,8 @@ struct model_source {
  * experts' matrices (GGUF) and its name has no %u. Empty: not present. */
 struct model_layout {
     vkmoe_layer_params params;
+    uint32_t layers; /* the model's layers, dense ones too; 0 if the file does not say */
+    bool dense;      /* the layer is a dense one: no MoE block, no tensors named */
     bool stacked;
     char router[MODEL_NAME_BYTES], router_bias[MODEL_NAME_BYTES];
     char selection_bias[MODEL_NAME_BYTES], shared_gate[MODEL_NAME_BYTES];
@@ -65,10 +76,14 @@ struct model_layout {
 };
 
 /* Fill layout from config.json (model_hf.c) or the GGUF metadata
- * (model_gguf.c) for MoE block `layer`; the weight type is left to the
- * loader. Failures are recorded with vkmoe_fail. */
+ * (model_gguf.c) for layer `layer`, or mark it dense; the weight type is
+ * left to the loader. Failures are recorded with vkmoe_fail. */
 vkmoe_status vkmoe_model_describe_hf(model_source *source, uint32_t layer, model_layout *layout);
 vkmoe_status vkmoe_model_describe_gguf(model_source *source, uint32_t layer, model_layout *layout);
+
+/* vkmoe_fail with the API call's name before the message. */
+vkmoe_status vkmoe_model_fail(const model_source *s, vkmoe_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* The tensor called name and the file holding it; VKMOE_ERROR_FILE_FORMAT
  * naming it when absent. */

@@ -7,8 +7,6 @@
 
 #include "model.h"
 
-#define FN "vkmoe_layer_from_file"
-
 /* ggml's names for the gating functions (<arch>.expert_gating_func). */
 enum { GATING_SOFTMAX = 1, GATING_SIGMOID = 2, GATING_SOFTMAX_WEIGHT = 3 };
 
@@ -30,14 +28,14 @@ static vkmoe_status meta_u32(const model_source *s, const char *arch, const char
     if (!m && !required)
         return VKMOE_OK;
     if (!m || !(m->type == VKMOE_META_UINT || (m->type == VKMOE_META_INT && m->i >= 0)))
-        return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
-                          FN ": %s: \"%s.%s\" is missing or not an unsigned integer",
-                          s->files[0].path, arch, key);
+        return vkmoe_model_fail(s, VKMOE_ERROR_FILE_FORMAT,
+                                "%s: \"%s.%s\" is missing or not an unsigned integer",
+                                s->files[0].path, arch, key);
     uint64_t n = m->type == VKMOE_META_UINT ? m->u : (uint64_t)m->i;
     if (n > most)
-        return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
-                          FN ": %s: \"%s.%s\" is %llu, over the %u vkmoe takes", s->files[0].path,
-                          arch, key, (unsigned long long)n, most);
+        return vkmoe_model_fail(s, VKMOE_ERROR_FILE_FORMAT,
+                                "%s: \"%s.%s\" is %llu, over the %u vkmoe takes", s->files[0].path,
+                                arch, key, (unsigned long long)n, most);
     *out = (uint32_t)n;
     return VKMOE_OK;
 }
@@ -52,10 +50,10 @@ static vkmoe_status describe_deepseek(model_source *s, const char *arch, uint32_
     uint32_t dense = 0, shared = 0;
     uint32_t gating = p->router == VKMOE_ROUTER_SIGMOID_TOPK ? GATING_SIGMOID : GATING_SOFTMAX;
     VKMOE_TRY(meta_u32(s, arch, "leading_dense_block_count", false, UINT32_MAX, &dense));
-    if (layer < dense)
-        return vkmoe_fail(s->ctx, VKMOE_ERROR_UNSUPPORTED,
-                          FN ": layer %u of %s is a dense layer, not a MoE block", layer,
-                          s->files[0].path);
+    if (layer < dense) {
+        l->dense = true;
+        return VKMOE_OK;
+    }
     VKMOE_TRY(meta_u32(s, arch, "expert_gating_func", false, UINT32_MAX, &gating));
     p->router = gating == GATING_SIGMOID ? VKMOE_ROUTER_SIGMOID_TOPK : VKMOE_ROUTER_SOFTMAX_TOPK;
     p->expert_groups = p->topk_groups = 1;
@@ -120,9 +118,9 @@ static vkmoe_status find_family(const model_source *s, const gguf_family **out)
         }
         vkmoe_list_append(known, sizeof(known), families[i].arch);
     }
-    return vkmoe_fail(s->ctx, VKMOE_ERROR_UNSUPPORTED,
-                      FN ": %s: architecture \"%s\" is not supported (%s)", s->files[0].path, arch,
-                      known);
+    return vkmoe_model_fail(s, VKMOE_ERROR_UNSUPPORTED,
+                            "%s: architecture \"%s\" is not supported (%s)", s->files[0].path, arch,
+                            known);
 }
 
 static void name_tensors(model_layout *l, uint32_t layer)
@@ -156,11 +154,13 @@ vkmoe_status vkmoe_model_describe_gguf(model_source *s, uint32_t layer, model_la
     VKMOE_TRY(meta_u32(s, f->arch, f->ffn_key, true, UINT32_MAX, &p->ffn_dim));
     VKMOE_TRY(meta_u32(s, f->arch, "expert_count", true, VKMOE_MAX_EXPERTS, &p->experts));
     VKMOE_TRY(meta_u32(s, f->arch, "expert_used_count", true, VKMOE_MAX_TOP_K, &p->top_k));
+    VKMOE_TRY(meta_u32(s, f->arch, "block_count", false, UINT32_MAX, &l->layers));
     const vkmoe_meta *norm = meta(s, f->arch, "expert_weights_norm");
     if (norm && norm->type == VKMOE_META_BOOL)
         p->normalize_topk = norm->u != 0;
     if (f->describe)
         VKMOE_TRY(f->describe(s, f->arch, layer, l));
-    name_tensors(l, layer);
+    if (!l->dense)
+        name_tensors(l, layer);
     return VKMOE_OK;
 }

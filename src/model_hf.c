@@ -5,8 +5,6 @@
 
 #include "model.h"
 
-#define FN "vkmoe_layer_from_file"
-
 /* A whole number of config.json at most `most`; FILE_FORMAT naming the
  * key and what is wrong with it otherwise. */
 static vkmoe_status config_u32(const model_source *s, const char *key, uint32_t most, uint32_t *out)
@@ -14,15 +12,15 @@ static vkmoe_status config_u32(const model_source *s, const char *key, uint32_t 
     const vkmoe_json *v = vkmoe_json_get(&s->config, key);
     uint64_t n;
     if (!v)
-        return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT, FN ": %s/config.json: \"%s\" is missing",
-                          s->directory, key);
+        return vkmoe_model_fail(s, VKMOE_ERROR_FILE_FORMAT, "%s/config.json: \"%s\" is missing",
+                                s->directory, key);
     if (!vkmoe_json_as_u64(v, UINT64_MAX, &n))
-        return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
-                          FN ": %s/config.json: \"%s\" is not a whole number", s->directory, key);
+        return vkmoe_model_fail(s, VKMOE_ERROR_FILE_FORMAT,
+                                "%s/config.json: \"%s\" is not a whole number", s->directory, key);
     if (n > most)
-        return vkmoe_fail(s->ctx, VKMOE_ERROR_FILE_FORMAT,
-                          FN ": %s/config.json: \"%s\" is %llu, over the %u vkmoe takes",
-                          s->directory, key, (unsigned long long)n, most);
+        return vkmoe_model_fail(s, VKMOE_ERROR_FILE_FORMAT,
+                                "%s/config.json: \"%s\" is %llu, over the %u vkmoe takes",
+                                s->directory, key, (unsigned long long)n, most);
     *out = (uint32_t)n;
     return VKMOE_OK;
 }
@@ -58,10 +56,10 @@ static vkmoe_status describe_deepseek(model_source *s, uint32_t layer, model_lay
     uint32_t first_moe = 0, frequency = 1, shared = 0;
     VKMOE_TRY(config_optional_u32(s, "first_k_dense_replace", UINT32_MAX, &first_moe));
     VKMOE_TRY(config_optional_u32(s, "moe_layer_freq", UINT32_MAX, &frequency));
-    if (layer < first_moe || frequency == 0 || layer % frequency != 0)
-        return vkmoe_fail(s->ctx, VKMOE_ERROR_UNSUPPORTED,
-                          FN ": layer %u of %s is a dense layer, not a MoE block", layer,
-                          s->directory);
+    if (layer < first_moe || frequency == 0 || layer % frequency != 0) {
+        l->dense = true;
+        return VKMOE_OK;
+    }
     const char *scoring = config_string(s, "scoring_func");
     if (*scoring)
         p->router =
@@ -84,12 +82,32 @@ static vkmoe_status describe_deepseek(model_source *s, uint32_t layer, model_lay
     return VKMOE_OK;
 }
 
-/* Qwen1.5/2-MoE and Qwen3-Next: a gated shared expert; every layer is
- * sparse unless decoder_sparse_step or mlp_only_layers say otherwise, which
- * the tensor lookup reports. */
+/* Qwen's MoE models: layer N is sparse when N + 1 is a multiple of
+ * decoder_sparse_step (default 1) and N is not in mlp_only_layers, as their
+ * modeling files decide. */
+static vkmoe_status describe_qwen3(model_source *s, uint32_t layer, model_layout *l)
+{
+    uint32_t step = 1;
+    VKMOE_TRY(config_optional_u32(s, "decoder_sparse_step", UINT32_MAX, &step));
+    const vkmoe_json *dense = vkmoe_json_get(&s->config, "mlp_only_layers");
+    for (uint32_t i = 0; dense && dense->type == VKMOE_JSON_ARRAY && i < dense->count; i++) {
+        uint64_t n;
+        if (!vkmoe_json_as_u64(&dense->children[i], UINT32_MAX, &n))
+            return vkmoe_model_fail(s, VKMOE_ERROR_FILE_FORMAT,
+                                    "%s/config.json: \"mlp_only_layers\" holds a value that is "
+                                    "not a layer number",
+                                    s->directory);
+        l->dense |= n == layer;
+    }
+    l->dense |= step == 0 || (layer + 1) % step != 0;
+    return VKMOE_OK;
+}
+
+/* Qwen1.5/2-MoE and Qwen3-Next: Qwen's sparse layers, and a shared expert
+ * gated by sigmoid(x·ws). */
 static vkmoe_status describe_qwen2(model_source *s, uint32_t layer, model_layout *l)
 {
-    (void)layer;
+    VKMOE_TRY(describe_qwen3(s, layer, l));
     VKMOE_TRY(config_optional_u32(s, "shared_expert_intermediate_size", UINT32_MAX,
                                   &l->params.shared_ffn_dim));
     l->params.shared_gate = l->params.shared_ffn_dim > 0;
@@ -127,7 +145,8 @@ static const hf_family families[] = {
      NULL},
     {"qwen2_moe", "qwen2-moe", "mlp", PROJ, "num_experts", "moe_intermediate_size", "shared_expert",
      "", describe_qwen2},
-    {"qwen3_moe", "qwen3-moe", "mlp", PROJ, "num_experts", "moe_intermediate_size", "", "", NULL},
+    {"qwen3_moe", "qwen3-moe", "mlp", PROJ, "num_experts", "moe_intermediate_size", "", "",
+     describe_qwen3},
     {"qwen3_next", "qwen3-next", "mlp", PROJ, "num_experts", "moe_intermediate_size",
      "shared_expert", "", describe_qwen2},
     {"olmoe", "olmoe", "mlp", PROJ, "num_experts", "intermediate_size", "", "", NULL},
@@ -161,9 +180,9 @@ static vkmoe_status find_family(const model_source *s, const hf_family **out)
         }
         vkmoe_list_append(known, sizeof(known), families[i].model_type);
     }
-    return vkmoe_fail(s->ctx, VKMOE_ERROR_UNSUPPORTED,
-                      FN ": %s/config.json: model_type \"%s\" is not supported (%s)", s->directory,
-                      type, known);
+    return vkmoe_model_fail(s, VKMOE_ERROR_UNSUPPORTED,
+                            "%s/config.json: model_type \"%s\" is not supported (%s)", s->directory,
+                            type, known);
 }
 
 static void name_tensors(model_layout *l, const hf_family *f, uint32_t layer)
@@ -194,10 +213,12 @@ vkmoe_status vkmoe_model_describe_hf(model_source *s, uint32_t layer, model_layo
     VKMOE_TRY(config_u32(s, f->ffn_key, UINT32_MAX, &p->ffn_dim));
     VKMOE_TRY(config_u32(s, f->experts_key, VKMOE_MAX_EXPERTS, &p->experts));
     VKMOE_TRY(config_u32(s, "num_experts_per_tok", VKMOE_MAX_TOP_K, &p->top_k));
+    VKMOE_TRY(config_optional_u32(s, "num_hidden_layers", UINT32_MAX, &l->layers));
     /* the family's choice where the config is silent (Mixtral's, MiniMax-M2's) */
     p->normalize_topk = config_bool(s, "norm_topk_prob", p->normalize_topk);
     if (f->describe)
         VKMOE_TRY(f->describe(s, layer, l));
-    name_tensors(l, f, layer);
+    if (!l->dense)
+        name_tensors(l, f, layer);
     return VKMOE_OK;
 }

@@ -35,7 +35,7 @@ static VkDeviceAddress address_if(bool present, VkDeviceAddress address)
 void vkmoe_router_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 {
     const vkmoe_layer_params *p = &layer->params;
-    VkDeviceAddress scratch = layer->plan.scratch.address;
+    VkDeviceAddress scratch = layer->work->scratch.address;
     VkDeviceAddress vectors = layer->weights.router_vectors.address;
     vkmoe_input_rows_record(layer, cmd, tokens);
     vkmoe_barrier_compute(layer->ctx, cmd);

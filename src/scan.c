@@ -23,7 +23,7 @@ bool vkmoe_bucketing_in_one_dispatch(const vkmoe_layer *layer, uint32_t tokens)
 void vkmoe_scan_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 {
     const vkmoe_scratch_layout *l = &layer->plan.layout;
-    VkDeviceAddress base = layer->plan.scratch.address;
+    VkDeviceAddress base = layer->work->scratch.address;
     uint32_t slots = tokens * layer->params.top_k;
     uint32_t blocks = (uint32_t)vkmoe_div_up(slots, VKMOE_BLOCK_SLOTS);
     uint32_t n = blocks * layer->params.experts;

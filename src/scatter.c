@@ -11,7 +11,7 @@ _Static_assert(sizeof(scatter_push) == 64, "scatter_push must mirror scatter.com
 void vkmoe_scatter_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 {
     const vkmoe_scratch_layout *l = &layer->plan.layout;
-    VkDeviceAddress base = layer->plan.scratch.address;
+    VkDeviceAddress base = layer->work->scratch.address;
     uint32_t slots = tokens * layer->params.top_k;
     uint32_t blocks = (uint32_t)vkmoe_div_up(slots, VKMOE_BLOCK_SLOTS);
     scatter_push push = {

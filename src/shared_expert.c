@@ -16,8 +16,8 @@ void vkmoe_shared_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t token
     vkmoe_gemm_rows rows = {
         .sources = layer->weights.shared[VKMOE_EXPERT_UP].sources,
         .source_count = 1,
-        .hidden = layer->act.hidden.address,
-        .out = layer->act.shared_out.address,
+        .hidden = layer->work->hidden.address,
+        .out = layer->work->shared_out.address,
         .ffn = layer->params.shared_ffn_dim,
         .ld_ffn = layer->plan.ld_shared,
         .top_k = 1,

@@ -24,11 +24,11 @@ static vkmoe_status sum_token_figures(const vkmoe_layer *layer, uint32_t tokens,
     *lse_square_sum = 0;
     for (uint32_t t0 = 0; t0 < tokens && status == VKMOE_OK; t0 += batch) {
         uint32_t n = tokens - t0 < batch ? tokens - t0 : batch;
-        status = vkmoe_buffer_read(layer->ctx, &layer->plan.scratch,
+        status = vkmoe_buffer_read(layer->ctx, &layer->work->scratch,
                                    layer->plan.layout.probs + 4ull * t0 * experts, probs,
                                    4ull * n * experts);
         if (status == VKMOE_OK)
-            status = vkmoe_buffer_read(layer->ctx, &layer->plan.scratch,
+            status = vkmoe_buffer_read(layer->ctx, &layer->work->scratch,
                                        layer->plan.layout.lse + 4ull * t0, lse, 4ull * n);
         for (uint32_t t = 0; t < n && status == VKMOE_OK; t++) {
             for (uint32_t e = 0; e < experts; e++)
@@ -77,8 +77,7 @@ vkmoe_status vkmoe_layer_load_stats(const vkmoe_layer *layer, vkmoe_load_stats *
     if (!p->statistics)
         return vkmoe_fail(layer->ctx, VKMOE_ERROR_STATE,
                           "%s: the layer was created without params.statistics", fn);
-    if (!layer->io.last_tokens)
-        return vkmoe_fail(layer->ctx, VKMOE_ERROR_STATE, "%s: no forward has run yet", fn);
+    VKMOE_TRY(vkmoe_layer_check_results(layer, fn));
     uint32_t *counts = vkmoe_malloc(p->experts * sizeof(*counts));
     double *prob_sum = vkmoe_malloc(p->experts * sizeof(*prob_sum));
     double lse_square_sum = 0;

@@ -123,26 +123,43 @@ static void st_put_experts(st_writer *w, const test_layer *t, const char *prefix
     }
 }
 
-/* Layer `layer` of a checkpoint: its tensors, in one file or spread over
- * `shards` files with an index. */
-void checkpoint_write_hf(const char *dir, const test_layer *t, const char *config,
-                         const hf_names *names, uint32_t layer, uint32_t shards)
+/* Layer `layer`'s tensors under model.layers.N.<block>. */
+static void st_put_layer(st_writer *w, const test_layer *t, const hf_names *names, uint32_t layer)
 {
     const vkmoe_layer_params *p = &t->params;
     char prefix[128], name[256];
     snprintf(prefix, sizeof(prefix), "model.layers.%u.%s.", layer, names->block);
-    st_writer w = {0};
     snprintf(name, sizeof(name), "%sgate.weight", prefix);
-    st_put(&w, p->weight_type, name, t->router, (uint64_t[]){p->experts, p->dim}, 2);
+    st_put(w, p->weight_type, name, t->router, (uint64_t[]){p->experts, p->dim}, 2);
     if (p->selection_bias) {
         snprintf(name, sizeof(name), "%s%s", prefix, names->selection_bias);
-        st_put(&w, p->weight_type, name, t->selection_bias, (uint64_t[]){p->experts}, 1);
+        st_put(w, p->weight_type, name, t->selection_bias, (uint64_t[]){p->experts}, 1);
     }
     if (p->shared_gate) {
         snprintf(name, sizeof(name), "%sshared_expert_gate.weight", prefix);
-        st_put(&w, p->weight_type, name, t->shared_gate_weights, (uint64_t[]){1, p->dim}, 2);
+        st_put(w, p->weight_type, name, t->shared_gate_weights, (uint64_t[]){1, p->dim}, 2);
     }
-    st_put_experts(&w, t, prefix, names);
+    st_put_experts(w, t, prefix, names);
+}
+
+void checkpoint_write_hf(const char *dir, const test_layer *t, const char *config,
+                         const hf_names *names, uint32_t layer, uint32_t shards)
+{
+    const test_layer **layers = calloc(layer + 1, sizeof(*layers));
+    assert_non_null(layers);
+    layers[layer] = t;
+    checkpoint_write_hf_model(dir, layers, layer + 1, config, names, shards);
+    free(layers);
+}
+
+void checkpoint_write_hf_model(const char *dir, const test_layer *const *layers, uint32_t count,
+                               const char *config, const hf_names *names, uint32_t shards)
+{
+    char name[256];
+    st_writer w = {0};
+    for (uint32_t i = 0; i < count; i++)
+        if (layers[i])
+            st_put_layer(&w, layers[i], names, i);
     byte_buffer file;
     st_finish(&w, &file);
     byte_buffer text = {0};
@@ -247,6 +264,20 @@ static void gguf_put_layer(gguf_writer *w, const test_layer *t, uint32_t layer)
 void checkpoint_write_gguf(const char *path, gguf_writer *w, const test_layer *t, const char *arch,
                            uint32_t layer)
 {
+    const test_layer **layers = calloc(layer + 1, sizeof(*layers));
+    assert_non_null(layers);
+    layers[layer] = t;
+    checkpoint_write_gguf_model(path, w, layers, layer + 1, arch);
+    free(layers);
+}
+
+void checkpoint_write_gguf_model(const char *path, gguf_writer *w, const test_layer *const *layers,
+                                 uint32_t count, const char *arch)
+{
+    const test_layer *t = NULL;
+    for (uint32_t i = count; i-- > 0;)
+        t = layers[i] ? layers[i] : t;
+    assert_non_null(t);
     const vkmoe_layer_params *p = &t->params;
     char key[96];
     gguf_add_string(w, "general.architecture", arch);
@@ -259,7 +290,9 @@ void checkpoint_write_gguf(const char *path, gguf_writer *w, const test_layer *t
     gguf_add_u32(w, key, p->experts);
     snprintf(key, sizeof(key), "%s.expert_used_count", arch);
     gguf_add_u32(w, key, p->top_k);
-    gguf_put_layer(w, t, layer);
+    for (uint32_t i = 0; i < count; i++)
+        if (layers[i])
+            gguf_put_layer(w, layers[i], i);
     byte_buffer file;
     gguf_finish(w, &file);
     assert_true(buffer_write_file(&file, path));

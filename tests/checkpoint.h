@@ -22,6 +22,10 @@ void checkpoint_weights(vkmoe_context *ctx, vkmoe_layer_params params, test_laye
  * `shards` shards and their index when shards > 1. */
 void checkpoint_write_hf(const char *dir, const test_layer *t, const char *config,
                          const hf_names *names, uint32_t layer, uint32_t shards);
+/* The same for a model: layers[i] for i < count, NULL for a dense layer
+ * (no tensors written); all of one family and shape. */
+void checkpoint_write_hf_model(const char *dir, const test_layer *const *layers, uint32_t count,
+                               const char *config, const hf_names *names, uint32_t shards);
 /* DeepSeek-V3's routing metadata in a deepseek2 GGUF file: sigmoid gating,
  * 8 groups keep 4, one shared expert, weights renormalised and × 2.5. */
 void checkpoint_deepseek_v3_meta(gguf_writer *w);
@@ -29,5 +33,8 @@ void checkpoint_deepseek_v3_meta(gguf_writer *w);
  * metadata the caller already added to w. */
 void checkpoint_write_gguf(const char *path, gguf_writer *w, const test_layer *t, const char *arch,
                            uint32_t layer);
+/* The same for a model (the metadata from its first MoE layer). */
+void checkpoint_write_gguf_model(const char *path, gguf_writer *w, const test_layer *const *layers,
+                                 uint32_t count, const char *arch);
 
 #endif

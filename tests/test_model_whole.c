@@ -1,0 +1,421 @@
+/* Whole models (vkmoe_model_open): every MoE layer of a checkpoint or GGUF
+ * file, dense layers skipped, the scratch shared; each layer equal bit for
+ * bit to the same layer loaded alone, forwarded or recorded in one command
+ * buffer; results read in the wrong order refused; progress and its
+ * cancellation; memory by kind; files that say no layer count or no MoE
+ * layer. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checkpoint.h"
+#include "helpers.h"
+#include "memory.h"
+
+#define LAYERS 4
+#define TOKENS 12
+
+static char work_dir[256];
+
+static const char *path_in(const char *name)
+{
+    static char path[512];
+    snprintf(path, sizeof(path), "%s/%s", work_dir, name);
+    return path;
+}
+
+/* DeepSeek-V3's routing at a small shape; layer 0 dense, as
+ * first_k_dense_replace 1 says. */
+static const char deepseek_config[] =
+    "{\"model_type\": \"deepseek_v3\", \"hidden_size\": 40, \"num_hidden_layers\": 4, "
+    "\"moe_intermediate_size\": 24, \"n_routed_experts\": 32, \"num_experts_per_tok\": 8, "
+    "\"n_group\": 8, \"topk_group\": 4, \"topk_method\": \"noaux_tc\", "
+    "\"scoring_func\": \"sigmoid\", \"norm_topk_prob\": true, \"routed_scaling_factor\": 2.5, "
+    "\"n_shared_experts\": 1, \"first_k_dense_replace\": 1}";
+
+static vkmoe_layer_params deepseek_params(void)
+{
+    vkmoe_layer_params p = test_shape(40, 24, 32, 0, 1);
+    p.weight_type = VKMOE_WEIGHT_BF16;
+    assert_int_equal(vkmoe_layer_params_family(&p, "deepseek-v3"), VKMOE_OK);
+    p.shared_ffn_dim = 24;
+    return p;
+}
+
+/* Layers 1..3 of a model, each with its own random weights. */
+typedef struct test_model_weights {
+    test_layer layers[LAYERS];
+    const test_layer *present[LAYERS];
+} test_model_weights;
+
+static void model_weights(vkmoe_context *ctx, vkmoe_layer_params p, test_model_weights *m)
+{
+    memset(m, 0, sizeof(*m));
+    for (uint32_t i = 1; i < LAYERS; i++) {
+        checkpoint_weights(ctx, p, &m->layers[i]);
+        m->present[i] = &m->layers[i];
+    }
+}
+
+static void model_weights_free(test_model_weights *m)
+{
+    for (uint32_t i = 1; i < LAYERS; i++)
+        test_layer_destroy(&m->layers[i]);
+}
+
+typedef struct progress_log {
+    uint32_t calls, stop_after;
+    uint64_t last_done, total;
+    bool monotonic;
+} progress_log;
+
+static bool log_progress(void *user_data, uint64_t done, uint64_t total)
+{
+    progress_log *log = user_data;
+    if (log->calls == 0)
+        log->monotonic = done == 0;
+    else
+        log->monotonic &= done >= log->last_done && total == log->total;
+    log->calls++;
+    log->last_done = done;
+    log->total = total;
+    return log->stop_after == 0 || log->calls < log->stop_after;
+}
+
+static vkmoe_model *open_model(vkmoe_context *ctx, const char *path, progress_log *log)
+{
+    vkmoe_model_params mp = {.max_tokens = TOKENS,
+                             .statistics = true,
+                             .progress = log ? log_progress : NULL,
+                             .progress_user_data = log};
+    vkmoe_model *model = NULL;
+    if (vkmoe_model_open(ctx, path, &mp, &model) != VKMOE_OK)
+        fail_msg("vkmoe_model_open: %s", vkmoe_last_error());
+    return model;
+}
+
+/* x through layers 1..3 of the model, one vkmoe_layer_forward each;
+ * ys[i] is layer i's output (caller frees). */
+static void forward_chain(vkmoe_layer *const *layers, const float *x, uint32_t dim, float **ys)
+{
+    const float *in = x;
+    for (uint32_t i = 1; i < LAYERS; i++) {
+        ys[i] = malloc((size_t)TOKENS * dim * sizeof(float));
+        if (vkmoe_layer_forward(layers[i], TOKENS, in, ys[i]) != VKMOE_OK)
+            fail_msg("forward of layer %u: %s", i, vkmoe_last_error());
+        in = ys[i];
+    }
+}
+
+/* The same chain recorded into one command buffer of the caller's, each
+ * layer's y the next one's x, submitted once: y of the last layer. */
+static void record_chain(vkmoe_context *ctx, vkmoe_layer *const *layers, const float *x,
+                         uint32_t dim, float *y)
+{
+    size_t bytes = (size_t)TOKENS * dim * sizeof(float);
+    vkmoe_buffer buffers[2];
+    for (int b = 0; b < 2; b++)
+        assert_int_equal(vkmoe_buffer_create(ctx, bytes, VKMOE_MEMORY_DEVICE, &buffers[b]),
+                         VKMOE_OK);
+    assert_int_equal(vkmoe_buffer_write_rows(ctx, &buffers[0], 0, x, 1, bytes, bytes), VKMOE_OK);
+    VkCommandPoolCreateInfo pool_info = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+                                         .queueFamilyIndex = ctx->queue_family};
+    VkCommandPool pool;
+    assert_int_equal(ctx->vk.vkCreateCommandPool(ctx->device, &pool_info, NULL, &pool), VK_SUCCESS);
+    VkCommandBufferAllocateInfo alloc = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                         .commandPool = pool,
+                                         .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                         .commandBufferCount = 1};
+    VkCommandBuffer cmd;
+    assert_int_equal(ctx->vk.vkAllocateCommandBuffers(ctx->device, &alloc, &cmd), VK_SUCCESS);
+    VkCommandBufferBeginInfo begin = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+    assert_int_equal(ctx->vk.vkBeginCommandBuffer(cmd, &begin), VK_SUCCESS);
+    int in = 0;
+    for (uint32_t i = 1; i < LAYERS; i++, in ^= 1)
+        assert_int_equal(vkmoe_layer_record_forward(layers[i], cmd, TOKENS, buffers[in].buffer, 0,
+                                                    buffers[in ^ 1].buffer, 0),
+                         VKMOE_OK);
+    assert_int_equal(ctx->vk.vkEndCommandBuffer(cmd), VK_SUCCESS);
+    VkSubmitInfo submit = {
+        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &cmd};
+    assert_int_equal(ctx->vk.vkQueueSubmit(ctx->queue, 1, &submit, VK_NULL_HANDLE), VK_SUCCESS);
+    assert_int_equal(ctx->vk.vkQueueWaitIdle(ctx->queue), VK_SUCCESS);
+    assert_int_equal(vkmoe_buffer_read(ctx, &buffers[in], 0, y, bytes), VKMOE_OK);
+    ctx->vk.vkDestroyCommandPool(ctx->device, pool, NULL);
+    for (int b = 0; b < 2; b++)
+        vkmoe_buffer_destroy(ctx, &buffers[b]);
+}
+
+static void free_chain(float **ys)
+{
+    for (uint32_t i = 1; i < LAYERS; i++)
+        free(ys[i]);
+}
+
+/* The model's layers against the same layers loaded one by one, through
+ * the same chain: bit for bit, forwarded and recorded. */
+static void check_against_single_layers(vkmoe_context *ctx, const char *path, vkmoe_model *model,
+                                        uint32_t dim)
+{
+    vkmoe_layer *model_layers[LAYERS] = {NULL}, *single[LAYERS] = {NULL};
+    vkmoe_model_params mp = {.max_tokens = TOKENS, .statistics = true};
+    for (uint32_t i = 1; i < LAYERS; i++) {
+        model_layers[i] = vkmoe_model_layer(model, i);
+        assert_non_null(model_layers[i]);
+        if (vkmoe_layer_from_file(ctx, path, i, &mp, &single[i]) != VKMOE_OK)
+            fail_msg("vkmoe_layer_from_file: %s", vkmoe_last_error());
+    }
+    float *x = test_input(TOKENS, dim), *want[LAYERS] = {NULL}, *got[LAYERS] = {NULL};
+    forward_chain(single, x, dim, want);
+    forward_chain(model_layers, x, dim, got);
+    size_t bytes = (size_t)TOKENS * dim * sizeof(float);
+    for (uint32_t i = 1; i < LAYERS; i++)
+        assert_memory_equal(got[i], want[i], bytes);
+    float *recorded = malloc(bytes);
+    record_chain(ctx, model_layers, x, dim, recorded);
+    assert_memory_equal(recorded, want[LAYERS - 1], bytes);
+
+    vkmoe_memory_report whole, alone, sum = {0};
+    assert_int_equal(vkmoe_model_memory(model, &whole), VKMOE_OK);
+    for (uint32_t i = 1; i < LAYERS; i++) {
+        assert_int_equal(vkmoe_layer_memory(single[i], &alone), VKMOE_OK);
+        sum.experts += alone.experts;
+        sum.shared_experts += alone.shared_experts;
+        sum.routers += alone.routers;
+        sum.scratch += alone.scratch;
+        vkmoe_layer_destroy(&single[i]);
+    }
+    assert_int_equal(whole.experts, sum.experts);
+    assert_int_equal(whole.shared_experts, sum.shared_experts);
+    assert_int_equal(whole.routers, sum.routers);
+    assert_true(whole.scratch > sum.scratch / 3 && whole.scratch < sum.scratch / 2);
+    assert_int_equal(whole.total,
+                     whole.experts + whole.shared_experts + whole.routers + whole.scratch);
+    assert_true(whole.experts > 0 && whole.shared_experts > 0 && whole.routers > 0);
+    free(recorded);
+    free(x);
+    free_chain(want);
+    free_chain(got);
+}
+
+/* After layer 3's forward, layer 1's results are gone from the shared
+ * scratch: VKMOE_ERROR_STATE naming both; layer 3's read fine. */
+static void check_wrong_order(vkmoe_model *model)
+{
+    uint32_t counts[32];
+    vkmoe_load_stats stats;
+    vkmoe_layer *first = vkmoe_model_layer(model, 1), *last = vkmoe_model_layer(model, 3);
+    assert_int_equal(vkmoe_layer_expert_counts(last, counts, 32), VKMOE_OK);
+    uint32_t slots = 0;
+    for (int e = 0; e < 32; e++)
+        slots += counts[e];
+    assert_int_equal(slots, TOKENS * 8);
+    assert_int_equal(vkmoe_layer_load_stats(last, &stats, NULL, NULL, NULL, 0), VKMOE_OK);
+    assert_int_equal(vkmoe_layer_expert_counts(first, counts, 32), VKMOE_ERROR_STATE);
+    assert_non_null(strstr(vkmoe_last_error(), "layer 1 shares"));
+    assert_non_null(strstr(vkmoe_last_error(), "layer 3's forward"));
+    assert_int_equal(vkmoe_layer_load_stats(vkmoe_model_layer(model, 2), &stats, NULL, NULL, NULL,
+                                            0),
+                     VKMOE_ERROR_STATE);
+}
+
+static void test_checkpoint_model(void **state)
+{
+    vkmoe_context *ctx = *state;
+    test_seed(501);
+    vkmoe_layer_params p = deepseek_params();
+    test_model_weights m;
+    model_weights(ctx, p, &m);
+    checkpoint_write_hf_model(work_dir, m.present, LAYERS, deepseek_config,
+                              &checkpoint_deepseek_names, 2);
+    progress_log log = {0};
+    vkmoe_model *model = open_model(ctx, work_dir, &log);
+    assert_int_equal(vkmoe_model_layer_count(model), LAYERS);
+    assert_null(vkmoe_model_layer(model, 0)); /* dense */
+    assert_null(vkmoe_model_layer(model, LAYERS));
+    /* once at 0, then after each of 3 layers' 32 experts' and shared expert's 3 matrices */
+    assert_int_equal(log.calls, 1 + 3 * (32 * 3 + 3));
+    assert_true(log.monotonic);
+    assert_true(log.total > 0 && log.last_done == log.total);
+    check_against_single_layers(ctx, work_dir, model, p.dim);
+    check_wrong_order(model);
+
+    /* the model owns its layers */
+    vkmoe_layer *owned = vkmoe_model_layer(model, 2);
+    vkmoe_layer_destroy(&owned);
+    assert_ptr_equal(owned, vkmoe_model_layer(model, 2));
+    float *x = test_input(1, p.dim), y[40];
+    assert_int_equal(vkmoe_layer_forward(owned, 1, x, y), VKMOE_OK);
+    free(x);
+    vkmoe_model_destroy(&model);
+    assert_null(model);
+    vkmoe_model_destroy(&model);
+    vkmoe_model_destroy(NULL);
+    model_weights_free(&m);
+}
+
+static void test_gguf_model(void **state)
+{
+    vkmoe_context *ctx = *state;
+    test_seed(502);
+    vkmoe_layer_params p = deepseek_params();
+    p.weight_type = p.down_weight_type = VKMOE_WEIGHT_Q8_0;
+    p.dim = 64;
+    p.ffn_dim = p.shared_ffn_dim = 32;
+    test_model_weights m;
+    model_weights(ctx, p, &m);
+    gguf_writer w = {0};
+    checkpoint_deepseek_v3_meta(&w);
+    gguf_add_u32(&w, "deepseek2.block_count", LAYERS);
+    gguf_add_u32(&w, "deepseek2.leading_dense_block_count", 1);
+    checkpoint_write_gguf_model(path_in("model.gguf"), &w, m.present, LAYERS, "deepseek2");
+    vkmoe_model *model = open_model(ctx, path_in("model.gguf"), NULL);
+    assert_int_equal(vkmoe_model_layer_count(model), LAYERS);
+    assert_null(vkmoe_model_layer(model, 0));
+    check_against_single_layers(ctx, path_in("model.gguf"), model, p.dim);
+    vkmoe_model_destroy(&model);
+    model_weights_free(&m);
+}
+
+/* A progress callback that says stop: VKMOE_ERROR_CANCELLED, nothing made
+ * (ASan would see what is left), and the next open works. */
+static void test_cancel_from_progress(void **state)
+{
+    vkmoe_context *ctx = *state;
+    test_seed(503);
+    test_model_weights m;
+    model_weights(ctx, deepseek_params(), &m);
+    checkpoint_write_hf_model(work_dir, m.present, LAYERS, deepseek_config,
+                              &checkpoint_deepseek_names, 1);
+    for (uint32_t stop = 1; stop <= 150; stop += 149) {
+        progress_log log = {.stop_after = stop};
+        vkmoe_model_params mp = {.progress = log_progress, .progress_user_data = &log};
+        vkmoe_model *model = (vkmoe_model *)&model;
+        assert_int_equal(vkmoe_model_open(ctx, work_dir, &mp, &model), VKMOE_ERROR_CANCELLED);
+        assert_null(model);
+        assert_int_equal(log.calls, stop);
+        assert_non_null(strstr(vkmoe_last_error(), "cancelled"));
+    }
+    vkmoe_layer *layer = NULL;
+    progress_log log = {.stop_after = 2};
+    vkmoe_model_params mp = {.progress = log_progress, .progress_user_data = &log};
+    assert_int_equal(vkmoe_layer_from_file(ctx, work_dir, 1, &mp, &layer), VKMOE_ERROR_CANCELLED);
+    assert_null(layer);
+    vkmoe_model *model = open_model(ctx, work_dir, NULL);
+    vkmoe_model_destroy(&model);
+    model_weights_free(&m);
+}
+
+/* Qwen's sparse layers: decoder_sparse_step 2 makes layers 1 and 3 MoE
+ * blocks, mlp_only_layers takes 3 away again. */
+static void test_qwen_sparse_layers(void **state)
+{
+    vkmoe_context *ctx = *state;
+    test_seed(504);
+    vkmoe_layer_params p = test_shape(40, 24, 8, 2, 1);
+    p.weight_type = VKMOE_WEIGHT_F16;
+    assert_int_equal(vkmoe_layer_params_family(&p, "qwen3-moe"), VKMOE_OK);
+    p.top_k = 2;
+    test_model_weights m;
+    model_weights(ctx, p, &m);
+    m.present[2] = NULL;
+    m.present[3] = NULL;
+    checkpoint_write_hf_model(work_dir, m.present, LAYERS,
+                              "{\"model_type\": \"qwen3_moe\", \"hidden_size\": 40, "
+                              "\"num_hidden_layers\": 4, \"moe_intermediate_size\": 24, "
+                              "\"num_experts\": 8, \"num_experts_per_tok\": 2, "
+                              "\"norm_topk_prob\": true, \"decoder_sparse_step\": 2, "
+                              "\"mlp_only_layers\": [3]}",
+                              &checkpoint_qwen_names, 1);
+    vkmoe_model *model = open_model(ctx, work_dir, NULL);
+    for (uint32_t i = 0; i < LAYERS; i++)
+        assert_true((vkmoe_model_layer(model, i) != NULL) == (i == 1));
+    vkmoe_model_destroy(&model);
+    vkmoe_layer *layer = (vkmoe_layer *)&layer;
+    assert_int_equal(vkmoe_layer_from_file(ctx, work_dir, 3, NULL, &layer),
+                     VKMOE_ERROR_UNSUPPORTED);
+    assert_non_null(strstr(vkmoe_last_error(), "dense"));
+    assert_int_equal(vkmoe_layer_from_file(ctx, work_dir, 4, NULL, &layer),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(vkmoe_last_error(), "past the last of"));
+    model_weights_free(&m);
+}
+
+static void expect_open_fails(vkmoe_context *ctx, const char *path, vkmoe_status status,
+                              const char *words)
+{
+    vkmoe_model *model = (vkmoe_model *)&model;
+    assert_int_equal(vkmoe_model_open(ctx, path, NULL, &model), status);
+    assert_null(model);
+    if (!strstr(vkmoe_last_error(), words))
+        fail_msg("expected \"%s\" in: %s", words, vkmoe_last_error());
+}
+
+/* No layer count, no MoE layer, bad arguments: a clear status each. */
+static void test_models_refused(void **state)
+{
+    vkmoe_context *ctx = *state;
+    test_seed(505);
+    test_model_weights m;
+    model_weights(ctx, deepseek_params(), &m);
+    static const char no_count[] =
+        "{\"model_type\": \"deepseek_v3\", \"hidden_size\": 40, "
+        "\"moe_intermediate_size\": 24, \"n_routed_experts\": 32, \"num_experts_per_tok\": 8, "
+        "\"n_group\": 8, \"topk_group\": 4, \"topk_method\": \"noaux_tc\", "
+        "\"scoring_func\": \"sigmoid\", \"n_shared_experts\": 1}";
+    checkpoint_write_hf_model(work_dir, m.present, LAYERS, no_count, &checkpoint_deepseek_names,
+                              1);
+    expect_open_fails(ctx, work_dir, VKMOE_ERROR_FILE_FORMAT, "num_hidden_layers");
+    static const char all_dense[] =
+        "{\"model_type\": \"deepseek_v3\", \"hidden_size\": 40, \"num_hidden_layers\": 4, "
+        "\"moe_intermediate_size\": 24, \"n_routed_experts\": 32, \"num_experts_per_tok\": 8, "
+        "\"n_group\": 8, \"topk_group\": 4, \"topk_method\": \"noaux_tc\", "
+        "\"scoring_func\": \"sigmoid\", \"n_shared_experts\": 1, \"first_k_dense_replace\": 9}";
+    checkpoint_write_hf_model(work_dir, m.present, LAYERS, all_dense, &checkpoint_deepseek_names,
+                              1);
+    expect_open_fails(ctx, work_dir, VKMOE_ERROR_UNSUPPORTED, "no MoE layer");
+    /* a layer the config promises but the file lacks */
+    m.present[2] = NULL;
+    checkpoint_write_hf_model(work_dir, m.present, LAYERS, deepseek_config,
+                              &checkpoint_deepseek_names, 1);
+    expect_open_fails(ctx, work_dir, VKMOE_ERROR_FILE_FORMAT, "model.layers.2.");
+    expect_open_fails(ctx, path_in("absent"), VKMOE_ERROR_IO, "absent");
+
+    vkmoe_model *model = NULL;
+    assert_int_equal(vkmoe_model_open(NULL, work_dir, NULL, &model), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_model_open(ctx, NULL, NULL, &model), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_model_open(ctx, work_dir, NULL, NULL), VKMOE_ERROR_INVALID_ARGUMENT);
+    vkmoe_memory_report report;
+    assert_int_equal(vkmoe_model_memory(NULL, &report), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_memory(NULL, &report), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_model_layer_count(NULL), 0);
+    assert_null(vkmoe_model_layer(NULL, 0));
+    model_weights_free(&m);
+}
+
+static int setup(void **state)
+{
+    if (!test_make_dir("vkmoe-test-model-whole", work_dir, sizeof(work_dir)))
+        return -1;
+    return test_group_setup(state);
+}
+
+static int teardown(void **state)
+{
+    const char *names[] = {"config.json", "model.safetensors", "model.safetensors.index.json",
+                           "model.gguf", "model-00001-of-00002.safetensors",
+                           "model-00002-of-00002.safetensors"};
+    test_remove_dir(work_dir, names, VKMOE_ARRAY_SIZE(names));
+    return test_group_teardown(state);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_checkpoint_model),   cmocka_unit_test(test_gguf_model),
+        cmocka_unit_test(test_cancel_from_progress), cmocka_unit_test(test_qwen_sparse_layers),
+        cmocka_unit_test(test_models_refused),
+    };
+    return test_device_suite(tests, setup, teardown);
+}
