@@ -1,6 +1,7 @@
-/* vkmoe-run: run one MoE layer of a model file on hidden states from a
- * .npy file and write the layer's output as .npy.
- *   vkmoe-run --model PATH --layer N --input x.npy --output y.npy
+/* vkmoe-run: run one MoE layer of a model file, or every one in order (a
+ * smoke run of the whole model's MoE blocks), on hidden states from a .npy
+ * file and write the output as .npy.
+ *   vkmoe-run --model PATH (--layer N | --layers all) --input x.npy --output y.npy
  *             [--device N|NAME] [--gemm PATH] [--stats]
  * Exit status: 0 done (or --help), 1 a vkmoe or file error (message on
  * stderr), 2 bad usage. */
@@ -15,7 +16,7 @@ typedef struct options {
     const char *model, *input, *output, *device;
     vkmoe_gemm_path gemm_path;
     uint32_t layer;
-    bool has_layer, stats;
+    bool has_layer, all_layers, stats;
 } options;
 
 /* The usage line: on stdout for --help (done: exit 0), on stderr after a
@@ -23,7 +24,7 @@ typedef struct options {
 static int usage(bool asked)
 {
     fprintf(asked ? stdout : stderr,
-            "usage: vkmoe-run --model PATH --layer N --input x.npy --output y.npy "
+            "usage: vkmoe-run --model PATH (--layer N | --layers all) --input x.npy --output y.npy "
             "[--device N|NAME] [--gemm auto|register|tiled|coopmat|gemv] [--stats]\n");
     return asked ? -1 : 2;
 }
@@ -63,27 +64,30 @@ static int parse_args(int argc, char **argv, options *o)
             ;
         else if (!strcmp(a, "--layer") && (o->has_layer = parse_layer(v, &o->layer)))
             ;
+        else if (!strcmp(a, "--layers") && !strcmp(v, "all"))
+            o->all_layers = true;
         else
             return usage(false);
         i++;
     }
-    return o->model && o->input && o->output && o->has_layer ? 0 : usage(false);
+    return o->model && o->input && o->output && o->has_layer != o->all_layers ? 0 : usage(false);
 }
 
-static void print_stats(const vkmoe_layer *layer, uint32_t experts)
+/* The load statistics of the layer's last forward as JSON, after `before`. */
+static void print_stats(const vkmoe_layer *layer, uint32_t experts, const char *before)
 {
     uint32_t *routed = malloc(experts * sizeof(*routed)), *dropped = malloc(experts * 4);
     double *mean = malloc(experts * sizeof(*mean));
     vkmoe_load_stats s;
     if (routed && dropped && mean &&
         vkmoe_layer_load_stats(layer, &s, routed, dropped, mean, experts) == VKMOE_OK) {
-        printf("{\"tokens\": %u, \"dropped\": %llu, \"balance_loss\": %.9g, \"z_loss\": %.9g,\n"
+        printf("%s{\"tokens\": %u, \"dropped\": %llu, \"balance_loss\": %.9g, \"z_loss\": %.9g,\n"
                " \"experts\": [",
-               s.tokens, (unsigned long long)s.dropped, s.balance_loss, s.z_loss);
+               before, s.tokens, (unsigned long long)s.dropped, s.balance_loss, s.z_loss);
         for (uint32_t e = 0; e < experts; e++)
             printf("%s{\"routed\": %u, \"dropped\": %u, \"mean_probability\": %.9g}",
                    e ? ",\n  " : "", routed[e], dropped[e], mean[e]);
-        printf("]}\n");
+        printf("]}");
     }
     free(routed);
     free(dropped);
@@ -117,9 +121,79 @@ static bool run(const options *o, vkmoe_context *ctx, const float *x, uint32_t t
     *y = ok ? malloc((size_t)tokens * dim * sizeof(float)) : NULL;
     ok = ok &&
          vkmoe_ok(*y ? vkmoe_layer_forward(layer, tokens, x, *y) : VKMOE_ERROR_OUT_OF_HOST_MEMORY);
-    if (ok && o->stats)
-        print_stats(layer, p.experts);
+    if (ok && o->stats) {
+        print_stats(layer, p.experts, "");
+        printf("\n");
+    }
     vkmoe_layer_destroy(&layer);
+    return ok;
+}
+
+/* A progress bar on stderr, redrawn at each whole percent. */
+static bool show_progress(void *user_data, uint64_t done, uint64_t total)
+{
+    int *shown = user_data;
+    int percent = total ? (int)(100 * done / total) : 100;
+    if (percent == *shown)
+        return true;
+    *shown = percent;
+    char bar[41];
+    memset(bar, '#', (size_t)percent * 40 / 100);
+    memset(bar + percent * 40 / 100, '.', 40 - (size_t)percent * 40 / 100);
+    bar[40] = '\0';
+    fprintf(stderr, "\rvkmoe-run: uploading [%s] %3d%% of %.2f GB", bar, percent, total / 1e9);
+    if (done == total)
+        fprintf(stderr, "\n");
+    return true;
+}
+
+/* Every MoE layer of the model in order, each one's output the next one's
+ * input; with --stats a JSON array of their statistics. */
+static bool run_model(const options *o, vkmoe_context *ctx, float *x, uint32_t tokens, uint32_t dim,
+                      float **y)
+{
+    int shown = -1;
+    vkmoe_model_params mp = {.max_tokens = tokens,
+                             .statistics = o->stats,
+                             .gemm_path = o->gemm_path,
+                             .progress = show_progress,
+                             .progress_user_data = &shown};
+    vkmoe_model *model;
+    if (!vkmoe_ok(vkmoe_model_open(ctx, o->model, &mp, &model)))
+        return false;
+    *y = malloc((size_t)tokens * dim * sizeof(float));
+    bool ok = vkmoe_ok(*y ? VKMOE_OK : VKMOE_ERROR_OUT_OF_HOST_MEMORY);
+    uint32_t count = vkmoe_model_layer_count(model), ran = 0;
+    for (uint32_t i = 0; ok && i < count; i++) {
+        vkmoe_layer *layer = vkmoe_model_layer(model, i);
+        if (!layer)
+            continue;
+        vkmoe_layer_params p;
+        vkmoe_layer_params_of(layer, &p);
+        ok = p.dim == dim;
+        if (!ok)
+            fprintf(stderr, "vkmoe-run: %s has width %u, layer %u's is %u\n", o->input, dim, i,
+                    p.dim);
+        /* y of one layer is x of the next: run from whichever holds it */
+        const float *in = ran % 2 == 0 ? x : *y;
+        float *out = ran % 2 == 0 ? *y : x;
+        ok = ok && vkmoe_ok(vkmoe_layer_forward(layer, tokens, in, out));
+        if (ok && o->stats) {
+            char before[48];
+            snprintf(before, sizeof(before), "%s{\"layer\": %u, \"stats\": ", ran ? ",\n " : "[",
+                     i);
+            print_stats(layer, p.experts, before);
+            printf("}");
+        }
+        ran += ok;
+    }
+    if (ok && ran % 2 == 0) /* the last output is in x */
+        memcpy(*y, x, (size_t)tokens * dim * sizeof(float));
+    if (ok && o->stats)
+        printf("]\n");
+    if (ok)
+        fprintf(stderr, "vkmoe-run: ran %u MoE layers of %u\n", ran, count);
+    vkmoe_model_destroy(&model);
     return ok;
 }
 
@@ -138,7 +212,11 @@ int main(int argc, char **argv)
     }
     vkmoe_context_params cp = {.device = o.device};
     vkmoe_context *ctx = NULL;
-    rc = vkmoe_ok(vkmoe_context_create(&cp, &ctx)) && run(&o, ctx, x, tokens, dim, &y) ? 0 : 1;
+    rc = vkmoe_ok(vkmoe_context_create(&cp, &ctx)) &&
+                 (o.all_layers ? run_model(&o, ctx, x, tokens, dim, &y)
+                               : run(&o, ctx, x, tokens, dim, &y))
+             ? 0
+             : 1;
     if (rc == 0 && !npy_write(o.output, y, tokens, dim)) {
         fprintf(stderr, "vkmoe-run: cannot write %s\n", o.output);
         rc = 1;

@@ -215,9 +215,9 @@ static void check_wrong_order(vkmoe_model *model)
     assert_int_equal(vkmoe_layer_expert_counts(first, counts, 32), VKMOE_ERROR_STATE);
     assert_non_null(strstr(vkmoe_last_error(), "layer 1 shares"));
     assert_non_null(strstr(vkmoe_last_error(), "layer 3's forward"));
-    assert_int_equal(vkmoe_layer_load_stats(vkmoe_model_layer(model, 2), &stats, NULL, NULL, NULL,
-                                            0),
-                     VKMOE_ERROR_STATE);
+    assert_int_equal(
+        vkmoe_layer_load_stats(vkmoe_model_layer(model, 2), &stats, NULL, NULL, NULL, 0),
+        VKMOE_ERROR_STATE);
 }
 
 static void test_checkpoint_model(void **state)
@@ -364,8 +364,7 @@ static void test_models_refused(void **state)
         "\"moe_intermediate_size\": 24, \"n_routed_experts\": 32, \"num_experts_per_tok\": 8, "
         "\"n_group\": 8, \"topk_group\": 4, \"topk_method\": \"noaux_tc\", "
         "\"scoring_func\": \"sigmoid\", \"n_shared_experts\": 1}";
-    checkpoint_write_hf_model(work_dir, m.present, LAYERS, no_count, &checkpoint_deepseek_names,
-                              1);
+    checkpoint_write_hf_model(work_dir, m.present, LAYERS, no_count, &checkpoint_deepseek_names, 1);
     expect_open_fails(ctx, work_dir, VKMOE_ERROR_FILE_FORMAT, "num_hidden_layers");
     static const char all_dense[] =
         "{\"model_type\": \"deepseek_v3\", \"hidden_size\": 40, \"num_hidden_layers\": 4, "
@@ -403,8 +402,11 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    const char *names[] = {"config.json", "model.safetensors", "model.safetensors.index.json",
-                           "model.gguf", "model-00001-of-00002.safetensors",
+    const char *names[] = {"config.json",
+                           "model.safetensors",
+                           "model.safetensors.index.json",
+                           "model.gguf",
+                           "model-00001-of-00002.safetensors",
                            "model-00002-of-00002.safetensors"};
     test_remove_dir(work_dir, names, VKMOE_ARRAY_SIZE(names));
     return test_group_teardown(state);
@@ -413,7 +415,7 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_checkpoint_model),   cmocka_unit_test(test_gguf_model),
+        cmocka_unit_test(test_checkpoint_model),     cmocka_unit_test(test_gguf_model),
         cmocka_unit_test(test_cancel_from_progress), cmocka_unit_test(test_qwen_sparse_layers),
         cmocka_unit_test(test_models_refused),
     };

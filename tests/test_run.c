@@ -148,6 +148,68 @@ static void test_gguf_through_the_tool(void **state)
     test_layer_destroy(&t);
 }
 
+static bool file_contains(const char *name, const char *words);
+
+/* --layers all: a GGUF model of a dense layer and three MoE layers, x
+ * through all three in order, equal bit for bit to the same chain through
+ * the API; the progress bar and each layer's statistics. */
+static void test_whole_model_through_the_tool(void **state)
+{
+    vkmoe_context *ctx = *state;
+    test_seed(122);
+    vkmoe_layer_params p = test_shape(32, 32, 16, 0, 0);
+    p.shared_ffn_dim = 32;
+    p.weight_type = p.down_weight_type = VKMOE_WEIGHT_Q8_0;
+    vkmoe_layer_params_family(&p, "deepseek-v3");
+    test_layer layers[4];
+    const test_layer *present[4] = {NULL};
+    for (int i = 1; i < 4; i++) {
+        checkpoint_weights(ctx, p, &layers[i]);
+        present[i] = &layers[i];
+    }
+    gguf_writer w = {0};
+    checkpoint_deepseek_v3_meta(&w);
+    gguf_add_u32(&w, "deepseek2.block_count", 4);
+    gguf_add_u32(&w, "deepseek2.leading_dense_block_count", 1);
+    checkpoint_write_gguf_model(path_in("model.gguf"), &w, present, 4, "deepseek2");
+    float *x = test_input(9, 32), *want = malloc(9 * 32 * sizeof(float)), *y;
+    write_input(x, 9, 32, false);
+    char args[1024];
+    snprintf(args, sizeof(args), "--model '%s' --layers all --input '%s' --output '%s' --stats",
+             path_in("model.gguf"), path_in("x.npy"), path_in("y.npy"));
+    assert_int_equal(run(args), 0);
+    assert_true(file_contains("err.txt", "100% of"));
+    assert_true(file_contains("err.txt", "ran 3 MoE layers of 4"));
+    assert_true(file_contains("out.txt", "[{\"layer\": 1, \"stats\": {\"tokens\": 9"));
+    assert_true(file_contains("out.txt", "{\"layer\": 3, \"stats\": "));
+
+    vkmoe_model_params mp = {.max_tokens = 9};
+    vkmoe_model *model;
+    assert_int_equal(vkmoe_model_open(ctx, path_in("model.gguf"), &mp, &model), VKMOE_OK);
+    for (uint32_t i = 1; i < 4; i++) {
+        assert_int_equal(vkmoe_layer_forward(vkmoe_model_layer(model, i), 9, x, want), VKMOE_OK);
+        memcpy(x, want, 9 * 32 * sizeof(float));
+    }
+    vkmoe_model_destroy(&model);
+    uint32_t rows, cols;
+    char error[256];
+    if (!npy_read(path_in("y.npy"), &y, &rows, &cols, error, sizeof(error)))
+        fail_msg("%s", error);
+    assert_int_equal(rows, 9);
+    assert_int_equal(cols, 32);
+    assert_memory_equal(y, want, 9 * 32 * sizeof(float));
+    /* one layer or all, not both; "all" is the one word --layers takes */
+    char both[1100];
+    snprintf(both, sizeof(both), "%s --layer 1", args);
+    assert_int_equal(run(both), 2);
+    assert_int_equal(run("--model m --layers 3 --input a --output b"), 2);
+    free(x);
+    free(y);
+    free(want);
+    for (int i = 1; i < 4; i++)
+        test_layer_destroy(&layers[i]);
+}
+
 static void test_bad_usage_and_files(void **state)
 {
     (void)state;
@@ -172,7 +234,7 @@ static void test_bad_usage_and_files(void **state)
 static bool file_contains(const char *name, const char *words)
 {
     FILE *f = fopen(path_in(name), "rb");
-    char text[4096] = "";
+    static char text[65536];
     size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
     if (f)
         fclose(f);
@@ -268,6 +330,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_checkpoint_through_the_tool),
         cmocka_unit_test(test_gguf_through_the_tool),
+        cmocka_unit_test(test_whole_model_through_the_tool),
         cmocka_unit_test(test_bad_usage_and_files),
         cmocka_unit_test(test_npy_reader),
         cmocka_unit_test(test_d02_fifo_input),
