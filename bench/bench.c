@@ -48,6 +48,8 @@ static const preset presets[] = {
     {"qwen3-next-80b-a3b", "Qwen3-Next-80B-A3B", "qwen3-next", 2048, 512, 512, 10, 512},
     {"minimax-m2", "MiniMax-M2", "minimax-m2", 3072, 1536, 256, 8, 0},
     {"kimi-k2", "Kimi-K2", "kimi-k2", 7168, 2048, 384, 8, 2048},
+    {"granite-moe-3b", "Granite-3.0-3B-A800M", "granite-moe", 1536, 512, 40, 8, 0},
+    {"ernie-4.5-21b-a3b", "ERNIE-4.5-21B-A3B", "ernie-4.5-moe", 2560, 1536, 64, 6, 3072},
 };
 
 /* The hand-shaped layer without --preset: Mixtral's routing at a size

@@ -328,16 +328,19 @@ VKMOE_API vkmoe_status vkmoe_dequantize(vkmoe_weight_type type, const void *src,
  * router logits of a token; "top-k" keeps the k largest values, ties going
  * to the lowest expert index and NaN ranking below every number. */
 typedef enum vkmoe_router_type {
-    /* p = softmax(l); top-k of p; weights p of the chosen. With groups, a
-     * group's score is its largest p. Mixtral, Qwen, OLMoE, Switch, GShard,
-     * DeepSeek-V2. */
+    /* p = softmax(l); top-k of p, or with selection_bias of p + b_sel;
+     * weights p of the chosen; normalize_topk divides them by their sum,
+     * floored at 1e-12 (which only a selection bias can reach). With
+     * groups, a group's score is its largest key. Mixtral, Qwen, OLMoE,
+     * Switch, GShard, DeepSeek-V2; ERNIE-4.5 with the bias. */
     VKMOE_ROUTER_SOFTMAX_TOPK = 0,
     /* s = sigmoid(l); top-k of s + b_sel (selection_bias); weights s of the
      * chosen, without the bias; normalize_topk divides them by their sum plus
      * 1e-20. With groups, a group's score is the sum of its two largest
      * s + b_sel. DeepSeek-V3. */
     VKMOE_ROUTER_SIGMOID_TOPK = 1,
-    /* top-k of l; weights softmax over the k chosen logits. GPT-OSS. */
+    /* top-k of l; weights softmax over the k chosen logits. GPT-OSS,
+     * Granite-MoE. */
     VKMOE_ROUTER_TOPK_SOFTMAX = 2,
 } vkmoe_router_type;
 
@@ -455,8 +458,9 @@ typedef struct vkmoe_layer_params {
     /* The router has a bias bg [E] (vkmoe_layer_set_router_bias). GPT-OSS.
      * Default false. */
     bool router_bias;
-    /* VKMOE_ROUTER_SIGMOID_TOPK only: a selection bias b_sel [E] that steers
-     * the choice but not the weights (DeepSeek-V3's e_score_correction_bias;
+    /* VKMOE_ROUTER_SIGMOID_TOPK and VKMOE_ROUTER_SOFTMAX_TOPK: a selection
+     * bias b_sel [E] that steers the choice but not the weights
+     * (DeepSeek-V3's and ERNIE-4.5's e_score_correction_bias;
      * vkmoe_layer_set_selection_bias). Default false. */
     bool selection_bias;
     /* Drop slots beyond each expert's capacity ceil(capacity_factor · T · k
@@ -513,6 +517,9 @@ typedef struct vkmoe_layer_params {
  *       2.5 (GLM-4.5-Air's files say 1);
  *   "minimax-m2": sigmoid with selection bias, k 8, renormalised, unscaled;
  *   "qwen3-next": softmax top-10, renormalised, sigmoid-gated shared expert;
+ *   "granite-moe": top-k of logits then softmax, k 8;
+ *   "ernie-4.5-moe": softmax, top-k of p + selection bias, weights p
+ *       renormalised, k 6;
  *   "gpt-oss": router bias, top-k of logits then softmax, k 4, clamped
  *       SwiGLU (limit 7, alpha 1.702) with expert biases.
  * top_k, expert_groups and topk_groups are set only where the family fixes
@@ -728,10 +735,10 @@ typedef struct vkmoe_model_params {
  *    model.safetensors or model.safetensors.index.json and its shards (or
  *    the path of a .safetensors file in such a directory). model_type
  *    mixtral, qwen2_moe, qwen3_moe, qwen3_next, olmoe, deepseek_v2,
- *    deepseek_v3, kimi_k2, glm4_moe, minimax_m2;
+ *    deepseek_v3, kimi_k2, glm4_moe, minimax_m2, granitemoe, ernie4_5_moe;
  *  - a GGUF file (v2, v3), architectures llama (Mixtral), qwen2moe,
  *    qwen3moe, qwen3next, olmoe, deepseek2 (V2, V3, Kimi K2), glm4moe,
- *    minimax-m2, gpt-oss.
+ *    minimax-m2, gpt-oss, granitemoe, ernie4_5-moe.
  * Expert weights stay in the file's type (any vkmoe_weight_type), the
  * routed experts' up projections deciding weight_type and
  * their down projections down_weight_type (a Q4_K_M file: Q4_K and Q6_K);

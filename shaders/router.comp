@@ -19,7 +19,8 @@
 // NaN is lowest but for 0, which marks an expert taken (or in a dropped
 // group); equal values go to the lowest expert (or group) index.
 // Softmax selection compares logits (the same order as the probabilities,
-// without the ties that rounding exp() would create).
+// without the ties that rounding exp() would create), or with a selection
+// bias the probabilities plus the bias (ERNIE-4.5).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
@@ -108,6 +109,16 @@ void load_scores(uint token, uint rows)
         }
         key_rank[e] = rank(k);
     }
+    subgroupBarrier();
+}
+
+// Softmax with a selection bias: the keys become p + b_sel, once the
+// denominator is known (the weights stay p).
+void key_by_probability(float max_logit, float denominator)
+{
+    for (uint e = gl_SubgroupInvocationID; e < pc.experts; e += LANES)
+        key_rank[e] = rank(exp(logits[e] - max_logit) / denominator +
+                           FloatArray(pc.selection_bias).v[e]);
     subgroupBarrier();
 }
 
@@ -217,7 +228,11 @@ void write_weights(uint token, float max_logit, float denominator)
     for (uint j = 0; j < pc.top_k; j++)
         sum += raw_weight(j, max_logit, denominator);
     bool divide = pc.normalize != 0 || pc.kind == ROUTER_TOPK_SOFTMAX;
-    float divisor = pc.kind == ROUTER_SIGMOID_TOPK ? sum + 1e-20 : sum;
+    // DeepSeek-V3 adds 1e-20; ERNIE-4.5 floors a softmax sum at 1e-12, which
+    // only a selection bias can bring below k/E (NaN stays NaN).
+    float divisor = pc.kind == ROUTER_SIGMOID_TOPK                  ? sum + 1e-20
+                    : pc.kind == ROUTER_SOFTMAX_TOPK && sum < 1e-12 ? 1e-12
+                                                                   : sum;
     UintArray ids = UintArray(pc.ids);
     FloatArray weights = FloatArray(pc.topk_weight);
     for (uint j = 0; j < pc.top_k; j++) {
@@ -256,6 +271,8 @@ void main()
     float max_logit = 0.0, denominator = 1.0;
     if (pc.kind == ROUTER_SOFTMAX_TOPK || is_set(pc.probs))
         denominator = softmax_denominator(max_logit);
+    if (pc.kind == ROUTER_SOFTMAX_TOPK && is_set(pc.selection_bias))
+        key_by_probability(max_logit, denominator);
     if (is_set(pc.probs))
         write_statistics(token, max_logit, denominator);
     limit_groups();

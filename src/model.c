@@ -413,43 +413,73 @@ static vkmoe_status report_progress(model_source *s, uint64_t bytes)
     return VKMOE_OK;
 }
 
-/* One matrix: straight from the mapping when the file holds the layer's
- * type, else through a converted copy. index selects a stacked tensor's
- * expert. expert UINT32_MAX: the shared expert. */
-static vkmoe_status upload_matrix(model_source *s, vkmoe_layer *layer, const model_file *f,
-                                  const vkmoe_tensor *t, uint64_t index, uint32_t expert,
-                                  vkmoe_expert_matrix m, size_t elements)
-{
-    vkmoe_weight_type type = vkmoe_matrix_type(&layer->params, m);
-    const uint8_t *src =
-        f->data + t->offset + index * vkmoe_weight_bytes(weight_type_of(t), elements);
-    size_t bytes = vkmoe_weight_bytes(type, elements);
-    void *copy = NULL;
-    if (weight_type_of(t) != type) {
-        copy = vkmoe_malloc(bytes);
-        if (!copy)
-            return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-        vkmoe_status status = convert(s, weight_type_of(t), src, elements, type, copy);
-        if (status != VKMOE_OK) {
-            free(copy);
-            return status;
-        }
-    }
-    const void *data = copy ? copy : src;
-    vkmoe_status status = expert == UINT32_MAX
-                              ? vkmoe_layer_set_shared_expert(layer, m, data, bytes)
-                              : vkmoe_layer_set_expert(layer, expert, m, data, bytes);
-    free(copy);
-    VKMOE_TRY(status);
-    return report_progress(s, bytes);
-}
-
 /* Rows and columns of matrix m for an FFN of width ffn. */
 static void matrix_shape(const vkmoe_layer_params *p, vkmoe_expert_matrix m, uint32_t ffn,
                          uint64_t shape[2])
 {
     shape[0] = m == VKMOE_EXPERT_DOWN ? p->dim : ffn;
     shape[1] = m == VKMOE_EXPERT_DOWN ? ffn : p->dim;
+}
+
+/* Rows of matrix m's tensor per expert (the layout's fused rows, or the
+ * matrix's own). */
+static uint64_t tensor_rows(const model_layout *l, vkmoe_expert_matrix m, uint64_t rows)
+{
+    return l->tensor_rows[m] ? l->tensor_rows[m] : rows;
+}
+
+/* The matrix's rows gathered from a fused tensor's (caller frees *copy). */
+static vkmoe_status gather_rows(const model_source *s, const model_layout *l, vkmoe_expert_matrix m,
+                                const uint8_t *src, uint64_t rows, size_t row_bytes,
+                                const uint8_t **out, void **copy)
+{
+    uint32_t step = l->row_step[m] ? l->row_step[m] : 1;
+    src += l->row_first[m] * row_bytes;
+    *out = src;
+    if (step == 1)
+        return VKMOE_OK;
+    uint8_t *rows_copy = vkmoe_malloc(rows * row_bytes);
+    if (!rows_copy)
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    for (uint64_t r = 0; r < rows; r++)
+        memcpy(rows_copy + r * row_bytes, src + r * step * row_bytes, row_bytes);
+    *out = rows_copy;
+    *copy = rows_copy;
+    return VKMOE_OK;
+}
+
+/* One matrix: straight from the mapping when the file holds the layer's
+ * type and the rows are contiguous, else through a copy. index selects a
+ * stacked tensor's expert. expert UINT32_MAX: the shared expert. */
+static vkmoe_status upload_matrix(model_source *s, vkmoe_layer *layer, const model_layout *l,
+                                  const model_file *f, const vkmoe_tensor *t, uint64_t index,
+                                  uint32_t expert, vkmoe_expert_matrix m, uint32_t ffn)
+{
+    vkmoe_weight_type type = vkmoe_matrix_type(&layer->params, m), stored = weight_type_of(t);
+    uint64_t shape[2];
+    matrix_shape(&layer->params, m, ffn, shape);
+    size_t elements = (size_t)(shape[0] * shape[1]),
+           row_bytes = vkmoe_weight_bytes(stored, shape[1]);
+    uint64_t rows = expert == UINT32_MAX ? shape[0] : tensor_rows(l, m, shape[0]);
+    const uint8_t *src = f->data + t->offset + index * rows * row_bytes;
+    void *gathered = NULL, *copy = NULL;
+    if (expert != UINT32_MAX)
+        VKMOE_TRY(gather_rows(s, l, m, src, shape[0], row_bytes, &src, &gathered));
+    size_t bytes = vkmoe_weight_bytes(type, elements);
+    vkmoe_status status = VKMOE_OK;
+    if (stored != type) {
+        copy = vkmoe_malloc(bytes);
+        status = copy ? convert(s, stored, src, elements, type, copy)
+                      : vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    }
+    const void *data = copy ? copy : src;
+    if (status == VKMOE_OK)
+        status = expert == UINT32_MAX ? vkmoe_layer_set_shared_expert(layer, m, data, bytes)
+                                      : vkmoe_layer_set_expert(layer, expert, m, data, bytes);
+    free(copy);
+    free(gathered);
+    VKMOE_TRY(status);
+    return report_progress(s, bytes);
 }
 
 /* Bytes upload_layer uploads through upload_matrix for params. */
@@ -472,7 +502,7 @@ static vkmoe_status upload_experts(model_source *s, vkmoe_layer *layer, const mo
     const vkmoe_layer_params *p = &layer->params;
     uint64_t shape[3] = {p->experts};
     matrix_shape(p, m, p->ffn_dim, shape + 1);
-    size_t elements = (size_t)(shape[1] * shape[2]);
+    shape[1] = tensor_rows(l, m, shape[1]);
     const model_file *f;
     const vkmoe_tensor *t;
     if (l->stacked)
@@ -483,7 +513,7 @@ static vkmoe_status upload_experts(model_source *s, vkmoe_layer *layer, const mo
             snprintf(name, sizeof(name), l->expert[m], e);
             VKMOE_TRY(find_checked(s, name, shape + 1, 2, &f, &t));
         }
-        VKMOE_TRY(upload_matrix(s, layer, f, t, l->stacked ? e : 0, e, m, elements));
+        VKMOE_TRY(upload_matrix(s, layer, l, f, t, l->stacked ? e : 0, e, m, p->ffn_dim));
     }
     return VKMOE_OK;
 }
@@ -522,7 +552,7 @@ static vkmoe_status upload_shared(model_source *s, vkmoe_layer *layer, const mod
     const model_file *f;
     const vkmoe_tensor *t;
     VKMOE_TRY(find_checked(s, l->shared[m], shape, 2, &f, &t));
-    return upload_matrix(s, layer, f, t, 0, UINT32_MAX, m, (size_t)(shape[0] * shape[1]));
+    return upload_matrix(s, layer, l, f, t, 0, UINT32_MAX, m, p->shared_ffn_dim);
 }
 
 static vkmoe_status upload_router(model_source *s, vkmoe_layer *layer, const model_layout *l)

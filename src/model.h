@@ -72,6 +72,11 @@ struct model_layout {
     char router[MODEL_NAME_BYTES], router_bias[MODEL_NAME_BYTES];
     char selection_bias[MODEL_NAME_BYTES], shared_gate[MODEL_NAME_BYTES];
     char expert[3][MODEL_NAME_BYTES], expert_bias[3][MODEL_NAME_BYTES];
+    /* Where matrix m's rows sit in its tensor, for fused projections: the
+     * tensor holds tensor_rows rows per expert (0: the matrix's own), and
+     * row r of the matrix is its row row_first + r·row_step (step 0: 1).
+     * Granite's input_linear: gate rows 0..F-1, up rows F..2F-1 of 2F. */
+    uint32_t tensor_rows[3], row_first[3], row_step[3];
     char shared[3][MODEL_NAME_BYTES];
 };
 

@@ -86,6 +86,27 @@ static vkmoe_status describe_qwen2(model_source *s, const char *arch, uint32_t l
     return VKMOE_OK;
 }
 
+/* ERNIE-4.5: dense before leading_dense_block_count and off
+ * interleave_moe_layer_step; a shared expert of its own width; the
+ * selection bias tensor. */
+static vkmoe_status describe_ernie(model_source *s, const char *arch, uint32_t layer,
+                                   model_layout *l)
+{
+    uint32_t dense = 0, step = 1;
+    VKMOE_TRY(meta_u32(s, arch, "leading_dense_block_count", false, UINT32_MAX, &dense));
+    VKMOE_TRY(meta_u32(s, arch, "interleave_moe_layer_step", false, UINT32_MAX, &step));
+    l->dense = layer < dense || step == 0 || (layer + 1) % step != 0;
+    if (l->dense)
+        return VKMOE_OK;
+    VKMOE_TRY(meta_u32(s, arch, "expert_shared_feed_forward_length", false, UINT32_MAX,
+                       &l->params.shared_ffn_dim));
+    snprintf(l->selection_bias, sizeof(l->selection_bias), "blk.%u.exp_probs_b.bias", layer);
+    l->params.selection_bias = vkmoe_model_has(s, l->selection_bias);
+    if (!l->params.selection_bias)
+        l->selection_bias[0] = '\0';
+    return VKMOE_OK;
+}
+
 typedef struct gguf_family {
     const char *arch;
     const char *family;  /* vkmoe_layer_params_family */
@@ -104,6 +125,8 @@ static const gguf_family families[] = {
     {"glm4moe", "glm4-moe", "expert_feed_forward_length", describe_deepseek},
     {"minimax-m2", "minimax-m2", "expert_feed_forward_length", describe_deepseek},
     {"gpt-oss", "gpt-oss", "expert_feed_forward_length", NULL},
+    {"granitemoe", "granite-moe", "feed_forward_length", NULL},
+    {"ernie4_5-moe", "ernie-4.5-moe", "expert_feed_forward_length", describe_ernie},
 };
 
 static vkmoe_status find_family(const model_source *s, const gguf_family **out)

@@ -114,6 +114,25 @@ static vkmoe_status describe_qwen2(model_source *s, uint32_t layer, model_layout
     return VKMOE_OK;
 }
 
+/* ERNIE-4.5: layer N is sparse when N + 1 is a multiple of
+ * moe_layer_interval and N lies in [moe_layer_start_index,
+ * moe_layer_end_index] (-1 or absent: the last layer), as its modeling
+ * file decides; moe_num_shared_experts experts of the routed width make
+ * one shared FFN. */
+static vkmoe_status describe_ernie(model_source *s, uint32_t layer, model_layout *l)
+{
+    uint32_t start = 0, interval = 1, end = UINT32_MAX, shared = 0;
+    VKMOE_TRY(config_optional_u32(s, "moe_layer_start_index", UINT32_MAX, &start));
+    VKMOE_TRY(config_optional_u32(s, "moe_layer_interval", UINT32_MAX, &interval));
+    const vkmoe_json *v = vkmoe_json_get(&s->config, "moe_layer_end_index");
+    if (!(v && v->type == VKMOE_JSON_NUMBER && v->number == -1))
+        VKMOE_TRY(config_optional_u32(s, "moe_layer_end_index", UINT32_MAX, &end));
+    l->dense = interval == 0 || (layer + 1) % interval != 0 || layer < start || layer > end;
+    VKMOE_TRY(config_optional_u32(s, "moe_num_shared_experts", UINT32_MAX, &shared));
+    l->params.shared_ffn_dim = shared * l->params.ffn_dim;
+    return VKMOE_OK;
+}
+
 typedef vkmoe_status (*hf_describer)(model_source *s, uint32_t layer, model_layout *l);
 
 typedef struct hf_family {
@@ -126,47 +145,92 @@ typedef struct hf_family {
     const char *shared;         /* the shared expert(s) under the block */
     const char *selection_bias; /* the selection bias under the block */
     hf_describer describe;      /* the family's own keys, or NULL */
+    const char *top_k_key;      /* NULL: num_experts_per_tok */
+    const char *router;         /* the router's module under the block; NULL: gate */
+    /* The experts' matrices are stacked tensors [E][rows][cols] named
+     * <matrix>.weight under the block; gate and up of the same name are one
+     * fused tensor, gate's rows first (Granite's input_linear). */
+    bool stacked;
 } hf_family;
 
 #define PROJ                                                                                       \
     {                                                                                              \
         "gate_proj", "up_proj", "down_proj"                                                        \
     }
+#define MIXTRAL_W                                                                                  \
+    {                                                                                              \
+        "w1", "w3", "w2"                                                                           \
+    }
+#define DEEPSEEK_KEYS                                                                              \
+    .block = "mlp", .matrix = PROJ, .experts_key = "n_routed_experts",                             \
+    .ffn_key = "moe_intermediate_size", .shared = "shared_experts",                                \
+    .selection_bias = "gate.e_score_correction_bias", .describe = describe_deepseek
 
 static const hf_family families[] = {
-    {"mixtral",
-     "mixtral",
-     "block_sparse_moe",
-     {"w1", "w3", "w2"},
-     "num_local_experts",
-     "intermediate_size",
-     "",
-     "",
-     NULL},
-    {"qwen2_moe", "qwen2-moe", "mlp", PROJ, "num_experts", "moe_intermediate_size", "shared_expert",
-     "", describe_qwen2},
-    {"qwen3_moe", "qwen3-moe", "mlp", PROJ, "num_experts", "moe_intermediate_size", "", "",
-     describe_qwen3},
-    {"qwen3_next", "qwen3-next", "mlp", PROJ, "num_experts", "moe_intermediate_size",
-     "shared_expert", "", describe_qwen2},
-    {"olmoe", "olmoe", "mlp", PROJ, "num_experts", "intermediate_size", "", "", NULL},
-    {"deepseek_v2", "deepseek-v2", "mlp", PROJ, "n_routed_experts", "moe_intermediate_size",
-     "shared_experts", "gate.e_score_correction_bias", describe_deepseek},
-    {"deepseek_v3", "deepseek-v3", "mlp", PROJ, "n_routed_experts", "moe_intermediate_size",
-     "shared_experts", "gate.e_score_correction_bias", describe_deepseek},
-    {"kimi_k2", "kimi-k2", "mlp", PROJ, "n_routed_experts", "moe_intermediate_size",
-     "shared_experts", "gate.e_score_correction_bias", describe_deepseek},
-    {"glm4_moe", "glm4-moe", "mlp", PROJ, "n_routed_experts", "moe_intermediate_size",
-     "shared_experts", "gate.e_score_correction_bias", describe_deepseek},
-    {"minimax_m2",
-     "minimax-m2",
-     "block_sparse_moe",
-     {"w1", "w3", "w2"},
-     "num_local_experts",
-     "intermediate_size",
-     "",
-     "e_score_correction_bias",
-     NULL},
+    {.model_type = "mixtral",
+     .family = "mixtral",
+     .block = "block_sparse_moe",
+     .matrix = MIXTRAL_W,
+     .experts_key = "num_local_experts",
+     .ffn_key = "intermediate_size"},
+    {.model_type = "qwen2_moe",
+     .family = "qwen2-moe",
+     .block = "mlp",
+     .matrix = PROJ,
+     .experts_key = "num_experts",
+     .ffn_key = "moe_intermediate_size",
+     .shared = "shared_expert",
+     .describe = describe_qwen2},
+    {.model_type = "qwen3_moe",
+     .family = "qwen3-moe",
+     .block = "mlp",
+     .matrix = PROJ,
+     .experts_key = "num_experts",
+     .ffn_key = "moe_intermediate_size",
+     .describe = describe_qwen3},
+    {.model_type = "qwen3_next",
+     .family = "qwen3-next",
+     .block = "mlp",
+     .matrix = PROJ,
+     .experts_key = "num_experts",
+     .ffn_key = "moe_intermediate_size",
+     .shared = "shared_expert",
+     .describe = describe_qwen2},
+    {.model_type = "olmoe",
+     .family = "olmoe",
+     .block = "mlp",
+     .matrix = PROJ,
+     .experts_key = "num_experts",
+     .ffn_key = "intermediate_size"},
+    {.model_type = "deepseek_v2", .family = "deepseek-v2", DEEPSEEK_KEYS},
+    {.model_type = "deepseek_v3", .family = "deepseek-v3", DEEPSEEK_KEYS},
+    {.model_type = "kimi_k2", .family = "kimi-k2", DEEPSEEK_KEYS},
+    {.model_type = "glm4_moe", .family = "glm4-moe", DEEPSEEK_KEYS},
+    {.model_type = "minimax_m2",
+     .family = "minimax-m2",
+     .block = "block_sparse_moe",
+     .matrix = MIXTRAL_W,
+     .experts_key = "num_local_experts",
+     .ffn_key = "intermediate_size",
+     .selection_bias = "e_score_correction_bias"},
+    {.model_type = "ernie4_5_moe",
+     .family = "ernie-4.5-moe",
+     .block = "mlp",
+     .matrix = PROJ,
+     .experts_key = "moe_num_experts",
+     .ffn_key = "moe_intermediate_size",
+     .shared = "shared_experts",
+     .selection_bias = "moe_statics.e_score_correction_bias",
+     .describe = describe_ernie,
+     .top_k_key = "moe_k"},
+    {.model_type = "granitemoe",
+     .family = "granite-moe",
+     .block = "block_sparse_moe",
+     .matrix = {"input_linear", "input_linear", "output_linear"},
+     .experts_key = "num_local_experts",
+     .ffn_key = "intermediate_size",
+     .router = "router.layer",
+     .stacked = true},
 };
 
 static vkmoe_status find_family(const model_source *s, const hf_family **out)
@@ -189,12 +253,20 @@ static void name_tensors(model_layout *l, const hf_family *f, uint32_t layer)
 {
     char prefix[96];
     snprintf(prefix, sizeof(prefix), "model.layers.%u.%s.", layer, f->block);
-    snprintf(l->router, sizeof(l->router), "%sgate.weight", prefix);
+    snprintf(l->router, sizeof(l->router), "%s%s.weight", prefix, f->router ? f->router : "gate");
     if (l->params.selection_bias)
         snprintf(l->selection_bias, sizeof(l->selection_bias), "%s%s", prefix, f->selection_bias);
+    l->stacked = f->stacked;
+    if (f->stacked && strcmp(f->matrix[0], f->matrix[1]) == 0) {
+        l->tensor_rows[0] = l->tensor_rows[1] = 2 * l->params.ffn_dim;
+        l->row_first[1] = l->params.ffn_dim;
+    }
     for (int m = 0; m < 3; m++) {
-        snprintf(l->expert[m], sizeof(l->expert[m]), "%sexperts.%%u.%s.weight", prefix,
-                 f->matrix[m]);
+        if (f->stacked)
+            snprintf(l->expert[m], sizeof(l->expert[m]), "%s%s.weight", prefix, f->matrix[m]);
+        else
+            snprintf(l->expert[m], sizeof(l->expert[m]), "%sexperts.%%u.%s.weight", prefix,
+                     f->matrix[m]);
         if (l->params.shared_ffn_dim)
             snprintf(l->shared[m], sizeof(l->shared[m]), "%s%s.%s.weight", prefix, f->shared,
                      f->matrix[m]);
@@ -212,7 +284,8 @@ vkmoe_status vkmoe_model_describe_hf(model_source *s, uint32_t layer, model_layo
     VKMOE_TRY(config_u32(s, "hidden_size", UINT32_MAX, &p->dim));
     VKMOE_TRY(config_u32(s, f->ffn_key, UINT32_MAX, &p->ffn_dim));
     VKMOE_TRY(config_u32(s, f->experts_key, VKMOE_MAX_EXPERTS, &p->experts));
-    VKMOE_TRY(config_u32(s, "num_experts_per_tok", VKMOE_MAX_TOP_K, &p->top_k));
+    VKMOE_TRY(config_u32(s, f->top_k_key ? f->top_k_key : "num_experts_per_tok", VKMOE_MAX_TOP_K,
+                         &p->top_k));
     VKMOE_TRY(config_optional_u32(s, "num_hidden_layers", UINT32_MAX, &l->layers));
     /* the family's choice where the config is silent (Mixtral's, MiniMax-M2's) */
     p->normalize_topk = config_bool(s, "norm_topk_prob", p->normalize_topk);

@@ -84,8 +84,9 @@ static vkmoe_status check_routing(const vkmoe_context *ctx, const vkmoe_layer_pa
                   FN ": sigmoid routing scores a group by its two best experts, so groups need "
                      "at least 2 experts (experts %u, expert_groups %u)",
                   p->experts, groups);
-    VKMOE_REQUIRE(ctx, !p->selection_bias || p->router == VKMOE_ROUTER_SIGMOID_TOPK,
-                  FN ": selection_bias needs router VKMOE_ROUTER_SIGMOID_TOPK");
+    VKMOE_REQUIRE(ctx, !p->selection_bias || p->router != VKMOE_ROUTER_TOPK_SOFTMAX,
+                  FN ": selection_bias needs router VKMOE_ROUTER_SIGMOID_TOPK or "
+                     "VKMOE_ROUTER_SOFTMAX_TOPK");
     VKMOE_REQUIRE(ctx, isfinite(p->capacity_factor) && p->capacity_factor >= 0,
                   FN ": capacity_factor is %g, must be finite and >= 0 (0: dropless)",
                   (double)p->capacity_factor);
@@ -287,6 +288,17 @@ static const model_family families[] = {
      .activation = VKMOE_ACTIVATION_SWIGLU,
      .top_k = 10,
      .shared_gate = true},
+    {.name = "granite-moe", /* top-k logits, softmax over them, as GraniteMoeTopKGating */
+     .router = VKMOE_ROUTER_TOPK_SOFTMAX,
+     .normalize_topk = false,
+     .activation = VKMOE_ACTIVATION_SWIGLU,
+     .top_k = 8},
+    {.name = "ernie-4.5-moe", /* choice by p + e_score_correction_bias, weights p */
+     .router = VKMOE_ROUTER_SOFTMAX_TOPK,
+     .normalize_topk = true,
+     .activation = VKMOE_ACTIVATION_SWIGLU,
+     .top_k = 6,
+     .selection_bias = true},
     {.name = "gpt-oss",
      .router = VKMOE_ROUTER_TOPK_SOFTMAX,
      .normalize_topk = false,

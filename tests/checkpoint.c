@@ -100,9 +100,33 @@ static void st_put(st_writer *w, vkmoe_weight_type type, const char *name, const
     free(data);
 }
 
+/* Granite's stacked experts, gate and up fused. */
+static void st_put_fused_experts(st_writer *w, const test_layer *t, const char *prefix,
+                                 const hf_names *names)
+{
+    const vkmoe_layer_params *p = &t->params;
+    size_t f = p->ffn_dim, d = p->dim, e = p->experts;
+    float *fused = malloc(e * 2 * f * d * sizeof(float));
+    assert_non_null(fused);
+    for (size_t i = 0; i < e; i++) {
+        memcpy(fused + (2 * i) * f * d, t->gate + i * f * d, f * d * sizeof(float));
+        memcpy(fused + (2 * i + 1) * f * d, t->up + i * f * d, f * d * sizeof(float));
+    }
+    char name[256];
+    snprintf(name, sizeof(name), "%s%s.weight", prefix, names->gate);
+    st_put(w, p->weight_type, name, fused, (uint64_t[]){e, 2 * f, d}, 3);
+    snprintf(name, sizeof(name), "%s%s.weight", prefix, names->down);
+    st_put(w, p->down_weight_type, name, t->down, (uint64_t[]){e, d, f}, 3);
+    free(fused);
+}
+
 static void st_put_experts(st_writer *w, const test_layer *t, const char *prefix,
                            const hf_names *names)
 {
+    if (names->fused) {
+        st_put_fused_experts(w, t, prefix, names);
+        return;
+    }
     const vkmoe_layer_params *p = &t->params;
     size_t f = p->ffn_dim, d = p->dim;
     const char *kinds[3] = {names->gate, names->up, names->down};
@@ -129,7 +153,7 @@ static void st_put_layer(st_writer *w, const test_layer *t, const hf_names *name
     const vkmoe_layer_params *p = &t->params;
     char prefix[128], name[256];
     snprintf(prefix, sizeof(prefix), "model.layers.%u.%s.", layer, names->block);
-    snprintf(name, sizeof(name), "%sgate.weight", prefix);
+    snprintf(name, sizeof(name), "%s%s.weight", prefix, names->router ? names->router : "gate");
     st_put(w, p->weight_type, name, t->router, (uint64_t[]){p->experts, p->dim}, 2);
     if (p->selection_bias) {
         snprintf(name, sizeof(name), "%s%s", prefix, names->selection_bias);
@@ -196,15 +220,32 @@ void checkpoint_write_hf_model(const char *dir, const test_layer *const *layers,
     buffer_free(&file);
 }
 
-const hf_names checkpoint_mixtral_names = {"block_sparse_moe", "w1", "w3", "w2", "", ""};
-const hf_names checkpoint_qwen_names = {"mlp",       "gate_proj",     "up_proj",
-                                        "down_proj", "shared_expert", ""};
+#define NAMES(block_, gate_, up_, down_, shared_, bias_)                                           \
+    {                                                                                              \
+        .block = block_, .gate = gate_, .up = up_, .down = down_, .shared = shared_,               \
+        .selection_bias = bias_                                                                    \
+    }
+const hf_names checkpoint_mixtral_names = NAMES("block_sparse_moe", "w1", "w3", "w2", "", "");
+const hf_names checkpoint_qwen_names =
+    NAMES("mlp", "gate_proj", "up_proj", "down_proj", "shared_expert", "");
 /* DeepSeek's, Kimi K2's and GLM-4.5's */
-const hf_names checkpoint_deepseek_names = {
-    "mlp", "gate_proj", "up_proj", "down_proj", "shared_experts", "gate.e_score_correction_bias"};
+const hf_names checkpoint_deepseek_names = NAMES("mlp", "gate_proj", "up_proj", "down_proj",
+                                                 "shared_experts", "gate.e_score_correction_bias");
 /* MiniMax-M2: Mixtral's names, the selection bias beside the gate */
-const hf_names checkpoint_minimax_names = {"block_sparse_moe",       "w1", "w3", "w2", "",
-                                           "e_score_correction_bias"};
+const hf_names checkpoint_minimax_names =
+    NAMES("block_sparse_moe", "w1", "w3", "w2", "", "e_score_correction_bias");
+/* ERNIE-4.5: Qwen's names, its bias in moe_statics */
+const hf_names checkpoint_ernie_names =
+    NAMES("mlp", "gate_proj", "up_proj", "down_proj", "shared_experts",
+          "moe_statics.e_score_correction_bias");
+const hf_names checkpoint_granite_names = {.block = "block_sparse_moe",
+                                           .gate = "input_linear",
+                                           .up = "input_linear",
+                                           .down = "output_linear",
+                                           .shared = "",
+                                           .selection_bias = "",
+                                           .router = "router.layer",
+                                           .fused = true};
 
 /* The same for GGUF, dims innermost first. */
 static void gguf_put(gguf_writer *w, vkmoe_weight_type type, const char *name, const float *values,
@@ -284,7 +325,9 @@ void checkpoint_write_gguf_model(const char *path, gguf_writer *w, const test_la
     snprintf(key, sizeof(key), "%s.embedding_length", arch);
     gguf_add_u32(w, key, p->dim);
     snprintf(key, sizeof(key), "%s.%s", arch,
-             strcmp(arch, "llama") == 0 ? "feed_forward_length" : "expert_feed_forward_length");
+             strcmp(arch, "llama") == 0 || strcmp(arch, "granitemoe") == 0
+                 ? "feed_forward_length"
+                 : "expert_feed_forward_length");
     gguf_add_u32(w, key, p->ffn_dim);
     snprintf(key, sizeof(key), "%s.expert_count", arch);
     gguf_add_u32(w, key, p->experts);

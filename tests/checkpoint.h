@@ -10,10 +10,14 @@
  * selection bias under the block. */
 typedef struct hf_names {
     const char *block, *gate, *up, *down, *shared, *selection_bias;
+    const char *router; /* NULL: gate */
+    /* Granite's experts: <gate>.weight [E][2F][D] holding gate's rows then
+     * up's, <down>.weight [E][D][F] */
+    bool fused;
 } hf_names;
 
 extern const hf_names checkpoint_mixtral_names, checkpoint_qwen_names, checkpoint_deepseek_names,
-    checkpoint_minimax_names;
+    checkpoint_minimax_names, checkpoint_ernie_names, checkpoint_granite_names;
 
 /* Random weights for params, rounded to the weight type (vectors too, as a
  * file stores them), without a layer of their own (t->layer is NULL). */

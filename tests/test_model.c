@@ -224,6 +224,65 @@ static void test_newer_families_checkpoints(void **state)
     test_layer_destroy(&t);
 }
 
+/* ERNIE-4.5 (softmax chosen by p + bias, two shared experts, layers from
+ * moe_layer_start_index to the last) and Granite-MoE (top-k logits then
+ * softmax; gate and up fused in one stacked tensor), from checkpoints and
+ * GGUF files. */
+static void test_ernie_and_granite(void **state)
+{
+    test_seed(116);
+    test_layer t;
+    vkmoe_layer_params p = family("ernie-4.5-moe", 16, 0, VKMOE_WEIGHT_BF16);
+    p.shared_ffn_dim = 48;
+    checkpoint_weights(*state, p, &t);
+    checkpoint_write_hf(work_dir, &t,
+                        "{\"model_type\": \"ernie4_5_moe\", \"hidden_size\": 40, "
+                        "\"num_hidden_layers\": 4, \"moe_intermediate_size\": 24, "
+                        "\"moe_num_experts\": 16, \"moe_k\": 6, \"moe_num_shared_experts\": 2, "
+                        "\"moe_layer_start_index\": 1, \"moe_layer_end_index\": -1, "
+                        "\"moe_layer_interval\": 1, \"moe_norm_min\": 1e-12}",
+                        &checkpoint_ernie_names, 3, 1);
+    check_loaded(*state, &t, work_dir, 3, 12);
+    vkmoe_layer *layer = (vkmoe_layer *)&layer;
+    assert_int_equal(vkmoe_layer_from_file(*state, work_dir, 0, NULL, &layer),
+                     VKMOE_ERROR_UNSUPPORTED);
+    assert_non_null(strstr(vkmoe_last_error(), "dense"));
+    test_layer_destroy(&t);
+
+    checkpoint_weights(*state, family("granite-moe", 10, 0, VKMOE_WEIGHT_F16), &t);
+    checkpoint_write_hf(work_dir, &t,
+                        "{\"model_type\": \"granitemoe\", \"hidden_size\": 40, "
+                        "\"intermediate_size\": 24, \"num_local_experts\": 10, "
+                        "\"num_experts_per_tok\": 8}",
+                        &checkpoint_granite_names, 1, 1);
+    check_loaded(*state, &t, work_dir, 1, 12);
+    test_layer_destroy(&t);
+
+    gguf_writer w = {0};
+    p = family("ernie-4.5-moe", 16, 0, VKMOE_WEIGHT_Q8_0);
+    p.dim = 64;
+    p.ffn_dim = 32;
+    p.shared_ffn_dim = 64;
+    checkpoint_weights(*state, p, &t);
+    gguf_add_u32(&w, "ernie4_5-moe.leading_dense_block_count", 1);
+    gguf_add_u32(&w, "ernie4_5-moe.interleave_moe_layer_step", 1);
+    gguf_add_u32(&w, "ernie4_5-moe.expert_shared_feed_forward_length", 64);
+    gguf_add_bool(&w, "ernie4_5-moe.expert_weights_norm", true);
+    checkpoint_write_gguf(path_in("model.gguf"), &w, &t, "ernie4_5-moe", 2);
+    check_loaded(*state, &t, path_in("model.gguf"), 2, 9);
+    test_layer_destroy(&t);
+
+    memset(&w, 0, sizeof(w));
+    p = family("granite-moe", 12, 0, VKMOE_WEIGHT_Q4_K);
+    p.dim = 256;
+    p.ffn_dim = 256;
+    p.down_weight_type = VKMOE_WEIGHT_Q6_K;
+    checkpoint_weights(*state, p, &t);
+    checkpoint_write_gguf(path_in("model.gguf"), &w, &t, "granitemoe", 0);
+    check_loaded(*state, &t, path_in("model.gguf"), 0, 9);
+    test_layer_destroy(&t);
+}
+
 /* The same families from GGUF: glm4moe and minimax-m2 with deepseek2's
  * keys, qwen3next with qwen2moe's. */
 static void test_newer_families_gguf(void **state)
@@ -624,6 +683,7 @@ int main(void)
         cmocka_unit_test(test_gguf_families),
         cmocka_unit_test(test_newer_families_checkpoints),
         cmocka_unit_test(test_newer_families_gguf),
+        cmocka_unit_test(test_ernie_and_granite),
         cmocka_unit_test(test_file_over_4_gib),
         cmocka_unit_test(test_broken_checkpoints),
         cmocka_unit_test(test_unsupported_gguf),

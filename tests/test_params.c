@@ -135,7 +135,7 @@ static void test_bad_routing_params(void **state)
     BAD(shared_gate, true, "shared_gate");
     BAD(swiglu_limit, -1.0f, "swiglu_limit");
     p = good;
-    p.router = VKMOE_ROUTER_SOFTMAX_TOPK;
+    p.router = VKMOE_ROUTER_TOPK_SOFTMAX; /* softmax over the chosen: no bias to choose by */
     expect_create_fails(ctx, &p, "selection_bias");
     p = good;
     p.topk_groups = 1; /* one group of 8 experts cannot give 9 */

@@ -5,6 +5,8 @@
 
 #include "helpers.h"
 
+static float first_weight; /* the GPU's weight of slot 0 in the last run_router */
+
 /* Runs the router of a layer whose weights `edit` may change first; the
  * GPU's ids must equal the reference's, its weights be within tolerance.
  * Returns the GPU's ids (caller frees). */
@@ -29,6 +31,7 @@ static uint32_t *run_router(void **state, vkmoe_layer_params p, uint32_t tokens,
             !(fabs(m.topk_weight[s] - weights[s]) <= 1e-6 + 1e-5 * fabs(weights[s])))
             fail_msg("slot %u: weight %.9g, reference %.9g", s, m.topk_weight[s], weights[s]);
     memcpy(ids, m.ids, m.slots * sizeof(*ids));
+    first_weight = m.topk_weight[0];
     free(weights);
     free(x);
     test_intermediates_free(&m);
@@ -219,6 +222,42 @@ static void test_largest_limits(void **state)
     free(ids);
 }
 
+/* ERNIE-4.5's choice by p + b_sel with weights p renormalised; the sum
+ * floored at 1e-12 where the bias picks experts of tiny p: a router bias
+ * of 40 on every other expert leaves experts 0 and 1 near exp(-40), and
+ * the selection bias picks them. Granite-MoE: top-k logits, softmax. */
+static void bury_two_experts(test_layer *t)
+{
+    for (size_t i = 0; i < (size_t)t->params.experts * t->params.dim; i++)
+        t->router[i] *= 1e-3f;
+    for (uint32_t e = 0; e < t->params.experts; e++) {
+        t->router_bias[e] = e < 2 ? 0.0f : 40.0f;
+        t->selection_bias[e] = e < 2 ? 10.0f : 0.0f;
+    }
+}
+
+static void test_ernie_and_granite(void **state)
+{
+    test_seed(41);
+    check_router(state, family("ernie-4.5-moe", 45, 64, 30), 30, false);
+    check_router(state, family("ernie-4.5-moe", 45, 64, 9), 9, true);
+    favoured_expert = 50;
+    uint32_t *ids = run_router(state, family("ernie-4.5-moe", 45, 64, 20), 20, favour_one_expert);
+    for (uint32_t t = 0; t < 20; t++)
+        assert_int_equal(ids[t * 6], 50);
+    free(ids);
+    vkmoe_layer_params p = family("ernie-4.5-moe", 24, 16, 6);
+    p.top_k = 2;
+    p.router_bias = true;
+    ids = run_router(state, p, 6, bury_two_experts);
+    for (uint32_t t = 0; t < 6; t++)
+        assert_true(ids[t * 2] < 2 && ids[t * 2 + 1] < 2);
+    /* each near exp(-40) / 1e-12 ~ 4e-6, not the 0.5 of an unfloored sum */
+    assert_true(first_weight > 1e-7f && first_weight < 1e-4f);
+    free(ids);
+    check_router(state, family("granite-moe", 40, 40, 30), 30, false);
+}
+
 static void test_switch_and_gshard(void **state)
 {
     test_seed(39);
@@ -238,6 +277,7 @@ int main(void)
         cmocka_unit_test(test_deepseek_v3),
         cmocka_unit_test(test_selection_bias_chooses_but_does_not_weigh),
         cmocka_unit_test(test_tied_groups),
+        cmocka_unit_test(test_ernie_and_granite),
         cmocka_unit_test(test_deepseek_v2),
         cmocka_unit_test(test_gpt_oss_and_sigmoid_k_equals_e),
         cmocka_unit_test(test_switch_and_gshard),
