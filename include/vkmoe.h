@@ -735,7 +735,9 @@ typedef struct vkmoe_model_params {
  *    model.safetensors or model.safetensors.index.json and its shards (or
  *    the path of a .safetensors file in such a directory). model_type
  *    mixtral, qwen2_moe, qwen3_moe, qwen3_next, olmoe, deepseek_v2,
- *    deepseek_v3, kimi_k2, glm4_moe, minimax_m2, granitemoe, ernie4_5_moe;
+ *    deepseek_v3, kimi_k2, glm4_moe, minimax_m2, granitemoe, ernie4_5_moe,
+ *    gpt_oss (its MXFP4 *_blocks and *_scales tensors, repacked to
+ *    VKMOE_WEIGHT_MXFP4);
  *  - a GGUF file (v2, v3), architectures llama (Mixtral), qwen2moe,
  *    qwen3moe, qwen3next, olmoe, deepseek2 (V2, V3, Kimi K2), glm4moe,
  *    minimax-m2, gpt-oss, granitemoe, ernie4_5-moe.

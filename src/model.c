@@ -518,12 +518,79 @@ static vkmoe_status upload_experts(model_source *s, vkmoe_layer *layer, const mo
     return VKMOE_OK;
 }
 
-/* GGUF's stacked expert biases, [experts][ffn] or [experts][dim]. */
+/* A U8 tensor of the given shape (Hugging Face's MXFP4 halves). */
+static vkmoe_status find_bytes(model_source *s, const char *name, const uint64_t *shape,
+                               uint32_t dims, const model_file **f, const vkmoe_tensor **t)
+{
+    VKMOE_TRY(vkmoe_model_find(s, name, f, t));
+    if (strcmp((*t)->dtype_name, "U8") != 0)
+        return vkmoe_model_fail(s, VKMOE_ERROR_FILE_FORMAT,
+                                "%s: tensor \"%s\" is %s; MXFP4 blocks and scales are U8",
+                                (*f)->path, name, (*t)->dtype_name);
+    return check_shape(s, *f, *t, shape, dims);
+}
+
+/* One row of Hugging Face's MXFP4 as vkmoe's (GGUF's) blocks: the scale
+ * byte, then byte j holding element j (low nibble) and j + 16 (high). */
+static void repack_mxfp4_row(const uint8_t *codes, const uint8_t *scales, uint64_t blocks,
+                             uint8_t *out)
+{
+    for (uint64_t b = 0; b < blocks; b++, out += 17, codes += 16) {
+        out[0] = scales[b];
+        for (int j = 0; j < 16; j++) {
+            uint8_t low = codes[j / 2] >> (j % 2 * 4) & 0xf;
+            uint8_t high = codes[8 + j / 2] >> (j % 2 * 4) & 0xf;
+            out[1 + j] = (uint8_t)(low | high << 4);
+        }
+    }
+}
+
+/* GPT-OSS's checkpoints: each expert's rows (gate's and up's interleaved
+ * in one tensor) repacked from the blocks and scales tensors. */
+static vkmoe_status upload_mxfp4_experts(model_source *s, vkmoe_layer *layer, const model_layout *l,
+                                         vkmoe_expert_matrix m)
+{
+    const vkmoe_layer_params *p = &layer->params;
+    uint64_t shape[2];
+    matrix_shape(p, m, p->ffn_dim, shape);
+    uint64_t rows = tensor_rows(l, m, shape[0]), blocks = shape[1] / 32;
+    char name[MODEL_NAME_BYTES + 16];
+    const model_file *fb, *fs;
+    const vkmoe_tensor *tb, *ts;
+    snprintf(name, sizeof(name), "%s_blocks", l->expert[m]);
+    VKMOE_TRY(find_bytes(s, name, (uint64_t[]){p->experts, rows, blocks, 16}, 4, &fb, &tb));
+    snprintf(name, sizeof(name), "%s_scales", l->expert[m]);
+    VKMOE_TRY(find_bytes(s, name, (uint64_t[]){p->experts, rows, blocks}, 3, &fs, &ts));
+    size_t bytes = vkmoe_weight_bytes(VKMOE_WEIGHT_MXFP4, (size_t)(shape[0] * shape[1]));
+    uint8_t *packed = vkmoe_malloc(bytes);
+    if (!packed)
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    uint32_t step = l->row_step[m] ? l->row_step[m] : 1;
+    vkmoe_status status = VKMOE_OK;
+    for (uint32_t e = 0; e < p->experts && status == VKMOE_OK; e++) {
+        for (uint64_t r = 0; r < shape[0]; r++) {
+            uint64_t row = (uint64_t)e * rows + l->row_first[m] + r * step;
+            repack_mxfp4_row(fb->data + tb->offset + row * blocks * 16,
+                             fs->data + ts->offset + row * blocks, blocks,
+                             packed + r * blocks * 17);
+        }
+        status = vkmoe_layer_set_expert(layer, e, m, packed, bytes);
+        if (status == VKMOE_OK)
+            status = report_progress(s, bytes);
+    }
+    free(packed);
+    return status;
+}
+
+/* Stacked expert biases, [experts][ffn] or [experts][dim], or elements of
+ * a fused [experts][2·ffn] (tensor_rows, row_first and row_step as for the
+ * matrices' rows). */
 static vkmoe_status upload_expert_biases(model_source *s, vkmoe_layer *layer, const model_layout *l,
                                          vkmoe_expert_matrix m)
 {
     const vkmoe_layer_params *p = &layer->params;
-    uint64_t shape[2] = {p->experts, m == VKMOE_EXPERT_DOWN ? p->dim : p->ffn_dim};
+    uint64_t n = m == VKMOE_EXPERT_DOWN ? p->dim : p->ffn_dim;
+    uint64_t shape[2] = {p->experts, tensor_rows(l, m, n)};
     const model_file *f;
     const vkmoe_tensor *t;
     VKMOE_TRY(find_checked(s, l->expert_bias[m], shape, 2, &f, &t));
@@ -533,11 +600,14 @@ static vkmoe_status upload_expert_biases(model_source *s, vkmoe_layer *layer, co
     vkmoe_status status = VKMOE_OK;
     vkmoe_weight_type stored = weight_type_of(t);
     size_t row_bytes = vkmoe_weight_bytes(stored, shape[1]);
+    uint32_t step = l->row_step[m] ? l->row_step[m] : 1;
     for (uint32_t e = 0; e < p->experts && status == VKMOE_OK; e++) {
         status = convert(s, stored, f->data + t->offset + e * row_bytes, (size_t)shape[1],
                          VKMOE_WEIGHT_F32, v);
+        for (uint64_t i = 0; i < n; i++) /* in place: i <= first + i·step */
+            v[i] = v[l->row_first[m] + i * step];
         if (status == VKMOE_OK)
-            status = vkmoe_layer_set_expert_bias(layer, e, m, v, shape[1] * sizeof(*v));
+            status = vkmoe_layer_set_expert_bias(layer, e, m, v, n * sizeof(*v));
     }
     free(v);
     return status;
@@ -575,7 +645,8 @@ static vkmoe_status upload_layer(model_source *s, vkmoe_layer *layer, const mode
     const vkmoe_layer_params *p = &layer->params;
     VKMOE_TRY(upload_router(s, layer, l));
     for (uint32_t m = vkmoe_params_gated(p) ? 0 : 1; m < 3; m++) {
-        VKMOE_TRY(upload_experts(s, layer, l, m));
+        VKMOE_TRY(l->mxfp4_pairs ? upload_mxfp4_experts(s, layer, l, m)
+                                 : upload_experts(s, layer, l, m));
         if (p->expert_bias)
             VKMOE_TRY(upload_expert_biases(s, layer, l, m));
         if (p->shared_ffn_dim)
@@ -588,6 +659,10 @@ static vkmoe_status upload_layer(model_source *s, vkmoe_layer *layer, const mode
 static vkmoe_status expert_type(model_source *s, const model_layout *l, vkmoe_expert_matrix m,
                                 vkmoe_weight_type *type)
 {
+    if (l->mxfp4_pairs) {
+        *type = VKMOE_WEIGHT_MXFP4;
+        return VKMOE_OK;
+    }
     char name[MODEL_NAME_BYTES + 16];
     snprintf(name, sizeof(name), l->expert[m], 0u);
     const model_file *f;

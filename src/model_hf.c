@@ -133,6 +133,16 @@ static vkmoe_status describe_ernie(model_source *s, uint32_t layer, model_layout
     return VKMOE_OK;
 }
 
+/* GPT-OSS: the clamp of its SwiGLU from the config (alpha is fixed). */
+static vkmoe_status describe_gpt_oss(model_source *s, uint32_t layer, model_layout *l)
+{
+    (void)layer;
+    const vkmoe_json *limit = vkmoe_json_get(&s->config, "swiglu_limit");
+    if (limit && limit->type == VKMOE_JSON_NUMBER)
+        l->params.swiglu_limit = (float)limit->number;
+    return VKMOE_OK;
+}
+
 typedef vkmoe_status (*hf_describer)(model_source *s, uint32_t layer, model_layout *l);
 
 typedef struct hf_family {
@@ -149,8 +159,12 @@ typedef struct hf_family {
     const char *router;         /* the router's module under the block; NULL: gate */
     /* The experts' matrices are stacked tensors [E][rows][cols] named
      * <matrix>.weight under the block; gate and up of the same name are one
-     * fused tensor, gate's rows first (Granite's input_linear). */
-    bool stacked;
+     * fused tensor, gate's rows first (Granite's input_linear), or with
+     * `interleaved` gate's rows even and up's odd (GPT-OSS's gate_up_proj). */
+    bool stacked, interleaved;
+    /* The stacked matrices are MXFP4 as <matrix>_blocks and <matrix>_scales,
+     * their biases <matrix>_bias (GPT-OSS). */
+    bool mxfp4;
 } hf_family;
 
 #define PROJ                                                                                       \
@@ -231,6 +245,17 @@ static const hf_family families[] = {
      .ffn_key = "intermediate_size",
      .router = "router.layer",
      .stacked = true},
+    {.model_type = "gpt_oss",
+     .family = "gpt-oss",
+     .block = "mlp",
+     .matrix = {"experts.gate_up_proj", "experts.gate_up_proj", "experts.down_proj"},
+     .experts_key = "num_local_experts",
+     .ffn_key = "intermediate_size",
+     .describe = describe_gpt_oss,
+     .router = "router",
+     .stacked = true,
+     .interleaved = true,
+     .mxfp4 = true},
 };
 
 static vkmoe_status find_family(const model_source *s, const hf_family **out)
@@ -256,14 +281,23 @@ static void name_tensors(model_layout *l, const hf_family *f, uint32_t layer)
     snprintf(l->router, sizeof(l->router), "%s%s.weight", prefix, f->router ? f->router : "gate");
     if (l->params.selection_bias)
         snprintf(l->selection_bias, sizeof(l->selection_bias), "%s%s", prefix, f->selection_bias);
+    if (l->params.router_bias)
+        snprintf(l->router_bias, sizeof(l->router_bias), "%s%s.bias", prefix,
+                 f->router ? f->router : "gate");
     l->stacked = f->stacked;
+    l->mxfp4_pairs = f->mxfp4;
     if (f->stacked && strcmp(f->matrix[0], f->matrix[1]) == 0) {
         l->tensor_rows[0] = l->tensor_rows[1] = 2 * l->params.ffn_dim;
-        l->row_first[1] = l->params.ffn_dim;
+        l->row_step[0] = l->row_step[1] = f->interleaved ? 2 : 1;
+        l->row_first[1] = f->interleaved ? 1 : l->params.ffn_dim;
     }
     for (int m = 0; m < 3; m++) {
+        if (l->params.expert_bias)
+            snprintf(l->expert_bias[m], sizeof(l->expert_bias[m]), "%s%s_bias", prefix,
+                     f->matrix[m]);
         if (f->stacked)
-            snprintf(l->expert[m], sizeof(l->expert[m]), "%s%s.weight", prefix, f->matrix[m]);
+            snprintf(l->expert[m], sizeof(l->expert[m]), "%s%s%s", prefix, f->matrix[m],
+                     f->mxfp4 ? "" : ".weight");
         else
             snprintf(l->expert[m], sizeof(l->expert[m]), "%sexperts.%%u.%s.weight", prefix,
                      f->matrix[m]);

@@ -147,12 +147,91 @@ static void st_put_experts(st_writer *w, const test_layer *t, const char *prefix
     }
 }
 
+/* Rows of one MXFP4 matrix as GPT-OSS's checkpoints hold them: codes
+ * (element 2j in byte j's low nibble) into codes, exponents into scales. */
+static void hf_mxfp4_rows(const float *values, size_t rows, size_t cols, uint8_t *codes,
+                          uint8_t *scales)
+{
+    size_t blocks = cols / 32;
+    uint8_t *packed = malloc(blocks * 17);
+    assert_non_null(packed);
+    for (size_t r = 0; r < rows; r++) {
+        vkmoe_ref_encode_weights(VKMOE_WEIGHT_MXFP4, values + r * cols, cols, packed);
+        for (size_t b = 0; b < blocks; b++) {
+            const uint8_t *blk = packed + b * 17;
+            scales[r * blocks + b] = blk[0];
+            for (int j = 0; j < 16; j++) {
+                int lo = 2 * j, hi = 2 * j + 1;
+                uint8_t code_lo = lo < 16 ? blk[1 + lo] & 0xf : blk[1 + lo - 16] >> 4;
+                uint8_t code_hi = hi < 16 ? blk[1 + hi] & 0xf : blk[1 + hi - 16] >> 4;
+                codes[(r * blocks + b) * 16 + j] = (uint8_t)(code_lo | code_hi << 4);
+            }
+        }
+    }
+    free(packed);
+}
+
+/* One GPT-OSS expert tensor: rows [E][rows][cols] as _blocks, _scales. */
+static void st_put_mxfp4(st_writer *w, const char *name, const float *values, size_t experts,
+                         size_t rows, size_t cols)
+{
+    size_t blocks = cols / 32;
+    uint8_t *codes = malloc(experts * rows * blocks * 16),
+            *scales = malloc(experts * rows * blocks);
+    assert_true(codes && scales);
+    hf_mxfp4_rows(values, experts * rows, cols, codes, scales);
+    char full[300];
+    snprintf(full, sizeof(full), "%s_blocks", name);
+    st_add(w, full, "U8", (uint64_t[]){experts, rows, blocks, 16}, 4, codes,
+           experts * rows * blocks * 16);
+    snprintf(full, sizeof(full), "%s_scales", name);
+    st_add(w, full, "U8", (uint64_t[]){experts, rows, blocks}, 3, scales, experts * rows * blocks);
+    free(codes);
+    free(scales);
+}
+
+/* GPT-OSS's MoE block: gate and up interleaved row by row in gate_up_proj
+ * (and its bias), MXFP4 as blocks and scales. */
+static void st_put_gpt_oss(st_writer *w, const test_layer *t, const char *prefix)
+{
+    const vkmoe_layer_params *p = &t->params;
+    size_t e = p->experts, f = p->ffn_dim, d = p->dim;
+    char name[256];
+    snprintf(name, sizeof(name), "%srouter.weight", prefix);
+    st_put(w, VKMOE_WEIGHT_F32, name, t->router, (uint64_t[]){e, d}, 2);
+    snprintf(name, sizeof(name), "%srouter.bias", prefix);
+    st_put(w, VKMOE_WEIGHT_F32, name, t->router_bias, (uint64_t[]){e}, 1);
+    float *fused = malloc(e * 2 * f * d * sizeof(float)), *bias = malloc(e * 2 * f * sizeof(float));
+    assert_true(fused && bias);
+    for (size_t x = 0; x < e; x++)
+        for (size_t r = 0; r < f; r++) {
+            memcpy(fused + ((x * 2 * f) + 2 * r) * d, t->gate + (x * f + r) * d, d * 4);
+            memcpy(fused + ((x * 2 * f) + 2 * r + 1) * d, t->up + (x * f + r) * d, d * 4);
+            bias[x * 2 * f + 2 * r] = t->gate_bias[x * f + r];
+            bias[x * 2 * f + 2 * r + 1] = t->up_bias[x * f + r];
+        }
+    snprintf(name, sizeof(name), "%sexperts.gate_up_proj", prefix);
+    st_put_mxfp4(w, name, fused, e, 2 * f, d);
+    snprintf(name, sizeof(name), "%sexperts.gate_up_proj_bias", prefix);
+    st_put(w, VKMOE_WEIGHT_F32, name, bias, (uint64_t[]){e, 2 * f}, 2);
+    snprintf(name, sizeof(name), "%sexperts.down_proj", prefix);
+    st_put_mxfp4(w, name, t->down, e, d, f);
+    snprintf(name, sizeof(name), "%sexperts.down_proj_bias", prefix);
+    st_put(w, VKMOE_WEIGHT_F32, name, t->down_bias, (uint64_t[]){e, d}, 2);
+    free(fused);
+    free(bias);
+}
+
 /* Layer `layer`'s tensors under model.layers.N.<block>. */
 static void st_put_layer(st_writer *w, const test_layer *t, const hf_names *names, uint32_t layer)
 {
     const vkmoe_layer_params *p = &t->params;
     char prefix[128], name[256];
     snprintf(prefix, sizeof(prefix), "model.layers.%u.%s.", layer, names->block);
+    if (names->gpt_oss) {
+        st_put_gpt_oss(w, t, prefix);
+        return;
+    }
     snprintf(name, sizeof(name), "%s%s.weight", prefix, names->router ? names->router : "gate");
     st_put(w, p->weight_type, name, t->router, (uint64_t[]){p->experts, p->dim}, 2);
     if (p->selection_bias) {
@@ -246,6 +325,8 @@ const hf_names checkpoint_granite_names = {.block = "block_sparse_moe",
                                            .selection_bias = "",
                                            .router = "router.layer",
                                            .fused = true};
+
+const hf_names checkpoint_gpt_oss_names = {.block = "mlp", .gpt_oss = true};
 
 /* The same for GGUF, dims innermost first. */
 static void gguf_put(gguf_writer *w, vkmoe_weight_type type, const char *name, const float *values,

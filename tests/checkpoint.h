@@ -14,10 +14,15 @@ typedef struct hf_names {
     /* Granite's experts: <gate>.weight [E][2F][D] holding gate's rows then
      * up's, <down>.weight [E][D][F] */
     bool fused;
+    /* GPT-OSS's: router.weight and .bias, experts.gate_up_proj (gate and up
+     * rows interleaved) and experts.down_proj as MXFP4 _blocks and _scales
+     * tensors, with _bias */
+    bool gpt_oss;
 } hf_names;
 
 extern const hf_names checkpoint_mixtral_names, checkpoint_qwen_names, checkpoint_deepseek_names,
-    checkpoint_minimax_names, checkpoint_ernie_names, checkpoint_granite_names;
+    checkpoint_minimax_names, checkpoint_ernie_names, checkpoint_granite_names,
+    checkpoint_gpt_oss_names;
 
 /* Random weights for params, rounded to the weight type (vectors too, as a
  * file stores them), without a layer of their own (t->layer is NULL). */

@@ -283,6 +283,28 @@ static void test_ernie_and_granite(void **state)
     test_layer_destroy(&t);
 }
 
+/* GPT-OSS's Hugging Face checkpoints as released: MXFP4 experts as
+ * blocks and scales tensors (HF's nibble order), gate and up interleaved
+ * row by row in one tensor and its bias, router bias; sharded. */
+static void test_gpt_oss_mxfp4_checkpoint(void **state)
+{
+    test_seed(117);
+    test_layer t;
+    vkmoe_layer_params p = family("gpt-oss", 8, 0, VKMOE_WEIGHT_MXFP4);
+    p.dim = 64;
+    p.ffn_dim = 96;
+    checkpoint_weights(*state, p, &t);
+    checkpoint_write_hf(work_dir, &t,
+                        "{\"model_type\": \"gpt_oss\", \"hidden_size\": 64, "
+                        "\"intermediate_size\": 96, \"num_local_experts\": 8, "
+                        "\"num_experts_per_tok\": 4, \"experts_per_token\": 4, "
+                        "\"swiglu_limit\": 7.0, \"num_hidden_layers\": 2, "
+                        "\"quantization_config\": {\"quant_method\": \"mxfp4\"}}",
+                        &checkpoint_gpt_oss_names, 1, 2);
+    check_loaded(*state, &t, work_dir, 1, 12);
+    test_layer_destroy(&t);
+}
+
 /* The same families from GGUF: glm4moe and minimax-m2 with deepseek2's
  * keys, qwen3next with qwen2moe's. */
 static void test_newer_families_gguf(void **state)
@@ -684,6 +706,7 @@ int main(void)
         cmocka_unit_test(test_newer_families_checkpoints),
         cmocka_unit_test(test_newer_families_gguf),
         cmocka_unit_test(test_ernie_and_granite),
+        cmocka_unit_test(test_gpt_oss_mxfp4_checkpoint),
         cmocka_unit_test(test_file_over_4_gib),
         cmocka_unit_test(test_broken_checkpoints),
         cmocka_unit_test(test_unsupported_gguf),
