@@ -342,6 +342,9 @@ typedef enum vkmoe_router_type {
     /* top-k of l; weights softmax over the k chosen logits. GPT-OSS,
      * Granite-MoE. */
     VKMOE_ROUTER_TOPK_SOFTMAX = 2,
+    /* top-k of l; weights sigmoid(l) of the chosen (normalize_topk divides
+     * them by their sum). Llama 4, with scale_expert_input. */
+    VKMOE_ROUTER_TOPK_SIGMOID = 3,
 } vkmoe_router_type;
 
 /* The expert feed-forward function. g = x·W1ᵀ (+ b1), u = x·W3ᵀ (+ b3) with
@@ -443,6 +446,11 @@ typedef struct vkmoe_layer_params {
     /* Divide the chosen weights by their sum (Mixtral, Qwen3, DeepSeek-V3:
      * true; Qwen1.5/2-MoE, OLMoE, DeepSeek-V2: false). Default false. */
     bool normalize_topk;
+    /* The routing weight w scales the expert's input instead of its
+     * output: y = Σ_j E_j(w_j · x) (Llama 4; exact for any expert function
+     * as w · (x·Wᵀ) + b is applied before the activation), where the default
+     * is y = Σ_j w_j · E_j(x). Default false. */
+    bool scale_expert_input;
     /* Multiply the weights, after any normalisation, by this factor
      * (DeepSeek's routed_scaling_factor). Default (0): 1. Must be finite and
      * positive. */
@@ -518,6 +526,8 @@ typedef struct vkmoe_layer_params {
  *   "minimax-m2": sigmoid with selection bias, k 8, renormalised, unscaled;
  *   "qwen3-next": softmax top-10, renormalised, sigmoid-gated shared expert;
  *   "granite-moe": top-k of logits then softmax, k 8;
+ *   "llama4" (Llama 4 Scout, Maverick): top-1 logit, its sigmoid scaling
+ *       the expert's input (scale_expert_input), an unscaled shared expert;
  *   "ernie-4.5-moe": softmax, top-k of p + selection bias, weights p
  *       renormalised, k 6;
  *   "gpt-oss": router bias, top-k of logits then softmax, k 4, clamped
@@ -669,7 +679,8 @@ typedef struct vkmoe_load_stats {
     /* Switch load-balancing loss E · Σ_e f_e · P_e, where f_e is the share of
      * tokens routed to e (before dropping; Σ f_e = k) and P_e the mean router
      * probability of e: softmax(l) for the softmax routers and
-     * VKMOE_ROUTER_TOPK_SOFTMAX, s / Σ s for VKMOE_ROUTER_SIGMOID_TOPK.
+     * VKMOE_ROUTER_TOPK_SOFTMAX and VKMOE_ROUTER_TOPK_SIGMOID, s / Σ s for
+     * VKMOE_ROUTER_SIGMOID_TOPK.
      * 1 · k when perfectly balanced. */
     double balance_loss;
     double z_loss; /* router z-loss: mean over tokens of logsumexp(l)² */

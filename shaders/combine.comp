@@ -29,6 +29,7 @@ layout(set = 1, binding = 1) uniform samplerBuffer shared_texels;
 layout(push_constant) uniform Push {
     uvec2 topk_weight, slot_row, expert_out, shared_out, shared_scale;
     uint tokens, dim, top_k, z_texels, io_type;
+    uint unit_weights; // the weights scaled the experts' inputs (Llama 4): sum unweighted
 } pc;
 
 // bf16 of v, rounded to nearest even; NaN stays a (quiet) NaN.
@@ -103,7 +104,7 @@ void main()
         uint row = slot_row.v[slot];
         if (row == INVALID)
             continue;
-        float w = weights.v[slot];
+        float w = pc.unit_weights != 0 ? 1.0 : weights.v[slot];
         acc0 += w * quad(z_texels, pc.expert_out, row, d);
         acc1 += w * quad(z_texels, pc.expert_out, row, d + 4);
         acc2 += w * quad(z_texels, pc.expert_out, row, d + 8);

@@ -7,7 +7,9 @@
 //         gate_bias, up_bias f32 [experts][ffn] or 0; ffn, ld_dim, ld_ffn, top_k,
 //         max_tiles, rows (rows past it are padding); expert_first, expert_count
 //         (the experts this dispatch's weights hold), matrix_texels (texels
-//         per expert matrix); limit, alpha (clamped SwiGLU)
+//         per expert matrix); limit, alpha (clamped SwiGLU); input_scale f32
+//         [slots] or 0: each row's x·Wᵀ is scaled by its slot's value before
+//         the bias and activation (Llama 4's routing weight on the input)
 //   spec: see common/expert_gemm.glsl
 #extension GL_GOOGLE_include_directive : require
 #include "common/buffers.glsl"
@@ -24,7 +26,16 @@ layout(push_constant) uniform Push {
     uvec2 tile_expert, row_slot, hidden, gate_bias, up_bias;
     uint ffn, ld_dim, ld_ffn, top_k, max_tiles, rows, expert_first, expert_count, matrix_texels;
     float limit, alpha;
+    uvec2 input_scale;
 } pc;
+
+// The scale of row `row`'s projections: its slot's routing weight, or 1.
+float row_scale(uint row)
+{
+    if (pc.input_scale == uvec2(0))
+        return 1.0;
+    return FloatArray(pc.input_scale).v[UintArray(pc.row_slot).v[row]];
+}
 
 uint a_row_texel(uint row)
 {
@@ -66,11 +77,13 @@ void main()
         uint m = i / columns, v = i % columns, column = n0 + v;
         if (slot_at(pc.row_slot, pc.rows, row0 + m) == INVALID)
             continue;
-        float up = tile_result(m, single ? v : columns + v) +
+        float scale = row_scale(row0 + m);
+        float up = tile_result(m, single ? v : columns + v) * scale +
                    bias_at(pc.up_bias, expert, column, pc.ffn);
         float h = relu ? max(up, 0.0) : up;
         if (!single) {
-            float gate = tile_result(m, v) + bias_at(pc.gate_bias, expert, column, pc.ffn);
+            float gate =
+                tile_result(m, v) * scale + bias_at(pc.gate_bias, expert, column, pc.ffn);
             h = gated(vec4(gate), vec4(up)).x;
         }
         store(hidden, row0 + m, column, h);
@@ -103,10 +116,11 @@ void main()
             gemv_pass(r0, valid, base, n, pc.ld_dim, !single);
             if (subgroupElect()) {
                 for (uint m = 0; m < valid; m++) {
-                    float up = gemv_sum1[m] + up_bias;
+                    float scale = row_scale(r0 + m);
+                    float up = gemv_sum1[m] * scale + up_bias;
                     float h = relu ? max(up, 0.0) : up;
                     if (!single)
-                        h = gated(vec4(gemv_sum0[m] + gate_bias), vec4(up)).x;
+                        h = gated(vec4(gemv_sum0[m] * scale + gate_bias), vec4(up)).x;
                     store(hidden, r0 + m, column, h);
                 }
             }
@@ -146,8 +160,9 @@ void main()
         for (uint m = 0; m < done; m++) {
             vec4 lo, hi;
             pass_result(m, lo, hi);
-            lo += bias_lo;
-            hi += bias_hi;
+            float scale = row_scale(r0 + m);
+            lo = lo * scale + bias_lo;
+            hi = hi * scale + bias_hi;
             if (single) {
                 if (relu) {
                     lo = max(lo, 0.0);

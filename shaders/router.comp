@@ -214,7 +214,7 @@ float raw_weight(uint j, float max_logit, float denominator)
     float l = logits[chosen[j]];
     if (pc.kind == ROUTER_SOFTMAX_TOPK)
         return exp(l - max_logit) / denominator;
-    if (pc.kind == ROUTER_SIGMOID_TOPK)
+    if (pc.kind == ROUTER_SIGMOID_TOPK || pc.kind == ROUTER_TOPK_SIGMOID)
         return sigmoid(l);
     return exp(l - logits[chosen[0]]); // chosen[0] holds the largest
 }

@@ -4,7 +4,7 @@
 
 typedef struct combine_push {
     VkDeviceAddress topk_weight, slot_row, expert_out, shared_out, shared_scale;
-    uint32_t tokens, dim, top_k, z_texels, io_type, pad_;
+    uint32_t tokens, dim, top_k, z_texels, io_type, unit_weights;
 } combine_push;
 _Static_assert(sizeof(combine_push) == 64, "combine_push must mirror combine.comp");
 
@@ -23,6 +23,7 @@ void vkmoe_combine_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t toke
         .top_k = p->top_k,
         .z_texels = layer->act.expert_out_view != VK_NULL_HANDLE,
         .io_type = (uint32_t)p->io_type,
+        .unit_weights = p->scale_expert_input,
     };
     layer->ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE,
                                            layer->ctx->pipeline_layout, 1, 1,

@@ -30,8 +30,10 @@ typedef struct gemm_up_push {
     uint32_t ffn, ld_dim, ld_ffn, top_k, max_tiles, rows;
     gemm_source_push source;
     float limit, alpha;
+    VkDeviceAddress input_scale;
 } gemm_up_push;
-_Static_assert(sizeof(gemm_up_push) == 88 && offsetof(gemm_up_push, source) == 64,
+_Static_assert(sizeof(gemm_up_push) == 96 && offsetof(gemm_up_push, source) == 64 &&
+                   offsetof(gemm_up_push, input_scale) == 88,
                "gemm_up_push must mirror gemm_up.comp");
 
 typedef struct gemm_down_push {
@@ -369,6 +371,7 @@ static gemm_up_push up_push(const vkmoe_layer *layer, const vkmoe_gemm_rows *row
         .rows = rows->rows,
         .limit = p->swiglu_limit,
         .alpha = p->swiglu_alpha,
+        .input_scale = rows->input_scale,
     };
 }
 
@@ -451,6 +454,7 @@ static vkmoe_gemm_rows routed_rows(const vkmoe_layer *layer, vkmoe_expert_matrix
         .gate_bias = has_bias ? biases + vkmoe_expert_bias_offset(layer, VKMOE_EXPERT_GATE, 0) : 0,
         .up_bias = has_bias ? biases + vkmoe_expert_bias_offset(layer, VKMOE_EXPERT_UP, 0) : 0,
         .down_bias = has_bias ? biases + vkmoe_expert_bias_offset(layer, VKMOE_EXPERT_DOWN, 0) : 0,
+        .input_scale = p->scale_expert_input ? base + layer->plan.layout.topk_weight : 0,
         .ffn = p->ffn_dim,
         .ld_ffn = layer->plan.ld_ffn,
         .top_k = p->top_k,

@@ -49,6 +49,7 @@ typedef struct vkmoe_gemm_rows {
     uint32_t source_count;
     VkDeviceAddress tile_expert, row_slot, hidden, out;
     VkDeviceAddress gate_bias, up_bias, down_bias; /* 0: none */
+    VkDeviceAddress input_scale; /* f32 [slots] scaling each row's projections, or 0 */
     uint32_t ffn, ld_ffn, top_k, max_tiles, rows;
 } vkmoe_gemm_rows;
 

@@ -84,7 +84,9 @@ static vkmoe_status check_routing(const vkmoe_context *ctx, const vkmoe_layer_pa
                   FN ": sigmoid routing scores a group by its two best experts, so groups need "
                      "at least 2 experts (experts %u, expert_groups %u)",
                   p->experts, groups);
-    VKMOE_REQUIRE(ctx, !p->selection_bias || p->router != VKMOE_ROUTER_TOPK_SOFTMAX,
+    VKMOE_REQUIRE(ctx,
+                  !p->selection_bias || p->router == VKMOE_ROUTER_SIGMOID_TOPK ||
+                      p->router == VKMOE_ROUTER_SOFTMAX_TOPK,
                   FN ": selection_bias needs router VKMOE_ROUTER_SIGMOID_TOPK or "
                      "VKMOE_ROUTER_SOFTMAX_TOPK");
     VKMOE_REQUIRE(ctx, isfinite(p->capacity_factor) && p->capacity_factor >= 0,
@@ -208,7 +210,7 @@ typedef struct model_family {
     vkmoe_activation activation;
     uint32_t top_k, expert_groups, topk_groups;
     float routed_scaling_factor, capacity_factor;
-    bool router_bias, selection_bias, expert_bias, shared_gate;
+    bool router_bias, selection_bias, expert_bias, shared_gate, scale_expert_input;
 } model_family;
 
 static const model_family families[] = {
@@ -299,6 +301,12 @@ static const model_family families[] = {
      .activation = VKMOE_ACTIVATION_SWIGLU,
      .top_k = 6,
      .selection_bias = true},
+    {.name = "llama4", /* Llama4Router: sigmoid of the top-k logits, on the input */
+     .router = VKMOE_ROUTER_TOPK_SIGMOID,
+     .normalize_topk = false,
+     .activation = VKMOE_ACTIVATION_SWIGLU,
+     .top_k = 1,
+     .scale_expert_input = true},
     {.name = "gpt-oss",
      .router = VKMOE_ROUTER_TOPK_SOFTMAX,
      .normalize_topk = false,
@@ -323,6 +331,7 @@ static void apply_family(vkmoe_layer_params *p, const model_family *f)
     p->selection_bias = f->selection_bias;
     p->expert_bias = f->expert_bias;
     p->shared_gate = f->shared_gate;
+    p->scale_expert_input = f->scale_expert_input;
     p->swiglu_limit = 0;
     p->swiglu_alpha = 0;
 }
@@ -347,6 +356,7 @@ static const char *const router_names[] = {
     [VKMOE_ROUTER_SOFTMAX_TOPK] = "softmax_topk",
     [VKMOE_ROUTER_SIGMOID_TOPK] = "sigmoid_topk",
     [VKMOE_ROUTER_TOPK_SOFTMAX] = "topk_softmax",
+    [VKMOE_ROUTER_TOPK_SIGMOID] = "topk_sigmoid",
 };
 
 static const char *const activation_names[] = {

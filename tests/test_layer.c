@@ -581,6 +581,75 @@ static void test_record_into_caller_command_buffer(void **state)
     test_layer_destroy(&t);
 }
 
+/* 16-bit activations recorded into the caller's command buffer, on its
+ * buffers at offsets: the same bits as vkmoe_layer_forward (x and y are
+ * bf16 there, two values a word, the range tokens·dim·2 bytes). */
+static void test_record_16_bit_activations(void **state)
+{
+    vkmoe_context *ctx = *state;
+    test_seed(14);
+    enum { T = 13 };
+    vkmoe_layer_params p = shape(46, 30, 5, 2, T);
+    p.io_type = VKMOE_WEIGHT_BF16;
+    test_layer t;
+    test_layer_create(ctx, &p, &t);
+    test_layer_upload(&t);
+    size_t bytes = T * (size_t)p.dim * 2;
+    float *x = test_input(T, p.dim);
+    uint16_t *x16 = malloc(bytes), *expected = malloc(bytes), *y16 = malloc(bytes);
+    for (uint32_t i = 0; i < T * p.dim; i++)
+        x16[i] = vkmoe_ref_f32_to_bf16(x[i]);
+    assert_int_equal(vkmoe_layer_forward(t.layer, T, x16, expected), VKMOE_OK);
+    VkDeviceSize offset = ctx->properties.limits.minStorageBufferOffsetAlignment * 2;
+    vkmoe_buffer xbuf, ybuf;
+    assert_int_equal(vkmoe_buffer_create(ctx, offset + bytes, VKMOE_MEMORY_DEVICE, &xbuf),
+                     VKMOE_OK);
+    assert_int_equal(vkmoe_buffer_create(ctx, offset + bytes, VKMOE_MEMORY_DEVICE, &ybuf),
+                     VKMOE_OK);
+    assert_int_equal(vkmoe_buffer_write_rows(ctx, &xbuf, offset, x16, 1, bytes, bytes), VKMOE_OK);
+    VkCommandPoolCreateInfo pool_info = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+                                         .queueFamilyIndex = ctx->queue_family};
+    VkCommandPool pool;
+    assert_int_equal(ctx->vk.vkCreateCommandPool(ctx->device, &pool_info, NULL, &pool), VK_SUCCESS);
+    VkCommandBuffer cmd = begin_commands(ctx, pool);
+    assert_int_equal(
+        vkmoe_layer_record_forward(t.layer, cmd, T, xbuf.buffer, offset, ybuf.buffer, offset),
+        VKMOE_OK);
+    ctx->vk.vkEndCommandBuffer(cmd);
+    VkSubmitInfo submit = {
+        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &cmd};
+    assert_int_equal(ctx->vk.vkQueueSubmit(ctx->queue, 1, &submit, VK_NULL_HANDLE), VK_SUCCESS);
+    assert_int_equal(ctx->vk.vkQueueWaitIdle(ctx->queue), VK_SUCCESS);
+    assert_int_equal(vkmoe_buffer_read(ctx, &ybuf, offset, y16, bytes), VKMOE_OK);
+    assert_memory_equal(y16, expected, bytes);
+    ctx->vk.vkDestroyCommandPool(ctx->device, pool, NULL);
+    vkmoe_buffer_destroy(ctx, &xbuf);
+    vkmoe_buffer_destroy(ctx, &ybuf);
+    free(x);
+    free(x16);
+    free(y16);
+    free(expected);
+    test_layer_destroy(&t);
+}
+
+/* Llama 4: the sigmoid of the top logit scales the expert's input, not its
+ * output, and combine sums unweighted; an unscaled shared expert. On each
+ * GEMM path (their three epilogues), with k 1 as released and k 2. */
+static void test_llama4_input_scaling(void **state)
+{
+    const vkmoe_gemm_path paths[] = {VKMOE_GEMM_REGISTER, VKMOE_GEMM_TILED, VKMOE_GEMM_GEMV};
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(paths); i++) {
+        test_seed(15);
+        vkmoe_layer_params p = test_shape(45, 30, 6, 0, 21);
+        assert_int_equal(vkmoe_layer_params_family(&p, "llama4"), VKMOE_OK);
+        p.shared_ffn_dim = 26;
+        p.gemm_path = paths[i];
+        test_check_layer(*state, p, 21);
+        p.top_k = 2;
+        test_check_layer(*state, p, 5);
+    }
+}
+
 /* With push descriptors a recording changes nothing in the layer: two
  * forwards of other sizes and buffers, recorded before either is
  * submitted, both give what vkmoe_layer_forward gives. (Without them the
@@ -665,6 +734,8 @@ int main(void)
         cmocka_unit_test(test_timings),
         cmocka_unit_test(test_record_into_caller_command_buffer),
         cmocka_unit_test(test_record_twice_before_submitting),
+        cmocka_unit_test(test_record_16_bit_activations),
+        cmocka_unit_test(test_llama4_input_scaling),
     };
     return test_device_suite(tests, test_group_setup, test_group_teardown);
 }

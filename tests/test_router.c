@@ -256,6 +256,12 @@ static void test_ernie_and_granite(void **state)
     assert_true(first_weight > 1e-7f && first_weight < 1e-4f);
     free(ids);
     check_router(state, family("granite-moe", 40, 40, 30), 30, false);
+    /* Llama 4: top-1 logit, its sigmoid; k 2 renormalised */
+    check_router(state, family("llama4", 40, 16, 30), 30, false);
+    vkmoe_layer_params llama = family("llama4", 40, 128, 30);
+    llama.top_k = 2;
+    llama.normalize_topk = true;
+    check_router(state, llama, 30, false);
 }
 
 static void test_switch_and_gshard(void **state)
