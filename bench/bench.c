@@ -50,6 +50,7 @@ static const preset presets[] = {
     {"kimi-k2", "Kimi-K2", "kimi-k2", 7168, 2048, 384, 8, 2048},
     {"granite-moe-3b", "Granite-3.0-3B-A800M", "granite-moe", 1536, 512, 40, 8, 0},
     {"ernie-4.5-21b-a3b", "ERNIE-4.5-21B-A3B", "ernie-4.5-moe", 2560, 1536, 64, 6, 3072},
+    {"llama4-scout", "Llama-4-Scout-17B-16E", "llama4", 5120, 8192, 16, 1, 8192},
 };
 
 /* The hand-shaped layer without --preset: Mixtral's routing at a size

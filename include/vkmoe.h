@@ -748,10 +748,11 @@ typedef struct vkmoe_model_params {
  *    mixtral, qwen2_moe, qwen3_moe, qwen3_next, olmoe, deepseek_v2,
  *    deepseek_v3, kimi_k2, glm4_moe, minimax_m2, granitemoe, ernie4_5_moe,
  *    gpt_oss (its MXFP4 *_blocks and *_scales tensors, repacked to
- *    VKMOE_WEIGHT_MXFP4);
+ *    VKMOE_WEIGHT_MXFP4), llama4 (text_config nested, tensors under
+ *    language_model.), llama4_text;
  *  - a GGUF file (v2, v3), architectures llama (Mixtral), qwen2moe,
  *    qwen3moe, qwen3next, olmoe, deepseek2 (V2, V3, Kimi K2), glm4moe,
- *    minimax-m2, gpt-oss, granitemoe, ernie4_5-moe.
+ *    minimax-m2, gpt-oss, granitemoe, ernie4_5-moe, llama4.
  * Expert weights stay in the file's type (any vkmoe_weight_type), the
  * routed experts' up projections deciding weight_type and
  * their down projections down_weight_type (a Q4_K_M file: Q4_K and Q6_K);

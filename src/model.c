@@ -428,6 +428,28 @@ static uint64_t tensor_rows(const model_layout *l, vkmoe_expert_matrix m, uint64
     return l->tensor_rows[m] ? l->tensor_rows[m] : rows;
 }
 
+/* The matrix [rows][cols] from a transposed tensor's [cols][tensor_rows]
+ * (caller frees *copy). */
+static vkmoe_status gather_columns(const model_source *s, const model_layout *l,
+                                   vkmoe_expert_matrix m, const uint8_t *src, uint64_t rows,
+                                   uint64_t cols, uint64_t tensor_rows, size_t element,
+                                   const uint8_t **out, void **copy)
+{
+    uint32_t step = l->row_step[m] ? l->row_step[m] : 1;
+    uint8_t *matrix = vkmoe_malloc(rows * cols * element);
+    if (!matrix)
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    for (uint64_t r = 0; r < rows; r++) {
+        uint64_t column = l->row_first[m] + r * step;
+        for (uint64_t c = 0; c < cols; c++)
+            memcpy(matrix + (r * cols + c) * element, src + (c * tensor_rows + column) * element,
+                   element);
+    }
+    *out = matrix;
+    *copy = matrix;
+    return VKMOE_OK;
+}
+
 /* The matrix's rows gathered from a fused tensor's (caller frees *copy). */
 static vkmoe_status gather_rows(const model_source *s, const model_layout *l, vkmoe_expert_matrix m,
                                 const uint8_t *src, uint64_t rows, size_t row_bytes,
@@ -463,7 +485,10 @@ static vkmoe_status upload_matrix(model_source *s, vkmoe_layer *layer, const mod
     uint64_t rows = expert == UINT32_MAX ? shape[0] : tensor_rows(l, m, shape[0]);
     const uint8_t *src = f->data + t->offset + index * rows * row_bytes;
     void *gathered = NULL, *copy = NULL;
-    if (expert != UINT32_MAX)
+    if (expert != UINT32_MAX && l->transposed)
+        VKMOE_TRY(gather_columns(s, l, m, src, shape[0], shape[1], rows,
+                                 vkmoe_weight_bytes(stored, 1), &src, &gathered));
+    else if (expert != UINT32_MAX)
         VKMOE_TRY(gather_rows(s, l, m, src, shape[0], row_bytes, &src, &gathered));
     size_t bytes = vkmoe_weight_bytes(type, elements);
     vkmoe_status status = VKMOE_OK;
@@ -503,10 +528,20 @@ static vkmoe_status upload_experts(model_source *s, vkmoe_layer *layer, const mo
     uint64_t shape[3] = {p->experts};
     matrix_shape(p, m, p->ffn_dim, shape + 1);
     shape[1] = tensor_rows(l, m, shape[1]);
+    if (l->transposed) { /* [E][cols][rows] */
+        uint64_t rows = shape[1];
+        shape[1] = shape[2];
+        shape[2] = rows;
+    }
     const model_file *f;
     const vkmoe_tensor *t;
     if (l->stacked)
         VKMOE_TRY(find_checked(s, l->expert[m], shape, 3, &f, &t));
+    if (l->stacked && l->transposed && vkmoe_weight_blocked(weight_type_of(t)))
+        return vkmoe_model_fail(s, VKMOE_ERROR_UNSUPPORTED,
+                                "%s: tensor \"%s\" is transposed ([experts][in][out]) and %s; "
+                                "vkmoe reads such tensors in f32, f16 or bf16",
+                                f->path, t->name, t->dtype_name);
     for (uint32_t e = 0; e < p->experts; e++) {
         if (!l->stacked) {
             char name[MODEL_NAME_BYTES + 16];

@@ -77,6 +77,10 @@ struct model_layout {
      * row r of the matrix is its row row_first + r·row_step (step 0: 1).
      * Granite's input_linear: gate rows 0..F-1, up rows F..2F-1 of 2F. */
     uint32_t tensor_rows[3], row_first[3], row_step[3];
+    /* The stacked expert tensors hold [E][cols][tensor_rows] (Llama 4):
+     * matrix row r is the tensor's column row_first + r·row_step. f32,
+     * f16 and bf16 only. */
+    bool transposed;
     /* Hugging Face's MXFP4 experts (GPT-OSS): expert[m] + "_blocks", U8
      * [E][rows][cols/32][16] of E2M1 codes, element 2j in byte j's low
      * nibble and 2j+1 in its high one, and expert[m] + "_scales", U8

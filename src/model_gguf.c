@@ -107,6 +107,18 @@ static vkmoe_status describe_ernie(model_source *s, const char *arch, uint32_t l
     return VKMOE_OK;
 }
 
+/* Llama 4: MoE blocks every interleave_moe_layer_step-th layer (the
+ * step's multiples, less one); a shared expert of the routed width. */
+static vkmoe_status describe_llama4(model_source *s, const char *arch, uint32_t layer,
+                                    model_layout *l)
+{
+    uint32_t step = 1;
+    VKMOE_TRY(meta_u32(s, arch, "interleave_moe_layer_step", false, UINT32_MAX, &step));
+    l->dense = step == 0 || (layer + 1) % step != 0;
+    l->params.shared_ffn_dim = l->params.ffn_dim;
+    return VKMOE_OK;
+}
+
 typedef struct gguf_family {
     const char *arch;
     const char *family;  /* vkmoe_layer_params_family */
@@ -127,6 +139,7 @@ static const gguf_family families[] = {
     {"gpt-oss", "gpt-oss", "expert_feed_forward_length", NULL},
     {"granitemoe", "granite-moe", "feed_forward_length", NULL},
     {"ernie4_5-moe", "ernie-4.5-moe", "expert_feed_forward_length", describe_ernie},
+    {"llama4", "llama4", "expert_feed_forward_length", describe_llama4},
 };
 
 static vkmoe_status find_family(const model_source *s, const gguf_family **out)

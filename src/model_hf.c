@@ -5,11 +5,19 @@
 
 #include "model.h"
 
+/* Where config.json keeps the hyper-parameters: Llama 4's released
+ * multimodal configs nest the text model's in text_config. */
+static const vkmoe_json *hyper(const model_source *s)
+{
+    const vkmoe_json *text = vkmoe_json_get(&s->config, "text_config");
+    return text && text->type == VKMOE_JSON_OBJECT ? text : &s->config;
+}
+
 /* A whole number of config.json at most `most`; FILE_FORMAT naming the
  * key and what is wrong with it otherwise. */
 static vkmoe_status config_u32(const model_source *s, const char *key, uint32_t most, uint32_t *out)
 {
-    const vkmoe_json *v = vkmoe_json_get(&s->config, key);
+    const vkmoe_json *v = vkmoe_json_get(hyper(s), key);
     uint64_t n;
     if (!v)
         return vkmoe_model_fail(s, VKMOE_ERROR_FILE_FORMAT, "%s/config.json: \"%s\" is missing",
@@ -30,19 +38,19 @@ static vkmoe_status config_u32(const model_source *s, const char *key, uint32_t 
 static vkmoe_status config_optional_u32(const model_source *s, const char *key, uint32_t most,
                                         uint32_t *out)
 {
-    const vkmoe_json *v = vkmoe_json_get(&s->config, key);
+    const vkmoe_json *v = vkmoe_json_get(hyper(s), key);
     return v && v->type != VKMOE_JSON_NULL ? config_u32(s, key, most, out) : VKMOE_OK;
 }
 
 static bool config_bool(const model_source *s, const char *key, bool fallback)
 {
-    const vkmoe_json *v = vkmoe_json_get(&s->config, key);
+    const vkmoe_json *v = vkmoe_json_get(hyper(s), key);
     return v && v->type == VKMOE_JSON_BOOL ? v->boolean : fallback;
 }
 
 static const char *config_string(const model_source *s, const char *key)
 {
-    const vkmoe_json *v = vkmoe_json_get(&s->config, key);
+    const vkmoe_json *v = vkmoe_json_get(hyper(s), key);
     return v && v->type == VKMOE_JSON_STRING ? v->string : "";
 }
 
@@ -75,7 +83,7 @@ static vkmoe_status describe_deepseek(model_source *s, uint32_t layer, model_lay
         VKMOE_TRY(config_u32(s, "n_group", VKMOE_MAX_GROUPS, &p->expert_groups));
         VKMOE_TRY(config_u32(s, "topk_group", VKMOE_MAX_GROUPS, &p->topk_groups));
     }
-    const vkmoe_json *scale = vkmoe_json_get(&s->config, "routed_scaling_factor");
+    const vkmoe_json *scale = vkmoe_json_get(hyper(s), "routed_scaling_factor");
     p->routed_scaling_factor = scale && scale->type == VKMOE_JSON_NUMBER ? (float)scale->number : 1;
     VKMOE_TRY(config_optional_u32(s, "n_shared_experts", UINT32_MAX, &shared));
     p->shared_ffn_dim = shared * p->ffn_dim;
@@ -89,7 +97,7 @@ static vkmoe_status describe_qwen3(model_source *s, uint32_t layer, model_layout
 {
     uint32_t step = 1;
     VKMOE_TRY(config_optional_u32(s, "decoder_sparse_step", UINT32_MAX, &step));
-    const vkmoe_json *dense = vkmoe_json_get(&s->config, "mlp_only_layers");
+    const vkmoe_json *dense = vkmoe_json_get(hyper(s), "mlp_only_layers");
     for (uint32_t i = 0; dense && dense->type == VKMOE_JSON_ARRAY && i < dense->count; i++) {
         uint64_t n;
         if (!vkmoe_json_as_u64(&dense->children[i], UINT32_MAX, &n))
@@ -124,7 +132,7 @@ static vkmoe_status describe_ernie(model_source *s, uint32_t layer, model_layout
     uint32_t start = 0, interval = 1, end = UINT32_MAX, shared = 0;
     VKMOE_TRY(config_optional_u32(s, "moe_layer_start_index", UINT32_MAX, &start));
     VKMOE_TRY(config_optional_u32(s, "moe_layer_interval", UINT32_MAX, &interval));
-    const vkmoe_json *v = vkmoe_json_get(&s->config, "moe_layer_end_index");
+    const vkmoe_json *v = vkmoe_json_get(hyper(s), "moe_layer_end_index");
     if (!(v && v->type == VKMOE_JSON_NUMBER && v->number == -1))
         VKMOE_TRY(config_optional_u32(s, "moe_layer_end_index", UINT32_MAX, &end));
     l->dense = interval == 0 || (layer + 1) % interval != 0 || layer < start || layer > end;
@@ -137,9 +145,35 @@ static vkmoe_status describe_ernie(model_source *s, uint32_t layer, model_layout
 static vkmoe_status describe_gpt_oss(model_source *s, uint32_t layer, model_layout *l)
 {
     (void)layer;
-    const vkmoe_json *limit = vkmoe_json_get(&s->config, "swiglu_limit");
+    const vkmoe_json *limit = vkmoe_json_get(hyper(s), "swiglu_limit");
     if (limit && limit->type == VKMOE_JSON_NUMBER)
         l->params.swiglu_limit = (float)limit->number;
+    return VKMOE_OK;
+}
+
+/* Llama 4: MoE layers are moe_layers, or every interleave_moe_layer_step-th
+ * (the step's multiples, less one), as its config decides; one shared
+ * expert of the routed width. */
+static vkmoe_status describe_llama4(model_source *s, uint32_t layer, model_layout *l)
+{
+    const vkmoe_json *listed = vkmoe_json_get(hyper(s), "moe_layers");
+    if (listed && listed->type == VKMOE_JSON_ARRAY) {
+        l->dense = true;
+        for (uint32_t i = 0; i < listed->count; i++) {
+            uint64_t n;
+            if (!vkmoe_json_as_u64(&listed->children[i], UINT32_MAX, &n))
+                return vkmoe_model_fail(s, VKMOE_ERROR_FILE_FORMAT,
+                                        "%s/config.json: \"moe_layers\" holds a value that is "
+                                        "not a layer number",
+                                        s->directory);
+            l->dense &= n != layer;
+        }
+    } else {
+        uint32_t step = 1;
+        VKMOE_TRY(config_optional_u32(s, "interleave_moe_layer_step", UINT32_MAX, &step));
+        l->dense = step == 0 || (layer + 1) % step != 0;
+    }
+    l->params.shared_ffn_dim = l->params.ffn_dim;
     return VKMOE_OK;
 }
 
@@ -158,10 +192,15 @@ typedef struct hf_family {
     const char *top_k_key;      /* NULL: num_experts_per_tok */
     const char *router;         /* the router's module under the block; NULL: gate */
     /* The experts' matrices are stacked tensors [E][rows][cols] named
-     * <matrix>.weight under the block; gate and up of the same name are one
+     * <matrix> under the block; gate and up of the same name are one
      * fused tensor, gate's rows first (Granite's input_linear), or with
      * `interleaved` gate's rows even and up's odd (GPT-OSS's gate_up_proj). */
     bool stacked, interleaved;
+    /* The stacked tensors are [E][cols][rows], the input dimension first
+     * (Llama 4's gate_up_proj [E][D][2F] and down_proj [E][F][D]). */
+    bool transposed;
+    const char *layers;           /* the layers' prefix; NULL: model.layers. */
+    const char *shared_matrix[3]; /* the shared expert's gate, up, down; NULL: matrix */
     /* The stacked matrices are MXFP4 as <matrix>_blocks and <matrix>_scales,
      * their biases <matrix>_bias (GPT-OSS). */
     bool mxfp4;
@@ -240,7 +279,7 @@ static const hf_family families[] = {
     {.model_type = "granitemoe",
      .family = "granite-moe",
      .block = "block_sparse_moe",
-     .matrix = {"input_linear", "input_linear", "output_linear"},
+     .matrix = {"input_linear.weight", "input_linear.weight", "output_linear.weight"},
      .experts_key = "num_local_experts",
      .ffn_key = "intermediate_size",
      .router = "router.layer",
@@ -256,11 +295,38 @@ static const hf_family families[] = {
      .stacked = true,
      .interleaved = true,
      .mxfp4 = true},
+    {.model_type = "llama4", /* the released multimodal checkpoints */
+     .family = "llama4",
+     .block = "feed_forward",
+     .matrix = {"experts.gate_up_proj", "experts.gate_up_proj", "experts.down_proj"},
+     .experts_key = "num_local_experts",
+     .ffn_key = "intermediate_size",
+     .shared = "shared_expert",
+     .describe = describe_llama4,
+     .router = "router",
+     .stacked = true,
+     .transposed = true,
+     .layers = "language_model.model.layers.",
+     .shared_matrix = PROJ},
+    {.model_type = "llama4_text",
+     .family = "llama4",
+     .block = "feed_forward",
+     .matrix = {"experts.gate_up_proj", "experts.gate_up_proj", "experts.down_proj"},
+     .experts_key = "num_local_experts",
+     .ffn_key = "intermediate_size",
+     .shared = "shared_expert",
+     .describe = describe_llama4,
+     .router = "router",
+     .stacked = true,
+     .transposed = true,
+     .shared_matrix = PROJ},
 };
 
 static vkmoe_status find_family(const model_source *s, const hf_family **out)
 {
-    const char *type = config_string(s, "model_type");
+    const vkmoe_json *model_type = vkmoe_json_get(&s->config, "model_type"); /* never nested */
+    const char *type =
+        model_type && model_type->type == VKMOE_JSON_STRING ? model_type->string : "";
     char known[256] = "";
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(families); i++) {
         if (strcmp(type, families[i].model_type) == 0) {
@@ -276,8 +342,9 @@ static vkmoe_status find_family(const model_source *s, const hf_family **out)
 
 static void name_tensors(model_layout *l, const hf_family *f, uint32_t layer)
 {
-    char prefix[96];
-    snprintf(prefix, sizeof(prefix), "model.layers.%u.%s.", layer, f->block);
+    char prefix[128];
+    snprintf(prefix, sizeof(prefix), "%s%u.%s.", f->layers ? f->layers : "model.layers.", layer,
+             f->block);
     snprintf(l->router, sizeof(l->router), "%s%s.weight", prefix, f->router ? f->router : "gate");
     if (l->params.selection_bias)
         snprintf(l->selection_bias, sizeof(l->selection_bias), "%s%s", prefix, f->selection_bias);
@@ -285,6 +352,7 @@ static void name_tensors(model_layout *l, const hf_family *f, uint32_t layer)
         snprintf(l->router_bias, sizeof(l->router_bias), "%s%s.bias", prefix,
                  f->router ? f->router : "gate");
     l->stacked = f->stacked;
+    l->transposed = f->transposed;
     l->mxfp4_pairs = f->mxfp4;
     if (f->stacked && strcmp(f->matrix[0], f->matrix[1]) == 0) {
         l->tensor_rows[0] = l->tensor_rows[1] = 2 * l->params.ffn_dim;
@@ -296,14 +364,13 @@ static void name_tensors(model_layout *l, const hf_family *f, uint32_t layer)
             snprintf(l->expert_bias[m], sizeof(l->expert_bias[m]), "%s%s_bias", prefix,
                      f->matrix[m]);
         if (f->stacked)
-            snprintf(l->expert[m], sizeof(l->expert[m]), "%s%s%s", prefix, f->matrix[m],
-                     f->mxfp4 ? "" : ".weight");
+            snprintf(l->expert[m], sizeof(l->expert[m]), "%s%s", prefix, f->matrix[m]);
         else
             snprintf(l->expert[m], sizeof(l->expert[m]), "%sexperts.%%u.%s.weight", prefix,
                      f->matrix[m]);
         if (l->params.shared_ffn_dim)
             snprintf(l->shared[m], sizeof(l->shared[m]), "%s%s.%s.weight", prefix, f->shared,
-                     f->matrix[m]);
+                     f->shared_matrix[m] ? f->shared_matrix[m] : f->matrix[m]);
     }
     if (l->params.shared_gate)
         snprintf(l->shared_gate, sizeof(l->shared_gate), "%sshared_expert_gate.weight", prefix);

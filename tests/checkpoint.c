@@ -222,14 +222,53 @@ static void st_put_gpt_oss(st_writer *w, const test_layer *t, const char *prefix
     free(bias);
 }
 
+/* Llama 4's MoE block: the experts stacked with the input dimension
+ * first, gate's and up's columns side by side. */
+static void st_put_llama4(st_writer *w, const test_layer *t, const char *prefix)
+{
+    const vkmoe_layer_params *p = &t->params;
+    size_t e = p->experts, f = p->ffn_dim, d = p->dim;
+    char name[256];
+    snprintf(name, sizeof(name), "%srouter.weight", prefix);
+    st_put(w, p->weight_type, name, t->router, (uint64_t[]){e, d}, 2);
+    float *gate_up = malloc(e * d * 2 * f * sizeof(float)), *down = malloc(e * f * d * 4);
+    assert_true(gate_up && down);
+    for (size_t x = 0; x < e; x++)
+        for (size_t r = 0; r < f; r++)
+            for (size_t c = 0; c < d; c++) {
+                gate_up[(x * d + c) * 2 * f + r] = t->gate[(x * f + r) * d + c];
+                gate_up[(x * d + c) * 2 * f + f + r] = t->up[(x * f + r) * d + c];
+                down[(x * f + r) * d + c] = t->down[(x * d + c) * f + r];
+            }
+    snprintf(name, sizeof(name), "%sexperts.gate_up_proj", prefix);
+    st_put(w, p->weight_type, name, gate_up, (uint64_t[]){e, d, 2 * f}, 3);
+    snprintf(name, sizeof(name), "%sexperts.down_proj", prefix);
+    st_put(w, p->down_weight_type, name, down, (uint64_t[]){e, f, d}, 3);
+    const char *kinds[3] = {"gate_proj", "up_proj", "down_proj"};
+    const float *shared[3] = {t->shared_gate, t->shared_up, t->shared_down};
+    size_t fs = p->shared_ffn_dim;
+    for (int m = 0; m < 3; m++) {
+        snprintf(name, sizeof(name), "%sshared_expert.%s.weight", prefix, kinds[m]);
+        st_put(w, vkmoe_matrix_type(p, m), name, shared[m],
+               (uint64_t[]){m == 2 ? d : fs, m == 2 ? fs : d}, 2);
+    }
+    free(gate_up);
+    free(down);
+}
+
 /* Layer `layer`'s tensors under model.layers.N.<block>. */
 static void st_put_layer(st_writer *w, const test_layer *t, const hf_names *names, uint32_t layer)
 {
     const vkmoe_layer_params *p = &t->params;
     char prefix[128], name[256];
-    snprintf(prefix, sizeof(prefix), "model.layers.%u.%s.", layer, names->block);
+    snprintf(prefix, sizeof(prefix), "%s%u.%s.", names->layers ? names->layers : "model.layers.",
+             layer, names->block);
     if (names->gpt_oss) {
         st_put_gpt_oss(w, t, prefix);
+        return;
+    }
+    if (names->llama4) {
+        st_put_llama4(w, t, prefix);
         return;
     }
     snprintf(name, sizeof(name), "%s%s.weight", prefix, names->router ? names->router : "gate");
@@ -327,6 +366,9 @@ const hf_names checkpoint_granite_names = {.block = "block_sparse_moe",
                                            .fused = true};
 
 const hf_names checkpoint_gpt_oss_names = {.block = "mlp", .gpt_oss = true};
+const hf_names checkpoint_llama4_names = {
+    .block = "feed_forward", .llama4 = true, .layers = "language_model.model.layers."};
+const hf_names checkpoint_llama4_text_names = {.block = "feed_forward", .llama4 = true};
 
 /* The same for GGUF, dims innermost first. */
 static void gguf_put(gguf_writer *w, vkmoe_weight_type type, const char *name, const float *values,

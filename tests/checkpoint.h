@@ -18,11 +18,15 @@ typedef struct hf_names {
      * rows interleaved) and experts.down_proj as MXFP4 _blocks and _scales
      * tensors, with _bias */
     bool gpt_oss;
+    /* Llama 4's: router.weight, experts.gate_up_proj [E][D][2F] and
+     * experts.down_proj [E][F][D] (input dimension first), shared_expert.* */
+    bool llama4;
+    const char *layers; /* the layers' prefix; NULL: model.layers. */
 } hf_names;
 
 extern const hf_names checkpoint_mixtral_names, checkpoint_qwen_names, checkpoint_deepseek_names,
     checkpoint_minimax_names, checkpoint_ernie_names, checkpoint_granite_names,
-    checkpoint_gpt_oss_names;
+    checkpoint_gpt_oss_names, checkpoint_llama4_names, checkpoint_llama4_text_names;
 
 /* Random weights for params, rounded to the weight type (vectors too, as a
  * file stores them), without a layer of their own (t->layer is NULL). */

@@ -45,6 +45,8 @@ static void check_loaded(vkmoe_context *ctx, test_layer *t, const char *path, ui
     assert_int_equal(got.topk_groups, want->topk_groups);
     assert_true(got.routed_scaling_factor == want->routed_scaling_factor);
     assert_int_equal(got.shared_ffn_dim, want->shared_ffn_dim);
+    assert_int_equal(got.scale_expert_input, want->scale_expert_input);
+    assert_int_equal(got.selection_bias, want->selection_bias);
     assert_int_equal(got.weight_type, want->weight_type);
     assert_int_equal(got.down_weight_type, want->down_weight_type);
     test_layer run = *t;
@@ -302,6 +304,54 @@ static void test_gpt_oss_mxfp4_checkpoint(void **state)
                         "\"quantization_config\": {\"quant_method\": \"mxfp4\"}}",
                         &checkpoint_gpt_oss_names, 1, 2);
     check_loaded(*state, &t, work_dir, 1, 12);
+    test_layer_destroy(&t);
+}
+
+/* Llama 4: the released multimodal checkpoint (text_config nested, the
+ * language_model. prefix), llama4_text, the experts stacked input-first
+ * with gate and up side by side, MoE on every second layer (Maverick's
+ * step) or on the listed ones; and GGUF. */
+static void test_llama4_checkpoints(void **state)
+{
+    test_seed(118);
+    test_layer t;
+    vkmoe_layer_params p = family("llama4", 8, 0, VKMOE_WEIGHT_BF16);
+    p.shared_ffn_dim = p.ffn_dim;
+    checkpoint_weights(*state, p, &t);
+    checkpoint_write_hf(work_dir, &t,
+                        "{\"model_type\": \"llama4\", \"vision_config\": {\"hidden_size\": 9}, "
+                        "\"text_config\": {\"model_type\": \"llama4_text\", \"hidden_size\": 40, "
+                        "\"intermediate_size\": 24, \"intermediate_size_mlp\": 64, "
+                        "\"num_local_experts\": 8, \"num_experts_per_tok\": 1, "
+                        "\"num_hidden_layers\": 4, \"interleave_moe_layer_step\": 2}}",
+                        &checkpoint_llama4_names, 3, 1);
+    check_loaded(*state, &t, work_dir, 3, 12);
+    vkmoe_layer *layer = (vkmoe_layer *)&layer;
+    assert_int_equal(vkmoe_layer_from_file(*state, work_dir, 2, NULL, &layer),
+                     VKMOE_ERROR_UNSUPPORTED);
+    assert_non_null(strstr(vkmoe_last_error(), "dense"));
+    test_layer_destroy(&t);
+
+    p = family("llama4", 6, 0, VKMOE_WEIGHT_F32);
+    p.shared_ffn_dim = p.ffn_dim;
+    checkpoint_weights(*state, p, &t);
+    checkpoint_write_hf(work_dir, &t,
+                        "{\"model_type\": \"llama4_text\", \"hidden_size\": 40, "
+                        "\"intermediate_size\": 24, \"num_local_experts\": 6, "
+                        "\"num_experts_per_tok\": 1, \"num_hidden_layers\": 3, "
+                        "\"moe_layers\": [0, 2]}",
+                        &checkpoint_llama4_text_names, 2, 1);
+    check_loaded(*state, &t, work_dir, 2, 7);
+    test_layer_destroy(&t);
+
+    gguf_writer w = {0};
+    p = family("llama4", 8, 0, VKMOE_WEIGHT_Q8_0);
+    p.dim = 64;
+    p.ffn_dim = p.shared_ffn_dim = 32;
+    checkpoint_weights(*state, p, &t);
+    gguf_add_u32(&w, "llama4.interleave_moe_layer_step", 1);
+    checkpoint_write_gguf(path_in("model.gguf"), &w, &t, "llama4", 1);
+    check_loaded(*state, &t, path_in("model.gguf"), 1, 9);
     test_layer_destroy(&t);
 }
 
@@ -707,6 +757,7 @@ int main(void)
         cmocka_unit_test(test_newer_families_gguf),
         cmocka_unit_test(test_ernie_and_granite),
         cmocka_unit_test(test_gpt_oss_mxfp4_checkpoint),
+        cmocka_unit_test(test_llama4_checkpoints),
         cmocka_unit_test(test_file_over_4_gib),
         cmocka_unit_test(test_broken_checkpoints),
         cmocka_unit_test(test_unsupported_gguf),
