@@ -49,8 +49,8 @@ void test_remove_dir(const char *dir, const char *const *names, size_t count);
 /* Deterministic pseudo-random numbers (xorshift), uniform in [lo, hi). */
 void test_seed(uint64_t seed);
 /* Whether the loops over every weight type run this type. Under
- * AddressSanitizer (CI's second run of the suite) they take f32, f16, Q8_0,
- * Q4_K and MXFP4 (one of each kind of storage): the host code a layer runs
+ * AddressSanitizer (CI's second run of the suite) they take f16, Q4_K and
+ * MXFP4 (16-bit rows, super-blocks, 17-byte blocks): the host code a layer runs
  * is the same for every type, test_quantize runs every codec there, and
  * each type costs minutes of sanitized quantizing and pipeline compiles. */
 bool test_weight_type_in_run(vkmoe_weight_type type);
