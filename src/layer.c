@@ -287,18 +287,26 @@ static vkmoe_status allocate_layer(vkmoe_layer *layer, vkmoe_workspace *shared)
     return create_query_pool(layer);
 }
 
-vkmoe_status vkmoe_workspace_sizes_of(vkmoe_context *ctx, const vkmoe_layer_params *params,
-                                      vkmoe_workspace_sizes *out)
+/* A layer with nothing but its params, GEMM paths and plan: what its
+ * pipelines and workspace are chosen from. *out is the caller's to free,
+ * whatever the status. */
+static vkmoe_status sketch_layer(vkmoe_context *ctx, const vkmoe_layer_params *params,
+                                 vkmoe_layer **out)
 {
-    vkmoe_layer *layer = vkmoe_calloc(1, sizeof(*layer));
+    vkmoe_layer *layer = *out = vkmoe_calloc(1, sizeof(*layer));
     if (!layer)
         return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     layer->ctx = ctx;
-    vkmoe_status status = vkmoe_params_resolve(ctx, params, &layer->params);
-    if (status == VKMOE_OK) {
-        layer->gemm = vkmoe_gemm_choose(ctx, &layer->params);
-        status = plan_layer(layer);
-    }
+    VKMOE_TRY(vkmoe_params_resolve(ctx, params, &layer->params));
+    layer->gemm = vkmoe_gemm_choose(ctx, &layer->params);
+    return plan_layer(layer);
+}
+
+vkmoe_status vkmoe_workspace_sizes_of(vkmoe_context *ctx, const vkmoe_layer_params *params,
+                                      vkmoe_workspace_sizes *out)
+{
+    vkmoe_layer *layer;
+    vkmoe_status status = sketch_layer(ctx, params, &layer);
     if (status == VKMOE_OK)
         *out = workspace_sizes(layer);
     free(layer);
@@ -308,17 +316,10 @@ vkmoe_status vkmoe_workspace_sizes_of(vkmoe_context *ctx, const vkmoe_layer_para
 vkmoe_status vkmoe_layer_compile(vkmoe_context *ctx, const vkmoe_layer_params *params,
                                  vkmoe_compiled_layer *out)
 {
-    /* A layer with nothing but what its pipelines are chosen from. */
-    vkmoe_layer *layer = vkmoe_calloc(1, sizeof(*layer));
-    if (!layer)
-        return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    layer->ctx = ctx;
-    vkmoe_status status = vkmoe_params_resolve(ctx, params, &layer->params);
-    if (status == VKMOE_OK) {
-        layer->gemm = vkmoe_gemm_choose(ctx, &layer->params);
-        compute_sizes(layer);
+    vkmoe_layer *layer;
+    vkmoe_status status = sketch_layer(ctx, params, &layer);
+    if (status == VKMOE_OK)
         status = create_pipelines(layer);
-    }
     if (status == VKMOE_OK) {
         *out = (vkmoe_compiled_layer){
             .params = layer->params, .gemm = layer->gemm, .router_gemm = layer->router_gemm};

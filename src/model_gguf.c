@@ -2,6 +2,7 @@
  * layer params; the layer's tensors are blk.N.ffn_*_exps (all experts in
  * one tensor), ffn_gate_inp, the shared expert's ffn_*_shexp and
  * exp_probs_b. */
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -40,6 +41,27 @@ static vkmoe_status meta_u32(const model_source *s, const char *arch, const char
     return VKMOE_OK;
 }
 
+/* The layer's exp_probs_b tensor as its selection bias, where its routing
+ * takes one and the file has it. */
+static void find_selection_bias(model_source *s, uint32_t layer, bool takes, model_layout *l)
+{
+    snprintf(l->selection_bias, sizeof(l->selection_bias), "blk.%u.exp_probs_b.bias", layer);
+    l->params.selection_bias = takes && vkmoe_model_has(s, l->selection_bias);
+    if (!l->params.selection_bias)
+        l->selection_bias[0] = '\0';
+}
+
+/* Whether layer is dense: before `lead` dense layers, or off the MoE
+ * layers' interleave_moe_layer_step (a step's multiples, less one). */
+static vkmoe_status dense_by_step(model_source *s, const char *arch, uint32_t layer, uint32_t lead,
+                                  model_layout *l)
+{
+    uint32_t step = 1;
+    VKMOE_TRY(meta_u32(s, arch, "interleave_moe_layer_step", false, UINT32_MAX, &step));
+    l->dense = layer < lead || step == 0 || (layer + 1) % step != 0;
+    return VKMOE_OK;
+}
+
 /* DeepSeek-V2 and V3 (and Kimi K2) share the architecture: the gating
  * function, the selection bias tensor and the groups tell them apart; GLM-4.5
  * and MiniMax-M2 have the same keys. Absent, the gating is the family's. */
@@ -67,11 +89,7 @@ static vkmoe_status describe_deepseek(model_source *s, const char *arch, uint32_
         p->normalize_topk = norm->u != 0;
     VKMOE_TRY(meta_u32(s, arch, "expert_shared_count", false, UINT32_MAX, &shared));
     p->shared_ffn_dim = shared * p->ffn_dim;
-    snprintf(l->selection_bias, sizeof(l->selection_bias), "blk.%u.exp_probs_b.bias", layer);
-    p->selection_bias =
-        p->router == VKMOE_ROUTER_SIGMOID_TOPK && vkmoe_model_has(s, l->selection_bias);
-    if (!p->selection_bias)
-        l->selection_bias[0] = '\0';
+    find_selection_bias(s, layer, p->router == VKMOE_ROUTER_SIGMOID_TOPK, l);
     return VKMOE_OK;
 }
 
@@ -92,18 +110,14 @@ static vkmoe_status describe_qwen2(model_source *s, const char *arch, uint32_t l
 static vkmoe_status describe_ernie(model_source *s, const char *arch, uint32_t layer,
                                    model_layout *l)
 {
-    uint32_t dense = 0, step = 1;
-    VKMOE_TRY(meta_u32(s, arch, "leading_dense_block_count", false, UINT32_MAX, &dense));
-    VKMOE_TRY(meta_u32(s, arch, "interleave_moe_layer_step", false, UINT32_MAX, &step));
-    l->dense = layer < dense || step == 0 || (layer + 1) % step != 0;
+    uint32_t lead = 0;
+    VKMOE_TRY(meta_u32(s, arch, "leading_dense_block_count", false, UINT32_MAX, &lead));
+    VKMOE_TRY(dense_by_step(s, arch, layer, lead, l));
     if (l->dense)
         return VKMOE_OK;
     VKMOE_TRY(meta_u32(s, arch, "expert_shared_feed_forward_length", false, UINT32_MAX,
                        &l->params.shared_ffn_dim));
-    snprintf(l->selection_bias, sizeof(l->selection_bias), "blk.%u.exp_probs_b.bias", layer);
-    l->params.selection_bias = vkmoe_model_has(s, l->selection_bias);
-    if (!l->params.selection_bias)
-        l->selection_bias[0] = '\0';
+    find_selection_bias(s, layer, true, l);
     return VKMOE_OK;
 }
 
@@ -112,48 +126,41 @@ static vkmoe_status describe_ernie(model_source *s, const char *arch, uint32_t l
 static vkmoe_status describe_llama4(model_source *s, const char *arch, uint32_t layer,
                                     model_layout *l)
 {
-    uint32_t step = 1;
-    VKMOE_TRY(meta_u32(s, arch, "interleave_moe_layer_step", false, UINT32_MAX, &step));
-    l->dense = step == 0 || (layer + 1) % step != 0;
     l->params.shared_ffn_dim = l->params.ffn_dim;
-    return VKMOE_OK;
+    return dense_by_step(s, arch, layer, 0, l);
 }
 
 typedef struct gguf_family {
     const char *arch;
     const char *family;  /* vkmoe_layer_params_family */
-    const char *ffn_key; /* an expert's width, after "<arch>." */
+    const char *ffn_key; /* an expert's width, after "<arch>."; NULL: expert_feed_forward_length */
     /* the architecture's own keys, or NULL */
     vkmoe_status (*describe)(model_source *s, const char *arch, uint32_t layer, model_layout *l);
 } gguf_family;
+_Static_assert(offsetof(gguf_family, arch) == 0, "vkmoe_find_named reads the name first");
 
 static const gguf_family families[] = {
-    {"llama", "mixtral", "feed_forward_length", NULL},
-    {"qwen2moe", "qwen2-moe", "expert_feed_forward_length", describe_qwen2},
-    {"qwen3moe", "qwen3-moe", "expert_feed_forward_length", NULL},
-    {"qwen3next", "qwen3-next", "expert_feed_forward_length", describe_qwen2},
-    {"olmoe", "olmoe", "expert_feed_forward_length", NULL},
-    {"deepseek2", "deepseek-v2", "expert_feed_forward_length", describe_deepseek},
-    {"glm4moe", "glm4-moe", "expert_feed_forward_length", describe_deepseek},
-    {"minimax-m2", "minimax-m2", "expert_feed_forward_length", describe_deepseek},
-    {"gpt-oss", "gpt-oss", "expert_feed_forward_length", NULL},
-    {"granitemoe", "granite-moe", "feed_forward_length", NULL},
-    {"ernie4_5-moe", "ernie-4.5-moe", "expert_feed_forward_length", describe_ernie},
-    {"llama4", "llama4", "expert_feed_forward_length", describe_llama4},
+    {.arch = "llama", .family = "mixtral", .ffn_key = "feed_forward_length"},
+    {.arch = "qwen2moe", .family = "qwen2-moe", .describe = describe_qwen2},
+    {.arch = "qwen3moe", .family = "qwen3-moe"},
+    {.arch = "qwen3next", .family = "qwen3-next", .describe = describe_qwen2},
+    {.arch = "olmoe", .family = "olmoe"},
+    {.arch = "deepseek2", .family = "deepseek-v2", .describe = describe_deepseek},
+    {.arch = "glm4moe", .family = "glm4-moe", .describe = describe_deepseek},
+    {.arch = "minimax-m2", .family = "minimax-m2", .describe = describe_deepseek},
+    {.arch = "gpt-oss", .family = "gpt-oss"},
+    {.arch = "granitemoe", .family = "granite-moe", .ffn_key = "feed_forward_length"},
+    {.arch = "ernie4_5-moe", .family = "ernie-4.5-moe", .describe = describe_ernie},
+    {.arch = "llama4", .family = "llama4", .describe = describe_llama4},
 };
 
 static vkmoe_status find_family(const model_source *s, const gguf_family **out)
 {
     const vkmoe_meta *a = vkmoe_tensor_file_meta(&s->files[0].tensors, "general.architecture");
     const char *arch = a && a->type == VKMOE_META_STRING ? a->string : "";
-    char known[256] = "";
-    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(families); i++) {
-        if (strcmp(arch, families[i].arch) == 0) {
-            *out = &families[i];
-            return VKMOE_OK;
-        }
-        vkmoe_list_append(known, sizeof(known), families[i].arch);
-    }
+    char known[256];
+    if ((*out = VKMOE_FIND_NAMED(families, arch, known, sizeof(known))))
+        return VKMOE_OK;
     return vkmoe_model_fail(s, VKMOE_ERROR_UNSUPPORTED,
                             "%s: architecture \"%s\" is not supported (%s)", s->files[0].path, arch,
                             known);
@@ -187,7 +194,8 @@ vkmoe_status vkmoe_model_describe_gguf(model_source *s, uint32_t layer, model_la
     vkmoe_layer_params *p = &l->params;
     vkmoe_layer_params_family(p, f->family);
     VKMOE_TRY(meta_u32(s, f->arch, "embedding_length", true, UINT32_MAX, &p->dim));
-    VKMOE_TRY(meta_u32(s, f->arch, f->ffn_key, true, UINT32_MAX, &p->ffn_dim));
+    VKMOE_TRY(meta_u32(s, f->arch, f->ffn_key ? f->ffn_key : "expert_feed_forward_length", true,
+                       UINT32_MAX, &p->ffn_dim));
     VKMOE_TRY(meta_u32(s, f->arch, "expert_count", true, VKMOE_MAX_EXPERTS, &p->experts));
     VKMOE_TRY(meta_u32(s, f->arch, "expert_used_count", true, VKMOE_MAX_TOP_K, &p->top_k));
     VKMOE_TRY(meta_u32(s, f->arch, "block_count", false, UINT32_MAX, &l->layers));

@@ -1,5 +1,6 @@
 /* Hugging Face checkpoints: config.json's model_type and hyper-parameters
  * become layer params, and the layer's tensors get their checkpoint names. */
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -54,6 +55,28 @@ static const char *config_string(const model_source *s, const char *key)
     return v && v->type == VKMOE_JSON_STRING ? v->string : "";
 }
 
+/* Whether the config's list `key` of layer numbers holds layer (and, where
+ * has_list is not NULL, whether the list is there at all). */
+static vkmoe_status config_lists_layer(const model_source *s, const char *key, uint32_t layer,
+                                       bool *listed, bool *has_list)
+{
+    const vkmoe_json *list = vkmoe_json_get(hyper(s), key);
+    bool present = list && list->type == VKMOE_JSON_ARRAY;
+    *listed = false;
+    if (has_list)
+        *has_list = present;
+    for (uint32_t i = 0; present && i < list->count; i++) {
+        uint64_t n;
+        if (!vkmoe_json_as_u64(&list->children[i], UINT32_MAX, &n))
+            return vkmoe_model_fail(s, VKMOE_ERROR_FILE_FORMAT,
+                                    "%s/config.json: \"%s\" holds a value that is not a layer "
+                                    "number",
+                                    s->directory, key);
+        *listed |= n == layer;
+    }
+    return VKMOE_OK;
+}
+
 /* DeepSeek and the families built on its router (Kimi K2, GLM-4.5): dense
  * layers before first_k_dense_replace and off the MoE layer frequency; the
  * router's scoring, groups and scaling. GLM's configs name neither the
@@ -96,18 +119,10 @@ static vkmoe_status describe_deepseek(model_source *s, uint32_t layer, model_lay
 static vkmoe_status describe_qwen3(model_source *s, uint32_t layer, model_layout *l)
 {
     uint32_t step = 1;
+    bool listed;
     VKMOE_TRY(config_optional_u32(s, "decoder_sparse_step", UINT32_MAX, &step));
-    const vkmoe_json *dense = vkmoe_json_get(hyper(s), "mlp_only_layers");
-    for (uint32_t i = 0; dense && dense->type == VKMOE_JSON_ARRAY && i < dense->count; i++) {
-        uint64_t n;
-        if (!vkmoe_json_as_u64(&dense->children[i], UINT32_MAX, &n))
-            return vkmoe_model_fail(s, VKMOE_ERROR_FILE_FORMAT,
-                                    "%s/config.json: \"mlp_only_layers\" holds a value that is "
-                                    "not a layer number",
-                                    s->directory);
-        l->dense |= n == layer;
-    }
-    l->dense |= step == 0 || (layer + 1) % step != 0;
+    VKMOE_TRY(config_lists_layer(s, "mlp_only_layers", layer, &listed, NULL));
+    l->dense = listed || step == 0 || (layer + 1) % step != 0;
     return VKMOE_OK;
 }
 
@@ -156,23 +171,12 @@ static vkmoe_status describe_gpt_oss(model_source *s, uint32_t layer, model_layo
  * expert of the routed width. */
 static vkmoe_status describe_llama4(model_source *s, uint32_t layer, model_layout *l)
 {
-    const vkmoe_json *listed = vkmoe_json_get(hyper(s), "moe_layers");
-    if (listed && listed->type == VKMOE_JSON_ARRAY) {
-        l->dense = true;
-        for (uint32_t i = 0; i < listed->count; i++) {
-            uint64_t n;
-            if (!vkmoe_json_as_u64(&listed->children[i], UINT32_MAX, &n))
-                return vkmoe_model_fail(s, VKMOE_ERROR_FILE_FORMAT,
-                                        "%s/config.json: \"moe_layers\" holds a value that is "
-                                        "not a layer number",
-                                        s->directory);
-            l->dense &= n != layer;
-        }
-    } else {
-        uint32_t step = 1;
+    bool listed, has_list;
+    VKMOE_TRY(config_lists_layer(s, "moe_layers", layer, &listed, &has_list));
+    uint32_t step = 1;
+    if (!has_list)
         VKMOE_TRY(config_optional_u32(s, "interleave_moe_layer_step", UINT32_MAX, &step));
-        l->dense = step == 0 || (layer + 1) % step != 0;
-    }
+    l->dense = has_list ? !listed : step == 0 || (layer + 1) % step != 0;
     l->params.shared_ffn_dim = l->params.ffn_dim;
     return VKMOE_OK;
 }
@@ -205,6 +209,7 @@ typedef struct hf_family {
      * their biases <matrix>_bias (GPT-OSS). */
     bool mxfp4;
 } hf_family;
+_Static_assert(offsetof(hf_family, model_type) == 0, "vkmoe_find_named reads the name first");
 
 #define PROJ                                                                                       \
     {                                                                                              \
@@ -219,36 +224,24 @@ typedef struct hf_family {
     .ffn_key = "moe_intermediate_size", .shared = "shared_experts",                                \
     .selection_bias = "gate.e_score_correction_bias", .describe = describe_deepseek
 
+#define QWEN_KEYS                                                                                  \
+    .block = "mlp", .matrix = PROJ, .experts_key = "num_experts", .ffn_key = "moe_intermediate_size"
+#define QWEN_SHARED .shared = "shared_expert", .describe = describe_qwen2
+#define MIXTRAL_KEYS                                                                               \
+    .block = "block_sparse_moe", .matrix = MIXTRAL_W, .experts_key = "num_local_experts",          \
+    .ffn_key = "intermediate_size"
+#define LLAMA4_KEYS                                                                                \
+    .family = "llama4", .block = "feed_forward",                                                   \
+    .matrix = {"experts.gate_up_proj", "experts.gate_up_proj", "experts.down_proj"},               \
+    .experts_key = "num_local_experts", .ffn_key = "intermediate_size", .shared = "shared_expert", \
+    .describe = describe_llama4, .router = "router", .stacked = true, .transposed = true,          \
+    .shared_matrix = PROJ
+
 static const hf_family families[] = {
-    {.model_type = "mixtral",
-     .family = "mixtral",
-     .block = "block_sparse_moe",
-     .matrix = MIXTRAL_W,
-     .experts_key = "num_local_experts",
-     .ffn_key = "intermediate_size"},
-    {.model_type = "qwen2_moe",
-     .family = "qwen2-moe",
-     .block = "mlp",
-     .matrix = PROJ,
-     .experts_key = "num_experts",
-     .ffn_key = "moe_intermediate_size",
-     .shared = "shared_expert",
-     .describe = describe_qwen2},
-    {.model_type = "qwen3_moe",
-     .family = "qwen3-moe",
-     .block = "mlp",
-     .matrix = PROJ,
-     .experts_key = "num_experts",
-     .ffn_key = "moe_intermediate_size",
-     .describe = describe_qwen3},
-    {.model_type = "qwen3_next",
-     .family = "qwen3-next",
-     .block = "mlp",
-     .matrix = PROJ,
-     .experts_key = "num_experts",
-     .ffn_key = "moe_intermediate_size",
-     .shared = "shared_expert",
-     .describe = describe_qwen2},
+    {.model_type = "mixtral", .family = "mixtral", MIXTRAL_KEYS},
+    {.model_type = "qwen2_moe", .family = "qwen2-moe", QWEN_KEYS, QWEN_SHARED},
+    {.model_type = "qwen3_moe", .family = "qwen3-moe", QWEN_KEYS, .describe = describe_qwen3},
+    {.model_type = "qwen3_next", .family = "qwen3-next", QWEN_KEYS, QWEN_SHARED},
     {.model_type = "olmoe",
      .family = "olmoe",
      .block = "mlp",
@@ -261,10 +254,7 @@ static const hf_family families[] = {
     {.model_type = "glm4_moe", .family = "glm4-moe", DEEPSEEK_KEYS},
     {.model_type = "minimax_m2",
      .family = "minimax-m2",
-     .block = "block_sparse_moe",
-     .matrix = MIXTRAL_W,
-     .experts_key = "num_local_experts",
-     .ffn_key = "intermediate_size",
+     MIXTRAL_KEYS,
      .selection_bias = "e_score_correction_bias"},
     {.model_type = "ernie4_5_moe",
      .family = "ernie-4.5-moe",
@@ -295,31 +285,9 @@ static const hf_family families[] = {
      .stacked = true,
      .interleaved = true,
      .mxfp4 = true},
-    {.model_type = "llama4", /* the released multimodal checkpoints */
-     .family = "llama4",
-     .block = "feed_forward",
-     .matrix = {"experts.gate_up_proj", "experts.gate_up_proj", "experts.down_proj"},
-     .experts_key = "num_local_experts",
-     .ffn_key = "intermediate_size",
-     .shared = "shared_expert",
-     .describe = describe_llama4,
-     .router = "router",
-     .stacked = true,
-     .transposed = true,
-     .layers = "language_model.model.layers.",
-     .shared_matrix = PROJ},
-    {.model_type = "llama4_text",
-     .family = "llama4",
-     .block = "feed_forward",
-     .matrix = {"experts.gate_up_proj", "experts.gate_up_proj", "experts.down_proj"},
-     .experts_key = "num_local_experts",
-     .ffn_key = "intermediate_size",
-     .shared = "shared_expert",
-     .describe = describe_llama4,
-     .router = "router",
-     .stacked = true,
-     .transposed = true,
-     .shared_matrix = PROJ},
+    /* the released multimodal checkpoints, then the text model's */
+    {.model_type = "llama4", LLAMA4_KEYS, .layers = "language_model.model.layers."},
+    {.model_type = "llama4_text", LLAMA4_KEYS},
 };
 
 static vkmoe_status find_family(const model_source *s, const hf_family **out)
@@ -327,14 +295,9 @@ static vkmoe_status find_family(const model_source *s, const hf_family **out)
     const vkmoe_json *model_type = vkmoe_json_get(&s->config, "model_type"); /* never nested */
     const char *type =
         model_type && model_type->type == VKMOE_JSON_STRING ? model_type->string : "";
-    char known[256] = "";
-    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(families); i++) {
-        if (strcmp(type, families[i].model_type) == 0) {
-            *out = &families[i];
-            return VKMOE_OK;
-        }
-        vkmoe_list_append(known, sizeof(known), families[i].model_type);
-    }
+    char known[256];
+    if ((*out = VKMOE_FIND_NAMED(families, type, known, sizeof(known))))
+        return VKMOE_OK;
     return vkmoe_model_fail(s, VKMOE_ERROR_UNSUPPORTED,
                             "%s/config.json: model_type \"%s\" is not supported (%s)", s->directory,
                             type, known);

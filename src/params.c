@@ -1,5 +1,6 @@
 /* Layer params: validation, defaults and the model families. */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -212,6 +213,7 @@ typedef struct model_family {
     float routed_scaling_factor, capacity_factor;
     bool router_bias, selection_bias, expert_bias, shared_gate, scale_expert_input;
 } model_family;
+_Static_assert(offsetof(model_family, name) == 0, "vkmoe_find_named reads the name first");
 
 static const model_family families[] = {
     {.name = "mixtral",
@@ -340,13 +342,11 @@ vkmoe_status vkmoe_layer_params_family(vkmoe_layer_params *p, const char *family
 {
     VKMOE_REQUIRE(NULL, p && family,
                   "vkmoe_layer_params_family: params and family must not be NULL");
-    char known[256] = "";
-    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(families); i++) {
-        if (strcmp(family, families[i].name) == 0) {
-            apply_family(p, &families[i]);
-            return VKMOE_OK;
-        }
-        vkmoe_list_append(known, sizeof(known), families[i].name);
+    char known[256];
+    const model_family *f = VKMOE_FIND_NAMED(families, family, known, sizeof(known));
+    if (f) {
+        apply_family(p, f);
+        return VKMOE_OK;
     }
     return vkmoe_fail(NULL, VKMOE_ERROR_INVALID_ARGUMENT,
                       "vkmoe_layer_params_family: unknown family \"%s\" (%s)", family, known);

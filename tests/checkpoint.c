@@ -27,6 +27,17 @@ enum {
     GGUF_MXFP4 = 39
 };
 
+const char *const checkpoint_files[] = {"config.json",
+                                        "model.safetensors",
+                                        "model.safetensors.index.json",
+                                        "model.gguf",
+                                        "model-00001-of-00002.safetensors",
+                                        "model-00002-of-00002.safetensors",
+                                        "model-00001-of-00003.safetensors",
+                                        "model-00002-of-00003.safetensors",
+                                        "model-00003-of-00003.safetensors"};
+const size_t checkpoint_file_count = VKMOE_ARRAY_SIZE(checkpoint_files);
+
 static const char *path_in(const char *dir, const char *name)
 {
     static char path[512];
@@ -90,14 +101,41 @@ static void *encode(vkmoe_weight_type type, const float *values, const uint64_t 
     return data;
 }
 
+/* A writer's way of adding a tensor of encoded data: st_add's or
+ * gguf_add_tensor's, with the type translated. */
+typedef void (*tensor_adder)(void *writer, const char *name, vkmoe_weight_type type,
+                             const uint64_t *shape, uint32_t dims, const void *data, size_t bytes);
+
+/* Add values in this type under name with the writer's adder. */
+static void put_encoded(tensor_adder add, void *writer, vkmoe_weight_type type, const char *name,
+                        const float *values, const uint64_t *shape, uint32_t dims)
+{
+    size_t bytes;
+    void *data = encode(type, values, shape, dims, &bytes);
+    add(writer, name, type, shape, dims, data, bytes);
+    free(data);
+}
+
+static void st_adder(void *w, const char *name, vkmoe_weight_type type, const uint64_t *shape,
+                     uint32_t dims, const void *data, size_t bytes)
+{
+    st_add(w, name, st_dtype(type), shape, dims, data, bytes);
+}
+
 /* Add values in this type under name, with a row-major shape. */
 static void st_put(st_writer *w, vkmoe_weight_type type, const char *name, const float *values,
                    const uint64_t *shape, uint32_t dims)
 {
-    size_t bytes;
-    void *data = encode(type, values, shape, dims, &bytes);
-    st_add(w, name, st_dtype(type), shape, dims, data, bytes);
-    free(data);
+    put_encoded(st_adder, w, type, name, values, shape, dims);
+}
+
+/* st_put under the name prefix + suffix. */
+static void st_put_at(st_writer *w, vkmoe_weight_type type, const char *prefix, const char *suffix,
+                      const float *values, const uint64_t *shape, uint32_t dims)
+{
+    char name[256];
+    snprintf(name, sizeof(name), "%s%s", prefix, suffix);
+    st_put(w, type, name, values, shape, dims);
 }
 
 /* Granite's stacked experts, gate and up fused. */
@@ -171,10 +209,13 @@ static void hf_mxfp4_rows(const float *values, size_t rows, size_t cols, uint8_t
     free(packed);
 }
 
-/* One GPT-OSS expert tensor: rows [E][rows][cols] as _blocks, _scales. */
-static void st_put_mxfp4(st_writer *w, const char *name, const float *values, size_t experts,
-                         size_t rows, size_t cols)
+/* One GPT-OSS expert tensor, prefix + stem: rows [E][rows][cols] as
+ * _blocks, _scales. */
+static void st_put_mxfp4(st_writer *w, const char *prefix, const char *stem, const float *values,
+                         size_t experts, size_t rows, size_t cols)
 {
+    char name[256];
+    snprintf(name, sizeof(name), "%s%s", prefix, stem);
     size_t blocks = cols / 32;
     uint8_t *codes = malloc(experts * rows * blocks * 16),
             *scales = malloc(experts * rows * blocks);
@@ -196,11 +237,8 @@ static void st_put_gpt_oss(st_writer *w, const test_layer *t, const char *prefix
 {
     const vkmoe_layer_params *p = &t->params;
     size_t e = p->experts, f = p->ffn_dim, d = p->dim;
-    char name[256];
-    snprintf(name, sizeof(name), "%srouter.weight", prefix);
-    st_put(w, VKMOE_WEIGHT_F32, name, t->router, (uint64_t[]){e, d}, 2);
-    snprintf(name, sizeof(name), "%srouter.bias", prefix);
-    st_put(w, VKMOE_WEIGHT_F32, name, t->router_bias, (uint64_t[]){e}, 1);
+    st_put_at(w, VKMOE_WEIGHT_F32, prefix, "router.weight", t->router, (uint64_t[]){e, d}, 2);
+    st_put_at(w, VKMOE_WEIGHT_F32, prefix, "router.bias", t->router_bias, (uint64_t[]){e}, 1);
     float *fused = malloc(e * 2 * f * d * sizeof(float)), *bias = malloc(e * 2 * f * sizeof(float));
     assert_true(fused && bias);
     for (size_t x = 0; x < e; x++)
@@ -210,14 +248,12 @@ static void st_put_gpt_oss(st_writer *w, const test_layer *t, const char *prefix
             bias[x * 2 * f + 2 * r] = t->gate_bias[x * f + r];
             bias[x * 2 * f + 2 * r + 1] = t->up_bias[x * f + r];
         }
-    snprintf(name, sizeof(name), "%sexperts.gate_up_proj", prefix);
-    st_put_mxfp4(w, name, fused, e, 2 * f, d);
-    snprintf(name, sizeof(name), "%sexperts.gate_up_proj_bias", prefix);
-    st_put(w, VKMOE_WEIGHT_F32, name, bias, (uint64_t[]){e, 2 * f}, 2);
-    snprintf(name, sizeof(name), "%sexperts.down_proj", prefix);
-    st_put_mxfp4(w, name, t->down, e, d, f);
-    snprintf(name, sizeof(name), "%sexperts.down_proj_bias", prefix);
-    st_put(w, VKMOE_WEIGHT_F32, name, t->down_bias, (uint64_t[]){e, d}, 2);
+    st_put_mxfp4(w, prefix, "experts.gate_up_proj", fused, e, 2 * f, d);
+    st_put_at(w, VKMOE_WEIGHT_F32, prefix, "experts.gate_up_proj_bias", bias,
+              (uint64_t[]){e, 2 * f}, 2);
+    st_put_mxfp4(w, prefix, "experts.down_proj", t->down, e, d, f);
+    st_put_at(w, VKMOE_WEIGHT_F32, prefix, "experts.down_proj_bias", t->down_bias,
+              (uint64_t[]){e, d}, 2);
     free(fused);
     free(bias);
 }
@@ -229,8 +265,7 @@ static void st_put_llama4(st_writer *w, const test_layer *t, const char *prefix)
     const vkmoe_layer_params *p = &t->params;
     size_t e = p->experts, f = p->ffn_dim, d = p->dim;
     char name[256];
-    snprintf(name, sizeof(name), "%srouter.weight", prefix);
-    st_put(w, p->weight_type, name, t->router, (uint64_t[]){e, d}, 2);
+    st_put_at(w, p->weight_type, prefix, "router.weight", t->router, (uint64_t[]){e, d}, 2);
     float *gate_up = malloc(e * d * 2 * f * sizeof(float)), *down = malloc(e * f * d * 4);
     assert_true(gate_up && down);
     for (size_t x = 0; x < e; x++)
@@ -240,10 +275,9 @@ static void st_put_llama4(st_writer *w, const test_layer *t, const char *prefix)
                 gate_up[(x * d + c) * 2 * f + f + r] = t->up[(x * f + r) * d + c];
                 down[(x * f + r) * d + c] = t->down[(x * d + c) * f + r];
             }
-    snprintf(name, sizeof(name), "%sexperts.gate_up_proj", prefix);
-    st_put(w, p->weight_type, name, gate_up, (uint64_t[]){e, d, 2 * f}, 3);
-    snprintf(name, sizeof(name), "%sexperts.down_proj", prefix);
-    st_put(w, p->down_weight_type, name, down, (uint64_t[]){e, f, d}, 3);
+    st_put_at(w, p->weight_type, prefix, "experts.gate_up_proj", gate_up, (uint64_t[]){e, d, 2 * f},
+              3);
+    st_put_at(w, p->down_weight_type, prefix, "experts.down_proj", down, (uint64_t[]){e, f, d}, 3);
     const char *kinds[3] = {"gate_proj", "up_proj", "down_proj"};
     const float *shared[3] = {t->shared_gate, t->shared_up, t->shared_down};
     size_t fs = p->shared_ffn_dim;
@@ -370,14 +404,11 @@ const hf_names checkpoint_llama4_names = {
     .block = "feed_forward", .llama4 = true, .layers = "language_model.model.layers."};
 const hf_names checkpoint_llama4_text_names = {.block = "feed_forward", .llama4 = true};
 
-/* The same for GGUF, dims innermost first. */
-static void gguf_put(gguf_writer *w, vkmoe_weight_type type, const char *name, const float *values,
-                     const uint64_t *ne, uint32_t dims)
+/* GGUF's, dims innermost first. */
+static void gguf_adder(void *w, const char *name, vkmoe_weight_type type, const uint64_t *ne,
+                       uint32_t dims, const void *data, size_t bytes)
 {
-    size_t bytes;
-    void *data = encode(type, values, ne, dims, &bytes);
     gguf_add_tensor(w, name, gguf_type(type), ne, dims, data, bytes);
-    free(data);
 }
 
 static void gguf_put_f32(gguf_writer *w, const char *name, const float *values, const uint64_t *ne,
@@ -412,7 +443,8 @@ static void gguf_put_layer(gguf_writer *w, const test_layer *t, uint32_t layer)
     for (int m = 0; m < 3; m++) {
         uint64_t inner = m == 2 ? f : d, outer = m == 2 ? d : f;
         snprintf(name, sizeof(name), "blk.%u.ffn_%s_exps.weight", layer, kinds[m]);
-        gguf_put(w, vkmoe_matrix_type(p, m), name, experts[m], (uint64_t[]){inner, outer, e}, 3);
+        put_encoded(gguf_adder, w, vkmoe_matrix_type(p, m), name, experts[m],
+                    (uint64_t[]){inner, outer, e}, 3);
         if (p->expert_bias) {
             snprintf(name, sizeof(name), "blk.%u.ffn_%s_exps.bias", layer, kinds[m]);
             gguf_put_f32(w, name, biases[m], (uint64_t[]){outer, e}, 2, outer * e);
@@ -420,7 +452,8 @@ static void gguf_put_layer(gguf_writer *w, const test_layer *t, uint32_t layer)
         if (fs) {
             uint64_t sin = m == 2 ? fs : d, sout = m == 2 ? d : fs;
             snprintf(name, sizeof(name), "blk.%u.ffn_%s_shexp.weight", layer, kinds[m]);
-            gguf_put(w, vkmoe_matrix_type(p, m), name, shared[m], (uint64_t[]){sin, sout}, 2);
+            put_encoded(gguf_adder, w, vkmoe_matrix_type(p, m), name, shared[m],
+                        (uint64_t[]){sin, sout}, 2);
         }
     }
 }

@@ -28,6 +28,10 @@ extern const hf_names checkpoint_mixtral_names, checkpoint_qwen_names, checkpoin
     checkpoint_minimax_names, checkpoint_ernie_names, checkpoint_granite_names,
     checkpoint_gpt_oss_names, checkpoint_llama4_names, checkpoint_llama4_text_names;
 
+/* Every file the writers below may leave in a directory (for teardowns). */
+extern const char *const checkpoint_files[];
+extern const size_t checkpoint_file_count;
+
 /* Random weights for params, rounded to the weight type (vectors too, as a
  * file stores them), without a layer of their own (t->layer is NULL). */
 void checkpoint_weights(vkmoe_context *ctx, vkmoe_layer_params params, test_layer *t);

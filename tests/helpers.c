@@ -249,3 +249,29 @@ void test_staged_free(test_staged *s)
     free(s->x);
     test_layer_destroy(&s->layer);
 }
+
+VkCommandBuffer test_commands_begin(vkmoe_context *ctx, VkCommandPool *pool)
+{
+    VkCommandPoolCreateInfo pool_info = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+                                         .queueFamilyIndex = ctx->queue_family};
+    assert_int_equal(ctx->vk.vkCreateCommandPool(ctx->device, &pool_info, NULL, pool), VK_SUCCESS);
+    VkCommandBufferAllocateInfo alloc = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                         .commandPool = *pool,
+                                         .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                         .commandBufferCount = 1};
+    VkCommandBuffer cmd;
+    assert_int_equal(ctx->vk.vkAllocateCommandBuffers(ctx->device, &alloc, &cmd), VK_SUCCESS);
+    VkCommandBufferBeginInfo begin = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+    assert_int_equal(ctx->vk.vkBeginCommandBuffer(cmd, &begin), VK_SUCCESS);
+    return cmd;
+}
+
+void test_commands_run(vkmoe_context *ctx, VkCommandPool pool, VkCommandBuffer cmd)
+{
+    assert_int_equal(ctx->vk.vkEndCommandBuffer(cmd), VK_SUCCESS);
+    VkSubmitInfo submit = {
+        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &cmd};
+    assert_int_equal(ctx->vk.vkQueueSubmit(ctx->queue, 1, &submit, VK_NULL_HANDLE), VK_SUCCESS);
+    assert_int_equal(ctx->vk.vkQueueWaitIdle(ctx->queue), VK_SUCCESS);
+    ctx->vk.vkDestroyCommandPool(ctx->device, pool, NULL);
+}

@@ -74,6 +74,12 @@ void test_layer_destroy(test_layer *t);
 /* Random inputs x [tokens][dim] in [-1, 1). */
 float *test_input(uint32_t tokens, uint32_t dim);
 
+/* A command pool of the context's queue family and a command buffer from
+ * it, recording: an application's own, for vkmoe_layer_record_forward. */
+VkCommandBuffer test_commands_begin(vkmoe_context *ctx, VkCommandPool *pool);
+/* End cmd, submit it, wait for the queue, destroy the pool (and cmd). */
+void test_commands_run(vkmoe_context *ctx, VkCommandPool pool, VkCommandBuffer cmd);
+
 /* Run a forward and compare it with the reference within fixture_tolerance. */
 void test_check_forward(test_layer *t, uint32_t tokens, const float *x);
 /* A layer of these params with random weights and inputs, checked so. */

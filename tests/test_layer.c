@@ -509,18 +509,37 @@ static void test_timings(void **state)
     test_layer_destroy(&t);
 }
 
-/* A command buffer of the context's queue family, recording. */
-static VkCommandBuffer begin_commands(vkmoe_context *ctx, VkCommandPool pool)
+/* x (bytes) at `offset` of a buffer of the caller's, a forward of it
+ * recorded into the caller's command buffer to `offset` of another, read
+ * back into y. With `misuse`, first the two calls it must refuse: a
+ * misaligned offset and too many tokens. */
+static void record_forward_at(vkmoe_context *ctx, vkmoe_layer *layer, uint32_t tokens,
+                              const void *x, void *y, size_t bytes, VkDeviceSize offset,
+                              bool misuse)
 {
-    VkCommandBufferAllocateInfo alloc = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
-                                         .commandPool = pool,
-                                         .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-                                         .commandBufferCount = 1};
-    VkCommandBuffer cmd;
-    assert_int_equal(ctx->vk.vkAllocateCommandBuffers(ctx->device, &alloc, &cmd), VK_SUCCESS);
-    VkCommandBufferBeginInfo begin = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
-    assert_int_equal(ctx->vk.vkBeginCommandBuffer(cmd, &begin), VK_SUCCESS);
-    return cmd;
+    vkmoe_buffer xbuf, ybuf;
+    assert_int_equal(vkmoe_buffer_create(ctx, offset + bytes, VKMOE_MEMORY_DEVICE, &xbuf),
+                     VKMOE_OK);
+    assert_int_equal(vkmoe_buffer_create(ctx, offset + bytes, VKMOE_MEMORY_DEVICE, &ybuf),
+                     VKMOE_OK);
+    assert_int_equal(vkmoe_buffer_write_rows(ctx, &xbuf, offset, x, 1, bytes, bytes), VKMOE_OK);
+    VkCommandPool pool;
+    VkCommandBuffer cmd = test_commands_begin(ctx, &pool);
+    if (misuse) {
+        assert_int_equal(vkmoe_layer_record_forward(layer, cmd, tokens, xbuf.buffer, offset + 4,
+                                                    ybuf.buffer, offset),
+                         VKMOE_ERROR_INVALID_ARGUMENT);
+        assert_int_equal(vkmoe_layer_record_forward(layer, cmd, tokens + 1, xbuf.buffer, offset,
+                                                    ybuf.buffer, offset),
+                         VKMOE_ERROR_INVALID_ARGUMENT);
+    }
+    assert_int_equal(
+        vkmoe_layer_record_forward(layer, cmd, tokens, xbuf.buffer, offset, ybuf.buffer, offset),
+        VKMOE_OK);
+    test_commands_run(ctx, pool, cmd);
+    assert_int_equal(vkmoe_buffer_read(ctx, &ybuf, offset, y, bytes), VKMOE_OK);
+    vkmoe_buffer_destroy(ctx, &xbuf);
+    vkmoe_buffer_destroy(ctx, &ybuf);
 }
 
 /* The forward recorded into the application's own command buffer, on its
@@ -538,43 +557,8 @@ static void test_record_into_caller_command_buffer(void **state)
     assert_int_equal(vkmoe_layer_forward(t.layer, 20, x, expected), VKMOE_OK);
 
     VkDeviceSize offset = ctx->properties.limits.minStorageBufferOffsetAlignment * 4;
-    vkmoe_buffer xbuf, ybuf;
-    assert_int_equal(vkmoe_buffer_create(ctx, offset + bytes, VKMOE_MEMORY_DEVICE, &xbuf),
-                     VKMOE_OK);
-    assert_int_equal(vkmoe_buffer_create(ctx, offset + bytes, VKMOE_MEMORY_DEVICE, &ybuf),
-                     VKMOE_OK);
-    assert_int_equal(vkmoe_buffer_write_rows(ctx, &xbuf, offset, x, 1, bytes, bytes), VKMOE_OK);
-
-    VkCommandPoolCreateInfo pool_info = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
-                                         .queueFamilyIndex = ctx->queue_family};
-    VkCommandPool pool;
-    assert_int_equal(ctx->vk.vkCreateCommandPool(ctx->device, &pool_info, NULL, &pool), VK_SUCCESS);
-    VkCommandBuffer cmd = begin_commands(ctx, pool);
-    assert_int_equal(
-        vkmoe_layer_record_forward(t.layer, cmd, 20, xbuf.buffer, offset + 4, ybuf.buffer, offset),
-        VKMOE_ERROR_INVALID_ARGUMENT);
-    assert_int_equal(
-        vkmoe_layer_record_forward(t.layer, cmd, 21, xbuf.buffer, offset, ybuf.buffer, offset),
-        VKMOE_ERROR_INVALID_ARGUMENT);
-    assert_int_equal(
-        vkmoe_layer_record_forward(t.layer, cmd, 20, xbuf.buffer, offset, ybuf.buffer, offset),
-        VKMOE_OK);
-    VkMemoryBarrier to_host = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
-                               .srcAccessMask = VK_ACCESS_MEMORY_WRITE_BIT,
-                               .dstAccessMask = VK_ACCESS_HOST_READ_BIT};
-    ctx->vk.vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
-                                 VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &to_host, 0, NULL, 0, NULL);
-    ctx->vk.vkEndCommandBuffer(cmd);
-    VkSubmitInfo submit = {
-        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &cmd};
-    assert_int_equal(ctx->vk.vkQueueSubmit(ctx->queue, 1, &submit, VK_NULL_HANDLE), VK_SUCCESS);
-    assert_int_equal(ctx->vk.vkQueueWaitIdle(ctx->queue), VK_SUCCESS);
-    assert_int_equal(vkmoe_buffer_read(ctx, &ybuf, offset, y, bytes), VKMOE_OK);
+    record_forward_at(ctx, t.layer, 20, x, y, bytes, offset, true);
     assert_memory_equal(y, expected, bytes);
-
-    ctx->vk.vkDestroyCommandPool(ctx->device, pool, NULL);
-    vkmoe_buffer_destroy(ctx, &xbuf);
-    vkmoe_buffer_destroy(ctx, &ybuf);
     free(x);
     free(y);
     free(expected);
@@ -601,30 +585,8 @@ static void test_record_16_bit_activations(void **state)
         x16[i] = vkmoe_ref_f32_to_bf16(x[i]);
     assert_int_equal(vkmoe_layer_forward(t.layer, T, x16, expected), VKMOE_OK);
     VkDeviceSize offset = ctx->properties.limits.minStorageBufferOffsetAlignment * 2;
-    vkmoe_buffer xbuf, ybuf;
-    assert_int_equal(vkmoe_buffer_create(ctx, offset + bytes, VKMOE_MEMORY_DEVICE, &xbuf),
-                     VKMOE_OK);
-    assert_int_equal(vkmoe_buffer_create(ctx, offset + bytes, VKMOE_MEMORY_DEVICE, &ybuf),
-                     VKMOE_OK);
-    assert_int_equal(vkmoe_buffer_write_rows(ctx, &xbuf, offset, x16, 1, bytes, bytes), VKMOE_OK);
-    VkCommandPoolCreateInfo pool_info = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
-                                         .queueFamilyIndex = ctx->queue_family};
-    VkCommandPool pool;
-    assert_int_equal(ctx->vk.vkCreateCommandPool(ctx->device, &pool_info, NULL, &pool), VK_SUCCESS);
-    VkCommandBuffer cmd = begin_commands(ctx, pool);
-    assert_int_equal(
-        vkmoe_layer_record_forward(t.layer, cmd, T, xbuf.buffer, offset, ybuf.buffer, offset),
-        VKMOE_OK);
-    ctx->vk.vkEndCommandBuffer(cmd);
-    VkSubmitInfo submit = {
-        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &cmd};
-    assert_int_equal(ctx->vk.vkQueueSubmit(ctx->queue, 1, &submit, VK_NULL_HANDLE), VK_SUCCESS);
-    assert_int_equal(ctx->vk.vkQueueWaitIdle(ctx->queue), VK_SUCCESS);
-    assert_int_equal(vkmoe_buffer_read(ctx, &ybuf, offset, y16, bytes), VKMOE_OK);
+    record_forward_at(ctx, t.layer, T, x16, y16, bytes, offset, false);
     assert_memory_equal(y16, expected, bytes);
-    ctx->vk.vkDestroyCommandPool(ctx->device, pool, NULL);
-    vkmoe_buffer_destroy(ctx, &xbuf);
-    vkmoe_buffer_destroy(ctx, &ybuf);
     free(x);
     free(x16);
     free(y16);
@@ -671,10 +633,7 @@ static void test_record_twice_before_submitting(void **state)
     const uint32_t tokens[2] = {20, 7};
     float *x[2], *expected[2], *y = malloc(20 * sizeof(float) * p.dim);
     vkmoe_buffer xbuf[2], ybuf[2];
-    VkCommandPoolCreateInfo pool_info = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
-                                         .queueFamilyIndex = ctx->queue_family};
-    VkCommandPool pool;
-    assert_int_equal(ctx->vk.vkCreateCommandPool(ctx->device, &pool_info, NULL, &pool), VK_SUCCESS);
+    VkCommandPool pools[2];
     VkCommandBuffer cmds[2];
     for (int i = 0; i < 2; i++) {
         size_t bytes = tokens[i] * sizeof(float) * p.dim;
@@ -685,7 +644,7 @@ static void test_record_twice_before_submitting(void **state)
         assert_int_equal(vkmoe_buffer_create(ctx, bytes, VKMOE_MEMORY_DEVICE, &ybuf[i]), VKMOE_OK);
         assert_int_equal(vkmoe_buffer_write_rows(ctx, &xbuf[i], 0, x[i], 1, bytes, bytes),
                          VKMOE_OK);
-        cmds[i] = begin_commands(ctx, pool);
+        cmds[i] = test_commands_begin(ctx, &pools[i]);
         assert_int_equal(vkmoe_layer_record_forward(t.layer, cmds[i], tokens[i], xbuf[i].buffer, 0,
                                                     ybuf[i].buffer, 0),
                          VKMOE_OK);
@@ -703,8 +662,8 @@ static void test_record_twice_before_submitting(void **state)
         vkmoe_buffer_destroy(ctx, &ybuf[i]);
         free(x[i]);
         free(expected[i]);
+        ctx->vk.vkDestroyCommandPool(ctx->device, pools[i], NULL);
     }
-    ctx->vk.vkDestroyCommandPool(ctx->device, pool, NULL);
     free(y);
     test_layer_destroy(&t);
 }

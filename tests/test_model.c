@@ -731,18 +731,9 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    const char *names[] = {"config.json",
-                           "model.safetensors",
-                           "model.safetensors.index.json",
-                           "model.gguf",
-                           "model-00001-of-00002.safetensors",
-                           "model-00002-of-00002.safetensors",
-                           "model-00001-of-00003.safetensors",
-                           "model-00002-of-00003.safetensors",
-                           "model-00003-of-00003.safetensors",
-                           "big.safetensors",
-                           "bad"};
+    const char *names[] = {"big.safetensors", "bad"};
     test_remove_dir(work_dir, names, VKMOE_ARRAY_SIZE(names));
+    test_remove_dir(work_dir, checkpoint_files, checkpoint_file_count);
     return test_group_teardown(state);
 }
 

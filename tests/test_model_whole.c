@@ -119,30 +119,15 @@ static void record_chain(vkmoe_context *ctx, vkmoe_layer *const *layers, const f
         assert_int_equal(vkmoe_buffer_create(ctx, bytes, VKMOE_MEMORY_DEVICE, &buffers[b]),
                          VKMOE_OK);
     assert_int_equal(vkmoe_buffer_write_rows(ctx, &buffers[0], 0, x, 1, bytes, bytes), VKMOE_OK);
-    VkCommandPoolCreateInfo pool_info = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
-                                         .queueFamilyIndex = ctx->queue_family};
     VkCommandPool pool;
-    assert_int_equal(ctx->vk.vkCreateCommandPool(ctx->device, &pool_info, NULL, &pool), VK_SUCCESS);
-    VkCommandBufferAllocateInfo alloc = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
-                                         .commandPool = pool,
-                                         .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-                                         .commandBufferCount = 1};
-    VkCommandBuffer cmd;
-    assert_int_equal(ctx->vk.vkAllocateCommandBuffers(ctx->device, &alloc, &cmd), VK_SUCCESS);
-    VkCommandBufferBeginInfo begin = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
-    assert_int_equal(ctx->vk.vkBeginCommandBuffer(cmd, &begin), VK_SUCCESS);
+    VkCommandBuffer cmd = test_commands_begin(ctx, &pool);
     int in = 0;
     for (uint32_t i = 1; i < LAYERS; i++, in ^= 1)
         assert_int_equal(vkmoe_layer_record_forward(layers[i], cmd, TOKENS, buffers[in].buffer, 0,
                                                     buffers[in ^ 1].buffer, 0),
                          VKMOE_OK);
-    assert_int_equal(ctx->vk.vkEndCommandBuffer(cmd), VK_SUCCESS);
-    VkSubmitInfo submit = {
-        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &cmd};
-    assert_int_equal(ctx->vk.vkQueueSubmit(ctx->queue, 1, &submit, VK_NULL_HANDLE), VK_SUCCESS);
-    assert_int_equal(ctx->vk.vkQueueWaitIdle(ctx->queue), VK_SUCCESS);
+    test_commands_run(ctx, pool, cmd);
     assert_int_equal(vkmoe_buffer_read(ctx, &buffers[in], 0, y, bytes), VKMOE_OK);
-    ctx->vk.vkDestroyCommandPool(ctx->device, pool, NULL);
     for (int b = 0; b < 2; b++)
         vkmoe_buffer_destroy(ctx, &buffers[b]);
 }
@@ -402,13 +387,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    const char *names[] = {"config.json",
-                           "model.safetensors",
-                           "model.safetensors.index.json",
-                           "model.gguf",
-                           "model-00001-of-00002.safetensors",
-                           "model-00002-of-00002.safetensors"};
-    test_remove_dir(work_dir, names, VKMOE_ARRAY_SIZE(names));
+    test_remove_dir(work_dir, checkpoint_files, checkpoint_file_count);
     return test_group_teardown(state);
 }
 
