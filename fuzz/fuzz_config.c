@@ -1,6 +1,7 @@
 /* libFuzzer target for a checkpoint's config.json as the loader reads it:
  * JSON parsed, then described as every MoE layer index a file might ask
- * for (model_hf.c: model_type, sizes, routing, groups, shared experts).
+ * for (model_hf.c: model_type, nested text_config, sizes, routing, groups,
+ * shared experts, the lists and ranges of MoE layers, fused experts).
  * On arbitrary bytes it must return, free all it allocated, and describe
  * only params within vkmoe's bounds. */
 #include <stdlib.h>
@@ -11,7 +12,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    model_source source = {.directory = "fuzz"};
+    model_source source = {.directory = "fuzz", .fn = "fuzz_config"};
     char error[256];
     if (!vkmoe_json_parse((const char *)data, size, &source.config, error, sizeof(error)))
         return 0;

@@ -29,6 +29,15 @@ static int safetensors_seeds(const char *dir)
     st_finish(&w, &b);
     int rc = write_to(dir, "layer.safetensors", &b);
     buffer_free(&b);
+    /* GPT-OSS's MXFP4 experts: U8 blocks [E][rows][cols/32][16] and scales */
+    uint8_t blocks[2 * 4 * 16] = {0x21}, scales[2 * 4] = {127};
+    st_add(&w, "model.layers.0.mlp.experts.gate_up_proj_blocks", "U8", (uint64_t[]){2, 4, 1, 16}, 4,
+           blocks, sizeof(blocks));
+    st_add(&w, "model.layers.0.mlp.experts.gate_up_proj_scales", "U8", (uint64_t[]){2, 4, 1}, 3,
+           scales, sizeof(scales));
+    st_finish(&w, &b);
+    rc |= write_to(dir, "mxfp4.safetensors", &b);
+    buffer_free(&b);
     st_finish(&w, &b); /* no tensors */
     rc |= write_to(dir, "empty.safetensors", &b);
     buffer_free(&b);
@@ -81,6 +90,19 @@ static int config_seeds(const char *dir)
         "\"topk_group\": 4, \"topk_method\": \"noaux_tc\", \"scoring_func\": \"sigmoid\", "
         "\"routed_scaling_factor\": 2.5, \"n_shared_experts\": 1, \"first_k_dense_replace\": "
         "1, \"moe_layer_freq\": 1, \"norm_topk_prob\": true}",
+        "{\"model_type\": \"qwen3_moe\", \"hidden_size\": 2048, \"moe_intermediate_size\": 768, "
+        "\"num_experts\": 128, \"num_experts_per_tok\": 8, \"decoder_sparse_step\": 2, "
+        "\"mlp_only_layers\": [0, 3], \"num_hidden_layers\": 48}",
+        "{\"model_type\": \"ernie4_5_moe\", \"hidden_size\": 2560, \"moe_intermediate_size\": "
+        "1536, \"moe_num_experts\": 64, \"moe_k\": 6, \"moe_num_shared_experts\": 2, "
+        "\"moe_layer_start_index\": 1, \"moe_layer_end_index\": -1, \"moe_layer_interval\": 1}",
+        "{\"model_type\": \"granitemoe\", \"hidden_size\": 1536, \"intermediate_size\": 512, "
+        "\"num_local_experts\": 40, \"num_experts_per_tok\": 8}",
+        "{\"model_type\": \"gpt_oss\", \"hidden_size\": 2880, \"intermediate_size\": 2880, "
+        "\"num_local_experts\": 32, \"num_experts_per_tok\": 4, \"swiglu_limit\": 7.0}",
+        "{\"model_type\": \"llama4\", \"text_config\": {\"hidden_size\": 5120, "
+        "\"intermediate_size\": 8192, \"num_local_experts\": 16, \"num_experts_per_tok\": 1, "
+        "\"interleave_moe_layer_step\": 2, \"moe_layers\": [1, 3]}}",
     };
     int rc = 0;
     for (size_t i = 0; i < sizeof(configs) / sizeof(configs[0]); i++) {

@@ -150,6 +150,49 @@ static void test_gguf_through_the_tool(void **state)
 
 static bool file_contains(const char *name, const char *words);
 
+/* The families whose files need the most of the loader, through the tool:
+ * GPT-OSS's MXFP4 checkpoint (blocks and scales, interleaved gate and up)
+ * and Llama 4's multimodal one (nested config, input-first experts, the
+ * routing weight on the input). */
+static void test_new_families_through_the_tool(void **state)
+{
+    struct {
+        const char *family, *config;
+        const hf_names *names;
+        vkmoe_weight_type type;
+        uint32_t dim, ffn;
+    } cases[] = {
+        {"gpt-oss",
+         "{\"model_type\": \"gpt_oss\", \"hidden_size\": 64, \"intermediate_size\": 96, "
+         "\"num_local_experts\": 8, \"num_experts_per_tok\": 4, \"swiglu_limit\": 7.0}",
+         &checkpoint_gpt_oss_names, VKMOE_WEIGHT_MXFP4, 64, 96},
+        {"llama4",
+         "{\"model_type\": \"llama4\", \"text_config\": {\"hidden_size\": 40, "
+         "\"intermediate_size\": 24, \"num_local_experts\": 8, \"num_experts_per_tok\": 1}}",
+         &checkpoint_llama4_names, VKMOE_WEIGHT_BF16, 40, 24},
+    };
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(cases); i++) {
+        test_seed(123 + i);
+        vkmoe_layer_params p = test_shape(cases[i].dim, cases[i].ffn, 8, 0, 0);
+        vkmoe_layer_params_family(&p, cases[i].family);
+        p.weight_type = cases[i].type;
+        if (p.scale_expert_input)
+            p.shared_ffn_dim = p.ffn_dim;
+        test_layer t;
+        checkpoint_weights(*state, p, &t);
+        checkpoint_write_hf(work_dir, &t, cases[i].config, cases[i].names, 0, 1);
+        float *x = test_input(11, p.dim);
+        write_input(x, 11, p.dim, false);
+        char args[1024];
+        snprintf(args, sizeof(args), "--model '%s' --layer 0 --input '%s' --output '%s'", work_dir,
+                 path_in("x.npy"), path_in("y.npy"));
+        assert_int_equal(run(args), 0);
+        check_output(&t, x, 11);
+        free(x);
+        test_layer_destroy(&t);
+    }
+}
+
 /* --layers all: a GGUF model of a dense layer and three MoE layers, x
  * through all three in order, equal bit for bit to the same chain through
  * the API; the progress bar and each layer's statistics. */
@@ -331,6 +374,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_checkpoint_through_the_tool),
         cmocka_unit_test(test_gguf_through_the_tool),
         cmocka_unit_test(test_whole_model_through_the_tool),
+        cmocka_unit_test(test_new_families_through_the_tool),
         cmocka_unit_test(test_bad_usage_and_files),
         cmocka_unit_test(test_npy_reader),
         cmocka_unit_test(test_d02_fifo_input),
