@@ -1,5 +1,6 @@
 /* Layer: validation of params, weights and scratch memory, and the forward
  * that records its stages into one command buffer. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -188,20 +189,6 @@ static vkmoe_status create_query_pool(vkmoe_layer *layer)
                           "vkCreateQueryPool");
 }
 
-/* The layer's sizes and scratch layout, and whether one forward's
- * intermediate rows can be addressed. */
-static vkmoe_status plan_layer(vkmoe_layer *layer)
-{
-    compute_sizes(layer);
-    uint64_t hidden = (uint64_t)layer->plan.max_rows * layer->plan.ld_ffn;
-    uint64_t shared = (uint64_t)layer->plan.token_rows * layer->plan.ld_shared;
-    if (hidden >= (1ull << 32) || shared >= (1ull << 32))
-        return vkmoe_fail(layer->ctx, VKMOE_ERROR_UNSUPPORTED,
-                          "vkmoe_layer_create: max_tokens·top_k·ffn_dim is too large for one "
-                          "forward; lower max_tokens");
-    return VKMOE_OK;
-}
-
 static vkmoe_workspace_sizes workspace_sizes(const vkmoe_layer *layer)
 {
     const vkmoe_layer_params *p = &layer->params;
@@ -218,6 +205,18 @@ static vkmoe_workspace_sizes workspace_sizes(const vkmoe_layer *layer)
     };
 }
 
+/* The layer's sizes and scratch layout, and whether one forward's
+ * intermediate rows can be addressed (32-bit element indices). */
+static vkmoe_status plan_layer(vkmoe_layer *layer)
+{
+    compute_sizes(layer);
+    if (workspace_sizes(layer).hidden / 4 >= (1ull << 32))
+        return vkmoe_fail(layer->ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "vkmoe_layer_create: max_tokens·top_k·ffn_dim is too large for one "
+                          "forward; lower max_tokens");
+    return VKMOE_OK;
+}
+
 void vkmoe_workspace_sizes_max(vkmoe_workspace_sizes *into, const vkmoe_workspace_sizes *sizes)
 {
     VkDeviceSize *a = &into->scratch;
@@ -226,27 +225,32 @@ void vkmoe_workspace_sizes_max(vkmoe_workspace_sizes *into, const vkmoe_workspac
         a[i] = a[i] > b[i] ? a[i] : b[i];
 }
 
+/* The workspace's buffers, in vkmoe_workspace_sizes' order (x and y both
+ * of io's size): one list for creating, destroying and counting them. */
+static const size_t workspace_members[] = {
+    offsetof(vkmoe_workspace, scratch),    offsetof(vkmoe_workspace, x_rows),
+    offsetof(vkmoe_workspace, hidden),     offsetof(vkmoe_workspace, expert_out),
+    offsetof(vkmoe_workspace, shared_out), offsetof(vkmoe_workspace, x),
+    offsetof(vkmoe_workspace, y),
+};
+
+static vkmoe_buffer *workspace_buffer(const vkmoe_workspace *ws, size_t i)
+{
+    return (vkmoe_buffer *)((const char *)ws + workspace_members[i]);
+}
+
 vkmoe_status vkmoe_workspace_create(vkmoe_context *ctx, const vkmoe_workspace_sizes *sizes,
                                     vkmoe_workspace *out)
 {
     memset(out, 0, sizeof(*out));
-    struct {
-        vkmoe_buffer *buffer;
-        VkDeviceSize size;
-    } buffers[] = {
-        {&out->scratch, sizes->scratch},
-        {&out->x_rows, sizes->x_rows},
-        {&out->hidden, sizes->hidden},
-        {&out->expert_out, sizes->expert_out},
-        {&out->shared_out, sizes->shared_out},
-        {&out->x, sizes->io},
-        {&out->y, sizes->io},
-    };
-    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(buffers); i++) {
-        vkmoe_status status =
-            buffers[i].size
-                ? vkmoe_buffer_create(ctx, buffers[i].size, VKMOE_MEMORY_DEVICE, buffers[i].buffer)
-                : VKMOE_OK;
+    const VkDeviceSize size[] = {sizes->scratch,    sizes->x_rows, sizes->hidden, sizes->expert_out,
+                                 sizes->shared_out, sizes->io,     sizes->io};
+    _Static_assert(VKMOE_ARRAY_SIZE(size) == VKMOE_ARRAY_SIZE(workspace_members),
+                   "a size per workspace buffer");
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(workspace_members); i++) {
+        vkmoe_status status = size[i] ? vkmoe_buffer_create(ctx, size[i], VKMOE_MEMORY_DEVICE,
+                                                            workspace_buffer(out, i))
+                                      : VKMOE_OK;
         if (status != VKMOE_OK) {
             vkmoe_workspace_destroy(ctx, out);
             return status;
@@ -257,11 +261,17 @@ vkmoe_status vkmoe_workspace_create(vkmoe_context *ctx, const vkmoe_workspace_si
 
 void vkmoe_workspace_destroy(vkmoe_context *ctx, vkmoe_workspace *ws)
 {
-    vkmoe_buffer *buffers[] = {&ws->scratch,    &ws->x_rows, &ws->hidden, &ws->expert_out,
-                               &ws->shared_out, &ws->x,      &ws->y};
-    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(buffers); i++)
-        vkmoe_buffer_destroy(ctx, buffers[i]);
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(workspace_members); i++)
+        vkmoe_buffer_destroy(ctx, workspace_buffer(ws, i));
     ws->holder = NULL;
+}
+
+uint64_t vkmoe_workspace_bytes(const vkmoe_workspace *ws)
+{
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(workspace_members); i++)
+        bytes += workspace_buffer(ws, i)->size;
+    return bytes;
 }
 
 /* Weights, the workspace (its own unless `shared`), views, descriptors,
@@ -573,7 +583,6 @@ static uint64_t array_bytes(const vkmoe_expert_array *a)
 void vkmoe_layer_memory_of(const vkmoe_layer *layer, vkmoe_memory_report *r)
 {
     const vkmoe_layer_weights *w = &layer->weights;
-    const vkmoe_workspace *work = layer->work;
     memset(r, 0, sizeof(*r));
     for (int m = 0; m < 3; m++) {
         r->experts += array_bytes(&w->experts[m]);
@@ -581,9 +590,7 @@ void vkmoe_layer_memory_of(const vkmoe_layer *layer, vkmoe_memory_report *r)
     }
     r->experts += w->expert_biases.size;
     r->routers = w->router.size + w->router_vectors.size;
-    r->scratch = layer->plan.token_plan.size + work->scratch.size + work->x_rows.size +
-                 work->hidden.size + work->expert_out.size + work->shared_out.size + work->x.size +
-                 work->y.size;
+    r->scratch = layer->plan.token_plan.size + vkmoe_workspace_bytes(layer->work);
     r->total = r->experts + r->shared_experts + r->routers + r->scratch;
 }
 

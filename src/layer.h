@@ -72,6 +72,8 @@ void vkmoe_workspace_sizes_max(vkmoe_workspace_sizes *into, const vkmoe_workspac
 vkmoe_status vkmoe_workspace_create(vkmoe_context *ctx, const vkmoe_workspace_sizes *sizes,
                                     vkmoe_workspace *out);
 void vkmoe_workspace_destroy(vkmoe_context *ctx, vkmoe_workspace *ws);
+/* Bytes of the workspace's buffers. */
+uint64_t vkmoe_workspace_bytes(const vkmoe_workspace *ws);
 
 /* A layer of params working in `shared` (NULL: a workspace of its own);
  * vkmoe_layer_create is this with NULL. */

@@ -755,9 +755,11 @@ static vkmoe_status create_layer(model_source *s, vkmoe_context *ctx, const mode
     return status;
 }
 
-static void progress_start(model_source *s, const vkmoe_model_params *mp, uint64_t total)
+/* Progress of `total` bytes begins: the callback's first call, at 0. */
+static vkmoe_status progress_start(model_source *s, const vkmoe_model_params *mp, uint64_t total)
 {
     s->progress = (model_progress){mp->progress, mp->progress_user_data, 0, total};
+    return report_progress(s, 0);
 }
 
 static vkmoe_status load(model_source *s, vkmoe_context *ctx, const char *path, uint32_t index,
@@ -770,8 +772,7 @@ static vkmoe_status load(model_source *s, vkmoe_context *ctx, const char *path, 
         return vkmoe_model_fail(s, VKMOE_ERROR_UNSUPPORTED,
                                 "layer %u of %s is a dense layer, not a MoE block", index,
                                 source_name(s));
-    progress_start(s, mp, matrix_bytes(&layout.params));
-    VKMOE_TRY(report_progress(s, 0));
+    VKMOE_TRY(progress_start(s, mp, matrix_bytes(&layout.params)));
     VKMOE_TRY(create_layer(s, ctx, &layout, NULL, out));
     vkmoe_status status = upload_layer(s, *out, &layout);
     if (status != VKMOE_OK)
@@ -856,9 +857,8 @@ static vkmoe_status open_model(model_source *s, vkmoe_model *model, const char *
     vkmoe_workspace_sizes sizes;
     uint64_t bytes = 0;
     vkmoe_status status = describe_model(s, model, mp, &layouts, &sizes, &bytes);
-    progress_start(s, mp, bytes);
     if (status == VKMOE_OK)
-        status = report_progress(s, 0);
+        status = progress_start(s, mp, bytes);
     if (status == VKMOE_OK)
         status = vkmoe_workspace_create(model->ctx, &sizes, &model->work);
     for (uint32_t i = 0; i < model->layer_count && status == VKMOE_OK; i++) {
@@ -936,9 +936,7 @@ vkmoe_status vkmoe_model_memory(const vkmoe_model *model, vkmoe_memory_report *r
 {
     VKMOE_REQUIRE(NULL, model && report, "vkmoe_model_memory: model and report must not be NULL");
     memset(report, 0, sizeof(*report));
-    const vkmoe_workspace *w = &model->work;
-    report->scratch = w->scratch.size + w->x_rows.size + w->hidden.size + w->expert_out.size +
-                      w->shared_out.size + w->x.size + w->y.size;
+    report->scratch = vkmoe_workspace_bytes(&model->work);
     for (uint32_t i = 0; i < model->layer_count; i++) {
         if (!model->layers[i])
             continue;
