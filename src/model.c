@@ -428,21 +428,26 @@ static uint64_t tensor_rows(const model_layout *l, vkmoe_expert_matrix m, uint64
     return l->tensor_rows[m] ? l->tensor_rows[m] : rows;
 }
 
-/* The matrix [rows][cols] from a transposed tensor's [cols][tensor_rows]
+/* The tensor's row (per expert) holding matrix m's row r. */
+static uint64_t source_row(const model_layout *l, vkmoe_expert_matrix m, uint64_t r)
+{
+    return l->row_first[m] + r * (l->row_step[m] ? l->row_step[m] : 1);
+}
+
+/* The matrix [rows][cols] from a transposed tensor's [cols][stride]
  * (caller frees *copy). */
 static vkmoe_status gather_columns(const model_source *s, const model_layout *l,
                                    vkmoe_expert_matrix m, const uint8_t *src, uint64_t rows,
-                                   uint64_t cols, uint64_t tensor_rows, size_t element,
+                                   uint64_t cols, uint64_t stride, size_t element,
                                    const uint8_t **out, void **copy)
 {
-    uint32_t step = l->row_step[m] ? l->row_step[m] : 1;
     uint8_t *matrix = vkmoe_malloc(rows * cols * element);
     if (!matrix)
         return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     for (uint64_t r = 0; r < rows; r++) {
-        uint64_t column = l->row_first[m] + r * step;
+        uint64_t column = source_row(l, m, r);
         for (uint64_t c = 0; c < cols; c++)
-            memcpy(matrix + (r * cols + c) * element, src + (c * tensor_rows + column) * element,
+            memcpy(matrix + (r * cols + c) * element, src + (c * stride + column) * element,
                    element);
     }
     *out = matrix;
@@ -455,16 +460,14 @@ static vkmoe_status gather_rows(const model_source *s, const model_layout *l, vk
                                 const uint8_t *src, uint64_t rows, size_t row_bytes,
                                 const uint8_t **out, void **copy)
 {
-    uint32_t step = l->row_step[m] ? l->row_step[m] : 1;
-    src += l->row_first[m] * row_bytes;
-    *out = src;
-    if (step == 1)
+    *out = src + source_row(l, m, 0) * row_bytes;
+    if (source_row(l, m, 1) == source_row(l, m, 0) + 1) /* contiguous: no copy */
         return VKMOE_OK;
     uint8_t *rows_copy = vkmoe_malloc(rows * row_bytes);
     if (!rows_copy)
         return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     for (uint64_t r = 0; r < rows; r++)
-        memcpy(rows_copy + r * row_bytes, src + r * step * row_bytes, row_bytes);
+        memcpy(rows_copy + r * row_bytes, src + source_row(l, m, r) * row_bytes, row_bytes);
     *out = rows_copy;
     *copy = rows_copy;
     return VKMOE_OK;
@@ -600,11 +603,10 @@ static vkmoe_status upload_mxfp4_experts(model_source *s, vkmoe_layer *layer, co
     uint8_t *packed = vkmoe_malloc(bytes);
     if (!packed)
         return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    uint32_t step = l->row_step[m] ? l->row_step[m] : 1;
     vkmoe_status status = VKMOE_OK;
     for (uint32_t e = 0; e < p->experts && status == VKMOE_OK; e++) {
         for (uint64_t r = 0; r < shape[0]; r++) {
-            uint64_t row = (uint64_t)e * rows + l->row_first[m] + r * step;
+            uint64_t row = (uint64_t)e * rows + source_row(l, m, r);
             repack_mxfp4_row(fb->data + tb->offset + row * blocks * 16,
                              fs->data + ts->offset + row * blocks, blocks,
                              packed + r * blocks * 17);
@@ -635,12 +637,11 @@ static vkmoe_status upload_expert_biases(model_source *s, vkmoe_layer *layer, co
     vkmoe_status status = VKMOE_OK;
     vkmoe_weight_type stored = weight_type_of(t);
     size_t row_bytes = vkmoe_weight_bytes(stored, shape[1]);
-    uint32_t step = l->row_step[m] ? l->row_step[m] : 1;
     for (uint32_t e = 0; e < p->experts && status == VKMOE_OK; e++) {
         status = convert(s, stored, f->data + t->offset + e * row_bytes, (size_t)shape[1],
                          VKMOE_WEIGHT_F32, v);
-        for (uint64_t i = 0; i < n; i++) /* in place: i <= first + i·step */
-            v[i] = v[l->row_first[m] + i * step];
+        for (uint64_t i = 0; i < n; i++) /* in place: i <= its source */
+            v[i] = v[source_row(l, m, i)];
         if (status == VKMOE_OK)
             status = vkmoe_layer_set_expert_bias(layer, e, m, v, n * sizeof(*v));
     }
