@@ -25,6 +25,11 @@ typedef struct options {
     const char *device;
     uint32_t warmup, iters;
     bool verify, json, list_presets;
+    /* --device-budget: bytes, or a share of the experts' bytes (budget_percent > 0) */
+    uint64_t budget_bytes;
+    double budget_percent;
+    double routing_skew; /* --routing-skew; 0: the random router's routing */
+    vkmoe_cache_policy cache_policy;
 } options;
 
 typedef struct preset {
@@ -78,21 +83,26 @@ static const char *gemm_path_name(int path) { return vkmoe_gemm_path_name((vkmoe
 static void usage(FILE *out)
 {
     char weights[160], paths[160];
-    fprintf(out,
-            "usage: vkmoe-bench [options]\n"
-            "  --preset NAME         a real model's MoE layer (--list-presets)\n"
-            "  --scale S             multiply dim, ffn and the shared width by S in (0, 1]\n"
-            "  --dim D --ffn F --experts E --topk K   shape by hand\n"
-            "  --tokens LIST         token counts, e.g. 1,8,64,512 (default 1,64,256)\n"
-            "  --weights TYPE        %s (default f16)\n"
-            "  --io TYPE             x and y: f32, f16, bf16 (default f32)\n"
-            "  --gemm PATH           expert GEMM path: %s (default auto)\n"
-            "  --device N|NAME       device index or name substring\n"
-            "  --warmup N --iters N  repetitions (default 2, 10); figures are medians\n"
-            "  --no-verify           skip the CPU reference\n"
-            "  --json                one JSON object on stdout\n",
-            names_of(weight_type_name, weights, sizeof(weights)),
-            names_of(gemm_path_name, paths, sizeof(paths)));
+    fprintf(
+        out,
+        "usage: vkmoe-bench [options]\n"
+        "  --preset NAME         a real model's MoE layer (--list-presets)\n"
+        "  --scale S             multiply dim, ffn and the shared width by S in (0, 1]\n"
+        "  --dim D --ffn F --experts E --topk K   shape by hand\n"
+        "  --tokens LIST         token counts, e.g. 1,8,64,512 (default 1,64,256)\n"
+        "  --weights TYPE        %s (default f16)\n"
+        "  --io TYPE             x and y: f32, f16, bf16 (default f32)\n"
+        "  --gemm PATH           expert GEMM path: %s (default auto)\n"
+        "  --device N|NAME       device index or name substring\n"
+        "  --device-budget B     device memory for the experts: bytes (512M, 4G) or a\n"
+        "                        share of the experts' bytes (50%%); the rest in host memory\n"
+        "  --routing-skew S      routing with locality: Zipf exponent S over experts, drifting\n"
+        "  --cache-policy P      frequency (default) or lru, with --device-budget\n"
+        "  --warmup N --iters N  repetitions (default 2, 10); figures are medians\n"
+        "  --no-verify           skip the CPU reference\n"
+        "  --json                one JSON object on stdout\n",
+        names_of(weight_type_name, weights, sizeof(weights)),
+        names_of(gemm_path_name, paths, sizeof(paths)));
 }
 
 /* A comma-separated list of 1..MAX_TOKEN_COUNTS counts, each in 1..2^22:
@@ -141,6 +151,44 @@ static bool parse_scale(const char *s, double *out)
     char *end;
     *out = strtod(s, &end);
     return end != s && *end == '\0' && *out > 0 && *out <= 1;
+}
+
+/* A Zipf exponent: finite, > 0, at most 8. */
+static bool parse_skew(const char *s, double *out)
+{
+    char *end;
+    *out = strtod(s, &end);
+    return end != s && *end == '\0' && *out > 0 && *out <= 8;
+}
+
+/* "512M", "4G", "123456" (bytes) or "50%" (of the experts' bytes). */
+static bool parse_budget(const char *s, options *o)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || !(v > 0) || v > 1e18)
+        return false;
+    if (!strcmp(end, "%")) {
+        o->budget_percent = v;
+        return v <= 100;
+    }
+    static const char units[] = "KMGT";
+    const char *unit = *end ? strchr(units, *end) : NULL;
+    if (*end && (!unit || end[1]))
+        return false;
+    for (const char *u = units; unit && u <= unit; u++)
+        v *= 1024;
+    o->budget_bytes = (uint64_t)v;
+    return o->budget_bytes > 0;
+}
+
+static bool parse_policy(const char *s, vkmoe_cache_policy *out)
+{
+    if (!strcmp(s, "frequency") || !strcmp(s, "lru")) {
+        *out = s[0] == 'l' ? VKMOE_CACHE_LRU : VKMOE_CACHE_FREQUENCY;
+        return true;
+    }
+    return false;
 }
 
 /* A weight type by the name vkmoe_weight_type_name gives it. */
@@ -207,6 +255,12 @@ static int parse_args(int argc, char **argv, options *o)
             }
         } else if (!strcmp(a, "--device") && v)
             o->device = v;
+        else if (!strcmp(a, "--device-budget") && v)
+            ok = parse_budget(v, o);
+        else if (!strcmp(a, "--routing-skew") && v)
+            ok = parse_skew(v, &o->routing_skew);
+        else if (!strcmp(a, "--cache-policy") && v)
+            ok = parse_policy(v, &o->cache_policy);
         else if (!strcmp(a, "--warmup") && v)
             ok = parse_count(v, 0, &o->warmup) && o->warmup < 100000;
         else if (!strcmp(a, "--iters") && v)
@@ -274,6 +328,11 @@ static int resolve_params(const options *o, uint32_t max_tokens, vkmoe_layer_par
     params->io_type = o->io;
     params->gemm_path = o->gemm_path;
     params->max_tokens = max_tokens;
+    params->cache_policy = o->cache_policy;
+    params->expert_budget_bytes = o->budget_bytes;
+    if (o->budget_percent > 0)
+        params->expert_budget_bytes = (uint64_t)(o->budget_percent / 100 * params->experts *
+                                                 (double)vkmoe_expert_bytes(params));
     return 0;
 }
 
@@ -348,6 +407,22 @@ static const char *run_path(const run_result *run)
     return run->kernel == VKMOE_GEMM_REGISTER && run->largest_expert < 16 ? "gemv" : "gemm";
 }
 
+/* runs[].offload (shared/BENCH.md). Transfers do not yet overlap compute
+ * (hidden_ms 0) and no expert runs on the CPU yet (cpu_expert_ms 0,
+ * cpu_only_layer_ms null). */
+static void print_offload_json(const offload_figures *f, const vkmoe_layer_params *s)
+{
+    if (!f->present)
+        return;
+    printf("      \"offload\": {\"budget_bytes\": %llu, \"slots\": %u, \"policy\": \"%s\", "
+           "\"hit_rate\": %.6g, \"bytes_to_device\": %.6g, \"rounds\": %.4g, "
+           "\"hidden_ms\": 0, \"cpu_expert_ms\": 0, \"resident_layer_ms\": %.6g, "
+           "\"cpu_only_layer_ms\": null, \"bit_identical_to_resident\": %s},\n",
+           (unsigned long long)f->budget_bytes, f->slots,
+           s->cache_policy == VKMOE_CACHE_LRU ? "lru" : "frequency", f->hit_rate,
+           f->bytes_to_device, f->rounds, f->resident_ms, f->bit_identical ? "true" : "false");
+}
+
 static void print_json(const options *o, const vkmoe_device_info *info, const peak_figures *peak,
                        const vkmoe_layer_params *s, const run_result *runs, uint32_t count)
 {
@@ -398,7 +473,9 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
                    st ? ",\n        " : "", vkmoe_stage_name(st), f->ms, sg, sb,
                    percent(sg, compute_peak(peak, s)), percent(sb, peak_bandwidth(peak)));
         }
-        printf("],\n      \"verified\": %s, \"verified_tokens\": %u, \"max_abs_err\": %.6g, "
+        printf("],\n");
+        print_offload_json(&run->offload, s);
+        printf("      \"verified\": %s, \"verified_tokens\": %u, \"max_abs_err\": %.6g, "
                "\"max_rel_err\": %.6g\n    }%s\n",
                run->verified ? "true" : "false", run->verified_tokens,
                isnan(run->error.max_abs) ? -1.0 : run->error.max_abs,
@@ -444,6 +521,16 @@ static void print_table(const vkmoe_device_info *info, const peak_figures *peak,
         else
             printf(" | %s (max rel err %.2g over %u tokens)\n", run->verified ? "ok" : "FAILED",
                    run->error.max_rel, run->verified_tokens);
+        const offload_figures *f = &run->offload;
+        if (f->present)
+            printf("%7s offload: %u of %u experts on the device, %s, hit rate %.1f%%, "
+                   "%.2f MB to the device and %.2f rounds a forward; resident layer %.3f ms "
+                   "(%.2fx); outputs %s\n",
+                   "", f->slots, s->experts,
+                   s->cache_policy == VKMOE_CACHE_LRU ? "LRU" : "frequency", 100 * f->hit_rate,
+                   f->bytes_to_device * 1e-6, f->rounds, f->resident_ms,
+                   f->resident_ms > 0 ? run->layer.ms / f->resident_ms : 0.0,
+                   f->bit_identical ? "bit-identical" : "DIFFER");
     }
     printf("\nstage times in ms (GPU timestamps, median of the iterations)\n");
 }
@@ -478,7 +565,7 @@ int main(int argc, char **argv)
     if (peak_measure(ctx, &peak) != VKMOE_OK)
         fprintf(stderr, "vkmoe-bench: no peak figures: %s\n", vkmoe_last_error());
     workload *w = NULL;
-    if (workload_create(ctx, &params, o.verify, &w) != VKMOE_OK) {
+    if (workload_create(ctx, &params, o.verify, o.routing_skew, &w) != VKMOE_OK) {
         fprintf(stderr, "vkmoe-bench: %s\n", vkmoe_last_error());
         vkmoe_context_destroy(&ctx);
         return 1;
@@ -490,7 +577,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "vkmoe-bench: %s\n", vkmoe_last_error());
             rc = 1;
         }
-        all_verified &= !o.verify || runs[i].verified;
+        all_verified &= (!o.verify || runs[i].verified) &&
+                        (!runs[i].offload.present || runs[i].offload.bit_identical);
     }
     if (rc == 0) {
         if (o.json)

@@ -24,6 +24,15 @@ struct workload {
     double *contribution;   /* [sample][k][dim]: weight · expert output of each choice */
     double *base;           /* [sample][dim]: the gated shared expert's output */
     uint32_t *all_ids;      /* [max_tokens][k], with a capacity: who competes for it */
+    /* Offload runs (workload_create): the resident twin, and each forward's
+     * own inputs and both layers' outputs, in io_type's bytes. */
+    vkmoe_layer *resident;
+    double skew;
+    uint64_t rng;
+    uint32_t *rank; /* [E]: the expert of each Zipf rank, drifting */
+    double *zipf;   /* [E]: cumulative Zipf weights of the ranks */
+    float *x_next;  /* [max_tokens][dim] */
+    void *io_next, *y_cached, *y_resident;
 };
 
 /* The layer's seed: the bench's layer is the same from run to run. */
@@ -95,6 +104,8 @@ static vkmoe_status upload_experts(workload *w)
     for (uint32_t e = 0; e < p->experts && status == VKMOE_OK; e++) {
         fixture_make_expert(p, SEED, e, &ew);
         status = fixture_upload_expert(w->layer, p, e, &ew);
+        if (status == VKMOE_OK && w->resident)
+            status = fixture_upload_expert(w->resident, p, e, &ew);
         if (w->contribution)
             reference_expert(w, e, &ew);
     }
@@ -114,6 +125,8 @@ static vkmoe_status upload_shared_expert(workload *w)
     if (status == VKMOE_OK) {
         fixture_make_expert(p, SEED, FIXTURE_SHARED_EXPERT, &ew);
         status = fixture_upload_expert(w->layer, p, FIXTURE_SHARED_EXPERT, &ew);
+        if (status == VKMOE_OK && w->resident)
+            status = fixture_upload_expert(w->resident, p, FIXTURE_SHARED_EXPERT, &ew);
     }
     vkmoe_ref_layer ref = w->routing;
     ref.shared_gate = ew.gate;
@@ -160,7 +173,10 @@ static vkmoe_status upload_router(workload *w)
                           .router_bias = p->router_bias ? w->router_bias : NULL,
                           .selection_bias = p->selection_bias ? w->selection_bias : NULL,
                           .shared_gate_weights = p->shared_gate ? w->shared_gate_weights : NULL};
-    return fixture_upload_router(w->layer, p, &router);
+    vkmoe_status status = fixture_upload_router(w->layer, p, &router);
+    if (status == VKMOE_OK && w->resident)
+        status = fixture_upload_router(w->resident, p, &router);
+    return status;
 }
 
 /* The samples' routes, and with a capacity every token's choices, which
@@ -190,8 +206,43 @@ static vkmoe_status prepare_reference(workload *w)
     return w->all_ids ? VKMOE_OK : VKMOE_ERROR_OUT_OF_HOST_MEMORY;
 }
 
+/* The resident twin and the per-forward buffers of an offload run. */
+static vkmoe_status prepare_offload(workload *w, vkmoe_context *ctx, vkmoe_layer_params p,
+                                    double skew)
+{
+    p.expert_budget_bytes = 0;
+    vkmoe_status status = vkmoe_layer_create(ctx, &p, &w->resident);
+    if (status != VKMOE_OK)
+        return status;
+    uint32_t e = w->params.experts;
+    size_t io = (size_t)w->params.max_tokens * w->params.dim;
+    size_t io_bytes = vkmoe_weight_bytes(w->params.io_type, io);
+    w->skew = skew;
+    w->rng = SEED;
+    w->rank = malloc(e * sizeof(*w->rank));
+    w->zipf = malloc(e * sizeof(*w->zipf));
+    w->x_next = malloc(io * sizeof(float));
+    w->io_next = malloc(io_bytes);
+    w->y_cached = malloc(io_bytes);
+    w->y_resident = malloc(io_bytes);
+    if (!w->rank || !w->zipf || !w->x_next || !w->io_next || !w->y_cached || !w->y_resident)
+        return VKMOE_ERROR_OUT_OF_HOST_MEMORY;
+    double sum = 0;
+    for (uint32_t r = 0; r < e; r++) {
+        w->rank[r] = (uint32_t)(((uint64_t)r * 2654435761u) % e); /* not index order */
+        w->zipf[r] = sum += pow(r + 1.0, -skew);
+    }
+    /* A multiplier coprime with E makes the ranks a permutation only then;
+     * fall back to index order otherwise. */
+    for (uint32_t r = 1; r < e; r++)
+        if (w->rank[r] == w->rank[0])
+            for (uint32_t q = 0; q < e; q++)
+                w->rank[q] = q;
+    return VKMOE_OK;
+}
+
 static vkmoe_status prepare(workload *w, vkmoe_context *ctx, const vkmoe_layer_params *params,
-                            bool verify)
+                            bool verify, double skew)
 {
     vkmoe_layer_params p = *params;
     p.timing = true;
@@ -199,6 +250,10 @@ static vkmoe_status prepare(workload *w, vkmoe_context *ctx, const vkmoe_layer_p
     if (status != VKMOE_OK)
         return status;
     vkmoe_layer_params_of(w->layer, &w->params);
+    if (p.expert_budget_bytes || skew > 0)
+        status = prepare_offload(w, ctx, p, skew);
+    if (status != VKMOE_OK)
+        return status;
     size_t io = (size_t)w->params.max_tokens * w->params.dim;
     w->x = malloc(io * sizeof(float));
     w->y = malloc(io * sizeof(float));
@@ -223,13 +278,13 @@ static vkmoe_status prepare(workload *w, vkmoe_context *ctx, const vkmoe_layer_p
 }
 
 vkmoe_status workload_create(vkmoe_context *ctx, const vkmoe_layer_params *params, bool verify,
-                             workload **out)
+                             double routing_skew, workload **out)
 {
     workload *w = calloc(1, sizeof(*w));
     *out = NULL;
     if (!w)
         return VKMOE_ERROR_OUT_OF_HOST_MEMORY;
-    vkmoe_status status = prepare(w, ctx, params, verify);
+    vkmoe_status status = prepare(w, ctx, params, verify, routing_skew);
     if (status != VKMOE_OK) {
         workload_destroy(&w);
         return status;
@@ -244,7 +299,14 @@ void workload_destroy(workload **pw)
         return;
     workload *w = *pw;
     vkmoe_layer_destroy(&w->layer);
-    void *all[] = {w->x,
+    vkmoe_layer_destroy(&w->resident);
+    void *all[] = {w->rank,
+                   w->zipf,
+                   w->x_next,
+                   w->io_next,
+                   w->y_cached,
+                   w->y_resident,
+                   w->x,
                    w->y,
                    w->x_io,
                    w->y_io,
@@ -345,6 +407,150 @@ static void verify(const workload *w, uint32_t tokens, run_result *r)
     r->verified = r->verified_tokens > 0 && r->error.max_rel <= fixture_tolerance(p);
 }
 
+/* xorshift64*: the offload runs' inputs, the same from run to run. */
+static double next_uniform(workload *w)
+{
+    w->rng ^= w->rng >> 12;
+    w->rng ^= w->rng << 25;
+    w->rng ^= w->rng >> 27;
+    return (double)((w->rng * 2685821657736338717ull) >> 11) * 0x1.0p-53;
+}
+
+/* A rank drawn from the Zipf law, not among the first `taken` of chosen. */
+static uint32_t draw_rank(workload *w, const uint32_t *chosen, uint32_t taken)
+{
+    uint32_t e = w->params.experts;
+    for (;;) {
+        double u = next_uniform(w) * w->zipf[e - 1];
+        uint32_t r = 0;
+        while (r + 1 < e && w->zipf[r] <= u)
+            r++;
+        bool fresh = true;
+        for (uint32_t j = 0; j < taken; j++)
+            fresh &= chosen[j] != r;
+        if (fresh)
+            return r;
+    }
+}
+
+/* Token inputs that steer the router: small noise plus, for each of k
+ * experts drawn by the Zipf law over the drifting ranking, 8 logits' worth
+ * along that expert's router row. Before each forward one random pair of
+ * neighbouring ranks trades places: the hot set drifts slowly. */
+static void steer(workload *w, uint32_t tokens)
+{
+    const vkmoe_layer_params *p = &w->params;
+    if (p->experts > 1) {
+        uint32_t r = (uint32_t)(next_uniform(w) * (p->experts - 1));
+        uint32_t e = w->rank[r];
+        w->rank[r] = w->rank[r + 1];
+        w->rank[r + 1] = e;
+    }
+    uint32_t chosen[VKMOE_MAX_TOP_K];
+    for (uint32_t t = 0; t < tokens; t++) {
+        float *x = w->x_next + (size_t)t * p->dim;
+        for (uint32_t d = 0; d < p->dim; d++)
+            x[d] = (float)(0.2 * next_uniform(w) - 0.1);
+        for (uint32_t j = 0; j < p->top_k; j++) {
+            chosen[j] = draw_rank(w, chosen, j);
+            const float *row = w->router + (size_t)w->rank[chosen[j]] * p->dim;
+            double norm2 = 0;
+            for (uint32_t d = 0; d < p->dim; d++)
+                norm2 += (double)row[d] * row[d];
+            for (uint32_t d = 0; d < p->dim && norm2 > 0; d++)
+                x[d] += (float)(8.0 * row[d] / norm2);
+        }
+    }
+}
+
+/* One forward of `layer` on x (io_type's bytes) into y, and its times. */
+static vkmoe_status timed_forward(vkmoe_layer *layer, uint32_t tokens, const void *x, void *y,
+                                  vkmoe_timings *t)
+{
+    vkmoe_status status = vkmoe_layer_forward(layer, tokens, x, y);
+    return status == VKMOE_OK ? vkmoe_layer_timings(layer, t) : status;
+}
+
+static void keep_sample(double *samples, uint32_t iters, uint32_t it, const vkmoe_timings *t)
+{
+    samples[it] = t->total_ms;
+    for (uint32_t s = 0; s < VKMOE_STAGE_MAX; s++)
+        samples[(s + 1) * (size_t)iters + it] = t->stage_ms[s];
+}
+
+/* The runs of a layer that holds every expert on the device: the same input each time. */
+static vkmoe_status run_resident(workload *w, uint32_t tokens, uint32_t warmup, uint32_t iters,
+                                 double *samples)
+{
+    vkmoe_status status = VKMOE_OK;
+    for (uint32_t i = 0; i < warmup + iters && status == VKMOE_OK; i++) {
+        vkmoe_timings t;
+        status = w->x_io ? timed_forward(w->layer, tokens, w->x_io, w->y_io, &t)
+                         : timed_forward(w->layer, tokens, w->x, w->y, &t);
+        if (status == VKMOE_OK && i >= warmup)
+            keep_sample(samples, iters, i - warmup, &t);
+    }
+    return status;
+}
+
+/* The cache's figures so far, or zeros for a layer without one (a budget
+ * of every expert). */
+static vkmoe_cache_stats cache_stats(const vkmoe_layer *layer)
+{
+    vkmoe_cache_stats s = {0};
+    vkmoe_layer_cache_stats(layer, &s);
+    return s;
+}
+
+/* Offload runs: each forward new inputs, through the layer and its
+ * resident twin, whose outputs must match bit for bit. */
+static vkmoe_status run_offload(workload *w, uint32_t tokens, uint32_t warmup, uint32_t iters,
+                                double *samples, run_result *r)
+{
+    const vkmoe_layer_params *p = &w->params;
+    size_t n = (size_t)tokens * p->dim, bytes = vkmoe_weight_bytes(p->io_type, n);
+    double *resident_ms = malloc(iters * sizeof(double));
+    uint32_t counts[VKMOE_MAX_EXPERTS];
+    uint64_t active = 0;
+    vkmoe_cache_stats before = cache_stats(w->layer);
+    vkmoe_status status = resident_ms ? VKMOE_OK : VKMOE_ERROR_OUT_OF_HOST_MEMORY;
+    r->offload = (offload_figures){.present = true, .bit_identical = true};
+    for (uint32_t i = 0; i < warmup + iters && status == VKMOE_OK; i++) {
+        if (i == warmup)
+            before = cache_stats(w->layer);
+        if (w->skew > 0)
+            steer(w, tokens);
+        else
+            fixture_fill(w->x_next, n, 1.0f, SEED + 1000 + i, p->io_type);
+        vkmoe_quantize(p->io_type, w->x_next, n, w->io_next, bytes);
+        vkmoe_timings t, tr;
+        status = timed_forward(w->layer, tokens, w->io_next, w->y_cached, &t);
+        if (status == VKMOE_OK)
+            status = timed_forward(w->resident, tokens, w->io_next, w->y_resident, &tr);
+        if (status == VKMOE_OK)
+            status = vkmoe_layer_expert_counts(w->resident, counts, VKMOE_MAX_EXPERTS);
+        if (status != VKMOE_OK || i < warmup)
+            continue;
+        r->offload.bit_identical &= memcmp(w->y_cached, w->y_resident, bytes) == 0;
+        keep_sample(samples, iters, i - warmup, &t);
+        resident_ms[i - warmup] = tr.total_ms;
+        for (uint32_t e = 0; e < p->experts; e++)
+            active += counts[e] > 0;
+    }
+    vkmoe_cache_stats after = cache_stats(w->layer);
+    uint64_t hits = after.hits - before.hits, misses = after.misses - before.misses;
+    r->offload.budget_bytes = p->expert_budget_bytes;
+    r->offload.slots = after.slots ? after.slots : p->experts;
+    r->offload.hit_rate = hits + misses ? (double)hits / (hits + misses) : 1.0;
+    r->offload.bytes_to_device = (double)(after.bytes_to_device - before.bytes_to_device) / iters;
+    r->offload.rounds = after.slots ? (double)(after.rounds - before.rounds) / iters : 1.0;
+    if (status == VKMOE_OK)
+        r->offload.resident_ms = median(resident_ms, iters);
+    r->active_experts = (uint32_t)((active + iters / 2) / iters);
+    free(resident_ms);
+    return status;
+}
+
 vkmoe_status workload_run(workload *w, uint32_t tokens, uint32_t warmup, uint32_t iters,
                           run_result *r)
 {
@@ -354,20 +560,12 @@ vkmoe_status workload_run(workload *w, uint32_t tokens, uint32_t warmup, uint32_
     double *samples = malloc((size_t)iters * (VKMOE_STAGE_MAX + 1) * sizeof(double));
     if (!samples)
         return VKMOE_ERROR_OUT_OF_HOST_MEMORY;
-    vkmoe_status status = VKMOE_OK;
-    for (uint32_t i = 0; i < warmup + iters && status == VKMOE_OK; i++) {
+    vkmoe_status status = w->resident ? run_offload(w, tokens, warmup, iters, samples, r)
+                                      : run_resident(w, tokens, warmup, iters, samples);
+    /* Offload runs check against the reference once more, on its input. */
+    if (status == VKMOE_OK && w->resident)
         status = w->x_io ? vkmoe_layer_forward(w->layer, tokens, w->x_io, w->y_io)
                          : vkmoe_layer_forward(w->layer, tokens, w->x, w->y);
-        vkmoe_timings t;
-        if (status == VKMOE_OK)
-            status = vkmoe_layer_timings(w->layer, &t);
-        if (status != VKMOE_OK || i < warmup)
-            continue;
-        uint32_t it = i - warmup;
-        samples[it] = t.total_ms;
-        for (uint32_t s = 0; s < VKMOE_STAGE_MAX; s++)
-            samples[(s + 1) * (size_t)iters + it] = t.stage_ms[s];
-    }
     if (status == VKMOE_OK && w->y_io) /* the reference checks f32 values */
         status = vkmoe_dequantize(w->params.io_type, w->y_io, (size_t)tokens * w->params.dim, w->y);
     uint32_t counts[VKMOE_MAX_EXPERTS];
@@ -377,11 +575,14 @@ vkmoe_status workload_run(workload *w, uint32_t tokens, uint32_t warmup, uint32_
         r->layer.ms = median(samples, iters);
         for (uint32_t s = 0; s < VKMOE_STAGE_MAX; s++)
             r->stages[s].ms = median(samples + (s + 1) * (size_t)iters, iters);
+        uint32_t active = 0;
         for (uint32_t e = 0; e < w->params.experts; e++) {
-            r->active_experts += counts[e] > 0;
+            active += counts[e] > 0;
             if (counts[e] > r->largest_expert)
                 r->largest_expert = counts[e];
         }
+        if (!w->resident)
+            r->active_experts = active;
         count_work(w, tokens, r->active_experts, r);
         r->dispatches = (uint32_t)w->layer->io.recorded.dispatches;
         r->barriers = (uint32_t)w->layer->io.recorded.barriers;

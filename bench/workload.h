@@ -12,6 +12,19 @@ typedef struct stage_figures {
     double ms, flops, bytes;
 } stage_figures;
 
+/* A layer with an expert cache (params.expert_budget_bytes), run beside
+ * the same layer with every expert resident on the same inputs. */
+typedef struct offload_figures {
+    bool present;
+    uint64_t budget_bytes;
+    uint32_t slots;
+    double hit_rate;        /* of the timed forwards' needed experts */
+    double bytes_to_device; /* per forward */
+    double rounds;          /* per forward */
+    double resident_ms;     /* the resident layer's median */
+    bool bit_identical;     /* every timed forward's y equal to the resident layer's */
+} offload_figures;
+
 typedef struct run_result {
     uint32_t tokens;
     stage_figures layer;
@@ -23,13 +36,18 @@ typedef struct run_result {
     bool verified;                 /* false when the check failed or was skipped */
     uint32_t verified_tokens;
     vkmoe_ref_error error;
+    offload_figures offload;
 } run_result;
 
 typedef struct workload workload;
 
-/* A layer of these params (max_tokens: the largest run); timing is turned on. */
+/* A layer of these params (max_tokens: the largest run); timing is turned
+ * on. With params.expert_budget_bytes or routing_skew > 0, each forward
+ * takes new inputs (routing_skew: steered to experts drawn by a drifting
+ * Zipf law of that exponent; 0: random) and a resident twin of the layer
+ * runs them too (run_result.offload). */
 vkmoe_status workload_create(vkmoe_context *ctx, const vkmoe_layer_params *params, bool verify,
-                             workload **out);
+                             double routing_skew, workload **out);
 /* Time a forward of the first `tokens` tokens: warmup runs, then the median
  * of iters runs; checks the sampled tokens against the reference. */
 vkmoe_status workload_run(workload *w, uint32_t tokens, uint32_t warmup, uint32_t iters,

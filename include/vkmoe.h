@@ -418,6 +418,20 @@ VKMOE_API vkmoe_status vkmoe_context_auto_gemm_paths(const vkmoe_context *ctx,
 
 /* Zero-initialise, then set the four required shape fields (or start from
  * vkmoe_layer_params_family()). Every other zero field means its default. */
+/* How a layer with an expert cache (vkmoe_layer_params.expert_budget_bytes)
+ * chooses which expert to evict from the device when a forward needs
+ * another. Experts the forward needs are never evicted for it; ties go to
+ * the least recently needed, then the lowest expert index. */
+typedef enum vkmoe_cache_policy {
+    /* Frequency with recency, from the router's own counts: each expert
+     * keeps a score that every forward multiplies by 0.9 and raises by 1
+     * where the forward routed any token to the expert; the lowest score
+     * goes. Keeps a model's hot experts through bursts of rare ones. */
+    VKMOE_CACHE_FREQUENCY = 0,
+    /* The least recently needed expert goes. */
+    VKMOE_CACHE_LRU = 1,
+} vkmoe_cache_policy;
+
 typedef struct vkmoe_layer_params {
     uint32_t dim;     /* model width D, required, >= 1 */
     uint32_t ffn_dim; /* expert hidden width F, required, >= 1 */
@@ -505,7 +519,29 @@ typedef struct vkmoe_layer_params {
     /* The expert GEMMs' path (the router's logits always take the register
      * path). Default VKMOE_GEMM_AUTO. */
     vkmoe_gemm_path gemm_path;
+    /* Device memory, in bytes, for the routed experts' matrices. Default
+     * (0), or at least what all experts take: every expert on the device.
+     * Less: the layer keeps every expert's matrices in host memory that the
+     * device can copy from, and budget / vkmoe_expert_bytes(params) slots on
+     * the device (at least one; a budget smaller than one expert is
+     * VKMOE_ERROR_INVALID_ARGUMENT), an expert cache: each forward reads
+     * back which experts its tokens chose, copies those not on the device
+     * into slots (evicting by cache_policy), and runs them, in several
+     * rounds when they are more than the slots. The output is bit-identical
+     * to the all-resident layer's. Such a layer runs through
+     * vkmoe_layer_forward only (vkmoe_layer_record_forward:
+     * VKMOE_ERROR_UNSUPPORTED, as a forward waits for its routing);
+     * vkmoe_layer_cache_stats reports hits and bytes moved. Biases, routers
+     * and shared experts stay on the device. */
+    uint64_t expert_budget_bytes;
+    vkmoe_cache_policy cache_policy; /* default VKMOE_CACHE_FREQUENCY */
 } vkmoe_layer_params;
+
+/* Device bytes of one routed expert's matrices (gate, up, down) in a layer
+ * of these params, as expert_budget_bytes counts them: each matrix's rows
+ * padded as the GEMMs read them. 0 when params is NULL or lacks dim,
+ * ffn_dim or a valid weight type. */
+VKMOE_API uint64_t vkmoe_expert_bytes(const vkmoe_layer_params *params);
 
 /* Set the routing and expert-function fields of params to those of a model
  * family, leaving the shape (dim, ffn_dim, experts, max_tokens,
@@ -696,6 +732,24 @@ VKMOE_API vkmoe_status vkmoe_layer_load_stats(const vkmoe_layer *layer, vkmoe_lo
                                               uint32_t *routed, uint32_t *dropped,
                                               double *mean_probability, uint32_t n);
 
+/* What a layer's expert cache has done over its completed forwards. */
+typedef struct vkmoe_cache_stats {
+    uint32_t slots;           /* experts the device holds at once */
+    uint64_t expert_bytes;    /* bytes one expert's matrices take (vkmoe_expert_bytes) */
+    uint64_t forwards;        /* forwards completed */
+    uint64_t hits;            /* experts a forward needed that were on the device already */
+    uint64_t misses;          /* experts a forward needed that had to be copied in */
+    uint64_t bytes_to_device; /* bytes copied from host memory: misses · expert_bytes */
+    /* GEMM rounds: one a forward, more where a forward needed more experts
+     * than there are slots. */
+    uint64_t rounds;
+} vkmoe_cache_stats;
+
+/* Fill *stats with the layer's cache figures since its creation. A layer
+ * with every expert on the device (no expert_budget_bytes) has no cache:
+ * VKMOE_ERROR_STATE. */
+VKMOE_API vkmoe_status vkmoe_layer_cache_stats(const vkmoe_layer *layer, vkmoe_cache_stats *stats);
+
 /* Stage times of the last completed forward; needs params.timing, and a
  * forward first (else VKMOE_ERROR_STATE). */
 VKMOE_API vkmoe_status vkmoe_layer_timings(const vkmoe_layer *layer, vkmoe_timings *timings);
@@ -710,6 +764,10 @@ typedef struct vkmoe_memory_report {
      * a layer's own, or the one allocation a model's layers share. */
     uint64_t scratch;
     uint64_t total; /* the sum of the above */
+    /* Host memory the device copies experts from: with an expert cache
+     * (vkmoe_layer_params.expert_budget_bytes), all routed experts'
+     * matrices; else 0. Not in total, which counts device memory. */
+    uint64_t host_experts;
 } vkmoe_memory_report;
 
 /* Fill *report with the layer's device memory. A layer of a model counts

@@ -4,8 +4,9 @@
 //         common/expert_gemm.glsl
 //   push: tile_expert u32 [max_tiles]; row_slot u32 [rows]; expert_out f32 [rows][dim];
 //         down_bias f32 [experts][dim] or 0; dim, ld_ffn, max_tiles, rows (rows past
-//         it are padding); expert_first, expert_count (the experts this
-//         dispatch's weights hold), matrix_texels (texels per expert matrix)
+//         it are padding); expert_first, expert_count (the matrices this
+//         dispatch's weights hold), matrix_texels (texels per expert matrix);
+//         expert_slot u32 [experts] or 0: see gemm_up.comp
 //   spec: see common/expert_gemm.glsl
 #extension GL_GOOGLE_include_directive : require
 #include "common/buffers.glsl"
@@ -21,6 +22,7 @@
 layout(push_constant) uniform Push {
     uvec2 tile_expert, row_slot, expert_out, down_bias;
     uint dim, ld_ffn, max_tiles, rows, expert_first, expert_count, matrix_texels;
+    uvec2 expert_slot;
 } pc;
 
 uint a_row_texel(uint row)
@@ -37,11 +39,13 @@ void store(FloatArray out_rows, uint row, uint column, float value)
 #ifdef TILED
 void main()
 {
-    uint expert = tile_expert_in(pc.tile_expert, pc.max_tiles, pc.expert_first, pc.expert_count);
+    uint base;
+    uint expert = tile_expert_in(pc.tile_expert, pc.max_tiles, pc.expert_slot, pc.expert_first,
+                                 pc.expert_count, pc.matrix_texels, base);
     if (expert == INVALID)
         return;
     uint row0 = row_tile_id() * TILE_M, n0 = gl_WorkGroupID.x * TILE_N;
-    tiled_gemm(pc.row_slot, pc.rows, row0, (expert - pc.expert_first) * pc.matrix_texels, n0, 0, pc.dim, pc.ld_ffn);
+    tiled_gemm(pc.row_slot, pc.rows, row0, base, n0, 0, pc.dim, pc.ld_ffn);
     FloatArray out_rows = FloatArray(pc.expert_out);
     for (uint i = gl_LocalInvocationIndex; i < TILE_M * TILE_N; i += LANES) {
         uint m = i / TILE_N, column = n0 + i % TILE_N;
@@ -53,11 +57,12 @@ void main()
 #elif defined(GEMV)
 void main()
 {
-    uint expert = tile_expert_in(pc.tile_expert, pc.max_tiles, pc.expert_first, pc.expert_count);
+    uint base;
+    uint expert = tile_expert_in(pc.tile_expert, pc.max_tiles, pc.expert_slot, pc.expert_first,
+                                 pc.expert_count, pc.matrix_texels, base);
     if (expert == INVALID)
         return;
     uint row0 = row_tile_id() * TILE_M;
-    uint base = (expert - pc.expert_first) * pc.matrix_texels;
     FloatArray out_rows = FloatArray(pc.expert_out);
     for (uint c = gl_SubgroupID; c < VKMOE_GEMV_COLUMNS; c += gl_NumSubgroups) {
         uint column = gl_WorkGroupID.x * VKMOE_GEMV_COLUMNS + c;
@@ -78,7 +83,9 @@ void main()
 #else
 void main()
 {
-    uint expert = tile_expert_in(pc.tile_expert, pc.max_tiles, pc.expert_first, pc.expert_count);
+    uint base;
+    uint expert = tile_expert_in(pc.tile_expert, pc.max_tiles, pc.expert_slot, pc.expert_first,
+                                 pc.expert_count, pc.matrix_texels, base);
     if (expert == INVALID)
         return;
     uint row0 = row_tile_id() * TILE_M;
@@ -96,7 +103,6 @@ void main()
         else
             bias_hi[c - 4] = b;
     }
-    uint base = (expert - pc.expert_first) * pc.matrix_texels;
     FloatArray out_rows = FloatArray(pc.expert_out);
     for (uint r0 = row0, done = 0; r0 < row0 + TILE_M; r0 += done) {
         if (slot_at(pc.row_slot, pc.rows, r0) == INVALID)

@@ -6,10 +6,12 @@
 //   push: tile_expert u32 [max_tiles]; row_slot u32 [rows]; hidden f32 [rows][ld_ffn];
 //         gate_bias, up_bias f32 [experts][ffn] or 0; ffn, ld_dim, ld_ffn, top_k,
 //         max_tiles, rows (rows past it are padding); expert_first, expert_count
-//         (the experts this dispatch's weights hold), matrix_texels (texels
+//         (the matrices this dispatch's weights hold), matrix_texels (texels
 //         per expert matrix); limit, alpha (clamped SwiGLU); input_scale f32
 //         [slots] or 0: each row's x·Wᵀ is scaled by its slot's value before
-//         the bias and activation (Llama 4's routing weight on the input)
+//         the bias and activation (Llama 4's routing weight on the input);
+//         expert_slot u32 [experts] or 0: with an expert cache, the slot of
+//         each expert among the matrices the weights hold
 //   spec: see common/expert_gemm.glsl
 #extension GL_GOOGLE_include_directive : require
 #include "common/buffers.glsl"
@@ -26,7 +28,7 @@ layout(push_constant) uniform Push {
     uvec2 tile_expert, row_slot, hidden, gate_bias, up_bias;
     uint ffn, ld_dim, ld_ffn, top_k, max_tiles, rows, expert_first, expert_count, matrix_texels;
     float limit, alpha;
-    uvec2 input_scale;
+    uvec2 input_scale, expert_slot;
 } pc;
 
 // The scale of row `row`'s projections: its slot's routing weight, or 1.
@@ -62,7 +64,9 @@ void store(FloatArray hidden, uint row, uint column, float value)
 #ifdef TILED
 void main()
 {
-    uint expert = tile_expert_in(pc.tile_expert, pc.max_tiles, pc.expert_first, pc.expert_count);
+    uint base;
+    uint expert = tile_expert_in(pc.tile_expert, pc.max_tiles, pc.expert_slot, pc.expert_first,
+                                 pc.expert_count, pc.matrix_texels, base);
     if (expert == INVALID)
         return;
     uint row0 = row_tile_id() * TILE_M;
@@ -70,7 +74,7 @@ void main()
     // second the up projection's, for the same hidden columns.
     bool relu = ACTIVATION == ACTIVATION_RELU, single = relu || ACTIVATION == ACTIVATION_LINEAR;
     uint columns = single ? TILE_N : TILE_N / 2, n0 = gl_WorkGroupID.x * columns;
-    tiled_gemm(pc.row_slot, pc.rows, row0, (expert - pc.expert_first) * pc.matrix_texels, n0, single ? 0 : columns,
+    tiled_gemm(pc.row_slot, pc.rows, row0, base, n0, single ? 0 : columns,
                pc.ffn, pc.ld_dim);
     FloatArray hidden = FloatArray(pc.hidden);
     for (uint i = gl_LocalInvocationIndex; i < TILE_M * columns; i += LANES) {
@@ -92,14 +96,15 @@ void main()
 #elif defined(GEMV)
 void main()
 {
-    uint expert = tile_expert_in(pc.tile_expert, pc.max_tiles, pc.expert_first, pc.expert_count);
+    uint base;
+    uint expert = tile_expert_in(pc.tile_expert, pc.max_tiles, pc.expert_slot, pc.expert_first,
+                                 pc.expert_count, pc.matrix_texels, base);
     if (expert == INVALID)
         return;
     uint row0 = row_tile_id() * TILE_M;
     // Gated: a column is a hidden column, from the gate's row and the up
     // projection's; ReLU and linear: the up projection's row alone.
     bool relu = ACTIVATION == ACTIVATION_RELU, single = relu || ACTIVATION == ACTIVATION_LINEAR;
-    uint base = (expert - pc.expert_first) * pc.matrix_texels;
     FloatArray hidden = FloatArray(pc.hidden);
     for (uint c = gl_SubgroupID; c < VKMOE_GEMV_COLUMNS; c += gl_NumSubgroups) {
         uint column = gl_WorkGroupID.x * VKMOE_GEMV_COLUMNS + c;
@@ -130,7 +135,9 @@ void main()
 #else
 void main()
 {
-    uint expert = tile_expert_in(pc.tile_expert, pc.max_tiles, pc.expert_first, pc.expert_count);
+    uint base;
+    uint expert = tile_expert_in(pc.tile_expert, pc.max_tiles, pc.expert_slot, pc.expert_first,
+                                 pc.expert_count, pc.matrix_texels, base);
     if (expert == INVALID)
         return;
     uint row0 = row_tile_id() * TILE_M;
@@ -150,7 +157,6 @@ void main()
         else
             bias_hi[c - 4] = b;
     }
-    uint base = (expert - pc.expert_first) * pc.matrix_texels;
     FloatArray hidden = FloatArray(pc.hidden);
     for (uint r0 = row0, done = 0; r0 < row0 + TILE_M; r0 += done) {
         // Padding rows sit at the end of a tile: a pass that starts on one is empty.

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "expert_cache.h"
 #include "stages.h"
 
 _Static_assert(VKMOE_ACTIVATION_LINEAR > VKMOE_ACTIVATION_SWIGLU_CLAMPED,
@@ -30,9 +31,9 @@ typedef struct gemm_up_push {
     uint32_t ffn, ld_dim, ld_ffn, top_k, max_tiles, rows;
     gemm_source_push source;
     float limit, alpha;
-    VkDeviceAddress input_scale;
+    VkDeviceAddress input_scale, expert_slot;
 } gemm_up_push;
-_Static_assert(sizeof(gemm_up_push) == 96 && offsetof(gemm_up_push, source) == 64 &&
+_Static_assert(sizeof(gemm_up_push) == 104 && offsetof(gemm_up_push, source) == 64 &&
                    offsetof(gemm_up_push, input_scale) == 88,
                "gemm_up_push must mirror gemm_up.comp");
 
@@ -40,9 +41,9 @@ typedef struct gemm_down_push {
     VkDeviceAddress tile_expert, row_slot, expert_out, down_bias;
     uint32_t dim, ld_ffn, max_tiles, rows;
     gemm_source_push source;
-    uint32_t pad_;
+    VkDeviceAddress expert_slot;
 } gemm_down_push;
-_Static_assert(sizeof(gemm_down_push) == 64 && offsetof(gemm_down_push, source) == 48,
+_Static_assert(sizeof(gemm_down_push) == 72 && offsetof(gemm_down_push, source) == 48,
                "gemm_down_push must mirror gemm_down.comp");
 
 /* The plain tiled path's rows per tile: each invocation of its 4-subgroup
@@ -372,6 +373,7 @@ static gemm_up_push up_push(const vkmoe_layer *layer, const vkmoe_gemm_rows *row
         .limit = p->swiglu_limit,
         .alpha = p->swiglu_alpha,
         .input_scale = rows->input_scale,
+        .expert_slot = rows->expert_slot,
     };
 }
 
@@ -430,6 +432,7 @@ void vkmoe_gemm_down_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_g
         .ld_ffn = rows->ld_ffn,
         .max_tiles = rows->max_tiles,
         .rows = rows->rows,
+        .expert_slot = rows->expert_slot,
     };
     uint32_t groups_x = (uint32_t)vkmoe_div_up(layer->params.dim, k->down_columns);
     dispatch(layer, cmd, k->down, rows, &push, sizeof(push), &push.source, indirect_grid, groups_x,
@@ -455,6 +458,7 @@ static vkmoe_gemm_rows routed_rows(const vkmoe_layer *layer, vkmoe_expert_matrix
         .up_bias = has_bias ? biases + vkmoe_expert_bias_offset(layer, VKMOE_EXPERT_UP, 0) : 0,
         .down_bias = has_bias ? biases + vkmoe_expert_bias_offset(layer, VKMOE_EXPERT_DOWN, 0) : 0,
         .input_scale = p->scale_expert_input ? base + layer->plan.layout.topk_weight : 0,
+        .expert_slot = layer->weights.cache ? layer->weights.cache->map.address : 0,
         .ffn = p->ffn_dim,
         .ld_ffn = layer->plan.ld_ffn,
         .top_k = p->top_k,

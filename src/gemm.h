@@ -50,6 +50,9 @@ typedef struct vkmoe_gemm_rows {
     VkDeviceAddress tile_expert, row_slot, hidden, out;
     VkDeviceAddress gate_bias, up_bias, down_bias; /* 0: none */
     VkDeviceAddress input_scale; /* f32 [slots] scaling each row's projections, or 0 */
+    /* u32 [experts]: each expert's cache slot, the matrix the sources'
+     * views hold it as (expert_cache.h), or 0: they hold experts by number */
+    VkDeviceAddress expert_slot;
     uint32_t ffn, ld_ffn, top_k, max_tiles, rows;
 } vkmoe_gemm_rows;
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "expert_cache.h"
 #include "layer.h"
 #include "stages.h"
 
@@ -23,6 +24,22 @@ static bool unless_one_dispatch(const vkmoe_layer *layer, uint32_t tokens)
     return !vkmoe_bucketing_in_one_dispatch(layer, tokens);
 }
 
+/* With an expert cache, gemm_up's stage runs both GEMMs round by round,
+ * with the copies into the slots (expert_cache.h). */
+static bool all_experts_resident(const vkmoe_layer *layer, uint32_t tokens)
+{
+    (void)tokens;
+    return !layer->weights.cache;
+}
+
+static void record_routed_experts(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
+{
+    if (layer->weights.cache)
+        vkmoe_expert_cache_record(layer, cmd, tokens);
+    else
+        vkmoe_gemm_up_record(layer, cmd, tokens);
+}
+
 /* The stages of a forward, one row each by its vkmoe_stage value: its name
  * (vkmoe_stage_name, the bench's JSON), whether a forward of so many tokens
  * runs it (a stage that does not records nothing, not even the barrier
@@ -36,8 +53,8 @@ static const struct {
     [VKMOE_STAGE_HISTOGRAM] = {"count", unless_one_dispatch, vkmoe_count_record},
     [VKMOE_STAGE_SCAN] = {"scan", always, vkmoe_scan_record},
     [VKMOE_STAGE_SCATTER] = {"scatter", unless_one_dispatch, vkmoe_scatter_record},
-    [VKMOE_STAGE_GEMM_UP] = {"gemm_up", always, vkmoe_gemm_up_record},
-    [VKMOE_STAGE_GEMM_DOWN] = {"gemm_down", always, vkmoe_gemm_down_record},
+    [VKMOE_STAGE_GEMM_UP] = {"gemm_up", always, record_routed_experts},
+    [VKMOE_STAGE_GEMM_DOWN] = {"gemm_down", all_experts_resident, vkmoe_gemm_down_record},
     [VKMOE_STAGE_SHARED] = {"shared", vkmoe_shared_runs, vkmoe_shared_record},
     [VKMOE_STAGE_COMBINE] = {"combine", always, vkmoe_combine_record},
 };
@@ -452,27 +469,17 @@ static void bind_io(vkmoe_layer *layer, VkCommandBuffer cmd, VkBuffer x, VkDevic
                                     &layer->io.descriptor_set, 0, NULL);
 }
 
-static void memory_barrier(vkmoe_context *ctx, VkCommandBuffer cmd, VkPipelineStageFlags src,
-                           VkAccessFlags src_access, VkPipelineStageFlags dst,
-                           VkAccessFlags dst_access)
-{
-    VkMemoryBarrier barrier = {
-        .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
-        .srcAccessMask = src_access,
-        .dstAccessMask = dst_access,
-    };
-    ctx->vk.vkCmdPipelineBarrier(cmd, src, dst, 0, 1, &barrier, 0, NULL, 0, NULL);
-    vkmoe_count_recorded(0, 1);
-}
-
-static void record_stages(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
+/* Record stages first .. end − 1; a forward split in two (an expert
+ * cache) resets the timestamps in its first part. */
+static void record_stages(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens,
+                          vkmoe_stage first, vkmoe_stage end)
 {
     vkmoe_context *ctx = layer->ctx;
-    if (layer->io.queries) {
+    if (layer->io.queries && first == 0) {
         ctx->vk.vkCmdResetQueryPool(cmd, layer->io.queries, 0, TIMESTAMPS);
         ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, layer->io.queries, 0);
     }
-    for (uint32_t s = 0; s < VKMOE_STAGE_MAX; s++) {
+    for (uint32_t s = first; s < end; s++) {
         if (stages[s].runs(layer, tokens)) {
             if (s > 0)
                 vkmoe_barrier_compute(ctx, cmd);
@@ -484,8 +491,11 @@ static void record_stages(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t toke
     }
 }
 
+/* Record stages first .. end − 1 of a forward into cmd, between barriers
+ * that make x visible and y visible to what follows. */
 static void record_forward(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens, VkBuffer x,
-                           VkDeviceSize x_offset, VkBuffer y, VkDeviceSize y_offset)
+                           VkDeviceSize x_offset, VkBuffer y, VkDeviceSize y_offset,
+                           vkmoe_stage first, vkmoe_stage end)
 {
     vkmoe_context *ctx = layer->ctx;
     vkmoe_recorded before = vkmoe_recorded_so_far();
@@ -493,16 +503,19 @@ static void record_forward(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tok
     layer->work->holder = layer;
     bind_io(layer, cmd, x, x_offset, y, y_offset,
             (VkDeviceSize)tokens * layer->params.dim * vkmoe_params_io_bytes(&layer->params));
-    memory_barrier(ctx, cmd, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_ACCESS_MEMORY_WRITE_BIT,
-                   VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                   VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
-    record_stages(layer, cmd, tokens);
-    memory_barrier(ctx, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
-                   VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
-                   VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT);
+    vkmoe_barrier(ctx, cmd, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_ACCESS_MEMORY_WRITE_BIT,
+                  VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                  VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+    record_stages(layer, cmd, tokens, first, end);
+    vkmoe_barrier(ctx, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                  VK_PIPELINE_STAGE_ALL_COMMANDS_BIT,
+                  VK_ACCESS_MEMORY_READ_BIT | VK_ACCESS_MEMORY_WRITE_BIT);
     vkmoe_recorded after = vkmoe_recorded_so_far();
-    layer->io.recorded =
-        (vkmoe_recorded){after.dispatches - before.dispatches, after.barriers - before.barriers};
+    vkmoe_recorded part = {after.dispatches - before.dispatches, after.barriers - before.barriers};
+    if (first > 0)
+        part = (vkmoe_recorded){layer->io.recorded.dispatches + part.dispatches,
+                                layer->io.recorded.barriers + part.barriers};
+    layer->io.recorded = part;
 }
 
 vkmoe_status vkmoe_layer_record_forward(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens,
@@ -517,9 +530,45 @@ vkmoe_status vkmoe_layer_record_forward(vkmoe_layer *layer, VkCommandBuffer cmd,
     VKMOE_REQUIRE(ctx, x_offset % align == 0 && y_offset % align == 0,
                   "%s: offsets must be multiples of minStorageBufferOffsetAlignment (%llu)", fn,
                   (unsigned long long)align);
+    if (layer->weights.cache)
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "%s: the layer keeps experts in host memory (expert_budget_bytes), so "
+                          "its forward waits for its routing: use vkmoe_layer_forward",
+                          fn);
     VKMOE_TRY(check_ready(layer, fn, tokens));
-    record_forward(layer, cmd, tokens, x, x_offset, y, y_offset);
+    record_forward(layer, cmd, tokens, x, x_offset, y, y_offset, 0, VKMOE_STAGE_MAX);
     return VKMOE_OK;
+}
+
+/* An expert cache's first part: the routing up to scatter, its counts read
+ * back, the cache's plan made from them. */
+static vkmoe_status forward_routing(vkmoe_layer *layer, uint32_t tokens)
+{
+    vkmoe_context *ctx = layer->ctx;
+    vkmoe_workspace *w = layer->work;
+    VkCommandBuffer cmd;
+    VKMOE_TRY(vkmoe_context_begin(ctx, &cmd));
+    record_forward(layer, cmd, tokens, w->x.buffer, 0, w->y.buffer, 0, 0, VKMOE_STAGE_GEMM_UP);
+    vkmoe_expert_cache_record_counts(layer, cmd);
+    VKMOE_TRY(vkmoe_context_submit_wait(ctx));
+    vkmoe_expert_cache_plan(layer);
+    return VKMOE_OK;
+}
+
+/* Record stages from `first` on, submit, wait, and read y. */
+static vkmoe_status forward_rest(vkmoe_layer *layer, uint32_t tokens, vkmoe_stage first, void *y,
+                                 size_t bytes)
+{
+    vkmoe_context *ctx = layer->ctx;
+    vkmoe_workspace *w = layer->work;
+    VkCommandBuffer cmd;
+    VKMOE_TRY(vkmoe_context_begin(ctx, &cmd));
+    record_forward(layer, cmd, tokens, w->x.buffer, 0, w->y.buffer, 0, first, VKMOE_STAGE_MAX);
+    /* Results read through mapped memory (y, statistics) must reach the host. */
+    vkmoe_barrier(ctx, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                  VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+    VKMOE_TRY(vkmoe_context_submit_wait(ctx));
+    return vkmoe_buffer_read(ctx, &w->y, 0, y, bytes);
 }
 
 vkmoe_status vkmoe_layer_forward(vkmoe_layer *layer, uint32_t tokens, const void *x, void *y)
@@ -534,16 +583,26 @@ vkmoe_status vkmoe_layer_forward(vkmoe_layer *layer, uint32_t tokens, const void
                   (const char *)x + bytes <= (const char *)y ||
                       (const char *)y + bytes <= (const char *)x,
                   "%s: x and y overlap", fn);
-    vkmoe_workspace *w = layer->work;
-    VKMOE_TRY(vkmoe_buffer_write_rows(ctx, &w->x, 0, x, 1, bytes, bytes));
-    VkCommandBuffer cmd;
-    VKMOE_TRY(vkmoe_context_begin(ctx, &cmd));
-    record_forward(layer, cmd, tokens, w->x.buffer, 0, w->y.buffer, 0);
-    /* Results read through mapped memory (y, statistics) must reach the host. */
-    memory_barrier(ctx, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
-                   VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
-    VKMOE_TRY(vkmoe_context_submit_wait(ctx));
-    return vkmoe_buffer_read(ctx, &w->y, 0, y, bytes);
+    VKMOE_TRY(vkmoe_buffer_write_rows(ctx, &layer->work->x, 0, x, 1, bytes, bytes));
+    vkmoe_expert_cache *cache = layer->weights.cache;
+    if (!cache)
+        return forward_rest(layer, tokens, 0, y, bytes);
+    VKMOE_TRY(forward_routing(layer, tokens));
+    vkmoe_status status = forward_rest(layer, tokens, VKMOE_STAGE_GEMM_UP, y, bytes);
+    vkmoe_expert_cache_finish(cache, status == VKMOE_OK);
+    return status;
+}
+
+vkmoe_status vkmoe_layer_cache_stats(const vkmoe_layer *layer, vkmoe_cache_stats *stats)
+{
+    VKMOE_REQUIRE(NULL, layer && stats,
+                  "vkmoe_layer_cache_stats: layer and stats must not be NULL");
+    if (!layer->weights.cache)
+        return vkmoe_fail(layer->ctx, VKMOE_ERROR_STATE,
+                          "vkmoe_layer_cache_stats: the layer keeps every expert on the device "
+                          "(no expert_budget_bytes), so it has no cache");
+    *stats = layer->weights.cache->stats;
+    return VKMOE_OK;
 }
 
 vkmoe_status vkmoe_layer_expert_counts(const vkmoe_layer *layer, uint32_t *counts, uint32_t n)
@@ -587,6 +646,7 @@ void vkmoe_layer_memory_of(const vkmoe_layer *layer, vkmoe_memory_report *r)
     for (int m = 0; m < 3; m++) {
         r->experts += array_bytes(&w->experts[m]);
         r->shared_experts += array_bytes(&w->shared[m]);
+        r->host_experts += array_bytes(&w->host[m]);
     }
     r->experts += w->expert_biases.size;
     r->routers = w->router.size + w->router_vectors.size;

@@ -946,6 +946,7 @@ vkmoe_status vkmoe_model_memory(const vkmoe_model *model, vkmoe_memory_report *r
         report->experts += r.experts;
         report->shared_experts += r.shared_experts;
         report->routers += r.routers;
+        report->host_experts += r.host_experts;
         report->scratch += model->layers[i]->plan.token_plan.size; /* its own */
     }
     report->total = report->experts + report->shared_experts + report->routers + report->scratch;

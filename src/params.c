@@ -106,11 +106,16 @@ static vkmoe_status check_experts(const vkmoe_context *ctx, const vkmoe_layer_pa
                   (double)p->swiglu_limit, (double)p->swiglu_alpha);
     VKMOE_REQUIRE(ctx, !p->shared_gate || p->shared_ffn_dim > 0,
                   FN ": shared_gate needs a shared expert (shared_ffn_dim > 0)");
+    VKMOE_REQUIRE(ctx, (unsigned)p->cache_policy <= VKMOE_CACHE_LRU, FN ": unknown cache_policy %d",
+                  (int)p->cache_policy);
+    uint64_t one = vkmoe_expert_bytes(p);
+    VKMOE_REQUIRE(ctx, p->expert_budget_bytes == 0 || p->expert_budget_bytes >= one,
+                  FN ": expert_budget_bytes (%llu) must hold at least one expert (%llu bytes)",
+                  (unsigned long long)p->expert_budget_bytes, (unsigned long long)one);
     return VKMOE_OK;
 }
 
-/* Bytes of all routed and shared experts' matrices as stored, or
- * UINT64_MAX when that does not fit in 64 bits. */
+/* Bytes of rows x cols weights of type, or UINT64_MAX when too many. */
 static uint64_t matrix_bytes(vkmoe_weight_type type, uint32_t rows, uint32_t cols)
 {
     uint64_t weights = (uint64_t)rows * cols;
@@ -118,6 +123,8 @@ static uint64_t matrix_bytes(vkmoe_weight_type type, uint32_t rows, uint32_t col
     return bytes || !weights ? bytes : UINT64_MAX; /* 0: too many to count */
 }
 
+/* Bytes of the routed and shared experts' matrices as stored on the
+ * device, or UINT64_MAX when that does not fit in 64 bits. */
 static uint64_t expert_bytes(const vkmoe_layer_params *p)
 {
     uint64_t in = matrix_bytes(p->weight_type, p->ffn_dim, p->dim);
@@ -128,7 +135,12 @@ static uint64_t expert_bytes(const vkmoe_layer_params *p)
     if (!vkmoe_mul_u64(in, vkmoe_params_gated(p) ? 2 : 1, &per_expert) ||
         !vkmoe_add_u64(per_expert, down, &per_expert) ||
         !vkmoe_mul_u64(per_expert, p->experts, &routed) || !vkmoe_mul_u64(shared_in, 2, &shared) ||
-        !vkmoe_add_u64(shared, shared_down, &shared) || !vkmoe_add_u64(routed, shared, &total))
+        !vkmoe_add_u64(shared, shared_down, &shared))
+        return UINT64_MAX;
+    /* With a budget, the rest of the routed experts live in host memory. */
+    if (p->expert_budget_bytes && p->expert_budget_bytes < routed)
+        routed = p->expert_budget_bytes;
+    if (!vkmoe_add_u64(routed, shared, &total))
         return UINT64_MAX;
     return total;
 }

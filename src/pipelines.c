@@ -238,17 +238,22 @@ void vkmoe_dispatch_1d(vkmoe_context *ctx, VkCommandBuffer cmd, VkPipeline pipel
     }
 }
 
-void vkmoe_barrier_compute(vkmoe_context *ctx, VkCommandBuffer cmd)
+void vkmoe_barrier(vkmoe_context *ctx, VkCommandBuffer cmd, VkPipelineStageFlags src,
+                   VkAccessFlags src_access, VkPipelineStageFlags dst, VkAccessFlags dst_access)
 {
     VkMemoryBarrier barrier = {
         .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
-        .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT,
-        .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
-                         VK_ACCESS_INDIRECT_COMMAND_READ_BIT,
+        .srcAccessMask = src_access,
+        .dstAccessMask = dst_access,
     };
-    ctx->vk.vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                                 VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT |
-                                     VK_PIPELINE_STAGE_DRAW_INDIRECT_BIT,
-                                 0, 1, &barrier, 0, NULL, 0, NULL);
+    ctx->vk.vkCmdPipelineBarrier(cmd, src, dst, 0, 1, &barrier, 0, NULL, 0, NULL);
     vkmoe_count_recorded(0, 1);
+}
+
+void vkmoe_barrier_compute(vkmoe_context *ctx, VkCommandBuffer cmd)
+{
+    vkmoe_barrier(ctx, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                  VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_DRAW_INDIRECT_BIT,
+                  VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
+                      VK_ACCESS_INDIRECT_COMMAND_READ_BIT);
 }

@@ -74,6 +74,9 @@ typedef struct vkmoe_recorded {
 } vkmoe_recorded;
 vkmoe_recorded vkmoe_recorded_so_far(void);
 void vkmoe_count_recorded(uint32_t dispatches, uint32_t barriers);
+/* One global memory barrier. */
+void vkmoe_barrier(vkmoe_context *ctx, VkCommandBuffer cmd, VkPipelineStageFlags src,
+                   VkAccessFlags src_access, VkPipelineStageFlags dst, VkAccessFlags dst_access);
 /* A compute-to-compute (and indirect) memory barrier between two stages. */
 void vkmoe_barrier_compute(vkmoe_context *ctx, VkCommandBuffer cmd);
 

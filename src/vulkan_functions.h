@@ -116,6 +116,7 @@ typedef VkResult(VKAPI_PTR *PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKH
     X(vkCmdDispatchIndirect)                                                                       \
     X(vkCmdPipelineBarrier)                                                                        \
     X(vkCmdCopyBuffer)                                                                             \
+    X(vkCmdUpdateBuffer)                                                                           \
     X(vkCmdResetQueryPool)                                                                         \
     X(vkCmdWriteTimestamp)                                                                         \
     X(vkQueueWaitIdle)

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "expert_cache.h"
 #include "layer.h"
 
 static const char *const matrix_names[3] = {"gate", "up", "down"};
@@ -41,21 +42,45 @@ static VkDeviceSize chunk_limit(const vkmoe_context *ctx, vkmoe_weight_type type
     return limit > CHUNK_SLACK ? limit - CHUNK_SLACK : 0;
 }
 
+/* A chunk on the device is seen through a texel view; one in host memory
+ * (an expert cache's) is only copied from. */
 static vkmoe_status create_chunk(vkmoe_layer *layer, vkmoe_expert_array *array, uint32_t c,
-                                 uint32_t matrices)
+                                 uint32_t matrices, vkmoe_memory_use use)
 {
     vkmoe_context *ctx = layer->ctx;
     VkDeviceSize bytes = matrices * array->matrix_bytes + CHUNK_SLACK;
-    VKMOE_TRY(vkmoe_buffer_create(ctx, bytes, VKMOE_MEMORY_DEVICE, &array->chunks[c]));
+    VKMOE_TRY(vkmoe_buffer_create(ctx, bytes, use, &array->chunks[c]));
+    if (use == VKMOE_MEMORY_HOST)
+        return VKMOE_OK;
     return vkmoe_buffer_view_create(ctx, &array->chunks[c], vkmoe_weight_texel_format(array->type),
                                     bytes, &array->views[c]);
 }
 
+/* Bytes of one matrix as the GEMMs read it: rows padded to VKMOE_ROW_ALIGN
+ * elements (GGUF rows are whole blocks), the matrix to a 16-byte texel. */
+static uint64_t padded_matrix_bytes(vkmoe_weight_type type, uint32_t rows, uint32_t cols)
+{
+    return vkmoe_round_up(
+        (uint64_t)rows * vkmoe_weight_bytes(type, vkmoe_round_up(cols, VKMOE_ROW_ALIGN)), 16);
+}
+
+uint64_t vkmoe_expert_bytes(const vkmoe_layer_params *p)
+{
+    if (!p || !p->dim || !p->ffn_dim)
+        return 0;
+    vkmoe_weight_type down = p->down_weight_type ? p->down_weight_type : p->weight_type;
+    uint64_t in = padded_matrix_bytes(p->weight_type, p->ffn_dim, p->dim);
+    uint64_t out = padded_matrix_bytes(down, p->dim, p->ffn_dim);
+    if (!in || !out)
+        return 0;
+    return in * (vkmoe_params_gated(p) ? 2 : 1) + out;
+}
+
 /* `count` matrices of rows x cols of this type in as few chunks as
- * chunk_limit allows. */
+ * chunk_limit allows, in memory of `use`. */
 static vkmoe_status create_expert_array(vkmoe_layer *layer, vkmoe_expert_array *array,
                                         vkmoe_weight_type type, uint32_t count, uint32_t rows,
-                                        uint32_t cols)
+                                        uint32_t cols, vkmoe_memory_use use)
 {
     vkmoe_context *ctx = layer->ctx;
     array->type = type;
@@ -63,9 +88,7 @@ static vkmoe_status create_expert_array(vkmoe_layer *layer, vkmoe_expert_array *
     array->rows = rows;
     array->cols = cols;
     array->ld = (uint32_t)vkmoe_round_up(cols, VKMOE_ROW_ALIGN);
-    /* Each matrix starts on a 16-byte texel; GGUF rows are whole blocks. */
-    array->matrix_bytes =
-        vkmoe_round_up((VkDeviceSize)rows * vkmoe_weight_bytes(type, array->ld), 16);
+    array->matrix_bytes = padded_matrix_bytes(type, rows, cols);
     /* Shaders index one matrix with 32-bit element offsets. */
     if ((uint64_t)rows * array->ld >= (1ull << 32))
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
@@ -82,7 +105,7 @@ static vkmoe_status create_expert_array(vkmoe_layer *layer, vkmoe_expert_array *
         uint32_t in_chunk = count - c * array->per_chunk;
         if (in_chunk > array->per_chunk)
             in_chunk = array->per_chunk;
-        VKMOE_TRY(create_chunk(layer, array, c, in_chunk));
+        VKMOE_TRY(create_chunk(layer, array, c, in_chunk, use));
     }
     return VKMOE_OK;
 }
@@ -103,16 +126,33 @@ static void destroy_expert_array(vkmoe_context *ctx, vkmoe_expert_array *array)
 }
 
 static vkmoe_status create_matrices(vkmoe_layer *layer, vkmoe_expert_array arrays[3],
-                                    uint32_t count, uint32_t ffn)
+                                    uint32_t count, uint32_t ffn, vkmoe_memory_use use)
 {
     const vkmoe_layer_params *p = &layer->params;
     if (vkmoe_params_gated(p))
         VKMOE_TRY(create_expert_array(layer, &arrays[VKMOE_EXPERT_GATE], p->weight_type, count, ffn,
-                                      p->dim));
-    VKMOE_TRY(
-        create_expert_array(layer, &arrays[VKMOE_EXPERT_UP], p->weight_type, count, ffn, p->dim));
+                                      p->dim, use));
+    VKMOE_TRY(create_expert_array(layer, &arrays[VKMOE_EXPERT_UP], p->weight_type, count, ffn,
+                                  p->dim, use));
     return create_expert_array(layer, &arrays[VKMOE_EXPERT_DOWN], p->down_weight_type, count,
-                               p->dim, ffn);
+                               p->dim, ffn, use);
+}
+
+/* The routed experts: all on the device, or with a budget smaller than
+ * they take, all in host memory and as many as fit in device slots. */
+static vkmoe_status create_routed_experts(vkmoe_layer *layer)
+{
+    const vkmoe_layer_params *p = &layer->params;
+    uint64_t expert_bytes = vkmoe_expert_bytes(p);
+    uint64_t slots = p->expert_budget_bytes ? p->expert_budget_bytes / expert_bytes : p->experts;
+    if (slots >= p->experts)
+        return create_matrices(layer, layer->weights.experts, p->experts, p->ffn_dim,
+                               VKMOE_MEMORY_DEVICE);
+    VKMOE_TRY(create_matrices(layer, layer->weights.experts, (uint32_t)slots, p->ffn_dim,
+                              VKMOE_MEMORY_DEVICE));
+    VKMOE_TRY(
+        create_matrices(layer, layer->weights.host, p->experts, p->ffn_dim, VKMOE_MEMORY_HOST));
+    return vkmoe_expert_cache_create(layer, (uint32_t)slots, expert_bytes);
 }
 
 static vkmoe_status mark_needed_uploads(vkmoe_layer *layer)
@@ -154,13 +194,14 @@ vkmoe_status vkmoe_weights_create(vkmoe_layer *layer)
     layer->weights.router_source = (vkmoe_gemm_source){.expert_count = 1};
     VKMOE_TRY(vkmoe_buffer_create(ctx, 8ull * p->experts, VKMOE_MEMORY_DEVICE,
                                   &layer->weights.router_vectors));
-    VKMOE_TRY(create_matrices(layer, layer->weights.experts, p->experts, p->ffn_dim));
+    VKMOE_TRY(create_routed_experts(layer));
     if (p->expert_bias)
         VKMOE_TRY(
             vkmoe_buffer_create(ctx, vkmoe_expert_bias_offset(layer, VKMOE_EXPERT_DOWN, p->experts),
                                 VKMOE_MEMORY_DEVICE, &layer->weights.expert_biases));
     if (p->shared_ffn_dim)
-        VKMOE_TRY(create_matrices(layer, layer->weights.shared, 1, p->shared_ffn_dim));
+        VKMOE_TRY(create_matrices(layer, layer->weights.shared, 1, p->shared_ffn_dim,
+                                  VKMOE_MEMORY_DEVICE));
     return VKMOE_OK;
 }
 
@@ -176,7 +217,9 @@ void vkmoe_weights_destroy(vkmoe_layer *layer)
     for (uint32_t m = 0; m < 3; m++) {
         destroy_expert_array(ctx, &layer->weights.experts[m]);
         destroy_expert_array(ctx, &layer->weights.shared[m]);
+        destroy_expert_array(ctx, &layer->weights.host[m]);
     }
+    vkmoe_expert_cache_destroy(ctx, &layer->weights.cache);
     free(layer->weights.uploaded);
     free(layer->weights.upload_needed);
 }
@@ -317,7 +360,12 @@ vkmoe_status vkmoe_layer_set_expert(vkmoe_layer *layer, uint32_t expert, vkmoe_e
     VKMOE_TRY(check_matrix(layer, fn, weights, matrix));
     VKMOE_REQUIRE(layer->ctx, expert < layer->params.experts,
                   "%s: expert %u out of range (experts = %u)", fn, expert, layer->params.experts);
-    return upload_matrix(layer, fn, &layer->weights.experts[matrix], expert, weights, size,
+    vkmoe_layer_weights *w = &layer->weights;
+    if (!w->cache)
+        return upload_matrix(layer, fn, &w->experts[matrix], expert, weights, size,
+                             VKMOE_UPLOAD_EXPERT + 6 * expert + matrix);
+    vkmoe_expert_cache_forget(w->cache, expert);
+    return upload_matrix(layer, fn, &w->host[matrix], expert, weights, size,
                          VKMOE_UPLOAD_EXPERT + 6 * expert + matrix);
 }
 

@@ -17,13 +17,21 @@ typedef enum vkmoe_upload {
     VKMOE_UPLOAD_EXPERT = VKMOE_UPLOAD_SHARED_MATRIX + 3, /* + 6·expert + item */
 } vkmoe_upload;
 
+typedef struct vkmoe_expert_cache vkmoe_expert_cache;
+
 /* The layer's weights on the device, and which of them are set. */
 typedef struct vkmoe_layer_weights {
     vkmoe_buffer router; /* f32 [E (+1: shared gate ws)][ld_dim] */
     VkBufferView router_view;
     vkmoe_gemm_source router_source;
     vkmoe_buffer router_vectors; /* f32 [2][E]: router bias, selection bias */
+    /* Each routed expert's matrices, or with a cache, each slot's. */
     vkmoe_expert_array experts[3];
+    /* With a cache: every routed expert's matrices, in host memory laid out
+     * as on the device; else empty. Uploads go here, copies into slots come
+     * from here (expert_cache.h). */
+    vkmoe_expert_array host[3];
+    vkmoe_expert_cache *cache;  /* NULL: every expert on the device */
     vkmoe_buffer expert_biases; /* f32 gate [E][ffn], up [E][ffn], down [E][dim] */
     vkmoe_expert_array shared[3];
     uint8_t *uploaded;      /* [VKMOE_UPLOAD_EXPERT + 6·E], indexed by vkmoe_upload */

@@ -275,3 +275,14 @@ void test_commands_run(vkmoe_context *ctx, VkCommandPool pool, VkCommandBuffer c
     assert_int_equal(ctx->vk.vkQueueWaitIdle(ctx->queue), VK_SUCCESS);
     ctx->vk.vkDestroyCommandPool(ctx->device, pool, NULL);
 }
+
+vkmoe_vulkan_import test_import_of(const vkmoe_context *host)
+{
+    return (vkmoe_vulkan_import){
+        .instance = host->instance,
+        .physical_device = host->physical_device,
+        .device = host->device,
+        .queue = host->queue,
+        .queue_family = host->queue_family,
+    };
+}

@@ -36,6 +36,8 @@ void test_context_destroy(vkmoe_context **ctx);
     test_run_device_suite(#tests, tests, sizeof(tests) / sizeof((tests)[0]), setup, teardown)
 int test_run_device_suite(const char *name, const struct CMUnitTest *tests, size_t count,
                           CMFixtureFunction setup, CMFixtureFunction teardown);
+/* The Vulkan objects of host's context, to import into another. */
+vkmoe_vulkan_import test_import_of(const vkmoe_context *host);
 /* cmocka group setup/teardown that keep one context in *state. */
 int test_group_setup(void **state);
 int test_group_teardown(void **state);

@@ -12,17 +12,6 @@
 #include "helpers.h"
 #include "vulkan_interposer.h"
 
-static vkmoe_vulkan_import import_of(const vkmoe_context *host)
-{
-    return (vkmoe_vulkan_import){
-        .instance = host->instance,
-        .physical_device = host->physical_device,
-        .device = host->device,
-        .queue = host->queue,
-        .queue_family = host->queue_family,
-    };
-}
-
 /* A layer whose weights are all zero, as small as can hold a shared expert
  * with its gate, statistics and timings: every kind of buffer and pass. */
 static const vkmoe_layer_params small_layer = {.dim = 16,
@@ -158,7 +147,7 @@ static void test_d18_failing_call_in_the_log_callback(void **state)
 /* D8: a queue family the device does not have. */
 static void test_d08_import_missing_queue_family(void **state)
 {
-    vkmoe_vulkan_import import = import_of(*state);
+    vkmoe_vulkan_import import = test_import_of(*state);
     import.queue_family = 7;
     vkmoe_context_params params = {.import = &import};
     vkmoe_context *ctx = NULL;
@@ -172,7 +161,7 @@ static void test_d08_import_missing_queue_family(void **state)
  * can, and a device without it is refused. */
 static void test_d09_import_without_buffer_device_address(void **state)
 {
-    vkmoe_vulkan_import import = import_of(*state);
+    vkmoe_vulkan_import import = test_import_of(*state);
     import.get_instance_proc_addr = interposer_entry();
     interposer_reset();
     interposer.hide_buffer_device_address = true;
@@ -236,7 +225,7 @@ static vkmoe_status use_layer(vkmoe_layer *layer)
  * every use of the host's queue holds the host's lock. */
 static void test_d10_imported_destroy_waits_on_its_own(void **state)
 {
-    vkmoe_vulkan_import import = import_of(*state);
+    vkmoe_vulkan_import import = test_import_of(*state);
     import.get_instance_proc_addr = interposer_entry();
     import.lock_queue = lock_queue;
     import.unlock_queue = unlock_queue;
@@ -293,7 +282,7 @@ static bool failure_status(vkmoe_status status)
  * A lost device is sticky, so the context is made again after one. */
 static void inject_vulkan_failures(vkmoe_context *host, VkResult result, unsigned *points)
 {
-    vkmoe_vulkan_import import = import_of(host);
+    vkmoe_vulkan_import import = test_import_of(host);
     import.get_instance_proc_addr = interposer_entry();
     vkmoe_context_params params = {.import = &import};
     vkmoe_context *ctx = NULL;
@@ -435,7 +424,7 @@ static unsigned sweep_allocations(vkmoe_context *ctx, life_fn life, const char *
 static void test_allocation_fault_injection(void **state)
 {
     vkmoe_context *host = *state;
-    vkmoe_vulkan_import import = import_of(host);
+    vkmoe_vulkan_import import = test_import_of(host);
     vkmoe_context_params params = {.import = &import};
     vkmoe_context *ctx = NULL;
     unsigned context_points = 0;

@@ -282,14 +282,23 @@ uint row_tile_id()
     return gl_WorkGroupID.z * gl_NumWorkGroups.y + gl_WorkGroupID.y;
 }
 
-// The expert of a row tile, or INVALID when the tile is unused or its
-// expert's matrices are in another allocation than this dispatch's
-// (expert_first .. + expert_count − 1).
-uint tile_expert_in(uvec2 tile_expert, uint max_tiles, uint expert_first, uint expert_count)
+// The expert of a row tile, or INVALID when the tile is unused or this
+// dispatch's weight views do not hold its matrices; `base` is then the texel
+// where they do. The views hold matrices first .. first + count − 1, of
+// matrix_texels each: the experts of those numbers, or, where expert_slot is
+// not 0 (an expert cache), the cache slots of those numbers, expert_slot[e]
+// naming expert e's slot (INVALID: not on the device in this round).
+uint tile_expert_in(uvec2 tile_expert, uint max_tiles, uvec2 expert_slot, uint first, uint count,
+                    uint matrix_texels, out uint base)
 {
     uint tile = row_tile_id();
+    base = 0;
     if (tile >= max_tiles)
         return INVALID;
     uint expert = UintArray(tile_expert).v[tile];
-    return expert - expert_first < expert_count ? expert : INVALID;
+    if (expert == INVALID)
+        return INVALID;
+    uint matrix = expert_slot == uvec2(0) ? expert : UintArray(expert_slot).v[expert];
+    base = (matrix - first) * matrix_texels;
+    return matrix - first < count ? expert : INVALID;
 }

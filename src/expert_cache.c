@@ -1,0 +1,217 @@
+/* The expert cache: which experts the device slots hold, the replacement
+ * policy, and the rounds of copies and GEMMs a forward records. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "expert_cache.h"
+#include "stages.h"
+
+/* VKMOE_CACHE_FREQUENCY's score: a forward that needs an expert adds 1,
+ * every forward first multiplies all scores by this, so a need counts half
+ * after about 7 forwards: hot experts survive bursts of cold ones, and a
+ * drift of the hot set is followed within tens of forwards. */
+#define SCORE_DECAY 0.9
+
+vkmoe_status vkmoe_expert_cache_create(vkmoe_layer *layer, uint32_t slots, uint64_t expert_bytes)
+{
+    vkmoe_context *ctx = layer->ctx;
+    uint32_t experts = layer->params.experts;
+    vkmoe_expert_cache *c = layer->weights.cache = vkmoe_calloc(1, sizeof(*c));
+    if (!c)
+        return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    c->experts = experts;
+    c->slots = slots;
+    c->policy = layer->params.cache_policy;
+    c->expert_bytes = expert_bytes;
+    c->stats = (vkmoe_cache_stats){.slots = slots, .expert_bytes = expert_bytes};
+    c->slot_expert = vkmoe_malloc(slots * sizeof(uint32_t));
+    c->expert_slot = vkmoe_malloc(experts * sizeof(uint32_t));
+    c->score = vkmoe_calloc(experts, sizeof(double));
+    c->last_used = vkmoe_calloc(experts, sizeof(uint64_t));
+    c->plan_slot = vkmoe_malloc(experts * sizeof(uint32_t));
+    c->plan_round = vkmoe_malloc(experts * sizeof(uint32_t));
+    c->round_map = vkmoe_malloc(experts * sizeof(uint32_t));
+    c->loads = vkmoe_malloc(experts * sizeof(vkmoe_cache_load));
+    c->pinned = vkmoe_malloc(slots);
+    if (!c->slot_expert || !c->expert_slot || !c->score || !c->last_used || !c->plan_slot ||
+        !c->plan_round || !c->round_map || !c->loads || !c->pinned)
+        return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    memset(c->slot_expert, 0xff, slots * sizeof(uint32_t));
+    memset(c->expert_slot, 0xff, experts * sizeof(uint32_t));
+    VKMOE_TRY(vkmoe_buffer_create(ctx, 4ull * experts, VKMOE_MEMORY_DEVICE, &c->map));
+    return vkmoe_buffer_create(ctx, 4ull * experts, VKMOE_MEMORY_HOST, &c->counts);
+}
+
+void vkmoe_expert_cache_destroy(vkmoe_context *ctx, vkmoe_expert_cache **cache)
+{
+    vkmoe_expert_cache *c = *cache;
+    if (!c)
+        return;
+    vkmoe_buffer_destroy(ctx, &c->map);
+    vkmoe_buffer_destroy(ctx, &c->counts);
+    void *arrays[] = {c->slot_expert, c->expert_slot, c->score,  c->last_used, c->plan_slot,
+                      c->plan_round,  c->round_map,   c->loads,  c->pinned};
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(arrays); i++)
+        free(arrays[i]);
+    free(c);
+    *cache = NULL;
+}
+
+void vkmoe_expert_cache_forget(vkmoe_expert_cache *c, uint32_t expert)
+{
+    uint32_t slot = c->expert_slot[expert];
+    if (slot == VKMOE_INVALID)
+        return;
+    c->slot_expert[slot] = VKMOE_INVALID;
+    c->expert_slot[expert] = VKMOE_INVALID;
+}
+
+void vkmoe_expert_cache_record_counts(vkmoe_layer *layer, VkCommandBuffer cmd)
+{
+    vkmoe_context *ctx = layer->ctx;
+    vkmoe_expert_cache *c = layer->weights.cache;
+    vkmoe_barrier(ctx, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                  VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
+    VkBufferCopy region = {
+        .srcOffset = layer->plan.layout.expert_count, .size = 4ull * c->experts};
+    ctx->vk.vkCmdCopyBuffer(cmd, layer->work->scratch.buffer, c->counts.buffer, 1, &region);
+    vkmoe_barrier(ctx, cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                  VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+}
+
+/* Whether slot a's expert should be evicted before slot b's: an empty slot
+ * first, then by the policy, then the least recently needed, then the
+ * lowest expert index. */
+static bool evict_before(const vkmoe_expert_cache *c, uint32_t a, uint32_t b)
+{
+    uint32_t ea = c->slot_expert[a], eb = c->slot_expert[b];
+    if (ea == VKMOE_INVALID || eb == VKMOE_INVALID)
+        return ea == VKMOE_INVALID && eb != VKMOE_INVALID;
+    if (c->policy == VKMOE_CACHE_FREQUENCY && c->score[ea] != c->score[eb])
+        return c->score[ea] < c->score[eb];
+    if (c->last_used[ea] != c->last_used[eb])
+        return c->last_used[ea] < c->last_used[eb];
+    return ea < eb;
+}
+
+/* The slot to evict among those not `pinned` (computing in this round), or
+ * VKMOE_INVALID when every slot is. */
+static uint32_t victim(const vkmoe_expert_cache *c)
+{
+    uint32_t best = VKMOE_INVALID;
+    for (uint32_t s = 0; s < c->slots; s++)
+        if (!c->pinned[s] && (best == VKMOE_INVALID || evict_before(c, s, best)))
+            best = s;
+    return best;
+}
+
+/* Update the policy's view of the experts with this forward's needs. */
+static void note_needs(vkmoe_expert_cache *c, const uint32_t *counts)
+{
+    c->clock++;
+    for (uint32_t e = 0; e < c->experts; e++) {
+        c->score[e] *= SCORE_DECAY;
+        if (counts[e]) {
+            c->score[e] += 1;
+            c->last_used[e] = c->clock;
+        }
+    }
+}
+
+/* Round 0 runs the needed experts already on the device and as many of
+ * the others as the remaining slots take; each further round evicts what
+ * earlier rounds ran. */
+void vkmoe_expert_cache_plan(vkmoe_layer *layer)
+{
+    vkmoe_expert_cache *c = layer->weights.cache;
+    const uint32_t *counts = c->counts.mapped;
+    note_needs(c, counts);
+    memset(c->pinned, 0, c->slots);
+    c->load_count = c->hits = 0;
+    c->rounds = 1;
+    for (uint32_t e = 0; e < c->experts; e++) {
+        uint32_t slot = counts[e] ? c->expert_slot[e] : VKMOE_INVALID;
+        c->plan_slot[e] = slot;
+        c->plan_round[e] = slot != VKMOE_INVALID ? 0 : VKMOE_INVALID;
+        if (slot != VKMOE_INVALID) {
+            c->pinned[slot] = 1;
+            c->hits++;
+        }
+    }
+    for (uint32_t e = 0; e < c->experts; e++) {
+        if (!counts[e] || c->plan_round[e] == 0)
+            continue;
+        uint32_t slot = victim(c);
+        if (slot == VKMOE_INVALID) {
+            memset(c->pinned, 0, c->slots);
+            c->rounds++;
+            slot = victim(c);
+        }
+        if (c->slot_expert[slot] != VKMOE_INVALID)
+            c->expert_slot[c->slot_expert[slot]] = VKMOE_INVALID;
+        c->slot_expert[slot] = e;
+        c->expert_slot[e] = slot;
+        c->pinned[slot] = 1;
+        c->plan_slot[e] = slot;
+        c->plan_round[e] = c->rounds - 1;
+        c->loads[c->load_count++] = (vkmoe_cache_load){e, slot, c->rounds - 1};
+    }
+}
+
+/* Copy expert e's matrices from host memory into slot s. */
+static void record_load(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t e, uint32_t s)
+{
+    vkmoe_context *ctx = layer->ctx;
+    for (uint32_t m = 0; m < 3; m++) {
+        const vkmoe_expert_array *from = &layer->weights.host[m], *to = &layer->weights.experts[m];
+        if (!from->chunks)
+            continue; /* ReLU experts have no gate */
+        VkBufferCopy region = {
+            .srcOffset = (e % from->per_chunk) * from->matrix_bytes,
+            .dstOffset = (s % to->per_chunk) * to->matrix_bytes,
+            .size = from->matrix_bytes,
+        };
+        ctx->vk.vkCmdCopyBuffer(cmd, from->chunks[e / from->per_chunk].buffer,
+                                to->chunks[s / to->per_chunk].buffer, 1, &region);
+    }
+}
+
+void vkmoe_expert_cache_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
+{
+    vkmoe_context *ctx = layer->ctx;
+    vkmoe_expert_cache *c = layer->weights.cache;
+    for (uint32_t r = 0; r < c->rounds; r++) {
+        /* The previous round's GEMMs read the slots and the map rewritten now. */
+        if (r > 0)
+            vkmoe_barrier(ctx, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT,
+                          VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT);
+        for (uint32_t i = 0; i < c->load_count; i++)
+            if (c->loads[i].round == r)
+                record_load(layer, cmd, c->loads[i].expert, c->loads[i].slot);
+        for (uint32_t e = 0; e < c->experts; e++)
+            c->round_map[e] = c->plan_round[e] == r ? c->plan_slot[e] : VKMOE_INVALID;
+        ctx->vk.vkCmdUpdateBuffer(cmd, c->map.buffer, 0, 4ull * c->experts, c->round_map);
+        vkmoe_barrier(ctx, cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
+        vkmoe_gemm_up_record(layer, cmd, tokens);
+        vkmoe_barrier_compute(ctx, cmd);
+        vkmoe_gemm_down_record(layer, cmd, tokens);
+    }
+}
+
+void vkmoe_expert_cache_finish(vkmoe_expert_cache *c, bool ok)
+{
+    if (!ok) {
+        for (uint32_t i = 0; i < c->load_count; i++)
+            vkmoe_expert_cache_forget(c, c->loads[i].expert);
+        c->load_count = 0;
+        return;
+    }
+    c->stats.forwards++;
+    c->stats.hits += c->hits;
+    c->stats.misses += c->load_count;
+    c->stats.bytes_to_device += c->load_count * c->expert_bytes;
+    c->stats.rounds += c->rounds;
+    c->load_count = 0;
+}

@@ -1,0 +1,59 @@
+/* The expert cache of a layer with a device budget (expert_cache.c): every
+ * routed expert's matrices in host memory (weights.h's host arrays), a few
+ * device slots (the device arrays, one matrix per slot), and which expert
+ * each slot holds. A forward reads the routing's per-expert counts back
+ * after scatter, plans which experts to copy into which slots, and records
+ * the expert GEMMs in rounds: each round copies its experts in, writes the
+ * expert→slot map the GEMMs read (gemm.h's expert_slot) and runs gemm_up
+ * and gemm_down for the tiles of the experts it holds. One round when the
+ * experts a forward needs fit the slots; more when they do not. */
+#ifndef VKMOE_EXPERT_CACHE_H
+#define VKMOE_EXPERT_CACHE_H
+
+#include "layer.h"
+
+/* One expert copied into one slot in a round. */
+typedef struct vkmoe_cache_load {
+    uint32_t expert, slot, round;
+} vkmoe_cache_load;
+
+typedef struct vkmoe_expert_cache {
+    uint32_t experts, slots;
+    vkmoe_cache_policy policy;
+    uint64_t expert_bytes;  /* device bytes of one expert's matrices */
+    vkmoe_buffer map;       /* u32 [experts] on the device: the GEMMs' expert_slot */
+    vkmoe_buffer counts;    /* u32 [experts] in host memory: the routing read back */
+    uint32_t *slot_expert;  /* [slots]: the expert a slot holds, or VKMOE_INVALID */
+    uint32_t *expert_slot;  /* [experts]: the slot holding an expert, or VKMOE_INVALID */
+    double *score;          /* [experts]: frequency with recency (VKMOE_CACHE_FREQUENCY) */
+    uint64_t *last_used;    /* [experts]: the forward that last needed it; 0: never */
+    uint64_t clock;         /* forwards planned */
+    /* The plan of the forward being recorded, for each needed expert: */
+    uint32_t *plan_slot;     /* [experts]: the slot it computes in, or VKMOE_INVALID */
+    uint32_t *plan_round;    /* [experts]: the round it computes in, or VKMOE_INVALID */
+    vkmoe_cache_load *loads; /* [experts]: the copies, in round order */
+    uint32_t load_count, rounds, hits;
+    uint32_t *round_map;     /* [experts]: one round's map, while recording */
+    uint8_t *pinned;         /* [slots]: computing in the round being planned */
+    vkmoe_cache_stats stats; /* of the forwards that completed */
+} vkmoe_expert_cache;
+
+/* The cache of a layer whose experts need more than its budget: `slots`
+ * experts on the device (the device arrays' count) out of params.experts. */
+vkmoe_status vkmoe_expert_cache_create(vkmoe_layer *layer, uint32_t slots, uint64_t expert_bytes);
+void vkmoe_expert_cache_destroy(vkmoe_context *ctx, vkmoe_expert_cache **cache);
+
+/* An expert's matrices were set again: whatever slot holds it is stale. */
+void vkmoe_expert_cache_forget(vkmoe_expert_cache *cache, uint32_t expert);
+
+/* After scatter: copy the per-expert counts where the host reads them. */
+void vkmoe_expert_cache_record_counts(vkmoe_layer *layer, VkCommandBuffer cmd);
+/* Once those counts are on the host: choose the slots and rounds. */
+void vkmoe_expert_cache_plan(vkmoe_layer *layer);
+/* The routed experts' GEMMs of the planned forward, round by round. */
+void vkmoe_expert_cache_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
+/* The planned forward completed (ok) or failed: count it, or empty the
+ * slots it was filling, whose contents are now unknown. */
+void vkmoe_expert_cache_finish(vkmoe_expert_cache *cache, bool ok);
+
+#endif /* VKMOE_EXPERT_CACHE_H */

@@ -1,0 +1,340 @@
+/* The expert cache (src/expert_cache.c): layers with a device budget
+ * against the same layer with every expert on the device, bit for bit; the
+ * replacement policies on a routing sequence whose best hit count is
+ * known; failures mid-forward. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "helpers.h"
+#include "vulkan_interposer.h"
+
+/* A layer of t's params and weights whose device holds `slots` experts. */
+static vkmoe_layer *cached_twin(vkmoe_context *ctx, const test_layer *t, uint32_t slots,
+                                vkmoe_cache_policy policy)
+{
+    vkmoe_layer_params p = t->params;
+    p.expert_budget_bytes = slots * vkmoe_expert_bytes(&p);
+    p.cache_policy = policy;
+    vkmoe_layer *layer = NULL;
+    assert_int_equal(vkmoe_layer_create(ctx, &p, &layer), VKMOE_OK);
+    fixture_layer twin = *t;
+    twin.layer = layer;
+    assert_int_equal(fixture_layer_upload(&twin), VKMOE_OK);
+    return layer;
+}
+
+/* Experts the resident layer's last forward routed any token to. */
+static uint32_t needed_experts(const vkmoe_layer *layer, uint32_t experts)
+{
+    uint32_t counts[64], needed = 0;
+    assert_int_equal(vkmoe_layer_expert_counts(layer, counts, 64), VKMOE_OK);
+    for (uint32_t e = 0; e < experts; e++)
+        needed += counts[e] > 0;
+    return needed;
+}
+
+/* Forwards of these token counts through both layers: the same bits every
+ * time; returns the experts the forwards needed in all. */
+static uint64_t expect_same_forwards(vkmoe_layer *resident, vkmoe_layer *cached,
+                                     const uint32_t *tokens, size_t n, uint32_t dim,
+                                     uint32_t experts)
+{
+    uint64_t needed = 0;
+    for (size_t i = 0; i < n; i++) {
+        float *x = test_input(tokens[i], dim);
+        float *want = malloc(4ull * tokens[i] * dim), *got = malloc(4ull * tokens[i] * dim);
+        assert_int_equal(vkmoe_layer_forward(resident, tokens[i], x, want), VKMOE_OK);
+        assert_int_equal(vkmoe_layer_forward(cached, tokens[i], x, got), VKMOE_OK);
+        if (memcmp(want, got, 4ull * tokens[i] * dim) != 0)
+            fail_msg("forward %zu of %u tokens differs from the resident layer's", i, tokens[i]);
+        needed += needed_experts(resident, experts);
+        free(x);
+        free(want);
+        free(got);
+    }
+    return needed;
+}
+
+/* Budgets of 1, E/2, E−1 and E experts, each path, families with every
+ * kind of expert input (biases, clamped SwiGLU, the weight on the input, a
+ * shared expert): bit for bit the resident layer's output, and the
+ * figures add up. */
+static void check_budgets(vkmoe_context *ctx, vkmoe_layer_params p)
+{
+    static const uint32_t tokens[] = {1, 29, 3, 1, 1, 17, 2};
+    const size_t n = VKMOE_ARRAY_SIZE(tokens);
+    test_layer t;
+    test_layer_create(ctx, &p, &t);
+    test_layer_upload(&t);
+    uint32_t budgets[] = {1, p.experts / 2, p.experts - 1};
+    for (size_t b = 0; b < VKMOE_ARRAY_SIZE(budgets); b++) {
+        vkmoe_layer *cached = cached_twin(ctx, &t, budgets[b], VKMOE_CACHE_FREQUENCY);
+        test_seed(41);
+        uint64_t needed = expect_same_forwards(t.layer, cached, tokens, n, p.dim, p.experts);
+        vkmoe_cache_stats s;
+        assert_int_equal(vkmoe_layer_cache_stats(cached, &s), VKMOE_OK);
+        assert_int_equal(s.slots, budgets[b]);
+        assert_int_equal(s.expert_bytes, vkmoe_expert_bytes(&t.params));
+        assert_int_equal(s.forwards, n);
+        assert_int_equal(s.hits + s.misses, needed);
+        assert_int_equal(s.bytes_to_device, s.misses * s.expert_bytes);
+        assert_true(s.misses >= budgets[b]);
+        /* One slot and forwards needing several experts: several rounds. */
+        if (budgets[b] == 1)
+            assert_true(s.rounds > n);
+        else
+            assert_true(s.rounds >= n);
+        vkmoe_memory_report resident, with_cache;
+        assert_int_equal(vkmoe_layer_memory(t.layer, &resident), VKMOE_OK);
+        assert_int_equal(vkmoe_layer_memory(cached, &with_cache), VKMOE_OK);
+        assert_true(with_cache.experts < resident.experts);
+        assert_true(with_cache.host_experts >= (uint64_t)p.experts * s.expert_bytes);
+        assert_int_equal(resident.host_experts, 0);
+        vkmoe_layer_destroy(&cached);
+    }
+    /* A budget of every expert is no cache at all. */
+    vkmoe_layer *all = cached_twin(ctx, &t, p.experts, VKMOE_CACHE_LRU);
+    vkmoe_cache_stats s;
+    assert_int_equal(vkmoe_layer_cache_stats(all, &s), VKMOE_ERROR_STATE);
+    test_seed(41);
+    expect_same_forwards(t.layer, all, tokens, 2, p.dim, p.experts);
+    vkmoe_layer_destroy(&all);
+    test_layer_destroy(&t);
+}
+
+static void test_budgets_bit_identical(void **state)
+{
+    vkmoe_context *ctx = *state;
+    static const vkmoe_gemm_path paths[] = {VKMOE_GEMM_REGISTER, VKMOE_GEMM_TILED,
+                                            VKMOE_GEMM_GEMV};
+    static const char *const families[] = {"mixtral", "gpt-oss", "llama4", "qwen2-moe"};
+    for (size_t f = 0; f < VKMOE_ARRAY_SIZE(families); f++)
+        for (size_t g = 0; g < VKMOE_ARRAY_SIZE(paths); g++) {
+            vkmoe_layer_params p = test_shape(40, 24, 7, 2, 29);
+            assert_int_equal(vkmoe_layer_params_family(&p, families[f]), VKMOE_OK);
+            p.top_k = families[f][0] == 'l' ? 1 : 2;
+            p.shared_ffn_dim = families[f][0] == 'l' || families[f][0] == 'q' ? 16 : 0;
+            p.weight_type = g == 0 ? VKMOE_WEIGHT_F16 : VKMOE_WEIGHT_F32;
+            p.gemm_path = paths[g];
+            test_seed(7 + f);
+            check_budgets(ctx, p);
+        }
+}
+
+/* A quantized type with its own down type, on the register path. */
+static void test_budgets_quantized(void **state)
+{
+    vkmoe_layer_params p = test_shape(256, 96, 6, 3, 29);
+    p.weight_type = VKMOE_WEIGHT_Q4_K;
+    p.down_weight_type = VKMOE_WEIGHT_Q8_0;
+    test_seed(17);
+    check_budgets(*state, p);
+}
+
+/* Hits of the best possible eviction (Belady's: evict the expert needed
+ * again the latest) on a sequence of single experts with `slots` slots. */
+static uint32_t optimal_hits(const uint32_t *seq, size_t n, uint32_t slots)
+{
+    uint32_t held[8], count = 0, hits = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool hit = false;
+        for (uint32_t s = 0; s < count; s++)
+            hit |= held[s] == seq[i];
+        if (hit) {
+            hits++;
+            continue;
+        }
+        if (count < slots) {
+            held[count++] = seq[i];
+            continue;
+        }
+        size_t latest = 0;
+        uint32_t evict = 0;
+        for (uint32_t s = 0; s < count; s++) {
+            size_t next = i + 1;
+            while (next < n && seq[next] != held[s])
+                next++;
+            if (next >= latest) {
+                latest = next;
+                evict = s;
+            }
+        }
+        held[evict] = seq[i];
+    }
+    return hits;
+}
+
+/* Two hot experts, and cold ones in pairs between them: LRU evicts the
+ * hot ones for the cold, the frequency policy keeps them and does as well
+ * as the best eviction can. Routing is steered by a router that copies x's
+ * first E coordinates into the logits. */
+static void test_policy_on_a_known_sequence(void **state)
+{
+    vkmoe_context *ctx = *state;
+    static const uint32_t seq[] = {0, 1, 0, 1, 0, 1, 2, 3, 0, 1, 4, 5, 0, 1, 2,
+                                   3, 0, 1, 4, 5, 0, 1, 0, 1, 2, 3, 0, 1};
+    const size_t n = VKMOE_ARRAY_SIZE(seq);
+    const uint32_t slots = 3, dim = 8;
+    vkmoe_layer_params p = test_shape(dim, 8, 6, 1, 1);
+    test_layer t;
+    test_layer_create(ctx, &p, &t);
+    memset(t.router, 0, 4ull * p.experts * dim);
+    for (uint32_t e = 0; e < p.experts; e++)
+        t.router[e * dim + e] = 1;
+    test_layer_upload(&t);
+    uint64_t hits[2];
+    for (int policy = 0; policy < 2; policy++) {
+        vkmoe_layer *cached = cached_twin(ctx, &t, slots, (vkmoe_cache_policy)policy);
+        for (size_t i = 0; i < n; i++) {
+            float x[8] = {0}, want[8], got[8];
+            x[seq[i]] = 4;
+            assert_int_equal(vkmoe_layer_forward(t.layer, 1, x, want), VKMOE_OK);
+            assert_int_equal(needed_experts(t.layer, p.experts), 1);
+            uint32_t counts[6];
+            assert_int_equal(vkmoe_layer_expert_counts(t.layer, counts, 6), VKMOE_OK);
+            assert_int_equal(counts[seq[i]], 1);
+            assert_int_equal(vkmoe_layer_forward(cached, 1, x, got), VKMOE_OK);
+            assert_memory_equal(want, got, sizeof(want));
+        }
+        vkmoe_cache_stats s;
+        assert_int_equal(vkmoe_layer_cache_stats(cached, &s), VKMOE_OK);
+        assert_int_equal(s.hits + s.misses, n);
+        hits[policy] = s.hits;
+        vkmoe_layer_destroy(&cached);
+    }
+    uint32_t best = optimal_hits(seq, n, slots);
+    printf("hits on %zu forwards, %u slots: frequency %llu, LRU %llu, optimal %u\n", n, slots,
+           (unsigned long long)hits[VKMOE_CACHE_FREQUENCY],
+           (unsigned long long)hits[VKMOE_CACHE_LRU], best);
+    assert_int_equal(hits[VKMOE_CACHE_FREQUENCY], best);
+    assert_true(hits[VKMOE_CACHE_LRU] < best);
+    test_layer_destroy(&t);
+}
+
+/* Setting an expert again after it was cached: the stale slot is not used. */
+static void test_set_expert_again(void **state)
+{
+    vkmoe_context *ctx = *state;
+    static const uint32_t tokens[] = {9, 9};
+    vkmoe_layer_params p = test_shape(32, 16, 4, 2, 9);
+    test_seed(23);
+    test_layer t;
+    test_layer_create(ctx, &p, &t);
+    test_layer_upload(&t);
+    vkmoe_layer *cached = cached_twin(ctx, &t, 3, VKMOE_CACHE_LRU);
+    test_seed(5);
+    expect_same_forwards(t.layer, cached, tokens, 1, p.dim, p.experts);
+    fixture_expert e = fixture_layer_expert(&t, 1);
+    for (uint32_t i = 0; i < p.dim * p.ffn_dim; i++)
+        e.up[i] = -e.up[i];
+    assert_int_equal(fixture_upload_matrix(t.layer, &t.params, 1, VKMOE_EXPERT_UP, e.up,
+                                           (size_t)p.dim * p.ffn_dim),
+                     VKMOE_OK);
+    assert_int_equal(fixture_upload_matrix(cached, &t.params, 1, VKMOE_EXPERT_UP, e.up,
+                                           (size_t)p.dim * p.ffn_dim),
+                     VKMOE_OK);
+    test_seed(5);
+    expect_same_forwards(t.layer, cached, tokens, 2, p.dim, p.experts);
+    vkmoe_layer_destroy(&cached);
+    test_layer_destroy(&t);
+}
+
+/* What a layer with a cache refuses, and the budget's bounds. */
+static void test_bad_budgets(void **state)
+{
+    vkmoe_context *ctx = *state;
+    vkmoe_layer_params p = test_shape(32, 16, 4, 2, 4);
+    uint64_t one = vkmoe_expert_bytes(&p);
+    assert_int_equal(one, 3ull * 16 * 32 * 4);
+    p.ffn_dim = 32;
+    p.weight_type = VKMOE_WEIGHT_Q8_0;
+    p.activation = VKMOE_ACTIVATION_RELU; /* no gate */
+    assert_int_equal(vkmoe_expert_bytes(&p), 2ull * vkmoe_weight_bytes(VKMOE_WEIGHT_Q8_0, 1024));
+    assert_int_equal(vkmoe_expert_bytes(NULL), 0);
+    p = test_shape(32, 16, 4, 2, 4);
+    p.expert_budget_bytes = one - 1;
+    test_expect_create_fails(ctx, &p, VKMOE_ERROR_INVALID_ARGUMENT, "at least one expert");
+    p.expert_budget_bytes = one;
+    p.cache_policy = (vkmoe_cache_policy)7;
+    test_expect_create_fails(ctx, &p, VKMOE_ERROR_INVALID_ARGUMENT, "cache_policy");
+    p.cache_policy = VKMOE_CACHE_LRU;
+    test_layer t;
+    test_layer_create(ctx, &p, &t);
+    test_layer_upload(&t);
+    VkCommandPool pool;
+    VkCommandBuffer cmd = test_commands_begin(ctx, &pool);
+    vkmoe_status status = vkmoe_layer_record_forward(t.layer, cmd, 1, t.layer->work->x.buffer, 0,
+                                                     t.layer->work->y.buffer, 0);
+    test_commands_run(ctx, pool, cmd);
+    assert_int_equal(status, VKMOE_ERROR_UNSUPPORTED);
+    assert_non_null(strstr(vkmoe_last_error(), "vkmoe_layer_forward"));
+    assert_int_equal(vkmoe_layer_cache_stats(NULL, &(vkmoe_cache_stats){0}),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_cache_stats(t.layer, NULL), VKMOE_ERROR_INVALID_ARGUMENT);
+    test_layer_destroy(&t);
+}
+
+/* Every failable Vulkan call of a forward failed in turn (the copies into
+ * the slots go in its second submission): a failure status, then the next
+ * forward, with nothing failing, gives the resident layer's bits. */
+static void test_failures_mid_forward(void **state)
+{
+    vkmoe_context *host = *state;
+    vkmoe_vulkan_import import = test_import_of(host);
+    import.get_instance_proc_addr = interposer_entry();
+    vkmoe_context_params cp = {.import = &import};
+    vkmoe_context *ctx = NULL;
+    interposer_reset();
+    assert_int_equal(vkmoe_context_create(&cp, &ctx), VKMOE_OK);
+    vkmoe_layer_params p = test_shape(24, 16, 5, 2, 6);
+    test_seed(31);
+    test_layer t;
+    test_layer_create(ctx, &p, &t);
+    test_layer_upload(&t);
+    vkmoe_layer *cached = cached_twin(ctx, &t, 2, VKMOE_CACHE_FREQUENCY);
+    float *x = test_input(6, p.dim), want[6 * 24], got[6 * 24];
+    assert_int_equal(vkmoe_layer_forward(t.layer, 6, x, want), VKMOE_OK);
+    unsigned points = 0;
+    for (unsigned at = 1;; at++) {
+        interposer_reset();
+        interposer.fail_at = at;
+        interposer.fail_with = VK_ERROR_OUT_OF_DEVICE_MEMORY;
+        vkmoe_status status = vkmoe_layer_forward(cached, 6, x, got);
+        bool failed = interposer.failed_function != NULL;
+        interposer_reset();
+        if (!failed) {
+            assert_int_equal(status, VKMOE_OK);
+            break;
+        }
+        if (status != VKMOE_ERROR_OUT_OF_DEVICE_MEMORY)
+            fail_msg("%s failing gave status %d (%s)", interposer.failed_function, (int)status,
+                     vkmoe_last_error());
+        points++;
+        memset(got, 0, sizeof(got));
+        assert_int_equal(vkmoe_layer_forward(cached, 6, x, got), VKMOE_OK);
+        assert_memory_equal(want, got, sizeof(got));
+    }
+    assert_memory_equal(want, got, sizeof(got));
+    printf("%u failable Vulkan calls of a cached forward failed in turn\n", points);
+    assert_true(points >= 3);
+    vkmoe_cache_stats s;
+    assert_int_equal(vkmoe_layer_cache_stats(cached, &s), VKMOE_OK);
+    assert_int_equal(s.forwards, points + 1);
+    free(x);
+    vkmoe_layer_destroy(&cached);
+    test_layer_destroy(&t);
+    vkmoe_context_destroy(&ctx);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bad_budgets),
+        cmocka_unit_test(test_policy_on_a_known_sequence),
+        cmocka_unit_test(test_set_expert_again),
+        cmocka_unit_test(test_failures_mid_forward),
+        cmocka_unit_test(test_budgets_quantized),
+        cmocka_unit_test(test_budgets_bit_identical),
+    };
+    return test_device_suite(tests, test_group_setup, test_group_teardown);
+}
