@@ -795,6 +795,14 @@ typedef struct vkmoe_model_params {
     vkmoe_gemm_path gemm_path;  /* default VKMOE_GEMM_AUTO */
     vkmoe_progress_fn progress; /* default NULL: none */
     void *progress_user_data;   /* passed to progress; not owned */
+    /* Device memory, in bytes, for the routed experts' matrices: of the one
+     * layer (vkmoe_layer_from_file), or of all MoE layers together
+     * (vkmoe_model_open), which then share it in proportion to their
+     * experts' bytes, each at least one expert (else
+     * VKMOE_ERROR_INVALID_ARGUMENT). See vkmoe_layer_params. Default (0):
+     * every expert on the device. */
+    uint64_t expert_budget_bytes;
+    vkmoe_cache_policy cache_policy; /* default VKMOE_CACHE_FREQUENCY */
 } vkmoe_model_params;
 
 /* Create a layer holding MoE block number `layer_index` (the model's layer

@@ -2,7 +2,7 @@
  * smoke run of the whole model's MoE blocks), on hidden states from a .npy
  * file and write the output as .npy.
  *   vkmoe-run --model PATH (--layer N | --layers all) --input x.npy --output y.npy
- *             [--device N|NAME] [--gemm PATH] [--stats]
+ *             [--device N|NAME] [--gemm PATH] [--device-budget BYTES] [--stats]
  * Exit status: 0 done (or --help), 1 a vkmoe or file error (message on
  * stderr), 2 bad usage. */
 #include <stdio.h>
@@ -15,6 +15,7 @@
 typedef struct options {
     const char *model, *input, *output, *device;
     vkmoe_gemm_path gemm_path;
+    uint64_t budget; /* --device-budget: the experts' device bytes; 0: all */
     uint32_t layer;
     bool has_layer, all_layers, stats;
 } options;
@@ -25,7 +26,8 @@ static int usage(bool asked)
 {
     fprintf(asked ? stdout : stderr,
             "usage: vkmoe-run --model PATH (--layer N | --layers all) --input x.npy --output y.npy "
-            "[--device N|NAME] [--gemm auto|register|tiled|coopmat|gemv] [--stats]\n");
+            "[--device N|NAME] [--gemm auto|register|tiled|coopmat|gemv] "
+            "[--device-budget BYTES[K|M|G]] [--stats]\n");
     return asked ? -1 : 2;
 }
 
@@ -37,6 +39,20 @@ static bool parse_layer(const char *s, uint32_t *out)
         return false;
     *out = (uint32_t)v;
     return true;
+}
+
+/* Bytes, with an optional K, M or G (powers of 1024). */
+static bool parse_bytes(const char *s, uint64_t *out)
+{
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    const char *units = "KMG", *unit = *end ? strchr(units, *end) : NULL;
+    if (end == s || s[0] == '-' || (*end && (!unit || end[1])))
+        return false;
+    for (const char *u = units; unit && u <= unit; u++)
+        v = v > (~0ull >> 10) ? ~0ull : v << 10;
+    *out = v;
+    return v > 0;
 }
 
 static int parse_args(int argc, char **argv, options *o)
@@ -63,6 +79,8 @@ static int parse_args(int argc, char **argv, options *o)
         else if (!strcmp(a, "--gemm") && vkmoe_gemm_path_parse(v, &o->gemm_path) == VKMOE_OK)
             ;
         else if (!strcmp(a, "--layer") && (o->has_layer = parse_layer(v, &o->layer)))
+            ;
+        else if (!strcmp(a, "--device-budget") && parse_bytes(v, &o->budget))
             ;
         else if (!strcmp(a, "--layers") && !strcmp(v, "all"))
             o->all_layers = true;
@@ -105,8 +123,10 @@ static bool vkmoe_ok(vkmoe_status status)
 static bool run(const options *o, vkmoe_context *ctx, const float *x, uint32_t tokens, uint32_t dim,
                 float **y)
 {
-    vkmoe_model_params mp = {
-        .max_tokens = tokens, .statistics = o->stats, .gemm_path = o->gemm_path};
+    vkmoe_model_params mp = {.max_tokens = tokens,
+                             .statistics = o->stats,
+                             .gemm_path = o->gemm_path,
+                             .expert_budget_bytes = o->budget};
     vkmoe_layer *layer;
     if (!vkmoe_ok(vkmoe_layer_from_file(ctx, o->model, o->layer, &mp, &layer)))
         return false;
@@ -156,6 +176,7 @@ static bool run_model(const options *o, vkmoe_context *ctx, float *x, uint32_t t
     vkmoe_model_params mp = {.max_tokens = tokens,
                              .statistics = o->stats,
                              .gemm_path = o->gemm_path,
+                             .expert_budget_bytes = o->budget,
                              .progress = show_progress,
                              .progress_user_data = &shown};
     vkmoe_model *model;

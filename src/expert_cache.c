@@ -50,8 +50,8 @@ void vkmoe_expert_cache_destroy(vkmoe_context *ctx, vkmoe_expert_cache **cache)
         return;
     vkmoe_buffer_destroy(ctx, &c->map);
     vkmoe_buffer_destroy(ctx, &c->counts);
-    void *arrays[] = {c->slot_expert, c->expert_slot, c->score,  c->last_used, c->plan_slot,
-                      c->plan_round,  c->round_map,   c->loads,  c->pinned};
+    void *arrays[] = {c->slot_expert, c->expert_slot, c->score, c->last_used, c->plan_slot,
+                      c->plan_round,  c->round_map,   c->loads, c->pinned};
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(arrays); i++)
         free(arrays[i]);
     free(c);
@@ -73,8 +73,7 @@ void vkmoe_expert_cache_record_counts(vkmoe_layer *layer, VkCommandBuffer cmd)
     vkmoe_expert_cache *c = layer->weights.cache;
     vkmoe_barrier(ctx, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                   VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
-    VkBufferCopy region = {
-        .srcOffset = layer->plan.layout.expert_count, .size = 4ull * c->experts};
+    VkBufferCopy region = {.srcOffset = layer->plan.layout.expert_count, .size = 4ull * c->experts};
     ctx->vk.vkCmdCopyBuffer(cmd, layer->work->scratch.buffer, c->counts.buffer, 1, &region);
     vkmoe_barrier(ctx, cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
                   VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);

@@ -20,14 +20,14 @@ typedef struct vkmoe_cache_load {
 typedef struct vkmoe_expert_cache {
     uint32_t experts, slots;
     vkmoe_cache_policy policy;
-    uint64_t expert_bytes;  /* device bytes of one expert's matrices */
-    vkmoe_buffer map;       /* u32 [experts] on the device: the GEMMs' expert_slot */
-    vkmoe_buffer counts;    /* u32 [experts] in host memory: the routing read back */
-    uint32_t *slot_expert;  /* [slots]: the expert a slot holds, or VKMOE_INVALID */
-    uint32_t *expert_slot;  /* [experts]: the slot holding an expert, or VKMOE_INVALID */
-    double *score;          /* [experts]: frequency with recency (VKMOE_CACHE_FREQUENCY) */
-    uint64_t *last_used;    /* [experts]: the forward that last needed it; 0: never */
-    uint64_t clock;         /* forwards planned */
+    uint64_t expert_bytes; /* device bytes of one expert's matrices */
+    vkmoe_buffer map;      /* u32 [experts] on the device: the GEMMs' expert_slot */
+    vkmoe_buffer counts;   /* u32 [experts] in host memory: the routing read back */
+    uint32_t *slot_expert; /* [slots]: the expert a slot holds, or VKMOE_INVALID */
+    uint32_t *expert_slot; /* [experts]: the slot holding an expert, or VKMOE_INVALID */
+    double *score;         /* [experts]: frequency with recency (VKMOE_CACHE_FREQUENCY) */
+    uint64_t *last_used;   /* [experts]: the forward that last needed it; 0: never */
+    uint64_t clock;        /* forwards planned */
     /* The plan of the forward being recorded, for each needed expert: */
     uint32_t *plan_slot;     /* [experts]: the slot it computes in, or VKMOE_INVALID */
     uint32_t *plan_round;    /* [experts]: the round it computes in, or VKMOE_INVALID */

@@ -741,6 +741,41 @@ static vkmoe_status describe(model_source *s, uint32_t index, const vkmoe_model_
     layout->params.statistics = mp->statistics;
     layout->params.timing = mp->timing;
     layout->params.gemm_path = mp->gemm_path;
+    layout->params.cache_policy = mp->cache_policy;
+    layout->params.expert_budget_bytes = mp->expert_budget_bytes;
+    uint64_t one = vkmoe_expert_bytes(&layout->params);
+    if (mp->expert_budget_bytes && mp->expert_budget_bytes < one)
+        return vkmoe_model_fail(s, VKMOE_ERROR_INVALID_ARGUMENT,
+                                "expert_budget_bytes (%llu) must hold at least one of layer "
+                                "%u's experts (%llu bytes)",
+                                (unsigned long long)mp->expert_budget_bytes, index,
+                                (unsigned long long)one);
+    return VKMOE_OK;
+}
+
+/* A model's budget shared by its MoE layers in proportion to their
+ * experts' bytes, each at least one expert. */
+static vkmoe_status share_budget(model_source *s, uint32_t layers, model_layout *layouts,
+                                 uint64_t budget)
+{
+    double all = 0;
+    for (uint32_t i = 0; i < layers; i++)
+        if (!layouts[i].dense)
+            all += (double)layouts[i].params.experts * vkmoe_expert_bytes(&layouts[i].params);
+    if (budget == 0 || budget >= all)
+        return VKMOE_OK;
+    for (uint32_t i = 0; i < layers; i++) {
+        vkmoe_layer_params *p = &layouts[i].params;
+        if (layouts[i].dense)
+            continue;
+        uint64_t one = vkmoe_expert_bytes(p);
+        p->expert_budget_bytes = (uint64_t)(budget * (p->experts * (double)one / all));
+        if (p->expert_budget_bytes < one)
+            return vkmoe_model_fail(s, VKMOE_ERROR_INVALID_ARGUMENT,
+                                    "expert_budget_bytes (%llu) leaves layer %u less than one "
+                                    "expert (%llu bytes)",
+                                    (unsigned long long)budget, i, (unsigned long long)one);
+    }
     return VKMOE_OK;
 }
 
@@ -847,7 +882,7 @@ static vkmoe_status describe_model(model_source *s, vkmoe_model *model,
     if (!sparse)
         return vkmoe_model_fail(s, VKMOE_ERROR_UNSUPPORTED, "%s has no MoE layer among its %u",
                                 source_name(s), model->layer_count);
-    return VKMOE_OK;
+    return share_budget(s, model->layer_count, *layouts, mp->expert_budget_bytes);
 }
 
 static vkmoe_status open_model(model_source *s, vkmoe_model *model, const char *path,

@@ -105,8 +105,7 @@ static void check_budgets(vkmoe_context *ctx, vkmoe_layer_params p)
 static void test_budgets_bit_identical(void **state)
 {
     vkmoe_context *ctx = *state;
-    static const vkmoe_gemm_path paths[] = {VKMOE_GEMM_REGISTER, VKMOE_GEMM_TILED,
-                                            VKMOE_GEMM_GEMV};
+    static const vkmoe_gemm_path paths[] = {VKMOE_GEMM_REGISTER, VKMOE_GEMM_TILED, VKMOE_GEMM_GEMV};
     static const char *const families[] = {"mixtral", "gpt-oss", "llama4", "qwen2-moe"};
     for (size_t f = 0; f < VKMOE_ARRAY_SIZE(families); f++)
         for (size_t g = 0; g < VKMOE_ARRAY_SIZE(paths); g++) {
@@ -171,8 +170,8 @@ static uint32_t optimal_hits(const uint32_t *seq, size_t n, uint32_t slots)
 static void test_policy_on_a_known_sequence(void **state)
 {
     vkmoe_context *ctx = *state;
-    static const uint32_t seq[] = {0, 1, 0, 1, 0, 1, 2, 3, 0, 1, 4, 5, 0, 1, 2,
-                                   3, 0, 1, 4, 5, 0, 1, 0, 1, 2, 3, 0, 1};
+    static const uint32_t seq[] = {0, 1, 0, 1, 0, 1, 2, 3, 0, 1, 4, 5, 0, 1,
+                                   2, 3, 0, 1, 4, 5, 0, 1, 0, 1, 2, 3, 0, 1};
     const size_t n = VKMOE_ARRAY_SIZE(seq);
     const uint32_t slots = 3, dim = 8;
     vkmoe_layer_params p = test_shape(dim, 8, 6, 1, 1);
@@ -329,12 +328,9 @@ static void test_failures_mid_forward(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bad_budgets),
-        cmocka_unit_test(test_policy_on_a_known_sequence),
-        cmocka_unit_test(test_set_expert_again),
-        cmocka_unit_test(test_failures_mid_forward),
-        cmocka_unit_test(test_budgets_quantized),
-        cmocka_unit_test(test_budgets_bit_identical),
+        cmocka_unit_test(test_bad_budgets),       cmocka_unit_test(test_policy_on_a_known_sequence),
+        cmocka_unit_test(test_set_expert_again),  cmocka_unit_test(test_failures_mid_forward),
+        cmocka_unit_test(test_budgets_quantized), cmocka_unit_test(test_budgets_bit_identical),
     };
     return test_device_suite(tests, test_group_setup, test_group_teardown);
 }

@@ -263,6 +263,64 @@ static void test_gguf_model(void **state)
     model_weights_free(&m);
 }
 
+/* A model budget shared by its layers: each keeps its share of experts on
+ * the device, the chain's outputs equal the resident model's bit for bit;
+ * a budget under one expert a layer is refused. */
+static void test_model_with_budget(void **state)
+{
+    vkmoe_context *ctx = *state;
+    test_seed(503);
+    vkmoe_layer_params p = deepseek_params();
+    p.weight_type = p.down_weight_type = VKMOE_WEIGHT_Q8_0;
+    p.dim = 64;
+    p.ffn_dim = p.shared_ffn_dim = 32;
+    test_model_weights m;
+    model_weights(ctx, p, &m);
+    gguf_writer w = {0};
+    checkpoint_deepseek_v3_meta(&w);
+    gguf_add_u32(&w, "deepseek2.block_count", LAYERS);
+    gguf_add_u32(&w, "deepseek2.leading_dense_block_count", 1);
+    checkpoint_write_gguf_model(path_in("budget.gguf"), &w, m.present, LAYERS, "deepseek2");
+    model_weights_free(&m);
+    uint64_t one = vkmoe_expert_bytes(&p);
+    vkmoe_model_params mp = {.max_tokens = TOKENS, .expert_budget_bytes = 3 * 10 * one};
+    vkmoe_model *cached = NULL, *resident = open_model(ctx, path_in("budget.gguf"), NULL);
+    assert_int_equal(vkmoe_model_open(ctx, path_in("budget.gguf"), &mp, &cached), VKMOE_OK);
+    vkmoe_memory_report with_cache, all;
+    assert_int_equal(vkmoe_model_memory(cached, &with_cache), VKMOE_OK);
+    assert_int_equal(vkmoe_model_memory(resident, &all), VKMOE_OK);
+    assert_true(with_cache.experts < all.experts && with_cache.host_experts > 0);
+    vkmoe_layer *a[LAYERS], *b[LAYERS];
+    for (uint32_t i = 0; i < LAYERS; i++) {
+        a[i] = vkmoe_model_layer(resident, i);
+        b[i] = vkmoe_model_layer(cached, i);
+    }
+    float *x = test_input(TOKENS, p.dim), *ya[LAYERS], *yb[LAYERS];
+    for (int pass = 0; pass < 2; pass++) {
+        forward_chain(a, x, p.dim, ya);
+        forward_chain(b, x, p.dim, yb);
+        for (uint32_t i = 1; i < LAYERS; i++)
+            assert_memory_equal(ya[i], yb[i], (size_t)TOKENS * p.dim * sizeof(float));
+        free_chain(ya);
+        free_chain(yb);
+    }
+    for (uint32_t i = 1; i < LAYERS; i++) {
+        vkmoe_cache_stats s;
+        assert_int_equal(vkmoe_layer_cache_stats(b[i], &s), VKMOE_OK);
+        assert_int_equal(s.slots, 10);
+        assert_int_equal(s.forwards, 2);
+    }
+    free(x);
+    vkmoe_model_destroy(&cached);
+    vkmoe_model_destroy(&resident);
+    mp.expert_budget_bytes = 3 * one - 1;
+    assert_int_equal(vkmoe_model_open(ctx, path_in("budget.gguf"), &mp, &cached),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_null(cached);
+    assert_non_null(strstr(vkmoe_last_error(), "less than one expert"));
+    remove(path_in("budget.gguf"));
+}
+
 /* A progress callback that says stop: VKMOE_ERROR_CANCELLED, nothing made
  * (ASan would see what is left), and the next open works. */
 static void test_cancel_from_progress(void **state)
@@ -396,7 +454,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_checkpoint_model),     cmocka_unit_test(test_gguf_model),
         cmocka_unit_test(test_cancel_from_progress), cmocka_unit_test(test_qwen_sparse_layers),
-        cmocka_unit_test(test_models_refused),
+        cmocka_unit_test(test_models_refused),       cmocka_unit_test(test_model_with_budget),
     };
     return test_device_suite(tests, setup, teardown);
 }

@@ -139,6 +139,15 @@ static void test_gguf_through_the_tool(void **state)
     snprintf(tiled, sizeof(tiled), "%s --gemm tiled", args);
     assert_int_equal(run(tiled), 0);
     check_output(&t, x, 7);
+    /* six of the 64 experts on the device (3 KiB each), the rest copied in */
+    assert_int_equal(remove(path_in("y.npy")), 0);
+    snprintf(tiled, sizeof(tiled), "%s --device-budget 18K", args);
+    assert_int_equal(run(tiled), 0);
+    check_output(&t, x, 7);
+    snprintf(tiled, sizeof(tiled), "%s --device-budget 1K", args);
+    assert_int_equal(run(tiled), 1);
+    snprintf(tiled, sizeof(tiled), "%s --device-budget 0", args);
+    assert_int_equal(run(tiled), 2);
     /* the wrong width for this model */
     free(x);
     x = test_input(2, 31);
