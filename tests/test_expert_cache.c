@@ -102,6 +102,19 @@ static void check_budgets(vkmoe_context *ctx, vkmoe_layer_params p)
     test_layer_destroy(&t);
 }
 
+/* Whether family f runs on path g: all of them, but under ASan (CI's
+ * second run) one path a family, as the host code is the same for every
+ * path and each costs sanitized pipeline compiles. */
+static bool path_in_run(size_t f, size_t g)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    return g == f % 3;
+#else
+    (void)f, (void)g;
+    return true;
+#endif
+}
+
 static void test_budgets_bit_identical(void **state)
 {
     vkmoe_context *ctx = *state;
@@ -109,6 +122,8 @@ static void test_budgets_bit_identical(void **state)
     static const char *const families[] = {"mixtral", "gpt-oss", "llama4", "qwen2-moe"};
     for (size_t f = 0; f < VKMOE_ARRAY_SIZE(families); f++)
         for (size_t g = 0; g < VKMOE_ARRAY_SIZE(paths); g++) {
+            if (!path_in_run(f, g))
+                continue;
             vkmoe_layer_params p = test_shape(40, 24, 7, 2, 29);
             assert_int_equal(vkmoe_layer_params_family(&p, families[f]), VKMOE_OK);
             p.top_k = families[f][0] == 'l' ? 1 : 2;
