@@ -531,8 +531,10 @@ typedef struct vkmoe_layer_params {
      * to the all-resident layer's. Such a layer runs through
      * vkmoe_layer_forward only (vkmoe_layer_record_forward:
      * VKMOE_ERROR_UNSUPPORTED, as a forward waits for its routing);
-     * vkmoe_layer_cache_stats reports hits and bytes moved. Biases, routers
-     * and shared experts stay on the device. */
+     * vkmoe_layer_cache_stats reports hits and bytes moved; its timings
+     * (params.timing) put both GEMMs and the copies under
+     * VKMOE_STAGE_GEMM_UP, and the total includes the host's read-back and
+     * planning. Biases, routers and shared experts stay on the device. */
     uint64_t expert_budget_bytes;
     vkmoe_cache_policy cache_policy; /* default VKMOE_CACHE_FREQUENCY */
 } vkmoe_layer_params;
