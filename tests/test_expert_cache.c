@@ -23,6 +23,17 @@ static vkmoe_layer *cached_twin(vkmoe_context *ctx, const test_layer *t, uint32_
     return layer;
 }
 
+/* A resident layer of params with random weights from `seed` (*t), and
+ * its twin with `slots` experts on the device, evicting by LRU. */
+static vkmoe_layer *resident_and_cached(vkmoe_context *ctx, const vkmoe_layer_params *params,
+                                        uint64_t seed, uint32_t slots, test_layer *t)
+{
+    test_seed(seed);
+    test_layer_create(ctx, params, t);
+    test_layer_upload(t);
+    return cached_twin(ctx, t, slots, VKMOE_CACHE_LRU);
+}
+
 /* Experts the resident layer's last forward routed any token to. */
 static uint32_t needed_experts(const vkmoe_layer *layer, uint32_t experts)
 {
@@ -232,11 +243,8 @@ static void test_set_expert_again(void **state)
     vkmoe_context *ctx = *state;
     static const uint32_t tokens[] = {9, 9};
     vkmoe_layer_params p = test_shape(32, 16, 4, 2, 9);
-    test_seed(23);
     test_layer t;
-    test_layer_create(ctx, &p, &t);
-    test_layer_upload(&t);
-    vkmoe_layer *cached = cached_twin(ctx, &t, 3, VKMOE_CACHE_LRU);
+    vkmoe_layer *cached = resident_and_cached(ctx, &p, 23, 3, &t);
     test_seed(5);
     expect_same_forwards(t.layer, cached, tokens, 1, p.dim, p.experts);
     fixture_expert e = fixture_layer_expert(&t, 1);
@@ -302,11 +310,8 @@ static void test_failures_mid_forward(void **state)
     interposer_reset();
     assert_int_equal(vkmoe_context_create(&cp, &ctx), VKMOE_OK);
     vkmoe_layer_params p = test_shape(24, 16, 5, 2, 6);
-    test_seed(31);
     test_layer t;
-    test_layer_create(ctx, &p, &t);
-    test_layer_upload(&t);
-    vkmoe_layer *cached = cached_twin(ctx, &t, 2, VKMOE_CACHE_FREQUENCY);
+    vkmoe_layer *cached = resident_and_cached(ctx, &p, 31, 2, &t);
     float *x = test_input(6, p.dim), want[6 * 24], got[6 * 24];
     assert_int_equal(vkmoe_layer_forward(t.layer, 6, x, want), VKMOE_OK);
     unsigned points = 0;
@@ -341,12 +346,10 @@ static void test_failures_mid_forward(void **state)
     vkmoe_context_destroy(&ctx);
 }
 
-int main(void)
-{
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bad_budgets),       cmocka_unit_test(test_policy_on_a_known_sequence),
-        cmocka_unit_test(test_set_expert_again),  cmocka_unit_test(test_failures_mid_forward),
-        cmocka_unit_test(test_budgets_quantized), cmocka_unit_test(test_budgets_bit_identical),
-    };
-    return test_device_suite(tests, test_group_setup, test_group_teardown);
-}
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_bad_budgets),       cmocka_unit_test(test_policy_on_a_known_sequence),
+    cmocka_unit_test(test_set_expert_again),  cmocka_unit_test(test_failures_mid_forward),
+    cmocka_unit_test(test_budgets_quantized), cmocka_unit_test(test_budgets_bit_identical),
+};
+
+int main(void) { return test_device_suite(tests, test_group_setup, test_group_teardown); }

@@ -240,10 +240,11 @@ static void test_checkpoint_model(void **state)
     model_weights_free(&m);
 }
 
-static void test_gguf_model(void **state)
+/* Layers 1..3 of a DeepSeek-V3-shaped Q8_0 GGUF model with random
+ * weights from `seed`, written to `name` in the work folder; its params. */
+static vkmoe_layer_params write_gguf_model(vkmoe_context *ctx, uint64_t seed, const char *name)
 {
-    vkmoe_context *ctx = *state;
-    test_seed(502);
+    test_seed(seed);
     vkmoe_layer_params p = deepseek_params();
     p.weight_type = p.down_weight_type = VKMOE_WEIGHT_Q8_0;
     p.dim = 64;
@@ -254,13 +255,20 @@ static void test_gguf_model(void **state)
     checkpoint_deepseek_v3_meta(&w);
     gguf_add_u32(&w, "deepseek2.block_count", LAYERS);
     gguf_add_u32(&w, "deepseek2.leading_dense_block_count", 1);
-    checkpoint_write_gguf_model(path_in("model.gguf"), &w, m.present, LAYERS, "deepseek2");
+    checkpoint_write_gguf_model(path_in(name), &w, m.present, LAYERS, "deepseek2");
+    model_weights_free(&m);
+    return p;
+}
+
+static void test_gguf_model(void **state)
+{
+    vkmoe_context *ctx = *state;
+    vkmoe_layer_params p = write_gguf_model(ctx, 502, "model.gguf");
     vkmoe_model *model = open_model(ctx, path_in("model.gguf"), NULL);
     assert_int_equal(vkmoe_model_layer_count(model), LAYERS);
     assert_null(vkmoe_model_layer(model, 0));
     check_against_single_layers(ctx, path_in("model.gguf"), model, p.dim);
     vkmoe_model_destroy(&model);
-    model_weights_free(&m);
 }
 
 /* A model budget shared by its layers: each keeps its share of experts on
@@ -269,19 +277,7 @@ static void test_gguf_model(void **state)
 static void test_model_with_budget(void **state)
 {
     vkmoe_context *ctx = *state;
-    test_seed(503);
-    vkmoe_layer_params p = deepseek_params();
-    p.weight_type = p.down_weight_type = VKMOE_WEIGHT_Q8_0;
-    p.dim = 64;
-    p.ffn_dim = p.shared_ffn_dim = 32;
-    test_model_weights m;
-    model_weights(ctx, p, &m);
-    gguf_writer w = {0};
-    checkpoint_deepseek_v3_meta(&w);
-    gguf_add_u32(&w, "deepseek2.block_count", LAYERS);
-    gguf_add_u32(&w, "deepseek2.leading_dense_block_count", 1);
-    checkpoint_write_gguf_model(path_in("budget.gguf"), &w, m.present, LAYERS, "deepseek2");
-    model_weights_free(&m);
+    vkmoe_layer_params p = write_gguf_model(ctx, 503, "budget.gguf");
     uint64_t one = vkmoe_expert_bytes(&p);
     vkmoe_model_params mp = {.max_tokens = TOKENS, .expert_budget_bytes = 3 * 10 * one};
     vkmoe_model *cached = NULL, *resident = open_model(ctx, path_in("budget.gguf"), NULL);
