@@ -537,6 +537,16 @@ typedef struct vkmoe_layer_params {
      * planning. Biases, routers and shared experts stay on the device. */
     uint64_t expert_budget_bytes;
     vkmoe_cache_policy cache_policy; /* default VKMOE_CACHE_FREQUENCY */
+    /* Run every routed expert on the host (llama.cpp's --cpu-moe): their
+     * matrices stay in host memory, each forward reads back which rows each
+     * expert has and computes them with host threads (AVX2/FMA kernels
+     * where the CPU has them, every weight type), then the device combines
+     * them with the shared expert as usually. Within the f32 tolerance of
+     * the reference and deterministic run to run on one machine; not
+     * bit-identical to the device's sums. vkmoe_layer_forward only, as with
+     * expert_budget_bytes (which it overrides: the device keeps one slot's
+     * memory). Default false. */
+    bool cpu_experts;
 } vkmoe_layer_params;
 
 /* Device bytes of one routed expert's matrices (gate, up, down) in a layer
@@ -743,13 +753,15 @@ typedef struct vkmoe_cache_stats {
     uint64_t misses;          /* experts a forward needed that had to be copied in */
     uint64_t bytes_to_device; /* bytes copied from host memory: misses · expert_bytes */
     /* GEMM rounds: one a forward, more where a forward needed more experts
-     * than there are slots. */
+     * than there are slots; 0 for forwards whose experts all ran on the host. */
     uint64_t rounds;
+    uint64_t cpu_slots; /* expert rows (token, choice) computed on the host */
+    double cpu_ms;      /* host time spent on them, wall clock */
 } vkmoe_cache_stats;
 
 /* Fill *stats with the layer's cache figures since its creation. A layer
- * with every expert on the device (no expert_budget_bytes) has no cache:
- * VKMOE_ERROR_STATE. */
+ * with every expert on the device (no expert_budget_bytes, no
+ * cpu_experts) has no cache: VKMOE_ERROR_STATE. */
 VKMOE_API vkmoe_status vkmoe_layer_cache_stats(const vkmoe_layer *layer, vkmoe_cache_stats *stats);
 
 /* Stage times of the last completed forward; needs params.timing, and a
@@ -805,6 +817,11 @@ typedef struct vkmoe_model_params {
      * every expert on the device. */
     uint64_t expert_budget_bytes;
     vkmoe_cache_policy cache_policy; /* default VKMOE_CACHE_FREQUENCY */
+    /* The routed experts of the first this many MoE layers run on the host
+     * (vkmoe_layer_params.cpu_experts; llama.cpp's --n-cpu-moe); they take
+     * no share of expert_budget_bytes. vkmoe_layer_from_file: any number
+     * above 0 puts its layer's experts there. Default 0. */
+    uint32_t cpu_expert_layers;
 } vkmoe_model_params;
 
 /* Create a layer holding MoE block number `layer_index` (the model's layer

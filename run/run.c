@@ -2,7 +2,8 @@
  * smoke run of the whole model's MoE blocks), on hidden states from a .npy
  * file and write the output as .npy.
  *   vkmoe-run --model PATH (--layer N | --layers all) --input x.npy --output y.npy
- *             [--device N|NAME] [--gemm PATH] [--device-budget BYTES] [--stats]
+ *             [--device N|NAME] [--gemm PATH] [--device-budget BYTES] [--cpu-experts N]
+ *             [--stats]
  * Exit status: 0 done (or --help), 1 a vkmoe or file error (message on
  * stderr), 2 bad usage. */
 #include <stdio.h>
@@ -15,7 +16,8 @@
 typedef struct options {
     const char *model, *input, *output, *device;
     vkmoe_gemm_path gemm_path;
-    uint64_t budget; /* --device-budget: the experts' device bytes; 0: all */
+    uint64_t budget;     /* --device-budget: the experts' device bytes; 0: all */
+    uint32_t cpu_layers; /* --cpu-experts: MoE layers whose experts run on the host */
     uint32_t layer;
     bool has_layer, all_layers, stats;
 } options;
@@ -27,7 +29,7 @@ static int usage(bool asked)
     fprintf(asked ? stdout : stderr,
             "usage: vkmoe-run --model PATH (--layer N | --layers all) --input x.npy --output y.npy "
             "[--device N|NAME] [--gemm auto|register|tiled|coopmat|gemv] "
-            "[--device-budget BYTES[K|M|G]] [--stats]\n");
+            "[--device-budget BYTES[K|M|G]] [--cpu-experts N] [--stats]\n");
     return asked ? -1 : 2;
 }
 
@@ -82,6 +84,8 @@ static int parse_args(int argc, char **argv, options *o)
             ;
         else if (!strcmp(a, "--device-budget") && parse_bytes(v, &o->budget))
             ;
+        else if (!strcmp(a, "--cpu-experts") && parse_layer(v, &o->cpu_layers))
+            ;
         else if (!strcmp(a, "--layers") && !strcmp(v, "all"))
             o->all_layers = true;
         else
@@ -126,7 +130,8 @@ static bool run(const options *o, vkmoe_context *ctx, const float *x, uint32_t t
     vkmoe_model_params mp = {.max_tokens = tokens,
                              .statistics = o->stats,
                              .gemm_path = o->gemm_path,
-                             .expert_budget_bytes = o->budget};
+                             .expert_budget_bytes = o->budget,
+                             .cpu_expert_layers = o->cpu_layers};
     vkmoe_layer *layer;
     if (!vkmoe_ok(vkmoe_layer_from_file(ctx, o->model, o->layer, &mp, &layer)))
         return false;
@@ -177,6 +182,7 @@ static bool run_model(const options *o, vkmoe_context *ctx, float *x, uint32_t t
                              .statistics = o->stats,
                              .gemm_path = o->gemm_path,
                              .expert_budget_bytes = o->budget,
+                             .cpu_expert_layers = o->cpu_layers,
                              .progress = show_progress,
                              .progress_user_data = &shown};
     vkmoe_model *model;

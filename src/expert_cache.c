@@ -1,7 +1,9 @@
 /* The expert cache: which experts the device slots hold, the replacement
  * policy, and the rounds of copies and GEMMs a forward records. */
+#define _POSIX_C_SOURCE 200809L
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "alloc.h"
 #include "expert_cache.h"
@@ -40,7 +42,20 @@ vkmoe_status vkmoe_expert_cache_create(vkmoe_layer *layer, uint32_t slots, uint6
     memset(c->slot_expert, 0xff, slots * sizeof(uint32_t));
     memset(c->expert_slot, 0xff, experts * sizeof(uint32_t));
     VKMOE_TRY(vkmoe_buffer_create(ctx, 4ull * experts, VKMOE_MEMORY_DEVICE, &c->map));
-    return vkmoe_buffer_create(ctx, 4ull * experts, VKMOE_MEMORY_HOST, &c->counts);
+    VKMOE_TRY(vkmoe_buffer_create(ctx, 4ull * experts, VKMOE_MEMORY_HOST, &c->counts));
+    if (!layer->params.cpu_experts)
+        return VKMOE_OK;
+    uint32_t max_slots = layer->plan.max_slots;
+    c->cpu_all = true;
+    c->on_cpu = vkmoe_malloc(experts);
+    c->cpu_copies = vkmoe_malloc(max_slots * sizeof(VkBufferCopy));
+    if (!c->on_cpu || !c->cpu_copies)
+        return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    memset(c->on_cpu, 1, experts);
+    VKMOE_TRY(vkmoe_cpu_scratch_create(layer, &c->cpu));
+    VKMOE_TRY(vkmoe_buffer_create(ctx, 12ull * max_slots, VKMOE_MEMORY_HOST, &c->routes));
+    return vkmoe_buffer_create(ctx, 4ull * max_slots * layer->params.dim, VKMOE_MEMORY_HOST,
+                               &c->cpu_out);
 }
 
 void vkmoe_expert_cache_destroy(vkmoe_context *ctx, vkmoe_expert_cache **cache)
@@ -48,8 +63,12 @@ void vkmoe_expert_cache_destroy(vkmoe_context *ctx, vkmoe_expert_cache **cache)
     vkmoe_expert_cache *c = *cache;
     if (!c)
         return;
-    vkmoe_buffer_destroy(ctx, &c->map);
-    vkmoe_buffer_destroy(ctx, &c->counts);
+    vkmoe_buffer *buffers[] = {&c->map, &c->counts, &c->routes, &c->cpu_out};
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(buffers); i++)
+        vkmoe_buffer_destroy(ctx, buffers[i]);
+    vkmoe_cpu_scratch_destroy(&c->cpu);
+    free(c->on_cpu);
+    free(c->cpu_copies);
     void *arrays[] = {c->slot_expert, c->expert_slot, c->score, c->last_used, c->plan_slot,
                       c->plan_round,  c->round_map,   c->loads, c->pinned};
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(arrays); i++)
@@ -67,14 +86,22 @@ void vkmoe_expert_cache_forget(vkmoe_expert_cache *c, uint32_t expert)
     c->expert_slot[expert] = VKMOE_INVALID;
 }
 
-void vkmoe_expert_cache_record_counts(vkmoe_layer *layer, VkCommandBuffer cmd)
+void vkmoe_expert_cache_record_counts(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 {
     vkmoe_context *ctx = layer->ctx;
     vkmoe_expert_cache *c = layer->weights.cache;
+    const vkmoe_scratch_layout *l = &layer->plan.layout;
     vkmoe_barrier(ctx, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                   VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
-    VkBufferCopy region = {.srcOffset = layer->plan.layout.expert_count, .size = 4ull * c->experts};
+    VkBufferCopy region = {.srcOffset = l->expert_count, .size = 4ull * c->experts};
     ctx->vk.vkCmdCopyBuffer(cmd, layer->work->scratch.buffer, c->counts.buffer, 1, &region);
+    if (c->cpu_all) {
+        VkDeviceSize slots = (VkDeviceSize)tokens * layer->params.top_k * 4,
+                     max = 4ull * layer->plan.max_slots;
+        VkBufferCopy routes[3] = {
+            {l->ids, 0, slots}, {l->slot_row, max, slots}, {l->topk_weight, 2 * max, slots}};
+        ctx->vk.vkCmdCopyBuffer(cmd, layer->work->scratch.buffer, c->routes.buffer, 3, routes);
+    }
     vkmoe_barrier(ctx, cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
                   VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
 }
@@ -121,13 +148,10 @@ static void note_needs(vkmoe_expert_cache *c, const uint32_t *counts)
 /* Round 0 runs the needed experts already on the device and as many of
  * the others as the remaining slots take; each further round evicts what
  * earlier rounds ran. */
-void vkmoe_expert_cache_plan(vkmoe_layer *layer)
+static void plan_slots(vkmoe_expert_cache *c)
 {
-    vkmoe_expert_cache *c = layer->weights.cache;
     const uint32_t *counts = c->counts.mapped;
-    note_needs(c, counts);
     memset(c->pinned, 0, c->slots);
-    c->load_count = c->hits = 0;
     c->rounds = 1;
     for (uint32_t e = 0; e < c->experts; e++) {
         uint32_t slot = counts[e] ? c->expert_slot[e] : VKMOE_INVALID;
@@ -156,6 +180,54 @@ void vkmoe_expert_cache_plan(vkmoe_layer *layer)
         c->plan_round[e] = c->rounds - 1;
         c->loads[c->load_count++] = (vkmoe_cache_load){e, slot, c->rounds - 1};
     }
+}
+
+static double now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
+}
+
+/* Every needed expert on the host; the copies of their rows into
+ * expert_out, for the record. */
+static vkmoe_status run_on_cpu(vkmoe_layer *layer, uint32_t tokens, const void *x)
+{
+    vkmoe_expert_cache *c = layer->weights.cache;
+    uint32_t max = layer->plan.max_slots, dim = layer->params.dim;
+    const uint32_t *routes = c->routes.mapped;
+    double start = now_ms();
+    VKMOE_TRY(vkmoe_cpu_inputs(layer, &c->cpu, x, tokens));
+    vkmoe_cpu_batch batch = {
+        .x = c->cpu.x,
+        .tokens = tokens,
+        .ids = routes,
+        .slot_row = routes + max,
+        .topk_weight = (const float *)(routes + 2 * max),
+        .on_cpu = c->on_cpu,
+        .out = c->cpu_out.mapped,
+    };
+    uint32_t computed;
+    VKMOE_TRY(vkmoe_cpu_experts_run(layer, &c->cpu, &batch, &computed));
+    for (uint32_t i = 0; i < computed; i++) {
+        uint32_t slot = c->cpu.order[i], row = batch.slot_row[slot];
+        c->cpu_copies[i] = (VkBufferCopy){4ull * slot * dim, 4ull * row * dim, 4ull * dim};
+    }
+    c->cpu_copy_count = computed;
+    c->cpu_ms = now_ms() - start;
+    return VKMOE_OK;
+}
+
+vkmoe_status vkmoe_expert_cache_plan(vkmoe_layer *layer, uint32_t tokens, const void *x)
+{
+    vkmoe_expert_cache *c = layer->weights.cache;
+    note_needs(c, c->counts.mapped);
+    c->load_count = c->hits = c->rounds = c->cpu_copy_count = 0;
+    c->cpu_ms = 0;
+    if (c->cpu_all)
+        return run_on_cpu(layer, tokens, x);
+    plan_slots(c);
+    return VKMOE_OK;
 }
 
 /* Copy expert e's matrices from host memory into slot s. */
@@ -197,6 +269,12 @@ void vkmoe_expert_cache_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t
         vkmoe_barrier_compute(ctx, cmd);
         vkmoe_gemm_down_record(layer, cmd, tokens);
     }
+    if (c->cpu_copy_count) {
+        ctx->vk.vkCmdCopyBuffer(cmd, c->cpu_out.buffer, layer->work->expert_out.buffer,
+                                c->cpu_copy_count, c->cpu_copies);
+        vkmoe_barrier(ctx, cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
+    }
 }
 
 void vkmoe_expert_cache_finish(vkmoe_expert_cache *c, bool ok)
@@ -212,5 +290,7 @@ void vkmoe_expert_cache_finish(vkmoe_expert_cache *c, bool ok)
     c->stats.misses += c->load_count;
     c->stats.bytes_to_device += c->load_count * c->expert_bytes;
     c->stats.rounds += c->rounds;
+    c->stats.cpu_slots += c->cpu_copy_count;
+    c->stats.cpu_ms += c->cpu_ms;
     c->load_count = 0;
 }

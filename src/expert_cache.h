@@ -10,6 +10,7 @@
 #ifndef VKMOE_EXPERT_CACHE_H
 #define VKMOE_EXPERT_CACHE_H
 
+#include "cpu_experts.h"
 #include "layer.h"
 
 /* One expert copied into one slot in a round. */
@@ -36,6 +37,16 @@ typedef struct vkmoe_expert_cache {
     uint32_t *round_map;     /* [experts]: one round's map, while recording */
     uint8_t *pinned;         /* [slots]: computing in the round being planned */
     vkmoe_cache_stats stats; /* of the forwards that completed */
+    /* Experts on the host (params.cpu_experts): every needed expert runs
+     * there, from the host arrays; no slot is ever filled. */
+    bool cpu_all;
+    uint8_t *on_cpu; /* [experts] */
+    vkmoe_cpu_scratch cpu;
+    vkmoe_buffer routes;      /* u32 ids, u32 slot_row, f32 topk_weight, [max_slots] each */
+    vkmoe_buffer cpu_out;     /* f32 [max_slots][dim]: the CPU experts' outputs */
+    VkBufferCopy *cpu_copies; /* [max_slots]: their rows into expert_out */
+    uint32_t cpu_copy_count;
+    double cpu_ms; /* of the forward being recorded */
 } vkmoe_expert_cache;
 
 /* The cache of a layer whose experts need more than its budget: `slots`
@@ -46,10 +57,12 @@ void vkmoe_expert_cache_destroy(vkmoe_context *ctx, vkmoe_expert_cache **cache);
 /* An expert's matrices were set again: whatever slot holds it is stale. */
 void vkmoe_expert_cache_forget(vkmoe_expert_cache *cache, uint32_t expert);
 
-/* After scatter: copy the per-expert counts where the host reads them. */
-void vkmoe_expert_cache_record_counts(vkmoe_layer *layer, VkCommandBuffer cmd);
-/* Once those counts are on the host: choose the slots and rounds. */
-void vkmoe_expert_cache_plan(vkmoe_layer *layer);
+/* After scatter: copy the per-expert counts where the host reads them,
+ * and with CPU experts each slot's expert, row and weight. */
+void vkmoe_expert_cache_record_counts(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
+/* Once those are on the host: choose the slots and rounds, and run the
+ * CPU experts on x (the forward's input, io_type). */
+vkmoe_status vkmoe_expert_cache_plan(vkmoe_layer *layer, uint32_t tokens, const void *x);
 /* The routed experts' GEMMs of the planned forward, round by round. */
 void vkmoe_expert_cache_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
 /* The planned forward completed (ok) or failed: count it, or empty the

@@ -532,7 +532,8 @@ vkmoe_status vkmoe_layer_record_forward(vkmoe_layer *layer, VkCommandBuffer cmd,
                   (unsigned long long)align);
     if (layer->weights.cache)
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
-                          "%s: the layer keeps experts in host memory (expert_budget_bytes), so "
+                          "%s: the layer keeps experts in host memory (expert_budget_bytes, "
+                          "cpu_experts), so "
                           "its forward waits for its routing: use vkmoe_layer_forward",
                           fn);
     VKMOE_TRY(check_ready(layer, fn, tokens));
@@ -542,17 +543,16 @@ vkmoe_status vkmoe_layer_record_forward(vkmoe_layer *layer, VkCommandBuffer cmd,
 
 /* An expert cache's first part: the routing up to scatter, its counts read
  * back, the cache's plan made from them. */
-static vkmoe_status forward_routing(vkmoe_layer *layer, uint32_t tokens)
+static vkmoe_status forward_routing(vkmoe_layer *layer, uint32_t tokens, const void *x)
 {
     vkmoe_context *ctx = layer->ctx;
     vkmoe_workspace *w = layer->work;
     VkCommandBuffer cmd;
     VKMOE_TRY(vkmoe_context_begin(ctx, &cmd));
     record_forward(layer, cmd, tokens, w->x.buffer, 0, w->y.buffer, 0, 0, VKMOE_STAGE_GEMM_UP);
-    vkmoe_expert_cache_record_counts(layer, cmd);
+    vkmoe_expert_cache_record_counts(layer, cmd, tokens);
     VKMOE_TRY(vkmoe_context_submit_wait(ctx));
-    vkmoe_expert_cache_plan(layer);
-    return VKMOE_OK;
+    return vkmoe_expert_cache_plan(layer, tokens, x);
 }
 
 /* Record stages from `first` on, submit, wait, and read y. */
@@ -587,8 +587,9 @@ vkmoe_status vkmoe_layer_forward(vkmoe_layer *layer, uint32_t tokens, const void
     vkmoe_expert_cache *cache = layer->weights.cache;
     if (!cache)
         return forward_rest(layer, tokens, 0, y, bytes);
-    VKMOE_TRY(forward_routing(layer, tokens));
-    vkmoe_status status = forward_rest(layer, tokens, VKMOE_STAGE_GEMM_UP, y, bytes);
+    vkmoe_status status = forward_routing(layer, tokens, x);
+    if (status == VKMOE_OK)
+        status = forward_rest(layer, tokens, VKMOE_STAGE_GEMM_UP, y, bytes);
     vkmoe_expert_cache_finish(cache, status == VKMOE_OK);
     return status;
 }

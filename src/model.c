@@ -743,6 +743,7 @@ static vkmoe_status describe(model_source *s, uint32_t index, const vkmoe_model_
     layout->params.gemm_path = mp->gemm_path;
     layout->params.cache_policy = mp->cache_policy;
     layout->params.expert_budget_bytes = mp->expert_budget_bytes;
+    layout->params.cpu_experts = mp->cpu_expert_layers > 0; /* a model: see place_experts */
     uint64_t one = vkmoe_expert_bytes(&layout->params);
     if (mp->expert_budget_bytes && mp->expert_budget_bytes < one)
         return vkmoe_model_fail(s, VKMOE_ERROR_INVALID_ARGUMENT,
@@ -753,20 +754,26 @@ static vkmoe_status describe(model_source *s, uint32_t index, const vkmoe_model_
     return VKMOE_OK;
 }
 
-/* A model's budget shared by its MoE layers in proportion to their
- * experts' bytes, each at least one expert. */
-static vkmoe_status share_budget(model_source *s, uint32_t layers, model_layout *layouts,
-                                 uint64_t budget)
+/* The experts of a model's first cpu_layers MoE layers on the host; the
+ * budget shared by the others in proportion to their experts' bytes, each
+ * at least one expert. */
+static vkmoe_status place_experts(model_source *s, uint32_t layers, model_layout *layouts,
+                                  uint32_t cpu_layers, uint64_t budget)
 {
     double all = 0;
-    for (uint32_t i = 0; i < layers; i++)
-        if (!layouts[i].dense)
-            all += (double)layouts[i].params.experts * vkmoe_expert_bytes(&layouts[i].params);
+    for (uint32_t i = 0, moe = 0; i < layers; i++) {
+        vkmoe_layer_params *p = &layouts[i].params;
+        if (layouts[i].dense)
+            continue;
+        p->cpu_experts = moe++ < cpu_layers;
+        if (!p->cpu_experts)
+            all += (double)p->experts * vkmoe_expert_bytes(p);
+    }
     if (budget == 0 || budget >= all)
         return VKMOE_OK;
     for (uint32_t i = 0; i < layers; i++) {
         vkmoe_layer_params *p = &layouts[i].params;
-        if (layouts[i].dense)
+        if (layouts[i].dense || p->cpu_experts)
             continue;
         uint64_t one = vkmoe_expert_bytes(p);
         p->expert_budget_bytes = (uint64_t)(budget * (p->experts * (double)one / all));
@@ -882,7 +889,8 @@ static vkmoe_status describe_model(model_source *s, vkmoe_model *model,
     if (!sparse)
         return vkmoe_model_fail(s, VKMOE_ERROR_UNSUPPORTED, "%s has no MoE layer among its %u",
                                 source_name(s), model->layer_count);
-    return share_budget(s, model->layer_count, *layouts, mp->expert_budget_bytes);
+    return place_experts(s, model->layer_count, *layouts, mp->cpu_expert_layers,
+                         mp->expert_budget_bytes);
 }
 
 static vkmoe_status open_model(model_source *s, vkmoe_model *model, const char *path,

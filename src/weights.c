@@ -145,7 +145,10 @@ static vkmoe_status create_routed_experts(vkmoe_layer *layer)
     const vkmoe_layer_params *p = &layer->params;
     uint64_t expert_bytes = vkmoe_expert_bytes(p);
     uint64_t slots = p->expert_budget_bytes ? p->expert_budget_bytes / expert_bytes : p->experts;
-    if (slots >= p->experts)
+    /* Host experts compute from host memory; the GEMMs' views keep one slot. */
+    if (p->cpu_experts)
+        slots = 1;
+    if (slots >= p->experts && !p->cpu_experts)
         return create_matrices(layer, layer->weights.experts, p->experts, p->ffn_dim,
                                VKMOE_MEMORY_DEVICE);
     VKMOE_TRY(create_matrices(layer, layer->weights.experts, (uint32_t)slots, p->ffn_dim,
@@ -391,6 +394,9 @@ vkmoe_status vkmoe_layer_set_expert_bias(vkmoe_layer *layer, uint32_t expert,
     vkmoe_upload which = VKMOE_UPLOAD_EXPERT + 6 * expert + 3 + matrix;
     size_t n = matrix == VKMOE_EXPERT_DOWN ? p->dim : p->ffn_dim;
     VKMOE_TRY(check_upload(layer, fn, bias, which, "params.expert_bias is false", size, n * 4));
-    return upload_vector(layer, &layer->weights.expert_biases,
-                         vkmoe_expert_bias_offset(layer, matrix, expert), bias, n, which);
+    VkDeviceSize offset = vkmoe_expert_bias_offset(layer, matrix, expert);
+    const vkmoe_expert_cache *cache = layer->weights.cache;
+    if (cache && cache->cpu.biases) /* the host experts' copy, laid out alike */
+        memcpy(cache->cpu.biases + offset / sizeof(float), bias, n * sizeof(float));
+    return upload_vector(layer, &layer->weights.expert_biases, offset, bias, n, which);
 }

@@ -5,6 +5,7 @@
  * cancellation; memory by kind; files that say no layer count or no MoE
  * layer. */
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -306,9 +307,34 @@ static void test_model_with_budget(void **state)
         assert_int_equal(s.slots, 10);
         assert_int_equal(s.forwards, 2);
     }
+    /* The first MoE layer's experts on the host, the budget all the second's
+     * and third's: within the reference's tolerance of the resident model. */
+    vkmoe_model_destroy(&cached);
+    mp.cpu_expert_layers = 1;
+    assert_int_equal(vkmoe_model_open(ctx, path_in("budget.gguf"), &mp, &cached), VKMOE_OK);
+    float *want = malloc((size_t)TOKENS * p.dim * sizeof(float)),
+          *got = malloc((size_t)TOKENS * p.dim * sizeof(float));
+    for (uint32_t i = 1; i < LAYERS; i++) {
+        assert_int_equal(vkmoe_layer_forward(a[i], TOKENS, x, want), VKMOE_OK);
+        assert_int_equal(vkmoe_layer_forward(vkmoe_model_layer(cached, i), TOKENS, x, got),
+                         VKMOE_OK);
+        vkmoe_cache_stats s;
+        assert_int_equal(vkmoe_layer_cache_stats(vkmoe_model_layer(cached, i), &s), VKMOE_OK);
+        assert_true(i == 1 ? s.cpu_slots == TOKENS * p.top_k && s.rounds == 0
+                           : s.cpu_slots == 0 && s.slots == 15);
+        float worst = 0, largest = 0;
+        for (size_t j = 0; j < (size_t)TOKENS * p.dim; j++) {
+            worst = fmaxf(worst, fabsf(want[j] - got[j]));
+            largest = fmaxf(largest, fabsf(want[j]));
+        }
+        assert_true(worst <= FIXTURE_F32_TOLERANCE * largest);
+    }
+    free(want);
+    free(got);
     free(x);
     vkmoe_model_destroy(&cached);
     vkmoe_model_destroy(&resident);
+    mp.cpu_expert_layers = 0;
     mp.expert_budget_bytes = 3 * one - 1;
     assert_int_equal(vkmoe_model_open(ctx, path_in("budget.gguf"), &mp, &cached),
                      VKMOE_ERROR_INVALID_ARGUMENT);

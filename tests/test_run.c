@@ -144,6 +144,11 @@ static void test_gguf_through_the_tool(void **state)
     snprintf(tiled, sizeof(tiled), "%s --device-budget 18K", args);
     assert_int_equal(run(tiled), 0);
     check_output(&t, x, 7);
+    /* every expert on the host */
+    assert_int_equal(remove(path_in("y.npy")), 0);
+    snprintf(tiled, sizeof(tiled), "%s --cpu-experts 1", args);
+    assert_int_equal(run(tiled), 0);
+    check_output(&t, x, 7);
     snprintf(tiled, sizeof(tiled), "%s --device-budget 1K", args);
     assert_int_equal(run(tiled), 1);
     snprintf(tiled, sizeof(tiled), "%s --device-budget 0", args);

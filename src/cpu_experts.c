@@ -1,0 +1,391 @@
+/* Routed experts on the host: work split into units of a few output
+ * columns of one expert, taken by the threads from a shared counter. Each
+ * output element is summed whole by one unit in a fixed order, so the
+ * result does not depend on which thread took which unit: the same input
+ * gives the same bits every time (on one CPU; AVX2 and the portable kernel
+ * sum in different orders). Weight rows are decoded to f32 once per unit
+ * and reused for every row routed to the expert. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "cpu_experts.h"
+#include "weight_types.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define HAVE_X86_KERNELS 1
+#endif
+
+/* Output columns (GEMM 1) or rows (GEMM 2) of one unit: eight weight rows
+ * decoded once serve every row of the expert. */
+#define UNIT_ROWS 8u
+/* Rows of x (or hidden) a kernel call multiplies at once. */
+#define ROWS_AT_ONCE 4u
+#define MAX_THREADS 64u
+
+/* ---- kernels: out[r][i] = Σ_d w_r[d] · a_i[d], r < 2, i < 4, len a multiple of 8 ---- */
+
+typedef void (*dot_kernel)(const float *w0, const float *w1, const float *const a[4],
+                           uint32_t len, float out[2][4]);
+
+static void dot_portable(const float *w0, const float *w1, const float *const a[4], uint32_t len,
+                         float out[2][4])
+{
+    const float *w[2] = {w0, w1};
+    for (int r = 0; r < 2; r++)
+        for (int i = 0; i < 4; i++) {
+            float lanes[8] = {0};
+            for (uint32_t d = 0; d < len; d += 8)
+                for (int l = 0; l < 8; l++)
+                    lanes[l] += w[r][d + l] * a[i][d + l];
+            float sum = 0;
+            for (int l = 0; l < 8; l++)
+                sum += lanes[l];
+            out[r][i] = sum;
+        }
+}
+
+#ifdef HAVE_X86_KERNELS
+__attribute__((target("avx2,fma"))) static float sum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+/* Two weight rows against four rows: 6 loads feed 8 FMAs. */
+__attribute__((target("avx2,fma"))) static void dot_avx2(const float *w0, const float *w1,
+                                                          const float *const a[4], uint32_t len,
+                                                          float out[2][4])
+{
+    __m256 acc0[4], acc1[4];
+    for (int i = 0; i < 4; i++)
+        acc0[i] = acc1[i] = _mm256_setzero_ps();
+    for (uint32_t d = 0; d < len; d += 8) {
+        __m256 v0 = _mm256_loadu_ps(w0 + d), v1 = _mm256_loadu_ps(w1 + d);
+        for (int i = 0; i < 4; i++) {
+            __m256 x = _mm256_loadu_ps(a[i] + d);
+            acc0[i] = _mm256_fmadd_ps(v0, x, acc0[i]);
+            acc1[i] = _mm256_fmadd_ps(v1, x, acc1[i]);
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        out[0][i] = sum8(acc0[i]);
+        out[1][i] = sum8(acc1[i]);
+    }
+}
+
+__attribute__((target("avx2,f16c"))) static void f16_row_avx2(const uint8_t *src, uint32_t n,
+                                                               float *dst)
+{
+    for (uint32_t i = 0; i < n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + 2 * i))));
+}
+
+static bool x86_kernels(void)
+{
+    static int have = -1; /* benign race: every thread computes the same */
+    if (have < 0)
+        have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+    return have;
+}
+#endif
+
+static dot_kernel choose_kernel(void)
+{
+#ifdef HAVE_X86_KERNELS
+    if (x86_kernels())
+        return dot_avx2;
+#endif
+    return dot_portable;
+}
+
+/* Row `row` of expert e's matrix in a host array, decoded to n = ld floats. */
+static void decode_row(const vkmoe_expert_array *a, uint32_t e, uint32_t row, float *dst)
+{
+    const uint8_t *src = (const uint8_t *)a->chunks[e / a->per_chunk].mapped +
+                         (e % a->per_chunk) * a->matrix_bytes +
+                         (size_t)row * vkmoe_weight_bytes(a->type, a->ld);
+#ifdef HAVE_X86_KERNELS
+    if (a->type == VKMOE_WEIGHT_F16 && x86_kernels()) {
+        f16_row_avx2(src, a->ld, dst);
+        return;
+    }
+#endif
+    if (a->type == VKMOE_WEIGHT_F32)
+        memcpy(dst, src, a->ld * sizeof(float));
+    else
+        vkmoe_dequantize(a->type, src, a->ld, dst);
+}
+
+/* ---- scratch ---- */
+
+vkmoe_status vkmoe_cpu_scratch_create(vkmoe_layer *layer, vkmoe_cpu_scratch *s)
+{
+    const vkmoe_layer_params *p = &layer->params;
+    const vkmoe_layer_plan *plan = &layer->plan;
+    memset(s, 0, sizeof(*s));
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    s->threads = cores < 1 ? 1 : cores > (long)MAX_THREADS ? MAX_THREADS : (uint32_t)cores;
+    s->x = vkmoe_malloc((size_t)p->max_tokens * plan->ld_dim * sizeof(float));
+    s->hidden = vkmoe_malloc((size_t)plan->max_slots * plan->ld_ffn * sizeof(float));
+    s->order = vkmoe_malloc(plan->max_slots * sizeof(uint32_t));
+    s->groups = vkmoe_malloc((p->experts + 1) * sizeof(uint32_t));
+    if (p->expert_bias)
+        s->biases = vkmoe_calloc((size_t)p->experts * (2 * p->ffn_dim + p->dim), sizeof(float));
+    if (!s->x || !s->hidden || !s->order || !s->groups || (p->expert_bias && !s->biases))
+        return vkmoe_fail(layer->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    return VKMOE_OK;
+}
+
+void vkmoe_cpu_scratch_destroy(vkmoe_cpu_scratch *s)
+{
+    free(s->x);
+    free(s->hidden);
+    free(s->order);
+    free(s->groups);
+    free(s->biases);
+    memset(s, 0, sizeof(*s));
+}
+
+vkmoe_status vkmoe_cpu_inputs(const vkmoe_layer *layer, vkmoe_cpu_scratch *s, const void *x,
+                              uint32_t tokens)
+{
+    const vkmoe_layer_params *p = &layer->params;
+    uint32_t ld = layer->plan.ld_dim;
+    size_t row_bytes = vkmoe_weight_bytes(p->io_type, p->dim);
+    for (uint32_t t = 0; t < tokens; t++) {
+        float *row = s->x + (size_t)t * ld;
+        VKMOE_TRY(vkmoe_dequantize(p->io_type, (const uint8_t *)x + t * row_bytes, p->dim, row));
+        memset(row + p->dim, 0, (ld - p->dim) * sizeof(float));
+    }
+    return VKMOE_OK;
+}
+
+/* ---- one forward's work ---- */
+
+typedef struct cpu_work {
+    const vkmoe_layer *layer;
+    const vkmoe_cpu_scratch *s;
+    const vkmoe_cpu_batch *batch;
+    dot_kernel dot;
+    uint32_t experts;   /* CPU experts with rows, listed in s->order's groups */
+    uint32_t *expert;   /* [experts]: which */
+    uint32_t *unit_end; /* [experts]: each one's units end here (prefix sums) */
+    uint32_t units;
+    atomic_uint next;
+    float *decoded; /* [threads][2·UNIT_ROWS][max ld] */
+    size_t decoded_per_thread;
+    bool down; /* GEMM 2 */
+} cpu_work;
+
+static float bias_of(const cpu_work *w, vkmoe_expert_matrix m, uint32_t e, uint32_t i)
+{
+    const vkmoe_layer_params *p = &w->layer->params;
+    if (!w->s->biases)
+        return 0;
+    size_t ffn = p->ffn_dim, experts = p->experts;
+    size_t at = m == VKMOE_EXPERT_DOWN ? 2 * experts * ffn + (size_t)e * p->dim
+                                       : (m == VKMOE_EXPERT_UP ? experts * ffn : 0) + e * ffn;
+    return w->s->biases[at + i];
+}
+
+static float activate(const vkmoe_layer_params *p, float g, float u)
+{
+    if (p->activation == VKMOE_ACTIVATION_RELU)
+        return u > 0 ? u : 0;
+    if (p->activation == VKMOE_ACTIVATION_SWIGLU_CLAMPED) {
+        float limit = p->swiglu_limit;
+        g = g < limit ? g : limit;
+        u = u < -limit ? -limit : u > limit ? limit : u;
+        return (u + 1) * g / (1 + expf(-p->swiglu_alpha * g));
+    }
+    return g / (1 + expf(-g)) * u;
+}
+
+/* Rows i0 .. i0+3 of the group (the last repeated past its end). */
+static void group_rows(const cpu_work *w, const uint32_t *slots, uint32_t n, uint32_t i0,
+                       const float *base, uint32_t ld, bool by_token, const float *rows[4])
+{
+    uint32_t k = w->layer->params.top_k;
+    for (uint32_t i = 0; i < ROWS_AT_ONCE; i++) {
+        uint32_t at = i0 + i < n ? i0 + i : n - 1;
+        rows[i] = base + (size_t)(by_token ? slots[at] / k : at) * ld;
+    }
+}
+
+/* GEMM 1 for columns f0 .. of expert e: h = act(s·(x·W1ᵀ) + b1, s·(x·W3ᵀ) + b3). */
+static void up_unit(cpu_work *w, uint32_t e, const uint32_t *slots, uint32_t n, float *hidden,
+                    uint32_t f0, float *decoded)
+{
+    const vkmoe_layer *layer = w->layer;
+    const vkmoe_layer_params *p = &layer->params;
+    const vkmoe_expert_array *gate = &layer->weights.host[VKMOE_EXPERT_GATE],
+                             *up = &layer->weights.host[VKMOE_EXPERT_UP];
+    bool gated = gate->chunks != NULL;
+    uint32_t ld = up->ld, ld_ffn = layer->plan.ld_ffn, cols = p->ffn_dim - f0;
+    cols = cols < UNIT_ROWS ? cols : UNIT_ROWS;
+    for (uint32_t c = 0; c < cols; c++) {
+        decode_row(up, e, f0 + c, decoded + (size_t)(2 * c + 1) * ld);
+        if (gated)
+            decode_row(gate, e, f0 + c, decoded + (size_t)(2 * c) * ld);
+    }
+    for (uint32_t i0 = 0; i0 < n; i0 += ROWS_AT_ONCE) {
+        const float *x[4];
+        group_rows(w, slots, n, i0, w->s->x, layer->plan.ld_dim, true, x);
+        for (uint32_t c = 0; c < cols; c++) {
+            float acc[2][4];
+            const float *u = decoded + (size_t)(2 * c + 1) * ld;
+            w->dot(gated ? decoded + (size_t)(2 * c) * ld : u, u, x, ld, acc);
+            uint32_t f = f0 + c;
+            for (uint32_t i = 0; i < ROWS_AT_ONCE && i0 + i < n; i++) {
+                uint32_t slot = slots[i0 + i];
+                float scale = p->scale_expert_input ? w->batch->topk_weight[slot] : 1.0f;
+                float g = scale * acc[0][i] + bias_of(w, VKMOE_EXPERT_GATE, e, f);
+                float v = scale * acc[1][i] + bias_of(w, VKMOE_EXPERT_UP, e, f);
+                hidden[(size_t)(i0 + i) * ld_ffn + f] = activate(p, g, v);
+            }
+        }
+    }
+}
+
+/* GEMM 2 for output columns d0 .. of expert e: z = h·W2ᵀ + b2, into the slots' rows. */
+static void down_unit(cpu_work *w, uint32_t e, const uint32_t *slots, uint32_t n,
+                      const float *hidden, uint32_t d0, float *decoded)
+{
+    const vkmoe_layer *layer = w->layer;
+    const vkmoe_layer_params *p = &layer->params;
+    const vkmoe_expert_array *down = &layer->weights.host[VKMOE_EXPERT_DOWN];
+    uint32_t ld = down->ld, rows = p->dim - d0;
+    rows = rows < UNIT_ROWS ? rows : UNIT_ROWS;
+    for (uint32_t r = 0; r < rows; r++)
+        decode_row(down, e, d0 + r, decoded + (size_t)r * ld);
+    for (uint32_t i0 = 0; i0 < n; i0 += ROWS_AT_ONCE) {
+        const float *h[4];
+        group_rows(w, slots, n, i0, hidden, layer->plan.ld_ffn, false, h);
+        for (uint32_t r = 0; r < rows; r += 2) {
+            float acc[2][4];
+            const float *w1 = decoded + (size_t)(r + 1 < rows ? r + 1 : r) * ld;
+            w->dot(decoded + (size_t)r * ld, w1, h, ld, acc);
+            for (uint32_t j = 0; j < 2 && r + j < rows; j++)
+                for (uint32_t i = 0; i < ROWS_AT_ONCE && i0 + i < n; i++)
+                    w->batch->out[(size_t)slots[i0 + i] * p->dim + d0 + r + j] =
+                        acc[j][i] + bias_of(w, VKMOE_EXPERT_DOWN, e, d0 + r + j);
+        }
+    }
+}
+
+static void run_units(void *arg, unsigned thread)
+{
+    cpu_work *w = arg;
+    const vkmoe_cpu_scratch *s = w->s;
+    float *decoded = w->decoded + thread * w->decoded_per_thread;
+    uint32_t width = w->down ? w->layer->params.dim : w->layer->params.ffn_dim;
+    uint32_t per_expert = (width + UNIT_ROWS - 1) / UNIT_ROWS;
+    for (uint32_t u; (u = atomic_fetch_add(&w->next, 1)) < w->units;) {
+        uint32_t i = u / per_expert, block = u % per_expert;
+        uint32_t e = w->expert[i], first = s->groups[e], n = s->groups[e + 1] - first;
+        float *hidden = s->hidden + (size_t)first * w->layer->plan.ld_ffn;
+        if (w->down)
+            down_unit(w, e, s->order + first, n, hidden, block * UNIT_ROWS, decoded);
+        else
+            up_unit(w, e, s->order + first, n, hidden, block * UNIT_ROWS, decoded);
+    }
+}
+
+typedef struct thread_start {
+    cpu_work *work;
+    unsigned thread;
+} thread_start;
+
+static void *thread_main(void *arg)
+{
+    thread_start *t = arg;
+    run_units(t->work, t->thread);
+    return NULL;
+}
+
+/* The units on up to `threads` threads, this one among them; a thread
+ * that cannot be started leaves its share to the others. */
+static void run_parallel(cpu_work *w, unsigned threads)
+{
+    pthread_t ids[MAX_THREADS];
+    thread_start starts[MAX_THREADS];
+    unsigned started = 0;
+    atomic_store(&w->next, 0);
+    for (unsigned t = 1; t < threads && t < w->units; t++) {
+        starts[started] = (thread_start){w, t};
+        if (pthread_create(&ids[started], NULL, thread_main, &starts[started]) != 0)
+            break;
+        started++;
+    }
+    run_units(w, 0);
+    for (unsigned t = 0; t < started; t++)
+        pthread_join(ids[t], NULL);
+}
+
+/* s->order and s->groups: the kept slots of CPU experts, grouped by expert
+ * in slot order (expert e's at order[groups[e] .. groups[e+1]]); the
+ * experts with any in w->expert. Returns how many slots. */
+static uint32_t group_slots(const vkmoe_layer *layer, vkmoe_cpu_scratch *s,
+                            const vkmoe_cpu_batch *b, cpu_work *w)
+{
+    uint32_t experts = layer->params.experts, slots = b->tokens * layer->params.top_k;
+    uint32_t *g = s->groups;
+    memset(g, 0, (experts + 1) * sizeof(uint32_t));
+    for (uint32_t i = 0; i < slots; i++)
+        if (b->slot_row[i] != VKMOE_INVALID && b->on_cpu[b->ids[i]])
+            g[b->ids[i] + 1]++;
+    w->experts = 0;
+    for (uint32_t e = 0; e < experts; e++) {
+        if (g[e + 1])
+            w->expert[w->experts++] = e;
+        g[e + 1] += g[e];
+    }
+    /* g[e] serves as e's cursor, ending at e + 1's start; then shift back. */
+    for (uint32_t i = 0; i < slots; i++)
+        if (b->slot_row[i] != VKMOE_INVALID && b->on_cpu[b->ids[i]])
+            s->order[g[b->ids[i]]++] = i;
+    for (uint32_t e = experts; e > 0; e--)
+        g[e] = g[e - 1];
+    g[0] = 0;
+    return g[experts];
+}
+
+vkmoe_status vkmoe_cpu_experts_run(const vkmoe_layer *layer, vkmoe_cpu_scratch *s,
+                                   const vkmoe_cpu_batch *batch, uint32_t *computed)
+{
+    const vkmoe_layer_params *p = &layer->params;
+    uint32_t expert_list[VKMOE_MAX_EXPERTS];
+    cpu_work w = {
+        .layer = layer, .s = s, .batch = batch, .dot = choose_kernel(), .expert = expert_list};
+    *computed = group_slots(layer, s, batch, &w);
+    if (!*computed)
+        return VKMOE_OK;
+    /* GEMM 2 reads whole rows of hidden: their padding columns are zeros. */
+    uint32_t ld_ffn = layer->plan.ld_ffn;
+    for (uint32_t i = 0; i < *computed; i++)
+        memset(s->hidden + (size_t)i * ld_ffn + p->ffn_dim, 0,
+               (ld_ffn - p->ffn_dim) * sizeof(float));
+    uint32_t ld = layer->plan.ld_dim > ld_ffn ? layer->plan.ld_dim : ld_ffn;
+    w.decoded_per_thread = (size_t)2 * UNIT_ROWS * ld;
+    w.decoded = vkmoe_malloc(s->threads * w.decoded_per_thread * sizeof(float));
+    if (!w.decoded)
+        return vkmoe_fail(layer->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    for (int pass = 0; pass < 2; pass++) {
+        w.down = pass == 1;
+        uint32_t width = w.down ? p->dim : p->ffn_dim;
+        w.units = w.experts * ((width + UNIT_ROWS - 1) / UNIT_ROWS);
+        run_parallel(&w, s->threads);
+    }
+    free(w.decoded);
+    return VKMOE_OK;
+}

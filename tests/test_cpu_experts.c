@@ -1,0 +1,104 @@
+/* Routed experts on the host (src/cpu_experts.c): every weight type and
+ * every kind of expert against the double reference, the same bits on
+ * every run, the figures the cache reports. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "helpers.h"
+
+static vkmoe_layer_params on_cpu(uint32_t dim, uint32_t ffn, uint32_t experts, uint32_t top_k,
+                                  uint32_t max_tokens, vkmoe_weight_type type)
+{
+    vkmoe_layer_params p = test_shape(dim, ffn, experts, top_k, max_tokens);
+    p.weight_type = type;
+    p.cpu_experts = true;
+    return p;
+}
+
+/* Forwards of 1, 5 and max_tokens tokens within the reference's tolerance;
+ * the last one twice, bit for bit; the cache's figures. */
+static void check_on_cpu(vkmoe_context *ctx, vkmoe_layer_params p)
+{
+    test_layer t;
+    test_layer_create(ctx, &p, &t);
+    test_layer_upload(&t);
+    const uint32_t tokens[] = {1, 5, p.max_tokens};
+    float *x = test_input(p.max_tokens, p.dim);
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(tokens); i++)
+        test_check_forward(&t, tokens[i], x);
+    size_t bytes = (size_t)p.max_tokens * p.dim * sizeof(float);
+    float *a = malloc(bytes), *b = malloc(bytes);
+    assert_int_equal(vkmoe_layer_forward(t.layer, p.max_tokens, x, a), VKMOE_OK);
+    assert_int_equal(vkmoe_layer_forward(t.layer, p.max_tokens, x, b), VKMOE_OK);
+    assert_memory_equal(a, b, bytes);
+    vkmoe_cache_stats s;
+    assert_int_equal(vkmoe_layer_cache_stats(t.layer, &s), VKMOE_OK);
+    assert_int_equal(s.forwards, 5);
+    assert_int_equal(s.rounds, 0);
+    assert_int_equal(s.misses, 0);
+    assert_int_equal(s.bytes_to_device, 0);
+    uint64_t slots = 0;
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(tokens); i++)
+        slots += (uint64_t)tokens[i] * p.top_k;
+    slots += 2ull * p.max_tokens * p.top_k;
+    if (p.capacity_factor == 0)
+        assert_int_equal(s.cpu_slots, slots);
+    else
+        assert_true(s.cpu_slots > 0 && s.cpu_slots < slots);
+    assert_true(s.cpu_ms > 0);
+    free(a);
+    free(b);
+    free(x);
+    test_layer_destroy(&t);
+}
+
+/* Every weight type, on rows of 3 and 7 blocks of 32 or of 3 and 2
+ * super-blocks of 256, and the 16-bit types on widths of no multiple of 8. */
+static void test_every_weight_type(void **state)
+{
+    test_seed(71);
+    for (int t = 0; vkmoe_weight_type_name((vkmoe_weight_type)t); t++) {
+        if (!test_weight_type_in_run((vkmoe_weight_type)t))
+            continue;
+        uint32_t block = vkmoe_weight_block((vkmoe_weight_type)t);
+        uint32_t dim = block == 256 ? 768 : block == 32 ? 96 : 45;
+        uint32_t ffn = block == 256 ? 512 : block == 32 ? 224 : 27;
+        check_on_cpu(*state, on_cpu(dim, ffn, 5, 2, 13, (vkmoe_weight_type)t));
+    }
+}
+
+/* Biases and the clamped SwiGLU, the weight on the input with a shared
+ * expert, ReLU experts with dropped slots, grouped routing with k 8. */
+static void test_every_kind_of_expert(void **state)
+{
+    static const char *const families[] = {"gpt-oss", "llama4", "switch", "deepseek-v3"};
+    test_seed(72);
+    for (size_t f = 0; f < VKMOE_ARRAY_SIZE(families); f++) {
+        vkmoe_layer_params p = on_cpu(56, 40, 16, 2, 19, VKMOE_WEIGHT_F16);
+        assert_int_equal(vkmoe_layer_params_family(&p, families[f]), VKMOE_OK);
+        p.cpu_experts = true;
+        if (f == 1)
+            p.shared_ffn_dim = 24;
+        if (f == 2)
+            p.capacity_factor = 0.5f;
+        check_on_cpu(*state, p);
+    }
+}
+
+/* Two experts of a hundred rows each: many units a thread, all threads. */
+static void test_long_prefill(void **state)
+{
+    test_seed(73);
+    vkmoe_layer_params p = on_cpu(160, 200, 2, 1, 200, VKMOE_WEIGHT_BF16);
+    check_on_cpu(*state, p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_every_weight_type),
+        cmocka_unit_test(test_every_kind_of_expert),
+        cmocka_unit_test(test_long_prefill),
+    };
+    return test_device_suite(tests, test_group_setup, test_group_teardown);
+}
