@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "host_peak.h"
 #include "params.h"
 #include "peak.h"
 #include "reference.h"
@@ -29,6 +30,7 @@ typedef struct options {
     uint64_t budget_bytes;
     double budget_percent;
     double routing_skew; /* --routing-skew; 0: the random router's routing */
+    uint32_t cpu_layers; /* --cpu-experts: the bench's one layer is the first */
     vkmoe_cache_policy cache_policy;
 } options;
 
@@ -98,6 +100,8 @@ static void usage(FILE *out)
         "                        share of the experts' bytes (50%%); the rest in host memory\n"
         "  --routing-skew S      routing with locality: Zipf exponent S over experts, drifting\n"
         "  --cache-policy P      frequency (default) or lru, with --device-budget\n"
+        "  --cpu-experts N       the experts of the first N layers (here: N >= 1, the\n"
+        "                        layer's) computed on the host\n"
         "  --warmup N --iters N  repetitions (default 2, 10); figures are medians\n"
         "  --no-verify           skip the CPU reference\n"
         "  --json                one JSON object on stdout\n",
@@ -259,6 +263,8 @@ static int parse_args(int argc, char **argv, options *o)
             ok = parse_budget(v, o);
         else if (!strcmp(a, "--routing-skew") && v)
             ok = parse_skew(v, &o->routing_skew);
+        else if (!strcmp(a, "--cpu-experts") && v)
+            ok = parse_count(v, 0, &o->cpu_layers);
         else if (!strcmp(a, "--cache-policy") && v)
             ok = parse_policy(v, &o->cache_policy);
         else if (!strcmp(a, "--warmup") && v)
@@ -329,6 +335,7 @@ static int resolve_params(const options *o, uint32_t max_tokens, vkmoe_layer_par
     params->gemm_path = o->gemm_path;
     params->max_tokens = max_tokens;
     params->cache_policy = o->cache_policy;
+    params->cpu_experts = o->cpu_layers > 0;
     params->expert_budget_bytes = o->budget_bytes;
     if (o->budget_percent > 0)
         params->expert_budget_bytes = (uint64_t)(o->budget_percent / 100 * params->experts *
@@ -407,24 +414,44 @@ static const char *run_path(const run_result *run)
     return run->kernel == VKMOE_GEMM_REGISTER && run->largest_expert < 16 ? "gemv" : "gemm";
 }
 
-/* runs[].offload (shared/BENCH.md). Transfers do not yet overlap compute
- * (hidden_ms 0) and no expert runs on the CPU yet (cpu_expert_ms 0,
- * cpu_only_layer_ms null). */
-static void print_offload_json(const offload_figures *f, const vkmoe_layer_params *s)
+/* The host experts' useful GFLOP/s and the GB/s of weights they stream
+ * (each active expert's matrices once), per forward. */
+static void cpu_rates(const run_result *run, const vkmoe_layer_params *s, double *gflops,
+                      double *gbps)
 {
+    const offload_figures *f = &run->offload;
+    double matrices = s->activation == VKMOE_ACTIVATION_RELU ? 2 : 3;
+    double per_row = 2.0 * matrices * s->dim * s->ffn_dim;
+    double bytes = run->active_experts * matrices * s->dim * s->ffn_dim *
+                   (vkmoe_weight_bytes(s->weight_type, 256) / 256.0);
+    *gflops = f->cpu_expert_ms > 0 ? f->cpu_slots * per_row / (f->cpu_expert_ms * 1e6) : 0;
+    *gbps = f->cpu_expert_ms > 0 && s->cpu_experts ? bytes / (f->cpu_expert_ms * 1e6) : 0;
+}
+
+/* runs[].offload (shared/BENCH.md). Transfers do not yet overlap compute:
+ * hidden_ms is 0. */
+static void print_offload_json(const run_result *run, const vkmoe_layer_params *s)
+{
+    const offload_figures *f = &run->offload;
     if (!f->present)
         return;
+    double gflops, gbps;
+    cpu_rates(run, s, &gflops, &gbps);
     printf("      \"offload\": {\"budget_bytes\": %llu, \"slots\": %u, \"policy\": \"%s\", "
            "\"hit_rate\": %.6g, \"bytes_to_device\": %.6g, \"rounds\": %.4g, "
-           "\"hidden_ms\": 0, \"cpu_expert_ms\": 0, \"resident_layer_ms\": %.6g, "
-           "\"cpu_only_layer_ms\": null, \"bit_identical_to_resident\": %s},\n",
+           "\"hidden_ms\": 0, \"cpu_expert_ms\": %.6g, \"cpu_slots\": %.6g, "
+           "\"cpu_expert_gflops\": %.6g, \"cpu_expert_gbps\": %.6g, "
+           "\"resident_layer_ms\": %.6g, \"cpu_only_layer_ms\": %.6g, "
+           "\"bit_identical_to_resident\": %s},\n",
            (unsigned long long)f->budget_bytes, f->slots,
            s->cache_policy == VKMOE_CACHE_LRU ? "lru" : "frequency", f->hit_rate,
-           f->bytes_to_device, f->rounds, f->resident_ms, f->bit_identical ? "true" : "false");
+           f->bytes_to_device, f->rounds, f->cpu_expert_ms, f->cpu_slots, gflops, gbps,
+           f->resident_ms, f->cpu_only_ms, f->bit_identical ? "true" : "false");
 }
 
 static void print_json(const options *o, const vkmoe_device_info *info, const peak_figures *peak,
-                       const vkmoe_layer_params *s, const run_result *runs, uint32_t count)
+                       const host_peak_figures *host, const vkmoe_layer_params *s,
+                       const run_result *runs, uint32_t count)
 {
     printf("{\n  \"vkmoe_version\": \"%d.%d.%d\",\n  \"device\": {\"name\": ", VKMOE_VERSION_MAJOR,
            VKMOE_VERSION_MINOR, VKMOE_VERSION_PATCH);
@@ -434,9 +461,13 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
     printf(", \"api\": \"%u.%u.%u\"},\n", VK_API_VERSION_MAJOR(info->api_version),
            VK_API_VERSION_MINOR(info->api_version), VK_API_VERSION_PATCH(info->api_version));
     printf("  \"peak\": {\"fp32_gflops\": %.6g, \"fp16_gflops\": %.6g, \"copy_gbps\": %.6g, "
-           "\"read_gbps\": %.6g, \"fp16_matrix_gflops\": %.6g},\n  \"runs\": [\n",
+           "\"read_gbps\": %.6g, \"fp16_matrix_gflops\": %.6g",
            peak->fp32_gflops, peak->fp16_gflops, peak->copy_gbps, peak->read_gbps,
            peak->fp16_matrix_gflops);
+    if (host->threads)
+        printf(", \"host_threads\": %u, \"host_fma_gflops\": %.6g, \"host_read_gbps\": %.6g",
+               host->threads, host->fma_gflops, host->read_gbps);
+    printf("},\n  \"runs\": [\n");
     for (uint32_t r = 0; r < count; r++) {
         const run_result *run = &runs[r];
         printf("    {\n      \"preset\": ");
@@ -474,7 +505,7 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
                    percent(sg, compute_peak(peak, s)), percent(sb, peak_bandwidth(peak)));
         }
         printf("],\n");
-        print_offload_json(&run->offload, s);
+        print_offload_json(run, s);
         printf("      \"verified\": %s, \"verified_tokens\": %u, \"max_abs_err\": %.6g, "
                "\"max_rel_err\": %.6g\n    }%s\n",
                run->verified ? "true" : "false", run->verified_tokens,
@@ -485,7 +516,8 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
 }
 
 static void print_table(const vkmoe_device_info *info, const peak_figures *peak,
-                        const vkmoe_layer_params *s, const run_result *runs, uint32_t count)
+                        const host_peak_figures *host, const vkmoe_layer_params *s,
+                        const run_result *runs, uint32_t count)
 {
     printf("device  %s (%s, %s)\n", info->name, device_type(info->type), info->driver);
     printf("peak    %.1f GFLOP/s fp32 FMA, %.1f GFLOP/s fp16 FMA, ", peak->fp32_gflops,
@@ -494,6 +526,10 @@ static void print_table(const vkmoe_device_info *info, const peak_figures *peak,
         printf("%.1f GFLOP/s fp16 matrix, ", peak->fp16_matrix_gflops);
     printf("%.2f GB/s copy, %.2f GB/s read (measured by this bench)\n", peak->copy_gbps,
            peak->read_gbps);
+    if (host->threads)
+        printf("host    %u threads: %.1f GFLOP/s fp32 FMA, %.2f GB/s read (measured by this "
+               "bench)\n",
+               host->threads, host->fma_gflops, host->read_gbps);
     printf("layer   dim %u, ffn %u, experts %u (groups %u, keep %u), top-k %u, shared ffn %u, "
            "%s weights, %s x and y, %s, %s, capacity factor %g, %s GEMM path\n\n",
            s->dim, s->ffn_dim, s->experts, s->expert_groups, s->topk_groups, s->top_k,
@@ -522,15 +558,22 @@ static void print_table(const vkmoe_device_info *info, const peak_figures *peak,
             printf(" | %s (max rel err %.2g over %u tokens)\n", run->verified ? "ok" : "FAILED",
                    run->error.max_rel, run->verified_tokens);
         const offload_figures *f = &run->offload;
-        if (f->present)
-            printf("%7s offload: %u of %u experts on the device, %s, hit rate %.1f%%, "
-                   "%.2f MB to the device and %.2f rounds a forward; resident layer %.3f ms "
-                   "(%.2fx); outputs %s\n",
-                   "", f->slots, s->experts,
+        if (f->present) {
+            double cpu_gflops, cpu_gbps;
+            cpu_rates(run, s, &cpu_gflops, &cpu_gbps);
+            printf("%7s offload: %u of %u experts on the device, %s, hit rate %.1f%%, %.2f MB to "
+                   "the device and %.2f rounds a forward; %.1f rows on the host in %.3f ms "
+                   "(%.2f GFLOP/s, %.2f GB/s of weights); resident layer %.3f ms (%.2fx), all "
+                   "experts on the host %.3f ms; outputs %s\n",
+                   "", s->cpu_experts ? 0 : f->slots, s->experts,
                    s->cache_policy == VKMOE_CACHE_LRU ? "LRU" : "frequency", 100 * f->hit_rate,
-                   f->bytes_to_device * 1e-6, f->rounds, f->resident_ms,
-                   f->resident_ms > 0 ? run->layer.ms / f->resident_ms : 0.0,
-                   f->bit_identical ? "bit-identical" : "DIFFER");
+                   f->bytes_to_device * 1e-6, f->rounds, f->cpu_slots, f->cpu_expert_ms, cpu_gflops,
+                   cpu_gbps, f->resident_ms,
+                   f->resident_ms > 0 ? run->layer.ms / f->resident_ms : 0.0, f->cpu_only_ms,
+                   s->cpu_experts     ? "checked against the reference"
+                   : f->bit_identical ? "bit-identical"
+                                      : "DIFFER");
+        }
     }
     printf("\nstage times in ms (GPU timestamps, median of the iterations)\n");
 }
@@ -564,6 +607,9 @@ int main(int argc, char **argv)
     peak_figures peak = {0};
     if (peak_measure(ctx, &peak) != VKMOE_OK)
         fprintf(stderr, "vkmoe-bench: no peak figures: %s\n", vkmoe_last_error());
+    host_peak_figures host = {0};
+    if (params.cpu_experts || params.expert_budget_bytes || o.routing_skew > 0)
+        host_peak_measure(&host);
     workload *w = NULL;
     if (workload_create(ctx, &params, o.verify, o.routing_skew, &w) != VKMOE_OK) {
         fprintf(stderr, "vkmoe-bench: %s\n", vkmoe_last_error());
@@ -582,9 +628,9 @@ int main(int argc, char **argv)
     }
     if (rc == 0) {
         if (o.json)
-            print_json(&o, &info, &peak, workload_params(w), runs, o.token_count);
+            print_json(&o, &info, &peak, &host, workload_params(w), runs, o.token_count);
         else
-            print_table(&info, &peak, workload_params(w), runs, o.token_count);
+            print_table(&info, &peak, &host, workload_params(w), runs, o.token_count);
     }
     workload_destroy(&w);
     vkmoe_context_destroy(&ctx);

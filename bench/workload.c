@@ -27,6 +27,7 @@ struct workload {
     /* Offload runs (workload_create): the resident twin, and each forward's
      * own inputs and both layers' outputs, in io_type's bytes. */
     vkmoe_layer *resident;
+    vkmoe_layer *cpu_twin; /* every expert on the host, unless the layer is so itself */
     double skew;
     uint64_t rng;
     uint32_t *rank; /* [E]: the expert of each Zipf rank, drifting */
@@ -34,6 +35,16 @@ struct workload {
     float *x_next;  /* [max_tokens][dim] */
     void *io_next, *y_cached, *y_resident;
 };
+
+/* The layer and its twins, each NULL where there is none. */
+typedef struct layer_list {
+    vkmoe_layer *v[3];
+} layer_list;
+
+static layer_list layers_of(const workload *w)
+{
+    return (layer_list){{w->layer, w->resident, w->cpu_twin}};
+}
 
 /* The layer's seed: the bench's layer is the same from run to run. */
 #define SEED 12345u
@@ -103,9 +114,9 @@ static vkmoe_status upload_experts(workload *w)
         alloc_expert(&ew, n, p->ffn_dim, p->dim) ? VKMOE_OK : VKMOE_ERROR_OUT_OF_HOST_MEMORY;
     for (uint32_t e = 0; e < p->experts && status == VKMOE_OK; e++) {
         fixture_make_expert(p, SEED, e, &ew);
-        status = fixture_upload_expert(w->layer, p, e, &ew);
-        if (status == VKMOE_OK && w->resident)
-            status = fixture_upload_expert(w->resident, p, e, &ew);
+        for (int i = 0; i < 3 && status == VKMOE_OK; i++)
+            if (layers_of(w).v[i])
+                status = fixture_upload_expert(layers_of(w).v[i], p, e, &ew);
         if (w->contribution)
             reference_expert(w, e, &ew);
     }
@@ -124,9 +135,9 @@ static vkmoe_status upload_shared_expert(workload *w)
         alloc_expert(&ew, n, p->shared_ffn_dim, p->dim) ? VKMOE_OK : VKMOE_ERROR_OUT_OF_HOST_MEMORY;
     if (status == VKMOE_OK) {
         fixture_make_expert(p, SEED, FIXTURE_SHARED_EXPERT, &ew);
-        status = fixture_upload_expert(w->layer, p, FIXTURE_SHARED_EXPERT, &ew);
-        if (status == VKMOE_OK && w->resident)
-            status = fixture_upload_expert(w->resident, p, FIXTURE_SHARED_EXPERT, &ew);
+        for (int i = 0; i < 3 && status == VKMOE_OK; i++)
+            if (layers_of(w).v[i])
+                status = fixture_upload_expert(layers_of(w).v[i], p, FIXTURE_SHARED_EXPERT, &ew);
     }
     vkmoe_ref_layer ref = w->routing;
     ref.shared_gate = ew.gate;
@@ -173,9 +184,10 @@ static vkmoe_status upload_router(workload *w)
                           .router_bias = p->router_bias ? w->router_bias : NULL,
                           .selection_bias = p->selection_bias ? w->selection_bias : NULL,
                           .shared_gate_weights = p->shared_gate ? w->shared_gate_weights : NULL};
-    vkmoe_status status = fixture_upload_router(w->layer, p, &router);
-    if (status == VKMOE_OK && w->resident)
-        status = fixture_upload_router(w->resident, p, &router);
+    vkmoe_status status = VKMOE_OK;
+    for (int i = 0; i < 3 && status == VKMOE_OK; i++)
+        if (layers_of(w).v[i])
+            status = fixture_upload_router(layers_of(w).v[i], p, &router);
     return status;
 }
 
@@ -210,8 +222,13 @@ static vkmoe_status prepare_reference(workload *w)
 static vkmoe_status prepare_offload(workload *w, vkmoe_context *ctx, vkmoe_layer_params p,
                                     double skew)
 {
+    bool on_cpu = p.cpu_experts;
     p.expert_budget_bytes = 0;
+    p.cpu_experts = false;
     vkmoe_status status = vkmoe_layer_create(ctx, &p, &w->resident);
+    p.cpu_experts = true;
+    if (status == VKMOE_OK && !on_cpu)
+        status = vkmoe_layer_create(ctx, &p, &w->cpu_twin);
     if (status != VKMOE_OK)
         return status;
     uint32_t e = w->params.experts;
@@ -250,7 +267,7 @@ static vkmoe_status prepare(workload *w, vkmoe_context *ctx, const vkmoe_layer_p
     if (status != VKMOE_OK)
         return status;
     vkmoe_layer_params_of(w->layer, &w->params);
-    if (p.expert_budget_bytes || skew > 0)
+    if (p.expert_budget_bytes || p.cpu_experts || skew > 0)
         status = prepare_offload(w, ctx, p, skew);
     if (status != VKMOE_OK)
         return status;
@@ -300,6 +317,7 @@ void workload_destroy(workload **pw)
     workload *w = *pw;
     vkmoe_layer_destroy(&w->layer);
     vkmoe_layer_destroy(&w->resident);
+    vkmoe_layer_destroy(&w->cpu_twin);
     void *all[] = {w->rank,
                    w->zipf,
                    w->x_next,
@@ -509,11 +527,11 @@ static vkmoe_status run_offload(workload *w, uint32_t tokens, uint32_t warmup, u
 {
     const vkmoe_layer_params *p = &w->params;
     size_t n = (size_t)tokens * p->dim, bytes = vkmoe_weight_bytes(p->io_type, n);
-    double *resident_ms = malloc(iters * sizeof(double));
+    double *resident_ms = malloc(iters * sizeof(double)), *cpu_ms = malloc(iters * sizeof(double));
     uint32_t counts[VKMOE_MAX_EXPERTS];
     uint64_t active = 0;
     vkmoe_cache_stats before = cache_stats(w->layer);
-    vkmoe_status status = resident_ms ? VKMOE_OK : VKMOE_ERROR_OUT_OF_HOST_MEMORY;
+    vkmoe_status status = resident_ms && cpu_ms ? VKMOE_OK : VKMOE_ERROR_OUT_OF_HOST_MEMORY;
     r->offload = (offload_figures){.present = true, .bit_identical = true};
     for (uint32_t i = 0; i < warmup + iters && status == VKMOE_OK; i++) {
         if (i == warmup)
@@ -523,17 +541,24 @@ static vkmoe_status run_offload(workload *w, uint32_t tokens, uint32_t warmup, u
         else
             fixture_fill(w->x_next, n, 1.0f, SEED + 1000 + i, p->io_type);
         vkmoe_quantize(p->io_type, w->x_next, n, w->io_next, bytes);
-        vkmoe_timings t, tr;
+        vkmoe_timings t, tr, tc;
         status = timed_forward(w->layer, tokens, w->io_next, w->y_cached, &t);
         if (status == VKMOE_OK)
             status = timed_forward(w->resident, tokens, w->io_next, w->y_resident, &tr);
+        /* The host's sums are not the device's: a CPU layer is checked
+         * against the reference instead (workload_run). */
+        if (status == VKMOE_OK && i >= warmup && !p->cpu_experts)
+            r->offload.bit_identical &= memcmp(w->y_cached, w->y_resident, bytes) == 0;
+        tc = t;
+        if (status == VKMOE_OK && w->cpu_twin)
+            status = timed_forward(w->cpu_twin, tokens, w->io_next, w->y_resident, &tc);
         if (status == VKMOE_OK)
             status = vkmoe_layer_expert_counts(w->resident, counts, VKMOE_MAX_EXPERTS);
         if (status != VKMOE_OK || i < warmup)
             continue;
-        r->offload.bit_identical &= memcmp(w->y_cached, w->y_resident, bytes) == 0;
         keep_sample(samples, iters, i - warmup, &t);
         resident_ms[i - warmup] = tr.total_ms;
+        cpu_ms[i - warmup] = tc.total_ms;
         for (uint32_t e = 0; e < p->experts; e++)
             active += counts[e] > 0;
     }
@@ -544,10 +569,15 @@ static vkmoe_status run_offload(workload *w, uint32_t tokens, uint32_t warmup, u
     r->offload.hit_rate = hits + misses ? (double)hits / (hits + misses) : 1.0;
     r->offload.bytes_to_device = (double)(after.bytes_to_device - before.bytes_to_device) / iters;
     r->offload.rounds = after.slots ? (double)(after.rounds - before.rounds) / iters : 1.0;
-    if (status == VKMOE_OK)
+    if (status == VKMOE_OK) {
         r->offload.resident_ms = median(resident_ms, iters);
+        r->offload.cpu_only_ms = median(cpu_ms, iters);
+    }
+    r->offload.cpu_expert_ms = (after.cpu_ms - before.cpu_ms) / iters;
+    r->offload.cpu_slots = (double)(after.cpu_slots - before.cpu_slots) / iters;
     r->active_experts = (uint32_t)((active + iters / 2) / iters);
     free(resident_ms);
+    free(cpu_ms);
     return status;
 }
 

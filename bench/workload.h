@@ -22,7 +22,12 @@ typedef struct offload_figures {
     double bytes_to_device; /* per forward */
     double rounds;          /* per forward */
     double resident_ms;     /* the resident layer's median */
-    bool bit_identical;     /* every timed forward's y equal to the resident layer's */
+    double cpu_only_ms;     /* the median of the layer with every expert on the host */
+    double cpu_expert_ms;   /* host time on experts, per forward */
+    double cpu_slots;       /* expert rows computed on the host, per forward */
+    /* every timed forward's y equal to the resident layer's (not checked,
+     * so true, for a layer whose experts run on the host) */
+    bool bit_identical;
 } offload_figures;
 
 typedef struct run_result {
@@ -42,10 +47,11 @@ typedef struct run_result {
 typedef struct workload workload;
 
 /* A layer of these params (max_tokens: the largest run); timing is turned
- * on. With params.expert_budget_bytes or routing_skew > 0, each forward
- * takes new inputs (routing_skew: steered to experts drawn by a drifting
- * Zipf law of that exponent; 0: random) and a resident twin of the layer
- * runs them too (run_result.offload). */
+ * on. With params.expert_budget_bytes, params.cpu_experts or
+ * routing_skew > 0, each forward takes new inputs (routing_skew: steered to
+ * experts drawn by a drifting Zipf law of that exponent; 0: random), and
+ * twins of the layer run them too, one with every expert resident and one
+ * with every expert on the host (run_result.offload). */
 vkmoe_status workload_create(vkmoe_context *ctx, const vkmoe_layer_params *params, bool verify,
                              double routing_skew, workload **out);
 /* Time a forward of the first `tokens` tokens: warmup runs, then the median

@@ -8,6 +8,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,21 +26,24 @@
 /* Output columns (GEMM 1) or rows (GEMM 2) of one unit: eight weight rows
  * decoded once serve every row of the expert. */
 #define UNIT_ROWS 8u
-/* Rows of x (or hidden) a kernel call multiplies at once. */
-#define ROWS_AT_ONCE 4u
+/* Rows of x (or hidden) a kernel call multiplies at once: 2 weight rows
+ * by 6 rows take 12 of AVX2's 16 registers for sums, 8 loads feed 12 FMAs. */
+#define ROWS_AT_ONCE 6u
 #define MAX_THREADS 64u
+#define SMALL_WORK (1u << 20)
 
-/* ---- kernels: out[r][i] = Σ_d w_r[d] · a_i[d], r < 2, i < 4, len a multiple of 8 ---- */
+/* ---- kernels: out[r][i] = Σ_d w_r[d] · a_i[d], r < 2, i < ROWS_AT_ONCE, len a
+ * multiple of 8 ---- */
 
-typedef void (*dot_kernel)(const float *w0, const float *w1, const float *const a[4],
-                           uint32_t len, float out[2][4]);
+typedef void (*dot_kernel)(const float *w0, const float *w1, const float *const a[ROWS_AT_ONCE],
+                           uint32_t rows, uint32_t len, float out[2][ROWS_AT_ONCE]);
 
-static void dot_portable(const float *w0, const float *w1, const float *const a[4], uint32_t len,
-                         float out[2][4])
+static void dot_portable(const float *w0, const float *w1, const float *const a[ROWS_AT_ONCE],
+                         uint32_t rows, uint32_t len, float out[2][ROWS_AT_ONCE])
 {
     const float *w[2] = {w0, w1};
     for (int r = 0; r < 2; r++)
-        for (int i = 0; i < 4; i++) {
+        for (unsigned i = 0; i < rows; i++) {
             float lanes[8] = {0};
             for (uint32_t d = 0; d < len; d += 8)
                 for (int l = 0; l < 8; l++)
@@ -60,30 +64,63 @@ __attribute__((target("avx2,fma"))) static float sum8(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-/* Two weight rows against four rows: 6 loads feed 8 FMAs. */
-__attribute__((target("avx2,fma"))) static void dot_avx2(const float *w0, const float *w1,
-                                                          const float *const a[4], uint32_t len,
-                                                          float out[2][4])
+/* Two weight rows against one row (fewer than six left: decode). */
+__attribute__((target("avx2,fma"))) static void
+dot1_avx2(const float *w0, const float *w1, const float *a, uint32_t len, float *out0, float *out1)
 {
-    __m256 acc0[4], acc1[4];
-    for (int i = 0; i < 4; i++)
-        acc0[i] = acc1[i] = _mm256_setzero_ps();
-    for (uint32_t d = 0; d < len; d += 8) {
-        __m256 v0 = _mm256_loadu_ps(w0 + d), v1 = _mm256_loadu_ps(w1 + d);
-        for (int i = 0; i < 4; i++) {
-            __m256 x = _mm256_loadu_ps(a[i] + d);
-            acc0[i] = _mm256_fmadd_ps(v0, x, acc0[i]);
-            acc1[i] = _mm256_fmadd_ps(v1, x, acc1[i]);
-        }
+    __m256 p0 = _mm256_setzero_ps(), p1 = p0, q0 = p0, q1 = p0;
+    uint32_t d = 0;
+    for (; d + 16 <= len; d += 16) {
+        __m256 x0 = _mm256_loadu_ps(a + d), x1 = _mm256_loadu_ps(a + d + 8);
+        p0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + d), x0, p0);
+        q0 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + d), x0, q0);
+        p1 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + d + 8), x1, p1);
+        q1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + d + 8), x1, q1);
     }
-    for (int i = 0; i < 4; i++) {
-        out[0][i] = sum8(acc0[i]);
-        out[1][i] = sum8(acc1[i]);
+    if (d < len) {
+        __m256 x0 = _mm256_loadu_ps(a + d);
+        p0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + d), x0, p0);
+        q0 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + d), x0, q0);
+    }
+    *out0 = sum8(_mm256_add_ps(p0, p1));
+    *out1 = sum8(_mm256_add_ps(q0, q1));
+}
+
+/* Two weight rows against six rows, written out so that the twelve sums
+ * stay in registers (GCC keeps arrays of them on the stack); fewer rows
+ * go one at a time. */
+__attribute__((target("avx2,fma"))) static void dot_avx2(const float *w0, const float *w1,
+                                                         const float *const a[ROWS_AT_ONCE],
+                                                         uint32_t rows, uint32_t len,
+                                                         float out[2][ROWS_AT_ONCE])
+{
+    if (rows < ROWS_AT_ONCE) {
+        for (uint32_t i = 0; i < rows; i++)
+            dot1_avx2(w0, w1, a[i], len, &out[0][i], &out[1][i]);
+        return;
+    }
+    _Static_assert(ROWS_AT_ONCE == 6, "dot_avx2 is written out for six rows");
+    const float *r0 = a[0], *r1 = a[1], *r2 = a[2], *r3 = a[3], *r4 = a[4], *r5 = a[5];
+    __m256 p0 = _mm256_setzero_ps(), p1 = p0, p2 = p0, p3 = p0, p4 = p0, p5 = p0;
+    __m256 q0 = p0, q1 = p0, q2 = p0, q3 = p0, q4 = p0, q5 = p0;
+    for (uint32_t d = 0; d < len; d += 8) {
+        __m256 v0 = _mm256_loadu_ps(w0 + d), v1 = _mm256_loadu_ps(w1 + d), x;
+#define ROW(i)                                                                                     \
+    x = _mm256_loadu_ps(r##i + d);                                                                 \
+    p##i = _mm256_fmadd_ps(v0, x, p##i);                                                           \
+    q##i = _mm256_fmadd_ps(v1, x, q##i);
+        ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5)
+#undef ROW
+    }
+    __m256 p[ROWS_AT_ONCE] = {p0, p1, p2, p3, p4, p5}, q[ROWS_AT_ONCE] = {q0, q1, q2, q3, q4, q5};
+    for (unsigned i = 0; i < ROWS_AT_ONCE; i++) {
+        out[0][i] = sum8(p[i]);
+        out[1][i] = sum8(q[i]);
     }
 }
 
 __attribute__((target("avx2,f16c"))) static void f16_row_avx2(const uint8_t *src, uint32_t n,
-                                                               float *dst)
+                                                              float *dst)
 {
     for (uint32_t i = 0; i < n; i += 8)
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + 2 * i))));
@@ -164,7 +201,11 @@ vkmoe_status vkmoe_cpu_inputs(const vkmoe_layer *layer, vkmoe_cpu_scratch *s, co
     size_t row_bytes = vkmoe_weight_bytes(p->io_type, p->dim);
     for (uint32_t t = 0; t < tokens; t++) {
         float *row = s->x + (size_t)t * ld;
-        VKMOE_TRY(vkmoe_dequantize(p->io_type, (const uint8_t *)x + t * row_bytes, p->dim, row));
+        const uint8_t *in = (const uint8_t *)x + t * row_bytes;
+        if (p->io_type == VKMOE_WEIGHT_F32)
+            memcpy(row, in, row_bytes);
+        else
+            VKMOE_TRY(vkmoe_dequantize(p->io_type, in, p->dim, row));
         memset(row + p->dim, 0, (ld - p->dim) * sizeof(float));
     }
     return VKMOE_OK;
@@ -177,14 +218,17 @@ typedef struct cpu_work {
     const vkmoe_cpu_scratch *s;
     const vkmoe_cpu_batch *batch;
     dot_kernel dot;
-    uint32_t experts;   /* CPU experts with rows, listed in s->order's groups */
-    uint32_t *expert;   /* [experts]: which */
-    uint32_t *unit_end; /* [experts]: each one's units end here (prefix sums) */
-    uint32_t units;
-    atomic_uint next;
+    uint32_t experts;    /* CPU experts with rows, listed in s->order's groups */
+    uint32_t *expert;    /* [experts]: which */
+    uint32_t *unit_end;  /* [experts]: each one's units end here (prefix sums) */
+    uint32_t units[2];   /* of GEMM 1 and GEMM 2 */
+    atomic_uint next[2]; /* the next unit of each to take */
+    /* Between the GEMMs every thread waits for all: running is how many
+     * run (UINT32_MAX until all have been started), finished how many are
+     * done with GEMM 1. */
+    atomic_uint running, finished;
     float *decoded; /* [threads][2·UNIT_ROWS][max ld] */
     size_t decoded_per_thread;
-    bool down; /* GEMM 2 */
 } cpu_work;
 
 static float bias_of(const cpu_work *w, vkmoe_expert_matrix m, uint32_t e, uint32_t i)
@@ -211,9 +255,16 @@ static float activate(const vkmoe_layer_params *p, float g, float u)
     return g / (1 + expf(-g)) * u;
 }
 
-/* Rows i0 .. i0+3 of the group (the last repeated past its end). */
+/* How many of a group of n rows one kernel call takes from row i0 on. */
+static uint32_t rows_at(uint32_t n, uint32_t i0)
+{
+    return n - i0 < ROWS_AT_ONCE ? n - i0 : ROWS_AT_ONCE;
+}
+
+/* Rows i0 .. i0 + ROWS_AT_ONCE − 1 of the group (the last repeated past its end). */
 static void group_rows(const cpu_work *w, const uint32_t *slots, uint32_t n, uint32_t i0,
-                       const float *base, uint32_t ld, bool by_token, const float *rows[4])
+                       const float *base, uint32_t ld, bool by_token,
+                       const float *rows[ROWS_AT_ONCE])
 {
     uint32_t k = w->layer->params.top_k;
     for (uint32_t i = 0; i < ROWS_AT_ONCE; i++) {
@@ -239,12 +290,12 @@ static void up_unit(cpu_work *w, uint32_t e, const uint32_t *slots, uint32_t n, 
             decode_row(gate, e, f0 + c, decoded + (size_t)(2 * c) * ld);
     }
     for (uint32_t i0 = 0; i0 < n; i0 += ROWS_AT_ONCE) {
-        const float *x[4];
+        const float *x[ROWS_AT_ONCE];
         group_rows(w, slots, n, i0, w->s->x, layer->plan.ld_dim, true, x);
         for (uint32_t c = 0; c < cols; c++) {
-            float acc[2][4];
+            float acc[2][ROWS_AT_ONCE];
             const float *u = decoded + (size_t)(2 * c + 1) * ld;
-            w->dot(gated ? decoded + (size_t)(2 * c) * ld : u, u, x, ld, acc);
+            w->dot(gated ? decoded + (size_t)(2 * c) * ld : u, u, x, rows_at(n, i0), ld, acc);
             uint32_t f = f0 + c;
             for (uint32_t i = 0; i < ROWS_AT_ONCE && i0 + i < n; i++) {
                 uint32_t slot = slots[i0 + i];
@@ -269,12 +320,12 @@ static void down_unit(cpu_work *w, uint32_t e, const uint32_t *slots, uint32_t n
     for (uint32_t r = 0; r < rows; r++)
         decode_row(down, e, d0 + r, decoded + (size_t)r * ld);
     for (uint32_t i0 = 0; i0 < n; i0 += ROWS_AT_ONCE) {
-        const float *h[4];
+        const float *h[ROWS_AT_ONCE];
         group_rows(w, slots, n, i0, hidden, layer->plan.ld_ffn, false, h);
         for (uint32_t r = 0; r < rows; r += 2) {
-            float acc[2][4];
+            float acc[2][ROWS_AT_ONCE];
             const float *w1 = decoded + (size_t)(r + 1 < rows ? r + 1 : r) * ld;
-            w->dot(decoded + (size_t)r * ld, w1, h, ld, acc);
+            w->dot(decoded + (size_t)r * ld, w1, h, rows_at(n, i0), ld, acc);
             for (uint32_t j = 0; j < 2 && r + j < rows; j++)
                 for (uint32_t i = 0; i < ROWS_AT_ONCE && i0 + i < n; i++)
                     w->batch->out[(size_t)slots[i0 + i] * p->dim + d0 + r + j] =
@@ -283,22 +334,31 @@ static void down_unit(cpu_work *w, uint32_t e, const uint32_t *slots, uint32_t n
     }
 }
 
-static void run_units(void *arg, unsigned thread)
+static void run_gemm(cpu_work *w, unsigned thread, bool down)
 {
-    cpu_work *w = arg;
     const vkmoe_cpu_scratch *s = w->s;
     float *decoded = w->decoded + thread * w->decoded_per_thread;
-    uint32_t width = w->down ? w->layer->params.dim : w->layer->params.ffn_dim;
+    uint32_t width = down ? w->layer->params.dim : w->layer->params.ffn_dim;
     uint32_t per_expert = (width + UNIT_ROWS - 1) / UNIT_ROWS;
-    for (uint32_t u; (u = atomic_fetch_add(&w->next, 1)) < w->units;) {
+    for (uint32_t u; (u = atomic_fetch_add(&w->next[down], 1)) < w->units[down];) {
         uint32_t i = u / per_expert, block = u % per_expert;
         uint32_t e = w->expert[i], first = s->groups[e], n = s->groups[e + 1] - first;
         float *hidden = s->hidden + (size_t)first * w->layer->plan.ld_ffn;
-        if (w->down)
+        if (down)
             down_unit(w, e, s->order + first, n, hidden, block * UNIT_ROWS, decoded);
         else
             up_unit(w, e, s->order + first, n, hidden, block * UNIT_ROWS, decoded);
     }
+}
+
+/* GEMM 1's units, a wait for every thread, GEMM 2's (hidden complete). */
+static void run_units(cpu_work *w, unsigned thread)
+{
+    run_gemm(w, thread, false);
+    atomic_fetch_add(&w->finished, 1);
+    while (atomic_load(&w->finished) < atomic_load(&w->running))
+        sched_yield();
+    run_gemm(w, thread, true);
 }
 
 typedef struct thread_start {
@@ -320,13 +380,14 @@ static void run_parallel(cpu_work *w, unsigned threads)
     pthread_t ids[MAX_THREADS];
     thread_start starts[MAX_THREADS];
     unsigned started = 0;
-    atomic_store(&w->next, 0);
-    for (unsigned t = 1; t < threads && t < w->units; t++) {
+    atomic_store(&w->running, UINT32_MAX);
+    for (unsigned t = 1; t < threads; t++) {
         starts[started] = (thread_start){w, t};
         if (pthread_create(&ids[started], NULL, thread_main, &starts[started]) != 0)
             break;
         started++;
     }
+    atomic_store(&w->running, started + 1);
     run_units(w, 0);
     for (unsigned t = 0; t < started; t++)
         pthread_join(ids[t], NULL);
@@ -380,12 +441,13 @@ vkmoe_status vkmoe_cpu_experts_run(const vkmoe_layer *layer, vkmoe_cpu_scratch *
     w.decoded = vkmoe_malloc(s->threads * w.decoded_per_thread * sizeof(float));
     if (!w.decoded)
         return vkmoe_fail(layer->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    for (int pass = 0; pass < 2; pass++) {
-        w.down = pass == 1;
-        uint32_t width = w.down ? p->dim : p->ffn_dim;
-        w.units = w.experts * ((width + UNIT_ROWS - 1) / UNIT_ROWS);
-        run_parallel(&w, s->threads);
-    }
+    w.units[0] = w.experts * ((p->ffn_dim + UNIT_ROWS - 1) / UNIT_ROWS);
+    w.units[1] = w.experts * ((p->dim + UNIT_ROWS - 1) / UNIT_ROWS);
+    /* A thread costs tens of microseconds to start: small forwards (decode)
+     * take one for every SMALL_WORK multiply-adds. */
+    uint64_t work = (uint64_t)*computed * p->dim * p->ffn_dim * 3;
+    uint64_t wanted = 1 + work / SMALL_WORK;
+    run_parallel(&w, wanted < s->threads ? (unsigned)wanted : s->threads);
     free(w.decoded);
     return VKMOE_OK;
 }

@@ -11,7 +11,7 @@
 
 /* What a forward's CPU experts read and write, all on the host. */
 typedef struct vkmoe_cpu_batch {
-    const float *x;           /* [tokens][ld_dim]: the inputs in f32, rows zero-padded */
+    const float *x; /* [tokens][ld_dim]: the inputs in f32, rows zero-padded */
     uint32_t tokens;
     const uint32_t *ids;      /* [tokens·k]: each slot's expert */
     const uint32_t *slot_row; /* [tokens·k]: its row, or VKMOE_INVALID when dropped */

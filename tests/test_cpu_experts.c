@@ -7,7 +7,7 @@
 #include "helpers.h"
 
 static vkmoe_layer_params on_cpu(uint32_t dim, uint32_t ffn, uint32_t experts, uint32_t top_k,
-                                  uint32_t max_tokens, vkmoe_weight_type type)
+                                 uint32_t max_tokens, vkmoe_weight_type type)
 {
     vkmoe_layer_params p = test_shape(dim, ffn, experts, top_k, max_tokens);
     p.weight_type = type;
