@@ -42,7 +42,7 @@ vkmoe_status vkmoe_expert_cache_create(vkmoe_layer *layer, uint32_t slots, uint6
     memset(c->slot_expert, 0xff, slots * sizeof(uint32_t));
     memset(c->expert_slot, 0xff, experts * sizeof(uint32_t));
     VKMOE_TRY(vkmoe_buffer_create(ctx, 4ull * experts, VKMOE_MEMORY_DEVICE, &c->map));
-    VKMOE_TRY(vkmoe_buffer_create(ctx, 4ull * experts, VKMOE_MEMORY_HOST, &c->counts));
+    VKMOE_TRY(vkmoe_buffer_create(ctx, 4ull * experts, VKMOE_MEMORY_HOST_CACHED, &c->counts));
     if (!layer->params.cpu_experts)
         return VKMOE_OK;
     uint32_t max_slots = layer->plan.max_slots;
@@ -53,7 +53,7 @@ vkmoe_status vkmoe_expert_cache_create(vkmoe_layer *layer, uint32_t slots, uint6
         return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     memset(c->on_cpu, 1, experts);
     VKMOE_TRY(vkmoe_cpu_scratch_create(layer, &c->cpu));
-    VKMOE_TRY(vkmoe_buffer_create(ctx, 12ull * max_slots, VKMOE_MEMORY_HOST, &c->routes));
+    VKMOE_TRY(vkmoe_buffer_create(ctx, 12ull * max_slots, VKMOE_MEMORY_HOST_CACHED, &c->routes));
     return vkmoe_buffer_create(ctx, 4ull * max_slots * layer->params.dim, VKMOE_MEMORY_HOST,
                                &c->cpu_out);
 }

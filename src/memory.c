@@ -22,6 +22,8 @@ static VkMemoryPropertyFlags memory_flags(const vkmoe_context *ctx, vkmoe_memory
         VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
     if (use == VKMOE_MEMORY_HOST)
         return host;
+    if (use == VKMOE_MEMORY_HOST_CACHED)
+        return host | VK_MEMORY_PROPERTY_HOST_CACHED_BIT;
     return VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | (ctx->unified_memory ? host : 0);
 }
 
@@ -31,6 +33,10 @@ static vkmoe_status allocate_memory(vkmoe_context *ctx, vkmoe_buffer *buf, vkmoe
     ctx->vk.vkGetBufferMemoryRequirements(ctx->device, buf->buffer, &req);
     VkMemoryPropertyFlags flags = memory_flags(ctx, use);
     uint32_t type = find_memory_type(ctx, req.memoryTypeBits, flags);
+    if (use == VKMOE_MEMORY_HOST_CACHED && type == VKMOE_INVALID) {
+        flags &= ~(VkMemoryPropertyFlags)VK_MEMORY_PROPERTY_HOST_CACHED_BIT;
+        type = find_memory_type(ctx, req.memoryTypeBits, flags);
+    }
     if (type == VKMOE_INVALID)
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
                           "no Vulkan memory type with properties 0x%x for a buffer", flags);

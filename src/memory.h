@@ -8,6 +8,10 @@
 typedef enum vkmoe_memory_use {
     VKMOE_MEMORY_DEVICE, /* device-local; mapped only on unified-memory devices */
     VKMOE_MEMORY_HOST,   /* host-visible and coherent, for staging */
+    /* host-visible and coherent, and cached where the device offers it:
+     * memory the host reads (an expert cache's matrices for CPU experts,
+     * read-backs), which write-combined memory would make slow */
+    VKMOE_MEMORY_HOST_CACHED,
 } vkmoe_memory_use;
 
 typedef struct vkmoe_buffer {

@@ -50,7 +50,7 @@ static vkmoe_status create_chunk(vkmoe_layer *layer, vkmoe_expert_array *array, 
     vkmoe_context *ctx = layer->ctx;
     VkDeviceSize bytes = matrices * array->matrix_bytes + CHUNK_SLACK;
     VKMOE_TRY(vkmoe_buffer_create(ctx, bytes, use, &array->chunks[c]));
-    if (use == VKMOE_MEMORY_HOST)
+    if (use != VKMOE_MEMORY_DEVICE)
         return VKMOE_OK;
     return vkmoe_buffer_view_create(ctx, &array->chunks[c], vkmoe_weight_texel_format(array->type),
                                     bytes, &array->views[c]);
@@ -153,8 +153,8 @@ static vkmoe_status create_routed_experts(vkmoe_layer *layer)
                                VKMOE_MEMORY_DEVICE);
     VKMOE_TRY(create_matrices(layer, layer->weights.experts, (uint32_t)slots, p->ffn_dim,
                               VKMOE_MEMORY_DEVICE));
-    VKMOE_TRY(
-        create_matrices(layer, layer->weights.host, p->experts, p->ffn_dim, VKMOE_MEMORY_HOST));
+    VKMOE_TRY(create_matrices(layer, layer->weights.host, p->experts, p->ffn_dim,
+                              VKMOE_MEMORY_HOST_CACHED));
     return vkmoe_expert_cache_create(layer, (uint32_t)slots, expert_bytes);
 }
 
