@@ -51,6 +51,7 @@ void test_remove_dir(const char *dir, const char *const *names, size_t count);
 /* Deterministic pseudo-random numbers (xorshift), uniform in [lo, hi). */
 void test_seed(uint64_t seed);
 /* Whether the loops over every weight type run this type. Under
+ * ThreadSanitizer (the threads suite) f16 and Q4_K only. Under
  * AddressSanitizer (CI's second run of the suite) they take f16, Q4_K and
  * MXFP4 (16-bit rows, super-blocks, 17-byte blocks): the host code a layer runs
  * is the same for every type, test_quantize runs every codec there, and
