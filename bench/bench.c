@@ -30,6 +30,7 @@ typedef struct options {
     uint64_t budget_bytes;
     double budget_percent;
     double routing_skew; /* --routing-skew; 0: the random router's routing */
+    const char *trace;   /* --trace: recorded expert ids */
     uint32_t cpu_layers; /* --cpu-experts: the bench's one layer is the first */
     vkmoe_cache_policy cache_policy;
 } options;
@@ -99,6 +100,7 @@ static void usage(FILE *out)
         "  --device-budget B     device memory for the experts: bytes (512M, 4G) or a\n"
         "                        share of the experts' bytes (50%%); the rest in host memory\n"
         "  --routing-skew S      routing with locality: Zipf exponent S over experts, drifting\n"
+        "  --trace FILE          routing from recorded expert ids: a token a line, k ids\n"
         "  --cache-policy P      frequency (default) or lru, with --device-budget\n"
         "  --cpu-experts N       the experts of the first N layers (here: N >= 1, the\n"
         "                        layer's) computed on the host\n"
@@ -263,6 +265,8 @@ static int parse_args(int argc, char **argv, options *o)
             ok = parse_budget(v, o);
         else if (!strcmp(a, "--routing-skew") && v)
             ok = parse_skew(v, &o->routing_skew);
+        else if (!strcmp(a, "--trace") && v)
+            o->trace = v;
         else if (!strcmp(a, "--cpu-experts") && v)
             ok = parse_count(v, 0, &o->cpu_layers);
         else if (!strcmp(a, "--cache-policy") && v)
@@ -608,11 +612,13 @@ int main(int argc, char **argv)
     if (peak_measure(ctx, &peak) != VKMOE_OK)
         fprintf(stderr, "vkmoe-bench: no peak figures: %s\n", vkmoe_last_error());
     host_peak_figures host = {0};
-    if (params.cpu_experts || params.expert_budget_bytes || o.routing_skew > 0)
+    if (params.cpu_experts || params.expert_budget_bytes || o.routing_skew > 0 || o.trace)
         host_peak_measure(&host);
     workload *w = NULL;
-    if (workload_create(ctx, &params, o.verify, o.routing_skew, &w) != VKMOE_OK) {
-        fprintf(stderr, "vkmoe-bench: %s\n", vkmoe_last_error());
+    workload_routing routing = {o.routing_skew, o.trace};
+    if (workload_create(ctx, &params, o.verify, &routing, &w) != VKMOE_OK) {
+        if (*vkmoe_last_error()) /* else the bench said why (a trace's error) */
+            fprintf(stderr, "vkmoe-bench: %s\n", vkmoe_last_error());
         vkmoe_context_destroy(&ctx);
         return 1;
     }

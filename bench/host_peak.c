@@ -36,18 +36,18 @@ static double now_s(void)
 #ifdef HAVE_X86
 __attribute__((target("avx2,fma"))) static double fma_avx2(void)
 {
-    __m256 acc[10], m = _mm256_set1_ps(0.999999f), a = _mm256_set1_ps(1e-7f);
-    for (int i = 0; i < 10; i++)
+    __m256 acc[12], m = _mm256_set1_ps(0.999999f), a = _mm256_set1_ps(1e-7f);
+    for (int i = 0; i < 12; i++)
         acc[i] = _mm256_set1_ps((float)i);
     for (unsigned it = 0; it < FMA_ITERATIONS; it++)
-        for (int i = 0; i < 10; i++)
+        for (int i = 0; i < 12; i++)
             acc[i] = _mm256_fmadd_ps(acc[i], m, a);
     float keep[8];
     __m256 s = acc[0];
-    for (int i = 1; i < 10; i++)
+    for (int i = 1; i < 12; i++)
         s = _mm256_add_ps(s, acc[i]);
     _mm256_storeu_ps(keep, s);
-    return keep[0] != 12345.0f ? 2.0 * 8 * 10 * FMA_ITERATIONS : 0;
+    return keep[0] != 12345.0f ? 2.0 * 8 * 12 * FMA_ITERATIONS : 0;
 }
 
 __attribute__((target("avx2"))) static double read_avx2(const float *v, size_t n)

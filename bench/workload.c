@@ -29,6 +29,8 @@ struct workload {
     vkmoe_layer *resident;
     vkmoe_layer *cpu_twin; /* every expert on the host, unless the layer is so itself */
     double skew;
+    uint32_t *trace; /* [trace_tokens][k]: recorded expert ids, or NULL */
+    size_t trace_tokens, trace_next;
     uint64_t rng;
     uint32_t *rank; /* [E]: the expert of each Zipf rank, drifting */
     double *zipf;   /* [E]: cumulative Zipf weights of the ranks */
@@ -219,9 +221,62 @@ static vkmoe_status prepare_reference(workload *w)
 }
 
 /* The resident twin and the per-forward buffers of an offload run. */
-static vkmoe_status prepare_offload(workload *w, vkmoe_context *ctx, vkmoe_layer_params p,
-                                    double skew)
+/* A trace: per line one token's expert ids (at least k of them, below E;
+ * the first k count), separated by spaces or commas; '#' starts a comment. */
+static vkmoe_status load_trace(workload *w, const char *path)
 {
+    const vkmoe_layer_params *p = &w->params;
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "vkmoe-bench: cannot open the trace %s\n", path);
+        return VKMOE_ERROR_FILE_FORMAT;
+    }
+    char line[4096];
+    size_t capacity = 0, number = 0;
+    vkmoe_status status = VKMOE_OK;
+    while (status == VKMOE_OK && fgets(line, sizeof(line), f)) {
+        number++;
+        char *hash = strchr(line, '#'), *at = line;
+        if (hash)
+            *hash = '\0';
+        if (strspn(line, " \t,\r\n") == strlen(line))
+            continue;
+        if (w->trace_tokens == capacity) {
+            capacity = capacity ? 2 * capacity : 1024;
+            uint32_t *grown = realloc(w->trace, capacity * p->top_k * sizeof(uint32_t));
+            if (!grown) {
+                status = VKMOE_ERROR_OUT_OF_HOST_MEMORY;
+                break;
+            }
+            w->trace = grown;
+        }
+        for (uint32_t j = 0; j < p->top_k && status == VKMOE_OK; j++) {
+            char *end;
+            unsigned long id = strtoul(at += strspn(at, " \t,"), &end, 10);
+            if (end == at || id >= p->experts) {
+                fprintf(stderr, "vkmoe-bench: %s:%zu: needs %u expert ids below %u\n", path, number,
+                        p->top_k, p->experts);
+                status = VKMOE_ERROR_FILE_FORMAT;
+            }
+            w->trace[w->trace_tokens * p->top_k + j] = (uint32_t)id;
+            at = end;
+        }
+        w->trace_tokens++;
+    }
+    fclose(f);
+    if (status == VKMOE_OK && !w->trace_tokens) {
+        fprintf(stderr, "vkmoe-bench: the trace %s has no token\n", path);
+        status = VKMOE_ERROR_FILE_FORMAT;
+    }
+    return status;
+}
+
+static vkmoe_status prepare_offload(workload *w, vkmoe_context *ctx, vkmoe_layer_params p,
+                                    const workload_routing *routing)
+{
+    double skew = routing->skew;
+    if (routing->trace)
+        VKMOE_TRY(load_trace(w, routing->trace));
     bool on_cpu = p.cpu_experts;
     p.expert_budget_bytes = 0;
     p.cpu_experts = false;
@@ -259,7 +314,7 @@ static vkmoe_status prepare_offload(workload *w, vkmoe_context *ctx, vkmoe_layer
 }
 
 static vkmoe_status prepare(workload *w, vkmoe_context *ctx, const vkmoe_layer_params *params,
-                            bool verify, double skew)
+                            bool verify, const workload_routing *routing)
 {
     vkmoe_layer_params p = *params;
     p.timing = true;
@@ -267,8 +322,8 @@ static vkmoe_status prepare(workload *w, vkmoe_context *ctx, const vkmoe_layer_p
     if (status != VKMOE_OK)
         return status;
     vkmoe_layer_params_of(w->layer, &w->params);
-    if (p.expert_budget_bytes || p.cpu_experts || skew > 0)
-        status = prepare_offload(w, ctx, p, skew);
+    if (p.expert_budget_bytes || p.cpu_experts || routing->skew > 0 || routing->trace)
+        status = prepare_offload(w, ctx, p, routing);
     if (status != VKMOE_OK)
         return status;
     size_t io = (size_t)w->params.max_tokens * w->params.dim;
@@ -295,13 +350,13 @@ static vkmoe_status prepare(workload *w, vkmoe_context *ctx, const vkmoe_layer_p
 }
 
 vkmoe_status workload_create(vkmoe_context *ctx, const vkmoe_layer_params *params, bool verify,
-                             double routing_skew, workload **out)
+                             const workload_routing *routing, workload **out)
 {
     workload *w = calloc(1, sizeof(*w));
     *out = NULL;
     if (!w)
         return VKMOE_ERROR_OUT_OF_HOST_MEMORY;
-    vkmoe_status status = prepare(w, ctx, params, verify, routing_skew);
+    vkmoe_status status = prepare(w, ctx, params, verify, routing);
     if (status != VKMOE_OK) {
         workload_destroy(&w);
         return status;
@@ -318,7 +373,8 @@ void workload_destroy(workload **pw)
     vkmoe_layer_destroy(&w->layer);
     vkmoe_layer_destroy(&w->resident);
     vkmoe_layer_destroy(&w->cpu_twin);
-    void *all[] = {w->rank,
+    void *all[] = {w->trace,
+                   w->rank,
                    w->zipf,
                    w->x_next,
                    w->io_next,
@@ -451,27 +507,44 @@ static uint32_t draw_rank(workload *w, const uint32_t *chosen, uint32_t taken)
     }
 }
 
-/* Token inputs that steer the router: small noise plus, for each of k
- * experts drawn by the Zipf law over the drifting ranking, 8 logits' worth
- * along that expert's router row. Before each forward one random pair of
- * neighbouring ranks trades places: the hot set drifts slowly. */
+/* Token t's k experts: the trace's next token (from its start again after
+ * its end), or k drawn by the Zipf law over the drifting ranking. */
+static void choose_experts(workload *w, uint32_t *experts)
+{
+    const vkmoe_layer_params *p = &w->params;
+    uint32_t chosen[VKMOE_MAX_TOP_K];
+    if (w->trace) {
+        memcpy(experts, w->trace + w->trace_next * p->top_k, p->top_k * sizeof(uint32_t));
+        w->trace_next = (w->trace_next + 1) % w->trace_tokens;
+        return;
+    }
+    for (uint32_t j = 0; j < p->top_k; j++) {
+        chosen[j] = draw_rank(w, chosen, j);
+        experts[j] = w->rank[chosen[j]];
+    }
+}
+
+/* Token inputs that steer the router: small noise plus, for each of the
+ * token's k experts, 8 logits' worth along that expert's router row.
+ * Without a trace, before each forward one random pair of neighbouring
+ * ranks trades places: the hot set drifts slowly. */
 static void steer(workload *w, uint32_t tokens)
 {
     const vkmoe_layer_params *p = &w->params;
-    if (p->experts > 1) {
+    if (p->experts > 1 && !w->trace) {
         uint32_t r = (uint32_t)(next_uniform(w) * (p->experts - 1));
         uint32_t e = w->rank[r];
         w->rank[r] = w->rank[r + 1];
         w->rank[r + 1] = e;
     }
-    uint32_t chosen[VKMOE_MAX_TOP_K];
+    uint32_t experts[VKMOE_MAX_TOP_K];
     for (uint32_t t = 0; t < tokens; t++) {
         float *x = w->x_next + (size_t)t * p->dim;
         for (uint32_t d = 0; d < p->dim; d++)
             x[d] = (float)(0.2 * next_uniform(w) - 0.1);
+        choose_experts(w, experts);
         for (uint32_t j = 0; j < p->top_k; j++) {
-            chosen[j] = draw_rank(w, chosen, j);
-            const float *row = w->router + (size_t)w->rank[chosen[j]] * p->dim;
+            const float *row = w->router + (size_t)experts[j] * p->dim;
             double norm2 = 0;
             for (uint32_t d = 0; d < p->dim; d++)
                 norm2 += (double)row[d] * row[d];
@@ -536,7 +609,7 @@ static vkmoe_status run_offload(workload *w, uint32_t tokens, uint32_t warmup, u
     for (uint32_t i = 0; i < warmup + iters && status == VKMOE_OK; i++) {
         if (i == warmup)
             before = cache_stats(w->layer);
-        if (w->skew > 0)
+        if (w->skew > 0 || w->trace)
             steer(w, tokens);
         else
             fixture_fill(w->x_next, n, 1.0f, SEED + 1000 + i, p->io_type);

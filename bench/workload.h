@@ -47,13 +47,16 @@ typedef struct run_result {
 typedef struct workload workload;
 
 /* A layer of these params (max_tokens: the largest run); timing is turned
- * on. With params.expert_budget_bytes, params.cpu_experts or
- * routing_skew > 0, each forward takes new inputs (routing_skew: steered to
- * experts drawn by a drifting Zipf law of that exponent; 0: random), and
- * twins of the layer run them too, one with every expert resident and one
- * with every expert on the host (run_result.offload). */
+ * on. With params.expert_budget_bytes, params.cpu_experts or a routing,
+ * each forward takes new inputs (steered to the routing's experts, else
+ * random), and twins of the layer run them too, one with every expert
+ * resident and one with every expert on the host (run_result.offload). */
+typedef struct workload_routing {
+    double skew;       /* > 0: experts drawn by a drifting Zipf law of this exponent */
+    const char *trace; /* or a file of recorded expert ids, a token a line */
+} workload_routing;
 vkmoe_status workload_create(vkmoe_context *ctx, const vkmoe_layer_params *params, bool verify,
-                             double routing_skew, workload **out);
+                             const workload_routing *routing, workload **out);
 /* Time a forward of the first `tokens` tokens: warmup runs, then the median
  * of iters runs; checks the sampled tokens against the reference. */
 vkmoe_status workload_run(workload *w, uint32_t tokens, uint32_t warmup, uint32_t iters,

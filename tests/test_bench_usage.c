@@ -46,10 +46,34 @@ static void test_d15_malformed_values(void **state)
     for (int i = 2; i <= 33; i++)
         snprintf(many + strlen(many), sizeof(many) - strlen(many), ",%d", i);
     const char *cases[] = {
-        many,          "--tokens 64,", "--tokens ,64",  "--tokens 1,,2", "--tokens 0",
-        "--tokens -5", "--tokens 8x",  "--tokens ' 8'", "--warmup abc",  "--warmup 3x",
-        "--warmup -1", "--iters 0",    "--dim 12abc",   "--scale abc",   "--scale 0.5x",
-        "--scale 2",   "--experts",    "--bogus",       "--io q8_0",     "--io",
+        many,
+        "--tokens 64,",
+        "--tokens ,64",
+        "--tokens 1,,2",
+        "--tokens 0",
+        "--tokens -5",
+        "--tokens 8x",
+        "--tokens ' 8'",
+        "--warmup abc",
+        "--warmup 3x",
+        "--warmup -1",
+        "--iters 0",
+        "--dim 12abc",
+        "--scale abc",
+        "--scale 0.5x",
+        "--scale 2",
+        "--experts",
+        "--bogus",
+        "--io q8_0",
+        "--io",
+        "--device-budget 0",
+        "--device-budget 12Q",
+        "--device-budget 101%",
+        "--routing-skew 0",
+        "--routing-skew 9",
+        "--cache-policy mru",
+        "--cpu-experts x",
+        "--trace",
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         int rc = run(cases[i]);
