@@ -100,12 +100,10 @@ static void test_long_prefill(void **state)
     check_on_cpu(*state, p);
 }
 
-int main(void)
-{
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_every_weight_type),
-        cmocka_unit_test(test_every_kind_of_expert),
-        cmocka_unit_test(test_long_prefill),
-    };
-    return test_device_suite(tests, test_group_setup, test_group_teardown);
-}
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_every_weight_type),
+    cmocka_unit_test(test_every_kind_of_expert),
+    cmocka_unit_test(test_long_prefill),
+};
+
+int main(void) { return test_device_suite(tests, test_group_setup, test_group_teardown); }
