@@ -547,6 +547,20 @@ typedef struct vkmoe_layer_params {
      * expert_budget_bytes (which it overrides: the device keeps one slot's
      * memory). Default false. */
     bool cpu_experts;
+    /* With an expert cache (expert_budget_bytes): a needed expert that is
+     * not on the device runs on the host instead of being copied in where
+     * that is estimated faster (decode: few rows for a whole expert's
+     * bytes) and the expert is no hotter than the one it would evict, or
+     * than 1.5 by cache_policy's frequency score (needed twice of late):
+     * hot experts still fill the cache, one-off experts do not. Costs:
+     * copying, expert bytes / host_to_device_gbps; on the host, the larger
+     * of its FLOPs / cpu_expert_gflops and its bytes / host_read_gbps.
+     * Outputs are then those of CPU experts for the rows of such experts.
+     * No effect without a cache. Default false. */
+    bool cpu_cold_experts;
+    float host_to_device_gbps; /* default (0): 16 (PCIe 4.0 x16 in practice) */
+    float cpu_expert_gflops;   /* default (0): 50 */
+    float host_read_gbps;      /* default (0): 20 */
 } vkmoe_layer_params;
 
 /* Device bytes of one routed expert's matrices (gate, up, down) in a layer
@@ -755,6 +769,9 @@ typedef struct vkmoe_cache_stats {
     /* GEMM rounds: one a forward, more where a forward needed more experts
      * than there are slots; 0 for forwards whose experts all ran on the host. */
     uint64_t rounds;
+    /* Needed experts computed on the host (cpu_experts, cpu_cold_experts):
+     * hits + misses + cpu_experts is every expert the forwards needed. */
+    uint64_t cpu_experts;
     uint64_t cpu_slots; /* expert rows (token, choice) computed on the host */
     double cpu_ms;      /* host time spent on them, wall clock */
 } vkmoe_cache_stats;

@@ -43,15 +43,21 @@ vkmoe_status vkmoe_expert_cache_create(vkmoe_layer *layer, uint32_t slots, uint6
     memset(c->expert_slot, 0xff, experts * sizeof(uint32_t));
     VKMOE_TRY(vkmoe_buffer_create(ctx, 4ull * experts, VKMOE_MEMORY_DEVICE, &c->map));
     VKMOE_TRY(vkmoe_buffer_create(ctx, 4ull * experts, VKMOE_MEMORY_HOST_CACHED, &c->counts));
-    if (!layer->params.cpu_experts)
+    const vkmoe_layer_params *p = &layer->params;
+    if (!p->cpu_experts && !p->cpu_cold_experts)
         return VKMOE_OK;
     uint32_t max_slots = layer->plan.max_slots;
-    c->cpu_all = true;
+    c->cpu_all = p->cpu_experts;
+    c->cpu_cold = !p->cpu_experts;
+    c->copy_cost = 1e-9 / p->host_to_device_gbps;
+    c->read_cost = 1e-9 / p->host_read_gbps;
+    c->flop_cost = 1e-9 / p->cpu_expert_gflops;
+    c->expert_flops = 2.0 * p->dim * p->ffn_dim * (vkmoe_params_gated(p) ? 3 : 2);
     c->on_cpu = vkmoe_malloc(experts);
     c->cpu_copies = vkmoe_malloc(max_slots * sizeof(VkBufferCopy));
     if (!c->on_cpu || !c->cpu_copies)
         return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    memset(c->on_cpu, 1, experts);
+    memset(c->on_cpu, c->cpu_all, experts);
     VKMOE_TRY(vkmoe_cpu_scratch_create(layer, &c->cpu));
     VKMOE_TRY(vkmoe_buffer_create(ctx, 12ull * max_slots, VKMOE_MEMORY_HOST_CACHED, &c->routes));
     return vkmoe_buffer_create(ctx, 4ull * max_slots * layer->params.dim, VKMOE_MEMORY_HOST,
@@ -95,7 +101,7 @@ void vkmoe_expert_cache_record_counts(vkmoe_layer *layer, VkCommandBuffer cmd, u
                   VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
     VkBufferCopy region = {.srcOffset = l->expert_count, .size = 4ull * c->experts};
     ctx->vk.vkCmdCopyBuffer(cmd, layer->work->scratch.buffer, c->counts.buffer, 1, &region);
-    if (c->cpu_all) {
+    if (c->on_cpu) {
         VkDeviceSize slots = (VkDeviceSize)tokens * layer->params.top_k * 4,
                      max = 4ull * layer->plan.max_slots;
         VkBufferCopy routes[3] = {
@@ -145,6 +151,24 @@ static void note_needs(vkmoe_expert_cache *c, const uint32_t *counts)
     }
 }
 
+/* A frequency score of at least this (needed twice of late) lets a cold
+ * expert into the cache when the host would compute it faster. */
+#define ADMIT_SCORE 1.5
+
+/* Whether missing expert e, routed `rows` rows, runs on the host this
+ * forward (cpu_cold_experts): it is no hotter than what it would evict, and
+ * computing it there costs less than copying it in. */
+static bool stays_on_host(const vkmoe_expert_cache *c, uint32_t e, uint32_t rows)
+{
+    uint32_t slot = victim(c);
+    uint32_t evicted = slot == VKMOE_INVALID ? VKMOE_INVALID : c->slot_expert[slot];
+    double rival = evicted == VKMOE_INVALID ? 0 : c->score[evicted];
+    if (slot != VKMOE_INVALID && c->score[e] >= ADMIT_SCORE && c->score[e] > rival)
+        return false;
+    double read = c->expert_bytes * c->read_cost, compute = rows * c->expert_flops * c->flop_cost;
+    return (read > compute ? read : compute) < c->expert_bytes * c->copy_cost;
+}
+
 /* Round 0 runs the needed experts already on the device and as many of
  * the others as the remaining slots take; each further round evicts what
  * earlier rounds ran. */
@@ -165,6 +189,11 @@ static void plan_slots(vkmoe_expert_cache *c)
     for (uint32_t e = 0; e < c->experts; e++) {
         if (!counts[e] || c->plan_round[e] == 0)
             continue;
+        if (c->cpu_cold && stays_on_host(c, e, counts[e])) {
+            c->on_cpu[e] = 1;
+            c->cpu_runs++;
+            continue;
+        }
         uint32_t slot = victim(c);
         if (slot == VKMOE_INVALID) {
             memset(c->pinned, 0, c->slots);
@@ -222,12 +251,17 @@ vkmoe_status vkmoe_expert_cache_plan(vkmoe_layer *layer, uint32_t tokens, const 
 {
     vkmoe_expert_cache *c = layer->weights.cache;
     note_needs(c, c->counts.mapped);
-    c->load_count = c->hits = c->rounds = c->cpu_copy_count = 0;
+    c->load_count = c->hits = c->rounds = c->cpu_copy_count = c->cpu_runs = 0;
     c->cpu_ms = 0;
-    if (c->cpu_all)
+    if (c->cpu_all) {
+        for (uint32_t e = 0; e < c->experts; e++)
+            c->cpu_runs += ((const uint32_t *)c->counts.mapped)[e] > 0;
         return run_on_cpu(layer, tokens, x);
+    }
+    if (c->cpu_cold)
+        memset(c->on_cpu, 0, c->experts);
     plan_slots(c);
-    return VKMOE_OK;
+    return c->cpu_runs ? run_on_cpu(layer, tokens, x) : VKMOE_OK;
 }
 
 /* Copy expert e's matrices from host memory into slot s. */
@@ -291,6 +325,7 @@ void vkmoe_expert_cache_finish(vkmoe_expert_cache *c, bool ok)
     c->stats.bytes_to_device += c->load_count * c->expert_bytes;
     c->stats.rounds += c->rounds;
     c->stats.cpu_slots += c->cpu_copy_count;
+    c->stats.cpu_experts += c->cpu_runs;
     c->stats.cpu_ms += c->cpu_ms;
     c->load_count = 0;
 }

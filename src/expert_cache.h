@@ -40,13 +40,18 @@ typedef struct vkmoe_expert_cache {
     /* Experts on the host (params.cpu_experts): every needed expert runs
      * there, from the host arrays; no slot is ever filled. */
     bool cpu_all;
-    uint8_t *on_cpu; /* [experts] */
+    /* Or only the cold experts where that is cheaper (cpu_cold_experts). */
+    bool cpu_cold;
+    uint8_t *on_cpu;   /* [experts]: which run on the host this forward */
+    uint32_t cpu_runs; /* how many: this forward's */
     vkmoe_cpu_scratch cpu;
     vkmoe_buffer routes;      /* u32 ids, u32 slot_row, f32 topk_weight, [max_slots] each */
     vkmoe_buffer cpu_out;     /* f32 [max_slots][dim]: the CPU experts' outputs */
     VkBufferCopy *cpu_copies; /* [max_slots]: their rows into expert_out */
     uint32_t cpu_copy_count;
     double cpu_ms; /* of the forward being recorded */
+    /* seconds a byte takes copied in, a byte read and a FLOP on the host */
+    double copy_cost, read_cost, flop_cost, expert_flops;
 } vkmoe_expert_cache;
 
 /* The cache of a layer whose experts need more than its budget: `slots`

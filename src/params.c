@@ -108,6 +108,12 @@ static vkmoe_status check_experts(const vkmoe_context *ctx, const vkmoe_layer_pa
                   FN ": shared_gate needs a shared expert (shared_ffn_dim > 0)");
     VKMOE_REQUIRE(ctx, (unsigned)p->cache_policy <= VKMOE_CACHE_LRU, FN ": unknown cache_policy %d",
                   (int)p->cache_policy);
+    VKMOE_REQUIRE(ctx,
+                  isfinite(p->host_to_device_gbps) && p->host_to_device_gbps > 0 &&
+                      isfinite(p->cpu_expert_gflops) && p->cpu_expert_gflops > 0 &&
+                      isfinite(p->host_read_gbps) && p->host_read_gbps > 0,
+                  FN ": host_to_device_gbps, cpu_expert_gflops and host_read_gbps must be "
+                     "finite and positive");
     uint64_t one = vkmoe_expert_bytes(p);
     VKMOE_REQUIRE(ctx, p->expert_budget_bytes == 0 || p->expert_budget_bytes >= one,
                   FN ": expert_budget_bytes (%llu) must hold at least one expert (%llu bytes)",
@@ -196,6 +202,12 @@ vkmoe_status vkmoe_params_resolve(const vkmoe_context *ctx, const vkmoe_layer_pa
         p.swiglu_alpha = 1.702f;
     if (p.down_weight_type == VKMOE_WEIGHT_F32)
         p.down_weight_type = p.weight_type;
+    if (p.host_to_device_gbps == 0)
+        p.host_to_device_gbps = 16;
+    if (p.cpu_expert_gflops == 0)
+        p.cpu_expert_gflops = 50;
+    if (p.host_read_gbps == 0)
+        p.host_read_gbps = 20;
     VKMOE_TRY(check_shape(ctx, &p));
     VKMOE_TRY(check_io(ctx, &p));
     VKMOE_TRY(check_routing(ctx, &p));

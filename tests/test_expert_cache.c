@@ -2,6 +2,7 @@
  * against the same layer with every expert on the device, bit for bit; the
  * replacement policies on a routing sequence whose best hit count is
  * known; failures mid-forward. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -237,6 +238,82 @@ static void test_policy_on_a_known_sequence(void **state)
     test_layer_destroy(&t);
 }
 
+/* Single-token forwards of test_policy_on_a_known_sequence's steered
+ * router through `layer`: the outputs, [n][dim]. */
+static float *steered_forwards(vkmoe_layer *layer, const uint32_t *seq, size_t n, uint32_t dim)
+{
+    float *y = malloc((size_t)n * dim * sizeof(float)), *x = calloc(dim, sizeof(float));
+    for (size_t i = 0; i < n; i++) {
+        x[seq[i]] = 4;
+        assert_int_equal(vkmoe_layer_forward(layer, 1, x, y + i * dim), VKMOE_OK);
+        x[seq[i]] = 0;
+    }
+    free(x);
+    return y;
+}
+
+/* cpu_cold_experts: an expert seen once runs on the host, one seen twice of
+ * late is copied in and stays; with copies cheap the cache behaves as
+ * without it, bit for bit the resident layer's. */
+static void test_cold_experts_on_the_host(void **state)
+{
+    vkmoe_context *ctx = *state;
+    static const uint32_t seq[] = {0, 0, 0, 1, 2, 3, 0, 4, 0, 5};
+    const size_t n = VKMOE_ARRAY_SIZE(seq);
+    const uint32_t dim = 16;
+    vkmoe_layer_params p = test_shape(dim, 24, 8, 1, 1);
+    test_seed(37);
+    test_layer t;
+    test_layer_create(ctx, &p, &t);
+    memset(t.router, 0, 4ull * p.experts * dim);
+    for (uint32_t e = 0; e < p.experts; e++)
+        t.router[e * dim + e] = 1;
+    test_layer_upload(&t);
+    float *want = steered_forwards(t.layer, seq, n, dim), *got[3];
+    float copy_rates[3] = {1, 1, 1e6}; /* GB/s: slow, slow again, free */
+    for (int run = 0; run < 3; run++) {
+        vkmoe_layer_params q = t.params;
+        q.expert_budget_bytes = 2 * vkmoe_expert_bytes(&q);
+        q.cpu_cold_experts = true;
+        q.host_to_device_gbps = copy_rates[run];
+        vkmoe_layer *layer;
+        assert_int_equal(vkmoe_layer_create(ctx, &q, &layer), VKMOE_OK);
+        fixture_layer twin = t;
+        twin.layer = layer;
+        assert_int_equal(fixture_layer_upload(&twin), VKMOE_OK);
+        got[run] = steered_forwards(layer, seq, n, dim);
+        vkmoe_cache_stats s;
+        assert_int_equal(vkmoe_layer_cache_stats(layer, &s), VKMOE_OK);
+        assert_int_equal(s.forwards, n);
+        assert_int_equal(s.hits + s.misses + s.cpu_experts, n);
+        if (run < 2) {
+            /* 0 on the host, then copied in (needed twice), then hits; the
+             * others seen once each. */
+            assert_int_equal(s.misses, 1);
+            assert_int_equal(s.hits, 3);
+            assert_int_equal(s.cpu_experts, 6);
+            assert_int_equal(s.cpu_slots, 6);
+        } else {
+            assert_int_equal(s.cpu_experts, 0);
+            assert_memory_equal(got[run], want, (size_t)n * dim * sizeof(float));
+        }
+        vkmoe_layer_destroy(&layer);
+    }
+    /* The host's rows: within the reference's tolerance, the same bits twice. */
+    assert_memory_equal(got[0], got[1], (size_t)n * dim * sizeof(float));
+    float largest = 0, worst = 0;
+    for (size_t i = 0; i < (size_t)n * dim; i++) {
+        largest = fmaxf(largest, fabsf(want[i]));
+        worst = fmaxf(worst, fabsf(want[i] - got[0][i]));
+    }
+    assert_true(worst <= F32_TOLERANCE * largest);
+    assert_true(memcmp(want, got[0], (size_t)n * dim * sizeof(float)) != 0);
+    for (int run = 0; run < 3; run++)
+        free(got[run]);
+    free(want);
+    test_layer_destroy(&t);
+}
+
 /* Setting an expert again after it was cached: the stale slot is not used. */
 static void test_set_expert_again(void **state)
 {
@@ -347,9 +424,13 @@ static void test_failures_mid_forward(void **state)
 }
 
 static const struct CMUnitTest tests[] = {
-    cmocka_unit_test(test_bad_budgets),       cmocka_unit_test(test_policy_on_a_known_sequence),
-    cmocka_unit_test(test_set_expert_again),  cmocka_unit_test(test_failures_mid_forward),
-    cmocka_unit_test(test_budgets_quantized), cmocka_unit_test(test_budgets_bit_identical),
+    cmocka_unit_test(test_bad_budgets),
+    cmocka_unit_test(test_policy_on_a_known_sequence),
+    cmocka_unit_test(test_set_expert_again),
+    cmocka_unit_test(test_failures_mid_forward),
+    cmocka_unit_test(test_budgets_quantized),
+    cmocka_unit_test(test_budgets_bit_identical),
+    cmocka_unit_test(test_cold_experts_on_the_host),
 };
 
 int main(void) { return test_device_suite(tests, test_group_setup, test_group_teardown); }
