@@ -605,7 +605,9 @@ static vkmoe_status run_offload(workload *w, uint32_t tokens, uint32_t warmup, u
     uint64_t active = 0;
     vkmoe_cache_stats before = cache_stats(w->layer);
     vkmoe_status status = resident_ms && cpu_ms ? VKMOE_OK : VKMOE_ERROR_OUT_OF_HOST_MEMORY;
-    r->offload = (offload_figures){.present = true, .bit_identical = true};
+    r->offload = (offload_figures){.present = true,
+                                   .bit_identical = true,
+                                   .bit_checked = !p->cpu_experts && !p->cpu_cold_experts};
     for (uint32_t i = 0; i < warmup + iters && status == VKMOE_OK; i++) {
         if (i == warmup)
             before = cache_stats(w->layer);
@@ -618,9 +620,9 @@ static vkmoe_status run_offload(workload *w, uint32_t tokens, uint32_t warmup, u
         status = timed_forward(w->layer, tokens, w->io_next, w->y_cached, &t);
         if (status == VKMOE_OK)
             status = timed_forward(w->resident, tokens, w->io_next, w->y_resident, &tr);
-        /* The host's sums are not the device's: a CPU layer is checked
-         * against the reference instead (workload_run). */
-        if (status == VKMOE_OK && i >= warmup && !p->cpu_experts)
+        /* The host's sums are not the device's: a layer with host experts
+         * is checked against the reference instead (workload_run). */
+        if (status == VKMOE_OK && i >= warmup && r->offload.bit_checked)
             r->offload.bit_identical &= memcmp(w->y_cached, w->y_resident, bytes) == 0;
         tc = t;
         if (status == VKMOE_OK && w->cpu_twin)
@@ -639,7 +641,8 @@ static vkmoe_status run_offload(workload *w, uint32_t tokens, uint32_t warmup, u
     uint64_t hits = after.hits - before.hits, misses = after.misses - before.misses;
     r->offload.budget_bytes = p->expert_budget_bytes;
     r->offload.slots = after.slots ? after.slots : p->experts;
-    r->offload.hit_rate = hits + misses ? (double)hits / (hits + misses) : 1.0;
+    uint64_t needed = hits + misses + after.cpu_experts - before.cpu_experts;
+    r->offload.hit_rate = needed ? (double)hits / needed : 1.0;
     r->offload.bytes_to_device = (double)(after.bytes_to_device - before.bytes_to_device) / iters;
     r->offload.rounds = after.slots ? (double)(after.rounds - before.rounds) / iters : 1.0;
     if (status == VKMOE_OK) {

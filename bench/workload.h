@@ -18,16 +18,17 @@ typedef struct offload_figures {
     bool present;
     uint64_t budget_bytes;
     uint32_t slots;
-    double hit_rate;        /* of the timed forwards' needed experts */
+    double hit_rate;        /* of the timed forwards' needed experts: found on the device */
     double bytes_to_device; /* per forward */
     double rounds;          /* per forward */
     double resident_ms;     /* the resident layer's median */
     double cpu_only_ms;     /* the median of the layer with every expert on the host */
     double cpu_expert_ms;   /* host time on experts, per forward */
     double cpu_slots;       /* expert rows computed on the host, per forward */
-    /* every timed forward's y equal to the resident layer's (not checked,
-     * so true, for a layer whose experts run on the host) */
-    bool bit_identical;
+    /* every timed forward's y equal to the resident layer's, where checked:
+     * not for a layer with experts on the host (cpu_experts,
+     * cpu_cold_experts), whose sums differ from the device's */
+    bool bit_identical, bit_checked;
 } offload_figures;
 
 typedef struct run_result {
