@@ -30,7 +30,7 @@
  * by 6 rows take 12 of AVX2's 16 registers for sums, 8 loads feed 12 FMAs. */
 #define ROWS_AT_ONCE 6u
 #define MAX_THREADS 64u
-#define SMALL_WORK (1u << 20)
+#define SMALL_WORK (4u << 20)
 
 /* ---- kernels: out[r][i] = Σ_d w_r[d] · a_i[d], r < 2, i < ROWS_AT_ONCE, len a
  * multiple of 8 ---- */
@@ -119,6 +119,38 @@ __attribute__((target("avx2,fma"))) static void dot_avx2(const float *w0, const 
     }
 }
 
+/* f16 weight rows straight from memory against fewer than six rows
+ * (decode), one row at a time: each weight is read once, never decoded to
+ * a buffer. */
+__attribute__((target("avx2,fma,f16c"))) static void
+dot_f16_avx2(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT_ONCE],
+             uint32_t rows, uint32_t len, float out[2][ROWS_AT_ONCE])
+{
+    for (uint32_t i = 0; i < rows; i++) {
+        __m256 p0 = _mm256_setzero_ps(), p1 = p0, q0 = p0, q1 = p0;
+        const float *x = a[i];
+        uint32_t d = 0;
+        for (; d + 16 <= len; d += 16) {
+            __m256 x0 = _mm256_loadu_ps(x + d), x1 = _mm256_loadu_ps(x + d + 8);
+            __m256i h0 = _mm256_loadu_si256((const __m256i *)(w0 + 2 * d));
+            __m256i h1 = _mm256_loadu_si256((const __m256i *)(w1 + 2 * d));
+            p0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(h0)), x0, p0);
+            p1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(h0, 1)), x1, p1);
+            q0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(h1)), x0, q0);
+            q1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(h1, 1)), x1, q1);
+        }
+        if (d < len) {
+            __m256 x0 = _mm256_loadu_ps(x + d);
+            p0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w0 + 2 * d))),
+                                 x0, p0);
+            q0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w1 + 2 * d))),
+                                 x0, q0);
+        }
+        out[0][i] = sum8(_mm256_add_ps(p0, p1));
+        out[1][i] = sum8(_mm256_add_ps(q0, q1));
+    }
+}
+
 __attribute__((target("avx2,f16c"))) static void f16_row_avx2(const uint8_t *src, uint32_t n,
                                                               float *dst)
 {
@@ -145,12 +177,41 @@ static dot_kernel choose_kernel(void)
     return dot_portable;
 }
 
+/* Row `row` of expert e's matrix in a host array, as stored. */
+static const uint8_t *stored_row(const vkmoe_expert_array *a, uint32_t e, uint32_t row)
+{
+    return (const uint8_t *)a->chunks[e / a->per_chunk].mapped +
+           (e % a->per_chunk) * a->matrix_bytes + (size_t)row * vkmoe_weight_bytes(a->type, a->ld);
+}
+
+/* Whether a group of n rows reads this array's rows as stored (f16 with
+ * the AVX2 kernels, fewer rows than a kernel call takes): decoding a row
+ * to f32 first would cost more than the few products made from it. */
+static bool reads_stored(const vkmoe_expert_array *a, uint32_t n)
+{
+#ifdef HAVE_X86_KERNELS
+    return n < ROWS_AT_ONCE && a->type == VKMOE_WEIGHT_F16 && x86_kernels();
+#else
+    (void)a, (void)n;
+    return false;
+#endif
+}
+
+/* Two rows' products with ROWS_AT_ONCE rows of a, the rows as stored. */
+static void dot_stored(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT_ONCE],
+                       uint32_t rows, uint32_t len, float out[2][ROWS_AT_ONCE])
+{
+#ifdef HAVE_X86_KERNELS
+    dot_f16_avx2(w0, w1, a, rows, len, out);
+#else
+    (void)w0, (void)w1, (void)a, (void)rows, (void)len, (void)out;
+#endif
+}
+
 /* Row `row` of expert e's matrix in a host array, decoded to n = ld floats. */
 static void decode_row(const vkmoe_expert_array *a, uint32_t e, uint32_t row, float *dst)
 {
-    const uint8_t *src = (const uint8_t *)a->chunks[e / a->per_chunk].mapped +
-                         (e % a->per_chunk) * a->matrix_bytes +
-                         (size_t)row * vkmoe_weight_bytes(a->type, a->ld);
+    const uint8_t *src = stored_row(a, e, row);
 #ifdef HAVE_X86_KERNELS
     if (a->type == VKMOE_WEIGHT_F16 && x86_kernels()) {
         f16_row_avx2(src, a->ld, dst);
@@ -281,10 +342,10 @@ static void up_unit(cpu_work *w, uint32_t e, const uint32_t *slots, uint32_t n, 
     const vkmoe_layer_params *p = &layer->params;
     const vkmoe_expert_array *gate = &layer->weights.host[VKMOE_EXPERT_GATE],
                              *up = &layer->weights.host[VKMOE_EXPERT_UP];
-    bool gated = gate->chunks != NULL;
+    bool gated = gate->chunks != NULL, stored = reads_stored(up, n);
     uint32_t ld = up->ld, ld_ffn = layer->plan.ld_ffn, cols = p->ffn_dim - f0;
     cols = cols < UNIT_ROWS ? cols : UNIT_ROWS;
-    for (uint32_t c = 0; c < cols; c++) {
+    for (uint32_t c = 0; c < cols && !stored; c++) {
         decode_row(up, e, f0 + c, decoded + (size_t)(2 * c + 1) * ld);
         if (gated)
             decode_row(gate, e, f0 + c, decoded + (size_t)(2 * c) * ld);
@@ -294,9 +355,13 @@ static void up_unit(cpu_work *w, uint32_t e, const uint32_t *slots, uint32_t n, 
         group_rows(w, slots, n, i0, w->s->x, layer->plan.ld_dim, true, x);
         for (uint32_t c = 0; c < cols; c++) {
             float acc[2][ROWS_AT_ONCE];
-            const float *u = decoded + (size_t)(2 * c + 1) * ld;
-            w->dot(gated ? decoded + (size_t)(2 * c) * ld : u, u, x, rows_at(n, i0), ld, acc);
             uint32_t f = f0 + c;
+            const float *u = decoded + (size_t)(2 * c + 1) * ld;
+            if (stored)
+                dot_stored(stored_row(gated ? gate : up, e, f), stored_row(up, e, f), x,
+                           rows_at(n, i0), ld, acc);
+            else
+                w->dot(gated ? decoded + (size_t)(2 * c) * ld : u, u, x, rows_at(n, i0), ld, acc);
             for (uint32_t i = 0; i < ROWS_AT_ONCE && i0 + i < n; i++) {
                 uint32_t slot = slots[i0 + i];
                 float scale = p->scale_expert_input ? w->batch->topk_weight[slot] : 1.0f;
@@ -316,16 +381,22 @@ static void down_unit(cpu_work *w, uint32_t e, const uint32_t *slots, uint32_t n
     const vkmoe_layer_params *p = &layer->params;
     const vkmoe_expert_array *down = &layer->weights.host[VKMOE_EXPERT_DOWN];
     uint32_t ld = down->ld, rows = p->dim - d0;
+    bool stored = reads_stored(down, n);
     rows = rows < UNIT_ROWS ? rows : UNIT_ROWS;
-    for (uint32_t r = 0; r < rows; r++)
+    for (uint32_t r = 0; r < rows && !stored; r++)
         decode_row(down, e, d0 + r, decoded + (size_t)r * ld);
     for (uint32_t i0 = 0; i0 < n; i0 += ROWS_AT_ONCE) {
         const float *h[ROWS_AT_ONCE];
         group_rows(w, slots, n, i0, hidden, layer->plan.ld_ffn, false, h);
         for (uint32_t r = 0; r < rows; r += 2) {
             float acc[2][ROWS_AT_ONCE];
-            const float *w1 = decoded + (size_t)(r + 1 < rows ? r + 1 : r) * ld;
-            w->dot(decoded + (size_t)r * ld, w1, h, rows_at(n, i0), ld, acc);
+            uint32_t r1 = r + 1 < rows ? r + 1 : r;
+            if (stored)
+                dot_stored(stored_row(down, e, d0 + r), stored_row(down, e, d0 + r1), h,
+                           rows_at(n, i0), ld, acc);
+            else
+                w->dot(decoded + (size_t)r * ld, decoded + (size_t)r1 * ld, h, rows_at(n, i0), ld,
+                       acc);
             for (uint32_t j = 0; j < 2 && r + j < rows; j++)
                 for (uint32_t i = 0; i < ROWS_AT_ONCE && i0 + i < n; i++)
                     w->batch->out[(size_t)slots[i0 + i] * p->dim + d0 + r + j] =
