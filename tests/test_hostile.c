@@ -377,6 +377,30 @@ static vkmoe_status layer_life(vkmoe_context *ctx, const char *path)
     return status;
 }
 
+/* A layer with two experts of three on the device and one-off experts on
+ * the host (copies made dear, so the host takes them): the cache's and the
+ * CPU experts' allocations, at creation and in the forward (the host
+ * threads' buffers). */
+static vkmoe_status offloaded_life(vkmoe_context *ctx, const char *path)
+{
+    (void)path;
+    vkmoe_layer_params p = small_layer;
+    p.expert_budget_bytes = 2 * vkmoe_expert_bytes(&p);
+    p.cpu_cold_experts = true;
+    p.host_to_device_gbps = 0.001f;
+    vkmoe_layer *layer = NULL;
+    vkmoe_status status = vkmoe_layer_create(ctx, &p, &layer);
+    vkmoe_cache_stats s = {0};
+    if (status == VKMOE_OK)
+        status = use_layer(layer);
+    if (status == VKMOE_OK)
+        status = vkmoe_layer_cache_stats(layer, &s);
+    if (status == VKMOE_OK && s.cpu_slots == 0)
+        fail_msg("the offloaded layer ran no expert on the host");
+    vkmoe_layer_destroy(&layer);
+    return status;
+}
+
 static vkmoe_status load_life(vkmoe_context *ctx, const char *path)
 {
     vkmoe_layer *layer = NULL;
@@ -439,6 +463,7 @@ static void test_allocation_fault_injection(void **state)
     }
     assert_int_equal(vkmoe_context_create(&params, &ctx), VKMOE_OK);
     unsigned layer_points = sweep_allocations(ctx, layer_life, NULL);
+    unsigned offload_points = sweep_allocations(ctx, offloaded_life, NULL);
 
     char dir[256], gguf[300];
     assert_true(test_make_dir("vkmoe-test-hostile", dir, sizeof(dir)));
@@ -474,10 +499,12 @@ static void test_allocation_fault_injection(void **state)
     test_remove_dir(dir, names, VKMOE_ARRAY_SIZE(names));
     vkmoe_context_destroy(&ctx);
     printf("fault injection: %u allocations failed in context creation, %u in a layer's life, "
-           "%u loading a checkpoint, %u loading a GGUF file, %u opening a whole model\n",
-           context_points, layer_points, checkpoint_points, gguf_points, model_points);
-    assert_true(context_points > 0 && layer_points > 0 && checkpoint_points > 0 &&
-                gguf_points > 0 && model_points > gguf_points);
+           "%u in an offloaded layer's, %u loading a checkpoint, %u loading a GGUF file, %u "
+           "opening a whole model\n",
+           context_points, layer_points, offload_points, checkpoint_points, gguf_points,
+           model_points);
+    assert_true(context_points > 0 && layer_points > 0 && offload_points > layer_points &&
+                checkpoint_points > 0 && gguf_points > 0 && model_points > gguf_points);
 }
 
 int main(void)
