@@ -6,6 +6,7 @@
 #include "alloc.h"
 #include "context.h"
 #include "pipelines.h"
+#include "thread_pool.h"
 #include "weights.h"
 
 static const char validation_layer[] = "VK_LAYER_KHRONOS_validation";
@@ -624,6 +625,7 @@ vkmoe_status vkmoe_context_create_with(const vkmoe_context_params *params,
 static void context_free(vkmoe_context *ctx)
 {
     const vkmoe_vulkan_functions *vk = &ctx->vk;
+    vkmoe_thread_pool_destroy(&ctx->cpu_pool);
     if (ctx->device && vkmoe_vulkan_functions_missing(vk, true)) {
         /* Refused for a missing function: nothing was made on it. */
         if (ctx->owns_device && vk->vkDestroyDevice)

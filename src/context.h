@@ -58,6 +58,10 @@ typedef struct vkmoe_context_options {
 
 struct vkmoe_context {
     vkmoe_vulkan_functions vk; /* this context's own: see vulkan_functions.h */
+    /* The CPU experts' threads (thread_pool.h): made at their first use,
+     * NULL before or where none could be started. */
+    struct vkmoe_thread_pool *cpu_pool;
+    bool cpu_pool_tried;
     VkInstance instance;
     VkPhysicalDevice physical_device;
     VkDevice device;

@@ -7,7 +7,6 @@
  * and reused for every row routed to the expert. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
-#include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -16,6 +15,7 @@
 
 #include "alloc.h"
 #include "cpu_experts.h"
+#include "thread_pool.h"
 #include "weight_types.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -30,7 +30,7 @@
  * by 6 rows take 12 of AVX2's 16 registers for sums, 8 loads feed 12 FMAs. */
 #define ROWS_AT_ONCE 6u
 #define MAX_THREADS 64u
-#define SMALL_WORK (4u << 20)
+#define SMALL_WORK (1u << 20)
 
 /* ---- kernels: out[r][i] = Σ_d w_r[d] · a_i[d], r < 2, i < ROWS_AT_ONCE, len a
  * multiple of 8 ---- */
@@ -432,36 +432,21 @@ static void run_units(cpu_work *w, unsigned thread)
     run_gemm(w, thread, true);
 }
 
-typedef struct thread_start {
-    cpu_work *work;
-    unsigned thread;
-} thread_start;
+static void run_units_task(void *arg, unsigned thread) { run_units(arg, thread); }
 
-static void *thread_main(void *arg)
-{
-    thread_start *t = arg;
-    run_units(t->work, t->thread);
-    return NULL;
-}
-
-/* The units on up to `threads` threads, this one among them; a thread
- * that cannot be started leaves its share to the others. */
+/* The units on `threads` threads of the context's pool (made now if it is
+ * not yet), this one among them. */
 static void run_parallel(cpu_work *w, unsigned threads)
 {
-    pthread_t ids[MAX_THREADS];
-    thread_start starts[MAX_THREADS];
-    unsigned started = 0;
-    atomic_store(&w->running, UINT32_MAX);
-    for (unsigned t = 1; t < threads; t++) {
-        starts[started] = (thread_start){w, t};
-        if (pthread_create(&ids[started], NULL, thread_main, &starts[started]) != 0)
-            break;
-        started++;
+    vkmoe_context *ctx = w->layer->ctx;
+    if (!ctx->cpu_pool_tried) {
+        ctx->cpu_pool = vkmoe_thread_pool_create(w->s->threads);
+        ctx->cpu_pool_tried = true;
     }
-    atomic_store(&w->running, started + 1);
-    run_units(w, 0);
-    for (unsigned t = 0; t < started; t++)
-        pthread_join(ids[t], NULL);
+    unsigned size = vkmoe_thread_pool_size(ctx->cpu_pool);
+    threads = threads < size ? threads : size;
+    atomic_store(&w->running, threads);
+    vkmoe_thread_pool_run(ctx->cpu_pool, threads, run_units_task, w);
 }
 
 /* s->order and s->groups: the kept slots of CPU experts, grouped by expert

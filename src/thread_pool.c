@@ -1,0 +1,126 @@
+/* The pool: one mutex, a generation count that wakes the threads for a
+ * run, and a count of those still working that the caller waits on. */
+#define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+#include "alloc.h"
+#include "thread_pool.h"
+
+struct vkmoe_thread_pool {
+    pthread_mutex_t lock;
+    pthread_cond_t wake, done;
+    unsigned generation; /* runs so far */
+    unsigned active;     /* threads 0 .. active − 1 take part in the run */
+    unsigned pending;    /* pool threads of the run not yet done */
+    bool stop;
+    vkmoe_pool_task task;
+    void *arg;
+    unsigned started; /* pool threads, numbered 1 .. started */
+    pthread_t *ids;
+    struct worker {
+        vkmoe_thread_pool *pool;
+        unsigned index;
+    } *workers;
+};
+
+static void *worker_main(void *arg)
+{
+    const struct worker *w = arg;
+    vkmoe_thread_pool *p = w->pool;
+    pthread_mutex_lock(&p->lock);
+    unsigned seen = 0; /* made before any run */
+    for (;;) {
+        while (p->generation == seen && !p->stop)
+            pthread_cond_wait(&p->wake, &p->lock);
+        if (p->stop)
+            break;
+        seen = p->generation;
+        if (w->index >= p->active)
+            continue;
+        vkmoe_pool_task task = p->task;
+        void *task_arg = p->arg;
+        pthread_mutex_unlock(&p->lock);
+        task(task_arg, w->index);
+        pthread_mutex_lock(&p->lock);
+        if (--p->pending == 0)
+            pthread_cond_signal(&p->done);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+vkmoe_thread_pool *vkmoe_thread_pool_create(unsigned threads)
+{
+    if (threads < 2)
+        return NULL;
+    vkmoe_thread_pool *p = vkmoe_calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->ids = vkmoe_calloc(threads, sizeof(*p->ids));
+    p->workers = vkmoe_calloc(threads, sizeof(*p->workers));
+    if (!p->ids || !p->workers || pthread_mutex_init(&p->lock, NULL) != 0) {
+        free(p->ids);
+        free(p->workers);
+        free(p);
+        return NULL;
+    }
+    pthread_cond_init(&p->wake, NULL);
+    pthread_cond_init(&p->done, NULL);
+    for (unsigned t = 1; t < threads; t++) {
+        p->workers[t] = (struct worker){p, t};
+        if (pthread_create(&p->ids[t], NULL, worker_main, &p->workers[t]) != 0)
+            break;
+        p->started = t;
+    }
+    if (p->started == 0)
+        vkmoe_thread_pool_destroy(&p);
+    return p;
+}
+
+void vkmoe_thread_pool_destroy(vkmoe_thread_pool **pool)
+{
+    vkmoe_thread_pool *p = pool ? *pool : NULL;
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->lock);
+    p->stop = true;
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->lock);
+    for (unsigned t = 1; t <= p->started; t++)
+        pthread_join(p->ids[t], NULL);
+    pthread_cond_destroy(&p->wake);
+    pthread_cond_destroy(&p->done);
+    pthread_mutex_destroy(&p->lock);
+    free(p->ids);
+    free(p->workers);
+    free(p);
+    *pool = NULL;
+}
+
+unsigned vkmoe_thread_pool_size(const vkmoe_thread_pool *pool)
+{
+    return pool ? pool->started + 1 : 1;
+}
+
+void vkmoe_thread_pool_run(vkmoe_thread_pool *p, unsigned n, vkmoe_pool_task task, void *arg)
+{
+    if (!p || n < 2) {
+        task(arg, 0);
+        return;
+    }
+    pthread_mutex_lock(&p->lock);
+    p->task = task;
+    p->arg = arg;
+    p->active = n;
+    p->pending = n - 1;
+    p->generation++;
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->lock);
+    task(arg, 0);
+    pthread_mutex_lock(&p->lock);
+    while (p->pending > 0)
+        pthread_cond_wait(&p->done, &p->lock);
+    pthread_mutex_unlock(&p->lock);
+}
