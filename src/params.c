@@ -202,12 +202,12 @@ vkmoe_status vkmoe_params_resolve(const vkmoe_context *ctx, const vkmoe_layer_pa
         p.swiglu_alpha = 1.702f;
     if (p.down_weight_type == VKMOE_WEIGHT_F32)
         p.down_weight_type = p.weight_type;
-    if (p.host_to_device_gbps == 0)
-        p.host_to_device_gbps = 16;
-    if (p.cpu_expert_gflops == 0)
-        p.cpu_expert_gflops = 50;
-    if (p.host_read_gbps == 0)
-        p.host_read_gbps = 20;
+    /* The cold-expert cost model's rates (vkmoe.h): GB/s, GFLOP/s, GB/s. */
+    float *rates[] = {&p.host_to_device_gbps, &p.cpu_expert_gflops, &p.host_read_gbps};
+    static const float rate_defaults[] = {16, 50, 20};
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(rates); i++)
+        if (*rates[i] == 0)
+            *rates[i] = rate_defaults[i];
     VKMOE_TRY(check_shape(ctx, &p));
     VKMOE_TRY(check_io(ctx, &p));
     VKMOE_TRY(check_routing(ctx, &p));

@@ -22,7 +22,7 @@ struct vkmoe_thread_pool {
     struct worker {
         vkmoe_thread_pool *pool;
         unsigned index;
-    } *workers;
+    } * workers;
 };
 
 static void *worker_main(void *arg)

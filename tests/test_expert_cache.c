@@ -158,6 +158,17 @@ static void test_budgets_quantized(void **state)
     check_budgets(*state, p);
 }
 
+/* A layer of random experts whose router copies x's first E coordinates
+ * into the logits: x = 4 at coordinate e routes the token to expert e. */
+static void steered_layer(vkmoe_context *ctx, const vkmoe_layer_params *p, test_layer *t)
+{
+    test_layer_create(ctx, p, t);
+    memset(t->router, 0, 4ull * p->experts * p->dim);
+    for (uint32_t e = 0; e < p->experts; e++)
+        t->router[e * p->dim + e] = 1;
+    test_layer_upload(t);
+}
+
 /* Hits of the best possible eviction (Belady's: evict the expert needed
  * again the latest) on a sequence of single experts with `slots` slots. */
 static uint32_t optimal_hits(const uint32_t *seq, size_t n, uint32_t slots)
@@ -193,8 +204,7 @@ static uint32_t optimal_hits(const uint32_t *seq, size_t n, uint32_t slots)
 
 /* Two hot experts, and cold ones in pairs between them: LRU evicts the
  * hot ones for the cold, the frequency policy keeps them and does as well
- * as the best eviction can. Routing is steered by a router that copies x's
- * first E coordinates into the logits. */
+ * as the best eviction can (routing steered by steered_layer's router). */
 static void test_policy_on_a_known_sequence(void **state)
 {
     vkmoe_context *ctx = *state;
@@ -204,11 +214,7 @@ static void test_policy_on_a_known_sequence(void **state)
     const uint32_t slots = 3, dim = 8;
     vkmoe_layer_params p = test_shape(dim, 8, 6, 1, 1);
     test_layer t;
-    test_layer_create(ctx, &p, &t);
-    memset(t.router, 0, 4ull * p.experts * dim);
-    for (uint32_t e = 0; e < p.experts; e++)
-        t.router[e * dim + e] = 1;
-    test_layer_upload(&t);
+    steered_layer(ctx, &p, &t);
     uint64_t hits[2];
     for (int policy = 0; policy < 2; policy++) {
         vkmoe_layer *cached = cached_twin(ctx, &t, slots, (vkmoe_cache_policy)policy);
@@ -264,11 +270,7 @@ static void test_cold_experts_on_the_host(void **state)
     vkmoe_layer_params p = test_shape(dim, 24, 8, 1, 1);
     test_seed(37);
     test_layer t;
-    test_layer_create(ctx, &p, &t);
-    memset(t.router, 0, 4ull * p.experts * dim);
-    for (uint32_t e = 0; e < p.experts; e++)
-        t.router[e * dim + e] = 1;
-    test_layer_upload(&t);
+    steered_layer(ctx, &p, &t);
     float *want = steered_forwards(t.layer, seq, n, dim), *got[3];
     float copy_rates[3] = {1, 1, 1e6}; /* GB/s: slow, slow again, free */
     for (int run = 0; run < 3; run++) {
