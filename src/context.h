@@ -61,7 +61,7 @@ struct vkmoe_context {
     /* The CPU experts' threads (thread_pool.h): made at their first use,
      * NULL before or where none could be started. */
     struct vkmoe_thread_pool *cpu_pool;
-    bool cpu_pool_tried;
+    bool cpu_pool_made; /* NULL above is then final: no thread could start */
     VkInstance instance;
     VkPhysicalDevice physical_device;
     VkDevice device;

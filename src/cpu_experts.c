@@ -436,17 +436,19 @@ static void run_units_task(void *arg, unsigned thread) { run_units(arg, thread);
 
 /* The units on `threads` threads of the context's pool (made now if it is
  * not yet), this one among them. */
-static void run_parallel(cpu_work *w, unsigned threads)
+static vkmoe_status run_parallel(cpu_work *w, unsigned threads)
 {
     vkmoe_context *ctx = w->layer->ctx;
-    if (!ctx->cpu_pool_tried) {
-        ctx->cpu_pool = vkmoe_thread_pool_create(w->s->threads);
-        ctx->cpu_pool_tried = true;
+    if (!ctx->cpu_pool_made) {
+        if (!vkmoe_thread_pool_create(w->s->threads, &ctx->cpu_pool))
+            return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+        ctx->cpu_pool_made = true;
     }
     unsigned size = vkmoe_thread_pool_size(ctx->cpu_pool);
     threads = threads < size ? threads : size;
     atomic_store(&w->running, threads);
     vkmoe_thread_pool_run(ctx->cpu_pool, threads, run_units_task, w);
+    return VKMOE_OK;
 }
 
 /* s->order and s->groups: the kept slots of CPU experts, grouped by expert
@@ -503,7 +505,7 @@ vkmoe_status vkmoe_cpu_experts_run(const vkmoe_layer *layer, vkmoe_cpu_scratch *
      * take one for every SMALL_WORK multiply-adds. */
     uint64_t work = (uint64_t)*computed * p->dim * p->ffn_dim * 3;
     uint64_t wanted = 1 + work / SMALL_WORK;
-    run_parallel(&w, wanted < s->threads ? (unsigned)wanted : s->threads);
+    vkmoe_status status = run_parallel(&w, wanted < s->threads ? (unsigned)wanted : s->threads);
     free(w.decoded);
-    return VKMOE_OK;
+    return status;
 }

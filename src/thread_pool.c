@@ -51,20 +51,21 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-vkmoe_thread_pool *vkmoe_thread_pool_create(unsigned threads)
+bool vkmoe_thread_pool_create(unsigned threads, vkmoe_thread_pool **out)
 {
+    *out = NULL;
     if (threads < 2)
-        return NULL;
+        return true;
     vkmoe_thread_pool *p = vkmoe_calloc(1, sizeof(*p));
     if (!p)
-        return NULL;
+        return false;
     p->ids = vkmoe_calloc(threads, sizeof(*p->ids));
     p->workers = vkmoe_calloc(threads, sizeof(*p->workers));
     if (!p->ids || !p->workers || pthread_mutex_init(&p->lock, NULL) != 0) {
         free(p->ids);
         free(p->workers);
         free(p);
-        return NULL;
+        return false;
     }
     pthread_cond_init(&p->wake, NULL);
     pthread_cond_init(&p->done, NULL);
@@ -76,7 +77,8 @@ vkmoe_thread_pool *vkmoe_thread_pool_create(unsigned threads)
     }
     if (p->started == 0)
         vkmoe_thread_pool_destroy(&p);
-    return p;
+    *out = p;
+    return true;
 }
 
 void vkmoe_thread_pool_destroy(vkmoe_thread_pool **pool)

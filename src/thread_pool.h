@@ -4,14 +4,17 @@
 #ifndef VKMOE_THREAD_POOL_H
 #define VKMOE_THREAD_POOL_H
 
+#include <stdbool.h>
+
 typedef struct vkmoe_thread_pool vkmoe_thread_pool;
 
 /* What each thread runs: `thread` is 0 for the caller, 1.. for the pool's. */
 typedef void (*vkmoe_pool_task)(void *arg, unsigned thread);
 
-/* A pool of `threads` in all, the caller's among them; NULL when not even
- * one more thread could be started (the caller then runs tasks alone). */
-vkmoe_thread_pool *vkmoe_thread_pool_create(unsigned threads);
+/* A pool of `threads` in all, the caller's among them, into *out: NULL
+ * when not even one more thread could be started (the caller then runs
+ * tasks alone). False, *out NULL, when out of host memory. */
+bool vkmoe_thread_pool_create(unsigned threads, vkmoe_thread_pool **out);
 /* Stop and join the threads; accepts NULL and a pointer to NULL. */
 void vkmoe_thread_pool_destroy(vkmoe_thread_pool **pool);
 /* Threads in all, the caller's included (1 for NULL). */
