@@ -416,8 +416,6 @@ VKMOE_API vkmoe_status vkmoe_context_auto_gemm_paths(const vkmoe_context *ctx,
                                                      vkmoe_gemm_path *decode,
                                                      vkmoe_gemm_path *prefill, const char **why);
 
-/* Zero-initialise, then set the four required shape fields (or start from
- * vkmoe_layer_params_family()). Every other zero field means its default. */
 /* How a layer with an expert cache (vkmoe_layer_params.expert_budget_bytes)
  * chooses which expert to evict from the device when a forward needs
  * another. Experts the forward needs are never evicted for it; ties go to
@@ -432,6 +430,8 @@ typedef enum vkmoe_cache_policy {
     VKMOE_CACHE_LRU = 1,
 } vkmoe_cache_policy;
 
+/* Zero-initialise, then set the four required shape fields (or start from
+ * vkmoe_layer_params_family()). Every other zero field means its default. */
 typedef struct vkmoe_layer_params {
     uint32_t dim;     /* model width D, required, >= 1 */
     uint32_t ffn_dim; /* expert hidden width F, required, >= 1 */
@@ -541,7 +541,7 @@ typedef struct vkmoe_layer_params {
      * matrices stay in host memory, each forward reads back which rows each
      * expert has and computes them with host threads (AVX2/FMA kernels
      * where the CPU has them, every weight type), then the device combines
-     * them with the shared expert as usually. Within the f32 tolerance of
+     * them with the shared expert as usual. Within the f32 tolerance of
      * the reference and deterministic run to run on one machine; not
      * bit-identical to the device's sums. vkmoe_layer_forward only, as with
      * expert_budget_bytes (which it overrides: the device keeps one slot's
@@ -795,9 +795,10 @@ typedef struct vkmoe_memory_report {
      * a layer's own, or the one allocation a model's layers share. */
     uint64_t scratch;
     uint64_t total; /* the sum of the above */
-    /* Host memory the device copies experts from: with an expert cache
-     * (vkmoe_layer_params.expert_budget_bytes), all routed experts'
-     * matrices; else 0. Not in total, which counts device memory. */
+    /* Host memory holding experts: with an expert cache
+     * (vkmoe_layer_params.expert_budget_bytes) or host experts
+     * (cpu_experts), all routed experts' matrices; else 0. Not in total,
+     * which counts device memory. */
     uint64_t host_experts;
 } vkmoe_memory_report;
 
