@@ -19,6 +19,7 @@
 #include "weight_types.h"
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define HAVE_X86_KERNELS 1
 #endif
@@ -158,13 +159,19 @@ __attribute__((target("avx2,f16c"))) static void f16_row_avx2(const uint8_t *src
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + 2 * i))));
 }
 
+/* AVX2, FMA and F16C (CPUID 1, ECX bit 29: clang 14's
+ * __builtin_cpu_supports does not know "f16c"), asked once: CPUID is slow. */
 static bool x86_kernels(void)
 {
-    static int have = -1; /* benign race: every thread computes the same */
-    if (have < 0)
-        have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
-    return have;
+    static atomic_int have = -1;
+    int known = atomic_load_explicit(&have, memory_order_relaxed);
+    if (known < 0) {
+        unsigned a, b, c, d;
+        known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+        atomic_store_explicit(&have, known, memory_order_relaxed);
+    }
+    return known;
 }
 #endif
 
