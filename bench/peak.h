@@ -13,6 +13,9 @@ typedef struct peak_figures {
     double fp16_matrix_gflops;
     double copy_gbps; /* a streaming copy shader: bytes read + bytes written */
     double read_gbps; /* a streaming read shader: bytes read */
+    /* vkCmdCopyBuffer from host memory into device memory, as an expert
+     * cache copies experts in: bytes copied */
+    double upload_gbps;
 } peak_figures;
 
 vkmoe_status peak_measure(vkmoe_context *ctx, peak_figures *out);

@@ -184,6 +184,13 @@ typedef struct vkmoe_device_info {
      * forward then changes no descriptor set of the layer
      * (vkmoe_layer_record_forward). */
     bool push_descriptors;
+    /* The expert caches' copies (vkmoe_layer_params.expert_budget_bytes,
+     * vkmoe_layer_prefetch) run on a dedicated transfer queue, beside the
+     * compute: the device has a queue family with transfer but neither
+     * compute nor graphics, and timeline semaphores. False for imported
+     * devices and where there is none (lavapipe): copies then run on the
+     * compute queue, before the expert GEMMs that read them. */
+    bool copy_queue;
 } vkmoe_device_info;
 
 /* Number of Vulkan physical devices that vkmoe could use (Vulkan >= 1.2,
@@ -703,6 +710,25 @@ VKMOE_API vkmoe_status vkmoe_layer_set_shared_gate(vkmoe_layer *layer, const flo
 VKMOE_API vkmoe_status vkmoe_layer_forward(vkmoe_layer *layer, uint32_t tokens, const void *x,
                                            void *y);
 
+/* Start copying into the expert cache of `layer` (expert_budget_bytes) the
+ * experts its next forward is likely to need, predicted by routing x
+ * ([tokens][dim], io_type) through the layer's own router: pass the input
+ * of the layer before it, and call this before that layer's forward, as
+ * pre-gating systems do (consecutive layers' inputs differ by a residual
+ * update, so the prediction mostly holds). It waits for that routing,
+ * then returns while the copies run on the device's copy queue beside the
+ * other layer's compute; the layer's next forward waits for them where it
+ * uses them. Predicted experts take the slots the cache policy would evict
+ * first, as many as there are slots; a wrong prediction costs copies, never
+ * results: the forward is bit-identical either way. Counted in
+ * vkmoe_cache_stats.prefetched and prefetch_hits. Does nothing (VKMOE_OK)
+ * for a layer without a cache, with cpu_experts, or on a device without a
+ * copy queue (vkmoe_device_info.copy_queue), where copies could not run
+ * beside compute. The layer's last results (vkmoe_layer_statistics,
+ * vkmoe_layer_expert_counts) are gone afterwards, and with them those of
+ * the layers sharing its model's scratch memory. */
+VKMOE_API vkmoe_status vkmoe_layer_prefetch(vkmoe_layer *layer, uint32_t tokens, const void *x);
+
 /* Record one forward into the caller's command buffer, which must be in the
  * recording state and belong to a queue family with compute support on the
  * layer's device. Reads x ([tokens][dim] of params.io_type at x_offset) and
@@ -774,6 +800,10 @@ typedef struct vkmoe_cache_stats {
     uint64_t cpu_experts;
     uint64_t cpu_slots; /* expert rows (token, choice) computed on the host */
     double cpu_ms;      /* host time spent on them, wall clock */
+    /* Experts copied in by vkmoe_layer_prefetch (in bytes_to_device too),
+     * and of those, how many the next forward needed (counted as hits). */
+    uint64_t prefetched;
+    uint64_t prefetch_hits;
 } vkmoe_cache_stats;
 
 /* Fill *stats with the layer's cache figures since its creation. A layer

@@ -204,6 +204,14 @@ static bool run_model(const options *o, vkmoe_context *ctx, float *x, uint32_t t
         /* y of one layer is x of the next: run from whichever holds it */
         const float *in = ran % 2 == 0 ? x : *y;
         float *out = ran % 2 == 0 ? *y : x;
+        /* With an expert budget, the next MoE layer's likely experts are
+         * copied in while this one runs (nothing happens without a cache
+         * or a copy queue). */
+        vkmoe_layer *next = NULL;
+        for (uint32_t j = i + 1; !next && j < count; j++)
+            next = vkmoe_model_layer(model, j);
+        if (ok && next && o->budget)
+            ok = vkmoe_ok(vkmoe_layer_prefetch(next, tokens, in));
         ok = ok && vkmoe_ok(vkmoe_layer_forward(layer, tokens, in, out));
         if (ok && o->stats) {
             char before[48];

@@ -5,6 +5,7 @@
 
 #include "alloc.h"
 #include "context.h"
+#include "copy_queue.h"
 #include "pipelines.h"
 #include "thread_pool.h"
 #include "weights.h"
@@ -321,11 +322,24 @@ static vkmoe_status create_device(vkmoe_context *ctx)
                                             .pNext = &supported12};
     ctx->vk.vkGetPhysicalDeviceFeatures2(ctx->physical_device, &supported2);
     float priority = 1.0f;
-    VkDeviceQueueCreateInfo queue = {
-        .sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
-        .queueFamilyIndex = ctx->queue_family,
-        .queueCount = 1,
-        .pQueuePriorities = &priority,
+    /* A dedicated transfer queue for the expert caches' copies, where the
+     * device has one and timeline semaphores order them. */
+    ctx->copy_family = supported12.timelineSemaphore
+                           ? vkmoe_copy_queue_family(ctx, ctx->physical_device)
+                           : VKMOE_INVALID;
+    VkDeviceQueueCreateInfo queues[2] = {
+        {
+            .sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
+            .queueFamilyIndex = ctx->queue_family,
+            .queueCount = 1,
+            .pQueuePriorities = &priority,
+        },
+        {
+            .sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
+            .queueFamilyIndex = ctx->copy_family,
+            .queueCount = 1,
+            .pQueuePriorities = &priority,
+        },
     };
     /* The matrix-core shaders use fp16 and, as glslang writes every
      * cooperative-matrix module, the Vulkan memory model. */
@@ -376,6 +390,7 @@ static vkmoe_status create_device(vkmoe_context *ctx)
         .bufferDeviceAddress = VK_TRUE,
         .shaderFloat16 = supported12.shaderFloat16, /* for fp16 arithmetic where offered */
         .vulkanMemoryModel = ctx->cooperative_matrix,
+        .timelineSemaphore = supported12.timelineSemaphore,
     };
     VkPhysicalDeviceFeatures2 features = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
@@ -385,8 +400,8 @@ static vkmoe_status create_device(vkmoe_context *ctx)
     VkDeviceCreateInfo info = {
         .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
         .pNext = &features,
-        .queueCreateInfoCount = 1,
-        .pQueueCreateInfos = &queue,
+        .queueCreateInfoCount = ctx->copy_family == VKMOE_INVALID ? 1 : 2,
+        .pQueueCreateInfos = queues,
         .enabledExtensionCount = extension_count,
         .ppEnabledExtensionNames = extensions,
     };
@@ -396,6 +411,7 @@ static vkmoe_status create_device(vkmoe_context *ctx)
     VKMOE_TRY(load_functions(ctx, true));
     ctx->push_descriptors = ctx->push_descriptors && ctx->vk.vkCmdPushDescriptorSetKHR;
     ctx->vk.vkGetDeviceQueue(ctx->device, ctx->queue_family, 0, &ctx->queue);
+    ctx->timeline_semaphores = supported12.timelineSemaphore;
     return VKMOE_OK;
 }
 
@@ -543,6 +559,24 @@ static void fill_device_info(vkmoe_context *ctx)
             ctx->unified_memory = true;
 }
 
+/* The copy queue: the dedicated transfer queue of a device vkmoe created,
+ * or in tests the compute queue itself. */
+static vkmoe_status create_copy_queue(vkmoe_context *ctx)
+{
+    if (!ctx->timeline_semaphores)
+        return VKMOE_OK;
+    if (ctx->copy_family != VKMOE_INVALID) {
+        VkQueue queue;
+        ctx->vk.vkGetDeviceQueue(ctx->device, ctx->copy_family, 0, &queue);
+        VKMOE_TRY(vkmoe_copy_queue_create(ctx, queue, ctx->copy_family));
+        ctx->info.copy_queue = true;
+        return VKMOE_OK;
+    }
+    if (ctx->options.copies_on_compute_queue)
+        return vkmoe_copy_queue_create(ctx, ctx->queue, ctx->queue_family);
+    return VKMOE_OK;
+}
+
 static vkmoe_status create_command_objects(vkmoe_context *ctx)
 {
     VkCommandPoolCreateInfo pool = {
@@ -557,14 +591,19 @@ static vkmoe_status create_command_objects(vkmoe_context *ctx)
         .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
         .commandPool = ctx->command_pool,
         .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-        .commandBufferCount = 1,
+        .commandBufferCount = 2,
     };
-    VKMOE_TRY(vkmoe_check_vk(
-        ctx, ctx->vk.vkAllocateCommandBuffers(ctx->device, &alloc, &ctx->command_buffer),
-        "vkAllocateCommandBuffers"));
+    VkCommandBuffer buffers[2];
+    VKMOE_TRY(vkmoe_check_vk(ctx, ctx->vk.vkAllocateCommandBuffers(ctx->device, &alloc, buffers),
+                             "vkAllocateCommandBuffers"));
+    ctx->command_buffer = buffers[0];
+    ctx->early_command_buffer = buffers[1];
     VkFenceCreateInfo fence = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-    return vkmoe_check_vk(ctx, ctx->vk.vkCreateFence(ctx->device, &fence, NULL, &ctx->fence),
-                          "vkCreateFence");
+    VKMOE_TRY(vkmoe_check_vk(ctx, ctx->vk.vkCreateFence(ctx->device, &fence, NULL, &ctx->fence),
+                             "vkCreateFence"));
+    VKMOE_TRY(vkmoe_check_vk(
+        ctx, ctx->vk.vkCreateFence(ctx->device, &fence, NULL, &ctx->early_fence), "vkCreateFence"));
+    return create_copy_queue(ctx);
 }
 
 static vkmoe_status context_init(vkmoe_context *ctx, const vkmoe_context_params *params)
@@ -606,6 +645,7 @@ vkmoe_status vkmoe_context_create_with(const vkmoe_context_params *params,
     vkmoe_context *ctx = vkmoe_calloc(1, sizeof(*ctx));
     if (!ctx)
         return vkmoe_fail(NULL, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    ctx->copy_family = VKMOE_INVALID;
     ctx->log = params->log;
     ctx->log_user = params->log_user;
     ctx->log_level = params->log_level;
@@ -637,8 +677,11 @@ static void context_free(vkmoe_context *ctx)
         if (ctx->owns_device && ctx->fence)
             vk->vkDeviceWaitIdle(ctx->device);
         vkmoe_pipelines_destroy(ctx);
+        vkmoe_copy_queue_destroy(ctx);
         if (ctx->fence)
             vk->vkDestroyFence(ctx->device, ctx->fence, NULL);
+        if (ctx->early_fence)
+            vk->vkDestroyFence(ctx->device, ctx->early_fence, NULL);
         if (ctx->command_pool)
             vk->vkDestroyCommandPool(ctx->device, ctx->command_pool, NULL);
         if (ctx->owns_device)
@@ -671,15 +714,21 @@ void vkmoe_context_destroy(vkmoe_context **pctx)
     context_free(ctx);
 }
 
+/* A failed wait (out of memory, a lost device) leaves nothing better to
+ * do than wait again; a lost device returns at once. */
+static void wait_fence(vkmoe_context *ctx, VkFence fence, bool *pending)
+{
+    if (!*pending)
+        return;
+    if (ctx->vk.vkWaitForFences(ctx->device, 1, &fence, VK_TRUE, UINT64_MAX) == VK_SUCCESS)
+        ctx->vk.vkResetFences(ctx->device, 1, &fence);
+    *pending = false;
+}
+
 void vkmoe_context_wait_pending(vkmoe_context *ctx)
 {
-    if (!ctx->fence_pending)
-        return;
-    /* A failed wait (out of memory, a lost device) leaves nothing better to
-     * do than wait again; a lost device returns at once. */
-    if (ctx->vk.vkWaitForFences(ctx->device, 1, &ctx->fence, VK_TRUE, UINT64_MAX) == VK_SUCCESS)
-        ctx->vk.vkResetFences(ctx->device, 1, &ctx->fence);
-    ctx->fence_pending = false;
+    wait_fence(ctx, ctx->fence, &ctx->fence_pending);
+    wait_fence(ctx, ctx->early_fence, &ctx->early_pending);
 }
 
 void vkmoe_context_add_layer(vkmoe_context *ctx) { ctx->live_layers++; }
@@ -748,28 +797,75 @@ vkmoe_status vkmoe_context_begin(vkmoe_context *ctx, VkCommandBuffer *cmd)
     return VKMOE_OK;
 }
 
-vkmoe_status vkmoe_context_submit_wait(vkmoe_context *ctx)
+/* Submit cmd with fence after the copy queue's timeline reaches copies. */
+static vkmoe_status submit(vkmoe_context *ctx, VkCommandBuffer cmd, VkFence fence, bool *pending,
+                           uint64_t copies)
 {
-    VKMOE_TRY(
-        vkmoe_check_vk(ctx, ctx->vk.vkEndCommandBuffer(ctx->command_buffer), "vkEndCommandBuffer"));
-    VkSubmitInfo submit = {
+    VKMOE_TRY(vkmoe_check_vk(ctx, ctx->vk.vkEndCommandBuffer(cmd), "vkEndCommandBuffer"));
+    VkPipelineStageFlags stage =
+        VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
+    VkTimelineSemaphoreSubmitInfo timeline = {
+        .sType = VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO,
+        .waitSemaphoreValueCount = 1,
+        .pWaitSemaphoreValues = &copies,
+    };
+    VkSubmitInfo info = {
         .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
         .commandBufferCount = 1,
-        .pCommandBuffers = &ctx->command_buffer,
+        .pCommandBuffers = &cmd,
     };
+    if (copies) {
+        info.pNext = &timeline;
+        info.waitSemaphoreCount = 1;
+        info.pWaitSemaphores = &ctx->copies->timeline;
+        info.pWaitDstStageMask = &stage;
+    }
     if (ctx->lock_queue)
         ctx->lock_queue(ctx->queue_lock_user);
-    VkResult result = ctx->vk.vkQueueSubmit(ctx->queue, 1, &submit, ctx->fence);
+    VkResult result = ctx->vk.vkQueueSubmit(ctx->queue, 1, &info, fence);
     if (ctx->unlock_queue)
         ctx->unlock_queue(ctx->queue_lock_user);
     VKMOE_TRY(vkmoe_check_vk(ctx, result, "vkQueueSubmit"));
     /* Until the fence is waited for and reset, a failure leaves it pending
      * for vkmoe_context_wait_pending. */
-    ctx->fence_pending = true;
-    result = ctx->vk.vkWaitForFences(ctx->device, 1, &ctx->fence, VK_TRUE, UINT64_MAX);
+    *pending = true;
+    return VKMOE_OK;
+}
+
+vkmoe_status vkmoe_context_submit_wait_after(vkmoe_context *ctx, uint64_t copies)
+{
+    VKMOE_TRY(submit(ctx, ctx->command_buffer, ctx->fence, &ctx->fence_pending, copies));
+    VkResult result = ctx->vk.vkWaitForFences(ctx->device, 1, &ctx->fence, VK_TRUE, UINT64_MAX);
     VKMOE_TRY(vkmoe_check_vk(ctx, result, "vkWaitForFences"));
     VKMOE_TRY(
         vkmoe_check_vk(ctx, ctx->vk.vkResetFences(ctx->device, 1, &ctx->fence), "vkResetFences"));
     ctx->fence_pending = false;
+    /* The early submission, earlier on the queue, is done too. */
+    wait_fence(ctx, ctx->early_fence, &ctx->early_pending);
     return VKMOE_OK;
+}
+
+vkmoe_status vkmoe_context_submit_wait(vkmoe_context *ctx)
+{
+    return vkmoe_context_submit_wait_after(ctx, 0);
+}
+
+vkmoe_status vkmoe_context_begin_early(vkmoe_context *ctx, VkCommandBuffer *cmd)
+{
+    VKMOE_TRY(vkmoe_context_check_alive(ctx));
+    wait_fence(ctx, ctx->early_fence, &ctx->early_pending);
+    VkCommandBufferBeginInfo begin = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+        .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
+    };
+    VkCommandBuffer c = ctx->early_command_buffer;
+    VKMOE_TRY(vkmoe_check_vk(ctx, ctx->vk.vkResetCommandBuffer(c, 0), "vkResetCommandBuffer"));
+    VKMOE_TRY(vkmoe_check_vk(ctx, ctx->vk.vkBeginCommandBuffer(c, &begin), "vkBeginCommandBuffer"));
+    *cmd = c;
+    return VKMOE_OK;
+}
+
+vkmoe_status vkmoe_context_submit_early(vkmoe_context *ctx, uint64_t copies)
+{
+    return submit(ctx, ctx->early_command_buffer, ctx->early_fence, &ctx->early_pending, copies);
 }

@@ -16,6 +16,7 @@
 #include "vulkan_functions.h"
 
 typedef struct vkmoe_pipeline_entry vkmoe_pipeline_entry;
+typedef struct vkmoe_copy_queue vkmoe_copy_queue;
 
 /* What tests change of a context: given at creation
  * (vkmoe_context_create_with), never written into a live one, where cached
@@ -54,6 +55,10 @@ typedef struct vkmoe_context_options {
      * the platform loader's), so that fault injection reaches instance and
      * device creation too. */
     PFN_vkGetInstanceProcAddr get_instance_proc_addr;
+    /* Where the device has no dedicated transfer queue (lavapipe), expert
+     * copies still go through the copy queue's submissions and timeline,
+     * on the compute queue, as they would on a GPU's copy engine. */
+    bool copies_on_compute_queue;
 } vkmoe_context_options;
 
 struct vkmoe_context {
@@ -67,7 +72,10 @@ struct vkmoe_context {
     VkDevice device;
     VkQueue queue;
     uint32_t queue_family;
-    bool owns_device; /* false when imported: never destroy the host's handles */
+    /* A dedicated transfer family (vkmoe_copy_queue_family), or VKMOE_INVALID. */
+    uint32_t copy_family;
+    bool timeline_semaphores; /* the feature is enabled */
+    bool owns_device;         /* false when imported: never destroy the host's handles */
     VkDebugUtilsMessengerEXT messenger;
 
     vkmoe_log_fn log;
@@ -103,6 +111,14 @@ struct vkmoe_context {
     VkCommandBuffer command_buffer; /* for uploads, downloads and host forwards */
     VkFence fence;
     bool fence_pending; /* submitted and not yet waited for (a wait failed) */
+    /* A forward's first part, submitted without waiting (the GEMMs that
+     * need neither pending copies nor the CPU experts' outputs), and the
+     * fence the next use waits for. */
+    VkCommandBuffer early_command_buffer;
+    VkFence early_fence;
+    bool early_pending;
+    /* The copy queue (copy_queue.h), or NULL: copies inline. */
+    vkmoe_copy_queue *copies;
 
     /* Layers not yet destroyed; a context destroyed before its layers
      * lingers (destroy_pending) until the last of them goes. */
@@ -135,5 +151,13 @@ vkmoe_status vkmoe_context_check_alive(const vkmoe_context *ctx);
 vkmoe_status vkmoe_context_begin(vkmoe_context *ctx, VkCommandBuffer *cmd);
 /* End, submit and wait for the context's command buffer. */
 vkmoe_status vkmoe_context_submit_wait(vkmoe_context *ctx);
+/* The same, its compute waiting first for the copy queue's timeline to
+ * reach `copies` (0: no wait). */
+vkmoe_status vkmoe_context_submit_wait_after(vkmoe_context *ctx, uint64_t copies);
+/* Begin recording the early command buffer, once its last submission is done. */
+vkmoe_status vkmoe_context_begin_early(vkmoe_context *ctx, VkCommandBuffer *cmd);
+/* End and submit it after `copies` without waiting: a later submission's
+ * wait covers it (vkmoe_context_wait_pending too). */
+vkmoe_status vkmoe_context_submit_early(vkmoe_context *ctx, uint64_t copies);
 
 #endif /* VKMOE_CONTEXT_H */

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "copy_queue.h"
 #include "expert_cache.h"
 #include "stages.h"
 
@@ -36,14 +37,16 @@ vkmoe_status vkmoe_expert_cache_create(vkmoe_layer *layer, uint32_t slots, uint6
     c->round_map = vkmoe_malloc(experts * sizeof(uint32_t));
     c->loads = vkmoe_malloc(experts * sizeof(vkmoe_cache_load));
     c->pinned = vkmoe_malloc(slots);
+    c->prefetched = vkmoe_calloc(experts, 1);
     if (!c->slot_expert || !c->expert_slot || !c->score || !c->last_used || !c->plan_slot ||
-        !c->plan_round || !c->round_map || !c->loads || !c->pinned)
+        !c->plan_round || !c->round_map || !c->loads || !c->pinned || !c->prefetched)
         return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     memset(c->slot_expert, 0xff, slots * sizeof(uint32_t));
     memset(c->expert_slot, 0xff, experts * sizeof(uint32_t));
     VKMOE_TRY(vkmoe_buffer_create(ctx, 4ull * experts, VKMOE_MEMORY_DEVICE, &c->map));
     VKMOE_TRY(vkmoe_buffer_create(ctx, 4ull * experts, VKMOE_MEMORY_HOST_CACHED, &c->counts));
     const vkmoe_layer_params *p = &layer->params;
+    c->async = ctx->copies && !p->cpu_experts;
     if (!p->cpu_experts && !p->cpu_cold_experts)
         return VKMOE_OK;
     uint32_t max_slots = layer->plan.max_slots;
@@ -69,6 +72,8 @@ void vkmoe_expert_cache_destroy(vkmoe_context *ctx, vkmoe_expert_cache **cache)
     vkmoe_expert_cache *c = *cache;
     if (!c)
         return;
+    /* Copies still running read the host arrays and write the slots. */
+    vkmoe_copy_queue_wait(ctx, c->copies_ready);
     vkmoe_buffer *buffers[] = {&c->map, &c->counts, &c->routes, &c->cpu_out};
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(buffers); i++)
         vkmoe_buffer_destroy(ctx, buffers[i]);
@@ -76,7 +81,7 @@ void vkmoe_expert_cache_destroy(vkmoe_context *ctx, vkmoe_expert_cache **cache)
     free(c->on_cpu);
     free(c->cpu_copies);
     void *arrays[] = {c->slot_expert, c->expert_slot, c->score, c->last_used, c->plan_slot,
-                      c->plan_round,  c->round_map,   c->loads, c->pinned};
+                      c->plan_round,  c->round_map,   c->loads, c->pinned,    c->prefetched};
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(arrays); i++)
         free(arrays[i]);
     free(c);
@@ -90,6 +95,7 @@ void vkmoe_expert_cache_forget(vkmoe_expert_cache *c, uint32_t expert)
         return;
     c->slot_expert[slot] = VKMOE_INVALID;
     c->expert_slot[expert] = VKMOE_INVALID;
+    c->prefetched[expert] = 0;
 }
 
 void vkmoe_expert_cache_record_counts(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
@@ -169,9 +175,24 @@ static bool stays_on_host(const vkmoe_expert_cache *c, uint32_t e, uint32_t rows
     return (read > compute ? read : compute) < c->expert_bytes * c->copy_cost;
 }
 
+/* Expert e into slot from now on; whatever the slot held leaves. */
+static void occupy(vkmoe_expert_cache *c, uint32_t slot, uint32_t e)
+{
+    if (c->slot_expert[slot] != VKMOE_INVALID) {
+        c->expert_slot[c->slot_expert[slot]] = VKMOE_INVALID;
+        c->prefetched[c->slot_expert[slot]] = 0;
+    }
+    c->slot_expert[slot] = e;
+    c->expert_slot[e] = slot;
+    c->pinned[slot] = 1;
+}
+
 /* Round 0 runs the needed experts already on the device and as many of
  * the others as the remaining slots take; each further round evicts what
- * earlier rounds ran. */
+ * earlier rounds ran. With a copy queue, the hits have round 0 to
+ * themselves, computing while the copies of round 1's first experts run
+ * beside them (into slots no earlier round reads); later rounds copy
+ * inline, after the GEMMs of the rounds whose slots they take. */
 static void plan_slots(vkmoe_expert_cache *c)
 {
     const uint32_t *counts = c->counts.mapped;
@@ -184,8 +205,12 @@ static void plan_slots(vkmoe_expert_cache *c)
         if (slot != VKMOE_INVALID) {
             c->pinned[slot] = 1;
             c->hits++;
+            c->prefetch_hits += c->prefetched[e];
         }
+        c->prefetched[e] = 0;
     }
+    uint32_t first_miss_round = c->async && c->hits ? 1 : 0;
+    bool reused = false; /* a slot of an earlier round was taken */
     for (uint32_t e = 0; e < c->experts; e++) {
         if (!counts[e] || c->plan_round[e] == 0)
             continue;
@@ -198,17 +223,24 @@ static void plan_slots(vkmoe_expert_cache *c)
         if (slot == VKMOE_INVALID) {
             memset(c->pinned, 0, c->slots);
             c->rounds++;
+            reused = true;
             slot = victim(c);
         }
-        if (c->slot_expert[slot] != VKMOE_INVALID)
-            c->expert_slot[c->slot_expert[slot]] = VKMOE_INVALID;
-        c->slot_expert[slot] = e;
-        c->expert_slot[e] = slot;
-        c->pinned[slot] = 1;
+        if (c->rounds <= first_miss_round)
+            c->rounds = first_miss_round + 1;
+        occupy(c, slot, e);
         c->plan_slot[e] = slot;
         c->plan_round[e] = c->rounds - 1;
-        c->loads[c->load_count++] = (vkmoe_cache_load){e, slot, c->rounds - 1};
+        bool async = c->async && !reused;
+        c->async_loads += async;
+        c->loads[c->load_count++] = (vkmoe_cache_load){e, slot, c->rounds - 1, async};
     }
+    /* The rounds before the first with a copy on the copy queue wait for
+     * nothing of this forward's (inline copies are recorded with them). */
+    c->early_rounds = c->rounds;
+    for (uint32_t i = 0; i < c->load_count; i++)
+        if (c->loads[i].on_copy_queue && c->loads[i].round < c->early_rounds)
+            c->early_rounds = c->loads[i].round;
 }
 
 static double now_ms(void)
@@ -218,11 +250,11 @@ static double now_ms(void)
     return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
 }
 
-/* Every needed expert on the host; the copies of their rows into
- * expert_out, for the record. */
-static vkmoe_status run_on_cpu(vkmoe_layer *layer, uint32_t tokens, const void *x)
+vkmoe_status vkmoe_expert_cache_run_cpu(vkmoe_layer *layer, uint32_t tokens, const void *x)
 {
     vkmoe_expert_cache *c = layer->weights.cache;
+    if (!c->cpu_runs)
+        return VKMOE_OK;
     uint32_t max = layer->plan.max_slots, dim = layer->params.dim;
     const uint32_t *routes = c->routes.mapped;
     double start = now_ms();
@@ -247,21 +279,26 @@ static vkmoe_status run_on_cpu(vkmoe_layer *layer, uint32_t tokens, const void *
     return VKMOE_OK;
 }
 
-vkmoe_status vkmoe_expert_cache_plan(vkmoe_layer *layer, uint32_t tokens, const void *x)
+void vkmoe_expert_cache_plan(vkmoe_layer *layer)
 {
     vkmoe_expert_cache *c = layer->weights.cache;
     note_needs(c, c->counts.mapped);
     c->load_count = c->hits = c->rounds = c->cpu_copy_count = c->cpu_runs = 0;
+    c->async_loads = c->early_rounds = c->next_round = c->prefetch_hits = 0;
     c->cpu_ms = 0;
     if (c->cpu_all) {
         for (uint32_t e = 0; e < c->experts; e++)
             c->cpu_runs += ((const uint32_t *)c->counts.mapped)[e] > 0;
-        return run_on_cpu(layer, tokens, x);
+        return;
     }
     if (c->cpu_cold)
         memset(c->on_cpu, 0, c->experts);
     plan_slots(c);
-    return c->cpu_runs ? run_on_cpu(layer, tokens, x) : VKMOE_OK;
+}
+
+bool vkmoe_expert_cache_splits(const vkmoe_expert_cache *c)
+{
+    return c->early_rounds > 0 && (c->async_loads || c->cpu_runs);
 }
 
 /* Copy expert e's matrices from host memory into slot s. */
@@ -282,18 +319,38 @@ static void record_load(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t e, uin
     }
 }
 
-void vkmoe_expert_cache_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
+/* Record copies of the loads on or off the copy queue in `round`. */
+static void record_loads(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t round, bool copy_queue)
+{
+    vkmoe_expert_cache *c = layer->weights.cache;
+    for (uint32_t i = 0; i < c->load_count; i++)
+        if (c->loads[i].on_copy_queue == copy_queue && (copy_queue || c->loads[i].round == round))
+            record_load(layer, cmd, c->loads[i].expert, c->loads[i].slot);
+}
+
+vkmoe_status vkmoe_expert_cache_submit_copies(vkmoe_layer *layer)
+{
+    vkmoe_expert_cache *c = layer->weights.cache;
+    if (!c->async_loads)
+        return VKMOE_OK;
+    VkCommandBuffer cmd;
+    VKMOE_TRY(vkmoe_copy_queue_begin(layer->ctx, &cmd));
+    record_loads(layer, cmd, 0, true);
+    return vkmoe_copy_queue_submit(layer->ctx, &c->copies_ready);
+}
+
+void vkmoe_expert_cache_record_until(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens,
+                                     uint32_t end)
 {
     vkmoe_context *ctx = layer->ctx;
     vkmoe_expert_cache *c = layer->weights.cache;
-    for (uint32_t r = 0; r < c->rounds; r++) {
-        /* The previous round's GEMMs read the slots and the map rewritten now. */
+    for (uint32_t r = c->next_round; r < end; r++) {
+        /* The previous round's GEMMs (perhaps of the early submission,
+         * earlier on the queue) read the slots and the map rewritten now. */
         if (r > 0)
             vkmoe_barrier(ctx, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT,
                           VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT);
-        for (uint32_t i = 0; i < c->load_count; i++)
-            if (c->loads[i].round == r)
-                record_load(layer, cmd, c->loads[i].expert, c->loads[i].slot);
+        record_loads(layer, cmd, r, false);
         for (uint32_t e = 0; e < c->experts; e++)
             c->round_map[e] = c->plan_round[e] == r ? c->plan_slot[e] : VKMOE_INVALID;
         ctx->vk.vkCmdUpdateBuffer(cmd, c->map.buffer, 0, 4ull * c->experts, c->round_map);
@@ -303,7 +360,9 @@ void vkmoe_expert_cache_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t
         vkmoe_barrier_compute(ctx, cmd);
         vkmoe_gemm_down_record(layer, cmd, tokens);
     }
-    if (c->cpu_copy_count) {
+    if (end > c->next_round)
+        c->next_round = end;
+    if (end == c->rounds && c->cpu_copy_count) {
         ctx->vk.vkCmdCopyBuffer(cmd, c->cpu_out.buffer, layer->work->expert_out.buffer,
                                 c->cpu_copy_count, c->cpu_copies);
         vkmoe_barrier(ctx, cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
@@ -311,9 +370,49 @@ void vkmoe_expert_cache_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t
     }
 }
 
-void vkmoe_expert_cache_finish(vkmoe_expert_cache *c, bool ok)
+void vkmoe_expert_cache_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 {
+    vkmoe_expert_cache_record_until(layer, cmd, tokens, layer->weights.cache->rounds);
+}
+
+vkmoe_status vkmoe_expert_cache_prefetch(vkmoe_layer *layer)
+{
+    vkmoe_expert_cache *c = layer->weights.cache;
+    const uint32_t *counts = c->counts.mapped;
+    memset(c->pinned, 0, c->slots);
+    for (uint32_t e = 0; e < c->experts; e++)
+        if (counts[e] && c->expert_slot[e] != VKMOE_INVALID)
+            c->pinned[c->expert_slot[e]] = 1;
+    c->load_count = c->async_loads = 0;
+    for (uint32_t e = 0; e < c->experts; e++) {
+        if (!counts[e] || c->expert_slot[e] != VKMOE_INVALID)
+            continue;
+        uint32_t slot = victim(c);
+        if (slot == VKMOE_INVALID)
+            break; /* every slot holds a predicted expert */
+        occupy(c, slot, e);
+        c->prefetched[e] = 1;
+        c->loads[c->load_count++] = (vkmoe_cache_load){e, slot, 0, true};
+        c->async_loads++;
+    }
+    vkmoe_status status = vkmoe_expert_cache_submit_copies(layer);
+    if (status != VKMOE_OK) {
+        vkmoe_expert_cache_finish(layer, false);
+        return status;
+    }
+    c->stats.prefetched += c->load_count;
+    c->stats.bytes_to_device += c->load_count * c->expert_bytes;
+    c->load_count = c->async_loads = 0;
+    return VKMOE_OK;
+}
+
+void vkmoe_expert_cache_finish(vkmoe_layer *layer, bool ok)
+{
+    vkmoe_expert_cache *c = layer->weights.cache;
     if (!ok) {
+        /* A copy may still be writing a slot about to be forgotten, which
+         * the next forward would fill again. */
+        vkmoe_copy_queue_wait(layer->ctx, c->copies_ready);
         for (uint32_t i = 0; i < c->load_count; i++)
             vkmoe_expert_cache_forget(c, c->loads[i].expert);
         c->load_count = 0;
@@ -327,5 +426,6 @@ void vkmoe_expert_cache_finish(vkmoe_expert_cache *c, bool ok)
     c->stats.cpu_slots += c->cpu_copy_count;
     c->stats.cpu_experts += c->cpu_runs;
     c->stats.cpu_ms += c->cpu_ms;
+    c->stats.prefetch_hits += c->prefetch_hits;
     c->load_count = 0;
 }

@@ -13,9 +13,11 @@
 #include "cpu_experts.h"
 #include "layer.h"
 
-/* One expert copied into one slot in a round. */
+/* One expert copied into one slot in a round: on the copy queue, or
+ * inline, before the round's GEMMs. */
 typedef struct vkmoe_cache_load {
     uint32_t expert, slot, round;
+    bool on_copy_queue;
 } vkmoe_cache_load;
 
 typedef struct vkmoe_expert_cache {
@@ -34,9 +36,19 @@ typedef struct vkmoe_expert_cache {
     uint32_t *plan_round;    /* [experts]: the round it computes in, or VKMOE_INVALID */
     vkmoe_cache_load *loads; /* [experts]: the copies, in round order */
     uint32_t load_count, rounds, hits;
-    uint32_t *round_map;     /* [experts]: one round's map, while recording */
-    uint8_t *pinned;         /* [slots]: computing in the round being planned */
-    vkmoe_cache_stats stats; /* of the forwards that completed */
+    uint32_t *round_map; /* [experts]: one round's map, while recording */
+    /* With a copy queue (ctx->copies): the first misses' copies run there
+     * while the round of the hits computes; the GEMMs that read slots wait
+     * for copies_ready, the timeline value of the last copies into them. */
+    bool async;
+    uint64_t copies_ready;
+    uint32_t async_loads;           /* this forward's loads on the copy queue */
+    uint32_t early_rounds;          /* leading rounds that need no copy of this forward */
+    uint32_t next_round, end_round; /* the rounds vkmoe_expert_cache_record records */
+    uint8_t *prefetched;            /* [experts]: copied in by a prefetch, not yet needed */
+    uint32_t prefetch_hits;         /* this forward's */
+    uint8_t *pinned;                /* [slots]: computing in the round being planned */
+    vkmoe_cache_stats stats;        /* of the forwards that completed */
     /* Experts on the host (params.cpu_experts): every needed expert runs
      * there, from the host arrays; no slot is ever filled. */
     bool cpu_all;
@@ -65,13 +77,27 @@ void vkmoe_expert_cache_forget(vkmoe_expert_cache *cache, uint32_t expert);
 /* After scatter: copy the per-expert counts where the host reads them,
  * and with CPU experts each slot's expert, row and weight. */
 void vkmoe_expert_cache_record_counts(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
-/* Once those are on the host: choose the slots and rounds, and run the
- * CPU experts on x (the forward's input, io_type). */
-vkmoe_status vkmoe_expert_cache_plan(vkmoe_layer *layer, uint32_t tokens, const void *x);
-/* The routed experts' GEMMs of the planned forward, round by round. */
+/* Once those are on the host: choose the slots, the rounds and the
+ * experts computed on the host. */
+void vkmoe_expert_cache_plan(vkmoe_layer *layer);
+/* Submit the planned copies that run on the copy queue, if any. */
+vkmoe_status vkmoe_expert_cache_submit_copies(vkmoe_layer *layer);
+/* Whether the rounds up to early_rounds go in a submission of their own:
+ * there are some, and copies or host experts they need not wait for. */
+bool vkmoe_expert_cache_splits(const vkmoe_expert_cache *cache);
+/* Run the planned host experts on x (the forward's input, io_type). */
+vkmoe_status vkmoe_expert_cache_run_cpu(vkmoe_layer *layer, uint32_t tokens, const void *x);
+/* Record the planned rounds up to `end` not yet recorded (GEMMs, inline
+ * copies, map), and after the last, the host experts' rows into expert_out. */
+void vkmoe_expert_cache_record_until(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens,
+                                     uint32_t end);
+/* The same to the last round: gemm_up's stage. */
 void vkmoe_expert_cache_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
+/* After a prefetch's routing was read back: copy in, on the copy queue,
+ * the experts it predicts that are not on the device, as slots allow. */
+vkmoe_status vkmoe_expert_cache_prefetch(vkmoe_layer *layer);
 /* The planned forward completed (ok) or failed: count it, or empty the
  * slots it was filling, whose contents are now unknown. */
-void vkmoe_expert_cache_finish(vkmoe_expert_cache *cache, bool ok);
+void vkmoe_expert_cache_finish(vkmoe_layer *layer, bool ok);
 
 #endif /* VKMOE_EXPERT_CACHE_H */

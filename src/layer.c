@@ -464,7 +464,8 @@ static void bind_io(vkmoe_layer *layer, VkCommandBuffer cmd, VkBuffer x, VkDevic
                                           0, 2, writes);
         return;
     }
-    ctx->vk.vkUpdateDescriptorSets(ctx->device, 2, writes, 0, NULL);
+    if (!layer->io.set_in_use)
+        ctx->vk.vkUpdateDescriptorSets(ctx->device, 2, writes, 0, NULL);
     ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, ctx->pipeline_layout, 0, 1,
                                     &layer->io.descriptor_set, 0, NULL);
 }
@@ -541,9 +542,9 @@ vkmoe_status vkmoe_layer_record_forward(vkmoe_layer *layer, VkCommandBuffer cmd,
     return VKMOE_OK;
 }
 
-/* An expert cache's first part: the routing up to scatter, its counts read
- * back, the cache's plan made from them. */
-static vkmoe_status forward_routing(vkmoe_layer *layer, uint32_t tokens, const void *x)
+/* An expert cache's first part: the routing up to scatter of the input in
+ * the workspace, its counts read back. */
+static vkmoe_status forward_routing(vkmoe_layer *layer, uint32_t tokens)
 {
     vkmoe_context *ctx = layer->ctx;
     vkmoe_workspace *w = layer->work;
@@ -551,13 +552,13 @@ static vkmoe_status forward_routing(vkmoe_layer *layer, uint32_t tokens, const v
     VKMOE_TRY(vkmoe_context_begin(ctx, &cmd));
     record_forward(layer, cmd, tokens, w->x.buffer, 0, w->y.buffer, 0, 0, VKMOE_STAGE_GEMM_UP);
     vkmoe_expert_cache_record_counts(layer, cmd, tokens);
-    VKMOE_TRY(vkmoe_context_submit_wait(ctx));
-    return vkmoe_expert_cache_plan(layer, tokens, x);
+    return vkmoe_context_submit_wait(ctx);
 }
 
-/* Record stages from `first` on, submit, wait, and read y. */
-static vkmoe_status forward_rest(vkmoe_layer *layer, uint32_t tokens, vkmoe_stage first, void *y,
-                                 size_t bytes)
+/* Record stages from `first` on, submit after the copy queue reaches
+ * `copies`, wait, and read y. */
+static vkmoe_status forward_rest(vkmoe_layer *layer, uint32_t tokens, vkmoe_stage first,
+                                 uint64_t copies, void *y, size_t bytes)
 {
     vkmoe_context *ctx = layer->ctx;
     vkmoe_workspace *w = layer->work;
@@ -567,8 +568,47 @@ static vkmoe_status forward_rest(vkmoe_layer *layer, uint32_t tokens, vkmoe_stag
     /* Results read through mapped memory (y, statistics) must reach the host. */
     vkmoe_barrier(ctx, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                   VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
-    VKMOE_TRY(vkmoe_context_submit_wait(ctx));
+    VKMOE_TRY(vkmoe_context_submit_wait_after(ctx, copies));
     return vkmoe_buffer_read(ctx, &w->y, 0, y, bytes);
+}
+
+/* The expert GEMMs of the rounds that need none of this forward's copies
+ * on the copy queue nor its host experts (after `copies`, a prefetch's),
+ * submitted without waiting: they compute while those run. */
+static vkmoe_status forward_early(vkmoe_layer *layer, uint32_t tokens, uint64_t copies)
+{
+    vkmoe_context *ctx = layer->ctx;
+    vkmoe_workspace *w = layer->work;
+    VkCommandBuffer cmd;
+    VKMOE_TRY(vkmoe_context_begin_early(ctx, &cmd));
+    vkmoe_recorded before = vkmoe_recorded_so_far();
+    bind_io(layer, cmd, w->x.buffer, 0, w->y.buffer, 0,
+            (VkDeviceSize)tokens * layer->params.dim * vkmoe_params_io_bytes(&layer->params));
+    vkmoe_barrier(ctx, cmd, VK_PIPELINE_STAGE_ALL_COMMANDS_BIT, VK_ACCESS_MEMORY_WRITE_BIT,
+                  VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                  VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+    vkmoe_expert_cache_record_until(layer, cmd, tokens, layer->weights.cache->early_rounds);
+    vkmoe_recorded after = vkmoe_recorded_so_far();
+    layer->io.recorded.dispatches += after.dispatches - before.dispatches;
+    layer->io.recorded.barriers += after.barriers - before.barriers;
+    VKMOE_TRY(vkmoe_context_submit_early(ctx, copies));
+    layer->io.set_in_use = true;
+    return VKMOE_OK;
+}
+
+/* After the routing: plan, start the copies, run what needs none of them
+ * early, the host experts meanwhile, then the rest. */
+static vkmoe_status forward_experts(vkmoe_layer *layer, uint32_t tokens, const void *x, void *y,
+                                    size_t bytes)
+{
+    vkmoe_expert_cache *c = layer->weights.cache;
+    vkmoe_expert_cache_plan(layer);
+    uint64_t prefetched = c->copies_ready;
+    VKMOE_TRY(vkmoe_expert_cache_submit_copies(layer));
+    if (vkmoe_expert_cache_splits(c))
+        VKMOE_TRY(forward_early(layer, tokens, prefetched));
+    VKMOE_TRY(vkmoe_expert_cache_run_cpu(layer, tokens, x));
+    return forward_rest(layer, tokens, VKMOE_STAGE_GEMM_UP, c->copies_ready, y, bytes);
 }
 
 vkmoe_status vkmoe_layer_forward(vkmoe_layer *layer, uint32_t tokens, const void *x, void *y)
@@ -584,14 +624,32 @@ vkmoe_status vkmoe_layer_forward(vkmoe_layer *layer, uint32_t tokens, const void
                       (const char *)y + bytes <= (const char *)x,
                   "%s: x and y overlap", fn);
     VKMOE_TRY(vkmoe_buffer_write_rows(ctx, &layer->work->x, 0, x, 1, bytes, bytes));
-    vkmoe_expert_cache *cache = layer->weights.cache;
-    if (!cache)
-        return forward_rest(layer, tokens, 0, y, bytes);
-    vkmoe_status status = forward_routing(layer, tokens, x);
+    if (!layer->weights.cache)
+        return forward_rest(layer, tokens, 0, 0, y, bytes);
+    vkmoe_status status = forward_routing(layer, tokens);
     if (status == VKMOE_OK)
-        status = forward_rest(layer, tokens, VKMOE_STAGE_GEMM_UP, y, bytes);
-    vkmoe_expert_cache_finish(cache, status == VKMOE_OK);
+        status = forward_experts(layer, tokens, x, y, bytes);
+    /* The early submission is done, or waited for before the set's next use. */
+    layer->io.set_in_use = false;
+    vkmoe_expert_cache_finish(layer, status == VKMOE_OK);
     return status;
+}
+
+vkmoe_status vkmoe_layer_prefetch(vkmoe_layer *layer, uint32_t tokens, const void *x)
+{
+    const char *fn = "vkmoe_layer_prefetch";
+    VKMOE_REQUIRE(NULL, layer, "%s: layer is NULL", fn);
+    VKMOE_REQUIRE(layer->ctx, x, "%s: x must not be NULL", fn);
+    VKMOE_TRY(check_ready(layer, fn, tokens));
+    vkmoe_expert_cache *c = layer->weights.cache;
+    if (!c || !c->async)
+        return VKMOE_OK;
+    size_t bytes = (size_t)tokens * layer->params.dim * vkmoe_params_io_bytes(&layer->params);
+    VKMOE_TRY(vkmoe_buffer_write_rows(layer->ctx, &layer->work->x, 0, x, 1, bytes, bytes));
+    vkmoe_status status = forward_routing(layer, tokens);
+    /* The scratch holds the prediction's routing, not a forward's results. */
+    layer->io.last_tokens = 0;
+    return status == VKMOE_OK ? vkmoe_expert_cache_prefetch(layer) : status;
 }
 
 vkmoe_status vkmoe_layer_cache_stats(const vkmoe_layer *layer, vkmoe_cache_stats *stats)
@@ -622,7 +680,8 @@ vkmoe_status vkmoe_layer_check_results(const vkmoe_layer *layer, const char *fn)
 {
     const vkmoe_layer *holder = layer->work->holder;
     if (!layer->io.last_tokens)
-        return vkmoe_fail(layer->ctx, VKMOE_ERROR_STATE, "%s: no forward has run yet", fn);
+        return vkmoe_fail(layer->ctx, VKMOE_ERROR_STATE,
+                          "%s: no forward has run yet, or vkmoe_layer_prefetch has since", fn);
     if (holder != layer)
         return vkmoe_fail(layer->ctx, VKMOE_ERROR_STATE,
                           "%s: layer %u shares its model's scratch memory, and layer %u's "

@@ -107,6 +107,9 @@ typedef struct vkmoe_layer_io {
     VkQueryPool queries;            /* 2 timestamps per stage when params.timing */
     uint32_t last_tokens;           /* tokens of the last recorded forward; 0: none yet */
     vkmoe_recorded recorded;        /* dispatches and barriers of that recording */
+    /* A forward's early submission, still pending, reads the set: the
+     * forward's rest binds it as it is, for a set in use may not be written. */
+    bool set_in_use;
 } vkmoe_layer_io;
 
 /* A layer owns one of each; layer.c draws them up and tears them down. */

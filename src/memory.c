@@ -83,6 +83,14 @@ vkmoe_status vkmoe_buffer_create(vkmoe_context *ctx, VkDeviceSize size, vkmoe_me
                  VK_BUFFER_USAGE_STORAGE_TEXEL_BUFFER_BIT,
         .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
     };
+    /* Experts copied by the transfer queue and read by the compute queue:
+     * shared by both families rather than handed over at every copy. */
+    uint32_t families[2] = {ctx->queue_family, ctx->copy_family};
+    if (ctx->copy_family != VKMOE_INVALID) {
+        info.sharingMode = VK_SHARING_MODE_CONCURRENT;
+        info.queueFamilyIndexCount = 2;
+        info.pQueueFamilyIndices = families;
+    }
     vkmoe_status status = vkmoe_check_vk(
         ctx, ctx->vk.vkCreateBuffer(ctx->device, &info, NULL, &out->buffer), "vkCreateBuffer");
     if (status == VKMOE_OK)

@@ -119,7 +119,10 @@ typedef VkResult(VKAPI_PTR *PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKH
     X(vkCmdUpdateBuffer)                                                                           \
     X(vkCmdResetQueryPool)                                                                         \
     X(vkCmdWriteTimestamp)                                                                         \
-    X(vkQueueWaitIdle)
+    X(vkQueueWaitIdle)                                                                             \
+    X(vkCreateSemaphore)                                                                           \
+    X(vkDestroySemaphore)                                                                          \
+    X(vkWaitSemaphores)
 
 /* From the device, where its extension is enabled; callers check for NULL. */
 #define VKMOE_DEVICE_OPTIONAL_FUNCTIONS(X)                                                         \

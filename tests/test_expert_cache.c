@@ -148,6 +148,26 @@ static void test_budgets_bit_identical(void **state)
         }
 }
 
+/* Copies on the copy queue's submissions and timeline (here the compute
+ * queue's, lavapipe having no transfer queue): the misses' copies beside
+ * the hits' GEMMs in a submission of their own, the same bits. */
+static void test_budgets_on_the_copy_queue(void **state)
+{
+    (void)state;
+    vkmoe_context *ctx =
+        test_context_with((vkmoe_context_options){.copies_on_compute_queue = true});
+    vkmoe_device_info info;
+    assert_int_equal(vkmoe_context_device_info(ctx, &info), VKMOE_OK);
+    assert_false(info.copy_queue); /* the compute queue's, not a transfer queue */
+    vkmoe_layer_params p = test_shape(40, 24, 7, 2, 29);
+    assert_int_equal(vkmoe_layer_params_family(&p, "gpt-oss"), VKMOE_OK);
+    p.weight_type = VKMOE_WEIGHT_F16;
+    test_seed(8);
+    check_budgets(ctx, p);
+    assert_int_equal(vkmoe_context_validation_errors(ctx), 0);
+    vkmoe_context_destroy(&ctx);
+}
+
 /* A quantized type with its own down type, on the register path. */
 static void test_budgets_quantized(void **state)
 {
@@ -376,18 +396,18 @@ static void test_bad_budgets(void **state)
     test_layer_destroy(&t);
 }
 
-/* Every failable Vulkan call of a forward failed in turn (the copies into
- * the slots go in its second submission): a failure status, then the next
- * forward, with nothing failing, gives the resident layer's bits. */
-static void test_failures_mid_forward(void **state)
+/* A forward of the cached layer, after a prefetch from x when asked. */
+static vkmoe_status cached_forward(vkmoe_layer *layer, bool prefetch, const float *x, float *y)
 {
-    vkmoe_context *host = *state;
-    vkmoe_vulkan_import import = test_import_of(host);
-    import.get_instance_proc_addr = interposer_entry();
-    vkmoe_context_params cp = {.import = &import};
-    vkmoe_context *ctx = NULL;
-    interposer_reset();
-    assert_int_equal(vkmoe_context_create(&cp, &ctx), VKMOE_OK);
+    vkmoe_status status = prefetch ? vkmoe_layer_prefetch(layer, 6, x) : VKMOE_OK;
+    return status == VKMOE_OK ? vkmoe_layer_forward(layer, 6, x, y) : status;
+}
+
+/* Every failable Vulkan call of a forward (and of the prefetch before it)
+ * failed in turn: a failure status, then the next forward, with nothing
+ * failing, gives the resident layer's bits. */
+static void failures_mid_forward(vkmoe_context *ctx, bool prefetch)
+{
     vkmoe_layer_params p = test_shape(24, 16, 5, 2, 6);
     test_layer t;
     vkmoe_layer *cached = resident_and_cached(ctx, &p, 31, 2, &t);
@@ -398,7 +418,7 @@ static void test_failures_mid_forward(void **state)
         interposer_reset();
         interposer.fail_at = at;
         interposer.fail_with = VK_ERROR_OUT_OF_DEVICE_MEMORY;
-        vkmoe_status status = vkmoe_layer_forward(cached, 6, x, got);
+        vkmoe_status status = cached_forward(cached, prefetch, x, got);
         bool failed = interposer.failed_function != NULL;
         interposer_reset();
         if (!failed) {
@@ -410,18 +430,98 @@ static void test_failures_mid_forward(void **state)
                      vkmoe_last_error());
         points++;
         memset(got, 0, sizeof(got));
-        assert_int_equal(vkmoe_layer_forward(cached, 6, x, got), VKMOE_OK);
+        assert_int_equal(cached_forward(cached, prefetch, x, got), VKMOE_OK);
         assert_memory_equal(want, got, sizeof(got));
     }
     assert_memory_equal(want, got, sizeof(got));
-    printf("%u failable Vulkan calls of a cached forward failed in turn\n", points);
-    assert_true(points >= 3);
+    printf("%u failable Vulkan calls of a cached forward%s failed in turn\n", points,
+           prefetch ? " and its prefetch" : "");
+    assert_true(points >= (prefetch ? 8u : 3u));
     vkmoe_cache_stats s;
     assert_int_equal(vkmoe_layer_cache_stats(cached, &s), VKMOE_OK);
     assert_int_equal(s.forwards, points + 1);
+    assert_true(prefetch ? s.prefetched > 0 : s.prefetched == 0);
     free(x);
     vkmoe_layer_destroy(&cached);
     test_layer_destroy(&t);
+}
+
+/* Copies inline, on the host's device; then on the copy queue's
+ * submissions, prefetched too, on a device vkmoe creates. */
+static void test_failures_mid_forward(void **state)
+{
+    vkmoe_context *host = *state;
+    vkmoe_vulkan_import import = test_import_of(host);
+    import.get_instance_proc_addr = interposer_entry();
+    vkmoe_context_params cp = {.import = &import};
+    vkmoe_context *ctx = NULL;
+    interposer_reset();
+    assert_int_equal(vkmoe_context_create(&cp, &ctx), VKMOE_OK);
+    failures_mid_forward(ctx, false);
+    vkmoe_context_destroy(&ctx);
+    vkmoe_context_options options = {.get_instance_proc_addr = interposer_entry(),
+                                     .copies_on_compute_queue = true};
+    assert_int_equal(
+        vkmoe_context_create_with(&(vkmoe_context_params){.validation = true}, &options, &ctx),
+        VKMOE_OK);
+    failures_mid_forward(ctx, true);
+    assert_int_equal(vkmoe_context_validation_errors(ctx), 0);
+    vkmoe_context_destroy(&ctx);
+}
+
+/* Prefetching: the next forward's own input predicts it exactly, so that
+ * forward copies nothing more and every prefetched expert is a hit; a
+ * wrong prediction costs copies, never bits; no cache or no copy queue:
+ * nothing happens. */
+static void test_prefetch(void **state)
+{
+    vkmoe_context *ctx =
+        test_context_with((vkmoe_context_options){.copies_on_compute_queue = true});
+    vkmoe_layer_params p = test_shape(40, 24, 16, 3, 9);
+    test_layer t;
+    vkmoe_layer *cached = resident_and_cached(ctx, &p, 53, 12, &t);
+    float want[9 * 40], got[9 * 40];
+    vkmoe_cache_stats before, after;
+    for (uint32_t i = 0; i < 6; i++) {
+        uint32_t tokens = i % 2 ? 1 : 3 + i;
+        float *x = test_input(tokens, p.dim), *other = test_input(tokens, p.dim);
+        assert_int_equal(vkmoe_layer_cache_stats(cached, &before), VKMOE_OK);
+        /* Even forwards are predicted by their own input, odd ones wrongly. */
+        assert_int_equal(vkmoe_layer_prefetch(cached, tokens, i % 2 ? other : x), VKMOE_OK);
+        assert_int_equal(vkmoe_layer_expert_counts(cached, (uint32_t[16]){0}, 16),
+                         VKMOE_ERROR_STATE);
+        assert_int_equal(vkmoe_layer_forward(t.layer, tokens, x, want), VKMOE_OK);
+        assert_int_equal(vkmoe_layer_forward(cached, tokens, x, got), VKMOE_OK);
+        assert_memory_equal(want, got, 4ull * tokens * p.dim);
+        assert_int_equal(vkmoe_layer_cache_stats(cached, &after), VKMOE_OK);
+        uint64_t prefetched = after.prefetched - before.prefetched,
+                 hits = after.prefetch_hits - before.prefetch_hits;
+        if (i % 2 == 0) {
+            assert_int_equal(after.misses, before.misses);
+            assert_int_equal(hits, prefetched);
+        }
+        assert_true(hits <= prefetched);
+        assert_int_equal(after.bytes_to_device - before.bytes_to_device,
+                         (after.misses - before.misses + prefetched) * after.expert_bytes);
+        free(x);
+        free(other);
+    }
+    assert_true(after.prefetched > 0);
+    float x[40];
+    memset(x, 0, sizeof(x));
+    assert_int_equal(vkmoe_layer_prefetch(NULL, 1, x), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_prefetch(cached, 1, NULL), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_prefetch(cached, 10, x), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_layer_prefetch(t.layer, 1, x), VKMOE_OK); /* no cache */
+    vkmoe_layer_destroy(&cached);
+    /* Without a copy queue, no prefetch. */
+    vkmoe_layer *inline_copies = cached_twin(*state, &t, 12, VKMOE_CACHE_LRU);
+    assert_int_equal(vkmoe_layer_prefetch(inline_copies, 1, x), VKMOE_OK);
+    assert_int_equal(vkmoe_layer_cache_stats(inline_copies, &after), VKMOE_OK);
+    assert_int_equal(after.prefetched, 0);
+    vkmoe_layer_destroy(&inline_copies);
+    test_layer_destroy(&t);
+    assert_int_equal(vkmoe_context_validation_errors(ctx), 0);
     vkmoe_context_destroy(&ctx);
 }
 
@@ -432,6 +532,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_failures_mid_forward),
     cmocka_unit_test(test_budgets_quantized),
     cmocka_unit_test(test_budgets_bit_identical),
+    cmocka_unit_test(test_budgets_on_the_copy_queue),
+    cmocka_unit_test(test_prefetch),
     cmocka_unit_test(test_cold_experts_on_the_host),
 };
 
