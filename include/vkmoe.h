@@ -830,6 +830,11 @@ typedef struct vkmoe_memory_report {
      * (cpu_experts), all routed experts' matrices; else 0. Not in total,
      * which counts device memory. */
     uint64_t host_experts;
+    /* Of host_experts, the bytes that are a model file's own mapped pages
+     * (vkmoe_model_open, where the device imports host memory through
+     * VK_EXT_external_memory_host and the file holds the experts as the
+     * device reads them): no copy of them is allocated. */
+    uint64_t host_experts_mapped;
 } vkmoe_memory_report;
 
 /* Fill *report with the layer's device memory. A layer of a model counts

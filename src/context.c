@@ -361,7 +361,7 @@ static vkmoe_status create_device(vkmoe_context *ctx)
     void *cooperative_matrix = ctx->cooperative_matrix_khr ? (void *)&cooperative_matrix_khr
                                : ctx->cooperative_matrix   ? (void *)&cooperative_matrix_nv
                                                            : NULL;
-    const char *extensions[3];
+    const char *extensions[4];
     uint32_t extension_count = 0;
     if (ctx->cooperative_matrix)
         extensions[extension_count++] = ctx->cooperative_matrix_khr
@@ -384,6 +384,12 @@ static vkmoe_status create_device(vkmoe_context *ctx)
         has_extension(ctx, ctx->physical_device, VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME);
     if (ctx->push_descriptors)
         extensions[extension_count++] = VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME;
+    /* Host memory the device copies from without a copy of its own: an
+     * expert cache's experts in a model file's pages. */
+    bool host_import =
+        has_extension(ctx, ctx->physical_device, VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME);
+    if (host_import)
+        extensions[extension_count++] = VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME;
     VkPhysicalDeviceVulkan12Features v12 = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
         .pNext = ctx->options.pipeline_statistics ? (void *)&statistics : cooperative_matrix,
@@ -410,6 +416,14 @@ static vkmoe_status create_device(vkmoe_context *ctx)
                        "vkCreateDevice"));
     VKMOE_TRY(load_functions(ctx, true));
     ctx->push_descriptors = ctx->push_descriptors && ctx->vk.vkCmdPushDescriptorSetKHR;
+    if (host_import && ctx->vk.vkGetMemoryHostPointerPropertiesEXT) {
+        VkPhysicalDeviceExternalMemoryHostPropertiesEXT host = {
+            .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_EXTERNAL_MEMORY_HOST_PROPERTIES_EXT};
+        VkPhysicalDeviceProperties2 props = {
+            .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &host};
+        ctx->vk.vkGetPhysicalDeviceProperties2(ctx->physical_device, &props);
+        ctx->host_import_alignment = host.minImportedHostPointerAlignment;
+    }
     ctx->vk.vkGetDeviceQueue(ctx->device, ctx->queue_family, 0, &ctx->queue);
     ctx->timeline_semaphores = supported12.timelineSemaphore;
     return VKMOE_OK;

@@ -75,7 +75,10 @@ struct vkmoe_context {
     /* A dedicated transfer family (vkmoe_copy_queue_family), or VKMOE_INVALID. */
     uint32_t copy_family;
     bool timeline_semaphores; /* the feature is enabled */
-    bool owns_device;         /* false when imported: never destroy the host's handles */
+    /* VK_EXT_external_memory_host is enabled: its minImportedHostPointer-
+     * Alignment; 0: no import (vkmoe_buffer_import_host). */
+    VkDeviceSize host_import_alignment;
+    bool owns_device; /* false when imported: never destroy the host's handles */
     VkDebugUtilsMessengerEXT messenger;
 
     vkmoe_log_fn log;

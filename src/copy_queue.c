@@ -1,8 +1,8 @@
 /* A dedicated transfer queue and the timeline that orders its copies. */
 #include <stdlib.h>
 
-#include "copy_queue.h"
 #include "alloc.h"
+#include "copy_queue.h"
 #include "pipelines.h"
 
 uint32_t vkmoe_copy_queue_family(const vkmoe_context *ctx, VkPhysicalDevice device)

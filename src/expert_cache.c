@@ -310,7 +310,7 @@ static void record_load(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t e, uin
         if (!from->chunks)
             continue; /* ReLU experts have no gate */
         VkBufferCopy region = {
-            .srcOffset = (e % from->per_chunk) * from->matrix_bytes,
+            .srcOffset = vkmoe_expert_array_offset(from, e),
             .dstOffset = (s % to->per_chunk) * to->matrix_bytes,
             .size = from->matrix_bytes,
         };

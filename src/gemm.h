@@ -70,6 +70,9 @@ typedef struct vkmoe_expert_array {
     uint32_t count;            /* matrices: experts, or 1 for the shared expert */
     uint32_t per_chunk;        /* experts per chunk */
     VkDeviceSize matrix_bytes; /* one expert, rows padded to `ld` elements */
+    /* Host arrays lent a model file's pages (vkmoe_weights_lend_host):
+     * where each chunk's first matrix starts in its buffer; NULL: at 0. */
+    VkDeviceSize *chunk_offsets;
     uint32_t rows, cols, ld;
     vkmoe_weight_type type; /* how the matrices are stored */
 } vkmoe_expert_array;

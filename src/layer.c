@@ -707,6 +707,8 @@ void vkmoe_layer_memory_of(const vkmoe_layer *layer, vkmoe_memory_report *r)
         r->experts += array_bytes(&w->experts[m]);
         r->shared_experts += array_bytes(&w->shared[m]);
         r->host_experts += array_bytes(&w->host[m]);
+        if (w->host[m].chunk_offsets)
+            r->host_experts_mapped += array_bytes(&w->host[m]);
     }
     r->experts += w->expert_biases.size;
     r->routers = w->router.size + w->router_vectors.size;

@@ -110,6 +110,96 @@ vkmoe_status vkmoe_buffer_create(vkmoe_context *ctx, VkDeviceSize size, vkmoe_me
     return VKMOE_OK;
 }
 
+/* The memory types that can import data as handle type `type`, or 0. */
+static uint32_t import_types(vkmoe_context *ctx, const void *data,
+                             VkExternalMemoryHandleTypeFlagBits type)
+{
+    VkMemoryHostPointerPropertiesEXT props = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_HOST_POINTER_PROPERTIES_EXT};
+    return ctx->vk.vkGetMemoryHostPointerPropertiesEXT(ctx->device, type, data, &props) ==
+                   VK_SUCCESS
+               ? props.memoryTypeBits
+               : 0;
+}
+
+static vkmoe_status import_memory(vkmoe_context *ctx, const void *data, VkDeviceSize size,
+                                  vkmoe_buffer *out)
+{
+    /* A file's mapped pages are host memory to some drivers and foreign
+     * memory to others: whichever the driver takes. */
+    static const VkExternalMemoryHandleTypeFlagBits kinds[] = {
+        VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT,
+        VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_MAPPED_FOREIGN_MEMORY_BIT_EXT};
+    for (size_t k = 0; k < VKMOE_ARRAY_SIZE(kinds); k++) {
+        VkExternalMemoryBufferCreateInfo external = {
+            .sType = VK_STRUCTURE_TYPE_EXTERNAL_MEMORY_BUFFER_CREATE_INFO,
+            .handleTypes = kinds[k],
+        };
+        VkBufferCreateInfo info = {
+            .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+            .pNext = &external,
+            .size = size,
+            .usage = VK_BUFFER_USAGE_TRANSFER_SRC_BIT,
+            .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
+        };
+        uint32_t families[2] = {ctx->queue_family, ctx->copy_family};
+        if (ctx->copy_family != VKMOE_INVALID) {
+            info.sharingMode = VK_SHARING_MODE_CONCURRENT;
+            info.queueFamilyIndexCount = 2;
+            info.pQueueFamilyIndices = families;
+        }
+        uint32_t types = import_types(ctx, data, kinds[k]);
+        if (!types)
+            continue;
+        VKMOE_TRY(vkmoe_check_vk(
+            ctx, ctx->vk.vkCreateBuffer(ctx->device, &info, NULL, &out->buffer), "vkCreateBuffer"));
+        VkMemoryRequirements req;
+        ctx->vk.vkGetBufferMemoryRequirements(ctx->device, out->buffer, &req);
+        uint32_t type = find_memory_type(ctx, types & req.memoryTypeBits, 0);
+        VkImportMemoryHostPointerInfoEXT import = {
+            .sType = VK_STRUCTURE_TYPE_IMPORT_MEMORY_HOST_POINTER_INFO_EXT,
+            .handleType = kinds[k],
+            .pHostPointer = (void *)data,
+        };
+        VkMemoryAllocateInfo alloc = {
+            .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
+            .pNext = &import,
+            .allocationSize = size,
+            .memoryTypeIndex = type,
+        };
+        if (type != VKMOE_INVALID &&
+            ctx->vk.vkAllocateMemory(ctx->device, &alloc, NULL, &out->memory) == VK_SUCCESS)
+            return vkmoe_check_vk(
+                ctx, ctx->vk.vkBindBufferMemory(ctx->device, out->buffer, out->memory, 0),
+                "vkBindBufferMemory");
+        ctx->vk.vkDestroyBuffer(ctx->device, out->buffer, NULL);
+        out->buffer = VK_NULL_HANDLE;
+    }
+    return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                      "the device does not import this host memory (VK_EXT_external_memory_host)");
+}
+
+vkmoe_status vkmoe_buffer_import_host(vkmoe_context *ctx, const void *data, VkDeviceSize size,
+                                      vkmoe_buffer *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!ctx->host_import_alignment)
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "the device does not offer VK_EXT_external_memory_host");
+    if ((uintptr_t)data % ctx->host_import_alignment || size % ctx->host_import_alignment)
+        return vkmoe_fail(ctx, VKMOE_ERROR_INVALID_ARGUMENT,
+                          "host memory to import must be aligned to %llu bytes",
+                          (unsigned long long)ctx->host_import_alignment);
+    vkmoe_status status = import_memory(ctx, data, size, out);
+    if (status != VKMOE_OK) {
+        vkmoe_buffer_destroy(ctx, out);
+        return status;
+    }
+    out->size = size;
+    out->mapped = (void *)data;
+    return VKMOE_OK;
+}
+
 void vkmoe_buffer_destroy(vkmoe_context *ctx, vkmoe_buffer *buf)
 {
     if (buf->buffer)

@@ -25,6 +25,15 @@ typedef struct vkmoe_buffer {
 vkmoe_status vkmoe_buffer_create(vkmoe_context *ctx, VkDeviceSize size, vkmoe_memory_use use,
                                  vkmoe_buffer *out);
 void vkmoe_buffer_destroy(vkmoe_context *ctx, vkmoe_buffer *buffer);
+/* A buffer over the caller's host memory [data, data + size) through
+ * VK_EXT_external_memory_host, for the device to copy from: no copy made.
+ * data and size must be multiples of ctx->host_import_alignment, and the
+ * memory must stay mapped, readable and unchanged until the buffer is
+ * destroyed. UNSUPPORTED where the device offers no import, or refuses
+ * this memory (a driver may take anonymous memory only). out->mapped is
+ * data. */
+vkmoe_status vkmoe_buffer_import_host(vkmoe_context *ctx, const void *data, VkDeviceSize size,
+                                      vkmoe_buffer *out);
 /* A texel view of the first `range` bytes of buf; UNSUPPORTED when they
  * hold more texels than the device's maxTexelBufferElements. */
 vkmoe_status vkmoe_buffer_view_create(vkmoe_context *ctx, const vkmoe_buffer *buf, VkFormat format,

@@ -545,6 +545,19 @@ static vkmoe_status upload_experts(model_source *s, vkmoe_layer *layer, const mo
                                 "%s: tensor \"%s\" is transposed ([experts][in][out]) and %s; "
                                 "vkmoe reads such tensors in f32, f16 or bf16",
                                 f->path, t->name, t->dtype_name);
+    if (l->stacked && !l->transposed && !l->tensor_rows[m] && s->may_lend &&
+        weight_type_of(t) == vkmoe_matrix_type(p, m)) {
+        uint64_t stride = vkmoe_weight_bytes(weight_type_of(t), (size_t)(shape[1] * shape[2]));
+        vkmoe_status lent = vkmoe_weights_can_lend(layer, m, stride)
+                                ? vkmoe_weights_lend_host(layer, m, f->data + t->offset, stride)
+                                : VKMOE_ERROR_UNSUPPORTED;
+        if (lent == VKMOE_OK) {
+            s->lent = true;
+            return report_progress(s, p->experts * stride);
+        }
+        if (lent != VKMOE_ERROR_UNSUPPORTED) /* else the driver refused: copy them */
+            return lent;
+    }
     for (uint32_t e = 0; e < p->experts; e++) {
         if (!l->stacked) {
             char name[MODEL_NAME_BYTES + 16];
@@ -847,6 +860,9 @@ struct vkmoe_model {
     vkmoe_workspace work; /* shared by the layers */
     vkmoe_layer **layers; /* [layer_count]; NULL for a dense layer */
     uint32_t layer_count;
+    /* The files' mappings, kept where layers read experts from them. */
+    model_file *files;
+    uint32_t file_count;
 };
 
 /* Every layer's description (layouts[i], for i below the model's layer
@@ -935,8 +951,14 @@ vkmoe_status vkmoe_model_open(vkmoe_context *ctx, const char *path,
     model->ctx = ctx;
     vkmoe_context_add_layer(ctx); /* the context outlives the model's workspace */
     vkmoe_model_params defaults = {0};
-    model_source source = {.ctx = ctx, .fn = "vkmoe_model_open"};
+    model_source source = {.ctx = ctx, .fn = "vkmoe_model_open", .may_lend = true};
     vkmoe_status status = open_model(&source, model, path, params ? params : &defaults);
+    if (source.lent) { /* the layers read the mappings: the model unmaps them */
+        model->files = source.files;
+        model->file_count = source.file_count;
+        source.files = NULL;
+        source.file_count = 0;
+    }
     close_source(&source);
     vkmoe_log(ctx, VKMOE_LOG_INFO, "%s (%s): %u layers %s", path,
               source.format ? source.format->name : "not a model", model->layer_count,
@@ -960,6 +982,8 @@ void vkmoe_model_destroy(vkmoe_model **pmodel)
         }
     vkmoe_context_wait_pending(ctx);
     vkmoe_workspace_destroy(ctx, &model->work);
+    model_source mapped = {.files = model->files, .file_count = model->file_count};
+    close_source(&mapped);
     free(model->layers);
     free(model);
     *pmodel = NULL;
@@ -990,6 +1014,7 @@ vkmoe_status vkmoe_model_memory(const vkmoe_model *model, vkmoe_memory_report *r
         report->shared_experts += r.shared_experts;
         report->routers += r.routers;
         report->host_experts += r.host_experts;
+        report->host_experts_mapped += r.host_experts_mapped;
         report->scratch += model->layers[i]->plan.token_plan.size; /* its own */
     }
     report->total = report->experts + report->shared_experts + report->routers + report->scratch;

@@ -59,6 +59,9 @@ struct model_source {
     const char *path; /* as the caller gave it */
     const char *fn;   /* the API call, for messages */
     model_progress progress;
+    /* A cached layer's experts may be read from the files' pages where
+     * they lie (the model keeps the mappings: vkmoe_model_open), and were. */
+    bool may_lend, lent;
 };
 
 /* The tensors of one layer, by name. Per-expert names hold one %u for the

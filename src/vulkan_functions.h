@@ -127,6 +127,7 @@ typedef VkResult(VKAPI_PTR *PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKH
 /* From the device, where its extension is enabled; callers check for NULL. */
 #define VKMOE_DEVICE_OPTIONAL_FUNCTIONS(X)                                                         \
     X(vkCmdPushDescriptorSetKHR)                                                                   \
+    X(vkGetMemoryHostPointerPropertiesEXT)                                                         \
     X(vkGetPipelineExecutablePropertiesKHR)                                                        \
     X(vkGetPipelineExecutableStatisticsKHR)
 

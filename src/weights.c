@@ -76,11 +76,11 @@ uint64_t vkmoe_expert_bytes(const vkmoe_layer_params *p)
     return in * (vkmoe_params_gated(p) ? 2 : 1) + out;
 }
 
-/* `count` matrices of rows x cols of this type in as few chunks as
- * chunk_limit allows, in memory of `use`. */
-static vkmoe_status create_expert_array(vkmoe_layer *layer, vkmoe_expert_array *array,
-                                        vkmoe_weight_type type, uint32_t count, uint32_t rows,
-                                        uint32_t cols, vkmoe_memory_use use)
+/* `count` matrices of rows x cols of this type, in chunks of at most
+ * `limit` bytes: the array's shape and its lists, no memory yet. */
+static vkmoe_status describe_expert_array(vkmoe_layer *layer, vkmoe_expert_array *array,
+                                          vkmoe_weight_type type, uint32_t count, uint32_t rows,
+                                          uint32_t cols, uint64_t limit)
 {
     vkmoe_context *ctx = layer->ctx;
     array->type = type;
@@ -94,13 +94,24 @@ static vkmoe_status create_expert_array(vkmoe_layer *layer, vkmoe_expert_array *
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
                           "vkmoe_layer_create: an expert matrix of %u x %u is too large", rows,
                           cols);
-    uint64_t per_chunk = chunk_limit(ctx, type) / array->matrix_bytes;
+    uint64_t per_chunk = limit / array->matrix_bytes;
     array->per_chunk = per_chunk == 0 ? 1 : per_chunk > count ? count : (uint32_t)per_chunk;
     array->chunk_count = (uint32_t)vkmoe_div_up(count, array->per_chunk);
     array->chunks = vkmoe_calloc(array->chunk_count, sizeof(*array->chunks));
     array->views = vkmoe_calloc(array->chunk_count, sizeof(*array->views));
     if (!array->chunks || !array->views)
         return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    return VKMOE_OK;
+}
+
+/* `count` matrices of rows x cols of this type in as few chunks as
+ * chunk_limit allows, in memory of `use`. */
+static vkmoe_status create_expert_array(vkmoe_layer *layer, vkmoe_expert_array *array,
+                                        vkmoe_weight_type type, uint32_t count, uint32_t rows,
+                                        uint32_t cols, vkmoe_memory_use use)
+{
+    VKMOE_TRY(describe_expert_array(layer, array, type, count, rows, cols,
+                                    chunk_limit(layer->ctx, type)));
     for (uint32_t c = 0; c < array->chunk_count; c++) {
         uint32_t in_chunk = count - c * array->per_chunk;
         if (in_chunk > array->per_chunk)
@@ -122,20 +133,99 @@ static void destroy_expert_array(vkmoe_context *ctx, vkmoe_expert_array *array)
     free(array->chunks);
     free(array->views);
     free(array->sources);
+    free(array->chunk_offsets);
     memset(array, 0, sizeof(*array));
+}
+
+/* Matrix m's type, rows and columns for a layer of these params. */
+static void matrix_layout(const vkmoe_layer_params *p, vkmoe_expert_matrix m, uint32_t ffn,
+                          vkmoe_weight_type *type, uint32_t *rows, uint32_t *cols)
+{
+    bool down = m == VKMOE_EXPERT_DOWN;
+    *type = down ? p->down_weight_type : p->weight_type;
+    *rows = down ? p->dim : ffn;
+    *cols = down ? ffn : p->dim;
 }
 
 static vkmoe_status create_matrices(vkmoe_layer *layer, vkmoe_expert_array arrays[3],
                                     uint32_t count, uint32_t ffn, vkmoe_memory_use use)
 {
     const vkmoe_layer_params *p = &layer->params;
-    if (vkmoe_params_gated(p))
-        VKMOE_TRY(create_expert_array(layer, &arrays[VKMOE_EXPERT_GATE], p->weight_type, count, ffn,
-                                      p->dim, use));
-    VKMOE_TRY(create_expert_array(layer, &arrays[VKMOE_EXPERT_UP], p->weight_type, count, ffn,
-                                  p->dim, use));
-    return create_expert_array(layer, &arrays[VKMOE_EXPERT_DOWN], p->down_weight_type, count,
-                               p->dim, ffn, use);
+    for (uint32_t m = vkmoe_params_gated(p) ? 0 : 1; m < 3; m++) {
+        vkmoe_weight_type type;
+        uint32_t rows, cols;
+        matrix_layout(p, m, ffn, &type, &rows, &cols);
+        VKMOE_TRY(create_expert_array(layer, &arrays[m], type, count, rows, cols, use));
+    }
+    return VKMOE_OK;
+}
+
+/* A cached layer's host array of matrix m, made at its first use. */
+static vkmoe_status host_array(vkmoe_layer *layer, vkmoe_expert_matrix m)
+{
+    vkmoe_expert_array *a = &layer->weights.host[m];
+    if (a->chunk_offsets)
+        return vkmoe_fail(layer->ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "vkmoe_layer_set_expert: the layer's experts are its model file's pages, "
+                          "read by the device where they are: they cannot be set");
+    if (a->chunks)
+        return VKMOE_OK;
+    vkmoe_weight_type type;
+    uint32_t rows, cols;
+    matrix_layout(&layer->params, m, layer->params.ffn_dim, &type, &rows, &cols);
+    vkmoe_status status = create_expert_array(layer, a, type, layer->params.experts, rows, cols,
+                                              VKMOE_MEMORY_HOST_CACHED);
+    if (status != VKMOE_OK)
+        destroy_expert_array(layer->ctx, a); /* made again at the next try */
+    return status;
+}
+
+bool vkmoe_weights_can_lend(const vkmoe_layer *layer, vkmoe_expert_matrix m, uint64_t stride)
+{
+    vkmoe_weight_type type;
+    uint32_t rows, cols;
+    matrix_layout(&layer->params, m, layer->params.ffn_dim, &type, &rows, &cols);
+    const vkmoe_expert_array *a = &layer->weights.host[m];
+    return layer->weights.cache && !a->chunks && layer->ctx->host_import_alignment &&
+           cols % VKMOE_ROW_ALIGN == 0 && stride == padded_matrix_bytes(type, rows, cols) &&
+           stride == rows * vkmoe_weight_bytes(type, cols);
+}
+
+vkmoe_status vkmoe_weights_lend_host(vkmoe_layer *layer, vkmoe_expert_matrix m, const void *data,
+                                     uint64_t stride)
+{
+    vkmoe_context *ctx = layer->ctx;
+    vkmoe_expert_array *a = &layer->weights.host[m];
+    if (!vkmoe_weights_can_lend(layer, m, stride))
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "vkmoe_weights_lend_host: the layer cannot read these experts in place");
+    VkDeviceSize align = ctx->host_import_alignment;
+    vkmoe_weight_type type;
+    uint32_t rows, cols;
+    matrix_layout(&layer->params, m, layer->params.ffn_dim, &type, &rows, &cols);
+    /* Each chunk spans whole pages around its experts, which may share a
+     * page with the chunk before. */
+    vkmoe_status status = describe_expert_array(layer, a, type, layer->params.experts, rows, cols,
+                                                ctx->info.max_allocation_size - 2 * align);
+    if (status == VKMOE_OK &&
+        !(a->chunk_offsets = vkmoe_calloc(a->chunk_count, sizeof(VkDeviceSize))))
+        status = vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    for (uint32_t c = 0; status == VKMOE_OK && c < a->chunk_count; c++) {
+        uintptr_t start = (uintptr_t)data + (uintptr_t)(c * a->per_chunk * a->matrix_bytes);
+        uint32_t n =
+            a->count - c * a->per_chunk < a->per_chunk ? a->count - c * a->per_chunk : a->per_chunk;
+        uintptr_t first = start / align * align;
+        uintptr_t end = vkmoe_round_up(start + n * a->matrix_bytes, align);
+        a->chunk_offsets[c] = start - first;
+        status = vkmoe_buffer_import_host(ctx, (const void *)first, end - first, &a->chunks[c]);
+    }
+    if (status != VKMOE_OK) {
+        destroy_expert_array(ctx, a);
+        return status;
+    }
+    for (uint32_t e = 0; e < a->count; e++)
+        layer->weights.uploaded[VKMOE_UPLOAD_EXPERT + 6 * e + m] = 1;
+    return VKMOE_OK;
 }
 
 /* The routed experts: all on the device, or with a budget smaller than
@@ -153,8 +243,6 @@ static vkmoe_status create_routed_experts(vkmoe_layer *layer)
                                VKMOE_MEMORY_DEVICE);
     VKMOE_TRY(create_matrices(layer, layer->weights.experts, (uint32_t)slots, p->ffn_dim,
                               VKMOE_MEMORY_DEVICE));
-    VKMOE_TRY(create_matrices(layer, layer->weights.host, p->experts, p->ffn_dim,
-                              VKMOE_MEMORY_HOST_CACHED));
     return vkmoe_expert_cache_create(layer, (uint32_t)slots, expert_bytes);
 }
 
@@ -367,6 +455,7 @@ vkmoe_status vkmoe_layer_set_expert(vkmoe_layer *layer, uint32_t expert, vkmoe_e
     if (!w->cache)
         return upload_matrix(layer, fn, &w->experts[matrix], expert, weights, size,
                              VKMOE_UPLOAD_EXPERT + 6 * expert + matrix);
+    VKMOE_TRY(host_array(layer, matrix));
     vkmoe_expert_cache_forget(w->cache, expert);
     return upload_matrix(layer, fn, &w->host[matrix], expert, weights, size,
                          VKMOE_UPLOAD_EXPERT + 6 * expert + matrix);

@@ -38,8 +38,26 @@ typedef struct vkmoe_layer_weights {
     uint8_t *upload_needed; /* the same, for this layer's params */
 } vkmoe_layer_weights;
 
-/* Allocate the layer's weight memory and mark which uploads it needs. */
+/* Allocate the layer's weight memory and mark which uploads it needs. A
+ * cache's host arrays are made at the first expert set into them. */
 vkmoe_status vkmoe_weights_create(vkmoe_layer *layer);
+/* Whether host array `matrix` of a cached layer can be lent experts
+ * `stride` bytes apart: the device imports host memory, none is set yet,
+ * and the array would hold them exactly so (no row padding). */
+bool vkmoe_weights_can_lend(const vkmoe_layer *layer, vkmoe_expert_matrix matrix, uint64_t stride);
+/* Lend it every expert's matrix at data + e · stride, imported so that the
+ * device copies straight from it: a model file's pages, which must stay
+ * mapped and unchanged while the layer lives. UNSUPPORTED where it cannot
+ * be (the caller sets the experts instead: the driver may refuse the
+ * memory). Setting such an expert later fails with UNSUPPORTED. */
+vkmoe_status vkmoe_weights_lend_host(vkmoe_layer *layer, vkmoe_expert_matrix matrix,
+                                     const void *data, uint64_t stride);
+/* Expert e's matrix in array a: its chunk's buffer and the byte offset. */
+static inline VkDeviceSize vkmoe_expert_array_offset(const vkmoe_expert_array *a, uint32_t e)
+{
+    return (a->chunk_offsets ? a->chunk_offsets[e / a->per_chunk] : 0) +
+           (e % a->per_chunk) * a->matrix_bytes;
+}
 void vkmoe_weights_destroy(vkmoe_layer *layer);
 /* VKMOE_ERROR_STATE naming the first upload a forward still lacks. */
 vkmoe_status vkmoe_weights_check_complete(const vkmoe_layer *layer, const char *fn);

@@ -429,6 +429,27 @@ static vkmoe_status model_life(vkmoe_context *ctx, const char *path)
     return status;
 }
 
+/* Device bytes of two experts of each of lent_model_life's layers. */
+static uint64_t two_experts_a_layer;
+
+/* The same model under a device budget, on a device that imports host
+ * memory: its cached layers' experts are the file's own pages. */
+static vkmoe_status lent_model_life(vkmoe_context *ctx, const char *path)
+{
+    vkmoe_model *model = NULL;
+    vkmoe_model_params params = {.max_tokens = 4, .expert_budget_bytes = 2 * two_experts_a_layer};
+    vkmoe_status status = vkmoe_model_open(ctx, path, &params, &model);
+    vkmoe_memory_report report;
+    if (status == VKMOE_OK && vkmoe_model_memory(model, &report) == VKMOE_OK &&
+        report.host_experts_mapped == 0)
+        fail_msg("the model's experts were copied, not read from the file");
+    float x[4 * 16] = {0}, y[4 * 16];
+    for (uint32_t i = 0; i < 2 && status == VKMOE_OK; i++)
+        status = vkmoe_layer_forward(vkmoe_model_layer(model, i), 4, x, y);
+    vkmoe_model_destroy(&model);
+    return status;
+}
+
 static unsigned sweep_allocations(vkmoe_context *ctx, life_fn life, const char *path)
 {
     unsigned points = 0;
@@ -490,6 +511,10 @@ static void test_allocation_fault_injection(void **state)
     unsigned checkpoint_points = sweep_allocations(ctx, load_life, dir);
     unsigned gguf_points = sweep_allocations(ctx, load_life, gguf);
     unsigned model_points = sweep_allocations(ctx, model_life, model_path);
+    /* The host's own device imports host memory (lavapipe does). */
+    two_experts_a_layer = 2 * vkmoe_expert_bytes(&p);
+    unsigned lent_points =
+        host->host_import_alignment ? sweep_allocations(host, lent_model_life, model_path) : 1;
     const char *names[] = {"config.json",
                            "model.safetensors.index.json",
                            "model-00001-of-00002.safetensors",
@@ -500,11 +525,12 @@ static void test_allocation_fault_injection(void **state)
     vkmoe_context_destroy(&ctx);
     printf("fault injection: %u allocations failed in context creation, %u in a layer's life, "
            "%u in an offloaded layer's, %u loading a checkpoint, %u loading a GGUF file, %u "
-           "opening a whole model\n",
+           "opening a whole model, %u one reading its experts from the file\n",
            context_points, layer_points, offload_points, checkpoint_points, gguf_points,
-           model_points);
+           model_points, lent_points);
     assert_true(context_points > 0 && layer_points > 0 && offload_points > layer_points &&
-                checkpoint_points > 0 && gguf_points > 0 && model_points > gguf_points);
+                checkpoint_points > 0 && gguf_points > 0 && model_points > gguf_points &&
+                lent_points > 0);
 }
 
 int main(void)

@@ -274,7 +274,9 @@ static void test_gguf_model(void **state)
 
 /* A model budget shared by its layers: each keeps its share of experts on
  * the device, the chain's outputs equal the resident model's bit for bit;
- * a budget under one expert a layer is refused. */
+ * a budget under one expert a layer is refused. Where the device imports
+ * host memory, the experts are the file's own pages (GGUF's stacked
+ * tensors are laid out as the device reads them), and cannot be set. */
 static void test_model_with_budget(void **state)
 {
     vkmoe_context *ctx = *state;
@@ -287,6 +289,16 @@ static void test_model_with_budget(void **state)
     assert_int_equal(vkmoe_model_memory(cached, &with_cache), VKMOE_OK);
     assert_int_equal(vkmoe_model_memory(resident, &all), VKMOE_OK);
     assert_true(with_cache.experts < all.experts && with_cache.host_experts > 0);
+    bool imports = ctx->host_import_alignment > 0;
+    assert_int_equal(with_cache.host_experts_mapped, imports ? with_cache.host_experts : 0);
+    assert_int_equal(all.host_experts_mapped, 0);
+    if (imports) {
+        uint8_t matrix[4096] = {0};
+        size_t bytes = vkmoe_weight_bytes(p.weight_type, (size_t)p.ffn_dim * p.dim);
+        assert_int_equal(
+            vkmoe_layer_set_expert(vkmoe_model_layer(cached, 1), 0, VKMOE_EXPERT_UP, matrix, bytes),
+            VKMOE_ERROR_UNSUPPORTED);
+    }
     vkmoe_layer *a[LAYERS], *b[LAYERS];
     for (uint32_t i = 0; i < LAYERS; i++) {
         a[i] = vkmoe_model_layer(resident, i);
