@@ -729,6 +729,33 @@ VKMOE_API vkmoe_status vkmoe_layer_forward(vkmoe_layer *layer, uint32_t tokens, 
  * the layers sharing its model's scratch memory. */
 VKMOE_API vkmoe_status vkmoe_layer_prefetch(vkmoe_layer *layer, uint32_t tokens, const void *x);
 
+/* One forward of a layer sharded over `ranks` shards in this process
+ * (expert parallelism): shards[r] is rank r's layer, on a context of its
+ * own (a device each) or a shared one, all of the same params and weights
+ * (in this first version every shard holds every expert's weights; each
+ * computes only the experts placed on it). Rank r's tokens[r] rows of x[r]
+ * ([tokens][dim], io_type; 0 tokens: the rank only computes) give its y[r],
+ * bit for bit the rows the single layer gives those tokens in one forward
+ * of all ranks' tokens: every rank routes its own tokens; each choice of
+ * expert e goes to a rank holding e — the token's own where it holds e (a
+ * replicated hot expert), else the lowest that does — and comes back to be
+ * combined in the order of the token's choices; the GEMMs run the kernels
+ * of a forward of all the tokens, whatever each rank receives (shards on
+ * devices of different kinds may resolve VKMOE_GEMM_AUTO differently: set
+ * the path). placement[e · ranks + r] is nonzero where rank r holds expert
+ * e; NULL: contiguous blocks, expert e on rank ⌊e · ranks / experts⌋. Rows
+ * travel through host memory, a rank computes max_tokens of them at a
+ * time, and a rank routes its tokens twice (before and after other ranks'
+ * rows pass through its scratch). INVALID_ARGUMENT: NULL arrays, ranks 0,
+ * no token anywhere, more tokens than a shard's max_tokens, shards whose
+ * dim, ffn_dim, experts, top_k or io_type differ, a capacity (its drops
+ * depend on all ranks' tokens at once), an expert cache on a shard, an
+ * expert no rank holds. */
+VKMOE_API vkmoe_status vkmoe_expert_parallel_forward(vkmoe_layer *const *shards, uint32_t ranks,
+                                                     const uint8_t *placement,
+                                                     const uint32_t *tokens, const void *const *x,
+                                                     void *const *y);
+
 /* Record one forward into the caller's command buffer, which must be in the
  * recording state and belong to a queue family with compute support on the
  * layer's device. Reads x ([tokens][dim] of params.io_type at x_offset) and

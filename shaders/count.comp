@@ -2,7 +2,9 @@
 // Count: per-block, per-expert histogram of the chosen experts. Block b holds
 // the slots of priority q in [b·256, b·256 + 256), q = j·tokens + t for slot
 // t·top_k + j (common/priority.glsl). Shared-memory integer atomics only:
-// counts are exact, so the result does not depend on their order.
+// counts are exact, so the result does not depend on their order. A slot
+// routed nowhere (INVALID: an expert-parallel shard's rows of one expert
+// each) is not counted.
 //   push: ids u32 [slots]; block_counts u32 [experts][blocks]; slots, blocks, experts,
 //         tokens, top_k
 #extension GL_GOOGLE_include_directive : require
@@ -31,8 +33,9 @@ void main()
         histogram[e] = 0;
     barrier();
     uint q = block * VKMOE_BLOCK_SLOTS + lane;
-    if (q < pc.slots)
-        atomicAdd(histogram[UintArray(pc.ids).v[priority_slot(q, pc.tokens, pc.top_k)]], 1);
+    uint expert = q < pc.slots ? UintArray(pc.ids).v[priority_slot(q, pc.tokens, pc.top_k)] : INVALID;
+    if (expert != INVALID)
+        atomicAdd(histogram[expert], 1);
     barrier();
     UintArray counts = UintArray(pc.block_counts);
     for (uint e = lane; e < pc.experts; e += VKMOE_BLOCK_SLOTS)

@@ -146,6 +146,8 @@ vkmoe_gemm_config vkmoe_gemm_choose(const vkmoe_context *ctx, const vkmoe_layer_
 
 const vkmoe_gemm_kernel *vkmoe_gemm_kernel_for(const vkmoe_layer *layer, uint32_t tokens)
 {
+    if (layer->io.kernel_tokens)
+        tokens = layer->io.kernel_tokens;
     return tokens <= VKMOE_GEMV_PASS ? &layer->gemm.decode : &layer->gemm.prefill;
 }
 

@@ -635,6 +635,27 @@ vkmoe_status vkmoe_layer_forward(vkmoe_layer *layer, uint32_t tokens, const void
     return status;
 }
 
+vkmoe_status vkmoe_layer_run_stages(vkmoe_layer *layer, uint32_t tokens, const void *x,
+                                    vkmoe_stage first, vkmoe_stage end)
+{
+    vkmoe_context *ctx = layer->ctx;
+    vkmoe_workspace *w = layer->work;
+    size_t bytes = (size_t)tokens * layer->params.dim * vkmoe_params_io_bytes(&layer->params);
+    VKMOE_TRY(vkmoe_buffer_write_rows(ctx, &w->x, 0, x, 1, bytes, bytes));
+    VkCommandBuffer cmd;
+    VKMOE_TRY(vkmoe_context_begin(ctx, &cmd));
+    record_forward(layer, cmd, tokens, w->x.buffer, 0, w->y.buffer, 0, first, end);
+    vkmoe_barrier(ctx, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                  VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+    return vkmoe_context_submit_wait(ctx);
+}
+
+vkmoe_status vkmoe_layer_run_rest(vkmoe_layer *layer, uint32_t tokens, vkmoe_stage first, void *y)
+{
+    size_t bytes = (size_t)tokens * layer->params.dim * vkmoe_params_io_bytes(&layer->params);
+    return forward_rest(layer, tokens, first, 0, y, bytes);
+}
+
 vkmoe_status vkmoe_layer_prefetch(vkmoe_layer *layer, uint32_t tokens, const void *x)
 {
     const char *fn = "vkmoe_layer_prefetch";

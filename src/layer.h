@@ -110,6 +110,13 @@ typedef struct vkmoe_layer_io {
     /* A forward's early submission, still pending, reads the set: the
      * forward's rest binds it as it is, for a set in use may not be written. */
     bool set_in_use;
+    /* Nonzero: the GEMMs run the kernels of a forward of this many tokens
+     * whatever the count, as a shard of an expert-parallel layer must to
+     * give the single layer's bits (vkmoe_gemm_kernel_for). */
+    uint32_t kernel_tokens;
+    /* The router stage only makes the input rows: ids and topk_weight were
+     * written by the host (an expert-parallel shard's rows, one choice each). */
+    bool routes_given;
 } vkmoe_layer_io;
 
 /* A layer owns one of each; layer.c draws them up and tears them down. */
@@ -161,6 +168,14 @@ typedef enum vkmoe_debug_buffer {
 } vkmoe_debug_buffer;
 vkmoe_status vkmoe_layer_debug_read(vkmoe_layer *layer, vkmoe_debug_buffer which, void *dst,
                                     size_t size);
+
+/* A forward in parts, for a layer whose experts run elsewhere (an
+ * expert-parallel shard): x ([tokens][dim], io_type) into the layer's
+ * workspace, then stages first .. end − 1, waited for. */
+vkmoe_status vkmoe_layer_run_stages(vkmoe_layer *layer, uint32_t tokens, const void *x,
+                                    vkmoe_stage first, vkmoe_stage end);
+/* Stages from `first` on after vkmoe_layer_run_stages, waited for, and y read. */
+vkmoe_status vkmoe_layer_run_rest(vkmoe_layer *layer, uint32_t tokens, vkmoe_stage first, void *y);
 
 /* A descriptor set of set_layout from the layer's pool. */
 vkmoe_status vkmoe_layer_allocate_set(vkmoe_layer *layer, VkDescriptorSetLayout set_layout,

@@ -1,0 +1,169 @@
+/* Expert parallelism in one process (src/expert_parallel.c): shards on
+ * two contexts, or three on one, each rank with its own tokens, against
+ * the single layer's forward of all the tokens, bit for bit: experts not
+ * divisible by ranks, a rank without tokens, a rank that computes nothing,
+ * a replicated expert, every GEMM path, families with every kind of expert
+ * input. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "helpers.h"
+
+#define MAX_RANKS 3
+
+/* A shard of t's params and weights on ctx. */
+static vkmoe_layer *shard_of(vkmoe_context *ctx, const test_layer *t)
+{
+    vkmoe_layer *layer = NULL;
+    assert_int_equal(vkmoe_layer_create(ctx, &t->params, &layer), VKMOE_OK);
+    fixture_layer twin = *t;
+    twin.layer = layer;
+    assert_int_equal(fixture_layer_upload(&twin), VKMOE_OK);
+    return layer;
+}
+
+/* One sharded forward of tokens[r] tokens a rank against the single
+ * layer's forward of them all, rank 0's first. */
+static void expect_single_layer_bits(const test_layer *t, vkmoe_layer *const *shards,
+                                     uint32_t ranks, const uint8_t *placement,
+                                     const uint32_t *tokens)
+{
+    uint32_t dim = t->params.dim, total = 0;
+    for (uint32_t r = 0; r < ranks; r++)
+        total += tokens[r];
+    float *x = test_input(total, dim), *want = malloc(4ull * total * dim),
+          *got = malloc(4ull * total * dim);
+    assert_int_equal(vkmoe_layer_forward(t->layer, total, x, want), VKMOE_OK);
+    const void *xs[MAX_RANKS];
+    void *ys[MAX_RANKS];
+    for (uint32_t r = 0, at = 0; r < ranks; at += tokens[r], r++) {
+        xs[r] = x + (size_t)at * dim;
+        ys[r] = got + (size_t)at * dim;
+    }
+    memset(got, 0, 4ull * total * dim);
+    assert_int_equal(vkmoe_expert_parallel_forward(shards, ranks, placement, tokens, xs, ys),
+                     VKMOE_OK);
+    for (uint32_t r = 0, at = 0; r < ranks; at += tokens[r], r++)
+        if (memcmp(want + (size_t)at * dim, got + (size_t)at * dim, 4ull * tokens[r] * dim))
+            fail_msg("rank %u of %u: its %u tokens differ from the single layer's", r, ranks,
+                     tokens[r]);
+    free(x);
+    free(want);
+    free(got);
+}
+
+/* Two ranks on two contexts (two VkDevices), contiguous experts: decode
+ * and prefill token counts, every path; a rank computes up to 82 rows,
+ * max_tokens (41) at a time. */
+static void test_two_contexts(void **state)
+{
+    vkmoe_context *other = test_context();
+    static const vkmoe_gemm_path paths[] = {VKMOE_GEMM_REGISTER, VKMOE_GEMM_TILED, VKMOE_GEMM_GEMV};
+    for (size_t g = 0; g < VKMOE_ARRAY_SIZE(paths); g++) {
+        vkmoe_layer_params p = test_shape(40, 24, 7, 2, 41);
+        p.weight_type = g == 0 ? VKMOE_WEIGHT_F16 : VKMOE_WEIGHT_F32;
+        p.gemm_path = paths[g];
+        test_seed(60 + g);
+        test_layer t;
+        test_layer_create(*state, &p, &t);
+        test_layer_upload(&t);
+        vkmoe_layer *shards[2] = {shard_of(*state, &t), shard_of(other, &t)};
+        static const uint32_t counts[][2] = {{1, 1}, {5, 3}, {0, 9}, {24, 17}};
+        for (size_t c = 0; c < VKMOE_ARRAY_SIZE(counts); c++)
+            expect_single_layer_bits(&t, shards, 2, NULL, counts[c]);
+        vkmoe_layer_destroy(&shards[0]);
+        vkmoe_layer_destroy(&shards[1]);
+        test_layer_destroy(&t);
+    }
+    test_context_destroy(&other);
+}
+
+/* Three ranks on one context, 7 experts: contiguous (3, 2, 2), and a
+ * placement where rank 1 holds only expert 0, which every rank holds too,
+ * so rank 1 (no tokens of its own) computes nothing. Families with biases,
+ * clamped SwiGLU, the weight on the input, a shared expert. */
+static void test_three_ranks_and_a_replicated_expert(void **state)
+{
+    static const char *const families[] = {"mixtral", "gpt-oss", "llama4", "qwen2-moe"};
+    static uint8_t replicated[7 * 3];
+    memset(replicated, 0, sizeof(replicated));
+    for (uint32_t e = 0; e < 7; e++)
+        replicated[e * 3 + (e % 2 ? 0 : 2)] = 1; /* odd experts on rank 0, even on 2 */
+    for (uint32_t r = 0; r < 3; r++)
+        replicated[0 * 3 + r] = 1; /* expert 0 everywhere */
+    for (size_t f = 0; f < VKMOE_ARRAY_SIZE(families); f++) {
+        vkmoe_layer_params p = test_shape(40, 24, 7, 2, 20);
+        assert_int_equal(vkmoe_layer_params_family(&p, families[f]), VKMOE_OK);
+        p.top_k = families[f][0] == 'l' ? 1 : 2;
+        p.shared_ffn_dim = families[f][0] == 'l' || families[f][0] == 'q' ? 16 : 0;
+        test_seed(70 + f);
+        test_layer t;
+        test_layer_create(*state, &p, &t);
+        test_layer_upload(&t);
+        vkmoe_layer *shards[3];
+        for (uint32_t r = 0; r < 3; r++)
+            shards[r] = shard_of(*state, &t);
+        expect_single_layer_bits(&t, shards, 3, NULL, (const uint32_t[]){4, 1, 7});
+        expect_single_layer_bits(&t, shards, 3, replicated, (const uint32_t[]){6, 0, 11});
+        for (uint32_t r = 0; r < 3; r++)
+            vkmoe_layer_destroy(&shards[r]);
+        test_layer_destroy(&t);
+    }
+}
+
+/* Each refusal with INVALID_ARGUMENT naming why. */
+static void test_refusals(void **state)
+{
+    vkmoe_context *ctx = *state;
+    vkmoe_layer_params p = test_shape(16, 8, 4, 2, 4);
+    test_seed(80);
+    test_layer t;
+    test_layer_create(ctx, &p, &t);
+    test_layer_upload(&t);
+    vkmoe_layer *shards[2] = {shard_of(ctx, &t), shard_of(ctx, &t)};
+    float x[4 * 16] = {0}, y[4 * 16];
+    const void *xs[2] = {x, x};
+    void *ys[2] = {y, y};
+    uint32_t tokens[2] = {2, 2};
+    assert_int_equal(vkmoe_expert_parallel_forward(NULL, 2, NULL, tokens, xs, ys),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_expert_parallel_forward(shards, 0, NULL, tokens, xs, ys),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_expert_parallel_forward(shards, 2, NULL, (uint32_t[]){0, 0}, xs, ys),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_expert_parallel_forward(shards, 2, NULL, (uint32_t[]){5, 1}, xs, ys),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    uint8_t nobody[4 * 2] = {1, 0, 0, 1, 0, 0, 1, 1}; /* expert 2 on no rank */
+    assert_int_equal(vkmoe_expert_parallel_forward(shards, 2, nobody, tokens, xs, ys),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(vkmoe_last_error(), "no rank holds expert 2"));
+    vkmoe_layer_params q = p;
+    q.capacity_factor = 1.0f;
+    test_layer capped;
+    test_layer_create(ctx, &q, &capped);
+    test_layer_upload(&capped);
+    vkmoe_layer *mixed[2] = {shards[0], capped.layer};
+    assert_int_equal(vkmoe_expert_parallel_forward(mixed, 2, NULL, tokens, xs, ys),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(vkmoe_last_error(), "capacity"));
+    test_layer_destroy(&capped);
+    q = p;
+    q.dim = 24;
+    vkmoe_layer *wider = NULL;
+    assert_int_equal(vkmoe_layer_create(ctx, &q, &wider), VKMOE_OK);
+    mixed[1] = wider;
+    assert_int_equal(vkmoe_expert_parallel_forward(mixed, 2, NULL, tokens, xs, ys),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    vkmoe_layer_destroy(&wider);
+    vkmoe_layer_destroy(&shards[0]);
+    vkmoe_layer_destroy(&shards[1]);
+    test_layer_destroy(&t);
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_refusals),
+    cmocka_unit_test(test_two_contexts),
+    cmocka_unit_test(test_three_ranks_and_a_replicated_expert),
+};
+
+int main(void) { return test_device_suite(tests, test_group_setup, test_group_teardown); }
