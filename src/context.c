@@ -132,15 +132,22 @@ static vkmoe_status create_instance(vkmoe_context *ctx, bool validation)
         "vkCreateDebugUtilsMessengerEXT");
 }
 
-/* The first queue family with compute, or VKMOE_INVALID. */
-static uint32_t compute_family(const vkmoe_context *ctx, VkPhysicalDevice device)
+uint32_t vkmoe_context_queue_families(const vkmoe_context *ctx, VkPhysicalDevice device,
+                                      VkQueueFamilyProperties families[VKMOE_QUEUE_FAMILIES])
 {
     uint32_t count = 0;
     ctx->vk.vkGetPhysicalDeviceQueueFamilyProperties(device, &count, NULL);
-    VkQueueFamilyProperties families[32];
-    if (count > VKMOE_ARRAY_SIZE(families))
-        count = VKMOE_ARRAY_SIZE(families);
+    if (count > VKMOE_QUEUE_FAMILIES)
+        count = VKMOE_QUEUE_FAMILIES;
     ctx->vk.vkGetPhysicalDeviceQueueFamilyProperties(device, &count, families);
+    return count;
+}
+
+/* The first queue family with compute, or VKMOE_INVALID. */
+static uint32_t compute_family(const vkmoe_context *ctx, VkPhysicalDevice device)
+{
+    VkQueueFamilyProperties families[VKMOE_QUEUE_FAMILIES];
+    uint32_t count = vkmoe_context_queue_families(ctx, device, families);
     for (uint32_t i = 0; i < count; i++)
         if (families[i].queueFlags & VK_QUEUE_COMPUTE_BIT)
             return i;
@@ -432,12 +439,8 @@ static vkmoe_status create_device(vkmoe_context *ctx)
 /* The host's queue family must exist on its device and run compute. */
 static vkmoe_status check_queue_family(vkmoe_context *ctx, uint32_t family)
 {
-    uint32_t count = 0;
-    ctx->vk.vkGetPhysicalDeviceQueueFamilyProperties(ctx->physical_device, &count, NULL);
-    VkQueueFamilyProperties families[32];
-    if (count > VKMOE_ARRAY_SIZE(families))
-        count = VKMOE_ARRAY_SIZE(families);
-    ctx->vk.vkGetPhysicalDeviceQueueFamilyProperties(ctx->physical_device, &count, families);
+    VkQueueFamilyProperties families[VKMOE_QUEUE_FAMILIES];
+    uint32_t count = vkmoe_context_queue_families(ctx, ctx->physical_device, families);
     VKMOE_REQUIRE(ctx, family < count,
                   "vkmoe_context_create: import.queue_family %u does not exist (the device has "
                   "%u queue families)",
@@ -524,12 +527,8 @@ static void fill_device_info(vkmoe_context *ctx)
                                           .pNext = &v12};
     ctx->vk.vkGetPhysicalDeviceFeatures2(ctx->physical_device, &features);
 
-    uint32_t family_count = 0;
-    VkQueueFamilyProperties families[32];
-    ctx->vk.vkGetPhysicalDeviceQueueFamilyProperties(ctx->physical_device, &family_count, NULL);
-    if (family_count > VKMOE_ARRAY_SIZE(families))
-        family_count = VKMOE_ARRAY_SIZE(families);
-    ctx->vk.vkGetPhysicalDeviceQueueFamilyProperties(ctx->physical_device, &family_count, families);
+    VkQueueFamilyProperties families[VKMOE_QUEUE_FAMILIES];
+    uint32_t family_count = vkmoe_context_queue_families(ctx, ctx->physical_device, families);
 
     vkmoe_device_info *info = &ctx->info;
     const VkPhysicalDeviceLimits *limits = &ctx->properties.limits;
@@ -811,35 +810,45 @@ vkmoe_status vkmoe_context_begin(vkmoe_context *ctx, VkCommandBuffer *cmd)
     return VKMOE_OK;
 }
 
-/* Submit cmd with fence after the copy queue's timeline reaches copies. */
-static vkmoe_status submit(vkmoe_context *ctx, VkCommandBuffer cmd, VkFence fence, bool *pending,
-                           uint64_t copies)
+vkmoe_status vkmoe_context_queue_submit(vkmoe_context *ctx, VkQueue queue, VkCommandBuffer cmd,
+                                        uint64_t wait, uint64_t signal, VkFence fence)
 {
     VKMOE_TRY(vkmoe_check_vk(ctx, ctx->vk.vkEndCommandBuffer(cmd), "vkEndCommandBuffer"));
     VkPipelineStageFlags stage =
         VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
     VkTimelineSemaphoreSubmitInfo timeline = {
         .sType = VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO,
-        .waitSemaphoreValueCount = 1,
-        .pWaitSemaphoreValues = &copies,
+        .waitSemaphoreValueCount = wait ? 1 : 0,
+        .pWaitSemaphoreValues = &wait,
+        .signalSemaphoreValueCount = signal ? 1 : 0,
+        .pSignalSemaphoreValues = &signal,
     };
     VkSubmitInfo info = {
         .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+        .pNext = wait || signal ? &timeline : NULL,
+        .waitSemaphoreCount = wait ? 1 : 0,
+        .pWaitSemaphores = wait ? &ctx->copies->timeline : NULL,
+        .pWaitDstStageMask = &stage,
         .commandBufferCount = 1,
         .pCommandBuffers = &cmd,
+        .signalSemaphoreCount = signal ? 1 : 0,
+        .pSignalSemaphores = signal ? &ctx->copies->timeline : NULL,
     };
-    if (copies) {
-        info.pNext = &timeline;
-        info.waitSemaphoreCount = 1;
-        info.pWaitSemaphores = &ctx->copies->timeline;
-        info.pWaitDstStageMask = &stage;
-    }
-    if (ctx->lock_queue)
+    /* The compute queue may be the host's, shared under its lock. */
+    bool shared = queue == ctx->queue;
+    if (shared && ctx->lock_queue)
         ctx->lock_queue(ctx->queue_lock_user);
-    VkResult result = ctx->vk.vkQueueSubmit(ctx->queue, 1, &info, fence);
-    if (ctx->unlock_queue)
+    VkResult result = ctx->vk.vkQueueSubmit(queue, 1, &info, fence);
+    if (shared && ctx->unlock_queue)
         ctx->unlock_queue(ctx->queue_lock_user);
-    VKMOE_TRY(vkmoe_check_vk(ctx, result, "vkQueueSubmit"));
+    return vkmoe_check_vk(ctx, result, "vkQueueSubmit");
+}
+
+/* Submit cmd with fence after the copy queue's timeline reaches copies. */
+static vkmoe_status submit(vkmoe_context *ctx, VkCommandBuffer cmd, VkFence fence, bool *pending,
+                           uint64_t copies)
+{
+    VKMOE_TRY(vkmoe_context_queue_submit(ctx, ctx->queue, cmd, copies, 0, fence));
     /* Until the fence is waited for and reset, a failure leaves it pending
      * for vkmoe_context_wait_pending. */
     *pending = true;

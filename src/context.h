@@ -138,6 +138,10 @@ struct vkmoe_context {
     atomic_bool lost;
 };
 
+/* The device's queue families (at most VKMOE_QUEUE_FAMILIES); their count. */
+#define VKMOE_QUEUE_FAMILIES 32
+uint32_t vkmoe_context_queue_families(const vkmoe_context *ctx, VkPhysicalDevice device,
+                                      VkQueueFamilyProperties families[VKMOE_QUEUE_FAMILIES]);
 /* vkmoe_context_create with test options (NULL: none). */
 vkmoe_status vkmoe_context_create_with(const vkmoe_context_params *params,
                                        const vkmoe_context_options *options, vkmoe_context **out);
@@ -152,6 +156,11 @@ vkmoe_status vkmoe_context_check_alive(const vkmoe_context *ctx);
 /* Begin recording the context's own command buffer, once a submission
  * whose wait failed has completed (vkmoe_context_wait_pending). */
 vkmoe_status vkmoe_context_begin(vkmoe_context *ctx, VkCommandBuffer *cmd);
+/* End cmd and submit it to queue: after the copy queue's timeline reaches
+ * `wait`, signalling it to `signal` (0: neither), with fence (may be
+ * VK_NULL_HANDLE), under the host's lock where queue is the compute queue. */
+vkmoe_status vkmoe_context_queue_submit(vkmoe_context *ctx, VkQueue queue, VkCommandBuffer cmd,
+                                        uint64_t wait, uint64_t signal, VkFence fence);
 /* End, submit and wait for the context's command buffer. */
 vkmoe_status vkmoe_context_submit_wait(vkmoe_context *ctx);
 /* The same, its compute waiting first for the copy queue's timeline to

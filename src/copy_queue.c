@@ -7,12 +7,8 @@
 
 uint32_t vkmoe_copy_queue_family(const vkmoe_context *ctx, VkPhysicalDevice device)
 {
-    uint32_t count = 0;
-    ctx->vk.vkGetPhysicalDeviceQueueFamilyProperties(device, &count, NULL);
-    VkQueueFamilyProperties families[32];
-    if (count > VKMOE_ARRAY_SIZE(families))
-        count = VKMOE_ARRAY_SIZE(families);
-    ctx->vk.vkGetPhysicalDeviceQueueFamilyProperties(device, &count, families);
+    VkQueueFamilyProperties families[VKMOE_QUEUE_FAMILIES];
+    uint32_t count = vkmoe_context_queue_families(ctx, device, families);
     const VkQueueFlags busy = VK_QUEUE_GRAPHICS_BIT | VK_QUEUE_COMPUTE_BIT;
     for (uint32_t i = 0; i < count; i++)
         if ((families[i].queueFlags & VK_QUEUE_TRANSFER_BIT) && !(families[i].queueFlags & busy))
@@ -102,31 +98,9 @@ vkmoe_status vkmoe_copy_queue_begin(vkmoe_context *ctx, VkCommandBuffer *cmd)
 vkmoe_status vkmoe_copy_queue_submit(vkmoe_context *ctx, uint64_t *value)
 {
     vkmoe_copy_queue *q = ctx->copies;
-    VkCommandBuffer c = q->cmd[q->next];
-    VKMOE_TRY(vkmoe_check_vk(ctx, ctx->vk.vkEndCommandBuffer(c), "vkEndCommandBuffer"));
     uint64_t signal = q->submitted + 1;
-    VkTimelineSemaphoreSubmitInfo timeline = {
-        .sType = VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO,
-        .signalSemaphoreValueCount = 1,
-        .pSignalSemaphoreValues = &signal,
-    };
-    VkSubmitInfo submit = {
-        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
-        .pNext = &timeline,
-        .commandBufferCount = 1,
-        .pCommandBuffers = &c,
-        .signalSemaphoreCount = 1,
-        .pSignalSemaphores = &q->timeline,
-    };
-    /* The compute queue itself (a device without a transfer queue, in
-     * tests) may be the host's, shared under its lock. */
-    bool shared = q->queue == ctx->queue;
-    if (shared && ctx->lock_queue)
-        ctx->lock_queue(ctx->queue_lock_user);
-    VkResult result = ctx->vk.vkQueueSubmit(q->queue, 1, &submit, VK_NULL_HANDLE);
-    if (shared && ctx->unlock_queue)
-        ctx->unlock_queue(ctx->queue_lock_user);
-    VKMOE_TRY(vkmoe_check_vk(ctx, result, "vkQueueSubmit"));
+    VKMOE_TRY(
+        vkmoe_context_queue_submit(ctx, q->queue, q->cmd[q->next], 0, signal, VK_NULL_HANDLE));
     q->submitted = q->cmd_value[q->next] = *value = signal;
     q->next = (q->next + 1) % VKMOE_COPY_BUFFERS;
     return VKMOE_OK;

@@ -18,7 +18,7 @@
  * expert[i] with weight weight[i]; its output goes to that rank's slot. */
 typedef struct ep_rows {
     uint32_t n;
-    uint8_t *x;      /* [n][dim] of io_type */
+    uint8_t *x; /* [n][dim] of io_type */
     uint32_t *expert, *home, *slot;
     float *weight;
     float *out; /* f32 [n][dim] */
@@ -105,8 +105,8 @@ static vkmoe_status route(ep_job *j, uint32_t r)
     out->weight = vkmoe_malloc(slots * sizeof(float));
     if (!out->ids || !out->slot_row || !out->weight)
         return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    VKMOE_TRY(vkmoe_layer_run_stages(s, j->tokens[r], j->x[r], VKMOE_STAGE_ROUTER,
-                                     VKMOE_STAGE_GEMM_UP));
+    VKMOE_TRY(
+        vkmoe_layer_run_stages(s, j->tokens[r], j->x[r], VKMOE_STAGE_ROUTER, VKMOE_STAGE_GEMM_UP));
     const vkmoe_buffer *scratch = &s->work->scratch;
     VKMOE_TRY(vkmoe_buffer_read(s->ctx, scratch, l->ids, out->ids, 4ull * slots));
     VKMOE_TRY(vkmoe_buffer_read(s->ctx, scratch, l->slot_row, out->slot_row, 4ull * slots));
@@ -188,8 +188,8 @@ static vkmoe_status compute_chunk(const ep_job *j, vkmoe_layer *s, ep_rows *w, u
     s->io.kernel_tokens = j->total;
     s->io.routes_given = true;
     if (status == VKMOE_OK)
-        status = vkmoe_layer_run_stages(s, n, w->x + (size_t)first * row_bytes,
-                                        VKMOE_STAGE_ROUTER, VKMOE_STAGE_SHARED);
+        status = vkmoe_layer_run_stages(s, n, w->x + (size_t)first * row_bytes, VKMOE_STAGE_ROUTER,
+                                        VKMOE_STAGE_SHARED);
     s->io.kernel_tokens = 0;
     s->io.routes_given = false;
     if (status == VKMOE_OK)
@@ -243,8 +243,8 @@ static vkmoe_status combine(const ep_job *j, uint32_t r, void *y)
                        w->out + (size_t)i * p->dim, 4ull * p->dim);
     }
     s->io.kernel_tokens = j->total;
-    vkmoe_status status = vkmoe_layer_run_stages(s, j->tokens[r], j->x[r], VKMOE_STAGE_ROUTER,
-                                                 VKMOE_STAGE_GEMM_UP);
+    vkmoe_status status =
+        vkmoe_layer_run_stages(s, j->tokens[r], j->x[r], VKMOE_STAGE_ROUTER, VKMOE_STAGE_GEMM_UP);
     if (status == VKMOE_OK)
         status = vkmoe_buffer_write_rows(s->ctx, &s->work->expert_out, 0, rows, 1,
                                          4ull * used * p->dim, 4ull * used * p->dim);
@@ -285,10 +285,10 @@ vkmoe_status vkmoe_expert_parallel_forward(vkmoe_layer *const *shards, uint32_t 
     VKMOE_REQUIRE(shards[0]->ctx, j.total > 0, "%s: no rank has a token", fn);
     j.routes = vkmoe_calloc(ranks, sizeof(*j.routes));
     j.rows = vkmoe_calloc(ranks, sizeof(*j.rows));
-    vkmoe_status status = j.routes && j.rows ? run(&j, y)
-                                             : vkmoe_fail(shards[0]->ctx,
-                                                          VKMOE_ERROR_OUT_OF_HOST_MEMORY,
-                                                          "out of host memory");
+    vkmoe_status status =
+        j.routes && j.rows
+            ? run(&j, y)
+            : vkmoe_fail(shards[0]->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     for (uint32_t r = 0; r < ranks; r++) {
         if (j.routes) {
             free(j.routes[r].ids);

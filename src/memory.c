@@ -62,6 +62,20 @@ static vkmoe_status allocate_memory(vkmoe_context *ctx, vkmoe_buffer *buf, vkmoe
     return VKMOE_OK;
 }
 
+void vkmoe_buffer_sharing(const vkmoe_context *ctx, VkBufferCreateInfo *info, uint32_t families[2])
+{
+    /* Experts copied by the transfer queue and read by the compute queue:
+     * shared by both families rather than handed over at every copy. */
+    info->sharingMode = VK_SHARING_MODE_EXCLUSIVE;
+    if (ctx->copy_family == VKMOE_INVALID)
+        return;
+    families[0] = ctx->queue_family;
+    families[1] = ctx->copy_family;
+    info->sharingMode = VK_SHARING_MODE_CONCURRENT;
+    info->queueFamilyIndexCount = 2;
+    info->pQueueFamilyIndices = families;
+}
+
 vkmoe_status vkmoe_buffer_create(vkmoe_context *ctx, VkDeviceSize size, vkmoe_memory_use use,
                                  vkmoe_buffer *out)
 {
@@ -83,14 +97,8 @@ vkmoe_status vkmoe_buffer_create(vkmoe_context *ctx, VkDeviceSize size, vkmoe_me
                  VK_BUFFER_USAGE_STORAGE_TEXEL_BUFFER_BIT,
         .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
     };
-    /* Experts copied by the transfer queue and read by the compute queue:
-     * shared by both families rather than handed over at every copy. */
-    uint32_t families[2] = {ctx->queue_family, ctx->copy_family};
-    if (ctx->copy_family != VKMOE_INVALID) {
-        info.sharingMode = VK_SHARING_MODE_CONCURRENT;
-        info.queueFamilyIndexCount = 2;
-        info.pQueueFamilyIndices = families;
-    }
+    uint32_t families[2];
+    vkmoe_buffer_sharing(ctx, &info, families);
     vkmoe_status status = vkmoe_check_vk(
         ctx, ctx->vk.vkCreateBuffer(ctx->device, &info, NULL, &out->buffer), "vkCreateBuffer");
     if (status == VKMOE_OK)
@@ -140,14 +148,9 @@ static vkmoe_status import_memory(vkmoe_context *ctx, const void *data, VkDevice
             .pNext = &external,
             .size = size,
             .usage = VK_BUFFER_USAGE_TRANSFER_SRC_BIT,
-            .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
         };
-        uint32_t families[2] = {ctx->queue_family, ctx->copy_family};
-        if (ctx->copy_family != VKMOE_INVALID) {
-            info.sharingMode = VK_SHARING_MODE_CONCURRENT;
-            info.queueFamilyIndexCount = 2;
-            info.pQueueFamilyIndices = families;
-        }
+        uint32_t families[2];
+        vkmoe_buffer_sharing(ctx, &info, families);
         uint32_t types = import_types(ctx, data, kinds[k]);
         if (!types)
             continue;

@@ -22,6 +22,9 @@ typedef struct vkmoe_buffer {
     void *mapped; /* NULL unless host-visible */
 } vkmoe_buffer;
 
+/* info's sharing: concurrent between the compute and copy queues' families
+ * where they differ (families: room for both), else exclusive. */
+void vkmoe_buffer_sharing(const vkmoe_context *ctx, VkBufferCreateInfo *info, uint32_t families[2]);
 vkmoe_status vkmoe_buffer_create(vkmoe_context *ctx, VkDeviceSize size, vkmoe_memory_use use,
                                  vkmoe_buffer *out);
 void vkmoe_buffer_destroy(vkmoe_context *ctx, vkmoe_buffer *buffer);
