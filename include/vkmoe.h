@@ -127,6 +127,15 @@ typedef struct vkmoe_vulkan_import {
      * then binds a recorded forward's x and y in the command buffer (see
      * vkmoe_layer_record_forward). Default false. */
     bool push_descriptor;
+    /* A queue the host lends for the expert caches' copies (best a
+     * transfer-only family's: a copy engine) and its family, which must
+     * support transfers; the device must have been created with Vulkan
+     * 1.2's timelineSemaphore feature enabled. vkmoe submits to it only
+     * copies (never waiting for the host's work on it); where it is `queue`
+     * itself, lock_queue covers it. VK_NULL_HANDLE (default): copies run on
+     * `queue` before the GEMMs that read them. */
+    VkQueue copy_queue;
+    uint32_t copy_queue_family;
 } vkmoe_vulkan_import;
 
 /* Zero-initialise, then set what you need: every zero field means default. */
@@ -185,11 +194,11 @@ typedef struct vkmoe_device_info {
      * (vkmoe_layer_record_forward). */
     bool push_descriptors;
     /* The expert caches' copies (vkmoe_layer_params.expert_budget_bytes,
-     * vkmoe_layer_prefetch) run on a dedicated transfer queue, beside the
-     * compute: the device has a queue family with transfer but neither
-     * compute nor graphics, and timeline semaphores. False for imported
-     * devices and where there is none (lavapipe): copies then run on the
-     * compute queue, before the expert GEMMs that read them. */
+     * vkmoe_layer_prefetch) run on a queue of their own, beside the
+     * compute: a device vkmoe created has a queue family with transfer but
+     * neither compute nor graphics, and timeline semaphores, or the import
+     * lent a copy_queue other than its queue. False elsewhere (lavapipe):
+     * copies then run on the compute queue, before the GEMMs that read them. */
     bool copy_queue;
 } vkmoe_device_info;
 

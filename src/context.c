@@ -450,6 +450,26 @@ static vkmoe_status check_queue_family(vkmoe_context *ctx, uint32_t family)
     return VKMOE_OK;
 }
 
+/* The host's copy queue: its family must exist and take transfers; the
+ * timeline semaphores the host enabled, as the import's contract says. */
+static vkmoe_status lent_copy_queue(vkmoe_context *ctx, const vkmoe_vulkan_import *import)
+{
+    VkQueueFamilyProperties families[VKMOE_QUEUE_FAMILIES];
+    uint32_t count = vkmoe_context_queue_families(ctx, ctx->physical_device, families);
+    uint32_t family = import->copy_queue_family;
+    const VkQueueFlags copies =
+        VK_QUEUE_TRANSFER_BIT | VK_QUEUE_COMPUTE_BIT | VK_QUEUE_GRAPHICS_BIT;
+    VKMOE_REQUIRE(ctx, family < count && (families[family].queueFlags & copies),
+                  "vkmoe_context_create: import.copy_queue_family %u does not exist or does not "
+                  "take transfers",
+                  family);
+    ctx->timeline_semaphores = true;
+    ctx->lent_copy_queue = import->copy_queue;
+    if (family != ctx->queue_family)
+        ctx->copy_family = family;
+    return VKMOE_OK;
+}
+
 static vkmoe_status import_device(vkmoe_context *ctx, const vkmoe_vulkan_import *import)
 {
     VKMOE_REQUIRE(ctx,
@@ -485,7 +505,7 @@ static vkmoe_status import_device(vkmoe_context *ctx, const vkmoe_vulkan_import 
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
                           "vkmoe_context_create: import.push_descriptor is set but the device "
                           "does not provide vkCmdPushDescriptorSetKHR");
-    return VKMOE_OK;
+    return import->copy_queue ? lent_copy_queue(ctx, import) : VKMOE_OK;
 }
 
 /* The weight types whose texel format, and the activations' RGBA32F, the
@@ -578,6 +598,12 @@ static vkmoe_status create_copy_queue(vkmoe_context *ctx)
 {
     if (!ctx->timeline_semaphores)
         return VKMOE_OK;
+    if (ctx->lent_copy_queue) {
+        uint32_t family = ctx->copy_family != VKMOE_INVALID ? ctx->copy_family : ctx->queue_family;
+        VKMOE_TRY(vkmoe_copy_queue_create(ctx, ctx->lent_copy_queue, family));
+        ctx->info.copy_queue = ctx->lent_copy_queue != ctx->queue;
+        return VKMOE_OK;
+    }
     if (ctx->copy_family != VKMOE_INVALID) {
         VkQueue queue;
         ctx->vk.vkGetDeviceQueue(ctx->device, ctx->copy_family, 0, &queue);
@@ -690,6 +716,8 @@ static void context_free(vkmoe_context *ctx)
         if (ctx->owns_device && ctx->fence)
             vk->vkDeviceWaitIdle(ctx->device);
         vkmoe_pipelines_destroy(ctx);
+        if (ctx->copies) /* an imported device is not waited idle */
+            vkmoe_copy_queue_wait(ctx, ctx->copies->submitted);
         vkmoe_copy_queue_destroy(ctx);
         if (ctx->fence)
             vk->vkDestroyFence(ctx->device, ctx->fence, NULL);

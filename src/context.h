@@ -75,6 +75,7 @@ struct vkmoe_context {
     /* A dedicated transfer family (vkmoe_copy_queue_family), or VKMOE_INVALID. */
     uint32_t copy_family;
     bool timeline_semaphores; /* the feature is enabled */
+    VkQueue lent_copy_queue;  /* an import's copy_queue, or VK_NULL_HANDLE */
     /* VK_EXT_external_memory_host is enabled: its minImportedHostPointer-
      * Alignment; 0: no import (vkmoe_buffer_import_host). */
     VkDeviceSize host_import_alignment;

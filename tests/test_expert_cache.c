@@ -168,6 +168,40 @@ static void test_budgets_on_the_copy_queue(void **state)
     vkmoe_context_destroy(&ctx);
 }
 
+/* A host application lending its queue for the copies (here its compute
+ * queue itself, lavapipe having no other): the same bits, and prefetches;
+ * a family that does not exist is refused. */
+static void test_lent_copy_queue(void **state)
+{
+    vkmoe_context *host = *state;
+    vkmoe_vulkan_import import = test_import_of(host);
+    import.copy_queue = import.queue;
+    import.copy_queue_family = 99;
+    vkmoe_context *ctx = NULL;
+    assert_int_equal(vkmoe_context_create(&(vkmoe_context_params){.import = &import}, &ctx),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    import.copy_queue_family = import.queue_family;
+    assert_int_equal(vkmoe_context_create(&(vkmoe_context_params){.import = &import}, &ctx),
+                     VKMOE_OK);
+    vkmoe_layer_params p = test_shape(40, 24, 7, 2, 29);
+    p.weight_type = VKMOE_WEIGHT_F16;
+    test_seed(9);
+    check_budgets(ctx, p);
+    test_layer t;
+    vkmoe_layer *cached = resident_and_cached(ctx, &p, 10, 3, &t);
+    float *x = test_input(5, p.dim), *y = malloc(4ull * 5 * p.dim);
+    assert_int_equal(vkmoe_layer_prefetch(cached, 5, x), VKMOE_OK);
+    assert_int_equal(vkmoe_layer_forward(cached, 5, x, y), VKMOE_OK);
+    vkmoe_cache_stats s;
+    assert_int_equal(vkmoe_layer_cache_stats(cached, &s), VKMOE_OK);
+    assert_true(s.prefetched > 0);
+    free(x);
+    free(y);
+    vkmoe_layer_destroy(&cached);
+    test_layer_destroy(&t);
+    vkmoe_context_destroy(&ctx);
+}
+
 /* A quantized type with its own down type, on the register path. */
 static void test_budgets_quantized(void **state)
 {
@@ -533,6 +567,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_budgets_quantized),
     cmocka_unit_test(test_budgets_bit_identical),
     cmocka_unit_test(test_budgets_on_the_copy_queue),
+    cmocka_unit_test(test_lent_copy_queue),
     cmocka_unit_test(test_prefetch),
     cmocka_unit_test(test_cold_experts_on_the_host),
 };
