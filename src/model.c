@@ -536,8 +536,8 @@ static vkmoe_status upload_experts(model_source *s, vkmoe_layer *layer, const mo
         shape[1] = shape[2];
         shape[2] = rows;
     }
-    const model_file *f;
-    const vkmoe_tensor *t;
+    const model_file *f = NULL; /* set by find_checked below, stacked or per expert */
+    const vkmoe_tensor *t = NULL;
     if (l->stacked)
         VKMOE_TRY(find_checked(s, l->expert[m], shape, 3, &f, &t));
     if (l->stacked && l->transposed && vkmoe_weight_blocked(weight_type_of(t)))
