@@ -42,13 +42,13 @@ typedef struct vkmoe_expert_cache {
      * for copies_ready, the timeline value of the last copies into them. */
     bool async;
     uint64_t copies_ready;
-    uint32_t async_loads;           /* this forward's loads on the copy queue */
-    uint32_t early_rounds;          /* leading rounds that need no copy of this forward */
-    uint32_t next_round, end_round; /* the rounds vkmoe_expert_cache_record records */
-    uint8_t *prefetched;            /* [experts]: copied in by a prefetch, not yet needed */
-    uint32_t prefetch_hits;         /* this forward's */
-    uint8_t *pinned;                /* [slots]: computing in the round being planned */
-    vkmoe_cache_stats stats;        /* of the forwards that completed */
+    uint32_t async_loads;    /* this forward's loads on the copy queue */
+    uint32_t early_rounds;   /* leading rounds that need no copy of this forward */
+    uint32_t next_round;     /* the first round not yet recorded */
+    uint8_t *prefetched;     /* [experts]: copied in by a prefetch, not yet needed */
+    uint32_t prefetch_hits;  /* this forward's */
+    uint8_t *pinned;         /* [slots]: computing in the round being planned */
+    vkmoe_cache_stats stats; /* of the forwards that completed */
     /* Experts on the host (params.cpu_experts): every needed expert runs
      * there, from the host arrays; no slot is ever filled. */
     bool cpu_all;
