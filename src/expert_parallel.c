@@ -1,164 +1,146 @@
-/* Expert parallelism in one process: a layer sharded over several layers
- * (several contexts, or one), each rank routing its own tokens, each
- * expert computed by a rank that holds it, rows moved through host
- * memory. Every step is the single layer's arithmetic on the same rows —
- * the same router per token, the same GEMM kernels (those of a forward of
- * all ranks' tokens: vkmoe_layer_io.kernel_tokens), combine on the token's
- * own rank in the order of its choices — so each rank's y is bit for bit
- * the single layer's rows for its tokens. */
+/* Expert parallelism: a layer sharded over ranks, each routing its own
+ * tokens, each expert computed by a rank that holds it. Every step is the
+ * single layer's arithmetic on the same rows — the same router per token,
+ * the same GEMM kernels (those of a forward of all ranks' tokens:
+ * vkmoe_layer_io.kernel_tokens), combine on the token's own rank in the
+ * order of its choices — so each rank's y is bit for bit the single
+ * layer's rows for its tokens. Here the steps, and the ranks of one
+ * process exchanging rows through host memory. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
-#include "layer.h"
+#include "expert_parallel.h"
 #include "memory.h"
 #include "params.h"
+#include "weights.h"
 
-/* One rank's rows to compute: row i is some rank's token through expert
- * expert[i] with weight weight[i]; its output goes to that rank's slot. */
-typedef struct ep_rows {
-    uint32_t n;
-    uint8_t *x; /* [n][dim] of io_type */
-    uint32_t *expert, *home, *slot;
-    float *weight;
-    float *out; /* f32 [n][dim] */
-} ep_rows;
-
-/* One rank's routing: each slot's expert, weight and row in expert_out. */
-typedef struct ep_routes {
-    uint32_t *ids, *slot_row;
-    float *weight;
-} ep_routes;
-
-typedef struct ep_job {
-    vkmoe_layer *const *shards;
-    uint32_t ranks, total;
-    const uint8_t *placement; /* [experts][ranks], or NULL: contiguous */
-    const uint32_t *tokens;
-    const void *const *x;
-    ep_routes *routes; /* [ranks] */
-    ep_rows *rows;     /* [ranks]: what each computes */
-} ep_job;
-
-static bool holds(const ep_job *j, uint32_t e, uint32_t r)
+static bool holds(const vkmoe_ep_placement *pl, uint32_t e, uint32_t r)
 {
-    uint32_t experts = j->shards[0]->params.experts;
-    if (!j->placement)
-        return (uint64_t)e * j->ranks / experts == r;
-    return j->placement[(size_t)e * j->ranks + r] != 0;
+    if (!pl->map)
+        return (uint64_t)e * pl->ranks / pl->experts == r;
+    return pl->map[(size_t)e * pl->ranks + r] != 0;
 }
 
-/* Where rank `home`'s choice of expert e is computed: at home where it
- * holds e, else on the lowest rank that does. */
-static uint32_t owner_of(const ep_job *j, uint32_t e, uint32_t home)
+uint32_t vkmoe_ep_owner(const vkmoe_ep_placement *pl, uint32_t e, uint32_t home)
 {
-    if (holds(j, e, home))
+    if (holds(pl, e, home))
         return home;
-    for (uint32_t r = 0; r < j->ranks; r++)
-        if (holds(j, e, r))
+    for (uint32_t r = 0; r < pl->ranks; r++)
+        if (holds(pl, e, r))
             return r;
     return VKMOE_INVALID;
 }
 
-static vkmoe_status check_job(const ep_job *j, const char *fn)
+vkmoe_ep_shape vkmoe_ep_shape_of(const vkmoe_layer *shard)
 {
-    const vkmoe_layer_params *p = &j->shards[0]->params;
-    for (uint32_t r = 0; r < j->ranks; r++) {
-        const vkmoe_layer *s = j->shards[r];
-        VKMOE_REQUIRE(NULL, s, "%s: shards[%u] is NULL", fn, r);
-        const vkmoe_layer_params *q = &s->params;
-        VKMOE_REQUIRE(s->ctx,
-                      q->dim == p->dim && q->ffn_dim == p->ffn_dim && q->experts == p->experts &&
-                          q->top_k == p->top_k && q->io_type == p->io_type,
-                      "%s: shard %u's dim, ffn_dim, experts, top_k or io_type differ from shard "
-                      "0's",
-                      fn, r);
-        VKMOE_REQUIRE(s->ctx, q->capacity_factor == 0,
-                      "%s: shard %u has a capacity: which slots a capacity drops depends on every "
-                      "rank's tokens at once",
-                      fn, r);
-        VKMOE_REQUIRE(s->ctx, !s->weights.cache,
-                      "%s: shard %u keeps experts in host memory (expert_budget_bytes, "
-                      "cpu_experts)",
-                      fn, r);
-        VKMOE_REQUIRE(s->ctx, j->tokens[r] <= q->max_tokens,
-                      "%s: rank %u has %u tokens, over its max_tokens (%u)", fn, r, j->tokens[r],
-                      q->max_tokens);
-        VKMOE_REQUIRE(s->ctx, j->tokens[r] == 0 || (j->x[r]), "%s: x[%u] is NULL", fn, r);
-        VKMOE_TRY(vkmoe_weights_check_complete(s, fn));
-    }
-    for (uint32_t e = 0; e < p->experts; e++)
-        VKMOE_REQUIRE(j->shards[0]->ctx, owner_of(j, e, 0) != VKMOE_INVALID,
-                      "%s: no rank holds expert %u", fn, e);
+    const vkmoe_layer_params *p = &shard->params;
+    return (vkmoe_ep_shape){p->dim, p->ffn_dim, p->experts, p->top_k, (uint32_t)p->io_type};
+}
+
+vkmoe_status vkmoe_ep_check_shard(const vkmoe_layer *s, uint32_t rank, uint32_t tokens,
+                                  const void *x, const void *y, const char *fn)
+{
+    VKMOE_REQUIRE(NULL, s, "%s: rank %u's shard is NULL", fn, rank);
+    VKMOE_REQUIRE(s->ctx, s->params.capacity_factor == 0,
+                  "%s: rank %u's shard has a capacity: which slots a capacity drops depends on "
+                  "every rank's tokens at once",
+                  fn, rank);
+    VKMOE_REQUIRE(s->ctx, !s->weights.cache,
+                  "%s: rank %u's shard keeps experts in host memory (expert_budget_bytes, "
+                  "cpu_experts)",
+                  fn, rank);
+    VKMOE_REQUIRE(s->ctx, tokens <= s->params.max_tokens,
+                  "%s: rank %u has %u tokens, over its max_tokens (%u)", fn, rank, tokens,
+                  s->params.max_tokens);
+    VKMOE_REQUIRE(s->ctx, tokens == 0 || (x && y), "%s: rank %u's x or y is NULL", fn, rank);
+    return vkmoe_weights_check_complete(s, fn);
+}
+
+vkmoe_status vkmoe_ep_check_placement(vkmoe_context *ctx, const vkmoe_ep_placement *pl,
+                                      const char *fn)
+{
+    for (uint32_t e = 0; e < pl->experts; e++)
+        VKMOE_REQUIRE(ctx, vkmoe_ep_owner(pl, e, 0) != VKMOE_INVALID, "%s: no rank holds expert %u",
+                      fn, e);
     return VKMOE_OK;
 }
 
-/* Rank r's routing of its tokens, read back. */
-static vkmoe_status route(ep_job *j, uint32_t r)
+void vkmoe_ep_outbox_free(vkmoe_ep_outbox *box)
 {
-    vkmoe_layer *s = j->shards[r];
-    const vkmoe_scratch_layout *l = &s->plan.layout;
-    uint32_t slots = j->tokens[r] * s->params.top_k;
-    ep_routes *out = &j->routes[r];
-    out->ids = vkmoe_malloc(slots * sizeof(uint32_t));
-    out->slot_row = vkmoe_malloc(slots * sizeof(uint32_t));
-    out->weight = vkmoe_malloc(slots * sizeof(float));
-    if (!out->ids || !out->slot_row || !out->weight)
-        return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    VKMOE_TRY(
-        vkmoe_layer_run_stages(s, j->tokens[r], j->x[r], VKMOE_STAGE_ROUTER, VKMOE_STAGE_GEMM_UP));
-    const vkmoe_buffer *scratch = &s->work->scratch;
-    VKMOE_TRY(vkmoe_buffer_read(s->ctx, scratch, l->ids, out->ids, 4ull * slots));
-    VKMOE_TRY(vkmoe_buffer_read(s->ctx, scratch, l->slot_row, out->slot_row, 4ull * slots));
-    return vkmoe_buffer_read(s->ctx, scratch, l->topk_weight, out->weight, 4ull * slots);
+    void *arrays[] = {box->count, box->x, box->choice, box->slot, box->slot_row};
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(arrays); i++)
+        free(arrays[i]);
+    *box = (vkmoe_ep_outbox){0};
 }
 
-/* Every rank's slots handed to the ranks computing them, in rank, token
- * and choice order. */
-static vkmoe_status distribute(ep_job *j)
+/* The shard's routing of its tokens, read back: each slot's expert, weight
+ * and row in expert_out. */
+static vkmoe_status route(vkmoe_layer *s, uint32_t tokens, const void *x, uint32_t *ids,
+                          float *weight, uint32_t *slot_row)
 {
-    const vkmoe_layer_params *p = &j->shards[0]->params;
-    size_t row_bytes = (size_t)p->dim * vkmoe_params_io_bytes(p);
-    uint32_t *count = vkmoe_calloc(j->ranks, sizeof(uint32_t));
-    if (!count)
-        return vkmoe_fail(NULL, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    for (uint32_t r = 0; r < j->ranks; r++)
-        for (uint32_t s = 0; s < j->tokens[r] * p->top_k; s++)
-            count[owner_of(j, j->routes[r].ids[s], r)]++;
-    vkmoe_status status = VKMOE_OK;
-    for (uint32_t o = 0; o < j->ranks && status == VKMOE_OK; o++) {
-        ep_rows *w = &j->rows[o];
-        size_t n = count[o] ? count[o] : 1;
-        w->x = vkmoe_malloc(n * row_bytes);
-        w->expert = vkmoe_malloc(n * sizeof(uint32_t));
-        w->home = vkmoe_malloc(n * sizeof(uint32_t));
-        w->slot = vkmoe_malloc(n * sizeof(uint32_t));
-        w->weight = vkmoe_malloc(n * sizeof(float));
-        w->out = vkmoe_malloc(n * p->dim * sizeof(float));
-        if (!w->x || !w->expert || !w->home || !w->slot || !w->weight || !w->out)
-            status = vkmoe_fail(NULL, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    const vkmoe_scratch_layout *l = &s->plan.layout;
+    size_t bytes = 4ull * tokens * s->params.top_k;
+    VKMOE_TRY(vkmoe_layer_run_stages(s, tokens, x, VKMOE_STAGE_ROUTER, VKMOE_STAGE_GEMM_UP));
+    const vkmoe_buffer *scratch = &s->work->scratch;
+    VKMOE_TRY(vkmoe_buffer_read(s->ctx, scratch, l->ids, ids, bytes));
+    VKMOE_TRY(vkmoe_buffer_read(s->ctx, scratch, l->slot_row, slot_row, bytes));
+    return vkmoe_buffer_read(s->ctx, scratch, l->topk_weight, weight, bytes);
+}
+
+/* The routed slots grouped by the rank computing them, in slot order. */
+static vkmoe_status pack(vkmoe_layer *s, const vkmoe_ep_placement *pl, uint32_t me, const void *x,
+                         const uint32_t *ids, const float *weight, vkmoe_ep_outbox *out)
+{
+    size_t row_bytes = (size_t)s->params.dim * vkmoe_params_io_bytes(&s->params);
+    uint32_t *at = vkmoe_calloc(pl->ranks, sizeof(uint32_t));
+    if (!at)
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    for (uint32_t i = 0; i < out->n; i++)
+        out->count[vkmoe_ep_owner(pl, ids[i], me)]++;
+    for (uint32_t r = 1; r < pl->ranks; r++)
+        at[r] = at[r - 1] + out->count[r - 1];
+    for (uint32_t slot = 0; slot < out->n; slot++) {
+        uint32_t i = at[vkmoe_ep_owner(pl, ids[slot], me)]++;
+        memcpy(out->x + i * row_bytes,
+               (const uint8_t *)x + (size_t)(slot / s->params.top_k) * row_bytes, row_bytes);
+        out->choice[i] = (vkmoe_ep_choice){ids[slot], weight[slot]};
+        out->slot[i] = slot;
     }
-    free(count);
-    for (uint32_t r = 0; r < j->ranks && status == VKMOE_OK; r++)
-        for (uint32_t s = 0; s < j->tokens[r] * p->top_k; s++) {
-            uint32_t e = j->routes[r].ids[s];
-            ep_rows *w = &j->rows[owner_of(j, e, r)];
-            memcpy(w->x + (size_t)w->n * row_bytes,
-                   (const uint8_t *)j->x[r] + (size_t)(s / p->top_k) * row_bytes, row_bytes);
-            w->expert[w->n] = e;
-            w->home[w->n] = r;
-            w->slot[w->n] = s;
-            w->weight[w->n] = j->routes[r].weight[s];
-            w->n++;
-        }
+    free(at);
+    return VKMOE_OK;
+}
+
+vkmoe_status vkmoe_ep_dispatch(vkmoe_layer *s, const vkmoe_ep_placement *pl, uint32_t me,
+                               uint32_t tokens, const void *x, vkmoe_ep_outbox *out)
+{
+    size_t row_bytes = (size_t)s->params.dim * vkmoe_params_io_bytes(&s->params);
+    out->n = tokens * s->params.top_k;
+    size_t n = out->n ? out->n : 1;
+    out->count = vkmoe_calloc(pl->ranks, sizeof(uint32_t));
+    out->x = vkmoe_malloc(n * row_bytes);
+    out->choice = vkmoe_malloc(n * sizeof(vkmoe_ep_choice));
+    out->slot = vkmoe_malloc(n * sizeof(uint32_t));
+    out->slot_row = vkmoe_malloc(n * sizeof(uint32_t));
+    uint32_t *ids = vkmoe_malloc(n * sizeof(uint32_t));
+    float *weight = vkmoe_malloc(n * sizeof(float));
+    vkmoe_status status = VKMOE_OK;
+    if (!out->count || !out->x || !out->choice || !out->slot || !out->slot_row || !ids || !weight)
+        status = vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    if (status == VKMOE_OK && tokens)
+        status = route(s, tokens, x, ids, weight, out->slot_row);
+    if (status == VKMOE_OK)
+        status = pack(s, pl, me, x, ids, weight, out);
+    free(ids);
+    free(weight);
     return status;
 }
 
-/* Rows first .. first + n − 1 of w through shard s's experts: each row a
+/* Rows first .. first + n − 1 through the shard's experts: each row a
  * token of one choice (the others routed nowhere), bucketed and multiplied
- * by the kernels of a forward of j->total tokens. */
-static vkmoe_status compute_chunk(const ep_job *j, vkmoe_layer *s, ep_rows *w, uint32_t first,
-                                  uint32_t n)
+ * by the kernels of a forward of `total` tokens. */
+static vkmoe_status compute_chunk(vkmoe_layer *s, uint32_t total, uint32_t n, const uint8_t *x,
+                                  const vkmoe_ep_choice *choice, float *y)
 {
     const vkmoe_layer_params *p = &s->params;
     const vkmoe_scratch_layout *l = &s->plan.layout;
@@ -175,8 +157,8 @@ static vkmoe_status compute_chunk(const ep_job *j, vkmoe_layer *s, ep_rows *w, u
     if (status == VKMOE_OK) {
         memset(ids, 0xff, slots * sizeof(uint32_t));
         for (uint32_t i = 0; i < n; i++) {
-            ids[i * k] = w->expert[first + i];
-            weight[i * k] = w->weight[first + i];
+            ids[i * k] = choice[i].expert;
+            weight[i * k] = choice[i].weight;
         }
         status = vkmoe_buffer_write_rows(s->ctx, &s->work->scratch, l->ids, ids, 1, 4ull * slots,
                                          4ull * slots);
@@ -184,12 +166,10 @@ static vkmoe_status compute_chunk(const ep_job *j, vkmoe_layer *s, ep_rows *w, u
     if (status == VKMOE_OK)
         status = vkmoe_buffer_write_rows(s->ctx, &s->work->scratch, l->topk_weight, weight, 1,
                                          4ull * slots, 4ull * slots);
-    size_t row_bytes = (size_t)p->dim * vkmoe_params_io_bytes(p);
-    s->io.kernel_tokens = j->total;
+    s->io.kernel_tokens = total;
     s->io.routes_given = true;
     if (status == VKMOE_OK)
-        status = vkmoe_layer_run_stages(s, n, w->x + (size_t)first * row_bytes, VKMOE_STAGE_ROUTER,
-                                        VKMOE_STAGE_SHARED);
+        status = vkmoe_layer_run_stages(s, n, x, VKMOE_STAGE_ROUTER, VKMOE_STAGE_SHARED);
     s->io.kernel_tokens = 0;
     s->io.routes_given = false;
     if (status == VKMOE_OK)
@@ -200,8 +180,7 @@ static vkmoe_status compute_chunk(const ep_job *j, vkmoe_layer *s, ep_rows *w, u
     if (status == VKMOE_OK)
         status = vkmoe_buffer_read(s->ctx, &s->work->expert_out, 0, out, 4ull * used * p->dim);
     for (uint32_t i = 0; i < n && status == VKMOE_OK; i++)
-        memcpy(w->out + (size_t)(first + i) * p->dim, out + (size_t)rows[i * k] * p->dim,
-               4ull * p->dim);
+        memcpy(y + (size_t)i * p->dim, out + (size_t)rows[i * k] * p->dim, 4ull * p->dim);
     free(ids);
     free(rows);
     free(weight);
@@ -209,64 +188,152 @@ static vkmoe_status compute_chunk(const ep_job *j, vkmoe_layer *s, ep_rows *w, u
     return status;
 }
 
-/* Rank o's rows, max_tokens at a time. */
-static vkmoe_status compute(const ep_job *j, uint32_t o)
+vkmoe_status vkmoe_ep_compute(vkmoe_layer *s, uint32_t total, uint32_t n, const uint8_t *x,
+                              const vkmoe_ep_choice *choice, float *out)
 {
-    vkmoe_layer *s = j->shards[o];
-    ep_rows *w = &j->rows[o];
-    for (uint32_t first = 0; first < w->n; first += s->params.max_tokens) {
-        uint32_t n = w->n - first < s->params.max_tokens ? w->n - first : s->params.max_tokens;
-        VKMOE_TRY(compute_chunk(j, s, w, first, n));
+    size_t row_bytes = (size_t)s->params.dim * vkmoe_params_io_bytes(&s->params);
+    for (uint32_t first = 0; first < n; first += s->params.max_tokens) {
+        uint32_t m = n - first < s->params.max_tokens ? n - first : s->params.max_tokens;
+        VKMOE_TRY(compute_chunk(s, total, m, x + first * row_bytes, choice + first,
+                                out + (size_t)first * s->params.dim));
     }
     return VKMOE_OK;
 }
 
-/* Rank r's tokens again to scatter (its scratch held other ranks' rows
- * since), its expert outputs in their rows, then the shared expert and
- * combine. */
-static vkmoe_status combine(const ep_job *j, uint32_t r, void *y)
+vkmoe_status vkmoe_ep_combine(vkmoe_layer *s, uint32_t total, uint32_t tokens, const void *x,
+                              const vkmoe_ep_outbox *box, const float *back, void *y)
 {
-    vkmoe_layer *s = j->shards[r];
     const vkmoe_layer_params *p = &s->params;
-    uint32_t slots = j->tokens[r] * p->top_k, used = 0;
-    for (uint32_t i = 0; i < slots; i++)
-        used = j->routes[r].slot_row[i] + 1 > used ? j->routes[r].slot_row[i] + 1 : used;
+    uint32_t used = 0;
+    for (uint32_t i = 0; i < box->n; i++)
+        used = box->slot_row[i] + 1 > used ? box->slot_row[i] + 1 : used;
     /* Rows between the experts' tiles stay unread by combine. */
     float *rows = vkmoe_calloc((size_t)used * p->dim, sizeof(float));
     if (!rows)
         return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    for (uint32_t o = 0; o < j->ranks; o++) {
-        const ep_rows *w = &j->rows[o];
-        for (uint32_t i = 0; i < w->n; i++)
-            if (w->home[i] == r)
-                memcpy(rows + (size_t)j->routes[r].slot_row[w->slot[i]] * p->dim,
-                       w->out + (size_t)i * p->dim, 4ull * p->dim);
-    }
-    s->io.kernel_tokens = j->total;
+    for (uint32_t i = 0; i < box->n; i++)
+        memcpy(rows + (size_t)box->slot_row[box->slot[i]] * p->dim, back + (size_t)i * p->dim,
+               4ull * p->dim);
+    s->io.kernel_tokens = total;
     vkmoe_status status =
-        vkmoe_layer_run_stages(s, j->tokens[r], j->x[r], VKMOE_STAGE_ROUTER, VKMOE_STAGE_GEMM_UP);
+        vkmoe_layer_run_stages(s, tokens, x, VKMOE_STAGE_ROUTER, VKMOE_STAGE_GEMM_UP);
     if (status == VKMOE_OK)
         status = vkmoe_buffer_write_rows(s->ctx, &s->work->expert_out, 0, rows, 1,
                                          4ull * used * p->dim, 4ull * used * p->dim);
     if (status == VKMOE_OK)
-        status = vkmoe_layer_run_rest(s, j->tokens[r], VKMOE_STAGE_SHARED, y);
+        status = vkmoe_layer_run_rest(s, tokens, VKMOE_STAGE_SHARED, y);
     s->io.kernel_tokens = 0;
     free(rows);
     return status;
 }
 
+/* In one process: what rank o receives is every rank's group for o, in
+ * rank order — what MPI_Alltoallv would hand it. */
+typedef struct ep_inbox {
+    uint32_t n;
+    uint8_t *x;
+    vkmoe_ep_choice *choice;
+    float *out; /* f32 [n][dim] */
+} ep_inbox;
+
+/* Where rank r's group for rank o starts in r's outbox. */
+static uint32_t group_start(const vkmoe_ep_outbox *box, uint32_t o)
+{
+    uint32_t at = 0;
+    for (uint32_t q = 0; q < o; q++)
+        at += box->count[q];
+    return at;
+}
+
+static vkmoe_status gather(vkmoe_layer *s, const vkmoe_ep_outbox *boxes, uint32_t ranks, uint32_t o,
+                           ep_inbox *in)
+{
+    size_t row_bytes = (size_t)s->params.dim * vkmoe_params_io_bytes(&s->params);
+    for (uint32_t r = 0; r < ranks; r++)
+        in->n += boxes[r].count[o];
+    size_t n = in->n ? in->n : 1;
+    in->x = vkmoe_malloc(n * row_bytes);
+    in->choice = vkmoe_malloc(n * sizeof(vkmoe_ep_choice));
+    in->out = vkmoe_malloc(n * s->params.dim * sizeof(float));
+    if (!in->x || !in->choice || !in->out)
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    for (uint32_t r = 0, at = 0; r < ranks; at += boxes[r].count[o], r++) {
+        uint32_t from = group_start(&boxes[r], o);
+        memcpy(in->x + at * row_bytes, boxes[r].x + from * row_bytes,
+               boxes[r].count[o] * row_bytes);
+        memcpy(in->choice + at, boxes[r].choice + from,
+               boxes[r].count[o] * sizeof(vkmoe_ep_choice));
+    }
+    return VKMOE_OK;
+}
+
+/* Rank r's outputs, back from every rank's inbox in its outbox's order. */
+static vkmoe_status scatter_back(vkmoe_layer *s, const vkmoe_ep_outbox *boxes, const ep_inbox *ins,
+                                 uint32_t ranks, uint32_t r, float **back)
+{
+    uint32_t dim = s->params.dim;
+    *back = vkmoe_malloc((boxes[r].n ? boxes[r].n : 1) * (size_t)dim * sizeof(float));
+    if (!*back)
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    for (uint32_t o = 0, to = 0; o < ranks; to += boxes[r].count[o], o++) {
+        uint32_t from = 0; /* ranks before r in o's inbox */
+        for (uint32_t q = 0; q < r; q++)
+            from += boxes[q].count[o];
+        memcpy(*back + (size_t)to * dim, ins[o].out + (size_t)from * dim,
+               4ull * boxes[r].count[o] * dim);
+    }
+    return VKMOE_OK;
+}
+
+typedef struct ep_job {
+    vkmoe_layer *const *shards;
+    vkmoe_ep_placement placement;
+    uint32_t total;
+    const uint32_t *tokens;
+    const void *const *x;
+    vkmoe_ep_outbox *boxes; /* [ranks] */
+    ep_inbox *ins;          /* [ranks] */
+} ep_job;
+
 static vkmoe_status run(ep_job *j, void *const *y)
 {
-    for (uint32_t r = 0; r < j->ranks; r++)
-        if (j->tokens[r])
-            VKMOE_TRY(route(j, r));
-    VKMOE_TRY(distribute(j));
-    for (uint32_t o = 0; o < j->ranks; o++)
-        VKMOE_TRY(compute(j, o));
-    for (uint32_t r = 0; r < j->ranks; r++)
-        if (j->tokens[r])
-            VKMOE_TRY(combine(j, r, y[r]));
+    uint32_t ranks = j->placement.ranks;
+    for (uint32_t r = 0; r < ranks; r++)
+        VKMOE_TRY(
+            vkmoe_ep_dispatch(j->shards[r], &j->placement, r, j->tokens[r], j->x[r], &j->boxes[r]));
+    for (uint32_t o = 0; o < ranks; o++) {
+        VKMOE_TRY(gather(j->shards[o], j->boxes, ranks, o, &j->ins[o]));
+        VKMOE_TRY(vkmoe_ep_compute(j->shards[o], j->total, j->ins[o].n, j->ins[o].x,
+                                   j->ins[o].choice, j->ins[o].out));
+    }
+    for (uint32_t r = 0; r < ranks; r++) {
+        if (!j->tokens[r])
+            continue;
+        float *back = NULL;
+        vkmoe_status status = scatter_back(j->shards[r], j->boxes, j->ins, ranks, r, &back);
+        if (status == VKMOE_OK)
+            status = vkmoe_ep_combine(j->shards[r], j->total, j->tokens[r], j->x[r], &j->boxes[r],
+                                      back, y[r]);
+        free(back);
+        VKMOE_TRY(status);
+    }
     return VKMOE_OK;
+}
+
+static vkmoe_status check_job(const ep_job *j, void *const *y, const char *fn)
+{
+    vkmoe_ep_shape shape = vkmoe_ep_shape_of(j->shards[0]);
+    for (uint32_t r = 0; r < j->placement.ranks; r++) {
+        const vkmoe_layer *s = j->shards[r];
+        VKMOE_REQUIRE(NULL, s, "%s: rank %u's shard is NULL", fn, r);
+        vkmoe_ep_shape mine = vkmoe_ep_shape_of(s);
+        VKMOE_REQUIRE(s->ctx, !memcmp(&mine, &shape, sizeof(shape)),
+                      "%s: shard %u's dim, ffn_dim, experts, top_k or io_type differ from shard "
+                      "0's",
+                      fn, r);
+        VKMOE_TRY(vkmoe_ep_check_shard(s, r, j->tokens[r], j->x[r], y[r], fn));
+    }
+    return vkmoe_ep_check_placement(j->shards[0]->ctx, &j->placement, fn);
 }
 
 vkmoe_status vkmoe_expert_parallel_forward(vkmoe_layer *const *shards, uint32_t ranks,
@@ -276,33 +343,31 @@ vkmoe_status vkmoe_expert_parallel_forward(vkmoe_layer *const *shards, uint32_t 
     const char *fn = "vkmoe_expert_parallel_forward";
     VKMOE_REQUIRE(NULL, shards && ranks >= 1 && tokens && x && y,
                   "%s: shards, tokens, x and y must not be NULL, and ranks at least 1", fn);
-    ep_job j = {.shards = shards, .ranks = ranks, .placement = placement, .tokens = tokens, .x = x};
-    VKMOE_TRY(check_job(&j, fn));
-    for (uint32_t r = 0; r < ranks; r++) {
-        VKMOE_REQUIRE(shards[r]->ctx, tokens[r] == 0 || y[r], "%s: y[%u] is NULL", fn, r);
+    VKMOE_REQUIRE(NULL, shards[0], "%s: rank 0's shard is NULL", fn);
+    ep_job j = {.shards = shards,
+                .placement = {ranks, shards[0]->params.experts, placement},
+                .tokens = tokens,
+                .x = x};
+    VKMOE_TRY(check_job(&j, y, fn));
+    for (uint32_t r = 0; r < ranks; r++)
         j.total += tokens[r];
-    }
     VKMOE_REQUIRE(shards[0]->ctx, j.total > 0, "%s: no rank has a token", fn);
-    j.routes = vkmoe_calloc(ranks, sizeof(*j.routes));
-    j.rows = vkmoe_calloc(ranks, sizeof(*j.rows));
+    j.boxes = vkmoe_calloc(ranks, sizeof(*j.boxes));
+    j.ins = vkmoe_calloc(ranks, sizeof(*j.ins));
     vkmoe_status status =
-        j.routes && j.rows
+        j.boxes && j.ins
             ? run(&j, y)
             : vkmoe_fail(shards[0]->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     for (uint32_t r = 0; r < ranks; r++) {
-        if (j.routes) {
-            free(j.routes[r].ids);
-            free(j.routes[r].slot_row);
-            free(j.routes[r].weight);
-        }
-        if (j.rows) {
-            ep_rows *w = &j.rows[r];
-            void *arrays[] = {w->x, w->expert, w->home, w->slot, w->weight, w->out};
-            for (size_t i = 0; i < VKMOE_ARRAY_SIZE(arrays); i++)
-                free(arrays[i]);
+        if (j.boxes)
+            vkmoe_ep_outbox_free(&j.boxes[r]);
+        if (j.ins) {
+            free(j.ins[r].x);
+            free(j.ins[r].choice);
+            free(j.ins[r].out);
         }
     }
-    free(j.routes);
-    free(j.rows);
+    free(j.boxes);
+    free(j.ins);
     return status;
 }
