@@ -66,6 +66,11 @@ typedef enum vkmoe_status {
     VKMOE_ERROR_IO = -10,
     /* The caller's progress callback asked to stop (vkmoe_model_params). */
     VKMOE_ERROR_CANCELLED = -11,
+    /* Another rank of an expert-parallel forward failed (its own call
+     * returns the cause; the message here names the rank), or the exchange
+     * between ranks did (an MPI call's error, where the communicator's error
+     * handler returns one). */
+    VKMOE_ERROR_PEER = -12,
 } vkmoe_status;
 
 /* A static English description of a status code; never NULL. */

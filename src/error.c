@@ -36,6 +36,8 @@ const char *vkmoe_status_string(vkmoe_status status)
         return "model file could not be read";
     case VKMOE_ERROR_CANCELLED:
         return "cancelled";
+    case VKMOE_ERROR_PEER:
+        return "another rank failed";
     }
     return "unknown status";
 }

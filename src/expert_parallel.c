@@ -15,7 +15,7 @@
 #include "params.h"
 #include "weights.h"
 
-static bool holds(const vkmoe_ep_placement *pl, uint32_t e, uint32_t r)
+bool vkmoe_ep_holds(const vkmoe_ep_placement *pl, uint32_t e, uint32_t r)
 {
     if (!pl->map)
         return (uint64_t)e * pl->ranks / pl->experts == r;
@@ -24,10 +24,10 @@ static bool holds(const vkmoe_ep_placement *pl, uint32_t e, uint32_t r)
 
 uint32_t vkmoe_ep_owner(const vkmoe_ep_placement *pl, uint32_t e, uint32_t home)
 {
-    if (holds(pl, e, home))
+    if (vkmoe_ep_holds(pl, e, home))
         return home;
     for (uint32_t r = 0; r < pl->ranks; r++)
-        if (holds(pl, e, r))
+        if (vkmoe_ep_holds(pl, e, r))
             return r;
     return VKMOE_INVALID;
 }

@@ -15,6 +15,9 @@ typedef struct vkmoe_ep_placement {
     const uint8_t *map; /* [experts][ranks], nonzero: held; NULL: contiguous blocks */
 } vkmoe_ep_placement;
 
+/* Whether rank r holds expert e. */
+bool vkmoe_ep_holds(const vkmoe_ep_placement *placement, uint32_t e, uint32_t r);
+
 /* The rank computing rank `home`'s choices of expert e: home itself where
  * it holds e (a replicated expert stays local), else the lowest that does;
  * VKMOE_INVALID where none does. */
@@ -30,9 +33,9 @@ typedef struct vkmoe_ep_choice {
  * slot (token, then choice) order within each group — the order in which
  * each destination receives them and sends their outputs back. */
 typedef struct vkmoe_ep_outbox {
-    uint32_t *count; /* [ranks]: rows for each rank */
-    uint32_t n;      /* their sum: tokens · top_k */
-    uint8_t *x;      /* [n][dim] of io_type: each choice's token row */
+    uint32_t *count;         /* [ranks]: rows for each rank */
+    uint32_t n;              /* their sum: tokens · top_k */
+    uint8_t *x;              /* [n][dim] of io_type: each choice's token row */
     vkmoe_ep_choice *choice; /* [n] */
     uint32_t *slot;          /* [n]: the choice's slot (token · top_k + choice) */
     uint32_t *slot_row;      /* [n], by slot: its row in expert_out (routing) */
@@ -57,8 +60,8 @@ vkmoe_status vkmoe_ep_check_placement(vkmoe_context *ctx, const vkmoe_ep_placeme
 
 /* Rank `me`'s tokens routed by its shard and packed into *out (zeroed by
  * the caller, freed by vkmoe_ep_outbox_free even after a failure). */
-vkmoe_status vkmoe_ep_dispatch(vkmoe_layer *shard, const vkmoe_ep_placement *placement,
-                               uint32_t me, uint32_t tokens, const void *x, vkmoe_ep_outbox *out);
+vkmoe_status vkmoe_ep_dispatch(vkmoe_layer *shard, const vkmoe_ep_placement *placement, uint32_t me,
+                               uint32_t tokens, const void *x, vkmoe_ep_outbox *out);
 
 /* n received rows (x: [n][dim] of io_type) through the shard's experts,
  * max_tokens at a time, by the kernels of a forward of `total` tokens:

@@ -19,6 +19,10 @@ static void test_status_strings(void **state)
         VKMOE_ERROR_DEVICE_LOST,
         VKMOE_ERROR_VULKAN,
         VKMOE_ERROR_STATE,
+        VKMOE_ERROR_FILE_FORMAT,
+        VKMOE_ERROR_IO,
+        VKMOE_ERROR_CANCELLED,
+        VKMOE_ERROR_PEER,
     };
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(all); i++) {
         assert_true(strlen(vkmoe_status_string(all[i])) > 0);
