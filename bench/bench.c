@@ -6,6 +6,9 @@
 #include <string.h>
 
 #include "host_peak.h"
+#ifdef VKMOE_BENCH_MPI
+#include "mpi_runs.h"
+#endif
 #include "params.h"
 #include "peak.h"
 #include "reference.h"
@@ -34,6 +37,8 @@ typedef struct options {
     bool cold_on_cpu;    /* --cpu-cold-experts */
     uint32_t cpu_layers; /* --cpu-experts: the bench's one layer is the first */
     vkmoe_cache_policy cache_policy;
+    bool expert_parallel;  /* --expert-parallel, under mpirun */
+    const char *placement; /* --placement FILE */
 } options;
 
 typedef struct preset {
@@ -107,6 +112,11 @@ static void usage(FILE *out)
         "  --cache-policy P      frequency (default) or lru, with --device-budget\n"
         "  --cpu-experts N       the experts of the first N layers (here: N >= 1, the\n"
         "                        layer's) computed on the host\n"
+        "  --expert-parallel     under mpirun -np N: the layer's experts sharded over the\n"
+        "                        ranks, --tokens tokens a rank, against one rank's forward\n"
+        "                        of all of them (needs a vkmoe built with MPI)\n"
+        "  --placement FILE      with --expert-parallel: a line an expert, the ranks\n"
+        "                        holding it (default: contiguous blocks)\n"
         "  --warmup N --iters N  repetitions (default 2, 10); figures are medians\n"
         "  --no-verify           skip the CPU reference\n"
         "  --json                one JSON object on stdout\n",
@@ -272,6 +282,8 @@ static int parse_args(int argc, char **argv, options *o)
             o->trace = v;
         else if (!strcmp(a, "--cpu-experts") && v)
             ok = parse_count(v, 0, &o->cpu_layers);
+        else if (!strcmp(a, "--placement") && v)
+            o->placement = v;
         else if (!strcmp(a, "--cache-policy") && v)
             ok = parse_policy(v, &o->cache_policy);
         else if (!strcmp(a, "--warmup") && v)
@@ -284,6 +296,8 @@ static int parse_args(int argc, char **argv, options *o)
                 o->verify = false;
             else if (!strcmp(a, "--cpu-cold-experts"))
                 o->cold_on_cpu = true;
+            else if (!strcmp(a, "--expert-parallel"))
+                o->expert_parallel = true;
             else if (!strcmp(a, "--json"))
                 o->json = true;
             else if (!strcmp(a, "--list-presets"))
@@ -301,6 +315,17 @@ static int parse_args(int argc, char **argv, options *o)
             return 2;
         }
         i += takes_value;
+    }
+    if (o->placement && !o->expert_parallel) {
+        fprintf(stderr, "vkmoe-bench: --placement goes with --expert-parallel\n");
+        return 2;
+    }
+    if (o->expert_parallel && (o->budget_bytes || o->budget_percent > 0 || o->cpu_layers ||
+                               o->routing_skew > 0 || o->trace || o->cold_on_cpu)) {
+        fprintf(stderr, "vkmoe-bench: --expert-parallel shards a layer that holds its experts "
+                        "on the device: no --device-budget, --cpu-experts, --routing-skew or "
+                        "--trace\n");
+        return 2;
     }
     return 0;
 }
@@ -476,6 +501,29 @@ static void print_offload_json(const run_result *run, const vkmoe_layer_params *
                               : "false");
 }
 
+/* runs[].expert_parallel (shared/BENCH.md). */
+static void print_expert_parallel_json(const run_result *run)
+{
+    const expert_parallel_figures *f = &run->expert_parallel;
+    if (!f->present)
+        return;
+    printf("      \"expert_parallel\": {\"ranks\": %u, \"tokens_per_rank\": %u, "
+           "\"layer_ms\": %.6g, \"single_layer_ms\": %.6g, \"speedup\": %.4g, "
+           "\"bytes_exchanged\": %.6g, \"exchange_ms\": %.6g, \"compute_ms\": %.6g, "
+           "\"imbalance\": %.4g, \"alltoall_alpha_us\": %.4g, \"alltoall_beta_gbps\": %.4g, "
+           "\"bit_identical_to_single\": %s,\n        \"per_rank\": [",
+           f->ranks, f->tokens_per_rank, f->layer_ms, f->single_layer_ms,
+           f->layer_ms > 0 ? f->single_layer_ms / f->layer_ms : 0.0, f->bytes_exchanged,
+           f->exchange_ms, f->compute_ms, f->imbalance, f->alpha_us, f->beta_gbps,
+           f->bit_identical ? "true" : "false");
+    for (uint32_t r = 0; r < f->ranks && r < EP_RANKS_SHOWN; r++)
+        printf("%s{\"rank\": %u, \"compute_ms\": %.6g, \"exchange_ms\": %.6g, "
+               "\"rows_computed\": %u, \"bytes_sent\": %llu}",
+               r ? ", " : "", r, f->rank[r].compute_ms, f->rank[r].exchange_ms,
+               f->rank[r].rows_computed, (unsigned long long)f->rank[r].bytes_sent);
+    printf("]},\n");
+}
+
 static void print_json(const options *o, const vkmoe_device_info *info, const peak_figures *peak,
                        const host_peak_figures *host, const vkmoe_layer_params *s,
                        const run_result *runs, uint32_t count)
@@ -533,6 +581,7 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
         }
         printf("],\n");
         print_offload_json(run, s, peak);
+        print_expert_parallel_json(run);
         printf("      \"verified\": %s, \"verified_tokens\": %u, \"max_abs_err\": %.6g, "
                "\"max_rel_err\": %.6g\n    }%s\n",
                run->verified ? "true" : "false", run->verified_tokens,
@@ -540,6 +589,25 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
                isnan(run->error.max_rel) ? -1.0 : run->error.max_rel, r + 1 < count ? "," : "");
     }
     printf("  ]\n}\n");
+}
+
+/* The table's line of an expert-parallel run. */
+static void print_expert_parallel_line(const run_result *run)
+{
+    const expert_parallel_figures *f = &run->expert_parallel;
+    if (!f->present)
+        return;
+    printf("%7s expert parallel: %u ranks x %u tokens in %.3f ms (one rank: %.3f ms, %.2fx); "
+           "%.3f MB exchanged, %.3f ms in MPI and %.3f ms computing on the busiest rank; "
+           "imbalance %.2f; all-to-all alpha %.1f us, beta %.2f GB/s; outputs %s\n",
+           "", f->ranks, f->tokens_per_rank, f->layer_ms, f->single_layer_ms,
+           f->layer_ms > 0 ? f->single_layer_ms / f->layer_ms : 0.0, f->bytes_exchanged * 1e-6,
+           f->exchange_ms, f->compute_ms, f->imbalance, f->alpha_us, f->beta_gbps,
+           f->bit_identical ? "bit-identical to one rank's" : "DIFFER");
+    for (uint32_t r = 0; r < f->ranks && r < EP_RANKS_SHOWN; r++)
+        printf("%7s   rank %u: %u rows computed in %.3f ms, %.3f ms in MPI, %.3f MB sent\n", "", r,
+               f->rank[r].rows_computed, f->rank[r].compute_ms, f->rank[r].exchange_ms,
+               f->rank[r].bytes_sent * 1e-6);
 }
 
 static void print_table(const vkmoe_device_info *info, const peak_figures *peak,
@@ -584,6 +652,7 @@ static void print_table(const vkmoe_device_info *info, const peak_figures *peak,
         else
             printf(" | %s (max rel err %.2g over %u tokens)\n", run->verified ? "ok" : "FAILED",
                    run->error.max_rel, run->verified_tokens);
+        print_expert_parallel_line(run);
         const offload_figures *f = &run->offload;
         if (f->present) {
             double cpu_gflops, cpu_gbps;
@@ -604,6 +673,140 @@ static void print_table(const vkmoe_device_info *info, const peak_figures *peak,
         }
     }
     printf("\nstage times in ms (GPU timestamps, median of the iterations)\n");
+    if (count && runs[0].expert_parallel.present)
+        printf("expert parallel: each rank's tokens through the layer sharded over the ranks, "
+               "wall time of the slowest rank, against one rank's forward of all of them\n");
+}
+
+/* The highest rc of every rank's, where the bench runs under mpirun. */
+static int join(const options *o, int rc)
+{
+#ifdef VKMOE_BENCH_MPI
+    if (o->expert_parallel)
+        return mpi_runs_join(rc);
+#endif
+    (void)o;
+    return rc;
+}
+
+/* One token count: rank 0 runs the single layer on every rank's tokens
+ * (the others wait), then with --expert-parallel every rank the sharded
+ * forward. */
+static int run_one(const options *o, workload *w, uint32_t rank, uint32_t ranks,
+                   const uint8_t *placement, uint32_t tokens, run_result *run)
+{
+    int rc = 0;
+    if (rank == 0 && workload_run(w, tokens * ranks, o->warmup, o->iters, run) != VKMOE_OK) {
+        fprintf(stderr, "vkmoe-bench: %s\n", vkmoe_last_error());
+        rc = 1;
+    }
+    if ((rc = join(o, rc)) || !o->expert_parallel)
+        return rc;
+#ifdef VKMOE_BENCH_MPI
+    if (mpi_runs_measure(w, placement, tokens, o->warmup, o->iters, &run->expert_parallel) !=
+        VKMOE_OK) {
+        fprintf(stderr, "vkmoe-bench: rank %u: %s\n", rank, vkmoe_last_error());
+        rc = 1;
+    }
+#else
+    (void)placement;
+#endif
+    return join(o, rc);
+}
+
+/* The placement file, read where there is one. */
+static int read_placement(const options *o, const vkmoe_layer_params *params, uint32_t ranks,
+                          uint8_t **placement)
+{
+    *placement = NULL;
+#ifdef VKMOE_BENCH_MPI
+    if (o->placement && !mpi_runs_read_placement(o->placement, params->experts, ranks, placement))
+        return 2;
+#else
+    (void)o, (void)params, (void)ranks;
+#endif
+    return 0;
+}
+
+/* Rank `rank` of `ranks` (1 without --expert-parallel); rank 0 prints. */
+static int run_bench(const options *o, uint32_t rank, uint32_t ranks)
+{
+    uint32_t max_tokens = 0;
+    for (uint32_t i = 0; i < o->token_count; i++)
+        if (o->tokens[i] > max_tokens)
+            max_tokens = o->tokens[i];
+    vkmoe_layer_params params;
+    uint8_t *placement = NULL;
+    int rc = resolve_params(o, max_tokens * ranks, &params);
+    if (rc == 0)
+        rc = read_placement(o, &params, ranks, &placement);
+    if ((rc = join(o, rc)))
+        return rc;
+
+    vkmoe_context_params cp = {.device = o->device};
+    vkmoe_context *ctx = NULL;
+    if (vkmoe_context_create(&cp, &ctx) != VKMOE_OK) {
+        fprintf(stderr, "vkmoe-bench: rank %u: %s\n", rank, vkmoe_last_error());
+        rc = 1;
+    }
+    if ((rc = join(o, rc))) {
+        vkmoe_context_destroy(&ctx);
+        free(placement);
+        return rc;
+    }
+    vkmoe_device_info info;
+    vkmoe_context_device_info(ctx, &info);
+    peak_figures peak = {0};
+    if (rank == 0 && peak_measure(ctx, &peak) != VKMOE_OK)
+        fprintf(stderr, "vkmoe-bench: no peak figures: %s\n", vkmoe_last_error());
+    host_peak_figures host = {0};
+    if (rank == 0 &&
+        (params.cpu_experts || params.expert_budget_bytes || o->routing_skew > 0 || o->trace))
+        host_peak_measure(&host);
+    /* The cost model's rates, as measured here: the host's FMA peak at the
+     * share of it the CPU experts reach on large batches, its reads, and
+     * host memory copied into the device's. */
+    params.cpu_cold_experts = o->cold_on_cpu;
+    if (host.fma_gflops > 0)
+        params.cpu_expert_gflops = (float)(0.8 * host.fma_gflops);
+    if (host.read_gbps > 0)
+        params.host_read_gbps = (float)host.read_gbps;
+    if (peak.upload_gbps > 0)
+        params.host_to_device_gbps = (float)peak.upload_gbps;
+    workload *w = NULL;
+    workload_routing routing = {o->routing_skew, o->trace};
+    join(o, 0); /* the other ranks sleep while rank 0 measures its peaks */
+    /* Every rank the same layer; rank 0's checked against the reference. */
+    if (workload_create(ctx, &params, o->verify && rank == 0, &routing, &w) != VKMOE_OK) {
+        if (*vkmoe_last_error()) /* else the bench said why (a trace's error) */
+            fprintf(stderr, "vkmoe-bench: %s\n", vkmoe_last_error());
+        rc = 1;
+    }
+    run_result runs[MAX_TOKEN_COUNTS];
+    bool all_verified = true;
+    rc = join(o, rc);
+    for (uint32_t i = 0; i < o->token_count && rc == 0; i++) {
+        rc = run_one(o, w, rank, ranks, placement, o->tokens[i], &runs[i]);
+        const run_result *r = &runs[i];
+        all_verified &=
+            rank != 0 ||
+            ((!o->verify || r->verified) && (!r->offload.present || r->offload.bit_identical) &&
+             (!r->expert_parallel.present || r->expert_parallel.bit_identical));
+    }
+    if (rc == 0 && rank == 0) {
+        if (o->json)
+            print_json(o, &info, &peak, &host, workload_params(w), runs, o->token_count);
+        else
+            print_table(&info, &peak, &host, workload_params(w), runs, o->token_count);
+    }
+    free(placement);
+    workload_destroy(&w);
+    vkmoe_context_destroy(&ctx);
+    if (rc == 0 && !all_verified) {
+        fprintf(stderr, "vkmoe-bench: verification against the CPU reference FAILED\n");
+        rc = 3;
+    }
+    return join(o, rc);
 }
 
 int main(int argc, char **argv)
@@ -616,67 +819,17 @@ int main(int argc, char **argv)
         list_presets();
         return 0;
     }
-    uint32_t max_tokens = 0;
-    for (uint32_t i = 0; i < o.token_count; i++)
-        if (o.tokens[i] > max_tokens)
-            max_tokens = o.tokens[i];
-    vkmoe_layer_params params;
-    if ((rc = resolve_params(&o, max_tokens, &params)))
-        return rc;
-
-    vkmoe_context_params cp = {.device = o.device};
-    vkmoe_context *ctx;
-    if (vkmoe_context_create(&cp, &ctx) != VKMOE_OK) {
-        fprintf(stderr, "vkmoe-bench: %s\n", vkmoe_last_error());
-        return 1;
-    }
-    vkmoe_device_info info;
-    vkmoe_context_device_info(ctx, &info);
-    peak_figures peak = {0};
-    if (peak_measure(ctx, &peak) != VKMOE_OK)
-        fprintf(stderr, "vkmoe-bench: no peak figures: %s\n", vkmoe_last_error());
-    host_peak_figures host = {0};
-    if (params.cpu_experts || params.expert_budget_bytes || o.routing_skew > 0 || o.trace)
-        host_peak_measure(&host);
-    /* The cost model's rates, as measured here: the host's FMA peak at the
-     * share of it the CPU experts reach on large batches, its reads, and
-     * host memory copied into the device's. */
-    params.cpu_cold_experts = o.cold_on_cpu;
-    if (host.fma_gflops > 0)
-        params.cpu_expert_gflops = (float)(0.8 * host.fma_gflops);
-    if (host.read_gbps > 0)
-        params.host_read_gbps = (float)host.read_gbps;
-    if (peak.upload_gbps > 0)
-        params.host_to_device_gbps = (float)peak.upload_gbps;
-    workload *w = NULL;
-    workload_routing routing = {o.routing_skew, o.trace};
-    if (workload_create(ctx, &params, o.verify, &routing, &w) != VKMOE_OK) {
-        if (*vkmoe_last_error()) /* else the bench said why (a trace's error) */
-            fprintf(stderr, "vkmoe-bench: %s\n", vkmoe_last_error());
-        vkmoe_context_destroy(&ctx);
-        return 1;
-    }
-    run_result runs[32];
-    bool all_verified = true;
-    for (uint32_t i = 0; i < o.token_count && rc == 0; i++) {
-        if (workload_run(w, o.tokens[i], o.warmup, o.iters, &runs[i]) != VKMOE_OK) {
-            fprintf(stderr, "vkmoe-bench: %s\n", vkmoe_last_error());
-            rc = 1;
-        }
-        all_verified &= (!o.verify || runs[i].verified) &&
-                        (!runs[i].offload.present || runs[i].offload.bit_identical);
-    }
-    if (rc == 0) {
-        if (o.json)
-            print_json(&o, &info, &peak, &host, workload_params(w), runs, o.token_count);
-        else
-            print_table(&info, &peak, &host, workload_params(w), runs, o.token_count);
-    }
-    workload_destroy(&w);
-    vkmoe_context_destroy(&ctx);
-    if (rc == 0 && !all_verified) {
-        fprintf(stderr, "vkmoe-bench: verification against the CPU reference FAILED\n");
-        rc = 3;
-    }
+    if (!o.expert_parallel)
+        return run_bench(&o, 0, 1);
+#ifdef VKMOE_BENCH_MPI
+    uint32_t rank, ranks;
+    mpi_runs_init(&argc, &argv, &rank, &ranks);
+    rc = run_bench(&o, rank, ranks);
+    mpi_runs_finish(rc, false);
     return rc;
+#else
+    fprintf(stderr, "vkmoe-bench: --expert-parallel needs a vkmoe built with MPI "
+                    "(libopenmpi-dev)\n");
+    return 2;
+#endif
 }

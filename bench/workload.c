@@ -699,3 +699,7 @@ vkmoe_status workload_run(workload *w, uint32_t tokens, uint32_t warmup, uint32_
 }
 
 const vkmoe_layer_params *workload_params(const workload *w) { return &w->params; }
+
+vkmoe_layer *workload_layer(const workload *w) { return w->layer; }
+
+const void *workload_input(const workload *w) { return w->x_io ? w->x_io : w->x; }

@@ -31,6 +31,37 @@ typedef struct offload_figures {
     bool bit_identical, bit_checked;
 } offload_figures;
 
+/* One rank's part of an expert-parallel forward, per forward (means over
+ * the timed ones). */
+typedef struct ep_rank_figures {
+    double compute_ms, exchange_ms;
+    uint32_t rows_computed;
+    uint64_t bytes_sent;
+} ep_rank_figures;
+
+/* Ranks whose own figures a run keeps (the sums cover every rank). */
+#define EP_RANKS_SHOWN 64
+
+/* vkmoe-bench --expert-parallel under mpirun (mpi_runs.c): the layer
+ * sharded over the ranks, each with tokens_per_rank tokens, against one
+ * rank's forward of all of them. */
+typedef struct expert_parallel_figures {
+    bool present;
+    uint32_t ranks, tokens_per_rank;
+    double layer_ms;        /* wall time of a forward, on its slowest rank; median */
+    double single_layer_ms; /* wall time of one rank's forward of every rank's tokens; median */
+    double bytes_exchanged; /* per forward: every rank's bytes to other ranks */
+    double exchange_ms;     /* per forward: the most one rank spent in MPI calls */
+    double compute_ms;      /* per forward: the most one rank spent on its own work */
+    double imbalance;       /* the most rows one rank computed over the mean */
+    /* The all-to-all's cost, measured on the same ranks: time of an
+     * MPI_Alltoall of one int a pair (alpha), and bytes a second a rank
+     * sends in one of 1 MiB a pair (beta). */
+    double alpha_us, beta_gbps;
+    bool bit_identical; /* every rank's y equal to the single forward's rows */
+    ep_rank_figures rank[EP_RANKS_SHOWN];
+} expert_parallel_figures;
+
 typedef struct run_result {
     uint32_t tokens;
     stage_figures layer;
@@ -43,6 +74,7 @@ typedef struct run_result {
     uint32_t verified_tokens;
     vkmoe_ref_error error;
     offload_figures offload;
+    expert_parallel_figures expert_parallel;
 } run_result;
 
 typedef struct workload workload;
@@ -65,5 +97,8 @@ vkmoe_status workload_run(workload *w, uint32_t tokens, uint32_t warmup, uint32_
 void workload_destroy(workload **w);
 /* The layer's params, defaults resolved. */
 const vkmoe_layer_params *workload_params(const workload *w);
+/* The layer itself, and its max_tokens inputs in io_type's bytes. */
+vkmoe_layer *workload_layer(const workload *w);
+const void *workload_input(const workload *w);
 
 #endif

@@ -46,8 +46,7 @@ static vkmoe_status mpi_check(const mpi_job *j, int rc, const char *call)
     int length = 0;
     if (MPI_Error_string(rc, message, &length) != MPI_SUCCESS)
         strcpy(message, "unknown MPI error");
-    return vkmoe_fail(ctx_of(j), VKMOE_ERROR_PEER, "%s: rank %d: %s: %s", fn, j->me, call,
-                      message);
+    return vkmoe_fail(ctx_of(j), VKMOE_ERROR_PEER, "%s: rank %d: %s: %s", fn, j->me, call, message);
 }
 
 /* Runs an MPI call, timed as exchange. */
@@ -151,8 +150,8 @@ static vkmoe_status dispatch(mpi_job *j)
 {
     int ranks = j->ranks;
     double t0 = MPI_Wtime();
-    vkmoe_status mine = vkmoe_ep_dispatch(j->shard, &j->placement, (uint32_t)j->me, j->tokens,
-                                          j->x, &j->box);
+    vkmoe_status mine =
+        vkmoe_ep_dispatch(j->shard, &j->placement, (uint32_t)j->me, j->tokens, j->x, &j->box);
     j->stats.compute_ms += 1e3 * (MPI_Wtime() - t0);
     for (int o = 0; o < ranks; o++) {
         j->counts_out[3 * o] = mine == VKMOE_OK ? (int)j->box.count[o] : 0;
@@ -187,8 +186,8 @@ static vkmoe_status prepare_exchange(mpi_job *j)
     j->in_choice = vkmoe_malloc(in * sizeof(vkmoe_ep_choice));
     j->in_out = vkmoe_malloc(in * p->dim * sizeof(float));
     j->back = vkmoe_malloc(out * p->dim * sizeof(float));
-    vkmoe_status mine = j->in_x && j->in_choice && j->in_out && j->back ? VKMOE_OK
-                                                                        : out_of_memory(j);
+    vkmoe_status mine =
+        j->in_x && j->in_choice && j->in_out && j->back ? VKMOE_OK : out_of_memory(j);
     VKMOE_TRY(agree(j, mine));
     EP_MPI(j, MPI_Type_contiguous((int)row_bytes, MPI_BYTE, &j->row));
     EP_MPI(j, MPI_Type_commit(&j->row));

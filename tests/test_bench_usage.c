@@ -84,6 +84,38 @@ static void test_d15_malformed_values(void **state)
     assert_true(contains(err_path, "at most 32"));
 }
 
+/* --expert-parallel's own refusals, before any device: a placement
+ * without it, layers it cannot shard, a placement file that does not
+ * place every expert on a rank that exists (under MPI's singleton start
+ * where vkmoe has MPI, else the refusal of a build without it). */
+static void test_expert_parallel_usage(void **state)
+{
+    (void)state;
+    assert_int_equal(run("--placement x.txt"), 2);
+    assert_true(contains(err_path, "--placement goes with --expert-parallel"));
+    assert_int_equal(run("--expert-parallel --device-budget 50%"), 2);
+    assert_true(contains(err_path, "no --device-budget"));
+    char path[300];
+    snprintf(path, sizeof(path), "%s.placement", out_path);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("# two experts, one rank\n0\n0 5\n", f);
+    fclose(f);
+    char args[512];
+    snprintf(args, sizeof(args), "--expert-parallel --experts 2 --placement '%s'", path);
+    assert_int_equal(run(args), 2);
+    assert_true(contains(err_path, ":3: expected the ranks (0..0) holding expert 1") ||
+                contains(err_path, "needs a vkmoe built with MPI"));
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("0\n", f);
+    fclose(f);
+    assert_int_equal(run(args), 2);
+    assert_true(contains(err_path, "1 experts placed, the layer has 2") ||
+                contains(err_path, "needs a vkmoe built with MPI"));
+    remove(path);
+}
+
 static void test_help(void **state)
 {
     (void)state;
@@ -105,6 +137,7 @@ int main(int argc, char **argv)
              (int)getpid());
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_d15_malformed_values),
+        cmocka_unit_test(test_expert_parallel_usage),
         cmocka_unit_test(test_help),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);

@@ -34,7 +34,10 @@ static int me, ranks;
     } while (0)
 
 /* Every rank's tokens: table[r] for r < 3, then r % 5. */
-static uint32_t tokens_of(const uint32_t *table, int r) { return r < 3 ? table[r] : (uint32_t)(r % 5); }
+static uint32_t tokens_of(const uint32_t *table, int r)
+{
+    return r < 3 ? table[r] : (uint32_t)(r % 5);
+}
 
 /* The sharded forward of tokens_of(table, r) tokens a rank against the
  * single layer's forward of them all, rank 0's first. */
@@ -147,10 +150,9 @@ static void refusals(vkmoe_context *ctx)
     /* Over the last rank's max_tokens: it says why, the others name it. */
     char culprit[64];
     snprintf(culprit, sizeof(culprit), "rank %d failed", ranks - 1);
-    vkmoe_status status = vkmoe_expert_parallel_forward_mpi(t.layer, MPI_COMM_WORLD, NULL,
-                                                            last ? 5 : 2, x, y, NULL);
-    EXPECT(status == (last ? VKMOE_ERROR_INVALID_ARGUMENT : VKMOE_ERROR_PEER), "status %d",
-           status);
+    vkmoe_status status =
+        vkmoe_expert_parallel_forward_mpi(t.layer, MPI_COMM_WORLD, NULL, last ? 5 : 2, x, y, NULL);
+    EXPECT(status == (last ? VKMOE_ERROR_INVALID_ARGUMENT : VKMOE_ERROR_PEER), "status %d", status);
     EXPECT(strstr(vkmoe_last_error(), last ? "max_tokens" : culprit), "message");
     /* No layer on the last rank (it could not make one). */
     expect_refused(last ? NULL : t.layer, NULL, 2, x, y, last, VKMOE_ERROR_INVALID_ARGUMENT,
