@@ -582,6 +582,19 @@ typedef struct vkmoe_layer_params {
     float host_to_device_gbps; /* default (0): 16 (PCIe 4.0 x16 in practice) */
     float cpu_expert_gflops;   /* default (0): 50 */
     float host_read_gbps;      /* default (0): 20 */
+    /* An expert-parallel shard: held_experts[e] nonzero for each routed
+     * expert this layer holds ([experts] bytes, copied at creation; the
+     * copy is what vkmoe_layer_params_of returns). Only those experts take
+     * device memory and are set (vkmoe_layer_set_expert and
+     * vkmoe_layer_set_expert_bias refuse the others); router, biases'
+     * memory and the shared expert are the whole layer's. Such a layer runs
+     * only as a shard of vkmoe_expert_parallel_forward or
+     * vkmoe_expert_parallel_forward_mpi, whose placement must give it no
+     * expert it lacks (vkmoe_layer_forward, vkmoe_layer_record_forward and
+     * vkmoe_layer_prefetch: VKMOE_ERROR_UNSUPPORTED). Not with
+     * expert_budget_bytes or cpu_experts (INVALID_ARGUMENT). Default NULL:
+     * every expert. */
+    const uint8_t *held_experts;
 } vkmoe_layer_params;
 
 /* Device bytes of one routed expert's matrices (gate, up, down) in a layer
@@ -745,9 +758,9 @@ VKMOE_API vkmoe_status vkmoe_layer_prefetch(vkmoe_layer *layer, uint32_t tokens,
 
 /* One forward of a layer sharded over `ranks` shards in this process
  * (expert parallelism): shards[r] is rank r's layer, on a context of its
- * own (a device each) or a shared one, all of the same params and weights
- * (in this first version every shard holds every expert's weights; each
- * computes only the experts placed on it). Rank r's tokens[r] rows of x[r]
+ * own (a device each) or a shared one, all of the same params and weights,
+ * each holding the experts placed on its rank (params.held_experts: those
+ * only; NULL: every expert, computing only those placed on it). Rank r's tokens[r] rows of x[r]
  * ([tokens][dim], io_type; 0 tokens: the rank only computes) give its y[r],
  * bit for bit the rows the single layer gives those tokens in one forward
  * of all ranks' tokens: every rank routes its own tokens; each choice of
@@ -764,7 +777,8 @@ VKMOE_API vkmoe_status vkmoe_layer_prefetch(vkmoe_layer *layer, uint32_t tokens,
  * no token anywhere, more tokens than a shard's max_tokens, shards whose
  * dim, ffn_dim, experts, top_k or io_type differ, a capacity (its drops
  * depend on all ranks' tokens at once), an expert cache on a shard, an
- * expert no rank holds. */
+ * expert no rank holds, a placement that gives a shard an expert it does
+ * not hold. */
 VKMOE_API vkmoe_status vkmoe_expert_parallel_forward(vkmoe_layer *const *shards, uint32_t ranks,
                                                      const uint8_t *placement,
                                                      const uint32_t *tokens, const void *const *x,

@@ -460,7 +460,8 @@ static vkmoe_gemm_rows routed_rows(const vkmoe_layer *layer, vkmoe_expert_matrix
         .up_bias = has_bias ? biases + vkmoe_expert_bias_offset(layer, VKMOE_EXPERT_UP, 0) : 0,
         .down_bias = has_bias ? biases + vkmoe_expert_bias_offset(layer, VKMOE_EXPERT_DOWN, 0) : 0,
         .input_scale = p->scale_expert_input ? base + layer->plan.layout.topk_weight : 0,
-        .expert_slot = layer->weights.cache ? layer->weights.cache->map.address : 0,
+        .expert_slot = layer->weights.cache ? layer->weights.cache->map.address
+                                            : layer->weights.held_map.address,
         .ffn = p->ffn_dim,
         .ld_ffn = layer->plan.ld_ffn,
         .top_k = p->top_k,

@@ -38,10 +38,15 @@ vkmoe_ep_shape vkmoe_ep_shape_of(const vkmoe_layer *shard)
     return (vkmoe_ep_shape){p->dim, p->ffn_dim, p->experts, p->top_k, (uint32_t)p->io_type};
 }
 
-vkmoe_status vkmoe_ep_check_shard(const vkmoe_layer *s, uint32_t rank, uint32_t tokens,
-                                  const void *x, const void *y, const char *fn)
+vkmoe_status vkmoe_ep_check_shard(const vkmoe_layer *s, const vkmoe_ep_placement *pl, uint32_t rank,
+                                  uint32_t tokens, const void *x, const void *y, const char *fn)
 {
     VKMOE_REQUIRE(NULL, s, "%s: rank %u's shard is NULL", fn, rank);
+    for (uint32_t e = 0; e < s->params.experts && e < pl->experts; e++)
+        VKMOE_REQUIRE(s->ctx, !vkmoe_ep_holds(pl, e, rank) || vkmoe_weights_holds(&s->weights, e),
+                      "%s: the placement gives rank %u expert %u, which its shard does not hold "
+                      "(params.held_experts)",
+                      fn, rank, e);
     VKMOE_REQUIRE(s->ctx, s->params.capacity_factor == 0,
                   "%s: rank %u's shard has a capacity: which slots a capacity drops depends on "
                   "every rank's tokens at once",
@@ -331,7 +336,7 @@ static vkmoe_status check_job(const ep_job *j, void *const *y, const char *fn)
                       "%s: shard %u's dim, ffn_dim, experts, top_k or io_type differ from shard "
                       "0's",
                       fn, r);
-        VKMOE_TRY(vkmoe_ep_check_shard(s, r, j->tokens[r], j->x[r], y[r], fn));
+        VKMOE_TRY(vkmoe_ep_check_shard(s, &j->placement, r, j->tokens[r], j->x[r], y[r], fn));
     }
     return vkmoe_ep_check_placement(j->shards[0]->ctx, &j->placement, fn);
 }

@@ -49,10 +49,12 @@ typedef struct vkmoe_ep_shape {
 vkmoe_ep_shape vkmoe_ep_shape_of(const vkmoe_layer *shard);
 
 /* One rank's arguments on their own: a shard that can take part (no
- * capacity, no expert cache, every weight set), tokens within its
- * max_tokens, x and y where there are tokens. */
-vkmoe_status vkmoe_ep_check_shard(const vkmoe_layer *shard, uint32_t rank, uint32_t tokens,
-                                  const void *x, const void *y, const char *fn);
+ * capacity, no expert cache, every weight it holds set, holding every
+ * expert the placement gives its rank), tokens within its max_tokens, x
+ * and y where there are tokens. */
+vkmoe_status vkmoe_ep_check_shard(const vkmoe_layer *shard, const vkmoe_ep_placement *placement,
+                                  uint32_t rank, uint32_t tokens, const void *x, const void *y,
+                                  const char *fn);
 
 /* Every expert held by some rank. */
 vkmoe_status vkmoe_ep_check_placement(vkmoe_context *ctx, const vkmoe_ep_placement *placement,

@@ -106,7 +106,10 @@ static vkmoe_status out_of_memory(const mpi_job *j)
 enum { EP_FIELDS = 6 }; /* dim, ffn_dim, experts, top_k, io_type, placement */
 static vkmoe_status hello(mpi_job *j)
 {
-    vkmoe_status mine = vkmoe_ep_check_shard(j->shard, (uint32_t)j->me, j->tokens, j->x, j->y, fn);
+    if (j->shard)
+        j->placement.experts = j->shard->params.experts;
+    vkmoe_status mine =
+        vkmoe_ep_check_shard(j->shard, &j->placement, (uint32_t)j->me, j->tokens, j->x, j->y, fn);
     size_t ranks = (size_t)j->ranks;
     j->counts_out = vkmoe_calloc(3 * ranks, sizeof(int));
     j->counts_in = vkmoe_calloc(3 * ranks, sizeof(int));
@@ -120,7 +123,6 @@ static vkmoe_status hello(mpi_job *j)
     int64_t mine_fields[EP_FIELDS] = {0};
     if (mine == VKMOE_OK) {
         vkmoe_ep_shape shape = vkmoe_ep_shape_of(j->shard);
-        j->placement.experts = shape.experts;
         int64_t f[EP_FIELDS] = {shape.dim,   shape.ffn_dim, shape.experts,
                                 shape.top_k, shape.io_type, placement_hash(&j->placement)};
         memcpy(mine_fields, f, sizeof(f));

@@ -434,6 +434,12 @@ static vkmoe_status check_ready(const vkmoe_layer *layer, const char *fn, uint32
     VKMOE_REQUIRE(ctx, tokens >= 1 && tokens <= layer->params.max_tokens,
                   "%s: tokens is %u, must be 1..max_tokens (%u)", fn, tokens,
                   layer->params.max_tokens);
+    if (layer->weights.held)
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "%s: the layer holds only some experts (params.held_experts): it runs "
+                          "as a shard of vkmoe_expert_parallel_forward or "
+                          "vkmoe_expert_parallel_forward_mpi",
+                          fn);
     VKMOE_TRY(vkmoe_weights_check_complete(layer, fn));
     return vkmoe_context_check_alive(ctx);
 }
@@ -731,7 +737,7 @@ void vkmoe_layer_memory_of(const vkmoe_layer *layer, vkmoe_memory_report *r)
         if (w->host[m].chunk_offsets)
             r->host_experts_mapped += array_bytes(&w->host[m]);
     }
-    r->experts += w->expert_biases.size;
+    r->experts += w->expert_biases.size + w->held_map.size;
     r->routers = w->router.size + w->router_vectors.size;
     r->scratch = layer->plan.token_plan.size + vkmoe_workspace_bytes(layer->work);
     r->total = r->experts + r->shared_experts + r->routers + r->scratch;

@@ -114,6 +114,9 @@ static vkmoe_status check_experts(const vkmoe_context *ctx, const vkmoe_layer_pa
                       isfinite(p->host_read_gbps) && p->host_read_gbps > 0,
                   FN ": host_to_device_gbps, cpu_expert_gflops and host_read_gbps must be "
                      "finite and positive");
+    VKMOE_REQUIRE(ctx, !p->held_experts || (!p->expert_budget_bytes && !p->cpu_experts),
+                  FN ": held_experts (an expert-parallel shard) keeps its experts on the device: "
+                     "not with expert_budget_bytes or cpu_experts");
     uint64_t one = vkmoe_expert_bytes(p);
     VKMOE_REQUIRE(ctx, p->expert_budget_bytes == 0 || p->expert_budget_bytes >= one,
                   FN ": expert_budget_bytes (%llu) must hold at least one expert (%llu bytes)",
@@ -138,9 +141,12 @@ static uint64_t expert_bytes(const vkmoe_layer_params *p)
     uint64_t shared_in = matrix_bytes(p->weight_type, p->shared_ffn_dim, p->dim);
     uint64_t shared_down = matrix_bytes(p->down_weight_type, p->dim, p->shared_ffn_dim);
     uint64_t per_expert, routed, shared, total;
+    uint32_t held = p->experts; /* a shard's experts only */
+    for (uint32_t e = 0; p->held_experts && e < p->experts; e++)
+        held -= !p->held_experts[e];
     if (!vkmoe_mul_u64(in, vkmoe_params_gated(p) ? 2 : 1, &per_expert) ||
         !vkmoe_add_u64(per_expert, down, &per_expert) ||
-        !vkmoe_mul_u64(per_expert, p->experts, &routed) || !vkmoe_mul_u64(shared_in, 2, &shared) ||
+        !vkmoe_mul_u64(per_expert, held, &routed) || !vkmoe_mul_u64(shared_in, 2, &shared) ||
         !vkmoe_add_u64(shared, shared_down, &shared))
         return UINT64_MAX;
     /* With a budget, the rest of the routed experts live in host memory. */

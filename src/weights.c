@@ -228,11 +228,41 @@ vkmoe_status vkmoe_weights_lend_host(vkmoe_layer *layer, vkmoe_expert_matrix m, 
     return VKMOE_OK;
 }
 
-/* The routed experts: all on the device, or with a budget smaller than
- * they take, all in host memory and as many as fit in device slots. */
+/* A shard's own copy of its held experts, their places in its arrays (on
+ * the host and the device), and how many there are. */
+static vkmoe_status create_held_map(vkmoe_layer *layer, uint32_t *count)
+{
+    vkmoe_layer_params *p = &layer->params;
+    vkmoe_layer_weights *w = &layer->weights;
+    w->held = vkmoe_malloc(p->experts);
+    w->held_index = vkmoe_malloc(p->experts * sizeof(uint32_t));
+    if (!w->held || !w->held_index)
+        return vkmoe_fail(layer->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    *count = 0;
+    for (uint32_t e = 0; e < p->experts; e++) {
+        w->held[e] = p->held_experts[e] != 0;
+        w->held_index[e] = w->held[e] ? (*count)++ : VKMOE_INVALID;
+    }
+    p->held_experts = w->held;
+    VKMOE_TRY(
+        vkmoe_buffer_create(layer->ctx, 4ull * p->experts, VKMOE_MEMORY_DEVICE, &w->held_map));
+    return vkmoe_buffer_write_rows(layer->ctx, &w->held_map, 0, w->held_index, 1, 4ull * p->experts,
+                                   4ull * p->experts);
+}
+
+/* The routed experts: all on the device, a shard's on the device, or with
+ * a budget smaller than they take, all in host memory and as many as fit
+ * in device slots. */
 static vkmoe_status create_routed_experts(vkmoe_layer *layer)
 {
     const vkmoe_layer_params *p = &layer->params;
+    if (p->held_experts) {
+        uint32_t held = 0;
+        VKMOE_TRY(create_held_map(layer, &held));
+        /* A shard holding nothing keeps one matrix's memory, never read. */
+        return create_matrices(layer, layer->weights.experts, held ? held : 1, p->ffn_dim,
+                               VKMOE_MEMORY_DEVICE);
+    }
     uint64_t expert_bytes = vkmoe_expert_bytes(p);
     uint64_t slots = p->expert_budget_bytes ? p->expert_budget_bytes / expert_bytes : p->experts;
     /* Host experts compute from host memory; the GEMMs' views keep one slot. */
@@ -264,8 +294,9 @@ static vkmoe_status mark_needed_uploads(vkmoe_layer *layer)
         need[VKMOE_UPLOAD_SHARED_MATRIX + m] = p->shared_ffn_dim > 0 && (gated || m != 0);
     for (uint32_t e = 0; e < p->experts; e++)
         for (uint32_t m = 0; m < 3; m++) {
-            need[VKMOE_UPLOAD_EXPERT + 6 * e + m] = gated || m != 0;
-            need[VKMOE_UPLOAD_EXPERT + 6 * e + 3 + m] = p->expert_bias && (gated || m != 0);
+            bool held = !p->held_experts || p->held_experts[e];
+            need[VKMOE_UPLOAD_EXPERT + 6 * e + m] = held && (gated || m != 0);
+            need[VKMOE_UPLOAD_EXPERT + 6 * e + 3 + m] = held && p->expert_bias && (gated || m != 0);
         }
     return VKMOE_OK;
 }
@@ -302,7 +333,7 @@ void vkmoe_weights_destroy(vkmoe_layer *layer)
     if (layer->weights.router_view)
         ctx->vk.vkDestroyBufferView(ctx->device, layer->weights.router_view, NULL);
     vkmoe_buffer *buffers[] = {&layer->weights.router, &layer->weights.router_vectors,
-                               &layer->weights.expert_biases};
+                               &layer->weights.expert_biases, &layer->weights.held_map};
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(buffers); i++)
         vkmoe_buffer_destroy(ctx, buffers[i]);
     for (uint32_t m = 0; m < 3; m++) {
@@ -313,6 +344,8 @@ void vkmoe_weights_destroy(vkmoe_layer *layer)
     vkmoe_expert_cache_destroy(ctx, &layer->weights.cache);
     free(layer->weights.uploaded);
     free(layer->weights.upload_needed);
+    free(layer->weights.held);
+    free(layer->weights.held_index);
 }
 
 static const char *upload_name(uint32_t i, char *buf, size_t size)
@@ -444,6 +477,13 @@ static vkmoe_status check_matrix(const vkmoe_layer *layer, const char *fn, const
     return VKMOE_OK;
 }
 
+static vkmoe_status check_held(const vkmoe_layer *layer, const char *fn, uint32_t expert)
+{
+    VKMOE_REQUIRE(layer->ctx, vkmoe_weights_holds(&layer->weights, expert),
+                  "%s: expert %u is not one this shard holds (params.held_experts)", fn, expert);
+    return VKMOE_OK;
+}
+
 vkmoe_status vkmoe_layer_set_expert(vkmoe_layer *layer, uint32_t expert, vkmoe_expert_matrix matrix,
                                     const void *weights, size_t size)
 {
@@ -452,8 +492,10 @@ vkmoe_status vkmoe_layer_set_expert(vkmoe_layer *layer, uint32_t expert, vkmoe_e
     VKMOE_REQUIRE(layer->ctx, expert < layer->params.experts,
                   "%s: expert %u out of range (experts = %u)", fn, expert, layer->params.experts);
     vkmoe_layer_weights *w = &layer->weights;
+    VKMOE_TRY(check_held(layer, fn, expert));
     if (!w->cache)
-        return upload_matrix(layer, fn, &w->experts[matrix], expert, weights, size,
+        return upload_matrix(layer, fn, &w->experts[matrix],
+                             w->held_index ? w->held_index[expert] : expert, weights, size,
                              VKMOE_UPLOAD_EXPERT + 6 * expert + matrix);
     VKMOE_TRY(host_array(layer, matrix));
     vkmoe_expert_cache_forget(w->cache, expert);
@@ -480,6 +522,7 @@ vkmoe_status vkmoe_layer_set_expert_bias(vkmoe_layer *layer, uint32_t expert,
     const vkmoe_layer_params *p = &layer->params;
     VKMOE_REQUIRE(layer->ctx, expert < p->experts, "%s: expert %u out of range (experts = %u)", fn,
                   expert, p->experts);
+    VKMOE_TRY(check_held(layer, fn, expert));
     vkmoe_upload which = VKMOE_UPLOAD_EXPERT + 6 * expert + 3 + matrix;
     size_t n = matrix == VKMOE_EXPERT_DOWN ? p->dim : p->ffn_dim;
     VKMOE_TRY(check_upload(layer, fn, bias, which, "params.expert_bias is false", size, n * 4));

@@ -31,7 +31,15 @@ typedef struct vkmoe_layer_weights {
      * as on the device; else empty. Uploads go here, copies into slots come
      * from here (expert_cache.h). */
     vkmoe_expert_array host[3];
-    vkmoe_expert_cache *cache;  /* NULL: every expert on the device */
+    vkmoe_expert_cache *cache; /* NULL: every expert on the device */
+    /* An expert-parallel shard's experts (params.held_experts, which then
+     * points at `held`, the layer's copy): each held expert's matrix in
+     * `experts`, VKMOE_INVALID for the others, and that map on the device,
+     * read by the GEMMs as their expert_slot. NULL and empty where the
+     * layer holds every expert. */
+    uint8_t *held;
+    uint32_t *held_index;
+    vkmoe_buffer held_map;      /* u32 [experts] */
     vkmoe_buffer expert_biases; /* f32 gate [E][ffn], up [E][ffn], down [E][dim] */
     vkmoe_expert_array shared[3];
     uint8_t *uploaded;      /* [VKMOE_UPLOAD_EXPERT + 6·E], indexed by vkmoe_upload */
@@ -59,6 +67,11 @@ static inline VkDeviceSize vkmoe_expert_array_offset(const vkmoe_expert_array *a
            (e % a->per_chunk) * a->matrix_bytes;
 }
 void vkmoe_weights_destroy(vkmoe_layer *layer);
+/* Whether the layer holds routed expert e (every expert, but a shard's). */
+static inline bool vkmoe_weights_holds(const vkmoe_layer_weights *w, uint32_t e)
+{
+    return !w->held || w->held[e];
+}
 /* VKMOE_ERROR_STATE naming the first upload a forward still lacks. */
 vkmoe_status vkmoe_weights_check_complete(const vkmoe_layer *layer, const char *fn);
 

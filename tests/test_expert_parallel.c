@@ -9,7 +9,7 @@
 
 #include "helpers.h"
 
-#define MAX_RANKS 3
+#define MAX_RANKS 4
 
 /* A shard of t's params and weights on ctx. */
 static vkmoe_layer *shard_of(vkmoe_context *ctx, const test_layer *t)
@@ -111,6 +111,91 @@ static void test_three_ranks_and_a_replicated_expert(void **state)
     }
 }
 
+/* A shard of t holding only the experts the placement gives rank r
+ * (NULL: contiguous blocks of `ranks`). */
+static vkmoe_layer *held_shard_of(vkmoe_context *ctx, const test_layer *t, const uint8_t *placement,
+                                  uint32_t ranks, uint32_t r)
+{
+    uint32_t experts = t->params.experts;
+    uint8_t held[64] = {0};
+    assert_true(experts <= sizeof(held));
+    for (uint32_t e = 0; e < experts; e++)
+        held[e] = placement ? placement[e * ranks + r] : (uint64_t)e * ranks / experts == r;
+    vkmoe_layer_params p = t->params;
+    p.held_experts = held;
+    vkmoe_layer *layer = NULL;
+    assert_int_equal(vkmoe_layer_create(ctx, &p, &layer), VKMOE_OK);
+    fixture_layer twin = *t;
+    twin.layer = layer;
+    assert_int_equal(fixture_layer_upload(&twin), VKMOE_OK);
+    return layer;
+}
+
+/* Shards that hold only their own experts (params.held_experts): the same
+ * bits as the single layer, contiguous and with a replicated expert, one
+ * shard holding none; each shard's expert memory its share; what such a
+ * layer refuses. */
+static void test_shards_hold_only_their_experts(void **state)
+{
+    vkmoe_context *ctx = *state;
+    vkmoe_layer_params p = test_shape(40, 24, 7, 2, 20);
+    p.expert_bias = true;
+    test_seed(75);
+    test_layer t;
+    test_layer_create(ctx, &p, &t);
+    test_layer_upload(&t);
+    vkmoe_layer *shards[3];
+    for (uint32_t r = 0; r < 3; r++)
+        shards[r] = held_shard_of(ctx, &t, NULL, 3, r);
+    expect_single_layer_bits(&t, shards, 3, NULL, (const uint32_t[]){4, 1, 7});
+    vkmoe_memory_report whole, part;
+    assert_int_equal(vkmoe_layer_memory(t.layer, &whole), VKMOE_OK);
+    assert_int_equal(vkmoe_layer_memory(shards[0], &part), VKMOE_OK); /* experts 0, 1, 2 */
+    assert_true(part.experts < whole.experts / 2);
+    /* Expert 0 everywhere, odd experts on rank 0, even on rank 2; rank 1
+     * then holds expert 0 alone, and a fourth shard holds nothing. */
+    uint8_t placement[7 * 4] = {0};
+    for (uint32_t e = 0; e < 7; e++)
+        placement[e * 4 + (e % 2 ? 0 : 2)] = 1;
+    for (uint32_t r = 0; r < 3; r++)
+        placement[r] = 1;
+    vkmoe_layer *replicated[4];
+    for (uint32_t r = 0; r < 4; r++)
+        replicated[r] = held_shard_of(ctx, &t, placement, 4, r);
+    expect_single_layer_bits(&t, replicated, 4, placement, (const uint32_t[]){6, 2, 0, 5});
+    /* The placement may not give a shard an expert it lacks. */
+    float x[4 * 40] = {0}, y[4 * 40];
+    const void *xs[3] = {x, x, x};
+    void *ys[3] = {y, y, y};
+    uint32_t tokens[3] = {1, 1, 1};
+    assert_int_equal(vkmoe_expert_parallel_forward(replicated, 3, NULL, tokens, xs, ys),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(vkmoe_last_error(), "which its shard does not hold"));
+    /* A shard is not a layer of its own, and sets only its experts. */
+    assert_int_equal(vkmoe_layer_forward(shards[1], 1, x, y), VKMOE_ERROR_UNSUPPORTED);
+    assert_non_null(strstr(vkmoe_last_error(), "held_experts"));
+    assert_int_equal(vkmoe_layer_prefetch(shards[1], 1, x), VKMOE_ERROR_UNSUPPORTED);
+    assert_int_equal(vkmoe_layer_set_expert(shards[1], 0, VKMOE_EXPERT_DOWN, x, sizeof(x)),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(vkmoe_last_error(), "not one this shard holds"));
+    assert_int_equal(vkmoe_layer_set_expert_bias(shards[1], 0, VKMOE_EXPERT_DOWN, x, 40 * 4),
+                     VKMOE_ERROR_INVALID_ARGUMENT);
+    vkmoe_layer_params q;
+    assert_int_equal(vkmoe_layer_params_of(shards[1], &q), VKMOE_OK);
+    assert_non_null(q.held_experts);
+    assert_true(!q.held_experts[0] && q.held_experts[3] && !q.held_experts[6]);
+    /* Not with a cache: a shard keeps its experts on the device. */
+    q.expert_budget_bytes = vkmoe_expert_bytes(&q);
+    vkmoe_layer *cached = NULL;
+    assert_int_equal(vkmoe_layer_create(ctx, &q, &cached), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_null(cached);
+    for (uint32_t r = 0; r < 3; r++)
+        vkmoe_layer_destroy(&shards[r]);
+    for (uint32_t r = 0; r < 4; r++)
+        vkmoe_layer_destroy(&replicated[r]);
+    test_layer_destroy(&t);
+}
+
 /* Each refusal with INVALID_ARGUMENT naming why. */
 static void test_refusals(void **state)
 {
@@ -164,6 +249,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_refusals),
     cmocka_unit_test(test_two_contexts),
     cmocka_unit_test(test_three_ranks_and_a_replicated_expert),
+    cmocka_unit_test(test_shards_hold_only_their_experts),
 };
 
 int main(void) { return test_device_suite(tests, test_group_setup, test_group_teardown); }

@@ -39,10 +39,32 @@ static uint32_t tokens_of(const uint32_t *table, int r)
     return r < 3 ? table[r] : (uint32_t)(r % 5);
 }
 
+/* This rank's shard of t, holding only the experts the placement gives it
+ * (NULL: contiguous blocks). */
+static vkmoe_layer *held_shard(vkmoe_context *ctx, const test_layer *t, const uint8_t *placement)
+{
+    uint32_t experts = t->params.experts;
+    uint8_t *held = calloc(experts, 1);
+    EXPECT(held, "out of memory");
+    for (uint32_t e = 0; e < experts; e++)
+        held[e] =
+            placement ? placement[e * ranks + me] : (uint64_t)e * ranks / experts == (uint64_t)me;
+    vkmoe_layer_params p = t->params;
+    p.held_experts = held;
+    vkmoe_layer *layer = NULL;
+    EXPECT(vkmoe_layer_create(ctx, &p, &layer) == VKMOE_OK, "shard");
+    free(held); /* the layer keeps its own copy */
+    fixture_layer twin = *t;
+    twin.layer = layer;
+    EXPECT(fixture_layer_upload(&twin) == VKMOE_OK, "shard's weights");
+    return layer;
+}
+
 /* The sharded forward of tokens_of(table, r) tokens a rank against the
- * single layer's forward of them all, rank 0's first. */
-static void expect_single_layer_bits(const test_layer *t, const uint8_t *placement,
-                                     const uint32_t *table)
+ * single layer's forward of them all, rank 0's first. shard: this rank's,
+ * or NULL for t's layer itself (every expert). */
+static void expect_single_layer_bits(const test_layer *t, vkmoe_layer *shard,
+                                     const uint8_t *placement, const uint32_t *table)
 {
     uint32_t dim = t->params.dim, total = 0, at = 0;
     for (int r = 0; r < ranks; r++) {
@@ -57,8 +79,8 @@ static void expect_single_layer_bits(const test_layer *t, const uint8_t *placeme
     EXPECT(vkmoe_layer_forward(t->layer, total, x, want) == VKMOE_OK, "single layer");
     memset(got, 0, 4ull * (mine ? mine : 1) * dim);
     vkmoe_expert_parallel_stats stats;
-    EXPECT(vkmoe_expert_parallel_forward_mpi(t->layer, MPI_COMM_WORLD, placement, mine,
-                                             x + (size_t)at * dim, got, &stats) == VKMOE_OK,
+    EXPECT(vkmoe_expert_parallel_forward_mpi(shard ? shard : t->layer, MPI_COMM_WORLD, placement,
+                                             mine, x + (size_t)at * dim, got, &stats) == VKMOE_OK,
            "sharded forward");
     EXPECT(!memcmp(want + (size_t)at * dim, got, 4ull * mine * dim),
            "my %u tokens differ from the single layer's (%u tokens in all)", mine, total);
@@ -77,8 +99,8 @@ static void expect_single_layer_bits(const test_layer *t, const uint8_t *placeme
 }
 
 /* Contiguous experts (7 over 2 or 3 ranks), decode and prefill token
- * counts, every path; a rank computes up to 82 rows, max_tokens (41) at a
- * time. */
+ * counts, every path, each rank holding only its own experts; a rank
+ * computes up to 82 rows, max_tokens (41) at a time. */
 static void every_path(vkmoe_context *ctx)
 {
     static const vkmoe_gemm_path paths[] = {VKMOE_GEMM_REGISTER, VKMOE_GEMM_TILED, VKMOE_GEMM_GEMV};
@@ -91,16 +113,20 @@ static void every_path(vkmoe_context *ctx)
         test_layer t;
         test_layer_create(ctx, &p, &t);
         test_layer_upload(&t);
+        vkmoe_layer *shard = held_shard(ctx, &t, NULL);
         for (size_t c = 0; c < VKMOE_ARRAY_SIZE(counts); c++)
-            expect_single_layer_bits(&t, NULL, counts[c]);
+            expect_single_layer_bits(&t, shard, NULL, counts[c]);
+        vkmoe_layer_destroy(&shard);
         test_layer_destroy(&t);
     }
 }
 
 /* Expert 0 on every rank, odd experts on rank 0, even ones on the last:
  * with 3 ranks, rank 1 holds only expert 0, which every rank computes for
- * itself, so it receives no row (and has no token of its own). Families
- * with biases, clamped SwiGLU, the weight on the input, a shared expert. */
+ * itself, so it receives no row (and has no token of its own); each rank
+ * holds its experts only. Then every rank holding every expert, in
+ * contiguous blocks. Families with biases, clamped SwiGLU, the weight on
+ * the input, a shared expert. */
 static void replicated_expert(vkmoe_context *ctx)
 {
     static const char *const families[] = {"mixtral", "gpt-oss", "llama4", "qwen2-moe"};
@@ -119,8 +145,10 @@ static void replicated_expert(vkmoe_context *ctx)
         test_layer t;
         test_layer_create(ctx, &p, &t);
         test_layer_upload(&t);
-        expect_single_layer_bits(&t, NULL, (const uint32_t[]){4, 1, 7});
-        expect_single_layer_bits(&t, placement, (const uint32_t[]){6, 11, 0});
+        vkmoe_layer *shard = held_shard(ctx, &t, placement);
+        expect_single_layer_bits(&t, shard, placement, (const uint32_t[]){6, 11, 0});
+        vkmoe_layer_destroy(&shard);
+        expect_single_layer_bits(&t, NULL, NULL, (const uint32_t[]){4, 1, 7});
         test_layer_destroy(&t);
     }
     free(placement);
@@ -183,7 +211,7 @@ static void refusals(vkmoe_context *ctx)
                    "shards differ");
     test_layer_destroy(&other);
     /* And the layer still gives the single layer's bits. */
-    expect_single_layer_bits(&t, NULL, (const uint32_t[]){2, 1, 1});
+    expect_single_layer_bits(&t, NULL, NULL, (const uint32_t[]){2, 1, 1});
     test_layer_destroy(&t);
 }
 
