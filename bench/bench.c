@@ -37,8 +37,9 @@ typedef struct options {
     bool cold_on_cpu;    /* --cpu-cold-experts */
     uint32_t cpu_layers; /* --cpu-experts: the bench's one layer is the first */
     vkmoe_cache_policy cache_policy;
-    bool expert_parallel;  /* --expert-parallel, under mpirun */
-    const char *placement; /* --placement FILE */
+    bool expert_parallel;   /* --expert-parallel, under mpirun */
+    const char *placement;  /* --placement FILE */
+    uint32_t micro_batches; /* --micro-batches N */
 } options;
 
 typedef struct preset {
@@ -117,6 +118,8 @@ static void usage(FILE *out)
         "                        of all of them (needs a vkmoe built with MPI)\n"
         "  --placement FILE      with --expert-parallel: a line an expert, the ranks\n"
         "                        holding it (default: contiguous blocks)\n"
+        "  --micro-batches N     with --expert-parallel: each rank's tokens in N parts, one's\n"
+        "                        exchange beside another's compute (1..64, default 1)\n"
         "  --warmup N --iters N  repetitions (default 2, 10); figures are medians\n"
         "  --no-verify           skip the CPU reference\n"
         "  --json                one JSON object on stdout\n",
@@ -284,6 +287,8 @@ static int parse_args(int argc, char **argv, options *o)
             ok = parse_count(v, 0, &o->cpu_layers);
         else if (!strcmp(a, "--placement") && v)
             o->placement = v;
+        else if (!strcmp(a, "--micro-batches") && v)
+            ok = parse_u32(v, &o->micro_batches) && o->micro_batches <= 64;
         else if (!strcmp(a, "--cache-policy") && v)
             ok = parse_policy(v, &o->cache_policy);
         else if (!strcmp(a, "--warmup") && v)
@@ -316,8 +321,8 @@ static int parse_args(int argc, char **argv, options *o)
         }
         i += takes_value;
     }
-    if (o->placement && !o->expert_parallel) {
-        fprintf(stderr, "vkmoe-bench: --placement goes with --expert-parallel\n");
+    if ((o->placement || o->micro_batches) && !o->expert_parallel) {
+        fprintf(stderr, "vkmoe-bench: --placement and --micro-batches go with --expert-parallel\n");
         return 2;
     }
     if (o->expert_parallel && (o->budget_bytes || o->budget_percent > 0 || o->cpu_layers ||
@@ -508,11 +513,12 @@ static void print_expert_parallel_json(const run_result *run)
     if (!f->present)
         return;
     printf("      \"expert_parallel\": {\"ranks\": %u, \"tokens_per_rank\": %u, "
+           "\"micro_batches\": %u, "
            "\"layer_ms\": %.6g, \"single_layer_ms\": %.6g, \"speedup\": %.4g, "
            "\"bytes_exchanged\": %.6g, \"exchange_ms\": %.6g, \"compute_ms\": %.6g, "
            "\"imbalance\": %.4g, \"alltoall_alpha_us\": %.4g, \"alltoall_beta_gbps\": %.4g, "
            "\"bit_identical_to_single\": %s,\n        \"per_rank\": [",
-           f->ranks, f->tokens_per_rank, f->layer_ms, f->single_layer_ms,
+           f->ranks, f->tokens_per_rank, f->micro_batches, f->layer_ms, f->single_layer_ms,
            f->layer_ms > 0 ? f->single_layer_ms / f->layer_ms : 0.0, f->bytes_exchanged,
            f->exchange_ms, f->compute_ms, f->imbalance, f->alpha_us, f->beta_gbps,
            f->bit_identical ? "true" : "false");
@@ -597,10 +603,11 @@ static void print_expert_parallel_line(const run_result *run)
     const expert_parallel_figures *f = &run->expert_parallel;
     if (!f->present)
         return;
-    printf("%7s expert parallel: %u ranks x %u tokens in %.3f ms (one rank: %.3f ms, %.2fx); "
+    printf("%7s expert parallel: %u ranks x %u tokens (%u micro-batches) in %.3f ms (one rank: "
+           "%.3f ms, %.2fx); "
            "%.3f MB exchanged, %.3f ms in MPI and %.3f ms computing on the busiest rank; "
            "imbalance %.2f; all-to-all alpha %.1f us, beta %.2f GB/s; outputs %s\n",
-           "", f->ranks, f->tokens_per_rank, f->layer_ms, f->single_layer_ms,
+           "", f->ranks, f->tokens_per_rank, f->micro_batches, f->layer_ms, f->single_layer_ms,
            f->layer_ms > 0 ? f->single_layer_ms / f->layer_ms : 0.0, f->bytes_exchanged * 1e-6,
            f->exchange_ms, f->compute_ms, f->imbalance, f->alpha_us, f->beta_gbps,
            f->bit_identical ? "bit-identical to one rank's" : "DIFFER");
@@ -703,8 +710,8 @@ static int run_one(const options *o, workload *w, uint32_t rank, uint32_t ranks,
     if ((rc = join(o, rc)) || !o->expert_parallel)
         return rc;
 #ifdef VKMOE_BENCH_MPI
-    if (mpi_runs_measure(w, placement, tokens, o->warmup, o->iters, &run->expert_parallel) !=
-        VKMOE_OK) {
+    if (mpi_runs_measure(w, placement, o->micro_batches, tokens, o->warmup, o->iters,
+                         &run->expert_parallel) != VKMOE_OK) {
         fprintf(stderr, "vkmoe-bench: rank %u: %s\n", rank, vkmoe_last_error());
         rc = 1;
     }

@@ -125,9 +125,9 @@ static vkmoe_status run_single(workload *w, uint32_t total, void *want, uint32_t
 
 /* Every rank's forwards, timed on the slowest; each rank's own figures
  * summed into *mine, its rows compared with `expected`. */
-static vkmoe_status run_sharded(workload *w, const uint8_t *placement, uint32_t tokens,
-                                const void *x, void *y, const void *expected, size_t bytes,
-                                uint32_t warmup, uint32_t iters, double *samples,
+static vkmoe_status run_sharded(workload *w, const vkmoe_expert_parallel_options *options,
+                                uint32_t tokens, const void *x, void *y, const void *expected,
+                                size_t bytes, uint32_t warmup, uint32_t iters, double *samples,
                                 ep_rank_figures *mine, bool *identical)
 {
     vkmoe_status status = VKMOE_OK;
@@ -135,7 +135,7 @@ static vkmoe_status run_sharded(workload *w, const uint8_t *placement, uint32_t 
         vkmoe_expert_parallel_stats stats;
         MPI_Barrier(MPI_COMM_WORLD);
         double t0 = MPI_Wtime();
-        status = vkmoe_expert_parallel_forward_mpi(workload_layer(w), MPI_COMM_WORLD, placement,
+        status = vkmoe_expert_parallel_forward_mpi(workload_layer(w), MPI_COMM_WORLD, options,
                                                    tokens, x, y, &stats);
         double took = MPI_Wtime() - t0, slowest = 0;
         MPI_Allreduce(&took, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
@@ -201,8 +201,9 @@ static void gather_figures(const ep_rank_figures *mine, int ranks, expert_parall
     free(all);
 }
 
-vkmoe_status mpi_runs_measure(workload *w, const uint8_t *placement, uint32_t tokens,
-                              uint32_t warmup, uint32_t iters, expert_parallel_figures *out)
+vkmoe_status mpi_runs_measure(workload *w, const uint8_t *placement, uint32_t micro_batches,
+                              uint32_t tokens, uint32_t warmup, uint32_t iters,
+                              expert_parallel_figures *out)
 {
     int me = 0, ranks = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &me);
@@ -210,8 +211,11 @@ vkmoe_status mpi_runs_measure(workload *w, const uint8_t *placement, uint32_t to
     const vkmoe_layer_params *p = workload_params(w);
     size_t row = vkmoe_weight_bytes(p->io_type, p->dim);
     uint32_t total = tokens * (uint32_t)ranks;
-    *out = (expert_parallel_figures){
-        .present = true, .ranks = (uint32_t)ranks, .tokens_per_rank = tokens, .bit_identical = 1};
+    *out = (expert_parallel_figures){.present = true,
+                                     .ranks = (uint32_t)ranks,
+                                     .tokens_per_rank = tokens,
+                                     .micro_batches = micro_batches ? micro_batches : 1,
+                                     .bit_identical = 1};
     uint8_t *want = malloc(me == 0 ? total * row : 1), *expected = malloc(tokens * row),
             *y = malloc(tokens * row);
     double *samples = malloc(iters * sizeof(double));
@@ -234,7 +238,8 @@ vkmoe_status mpi_runs_measure(workload *w, const uint8_t *placement, uint32_t to
         const uint8_t *x = (const uint8_t *)workload_input(w) + (size_t)me * tokens * row;
         ep_rank_figures mine = {0};
         bool identical = true;
-        status = run_sharded(w, placement, tokens, x, y, expected, tokens * row, warmup, iters,
+        vkmoe_expert_parallel_options options = {placement, micro_batches};
+        status = run_sharded(w, &options, tokens, x, y, expected, tokens * row, warmup, iters,
                              samples, &mine, &identical);
         if (status == VKMOE_OK) {
             out->layer_ms = median(samples, iters);

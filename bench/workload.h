@@ -47,7 +47,7 @@ typedef struct ep_rank_figures {
  * rank's forward of all of them. */
 typedef struct expert_parallel_figures {
     bool present;
-    uint32_t ranks, tokens_per_rank;
+    uint32_t ranks, tokens_per_rank, micro_batches;
     double layer_ms;        /* wall time of a forward, on its slowest rank; median */
     double single_layer_ms; /* wall time of one rank's forward of every rank's tokens; median */
     double bytes_exchanged; /* per forward: every rank's bytes to other ranks */

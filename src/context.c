@@ -886,7 +886,12 @@ static vkmoe_status submit(vkmoe_context *ctx, VkCommandBuffer cmd, VkFence fenc
 vkmoe_status vkmoe_context_submit_wait_after(vkmoe_context *ctx, uint64_t copies)
 {
     VKMOE_TRY(submit(ctx, ctx->command_buffer, ctx->fence, &ctx->fence_pending, copies));
-    VkResult result = ctx->vk.vkWaitForFences(ctx->device, 1, &ctx->fence, VK_TRUE, UINT64_MAX);
+    VkResult result;
+    while ((result = ctx->vk.vkWaitForFences(ctx->device, 1, &ctx->fence, VK_TRUE,
+                                             ctx->while_waiting ? 50000 : UINT64_MAX)) ==
+               VK_TIMEOUT &&
+           ctx->while_waiting)
+        ctx->while_waiting(ctx->while_waiting_user);
     VKMOE_TRY(vkmoe_check_vk(ctx, result, "vkWaitForFences"));
     VKMOE_TRY(
         vkmoe_check_vk(ctx, ctx->vk.vkResetFences(ctx->device, 1, &ctx->fence), "vkResetFences"));

@@ -115,6 +115,11 @@ struct vkmoe_context {
     VkCommandBuffer command_buffer; /* for uploads, downloads and host forwards */
     VkFence fence;
     bool fence_pending; /* submitted and not yet waited for (a wait failed) */
+    /* Called every 50 µs while vkmoe_context_submit_wait_after waits for
+     * the device: an expert-parallel forward's MPI progress on the next
+     * micro-batch's exchange. NULL: the wait blocks. */
+    void (*while_waiting)(void *user);
+    void *while_waiting_user;
     /* A forward's first part, submitted without waiting (the GEMMs that
      * need neither pending copies nor the CPU experts' outputs), and the
      * fence the next use waits for. */

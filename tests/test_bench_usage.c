@@ -92,7 +92,10 @@ static void test_expert_parallel_usage(void **state)
 {
     (void)state;
     assert_int_equal(run("--placement x.txt"), 2);
-    assert_true(contains(err_path, "--placement goes with --expert-parallel"));
+    assert_true(contains(err_path, "--placement and --micro-batches go with --expert-parallel"));
+    assert_int_equal(run("--micro-batches 2"), 2);
+    assert_int_equal(run("--expert-parallel --micro-batches 65"), 2);
+    assert_true(contains(err_path, "usage: vkmoe-bench"));
     assert_int_equal(run("--expert-parallel --device-budget 50%"), 2);
     assert_true(contains(err_path, "no --device-budget"));
     char path[300];

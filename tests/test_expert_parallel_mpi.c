@@ -60,11 +60,13 @@ static vkmoe_layer *held_shard(vkmoe_context *ctx, const test_layer *t, const ui
     return layer;
 }
 
-/* The sharded forward of tokens_of(table, r) tokens a rank against the
- * single layer's forward of them all, rank 0's first. shard: this rank's,
- * or NULL for t's layer itself (every expert). */
-static void expect_single_layer_bits(const test_layer *t, vkmoe_layer *shard,
-                                     const uint8_t *placement, const uint32_t *table)
+/* The sharded forward of tokens_of(table, r) tokens a rank, in `batches`
+ * micro-batches, against the single layer's forward of them all, rank 0's
+ * first. shard: this rank's, or NULL for t's layer itself (every
+ * expert). */
+static void expect_bits_in_batches(const test_layer *t, vkmoe_layer *shard,
+                                   const uint8_t *placement, const uint32_t *table,
+                                   uint32_t batches)
 {
     uint32_t dim = t->params.dim, total = 0, at = 0;
     for (int r = 0; r < ranks; r++) {
@@ -79,7 +81,8 @@ static void expect_single_layer_bits(const test_layer *t, vkmoe_layer *shard,
     EXPECT(vkmoe_layer_forward(t->layer, total, x, want) == VKMOE_OK, "single layer");
     memset(got, 0, 4ull * (mine ? mine : 1) * dim);
     vkmoe_expert_parallel_stats stats;
-    EXPECT(vkmoe_expert_parallel_forward_mpi(shard ? shard : t->layer, MPI_COMM_WORLD, placement,
+    vkmoe_expert_parallel_options options = {placement, batches};
+    EXPECT(vkmoe_expert_parallel_forward_mpi(shard ? shard : t->layer, MPI_COMM_WORLD, &options,
                                              mine, x + (size_t)at * dim, got, &stats) == VKMOE_OK,
            "sharded forward");
     EXPECT(!memcmp(want + (size_t)at * dim, got, 4ull * mine * dim),
@@ -96,6 +99,40 @@ static void expect_single_layer_bits(const test_layer *t, vkmoe_layer *shard,
     free(x);
     free(want);
     free(got);
+}
+
+static void expect_single_layer_bits(const test_layer *t, vkmoe_layer *shard,
+                                     const uint8_t *placement, const uint32_t *table)
+{
+    expect_bits_in_batches(t, shard, placement, table, 1);
+}
+
+/* Micro-batches: 2, 3 and as many as a rank's tokens or more (some then
+ * empty), with held shards, a replicated expert and a rank without tokens:
+ * the same bits. */
+static void micro_batches(vkmoe_context *ctx)
+{
+    vkmoe_layer_params p = test_shape(40, 24, 7, 2, 41);
+    p.weight_type = VKMOE_WEIGHT_F16;
+    test_seed(65);
+    test_layer t;
+    test_layer_create(ctx, &p, &t);
+    test_layer_upload(&t);
+    uint8_t *placement = calloc(7 * (size_t)ranks, 1);
+    EXPECT(placement, "out of memory");
+    for (uint32_t e = 0; e < 7; e++)
+        placement[e * ranks + e % ranks] = 1;
+    for (int r = 0; r < ranks; r++)
+        placement[3 * ranks + r] = 1; /* expert 3 everywhere */
+    vkmoe_layer *shard = held_shard(ctx, &t, placement);
+    static const uint32_t counts[][3] = {{9, 0, 5}, {1, 13, 3}, {20, 20, 1}};
+    static const uint32_t batches[] = {2, 3, 64};
+    for (size_t c = 0; c < VKMOE_ARRAY_SIZE(counts); c++)
+        for (size_t b = 0; b < VKMOE_ARRAY_SIZE(batches); b++)
+            expect_bits_in_batches(&t, shard, placement, counts[c], batches[b]);
+    vkmoe_layer_destroy(&shard);
+    free(placement);
+    test_layer_destroy(&t);
 }
 
 /* Contiguous experts (7 over 2 or 3 ranks), decode and prefill token
@@ -160,8 +197,8 @@ static void expect_refused(vkmoe_layer *shard, const uint8_t *placement, uint32_
                            const float *x, float *y, bool at_fault, vkmoe_status own,
                            vkmoe_status others, const char *why)
 {
-    vkmoe_status status =
-        vkmoe_expert_parallel_forward_mpi(shard, MPI_COMM_WORLD, placement, tokens, x, y, NULL);
+    vkmoe_status status = vkmoe_expert_parallel_forward_mpi(
+        shard, MPI_COMM_WORLD, &(vkmoe_expert_parallel_options){placement, 0}, tokens, x, y, NULL);
     EXPECT(status == (at_fault ? own : others), "status %d", status);
     EXPECT(strstr(vkmoe_last_error(), at_fault ? why : "") != NULL, "message");
 }
@@ -187,6 +224,17 @@ static void refusals(vkmoe_context *ctx)
                    VKMOE_ERROR_PEER, "shard is NULL");
     /* Everything else is every rank's fault at once. */
     expect_refused(t.layer, NULL, 0, x, y, true, VKMOE_ERROR_INVALID_ARGUMENT, 0, "no rank has");
+    /* Micro-batches that differ between ranks, or too many. */
+    vkmoe_expert_parallel_options split = {NULL, me == 0 ? 2 : 3};
+    EXPECT(vkmoe_expert_parallel_forward_mpi(t.layer, MPI_COMM_WORLD, &split, 2, x, y, NULL) ==
+               VKMOE_ERROR_INVALID_ARGUMENT,
+           "micro-batches differ");
+    EXPECT(strstr(vkmoe_last_error(), "micro_batches differ"), "message");
+    split.micro_batches = 65;
+    EXPECT(vkmoe_expert_parallel_forward_mpi(t.layer, MPI_COMM_WORLD, &split, 2, x, y, NULL) ==
+               VKMOE_ERROR_INVALID_ARGUMENT,
+           "65 micro-batches");
+    EXPECT(strstr(vkmoe_last_error(), "at most 64"), "message");
     uint8_t *placement = calloc(5 * (size_t)ranks, 1);
     EXPECT(placement, "out of memory");
     for (uint32_t e = 0; e < 5; e++)
@@ -256,6 +304,7 @@ int main(int argc, char **argv)
         peer_dies(ctx); /* --fails-to-start: rank 1 never got here */
     } else {
         every_path(ctx);
+        micro_batches(ctx);
         replicated_expert(ctx);
         refusals(ctx);
     }
