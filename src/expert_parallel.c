@@ -219,15 +219,19 @@ vkmoe_status vkmoe_ep_combine(vkmoe_layer *s, uint32_t total, uint32_t tokens, c
     for (uint32_t i = 0; i < box->n; i++)
         memcpy(rows + (size_t)box->slot_row[box->slot[i]] * p->dim, back + (size_t)i * p->dim,
                4ull * p->dim);
-    s->io.kernel_tokens = total;
-    vkmoe_status status =
-        vkmoe_layer_run_stages(s, tokens, x, VKMOE_STAGE_ROUTER, VKMOE_STAGE_GEMM_UP);
+    /* One submission: the routing again, in the same rows as the first
+     * time (the kernels of `total` tokens), the GEMMs skipped. */
+    size_t x_bytes = (size_t)tokens * p->dim * vkmoe_params_io_bytes(p);
+    vkmoe_status status = vkmoe_buffer_write_rows(s->ctx, &s->work->x, 0, x, 1, x_bytes, x_bytes);
     if (status == VKMOE_OK)
         status = vkmoe_buffer_write_rows(s->ctx, &s->work->expert_out, 0, rows, 1,
                                          4ull * used * p->dim, 4ull * used * p->dim);
+    s->io.kernel_tokens = total;
+    s->io.expert_out_given = true;
     if (status == VKMOE_OK)
-        status = vkmoe_layer_run_rest(s, tokens, VKMOE_STAGE_SHARED, y);
+        status = vkmoe_layer_run_rest(s, tokens, VKMOE_STAGE_ROUTER, y);
     s->io.kernel_tokens = 0;
+    s->io.expert_out_given = false;
     free(rows);
     return status;
 }

@@ -72,8 +72,9 @@ vkmoe_status vkmoe_ep_compute(vkmoe_layer *shard, uint32_t total, uint32_t n, co
                               const vkmoe_ep_choice *choice, float *out);
 
 /* Rank's y from the outputs of its outbox's rows (back: f32 [box->n][dim],
- * in outbox order): its tokens routed again (other ranks' rows passed
- * through its scratch since), then the shared expert and combine. */
+ * in outbox order), in one submission: its tokens routed again (other
+ * ranks' rows passed through its scratch since), the expert GEMMs skipped
+ * (vkmoe_layer_io.expert_out_given), the shared expert and combine. */
 vkmoe_status vkmoe_ep_combine(vkmoe_layer *shard, uint32_t total, uint32_t tokens, const void *x,
                               const vkmoe_ep_outbox *box, const float *back, void *y);
 

@@ -29,7 +29,13 @@ static bool unless_one_dispatch(const vkmoe_layer *layer, uint32_t tokens)
 static bool all_experts_resident(const vkmoe_layer *layer, uint32_t tokens)
 {
     (void)tokens;
-    return !layer->weights.cache;
+    return !layer->weights.cache && !layer->io.expert_out_given;
+}
+
+static bool unless_expert_out_given(const vkmoe_layer *layer, uint32_t tokens)
+{
+    (void)tokens;
+    return !layer->io.expert_out_given;
 }
 
 static void record_routed_experts(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
@@ -53,7 +59,7 @@ static const struct {
     [VKMOE_STAGE_HISTOGRAM] = {"count", unless_one_dispatch, vkmoe_count_record},
     [VKMOE_STAGE_SCAN] = {"scan", always, vkmoe_scan_record},
     [VKMOE_STAGE_SCATTER] = {"scatter", unless_one_dispatch, vkmoe_scatter_record},
-    [VKMOE_STAGE_GEMM_UP] = {"gemm_up", always, record_routed_experts},
+    [VKMOE_STAGE_GEMM_UP] = {"gemm_up", unless_expert_out_given, record_routed_experts},
     [VKMOE_STAGE_GEMM_DOWN] = {"gemm_down", all_experts_resident, vkmoe_gemm_down_record},
     [VKMOE_STAGE_SHARED] = {"shared", vkmoe_shared_runs, vkmoe_shared_record},
     [VKMOE_STAGE_COMBINE] = {"combine", always, vkmoe_combine_record},

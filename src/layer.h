@@ -117,6 +117,9 @@ typedef struct vkmoe_layer_io {
     /* The router stage only makes the input rows: ids and topk_weight were
      * written by the host (an expert-parallel shard's rows, one choice each). */
     bool routes_given;
+    /* The expert GEMMs do not run: expert_out holds the routed experts'
+     * rows, written by the host (an expert-parallel rank's combine). */
+    bool expert_out_given;
 } vkmoe_layer_io;
 
 /* A layer owns one of each; layer.c draws them up and tears them down. */
