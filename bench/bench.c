@@ -524,9 +524,10 @@ static void print_expert_parallel_json(const run_result *run)
            f->bit_identical ? "true" : "false");
     for (uint32_t r = 0; r < f->ranks && r < EP_RANKS_SHOWN; r++)
         printf("%s{\"rank\": %u, \"compute_ms\": %.6g, \"exchange_ms\": %.6g, "
-               "\"rows_computed\": %u, \"bytes_sent\": %llu}",
+               "\"rows_computed\": %u, \"bytes_sent\": %llu, \"expert_bytes\": %llu}",
                r ? ", " : "", r, f->rank[r].compute_ms, f->rank[r].exchange_ms,
-               f->rank[r].rows_computed, (unsigned long long)f->rank[r].bytes_sent);
+               f->rank[r].rows_computed, (unsigned long long)f->rank[r].bytes_sent,
+               (unsigned long long)f->rank[r].expert_bytes);
     printf("]},\n");
 }
 
@@ -612,9 +613,10 @@ static void print_expert_parallel_line(const run_result *run)
            f->exchange_ms, f->compute_ms, f->imbalance, f->alpha_us, f->beta_gbps,
            f->bit_identical ? "bit-identical to one rank's" : "DIFFER");
     for (uint32_t r = 0; r < f->ranks && r < EP_RANKS_SHOWN; r++)
-        printf("%7s   rank %u: %u rows computed in %.3f ms, %.3f ms in MPI, %.3f MB sent\n", "", r,
-               f->rank[r].rows_computed, f->rank[r].compute_ms, f->rank[r].exchange_ms,
-               f->rank[r].bytes_sent * 1e-6);
+        printf("%7s   rank %u: %u rows computed in %.3f ms, %.3f ms in MPI, %.3f MB sent; "
+               "%.2f MB of experts on its device\n",
+               "", r, f->rank[r].rows_computed, f->rank[r].compute_ms, f->rank[r].exchange_ms,
+               f->rank[r].bytes_sent * 1e-6, f->rank[r].expert_bytes * 1e-6);
 }
 
 static void print_table(const vkmoe_device_info *info, const peak_figures *peak,
@@ -699,7 +701,7 @@ static int join(const options *o, int rc)
 /* One token count: rank 0 runs the single layer on every rank's tokens
  * (the others wait), then with --expert-parallel every rank the sharded
  * forward. */
-static int run_one(const options *o, workload *w, uint32_t rank, uint32_t ranks,
+static int run_one(const options *o, workload *w, workload *shard, uint32_t rank, uint32_t ranks,
                    const uint8_t *placement, uint32_t tokens, run_result *run)
 {
     int rc = 0;
@@ -710,15 +712,36 @@ static int run_one(const options *o, workload *w, uint32_t rank, uint32_t ranks,
     if ((rc = join(o, rc)) || !o->expert_parallel)
         return rc;
 #ifdef VKMOE_BENCH_MPI
-    if (mpi_runs_measure(w, placement, o->micro_batches, tokens, o->warmup, o->iters,
+    if (mpi_runs_measure(w, shard, placement, o->micro_batches, tokens, o->warmup, o->iters,
                          &run->expert_parallel) != VKMOE_OK) {
         fprintf(stderr, "vkmoe-bench: rank %u: %s\n", rank, vkmoe_last_error());
         rc = 1;
     }
 #else
-    (void)placement;
+    (void)shard, (void)placement;
 #endif
     return join(o, rc);
+}
+
+/* With --expert-parallel, this rank's shard: a layer holding only the
+ * experts the placement gives it (contiguous blocks without one), its
+ * weights those of the whole layer's. */
+static vkmoe_status create_shard(vkmoe_context *ctx, const vkmoe_layer_params *params,
+                                 const uint8_t *placement, uint32_t rank, uint32_t ranks,
+                                 workload **shard)
+{
+    uint8_t *held = calloc(params->experts, 1);
+    if (!held)
+        return VKMOE_ERROR_OUT_OF_HOST_MEMORY;
+    for (uint32_t e = 0; e < params->experts; e++)
+        held[e] = placement ? placement[(size_t)e * ranks + rank] != 0
+                            : (uint64_t)e * ranks / params->experts == rank;
+    vkmoe_layer_params p = *params;
+    p.held_experts = held; /* copied by the layer */
+    workload_routing none = {0};
+    vkmoe_status status = workload_create(ctx, &p, false, &none, shard);
+    free(held);
+    return status;
 }
 
 /* The placement file, read where there is one. */
@@ -780,20 +803,26 @@ static int run_bench(const options *o, uint32_t rank, uint32_t ranks)
         params.host_read_gbps = (float)host.read_gbps;
     if (peak.upload_gbps > 0)
         params.host_to_device_gbps = (float)peak.upload_gbps;
-    workload *w = NULL;
+    workload *w = NULL, *shard = NULL;
     workload_routing routing = {o->routing_skew, o->trace};
     join(o, 0); /* the other ranks sleep while rank 0 measures its peaks */
-    /* Every rank the same layer; rank 0's checked against the reference. */
-    if (workload_create(ctx, &params, o->verify && rank == 0, &routing, &w) != VKMOE_OK) {
+    /* Rank 0 the whole layer, checked against the reference; with
+     * --expert-parallel every rank its shard. */
+    if (rank == 0 && workload_create(ctx, &params, o->verify, &routing, &w) != VKMOE_OK) {
         if (*vkmoe_last_error()) /* else the bench said why (a trace's error) */
             fprintf(stderr, "vkmoe-bench: %s\n", vkmoe_last_error());
+        rc = 1;
+    }
+    if (rc == 0 && o->expert_parallel &&
+        create_shard(ctx, &params, placement, rank, ranks, &shard) != VKMOE_OK) {
+        fprintf(stderr, "vkmoe-bench: rank %u: %s\n", rank, vkmoe_last_error());
         rc = 1;
     }
     run_result runs[MAX_TOKEN_COUNTS];
     bool all_verified = true;
     rc = join(o, rc);
     for (uint32_t i = 0; i < o->token_count && rc == 0; i++) {
-        rc = run_one(o, w, rank, ranks, placement, o->tokens[i], &runs[i]);
+        rc = run_one(o, w, shard, rank, ranks, placement, o->tokens[i], &runs[i]);
         const run_result *r = &runs[i];
         all_verified &=
             rank != 0 ||
@@ -808,6 +837,7 @@ static int run_bench(const options *o, uint32_t rank, uint32_t ranks)
     }
     free(placement);
     workload_destroy(&w);
+    workload_destroy(&shard);
     vkmoe_context_destroy(&ctx);
     if (rc == 0 && !all_verified) {
         fprintf(stderr, "vkmoe-bench: verification against the CPU reference FAILED\n");

@@ -123,8 +123,9 @@ static vkmoe_status run_single(workload *w, uint32_t total, void *want, uint32_t
     return status;
 }
 
-/* Every rank's forwards, timed on the slowest; each rank's own figures
- * summed into *mine, its rows compared with `expected`. */
+/* Every rank's forwards through its shard, timed on the slowest; each
+ * rank's own figures summed into *mine, its rows compared with
+ * `expected`. */
 static vkmoe_status run_sharded(workload *w, const vkmoe_expert_parallel_options *options,
                                 uint32_t tokens, const void *x, void *y, const void *expected,
                                 size_t bytes, uint32_t warmup, uint32_t iters, double *samples,
@@ -176,21 +177,23 @@ static void measure_alltoall(int ranks, double *alpha_us, double *beta_gbps)
 }
 
 /* Rank 0's figures from every rank's. */
+enum { FIGURES = 5 }; /* what a rank tells rank 0 */
 static void gather_figures(const ep_rank_figures *mine, int ranks, expert_parallel_figures *out)
 {
-    double own[4] = {mine->compute_ms, mine->exchange_ms, (double)mine->rows_computed,
-                     (double)mine->bytes_sent};
-    double *all = calloc(4 * (size_t)ranks, sizeof(double));
+    double own[FIGURES] = {mine->compute_ms, mine->exchange_ms, (double)mine->rows_computed,
+                           (double)mine->bytes_sent, (double)mine->expert_bytes};
+    double *all = calloc(FIGURES * (size_t)ranks, sizeof(double));
     int me = 0;
     MPI_Comm_rank(MPI_COMM_WORLD, &me);
     if (me == 0 && !all)
         MPI_Abort(MPI_COMM_WORLD, 1); /* a bench out of memory: nothing to report */
-    MPI_Gather(own, 4, MPI_DOUBLE, all, 4, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    MPI_Gather(own, FIGURES, MPI_DOUBLE, all, FIGURES, MPI_DOUBLE, 0, MPI_COMM_WORLD);
     double rows = 0, most_rows = 0;
     for (int r = 0; me == 0 && r < ranks; r++) {
-        const double *f = all + 4 * r;
+        const double *f = all + FIGURES * r;
         if (r < EP_RANKS_SHOWN)
-            out->rank[r] = (ep_rank_figures){f[0], f[1], (uint32_t)f[2], (uint64_t)f[3]};
+            out->rank[r] =
+                (ep_rank_figures){f[0], f[1], (uint32_t)f[2], (uint64_t)f[3], (uint64_t)f[4]};
         out->compute_ms = f[0] > out->compute_ms ? f[0] : out->compute_ms;
         out->exchange_ms = f[1] > out->exchange_ms ? f[1] : out->exchange_ms;
         rows += f[2];
@@ -201,14 +204,14 @@ static void gather_figures(const ep_rank_figures *mine, int ranks, expert_parall
     free(all);
 }
 
-vkmoe_status mpi_runs_measure(workload *w, const uint8_t *placement, uint32_t micro_batches,
-                              uint32_t tokens, uint32_t warmup, uint32_t iters,
-                              expert_parallel_figures *out)
+vkmoe_status mpi_runs_measure(workload *whole, workload *shard, const uint8_t *placement,
+                              uint32_t micro_batches, uint32_t tokens, uint32_t warmup,
+                              uint32_t iters, expert_parallel_figures *out)
 {
     int me = 0, ranks = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &me);
     MPI_Comm_size(MPI_COMM_WORLD, &ranks);
-    const vkmoe_layer_params *p = workload_params(w);
+    const vkmoe_layer_params *p = workload_params(shard);
     size_t row = vkmoe_weight_bytes(p->io_type, p->dim);
     uint32_t total = tokens * (uint32_t)ranks;
     *out = (expert_parallel_figures){.present = true,
@@ -222,7 +225,7 @@ vkmoe_status mpi_runs_measure(workload *w, const uint8_t *placement, uint32_t mi
     vkmoe_status status =
         want && expected && y && samples ? VKMOE_OK : VKMOE_ERROR_OUT_OF_HOST_MEMORY;
     if (status == VKMOE_OK && me == 0)
-        status = run_single(w, total, want, warmup, iters, samples, &out->single_layer_ms);
+        status = run_single(whole, total, want, warmup, iters, samples, &out->single_layer_ms);
     mpi_runs_wait_for_all();
     int failed = status != VKMOE_OK, any_failed = 0;
     MPI_Allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
@@ -235,11 +238,13 @@ vkmoe_status mpi_runs_measure(workload *w, const uint8_t *placement, uint32_t mi
         MPI_Type_commit(&rows);
         MPI_Scatter(want, 1, rows, expected, 1, rows, 0, MPI_COMM_WORLD);
         MPI_Type_free(&rows);
-        const uint8_t *x = (const uint8_t *)workload_input(w) + (size_t)me * tokens * row;
-        ep_rank_figures mine = {0};
+        const uint8_t *x = (const uint8_t *)workload_input(shard) + (size_t)me * tokens * row;
+        vkmoe_memory_report memory;
+        vkmoe_layer_memory(workload_layer(shard), &memory);
+        ep_rank_figures mine = {.expert_bytes = memory.experts};
         bool identical = true;
         vkmoe_expert_parallel_options options = {placement, micro_batches};
-        status = run_sharded(w, &options, tokens, x, y, expected, tokens * row, warmup, iters,
+        status = run_sharded(shard, &options, tokens, x, y, expected, tokens * row, warmup, iters,
                              samples, &mine, &identical);
         if (status == VKMOE_OK) {
             out->layer_ms = median(samples, iters);

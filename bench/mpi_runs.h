@@ -28,11 +28,12 @@ void mpi_runs_wait_for_all(void);
 bool mpi_runs_read_placement(const char *path, uint32_t experts, uint32_t ranks, uint8_t **out);
 
 /* tokens_per_rank tokens a rank (rows rank · tokens_per_rank on of the
- * workload's input) through the sharded forward in micro_batches (0: 1),
- * warmup then iters times, every rank together; rank 0's *out holds the
- * figures. */
-vkmoe_status mpi_runs_measure(workload *w, const uint8_t *placement, uint32_t micro_batches,
-                              uint32_t tokens_per_rank, uint32_t warmup, uint32_t iters,
-                              expert_parallel_figures *out);
+ * workloads' input) through every rank's shard in micro_batches (0: 1),
+ * warmup then iters times, every rank together, after rank 0's forward of
+ * all of them through the whole layer (whole: rank 0's, else NULL); rank
+ * 0's *out holds the figures. */
+vkmoe_status mpi_runs_measure(workload *whole, workload *shard, const uint8_t *placement,
+                              uint32_t micro_batches, uint32_t tokens_per_rank, uint32_t warmup,
+                              uint32_t iters, expert_parallel_figures *out);
 
 #endif

@@ -115,6 +115,8 @@ static vkmoe_status upload_experts(workload *w)
     vkmoe_status status =
         alloc_expert(&ew, n, p->ffn_dim, p->dim) ? VKMOE_OK : VKMOE_ERROR_OUT_OF_HOST_MEMORY;
     for (uint32_t e = 0; e < p->experts && status == VKMOE_OK; e++) {
+        if (p->held_experts && !p->held_experts[e])
+            continue; /* an expert-parallel shard's: another rank's expert */
         fixture_make_expert(p, SEED, e, &ew);
         for (int i = 0; i < 3 && status == VKMOE_OK; i++)
             if (layers_of(w).v[i])

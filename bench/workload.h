@@ -37,6 +37,7 @@ typedef struct ep_rank_figures {
     double compute_ms, exchange_ms;
     uint32_t rows_computed;
     uint64_t bytes_sent;
+    uint64_t expert_bytes; /* its shard's routed experts' device memory */
 } ep_rank_figures;
 
 /* Ranks whose own figures a run keeps (the sums cover every rank). */
