@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "helpers.h"
+#include "vulkan_interposer.h"
 
 #define MAX_RANKS 4
 
@@ -196,6 +198,109 @@ static void test_shards_hold_only_their_experts(void **state)
     test_layer_destroy(&t);
 }
 
+/* Two shards holding their own experts made, set and run once: the first
+ * failure's status. */
+static vkmoe_status sharded_life(vkmoe_context *ctx, const test_layer *t)
+{
+    uint8_t held[2][7] = {{1, 1, 1, 1, 0, 0, 0}, {0, 0, 0, 0, 1, 1, 1}};
+    vkmoe_layer *shards[2] = {NULL, NULL};
+    vkmoe_status status = VKMOE_OK;
+    for (uint32_t r = 0; r < 2 && status == VKMOE_OK; r++) {
+        vkmoe_layer_params p = t->params;
+        p.held_experts = held[r];
+        status = vkmoe_layer_create(ctx, &p, &shards[r]);
+        fixture_layer twin = *t;
+        twin.layer = shards[r];
+        if (status == VKMOE_OK)
+            status = fixture_layer_upload(&twin);
+    }
+    float x[5 * 40] = {0}, y[5 * 40];
+    const void *xs[2] = {x, x + 3 * 40};
+    void *ys[2] = {y, y + 3 * 40};
+    if (status == VKMOE_OK)
+        status = vkmoe_expert_parallel_forward(shards, 2, NULL, (const uint32_t[]){3, 2}, xs, ys);
+    vkmoe_layer_destroy(&shards[0]);
+    vkmoe_layer_destroy(&shards[1]);
+    return status;
+}
+
+/* Every host allocation of that life failed in turn: OUT_OF_HOST_MEMORY
+ * each time, nothing leaked (ASan), and the life whole afterwards. */
+static void test_allocation_failures(void **state)
+{
+    vkmoe_context *ctx = *state;
+    vkmoe_layer_params p = test_shape(40, 24, 7, 2, 8);
+    test_seed(77);
+    test_layer t;
+    test_layer_create(ctx, &p, &t);
+    unsigned points = 0;
+    for (unsigned at = 1;; at++, points++) {
+        vkmoe_alloc_fail_at(at);
+        vkmoe_status status = sharded_life(ctx, &t);
+        if (vkmoe_alloc_fail_at(0) < at)
+            break;
+        if (status != VKMOE_ERROR_OUT_OF_HOST_MEMORY)
+            fail_msg("allocation %u failed: status %d (%s)", at, (int)status, vkmoe_last_error());
+    }
+    assert_true(points > 20);
+    assert_int_equal(sharded_life(ctx, &t), VKMOE_OK);
+    test_layer_destroy(&t);
+}
+
+/* Every failable Vulkan call of a sharded forward failed in turn (two
+ * shards holding their own experts, on a context whose Vulkan calls can
+ * be made to fail): that status, then the next forward, with nothing
+ * failing, gives the single layer's bits. */
+static void test_vulkan_failures_mid_forward(void **state)
+{
+    vkmoe_context *host = *state;
+    vkmoe_vulkan_import import = test_import_of(host);
+    import.get_instance_proc_addr = interposer_entry();
+    vkmoe_context *ctx = NULL;
+    interposer_reset();
+    assert_int_equal(vkmoe_context_create(&(vkmoe_context_params){.import = &import}, &ctx),
+                     VKMOE_OK);
+    vkmoe_layer_params p = test_shape(40, 24, 7, 2, 8);
+    test_seed(78);
+    test_layer t;
+    test_layer_create(ctx, &p, &t);
+    test_layer_upload(&t);
+    vkmoe_layer *shards[2] = {held_shard_of(ctx, &t, NULL, 2, 0),
+                              held_shard_of(ctx, &t, NULL, 2, 1)};
+    float *x = test_input(5, p.dim), want[5 * 40], got[5 * 40];
+    assert_int_equal(vkmoe_layer_forward(t.layer, 5, x, want), VKMOE_OK);
+    const void *xs[2] = {x, x + 3 * 40};
+    void *ys[2] = {got, got + 3 * 40};
+    const uint32_t tokens[2] = {3, 2};
+    unsigned points = 0;
+    for (unsigned at = 1;; at++) {
+        interposer_reset();
+        interposer.fail_at = at;
+        interposer.fail_with = VK_ERROR_OUT_OF_DEVICE_MEMORY;
+        vkmoe_status status = vkmoe_expert_parallel_forward(shards, 2, NULL, tokens, xs, ys);
+        bool failed = interposer.failed_function != NULL;
+        interposer_reset();
+        if (!failed) {
+            assert_int_equal(status, VKMOE_OK);
+            break;
+        }
+        if (status != VKMOE_ERROR_OUT_OF_DEVICE_MEMORY)
+            fail_msg("%s failing gave status %d (%s)", interposer.failed_function, (int)status,
+                     vkmoe_last_error());
+        points++;
+        memset(got, 0, sizeof(got));
+        assert_int_equal(vkmoe_expert_parallel_forward(shards, 2, NULL, tokens, xs, ys), VKMOE_OK);
+        assert_memory_equal(want, got, sizeof(got));
+    }
+    printf("%u failable Vulkan calls of a sharded forward failed in turn\n", points);
+    assert_true(points >= 5);
+    free(x);
+    vkmoe_layer_destroy(&shards[0]);
+    vkmoe_layer_destroy(&shards[1]);
+    test_layer_destroy(&t);
+    vkmoe_context_destroy(&ctx);
+}
+
 /* Each refusal with INVALID_ARGUMENT naming why. */
 static void test_refusals(void **state)
 {
@@ -250,6 +355,8 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_two_contexts),
     cmocka_unit_test(test_three_ranks_and_a_replicated_expert),
     cmocka_unit_test(test_shards_hold_only_their_experts),
+    cmocka_unit_test(test_allocation_failures),
+    cmocka_unit_test(test_vulkan_failures_mid_forward),
 };
 
 int main(void) { return test_device_suite(tests, test_group_setup, test_group_teardown); }
