@@ -68,7 +68,9 @@ typedef struct vkmoe_expert_parallel_options {
  * rows back; one MPI_Allreduce then agrees that every rank computed, and
  * combine runs. Every rank therefore returns: a rank whose own arguments
  * or work fail returns its cause, every other rank VKMOE_ERROR_PEER
- * naming the first rank that failed; INVALID_ARGUMENT (on every rank)
+ * naming the first rank that failed — except a failure in a rank's own
+ * combine, after the last exchange, which is that rank's alone (the
+ * others' outputs are whole and they return VKMOE_OK); INVALID_ARGUMENT (on every rank)
  * where shards' dim, ffn_dim, experts, top_k or io_type differ, placements
  * or micro_batches differ, no rank has a token, or no rank holds an
  * expert. MPI errors follow comm's error handler: with

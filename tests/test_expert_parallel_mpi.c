@@ -20,6 +20,7 @@
 
 #include "helpers.h"
 #include "vkmoe_mpi.h"
+#include "vulkan_interposer.h"
 
 static int me, ranks;
 
@@ -263,6 +264,81 @@ static void refusals(vkmoe_context *ctx)
     test_layer_destroy(&t);
 }
 
+/* Every failable Vulkan call of rank 1's part of a forward in 2
+ * micro-batches failed in turn (its shard on a context whose calls can be
+ * made to fail): rank 1 returns that status, every other rank
+ * VKMOE_ERROR_PEER naming it, nobody hangs, and the next forward gives the
+ * single layer's bits. */
+static void failures_mid_forward(vkmoe_context *host)
+{
+    vkmoe_vulkan_import import = test_import_of(host);
+    import.get_instance_proc_addr = interposer_entry();
+    vkmoe_context *ctx = NULL;
+    interposer_reset();
+    EXPECT(vkmoe_context_create(&(vkmoe_context_params){.import = &import}, &ctx) == VKMOE_OK,
+           "interposed context");
+    vkmoe_layer_params p = test_shape(40, 24, 7, 2, 20);
+    test_seed(85);
+    test_layer t;
+    test_layer_create(ctx, &p, &t);
+    test_layer_upload(&t);
+    vkmoe_layer *shard = held_shard(ctx, &t, NULL);
+    static const uint32_t table[3] = {4, 3, 5};
+    uint32_t mine = tokens_of(table, me), total = 0, at = 0;
+    for (int r = 0; r < ranks; r++) {
+        at = r == me ? total : at;
+        total += tokens_of(table, r);
+    }
+    float *x = test_input(total, p.dim), *want = malloc(4ull * total * p.dim),
+          *got = malloc(4ull * mine * p.dim);
+    EXPECT(want && got, "out of memory");
+    EXPECT(vkmoe_layer_forward(t.layer, total, x, want) == VKMOE_OK, "single layer");
+    vkmoe_expert_parallel_options options = {NULL, 2};
+    unsigned points = 0;
+    for (unsigned call = 1;; call++) {
+        interposer_reset();
+        if (me == 1) {
+            interposer.fail_at = call;
+            interposer.fail_with = VK_ERROR_OUT_OF_DEVICE_MEMORY;
+        }
+        vkmoe_status status = vkmoe_expert_parallel_forward_mpi(
+            shard, MPI_COMM_WORLD, &options, mine, x + (size_t)at * p.dim, got, NULL);
+        int failed = interposer.failed_function != NULL, any = 0;
+        interposer_reset();
+        MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+        if (!any) {
+            EXPECT(status == VKMOE_OK, "status %d with nothing failing", status);
+            break;
+        }
+        /* A failure in rank 1's combine, after the last exchange, is rank
+         * 1's alone: the others' rows are whole. */
+        if (me != 1 && status == VKMOE_OK)
+            EXPECT(!memcmp(want + (size_t)at * p.dim, got, 4ull * mine * p.dim),
+                   "call %u failed in rank 1's combine, and this rank's rows differ", call);
+        else
+            EXPECT(status == (me == 1 ? VKMOE_ERROR_OUT_OF_DEVICE_MEMORY : VKMOE_ERROR_PEER),
+                   "call %u failing on rank 1: status %d", call, status);
+        EXPECT(me == 1 || status == VKMOE_OK || strstr(vkmoe_last_error(), "rank 1 failed"),
+               "message");
+        points++;
+        memset(got, 0, 4ull * mine * p.dim);
+        EXPECT(vkmoe_expert_parallel_forward_mpi(shard, MPI_COMM_WORLD, &options, mine,
+                                                 x + (size_t)at * p.dim, got, NULL) == VKMOE_OK,
+               "the forward after a failure");
+        EXPECT(!memcmp(want + (size_t)at * p.dim, got, 4ull * mine * p.dim),
+               "the forward after call %u failed differs", call);
+    }
+    EXPECT(points >= 4, "only %u failable calls", points);
+    if (me == 0)
+        printf("%u failable Vulkan calls of rank 1's part failed in turn\n", points);
+    free(x);
+    free(want);
+    free(got);
+    vkmoe_layer_destroy(&shard);
+    test_layer_destroy(&t);
+    vkmoe_context_destroy(&ctx);
+}
+
 /* Rank 1 dies; the others are left in the forward's first collective. */
 static void peer_dies(vkmoe_context *ctx)
 {
@@ -307,6 +383,7 @@ int main(int argc, char **argv)
         micro_batches(ctx);
         replicated_expert(ctx);
         refusals(ctx);
+        failures_mid_forward(ctx);
     }
     EXPECT(vkmoe_context_validation_errors(ctx) == 0, "validation errors");
     vkmoe_context_destroy(&ctx);
