@@ -507,11 +507,8 @@ static void print_offload_json(const run_result *run, const vkmoe_layer_params *
 }
 
 /* runs[].expert_parallel (shared/BENCH.md). */
-static void print_expert_parallel_json(const run_result *run)
+static void print_expert_parallel_json(const expert_parallel_figures *f)
 {
-    const expert_parallel_figures *f = &run->expert_parallel;
-    if (!f->present)
-        return;
     printf("      \"expert_parallel\": {\"ranks\": %u, \"tokens_per_rank\": %u, "
            "\"micro_batches\": %u, "
            "\"layer_ms\": %.6g, \"single_layer_ms\": %.6g, \"speedup\": %.4g, "
@@ -588,7 +585,8 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
         }
         printf("],\n");
         print_offload_json(run, s, peak);
-        print_expert_parallel_json(run);
+        if (run->expert_parallel.present)
+            print_expert_parallel_json(&run->expert_parallel);
         printf("      \"verified\": %s, \"verified_tokens\": %u, \"max_abs_err\": %.6g, "
                "\"max_rel_err\": %.6g\n    }%s\n",
                run->verified ? "true" : "false", run->verified_tokens,
@@ -598,12 +596,9 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
     printf("  ]\n}\n");
 }
 
-/* The table's line of an expert-parallel run. */
-static void print_expert_parallel_line(const run_result *run)
+/* The table's lines of an expert-parallel run: the run's, a rank's each. */
+static void print_expert_parallel_lines(const expert_parallel_figures *f)
 {
-    const expert_parallel_figures *f = &run->expert_parallel;
-    if (!f->present)
-        return;
     printf("%7s expert parallel: %u ranks x %u tokens (%u micro-batches) in %.3f ms (one rank: "
            "%.3f ms, %.2fx); "
            "%.3f MB exchanged, %.3f ms in MPI and %.3f ms computing on the busiest rank; "
@@ -661,7 +656,8 @@ static void print_table(const vkmoe_device_info *info, const peak_figures *peak,
         else
             printf(" | %s (max rel err %.2g over %u tokens)\n", run->verified ? "ok" : "FAILED",
                    run->error.max_rel, run->verified_tokens);
-        print_expert_parallel_line(run);
+        if (run->expert_parallel.present)
+            print_expert_parallel_lines(&run->expert_parallel);
         const offload_figures *f = &run->offload;
         if (f->present) {
             double cpu_gflops, cpu_gbps;

@@ -94,18 +94,6 @@ bool mpi_runs_read_placement(const char *path, uint32_t experts, uint32_t ranks,
     return ok;
 }
 
-static int compare_doubles(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, uint32_t n)
-{
-    qsort(v, n, sizeof(*v), compare_doubles);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 /* Rank 0's wall time of the single layer's forward of every rank's
  * tokens, and its rows, the other ranks waiting. */
 static vkmoe_status run_single(workload *w, uint32_t total, void *want, uint32_t warmup,
@@ -119,7 +107,7 @@ static vkmoe_status run_single(workload *w, uint32_t total, void *want, uint32_t
             samples[i - warmup] = 1e3 * (MPI_Wtime() - t0);
     }
     if (status == VKMOE_OK)
-        *ms = median(samples, iters);
+        *ms = workload_median(samples, iters);
     return status;
 }
 
@@ -170,8 +158,8 @@ static void measure_alltoall(int ranks, double *alpha_us, double *beta_gbps)
         MPI_Allreduce(&took, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
         (i < REPS ? small : large)[i % REPS] = slowest;
     }
-    *alpha_us = all_ok ? 1e6 * median(small, REPS) : 0;
-    *beta_gbps = all_ok ? (double)(ranks - 1) * BIG / (median(large, REPS) * 1e9) : 0;
+    *alpha_us = all_ok ? 1e6 * workload_median(small, REPS) : 0;
+    *beta_gbps = all_ok ? (double)(ranks - 1) * BIG / (workload_median(large, REPS) * 1e9) : 0;
     free(send);
     free(recv);
 }
@@ -247,7 +235,7 @@ vkmoe_status mpi_runs_measure(workload *whole, workload *shard, const uint8_t *p
         status = run_sharded(shard, &options, tokens, x, y, expected, tokens * row, warmup, iters,
                              samples, &mine, &identical);
         if (status == VKMOE_OK) {
-            out->layer_ms = median(samples, iters);
+            out->layer_ms = workload_median(samples, iters);
             gather_figures(&mine, ranks, out);
             MPI_Reduce(&identical, &out->bit_identical, 1, MPI_C_BOOL, MPI_LAND, 0, MPI_COMM_WORLD);
             measure_alltoall(ranks, &out->alpha_us, &out->beta_gbps);

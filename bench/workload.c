@@ -407,7 +407,7 @@ static int compare_doubles(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static double median(double *v, uint32_t n)
+double workload_median(double *v, uint32_t n)
 {
     qsort(v, n, sizeof(*v), compare_doubles);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
@@ -648,8 +648,8 @@ static vkmoe_status run_offload(workload *w, uint32_t tokens, uint32_t warmup, u
     r->offload.bytes_to_device = (double)(after.bytes_to_device - before.bytes_to_device) / iters;
     r->offload.rounds = after.slots ? (double)(after.rounds - before.rounds) / iters : 1.0;
     if (status == VKMOE_OK) {
-        r->offload.resident_ms = median(resident_ms, iters);
-        r->offload.cpu_only_ms = median(cpu_ms, iters);
+        r->offload.resident_ms = workload_median(resident_ms, iters);
+        r->offload.cpu_only_ms = workload_median(cpu_ms, iters);
     }
     r->offload.cpu_expert_ms = (after.cpu_ms - before.cpu_ms) / iters;
     r->offload.cpu_slots = (double)(after.cpu_slots - before.cpu_slots) / iters;
@@ -680,9 +680,9 @@ vkmoe_status workload_run(workload *w, uint32_t tokens, uint32_t warmup, uint32_
     if (status == VKMOE_OK)
         status = vkmoe_layer_expert_counts(w->layer, counts, VKMOE_MAX_EXPERTS);
     if (status == VKMOE_OK) {
-        r->layer.ms = median(samples, iters);
+        r->layer.ms = workload_median(samples, iters);
         for (uint32_t s = 0; s < VKMOE_STAGE_MAX; s++)
-            r->stages[s].ms = median(samples + (s + 1) * (size_t)iters, iters);
+            r->stages[s].ms = workload_median(samples + (s + 1) * (size_t)iters, iters);
         uint32_t active = 0;
         for (uint32_t e = 0; e < w->params.experts; e++) {
             active += counts[e] > 0;

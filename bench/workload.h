@@ -96,6 +96,8 @@ vkmoe_status workload_create(vkmoe_context *ctx, const vkmoe_layer_params *param
 vkmoe_status workload_run(workload *w, uint32_t tokens, uint32_t warmup, uint32_t iters,
                           run_result *out);
 void workload_destroy(workload **w);
+/* The median of n values (sorting them). */
+double workload_median(double *v, uint32_t n);
 /* The layer's params, defaults resolved. */
 const vkmoe_layer_params *workload_params(const workload *w);
 /* The layer itself, and its max_tokens inputs in io_type's bytes. */

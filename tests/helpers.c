@@ -147,6 +147,39 @@ void test_layer_create(vkmoe_context *ctx, const vkmoe_layer_params *params, tes
 
 void test_layer_upload(test_layer *t) { assert_int_equal(fixture_layer_upload(t), VKMOE_OK); }
 
+void test_layer_seeded(vkmoe_context *ctx, const vkmoe_layer_params *params, uint64_t seed,
+                       test_layer *out)
+{
+    test_seed(seed);
+    test_layer_create(ctx, params, out);
+    test_layer_upload(out);
+}
+
+void test_held_experts(const uint8_t *placement, uint32_t experts, uint32_t ranks, uint32_t rank,
+                       uint8_t *held)
+{
+    for (uint32_t e = 0; e < experts; e++)
+        held[e] = placement ? placement[(size_t)e * ranks + rank] != 0
+                            : (uint64_t)e * ranks / experts == rank;
+}
+
+vkmoe_layer *test_twin_of(vkmoe_context *ctx, const test_layer *t, const vkmoe_layer_params *params)
+{
+    vkmoe_layer *layer = NULL;
+    assert_int_equal(vkmoe_layer_create(ctx, params, &layer), VKMOE_OK);
+    fixture_layer twin = *t;
+    twin.layer = layer;
+    assert_int_equal(fixture_layer_upload(&twin), VKMOE_OK);
+    return layer;
+}
+
+vkmoe_layer *test_shard_of(vkmoe_context *ctx, const test_layer *t, const uint8_t *held)
+{
+    vkmoe_layer_params p = t->params;
+    p.held_experts = held;
+    return test_twin_of(ctx, t, &p);
+}
+
 void test_layer_destroy(test_layer *t)
 {
     fixture_layer_destroy(t);

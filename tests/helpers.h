@@ -73,6 +73,20 @@ vkmoe_layer_params test_shape(uint32_t dim, uint32_t ffn, uint32_t experts, uint
  * then upload them with test_layer_upload (tests may edit them between). */
 void test_layer_create(vkmoe_context *ctx, const vkmoe_layer_params *params, test_layer *out);
 void test_layer_upload(test_layer *t);
+/* test_seed(seed), then both of those. */
+void test_layer_seeded(vkmoe_context *ctx, const vkmoe_layer_params *params, uint64_t seed,
+                       test_layer *out);
+/* Expert parallelism: which experts the placement ([experts][ranks];
+ * NULL: contiguous blocks) gives rank `rank`, into held ([experts]). */
+void test_held_experts(const uint8_t *placement, uint32_t experts, uint32_t ranks, uint32_t rank,
+                       uint8_t *held);
+/* A layer of params (t's, changed where the test needs: a budget, held
+ * experts) on ctx with t's weights set. */
+vkmoe_layer *test_twin_of(vkmoe_context *ctx, const test_layer *t,
+                          const vkmoe_layer_params *params);
+/* The twin holding those experts (params.held_experts; NULL: every
+ * expert, as a plain layer). */
+vkmoe_layer *test_shard_of(vkmoe_context *ctx, const test_layer *t, const uint8_t *held);
 void test_layer_destroy(test_layer *t);
 /* Random inputs x [tokens][dim] in [-1, 1). */
 float *test_input(uint32_t tokens, uint32_t dim);

@@ -16,12 +16,7 @@ static vkmoe_layer *cached_twin(vkmoe_context *ctx, const test_layer *t, uint32_
     vkmoe_layer_params p = t->params;
     p.expert_budget_bytes = slots * vkmoe_expert_bytes(&p);
     p.cache_policy = policy;
-    vkmoe_layer *layer = NULL;
-    assert_int_equal(vkmoe_layer_create(ctx, &p, &layer), VKMOE_OK);
-    fixture_layer twin = *t;
-    twin.layer = layer;
-    assert_int_equal(fixture_layer_upload(&twin), VKMOE_OK);
-    return layer;
+    return test_twin_of(ctx, t, &p);
 }
 
 /* A resident layer of params with random weights from `seed` (*t), and
@@ -437,6 +432,28 @@ static vkmoe_status cached_forward(vkmoe_layer *layer, bool prefetch, const floa
     return status == VKMOE_OK ? vkmoe_layer_forward(layer, 6, x, y) : status;
 }
 
+/* A cached forward (prefetched, or not) and the resident layer's rows. */
+typedef struct cached_run {
+    vkmoe_layer *cached;
+    bool prefetch;
+    const float *x;
+    float want[6 * 24], got[6 * 24];
+} cached_run;
+
+static vkmoe_status cached_attempt(void *user)
+{
+    cached_run *run = user;
+    return cached_forward(run->cached, run->prefetch, run->x, run->got);
+}
+
+static void cached_whole(void *user)
+{
+    cached_run *run = user;
+    memset(run->got, 0, sizeof(run->got));
+    assert_int_equal(cached_attempt(run), VKMOE_OK);
+    assert_memory_equal(run->want, run->got, sizeof(run->got));
+}
+
 /* Every failable Vulkan call of a forward (and of the prefetch before it)
  * failed in turn: a failure status, then the next forward, with nothing
  * failing, gives the resident layer's bits. */
@@ -444,39 +461,23 @@ static void failures_mid_forward(vkmoe_context *ctx, bool prefetch)
 {
     vkmoe_layer_params p = test_shape(24, 16, 5, 2, 6);
     test_layer t;
-    vkmoe_layer *cached = resident_and_cached(ctx, &p, 31, 2, &t);
-    float *x = test_input(6, p.dim), want[6 * 24], got[6 * 24];
-    assert_int_equal(vkmoe_layer_forward(t.layer, 6, x, want), VKMOE_OK);
-    unsigned points = 0;
-    for (unsigned at = 1;; at++) {
-        interposer_reset();
-        interposer.fail_at = at;
-        interposer.fail_with = VK_ERROR_OUT_OF_DEVICE_MEMORY;
-        vkmoe_status status = cached_forward(cached, prefetch, x, got);
-        bool failed = interposer.failed_function != NULL;
-        interposer_reset();
-        if (!failed) {
-            assert_int_equal(status, VKMOE_OK);
-            break;
-        }
-        if (status != VKMOE_ERROR_OUT_OF_DEVICE_MEMORY)
-            fail_msg("%s failing gave status %d (%s)", interposer.failed_function, (int)status,
-                     vkmoe_last_error());
-        points++;
-        memset(got, 0, sizeof(got));
-        assert_int_equal(cached_forward(cached, prefetch, x, got), VKMOE_OK);
-        assert_memory_equal(want, got, sizeof(got));
-    }
-    assert_memory_equal(want, got, sizeof(got));
+    cached_run run = {.cached = resident_and_cached(ctx, &p, 31, 2, &t), .prefetch = prefetch};
+    float *x = test_input(6, p.dim);
+    run.x = x;
+    assert_int_equal(vkmoe_layer_forward(t.layer, 6, x, run.want), VKMOE_OK);
+    unsigned points =
+        interposer_fail_in_turn(VK_ERROR_OUT_OF_DEVICE_MEMORY, VKMOE_ERROR_OUT_OF_DEVICE_MEMORY,
+                                cached_attempt, cached_whole, &run);
+    assert_memory_equal(run.want, run.got, sizeof(run.got));
     printf("%u failable Vulkan calls of a cached forward%s failed in turn\n", points,
            prefetch ? " and its prefetch" : "");
     assert_true(points >= (prefetch ? 8u : 3u));
     vkmoe_cache_stats s;
-    assert_int_equal(vkmoe_layer_cache_stats(cached, &s), VKMOE_OK);
+    assert_int_equal(vkmoe_layer_cache_stats(run.cached, &s), VKMOE_OK);
     assert_int_equal(s.forwards, points + 1);
     assert_true(prefetch ? s.prefetched > 0 : s.prefetched == 0);
     free(x);
-    vkmoe_layer_destroy(&cached);
+    vkmoe_layer_destroy(&run.cached);
     test_layer_destroy(&t);
 }
 

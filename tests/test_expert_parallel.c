@@ -13,15 +13,10 @@
 
 #define MAX_RANKS 4
 
-/* A shard of t's params and weights on ctx. */
+/* A shard of t's params and weights on ctx, holding every expert. */
 static vkmoe_layer *shard_of(vkmoe_context *ctx, const test_layer *t)
 {
-    vkmoe_layer *layer = NULL;
-    assert_int_equal(vkmoe_layer_create(ctx, &t->params, &layer), VKMOE_OK);
-    fixture_layer twin = *t;
-    twin.layer = layer;
-    assert_int_equal(fixture_layer_upload(&twin), VKMOE_OK);
-    return layer;
+    return test_shard_of(ctx, t, NULL);
 }
 
 /* One sharded forward of tokens[r] tokens a rank against the single
@@ -65,10 +60,8 @@ static void test_two_contexts(void **state)
         vkmoe_layer_params p = test_shape(40, 24, 7, 2, 41);
         p.weight_type = g == 0 ? VKMOE_WEIGHT_F16 : VKMOE_WEIGHT_F32;
         p.gemm_path = paths[g];
-        test_seed(60 + g);
         test_layer t;
-        test_layer_create(*state, &p, &t);
-        test_layer_upload(&t);
+        test_layer_seeded(*state, &p, 60 + g, &t);
         vkmoe_layer *shards[2] = {shard_of(*state, &t), shard_of(other, &t)};
         static const uint32_t counts[][2] = {{1, 1}, {5, 3}, {0, 9}, {24, 17}};
         for (size_t c = 0; c < VKMOE_ARRAY_SIZE(counts); c++)
@@ -98,10 +91,8 @@ static void test_three_ranks_and_a_replicated_expert(void **state)
         assert_int_equal(vkmoe_layer_params_family(&p, families[f]), VKMOE_OK);
         p.top_k = families[f][0] == 'l' ? 1 : 2;
         p.shared_ffn_dim = families[f][0] == 'l' || families[f][0] == 'q' ? 16 : 0;
-        test_seed(70 + f);
         test_layer t;
-        test_layer_create(*state, &p, &t);
-        test_layer_upload(&t);
+        test_layer_seeded(*state, &p, 70 + f, &t);
         vkmoe_layer *shards[3];
         for (uint32_t r = 0; r < 3; r++)
             shards[r] = shard_of(*state, &t);
@@ -118,19 +109,10 @@ static void test_three_ranks_and_a_replicated_expert(void **state)
 static vkmoe_layer *held_shard_of(vkmoe_context *ctx, const test_layer *t, const uint8_t *placement,
                                   uint32_t ranks, uint32_t r)
 {
-    uint32_t experts = t->params.experts;
-    uint8_t held[64] = {0};
-    assert_true(experts <= sizeof(held));
-    for (uint32_t e = 0; e < experts; e++)
-        held[e] = placement ? placement[e * ranks + r] : (uint64_t)e * ranks / experts == r;
-    vkmoe_layer_params p = t->params;
-    p.held_experts = held;
-    vkmoe_layer *layer = NULL;
-    assert_int_equal(vkmoe_layer_create(ctx, &p, &layer), VKMOE_OK);
-    fixture_layer twin = *t;
-    twin.layer = layer;
-    assert_int_equal(fixture_layer_upload(&twin), VKMOE_OK);
-    return layer;
+    uint8_t held[64];
+    assert_true(t->params.experts <= sizeof(held));
+    test_held_experts(placement, t->params.experts, ranks, r, held);
+    return test_shard_of(ctx, t, held);
 }
 
 /* Shards that hold only their own experts (params.held_experts): the same
@@ -142,10 +124,8 @@ static void test_shards_hold_only_their_experts(void **state)
     vkmoe_context *ctx = *state;
     vkmoe_layer_params p = test_shape(40, 24, 7, 2, 20);
     p.expert_bias = true;
-    test_seed(75);
     test_layer t;
-    test_layer_create(ctx, &p, &t);
-    test_layer_upload(&t);
+    test_layer_seeded(ctx, &p, 75, &t);
     vkmoe_layer *shards[3];
     for (uint32_t r = 0; r < 3; r++)
         shards[r] = held_shard_of(ctx, &t, NULL, 3, r);
@@ -247,56 +227,58 @@ static void test_allocation_failures(void **state)
     test_layer_destroy(&t);
 }
 
+/* A sharded forward of two ranks' tokens, and the single layer's rows. */
+typedef struct sharded_run {
+    vkmoe_layer *shards[2];
+    const void *x[2];
+    void *y[2];
+    float want[5 * 40], got[5 * 40];
+} sharded_run;
+
+static vkmoe_status sharded_forward(void *user)
+{
+    sharded_run *run = user;
+    return vkmoe_expert_parallel_forward(run->shards, 2, NULL, (const uint32_t[]){3, 2}, run->x,
+                                         run->y);
+}
+
+static void sharded_forward_whole(void *user)
+{
+    sharded_run *run = user;
+    memset(run->got, 0, sizeof(run->got));
+    assert_int_equal(sharded_forward(run), VKMOE_OK);
+    assert_memory_equal(run->want, run->got, sizeof(run->got));
+}
+
 /* Every failable Vulkan call of a sharded forward failed in turn (two
  * shards holding their own experts, on a context whose Vulkan calls can
  * be made to fail): that status, then the next forward, with nothing
  * failing, gives the single layer's bits. */
 static void test_vulkan_failures_mid_forward(void **state)
 {
-    vkmoe_context *host = *state;
-    vkmoe_vulkan_import import = test_import_of(host);
+    vkmoe_vulkan_import import = test_import_of(*state);
     import.get_instance_proc_addr = interposer_entry();
     vkmoe_context *ctx = NULL;
     interposer_reset();
     assert_int_equal(vkmoe_context_create(&(vkmoe_context_params){.import = &import}, &ctx),
                      VKMOE_OK);
     vkmoe_layer_params p = test_shape(40, 24, 7, 2, 8);
-    test_seed(78);
     test_layer t;
-    test_layer_create(ctx, &p, &t);
-    test_layer_upload(&t);
-    vkmoe_layer *shards[2] = {held_shard_of(ctx, &t, NULL, 2, 0),
-                              held_shard_of(ctx, &t, NULL, 2, 1)};
-    float *x = test_input(5, p.dim), want[5 * 40], got[5 * 40];
-    assert_int_equal(vkmoe_layer_forward(t.layer, 5, x, want), VKMOE_OK);
-    const void *xs[2] = {x, x + 3 * 40};
-    void *ys[2] = {got, got + 3 * 40};
-    const uint32_t tokens[2] = {3, 2};
-    unsigned points = 0;
-    for (unsigned at = 1;; at++) {
-        interposer_reset();
-        interposer.fail_at = at;
-        interposer.fail_with = VK_ERROR_OUT_OF_DEVICE_MEMORY;
-        vkmoe_status status = vkmoe_expert_parallel_forward(shards, 2, NULL, tokens, xs, ys);
-        bool failed = interposer.failed_function != NULL;
-        interposer_reset();
-        if (!failed) {
-            assert_int_equal(status, VKMOE_OK);
-            break;
-        }
-        if (status != VKMOE_ERROR_OUT_OF_DEVICE_MEMORY)
-            fail_msg("%s failing gave status %d (%s)", interposer.failed_function, (int)status,
-                     vkmoe_last_error());
-        points++;
-        memset(got, 0, sizeof(got));
-        assert_int_equal(vkmoe_expert_parallel_forward(shards, 2, NULL, tokens, xs, ys), VKMOE_OK);
-        assert_memory_equal(want, got, sizeof(got));
-    }
+    test_layer_seeded(ctx, &p, 78, &t);
+    sharded_run run = {
+        .shards = {held_shard_of(ctx, &t, NULL, 2, 0), held_shard_of(ctx, &t, NULL, 2, 1)}};
+    float *x = test_input(5, p.dim);
+    assert_int_equal(vkmoe_layer_forward(t.layer, 5, x, run.want), VKMOE_OK);
+    run.x[0] = x, run.x[1] = x + 3 * 40;
+    run.y[0] = run.got, run.y[1] = run.got + 3 * 40;
+    unsigned points =
+        interposer_fail_in_turn(VK_ERROR_OUT_OF_DEVICE_MEMORY, VKMOE_ERROR_OUT_OF_DEVICE_MEMORY,
+                                sharded_forward, sharded_forward_whole, &run);
     printf("%u failable Vulkan calls of a sharded forward failed in turn\n", points);
     assert_true(points >= 5);
     free(x);
-    vkmoe_layer_destroy(&shards[0]);
-    vkmoe_layer_destroy(&shards[1]);
+    vkmoe_layer_destroy(&run.shards[0]);
+    vkmoe_layer_destroy(&run.shards[1]);
     test_layer_destroy(&t);
     vkmoe_context_destroy(&ctx);
 }
@@ -306,10 +288,8 @@ static void test_refusals(void **state)
 {
     vkmoe_context *ctx = *state;
     vkmoe_layer_params p = test_shape(16, 8, 4, 2, 4);
-    test_seed(80);
     test_layer t;
-    test_layer_create(ctx, &p, &t);
-    test_layer_upload(&t);
+    test_layer_seeded(ctx, &p, 80, &t);
     vkmoe_layer *shards[2] = {shard_of(ctx, &t), shard_of(ctx, &t)};
     float x[4 * 16] = {0}, y[4 * 16];
     const void *xs[2] = {x, x};

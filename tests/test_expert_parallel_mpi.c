@@ -44,20 +44,11 @@ static uint32_t tokens_of(const uint32_t *table, int r)
  * (NULL: contiguous blocks). */
 static vkmoe_layer *held_shard(vkmoe_context *ctx, const test_layer *t, const uint8_t *placement)
 {
-    uint32_t experts = t->params.experts;
-    uint8_t *held = calloc(experts, 1);
+    uint8_t *held = malloc(t->params.experts);
     EXPECT(held, "out of memory");
-    for (uint32_t e = 0; e < experts; e++)
-        held[e] =
-            placement ? placement[e * ranks + me] : (uint64_t)e * ranks / experts == (uint64_t)me;
-    vkmoe_layer_params p = t->params;
-    p.held_experts = held;
-    vkmoe_layer *layer = NULL;
-    EXPECT(vkmoe_layer_create(ctx, &p, &layer) == VKMOE_OK, "shard");
-    free(held); /* the layer keeps its own copy */
-    fixture_layer twin = *t;
-    twin.layer = layer;
-    EXPECT(fixture_layer_upload(&twin) == VKMOE_OK, "shard's weights");
+    test_held_experts(placement, t->params.experts, (uint32_t)ranks, (uint32_t)me, held);
+    vkmoe_layer *layer = test_shard_of(ctx, t, held); /* which keeps a copy */
+    free(held);
     return layer;
 }
 
@@ -115,10 +106,8 @@ static void micro_batches(vkmoe_context *ctx)
 {
     vkmoe_layer_params p = test_shape(40, 24, 7, 2, 41);
     p.weight_type = VKMOE_WEIGHT_F16;
-    test_seed(65);
     test_layer t;
-    test_layer_create(ctx, &p, &t);
-    test_layer_upload(&t);
+    test_layer_seeded(ctx, &p, 65, &t);
     uint8_t *placement = calloc(7 * (size_t)ranks, 1);
     EXPECT(placement, "out of memory");
     for (uint32_t e = 0; e < 7; e++)
@@ -147,10 +136,8 @@ static void every_path(vkmoe_context *ctx)
         vkmoe_layer_params p = test_shape(40, 24, 7, 2, 41);
         p.weight_type = g == 0 ? VKMOE_WEIGHT_F16 : VKMOE_WEIGHT_F32;
         p.gemm_path = paths[g];
-        test_seed(60 + g);
         test_layer t;
-        test_layer_create(ctx, &p, &t);
-        test_layer_upload(&t);
+        test_layer_seeded(ctx, &p, 60 + g, &t);
         vkmoe_layer *shard = held_shard(ctx, &t, NULL);
         for (size_t c = 0; c < VKMOE_ARRAY_SIZE(counts); c++)
             expect_single_layer_bits(&t, shard, NULL, counts[c]);
@@ -179,10 +166,8 @@ static void replicated_expert(vkmoe_context *ctx)
         EXPECT(vkmoe_layer_params_family(&p, families[f]) == VKMOE_OK, "family");
         p.top_k = families[f][0] == 'l' ? 1 : 2;
         p.shared_ffn_dim = families[f][0] == 'l' || families[f][0] == 'q' ? 16 : 0;
-        test_seed(70 + f);
         test_layer t;
-        test_layer_create(ctx, &p, &t);
-        test_layer_upload(&t);
+        test_layer_seeded(ctx, &p, 70 + f, &t);
         vkmoe_layer *shard = held_shard(ctx, &t, placement);
         expect_single_layer_bits(&t, shard, placement, (const uint32_t[]){6, 11, 0});
         vkmoe_layer_destroy(&shard);
@@ -207,10 +192,8 @@ static void expect_refused(vkmoe_layer *shard, const uint8_t *placement, uint32_
 static void refusals(vkmoe_context *ctx)
 {
     vkmoe_layer_params p = test_shape(16, 8, 5, 2, 4);
-    test_seed(80);
     test_layer t;
-    test_layer_create(ctx, &p, &t);
-    test_layer_upload(&t);
+    test_layer_seeded(ctx, &p, 80, &t);
     float x[5 * 16] = {0}, y[5 * 16];
     bool last = me == ranks - 1;
     /* Over the last rank's max_tokens: it says why, the others name it. */
@@ -278,10 +261,8 @@ static void failures_mid_forward(vkmoe_context *host)
     EXPECT(vkmoe_context_create(&(vkmoe_context_params){.import = &import}, &ctx) == VKMOE_OK,
            "interposed context");
     vkmoe_layer_params p = test_shape(40, 24, 7, 2, 20);
-    test_seed(85);
     test_layer t;
-    test_layer_create(ctx, &p, &t);
-    test_layer_upload(&t);
+    test_layer_seeded(ctx, &p, 85, &t);
     vkmoe_layer *shard = held_shard(ctx, &t, NULL);
     static const uint32_t table[3] = {4, 3, 5};
     uint32_t mine = tokens_of(table, me), total = 0, at = 0;
@@ -343,10 +324,8 @@ static void failures_mid_forward(vkmoe_context *host)
 static void peer_dies(vkmoe_context *ctx)
 {
     vkmoe_layer_params p = test_shape(16, 8, 4, 2, 4);
-    test_seed(90);
     test_layer t;
-    test_layer_create(ctx, &p, &t);
-    test_layer_upload(&t);
+    test_layer_seeded(ctx, &p, 90, &t);
     if (me == 1) {
         fprintf(stderr, "rank 1: dying before the forward\n");
         _exit(3);

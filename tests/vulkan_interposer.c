@@ -1,4 +1,9 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <string.h>
+
+#include <cmocka.h>
 
 #include "vulkan_interposer.h"
 
@@ -179,4 +184,27 @@ PFN_vkGetInstanceProcAddr interposer_entry(void)
 {
     real_get_instance_proc_addr = vkmoe_vulkan_loader();
     return get_instance_proc_addr;
+}
+
+unsigned interposer_fail_in_turn(VkResult fail_with, vkmoe_status expect,
+                                 vkmoe_status (*attempt)(void *user), void (*recover)(void *user),
+                                 void *user)
+{
+    unsigned points = 0;
+    for (unsigned at = 1;; at++) {
+        interposer_reset();
+        interposer.fail_at = at;
+        interposer.fail_with = fail_with;
+        vkmoe_status status = attempt(user);
+        const char *failed = interposer.failed_function;
+        interposer_reset();
+        if (!failed) {
+            assert_int_equal(status, VKMOE_OK);
+            return points;
+        }
+        if (status != expect)
+            fail_msg("%s failing gave status %d (%s)", failed, (int)status, vkmoe_last_error());
+        points++;
+        recover(user);
+    }
 }

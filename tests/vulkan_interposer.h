@@ -37,4 +37,13 @@ void interposer_reset(void);
 /* The entry to import with, wrapping the real loader's. */
 PFN_vkGetInstanceProcAddr interposer_entry(void);
 
+/* attempt(user) with its at-th failable call failing with fail_with, for
+ * at = 1, 2, … until an attempt meets no failure, which must succeed; each
+ * failed attempt must return `expect`, after which recover(user) runs with
+ * nothing failing (and checks what it must). How many calls failed in
+ * turn. */
+unsigned interposer_fail_in_turn(VkResult fail_with, vkmoe_status expect,
+                                 vkmoe_status (*attempt)(void *user), void (*recover)(void *user),
+                                 void *user);
+
 #endif
