@@ -930,6 +930,13 @@ typedef struct vkmoe_model_params {
      * no share of expert_budget_bytes. vkmoe_layer_from_file: any number
      * above 0 puts its layer's experts there. Default 0. */
     uint32_t cpu_expert_layers;
+    /* Every MoE layer an expert-parallel shard holding these experts
+     * (vkmoe_layer_params.held_experts; [experts] bytes, the model's MoE
+     * layers having as many experts each, which the caller sizes it to):
+     * only they are read from the file and take device memory. Not with
+     * expert_budget_bytes or cpu_expert_layers. Default NULL: every
+     * expert. */
+    const uint8_t *held_experts;
 } vkmoe_model_params;
 
 /* Create a layer holding MoE block number `layer_index` (the model's layer

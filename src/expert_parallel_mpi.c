@@ -153,17 +153,18 @@ static vkmoe_status hello(mpi_job *j)
     }
     EP_MPI(j, MPI_Allreduce(v, highest, 1 + 2 * EP_FIELDS, MPI_INT64_T, MPI_MAX, j->comm));
     VKMOE_TRY(agreed(j, mine, highest[0]));
-    static const char *const differ[EP_FIELDS] = {
-        "shards differ in dim, ffn_dim, experts, top_k or io_type",
-        "",
-        "",
-        "",
-        "",
-        "placements differ",
-        "micro_batches differ"};
+#define EP_SHAPES "shards differ in dim, ffn_dim, experts, top_k or io_type"
+    static const char *const differ[EP_FIELDS] = {EP_SHAPES,
+                                                  EP_SHAPES,
+                                                  EP_SHAPES,
+                                                  EP_SHAPES,
+                                                  EP_SHAPES,
+                                                  "placements differ",
+                                                  "micro_batches differ"};
+#undef EP_SHAPES
     for (int i = 0; i < EP_FIELDS; i++)
         VKMOE_REQUIRE(j->shard->ctx, highest[1 + i] == -highest[1 + EP_FIELDS + i],
-                      "%s: the ranks' %s", fn, differ[i < 5 ? 0 : i]);
+                      "%s: the ranks' %s", fn, differ[i]);
     for (uint32_t b = 0; b < j->batches; b++) {
         int *lists = j->batch_arrays + (size_t)b * 4 * ranks;
         j->batch[b] = (ep_batch){.send_count = lists,

@@ -510,14 +510,23 @@ static vkmoe_status upload_matrix(model_source *s, vkmoe_layer *layer, const mod
     return report_progress(s, bytes);
 }
 
+/* Whether the layer reads expert e from the file: every expert, but an
+ * expert-parallel shard's own only. */
+static bool reads_expert(const vkmoe_layer_params *p, uint32_t e)
+{
+    return !p->held_experts || p->held_experts[e];
+}
+
 /* Bytes upload_layer uploads through upload_matrix for params. */
 static uint64_t matrix_bytes(const vkmoe_layer_params *p)
 {
-    uint64_t bytes = 0, shape[2];
+    uint64_t bytes = 0, shape[2], experts = 0;
+    for (uint32_t e = 0; e < p->experts; e++)
+        experts += reads_expert(p, e);
     for (uint32_t m = vkmoe_params_gated(p) ? 0 : 1; m < 3; m++) {
         vkmoe_weight_type type = vkmoe_matrix_type(p, m);
         matrix_shape(p, m, p->ffn_dim, shape);
-        bytes += p->experts * vkmoe_weight_bytes(type, (size_t)(shape[0] * shape[1]));
+        bytes += experts * vkmoe_weight_bytes(type, (size_t)(shape[0] * shape[1]));
         matrix_shape(p, m, p->shared_ffn_dim, shape);
         bytes += p->shared_ffn_dim ? vkmoe_weight_bytes(type, (size_t)(shape[0] * shape[1])) : 0;
     }
@@ -559,6 +568,8 @@ static vkmoe_status upload_experts(model_source *s, vkmoe_layer *layer, const mo
             return lent;
     }
     for (uint32_t e = 0; e < p->experts; e++) {
+        if (!reads_expert(p, e))
+            continue;
         if (!l->stacked) {
             char name[MODEL_NAME_BYTES + 16];
             snprintf(name, sizeof(name), l->expert[m], e);
@@ -618,6 +629,8 @@ static vkmoe_status upload_mxfp4_experts(model_source *s, vkmoe_layer *layer, co
         return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     vkmoe_status status = VKMOE_OK;
     for (uint32_t e = 0; e < p->experts && status == VKMOE_OK; e++) {
+        if (!reads_expert(p, e))
+            continue;
         for (uint64_t r = 0; r < shape[0]; r++) {
             uint64_t row = (uint64_t)e * rows + source_row(l, m, r);
             repack_mxfp4_row(fb->data + tb->offset + row * blocks * 16,
@@ -651,6 +664,8 @@ static vkmoe_status upload_expert_biases(model_source *s, vkmoe_layer *layer, co
     vkmoe_weight_type stored = weight_type_of(t);
     size_t row_bytes = vkmoe_weight_bytes(stored, shape[1]);
     for (uint32_t e = 0; e < p->experts && status == VKMOE_OK; e++) {
+        if (!reads_expert(p, e))
+            continue;
         status = convert(s, stored, f->data + t->offset + e * row_bytes, (size_t)shape[1],
                          VKMOE_WEIGHT_F32, v);
         for (uint64_t i = 0; i < n; i++) /* in place: i <= its source */
@@ -757,6 +772,11 @@ static vkmoe_status describe(model_source *s, uint32_t index, const vkmoe_model_
     layout->params.cache_policy = mp->cache_policy;
     layout->params.expert_budget_bytes = mp->expert_budget_bytes;
     layout->params.cpu_experts = mp->cpu_expert_layers > 0; /* a model: see place_experts */
+    layout->params.held_experts = mp->held_experts;
+    if (mp->held_experts && (mp->expert_budget_bytes || mp->cpu_expert_layers))
+        return vkmoe_model_fail(s, VKMOE_ERROR_INVALID_ARGUMENT,
+                                "held_experts (an expert-parallel shard) keeps its experts on the "
+                                "device: not with expert_budget_bytes or cpu_expert_layers");
     uint64_t one = vkmoe_expert_bytes(&layout->params);
     if (mp->expert_budget_bytes && mp->expert_budget_bytes < one)
         return vkmoe_model_fail(s, VKMOE_ERROR_INVALID_ARGUMENT,

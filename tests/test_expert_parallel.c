@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "checkpoint.h"
 #include "helpers.h"
 #include "vulkan_interposer.h"
 
@@ -283,6 +284,83 @@ static void test_vulkan_failures_mid_forward(void **state)
     vkmoe_context_destroy(&ctx);
 }
 
+/* Shards loaded from a model file each read only their experts
+ * (vkmoe_model_params.held_experts): a Hugging Face checkpoint and a GGUF
+ * file, two shards, the whole layer's bits, half its expert memory. */
+static void test_shards_from_model_files(void **state)
+{
+    vkmoe_context *ctx = *state;
+    char dir[256], gguf[300];
+    assert_true(test_make_dir("vkmoe-test-ep", dir, sizeof(dir)));
+    vkmoe_layer_params p = {.dim = 16, .ffn_dim = 8, .experts = 4, .top_k = 2};
+    assert_int_equal(vkmoe_layer_params_family(&p, "mixtral"), VKMOE_OK);
+    test_seed(79);
+    test_layer t;
+    checkpoint_weights(ctx, p, &t);
+    checkpoint_write_hf(dir, &t,
+                        "{\"model_type\": \"mixtral\", \"hidden_size\": 16, "
+                        "\"intermediate_size\": 8, \"num_local_experts\": 4, "
+                        "\"num_experts_per_tok\": 2}",
+                        &checkpoint_mixtral_names, 0, 1);
+    snprintf(gguf, sizeof(gguf), "%s/model.gguf", dir);
+    gguf_writer w = {0};
+    checkpoint_write_gguf(gguf, &w, &t, "llama", 0);
+    const char *paths[] = {dir, gguf};
+    static const uint8_t held[2][4] = {{1, 1, 0, 0}, {0, 0, 1, 1}};
+    float *x = test_input(5, 16), want[5 * 16], got[5 * 16];
+    for (size_t f = 0; f < VKMOE_ARRAY_SIZE(paths); f++) {
+        vkmoe_model_params mp = {.max_tokens = 5};
+        vkmoe_layer *whole = NULL, *shards[2] = {NULL, NULL};
+        assert_int_equal(vkmoe_layer_from_file(ctx, paths[f], 0, &mp, &whole), VKMOE_OK);
+        for (uint32_t r = 0; r < 2; r++) {
+            mp.held_experts = held[r];
+            assert_int_equal(vkmoe_layer_from_file(ctx, paths[f], 0, &mp, &shards[r]), VKMOE_OK);
+        }
+        assert_int_equal(vkmoe_layer_forward(whole, 5, x, want), VKMOE_OK);
+        memset(got, 0, sizeof(got));
+        assert_int_equal(vkmoe_expert_parallel_forward(shards, 2, NULL, (const uint32_t[]){3, 2},
+                                                       (const void *const[]){x, x + 3 * 16},
+                                                       (void *const[]){got, got + 3 * 16}),
+                         VKMOE_OK);
+        assert_memory_equal(want, got, sizeof(got));
+        vkmoe_memory_report all, half;
+        assert_int_equal(vkmoe_layer_memory(whole, &all), VKMOE_OK);
+        assert_int_equal(vkmoe_layer_memory(shards[1], &half), VKMOE_OK);
+        assert_true(half.experts < all.experts * 3 / 4);
+        /* Not with a budget: a shard keeps its experts on the device. */
+        mp.expert_budget_bytes = 1 << 20;
+        vkmoe_layer *cached = NULL;
+        assert_int_equal(vkmoe_layer_from_file(ctx, paths[f], 0, &mp, &cached),
+                         VKMOE_ERROR_INVALID_ARGUMENT);
+        assert_null(cached);
+        vkmoe_layer_destroy(&whole);
+        vkmoe_layer_destroy(&shards[0]);
+        vkmoe_layer_destroy(&shards[1]);
+    }
+    /* A whole model: every MoE layer a shard, half the experts' memory. */
+    char model_path[300];
+    snprintf(model_path, sizeof(model_path), "%s/model2.gguf", dir);
+    gguf_writer w2 = {0};
+    gguf_add_u32(&w2, "llama.block_count", 2);
+    const test_layer *both[2] = {&t, &t};
+    checkpoint_write_gguf_model(model_path, &w2, both, 2, "llama");
+    vkmoe_model *model = NULL, *sharded = NULL;
+    vkmoe_model_params mp = {.max_tokens = 5};
+    assert_int_equal(vkmoe_model_open(ctx, model_path, &mp, &model), VKMOE_OK);
+    mp.held_experts = held[0];
+    assert_int_equal(vkmoe_model_open(ctx, model_path, &mp, &sharded), VKMOE_OK);
+    vkmoe_memory_report all, half;
+    assert_int_equal(vkmoe_model_memory(model, &all), VKMOE_OK);
+    assert_int_equal(vkmoe_model_memory(sharded, &half), VKMOE_OK);
+    assert_true(half.experts < all.experts * 3 / 4);
+    vkmoe_model_destroy(&model);
+    vkmoe_model_destroy(&sharded);
+    remove(model_path);
+    free(x);
+    test_layer_destroy(&t);
+    test_remove_dir(dir, checkpoint_files, checkpoint_file_count);
+}
+
 /* Each refusal with INVALID_ARGUMENT naming why. */
 static void test_refusals(void **state)
 {
@@ -335,6 +413,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_two_contexts),
     cmocka_unit_test(test_three_ranks_and_a_replicated_expert),
     cmocka_unit_test(test_shards_hold_only_their_experts),
+    cmocka_unit_test(test_shards_from_model_files),
     cmocka_unit_test(test_allocation_failures),
     cmocka_unit_test(test_vulkan_failures_mid_forward),
 };
