@@ -35,7 +35,8 @@ const char *const checkpoint_files[] = {"config.json",
                                         "model-00002-of-00002.safetensors",
                                         "model-00001-of-00003.safetensors",
                                         "model-00002-of-00003.safetensors",
-                                        "model-00003-of-00003.safetensors"};
+                                        "model-00003-of-00003.safetensors",
+                                        "model2.gguf"};
 const size_t checkpoint_file_count = VKMOE_ARRAY_SIZE(checkpoint_files);
 
 static const char *path_in(const char *dir, const char *name)
@@ -506,4 +507,23 @@ void checkpoint_deepseek_v3_meta(gguf_writer *w)
     gguf_add_u32(w, "deepseek2.expert_shared_count", 1);
     gguf_add_f32(w, "deepseek2.expert_weights_scale", 2.5f);
     gguf_add_bool(w, "deepseek2.expert_weights_norm", true);
+}
+
+void checkpoint_write_mixtral_files(const char *dir, const test_layer *t, uint32_t shards)
+{
+    const vkmoe_layer_params *p = &t->params;
+    char config[256], path[300];
+    snprintf(config, sizeof(config),
+             "{\"model_type\": \"mixtral\", \"hidden_size\": %u, \"intermediate_size\": %u, "
+             "\"num_local_experts\": %u, \"num_experts_per_tok\": %u}",
+             p->dim, p->ffn_dim, p->experts, p->top_k);
+    checkpoint_write_hf(dir, t, config, &checkpoint_mixtral_names, 0, shards);
+    snprintf(path, sizeof(path), "%s/model.gguf", dir);
+    gguf_writer w = {0};
+    checkpoint_write_gguf(path, &w, t, "llama", 0);
+    snprintf(path, sizeof(path), "%s/model2.gguf", dir);
+    gguf_writer two = {0};
+    gguf_add_u32(&two, "llama.block_count", 2);
+    const test_layer *both[2] = {t, t};
+    checkpoint_write_gguf_model(path, &two, both, 2, "llama");
 }

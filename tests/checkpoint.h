@@ -53,5 +53,10 @@ void checkpoint_write_gguf(const char *path, gguf_writer *w, const test_layer *t
 /* The same for a model (the metadata from its first MoE layer). */
 void checkpoint_write_gguf_model(const char *path, gguf_writer *w, const test_layer *const *layers,
                                  uint32_t count, const char *arch);
+/* A Mixtral layer t (its family's params) in every format the loader
+ * reads, for tests of what files lead to: dir/config.json with a
+ * checkpoint in `shards` files, dir/model.gguf (llama), and
+ * dir/model2.gguf, a llama model of two MoE layers, both t. */
+void checkpoint_write_mixtral_files(const char *dir, const test_layer *t, uint32_t shards);
 
 #endif

@@ -297,14 +297,8 @@ static void test_shards_from_model_files(void **state)
     test_seed(79);
     test_layer t;
     checkpoint_weights(ctx, p, &t);
-    checkpoint_write_hf(dir, &t,
-                        "{\"model_type\": \"mixtral\", \"hidden_size\": 16, "
-                        "\"intermediate_size\": 8, \"num_local_experts\": 4, "
-                        "\"num_experts_per_tok\": 2}",
-                        &checkpoint_mixtral_names, 0, 1);
+    checkpoint_write_mixtral_files(dir, &t, 1);
     snprintf(gguf, sizeof(gguf), "%s/model.gguf", dir);
-    gguf_writer w = {0};
-    checkpoint_write_gguf(gguf, &w, &t, "llama", 0);
     const char *paths[] = {dir, gguf};
     static const uint8_t held[2][4] = {{1, 1, 0, 0}, {0, 0, 1, 1}};
     float *x = test_input(5, 16), want[5 * 16], got[5 * 16];
@@ -340,10 +334,6 @@ static void test_shards_from_model_files(void **state)
     /* A whole model: every MoE layer a shard, half the experts' memory. */
     char model_path[300];
     snprintf(model_path, sizeof(model_path), "%s/model2.gguf", dir);
-    gguf_writer w2 = {0};
-    gguf_add_u32(&w2, "llama.block_count", 2);
-    const test_layer *both[2] = {&t, &t};
-    checkpoint_write_gguf_model(model_path, &w2, both, 2, "llama");
     vkmoe_model *model = NULL, *sharded = NULL;
     vkmoe_model_params mp = {.max_tokens = 5};
     assert_int_equal(vkmoe_model_open(ctx, model_path, &mp, &model), VKMOE_OK);
@@ -355,7 +345,6 @@ static void test_shards_from_model_files(void **state)
     assert_true(half.experts < all.experts * 3 / 4);
     vkmoe_model_destroy(&model);
     vkmoe_model_destroy(&sharded);
-    remove(model_path);
     free(x);
     test_layer_destroy(&t);
     test_remove_dir(dir, checkpoint_files, checkpoint_file_count);

@@ -493,20 +493,10 @@ static void test_allocation_fault_injection(void **state)
     vkmoe_layer_params p = {.dim = 16, .ffn_dim = 8, .experts = 3, .top_k = 2};
     vkmoe_layer_params_family(&p, "mixtral");
     checkpoint_weights(host, p, &t);
-    checkpoint_write_hf(dir, &t,
-                        "{\"model_type\": \"mixtral\", \"hidden_size\": 16, "
-                        "\"intermediate_size\": 8, \"num_local_experts\": 3, "
-                        "\"num_experts_per_tok\": 2}",
-                        &checkpoint_mixtral_names, 0, 2);
-    snprintf(gguf, sizeof(gguf), "%s/model.gguf", dir);
-    gguf_writer w = {0};
-    checkpoint_write_gguf(gguf, &w, &t, "llama", 0);
+    checkpoint_write_mixtral_files(dir, &t, 2);
     char model_path[300];
+    snprintf(gguf, sizeof(gguf), "%s/model.gguf", dir);
     snprintf(model_path, sizeof(model_path), "%s/model2.gguf", dir);
-    gguf_writer w2 = {0};
-    gguf_add_u32(&w2, "llama.block_count", 2);
-    const test_layer *both[2] = {&t, &t};
-    checkpoint_write_gguf_model(model_path, &w2, both, 2, "llama");
     test_layer_destroy(&t);
     unsigned checkpoint_points = sweep_allocations(ctx, load_life, dir);
     unsigned gguf_points = sweep_allocations(ctx, load_life, gguf);
@@ -515,13 +505,7 @@ static void test_allocation_fault_injection(void **state)
     two_experts_a_layer = 2 * vkmoe_expert_bytes(&p);
     unsigned lent_points =
         host->host_import_alignment ? sweep_allocations(host, lent_model_life, model_path) : 1;
-    const char *names[] = {"config.json",
-                           "model.safetensors.index.json",
-                           "model-00001-of-00002.safetensors",
-                           "model-00002-of-00002.safetensors",
-                           "model.gguf",
-                           "model2.gguf"};
-    test_remove_dir(dir, names, VKMOE_ARRAY_SIZE(names));
+    test_remove_dir(dir, checkpoint_files, checkpoint_file_count);
     vkmoe_context_destroy(&ctx);
     printf("fault injection: %u allocations failed in context creation, %u in a layer's life, "
            "%u in an offloaded layer's, %u loading a checkpoint, %u loading a GGUF file, %u "
