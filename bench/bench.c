@@ -729,13 +729,12 @@ static vkmoe_status create_shard(vkmoe_context *ctx, const vkmoe_layer_params *p
     uint8_t *held = calloc(params->experts, 1);
     if (!held)
         return VKMOE_ERROR_OUT_OF_HOST_MEMORY;
-    for (uint32_t e = 0; e < params->experts; e++)
-        held[e] = placement ? placement[(size_t)e * ranks + rank] != 0
-                            : (uint64_t)e * ranks / params->experts == rank;
     vkmoe_layer_params p = *params;
     p.held_experts = held; /* copied by the layer */
     workload_routing none = {0};
-    vkmoe_status status = workload_create(ctx, &p, false, &none, shard);
+    vkmoe_status status = vkmoe_expert_parallel_held(placement, params->experts, ranks, rank, held);
+    if (status == VKMOE_OK)
+        status = workload_create(ctx, &p, false, &none, shard);
     free(held);
     return status;
 }

@@ -784,6 +784,15 @@ VKMOE_API vkmoe_status vkmoe_expert_parallel_forward(vkmoe_layer *const *shards,
                                                      const uint32_t *tokens, const void *const *x,
                                                      void *const *y);
 
+/* Which experts a placement gives rank `rank` of `ranks`, as
+ * vkmoe_expert_parallel_forward places them: held[e] = 1 where the rank
+ * holds expert e, else 0 ([experts] bytes; ready for
+ * vkmoe_layer_params.held_experts). placement [experts][ranks], nonzero
+ * where held; NULL: contiguous blocks, expert e on rank ⌊e · ranks /
+ * experts⌋. INVALID_ARGUMENT: held NULL, experts or ranks 0, rank ≥ ranks. */
+VKMOE_API vkmoe_status vkmoe_expert_parallel_held(const uint8_t *placement, uint32_t experts,
+                                                  uint32_t ranks, uint32_t rank, uint8_t *held);
+
 /* Record one forward into the caller's command buffer, which must be in the
  * recording state and belong to a queue family with compute support on the
  * layer's device. Reads x ([tokens][dim] of params.io_type at x_offset) and

@@ -22,6 +22,19 @@ bool vkmoe_ep_holds(const vkmoe_ep_placement *pl, uint32_t e, uint32_t r)
     return pl->map[(size_t)e * pl->ranks + r] != 0;
 }
 
+vkmoe_status vkmoe_expert_parallel_held(const uint8_t *placement, uint32_t experts, uint32_t ranks,
+                                        uint32_t rank, uint8_t *held)
+{
+    VKMOE_REQUIRE(NULL, held && experts && ranks && rank < ranks,
+                  "vkmoe_expert_parallel_held: held must not be NULL, experts and ranks at least "
+                  "1, rank (%u) below ranks (%u)",
+                  rank, ranks);
+    vkmoe_ep_placement pl = {ranks, experts, placement};
+    for (uint32_t e = 0; e < experts; e++)
+        held[e] = vkmoe_ep_holds(&pl, e, rank);
+    return VKMOE_OK;
+}
+
 uint32_t vkmoe_ep_owner(const vkmoe_ep_placement *pl, uint32_t e, uint32_t home)
 {
     if (vkmoe_ep_holds(pl, e, home))

@@ -158,9 +158,7 @@ void test_layer_seeded(vkmoe_context *ctx, const vkmoe_layer_params *params, uin
 void test_held_experts(const uint8_t *placement, uint32_t experts, uint32_t ranks, uint32_t rank,
                        uint8_t *held)
 {
-    for (uint32_t e = 0; e < experts; e++)
-        held[e] = placement ? placement[(size_t)e * ranks + rank] != 0
-                            : (uint64_t)e * ranks / experts == rank;
+    assert_int_equal(vkmoe_expert_parallel_held(placement, experts, ranks, rank, held), VKMOE_OK);
 }
 
 vkmoe_layer *test_twin_of(vkmoe_context *ctx, const test_layer *t, const vkmoe_layer_params *params)

@@ -370,6 +370,11 @@ static void test_refusals(void **state)
                      VKMOE_ERROR_INVALID_ARGUMENT);
     assert_int_equal(vkmoe_expert_parallel_forward(shards, 2, NULL, (uint32_t[]){5, 1}, xs, ys),
                      VKMOE_ERROR_INVALID_ARGUMENT);
+    uint8_t held[4] = {9, 9, 9, 9};
+    assert_int_equal(vkmoe_expert_parallel_held(NULL, 4, 2, 1, held), VKMOE_OK);
+    assert_memory_equal(held, ((uint8_t[]){0, 0, 1, 1}), 4);
+    assert_int_equal(vkmoe_expert_parallel_held(NULL, 4, 2, 2, held), VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_expert_parallel_held(NULL, 4, 2, 0, NULL), VKMOE_ERROR_INVALID_ARGUMENT);
     uint8_t nobody[4 * 2] = {1, 0, 0, 1, 0, 0, 1, 1}; /* expert 2 on no rank */
     assert_int_equal(vkmoe_expert_parallel_forward(shards, 2, nobody, tokens, xs, ys),
                      VKMOE_ERROR_INVALID_ARGUMENT);
