@@ -59,6 +59,37 @@ static void dequantize_bf16(const uint8_t *in, float *x)
     *x = vkmoe_bf16_to_f32(h);
 }
 
+/* Rows of the types of one value a block, at once: a call per value
+ * costs more than the value. bf16 is the top half of an f32; f16 as
+ * vkmoe_f16_to_f32, its three cases chosen without a branch (subnormals
+ * as an integer times 2^−24, which stays exact where the host flushes
+ * subnormal floats). */
+static void dequantize_f32_values(const uint8_t *in, size_t n, float *x)
+{
+    memcpy(x, in, n * sizeof(float));
+}
+
+static void dequantize_f16_values(const uint8_t *in, size_t n, float *x)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t h = (uint32_t)(in[2 * i] | in[2 * i + 1] << 8), e = h & 0x7c00;
+        float subnormal = (float)(h & 0x3ff) * 0x1p-24f;
+        uint32_t bits, magnitude = (h & 0x7fff) << 13;
+        memcpy(&bits, &subnormal, 4);
+        bits = e == 0 ? bits : e == 0x7c00 ? magnitude | 0x7f800000 : magnitude + (112u << 23);
+        bits |= (h & 0x8000) << 16;
+        memcpy(&x[i], &bits, 4);
+    }
+}
+
+static void dequantize_bf16_values(const uint8_t *in, size_t n, float *x)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits = (uint32_t)(in[2 * i] | in[2 * i + 1] << 8) << 16;
+        memcpy(&x[i], &bits, 4);
+    }
+}
+
 /* Q8_0: the scale that maps the largest magnitude to 127. */
 static void quantize_q8_0(const float *x, uint8_t *out)
 {
@@ -105,10 +136,21 @@ static void pack_codes_32(const uint8_t codes[QK], uint8_t *nibbles, uint8_t *hi
         high[b] = (uint8_t)(bits >> 8 * b);
 }
 
-static int code_32(const uint8_t *nibbles, const uint8_t *high, int i)
+/* A block's 32 codes: nibbles[l] holds codes l (low) and l + 16 (high);
+ * high, where given, code i's fifth bit at bit i % 8 of byte i / 8. The
+ * decoders below unpack whole blocks in loops without a branch, which the
+ * compiler vectorises: CPU experts decode every weight row through them. */
+static void codes_32(const uint8_t *nibbles, const uint8_t *high, uint8_t codes[QK])
 {
-    int code = nibbles[i % 16] >> (i < 16 ? 0 : 4) & 0xf;
-    return high ? code | (high[i / 8] >> i % 8 & 1) << 4 : code;
+    for (int l = 0; l < QK / 2; l++) {
+        codes[l] = nibbles[l] & 0xf;
+        codes[l + QK / 2] = nibbles[l] >> 4;
+    }
+    uint32_t bits = 0;
+    for (int b = 0; high && b < 4; b++)
+        bits |= (uint32_t)high[b] << 8 * b;
+    for (int i = 0; high && i < QK; i++)
+        codes[i] |= (uint8_t)((bits >> i & 1) << 4);
 }
 
 /* Q4_0 and Q5_0: the scale maps the value of largest magnitude (the first
@@ -133,8 +175,10 @@ static void dequantize_symmetric_32(const uint8_t *in, float *x, int bits)
 {
     float d = load_f16(in);
     const uint8_t *high = bits == 5 ? in + 2 : NULL;
+    uint8_t q[QK];
+    codes_32(in + (high ? 6 : 2), high, q);
     for (int i = 0; i < QK; i++)
-        x[i] = d * (float)(code_32(in + (high ? 6 : 2), high, i) - (1 << (bits - 1)));
+        x[i] = d * (float)(q[i] - (1 << (bits - 1)));
 }
 
 static void quantize_q4_0(const float *x, uint8_t *out) { quantize_symmetric_32(x, out, 4); }
@@ -169,8 +213,10 @@ static void dequantize_affine_32(const uint8_t *in, float *x, int bits)
 {
     float d = load_f16(in), m = load_f16(in + 2);
     const uint8_t *high = bits == 5 ? in + 4 : NULL;
+    uint8_t q[QK];
+    codes_32(in + (high ? 8 : 4), high, q);
     for (int i = 0; i < QK; i++)
-        x[i] = d * (float)code_32(in + (high ? 8 : 4), high, i) + m;
+        x[i] = d * (float)q[i] + m;
 }
 
 static void quantize_q4_1(const float *x, uint8_t *out) { quantize_affine_32(x, out, 4); }
@@ -259,8 +305,10 @@ static void quantize_iq4_nl(const float *x, uint8_t *out)
 static void dequantize_iq4_nl(const uint8_t *in, float *x)
 {
     float d = load_f16(in);
+    uint8_t q[QK];
+    codes_32(in + 2, NULL, q);
     for (int i = 0; i < QK; i++)
-        x[i] = d * (float)iq4_levels[code_32(in + 2, NULL, i)];
+        x[i] = d * (float)iq4_levels[q[i]];
 }
 
 /* IQ4_XS: super-blocks of 256 in 136 bytes: f16 d, a 16-bit word of the
@@ -309,8 +357,10 @@ static void dequantize_iq4_xs(const uint8_t *in, float *x)
     float d = load_f16(in);
     for (int j = 0; j < QK_K / QK; j++) {
         float step = d * (float)(iq4_xs_scale(in, j) - 32);
+        uint8_t q[QK];
+        codes_32(in + 8 + 16 * j, NULL, q);
         for (int i = 0; i < QK; i++)
-            x[QK * j + i] = step * (float)iq4_levels[code_32(in + 8 + 16 * j, NULL, i)];
+            x[QK * j + i] = step * (float)iq4_levels[q[i]];
     }
 }
 
@@ -358,8 +408,10 @@ static void quantize_mxfp4(const float *x, uint8_t *out)
 static void dequantize_mxfp4(const uint8_t *in, float *x)
 {
     float d = e8m0_half(in[0]);
+    uint8_t q[QK];
+    codes_32(in + 1, NULL, q);
     for (int i = 0; i < QK; i++)
-        x[i] = (float)mxfp4_levels[code_32(in + 1, NULL, i)] * d;
+        x[i] = (float)mxfp4_levels[q[i]] * d;
 }
 
 /* ---- K-quants with a minimum: Q2_K, Q4_K, Q5_K ---- */
@@ -449,20 +501,6 @@ static float fit_scale_min(const fit_grid *g, const float *x, const float *w, ui
     return scale;
 }
 
-/* Sub-block j's 6-bit scale and min from the 12 packed bytes: j < 4 in the
- * low 6 bits of bytes j and j + 4; j ≥ 4 in the nibbles of byte j + 4 and
- * the top 2 bits of bytes j − 4 and j. */
-static void q4k_scale_min(const uint8_t *packed, int j, int *scale, int *min)
-{
-    if (j < 4) {
-        *scale = packed[j] & 63;
-        *min = packed[j + 4] & 63;
-    } else {
-        *scale = (packed[j + 4] & 0xf) | (packed[j - 4] >> 6) << 4;
-        *min = (packed[j + 4] >> 4) | (packed[j] >> 6) << 4;
-    }
-}
-
 static void q4k_pack_scale_min(uint8_t *packed, int j, uint8_t scale, uint8_t min)
 {
     if (j < 4) {
@@ -509,10 +547,10 @@ static void quantize_scales_mins_6bit(const fit_grid *g, const float *x, uint8_t
     store_f16(out, max_scale / 63.0f);
     store_f16(out + 2, max_min / 63.0f);
     float d = load_f16(out), dmin = load_f16(out + 2);
+    uint8_t scale[QK_K / QK], min[QK_K / QK];
+    vkmoe_q4_k_scales_mins(packed, scale, min);
     for (int j = 0; j < QK_K / QK; j++) {
-        int scale, min;
-        q4k_scale_min(packed, j, &scale, &min);
-        float step = d * (float)scale, offset = dmin * (float)min;
+        float step = d * (float)scale[j], offset = dmin * (float)min[j];
         for (int i = 0; step != 0 && i < QK; i++)
             q[QK * j + i] =
                 (uint8_t)clamp_int(nearest((x[QK * j + i] + offset) / step), 0, g->levels);
@@ -554,12 +592,11 @@ static void dequantize_scales_mins_6bit(const uint8_t *in, const uint8_t *high,
                                         const uint8_t *nibbles, float *x)
 {
     float d = load_f16(in), dmin = load_f16(in + 2);
+    uint8_t scale[QK_K / QK], min[QK_K / QK];
+    vkmoe_q4_k_scales_mins(in + 4, scale, min);
     for (int j = 0; j < QK_K / QK; j += 2) {
-        int scale[2], min[2];
-        q4k_scale_min(in + 4, j, &scale[0], &min[0]);
-        q4k_scale_min(in + 4, j + 1, &scale[1], &min[1]);
-        float step0 = d * (float)scale[0], offset0 = dmin * (float)min[0];
-        float step1 = d * (float)scale[1], offset1 = dmin * (float)min[1];
+        float step0 = d * (float)scale[j], offset0 = dmin * (float)min[j];
+        float step1 = d * (float)scale[j + 1], offset1 = dmin * (float)min[j + 1];
         const uint8_t *group = nibbles + QK * (j / 2);
         float *x0 = x + QK * j, *x1 = x0 + QK;
         if (high) {
@@ -596,9 +633,13 @@ static void pack_codes_2bit(const uint8_t q[QK_K], uint8_t *out)
                 (uint8_t)(q[j + l] | q[j + l + 32] << 2 | q[j + l + 64] << 4 | q[j + l + 96] << 6);
 }
 
-static int code_2bit(const uint8_t *in, int i)
+/* A super-block's 256 codes of 2 bits, packed as pack_codes_2bit does. */
+static void codes_2bit(const uint8_t *in, uint8_t q[QK_K])
 {
-    return in[32 * (i / 128) + i % 32] >> 2 * (i % 128 / 32) & 3;
+    for (int h = 0; h < 2; h++)
+        for (int s = 0; s < 4; s++)
+            for (int l = 0; l < 32; l++)
+                q[128 * h + 32 * s + l] = in[32 * h + l] >> 2 * s & 3;
 }
 
 /* Q2_K: super-blocks of 256 in 84 bytes: sixteen bytes each holding a
@@ -638,9 +679,12 @@ static void quantize_q2_k(const float *x, uint8_t *out)
 static void dequantize_q2_k(const uint8_t *in, float *x)
 {
     float d = load_f16(in + 80), dmin = load_f16(in + 82);
-    for (int i = 0; i < QK_K; i++) {
-        uint8_t sc = in[i / 16];
-        x[i] = d * (float)(sc & 0xf) * (float)code_2bit(in + 16, i) - dmin * (float)(sc >> 4);
+    uint8_t q[QK_K];
+    codes_2bit(in + 16, q);
+    for (int j = 0; j < QK_K / 16; j++) {
+        float step = d * (float)(in[j] & 0xf), offset = dmin * (float)(in[j] >> 4);
+        for (int i = 16 * j; i < 16 * j + 16; i++)
+            x[i] = step * (float)q[i] - offset;
     }
 }
 
@@ -745,12 +789,21 @@ static void quantize_q6_k(const float *x, uint8_t *out)
 static void dequantize_q6_k(const uint8_t *in, float *x)
 {
     float d = load_f16(in + 208);
-    for (int i = 0; i < QK_K; i++) {
-        int half = i / 128, quarter = i % 128 / 32, l = i % 32;
-        uint8_t low = in[64 * half + 32 * (quarter & 1) + l] >> 4 * (quarter >> 1) & 0xf;
-        uint8_t high = in[128 + 32 * half + l] >> 2 * quarter & 3;
-        float step = d * (float)(int8_t)in[192 + i / Q6K_SUB];
-        x[i] = step * (float)((low | high << 4) - Q6K_HALF);
+    uint8_t q[QK_K];
+    for (int half = 0; half < 2; half++) {
+        const uint8_t *ql = in + 64 * half, *qh = in + 128 + 32 * half;
+        uint8_t *h = q + 128 * half;
+        for (int l = 0; l < 32; l++) {
+            h[l] = (uint8_t)((ql[l] & 0xf) | (qh[l] & 3) << 4);
+            h[l + 32] = (uint8_t)((ql[l + 32] & 0xf) | (qh[l] >> 2 & 3) << 4);
+            h[l + 64] = (uint8_t)((ql[l] >> 4) | (qh[l] >> 4 & 3) << 4);
+            h[l + 96] = (uint8_t)((ql[l + 32] >> 4) | (qh[l] >> 6 & 3) << 4);
+        }
+    }
+    for (int j = 0; j < Q6K_SUBS; j++) {
+        float step = d * (float)(int8_t)in[192 + j];
+        for (int i = Q6K_SUB * j; i < Q6K_SUB * (j + 1); i++)
+            x[i] = step * (float)(q[i] - Q6K_HALF);
     }
 }
 
@@ -863,9 +916,15 @@ static void quantize_q3_k(const float *x, uint8_t *out)
 static void dequantize_q3_k(const uint8_t *in, float *x)
 {
     float d = load_f16(in + 108);
-    for (int i = 0; i < QK_K; i++) {
-        int q = code_2bit(in + 32, i) - (in[i % 32] >> i / 32 & 1 ? 0 : 4);
-        x[i] = d * (float)q3k_scale(in + 96, i / 16) * (float)q;
+    uint8_t q[QK_K];
+    codes_2bit(in + 32, q);
+    for (int m = 0; m < 8; m++) /* the third bit set: q; clear: q − 4 */
+        for (int l = 0; l < 32; l++)
+            q[32 * m + l] = (uint8_t)(q[32 * m + l] + 4 * (in[l] >> m & 1));
+    for (int j = 0; j < QK_K / 16; j++) {
+        float step = d * (float)q3k_scale(in + 96, j);
+        for (int i = 16 * j; i < 16 * j + 16; i++)
+            x[i] = step * (float)(q[i] - 4);
     }
 }
 
@@ -874,12 +933,14 @@ typedef struct codec {
     uint32_t weights, bytes; /* per block */
     void (*quantize)(const float *x, uint8_t *out);
     void (*dequantize)(const uint8_t *in, float *x);
+    /* n values at once (types of one value a block), else NULL */
+    void (*dequantize_values)(const uint8_t *in, size_t n, float *x);
 } codec;
 
 static const codec codecs[] = {
-    [VKMOE_WEIGHT_F32] = {"f32", 1, 4, quantize_f32, dequantize_f32},
-    [VKMOE_WEIGHT_F16] = {"f16", 1, 2, quantize_f16, dequantize_f16},
-    [VKMOE_WEIGHT_BF16] = {"bf16", 1, 2, quantize_bf16, dequantize_bf16},
+    [VKMOE_WEIGHT_F32] = {"f32", 1, 4, quantize_f32, dequantize_f32, dequantize_f32_values},
+    [VKMOE_WEIGHT_F16] = {"f16", 1, 2, quantize_f16, dequantize_f16, dequantize_f16_values},
+    [VKMOE_WEIGHT_BF16] = {"bf16", 1, 2, quantize_bf16, dequantize_bf16, dequantize_bf16_values},
     [VKMOE_WEIGHT_Q8_0] = {"q8_0", QK, 34, quantize_q8_0, dequantize_q8_0},
     [VKMOE_WEIGHT_Q4_0] = {"q4_0", QK, 18, quantize_q4_0, dequantize_q4_0},
     [VKMOE_WEIGHT_Q4_K] = {"q4_k", QK_K, 144, quantize_q4_k, dequantize_q4_k},
@@ -949,6 +1010,10 @@ vkmoe_status vkmoe_dequantize(vkmoe_weight_type type, const void *src, size_t n,
                   (int)type, n);
     const codec *c = codec_of(type);
     const uint8_t *blocks = src;
+    if (c->dequantize_values) {
+        c->dequantize_values(blocks, n, dst);
+        return VKMOE_OK;
+    }
     for (size_t b = 0; b < n / c->weights; b++)
         c->dequantize(blocks + b * c->bytes, dst + b * c->weights);
     return VKMOE_OK;

@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "vkmoe.h"
 
@@ -34,5 +35,20 @@ bool vkmoe_weight_type_of_file(const char *name, uint32_t block, uint32_t block_
 /* "f32, f16, …": every type's name into out (size bytes), for messages;
  * returns out. */
 const char *vkmoe_weight_type_list(char *out, size_t size);
+
+/* The eight 6-bit scales and mins of a Q4_K or Q5_K super-block's sub-
+ * blocks from its 12 packed bytes (after d and dmin): sub-block j < 4 in
+ * the low 6 bits of bytes j and j + 4; j + 4 in the nibbles of byte j + 8
+ * and the top 2 bits of bytes j and j + 4. Inline and without a branch:
+ * the CPU experts' kernels read it for every block. */
+static inline void vkmoe_q4_k_scales_mins(const uint8_t *packed, uint8_t scales[8], uint8_t mins[8])
+{
+    for (int j = 0; j < 4; j++) {
+        scales[j] = packed[j] & 63;
+        mins[j] = packed[j + 4] & 63;
+        scales[j + 4] = (uint8_t)((packed[j + 8] & 0xf) | (packed[j] >> 6) << 4);
+        mins[j + 4] = (uint8_t)((packed[j + 8] >> 4) | (packed[j + 4] >> 6) << 4);
+    }
+}
 
 #endif /* VKMOE_WEIGHT_TYPES_H */
