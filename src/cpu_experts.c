@@ -122,12 +122,20 @@ __attribute__((target("avx2,fma"))) static void dot_avx2(const float *w0, const 
     }
 }
 
-/* f16 weight rows straight from memory against fewer than six rows
- * (decode), one row at a time: each weight is read once, never decoded to
- * a buffer. */
-__attribute__((target("avx2,fma,f16c"))) static void
-dot_f16_avx2(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT_ONCE],
-             uint32_t rows, uint32_t len, float out[2][ROWS_AT_ONCE])
+/* Eight 16-bit floats as f32: f16 by F16C, bf16 as an f32's top half. */
+__attribute__((target("avx2,f16c"), always_inline)) static inline __m256 halves(__m128i h,
+                                                                                bool bf16)
+{
+    return bf16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+                : _mm256_cvtph_ps(h);
+}
+
+/* f16 or bf16 weight rows straight from memory against fewer than six
+ * rows (decode), one row at a time: each weight is read once, never
+ * decoded to a buffer. */
+__attribute__((target("avx2,fma,f16c"), always_inline)) static inline void
+dot_16bit(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT_ONCE], uint32_t rows,
+          uint32_t len, float out[2][ROWS_AT_ONCE], bool bf16)
 {
     for (uint32_t i = 0; i < rows; i++) {
         __m256 p0 = _mm256_setzero_ps(), p1 = p0, q0 = p0, q1 = p0;
@@ -144,20 +152,263 @@ dot_f16_avx2(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT_
             __m256 x0 = _mm256_loadu_ps(x + d), x1 = _mm256_loadu_ps(x + d + 8);
             __m256i h0 = _mm256_loadu_si256((const __m256i *)(w0 + 2 * d));
             __m256i h1 = _mm256_loadu_si256((const __m256i *)(w1 + 2 * d));
-            p0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(h0)), x0, p0);
-            p1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(h0, 1)), x1, p1);
-            q0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(h1)), x0, q0);
-            q1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(h1, 1)), x1, q1);
+            p0 = _mm256_fmadd_ps(halves(_mm256_castsi256_si128(h0), bf16), x0, p0);
+            p1 = _mm256_fmadd_ps(halves(_mm256_extracti128_si256(h0, 1), bf16), x1, p1);
+            q0 = _mm256_fmadd_ps(halves(_mm256_castsi256_si128(h1), bf16), x0, q0);
+            q1 = _mm256_fmadd_ps(halves(_mm256_extracti128_si256(h1, 1), bf16), x1, q1);
         }
         if (d < len) {
             __m256 x0 = _mm256_loadu_ps(x + d);
-            p0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w0 + 2 * d))),
-                                 x0, p0);
-            q0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w1 + 2 * d))),
-                                 x0, q0);
+            p0 = _mm256_fmadd_ps(halves(_mm_loadu_si128((const __m128i *)(w0 + 2 * d)), bf16), x0,
+                                 p0);
+            q0 = _mm256_fmadd_ps(halves(_mm_loadu_si128((const __m128i *)(w1 + 2 * d)), bf16), x0,
+                                 q0);
         }
         out[0][i] = sum8(_mm256_add_ps(p0, p1));
         out[1][i] = sum8(_mm256_add_ps(q0, q1));
+    }
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void
+dot_f16_avx2(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT_ONCE],
+             uint32_t rows, uint32_t len, float out[2][ROWS_AT_ONCE])
+{
+    dot_16bit(w0, w1, a, rows, len, out, false);
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void
+dot_bf16_avx2(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT_ONCE],
+              uint32_t rows, uint32_t len, float out[2][ROWS_AT_ONCE])
+{
+    dot_16bit(w0, w1, a, rows, len, out, true);
+}
+
+/* Q8_0 blocks straight from memory (34 bytes: f16 d, 32 int8 codes):
+ * Σ q·x a block, times d. Blocks alternate between two sums, so that the
+ * scaling FMAs of one row do not wait on each other. */
+__attribute__((target("avx2,fma,f16c"))) static void
+dot_q8_0_avx2(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT_ONCE],
+              uint32_t rows, uint32_t len, float out[2][ROWS_AT_ONCE])
+{
+    for (uint32_t i = 0; i < rows; i++) {
+        __m256 acc[2][2] = {{_mm256_setzero_ps(), _mm256_setzero_ps()},
+                            {_mm256_setzero_ps(), _mm256_setzero_ps()}};
+        for (uint32_t b = 0; b < len / 32; b++) {
+            const uint8_t *b0 = w0 + 34 * b, *b1 = w1 + 34 * b;
+            const float *x = a[i] + 32 * b;
+#if PREFETCH_BYTES
+            _mm_prefetch((const char *)(b0 + PREFETCH_BYTES), _MM_HINT_T0);
+            _mm_prefetch((const char *)(b1 + PREFETCH_BYTES), _MM_HINT_T0);
+#endif
+            __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+            for (int c = 0; c < 32; c += 8) {
+                __m256 xv = _mm256_loadu_ps(x + c);
+                __m256i q0 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b0 + 2 + c)));
+                __m256i q1 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b1 + 2 + c)));
+                s0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q0), xv, s0);
+                s1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q1), xv, s1);
+            }
+            uint16_t d0, d1;
+            memcpy(&d0, b0, 2);
+            memcpy(&d1, b1, 2);
+            acc[0][b & 1] = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(d0)), s0, acc[0][b & 1]);
+            acc[1][b & 1] = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(d1)), s1, acc[1][b & 1]);
+        }
+        out[0][i] = sum8(_mm256_add_ps(acc[0][0], acc[0][1]));
+        out[1][i] = sum8(_mm256_add_ps(acc[1][0], acc[1][1]));
+    }
+}
+
+/* MXFP4 blocks straight from memory (17 bytes: an E8M0 exponent, 16 bytes
+ * of E2M1 codes, byte l holding codes l and l + 16): the codes become
+ * their doubled levels by a byte shuffle, the sum is scaled by 2^(e − 128)
+ * (vkmoe's MXFP4 decoder, quantize.c). */
+__attribute__((target("avx2,fma"))) static void dot_mxfp4_avx2(const uint8_t *w0, const uint8_t *w1,
+                                                               const float *const a[ROWS_AT_ONCE],
+                                                               uint32_t rows, uint32_t len,
+                                                               float out[2][ROWS_AT_ONCE])
+{
+    const __m128i levels = _mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
+    const __m128i nibble = _mm_set1_epi8(0xf);
+    const uint8_t *w[2] = {w0, w1};
+    for (uint32_t i = 0; i < rows; i++) {
+        __m256 acc[2][2] = {{_mm256_setzero_ps(), _mm256_setzero_ps()},
+                            {_mm256_setzero_ps(), _mm256_setzero_ps()}};
+        for (uint32_t b = 0; b < len / 32; b++) {
+            const float *x = a[i] + 32 * b;
+            __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8);
+            __m256 x2 = _mm256_loadu_ps(x + 16), x3 = _mm256_loadu_ps(x + 24);
+            for (int r = 0; r < 2; r++) {
+                const uint8_t *block = w[r] + 17 * b;
+#if PREFETCH_BYTES
+                _mm_prefetch((const char *)(block + PREFETCH_BYTES), _MM_HINT_T0);
+#endif
+                __m128i codes = _mm_loadu_si128((const __m128i *)(block + 1));
+                __m128i low = _mm_shuffle_epi8(levels, _mm_and_si128(codes, nibble));
+                __m128i high =
+                    _mm_shuffle_epi8(levels, _mm_and_si128(_mm_srli_epi16(codes, 4), nibble));
+                __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(low)), x0);
+                s = _mm256_fmadd_ps(
+                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(low, 8))), x1, s);
+                s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(high)), x2, s);
+                s = _mm256_fmadd_ps(
+                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(high, 8))), x3, s);
+                uint8_t e = block[0];
+                uint32_t bits = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23;
+                float scale;
+                memcpy(&scale, &bits, 4);
+                acc[r][b & 1] = _mm256_fmadd_ps(_mm256_set1_ps(scale), s, acc[r][b & 1]);
+            }
+        }
+        out[0][i] = sum8(_mm256_add_ps(acc[0][0], acc[0][1]));
+        out[1][i] = sum8(_mm256_add_ps(acc[1][0], acc[1][1]));
+    }
+}
+
+/* One Q6_K super-block (210 bytes: 128 of low nibbles, 64 of high bit
+ * pairs, 16 int8 scales, f16 d; quantize.c's layout) against x: Σ over
+ * sub-blocks of 16 of scale·Σ (q − 32)·x, 8 lanes of it, without d. */
+__attribute__((target("avx2,fma"), always_inline)) static inline __m256
+q6_k_block(const uint8_t *block, const float *x)
+{
+    const __m256i low = _mm256_set1_epi32(0xf), top = _mm256_set1_epi32(0x30),
+                  half = _mm256_set1_epi32(32);
+    const int8_t *scale = (const int8_t *)(block + 192);
+    __m256 acc = _mm256_setzero_ps();
+    for (int h = 0; h < 2; h++) {
+        const uint8_t *ql = block + 64 * h, *qh = block + 128 + 32 * h;
+        const float *xh = x + 128 * h;
+        for (int l0 = 0; l0 < 32; l0 += 16) {
+            __m256 s[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                           _mm256_setzero_ps()};
+            for (int l = l0; l < l0 + 16; l += 8) {
+                __m256i p = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(ql + l)));
+                __m256i r = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(ql + 32 + l)));
+                __m256i t = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(qh + l)));
+                __m256i q[4] = {
+                    _mm256_or_si256(_mm256_and_si256(p, low),
+                                    _mm256_and_si256(_mm256_slli_epi32(t, 4), top)),
+                    _mm256_or_si256(_mm256_and_si256(r, low),
+                                    _mm256_and_si256(_mm256_slli_epi32(t, 2), top)),
+                    _mm256_or_si256(_mm256_srli_epi32(p, 4), _mm256_and_si256(t, top)),
+                    _mm256_or_si256(_mm256_srli_epi32(r, 4),
+                                    _mm256_and_si256(_mm256_srli_epi32(t, 2), top)),
+                };
+                for (int k = 0; k < 4; k++)
+                    s[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q[k], half)),
+                                           _mm256_loadu_ps(xh + 32 * k + l), s[k]);
+            }
+            /* quarter k, weights l0 .. l0 + 15: sub-block 8h + 2k + l0 / 16 */
+            const int8_t *sc = scale + 8 * h + l0 / 16;
+            __m256 t = _mm256_mul_ps(_mm256_set1_ps((float)sc[0]), s[0]);
+            t = _mm256_fmadd_ps(_mm256_set1_ps((float)sc[2]), s[1], t);
+            t = _mm256_fmadd_ps(_mm256_set1_ps((float)sc[4]), s[2], t);
+            t = _mm256_fmadd_ps(_mm256_set1_ps((float)sc[6]), s[3], t);
+            acc = _mm256_add_ps(acc, t);
+        }
+    }
+    return acc;
+}
+
+/* Q6_K super-blocks straight from memory, one weight row after the other
+ * (two rows' codes at once would not fit the registers). */
+__attribute__((target("avx2,fma,f16c"))) static void
+dot_q6_k_avx2(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT_ONCE],
+              uint32_t rows, uint32_t len, float out[2][ROWS_AT_ONCE])
+{
+    const uint8_t *w[2] = {w0, w1};
+    for (uint32_t i = 0; i < rows; i++)
+        for (int r = 0; r < 2; r++) {
+            __m256 acc = _mm256_setzero_ps();
+            for (uint32_t s = 0; s < len / 256; s++) {
+                const uint8_t *block = w[r] + 210 * s;
+#if PREFETCH_BYTES
+                for (int line = 0; line < 210 + 64; line += 64)
+                    _mm_prefetch((const char *)(block + PREFETCH_BYTES + line), _MM_HINT_T0);
+#endif
+                uint16_t d;
+                memcpy(&d, block + 208, 2);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(d)),
+                                      q6_k_block(block, a[i] + 256 * s), acc);
+            }
+            out[r][i] = sum8(acc);
+        }
+}
+
+/* d·scale and dmin·min of a Q4_K super-block's eight sub-blocks. */
+__attribute__((target("avx2,f16c"))) static void q4_k_steps(const uint8_t *block, float step[8],
+                                                            float offset[8])
+{
+    uint8_t scales[8], mins[8];
+    vkmoe_q4_k_scales_mins(block + 4, scales, mins);
+    uint16_t h[2];
+    memcpy(h, block, 4);
+    __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)(h[0] | (uint32_t)h[1] << 16)));
+    __m256 d = _mm256_broadcastss_ps(dm), m = _mm256_broadcastss_ps(_mm_movehdup_ps(dm));
+    __m256 s = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)scales)));
+    __m256 n = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)mins)));
+    _mm256_storeu_ps(step, _mm256_mul_ps(d, s));
+    _mm256_storeu_ps(offset, _mm256_mul_ps(m, n));
+}
+
+/* Q4_K super-blocks straight from memory (144 bytes: f16 d and dmin, 12
+ * bytes of 6-bit scales and mins, 128 of nibbles; byte 32g + l holds
+ * weight 64g + l low and 64g + 32 + l high) against fewer than six rows:
+ * per sub-block of 32, Σ q·x and Σ x, then d·scale·Σqx − dmin·min·Σx. The
+ * nibbles become floats in registers; no row is decoded to memory. Each
+ * pair of sub-blocks sums apart and is added to the row's total last, so
+ * that the pairs' chains of FMAs overlap. */
+__attribute__((target("avx2,fma,f16c"))) static void
+dot_q4_k_avx2(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT_ONCE],
+              uint32_t rows, uint32_t len, float out[2][ROWS_AT_ONCE])
+{
+    const __m256i nibble = _mm256_set1_epi32(0xf);
+    for (uint32_t i = 0; i < rows; i++) {
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
+        for (uint32_t s = 0; s < len / 256; s++) {
+            const uint8_t *b0 = w0 + 144 * s, *b1 = w1 + 144 * s;
+#if PREFETCH_BYTES
+            /* A block is 144 bytes: ask for every line of one ahead. */
+            for (int line = 0; line < 144 + 64; line += 64) {
+                _mm_prefetch((const char *)(b0 + PREFETCH_BYTES + line), _MM_HINT_T0);
+                _mm_prefetch((const char *)(b1 + PREFETCH_BYTES + line), _MM_HINT_T0);
+            }
+#endif
+            float step[2][8], offset[2][8];
+            q4_k_steps(b0, step[0], offset[0]);
+            q4_k_steps(b1, step[1], offset[1]);
+            for (int g = 0; g < 4; g++) {
+                const float *xa = a[i] + 256 * s + 64 * g, *xb = xa + 32;
+                const uint8_t *q0 = b0 + 16 + 32 * g, *q1 = b1 + 16 + 32 * g;
+                __m256 sa0 = _mm256_setzero_ps(), sb0 = sa0, sa1 = sa0, sb1 = sa0, sxa = sa0,
+                       sxb = sa0;
+                for (int c = 0; c < 32; c += 8) {
+                    __m256 xva = _mm256_loadu_ps(xa + c), xvb = _mm256_loadu_ps(xb + c);
+                    __m256i n0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q0 + c)));
+                    __m256i n1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q1 + c)));
+                    sa0 =
+                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(n0, nibble)), xva, sa0);
+                    sb0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(n0, 4)), xvb, sb0);
+                    sa1 =
+                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(n1, nibble)), xva, sa1);
+                    sb1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(n1, 4)), xvb, sb1);
+                    sxa = _mm256_add_ps(sxa, xva);
+                    sxb = _mm256_add_ps(sxb, xvb);
+                }
+                __m256 t0 = _mm256_mul_ps(sa0, _mm256_broadcast_ss(&step[0][2 * g]));
+                __m256 t1 = _mm256_mul_ps(sa1, _mm256_broadcast_ss(&step[1][2 * g]));
+                t0 = _mm256_fmadd_ps(sb0, _mm256_broadcast_ss(&step[0][2 * g + 1]), t0);
+                t1 = _mm256_fmadd_ps(sb1, _mm256_broadcast_ss(&step[1][2 * g + 1]), t1);
+                t0 = _mm256_fnmadd_ps(sxa, _mm256_broadcast_ss(&offset[0][2 * g]), t0);
+                t1 = _mm256_fnmadd_ps(sxa, _mm256_broadcast_ss(&offset[1][2 * g]), t1);
+                t0 = _mm256_fnmadd_ps(sxb, _mm256_broadcast_ss(&offset[0][2 * g + 1]), t0);
+                t1 = _mm256_fnmadd_ps(sxb, _mm256_broadcast_ss(&offset[1][2 * g + 1]), t1);
+                acc0 = _mm256_add_ps(acc0, t0);
+                acc1 = _mm256_add_ps(acc1, t1);
+            }
+        }
+        out[0][i] = sum8(acc0);
+        out[1][i] = sum8(acc1);
     }
 }
 
@@ -200,28 +451,29 @@ static const uint8_t *stored_row(const vkmoe_expert_array *a, uint32_t e, uint32
            (size_t)row * vkmoe_weight_bytes(a->type, a->ld);
 }
 
-/* Whether a group of n rows reads this array's rows as stored (f16 with
- * the AVX2 kernels, fewer rows than a kernel call takes): decoding a row
- * to f32 first would cost more than the few products made from it. */
-static bool reads_stored(const vkmoe_expert_array *a, uint32_t n)
-{
-#ifdef HAVE_X86_KERNELS
-    return n < ROWS_AT_ONCE && a->type == VKMOE_WEIGHT_F16 && x86_kernels();
-#else
-    (void)a, (void)n;
-    return false;
-#endif
-}
+/* Two weight rows as stored, in `type`, against up to ROWS_AT_ONCE rows
+ * of a: out[r][i] = Σ_d w_r[d] · a_i[d], len a whole number of blocks. */
+typedef void (*stored_kernel)(const uint8_t *w0, const uint8_t *w1,
+                              const float *const a[ROWS_AT_ONCE], uint32_t rows, uint32_t len,
+                              float out[2][ROWS_AT_ONCE]);
 
-/* Two rows' products with ROWS_AT_ONCE rows of a, the rows as stored. */
-static void dot_stored(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT_ONCE],
-                       uint32_t rows, uint32_t len, float out[2][ROWS_AT_ONCE])
+/* The kernel that reads a group of n rows' weights as stored, or NULL:
+ * with fewer rows than a kernel call takes (decode), decoding a weight row
+ * to f32 first would cost more than the few products made from it. A type
+ * without one has its rows decoded (decode_row). */
+static stored_kernel stored_kernel_of(vkmoe_weight_type type, uint32_t n)
 {
 #ifdef HAVE_X86_KERNELS
-    dot_f16_avx2(w0, w1, a, rows, len, out);
-#else
-    (void)w0, (void)w1, (void)a, (void)rows, (void)len, (void)out;
+    static const stored_kernel avx2[] = {
+        [VKMOE_WEIGHT_F16] = dot_f16_avx2,   [VKMOE_WEIGHT_BF16] = dot_bf16_avx2,
+        [VKMOE_WEIGHT_Q8_0] = dot_q8_0_avx2, [VKMOE_WEIGHT_Q4_K] = dot_q4_k_avx2,
+        [VKMOE_WEIGHT_Q6_K] = dot_q6_k_avx2, [VKMOE_WEIGHT_MXFP4] = dot_mxfp4_avx2,
+    };
+    if (n < ROWS_AT_ONCE && (unsigned)type < VKMOE_ARRAY_SIZE(avx2) && x86_kernels())
+        return avx2[type];
 #endif
+    (void)type, (void)n;
+    return NULL;
 }
 
 /* Row `row` of expert e's matrix in a host array, decoded to n = ld floats. */
@@ -358,7 +610,8 @@ static void up_unit(cpu_work *w, uint32_t e, const uint32_t *slots, uint32_t n, 
     const vkmoe_layer_params *p = &layer->params;
     const vkmoe_expert_array *gate = &layer->weights.host[VKMOE_EXPERT_GATE],
                              *up = &layer->weights.host[VKMOE_EXPERT_UP];
-    bool gated = gate->chunks != NULL, stored = reads_stored(up, n);
+    bool gated = gate->chunks != NULL;
+    stored_kernel stored = stored_kernel_of(up->type, n);
     uint32_t ld = up->ld, ld_ffn = layer->plan.ld_ffn, cols = p->ffn_dim - f0;
     cols = cols < UNIT_ROWS ? cols : UNIT_ROWS;
     for (uint32_t c = 0; c < cols && !stored; c++) {
@@ -374,8 +627,8 @@ static void up_unit(cpu_work *w, uint32_t e, const uint32_t *slots, uint32_t n, 
             uint32_t f = f0 + c;
             const float *u = decoded + (size_t)(2 * c + 1) * ld;
             if (stored)
-                dot_stored(stored_row(gated ? gate : up, e, f), stored_row(up, e, f), x,
-                           rows_at(n, i0), ld, acc);
+                stored(stored_row(gated ? gate : up, e, f), stored_row(up, e, f), x, rows_at(n, i0),
+                       ld, acc);
             else
                 w->dot(gated ? decoded + (size_t)(2 * c) * ld : u, u, x, rows_at(n, i0), ld, acc);
             for (uint32_t i = 0; i < ROWS_AT_ONCE && i0 + i < n; i++) {
@@ -397,7 +650,7 @@ static void down_unit(cpu_work *w, uint32_t e, const uint32_t *slots, uint32_t n
     const vkmoe_layer_params *p = &layer->params;
     const vkmoe_expert_array *down = &layer->weights.host[VKMOE_EXPERT_DOWN];
     uint32_t ld = down->ld, rows = p->dim - d0;
-    bool stored = reads_stored(down, n);
+    stored_kernel stored = stored_kernel_of(down->type, n);
     rows = rows < UNIT_ROWS ? rows : UNIT_ROWS;
     for (uint32_t r = 0; r < rows && !stored; r++)
         decode_row(down, e, d0 + r, decoded + (size_t)r * ld);
@@ -408,8 +661,8 @@ static void down_unit(cpu_work *w, uint32_t e, const uint32_t *slots, uint32_t n
             float acc[2][ROWS_AT_ONCE];
             uint32_t r1 = r + 1 < rows ? r + 1 : r;
             if (stored)
-                dot_stored(stored_row(down, e, d0 + r), stored_row(down, e, d0 + r1), h,
-                           rows_at(n, i0), ld, acc);
+                stored(stored_row(down, e, d0 + r), stored_row(down, e, d0 + r1), h, rows_at(n, i0),
+                       ld, acc);
             else
                 w->dot(decoded + (size_t)r * ld, decoded + (size_t)r1 * ld, h, rows_at(n, i0), ld,
                        acc);
