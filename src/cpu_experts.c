@@ -447,8 +447,8 @@ static dot_kernel choose_kernel(void)
 /* Row `row` of expert e's matrix in a host array, as stored. */
 static const uint8_t *stored_row(const vkmoe_expert_array *a, uint32_t e, uint32_t row)
 {
-    return (const uint8_t *)a->chunks[e / a->per_chunk].mapped + vkmoe_expert_array_offset(a, e) +
-           (size_t)row * vkmoe_weight_bytes(a->type, a->ld);
+    return (const uint8_t *)a->chunks[vkmoe_expert_array_chunk(a, e)].mapped +
+           vkmoe_expert_array_offset(a, e) + (size_t)row * vkmoe_weight_bytes(a->type, a->ld);
 }
 
 /* Two weight rows as stored, in `type`, against up to ROWS_AT_ONCE rows

@@ -314,7 +314,7 @@ static void record_load(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t e, uin
             .dstOffset = (s % to->per_chunk) * to->matrix_bytes,
             .size = from->matrix_bytes,
         };
-        ctx->vk.vkCmdCopyBuffer(cmd, from->chunks[e / from->per_chunk].buffer,
+        ctx->vk.vkCmdCopyBuffer(cmd, from->chunks[vkmoe_expert_array_chunk(from, e)].buffer,
                                 to->chunks[s / to->per_chunk].buffer, 1, &region);
     }
 }

@@ -533,6 +533,45 @@ static uint64_t matrix_bytes(const vkmoe_layer_params *p)
     return bytes;
 }
 
+/* Lend matrix m's host array the file's own bytes of every expert (a
+ * stacked tensor's slices, or a tensor per expert wherever it lies) where
+ * the layer stores them exactly as the file does; UNSUPPORTED where it
+ * cannot (the caller copies them). shape: [experts][rows][cols]; f and t:
+ * the stacked tensor, else unused. */
+static vkmoe_status lend_experts(model_source *s, vkmoe_layer *layer, const model_layout *l,
+                                 vkmoe_expert_matrix m, const uint64_t shape[3],
+                                 const model_file *f, const vkmoe_tensor *t)
+{
+    const vkmoe_layer_params *p = &layer->params;
+    vkmoe_weight_type type = vkmoe_matrix_type(p, m);
+    uint64_t bytes = vkmoe_weight_bytes(type, (size_t)(shape[1] * shape[2]));
+    if (!s->may_lend || l->transposed || l->tensor_rows[m] ||
+        !vkmoe_weights_can_lend(layer, m, bytes))
+        return VKMOE_ERROR_UNSUPPORTED;
+    const uint8_t **data = vkmoe_malloc(p->experts * sizeof(*data));
+    if (!data)
+        return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    vkmoe_status status = VKMOE_OK;
+    for (uint32_t e = 0; e < p->experts && status == VKMOE_OK; e++) {
+        if (!l->stacked) {
+            char name[MODEL_NAME_BYTES + 16];
+            snprintf(name, sizeof(name), l->expert[m], e);
+            status = find_checked(s, name, shape + 1, 2, &f, &t);
+        }
+        if (status == VKMOE_OK && weight_type_of(t) != type)
+            status = VKMOE_ERROR_UNSUPPORTED;
+        if (status == VKMOE_OK)
+            data[e] = f->data + t->offset + (l->stacked ? e * bytes : 0);
+    }
+    if (status == VKMOE_OK)
+        status = vkmoe_weights_lend_host(layer, m, data);
+    free(data);
+    if (status != VKMOE_OK)
+        return status;
+    s->lent = true;
+    return report_progress(s, p->experts * bytes);
+}
+
 static vkmoe_status upload_experts(model_source *s, vkmoe_layer *layer, const model_layout *l,
                                    vkmoe_expert_matrix m)
 {
@@ -554,19 +593,9 @@ static vkmoe_status upload_experts(model_source *s, vkmoe_layer *layer, const mo
                                 "%s: tensor \"%s\" is transposed ([experts][in][out]) and %s; "
                                 "vkmoe reads such tensors in f32, f16 or bf16",
                                 f->path, t->name, t->dtype_name);
-    if (l->stacked && !l->transposed && !l->tensor_rows[m] && s->may_lend &&
-        weight_type_of(t) == vkmoe_matrix_type(p, m)) {
-        uint64_t stride = vkmoe_weight_bytes(weight_type_of(t), (size_t)(shape[1] * shape[2]));
-        vkmoe_status lent = vkmoe_weights_can_lend(layer, m, stride)
-                                ? vkmoe_weights_lend_host(layer, m, f->data + t->offset, stride)
-                                : VKMOE_ERROR_UNSUPPORTED;
-        if (lent == VKMOE_OK) {
-            s->lent = true;
-            return report_progress(s, p->experts * stride);
-        }
-        if (lent != VKMOE_ERROR_UNSUPPORTED) /* else the driver refused: copy them */
-            return lent;
-    }
+    vkmoe_status lent = lend_experts(s, layer, l, m, shape, f, t);
+    if (lent != VKMOE_ERROR_UNSUPPORTED) /* else the driver refused, or the layout differs: copy */
+        return lent;
     for (uint32_t e = 0; e < p->experts; e++) {
         if (!reads_expert(p, e))
             continue;

@@ -133,7 +133,8 @@ static void destroy_expert_array(vkmoe_context *ctx, vkmoe_expert_array *array)
     free(array->chunks);
     free(array->views);
     free(array->sources);
-    free(array->chunk_offsets);
+    free(array->lent_chunk);
+    free(array->lent_offset);
     memset(array, 0, sizeof(*array));
 }
 
@@ -164,7 +165,7 @@ static vkmoe_status create_matrices(vkmoe_layer *layer, vkmoe_expert_array array
 static vkmoe_status host_array(vkmoe_layer *layer, vkmoe_expert_matrix m)
 {
     vkmoe_expert_array *a = &layer->weights.host[m];
-    if (a->chunk_offsets)
+    if (a->lent_offset)
         return vkmoe_fail(layer->ctx, VKMOE_ERROR_UNSUPPORTED,
                           "vkmoe_layer_set_expert: the layer's experts are its model file's pages, "
                           "read by the device where they are: they cannot be set");
@@ -180,45 +181,89 @@ static vkmoe_status host_array(vkmoe_layer *layer, vkmoe_expert_matrix m)
     return status;
 }
 
-bool vkmoe_weights_can_lend(const vkmoe_layer *layer, vkmoe_expert_matrix m, uint64_t stride)
+bool vkmoe_weights_can_lend(const vkmoe_layer *layer, vkmoe_expert_matrix m, uint64_t bytes)
 {
     vkmoe_weight_type type;
     uint32_t rows, cols;
     matrix_layout(&layer->params, m, layer->params.ffn_dim, &type, &rows, &cols);
     const vkmoe_expert_array *a = &layer->weights.host[m];
     return layer->weights.cache && !a->chunks && layer->ctx->host_import_alignment &&
-           cols % VKMOE_ROW_ALIGN == 0 && stride == padded_matrix_bytes(type, rows, cols) &&
-           stride == rows * vkmoe_weight_bytes(type, cols);
+           cols % VKMOE_ROW_ALIGN == 0 && bytes == padded_matrix_bytes(type, rows, cols) &&
+           bytes == rows * vkmoe_weight_bytes(type, cols);
 }
 
-vkmoe_status vkmoe_weights_lend_host(vkmoe_layer *layer, vkmoe_expert_matrix m, const void *data,
-                                     uint64_t stride)
+typedef struct lent_matrix {
+    uintptr_t at;
+    uint32_t expert;
+} lent_matrix;
+
+static int by_address(const void *a, const void *b)
+{
+    uintptr_t x = ((const lent_matrix *)a)->at, y = ((const lent_matrix *)b)->at;
+    return x < y ? -1 : x > y;
+}
+
+/* Chunks of array a over the matrices in address order: each the whole
+ * pages from its first matrix to its last, within `limit` bytes (other
+ * tensors' bytes between them come along unread). */
+static vkmoe_status import_lent(vkmoe_context *ctx, vkmoe_expert_array *a, const lent_matrix *order,
+                                VkDeviceSize limit)
+{
+    VkDeviceSize align = ctx->host_import_alignment;
+    for (uint32_t i = 0; i < a->count;) {
+        uintptr_t first = order[i].at / align * align;
+        uintptr_t end = vkmoe_round_up(order[i].at + a->matrix_bytes, align);
+        uint32_t j = i + 1;
+        for (; j < a->count; j++) {
+            uintptr_t next = vkmoe_round_up(order[j].at + a->matrix_bytes, align);
+            if (next - first > limit)
+                break;
+            end = next > end ? next : end;
+        }
+        uint32_t c = a->chunk_count++;
+        for (uint32_t k = i; k < j; k++) {
+            a->lent_chunk[order[k].expert] = c;
+            a->lent_offset[order[k].expert] = order[k].at - first;
+        }
+        VKMOE_TRY(vkmoe_buffer_import_host(ctx, (const void *)first, end - first, &a->chunks[c]));
+        i = j;
+    }
+    return VKMOE_OK;
+}
+
+vkmoe_status vkmoe_weights_lend_host(vkmoe_layer *layer, vkmoe_expert_matrix m,
+                                     const uint8_t *const *data)
 {
     vkmoe_context *ctx = layer->ctx;
     vkmoe_expert_array *a = &layer->weights.host[m];
-    if (!vkmoe_weights_can_lend(layer, m, stride))
+    vkmoe_weight_type type;
+    uint32_t rows, cols, experts = layer->params.experts;
+    matrix_layout(&layer->params, m, layer->params.ffn_dim, &type, &rows, &cols);
+    if (!vkmoe_weights_can_lend(layer, m, rows * vkmoe_weight_bytes(type, cols)))
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
                           "vkmoe_weights_lend_host: the layer cannot read these experts in place");
-    VkDeviceSize align = ctx->host_import_alignment;
-    vkmoe_weight_type type;
-    uint32_t rows, cols;
-    matrix_layout(&layer->params, m, layer->params.ffn_dim, &type, &rows, &cols);
-    /* Each chunk spans whole pages around its experts, which may share a
-     * page with the chunk before. */
-    vkmoe_status status = describe_expert_array(layer, a, type, layer->params.experts, rows, cols,
-                                                ctx->info.max_allocation_size - 2 * align);
-    if (status == VKMOE_OK &&
-        !(a->chunk_offsets = vkmoe_calloc(a->chunk_count, sizeof(VkDeviceSize))))
-        status = vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    for (uint32_t c = 0; status == VKMOE_OK && c < a->chunk_count; c++) {
-        uintptr_t start = (uintptr_t)data + (uintptr_t)(c * a->per_chunk * a->matrix_bytes);
-        uint32_t n =
-            a->count - c * a->per_chunk < a->per_chunk ? a->count - c * a->per_chunk : a->per_chunk;
-        uintptr_t first = start / align * align;
-        uintptr_t end = vkmoe_round_up(start + n * a->matrix_bytes, align);
-        a->chunk_offsets[c] = start - first;
-        status = vkmoe_buffer_import_host(ctx, (const void *)first, end - first, &a->chunks[c]);
+    VkDeviceSize limit = ctx->info.max_allocation_size - 2 * ctx->host_import_alignment;
+    vkmoe_status status = describe_expert_array(layer, a, type, experts, rows, cols, limit);
+    /* Up to a chunk per expert, in the file's order. */
+    lent_matrix *order = vkmoe_malloc(experts * sizeof(*order));
+    if (status == VKMOE_OK) {
+        free(a->chunks);
+        free(a->views);
+        a->chunk_count = 0;
+        a->chunks = vkmoe_calloc(experts, sizeof(*a->chunks));
+        a->views = vkmoe_calloc(experts, sizeof(*a->views));
+        a->lent_chunk = vkmoe_malloc(experts * sizeof(*a->lent_chunk));
+        a->lent_offset = vkmoe_malloc(experts * sizeof(*a->lent_offset));
+        if (!order || !a->chunks || !a->views || !a->lent_chunk || !a->lent_offset)
+            status = vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     }
+    if (status == VKMOE_OK) {
+        for (uint32_t e = 0; e < experts; e++)
+            order[e] = (lent_matrix){(uintptr_t)data[e], e};
+        qsort(order, experts, sizeof(*order), by_address);
+        status = import_lent(ctx, a, order, limit);
+    }
+    free(order);
     if (status != VKMOE_OK) {
         destroy_expert_array(ctx, a);
         return status;
@@ -457,8 +502,8 @@ static vkmoe_status upload_matrix(vkmoe_layer *layer, const char *fn,
     VKMOE_REQUIRE(layer->ctx, size == row * array->rows,
                   "%s: size is %zu bytes, expected %u rows of %u weights, %zu bytes", fn, size,
                   array->rows, array->cols, row * array->rows);
-    const vkmoe_buffer *chunk = &array->chunks[index / array->per_chunk];
-    VkDeviceSize offset = (index % array->per_chunk) * array->matrix_bytes;
+    const vkmoe_buffer *chunk = &array->chunks[vkmoe_expert_array_chunk(array, index)];
+    VkDeviceSize offset = vkmoe_expert_array_offset(array, index);
     VKMOE_TRY(vkmoe_buffer_write_rows(layer->ctx, chunk, offset, weights, array->rows, row,
                                       vkmoe_weight_bytes(type, array->ld)));
     layer->weights.uploaded[which] = 1;

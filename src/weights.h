@@ -49,22 +49,28 @@ typedef struct vkmoe_layer_weights {
 /* Allocate the layer's weight memory and mark which uploads it needs. A
  * cache's host arrays are made at the first expert set into them. */
 vkmoe_status vkmoe_weights_create(vkmoe_layer *layer);
-/* Whether host array `matrix` of a cached layer can be lent experts
- * `stride` bytes apart: the device imports host memory, none is set yet,
+/* Whether host array `matrix` of a cached layer can be lent matrices of
+ * `bytes` bytes each: the device imports host memory, none is set yet,
  * and the array would hold them exactly so (no row padding). */
-bool vkmoe_weights_can_lend(const vkmoe_layer *layer, vkmoe_expert_matrix matrix, uint64_t stride);
-/* Lend it every expert's matrix at data + e · stride, imported so that the
- * device copies straight from it: a model file's pages, which must stay
- * mapped and unchanged while the layer lives. UNSUPPORTED where it cannot
- * be (the caller sets the experts instead: the driver may refuse the
- * memory). Setting such an expert later fails with UNSUPPORTED. */
+bool vkmoe_weights_can_lend(const vkmoe_layer *layer, vkmoe_expert_matrix matrix, uint64_t bytes);
+/* Lend it every expert e's matrix at data[e] (anywhere, in any order: a
+ * GGUF file's stacked tensor or a checkpoint's tensor per expert),
+ * imported so that the device copies straight from it: a model file's
+ * pages, which must stay mapped and unchanged while the layer lives.
+ * Experts near each other share an import of the pages around them.
+ * UNSUPPORTED where it cannot be (the caller sets the experts instead: the
+ * driver may refuse the memory). Setting such an expert later fails with
+ * UNSUPPORTED. */
 vkmoe_status vkmoe_weights_lend_host(vkmoe_layer *layer, vkmoe_expert_matrix matrix,
-                                     const void *data, uint64_t stride);
-/* Expert e's matrix in array a: its chunk's buffer and the byte offset. */
+                                     const uint8_t *const *data);
+/* Expert e's matrix in array a: the chunk holding it and the byte offset there. */
+static inline uint32_t vkmoe_expert_array_chunk(const vkmoe_expert_array *a, uint32_t e)
+{
+    return a->lent_chunk ? a->lent_chunk[e] : e / a->per_chunk;
+}
 static inline VkDeviceSize vkmoe_expert_array_offset(const vkmoe_expert_array *a, uint32_t e)
 {
-    return (a->chunk_offsets ? a->chunk_offsets[e / a->per_chunk] : 0) +
-           (e % a->per_chunk) * a->matrix_bytes;
+    return a->lent_offset ? a->lent_offset[e] : (e % a->per_chunk) * a->matrix_bytes;
 }
 void vkmoe_weights_destroy(vkmoe_layer *layer);
 /* Whether the layer holds routed expert e (every expert, but a shard's). */

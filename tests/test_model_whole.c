@@ -275,16 +275,14 @@ static void test_gguf_model(void **state)
 /* A model budget shared by its layers: each keeps its share of experts on
  * the device, the chain's outputs equal the resident model's bit for bit;
  * a budget under one expert a layer is refused. Where the device imports
- * host memory, the experts are the file's own pages (GGUF's stacked
- * tensors are laid out as the device reads them), and cannot be set. */
-static void test_model_with_budget(void **state)
+ * host memory, the experts are the file's own pages (laid out as the
+ * device reads them, wherever the file puts each), and cannot be set. */
+static void check_model_with_budget(vkmoe_context *ctx, const char *path, vkmoe_layer_params p)
 {
-    vkmoe_context *ctx = *state;
-    vkmoe_layer_params p = write_gguf_model(ctx, 503, "budget.gguf");
     uint64_t one = vkmoe_expert_bytes(&p);
     vkmoe_model_params mp = {.max_tokens = TOKENS, .expert_budget_bytes = 3 * 10 * one};
-    vkmoe_model *cached = NULL, *resident = open_model(ctx, path_in("budget.gguf"), NULL);
-    assert_int_equal(vkmoe_model_open(ctx, path_in("budget.gguf"), &mp, &cached), VKMOE_OK);
+    vkmoe_model *cached = NULL, *resident = open_model(ctx, path, NULL);
+    assert_int_equal(vkmoe_model_open(ctx, path, &mp, &cached), VKMOE_OK);
     vkmoe_memory_report with_cache, all;
     assert_int_equal(vkmoe_model_memory(cached, &with_cache), VKMOE_OK);
     assert_int_equal(vkmoe_model_memory(resident, &all), VKMOE_OK);
@@ -323,7 +321,7 @@ static void test_model_with_budget(void **state)
      * and third's: within the reference's tolerance of the resident model. */
     vkmoe_model_destroy(&cached);
     mp.cpu_expert_layers = 1;
-    assert_int_equal(vkmoe_model_open(ctx, path_in("budget.gguf"), &mp, &cached), VKMOE_OK);
+    assert_int_equal(vkmoe_model_open(ctx, path, &mp, &cached), VKMOE_OK);
     float *want = malloc((size_t)TOKENS * p.dim * sizeof(float)),
           *got = malloc((size_t)TOKENS * p.dim * sizeof(float));
     for (uint32_t i = 1; i < LAYERS; i++) {
@@ -348,11 +346,31 @@ static void test_model_with_budget(void **state)
     vkmoe_model_destroy(&resident);
     mp.cpu_expert_layers = 0;
     mp.expert_budget_bytes = 3 * one - 1;
-    assert_int_equal(vkmoe_model_open(ctx, path_in("budget.gguf"), &mp, &cached),
-                     VKMOE_ERROR_INVALID_ARGUMENT);
+    assert_int_equal(vkmoe_model_open(ctx, path, &mp, &cached), VKMOE_ERROR_INVALID_ARGUMENT);
     assert_null(cached);
     assert_non_null(strstr(vkmoe_last_error(), "less than one expert"));
+}
+
+/* GGUF's stacked tensors: each matrix kind's experts one after another. */
+static void test_gguf_model_with_budget(void **state)
+{
+    vkmoe_layer_params p = write_gguf_model(*state, 503, "budget.gguf");
+    check_model_with_budget(*state, path_in("budget.gguf"), p);
     remove(path_in("budget.gguf"));
+}
+
+/* A checkpoint's tensor per expert and matrix, in two files: each expert
+ * lent where it lies, gate, up and down interleaved. */
+static void test_checkpoint_model_with_budget(void **state)
+{
+    test_seed(504);
+    vkmoe_layer_params p = deepseek_params();
+    test_model_weights m;
+    model_weights(*state, p, &m);
+    checkpoint_write_hf_model(work_dir, m.present, LAYERS, deepseek_config,
+                              &checkpoint_deepseek_names, 2);
+    model_weights_free(&m);
+    check_model_with_budget(*state, work_dir, p);
 }
 
 /* A progress callback that says stop: VKMOE_ERROR_CANCELLED, nothing made
@@ -486,9 +504,13 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_checkpoint_model),     cmocka_unit_test(test_gguf_model),
-        cmocka_unit_test(test_cancel_from_progress), cmocka_unit_test(test_qwen_sparse_layers),
-        cmocka_unit_test(test_models_refused),       cmocka_unit_test(test_model_with_budget),
+        cmocka_unit_test(test_checkpoint_model),
+        cmocka_unit_test(test_gguf_model),
+        cmocka_unit_test(test_cancel_from_progress),
+        cmocka_unit_test(test_qwen_sparse_layers),
+        cmocka_unit_test(test_models_refused),
+        cmocka_unit_test(test_gguf_model_with_budget),
+        cmocka_unit_test(test_checkpoint_model_with_budget),
     };
     return test_device_suite(tests, setup, teardown);
 }
