@@ -549,13 +549,11 @@ typedef struct cpu_work {
     dot_kernel dot;
     uint32_t experts;    /* CPU experts with rows, listed in s->order's groups */
     uint32_t *expert;    /* [experts]: which */
-    uint32_t *unit_end;  /* [experts]: each one's units end here (prefix sums) */
     uint32_t units[2];   /* of GEMM 1 and GEMM 2 */
     atomic_uint next[2]; /* the next unit of each to take */
-    /* Between the GEMMs every thread waits for all: running is how many
-     * run (UINT32_MAX until all have been started), finished how many are
-     * done with GEMM 1. */
-    atomic_uint running, finished;
+    /* GEMM 1's units completed: GEMM 2 starts when all are, so a thread
+     * waits only for units in flight, never for a thread still waking. */
+    atomic_uint up_done;
     float *decoded; /* [threads][2·UNIT_ROWS][max ld] */
     size_t decoded_per_thread;
 } cpu_work;
@@ -684,19 +682,20 @@ static void run_gemm(cpu_work *w, unsigned thread, bool down)
         uint32_t i = u / per_expert, block = u % per_expert;
         uint32_t e = w->expert[i], first = s->groups[e], n = s->groups[e + 1] - first;
         float *hidden = s->hidden + (size_t)first * w->layer->plan.ld_ffn;
-        if (down)
+        if (down) {
             down_unit(w, e, s->order + first, n, hidden, block * UNIT_ROWS, decoded);
-        else
+        } else {
             up_unit(w, e, s->order + first, n, hidden, block * UNIT_ROWS, decoded);
+            atomic_fetch_add(&w->up_done, 1); /* after its hidden columns are written */
+        }
     }
 }
 
-/* GEMM 1's units, a wait for every thread, GEMM 2's (hidden complete). */
+/* GEMM 1's units, a wait until all are done (hidden complete), GEMM 2's. */
 static void run_units(cpu_work *w, unsigned thread)
 {
     run_gemm(w, thread, false);
-    atomic_fetch_add(&w->finished, 1);
-    while (atomic_load(&w->finished) < atomic_load(&w->running))
+    while (atomic_load(&w->up_done) < w->units[0])
         sched_yield();
     run_gemm(w, thread, true);
 }
@@ -715,7 +714,6 @@ static vkmoe_status run_parallel(cpu_work *w, unsigned threads)
     }
     unsigned size = vkmoe_thread_pool_size(ctx->cpu_pool);
     threads = threads < size ? threads : size;
-    atomic_store(&w->running, threads);
     vkmoe_thread_pool_run(ctx->cpu_pool, threads, run_units_task, w);
     return VKMOE_OK;
 }

@@ -71,11 +71,13 @@ typedef struct vkmoe_expert_array {
     uint32_t per_chunk;        /* experts per chunk */
     VkDeviceSize matrix_bytes; /* one expert, rows padded to `ld` elements */
     /* Host arrays lent a model file's pages (vkmoe_weights_lend_host):
-     * expert e's matrix is at lent_offset[e] in chunk lent_chunk[e], in
-     * whatever order the file holds them; NULL: at (e % per_chunk) ·
-     * matrix_bytes in chunk e / per_chunk (vkmoe_expert_array_at). */
-    uint32_t *lent_chunk;
-    VkDeviceSize *lent_offset;
+     * where each expert's matrix is, in whatever order the file holds
+     * them; NULL: at (e % per_chunk) · matrix_bytes in chunk e / per_chunk
+     * (vkmoe_expert_array_chunk and _offset). */
+    struct vkmoe_lent_matrix {
+        uint32_t chunk;
+        VkDeviceSize offset;
+    } * lent;
     uint32_t rows, cols, ld;
     vkmoe_weight_type type; /* how the matrices are stored */
 } vkmoe_expert_array;

@@ -728,7 +728,7 @@ vkmoe_status vkmoe_layer_check_results(const vkmoe_layer *layer, const char *fn)
  * up and down matrices interleaved): its experts' bytes are counted. */
 static uint64_t array_bytes(const vkmoe_expert_array *a)
 {
-    if (a->lent_offset)
+    if (a->lent)
         return a->count * a->matrix_bytes;
     uint64_t bytes = 0;
     for (uint32_t c = 0; c < a->chunk_count; c++)
@@ -744,7 +744,7 @@ void vkmoe_layer_memory_of(const vkmoe_layer *layer, vkmoe_memory_report *r)
         r->experts += array_bytes(&w->experts[m]);
         r->shared_experts += array_bytes(&w->shared[m]);
         r->host_experts += array_bytes(&w->host[m]);
-        if (w->host[m].lent_offset)
+        if (w->host[m].lent)
             r->host_experts_mapped += array_bytes(&w->host[m]);
     }
     r->experts += w->expert_biases.size + w->held_map.size;

@@ -1,5 +1,6 @@
 /* The pool: one mutex, a generation count that wakes the threads for a
- * run, and a count of those still working that the caller waits on. */
+ * run, whether the run still takes threads, and a count of those in it
+ * that the caller waits on. */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
 #include <stdbool.h>
@@ -12,8 +13,9 @@ struct vkmoe_thread_pool {
     pthread_mutex_t lock;
     pthread_cond_t wake, done;
     unsigned generation; /* runs so far */
-    unsigned active;     /* threads 0 .. active − 1 take part in the run */
-    unsigned pending;    /* pool threads of the run not yet done */
+    unsigned active;     /* threads 0 .. active − 1 may take part in the run */
+    bool open;           /* the run takes threads that wake: its caller is in it */
+    unsigned working;    /* pool threads in the run's task */
     bool stop;
     vkmoe_pool_task task;
     void *arg;
@@ -37,14 +39,15 @@ static void *worker_main(void *arg)
         if (p->stop)
             break;
         seen = p->generation;
-        if (w->index >= p->active)
-            continue;
+        if (w->index >= p->active || !p->open)
+            continue; /* not asked, or woken too late: the run's arg may be gone */
+        p->working++;
         vkmoe_pool_task task = p->task;
         void *task_arg = p->arg;
         pthread_mutex_unlock(&p->lock);
         task(task_arg, w->index);
         pthread_mutex_lock(&p->lock);
-        if (--p->pending == 0)
+        if (--p->working == 0 && !p->open)
             pthread_cond_signal(&p->done);
     }
     pthread_mutex_unlock(&p->lock);
@@ -116,13 +119,14 @@ void vkmoe_thread_pool_run(vkmoe_thread_pool *p, unsigned n, vkmoe_pool_task tas
     p->task = task;
     p->arg = arg;
     p->active = n;
-    p->pending = n - 1;
+    p->open = true;
     p->generation++;
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->lock);
     task(arg, 0);
     pthread_mutex_lock(&p->lock);
-    while (p->pending > 0)
+    p->open = false;
+    while (p->working > 0)
         pthread_cond_wait(&p->done, &p->lock);
     pthread_mutex_unlock(&p->lock);
 }

@@ -19,8 +19,11 @@ bool vkmoe_thread_pool_create(unsigned threads, vkmoe_thread_pool **out);
 void vkmoe_thread_pool_destroy(vkmoe_thread_pool **pool);
 /* Threads in all, the caller's included (1 for NULL). */
 unsigned vkmoe_thread_pool_size(const vkmoe_thread_pool *pool);
-/* task(arg, t) for t = 0 .. n − 1 at once, t = 0 on the caller; returns
- * when every one has returned. n is at most the pool's size. */
+/* task(arg, t) for t = 0 on the caller and for those of t = 1 .. n − 1
+ * whose threads wake before the caller's task returns (waking a sleeping
+ * thread can take longer than a decode's whole work, in a VM more so): a
+ * task shares its work by counters, never by thread index. Returns when
+ * every task that started has returned. n is at most the pool's size. */
 void vkmoe_thread_pool_run(vkmoe_thread_pool *pool, unsigned n, vkmoe_pool_task task, void *arg);
 
 #endif /* VKMOE_THREAD_POOL_H */

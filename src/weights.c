@@ -133,8 +133,7 @@ static void destroy_expert_array(vkmoe_context *ctx, vkmoe_expert_array *array)
     free(array->chunks);
     free(array->views);
     free(array->sources);
-    free(array->lent_chunk);
-    free(array->lent_offset);
+    free(array->lent);
     memset(array, 0, sizeof(*array));
 }
 
@@ -165,7 +164,7 @@ static vkmoe_status create_matrices(vkmoe_layer *layer, vkmoe_expert_array array
 static vkmoe_status host_array(vkmoe_layer *layer, vkmoe_expert_matrix m)
 {
     vkmoe_expert_array *a = &layer->weights.host[m];
-    if (a->lent_offset)
+    if (a->lent)
         return vkmoe_fail(layer->ctx, VKMOE_ERROR_UNSUPPORTED,
                           "vkmoe_layer_set_expert: the layer's experts are its model file's pages, "
                           "read by the device where they are: they cannot be set");
@@ -192,22 +191,22 @@ bool vkmoe_weights_can_lend(const vkmoe_layer *layer, vkmoe_expert_matrix m, uin
            bytes == rows * vkmoe_weight_bytes(type, cols);
 }
 
-typedef struct lent_matrix {
+typedef struct lent_address {
     uintptr_t at;
     uint32_t expert;
-} lent_matrix;
+} lent_address;
 
 static int by_address(const void *a, const void *b)
 {
-    uintptr_t x = ((const lent_matrix *)a)->at, y = ((const lent_matrix *)b)->at;
+    uintptr_t x = ((const lent_address *)a)->at, y = ((const lent_address *)b)->at;
     return x < y ? -1 : x > y;
 }
 
 /* Chunks of array a over the matrices in address order: each the whole
  * pages from its first matrix to its last, within `limit` bytes (other
  * tensors' bytes between them come along unread). */
-static vkmoe_status import_lent(vkmoe_context *ctx, vkmoe_expert_array *a, const lent_matrix *order,
-                                VkDeviceSize limit)
+static vkmoe_status import_lent(vkmoe_context *ctx, vkmoe_expert_array *a,
+                                const lent_address *order, VkDeviceSize limit)
 {
     VkDeviceSize align = ctx->host_import_alignment;
     for (uint32_t i = 0; i < a->count;) {
@@ -221,10 +220,8 @@ static vkmoe_status import_lent(vkmoe_context *ctx, vkmoe_expert_array *a, const
             end = next > end ? next : end;
         }
         uint32_t c = a->chunk_count++;
-        for (uint32_t k = i; k < j; k++) {
-            a->lent_chunk[order[k].expert] = c;
-            a->lent_offset[order[k].expert] = order[k].at - first;
-        }
+        for (uint32_t k = i; k < j; k++)
+            a->lent[order[k].expert] = (struct vkmoe_lent_matrix){c, order[k].at - first};
         VKMOE_TRY(vkmoe_buffer_import_host(ctx, (const void *)first, end - first, &a->chunks[c]));
         i = j;
     }
@@ -245,21 +242,20 @@ vkmoe_status vkmoe_weights_lend_host(vkmoe_layer *layer, vkmoe_expert_matrix m,
     VkDeviceSize limit = ctx->info.max_allocation_size - 2 * ctx->host_import_alignment;
     vkmoe_status status = describe_expert_array(layer, a, type, experts, rows, cols, limit);
     /* Up to a chunk per expert, in the file's order. */
-    lent_matrix *order = vkmoe_malloc(experts * sizeof(*order));
+    lent_address *order = vkmoe_malloc(experts * sizeof(*order));
     if (status == VKMOE_OK) {
         free(a->chunks);
         free(a->views);
         a->chunk_count = 0;
         a->chunks = vkmoe_calloc(experts, sizeof(*a->chunks));
         a->views = vkmoe_calloc(experts, sizeof(*a->views));
-        a->lent_chunk = vkmoe_malloc(experts * sizeof(*a->lent_chunk));
-        a->lent_offset = vkmoe_malloc(experts * sizeof(*a->lent_offset));
-        if (!order || !a->chunks || !a->views || !a->lent_chunk || !a->lent_offset)
+        a->lent = vkmoe_malloc(experts * sizeof(*a->lent));
+        if (!order || !a->chunks || !a->views || !a->lent)
             status = vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     }
     if (status == VKMOE_OK) {
         for (uint32_t e = 0; e < experts; e++)
-            order[e] = (lent_matrix){(uintptr_t)data[e], e};
+            order[e] = (lent_address){(uintptr_t)data[e], e};
         qsort(order, experts, sizeof(*order), by_address);
         status = import_lent(ctx, a, order, limit);
     }

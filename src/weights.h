@@ -66,11 +66,11 @@ vkmoe_status vkmoe_weights_lend_host(vkmoe_layer *layer, vkmoe_expert_matrix mat
 /* Expert e's matrix in array a: the chunk holding it and the byte offset there. */
 static inline uint32_t vkmoe_expert_array_chunk(const vkmoe_expert_array *a, uint32_t e)
 {
-    return a->lent_chunk ? a->lent_chunk[e] : e / a->per_chunk;
+    return a->lent ? a->lent[e].chunk : e / a->per_chunk;
 }
 static inline VkDeviceSize vkmoe_expert_array_offset(const vkmoe_expert_array *a, uint32_t e)
 {
-    return a->lent_offset ? a->lent_offset[e] : (e % a->per_chunk) * a->matrix_bytes;
+    return a->lent ? a->lent[e].offset : (e % a->per_chunk) * a->matrix_bytes;
 }
 void vkmoe_weights_destroy(vkmoe_layer *layer);
 /* Whether the layer holds routed expert e (every expert, but a shard's). */

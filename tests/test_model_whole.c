@@ -351,20 +351,16 @@ static void check_model_with_budget(vkmoe_context *ctx, const char *path, vkmoe_
     assert_non_null(strstr(vkmoe_last_error(), "less than one expert"));
 }
 
-/* GGUF's stacked tensors: each matrix kind's experts one after another. */
-static void test_gguf_model_with_budget(void **state)
+/* GGUF's stacked tensors (each matrix kind's experts one after another),
+ * and a checkpoint's tensor per expert and matrix in two files (each
+ * expert lent where it lies, gate, up and down interleaved). */
+static void test_models_with_budget(void **state)
 {
     vkmoe_layer_params p = write_gguf_model(*state, 503, "budget.gguf");
     check_model_with_budget(*state, path_in("budget.gguf"), p);
     remove(path_in("budget.gguf"));
-}
-
-/* A checkpoint's tensor per expert and matrix, in two files: each expert
- * lent where it lies, gate, up and down interleaved. */
-static void test_checkpoint_model_with_budget(void **state)
-{
     test_seed(504);
-    vkmoe_layer_params p = deepseek_params();
+    p = deepseek_params();
     test_model_weights m;
     model_weights(*state, p, &m);
     checkpoint_write_hf_model(work_dir, m.present, LAYERS, deepseek_config,
@@ -504,13 +500,9 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_checkpoint_model),
-        cmocka_unit_test(test_gguf_model),
-        cmocka_unit_test(test_cancel_from_progress),
-        cmocka_unit_test(test_qwen_sparse_layers),
-        cmocka_unit_test(test_models_refused),
-        cmocka_unit_test(test_gguf_model_with_budget),
-        cmocka_unit_test(test_checkpoint_model_with_budget),
+        cmocka_unit_test(test_checkpoint_model),     cmocka_unit_test(test_gguf_model),
+        cmocka_unit_test(test_cancel_from_progress), cmocka_unit_test(test_qwen_sparse_layers),
+        cmocka_unit_test(test_models_refused),       cmocka_unit_test(test_models_with_budget),
     };
     return test_device_suite(tests, setup, teardown);
 }
