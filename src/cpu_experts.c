@@ -219,44 +219,51 @@ dot_q8_0_avx2(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT
     }
 }
 
-/* MXFP4 blocks straight from memory (17 bytes: an E8M0 exponent, 16 bytes
- * of E2M1 codes, byte l holding codes l and l + 16): the codes become
- * their doubled levels by a byte shuffle, the sum is scaled by 2^(e − 128)
- * (vkmoe's MXFP4 decoder, quantize.c). */
+/* An MXFP4 block (17 bytes: an E8M0 exponent, 16 bytes of E2M1 codes,
+ * byte l holding codes l and l + 16) as its 32 doubled levels, mapped by
+ * one byte shuffle, and the scale 2^(e − 128) they take (vkmoe's MXFP4
+ * decoder, quantize.c). */
+__attribute__((target("avx2"), always_inline)) static inline float
+mxfp4_levels(const uint8_t *block, __m256 levels[4])
+{
+    const __m128i table = _mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
+    const __m128i nibble = _mm_set1_epi8(0xf);
+    __m128i codes = _mm_loadu_si128((const __m128i *)(block + 1));
+    __m128i low = _mm_shuffle_epi8(table, _mm_and_si128(codes, nibble));
+    __m128i high = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(codes, 4), nibble));
+    levels[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(low));
+    levels[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(low, 8)));
+    levels[2] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(high));
+    levels[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(high, 8)));
+    uint8_t e = block[0];
+    uint32_t bits = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23;
+    float scale;
+    memcpy(&scale, &bits, 4);
+    return scale;
+}
+
+/* MXFP4 blocks straight from memory: Σ level·x a block, times its scale. */
 __attribute__((target("avx2,fma"))) static void dot_mxfp4_avx2(const uint8_t *w0, const uint8_t *w1,
                                                                const float *const a[ROWS_AT_ONCE],
                                                                uint32_t rows, uint32_t len,
                                                                float out[2][ROWS_AT_ONCE])
 {
-    const __m128i levels = _mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
-    const __m128i nibble = _mm_set1_epi8(0xf);
     const uint8_t *w[2] = {w0, w1};
     for (uint32_t i = 0; i < rows; i++) {
         __m256 acc[2][2] = {{_mm256_setzero_ps(), _mm256_setzero_ps()},
                             {_mm256_setzero_ps(), _mm256_setzero_ps()}};
         for (uint32_t b = 0; b < len / 32; b++) {
             const float *x = a[i] + 32 * b;
-            __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8);
-            __m256 x2 = _mm256_loadu_ps(x + 16), x3 = _mm256_loadu_ps(x + 24);
             for (int r = 0; r < 2; r++) {
                 const uint8_t *block = w[r] + 17 * b;
 #if PREFETCH_BYTES
                 _mm_prefetch((const char *)(block + PREFETCH_BYTES), _MM_HINT_T0);
 #endif
-                __m128i codes = _mm_loadu_si128((const __m128i *)(block + 1));
-                __m128i low = _mm_shuffle_epi8(levels, _mm_and_si128(codes, nibble));
-                __m128i high =
-                    _mm_shuffle_epi8(levels, _mm_and_si128(_mm_srli_epi16(codes, 4), nibble));
-                __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(low)), x0);
-                s = _mm256_fmadd_ps(
-                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(low, 8))), x1, s);
-                s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(high)), x2, s);
-                s = _mm256_fmadd_ps(
-                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(high, 8))), x3, s);
-                uint8_t e = block[0];
-                uint32_t bits = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23;
-                float scale;
-                memcpy(&scale, &bits, 4);
+                __m256 levels[4];
+                float scale = mxfp4_levels(block, levels);
+                __m256 s = _mm256_mul_ps(levels[0], _mm256_loadu_ps(x));
+                for (int k = 1; k < 4; k++)
+                    s = _mm256_fmadd_ps(levels[k], _mm256_loadu_ps(x + 8 * k), s);
                 acc[r][b & 1] = _mm256_fmadd_ps(_mm256_set1_ps(scale), s, acc[r][b & 1]);
             }
         }
@@ -412,11 +419,26 @@ dot_q4_k_avx2(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT
     }
 }
 
+/* Rows decoded to f32 for prefill, n values (a whole number of blocks). */
+typedef void (*row_decoder)(const uint8_t *src, uint32_t n, float *dst);
+
 __attribute__((target("avx2,f16c"))) static void f16_row_avx2(const uint8_t *src, uint32_t n,
                                                               float *dst)
 {
     for (uint32_t i = 0; i < n; i += 8)
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + 2 * i))));
+}
+
+/* Each level times its block's scale: the codec's product, the same bits. */
+__attribute__((target("avx2"))) static void mxfp4_row_avx2(const uint8_t *src, uint32_t n,
+                                                           float *dst)
+{
+    for (uint32_t b = 0; b < n / 32; b++) {
+        __m256 levels[4];
+        __m256 scale = _mm256_set1_ps(mxfp4_levels(src + 17 * b, levels));
+        for (int k = 0; k < 4; k++)
+            _mm256_storeu_ps(dst + 32 * b + 8 * k, _mm256_mul_ps(levels[k], scale));
+    }
 }
 
 /* AVX2, FMA and F16C (CPUID 1, ECX bit 29: clang 14's
@@ -481,8 +503,13 @@ static void decode_row(const vkmoe_expert_array *a, uint32_t e, uint32_t row, fl
 {
     const uint8_t *src = stored_row(a, e, row);
 #ifdef HAVE_X86_KERNELS
-    if (a->type == VKMOE_WEIGHT_F16 && x86_kernels()) {
-        f16_row_avx2(src, a->ld, dst);
+    /* where the codecs' vectorised loops are slowest */
+    static const row_decoder avx2[] = {
+        [VKMOE_WEIGHT_F16] = f16_row_avx2,
+        [VKMOE_WEIGHT_MXFP4] = mxfp4_row_avx2,
+    };
+    if ((unsigned)a->type < VKMOE_ARRAY_SIZE(avx2) && avx2[a->type] && x86_kernels()) {
+        avx2[a->type](src, a->ld, dst);
         return;
     }
 #endif
