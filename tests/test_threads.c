@@ -3,14 +3,19 @@
  * each thread the same results as one thread alone, and each thread keeps
  * its own last error. The ThreadSanitizer build (./dev test-tsan) runs
  * this suite to check that nothing is shared without synchronisation;
- * contexts used to write volk's process-global function pointers. */
+ * contexts used to write volk's process-global function pointers. And the
+ * CPU experts' pool (thread_pool.h): a run's work all done when it
+ * returns, no task started after. */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "helpers.h"
+#include "thread_pool.h"
 
 #define THREADS 3
 #define DIM 24
@@ -99,9 +104,60 @@ static void test_d07_contexts_on_several_threads(void **state)
     }
 }
 
+/* One run of the pool: units taken from a counter, as CPU experts do. */
+typedef struct pool_run {
+    uint32_t units;
+    atomic_uint next, done, tasks;
+    atomic_bool returned; /* set once the run has returned */
+} pool_run;
+
+static atomic_uint late_tasks; /* tasks begun or running after their run returned */
+
+static void pool_task(void *arg, unsigned thread)
+{
+    (void)thread;
+    pool_run *r = arg;
+    atomic_fetch_add(&r->tasks, 1);
+    for (uint32_t u; (u = atomic_fetch_add(&r->next, 1)) < r->units;)
+        atomic_fetch_add(&r->done, 1);
+    if (atomic_load(&r->returned))
+        atomic_fetch_add(&late_tasks, 1);
+}
+
+/* Runs of 0..6 units on a pool of more threads than these machines have
+ * cores, so that threads often wake after the caller is done: every run
+ * did all its units when it returned, ran its caller's task at least, and
+ * no task touched a run after it returned (the runs stay allocated until
+ * the pool is joined, so a late one would be counted, not a crash); some
+ * runs are followed by a pause in which a late thread would find them. */
+static void test_pool_runs(void **state)
+{
+    (void)state;
+    enum { RUNS = 3000 };
+    vkmoe_thread_pool *pool = NULL;
+    assert_true(vkmoe_thread_pool_create(4, &pool));
+    assert_non_null(pool);
+    pool_run *runs = calloc(RUNS, sizeof(*runs));
+    assert_non_null(runs);
+    for (uint32_t i = 0; i < RUNS; i++) {
+        runs[i].units = i % 7;
+        vkmoe_thread_pool_run(pool, 1 + i % 4, pool_task, &runs[i]);
+        atomic_store(&runs[i].returned, true);
+        if (i % 4 == 0) /* time for a thread that wakes late to try the run just closed */
+            nanosleep(&(struct timespec){.tv_nsec = 50000}, NULL);
+        assert_int_equal(atomic_load(&runs[i].done), runs[i].units);
+        assert_true(atomic_load(&runs[i].tasks) >= 1 && atomic_load(&runs[i].tasks) <= 1 + i % 4);
+    }
+    vkmoe_thread_pool_destroy(&pool);
+    assert_null(pool);
+    assert_int_equal(atomic_load(&late_tasks), 0);
+    free(runs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pool_runs),
         cmocka_unit_test(test_d07_contexts_on_several_threads),
     };
     return test_device_suite(tests, NULL, NULL);
