@@ -537,7 +537,8 @@ static uint64_t matrix_bytes(const vkmoe_layer_params *p)
  * stacked tensor's slices, or a tensor per expert wherever it lies) where
  * the layer stores them exactly as the file does; UNSUPPORTED where it
  * cannot (the caller copies them). shape: [experts][rows][cols]; f and t:
- * the stacked tensor, else unused. */
+ * the stacked tensor, else unused. Experts in different files never share
+ * an import: the pages between two mappings may be anything. */
 static vkmoe_status lend_experts(model_source *s, vkmoe_layer *layer, const model_layout *l,
                                  vkmoe_expert_matrix m, const uint64_t shape[3],
                                  const model_file *f, const vkmoe_tensor *t)
@@ -549,9 +550,10 @@ static vkmoe_status lend_experts(model_source *s, vkmoe_layer *layer, const mode
         !vkmoe_weights_can_lend(layer, m, bytes))
         return VKMOE_ERROR_UNSUPPORTED;
     const uint8_t **data = vkmoe_malloc(p->experts * sizeof(*data));
-    if (!data)
-        return vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    uint32_t *file = vkmoe_malloc(p->experts * sizeof(*file));
     vkmoe_status status = VKMOE_OK;
+    if (!data || !file)
+        status = vkmoe_fail(s->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     for (uint32_t e = 0; e < p->experts && status == VKMOE_OK; e++) {
         if (!l->stacked) {
             char name[MODEL_NAME_BYTES + 16];
@@ -560,12 +562,15 @@ static vkmoe_status lend_experts(model_source *s, vkmoe_layer *layer, const mode
         }
         if (status == VKMOE_OK && weight_type_of(t) != type)
             status = VKMOE_ERROR_UNSUPPORTED;
-        if (status == VKMOE_OK)
+        if (status == VKMOE_OK) {
             data[e] = f->data + t->offset + (l->stacked ? e * bytes : 0);
+            file[e] = (uint32_t)(f - s->files);
+        }
     }
     if (status == VKMOE_OK)
-        status = vkmoe_weights_lend_host(layer, m, data);
+        status = vkmoe_weights_lend_host(layer, m, data, file);
     free(data);
+    free(file);
     if (status != VKMOE_OK)
         return status;
     s->lent = true;

@@ -192,19 +192,22 @@ bool vkmoe_weights_can_lend(const vkmoe_layer *layer, vkmoe_expert_matrix m, uin
 }
 
 typedef struct lent_address {
+    uint32_t region;
     uintptr_t at;
     uint32_t expert;
 } lent_address;
 
 static int by_address(const void *a, const void *b)
 {
-    uintptr_t x = ((const lent_address *)a)->at, y = ((const lent_address *)b)->at;
-    return x < y ? -1 : x > y;
+    const lent_address *x = a, *y = b;
+    if (x->region != y->region)
+        return x->region < y->region ? -1 : 1;
+    return x->at < y->at ? -1 : x->at > y->at;
 }
 
-/* Chunks of array a over the matrices in address order: each the whole
- * pages from its first matrix to its last, within `limit` bytes (other
- * tensors' bytes between them come along unread). */
+/* Chunks of array a over the matrices in region and address order: each
+ * the whole pages from its first matrix to its last in one region, within
+ * `limit` bytes (other tensors' bytes between them come along unread). */
 static vkmoe_status import_lent(vkmoe_context *ctx, vkmoe_expert_array *a,
                                 const lent_address *order, VkDeviceSize limit)
 {
@@ -213,7 +216,7 @@ static vkmoe_status import_lent(vkmoe_context *ctx, vkmoe_expert_array *a,
         uintptr_t first = order[i].at / align * align;
         uintptr_t end = vkmoe_round_up(order[i].at + a->matrix_bytes, align);
         uint32_t j = i + 1;
-        for (; j < a->count; j++) {
+        for (; j < a->count && order[j].region == order[i].region; j++) {
             uintptr_t next = vkmoe_round_up(order[j].at + a->matrix_bytes, align);
             if (next - first > limit)
                 break;
@@ -229,7 +232,7 @@ static vkmoe_status import_lent(vkmoe_context *ctx, vkmoe_expert_array *a,
 }
 
 vkmoe_status vkmoe_weights_lend_host(vkmoe_layer *layer, vkmoe_expert_matrix m,
-                                     const uint8_t *const *data)
+                                     const uint8_t *const *data, const uint32_t *region)
 {
     vkmoe_context *ctx = layer->ctx;
     vkmoe_expert_array *a = &layer->weights.host[m];
@@ -255,7 +258,7 @@ vkmoe_status vkmoe_weights_lend_host(vkmoe_layer *layer, vkmoe_expert_matrix m,
     }
     if (status == VKMOE_OK) {
         for (uint32_t e = 0; e < experts; e++)
-            order[e] = (lent_address){(uintptr_t)data[e], e};
+            order[e] = (lent_address){region[e], (uintptr_t)data[e], e};
         qsort(order, experts, sizeof(*order), by_address);
         status = import_lent(ctx, a, order, limit);
     }

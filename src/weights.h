@@ -54,15 +54,16 @@ vkmoe_status vkmoe_weights_create(vkmoe_layer *layer);
  * and the array would hold them exactly so (no row padding). */
 bool vkmoe_weights_can_lend(const vkmoe_layer *layer, vkmoe_expert_matrix matrix, uint64_t bytes);
 /* Lend it every expert e's matrix at data[e] (anywhere, in any order: a
- * GGUF file's stacked tensor or a checkpoint's tensor per expert),
- * imported so that the device copies straight from it: a model file's
- * pages, which must stay mapped and unchanged while the layer lives.
- * Experts near each other share an import of the pages around them.
- * UNSUPPORTED where it cannot be (the caller sets the experts instead: the
- * driver may refuse the memory). Setting such an expert later fails with
- * UNSUPPORTED. */
+ * GGUF file's stacked tensor or a checkpoint's tensor per expert) in
+ * mapping region[e] (a file), imported so that the device copies straight
+ * from it: a model file's pages, which must stay mapped and unchanged
+ * while the layer lives. Experts of one region share an import of the
+ * pages around them; the pages between two regions are never imported
+ * (they may not be mapped). UNSUPPORTED where it cannot be (the caller
+ * sets the experts instead: the driver may refuse the memory). Setting
+ * such an expert later fails with UNSUPPORTED. */
 vkmoe_status vkmoe_weights_lend_host(vkmoe_layer *layer, vkmoe_expert_matrix matrix,
-                                     const uint8_t *const *data);
+                                     const uint8_t *const *data, const uint32_t *region);
 /* Expert e's matrix in array a: the chunk holding it and the byte offset there. */
 static inline uint32_t vkmoe_expert_array_chunk(const vkmoe_expert_array *a, uint32_t e)
 {
