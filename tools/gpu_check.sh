@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The GPU check, on the device tool's machine (./dev gpu-check there): the
 # GPU test suite, then vkmoe-bench on a few presets at T = 1, 8, 64, 512,
-# 4096 on every GEMM path, over build-gpu/ as `./dev gpu-check --prepare`
-# built it here (that machine has no glslc, Vulkan headers or cmocka).
+# 4096 on every GEMM path, and the offload runs (a device budget with the
+# copy queue, experts on the host), over build-gpu/ as `./dev gpu-check
+# --prepare` built and packed it here (build-gpu-carry/; that machine has
+# no glslc, Vulkan headers or cmocka).
 # Everything goes to $OUT (build-gpu/out elsewhere), five files (the device
 # tool brings back eight at most): gpu-check.log, tests.log, bench.json (the
 # vkmoe-bench --json objects, one after another), bench.err, and
@@ -17,8 +19,17 @@ mkdir -p "$out"
 exec > >(tee "$out/gpu-check.log") 2>&1
 BUDGET=${BUDGET:-420}
 : >"$out/bench.json"
+# The suites that need a device, run each on its own with a limit (the
+# list --prepare packs).
+gpu_tests=(context layer router bucketing memory expert_gemm combine params shared_expert statistics model model_whole expert_cache cpu_experts hostile threads run)
+
+if [ ! -x build-gpu/bench/vkmoe-bench ] && [ -f build-gpu-carry/build-gpu.tar.xz ]; then
+    tar -xJf build-gpu-carry/build-gpu.tar.xz 2>/dev/null ||
+        python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall()' \
+            build-gpu-carry/build-gpu.tar.xz
+fi
 [ -x build-gpu/bench/vkmoe-bench ] || {
-    echo "gpu-check: no build-gpu/: run ./dev gpu-check --prepare here and carry build-gpu"
+    echo "gpu-check: no build-gpu/: run ./dev gpu-check --prepare here and carry build-gpu-carry"
     exit 2
 }
 
@@ -36,10 +47,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max
     --format=csv 2>/dev/null || true
 bench=build-gpu/bench/vkmoe-bench
 
-# The suite that needs a device, each test on its own with a limit.
 failed=0
-for test in context layer router bucketing memory expert_gemm combine params shared_expert \
-    statistics model hostile threads run; do
+for test in "${gpu_tests[@]}"; do
     args=()
     [ "$test" = run ] && args=(build-gpu/run/vkmoe-run)
     t0=$SECONDS
@@ -61,6 +70,21 @@ timeout 60 build-gpu/examples/vkmoe-example >/dev/null 2>&1 && echo "readme exam
 timeout 120 build-gpu/bench/vkmoe-shader-stats --all-statistics --json >"$out/shader-stats.json" \
     2>>"$out/bench.err" && echo "shader-stats: $(grep -c '"name"' "$out/shader-stats.json") pipelines" ||
     echo "shader-stats: failed (bench.err)"
+
+# Models larger than the GPU (first: short, decode): half the experts'
+# bytes on the device under skewed routing (copies on the GPU's copy queue),
+# a quarter with one-off experts on the host, every expert on the host.
+offload_runs=(
+    "--device-budget 50% --routing-skew 1.2"
+    "--device-budget 25% --routing-skew 1.2 --cpu-cold-experts"
+    "--cpu-experts 1"
+)
+for run in "${offload_runs[@]}"; do
+    # shellcheck disable=SC2086 # run holds several flags
+    timeout 120 "$bench" --preset qwen3-30b-a3b --scale 0.5 --weights f16 $run --tokens 1,8 \
+        --warmup 5 --iters 40 --json >>"$out/bench.json" 2>>"$out/bench.err" ||
+        { echo "bench offload $run: failed"; tail -3 "$out/bench.err"; }
+done
 
 # The bench: each preset and weight type on every path.
 runs=(
@@ -101,6 +125,13 @@ while True:
             r.get("preset") or "-", s["weights"], r.get("gemm_path", r["path"]), s["tokens"],
             r["layer_ms"], r["gbps"], 100 * r["gbps"] / read if read else 0, r["gflops"],
             "ok" if r["verified"] else "NOT VERIFIED"))
+        o = r.get("offload")
+        if o:
+            print("    offload: hit rate %.1f%%, %.2f MB to the device, %.3f ms hidden, host experts"
+                  " %.3f ms (%.1f GB/s), resident %.3f ms, all on the host %.3f ms" % (
+                      100 * o["hit_rate"], o["bytes_to_device"] / 1e6, o["hidden_ms"],
+                      o["cpu_expert_ms"], o["cpu_expert_gbps"], o["resident_layer_ms"],
+                      o["cpu_only_layer_ms"]))
     print("peaks: %s" % json.dumps(peak))
 EOF
 echo "gpu-check: $SECONDS s, tests $([ $failed = 0 ] && echo passed || echo FAILED)"
