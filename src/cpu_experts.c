@@ -3,8 +3,11 @@
  * output element is summed whole by one unit in a fixed order, so the
  * result does not depend on which thread took which unit: the same input
  * gives the same bits every time (on one CPU; AVX2 and the portable kernel
- * sum in different orders). Weight rows are decoded to f32 once per unit
- * and reused for every row routed to the expert. */
+ * sum in different orders). With six rows or more for an expert, its
+ * weight rows are decoded to f32 once per unit and reused for every row
+ * routed to it; with fewer (decode), the types with a kernel of their own
+ * (stored_kernel_of) are read as stored, codes turned into floats in
+ * registers, each weight read once. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <sched.h>
@@ -32,7 +35,7 @@
 #define ROWS_AT_ONCE 6u
 #define MAX_THREADS 64u
 #define SMALL_WORK (1u << 20)
-/* How far ahead the f16 kernel prefetches each weight row it streams. */
+/* How far ahead the stored-row kernels prefetch each weight row they stream. */
 #define PREFETCH_BYTES 768
 
 /* ---- kernels: out[r][i] = Σ_d w_r[d] · a_i[d], r < 2, i < ROWS_AT_ONCE, len a
