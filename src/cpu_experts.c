@@ -238,11 +238,7 @@ mxfp4_levels(const uint8_t *block, __m256 levels[4])
     levels[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(low, 8)));
     levels[2] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(high));
     levels[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(high, 8)));
-    uint8_t e = block[0];
-    uint32_t bits = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23;
-    float scale;
-    memcpy(&scale, &bits, 4);
-    return scale;
+    return vkmoe_e8m0_half(block[0]);
 }
 
 /* MXFP4 blocks straight from memory: Σ level·x a block, times its scale. */

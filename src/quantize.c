@@ -369,14 +369,6 @@ static void dequantize_iq4_xs(const uint8_t *in, float *x)
  * Kept as ggml does, with the E2M1 values doubled and the scale halved. */
 static const int8_t mxfp4_levels[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
-static float e8m0_half(uint8_t e)
-{
-    uint32_t bits = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23; /* 2^(e − 128) */
-    float value;
-    memcpy(&value, &bits, 4);
-    return value;
-}
-
 /* The exponent puts the block's largest magnitude in [4, 8) times the
  * scale, the top of the E2M1 range being 6; each code is the nearest
  * level (the first of equals), as ggml's quantize_row_mxfp4_ref. */
@@ -387,7 +379,7 @@ static void quantize_mxfp4(const float *x, uint8_t *out)
         amax = amax < fabsf(x[i]) ? fabsf(x[i]) : amax;
     float exponent = amax > 0.0f ? floorf(log2f(amax)) - 2 + 127 : 0.0f;
     uint8_t e = exponent >= 255.0f ? 255 : exponent <= 0.0f ? 0 : (uint8_t)exponent;
-    float d = e8m0_half(e);
+    float d = vkmoe_e8m0_half(e);
     uint8_t codes[QK];
     for (int i = 0; i < QK; i++) {
         int best = 0;
@@ -407,7 +399,7 @@ static void quantize_mxfp4(const float *x, uint8_t *out)
 
 static void dequantize_mxfp4(const uint8_t *in, float *x)
 {
-    float d = e8m0_half(in[0]);
+    float d = vkmoe_e8m0_half(in[0]);
     uint8_t q[QK];
     codes_32(in + 1, NULL, q);
     for (int i = 0; i < QK; i++)

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "vkmoe.h"
 
@@ -35,6 +36,17 @@ bool vkmoe_weight_type_of_file(const char *name, uint32_t block, uint32_t block_
 /* "f32, f16, …": every type's name into out (size bytes), for messages;
  * returns out. */
 const char *vkmoe_weight_type_list(char *out, size_t size);
+
+/* An MXFP4 block's scale from its E8M0 exponent e, halved as its levels
+ * are doubled: 2^(e − 128), exactly (subnormal for e < 2). Inline: the CPU
+ * experts' kernels read it for every block. */
+static inline float vkmoe_e8m0_half(uint8_t e)
+{
+    uint32_t bits = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23;
+    float value;
+    memcpy(&value, &bits, 4);
+    return value;
+}
 
 /* The eight 6-bit scales and mins of a Q4_K or Q5_K super-block's sub-
  * blocks from its 12 packed bytes (after d and dmin): sub-block j < 4 in
