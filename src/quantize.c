@@ -60,10 +60,8 @@ static void dequantize_bf16(const uint8_t *in, float *x)
 }
 
 /* Rows of the types of one value a block, at once: a call per value
- * costs more than the value. bf16 is the top half of an f32; f16 as
- * vkmoe_f16_to_f32, its three cases chosen without a branch (subnormals
- * as an integer times 2^−24, which stays exact where the host flushes
- * subnormal floats). */
+ * through the codec table costs more than the value. bf16 is the top
+ * half of an f32. (CPU experts convert f16 rows with F16C.) */
 static void dequantize_f32_values(const uint8_t *in, size_t n, float *x)
 {
     memcpy(x, in, n * sizeof(float));
@@ -71,15 +69,8 @@ static void dequantize_f32_values(const uint8_t *in, size_t n, float *x)
 
 static void dequantize_f16_values(const uint8_t *in, size_t n, float *x)
 {
-    for (size_t i = 0; i < n; i++) {
-        uint32_t h = (uint32_t)(in[2 * i] | in[2 * i + 1] << 8), e = h & 0x7c00;
-        float subnormal = (float)(h & 0x3ff) * 0x1p-24f;
-        uint32_t bits, magnitude = (h & 0x7fff) << 13;
-        memcpy(&bits, &subnormal, 4);
-        bits = e == 0 ? bits : e == 0x7c00 ? magnitude | 0x7f800000 : magnitude + (112u << 23);
-        bits |= (h & 0x8000) << 16;
-        memcpy(&x[i], &bits, 4);
-    }
+    for (size_t i = 0; i < n; i++)
+        x[i] = load_f16(in + 2 * i);
 }
 
 static void dequantize_bf16_values(const uint8_t *in, size_t n, float *x)
