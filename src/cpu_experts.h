@@ -28,6 +28,8 @@ typedef struct vkmoe_cpu_scratch {
     uint32_t *order;  /* [max_slots]: the CPU slots grouped by expert */
     uint32_t *groups; /* [experts + 1]: where each expert's slots begin in order */
     float *biases;    /* host copy of the experts' biases, or NULL without them */
+    float *decoded;   /* [threads][decoded_per_thread]: each thread's decoded weight rows */
+    size_t decoded_per_thread;
     uint32_t threads; /* host threads a forward uses */
 } vkmoe_cpu_scratch;
 
