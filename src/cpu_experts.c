@@ -4,7 +4,7 @@
  * result does not depend on which thread took which unit: the same input
  * gives the same bits every time (on one CPU; AVX2 and the portable kernel
  * sum in different orders). With six rows or more for an expert, its
- * weight rows are decoded to f32 once per unit and reused for every row
+ * weight rows are decoded to f32 once, eight at a time, and reused for every row
  * routed to it; with fewer (decode), the types with a kernel of their own
  * (stored_kernel_of) are read as stored, codes turned into floats in
  * registers, each weight read once. */
@@ -29,7 +29,7 @@
 
 /* Output columns (GEMM 1) or rows (GEMM 2) of one block: eight weight rows
  * decoded once serve every row of the expert. */
-#define UNIT_ROWS 8u
+#define BLOCK_ROWS 8u
 /* A unit, what a thread takes from the shared counter, is a run of blocks
  * of one expert: at most this many weight rows, so that a thread streams
  * long runs of rows (the hardware prefetchers start over at every jump)
@@ -554,7 +554,7 @@ vkmoe_status vkmoe_cpu_scratch_create(vkmoe_layer *layer, vkmoe_cpu_scratch *s)
      * allocation would reach malloc's mmap threshold and fault its pages
      * in again every time. */
     uint32_t ld = plan->ld_dim > plan->ld_ffn ? plan->ld_dim : plan->ld_ffn;
-    s->decoded_per_thread = (size_t)2 * UNIT_ROWS * ld;
+    s->decoded_per_thread = (size_t)2 * BLOCK_ROWS * ld;
     s->decoded = vkmoe_malloc(s->threads * s->decoded_per_thread * sizeof(float));
     if (!s->x || !s->hidden || !s->order || !s->groups || !s->decoded ||
         (p->expert_bias && !s->biases))
@@ -650,7 +650,7 @@ static void group_rows(const cpu_work *w, const uint32_t *slots, uint32_t n, uin
     }
 }
 
-/* GEMM 1 for columns f0 .. f0 + cols − 1 of expert e (cols ≤ UNIT_ROWS):
+/* GEMM 1 for columns f0 .. f0 + cols − 1 of expert e (cols ≤ BLOCK_ROWS):
  * h = act(s·(x·W1ᵀ) + b1, s·(x·W3ᵀ) + b3). */
 static void up_block(cpu_work *w, uint32_t e, const uint32_t *slots, uint32_t n, float *hidden,
                      uint32_t f0, uint32_t cols, float *decoded)
@@ -691,7 +691,7 @@ static void up_block(cpu_work *w, uint32_t e, const uint32_t *slots, uint32_t n,
 }
 
 /* GEMM 2 for output columns d0 .. d0 + rows − 1 of expert e (rows ≤
- * UNIT_ROWS): z = h·W2ᵀ + b2, into the slots' rows. */
+ * BLOCK_ROWS): z = h·W2ᵀ + b2, into the slots' rows. */
 static void down_block(cpu_work *w, uint32_t e, const uint32_t *slots, uint32_t n,
                        const float *hidden, uint32_t d0, uint32_t rows, float *decoded)
 {
@@ -733,8 +733,8 @@ static void run_gemm(cpu_work *w, unsigned thread, bool down)
         uint32_t end = start + span < width ? start + span : width;
         uint32_t e = w->expert[i], first = s->groups[e], n = s->groups[e + 1] - first;
         float *hidden = s->hidden + (size_t)first * w->layer->plan.ld_ffn;
-        for (uint32_t b = start; b < end; b += UNIT_ROWS) {
-            uint32_t rows = end - b < UNIT_ROWS ? end - b : UNIT_ROWS;
+        for (uint32_t b = start; b < end; b += BLOCK_ROWS) {
+            uint32_t rows = end - b < BLOCK_ROWS ? end - b : BLOCK_ROWS;
             if (down)
                 down_block(w, e, s->order + first, n, hidden, b, rows, decoded);
             else
@@ -778,8 +778,8 @@ static vkmoe_status run_parallel(cpu_work *w, unsigned threads)
 static uint32_t unit_span(uint32_t experts, uint32_t width, unsigned threads)
 {
     uint64_t span = ((uint64_t)experts * width) / ((uint64_t)threads * UNITS_PER_THREAD);
-    span = span / UNIT_ROWS * UNIT_ROWS;
-    return span < UNIT_ROWS ? UNIT_ROWS : span > MAX_UNIT_ROWS ? MAX_UNIT_ROWS : (uint32_t)span;
+    span = span / BLOCK_ROWS * BLOCK_ROWS;
+    return span < BLOCK_ROWS ? BLOCK_ROWS : span > MAX_UNIT_ROWS ? MAX_UNIT_ROWS : (uint32_t)span;
 }
 
 /* s->order and s->groups: the kept slots of CPU experts, grouped by expert
