@@ -598,11 +598,12 @@ typedef struct cpu_work {
     const vkmoe_cpu_scratch *s;
     const vkmoe_cpu_batch *batch;
     dot_kernel dot;
-    uint32_t experts;    /* CPU experts with rows, listed in s->order's groups */
-    uint32_t *expert;    /* [experts]: which */
-    uint32_t units[2];   /* of GEMM 1 and GEMM 2 */
-    uint32_t span[2];    /* weight rows a unit of each: a whole number of blocks */
-    atomic_uint next[2]; /* the next unit of each to take */
+    uint32_t experts;       /* CPU experts with rows, listed in s->order's groups */
+    uint32_t *expert;       /* [experts]: which */
+    uint32_t units[2];      /* of GEMM 1 and GEMM 2 */
+    uint32_t span[2];       /* weight rows a unit of each: a whole number of blocks */
+    uint32_t per_expert[2]; /* units of each an expert has */
+    atomic_uint next[2];    /* the next unit of each to take */
     /* GEMM 1's units completed: GEMM 2 starts when all are, so a thread
      * waits only for units in flight, never for a thread still waking. */
     atomic_uint up_done;
@@ -727,7 +728,7 @@ static void run_gemm(cpu_work *w, unsigned thread, bool down)
     const vkmoe_cpu_scratch *s = w->s;
     float *decoded = s->decoded + thread * s->decoded_per_thread;
     uint32_t width = down ? w->layer->params.dim : w->layer->params.ffn_dim;
-    uint32_t span = w->span[down], per_expert = (width + span - 1) / span;
+    uint32_t span = w->span[down], per_expert = w->per_expert[down];
     for (uint32_t u; (u = atomic_fetch_add(&w->next[down], 1)) < w->units[down];) {
         uint32_t i = u / per_expert, start = u % per_expert * span;
         uint32_t end = start + span < width ? start + span : width;
@@ -830,9 +831,11 @@ vkmoe_status vkmoe_cpu_experts_run(const vkmoe_layer *layer, vkmoe_cpu_scratch *
     uint64_t work = (uint64_t)*computed * p->dim * p->ffn_dim * 3;
     uint64_t wanted = 1 + work / SMALL_WORK;
     unsigned threads = wanted < s->threads ? (unsigned)wanted : s->threads;
-    w.span[0] = unit_span(w.experts, p->ffn_dim, threads);
-    w.span[1] = unit_span(w.experts, p->dim, threads);
-    w.units[0] = w.experts * ((p->ffn_dim + w.span[0] - 1) / w.span[0]);
-    w.units[1] = w.experts * ((p->dim + w.span[1] - 1) / w.span[1]);
+    for (int down = 0; down < 2; down++) {
+        uint32_t width = down ? p->dim : p->ffn_dim;
+        w.span[down] = unit_span(w.experts, width, threads);
+        w.per_expert[down] = (width + w.span[down] - 1) / w.span[down];
+        w.units[down] = w.experts * w.per_expert[down];
+    }
     return run_parallel(&w, threads);
 }
