@@ -43,6 +43,11 @@
 /* Rows of x (or hidden) a kernel call multiplies at once: 2 weight rows
  * by 6 rows take 12 of AVX2's 16 registers for sums, 8 loads feed 12 FMAs. */
 #define ROWS_AT_ONCE 6u
+/* Weight rows a stored-row kernel (decode) reads at once, each a run of
+ * memory of its own: the more runs in flight, the more of the memory's
+ * latency is hidden. A test program (f16, 8 random experts at a time, one
+ * thread): two runs 24-27 GB/s, four 30-35; plain loads peak at four. */
+#define STORED_ROWS 4u
 #define MAX_THREADS 64u
 #define SMALL_WORK (1u << 20)
 /* How far ahead the stored-row kernels prefetch each weight row they
@@ -149,16 +154,16 @@ __attribute__((target("avx2,f16c"), always_inline)) static inline __m256 halves(
  * rows (decode), one row at a time: each weight is read once, never
  * decoded to a buffer. */
 __attribute__((target("avx2,fma,f16c"), always_inline)) static inline void
-dot_16bit(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT_ONCE], uint32_t rows,
-          uint32_t len, float out[2][ROWS_AT_ONCE], bool bf16)
+dot_16bit(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONCE], uint32_t rows,
+          uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE], bool bf16)
 {
     for (uint32_t i = 0; i < rows; i++) {
-        /* Four sums a row: eight chains of FMAs in flight, so that the
-         * arithmetic keeps up with the loads (two sums a row measured 10%
+        /* Two sums a weight row: eight chains of FMAs in flight, so that
+         * the arithmetic keeps up with the loads (four chains measured 10%
          * slower from memory). */
-        __m256 p[4], q[4];
-        for (int k = 0; k < 4; k++)
-            p[k] = q[k] = _mm256_setzero_ps();
+        __m256 p[STORED_ROWS][2];
+        for (uint32_t r = 0; r < STORED_ROWS; r++)
+            p[r][0] = p[r][1] = _mm256_setzero_ps();
         const float *x = a[i];
         uint32_t d = 0;
         for (; d + 32 <= len; d += 32) {
@@ -166,49 +171,49 @@ dot_16bit(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT_ONC
              * the hardware's prefetchers stop at every page (a row of 2048
              * f16 is one) and decode is bound by the memory's latency. */
 #if PREFETCH_BYTES
-            _mm_prefetch((const char *)(w0 + 2 * d + PREFETCH_BYTES), _MM_HINT_T0);
-            _mm_prefetch((const char *)(w1 + 2 * d + PREFETCH_BYTES), _MM_HINT_T0);
+            for (uint32_t r = 0; r < STORED_ROWS; r++)
+                _mm_prefetch((const char *)(w[r] + 2 * d + PREFETCH_BYTES), _MM_HINT_T0);
 #endif
             for (int k = 0; k < 4; k++) {
                 __m256 xv = _mm256_loadu_ps(x + d + 8 * k);
-                __m128i h0 = _mm_loadu_si128((const __m128i *)(w0 + 2 * d + 16 * k));
-                __m128i h1 = _mm_loadu_si128((const __m128i *)(w1 + 2 * d + 16 * k));
-                p[k] = _mm256_fmadd_ps(halves(h0, bf16), xv, p[k]);
-                q[k] = _mm256_fmadd_ps(halves(h1, bf16), xv, q[k]);
+                for (uint32_t r = 0; r < STORED_ROWS; r++)
+                    p[r][k & 1] = _mm256_fmadd_ps(
+                        halves(_mm_loadu_si128((const __m128i *)(w[r] + 2 * d + 16 * k)), bf16), xv,
+                        p[r][k & 1]);
             }
         }
         for (int k = 0; d < len; d += 8, k++) {
             __m256 xv = _mm256_loadu_ps(x + d);
-            p[k] = _mm256_fmadd_ps(halves(_mm_loadu_si128((const __m128i *)(w0 + 2 * d)), bf16), xv,
-                                   p[k]);
-            q[k] = _mm256_fmadd_ps(halves(_mm_loadu_si128((const __m128i *)(w1 + 2 * d)), bf16), xv,
-                                   q[k]);
+            for (uint32_t r = 0; r < STORED_ROWS; r++)
+                p[r][k & 1] =
+                    _mm256_fmadd_ps(halves(_mm_loadu_si128((const __m128i *)(w[r] + 2 * d)), bf16),
+                                    xv, p[r][k & 1]);
         }
-        out[0][i] = sum8(_mm256_add_ps(_mm256_add_ps(p[0], p[1]), _mm256_add_ps(p[2], p[3])));
-        out[1][i] = sum8(_mm256_add_ps(_mm256_add_ps(q[0], q[1]), _mm256_add_ps(q[2], q[3])));
+        for (uint32_t r = 0; r < STORED_ROWS; r++)
+            out[r][i] = sum8(_mm256_add_ps(p[r][0], p[r][1]));
     }
 }
 
 __attribute__((target("avx2,fma,f16c"))) static void
-dot_f16_avx2(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT_ONCE],
-             uint32_t rows, uint32_t len, float out[2][ROWS_AT_ONCE])
+dot_f16_avx2(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONCE], uint32_t rows,
+             uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
 {
-    dot_16bit(w0, w1, a, rows, len, out, false);
+    dot_16bit(w, a, rows, len, out, false);
 }
 
 __attribute__((target("avx2,fma,f16c"))) static void
-dot_bf16_avx2(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT_ONCE],
-              uint32_t rows, uint32_t len, float out[2][ROWS_AT_ONCE])
+dot_bf16_avx2(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONCE],
+              uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
 {
-    dot_16bit(w0, w1, a, rows, len, out, true);
+    dot_16bit(w, a, rows, len, out, true);
 }
 
-/* Q8_0 blocks straight from memory (34 bytes: f16 d, 32 int8 codes):
- * Σ q·x a block, times d. Blocks alternate between two sums, so that the
- * scaling FMAs of one row do not wait on each other. */
-__attribute__((target("avx2,fma,f16c"))) static void
-dot_q8_0_avx2(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT_ONCE],
-              uint32_t rows, uint32_t len, float out[2][ROWS_AT_ONCE])
+/* Q8_0 blocks straight from memory (34 bytes: f16 d, 32 int8 codes), two
+ * weight rows: Σ q·x a block, times d. Blocks alternate between two sums,
+ * so that the scaling FMAs of one row do not wait on each other. */
+__attribute__((target("avx2,fma,f16c"), always_inline)) static inline void
+q8_0_pair(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT_ONCE], uint32_t rows,
+          uint32_t len, float out[2][ROWS_AT_ONCE])
 {
     for (uint32_t i = 0; i < rows; i++) {
         __m256 acc[2][2] = {{_mm256_setzero_ps(), _mm256_setzero_ps()},
@@ -239,6 +244,14 @@ dot_q8_0_avx2(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT
     }
 }
 
+__attribute__((target("avx2,fma,f16c"))) static void
+dot_q8_0_avx2(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONCE],
+              uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
+{
+    for (uint32_t r = 0; r < STORED_ROWS; r += 2)
+        q8_0_pair(w[r], w[r + 1], a, rows, len, out + r);
+}
+
 /* An MXFP4 block (17 bytes: an E8M0 exponent, 16 bytes of E2M1 codes,
  * byte l holding codes l and l + 16) as its 32 doubled levels, mapped by
  * one byte shuffle, and the scale 2^(e − 128) they take (vkmoe's MXFP4
@@ -259,18 +272,18 @@ mxfp4_levels(const uint8_t *block, __m256 levels[4])
 }
 
 /* MXFP4 blocks straight from memory: Σ level·x a block, times its scale. */
-__attribute__((target("avx2,fma"))) static void dot_mxfp4_avx2(const uint8_t *w0, const uint8_t *w1,
+__attribute__((target("avx2,fma"))) static void dot_mxfp4_avx2(const uint8_t *const w[STORED_ROWS],
                                                                const float *const a[ROWS_AT_ONCE],
                                                                uint32_t rows, uint32_t len,
-                                                               float out[2][ROWS_AT_ONCE])
+                                                               float out[STORED_ROWS][ROWS_AT_ONCE])
 {
-    const uint8_t *w[2] = {w0, w1};
     for (uint32_t i = 0; i < rows; i++) {
-        __m256 acc[2][2] = {{_mm256_setzero_ps(), _mm256_setzero_ps()},
-                            {_mm256_setzero_ps(), _mm256_setzero_ps()}};
+        __m256 acc[STORED_ROWS][2];
+        for (uint32_t r = 0; r < STORED_ROWS; r++)
+            acc[r][0] = acc[r][1] = _mm256_setzero_ps();
         for (uint32_t b = 0; b < len / 32; b++) {
             const float *x = a[i] + 32 * b;
-            for (int r = 0; r < 2; r++) {
+            for (uint32_t r = 0; r < STORED_ROWS; r++) {
                 const uint8_t *block = w[r] + 17 * b;
 #if PREFETCH_BYTES
                 _mm_prefetch((const char *)(block + PREFETCH_BYTES), _MM_HINT_T0);
@@ -283,8 +296,8 @@ __attribute__((target("avx2,fma"))) static void dot_mxfp4_avx2(const uint8_t *w0
                 acc[r][b & 1] = _mm256_fmadd_ps(_mm256_set1_ps(scale), s, acc[r][b & 1]);
             }
         }
-        out[0][i] = sum8(_mm256_add_ps(acc[0][0], acc[0][1]));
-        out[1][i] = sum8(_mm256_add_ps(acc[1][0], acc[1][1]));
+        for (uint32_t r = 0; r < STORED_ROWS; r++)
+            out[r][i] = sum8(_mm256_add_ps(acc[r][0], acc[r][1]));
     }
 }
 
@@ -336,12 +349,11 @@ q6_k_block(const uint8_t *block, const float *x)
 /* Q6_K super-blocks straight from memory, one weight row after the other
  * (two rows' codes at once would not fit the registers). */
 __attribute__((target("avx2,fma,f16c"))) static void
-dot_q6_k_avx2(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT_ONCE],
-              uint32_t rows, uint32_t len, float out[2][ROWS_AT_ONCE])
+dot_q6_k_avx2(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONCE],
+              uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
 {
-    const uint8_t *w[2] = {w0, w1};
     for (uint32_t i = 0; i < rows; i++)
-        for (int r = 0; r < 2; r++) {
+        for (uint32_t r = 0; r < STORED_ROWS; r++) {
             __m256 acc = _mm256_setzero_ps();
             for (uint32_t s = 0; s < len / 256; s++) {
                 const uint8_t *block = w[r] + 210 * s;
@@ -376,14 +388,15 @@ __attribute__((target("avx2,f16c"))) static void q4_k_steps(const uint8_t *block
 
 /* Q4_K super-blocks straight from memory (144 bytes: f16 d and dmin, 12
  * bytes of 6-bit scales and mins, 128 of nibbles; byte 32g + l holds
- * weight 64g + l low and 64g + 32 + l high) against fewer than six rows:
+ * weight 64g + l low and 64g + 32 + l high), two weight rows, against
+ * fewer than six rows:
  * per sub-block of 32, Σ q·x and Σ x, then d·scale·Σqx − dmin·min·Σx. The
  * nibbles become floats in registers; no row is decoded to memory. Each
  * pair of sub-blocks sums apart and is added to the row's total last, so
  * that the pairs' chains of FMAs overlap. */
-__attribute__((target("avx2,fma,f16c"))) static void
-dot_q4_k_avx2(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT_ONCE],
-              uint32_t rows, uint32_t len, float out[2][ROWS_AT_ONCE])
+__attribute__((target("avx2,fma,f16c"), always_inline)) static inline void
+q4_k_pair(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT_ONCE], uint32_t rows,
+          uint32_t len, float out[2][ROWS_AT_ONCE])
 {
     const __m256i nibble = _mm256_set1_epi32(0xf);
     for (uint32_t i = 0; i < rows; i++) {
@@ -433,6 +446,14 @@ dot_q4_k_avx2(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT
         out[0][i] = sum8(acc0);
         out[1][i] = sum8(acc1);
     }
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void
+dot_q4_k_avx2(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONCE],
+              uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
+{
+    for (uint32_t r = 0; r < STORED_ROWS; r += 2)
+        q4_k_pair(w[r], w[r + 1], a, rows, len, out + r);
 }
 
 /* Rows decoded to f32 for prefill, n values (a whole number of blocks). */
@@ -489,11 +510,12 @@ static const uint8_t *stored_row(const vkmoe_expert_array *a, uint32_t e, uint32
            vkmoe_expert_array_offset(a, e) + (size_t)row * vkmoe_weight_bytes(a->type, a->ld);
 }
 
-/* Two weight rows as stored, in `type`, against up to ROWS_AT_ONCE rows
- * of a: out[r][i] = Σ_d w_r[d] · a_i[d], len a whole number of blocks. */
-typedef void (*stored_kernel)(const uint8_t *w0, const uint8_t *w1,
+/* STORED_ROWS weight rows as stored, in `type`, against up to
+ * ROWS_AT_ONCE rows of a: out[r][i] = Σ_d w_r[d] · a_i[d], len a whole
+ * number of blocks. */
+typedef void (*stored_kernel)(const uint8_t *const w[STORED_ROWS],
                               const float *const a[ROWS_AT_ONCE], uint32_t rows, uint32_t len,
-                              float out[2][ROWS_AT_ONCE]);
+                              float out[STORED_ROWS][ROWS_AT_ONCE]);
 
 /* The kernel that reads a group of n rows' weights as stored, or NULL:
  * with fewer rows than a kernel call takes (decode), decoding a weight row
@@ -651,19 +673,27 @@ static void group_rows(const cpu_work *w, const uint32_t *slots, uint32_t n, uin
     }
 }
 
-/* GEMM 1 for columns f0 .. f0 + cols − 1 of expert e (cols ≤ BLOCK_ROWS):
- * h = act(s·(x·W1ᵀ) + b1, s·(x·W3ᵀ) + b3). */
+/* Column f of GEMM 1 for the group's slot: act(s·g + b1, s·u + b3), g and
+ * u the gate and up products. */
+static float up_output(const cpu_work *w, uint32_t e, uint32_t slot, uint32_t f, float g, float u)
+{
+    const vkmoe_layer_params *p = &w->layer->params;
+    float scale = p->scale_expert_input ? w->batch->topk_weight[slot] : 1.0f;
+    return activate(p, scale * g + bias_of(w, VKMOE_EXPERT_GATE, e, f),
+                    scale * u + bias_of(w, VKMOE_EXPERT_UP, e, f));
+}
+
+/* GEMM 1 for columns f0 .. f0 + cols − 1 of expert e (cols ≤ BLOCK_ROWS),
+ * its weight rows decoded to f32: h = act(s·(x·W1ᵀ) + b1, s·(x·W3ᵀ) + b3). */
 static void up_block(cpu_work *w, uint32_t e, const uint32_t *slots, uint32_t n, float *hidden,
                      uint32_t f0, uint32_t cols, float *decoded)
 {
     const vkmoe_layer *layer = w->layer;
-    const vkmoe_layer_params *p = &layer->params;
     const vkmoe_expert_array *gate = &layer->weights.host[VKMOE_EXPERT_GATE],
                              *up = &layer->weights.host[VKMOE_EXPERT_UP];
     bool gated = gate->chunks != NULL;
-    stored_kernel stored = stored_kernel_of(up->type, n);
     uint32_t ld = up->ld, ld_ffn = layer->plan.ld_ffn;
-    for (uint32_t c = 0; c < cols && !stored; c++) {
+    for (uint32_t c = 0; c < cols; c++) {
         decode_row(up, e, f0 + c, decoded + (size_t)(2 * c + 1) * ld);
         if (gated)
             decode_row(gate, e, f0 + c, decoded + (size_t)(2 * c) * ld);
@@ -673,35 +703,25 @@ static void up_block(cpu_work *w, uint32_t e, const uint32_t *slots, uint32_t n,
         group_rows(w, slots, n, i0, w->s->x, layer->plan.ld_dim, true, x);
         for (uint32_t c = 0; c < cols; c++) {
             float acc[2][ROWS_AT_ONCE];
-            uint32_t f = f0 + c;
             const float *u = decoded + (size_t)(2 * c + 1) * ld;
-            if (stored)
-                stored(stored_row(gated ? gate : up, e, f), stored_row(up, e, f), x, rows_at(n, i0),
-                       ld, acc);
-            else
-                w->dot(gated ? decoded + (size_t)(2 * c) * ld : u, u, x, rows_at(n, i0), ld, acc);
-            for (uint32_t i = 0; i < ROWS_AT_ONCE && i0 + i < n; i++) {
-                uint32_t slot = slots[i0 + i];
-                float scale = p->scale_expert_input ? w->batch->topk_weight[slot] : 1.0f;
-                float g = scale * acc[0][i] + bias_of(w, VKMOE_EXPERT_GATE, e, f);
-                float v = scale * acc[1][i] + bias_of(w, VKMOE_EXPERT_UP, e, f);
-                hidden[(size_t)(i0 + i) * ld_ffn + f] = activate(p, g, v);
-            }
+            w->dot(gated ? decoded + (size_t)(2 * c) * ld : u, u, x, rows_at(n, i0), ld, acc);
+            for (uint32_t i = 0; i < ROWS_AT_ONCE && i0 + i < n; i++)
+                hidden[(size_t)(i0 + i) * ld_ffn + f0 + c] =
+                    up_output(w, e, slots[i0 + i], f0 + c, acc[0][i], acc[1][i]);
         }
     }
 }
 
 /* GEMM 2 for output columns d0 .. d0 + rows − 1 of expert e (rows ≤
- * BLOCK_ROWS): z = h·W2ᵀ + b2, into the slots' rows. */
+ * BLOCK_ROWS), its weight rows decoded to f32: z = h·W2ᵀ + b2, into the
+ * slots' rows. */
 static void down_block(cpu_work *w, uint32_t e, const uint32_t *slots, uint32_t n,
                        const float *hidden, uint32_t d0, uint32_t rows, float *decoded)
 {
     const vkmoe_layer *layer = w->layer;
-    const vkmoe_layer_params *p = &layer->params;
     const vkmoe_expert_array *down = &layer->weights.host[VKMOE_EXPERT_DOWN];
-    uint32_t ld = down->ld;
-    stored_kernel stored = stored_kernel_of(down->type, n);
-    for (uint32_t r = 0; r < rows && !stored; r++)
+    uint32_t ld = down->ld, dim = layer->params.dim;
+    for (uint32_t r = 0; r < rows; r++)
         decode_row(down, e, d0 + r, decoded + (size_t)r * ld);
     for (uint32_t i0 = 0; i0 < n; i0 += ROWS_AT_ONCE) {
         const float *h[ROWS_AT_ONCE];
@@ -709,17 +729,97 @@ static void down_block(cpu_work *w, uint32_t e, const uint32_t *slots, uint32_t 
         for (uint32_t r = 0; r < rows; r += 2) {
             float acc[2][ROWS_AT_ONCE];
             uint32_t r1 = r + 1 < rows ? r + 1 : r;
-            if (stored)
-                stored(stored_row(down, e, d0 + r), stored_row(down, e, d0 + r1), h, rows_at(n, i0),
-                       ld, acc);
-            else
-                w->dot(decoded + (size_t)r * ld, decoded + (size_t)r1 * ld, h, rows_at(n, i0), ld,
-                       acc);
+            w->dot(decoded + (size_t)r * ld, decoded + (size_t)r1 * ld, h, rows_at(n, i0), ld, acc);
             for (uint32_t j = 0; j < 2 && r + j < rows; j++)
                 for (uint32_t i = 0; i < ROWS_AT_ONCE && i0 + i < n; i++)
-                    w->batch->out[(size_t)slots[i0 + i] * p->dim + d0 + r + j] =
+                    w->batch->out[(size_t)slots[i0 + i] * dim + d0 + r + j] =
                         acc[j][i] + bias_of(w, VKMOE_EXPERT_DOWN, e, d0 + r + j);
         }
+    }
+}
+
+/* Rows r0 .. r0 + count − 1 (count ≤ MAX_UNIT_ROWS) of expert e's matrix
+ * m, read as stored, against the n < ROWS_AT_ONCE rows of a:
+ * out[r − r0][i] = Σ_d W[r][d]·a_i[d]. A kernel call takes rows a quarter
+ * of the run apart, so that it streams STORED_ROWS runs of memory at once
+ * (neighbouring rows are one run). A row's sum does not depend on the rows
+ * beside it in a call. */
+static void stored_rows(stored_kernel kernel, const vkmoe_expert_array *m, uint32_t e, uint32_t r0,
+                        uint32_t count, const float *const a[ROWS_AT_ONCE], uint32_t n,
+                        float out[][ROWS_AT_ONCE])
+{
+    uint32_t apart = (count + STORED_ROWS - 1) / STORED_ROWS;
+    for (uint32_t r = 0; r < apart; r++) {
+        const uint8_t *rows[STORED_ROWS];
+        float acc[STORED_ROWS][ROWS_AT_ONCE];
+        for (uint32_t j = 0; j < STORED_ROWS; j++) /* past the end: row r again */
+            rows[j] = stored_row(m, e, r0 + (r + j * apart < count ? r + j * apart : r));
+        kernel(rows, a, n, m->ld, acc);
+        for (uint32_t j = 0; j < STORED_ROWS && r + j * apart < count; j++)
+            memcpy(out[r + j * apart], acc[j], n * sizeof(float));
+    }
+}
+
+/* GEMM 1 for columns f0 .. f0 + cols − 1 of expert e (cols ≤
+ * MAX_UNIT_ROWS), its weight rows read as stored (decode: n <
+ * ROWS_AT_ONCE). */
+static void up_stored(cpu_work *w, stored_kernel kernel, uint32_t e, const uint32_t *slots,
+                      uint32_t n, float *hidden, uint32_t f0, uint32_t cols)
+{
+    const vkmoe_layer *layer = w->layer;
+    const vkmoe_expert_array *gate = &layer->weights.host[VKMOE_EXPERT_GATE],
+                             *up = &layer->weights.host[VKMOE_EXPERT_UP];
+    float g[MAX_UNIT_ROWS][ROWS_AT_ONCE], u[MAX_UNIT_ROWS][ROWS_AT_ONCE];
+    const float *x[ROWS_AT_ONCE];
+    group_rows(w, slots, n, 0, w->s->x, layer->plan.ld_dim, true, x);
+    stored_rows(kernel, up, e, f0, cols, x, n, u);
+    bool gated = gate->chunks != NULL;
+    if (gated)
+        stored_rows(kernel, gate, e, f0, cols, x, n, g);
+    for (uint32_t c = 0; c < cols; c++)
+        for (uint32_t i = 0; i < n; i++)
+            hidden[(size_t)i * layer->plan.ld_ffn + f0 + c] =
+                up_output(w, e, slots[i], f0 + c, gated ? g[c][i] : u[c][i], u[c][i]);
+}
+
+/* GEMM 2 for output columns d0 .. d0 + rows − 1 of expert e (rows ≤
+ * MAX_UNIT_ROWS), its weight rows read as stored (decode). */
+static void down_stored(cpu_work *w, stored_kernel kernel, uint32_t e, const uint32_t *slots,
+                        uint32_t n, const float *hidden, uint32_t d0, uint32_t rows)
+{
+    const vkmoe_layer *layer = w->layer;
+    float z[MAX_UNIT_ROWS][ROWS_AT_ONCE];
+    const float *h[ROWS_AT_ONCE];
+    group_rows(w, slots, n, 0, hidden, layer->plan.ld_ffn, false, h);
+    stored_rows(kernel, &layer->weights.host[VKMOE_EXPERT_DOWN], e, d0, rows, h, n, z);
+    for (uint32_t r = 0; r < rows; r++)
+        for (uint32_t i = 0; i < n; i++)
+            w->batch->out[(size_t)slots[i] * layer->params.dim + d0 + r] =
+                z[r][i] + bias_of(w, VKMOE_EXPERT_DOWN, e, d0 + r);
+}
+
+/* One of GEMM 1's (or GEMM 2's) units: rows start .. end − 1 of expert e's
+ * weights against the n rows routed to it, from order[first] on. */
+static void run_unit(cpu_work *w, float *decoded, bool down, uint32_t e, uint32_t start,
+                     uint32_t end)
+{
+    const vkmoe_cpu_scratch *s = w->s;
+    const vkmoe_expert_array *m =
+        &w->layer->weights.host[down ? VKMOE_EXPERT_DOWN : VKMOE_EXPERT_UP];
+    uint32_t first = s->groups[e], n = s->groups[e + 1] - first;
+    const uint32_t *slots = s->order + first;
+    float *hidden = s->hidden + (size_t)first * w->layer->plan.ld_ffn;
+    stored_kernel kernel = stored_kernel_of(m->type, n);
+    if (kernel && down)
+        down_stored(w, kernel, e, slots, n, hidden, start, end - start);
+    else if (kernel)
+        up_stored(w, kernel, e, slots, n, hidden, start, end - start);
+    for (uint32_t b = start; b < end && !kernel; b += BLOCK_ROWS) {
+        uint32_t rows = end - b < BLOCK_ROWS ? end - b : BLOCK_ROWS;
+        if (down)
+            down_block(w, e, slots, n, hidden, b, rows, decoded);
+        else
+            up_block(w, e, slots, n, hidden, b, rows, decoded);
     }
 }
 
@@ -730,17 +830,9 @@ static void run_gemm(cpu_work *w, unsigned thread, bool down)
     uint32_t width = down ? w->layer->params.dim : w->layer->params.ffn_dim;
     uint32_t span = w->span[down], per_expert = w->per_expert[down];
     for (uint32_t u; (u = atomic_fetch_add(&w->next[down], 1)) < w->units[down];) {
-        uint32_t i = u / per_expert, start = u % per_expert * span;
-        uint32_t end = start + span < width ? start + span : width;
-        uint32_t e = w->expert[i], first = s->groups[e], n = s->groups[e + 1] - first;
-        float *hidden = s->hidden + (size_t)first * w->layer->plan.ld_ffn;
-        for (uint32_t b = start; b < end; b += BLOCK_ROWS) {
-            uint32_t rows = end - b < BLOCK_ROWS ? end - b : BLOCK_ROWS;
-            if (down)
-                down_block(w, e, s->order + first, n, hidden, b, rows, decoded);
-            else
-                up_block(w, e, s->order + first, n, hidden, b, rows, decoded);
-        }
+        uint32_t start = u % per_expert * span;
+        run_unit(w, decoded, down, w->expert[u / per_expert], start,
+                 start + span < width ? start + span : width);
         if (!down)
             atomic_fetch_add(&w->up_done, 1); /* after its hidden columns are written */
     }
