@@ -208,48 +208,42 @@ dot_bf16_avx2(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_
     dot_16bit(w, a, rows, len, out, true);
 }
 
-/* Q8_0 blocks straight from memory (34 bytes: f16 d, 32 int8 codes), two
- * weight rows: Σ q·x a block, times d. Blocks alternate between two sums,
- * so that the scaling FMAs of one row do not wait on each other. */
-__attribute__((target("avx2,fma,f16c"), always_inline)) static inline void
-q8_0_pair(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT_ONCE], uint32_t rows,
-          uint32_t len, float out[2][ROWS_AT_ONCE])
-{
-    for (uint32_t i = 0; i < rows; i++) {
-        __m256 acc[2][2] = {{_mm256_setzero_ps(), _mm256_setzero_ps()},
-                            {_mm256_setzero_ps(), _mm256_setzero_ps()}};
-        for (uint32_t b = 0; b < len / 32; b++) {
-            const uint8_t *b0 = w0 + 34 * b, *b1 = w1 + 34 * b;
-            const float *x = a[i] + 32 * b;
-#if PREFETCH_BYTES
-            _mm_prefetch((const char *)(b0 + PREFETCH_BYTES), _MM_HINT_T0);
-            _mm_prefetch((const char *)(b1 + PREFETCH_BYTES), _MM_HINT_T0);
-#endif
-            __m256 s0 = _mm256_setzero_ps(), s1 = s0;
-            for (int c = 0; c < 32; c += 8) {
-                __m256 xv = _mm256_loadu_ps(x + c);
-                __m256i q0 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b0 + 2 + c)));
-                __m256i q1 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b1 + 2 + c)));
-                s0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q0), xv, s0);
-                s1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q1), xv, s1);
-            }
-            uint16_t d0, d1;
-            memcpy(&d0, b0, 2);
-            memcpy(&d1, b1, 2);
-            acc[0][b & 1] = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(d0)), s0, acc[0][b & 1]);
-            acc[1][b & 1] = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(d1)), s1, acc[1][b & 1]);
-        }
-        out[0][i] = sum8(_mm256_add_ps(acc[0][0], acc[0][1]));
-        out[1][i] = sum8(_mm256_add_ps(acc[1][0], acc[1][1]));
-    }
-}
-
+/* Q8_0 blocks straight from memory (34 bytes: f16 d, 32 int8 codes): Σ q·x
+ * a block, times d. The four rows' scaling FMAs are four chains. */
 __attribute__((target("avx2,fma,f16c"))) static void
 dot_q8_0_avx2(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONCE],
               uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
 {
-    for (uint32_t r = 0; r < STORED_ROWS; r += 2)
-        q8_0_pair(w[r], w[r + 1], a, rows, len, out + r);
+    for (uint32_t i = 0; i < rows; i++) {
+        __m256 acc[STORED_ROWS];
+        for (uint32_t r = 0; r < STORED_ROWS; r++)
+            acc[r] = _mm256_setzero_ps();
+        for (uint32_t b = 0; b < len / 32; b++) {
+            const float *x = a[i] + 32 * b;
+            __m256 s[STORED_ROWS];
+            for (uint32_t r = 0; r < STORED_ROWS; r++) {
+#if PREFETCH_BYTES
+                _mm_prefetch((const char *)(w[r] + 34 * b + PREFETCH_BYTES), _MM_HINT_T0);
+#endif
+                s[r] = _mm256_setzero_ps();
+            }
+            for (int c = 0; c < 32; c += 8) {
+                __m256 xv = _mm256_loadu_ps(x + c);
+                for (uint32_t r = 0; r < STORED_ROWS; r++) {
+                    const __m128i *codes = (const __m128i *)(w[r] + 34 * b + 2 + c);
+                    s[r] = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(codes))), xv, s[r]);
+                }
+            }
+            for (uint32_t r = 0; r < STORED_ROWS; r++) {
+                uint16_t d;
+                memcpy(&d, w[r] + 34 * b, 2);
+                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(d)), s[r], acc[r]);
+            }
+        }
+        for (uint32_t r = 0; r < STORED_ROWS; r++)
+            out[r][i] = sum8(acc[r]);
+    }
 }
 
 /* An MXFP4 block (17 bytes: an E8M0 exponent, 16 bytes of E2M1 codes,
@@ -346,16 +340,18 @@ q6_k_block(const uint8_t *block, const float *x)
     return acc;
 }
 
-/* Q6_K super-blocks straight from memory, one weight row after the other
- * (two rows' codes at once would not fit the registers). */
+/* Q6_K super-blocks straight from memory, a super-block of each weight row
+ * in turn (two rows' codes at once would not fit the registers). */
 __attribute__((target("avx2,fma,f16c"))) static void
 dot_q6_k_avx2(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONCE],
               uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
 {
-    for (uint32_t i = 0; i < rows; i++)
-        for (uint32_t r = 0; r < STORED_ROWS; r++) {
-            __m256 acc = _mm256_setzero_ps();
-            for (uint32_t s = 0; s < len / 256; s++) {
+    for (uint32_t i = 0; i < rows; i++) {
+        __m256 acc[STORED_ROWS];
+        for (uint32_t r = 0; r < STORED_ROWS; r++)
+            acc[r] = _mm256_setzero_ps();
+        for (uint32_t s = 0; s < len / 256; s++)
+            for (uint32_t r = 0; r < STORED_ROWS; r++) {
                 const uint8_t *block = w[r] + 210 * s;
 #if PREFETCH_BYTES
                 for (int line = 0; line < 210 + 64; line += 64)
@@ -363,11 +359,12 @@ dot_q6_k_avx2(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_
 #endif
                 uint16_t d;
                 memcpy(&d, block + 208, 2);
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(d)),
-                                      q6_k_block(block, a[i] + 256 * s), acc);
+                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(d)),
+                                         q6_k_block(block, a[i] + 256 * s), acc[r]);
             }
-            out[r][i] = sum8(acc);
-        }
+        for (uint32_t r = 0; r < STORED_ROWS; r++)
+            out[r][i] = sum8(acc[r]);
+    }
 }
 
 /* d·scale and dmin·min of a Q4_K super-block's eight sub-blocks. */
