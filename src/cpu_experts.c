@@ -367,7 +367,7 @@ dot_q6_k_avx2(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_
     }
 }
 
-/* d·scale and dmin·min of a Q4_K super-block's eight sub-blocks. */
+/* d·scale and dmin·min of a Q4_K or Q5_K super-block's eight sub-blocks. */
 __attribute__((target("avx2,f16c"))) static void q4_k_steps(const uint8_t *block, float step[8],
                                                             float offset[8])
 {
@@ -383,26 +383,45 @@ __attribute__((target("avx2,f16c"))) static void q4_k_steps(const uint8_t *block
     _mm256_storeu_ps(offset, _mm256_mul_ps(m, n));
 }
 
+/* Codes of sub-blocks 2g (low) and 2g + 1 (high) of a Q4_K or Q5_K
+ * super-block, eight weights from l: nibbles the bytes at l of the group's
+ * 32; with fifth (Q5_K), the bytes at l of its 32 of fifth bits, weight
+ * 64g + l's at bit 2g, 64g + 32 + l's at 2g + 1 (quantize.c). */
+__attribute__((target("avx2"), always_inline)) static inline void
+k_quant_codes(const uint8_t *nibbles, const uint8_t *fifth, int g, __m256i *low, __m256i *high)
+{
+    const __m256i nibble = _mm256_set1_epi32(0xf), bit4 = _mm256_set1_epi32(0x10);
+    __m256i n = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)nibbles));
+    *low = _mm256_and_si256(n, nibble);
+    *high = _mm256_srli_epi32(n, 4);
+    if (fifth) {
+        __m256i f = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)fifth));
+        f = _mm256_slli_epi32(_mm256_srli_epi32(f, 2 * g), 4);
+        *low = _mm256_or_si256(*low, _mm256_and_si256(f, bit4));
+        *high = _mm256_or_si256(*high, _mm256_and_si256(_mm256_srli_epi32(f, 1), bit4));
+    }
+}
+
 /* Q4_K super-blocks straight from memory (144 bytes: f16 d and dmin, 12
  * bytes of 6-bit scales and mins, 128 of nibbles; byte 32g + l holds
- * weight 64g + l low and 64g + 32 + l high), two weight rows, against
- * fewer than six rows:
- * per sub-block of 32, Σ q·x and Σ x, then d·scale·Σqx − dmin·min·Σx. The
- * nibbles become floats in registers; no row is decoded to memory. Each
- * pair of sub-blocks sums apart and is added to the row's total last, so
- * that the pairs' chains of FMAs overlap. */
+ * weight 64g + l low and 64g + 32 + l high), or Q5_K's (176 bytes: the
+ * same with 32 bytes of fifth bits before the nibbles), two weight rows,
+ * against fewer than six rows: per sub-block of 32, Σ q·x and Σ x, then
+ * d·scale·Σqx − dmin·min·Σx. The codes become floats in registers; no row
+ * is decoded to memory. Each pair of sub-blocks sums apart and is added to
+ * the row's total last, so that the pairs' chains of FMAs overlap. */
 __attribute__((target("avx2,fma,f16c"), always_inline)) static inline void
-q4_k_pair(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT_ONCE], uint32_t rows,
-          uint32_t len, float out[2][ROWS_AT_ONCE])
+k_quant_pair(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT_ONCE],
+             uint32_t rows, uint32_t len, float out[2][ROWS_AT_ONCE], bool fifth)
 {
-    const __m256i nibble = _mm256_set1_epi32(0xf);
+    const uint32_t bytes = fifth ? 176 : 144, codes = fifth ? 48 : 16;
     for (uint32_t i = 0; i < rows; i++) {
         __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
         for (uint32_t s = 0; s < len / 256; s++) {
-            const uint8_t *b0 = w0 + 144 * s, *b1 = w1 + 144 * s;
+            const uint8_t *b0 = w0 + bytes * s, *b1 = w1 + bytes * s;
 #if PREFETCH_BYTES
-            /* A block is 144 bytes: ask for every line of one ahead. */
-            for (int line = 0; line < 144 + 64; line += 64) {
+            /* ask for every line of a super-block ahead */
+            for (uint32_t line = 0; line < bytes + 64; line += 64) {
                 _mm_prefetch((const char *)(b0 + PREFETCH_BYTES + line), _MM_HINT_T0);
                 _mm_prefetch((const char *)(b1 + PREFETCH_BYTES + line), _MM_HINT_T0);
             }
@@ -412,19 +431,18 @@ q4_k_pair(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT_ONC
             q4_k_steps(b1, step[1], offset[1]);
             for (int g = 0; g < 4; g++) {
                 const float *xa = a[i] + 256 * s + 64 * g, *xb = xa + 32;
-                const uint8_t *q0 = b0 + 16 + 32 * g, *q1 = b1 + 16 + 32 * g;
+                const uint8_t *q0 = b0 + codes + 32 * g, *q1 = b1 + codes + 32 * g;
                 __m256 sa0 = _mm256_setzero_ps(), sb0 = sa0, sa1 = sa0, sb1 = sa0, sxa = sa0,
                        sxb = sa0;
                 for (int c = 0; c < 32; c += 8) {
                     __m256 xva = _mm256_loadu_ps(xa + c), xvb = _mm256_loadu_ps(xb + c);
-                    __m256i n0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q0 + c)));
-                    __m256i n1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q1 + c)));
-                    sa0 =
-                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(n0, nibble)), xva, sa0);
-                    sb0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(n0, 4)), xvb, sb0);
-                    sa1 =
-                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(n1, nibble)), xva, sa1);
-                    sb1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(n1, 4)), xvb, sb1);
+                    __m256i lo0, hi0, lo1, hi1;
+                    k_quant_codes(q0 + c, fifth ? b0 + 16 + c : NULL, g, &lo0, &hi0);
+                    k_quant_codes(q1 + c, fifth ? b1 + 16 + c : NULL, g, &lo1, &hi1);
+                    sa0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo0), xva, sa0);
+                    sb0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi0), xvb, sb0);
+                    sa1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo1), xva, sa1);
+                    sb1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi1), xvb, sb1);
                     sxa = _mm256_add_ps(sxa, xva);
                     sxb = _mm256_add_ps(sxb, xvb);
                 }
@@ -450,7 +468,15 @@ dot_q4_k_avx2(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_
               uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
 {
     for (uint32_t r = 0; r < STORED_ROWS; r += 2)
-        q4_k_pair(w[r], w[r + 1], a, rows, len, out + r);
+        k_quant_pair(w[r], w[r + 1], a, rows, len, out + r, false);
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void
+dot_q5_k_avx2(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONCE],
+              uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
+{
+    for (uint32_t r = 0; r < STORED_ROWS; r += 2)
+        k_quant_pair(w[r], w[r + 1], a, rows, len, out + r, true);
 }
 
 /* Rows decoded to f32 for prefill, n values (a whole number of blocks). */
@@ -522,9 +548,10 @@ static stored_kernel stored_kernel_of(vkmoe_weight_type type, uint32_t n)
 {
 #ifdef HAVE_X86_KERNELS
     static const stored_kernel avx2[] = {
-        [VKMOE_WEIGHT_F16] = dot_f16_avx2,   [VKMOE_WEIGHT_BF16] = dot_bf16_avx2,
-        [VKMOE_WEIGHT_Q8_0] = dot_q8_0_avx2, [VKMOE_WEIGHT_Q4_K] = dot_q4_k_avx2,
-        [VKMOE_WEIGHT_Q6_K] = dot_q6_k_avx2, [VKMOE_WEIGHT_MXFP4] = dot_mxfp4_avx2,
+        [VKMOE_WEIGHT_F16] = dot_f16_avx2,     [VKMOE_WEIGHT_BF16] = dot_bf16_avx2,
+        [VKMOE_WEIGHT_Q8_0] = dot_q8_0_avx2,   [VKMOE_WEIGHT_Q4_K] = dot_q4_k_avx2,
+        [VKMOE_WEIGHT_Q5_K] = dot_q5_k_avx2,   [VKMOE_WEIGHT_Q6_K] = dot_q6_k_avx2,
+        [VKMOE_WEIGHT_MXFP4] = dot_mxfp4_avx2,
     };
     if (n < ROWS_AT_ONCE && (unsigned)type < VKMOE_ARRAY_SIZE(avx2) && x86_kernels())
         return avx2[type];
