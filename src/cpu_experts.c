@@ -246,6 +246,85 @@ dot_q8_0_avx2(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_
     }
 }
 
+/* Q4_0, Q5_0, Q4_1 and Q5_1 blocks of 32 (quantize.c): f16 d, f16 m for
+ * the affine _1 types, four bytes of fifth bits for the 5-bit ones (code
+ * i's at bit i), then 16 bytes of nibbles (byte l holds codes l and
+ * l + 16); w = d·(q − 2^(bits−1)), or d·q + m. */
+typedef struct block32 {
+    uint32_t bytes, high, nibbles; /* a block's size, where its parts begin */
+    int bits;
+    bool affine;
+} block32;
+
+/* A block32 type's blocks straight from memory, a block of each of the
+ * four rows in turn: Σ (q − centre)·x a block, times d (plus m·Σx). */
+__attribute__((target("avx2,fma,f16c"), always_inline)) static inline void
+dot_block32(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONCE], uint32_t rows,
+            uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE], block32 f)
+{
+    const __m256i nibble = _mm256_set1_epi32(0xf), one = _mm256_set1_epi32(1),
+                  centre = _mm256_set1_epi32(1 << (f.bits - 1)),
+                  lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (uint32_t i = 0; i < rows; i++) {
+        __m256 acc[STORED_ROWS];
+        for (uint32_t r = 0; r < STORED_ROWS; r++)
+            acc[r] = _mm256_setzero_ps();
+        for (uint32_t b = 0; b < len / 32; b++) {
+            __m256 xv[4], sx = _mm256_setzero_ps();
+            for (int k = 0; k < 4; k++) {
+                xv[k] = _mm256_loadu_ps(a[i] + 32 * b + 8 * k);
+                sx = _mm256_add_ps(sx, xv[k]);
+            }
+            for (uint32_t r = 0; r < STORED_ROWS; r++) {
+                const uint8_t *block = w[r] + f.bytes * b;
+#if PREFETCH_BYTES
+                _mm_prefetch((const char *)(block + PREFETCH_BYTES), _MM_HINT_T0);
+#endif
+                __m256i n0 =
+                    _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(block + f.nibbles)));
+                __m256i n1 =
+                    _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(block + f.nibbles + 8)));
+                __m256i q[4] = {_mm256_and_si256(n0, nibble), _mm256_and_si256(n1, nibble),
+                                _mm256_srli_epi32(n0, 4), _mm256_srli_epi32(n1, 4)};
+                uint32_t high;
+                memcpy(&high, block + f.high, 4);
+                __m256 s = _mm256_setzero_ps();
+                for (int k = 0; k < 4; k++) {
+                    if (f.bits == 5) {
+                        __m256i shift = _mm256_add_epi32(lane, _mm256_set1_epi32(8 * k));
+                        __m256i bit = _mm256_and_si256(
+                            _mm256_srlv_epi32(_mm256_set1_epi32((int)high), shift), one);
+                        q[k] = _mm256_or_si256(q[k], _mm256_slli_epi32(bit, 4));
+                    }
+                    if (!f.affine)
+                        q[k] = _mm256_sub_epi32(q[k], centre);
+                    s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q[k]), xv[k], s);
+                }
+                uint16_t dm[2];
+                memcpy(dm, block, 4);
+                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(dm[0])), s, acc[r]);
+                if (f.affine)
+                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(dm[1])), sx, acc[r]);
+            }
+        }
+        for (uint32_t r = 0; r < STORED_ROWS; r++)
+            out[r][i] = sum8(acc[r]);
+    }
+}
+
+#define BLOCK32_KERNEL(name, ...)                                                                  \
+    __attribute__((target("avx2,fma,f16c"))) static void name(                                     \
+        const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONCE], uint32_t rows,    \
+        uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])                                        \
+    {                                                                                              \
+        dot_block32(w, a, rows, len, out, (block32){__VA_ARGS__});                                 \
+    }
+BLOCK32_KERNEL(dot_q4_0_avx2, .bytes = 18, .nibbles = 2, .bits = 4)
+BLOCK32_KERNEL(dot_q5_0_avx2, .bytes = 22, .high = 2, .nibbles = 6, .bits = 5)
+BLOCK32_KERNEL(dot_q4_1_avx2, .bytes = 20, .nibbles = 4, .bits = 4, .affine = true)
+BLOCK32_KERNEL(dot_q5_1_avx2, .bytes = 24, .high = 4, .nibbles = 8, .bits = 5, .affine = true)
+#undef BLOCK32_KERNEL
+
 /* An MXFP4 block (17 bytes: an E8M0 exponent, 16 bytes of E2M1 codes,
  * byte l holding codes l and l + 16) as its 32 doubled levels, mapped by
  * one byte shuffle, and the scale 2^(e − 128) they take (vkmoe's MXFP4
@@ -550,7 +629,9 @@ static stored_kernel stored_kernel_of(vkmoe_weight_type type, uint32_t n)
     static const stored_kernel avx2[] = {
         [VKMOE_WEIGHT_F16] = dot_f16_avx2,     [VKMOE_WEIGHT_BF16] = dot_bf16_avx2,
         [VKMOE_WEIGHT_Q8_0] = dot_q8_0_avx2,   [VKMOE_WEIGHT_Q4_K] = dot_q4_k_avx2,
-        [VKMOE_WEIGHT_Q5_K] = dot_q5_k_avx2,   [VKMOE_WEIGHT_Q6_K] = dot_q6_k_avx2,
+        [VKMOE_WEIGHT_Q5_K] = dot_q5_k_avx2,   [VKMOE_WEIGHT_Q4_0] = dot_q4_0_avx2,
+        [VKMOE_WEIGHT_Q5_0] = dot_q5_0_avx2,   [VKMOE_WEIGHT_Q4_1] = dot_q4_1_avx2,
+        [VKMOE_WEIGHT_Q5_1] = dot_q5_1_avx2,   [VKMOE_WEIGHT_Q6_K] = dot_q6_k_avx2,
         [VKMOE_WEIGHT_MXFP4] = dot_mxfp4_avx2,
     };
     if (n < ROWS_AT_ONCE && (unsigned)type < VKMOE_ARRAY_SIZE(avx2) && x86_kernels())
