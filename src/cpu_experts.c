@@ -142,21 +142,28 @@ __attribute__((target("avx2,fma"))) static void dot_avx2(const float *w0, const 
     }
 }
 
-/* Eight 16-bit floats as f32: f16 by F16C, bf16 as an f32's top half. */
-__attribute__((target("avx2,f16c"), always_inline)) static inline __m256 halves(__m128i h,
-                                                                                bool bf16)
+/* Weight rows of floats, read as stored. */
+typedef enum float_rows { ROWS_F16, ROWS_BF16, ROWS_F32 } float_rows;
+
+/* Values d .. d + 7 of a row as f32: f16 by F16C, bf16 as an f32's top half. */
+__attribute__((target("avx2,f16c"), always_inline)) static inline __m256
+eight_floats(const uint8_t *row, uint32_t d, float_rows kind)
 {
-    return bf16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
-                : _mm256_cvtph_ps(h);
+    if (kind == ROWS_F32)
+        return _mm256_loadu_ps((const float *)row + d);
+    __m128i h = _mm_loadu_si128((const __m128i *)(row + 2 * d));
+    return kind == ROWS_BF16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+                             : _mm256_cvtph_ps(h);
 }
 
-/* f16 or bf16 weight rows straight from memory against fewer than six
- * rows (decode), one row at a time: each weight is read once, never
+/* f16, bf16 or f32 weight rows straight from memory against fewer than
+ * six rows (decode), one row at a time: each weight is read once, never
  * decoded to a buffer. */
 __attribute__((target("avx2,fma,f16c"), always_inline)) static inline void
-dot_16bit(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONCE], uint32_t rows,
-          uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE], bool bf16)
+dot_float_rows(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONCE],
+               uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE], float_rows kind)
 {
+    const uint32_t value_bytes = kind == ROWS_F32 ? 4 : 2;
     for (uint32_t i = 0; i < rows; i++) {
         /* Two sums a weight row: eight chains of FMAs in flight, so that
          * the arithmetic keeps up with the loads (four chains measured 10%
@@ -172,41 +179,38 @@ dot_16bit(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONCE
              * f16 is one) and decode is bound by the memory's latency. */
 #if PREFETCH_BYTES
             for (uint32_t r = 0; r < STORED_ROWS; r++)
-                _mm_prefetch((const char *)(w[r] + 2 * d + PREFETCH_BYTES), _MM_HINT_T0);
+                for (uint32_t line = 0; line < 32 * value_bytes; line += 64)
+                    _mm_prefetch((const char *)(w[r] + value_bytes * d + PREFETCH_BYTES + line),
+                                 _MM_HINT_T0);
 #endif
-            for (int k = 0; k < 4; k++) {
+            for (uint32_t k = 0; k < 4; k++) {
                 __m256 xv = _mm256_loadu_ps(x + d + 8 * k);
                 for (uint32_t r = 0; r < STORED_ROWS; r++)
-                    p[r][k & 1] = _mm256_fmadd_ps(
-                        halves(_mm_loadu_si128((const __m128i *)(w[r] + 2 * d + 16 * k)), bf16), xv,
-                        p[r][k & 1]);
+                    p[r][k & 1] =
+                        _mm256_fmadd_ps(eight_floats(w[r], d + 8 * k, kind), xv, p[r][k & 1]);
             }
         }
-        for (int k = 0; d < len; d += 8, k++) {
+        for (uint32_t k = 0; d < len; d += 8, k++) {
             __m256 xv = _mm256_loadu_ps(x + d);
             for (uint32_t r = 0; r < STORED_ROWS; r++)
-                p[r][k & 1] =
-                    _mm256_fmadd_ps(halves(_mm_loadu_si128((const __m128i *)(w[r] + 2 * d)), bf16),
-                                    xv, p[r][k & 1]);
+                p[r][k & 1] = _mm256_fmadd_ps(eight_floats(w[r], d, kind), xv, p[r][k & 1]);
         }
         for (uint32_t r = 0; r < STORED_ROWS; r++)
             out[r][i] = sum8(_mm256_add_ps(p[r][0], p[r][1]));
     }
 }
 
-__attribute__((target("avx2,fma,f16c"))) static void
-dot_f16_avx2(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONCE], uint32_t rows,
-             uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
-{
-    dot_16bit(w, a, rows, len, out, false);
-}
-
-__attribute__((target("avx2,fma,f16c"))) static void
-dot_bf16_avx2(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONCE],
-              uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
-{
-    dot_16bit(w, a, rows, len, out, true);
-}
+#define FLOAT_ROWS_KERNEL(name, kind)                                                              \
+    __attribute__((target("avx2,fma,f16c"))) static void name(                                     \
+        const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONCE], uint32_t rows,    \
+        uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])                                        \
+    {                                                                                              \
+        dot_float_rows(w, a, rows, len, out, kind);                                                \
+    }
+FLOAT_ROWS_KERNEL(dot_f16_avx2, ROWS_F16)
+FLOAT_ROWS_KERNEL(dot_bf16_avx2, ROWS_BF16)
+FLOAT_ROWS_KERNEL(dot_f32_avx2, ROWS_F32)
+#undef FLOAT_ROWS_KERNEL
 
 /* Q8_0 blocks straight from memory (34 bytes: f16 d, 32 int8 codes): Σ q·x
  * a block, times d. The four rows' scaling FMAs are four chains. */
@@ -627,12 +631,12 @@ static stored_kernel stored_kernel_of(vkmoe_weight_type type, uint32_t n)
 {
 #ifdef HAVE_X86_KERNELS
     static const stored_kernel avx2[] = {
-        [VKMOE_WEIGHT_F16] = dot_f16_avx2,     [VKMOE_WEIGHT_BF16] = dot_bf16_avx2,
-        [VKMOE_WEIGHT_Q8_0] = dot_q8_0_avx2,   [VKMOE_WEIGHT_Q4_K] = dot_q4_k_avx2,
-        [VKMOE_WEIGHT_Q5_K] = dot_q5_k_avx2,   [VKMOE_WEIGHT_Q4_0] = dot_q4_0_avx2,
-        [VKMOE_WEIGHT_Q5_0] = dot_q5_0_avx2,   [VKMOE_WEIGHT_Q4_1] = dot_q4_1_avx2,
-        [VKMOE_WEIGHT_Q5_1] = dot_q5_1_avx2,   [VKMOE_WEIGHT_Q6_K] = dot_q6_k_avx2,
-        [VKMOE_WEIGHT_MXFP4] = dot_mxfp4_avx2,
+        [VKMOE_WEIGHT_F32] = dot_f32_avx2,   [VKMOE_WEIGHT_F16] = dot_f16_avx2,
+        [VKMOE_WEIGHT_BF16] = dot_bf16_avx2, [VKMOE_WEIGHT_Q8_0] = dot_q8_0_avx2,
+        [VKMOE_WEIGHT_Q4_K] = dot_q4_k_avx2, [VKMOE_WEIGHT_Q5_K] = dot_q5_k_avx2,
+        [VKMOE_WEIGHT_Q4_0] = dot_q4_0_avx2, [VKMOE_WEIGHT_Q5_0] = dot_q5_0_avx2,
+        [VKMOE_WEIGHT_Q4_1] = dot_q4_1_avx2, [VKMOE_WEIGHT_Q5_1] = dot_q5_1_avx2,
+        [VKMOE_WEIGHT_Q6_K] = dot_q6_k_avx2, [VKMOE_WEIGHT_MXFP4] = dot_mxfp4_avx2,
     };
     if (n < ROWS_AT_ONCE && (unsigned)type < VKMOE_ARRAY_SIZE(avx2) && x86_kernels())
         return avx2[type];
