@@ -142,6 +142,21 @@ __attribute__((target("avx2,fma"))) static void dot_avx2(const float *w0, const 
     }
 }
 
+/* A stored kernel's sums, one for each of its weight rows: zeroed, and
+ * summed into out[r][i]. */
+__attribute__((target("avx"), always_inline)) static inline void zero_sums(__m256 acc[STORED_ROWS])
+{
+    for (uint32_t r = 0; r < STORED_ROWS; r++)
+        acc[r] = _mm256_setzero_ps();
+}
+
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+store_sums(const __m256 acc[STORED_ROWS], float out[STORED_ROWS][ROWS_AT_ONCE], uint32_t i)
+{
+    for (uint32_t r = 0; r < STORED_ROWS; r++)
+        out[r][i] = sum8(acc[r]);
+}
+
 /* Weight rows of floats, read as stored. */
 typedef enum float_rows { ROWS_F16, ROWS_BF16, ROWS_F32 } float_rows;
 
@@ -220,8 +235,7 @@ dot_q8_0_avx2(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_
 {
     for (uint32_t i = 0; i < rows; i++) {
         __m256 acc[STORED_ROWS];
-        for (uint32_t r = 0; r < STORED_ROWS; r++)
-            acc[r] = _mm256_setzero_ps();
+        zero_sums(acc);
         for (uint32_t b = 0; b < len / 32; b++) {
             const float *x = a[i] + 32 * b;
             __m256 s[STORED_ROWS];
@@ -245,8 +259,7 @@ dot_q8_0_avx2(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_
                 acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(d)), s[r], acc[r]);
             }
         }
-        for (uint32_t r = 0; r < STORED_ROWS; r++)
-            out[r][i] = sum8(acc[r]);
+        store_sums(acc, out, i);
     }
 }
 
@@ -271,8 +284,7 @@ dot_block32(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ON
                   lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (uint32_t i = 0; i < rows; i++) {
         __m256 acc[STORED_ROWS];
-        for (uint32_t r = 0; r < STORED_ROWS; r++)
-            acc[r] = _mm256_setzero_ps();
+        zero_sums(acc);
         for (uint32_t b = 0; b < len / 32; b++) {
             __m256 xv[4], sx = _mm256_setzero_ps();
             for (int k = 0; k < 4; k++) {
@@ -290,8 +302,9 @@ dot_block32(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ON
                     _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(block + f.nibbles + 8)));
                 __m256i q[4] = {_mm256_and_si256(n0, nibble), _mm256_and_si256(n1, nibble),
                                 _mm256_srli_epi32(n0, 4), _mm256_srli_epi32(n1, 4)};
-                uint32_t high;
-                memcpy(&high, block + f.high, 4);
+                uint32_t high = 0;
+                if (f.bits == 5)
+                    memcpy(&high, block + f.high, 4);
                 __m256 s = _mm256_setzero_ps();
                 for (int k = 0; k < 4; k++) {
                     if (f.bits == 5) {
@@ -311,8 +324,7 @@ dot_block32(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ON
                     acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(dm[1])), sx, acc[r]);
             }
         }
-        for (uint32_t r = 0; r < STORED_ROWS; r++)
-            out[r][i] = sum8(acc[r]);
+        store_sums(acc, out, i);
     }
 }
 
@@ -431,8 +443,7 @@ dot_q6_k_avx2(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_
 {
     for (uint32_t i = 0; i < rows; i++) {
         __m256 acc[STORED_ROWS];
-        for (uint32_t r = 0; r < STORED_ROWS; r++)
-            acc[r] = _mm256_setzero_ps();
+        zero_sums(acc);
         for (uint32_t s = 0; s < len / 256; s++)
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
                 const uint8_t *block = w[r] + 210 * s;
@@ -445,8 +456,7 @@ dot_q6_k_avx2(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_
                 acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(d)),
                                          q6_k_block(block, a[i] + 256 * s), acc[r]);
             }
-        for (uint32_t r = 0; r < STORED_ROWS; r++)
-            out[r][i] = sum8(acc[r]);
+        store_sums(acc, out, i);
     }
 }
 
