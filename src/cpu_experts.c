@@ -341,30 +341,47 @@ BLOCK32_KERNEL(dot_q4_1_avx2, .bytes = 20, .nibbles = 4, .bits = 4, .affine = tr
 BLOCK32_KERNEL(dot_q5_1_avx2, .bytes = 24, .high = 4, .nibbles = 8, .bits = 5, .affine = true)
 #undef BLOCK32_KERNEL
 
-/* An MXFP4 block (17 bytes: an E8M0 exponent, 16 bytes of E2M1 codes,
- * byte l holding codes l and l + 16) as its 32 doubled levels, mapped by
- * one byte shuffle, and the scale 2^(e − 128) they take (vkmoe's MXFP4
- * decoder, quantize.c). */
-__attribute__((target("avx2"), always_inline)) static inline float
-mxfp4_levels(const uint8_t *block, __m256 levels[4])
+/* Blocks of 32 whose codes index 16 levels (quantize.c), byte l of the
+ * codes holding codes l and l + 16: MXFP4's 17 bytes, an E8M0 exponent e
+ * then E2M1 codes, the levels doubled and the scale 2^(e − 128) (as
+ * vkmoe's MXFP4 decoder); IQ4_NL's 18, an f16 scale then indices into its
+ * non-linear levels. */
+typedef struct level_table {
+    uint32_t bytes, codes; /* a block's size, where its codes begin */
+    bool e8m0;             /* the scale an E8M0 exponent, not an f16 */
+    int8_t levels[16];
+} level_table;
+
+static const level_table mxfp4_table = {
+    17, 1, true, {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12}};
+static const level_table iq4_nl_table = {
+    18, 2, false, {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113}};
+
+/* A block's 32 levels, mapped by one byte shuffle, and the scale they take. */
+__attribute__((target("avx2,f16c"), always_inline)) static inline float
+block_levels(const uint8_t *block, const level_table *t, __m256 levels[4])
 {
-    const __m128i table = _mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
+    const __m128i table = _mm_loadu_si128((const __m128i *)t->levels);
     const __m128i nibble = _mm_set1_epi8(0xf);
-    __m128i codes = _mm_loadu_si128((const __m128i *)(block + 1));
+    __m128i codes = _mm_loadu_si128((const __m128i *)(block + t->codes));
     __m128i low = _mm_shuffle_epi8(table, _mm_and_si128(codes, nibble));
     __m128i high = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(codes, 4), nibble));
     levels[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(low));
     levels[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(low, 8)));
     levels[2] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(high));
     levels[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(high, 8)));
-    return vkmoe_e8m0_half(block[0]);
+    if (t->e8m0)
+        return vkmoe_e8m0_half(block[0]);
+    uint16_t d;
+    memcpy(&d, block, 2);
+    return _cvtsh_ss(d);
 }
 
-/* MXFP4 blocks straight from memory: Σ level·x a block, times its scale. */
-__attribute__((target("avx2,fma"))) static void dot_mxfp4_avx2(const uint8_t *const w[STORED_ROWS],
-                                                               const float *const a[ROWS_AT_ONCE],
-                                                               uint32_t rows, uint32_t len,
-                                                               float out[STORED_ROWS][ROWS_AT_ONCE])
+/* Level-table blocks straight from memory: Σ level·x a block, times its
+ * scale. */
+__attribute__((target("avx2,fma,f16c"), always_inline)) static inline void
+dot_levels(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONCE], uint32_t rows,
+           uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE], const level_table *t)
 {
     for (uint32_t i = 0; i < rows; i++) {
         __m256 acc[STORED_ROWS][2];
@@ -373,12 +390,12 @@ __attribute__((target("avx2,fma"))) static void dot_mxfp4_avx2(const uint8_t *co
         for (uint32_t b = 0; b < len / 32; b++) {
             const float *x = a[i] + 32 * b;
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
-                const uint8_t *block = w[r] + 17 * b;
+                const uint8_t *block = w[r] + t->bytes * b;
 #if PREFETCH_BYTES
                 _mm_prefetch((const char *)(block + PREFETCH_BYTES), _MM_HINT_T0);
 #endif
                 __m256 levels[4];
-                float scale = mxfp4_levels(block, levels);
+                float scale = block_levels(block, t, levels);
                 __m256 s = _mm256_mul_ps(levels[0], _mm256_loadu_ps(x));
                 for (int k = 1; k < 4; k++)
                     s = _mm256_fmadd_ps(levels[k], _mm256_loadu_ps(x + 8 * k), s);
@@ -389,6 +406,17 @@ __attribute__((target("avx2,fma"))) static void dot_mxfp4_avx2(const uint8_t *co
             out[r][i] = sum8(_mm256_add_ps(acc[r][0], acc[r][1]));
     }
 }
+
+#define LEVELS_KERNEL(name, table)                                                                 \
+    __attribute__((target("avx2,fma,f16c"))) static void name(                                     \
+        const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONCE], uint32_t rows,    \
+        uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])                                        \
+    {                                                                                              \
+        dot_levels(w, a, rows, len, out, &table);                                                  \
+    }
+LEVELS_KERNEL(dot_mxfp4_avx2, mxfp4_table)
+LEVELS_KERNEL(dot_iq4_nl_avx2, iq4_nl_table)
+#undef LEVELS_KERNEL
 
 /* One Q6_K super-block (210 bytes: 128 of low nibbles, 64 of high bit
  * pairs, 16 int8 scales, f16 d; quantize.c's layout) against x: Σ over
@@ -583,12 +611,12 @@ __attribute__((target("avx2,f16c"))) static void f16_row_avx2(const uint8_t *src
 }
 
 /* Each level times its block's scale: the codec's product, the same bits. */
-__attribute__((target("avx2"))) static void mxfp4_row_avx2(const uint8_t *src, uint32_t n,
-                                                           float *dst)
+__attribute__((target("avx2,f16c"))) static void mxfp4_row_avx2(const uint8_t *src, uint32_t n,
+                                                                float *dst)
 {
     for (uint32_t b = 0; b < n / 32; b++) {
         __m256 levels[4];
-        __m256 scale = _mm256_set1_ps(mxfp4_levels(src + 17 * b, levels));
+        __m256 scale = _mm256_set1_ps(block_levels(src + 17 * b, &mxfp4_table, levels));
         for (int k = 0; k < 4; k++)
             _mm256_storeu_ps(dst + 32 * b + 8 * k, _mm256_mul_ps(levels[k], scale));
     }
@@ -641,12 +669,13 @@ static stored_kernel stored_kernel_of(vkmoe_weight_type type, uint32_t n)
 {
 #ifdef HAVE_X86_KERNELS
     static const stored_kernel avx2[] = {
-        [VKMOE_WEIGHT_F32] = dot_f32_avx2,   [VKMOE_WEIGHT_F16] = dot_f16_avx2,
-        [VKMOE_WEIGHT_BF16] = dot_bf16_avx2, [VKMOE_WEIGHT_Q8_0] = dot_q8_0_avx2,
-        [VKMOE_WEIGHT_Q4_K] = dot_q4_k_avx2, [VKMOE_WEIGHT_Q5_K] = dot_q5_k_avx2,
-        [VKMOE_WEIGHT_Q4_0] = dot_q4_0_avx2, [VKMOE_WEIGHT_Q5_0] = dot_q5_0_avx2,
-        [VKMOE_WEIGHT_Q4_1] = dot_q4_1_avx2, [VKMOE_WEIGHT_Q5_1] = dot_q5_1_avx2,
-        [VKMOE_WEIGHT_Q6_K] = dot_q6_k_avx2, [VKMOE_WEIGHT_MXFP4] = dot_mxfp4_avx2,
+        [VKMOE_WEIGHT_F32] = dot_f32_avx2,       [VKMOE_WEIGHT_F16] = dot_f16_avx2,
+        [VKMOE_WEIGHT_BF16] = dot_bf16_avx2,     [VKMOE_WEIGHT_Q8_0] = dot_q8_0_avx2,
+        [VKMOE_WEIGHT_Q4_K] = dot_q4_k_avx2,     [VKMOE_WEIGHT_Q5_K] = dot_q5_k_avx2,
+        [VKMOE_WEIGHT_Q4_0] = dot_q4_0_avx2,     [VKMOE_WEIGHT_Q5_0] = dot_q5_0_avx2,
+        [VKMOE_WEIGHT_Q4_1] = dot_q4_1_avx2,     [VKMOE_WEIGHT_Q5_1] = dot_q5_1_avx2,
+        [VKMOE_WEIGHT_Q6_K] = dot_q6_k_avx2,     [VKMOE_WEIGHT_MXFP4] = dot_mxfp4_avx2,
+        [VKMOE_WEIGHT_IQ4_NL] = dot_iq4_nl_avx2,
     };
     if (n < ROWS_AT_ONCE && (unsigned)type < VKMOE_ARRAY_SIZE(avx2) && x86_kernels())
         return avx2[type];
