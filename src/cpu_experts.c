@@ -142,6 +142,16 @@ __attribute__((target("avx2,fma"))) static void dot_avx2(const float *w0, const 
     }
 }
 
+/* A stored kernel (the table of stored_kernel_of) whose body is one call
+ * of a kernel for a family of types, with this type's parameters. */
+#define STORED_KERNEL(name, call)                                                                  \
+    __attribute__((target("avx2,fma,f16c"))) static void name(                                     \
+        const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONCE], uint32_t rows,    \
+        uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])                                        \
+    {                                                                                              \
+        call;                                                                                      \
+    }
+
 /* A stored kernel's sums, one for each of its weight rows: zeroed, and
  * summed into out[r][i]. */
 __attribute__((target("avx"), always_inline)) static inline void zero_sums(__m256 acc[STORED_ROWS])
@@ -215,17 +225,9 @@ dot_float_rows(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT
     }
 }
 
-#define FLOAT_ROWS_KERNEL(name, kind)                                                              \
-    __attribute__((target("avx2,fma,f16c"))) static void name(                                     \
-        const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONCE], uint32_t rows,    \
-        uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])                                        \
-    {                                                                                              \
-        dot_float_rows(w, a, rows, len, out, kind);                                                \
-    }
-FLOAT_ROWS_KERNEL(dot_f16_avx2, ROWS_F16)
-FLOAT_ROWS_KERNEL(dot_bf16_avx2, ROWS_BF16)
-FLOAT_ROWS_KERNEL(dot_f32_avx2, ROWS_F32)
-#undef FLOAT_ROWS_KERNEL
+STORED_KERNEL(dot_f16_avx2, dot_float_rows(w, a, rows, len, out, ROWS_F16))
+STORED_KERNEL(dot_bf16_avx2, dot_float_rows(w, a, rows, len, out, ROWS_BF16))
+STORED_KERNEL(dot_f32_avx2, dot_float_rows(w, a, rows, len, out, ROWS_F32))
 
 /* Q8_0 blocks straight from memory (34 bytes: f16 d, 32 int8 codes): Σ q·x
  * a block, times d. The four rows' scaling FMAs are four chains. */
@@ -328,18 +330,13 @@ dot_block32(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ON
     }
 }
 
-#define BLOCK32_KERNEL(name, ...)                                                                  \
-    __attribute__((target("avx2,fma,f16c"))) static void name(                                     \
-        const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONCE], uint32_t rows,    \
-        uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])                                        \
-    {                                                                                              \
-        dot_block32(w, a, rows, len, out, (block32){__VA_ARGS__});                                 \
-    }
-BLOCK32_KERNEL(dot_q4_0_avx2, .bytes = 18, .nibbles = 2, .bits = 4)
-BLOCK32_KERNEL(dot_q5_0_avx2, .bytes = 22, .high = 2, .nibbles = 6, .bits = 5)
-BLOCK32_KERNEL(dot_q4_1_avx2, .bytes = 20, .nibbles = 4, .bits = 4, .affine = true)
-BLOCK32_KERNEL(dot_q5_1_avx2, .bytes = 24, .high = 4, .nibbles = 8, .bits = 5, .affine = true)
-#undef BLOCK32_KERNEL
+#define BLOCK32(...) dot_block32(w, a, rows, len, out, (block32){__VA_ARGS__})
+STORED_KERNEL(dot_q4_0_avx2, BLOCK32(.bytes = 18, .nibbles = 2, .bits = 4))
+STORED_KERNEL(dot_q5_0_avx2, BLOCK32(.bytes = 22, .high = 2, .nibbles = 6, .bits = 5))
+STORED_KERNEL(dot_q4_1_avx2, BLOCK32(.bytes = 20, .nibbles = 4, .bits = 4, .affine = true))
+STORED_KERNEL(dot_q5_1_avx2,
+              BLOCK32(.bytes = 24, .high = 4, .nibbles = 8, .bits = 5, .affine = true))
+#undef BLOCK32
 
 /* Blocks of 32 whose codes index 16 levels (quantize.c), byte l of the
  * codes holding codes l and l + 16: MXFP4's 17 bytes, an E8M0 exponent e
@@ -407,16 +404,9 @@ dot_levels(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONC
     }
 }
 
-#define LEVELS_KERNEL(name, table)                                                                 \
-    __attribute__((target("avx2,fma,f16c"))) static void name(                                     \
-        const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONCE], uint32_t rows,    \
-        uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])                                        \
-    {                                                                                              \
-        dot_levels(w, a, rows, len, out, &table);                                                  \
-    }
-LEVELS_KERNEL(dot_mxfp4_avx2, mxfp4_table)
-LEVELS_KERNEL(dot_iq4_nl_avx2, iq4_nl_table)
-#undef LEVELS_KERNEL
+STORED_KERNEL(dot_mxfp4_avx2, dot_levels(w, a, rows, len, out, &mxfp4_table))
+STORED_KERNEL(dot_iq4_nl_avx2, dot_levels(w, a, rows, len, out, &iq4_nl_table))
+#undef STORED_KERNEL
 
 /* One Q6_K super-block (210 bytes: 128 of low nibbles, 64 of high bit
  * pairs, 16 int8 scales, f16 d; quantize.c's layout) against x: Σ over
