@@ -346,13 +346,11 @@ STORED_KERNEL(dot_q5_1_avx2,
 typedef struct level_table {
     uint32_t bytes, codes; /* a block's size, where its codes begin */
     bool e8m0;             /* the scale an E8M0 exponent, not an f16 */
-    int8_t levels[16];
+    const int8_t *levels;  /* [16] */
 } level_table;
 
-static const level_table mxfp4_table = {
-    17, 1, true, {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12}};
-static const level_table iq4_nl_table = {
-    18, 2, false, {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113}};
+static const level_table mxfp4_table = {17, 1, true, vkmoe_mxfp4_levels};
+static const level_table iq4_nl_table = {18, 2, false, vkmoe_iq4_levels};
 
 /* A block's 32 levels, mapped by one byte shuffle, and the scale they take. */
 __attribute__((target("avx2,f16c"), always_inline)) static inline float

@@ -218,8 +218,8 @@ static void dequantize_q5_1(const uint8_t *in, float *x) { dequantize_affine_32(
 /* ---- non-linear 4-bit codes: IQ4_NL, IQ4_XS, MXFP4 ---- */
 
 /* IQ4_NL's and IQ4_XS's 16 levels (a code is an index into them). */
-static const int8_t iq4_levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
-                                      1,    13,   25,  38,  53,  69,  89,  113};
+const int8_t vkmoe_iq4_levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                     1,    13,   25,  38,  53,  69,  89,  113};
 
 /* The index of the level nearest v (ascending levels; a tie goes up). */
 static int nearest_level(const int8_t levels[16], float v)
@@ -255,21 +255,22 @@ static float fit_iq4(const float *x, uint8_t q[QK], int tries)
         }
     if (amax < 1e-15f)
         return 0;
-    float d = tries > 0 ? -max / iq4_levels[0] : max / iq4_levels[0], id = 1 / d;
+    float d = tries > 0 ? -max / vkmoe_iq4_levels[0] : max / vkmoe_iq4_levels[0], id = 1 / d;
     float sum_qx = 0, sum_q2 = 0;
     for (int i = 0; i < QK; i++) {
-        q[i] = (uint8_t)nearest_level(iq4_levels, id * x[i]);
-        float level = iq4_levels[q[i]], w = x[i] * x[i];
+        q[i] = (uint8_t)nearest_level(vkmoe_iq4_levels, id * x[i]);
+        float level = vkmoe_iq4_levels[q[i]], w = x[i] * x[i];
         sum_qx += w * level * x[i];
         sum_q2 += w * level * level;
     }
     d = sum_q2 > 0 ? sum_qx / sum_q2 : 0.0f;
     float best = d * sum_qx;
     for (int t = -tries; t <= tries; t++) {
-        id = (float)(t + iq4_levels[0]) / max;
+        id = (float)(t + vkmoe_iq4_levels[0]) / max;
         sum_qx = sum_q2 = 0;
         for (int i = 0; i < QK; i++) {
-            float level = iq4_levels[nearest_level(iq4_levels, id * x[i])], w = x[i] * x[i];
+            float level = vkmoe_iq4_levels[nearest_level(vkmoe_iq4_levels, id * x[i])],
+                  w = x[i] * x[i];
             sum_qx += w * level * x[i];
             sum_q2 += w * level * level;
         }
@@ -299,7 +300,7 @@ static void dequantize_iq4_nl(const uint8_t *in, float *x)
     uint8_t q[QK];
     codes_32(in + 2, NULL, q);
     for (int i = 0; i < QK; i++)
-        x[i] = d * (float)iq4_levels[q[i]];
+        x[i] = d * (float)vkmoe_iq4_levels[q[i]];
 }
 
 /* IQ4_XS: super-blocks of 256 in 136 bytes: f16 d, a 16-bit word of the
@@ -326,7 +327,7 @@ static void quantize_iq4_xs(const float *x, uint8_t *out)
         int l = clamp_int(nearest(id * scales[j]), -32, 31);
         float step = d * (float)l, inverse = step != 0.0f ? 1 / step : 0.0f;
         for (int i = 0; i < QK; i++)
-            q[QK * j + i] = (uint8_t)nearest_level(iq4_levels, inverse * x[QK * j + i]);
+            q[QK * j + i] = (uint8_t)nearest_level(vkmoe_iq4_levels, inverse * x[QK * j + i]);
         l += 32;
         out[4 + j / 2] |= (uint8_t)((l & 0xf) << 4 * (j % 2));
         high |= (uint32_t)(l >> 4) << 2 * j;
@@ -351,14 +352,14 @@ static void dequantize_iq4_xs(const uint8_t *in, float *x)
         uint8_t q[QK];
         codes_32(in + 8 + 16 * j, NULL, q);
         for (int i = 0; i < QK; i++)
-            x[QK * j + i] = step * (float)iq4_levels[q[i]];
+            x[QK * j + i] = step * (float)vkmoe_iq4_levels[q[i]];
     }
 }
 
 /* MXFP4 (OCP microscaling): blocks of 32 in 17 bytes, an E8M0 exponent e
  * then 16 bytes of E2M1 codes laid out as Q4_0's; w = 2^(e−127)·fp4(q).
  * Kept as ggml does, with the E2M1 values doubled and the scale halved. */
-static const int8_t mxfp4_levels[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+const int8_t vkmoe_mxfp4_levels[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
 /* The exponent puts the block's largest magnitude in [4, 8) times the
  * scale, the top of the E2M1 range being 6; each code is the nearest
@@ -374,9 +375,9 @@ static void quantize_mxfp4(const float *x, uint8_t *out)
     uint8_t codes[QK];
     for (int i = 0; i < QK; i++) {
         int best = 0;
-        float best_error = fabsf(mxfp4_levels[0] * d - x[i]);
+        float best_error = fabsf(vkmoe_mxfp4_levels[0] * d - x[i]);
         for (int l = 1; l < 16; l++) {
-            float error = fabsf(mxfp4_levels[l] * d - x[i]);
+            float error = fabsf(vkmoe_mxfp4_levels[l] * d - x[i]);
             if (error < best_error) {
                 best = l;
                 best_error = error;
@@ -394,7 +395,7 @@ static void dequantize_mxfp4(const uint8_t *in, float *x)
     uint8_t q[QK];
     codes_32(in + 1, NULL, q);
     for (int i = 0; i < QK; i++)
-        x[i] = (float)mxfp4_levels[q[i]] * d;
+        x[i] = (float)vkmoe_mxfp4_levels[q[i]] * d;
 }
 
 /* ---- K-quants with a minimum: Q2_K, Q4_K, Q5_K ---- */

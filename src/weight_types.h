@@ -12,6 +12,11 @@
 
 #include "vkmoe.h"
 
+/* IQ4_NL's and IQ4_XS's 16 levels, and MXFP4's E2M1 values doubled (a
+ * code is an index into them; defined in quantize.c). */
+extern const int8_t vkmoe_iq4_levels[16];
+extern const int8_t vkmoe_mxfp4_levels[16];
+
 /* Whether a weight type stores GGUF blocks (read as 32-bit words) rather
  * than one value after another (read 16 bytes at a time). */
 static inline bool vkmoe_weight_blocked(vkmoe_weight_type type)
