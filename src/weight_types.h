@@ -56,16 +56,17 @@ static inline float vkmoe_e8m0_half(uint8_t e)
 /* The eight 6-bit scales and mins of a Q4_K or Q5_K super-block's sub-
  * blocks from its 12 packed bytes (after d and dmin): sub-block j < 4 in
  * the low 6 bits of bytes j and j + 4; j + 4 in the nibbles of byte j + 8
- * and the top 2 bits of bytes j and j + 4. Inline and without a branch:
- * the CPU experts' kernels read it for every block. */
+ * and the top 2 bits of bytes j and j + 4. Inline, without a branch, four
+ * bytes at a time in a word: the CPU experts' kernels read it for every
+ * block. */
 static inline void vkmoe_q4_k_scales_mins(const uint8_t *packed, uint8_t scales[8], uint8_t mins[8])
 {
-    for (int j = 0; j < 4; j++) {
-        scales[j] = packed[j] & 63;
-        mins[j] = packed[j + 4] & 63;
-        scales[j + 4] = (uint8_t)((packed[j + 8] & 0xf) | (packed[j] >> 6) << 4);
-        mins[j + 4] = (uint8_t)((packed[j + 8] >> 4) | (packed[j + 4] >> 6) << 4);
-    }
+    uint32_t word[3], low = 0x3f3f3f3fu, nibbles = 0x0f0f0f0fu, top = 0x03030303u;
+    memcpy(word, packed, 12);
+    uint32_t s[2] = {word[0] & low, (word[2] & nibbles) | (word[0] >> 6 & top) << 4};
+    uint32_t m[2] = {word[1] & low, (word[2] >> 4 & nibbles) | (word[1] >> 6 & top) << 4};
+    memcpy(scales, s, 8); /* no bit crosses a byte: any byte order */
+    memcpy(mins, m, 8);
 }
 
 #endif /* VKMOE_WEIGHT_TYPES_H */
