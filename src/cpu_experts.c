@@ -40,20 +40,8 @@
 /* Units each thread should find, at least, so that threads finish near
  * together when experts' row counts differ. */
 #define UNITS_PER_THREAD 8u
-/* Rows of x (or hidden) a kernel call multiplies at once: 2 weight rows
- * by 6 rows take 12 of AVX2's 16 registers for sums, 8 loads feed 12 FMAs. */
-#define ROWS_AT_ONCE 6u
-/* Weight rows a stored-row kernel (decode) reads at once, each a run of
- * memory of its own: the more runs in flight, the more of the memory's
- * latency is hidden. A test program (f16, 8 random experts at a time, one
- * thread): two runs 24-27 GB/s, four 30-35; plain loads peak at four. */
-#define STORED_ROWS 4u
 #define MAX_THREADS 64u
 #define SMALL_WORK (1u << 20)
-/* How far ahead the stored-row kernels prefetch each weight row they
- * stream. f16 decode (bench, D 1024, F 384, 2 threads, three runs each):
- * none 23-25 GB/s, 768 bytes 22-26, 1536 27-29, 2048 28-30, 3072 29-30. */
-#define PREFETCH_BYTES 2048
 
 /* ---- kernels: out[r][i] = Σ_d w_r[d] · a_i[d], r < 2, i < ROWS_AT_ONCE, len a
  * multiple of 8 ---- */
@@ -265,79 +253,6 @@ dot_q8_0_avx2(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_
     }
 }
 
-/* Q4_0, Q5_0, Q4_1 and Q5_1 blocks of 32 (quantize.c): f16 d, f16 m for
- * the affine _1 types, four bytes of fifth bits for the 5-bit ones (code
- * i's at bit i), then 16 bytes of nibbles (byte l holds codes l and
- * l + 16); w = d·(q − 2^(bits−1)), or d·q + m. */
-typedef struct block32 {
-    uint32_t bytes, high, nibbles; /* a block's size, where its parts begin */
-    int bits;
-    bool affine;
-} block32;
-
-/* A block32 type's blocks straight from memory, a block of each of the
- * four rows in turn: Σ (q − centre)·x a block, times d (plus m·Σx). */
-__attribute__((target("avx2,fma,f16c"), always_inline)) static inline void
-dot_block32(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONCE], uint32_t rows,
-            uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE], block32 f)
-{
-    const __m256i nibble = _mm256_set1_epi32(0xf), one = _mm256_set1_epi32(1),
-                  centre = _mm256_set1_epi32(1 << (f.bits - 1)),
-                  lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    for (uint32_t i = 0; i < rows; i++) {
-        __m256 acc[STORED_ROWS];
-        zero_sums(acc);
-        for (uint32_t b = 0; b < len / 32; b++) {
-            __m256 xv[4], sx = _mm256_setzero_ps();
-            for (int k = 0; k < 4; k++) {
-                xv[k] = _mm256_loadu_ps(a[i] + 32 * b + 8 * k);
-                sx = _mm256_add_ps(sx, xv[k]);
-            }
-            for (uint32_t r = 0; r < STORED_ROWS; r++) {
-                const uint8_t *block = w[r] + f.bytes * b;
-#if PREFETCH_BYTES
-                _mm_prefetch((const char *)(block + PREFETCH_BYTES), _MM_HINT_T0);
-#endif
-                __m256i n0 =
-                    _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(block + f.nibbles)));
-                __m256i n1 =
-                    _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(block + f.nibbles + 8)));
-                __m256i q[4] = {_mm256_and_si256(n0, nibble), _mm256_and_si256(n1, nibble),
-                                _mm256_srli_epi32(n0, 4), _mm256_srli_epi32(n1, 4)};
-                uint32_t high = 0;
-                if (f.bits == 5)
-                    memcpy(&high, block + f.high, 4);
-                __m256 s = _mm256_setzero_ps();
-                for (int k = 0; k < 4; k++) {
-                    if (f.bits == 5) {
-                        __m256i shift = _mm256_add_epi32(lane, _mm256_set1_epi32(8 * k));
-                        __m256i bit = _mm256_and_si256(
-                            _mm256_srlv_epi32(_mm256_set1_epi32((int)high), shift), one);
-                        q[k] = _mm256_or_si256(q[k], _mm256_slli_epi32(bit, 4));
-                    }
-                    if (!f.affine)
-                        q[k] = _mm256_sub_epi32(q[k], centre);
-                    s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q[k]), xv[k], s);
-                }
-                uint16_t dm[2];
-                memcpy(dm, block, 4);
-                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(dm[0])), s, acc[r]);
-                if (f.affine)
-                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(dm[1])), sx, acc[r]);
-            }
-        }
-        store_sums(acc, out, i);
-    }
-}
-
-#define BLOCK32(...) dot_block32(w, a, rows, len, out, (block32){__VA_ARGS__})
-STORED_KERNEL(dot_q4_0_avx2, BLOCK32(.bytes = 18, .nibbles = 2, .bits = 4))
-STORED_KERNEL(dot_q5_0_avx2, BLOCK32(.bytes = 22, .high = 2, .nibbles = 6, .bits = 5))
-STORED_KERNEL(dot_q4_1_avx2, BLOCK32(.bytes = 20, .nibbles = 4, .bits = 4, .affine = true))
-STORED_KERNEL(dot_q5_1_avx2,
-              BLOCK32(.bytes = 24, .high = 4, .nibbles = 8, .bits = 5, .affine = true))
-#undef BLOCK32
-
 /* Blocks of 32 whose codes index 16 levels (quantize.c), byte l of the
  * codes holding codes l and l + 16: MXFP4's 17 bytes, an E8M0 exponent e
  * then E2M1 codes, the levels doubled and the scale 2^(e − 128) (as
@@ -406,188 +321,6 @@ STORED_KERNEL(dot_mxfp4_avx2, dot_levels(w, a, rows, len, out, &mxfp4_table))
 STORED_KERNEL(dot_iq4_nl_avx2, dot_levels(w, a, rows, len, out, &iq4_nl_table))
 #undef STORED_KERNEL
 
-/* One Q6_K super-block (210 bytes: 128 of low nibbles, 64 of high bit
- * pairs, 16 int8 scales, f16 d; quantize.c's layout) against x: Σ over
- * sub-blocks of 16 of scale·Σ (q − 32)·x, 8 lanes of it, without d. */
-__attribute__((target("avx2,fma"), always_inline)) static inline __m256
-q6_k_block(const uint8_t *block, const float *x)
-{
-    const __m256i low = _mm256_set1_epi32(0xf), top = _mm256_set1_epi32(0x30),
-                  half = _mm256_set1_epi32(32);
-    const int8_t *scale = (const int8_t *)(block + 192);
-    __m256 acc = _mm256_setzero_ps();
-    for (int h = 0; h < 2; h++) {
-        const uint8_t *ql = block + 64 * h, *qh = block + 128 + 32 * h;
-        const float *xh = x + 128 * h;
-        for (int l0 = 0; l0 < 32; l0 += 16) {
-            __m256 s[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                           _mm256_setzero_ps()};
-            for (int l = l0; l < l0 + 16; l += 8) {
-                __m256i p = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(ql + l)));
-                __m256i r = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(ql + 32 + l)));
-                __m256i t = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(qh + l)));
-                __m256i q[4] = {
-                    _mm256_or_si256(_mm256_and_si256(p, low),
-                                    _mm256_and_si256(_mm256_slli_epi32(t, 4), top)),
-                    _mm256_or_si256(_mm256_and_si256(r, low),
-                                    _mm256_and_si256(_mm256_slli_epi32(t, 2), top)),
-                    _mm256_or_si256(_mm256_srli_epi32(p, 4), _mm256_and_si256(t, top)),
-                    _mm256_or_si256(_mm256_srli_epi32(r, 4),
-                                    _mm256_and_si256(_mm256_srli_epi32(t, 2), top)),
-                };
-                for (int k = 0; k < 4; k++)
-                    s[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q[k], half)),
-                                           _mm256_loadu_ps(xh + 32 * k + l), s[k]);
-            }
-            /* quarter k, weights l0 .. l0 + 15: sub-block 8h + 2k + l0 / 16 */
-            const int8_t *sc = scale + 8 * h + l0 / 16;
-            __m256 t = _mm256_mul_ps(_mm256_set1_ps((float)sc[0]), s[0]);
-            t = _mm256_fmadd_ps(_mm256_set1_ps((float)sc[2]), s[1], t);
-            t = _mm256_fmadd_ps(_mm256_set1_ps((float)sc[4]), s[2], t);
-            t = _mm256_fmadd_ps(_mm256_set1_ps((float)sc[6]), s[3], t);
-            acc = _mm256_add_ps(acc, t);
-        }
-    }
-    return acc;
-}
-
-/* Q6_K super-blocks straight from memory, a super-block of each weight row
- * in turn (two rows' codes at once would not fit the registers). */
-__attribute__((target("avx2,fma,f16c"))) static void
-dot_q6_k_avx2(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONCE],
-              uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
-{
-    for (uint32_t i = 0; i < rows; i++) {
-        __m256 acc[STORED_ROWS];
-        zero_sums(acc);
-        for (uint32_t s = 0; s < len / 256; s++)
-            for (uint32_t r = 0; r < STORED_ROWS; r++) {
-                const uint8_t *block = w[r] + 210 * s;
-#if PREFETCH_BYTES
-                for (int line = 0; line < 210 + 64; line += 64)
-                    _mm_prefetch((const char *)(block + PREFETCH_BYTES + line), _MM_HINT_T0);
-#endif
-                uint16_t d;
-                memcpy(&d, block + 208, 2);
-                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(d)),
-                                         q6_k_block(block, a[i] + 256 * s), acc[r]);
-            }
-        store_sums(acc, out, i);
-    }
-}
-
-/* d·scale and dmin·min of a Q4_K or Q5_K super-block's eight sub-blocks. */
-__attribute__((target("avx2,f16c"))) static void q4_k_steps(const uint8_t *block, float step[8],
-                                                            float offset[8])
-{
-    uint8_t scales[8], mins[8];
-    vkmoe_q4_k_scales_mins(block + 4, scales, mins);
-    uint16_t h[2];
-    memcpy(h, block, 4);
-    __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)(h[0] | (uint32_t)h[1] << 16)));
-    __m256 d = _mm256_broadcastss_ps(dm), m = _mm256_broadcastss_ps(_mm_movehdup_ps(dm));
-    __m256 s = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)scales)));
-    __m256 n = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)mins)));
-    _mm256_storeu_ps(step, _mm256_mul_ps(d, s));
-    _mm256_storeu_ps(offset, _mm256_mul_ps(m, n));
-}
-
-/* Codes of sub-blocks 2g (low) and 2g + 1 (high) of a Q4_K or Q5_K
- * super-block, eight weights from l: nibbles the bytes at l of the group's
- * 32; with fifth (Q5_K), the bytes at l of its 32 of fifth bits, weight
- * 64g + l's at bit 2g, 64g + 32 + l's at 2g + 1 (quantize.c). */
-__attribute__((target("avx2"), always_inline)) static inline void
-k_quant_codes(const uint8_t *nibbles, const uint8_t *fifth, int g, __m256i *low, __m256i *high)
-{
-    const __m256i nibble = _mm256_set1_epi32(0xf), bit4 = _mm256_set1_epi32(0x10);
-    __m256i n = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)nibbles));
-    *low = _mm256_and_si256(n, nibble);
-    *high = _mm256_srli_epi32(n, 4);
-    if (fifth) {
-        __m256i f = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)fifth));
-        f = _mm256_slli_epi32(_mm256_srli_epi32(f, 2 * g), 4);
-        *low = _mm256_or_si256(*low, _mm256_and_si256(f, bit4));
-        *high = _mm256_or_si256(*high, _mm256_and_si256(_mm256_srli_epi32(f, 1), bit4));
-    }
-}
-
-/* Q4_K super-blocks straight from memory (144 bytes: f16 d and dmin, 12
- * bytes of 6-bit scales and mins, 128 of nibbles; byte 32g + l holds
- * weight 64g + l low and 64g + 32 + l high), or Q5_K's (176 bytes: the
- * same with 32 bytes of fifth bits before the nibbles), two weight rows,
- * against fewer than six rows: per sub-block of 32, Σ q·x and Σ x, then
- * d·scale·Σqx − dmin·min·Σx. The codes become floats in registers; no row
- * is decoded to memory. Each pair of sub-blocks sums apart and is added to
- * the row's total last, so that the pairs' chains of FMAs overlap. */
-__attribute__((target("avx2,fma,f16c"), always_inline)) static inline void
-k_quant_pair(const uint8_t *w0, const uint8_t *w1, const float *const a[ROWS_AT_ONCE],
-             uint32_t rows, uint32_t len, float out[2][ROWS_AT_ONCE], bool fifth)
-{
-    const uint32_t bytes = fifth ? 176 : 144, codes = fifth ? 48 : 16;
-    for (uint32_t i = 0; i < rows; i++) {
-        __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
-        for (uint32_t s = 0; s < len / 256; s++) {
-            const uint8_t *b0 = w0 + bytes * s, *b1 = w1 + bytes * s;
-#if PREFETCH_BYTES
-            /* ask for every line of a super-block ahead */
-            for (uint32_t line = 0; line < bytes + 64; line += 64) {
-                _mm_prefetch((const char *)(b0 + PREFETCH_BYTES + line), _MM_HINT_T0);
-                _mm_prefetch((const char *)(b1 + PREFETCH_BYTES + line), _MM_HINT_T0);
-            }
-#endif
-            float step[2][8], offset[2][8];
-            q4_k_steps(b0, step[0], offset[0]);
-            q4_k_steps(b1, step[1], offset[1]);
-            for (int g = 0; g < 4; g++) {
-                const float *xa = a[i] + 256 * s + 64 * g, *xb = xa + 32;
-                const uint8_t *q0 = b0 + codes + 32 * g, *q1 = b1 + codes + 32 * g;
-                __m256 sa0 = _mm256_setzero_ps(), sb0 = sa0, sa1 = sa0, sb1 = sa0, sxa = sa0,
-                       sxb = sa0;
-                for (int c = 0; c < 32; c += 8) {
-                    __m256 xva = _mm256_loadu_ps(xa + c), xvb = _mm256_loadu_ps(xb + c);
-                    __m256i lo0, hi0, lo1, hi1;
-                    k_quant_codes(q0 + c, fifth ? b0 + 16 + c : NULL, g, &lo0, &hi0);
-                    k_quant_codes(q1 + c, fifth ? b1 + 16 + c : NULL, g, &lo1, &hi1);
-                    sa0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo0), xva, sa0);
-                    sb0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi0), xvb, sb0);
-                    sa1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo1), xva, sa1);
-                    sb1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi1), xvb, sb1);
-                    sxa = _mm256_add_ps(sxa, xva);
-                    sxb = _mm256_add_ps(sxb, xvb);
-                }
-                __m256 t0 = _mm256_mul_ps(sa0, _mm256_broadcast_ss(&step[0][2 * g]));
-                __m256 t1 = _mm256_mul_ps(sa1, _mm256_broadcast_ss(&step[1][2 * g]));
-                t0 = _mm256_fmadd_ps(sb0, _mm256_broadcast_ss(&step[0][2 * g + 1]), t0);
-                t1 = _mm256_fmadd_ps(sb1, _mm256_broadcast_ss(&step[1][2 * g + 1]), t1);
-                t0 = _mm256_fnmadd_ps(sxa, _mm256_broadcast_ss(&offset[0][2 * g]), t0);
-                t1 = _mm256_fnmadd_ps(sxa, _mm256_broadcast_ss(&offset[1][2 * g]), t1);
-                t0 = _mm256_fnmadd_ps(sxb, _mm256_broadcast_ss(&offset[0][2 * g + 1]), t0);
-                t1 = _mm256_fnmadd_ps(sxb, _mm256_broadcast_ss(&offset[1][2 * g + 1]), t1);
-                acc0 = _mm256_add_ps(acc0, t0);
-                acc1 = _mm256_add_ps(acc1, t1);
-            }
-        }
-        out[0][i] = sum8(acc0);
-        out[1][i] = sum8(acc1);
-    }
-}
-
-__attribute__((target("avx2,fma,f16c"))) static void
-dot_q4_k_avx2(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONCE],
-              uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
-{
-    for (uint32_t r = 0; r < STORED_ROWS; r += 2)
-        k_quant_pair(w[r], w[r + 1], a, rows, len, out + r, false);
-}
-
-__attribute__((target("avx2,fma,f16c"))) static void
-dot_q5_k_avx2(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONCE],
-              uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
-{
-    for (uint32_t r = 0; r < STORED_ROWS; r += 2)
-        k_quant_pair(w[r], w[r + 1], a, rows, len, out + r, true);
-}
-
 /* Rows decoded to f32 for prefill, n values (a whole number of blocks). */
 typedef void (*row_decoder)(const uint8_t *src, uint32_t n, float *dst);
 
@@ -611,27 +344,71 @@ __attribute__((target("avx2,f16c"))) static void mxfp4_row_avx2(const uint8_t *s
 }
 
 /* AVX2, FMA and F16C (CPUID 1, ECX bit 29: clang 14's
- * __builtin_cpu_supports does not know "f16c"), asked once: CPUID is slow. */
-static bool x86_kernels(void)
+ * __builtin_cpu_supports does not know "f16c"). */
+static bool runs_avx2(void)
 {
-    static atomic_int have = -1;
-    int known = atomic_load_explicit(&have, memory_order_relaxed);
-    if (known < 0) {
-        unsigned a, b, c, d;
-        known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
-        atomic_store_explicit(&have, known, memory_order_relaxed);
-    }
-    return known;
+    unsigned a, b, c, d;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+
+/* AVX-VNNI: CPUID 7.1, EAX bit 4 (not every compiler's
+ * __builtin_cpu_supports knows it). */
+static bool runs_avxvnni(void)
+{
+    unsigned a, b, c, d;
+    return runs_avx2() && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & 1u << 4);
+}
+
+static bool runs_avx512vnni(void)
+{
+    return runs_avx2() && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512vnni");
 }
 #endif
 
-static dot_kernel choose_kernel(void)
+/* The levels the host kernels are built for, each better than the one
+ * before: the portable C, AVX2 (with FMA and F16C), and AVX2 with VNNI's
+ * byte dot products in their VEX (Intel's client cores, Zen 5) or EVEX
+ * encoding (Zen 4, Intel's servers). */
+typedef struct cpu_level {
+    const char *name;
+    bool (*runs)(void);
+    const vkmoe_exact_isa *exact; /* NULL: the portable kernel alone */
+} cpu_level;
+
+static const cpu_level cpu_levels[] = {
+    {"portable", NULL, NULL},
+#ifdef HAVE_X86_KERNELS
+    {"avx2", runs_avx2, &vkmoe_exact_avx2},
+    {"avxvnni", runs_avxvnni, &vkmoe_exact_avxvnni},
+    {"avx512vnni", runs_avx512vnni, &vkmoe_exact_avx512vnni},
+#endif
+};
+
+/* The best level this CPU runs, no better than the one VKMOE_CPU_KERNELS
+ * names (to test and compare the levels on one CPU): its exact kernels,
+ * or NULL for the portable kernel. Asked once a layer: CPUID is slow. */
+static const vkmoe_exact_isa *host_level(void)
+{
+    const char *cap = getenv("VKMOE_CPU_KERNELS");
+    const vkmoe_exact_isa *best = NULL;
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(cpu_levels); i++) {
+        if (cpu_levels[i].runs && cpu_levels[i].runs())
+            best = cpu_levels[i].exact;
+        if (cap && strcmp(cap, cpu_levels[i].name) == 0)
+            break;
+    }
+    return best;
+}
+
+static dot_kernel choose_kernel(const vkmoe_cpu_scratch *s)
 {
 #ifdef HAVE_X86_KERNELS
-    if (x86_kernels())
+    if (s->exact)
         return dot_avx2;
 #endif
+    (void)s;
     return dot_portable;
 }
 
@@ -653,27 +430,25 @@ typedef void (*stored_kernel)(const uint8_t *const w[STORED_ROWS],
  * with fewer rows than a kernel call takes (decode), decoding a weight row
  * to f32 first would cost more than the few products made from it. A type
  * without one has its rows decoded (decode_row). */
-static stored_kernel stored_kernel_of(vkmoe_weight_type type, uint32_t n)
+static stored_kernel stored_kernel_of(const vkmoe_cpu_scratch *s, vkmoe_weight_type type,
+                                      uint32_t n)
 {
 #ifdef HAVE_X86_KERNELS
     static const stored_kernel avx2[] = {
-        [VKMOE_WEIGHT_F32] = dot_f32_avx2,       [VKMOE_WEIGHT_F16] = dot_f16_avx2,
-        [VKMOE_WEIGHT_BF16] = dot_bf16_avx2,     [VKMOE_WEIGHT_Q8_0] = dot_q8_0_avx2,
-        [VKMOE_WEIGHT_Q4_K] = dot_q4_k_avx2,     [VKMOE_WEIGHT_Q5_K] = dot_q5_k_avx2,
-        [VKMOE_WEIGHT_Q4_0] = dot_q4_0_avx2,     [VKMOE_WEIGHT_Q5_0] = dot_q5_0_avx2,
-        [VKMOE_WEIGHT_Q4_1] = dot_q4_1_avx2,     [VKMOE_WEIGHT_Q5_1] = dot_q5_1_avx2,
-        [VKMOE_WEIGHT_Q6_K] = dot_q6_k_avx2,     [VKMOE_WEIGHT_MXFP4] = dot_mxfp4_avx2,
-        [VKMOE_WEIGHT_IQ4_NL] = dot_iq4_nl_avx2,
+        [VKMOE_WEIGHT_F32] = dot_f32_avx2,     [VKMOE_WEIGHT_F16] = dot_f16_avx2,
+        [VKMOE_WEIGHT_BF16] = dot_bf16_avx2,   [VKMOE_WEIGHT_Q8_0] = dot_q8_0_avx2,
+        [VKMOE_WEIGHT_MXFP4] = dot_mxfp4_avx2, [VKMOE_WEIGHT_IQ4_NL] = dot_iq4_nl_avx2,
     };
-    if (n < ROWS_AT_ONCE && (unsigned)type < VKMOE_ARRAY_SIZE(avx2) && x86_kernels())
+    if (n < ROWS_AT_ONCE && (unsigned)type < VKMOE_ARRAY_SIZE(avx2) && s->exact)
         return avx2[type];
 #endif
-    (void)type, (void)n;
+    (void)s, (void)type, (void)n;
     return NULL;
 }
 
 /* Row `row` of expert e's matrix in a host array, decoded to n = ld floats. */
-static void decode_row(const vkmoe_expert_array *a, uint32_t e, uint32_t row, float *dst)
+static void decode_row(const vkmoe_cpu_scratch *s, const vkmoe_expert_array *a, uint32_t e,
+                       uint32_t row, float *dst)
 {
     const uint8_t *src = stored_row(a, e, row);
 #ifdef HAVE_X86_KERNELS
@@ -682,18 +457,40 @@ static void decode_row(const vkmoe_expert_array *a, uint32_t e, uint32_t row, fl
         [VKMOE_WEIGHT_F16] = f16_row_avx2,
         [VKMOE_WEIGHT_MXFP4] = mxfp4_row_avx2,
     };
-    if ((unsigned)a->type < VKMOE_ARRAY_SIZE(avx2) && avx2[a->type] && x86_kernels()) {
+    if ((unsigned)a->type < VKMOE_ARRAY_SIZE(avx2) && avx2[a->type] && s->exact) {
         avx2[a->type](src, a->ld, dst);
         return;
     }
 #endif
+    (void)s;
     if (a->type == VKMOE_WEIGHT_F32)
         memcpy(dst, src, a->ld * sizeof(float));
     else
         vkmoe_dequantize(a->type, src, a->ld, dst);
 }
 
+/* The exact kernel of a type on this CPU's level, or NULL. */
+static vkmoe_exact_kernel exact_kernel_of(const vkmoe_cpu_scratch *s, vkmoe_weight_type type)
+{
+    return s->exact && (unsigned)type < VKMOE_ARRAY_SIZE(s->exact->kernel) ? s->exact->kernel[type]
+                                                                           : NULL;
+}
+
 /* ---- scratch ---- */
+
+/* A buffer of `count` rows `len` values long in the exact form. */
+static vkmoe_status exact_rows_create(vkmoe_context *ctx, uint32_t count, uint32_t len,
+                                      vkmoe_exact_rows *rows)
+{
+    size_t blocks = (size_t)count * (len / EXACT_BLOCK);
+    rows->limbs = vkmoe_malloc(blocks * EXACT_BLOCK_BYTES);
+    rows->scale = vkmoe_malloc(blocks * sizeof(float));
+    rows->sum = vkmoe_malloc(blocks * sizeof(float));
+    rows->half = vkmoe_malloc(2 * blocks * sizeof(float));
+    if (!rows->limbs || !rows->scale || !rows->sum || !rows->half)
+        return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    return VKMOE_OK;
+}
 
 vkmoe_status vkmoe_cpu_scratch_create(vkmoe_layer *layer, vkmoe_cpu_scratch *s)
 {
@@ -717,7 +514,21 @@ vkmoe_status vkmoe_cpu_scratch_create(vkmoe_layer *layer, vkmoe_cpu_scratch *s)
     if (!s->x || !s->hidden || !s->order || !s->groups || !s->decoded ||
         (p->expert_bias && !s->biases))
         return vkmoe_fail(layer->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    s->exact = host_level();
+    vkmoe_weight_type down = p->down_weight_type ? p->down_weight_type : p->weight_type;
+    if (exact_kernel_of(s, p->weight_type))
+        VKMOE_TRY(exact_rows_create(layer->ctx, p->max_tokens, plan->ld_dim, &s->x_exact));
+    if (exact_kernel_of(s, down))
+        VKMOE_TRY(exact_rows_create(layer->ctx, plan->max_slots, plan->ld_ffn, &s->hidden_exact));
     return VKMOE_OK;
+}
+
+static void exact_rows_destroy(vkmoe_exact_rows *rows)
+{
+    free(rows->limbs);
+    free(rows->scale);
+    free(rows->sum);
+    free(rows->half);
 }
 
 void vkmoe_cpu_scratch_destroy(vkmoe_cpu_scratch *s)
@@ -728,6 +539,8 @@ void vkmoe_cpu_scratch_destroy(vkmoe_cpu_scratch *s)
     free(s->groups);
     free(s->biases);
     free(s->decoded);
+    exact_rows_destroy(&s->x_exact);
+    exact_rows_destroy(&s->hidden_exact);
     memset(s, 0, sizeof(*s));
 }
 
@@ -830,9 +643,9 @@ static void up_block(cpu_work *w, uint32_t e, const uint32_t *slots, uint32_t n,
     bool gated = gate->chunks != NULL;
     uint32_t ld = up->ld, ld_ffn = layer->plan.ld_ffn;
     for (uint32_t c = 0; c < cols; c++) {
-        decode_row(up, e, f0 + c, decoded + (size_t)(2 * c + 1) * ld);
+        decode_row(w->s, up, e, f0 + c, decoded + (size_t)(2 * c + 1) * ld);
         if (gated)
-            decode_row(gate, e, f0 + c, decoded + (size_t)(2 * c) * ld);
+            decode_row(w->s, gate, e, f0 + c, decoded + (size_t)(2 * c) * ld);
     }
     for (uint32_t i0 = 0; i0 < n; i0 += ROWS_AT_ONCE) {
         const float *x[ROWS_AT_ONCE];
@@ -858,7 +671,7 @@ static void down_block(cpu_work *w, uint32_t e, const uint32_t *slots, uint32_t 
     const vkmoe_expert_array *down = &layer->weights.host[VKMOE_EXPERT_DOWN];
     uint32_t ld = down->ld, dim = layer->params.dim;
     for (uint32_t r = 0; r < rows; r++)
-        decode_row(down, e, d0 + r, decoded + (size_t)r * ld);
+        decode_row(w->s, down, e, d0 + r, decoded + (size_t)r * ld);
     for (uint32_t i0 = 0; i0 < n; i0 += ROWS_AT_ONCE) {
         const float *h[ROWS_AT_ONCE];
         group_rows(w, slots, n, i0, hidden, layer->plan.ld_ffn, false, h);
@@ -874,15 +687,23 @@ static void down_block(cpu_work *w, uint32_t e, const uint32_t *slots, uint32_t 
     }
 }
 
+/* A stored-row kernel and the n < ROWS_AT_ONCE rows of a it takes: f32
+ * rows for a stored_kernel, rows in the exact form for an exact one. */
+typedef struct stored_call {
+    stored_kernel kernel;
+    vkmoe_exact_kernel exact; /* where the type has one: then kernel is unused */
+    const float *x[ROWS_AT_ONCE];
+    vkmoe_exact_row q[ROWS_AT_ONCE];
+} stored_call;
+
 /* Rows r0 .. r0 + count − 1 (count ≤ MAX_UNIT_ROWS) of expert e's matrix
  * m, read as stored, against the n < ROWS_AT_ONCE rows of a:
  * out[r − r0][i] = Σ_d W[r][d]·a_i[d]. A kernel call takes rows a quarter
  * of the run apart, so that it streams STORED_ROWS runs of memory at once
  * (neighbouring rows are one run). A row's sum does not depend on the rows
  * beside it in a call. */
-static void stored_rows(stored_kernel kernel, const vkmoe_expert_array *m, uint32_t e, uint32_t r0,
-                        uint32_t count, const float *const a[ROWS_AT_ONCE], uint32_t n,
-                        float out[][ROWS_AT_ONCE])
+static void stored_rows(const stored_call *call, const vkmoe_expert_array *m, uint32_t e,
+                        uint32_t r0, uint32_t count, uint32_t n, float out[][ROWS_AT_ONCE])
 {
     uint32_t apart = (count + STORED_ROWS - 1) / STORED_ROWS;
     for (uint32_t r = 0; r < apart; r++) {
@@ -890,28 +711,58 @@ static void stored_rows(stored_kernel kernel, const vkmoe_expert_array *m, uint3
         float acc[STORED_ROWS][ROWS_AT_ONCE];
         for (uint32_t j = 0; j < STORED_ROWS; j++) /* past the end: row r again */
             rows[j] = stored_row(m, e, r0 + (r + j * apart < count ? r + j * apart : r));
-        kernel(rows, a, n, m->ld, acc);
+        if (call->exact)
+            call->exact(rows, call->q, n, m->ld, acc);
+        else
+            call->kernel(rows, call->x, n, m->ld, acc);
         for (uint32_t j = 0; j < STORED_ROWS && r + j * apart < count; j++)
             memcpy(out[r + j * apart], acc[j], n * sizeof(float));
+    }
+}
+
+/* The exact kernel GEMM 1 (or 2) of a group of n rows takes, or NULL:
+ * decode's, where the type has one and the rows' exact form is made. */
+static vkmoe_exact_kernel exact_for(const cpu_work *w, bool down, uint32_t n)
+{
+    const vkmoe_cpu_scratch *s = w->s;
+    const vkmoe_expert_array *m =
+        &w->layer->weights.host[down ? VKMOE_EXPERT_DOWN : VKMOE_EXPERT_UP];
+    bool made = (down ? s->hidden_exact : s->x_exact).limbs != NULL;
+    return n < ROWS_AT_ONCE && made ? exact_kernel_of(s, m->type) : NULL;
+}
+
+/* The n rows a group's stored kernel takes: x's rows by token (GEMM 1) or
+ * hidden's rows from order[first] on (GEMM 2), as f32 and, for an exact
+ * kernel, in the exact form. */
+static void stored_inputs(const cpu_work *w, const uint32_t *slots, uint32_t n, uint32_t first,
+                          bool down, stored_call *call)
+{
+    const vkmoe_cpu_scratch *s = w->s;
+    const vkmoe_layer_plan *plan = &w->layer->plan;
+    uint32_t ld = down ? plan->ld_ffn : plan->ld_dim;
+    const float *base = down ? s->hidden + (size_t)first * ld : s->x;
+    group_rows(w, slots, n, 0, base, ld, !down, call->x);
+    for (uint32_t i = 0; call->exact && i < ROWS_AT_ONCE; i++) {
+        uint32_t at = i < n ? i : n - 1;
+        uint32_t row = down ? first + at : slots[at] / w->layer->params.top_k;
+        call->q[i] = vkmoe_exact_row_at(down ? &s->hidden_exact : &s->x_exact, row, ld);
     }
 }
 
 /* GEMM 1 for columns f0 .. f0 + cols − 1 of expert e (cols ≤
  * MAX_UNIT_ROWS), its weight rows read as stored (decode: n <
  * ROWS_AT_ONCE). */
-static void up_stored(cpu_work *w, stored_kernel kernel, uint32_t e, const uint32_t *slots,
+static void up_stored(cpu_work *w, const stored_call *call, uint32_t e, const uint32_t *slots,
                       uint32_t n, float *hidden, uint32_t f0, uint32_t cols)
 {
     const vkmoe_layer *layer = w->layer;
     const vkmoe_expert_array *gate = &layer->weights.host[VKMOE_EXPERT_GATE],
                              *up = &layer->weights.host[VKMOE_EXPERT_UP];
     float g[MAX_UNIT_ROWS][ROWS_AT_ONCE], u[MAX_UNIT_ROWS][ROWS_AT_ONCE];
-    const float *x[ROWS_AT_ONCE];
-    group_rows(w, slots, n, 0, w->s->x, layer->plan.ld_dim, true, x);
-    stored_rows(kernel, up, e, f0, cols, x, n, u);
+    stored_rows(call, up, e, f0, cols, n, u);
     bool gated = gate->chunks != NULL;
     if (gated)
-        stored_rows(kernel, gate, e, f0, cols, x, n, g);
+        stored_rows(call, gate, e, f0, cols, n, g);
     for (uint32_t c = 0; c < cols; c++)
         for (uint32_t i = 0; i < n; i++)
             hidden[(size_t)i * layer->plan.ld_ffn + f0 + c] =
@@ -920,18 +771,31 @@ static void up_stored(cpu_work *w, stored_kernel kernel, uint32_t e, const uint3
 
 /* GEMM 2 for output columns d0 .. d0 + rows − 1 of expert e (rows ≤
  * MAX_UNIT_ROWS), its weight rows read as stored (decode). */
-static void down_stored(cpu_work *w, stored_kernel kernel, uint32_t e, const uint32_t *slots,
-                        uint32_t n, const float *hidden, uint32_t d0, uint32_t rows)
+static void down_stored(cpu_work *w, const stored_call *call, uint32_t e, const uint32_t *slots,
+                        uint32_t n, uint32_t d0, uint32_t rows)
 {
     const vkmoe_layer *layer = w->layer;
     float z[MAX_UNIT_ROWS][ROWS_AT_ONCE];
-    const float *h[ROWS_AT_ONCE];
-    group_rows(w, slots, n, 0, hidden, layer->plan.ld_ffn, false, h);
-    stored_rows(kernel, &layer->weights.host[VKMOE_EXPERT_DOWN], e, d0, rows, h, n, z);
+    stored_rows(call, &layer->weights.host[VKMOE_EXPERT_DOWN], e, d0, rows, n, z);
     for (uint32_t r = 0; r < rows; r++)
         for (uint32_t i = 0; i < n; i++)
             w->batch->out[(size_t)slots[i] * layer->params.dim + d0 + r] =
                 z[r][i] + bias_of(w, VKMOE_EXPERT_DOWN, e, d0 + r);
+}
+
+/* Hidden columns start .. end − 1 of the group's n rows (order[first] on)
+ * into the exact form, for GEMM 2's exact kernel: a unit's columns are
+ * whole blocks (unit_span), the last unit's run on over the zero padding
+ * to ld_ffn. */
+static void hidden_to_exact(const cpu_work *w, uint32_t first, uint32_t n, uint32_t start,
+                            uint32_t end)
+{
+    const vkmoe_cpu_scratch *s = w->s;
+    uint32_t ld = w->layer->plan.ld_ffn;
+    uint32_t stop = end == w->layer->params.ffn_dim ? ld : end;
+    for (uint32_t i = first; i < first + n; i++)
+        s->exact->convert(s->hidden + (size_t)i * ld, start / EXACT_BLOCK,
+                          (stop + EXACT_BLOCK - 1) / EXACT_BLOCK, &s->hidden_exact, i, ld);
 }
 
 /* One of GEMM 1's (or GEMM 2's) units: rows start .. end − 1 of expert e's
@@ -945,18 +809,23 @@ static void run_unit(cpu_work *w, float *decoded, bool down, uint32_t e, uint32_
     uint32_t first = s->groups[e], n = s->groups[e + 1] - first;
     const uint32_t *slots = s->order + first;
     float *hidden = s->hidden + (size_t)first * w->layer->plan.ld_ffn;
-    stored_kernel kernel = stored_kernel_of(m->type, n);
-    if (kernel && down)
-        down_stored(w, kernel, e, slots, n, hidden, start, end - start);
-    else if (kernel)
-        up_stored(w, kernel, e, slots, n, hidden, start, end - start);
-    for (uint32_t b = start; b < end && !kernel; b += BLOCK_ROWS) {
+    stored_call call = {.kernel = stored_kernel_of(s, m->type, n), .exact = exact_for(w, down, n)};
+    if (call.kernel || call.exact) {
+        stored_inputs(w, slots, n, first, down, &call);
+        if (down)
+            down_stored(w, &call, e, slots, n, start, end - start);
+        else
+            up_stored(w, &call, e, slots, n, hidden, start, end - start);
+    }
+    for (uint32_t b = start; b < end && !call.kernel && !call.exact; b += BLOCK_ROWS) {
         uint32_t rows = end - b < BLOCK_ROWS ? end - b : BLOCK_ROWS;
         if (down)
             down_block(w, e, slots, n, hidden, b, rows, decoded);
         else
             up_block(w, e, slots, n, hidden, b, rows, decoded);
     }
+    if (!down && exact_for(w, true, n))
+        hidden_to_exact(w, first, n, start, end);
 }
 
 static void run_gemm(cpu_work *w, unsigned thread, bool down)
@@ -1002,13 +871,16 @@ static vkmoe_status run_parallel(cpu_work *w, unsigned threads)
 }
 
 /* Weight rows a unit of a GEMM `width` rows wide takes: enough units for
- * every thread to find UNITS_PER_THREAD, in whole blocks, MAX_UNIT_ROWS
- * at most. Which thread computes a row never changes its sum. */
+ * every thread to find UNITS_PER_THREAD, in whole exact-form blocks (GEMM
+ * 1's unit makes its hidden columns' exact form), MAX_UNIT_ROWS at most.
+ * Which thread computes a row never changes its sum. */
 static uint32_t unit_span(uint32_t experts, uint32_t width, unsigned threads)
 {
+    _Static_assert(EXACT_BLOCK % BLOCK_ROWS == 0 && MAX_UNIT_ROWS % EXACT_BLOCK == 0,
+                   "a unit is whole blocks of both");
     uint64_t span = ((uint64_t)experts * width) / ((uint64_t)threads * UNITS_PER_THREAD);
-    span = span / BLOCK_ROWS * BLOCK_ROWS;
-    return span < BLOCK_ROWS ? BLOCK_ROWS : span > MAX_UNIT_ROWS ? MAX_UNIT_ROWS : (uint32_t)span;
+    span = span / EXACT_BLOCK * EXACT_BLOCK;
+    return span < EXACT_BLOCK ? EXACT_BLOCK : span > MAX_UNIT_ROWS ? MAX_UNIT_ROWS : (uint32_t)span;
 }
 
 /* s->order and s->groups: the kept slots of CPU experts, grouped by expert
@@ -1045,7 +917,7 @@ vkmoe_status vkmoe_cpu_experts_run(const vkmoe_layer *layer, vkmoe_cpu_scratch *
     const vkmoe_layer_params *p = &layer->params;
     uint32_t expert_list[VKMOE_MAX_EXPERTS];
     cpu_work w = {
-        .layer = layer, .s = s, .batch = batch, .dot = choose_kernel(), .expert = expert_list};
+        .layer = layer, .s = s, .batch = batch, .dot = choose_kernel(s), .expert = expert_list};
     *computed = group_slots(layer, s, batch, &w);
     if (!*computed)
         return VKMOE_OK;
@@ -1054,6 +926,11 @@ vkmoe_status vkmoe_cpu_experts_run(const vkmoe_layer *layer, vkmoe_cpu_scratch *
     for (uint32_t i = 0; i < *computed; i++)
         memset(s->hidden + (size_t)i * ld_ffn + p->ffn_dim, 0,
                (ld_ffn - p->ffn_dim) * sizeof(float));
+    /* decode's x in the exact form (a token's row, once for all its experts) */
+    uint32_t ld_dim = layer->plan.ld_dim;
+    for (uint32_t t = 0; s->x_exact.limbs && t < batch->tokens; t++)
+        s->exact->convert(s->x + (size_t)t * ld_dim, 0, ld_dim / EXACT_BLOCK, &s->x_exact, t,
+                          ld_dim);
     /* A thread costs tens of microseconds to start: small forwards (decode)
      * take one for every SMALL_WORK multiply-adds. */
     uint64_t work = (uint64_t)*computed * p->dim * p->ffn_dim * 3;

@@ -7,6 +7,7 @@
 #ifndef VKMOE_CPU_EXPERTS_H
 #define VKMOE_CPU_EXPERTS_H
 
+#include "cpu_exact.h"
 #include "layer.h"
 
 /* What a forward's CPU experts read and write, all on the host. */
@@ -31,6 +32,12 @@ typedef struct vkmoe_cpu_scratch {
     float *decoded;   /* [threads][decoded_per_thread]: each thread's decoded weight rows */
     size_t decoded_per_thread;
     uint32_t threads; /* host threads a forward uses */
+    /* Decode's activations as exact integers (cpu_exact.h), where this
+     * CPU's level has a kernel for the up (x) or down (hidden) weights'
+     * type; else NULL limbs. */
+    const vkmoe_exact_isa *exact;
+    vkmoe_exact_rows x_exact;      /* [max_tokens] rows of ld_dim */
+    vkmoe_exact_rows hidden_exact; /* [max_slots] rows of ld_ffn */
 } vkmoe_cpu_scratch;
 
 vkmoe_status vkmoe_cpu_scratch_create(vkmoe_layer *layer, vkmoe_cpu_scratch *out);

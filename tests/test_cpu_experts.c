@@ -1,6 +1,8 @@
 /* Routed experts on the host (src/cpu_experts.c): every weight type and
  * every kind of expert against the double reference, the same bits on
  * every run, the figures the cache reports. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -92,6 +94,73 @@ static void test_every_kind_of_expert(void **state)
     }
 }
 
+/* Decode's kernels with exact integer activations (src/cpu_exact.c) at
+ * every x86 level this CPU runs (VKMOE_CPU_KERNELS caps the level a layer
+ * takes when it is made): each within the tolerance, and all the same
+ * bits, as their sums are integers. */
+static void test_every_level(void **state)
+{
+    static const vkmoe_weight_type types[] = {
+        VKMOE_WEIGHT_Q4_K, VKMOE_WEIGHT_Q5_K, VKMOE_WEIGHT_Q6_K, VKMOE_WEIGHT_Q4_0,
+        VKMOE_WEIGHT_Q5_0, VKMOE_WEIGHT_Q4_1, VKMOE_WEIGHT_Q5_1,
+    };
+    static const char *const levels[] = {"avx2", "avxvnni", "avx512vnni"};
+    for (size_t t = 0; t < VKMOE_ARRAY_SIZE(types); t++) {
+        if (!test_weight_type_in_run(types[t]))
+            continue;
+        test_seed(74);
+        bool k = vkmoe_weight_block(types[t]) == 256;
+        vkmoe_layer_params p = on_cpu(k ? 512 : 96, k ? 768 : 160, 6, 2, 3, types[t]);
+        float *x = test_input(p.max_tokens, p.dim);
+        size_t bytes = (size_t)p.max_tokens * p.dim * sizeof(float);
+        float *first = malloc(bytes), *y = malloc(bytes);
+        for (size_t l = 0; l < VKMOE_ARRAY_SIZE(levels); l++) {
+            setenv("VKMOE_CPU_KERNELS", levels[l], 1);
+            test_seed(75); /* the same weights at every level */
+            test_layer layer;
+            test_layer_create(*state, &p, &layer);
+            unsetenv("VKMOE_CPU_KERNELS");
+            test_layer_upload(&layer);
+            test_check_forward(&layer, p.max_tokens, x);
+            assert_int_equal(vkmoe_layer_forward(layer.layer, p.max_tokens, x, y), VKMOE_OK);
+            if (l == 0)
+                memcpy(first, y, bytes);
+            assert_memory_equal(first, y, bytes);
+            test_layer_destroy(&layer);
+        }
+        free(first);
+        free(y);
+        free(x);
+    }
+}
+
+/* A NaN in a token's input makes its outputs NaN, as in the reference,
+ * and leaves the other tokens' as they were: the exact form's block holding
+ * it is NaN, the others exact. */
+static void test_nan_input(void **state)
+{
+    test_seed(76);
+    vkmoe_layer_params p = on_cpu(256, 256, 4, 2, 3, VKMOE_WEIGHT_Q4_K);
+    test_layer t;
+    test_layer_create(*state, &p, &t);
+    test_layer_upload(&t);
+    float *x = test_input(p.max_tokens, p.dim);
+    size_t bytes = (size_t)p.max_tokens * p.dim * sizeof(float);
+    float *clean = malloc(bytes), *y = malloc(bytes);
+    assert_int_equal(vkmoe_layer_forward(t.layer, p.max_tokens, x, clean), VKMOE_OK);
+    x[p.dim + 37] = NAN;
+    test_check_forward(&t, p.max_tokens, x);
+    assert_int_equal(vkmoe_layer_forward(t.layer, p.max_tokens, x, y), VKMOE_OK);
+    for (uint32_t d = 0; d < p.dim; d++)
+        assert_true(isnan(y[p.dim + d]));
+    assert_memory_equal(y, clean, p.dim * sizeof(float));
+    assert_memory_equal(y + 2 * p.dim, clean + 2 * p.dim, p.dim * sizeof(float));
+    free(clean);
+    free(y);
+    free(x);
+    test_layer_destroy(&t);
+}
+
 /* Two experts of a hundred rows each: many units a thread, all threads. */
 static void test_long_prefill(void **state)
 {
@@ -101,9 +170,9 @@ static void test_long_prefill(void **state)
 }
 
 static const struct CMUnitTest tests[] = {
-    cmocka_unit_test(test_every_weight_type),
-    cmocka_unit_test(test_every_kind_of_expert),
-    cmocka_unit_test(test_long_prefill),
+    cmocka_unit_test(test_every_weight_type), cmocka_unit_test(test_every_kind_of_expert),
+    cmocka_unit_test(test_long_prefill),      cmocka_unit_test(test_every_level),
+    cmocka_unit_test(test_nan_input),
 };
 
 int main(void) { return test_device_suite(tests, test_group_setup, test_group_teardown); }

@@ -1,0 +1,386 @@
+/* The exact form's conversion and decode kernels (cpu_exact.h), compiled
+ * once for each x86 level by meson.build with that level's -m flags: a
+ * limb's byte products are AVX2's maddubs and madd, or one dpbusd where
+ * the level has VNNI. The sums are integers, so every level gives the
+ * same bits. Called only where CPUID says the level runs. */
+#include <float.h>
+#include <math.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include <immintrin.h>
+
+#include "cpu_exact.h"
+#include "weight_types.h"
+
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define LEVEL avx512vnni
+#elif defined(__AVXVNNI__)
+#define LEVEL avxvnni
+#else
+#define LEVEL avx2
+#endif
+#define NAMED_(name, level) name##_##level
+#define NAMED(name, level) NAMED_(name, level)
+#define QUOTED_(level) #level
+#define QUOTED(level) QUOTED_(level)
+
+#define INLINE __attribute__((always_inline)) static inline
+
+/* ---- the exact form ---- */
+
+INLINE float largest_of(__m256 v)
+{
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+    return _mm_cvtss_f32(m);
+}
+
+INLINE int32_t sum_of(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* The low byte of v's lanes as a signed digit, −128 .. 127. */
+INLINE __m256i digit_of(__m256i v)
+{
+    const __m256i half = _mm256_set1_epi32(128), byte = _mm256_set1_epi32(255);
+    return _mm256_sub_epi32(_mm256_and_si256(_mm256_add_epi32(v, half), byte), half);
+}
+
+/* Four vectors of int32 (each within a byte) as 32 bytes in order. */
+INLINE __m256i bytes_of(const __m256i v[4])
+{
+    __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]),
+                                        _mm256_packs_epi32(v[2], v[3]));
+    return _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+/* Block x[0 .. 31] in the exact form: e such that its largest |x| < 2^(e +
+ * 22), X = x·2^−e rounded to the nearest integer, split into balanced
+ * digits of base 256 (|X| < 2^22 keeps the top one within −64 .. 64). */
+static void convert_block(const float *x, int8_t *limbs, float *scale, float *sum, float *half)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f), finite = _mm256_set1_ps(FLT_MAX);
+    __m256 v[4], top = _mm256_setzero_ps(), bad = top;
+    for (int k = 0; k < 4; k++) {
+        v[k] = _mm256_loadu_ps(x + 8 * k);
+        __m256 a = _mm256_andnot_ps(sign, v[k]);
+        top = _mm256_max_ps(top, a);
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, finite, _CMP_NLE_UQ));
+    }
+    if (_mm256_movemask_ps(bad)) { /* NaN or ±Inf: every sum it enters is NaN */
+        memset(limbs, 0, EXACT_BLOCK_BYTES);
+        *scale = *sum = half[0] = half[1] = NAN;
+        return;
+    }
+    int e;
+    frexpf(largest_of(top), &e); /* largest < 2^e */
+    e = e < -104 ? -104 : e;     /* 2^(22 − e) stays a normal float */
+    const __m256 up = _mm256_set1_ps(ldexpf(1, 22 - e));
+    __m256i h[4], m[4], l[4], halves[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+    for (int k = 0; k < 4; k++) {
+        __m256i X = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], up)); /* exact product, then rounded */
+        halves[k / 2] = _mm256_add_epi32(halves[k / 2], X);
+        l[k] = digit_of(X);
+        __m256i rest = _mm256_srai_epi32(_mm256_sub_epi32(X, l[k]), 8);
+        m[k] = digit_of(rest);
+        h[k] = _mm256_srai_epi32(_mm256_sub_epi32(rest, m[k]), 8);
+    }
+    _mm256_storeu_si256((__m256i *)limbs, bytes_of(h));
+    _mm256_storeu_si256((__m256i *)(limbs + 32), bytes_of(m));
+    _mm256_storeu_si256((__m256i *)(limbs + 64), bytes_of(l));
+    int32_t low = sum_of(halves[0]), high = sum_of(halves[1]); /* each below 2^26 */
+    *scale = ldexpf(1, e - 22);
+    half[0] = (float)low * *scale;
+    half[1] = (float)high * *scale;
+    *sum = (float)(low + high) * *scale;
+}
+
+static void convert(const float *x, uint32_t first_block, uint32_t end_block,
+                    const vkmoe_exact_rows *to, uint32_t r, uint32_t len)
+{
+    size_t blocks = len / EXACT_BLOCK;
+    for (size_t b = first_block; b < end_block; b++) {
+        size_t at = r * blocks + b;
+        convert_block(x + EXACT_BLOCK * b, to->limbs + at * EXACT_BLOCK_BYTES, to->scale + at,
+                      to->sum + at, to->half + 2 * at);
+    }
+}
+
+/* ---- kernels ---- */
+
+/* Eight lanes, each Σ q·X over four neighbouring codes: the limbs' byte
+ * products, the higher limbs' sums shifted up. q: unsigned codes below 64
+ * (maddubs's pairs of products then stay within int16); |Σ| < 2^30. */
+INLINE __m256i dot_limbs(__m256i q, const int8_t *limbs)
+{
+    const __m256i h = _mm256_loadu_si256((const __m256i *)limbs),
+                  m = _mm256_loadu_si256((const __m256i *)(limbs + 32)),
+                  l = _mm256_loadu_si256((const __m256i *)(limbs + 64));
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, h);
+    s = _mm256_dpbusd_epi32(_mm256_slli_epi32(s, 8), q, m);
+    return _mm256_dpbusd_epi32(_mm256_slli_epi32(s, 8), q, l);
+#elif defined(__AVXVNNI__)
+    __m256i s = _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), q, h);
+    s = _mm256_dpbusd_avx_epi32(_mm256_slli_epi32(s, 8), q, m);
+    return _mm256_dpbusd_avx_epi32(_mm256_slli_epi32(s, 8), q, l);
+#else
+    const __m256i one = _mm256_set1_epi16(1), byte = _mm256_set1_epi16(256);
+    __m256i hm = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(q, h), byte),
+                                  _mm256_madd_epi16(_mm256_maddubs_epi16(q, m), one));
+    return _mm256_add_epi32(_mm256_slli_epi32(hm, 8),
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(q, l), one));
+#endif
+}
+
+INLINE float sum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+INLINE float f16_at(const uint8_t *p)
+{
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+INLINE void prefetch(const uint8_t *block, uint32_t bytes)
+{
+#if PREFETCH_BYTES
+    for (uint32_t line = 0; line < bytes + 64; line += 64)
+        _mm_prefetch((const char *)(block + PREFETCH_BYTES + line), _MM_HINT_T0);
+#else
+    (void)block, (void)bytes;
+#endif
+}
+
+/* d·scale and dmin·min of a Q4_K or Q5_K super-block's eight sub-blocks. */
+INLINE void k_quant_steps(const uint8_t *block, __m256 *step, __m256 *offset)
+{
+    uint8_t scales[8], mins[8];
+    vkmoe_q4_k_scales_mins(block + 4, scales, mins);
+    __m256 d = _mm256_set1_ps(f16_at(block)), dmin = _mm256_set1_ps(f16_at(block + 2));
+    __m256 s = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)scales)));
+    __m256 n = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)mins)));
+    *step = _mm256_mul_ps(d, s);
+    *offset = _mm256_mul_ps(dmin, n);
+}
+
+/* Q4_K super-blocks (144 bytes: f16 d and dmin, 12 bytes of 6-bit scales
+ * and mins, 128 of nibbles; byte 32g + l holds weight 64g + l low and 64g
+ * + 32 + l high) or Q5_K's (176: the same with 32 bytes of fifth bits
+ * before the nibbles, weight 64g + l's at bit 2g of byte l, 64g + 32 +
+ * l's at 2g + 1): per sub-block of 32, d·scale·2^e·Σ q·X − dmin·min·Σx. */
+INLINE void k_quant_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row a[ROWS_AT_ONCE],
+                         uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE],
+                         bool fifth)
+{
+    const uint32_t bytes = fifth ? 176 : 144, codes = fifth ? 48 : 16;
+    const __m256i nibble = _mm256_set1_epi8(0xf), bit4 = _mm256_set1_epi8(0x10);
+    for (uint32_t i = 0; i < rows; i++) {
+        __m256 acc[STORED_ROWS][2];
+        for (uint32_t r = 0; r < STORED_ROWS; r++)
+            acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+        for (uint32_t s = 0; s < len / 256; s++) {
+            const int8_t *limbs = a[i].limbs + 8 * EXACT_BLOCK_BYTES * s;
+            __m256 xs = _mm256_loadu_ps(a[i].scale + 8 * s), xsum = _mm256_loadu_ps(a[i].sum + 8 * s);
+            float f[STORED_ROWS][8];
+            for (uint32_t r = 0; r < STORED_ROWS; r++) {
+                const uint8_t *block = w[r] + bytes * s;
+                prefetch(block, bytes);
+                __m256 step, offset;
+                k_quant_steps(block, &step, &offset);
+                _mm256_storeu_ps(f[r], _mm256_mul_ps(step, xs));
+                acc[r][1] = _mm256_fnmadd_ps(offset, xsum, acc[r][1]);
+            }
+            /* sub-blocks 2g and 2g + 1 of the four rows: their limbs loaded once */
+            for (int g = 0; g < 4; g++)
+                for (uint32_t r = 0; r < STORED_ROWS; r++) {
+                    const uint8_t *block = w[r] + bytes * s;
+                    __m256i c = _mm256_loadu_si256((const __m256i *)(block + codes + 32 * g));
+                    __m256i lo = _mm256_and_si256(c, nibble),
+                            hi = _mm256_and_si256(_mm256_srli_epi16(c, 4), nibble);
+                    if (fifth) {
+                        /* bit 2g (2g + 1) of each byte to bit 4: 16-bit shifts,
+                         * what crosses a byte masked off */
+                        __m256i high = _mm256_loadu_si256((const __m256i *)(block + 16));
+                        lo = _mm256_or_si256(
+                            lo, _mm256_and_si256(_mm256_slli_epi16(_mm256_srli_epi16(high, 2 * g), 4),
+                                                 bit4));
+                        hi = _mm256_or_si256(
+                            hi, _mm256_and_si256(
+                                    _mm256_slli_epi16(_mm256_srli_epi16(high, 2 * g + 1), 4), bit4));
+                    }
+                    __m256i s0 = dot_limbs(lo, limbs + EXACT_BLOCK_BYTES * (2 * g)),
+                            s1 = dot_limbs(hi, limbs + EXACT_BLOCK_BYTES * (2 * g + 1));
+                    acc[r][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0),
+                                                _mm256_set1_ps(f[r][2 * g]), acc[r][0]);
+                    acc[r][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1),
+                                                _mm256_set1_ps(f[r][2 * g + 1]), acc[r][1]);
+                }
+        }
+        for (uint32_t r = 0; r < STORED_ROWS; r++)
+            out[r][i] = sum8(_mm256_add_ps(acc[r][0], acc[r][1]));
+    }
+}
+
+/* Q6_K super-blocks (210 bytes: 128 of low nibbles, 64 of high bit pairs,
+ * 16 int8 scales, f16 d; quantize.c): per sub-block of 16,
+ * d·scale·(2^e·Σ q·X − 32·Σx). Block 4h + k of a half h's 128 weights
+ * takes its codes from the low (k < 2) or high nibbles of ql[32(k & 1) ..]
+ * and bit pair k of qh. */
+INLINE void q6_k_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row a[ROWS_AT_ONCE],
+                      uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
+{
+    const __m256i low = _mm256_set1_epi8(0xf), top = _mm256_set1_epi8(0x30);
+    const __m256i first = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3),
+                  second = _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7);
+    const __m256 centre = _mm256_set1_ps(32);
+    for (uint32_t i = 0; i < rows; i++) {
+        __m256 acc[STORED_ROWS][2];
+        for (uint32_t r = 0; r < STORED_ROWS; r++)
+            acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+        for (uint32_t s = 0; s < len / 256; s++) {
+            const int8_t *limbs = a[i].limbs + 8 * EXACT_BLOCK_BYTES * s;
+            __m256 xs = _mm256_loadu_ps(a[i].scale + 8 * s);
+            __m256 xs_lo = _mm256_permutevar8x32_ps(xs, first),
+                   xs_hi = _mm256_permutevar8x32_ps(xs, second);
+            __m256 half_lo = _mm256_loadu_ps(a[i].half + 16 * s),
+                   half_hi = _mm256_loadu_ps(a[i].half + 16 * s + 8);
+            for (uint32_t r = 0; r < STORED_ROWS; r++) {
+                const uint8_t *block = w[r] + 210 * s;
+                prefetch(block, 210);
+                const __m128i *sc = (const __m128i *)(block + 192);
+                __m256 d = _mm256_set1_ps(f16_at(block + 208));
+                __m256 step_lo = _mm256_mul_ps(
+                    d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(sc))));
+                __m256 step_hi = _mm256_mul_ps(
+                    d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(_mm_loadu_si128(sc), 8))));
+                acc[r][1] = _mm256_fnmadd_ps(_mm256_mul_ps(step_lo, centre), half_lo, acc[r][1]);
+                acc[r][1] = _mm256_fnmadd_ps(_mm256_mul_ps(step_hi, centre), half_hi, acc[r][1]);
+                float f[16];
+                _mm256_storeu_ps(f, _mm256_mul_ps(step_lo, xs_lo));
+                _mm256_storeu_ps(f + 8, _mm256_mul_ps(step_hi, xs_hi));
+                for (int h = 0; h < 2; h++) {
+                    const uint8_t *ql = block + 64 * h, *qh = block + 128 + 32 * h;
+                    __m256i p = _mm256_loadu_si256((const __m256i *)ql),
+                            n = _mm256_loadu_si256((const __m256i *)(ql + 32)),
+                            t = _mm256_loadu_si256((const __m256i *)qh);
+                    __m256i q[4] = {
+                        _mm256_or_si256(_mm256_and_si256(p, low),
+                                        _mm256_and_si256(_mm256_slli_epi16(t, 4), top)),
+                        _mm256_or_si256(_mm256_and_si256(n, low),
+                                        _mm256_and_si256(_mm256_slli_epi16(t, 2), top)),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(p, 4), low),
+                                        _mm256_and_si256(t, top)),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(n, 4), low),
+                                        _mm256_and_si256(_mm256_srli_epi16(t, 2), top)),
+                    };
+                    for (int k = 0; k < 4; k++) {
+                        int b = 4 * h + k; /* the block of 32; its halves sub-blocks 2b, 2b + 1 */
+                        __m256 factor = _mm256_set_m128(_mm_set1_ps(f[2 * b + 1]), _mm_set1_ps(f[2 * b]));
+                        __m256i sum = dot_limbs(q[k], limbs + EXACT_BLOCK_BYTES * b);
+                        acc[r][k & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), factor, acc[r][k & 1]);
+                    }
+                }
+            }
+        }
+        for (uint32_t r = 0; r < STORED_ROWS; r++)
+            out[r][i] = sum8(_mm256_add_ps(acc[r][0], acc[r][1]));
+    }
+}
+
+/* Q4_0, Q5_0, Q4_1 and Q5_1 blocks of 32 (quantize.c): f16 d, f16 m for
+ * the affine _1 types, four bytes of fifth bits for the 5-bit ones (code
+ * i's at bit i), then 16 bytes of nibbles (byte l holds codes l and
+ * l + 16); w = d·(q − 2^(bits−1)), or d·q + m. */
+typedef struct block32 {
+    uint32_t bytes, high, nibbles; /* a block's size, where its parts begin */
+    int bits;
+    bool affine;
+} block32;
+
+/* Per block, d·2^e·Σ q·X, and (−d·2^(bits−1) or m)·Σx summed apart. */
+INLINE void block32_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row a[ROWS_AT_ONCE],
+                         uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE],
+                         block32 f)
+{
+    const __m128i nibble = _mm_set1_epi8(0xf);
+    /* code i's fifth bit: byte i / 8 of the four, bit i % 8 */
+    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2,
+                                            2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),
+                  bit = _mm256_set1_epi64x(0x8040201008040201), bit4 = _mm256_set1_epi8(0x10);
+    const float centre = (float)(1 << (f.bits - 1));
+    for (uint32_t i = 0; i < rows; i++) {
+        __m256 acc[STORED_ROWS];
+        float offsets[STORED_ROWS] = {0};
+        for (uint32_t r = 0; r < STORED_ROWS; r++)
+            acc[r] = _mm256_setzero_ps();
+        for (uint32_t b = 0; b < len / 32; b++) {
+            const int8_t *limbs = a[i].limbs + EXACT_BLOCK_BYTES * b;
+            float xs = a[i].scale[b], xsum = a[i].sum[b];
+            for (uint32_t r = 0; r < STORED_ROWS; r++) {
+                const uint8_t *block = w[r] + f.bytes * b;
+                prefetch(block, 0);
+                __m128i n = _mm_loadu_si128((const __m128i *)(block + f.nibbles));
+                __m256i q = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(n, 4), nibble),
+                                             _mm_and_si128(n, nibble));
+                if (f.bits == 5) {
+                    int32_t high;
+                    memcpy(&high, block + f.high, 4);
+                    __m256i set = _mm256_and_si256(
+                        _mm256_shuffle_epi8(_mm256_set1_epi32(high), spread), bit);
+                    q = _mm256_or_si256(q, _mm256_and_si256(_mm256_cmpeq_epi8(set, bit), bit4));
+                }
+                float d = f16_at(block);
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_limbs(q, limbs)),
+                                         _mm256_set1_ps(d * xs), acc[r]);
+                offsets[r] += (f.affine ? f16_at(block + 2) : -d * centre) * xsum;
+            }
+        }
+        for (uint32_t r = 0; r < STORED_ROWS; r++)
+            out[r][i] = sum8(acc[r]) + offsets[r];
+    }
+}
+
+#define KERNEL(name, call)                                                                         \
+    static void name(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row a[ROWS_AT_ONCE],  \
+                     uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])            \
+    {                                                                                              \
+        call;                                                                                      \
+    }
+#define BLOCK32(...) block32_rows(w, a, rows, len, out, (block32){__VA_ARGS__})
+KERNEL(q4_k, k_quant_rows(w, a, rows, len, out, false))
+KERNEL(q5_k, k_quant_rows(w, a, rows, len, out, true))
+KERNEL(q6_k, q6_k_rows(w, a, rows, len, out))
+KERNEL(q4_0, BLOCK32(.bytes = 18, .nibbles = 2, .bits = 4))
+KERNEL(q5_0, BLOCK32(.bytes = 22, .high = 2, .nibbles = 6, .bits = 5))
+KERNEL(q4_1, BLOCK32(.bytes = 20, .nibbles = 4, .bits = 4, .affine = true))
+KERNEL(q5_1, BLOCK32(.bytes = 24, .high = 4, .nibbles = 8, .bits = 5, .affine = true))
+#undef BLOCK32
+#undef KERNEL
+
+const vkmoe_exact_isa NAMED(vkmoe_exact, LEVEL) = {
+    .name = QUOTED(LEVEL),
+    .convert = convert,
+    .kernel =
+        {
+            [VKMOE_WEIGHT_Q4_K] = q4_k,
+            [VKMOE_WEIGHT_Q5_K] = q5_k,
+            [VKMOE_WEIGHT_Q6_K] = q6_k,
+            [VKMOE_WEIGHT_Q4_0] = q4_0,
+            [VKMOE_WEIGHT_Q5_0] = q5_0,
+            [VKMOE_WEIGHT_Q4_1] = q4_1,
+            [VKMOE_WEIGHT_Q5_1] = q5_1,
+        },
+};

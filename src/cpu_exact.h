@@ -1,0 +1,78 @@
+/* Decode's dot products on the host with the activations as exact
+ * integers: each block of 32 values x is 2^e·X, X integers of 22 bits
+ * held as three signed bytes (X = h·2^16 + m·2^8 + l), so that a weight
+ * row's integer codes meet them in byte dot products (AVX2's maddubs, or
+ * VNNI's dpbusd) with no code turned into a float: exact sums, rounded
+ * only where a block's sum is scaled. X rounds x to 22 bits of its
+ * block's largest value, finer than the f32 tolerance the host's results
+ * keep. cpu_exact.c is compiled once for each x86 level (meson.build);
+ * cpu_experts.c takes the best the CPU runs. */
+#ifndef VKMOE_CPU_EXACT_H
+#define VKMOE_CPU_EXACT_H
+
+#include <stdint.h>
+
+#include "vkmoe.h"
+
+/* Rows of x (or hidden) a kernel call multiplies at once (the prefill
+ * kernel: 2 weight rows by 6 rows take 12 of AVX2's 16 registers). */
+#define ROWS_AT_ONCE 6u
+/* Weight rows a stored-row kernel (decode) reads at once, each a run of
+ * memory of its own: the more runs in flight, the more of the memory's
+ * latency is hidden. A test program (f16, 8 random experts at a time, one
+ * thread): two runs 24-27 GB/s, four 30-35; plain loads peak at four. */
+#define STORED_ROWS 4u
+/* How far ahead the stored-row kernels prefetch each weight row they
+ * stream. f16 decode (bench, D 1024, F 384, 2 threads, three runs each):
+ * none 23-25 GB/s, 768 bytes 22-26, 1536 27-29, 2048 28-30, 3072 29-30. */
+#define PREFETCH_BYTES 2048
+
+/* Values in a block of the exact form, and bytes its limbs take. */
+#define EXACT_BLOCK 32u
+#define EXACT_BLOCK_BYTES (3u * EXACT_BLOCK)
+
+/* One row of activations in the exact form, blocks of EXACT_BLOCK. */
+typedef struct vkmoe_exact_row {
+    const int8_t *limbs; /* [blocks][3][32]: h, m and l of the block's X */
+    const float *scale;  /* [blocks]: 2^e; NaN for a block holding NaN or ±Inf */
+    const float *sum;    /* [blocks]: Σ 2^e·X over the block */
+    const float *half;   /* [2·blocks]: the same over each half of 16 */
+} vkmoe_exact_row;
+
+/* Where row r of a buffer of rows `len` values long lies (len a multiple
+ * of EXACT_BLOCK): limbs at r·len·3, scales and sums at r·len/32, halves
+ * at r·len/16. */
+typedef struct vkmoe_exact_rows {
+    int8_t *limbs;
+    float *scale, *sum, *half;
+} vkmoe_exact_rows;
+
+/* out[r][i] = Σ_d W_r[d]·x_i[d] for STORED_ROWS weight rows as stored and
+ * `rows` (< ROWS_AT_ONCE) rows of activations, len a whole number of the
+ * type's blocks. */
+typedef void (*vkmoe_exact_kernel)(const uint8_t *const w[STORED_ROWS],
+                                   const vkmoe_exact_row a[ROWS_AT_ONCE], uint32_t rows,
+                                   uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE]);
+
+/* One x86 level's build of cpu_exact.c. */
+typedef struct vkmoe_exact_isa {
+    const char *name;
+    /* Blocks first_block .. end_block − 1 of a row x into row r of `to`. */
+    void (*convert)(const float *x, uint32_t first_block, uint32_t end_block,
+                    const vkmoe_exact_rows *to, uint32_t r, uint32_t len);
+    vkmoe_exact_kernel kernel[VKMOE_WEIGHT_MXFP4 + 1]; /* by weight type; NULL: none */
+} vkmoe_exact_isa;
+
+extern const vkmoe_exact_isa vkmoe_exact_avx2, vkmoe_exact_avxvnni, vkmoe_exact_avx512vnni;
+
+/* Row r of a buffer of rows `len` values long. */
+static inline vkmoe_exact_row vkmoe_exact_row_at(const vkmoe_exact_rows *rows, uint32_t r,
+                                                 uint32_t len)
+{
+    size_t blocks = len / EXACT_BLOCK;
+    return (vkmoe_exact_row){rows->limbs + r * blocks * EXACT_BLOCK_BYTES,
+                             rows->scale + r * blocks, rows->sum + r * blocks,
+                             rows->half + 2 * r * blocks};
+}
+
+#endif /* VKMOE_CPU_EXACT_H */
