@@ -55,8 +55,8 @@ INLINE __m256i digit_of(__m256i v)
 /* Four vectors of int32 (each within a byte) as 32 bytes in order. */
 INLINE __m256i bytes_of(const __m256i v[4])
 {
-    __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]),
-                                        _mm256_packs_epi32(v[2], v[3]));
+    __m256i packed =
+        _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
     return _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
@@ -193,7 +193,8 @@ INLINE void k_quant_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
             acc[r][0] = acc[r][1] = _mm256_setzero_ps();
         for (uint32_t s = 0; s < len / 256; s++) {
             const int8_t *limbs = a[i].limbs + 8 * EXACT_BLOCK_BYTES * s;
-            __m256 xs = _mm256_loadu_ps(a[i].scale + 8 * s), xsum = _mm256_loadu_ps(a[i].sum + 8 * s);
+            __m256 xs = _mm256_loadu_ps(a[i].scale + 8 * s),
+                   xsum = _mm256_loadu_ps(a[i].sum + 8 * s);
             float f[STORED_ROWS][8];
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
                 const uint8_t *block = w[r] + bytes * s;
@@ -215,16 +216,17 @@ INLINE void k_quant_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
                          * what crosses a byte masked off */
                         __m256i high = _mm256_loadu_si256((const __m256i *)(block + 16));
                         lo = _mm256_or_si256(
-                            lo, _mm256_and_si256(_mm256_slli_epi16(_mm256_srli_epi16(high, 2 * g), 4),
-                                                 bit4));
+                            lo, _mm256_and_si256(
+                                    _mm256_slli_epi16(_mm256_srli_epi16(high, 2 * g), 4), bit4));
                         hi = _mm256_or_si256(
-                            hi, _mm256_and_si256(
-                                    _mm256_slli_epi16(_mm256_srli_epi16(high, 2 * g + 1), 4), bit4));
+                            hi,
+                            _mm256_and_si256(
+                                _mm256_slli_epi16(_mm256_srli_epi16(high, 2 * g + 1), 4), bit4));
                     }
                     __m256i s0 = dot_limbs(lo, limbs + EXACT_BLOCK_BYTES * (2 * g)),
                             s1 = dot_limbs(hi, limbs + EXACT_BLOCK_BYTES * (2 * g + 1));
-                    acc[r][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0),
-                                                _mm256_set1_ps(f[r][2 * g]), acc[r][0]);
+                    acc[r][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_set1_ps(f[r][2 * g]),
+                                                acc[r][0]);
                     acc[r][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1),
                                                 _mm256_set1_ps(f[r][2 * g + 1]), acc[r][1]);
                 }
@@ -262,10 +264,10 @@ INLINE void q6_k_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row
                 prefetch(block, 210);
                 const __m128i *sc = (const __m128i *)(block + 192);
                 __m256 d = _mm256_set1_ps(f16_at(block + 208));
-                __m256 step_lo = _mm256_mul_ps(
-                    d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(sc))));
-                __m256 step_hi = _mm256_mul_ps(
-                    d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(_mm_loadu_si128(sc), 8))));
+                __m256 step_lo =
+                    _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(sc))));
+                __m256 step_hi = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                                      _mm_srli_si128(_mm_loadu_si128(sc), 8))));
                 acc[r][1] = _mm256_fnmadd_ps(_mm256_mul_ps(step_lo, centre), half_lo, acc[r][1]);
                 acc[r][1] = _mm256_fnmadd_ps(_mm256_mul_ps(step_hi, centre), half_hi, acc[r][1]);
                 float f[16];
@@ -288,9 +290,11 @@ INLINE void q6_k_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row
                     };
                     for (int k = 0; k < 4; k++) {
                         int b = 4 * h + k; /* the block of 32; its halves sub-blocks 2b, 2b + 1 */
-                        __m256 factor = _mm256_set_m128(_mm_set1_ps(f[2 * b + 1]), _mm_set1_ps(f[2 * b]));
+                        __m256 factor =
+                            _mm256_set_m128(_mm_set1_ps(f[2 * b + 1]), _mm_set1_ps(f[2 * b]));
                         __m256i sum = dot_limbs(q[k], limbs + EXACT_BLOCK_BYTES * b);
-                        acc[r][k & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), factor, acc[r][k & 1]);
+                        acc[r][k & 1] =
+                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), factor, acc[r][k & 1]);
                     }
                 }
             }
@@ -317,8 +321,8 @@ INLINE void block32_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
 {
     const __m128i nibble = _mm_set1_epi8(0xf);
     /* code i's fifth bit: byte i / 8 of the four, bit i % 8 */
-    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2,
-                                            2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),
+    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
+                                            2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),
                   bit = _mm256_set1_epi64x(0x8040201008040201), bit4 = _mm256_set1_epi8(0x10);
     const float centre = (float)(1 << (f.bits - 1));
     for (uint32_t i = 0; i < rows; i++) {
@@ -338,8 +342,8 @@ INLINE void block32_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
                 if (f.bits == 5) {
                     int32_t high;
                     memcpy(&high, block + f.high, 4);
-                    __m256i set = _mm256_and_si256(
-                        _mm256_shuffle_epi8(_mm256_set1_epi32(high), spread), bit);
+                    __m256i set =
+                        _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(high), spread), bit);
                     q = _mm256_or_si256(q, _mm256_and_si256(_mm256_cmpeq_epi8(set, bit), bit4));
                 }
                 float d = f16_at(block);
@@ -354,7 +358,7 @@ INLINE void block32_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
 }
 
 #define KERNEL(name, call)                                                                         \
-    static void name(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row a[ROWS_AT_ONCE],  \
+    static void name(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row a[ROWS_AT_ONCE],   \
                      uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])            \
     {                                                                                              \
         call;                                                                                      \

@@ -70,9 +70,8 @@ static inline vkmoe_exact_row vkmoe_exact_row_at(const vkmoe_exact_rows *rows, u
                                                  uint32_t len)
 {
     size_t blocks = len / EXACT_BLOCK;
-    return (vkmoe_exact_row){rows->limbs + r * blocks * EXACT_BLOCK_BYTES,
-                             rows->scale + r * blocks, rows->sum + r * blocks,
-                             rows->half + 2 * r * blocks};
+    return (vkmoe_exact_row){rows->limbs + r * blocks * EXACT_BLOCK_BYTES, rows->scale + r * blocks,
+                             rows->sum + r * blocks, rows->half + 2 * r * blocks};
 }
 
 #endif /* VKMOE_CPU_EXACT_H */
