@@ -560,11 +560,12 @@ typedef struct vkmoe_layer_params {
     vkmoe_cache_policy cache_policy; /* default VKMOE_CACHE_FREQUENCY */
     /* Run every routed expert on the host (llama.cpp's --cpu-moe): their
      * matrices stay in host memory, each forward reads back which rows each
-     * expert has and computes them with host threads (AVX2/FMA kernels
-     * where the CPU has them, every weight type), then the device combines
-     * them with the shared expert as usual. Within the f32 tolerance of
-     * the reference and deterministic run to run on one machine; not
-     * bit-identical to the device's sums. vkmoe_layer_forward only, as with
+     * expert has and computes them with host threads (AVX2/FMA kernels,
+     * and VNNI's where the CPU has it, chosen when the layer is made; the
+     * environment variable VKMOE_CPU_KERNELS caps the level: README), every
+     * weight type, then the device combines them with the shared expert
+     * as usual. Within the f32 tolerance of the reference and deterministic
+     * run to run on one machine; not bit-identical to the device's sums. vkmoe_layer_forward only, as with
      * expert_budget_bytes (which it overrides: the device keeps one slot's
      * memory). Default false. */
     bool cpu_experts;

@@ -323,7 +323,8 @@ INLINE void block32_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
     /* code i's fifth bit: byte i / 8 of the four, bit i % 8 */
     const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
                                             2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),
-                  bit = _mm256_set1_epi64x(0x8040201008040201), bit4 = _mm256_set1_epi8(0x10);
+                  bit = _mm256_set1_epi64x((long long)0x8040201008040201ull),
+                  bit4 = _mm256_set1_epi8(0x10);
     const float centre = (float)(1 << (f.bits - 1));
     for (uint32_t i = 0; i < rows; i++) {
         __m256 acc[STORED_ROWS];

@@ -6,8 +6,9 @@
  * sum in different orders). With six rows or more for an expert, its
  * weight rows are decoded to f32 once, eight at a time, and reused for every row
  * routed to it; with fewer (decode), the types with a kernel of their own
- * (stored_kernel_of) are read as stored, codes turned into floats in
- * registers, each weight read once. */
+ * are read as stored, each weight read once: the integer-coded types'
+ * codes meet the activations as exact integers (cpu_exact.h, exact_for),
+ * the others' are turned into floats in registers (stored_kernel_of). */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <sched.h>
