@@ -164,6 +164,21 @@ INLINE void prefetch(const uint8_t *block, uint32_t bytes)
 #endif
 }
 
+/* Two sums a weight row, so that two chains of FMAs overlap: zeroed, and
+ * added into out[r][i]. */
+INLINE void zero_pairs(__m256 acc[STORED_ROWS][2])
+{
+    for (uint32_t r = 0; r < STORED_ROWS; r++)
+        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+}
+
+INLINE void store_pairs(__m256 acc[STORED_ROWS][2], float out[STORED_ROWS][ROWS_AT_ONCE],
+                        uint32_t i)
+{
+    for (uint32_t r = 0; r < STORED_ROWS; r++)
+        out[r][i] = sum8(_mm256_add_ps(acc[r][0], acc[r][1]));
+}
+
 /* d·scale and dmin·min of a Q4_K or Q5_K super-block's eight sub-blocks. */
 INLINE void k_quant_steps(const uint8_t *block, __m256 *step, __m256 *offset)
 {
@@ -189,8 +204,7 @@ INLINE void k_quant_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
     const __m256i nibble = _mm256_set1_epi8(0xf), bit4 = _mm256_set1_epi8(0x10);
     for (uint32_t i = 0; i < rows; i++) {
         __m256 acc[STORED_ROWS][2];
-        for (uint32_t r = 0; r < STORED_ROWS; r++)
-            acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+        zero_pairs(acc);
         for (uint32_t s = 0; s < len / 256; s++) {
             const int8_t *limbs = a[i].limbs + 8 * EXACT_BLOCK_BYTES * s;
             __m256 xs = _mm256_loadu_ps(a[i].scale + 8 * s),
@@ -231,8 +245,7 @@ INLINE void k_quant_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
                                                 _mm256_set1_ps(f[r][2 * g + 1]), acc[r][1]);
                 }
         }
-        for (uint32_t r = 0; r < STORED_ROWS; r++)
-            out[r][i] = sum8(_mm256_add_ps(acc[r][0], acc[r][1]));
+        store_pairs(acc, out, i);
     }
 }
 
@@ -250,8 +263,7 @@ INLINE void q6_k_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row
     const __m256 centre = _mm256_set1_ps(32);
     for (uint32_t i = 0; i < rows; i++) {
         __m256 acc[STORED_ROWS][2];
-        for (uint32_t r = 0; r < STORED_ROWS; r++)
-            acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+        zero_pairs(acc);
         for (uint32_t s = 0; s < len / 256; s++) {
             const int8_t *limbs = a[i].limbs + 8 * EXACT_BLOCK_BYTES * s;
             __m256 xs = _mm256_loadu_ps(a[i].scale + 8 * s);
@@ -299,8 +311,7 @@ INLINE void q6_k_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row
                 }
             }
         }
-        for (uint32_t r = 0; r < STORED_ROWS; r++)
-            out[r][i] = sum8(_mm256_add_ps(acc[r][0], acc[r][1]));
+        store_pairs(acc, out, i);
     }
 }
 
