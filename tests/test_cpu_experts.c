@@ -97,14 +97,15 @@ static void test_every_kind_of_expert(void **state)
 /* Decode's kernels with exact integer activations (src/cpu_exact.c) at
  * every x86 level this CPU runs (VKMOE_CPU_KERNELS caps the level a layer
  * takes when it is made): each within the tolerance, and all the same
- * bits, as their sums are integers. */
+ * bits, as their sums are integers; and the portable C code (codecs and
+ * f32 sums) within the tolerance. */
 static void test_every_level(void **state)
 {
     static const vkmoe_weight_type types[] = {
         VKMOE_WEIGHT_Q4_K, VKMOE_WEIGHT_Q5_K, VKMOE_WEIGHT_Q6_K, VKMOE_WEIGHT_Q4_0,
         VKMOE_WEIGHT_Q5_0, VKMOE_WEIGHT_Q4_1, VKMOE_WEIGHT_Q5_1,
     };
-    static const char *const levels[] = {"avx2", "avxvnni", "avx512vnni"};
+    static const char *const levels[] = {"portable", "avx2", "avxvnni", "avx512vnni"};
     for (size_t t = 0; t < VKMOE_ARRAY_SIZE(types); t++) {
         if (!test_weight_type_in_run(types[t]))
             continue;
@@ -123,9 +124,10 @@ static void test_every_level(void **state)
             test_layer_upload(&layer);
             test_check_forward(&layer, p.max_tokens, x);
             assert_int_equal(vkmoe_layer_forward(layer.layer, p.max_tokens, x, y), VKMOE_OK);
-            if (l == 0)
+            if (l == 1)
                 memcpy(first, y, bytes);
-            assert_memory_equal(first, y, bytes);
+            if (l >= 1)
+                assert_memory_equal(first, y, bytes);
             test_layer_destroy(&layer);
         }
         free(first);
