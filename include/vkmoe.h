@@ -565,9 +565,9 @@ typedef struct vkmoe_layer_params {
      * environment variable VKMOE_CPU_KERNELS caps the level: README), every
      * weight type, then the device combines them with the shared expert
      * as usual. Within the f32 tolerance of the reference and deterministic
-     * run to run on one machine; not bit-identical to the device's sums. vkmoe_layer_forward only, as with
-     * expert_budget_bytes (which it overrides: the device keeps one slot's
-     * memory). Default false. */
+     * run to run on one machine; not bit-identical to the device's sums.
+     * vkmoe_layer_forward only, as with expert_budget_bytes (which it
+     * overrides: the device keeps one slot's memory). Default false. */
     bool cpu_experts;
     /* With an expert cache (expert_budget_bytes): a needed expert that is
      * not on the device runs on the host instead of being copied in where
