@@ -32,10 +32,12 @@ typedef struct vkmoe_cpu_scratch {
     float *decoded;   /* [threads][decoded_per_thread]: each thread's decoded weight rows */
     size_t decoded_per_thread;
     uint32_t threads; /* host threads a forward uses */
-    /* Decode's activations as exact integers (cpu_exact.h), where this
-     * CPU's level has a kernel for the up (x) or down (hidden) weights'
-     * type; else NULL limbs. */
+    /* The level the host kernels run at, chosen when the layer is made:
+     * its exact-integer decode kernels (cpu_exact.h); NULL at the portable
+     * level, where the AVX2 float kernels do not run either. */
     const vkmoe_exact_isa *exact;
+    /* Decode's activations in the exact form, where the level has a
+     * kernel for the up (x) or down (hidden) weights' type; else NULL. */
     vkmoe_exact_rows x_exact;      /* [max_tokens] rows of ld_dim */
     vkmoe_exact_rows hidden_exact; /* [max_slots] rows of ld_ffn */
 } vkmoe_cpu_scratch;
