@@ -249,6 +249,13 @@ INLINE void k_quant_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
     }
 }
 
+/* Lanes 0-3 f[2b], lanes 4-7 f[2b + 1]: the factors of the sub-blocks of
+ * 16 that block b of 32 holds, for dot_limbs's lanes. */
+INLINE __m256 halves_factor(const float *f, int b)
+{
+    return _mm256_set_m128(_mm_set1_ps(f[2 * b + 1]), _mm_set1_ps(f[2 * b]));
+}
+
 /* Q6_K super-blocks (210 bytes: 128 of low nibbles, 64 of high bit pairs,
  * 16 int8 scales, f16 d; quantize.c): per sub-block of 16,
  * d·scale·(2^e·Σ q·X − 32·Σx). Block 4h + k of a half h's 128 weights
@@ -302,11 +309,97 @@ INLINE void q6_k_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row
                     };
                     for (int k = 0; k < 4; k++) {
                         int b = 4 * h + k; /* the block of 32; its halves sub-blocks 2b, 2b + 1 */
-                        __m256 factor =
-                            _mm256_set_m128(_mm_set1_ps(f[2 * b + 1]), _mm_set1_ps(f[2 * b]));
                         __m256i sum = dot_limbs(q[k], limbs + EXACT_BLOCK_BYTES * b);
-                        acc[r][k & 1] =
-                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), factor, acc[r][k & 1]);
+                        acc[r][k & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum),
+                                                        halves_factor(f, b), acc[r][k & 1]);
+                    }
+                }
+            }
+        }
+        store_pairs(acc, out, i);
+    }
+}
+
+/* Q2_K super-blocks (84 bytes: 16 of sub-blocks' 4-bit scales, low, and
+ * mins, high; 64 of 2-bit codes; f16 d and dmin) or Q3_K's (110: 32 of
+ * third bits, weight 32b + l's at bit b of byte l; 64 of 2-bit codes; 12
+ * of 6-bit scales + 32; f16 d); byte 32h + l of the 2-bit codes holds
+ * those of weight 128h + 32k + l at bit 2k (quantize.c). Per sub-block of
+ * 16, d·sc·2^e·Σ q·X less dmin·m·Σx (Q2_K) or 4·d·sc·Σx (Q3_K, codes 0..7
+ * centred on 4). */
+typedef struct low_bits {
+    uint32_t bytes, codes; /* a super-block's size; where its 2-bit codes begin */
+    bool third;            /* Q3_K */
+} low_bits;
+
+/* d·sc and the offset's factor of each sub-block of 16, in two halves. */
+INLINE void low_bits_steps(const uint8_t *block, low_bits f, __m256 step[2], __m256 offset[2])
+{
+    if (f.third) {
+        uint8_t stored[16];
+        vkmoe_q3_k_scales(block + 96, stored);
+        __m128i sc = _mm_sub_epi8(_mm_loadu_si128((const __m128i *)stored), _mm_set1_epi8(32));
+        __m256 d = _mm256_set1_ps(f16_at(block + 108)), centre = _mm256_set1_ps(4);
+        step[0] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc)));
+        step[1] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8))));
+        offset[0] = _mm256_mul_ps(step[0], centre);
+        offset[1] = _mm256_mul_ps(step[1], centre);
+        return;
+    }
+    const __m128i nibble = _mm_set1_epi8(0xf);
+    __m128i packed = _mm_loadu_si128((const __m128i *)block);
+    __m128i sc = _mm_and_si128(packed, nibble),
+            mn = _mm_and_si128(_mm_srli_epi16(packed, 4), nibble);
+    __m256 d = _mm256_set1_ps(f16_at(block + 80)), dmin = _mm256_set1_ps(f16_at(block + 82));
+    for (int k = 0; k < 2; k++) {
+        step[k] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sc)));
+        offset[k] = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(mn)));
+        sc = _mm_srli_si128(sc, 8);
+        mn = _mm_srli_si128(mn, 8);
+    }
+}
+
+INLINE void low_bits_rows(const uint8_t *const w[STORED_ROWS],
+                          const vkmoe_exact_row a[ROWS_AT_ONCE], uint32_t rows, uint32_t len,
+                          float out[STORED_ROWS][ROWS_AT_ONCE], low_bits f)
+{
+    const __m256i two = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
+    const __m256i first = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3),
+                  second = _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7);
+    for (uint32_t i = 0; i < rows; i++) {
+        __m256 acc[STORED_ROWS][2];
+        zero_pairs(acc);
+        for (uint32_t s = 0; s < len / 256; s++) {
+            const int8_t *limbs = a[i].limbs + 8 * EXACT_BLOCK_BYTES * s;
+            __m256 xs = _mm256_loadu_ps(a[i].scale + 8 * s);
+            __m256 xs_half[2] = {_mm256_permutevar8x32_ps(xs, first),
+                                 _mm256_permutevar8x32_ps(xs, second)};
+            for (uint32_t r = 0; r < STORED_ROWS; r++) {
+                const uint8_t *block = w[r] + f.bytes * s;
+                prefetch(block, f.bytes);
+                __m256 step[2], offset[2];
+                low_bits_steps(block, f, step, offset);
+                float factor[16];
+                for (int k = 0; k < 2; k++) {
+                    __m256 half = _mm256_loadu_ps(a[i].half + 16 * s + 8 * k);
+                    acc[r][1] = _mm256_fnmadd_ps(offset[k], half, acc[r][1]);
+                    _mm256_storeu_ps(factor + 8 * k, _mm256_mul_ps(step[k], xs_half[k]));
+                }
+                __m256i third =
+                    f.third ? _mm256_loadu_si256((const __m256i *)block) : _mm256_setzero_si256();
+                for (int h = 0; h < 2; h++) {
+                    __m256i c = _mm256_loadu_si256((const __m256i *)(block + f.codes + 32 * h));
+                    for (int k = 0; k < 4; k++) {
+                        int b = 4 * h + k;
+                        __m256i q = _mm256_and_si256(_mm256_srli_epi16(c, 2 * k), two);
+                        if (f.third) /* bit b of each byte to bit 2 */
+                            q = _mm256_or_si256(
+                                q, _mm256_and_si256(b < 2 ? _mm256_slli_epi16(third, 2 - b)
+                                                          : _mm256_srli_epi16(third, b - 2),
+                                                    four));
+                        __m256i sum = dot_limbs(q, limbs + EXACT_BLOCK_BYTES * b);
+                        acc[r][k & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum),
+                                                        halves_factor(factor, b), acc[r][k & 1]);
                     }
                 }
             }
@@ -379,6 +472,9 @@ INLINE void block32_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
 KERNEL(q4_k, k_quant_rows(w, a, rows, len, out, false))
 KERNEL(q5_k, k_quant_rows(w, a, rows, len, out, true))
 KERNEL(q6_k, q6_k_rows(w, a, rows, len, out))
+KERNEL(q2_k, low_bits_rows(w, a, rows, len, out, (low_bits){.bytes = 84, .codes = 16}))
+KERNEL(q3_k,
+       low_bits_rows(w, a, rows, len, out, (low_bits){.bytes = 110, .codes = 32, .third = true}))
 KERNEL(q4_0, BLOCK32(.bytes = 18, .nibbles = 2, .bits = 4))
 KERNEL(q5_0, BLOCK32(.bytes = 22, .high = 2, .nibbles = 6, .bits = 5))
 KERNEL(q4_1, BLOCK32(.bytes = 20, .nibbles = 4, .bits = 4, .affine = true))
@@ -394,6 +490,8 @@ const vkmoe_exact_isa NAMED(vkmoe_exact, LEVEL) = {
             [VKMOE_WEIGHT_Q4_K] = q4_k,
             [VKMOE_WEIGHT_Q5_K] = q5_k,
             [VKMOE_WEIGHT_Q6_K] = q6_k,
+            [VKMOE_WEIGHT_Q2_K] = q2_k,
+            [VKMOE_WEIGHT_Q3_K] = q3_k,
             [VKMOE_WEIGHT_Q4_0] = q4_0,
             [VKMOE_WEIGHT_Q5_0] = q5_0,
             [VKMOE_WEIGHT_Q4_1] = q4_1,

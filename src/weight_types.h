@@ -69,4 +69,18 @@ static inline void vkmoe_q4_k_scales_mins(const uint8_t *packed, uint8_t scales[
     memcpy(mins, m, 8);
 }
 
+/* The sixteen 6-bit scales of a Q3_K super-block's sub-blocks of 16, as
+ * stored (the scale + 32), from its 12 packed bytes: sub-block j's low
+ * nibble in byte j % 8 (low for j < 8, high above), its top 2 bits at bit
+ * 2(j / 4) of byte 8 + j % 4. Inline and branch-free in 32-bit words, as
+ * vkmoe_q4_k_scales_mins. */
+static inline void vkmoe_q3_k_scales(const uint8_t *packed, uint8_t scales[16])
+{
+    uint32_t word[3], s[4], nibbles = 0x0f0f0f0fu, top = 0x03030303u;
+    memcpy(word, packed, 12);
+    for (int k = 0; k < 4; k++) /* sub-blocks 4k .. 4k + 3 */
+        s[k] = (word[k & 1] >> 4 * (k >> 1) & nibbles) | (word[2] >> 2 * k & top) << 4;
+    memcpy(scales, s, 16); /* no bit crosses a byte: any byte order */
+}
+
 #endif /* VKMOE_WEIGHT_TYPES_H */

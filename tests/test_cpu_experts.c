@@ -102,8 +102,9 @@ static void test_every_kind_of_expert(void **state)
 static void test_every_level(void **state)
 {
     static const vkmoe_weight_type types[] = {
-        VKMOE_WEIGHT_Q4_K, VKMOE_WEIGHT_Q5_K, VKMOE_WEIGHT_Q6_K, VKMOE_WEIGHT_Q4_0,
-        VKMOE_WEIGHT_Q5_0, VKMOE_WEIGHT_Q4_1, VKMOE_WEIGHT_Q5_1,
+        VKMOE_WEIGHT_Q4_K, VKMOE_WEIGHT_Q5_K, VKMOE_WEIGHT_Q6_K,
+        VKMOE_WEIGHT_Q4_0, VKMOE_WEIGHT_Q5_0, VKMOE_WEIGHT_Q4_1,
+        VKMOE_WEIGHT_Q5_1, VKMOE_WEIGHT_Q2_K, VKMOE_WEIGHT_Q3_K,
     };
     static const char *const levels[] = {"portable", "avx2", "avxvnni", "avx512vnni"};
     for (size_t t = 0; t < VKMOE_ARRAY_SIZE(types); t++) {
