@@ -15,9 +15,12 @@
 
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
 #define LEVEL avx512vnni
+#define VNNI 1
 #elif defined(__AVXVNNI__)
 #define LEVEL avxvnni
+#define VNNI 1
 #else
+#define VNNI 0
 #define LEVEL avx2
 #endif
 #define NAMED_(name, level) name##_##level
@@ -63,7 +66,8 @@ INLINE __m256i bytes_of(const __m256i v[4])
 /* Block x[0 .. 31] in the exact form: e such that its largest |x| < 2^(e +
  * 22), X = x·2^−e rounded to the nearest integer, split into balanced
  * digits of base 256 (|X| < 2^22 keeps the top one within −64 .. 64). */
-static void convert_block(const float *x, int8_t *limbs, float *scale, float *sum, float *half)
+static void convert_block(const float *x, int8_t *limbs, int32_t *lanes, float *scale, float *sum,
+                          float *half)
 {
     const __m256 sign = _mm256_set1_ps(-0.0f), finite = _mm256_set1_ps(FLT_MAX);
     __m256 v[4], top = _mm256_setzero_ps(), bad = top;
@@ -75,6 +79,7 @@ static void convert_block(const float *x, int8_t *limbs, float *scale, float *su
     }
     if (_mm256_movemask_ps(bad)) { /* NaN or ±Inf: every sum it enters is NaN */
         memset(limbs, 0, EXACT_BLOCK_BYTES);
+        memset(lanes, 0, EXACT_LANES * sizeof(int32_t));
         *scale = *sum = half[0] = half[1] = NAN;
         return;
     }
@@ -82,18 +87,22 @@ static void convert_block(const float *x, int8_t *limbs, float *scale, float *su
     frexpf(largest_of(top), &e); /* largest < 2^e */
     e = e < -104 ? -104 : e;     /* 2^(22 − e) stays a normal float */
     const __m256 up = _mm256_set1_ps(ldexpf(1, 22 - e));
-    __m256i h[4], m[4], l[4], halves[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+    __m256i X[4], h[4], m[4], l[4], halves[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
     for (int k = 0; k < 4; k++) {
-        __m256i X = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], up)); /* exact product, then rounded */
-        halves[k / 2] = _mm256_add_epi32(halves[k / 2], X);
-        l[k] = digit_of(X);
-        __m256i rest = _mm256_srai_epi32(_mm256_sub_epi32(X, l[k]), 8);
+        X[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], up)); /* exact product, then rounded */
+        halves[k / 2] = _mm256_add_epi32(halves[k / 2], X[k]);
+        l[k] = digit_of(X[k]);
+        __m256i rest = _mm256_srai_epi32(_mm256_sub_epi32(X[k], l[k]), 8);
         m[k] = digit_of(rest);
         h[k] = _mm256_srai_epi32(_mm256_sub_epi32(rest, m[k]), 8);
     }
     _mm256_storeu_si256((__m256i *)limbs, bytes_of(h));
     _mm256_storeu_si256((__m256i *)(limbs + 32), bytes_of(m));
     _mm256_storeu_si256((__m256i *)(limbs + 64), bytes_of(l));
+    /* hadd twice leaves lanes 0, 2, 4, 6 in the low half, 1, 3, 5, 7 above */
+    __m256i fours = _mm256_hadd_epi32(_mm256_hadd_epi32(X[0], X[1]), _mm256_hadd_epi32(X[2], X[3]));
+    _mm256_storeu_si256((__m256i *)lanes, _mm256_permutevar8x32_epi32(
+                                              fours, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
     int32_t low = sum_of(halves[0]), high = sum_of(halves[1]); /* each below 2^26 */
     *scale = ldexpf(1, e - 22);
     half[0] = (float)low * *scale;
@@ -107,8 +116,9 @@ static void convert(const float *x, uint32_t first_block, uint32_t end_block,
     size_t blocks = len / EXACT_BLOCK;
     for (size_t b = first_block; b < end_block; b++) {
         size_t at = r * blocks + b;
-        convert_block(x + EXACT_BLOCK * b, to->limbs + at * EXACT_BLOCK_BYTES, to->scale + at,
-                      to->sum + at, to->half + 2 * at);
+        convert_block(x + EXACT_BLOCK * b, to->limbs + at * EXACT_BLOCK_BYTES,
+                      to->lanes + at * EXACT_LANES, to->scale + at, to->sum + at,
+                      to->half + 2 * at);
     }
 }
 
@@ -137,6 +147,39 @@ INLINE __m256i dot_limbs(__m256i q, const int8_t *limbs)
     return _mm256_add_epi32(_mm256_slli_epi32(hm, 8),
                             _mm256_madd_epi16(_mm256_maddubs_epi16(q, l), one));
 #endif
+}
+
+/* dot_limbs for signed codes c (−128 .. 127) offset by 128 to be unsigned
+ * bytes u: Σ u·X − 128·Σ X of each lane. The sums are taken modulo 2^32
+ * (Σ u·X may pass 2^31), exact as |Σ c·X| < 2^31. */
+INLINE __m256i dot_offset(__m256i u, const int8_t *limbs, const int32_t *lanes)
+{
+#if VNNI
+    __m256i s = dot_limbs(u, limbs); /* dpbusd takes any unsigned byte */
+#else
+    /* maddubs's pairs of products would leave int16: u = 16·(u >> 4) + (u & 15) */
+    const __m256i nibble = _mm256_set1_epi8(0xf);
+    __m256i s = _mm256_add_epi32(
+        _mm256_slli_epi32(dot_limbs(_mm256_and_si256(_mm256_srli_epi16(u, 4), nibble), limbs), 4),
+        dot_limbs(_mm256_and_si256(u, nibble), limbs));
+#endif
+    return _mm256_sub_epi32(s, _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)lanes), 7));
+}
+
+/* A 16-level table offset by 128 for dot_offset, in both halves for
+ * shuffle_epi8. */
+INLINE __m256i offset_levels(const int8_t levels[16])
+{
+    __m128i t = _mm_xor_si128(_mm_loadu_si128((const __m128i *)levels), _mm_set1_epi8(-128));
+    return _mm256_broadcastsi128_si256(t);
+}
+
+/* The 32 codes of 16 bytes of nibbles, byte l holding codes l and l + 16. */
+INLINE __m256i nibble_codes(const uint8_t *nibbles)
+{
+    const __m128i nibble = _mm_set1_epi8(0xf);
+    __m128i n = _mm_loadu_si128((const __m128i *)nibbles);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(n, 4), nibble), _mm_and_si128(n, nibble));
 }
 
 INLINE float sum8(__m256 v)
@@ -408,6 +451,58 @@ INLINE void low_bits_rows(const uint8_t *const w[STORED_ROWS],
     }
 }
 
+/* d·(ls − 32) of an IQ4_XS super-block's eight sub-blocks of 32 (136
+ * bytes: f16 d; a 16-bit word of the scales' top 2 bits, sub-block j at
+ * bit 2j; four bytes of their low nibbles, sub-block j in byte j / 2, low
+ * nibble first; then eight groups of 16 bytes of codes as IQ4_NL's). */
+INLINE __m256 iq4_xs_steps(const uint8_t *block)
+{
+    uint32_t low;
+    uint16_t top;
+    memcpy(&top, block + 2, 2);
+    memcpy(&low, block + 4, 4);
+    __m128i nibbles = _mm_unpacklo_epi8(_mm_cvtsi32_si128((int)(low & 0x0f0f0f0fu)),
+                                        _mm_cvtsi32_si128((int)(low >> 4 & 0x0f0f0f0fu)));
+    __m256i high =
+        _mm256_srlv_epi32(_mm256_set1_epi32(top), _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14));
+    __m256i ls =
+        _mm256_or_si256(_mm256_cvtepu8_epi32(nibbles),
+                        _mm256_slli_epi32(_mm256_and_si256(high, _mm256_set1_epi32(3)), 4));
+    return _mm256_mul_ps(_mm256_set1_ps(f16_at(block)),
+                         _mm256_cvtepi32_ps(_mm256_sub_epi32(ls, _mm256_set1_epi32(32))));
+}
+
+/* IQ4_XS: per sub-block of 32 (one block of the exact form), d·(ls −
+ * 32)·2^e·Σ level·X, the levels offset by 128 (dot_offset). */
+INLINE void iq4_xs_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row a[ROWS_AT_ONCE],
+                        uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
+{
+    const __m256i table = offset_levels(vkmoe_iq4_levels);
+    for (uint32_t i = 0; i < rows; i++) {
+        __m256 acc[STORED_ROWS][2];
+        zero_pairs(acc);
+        for (uint32_t s = 0; s < len / 256; s++) {
+            const int8_t *limbs = a[i].limbs + 8 * EXACT_BLOCK_BYTES * s;
+            const int32_t *lanes = a[i].lanes + 8 * EXACT_LANES * s;
+            __m256 xs = _mm256_loadu_ps(a[i].scale + 8 * s);
+            for (uint32_t r = 0; r < STORED_ROWS; r++) {
+                const uint8_t *block = w[r] + 136 * s;
+                prefetch(block, 136);
+                float f[8];
+                _mm256_storeu_ps(f, _mm256_mul_ps(iq4_xs_steps(block), xs));
+                for (int b = 0; b < 8; b++) {
+                    __m256i u = _mm256_shuffle_epi8(table, nibble_codes(block + 8 + 16 * b));
+                    __m256i sum =
+                        dot_offset(u, limbs + EXACT_BLOCK_BYTES * b, lanes + EXACT_LANES * b);
+                    acc[r][b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(f[b]),
+                                                    acc[r][b & 1]);
+                }
+            }
+        }
+        store_pairs(acc, out, i);
+    }
+}
+
 /* Q4_0, Q5_0, Q4_1 and Q5_1 blocks of 32 (quantize.c): f16 d, f16 m for
  * the affine _1 types, four bytes of fifth bits for the 5-bit ones (code
  * i's at bit i), then 16 bytes of nibbles (byte l holds codes l and
@@ -423,7 +518,6 @@ INLINE void block32_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
                          uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE],
                          block32 f)
 {
-    const __m128i nibble = _mm_set1_epi8(0xf);
     /* code i's fifth bit: byte i / 8 of the four, bit i % 8 */
     const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
                                             2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),
@@ -441,9 +535,7 @@ INLINE void block32_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
                 const uint8_t *block = w[r] + f.bytes * b;
                 prefetch(block, 0);
-                __m128i n = _mm_loadu_si128((const __m128i *)(block + f.nibbles));
-                __m256i q = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(n, 4), nibble),
-                                             _mm_and_si128(n, nibble));
+                __m256i q = nibble_codes(block + f.nibbles);
                 if (f.bits == 5) {
                     int32_t high;
                     memcpy(&high, block + f.high, 4);
@@ -479,6 +571,7 @@ KERNEL(q4_0, BLOCK32(.bytes = 18, .nibbles = 2, .bits = 4))
 KERNEL(q5_0, BLOCK32(.bytes = 22, .high = 2, .nibbles = 6, .bits = 5))
 KERNEL(q4_1, BLOCK32(.bytes = 20, .nibbles = 4, .bits = 4, .affine = true))
 KERNEL(q5_1, BLOCK32(.bytes = 24, .high = 4, .nibbles = 8, .bits = 5, .affine = true))
+KERNEL(iq4_xs, iq4_xs_rows(w, a, rows, len, out))
 #undef BLOCK32
 #undef KERNEL
 
@@ -496,5 +589,6 @@ const vkmoe_exact_isa NAMED(vkmoe_exact, LEVEL) = {
             [VKMOE_WEIGHT_Q5_0] = q5_0,
             [VKMOE_WEIGHT_Q4_1] = q4_1,
             [VKMOE_WEIGHT_Q5_1] = q5_1,
+            [VKMOE_WEIGHT_IQ4_XS] = iq4_xs,
         },
 };

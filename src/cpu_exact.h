@@ -30,20 +30,25 @@
 /* Values in a block of the exact form, and bytes its limbs take. */
 #define EXACT_BLOCK 32u
 #define EXACT_BLOCK_BYTES (3u * EXACT_BLOCK)
+#define EXACT_LANES (EXACT_BLOCK / 4u)
 
 /* One row of activations in the exact form, blocks of EXACT_BLOCK. */
 typedef struct vkmoe_exact_row {
     const int8_t *limbs; /* [blocks][3][32]: h, m and l of the block's X */
-    const float *scale;  /* [blocks]: 2^e; NaN for a block holding NaN or ±Inf */
-    const float *sum;    /* [blocks]: Σ 2^e·X over the block */
-    const float *half;   /* [2·blocks]: the same over each half of 16 */
+    /* [blocks][8]: Σ X over each four neighbouring values (a lane of the
+     * byte dot products), taken off where codes are offset to be unsigned */
+    const int32_t *lanes;
+    const float *scale; /* [blocks]: 2^e; NaN for a block holding NaN or ±Inf */
+    const float *sum;   /* [blocks]: Σ 2^e·X over the block */
+    const float *half;  /* [2·blocks]: the same over each half of 16 */
 } vkmoe_exact_row;
 
 /* Where row r of a buffer of rows `len` values long lies (len a multiple
- * of EXACT_BLOCK): limbs at r·len·3, scales and sums at r·len/32, halves
- * at r·len/16. */
+ * of EXACT_BLOCK): limbs at r·len·3, lanes at r·len/4, scales and sums at
+ * r·len/32, halves at r·len/16. */
 typedef struct vkmoe_exact_rows {
     int8_t *limbs;
+    int32_t *lanes;
     float *scale, *sum, *half;
 } vkmoe_exact_rows;
 
@@ -70,7 +75,8 @@ static inline vkmoe_exact_row vkmoe_exact_row_at(const vkmoe_exact_rows *rows, u
                                                  uint32_t len)
 {
     size_t blocks = len / EXACT_BLOCK;
-    return (vkmoe_exact_row){rows->limbs + r * blocks * EXACT_BLOCK_BYTES, rows->scale + r * blocks,
+    return (vkmoe_exact_row){rows->limbs + r * blocks * EXACT_BLOCK_BYTES,
+                             rows->lanes + r * blocks * EXACT_LANES, rows->scale + r * blocks,
                              rows->sum + r * blocks, rows->half + 2 * r * blocks};
 }
 

@@ -488,10 +488,11 @@ static vkmoe_status exact_rows_create(vkmoe_context *ctx, uint32_t count, uint32
 {
     size_t blocks = (size_t)count * (len / EXACT_BLOCK);
     rows->limbs = vkmoe_malloc(blocks * EXACT_BLOCK_BYTES);
+    rows->lanes = vkmoe_malloc(blocks * EXACT_LANES * sizeof(int32_t));
     rows->scale = vkmoe_malloc(blocks * sizeof(float));
     rows->sum = vkmoe_malloc(blocks * sizeof(float));
     rows->half = vkmoe_malloc(2 * blocks * sizeof(float));
-    if (!rows->limbs || !rows->scale || !rows->sum || !rows->half)
+    if (!rows->limbs || !rows->lanes || !rows->scale || !rows->sum || !rows->half)
         return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     return VKMOE_OK;
 }
@@ -530,6 +531,7 @@ vkmoe_status vkmoe_cpu_scratch_create(vkmoe_layer *layer, vkmoe_cpu_scratch *s)
 static void exact_rows_destroy(vkmoe_exact_rows *rows)
 {
     free(rows->limbs);
+    free(rows->lanes);
     free(rows->scale);
     free(rows->sum);
     free(rows->half);

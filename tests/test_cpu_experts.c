@@ -102,9 +102,9 @@ static void test_every_kind_of_expert(void **state)
 static void test_every_level(void **state)
 {
     static const vkmoe_weight_type types[] = {
-        VKMOE_WEIGHT_Q4_K, VKMOE_WEIGHT_Q5_K, VKMOE_WEIGHT_Q6_K,
-        VKMOE_WEIGHT_Q4_0, VKMOE_WEIGHT_Q5_0, VKMOE_WEIGHT_Q4_1,
-        VKMOE_WEIGHT_Q5_1, VKMOE_WEIGHT_Q2_K, VKMOE_WEIGHT_Q3_K,
+        VKMOE_WEIGHT_Q4_K, VKMOE_WEIGHT_Q5_K,   VKMOE_WEIGHT_Q6_K,   VKMOE_WEIGHT_Q4_0,
+        VKMOE_WEIGHT_Q5_0, VKMOE_WEIGHT_Q4_1,   VKMOE_WEIGHT_Q5_1,   VKMOE_WEIGHT_Q2_K,
+        VKMOE_WEIGHT_Q3_K, VKMOE_WEIGHT_IQ4_NL, VKMOE_WEIGHT_IQ4_XS, VKMOE_WEIGHT_MXFP4,
     };
     static const char *const levels[] = {"portable", "avx2", "avxvnni", "avx512vnni"};
     for (size_t t = 0; t < VKMOE_ARRAY_SIZE(types); t++) {
@@ -139,11 +139,12 @@ static void test_every_level(void **state)
 
 /* A NaN in a token's input makes its outputs NaN, as in the reference,
  * and leaves the other tokens' as they were: the exact form's block holding
- * it is NaN, the others exact. */
-static void test_nan_input(void **state)
+ * it is NaN, the others exact. Q4_K's codes are unsigned, IQ4_XS's levels
+ * signed (offset, the lanes' sums taken off). */
+static void nan_input(void **state, vkmoe_weight_type type)
 {
     test_seed(76);
-    vkmoe_layer_params p = on_cpu(256, 256, 4, 2, 3, VKMOE_WEIGHT_Q4_K);
+    vkmoe_layer_params p = on_cpu(256, 256, 4, 2, 3, type);
     test_layer t;
     test_layer_create(*state, &p, &t);
     test_layer_upload(&t);
@@ -162,6 +163,12 @@ static void test_nan_input(void **state)
     free(y);
     free(x);
     test_layer_destroy(&t);
+}
+
+static void test_nan_input(void **state)
+{
+    nan_input(state, VKMOE_WEIGHT_Q4_K);
+    nan_input(state, VKMOE_WEIGHT_IQ4_XS);
 }
 
 /* Two experts of a hundred rows each: many units a thread, all threads. */
