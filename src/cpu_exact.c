@@ -292,11 +292,15 @@ INLINE void k_quant_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
     }
 }
 
-/* Lanes 0-3 f[2b], lanes 4-7 f[2b + 1]: the factors of the sub-blocks of
- * 16 that block b of 32 holds, for dot_limbs's lanes. */
-INLINE __m256 halves_factor(const float *f, int b)
+/* Lanes 0-3 f[2b], lanes 4-7 f[2b + 1], of sixteen factors held in two
+ * vectors: those of the sub-blocks of 16 that block b of 32 holds, for
+ * dot_limbs's lanes. One permute (a pair of broadcasts and an insert
+ * took three operations). */
+INLINE __m256 halves_factor(const __m256 f[2], int b)
 {
-    return _mm256_set_m128(_mm_set1_ps(f[2 * b + 1]), _mm_set1_ps(f[2 * b]));
+    const __m256i pick = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    return _mm256_permutevar8x32_ps(f[b / 4],
+                                    _mm256_add_epi32(pick, _mm256_set1_epi32(2 * (b % 4))));
 }
 
 /* Q6_K super-blocks (210 bytes: 128 of low nibbles, 64 of high bit pairs,
@@ -332,9 +336,7 @@ INLINE void q6_k_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row
                                                       _mm_srli_si128(_mm_loadu_si128(sc), 8))));
                 acc[r][1] = _mm256_fnmadd_ps(_mm256_mul_ps(step_lo, centre), half_lo, acc[r][1]);
                 acc[r][1] = _mm256_fnmadd_ps(_mm256_mul_ps(step_hi, centre), half_hi, acc[r][1]);
-                float f[16];
-                _mm256_storeu_ps(f, _mm256_mul_ps(step_lo, xs_lo));
-                _mm256_storeu_ps(f + 8, _mm256_mul_ps(step_hi, xs_hi));
+                __m256 f[2] = {_mm256_mul_ps(step_lo, xs_lo), _mm256_mul_ps(step_hi, xs_hi)};
                 for (int h = 0; h < 2; h++) {
                     const uint8_t *ql = block + 64 * h, *qh = block + 128 + 32 * h;
                     __m256i p = _mm256_loadu_si256((const __m256i *)ql),
@@ -422,24 +424,26 @@ INLINE void low_bits_rows(const uint8_t *const w[STORED_ROWS],
                 prefetch(block, f.bytes);
                 __m256 step[2], offset[2];
                 low_bits_steps(block, f, step, offset);
-                float factor[16];
+                __m256 factor[2];
                 for (int k = 0; k < 2; k++) {
                     __m256 half = _mm256_loadu_ps(a[i].half + 16 * s + 8 * k);
                     acc[r][1] = _mm256_fnmadd_ps(offset[k], half, acc[r][1]);
-                    _mm256_storeu_ps(factor + 8 * k, _mm256_mul_ps(step[k], xs_half[k]));
+                    factor[k] = _mm256_mul_ps(step[k], xs_half[k]);
                 }
                 __m256i third =
                     f.third ? _mm256_loadu_si256((const __m256i *)block) : _mm256_setzero_si256();
                 for (int h = 0; h < 2; h++) {
                     __m256i c = _mm256_loadu_si256((const __m256i *)(block + f.codes + 32 * h));
+                    /* bit 4h of each byte at bit 2, then 4h + 1, ...: 16-bit
+                     * shifts by constants, no wanted bit crossing a byte */
+                    __m256i bits = h ? _mm256_srli_epi16(third, 2) : _mm256_slli_epi16(third, 2);
                     for (int k = 0; k < 4; k++) {
                         int b = 4 * h + k;
                         __m256i q = _mm256_and_si256(_mm256_srli_epi16(c, 2 * k), two);
-                        if (f.third) /* bit b of each byte to bit 2 */
-                            q = _mm256_or_si256(
-                                q, _mm256_and_si256(b < 2 ? _mm256_slli_epi16(third, 2 - b)
-                                                          : _mm256_srli_epi16(third, b - 2),
-                                                    four));
+                        if (f.third) {
+                            q = _mm256_or_si256(q, _mm256_and_si256(bits, four));
+                            bits = _mm256_srli_epi16(bits, 1);
+                        }
                         __m256i sum = dot_limbs(q, limbs + EXACT_BLOCK_BYTES * b);
                         acc[r][k & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum),
                                                         halves_factor(factor, b), acc[r][k & 1]);
