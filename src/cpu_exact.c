@@ -303,6 +303,15 @@ INLINE __m256 halves_factor(const __m256 f[2], int b)
                                     _mm256_add_epi32(pick, _mm256_set1_epi32(2 * (b % 4))));
 }
 
+/* A super-block's eight block scales of x spread to its sixteen
+ * sub-blocks of 16 (each block's to both its halves), in two vectors. */
+INLINE void sub_block_scales(const float *scale, __m256 out[2])
+{
+    __m256 xs = _mm256_loadu_ps(scale);
+    out[0] = _mm256_permutevar8x32_ps(xs, _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
+    out[1] = _mm256_permutevar8x32_ps(xs, _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7));
+}
+
 /* Q6_K super-blocks (210 bytes: 128 of low nibbles, 64 of high bit pairs,
  * 16 int8 scales, f16 d; quantize.c): per sub-block of 16,
  * d·scale·(2^e·Σ q·X − 32·Σx). Block 4h + k of a half h's 128 weights
@@ -312,17 +321,14 @@ INLINE void q6_k_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row
                       uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
 {
     const __m256i low = _mm256_set1_epi8(0xf), top = _mm256_set1_epi8(0x30);
-    const __m256i first = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3),
-                  second = _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7);
     const __m256 centre = _mm256_set1_ps(32);
     for (uint32_t i = 0; i < rows; i++) {
         __m256 acc[STORED_ROWS][2];
         zero_pairs(acc);
         for (uint32_t s = 0; s < len / 256; s++) {
             const int8_t *limbs = a[i].limbs + 8 * EXACT_BLOCK_BYTES * s;
-            __m256 xs = _mm256_loadu_ps(a[i].scale + 8 * s);
-            __m256 xs_lo = _mm256_permutevar8x32_ps(xs, first),
-                   xs_hi = _mm256_permutevar8x32_ps(xs, second);
+            __m256 xs[2];
+            sub_block_scales(a[i].scale + 8 * s, xs);
             __m256 half_lo = _mm256_loadu_ps(a[i].half + 16 * s),
                    half_hi = _mm256_loadu_ps(a[i].half + 16 * s + 8);
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
@@ -336,7 +342,7 @@ INLINE void q6_k_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row
                                                       _mm_srli_si128(_mm_loadu_si128(sc), 8))));
                 acc[r][1] = _mm256_fnmadd_ps(_mm256_mul_ps(step_lo, centre), half_lo, acc[r][1]);
                 acc[r][1] = _mm256_fnmadd_ps(_mm256_mul_ps(step_hi, centre), half_hi, acc[r][1]);
-                __m256 f[2] = {_mm256_mul_ps(step_lo, xs_lo), _mm256_mul_ps(step_hi, xs_hi)};
+                __m256 f[2] = {_mm256_mul_ps(step_lo, xs[0]), _mm256_mul_ps(step_hi, xs[1])};
                 for (int h = 0; h < 2; h++) {
                     const uint8_t *ql = block + 64 * h, *qh = block + 128 + 32 * h;
                     __m256i p = _mm256_loadu_si256((const __m256i *)ql),
@@ -409,16 +415,13 @@ INLINE void low_bits_rows(const uint8_t *const w[STORED_ROWS],
                           float out[STORED_ROWS][ROWS_AT_ONCE], low_bits f)
 {
     const __m256i two = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
-    const __m256i first = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3),
-                  second = _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7);
     for (uint32_t i = 0; i < rows; i++) {
         __m256 acc[STORED_ROWS][2];
         zero_pairs(acc);
         for (uint32_t s = 0; s < len / 256; s++) {
             const int8_t *limbs = a[i].limbs + 8 * EXACT_BLOCK_BYTES * s;
-            __m256 xs = _mm256_loadu_ps(a[i].scale + 8 * s);
-            __m256 xs_half[2] = {_mm256_permutevar8x32_ps(xs, first),
-                                 _mm256_permutevar8x32_ps(xs, second)};
+            __m256 xs_half[2];
+            sub_block_scales(a[i].scale + 8 * s, xs_half);
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
                 const uint8_t *block = w[r] + f.bytes * s;
                 prefetch(block, f.bytes);
