@@ -223,15 +223,48 @@ INLINE void store_pairs(__m256 acc[STORED_ROWS][2], float out[STORED_ROWS][ROWS_
 }
 
 /* d·scale and dmin·min of a Q4_K or Q5_K super-block's eight sub-blocks. */
+INLINE uint32_t word_at(const uint8_t *p)
+{
+    uint32_t w;
+    memcpy(&w, p, 4);
+    return w;
+}
+
+/* vkmoe_q4_k_scales_mins in a register: the scales in bytes 0-7, the mins
+ * in 8-15. Bytes made in memory and loaded back as one vector would wait
+ * on a store the load cannot take its bytes from. */
+INLINE __m128i k_quant_scales_mins(const uint8_t *packed)
+{
+    __m128i w = _mm_insert_epi32(_mm_loadl_epi64((const __m128i *)packed), (int)word_at(packed + 8),
+                                 2);                     /* words 0, 1, 2 */
+    __m128i low = _mm_and_si128(w, _mm_set1_epi8(0x3f)); /* scales 0-3, mins 0-3 */
+    __m128i nibbles = _mm_and_si128(
+        _mm_srlv_epi32(_mm_shuffle_epi32(w, 0xaa), _mm_setr_epi32(0, 4, 0, 0)), _mm_set1_epi8(0xf));
+    __m128i top = _mm_slli_epi16(_mm_and_si128(_mm_srli_epi32(w, 6), _mm_set1_epi8(3)), 4);
+    return _mm_unpacklo_epi32(low, _mm_or_si128(nibbles, top)); /* 4-7 of each */
+}
+
 INLINE void k_quant_steps(const uint8_t *block, __m256 *step, __m256 *offset)
 {
-    uint8_t scales[8], mins[8];
-    vkmoe_q4_k_scales_mins(block + 4, scales, mins);
+    __m128i both = k_quant_scales_mins(block + 4);
     __m256 d = _mm256_set1_ps(f16_at(block)), dmin = _mm256_set1_ps(f16_at(block + 2));
-    __m256 s = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)scales)));
-    __m256 n = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)mins)));
+    __m256 s = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(both));
+    __m256 n = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(both, 8)));
     *step = _mm256_mul_ps(d, s);
     *offset = _mm256_mul_ps(dmin, n);
+}
+
+/* Q3_K's sixteen 6-bit scales, as stored (+ 32), in a register from its 12
+ * packed bytes: sub-block j's low nibble in byte j % 8 (low for j < 8),
+ * its top 2 bits at bit 2(j / 4) of byte 8 + j % 4 (quantize.c). */
+INLINE __m128i q3_k_scales(const uint8_t *packed)
+{
+    __m128i bytes = _mm_loadl_epi64((const __m128i *)packed);
+    __m128i low = _mm_unpacklo_epi64(_mm_and_si128(bytes, _mm_set1_epi8(0xf)),
+                                     _mm_and_si128(_mm_srli_epi16(bytes, 4), _mm_set1_epi8(0xf)));
+    __m128i top =
+        _mm_srlv_epi32(_mm_set1_epi32((int)word_at(packed + 8)), _mm_setr_epi32(0, 2, 4, 6));
+    return _mm_or_si128(low, _mm_slli_epi16(_mm_and_si128(top, _mm_set1_epi8(3)), 4));
 }
 
 /* Q4_K super-blocks (144 bytes: f16 d and dmin, 12 bytes of 6-bit scales
@@ -387,9 +420,7 @@ typedef struct low_bits {
 INLINE void low_bits_steps(const uint8_t *block, low_bits f, __m256 step[2], __m256 offset[2])
 {
     if (f.third) {
-        uint8_t stored[16];
-        vkmoe_q3_k_scales(block + 96, stored);
-        __m128i sc = _mm_sub_epi8(_mm_loadu_si128((const __m128i *)stored), _mm_set1_epi8(32));
+        __m128i sc = _mm_sub_epi8(q3_k_scales(block + 96), _mm_set1_epi8(32));
         __m256 d = _mm256_set1_ps(f16_at(block + 108)), centre = _mm256_set1_ps(4);
         step[0] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc)));
         step[1] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8))));

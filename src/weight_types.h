@@ -57,8 +57,8 @@ static inline float vkmoe_e8m0_half(uint8_t e)
  * blocks from its 12 packed bytes (after d and dmin): sub-block j < 4 in
  * the low 6 bits of bytes j and j + 4; j + 4 in the nibbles of byte j + 8
  * and the top 2 bits of bytes j and j + 4. Inline, without a branch, four
- * bytes at a time in a word: the CPU experts' kernels read it for every
- * block. */
+ * bytes at a time in a word: the codecs read it for every block (the CPU
+ * experts' exact kernels do the same in a vector register, cpu_exact.c). */
 static inline void vkmoe_q4_k_scales_mins(const uint8_t *packed, uint8_t scales[8], uint8_t mins[8])
 {
     uint32_t word[3], low = 0x3f3f3f3fu, nibbles = 0x0f0f0f0fu, top = 0x03030303u;
@@ -67,20 +67,6 @@ static inline void vkmoe_q4_k_scales_mins(const uint8_t *packed, uint8_t scales[
     uint32_t m[2] = {word[1] & low, (word[2] >> 4 & nibbles) | (word[1] >> 6 & top) << 4};
     memcpy(scales, s, 8); /* no bit crosses a byte: any byte order */
     memcpy(mins, m, 8);
-}
-
-/* The sixteen 6-bit scales of a Q3_K super-block's sub-blocks of 16, as
- * stored (the scale + 32), from its 12 packed bytes: sub-block j's low
- * nibble in byte j % 8 (low for j < 8, high above), its top 2 bits at bit
- * 2(j / 4) of byte 8 + j % 4. Inline and branch-free in 32-bit words, as
- * vkmoe_q4_k_scales_mins. */
-static inline void vkmoe_q3_k_scales(const uint8_t *packed, uint8_t scales[16])
-{
-    uint32_t word[3], s[4], nibbles = 0x0f0f0f0fu, top = 0x03030303u;
-    memcpy(word, packed, 12);
-    for (int k = 0; k < 4; k++) /* sub-blocks 4k .. 4k + 3 */
-        s[k] = (word[k & 1] >> 4 * (k >> 1) & nibbles) | (word[2] >> 2 * k & top) << 4;
-    memcpy(scales, s, 16); /* no bit crosses a byte: any byte order */
 }
 
 #endif /* VKMOE_WEIGHT_TYPES_H */
