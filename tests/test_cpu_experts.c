@@ -98,7 +98,8 @@ static void test_every_kind_of_expert(void **state)
  * every x86 level this CPU runs (VKMOE_CPU_KERNELS caps the level a layer
  * takes when it is made): each within the tolerance, and all the same
  * bits, as their sums are integers; and the portable C code (codecs and
- * f32 sums) within the tolerance. */
+ * f32 sums) within the tolerance. IQ4_NL and MXFP4 keep float kernels,
+ * one build for every level: the same bits too. */
 static void test_every_level(void **state)
 {
     static const vkmoe_weight_type types[] = {
