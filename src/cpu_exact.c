@@ -222,7 +222,7 @@ INLINE void store_pairs(__m256 acc[STORED_ROWS][2], float out[STORED_ROWS][ROWS_
         out[r][i] = sum8(_mm256_add_ps(acc[r][0], acc[r][1]));
 }
 
-/* d·scale and dmin·min of a Q4_K or Q5_K super-block's eight sub-blocks. */
+/* Four bytes as a 32-bit word (x86: little-endian). */
 INLINE uint32_t word_at(const uint8_t *p)
 {
     uint32_t w;
@@ -244,6 +244,7 @@ INLINE __m128i k_quant_scales_mins(const uint8_t *packed)
     return _mm_unpacklo_epi32(low, _mm_or_si128(nibbles, top)); /* 4-7 of each */
 }
 
+/* d·scale and dmin·min of a Q4_K or Q5_K super-block's eight sub-blocks. */
 INLINE void k_quant_steps(const uint8_t *block, __m256 *step, __m256 *offset)
 {
     __m128i both = k_quant_scales_mins(block + 4);
