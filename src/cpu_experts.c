@@ -712,11 +712,15 @@ static void stored_rows(const stored_call *call, const vkmoe_expert_array *m, ui
                         uint32_t r0, uint32_t count, uint32_t n, float out[][ROWS_AT_ONCE])
 {
     uint32_t apart = (count + STORED_ROWS - 1) / STORED_ROWS;
+    /* An expert's rows follow one another: finding each call's rows by
+     * stored_row cost Q4_K decode 10% (a call is ~130 ns of work). */
+    const uint8_t *first = stored_row(m, e, r0);
+    size_t stride = vkmoe_weight_bytes(m->type, m->ld);
     for (uint32_t r = 0; r < apart; r++) {
         const uint8_t *rows[STORED_ROWS];
         float acc[STORED_ROWS][ROWS_AT_ONCE];
         for (uint32_t j = 0; j < STORED_ROWS; j++) /* past the end: row r again */
-            rows[j] = stored_row(m, e, r0 + (r + j * apart < count ? r + j * apart : r));
+            rows[j] = first + (r + j * apart < count ? r + j * apart : r) * stride;
         if (call->exact)
             call->exact(rows, call->q, n, m->ld, acc);
         else
