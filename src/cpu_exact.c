@@ -1,7 +1,7 @@
 /* The exact form's conversion and decode kernels (cpu_exact.h), compiled
  * once for each x86 level by meson.build with that level's -m flags: a
  * limb's byte products are AVX2's maddubs and madd, or one dpbusd where
- * the level has VNNI (and, for Q4_K and Q5_K, two sub-blocks at a time
+ * the level has VNNI (and, for Q4_K, Q5_K and Q6_K, two blocks at a time
  * where it has 512-bit VNNI). The sums are integers, so every level gives
  * the same bits. Called only where CPUID says the level runs. */
 #include <float.h>
@@ -456,7 +456,9 @@ INLINE void sub_block_scales(const float *scale, __m256 out[2])
  * 16 int8 scales, f16 d; quantize.c): per sub-block of 16,
  * d·scale·(2^e·Σ q·X − 32·Σx). Block 4h + k of a half h's 128 weights
  * takes its codes from the low (k < 2) or high nibbles of ql[32(k & 1) ..]
- * and bit pair k of qh. */
+ * and bit pair k of qh. Where the level has 512-bit VNNI, the kernel below
+ * this one instead. */
+#if !ZMM
 INLINE void q6_k_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row a[ROWS_AT_ONCE],
                       uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
 {
@@ -510,6 +512,76 @@ INLINE void q6_k_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row
         store_pairs(acc, out, i);
     }
 }
+#else
+/* The kernel above with two blocks of 32 in one 512-bit register: lanes
+ * 0-7 add what its acc[r][0] does (blocks 4h and 4h + 2), 8-15 what its
+ * acc[r][1] does (the centre's terms first, then 4h + 1 and 4h + 3), in
+ * the same order, so the sums are the same bits. */
+INLINE void q6_k_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row a[ROWS_AT_ONCE],
+                      uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
+{
+    const __m512i low = _mm512_set1_epi8(0xf), top = _mm512_set1_epi8(0x30);
+    /* blocks 4h and 4h + 1 (4h + 2 and 4h + 3) by half: qh's shifts */
+    const __m512i up_first = _mm512_setr_epi64(4, 4, 4, 4, 2, 2, 2, 2),
+                  down_second = _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2),
+                  quarters = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    const __m256 centre = _mm256_set1_ps(32);
+    for (uint32_t i = 0; i < rows; i++) {
+        __m512 acc[STORED_ROWS];
+        for (uint32_t r = 0; r < STORED_ROWS; r++)
+            acc[r] = _mm512_setzero_ps();
+        for (uint32_t s = 0; s < len / 256; s++) {
+            const int8_t *limbs = a[i].limbs + 8 * EXACT_BLOCK_BYTES * s;
+            __m256 xs[2];
+            sub_block_scales(a[i].scale + 8 * s, xs);
+            __m256 half_lo = _mm256_loadu_ps(a[i].half + 16 * s),
+                   half_hi = _mm256_loadu_ps(a[i].half + 16 * s + 8);
+            __m512i limb[4][3]; /* blocks 2j and 2j + 1's, for every row */
+            for (int j = 0; j < 4; j++)
+                for (int k = 0; k < 3; k++)
+                    limb[j][k] = limb_pair(limbs + EXACT_BLOCK_BYTES * 2 * j, k);
+            for (uint32_t r = 0; r < STORED_ROWS; r++) {
+                const uint8_t *block = w[r] + 210 * s;
+                prefetch(block, 210);
+                const __m128i *sc = (const __m128i *)(block + 192);
+                __m256 d = _mm256_set1_ps(f16_at(block + 208));
+                __m256 step_lo =
+                    _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(sc))));
+                __m256 step_hi = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                                      _mm_srli_si128(_mm_loadu_si128(sc), 8))));
+                acc[r] = _mm512_fnmadd_ps(upper_half(_mm256_mul_ps(step_lo, centre)),
+                                          upper_half(half_lo), acc[r]);
+                acc[r] = _mm512_fnmadd_ps(upper_half(_mm256_mul_ps(step_hi, centre)),
+                                          upper_half(half_hi), acc[r]);
+                /* the sixteen sub-blocks' factors */
+                __m512 f = _mm512_castpd_ps(_mm512_insertf64x4(
+                    _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_mul_ps(step_lo, xs[0]))),
+                    _mm256_castps_pd(_mm256_mul_ps(step_hi, xs[1])), 1));
+                for (int h = 0; h < 2; h++) {
+                    const uint8_t *ql = block + 64 * h, *qh = block + 128 + 32 * h;
+                    __m512i p = _mm512_loadu_si512(ql), /* both 32-byte runs of nibbles */
+                        t = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)qh));
+                    __m512i q[2] = {
+                        _mm512_or_si512(_mm512_and_si512(p, low),
+                                        _mm512_and_si512(_mm512_sllv_epi64(t, up_first), top)),
+                        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi64(p, 4), low),
+                                        _mm512_and_si512(_mm512_srlv_epi64(t, down_second), top)),
+                    };
+                    for (int k = 0; k < 2; k++) {
+                        int b = 4 * h + 2 * k; /* blocks b and b + 1 */
+                        __m512 factor = _mm512_permutexvar_ps(
+                            _mm512_add_epi32(_mm512_set1_epi32(2 * b), quarters), f);
+                        acc[r] = _mm512_fmadd_ps(
+                            _mm512_cvtepi32_ps(dot_limb_pairs(q[k], limb[b / 2])), factor, acc[r]);
+                    }
+                }
+            }
+        }
+        for (uint32_t r = 0; r < STORED_ROWS; r++)
+            out[r][i] = sum8(_mm256_add_ps(lower_of(acc[r]), upper_of(acc[r])));
+    }
+}
+#endif
 
 /* Q2_K super-blocks (84 bytes: 16 of sub-blocks' 4-bit scales, low, and
  * mins, high; 64 of 2-bit codes; f16 d and dmin) or Q3_K's (110: 32 of
