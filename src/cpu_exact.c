@@ -1,7 +1,7 @@
 /* The exact form's conversion and decode kernels (cpu_exact.h), compiled
  * once for each x86 level by meson.build with that level's -m flags: a
  * limb's byte products are AVX2's maddubs and madd, or one dpbusd where
- * the level has VNNI (and, for Q4_K, Q5_K and Q6_K, two blocks at a time
+ * the level has VNNI (and, for the k-quants, two blocks at a time
  * where it has 512-bit VNNI). The sums are integers, so every level gives
  * the same bits. Called only where CPUID says the level runs. */
 #include <float.h>
@@ -25,7 +25,7 @@
 #define LEVEL avx2
 #endif
 
-/* Two sub-blocks an instruction in 512-bit registers (k_quant_rows) */
+/* The k-quants two blocks an instruction in 512-bit registers */
 #if defined(__AVX512F__) && defined(__AVX512VNNI__)
 #define ZMM 1
 #else
@@ -283,12 +283,15 @@ INLINE __m512i dot_limb_pairs(__m512i q, const __m512i limb[3])
     return _mm512_dpbusd_epi32(_mm512_slli_epi32(s, 8), q, limb[2]);
 }
 
-/* A 256-bit vector in the upper half of a 512-bit one, zeros below; and
- * the halves of one. */
-INLINE __m512 upper_half(__m256 v)
+/* Two 256-bit vectors as the halves of a 512-bit one; one in the upper
+ * half, zeros below; and the halves of one. */
+INLINE __m512 joined(__m256 low, __m256 high)
 {
-    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_setzero_pd(), _mm256_castps_pd(v), 1));
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(low)),
+                                               _mm256_castps_pd(high), 1));
 }
+
+INLINE __m512 upper_half(__m256 v) { return joined(_mm256_setzero_ps(), v); }
 
 INLINE __m256 lower_of(__m512 v) { return _mm512_castps512_ps256(v); }
 
@@ -432,6 +435,7 @@ INLINE void k_quant_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
 }
 #endif
 
+#if !ZMM
 /* Lanes 0-3 f[2b], lanes 4-7 f[2b + 1], of sixteen factors held in two
  * vectors: those of the sub-blocks of 16 that block b of 32 holds, for
  * dot_limbs's lanes. One permute (a pair of broadcasts and an insert
@@ -442,6 +446,15 @@ INLINE __m256 halves_factor(const __m256 f[2], int b)
     return _mm256_permutevar8x32_ps(f[b / 4],
                                     _mm256_add_epi32(pick, _mm256_set1_epi32(2 * (b % 4))));
 }
+#else
+/* halves_factor for blocks b and b + 1 in one register, of the sixteen
+ * factors in one: lanes 4j .. 4j + 3 f[2b + j]. */
+INLINE __m512 pair_factors(__m512 f, int b)
+{
+    const __m512i quarters = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    return _mm512_permutexvar_ps(_mm512_add_epi32(_mm512_set1_epi32(2 * b), quarters), f);
+}
+#endif
 
 /* A super-block's eight block scales of x spread to its sixteen
  * sub-blocks of 16 (each block's to both its halves), in two vectors. */
@@ -523,8 +536,7 @@ INLINE void q6_k_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row
     const __m512i low = _mm512_set1_epi8(0xf), top = _mm512_set1_epi8(0x30);
     /* blocks 4h and 4h + 1 (4h + 2 and 4h + 3) by half: qh's shifts */
     const __m512i up_first = _mm512_setr_epi64(4, 4, 4, 4, 2, 2, 2, 2),
-                  down_second = _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2),
-                  quarters = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+                  down_second = _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2);
     const __m256 centre = _mm256_set1_ps(32);
     for (uint32_t i = 0; i < rows; i++) {
         __m512 acc[STORED_ROWS];
@@ -554,9 +566,7 @@ INLINE void q6_k_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row
                 acc[r] = _mm512_fnmadd_ps(upper_half(_mm256_mul_ps(step_hi, centre)),
                                           upper_half(half_hi), acc[r]);
                 /* the sixteen sub-blocks' factors */
-                __m512 f = _mm512_castpd_ps(_mm512_insertf64x4(
-                    _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_mul_ps(step_lo, xs[0]))),
-                    _mm256_castps_pd(_mm256_mul_ps(step_hi, xs[1])), 1));
+                __m512 f = joined(_mm256_mul_ps(step_lo, xs[0]), _mm256_mul_ps(step_hi, xs[1]));
                 for (int h = 0; h < 2; h++) {
                     const uint8_t *ql = block + 64 * h, *qh = block + 128 + 32 * h;
                     __m512i p = _mm512_loadu_si512(ql), /* both 32-byte runs of nibbles */
@@ -569,10 +579,9 @@ INLINE void q6_k_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row
                     };
                     for (int k = 0; k < 2; k++) {
                         int b = 4 * h + 2 * k; /* blocks b and b + 1 */
-                        __m512 factor = _mm512_permutexvar_ps(
-                            _mm512_add_epi32(_mm512_set1_epi32(2 * b), quarters), f);
-                        acc[r] = _mm512_fmadd_ps(
-                            _mm512_cvtepi32_ps(dot_limb_pairs(q[k], limb[b / 2])), factor, acc[r]);
+                        acc[r] =
+                            _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot_limb_pairs(q[k], limb[b / 2])),
+                                            pair_factors(f, b), acc[r]);
                     }
                 }
             }
@@ -620,6 +629,8 @@ INLINE void low_bits_steps(const uint8_t *block, low_bits f, __m256 step[2], __m
     }
 }
 
+/* Where the level has 512-bit VNNI, the kernel below this one instead. */
+#if !ZMM
 INLINE void low_bits_rows(const uint8_t *const w[STORED_ROWS],
                           const vkmoe_exact_row a[ROWS_AT_ONCE], uint32_t rows, uint32_t len,
                           float out[STORED_ROWS][ROWS_AT_ONCE], low_bits f)
@@ -667,6 +678,70 @@ INLINE void low_bits_rows(const uint8_t *const w[STORED_ROWS],
         store_pairs(acc, out, i);
     }
 }
+#else
+/* The kernel above with two blocks of 32 in one 512-bit register, in the
+ * same order (the same bits), as q6_k_rows. */
+INLINE void low_bits_rows(const uint8_t *const w[STORED_ROWS],
+                          const vkmoe_exact_row a[ROWS_AT_ONCE], uint32_t rows, uint32_t len,
+                          float out[STORED_ROWS][ROWS_AT_ONCE], low_bits f)
+{
+    const __m512i two = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
+    /* blocks 4h + 2p and 4h + 2p + 1 (by half): the shifts of their codes
+     * to bits 0-1, and of their third bits to bit 2 (left for the first
+     * pair, right for the others) */
+    const __m512i code_shift[2] = {_mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2),
+                                   _mm512_setr_epi64(4, 4, 4, 4, 6, 6, 6, 6)};
+    const __m512i third_shift[4] = {
+        _mm512_setr_epi64(2, 2, 2, 2, 1, 1, 1, 1), _mm512_setr_epi64(0, 0, 0, 0, 1, 1, 1, 1),
+        _mm512_setr_epi64(2, 2, 2, 2, 3, 3, 3, 3), _mm512_setr_epi64(4, 4, 4, 4, 5, 5, 5, 5)};
+    for (uint32_t i = 0; i < rows; i++) {
+        __m512 acc[STORED_ROWS];
+        for (uint32_t r = 0; r < STORED_ROWS; r++)
+            acc[r] = _mm512_setzero_ps();
+        for (uint32_t s = 0; s < len / 256; s++) {
+            const int8_t *limbs = a[i].limbs + 8 * EXACT_BLOCK_BYTES * s;
+            __m256 xs_half[2];
+            sub_block_scales(a[i].scale + 8 * s, xs_half);
+            __m512i limb[4][3]; /* blocks 2j and 2j + 1's, for every row */
+            for (int j = 0; j < 4; j++)
+                for (int k = 0; k < 3; k++)
+                    limb[j][k] = limb_pair(limbs + EXACT_BLOCK_BYTES * 2 * j, k);
+            for (uint32_t r = 0; r < STORED_ROWS; r++) {
+                const uint8_t *block = w[r] + f.bytes * s;
+                prefetch(block, f.bytes);
+                __m256 step[2], offset[2], factor[2];
+                low_bits_steps(block, f, step, offset);
+                for (int k = 0; k < 2; k++) {
+                    __m256 half = _mm256_loadu_ps(a[i].half + 16 * s + 8 * k);
+                    acc[r] = _mm512_fnmadd_ps(upper_half(offset[k]), upper_half(half), acc[r]);
+                    factor[k] = _mm256_mul_ps(step[k], xs_half[k]);
+                }
+                __m512 factors = joined(factor[0], factor[1]);
+                __m512i third =
+                    f.third ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)block))
+                            : _mm512_setzero_si512();
+                for (int h = 0; h < 2; h++) {
+                    __m512i c = _mm512_broadcast_i64x4(
+                        _mm256_loadu_si256((const __m256i *)(block + f.codes + 32 * h)));
+                    for (int p = 0; p < 2; p++) {
+                        int b = 4 * h + 2 * p; /* blocks b and b + 1 */
+                        __m512i q = _mm512_and_si512(_mm512_srlv_epi64(c, code_shift[p]), two);
+                        if (f.third) {
+                            __m512i bits = b ? _mm512_srlv_epi64(third, third_shift[b / 2])
+                                             : _mm512_sllv_epi64(third, third_shift[0]);
+                            q = _mm512_or_si512(q, _mm512_and_si512(bits, four));
+                        }
+                        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot_limb_pairs(q, limb[b / 2])),
+                                                 pair_factors(factors, b), acc[r]);
+                    }
+                }
+            }
+        }
+        for (uint32_t r = 0; r < STORED_ROWS; r++)
+            out[r][i] = sum8(_mm256_add_ps(lower_of(acc[r]), upper_of(acc[r])));
+    }
+}
+#endif
 
 /* d·(ls − 32) of an IQ4_XS super-block's eight sub-blocks of 32 (136
  * bytes: f16 d; a 16-bit word of the scales' top 2 bits, sub-block j at

@@ -374,7 +374,7 @@ static bool runs_avx512vnni(void)
 /* The levels the host kernels are built for, each better than the one
  * before: the portable C, AVX2 (with FMA and F16C), and AVX2 with VNNI's
  * byte dot products in their VEX (Intel's client cores) or EVEX encoding
- * (Zen 4 and 5, Intel's servers: Q4_K, Q5_K and Q6_K there in 512-bit
+ * (Zen 4 and 5, Intel's servers: the k-quants there in 512-bit
  * registers). */
 typedef struct cpu_level {
     const char *name;
