@@ -1,9 +1,9 @@
 /* The exact form's conversion and decode kernels (cpu_exact.h), compiled
  * once for each x86 level by meson.build with that level's -m flags: a
  * limb's byte products are AVX2's maddubs and madd, or one dpbusd where
- * the level has VNNI (and, for the k-quants, two blocks at a time
- * where it has 512-bit VNNI). The sums are integers, so every level gives
- * the same bits. Called only where CPUID says the level runs. */
+ * the level has VNNI (and, for the k-quants and IQ4_XS, two blocks at a
+ * time where it has 512-bit VNNI). The sums are integers, so every level
+ * gives the same bits. Called only where CPUID says the level runs. */
 #include <float.h>
 #include <math.h>
 #include <stdbool.h>
@@ -25,7 +25,7 @@
 #define LEVEL avx2
 #endif
 
-/* The k-quants two blocks an instruction in 512-bit registers */
+/* The k-quants and IQ4_XS two blocks an instruction in 512-bit registers */
 #if defined(__AVX512F__) && defined(__AVX512VNNI__)
 #define ZMM 1
 #else
@@ -36,7 +36,9 @@
 #define QUOTED_(level) #level
 #define QUOTED(level) QUOTED_(level)
 
-#define INLINE __attribute__((always_inline)) static inline
+/* unused: some helpers serve only the 256-bit kernels, which a level with
+ * 512-bit VNNI does without */
+#define INLINE __attribute__((always_inline, unused)) static inline
 
 /* ---- the exact form ---- */
 
@@ -293,6 +295,13 @@ INLINE __m512 joined(__m256 low, __m256 high)
 
 INLINE __m512 upper_half(__m256 v) { return joined(_mm256_setzero_ps(), v); }
 
+/* Lanes 0-7 f[2j], 8-15 f[2j + 1]: two blocks' factors, of eight. */
+INLINE __m512 halves_factors(__m512 f, int j)
+{
+    const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    return _mm512_permutexvar_ps(_mm512_add_epi32(_mm512_set1_epi32(2 * j), halves), f);
+}
+
 INLINE __m256 lower_of(__m512 v) { return _mm512_castps512_ps256(v); }
 
 INLINE __m256 upper_of(__m512 v)
@@ -385,8 +394,7 @@ INLINE void k_quant_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
 {
     const uint32_t bytes = fifth ? 176 : 144, codes = fifth ? 48 : 16;
     const __m512i nibble = _mm512_set1_epi8(0xf), bit = _mm512_set1_epi8(1),
-                  by_half = _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4),
-                  upper_ones = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+                  by_half = _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4);
     for (uint32_t i = 0; i < rows; i++) {
         __m512 acc[STORED_ROWS];
         for (uint32_t r = 0; r < STORED_ROWS; r++)
@@ -408,8 +416,6 @@ INLINE void k_quant_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
                 const int8_t *pair = limbs + EXACT_BLOCK_BYTES * (2 * g);
                 const __m512i limb[3] = {limb_pair(pair, 0), limb_pair(pair, 1),
                                          limb_pair(pair, 2)};
-                /* factor 2g in lanes 0-7, 2g + 1 in 8-15 */
-                const __m512i pick = _mm512_add_epi32(_mm512_set1_epi32(2 * g), upper_ones);
                 for (uint32_t r = 0; r < STORED_ROWS; r++) {
                     const uint8_t *block = w[r] + bytes * s;
                     __m512i c = _mm512_broadcast_i64x4(
@@ -425,7 +431,7 @@ INLINE void k_quant_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
                                                  4));
                     }
                     acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot_limb_pairs(q, limb)),
-                                             _mm512_permutexvar_ps(pick, f[r]), acc[r]);
+                                             halves_factors(f[r], g), acc[r]);
                 }
             }
         }
@@ -765,7 +771,9 @@ INLINE __m256 iq4_xs_steps(const uint8_t *block)
 }
 
 /* IQ4_XS: per sub-block of 32 (one block of the exact form), d·(ls −
- * 32)·2^e·Σ level·X, the levels offset by 128 (dot_offset). */
+ * 32)·2^e·Σ level·X, the levels offset by 128 (dot_offset). Where the
+ * level has 512-bit VNNI, the kernel below this one instead. */
+#if !ZMM
 INLINE void iq4_xs_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row a[ROWS_AT_ONCE],
                         uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
 {
@@ -794,6 +802,55 @@ INLINE void iq4_xs_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_r
         store_pairs(acc, out, i);
     }
 }
+#else
+/* The kernel above with two sub-blocks in one 512-bit register (lanes 0-7
+ * block 2j's, 8-15 2j + 1's), in the same order (the same bits). */
+INLINE void iq4_xs_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row a[ROWS_AT_ONCE],
+                        uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
+{
+    const __m512i table = _mm512_broadcast_i32x4(_mm_xor_si128(
+                      _mm_loadu_si128((const __m128i *)vkmoe_iq4_levels), _mm_set1_epi8(-128))),
+                  nibble = _mm512_set1_epi8(0xf);
+    /* a pair's 32 bytes of nibbles as quarters [low, low, high, high], the
+     * second of each shifted down to its high nibbles (nibble_codes twice) */
+    const __m512i by_quarter = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
+    for (uint32_t i = 0; i < rows; i++) {
+        __m512 acc[STORED_ROWS];
+        for (uint32_t r = 0; r < STORED_ROWS; r++)
+            acc[r] = _mm512_setzero_ps();
+        for (uint32_t s = 0; s < len / 256; s++) {
+            const int8_t *limbs = a[i].limbs + 8 * EXACT_BLOCK_BYTES * s;
+            const int32_t *lanes = a[i].lanes + 8 * EXACT_LANES * s;
+            __m256 xs = _mm256_loadu_ps(a[i].scale + 8 * s);
+            /* blocks 2j and 2j + 1's limbs and 128·(lane sums), for every row */
+            __m512i limb[4][3], offset[4];
+            for (int j = 0; j < 4; j++) {
+                for (int k = 0; k < 3; k++)
+                    limb[j][k] = limb_pair(limbs + EXACT_BLOCK_BYTES * 2 * j, k);
+                offset[j] = _mm512_slli_epi32(_mm512_loadu_si512(lanes + 2 * EXACT_LANES * j), 7);
+            }
+            for (uint32_t r = 0; r < STORED_ROWS; r++) {
+                const uint8_t *block = w[r] + 136 * s;
+                prefetch(block, 136);
+                __m512 f = _mm512_castps256_ps512(_mm256_mul_ps(iq4_xs_steps(block), xs));
+                for (int j = 0; j < 4; j++) {
+                    __m512i n = _mm512_castsi256_si512(
+                        _mm256_loadu_si256((const __m256i *)(block + 8 + 32 * j)));
+                    __m512i codes = _mm512_and_si512(
+                        _mm512_srlv_epi64(_mm512_shuffle_i64x2(n, n, _MM_SHUFFLE(1, 1, 0, 0)),
+                                          by_quarter),
+                        nibble);
+                    __m512i u = _mm512_shuffle_epi8(table, codes);
+                    __m512i sum = _mm512_sub_epi32(dot_limb_pairs(u, limb[j]), offset[j]);
+                    acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), halves_factors(f, j), acc[r]);
+                }
+            }
+        }
+        for (uint32_t r = 0; r < STORED_ROWS; r++)
+            out[r][i] = sum8(_mm256_add_ps(lower_of(acc[r]), upper_of(acc[r])));
+    }
+}
+#endif
 
 /* Q4_0, Q5_0, Q4_1 and Q5_1 blocks of 32 (quantize.c): f16 d, f16 m for
  * the affine _1 types, four bytes of fifth bits for the 5-bit ones (code

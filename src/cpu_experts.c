@@ -367,14 +367,14 @@ static bool runs_avxvnni(void)
 static bool runs_avx512vnni(void)
 {
     return runs_avx2() && __builtin_cpu_supports("avx512vl") &&
-           __builtin_cpu_supports("avx512vnni");
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni");
 }
 #endif
 
 /* The levels the host kernels are built for, each better than the one
  * before: the portable C, AVX2 (with FMA and F16C), and AVX2 with VNNI's
  * byte dot products in their VEX (Intel's client cores) or EVEX encoding
- * (Zen 4 and 5, Intel's servers: the k-quants there in 512-bit
+ * (Zen 4 and 5, Intel's servers: the k-quants and IQ4_XS there in 512-bit
  * registers). */
 typedef struct cpu_level {
     const char *name;
