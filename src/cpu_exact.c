@@ -1,9 +1,9 @@
 /* The exact form's conversion and decode kernels (cpu_exact.h), compiled
  * once for each x86 level by meson.build with that level's -m flags: a
  * limb's byte products are AVX2's maddubs and madd, or one dpbusd where
- * the level has VNNI (and, for the k-quants and IQ4_XS, two blocks at a
- * time where it has 512-bit VNNI). The sums are integers, so every level
- * gives the same bits. Called only where CPUID says the level runs. */
+ * the level has VNNI (two blocks at a time where it has 512-bit VNNI).
+ * The sums are integers, so every level gives the same bits. Called only
+ * where CPUID says the level runs. */
 #include <float.h>
 #include <math.h>
 #include <stdbool.h>
@@ -25,7 +25,7 @@
 #define LEVEL avx2
 #endif
 
-/* The k-quants and IQ4_XS two blocks an instruction in 512-bit registers */
+/* Two blocks an instruction in 512-bit registers */
 #if defined(__AVX512F__) && defined(__AVX512VNNI__)
 #define ZMM 1
 #else
@@ -159,28 +159,35 @@ INLINE __m256i dot_limbs(__m256i q, const int8_t *limbs)
 #endif
 }
 
-/* dot_limbs for signed codes c (−128 .. 127) offset by 128 to be unsigned
- * bytes u: Σ u·X − 128·Σ X of each lane. The sums are taken modulo 2^32
- * (Σ u·X may pass 2^31), exact as |Σ c·X| < 2^31. */
-INLINE __m256i dot_offset(__m256i u, const int8_t *limbs, const int32_t *lanes)
+/* dot_limbs for any unsigned bytes u, modulo 2^32 (Σ u·X may pass 2^31). */
+INLINE __m256i dot_bytes(__m256i u, const int8_t *limbs)
 {
 #if VNNI
-    __m256i s = dot_limbs(u, limbs); /* dpbusd takes any unsigned byte */
+    return dot_limbs(u, limbs); /* dpbusd takes any unsigned byte */
 #else
     /* maddubs's pairs of products would leave int16: u = 16·(u >> 4) + (u & 15) */
     const __m256i nibble = _mm256_set1_epi8(0xf);
-    __m256i s = _mm256_add_epi32(
+    return _mm256_add_epi32(
         _mm256_slli_epi32(dot_limbs(_mm256_and_si256(_mm256_srli_epi16(u, 4), nibble), limbs), 4),
         dot_limbs(_mm256_and_si256(u, nibble), limbs));
 #endif
-    return _mm256_sub_epi32(s, _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)lanes), 7));
 }
 
-/* A 16-level table offset by 128 for dot_offset, in both halves for
- * shuffle_epi8. */
-INLINE __m256i offset_levels(const int8_t levels[16])
+/* dot_limbs for signed codes c (−128 .. 127) offset by 128 to be unsigned
+ * bytes u: Σ u·X − 128·Σ X of each lane, exact modulo 2^32 as |Σ c·X| <
+ * 2^31. */
+INLINE __m256i dot_offset(__m256i u, const int8_t *limbs, const int32_t *lanes)
 {
-    __m128i t = _mm_xor_si128(_mm_loadu_si128((const __m128i *)levels), _mm_set1_epi8(-128));
+    return _mm256_sub_epi32(dot_bytes(u, limbs),
+                            _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)lanes), 7));
+}
+
+/* A 16-level table offset by 2^shift to be unsigned bytes (by 128 for
+ * dot_offset), in both halves for shuffle_epi8. */
+INLINE __m256i offset_levels(const int8_t levels[16], int shift)
+{
+    __m128i t =
+        _mm_add_epi8(_mm_loadu_si128((const __m128i *)levels), _mm_set1_epi8((char)(1 << shift)));
     return _mm256_broadcastsi128_si256(t);
 }
 
@@ -777,7 +784,7 @@ INLINE __m256 iq4_xs_steps(const uint8_t *block)
 INLINE void iq4_xs_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row a[ROWS_AT_ONCE],
                         uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
 {
-    const __m256i table = offset_levels(vkmoe_iq4_levels);
+    const __m256i table = offset_levels(vkmoe_iq4_levels, 7);
     for (uint32_t i = 0; i < rows; i++) {
         __m256 acc[STORED_ROWS][2];
         zero_pairs(acc);
@@ -808,8 +815,8 @@ INLINE void iq4_xs_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_r
 INLINE void iq4_xs_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row a[ROWS_AT_ONCE],
                         uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
 {
-    const __m512i table = _mm512_broadcast_i32x4(_mm_xor_si128(
-                      _mm_loadu_si128((const __m128i *)vkmoe_iq4_levels), _mm_set1_epi8(-128))),
+    const __m512i table = _mm512_broadcast_i32x4(
+                      _mm256_castsi256_si128(offset_levels(vkmoe_iq4_levels, 7))),
                   nibble = _mm512_set1_epi8(0xf);
     /* a pair's 32 bytes of nibbles as quarters [low, low, high, high], the
      * second of each shifted down to its high nibbles (nibble_codes twice) */
@@ -855,53 +862,173 @@ INLINE void iq4_xs_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_r
 /* Q4_0, Q5_0, Q4_1 and Q5_1 blocks of 32 (quantize.c): f16 d, f16 m for
  * the affine _1 types, four bytes of fifth bits for the 5-bit ones (code
  * i's at bit i), then 16 bytes of nibbles (byte l holds codes l and
- * l + 16); w = d·(q − 2^(bits−1)), or d·q + m. */
+ * l + 16); w = d·(q − 2^(bits−1)), or d·q + m. IQ4_NL's (f16 d) and
+ * MXFP4's (an E8M0 exponent) hold indices into 16 levels instead: w =
+ * d·level, the levels offset by 2^level_shift to be unsigned bytes. */
 typedef struct block32 {
     uint32_t bytes, high, nibbles; /* a block's size, where its parts begin */
     int bits;
     bool affine;
+    bool e8m0;            /* the scale an E8M0 exponent, not an f16 */
+    const int8_t *levels; /* [16], or NULL: the codes are the values */
+    /* 7 for IQ4_NL's levels (−127 .. 113); 4 for MXFP4's (−12 .. 12),
+     * below 64 once offset, so that maddubs takes them whole */
+    int level_shift;
 } block32;
 
-/* Per block, d·2^e·Σ q·X, and (−d·2^(bits−1) or m)·Σx summed apart. */
+INLINE float block32_scale(const uint8_t *block, block32 f)
+{
+    return f.e8m0 ? vkmoe_e8m0_half(block[0]) : f16_at(block);
+}
+
+/* How far left a block's lane sums Σ X are shifted to be taken off its
+ * Σ code·X: by the codes' centre 2^(bits−1), or by the 128 the levels are
+ * offset by (dot_offset); none for the affine types, whose m·Σx is a
+ * float sum of its own. */
+INLINE int block32_centre_shift(block32 f)
+{
+    return f.levels ? f.level_shift : f.affine ? -1 : f.bits - 1;
+}
+
+#if !ZMM
+/* Code i's fifth bit at bit 4 of byte i, from a block's four bytes of them. */
+INLINE __m256i fifth_bits(const uint8_t *high)
+{
+    /* code i's: byte i / 8 of the four, bit i % 8 */
+    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
+                                            2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),
+                  bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    __m256i set =
+        _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32((int)word_at(high)), spread), bit);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(set, bit), _mm256_set1_epi8(0x10));
+}
+
+/* Per block, d·2^e·Σ (code − centre)·X, the even blocks and the odd ones
+ * in two sums, and m·Σx summed apart (affine). */
 INLINE void block32_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row a[ROWS_AT_ONCE],
                          uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE],
                          block32 f)
 {
-    /* code i's fifth bit: byte i / 8 of the four, bit i % 8 */
-    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
-                                            2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),
-                  bit = _mm256_set1_epi64x((long long)0x8040201008040201ull),
-                  bit4 = _mm256_set1_epi8(0x10);
-    const float centre = (float)(1 << (f.bits - 1));
+    const __m256i table =
+        f.levels ? offset_levels(f.levels, f.level_shift) : _mm256_setzero_si256();
+    const int shift = block32_centre_shift(f);
     for (uint32_t i = 0; i < rows; i++) {
-        __m256 acc[STORED_ROWS];
+        __m256 acc[STORED_ROWS][2];
         float offsets[STORED_ROWS] = {0};
-        for (uint32_t r = 0; r < STORED_ROWS; r++)
-            acc[r] = _mm256_setzero_ps();
+        zero_pairs(acc);
         for (uint32_t b = 0; b < len / 32; b++) {
             const int8_t *limbs = a[i].limbs + EXACT_BLOCK_BYTES * b;
-            float xs = a[i].scale[b], xsum = a[i].sum[b];
+            const int32_t *lanes = a[i].lanes + EXACT_LANES * b;
+            __m256i centre = shift < 0
+                                 ? _mm256_setzero_si256()
+                                 : _mm256_sll_epi32(_mm256_loadu_si256((const __m256i *)lanes),
+                                                    _mm_cvtsi32_si128(shift));
+            float xs = a[i].scale[b];
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
                 const uint8_t *block = w[r] + f.bytes * b;
                 prefetch(block, 0);
-                __m256i q = nibble_codes(block + f.nibbles);
-                if (f.bits == 5) {
-                    int32_t high;
-                    memcpy(&high, block + f.high, 4);
-                    __m256i set =
-                        _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(high), spread), bit);
-                    q = _mm256_or_si256(q, _mm256_and_si256(_mm256_cmpeq_epi8(set, bit), bit4));
-                }
-                float d = f16_at(block);
-                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_limbs(q, limbs)),
-                                         _mm256_set1_ps(d * xs), acc[r]);
-                offsets[r] += (f.affine ? f16_at(block + 2) : -d * centre) * xsum;
+                __m256i q = nibble_codes(block + f.nibbles), sum;
+                if (f.bits == 5)
+                    q = _mm256_or_si256(q, fifth_bits(block + f.high));
+                if (f.levels) /* as dot_offset, the lane sums' term made once for the rows */
+                    q = _mm256_shuffle_epi8(table, q);
+                sum = _mm256_sub_epi32(
+                    f.level_shift == 7 ? dot_bytes(q, limbs) : dot_limbs(q, limbs), centre);
+                acc[r][b & 1] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum),
+                                    _mm256_set1_ps(block32_scale(block, f) * xs), acc[r][b & 1]);
+                if (f.affine)
+                    offsets[r] += f16_at(block + 2) * a[i].sum[b];
             }
         }
         for (uint32_t r = 0; r < STORED_ROWS; r++)
-            out[r][i] = sum8(acc[r]) + offsets[r];
+            out[r][i] = sum8(_mm256_add_ps(acc[r][0], acc[r][1])) + offsets[r];
     }
 }
+#else
+/* The codes of blocks b and b + 1 (the second NULL: zeros), one a half:
+ * nibble_codes of each, the 5-bit types' fifth bits, and the level
+ * types' offset levels. */
+INLINE __m512i block32_pair_codes(const uint8_t *first, const uint8_t *second, block32 f,
+                                  __m512i table)
+{
+    const __m512i by_quarter = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
+    __m128i n0 = _mm_loadu_si128((const __m128i *)(first + f.nibbles)),
+            n1 = second ? _mm_loadu_si128((const __m128i *)(second + f.nibbles))
+                        : _mm_setzero_si128();
+    __m512i n = _mm512_castsi256_si512(_mm256_inserti128_si256(_mm256_castsi128_si256(n0), n1, 1));
+    __m512i q = _mm512_and_si512(
+        _mm512_srlv_epi64(_mm512_shuffle_i64x2(n, n, _MM_SHUFFLE(1, 1, 0, 0)), by_quarter),
+        _mm512_set1_epi8(0xf));
+    if (f.bits == 5) {
+        /* code i's fifth bit: byte i / 8 of the block's four, bit i % 8 */
+        const __m512i spread = _mm512_broadcast_i64x4(
+                          _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
+                                           2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3)),
+                      bit = _mm512_set1_epi64((long long)0x8040201008040201ull);
+        __m512i high =
+            _mm512_inserti64x4(_mm512_set1_epi32((int)word_at(first + f.high)),
+                               _mm256_set1_epi32(second ? (int)word_at(second + f.high) : 0), 1);
+        __mmask64 set = _mm512_test_epi8_mask(_mm512_shuffle_epi8(high, spread), bit);
+        q = _mm512_or_si512(q, _mm512_maskz_mov_epi8(set, _mm512_set1_epi8(0x10)));
+    }
+    return f.levels ? _mm512_shuffle_epi8(table, q) : q;
+}
+
+/* The kernel above with two blocks in one 512-bit register (lanes 0-7
+ * the even block's, 8-15 the odd one's), in the same order (the same
+ * bits); an odd last block in the lower lanes alone. */
+INLINE void block32_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row a[ROWS_AT_ONCE],
+                         uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE],
+                         block32 f)
+{
+    const __m512i table =
+        f.levels
+            ? _mm512_broadcast_i32x4(_mm256_castsi256_si128(offset_levels(f.levels, f.level_shift)))
+            : _mm512_setzero_si512();
+    const int shift = block32_centre_shift(f);
+    const uint32_t blocks = len / 32;
+    for (uint32_t i = 0; i < rows; i++) {
+        __m512 acc[STORED_ROWS];
+        float offsets[STORED_ROWS] = {0};
+        for (uint32_t r = 0; r < STORED_ROWS; r++)
+            acc[r] = _mm512_setzero_ps();
+        for (uint32_t b = 0; b < blocks; b += 2) {
+            bool pair = b + 1 < blocks;
+            const int8_t *limbs = a[i].limbs + EXACT_BLOCK_BYTES * b;
+            const int32_t *lanes = a[i].lanes + EXACT_LANES * b;
+            __m512i limb[3], centre = _mm512_setzero_si512();
+            for (int k = 0; k < 3; k++)
+                limb[k] = pair ? limb_pair(limbs, k)
+                               : _mm512_castsi256_si512(
+                                     _mm256_loadu_si256((const __m256i *)(limbs + 32 * k)));
+            if (shift >= 0)
+                centre = _mm512_sll_epi32(
+                    pair ? _mm512_loadu_si512(lanes)
+                         : _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)lanes)),
+                    _mm_cvtsi32_si128(shift));
+            float xs0 = a[i].scale[b], xs1 = pair ? a[i].scale[b + 1] : 0;
+            for (uint32_t r = 0; r < STORED_ROWS; r++) {
+                const uint8_t *block = w[r] + f.bytes * b, *next = pair ? block + f.bytes : NULL;
+                prefetch(block, 0);
+                __m512i sum = _mm512_sub_epi32(
+                    dot_limb_pairs(block32_pair_codes(block, next, f, table), limb), centre);
+                __m512 factor = joined(_mm256_set1_ps(block32_scale(block, f) * xs0),
+                                       _mm256_set1_ps(pair ? block32_scale(next, f) * xs1 : 0));
+                acc[r] = _mm512_mask3_fmadd_ps(_mm512_cvtepi32_ps(sum), factor, acc[r],
+                                               pair ? 0xffff : 0x00ff);
+                if (f.affine) {
+                    offsets[r] += f16_at(block + 2) * a[i].sum[b];
+                    if (pair)
+                        offsets[r] += f16_at(next + 2) * a[i].sum[b + 1];
+                }
+            }
+        }
+        for (uint32_t r = 0; r < STORED_ROWS; r++)
+            out[r][i] = sum8(_mm256_add_ps(lower_of(acc[r]), upper_of(acc[r]))) + offsets[r];
+    }
+}
+#endif
 
 #define KERNEL(name, call)                                                                         \
     static void name(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row a[ROWS_AT_ONCE],   \
@@ -920,6 +1047,12 @@ KERNEL(q4_0, BLOCK32(.bytes = 18, .nibbles = 2, .bits = 4))
 KERNEL(q5_0, BLOCK32(.bytes = 22, .high = 2, .nibbles = 6, .bits = 5))
 KERNEL(q4_1, BLOCK32(.bytes = 20, .nibbles = 4, .bits = 4, .affine = true))
 KERNEL(q5_1, BLOCK32(.bytes = 24, .high = 4, .nibbles = 8, .bits = 5, .affine = true))
+#if VNNI /* without, IQ4_NL's offset levels split into nibbles cost more than its float kernel */
+KERNEL(iq4_nl,
+       BLOCK32(.bytes = 18, .nibbles = 2, .bits = 4, .levels = vkmoe_iq4_levels, .level_shift = 7))
+#endif
+KERNEL(mxfp4, BLOCK32(.bytes = 17, .nibbles = 1, .bits = 4, .e8m0 = true,
+                      .levels = vkmoe_mxfp4_levels, .level_shift = 4))
 KERNEL(iq4_xs, iq4_xs_rows(w, a, rows, len, out))
 #undef BLOCK32
 #undef KERNEL
@@ -938,6 +1071,10 @@ const vkmoe_exact_isa NAMED(vkmoe_exact, LEVEL) = {
             [VKMOE_WEIGHT_Q5_0] = q5_0,
             [VKMOE_WEIGHT_Q4_1] = q4_1,
             [VKMOE_WEIGHT_Q5_1] = q5_1,
+#if VNNI
+            [VKMOE_WEIGHT_IQ4_NL] = iq4_nl,
+#endif
+            [VKMOE_WEIGHT_MXFP4] = mxfp4,
             [VKMOE_WEIGHT_IQ4_XS] = iq4_xs,
         },
 };

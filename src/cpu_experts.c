@@ -321,7 +321,7 @@ dot_levels(const uint8_t *const w[STORED_ROWS], const float *const a[ROWS_AT_ONC
     }
 }
 
-STORED_KERNEL(dot_mxfp4_avx2, dot_levels(w, a, rows, len, out, &mxfp4_table))
+/* IQ4_NL's where the exact kernel's levels cost more (no VNNI: cpu_exact.c) */
 STORED_KERNEL(dot_iq4_nl_avx2, dot_levels(w, a, rows, len, out, &iq4_nl_table))
 #undef STORED_KERNEL
 
@@ -374,8 +374,7 @@ static bool runs_avx512vnni(void)
 /* The levels the host kernels are built for, each better than the one
  * before: the portable C, AVX2 (with FMA and F16C), and AVX2 with VNNI's
  * byte dot products in their VEX (Intel's client cores) or EVEX encoding
- * (Zen 4 and 5, Intel's servers: the k-quants and IQ4_XS there in 512-bit
- * registers). */
+ * (Zen 4 and 5, Intel's servers: there in 512-bit registers). */
 typedef struct cpu_level {
     const char *name;
     bool (*runs)(void);
@@ -440,9 +439,9 @@ static stored_kernel stored_kernel_of(const vkmoe_cpu_scratch *s, vkmoe_weight_t
 {
 #ifdef HAVE_X86_KERNELS
     static const stored_kernel avx2[] = {
-        [VKMOE_WEIGHT_F32] = dot_f32_avx2,     [VKMOE_WEIGHT_F16] = dot_f16_avx2,
-        [VKMOE_WEIGHT_BF16] = dot_bf16_avx2,   [VKMOE_WEIGHT_Q8_0] = dot_q8_0_avx2,
-        [VKMOE_WEIGHT_MXFP4] = dot_mxfp4_avx2, [VKMOE_WEIGHT_IQ4_NL] = dot_iq4_nl_avx2,
+        [VKMOE_WEIGHT_F32] = dot_f32_avx2,       [VKMOE_WEIGHT_F16] = dot_f16_avx2,
+        [VKMOE_WEIGHT_BF16] = dot_bf16_avx2,     [VKMOE_WEIGHT_Q8_0] = dot_q8_0_avx2,
+        [VKMOE_WEIGHT_IQ4_NL] = dot_iq4_nl_avx2,
     };
     if (n < ROWS_AT_ONCE && (unsigned)type < VKMOE_ARRAY_SIZE(avx2) && s->exact)
         return avx2[type];

@@ -98,8 +98,8 @@ static void test_every_kind_of_expert(void **state)
  * every x86 level this CPU runs (VKMOE_CPU_KERNELS caps the level a layer
  * takes when it is made): each within the tolerance, and all the same
  * bits, as their sums are integers; and the portable C code (codecs and
- * f32 sums) within the tolerance. IQ4_NL and MXFP4 keep float kernels,
- * one build for every level: the same bits too. */
+ * f32 sums) within the tolerance. IQ4_NL has no exact kernel below the
+ * VNNI levels: its AVX2 float kernel is held to the tolerance alone. */
 static void test_every_level(void **state)
 {
     static const vkmoe_weight_type types[] = {
@@ -126,9 +126,10 @@ static void test_every_level(void **state)
             test_layer_upload(&layer);
             test_check_forward(&layer, p.max_tokens, x);
             assert_int_equal(vkmoe_layer_forward(layer.layer, p.max_tokens, x, y), VKMOE_OK);
-            if (l == 1)
+            size_t first_exact = types[t] == VKMOE_WEIGHT_IQ4_NL ? 2 : 1;
+            if (l == first_exact)
                 memcpy(first, y, bytes);
-            if (l >= 1)
+            if (l >= first_exact)
                 assert_memory_equal(first, y, bytes);
             test_layer_destroy(&layer);
         }
