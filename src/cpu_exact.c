@@ -315,6 +315,30 @@ INLINE __m256 upper_of(__m512 v)
 {
     return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
 }
+
+/* The 512-bit kernels' sums, one a weight row, each half the sum of one
+ * of the 256-bit kernels' pairs (zero_pairs, store_pairs). */
+INLINE void zero_halves(__m512 acc[STORED_ROWS])
+{
+    for (uint32_t r = 0; r < STORED_ROWS; r++)
+        acc[r] = _mm512_setzero_ps();
+}
+
+INLINE void store_halves(const __m512 acc[STORED_ROWS], float out[STORED_ROWS][ROWS_AT_ONCE],
+                         uint32_t i)
+{
+    for (uint32_t r = 0; r < STORED_ROWS; r++)
+        out[r][i] = sum8(_mm256_add_ps(lower_of(acc[r]), upper_of(acc[r])));
+}
+
+/* The limbs of a super-block's four pairs of blocks (limb_pair), made once
+ * for all the rows of a kernel call. */
+INLINE void super_block_limbs(const int8_t *limbs, __m512i limb[4][3])
+{
+    for (int j = 0; j < 4; j++)
+        for (int k = 0; k < 3; k++)
+            limb[j][k] = limb_pair(limbs + EXACT_BLOCK_BYTES * 2 * j, k);
+}
 #endif
 
 /* Q3_K's sixteen 6-bit scales, as stored (+ 32), in a register from its 12
@@ -404,8 +428,7 @@ INLINE void k_quant_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
                   by_half = _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4);
     for (uint32_t i = 0; i < rows; i++) {
         __m512 acc[STORED_ROWS];
-        for (uint32_t r = 0; r < STORED_ROWS; r++)
-            acc[r] = _mm512_setzero_ps();
+        zero_halves(acc);
         for (uint32_t s = 0; s < len / 256; s++) {
             const int8_t *limbs = a[i].limbs + 8 * EXACT_BLOCK_BYTES * s;
             __m256 xs = _mm256_loadu_ps(a[i].scale + 8 * s),
@@ -442,8 +465,7 @@ INLINE void k_quant_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
                 }
             }
         }
-        for (uint32_t r = 0; r < STORED_ROWS; r++)
-            out[r][i] = sum8(_mm256_add_ps(lower_of(acc[r]), upper_of(acc[r])));
+        store_halves(acc, out, i);
     }
 }
 #endif
@@ -478,6 +500,16 @@ INLINE void sub_block_scales(const float *scale, __m256 out[2])
     out[1] = _mm256_permutevar8x32_ps(xs, _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7));
 }
 
+/* d·scale of a Q6_K super-block's sixteen sub-blocks of 16, in two halves. */
+INLINE void q6_k_steps(const uint8_t *block, __m256 *low, __m256 *high)
+{
+    const __m128i *sc = (const __m128i *)(block + 192);
+    __m256 d = _mm256_set1_ps(f16_at(block + 208));
+    *low = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(sc))));
+    *high = _mm256_mul_ps(
+        d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(_mm_loadu_si128(sc), 8))));
+}
+
 /* Q6_K super-blocks (210 bytes: 128 of low nibbles, 64 of high bit pairs,
  * 16 int8 scales, f16 d; quantize.c): per sub-block of 16,
  * d·scale·(2^e·Σ q·X − 32·Σx). Block 4h + k of a half h's 128 weights
@@ -502,12 +534,8 @@ INLINE void q6_k_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
                 const uint8_t *block = w[r] + 210 * s;
                 prefetch(block, 210);
-                const __m128i *sc = (const __m128i *)(block + 192);
-                __m256 d = _mm256_set1_ps(f16_at(block + 208));
-                __m256 step_lo =
-                    _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(sc))));
-                __m256 step_hi = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
-                                                      _mm_srli_si128(_mm_loadu_si128(sc), 8))));
+                __m256 step_lo, step_hi;
+                q6_k_steps(block, &step_lo, &step_hi);
                 acc[r][1] = _mm256_fnmadd_ps(_mm256_mul_ps(step_lo, centre), half_lo, acc[r][1]);
                 acc[r][1] = _mm256_fnmadd_ps(_mm256_mul_ps(step_hi, centre), half_hi, acc[r][1]);
                 __m256 f[2] = {_mm256_mul_ps(step_lo, xs[0]), _mm256_mul_ps(step_hi, xs[1])};
@@ -553,27 +581,20 @@ INLINE void q6_k_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row
     const __m256 centre = _mm256_set1_ps(32);
     for (uint32_t i = 0; i < rows; i++) {
         __m512 acc[STORED_ROWS];
-        for (uint32_t r = 0; r < STORED_ROWS; r++)
-            acc[r] = _mm512_setzero_ps();
+        zero_halves(acc);
         for (uint32_t s = 0; s < len / 256; s++) {
             const int8_t *limbs = a[i].limbs + 8 * EXACT_BLOCK_BYTES * s;
             __m256 xs[2];
             sub_block_scales(a[i].scale + 8 * s, xs);
             __m256 half_lo = _mm256_loadu_ps(a[i].half + 16 * s),
                    half_hi = _mm256_loadu_ps(a[i].half + 16 * s + 8);
-            __m512i limb[4][3]; /* blocks 2j and 2j + 1's, for every row */
-            for (int j = 0; j < 4; j++)
-                for (int k = 0; k < 3; k++)
-                    limb[j][k] = limb_pair(limbs + EXACT_BLOCK_BYTES * 2 * j, k);
+            __m512i limb[4][3];
+            super_block_limbs(limbs, limb);
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
                 const uint8_t *block = w[r] + 210 * s;
                 prefetch(block, 210);
-                const __m128i *sc = (const __m128i *)(block + 192);
-                __m256 d = _mm256_set1_ps(f16_at(block + 208));
-                __m256 step_lo =
-                    _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(sc))));
-                __m256 step_hi = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
-                                                      _mm_srli_si128(_mm_loadu_si128(sc), 8))));
+                __m256 step_lo, step_hi;
+                q6_k_steps(block, &step_lo, &step_hi);
                 acc[r] = _mm512_fnmadd_ps(upper_half(_mm256_mul_ps(step_lo, centre)),
                                           upper_half(half_lo), acc[r]);
                 acc[r] = _mm512_fnmadd_ps(upper_half(_mm256_mul_ps(step_hi, centre)),
@@ -599,8 +620,7 @@ INLINE void q6_k_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row
                 }
             }
         }
-        for (uint32_t r = 0; r < STORED_ROWS; r++)
-            out[r][i] = sum8(_mm256_add_ps(lower_of(acc[r]), upper_of(acc[r])));
+        store_halves(acc, out, i);
     }
 }
 #endif
@@ -709,16 +729,13 @@ INLINE void low_bits_rows(const uint8_t *const w[STORED_ROWS],
         _mm512_setr_epi64(2, 2, 2, 2, 3, 3, 3, 3), _mm512_setr_epi64(4, 4, 4, 4, 5, 5, 5, 5)};
     for (uint32_t i = 0; i < rows; i++) {
         __m512 acc[STORED_ROWS];
-        for (uint32_t r = 0; r < STORED_ROWS; r++)
-            acc[r] = _mm512_setzero_ps();
+        zero_halves(acc);
         for (uint32_t s = 0; s < len / 256; s++) {
             const int8_t *limbs = a[i].limbs + 8 * EXACT_BLOCK_BYTES * s;
             __m256 xs_half[2];
             sub_block_scales(a[i].scale + 8 * s, xs_half);
-            __m512i limb[4][3]; /* blocks 2j and 2j + 1's, for every row */
-            for (int j = 0; j < 4; j++)
-                for (int k = 0; k < 3; k++)
-                    limb[j][k] = limb_pair(limbs + EXACT_BLOCK_BYTES * 2 * j, k);
+            __m512i limb[4][3];
+            super_block_limbs(limbs, limb);
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
                 const uint8_t *block = w[r] + f.bytes * s;
                 prefetch(block, f.bytes);
@@ -750,8 +767,7 @@ INLINE void low_bits_rows(const uint8_t *const w[STORED_ROWS],
                 }
             }
         }
-        for (uint32_t r = 0; r < STORED_ROWS; r++)
-            out[r][i] = sum8(_mm256_add_ps(lower_of(acc[r]), upper_of(acc[r])));
+        store_halves(acc, out, i);
     }
 }
 #endif
@@ -823,19 +839,16 @@ INLINE void iq4_xs_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_r
     const __m512i by_quarter = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
     for (uint32_t i = 0; i < rows; i++) {
         __m512 acc[STORED_ROWS];
-        for (uint32_t r = 0; r < STORED_ROWS; r++)
-            acc[r] = _mm512_setzero_ps();
+        zero_halves(acc);
         for (uint32_t s = 0; s < len / 256; s++) {
             const int8_t *limbs = a[i].limbs + 8 * EXACT_BLOCK_BYTES * s;
             const int32_t *lanes = a[i].lanes + 8 * EXACT_LANES * s;
             __m256 xs = _mm256_loadu_ps(a[i].scale + 8 * s);
             /* blocks 2j and 2j + 1's limbs and 128·(lane sums), for every row */
             __m512i limb[4][3], offset[4];
-            for (int j = 0; j < 4; j++) {
-                for (int k = 0; k < 3; k++)
-                    limb[j][k] = limb_pair(limbs + EXACT_BLOCK_BYTES * 2 * j, k);
+            super_block_limbs(limbs, limb);
+            for (int j = 0; j < 4; j++)
                 offset[j] = _mm512_slli_epi32(_mm512_loadu_si512(lanes + 2 * EXACT_LANES * j), 7);
-            }
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
                 const uint8_t *block = w[r] + 136 * s;
                 prefetch(block, 136);
@@ -853,8 +866,7 @@ INLINE void iq4_xs_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_r
                 }
             }
         }
-        for (uint32_t r = 0; r < STORED_ROWS; r++)
-            out[r][i] = sum8(_mm256_add_ps(lower_of(acc[r]), upper_of(acc[r])));
+        store_halves(acc, out, i);
     }
 }
 #endif
