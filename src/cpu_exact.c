@@ -331,10 +331,11 @@ INLINE void store_halves(const __m512 acc[STORED_ROWS], float out[STORED_ROWS][R
         out[r][i] = sum8(_mm256_add_ps(lower_of(acc[r]), upper_of(acc[r])));
 }
 
-/* The limbs of a super-block's four pairs of blocks (limb_pair), made once
- * for all the rows of a kernel call. */
-INLINE void super_block_limbs(const int8_t *limbs, __m512i limb[4][3])
+/* The limbs of super-block s's four pairs of blocks in row x (limb_pair),
+ * made once for all the rows of a kernel call. */
+INLINE void super_block_limbs(const vkmoe_exact_row *x, uint32_t s, __m512i limb[4][3])
 {
+    const int8_t *limbs = x->limbs + 8 * EXACT_BLOCK_BYTES * s;
     for (int j = 0; j < 4; j++)
         for (int k = 0; k < 3; k++)
             limb[j][k] = limb_pair(limbs + EXACT_BLOCK_BYTES * 2 * j, k);
@@ -583,13 +584,12 @@ INLINE void q6_k_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row
         __m512 acc[STORED_ROWS];
         zero_halves(acc);
         for (uint32_t s = 0; s < len / 256; s++) {
-            const int8_t *limbs = a[i].limbs + 8 * EXACT_BLOCK_BYTES * s;
             __m256 xs[2];
+            __m512i limb[4][3];
             sub_block_scales(a[i].scale + 8 * s, xs);
+            super_block_limbs(&a[i], s, limb);
             __m256 half_lo = _mm256_loadu_ps(a[i].half + 16 * s),
                    half_hi = _mm256_loadu_ps(a[i].half + 16 * s + 8);
-            __m512i limb[4][3];
-            super_block_limbs(limbs, limb);
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
                 const uint8_t *block = w[r] + 210 * s;
                 prefetch(block, 210);
@@ -731,11 +731,10 @@ INLINE void low_bits_rows(const uint8_t *const w[STORED_ROWS],
         __m512 acc[STORED_ROWS];
         zero_halves(acc);
         for (uint32_t s = 0; s < len / 256; s++) {
-            const int8_t *limbs = a[i].limbs + 8 * EXACT_BLOCK_BYTES * s;
             __m256 xs_half[2];
-            sub_block_scales(a[i].scale + 8 * s, xs_half);
             __m512i limb[4][3];
-            super_block_limbs(limbs, limb);
+            sub_block_scales(a[i].scale + 8 * s, xs_half);
+            super_block_limbs(&a[i], s, limb);
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
                 const uint8_t *block = w[r] + f.bytes * s;
                 prefetch(block, f.bytes);
@@ -841,12 +840,11 @@ INLINE void iq4_xs_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_r
         __m512 acc[STORED_ROWS];
         zero_halves(acc);
         for (uint32_t s = 0; s < len / 256; s++) {
-            const int8_t *limbs = a[i].limbs + 8 * EXACT_BLOCK_BYTES * s;
             const int32_t *lanes = a[i].lanes + 8 * EXACT_LANES * s;
             __m256 xs = _mm256_loadu_ps(a[i].scale + 8 * s);
             /* blocks 2j and 2j + 1's limbs and 128·(lane sums), for every row */
             __m512i limb[4][3], offset[4];
-            super_block_limbs(limbs, limb);
+            super_block_limbs(&a[i], s, limb);
             for (int j = 0; j < 4; j++)
                 offset[j] = _mm512_slli_epi32(_mm512_loadu_si512(lanes + 2 * EXACT_LANES * j), 7);
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
