@@ -431,9 +431,10 @@ INLINE void k_quant_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
         __m512 acc[STORED_ROWS];
         zero_halves(acc);
         for (uint32_t s = 0; s < len / 256; s++) {
-            const int8_t *limbs = a[i].limbs + 8 * EXACT_BLOCK_BYTES * s;
             __m256 xs = _mm256_loadu_ps(a[i].scale + 8 * s),
                    xsum = _mm256_loadu_ps(a[i].sum + 8 * s);
+            __m512i limb[4][3];
+            super_block_limbs(&a[i], s, limb);
             __m512 f[STORED_ROWS];
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
                 const uint8_t *block = w[r] + bytes * s;
@@ -444,9 +445,6 @@ INLINE void k_quant_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
                 acc[r] = _mm512_fnmadd_ps(upper_half(offset), upper_half(xsum), acc[r]);
             }
             for (int g = 0; g < 4; g++) {
-                const int8_t *pair = limbs + EXACT_BLOCK_BYTES * (2 * g);
-                const __m512i limb[3] = {limb_pair(pair, 0), limb_pair(pair, 1),
-                                         limb_pair(pair, 2)};
                 for (uint32_t r = 0; r < STORED_ROWS; r++) {
                     const uint8_t *block = w[r] + bytes * s;
                     __m512i c = _mm512_broadcast_i64x4(
@@ -461,7 +459,7 @@ INLINE void k_quant_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
                             q, _mm512_slli_epi64(_mm512_and_si512(_mm512_srlv_epi64(high, at), bit),
                                                  4));
                     }
-                    acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot_limb_pairs(q, limb)),
+                    acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot_limb_pairs(q, limb[g])),
                                              halves_factors(f[r], g), acc[r]);
                 }
             }
