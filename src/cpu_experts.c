@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "cpu_activation.h"
 #include "cpu_experts.h"
 #include "thread_pool.h"
 #include "weight_types.h"
@@ -586,28 +587,23 @@ typedef struct cpu_work {
     atomic_uint up_done;
 } cpu_work;
 
-static float bias_of(const cpu_work *w, vkmoe_expert_matrix m, uint32_t e, uint32_t i)
+/* Expert e's biases of matrix m from column (or row) i on, or NULL
+ * without biases. */
+static const float *bias_row(const cpu_work *w, vkmoe_expert_matrix m, uint32_t e, uint32_t i)
 {
     const vkmoe_layer_params *p = &w->layer->params;
     if (!w->s->biases)
-        return 0;
+        return NULL;
     size_t ffn = p->ffn_dim, experts = p->experts;
     size_t at = m == VKMOE_EXPERT_DOWN ? 2 * experts * ffn + (size_t)e * p->dim
                                        : (m == VKMOE_EXPERT_UP ? experts * ffn : 0) + e * ffn;
-    return w->s->biases[at + i];
+    return w->s->biases + at + i;
 }
 
-static float activate(const vkmoe_layer_params *p, float g, float u)
+static float bias_of(const cpu_work *w, vkmoe_expert_matrix m, uint32_t e, uint32_t i)
 {
-    if (p->activation == VKMOE_ACTIVATION_RELU)
-        return u > 0 ? u : 0;
-    if (p->activation == VKMOE_ACTIVATION_SWIGLU_CLAMPED) {
-        float limit = p->swiglu_limit;
-        g = g < limit ? g : limit;
-        u = u < -limit ? -limit : u > limit ? limit : u;
-        return (u + 1) * g / (1 + expf(-p->swiglu_alpha * g));
-    }
-    return g / (1 + expf(-g)) * u;
+    const float *b = bias_row(w, m, e, i);
+    return b ? *b : 0;
 }
 
 /* How many of a group of n rows one kernel call takes from row i0 on. */
@@ -628,14 +624,21 @@ static void group_rows(const cpu_work *w, const uint32_t *slots, uint32_t n, uin
     }
 }
 
-/* Column f of GEMM 1 for the group's slot: act(s·g + b1, s·u + b3), g and
- * u the gate and up products. */
-static float up_output(const cpu_work *w, uint32_t e, uint32_t slot, uint32_t f, float g, float u)
+/* Columns f0 .. f0 + cols − 1 of GEMM 1 for one slot of expert e:
+ * act(s·g + b1, s·u + b3), g and u the gate and up products. */
+static void up_outputs(const cpu_work *w, uint32_t e, uint32_t slot, uint32_t f0, uint32_t cols,
+                       const float *g, const float *u, float *hidden)
 {
     const vkmoe_layer_params *p = &w->layer->params;
-    float scale = p->scale_expert_input ? w->batch->topk_weight[slot] : 1.0f;
-    return activate(p, scale * g + bias_of(w, VKMOE_EXPERT_GATE, e, f),
-                    scale * u + bias_of(w, VKMOE_EXPERT_UP, e, f));
+    vkmoe_activation_run run = {
+        .g = g,
+        .u = u,
+        .b1 = bias_row(w, VKMOE_EXPERT_GATE, e, f0),
+        .b3 = bias_row(w, VKMOE_EXPERT_UP, e, f0),
+        .s = p->scale_expert_input ? w->batch->topk_weight[slot] : 1.0f,
+        .columns = cols,
+    };
+    vkmoe_cpu_activate(p, &run, w->s->exact != NULL, hidden);
 }
 
 /* GEMM 1 for columns f0 .. f0 + cols − 1 of expert e (cols ≤ BLOCK_ROWS),
@@ -655,15 +658,19 @@ static void up_block(cpu_work *w, uint32_t e, const uint32_t *slots, uint32_t n,
     }
     for (uint32_t i0 = 0; i0 < n; i0 += ROWS_AT_ONCE) {
         const float *x[ROWS_AT_ONCE];
+        float g[ROWS_AT_ONCE][BLOCK_ROWS], u[ROWS_AT_ONCE][BLOCK_ROWS];
         group_rows(w, slots, n, i0, w->s->x, layer->plan.ld_dim, true, x);
         for (uint32_t c = 0; c < cols; c++) {
             float acc[2][ROWS_AT_ONCE];
-            const float *u = decoded + (size_t)(2 * c + 1) * ld;
-            w->dot(gated ? decoded + (size_t)(2 * c) * ld : u, u, x, rows_at(n, i0), ld, acc);
-            for (uint32_t i = 0; i < ROWS_AT_ONCE && i0 + i < n; i++)
-                hidden[(size_t)(i0 + i) * ld_ffn + f0 + c] =
-                    up_output(w, e, slots[i0 + i], f0 + c, acc[0][i], acc[1][i]);
+            const float *up_row = decoded + (size_t)(2 * c + 1) * ld;
+            w->dot(gated ? decoded + (size_t)(2 * c) * ld : up_row, up_row, x, rows_at(n, i0), ld,
+                   acc);
+            for (uint32_t i = 0; i < rows_at(n, i0); i++)
+                g[i][c] = acc[0][i], u[i][c] = acc[1][i];
         }
+        for (uint32_t i = 0; i < rows_at(n, i0); i++)
+            up_outputs(w, e, slots[i0 + i], f0, cols, g[i], u[i],
+                       hidden + (size_t)(i0 + i) * ld_ffn + f0);
     }
 }
 
@@ -704,12 +711,11 @@ typedef struct stored_call {
 
 /* Rows r0 .. r0 + count − 1 (count ≤ MAX_UNIT_ROWS) of expert e's matrix
  * m, read as stored, against the n < ROWS_AT_ONCE rows of a:
- * out[r − r0][i] = Σ_d W[r][d]·a_i[d]. A kernel call takes rows a quarter
- * of the run apart, so that it streams STORED_ROWS runs of memory at once
- * (neighbouring rows are one run). A row's sum does not depend on the rows
- * beside it in a call. */
+ * out[i][r − r0] = Σ_d W[r][d]·a_i[d] (a row of a's outputs in one run). A kernel call takes rows a
+ * quarter of the run apart, so that it streams STORED_ROWS runs of memory at once (neighbouring
+ * rows are one run). A row's sum does not depend on the rows beside it in a call. */
 static void stored_rows(const stored_call *call, const vkmoe_expert_array *m, uint32_t e,
-                        uint32_t r0, uint32_t count, uint32_t n, float out[][ROWS_AT_ONCE])
+                        uint32_t r0, uint32_t count, uint32_t n, float out[][MAX_UNIT_ROWS])
 {
     uint32_t apart = (count + STORED_ROWS - 1) / STORED_ROWS;
     /* An expert's rows follow one another: finding each call's rows by
@@ -726,7 +732,8 @@ static void stored_rows(const stored_call *call, const vkmoe_expert_array *m, ui
         else
             call->kernel(rows, call->x, n, m->ld, acc);
         for (uint32_t j = 0; j < STORED_ROWS && r + j * apart < count; j++)
-            memcpy(out[r + j * apart], acc[j], n * sizeof(float));
+            for (uint32_t i = 0; i < n; i++)
+                out[i][r + j * apart] = acc[j][i];
     }
 }
 
@@ -768,15 +775,14 @@ static void up_stored(cpu_work *w, const stored_call *call, uint32_t e, const ui
     const vkmoe_layer *layer = w->layer;
     const vkmoe_expert_array *gate = &layer->weights.host[VKMOE_EXPERT_GATE],
                              *up = &layer->weights.host[VKMOE_EXPERT_UP];
-    float g[MAX_UNIT_ROWS][ROWS_AT_ONCE], u[MAX_UNIT_ROWS][ROWS_AT_ONCE];
+    float g[ROWS_AT_ONCE][MAX_UNIT_ROWS], u[ROWS_AT_ONCE][MAX_UNIT_ROWS];
     stored_rows(call, up, e, f0, cols, n, u);
     bool gated = gate->chunks != NULL;
     if (gated)
         stored_rows(call, gate, e, f0, cols, n, g);
-    for (uint32_t c = 0; c < cols; c++)
-        for (uint32_t i = 0; i < n; i++)
-            hidden[(size_t)i * layer->plan.ld_ffn + f0 + c] =
-                up_output(w, e, slots[i], f0 + c, gated ? g[c][i] : u[c][i], u[c][i]);
+    for (uint32_t i = 0; i < n; i++)
+        up_outputs(w, e, slots[i], f0, cols, gated ? g[i] : u[i], u[i],
+                   hidden + (size_t)i * layer->plan.ld_ffn + f0);
 }
 
 /* GEMM 2 for output columns d0 .. d0 + rows − 1 of expert e (rows ≤
@@ -785,12 +791,14 @@ static void down_stored(cpu_work *w, const stored_call *call, uint32_t e, const 
                         uint32_t n, uint32_t d0, uint32_t rows)
 {
     const vkmoe_layer *layer = w->layer;
-    float z[MAX_UNIT_ROWS][ROWS_AT_ONCE];
+    float z[ROWS_AT_ONCE][MAX_UNIT_ROWS];
     stored_rows(call, &layer->weights.host[VKMOE_EXPERT_DOWN], e, d0, rows, n, z);
-    for (uint32_t r = 0; r < rows; r++)
-        for (uint32_t i = 0; i < n; i++)
-            w->batch->out[(size_t)slots[i] * layer->params.dim + d0 + r] =
-                z[r][i] + bias_of(w, VKMOE_EXPERT_DOWN, e, d0 + r);
+    const float *b = bias_row(w, VKMOE_EXPERT_DOWN, e, d0);
+    for (uint32_t i = 0; i < n; i++) {
+        float *out = w->batch->out + (size_t)slots[i] * layer->params.dim + d0;
+        for (uint32_t r = 0; r < rows; r++)
+            out[r] = z[i][r] + (b ? b[r] : 0.0f);
+    }
 }
 
 /* Hidden columns start .. end − 1 of the group's n rows (order[first] on)
