@@ -118,8 +118,8 @@ AVX2 static uint32_t activate_avx2(const vkmoe_layer_params *p, const vkmoe_acti
     __m256 s = _mm256_set1_ps(run->s);
     uint32_t c = 0;
     for (; c + 8 <= run->columns; c += 8)
-        _mm256_storeu_ps(out + c, activate8(p, biased8(run->b1, c, s, run->g),
-                                            biased8(run->b3, c, s, run->u)));
+        _mm256_storeu_ps(
+            out + c, activate8(p, biased8(run->b1, c, s, run->g), biased8(run->b3, c, s, run->u)));
     return c;
 }
 #endif
