@@ -582,9 +582,13 @@ typedef struct cpu_work {
     uint32_t span[2];       /* weight rows a unit of each: a whole number of blocks */
     uint32_t per_expert[2]; /* units of each an expert has */
     atomic_uint next[2];    /* the next unit of each to take */
-    /* GEMM 1's units completed: GEMM 2 starts when all are, so a thread
-     * waits only for units in flight, never for a thread still waking. */
-    atomic_uint up_done;
+    /* [experts]: each expert's GEMM 1 units completed. Its GEMM 2 units
+     * start when all are (its hidden complete), so a thread waits only for
+     * units in flight, never for a thread still waking; and a thread done
+     * with GEMM 1 goes on with the experts already complete instead of
+     * waiting for the last unit of all (a Q4_K decode forward's threads
+     * each waited ~10 µs of 220 there). */
+    atomic_uint *up_done;
 } cpu_work;
 
 /* Expert e's biases of matrix m from column (or row) i on, or NULL
@@ -853,20 +857,20 @@ static void run_gemm(cpu_work *w, unsigned thread, bool down)
     uint32_t width = down ? w->layer->params.dim : w->layer->params.ffn_dim;
     uint32_t span = w->span[down], per_expert = w->per_expert[down];
     for (uint32_t u; (u = atomic_fetch_add(&w->next[down], 1)) < w->units[down];) {
-        uint32_t start = u % per_expert * span;
-        run_unit(w, decoded, down, w->expert[u / per_expert], start,
+        uint32_t start = u % per_expert * span, k = u / per_expert;
+        while (down && atomic_load(&w->up_done[k]) < w->per_expert[0])
+            sched_yield();
+        run_unit(w, decoded, down, w->expert[k], start,
                  start + span < width ? start + span : width);
         if (!down)
-            atomic_fetch_add(&w->up_done, 1); /* after its hidden columns are written */
+            atomic_fetch_add(&w->up_done[k], 1); /* after its hidden columns are written */
     }
 }
 
-/* GEMM 1's units, a wait until all are done (hidden complete), GEMM 2's. */
+/* GEMM 1's units, then GEMM 2's, each as its expert's hidden is complete. */
 static void run_units(cpu_work *w, unsigned thread)
 {
     run_gemm(w, thread, false);
-    while (atomic_load(&w->up_done) < w->units[0])
-        sched_yield();
     run_gemm(w, thread, true);
 }
 
@@ -934,11 +938,18 @@ vkmoe_status vkmoe_cpu_experts_run(const vkmoe_layer *layer, vkmoe_cpu_scratch *
 {
     const vkmoe_layer_params *p = &layer->params;
     uint32_t expert_list[VKMOE_MAX_EXPERTS];
-    cpu_work w = {
-        .layer = layer, .s = s, .batch = batch, .dot = choose_kernel(s), .expert = expert_list};
+    atomic_uint up_done[VKMOE_MAX_EXPERTS];
+    cpu_work w = {.layer = layer,
+                  .s = s,
+                  .batch = batch,
+                  .dot = choose_kernel(s),
+                  .expert = expert_list,
+                  .up_done = up_done};
     *computed = group_slots(layer, s, batch, &w);
     if (!*computed)
         return VKMOE_OK;
+    for (uint32_t k = 0; k < w.experts; k++)
+        atomic_init(&up_done[k], 0);
     /* GEMM 2 reads whole rows of hidden: their padding columns are zeros. */
     uint32_t ld_ffn = layer->plan.ld_ffn;
     for (uint32_t i = 0; i < *computed; i++)

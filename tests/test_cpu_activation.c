@@ -31,7 +31,7 @@ static void fill_gates(float *g)
 {
     for (int c = 0; c < COLUMNS - 12; c++)
         g[c] = -120.0f + 240.0f * (float)c / (COLUMNS - 13) + 1e-3f * (float)(c % 7);
-    const float specials[12] = {0.0f,     -0.0f,   INFINITY, -INFINITY, NAN,       88.72f,
+    const float specials[12] = {0.0f,    -0.0f,  INFINITY, -INFINITY, NAN,    88.72f,
                                 -88.72f, 87.34f, -87.34f,  103.9f,    -89.4f, 1e-30f};
     memcpy(g + COLUMNS - 12, specials, sizeof(specials));
 }
