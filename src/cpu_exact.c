@@ -612,7 +612,7 @@ INLINE void q6_k_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row
     /* blocks 4h and 4h + 1 (4h + 2 and 4h + 3) by half: qh's shifts */
     const __m512i up_first = _mm512_setr_epi64(4, 4, 4, 4, 2, 2, 2, 2),
                   down_second = _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2);
-    const __m256 centre = _mm256_set1_ps(32);
+    const __m512 centre = _mm512_set1_ps(32);
     for (uint32_t i = 0; i < rows; i++) {
         __m512 acc[STORED_ROWS];
         zero_halves(acc);
@@ -621,19 +621,23 @@ INLINE void q6_k_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row
             __m512i limb[4][3];
             sub_block_scales(a[i].scale + 8 * s, xs);
             super_block_limbs(&a[i], s, limb);
-            __m256 half_lo = _mm256_loadu_ps(a[i].half + 16 * s),
-                   half_hi = _mm256_loadu_ps(a[i].half + 16 * s + 8);
+            /* the halves' sums in the upper lanes, where the centre's terms add */
+            __m512 half_lo = upper_half(_mm256_loadu_ps(a[i].half + 16 * s)),
+                   half_hi = upper_half(_mm256_loadu_ps(a[i].half + 16 * s + 8)),
+                   sub_xs = joined(xs[0], xs[1]);
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
                 const uint8_t *block = w[r] + 210 * s;
                 prefetch(block, 210);
-                __m256 step_lo, step_hi;
-                q6_k_steps(block, &step_lo, &step_hi);
-                acc[r] = _mm512_fnmadd_ps(upper_half(_mm256_mul_ps(step_lo, centre)),
-                                          upper_half(half_lo), acc[r]);
-                acc[r] = _mm512_fnmadd_ps(upper_half(_mm256_mul_ps(step_hi, centre)),
-                                          upper_half(half_hi), acc[r]);
+                /* q6_k_steps in one register: lanes 0-7 its low, 8-15 its high */
+                __m512 step = _mm512_mul_ps(_mm512_set1_ps(f16_at(block + 208)),
+                                            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                                                _mm_loadu_si128((const __m128i *)(block + 192)))));
+                __m512 centred = _mm512_mul_ps(step, centre);
+                acc[r] = _mm512_mask3_fnmadd_ps(_mm512_shuffle_f32x4(centred, centred, 0x40),
+                                                half_lo, acc[r], 0xff00);
+                acc[r] = _mm512_mask3_fnmadd_ps(centred, half_hi, acc[r], 0xff00);
                 /* the sixteen sub-blocks' factors */
-                __m512 f = joined(_mm256_mul_ps(step_lo, xs[0]), _mm256_mul_ps(step_hi, xs[1]));
+                __m512 f = _mm512_mul_ps(step, sub_xs);
                 for (int h = 0; h < 2; h++) {
                     const uint8_t *ql = block + 64 * h, *qh = block + 128 + 32 * h;
                     __m512i p = _mm512_loadu_si512(ql), /* both 32-byte runs of nibbles */
