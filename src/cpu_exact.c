@@ -699,6 +699,29 @@ INLINE void low_bits_steps(const uint8_t *block, low_bits f, __m256 step[2], __m
     }
 }
 
+#if ZMM
+/* low_bits_steps in one register each: lanes 0-7 its first half, 8-15 its
+ * second, the same products. */
+INLINE void low_bits_steps16(const uint8_t *block, low_bits f, __m512 *step, __m512 *offset)
+{
+    if (f.third) {
+        __m128i sc = _mm_sub_epi8(q3_k_scales(block + 96), _mm_set1_epi8(32));
+        *step = _mm512_mul_ps(_mm512_set1_ps(f16_at(block + 108)),
+                              _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc)));
+        *offset = _mm512_mul_ps(*step, _mm512_set1_ps(4));
+        return;
+    }
+    const __m128i nibble = _mm_set1_epi8(0xf);
+    __m128i packed = _mm_loadu_si128((const __m128i *)block);
+    __m128i sc = _mm_and_si128(packed, nibble),
+            mn = _mm_and_si128(_mm_srli_epi16(packed, 4), nibble);
+    *step = _mm512_mul_ps(_mm512_set1_ps(f16_at(block + 80)),
+                          _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sc)));
+    *offset = _mm512_mul_ps(_mm512_set1_ps(f16_at(block + 82)),
+                            _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(mn)));
+}
+#endif
+
 /* Where the level has 512-bit VNNI, the kernel below this one instead. */
 #if !ZMM
 INLINE void low_bits_rows(const uint8_t *const w[STORED_ROWS],
@@ -772,17 +795,19 @@ INLINE void low_bits_rows(const uint8_t *const w[STORED_ROWS],
             __m512i limb[4][3];
             sub_block_scales(a[i].scale + 8 * s, xs_half);
             super_block_limbs(&a[i], s, limb);
+            /* the halves' sums in the upper lanes, where the offsets' terms add */
+            __m512 half_lo = upper_half(_mm256_loadu_ps(a[i].half + 16 * s)),
+                   half_hi = upper_half(_mm256_loadu_ps(a[i].half + 16 * s + 8)),
+                   sub_xs = joined(xs_half[0], xs_half[1]);
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
                 const uint8_t *block = w[r] + f.bytes * s;
                 prefetch(block, f.bytes);
-                __m256 step[2], offset[2], factor[2];
-                low_bits_steps(block, f, step, offset);
-                for (int k = 0; k < 2; k++) {
-                    __m256 half = _mm256_loadu_ps(a[i].half + 16 * s + 8 * k);
-                    acc[r] = _mm512_fnmadd_ps(upper_half(offset[k]), upper_half(half), acc[r]);
-                    factor[k] = _mm256_mul_ps(step[k], xs_half[k]);
-                }
-                __m512 factors = joined(factor[0], factor[1]);
+                __m512 step, offset;
+                low_bits_steps16(block, f, &step, &offset);
+                acc[r] = _mm512_mask3_fnmadd_ps(_mm512_shuffle_f32x4(offset, offset, 0x40), half_lo,
+                                                acc[r], 0xff00);
+                acc[r] = _mm512_mask3_fnmadd_ps(offset, half_hi, acc[r], 0xff00);
+                __m512 factors = _mm512_mul_ps(step, sub_xs);
                 __m512i third =
                     f.third ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)block))
                             : _mm512_setzero_si512();
