@@ -88,7 +88,8 @@ static void convert_block(const float *x, int8_t *limbs, int32_t *lanes, float *
         bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, finite, _CMP_NLE_UQ));
     }
     if (_mm256_movemask_ps(bad)) { /* NaN or ±Inf: every sum it enters is NaN */
-        memset(limbs, 0, EXACT_BLOCK_BYTES);
+        for (int k = 0; k < 3; k++)
+            memset(limbs + EXACT_LIMB_STRIDE * k, 0, EXACT_BLOCK);
         memset(lanes, 0, EXACT_LANES * sizeof(int32_t));
         *scale = *sum = half[0] = half[1] = NAN;
         return;
@@ -107,8 +108,8 @@ static void convert_block(const float *x, int8_t *limbs, int32_t *lanes, float *
         h[k] = _mm256_srai_epi32(_mm256_sub_epi32(rest, m[k]), 8);
     }
     _mm256_storeu_si256((__m256i *)limbs, bytes_of(h));
-    _mm256_storeu_si256((__m256i *)(limbs + 32), bytes_of(m));
-    _mm256_storeu_si256((__m256i *)(limbs + 64), bytes_of(l));
+    _mm256_storeu_si256((__m256i *)(limbs + EXACT_LIMB_STRIDE), bytes_of(m));
+    _mm256_storeu_si256((__m256i *)(limbs + 2 * EXACT_LIMB_STRIDE), bytes_of(l));
     /* hadd twice leaves lanes 0, 2, 4, 6 in the low half, 1, 3, 5, 7 above */
     __m256i fours = _mm256_hadd_epi32(_mm256_hadd_epi32(X[0], X[1]), _mm256_hadd_epi32(X[2], X[3]));
     _mm256_storeu_si256((__m256i *)lanes, _mm256_permutevar8x32_epi32(
@@ -124,9 +125,10 @@ static void convert(const float *x, uint32_t first_block, uint32_t end_block,
                     const vkmoe_exact_rows *to, uint32_t r, uint32_t len)
 {
     size_t blocks = len / EXACT_BLOCK;
-    for (size_t b = first_block; b < end_block; b++) {
+    int8_t *limbs = to->limbs + r * vkmoe_exact_row_limb_bytes(len);
+    for (uint32_t b = first_block; b < end_block; b++) {
         size_t at = r * blocks + b;
-        convert_block(x + EXACT_BLOCK * b, to->limbs + at * EXACT_BLOCK_BYTES,
+        convert_block(x + EXACT_BLOCK * b, limbs + vkmoe_exact_limb_at(b),
                       to->lanes + at * EXACT_LANES, to->scale + at, to->sum + at,
                       to->half + 2 * at);
     }
@@ -140,8 +142,8 @@ static void convert(const float *x, uint32_t first_block, uint32_t end_block,
 INLINE __m256i dot_limbs(__m256i q, const int8_t *limbs)
 {
     const __m256i h = _mm256_loadu_si256((const __m256i *)limbs),
-                  m = _mm256_loadu_si256((const __m256i *)(limbs + 32)),
-                  l = _mm256_loadu_si256((const __m256i *)(limbs + 64));
+                  m = _mm256_loadu_si256((const __m256i *)(limbs + EXACT_LIMB_STRIDE)),
+                  l = _mm256_loadu_si256((const __m256i *)(limbs + 2 * EXACT_LIMB_STRIDE));
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
     __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, h);
     s = _mm256_dpbusd_epi32(_mm256_slli_epi32(s, 8), q, m);
@@ -275,13 +277,12 @@ INLINE void k_quant_steps(const uint8_t *block, __m256 *step, __m256 *offset)
 }
 
 #if ZMM
-/* Limb k (h, m or l) of two neighbouring blocks of the exact form side by
- * side: a 512-bit kernel's two sub-blocks an instruction. */
+/* Limb k (h, m or l) of a pair of blocks of the exact form side by side,
+ * limbs the pair's (vkmoe_exact_limb_at of its even block): a 512-bit
+ * kernel's two sub-blocks an instruction. */
 INLINE __m512i limb_pair(const int8_t *limbs, int k)
 {
-    return _mm512_inserti64x4(
-        _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(limbs + 32 * k))),
-        _mm256_loadu_si256((const __m256i *)(limbs + EXACT_BLOCK_BYTES + 32 * k)), 1);
+    return _mm512_loadu_si512(limbs + EXACT_LIMB_STRIDE * k);
 }
 
 /* dot_limbs for two sub-blocks: lanes 0-7 the first's, 8-15 the second's. */
@@ -373,10 +374,10 @@ INLINE void k_quant_four_steps(const uint8_t *const block[STORED_ROWS], __m512 x
  * made once for all the rows of a kernel call. */
 INLINE void super_block_limbs(const vkmoe_exact_row *x, uint32_t s, __m512i limb[4][3])
 {
-    const int8_t *limbs = x->limbs + 8 * EXACT_BLOCK_BYTES * s;
+    const int8_t *limbs = x->limbs + vkmoe_exact_limb_at(8 * s);
     for (int j = 0; j < 4; j++)
         for (int k = 0; k < 3; k++)
-            limb[j][k] = limb_pair(limbs + EXACT_BLOCK_BYTES * 2 * j, k);
+            limb[j][k] = limb_pair(limbs + vkmoe_exact_limb_at(2 * j), k);
 }
 #endif
 
@@ -410,7 +411,7 @@ INLINE void k_quant_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
         __m256 acc[STORED_ROWS][2];
         zero_pairs(acc);
         for (uint32_t s = 0; s < len / 256; s++) {
-            const int8_t *limbs = a[i].limbs + 8 * EXACT_BLOCK_BYTES * s;
+            const int8_t *limbs = a[i].limbs + vkmoe_exact_limb_at(8 * s);
             __m256 xs = _mm256_loadu_ps(a[i].scale + 8 * s),
                    xsum = _mm256_loadu_ps(a[i].sum + 8 * s);
             float f[STORED_ROWS][8];
@@ -441,8 +442,8 @@ INLINE void k_quant_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
                             _mm256_and_si256(
                                 _mm256_slli_epi16(_mm256_srli_epi16(high, 2 * g + 1), 4), bit4));
                     }
-                    __m256i s0 = dot_limbs(lo, limbs + EXACT_BLOCK_BYTES * (2 * g)),
-                            s1 = dot_limbs(hi, limbs + EXACT_BLOCK_BYTES * (2 * g + 1));
+                    __m256i s0 = dot_limbs(lo, limbs + vkmoe_exact_limb_at(2 * g)),
+                            s1 = dot_limbs(hi, limbs + vkmoe_exact_limb_at(2 * g + 1));
                     acc[r][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_set1_ps(f[r][2 * g]),
                                                 acc[r][0]);
                     acc[r][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1),
@@ -560,7 +561,7 @@ INLINE void q6_k_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row
         __m256 acc[STORED_ROWS][2];
         zero_pairs(acc);
         for (uint32_t s = 0; s < len / 256; s++) {
-            const int8_t *limbs = a[i].limbs + 8 * EXACT_BLOCK_BYTES * s;
+            const int8_t *limbs = a[i].limbs + vkmoe_exact_limb_at(8 * s);
             __m256 xs[2];
             sub_block_scales(a[i].scale + 8 * s, xs);
             __m256 half_lo = _mm256_loadu_ps(a[i].half + 16 * s),
@@ -590,7 +591,7 @@ INLINE void q6_k_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row
                     };
                     for (int k = 0; k < 4; k++) {
                         int b = 4 * h + k; /* the block of 32; its halves sub-blocks 2b, 2b + 1 */
-                        __m256i sum = dot_limbs(q[k], limbs + EXACT_BLOCK_BYTES * b);
+                        __m256i sum = dot_limbs(q[k], limbs + vkmoe_exact_limb_at(b));
                         acc[r][k & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum),
                                                         halves_factor(f, b), acc[r][k & 1]);
                     }
@@ -733,7 +734,7 @@ INLINE void low_bits_rows(const uint8_t *const w[STORED_ROWS],
         __m256 acc[STORED_ROWS][2];
         zero_pairs(acc);
         for (uint32_t s = 0; s < len / 256; s++) {
-            const int8_t *limbs = a[i].limbs + 8 * EXACT_BLOCK_BYTES * s;
+            const int8_t *limbs = a[i].limbs + vkmoe_exact_limb_at(8 * s);
             __m256 xs_half[2];
             sub_block_scales(a[i].scale + 8 * s, xs_half);
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
@@ -761,7 +762,7 @@ INLINE void low_bits_rows(const uint8_t *const w[STORED_ROWS],
                             q = _mm256_or_si256(q, _mm256_and_si256(bits, four));
                             bits = _mm256_srli_epi16(bits, 1);
                         }
-                        __m256i sum = dot_limbs(q, limbs + EXACT_BLOCK_BYTES * b);
+                        __m256i sum = dot_limbs(q, limbs + vkmoe_exact_limb_at(b));
                         acc[r][k & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum),
                                                         halves_factor(factor, b), acc[r][k & 1]);
                     }
@@ -866,7 +867,7 @@ INLINE void iq4_xs_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_r
         __m256 acc[STORED_ROWS][2];
         zero_pairs(acc);
         for (uint32_t s = 0; s < len / 256; s++) {
-            const int8_t *limbs = a[i].limbs + 8 * EXACT_BLOCK_BYTES * s;
+            const int8_t *limbs = a[i].limbs + vkmoe_exact_limb_at(8 * s);
             const int32_t *lanes = a[i].lanes + 8 * EXACT_LANES * s;
             __m256 xs = _mm256_loadu_ps(a[i].scale + 8 * s);
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
@@ -877,7 +878,7 @@ INLINE void iq4_xs_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_r
                 for (int b = 0; b < 8; b++) {
                     __m256i u = _mm256_shuffle_epi8(table, nibble_codes(block + 8 + 16 * b));
                     __m256i sum =
-                        dot_offset(u, limbs + EXACT_BLOCK_BYTES * b, lanes + EXACT_LANES * b);
+                        dot_offset(u, limbs + vkmoe_exact_limb_at(b), lanes + EXACT_LANES * b);
                     acc[r][b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(f[b]),
                                                     acc[r][b & 1]);
                 }
@@ -989,7 +990,7 @@ INLINE void block32_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
         float offsets[STORED_ROWS] = {0};
         zero_pairs(acc);
         for (uint32_t b = 0; b < len / 32; b++) {
-            const int8_t *limbs = a[i].limbs + EXACT_BLOCK_BYTES * b;
+            const int8_t *limbs = a[i].limbs + vkmoe_exact_limb_at(b);
             const int32_t *lanes = a[i].lanes + EXACT_LANES * b;
             __m256i centre = shift < 0
                                  ? _mm256_setzero_si256()
@@ -1086,13 +1087,13 @@ INLINE void block32_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
             acc[r] = _mm512_setzero_ps();
         for (uint32_t b = 0; b < blocks; b += 2) {
             bool pair = b + 1 < blocks;
-            const int8_t *limbs = a[i].limbs + EXACT_BLOCK_BYTES * b;
+            const int8_t *limbs = a[i].limbs + vkmoe_exact_limb_at(b);
             const int32_t *lanes = a[i].lanes + EXACT_LANES * b;
             __m512i limb[3], centre = _mm512_setzero_si512();
             for (int k = 0; k < 3; k++)
                 limb[k] = pair ? limb_pair(limbs, k)
-                               : _mm512_castsi256_si512(
-                                     _mm256_loadu_si256((const __m256i *)(limbs + 32 * k)));
+                               : _mm512_castsi256_si512(_mm256_loadu_si256(
+                                     (const __m256i *)(limbs + EXACT_LIMB_STRIDE * k)));
             if (shift >= 0)
                 centre = _mm512_sll_epi32(
                     pair ? _mm512_loadu_si512(lanes)

@@ -32,9 +32,29 @@
 #define EXACT_BLOCK_BYTES (3u * EXACT_BLOCK)
 #define EXACT_LANES (EXACT_BLOCK / 4u)
 
+/* A row's limbs lie by pairs of blocks: blocks 2p and 2p + 1 take a run
+ * of 2·EXACT_BLOCK_BYTES, their h limbs first (2p's, then 2p + 1's), then
+ * their m, then their l, so that a 512-bit register takes a pair's limb in
+ * one load (they were a 256-bit load and an insert, a tenth of the Q4_K
+ * kernel's instructions). Limb k (0 h, 1 m, 2 l) of block b is at
+ * vkmoe_exact_limb_at(b) + EXACT_LIMB_STRIDE·k in the row's limbs; a row
+ * takes whole pairs (an odd last block's second half unused). */
+#define EXACT_LIMB_STRIDE (2u * EXACT_BLOCK)
+
+static inline size_t vkmoe_exact_limb_at(uint32_t b)
+{
+    return (size_t)(b / 2) * 2 * EXACT_BLOCK_BYTES + (b % 2) * EXACT_BLOCK;
+}
+
+/* Bytes of limbs a row `len` values long takes. */
+static inline size_t vkmoe_exact_row_limb_bytes(uint32_t len)
+{
+    return (size_t)(len / EXACT_BLOCK + 1) / 2 * 2 * EXACT_BLOCK_BYTES;
+}
+
 /* One row of activations in the exact form, blocks of EXACT_BLOCK. */
 typedef struct vkmoe_exact_row {
-    const int8_t *limbs; /* [blocks][3][32]: h, m and l of the block's X */
+    const int8_t *limbs; /* h, m and l of each block's X, by pairs (vkmoe_exact_limb_at) */
     /* [blocks][8]: Σ X over each four neighbouring values (a lane of the
      * byte dot products), taken off where codes are offset to be unsigned */
     const int32_t *lanes;
@@ -44,8 +64,8 @@ typedef struct vkmoe_exact_row {
 } vkmoe_exact_row;
 
 /* Where row r of a buffer of rows `len` values long lies (len a multiple
- * of EXACT_BLOCK): limbs at r·len·3, lanes at r·len/4, scales and sums at
- * r·len/32, halves at r·len/16. */
+ * of EXACT_BLOCK): limbs at r·vkmoe_exact_row_limb_bytes(len), lanes at
+ * r·len/4, scales and sums at r·len/32, halves at r·len/16. */
 typedef struct vkmoe_exact_rows {
     int8_t *limbs;
     int32_t *lanes;
@@ -75,7 +95,7 @@ static inline vkmoe_exact_row vkmoe_exact_row_at(const vkmoe_exact_rows *rows, u
                                                  uint32_t len)
 {
     size_t blocks = len / EXACT_BLOCK;
-    return (vkmoe_exact_row){rows->limbs + r * blocks * EXACT_BLOCK_BYTES,
+    return (vkmoe_exact_row){rows->limbs + r * vkmoe_exact_row_limb_bytes(len),
                              rows->lanes + r * blocks * EXACT_LANES, rows->scale + r * blocks,
                              rows->sum + r * blocks, rows->half + 2 * r * blocks};
 }

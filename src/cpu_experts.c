@@ -488,7 +488,7 @@ static vkmoe_status exact_rows_create(vkmoe_context *ctx, uint32_t count, uint32
                                       vkmoe_exact_rows *rows)
 {
     size_t blocks = (size_t)count * (len / EXACT_BLOCK);
-    rows->limbs = vkmoe_malloc(blocks * EXACT_BLOCK_BYTES);
+    rows->limbs = vkmoe_malloc(count * vkmoe_exact_row_limb_bytes(len));
     rows->lanes = vkmoe_malloc(blocks * EXACT_LANES * sizeof(int32_t));
     rows->scale = vkmoe_malloc(blocks * sizeof(float));
     rows->sum = vkmoe_malloc(blocks * sizeof(float));
