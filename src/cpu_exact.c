@@ -535,6 +535,38 @@ INLINE void sub_block_scales(const float *scale, __m256 out[2])
     out[1] = _mm256_permutevar8x32_ps(xs, _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7));
 }
 
+#if ZMM
+/* What the 512-bit kernels of sub-blocks of 16 (Q6_K, Q2_K, Q3_K) take
+ * of super-block s of row x for all their rows: its limb pairs, the
+ * sixteen sub-blocks' x scales, and the sums of each half of its blocks
+ * in the upper lanes, where the rows' offset terms add. */
+typedef struct sixteenths {
+    __m512i limb[4][3];
+    __m512 xs;      /* lane j: sub-block j's */
+    __m512 half[2]; /* upper lanes: those of blocks 0-3's halves, then 4-7's */
+} sixteenths;
+
+INLINE void sixteenths_of(const vkmoe_exact_row *x, uint32_t s, sixteenths *t)
+{
+    __m256 xs[2];
+    sub_block_scales(x->scale + 8 * s, xs);
+    super_block_limbs(x, s, t->limb);
+    t->xs = joined(xs[0], xs[1]);
+    t->half[0] = upper_half(_mm256_loadu_ps(x->half + 16 * s));
+    t->half[1] = upper_half(_mm256_loadu_ps(x->half + 16 * s + 8));
+}
+
+/* acc less each sub-block's offset (lane j of `offset`) times its half's
+ * sum, in acc's upper lanes: sub-blocks 0-7 first (moved up by a lane
+ * shuffle), then 8-15, as the 256-bit kernels' second sum takes them. */
+INLINE __m512 less_offsets(__m512 acc, __m512 offset, const sixteenths *t)
+{
+    acc =
+        _mm512_mask3_fnmadd_ps(_mm512_shuffle_f32x4(offset, offset, 0x40), t->half[0], acc, 0xff00);
+    return _mm512_mask3_fnmadd_ps(offset, t->half[1], acc, 0xff00);
+}
+#endif
+
 /* d·scale of a Q6_K super-block's sixteen sub-blocks of 16, in two halves. */
 INLINE void q6_k_steps(const uint8_t *block, __m256 *low, __m256 *high)
 {
@@ -618,14 +650,8 @@ INLINE void q6_k_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row
         __m512 acc[STORED_ROWS];
         zero_halves(acc);
         for (uint32_t s = 0; s < len / 256; s++) {
-            __m256 xs[2];
-            __m512i limb[4][3];
-            sub_block_scales(a[i].scale + 8 * s, xs);
-            super_block_limbs(&a[i], s, limb);
-            /* the halves' sums in the upper lanes, where the centre's terms add */
-            __m512 half_lo = upper_half(_mm256_loadu_ps(a[i].half + 16 * s)),
-                   half_hi = upper_half(_mm256_loadu_ps(a[i].half + 16 * s + 8)),
-                   sub_xs = joined(xs[0], xs[1]);
+            sixteenths sub;
+            sixteenths_of(&a[i], s, &sub);
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
                 const uint8_t *block = w[r] + 210 * s;
                 prefetch(block, 210);
@@ -633,12 +659,9 @@ INLINE void q6_k_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row
                 __m512 step = _mm512_mul_ps(_mm512_set1_ps(f16_at(block + 208)),
                                             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
                                                 _mm_loadu_si128((const __m128i *)(block + 192)))));
-                __m512 centred = _mm512_mul_ps(step, centre);
-                acc[r] = _mm512_mask3_fnmadd_ps(_mm512_shuffle_f32x4(centred, centred, 0x40),
-                                                half_lo, acc[r], 0xff00);
-                acc[r] = _mm512_mask3_fnmadd_ps(centred, half_hi, acc[r], 0xff00);
+                acc[r] = less_offsets(acc[r], _mm512_mul_ps(step, centre), &sub);
                 /* the sixteen sub-blocks' factors */
-                __m512 f = _mm512_mul_ps(step, sub_xs);
+                __m512 f = _mm512_mul_ps(step, sub.xs);
                 for (int h = 0; h < 2; h++) {
                     const uint8_t *ql = block + 64 * h, *qh = block + 128 + 32 * h;
                     __m512i p = _mm512_loadu_si512(ql), /* both 32-byte runs of nibbles */
@@ -651,9 +674,9 @@ INLINE void q6_k_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row
                     };
                     for (int k = 0; k < 2; k++) {
                         int b = 4 * h + 2 * k; /* blocks b and b + 1 */
-                        acc[r] =
-                            _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot_limb_pairs(q[k], limb[b / 2])),
-                                            pair_factors(f, b), acc[r]);
+                        acc[r] = _mm512_fmadd_ps(
+                            _mm512_cvtepi32_ps(dot_limb_pairs(q[k], sub.limb[b / 2])),
+                            pair_factors(f, b), acc[r]);
                     }
                 }
             }
@@ -792,23 +815,15 @@ INLINE void low_bits_rows(const uint8_t *const w[STORED_ROWS],
         __m512 acc[STORED_ROWS];
         zero_halves(acc);
         for (uint32_t s = 0; s < len / 256; s++) {
-            __m256 xs_half[2];
-            __m512i limb[4][3];
-            sub_block_scales(a[i].scale + 8 * s, xs_half);
-            super_block_limbs(&a[i], s, limb);
-            /* the halves' sums in the upper lanes, where the offsets' terms add */
-            __m512 half_lo = upper_half(_mm256_loadu_ps(a[i].half + 16 * s)),
-                   half_hi = upper_half(_mm256_loadu_ps(a[i].half + 16 * s + 8)),
-                   sub_xs = joined(xs_half[0], xs_half[1]);
+            sixteenths sub;
+            sixteenths_of(&a[i], s, &sub);
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
                 const uint8_t *block = w[r] + f.bytes * s;
                 prefetch(block, f.bytes);
                 __m512 step, offset;
                 low_bits_steps16(block, f, &step, &offset);
-                acc[r] = _mm512_mask3_fnmadd_ps(_mm512_shuffle_f32x4(offset, offset, 0x40), half_lo,
-                                                acc[r], 0xff00);
-                acc[r] = _mm512_mask3_fnmadd_ps(offset, half_hi, acc[r], 0xff00);
-                __m512 factors = _mm512_mul_ps(step, sub_xs);
+                acc[r] = less_offsets(acc[r], offset, &sub);
+                __m512 factors = _mm512_mul_ps(step, sub.xs);
                 __m512i third =
                     f.third ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)block))
                             : _mm512_setzero_si512();
@@ -823,8 +838,9 @@ INLINE void low_bits_rows(const uint8_t *const w[STORED_ROWS],
                                              : _mm512_sllv_epi64(third, third_shift[0]);
                             q = _mm512_or_si512(q, _mm512_and_si512(bits, four));
                         }
-                        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot_limb_pairs(q, limb[b / 2])),
-                                                 pair_factors(factors, b), acc[r]);
+                        acc[r] =
+                            _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot_limb_pairs(q, sub.limb[b / 2])),
+                                            pair_factors(factors, b), acc[r]);
                     }
                 }
             }
