@@ -46,7 +46,34 @@ static inline size_t vkmoe_exact_limb_at(uint32_t b)
     return (size_t)(b / 2) * 2 * EXACT_BLOCK_BYTES + (b % 2) * EXACT_BLOCK;
 }
 
-/* Bytes of limbs a row `len` values long takes. */
+/* The K-quants' kernels of sub-blocks of 32 (Q4_K, Q5_K) read a row's
+ * limbs by super-blocks of EXACT_SUPER_BLOCK values instead, each taking
+ * 3·EXACT_SUPER_BLOCK bytes: for chunk g (values 8g .. 8g + 7 of each of
+ * its eight blocks) and limb k, a run of 64 bytes at (3g + k)·64, block j's
+ * chunk at slot j / 2 + 4·(j % 2) of its eight (blocks 0, 2, 4, 6, then 1,
+ * 3, 5, 7). A 512-bit register then takes one chunk of all eight blocks, a
+ * 32-bit lane always four values of one block, so that a super-block's
+ * byte dot products add up in integers (in the same lanes) before its
+ * sub-blocks' scales apply: one conversion and one FMA a super-block where
+ * there were four. */
+#define EXACT_SUPER_BLOCK 256u
+#define EXACT_CHUNK 8u
+
+typedef enum vkmoe_exact_layout {
+    EXACT_BY_PAIRS, /* vkmoe_exact_limb_at */
+    EXACT_BY_SUPER_BLOCKS,
+} vkmoe_exact_layout;
+
+/* Where chunk g of block b's limb k lies in a row by super-blocks. */
+static inline size_t vkmoe_exact_chunk_at(uint32_t b, uint32_t g, uint32_t k)
+{
+    uint32_t j = b % 8;
+    return (size_t)(b / 8) * 8 * EXACT_BLOCK_BYTES + (3 * g + k) * 64 +
+           (j / 2 + 4 * (j % 2)) * EXACT_CHUNK;
+}
+
+/* Bytes of limbs a row `len` values long takes (either layout: rows by
+ * super-blocks are whole super-blocks, so whole pairs). */
 static inline size_t vkmoe_exact_row_limb_bytes(uint32_t len)
 {
     return (size_t)(len / EXACT_BLOCK + 1) / 2 * 2 * EXACT_BLOCK_BYTES;
@@ -54,7 +81,7 @@ static inline size_t vkmoe_exact_row_limb_bytes(uint32_t len)
 
 /* One row of activations in the exact form, blocks of EXACT_BLOCK. */
 typedef struct vkmoe_exact_row {
-    const int8_t *limbs; /* h, m and l of each block's X, by pairs (vkmoe_exact_limb_at) */
+    const int8_t *limbs; /* h, m and l of each block's X, in the kernel's layout */
     /* [blocks][8]: Σ X over each four neighbouring values (a lane of the
      * byte dot products), taken off where codes are offset to be unsigned */
     const int32_t *lanes;
@@ -67,6 +94,7 @@ typedef struct vkmoe_exact_row {
  * of EXACT_BLOCK): limbs at r·vkmoe_exact_row_limb_bytes(len), lanes at
  * r·len/4, scales and sums at r·len/32, halves at r·len/16. */
 typedef struct vkmoe_exact_rows {
+    vkmoe_exact_layout layout; /* the kernel's that reads them: vkmoe_exact_isa.layout */
     int8_t *limbs;
     int32_t *lanes;
     float *scale, *sum, *half;
@@ -86,6 +114,7 @@ typedef struct vkmoe_exact_isa {
     void (*convert)(const float *x, uint32_t first_block, uint32_t end_block,
                     const vkmoe_exact_rows *to, uint32_t r, uint32_t len);
     vkmoe_exact_kernel kernel[VKMOE_WEIGHT_MXFP4 + 1]; /* by weight type; NULL: none */
+    vkmoe_exact_layout layout[VKMOE_WEIGHT_MXFP4 + 1]; /* of the limbs each kernel reads */
 } vkmoe_exact_isa;
 
 extern const vkmoe_exact_isa vkmoe_exact_avx2, vkmoe_exact_avxvnni, vkmoe_exact_avx512vnni;

@@ -483,11 +483,14 @@ static vkmoe_exact_kernel exact_kernel_of(const vkmoe_cpu_scratch *s, vkmoe_weig
 
 /* ---- scratch ---- */
 
-/* A buffer of `count` rows `len` values long in the exact form. */
-static vkmoe_status exact_rows_create(vkmoe_context *ctx, uint32_t count, uint32_t len,
+/* A buffer of `count` rows `len` values long in the exact form, in the
+ * layout the kernel of `type` reads. */
+static vkmoe_status exact_rows_create(vkmoe_context *ctx, const vkmoe_exact_isa *isa,
+                                      vkmoe_weight_type type, uint32_t count, uint32_t len,
                                       vkmoe_exact_rows *rows)
 {
     size_t blocks = (size_t)count * (len / EXACT_BLOCK);
+    rows->layout = isa->layout[type];
     rows->limbs = vkmoe_malloc(count * vkmoe_exact_row_limb_bytes(len));
     rows->lanes = vkmoe_malloc(blocks * EXACT_LANES * sizeof(int32_t));
     rows->scale = vkmoe_malloc(blocks * sizeof(float));
@@ -523,9 +526,11 @@ vkmoe_status vkmoe_cpu_scratch_create(vkmoe_layer *layer, vkmoe_cpu_scratch *s)
     s->exact = host_level();
     vkmoe_weight_type down = p->down_weight_type ? p->down_weight_type : p->weight_type;
     if (exact_kernel_of(s, p->weight_type))
-        VKMOE_TRY(exact_rows_create(layer->ctx, p->max_tokens, plan->ld_dim, &s->x_exact));
+        VKMOE_TRY(exact_rows_create(layer->ctx, s->exact, p->weight_type, p->max_tokens,
+                                    plan->ld_dim, &s->x_exact));
     if (exact_kernel_of(s, down))
-        VKMOE_TRY(exact_rows_create(layer->ctx, plan->max_slots, plan->ld_ffn, &s->hidden_exact));
+        VKMOE_TRY(exact_rows_create(layer->ctx, s->exact, down, plan->max_slots, plan->ld_ffn,
+                                    &s->hidden_exact));
     return VKMOE_OK;
 }
 
