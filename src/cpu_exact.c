@@ -426,7 +426,7 @@ INLINE __m128i q3_k_scales(const uint8_t *packed)
  * The activations lie by super-blocks (cpu_exact.h): a chunk's codes,
  * gathered from the four runs of 32 bytes, meet all eight blocks' limbs
  * at once, each lane's three limb sums add over the four chunks in
- * integers (|Σ| < 16·31·2^21 < 2^30), and a super-block takes one
+ * integers (|Σ| ≤ 16·31·2^22 < 2^31), and a super-block takes one
  * conversion and one FMA a sum: lanes 0-7 (acc[r][0] here) those of
  * blocks 0, 2, 4, 6 (low nibbles), 8-15 (acc[r][1]) of 1, 3, 5, 7 (high),
  * two lanes a block; the mins, in block order, into the upper ones first.
