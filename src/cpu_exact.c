@@ -357,9 +357,9 @@ INLINE __m512i halves_of(int a, int b)
  * of the blocks of the super-block kernel's lanes (blocks 0, 0, 2, 2, …,
  * 6, 6, then 1, 1, …, 7, 7), and acc[r]'s lanes 8-15 less dmin·min·xsum,
  * the products k_quant_steps and the 256-bit kernel make, with the same
- * roundings. The
- * scales and mins of four rows unpack in one register, each row's in a
- * 128-bit lane (per row, they were a third of the kernel's instructions). */
+ * roundings. The scales and mins of four rows unpack in one register, each
+ * row's in a 128-bit lane (per row, they were a third of the kernel's
+ * instructions). */
 INLINE void k_quant_four_steps(const uint8_t *const block[STORED_ROWS], __m512 xs_xsum,
                                __m512 f[STORED_ROWS], __m512 acc[STORED_ROWS])
 {
@@ -433,8 +433,8 @@ INLINE __m128i q3_k_scales(const uint8_t *packed)
  * Where the level has 512-bit VNNI, the kernel below this one instead,
  * with the same sums in the same lanes and order. */
 #if !ZMM
-/* Chunk g (bytes 8g .. 8g + 7) of each of the four runs of 32 bytes at p
- * in 64-bit lane g' of chunk[g]: the codes a super-block's limbs meet. */
+/* chunk[g]'s 64-bit lane k: bytes 8g .. 8g + 7 of run k of the four runs
+ * of 32 bytes at p, the codes chunk g of the limbs meets. */
 INLINE void chunks_of(const uint8_t *p, __m256i chunk[4])
 {
     __m256i run[4];
