@@ -395,7 +395,8 @@ INLINE void k_quant_four_steps(const uint8_t *const block[STORED_ROWS], __m512 x
 }
 
 /* The limbs of super-block s's four pairs of blocks in row x (limb_pair),
- * made once for all the rows of a kernel call. */
+ * made once for all the rows of a kernel call. The same 64-byte runs hold
+ * a row by super-blocks' four chunks (cpu_exact.h): limb[g][k] chunk g's. */
 INLINE void super_block_limbs(const vkmoe_exact_row *x, uint32_t s, __m512i limb[4][3])
 {
     const int8_t *limbs = x->limbs + vkmoe_exact_limb_at(8 * s);
@@ -582,11 +583,8 @@ INLINE void k_quant_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
         for (uint32_t s = 0; s < len / EXACT_SUPER_BLOCK; s++) {
             __m512 xs_xsum =
                 joined(_mm256_loadu_ps(a[i].scale + 8 * s), _mm256_loadu_ps(a[i].sum + 8 * s));
-            const int8_t *limbs = a[i].limbs + (size_t)s * 3 * EXACT_SUPER_BLOCK;
-            __m512i limb[4][3];
-            for (int g = 0; g < 4; g++)
-                for (int k = 0; k < 3; k++)
-                    limb[g][k] = _mm512_loadu_si512(limbs + 64 * (3 * g + k));
+            __m512i limb[4][3]; /* by chunk */
+            super_block_limbs(&a[i], s, limb);
             const uint8_t *block[STORED_ROWS];
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
                 block[r] = w[r] + bytes * s;
