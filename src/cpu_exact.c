@@ -133,6 +133,10 @@ static void convert(const float *x, uint32_t first_block, uint32_t end_block,
         for (uint32_t k = 0; k < 3; k++) {
             if (to->layout == EXACT_BY_PAIRS)
                 memcpy(row + vkmoe_exact_limb_at(b) + EXACT_LIMB_STRIDE * k, limbs[k], EXACT_BLOCK);
+            else if (to->layout == EXACT_BY_QUADS)
+                for (uint32_t h = 0; h < 2; h++)
+                    memcpy(row + vkmoe_exact_half_at(b, k, h), limbs[k] + EXACT_BLOCK / 2 * h,
+                           EXACT_BLOCK / 2);
             else
                 for (uint32_t g = 0; g < EXACT_BLOCK / EXACT_CHUNK; g++)
                     memcpy(row + vkmoe_exact_chunk_at(b, g, k), limbs[k] + EXACT_CHUNK * g,
@@ -467,23 +471,28 @@ INLINE __m256i dot_add(__m256i acc, __m256i q, const int8_t *limb)
 #endif
 }
 
-/* Σ q·X of the limbs' sums h, m, l (dot_add's) as floats; `sixteen`: the
- * codes were sixteen times their value (VNNI only), and so the sums. */
-INLINE __m256 joined_limbs(const __m256i sum[3], bool sixteen)
+/* Σ q·X of the limbs' sums h, m, l (dot_add's); `sixteen`: the codes were
+ * sixteen times their value (VNNI only), and so the sums. */
+INLINE __m256i joined_sums(const __m256i sum[3], bool sixteen)
 {
 #if VNNI
     int h = sixteen ? 12 : 16, m = sixteen ? 4 : 8;
     __m256i l = sixteen ? _mm256_srai_epi32(sum[2], 4) : sum[2];
-    return _mm256_cvtepi32_ps(_mm256_add_epi32(
-        _mm256_add_epi32(_mm256_slli_epi32(sum[0], h), _mm256_slli_epi32(sum[1], m)), l));
+    return _mm256_add_epi32(
+        _mm256_add_epi32(_mm256_slli_epi32(sum[0], h), _mm256_slli_epi32(sum[1], m)), l);
 #else
     (void)sixteen;
     const __m256i one = _mm256_set1_epi16(1);
     __m256i hm = _mm256_add_epi32(_mm256_madd_epi16(sum[0], _mm256_set1_epi16(256)),
                                   _mm256_madd_epi16(sum[1], one));
-    return _mm256_cvtepi32_ps(
-        _mm256_add_epi32(_mm256_slli_epi32(hm, 8), _mm256_madd_epi16(sum[2], one)));
+    return _mm256_add_epi32(_mm256_slli_epi32(hm, 8), _mm256_madd_epi16(sum[2], one));
 #endif
+}
+
+/* joined_sums as floats */
+INLINE __m256 joined_limbs(const __m256i sum[3], bool sixteen)
+{
+    return _mm256_cvtepi32_ps(joined_sums(sum, sixteen));
 }
 
 /* A chunk's fifth bits (bytes 8g .. 8g + 7 of them) to bit 4 of each code:
@@ -1069,7 +1078,14 @@ INLINE void iq4_xs_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_r
  * i's at bit i), then 16 bytes of nibbles (byte l holds codes l and
  * l + 16); w = d·(q − 2^(bits−1)), or d·q + m. IQ4_NL's (f16 d) and
  * MXFP4's (an E8M0 exponent) hold indices into 16 levels instead: w =
- * d·level, the levels offset by 2^level_shift to be unsigned bytes. */
+ * d·level, the levels offset by 2^level_shift to be unsigned bytes.
+ *
+ * The kernels take four blocks at a time, the activations by quads
+ * (cpu_exact.h): the four blocks' low nibbles meet their first halves,
+ * the high nibbles their second halves, and each 32-bit lane of eight
+ * values adds up in integers. Per quad and weight row, one conversion and
+ * one FMA (lane 4j + i of sixteen: block j's), the affine types' d·m·Σx
+ * in the lanes 4j by a second FMA. */
 typedef struct block32 {
     uint32_t bytes, high, nibbles; /* a block's size, where its parts begin */
     int bits;
@@ -1079,12 +1095,14 @@ typedef struct block32 {
     /* 7 for IQ4_NL's levels (−127 .. 113); 4 for MXFP4's (−12 .. 12),
      * below 64 once offset, so that maddubs takes them whole */
     int level_shift;
+    /* IQ4_NL: eight levels down to −127 by X up to 2^22 could pass 2^31,
+     * so each half of a block makes a sum (and a conversion) of its own */
+    bool split;
+    /* The 512-bit kernel's gathers of 16-bit words (quad_words): [0, 32)
+     * the four blocks' nibbles, [32, 64) their scales (each four times)
+     * and, for the affine types, from 48 their m's. */
+    const uint16_t *words;
 } block32;
-
-INLINE float block32_scale(const uint8_t *block, block32 f)
-{
-    return f.e8m0 ? vkmoe_e8m0_half(block[0]) : f16_at(block);
-}
 
 /* How far left a block's lane sums Σ X are shifted to be taken off its
  * Σ code·X: by the codes' centre 2^(bits−1), or by the 128 the levels are
@@ -1095,113 +1113,348 @@ INLINE int block32_centre_shift(block32 f)
     return f.levels ? f.level_shift : f.affine ? -1 : f.bits - 1;
 }
 
-#if !ZMM
-/* Code i's fifth bit at bit 4 of byte i, from a block's four bytes of them. */
-INLINE __m256i fifth_bits(const uint8_t *high)
+/* The most bytes a block of 32 takes (Q5_1's). */
+#define BLOCK32_MOST 24u
+
+/* Quad q of a weight row, or of a row's last quad of n < EXACT_QUAD
+ * blocks a copy with zeros for the blocks it lacks: they meet the zero
+ * limbs of the activations' padding (vkmoe_exact_rows) and zero scales.
+ * The copy from copy[1] on: MXFP4's 512-bit kernel loads from the byte
+ * before a quad (masked off). */
+#define QUAD_COPY (1 + EXACT_QUAD * BLOCK32_MOST)
+
+INLINE const uint8_t *quad_of(const uint8_t *row, uint32_t q, uint32_t n, block32 f,
+                              uint8_t copy[QUAD_COPY])
 {
-    /* code i's: byte i / 8 of the four, bit i % 8 */
+    const uint8_t *quad = row + (size_t)EXACT_QUAD * f.bytes * q;
+    if (n == EXACT_QUAD)
+        return quad;
+    memset(copy, 0, QUAD_COPY);
+    memcpy(copy + 1, quad, n * f.bytes);
+    return copy + 1;
+}
+
+/* What a quad of an activation row gives beyond its limbs: its blocks'
+ * lane sums (cpu_exact.h), scales and sums, those of a last quad's
+ * missing blocks zeros (copied). */
+typedef struct quad_sums {
+    const int32_t *lanes;
+    const float *scale, *sum;
+} quad_sums;
+
+typedef struct quad_padding {
+    int32_t lanes[EXACT_QUAD * EXACT_LANES];
+    float scale[EXACT_QUAD], sum[EXACT_QUAD];
+} quad_padding;
+
+INLINE quad_sums quad_sums_of(const vkmoe_exact_row *x, uint32_t q, uint32_t n, quad_padding *pad)
+{
+    uint32_t b = EXACT_QUAD * q;
+    quad_sums s = {x->lanes + EXACT_LANES * b, x->scale + b, x->sum + b};
+    if (n == EXACT_QUAD)
+        return s;
+    memset(pad, 0, sizeof(*pad));
+    memcpy(pad->lanes, s.lanes, n * EXACT_LANES * sizeof(int32_t));
+    memcpy(pad->scale, s.scale, n * sizeof(float));
+    memcpy(pad->sum, s.sum, n * sizeof(float));
+    return (quad_sums){pad->lanes, pad->scale, pad->sum};
+}
+
+/* A pair of blocks' fifth bits for the low halves' codes (bits 0-15 of
+ * each block's word, the first block's in bits 0-15) and for the high. */
+INLINE void fifth_words(const uint8_t *first, const uint8_t *second, block32 f, uint32_t *low,
+                        uint32_t *high)
+{
+    uint32_t a = word_at(first + f.high), b = word_at(second + f.high);
+    *low = (a & 0xffff) | b << 16;
+    *high = a >> 16 | (b & 0xffff0000u);
+}
+
+#if !ZMM
+/* Bit i of `bits` at bit 4 of byte i. */
+INLINE __m256i fifth_bits(uint32_t bits)
+{
     const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
                                             2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3),
                   bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
-    __m256i set =
-        _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32((int)word_at(high)), spread), bit);
+    __m256i set = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), spread), bit);
     return _mm256_and_si256(_mm256_cmpeq_epi8(set, bit), _mm256_set1_epi8(0x10));
 }
 
-/* Per block, d·2^e·Σ (code − centre)·X, the even blocks and the odd ones
- * in two sums, and m·Σx summed apart (affine). */
+/* Lanes 0-3 a, lanes 4-7 b. */
+INLINE __m256 fours(float a, float b) { return _mm256_setr_m128(_mm_set1_ps(a), _mm_set1_ps(b)); }
+
+INLINE float block32_scale(const uint8_t *block, block32 f)
+{
+    return f.e8m0 ? vkmoe_e8m0_half(block[0]) : f16_at(block);
+}
+
+/* Half p (blocks 2p and 2p + 1) of a quad in 256-bit registers: lanes
+ * 0-3 the first block's, 4-7 the second's, the same sums in the same
+ * order as lanes 8p .. 8p + 7 of the 512-bit kernel below. */
+INLINE __m256 block32_half(const uint8_t *quad, const int8_t *limbs, const quad_sums *x, int p,
+                           block32 f, __m256i table, __m256 acc)
+{
+    const __m256i nibble = _mm256_set1_epi8(0xf);
+    const uint8_t *first = quad + f.bytes * 2 * p, *second = first + f.bytes;
+    __m256i c = _mm256_loadu2_m128i((const __m128i *)(second + f.nibbles),
+                                    (const __m128i *)(first + f.nibbles));
+    __m256i lo = _mm256_and_si256(c, nibble),
+            hi = _mm256_and_si256(_mm256_srli_epi16(c, 4), nibble);
+    if (f.bits == 5) {
+        uint32_t low, high;
+        fifth_words(first, second, f, &low, &high);
+        lo = _mm256_or_si256(lo, fifth_bits(low));
+        hi = _mm256_or_si256(hi, fifth_bits(high));
+    }
+    if (f.levels) {
+        lo = _mm256_shuffle_epi8(table, lo);
+        hi = _mm256_shuffle_epi8(table, hi);
+    }
+    const int8_t *run = limbs + 32 * p; /* limb k's half h at 128k + 64h */
+    int shift = block32_centre_shift(f);
+    /* the two blocks' lane sums: the first halves' in lanes 0-3 of lane
+     * sums of four, the second halves' in 4-7 */
+    __m256i first_lanes = _mm256_loadu_si256((const __m256i *)(x->lanes + 2 * p * EXACT_LANES)),
+            second_lanes =
+                _mm256_loadu_si256((const __m256i *)(x->lanes + (2 * p + 1) * EXACT_LANES));
+    __m256i low_lanes = _mm256_permute2x128_si256(first_lanes, second_lanes, 0x20),
+            high_lanes = _mm256_permute2x128_si256(first_lanes, second_lanes, 0x31);
+    __m256 factor = fours(block32_scale(first, f) * x->scale[2 * p],
+                          block32_scale(second, f) * x->scale[2 * p + 1]);
+    __m256i sum[3];
+    if (f.split) {
+        for (int h = 0; h < 2; h++) {
+            for (int k = 0; k < 3; k++)
+                sum[k] = dot_add(_mm256_setzero_si256(), h ? hi : lo, run + 128 * k + 64 * h);
+            __m256i centre = _mm256_sll_epi32(h ? high_lanes : low_lanes, _mm_cvtsi32_si128(shift));
+            acc = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(_mm256_sub_epi32(joined_sums(sum, false), centre)), factor, acc);
+        }
+        return acc;
+    }
+    for (int k = 0; k < 3; k++)
+        sum[k] =
+            dot_add(dot_add(_mm256_setzero_si256(), lo, run + 128 * k), hi, run + 128 * k + 64);
+    __m256i s = joined_sums(sum, false);
+    if (shift >= 0)
+        s = _mm256_sub_epi32(
+            s, _mm256_sll_epi32(_mm256_add_epi32(low_lanes, high_lanes), _mm_cvtsi32_si128(shift)));
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), factor, acc);
+    if (f.affine)
+        acc = _mm256_fmadd_ps(fours(f16_at(first + 2), f16_at(second + 2)),
+                              _mm256_setr_ps(x->sum[2 * p], 0, 0, 0, x->sum[2 * p + 1], 0, 0, 0),
+                              acc);
+    return acc;
+}
+
 INLINE void block32_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row a[ROWS_AT_ONCE],
                          uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE],
                          block32 f)
 {
     const __m256i table =
         f.levels ? offset_levels(f.levels, f.level_shift) : _mm256_setzero_si256();
-    const int shift = block32_centre_shift(f);
+    const uint32_t blocks = len / EXACT_BLOCK;
     for (uint32_t i = 0; i < rows; i++) {
         __m256 acc[STORED_ROWS][2];
-        float offsets[STORED_ROWS] = {0};
         zero_pairs(acc);
-        for (uint32_t b = 0; b < len / 32; b++) {
-            const int8_t *limbs = a[i].limbs + vkmoe_exact_limb_at(b);
-            const int32_t *lanes = a[i].lanes + EXACT_LANES * b;
-            __m256i centre = shift < 0
-                                 ? _mm256_setzero_si256()
-                                 : _mm256_sll_epi32(_mm256_loadu_si256((const __m256i *)lanes),
-                                                    _mm_cvtsi32_si128(shift));
-            float xs = a[i].scale[b];
+        for (uint32_t q = 0; q * EXACT_QUAD < blocks; q++) {
+            uint32_t n =
+                blocks - EXACT_QUAD * q < EXACT_QUAD ? blocks - EXACT_QUAD * q : EXACT_QUAD;
+            quad_padding pad;
+            quad_sums x = quad_sums_of(&a[i], q, n, &pad);
+            const int8_t *limbs = a[i].limbs + (size_t)q * EXACT_QUAD_BYTES;
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
-                const uint8_t *block = w[r] + f.bytes * b;
-                prefetch(block, 0);
-                __m256i q = nibble_codes(block + f.nibbles), sum;
-                if (f.bits == 5)
-                    q = _mm256_or_si256(q, fifth_bits(block + f.high));
-                if (f.levels) /* as dot_offset, the lane sums' term made once for the rows */
-                    q = _mm256_shuffle_epi8(table, q);
-                sum = _mm256_sub_epi32(
-                    f.level_shift == 7 ? dot_bytes(q, limbs) : dot_limbs(q, limbs), centre);
-                acc[r][b & 1] =
-                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum),
-                                    _mm256_set1_ps(block32_scale(block, f) * xs), acc[r][b & 1]);
-                if (f.affine)
-                    offsets[r] += f16_at(block + 2) * a[i].sum[b];
+                uint8_t copy[QUAD_COPY];
+                const uint8_t *quad = quad_of(w[r], q, n, f, copy);
+                prefetch(quad, 64);
+                for (int p = 0; p < 2; p++)
+                    acc[r][p] = block32_half(quad, limbs, &x, p, f, table, acc[r][p]);
             }
         }
-        for (uint32_t r = 0; r < STORED_ROWS; r++)
-            out[r][i] = sum8(_mm256_add_ps(acc[r][0], acc[r][1])) + offsets[r];
+        store_pairs(acc, out, i);
     }
 }
 #else
-/* The codes of blocks b and b + 1 (the second NULL: zeros), one a half:
- * nibble_codes of each, the 5-bit types' fifth bits, and the level
- * types' offset levels. */
-INLINE __m512i block32_pair_codes(const uint8_t *first, const uint8_t *second, block32 f,
-                                  __m512i table)
-{
-    const __m512i by_quarter = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
-    __m128i n0 = _mm_loadu_si128((const __m128i *)(first + f.nibbles)),
-            n1 = second ? _mm_loadu_si128((const __m128i *)(second + f.nibbles))
-                        : _mm_setzero_si128();
-    __m512i n = _mm512_castsi256_si512(_mm256_inserti128_si256(_mm256_castsi128_si256(n0), n1, 1));
-    __m512i q = _mm512_and_si512(
-        _mm512_srlv_epi64(_mm512_shuffle_i64x2(n, n, _MM_SHUFFLE(1, 1, 0, 0)), by_quarter),
-        _mm512_set1_epi8(0xf));
-    if (f.bits == 5) {
-        /* code i's fifth bit: byte i / 8 of the block's four, bit i % 8 */
-        const __m512i spread = _mm512_broadcast_i64x4(
-                          _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
-                                           2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3)),
-                      bit = _mm512_set1_epi64((long long)0x8040201008040201ull);
-        __m512i high =
-            _mm512_inserti64x4(_mm512_set1_epi32((int)word_at(first + f.high)),
-                               _mm256_set1_epi32(second ? (int)word_at(second + f.high) : 0), 1);
-        __mmask64 set = _mm512_test_epi8_mask(_mm512_shuffle_epi8(high, spread), bit);
-        q = _mm512_or_si512(q, _mm512_maskz_mov_epi8(set, _mm512_set1_epi8(0x10)));
+/* A quad's weights come from two 512-bit loads, A at its byte 0 (MXFP4:
+ * its byte −1, masked off) and B ending where the quad ends, and are
+ * gathered from their 16-bit words (vpermt2w: A's 0-31, B's 32-63) by the
+ * tables below: QUAD_WORD is the word holding bytes p, p + 1 of a quad
+ * of blocks `bytes` long, A at byte `from`, from A where the pair lies in
+ * it on a word. */
+#define QUAD_WORD(p, bytes, from)                                                                  \
+    ((p) >= (from) && ((p) - (from)) % 2 == 0 && (p) - (from) <= 62                                \
+         ? ((p) - (from)) / 2                                                                      \
+         : ((p) - (4 * (bytes)-64)) / 2 + 32)
+#define QUAD_RUN(p, bytes, from)                                                                   \
+    QUAD_WORD(p, bytes, from), QUAD_WORD((p) + 2, bytes, from), QUAD_WORD((p) + 4, bytes, from),   \
+        QUAD_WORD((p) + 6, bytes, from), QUAD_WORD((p) + 8, bytes, from),                          \
+        QUAD_WORD((p) + 10, bytes, from), QUAD_WORD((p) + 12, bytes, from),                        \
+        QUAD_WORD((p) + 14, bytes, from)
+#define QUAD_FOUR(p, bytes, from)                                                                  \
+    QUAD_WORD(p, bytes, from), QUAD_WORD(p, bytes, from), QUAD_WORD(p, bytes, from),               \
+        QUAD_WORD(p, bytes, from)
+/* Each of the four blocks' nibbles, then its scale and m four times each */
+#define QUAD_WORDS(bytes, nibbles)                                                                 \
+    {                                                                                              \
+        QUAD_RUN(nibbles, bytes, 0), QUAD_RUN((bytes) + (nibbles), bytes, 0),                      \
+            QUAD_RUN(2 * (bytes) + (nibbles), bytes, 0),                                           \
+            QUAD_RUN(3 * (bytes) + (nibbles), bytes, 0), QUAD_FOUR(0, bytes, 0),                   \
+            QUAD_FOUR(bytes, bytes, 0), QUAD_FOUR(2 * (bytes), bytes, 0),                          \
+            QUAD_FOUR(3 * (bytes), bytes, 0), QUAD_FOUR(2, bytes, 0),                              \
+            QUAD_FOUR((bytes) + 2, bytes, 0), QUAD_FOUR(2 * (bytes) + 2, bytes, 0),                \
+            QUAD_FOUR(3 * (bytes) + 2, bytes, 0)                                                   \
     }
-    return f.levels ? _mm512_shuffle_epi8(table, q) : q;
-}
+static const uint16_t q4_0_words[64] = QUAD_WORDS(18, 2), q5_0_words[64] = QUAD_WORDS(22, 6),
+                      q4_1_words[64] = QUAD_WORDS(20, 4), q5_1_words[64] = QUAD_WORDS(24, 8);
+/* MXFP4 (17 bytes, nibbles at 1), A from byte −1: the nibbles, then for
+ * each 32-bit lane both words of the word holding its block's exponent
+ * (byte 17j, A's byte 17j + 1: the high byte for j = 0, 2) */
+static const uint16_t mxfp4_words[64] = {QUAD_RUN(1, 17, -1),
+                                         QUAD_RUN(18, 17, -1),
+                                         QUAD_RUN(35, 17, -1),
+                                         QUAD_RUN(52, 17, -1),
+                                         0,
+                                         0,
+                                         0,
+                                         0,
+                                         0,
+                                         0,
+                                         0,
+                                         0,
+                                         9,
+                                         9,
+                                         9,
+                                         9,
+                                         9,
+                                         9,
+                                         9,
+                                         9,
+                                         17,
+                                         17,
+                                         17,
+                                         17,
+                                         17,
+                                         17,
+                                         17,
+                                         17,
+                                         26,
+                                         26,
+                                         26,
+                                         26,
+                                         26,
+                                         26,
+                                         26,
+                                         26};
+#undef QUAD_WORDS
+#undef QUAD_FOUR
+#undef QUAD_RUN
+#undef QUAD_WORD
 
-/* block32_scale(first)·xs in lanes 0-7, block32_scale(second)·xs1 in
- * 8-15 (the second NULL: zeros). Two f16 scales convert and scale in one
- * vector, their words read as one integer: per pair of blocks, the
- * scalar conversions, products and broadcasts were two fifths of the
- * kernel's instructions. The same products, so the same bits. */
-INLINE __m512 block32_pair_factors(const uint8_t *first, const uint8_t *second, block32 f,
-                                   float xs0, float xs1)
+/* vkmoe_e8m0_half of each lane's e (0 .. 255), the same bits. */
+INLINE __m512 e8m0_halves(__m512i e)
 {
-    if (f.e8m0) /* (no faster as a vector: one thread, 25.8-26.2 Gweights/s either way) */
-        return joined(_mm256_set1_ps(block32_scale(first, f) * xs0),
-                      _mm256_set1_ps(second ? block32_scale(second, f) * xs1 : 0));
-    uint64_t words = word_at(first) | (uint64_t)(second ? word_at(second) : 0) << 32;
-    /* lanes 0 and 2: the two f16 scales (1 and 3 what follows them), times xs0 and xs1 */
-    __m128 scaled =
-        _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi64_si128((long long)words)), _mm_setr_ps(xs0, 0, xs1, 0));
-    const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
-    return _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(scaled));
+    __m512i normal = _mm512_slli_epi32(_mm512_sub_epi32(e, _mm512_set1_epi32(1)), 23),
+            small = _mm512_sllv_epi32(_mm512_set1_epi32(0x00200000), e);
+    __mmask16 tiny = _mm512_cmplt_epu32_mask(e, _mm512_set1_epi32(2));
+    return _mm512_castsi512_ps(_mm512_mask_mov_epi32(normal, tiny, small));
 }
 
-/* The kernel above with two blocks in one 512-bit register (lanes 0-7
- * the even block's, 8-15 the odd one's), in the same order (the same
- * bits); an odd last block in the lower lanes alone. */
+/* What the rows of a kernel call take of a quad of x: its limbs, the
+ * lane sums of eight values (or of each half, split) shifted to be taken
+ * off, the blocks' scales (lane 4j + i block j's) and their sums (lanes
+ * 4j, the others zero). */
+typedef struct quad_x {
+    __m512i limb[3][2]; /* [k][h] */
+    __m512i centre[2];
+    __m512 xs, sum;
+} quad_x;
+
+INLINE void quad_x_of(const int8_t *limbs, const quad_sums *s, block32 f, quad_x *x)
+{
+    const __m512i first =
+                      _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27),
+                  second = _mm512_add_epi32(first, _mm512_set1_epi32(4)),
+                  fours = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    for (int k = 0; k < 3; k++)
+        for (int h = 0; h < 2; h++)
+            x->limb[k][h] = _mm512_loadu_si512(limbs + 128 * k + 64 * h);
+    __m512i pair0 = _mm512_loadu_si512(s->lanes), pair1 = _mm512_loadu_si512(s->lanes + 16);
+    __m512i low = _mm512_permutex2var_epi32(pair0, first, pair1),
+            high = _mm512_permutex2var_epi32(pair0, second, pair1);
+    __m128i shift = _mm_cvtsi32_si128(block32_centre_shift(f));
+    x->centre[0] = f.split ? _mm512_sll_epi32(low, shift)
+                           : _mm512_sll_epi32(_mm512_add_epi32(low, high), shift);
+    x->centre[1] = _mm512_sll_epi32(high, shift);
+    x->xs = _mm512_permutexvar_ps(fours, _mm512_castps128_ps512(_mm_loadu_ps(s->scale)));
+    x->sum =
+        _mm512_maskz_permutexvar_ps(0x1111, fours, _mm512_castps128_ps512(_mm_loadu_ps(s->sum)));
+}
+
+/* Σ q·X over one limb's halves lo and hi (hi NULL: the low half's alone). */
+INLINE __m512i quad_dot(__m512i lo, const __m512i *hi, const quad_x *x, int h)
+{
+    __m512i s = _mm512_setzero_si512();
+    for (int k = 0; k < 3; k++) {
+        if (k)
+            s = _mm512_slli_epi32(s, 8);
+        s = _mm512_dpbusd_epi32(s, lo, x->limb[k][h]);
+        if (hi)
+            s = _mm512_dpbusd_epi32(s, *hi, x->limb[k][1]);
+    }
+    return s;
+}
+
+/* One weight row's quad into acc. */
+INLINE __m512 block32_quad(const uint8_t *quad, const quad_x *x, block32 f, __m512i table,
+                           __m512i code_words, __m512i scale_words, __m512 acc)
+{
+    const __m512i nibble = _mm512_set1_epi8(0xf);
+    __m512i a = f.e8m0 ? _mm512_maskz_loadu_epi8(~1ull, quad - 1) : _mm512_loadu_si512(quad),
+            b = _mm512_loadu_si512(quad + EXACT_QUAD * f.bytes - 64);
+    __m512i c = _mm512_permutex2var_epi16(a, code_words, b);
+    __m512i lo = _mm512_and_si512(c, nibble),
+            hi = _mm512_and_si512(_mm512_srli_epi16(c, 4), nibble);
+    if (f.bits == 5) {
+        uint32_t low[2], high[2];
+        fifth_words(quad, quad + f.bytes, f, &low[0], &high[0]);
+        fifth_words(quad + 2 * f.bytes, quad + 3 * f.bytes, f, &low[1], &high[1]);
+        const __m512i sixteen = _mm512_set1_epi8(0x10);
+        lo = _mm512_mask_add_epi8(lo, low[0] | (uint64_t)low[1] << 32, lo, sixteen);
+        hi = _mm512_mask_add_epi8(hi, high[0] | (uint64_t)high[1] << 32, hi, sixteen);
+    }
+    if (f.levels) {
+        lo = _mm512_shuffle_epi8(table, lo);
+        hi = _mm512_shuffle_epi8(table, hi);
+    }
+    __m512 factor, m = _mm512_setzero_ps();
+    if (f.e8m0) {
+        const __m512i at = _mm512_setr_epi32(8, 8, 8, 8, 0, 0, 0, 0, 8, 8, 8, 8, 0, 0, 0, 0);
+        __m512i e =
+            _mm512_and_si512(_mm512_srlv_epi32(_mm512_permutexvar_epi16(scale_words, a), at),
+                             _mm512_set1_epi32(255));
+        factor = _mm512_mul_ps(e8m0_halves(e), x->xs);
+    } else {
+        __m512i s = _mm512_permutex2var_epi16(a, scale_words, b);
+        factor = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(s)), x->xs);
+        if (f.affine)
+            m = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(s, 1));
+    }
+    if (f.split) {
+        acc = _mm512_fmadd_ps(
+            _mm512_cvtepi32_ps(_mm512_sub_epi32(quad_dot(lo, NULL, x, 0), x->centre[0])), factor,
+            acc);
+        return _mm512_fmadd_ps(
+            _mm512_cvtepi32_ps(_mm512_sub_epi32(quad_dot(hi, NULL, x, 1), x->centre[1])), factor,
+            acc);
+    }
+    __m512i s = quad_dot(lo, &hi, x, 0);
+    if (block32_centre_shift(f) >= 0)
+        s = _mm512_sub_epi32(s, x->centre[0]);
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), factor, acc);
+    return f.affine ? _mm512_fmadd_ps(m, x->sum, acc) : acc;
+}
+
 INLINE void block32_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row a[ROWS_AT_ONCE],
                          uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE],
                          block32 f)
@@ -1210,45 +1463,33 @@ INLINE void block32_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
         f.levels
             ? _mm512_broadcast_i32x4(_mm256_castsi256_si128(offset_levels(f.levels, f.level_shift)))
             : _mm512_setzero_si512();
-    const int shift = block32_centre_shift(f);
-    const uint32_t blocks = len / 32;
+    const __m512i code_words = _mm512_loadu_si512(f.words),
+                  scale_words = _mm512_loadu_si512(f.words + 32);
+    const uint32_t blocks = len / EXACT_BLOCK, whole = blocks / EXACT_QUAD;
     for (uint32_t i = 0; i < rows; i++) {
         __m512 acc[STORED_ROWS];
-        float offsets[STORED_ROWS] = {0};
-        for (uint32_t r = 0; r < STORED_ROWS; r++)
-            acc[r] = _mm512_setzero_ps();
-        for (uint32_t b = 0; b < blocks; b += 2) {
-            bool pair = b + 1 < blocks;
-            const int8_t *limbs = a[i].limbs + vkmoe_exact_limb_at(b);
-            const int32_t *lanes = a[i].lanes + EXACT_LANES * b;
-            __m512i limb[3], centre = _mm512_setzero_si512();
-            for (int k = 0; k < 3; k++)
-                limb[k] = pair ? limb_pair(limbs, k)
-                               : _mm512_castsi256_si512(_mm256_loadu_si256(
-                                     (const __m256i *)(limbs + EXACT_LIMB_STRIDE * k)));
-            if (shift >= 0)
-                centre = _mm512_sll_epi32(
-                    pair ? _mm512_loadu_si512(lanes)
-                         : _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)lanes)),
-                    _mm_cvtsi32_si128(shift));
-            float xs0 = a[i].scale[b], xs1 = pair ? a[i].scale[b + 1] : 0;
+        zero_halves(acc);
+        quad_x x;
+        for (uint32_t q = 0; q < whole; q++) {
+            quad_sums s = quad_sums_of(&a[i], q, EXACT_QUAD, NULL);
+            quad_x_of(a[i].limbs + (size_t)q * EXACT_QUAD_BYTES, &s, f, &x);
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
-                const uint8_t *block = w[r] + f.bytes * b, *next = pair ? block + f.bytes : NULL;
-                prefetch(block, 0);
-                __m512i sum = _mm512_sub_epi32(
-                    dot_limb_pairs(block32_pair_codes(block, next, f, table), limb), centre);
-                __m512 factor = block32_pair_factors(block, next, f, xs0, xs1);
-                acc[r] = _mm512_mask3_fmadd_ps(_mm512_cvtepi32_ps(sum), factor, acc[r],
-                                               pair ? 0xffff : 0x00ff);
-                if (f.affine) {
-                    offsets[r] += f16_at(block + 2) * a[i].sum[b];
-                    if (pair)
-                        offsets[r] += f16_at(next + 2) * a[i].sum[b + 1];
-                }
+                const uint8_t *quad = w[r] + (size_t)EXACT_QUAD * f.bytes * q;
+                prefetch(quad, 64);
+                acc[r] = block32_quad(quad, &x, f, table, code_words, scale_words, acc[r]);
             }
         }
-        for (uint32_t r = 0; r < STORED_ROWS; r++)
-            out[r][i] = sum8(_mm256_add_ps(lower_of(acc[r]), upper_of(acc[r]))) + offsets[r];
+        if (blocks % EXACT_QUAD) { /* the rows' last quad, short */
+            quad_padding pad;
+            quad_sums s = quad_sums_of(&a[i], whole, blocks % EXACT_QUAD, &pad);
+            quad_x_of(a[i].limbs + (size_t)whole * EXACT_QUAD_BYTES, &s, f, &x);
+            for (uint32_t r = 0; r < STORED_ROWS; r++) {
+                uint8_t copy[QUAD_COPY];
+                acc[r] = block32_quad(quad_of(w[r], whole, blocks % EXACT_QUAD, f, copy), &x, f,
+                                      table, code_words, scale_words, acc[r]);
+            }
+        }
+        store_halves(acc, out, i);
     }
 }
 #endif
@@ -1260,23 +1501,31 @@ INLINE void block32_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
         call;                                                                                      \
     }
 #define BLOCK32(...) block32_rows(w, a, rows, len, out, (block32){__VA_ARGS__})
+#if ZMM
+#define WORDS(table) .words = table
+#else
+#define WORDS(table) .words = NULL
+#endif
 KERNEL(q4_k, k_quant_rows(w, a, rows, len, out, false))
 KERNEL(q5_k, k_quant_rows(w, a, rows, len, out, true))
 KERNEL(q6_k, q6_k_rows(w, a, rows, len, out))
 KERNEL(q2_k, low_bits_rows(w, a, rows, len, out, (low_bits){.bytes = 84, .codes = 16}))
 KERNEL(q3_k,
        low_bits_rows(w, a, rows, len, out, (low_bits){.bytes = 110, .codes = 32, .third = true}))
-KERNEL(q4_0, BLOCK32(.bytes = 18, .nibbles = 2, .bits = 4))
-KERNEL(q5_0, BLOCK32(.bytes = 22, .high = 2, .nibbles = 6, .bits = 5))
-KERNEL(q4_1, BLOCK32(.bytes = 20, .nibbles = 4, .bits = 4, .affine = true))
-KERNEL(q5_1, BLOCK32(.bytes = 24, .high = 4, .nibbles = 8, .bits = 5, .affine = true))
-#if VNNI /* without, IQ4_NL's offset levels split into nibbles cost more than its float kernel */
-KERNEL(iq4_nl,
-       BLOCK32(.bytes = 18, .nibbles = 2, .bits = 4, .levels = vkmoe_iq4_levels, .level_shift = 7))
+KERNEL(q4_0, BLOCK32(.bytes = 18, .nibbles = 2, .bits = 4, WORDS(q4_0_words)))
+KERNEL(q5_0, BLOCK32(.bytes = 22, .high = 2, .nibbles = 6, .bits = 5, WORDS(q5_0_words)))
+KERNEL(q4_1, BLOCK32(.bytes = 20, .nibbles = 4, .bits = 4, .affine = true, WORDS(q4_1_words)))
+KERNEL(q5_1,
+       BLOCK32(.bytes = 24, .high = 4, .nibbles = 8, .bits = 5, .affine = true, WORDS(q5_1_words)))
+/* maddubs would take IQ4_NL's offset levels (to 241) in pairs past int16 */
+#if VNNI
+KERNEL(iq4_nl, BLOCK32(.bytes = 18, .nibbles = 2, .bits = 4, .levels = vkmoe_iq4_levels,
+                       .level_shift = 7, .split = true, WORDS(q4_0_words)))
 #endif
 KERNEL(mxfp4, BLOCK32(.bytes = 17, .nibbles = 1, .bits = 4, .e8m0 = true,
-                      .levels = vkmoe_mxfp4_levels, .level_shift = 4))
+                      .levels = vkmoe_mxfp4_levels, .level_shift = 4, WORDS(mxfp4_words)))
 KERNEL(iq4_xs, iq4_xs_rows(w, a, rows, len, out))
+#undef WORDS
 #undef BLOCK32
 #undef KERNEL
 
@@ -1301,5 +1550,14 @@ const vkmoe_exact_isa NAMED(vkmoe_exact, LEVEL) = {
             [VKMOE_WEIGHT_IQ4_XS] = iq4_xs,
         },
     .layout =
-        {[VKMOE_WEIGHT_Q4_K] = EXACT_BY_SUPER_BLOCKS, [VKMOE_WEIGHT_Q5_K] = EXACT_BY_SUPER_BLOCKS},
+        {
+            [VKMOE_WEIGHT_Q4_K] = EXACT_BY_SUPER_BLOCKS,
+            [VKMOE_WEIGHT_Q5_K] = EXACT_BY_SUPER_BLOCKS,
+            [VKMOE_WEIGHT_Q4_0] = EXACT_BY_QUADS,
+            [VKMOE_WEIGHT_Q5_0] = EXACT_BY_QUADS,
+            [VKMOE_WEIGHT_Q4_1] = EXACT_BY_QUADS,
+            [VKMOE_WEIGHT_Q5_1] = EXACT_BY_QUADS,
+            [VKMOE_WEIGHT_IQ4_NL] = EXACT_BY_QUADS,
+            [VKMOE_WEIGHT_MXFP4] = EXACT_BY_QUADS,
+        },
 };

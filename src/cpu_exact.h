@@ -59,9 +59,21 @@ static inline size_t vkmoe_exact_limb_at(uint32_t b)
 #define EXACT_SUPER_BLOCK 256u
 #define EXACT_CHUNK 8u
 
+/* The kernels of blocks of 32 (Q4_0 … MXFP4) read a row's limbs by quads
+ * of blocks: for blocks 4q .. 4q + 3, limb k and half h (values 16h ..
+ * 16h + 15 of each block), a run of 64 bytes at q·EXACT_QUAD_BYTES + (2k +
+ * h)·64, block 4q + j's values at 16j. The 16 bytes of nibbles of each of
+ * four weight blocks then make one register of low nibbles (the blocks'
+ * first halves) and one of high (their second halves), and a 32-bit lane
+ * meets eight values of one block, four of each half: a quad's byte dot
+ * products add up in integers before its blocks' scales apply. */
+#define EXACT_QUAD 4u
+#define EXACT_QUAD_BYTES (EXACT_QUAD * EXACT_BLOCK_BYTES)
+
 typedef enum vkmoe_exact_layout {
     EXACT_BY_PAIRS, /* vkmoe_exact_limb_at */
     EXACT_BY_SUPER_BLOCKS,
+    EXACT_BY_QUADS,
 } vkmoe_exact_layout;
 
 /* Where chunk g of block b's limb k lies in a row by super-blocks. */
@@ -72,11 +84,19 @@ static inline size_t vkmoe_exact_chunk_at(uint32_t b, uint32_t g, uint32_t k)
            (j / 2 + 4 * (j % 2)) * EXACT_CHUNK;
 }
 
-/* Bytes of limbs a row `len` values long takes (either layout: rows by
- * super-blocks are whole super-blocks, so whole pairs). */
+/* Where half h of block b's limb k lies in a row by quads. */
+static inline size_t vkmoe_exact_half_at(uint32_t b, uint32_t k, uint32_t h)
+{
+    return (size_t)(b / EXACT_QUAD) * EXACT_QUAD_BYTES + (2 * k + h) * 64 +
+           (b % EXACT_QUAD) * (EXACT_BLOCK / 2);
+}
+
+/* Bytes of limbs a row `len` values long takes, in any layout: whole
+ * quads (rows by super-blocks are whole super-blocks, so whole quads and
+ * pairs), the blocks past len / EXACT_BLOCK zeros (vkmoe_exact_rows). */
 static inline size_t vkmoe_exact_row_limb_bytes(uint32_t len)
 {
-    return (size_t)(len / EXACT_BLOCK + 1) / 2 * 2 * EXACT_BLOCK_BYTES;
+    return (size_t)(len / EXACT_BLOCK + EXACT_QUAD - 1) / EXACT_QUAD * EXACT_QUAD_BYTES;
 }
 
 /* One row of activations in the exact form, blocks of EXACT_BLOCK. */
@@ -95,6 +115,8 @@ typedef struct vkmoe_exact_row {
  * r·len/4, scales and sums at r·len/32, halves at r·len/16. */
 typedef struct vkmoe_exact_rows {
     vkmoe_exact_layout layout; /* the kernel's that reads them: vkmoe_exact_isa.layout */
+    /* zeroed when made: the kernels by quads read a last quad's missing
+     * blocks (against zero codes; level types' codes are not zero) */
     int8_t *limbs;
     int32_t *lanes;
     float *scale, *sum, *half;

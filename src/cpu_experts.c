@@ -491,7 +491,7 @@ static vkmoe_status exact_rows_create(vkmoe_context *ctx, const vkmoe_exact_isa 
 {
     size_t blocks = (size_t)count * (len / EXACT_BLOCK);
     rows->layout = isa->layout[type];
-    rows->limbs = vkmoe_malloc(count * vkmoe_exact_row_limb_bytes(len));
+    rows->limbs = vkmoe_calloc(count, vkmoe_exact_row_limb_bytes(len));
     rows->lanes = vkmoe_malloc(blocks * EXACT_LANES * sizeof(int32_t));
     rows->scale = vkmoe_malloc(blocks * sizeof(float));
     rows->sum = vkmoe_malloc(blocks * sizeof(float));

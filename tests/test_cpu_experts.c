@@ -142,7 +142,8 @@ static void test_every_level(void **state)
 /* A NaN in a token's input makes its outputs NaN, as in the reference,
  * and leaves the other tokens' as they were: the exact form's block holding
  * it is NaN, the others exact. Q4_K's codes are unsigned, IQ4_XS's levels
- * signed (offset, the lanes' sums taken off). */
+ * signed (offset, the lanes' sums taken off); Q4_1's m·Σx and MXFP4's
+ * levels by quads of blocks. */
 static void nan_input(void **state, vkmoe_weight_type type)
 {
     test_seed(76);
@@ -171,6 +172,8 @@ static void test_nan_input(void **state)
 {
     nan_input(state, VKMOE_WEIGHT_Q4_K);
     nan_input(state, VKMOE_WEIGHT_IQ4_XS);
+    nan_input(state, VKMOE_WEIGHT_Q4_1);
+    nan_input(state, VKMOE_WEIGHT_MXFP4);
 }
 
 /* Two experts of a hundred rows each: many units a thread, all threads. */
