@@ -172,46 +172,13 @@ INLINE __m256i dot_limbs(__m256i q, const int8_t *limbs)
 #endif
 }
 
-/* dot_limbs for any unsigned bytes u, modulo 2^32 (Σ u·X may pass 2^31). */
-INLINE __m256i dot_bytes(__m256i u, const int8_t *limbs)
-{
-#if VNNI
-    return dot_limbs(u, limbs); /* dpbusd takes any unsigned byte */
-#else
-    /* maddubs's pairs of products would leave int16: u = 16·(u >> 4) + (u & 15) */
-    const __m256i nibble = _mm256_set1_epi8(0xf);
-    return _mm256_add_epi32(
-        _mm256_slli_epi32(dot_limbs(_mm256_and_si256(_mm256_srli_epi16(u, 4), nibble), limbs), 4),
-        dot_limbs(_mm256_and_si256(u, nibble), limbs));
-#endif
-}
-
-/* dot_limbs for signed codes c (−128 .. 127) offset by 128 to be unsigned
- * bytes u: Σ u·X − 128·Σ X of each lane, exact modulo 2^32 as |Σ c·X| <
- * 2^31. */
-INLINE __m256i dot_offset(__m256i u, const int8_t *limbs, const int32_t *lanes)
-{
-    return _mm256_sub_epi32(dot_bytes(u, limbs),
-                            _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)lanes), 7));
-}
-
-/* A 16-level table offset by 2^shift to be unsigned bytes (by 128 for
- * dot_offset), in both halves for shuffle_epi8. */
+/* A 16-level table offset by 2^shift to be unsigned bytes, in both
+ * halves for shuffle_epi8. */
 INLINE __m256i offset_levels(const int8_t levels[16], int shift)
 {
     __m128i t =
         _mm_add_epi8(_mm_loadu_si128((const __m128i *)levels), _mm_set1_epi8((char)(1 << shift)));
     return _mm256_broadcastsi128_si256(t);
-}
-
-/* The 32 codes of 16 bytes of nibbles, byte l holding codes l and l + 16:
- * the bytes in both halves, the upper half shifted by 4 (three operations
- * where splitting the halves apart and joining them took five). */
-INLINE __m256i nibble_codes(const uint8_t *nibbles)
-{
-    __m256i n = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)nibbles));
-    return _mm256_and_si256(_mm256_srlv_epi32(n, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)),
-                            _mm256_set1_epi8(0xf));
 }
 
 INLINE float sum8(__m256 v)
@@ -320,13 +287,6 @@ INLINE __m512 joined(__m256 low, __m256 high)
 }
 
 INLINE __m512 upper_half(__m256 v) { return joined(_mm256_setzero_ps(), v); }
-
-/* Lanes 0-7 f[2j], 8-15 f[2j + 1]: two blocks' factors, of eight. */
-INLINE __m512 halves_factors(__m512 f, int j)
-{
-    const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-    return _mm512_permutexvar_ps(_mm512_add_epi32(_mm512_set1_epi32(2 * j), halves), f);
-}
 
 INLINE __m256 lower_of(__m512 v) { return _mm512_castps512_ps256(v); }
 
@@ -996,83 +956,6 @@ INLINE __m256 iq4_xs_steps(const uint8_t *block)
                          _mm256_cvtepi32_ps(_mm256_sub_epi32(ls, _mm256_set1_epi32(32))));
 }
 
-/* IQ4_XS: per sub-block of 32 (one block of the exact form), d·(ls −
- * 32)·2^e·Σ level·X, the levels offset by 128 (dot_offset). Where the
- * level has 512-bit VNNI, the kernel below this one instead. */
-#if !ZMM
-INLINE void iq4_xs_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row a[ROWS_AT_ONCE],
-                        uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
-{
-    const __m256i table = offset_levels(vkmoe_iq4_levels, 7);
-    for (uint32_t i = 0; i < rows; i++) {
-        __m256 acc[STORED_ROWS][2];
-        zero_pairs(acc);
-        for (uint32_t s = 0; s < len / 256; s++) {
-            const int8_t *limbs = a[i].limbs + vkmoe_exact_limb_at(8 * s);
-            const int32_t *lanes = a[i].lanes + 8 * EXACT_LANES * s;
-            __m256 xs = _mm256_loadu_ps(a[i].scale + 8 * s);
-            for (uint32_t r = 0; r < STORED_ROWS; r++) {
-                const uint8_t *block = w[r] + 136 * s;
-                prefetch(block, 136);
-                float f[8];
-                _mm256_storeu_ps(f, _mm256_mul_ps(iq4_xs_steps(block), xs));
-                for (int b = 0; b < 8; b++) {
-                    __m256i u = _mm256_shuffle_epi8(table, nibble_codes(block + 8 + 16 * b));
-                    __m256i sum =
-                        dot_offset(u, limbs + vkmoe_exact_limb_at(b), lanes + EXACT_LANES * b);
-                    acc[r][b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(f[b]),
-                                                    acc[r][b & 1]);
-                }
-            }
-        }
-        store_pairs(acc, out, i);
-    }
-}
-#else
-/* The kernel above with two sub-blocks in one 512-bit register (lanes 0-7
- * block 2j's, 8-15 2j + 1's), in the same order (the same bits). */
-INLINE void iq4_xs_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row a[ROWS_AT_ONCE],
-                        uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
-{
-    const __m512i table = _mm512_broadcast_i32x4(
-                      _mm256_castsi256_si128(offset_levels(vkmoe_iq4_levels, 7))),
-                  nibble = _mm512_set1_epi8(0xf);
-    /* a pair's 32 bytes of nibbles as quarters [low, low, high, high], the
-     * second of each shifted down to its high nibbles (nibble_codes twice) */
-    const __m512i by_quarter = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
-    for (uint32_t i = 0; i < rows; i++) {
-        __m512 acc[STORED_ROWS];
-        zero_halves(acc);
-        for (uint32_t s = 0; s < len / 256; s++) {
-            const int32_t *lanes = a[i].lanes + 8 * EXACT_LANES * s;
-            __m256 xs = _mm256_loadu_ps(a[i].scale + 8 * s);
-            /* blocks 2j and 2j + 1's limbs and 128·(lane sums), for every row */
-            __m512i limb[4][3], offset[4];
-            super_block_limbs(&a[i], s, limb);
-            for (int j = 0; j < 4; j++)
-                offset[j] = _mm512_slli_epi32(_mm512_loadu_si512(lanes + 2 * EXACT_LANES * j), 7);
-            for (uint32_t r = 0; r < STORED_ROWS; r++) {
-                const uint8_t *block = w[r] + 136 * s;
-                prefetch(block, 136);
-                __m512 f = _mm512_castps256_ps512(_mm256_mul_ps(iq4_xs_steps(block), xs));
-                for (int j = 0; j < 4; j++) {
-                    __m512i n = _mm512_castsi256_si512(
-                        _mm256_loadu_si256((const __m256i *)(block + 8 + 32 * j)));
-                    __m512i codes = _mm512_and_si512(
-                        _mm512_srlv_epi64(_mm512_shuffle_i64x2(n, n, _MM_SHUFFLE(1, 1, 0, 0)),
-                                          by_quarter),
-                        nibble);
-                    __m512i u = _mm512_shuffle_epi8(table, codes);
-                    __m512i sum = _mm512_sub_epi32(dot_limb_pairs(u, limb[j]), offset[j]);
-                    acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), halves_factors(f, j), acc[r]);
-                }
-            }
-        }
-        store_halves(acc, out, i);
-    }
-}
-#endif
-
 /* Q4_0, Q5_0, Q4_1 and Q5_1 blocks of 32 (quantize.c): f16 d, f16 m for
  * the affine _1 types, four bytes of fifth bits for the 5-bit ones (code
  * i's at bit i), then 16 bytes of nibbles (byte l holds codes l and
@@ -1107,8 +990,8 @@ typedef struct block32 {
 } block32;
 
 /* How far left a block's lane sums Σ X are shifted to be taken off its
- * Σ code·X: by the codes' centre 2^(bits−1), or by the 128 the levels are
- * offset by (dot_offset); none for the affine types, whose m·Σx is a
+ * Σ code·X: by the codes' centre 2^(bits−1), or by the 2^level_shift the
+ * levels are offset by; none for the affine types, whose m·Σx is a
  * float sum of its own. */
 INLINE int block32_centre_shift(block32 f)
 {
@@ -1191,9 +1074,69 @@ INLINE float block32_scale(const uint8_t *block, block32 f)
     return f.e8m0 ? vkmoe_e8m0_half(block[0]) : f16_at(block);
 }
 
-/* Half p (blocks 2p and 2p + 1) of a quad in 256-bit registers: lanes
- * 0-3 the first block's, 4-7 the second's, the same sums in the same
- * order as lanes 8p .. 8p + 7 of the 512-bit kernel below. */
+/* Σ u·X of half h of two blocks' codes u against their limbs (limb k's
+ * half h at run + 128k + 64h): AVX2's maddubs takes codes below 64 whole
+ * and IQ4's offset levels (to 241, `wide`) by nibbles. */
+INLINE __m256i half_sum(__m256i u, const int8_t *run, int h, bool wide)
+{
+    __m256i sum[3];
+#if !VNNI
+    if (wide) {
+        const __m256i nibble = _mm256_set1_epi8(0xf);
+        __m256i up = _mm256_and_si256(_mm256_srli_epi16(u, 4), nibble);
+        for (int k = 0; k < 3; k++)
+            sum[k] = dot_add(_mm256_setzero_si256(), up, run + 128 * k + 64 * h);
+        __m256i s = _mm256_slli_epi32(joined_sums(sum, false), 4);
+        u = _mm256_and_si256(u, nibble);
+        for (int k = 0; k < 3; k++)
+            sum[k] = dot_add(_mm256_setzero_si256(), u, run + 128 * k + 64 * h);
+        return _mm256_add_epi32(s, joined_sums(sum, false));
+    }
+#else
+    (void)wide;
+#endif
+    for (int k = 0; k < 3; k++)
+        sum[k] = dot_add(_mm256_setzero_si256(), u, run + 128 * k + 64 * h);
+    return joined_sums(sum, false);
+}
+
+/* Half p (blocks 2p and 2p + 1) of a quad of rows' codes, lo the blocks'
+ * first halves' and hi their second halves', into acc: lanes 0-3 the
+ * first block's, 4-7 the second's, each times its factor; the same sums
+ * in the same order as lanes 8p .. 8p + 7 of the 512-bit kernel's
+ * quad_into. limbs: the quad's. */
+INLINE __m256 quad_half_into(__m256i lo, __m256i hi, const int8_t *limbs, const quad_sums *x, int p,
+                             block32 f, __m256 factor, __m256 acc)
+{
+    const int8_t *run = limbs + 32 * p;
+    int shift = block32_centre_shift(f);
+    /* the two blocks' lane sums: the first halves' in lanes 0-3 of lane
+     * sums of four, the second halves' in 4-7 */
+    __m256i first_lanes = _mm256_loadu_si256((const __m256i *)(x->lanes + 2 * p * EXACT_LANES)),
+            second_lanes =
+                _mm256_loadu_si256((const __m256i *)(x->lanes + (2 * p + 1) * EXACT_LANES));
+    __m256i low_lanes = _mm256_permute2x128_si256(first_lanes, second_lanes, 0x20),
+            high_lanes = _mm256_permute2x128_si256(first_lanes, second_lanes, 0x31);
+    if (f.split) {
+        for (int h = 0; h < 2; h++) {
+            __m256i centre = _mm256_sll_epi32(h ? high_lanes : low_lanes, _mm_cvtsi32_si128(shift));
+            __m256i s = half_sum(h ? hi : lo, run, h, f.level_shift == 7);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(s, centre)), factor, acc);
+        }
+        return acc;
+    }
+    __m256i sum[3];
+    for (int k = 0; k < 3; k++)
+        sum[k] =
+            dot_add(dot_add(_mm256_setzero_si256(), lo, run + 128 * k), hi, run + 128 * k + 64);
+    __m256i s = joined_sums(sum, false);
+    if (shift >= 0)
+        s = _mm256_sub_epi32(
+            s, _mm256_sll_epi32(_mm256_add_epi32(low_lanes, high_lanes), _mm_cvtsi32_si128(shift)));
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), factor, acc);
+}
+
+/* Half p of a quad of weight blocks into acc (quad_half_into). */
 INLINE __m256 block32_half(const uint8_t *quad, const int8_t *limbs, const quad_sums *x, int p,
                            block32 f, __m256i table, __m256 acc)
 {
@@ -1213,36 +1156,9 @@ INLINE __m256 block32_half(const uint8_t *quad, const int8_t *limbs, const quad_
         lo = _mm256_shuffle_epi8(table, lo);
         hi = _mm256_shuffle_epi8(table, hi);
     }
-    const int8_t *run = limbs + 32 * p; /* limb k's half h at 128k + 64h */
-    int shift = block32_centre_shift(f);
-    /* the two blocks' lane sums: the first halves' in lanes 0-3 of lane
-     * sums of four, the second halves' in 4-7 */
-    __m256i first_lanes = _mm256_loadu_si256((const __m256i *)(x->lanes + 2 * p * EXACT_LANES)),
-            second_lanes =
-                _mm256_loadu_si256((const __m256i *)(x->lanes + (2 * p + 1) * EXACT_LANES));
-    __m256i low_lanes = _mm256_permute2x128_si256(first_lanes, second_lanes, 0x20),
-            high_lanes = _mm256_permute2x128_si256(first_lanes, second_lanes, 0x31);
     __m256 factor = fours(block32_scale(first, f) * x->scale[2 * p],
                           block32_scale(second, f) * x->scale[2 * p + 1]);
-    __m256i sum[3];
-    if (f.split) {
-        for (int h = 0; h < 2; h++) {
-            for (int k = 0; k < 3; k++)
-                sum[k] = dot_add(_mm256_setzero_si256(), h ? hi : lo, run + 128 * k + 64 * h);
-            __m256i centre = _mm256_sll_epi32(h ? high_lanes : low_lanes, _mm_cvtsi32_si128(shift));
-            acc = _mm256_fmadd_ps(
-                _mm256_cvtepi32_ps(_mm256_sub_epi32(joined_sums(sum, false), centre)), factor, acc);
-        }
-        return acc;
-    }
-    for (int k = 0; k < 3; k++)
-        sum[k] =
-            dot_add(dot_add(_mm256_setzero_si256(), lo, run + 128 * k), hi, run + 128 * k + 64);
-    __m256i s = joined_sums(sum, false);
-    if (shift >= 0)
-        s = _mm256_sub_epi32(
-            s, _mm256_sll_epi32(_mm256_add_epi32(low_lanes, high_lanes), _mm_cvtsi32_si128(shift)));
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), factor, acc);
+    acc = quad_half_into(lo, hi, limbs, x, p, f, factor, acc);
     if (f.affine)
         acc = _mm256_fmadd_ps(fours(f16_at(first + 2), f16_at(second + 2)),
                               _mm256_setr_ps(x->sum[2 * p], 0, 0, 0, x->sum[2 * p + 1], 0, 0, 0),
@@ -1413,6 +1329,25 @@ INLINE __m512i quad_dot(__m512i lo, const __m512i *hi, const quad_x *x, int h)
     return s;
 }
 
+/* A quad of a weight row's codes, lo the blocks' first halves' and hi
+ * their second halves', into acc: lane 4j + i block j's, times factor. */
+INLINE __m512 quad_into(__m512i lo, __m512i hi, __m512 factor, const quad_x *x, block32 f,
+                        __m512 acc)
+{
+    if (f.split) {
+        acc = _mm512_fmadd_ps(
+            _mm512_cvtepi32_ps(_mm512_sub_epi32(quad_dot(lo, NULL, x, 0), x->centre[0])), factor,
+            acc);
+        return _mm512_fmadd_ps(
+            _mm512_cvtepi32_ps(_mm512_sub_epi32(quad_dot(hi, NULL, x, 1), x->centre[1])), factor,
+            acc);
+    }
+    __m512i s = quad_dot(lo, &hi, x, 0);
+    if (block32_centre_shift(f) >= 0)
+        s = _mm512_sub_epi32(s, x->centre[0]);
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), factor, acc);
+}
+
 /* One weight row's quad into acc. */
 INLINE __m512 block32_quad(const uint8_t *quad, const quad_x *x, block32 f, __m512i table,
                            __m512i code_words, __m512i scale_words, __m512i fifth_gather,
@@ -1458,18 +1393,7 @@ INLINE __m512 block32_quad(const uint8_t *quad, const quad_x *x, block32 f, __m5
         if (f.affine)
             m = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(s, 1));
     }
-    if (f.split) {
-        acc = _mm512_fmadd_ps(
-            _mm512_cvtepi32_ps(_mm512_sub_epi32(quad_dot(lo, NULL, x, 0), x->centre[0])), factor,
-            acc);
-        return _mm512_fmadd_ps(
-            _mm512_cvtepi32_ps(_mm512_sub_epi32(quad_dot(hi, NULL, x, 1), x->centre[1])), factor,
-            acc);
-    }
-    __m512i s = quad_dot(lo, &hi, x, 0);
-    if (block32_centre_shift(f) >= 0)
-        s = _mm512_sub_epi32(s, x->centre[0]);
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), factor, acc);
+    acc = quad_into(lo, hi, factor, x, f, acc);
     return f.affine ? _mm512_fmadd_ps(m, x->sum, acc) : acc;
 }
 
@@ -1508,6 +1432,85 @@ INLINE void block32_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
                 uint8_t copy[QUAD_COPY];
                 acc[r] = block32_quad(quad_of(w[r], whole, blocks % EXACT_QUAD, f, copy), &x, f,
                                       table, code_words, scale_words, fifth_gather, acc[r]);
+            }
+        }
+        store_halves(acc, out, i);
+    }
+}
+#endif
+
+/* IQ4_XS: per sub-block of 32 (one block of the exact form), d·(ls −
+ * 32)·2^e·Σ level·X, the levels offset by 128 and their sums split by
+ * halves as IQ4_NL's: a super-block's two quads of sub-blocks each take
+ * their 64 bytes of codes in one run, the eight steps made once a
+ * super-block and row. */
+#if !ZMM
+INLINE void iq4_xs_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row a[ROWS_AT_ONCE],
+                        uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
+{
+    const block32 f = {.levels = vkmoe_iq4_levels, .level_shift = 7, .split = true};
+    const __m256i table = offset_levels(vkmoe_iq4_levels, 7), nibble = _mm256_set1_epi8(0xf);
+    const __m256i pair = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    for (uint32_t i = 0; i < rows; i++) {
+        __m256 acc[STORED_ROWS][2];
+        zero_pairs(acc);
+        for (uint32_t s = 0; s < len / EXACT_SUPER_BLOCK; s++) {
+            __m256 xs = _mm256_loadu_ps(a[i].scale + 8 * s), step[STORED_ROWS];
+            for (uint32_t r = 0; r < STORED_ROWS; r++) {
+                prefetch(w[r] + 136 * s, 136);
+                step[r] = _mm256_mul_ps(iq4_xs_steps(w[r] + 136 * s), xs);
+            }
+            for (uint32_t t = 0; t < 2; t++) {
+                quad_sums x = quad_sums_of(&a[i], 2 * s + t, EXACT_QUAD, NULL);
+                const int8_t *limbs = a[i].limbs + (size_t)(2 * s + t) * EXACT_QUAD_BYTES;
+                for (uint32_t r = 0; r < STORED_ROWS; r++)
+                    for (int p = 0; p < 2; p++) {
+                        __m256i c = _mm256_loadu_si256(
+                            (const __m256i *)(w[r] + 136 * s + 8 + 64 * t + 32 * p));
+                        __m256i lo = _mm256_shuffle_epi8(table, _mm256_and_si256(c, nibble)),
+                                hi = _mm256_shuffle_epi8(
+                                    table, _mm256_and_si256(_mm256_srli_epi16(c, 4), nibble));
+                        __m256 factor = _mm256_permutevar8x32_ps(
+                            step[r], _mm256_add_epi32(pair, _mm256_set1_epi32(4 * t + 2 * p)));
+                        acc[r][p] = quad_half_into(lo, hi, limbs, &x, p, f, factor, acc[r][p]);
+                    }
+            }
+        }
+        store_pairs(acc, out, i);
+    }
+}
+#else
+/* The kernel above in 512-bit registers: a quad a register. */
+INLINE void iq4_xs_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row a[ROWS_AT_ONCE],
+                        uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
+{
+    const block32 f = {.levels = vkmoe_iq4_levels, .level_shift = 7, .split = true};
+    const __m512i table = _mm512_broadcast_i32x4(
+                      _mm256_castsi256_si128(offset_levels(vkmoe_iq4_levels, 7))),
+                  nibble = _mm512_set1_epi8(0xf),
+                  fours = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    for (uint32_t i = 0; i < rows; i++) {
+        __m512 acc[STORED_ROWS];
+        zero_halves(acc);
+        for (uint32_t s = 0; s < len / EXACT_SUPER_BLOCK; s++) {
+            __m256 xs = _mm256_loadu_ps(a[i].scale + 8 * s), step[STORED_ROWS];
+            for (uint32_t r = 0; r < STORED_ROWS; r++) {
+                prefetch(w[r] + 136 * s, 136);
+                step[r] = _mm256_mul_ps(iq4_xs_steps(w[r] + 136 * s), xs);
+            }
+            for (uint32_t t = 0; t < 2; t++) {
+                quad_sums sums = quad_sums_of(&a[i], 2 * s + t, EXACT_QUAD, NULL);
+                quad_x x;
+                quad_x_of(a[i].limbs + (size_t)(2 * s + t) * EXACT_QUAD_BYTES, &sums, f, &x);
+                const __m512i spread = _mm512_add_epi32(fours, _mm512_set1_epi32(4 * t));
+                for (uint32_t r = 0; r < STORED_ROWS; r++) {
+                    __m512i c = _mm512_loadu_si512(w[r] + 136 * s + 8 + 64 * t);
+                    __m512i lo = _mm512_shuffle_epi8(table, _mm512_and_si512(c, nibble)),
+                            hi = _mm512_shuffle_epi8(
+                                table, _mm512_and_si512(_mm512_srli_epi16(c, 4), nibble));
+                    __m512 factor = _mm512_permutexvar_ps(spread, _mm512_castps256_ps512(step[r]));
+                    acc[r] = quad_into(lo, hi, factor, &x, f, acc[r]);
+                }
             }
         }
         store_halves(acc, out, i);
@@ -1580,5 +1583,6 @@ const vkmoe_exact_isa NAMED(vkmoe_exact, LEVEL) = {
             [VKMOE_WEIGHT_Q5_1] = EXACT_BY_QUADS,
             [VKMOE_WEIGHT_IQ4_NL] = EXACT_BY_QUADS,
             [VKMOE_WEIGHT_MXFP4] = EXACT_BY_QUADS,
+            [VKMOE_WEIGHT_IQ4_XS] = EXACT_BY_QUADS,
         },
 };
