@@ -971,15 +971,16 @@ INLINE __m256 iq4_xs_steps(const uint8_t *block)
  * in the lanes 4j by a second FMA. */
 typedef struct block32 {
     uint32_t bytes, high, nibbles; /* a block's size, where its parts begin */
-    int bits;
+    int bits;                      /* 4 or 5; Q8_0's kernel (below) 8, its codes offset by 2^7 */
     bool affine;
     bool e8m0;            /* the scale an E8M0 exponent, not an f16 */
     const int8_t *levels; /* [16], or NULL: the codes are the values */
     /* 7 for IQ4_NL's levels (−127 .. 113); 4 for MXFP4's (−12 .. 12),
      * below 64 once offset, so that maddubs takes them whole */
     int level_shift;
-    /* IQ4_NL: eight levels down to −127 by X up to 2^22 could pass 2^31,
-     * so each half of a block makes a sum (and a conversion) of its own */
+    /* IQ4_NL (and Q8_0): eight levels down to −127 by X up to 2^22 could
+     * pass 2^31, so each half of a block makes a sum (and a conversion)
+     * of its own */
     bool split;
     /* The 512-bit kernel's gathers of 16-bit words from a quad (QUAD_WORD):
      * [0, 32) the four blocks' nibbles, [32, 64) their scales (each four
@@ -998,8 +999,8 @@ INLINE int block32_centre_shift(block32 f)
     return f.levels ? f.level_shift : f.affine ? -1 : f.bits - 1;
 }
 
-/* The most bytes a block of 32 takes (Q5_1's). */
-#define BLOCK32_MOST 24u
+/* The most bytes a block of 32 takes (Q8_0's). */
+#define BLOCK32_MOST 34u
 
 /* Quad q of a weight row, or of a row's last quad of n < EXACT_QUAD
  * blocks a copy with zeros for the blocks it lacks: they meet the zero
@@ -1066,14 +1067,6 @@ INLINE __m256i fifth_bits(uint32_t bits)
     return _mm256_and_si256(_mm256_cmpeq_epi8(set, bit), _mm256_set1_epi8(0x10));
 }
 
-/* Lanes 0-3 a, lanes 4-7 b. */
-INLINE __m256 fours(float a, float b) { return _mm256_setr_m128(_mm_set1_ps(a), _mm_set1_ps(b)); }
-
-INLINE float block32_scale(const uint8_t *block, block32 f)
-{
-    return f.e8m0 ? vkmoe_e8m0_half(block[0]) : f16_at(block);
-}
-
 /* Σ u·X of half h of two blocks' codes u against their limbs (limb k's
  * half h at run + 128k + 64h): AVX2's maddubs takes codes below 64 whole
  * and IQ4's offset levels (to 241, `wide`) by nibbles. */
@@ -1100,45 +1093,78 @@ INLINE __m256i half_sum(__m256i u, const int8_t *run, int h, bool wide)
     return joined_sums(sum, false);
 }
 
-/* Half p (blocks 2p and 2p + 1) of a quad of rows' codes, lo the blocks'
- * first halves' and hi their second halves', into acc: lanes 0-3 the
- * first block's, 4-7 the second's, each times its factor; the same sums
- * in the same order as lanes 8p .. 8p + 7 of the 512-bit kernel's
- * quad_into. limbs: the quad's. */
-INLINE __m256 quad_half_into(__m256i lo, __m256i hi, const int8_t *limbs, const quad_sums *x, int p,
-                             block32 f, __m256 factor, __m256 acc)
+/* What the rows of a kernel call take of half p (blocks 2p and 2p + 1)
+ * of a quad of x: its limbs (limb k's half h at run + 128k + 64h), the
+ * lane sums of eight values (or of each half, split) shifted to be taken
+ * off, the blocks' scales and their sums. */
+typedef struct half_x {
+    const int8_t *run;
+    __m256i centre[2];
+    __m128 xs;  /* lanes 0, 1 */
+    __m256 sum; /* lanes 0 and 4, the others zero */
+} half_x;
+
+INLINE void half_x_of(const int8_t *limbs, const quad_sums *x, int p, block32 f, half_x *h)
 {
-    const int8_t *run = limbs + 32 * p;
-    int shift = block32_centre_shift(f);
+    h->run = limbs + 32 * p;
     /* the two blocks' lane sums: the first halves' in lanes 0-3 of lane
      * sums of four, the second halves' in 4-7 */
-    __m256i first_lanes = _mm256_loadu_si256((const __m256i *)(x->lanes + 2 * p * EXACT_LANES)),
-            second_lanes =
-                _mm256_loadu_si256((const __m256i *)(x->lanes + (2 * p + 1) * EXACT_LANES));
-    __m256i low_lanes = _mm256_permute2x128_si256(first_lanes, second_lanes, 0x20),
-            high_lanes = _mm256_permute2x128_si256(first_lanes, second_lanes, 0x31);
+    __m256i first = _mm256_loadu_si256((const __m256i *)(x->lanes + 2 * p * EXACT_LANES)),
+            second = _mm256_loadu_si256((const __m256i *)(x->lanes + (2 * p + 1) * EXACT_LANES));
+    __m256i low = _mm256_permute2x128_si256(first, second, 0x20),
+            high = _mm256_permute2x128_si256(first, second, 0x31);
+    __m128i shift = _mm_cvtsi32_si128(block32_centre_shift(f));
+    h->centre[0] = f.split ? _mm256_sll_epi32(low, shift)
+                           : _mm256_sll_epi32(_mm256_add_epi32(low, high), shift);
+    h->centre[1] = _mm256_sll_epi32(high, shift);
+    h->xs = _mm_setr_ps(x->scale[2 * p], x->scale[2 * p + 1], 0, 0);
+    h->sum = _mm256_setr_ps(x->sum[2 * p], 0, 0, 0, x->sum[2 * p + 1], 0, 0, 0);
+}
+
+/* A half of a quad of a weight row's codes, lo the blocks' first halves'
+ * and hi their second halves', into acc: lanes 0-3 the first block's,
+ * 4-7 the second's, each times its factor; the same sums in the same
+ * order as lanes 8p .. 8p + 7 of the 512-bit kernel's quad_into. */
+INLINE __m256 quad_half_into(__m256i lo, __m256i hi, const half_x *x, block32 f, __m256 factor,
+                             __m256 acc)
+{
     if (f.split) {
         for (int h = 0; h < 2; h++) {
-            __m256i centre = _mm256_sll_epi32(h ? high_lanes : low_lanes, _mm_cvtsi32_si128(shift));
-            __m256i s = half_sum(h ? hi : lo, run, h, f.level_shift == 7);
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(s, centre)), factor, acc);
+            __m256i s = half_sum(h ? hi : lo, x->run, h, block32_centre_shift(f) == 7);
+            acc =
+                _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(s, x->centre[h])), factor, acc);
         }
         return acc;
     }
     __m256i sum[3];
     for (int k = 0; k < 3; k++)
-        sum[k] =
-            dot_add(dot_add(_mm256_setzero_si256(), lo, run + 128 * k), hi, run + 128 * k + 64);
+        sum[k] = dot_add(dot_add(_mm256_setzero_si256(), lo, x->run + 128 * k), hi,
+                         x->run + 128 * k + 64);
     __m256i s = joined_sums(sum, false);
-    if (shift >= 0)
-        s = _mm256_sub_epi32(
-            s, _mm256_sll_epi32(_mm256_add_epi32(low_lanes, high_lanes), _mm_cvtsi32_si128(shift)));
+    if (block32_centre_shift(f) >= 0)
+        s = _mm256_sub_epi32(s, x->centre[0]);
     return _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), factor, acc);
 }
 
+/* Lanes 0-3 v's lane 0, 4-7 its lane 1. */
+INLINE __m256 fours_of(__m128 v)
+{
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(v),
+                                    _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+}
+
+/* Two blocks' f16 words at `at` as floats in lanes 0, 1. */
+INLINE __m128 f16_pair(const uint8_t *first, const uint8_t *second, uint32_t at)
+{
+    uint16_t a, b;
+    memcpy(&a, first + at, 2);
+    memcpy(&b, second + at, 2);
+    return _mm_cvtph_ps(_mm_cvtsi32_si128((int)(a | (uint32_t)b << 16)));
+}
+
 /* Half p of a quad of weight blocks into acc (quad_half_into). */
-INLINE __m256 block32_half(const uint8_t *quad, const int8_t *limbs, const quad_sums *x, int p,
-                           block32 f, __m256i table, __m256 acc)
+INLINE __m256 block32_half(const uint8_t *quad, const half_x *x, int p, block32 f, __m256i table,
+                           __m256 acc)
 {
     const __m256i nibble = _mm256_set1_epi8(0xf);
     const uint8_t *first = quad + f.bytes * 2 * p, *second = first + f.bytes;
@@ -1156,13 +1182,11 @@ INLINE __m256 block32_half(const uint8_t *quad, const int8_t *limbs, const quad_
         lo = _mm256_shuffle_epi8(table, lo);
         hi = _mm256_shuffle_epi8(table, hi);
     }
-    __m256 factor = fours(block32_scale(first, f) * x->scale[2 * p],
-                          block32_scale(second, f) * x->scale[2 * p + 1]);
-    acc = quad_half_into(lo, hi, limbs, x, p, f, factor, acc);
+    __m128 scale = f.e8m0 ? _mm_setr_ps(vkmoe_e8m0_half(first[0]), vkmoe_e8m0_half(second[0]), 0, 0)
+                          : f16_pair(first, second, 0);
+    acc = quad_half_into(lo, hi, x, f, fours_of(_mm_mul_ps(scale, x->xs)), acc);
     if (f.affine)
-        acc = _mm256_fmadd_ps(fours(f16_at(first + 2), f16_at(second + 2)),
-                              _mm256_setr_ps(x->sum[2 * p], 0, 0, 0, x->sum[2 * p + 1], 0, 0, 0),
-                              acc);
+        acc = _mm256_fmadd_ps(fours_of(f16_pair(first, second, 2)), x->sum, acc);
     return acc;
 }
 
@@ -1181,13 +1205,17 @@ INLINE void block32_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
                 blocks - EXACT_QUAD * q < EXACT_QUAD ? blocks - EXACT_QUAD * q : EXACT_QUAD;
             quad_padding pad;
             quad_sums x = quad_sums_of(&a[i], q, n, &pad);
-            const int8_t *limbs = a[i].limbs + (size_t)q * EXACT_QUAD_BYTES;
+            const uint8_t *quad[STORED_ROWS];
+            uint8_t copy[STORED_ROWS][QUAD_COPY];
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
-                uint8_t copy[QUAD_COPY];
-                const uint8_t *quad = quad_of(w[r], q, n, f, copy);
-                prefetch(quad, 64);
-                for (int p = 0; p < 2; p++)
-                    acc[r][p] = block32_half(quad, limbs, &x, p, f, table, acc[r][p]);
+                quad[r] = quad_of(w[r], q, n, f, copy[r]);
+                prefetch(quad[r], 64);
+            }
+            for (int p = 0; p < 2; p++) {
+                half_x h;
+                half_x_of(a[i].limbs + (size_t)q * EXACT_QUAD_BYTES, &x, p, f, &h);
+                for (uint32_t r = 0; r < STORED_ROWS; r++)
+                    acc[r][p] = block32_half(quad[r], &h, p, f, table, acc[r][p]);
             }
         }
         store_pairs(acc, out, i);
@@ -1197,82 +1225,56 @@ INLINE void block32_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
 /* A quad's weights come from two 512-bit loads, A at its byte 0 (MXFP4:
  * its byte −1, masked off) and B ending where the quad ends, and are
  * gathered from their 16-bit words (vpermt2w: A's 0-31, B's 32-63) by the
- * tables below: QUAD_WORD is the word holding bytes p, p + 1 of a quad
- * of blocks `bytes` long, A at byte `from`, from A where the pair lies in
- * it on a word. */
-#define QUAD_WORD(p, bytes, from)                                                                  \
-    ((p) >= (from) && ((p) - (from)) % 2 == 0 && (p) - (from) <= 62                                \
-         ? ((p) - (from)) / 2                                                                      \
-         : ((p) - (4 * (bytes)-64)) / 2 + 32)
-#define QUAD_RUN(p, bytes, from)                                                                   \
-    QUAD_WORD(p, bytes, from), QUAD_WORD((p) + 2, bytes, from), QUAD_WORD((p) + 4, bytes, from),   \
-        QUAD_WORD((p) + 6, bytes, from), QUAD_WORD((p) + 8, bytes, from),                          \
-        QUAD_WORD((p) + 10, bytes, from), QUAD_WORD((p) + 12, bytes, from),                        \
-        QUAD_WORD((p) + 14, bytes, from)
-#define QUAD_FOUR(p, bytes, from)                                                                  \
-    QUAD_WORD(p, bytes, from), QUAD_WORD(p, bytes, from), QUAD_WORD(p, bytes, from),               \
-        QUAD_WORD(p, bytes, from)
-/* Each of the four blocks' nibbles, then its scale and m four times each */
-#define QUAD_FIFTH(p, bytes)                                                                       \
-    QUAD_WORD(p, bytes, 0), QUAD_WORD((p) + 2, bytes, 0), QUAD_FOUR(p, bytes, 0),                  \
-        QUAD_WORD(p, bytes, 0), QUAD_WORD(p, bytes, 0)
+ * tables below: QUAD_WORD is the word holding bytes p, p + 1 of a quad,
+ * A at byte a and B at byte b, from A where the pair lies in it on a
+ * word. */
+#define QUAD_WORD(p, a, b)                                                                         \
+    ((p) >= (a) && ((p) - (a)) % 2 == 0 && (p) - (a) <= 62 ? ((p) - (a)) / 2 : ((p) - (b)) / 2 + 32)
+#define QUAD_TWO(p, a, b) QUAD_WORD(p, a, b), QUAD_WORD((p) + 2, a, b)
+#define QUAD_RUN(p, a, b)                                                                          \
+    QUAD_TWO(p, a, b), QUAD_TWO((p) + 4, a, b), QUAD_TWO((p) + 8, a, b), QUAD_TWO((p) + 12, a, b)
+#define QUAD_FOUR(p, a, b)                                                                         \
+    QUAD_WORD(p, a, b), QUAD_WORD(p, a, b), QUAD_WORD(p, a, b), QUAD_WORD(p, a, b)
+#define QUAD_EIGHT(w) w, w, w, w, w, w, w, w
+/* A quad of blocks `bytes` long: each of the four blocks' nibbles, its
+ * scale and m four times each, its fifth bits (two words) */
 #define QUAD_WORDS(bytes, nibbles, high)                                                           \
     {                                                                                              \
-        QUAD_RUN(nibbles, bytes, 0), QUAD_RUN((bytes) + (nibbles), bytes, 0),                      \
-            QUAD_RUN(2 * (bytes) + (nibbles), bytes, 0),                                           \
-            QUAD_RUN(3 * (bytes) + (nibbles), bytes, 0), QUAD_FOUR(0, bytes, 0),                   \
-            QUAD_FOUR(bytes, bytes, 0), QUAD_FOUR(2 * (bytes), bytes, 0),                          \
-            QUAD_FOUR(3 * (bytes), bytes, 0), QUAD_FOUR(2, bytes, 0),                              \
-            QUAD_FOUR((bytes) + 2, bytes, 0), QUAD_FOUR(2 * (bytes) + 2, bytes, 0),                \
-            QUAD_FOUR(3 * (bytes) + 2, bytes, 0), QUAD_FIFTH(high, bytes),                         \
-            QUAD_FIFTH((bytes) + (high), bytes), QUAD_FIFTH(2 * (bytes) + (high), bytes),          \
-            QUAD_FIFTH(3 * (bytes) + (high), bytes)                                                \
+        QUAD_RUN(nibbles, 0, 4 * (bytes)-64), QUAD_RUN((bytes) + (nibbles), 0, 4 * (bytes)-64),    \
+            QUAD_RUN(2 * (bytes) + (nibbles), 0, 4 * (bytes)-64),                                  \
+            QUAD_RUN(3 * (bytes) + (nibbles), 0, 4 * (bytes)-64), QUAD_FOUR(0, 0, 4 * (bytes)-64), \
+            QUAD_FOUR(bytes, 0, 4 * (bytes)-64), QUAD_FOUR(2 * (bytes), 0, 4 * (bytes)-64),        \
+            QUAD_FOUR(3 * (bytes), 0, 4 * (bytes)-64), QUAD_FOUR(2, 0, 4 * (bytes)-64),            \
+            QUAD_FOUR((bytes) + 2, 0, 4 * (bytes)-64),                                             \
+            QUAD_FOUR(2 * (bytes) + 2, 0, 4 * (bytes)-64),                                         \
+            QUAD_FOUR(3 * (bytes) + 2, 0, 4 * (bytes)-64), QUAD_TWO(high, 0, 4 * (bytes)-64),      \
+            QUAD_FOUR(0, 0, 0), QUAD_TWO(0, 0, 0), QUAD_TWO((bytes) + (high), 0, 4 * (bytes)-64),  \
+            QUAD_FOUR(0, 0, 0), QUAD_TWO(0, 0, 0),                                                 \
+            QUAD_TWO(2 * (bytes) + (high), 0, 4 * (bytes)-64), QUAD_FOUR(0, 0, 0),                 \
+            QUAD_TWO(0, 0, 0), QUAD_TWO(3 * (bytes) + (high), 0, 4 * (bytes)-64),                  \
+            QUAD_FOUR(0, 0, 0), QUAD_TWO(0, 0, 0)                                                  \
     }
 static const uint16_t q4_0_words[96] = QUAD_WORDS(18, 2, 0), q5_0_words[96] = QUAD_WORDS(22, 6, 2),
                       q4_1_words[96] = QUAD_WORDS(20, 4, 0), q5_1_words[96] = QUAD_WORDS(24, 8, 4);
 /* MXFP4 (17 bytes, nibbles at 1), A from byte −1: the nibbles, then for
  * each 32-bit lane both words of the word holding its block's exponent
  * (byte 17j, A's byte 17j + 1: the high byte for j = 0, 2) */
-static const uint16_t mxfp4_words[64] = {QUAD_RUN(1, 17, -1),
-                                         QUAD_RUN(18, 17, -1),
-                                         QUAD_RUN(35, 17, -1),
-                                         QUAD_RUN(52, 17, -1),
-                                         0,
-                                         0,
-                                         0,
-                                         0,
-                                         0,
-                                         0,
-                                         0,
-                                         0,
-                                         9,
-                                         9,
-                                         9,
-                                         9,
-                                         9,
-                                         9,
-                                         9,
-                                         9,
-                                         17,
-                                         17,
-                                         17,
-                                         17,
-                                         17,
-                                         17,
-                                         17,
-                                         17,
-                                         26,
-                                         26,
-                                         26,
-                                         26,
-                                         26,
-                                         26,
-                                         26,
-                                         26};
+static const uint16_t mxfp4_words[64] = {
+    QUAD_RUN(1, -1, 4), QUAD_RUN(18, -1, 4), QUAD_RUN(35, -1, 4), QUAD_RUN(52, -1, 4),
+    QUAD_EIGHT(0),      QUAD_EIGHT(9),       QUAD_EIGHT(17),      QUAD_EIGHT(26)};
+/* Q8_0 (34 bytes, codes at 2): the blocks' first halves from loads at
+ * bytes 0 and 64, their second halves from loads at 8 and 72 (the quad's
+ * 136 bytes), the scales four times each from the first two. */
+static const uint16_t q8_0_words[96] = {
+    QUAD_RUN(2, 0, 64),  QUAD_RUN(36, 0, 64),  QUAD_RUN(70, 0, 64),  QUAD_RUN(104, 0, 64),
+    QUAD_RUN(18, 8, 72), QUAD_RUN(52, 8, 72),  QUAD_RUN(86, 8, 72),  QUAD_RUN(120, 8, 72),
+    QUAD_FOUR(0, 0, 64), QUAD_FOUR(34, 0, 64), QUAD_FOUR(68, 0, 64), QUAD_FOUR(102, 0, 64),
+    QUAD_EIGHT(0),       QUAD_EIGHT(0)};
 #undef QUAD_WORDS
-#undef QUAD_FIFTH
+#undef QUAD_EIGHT
 #undef QUAD_FOUR
 #undef QUAD_RUN
+#undef QUAD_TWO
 #undef QUAD_WORD
 
 /* vkmoe_e8m0_half of each lane's e (0 .. 255), the same bits. */
@@ -1462,18 +1464,20 @@ INLINE void iq4_xs_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_r
             }
             for (uint32_t t = 0; t < 2; t++) {
                 quad_sums x = quad_sums_of(&a[i], 2 * s + t, EXACT_QUAD, NULL);
-                const int8_t *limbs = a[i].limbs + (size_t)(2 * s + t) * EXACT_QUAD_BYTES;
-                for (uint32_t r = 0; r < STORED_ROWS; r++)
-                    for (int p = 0; p < 2; p++) {
+                for (int p = 0; p < 2; p++) {
+                    half_x h;
+                    half_x_of(a[i].limbs + (size_t)(2 * s + t) * EXACT_QUAD_BYTES, &x, p, f, &h);
+                    const __m256i spread = _mm256_add_epi32(pair, _mm256_set1_epi32(4 * t + 2 * p));
+                    for (uint32_t r = 0; r < STORED_ROWS; r++) {
                         __m256i c = _mm256_loadu_si256(
                             (const __m256i *)(w[r] + 136 * s + 8 + 64 * t + 32 * p));
                         __m256i lo = _mm256_shuffle_epi8(table, _mm256_and_si256(c, nibble)),
                                 hi = _mm256_shuffle_epi8(
                                     table, _mm256_and_si256(_mm256_srli_epi16(c, 4), nibble));
-                        __m256 factor = _mm256_permutevar8x32_ps(
-                            step[r], _mm256_add_epi32(pair, _mm256_set1_epi32(4 * t + 2 * p)));
-                        acc[r][p] = quad_half_into(lo, hi, limbs, &x, p, f, factor, acc[r][p]);
+                        acc[r][p] = quad_half_into(
+                            lo, hi, &h, f, _mm256_permutevar8x32_ps(step[r], spread), acc[r][p]);
                     }
+                }
             }
         }
         store_pairs(acc, out, i);
@@ -1518,6 +1522,111 @@ INLINE void iq4_xs_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_r
 }
 #endif
 
+/* Q8_0 blocks (34 bytes: f16 d, then 32 int8 codes; quantize.c): per
+ * block d·2^e·Σ c·X, the codes offset by 128 to be unsigned bytes (one
+ * XOR) and so centred on 2^7, by quads as the blocks of 32 (a quad's
+ * first halves, then its second halves, sixteen codes a block each), the
+ * halves' sums split as IQ4_NL's (eight codes to ±127 by X to 2^22 could
+ * pass 2^31). The VNNI levels only: AVX2 would take the offset codes by
+ * nibbles, against its float kernel. */
+#if VNNI
+#if !ZMM
+INLINE void q8_0_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row a[ROWS_AT_ONCE],
+                      uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
+{
+    const block32 f = {.bytes = 34, .bits = 8, .split = true};
+    const __m256i offset = _mm256_set1_epi8((char)0x80);
+    const uint32_t blocks = len / EXACT_BLOCK;
+    for (uint32_t i = 0; i < rows; i++) {
+        __m256 acc[STORED_ROWS][2];
+        zero_pairs(acc);
+        for (uint32_t q = 0; q * EXACT_QUAD < blocks; q++) {
+            uint32_t n =
+                blocks - EXACT_QUAD * q < EXACT_QUAD ? blocks - EXACT_QUAD * q : EXACT_QUAD;
+            quad_padding pad;
+            quad_sums x = quad_sums_of(&a[i], q, n, &pad);
+            const uint8_t *quad[STORED_ROWS];
+            uint8_t copy[STORED_ROWS][QUAD_COPY];
+            for (uint32_t r = 0; r < STORED_ROWS; r++) {
+                quad[r] = quad_of(w[r], q, n, f, copy[r]);
+                prefetch(quad[r], 128);
+            }
+            for (int p = 0; p < 2; p++) {
+                half_x h;
+                half_x_of(a[i].limbs + (size_t)q * EXACT_QUAD_BYTES, &x, p, f, &h);
+                for (uint32_t r = 0; r < STORED_ROWS; r++) {
+                    const uint8_t *first = quad[r] + 2 * 34 * p, *second = first + 34;
+                    __m256i lo = _mm256_xor_si256(_mm256_loadu2_m128i((const __m128i *)(second + 2),
+                                                                      (const __m128i *)(first + 2)),
+                                                  offset),
+                            hi =
+                                _mm256_xor_si256(_mm256_loadu2_m128i((const __m128i *)(second + 18),
+                                                                     (const __m128i *)(first + 18)),
+                                                 offset);
+                    acc[r][p] = quad_half_into(
+                        lo, hi, &h, f, fours_of(_mm_mul_ps(f16_pair(first, second, 0), h.xs)),
+                        acc[r][p]);
+                }
+            }
+        }
+        store_pairs(acc, out, i);
+    }
+}
+#else
+/* The kernel above in 512-bit registers: a quad's first halves from two
+ * loads, its second halves from two more (q8_0_words). */
+INLINE __m512 q8_0_quad(const uint8_t *quad, const quad_x *x, block32 f, __m512i first_words,
+                        __m512i second_words, __m512i scale_words, __m512 acc)
+{
+    const __m512i offset = _mm512_set1_epi8((char)0x80);
+    __m512i a = _mm512_loadu_si512(quad), b = _mm512_loadu_si512(quad + 64);
+    __m512i lo = _mm512_xor_si512(_mm512_permutex2var_epi16(a, first_words, b), offset),
+            hi = _mm512_xor_si512(_mm512_permutex2var_epi16(_mm512_loadu_si512(quad + 8),
+                                                            second_words,
+                                                            _mm512_loadu_si512(quad + 72)),
+                                  offset);
+    __m512 d =
+        _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(a, scale_words, b)));
+    return quad_into(lo, hi, _mm512_mul_ps(d, x->xs), x, f, acc);
+}
+
+INLINE void q8_0_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row a[ROWS_AT_ONCE],
+                      uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
+{
+    const block32 f = {.bytes = 34, .bits = 8, .split = true};
+    const __m512i first_words = _mm512_loadu_si512(q8_0_words),
+                  second_words = _mm512_loadu_si512(q8_0_words + 32),
+                  scale_words = _mm512_loadu_si512(q8_0_words + 64);
+    const uint32_t blocks = len / EXACT_BLOCK, whole = blocks / EXACT_QUAD;
+    for (uint32_t i = 0; i < rows; i++) {
+        __m512 acc[STORED_ROWS];
+        zero_halves(acc);
+        quad_x x;
+        for (uint32_t q = 0; q < whole; q++) {
+            quad_sums s = quad_sums_of(&a[i], q, EXACT_QUAD, NULL);
+            quad_x_of(a[i].limbs + (size_t)q * EXACT_QUAD_BYTES, &s, f, &x);
+            for (uint32_t r = 0; r < STORED_ROWS; r++) {
+                const uint8_t *quad = w[r] + (size_t)EXACT_QUAD * 34 * q;
+                prefetch(quad, 128);
+                acc[r] = q8_0_quad(quad, &x, f, first_words, second_words, scale_words, acc[r]);
+            }
+        }
+        if (blocks % EXACT_QUAD) { /* the rows' last quad, short */
+            quad_padding pad;
+            quad_sums s = quad_sums_of(&a[i], whole, blocks % EXACT_QUAD, &pad);
+            quad_x_of(a[i].limbs + (size_t)whole * EXACT_QUAD_BYTES, &s, f, &x);
+            for (uint32_t r = 0; r < STORED_ROWS; r++) {
+                uint8_t copy[QUAD_COPY];
+                acc[r] = q8_0_quad(quad_of(w[r], whole, blocks % EXACT_QUAD, f, copy), &x, f,
+                                   first_words, second_words, scale_words, acc[r]);
+            }
+        }
+        store_halves(acc, out, i);
+    }
+}
+#endif
+#endif
+
 #define KERNEL(name, call)                                                                         \
     static void name(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row a[ROWS_AT_ONCE],   \
                      uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])            \
@@ -1543,6 +1652,7 @@ KERNEL(q5_1,
        BLOCK32(.bytes = 24, .high = 4, .nibbles = 8, .bits = 5, .affine = true, WORDS(q5_1_words)))
 /* maddubs would take IQ4_NL's offset levels (to 241) in pairs past int16 */
 #if VNNI
+KERNEL(q8_0, q8_0_rows(w, a, rows, len, out))
 KERNEL(iq4_nl, BLOCK32(.bytes = 18, .nibbles = 2, .bits = 4, .levels = vkmoe_iq4_levels,
                        .level_shift = 7, .split = true, WORDS(q4_0_words)))
 #endif
@@ -1568,6 +1678,7 @@ const vkmoe_exact_isa NAMED(vkmoe_exact, LEVEL) = {
             [VKMOE_WEIGHT_Q4_1] = q4_1,
             [VKMOE_WEIGHT_Q5_1] = q5_1,
 #if VNNI
+            [VKMOE_WEIGHT_Q8_0] = q8_0,
             [VKMOE_WEIGHT_IQ4_NL] = iq4_nl,
 #endif
             [VKMOE_WEIGHT_MXFP4] = mxfp4,
@@ -1584,5 +1695,6 @@ const vkmoe_exact_isa NAMED(vkmoe_exact, LEVEL) = {
             [VKMOE_WEIGHT_IQ4_NL] = EXACT_BY_QUADS,
             [VKMOE_WEIGHT_MXFP4] = EXACT_BY_QUADS,
             [VKMOE_WEIGHT_IQ4_XS] = EXACT_BY_QUADS,
+            [VKMOE_WEIGHT_Q8_0] = EXACT_BY_QUADS,
         },
 };

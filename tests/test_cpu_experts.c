@@ -98,14 +98,16 @@ static void test_every_kind_of_expert(void **state)
  * every x86 level this CPU runs (VKMOE_CPU_KERNELS caps the level a layer
  * takes when it is made): each within the tolerance, and all the same
  * bits, as their sums are integers; and the portable C code (codecs and
- * f32 sums) within the tolerance. IQ4_NL has no exact kernel below the
- * VNNI levels: its AVX2 float kernel is held to the tolerance alone. */
+ * f32 sums) within the tolerance. IQ4_NL and Q8_0 have no exact kernel
+ * below the VNNI levels: their AVX2 float kernels are held to the
+ * tolerance alone. */
 static void test_every_level(void **state)
 {
     static const vkmoe_weight_type types[] = {
         VKMOE_WEIGHT_Q4_K, VKMOE_WEIGHT_Q5_K,   VKMOE_WEIGHT_Q6_K,   VKMOE_WEIGHT_Q4_0,
         VKMOE_WEIGHT_Q5_0, VKMOE_WEIGHT_Q4_1,   VKMOE_WEIGHT_Q5_1,   VKMOE_WEIGHT_Q2_K,
         VKMOE_WEIGHT_Q3_K, VKMOE_WEIGHT_IQ4_NL, VKMOE_WEIGHT_IQ4_XS, VKMOE_WEIGHT_MXFP4,
+        VKMOE_WEIGHT_Q8_0,
     };
     static const char *const levels[] = {"portable", "avx2", "avxvnni", "avx512vnni"};
     for (size_t t = 0; t < VKMOE_ARRAY_SIZE(types); t++) {
@@ -126,7 +128,8 @@ static void test_every_level(void **state)
             test_layer_upload(&layer);
             test_check_forward(&layer, p.max_tokens, x);
             assert_int_equal(vkmoe_layer_forward(layer.layer, p.max_tokens, x, y), VKMOE_OK);
-            size_t first_exact = types[t] == VKMOE_WEIGHT_IQ4_NL ? 2 : 1;
+            bool vnni_only = types[t] == VKMOE_WEIGHT_IQ4_NL || types[t] == VKMOE_WEIGHT_Q8_0;
+            size_t first_exact = vnni_only ? 2 : 1;
             if (l == first_exact)
                 memcpy(first, y, bytes);
             if (l >= first_exact)
@@ -142,8 +145,8 @@ static void test_every_level(void **state)
 /* A NaN in a token's input makes its outputs NaN, as in the reference,
  * and leaves the other tokens' as they were: the exact form's block holding
  * it is NaN, the others exact. Q4_K's codes are unsigned, IQ4_XS's levels
- * signed (offset, the lanes' sums taken off); Q4_1's m·Σx and MXFP4's
- * levels by quads of blocks. */
+ * signed (offset, the lanes' sums taken off); Q4_1's m·Σx, MXFP4's levels
+ * and Q8_0's offset codes by quads of blocks. */
 static void nan_input(void **state, vkmoe_weight_type type)
 {
     test_seed(76);
@@ -174,6 +177,7 @@ static void test_nan_input(void **state)
     nan_input(state, VKMOE_WEIGHT_IQ4_XS);
     nan_input(state, VKMOE_WEIGHT_Q4_1);
     nan_input(state, VKMOE_WEIGHT_MXFP4);
+    nan_input(state, VKMOE_WEIGHT_Q8_0);
 }
 
 /* Two experts of a hundred rows each: many units a thread, all threads. */
