@@ -971,7 +971,9 @@ INLINE __m256 iq4_xs_steps(const uint8_t *block)
  * in the lanes 4j by a second FMA. */
 typedef struct block32 {
     uint32_t bytes, high, nibbles; /* a block's size, where its parts begin */
-    int bits;                      /* 4 or 5; Q8_0's kernel (below) 8, its codes offset by 2^7 */
+    /* 4 or 5; Q8_0's 8 (34 bytes: f16 d, then 32 int8 codes), its codes
+     * offset by 128 (one XOR) to be unsigned bytes, centred on 2^7 */
+    int bits;
     bool affine;
     bool e8m0;            /* the scale an E8M0 exponent, not an f16 */
     const int8_t *levels; /* [16], or NULL: the codes are the values */
@@ -986,7 +988,7 @@ typedef struct block32 {
      * [0, 32) the four blocks' nibbles, [32, 64) their scales (each four
      * times) and, for the affine types, from 48 their m's; the 5-bit
      * types' [64, 96) their fifth bits (the first two words of each
-     * 128-bit lane). */
+     * 128-bit lane), Q8_0's its second halves (q8_0_quad). */
     const uint16_t *words;
 } block32;
 
@@ -1018,6 +1020,13 @@ INLINE const uint8_t *quad_of(const uint8_t *row, uint32_t q, uint32_t n, block3
     memset(copy, 0, QUAD_COPY);
     memcpy(copy + 1, quad, n * f.bytes);
     return copy + 1;
+}
+
+/* The lines of a quad PREFETCH_BYTES on (the 4-bit types' 72 to 80
+ * bytes two lines, Q8_0's 136 three). */
+INLINE void quad_prefetch(const uint8_t *quad, block32 f)
+{
+    prefetch(quad, (EXACT_QUAD * f.bytes + 63) / 64 * 64 - 64);
 }
 
 /* What a quad of an activation row gives beyond its limbs: its blocks'
@@ -1166,12 +1175,18 @@ INLINE __m128 f16_pair(const uint8_t *first, const uint8_t *second, uint32_t at)
 INLINE __m256 block32_half(const uint8_t *quad, const half_x *x, int p, block32 f, __m256i table,
                            __m256 acc)
 {
-    const __m256i nibble = _mm256_set1_epi8(0xf);
+    const __m256i nibble = _mm256_set1_epi8(0xf), offset = _mm256_set1_epi8((char)0x80);
     const uint8_t *first = quad + f.bytes * 2 * p, *second = first + f.bytes;
     __m256i c = _mm256_loadu2_m128i((const __m128i *)(second + f.nibbles),
                                     (const __m128i *)(first + f.nibbles));
     __m256i lo = _mm256_and_si256(c, nibble),
             hi = _mm256_and_si256(_mm256_srli_epi16(c, 4), nibble);
+    if (f.bits == 8) { /* Q8_0: bytes, the halves one after the other */
+        lo = _mm256_xor_si256(c, offset);
+        hi = _mm256_xor_si256(_mm256_loadu2_m128i((const __m128i *)(second + f.nibbles + 16),
+                                                  (const __m128i *)(first + f.nibbles + 16)),
+                              offset);
+    }
     if (f.bits == 5) {
         uint32_t low, high;
         fifth_words(first, second, f, &low, &high);
@@ -1209,7 +1224,7 @@ INLINE void block32_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
             uint8_t copy[STORED_ROWS][QUAD_COPY];
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
                 quad[r] = quad_of(w[r], q, n, f, copy[r]);
-                prefetch(quad[r], 64);
+                quad_prefetch(quad[r], f);
             }
             for (int p = 0; p < 2; p++) {
                 half_x h;
@@ -1263,13 +1278,13 @@ static const uint16_t mxfp4_words[64] = {
     QUAD_RUN(1, -1, 4), QUAD_RUN(18, -1, 4), QUAD_RUN(35, -1, 4), QUAD_RUN(52, -1, 4),
     QUAD_EIGHT(0),      QUAD_EIGHT(9),       QUAD_EIGHT(17),      QUAD_EIGHT(26)};
 /* Q8_0 (34 bytes, codes at 2): the blocks' first halves from loads at
- * bytes 0 and 64, their second halves from loads at 8 and 72 (the quad's
- * 136 bytes), the scales four times each from the first two. */
+ * bytes 0 and 64, their scales four times each from the same, their
+ * second halves from loads at 8 and 72 (the quad's 136 bytes) */
 static const uint16_t q8_0_words[96] = {
     QUAD_RUN(2, 0, 64),  QUAD_RUN(36, 0, 64),  QUAD_RUN(70, 0, 64),  QUAD_RUN(104, 0, 64),
-    QUAD_RUN(18, 8, 72), QUAD_RUN(52, 8, 72),  QUAD_RUN(86, 8, 72),  QUAD_RUN(120, 8, 72),
     QUAD_FOUR(0, 0, 64), QUAD_FOUR(34, 0, 64), QUAD_FOUR(68, 0, 64), QUAD_FOUR(102, 0, 64),
-    QUAD_EIGHT(0),       QUAD_EIGHT(0)};
+    QUAD_EIGHT(0),       QUAD_EIGHT(0),        QUAD_RUN(18, 8, 72),  QUAD_RUN(52, 8, 72),
+    QUAD_RUN(86, 8, 72), QUAD_RUN(120, 8, 72)};
 #undef QUAD_WORDS
 #undef QUAD_EIGHT
 #undef QUAD_FOUR
@@ -1350,11 +1365,30 @@ INLINE __m512 quad_into(__m512i lo, __m512i hi, __m512 factor, const quad_x *x, 
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), factor, acc);
 }
 
+/* Q8_0's quad (136 bytes) in 512-bit registers: its first halves from
+ * loads at bytes 0 and 64, its second halves from loads at 8 and 72
+ * (q8_0_words), the codes offset by 128 (one XOR). */
+INLINE __m512 q8_0_quad(const uint8_t *quad, const quad_x *x, block32 f, __m512i first_words,
+                        __m512i scale_words, __m512i second_words, __m512 acc)
+{
+    const __m512i offset = _mm512_set1_epi8((char)0x80);
+    __m512i a = _mm512_loadu_si512(quad), b = _mm512_loadu_si512(quad + 64);
+    __m512i lo = _mm512_xor_si512(_mm512_permutex2var_epi16(a, first_words, b), offset),
+            hi = _mm512_xor_si512(_mm512_permutex2var_epi16(_mm512_loadu_si512(quad + 8),
+                                                            second_words,
+                                                            _mm512_loadu_si512(quad + 72)),
+                                  offset);
+    __m512 d =
+        _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(a, scale_words, b)));
+    return quad_into(lo, hi, _mm512_mul_ps(d, x->xs), x, f, acc);
+}
+
 /* One weight row's quad into acc. */
 INLINE __m512 block32_quad(const uint8_t *quad, const quad_x *x, block32 f, __m512i table,
-                           __m512i code_words, __m512i scale_words, __m512i fifth_gather,
-                           __m512 acc)
+                           __m512i code_words, __m512i scale_words, __m512i more_words, __m512 acc)
 {
+    if (f.bits == 8)
+        return q8_0_quad(quad, x, f, code_words, scale_words, more_words, acc);
     const __m512i nibble = _mm512_set1_epi8(0xf);
     __m512i a = f.e8m0 ? _mm512_maskz_loadu_epi8(~1ull, quad - 1) : _mm512_loadu_si512(quad),
             b = _mm512_loadu_si512(quad + EXACT_QUAD * f.bytes - 64);
@@ -1372,7 +1406,7 @@ INLINE __m512 block32_quad(const uint8_t *quad, const quad_x *x, block32 f, __m5
                           _mm_setr_epi8(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3)),
                       bit = _mm512_set1_epi64((long long)0x8040201008040201ull),
                       sixteen = _mm512_set1_epi8(0x10);
-        __m512i bits = _mm512_permutex2var_epi16(a, fifth_gather, b);
+        __m512i bits = _mm512_permutex2var_epi16(a, more_words, b);
         lo = _mm512_mask_add_epi8(
             lo, _mm512_test_epi8_mask(_mm512_shuffle_epi8(bits, low_bytes), bit), lo, sixteen);
         hi = _mm512_mask_add_epi8(
@@ -1409,8 +1443,8 @@ INLINE void block32_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
             : _mm512_setzero_si512();
     const __m512i code_words = _mm512_loadu_si512(f.words),
                   scale_words = _mm512_loadu_si512(f.words + 32),
-                  fifth_gather =
-                      f.bits == 5 ? _mm512_loadu_si512(f.words + 64) : _mm512_setzero_si512();
+                  more_words = /* fifth bits, or Q8_0's second halves */
+                  f.bits > 4 ? _mm512_loadu_si512(f.words + 64) : _mm512_setzero_si512();
     const uint32_t blocks = len / EXACT_BLOCK, whole = blocks / EXACT_QUAD;
     for (uint32_t i = 0; i < rows; i++) {
         __m512 acc[STORED_ROWS];
@@ -1421,9 +1455,9 @@ INLINE void block32_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
             quad_x_of(a[i].limbs + (size_t)q * EXACT_QUAD_BYTES, &s, f, &x);
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
                 const uint8_t *quad = w[r] + (size_t)EXACT_QUAD * f.bytes * q;
-                prefetch(quad, 64);
+                quad_prefetch(quad, f);
                 acc[r] =
-                    block32_quad(quad, &x, f, table, code_words, scale_words, fifth_gather, acc[r]);
+                    block32_quad(quad, &x, f, table, code_words, scale_words, more_words, acc[r]);
             }
         }
         if (blocks % EXACT_QUAD) { /* the rows' last quad, short */
@@ -1433,13 +1467,25 @@ INLINE void block32_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_
             for (uint32_t r = 0; r < STORED_ROWS; r++) {
                 uint8_t copy[QUAD_COPY];
                 acc[r] = block32_quad(quad_of(w[r], whole, blocks % EXACT_QUAD, f, copy), &x, f,
-                                      table, code_words, scale_words, fifth_gather, acc[r]);
+                                      table, code_words, scale_words, more_words, acc[r]);
             }
         }
         store_halves(acc, out, i);
     }
 }
 #endif
+
+/* iq4_xs_steps of super-block s of each weight row times x's block
+ * scales, prefetching the rows. */
+INLINE void iq4_xs_row_steps(const uint8_t *const w[STORED_ROWS], uint32_t s, const float *scale,
+                             __m256 step[STORED_ROWS])
+{
+    __m256 xs = _mm256_loadu_ps(scale + 8 * s);
+    for (uint32_t r = 0; r < STORED_ROWS; r++) {
+        prefetch(w[r] + 136 * s, 136);
+        step[r] = _mm256_mul_ps(iq4_xs_steps(w[r] + 136 * s), xs);
+    }
+}
 
 /* IQ4_XS: per sub-block of 32 (one block of the exact form), d·(ls −
  * 32)·2^e·Σ level·X, the levels offset by 128 and their sums split by
@@ -1457,11 +1503,8 @@ INLINE void iq4_xs_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_r
         __m256 acc[STORED_ROWS][2];
         zero_pairs(acc);
         for (uint32_t s = 0; s < len / EXACT_SUPER_BLOCK; s++) {
-            __m256 xs = _mm256_loadu_ps(a[i].scale + 8 * s), step[STORED_ROWS];
-            for (uint32_t r = 0; r < STORED_ROWS; r++) {
-                prefetch(w[r] + 136 * s, 136);
-                step[r] = _mm256_mul_ps(iq4_xs_steps(w[r] + 136 * s), xs);
-            }
+            __m256 step[STORED_ROWS];
+            iq4_xs_row_steps(w, s, a[i].scale, step);
             for (uint32_t t = 0; t < 2; t++) {
                 quad_sums x = quad_sums_of(&a[i], 2 * s + t, EXACT_QUAD, NULL);
                 for (int p = 0; p < 2; p++) {
@@ -1497,11 +1540,8 @@ INLINE void iq4_xs_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_r
         __m512 acc[STORED_ROWS];
         zero_halves(acc);
         for (uint32_t s = 0; s < len / EXACT_SUPER_BLOCK; s++) {
-            __m256 xs = _mm256_loadu_ps(a[i].scale + 8 * s), step[STORED_ROWS];
-            for (uint32_t r = 0; r < STORED_ROWS; r++) {
-                prefetch(w[r] + 136 * s, 136);
-                step[r] = _mm256_mul_ps(iq4_xs_steps(w[r] + 136 * s), xs);
-            }
+            __m256 step[STORED_ROWS];
+            iq4_xs_row_steps(w, s, a[i].scale, step);
             for (uint32_t t = 0; t < 2; t++) {
                 quad_sums sums = quad_sums_of(&a[i], 2 * s + t, EXACT_QUAD, NULL);
                 quad_x x;
@@ -1520,111 +1560,6 @@ INLINE void iq4_xs_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_r
         store_halves(acc, out, i);
     }
 }
-#endif
-
-/* Q8_0 blocks (34 bytes: f16 d, then 32 int8 codes; quantize.c): per
- * block d·2^e·Σ c·X, the codes offset by 128 to be unsigned bytes (one
- * XOR) and so centred on 2^7, by quads as the blocks of 32 (a quad's
- * first halves, then its second halves, sixteen codes a block each), the
- * halves' sums split as IQ4_NL's (eight codes to ±127 by X to 2^22 could
- * pass 2^31). The VNNI levels only: AVX2 would take the offset codes by
- * nibbles, against its float kernel. */
-#if VNNI
-#if !ZMM
-INLINE void q8_0_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row a[ROWS_AT_ONCE],
-                      uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
-{
-    const block32 f = {.bytes = 34, .bits = 8, .split = true};
-    const __m256i offset = _mm256_set1_epi8((char)0x80);
-    const uint32_t blocks = len / EXACT_BLOCK;
-    for (uint32_t i = 0; i < rows; i++) {
-        __m256 acc[STORED_ROWS][2];
-        zero_pairs(acc);
-        for (uint32_t q = 0; q * EXACT_QUAD < blocks; q++) {
-            uint32_t n =
-                blocks - EXACT_QUAD * q < EXACT_QUAD ? blocks - EXACT_QUAD * q : EXACT_QUAD;
-            quad_padding pad;
-            quad_sums x = quad_sums_of(&a[i], q, n, &pad);
-            const uint8_t *quad[STORED_ROWS];
-            uint8_t copy[STORED_ROWS][QUAD_COPY];
-            for (uint32_t r = 0; r < STORED_ROWS; r++) {
-                quad[r] = quad_of(w[r], q, n, f, copy[r]);
-                prefetch(quad[r], 128);
-            }
-            for (int p = 0; p < 2; p++) {
-                half_x h;
-                half_x_of(a[i].limbs + (size_t)q * EXACT_QUAD_BYTES, &x, p, f, &h);
-                for (uint32_t r = 0; r < STORED_ROWS; r++) {
-                    const uint8_t *first = quad[r] + 2 * 34 * p, *second = first + 34;
-                    __m256i lo = _mm256_xor_si256(_mm256_loadu2_m128i((const __m128i *)(second + 2),
-                                                                      (const __m128i *)(first + 2)),
-                                                  offset),
-                            hi =
-                                _mm256_xor_si256(_mm256_loadu2_m128i((const __m128i *)(second + 18),
-                                                                     (const __m128i *)(first + 18)),
-                                                 offset);
-                    acc[r][p] = quad_half_into(
-                        lo, hi, &h, f, fours_of(_mm_mul_ps(f16_pair(first, second, 0), h.xs)),
-                        acc[r][p]);
-                }
-            }
-        }
-        store_pairs(acc, out, i);
-    }
-}
-#else
-/* The kernel above in 512-bit registers: a quad's first halves from two
- * loads, its second halves from two more (q8_0_words). */
-INLINE __m512 q8_0_quad(const uint8_t *quad, const quad_x *x, block32 f, __m512i first_words,
-                        __m512i second_words, __m512i scale_words, __m512 acc)
-{
-    const __m512i offset = _mm512_set1_epi8((char)0x80);
-    __m512i a = _mm512_loadu_si512(quad), b = _mm512_loadu_si512(quad + 64);
-    __m512i lo = _mm512_xor_si512(_mm512_permutex2var_epi16(a, first_words, b), offset),
-            hi = _mm512_xor_si512(_mm512_permutex2var_epi16(_mm512_loadu_si512(quad + 8),
-                                                            second_words,
-                                                            _mm512_loadu_si512(quad + 72)),
-                                  offset);
-    __m512 d =
-        _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(a, scale_words, b)));
-    return quad_into(lo, hi, _mm512_mul_ps(d, x->xs), x, f, acc);
-}
-
-INLINE void q8_0_rows(const uint8_t *const w[STORED_ROWS], const vkmoe_exact_row a[ROWS_AT_ONCE],
-                      uint32_t rows, uint32_t len, float out[STORED_ROWS][ROWS_AT_ONCE])
-{
-    const block32 f = {.bytes = 34, .bits = 8, .split = true};
-    const __m512i first_words = _mm512_loadu_si512(q8_0_words),
-                  second_words = _mm512_loadu_si512(q8_0_words + 32),
-                  scale_words = _mm512_loadu_si512(q8_0_words + 64);
-    const uint32_t blocks = len / EXACT_BLOCK, whole = blocks / EXACT_QUAD;
-    for (uint32_t i = 0; i < rows; i++) {
-        __m512 acc[STORED_ROWS];
-        zero_halves(acc);
-        quad_x x;
-        for (uint32_t q = 0; q < whole; q++) {
-            quad_sums s = quad_sums_of(&a[i], q, EXACT_QUAD, NULL);
-            quad_x_of(a[i].limbs + (size_t)q * EXACT_QUAD_BYTES, &s, f, &x);
-            for (uint32_t r = 0; r < STORED_ROWS; r++) {
-                const uint8_t *quad = w[r] + (size_t)EXACT_QUAD * 34 * q;
-                prefetch(quad, 128);
-                acc[r] = q8_0_quad(quad, &x, f, first_words, second_words, scale_words, acc[r]);
-            }
-        }
-        if (blocks % EXACT_QUAD) { /* the rows' last quad, short */
-            quad_padding pad;
-            quad_sums s = quad_sums_of(&a[i], whole, blocks % EXACT_QUAD, &pad);
-            quad_x_of(a[i].limbs + (size_t)whole * EXACT_QUAD_BYTES, &s, f, &x);
-            for (uint32_t r = 0; r < STORED_ROWS; r++) {
-                uint8_t copy[QUAD_COPY];
-                acc[r] = q8_0_quad(quad_of(w[r], whole, blocks % EXACT_QUAD, f, copy), &x, f,
-                                   first_words, second_words, scale_words, acc[r]);
-            }
-        }
-        store_halves(acc, out, i);
-    }
-}
-#endif
 #endif
 
 #define KERNEL(name, call)                                                                         \
@@ -1650,9 +1585,10 @@ KERNEL(q5_0, BLOCK32(.bytes = 22, .high = 2, .nibbles = 6, .bits = 5, WORDS(q5_0
 KERNEL(q4_1, BLOCK32(.bytes = 20, .nibbles = 4, .bits = 4, .affine = true, WORDS(q4_1_words)))
 KERNEL(q5_1,
        BLOCK32(.bytes = 24, .high = 4, .nibbles = 8, .bits = 5, .affine = true, WORDS(q5_1_words)))
-/* maddubs would take IQ4_NL's offset levels (to 241) in pairs past int16 */
+/* maddubs would take Q8_0's and IQ4_NL's offset codes (to 255 and 241)
+ * in pairs past int16: AVX2 keeps their float kernels */
 #if VNNI
-KERNEL(q8_0, q8_0_rows(w, a, rows, len, out))
+KERNEL(q8_0, BLOCK32(.bytes = 34, .nibbles = 2, .bits = 8, .split = true, WORDS(q8_0_words)))
 KERNEL(iq4_nl, BLOCK32(.bytes = 18, .nibbles = 2, .bits = 4, .levels = vkmoe_iq4_levels,
                        .level_shift = 7, .split = true, WORDS(q4_0_words)))
 #endif
