@@ -962,13 +962,14 @@ INLINE __m256 iq4_xs_steps(const uint8_t *block)
  * l + 16); w = d·(q − 2^(bits−1)), or d·q + m. IQ4_NL's (f16 d) and
  * MXFP4's (an E8M0 exponent) hold indices into 16 levels instead: w =
  * d·level, the levels offset by 2^level_shift to be unsigned bytes.
+ * Q8_0's (f16 d) hold 32 signed bytes, its first half then its second.
  *
  * The kernels take four blocks at a time, the activations by quads
  * (cpu_exact.h): the four blocks' low nibbles meet their first halves,
  * the high nibbles their second halves, and each 32-bit lane of eight
  * values adds up in integers. Per quad and weight row, one conversion and
- * one FMA (lane 4j + i of sixteen: block j's), the affine types' d·m·Σx
- * in the lanes 4j by a second FMA. */
+ * one FMA (lane 4j + i of sixteen: block j's; two where the halves' sums
+ * are split), the affine types' m·Σx in the lanes 4j by a second FMA. */
 typedef struct block32 {
     uint32_t bytes, high, nibbles; /* a block's size, where its parts begin */
     /* 4 or 5; Q8_0's 8 (34 bytes: f16 d, then 32 int8 codes), its codes

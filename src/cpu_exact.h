@@ -59,14 +59,15 @@ static inline size_t vkmoe_exact_limb_at(uint32_t b)
 #define EXACT_SUPER_BLOCK 256u
 #define EXACT_CHUNK 8u
 
-/* The kernels of blocks of 32 (Q4_0 … MXFP4) read a row's limbs by quads
- * of blocks: for blocks 4q .. 4q + 3, limb k and half h (values 16h ..
- * 16h + 15 of each block), a run of 64 bytes at q·EXACT_QUAD_BYTES + (2k +
- * h)·64, block 4q + j's values at 16j. The 16 bytes of nibbles of each of
- * four weight blocks then make one register of low nibbles (the blocks'
- * first halves) and one of high (their second halves), and a 32-bit lane
- * meets eight values of one block, four of each half: a quad's byte dot
- * products add up in integers before its blocks' scales apply. */
+/* The kernels of blocks of 32 (Q4_0 … MXFP4, Q8_0, and IQ4_XS's
+ * sub-blocks) read a row's limbs by quads of blocks: for blocks 4q .. 4q +
+ * 3, limb k and half h (values 16h .. 16h + 15 of each block), a run of 64
+ * bytes at q·EXACT_QUAD_BYTES + (2k + h)·64, block 4q + j's values at 16j.
+ * The 16 bytes of nibbles of each of four weight blocks then make one
+ * register of low nibbles (the blocks' first halves) and one of high
+ * (their second halves), and a 32-bit lane meets eight values of one
+ * block, four of each half: a quad's byte dot products add up in integers
+ * before its blocks' scales apply. */
 #define EXACT_QUAD 4u
 #define EXACT_QUAD_BYTES (EXACT_QUAD * EXACT_BLOCK_BYTES)
 
@@ -115,8 +116,9 @@ typedef struct vkmoe_exact_row {
  * r·len/4, scales and sums at r·len/32, halves at r·len/16. */
 typedef struct vkmoe_exact_rows {
     vkmoe_exact_layout layout; /* the kernel's that reads them: vkmoe_exact_isa.layout */
-    /* zeroed when made: the kernels by quads read a last quad's missing
-     * blocks (against zero codes; level types' codes are not zero) */
+    /* zeroed when made: the kernels by quads read a row's last quad
+     * whole, its missing blocks' limbs against weights copied as zeros,
+     * whose codes need not be zero (levels, Q8_0's offset) */
     int8_t *limbs;
     int32_t *lanes;
     float *scale, *sum, *half;
