@@ -173,12 +173,6 @@ vkmoe_status vkmoe_gemm_check(const vkmoe_context *ctx, const vkmoe_layer_params
                           "enabled on a device vkmoe created "
                           "(vkmoe_device_info.cooperative_matrix)",
                           fn);
-    if (p->gemm_path == VKMOE_GEMM_COOPMAT &&
-        (p->weight_type != VKMOE_WEIGHT_F16 || p->down_weight_type != VKMOE_WEIGHT_F16))
-        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
-                          "%s: VKMOE_GEMM_COOPMAT runs f16 weights only, not %s and %s", fn,
-                          vkmoe_weight_type_name(p->weight_type),
-                          vkmoe_weight_type_name(p->down_weight_type));
     return VKMOE_OK;
 }
 

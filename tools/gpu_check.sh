@@ -95,7 +95,7 @@ runs=(
 )
 for run in "${runs[@]}"; do
     for weights_path in f16:register f16:gemv f16:tiled f16:coopmat q4_k:register q4_k:gemv \
-        q4_k:tiled; do
+        q4_k:tiled q4_k:coopmat; do
         if [ $SECONDS -gt "$BUDGET" ]; then
             echo "bench $run ${weights_path}: skipped, past ${BUDGET} s"
             continue
