@@ -402,7 +402,9 @@ typedef enum vkmoe_gemm_path {
      * GPUs, where it is not yet measured. */
     VKMOE_GEMM_TILED = 2,
     /* TILED with the tiles multiplied by cooperative matrices (KHR where the
-     * device offers them, else NV; 16x16x16, f16 inputs, f32 accumulation):
+     * device offers them, else NV; 16x16x16, f16 inputs, f32 accumulation),
+     * 32x128 tiles in 26 KiB of shared memory (else
+     * VKMOE_ERROR_UNSUPPORTED):
      * the activations, and the weights as decoded, are rounded to f16 (every
      * weight type; finite weights beyond ±65504 would become ±Inf). Needs
      * vkmoe_device_info.cooperative_matrix, else VKMOE_ERROR_UNSUPPORTED.

@@ -37,6 +37,15 @@
 #define VKMOE_GEMV_SUBGROUPS 4u
 #define VKMOE_GEMV_PASS 16u
 
+/* Columns of B a tiled workgroup covers (shaders/common/tiled_gemm.glsl):
+ * the plain tiles' 64, each invocation 4x4 blocks of f32; the matrix
+ * cores' 128, each of the 4 subgroups 32 columns by the tile's 32 rows in
+ * four 16x16 accumulators, so that a staged tile feeds twice the
+ * multiplies per barrier, and each fragment loaded from shared memory two
+ * of them. */
+#define VKMOE_TILED_COLUMNS 64u
+#define VKMOE_COOPMAT_COLUMNS 128u
+
 #ifdef __STDC_VERSION__ /* C only (GLSL has no static assertions) */
 _Static_assert(VKMOE_SCAN_TILE % VKMOE_SCAN_WORKGROUP == 0, "a scan lane covers whole values");
 _Static_assert(VKMOE_MAX_EXPERTS % VKMOE_SCAN_WORKGROUP == 0, "a scan lane plans whole experts");

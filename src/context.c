@@ -539,6 +539,9 @@ static void fill_device_info(vkmoe_context *ctx)
                                          .pNext = &subgroup};
     ctx->vk.vkGetPhysicalDeviceProperties2(ctx->physical_device, &props);
     ctx->properties = props.properties;
+    uint32_t *shared = &ctx->properties.limits.maxComputeSharedMemorySize;
+    if (ctx->options.max_shared_memory && ctx->options.max_shared_memory < *shared)
+        *shared = ctx->options.max_shared_memory;
     ctx->vk.vkGetPhysicalDeviceMemoryProperties(ctx->physical_device, &ctx->memory);
 
     VkPhysicalDeviceVulkan12Features v12 = {

@@ -37,6 +37,9 @@ typedef struct vkmoe_context_options {
     bool emulated_matrix_cores;
     /* Lower the device's maxMemoryAllocationSize to this many bytes. */
     uint64_t max_allocation_size;
+    /* Lower the device's maxComputeSharedMemorySize to this many bytes (16
+     * KiB is the least Vulkan allows), as a smaller GPU's would be. */
+    uint32_t max_shared_memory;
     /* Bits of vkmoe_device_info.weight_types to clear, as a driver without
      * those texel formats would. */
     uint32_t hidden_weight_types;

@@ -59,6 +59,10 @@ static uint32_t tiled_rows(const vkmoe_context *ctx, uint32_t lanes)
     return shared_bytes <= ctx->properties.limits.maxComputeSharedMemorySize ? rows : 32;
 }
 
+/* The matrix-core path's shared memory: f16 A (32 x 32) and B (32 x 128),
+ * f32 C (32 x 128) (shaders/common/tiled_gemm.glsl). */
+#define COOPMAT_SHARED_BYTES (32u * 32 * 2 + 32u * VKMOE_COOPMAT_COLUMNS * (2 + 4))
+
 /* Whether workgroups of 4 subgroups (the tiled and GEMV paths) fit. */
 static bool four_subgroups_fit(const vkmoe_context *ctx)
 {
@@ -116,11 +120,13 @@ static vkmoe_gemm_kernel kernel_of(vkmoe_gemm_path path, uint32_t lanes, bool ga
         k.workgroup = VKMOE_GEMV_SUBGROUPS * lanes;
         k.up_columns = k.down_columns = VKMOE_GEMV_COLUMNS;
     } else {
-        /* Four subgroups make a tile of 64 columns of B: gated, 32 of each
-         * projection (shaders/common/tiled_gemm.glsl). */
+        /* Four subgroups make a tile of 64 columns of B (128 with matrix
+         * cores): gated, half of each projection
+         * (shaders/common/tiled_gemm.glsl). */
+        uint32_t columns = path == VKMOE_GEMM_COOPMAT ? VKMOE_COOPMAT_COLUMNS : VKMOE_TILED_COLUMNS;
         k.workgroup = VKMOE_TILED_SUBGROUPS * lanes;
-        k.up_columns = gated ? 32 : 64;
-        k.down_columns = 64;
+        k.up_columns = gated ? columns / 2 : columns;
+        k.down_columns = columns;
     }
     return k;
 }
@@ -164,6 +170,12 @@ vkmoe_status vkmoe_gemm_check(const vkmoe_context *ctx, const vkmoe_layer_params
     if (p->gemm_path == VKMOE_GEMM_GEMV && !ctx->subgroup_arithmetic)
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
                           "%s: VKMOE_GEMM_GEMV needs subgroup arithmetic in compute shaders", fn);
+    uint32_t shared_bytes = ctx->properties.limits.maxComputeSharedMemorySize;
+    if (p->gemm_path == VKMOE_GEMM_COOPMAT && COOPMAT_SHARED_BYTES > shared_bytes)
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "%s: VKMOE_GEMM_COOPMAT needs %u bytes of shared memory, over the "
+                          "device's %u",
+                          fn, COOPMAT_SHARED_BYTES, shared_bytes);
     if (p->gemm_path == VKMOE_GEMM_COOPMAT && !ctx->info.cooperative_matrix &&
         !ctx->options.emulated_matrix_cores)
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,

@@ -236,6 +236,15 @@ static void test_tiled_path(void **state)
     vkmoe_layer_destroy(&layer);
     check_gemms(&amd, on_path(shape(131, 77, 5, 2, 141, VKMOE_WEIGHT_F32), tiled), 141);
     test_check_layer(amd, p, 70);
+    /* 64-lane tiles (24 KiB) where shared memory holds only Vulkan's least,
+     * 16 KiB: 32 rows instead */
+    vkmoe_context *small =
+        test_context_with((vkmoe_context_options){.gemm_lanes = 64, .max_shared_memory = 16384});
+    assert_non_null(small);
+    assert_int_equal(vkmoe_layer_create(small, &p, &layer), VKMOE_OK);
+    assert_int_equal(layer->gemm.tile_m, 32);
+    vkmoe_layer_destroy(&layer);
+    test_context_destroy(&small);
     vkmoe_context *huge = with_lanes(1024); /* 4 subgroups of it exceed every device's workgroup */
     test_expect_create_fails(huge, &p, VKMOE_ERROR_UNSUPPORTED, "4 subgroups");
     test_context_destroy(&huge);
@@ -350,6 +359,13 @@ static void test_matrix_core_path(void **state)
     assert_non_null(emulated);
     check_matrix_core_path(&emulated);
     test_context_destroy((vkmoe_context **)&emulated);
+    /* Its tiles take 26 KiB of shared memory: a device with Vulkan's least,
+     * 16 KiB, is refused. */
+    vkmoe_context *small = test_context_with(
+        (vkmoe_context_options){.emulated_matrix_cores = true, .max_shared_memory = 16384});
+    assert_non_null(small);
+    test_expect_create_fails(small, &p, VKMOE_ERROR_UNSUPPORTED, "shared memory");
+    test_context_destroy(&small);
 }
 
 int main(void)

@@ -1,6 +1,7 @@
 // The tiled path of the expert GEMM, for GPUs: a workgroup computes a tile
 // C of TILE_M rows (32; the plain build: as many as a subgroup has lanes,
-// where shared memory holds them, src/layer.c) by TILE_N (64) columns of B.
+// where shared memory holds them, src/layer.c) by TILE_N columns of B (64;
+// with matrix cores 128: constants.h).
 // Per step of TILE_K depth it stages A's rows (gathered through the row map,
 // zeros for padding rows) and the weights (decoded by load_w8) in shared
 // memory, where every invocation reuses them. The products go to C in shared memory, which the
@@ -10,22 +11,27 @@
 // Plain build: f32 tiles, each invocation adds 4x4 blocks of C.
 // MATRIX_CORES: f16 tiles multiplied with GL_NV_cooperative_matrix
 // (16x16x16, f32 accumulation); the workgroup must be 4 subgroups, each
-// owning 16 columns of C in two 16x16 accumulators. The activations are
-// rounded to f16 there.
+// owning 32 columns of C in four 16x16 accumulators (two column blocks by
+// the tile's two row blocks): per 16 of depth it loads two fragments of A
+// and two of B for four multiplies. The activations and the decoded
+// weights are rounded to f16 there.
 // Virtual column v of B: with up_offset 0, row n0 + v of weights0; else
 // v < up_offset reads row n0 + v of weights0 (gate) and v >= up_offset row
 // n0 + v − up_offset of weights1 (up). Rows past the matrix read its last.
+
+#include "constants.h"
 
 #ifdef MATRIX_CORES
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_KHR_shader_subgroup_basic : require
 #define TILE_T float16_t
 const uint TILE_K = 32;
+const uint TILE_N = VKMOE_COOPMAT_COLUMNS;
 #else
 #define TILE_T float
 const uint TILE_K = 16;
+const uint TILE_N = VKMOE_TILED_COLUMNS;
 #endif
-const uint TILE_N = 64;
 
 shared TILE_T tile_a[TILE_M * TILE_K]; // A[m][k] at m * TILE_K + k
 shared TILE_T tile_b[TILE_K * TILE_N]; // B[k][v] at k * TILE_N + v
@@ -150,7 +156,11 @@ void multiply_tiles()
 void tiled_gemm(uvec2 row_slot, uint rows, uint row0, uint base, uint n0, uint up_offset, uint n, uint ld)
 {
 #ifdef MATRIX_CORES
-    MATRIX_F32 acc0 = MATRIX_ZERO, acc1 = MATRIX_ZERO;
+    // Rows 0-15 and 16-31 by the subgroup's columns col .. col + 15 and
+    // col + 16 .. col + 31 (no arrays: tools/spirv_khr.py traces the
+    // matrices' types through plain variables).
+    MATRIX_F32 acc00 = MATRIX_ZERO, acc01 = MATRIX_ZERO, acc10 = MATRIX_ZERO, acc11 = MATRIX_ZERO;
+    uint col = gl_SubgroupID * 32;
 #else
     for (uint i = gl_LocalInvocationIndex; i < TILE_M * TILE_N; i += LANES)
         tile_c[i] = 0.0;
@@ -161,12 +171,15 @@ void tiled_gemm(uvec2 row_slot, uint rows, uint row0, uint base, uint n0, uint u
         barrier();
 #ifdef MATRIX_CORES
         for (uint k = 0; k < TILE_K; k += 16) {
-            MATRIX_F16 a0, a1, b;
+            MATRIX_F16 a0, a1, b0, b1;
             MATRIX_LOAD(a0, tile_a, k, TILE_K);
             MATRIX_LOAD(a1, tile_a, 16 * TILE_K + k, TILE_K);
-            MATRIX_LOAD(b, tile_b, k * TILE_N + gl_SubgroupID * 16, TILE_N);
-            MATRIX_MUL_ADD(a0, b, acc0);
-            MATRIX_MUL_ADD(a1, b, acc1);
+            MATRIX_LOAD(b0, tile_b, k * TILE_N + col, TILE_N);
+            MATRIX_LOAD(b1, tile_b, k * TILE_N + col + 16, TILE_N);
+            MATRIX_MUL_ADD(a0, b0, acc00);
+            MATRIX_MUL_ADD(a0, b1, acc01);
+            MATRIX_MUL_ADD(a1, b0, acc10);
+            MATRIX_MUL_ADD(a1, b1, acc11);
         }
 #else
         multiply_tiles();
@@ -174,8 +187,10 @@ void tiled_gemm(uvec2 row_slot, uint rows, uint row0, uint base, uint n0, uint u
         barrier();
     }
 #ifdef MATRIX_CORES
-    MATRIX_STORE(acc0, tile_c, gl_SubgroupID * 16, TILE_N);
-    MATRIX_STORE(acc1, tile_c, 16 * TILE_N + gl_SubgroupID * 16, TILE_N);
+    MATRIX_STORE(acc00, tile_c, col, TILE_N);
+    MATRIX_STORE(acc01, tile_c, col + 16, TILE_N);
+    MATRIX_STORE(acc10, tile_c, 16 * TILE_N + col, TILE_N);
+    MATRIX_STORE(acc11, tile_c, 16 * TILE_N + col + 16, TILE_N);
     barrier();
 #endif
 }
