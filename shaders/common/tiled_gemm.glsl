@@ -8,7 +8,11 @@
 // stage's epilogue reads (tile_result). B is stored k-major so that
 // neighbouring invocations, which own neighbouring columns, touch
 // neighbouring words (no shared-memory bank conflicts on GPUs).
-// Plain build: f32 tiles, each invocation adds 4x4 blocks of C.
+// Plain build: f32 tiles, each invocation adds 4x4 blocks of C. Where each
+// invocation has one block (the GPUs' layouts: as many rows as lanes), it
+// keeps it in registers over the whole depth and stores it to C once; with
+// more blocks than invocations (lavapipe's 8-lane subgroups), C holds them
+// between steps.
 // MATRIX_CORES: f16 tiles multiplied with GL_NV_cooperative_matrix
 // (16x16x16, f32 accumulation); the workgroup must be 4 subgroups, each
 // owning 32 columns of C in four 16x16 accumulators (two column blocks by
@@ -128,24 +132,43 @@ Accumulator accumulate_product(MatrixPlace a, MatrixPlace b, Accumulator c)
     return c;
 }
 #else
-// C += A·B over one step of depth, as 4x4 blocks of C.
+const uint BLOCKS = TILE_M * TILE_N / 16;
+
+// The block of C at rows m0.., columns v0.. that block number `block` is.
+uvec2 block_at(uint block)
+{
+    return uvec2(block / (TILE_N / 4) * 4, block % (TILE_N / 4) * 4);
+}
+
+// c += A·B over one step of depth for the 4x4 block at `at`.
+void multiply_block(uvec2 at, inout vec4 c[4])
+{
+    for (uint k = 0; k < TILE_K; k++) {
+        uint row = k * TILE_N + at.y;
+        vec4 b = vec4(tile_b[row], tile_b[row + 1], tile_b[row + 2], tile_b[row + 3]);
+        for (uint i = 0; i < 4; i++)
+            c[i] = fma(vec4(tile_a[(at.x + i) * TILE_K + k]), b, c[i]);
+    }
+}
+
+void store_block(uvec2 at, vec4 c[4])
+{
+    for (uint i = 0; i < 4; i++)
+        for (uint j = 0; j < 4; j++)
+            tile_c[(at.x + i) * TILE_N + at.y + j] = c[i][j];
+}
+
+// C += A·B over one step of depth, each block through C.
 void multiply_tiles()
 {
-    for (uint block = gl_LocalInvocationIndex; block < TILE_M * TILE_N / 16; block += LANES) {
-        uint m0 = block / (TILE_N / 4) * 4, v0 = block % (TILE_N / 4) * 4;
+    for (uint block = gl_LocalInvocationIndex; block < BLOCKS; block += LANES) {
+        uvec2 at = block_at(block);
         vec4 c[4];
         for (uint i = 0; i < 4; i++)
             for (uint j = 0; j < 4; j++)
-                c[i][j] = tile_c[(m0 + i) * TILE_N + v0 + j];
-        for (uint k = 0; k < TILE_K; k++) {
-            uint row = k * TILE_N + v0;
-            vec4 b = vec4(tile_b[row], tile_b[row + 1], tile_b[row + 2], tile_b[row + 3]);
-            for (uint i = 0; i < 4; i++)
-                c[i] = fma(vec4(tile_a[(m0 + i) * TILE_K + k]), b, c[i]);
-        }
-        for (uint i = 0; i < 4; i++)
-            for (uint j = 0; j < 4; j++)
-                tile_c[(m0 + i) * TILE_N + v0 + j] = c[i][j];
+                c[i][j] = tile_c[(at.x + i) * TILE_N + at.y + j];
+        multiply_block(at, c);
+        store_block(at, c);
     }
 }
 #endif
@@ -155,6 +178,11 @@ void multiply_tiles()
 // weights each).
 void tiled_gemm(uvec2 row_slot, uint rows, uint row0, uint base, uint n0, uint up_offset, uint n, uint ld)
 {
+#ifndef MATRIX_CORES
+    bool in_registers = BLOCKS == LANES; // a specialization constant's test
+    uvec2 at = block_at(gl_LocalInvocationIndex);
+    vec4 c[4] = vec4[4](vec4(0.0), vec4(0.0), vec4(0.0), vec4(0.0));
+#endif
 #ifdef MATRIX_CORES
     // Rows 0-15 and 16-31 by the subgroup's columns col .. col + 15 and
     // col + 16 .. col + 31 (no arrays: tools/spirv_khr.py traces the
@@ -162,7 +190,7 @@ void tiled_gemm(uvec2 row_slot, uint rows, uint row0, uint base, uint n0, uint u
     MATRIX_F32 acc00 = MATRIX_ZERO, acc01 = MATRIX_ZERO, acc10 = MATRIX_ZERO, acc11 = MATRIX_ZERO;
     uint col = gl_SubgroupID * 32;
 #else
-    for (uint i = gl_LocalInvocationIndex; i < TILE_M * TILE_N; i += LANES)
+    for (uint i = gl_LocalInvocationIndex; !in_registers && i < TILE_M * TILE_N; i += LANES)
         tile_c[i] = 0.0;
 #endif
     for (uint k0 = 0; k0 < ld; k0 += TILE_K) {
@@ -182,7 +210,10 @@ void tiled_gemm(uvec2 row_slot, uint rows, uint row0, uint base, uint n0, uint u
             MATRIX_MUL_ADD(a1, b1, acc11);
         }
 #else
-        multiply_tiles();
+        if (in_registers)
+            multiply_block(at, c);
+        else
+            multiply_tiles();
 #endif
         barrier();
     }
@@ -192,5 +223,10 @@ void tiled_gemm(uvec2 row_slot, uint rows, uint row0, uint base, uint n0, uint u
     MATRIX_STORE(acc10, tile_c, 16 * TILE_N + col, TILE_N);
     MATRIX_STORE(acc11, tile_c, 16 * TILE_N + col + 16, TILE_N);
     barrier();
+#else
+    if (in_registers) {
+        store_block(at, c);
+        barrier();
+    }
 #endif
 }
