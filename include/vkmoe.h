@@ -403,12 +403,12 @@ typedef enum vkmoe_gemm_path {
     VKMOE_GEMM_TILED = 2,
     /* TILED with the tiles multiplied by cooperative matrices (KHR where the
      * device offers them, else NV; 16x16x16, f16 inputs, f32 accumulation),
-     * 32x128 tiles in 26 KiB of shared memory (else
-     * VKMOE_ERROR_UNSUPPORTED):
-     * the activations, and the weights as decoded, are rounded to f16 (every
-     * weight type; finite weights beyond ±65504 would become ±Inf). Needs
-     * vkmoe_device_info.cooperative_matrix, else VKMOE_ERROR_UNSUPPORTED.
-     * Not yet run on hardware (README, "Expert GEMM paths"). */
+     * in tiles of 32x128. The activations, and the weights as decoded, are
+     * rounded to f16 (every weight type; finite weights beyond ±65504 would
+     * become ±Inf). Needs vkmoe_device_info.cooperative_matrix and 26 KiB of
+     * shared memory (vkmoe_device_info.shared_memory), else
+     * VKMOE_ERROR_UNSUPPORTED. Not yet run on hardware (README, "Expert GEMM
+     * paths"). */
     VKMOE_GEMM_COOPMAT = 3,
     /* Made for GPUs' decode: a subgroup computes one output column at a
      * time, its lanes reading consecutive weights of the column's row
