@@ -178,11 +178,6 @@ void multiply_tiles()
 // weights each).
 void tiled_gemm(uvec2 row_slot, uint rows, uint row0, uint base, uint n0, uint up_offset, uint n, uint ld)
 {
-#ifndef MATRIX_CORES
-    bool in_registers = BLOCKS == LANES; // a specialization constant's test
-    uvec2 at = block_at(gl_LocalInvocationIndex);
-    vec4 c[4] = vec4[4](vec4(0.0), vec4(0.0), vec4(0.0), vec4(0.0));
-#endif
 #ifdef MATRIX_CORES
     // Rows 0-15 and 16-31 by the subgroup's columns col .. col + 15 and
     // col + 16 .. col + 31 (no arrays: tools/spirv_khr.py traces the
@@ -190,6 +185,9 @@ void tiled_gemm(uvec2 row_slot, uint rows, uint row0, uint base, uint n0, uint u
     MATRIX_F32 acc00 = MATRIX_ZERO, acc01 = MATRIX_ZERO, acc10 = MATRIX_ZERO, acc11 = MATRIX_ZERO;
     uint col = gl_SubgroupID * 32;
 #else
+    bool in_registers = BLOCKS == LANES; // a specialization constant's test
+    uvec2 at = block_at(gl_LocalInvocationIndex);
+    vec4 c[4] = vec4[4](vec4(0.0), vec4(0.0), vec4(0.0), vec4(0.0));
     for (uint i = gl_LocalInvocationIndex; !in_registers && i < TILE_M * TILE_N; i += LANES)
         tile_c[i] = 0.0;
 #endif
