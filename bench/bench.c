@@ -35,6 +35,7 @@ typedef struct options {
     double routing_skew; /* --routing-skew; 0: the random router's routing */
     const char *trace;   /* --trace: recorded expert ids */
     bool cold_on_cpu;    /* --cpu-cold-experts */
+    bool huge_pages;     /* --huge-pages */
     uint32_t cpu_layers; /* --cpu-experts: the bench's one layer is the first */
     vkmoe_cache_policy cache_policy;
     bool expert_parallel;   /* --expert-parallel, under mpirun */
@@ -110,6 +111,8 @@ static void usage(FILE *out)
         "  --trace FILE          routing from recorded expert ids: a token a line, k ids\n"
         "  --cpu-cold-experts    with --device-budget: one-off experts computed on the host\n"
         "                        where the bench's measured rates say it is faster\n"
+        "  --huge-pages          the expert cache's host copies in huge pages of the\n"
+        "                        process's own (host_huge_pages)\n"
         "  --cache-policy P      frequency (default) or lru, with --device-budget\n"
         "  --cpu-experts N       the experts of the first N layers (here: N >= 1, the\n"
         "                        layer's) computed on the host\n"
@@ -301,6 +304,8 @@ static int parse_args(int argc, char **argv, options *o)
                 o->verify = false;
             else if (!strcmp(a, "--cpu-cold-experts"))
                 o->cold_on_cpu = true;
+            else if (!strcmp(a, "--huge-pages"))
+                o->huge_pages = true;
             else if (!strcmp(a, "--expert-parallel"))
                 o->expert_parallel = true;
             else if (!strcmp(a, "--json"))
@@ -768,7 +773,7 @@ static int run_bench(const options *o, uint32_t rank, uint32_t ranks)
     if ((rc = join(o, rc)))
         return rc;
 
-    vkmoe_context_params cp = {.device = o->device};
+    vkmoe_context_params cp = {.device = o->device, .host_huge_pages = o->huge_pages};
     vkmoe_context *ctx = NULL;
     if (vkmoe_context_create(&cp, &ctx) != VKMOE_OK) {
         fprintf(stderr, "vkmoe-bench: rank %u: %s\n", rank, vkmoe_last_error());

@@ -691,6 +691,7 @@ vkmoe_status vkmoe_context_create_with(const vkmoe_context_params *params,
     ctx->log = params->log;
     ctx->log_user = params->log_user;
     ctx->log_level = params->log_level;
+    ctx->host_huge_pages = params->host_huge_pages;
     if (options)
         ctx->options = *options;
     vkmoe_status status = context_init(ctx, params);

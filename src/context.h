@@ -82,7 +82,8 @@ struct vkmoe_context {
     /* VK_EXT_external_memory_host is enabled: its minImportedHostPointer-
      * Alignment; 0: no import (vkmoe_buffer_import_host). */
     VkDeviceSize host_import_alignment;
-    bool owns_device; /* false when imported: never destroy the host's handles */
+    bool host_huge_pages; /* vkmoe_context_params.host_huge_pages */
+    bool owns_device;     /* false when imported: never destroy the host's handles */
     VkDebugUtilsMessengerEXT messenger;
 
     vkmoe_log_fn log;

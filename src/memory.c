@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "memory.h"
 
 /* Uploads and downloads go through staging buffers of at most this size. */
@@ -22,7 +23,7 @@ static VkMemoryPropertyFlags memory_flags(const vkmoe_context *ctx, vkmoe_memory
         VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
     if (use == VKMOE_MEMORY_HOST)
         return host;
-    if (use == VKMOE_MEMORY_HOST_CACHED)
+    if (use == VKMOE_MEMORY_HOST_CACHED || use == VKMOE_MEMORY_HOST_STREAMED)
         return host | VK_MEMORY_PROPERTY_HOST_CACHED_BIT;
     return VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | (ctx->unified_memory ? host : 0);
 }
@@ -33,7 +34,7 @@ static vkmoe_status allocate_memory(vkmoe_context *ctx, vkmoe_buffer *buf, vkmoe
     ctx->vk.vkGetBufferMemoryRequirements(ctx->device, buf->buffer, &req);
     VkMemoryPropertyFlags flags = memory_flags(ctx, use);
     uint32_t type = find_memory_type(ctx, req.memoryTypeBits, flags);
-    if (use == VKMOE_MEMORY_HOST_CACHED && type == VKMOE_INVALID) {
+    if (flags & VK_MEMORY_PROPERTY_HOST_CACHED_BIT && type == VKMOE_INVALID) {
         flags &= ~(VkMemoryPropertyFlags)VK_MEMORY_PROPERTY_HOST_CACHED_BIT;
         type = find_memory_type(ctx, req.memoryTypeBits, flags);
     }
@@ -76,6 +77,105 @@ void vkmoe_buffer_sharing(const vkmoe_context *ctx, VkBufferCreateInfo *info, ui
     info->pQueueFamilyIndices = families;
 }
 
+/* The memory types that can import data as handle type `type`, or 0. */
+static uint32_t import_types(vkmoe_context *ctx, const void *data,
+                             VkExternalMemoryHandleTypeFlagBits type)
+{
+    VkMemoryHostPointerPropertiesEXT props = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_HOST_POINTER_PROPERTIES_EXT};
+    return ctx->vk.vkGetMemoryHostPointerPropertiesEXT(ctx->device, type, data, &props) ==
+                   VK_SUCCESS
+               ? props.memoryTypeBits
+               : 0;
+}
+
+/* A buffer over data, copied from by the device: VK_SUCCESS, or the
+ * Vulkan call's failure (`what` names it), or VK_ERROR_INVALID_EXTERNAL_HANDLE
+ * where the driver takes no such memory. Whatever failed, `out` holds what
+ * was made, for vkmoe_buffer_destroy. Nothing logged: a caller may have a
+ * way round. */
+static VkResult import_memory(vkmoe_context *ctx, const void *data, VkDeviceSize size,
+                              vkmoe_buffer *out, const char **what)
+{
+    /* A file's mapped pages are host memory to some drivers and foreign
+     * memory to others: whichever the driver takes. */
+    static const VkExternalMemoryHandleTypeFlagBits kinds[] = {
+        VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT,
+        VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_MAPPED_FOREIGN_MEMORY_BIT_EXT};
+    for (size_t k = 0; k < VKMOE_ARRAY_SIZE(kinds); k++) {
+        VkExternalMemoryBufferCreateInfo external = {
+            .sType = VK_STRUCTURE_TYPE_EXTERNAL_MEMORY_BUFFER_CREATE_INFO,
+            .handleTypes = kinds[k],
+        };
+        VkBufferCreateInfo info = {
+            .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+            .pNext = &external,
+            .size = size,
+            .usage = VK_BUFFER_USAGE_TRANSFER_SRC_BIT,
+        };
+        uint32_t families[2];
+        vkmoe_buffer_sharing(ctx, &info, families);
+        uint32_t types = import_types(ctx, data, kinds[k]);
+        if (!types)
+            continue;
+        *what = "vkCreateBuffer";
+        VkResult result = ctx->vk.vkCreateBuffer(ctx->device, &info, NULL, &out->buffer);
+        if (result != VK_SUCCESS)
+            return result;
+        VkMemoryRequirements req;
+        ctx->vk.vkGetBufferMemoryRequirements(ctx->device, out->buffer, &req);
+        /* Coherent where offered: the host's writes need no flush. */
+        uint32_t type = find_memory_type(ctx, types & req.memoryTypeBits,
+                                         VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |
+                                             VK_MEMORY_PROPERTY_HOST_COHERENT_BIT);
+        if (type == VKMOE_INVALID)
+            type = find_memory_type(ctx, types & req.memoryTypeBits, 0);
+        VkImportMemoryHostPointerInfoEXT import = {
+            .sType = VK_STRUCTURE_TYPE_IMPORT_MEMORY_HOST_POINTER_INFO_EXT,
+            .handleType = kinds[k],
+            .pHostPointer = (void *)data,
+        };
+        VkMemoryAllocateInfo alloc = {
+            .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
+            .pNext = &import,
+            .allocationSize = size,
+            .memoryTypeIndex = type,
+        };
+        if (type != VKMOE_INVALID &&
+            ctx->vk.vkAllocateMemory(ctx->device, &alloc, NULL, &out->memory) == VK_SUCCESS) {
+            *what = "vkBindBufferMemory";
+            return ctx->vk.vkBindBufferMemory(ctx->device, out->buffer, out->memory, 0);
+        }
+        ctx->vk.vkDestroyBuffer(ctx->device, out->buffer, NULL);
+        out->buffer = VK_NULL_HANDLE;
+    }
+    return VK_ERROR_INVALID_EXTERNAL_HANDLE;
+}
+
+/* A HOST_STREAMED buffer on pages of the process's own, imported; false
+ * (and nothing made) where the device does not import them, whatever the
+ * reason: the driver's memory serves then. */
+static bool create_on_own_pages(vkmoe_context *ctx, VkDeviceSize size, vkmoe_buffer *out)
+{
+    VkDeviceSize align = ctx->host_import_alignment;
+    if (!align || size > SIZE_MAX - align)
+        return false;
+    size_t bytes = (size_t)vkmoe_round_up(size, align);
+    void *pages = vkmoe_map_pages(bytes);
+    if (!pages)
+        return false;
+    const char *what;
+    if ((uintptr_t)pages % align || import_memory(ctx, pages, bytes, out, &what) != VK_SUCCESS) {
+        vkmoe_buffer_destroy(ctx, out);
+        vkmoe_unmap_pages(pages, bytes);
+        return false;
+    }
+    out->size = size;
+    out->mapped = pages;
+    out->own_bytes = bytes;
+    return true;
+}
+
 vkmoe_status vkmoe_buffer_create(vkmoe_context *ctx, VkDeviceSize size, vkmoe_memory_use use,
                                  vkmoe_buffer *out)
 {
@@ -87,6 +187,12 @@ vkmoe_status vkmoe_buffer_create(vkmoe_context *ctx, VkDeviceSize size, vkmoe_me
                           "a buffer of %llu bytes exceeds the device's allocation limit of %llu",
                           (unsigned long long)size,
                           (unsigned long long)ctx->info.max_allocation_size);
+    if (use == VKMOE_MEMORY_HOST_STREAMED && ctx->host_huge_pages &&
+        create_on_own_pages(ctx, size, out)) {
+        if (ctx->options.poison_buffers)
+            memset(out->mapped, 0xff, size);
+        return VKMOE_OK;
+    }
     VkBufferCreateInfo info = {
         .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
         .size = size,
@@ -118,70 +224,6 @@ vkmoe_status vkmoe_buffer_create(vkmoe_context *ctx, VkDeviceSize size, vkmoe_me
     return VKMOE_OK;
 }
 
-/* The memory types that can import data as handle type `type`, or 0. */
-static uint32_t import_types(vkmoe_context *ctx, const void *data,
-                             VkExternalMemoryHandleTypeFlagBits type)
-{
-    VkMemoryHostPointerPropertiesEXT props = {
-        .sType = VK_STRUCTURE_TYPE_MEMORY_HOST_POINTER_PROPERTIES_EXT};
-    return ctx->vk.vkGetMemoryHostPointerPropertiesEXT(ctx->device, type, data, &props) ==
-                   VK_SUCCESS
-               ? props.memoryTypeBits
-               : 0;
-}
-
-static vkmoe_status import_memory(vkmoe_context *ctx, const void *data, VkDeviceSize size,
-                                  vkmoe_buffer *out)
-{
-    /* A file's mapped pages are host memory to some drivers and foreign
-     * memory to others: whichever the driver takes. */
-    static const VkExternalMemoryHandleTypeFlagBits kinds[] = {
-        VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT,
-        VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_MAPPED_FOREIGN_MEMORY_BIT_EXT};
-    for (size_t k = 0; k < VKMOE_ARRAY_SIZE(kinds); k++) {
-        VkExternalMemoryBufferCreateInfo external = {
-            .sType = VK_STRUCTURE_TYPE_EXTERNAL_MEMORY_BUFFER_CREATE_INFO,
-            .handleTypes = kinds[k],
-        };
-        VkBufferCreateInfo info = {
-            .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
-            .pNext = &external,
-            .size = size,
-            .usage = VK_BUFFER_USAGE_TRANSFER_SRC_BIT,
-        };
-        uint32_t families[2];
-        vkmoe_buffer_sharing(ctx, &info, families);
-        uint32_t types = import_types(ctx, data, kinds[k]);
-        if (!types)
-            continue;
-        VKMOE_TRY(vkmoe_check_vk(
-            ctx, ctx->vk.vkCreateBuffer(ctx->device, &info, NULL, &out->buffer), "vkCreateBuffer"));
-        VkMemoryRequirements req;
-        ctx->vk.vkGetBufferMemoryRequirements(ctx->device, out->buffer, &req);
-        uint32_t type = find_memory_type(ctx, types & req.memoryTypeBits, 0);
-        VkImportMemoryHostPointerInfoEXT import = {
-            .sType = VK_STRUCTURE_TYPE_IMPORT_MEMORY_HOST_POINTER_INFO_EXT,
-            .handleType = kinds[k],
-            .pHostPointer = (void *)data,
-        };
-        VkMemoryAllocateInfo alloc = {
-            .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
-            .pNext = &import,
-            .allocationSize = size,
-            .memoryTypeIndex = type,
-        };
-        if (type != VKMOE_INVALID &&
-            ctx->vk.vkAllocateMemory(ctx->device, &alloc, NULL, &out->memory) == VK_SUCCESS)
-            return vkmoe_check_vk(
-                ctx, ctx->vk.vkBindBufferMemory(ctx->device, out->buffer, out->memory, 0),
-                "vkBindBufferMemory");
-        ctx->vk.vkDestroyBuffer(ctx->device, out->buffer, NULL);
-        out->buffer = VK_NULL_HANDLE;
-    }
-    return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
-                      "the device does not import this host memory (VK_EXT_external_memory_host)");
-}
-
 vkmoe_status vkmoe_buffer_import_host(vkmoe_context *ctx, const void *data, VkDeviceSize size,
                                       vkmoe_buffer *out)
 {
@@ -193,7 +235,14 @@ vkmoe_status vkmoe_buffer_import_host(vkmoe_context *ctx, const void *data, VkDe
         return vkmoe_fail(ctx, VKMOE_ERROR_INVALID_ARGUMENT,
                           "host memory to import must be aligned to %llu bytes",
                           (unsigned long long)ctx->host_import_alignment);
-    vkmoe_status status = import_memory(ctx, data, size, out);
+    const char *what = "";
+    VkResult result = import_memory(ctx, data, size, out, &what);
+    vkmoe_status status =
+        result == VK_ERROR_INVALID_EXTERNAL_HANDLE
+            ? vkmoe_fail(
+                  ctx, VKMOE_ERROR_UNSUPPORTED,
+                  "the device does not import this host memory (VK_EXT_external_memory_host)")
+            : vkmoe_check_vk(ctx, result, what);
     if (status != VKMOE_OK) {
         vkmoe_buffer_destroy(ctx, out);
         return status;
@@ -209,6 +258,8 @@ void vkmoe_buffer_destroy(vkmoe_context *ctx, vkmoe_buffer *buf)
         ctx->vk.vkDestroyBuffer(ctx->device, buf->buffer, NULL);
     if (buf->memory)
         ctx->vk.vkFreeMemory(ctx->device, buf->memory, NULL);
+    if (buf->own_bytes)
+        vkmoe_unmap_pages(buf->mapped, buf->own_bytes);
     memset(buf, 0, sizeof(*buf));
 }
 

@@ -174,7 +174,7 @@ static vkmoe_status host_array(vkmoe_layer *layer, vkmoe_expert_matrix m)
     uint32_t rows, cols;
     matrix_layout(&layer->params, m, layer->params.ffn_dim, &type, &rows, &cols);
     vkmoe_status status = create_expert_array(layer, a, type, layer->params.experts, rows, cols,
-                                              VKMOE_MEMORY_HOST_CACHED);
+                                              VKMOE_MEMORY_HOST_STREAMED);
     if (status != VKMOE_OK)
         destroy_expert_array(layer->ctx, a); /* made again at the next try */
     return status;

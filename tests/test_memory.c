@@ -1,6 +1,7 @@
-/* Weights larger than one storage-buffer binding, and expert arrays split
- * over several allocations. */
+/* Weights larger than one storage-buffer binding, expert arrays split
+ * over several allocations, and host memory the host streams through. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "helpers.h"
 
@@ -62,12 +63,110 @@ static void test_allocation_limit_is_an_error(void **state)
     test_context_destroy(&ctx);
 }
 
+/* A HOST_STREAMED buffer of `size` bytes: on the process's own pages at a
+ * 2 MiB boundary where ctx imports host memory (`own`), else the driver's;
+ * either way the device copies out what the host wrote. */
+static void check_streamed_buffer(vkmoe_context *ctx, VkDeviceSize size, bool own)
+{
+    vkmoe_buffer streamed, plain;
+    assert_int_equal(vkmoe_buffer_create(ctx, size, VKMOE_MEMORY_HOST_STREAMED, &streamed),
+                     VKMOE_OK);
+    assert_non_null(streamed.mapped);
+    assert_int_equal(streamed.size, size);
+    if (own) {
+        assert_true(streamed.own_bytes >= size);
+        assert_int_equal(streamed.own_bytes % ctx->host_import_alignment, 0);
+        assert_int_equal((uintptr_t)streamed.mapped % (2u << 20), 0);
+    } else {
+        assert_int_equal(streamed.own_bytes, 0);
+    }
+    uint8_t *bytes = streamed.mapped, *back = malloc(size);
+    for (VkDeviceSize i = 0; i < size; i++)
+        bytes[i] = (uint8_t)(i * 7 + i / 4093);
+    assert_int_equal(vkmoe_buffer_create(ctx, size, VKMOE_MEMORY_HOST, &plain), VKMOE_OK);
+    VkCommandPool pool;
+    VkCommandBuffer cmd = test_commands_begin(ctx, &pool);
+    ctx->vk.vkCmdCopyBuffer(cmd, streamed.buffer, plain.buffer, 1,
+                            &(VkBufferCopy){.srcOffset = 0, .dstOffset = 0, .size = size});
+    test_commands_run(ctx, pool, cmd);
+    assert_int_equal(vkmoe_buffer_read(ctx, &plain, 0, back, size), VKMOE_OK);
+    assert_memory_equal(back, bytes, size);
+    free(back);
+    vkmoe_buffer_destroy(ctx, &plain);
+    vkmoe_buffer_destroy(ctx, &streamed);
+    assert_null(streamed.mapped);
+}
+
+/* A layer with a budget of one expert on ctx, the same bits as t's layer
+ * with every expert on the device; its host arrays on own pages or not. */
+static void check_cached_layer(vkmoe_context *ctx, test_layer *t, bool own)
+{
+    vkmoe_layer_params p = t->params;
+    p.expert_budget_bytes = vkmoe_expert_bytes(&p);
+    vkmoe_layer *cached = test_twin_of(ctx, t, &p);
+    for (uint32_t m = 0; m < 3; m++) {
+        const vkmoe_expert_array *a = &cached->weights.host[m];
+        for (uint32_t c = 0; c < a->chunk_count; c++)
+            assert_int_equal(a->chunks[c].own_bytes != 0, own);
+    }
+    for (uint32_t tokens = 1; tokens <= 5; tokens += 4) {
+        float *x = test_input(tokens, p.dim);
+        float *want = malloc(4ull * tokens * p.dim), *got = malloc(4ull * tokens * p.dim);
+        assert_int_equal(vkmoe_layer_forward(t->layer, tokens, x, want), VKMOE_OK);
+        assert_int_equal(vkmoe_layer_forward(cached, tokens, x, got), VKMOE_OK);
+        assert_memory_equal(want, got, 4ull * tokens * p.dim);
+        free(x);
+        free(want);
+        free(got);
+    }
+    vkmoe_layer_destroy(&cached);
+}
+
+/* With host_huge_pages, an expert cache's host arrays, which CPU experts
+ * stream through, lie in huge pages of the process's own (lavapipe imports
+ * host memory); without it, or where the device imports none (an imported
+ * context that did not enable VK_EXT_external_memory_host), in the
+ * driver's memory; the same results everywhere. */
+static void test_host_huge_pages(void **state)
+{
+    vkmoe_context *plain = *state, *huge = NULL, *guest = NULL;
+    if (!plain->host_import_alignment)
+        skip(); /* CI's lavapipe has it */
+    assert_int_equal(vkmoe_context_create_with(
+                         &(vkmoe_context_params){.validation = true, .host_huge_pages = true},
+                         &(vkmoe_context_options){.poison_buffers = true}, &huge),
+                     VKMOE_OK);
+    vkmoe_vulkan_import import = test_import_of(huge);
+    assert_int_equal(
+        vkmoe_context_create(&(vkmoe_context_params){.import = &import, .host_huge_pages = true},
+                             &guest),
+        VKMOE_OK);
+    assert_int_equal(guest->host_import_alignment, 0);
+    check_streamed_buffer(huge, ((VkDeviceSize)3 << 20) + 5, true);
+    check_streamed_buffer(huge, 1, true);
+    check_streamed_buffer(plain, ((VkDeviceSize)3 << 20) + 5, false);
+    check_streamed_buffer(guest, ((VkDeviceSize)3 << 20) + 5, false);
+
+    test_seed(52);
+    vkmoe_layer_params p = test_shape(72, 40, 6, 2, 5);
+    test_layer t;
+    test_layer_create(plain, &p, &t);
+    test_layer_upload(&t);
+    check_cached_layer(huge, &t, true);
+    check_cached_layer(plain, &t, false);
+    check_cached_layer(guest, &t, false);
+    test_layer_destroy(&t);
+    vkmoe_context_destroy(&guest);
+    vkmoe_context_destroy(&huge);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matrix_larger_than_a_binding),
         cmocka_unit_test(test_experts_over_several_allocations),
         cmocka_unit_test(test_allocation_limit_is_an_error),
+        cmocka_unit_test(test_host_huge_pages),
     };
     return test_device_suite(tests, test_group_setup, test_group_teardown);
 }
