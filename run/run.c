@@ -3,7 +3,7 @@
  * file and write the output as .npy.
  *   vkmoe-run --model PATH (--layer N | --layers all) --input x.npy --output y.npy
  *             [--device N|NAME] [--gemm PATH] [--device-budget BYTES] [--cpu-experts N]
- *             [--stats]
+ *             [--huge-pages] [--stats]
  * Exit status: 0 done (or --help), 1 a vkmoe or file error (message on
  * stderr), 2 bad usage. */
 #include <stdio.h>
@@ -20,6 +20,7 @@ typedef struct options {
     uint32_t cpu_layers; /* --cpu-experts: MoE layers whose experts run on the host */
     uint32_t layer;
     bool has_layer, all_layers, stats;
+    bool huge_pages; /* --huge-pages: vkmoe_context_params.host_huge_pages */
 } options;
 
 /* The usage line: on stdout for --help (done: exit 0), on stderr after a
@@ -29,7 +30,7 @@ static int usage(bool asked)
     fprintf(asked ? stdout : stderr,
             "usage: vkmoe-run --model PATH (--layer N | --layers all) --input x.npy --output y.npy "
             "[--device N|NAME] [--gemm auto|register|tiled|coopmat|gemv] "
-            "[--device-budget BYTES[K|M|G]] [--cpu-experts N] [--stats]\n");
+            "[--device-budget BYTES[K|M|G]] [--cpu-experts N] [--huge-pages] [--stats]\n");
     return asked ? -1 : 2;
 }
 
@@ -66,6 +67,10 @@ static int parse_args(int argc, char **argv, options *o)
             return usage(true);
         if (!strcmp(a, "--stats")) {
             o->stats = true;
+            continue;
+        }
+        if (!strcmp(a, "--huge-pages")) {
+            o->huge_pages = true;
             continue;
         }
         if (!v)
@@ -245,7 +250,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "vkmoe-run: %s: %s\n", o.input, error);
         return 1;
     }
-    vkmoe_context_params cp = {.device = o.device};
+    vkmoe_context_params cp = {.device = o.device, .host_huge_pages = o.huge_pages};
     vkmoe_context *ctx = NULL;
     rc = vkmoe_ok(vkmoe_context_create(&cp, &ctx)) &&
                  (o.all_layers ? run_model(&o, ctx, x, tokens, dim, &y)

@@ -139,9 +139,14 @@ static void test_gguf_through_the_tool(void **state)
     snprintf(tiled, sizeof(tiled), "%s --gemm tiled", args);
     assert_int_equal(run(tiled), 0);
     check_output(&t, x, 7);
-    /* six of the 64 experts on the device (3 KiB each), the rest copied in */
+    /* six of the 64 experts on the device (3 KiB each), the rest copied in;
+     * the same with --huge-pages (test_memory checks where the pages lie) */
     assert_int_equal(remove(path_in("y.npy")), 0);
     snprintf(tiled, sizeof(tiled), "%s --device-budget 18K", args);
+    assert_int_equal(run(tiled), 0);
+    check_output(&t, x, 7);
+    assert_int_equal(remove(path_in("y.npy")), 0);
+    snprintf(tiled, sizeof(tiled), "%s --device-budget 18K --huge-pages", args);
     assert_int_equal(run(tiled), 0);
     check_output(&t, x, 7);
     /* every expert on the host */
