@@ -167,9 +167,10 @@ typedef struct vkmoe_context_params {
      * through, in memory of the process's own advised into huge pages
      * (Linux's transparent huge pages; the device imports it through
      * VK_EXT_external_memory_host) rather than the driver's host memory:
-     * fewer TLB misses, and no prefetcher stopping at every 4 KiB. Ignored
-     * where the device imports no host memory, and for a model file's
-     * pages lent in place. Measured on a 2-core Zen 4 VM (README): reads
+     * fewer TLB misses, and no prefetcher stopping at every 4 KiB. A model
+     * file's experts are then copied there rather than lent in place (its
+     * pages are the page cache's small ones). Ignored where the device
+     * imports no host memory. Measured on a 2-core Zen 4 VM (README): reads
      * of random 2.4 MB experts 10-15% faster; on an earlier VM the f16
      * decode 1.45x faster but every other 4 KiB-page read of the process
      * 3-5x slower, hence opt-in. Default false. */

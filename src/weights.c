@@ -187,7 +187,8 @@ bool vkmoe_weights_can_lend(const vkmoe_layer *layer, vkmoe_expert_matrix m, uin
     matrix_layout(&layer->params, m, layer->params.ffn_dim, &type, &rows, &cols);
     const vkmoe_expert_array *a = &layer->weights.host[m];
     return layer->weights.cache && !a->chunks && layer->ctx->host_import_alignment &&
-           cols % VKMOE_ROW_ALIGN == 0 && bytes == padded_matrix_bytes(type, rows, cols) &&
+           !layer->ctx->host_huge_pages && cols % VKMOE_ROW_ALIGN == 0 &&
+           bytes == padded_matrix_bytes(type, rows, cols) &&
            bytes == rows * vkmoe_weight_bytes(type, cols);
 }
 

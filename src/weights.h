@@ -50,8 +50,10 @@ typedef struct vkmoe_layer_weights {
  * cache's host arrays are made at the first expert set into them. */
 vkmoe_status vkmoe_weights_create(vkmoe_layer *layer);
 /* Whether host array `matrix` of a cached layer can be lent matrices of
- * `bytes` bytes each: the device imports host memory, none is set yet,
- * and the array would hold them exactly so (no row padding). */
+ * `bytes` bytes each: the device imports host memory, the context does not
+ * want the host copies in huge pages (a file's pages are the page cache's
+ * small ones), none is set yet, and the array would hold them exactly so
+ * (no row padding). */
 bool vkmoe_weights_can_lend(const vkmoe_layer *layer, vkmoe_expert_matrix matrix, uint64_t bytes);
 /* Lend it every expert e's matrix at data[e] (anywhere, in any order: a
  * GGUF file's stacked tensor or a checkpoint's tensor per expert) in

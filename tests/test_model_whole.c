@@ -276,7 +276,8 @@ static void test_gguf_model(void **state)
  * the device, the chain's outputs equal the resident model's bit for bit;
  * a budget under one expert a layer is refused. Where the device imports
  * host memory, the experts are the file's own pages (laid out as the
- * device reads them, wherever the file puts each), and cannot be set. */
+ * device reads them, wherever the file puts each), and cannot be set;
+ * with host_huge_pages they are copied into the layers' own. */
 static void check_model_with_budget(vkmoe_context *ctx, const char *path, vkmoe_layer_params p)
 {
     uint64_t one = vkmoe_expert_bytes(&p);
@@ -287,7 +288,7 @@ static void check_model_with_budget(vkmoe_context *ctx, const char *path, vkmoe_
     assert_int_equal(vkmoe_model_memory(cached, &with_cache), VKMOE_OK);
     assert_int_equal(vkmoe_model_memory(resident, &all), VKMOE_OK);
     assert_true(with_cache.experts < all.experts && with_cache.host_experts > 0);
-    bool imports = ctx->host_import_alignment > 0;
+    bool imports = ctx->host_import_alignment > 0 && !ctx->host_huge_pages;
     assert_int_equal(with_cache.host_experts_mapped, imports ? with_cache.host_experts : 0);
     assert_int_equal(all.host_experts_mapped, 0);
     if (imports) {
@@ -358,6 +359,13 @@ static void test_models_with_budget(void **state)
 {
     vkmoe_layer_params p = write_gguf_model(*state, 503, "budget.gguf");
     check_model_with_budget(*state, path_in("budget.gguf"), p);
+    vkmoe_context *huge = NULL;
+    assert_int_equal(vkmoe_context_create_with(
+                         &(vkmoe_context_params){.validation = true, .host_huge_pages = true},
+                         &(vkmoe_context_options){.poison_buffers = true}, &huge),
+                     VKMOE_OK);
+    check_model_with_budget(huge, path_in("budget.gguf"), p);
+    vkmoe_context_destroy(&huge);
     remove(path_in("budget.gguf"));
     test_seed(504);
     p = deepseek_params();
