@@ -18,13 +18,14 @@ void *vkmoe_realloc(void *memory, size_t size);
  * many allocations were made since the previous call. */
 unsigned vkmoe_alloc_fail_at(unsigned n);
 
-/* `bytes` of zeroed anonymous memory of the process's own, starting at a 2 MiB boundary and advised
- * into huge pages where the kernel offers them (Linux's transparent huge
- * pages in "madvise" mode): memory the host streams through, where 4 KiB
- * pages cost a TLB miss every 4 KiB and stop the hardware prefetcher at
- * every page. NULL when out of memory. Released with vkmoe_unmap_pages.
- * Not one of the countdown's allocations: its callers have a way round
- * (the driver's memory), so its failure is no error of theirs. */
+/* `bytes` of zeroed anonymous memory of the process's own, starting at a
+ * 2 MiB boundary and advised into huge pages where the kernel offers them
+ * (Linux's transparent huge pages, in its "always" and "madvise" modes):
+ * memory the host streams through, where 4 KiB pages cost a TLB miss every
+ * 4 KiB and stop the hardware prefetcher at every page. NULL when out of
+ * memory. Released with vkmoe_unmap_pages. Not one of the countdown's
+ * allocations: its callers have a way round (the driver's memory), so its
+ * failure is no error of theirs. */
 void *vkmoe_map_pages(size_t bytes);
 void vkmoe_unmap_pages(void *pages, size_t bytes);
 
