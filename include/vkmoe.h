@@ -170,8 +170,9 @@ typedef struct vkmoe_context_params {
      * fewer TLB misses, and no prefetcher stopping at every 4 KiB. A model
      * file's experts are then copied there rather than lent in place (its
      * pages are the page cache's small ones). Ignored where the device
-     * imports no host memory. Measured on a 2-core Zen 4 VM (README): reads
-     * of random 2.4 MB experts 10-15% faster; on an earlier VM the f16
+     * imports no host memory. Measured on a 2-core Zen 4 VM (README): a test
+     * program's reads of random 2.4 MB experts 10-15% faster, the bench's
+     * decode no different beyond its noise; on an earlier VM the f16
      * decode 1.45x faster but every other 4 KiB-page read of the process
      * 3-5x slower, hence opt-in. Default false. */
     bool host_huge_pages;
