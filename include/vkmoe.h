@@ -141,6 +141,13 @@ typedef struct vkmoe_vulkan_import {
      * `queue` before the GEMMs that read them. */
     VkQueue copy_queue;
     uint32_t copy_queue_family;
+    /* The device was created with VK_EXT_external_memory_host enabled: the
+     * expert caches then hand it host memory of the process's own, as on a
+     * device vkmoe creates (vkmoe_device_info.host_memory_import). A device
+     * that does not offer the extension is refused with
+     * VKMOE_ERROR_UNSUPPORTED. Default false: the caches' host copies are
+     * the driver's host memory, and a model file's experts are copied there. */
+    bool external_memory_host;
 } vkmoe_vulkan_import;
 
 /* Zero-initialise, then set what you need: every zero field means default. */
@@ -170,11 +177,10 @@ typedef struct vkmoe_context_params {
      * fewer TLB misses, and no prefetcher stopping at every 4 KiB. A model
      * file's experts are then copied there rather than lent in place (its
      * pages are the page cache's small ones). Ignored where the device
-     * imports no host memory. Measured on a 2-core Zen 4 VM (README): a test
-     * program's reads of random 2.4 MB experts 10-15% faster, the bench's
-     * decode no different beyond its noise; on an earlier VM the f16
-     * decode 1.45x faster but every other 4 KiB-page read of the process
-     * 3-5x slower, hence opt-in. Default false. */
+     * imports no host memory (vkmoe_device_info.host_memory_import). Measured on a 2-core Zen 4 VM
+     * (README): a test program's reads of random 2.4 MB experts 10-15% faster, the bench's decode
+     * no different beyond its noise; on an earlier VM the f16 decode 1.45x faster but every other 4
+     * KiB-page read of the process 3-5x slower, hence opt-in. Default false. */
     bool host_huge_pages;
 } vkmoe_context_params;
 
@@ -219,6 +225,13 @@ typedef struct vkmoe_device_info {
      * lent a copy_queue other than its queue. False elsewhere (lavapipe):
      * copies then run on the compute queue, before the GEMMs that read them. */
     bool copy_queue;
+    /* VK_EXT_external_memory_host is used: enabled on a device vkmoe created
+     * where the driver offers it (lavapipe, RADV, ANV, NVIDIA), or as the
+     * import says (vkmoe_vulkan_import.external_memory_host). The device
+     * then reads host memory of the process's own: an expert cache lends it
+     * a model file's pages (vkmoe_model_open) and host_huge_pages's memory
+     * instead of copying into the driver's host memory. */
+    bool host_memory_import;
 } vkmoe_device_info;
 
 /* Number of Vulkan physical devices that vkmoe could use (Vulkan >= 1.2,

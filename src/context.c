@@ -318,6 +318,18 @@ static bool offers_cooperative_matrix_khr(const vkmoe_context *ctx, VkPhysicalDe
     return false;
 }
 
+/* The alignment of host memory the device imports
+ * (VK_EXT_external_memory_host): of addresses and sizes alike. */
+static VkDeviceSize host_import_alignment(const vkmoe_context *ctx)
+{
+    VkPhysicalDeviceExternalMemoryHostPropertiesEXT host = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_EXTERNAL_MEMORY_HOST_PROPERTIES_EXT};
+    VkPhysicalDeviceProperties2 props = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
+                                         .pNext = &host};
+    ctx->vk.vkGetPhysicalDeviceProperties2(ctx->physical_device, &props);
+    return host.minImportedHostPointerAlignment;
+}
+
 static vkmoe_status create_device(vkmoe_context *ctx)
 {
     ctx->queue_family = compute_family(ctx, ctx->physical_device);
@@ -423,14 +435,8 @@ static vkmoe_status create_device(vkmoe_context *ctx)
                        "vkCreateDevice"));
     VKMOE_TRY(load_functions(ctx, true));
     ctx->push_descriptors = ctx->push_descriptors && ctx->vk.vkCmdPushDescriptorSetKHR;
-    if (host_import && ctx->vk.vkGetMemoryHostPointerPropertiesEXT) {
-        VkPhysicalDeviceExternalMemoryHostPropertiesEXT host = {
-            .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_EXTERNAL_MEMORY_HOST_PROPERTIES_EXT};
-        VkPhysicalDeviceProperties2 props = {
-            .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &host};
-        ctx->vk.vkGetPhysicalDeviceProperties2(ctx->physical_device, &props);
-        ctx->host_import_alignment = host.minImportedHostPointerAlignment;
-    }
+    if (host_import && ctx->vk.vkGetMemoryHostPointerPropertiesEXT)
+        ctx->host_import_alignment = host_import_alignment(ctx);
     ctx->vk.vkGetDeviceQueue(ctx->device, ctx->queue_family, 0, &ctx->queue);
     ctx->timeline_semaphores = supported12.timelineSemaphore;
     return VKMOE_OK;
@@ -505,6 +511,16 @@ static vkmoe_status import_device(vkmoe_context *ctx, const vkmoe_vulkan_import 
         return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
                           "vkmoe_context_create: import.push_descriptor is set but the device "
                           "does not provide vkCmdPushDescriptorSetKHR");
+    if (import->external_memory_host) {
+        /* Whether the host enabled it cannot be asked of a VkDevice either:
+         * the import's word, checked against what the device offers. */
+        if (!has_extension(ctx, ctx->physical_device, VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME) ||
+            !ctx->vk.vkGetMemoryHostPointerPropertiesEXT)
+            return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                              "vkmoe_context_create: import.external_memory_host is set but the "
+                              "device does not offer VK_EXT_external_memory_host");
+        ctx->host_import_alignment = host_import_alignment(ctx);
+    }
     return import->copy_queue ? lent_copy_queue(ctx, import) : VKMOE_OK;
 }
 
@@ -572,6 +588,7 @@ static void fill_device_info(vkmoe_context *ctx)
     info->weight_types = readable_weight_types(ctx, ctx->physical_device);
     info->cooperative_matrix = ctx->cooperative_matrix;
     info->push_descriptors = ctx->push_descriptors;
+    info->host_memory_import = ctx->host_import_alignment != 0;
     ctx->gemm_lanes = ctx->options.gemm_lanes ? ctx->options.gemm_lanes : info->subgroup_size;
     if (ctx->options.max_allocation_size &&
         ctx->options.max_allocation_size < info->max_allocation_size)

@@ -122,6 +122,7 @@ static void test_import_host_device(void **state)
     assert_int_equal(vkmoe_context_device_info(host, &host_info), VKMOE_OK);
     vkmoe_vulkan_import import = {
         .push_descriptor = host_info.push_descriptors,
+        .external_memory_host = host_info.host_memory_import,
         .instance = host->instance,
         .physical_device = host->physical_device,
         .device = host->device,
@@ -138,6 +139,7 @@ static void test_import_host_device(void **state)
     vkmoe_device_info guest_info;
     assert_int_equal(vkmoe_context_device_info(guest, &guest_info), VKMOE_OK);
     assert_int_equal(guest_info.push_descriptors, import.push_descriptor);
+    assert_int_equal(guest_info.host_memory_import, import.external_memory_host);
     test_seed(20);
     test_layer t;
     vkmoe_layer_params p = {.dim = 20, .ffn_dim = 12, .experts = 3, .top_k = 2, .max_tokens = 5};

@@ -173,6 +173,30 @@ static void test_d09_import_without_buffer_device_address(void **state)
     interposer_reset();
 }
 
+/* The same for VK_EXT_external_memory_host: an import that says the host
+ * enabled it, on a device that hands out none of its functions, is
+ * refused; saying nothing, it imports and lends no host memory. */
+static void test_d09_import_without_external_memory_host(void **state)
+{
+    vkmoe_vulkan_import import = test_import_of(*state);
+    import.get_instance_proc_addr = interposer_entry();
+    import.external_memory_host = true;
+    interposer_reset();
+    interposer.hide_host_pointer_properties = true;
+    vkmoe_context_params params = {.import = &import};
+    vkmoe_context *ctx = NULL;
+    assert_int_equal(vkmoe_context_create(&params, &ctx), VKMOE_ERROR_UNSUPPORTED);
+    assert_null(ctx);
+    assert_non_null(strstr(vkmoe_last_error(), "VK_EXT_external_memory_host"));
+    import.external_memory_host = false;
+    assert_int_equal(vkmoe_context_create(&params, &ctx), VKMOE_OK);
+    vkmoe_device_info info;
+    assert_int_equal(vkmoe_context_device_info(ctx, &info), VKMOE_OK);
+    assert_false(info.host_memory_import);
+    vkmoe_context_destroy(&ctx);
+    interposer_reset();
+}
+
 static void lock_queue(void *user)
 {
     (void)user;
@@ -526,6 +550,7 @@ int main(void)
         cmocka_unit_test(test_d06_vulkan_results_by_name),
         cmocka_unit_test(test_d08_import_missing_queue_family),
         cmocka_unit_test(test_d09_import_without_buffer_device_address),
+        cmocka_unit_test(test_d09_import_without_external_memory_host),
         cmocka_unit_test(test_d10_imported_destroy_waits_on_its_own),
         cmocka_unit_test(test_d11_context_destroyed_before_layer),
         cmocka_unit_test(test_d17_io_over_the_storage_range),

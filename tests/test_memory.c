@@ -124,9 +124,10 @@ static void check_cached_layer(vkmoe_context *ctx, test_layer *t, bool own)
 
 /* With host_huge_pages, an expert cache's host arrays, which CPU experts
  * stream through, lie in huge pages of the process's own (lavapipe imports
- * host memory); without it, or where the device imports none (an imported
- * context that did not enable VK_EXT_external_memory_host), in the
- * driver's memory; the same results everywhere. */
+ * host memory), on a device vkmoe created or an imported one whose import
+ * says it enabled VK_EXT_external_memory_host; without it, or where the
+ * device imports none (an import that does not say so), in the driver's
+ * memory; the same results everywhere. */
 static void test_host_huge_pages(void **state)
 {
     vkmoe_context *plain = *state, *huge = NULL, *guest = NULL;
@@ -142,8 +143,16 @@ static void test_host_huge_pages(void **state)
                              &guest),
         VKMOE_OK);
     assert_int_equal(guest->host_import_alignment, 0);
+    import.external_memory_host = true;
+    vkmoe_context *lent = NULL;
+    assert_int_equal(
+        vkmoe_context_create(&(vkmoe_context_params){.import = &import, .host_huge_pages = true},
+                             &lent),
+        VKMOE_OK);
+    assert_int_equal(lent->host_import_alignment, huge->host_import_alignment);
     check_streamed_buffer(huge, ((VkDeviceSize)3 << 20) + 5, true);
     check_streamed_buffer(huge, 1, true);
+    check_streamed_buffer(lent, ((VkDeviceSize)3 << 20) + 5, true);
     check_streamed_buffer(plain, ((VkDeviceSize)3 << 20) + 5, false);
     check_streamed_buffer(guest, ((VkDeviceSize)3 << 20) + 5, false);
 
@@ -155,7 +164,9 @@ static void test_host_huge_pages(void **state)
     check_cached_layer(huge, &t, true);
     check_cached_layer(plain, &t, false);
     check_cached_layer(guest, &t, false);
+    check_cached_layer(lent, &t, true);
     test_layer_destroy(&t);
+    vkmoe_context_destroy(&lent);
     vkmoe_context_destroy(&guest);
     vkmoe_context_destroy(&huge);
 }

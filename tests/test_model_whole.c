@@ -366,6 +366,16 @@ static void test_models_with_budget(void **state)
                      VKMOE_OK);
     check_model_with_budget(huge, path_in("budget.gguf"), p);
     vkmoe_context_destroy(&huge);
+    /* A host application's device that enabled VK_EXT_external_memory_host
+     * lends the file's pages as vkmoe's own does. */
+    vkmoe_context *own = *state, *guest = NULL;
+    vkmoe_vulkan_import import = test_import_of(own);
+    import.external_memory_host = own->host_import_alignment > 0;
+    assert_int_equal(vkmoe_context_create(&(vkmoe_context_params){.import = &import}, &guest),
+                     VKMOE_OK);
+    assert_int_equal(guest->host_import_alignment, own->host_import_alignment);
+    check_model_with_budget(guest, path_in("budget.gguf"), p);
+    vkmoe_context_destroy(&guest);
     remove(path_in("budget.gguf"));
     test_seed(504);
     p = deepseek_params();

@@ -148,6 +148,9 @@ static VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL get_device_proc_addr(VkDevice de
                                                                      const char *name)
 {
     PFN_vkVoidFunction real = real_get_device_proc_addr(device, name);
+    if (interposer.hide_host_pointer_properties &&
+        strcmp(name, "vkGetMemoryHostPointerPropertiesEXT") == 0)
+        return NULL;
 #define HAND_OUT(fn, lose, params, args)                                                           \
     if (real && strcmp(name, #fn) == 0) {                                                          \
         real_##fn = (PFN_##fn)real;                                                                \

@@ -28,6 +28,9 @@ typedef struct interposer_state {
     /* vkGetPhysicalDeviceFeatures2 reports no bufferDeviceAddress, as a
      * device without the feature would. */
     bool hide_buffer_device_address;
+    /* vkGetDeviceProcAddr hands out no vkGetMemoryHostPointerPropertiesEXT,
+     * as for a device created without VK_EXT_external_memory_host. */
+    bool hide_host_pointer_properties;
 } interposer_state;
 
 extern interposer_state interposer;
