@@ -964,6 +964,18 @@ typedef struct vkmoe_model_params {
      * every expert on the device. */
     uint64_t expert_budget_bytes;
     vkmoe_cache_policy cache_policy; /* default VKMOE_CACHE_FREQUENCY */
+    /* vkmoe_model_open with expert_budget_bytes: the MoE layers whose
+     * experts have one shape (weight types, dim, ffn_dim, gated or not)
+     * share one set of device slots, as many as their share of the budget
+     * holds, instead of each keeping its own share: the policy then keeps
+     * the hottest experts of any of them, and a layer whose experts are
+     * needed more holds more slots. Each layer's vkmoe_cache_stats.slots
+     * and vkmoe_layer_memory count the shared slots as its own
+     * (vkmoe_model_memory counts them once). vkmoe_layer_prefetch then
+     * takes no slot holding an expert that another layer's latest forward
+     * needed (the layer about to run may need it again). Outputs are the
+     * same bits either way. Default false. */
+    bool shared_cache;
     /* The routed experts of the first this many MoE layers run on the host
      * (vkmoe_layer_params.cpu_experts; llama.cpp's --n-cpu-moe); they take
      * no share of expert_budget_bytes. vkmoe_layer_from_file: any number

@@ -3,7 +3,7 @@
  * file and write the output as .npy.
  *   vkmoe-run --model PATH (--layer N | --layers all) --input x.npy --output y.npy
  *             [--device N|NAME] [--gemm PATH] [--device-budget BYTES] [--cpu-experts N]
- *             [--huge-pages] [--stats]
+ *             [--huge-pages] [--shared-cache] [--stats]
  * Exit status: 0 done (or --help), 1 a vkmoe or file error (message on
  * stderr), 2 bad usage. */
 #include <stdio.h>
@@ -20,7 +20,8 @@ typedef struct options {
     uint32_t cpu_layers; /* --cpu-experts: MoE layers whose experts run on the host */
     uint32_t layer;
     bool has_layer, all_layers, stats;
-    bool huge_pages; /* --huge-pages: vkmoe_context_params.host_huge_pages */
+    bool huge_pages;   /* --huge-pages: vkmoe_context_params.host_huge_pages */
+    bool shared_cache; /* --shared-cache: vkmoe_model_params.shared_cache */
 } options;
 
 /* The usage line: on stdout for --help (done: exit 0), on stderr after a
@@ -30,7 +31,8 @@ static int usage(bool asked)
     fprintf(asked ? stdout : stderr,
             "usage: vkmoe-run --model PATH (--layer N | --layers all) --input x.npy --output y.npy "
             "[--device N|NAME] [--gemm auto|register|tiled|coopmat|gemv] "
-            "[--device-budget BYTES[K|M|G]] [--cpu-experts N] [--huge-pages] [--stats]\n");
+            "[--device-budget BYTES[K|M|G]] [--cpu-experts N] [--huge-pages] [--shared-cache] "
+            "[--stats]\n");
     return asked ? -1 : 2;
 }
 
@@ -71,6 +73,10 @@ static int parse_args(int argc, char **argv, options *o)
         }
         if (!strcmp(a, "--huge-pages")) {
             o->huge_pages = true;
+            continue;
+        }
+        if (!strcmp(a, "--shared-cache")) {
+            o->shared_cache = true;
             continue;
         }
         if (!v)
@@ -188,6 +194,7 @@ static bool run_model(const options *o, vkmoe_context *ctx, float *x, uint32_t t
                              .gemm_path = o->gemm_path,
                              .expert_budget_bytes = o->budget,
                              .cpu_expert_layers = o->cpu_layers,
+                             .shared_cache = o->shared_cache,
                              .progress = show_progress,
                              .progress_user_data = &shown};
     vkmoe_model *model;

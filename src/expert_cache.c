@@ -16,19 +16,61 @@
  * drift of the hot set is followed within tens of forwards. */
 #define SCORE_DECAY 0.9
 
-vkmoe_status vkmoe_expert_cache_create(vkmoe_layer *layer, uint32_t slots, uint64_t expert_bytes)
+/* A pool of `slots` empty slots, its arrays not yet made. */
+static vkmoe_status pool_create(vkmoe_layer *layer, uint32_t slots, vkmoe_slot_pool **out)
+{
+    vkmoe_slot_pool *pool = *out = vkmoe_calloc(1, sizeof(*pool));
+    if (!pool)
+        return vkmoe_fail(layer->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    pool->slots = slots;
+    pool->first = layer;
+    pool->owner = vkmoe_calloc(slots, sizeof(*pool->owner));
+    pool->expert = vkmoe_malloc(slots * sizeof(uint32_t));
+    pool->pinned = vkmoe_calloc(slots, 1);
+    if (!pool->owner || !pool->expert || !pool->pinned)
+        return vkmoe_fail(layer->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    return VKMOE_OK;
+}
+
+/* A member leaves; the last frees the pool, and its slots' memory once
+ * every copy into it is done (each member waited for its own). */
+static void pool_leave(vkmoe_context *ctx, vkmoe_expert_cache *c)
+{
+    vkmoe_slot_pool *pool = c->pool;
+    for (uint32_t s = 0; s < pool->slots && pool->owner; s++)
+        if (pool->owner[s] == c)
+            pool->owner[s] = NULL;
+    if (--pool->members > 0)
+        return;
+    for (uint32_t m = 0; m < 3; m++)
+        vkmoe_expert_array_destroy(ctx, &pool->arrays[m]);
+    free(pool->owner);
+    free(pool->expert);
+    free(pool->pinned);
+    free(pool);
+}
+
+vkmoe_status vkmoe_expert_cache_create(vkmoe_layer *layer, uint32_t slots, uint64_t expert_bytes,
+                                       vkmoe_slot_pool **shared)
 {
     vkmoe_context *ctx = layer->ctx;
     uint32_t experts = layer->params.experts;
     vkmoe_expert_cache *c = layer->weights.cache = vkmoe_calloc(1, sizeof(*c));
     if (!c)
         return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    vkmoe_slot_pool *pool = shared ? *shared : NULL;
+    vkmoe_status made = pool ? VKMOE_OK : pool_create(layer, slots, &pool);
+    if (pool) { /* left with the cache, whatever follows */
+        c->pool = pool;
+        c->member = pool->members++;
+    }
+    VKMOE_TRY(made);
+    if (shared)
+        *shared = pool;
     c->experts = experts;
-    c->slots = slots;
     c->policy = layer->params.cache_policy;
     c->expert_bytes = expert_bytes;
-    c->stats = (vkmoe_cache_stats){.slots = slots, .expert_bytes = expert_bytes};
-    c->slot_expert = vkmoe_malloc(slots * sizeof(uint32_t));
+    c->stats = (vkmoe_cache_stats){.slots = pool->slots, .expert_bytes = expert_bytes};
     c->expert_slot = vkmoe_malloc(experts * sizeof(uint32_t));
     c->score = vkmoe_calloc(experts, sizeof(double));
     c->last_used = vkmoe_calloc(experts, sizeof(uint64_t));
@@ -36,12 +78,10 @@ vkmoe_status vkmoe_expert_cache_create(vkmoe_layer *layer, uint32_t slots, uint6
     c->plan_round = vkmoe_malloc(experts * sizeof(uint32_t));
     c->round_map = vkmoe_malloc(experts * sizeof(uint32_t));
     c->loads = vkmoe_malloc(experts * sizeof(vkmoe_cache_load));
-    c->pinned = vkmoe_malloc(slots);
     c->prefetched = vkmoe_calloc(experts, 1);
-    if (!c->slot_expert || !c->expert_slot || !c->score || !c->last_used || !c->plan_slot ||
-        !c->plan_round || !c->round_map || !c->loads || !c->pinned || !c->prefetched)
+    if (!c->expert_slot || !c->score || !c->last_used || !c->plan_slot || !c->plan_round ||
+        !c->round_map || !c->loads || !c->prefetched)
         return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    memset(c->slot_expert, 0xff, slots * sizeof(uint32_t));
     memset(c->expert_slot, 0xff, experts * sizeof(uint32_t));
     VKMOE_TRY(vkmoe_buffer_create(ctx, 4ull * experts, VKMOE_MEMORY_DEVICE, &c->map));
     VKMOE_TRY(vkmoe_buffer_create(ctx, 4ull * experts, VKMOE_MEMORY_HOST_CACHED, &c->counts));
@@ -78,10 +118,12 @@ void vkmoe_expert_cache_destroy(vkmoe_context *ctx, vkmoe_expert_cache **cache)
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(buffers); i++)
         vkmoe_buffer_destroy(ctx, buffers[i]);
     vkmoe_cpu_scratch_destroy(&c->cpu);
+    if (c->pool)
+        pool_leave(ctx, c);
     free(c->on_cpu);
     free(c->cpu_copies);
-    void *arrays[] = {c->slot_expert, c->expert_slot, c->score, c->last_used, c->plan_slot,
-                      c->plan_round,  c->round_map,   c->loads, c->pinned,    c->prefetched};
+    void *arrays[] = {c->expert_slot, c->score,     c->last_used, c->plan_slot,
+                      c->plan_round,  c->round_map, c->loads,     c->prefetched};
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(arrays); i++)
         free(arrays[i]);
     free(c);
@@ -93,7 +135,7 @@ void vkmoe_expert_cache_forget(vkmoe_expert_cache *c, uint32_t expert)
     uint32_t slot = c->expert_slot[expert];
     if (slot == VKMOE_INVALID)
         return;
-    c->slot_expert[slot] = VKMOE_INVALID;
+    c->pool->owner[slot] = NULL;
     c->expert_slot[expert] = VKMOE_INVALID;
     c->prefetched[expert] = 0;
 }
@@ -119,40 +161,58 @@ void vkmoe_expert_cache_record_counts(vkmoe_layer *layer, VkCommandBuffer cmd, u
 }
 
 /* Whether slot a's expert should be evicted before slot b's: an empty slot
- * first, then by the policy, then the least recently needed, then the
- * lowest expert index. */
-static bool evict_before(const vkmoe_expert_cache *c, uint32_t a, uint32_t b)
+ * first, then by the policy (the members' scores and times compare: each
+ * member decays its scores once a forward, and a model runs every layer
+ * once a token), then the least recently needed, then the first member's,
+ * then the lowest expert index. */
+static bool evict_before(const vkmoe_slot_pool *pool, uint32_t a, uint32_t b)
 {
-    uint32_t ea = c->slot_expert[a], eb = c->slot_expert[b];
-    if (ea == VKMOE_INVALID || eb == VKMOE_INVALID)
-        return ea == VKMOE_INVALID && eb != VKMOE_INVALID;
-    if (c->policy == VKMOE_CACHE_FREQUENCY && c->score[ea] != c->score[eb])
-        return c->score[ea] < c->score[eb];
-    if (c->last_used[ea] != c->last_used[eb])
-        return c->last_used[ea] < c->last_used[eb];
+    const vkmoe_expert_cache *ca = pool->owner[a], *cb = pool->owner[b];
+    if (!ca || !cb)
+        return !ca && cb;
+    uint32_t ea = pool->expert[a], eb = pool->expert[b];
+    if (ca->policy == VKMOE_CACHE_FREQUENCY && ca->score[ea] != cb->score[eb])
+        return ca->score[ea] < cb->score[eb];
+    if (ca->last_used[ea] != cb->last_used[eb])
+        return ca->last_used[ea] < cb->last_used[eb];
+    if (ca != cb)
+        return ca->member < cb->member;
     return ea < eb;
 }
 
-/* The slot to evict among those not `pinned` (computing in this round), or
- * VKMOE_INVALID when every slot is. */
-static uint32_t victim(const vkmoe_expert_cache *c)
+/* Whether slot s holds an expert that another member than c needed in its
+ * latest forward: likely needed again, perhaps by the forward about to
+ * run (a prefetch for the next layer comes before the current one's). */
+static bool held_for_another(const vkmoe_expert_cache *c, uint32_t s)
 {
+    const vkmoe_expert_cache *owner = c->pool->owner[s];
+    return owner && owner != c && owner->last_used[c->pool->expert[s]] == owner->last_forward;
+}
+
+/* The slot to evict among those not pinned (computing in this round), and
+ * for a prefetch, not held_for_another; VKMOE_INVALID when none. */
+static uint32_t victim(const vkmoe_expert_cache *c, bool prefetch)
+{
+    const vkmoe_slot_pool *pool = c->pool;
     uint32_t best = VKMOE_INVALID;
-    for (uint32_t s = 0; s < c->slots; s++)
-        if (!c->pinned[s] && (best == VKMOE_INVALID || evict_before(c, s, best)))
+    for (uint32_t s = 0; s < pool->slots; s++) {
+        if (pool->pinned[s] || (prefetch && held_for_another(c, s)))
+            continue;
+        if (best == VKMOE_INVALID || evict_before(pool, s, best))
             best = s;
+    }
     return best;
 }
 
 /* Update the policy's view of the experts with this forward's needs. */
 static void note_needs(vkmoe_expert_cache *c, const uint32_t *counts)
 {
-    c->clock++;
+    uint64_t now = c->last_forward = ++c->pool->clock;
     for (uint32_t e = 0; e < c->experts; e++) {
         c->score[e] *= SCORE_DECAY;
         if (counts[e]) {
             c->score[e] += 1;
-            c->last_used[e] = c->clock;
+            c->last_used[e] = now;
         }
     }
 }
@@ -166,25 +226,33 @@ static void note_needs(vkmoe_expert_cache *c, const uint32_t *counts)
  * computing it there costs less than copying it in. */
 static bool stays_on_host(const vkmoe_expert_cache *c, uint32_t e, uint32_t rows)
 {
-    uint32_t slot = victim(c);
-    uint32_t evicted = slot == VKMOE_INVALID ? VKMOE_INVALID : c->slot_expert[slot];
-    double rival = evicted == VKMOE_INVALID ? 0 : c->score[evicted];
+    const vkmoe_slot_pool *pool = c->pool;
+    uint32_t slot = victim(c, false);
+    const vkmoe_expert_cache *owner = slot == VKMOE_INVALID ? NULL : pool->owner[slot];
+    double rival = owner ? owner->score[pool->expert[slot]] : 0;
     if (slot != VKMOE_INVALID && c->score[e] >= ADMIT_SCORE && c->score[e] > rival)
         return false;
     double read = c->expert_bytes * c->read_cost, compute = rows * c->expert_flops * c->flop_cost;
     return (read > compute ? read : compute) < c->expert_bytes * c->copy_cost;
 }
 
-/* Expert e into slot from now on; whatever the slot held leaves. */
+/* Expert e into slot from now on; whatever the slot held leaves. Another
+ * member's copies into it (a prefetch's) may still run: c's copies and
+ * GEMMs then wait for them too. */
 static void occupy(vkmoe_expert_cache *c, uint32_t slot, uint32_t e)
 {
-    if (c->slot_expert[slot] != VKMOE_INVALID) {
-        c->expert_slot[c->slot_expert[slot]] = VKMOE_INVALID;
-        c->prefetched[c->slot_expert[slot]] = 0;
+    vkmoe_slot_pool *pool = c->pool;
+    vkmoe_expert_cache *was = pool->owner[slot];
+    if (was) {
+        was->expert_slot[pool->expert[slot]] = VKMOE_INVALID;
+        was->prefetched[pool->expert[slot]] = 0;
+        if (was->copies_ready > c->copies_ready)
+            c->copies_ready = was->copies_ready;
     }
-    c->slot_expert[slot] = e;
+    pool->owner[slot] = c;
+    pool->expert[slot] = e;
     c->expert_slot[e] = slot;
-    c->pinned[slot] = 1;
+    pool->pinned[slot] = 1;
 }
 
 /* Round 0 runs the needed experts already on the device and as many of
@@ -196,14 +264,15 @@ static void occupy(vkmoe_expert_cache *c, uint32_t slot, uint32_t e)
 static void plan_slots(vkmoe_expert_cache *c)
 {
     const uint32_t *counts = c->counts.mapped;
-    memset(c->pinned, 0, c->slots);
+    vkmoe_slot_pool *pool = c->pool;
+    memset(pool->pinned, 0, pool->slots);
     c->rounds = 1;
     for (uint32_t e = 0; e < c->experts; e++) {
         uint32_t slot = counts[e] ? c->expert_slot[e] : VKMOE_INVALID;
         c->plan_slot[e] = slot;
         c->plan_round[e] = slot != VKMOE_INVALID ? 0 : VKMOE_INVALID;
         if (slot != VKMOE_INVALID) {
-            c->pinned[slot] = 1;
+            pool->pinned[slot] = 1;
             c->hits++;
             c->prefetch_hits += c->prefetched[e];
         }
@@ -219,12 +288,12 @@ static void plan_slots(vkmoe_expert_cache *c)
             c->cpu_runs++;
             continue;
         }
-        uint32_t slot = victim(c);
+        uint32_t slot = victim(c, false);
         if (slot == VKMOE_INVALID) {
-            memset(c->pinned, 0, c->slots);
+            memset(pool->pinned, 0, pool->slots);
             c->rounds++;
             reused = true;
-            slot = victim(c);
+            slot = victim(c, false);
         }
         if (c->rounds <= first_miss_round)
             c->rounds = first_miss_round + 1;
@@ -378,16 +447,17 @@ void vkmoe_expert_cache_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t
 vkmoe_status vkmoe_expert_cache_prefetch(vkmoe_layer *layer)
 {
     vkmoe_expert_cache *c = layer->weights.cache;
+    vkmoe_slot_pool *pool = c->pool;
     const uint32_t *counts = c->counts.mapped;
-    memset(c->pinned, 0, c->slots);
+    memset(pool->pinned, 0, pool->slots);
     for (uint32_t e = 0; e < c->experts; e++)
         if (counts[e] && c->expert_slot[e] != VKMOE_INVALID)
-            c->pinned[c->expert_slot[e]] = 1;
+            pool->pinned[c->expert_slot[e]] = 1;
     c->load_count = c->async_loads = 0;
     for (uint32_t e = 0; e < c->experts; e++) {
         if (!counts[e] || c->expert_slot[e] != VKMOE_INVALID)
             continue;
-        uint32_t slot = victim(c);
+        uint32_t slot = victim(c, true);
         if (slot == VKMOE_INVALID)
             break; /* every slot holds a predicted expert */
         occupy(c, slot, e);

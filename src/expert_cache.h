@@ -13,6 +13,24 @@
 #include "cpu_experts.h"
 #include "layer.h"
 
+/* The device slots of one expert cache, or of the caches of a model's
+ * layers whose experts have one shape (vkmoe_model_params.shared_cache):
+ * the slots' matrices, which the member layers' device arrays borrow, and
+ * whose expert each slot holds. The last member destroys it. Its members
+ * run one at a time (a model's layers share their scratch), so a slot a
+ * forward takes from another member was last read by a forward that has
+ * completed; only a prefetch's copy may still be writing it (the copy
+ * queue orders its copies, and the forward then waits for them). */
+typedef struct vkmoe_slot_pool {
+    uint32_t slots, members;
+    vkmoe_expert_array arrays[3]; /* device memory, `slots` matrices each */
+    vkmoe_expert_cache **owner;   /* [slots]: whose expert a slot holds, or NULL */
+    uint32_t *expert;             /* [slots]: which of its experts */
+    uint8_t *pinned;              /* [slots]: computing in the round being planned */
+    uint64_t clock;               /* forwards its members planned */
+    const vkmoe_layer *first;     /* the member that made it: counts its memory */
+} vkmoe_slot_pool;
+
 /* One expert copied into one slot in a round: on the copy queue, or
  * inline, before the round's GEMMs. */
 typedef struct vkmoe_cache_load {
@@ -20,17 +38,18 @@ typedef struct vkmoe_cache_load {
     bool on_copy_queue;
 } vkmoe_cache_load;
 
-typedef struct vkmoe_expert_cache {
-    uint32_t experts, slots;
+struct vkmoe_expert_cache {
+    uint32_t experts;
+    vkmoe_slot_pool *pool; /* the slots, its own or shared */
+    uint32_t member;       /* its place among the pool's members: ties go to the first */
     vkmoe_cache_policy policy;
     uint64_t expert_bytes; /* device bytes of one expert's matrices */
     vkmoe_buffer map;      /* u32 [experts] on the device: the GEMMs' expert_slot */
     vkmoe_buffer counts;   /* u32 [experts] in host memory: the routing read back */
-    uint32_t *slot_expert; /* [slots]: the expert a slot holds, or VKMOE_INVALID */
     uint32_t *expert_slot; /* [experts]: the slot holding an expert, or VKMOE_INVALID */
     double *score;         /* [experts]: frequency with recency (VKMOE_CACHE_FREQUENCY) */
-    uint64_t *last_used;   /* [experts]: the forward that last needed it; 0: never */
-    uint64_t clock;        /* forwards planned */
+    uint64_t *last_used;   /* [experts]: the pool's forward that last needed it; 0: never */
+    uint64_t last_forward; /* the pool's forward that was its latest */
     /* The plan of the forward being recorded, for each needed expert: */
     uint32_t *plan_slot;     /* [experts]: the slot it computes in, or VKMOE_INVALID */
     uint32_t *plan_round;    /* [experts]: the round it computes in, or VKMOE_INVALID */
@@ -47,7 +66,6 @@ typedef struct vkmoe_expert_cache {
     uint32_t next_round;     /* the first round not yet recorded */
     uint8_t *prefetched;     /* [experts]: copied in by a prefetch, not yet needed */
     uint32_t prefetch_hits;  /* this forward's */
-    uint8_t *pinned;         /* [slots]: computing in the round being planned */
     vkmoe_cache_stats stats; /* of the forwards that completed */
     /* Experts on the host (params.cpu_experts): every needed expert runs
      * there, from the host arrays; no slot is ever filled. */
@@ -64,11 +82,16 @@ typedef struct vkmoe_expert_cache {
     double cpu_ms; /* of the forward being recorded */
     /* seconds a byte takes copied in, a byte read and a FLOP on the host */
     double copy_cost, read_cost, flop_cost, expert_flops;
-} vkmoe_expert_cache;
+};
 
-/* The cache of a layer whose experts need more than its budget: `slots`
- * experts on the device (the device arrays' count) out of params.experts. */
-vkmoe_status vkmoe_expert_cache_create(vkmoe_layer *layer, uint32_t slots, uint64_t expert_bytes);
+/* The cache of a layer whose experts need more than its budget, with
+ * `slots` experts on the device out of params.experts: in *shared's pool
+ * where that is set (the caller made sure its slots fit this layer's
+ * experts), else in a new one, which *shared (where not NULL) then names.
+ * The pool's arrays are the caller's to make where they are not yet
+ * (pool->arrays[VKMOE_EXPERT_DOWN].chunks NULL). */
+vkmoe_status vkmoe_expert_cache_create(vkmoe_layer *layer, uint32_t slots, uint64_t expert_bytes,
+                                       vkmoe_slot_pool **shared);
 void vkmoe_expert_cache_destroy(vkmoe_context *ctx, vkmoe_expert_cache **cache);
 
 /* An expert's matrices were set again: whatever slot holds it is stale. */

@@ -80,6 +80,9 @@ typedef struct vkmoe_expert_array {
     } * lent;
     uint32_t rows, cols, ld;
     vkmoe_weight_type type; /* how the matrices are stored */
+    /* chunks and views are a slot pool's (expert_cache.h), which destroys
+     * them; sources are the array's own */
+    bool borrowed;
 } vkmoe_expert_array;
 
 /* The paths AUTO takes on this device for decode and prefill, and why. */

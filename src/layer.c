@@ -299,7 +299,8 @@ uint64_t vkmoe_workspace_bytes(const vkmoe_workspace *ws)
 
 /* Weights, the workspace (its own unless `shared`), views, descriptors,
  * pipelines. */
-static vkmoe_status allocate_layer(vkmoe_layer *layer, vkmoe_workspace *shared)
+static vkmoe_status allocate_layer(vkmoe_layer *layer, vkmoe_workspace *shared,
+                                   vkmoe_slot_pool **slots)
 {
     vkmoe_context *ctx = layer->ctx;
     vkmoe_workspace_sizes sizes = workspace_sizes(layer);
@@ -307,7 +308,7 @@ static vkmoe_status allocate_layer(vkmoe_layer *layer, vkmoe_workspace *shared)
         layer->work = shared;
     else
         VKMOE_TRY(vkmoe_workspace_create(ctx, &sizes, &layer->own));
-    VKMOE_TRY(vkmoe_weights_create(layer));
+    VKMOE_TRY(vkmoe_weights_create(layer, slots));
     VKMOE_TRY(vkmoe_gemm_token_plan_create(layer));
     vkmoe_workspace *w = layer->work;
     VKMOE_TRY(vkmoe_buffer_view_create(ctx, &w->hidden, VK_FORMAT_R32G32B32A32_SFLOAT, sizes.hidden,
@@ -365,11 +366,12 @@ vkmoe_status vkmoe_layer_compile(vkmoe_context *ctx, const vkmoe_layer_params *p
 vkmoe_status vkmoe_layer_create(vkmoe_context *ctx, const vkmoe_layer_params *params,
                                 vkmoe_layer **out)
 {
-    return vkmoe_layer_create_in(ctx, params, NULL, out);
+    return vkmoe_layer_create_in(ctx, params, NULL, NULL, out);
 }
 
 vkmoe_status vkmoe_layer_create_in(vkmoe_context *ctx, const vkmoe_layer_params *params,
-                                   vkmoe_workspace *shared, vkmoe_layer **out)
+                                   vkmoe_workspace *shared, vkmoe_slot_pool **slots,
+                                   vkmoe_layer **out)
 {
     VKMOE_REQUIRE(ctx, out, "vkmoe_layer_create: out is NULL");
     *out = NULL;
@@ -391,7 +393,7 @@ vkmoe_status vkmoe_layer_create_in(vkmoe_context *ctx, const vkmoe_layer_params 
     layer->gemm = vkmoe_gemm_choose(ctx, &p);
     vkmoe_status status = plan_layer(layer);
     if (status == VKMOE_OK)
-        status = allocate_layer(layer, shared);
+        status = allocate_layer(layer, shared, slots);
     if (status != VKMOE_OK) {
         vkmoe_layer_destroy(&layer);
         return status;
@@ -751,6 +753,17 @@ void vkmoe_layer_memory_of(const vkmoe_layer *layer, vkmoe_memory_report *r)
     r->routers = w->router.size + w->router_vectors.size;
     r->scratch = layer->plan.token_plan.size + vkmoe_workspace_bytes(layer->work);
     r->total = r->experts + r->shared_experts + r->routers + r->scratch;
+}
+
+uint64_t vkmoe_layer_borrowed_bytes(const vkmoe_layer *layer)
+{
+    const vkmoe_expert_cache *c = layer->weights.cache;
+    if (!c || c->pool->first == layer)
+        return 0;
+    uint64_t bytes = 0;
+    for (int m = 0; m < 3; m++)
+        bytes += array_bytes(&layer->weights.experts[m]);
+    return bytes;
 }
 
 vkmoe_status vkmoe_layer_memory(const vkmoe_layer *layer, vkmoe_memory_report *report)

@@ -75,13 +75,19 @@ void vkmoe_workspace_destroy(vkmoe_context *ctx, vkmoe_workspace *ws);
 /* Bytes of the workspace's buffers. */
 uint64_t vkmoe_workspace_bytes(const vkmoe_workspace *ws);
 
-/* A layer of params working in `shared` (NULL: a workspace of its own);
- * vkmoe_layer_create is this with NULL. */
+/* A layer of params working in `shared` (NULL: a workspace of its own),
+ * its expert cache's slots (if it has one) in *slots's pool, or in a new
+ * one *slots then names (slots NULL: its own); vkmoe_layer_create is this
+ * with NULL for both. */
 vkmoe_status vkmoe_layer_create_in(vkmoe_context *ctx, const vkmoe_layer_params *params,
-                                   vkmoe_workspace *shared, vkmoe_layer **out);
+                                   vkmoe_workspace *shared, vkmoe_slot_pool **slots,
+                                   vkmoe_layer **out);
 
 /* The layer's device memory, the workspace it works in counted whole. */
 void vkmoe_layer_memory_of(const vkmoe_layer *layer, vkmoe_memory_report *report);
+/* Of its experts' bytes there, those of slots it shares with layers of
+ * its model and that another of them made (a model counts them once). */
+uint64_t vkmoe_layer_borrowed_bytes(const vkmoe_layer *layer);
 
 /* VKMOE_ERROR_STATE unless the workspace holds this layer's last forward:
  * none has run, or (a shared workspace) another layer's forward has run

@@ -821,11 +821,43 @@ static vkmoe_status describe(model_source *s, uint32_t index, const vkmoe_model_
     return VKMOE_OK;
 }
 
+/* Whether layer i of a model keeps experts on the device (a MoE layer
+ * whose experts are not on the host). */
+static bool device_experts(const model_layout *layouts, uint32_t i)
+{
+    return !layouts[i].dense && !layouts[i].params.cpu_experts;
+}
+
+/* With shared_cache, the first layer whose slots layer i's experts share:
+ * the first device-experts layer of their shape (i itself for the first). */
+static uint32_t slot_group(const model_layout *layouts, uint32_t i)
+{
+    for (uint32_t j = 0; j < i; j++)
+        if (device_experts(layouts, j) &&
+            vkmoe_weights_slots_fit(&layouts[j].params, &layouts[i].params))
+            return j;
+    return i;
+}
+
+/* The bytes of the experts that share layer i's budget: its own, or with
+ * shared_cache, those of every layer of its slot group. */
+static double budget_share_bytes(const model_layout *layouts, uint32_t layers, uint32_t i,
+                                 bool shared)
+{
+    double bytes = 0;
+    for (uint32_t j = 0; j < layers; j++)
+        if (device_experts(layouts, j) &&
+            (shared ? slot_group(layouts, j) == slot_group(layouts, i) : j == i))
+            bytes += (double)layouts[j].params.experts * vkmoe_expert_bytes(&layouts[j].params);
+    return bytes;
+}
+
 /* The experts of a model's first cpu_layers MoE layers on the host; the
  * budget shared by the others in proportion to their experts' bytes, each
- * at least one expert. */
+ * at least one expert, or with shared_cache by their slot groups, each
+ * layer of a group given the group's. */
 static vkmoe_status place_experts(model_source *s, uint32_t layers, model_layout *layouts,
-                                  uint32_t cpu_layers, uint64_t budget)
+                                  uint32_t cpu_layers, uint64_t budget, bool shared)
 {
     double all = 0;
     for (uint32_t i = 0, moe = 0; i < layers; i++) {
@@ -840,10 +872,11 @@ static vkmoe_status place_experts(model_source *s, uint32_t layers, model_layout
         return VKMOE_OK;
     for (uint32_t i = 0; i < layers; i++) {
         vkmoe_layer_params *p = &layouts[i].params;
-        if (layouts[i].dense || p->cpu_experts)
+        if (!device_experts(layouts, i))
             continue;
         uint64_t one = vkmoe_expert_bytes(p);
-        p->expert_budget_bytes = (uint64_t)(budget * (p->experts * (double)one / all));
+        p->expert_budget_bytes =
+            (uint64_t)(budget * (budget_share_bytes(layouts, layers, i, shared) / all));
         if (p->expert_budget_bytes < one)
             return vkmoe_model_fail(s, VKMOE_ERROR_INVALID_ARGUMENT,
                                     "expert_budget_bytes (%llu) leaves layer %u less than one "
@@ -853,11 +886,13 @@ static vkmoe_status place_experts(model_source *s, uint32_t layers, model_layout
     return VKMOE_OK;
 }
 
-/* A layer of the layout's params, working in `shared` (NULL: its own). */
+/* A layer of the layout's params, working in `shared` (NULL: its own), its
+ * cache's slots in *slots's pool (vkmoe_layer_create_in). */
 static vkmoe_status create_layer(model_source *s, vkmoe_context *ctx, const model_layout *layout,
-                                 vkmoe_workspace *shared, vkmoe_layer **out)
+                                 vkmoe_workspace *shared, vkmoe_slot_pool **slots,
+                                 vkmoe_layer **out)
 {
-    vkmoe_status status = vkmoe_layer_create_in(ctx, &layout->params, shared, out);
+    vkmoe_status status = vkmoe_layer_create_in(ctx, &layout->params, shared, slots, out);
     if (status == VKMOE_ERROR_INVALID_ARGUMENT) /* the file's numbers, not the caller's */
         return vkmoe_model_fail(s, VKMOE_ERROR_FILE_FORMAT,
                                 "%s%s: its hyper-parameters make no valid layer: %s",
@@ -883,7 +918,7 @@ static vkmoe_status load(model_source *s, vkmoe_context *ctx, const char *path, 
                                 "layer %u of %s is a dense layer, not a MoE block", index,
                                 source_name(s));
     VKMOE_TRY(progress_start(s, mp, matrix_bytes(&layout.params)));
-    VKMOE_TRY(create_layer(s, ctx, &layout, NULL, out));
+    VKMOE_TRY(create_layer(s, ctx, &layout, NULL, NULL, out));
     vkmoe_status status = upload_layer(s, *out, &layout);
     if (status != VKMOE_OK)
         vkmoe_layer_destroy(out);
@@ -960,7 +995,7 @@ static vkmoe_status describe_model(model_source *s, vkmoe_model *model,
         return vkmoe_model_fail(s, VKMOE_ERROR_UNSUPPORTED, "%s has no MoE layer among its %u",
                                 source_name(s), model->layer_count);
     return place_experts(s, model->layer_count, *layouts, mp->cpu_expert_layers,
-                         mp->expert_budget_bytes);
+                         mp->expert_budget_bytes, mp->shared_cache);
 }
 
 static vkmoe_status open_model(model_source *s, vkmoe_model *model, const char *path,
@@ -975,16 +1010,24 @@ static vkmoe_status open_model(model_source *s, vkmoe_model *model, const char *
         status = progress_start(s, mp, bytes);
     if (status == VKMOE_OK)
         status = vkmoe_workspace_create(model->ctx, &sizes, &model->work);
+    /* With shared_cache, [i]: the pool of the slot group layer i begins
+     * (the layers' caches own the pools) */
+    vkmoe_slot_pool **pools = NULL;
+    if (status == VKMOE_OK && mp->shared_cache &&
+        !(pools = vkmoe_calloc(model->layer_count, sizeof(*pools))))
+        status = vkmoe_fail(model->ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     for (uint32_t i = 0; i < model->layer_count && status == VKMOE_OK; i++) {
         if (layouts[i].dense)
             continue;
-        status = create_layer(s, model->ctx, &layouts[i], &model->work, &model->layers[i]);
+        vkmoe_slot_pool **slots = pools ? &pools[slot_group(layouts, i)] : NULL;
+        status = create_layer(s, model->ctx, &layouts[i], &model->work, slots, &model->layers[i]);
         if (status != VKMOE_OK)
             break;
         model->layers[i]->model = model;
         model->layers[i]->model_index = i;
         status = upload_layer(s, model->layers[i], &layouts[i]);
     }
+    free(pools);
     free(layouts);
     return status;
 }
@@ -1064,7 +1107,7 @@ vkmoe_status vkmoe_model_memory(const vkmoe_model *model, vkmoe_memory_report *r
             continue;
         vkmoe_memory_report r;
         vkmoe_layer_memory_of(model->layers[i], &r);
-        report->experts += r.experts;
+        report->experts += r.experts - vkmoe_layer_borrowed_bytes(model->layers[i]);
         report->shared_experts += r.shared_experts;
         report->routers += r.routers;
         report->host_experts += r.host_experts;

@@ -121,17 +121,19 @@ static vkmoe_status create_expert_array(vkmoe_layer *layer, vkmoe_expert_array *
     return VKMOE_OK;
 }
 
-static void destroy_expert_array(vkmoe_context *ctx, vkmoe_expert_array *array)
+void vkmoe_expert_array_destroy(vkmoe_context *ctx, vkmoe_expert_array *array)
 {
     /* Either list may be missing when creation ran out of memory. */
-    for (uint32_t c = 0; c < array->chunk_count; c++) {
+    for (uint32_t c = 0; c < array->chunk_count && !array->borrowed; c++) {
         if (array->views && array->views[c])
             ctx->vk.vkDestroyBufferView(ctx->device, array->views[c], NULL);
         if (array->chunks)
             vkmoe_buffer_destroy(ctx, &array->chunks[c]);
     }
-    free(array->chunks);
-    free(array->views);
+    if (!array->borrowed) {
+        free(array->chunks);
+        free(array->views);
+    }
     free(array->sources);
     free(array->lent);
     memset(array, 0, sizeof(*array));
@@ -176,7 +178,7 @@ static vkmoe_status host_array(vkmoe_layer *layer, vkmoe_expert_matrix m)
     vkmoe_status status = create_expert_array(layer, a, type, layer->params.experts, rows, cols,
                                               VKMOE_MEMORY_HOST_STREAMED);
     if (status != VKMOE_OK)
-        destroy_expert_array(layer->ctx, a); /* made again at the next try */
+        vkmoe_expert_array_destroy(layer->ctx, a); /* made again at the next try */
     return status;
 }
 
@@ -265,7 +267,7 @@ vkmoe_status vkmoe_weights_lend_host(vkmoe_layer *layer, vkmoe_expert_matrix m,
     }
     free(order);
     if (status != VKMOE_OK) {
-        destroy_expert_array(ctx, a);
+        vkmoe_expert_array_destroy(ctx, a);
         return status;
     }
     for (uint32_t e = 0; e < a->count; e++)
@@ -295,10 +297,47 @@ static vkmoe_status create_held_map(vkmoe_layer *layer, uint32_t *count)
                                    4ull * p->experts);
 }
 
+bool vkmoe_weights_slots_fit(const vkmoe_layer_params *a, const vkmoe_layer_params *b)
+{
+    vkmoe_weight_type down_a = a->down_weight_type ? a->down_weight_type : a->weight_type,
+                      down_b = b->down_weight_type ? b->down_weight_type : b->weight_type;
+    return a->weight_type == b->weight_type && down_a == down_b && a->dim == b->dim &&
+           a->ffn_dim == b->ffn_dim && vkmoe_params_gated(a) == vkmoe_params_gated(b);
+}
+
+/* A cache of `slots` slots, in *shared's pool or a new one, whose slots
+ * the layer's device arrays borrow (each with sources of its own). */
+static vkmoe_status create_cache(vkmoe_layer *layer, uint32_t slots, vkmoe_slot_pool **shared)
+{
+    const vkmoe_layer_params *p = &layer->params;
+    VKMOE_TRY(vkmoe_expert_cache_create(layer, slots, vkmoe_expert_bytes(p), shared));
+    vkmoe_slot_pool *pool = layer->weights.cache->pool;
+    if (!pool->arrays[VKMOE_EXPERT_DOWN].chunks)
+        VKMOE_TRY(
+            create_matrices(layer, pool->arrays, pool->slots, p->ffn_dim, VKMOE_MEMORY_DEVICE));
+    for (uint32_t m = vkmoe_params_gated(p) ? 0 : 1; m < 3; m++) {
+        vkmoe_weight_type type;
+        uint32_t rows, cols;
+        matrix_layout(p, m, p->ffn_dim, &type, &rows, &cols);
+        const vkmoe_expert_array *a = &pool->arrays[m];
+        VKMOE_REQUIRE(layer->ctx, a->type == type && a->rows == rows && a->cols == cols,
+                      "vkmoe_layer_create: shared slots of %u x %u %s, not this layer's %s",
+                      a->rows, a->cols, vkmoe_weight_type_name(a->type),
+                      vkmoe_weight_type_name(type));
+    }
+    for (uint32_t m = 0; m < 3; m++) {
+        layer->weights.experts[m] = pool->arrays[m];
+        layer->weights.experts[m].sources = NULL;
+        layer->weights.experts[m].borrowed = true;
+    }
+    return VKMOE_OK;
+}
+
 /* The routed experts: all on the device, a shard's on the device, or with
  * a budget smaller than they take, all in host memory and as many as fit
- * in device slots. */
-static vkmoe_status create_routed_experts(vkmoe_layer *layer)
+ * in device slots (in *shared's pool where that is set, else in one
+ * *shared then names). */
+static vkmoe_status create_routed_experts(vkmoe_layer *layer, vkmoe_slot_pool **shared)
 {
     const vkmoe_layer_params *p = &layer->params;
     if (p->held_experts) {
@@ -313,12 +352,12 @@ static vkmoe_status create_routed_experts(vkmoe_layer *layer)
     /* Host experts compute from host memory; the GEMMs' views keep one slot. */
     if (p->cpu_experts)
         slots = 1;
-    if (slots >= p->experts && !p->cpu_experts)
+    /* A shared pool's member caches however many slots the pool has. */
+    bool joins = shared && p->expert_budget_bytes && !p->cpu_experts;
+    if (slots >= p->experts && !p->cpu_experts && !joins)
         return create_matrices(layer, layer->weights.experts, p->experts, p->ffn_dim,
                                VKMOE_MEMORY_DEVICE);
-    VKMOE_TRY(create_matrices(layer, layer->weights.experts, (uint32_t)slots, p->ffn_dim,
-                              VKMOE_MEMORY_DEVICE));
-    return vkmoe_expert_cache_create(layer, (uint32_t)slots, expert_bytes);
+    return create_cache(layer, (uint32_t)slots, p->cpu_experts ? NULL : shared);
 }
 
 static vkmoe_status mark_needed_uploads(vkmoe_layer *layer)
@@ -346,7 +385,7 @@ static vkmoe_status mark_needed_uploads(vkmoe_layer *layer)
     return VKMOE_OK;
 }
 
-vkmoe_status vkmoe_weights_create(vkmoe_layer *layer)
+vkmoe_status vkmoe_weights_create(vkmoe_layer *layer, vkmoe_slot_pool **shared)
 {
     vkmoe_context *ctx = layer->ctx;
     const vkmoe_layer_params *p = &layer->params;
@@ -361,7 +400,7 @@ vkmoe_status vkmoe_weights_create(vkmoe_layer *layer)
     layer->weights.router_source = (vkmoe_gemm_source){.expert_count = 1};
     VKMOE_TRY(vkmoe_buffer_create(ctx, 8ull * p->experts, VKMOE_MEMORY_DEVICE,
                                   &layer->weights.router_vectors));
-    VKMOE_TRY(create_routed_experts(layer));
+    VKMOE_TRY(create_routed_experts(layer, shared));
     if (p->expert_bias)
         VKMOE_TRY(
             vkmoe_buffer_create(ctx, vkmoe_expert_bias_offset(layer, VKMOE_EXPERT_DOWN, p->experts),
@@ -382,9 +421,9 @@ void vkmoe_weights_destroy(vkmoe_layer *layer)
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(buffers); i++)
         vkmoe_buffer_destroy(ctx, buffers[i]);
     for (uint32_t m = 0; m < 3; m++) {
-        destroy_expert_array(ctx, &layer->weights.experts[m]);
-        destroy_expert_array(ctx, &layer->weights.shared[m]);
-        destroy_expert_array(ctx, &layer->weights.host[m]);
+        vkmoe_expert_array_destroy(ctx, &layer->weights.experts[m]);
+        vkmoe_expert_array_destroy(ctx, &layer->weights.shared[m]);
+        vkmoe_expert_array_destroy(ctx, &layer->weights.host[m]);
     }
     vkmoe_expert_cache_destroy(ctx, &layer->weights.cache);
     free(layer->weights.uploaded);

@@ -18,6 +18,7 @@ typedef enum vkmoe_upload {
 } vkmoe_upload;
 
 typedef struct vkmoe_expert_cache vkmoe_expert_cache;
+typedef struct vkmoe_slot_pool vkmoe_slot_pool;
 
 /* The layer's weights on the device, and which of them are set. */
 typedef struct vkmoe_layer_weights {
@@ -47,8 +48,15 @@ typedef struct vkmoe_layer_weights {
 } vkmoe_layer_weights;
 
 /* Allocate the layer's weight memory and mark which uploads it needs. A
- * cache's host arrays are made at the first expert set into them. */
-vkmoe_status vkmoe_weights_create(vkmoe_layer *layer);
+ * cache's host arrays are made at the first expert set into them. With a
+ * cache, its slots are *shared's pool's where that is set, else a new
+ * pool's, which *shared (where not NULL) then names. */
+vkmoe_status vkmoe_weights_create(vkmoe_layer *layer, vkmoe_slot_pool **shared);
+/* Whether layers of params a and b (resolved) hold experts of one shape,
+ * so that one slot pool can hold either's (vkmoe_weights_create). */
+bool vkmoe_weights_slots_fit(const vkmoe_layer_params *a, const vkmoe_layer_params *b);
+/* Free an array's memory and lists (a borrowed one's lists alone). */
+void vkmoe_expert_array_destroy(vkmoe_context *ctx, vkmoe_expert_array *array);
 /* Whether host array `matrix` of a cached layer can be lent matrices of
  * `bytes` bytes each: the device imports host memory, the context does not
  * want the host copies in huge pages (a file's pages are the page cache's

@@ -352,6 +352,107 @@ static void check_model_with_budget(vkmoe_context *ctx, const char *path, vkmoe_
     assert_non_null(strstr(vkmoe_last_error(), "less than one expert"));
 }
 
+/* `tokens` rows of x through layers 1..3 as forward_chain does, with
+ * `prefetch` each layer's forward after a prefetch of the next layer from
+ * its input (as vkmoe-run does). */
+static void chain_of(vkmoe_layer *const *layers, const float *x, uint32_t tokens, uint32_t dim,
+                     bool prefetch, float **ys)
+{
+    const float *in = x;
+    for (uint32_t i = 1; i < LAYERS; i++) {
+        if (prefetch && i + 1 < LAYERS)
+            assert_int_equal(vkmoe_layer_prefetch(layers[i + 1], tokens, in), VKMOE_OK);
+        ys[i] = malloc((size_t)tokens * dim * sizeof(float));
+        assert_int_equal(vkmoe_layer_forward(layers[i], tokens, in, ys[i]), VKMOE_OK);
+        in = ys[i];
+    }
+}
+
+/* Misses of a forward of `tokens` rows of x through layer, and how many
+ * experts it needed. */
+static uint64_t misses_of(vkmoe_layer *layer, uint32_t tokens, const float *x, float *y,
+                          uint32_t *needed)
+{
+    vkmoe_cache_stats before, after;
+    assert_int_equal(vkmoe_layer_cache_stats(layer, &before), VKMOE_OK);
+    assert_int_equal(vkmoe_layer_forward(layer, tokens, x, y), VKMOE_OK);
+    assert_int_equal(vkmoe_layer_cache_stats(layer, &after), VKMOE_OK);
+    uint32_t counts[64];
+    vkmoe_layer_params p;
+    assert_int_equal(vkmoe_layer_params_of(layer, &p), VKMOE_OK);
+    assert_int_equal(vkmoe_layer_expert_counts(layer, counts, p.experts), VKMOE_OK);
+    *needed = 0;
+    for (uint32_t e = 0; e < p.experts; e++)
+        *needed += counts[e] > 0;
+    return after.misses - before.misses;
+}
+
+/* shared_cache: the MoE layers (one shape) share the budget's 30 slots:
+ * the resident model's bits, with prefetches too (on the copy path where
+ * ctx has one: after a pass of one token, whose 8 experts a layer each
+ * leave slots to take); the model's memory counts the slots once; a layer
+ * run alone keeps every expert it needs where its own share (10) would
+ * not. */
+static void check_shared_cache(vkmoe_context *ctx, const char *path)
+{
+    vkmoe_model *resident = open_model(ctx, path, NULL), *split = NULL, *shared = NULL;
+    vkmoe_layer_params p;
+    assert_int_equal(vkmoe_layer_params_of(vkmoe_model_layer(resident, 1), &p), VKMOE_OK);
+    vkmoe_model_params mp = {.max_tokens = TOKENS,
+                             .expert_budget_bytes = 3 * 10 * vkmoe_expert_bytes(&p)};
+    assert_int_equal(vkmoe_model_open(ctx, path, &mp, &split), VKMOE_OK);
+    mp.shared_cache = true;
+    assert_int_equal(vkmoe_model_open(ctx, path, &mp, &shared), VKMOE_OK);
+    vkmoe_memory_report whole_split, whole_shared, one;
+    assert_int_equal(vkmoe_model_memory(split, &whole_split), VKMOE_OK);
+    assert_int_equal(vkmoe_model_memory(shared, &whole_shared), VKMOE_OK);
+    assert_int_equal(vkmoe_layer_memory(vkmoe_model_layer(shared, 2), &one), VKMOE_OK);
+    assert_true(whole_shared.experts <= whole_split.experts);
+    assert_true(whole_shared.experts < 3 * one.experts); /* not thrice */
+    vkmoe_layer *a[LAYERS], *b[LAYERS];
+    for (uint32_t i = 0; i < LAYERS; i++) {
+        a[i] = vkmoe_model_layer(resident, i);
+        b[i] = vkmoe_model_layer(shared, i);
+    }
+    float *x = test_input(TOKENS, p.dim), *ya[LAYERS], *yb[LAYERS];
+    for (int pass = 0; pass < 3; pass++) {
+        uint32_t tokens = pass == 0 ? TOKENS : 1;
+        chain_of(a, x, tokens, p.dim, false, ya);
+        chain_of(b, x, tokens, p.dim, pass == 2, yb);
+        for (uint32_t i = 1; i < LAYERS; i++)
+            assert_memory_equal(ya[i], yb[i], (size_t)tokens * p.dim * sizeof(float));
+        free_chain(ya);
+        free_chain(yb);
+    }
+    for (uint32_t i = 1; i < LAYERS; i++) {
+        vkmoe_cache_stats s;
+        assert_int_equal(vkmoe_layer_cache_stats(b[i], &s), VKMOE_OK);
+        assert_int_equal(s.slots, 30);
+        assert_int_equal(s.forwards, 3);
+        if (ctx->copies && i > 1)
+            assert_true(s.prefetched > 0);
+        else
+            assert_int_equal(s.prefetched, 0);
+    }
+    /* Layer 1 alone on three tokens, three times: the split cache misses
+     * each time, the shared one only the first. */
+    float *y = malloc((size_t)TOKENS * p.dim * sizeof(float));
+    uint32_t needed;
+    for (int pass = 0; pass < 3; pass++) {
+        uint64_t split_misses = misses_of(vkmoe_model_layer(split, 1), 3, x, y, &needed);
+        assert_true(needed > 10 && needed <= 30);
+        assert_true(split_misses >= needed - 10);
+        uint64_t shared_misses = misses_of(b[1], 3, x, y, &needed);
+        if (pass > 0)
+            assert_int_equal(shared_misses, 0);
+    }
+    free(y);
+    free(x);
+    vkmoe_model_destroy(&shared);
+    vkmoe_model_destroy(&split);
+    vkmoe_model_destroy(&resident);
+}
+
 /* GGUF's stacked tensors (each matrix kind's experts one after another),
  * and a checkpoint's tensor per expert and matrix in two files (each
  * expert lent where it lies, gate, up and down interleaved). */
@@ -359,6 +460,11 @@ static void test_models_with_budget(void **state)
 {
     vkmoe_layer_params p = write_gguf_model(*state, 503, "budget.gguf");
     check_model_with_budget(*state, path_in("budget.gguf"), p);
+    check_shared_cache(*state, path_in("budget.gguf"));
+    vkmoe_context *copies =
+        test_context_with((vkmoe_context_options){.copies_on_compute_queue = true});
+    check_shared_cache(copies, path_in("budget.gguf"));
+    vkmoe_context_destroy(&copies);
     vkmoe_context *huge = NULL;
     assert_int_equal(vkmoe_context_create_with(
                          &(vkmoe_context_params){.validation = true, .host_huge_pages = true},

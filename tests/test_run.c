@@ -297,6 +297,16 @@ static void test_whole_model_through_the_tool(void **state)
     assert_int_equal(rows, 9);
     assert_int_equal(cols, 32);
     assert_memory_equal(y, want, 9 * 32 * sizeof(float));
+    /* the same bits with 7 of the 48 experts (3264 bytes each) on the
+     * device, in slots the three layers share */
+    free(y);
+    assert_int_equal(remove(path_in("y.npy")), 0);
+    char shared[1100];
+    snprintf(shared, sizeof(shared), "%s --device-budget 23K --shared-cache", args);
+    assert_int_equal(run(shared), 0);
+    if (!npy_read(path_in("y.npy"), &y, &rows, &cols, error, sizeof(error)))
+        fail_msg("%s", error);
+    assert_memory_equal(y, want, 9 * 32 * sizeof(float));
     /* one layer or all, not both; "all" is the one word --layers takes */
     char both[1100];
     snprintf(both, sizeof(both), "%s --layer 1", args);
