@@ -453,6 +453,81 @@ static void check_shared_cache(vkmoe_context *ctx, const char *path)
     vkmoe_model_destroy(&resident);
 }
 
+/* Misses of `steps` decode steps (after 20 to warm up) through a model's
+ * layers 1..layers − 1, each token's rows of xs through the chain. */
+static uint64_t decode_misses(vkmoe_model *model, uint32_t layers, const float *xs, uint32_t steps,
+                              uint32_t dim)
+{
+    float *ys[2] = {malloc(dim * sizeof(float)), malloc(dim * sizeof(float))};
+    uint64_t misses = 0;
+    for (uint32_t s = 0; s < steps + 20; s++) {
+        const float *in = xs + (size_t)s * dim;
+        for (uint32_t i = 1; i < layers; i++) {
+            vkmoe_layer *layer = vkmoe_model_layer(model, i);
+            vkmoe_cache_stats before, after;
+            assert_int_equal(vkmoe_layer_cache_stats(layer, &before), VKMOE_OK);
+            assert_int_equal(vkmoe_layer_forward(layer, 1, in, ys[i % 2]), VKMOE_OK);
+            assert_int_equal(vkmoe_layer_cache_stats(layer, &after), VKMOE_OK);
+            misses += s >= 20 ? after.misses - before.misses : 0;
+            in = ys[i % 2];
+        }
+    }
+    free(ys[0]);
+    free(ys[1]);
+    return misses;
+}
+
+/* shared_cache where the layers route unlike each other: of six MoE
+ * layers of 64 experts, k 8, layers 2 and 5 always take experts 0-7 (a
+ * selection bias of 100), the others route as their random weights and
+ * inputs make them. At a quarter and half of the experts, the shared
+ * slots miss fewer than each layer's own share (the split leaves layers 2
+ * and 5 slots they never use). */
+static void test_shared_cache_follows_the_routing(void **state)
+{
+    enum { MODEL_LAYERS = 7, STEPS = 60 };
+    vkmoe_context *ctx = *state;
+    test_seed(507);
+    vkmoe_layer_params p = test_shape(128, 64, 64, 0, 1);
+    p.weight_type = p.down_weight_type = VKMOE_WEIGHT_Q8_0;
+    assert_int_equal(vkmoe_layer_params_family(&p, "deepseek-v3"), VKMOE_OK);
+    p.shared_ffn_dim = 64;
+    test_layer layers[MODEL_LAYERS];
+    const test_layer *present[MODEL_LAYERS] = {NULL};
+    for (uint32_t i = 1; i < MODEL_LAYERS; i++) {
+        checkpoint_weights(ctx, p, &layers[i]);
+        for (uint32_t e = 0; e < 8 && (i == 2 || i == 5); e++)
+            layers[i].selection_bias[e] += 100;
+        present[i] = &layers[i];
+    }
+    gguf_writer w = {0};
+    checkpoint_deepseek_v3_meta(&w);
+    gguf_add_u32(&w, "deepseek2.block_count", MODEL_LAYERS);
+    gguf_add_u32(&w, "deepseek2.leading_dense_block_count", 1);
+    checkpoint_write_gguf_model(path_in("routing.gguf"), &w, present, MODEL_LAYERS, "deepseek2");
+    float *xs = test_input(STEPS + 20, p.dim);
+    uint64_t all = 6ull * p.experts * vkmoe_expert_bytes(&layers[1].params);
+    for (uint32_t eighths = 2; eighths <= 4; eighths *= 2) {
+        uint64_t misses[2];
+        for (int shared = 0; shared < 2; shared++) {
+            vkmoe_model_params mp = {
+                .max_tokens = 1, .expert_budget_bytes = all * eighths / 8, .shared_cache = shared};
+            vkmoe_model *model;
+            assert_int_equal(vkmoe_model_open(ctx, path_in("routing.gguf"), &mp, &model), VKMOE_OK);
+            misses[shared] = decode_misses(model, MODEL_LAYERS, xs, STEPS, p.dim);
+            vkmoe_model_destroy(&model);
+        }
+        printf("%u/8 of the experts: misses of %u layer forwards, each layer's share %llu, shared "
+               "%llu\n",
+               eighths, 6 * STEPS, (unsigned long long)misses[0], (unsigned long long)misses[1]);
+        assert_true(misses[1] < misses[0]);
+    }
+    free(xs);
+    for (uint32_t i = 1; i < MODEL_LAYERS; i++)
+        test_layer_destroy(&layers[i]);
+    remove(path_in("routing.gguf"));
+}
+
 /* GGUF's stacked tensors (each matrix kind's experts one after another),
  * and a checkpoint's tensor per expert and matrix in two files (each
  * expert lent where it lies, gate, up and down interleaved). */
@@ -624,9 +699,13 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_checkpoint_model),     cmocka_unit_test(test_gguf_model),
-        cmocka_unit_test(test_cancel_from_progress), cmocka_unit_test(test_qwen_sparse_layers),
-        cmocka_unit_test(test_models_refused),       cmocka_unit_test(test_models_with_budget),
+        cmocka_unit_test(test_checkpoint_model),
+        cmocka_unit_test(test_gguf_model),
+        cmocka_unit_test(test_cancel_from_progress),
+        cmocka_unit_test(test_qwen_sparse_layers),
+        cmocka_unit_test(test_models_refused),
+        cmocka_unit_test(test_models_with_budget),
+        cmocka_unit_test(test_shared_cache_follows_the_routing),
     };
     return test_device_suite(tests, setup, teardown);
 }
