@@ -880,7 +880,9 @@ VKMOE_API vkmoe_status vkmoe_layer_load_stats(const vkmoe_layer *layer, vkmoe_lo
 
 /* What a layer's expert cache has done over its completed forwards. */
 typedef struct vkmoe_cache_stats {
-    uint32_t slots;           /* experts the device holds at once */
+    /* experts the device holds at once: the layer's, or those it shares with
+     * its model's other layers (vkmoe_model_params.shared_cache) */
+    uint32_t slots;
     uint64_t expert_bytes;    /* bytes one expert's matrices take (vkmoe_expert_bytes) */
     uint64_t forwards;        /* forwards completed */
     uint64_t hits;            /* experts a forward needed that were on the device already */
