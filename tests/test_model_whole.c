@@ -96,17 +96,26 @@ static vkmoe_model *open_model(vkmoe_context *ctx, const char *path, progress_lo
     return model;
 }
 
-/* x through layers 1..3 of the model, one vkmoe_layer_forward each;
- * ys[i] is layer i's output (caller frees). */
-static void forward_chain(vkmoe_layer *const *layers, const float *x, uint32_t dim, float **ys)
+/* `tokens` rows of x through layers 1..3 of the model, one
+ * vkmoe_layer_forward each, with `prefetch` each after a prefetch of the
+ * next layer from its input (as vkmoe-run does); ys[i] is layer i's output
+ * (caller frees). */
+static void chain_of(vkmoe_layer *const *layers, const float *x, uint32_t tokens, uint32_t dim,
+                     bool prefetch, float **ys)
 {
     const float *in = x;
     for (uint32_t i = 1; i < LAYERS; i++) {
-        ys[i] = malloc((size_t)TOKENS * dim * sizeof(float));
-        if (vkmoe_layer_forward(layers[i], TOKENS, in, ys[i]) != VKMOE_OK)
-            fail_msg("forward of layer %u: %s", i, vkmoe_last_error());
+        if (prefetch && i + 1 < LAYERS)
+            assert_int_equal(vkmoe_layer_prefetch(layers[i + 1], tokens, in), VKMOE_OK);
+        ys[i] = malloc((size_t)tokens * dim * sizeof(float));
+        assert_int_equal(vkmoe_layer_forward(layers[i], tokens, in, ys[i]), VKMOE_OK);
         in = ys[i];
     }
+}
+
+static void forward_chain(vkmoe_layer *const *layers, const float *x, uint32_t dim, float **ys)
+{
+    chain_of(layers, x, TOKENS, dim, false, ys);
 }
 
 /* The same chain recorded into one command buffer of the caller's, each
@@ -137,6 +146,40 @@ static void free_chain(float **ys)
 {
     for (uint32_t i = 1; i < LAYERS; i++)
         free(ys[i]);
+}
+
+/* `tokens` rows of x through models a and b, b's layers after prefetches
+ * where asked (chain_of): every layer's output the same bits. */
+static void check_same_chain(vkmoe_model *a, vkmoe_model *b, const float *x, uint32_t tokens,
+                             uint32_t dim, bool prefetch)
+{
+    vkmoe_layer *la[LAYERS], *lb[LAYERS];
+    for (uint32_t i = 0; i < LAYERS; i++) {
+        la[i] = vkmoe_model_layer(a, i);
+        lb[i] = vkmoe_model_layer(b, i);
+    }
+    float *ya[LAYERS], *yb[LAYERS];
+    chain_of(la, x, tokens, dim, false, ya);
+    chain_of(lb, x, tokens, dim, prefetch, yb);
+    for (uint32_t i = 1; i < LAYERS; i++)
+        assert_memory_equal(ya[i], yb[i], (size_t)tokens * dim * sizeof(float));
+    free_chain(ya);
+    free_chain(yb);
+}
+
+/* Each of the model's MoE layers' cache: `slots` slots, `forwards`
+ * forwards, and prefetched experts where `prefetched` (from layer 2 on),
+ * else none. */
+static void check_cache_stats(vkmoe_model *model, uint32_t slots, uint64_t forwards,
+                              bool prefetched)
+{
+    for (uint32_t i = 1; i < LAYERS; i++) {
+        vkmoe_cache_stats s;
+        assert_int_equal(vkmoe_layer_cache_stats(vkmoe_model_layer(model, i), &s), VKMOE_OK);
+        assert_int_equal(s.slots, slots);
+        assert_int_equal(s.forwards, forwards);
+        assert_true(prefetched && i > 1 ? s.prefetched > 0 : s.prefetched == 0);
+    }
 }
 
 /* The model's layers against the same layers loaded one by one, through
@@ -298,26 +341,10 @@ static void check_model_with_budget(vkmoe_context *ctx, const char *path, vkmoe_
             vkmoe_layer_set_expert(vkmoe_model_layer(cached, 1), 0, VKMOE_EXPERT_UP, matrix, bytes),
             VKMOE_ERROR_UNSUPPORTED);
     }
-    vkmoe_layer *a[LAYERS], *b[LAYERS];
-    for (uint32_t i = 0; i < LAYERS; i++) {
-        a[i] = vkmoe_model_layer(resident, i);
-        b[i] = vkmoe_model_layer(cached, i);
-    }
-    float *x = test_input(TOKENS, p.dim), *ya[LAYERS], *yb[LAYERS];
-    for (int pass = 0; pass < 2; pass++) {
-        forward_chain(a, x, p.dim, ya);
-        forward_chain(b, x, p.dim, yb);
-        for (uint32_t i = 1; i < LAYERS; i++)
-            assert_memory_equal(ya[i], yb[i], (size_t)TOKENS * p.dim * sizeof(float));
-        free_chain(ya);
-        free_chain(yb);
-    }
-    for (uint32_t i = 1; i < LAYERS; i++) {
-        vkmoe_cache_stats s;
-        assert_int_equal(vkmoe_layer_cache_stats(b[i], &s), VKMOE_OK);
-        assert_int_equal(s.slots, 10);
-        assert_int_equal(s.forwards, 2);
-    }
+    float *x = test_input(TOKENS, p.dim);
+    for (int pass = 0; pass < 2; pass++)
+        check_same_chain(resident, cached, x, TOKENS, p.dim, false);
+    check_cache_stats(cached, 10, 2, false);
     /* The first MoE layer's experts on the host, the budget all the second's
      * and third's: within the reference's tolerance of the resident model. */
     vkmoe_model_destroy(&cached);
@@ -326,7 +353,8 @@ static void check_model_with_budget(vkmoe_context *ctx, const char *path, vkmoe_
     float *want = malloc((size_t)TOKENS * p.dim * sizeof(float)),
           *got = malloc((size_t)TOKENS * p.dim * sizeof(float));
     for (uint32_t i = 1; i < LAYERS; i++) {
-        assert_int_equal(vkmoe_layer_forward(a[i], TOKENS, x, want), VKMOE_OK);
+        assert_int_equal(vkmoe_layer_forward(vkmoe_model_layer(resident, i), TOKENS, x, want),
+                         VKMOE_OK);
         assert_int_equal(vkmoe_layer_forward(vkmoe_model_layer(cached, i), TOKENS, x, got),
                          VKMOE_OK);
         vkmoe_cache_stats s;
@@ -350,22 +378,6 @@ static void check_model_with_budget(vkmoe_context *ctx, const char *path, vkmoe_
     assert_int_equal(vkmoe_model_open(ctx, path, &mp, &cached), VKMOE_ERROR_INVALID_ARGUMENT);
     assert_null(cached);
     assert_non_null(strstr(vkmoe_last_error(), "less than one expert"));
-}
-
-/* `tokens` rows of x through layers 1..3 as forward_chain does, with
- * `prefetch` each layer's forward after a prefetch of the next layer from
- * its input (as vkmoe-run does). */
-static void chain_of(vkmoe_layer *const *layers, const float *x, uint32_t tokens, uint32_t dim,
-                     bool prefetch, float **ys)
-{
-    const float *in = x;
-    for (uint32_t i = 1; i < LAYERS; i++) {
-        if (prefetch && i + 1 < LAYERS)
-            assert_int_equal(vkmoe_layer_prefetch(layers[i + 1], tokens, in), VKMOE_OK);
-        ys[i] = malloc((size_t)tokens * dim * sizeof(float));
-        assert_int_equal(vkmoe_layer_forward(layers[i], tokens, in, ys[i]), VKMOE_OK);
-        in = ys[i];
-    }
 }
 
 /* Misses of a forward of `tokens` rows of x through layer, and how many
@@ -409,31 +421,10 @@ static void check_shared_cache(vkmoe_context *ctx, const char *path)
     assert_int_equal(vkmoe_layer_memory(vkmoe_model_layer(shared, 2), &one), VKMOE_OK);
     assert_true(whole_shared.experts <= whole_split.experts);
     assert_true(whole_shared.experts < 3 * one.experts); /* not thrice */
-    vkmoe_layer *a[LAYERS], *b[LAYERS];
-    for (uint32_t i = 0; i < LAYERS; i++) {
-        a[i] = vkmoe_model_layer(resident, i);
-        b[i] = vkmoe_model_layer(shared, i);
-    }
-    float *x = test_input(TOKENS, p.dim), *ya[LAYERS], *yb[LAYERS];
-    for (int pass = 0; pass < 3; pass++) {
-        uint32_t tokens = pass == 0 ? TOKENS : 1;
-        chain_of(a, x, tokens, p.dim, false, ya);
-        chain_of(b, x, tokens, p.dim, pass == 2, yb);
-        for (uint32_t i = 1; i < LAYERS; i++)
-            assert_memory_equal(ya[i], yb[i], (size_t)tokens * p.dim * sizeof(float));
-        free_chain(ya);
-        free_chain(yb);
-    }
-    for (uint32_t i = 1; i < LAYERS; i++) {
-        vkmoe_cache_stats s;
-        assert_int_equal(vkmoe_layer_cache_stats(b[i], &s), VKMOE_OK);
-        assert_int_equal(s.slots, 30);
-        assert_int_equal(s.forwards, 3);
-        if (ctx->copies && i > 1)
-            assert_true(s.prefetched > 0);
-        else
-            assert_int_equal(s.prefetched, 0);
-    }
+    float *x = test_input(TOKENS, p.dim);
+    for (int pass = 0; pass < 3; pass++)
+        check_same_chain(resident, shared, x, pass == 0 ? TOKENS : 1, p.dim, pass == 2);
+    check_cache_stats(shared, 30, 3, ctx->copies != NULL);
     /* Layer 1 alone on three tokens, three times: the split cache misses
      * each time, the shared one only the first. */
     float *y = malloc((size_t)TOKENS * p.dim * sizeof(float));
@@ -442,7 +433,7 @@ static void check_shared_cache(vkmoe_context *ctx, const char *path)
         uint64_t split_misses = misses_of(vkmoe_model_layer(split, 1), 3, x, y, &needed);
         assert_true(needed > 10 && needed <= 30);
         assert_true(split_misses >= needed - 10);
-        uint64_t shared_misses = misses_of(b[1], 3, x, y, &needed);
+        uint64_t shared_misses = misses_of(vkmoe_model_layer(shared, 1), 3, x, y, &needed);
         if (pass > 0)
             assert_int_equal(shared_misses, 0);
     }
