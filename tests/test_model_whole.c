@@ -13,6 +13,7 @@
 #include "checkpoint.h"
 #include "helpers.h"
 #include "memory.h"
+#include "vulkan_interposer.h"
 
 #define LAYERS 4
 #define TOKENS 12
@@ -444,6 +445,102 @@ static void check_shared_cache(vkmoe_context *ctx, const char *path)
     vkmoe_model_destroy(&resident);
 }
 
+/* A chain through a model with shared slots, each layer's forward after
+ * the next layer's prefetch, against the resident model's outputs. */
+typedef struct shared_run {
+    vkmoe_model *model;
+    const float *x;
+    uint32_t dim;
+    float *want[LAYERS], *got[LAYERS];
+} shared_run;
+
+static vkmoe_status shared_attempt(void *user)
+{
+    shared_run *run = user;
+    const float *in = run->x;
+    for (uint32_t i = 1; i < LAYERS; i++) {
+        vkmoe_layer *next = i + 1 < LAYERS ? vkmoe_model_layer(run->model, i + 1) : NULL;
+        vkmoe_status status = next ? vkmoe_layer_prefetch(next, 4, in) : VKMOE_OK;
+        if (status == VKMOE_OK)
+            status = vkmoe_layer_forward(vkmoe_model_layer(run->model, i), 4, in, run->got[i]);
+        if (status != VKMOE_OK)
+            return status;
+        in = run->got[i];
+    }
+    return VKMOE_OK;
+}
+
+static void shared_whole(void *user)
+{
+    shared_run *run = user;
+    for (uint32_t i = 1; i < LAYERS; i++)
+        memset(run->got[i], 0, 4ull * run->dim * sizeof(float));
+    assert_int_equal(shared_attempt(run), VKMOE_OK);
+    for (uint32_t i = 1; i < LAYERS; i++)
+        assert_memory_equal(run->want[i], run->got[i], 4ull * run->dim * sizeof(float));
+}
+
+/* Every failable Vulkan call of a chain through shared slots (12, which
+ * the layers' forwards of 4 tokens take from each other) failed in turn:
+ * a failure status, then the whole chain with nothing failing gives the
+ * resident model's bits. */
+static unsigned shared_failures(vkmoe_context *ctx, const char *path)
+{
+    vkmoe_model *resident = open_model(ctx, path, NULL);
+    vkmoe_layer_params p;
+    assert_int_equal(vkmoe_layer_params_of(vkmoe_model_layer(resident, 1), &p), VKMOE_OK);
+    vkmoe_model_params mp = {.max_tokens = TOKENS,
+                             .expert_budget_bytes = 12 * vkmoe_expert_bytes(&p),
+                             .shared_cache = true};
+    shared_run run = {.x = test_input(4, p.dim), .dim = p.dim};
+    assert_int_equal(vkmoe_model_open(ctx, path, &mp, &run.model), VKMOE_OK);
+    const float *in = run.x;
+    for (uint32_t i = 1; i < LAYERS; i++) {
+        run.want[i] = malloc(4ull * p.dim * sizeof(float));
+        run.got[i] = malloc(4ull * p.dim * sizeof(float));
+        assert_int_equal(vkmoe_layer_forward(vkmoe_model_layer(resident, i), 4, in, run.want[i]),
+                         VKMOE_OK);
+        in = run.want[i];
+    }
+    unsigned points =
+        interposer_fail_in_turn(VK_ERROR_OUT_OF_DEVICE_MEMORY, VKMOE_ERROR_OUT_OF_DEVICE_MEMORY,
+                                shared_attempt, shared_whole, &run);
+    free_chain(run.want);
+    free_chain(run.got);
+    free((void *)run.x);
+    vkmoe_model_destroy(&run.model);
+    vkmoe_model_destroy(&resident);
+    return points;
+}
+
+/* Inline copies on the host's device, then the copy path with prefetches
+ * on a device vkmoe creates. */
+static void test_shared_cache_failures(void **state)
+{
+    write_gguf_model(*state, 508, "failures.gguf");
+    vkmoe_vulkan_import import = test_import_of(*state);
+    import.get_instance_proc_addr = interposer_entry();
+    vkmoe_context *ctx = NULL;
+    interposer_reset();
+    assert_int_equal(vkmoe_context_create(&(vkmoe_context_params){.import = &import}, &ctx),
+                     VKMOE_OK);
+    unsigned inline_points = shared_failures(ctx, path_in("failures.gguf"));
+    vkmoe_context_destroy(&ctx);
+    vkmoe_context_options options = {.get_instance_proc_addr = interposer_entry(),
+                                     .copies_on_compute_queue = true};
+    assert_int_equal(
+        vkmoe_context_create_with(&(vkmoe_context_params){.validation = true}, &options, &ctx),
+        VKMOE_OK);
+    unsigned copy_points = shared_failures(ctx, path_in("failures.gguf"));
+    assert_int_equal(vkmoe_context_validation_errors(ctx), 0);
+    vkmoe_context_destroy(&ctx);
+    printf("failable Vulkan calls of a chain through shared slots failed in turn: %u inline, %u "
+           "on the copy path\n",
+           inline_points, copy_points);
+    assert_true(inline_points >= 9 && copy_points > inline_points);
+    remove(path_in("failures.gguf"));
+}
+
 /* Misses of `steps` decode steps (after 20 to warm up) through a model's
  * layers 1..layers − 1, each token's rows of xs through the chain. */
 static uint64_t decode_misses(vkmoe_model *model, uint32_t layers, const float *xs, uint32_t steps,
@@ -697,6 +794,7 @@ int main(void)
         cmocka_unit_test(test_models_refused),
         cmocka_unit_test(test_models_with_budget),
         cmocka_unit_test(test_shared_cache_follows_the_routing),
+        cmocka_unit_test(test_shared_cache_failures),
     };
     return test_device_suite(tests, setup, teardown);
 }
