@@ -3,7 +3,7 @@
  * file and write the output as .npy.
  *   vkmoe-run --model PATH (--layer N | --layers all) --input x.npy --output y.npy
  *             [--device N|NAME] [--gemm PATH] [--device-budget BYTES] [--cpu-experts N]
- *             [--huge-pages] [--shared-cache] [--stats]
+ *             [--huge-pages] [--shared-cache] [--decode] [--stats]
  * Exit status: 0 done (or --help), 1 a vkmoe or file error (message on
  * stderr), 2 bad usage. */
 #include <stdio.h>
@@ -22,6 +22,7 @@ typedef struct options {
     bool has_layer, all_layers, stats;
     bool huge_pages;   /* --huge-pages: vkmoe_context_params.host_huge_pages */
     bool shared_cache; /* --shared-cache: vkmoe_model_params.shared_cache */
+    bool decode;       /* --decode: the input's rows one at a time */
 } options;
 
 /* The usage line: on stdout for --help (done: exit 0), on stderr after a
@@ -32,7 +33,7 @@ static int usage(bool asked)
             "usage: vkmoe-run --model PATH (--layer N | --layers all) --input x.npy --output y.npy "
             "[--device N|NAME] [--gemm auto|register|tiled|coopmat|gemv] "
             "[--device-budget BYTES[K|M|G]] [--cpu-experts N] [--huge-pages] [--shared-cache] "
-            "[--stats]\n");
+            "[--decode] [--stats]\n");
     return asked ? -1 : 2;
 }
 
@@ -79,6 +80,10 @@ static int parse_args(int argc, char **argv, options *o)
             o->shared_cache = true;
             continue;
         }
+        if (!strcmp(a, "--decode")) {
+            o->decode = true;
+            continue;
+        }
         if (!v)
             return usage(false);
         if (!strcmp(a, "--model"))
@@ -106,7 +111,22 @@ static int parse_args(int argc, char **argv, options *o)
     return o->model && o->input && o->output && o->has_layer != o->all_layers ? 0 : usage(false);
 }
 
-/* The load statistics of the layer's last forward as JSON, after `before`. */
+/* The layer's expert cache figures as JSON (after a comma), where it has
+ * one: the hit rate of a budget (--device-budget) over every forward. */
+static void print_cache(const vkmoe_layer *layer)
+{
+    vkmoe_cache_stats s;
+    if (vkmoe_layer_cache_stats(layer, &s) != VKMOE_OK)
+        return;
+    printf(", \"cache\": {\"slots\": %u, \"forwards\": %llu, \"hits\": %llu, \"misses\": %llu, "
+           "\"prefetch_hits\": %llu, \"bytes_to_device\": %llu, \"cpu_experts\": %llu}",
+           s.slots, (unsigned long long)s.forwards, (unsigned long long)s.hits,
+           (unsigned long long)s.misses, (unsigned long long)s.prefetch_hits,
+           (unsigned long long)s.bytes_to_device, (unsigned long long)s.cpu_experts);
+}
+
+/* The load statistics of the layer's last forward as JSON, after `before`,
+ * and its cache's figures where it has one. */
 static void print_stats(const vkmoe_layer *layer, uint32_t experts, const char *before)
 {
     uint32_t *routed = malloc(experts * sizeof(*routed)), *dropped = malloc(experts * 4);
@@ -120,7 +140,9 @@ static void print_stats(const vkmoe_layer *layer, uint32_t experts, const char *
         for (uint32_t e = 0; e < experts; e++)
             printf("%s{\"routed\": %u, \"dropped\": %u, \"mean_probability\": %.9g}",
                    e ? ",\n  " : "", routed[e], dropped[e], mean[e]);
-        printf("]}");
+        printf("]");
+        print_cache(layer);
+        printf("}");
     }
     free(routed);
     free(dropped);
@@ -134,11 +156,24 @@ static bool vkmoe_ok(vkmoe_status status)
     return status == VKMOE_OK;
 }
 
+/* The forwards of one layer's input: all its rows at once, or with
+ * --decode one row at a time (a token at a time, as a model decodes). */
+static vkmoe_status forward_rows(const options *o, vkmoe_layer *layer, uint32_t tokens,
+                                 uint32_t dim, const float *x, float *y)
+{
+    if (!o->decode)
+        return vkmoe_layer_forward(layer, tokens, x, y);
+    vkmoe_status status = VKMOE_OK;
+    for (uint32_t t = 0; t < tokens && status == VKMOE_OK; t++)
+        status = vkmoe_layer_forward(layer, 1, x + (size_t)t * dim, y + (size_t)t * dim);
+    return status;
+}
+
 /* Load, check the input's width, run; reports its own failures. */
 static bool run(const options *o, vkmoe_context *ctx, const float *x, uint32_t tokens, uint32_t dim,
                 float **y)
 {
-    vkmoe_model_params mp = {.max_tokens = tokens,
+    vkmoe_model_params mp = {.max_tokens = o->decode ? 1 : tokens,
                              .statistics = o->stats,
                              .gemm_path = o->gemm_path,
                              .expert_budget_bytes = o->budget,
@@ -156,7 +191,7 @@ static bool run(const options *o, vkmoe_context *ctx, const float *x, uint32_t t
                 o->layer, p.dim, p.ffn_dim, p.experts, p.top_k, p.shared_ffn_dim);
     *y = ok ? malloc((size_t)tokens * dim * sizeof(float)) : NULL;
     ok = ok &&
-         vkmoe_ok(*y ? vkmoe_layer_forward(layer, tokens, x, *y) : VKMOE_ERROR_OUT_OF_HOST_MEMORY);
+         vkmoe_ok(*y ? forward_rows(o, layer, tokens, dim, x, *y) : VKMOE_ERROR_OUT_OF_HOST_MEMORY);
     if (ok && o->stats) {
         print_stats(layer, p.experts, "");
         printf("\n");
@@ -183,26 +218,16 @@ static bool show_progress(void *user_data, uint64_t done, uint64_t total)
     return true;
 }
 
-/* Every MoE layer of the model in order, each one's output the next one's
- * input; with --stats a JSON array of their statistics. */
-static bool run_model(const options *o, vkmoe_context *ctx, float *x, uint32_t tokens, uint32_t dim,
-                      float **y)
+/* `tokens` rows through every MoE layer of the model in order, each
+ * layer's output the next one's input, from x into y (x is overwritten:
+ * the rows go through x and y by turns); with `stats`, each layer's
+ * statistics as they come, a JSON array. *ran: the layers that ran. */
+static bool run_chain(const options *o, vkmoe_model *model, float *x, float *y, uint32_t tokens,
+                      uint32_t dim, bool stats, uint32_t *ran)
 {
-    int shown = -1;
-    vkmoe_model_params mp = {.max_tokens = tokens,
-                             .statistics = o->stats,
-                             .gemm_path = o->gemm_path,
-                             .expert_budget_bytes = o->budget,
-                             .cpu_expert_layers = o->cpu_layers,
-                             .shared_cache = o->shared_cache,
-                             .progress = show_progress,
-                             .progress_user_data = &shown};
-    vkmoe_model *model;
-    if (!vkmoe_ok(vkmoe_model_open(ctx, o->model, &mp, &model)))
-        return false;
-    *y = malloc((size_t)tokens * dim * sizeof(float));
-    bool ok = vkmoe_ok(*y ? VKMOE_OK : VKMOE_ERROR_OUT_OF_HOST_MEMORY);
-    uint32_t count = vkmoe_model_layer_count(model), ran = 0;
+    uint32_t count = vkmoe_model_layer_count(model);
+    bool ok = true;
+    *ran = 0;
     for (uint32_t i = 0; ok && i < count; i++) {
         vkmoe_layer *layer = vkmoe_model_layer(model, i);
         if (!layer)
@@ -214,8 +239,8 @@ static bool run_model(const options *o, vkmoe_context *ctx, float *x, uint32_t t
             fprintf(stderr, "vkmoe-run: %s has width %u, layer %u's is %u\n", o->input, dim, i,
                     p.dim);
         /* y of one layer is x of the next: run from whichever holds it */
-        const float *in = ran % 2 == 0 ? x : *y;
-        float *out = ran % 2 == 0 ? *y : x;
+        const float *in = *ran % 2 == 0 ? x : y;
+        float *out = *ran % 2 == 0 ? y : x;
         /* With an expert budget, the next MoE layer's likely experts are
          * copied in while this one runs (nothing happens without a cache
          * or a copy queue). */
@@ -225,21 +250,57 @@ static bool run_model(const options *o, vkmoe_context *ctx, float *x, uint32_t t
         if (ok && next && o->budget)
             ok = vkmoe_ok(vkmoe_layer_prefetch(next, tokens, in));
         ok = ok && vkmoe_ok(vkmoe_layer_forward(layer, tokens, in, out));
-        if (ok && o->stats) {
+        if (ok && stats) {
             char before[48];
-            snprintf(before, sizeof(before), "%s{\"layer\": %u, \"stats\": ", ran ? ",\n " : "[",
+            snprintf(before, sizeof(before), "%s{\"layer\": %u, \"stats\": ", *ran ? ",\n " : "[",
                      i);
             print_stats(layer, p.experts, before);
             printf("}");
         }
-        ran += ok;
+        *ran += ok;
     }
-    if (ok && ran % 2 == 0) /* the last output is in x */
-        memcpy(*y, x, (size_t)tokens * dim * sizeof(float));
-    if (ok && o->stats)
+    if (ok && *ran % 2 == 0) /* the last output is in x */
+        memcpy(y, x, (size_t)tokens * dim * sizeof(float));
+    if (ok && stats)
         printf("]\n");
+    return ok;
+}
+
+/* Every MoE layer of the model in order on the input: all its rows at
+ * once, or with --decode a row at a time, each through every layer before
+ * the next (as a model decodes); with --stats a JSON array of the layers'
+ * statistics (with --decode, of the last row's forwards, and the caches'
+ * figures over all of them). */
+static bool run_model(const options *o, vkmoe_context *ctx, float *x, uint32_t tokens, uint32_t dim,
+                      float **y)
+{
+    int shown = -1;
+    vkmoe_model_params mp = {.max_tokens = o->decode ? 1 : tokens,
+                             .statistics = o->stats,
+                             .gemm_path = o->gemm_path,
+                             .expert_budget_bytes = o->budget,
+                             .cpu_expert_layers = o->cpu_layers,
+                             .shared_cache = o->shared_cache,
+                             .progress = show_progress,
+                             .progress_user_data = &shown};
+    vkmoe_model *model;
+    if (!vkmoe_ok(vkmoe_model_open(ctx, o->model, &mp, &model)))
+        return false;
+    *y = malloc((size_t)tokens * dim * sizeof(float));
+    float *row = o->decode ? malloc(2 * (size_t)dim * sizeof(float)) : NULL;
+    bool ok = vkmoe_ok(*y && (row || !o->decode) ? VKMOE_OK : VKMOE_ERROR_OUT_OF_HOST_MEMORY);
+    uint32_t ran = 0;
+    if (ok && !o->decode)
+        ok = run_chain(o, model, x, *y, tokens, dim, o->stats, &ran);
+    for (uint32_t t = 0; ok && o->decode && t < tokens; t++) {
+        memcpy(row, x + (size_t)t * dim, dim * sizeof(float));
+        ok = run_chain(o, model, row, row + dim, 1, dim, o->stats && t + 1 == tokens, &ran);
+        memcpy(*y + (size_t)t * dim, row + dim, dim * sizeof(float));
+    }
     if (ok)
-        fprintf(stderr, "vkmoe-run: ran %u MoE layers of %u\n", ran, count);
+        fprintf(stderr, "vkmoe-run: ran %u MoE layers of %u%s\n", ran,
+                vkmoe_model_layer_count(model), o->decode ? ", a token at a time" : "");
+    free(row);
     vkmoe_model_destroy(&model);
     return ok;
 }

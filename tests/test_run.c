@@ -272,6 +272,8 @@ static void test_whole_model_through_the_tool(void **state)
     gguf_add_u32(&w, "deepseek2.leading_dense_block_count", 1);
     checkpoint_write_gguf_model(path_in("model.gguf"), &w, present, 4, "deepseek2");
     float *x = test_input(9, 32), *want = malloc(9 * 32 * sizeof(float)), *y;
+    float *x0 = malloc(9 * 32 * sizeof(float));
+    memcpy(x0, x, 9 * 32 * sizeof(float));
     write_input(x, 9, 32, false);
     char args[1024];
     snprintf(args, sizeof(args), "--model '%s' --layers all --input '%s' --output '%s' --stats",
@@ -307,12 +309,37 @@ static void test_whole_model_through_the_tool(void **state)
     if (!npy_read(path_in("y.npy"), &y, &rows, &cols, error, sizeof(error)))
         fail_msg("%s", error);
     assert_memory_equal(y, want, 9 * 32 * sizeof(float));
+    /* --decode: a token at a time through the three layers, as the API
+     * runs them on a model of one token; the shared slots' figures */
+    write_input(x0, 9, 32, false);
+    mp.max_tokens = 1;
+    assert_int_equal(vkmoe_model_open(ctx, path_in("model.gguf"), &mp, &model), VKMOE_OK);
+    for (uint32_t t = 0; t < 9; t++) {
+        float row[32];
+        memcpy(row, x0 + 32 * t, sizeof(row));
+        for (uint32_t i = 1; i < 4; i++) {
+            assert_int_equal(
+                vkmoe_layer_forward(vkmoe_model_layer(model, i), 1, row, want + 32 * t), VKMOE_OK);
+            memcpy(row, want + 32 * t, sizeof(row));
+        }
+    }
+    vkmoe_model_destroy(&model);
+    free(y);
+    assert_int_equal(remove(path_in("y.npy")), 0);
+    snprintf(shared, sizeof(shared), "%s --device-budget 23K --shared-cache --decode", args);
+    assert_int_equal(run(shared), 0);
+    assert_true(file_contains("err.txt", "ran 3 MoE layers of 4, a token at a time"));
+    assert_true(file_contains("out.txt", "\"cache\": {\"slots\": 7, \"forwards\": 9, \"hits\": "));
+    if (!npy_read(path_in("y.npy"), &y, &rows, &cols, error, sizeof(error)))
+        fail_msg("%s", error);
+    assert_memory_equal(y, want, 9 * 32 * sizeof(float));
     /* one layer or all, not both; "all" is the one word --layers takes */
     char both[1100];
     snprintf(both, sizeof(both), "%s --layer 1", args);
     assert_int_equal(run(both), 2);
     assert_int_equal(run("--model m --layers 3 --input a --output b"), 2);
     free(x);
+    free(x0);
     free(y);
     free(want);
     for (int i = 1; i < 4; i++)
