@@ -6,6 +6,7 @@
  *             [--huge-pages] [--shared-cache] [--decode] [--stats]
  * Exit status: 0 done (or --help), 1 a vkmoe or file error (message on
  * stderr), 2 bad usage. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,28 @@ static bool parse_bytes(const char *s, uint64_t *out)
     return v > 0;
 }
 
+/* The flags that take no value, and the option each sets. */
+static const struct {
+    const char *name;
+    size_t option;
+} switches[] = {
+    {"--stats", offsetof(options, stats)},
+    {"--huge-pages", offsetof(options, huge_pages)},
+    {"--shared-cache", offsetof(options, shared_cache)},
+    {"--decode", offsetof(options, decode)},
+};
+
+/* Set the option of switch `a`, if it is one. */
+static bool set_switch(const char *a, options *o)
+{
+    for (size_t i = 0; i < sizeof(switches) / sizeof(switches[0]); i++)
+        if (!strcmp(a, switches[i].name)) {
+            *(bool *)((char *)o + switches[i].option) = true;
+            return true;
+        }
+    return false;
+}
+
 static int parse_args(int argc, char **argv, options *o)
 {
     memset(o, 0, sizeof(*o));
@@ -68,22 +91,8 @@ static int parse_args(int argc, char **argv, options *o)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h"))
             return usage(true);
-        if (!strcmp(a, "--stats")) {
-            o->stats = true;
+        if (set_switch(a, o))
             continue;
-        }
-        if (!strcmp(a, "--huge-pages")) {
-            o->huge_pages = true;
-            continue;
-        }
-        if (!strcmp(a, "--shared-cache")) {
-            o->shared_cache = true;
-            continue;
-        }
-        if (!strcmp(a, "--decode")) {
-            o->decode = true;
-            continue;
-        }
         if (!v)
             return usage(false);
         if (!strcmp(a, "--model"))

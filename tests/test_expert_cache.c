@@ -485,20 +485,12 @@ static void failures_mid_forward(vkmoe_context *ctx, bool prefetch)
  * submissions, prefetched too, on a device vkmoe creates. */
 static void test_failures_mid_forward(void **state)
 {
-    vkmoe_context *host = *state;
-    vkmoe_vulkan_import import = test_import_of(host);
-    import.get_instance_proc_addr = interposer_entry();
-    vkmoe_context_params cp = {.import = &import};
-    vkmoe_context *ctx = NULL;
-    interposer_reset();
-    assert_int_equal(vkmoe_context_create(&cp, &ctx), VKMOE_OK);
+    vkmoe_context *ctx = interposer_context(*state, false);
+    assert_non_null(ctx);
     failures_mid_forward(ctx, false);
     vkmoe_context_destroy(&ctx);
-    vkmoe_context_options options = {.get_instance_proc_addr = interposer_entry(),
-                                     .copies_on_compute_queue = true};
-    assert_int_equal(
-        vkmoe_context_create_with(&(vkmoe_context_params){.validation = true}, &options, &ctx),
-        VKMOE_OK);
+    ctx = interposer_context(*state, true);
+    assert_non_null(ctx);
     failures_mid_forward(ctx, true);
     assert_int_equal(vkmoe_context_validation_errors(ctx), 0);
     vkmoe_context_destroy(&ctx);

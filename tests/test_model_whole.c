@@ -518,19 +518,12 @@ static unsigned shared_failures(vkmoe_context *ctx, const char *path)
 static void test_shared_cache_failures(void **state)
 {
     write_gguf_model(*state, 508, "failures.gguf");
-    vkmoe_vulkan_import import = test_import_of(*state);
-    import.get_instance_proc_addr = interposer_entry();
-    vkmoe_context *ctx = NULL;
-    interposer_reset();
-    assert_int_equal(vkmoe_context_create(&(vkmoe_context_params){.import = &import}, &ctx),
-                     VKMOE_OK);
+    vkmoe_context *ctx = interposer_context(*state, false);
+    assert_non_null(ctx);
     unsigned inline_points = shared_failures(ctx, path_in("failures.gguf"));
     vkmoe_context_destroy(&ctx);
-    vkmoe_context_options options = {.get_instance_proc_addr = interposer_entry(),
-                                     .copies_on_compute_queue = true};
-    assert_int_equal(
-        vkmoe_context_create_with(&(vkmoe_context_params){.validation = true}, &options, &ctx),
-        VKMOE_OK);
+    ctx = interposer_context(*state, true);
+    assert_non_null(ctx);
     unsigned copy_points = shared_failures(ctx, path_in("failures.gguf"));
     assert_int_equal(vkmoe_context_validation_errors(ctx), 0);
     vkmoe_context_destroy(&ctx);

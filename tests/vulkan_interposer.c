@@ -5,6 +5,7 @@
 
 #include <cmocka.h>
 
+#include "helpers.h"
 #include "vulkan_interposer.h"
 
 interposer_state interposer;
@@ -187,6 +188,22 @@ PFN_vkGetInstanceProcAddr interposer_entry(void)
 {
     real_get_instance_proc_addr = vkmoe_vulkan_loader();
     return get_instance_proc_addr;
+}
+
+vkmoe_context *interposer_context(vkmoe_context *host, bool copy_path)
+{
+    vkmoe_context *ctx = NULL;
+    interposer_reset();
+    if (copy_path) {
+        vkmoe_context_options options = {.get_instance_proc_addr = interposer_entry(),
+                                         .copies_on_compute_queue = true};
+        vkmoe_context_create_with(&(vkmoe_context_params){.validation = true}, &options, &ctx);
+        return ctx;
+    }
+    vkmoe_vulkan_import import = test_import_of(host);
+    import.get_instance_proc_addr = interposer_entry();
+    vkmoe_context_create(&(vkmoe_context_params){.import = &import}, &ctx);
+    return ctx;
 }
 
 unsigned interposer_fail_in_turn(VkResult fail_with, vkmoe_status expect,

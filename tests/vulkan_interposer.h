@@ -49,4 +49,10 @@ unsigned interposer_fail_in_turn(VkResult fail_with, vkmoe_status expect,
                                  vkmoe_status (*attempt)(void *user), void (*recover)(void *user),
                                  void *user);
 
+/* A context whose Vulkan calls go through the interposer (counters
+ * reset): an import of host's device, whose expert caches copy inline, or
+ * with `copy_path` a device of its own, validated, whose caches' copies
+ * take the copy queue's path (on its compute queue). NULL on failure. */
+vkmoe_context *interposer_context(vkmoe_context *host, bool copy_path);
+
 #endif
