@@ -776,7 +776,9 @@ VKMOE_API vkmoe_status vkmoe_layer_forward(vkmoe_layer *layer, uint32_t tokens, 
  * then returns while the copies run on the device's copy queue beside the
  * other layer's compute; the layer's next forward waits for them where it
  * uses them. Predicted experts take the slots the cache policy would evict
- * first, as many as there are slots; a wrong prediction costs copies, never
+ * first, as many as there are slots (with vkmoe_model_params.shared_cache,
+ * none holding an expert another layer's latest forward needed); a wrong
+ * prediction costs copies, never
  * results: the forward is bit-identical either way. Counted in
  * vkmoe_cache_stats.prefetched and prefetch_hits. Does nothing (VKMOE_OK)
  * for a layer without a cache, with cpu_experts, or on a device without a
