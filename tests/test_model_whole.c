@@ -534,6 +534,59 @@ static void test_shared_cache_failures(void **state)
     remove(path_in("failures.gguf"));
 }
 
+/* shared_cache on a model whose layers' experts have two shapes (as a
+ * Q4_K_M file's down projections, Q4_K in some layers and Q6_K in others):
+ * layers 1 and 3 (Q8_0) share one set of slots, layer 2 (its down
+ * projections f16) has its own, the budget split between the two sets in
+ * proportion to their experts' bytes; the resident model's bits. */
+static void test_shared_cache_groups(void **state)
+{
+    vkmoe_context *ctx = *state;
+    test_seed(509);
+    vkmoe_layer_params p = deepseek_params();
+    p.weight_type = p.down_weight_type = VKMOE_WEIGHT_Q8_0;
+    p.dim = 64;
+    p.ffn_dim = p.shared_ffn_dim = 32;
+    test_model_weights m;
+    memset(&m, 0, sizeof(m));
+    for (uint32_t i = 1; i < LAYERS; i++) {
+        vkmoe_layer_params q = p;
+        q.down_weight_type = i == 2 ? VKMOE_WEIGHT_F16 : VKMOE_WEIGHT_Q8_0;
+        checkpoint_weights(ctx, q, &m.layers[i]);
+        m.present[i] = &m.layers[i];
+    }
+    gguf_writer w = {0};
+    checkpoint_deepseek_v3_meta(&w);
+    gguf_add_u32(&w, "deepseek2.block_count", LAYERS);
+    gguf_add_u32(&w, "deepseek2.leading_dense_block_count", 1);
+    checkpoint_write_gguf_model(path_in("groups.gguf"), &w, m.present, LAYERS, "deepseek2");
+    uint64_t q8 = vkmoe_expert_bytes(&m.layers[1].params),
+             f16 = vkmoe_expert_bytes(&m.layers[2].params);
+    assert_true(f16 > q8);
+    double all = (double)p.experts * (2 * q8 + f16), budget = all / 4;
+    vkmoe_model_params mp = {
+        .max_tokens = TOKENS, .expert_budget_bytes = (uint64_t)budget, .shared_cache = true};
+    vkmoe_model *resident = open_model(ctx, path_in("groups.gguf"), NULL), *shared = NULL;
+    assert_int_equal(vkmoe_model_open(ctx, path_in("groups.gguf"), &mp, &shared), VKMOE_OK);
+    uint32_t want[LAYERS] = {0, (uint32_t)(budget * (2 * q8 * p.experts / all) / q8),
+                             (uint32_t)(budget * (f16 * p.experts / all) / f16), 0};
+    want[3] = want[1];
+    for (uint32_t i = 1; i < LAYERS; i++) {
+        vkmoe_cache_stats s;
+        assert_int_equal(vkmoe_layer_cache_stats(vkmoe_model_layer(shared, i), &s), VKMOE_OK);
+        assert_int_equal(s.slots, want[i]);
+    }
+    assert_true(want[1] != want[2]);
+    float *x = test_input(TOKENS, p.dim);
+    for (int pass = 0; pass < 2; pass++)
+        check_same_chain(resident, shared, x, TOKENS, p.dim, false);
+    free(x);
+    vkmoe_model_destroy(&shared);
+    vkmoe_model_destroy(&resident);
+    model_weights_free(&m);
+    remove(path_in("groups.gguf"));
+}
+
 /* Misses of `steps` decode steps (after 20 to warm up) through a model's
  * layers 1..layers − 1, each token's rows of xs through the chain. */
 static uint64_t decode_misses(vkmoe_model *model, uint32_t layers, const float *xs, uint32_t steps,
@@ -788,6 +841,7 @@ int main(void)
         cmocka_unit_test(test_models_with_budget),
         cmocka_unit_test(test_shared_cache_follows_the_routing),
         cmocka_unit_test(test_shared_cache_failures),
+        cmocka_unit_test(test_shared_cache_groups),
     };
     return test_device_suite(tests, setup, teardown);
 }
