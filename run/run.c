@@ -6,10 +6,12 @@
  *             [--huge-pages] [--shared-cache] [--decode] [--stats]
  * Exit status: 0 done (or --help), 1 a vkmoe or file error (message on
  * stderr), 2 bad usage. */
+#define _POSIX_C_SOURCE 200809L
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "npy.h"
 #include "vkmoe.h"
@@ -227,6 +229,15 @@ static bool show_progress(void *user_data, uint64_t done, uint64_t total)
     return true;
 }
 
+/* Wall-clock seconds, for the chain's rate (a smoke run's, not a bench's:
+ * one pass, prefetches and any statistics printing included). */
+static double seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
 /* `tokens` rows through every MoE layer of the model in order, each
  * layer's output the next one's input, from x into y (x is overwritten:
  * the rows go through x and y by turns); with `stats`, each layer's
@@ -299,6 +310,7 @@ static bool run_model(const options *o, vkmoe_context *ctx, float *x, uint32_t t
     float *row = o->decode ? malloc(2 * (size_t)dim * sizeof(float)) : NULL;
     bool ok = vkmoe_ok(*y && (row || !o->decode) ? VKMOE_OK : VKMOE_ERROR_OUT_OF_HOST_MEMORY);
     uint32_t ran = 0;
+    double start = seconds();
     if (ok && !o->decode)
         ok = run_chain(o, model, x, *y, tokens, dim, o->stats, &ran);
     for (uint32_t t = 0; ok && o->decode && t < tokens; t++) {
@@ -306,9 +318,11 @@ static bool run_model(const options *o, vkmoe_context *ctx, float *x, uint32_t t
         ok = run_chain(o, model, row, row + dim, 1, dim, o->stats && t + 1 == tokens, &ran);
         memcpy(*y + (size_t)t * dim, row + dim, dim * sizeof(float));
     }
+    double took = seconds() - start;
     if (ok)
-        fprintf(stderr, "vkmoe-run: ran %u MoE layers of %u%s\n", ran,
-                vkmoe_model_layer_count(model), o->decode ? ", a token at a time" : "");
+        fprintf(stderr, "vkmoe-run: ran %u MoE layers of %u%s in %.3f s (%.1f tokens/s)\n", ran,
+                vkmoe_model_layer_count(model), o->decode ? ", a token at a time" : "", took,
+                tokens / took);
     free(row);
     vkmoe_model_destroy(&model);
     return ok;
