@@ -315,16 +315,9 @@ static vkmoe_status create_cache(vkmoe_layer *layer, uint32_t slots, vkmoe_slot_
     if (!pool->arrays[VKMOE_EXPERT_DOWN].chunks)
         VKMOE_TRY(
             create_matrices(layer, pool->arrays, pool->slots, p->ffn_dim, VKMOE_MEMORY_DEVICE));
-    for (uint32_t m = vkmoe_params_gated(p) ? 0 : 1; m < 3; m++) {
-        vkmoe_weight_type type;
-        uint32_t rows, cols;
-        matrix_layout(p, m, p->ffn_dim, &type, &rows, &cols);
-        const vkmoe_expert_array *a = &pool->arrays[m];
-        VKMOE_REQUIRE(layer->ctx, a->type == type && a->rows == rows && a->cols == cols,
-                      "vkmoe_layer_create: shared slots of %u x %u %s, not this layer's %s",
-                      a->rows, a->cols, vkmoe_weight_type_name(a->type),
-                      vkmoe_weight_type_name(type));
-    }
+    else /* joined: its first member, which made the slots, lives while a model loads */
+        VKMOE_REQUIRE(layer->ctx, vkmoe_weights_slots_fit(&pool->first->params, p),
+                      "vkmoe_layer_create: the shared slots hold experts of another shape");
     for (uint32_t m = 0; m < 3; m++) {
         layer->weights.experts[m] = pool->arrays[m];
         layer->weights.experts[m].sources = NULL;
