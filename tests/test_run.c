@@ -149,6 +149,12 @@ static void test_gguf_through_the_tool(void **state)
     snprintf(tiled, sizeof(tiled), "%s --device-budget 18K --huge-pages", args);
     assert_int_equal(run(tiled), 0);
     check_output(&t, x, 7);
+    /* a token at a time through the cached layer */
+    assert_int_equal(remove(path_in("y.npy")), 0);
+    snprintf(tiled, sizeof(tiled), "%s --device-budget 18K --decode --stats", args);
+    assert_int_equal(run(tiled), 0);
+    check_output(&t, x, 7);
+    assert_true(file_contains("out.txt", "\"cache\": {\"slots\": 6, \"forwards\": 7, "));
     /* every expert on the host */
     assert_int_equal(remove(path_in("y.npy")), 0);
     snprintf(tiled, sizeof(tiled), "%s --cpu-experts 1", args);
