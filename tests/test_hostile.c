@@ -156,20 +156,34 @@ static void test_d08_import_missing_queue_family(void **state)
     assert_non_null(strstr(vkmoe_last_error(), "queue_family 7"));
 }
 
+/* An import of host's device through the interposer (its state reset),
+ * which the caller then tells what to hide. */
+static vkmoe_vulkan_import interposed_import(vkmoe_context *host)
+{
+    vkmoe_vulkan_import import = test_import_of(host);
+    import.get_instance_proc_addr = interposer_entry();
+    interposer_reset();
+    return import;
+}
+
+/* The import is refused as unsupported, with `why` in the message. */
+static void check_import_refused(const vkmoe_vulkan_import *import, const char *why)
+{
+    vkmoe_context *ctx = NULL;
+    assert_int_equal(vkmoe_context_create(&(vkmoe_context_params){.import = import}, &ctx),
+                     VKMOE_ERROR_UNSUPPORTED);
+    assert_null(ctx);
+    assert_non_null(strstr(vkmoe_last_error(), why));
+}
+
 /* D9: whether the host enabled bufferDeviceAddress cannot be asked of a
  * VkDevice (the header says so); whether the physical device supports it
  * can, and a device without it is refused. */
 static void test_d09_import_without_buffer_device_address(void **state)
 {
-    vkmoe_vulkan_import import = test_import_of(*state);
-    import.get_instance_proc_addr = interposer_entry();
-    interposer_reset();
+    vkmoe_vulkan_import import = interposed_import(*state);
     interposer.hide_buffer_device_address = true;
-    vkmoe_context_params params = {.import = &import};
-    vkmoe_context *ctx = NULL;
-    assert_int_equal(vkmoe_context_create(&params, &ctx), VKMOE_ERROR_UNSUPPORTED);
-    assert_null(ctx);
-    assert_non_null(strstr(vkmoe_last_error(), "buffer device addresses"));
+    check_import_refused(&import, "buffer device addresses");
     interposer_reset();
 }
 
@@ -178,18 +192,14 @@ static void test_d09_import_without_buffer_device_address(void **state)
  * refused; saying nothing, it imports and lends no host memory. */
 static void test_d09_import_without_external_memory_host(void **state)
 {
-    vkmoe_vulkan_import import = test_import_of(*state);
-    import.get_instance_proc_addr = interposer_entry();
+    vkmoe_vulkan_import import = interposed_import(*state);
     import.external_memory_host = true;
-    interposer_reset();
     interposer.hide_host_pointer_properties = true;
-    vkmoe_context_params params = {.import = &import};
-    vkmoe_context *ctx = NULL;
-    assert_int_equal(vkmoe_context_create(&params, &ctx), VKMOE_ERROR_UNSUPPORTED);
-    assert_null(ctx);
-    assert_non_null(strstr(vkmoe_last_error(), "VK_EXT_external_memory_host"));
+    check_import_refused(&import, "VK_EXT_external_memory_host");
     import.external_memory_host = false;
-    assert_int_equal(vkmoe_context_create(&params, &ctx), VKMOE_OK);
+    vkmoe_context *ctx = NULL;
+    assert_int_equal(vkmoe_context_create(&(vkmoe_context_params){.import = &import}, &ctx),
+                     VKMOE_OK);
     vkmoe_device_info info;
     assert_int_equal(vkmoe_context_device_info(ctx, &info), VKMOE_OK);
     assert_false(info.host_memory_import);
