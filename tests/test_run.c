@@ -114,6 +114,8 @@ static void test_checkpoint_through_the_tool(void **state)
     test_layer_destroy(&t);
 }
 
+static bool file_contains(const char *name, const char *words);
+
 static void test_gguf_through_the_tool(void **state)
 {
     test_seed(121);
@@ -172,8 +174,6 @@ static void test_gguf_through_the_tool(void **state)
     free(x);
     test_layer_destroy(&t);
 }
-
-static bool file_contains(const char *name, const char *words);
 
 /* The newer families' checkpoints through the tool, first those that need
  * the most of the loader: GPT-OSS's MXFP4 checkpoint (blocks and scales,
