@@ -776,8 +776,9 @@ void vkmoe_context_destroy(vkmoe_context **pctx)
     context_free(ctx);
 }
 
-/* A failed wait (out of memory, a lost device) leaves nothing better to
- * do than wait again; a lost device returns at once. */
+/* Before destroying what a submission uses: a failed wait (out of memory,
+ * a lost device, which returns at once) leaves nothing better to do than
+ * go on. */
 static void wait_fence(vkmoe_context *ctx, VkFence fence, bool *pending)
 {
     if (!*pending)
@@ -785,6 +786,22 @@ static void wait_fence(vkmoe_context *ctx, VkFence fence, bool *pending)
     if (ctx->vk.vkWaitForFences(ctx->device, 1, &fence, VK_TRUE, UINT64_MAX) == VK_SUCCESS)
         ctx->vk.vkResetFences(ctx->device, 1, &fence);
     *pending = false;
+}
+
+/* The same where the context goes on: a failed wait (a fence waited for
+ * in the same forward that submitted it, or again after a failure) is the
+ * caller's status, and leaves the fence pending for the next use to wait
+ * again. */
+static vkmoe_status finish_fence(vkmoe_context *ctx, VkFence fence, bool *pending)
+{
+    if (!*pending)
+        return VKMOE_OK;
+    VKMOE_TRY(vkmoe_check_vk(ctx,
+                             ctx->vk.vkWaitForFences(ctx->device, 1, &fence, VK_TRUE, UINT64_MAX),
+                             "vkWaitForFences"));
+    VKMOE_TRY(vkmoe_check_vk(ctx, ctx->vk.vkResetFences(ctx->device, 1, &fence), "vkResetFences"));
+    *pending = false;
+    return VKMOE_OK;
 }
 
 void vkmoe_context_wait_pending(vkmoe_context *ctx)
@@ -846,7 +863,8 @@ vkmoe_status vkmoe_context_check_alive(const vkmoe_context *ctx)
 vkmoe_status vkmoe_context_begin(vkmoe_context *ctx, VkCommandBuffer *cmd)
 {
     VKMOE_TRY(vkmoe_context_check_alive(ctx));
-    vkmoe_context_wait_pending(ctx);
+    VKMOE_TRY(finish_fence(ctx, ctx->fence, &ctx->fence_pending));
+    VKMOE_TRY(finish_fence(ctx, ctx->early_fence, &ctx->early_pending));
     VkCommandBufferBeginInfo begin = {
         .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
         .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
@@ -918,8 +936,7 @@ vkmoe_status vkmoe_context_submit_wait_after(vkmoe_context *ctx, uint64_t copies
         vkmoe_check_vk(ctx, ctx->vk.vkResetFences(ctx->device, 1, &ctx->fence), "vkResetFences"));
     ctx->fence_pending = false;
     /* The early submission, earlier on the queue, is done too. */
-    wait_fence(ctx, ctx->early_fence, &ctx->early_pending);
-    return VKMOE_OK;
+    return finish_fence(ctx, ctx->early_fence, &ctx->early_pending);
 }
 
 vkmoe_status vkmoe_context_submit_wait(vkmoe_context *ctx)
@@ -930,7 +947,7 @@ vkmoe_status vkmoe_context_submit_wait(vkmoe_context *ctx)
 vkmoe_status vkmoe_context_begin_early(vkmoe_context *ctx, VkCommandBuffer *cmd)
 {
     VKMOE_TRY(vkmoe_context_check_alive(ctx));
-    wait_fence(ctx, ctx->early_fence, &ctx->early_pending);
+    VKMOE_TRY(finish_fence(ctx, ctx->early_fence, &ctx->early_pending));
     VkCommandBufferBeginInfo begin = {
         .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
         .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,

@@ -156,7 +156,8 @@ uint32_t vkmoe_context_queue_families(const vkmoe_context *ctx, VkPhysicalDevice
 vkmoe_status vkmoe_context_create_with(const vkmoe_context_params *params,
                                        const vkmoe_context_options *options, vkmoe_context **out);
 /* Wait for the context's last submission where a failed wait left it
- * pending: nothing it uses may be destroyed before. */
+ * pending: nothing it uses may be destroyed before. For destroying: a
+ * wait that fails again is not retried (a lost device returns at once). */
 void vkmoe_context_wait_pending(vkmoe_context *ctx);
 /* vkmoe_layer_create and _destroy count the context's live layers. */
 void vkmoe_context_add_layer(vkmoe_context *ctx);
@@ -164,7 +165,8 @@ void vkmoe_context_remove_layer(vkmoe_context *ctx);
 /* Fail with VKMOE_ERROR_DEVICE_LOST when the context has lost its device. */
 vkmoe_status vkmoe_context_check_alive(const vkmoe_context *ctx);
 /* Begin recording the context's own command buffer, once a submission
- * whose wait failed has completed (vkmoe_context_wait_pending). */
+ * still pending (the early one, or one whose wait failed) has completed;
+ * a failed wait is the status. */
 vkmoe_status vkmoe_context_begin(vkmoe_context *ctx, VkCommandBuffer *cmd);
 /* End cmd and submit it to queue: after the copy queue's timeline reaches
  * `wait`, signalling it to `signal` (0: neither), with fence (may be
