@@ -970,10 +970,15 @@ typedef struct vkmoe_model_params {
     vkmoe_cache_policy cache_policy; /* default VKMOE_CACHE_FREQUENCY */
     /* vkmoe_model_open with expert_budget_bytes: the MoE layers whose
      * experts have one shape (weight types, dim, ffn_dim, gated or not)
-     * share one set of device slots, as many as their share of the budget
-     * holds, instead of each keeping its own share: the policy then keeps
-     * the hottest experts of any of them, and a layer whose experts are
-     * needed more holds more slots. Each layer's vkmoe_cache_stats.slots
+     * share one set of device slots, as many as their shares of the budget
+     * hold, instead of each keeping its own share. Each keeps its share
+     * (an equal part of the slots) while it runs: another layer takes only
+     * the slots a layer holds beyond its share, those it leaves empty, or
+     * all of its slots once it has not run since the taker's previous
+     * forward, the policy choosing among them. So a layer that routes to
+     * fewer experts than its share holds lends the rest to those that
+     * route to more, and a layer run alone takes every slot from its
+     * second forward on. Each layer's vkmoe_cache_stats.slots
      * and vkmoe_layer_memory count the shared slots as its own
      * (vkmoe_model_memory counts them once). vkmoe_layer_prefetch then
      * takes no slot holding an expert that another layer's latest forward

@@ -136,6 +136,7 @@ void vkmoe_expert_cache_forget(vkmoe_expert_cache *c, uint32_t expert)
     if (slot == VKMOE_INVALID)
         return;
     c->pool->owner[slot] = NULL;
+    c->held--;
     c->expert_slot[expert] = VKMOE_INVALID;
     c->prefetched[expert] = 0;
 }
@@ -180,6 +181,28 @@ static bool evict_before(const vkmoe_slot_pool *pool, uint32_t a, uint32_t b)
     return ea < eb;
 }
 
+/* A member's share of its pool's slots: an equal part, the first members
+ * one more where they do not divide. */
+static uint32_t share_of(const vkmoe_expert_cache *c)
+{
+    const vkmoe_slot_pool *pool = c->pool;
+    return pool->slots / pool->members + (c->member < pool->slots % pool->members);
+}
+
+/* Whether slot s is kept from member c: another member holds it, holds no
+ * more than its share, and has run since c's forward before this one. So
+ * layers that all run each token keep their shares (on recorded Mixtral
+ * routing, where every layer needs k experts a token, letting the policy
+ * rank all slots together hit up to 12 points less often than each layer's
+ * own share: README), and what a layer leaves unused of its share, or holds
+ * beyond it, goes to whichever needs it; a layer running alone takes the
+ * slots of those that have not run since its previous forward. */
+static bool kept_from(const vkmoe_expert_cache *c, uint32_t s)
+{
+    const vkmoe_expert_cache *owner = c->pool->owner[s];
+    return owner && owner != c && owner->held <= share_of(owner) && owner->last_forward > c->since;
+}
+
 /* Whether slot s holds an expert that another member than c needed in its
  * latest forward: likely needed again, perhaps by the forward about to
  * run (a prefetch for the next layer comes before the current one's). */
@@ -189,14 +212,16 @@ static bool held_for_another(const vkmoe_expert_cache *c, uint32_t s)
     return owner && owner != c && owner->last_used[c->pool->expert[s]] == owner->last_forward;
 }
 
-/* The slot to evict among those not pinned (computing in this round), and
- * for a prefetch, not held_for_another; VKMOE_INVALID when none. */
+/* The slot to evict among those not pinned (computing in this round) nor
+ * kept_from c, and for a prefetch, not held_for_another; VKMOE_INVALID
+ * when none (never after the pins are cleared: if no slot is empty and c
+ * holds none, another member holds more than its share). */
 static uint32_t victim(const vkmoe_expert_cache *c, bool prefetch)
 {
     const vkmoe_slot_pool *pool = c->pool;
     uint32_t best = VKMOE_INVALID;
     for (uint32_t s = 0; s < pool->slots; s++) {
-        if (pool->pinned[s] || (prefetch && held_for_another(c, s)))
+        if (pool->pinned[s] || kept_from(c, s) || (prefetch && held_for_another(c, s)))
             continue;
         if (best == VKMOE_INVALID || evict_before(pool, s, best))
             best = s;
@@ -207,6 +232,7 @@ static uint32_t victim(const vkmoe_expert_cache *c, bool prefetch)
 /* Update the policy's view of the experts with this forward's needs. */
 static void note_needs(vkmoe_expert_cache *c, const uint32_t *counts)
 {
+    c->since = c->last_forward;
     uint64_t now = c->last_forward = ++c->pool->clock;
     for (uint32_t e = 0; e < c->experts; e++) {
         c->score[e] *= SCORE_DECAY;
@@ -244,12 +270,14 @@ static void occupy(vkmoe_expert_cache *c, uint32_t slot, uint32_t e)
     vkmoe_slot_pool *pool = c->pool;
     vkmoe_expert_cache *was = pool->owner[slot];
     if (was) {
+        was->held--;
         was->expert_slot[pool->expert[slot]] = VKMOE_INVALID;
         was->prefetched[pool->expert[slot]] = 0;
         if (was->copies_ready > c->copies_ready)
             c->copies_ready = was->copies_ready;
     }
     pool->owner[slot] = c;
+    c->held++;
     pool->expert[slot] = e;
     c->expert_slot[e] = slot;
     pool->pinned[slot] = 1;

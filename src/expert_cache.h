@@ -50,6 +50,8 @@ struct vkmoe_expert_cache {
     double *score;         /* [experts]: frequency with recency (VKMOE_CACHE_FREQUENCY) */
     uint64_t *last_used;   /* [experts]: the pool's forward that last needed it; 0: never */
     uint64_t last_forward; /* the pool's forward that was its latest */
+    uint64_t since;        /* the one before it: who has run since is in use */
+    uint32_t held;         /* slots of the pool it holds */
     /* The plan of the forward being recorded, for each needed expert: */
     uint32_t *plan_slot;     /* [experts]: the slot it computes in, or VKMOE_INVALID */
     uint32_t *plan_round;    /* [experts]: the round it computes in, or VKMOE_INVALID */
