@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "checkpoint.h"
+#include "expert_cache.h"
 #include "helpers.h"
 #include "memory.h"
 #include "vulkan_interposer.h"
@@ -472,12 +473,27 @@ static vkmoe_status shared_attempt(void *user)
     return VKMOE_OK;
 }
 
+/* Each member of a model's shared pool counts as held the slots it owns
+ * (kept_from's shares read the counts), whatever failed before. */
+static void check_held_slots(vkmoe_model *model)
+{
+    for (uint32_t i = 1; i < LAYERS; i++) {
+        const vkmoe_expert_cache *c = vkmoe_model_layer(model, i)->weights.cache;
+        uint32_t owned = 0;
+        for (uint32_t s = 0; s < c->pool->slots; s++)
+            owned += c->pool->owner[s] == c;
+        assert_int_equal(owned, c->held);
+    }
+}
+
 static void shared_whole(void *user)
 {
     shared_run *run = user;
+    check_held_slots(run->model);
     for (uint32_t i = 1; i < LAYERS; i++)
         memset(run->got[i], 0, 4ull * run->dim * sizeof(float));
     assert_int_equal(shared_attempt(run), VKMOE_OK);
+    check_held_slots(run->model);
     for (uint32_t i = 1; i < LAYERS; i++)
         assert_memory_equal(run->want[i], run->got[i], 4ull * run->dim * sizeof(float));
 }
