@@ -698,80 +698,102 @@ static void steer_to(const float *router, uint32_t dim, const uint32_t *chosen, 
     }
 }
 
-/* Where every layer routes alike (each token k = 4 of 16 experts drawn
- * uniformly in each of six Mixtral layers, their inputs steered to them
- * and every routing checked), each layer keeps its share of the shared
- * slots, and they miss no more than each layer's own share, under both
- * policies, at half the experts: ranking every slot of the model together
- * missed more (here 511 of the 960 needed experts under the frequency
- * policy, against 468), as on Mixtral's recorded routing (README). */
-static void test_shared_cache_keeps_shares(void **state)
+/* test_shared_cache_keeps_shares's model: six Mixtral layers of 16
+ * experts, k 4, one set of weights; each step's and layer's experts drawn
+ * uniformly, and the inputs steered to them. */
+enum { ALIKE_LAYERS = 6, ALIKE_EXPERTS = 16, ALIKE_K = 4, ALIKE_STEPS = 40, ALIKE_WARM = 10 };
+typedef uint32_t alike_choice[ALIKE_LAYERS][ALIKE_K];
+
+static void alike_routing(const test_layer *t, alike_choice *chosen, float *xs)
 {
-    enum { MODEL_LAYERS = 6, STEPS = 40, WARM = 10, K = 4 };
-    vkmoe_context *ctx = *state;
-    test_seed(511);
-    vkmoe_layer_params p = test_shape(128, 32, 16, 0, 1);
-    p.weight_type = p.down_weight_type = VKMOE_WEIGHT_Q8_0;
-    assert_int_equal(vkmoe_layer_params_family(&p, "mixtral"), VKMOE_OK);
-    p.top_k = K;
-    test_layer t;
-    checkpoint_weights(ctx, p, &t);
-    const test_layer *present[MODEL_LAYERS];
-    for (uint32_t i = 0; i < MODEL_LAYERS; i++)
-        present[i] = &t;
-    gguf_writer w = {0};
-    gguf_add_u32(&w, "llama.block_count", MODEL_LAYERS);
-    checkpoint_write_gguf_model(path_in("alike.gguf"), &w, present, MODEL_LAYERS, "llama");
-    uint32_t(*chosen)[MODEL_LAYERS][K] = malloc((STEPS + WARM) * sizeof(*chosen));
-    float *xs = malloc((size_t)(STEPS + WARM) * MODEL_LAYERS * p.dim * sizeof(float));
-    for (uint32_t s = 0; s < STEPS + WARM; s++)
-        for (uint32_t i = 0; i < MODEL_LAYERS; i++) {
-            for (uint32_t j = 0; j < K; j++) {
+    uint32_t dim = t->params.dim;
+    for (uint32_t s = 0; s < ALIKE_STEPS + ALIKE_WARM; s++)
+        for (uint32_t i = 0; i < ALIKE_LAYERS; i++) {
+            for (uint32_t j = 0; j < ALIKE_K; j++) {
                 bool fresh;
                 do {
-                    chosen[s][i][j] = (uint32_t)test_uniform(0, 16) % 16;
+                    chosen[s][i][j] = (uint32_t)test_uniform(0, ALIKE_EXPERTS) % ALIKE_EXPERTS;
                     fresh = true;
                     for (uint32_t m = 0; m < j; m++)
                         fresh &= chosen[s][i][m] != chosen[s][i][j];
                 } while (!fresh);
             }
-            steer_to(t.router, p.dim, chosen[s][i], K, xs + ((size_t)s * MODEL_LAYERS + i) * p.dim);
+            steer_to(t->router, dim, chosen[s][i], ALIKE_K,
+                     xs + ((size_t)s * ALIKE_LAYERS + i) * dim);
         }
-    float *y = malloc(p.dim * sizeof(float));
-    uint64_t all = (uint64_t)MODEL_LAYERS * p.experts * vkmoe_expert_bytes(&t.params);
+}
+
+/* Misses after the warm-up of that routing through the model opened with
+ * mp, every forward's routing checked (chosen is only read; C11 cannot
+ * pass it as a pointer to const arrays). */
+static uint64_t alike_misses(vkmoe_context *ctx, const vkmoe_model_params *mp, uint32_t dim,
+                             alike_choice *chosen, const float *xs)
+{
+    vkmoe_model *model;
+    assert_int_equal(vkmoe_model_open(ctx, path_in("alike.gguf"), mp, &model), VKMOE_OK);
+    float *y = malloc(dim * sizeof(float));
+    uint64_t misses = 0;
+    for (uint32_t s = 0; s < ALIKE_STEPS + ALIKE_WARM; s++)
+        for (uint32_t i = 0; i < ALIKE_LAYERS; i++) {
+            vkmoe_layer *layer = vkmoe_model_layer(model, i);
+            vkmoe_cache_stats before, after;
+            uint32_t counts[ALIKE_EXPERTS];
+            assert_int_equal(vkmoe_layer_cache_stats(layer, &before), VKMOE_OK);
+            assert_int_equal(
+                vkmoe_layer_forward(layer, 1, xs + ((size_t)s * ALIKE_LAYERS + i) * dim, y),
+                VKMOE_OK);
+            assert_int_equal(vkmoe_layer_cache_stats(layer, &after), VKMOE_OK);
+            misses += s >= ALIKE_WARM ? after.misses - before.misses : 0;
+            assert_int_equal(vkmoe_layer_expert_counts(layer, counts, ALIKE_EXPERTS), VKMOE_OK);
+            for (uint32_t j = 0; j < ALIKE_K; j++)
+                assert_int_equal(counts[chosen[s][i][j]], 1);
+        }
+    free(y);
+    vkmoe_model_destroy(&model);
+    return misses;
+}
+
+/* Where every layer routes alike (alike_routing), each layer keeps its
+ * share of the shared slots, and they miss no more than each layer's own
+ * share, under both policies, at half the experts: ranking every slot of
+ * the model together missed more (here 511 of the 960 needed experts under
+ * the frequency policy, against 468), as on Mixtral's recorded routing
+ * (README). */
+static void test_shared_cache_keeps_shares(void **state)
+{
+    vkmoe_context *ctx = *state;
+    test_seed(511);
+    vkmoe_layer_params p = test_shape(128, 32, ALIKE_EXPERTS, 0, 1);
+    p.weight_type = p.down_weight_type = VKMOE_WEIGHT_Q8_0;
+    assert_int_equal(vkmoe_layer_params_family(&p, "mixtral"), VKMOE_OK);
+    p.top_k = ALIKE_K;
+    test_layer t;
+    checkpoint_weights(ctx, p, &t);
+    const test_layer *present[ALIKE_LAYERS];
+    for (uint32_t i = 0; i < ALIKE_LAYERS; i++)
+        present[i] = &t;
+    gguf_writer w = {0};
+    gguf_add_u32(&w, "llama.block_count", ALIKE_LAYERS);
+    checkpoint_write_gguf_model(path_in("alike.gguf"), &w, present, ALIKE_LAYERS, "llama");
+    alike_choice *chosen = malloc((ALIKE_STEPS + ALIKE_WARM) * sizeof(*chosen));
+    float *xs = malloc((size_t)(ALIKE_STEPS + ALIKE_WARM) * ALIKE_LAYERS * p.dim * sizeof(float));
+    alike_routing(&t, chosen, xs);
+    uint64_t all = (uint64_t)ALIKE_LAYERS * ALIKE_EXPERTS * vkmoe_expert_bytes(&t.params);
     for (int policy = 0; policy < 2; policy++) {
-        uint64_t misses[2] = {0, 0};
+        uint64_t misses[2];
         for (int shared = 0; shared < 2; shared++) {
             vkmoe_model_params mp = {.max_tokens = 1,
                                      .expert_budget_bytes = all / 2,
                                      .cache_policy = (vkmoe_cache_policy)policy,
                                      .shared_cache = shared};
-            vkmoe_model *model;
-            assert_int_equal(vkmoe_model_open(ctx, path_in("alike.gguf"), &mp, &model), VKMOE_OK);
-            for (uint32_t s = 0; s < STEPS + WARM; s++)
-                for (uint32_t i = 0; i < MODEL_LAYERS; i++) {
-                    vkmoe_layer *layer = vkmoe_model_layer(model, i);
-                    vkmoe_cache_stats before, after;
-                    uint32_t counts[16];
-                    assert_int_equal(vkmoe_layer_cache_stats(layer, &before), VKMOE_OK);
-                    assert_int_equal(vkmoe_layer_forward(
-                                         layer, 1, xs + ((size_t)s * MODEL_LAYERS + i) * p.dim, y),
-                                     VKMOE_OK);
-                    assert_int_equal(vkmoe_layer_cache_stats(layer, &after), VKMOE_OK);
-                    misses[shared] += s >= WARM ? after.misses - before.misses : 0;
-                    assert_int_equal(vkmoe_layer_expert_counts(layer, counts, 16), VKMOE_OK);
-                    for (uint32_t j = 0; j < K; j++)
-                        assert_int_equal(counts[chosen[s][i][j]], 1);
-                }
-            vkmoe_model_destroy(&model);
+            misses[shared] = alike_misses(ctx, &mp, p.dim, chosen, xs);
         }
         printf("layers routing alike, %s, half the experts: misses of %u layer forwards, each "
                "layer's share %llu, shared %llu\n",
-               policy ? "LRU" : "frequency", MODEL_LAYERS * STEPS, (unsigned long long)misses[0],
-               (unsigned long long)misses[1]);
+               policy ? "LRU" : "frequency", ALIKE_LAYERS * ALIKE_STEPS,
+               (unsigned long long)misses[0], (unsigned long long)misses[1]);
         assert_true(misses[1] <= misses[0]);
     }
-    free(y);
     free(xs);
     free(chosen);
     test_layer_destroy(&t);
