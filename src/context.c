@@ -400,6 +400,7 @@ static vkmoe_status create_device(vkmoe_context *ctx)
         extensions[extension_count++] = VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME;
     }
     ctx->push_descriptors =
+        !ctx->options.no_push_descriptors &&
         has_extension(ctx, ctx->physical_device, VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME);
     if (ctx->push_descriptors)
         extensions[extension_count++] = VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME;

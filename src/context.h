@@ -62,6 +62,11 @@ typedef struct vkmoe_context_options {
      * copies still go through the copy queue's submissions and timeline,
      * on the compute queue, as they would on a GPU's copy engine. */
     bool copies_on_compute_queue;
+    /* VK_KHR_push_descriptor is left off, as on a device without it: each
+     * layer writes and binds its own set for x and y. For GPU-assisted
+     * validation (./dev test-gpu-av), which in Debian 12's validation layer
+     * (1.3.239) takes pushed descriptors for uninitialized ones. */
+    bool no_push_descriptors;
 } vkmoe_context_options;
 
 struct vkmoe_context {

@@ -107,6 +107,45 @@ static void test_validation_from_environment(void **state)
     vkmoe_context_destroy(&ctx);
 }
 
+static int hazards;
+static void count_hazards(void *user, vkmoe_log_level level, const char *message)
+{
+    (void)user;
+    hazards += level == VKMOE_LOG_ERROR && strstr(message, "SYNC-HAZARD-WRITE-AFTER-WRITE");
+}
+
+/* The suites run with the validation layer's synchronization checks
+ * (VK_LAYER_ENABLES, tests/meson.build): two updates of one buffer with no
+ * barrier between them must be reported, or the setting no longer reaches
+ * the layer and every suite would pass without them. */
+static void test_synchronization_validation_is_on(void **state)
+{
+    (void)state;
+    const char *enables = getenv("VK_LAYER_ENABLES");
+    if (!enables || !strstr(enables, "SYNCHRONIZATION_VALIDATION")) {
+        print_message("VK_LAYER_ENABLES asks for no synchronization validation\n");
+        return;
+    }
+    vkmoe_context_params params = {
+        .validation = true, .log = count_hazards, .log_level = VKMOE_LOG_ERROR};
+    vkmoe_context *ctx = NULL;
+    assert_int_equal(vkmoe_context_create(&params, &ctx), VKMOE_OK);
+    vkmoe_buffer buffer;
+    assert_int_equal(vkmoe_buffer_create(ctx, 256, VKMOE_MEMORY_DEVICE, &buffer), VKMOE_OK);
+    VkCommandPool pool;
+    VkCommandBuffer cmd = test_commands_begin(ctx, &pool);
+    hazards = 0;
+    const uint32_t words[2] = {1, 2};
+    ctx->vk.vkCmdUpdateBuffer(cmd, buffer.buffer, 0, 4, &words[0]);
+    ctx->vk.vkCmdUpdateBuffer(cmd, buffer.buffer, 0, 4, &words[1]);
+    assert_int_equal(hazards, 1);
+    assert_int_equal(vkmoe_context_validation_errors(ctx), 1);
+    assert_int_equal(ctx->vk.vkEndCommandBuffer(cmd), VK_SUCCESS);
+    ctx->vk.vkDestroyCommandPool(ctx->device, pool, NULL);
+    vkmoe_buffer_destroy(ctx, &buffer);
+    vkmoe_context_destroy(&ctx);
+}
+
 static int locks, unlocks;
 static void count_lock(void *user) { locks += user == &locks; }
 static void count_unlock(void *user) { unlocks += user == &locks; }
@@ -290,6 +329,7 @@ int main(void)
         cmocka_unit_test(test_default_context_and_info),
         cmocka_unit_test(test_device_by_index_and_name),
         cmocka_unit_test(test_validation_from_environment),
+        cmocka_unit_test(test_synchronization_validation_is_on),
         cmocka_unit_test(test_import_host_device),
         cmocka_unit_test(test_import_arguments),
         cmocka_unit_test(test_device_lost_is_sticky),
