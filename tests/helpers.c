@@ -34,6 +34,12 @@ static void print_errors(void *user, vkmoe_log_level level, const char *message)
 
 vkmoe_context *test_context(void) { return test_context_with((vkmoe_context_options){0}); }
 
+void test_options_from_environment(vkmoe_context_options *options)
+{
+    const char *no_push = getenv("VKMOE_TEST_NO_PUSH_DESCRIPTORS");
+    options->no_push_descriptors |= no_push && strcmp(no_push, "1") == 0;
+}
+
 vkmoe_context *test_context_with(vkmoe_context_options options)
 {
     vkmoe_context_params params = {
@@ -43,9 +49,7 @@ vkmoe_context *test_context_with(vkmoe_context_options options)
     };
     vkmoe_context *ctx = NULL;
     options.poison_buffers = true;
-    /* ./dev test-gpu-av sets it (vkmoe_context_options.no_push_descriptors) */
-    const char *no_push = getenv("VKMOE_TEST_NO_PUSH_DESCRIPTORS");
-    options.no_push_descriptors |= no_push && strcmp(no_push, "1") == 0;
+    test_options_from_environment(&options);
     vkmoe_status status = vkmoe_context_create_with(&params, &options, &ctx);
     if (status != VKMOE_OK)
         fprintf(stderr, "no context: %s (%s)\n", vkmoe_status_string(status), vkmoe_last_error());

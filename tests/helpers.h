@@ -28,6 +28,10 @@ int test_device_gate(void);
 vkmoe_context *test_context(void);
 /* The same with other test options (poison_buffers is set regardless). */
 vkmoe_context *test_context_with(vkmoe_context_options options);
+/* What the run's environment adds to a test context's options:
+ * VKMOE_TEST_NO_PUSH_DESCRIPTORS=1 (./dev test-gpu-av) sets
+ * no_push_descriptors. test_context_with applies it. */
+void test_options_from_environment(vkmoe_context_options *options);
 /* Asserts the context saw no validation error, then destroys it. */
 void test_context_destroy(vkmoe_context **ctx);
 /* A file's suite on the device, as its main() returns it: test_device_gate

@@ -197,6 +197,7 @@ vkmoe_context *interposer_context(vkmoe_context *host, bool copy_path)
     if (copy_path) {
         vkmoe_context_options options = {.get_instance_proc_addr = interposer_entry(),
                                          .copies_on_compute_queue = true};
+        test_options_from_environment(&options);
         vkmoe_context_create_with(&(vkmoe_context_params){.validation = true}, &options, &ctx);
         return ctx;
     }
