@@ -133,10 +133,12 @@ static void test_host_huge_pages(void **state)
     vkmoe_context *plain = *state, *huge = NULL, *guest = NULL;
     if (!plain->host_import_alignment)
         skip(); /* CI's lavapipe has it */
-    assert_int_equal(vkmoe_context_create_with(
-                         &(vkmoe_context_params){.validation = true, .host_huge_pages = true},
-                         &(vkmoe_context_options){.poison_buffers = true}, &huge),
-                     VKMOE_OK);
+    vkmoe_context_options options = {.poison_buffers = true};
+    test_options_from_environment(&options);
+    assert_int_equal(
+        vkmoe_context_create_with(
+            &(vkmoe_context_params){.validation = true, .host_huge_pages = true}, &options, &huge),
+        VKMOE_OK);
     vkmoe_vulkan_import import = test_import_of(huge);
     assert_int_equal(
         vkmoe_context_create(&(vkmoe_context_params){.import = &import, .host_huge_pages = true},
@@ -168,7 +170,7 @@ static void test_host_huge_pages(void **state)
     test_layer_destroy(&t);
     vkmoe_context_destroy(&lent);
     vkmoe_context_destroy(&guest);
-    vkmoe_context_destroy(&huge);
+    test_context_destroy(&huge);
 }
 
 int main(void)

@@ -811,14 +811,16 @@ static void test_models_with_budget(void **state)
     vkmoe_context *copies =
         test_context_with((vkmoe_context_options){.copies_on_compute_queue = true});
     check_shared_cache(copies, path_in("budget.gguf"));
-    vkmoe_context_destroy(&copies);
+    test_context_destroy(&copies);
     vkmoe_context *huge = NULL;
-    assert_int_equal(vkmoe_context_create_with(
-                         &(vkmoe_context_params){.validation = true, .host_huge_pages = true},
-                         &(vkmoe_context_options){.poison_buffers = true}, &huge),
-                     VKMOE_OK);
+    vkmoe_context_options options = {.poison_buffers = true};
+    test_options_from_environment(&options);
+    assert_int_equal(
+        vkmoe_context_create_with(
+            &(vkmoe_context_params){.validation = true, .host_huge_pages = true}, &options, &huge),
+        VKMOE_OK);
     check_model_with_budget(huge, path_in("budget.gguf"), p);
-    vkmoe_context_destroy(&huge);
+    test_context_destroy(&huge);
     /* A host application's device that enabled VK_EXT_external_memory_host
      * lends the file's pages as vkmoe's own does. */
     vkmoe_context *own = *state, *guest = NULL;
