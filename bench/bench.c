@@ -758,6 +758,16 @@ static int read_placement(const options *o, const vkmoe_layer_params *params, ui
     return 0;
 }
 
+/* The validation layer's warnings and errors, where VKMOE_VALIDATION=1 turns
+ * it on; the library's own messages are the bench's to report. */
+static void print_validation(void *user, vkmoe_log_level level, const char *message)
+{
+    (void)user;
+    (void)level;
+    if (strncmp(message, "validation: ", 12) == 0)
+        fprintf(stderr, "vkmoe-bench: %s\n", message);
+}
+
 /* Rank `rank` of `ranks` (1 without --expert-parallel); rank 0 prints. */
 static int run_bench(const options *o, uint32_t rank, uint32_t ranks)
 {
@@ -773,7 +783,12 @@ static int run_bench(const options *o, uint32_t rank, uint32_t ranks)
     if ((rc = join(o, rc)))
         return rc;
 
-    vkmoe_context_params cp = {.device = o->device, .host_huge_pages = o->huge_pages};
+    /* Under VKMOE_VALIDATION=1 (the tests' bench runs) the validation
+     * layer's messages go to stderr and any error fails the run. */
+    vkmoe_context_params cp = {.device = o->device,
+                               .host_huge_pages = o->huge_pages,
+                               .log = print_validation,
+                               .log_level = VKMOE_LOG_WARNING};
     vkmoe_context *ctx = NULL;
     if (vkmoe_context_create(&cp, &ctx) != VKMOE_OK) {
         fprintf(stderr, "vkmoe-bench: rank %u: %s\n", rank, vkmoe_last_error());
@@ -838,10 +853,16 @@ static int run_bench(const options *o, uint32_t rank, uint32_t ranks)
     free(placement);
     workload_destroy(&w);
     workload_destroy(&shard);
+    uint32_t validation_errors = vkmoe_context_validation_errors(ctx);
     vkmoe_context_destroy(&ctx);
     if (rc == 0 && !all_verified) {
         fprintf(stderr, "vkmoe-bench: verification against the CPU reference FAILED\n");
         rc = 3;
+    }
+    if (validation_errors) {
+        fprintf(stderr, "vkmoe-bench: rank %u: %u validation error(s) (VKMOE_VALIDATION=1)\n", rank,
+                validation_errors);
+        rc = rc ? rc : 3;
     }
     return join(o, rc);
 }
