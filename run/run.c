@@ -328,6 +328,16 @@ static bool run_model(const options *o, vkmoe_context *ctx, float *x, uint32_t t
     return ok;
 }
 
+/* The validation layer's warnings and errors, where VKMOE_VALIDATION=1 turns
+ * it on; the library's own messages are reported where calls fail. */
+static void print_validation(void *user, vkmoe_log_level level, const char *message)
+{
+    (void)user;
+    (void)level;
+    if (strncmp(message, "validation: ", 12) == 0)
+        fprintf(stderr, "vkmoe-run: %s\n", message);
+}
+
 int main(int argc, char **argv)
 {
     options o;
@@ -341,7 +351,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "vkmoe-run: %s: %s\n", o.input, error);
         return 1;
     }
-    vkmoe_context_params cp = {.device = o.device, .host_huge_pages = o.huge_pages};
+    vkmoe_context_params cp = {.device = o.device,
+                               .host_huge_pages = o.huge_pages,
+                               .log = print_validation,
+                               .log_level = VKMOE_LOG_WARNING};
     vkmoe_context *ctx = NULL;
     rc = vkmoe_ok(vkmoe_context_create(&cp, &ctx)) &&
                  (o.all_layers ? run_model(&o, ctx, x, tokens, dim, &y)
@@ -352,7 +365,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "vkmoe-run: cannot write %s\n", o.output);
         rc = 1;
     }
+    uint32_t validation_errors = vkmoe_context_validation_errors(ctx);
     vkmoe_context_destroy(&ctx);
+    if (validation_errors) {
+        fprintf(stderr, "vkmoe-run: %u validation error(s) (VKMOE_VALIDATION=1)\n",
+                validation_errors);
+        rc = 1;
+    }
     free(x);
     free(y);
     return rc;
