@@ -40,12 +40,13 @@ void test_options_from_environment(vkmoe_context_options *options)
     options->no_push_descriptors |= no_push && strcmp(no_push, "1") == 0;
 }
 
-vkmoe_context *test_context_with(vkmoe_context_options options)
+static vkmoe_context *context_with(bool host_huge_pages, vkmoe_context_options options)
 {
     vkmoe_context_params params = {
         .validation = true,
         .log = print_errors,
         .log_level = VKMOE_LOG_WARNING,
+        .host_huge_pages = host_huge_pages,
     };
     vkmoe_context *ctx = NULL;
     options.poison_buffers = true;
@@ -54,6 +55,16 @@ vkmoe_context *test_context_with(vkmoe_context_options options)
     if (status != VKMOE_OK)
         fprintf(stderr, "no context: %s (%s)\n", vkmoe_status_string(status), vkmoe_last_error());
     return ctx;
+}
+
+vkmoe_context *test_context_with(vkmoe_context_options options)
+{
+    return context_with(false, options);
+}
+
+vkmoe_context *test_huge_pages_context(void)
+{
+    return context_with(true, (vkmoe_context_options){0});
 }
 
 int test_device_gate(void)

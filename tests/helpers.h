@@ -28,6 +28,8 @@ int test_device_gate(void);
 vkmoe_context *test_context(void);
 /* The same with other test options (poison_buffers is set regardless). */
 vkmoe_context *test_context_with(vkmoe_context_options options);
+/* test_context with host_huge_pages set. */
+vkmoe_context *test_huge_pages_context(void);
 /* What the run's environment adds to a test context's options:
  * VKMOE_TEST_NO_PUSH_DESCRIPTORS=1 (./dev test-gpu-av) sets
  * no_push_descriptors. test_context_with applies it. */

@@ -133,12 +133,8 @@ static void test_host_huge_pages(void **state)
     vkmoe_context *plain = *state, *huge = NULL, *guest = NULL;
     if (!plain->host_import_alignment)
         skip(); /* CI's lavapipe has it */
-    vkmoe_context_options options = {.poison_buffers = true};
-    test_options_from_environment(&options);
-    assert_int_equal(
-        vkmoe_context_create_with(
-            &(vkmoe_context_params){.validation = true, .host_huge_pages = true}, &options, &huge),
-        VKMOE_OK);
+    huge = test_huge_pages_context();
+    assert_non_null(huge);
     vkmoe_vulkan_import import = test_import_of(huge);
     assert_int_equal(
         vkmoe_context_create(&(vkmoe_context_params){.import = &import, .host_huge_pages = true},

@@ -812,13 +812,8 @@ static void test_models_with_budget(void **state)
         test_context_with((vkmoe_context_options){.copies_on_compute_queue = true});
     check_shared_cache(copies, path_in("budget.gguf"));
     test_context_destroy(&copies);
-    vkmoe_context *huge = NULL;
-    vkmoe_context_options options = {.poison_buffers = true};
-    test_options_from_environment(&options);
-    assert_int_equal(
-        vkmoe_context_create_with(
-            &(vkmoe_context_params){.validation = true, .host_huge_pages = true}, &options, &huge),
-        VKMOE_OK);
+    vkmoe_context *huge = test_huge_pages_context();
+    assert_non_null(huge);
     check_model_with_budget(huge, path_in("budget.gguf"), p);
     test_context_destroy(&huge);
     /* A host application's device that enabled VK_EXT_external_memory_host
