@@ -32,7 +32,7 @@ vkmoe_context *test_context_with(vkmoe_context_options options);
 vkmoe_context *test_huge_pages_context(void);
 /* What the run's environment adds to a test context's options:
  * VKMOE_TEST_NO_PUSH_DESCRIPTORS=1 (./dev test-gpu-av) sets
- * no_push_descriptors. test_context_with applies it. */
+ * no_push_descriptors. The contexts above apply it. */
 void test_options_from_environment(vkmoe_context_options *options);
 /* Asserts the context saw no validation error, then destroys it. */
 void test_context_destroy(vkmoe_context **ctx);
