@@ -25,15 +25,23 @@ static const char *path_in(const char *name)
     return path[next];
 }
 
-/* Runs vkmoe-run with args, stdout to out.txt; returns its exit status. */
-static int run(const char *args)
+/* Runs vkmoe-run with args after the environment assignments env, stdout
+ * to out.txt; returns its exit status. */
+static int run_with(const char *env, const char *args)
 {
     char command[2048];
-    snprintf(command, sizeof(command), "'%s' %s > '%s' 2> '%s'", run_tool, args, path_in("out.txt"),
-             path_in("err.txt"));
+    snprintf(command, sizeof(command), "%s '%s' %s > '%s' 2> '%s'", env, run_tool, args,
+             path_in("out.txt"), path_in("err.txt"));
     int status = system(command);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
+
+static int run(const char *args) { return run_with("", args); }
+
+/* Under the validation layer (with the synchronization checks the tests'
+ * environment asks for), where a layer error makes vkmoe-run exit 1. Only
+ * some runs: loading the layer costs each run about two seconds here. */
+static int run_validated(const char *args) { return run_with("VKMOE_VALIDATION=1", args); }
 
 /* x as .npy: f32, or f16 (values rounded to f16 in place). */
 static void write_input(float *x, uint32_t tokens, uint32_t dim, bool f16)
@@ -100,7 +108,7 @@ static void test_checkpoint_through_the_tool(void **state)
         char args[1024];
         snprintf(args, sizeof(args), "--model '%s' --layer 4 --input '%s' --output '%s' --stats",
                  work_dir, path_in("x.npy"), path_in("y.npy"));
-        assert_int_equal(run(args), 0);
+        assert_int_equal(f16 ? run(args) : run_validated(args), 0);
         check_output(&t, x, 33);
         free(x);
     }
@@ -248,7 +256,7 @@ static void test_new_families_through_the_tool(void **state)
         char args[1024];
         snprintf(args, sizeof(args), "--model '%s' --layer 0 --input '%s' --output '%s'", work_dir,
                  path_in("x.npy"), path_in("y.npy"));
-        assert_int_equal(run(args), 0);
+        assert_int_equal(i == 0 ? run_validated(args) : run(args), 0);
         check_output(&t, x, 11);
         free(x);
         test_layer_destroy(&t);
@@ -284,7 +292,7 @@ static void test_whole_model_through_the_tool(void **state)
     char args[1024];
     snprintf(args, sizeof(args), "--model '%s' --layers all --input '%s' --output '%s' --stats",
              path_in("model.gguf"), path_in("x.npy"), path_in("y.npy"));
-    assert_int_equal(run(args), 0);
+    assert_int_equal(run_validated(args), 0);
     assert_true(file_contains("err.txt", "100% of"));
     assert_true(file_contains("err.txt", "ran 3 MoE layers of 4"));
     assert_true(file_contains("out.txt", "[{\"layer\": 1, \"stats\": {\"tokens\": 9"));
@@ -311,7 +319,7 @@ static void test_whole_model_through_the_tool(void **state)
     assert_int_equal(remove(path_in("y.npy")), 0);
     char shared[1100];
     snprintf(shared, sizeof(shared), "%s --device-budget 23K --shared-cache", args);
-    assert_int_equal(run(shared), 0);
+    assert_int_equal(run_validated(shared), 0);
     if (!npy_read(path_in("y.npy"), &y, &rows, &cols, error, sizeof(error)))
         fail_msg("%s", error);
     assert_memory_equal(y, want, 9 * 32 * sizeof(float));
@@ -333,7 +341,7 @@ static void test_whole_model_through_the_tool(void **state)
     free(y);
     assert_int_equal(remove(path_in("y.npy")), 0);
     snprintf(shared, sizeof(shared), "%s --device-budget 23K --shared-cache --decode", args);
-    assert_int_equal(run(shared), 0);
+    assert_int_equal(run_validated(shared), 0);
     assert_true(file_contains("err.txt", "ran 3 MoE layers of 4, a token at a time in "));
     assert_true(file_contains("err.txt", " tokens/s)"));
     assert_true(file_contains("out.txt", "\"cache\": {\"slots\": 7, \"forwards\": 9, \"hits\": "));
