@@ -545,9 +545,10 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
     printf(", \"api\": \"%u.%u.%u\"},\n", VK_API_VERSION_MAJOR(info->api_version),
            VK_API_VERSION_MINOR(info->api_version), VK_API_VERSION_PATCH(info->api_version));
     printf("  \"peak\": {\"fp32_gflops\": %.6g, \"fp16_gflops\": %.6g, \"copy_gbps\": %.6g, "
-           "\"read_gbps\": %.6g, \"upload_gbps\": %.6g, \"fp16_matrix_gflops\": %.6g",
+           "\"read_gbps\": %.6g, \"upload_gbps\": %.6g, \"fp16_matrix_gflops\": %.6g, "
+           "\"dispatch_us\": %.6g",
            peak->fp32_gflops, peak->fp16_gflops, peak->copy_gbps, peak->read_gbps,
-           peak->upload_gbps, peak->fp16_matrix_gflops);
+           peak->upload_gbps, peak->fp16_matrix_gflops, peak->dispatch_us);
     if (host->threads)
         printf(", \"host_threads\": %u, \"host_fma_gflops\": %.6g, \"host_read_gbps\": %.6g",
                host->threads, host->fma_gflops, host->read_gbps);
@@ -569,8 +570,9 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
                router_name(s->router), s->shared_ffn_dim, s->expert_groups, s->topk_groups,
                activation_name(s->activation), (double)s->capacity_factor);
         printf("      \"path\": \"%s\", \"gemm_path\": \"%s\", \"dispatches\": %u, "
-               "\"barriers\": %u,\n",
-               run_path(run), vkmoe_gemm_path_name(run->kernel), run->dispatches, run->barriers);
+               "\"barriers\": %u, \"dispatch_floor_ms\": %.6g,\n",
+               run_path(run), vkmoe_gemm_path_name(run->kernel), run->dispatches, run->barriers,
+               run->dispatches * peak->dispatch_us * 1e-3);
         double gflops = run->layer.flops / (run->layer.ms * 1e6);
         double gbps = run->layer.bytes / (run->layer.ms * 1e6);
         printf("      \"layer_ms\": %.6g, \"tokens_per_s\": %.6g, \"gflops\": %.6g, "
@@ -628,8 +630,9 @@ static void print_table(const vkmoe_device_info *info, const peak_figures *peak,
            peak->fp16_gflops);
     if (peak->fp16_matrix_gflops > 0)
         printf("%.1f GFLOP/s fp16 matrix, ", peak->fp16_matrix_gflops);
-    printf("%.2f GB/s copy, %.2f GB/s read, %.2f GB/s host to device (measured by this bench)\n",
-           peak->copy_gbps, peak->read_gbps, peak->upload_gbps);
+    printf("%.2f GB/s copy, %.2f GB/s read, %.2f GB/s host to device, %.1f us a dispatch and "
+           "barrier (measured by this bench)\n",
+           peak->copy_gbps, peak->read_gbps, peak->upload_gbps, peak->dispatch_us);
     if (host->threads)
         printf("host    %u threads: %.1f GFLOP/s fp32 FMA, %.2f GB/s read (measured by this "
                "bench)\n",

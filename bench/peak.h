@@ -16,6 +16,10 @@ typedef struct peak_figures {
     /* vkCmdCopyBuffer from host memory into device memory, as an expert
      * cache copies experts in: bytes copied */
     double upload_gbps;
+    /* microseconds from one dispatch of a workgroup with next to no work to
+     * the next, across the compute barrier a layer records between its
+     * stages: the least a stage costs, of a chain of them */
+    double dispatch_us;
 } peak_figures;
 
 vkmoe_status peak_measure(vkmoe_context *ctx, peak_figures *out);
