@@ -125,6 +125,14 @@ while True:
             r.get("preset") or "-", s["weights"], r.get("gemm_path", r["path"]), s["tokens"],
             r["layer_ms"], r["gbps"], 100 * r["gbps"] / read if read else 0, r["gflops"],
             "ok" if r["verified"] else "NOT VERIFIED"))
+        # The expert GEMMs alone (issue 15's decode target) and the floor
+        # of the forward's dispatches (what fusing stages would save).
+        gemms = [g for g in r.get("stages", []) if g["name"] in ("gemm_up", "gemm_down")]
+        ms = sum(g["ms"] for g in gemms)
+        gbps = sum(g["gbps"] * g["ms"] for g in gemms) / ms if ms > 0 else 0
+        print("    expert GEMMs %.3f ms, %.1f GB/s (%.0f%% of read); %d dispatches, floor %.3f ms" % (
+            ms, gbps, 100 * gbps / read if read else 0, r.get("dispatches", 0),
+            r.get("dispatch_floor_ms", 0)))
         o = r.get("offload")
         if o:
             print("    offload: hit rate %.1f%%, %.2f MB to the device, %.3f ms hidden, host experts"
