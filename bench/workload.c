@@ -1,6 +1,9 @@
+#define _POSIX_C_SOURCE 200809L
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "layer.h" /* first: it brings volk.h, which must come before vulkan.h */
 
@@ -107,24 +110,100 @@ static void reference_expert(workload *w, uint32_t e, const fixture_expert *ew)
     free(z);
 }
 
+/* Expert e, encoded once, to every layer of the run. */
+static vkmoe_status upload_to_layers(workload *w, uint32_t e, const fixture_expert *ew,
+                                     const fixture_encoded *encoded)
+{
+    vkmoe_status status = VKMOE_OK;
+    for (int i = 0; i < 3 && status == VKMOE_OK; i++)
+        if (layers_of(w).v[i])
+            status = fixture_upload_encoded(layers_of(w).v[i], &w->params, e, ew, encoded);
+    return status;
+}
+
+/* One routed expert made, encoded and (when checking) put through the
+ * reference on a thread of its own; uploaded after, in expert order. */
+typedef struct expert_job {
+    workload *w;
+    uint32_t expert;
+    fixture_expert weights;
+    fixture_encoded encoded;
+    bool encoded_ok, on_thread;
+    pthread_t thread;
+} expert_job;
+
+static void *make_expert(void *arg)
+{
+    expert_job *job = arg;
+    fixture_make_expert(&job->w->params, SEED, job->expert, &job->weights);
+    job->encoded_ok =
+        fixture_encode_expert(&job->w->params, job->expert, &job->weights, &job->encoded);
+    if (job->w->contribution) /* each expert writes only its own choices' rows */
+        reference_expert(job->w, job->expert, &job->weights);
+    return NULL;
+}
+
+/* Experts at once: one a core, as many as 1 GiB of weights in f32 and
+ * encoded allows (at least one). The k-quants' encoders take ~0.4 µs a
+ * weight: Qwen3-30B-A3B's layer in Q4_K took 3.7 minutes on one core,
+ * which the GPU check's runs could not afford. */
+static uint32_t jobs_at_once(const vkmoe_layer_params *p)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    uint64_t job_bytes = 2ull * 3 * sizeof(float) * p->ffn_dim * p->dim;
+    uint64_t by_memory = ((uint64_t)1 << 30) / (job_bytes ? job_bytes : 1);
+    uint64_t n = cores < 1 ? 1 : (uint64_t)cores;
+    n = n < by_memory ? n : by_memory;
+    n = n < p->experts ? n : p->experts;
+    return n < 1 ? 1 : (uint32_t)n;
+}
+
+/* Runs jobs[0 .. count) on threads, the first on this one (any a thread
+ * cannot be had for too). */
+static void run_jobs(expert_job *jobs, uint32_t count)
+{
+    for (uint32_t j = 1; j < count; j++)
+        jobs[j].on_thread = pthread_create(&jobs[j].thread, NULL, make_expert, &jobs[j]) == 0;
+    make_expert(&jobs[0]);
+    for (uint32_t j = 1; j < count; j++) {
+        if (jobs[j].on_thread)
+            pthread_join(jobs[j].thread, NULL);
+        else
+            make_expert(&jobs[j]);
+    }
+}
+
 static vkmoe_status upload_experts(workload *w)
 {
     const vkmoe_layer_params *p = &w->params;
     size_t n = (size_t)p->ffn_dim * p->dim;
-    fixture_expert ew;
-    vkmoe_status status =
-        alloc_expert(&ew, n, p->ffn_dim, p->dim) ? VKMOE_OK : VKMOE_ERROR_OUT_OF_HOST_MEMORY;
-    for (uint32_t e = 0; e < p->experts && status == VKMOE_OK; e++) {
-        if (p->held_experts && !p->held_experts[e])
-            continue; /* an expert-parallel shard's: another rank's expert */
-        fixture_make_expert(p, SEED, e, &ew);
-        for (int i = 0; i < 3 && status == VKMOE_OK; i++)
-            if (layers_of(w).v[i])
-                status = fixture_upload_expert(layers_of(w).v[i], p, e, &ew);
-        if (w->contribution)
-            reference_expert(w, e, &ew);
+    uint32_t at_once = jobs_at_once(p);
+    expert_job *jobs = calloc(at_once, sizeof(*jobs));
+    vkmoe_status status = jobs ? VKMOE_OK : VKMOE_ERROR_OUT_OF_HOST_MEMORY;
+    for (uint32_t j = 0; j < at_once && status == VKMOE_OK; j++)
+        if (!alloc_expert(&jobs[j].weights, n, p->ffn_dim, p->dim))
+            status = VKMOE_ERROR_OUT_OF_HOST_MEMORY;
+    for (uint32_t e = 0; e < p->experts && status == VKMOE_OK;) {
+        uint32_t count = 0;
+        for (; e < p->experts && count < at_once; e++)
+            if (!p->held_experts || p->held_experts[e]) { /* else another rank's expert */
+                jobs[count].w = w;
+                jobs[count].expert = e;
+                count++;
+            }
+        if (count)
+            run_jobs(jobs, count);
+        for (uint32_t j = 0; j < count; j++) {
+            if (status == VKMOE_OK && !jobs[j].encoded_ok)
+                status = VKMOE_ERROR_OUT_OF_HOST_MEMORY;
+            if (status == VKMOE_OK)
+                status = upload_to_layers(w, jobs[j].expert, &jobs[j].weights, &jobs[j].encoded);
+            fixture_encoded_free(&jobs[j].encoded);
+        }
     }
-    free_expert(&ew);
+    for (uint32_t j = 0; jobs && j < at_once; j++)
+        free_expert(&jobs[j].weights);
+    free(jobs);
     return status;
 }
 
@@ -139,9 +218,11 @@ static vkmoe_status upload_shared_expert(workload *w)
         alloc_expert(&ew, n, p->shared_ffn_dim, p->dim) ? VKMOE_OK : VKMOE_ERROR_OUT_OF_HOST_MEMORY;
     if (status == VKMOE_OK) {
         fixture_make_expert(p, SEED, FIXTURE_SHARED_EXPERT, &ew);
-        for (int i = 0; i < 3 && status == VKMOE_OK; i++)
-            if (layers_of(w).v[i])
-                status = fixture_upload_expert(layers_of(w).v[i], p, FIXTURE_SHARED_EXPERT, &ew);
+        fixture_encoded encoded;
+        status = fixture_encode_expert(p, FIXTURE_SHARED_EXPERT, &ew, &encoded)
+                     ? upload_to_layers(w, FIXTURE_SHARED_EXPERT, &ew, &encoded)
+                     : VKMOE_ERROR_OUT_OF_HOST_MEMORY;
+        fixture_encoded_free(&encoded);
     }
     vkmoe_ref_layer ref = w->routing;
     ref.shared_gate = ew.gate;
