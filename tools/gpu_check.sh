@@ -86,6 +86,16 @@ for run in "${offload_runs[@]}"; do
         { echo "bench offload $run: failed"; tail -3 "$out/bench.err"; }
 done
 
+# Decode at a real layer's full size (issue 15's target: the expert GEMMs
+# at 70% of the read peak on the selected experts' bytes, f16 and Q4_K):
+# Qwen3-30B-A3B's 8 experts of 128 move 75 MB in f16 and 21 MB in Q4_K a
+# token, where the half-size layers below move a quarter of that.
+for weights in f16 q4_k; do
+    timeout 120 "$bench" --preset qwen3-30b-a3b --weights $weights --gemm gemv --tokens 1,8 \
+        --warmup 5 --iters 40 --json >>"$out/bench.json" 2>>"$out/bench.err" ||
+        { echo "bench decode $weights: failed"; tail -3 "$out/bench.err"; }
+done
+
 # The bench: each preset and weight type on every path.
 runs=(
     "--preset mixtral-8x7b --scale 0.5"
