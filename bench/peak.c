@@ -59,45 +59,53 @@ typedef struct timed_dispatch {
     uint32_t push_size, groups;
 } timed_dispatch;
 
-/* Submits the context's command buffer, waits, and gives the milliseconds
- * between its two timestamps (queries 0 and 1). */
-static vkmoe_status submit_and_time(vkmoe_context *ctx, VkQueryPool queries, double *ms)
+/* Records the commands to time into cmd. */
+typedef void (*peak_recorder)(vkmoe_context *ctx, VkCommandBuffer cmd, const void *what);
+
+/* Milliseconds of GPU time between timestamps around what `record` records,
+ * the fastest of REPEATS submissions. */
+static vkmoe_status time_best(vkmoe_context *ctx, VkQueryPool queries, peak_recorder record,
+                              const void *what, double *ms)
 {
-    VKMOE_TRY(vkmoe_context_submit_wait(ctx));
-    uint64_t ticks[2];
-    VKMOE_TRY(vkmoe_check_vk(
-        ctx,
-        ctx->vk.vkGetQueryPoolResults(ctx->device, queries, 0, 2, sizeof(ticks), ticks, 8,
-                                      VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT),
-        "vkGetQueryPoolResults"));
-    *ms = (double)(ticks[1] - ticks[0]) * ctx->timestamp_period_ns * 1e-6;
+    *ms = 1e30;
+    for (int r = 0; r < REPEATS; r++) {
+        VkCommandBuffer cmd;
+        VKMOE_TRY(vkmoe_context_begin(ctx, &cmd));
+        ctx->vk.vkCmdResetQueryPool(cmd, queries, 0, 2);
+        ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, queries, 0);
+        record(ctx, cmd, what);
+        ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries, 1);
+        VKMOE_TRY(vkmoe_context_submit_wait(ctx));
+        uint64_t ticks[2];
+        VKMOE_TRY(vkmoe_check_vk(
+            ctx,
+            ctx->vk.vkGetQueryPoolResults(ctx->device, queries, 0, 2, sizeof(ticks), ticks, 8,
+                                          VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT),
+            "vkGetQueryPoolResults"));
+        double t = (double)(ticks[1] - ticks[0]) * ctx->timestamp_period_ns * 1e-6;
+        if (t < *ms)
+            *ms = t;
+    }
     return VKMOE_OK;
+}
+
+static void record_dispatch(vkmoe_context *ctx, VkCommandBuffer cmd, const void *what)
+{
+    const timed_dispatch *d = what;
+    ctx->vk.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, d->pipeline);
+    if (d->set)
+        ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, d->layout, 0, 1,
+                                        &d->set, 0, NULL);
+    ctx->vk.vkCmdPushConstants(cmd, d->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, d->push_size,
+                               d->push);
+    ctx->vk.vkCmdDispatch(cmd, d->groups, 1, 1);
 }
 
 /* Milliseconds of GPU time for one dispatch, the fastest of REPEATS. */
 static vkmoe_status time_dispatch(vkmoe_context *ctx, VkQueryPool queries, const timed_dispatch *d,
                                   double *ms)
 {
-    *ms = 1e30;
-    for (int r = 0; r < REPEATS; r++) {
-        VkCommandBuffer cmd;
-        VKMOE_TRY(vkmoe_context_begin(ctx, &cmd));
-        ctx->vk.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, d->pipeline);
-        if (d->set)
-            ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, d->layout, 0, 1,
-                                            &d->set, 0, NULL);
-        ctx->vk.vkCmdPushConstants(cmd, d->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, d->push_size,
-                                   d->push);
-        ctx->vk.vkCmdResetQueryPool(cmd, queries, 0, 2);
-        ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, queries, 0);
-        ctx->vk.vkCmdDispatch(cmd, d->groups, 1, 1);
-        ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries, 1);
-        double t;
-        VKMOE_TRY(submit_and_time(ctx, queries, &t));
-        if (t < *ms)
-            *ms = t;
-    }
-    return VKMOE_OK;
+    return time_best(ctx, queries, record_dispatch, d, ms);
 }
 
 typedef struct peak_resources {
@@ -217,56 +225,46 @@ static vkmoe_status time_matrix(vkmoe_context *ctx, peak_resources *r, double *g
     return VKMOE_OK;
 }
 
+static void record_upload(vkmoe_context *ctx, VkCommandBuffer cmd, const void *what)
+{
+    const peak_resources *r = what;
+    VkBufferCopy region = {.size = COPY_BYTES};
+    ctx->vk.vkCmdCopyBuffer(cmd, r->host.buffer, r->dst.buffer, 1, &region);
+}
+
 /* GB/s of host memory copied into device memory, the fastest of REPEATS. */
 static vkmoe_status time_upload(vkmoe_context *ctx, peak_resources *r, double *gbps)
 {
     VKMOE_TRY(vkmoe_buffer_create(ctx, COPY_BYTES, VKMOE_MEMORY_HOST_CACHED, &r->host));
-    double best = 1e30;
-    for (int i = 0; i < REPEATS; i++) {
-        VkCommandBuffer cmd;
-        VKMOE_TRY(vkmoe_context_begin(ctx, &cmd));
-        ctx->vk.vkCmdResetQueryPool(cmd, r->queries, 0, 2);
-        ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, r->queries, 0);
-        VkBufferCopy region = {.size = COPY_BYTES};
-        ctx->vk.vkCmdCopyBuffer(cmd, r->host.buffer, r->dst.buffer, 1, &region);
-        ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, r->queries, 1);
-        double ms;
-        VKMOE_TRY(submit_and_time(ctx, r->queries, &ms));
-        if (ms < best)
-            best = ms;
-    }
-    *gbps = (double)COPY_BYTES / (best * 1e6);
+    double ms;
+    VKMOE_TRY(time_best(ctx, r->queries, record_upload, r, &ms));
+    *gbps = (double)COPY_BYTES / (ms * 1e6);
     return VKMOE_OK;
 }
 
-/* Microseconds a link of a chain of DISPATCH_CHAIN dispatches of one
- * workgroup of the FMA shader (4 steps), each followed by the barrier
- * between a layer's stages: at batch 1 a layer's stages do little work each,
- * and on a discrete GPU this, not the work, can set a forward's time. The
- * fastest chain of REPEATS. */
-static vkmoe_status time_dispatch_chain(vkmoe_context *ctx, peak_resources *r, double *us)
+/* DISPATCH_CHAIN dispatches of one workgroup of the FMA shader (4 steps),
+ * each followed by the barrier between a layer's stages. */
+static void record_dispatch_chain(vkmoe_context *ctx, VkCommandBuffer cmd, const void *what)
 {
+    const peak_resources *r = what;
     struct {
         VkDeviceAddress out;
         uint32_t iterations, pad_;
     } push = {r->dst.address, 4, 0};
-    double best = 1e30;
-    for (int i = 0; i < REPEATS; i++) {
-        VkCommandBuffer cmd;
-        VKMOE_TRY(vkmoe_context_begin(ctx, &cmd));
-        ctx->vk.vkCmdResetQueryPool(cmd, r->queries, 0, 2);
-        ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, r->queries, 0);
-        for (uint32_t d = 0; d < DISPATCH_CHAIN; d++) {
-            vkmoe_dispatch_1d(ctx, cmd, r->fma, &push, sizeof(push), 1);
-            vkmoe_barrier_compute(ctx, cmd);
-        }
-        ctx->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, r->queries, 1);
-        double ms;
-        VKMOE_TRY(submit_and_time(ctx, r->queries, &ms));
-        if (ms < best)
-            best = ms;
+    for (uint32_t d = 0; d < DISPATCH_CHAIN; d++) {
+        vkmoe_dispatch_1d(ctx, cmd, r->fma, &push, sizeof(push), 1);
+        vkmoe_barrier_compute(ctx, cmd);
     }
-    *us = best * 1e3 / DISPATCH_CHAIN;
+}
+
+/* Microseconds a link of the chain above takes, of the fastest of REPEATS
+ * chains: at batch 1 a layer's stages do little work each, and on a
+ * discrete GPU this, not the work, can set a forward's time. */
+static vkmoe_status time_dispatch_chain(vkmoe_context *ctx, peak_resources *r, double *us)
+{
+    double ms;
+    VKMOE_TRY(time_best(ctx, r->queries, record_dispatch_chain, r, &ms));
+    *us = ms * 1e3 / DISPATCH_CHAIN;
     return VKMOE_OK;
 }
 
