@@ -143,15 +143,19 @@ static void *make_expert(void *arg)
     return NULL;
 }
 
-/* Experts at once: one a core, as many as 1 GiB of weights in f32 and
- * encoded allows (at least one). The k-quants' encoders take ~0.4 µs a
- * weight: Qwen3-30B-A3B's layer in Q4_K took 3.7 minutes on one core,
- * which the GPU check's runs could not afford. */
+/* Experts at once: one a core, as many as an eighth of the host's memory
+ * (1 GiB where it cannot be read) holds of their weights in f32 and
+ * encoded, at least one. The k-quants' encoders take ~0.4 µs a weight:
+ * Qwen3-30B-A3B's layer in Q4_K took 3.7 minutes on one core, which the GPU
+ * check's runs could not afford. */
 static uint32_t jobs_at_once(const vkmoe_layer_params *p)
 {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGESIZE);
+    uint64_t budget =
+        pages > 0 && page_size > 0 ? (uint64_t)pages * (uint64_t)page_size / 8 : (uint64_t)1 << 30;
     uint64_t job_bytes = 2ull * 3 * sizeof(float) * p->ffn_dim * p->dim;
-    uint64_t by_memory = ((uint64_t)1 << 30) / (job_bytes ? job_bytes : 1);
+    uint64_t by_memory = budget / (job_bytes ? job_bytes : 1);
     uint64_t n = cores < 1 ? 1 : (uint64_t)cores;
     n = n < by_memory ? n : by_memory;
     n = n < p->experts ? n : p->experts;
