@@ -34,6 +34,12 @@ static void print_errors(void *user, vkmoe_log_level level, const char *message)
 
 vkmoe_context *test_context(void) { return test_context_with((vkmoe_context_options){0}); }
 
+bool test_validation(void)
+{
+    const char *validation = getenv("VKMOE_TEST_VALIDATION");
+    return !validation || strcmp(validation, "0") != 0;
+}
+
 void test_options_from_environment(vkmoe_context_options *options)
 {
     const char *no_push = getenv("VKMOE_TEST_NO_PUSH_DESCRIPTORS");
@@ -43,7 +49,7 @@ void test_options_from_environment(vkmoe_context_options *options)
 static vkmoe_context *context_with(bool host_huge_pages, vkmoe_context_options options)
 {
     vkmoe_context_params params = {
-        .validation = true,
+        .validation = test_validation(),
         .log = print_errors,
         .log_level = VKMOE_LOG_WARNING,
         .host_huge_pages = host_huge_pages,

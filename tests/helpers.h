@@ -22,9 +22,15 @@
  * device 77 (Meson's skip), or 1 when CI=true, because CI must exercise a
  * real device and a skip there would hide a broken setup. */
 int test_device_gate(void);
-/* A context on the default device with the validation layer on and new
- * buffers poisoned (vkmoe_context_options.poison_buffers); NULL and a
- * message on stderr on failure. */
+/* Whether the tests' contexts run under the validation layer: always,
+ * unless VKMOE_TEST_VALIDATION=0 (the GPU check's machine, which has no
+ * layer: ./dev gpu-check sets it there); CI and ./dev test never set it, so
+ * a machine without the layer fails them. */
+bool test_validation(void);
+/* A context on the default device with the validation layer on (as
+ * test_validation says) and new buffers poisoned
+ * (vkmoe_context_options.poison_buffers); NULL and a message on stderr on
+ * failure. */
 vkmoe_context *test_context(void);
 /* The same with other test options (poison_buffers is set regardless). */
 vkmoe_context *test_context_with(vkmoe_context_options options);

@@ -39,9 +39,13 @@ static int run_with(const char *env, const char *args)
 static int run(const char *args) { return run_with("", args); }
 
 /* Under the validation layer (with the synchronization checks the tests'
- * environment asks for), where a layer error makes vkmoe-run exit 1. Only
- * some runs: loading the layer costs each run about two seconds here. */
-static int run_validated(const char *args) { return run_with("VKMOE_VALIDATION=1", args); }
+ * environment asks for), where a layer error makes vkmoe-run exit 1; as
+ * run() where the tests run without the layer (test_validation). Only some
+ * runs: loading the layer costs each run about two seconds here. */
+static int run_validated(const char *args)
+{
+    return run_with(test_validation() ? "VKMOE_VALIDATION=1" : "", args);
+}
 
 /* x as .npy: f32, or f16 (values rounded to f16 in place). */
 static void write_input(float *x, uint32_t tokens, uint32_t dim, bool f16)

@@ -198,7 +198,8 @@ vkmoe_context *interposer_context(vkmoe_context *host, bool copy_path)
         vkmoe_context_options options = {.get_instance_proc_addr = interposer_entry(),
                                          .copies_on_compute_queue = true};
         test_options_from_environment(&options);
-        vkmoe_context_create_with(&(vkmoe_context_params){.validation = true}, &options, &ctx);
+        vkmoe_context_create_with(&(vkmoe_context_params){.validation = test_validation()},
+                                  &options, &ctx);
         return ctx;
     }
     vkmoe_vulkan_import import = test_import_of(host);
