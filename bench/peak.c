@@ -16,6 +16,9 @@ static const uint32_t copy_spv[] =
 static const uint32_t coopmat_spv[] =
 #include "peak_coopmat.spv.h"
     ;
+static const uint32_t coopmat_khr_spv[] =
+#include "peak_coopmat_khr.spv.h"
+    ;
 
 #define COPY_BYTES ((VkDeviceSize)64 << 20)
 #define FMA_GROUPS 256u
@@ -36,6 +39,9 @@ static vkmoe_status make_pipeline(vkmoe_context *ctx, VkPipelineLayout layout, c
                              "vkCreateShaderModule"));
     VkComputePipelineCreateInfo info = {
         .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+        /* as the library's, for vkmoe-shader-stats */
+        .flags =
+            ctx->options.pipeline_statistics ? VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR : 0,
         .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
                   .stage = VK_SHADER_STAGE_COMPUTE_BIT,
                   .module = module,
@@ -203,15 +209,23 @@ static vkmoe_status time_fma(vkmoe_context *ctx, peak_resources *r, VkPipeline p
     return VKMOE_OK;
 }
 
-/* GFLOP/s of the matrix-core shader: workgroups of 4 subgroups, each
- * making 4 16x16x16 products (2·16³ FLOPs) per step. */
-static vkmoe_status time_matrix(vkmoe_context *ctx, peak_resources *r, double *gflops)
+/* Workgroups of 4 subgroups. */
+vkmoe_status peak_matrix_pipeline(vkmoe_context *ctx, VkPipeline *out)
 {
     uint32_t workgroup = 4 * ctx->info.subgroup_size;
     VkSpecializationMapEntry entry = {0, 0, 4};
     VkSpecializationInfo spec = {1, &entry, 4, &workgroup};
-    VKMOE_TRY(make_pipeline(ctx, ctx->pipeline_layout, coopmat_spv, sizeof(coopmat_spv), &spec,
-                            &r->coopmat));
+    if (ctx->cooperative_matrix_khr)
+        return make_pipeline(ctx, ctx->pipeline_layout, coopmat_khr_spv, sizeof(coopmat_khr_spv),
+                             &spec, out);
+    return make_pipeline(ctx, ctx->pipeline_layout, coopmat_spv, sizeof(coopmat_spv), &spec, out);
+}
+
+/* GFLOP/s of the matrix-core shader: workgroups of 4 subgroups, each
+ * making 4 16x16x16 products (2·16³ FLOPs) per step. */
+static vkmoe_status time_matrix(vkmoe_context *ctx, peak_resources *r, double *gflops)
+{
+    VKMOE_TRY(peak_matrix_pipeline(ctx, &r->coopmat));
     struct {
         VkDeviceAddress out;
         uint32_t iterations, pad_;

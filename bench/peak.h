@@ -24,4 +24,10 @@ typedef struct peak_figures {
 
 vkmoe_status peak_measure(vkmoe_context *ctx, peak_figures *out);
 
+/* The matrix-core peak's pipeline, on the cooperative-matrix extension the
+ * context enabled (KHR where offered, as the GEMMs): the bench times it,
+ * vkmoe-shader-stats compiles it. Needs vkmoe_device_info.cooperative_matrix;
+ * the caller destroys it. */
+vkmoe_status peak_matrix_pipeline(vkmoe_context *ctx, VkPipeline *out);
+
 #endif

@@ -3,7 +3,9 @@
 // 16x16x16 f16 products (the GEMM's shape) into four independent f32
 // accumulators, `iterations` steps each, then stores them (each apart:
 // this glslc crashes on adding cooperative matrices). Run only where
-// vkmoe_device_info.cooperative_matrix.
+// vkmoe_device_info.cooperative_matrix; rewritten for VK_KHR_cooperative_matrix
+// as the library's GEMMs are (tools/spirv_khr.py), where A and B are
+// matrices of different types, hence two loads.
 //   push: out f32 [subgroups][4][16][16] (address), iterations
 //   spec 0: workgroup size
 #extension GL_NV_cooperative_matrix : require
@@ -20,11 +22,19 @@ layout(push_constant) uniform Push {
     uint iterations;
 } pc;
 
+// A and B, loaded from shared memory as the GEMM loads its tiles: built
+// from a constant instead, RDNA3's compiler (Mesa 25.0, RADV's null
+// device) crashes on the KHR module.
+shared float16_t tile[256];
+
 void main()
 {
-    fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> a =
-        fcoopmatNV<16, gl_ScopeSubgroup, 16, 16>(float16_t(1e-3));
-    fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> b = a;
+    for (uint i = gl_LocalInvocationID.x; i < 256; i += gl_WorkGroupSize.x)
+        tile[i] = float16_t(1e-3);
+    barrier();
+    fcoopmatNV<16, gl_ScopeSubgroup, 16, 16> a, b;
+    coopMatLoadNV(a, tile, 0, 16, false);
+    coopMatLoadNV(b, tile, 0, 16, true);
     fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> c0 = fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>(0.0);
     fcoopmatNV<32, gl_ScopeSubgroup, 16, 16> c1 = c0, c2 = c0, c3 = c0;
     for (uint i = 0; i < pc.iterations; i++) {

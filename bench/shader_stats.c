@@ -15,6 +15,7 @@
 #include "layer.h" /* first: it brings volk.h, which must come before vulkan.h */
 
 #include "params.h"
+#include "peak.h"
 #include "pipelines.h"
 
 /* What a decode kernel (the GEMV path) and a prefill kernel (the tiled and
@@ -223,6 +224,23 @@ static void print_configs(report *r, vkmoe_context *ctx, uint32_t lanes)
             }
 }
 
+/* The bench's matrix-core peak (bench/peak.c): on the KHR extension a
+ * module rewritten as the GEMMs' are, which must compile as they must. */
+static void print_matrix_peak(report *r, vkmoe_context *ctx)
+{
+    VkPipeline pipeline = VK_NULL_HANDLE;
+    if (peak_matrix_pipeline(ctx, &pipeline) != VKMOE_OK) {
+        fprintf(stderr, "vkmoe-shader-stats: the bench's matrix-core peak: %s\n",
+                vkmoe_last_error());
+        r->misses++;
+        return;
+    }
+    print_pipeline(r, ctx, pipeline,
+                   ctx->cooperative_matrix_khr ? "bench/peak_coopmat/khr" : "bench/peak_coopmat",
+                   "other");
+    ctx->vk.vkDestroyPipeline(ctx->device, pipeline, NULL);
+}
+
 static int usage(void)
 {
     fprintf(stderr, "usage: vkmoe-shader-stats [--device N|NAME] [--json] [--check] "
@@ -277,6 +295,8 @@ int main(int argc, char **argv)
                        "LDS B", "waves");
         }
         print_configs(&r, ctx, layouts[l]);
+        if (l == 0 && ctx->cooperative_matrix)
+            print_matrix_peak(&r, ctx);
         free(r.seen); /* a new context: new pipelines */
         r.seen = NULL;
         r.seen_count = 0;
