@@ -1,18 +1,25 @@
 #version 450
 // Router: from the logits x·Wgᵀ that the router GEMM computed (+ bg), the
 // family's scores, group-limited top-k, the combine weights; optionally the
-// shared expert's gate and the per-token figures of the load statistics.
+// shared expert's gate and the per-token figures of the load statistics;
+// for a forward of one token, its slots' bucketing too (bucket_one_token).
 // One workgroup of one subgroup per token: lane l owns experts l, l + LANES,
 // …, and every choice is a subgroup reduction, so no step waits at a
 // workgroup barrier (CPU drivers switch every invocation's stack at one).
-//   push: logits f32 [tokens][ld_logits] (experts, + 1 when shared_scale is
-//         set: the last is x·ws, the shared gate); router_bias f32 [experts]
-//         or 0; selection_bias f32 [experts] or 0; ids u32 [tokens][top_k];
-//         topk_weight f32 [tokens][top_k]; shared_scale f32 [tokens] or 0;
-//         probs f32 [tokens][experts] or 0, with lse f32 [tokens] (statistics);
+//   push: ids u32 [tokens][top_k]; router_bias f32 [experts] or 0;
+//         selection_bias f32 [experts] or 0; then arrays of the scratch as
+//         offsets from ids in 16-byte units (0: none): logits f32
+//         [tokens][ld_logits] (experts, + 1 when shared_scale is set: the
+//         last is x·ws, the shared gate); topk_weight f32 [tokens][top_k];
+//         shared_scale f32 [tokens]; probs f32 [tokens][experts], with lse
+//         f32 [tokens] (statistics);
 //         tokens, ld_logits, experts, top_k, normalize, kind (a vkmoe_router_type,
-//         ROUTER_*), groups, topk_groups,
-//         scale (routed_scaling_factor)
+//         ROUTER_*), groups, topk_groups, scale (routed_scaling_factor);
+//         where tile_m is not 0 (one token), the scan's outputs as its
+//         one-block bucketing writes them (scan.comp, phase 5), offsets as
+//         above: block_counts (scanned), expert_count, expert_base,
+//         tile_expert, row_slot, slot_row, dispatch; tile_m, max_tiles,
+//         up_groups_x, down_groups_x
 //   spec 0: LANES, the subgroup size (= workgroup size); 1: EXPERTS, the
 //   layer's E, which sizes the shared arrays (occupancy on GPUs follows them)
 // Selection ranks values through an order-preserving map to uint in which
@@ -35,9 +42,12 @@ layout(constant_id = 1) const uint EXPERTS = VKMOE_MAX_EXPERTS;
 layout(local_size_x_id = 0) in;
 
 layout(push_constant) uniform Push {
-    uvec2 logits, router_bias, selection_bias, ids, topk_weight, shared_scale, probs, lse;
+    uvec2 ids, router_bias, selection_bias;
+    uint logits, topk_weight, shared_scale, probs, lse;
     uint tokens, ld_logits, experts, top_k, normalize, kind, groups, topk_groups;
     float scale;
+    uint block_counts, expert_count, expert_base, tile_expert, row_slot, slot_row, dispatch;
+    uint tile_m, max_tiles, up_groups_x, down_groups_x;
 } pc;
 
 const uint MAX_GROUPS = VKMOE_MAX_GROUPS;
@@ -51,6 +61,17 @@ shared uint chosen[VKMOE_MAX_TOP_K]; // the experts picked, in order
 bool is_set(uvec2 address)
 {
     return address != uvec2(0);
+}
+
+// An array of the scratch, by its offset from ids.
+UintArray scratch_uints(uint offset)
+{
+    return UintArray(address_at(pc.ids, offset));
+}
+
+FloatArray scratch_floats(uint offset)
+{
+    return FloatArray(address_at(pc.ids, offset));
 }
 
 float sigmoid(float v)
@@ -91,7 +112,7 @@ uint subgroup_best(uint r, uint index, out uint best_rank)
 // or for sigmoid scores s + b_sel.
 void load_scores(uint token, uint rows)
 {
-    FloatArray row = FloatArray(pc.logits);
+    FloatArray row = scratch_floats(pc.logits);
     for (uint e = gl_SubgroupInvocationID; e < rows; e += LANES) {
         float l = row.v[token * pc.ld_logits + e];
         if (e >= pc.experts) {
@@ -234,7 +255,7 @@ void write_weights(uint token, float max_logit, float denominator)
                     : pc.kind == ROUTER_SOFTMAX_TOPK && sum < 1e-12 ? 1e-12
                                                                    : sum;
     UintArray ids = UintArray(pc.ids);
-    FloatArray weights = FloatArray(pc.topk_weight);
+    FloatArray weights = scratch_floats(pc.topk_weight);
     for (uint j = 0; j < pc.top_k; j++) {
         ids.v[token * pc.top_k + j] = chosen[j];
         float w = raw_weight(j, max_logit, denominator);
@@ -252,13 +273,57 @@ void write_statistics(uint token, float max_logit, float denominator)
             sigmoid_sum += sigmoid(logits[e]);
         sigmoid_sum = subgroupAdd(sigmoid_sum);
     }
-    FloatArray probs = FloatArray(pc.probs);
+    FloatArray probs = scratch_floats(pc.probs);
     for (uint e = gl_SubgroupInvocationID; e < pc.experts; e += LANES)
         probs.v[token * pc.experts + e] = pc.kind == ROUTER_SIGMOID_TOPK
                                               ? sigmoid(logits[e]) / sigmoid_sum
                                               : exp(logits[e] - max_logit) / denominator;
     if (subgroupElect())
-        FloatArray(pc.lse).v[token] = max_logit + log(denominator);
+        scratch_floats(pc.lse).v[token] = max_logit + log(denominator);
+}
+
+// How many of the token's choices have a lower index than expert e.
+uint chosen_before(uint e)
+{
+    uint before = 0;
+    for (uint j = 0; j < pc.top_k; j++)
+        before += chosen[j] < e ? 1 : 0;
+    return before;
+}
+
+// One token's bucketing, what the scan's phase 5 would make of its slots:
+// its k experts differ, so each has one row (and every slot is kept: a
+// capacity is at least 1), padded to a tile of its own, the tiles in expert
+// order. Saves the scan's dispatch and a barrier at decode.
+void bucket_one_token()
+{
+    subgroupBarrier(); // chosen[], written by one lane
+    for (uint e = gl_SubgroupInvocationID; e < pc.experts; e += LANES) {
+        uint before = chosen_before(e);
+        bool taken = chosen_before(e + 1) > before;
+        scratch_uints(pc.block_counts).v[e] = before;
+        scratch_uints(pc.expert_count).v[e] = taken ? 1 : 0;
+        scratch_uints(pc.expert_base).v[e] = before * pc.tile_m;
+    }
+    for (uint j = gl_SubgroupInvocationID; j < pc.top_k; j += LANES) {
+        uint tile = chosen_before(chosen[j]), row = tile * pc.tile_m;
+        scratch_uints(pc.tile_expert).v[tile] = chosen[j];
+        scratch_uints(pc.row_slot).v[row] = j;
+        for (uint r = row + 1; r < row + pc.tile_m; r++)
+            scratch_uints(pc.row_slot).v[r] = INVALID;
+        scratch_uints(pc.slot_row).v[j] = row;
+    }
+    for (uint t = pc.top_k + gl_SubgroupInvocationID; t < pc.max_tiles; t += LANES)
+        scratch_uints(pc.tile_expert).v[t] = INVALID;
+    if (subgroupElect()) {
+        UintArray grid = scratch_uints(pc.dispatch);
+        grid.v[0] = pc.up_groups_x;
+        grid.v[1] = pc.top_k;
+        grid.v[2] = 1;
+        grid.v[3] = pc.down_groups_x;
+        grid.v[4] = pc.top_k;
+        grid.v[5] = 1;
+    }
 }
 
 void main()
@@ -266,14 +331,14 @@ void main()
     uint token = flat_group_id();
     if (token >= pc.tokens)
         return;
-    bool gated = is_set(pc.shared_scale);
+    bool gated = pc.shared_scale != 0;
     load_scores(token, pc.experts + (gated ? 1 : 0));
     float max_logit = 0.0, denominator = 1.0;
-    if (pc.kind == ROUTER_SOFTMAX_TOPK || is_set(pc.probs))
+    if (pc.kind == ROUTER_SOFTMAX_TOPK || pc.probs != 0)
         denominator = softmax_denominator(max_logit);
     if (pc.kind == ROUTER_SOFTMAX_TOPK && is_set(pc.selection_bias))
         key_by_probability(max_logit, denominator);
-    if (is_set(pc.probs))
+    if (pc.probs != 0)
         write_statistics(token, max_logit, denominator);
     limit_groups();
     for (uint j = 0; j < pc.top_k; j++) {
@@ -281,9 +346,11 @@ void main()
         if (subgroupElect())
             chosen[j] = best;
     }
+    if (pc.tile_m != 0)
+        bucket_one_token();
     if (!subgroupElect())
         return;
     write_weights(token, max_logit, denominator);
     if (gated)
-        FloatArray(pc.shared_scale).v[token] = sigmoid(logits[pc.experts]);
+        scratch_floats(pc.shared_scale).v[token] = sigmoid(logits[pc.experts]);
 }

@@ -24,6 +24,11 @@ static bool unless_one_dispatch(const vkmoe_layer *layer, uint32_t tokens)
     return !vkmoe_bucketing_in_one_dispatch(layer, tokens);
 }
 
+static bool unless_router_buckets(const vkmoe_layer *layer, uint32_t tokens)
+{
+    return !vkmoe_router_buckets(layer, tokens);
+}
+
 /* With an expert cache, gemm_up's stage runs both GEMMs round by round,
  * with the copies into the slots (expert_cache.h). */
 static bool all_experts_resident(const vkmoe_layer *layer, uint32_t tokens)
@@ -57,7 +62,7 @@ static const struct {
 } stages[] = {
     [VKMOE_STAGE_ROUTER] = {"router", always, vkmoe_router_record},
     [VKMOE_STAGE_HISTOGRAM] = {"count", unless_one_dispatch, vkmoe_count_record},
-    [VKMOE_STAGE_SCAN] = {"scan", always, vkmoe_scan_record},
+    [VKMOE_STAGE_SCAN] = {"scan", unless_router_buckets, vkmoe_scan_record},
     [VKMOE_STAGE_SCATTER] = {"scatter", unless_one_dispatch, vkmoe_scatter_record},
     [VKMOE_STAGE_GEMM_UP] = {"gemm_up", unless_expert_out_given, record_routed_experts},
     [VKMOE_STAGE_GEMM_DOWN] = {"gemm_down", all_experts_resident, vkmoe_gemm_down_record},

@@ -1,6 +1,7 @@
 /* Stage VKMOE_STAGE_SCAN: device-wide exclusive scan of the block counts and the
  * per-expert plan of rows and tiles (shaders/scan.comp); where all slots fit
- * one block, the whole bucketing (count and scatter folded in). */
+ * one block, the whole bucketing (count and scatter folded in); nothing for
+ * one token, which the router buckets (vkmoe_router_buckets). */
 #include "stages.h"
 
 typedef struct scan_push {
@@ -20,6 +21,14 @@ bool vkmoe_bucketing_in_one_dispatch(const vkmoe_layer *layer, uint32_t tokens)
     return (uint64_t)tokens * layer->params.top_k <= VKMOE_BLOCK_SLOTS;
 }
 
+void vkmoe_gemm_grids_x(const vkmoe_layer *layer, uint32_t tokens, uint32_t *up, uint32_t *down)
+{
+    /* of the kernel this forward's token count runs */
+    const vkmoe_gemm_kernel *kernel = vkmoe_gemm_kernel_for(layer, tokens);
+    *up = (uint32_t)vkmoe_div_up(layer->plan.ld_ffn, kernel->up_columns);
+    *down = (uint32_t)vkmoe_div_up(layer->params.dim, kernel->down_columns);
+}
+
 void vkmoe_scan_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 {
     const vkmoe_scratch_layout *l = &layer->plan.layout;
@@ -27,8 +36,6 @@ void vkmoe_scan_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
     uint32_t slots = tokens * layer->params.top_k;
     uint32_t blocks = (uint32_t)vkmoe_div_up(slots, VKMOE_BLOCK_SLOTS);
     uint32_t n = blocks * layer->params.experts;
-    /* The GEMMs' grids: of the kernel this forward's token count runs. */
-    const vkmoe_gemm_kernel *kernel = vkmoe_gemm_kernel_for(layer, tokens);
     scan_push push = {
         .values = base + l->block_counts,
         .tile_sums = base + l->tile_sums,
@@ -45,12 +52,11 @@ void vkmoe_scan_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
         .slots = slots,
         .tile_m = layer->gemm.tile_m,
         .max_tiles = layer->plan.max_tiles,
-        .up_groups_x = (uint32_t)vkmoe_div_up(layer->plan.ld_ffn, kernel->up_columns),
-        .down_groups_x = (uint32_t)vkmoe_div_up(layer->params.dim, kernel->down_columns),
         .capacity = vkmoe_params_capacity(&layer->params, tokens),
         .tokens = tokens,
         .top_k = layer->params.top_k,
     };
+    vkmoe_gemm_grids_x(layer, tokens, &push.up_groups_x, &push.down_groups_x);
     VkPipeline pipeline = layer->pipelines[VKMOE_SHADER_SCAN];
     if (vkmoe_bucketing_in_one_dispatch(layer, tokens)) { /* decode: count and scatter too */
         push.phase = PHASE_BUCKET;

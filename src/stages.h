@@ -20,6 +20,13 @@ void vkmoe_combine_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t toke
 /* Whether this forward's slots fit one block, where the scan stage does the
  * whole bucketing in one dispatch and count and scatter record nothing. */
 bool vkmoe_bucketing_in_one_dispatch(const vkmoe_layer *layer, uint32_t tokens);
+/* Whether the router buckets this forward's slots itself (one token, routed
+ * by the layer): then the scan stage records nothing either. */
+bool vkmoe_router_buckets(const vkmoe_layer *layer, uint32_t tokens);
+/* The x extent of the two GEMMs' grids (their row tiles are y and z) for a
+ * forward of so many tokens: the bucketing writes them for the indirect
+ * dispatches. */
+void vkmoe_gemm_grids_x(const vkmoe_layer *layer, uint32_t tokens, uint32_t *up, uint32_t *down);
 /* Whether the layer has a shared expert for vkmoe_shared_record to run. */
 bool vkmoe_shared_runs(const vkmoe_layer *layer, uint32_t tokens);
 

@@ -107,11 +107,37 @@ static void test_one_dispatch_bucketing(void **state)
     run_plan_counted(state, 8, 2, 129, 128, 0, &one_block); /* 256 slots */
     run_plan_counted(state, 8, 2, 129, 129, 0, &two_blocks);
     assert_int_equal(two_blocks - one_block, 2);
-    run_plan_counted(state, 1, 1, 3, 1, 0, &single);
+    run_plan_counted(state, 1, 1, 3, 2, 0, &single);
     assert_int_equal(single, one_block);
     run_plan(state, 7, 7, 36, 36); /* 252 slots, k = E */
     assert_true(run_plan_counted(state, 9, 3, 85, 85, 0.5f, &capped) > 0);
     assert_int_equal(capped, one_block);
+}
+
+/* One token routed by the layer: its router buckets the slots (the scan
+ * records nothing), the same plan with one dispatch fewer than the scan's
+ * one-block bucketing; one expert, k = E, 2048 experts at k 32, a capacity
+ * (of one token: at least 1, so nothing drops), and a forward after one of
+ * many tokens, whose plan it must overwrite wholly. */
+static void test_router_bucketing(void **state)
+{
+    test_seed(46);
+    uint64_t two_tokens, one_token;
+    run_plan_counted(state, 8, 2, 129, 2, 0, &two_tokens);
+    run_plan_counted(state, 8, 2, 129, 1, 0, &one_token);
+    assert_int_equal(two_tokens - one_token, 1);
+    run_plan(state, 1, 1, 3, 1);
+    run_plan(state, 7, 7, 36, 1);
+    run_plan(state, 2048, 32, 8, 1);
+    assert_int_equal(run_plan_with_capacity(state, 64, 6, 100, 1, 0.01f), 0);
+
+    vkmoe_layer_params p = test_shape(8, 8, 40, 3, 300);
+    test_staged run;
+    test_staged_run(*state, &p, 300, &run);
+    test_intermediates_free(&run.m);
+    test_run_intermediates(&run.layer, 1, run.x, &run.m);
+    check_plan(&run.layer, &run.m);
+    test_staged_free(&run);
 }
 
 /* Several scan tiles, and a scan of the tile sums in more than one pass:
@@ -148,6 +174,7 @@ int main(void)
         cmocka_unit_test(test_small_plans),
         cmocka_unit_test(test_capacity_plans),
         cmocka_unit_test(test_one_dispatch_bucketing),
+        cmocka_unit_test(test_router_bucketing),
         cmocka_unit_test(test_device_wide_scan),
         cmocka_unit_test(test_largest_expert_counts),
         cmocka_unit_test(test_largest_slot_count),

@@ -222,6 +222,28 @@ static void test_largest_limits(void **state)
     free(ids);
 }
 
+/* One token, whose router also buckets its slots (test_bucketing checks
+ * that plan): DeepSeek-V3's groups and selection bias at its E, the largest
+ * layer, NaN scores (k = E) and ties. */
+static void test_one_token(void **state)
+{
+    test_seed(41);
+    check_router(state, family("deepseek-v3", 61, 256, 1), 1, false);
+    vkmoe_layer_params p = family("deepseek-v3", 24, 2048, 1);
+    p.expert_groups = 64;
+    p.topk_groups = 4;
+    p.top_k = 32;
+    check_router(state, p, 1, false);
+    uint32_t *ids = run_router(state, shape(30, 7, 7, 1, false), 1, nan_rows);
+    assert_int_equal(ids[5], 2);
+    assert_int_equal(ids[6], 5);
+    free(ids);
+    ids = run_router(state, shape(30, 9, 4, 1, true), 1, tie_all);
+    for (uint32_t j = 0; j < 4; j++)
+        assert_int_equal(ids[j], j);
+    free(ids);
+}
+
 /* ERNIE-4.5's choice by p + b_sel with weights p renormalised; the sum
  * floored at 1e-12 where the bias picks experts of tiny p: a router bias
  * of 40 on every other expert leaves experts 0 and 1 near exp(-40), and
@@ -276,6 +298,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_small),
         cmocka_unit_test(test_largest_limits),
+        cmocka_unit_test(test_one_token),
         cmocka_unit_test(test_many_experts_wide_dim),
         cmocka_unit_test(test_one_expert),
         cmocka_unit_test(test_k_equals_e_and_ties),

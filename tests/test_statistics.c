@@ -57,6 +57,7 @@ static void test_softmax_dropless(void **state)
     p.normalize_topk = true;
     check_stats(state, p, 200);
     check_stats(state, p, 7); /* fewer tokens than the layer holds */
+    check_stats(state, p, 1); /* one token: the router buckets it */
 }
 
 static void test_switch_with_drops(void **state)
@@ -73,6 +74,7 @@ static void test_sigmoid_groups(void **state)
     vkmoe_layer_params p = {.dim = 24, .ffn_dim = 8, .experts = 64, .max_tokens = 50};
     assert_int_equal(vkmoe_layer_params_family(&p, "deepseek-v3"), VKMOE_OK);
     check_stats(state, p, 50);
+    check_stats(state, p, 1);
     assert_int_equal(vkmoe_layer_params_family(&p, "gpt-oss"), VKMOE_OK);
     check_stats(state, p, 50);
 }
