@@ -176,6 +176,12 @@ static void print_kernel(report *r, vkmoe_context *ctx, const vkmoe_layer_params
                  vkmoe_weight_type_name(type), vkmoe_activation_name(p->activation), lanes);
         print_pipeline(r, ctx, pipelines[i], name, kind);
     }
+    /* The router's logits of the kernel's forwards: held to its path's
+     * target, but for the register path's. */
+    char name[128];
+    snprintf(name, sizeof(name), "router_logits/%s/lanes%u", vkmoe_gemm_path_name(k->logits_path),
+             lanes);
+    print_pipeline(r, ctx, k->logits, name, k->logits_path == k->path ? kind : "other");
 }
 
 /* The layer's GEMM kernels and (once) the other stages' pipelines. */
@@ -184,17 +190,12 @@ static void print_layer(report *r, vkmoe_context *ctx, const vkmoe_compiled_laye
 {
     print_kernel(r, ctx, &layer->params, &layer->gemm.decode, lanes);
     print_kernel(r, ctx, &layer->params, &layer->gemm.prefill, lanes);
-    const char *path = vkmoe_gemm_path_name(layer->gemm.prefill.path);
-    for (uint32_t s = 0; s <= VKMOE_SHADER_STAGES; s++) {
+    for (uint32_t s = 0; s < VKMOE_SHADER_STAGES; s++) {
         if (s == VKMOE_SHADER_GEMM_UP || s == VKMOE_SHADER_GEMM_DOWN)
             continue;
         char name[128];
-        bool logits = s == VKMOE_SHADER_STAGES;
-        if (logits) /* gemm_up's shader with the plan's tile height */
-            snprintf(name, sizeof(name), "router_logits/%s/lanes%u", path, lanes);
-        else
-            snprintf(name, sizeof(name), "%s/lanes%u", vkmoe_shader_name((vkmoe_shader)s), lanes);
-        print_pipeline(r, ctx, logits ? layer->router_gemm : layer->pipelines[s], name, "other");
+        snprintf(name, sizeof(name), "%s/lanes%u", vkmoe_shader_name((vkmoe_shader)s), lanes);
+        print_pipeline(r, ctx, layer->pipelines[s], name, "other");
     }
 }
 

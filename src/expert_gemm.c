@@ -104,8 +104,8 @@ vkmoe_status vkmoe_context_auto_gemm_paths(const vkmoe_context *ctx, vkmoe_gemm_
     return VKMOE_OK;
 }
 
-/* The shape of one kernel of a path. */
-static vkmoe_gemm_kernel kernel_of(vkmoe_gemm_path path, uint32_t lanes, bool gated)
+/* The shape of one kernel of a path, without its logits. */
+static vkmoe_gemm_kernel shape_of(vkmoe_gemm_path path, uint32_t lanes, bool gated)
 {
     vkmoe_gemm_kernel k = {.path = path};
     if (path == VKMOE_GEMM_REGISTER) {
@@ -128,6 +128,21 @@ static vkmoe_gemm_kernel kernel_of(vkmoe_gemm_path path, uint32_t lanes, bool ga
         k.up_columns = gated ? columns / 2 : columns;
         k.down_columns = columns;
     }
+    return k;
+}
+
+/* The shape of one kernel of a path, with the router's logits: one
+ * projection, as for ReLU experts. On GPUs a decode forward's logits took
+ * the register path's one workgroup of one subgroup for every 8·lanes
+ * experts (Qwen3-30B-A3B: one subgroup reading all 1 MiB of the router
+ * for a token); on the GEMV path they take one workgroup per 8 experts. */
+static vkmoe_gemm_kernel kernel_of(vkmoe_gemm_path path, uint32_t lanes, bool gated)
+{
+    vkmoe_gemm_kernel k = shape_of(path, lanes, gated);
+    k.logits_path = path == VKMOE_GEMM_COOPMAT ? VKMOE_GEMM_REGISTER : path;
+    vkmoe_gemm_kernel logits = shape_of(k.logits_path, lanes, false);
+    k.logits_workgroup = logits.workgroup;
+    k.logits_columns = logits.up_columns;
     return k;
 }
 
@@ -328,10 +343,17 @@ vkmoe_status vkmoe_gemm_kernel_create(vkmoe_layer *layer, vkmoe_gemm_kernel *k)
 {
     vkmoe_spec up = gemm_spec(layer, k, VKMOE_EXPERT_UP);
     vkmoe_spec down = gemm_spec(layer, k, VKMOE_EXPERT_DOWN);
+    vkmoe_spec logits = {
+        .count = 4,
+        .values = {layer->gemm.tile_m, k->logits_workgroup, VKMOE_WEIGHT_F32,
+                   VKMOE_ACTIVATION_LINEAR},
+    };
     VKMOE_TRY(vkmoe_pipeline_get(layer->ctx, gemm_shader(layer, k->path, VKMOE_SHADER_GEMM_UP), &up,
                                  &k->up));
-    return vkmoe_pipeline_get(layer->ctx, gemm_shader(layer, k->path, VKMOE_SHADER_GEMM_DOWN),
-                              &down, &k->down);
+    VKMOE_TRY(vkmoe_pipeline_get(layer->ctx, gemm_shader(layer, k->path, VKMOE_SHADER_GEMM_DOWN),
+                                 &down, &k->down));
+    return vkmoe_pipeline_get(layer->ctx, gemm_shader(layer, k->logits_path, VKMOE_SHADER_GEMM_UP),
+                              &logits, &k->logits);
 }
 
 /* One dispatch per source: each covers every row tile and works on the
@@ -394,15 +416,6 @@ void vkmoe_gemm_up_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_gem
              tiles);
 }
 
-vkmoe_spec vkmoe_router_gemm_spec(const vkmoe_layer *layer)
-{
-    const vkmoe_gemm_config *g = &layer->gemm;
-    return (vkmoe_spec){
-        .count = 4,
-        .values = {g->tile_m, g->lanes, VKMOE_WEIGHT_F32, VKMOE_ACTIVATION_LINEAR},
-    };
-}
-
 /* The router's logits are gemm_up's shader with VKMOE_ACTIVATION_LINEAR and
  * f32 weights: its output rows (.hidden) are the logits, its columns
  * (.ffn) the experts and the shared gate, one row per token. */
@@ -422,10 +435,9 @@ void vkmoe_router_gemm_pass(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t to
     };
     vkmoe_token_plan(layer, &rows.tile_expert, &rows.row_slot);
     gemm_up_push push = up_push(layer, &rows);
-    /* One projection: a lane computes 8 columns, as for ReLU. */
-    uint32_t groups_x = (uint32_t)vkmoe_div_up(rows.ld_ffn, 8 * layer->gemm.lanes);
-    dispatch(layer, cmd, layer->router_gemm, &rows, &push, sizeof(push), &push.source, -1, groups_x,
-             tiles);
+    const vkmoe_gemm_kernel *k = vkmoe_gemm_kernel_for(layer, tokens);
+    uint32_t groups_x = (uint32_t)vkmoe_div_up(rows.ld_ffn, k->logits_columns);
+    dispatch(layer, cmd, k->logits, &rows, &push, sizeof(push), &push.source, -1, groups_x, tiles);
 }
 
 void vkmoe_gemm_down_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_gemm_kernel *k,

@@ -15,16 +15,24 @@
 
 /* One kernel of the expert GEMMs: its path (never AUTO), invocations per
  * workgroup, the output columns one workgroup covers in each GEMM, and its
- * two pipelines (the context's, set when the layer is made). */
+ * two pipelines (the context's, set when the layer is made); and the
+ * router's logits of the same forwards: gemm_up's shader on logits_path
+ * with f32 weights and the projection alone, logits_columns columns a
+ * workgroup of logits_workgroup invocations. logits_path is the kernel's
+ * path but for matrix cores, whose f16 tiles would round the logits that
+ * choose the experts: the register path there. */
 typedef struct vkmoe_gemm_kernel {
     vkmoe_gemm_path path;
     uint32_t workgroup, up_columns, down_columns;
     VkPipeline up, down;
+    vkmoe_gemm_path logits_path;
+    uint32_t logits_workgroup, logits_columns;
+    VkPipeline logits;
 } vkmoe_gemm_kernel;
 
 /* Shape of a layer's expert GEMMs (specialization constants, see
  * shaders/common/expert_gemm.glsl): rows per tile, the lanes of the
- * register path (which the router's logits take), and two kernels:
+ * register path, and two kernels:
  * forwards of at most VKMOE_GEMV_PASS tokens (each expert then has at most
  * that many rows) run `decode`, longer ones `prefill`. An explicit path
  * makes both the same; AUTO picks per device (vkmoe_gemm_auto). */
@@ -115,13 +123,14 @@ void vkmoe_token_plan(const vkmoe_layer *layer, VkDeviceAddress *tile_expert,
  * direct grid of `tiles` row tiles. */
 void vkmoe_gemm_up_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_gemm_kernel *k,
                         const vkmoe_gemm_rows *rows, int indirect_grid, uint32_t tiles);
-/* The router's logits x·Wgᵀ as a GEMM over one row per token. */
+/* The router's logits x·Wgᵀ as a GEMM over one row per token, on the
+ * logits pipeline of the kernel the forward's token count runs. */
 void vkmoe_router_gemm_pass(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
 void vkmoe_gemm_down_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_gemm_kernel *k,
                           const vkmoe_gemm_rows *rows, int indirect_grid, uint32_t tiles);
 
-/* Compile kernel k's two pipelines (gate and up, down) for the layer. */
+/* Compile kernel k's pipelines (gate and up, down, the router's logits)
+ * for the layer. */
 vkmoe_status vkmoe_gemm_kernel_create(vkmoe_layer *layer, vkmoe_gemm_kernel *k);
-vkmoe_spec vkmoe_router_gemm_spec(const vkmoe_layer *layer);
 
 #endif /* VKMOE_GEMM_H */

@@ -197,9 +197,7 @@ static vkmoe_status create_pipelines(vkmoe_layer *layer)
         VKMOE_TRY(vkmoe_pipeline_get(layer->ctx, s, spec, &layer->pipelines[s]));
     }
     VKMOE_TRY(vkmoe_gemm_kernel_create(layer, &layer->gemm.decode));
-    VKMOE_TRY(vkmoe_gemm_kernel_create(layer, &layer->gemm.prefill));
-    vkmoe_spec router_gemm = vkmoe_router_gemm_spec(layer);
-    return vkmoe_pipeline_get(layer->ctx, VKMOE_SHADER_GEMM_UP, &router_gemm, &layer->router_gemm);
+    return vkmoe_gemm_kernel_create(layer, &layer->gemm.prefill);
 }
 
 static vkmoe_status create_query_pool(vkmoe_layer *layer)
@@ -360,8 +358,7 @@ vkmoe_status vkmoe_layer_compile(vkmoe_context *ctx, const vkmoe_layer_params *p
     if (status == VKMOE_OK)
         status = create_pipelines(layer);
     if (status == VKMOE_OK) {
-        *out = (vkmoe_compiled_layer){
-            .params = layer->params, .gemm = layer->gemm, .router_gemm = layer->router_gemm};
+        *out = (vkmoe_compiled_layer){.params = layer->params, .gemm = layer->gemm};
         memcpy(out->pipelines, layer->pipelines, sizeof(out->pipelines));
     }
     free(layer);

@@ -141,8 +141,7 @@ struct vkmoe_layer {
     vkmoe_layer_weights weights;
     vkmoe_layer_activations act;
     vkmoe_layer_io io;
-    VkPipeline pipelines[VKMOE_SHADER_STAGES]; /* GEMM stages': in gemm's kernels */
-    VkPipeline router_gemm;                    /* gemm_up with f32 weights and no activation */
+    VkPipeline pipelines[VKMOE_SHADER_STAGES]; /* GEMM stages' and the logits': in gemm's kernels */
 };
 
 /* The pipelines a layer of these params would run, and what chose them;
@@ -150,8 +149,7 @@ struct vkmoe_layer {
 typedef struct vkmoe_compiled_layer {
     vkmoe_layer_params params; /* resolved */
     vkmoe_gemm_config gemm;
-    VkPipeline pipelines[VKMOE_SHADER_STAGES]; /* GEMM stages': in gemm's kernels */
-    VkPipeline router_gemm;
+    VkPipeline pipelines[VKMOE_SHADER_STAGES]; /* GEMM stages' and the logits': in gemm's kernels */
 } vkmoe_compiled_layer;
 
 /* Compile a layer's pipelines without making the layer: no memory, no

@@ -283,10 +283,11 @@ static void test_compile_only(void **state)
             assert_non_null(compiled.pipelines[s]);
     assert_non_null(compiled.gemm.prefill.up);
     assert_non_null(compiled.gemm.prefill.down);
-    assert_non_null(compiled.router_gemm);
+    assert_non_null(compiled.gemm.prefill.logits);
+    assert_int_equal(compiled.gemm.prefill.logits_path, VKMOE_GEMM_TILED);
     /* Statistics are only kept where asked for. */
     uint64_t vgprs;
-    assert_int_equal(vkmoe_pipeline_statistic(ctx, compiled.router_gemm, "VGPRs", &vgprs),
+    assert_int_equal(vkmoe_pipeline_statistic(ctx, compiled.gemm.prefill.logits, "VGPRs", &vgprs),
                      VKMOE_ERROR_UNSUPPORTED);
     p.dim = 0;
     assert_int_equal(vkmoe_layer_compile(ctx, &p, &compiled), VKMOE_ERROR_INVALID_ARGUMENT);
@@ -298,8 +299,15 @@ static void test_compile_only(void **state)
     test_layer_create(*state, &p, &t);
     assert_int_equal(vkmoe_layer_compile(*state, &p, &compiled), VKMOE_OK);
     assert_memory_equal(compiled.pipelines, t.layer->pipelines, sizeof(compiled.pipelines));
-    assert_true(compiled.router_gemm == t.layer->router_gemm);
-    assert_memory_equal(&compiled.gemm, &t.layer->gemm, sizeof(compiled.gemm));
+    assert_int_equal(compiled.gemm.tile_m, t.layer->gemm.tile_m);
+    const vkmoe_gemm_kernel *kernels[] = {&compiled.gemm.decode, &compiled.gemm.prefill};
+    const vkmoe_gemm_kernel *ran[] = {&t.layer->gemm.decode, &t.layer->gemm.prefill};
+    for (size_t i = 0; i < 2; i++) { /* fields, not bytes: the struct has padding */
+        assert_int_equal(kernels[i]->path, ran[i]->path);
+        assert_int_equal(kernels[i]->logits_path, ran[i]->logits_path);
+        assert_true(kernels[i]->up == ran[i]->up && kernels[i]->down == ran[i]->down &&
+                    kernels[i]->logits == ran[i]->logits);
+    }
     test_layer_destroy(&t);
 }
 
@@ -317,10 +325,11 @@ static void test_pipeline_statistics(void **state)
     vkmoe_compiled_layer compiled;
     assert_int_equal(vkmoe_layer_compile(ctx, &p, &compiled), VKMOE_OK);
     uint64_t value = 0;
-    vkmoe_status status = vkmoe_pipeline_statistic(ctx, compiled.router_gemm, "VGPRs", &value);
+    vkmoe_status status =
+        vkmoe_pipeline_statistic(ctx, compiled.gemm.decode.logits, "VGPRs", &value);
     assert_true(status == VKMOE_OK || status == VKMOE_ERROR_UNSUPPORTED);
     assert_int_equal(
-        vkmoe_pipeline_statistic(ctx, compiled.router_gemm, "no such statistic", &value),
+        vkmoe_pipeline_statistic(ctx, compiled.gemm.decode.logits, "no such statistic", &value),
         VKMOE_ERROR_UNSUPPORTED);
     test_context_destroy(&ctx);
 }

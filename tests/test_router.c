@@ -244,6 +244,29 @@ static void test_one_token(void **state)
     free(ids);
 }
 
+/* The logits on the GPU paths' kernels, which GPUs run (the decode kernel
+ * to 16 tokens, the prefill kernel past them): GEMV and tiled, with the
+ * shared gate's column beside 256 experts' and at 2048 experts; matrix
+ * cores' kernels take the register path's logits (test_context). */
+static void test_logits_on_gpu_paths(void **state)
+{
+    test_seed(42);
+    static const vkmoe_gemm_path paths[] = {VKMOE_GEMM_GEMV, VKMOE_GEMM_TILED};
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(paths); i++) {
+        vkmoe_layer_params p = family("deepseek-v3", 61, 256, 40);
+        p.gemm_path = paths[i];
+        p.shared_ffn_dim = 24;
+        p.shared_gate = true;
+        check_router(state, p, 1, false);
+        check_router(state, p, 16, false);
+        check_router(state, p, 40, false);
+        vkmoe_layer_params wide = shape(70, 2048, 32, 3, true);
+        wide.gemm_path = paths[i];
+        check_router(state, wide, 3, false);
+        check_router(state, wide, 1, true);
+    }
+}
+
 /* ERNIE-4.5's choice by p + b_sel with weights p renormalised; the sum
  * floored at 1e-12 where the bias picks experts of tiny p: a router bias
  * of 40 on every other expert leaves experts 0 and 1 near exp(-40), and
@@ -299,6 +322,7 @@ int main(void)
         cmocka_unit_test(test_small),
         cmocka_unit_test(test_largest_limits),
         cmocka_unit_test(test_one_token),
+        cmocka_unit_test(test_logits_on_gpu_paths),
         cmocka_unit_test(test_many_experts_wide_dim),
         cmocka_unit_test(test_one_expert),
         cmocka_unit_test(test_k_equals_e_and_ties),
