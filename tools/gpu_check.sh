@@ -160,6 +160,10 @@ while True:
         print("    expert GEMMs %.3f ms, %.1f GB/s (%.0f%% of read); %d dispatches, floor %.3f ms" % (
             ms, gbps, 100 * gbps / read if read else 0, r.get("dispatches", 0),
             r.get("dispatch_floor_ms", 0)))
+        # Every stage that ran: where a decode forward's time goes besides
+        # the experts (the router's logits, the bucketing, combine).
+        print("    stages ms: " + ", ".join("%s %.3f" % (g["name"], g["ms"])
+                                         for g in r.get("stages", []) if g["ms"] > 0))
         o = r.get("offload")
         if o:
             print("    offload: hit rate %.1f%%, %.2f MB to the device, %.3f ms hidden, host experts"
