@@ -36,6 +36,10 @@
 #define VKMOE_GEMV_COLUMNS 8u
 #define VKMOE_GEMV_SUBGROUPS 4u
 #define VKMOE_GEMV_PASS 16u
+/* Steps of the depth a GEMV lane has in flight (shaders/common/gemv_gemm.glsl):
+ * the default, and the most VKMOE_GEMV_STEPS may ask for. */
+#define VKMOE_GEMV_STEPS 2u
+#define VKMOE_GEMV_MAX_STEPS 4u
 
 /* Columns of B a tiled workgroup covers (shaders/common/tiled_gemm.glsl):
  * the plain tiles' 64, each invocation 4x4 blocks of f32; the matrix

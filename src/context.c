@@ -45,6 +45,18 @@ static vkmoe_status load_functions(vkmoe_context *ctx, bool device)
     return VKMOE_OK;
 }
 
+/* The GEMV path's depth steps in flight: the option, else the environment's
+ * VKMOE_GEMV_STEPS (a GPU's best is its own, for the bench to find), else
+ * the default; a value out of range is the default. */
+static uint32_t gemv_steps(const vkmoe_context_options *options)
+{
+    uint32_t steps = options->gemv_steps;
+    const char *env = getenv("VKMOE_GEMV_STEPS");
+    if (!steps && env)
+        steps = (uint32_t)strtoul(env, NULL, 10);
+    return steps >= 1 && steps <= VKMOE_GEMV_MAX_STEPS ? steps : VKMOE_GEMV_STEPS;
+}
+
 static bool validation_wanted(const vkmoe_context_params *params)
 {
     const char *env = getenv("VKMOE_VALIDATION");
@@ -591,6 +603,7 @@ static void fill_device_info(vkmoe_context *ctx)
     info->push_descriptors = ctx->push_descriptors;
     info->host_memory_import = ctx->host_import_alignment != 0;
     ctx->gemm_lanes = ctx->options.gemm_lanes ? ctx->options.gemm_lanes : info->subgroup_size;
+    ctx->gemv_steps = gemv_steps(&ctx->options);
     if (ctx->options.max_allocation_size &&
         ctx->options.max_allocation_size < info->max_allocation_size)
         info->max_allocation_size = ctx->options.max_allocation_size;

@@ -67,6 +67,10 @@ typedef struct vkmoe_context_options {
      * validation (./dev test-gpu-av), which in Debian 12's validation layer
      * (1.3.239) takes pushed descriptors for uninitialized ones. */
     bool no_push_descriptors;
+    /* Depth steps a lane of the GEMV path has in flight, 1 to
+     * VKMOE_GEMV_MAX_STEPS (0: the environment's VKMOE_GEMV_STEPS, else
+     * the default, VKMOE_GEMV_STEPS): results are the same bits at any. */
+    uint32_t gemv_steps;
 } vkmoe_context_options;
 
 struct vkmoe_context {
@@ -105,6 +109,8 @@ struct vkmoe_context {
      * the subgroup size, so a workgroup is one subgroup, unless
      * options.gemm_lanes says otherwise. */
     uint32_t gemm_lanes;
+    /* The GEMV path's depth steps in flight (options.gemv_steps resolved). */
+    uint32_t gemv_steps;
     vkmoe_context_options options; /* as given at creation */
     /* VK_NV_cooperative_matrix's feature is enabled and offers the
      * 16x16x16 f16 · f16 + f32 shape at subgroup scope. */

@@ -307,15 +307,23 @@ void vkmoe_token_plan(const vkmoe_layer *layer, VkDeviceAddress *tile_expert,
         layer->plan.token_plan.address + 4ull * (layer->plan.token_rows / layer->gemm.tile_m);
 }
 
+/* A GEMM pipeline's specialization constants (shaders/common/expert_gemm.glsl);
+ * the GEMV path's take its depth steps in flight too. */
+static vkmoe_spec gemm_spec_of(const vkmoe_layer *layer, vkmoe_gemm_path path, uint32_t workgroup,
+                               uint32_t weight_type, uint32_t activation)
+{
+    return (vkmoe_spec){
+        .count = path == VKMOE_GEMM_GEMV ? 5 : 4,
+        .values = {layer->gemm.tile_m, workgroup, weight_type, activation, layer->ctx->gemv_steps},
+    };
+}
+
 static vkmoe_spec gemm_spec(const vkmoe_layer *layer, const vkmoe_gemm_kernel *k,
                             vkmoe_expert_matrix matrix)
 {
-    return (vkmoe_spec){
-        .count = 4,
-        .values = {layer->gemm.tile_m, k->workgroup,
-                   (uint32_t)vkmoe_matrix_type(&layer->params, matrix),
-                   (uint32_t)layer->params.activation},
-    };
+    return gemm_spec_of(layer, k->path, k->workgroup,
+                        (uint32_t)vkmoe_matrix_type(&layer->params, matrix),
+                        (uint32_t)layer->params.activation);
 }
 
 /* The shader of GEMM stage `stage` (VKMOE_SHADER_GEMM_UP or _DOWN) on a path. */
@@ -343,11 +351,8 @@ vkmoe_status vkmoe_gemm_kernel_create(vkmoe_layer *layer, vkmoe_gemm_kernel *k)
 {
     vkmoe_spec up = gemm_spec(layer, k, VKMOE_EXPERT_UP);
     vkmoe_spec down = gemm_spec(layer, k, VKMOE_EXPERT_DOWN);
-    vkmoe_spec logits = {
-        .count = 4,
-        .values = {layer->gemm.tile_m, k->logits_workgroup, VKMOE_WEIGHT_F32,
-                   VKMOE_ACTIVATION_LINEAR},
-    };
+    vkmoe_spec logits = gemm_spec_of(layer, k->logits_path, k->logits_workgroup, VKMOE_WEIGHT_F32,
+                                     VKMOE_ACTIVATION_LINEAR);
     VKMOE_TRY(vkmoe_pipeline_get(layer->ctx, gemm_shader(layer, k->path, VKMOE_SHADER_GEMM_UP), &up,
                                  &k->up));
     VKMOE_TRY(vkmoe_pipeline_get(layer->ctx, gemm_shader(layer, k->path, VKMOE_SHADER_GEMM_DOWN),

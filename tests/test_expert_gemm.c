@@ -1,5 +1,6 @@
 /* Stages 5 and 6: every used row of h and z against the reference, fed
  * with the GPU's own inputs (its row map for gemm_up, its h for gemm_down). */
+#define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -278,6 +279,76 @@ static void test_gemv_path(void **state)
     test_context_destroy(&huge);
 }
 
+/* The GEMV path's depth steps in flight (vkmoe_context_options.gemv_steps,
+ * VKMOE_GEMV_STEPS): the same products in the same order at 1, 3 and 4 as
+ * at the default 2, so the same output bits (a whole layer: router logits,
+ * both GEMMs, a shared expert), depths ending mid-group of steps (f16 1000
+ * and 328, Q4_K 1280 and 768 at lavapipe's 64 a step), against the
+ * reference too; an out-of-range count is the default. */
+static void test_gemv_steps(void **state)
+{
+    enum { TYPES = 2, T = 20 };
+    static const vkmoe_weight_type types[TYPES] = {VKMOE_WEIGHT_F16, VKMOE_WEIGHT_Q4_K};
+    static const uint32_t dims[TYPES] = {1000, 1280}, ffns[TYPES] = {328, 768};
+    test_layer t[TYPES];
+    vkmoe_layer_params p[TYPES];
+    float *x[TYPES], *y[TYPES], *y1[TYPES];
+    for (size_t i = 0; i < TYPES; i++) {
+        p[i] = on_path(shape(dims[i], ffns[i], 6, 2, T, types[i]), VKMOE_GEMM_GEMV);
+        p[i].shared_ffn_dim = ffns[i];
+        test_layer_seeded(*state, &p[i], 69, &t[i]);
+        x[i] = test_input(T, p[i].dim);
+        y[i] = malloc((size_t)T * p[i].dim * sizeof(float));
+        y1[i] = malloc(p[i].dim * sizeof(float));
+        assert_int_equal(vkmoe_layer_forward(t[i].layer, T, x[i], y[i]), VKMOE_OK);
+        assert_int_equal(vkmoe_layer_forward(t[i].layer, 1, x[i], y1[i]), VKMOE_OK);
+        test_check_forward(&t[i], T, x[i]);
+    }
+    for (uint32_t steps = 1; steps <= VKMOE_GEMV_MAX_STEPS; steps++) {
+        if (steps == VKMOE_GEMV_STEPS)
+            continue; /* the layers' own */
+        vkmoe_context *ctx = test_context_with((vkmoe_context_options){.gemv_steps = steps});
+        assert_non_null(ctx);
+        assert_int_equal(ctx->gemv_steps, steps);
+        for (size_t i = 0; i < TYPES; i++) {
+            vkmoe_layer *twin = test_twin_of(ctx, &t[i], &p[i]);
+            float *out = malloc((size_t)T * p[i].dim * sizeof(float));
+            for (uint32_t tokens = 1; tokens <= T; tokens += T - 1) {
+                memset(out, 0xff, (size_t)T * p[i].dim * sizeof(float));
+                assert_int_equal(vkmoe_layer_forward(twin, tokens, x[i], out), VKMOE_OK);
+                assert_memory_equal(out, tokens == 1 ? y1[i] : y[i],
+                                    tokens * p[i].dim * sizeof(float));
+            }
+            free(out);
+            vkmoe_layer_destroy(&twin);
+        }
+        test_context_destroy(&ctx);
+    }
+    for (size_t i = 0; i < TYPES; i++) {
+        free(x[i]);
+        free(y[i]);
+        free(y1[i]);
+        test_layer_destroy(&t[i]);
+    }
+    /* The environment's count where the options give none; out of the
+     * range, the default; the options' before the environment's. */
+    const char *const env[] = {"3", "0", "5", "many"};
+    const uint32_t expected[] = {3, VKMOE_GEMV_STEPS, VKMOE_GEMV_STEPS, VKMOE_GEMV_STEPS};
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(env); i++) {
+        setenv("VKMOE_GEMV_STEPS", env[i], 1);
+        vkmoe_context *ctx = test_context_with((vkmoe_context_options){0});
+        assert_non_null(ctx);
+        assert_int_equal(ctx->gemv_steps, expected[i]);
+        test_context_destroy(&ctx);
+    }
+    setenv("VKMOE_GEMV_STEPS", "3", 1);
+    vkmoe_context *ctx = test_context_with((vkmoe_context_options){.gemv_steps = 1});
+    assert_non_null(ctx);
+    assert_int_equal(ctx->gemv_steps, 1);
+    test_context_destroy(&ctx);
+    unsetenv("VKMOE_GEMV_STEPS");
+}
+
 /* VKMOE_GEMM_AUTO: the register path on a CPU device; as on a GPU (a test
  * option here), GEMV for forwards of up to 16 tokens and tiled beyond, on
  * one layer whose forwards cross that boundary both ways (the scan plans
@@ -379,6 +450,7 @@ int main(void)
         cmocka_unit_test(test_wide_workgroups),
         cmocka_unit_test(test_tiled_path),
         cmocka_unit_test(test_gemv_path),
+        cmocka_unit_test(test_gemv_steps),
         cmocka_unit_test(test_auto_paths),
         cmocka_unit_test(test_matrix_core_path),
     };

@@ -105,6 +105,16 @@ for weights in f16 q4_k; do
         --warmup 5 --iters 40 --json >>"$out/bench.json" 2>>"$out/bench.err" ||
         { echo "bench decode $weights: failed"; tail -3 "$out/bench.err"; }
 done
+# The GEMV path's depth steps in flight (the library's default: 2), one
+# token: which count this GPU decodes fastest with, for the default.
+for steps in 1 4; do
+    for weights in f16 q4_k; do
+        VKMOE_GEMV_STEPS=$steps timeout 90 "$bench" --preset qwen3-30b-a3b --weights $weights \
+            --gemm gemv --tokens 1 --warmup 5 --iters 40 --json \
+            >>"$out/bench-gemv-steps-$steps.json" 2>>"$out/bench.err" ||
+            { echo "bench decode $weights, $steps GEMV steps: failed"; tail -3 "$out/bench.err"; }
+    done
+done
 
 # The bench: each preset and weight type on every path.
 runs=(
@@ -135,43 +145,45 @@ timeout 100 build-gpu/bench/vkmoe-shader-stats --all-statistics --json >"$out/sh
     echo "shader-stats: failed or cut short (bench.err)"
 
 # A line a run: what the README and the note quote.
-python3 - "$out/bench.json" <<'EOF'
+python3 - "$out"/bench*.json <<'EOF'
 import json, sys
-text, at, decoder = open(sys.argv[1]).read(), 0, json.JSONDecoder()
-while True:
-    while at < len(text) and text[at].isspace():
-        at += 1
-    if at == len(text):
-        break
-    d, at = decoder.raw_decode(text, at)
-    peak = d.get("peak") or {}
-    read = peak.get("read_gbps") or 0
-    for r in d["runs"]:
-        s = r["shape"]
-        print("%-14s %-5s %-8s T=%-5d %9.3f ms %8.1f GB/s (%3.0f%% of read) %9.1f GFLOP/s %s" % (
-            r.get("preset") or "-", s["weights"], r.get("gemm_path", r["path"]), s["tokens"],
-            r["layer_ms"], r["gbps"], 100 * r["gbps"] / read if read else 0, r["gflops"],
-            "ok" if r["verified"] else "NOT VERIFIED"))
-        # The expert GEMMs alone (issue 15's decode target) and the floor
-        # of the forward's dispatches (what fusing stages would save).
-        gemms = [g for g in r.get("stages", []) if g["name"] in ("gemm_up", "gemm_down")]
-        ms = sum(g["ms"] for g in gemms)
-        gbps = sum(g["gbps"] * g["ms"] for g in gemms) / ms if ms > 0 else 0
-        print("    expert GEMMs %.3f ms, %.1f GB/s (%.0f%% of read); %d dispatches, floor %.3f ms" % (
-            ms, gbps, 100 * gbps / read if read else 0, r.get("dispatches", 0),
-            r.get("dispatch_floor_ms", 0)))
-        # Every stage that ran: where a decode forward's time goes besides
-        # the experts (the router's logits, the bucketing, combine).
-        print("    stages ms: " + ", ".join("%s %.3f" % (g["name"], g["ms"])
-                                         for g in r.get("stages", []) if g["ms"] > 0))
-        o = r.get("offload")
-        if o:
-            print("    offload: hit rate %.1f%%, %.2f MB to the device, %.3f ms hidden, host experts"
-                  " %.3f ms (%.1f GB/s), resident %.3f ms, all on the host %.3f ms" % (
-                      100 * o["hit_rate"], o["bytes_to_device"] / 1e6, o["hidden_ms"],
-                      o["cpu_expert_ms"], o["cpu_expert_gbps"], o["resident_layer_ms"],
-                      o["cpu_only_layer_ms"]))
-    print("peaks: %s" % json.dumps(peak))
+for name in sys.argv[1:]:
+    print("== %s" % name.rsplit("/", 1)[-1])
+    text, at, decoder = open(name).read(), 0, json.JSONDecoder()
+    while True:
+        while at < len(text) and text[at].isspace():
+            at += 1
+        if at == len(text):
+            break
+        d, at = decoder.raw_decode(text, at)
+        peak = d.get("peak") or {}
+        read = peak.get("read_gbps") or 0
+        for r in d["runs"]:
+            s = r["shape"]
+            print("%-14s %-5s %-8s T=%-5d %9.3f ms %8.1f GB/s (%3.0f%% of read) %9.1f GFLOP/s %s" % (
+                r.get("preset") or "-", s["weights"], r.get("gemm_path", r["path"]), s["tokens"],
+                r["layer_ms"], r["gbps"], 100 * r["gbps"] / read if read else 0, r["gflops"],
+                "ok" if r["verified"] else "NOT VERIFIED"))
+            # The expert GEMMs alone (issue 15's decode target) and the floor
+            # of the forward's dispatches (what fusing stages would save).
+            gemms = [g for g in r.get("stages", []) if g["name"] in ("gemm_up", "gemm_down")]
+            ms = sum(g["ms"] for g in gemms)
+            gbps = sum(g["gbps"] * g["ms"] for g in gemms) / ms if ms > 0 else 0
+            print("    expert GEMMs %.3f ms, %.1f GB/s (%.0f%% of read); %d dispatches, floor %.3f ms" % (
+                ms, gbps, 100 * gbps / read if read else 0, r.get("dispatches", 0),
+                r.get("dispatch_floor_ms", 0)))
+            # Every stage that ran: where a decode forward's time goes besides
+            # the experts (the router's logits, the bucketing, combine).
+            print("    stages ms: " + ", ".join("%s %.3f" % (g["name"], g["ms"])
+                                             for g in r.get("stages", []) if g["ms"] > 0))
+            o = r.get("offload")
+            if o:
+                print("    offload: hit rate %.1f%%, %.2f MB to the device, %.3f ms hidden, host experts"
+                      " %.3f ms (%.1f GB/s), resident %.3f ms, all on the host %.3f ms" % (
+                          100 * o["hit_rate"], o["bytes_to_device"] / 1e6, o["hidden_ms"],
+                          o["cpu_expert_ms"], o["cpu_expert_gbps"], o["resident_layer_ms"],
+                          o["cpu_only_layer_ms"]))
+        print("peaks: %s" % json.dumps(peak))
 EOF
 echo "gpu-check: $SECONDS s, tests $([ $failed = 0 ] && echo passed || echo FAILED)"
 exit $failed

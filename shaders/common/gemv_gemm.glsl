@@ -15,6 +15,17 @@
 #include "constants.h"
 
 const uint GEMV_PASS = VKMOE_GEMV_PASS;
+// Steps of the depth a lane has in flight: their weights are all fetched
+// before any is multiplied. At decode every subgroup of a layer's GEMMs is
+// resident at once (Qwen3-30B-A3B's gemm_up: 3072 subgroups, some 23 an
+// NVIDIA SM), so the bytes in flight are those subgroups' loads, and a
+// step of a quantized type is few of them (Q4_K: 144 bytes a subgroup a
+// projection): one step at a time, a GPU's memory latency rather than its
+// bandwidth would bound decode. The same products in the same order at any
+// count, 1 to VKMOE_GEMV_MAX_STEPS: the context's (gemv_steps in context.h,
+// set by the environment's VKMOE_GEMV_STEPS so that the bench can find a
+// GPU's best), spec 4.
+layout(constant_id = 4) const uint GEMV_STEPS = VKMOE_GEMV_STEPS;
 
 // Row m of a pass: its sums over projection 0 (weights0: the gate) and
 // projection 1 (weights1: up, or the only projection).
@@ -41,19 +52,31 @@ void gemv_pass(uint r0, uint valid, uint base, uint n, uint ld, bool both)
         gemv_sum1[m] = 0.0;
         texel[m] = m < valid ? a_row_texel(r0 + m) : 0;
     }
-    for (uint k = gl_SubgroupInvocationID * 8; k < ld; k += gl_SubgroupSize * 8) {
-        vec4 lo0 = vec4(0.0), hi0 = vec4(0.0), lo1, hi1;
-        load_w8(weights1, base, n, k, ld, lo1, hi1);
-        if (both)
-            load_w8(weights0, base, n, k, ld, lo0, hi0);
-        [[unroll]] for (uint m = 0; m < GEMV_PASS; m++) {
-            if (m >= valid)
+    uint stride = gl_SubgroupSize * 8;
+    for (uint k0 = gl_SubgroupInvocationID * 8; k0 < ld; k0 += GEMV_STEPS * stride) {
+        vec4 lo0[GEMV_STEPS], hi0[GEMV_STEPS], lo1[GEMV_STEPS], hi1[GEMV_STEPS];
+        [[unroll]] for (uint u = 0; u < GEMV_STEPS; u++) {
+            uint k = k0 + u * stride;
+            lo0[u] = hi0[u] = lo1[u] = hi1[u] = vec4(0.0);
+            if (k >= ld)
                 break;
-            vec4 a = texelFetch(rows_a, int(texel[m] + k / 4));
-            vec4 b = texelFetch(rows_a, int(texel[m] + k / 4 + 1));
-            gemv_sum1[m] += dot(a, lo1) + dot(b, hi1);
+            load_w8(weights1, base, n, k, ld, lo1[u], hi1[u]);
             if (both)
-                gemv_sum0[m] += dot(a, lo0) + dot(b, hi0);
+                load_w8(weights0, base, n, k, ld, lo0[u], hi0[u]);
+        }
+        [[unroll]] for (uint u = 0; u < GEMV_STEPS; u++) {
+            uint k = k0 + u * stride;
+            if (k >= ld)
+                break;
+            [[unroll]] for (uint m = 0; m < GEMV_PASS; m++) {
+                if (m >= valid)
+                    break;
+                vec4 a = texelFetch(rows_a, int(texel[m] + k / 4));
+                vec4 b = texelFetch(rows_a, int(texel[m] + k / 4 + 1));
+                gemv_sum1[m] += dot(a, lo1[u]) + dot(b, hi1[u]);
+                if (both)
+                    gemv_sum0[m] += dot(a, lo0[u]) + dot(b, hi0[u]);
+            }
         }
     }
     [[unroll]] for (uint m = 0; m < GEMV_PASS; m++) {
