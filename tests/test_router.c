@@ -108,6 +108,17 @@ static vkmoe_layer_params family(const char *name, uint32_t dim, uint32_t expert
     return p;
 }
 
+/* A family's layer with its groups, groups kept and k set. */
+static vkmoe_layer_params grouped(const char *name, uint32_t dim, uint32_t experts, uint32_t tokens,
+                                  uint32_t groups, uint32_t topk_groups, uint32_t top_k)
+{
+    vkmoe_layer_params p = family(name, dim, experts, tokens);
+    p.expert_groups = groups;
+    p.topk_groups = topk_groups;
+    p.top_k = top_k;
+    return p;
+}
+
 /* NaN scores rank below every number but are still chosen when k reaches
  * them, lowest index first, and never twice (k = E); their weights are NaN
  * as the reference's. Sigmoid groups with a NaN expert score NaN and drop. */
@@ -130,11 +141,8 @@ static void test_deepseek_v3(void **state)
 {
     test_seed(34);
     check_router(state, family("deepseek-v3", 61, 256, 45), 45, false);
-    vkmoe_layer_params p = family("deepseek-v3", 40, 64, 20);
-    p.expert_groups = 16;
-    p.topk_groups = 3;
-    p.top_k = 12; /* all 12 experts of the kept groups */
-    check_router(state, p, 20, false);
+    /* k 12: all 12 experts of the kept groups */
+    check_router(state, grouped("deepseek-v3", 40, 64, 20, 16, 3, 12), 20, false);
 }
 
 static uint32_t favoured_expert;
@@ -152,10 +160,7 @@ static void favour_one_expert(test_layer *t)
 static void test_selection_bias_chooses_but_does_not_weigh(void **state)
 {
     test_seed(35);
-    vkmoe_layer_params p = family("deepseek-v3", 33, 32, 25);
-    p.expert_groups = 4;
-    p.topk_groups = 2;
-    p.top_k = 4;
+    vkmoe_layer_params p = grouped("deepseek-v3", 33, 32, 25, 4, 2, 4);
     favoured_expert = 21;
     uint32_t *ids = run_router(state, p, 25, favour_one_expert);
     for (uint32_t t = 0; t < 25; t++)
@@ -167,10 +172,7 @@ static void test_selection_bias_chooses_but_does_not_weigh(void **state)
 static void test_tied_groups(void **state)
 {
     test_seed(36);
-    vkmoe_layer_params p = family("deepseek-v3", 16, 32, 5);
-    p.expert_groups = 8;
-    p.topk_groups = 2;
-    p.top_k = 6;
+    vkmoe_layer_params p = grouped("deepseek-v3", 16, 32, 5, 8, 2, 6);
     uint32_t *ids = run_router(state, p, 5, tie_all);
     for (uint32_t t = 0; t < 5; t++)
         for (uint32_t j = 0; j < 6; j++)
@@ -194,11 +196,7 @@ static void test_gpt_oss_and_sigmoid_k_equals_e(void **state)
 {
     test_seed(38);
     check_router(state, family("gpt-oss", 70, 32, 40), 40, false);
-    vkmoe_layer_params p = family("deepseek-v3", 20, 9, 7);
-    p.expert_groups = 1;
-    p.topk_groups = 1;
-    p.top_k = 9;
-    check_router(state, p, 7, false);
+    check_router(state, grouped("deepseek-v3", 20, 9, 7, 1, 1, 9), 7, false);
 }
 
 /* The largest layer the router takes: 2048 experts in 64 groups of which
@@ -208,10 +206,7 @@ static void test_gpt_oss_and_sigmoid_k_equals_e(void **state)
 static void test_largest_limits(void **state)
 {
     test_seed(40);
-    vkmoe_layer_params p = family("deepseek-v3", 24, 2048, 9);
-    p.expert_groups = 64;
-    p.topk_groups = 4;
-    p.top_k = 32;
+    vkmoe_layer_params p = grouped("deepseek-v3", 24, 2048, 9, 64, 4, 32);
     check_router(state, p, 9, false);
     check_router(state, shape(24, 2048, 32, 9, true), 9, false);
     p.topk_groups = 2;
@@ -229,11 +224,7 @@ static void test_one_token(void **state)
 {
     test_seed(41);
     check_router(state, family("deepseek-v3", 61, 256, 1), 1, false);
-    vkmoe_layer_params p = family("deepseek-v3", 24, 2048, 1);
-    p.expert_groups = 64;
-    p.topk_groups = 4;
-    p.top_k = 32;
-    check_router(state, p, 1, false);
+    check_router(state, grouped("deepseek-v3", 24, 2048, 1, 64, 4, 32), 1, false);
     uint32_t *ids = run_router(state, shape(30, 7, 7, 1, false), 1, nan_rows);
     assert_int_equal(ids[5], 2);
     assert_int_equal(ids[6], 5);
