@@ -280,13 +280,17 @@ static void test_gemv_path(void **state)
 }
 
 /* The GEMV path's depth steps in flight (vkmoe_context_options.gemv_steps,
- * VKMOE_GEMV_STEPS): the same products in the same order at 1, 3 and 4 as
- * at the default 2, so the same output bits (a whole layer: router logits,
- * both GEMMs, a shared expert), depths ending mid-group of steps (f16 1000
- * and 328, Q4_K 1280 and 768 at lavapipe's 64 a step), against the
- * reference too; an out-of-range count is the default. */
+ * VKMOE_GEMV_STEPS): the same products in the same order at 1 and 4 as at
+ * the default 2, so the same output bits (a whole layer: router logits,
+ * both GEMMs, a shared expert), on 32-lane workgroups (256 weights a step),
+ * where every depth ends mid-group of steps at 2 and 4 (f16 1000 and 328,
+ * Q4_K 1280 and 768; at lavapipe's 8 lanes a K-quant's depth is always
+ * whole groups); against the reference too. The environment's count, out
+ * of range the default, and the option's first. */
 static void test_gemv_steps(void **state)
 {
+    (void)state;
+    vkmoe_context *lanes = shared_lanes(32);
     enum { TYPES = 2, T = 20 };
     static const vkmoe_weight_type types[TYPES] = {VKMOE_WEIGHT_F16, VKMOE_WEIGHT_Q4_K};
     static const uint32_t dims[TYPES] = {1000, 1280}, ffns[TYPES] = {328, 768};
@@ -296,7 +300,7 @@ static void test_gemv_steps(void **state)
     for (size_t i = 0; i < TYPES; i++) {
         p[i] = on_path(shape(dims[i], ffns[i], 6, 2, T, types[i]), VKMOE_GEMM_GEMV);
         p[i].shared_ffn_dim = ffns[i];
-        test_layer_seeded(*state, &p[i], 69, &t[i]);
+        test_layer_seeded(lanes, &p[i], 69, &t[i]);
         x[i] = test_input(T, p[i].dim);
         y[i] = malloc((size_t)T * p[i].dim * sizeof(float));
         y1[i] = malloc(p[i].dim * sizeof(float));
@@ -304,10 +308,9 @@ static void test_gemv_steps(void **state)
         assert_int_equal(vkmoe_layer_forward(t[i].layer, 1, x[i], y1[i]), VKMOE_OK);
         test_check_forward(&t[i], T, x[i]);
     }
-    for (uint32_t steps = 1; steps <= VKMOE_GEMV_MAX_STEPS; steps++) {
-        if (steps == VKMOE_GEMV_STEPS)
-            continue; /* the layers' own */
-        vkmoe_context *ctx = test_context_with((vkmoe_context_options){.gemv_steps = steps});
+    for (uint32_t steps = 1; steps <= VKMOE_GEMV_MAX_STEPS; steps *= 4) {
+        vkmoe_context *ctx =
+            test_context_with((vkmoe_context_options){.gemm_lanes = 32, .gemv_steps = steps});
         assert_non_null(ctx);
         assert_int_equal(ctx->gemv_steps, steps);
         for (size_t i = 0; i < TYPES; i++) {
