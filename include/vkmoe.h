@@ -680,8 +680,13 @@ typedef enum vkmoe_stage {
      * scatter's work too, in one dispatch: they take 0 ms. */
     VKMOE_STAGE_GEMM_UP = 4,   /* gather x, gate and up projections, SwiGLU */
     VKMOE_STAGE_GEMM_DOWN = 5, /* down projection */
-    VKMOE_STAGE_SHARED = 6,    /* the shared expert, both projections (0 ms without one) */
-    VKMOE_STAGE_COMBINE = 7,   /* weighted sum of each token's experts */
+    /* the shared expert, both projections (0 ms without one); where its
+     * rows fit beside the routed experts' (forwards of up to a GEMM tile
+     * of tokens at least: 32, or 64 on 64-lane GPUs), its GEMMs run in the
+     * gemm_up and gemm_down stages beside theirs, timed there, and this
+     * stage takes 0 ms */
+    VKMOE_STAGE_SHARED = 6,
+    VKMOE_STAGE_COMBINE = 7, /* weighted sum of each token's experts */
     VKMOE_STAGE_MAX = 8,
 } vkmoe_stage;
 

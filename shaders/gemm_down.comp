@@ -6,7 +6,9 @@
 //         down_bias f32 [experts][dim] or 0; dim, ld_ffn, max_tiles, rows (rows past
 //         it are padding); expert_first, expert_count (the matrices this
 //         dispatch's weights hold), matrix_texels (texels per expert matrix);
-//         expert_slot u32 [experts] or 0: see gemm_up.comp
+//         hidden_texel: the texel of rows_a where row 0 starts (the shared
+//         expert's rows beside the routed ones'); expert_slot u32 [experts]
+//         or 0: see gemm_up.comp
 //   spec: see common/expert_gemm.glsl
 #extension GL_GOOGLE_include_directive : require
 #include "common/buffers.glsl"
@@ -22,12 +24,13 @@
 layout(push_constant) uniform Push {
     uvec2 tile_expert, row_slot, expert_out, down_bias;
     uint dim, ld_ffn, max_tiles, rows, expert_first, expert_count, matrix_texels;
+    uint hidden_texel;
     uvec2 expert_slot;
 } pc;
 
 uint a_row_texel(uint row)
 {
-    return row * (pc.ld_ffn / 4);
+    return pc.hidden_texel + row * (pc.ld_ffn / 4);
 }
 
 void store(FloatArray out_rows, uint row, uint column, float value)

@@ -41,9 +41,11 @@ typedef struct gemm_down_push {
     VkDeviceAddress tile_expert, row_slot, expert_out, down_bias;
     uint32_t dim, ld_ffn, max_tiles, rows;
     gemm_source_push source;
+    uint32_t hidden_texel;
     VkDeviceAddress expert_slot;
 } gemm_down_push;
-_Static_assert(sizeof(gemm_down_push) == 72 && offsetof(gemm_down_push, source) == 48,
+_Static_assert(sizeof(gemm_down_push) == 72 && offsetof(gemm_down_push, source) == 48 &&
+                   offsetof(gemm_down_push, hidden_texel) == 60,
                "gemm_down_push must mirror gemm_down.comp");
 
 /* The plain tiled path's rows per tile: each invocation of its 4-subgroup
@@ -457,6 +459,7 @@ void vkmoe_gemm_down_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_g
         .ld_ffn = rows->ld_ffn,
         .max_tiles = rows->max_tiles,
         .rows = rows->rows,
+        .hidden_texel = rows->hidden_texel,
         .expert_slot = rows->expert_slot,
     };
     uint32_t groups_x = (uint32_t)vkmoe_div_up(layer->params.dim, k->down_columns);

@@ -56,6 +56,7 @@ typedef struct vkmoe_gemm_rows {
     const vkmoe_gemm_source *sources;
     uint32_t source_count;
     VkDeviceAddress tile_expert, row_slot, hidden, out;
+    uint32_t hidden_texel; /* the down pass: where `hidden` starts in the hidden view */
     VkDeviceAddress gate_bias, up_bias, down_bias; /* 0: none */
     VkDeviceAddress input_scale; /* f32 [slots] scaling each row's projections, or 0 */
     /* u32 [experts]: each expert's cache slot, the matrix the sources'

@@ -31,10 +31,15 @@ static bool unless_router_buckets(const vkmoe_layer *layer, uint32_t tokens)
 
 /* With an expert cache, gemm_up's stage runs both GEMMs round by round,
  * with the copies into the slots (expert_cache.h). */
+bool vkmoe_experts_resident(const vkmoe_layer *layer)
+{
+    return !layer->weights.cache && !layer->io.expert_out_given;
+}
+
 static bool all_experts_resident(const vkmoe_layer *layer, uint32_t tokens)
 {
     (void)tokens;
-    return !layer->weights.cache && !layer->io.expert_out_given;
+    return vkmoe_experts_resident(layer);
 }
 
 static bool unless_expert_out_given(const vkmoe_layer *layer, uint32_t tokens)
@@ -49,6 +54,15 @@ static void record_routed_experts(vkmoe_layer *layer, VkCommandBuffer cmd, uint3
         vkmoe_expert_cache_record(layer, cmd, tokens);
     else
         vkmoe_gemm_up_record(layer, cmd, tokens);
+    if (vkmoe_shared_beside(layer, tokens))
+        vkmoe_shared_up_record(layer, cmd, tokens);
+}
+
+static void record_routed_down(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
+{
+    vkmoe_gemm_down_record(layer, cmd, tokens);
+    if (vkmoe_shared_beside(layer, tokens))
+        vkmoe_shared_down_record(layer, cmd, tokens);
 }
 
 /* The stages of a forward, one row each by its vkmoe_stage value: its name
@@ -65,7 +79,7 @@ static const struct {
     [VKMOE_STAGE_SCAN] = {"scan", unless_router_buckets, vkmoe_scan_record},
     [VKMOE_STAGE_SCATTER] = {"scatter", unless_one_dispatch, vkmoe_scatter_record},
     [VKMOE_STAGE_GEMM_UP] = {"gemm_up", unless_expert_out_given, record_routed_experts},
-    [VKMOE_STAGE_GEMM_DOWN] = {"gemm_down", all_experts_resident, vkmoe_gemm_down_record},
+    [VKMOE_STAGE_GEMM_DOWN] = {"gemm_down", all_experts_resident, record_routed_down},
     [VKMOE_STAGE_SHARED] = {"shared", vkmoe_shared_runs, vkmoe_shared_record},
     [VKMOE_STAGE_COMBINE] = {"combine", always, vkmoe_combine_record},
 };
@@ -74,6 +88,14 @@ _Static_assert(VKMOE_ARRAY_SIZE(stages) == VKMOE_STAGE_MAX, "one row per vkmoe_s
 const char *vkmoe_stage_name(vkmoe_stage stage)
 {
     return (unsigned)stage < VKMOE_STAGE_MAX ? stages[stage].name : "";
+}
+
+/* Only experts that receive a slot pad their segment to a whole tile. */
+uint32_t vkmoe_plan_rows(const vkmoe_layer *layer, uint32_t tokens)
+{
+    uint32_t tile = layer->gemm.tile_m, slots = tokens * layer->params.top_k;
+    uint32_t busy = layer->params.experts < slots ? layer->params.experts : slots;
+    return (uint32_t)vkmoe_round_up(slots + (uint64_t)busy * (tile - 1), tile);
 }
 
 static void compute_sizes(vkmoe_layer *layer)
@@ -85,14 +107,18 @@ static void compute_sizes(vkmoe_layer *layer)
     layer->plan.max_blocks = (uint32_t)vkmoe_div_up(layer->plan.max_slots, VKMOE_BLOCK_SLOTS);
     layer->plan.max_scan_tiles =
         (uint32_t)vkmoe_div_up((uint64_t)layer->plan.max_blocks * p->experts, VKMOE_SCAN_TILE);
-    /* Only experts that receive a slot pad their segment to a whole tile. */
     uint32_t tile = layer->gemm.tile_m;
-    uint32_t busy = p->experts < layer->plan.max_slots ? p->experts : layer->plan.max_slots;
-    layer->plan.max_rows =
-        (uint32_t)vkmoe_round_up(layer->plan.max_slots + busy * (tile - 1), tile);
+    layer->plan.max_rows = vkmoe_plan_rows(layer, p->max_tokens);
     layer->plan.max_tiles = layer->plan.max_rows / tile;
     layer->plan.ld_shared = (uint32_t)vkmoe_round_up(p->shared_ffn_dim, VKMOE_ROW_ALIGN);
     layer->plan.token_rows = (uint32_t)vkmoe_round_up(p->max_tokens, tile);
+    /* A row tile of the shared expert's hidden rows past the routed
+     * experts' lets it run beside them in forwards of up to a tile of
+     * tokens (decode) whatever max_tokens is (shared_expert.c). */
+    uint64_t routed =
+        (uint64_t)layer->plan.max_rows * layer->plan.ld_ffn + tile * layer->plan.ld_shared;
+    uint64_t shared = (uint64_t)layer->plan.token_rows * layer->plan.ld_shared;
+    layer->plan.hidden_floats = routed > shared ? routed : shared;
     layer->plan.ld_logits =
         (uint32_t)vkmoe_round_up(p->experts + (p->shared_gate ? 1 : 0), VKMOE_ROW_ALIGN);
 
@@ -219,12 +245,10 @@ static vkmoe_workspace_sizes workspace_sizes(const vkmoe_layer *layer)
 {
     const vkmoe_layer_params *p = &layer->params;
     const vkmoe_layer_plan *plan = &layer->plan;
-    uint64_t hidden = (uint64_t)plan->max_rows * plan->ld_ffn;
-    uint64_t shared = (uint64_t)plan->token_rows * plan->ld_shared;
     return (vkmoe_workspace_sizes){
         .scratch = plan->layout.size,
         .x_rows = (VkDeviceSize)plan->token_rows * plan->ld_dim * 4,
-        .hidden = 4 * (hidden > shared ? hidden : shared),
+        .hidden = 4 * plan->hidden_floats,
         .expert_out = (VkDeviceSize)plan->max_rows * p->dim * 4,
         .shared_out = p->shared_ffn_dim ? (VkDeviceSize)plan->token_rows * p->dim * 4 : 0,
         .io = (VkDeviceSize)p->max_tokens * p->dim * sizeof(float),

@@ -35,9 +35,11 @@ typedef struct vkmoe_scratch_layout {
 typedef struct vkmoe_layer_plan {
     uint32_t ld_dim, ld_ffn; /* padded row lengths, in elements */
     uint32_t max_slots, max_blocks, max_scan_tiles, max_rows, max_tiles;
-    uint32_t ld_shared;          /* shared expert: padded width */
-    uint32_t token_rows;         /* max_tokens rounded up to the GEMM tile */
-    uint32_t ld_logits;          /* router logits row: E (+1 with a shared gate), padded */
+    uint32_t ld_shared;  /* shared expert: padded width */
+    uint32_t token_rows; /* max_tokens rounded up to the GEMM tile */
+    uint32_t ld_logits;  /* router logits row: E (+1 with a shared gate), padded */
+    /* the workspace's hidden: max(max_rows·ld_ffn + tile·ld_shared, token_rows·ld_shared) */
+    uint64_t hidden_floats;
     vkmoe_scratch_layout layout; /* of the workspace's scratch */
     /* Passes with one row per token (router logits, shared expert): u32
      * tile_expert [token_rows / tile] = 0, then row_slot [token_rows] = r. */
@@ -49,9 +51,9 @@ typedef struct vkmoe_layer_plan {
  * shared by the layers of a model (vkmoe_model_open), each buffer as large
  * as the largest layer's; `holder` says whose forward it holds. */
 typedef struct vkmoe_workspace {
-    vkmoe_buffer scratch; /* see vkmoe_scratch_layout */
-    vkmoe_buffer x_rows;  /* f32 [token_rows][ld_dim]: x padded with zeros (input_rows) */
-    vkmoe_buffer hidden;  /* f32 [max(max_rows·ld_ffn, token_rows·ld_shared)], gemm_up output */
+    vkmoe_buffer scratch;      /* see vkmoe_scratch_layout */
+    vkmoe_buffer x_rows;       /* f32 [token_rows][ld_dim]: x padded with zeros (input_rows) */
+    vkmoe_buffer hidden;       /* f32 [plan.hidden_floats], gemm_up output */
     vkmoe_buffer expert_out;   /* f32 [max_rows][dim], gemm_down output */
     vkmoe_buffer shared_out;   /* f32 [token_rows][dim]; only with a shared expert */
     vkmoe_buffer x, y;         /* [max_tokens][dim] of io_type, for vkmoe_layer_forward */
@@ -187,5 +189,8 @@ vkmoe_status vkmoe_layer_run_rest(vkmoe_layer *layer, uint32_t tokens, vkmoe_sta
 /* A descriptor set of set_layout from the layer's pool. */
 vkmoe_status vkmoe_layer_allocate_set(vkmoe_layer *layer, VkDescriptorSetLayout set_layout,
                                       VkDescriptorSet *out);
+/* The rows of hidden and expert_out that a forward of so many tokens can
+ * use: its slots, each busy expert's padded to a whole tile. */
+uint32_t vkmoe_plan_rows(const vkmoe_layer *layer, uint32_t tokens);
 
 #endif /* VKMOE_LAYER_H */

@@ -15,6 +15,11 @@ void vkmoe_scatter_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t toke
 void vkmoe_gemm_up_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
 void vkmoe_gemm_down_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
 void vkmoe_shared_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
+/* The shared expert's up or down GEMM alone, recorded right after the
+ * routed experts' (no barrier between: neither reads what the other
+ * writes) where vkmoe_shared_beside says it runs beside them. */
+void vkmoe_shared_up_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
+void vkmoe_shared_down_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
 void vkmoe_combine_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
 
 /* Whether this forward's slots fit one block, where the scan stage does the
@@ -27,7 +32,15 @@ bool vkmoe_router_buckets(const vkmoe_layer *layer, uint32_t tokens);
  * forward of so many tokens: the bucketing writes them for the indirect
  * dispatches. */
 void vkmoe_gemm_grids_x(const vkmoe_layer *layer, uint32_t tokens, uint32_t *up, uint32_t *down);
-/* Whether the layer has a shared expert for vkmoe_shared_record to run. */
+/* Whether every routed expert's GEMMs run in the gemm_up and gemm_down
+ * stages: no expert cache (which runs both in gemm_up's stage) and no
+ * expert outputs handed in (an expert-parallel shard). */
+bool vkmoe_experts_resident(const vkmoe_layer *layer);
+/* Whether the shared expert's GEMMs run in the routed experts' stages:
+ * experts resident and its hidden rows fit the hidden buffer past the
+ * routed ones'; else its own stage runs them after (vkmoe_shared_runs). */
+bool vkmoe_shared_beside(const vkmoe_layer *layer, uint32_t tokens);
+/* Whether the shared expert's own stage runs: a shared expert not beside. */
 bool vkmoe_shared_runs(const vkmoe_layer *layer, uint32_t tokens);
 
 /* The specialization constants of each stage's pipeline for this layer. */

@@ -1,9 +1,11 @@
 /* Stage "shared": the shared expert's output rows against vkmoe_ref_shared,
- * its gate against sigmoid(x·ws), and the whole layer with it. */
+ * its gate against sigmoid(x·ws), the whole layer with it, and where it runs
+ * (beside the routed experts or after them). */
 #include <math.h>
 #include <stdlib.h>
 
 #include "helpers.h"
+#include "stages.h"
 
 static void check_shared(void **state, vkmoe_layer_params p, const uint32_t *token_counts,
                          size_t runs)
@@ -56,6 +58,71 @@ static void test_gated_and_ungated(void **state)
     check_shared(state, p, counts, 2);
 }
 
+/* The shared expert's rows of a forward of `tokens` tokens (shared_out),
+ * and how many dispatches and barriers it recorded. */
+static float *shared_rows_of(test_layer *t, uint32_t tokens, const float *x,
+                             vkmoe_recorded *recorded)
+{
+    size_t bytes = (size_t)tokens * t->params.dim * sizeof(float);
+    float *out = malloc(bytes);
+    test_check_forward(t, tokens, x);
+    *recorded = t->layer->io.recorded;
+    assert_int_equal(vkmoe_layer_debug_read(t->layer, VKMOE_DEBUG_SHARED_OUT, out, bytes),
+                     VKMOE_OK);
+    return out;
+}
+
+/* The shared expert beside the routed experts (its hidden rows past
+ * theirs, no barrier between) where its rows fit, in its own stage after
+ * them where they do not: on every GEMM path, the same bits either way, and
+ * two barriers fewer beside, so that a forward with a shared expert has no
+ * more barriers than one without. The hidden buffer holds 320·24 + 32·80
+ * floats (the routed rows of 70 tokens and a tile of the shared expert's);
+ * 70 tokens need 320·24 + 96·80, 33 need 224·24 + 64·80: after; 32, one
+ * tile, need 224·24 + 32·80: beside. */
+static void test_beside_and_after(void **state)
+{
+    const vkmoe_gemm_path paths[] = {VKMOE_GEMM_REGISTER, VKMOE_GEMM_TILED, VKMOE_GEMM_GEMV};
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        test_seed(92);
+        vkmoe_layer_params p = test_shape(53, 19, 5, 2, 70);
+        p.shared_ffn_dim = 77;
+        p.shared_gate = true;
+        p.gemm_path = paths[i];
+        test_layer t, plain;
+        test_layer_create(*state, &p, &t);
+        test_layer_upload(&t);
+        float *x = test_input(p.max_tokens, p.dim);
+        assert_false(vkmoe_shared_beside(t.layer, 70));
+        assert_false(vkmoe_shared_beside(t.layer, 33));
+        assert_true(vkmoe_shared_beside(t.layer, 32));
+        assert_true(vkmoe_shared_beside(t.layer, 5) && vkmoe_shared_beside(t.layer, 1));
+        vkmoe_recorded after, beside, alone;
+        float *all = shared_rows_of(&t, 70, x, &after);
+        float *first = shared_rows_of(&t, 32, x, &beside);
+        assert_memory_equal(first, all, 32ull * p.dim * sizeof(float));
+        free(first);
+        first = shared_rows_of(&t, 5, x, &beside);
+        assert_memory_equal(first, all, 5ull * p.dim * sizeof(float));
+
+        p.shared_ffn_dim = 0;
+        p.shared_gate = false;
+        test_layer_create(*state, &p, &plain);
+        test_layer_upload(&plain);
+        test_check_forward(&plain, 5, x);
+        alone = plain.layer->io.recorded;
+        assert_int_equal(beside.barriers, alone.barriers);
+        assert_int_equal(beside.dispatches, alone.dispatches + 2);
+        test_check_forward(&plain, 70, x);
+        assert_int_equal(after.barriers, plain.layer->io.recorded.barriers + 2);
+        free(first);
+        free(all);
+        free(x);
+        test_layer_destroy(&plain);
+        test_layer_destroy(&t);
+    }
+}
+
 /* A shared expert narrower than the routed ones, with ReLU experts. */
 static void test_relu_and_narrow(void **state)
 {
@@ -72,6 +139,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gated_and_ungated),
         cmocka_unit_test(test_relu_and_narrow),
+        cmocka_unit_test(test_beside_and_after),
     };
     return test_device_suite(tests, test_group_setup, test_group_teardown);
 }
