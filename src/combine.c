@@ -8,6 +8,14 @@ typedef struct combine_push {
 } combine_push;
 _Static_assert(sizeof(combine_push) == 64, "combine_push must mirror combine.comp");
 
+/* Elements of a row an invocation makes, and slots it loads before summing
+ * them (combine.comp): CPU devices' shape, measured there, or the GPUs'. */
+vkmoe_spec vkmoe_combine_spec(const vkmoe_layer *layer)
+{
+    bool cpu = vkmoe_context_cpu_shaped(layer->ctx);
+    return (vkmoe_spec){.count = 2, .values = {cpu ? 16 : 4, cpu ? 1 : 8}};
+}
+
 void vkmoe_combine_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 {
     const vkmoe_layer_params *p = &layer->params;
@@ -28,8 +36,9 @@ void vkmoe_combine_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t toke
     layer->ctx->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE,
                                            layer->ctx->pipeline_layout, 1, 1,
                                            &layer->act.combine_set, 0, NULL);
-    /* An invocation makes 16 consecutive elements of a row. */
-    uint64_t spans = (uint64_t)tokens * vkmoe_div_up(p->dim, 16);
+    /* An invocation makes `span` consecutive elements of a row. */
+    uint32_t span = vkmoe_combine_spec(layer).values[0];
+    uint64_t spans = (uint64_t)tokens * vkmoe_div_up(p->dim, span);
     vkmoe_dispatch_1d(layer->ctx, cmd, layer->pipelines[VKMOE_SHADER_COMBINE], &push, sizeof(push),
                       vkmoe_div_up(spans, 256));
 }

@@ -866,6 +866,11 @@ uint32_t vkmoe_context_validation_errors(const vkmoe_context *ctx)
     return ctx ? atomic_load(&((vkmoe_context *)ctx)->validation_errors) : 0;
 }
 
+bool vkmoe_context_cpu_shaped(const vkmoe_context *ctx)
+{
+    return ctx->info.type == VK_PHYSICAL_DEVICE_TYPE_CPU && !ctx->options.auto_as_gpu;
+}
+
 vkmoe_status vkmoe_context_check_alive(const vkmoe_context *ctx)
 {
     if (atomic_load(&((vkmoe_context *)ctx)->lost))

@@ -175,6 +175,9 @@ void vkmoe_context_add_layer(vkmoe_context *ctx);
 void vkmoe_context_remove_layer(vkmoe_context *ctx);
 /* Fail with VKMOE_ERROR_DEVICE_LOST when the context has lost its device. */
 vkmoe_status vkmoe_context_check_alive(const vkmoe_context *ctx);
+/* Whether kernels take the shapes measured on CPU devices (lavapipe): a
+ * CPU device, unless options.auto_as_gpu has it choose as a GPU would. */
+bool vkmoe_context_cpu_shaped(const vkmoe_context *ctx);
 /* Begin recording the context's own command buffer, once a submission
  * still pending (the early one, or one whose wait failed) has completed;
  * a failed wait is the status. */

@@ -78,7 +78,7 @@ void vkmoe_gemm_auto(const vkmoe_context *ctx, vkmoe_gemm_path *decode, vkmoe_ge
                      const char **why)
 {
     const char *reason;
-    if (ctx->info.type == VK_PHYSICAL_DEVICE_TYPE_CPU && !ctx->options.auto_as_gpu) {
+    if (vkmoe_context_cpu_shaped(ctx)) {
         *decode = *prefill = VKMOE_GEMM_REGISTER;
         reason = "a CPU device: the register path, shaped for it and measured there";
     } else if (!four_subgroups_fit(ctx)) {

@@ -211,16 +211,19 @@ static vkmoe_status create_descriptors(vkmoe_layer *layer)
 
 static vkmoe_status create_pipelines(vkmoe_layer *layer)
 {
-    vkmoe_spec none = {0};
-    vkmoe_spec router = vkmoe_router_spec(layer), experts = vkmoe_experts_spec(layer);
+    /* Each stage's specialization constants; none where not listed. */
+    static vkmoe_spec (*const spec_of[VKMOE_SHADER_STAGES])(const vkmoe_layer *) = {
+        [VKMOE_SHADER_ROUTER] = vkmoe_router_spec,
+        [VKMOE_SHADER_COUNT] = vkmoe_experts_spec,
+        [VKMOE_SHADER_SCAN] = vkmoe_experts_spec,
+        [VKMOE_SHADER_COMBINE] = vkmoe_combine_spec,
+    };
     for (uint32_t s = 0; s < VKMOE_SHADER_STAGES; s++) {
         /* the GEMM stages' pipelines are their kernels' */
         if (s == VKMOE_SHADER_GEMM_UP || s == VKMOE_SHADER_GEMM_DOWN)
             continue;
-        const vkmoe_spec *spec = s == VKMOE_SHADER_ROUTER                            ? &router
-                                 : s == VKMOE_SHADER_COUNT || s == VKMOE_SHADER_SCAN ? &experts
-                                                                                     : &none;
-        VKMOE_TRY(vkmoe_pipeline_get(layer->ctx, s, spec, &layer->pipelines[s]));
+        vkmoe_spec spec = spec_of[s] ? spec_of[s](layer) : (vkmoe_spec){0};
+        VKMOE_TRY(vkmoe_pipeline_get(layer->ctx, s, &spec, &layer->pipelines[s]));
     }
     VKMOE_TRY(vkmoe_gemm_kernel_create(layer, &layer->gemm.decode));
     return vkmoe_gemm_kernel_create(layer, &layer->gemm.prefill);

@@ -46,5 +46,6 @@ bool vkmoe_shared_runs(const vkmoe_layer *layer, uint32_t tokens);
 /* The specialization constants of each stage's pipeline for this layer. */
 vkmoe_spec vkmoe_router_spec(const vkmoe_layer *layer);
 vkmoe_spec vkmoe_experts_spec(const vkmoe_layer *layer);
+vkmoe_spec vkmoe_combine_spec(const vkmoe_layer *layer);
 
 #endif /* VKMOE_STAGES_H */

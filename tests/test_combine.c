@@ -1,5 +1,5 @@
 /* Stage 7: y against Σ_j w_j·z_j computed from the GPU's own weights, rows
- * and expert outputs. */
+ * and expert outputs, in the CPU devices' shape and the GPUs'. */
 #include <stdlib.h>
 
 #include "helpers.h"
@@ -26,7 +26,10 @@ static void check_combine(void **state, vkmoe_layer_params p, uint32_t tokens)
     test_staged_free(&run);
 }
 
-static void test_combine_shapes(void **state)
+/* Rows of 257, 1 and 100 elements (spans cut short; texels and not), 4, 16
+ * and 2 slots a token (the GPUs' groups of 8 slots cut short, whole, twice),
+ * dropped slots. */
+static void check_shapes(void **state)
 {
     test_seed(70);
     vkmoe_layer_params p = test_shape(257, 9, 6, 4, 33);
@@ -45,10 +48,24 @@ static void test_combine_shapes(void **state)
     check_combine(state, p, 41);
 }
 
+/* The CPU devices' shape: 16 elements an invocation, a slot at a time. */
+static void test_combine_shapes(void **state) { check_shapes(state); }
+
+/* The GPUs' shape: 4 elements an invocation, 8 slots loaded together. */
+static void test_combine_gpu_shape(void **state)
+{
+    (void)state;
+    vkmoe_context *gpu = test_context_with((vkmoe_context_options){.auto_as_gpu = true});
+    assert_non_null(gpu);
+    check_shapes((void **)&gpu);
+    test_context_destroy(&gpu);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_combine_shapes),
+        cmocka_unit_test(test_combine_gpu_shape),
     };
     return test_device_suite(tests, test_group_setup, test_group_teardown);
 }
