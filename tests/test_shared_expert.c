@@ -74,15 +74,18 @@ static float *shared_rows_of(test_layer *t, uint32_t tokens, const float *x,
 
 /* The shared expert beside the routed experts (its hidden rows past
  * theirs, no barrier between) where its rows fit, in its own stage after
- * them where they do not: on every GEMM path, the same bits either way, and
- * two barriers fewer beside, so that a forward with a shared expert has no
- * more barriers than one without. The hidden buffer holds 320·24 + 32·80
- * floats (the routed rows of 70 tokens and a tile of the shared expert's);
- * 70 tokens need 320·24 + 96·80, 33 need 224·24 + 64·80: after; 32, one
- * tile, need 224·24 + 32·80: beside. */
-static void test_beside_and_after(void **state)
+ * them where they do not: on ctx's GEMM paths, the same bits either way,
+ * and two barriers fewer beside, so that a forward with a shared expert has
+ * no more barriers than one without. With tiles of 32 rows the hidden
+ * buffer holds 320·24 + 32·80 floats (the routed rows of 70 tokens and a
+ * tile of the shared expert's); 70 tokens need 320·24 + 96·80, 33 need
+ * 224·24 + 64·80: after; 32, one tile, need 224·24 + 32·80: beside. With
+ * the tiled path's 64-row tiles (64 lanes): 512·24 + 64·80 held, 448·24 +
+ * 128·80 needed at 65, 448·24 + 64·80 at 64. */
+static void check_beside_and_after(vkmoe_context *ctx, uint32_t largest_tile)
 {
     const vkmoe_gemm_path paths[] = {VKMOE_GEMM_REGISTER, VKMOE_GEMM_TILED, VKMOE_GEMM_GEMV};
+    bool largest_seen = false;
     for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
         test_seed(92);
         vkmoe_layer_params p = test_shape(53, 19, 5, 2, 70);
@@ -90,24 +93,27 @@ static void test_beside_and_after(void **state)
         p.shared_gate = true;
         p.gemm_path = paths[i];
         test_layer t, plain;
-        test_layer_create(*state, &p, &t);
+        test_layer_create(ctx, &p, &t);
         test_layer_upload(&t);
+        uint32_t tile = t.layer->gemm.tile_m;
+        assert_true(tile == 32 || tile == largest_tile);
+        largest_seen |= tile == largest_tile;
         float *x = test_input(p.max_tokens, p.dim);
         assert_false(vkmoe_shared_beside(t.layer, 70));
-        assert_false(vkmoe_shared_beside(t.layer, 33));
-        assert_true(vkmoe_shared_beside(t.layer, 32));
+        assert_false(vkmoe_shared_beside(t.layer, tile + 1));
+        assert_true(vkmoe_shared_beside(t.layer, tile));
         assert_true(vkmoe_shared_beside(t.layer, 5) && vkmoe_shared_beside(t.layer, 1));
         vkmoe_recorded after, beside, alone;
         float *all = shared_rows_of(&t, 70, x, &after);
-        float *first = shared_rows_of(&t, 32, x, &beside);
-        assert_memory_equal(first, all, 32ull * p.dim * sizeof(float));
+        float *first = shared_rows_of(&t, tile, x, &beside);
+        assert_memory_equal(first, all, (size_t)tile * p.dim * sizeof(float));
         free(first);
         first = shared_rows_of(&t, 5, x, &beside);
         assert_memory_equal(first, all, 5ull * p.dim * sizeof(float));
 
         p.shared_ffn_dim = 0;
         p.shared_gate = false;
-        test_layer_create(*state, &p, &plain);
+        test_layer_create(ctx, &p, &plain);
         test_layer_upload(&plain);
         test_check_forward(&plain, 5, x);
         alone = plain.layer->io.recorded;
@@ -121,6 +127,20 @@ static void test_beside_and_after(void **state)
         test_layer_destroy(&plain);
         test_layer_destroy(&t);
     }
+    assert_true(largest_seen);
+}
+
+static void test_beside_and_after(void **state) { check_beside_and_after(*state, 32); }
+
+/* 64-lane GEMMs: the tiled path's tiles hold 64 rows, and so a shared
+ * expert's rows of up to 64 tokens fit beside. */
+static void test_beside_and_after_64_lanes(void **state)
+{
+    (void)state;
+    vkmoe_context *ctx = test_context_with((vkmoe_context_options){.gemm_lanes = 64});
+    assert_non_null(ctx);
+    check_beside_and_after(ctx, 64);
+    test_context_destroy(&ctx);
 }
 
 /* A shared expert narrower than the routed ones, with ReLU experts. */
@@ -140,6 +160,7 @@ int main(void)
         cmocka_unit_test(test_gated_and_ungated),
         cmocka_unit_test(test_relu_and_narrow),
         cmocka_unit_test(test_beside_and_after),
+        cmocka_unit_test(test_beside_and_after_64_lanes),
     };
     return test_device_suite(tests, test_group_setup, test_group_teardown);
 }
