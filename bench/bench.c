@@ -587,7 +587,7 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
             double sb = f->ms > 0 ? f->bytes / (f->ms * 1e6) : 0.0;
             printf("%s{\"name\": \"%s\", \"ms\": %.6g, \"gflops\": %.6g, \"gbps\": %.6g, "
                    "\"gflops_pct_peak\": %.4g, \"gbps_pct_peak\": %.4g}",
-                   st ? ",\n        " : "", vkmoe_stage_name(st), f->ms, sg, sb,
+                   st ? ",\n        " : "", f->name, f->ms, sg, sb,
                    percent(sg, compute_peak(peak, s)), percent(sb, peak_bandwidth(peak)));
         }
         printf("],\n");

@@ -9,6 +9,7 @@
 
 #include "constants.h"
 #include "fixture.h"
+#include "stages.h"
 #include "workload.h"
 
 #define MAX_SAMPLES 16u
@@ -498,6 +499,20 @@ double workload_median(double *v, uint32_t n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+/* Stage `into`'s time covers stage `from`'s work: its name says so, and
+ * with `move`, from's FLOPs and bytes become into's (without, the caller
+ * has counted them). */
+static void join_stage(stage_figures *st, vkmoe_stage into, vkmoe_stage from, bool move)
+{
+    size_t n = strlen(st[into].name);
+    snprintf(st[into].name + n, sizeof(st[into].name) - n, "+%s", vkmoe_stage_name(from));
+    if (!move)
+        return;
+    st[into].flops += st[from].flops;
+    st[into].bytes += st[from].bytes;
+    st[from].flops = st[from].bytes = 0;
+}
+
 /* Useful work per stage (see shared/BENCH.md): FLOPs of the math the stage
  * exists for, and the bytes of weights and activations it must touch once. */
 static void count_work(const workload *w, uint32_t tokens, uint32_t active, run_result *r)
@@ -525,6 +540,28 @@ static void count_work(const workload *w, uint32_t tokens, uint32_t active, run_
                      st[VKMOE_STAGE_GEMM_DOWN].flops + st[VKMOE_STAGE_SHARED].flops;
     r->layer.bytes =
         e * d * 4 + (active * (inputs + 1) * f + (inputs + 1) * fs) * d * wbytes + 2 * t * d * io;
+    for (uint32_t s = 0; s < VKMOE_STAGE_MAX; s++)
+        snprintf(st[s].name, sizeof(st[s].name), "%s", vkmoe_stage_name((vkmoe_stage)s));
+    if (vkmoe_shared_beside(w->layer, tokens)) {
+        /* its projections of x in gemm_up's time, its down projection in gemm_down's */
+        st[VKMOE_STAGE_GEMM_UP].flops += 2 * t * inputs * d * fs;
+        st[VKMOE_STAGE_GEMM_UP].bytes += inputs * d * fs * wbytes + t * (d + fs) * 4;
+        st[VKMOE_STAGE_GEMM_DOWN].flops += 2 * t * d * fs;
+        st[VKMOE_STAGE_GEMM_DOWN].bytes += d * fs * wbytes + t * (fs + d) * 4;
+        join_stage(st, VKMOE_STAGE_GEMM_UP, VKMOE_STAGE_SHARED, false);
+        join_stage(st, VKMOE_STAGE_GEMM_DOWN, VKMOE_STAGE_SHARED, false);
+        st[VKMOE_STAGE_SHARED].flops = st[VKMOE_STAGE_SHARED].bytes = 0;
+    }
+    /* The bucketing: the router's at one token, else the scan's alone where
+     * the slots fit one block. */
+    vkmoe_stage bucketing =
+        vkmoe_router_buckets(w->layer, tokens) ? VKMOE_STAGE_ROUTER : VKMOE_STAGE_SCAN;
+    if (vkmoe_bucketing_in_one_dispatch(w->layer, tokens)) {
+        join_stage(st, bucketing, VKMOE_STAGE_HISTOGRAM, true);
+        if (bucketing != VKMOE_STAGE_SCAN)
+            join_stage(st, bucketing, VKMOE_STAGE_SCAN, true);
+        join_stage(st, bucketing, VKMOE_STAGE_SCATTER, true);
+    }
 }
 
 /* The expected output of sample i in a forward of `tokens` tokens. */

@@ -7,9 +7,13 @@
 #include "reference.h"
 #include "vkmoe.h"
 
-/* Time, useful FLOPs and the bytes a stage must move at least once. */
+/* Time, useful FLOPs and the bytes a stage must move at least once; its
+ * name in the JSON: the vkmoe_stage's, or where the stage's time covers
+ * others' work the stages it covers joined by '+' (shared/BENCH.md): a
+ * stage whose work ran elsewhere counts none. */
 typedef struct stage_figures {
     double ms, flops, bytes;
+    char name[40];
 } stage_figures;
 
 /* A layer with an expert cache (params.expert_budget_bytes), run beside
