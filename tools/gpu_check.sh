@@ -164,9 +164,11 @@ for name in sys.argv[1:]:
                 r.get("preset") or "-", s["weights"], r.get("gemm_path", r["path"]), s["tokens"],
                 r["layer_ms"], r["gbps"], 100 * r["gbps"] / read if read else 0, r["gflops"],
                 "ok" if r["verified"] else "NOT VERIFIED"))
-            # The expert GEMMs alone (issue 15's decode target) and the floor
+            # The expert GEMMs alone (issue 15's decode target; with the shared
+            # expert's where it ran beside them: gemm_up+shared) and the floor
             # of the forward's dispatches (what fusing stages would save).
-            gemms = [g for g in r.get("stages", []) if g["name"] in ("gemm_up", "gemm_down")]
+            gemms = [g for g in r.get("stages", [])
+                     if g["name"].split("+")[0] in ("gemm_up", "gemm_down")]
             ms = sum(g["ms"] for g in gemms)
             gbps = sum(g["gbps"] * g["ms"] for g in gemms) / ms if ms > 0 else 0
             print("    expert GEMMs %.3f ms, %.1f GB/s (%.0f%% of read); %d dispatches, floor %.3f ms" % (
