@@ -552,6 +552,8 @@ static void count_work(const workload *w, uint32_t tokens, uint32_t active, run_
         join_stage(st, VKMOE_STAGE_GEMM_DOWN, VKMOE_STAGE_SHARED, false);
         st[VKMOE_STAGE_SHARED].flops = st[VKMOE_STAGE_SHARED].bytes = 0;
     }
+    if (vkmoe_combine_in_down(w->layer, tokens))
+        join_stage(st, VKMOE_STAGE_GEMM_DOWN, VKMOE_STAGE_COMBINE, true);
     /* The bucketing: the router's at one token, else the scan's alone where
      * the slots fit one block. */
     vkmoe_stage bucketing =

@@ -686,7 +686,9 @@ typedef enum vkmoe_stage {
      * gemm_up and gemm_down stages beside theirs, timed there, and this
      * stage takes 0 ms */
     VKMOE_STAGE_SHARED = 6,
-    VKMOE_STAGE_COMBINE = 7, /* weighted sum of each token's experts */
+    /* weighted sum of each token's experts; 0 ms where gemm_down does it
+     * (one token on the GEMV path: timed in VKMOE_STAGE_GEMM_DOWN) */
+    VKMOE_STAGE_COMBINE = 7,
     VKMOE_STAGE_MAX = 8,
 } vkmoe_stage;
 

@@ -26,14 +26,12 @@
 #include "common/buffers.glsl"
 #include "common/dispatch.glsl"
 #include "public_enums.glsl"
+#include "common/output_rows.glsl"
 
 layout(local_size_x = 256) in;
 layout(constant_id = 0) const uint SPAN = 16; // elements of a row per invocation, a multiple of 4
 layout(constant_id = 1) const uint GROUP = 1; // slots loaded before they are summed
 const uint QUADS = SPAN / 4;
-layout(set = 0, binding = 1, std430) writeonly buffer Y { float y[]; };
-layout(set = 0, binding = 1, std430) writeonly buffer Y4 { vec4 y4[]; };
-layout(set = 0, binding = 1, std430) writeonly buffer Y16 { uint y16[]; }; // two values a word
 layout(set = 1, binding = 0) uniform samplerBuffer z_texels;
 layout(set = 1, binding = 1) uniform samplerBuffer shared_texels;
 layout(push_constant) uniform Push {
@@ -42,21 +40,6 @@ layout(push_constant) uniform Push {
     uint unit_weights; // the weights scaled the experts' inputs (Llama 4): sum unweighted
 } pc;
 
-// bf16 of v, rounded to nearest even; NaN stays a (quiet) NaN.
-uint bf16_bits(float v)
-{
-    uint bits = floatBitsToUint(v);
-    if (isnan(v))
-        return (bits >> 16) | 0x40u;
-    return (bits + 0x7fffu + (bits >> 16 & 1u)) >> 16;
-}
-
-uint pack16(float a, float b)
-{
-    if (pc.io_type == WEIGHT_F16)
-        return packHalf2x16(vec2(a, b));
-    return bf16_bits(a) | bf16_bits(b) << 16;
-}
 
 // z[start + i] for the i < n valid of four; 0 past them.
 vec4 load4(FloatArray z, uint start, uint n)
@@ -87,7 +70,7 @@ void store(uint token, uint d, vec4 v)
     uint first = token * pc.dim + d;
     if (pc.io_type != WEIGHT_F32) { // dim and d even: whole words of this row
         for (uint i = 0; i < min(4, pc.dim - d); i += 2)
-            y16[(first + i) / 2] = pack16(v[i], v[i + 1]);
+            y16[(first + i) / 2] = pack16(pc.io_type, v[i], v[i + 1]);
         return;
     }
     if (pc.z_texels != 0) {

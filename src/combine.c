@@ -42,3 +42,44 @@ void vkmoe_combine_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t toke
     vkmoe_dispatch_1d(layer->ctx, cmd, layer->pipelines[VKMOE_SHADER_COMBINE], &push, sizeof(push),
                       vkmoe_div_up(spans, 256));
 }
+
+uint32_t vkmoe_combine_blocks(const vkmoe_layer *layer)
+{
+    return (uint32_t)vkmoe_div_up(layer->params.dim, VKMOE_GEMV_COLUMNS);
+}
+
+bool vkmoe_combine_in_down(const vkmoe_layer *layer, uint32_t tokens)
+{
+    return tokens == 1 && vkmoe_router_buckets(layer, tokens) && vkmoe_experts_resident(layer) &&
+           vkmoe_gemm_kernel_for(layer, tokens)->path == VKMOE_GEMM_GEMV &&
+           (!layer->params.shared_ffn_dim || vkmoe_shared_beside(layer, tokens));
+}
+
+bool vkmoe_combine_runs(const vkmoe_layer *layer, uint32_t tokens)
+{
+    return !vkmoe_combine_in_down(layer, tokens);
+}
+
+void vkmoe_combine_in_down_fields(const vkmoe_layer *layer, uint32_t tokens,
+                                  vkmoe_down_combine *out)
+{
+    *out = (vkmoe_down_combine){0};
+    if (!vkmoe_combine_in_down(layer, tokens))
+        return;
+    const vkmoe_layer_params *p = &layer->params;
+    VkDeviceAddress base = layer->work->scratch.address;
+    /* One token's k slots go to k different experts, each kept (a
+     * capacity is at least 1): k rows, and the shared expert's, finish
+     * each column block. */
+    uint32_t arrivals = p->top_k + (p->shared_ffn_dim ? 1 : 0);
+    *out = (vkmoe_down_combine){
+        .arrivals = vkmoe_combine_arrivals(layer),
+        .routed_out = layer->work->expert_out.address,
+        .topk_weight = base + layer->plan.layout.topk_weight,
+        .slot_row = base + layer->plan.layout.slot_row,
+        .shared_out = p->shared_ffn_dim ? layer->work->shared_out.address : 0,
+        .shared_scale = p->shared_gate ? base + layer->plan.layout.shared_scale : 0,
+        .packed = arrivals | p->top_k << 8 | (uint32_t)p->io_type << 16 |
+                  (uint32_t)(p->scale_expert_input ? 1 : 0) << 24,
+    };
+}

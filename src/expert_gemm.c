@@ -43,9 +43,12 @@ typedef struct gemm_down_push {
     gemm_source_push source;
     uint32_t hidden_texel;
     VkDeviceAddress expert_slot;
+    vkmoe_down_combine combine;
 } gemm_down_push;
-_Static_assert(sizeof(gemm_down_push) == 72 && offsetof(gemm_down_push, source) == 48 &&
-                   offsetof(gemm_down_push, hidden_texel) == 60,
+_Static_assert(sizeof(gemm_down_push) == 128 && offsetof(gemm_down_push, source) == 48 &&
+                   offsetof(gemm_down_push, hidden_texel) == 60 &&
+                   offsetof(gemm_down_push, combine) == 72 &&
+                   sizeof(gemm_down_push) <= VKMOE_PUSH_SIZE,
                "gemm_down_push must mirror gemm_down.comp");
 
 /* The plain tiled path's rows per tile: each invocation of its 4-subgroup
@@ -282,19 +285,21 @@ vkmoe_status vkmoe_gemm_sources_create(vkmoe_layer *layer, vkmoe_expert_array ar
 }
 
 /* Row r of a per-token pass (router logits, shared expert) is token r: an
- * identity row map and one expert for every tile, written once. */
+ * identity row map and one expert for every tile, written once; then the
+ * one-token combine's counts (combine.c), 0 between forwards. */
 vkmoe_status vkmoe_gemm_token_plan_create(vkmoe_layer *layer)
 {
     uint32_t rows = layer->plan.token_rows, tiles = rows / layer->gemm.tile_m;
+    uint32_t blocks = vkmoe_combine_blocks(layer);
     vkmoe_context *ctx = layer->ctx;
-    VKMOE_TRY(vkmoe_buffer_create(ctx, 4ull * (tiles + rows), VKMOE_MEMORY_DEVICE,
-                                  &layer->plan.token_plan));
-    uint32_t *plan = vkmoe_calloc((size_t)tiles + rows, sizeof(*plan));
+    size_t words = (size_t)tiles + rows + blocks;
+    VKMOE_TRY(vkmoe_buffer_create(ctx, 4ull * words, VKMOE_MEMORY_DEVICE, &layer->plan.token_plan));
+    uint32_t *plan = vkmoe_calloc(words, sizeof(*plan));
     if (!plan)
         return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     for (uint32_t r = 0; r < rows; r++)
         plan[tiles + r] = r;
-    size_t bytes = 4 * ((size_t)tiles + rows);
+    size_t bytes = 4 * words;
     vkmoe_status status =
         vkmoe_buffer_write_rows(ctx, &layer->plan.token_plan, 0, plan, 1, bytes, bytes);
     free(plan);
@@ -307,6 +312,12 @@ void vkmoe_token_plan(const vkmoe_layer *layer, VkDeviceAddress *tile_expert,
     *tile_expert = layer->plan.token_plan.address;
     *row_slot =
         layer->plan.token_plan.address + 4ull * (layer->plan.token_rows / layer->gemm.tile_m);
+}
+
+VkDeviceAddress vkmoe_combine_arrivals(const vkmoe_layer *layer)
+{
+    return layer->plan.token_plan.address +
+           4ull * (layer->plan.token_rows / layer->gemm.tile_m + layer->plan.token_rows);
 }
 
 /* A GEMM pipeline's specialization constants (shaders/common/expert_gemm.glsl);
@@ -461,6 +472,7 @@ void vkmoe_gemm_down_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_g
         .rows = rows->rows,
         .hidden_texel = rows->hidden_texel,
         .expert_slot = rows->expert_slot,
+        .combine = rows->combine,
     };
     uint32_t groups_x = (uint32_t)vkmoe_div_up(layer->params.dim, k->down_columns);
     dispatch(layer, cmd, k->down, rows, &push, sizeof(push), &push.source, indirect_grid, groups_x,
@@ -505,5 +517,6 @@ void vkmoe_gemm_up_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t toke
 void vkmoe_gemm_down_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 {
     vkmoe_gemm_rows rows = routed_rows(layer, VKMOE_EXPERT_DOWN);
+    vkmoe_combine_in_down_fields(layer, tokens, &rows.combine);
     vkmoe_gemm_down_pass(layer, cmd, vkmoe_gemm_kernel_for(layer, tokens), &rows, 1, 0);
 }

@@ -52,6 +52,15 @@ typedef struct vkmoe_gemm_source {
  * from the scan's plan, grids by indirect dispatch) or the shared expert
  * (row r is token r, one expert, grids known on the host). A pass records
  * one dispatch per source. */
+/* gemm_down's push fields for a forward of one token's combine in its GEMV
+ * dispatch (combine.c; all 0: none), as gemm_down.comp has them. */
+typedef struct vkmoe_down_combine {
+    VkDeviceAddress arrivals, routed_out, topk_weight, slot_row, shared_out, shared_scale;
+    uint32_t packed; /* arrivals a column block (0: none), top_k << 8, io_type << 16, unit weights
+                        << 24 */
+    uint32_t pad_;
+} vkmoe_down_combine;
+
 typedef struct vkmoe_gemm_rows {
     const vkmoe_gemm_source *sources;
     uint32_t source_count;
@@ -63,6 +72,7 @@ typedef struct vkmoe_gemm_rows {
      * views hold it as (expert_cache.h), or 0: they hold experts by number */
     VkDeviceAddress expert_slot;
     uint32_t ffn, ld_ffn, top_k, max_tiles, rows;
+    vkmoe_down_combine combine; /* the down pass: one token's combine, or zeros */
 } vkmoe_gemm_rows;
 
 /* E matrices of one kind (gate, up or down) for all experts, packed into as
@@ -119,6 +129,9 @@ vkmoe_status vkmoe_gemm_sources_create(vkmoe_layer *layer, vkmoe_expert_array ar
 vkmoe_status vkmoe_gemm_token_plan_create(vkmoe_layer *layer);
 void vkmoe_token_plan(const vkmoe_layer *layer, VkDeviceAddress *tile_expert,
                       VkDeviceAddress *row_slot);
+/* After that plan: u32 [vkmoe_combine_blocks], the one-token combine's
+ * counts of the workgroups that have finished each column block. */
+VkDeviceAddress vkmoe_combine_arrivals(const vkmoe_layer *layer);
 /* Record one pass of the expert GEMMs over `rows` with kernel k;
  * indirect_grid is the index of the scan's indirect grid, or -1 for a
  * direct grid of `tiles` row tiles. */

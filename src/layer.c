@@ -81,7 +81,7 @@ static const struct {
     [VKMOE_STAGE_GEMM_UP] = {"gemm_up", unless_expert_out_given, record_routed_experts},
     [VKMOE_STAGE_GEMM_DOWN] = {"gemm_down", all_experts_resident, record_routed_down},
     [VKMOE_STAGE_SHARED] = {"shared", vkmoe_shared_runs, vkmoe_shared_record},
-    [VKMOE_STAGE_COMBINE] = {"combine", always, vkmoe_combine_record},
+    [VKMOE_STAGE_COMBINE] = {"combine", vkmoe_combine_runs, vkmoe_combine_record},
 };
 _Static_assert(VKMOE_ARRAY_SIZE(stages) == VKMOE_STAGE_MAX, "one row per vkmoe_stage");
 

@@ -66,6 +66,7 @@ void vkmoe_shared_up_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t to
 void vkmoe_shared_down_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens)
 {
     vkmoe_gemm_rows rows = shared_rows(layer, VKMOE_EXPERT_DOWN, tokens);
+    vkmoe_combine_in_down_fields(layer, tokens, &rows.combine);
     vkmoe_gemm_down_pass(layer, cmd, vkmoe_gemm_kernel_for(layer, tokens), &rows, -1,
                          rows.max_tiles);
 }

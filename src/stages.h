@@ -42,6 +42,17 @@ bool vkmoe_experts_resident(const vkmoe_layer *layer);
 bool vkmoe_shared_beside(const vkmoe_layer *layer, uint32_t tokens);
 /* Whether the shared expert's own stage runs: a shared expert not beside. */
 bool vkmoe_shared_runs(const vkmoe_layer *layer, uint32_t tokens);
+/* Whether gemm_down's dispatches do this forward's combine too: one token
+ * (the router's plan), every expert resident, the GEMV kernel, the shared
+ * expert (if any) beside the routed ones; then the combine stage records
+ * nothing (vkmoe_combine_runs), one dispatch and one barrier fewer. */
+bool vkmoe_combine_in_down(const vkmoe_layer *layer, uint32_t tokens);
+bool vkmoe_combine_runs(const vkmoe_layer *layer, uint32_t tokens);
+/* gemm_down's push fields for that combine, or zeros where it does not. */
+void vkmoe_combine_in_down_fields(const vkmoe_layer *layer, uint32_t tokens,
+                                  vkmoe_down_combine *out);
+/* The column blocks of gemm_down's GEMV grid: dim / VKMOE_GEMV_COLUMNS. */
+uint32_t vkmoe_combine_blocks(const vkmoe_layer *layer);
 
 /* The specialization constants of each stage's pipeline for this layer. */
 vkmoe_spec vkmoe_router_spec(const vkmoe_layer *layer);

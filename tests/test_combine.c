@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "helpers.h"
+#include "stages.h"
 
 static void check_combine(void **state, vkmoe_layer_params p, uint32_t tokens)
 {
@@ -61,11 +62,82 @@ static void test_combine_gpu_shape(void **state)
     test_context_destroy(&gpu);
 }
 
+/* y of a forward of `tokens` tokens of x (f32, converted to io_type) as
+ * f32, and the dispatches and barriers it recorded. */
+static float *forward_of(test_layer *t, uint32_t tokens, const float *x, vkmoe_recorded *recorded)
+{
+    const vkmoe_layer_params *p = &t->params;
+    size_t n = (size_t)tokens * p->dim, io = vkmoe_params_io_bytes(p);
+    void *x_io = malloc(n * io), *y_io = malloc(n * io);
+    float *y = malloc(n * sizeof(float));
+    assert_int_equal(vkmoe_quantize(p->io_type, x, n, x_io, n * io), VKMOE_OK);
+    assert_int_equal(vkmoe_layer_forward(t->layer, tokens, x_io, y_io), VKMOE_OK);
+    assert_int_equal(vkmoe_dequantize(p->io_type, y_io, n, y), VKMOE_OK);
+    *recorded = t->layer->io.recorded;
+    free(x_io);
+    free(y_io);
+    return y;
+}
+
+/* One token's combine in gemm_down's GEMV dispatches, by the last
+ * workgroup to finish each column block: its rows equal those of a
+ * two-token forward (combine's own stage) on the same tokens, each token
+ * alone and one after the other (the counts set back to 0 between them),
+ * with a shared expert, its gate, Llama 4's unweighted sum, f16 and bf16
+ * output, a row of 46 (a last block of 6 columns); the forward has no
+ * combine dispatch and one barrier fewer. */
+static void test_combine_in_gemm_down(void **state)
+{
+    static const struct {
+        uint32_t shared_ffn;
+        bool gate, llama4;
+        vkmoe_weight_type io;
+    } cases[] = {
+        {0, false, false, VKMOE_WEIGHT_F32},  {24, true, false, VKMOE_WEIGHT_F32},
+        {24, false, true, VKMOE_WEIGHT_F32},  {24, true, false, VKMOE_WEIGHT_F16},
+        {0, false, false, VKMOE_WEIGHT_BF16},
+    };
+    for (size_t c = 0; c < VKMOE_ARRAY_SIZE(cases); c++) {
+        test_seed(71);
+        vkmoe_layer_params p = test_shape(46, 30, 6, 3, 5);
+        if (cases[c].llama4) {
+            assert_int_equal(vkmoe_layer_params_family(&p, "llama4"), VKMOE_OK);
+            p.top_k = 2;
+        }
+        p.shared_ffn_dim = cases[c].shared_ffn;
+        p.shared_gate = cases[c].gate;
+        p.io_type = cases[c].io;
+        p.gemm_path = VKMOE_GEMM_GEMV;
+        test_layer t;
+        test_layer_create(*state, &p, &t);
+        test_layer_upload(&t);
+        assert_true(vkmoe_combine_in_down(t.layer, 1));
+        assert_false(vkmoe_combine_in_down(t.layer, 2));
+        float *x = test_input(2, p.dim);
+        vkmoe_recorded one, two;
+        float *both = forward_of(&t, 2, x, &two);
+        for (uint32_t tok = 0; tok < 2; tok++) {
+            float *y = forward_of(&t, 1, x + (size_t)tok * p.dim, &one);
+            assert_memory_equal(y, both + (size_t)tok * p.dim, p.dim * sizeof(float));
+            free(y);
+        }
+        uint32_t shared = p.shared_ffn_dim ? 2 : 0;
+        assert_int_equal(one.dispatches, 5 + shared);
+        assert_int_equal(one.barriers, 6);
+        if (p.io_type == VKMOE_WEIGHT_F32)
+            test_check_forward(&t, 1, x);
+        free(both);
+        free(x);
+        test_layer_destroy(&t);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_combine_shapes),
         cmocka_unit_test(test_combine_gpu_shape),
+        cmocka_unit_test(test_combine_in_gemm_down),
     };
     return test_device_suite(tests, test_group_setup, test_group_teardown);
 }
