@@ -11,8 +11,14 @@
 //         [slots] or 0: each row's x·Wᵀ is scaled by its slot's value before
 //         the bias and activation (Llama 4's routing weight on the input);
 //         expert_slot u32 [experts] or 0: with an expert cache, the slot of
-//         each expert among the matrices the weights hold
+//         each expert among the matrices the weights hold; with A_FROM_X
+//         (the GEMV path's router logits): x_rows f32 [tokens][ld_dim], dim,
+//         io_type (below)
 //   spec: see common/expert_gemm.glsl
+// Built with GEMV and A_FROM_X, the router's logits read A from x itself
+// (set 0, binding 0: common/input_rows.glsl; row r is token r) and the
+// first column of workgroups also writes x_rows for the expert GEMMs: the
+// input_rows stage's work, without its dispatch and barrier.
 #extension GL_GOOGLE_include_directive : require
 #include "common/buffers.glsl"
 #include "common/expert_gemm.glsl"
@@ -29,6 +35,8 @@ layout(push_constant) uniform Push {
     uint ffn, ld_dim, ld_ffn, top_k, max_tiles, rows, expert_first, expert_count, matrix_texels;
     float limit, alpha;
     uvec2 input_scale, expert_slot;
+    uvec2 x_rows;
+    uint dim, io_type;
 } pc;
 
 // The scale of row `row`'s projections: its slot's routing weight, or 1.
@@ -39,10 +47,43 @@ float row_scale(uint row)
     return FloatArray(pc.input_scale).v[UintArray(pc.row_slot).v[row]];
 }
 
+#ifdef A_FROM_X
+#include "common/input_rows.glsl"
+
+// Row `row`'s token: where load_a8 finds it in x.
+uint a_row_texel(uint row)
+{
+    return UintArray(pc.row_slot).v[row] / pc.top_k;
+}
+
+void load_a8(uint token, uint k, out vec4 a, out vec4 b)
+{
+    a = x_quad(pc.io_type, pc.dim, token, k);
+    b = x_quad(pc.io_type, pc.dim, token, k + 4);
+}
+
+// The tile's tokens' rows of x_rows (zero-padded to ld_dim), for the
+// expert GEMMs after the router: the workgroups of column block 0 write
+// them.
+void write_x_rows(uint row0)
+{
+    if (gl_WorkGroupID.x != 0)
+        return;
+    uint quads = pc.ld_dim / 4;
+    for (uint r = row0; r < row0 + TILE_M; r++) {
+        if (slot_at(pc.row_slot, pc.rows, r) == INVALID)
+            break;
+        uint token = a_row_texel(r);
+        for (uint q = gl_LocalInvocationIndex; q < quads; q += LANES)
+            Vec4Array(pc.x_rows).v[token * quads + q] = x_quad(pc.io_type, pc.dim, token, 4 * q);
+    }
+}
+#else
 uint a_row_texel(uint row)
 {
     return UintArray(pc.row_slot).v[row] / pc.top_k * (pc.ld_dim / 4);
 }
+#endif
 
 vec4 gated(vec4 gate, vec4 up)
 {
@@ -102,6 +143,9 @@ void main()
     if (expert == INVALID)
         return;
     uint row0 = row_tile_id() * TILE_M;
+#ifdef A_FROM_X
+    write_x_rows(row0);
+#endif
     // Gated: a column is a hidden column, from the gate's row and the up
     // projection's; ReLU and linear: the up projection's row alone.
     bool relu = ACTIVATION == ACTIVATION_RELU, single = relu || ACTIVATION == ACTIVATION_LINEAR;

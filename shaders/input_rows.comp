@@ -9,22 +9,13 @@
 #include "common/buffers.glsl"
 #include "common/dispatch.glsl"
 #include "public_enums.glsl"
+#include "common/input_rows.glsl"
 
 layout(local_size_x = 64) in;
-layout(set = 0, binding = 0, std430) readonly buffer X { float x[]; };
-layout(set = 0, binding = 0, std430) readonly buffer X16 { uint x16[]; }; // two values a word
 layout(push_constant) uniform Push {
     uvec2 x_rows;
     uint tokens, dim, ld_dim, io_type;
 } pc;
-
-float load_x(uint i)
-{
-    if (pc.io_type == WEIGHT_F32)
-        return x[i];
-    uint h = x16[i / 2] >> (i % 2) * 16 & 0xffffu;
-    return pc.io_type == WEIGHT_F16 ? unpackHalf2x16(h).x : uintBitsToFloat(h << 16);
-}
 
 void main()
 {
@@ -33,9 +24,5 @@ void main()
     uint token = quad / quads_per_row, d = quad % quads_per_row * 4;
     if (token >= pc.tokens)
         return;
-    vec4 v = vec4(0.0);
-    for (uint i = 0; i < 4; i++)
-        if (d + i < pc.dim)
-            v[i] = load_x(token * pc.dim + d + i);
-    Vec4Array(pc.x_rows).v[quad] = v;
+    Vec4Array(pc.x_rows).v[quad] = x_quad(pc.io_type, pc.dim, token, d);
 }

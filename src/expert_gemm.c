@@ -32,9 +32,12 @@ typedef struct gemm_up_push {
     gemm_source_push source;
     float limit, alpha;
     VkDeviceAddress input_scale, expert_slot;
+    VkDeviceAddress x_rows; /* the logits on the GEMV path (A_FROM_X): they write x_rows */
+    uint32_t dim, io_type;
 } gemm_up_push;
-_Static_assert(sizeof(gemm_up_push) == 104 && offsetof(gemm_up_push, source) == 64 &&
-                   offsetof(gemm_up_push, input_scale) == 88,
+_Static_assert(sizeof(gemm_up_push) == 120 && offsetof(gemm_up_push, source) == 64 &&
+                   offsetof(gemm_up_push, input_scale) == 88 &&
+                   offsetof(gemm_up_push, x_rows) == 104 && sizeof(gemm_up_push) <= VKMOE_PUSH_SIZE,
                "gemm_up_push must mirror gemm_up.comp");
 
 typedef struct gemm_down_push {
@@ -360,6 +363,21 @@ static vkmoe_shader gemm_shader(const vkmoe_layer *layer, vkmoe_gemm_path path, 
     }
 }
 
+/* The router logits' shader on a path: on the GEMV path they read x
+ * itself and write x_rows (gemm_up.comp's A_FROM_X), the input_rows
+ * stage's work without its dispatch. */
+static vkmoe_shader logits_shader(const vkmoe_layer *layer, vkmoe_gemm_path path)
+{
+    return path == VKMOE_GEMM_GEMV ? VKMOE_SHADER_GEMM_UP_GEMV_X
+                                   : gemm_shader(layer, path, VKMOE_SHADER_GEMM_UP);
+}
+
+bool vkmoe_logits_read_x(const vkmoe_layer *layer, uint32_t tokens)
+{
+    return !layer->io.routes_given &&
+           vkmoe_gemm_kernel_for(layer, tokens)->logits_path == VKMOE_GEMM_GEMV;
+}
+
 vkmoe_status vkmoe_gemm_kernel_create(vkmoe_layer *layer, vkmoe_gemm_kernel *k)
 {
     vkmoe_spec up = gemm_spec(layer, k, VKMOE_EXPERT_UP);
@@ -370,8 +388,8 @@ vkmoe_status vkmoe_gemm_kernel_create(vkmoe_layer *layer, vkmoe_gemm_kernel *k)
                                  &k->up));
     VKMOE_TRY(vkmoe_pipeline_get(layer->ctx, gemm_shader(layer, k->path, VKMOE_SHADER_GEMM_DOWN),
                                  &down, &k->down));
-    return vkmoe_pipeline_get(layer->ctx, gemm_shader(layer, k->logits_path, VKMOE_SHADER_GEMM_UP),
-                              &logits, &k->logits);
+    return vkmoe_pipeline_get(layer->ctx, logits_shader(layer, k->logits_path), &logits,
+                              &k->logits);
 }
 
 /* One dispatch per source: each covers every row tile and works on the
@@ -453,6 +471,9 @@ void vkmoe_router_gemm_pass(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t to
     };
     vkmoe_token_plan(layer, &rows.tile_expert, &rows.row_slot);
     gemm_up_push push = up_push(layer, &rows);
+    push.x_rows = layer->work->x_rows.address;
+    push.dim = p->dim;
+    push.io_type = (uint32_t)p->io_type;
     const vkmoe_gemm_kernel *k = vkmoe_gemm_kernel_for(layer, tokens);
     uint32_t groups_x = (uint32_t)vkmoe_div_up(rows.ld_ffn, k->logits_columns);
     dispatch(layer, cmd, k->logits, &rows, &push, sizeof(push), &push.source, -1, groups_x, tiles);

@@ -138,8 +138,12 @@ VkDeviceAddress vkmoe_combine_arrivals(const vkmoe_layer *layer);
 void vkmoe_gemm_up_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_gemm_kernel *k,
                         const vkmoe_gemm_rows *rows, int indirect_grid, uint32_t tiles);
 /* The router's logits x·Wgᵀ as a GEMM over one row per token, on the
- * logits pipeline of the kernel the forward's token count runs. */
+ * logits pipeline of the kernel the forward's token count runs; on the
+ * GEMV path it reads x itself and writes x_rows (vkmoe_logits_read_x). */
 void vkmoe_router_gemm_pass(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t tokens);
+/* Whether this forward's logits read x and write x_rows: the router records
+ * no input_rows dispatch then. */
+bool vkmoe_logits_read_x(const vkmoe_layer *layer, uint32_t tokens);
 void vkmoe_gemm_down_pass(vkmoe_layer *layer, VkCommandBuffer cmd, const vkmoe_gemm_kernel *k,
                           const vkmoe_gemm_rows *rows, int indirect_grid, uint32_t tiles);
 

@@ -77,10 +77,12 @@ void vkmoe_router_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t token
     const vkmoe_layer_params *p = &layer->params;
     VkDeviceAddress scratch = layer->work->scratch.address;
     VkDeviceAddress vectors = layer->weights.router_vectors.address;
-    vkmoe_input_rows_record(layer, cmd, tokens);
-    if (layer->io.routes_given)
-        return; /* the rows' experts and weights are in the scratch already */
-    vkmoe_barrier_compute(layer->ctx, cmd);
+    if (!vkmoe_logits_read_x(layer, tokens)) {
+        vkmoe_input_rows_record(layer, cmd, tokens);
+        if (layer->io.routes_given)
+            return; /* the rows' experts and weights are in the scratch already */
+        vkmoe_barrier_compute(layer->ctx, cmd);
+    }
     vkmoe_router_gemm_pass(layer, cmd, tokens);
     vkmoe_barrier_compute(layer->ctx, cmd);
     const vkmoe_scratch_layout *l = &layer->plan.layout;

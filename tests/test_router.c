@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "helpers.h"
+#include "stages.h"
 
 static float first_weight; /* the GPU's weight of slot 0 in the last run_router */
 
@@ -258,6 +259,53 @@ static void test_logits_on_gpu_paths(void **state)
     }
 }
 
+/* On the GEMV path the logits read x itself, of any io_type, and write
+ * x_rows for the expert GEMMs (no input_rows dispatch): whole forwards of
+ * f32 x of 45 elements a row (no whole texel) and f16 and bf16 x of 46,
+ * at 1 and 7 tokens, against the reference on the rounded x; 6 and 8
+ * dispatches with a shared expert (logits, router, scan at 7, gemm_up
+ * twice, gemm_down twice, combine at 7). */
+static void test_logits_read_x(void **state)
+{
+    static const struct {
+        vkmoe_weight_type io;
+        uint32_t dim;
+    } cases[] = {{VKMOE_WEIGHT_F32, 45}, {VKMOE_WEIGHT_F16, 46}, {VKMOE_WEIGHT_BF16, 46}};
+    for (size_t c = 0; c < VKMOE_ARRAY_SIZE(cases); c++) {
+        test_seed(43);
+        vkmoe_layer_params p = test_shape(cases[c].dim, 30, 9, 3, 9);
+        p.io_type = cases[c].io;
+        p.shared_ffn_dim = 16;
+        p.shared_gate = true;
+        p.gemm_path = VKMOE_GEMM_GEMV;
+        test_layer t;
+        test_layer_create(*state, &p, &t);
+        test_layer_upload(&t);
+        const uint32_t tokens[] = {1, 7}, dispatches[] = {6, 8};
+        for (size_t i = 0; i < VKMOE_ARRAY_SIZE(tokens); i++) {
+            size_t n = (size_t)tokens[i] * p.dim, io = vkmoe_params_io_bytes(&p);
+            float *x = test_input(tokens[i], p.dim), *y = malloc(n * sizeof(float));
+            void *x_io = malloc(n * io), *y_io = malloc(n * io);
+            double *expected = malloc(n * sizeof(double));
+            assert_true(vkmoe_logits_read_x(t.layer, tokens[i]));
+            assert_int_equal(vkmoe_quantize(p.io_type, x, n, x_io, n * io), VKMOE_OK);
+            assert_int_equal(vkmoe_dequantize(p.io_type, x_io, n, x), VKMOE_OK);
+            assert_int_equal(vkmoe_layer_forward(t.layer, tokens[i], x_io, y_io), VKMOE_OK);
+            assert_int_equal(vkmoe_dequantize(p.io_type, y_io, n, y), VKMOE_OK);
+            assert_int_equal(t.layer->io.recorded.dispatches, dispatches[i]);
+            vkmoe_ref_forward(&t.ref, tokens[i], x, expected);
+            vkmoe_ref_error err = vkmoe_ref_compare(y, expected, n);
+            assert_true(err.max_rel <= fixture_tolerance(&p));
+            free(x);
+            free(y);
+            free(x_io);
+            free(y_io);
+            free(expected);
+        }
+        test_layer_destroy(&t);
+    }
+}
+
 /* ERNIE-4.5's choice by p + b_sel with weights p renormalised; the sum
  * floored at 1e-12 where the bias picks experts of tiny p: a router bias
  * of 40 on every other expert leaves experts 0 and 1 near exp(-40), and
@@ -314,6 +362,7 @@ int main(void)
         cmocka_unit_test(test_largest_limits),
         cmocka_unit_test(test_one_token),
         cmocka_unit_test(test_logits_on_gpu_paths),
+        cmocka_unit_test(test_logits_read_x),
         cmocka_unit_test(test_many_experts_wide_dim),
         cmocka_unit_test(test_one_expert),
         cmocka_unit_test(test_k_equals_e_and_ties),

@@ -27,6 +27,18 @@ const uint GEMV_PASS = VKMOE_GEMV_PASS;
 // GPU's best), spec 4.
 layout(constant_id = 4) const uint GEMV_STEPS = VKMOE_GEMV_STEPS;
 
+// Elements k .. k + 7 of the row of A that a_row_texel gave `at` for: its
+// texels in rows_a, or with A_FROM_X, the stage's own (gemm_up.comp: the
+// router logits reading x itself).
+void load_a8(uint at, uint k, out vec4 a, out vec4 b);
+#ifndef A_FROM_X
+void load_a8(uint at, uint k, out vec4 a, out vec4 b)
+{
+    a = texelFetch(rows_a, int(at + k / 4));
+    b = texelFetch(rows_a, int(at + k / 4 + 1));
+}
+#endif
+
 // Row m of a pass: its sums over projection 0 (weights0: the gate) and
 // projection 1 (weights1: up, or the only projection).
 float gemv_sum0[GEMV_PASS], gemv_sum1[GEMV_PASS];
@@ -71,8 +83,8 @@ void gemv_pass(uint r0, uint valid, uint base, uint n, uint ld, bool both)
             [[unroll]] for (uint m = 0; m < GEMV_PASS; m++) {
                 if (m >= valid)
                     break;
-                vec4 a = texelFetch(rows_a, int(texel[m] + k / 4));
-                vec4 b = texelFetch(rows_a, int(texel[m] + k / 4 + 1));
+                vec4 a, b;
+                load_a8(texel[m], k, a, b);
                 gemv_sum1[m] += dot(a, lo1[u]) + dot(b, hi1[u]);
                 if (both)
                     gemv_sum0[m] += dot(a, lo0[u]) + dot(b, hi0[u]);
