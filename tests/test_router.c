@@ -261,16 +261,17 @@ static void test_logits_on_gpu_paths(void **state)
 
 /* On the GEMV path the logits read x itself, of any io_type, and write
  * x_rows for the expert GEMMs (no input_rows dispatch): whole forwards of
- * f32 x of 45 elements a row (no whole texel) and f16 and bf16 x of 46,
- * at 1 and 7 tokens, against the reference on the rounded x; 6 and 8
- * dispatches with a shared expert (logits, router, scan at 7, gemm_up
- * twice, gemm_down twice, combine at 7). */
+ * f32 x of 45 elements a row and f16 and bf16 x of 46 (element by
+ * element), and of 48 and 44 (a quad a load), at 1 and 7 tokens, against the reference on the
+ * rounded x; 6 and 8 dispatches with a shared expert (logits, router, scan at 7, gemm_up twice,
+ * gemm_down twice, combine at 7). */
 static void test_logits_read_x(void **state)
 {
     static const struct {
         vkmoe_weight_type io;
         uint32_t dim;
-    } cases[] = {{VKMOE_WEIGHT_F32, 45}, {VKMOE_WEIGHT_F16, 46}, {VKMOE_WEIGHT_BF16, 46}};
+    } cases[] = {{VKMOE_WEIGHT_F32, 45}, {VKMOE_WEIGHT_F16, 46}, {VKMOE_WEIGHT_BF16, 46},
+                 {VKMOE_WEIGHT_F32, 48}, {VKMOE_WEIGHT_F16, 44}, {VKMOE_WEIGHT_BF16, 48}};
     for (size_t c = 0; c < VKMOE_ARRAY_SIZE(cases); c++) {
         test_seed(43);
         vkmoe_layer_params p = test_shape(cases[c].dim, 30, 9, 3, 9);
