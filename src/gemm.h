@@ -48,19 +48,21 @@ typedef struct vkmoe_gemm_source {
     VkDescriptorSet set;
     uint32_t expert_first, expert_count, matrix_texels;
 } vkmoe_gemm_source;
-/* Where a GEMM pass finds its rows and weights: the routed experts (rows
- * from the scan's plan, grids by indirect dispatch) or the shared expert
- * (row r is token r, one expert, grids known on the host). A pass records
- * one dispatch per source. */
+
 /* gemm_down's push fields for a forward of one token's combine in its GEMV
  * dispatch (combine.c; all 0: none), as gemm_down.comp has them. */
 typedef struct vkmoe_down_combine {
     VkDeviceAddress arrivals, routed_out, topk_weight, slot_row, shared_out, shared_scale;
-    uint32_t packed; /* arrivals a column block (0: none), top_k << 8, io_type << 16, unit weights
-                        << 24 */
+    /* the workgroups that finish a column block (0: no combine), top_k << 8,
+     * io_type << 16, unweighted (scale_expert_input) << 24 */
+    uint32_t packed;
     uint32_t pad_;
 } vkmoe_down_combine;
 
+/* Where a GEMM pass finds its rows and weights: the routed experts (rows
+ * from the scan's plan, grids by indirect dispatch) or the shared expert
+ * (row r is token r, one expert, grids known on the host). A pass records
+ * one dispatch per source. */
 typedef struct vkmoe_gemm_rows {
     const vkmoe_gemm_source *sources;
     uint32_t source_count;
