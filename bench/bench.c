@@ -28,6 +28,7 @@ typedef struct options {
     vkmoe_gemm_path gemm_path;
     const char *device;
     uint32_t warmup, iters;
+    uint32_t back_to_back; /* --back-to-back: forwards a timed submission records (1: one) */
     bool verify, json, list_presets;
     /* --device-budget: bytes, or a share of the experts' bytes (budget_percent > 0) */
     uint64_t budget_bytes;
@@ -124,6 +125,9 @@ static void usage(FILE *out)
         "  --micro-batches N     with --expert-parallel: each rank's tokens in N parts, one's\n"
         "                        exchange beside another's compute (1..64, default 1)\n"
         "  --warmup N --iters N  repetitions (default 2, 10); figures are medians\n"
+        "  --back-to-back N      each repetition N forwards recorded into one submission,\n"
+        "                        as a model's layers follow each other on the GPU; the\n"
+        "                        figures are the last one's (1..4096, default 1)\n"
         "  --no-verify           skip the CPU reference\n"
         "  --json                one JSON object on stdout\n",
         names_of(weight_type_name, weights, sizeof(weights)),
@@ -240,6 +244,7 @@ static int parse_args(int argc, char **argv, options *o)
     *o = (options){.scale = 1,
                    .weights = VKMOE_WEIGHT_F16,
                    .warmup = 2,
+                   .back_to_back = 1,
                    .iters = 10,
                    .verify = true,
                    .tokens = {1, 64, 256},
@@ -298,6 +303,8 @@ static int parse_args(int argc, char **argv, options *o)
             ok = parse_count(v, 0, &o->warmup) && o->warmup < 100000;
         else if (!strcmp(a, "--iters") && v)
             ok = parse_u32(v, &o->iters);
+        else if (!strcmp(a, "--back-to-back") && v)
+            ok = parse_u32(v, &o->back_to_back) && o->back_to_back <= 4096;
         else {
             takes_value = false;
             if (!strcmp(a, "--no-verify"))
@@ -328,6 +335,13 @@ static int parse_args(int argc, char **argv, options *o)
     }
     if ((o->placement || o->micro_batches) && !o->expert_parallel) {
         fprintf(stderr, "vkmoe-bench: --placement and --micro-batches go with --expert-parallel\n");
+        return 2;
+    }
+    if (o->back_to_back > 1 && (o->budget_bytes || o->budget_percent > 0 || o->cpu_layers ||
+                                o->routing_skew > 0 || o->trace || o->expert_parallel)) {
+        fprintf(stderr, "vkmoe-bench: --back-to-back records forwards of a layer that holds its "
+                        "experts on the device: no --device-budget, --cpu-experts, "
+                        "--routing-skew, --trace or --expert-parallel\n");
         return 2;
     }
     if (o->expert_parallel && (o->budget_bytes || o->budget_percent > 0 || o->cpu_layers ||
@@ -573,6 +587,8 @@ static void print_json(const options *o, const vkmoe_device_info *info, const pe
                "\"barriers\": %u, \"dispatch_floor_ms\": %.6g,\n",
                run_path(run), vkmoe_gemm_path_name(run->kernel), run->dispatches, run->barriers,
                run->dispatches * peak->dispatch_us * 1e-3);
+        printf("      \"back_to_back\": %u, \"stream_ms\": %.6g,\n", run->back_to_back,
+               run->stream_ms);
         double gflops = run->layer.flops / (run->layer.ms * 1e6);
         double gbps = run->layer.bytes / (run->layer.ms * 1e6);
         printf("      \"layer_ms\": %.6g, \"tokens_per_s\": %.6g, \"gflops\": %.6g, "
@@ -664,6 +680,10 @@ static void print_table(const vkmoe_device_info *info, const peak_figures *peak,
         else
             printf(" | %s (max rel err %.2g over %u tokens)\n", run->verified ? "ok" : "FAILED",
                    run->error.max_rel, run->verified_tokens);
+        if (run->back_to_back > 1)
+            printf("%7s back to back: the last of %u forwards in one submission; %.3f ms a "
+                   "forward over the whole submission (host time)\n",
+                   "", run->back_to_back, run->stream_ms);
         if (run->expert_parallel.present)
             print_expert_parallel_lines(&run->expert_parallel);
         const offload_figures *f = &run->offload;
@@ -709,7 +729,8 @@ static int run_one(const options *o, workload *w, workload *shard, uint32_t rank
                    const uint8_t *placement, uint32_t tokens, run_result *run)
 {
     int rc = 0;
-    if (rank == 0 && workload_run(w, tokens * ranks, o->warmup, o->iters, run) != VKMOE_OK) {
+    if (rank == 0 &&
+        workload_run(w, tokens * ranks, o->warmup, o->iters, o->back_to_back, run) != VKMOE_OK) {
         fprintf(stderr, "vkmoe-bench: %s\n", vkmoe_last_error());
         rc = 1;
     }

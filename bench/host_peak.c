@@ -27,7 +27,7 @@ typedef struct peak_thread {
     pthread_t id;
 } peak_thread;
 
-static double now_s(void)
+double host_seconds(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -122,7 +122,7 @@ static void *read_thread(void *arg)
 /* Seconds of one run of fn on every thread at once (the first is this one). */
 static double run_all(peak_thread *t, unsigned n, void *(*fn)(void *))
 {
-    double start = now_s();
+    double start = host_seconds();
     unsigned started = 1;
     for (; started < n; started++)
         if (pthread_create(&t[started].id, NULL, fn, &t[started]) != 0)
@@ -130,7 +130,7 @@ static double run_all(peak_thread *t, unsigned n, void *(*fn)(void *))
     fn(&t[0]);
     for (unsigned i = 1; i < started; i++)
         pthread_join(t[i].id, NULL);
-    return started == n ? now_s() - start : 0;
+    return started == n ? host_seconds() - start : 0;
 }
 
 void host_peak_measure(host_peak_figures *out)

@@ -12,5 +12,7 @@ typedef struct host_peak_figures {
 
 /* Measure; figures stay 0 where memory or threads cannot be had. */
 void host_peak_measure(host_peak_figures *out);
+/* Seconds on the host's monotonic clock. */
+double host_seconds(void);
 
 #endif

@@ -9,6 +9,7 @@
 
 #include "constants.h"
 #include "fixture.h"
+#include "host_peak.h"
 #include "stages.h"
 #include "workload.h"
 
@@ -40,6 +41,9 @@ struct workload {
     double *zipf;   /* [E]: cumulative Zipf weights of the ranks */
     float *x_next;  /* [max_tokens][dim] */
     void *io_next, *y_cached, *y_resident;
+    /* Device copies of x and y for forwards recorded back to back
+     * (run_back_to_back), made by its first run. */
+    vkmoe_buffer stream_x, stream_y;
 };
 
 /* The layer and its twins, each NULL where there is none. */
@@ -458,6 +462,10 @@ void workload_destroy(workload **pw)
     if (!pw || !*pw)
         return;
     workload *w = *pw;
+    if (w->layer) {
+        vkmoe_buffer_destroy(w->layer->ctx, &w->stream_x);
+        vkmoe_buffer_destroy(w->layer->ctx, &w->stream_y);
+    }
     vkmoe_layer_destroy(&w->layer);
     vkmoe_layer_destroy(&w->resident);
     vkmoe_layer_destroy(&w->cpu_twin);
@@ -710,6 +718,60 @@ static vkmoe_status run_resident(workload *w, uint32_t tokens, uint32_t warmup, 
     return status;
 }
 
+/* Each run `n` forwards of the same input recorded into one submission
+ * (vkmoe_layer_record_forward), as a model's layers follow each other on
+ * the GPU with no host round trip between them: a discrete GPU keeps its
+ * clocks up then, where it lowers them between single forwards (the H200
+ * ran decode at 345 MHz of 1980 that way). The samples are the last
+ * forward's timestamps; stream_ms, a whole submission's host time over n.
+ * y is read back after the last run, for the check. */
+static vkmoe_status run_back_to_back(workload *w, uint32_t tokens, uint32_t warmup, uint32_t iters,
+                                     uint32_t n, double *samples, double *stream_ms)
+{
+    vkmoe_layer *layer = w->layer;
+    vkmoe_context *ctx = layer->ctx;
+    if (!ctx->push_descriptors)
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED,
+                          "--back-to-back: this device has no push descriptors, so a layer's "
+                          "recordings may not share a command buffer");
+    size_t row = w->params.dim * vkmoe_weight_bytes(w->params.io_type, 1);
+    size_t bytes = (size_t)w->params.max_tokens * row;
+    if (!w->stream_x.buffer) {
+        VKMOE_TRY(vkmoe_buffer_create(ctx, bytes, VKMOE_MEMORY_DEVICE, &w->stream_x));
+        VKMOE_TRY(vkmoe_buffer_create(ctx, bytes, VKMOE_MEMORY_DEVICE, &w->stream_y));
+    }
+    const void *x = w->x_io ? w->x_io : (const void *)w->x;
+    VKMOE_TRY(vkmoe_buffer_write_rows(ctx, &w->stream_x, 0, x, 1, tokens * row, tokens * row));
+    double *wall = malloc(iters * sizeof(double));
+    if (!wall)
+        return VKMOE_ERROR_OUT_OF_HOST_MEMORY;
+    vkmoe_status status = VKMOE_OK;
+    for (uint32_t i = 0; i < warmup + iters && status == VKMOE_OK; i++) {
+        VkCommandBuffer cmd;
+        status = vkmoe_context_begin(ctx, &cmd);
+        for (uint32_t f = 0; f < n && status == VKMOE_OK; f++)
+            status = vkmoe_layer_record_forward(layer, cmd, tokens, w->stream_x.buffer, 0,
+                                                w->stream_y.buffer, 0);
+        double t0 = host_seconds();
+        if (status == VKMOE_OK)
+            status = vkmoe_context_submit_wait(ctx);
+        vkmoe_timings t;
+        if (status == VKMOE_OK)
+            status = vkmoe_layer_timings(layer, &t);
+        if (status == VKMOE_OK && i >= warmup) {
+            keep_sample(samples, iters, i - warmup, &t);
+            wall[i - warmup] = 1e3 * (host_seconds() - t0) / n;
+        }
+    }
+    if (status == VKMOE_OK) {
+        *stream_ms = workload_median(wall, iters);
+        status =
+            vkmoe_buffer_read(ctx, &w->stream_y, 0, w->y_io ? w->y_io : (void *)w->y, tokens * row);
+    }
+    free(wall);
+    return status;
+}
+
 /* The cache's figures so far, or zeros for a layer without one (a budget
  * of every expert). */
 static vkmoe_cache_stats cache_stats(const vkmoe_layer *layer)
@@ -791,16 +853,20 @@ static vkmoe_status run_offload(workload *w, uint32_t tokens, uint32_t warmup, u
 }
 
 vkmoe_status workload_run(workload *w, uint32_t tokens, uint32_t warmup, uint32_t iters,
-                          run_result *r)
+                          uint32_t back_to_back, run_result *r)
 {
     memset(r, 0, sizeof(*r));
     r->tokens = tokens;
+    r->back_to_back = back_to_back > 1 ? back_to_back : 1;
     r->kernel = vkmoe_gemm_kernel_for(w->layer, tokens)->path;
     double *samples = malloc((size_t)iters * (VKMOE_STAGE_MAX + 1) * sizeof(double));
     if (!samples)
         return VKMOE_ERROR_OUT_OF_HOST_MEMORY;
-    vkmoe_status status = w->resident ? run_offload(w, tokens, warmup, iters, samples, r)
-                                      : run_resident(w, tokens, warmup, iters, samples);
+    vkmoe_status status =
+        w->resident ? run_offload(w, tokens, warmup, iters, samples, r)
+        : back_to_back > 1
+            ? run_back_to_back(w, tokens, warmup, iters, back_to_back, samples, &r->stream_ms)
+            : run_resident(w, tokens, warmup, iters, samples);
     /* Offload runs check against the reference once more, on its input. */
     if (status == VKMOE_OK && w->resident)
         status = w->x_io ? vkmoe_layer_forward(w->layer, tokens, w->x_io, w->y_io)

@@ -71,9 +71,13 @@ typedef struct run_result {
     uint32_t tokens;
     stage_figures layer;
     stage_figures stages[VKMOE_STAGE_MAX];
-    uint32_t active_experts;       /* experts that received at least one token */
-    uint32_t largest_expert;       /* the most slots one expert received */
-    vkmoe_gemm_path kernel;        /* the expert GEMMs' path this token count ran (AUTO resolved) */
+    uint32_t active_experts; /* experts that received at least one token */
+    uint32_t largest_expert; /* the most slots one expert received */
+    vkmoe_gemm_path kernel;  /* the expert GEMMs' path this token count ran (AUTO resolved) */
+    /* forwards recorded into each timed submission (workload_run); with
+     * more than 1, the host time of a submission over them, in ms */
+    uint32_t back_to_back;
+    double stream_ms;
     uint32_t dispatches, barriers; /* recorded in one forward */
     bool verified;                 /* false when the check failed or was skipped */
     uint32_t verified_tokens;
@@ -96,9 +100,12 @@ typedef struct workload_routing {
 vkmoe_status workload_create(vkmoe_context *ctx, const vkmoe_layer_params *params, bool verify,
                              const workload_routing *routing, workload **out);
 /* Time a forward of the first `tokens` tokens: warmup runs, then the median
- * of iters runs; checks the sampled tokens against the reference. */
+ * of iters runs; checks the sampled tokens against the reference. With
+ * back_to_back > 1 (a layer with every expert on the device and a device
+ * with push descriptors), each run records that many forwards into one
+ * submission and its figures are the last forward's. */
 vkmoe_status workload_run(workload *w, uint32_t tokens, uint32_t warmup, uint32_t iters,
-                          run_result *out);
+                          uint32_t back_to_back, run_result *out);
 void workload_destroy(workload **w);
 /* The median of n values (sorting them). */
 double workload_median(double *v, uint32_t n);

@@ -74,6 +74,9 @@ static void test_d15_malformed_values(void **state)
         "--cache-policy mru",
         "--cpu-experts x",
         "--trace",
+        "--back-to-back 0",
+        "--back-to-back 4097",
+        "--back-to-back",
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         int rc = run(cases[i]);
@@ -119,6 +122,22 @@ static void test_expert_parallel_usage(void **state)
     remove(path);
 }
 
+/* --back-to-back records forwards of a layer that holds its experts on
+ * the device, before any device is opened. */
+static void test_back_to_back_usage(void **state)
+{
+    (void)state;
+    const char *cases[] = {
+        "--back-to-back 2 --device-budget 50%", "--back-to-back 2 --cpu-experts 1",
+        "--back-to-back 2 --routing-skew 1.2", "--back-to-back 2 --expert-parallel"};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int rc = run(cases[i]);
+        if (rc != 2 || !contains(err_path, "--back-to-back records forwards of a layer"))
+            fail_msg("vkmoe-bench %s: exit %d, expected 2 with --back-to-back's refusal", cases[i],
+                     rc);
+    }
+}
+
 static void test_help(void **state)
 {
     (void)state;
@@ -141,6 +160,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_d15_malformed_values),
         cmocka_unit_test(test_expert_parallel_usage),
+        cmocka_unit_test(test_back_to_back_usage),
         cmocka_unit_test(test_help),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
