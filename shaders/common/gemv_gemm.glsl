@@ -2,19 +2,18 @@
 // decode: few rows per expert, bound by reading the weights. A workgroup
 // covers VKMOE_GEMV_COLUMNS output columns of one row tile; each of its
 // subgroups takes columns in turn, and for a column its lanes split the
-// depth, lane l reading weights 8l .. 8l + 7 of every 8·lanes: consecutive
-// lanes read consecutive bytes of the weight row (coalesced), and each
-// weight type is decoded in registers (load_w8). The rows of a pass (up to
-// VKMOE_GEMV_PASS of the tile's rows, each a token of the expert) all use
-// the weights fetched once, and a subgroup reduction sums each row's
-// partial products. No shared memory, no barriers: a subgroup's work is its
+// depth in units (GEMV_UNIT weights), lane l taking units l, l + lanes, …:
+// consecutive lanes read consecutive bytes of the weight row (coalesced),
+// and each weight type is decoded in registers (gemv_fetch, gemv_dot). The
+// rows of a pass (up to GEMV_PASS of the tile's rows, each a token of the
+// expert) all use the weights fetched once, and a subgroup reduction sums
+// each row's partial products. No shared memory, no barriers: a subgroup's work is its
 // own, so it runs at the device's subgroup size whatever LANES is.
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #extension GL_EXT_control_flow_attributes : require
 #include "constants.h"
 
-const uint GEMV_PASS = VKMOE_GEMV_PASS;
 // Steps of the depth a lane has in flight: their weights are all fetched
 // before any is multiplied. At decode every subgroup of a layer's GEMMs is
 // resident at once (Qwen3-30B-A3B's gemm_up: 3072 subgroups, some 23 an
@@ -27,6 +26,25 @@ const uint GEMV_PASS = VKMOE_GEMV_PASS;
 // GPU's best), spec 4.
 layout(constant_id = 4) const uint GEMV_STEPS = VKMOE_GEMV_STEPS;
 
+// Weights of a row a lane takes at a time: 8 (load_w8's, any type), or
+// 32 for Q4_K, whose unit is 16 bytes of one super-block's nibbles (weights
+// 64g + 16h + i and 64g + 32 + 16h + i, i < 16, of its 64-weight group g
+// and half h): four words and the block's 16-byte head where load_w8 took
+// six words for 8 weights, and each sub-block's scale and min applied once
+// to its sums, not to every weight. The H200 (stop 46, at idle clocks) read
+// Q4_K at 8-weight units at a third of f16's bytes a second in the same
+// time; lavapipe's Q4_K GEMV GEMMs run 3.3-3.8x faster at 1 and 9 tokens
+// with these units, 1.7x at 16 tokens on 8 experts (a GPU's figure is for
+// the next ./dev gpu-check).
+const uint GEMV_UNIT = WEIGHT_TYPE == WEIGHT_Q4_K ? 32 : 8;
+// Rows a pass takes (each fetch of the weights serves them all). A Q4_K
+// unit takes one: AMD's compiler (Mesa 25's ACO, RDNA2 and RDNA4) keeps
+// some 30 VGPRs a row live across its 32 weights, so a pass of 16 rows took
+// 256 VGPRs (4 waves a SIMD), of 2 rows 128 on RDNA2 and 144 on RDNA4, of
+// 1 row 80; a token's row of an expert is decode's common case, and the
+// rows past it read the weights again from the caches.
+const uint GEMV_PASS = WEIGHT_TYPE == WEIGHT_Q4_K ? 1 : VKMOE_GEMV_PASS;
+
 // Elements k .. k + 7 of the row of A that a_row_texel gave `at` for: its
 // texels in rows_a, or with A_FROM_X, the stage's own (gemm_up.comp: the
 // router logits reading x itself).
@@ -38,6 +56,51 @@ void load_a8(uint at, uint k, out vec4 a, out vec4 b)
     b = texelFetch(rows_a, int(at + k / 4 + 1));
 }
 #endif
+
+// Unit u of row n of the matrix at texel `base` (depth ld), as fetched:
+// load_w8's 8 weights as float bits, or a Q4_K unit's head (d and dmin,
+// the 12 bytes of scales and mins) and nibbles.
+void gemv_fetch(usamplerBuffer w, uint base, uint n, uint u, uint ld, out uvec4 x, out uvec4 y)
+{
+    if (WEIGHT_TYPE == WEIGHT_Q4_K) {
+        uint word = base + (n * (ld / 256) + u / 8) * 36, q = word + 4 + (u % 8) * 4;
+        x = uvec4(fetch_word(w, word), fetch_word(w, word + 1), fetch_word(w, word + 2),
+                  fetch_word(w, word + 3));
+        y = uvec4(fetch_word(w, q), fetch_word(w, q + 1), fetch_word(w, q + 2), fetch_word(w, q + 3));
+    } else {
+        vec4 lo, hi;
+        load_w8(w, base, n, u * 8, ld, lo, hi);
+        x = floatBitsToUint(lo);
+        y = floatBitsToUint(hi);
+    }
+}
+
+// Unit u, as gemv_fetch gave it, times the row of A at texel `at`. Q4_K:
+// d·(sc·Σ a·q) − dmin·(m·Σ a) over each of its two sub-blocks.
+float gemv_dot(uvec4 x, uvec4 y, uint at, uint u)
+{
+    if (WEIGHT_TYPE != WEIGHT_Q4_K) {
+        vec4 a, b;
+        load_a8(at, u * 8, a, b);
+        return dot(a, uintBitsToFloat(x)) + dot(b, uintBitsToFloat(y));
+    }
+    uint t = u % 8, k = u / 8 * 256 + t / 2 * 64 + t % 2 * 16;
+    vec2 d_dmin = unpackHalf2x16(x.x);
+    vec2 sm_low = q4k_scale_min(x.y, x.z, x.w, t / 2 * 2);
+    vec2 sm_high = q4k_scale_min(x.y, x.z, x.w, t / 2 * 2 + 1);
+    vec4 qa = vec4(0.0); // Σ a·q and Σ a over the low nibbles, then the high
+    [[unroll]] for (uint i = 0; i < 4; i += 2) {
+        vec4 a0, a1, b0, b1;
+        load_a8(at, k + 4 * i, a0, a1);
+        load_a8(at, k + 32 + 4 * i, b0, b1);
+        qa += vec4(dot(a0, nibbles(y[i])) + dot(a1, nibbles(y[i + 1])),
+                   dot(a0, vec4(1.0)) + dot(a1, vec4(1.0)),
+                   dot(b0, nibbles(y[i] >> 4)) + dot(b1, nibbles(y[i + 1] >> 4)),
+                   dot(b0, vec4(1.0)) + dot(b1, vec4(1.0)));
+    }
+    return d_dmin.x * (sm_low.x * qa.x + sm_high.x * qa.z) -
+           d_dmin.y * (sm_low.y * qa.y + sm_high.y * qa.w);
+}
 
 // Row m of a pass: its sums over projection 0 (weights0: the gate) and
 // projection 1 (weights1: up, or the only projection).
@@ -64,30 +127,28 @@ void gemv_pass(uint r0, uint valid, uint base, uint n, uint ld, bool both)
         gemv_sum1[m] = 0.0;
         texel[m] = m < valid ? a_row_texel(r0 + m) : 0;
     }
-    uint stride = gl_SubgroupSize * 8;
-    for (uint k0 = gl_SubgroupInvocationID * 8; k0 < ld; k0 += GEMV_STEPS * stride) {
-        vec4 lo0[GEMV_STEPS], hi0[GEMV_STEPS], lo1[GEMV_STEPS], hi1[GEMV_STEPS];
-        [[unroll]] for (uint u = 0; u < GEMV_STEPS; u++) {
-            uint k = k0 + u * stride;
-            lo0[u] = hi0[u] = lo1[u] = hi1[u] = vec4(0.0);
-            if (k >= ld)
+    uint units = ld / GEMV_UNIT, stride = gl_SubgroupSize;
+    for (uint u0 = gl_SubgroupInvocationID; u0 < units; u0 += GEMV_STEPS * stride) {
+        uvec4 x0[GEMV_STEPS], y0[GEMV_STEPS], x1[GEMV_STEPS], y1[GEMV_STEPS];
+        [[unroll]] for (uint s = 0; s < GEMV_STEPS; s++) {
+            uint u = u0 + s * stride;
+            x0[s] = y0[s] = x1[s] = y1[s] = uvec4(0);
+            if (u >= units)
                 break;
-            load_w8(weights1, base, n, k, ld, lo1[u], hi1[u]);
+            gemv_fetch(weights1, base, n, u, ld, x1[s], y1[s]);
             if (both)
-                load_w8(weights0, base, n, k, ld, lo0[u], hi0[u]);
+                gemv_fetch(weights0, base, n, u, ld, x0[s], y0[s]);
         }
-        [[unroll]] for (uint u = 0; u < GEMV_STEPS; u++) {
-            uint k = k0 + u * stride;
-            if (k >= ld)
+        [[unroll]] for (uint s = 0; s < GEMV_STEPS; s++) {
+            uint u = u0 + s * stride;
+            if (u >= units)
                 break;
             [[unroll]] for (uint m = 0; m < GEMV_PASS; m++) {
                 if (m >= valid)
                     break;
-                vec4 a, b;
-                load_a8(texel[m], k, a, b);
-                gemv_sum1[m] += dot(a, lo1[u]) + dot(b, hi1[u]);
+                gemv_sum1[m] += gemv_dot(x1[s], y1[s], texel[m], u);
                 if (both)
-                    gemv_sum0[m] += dot(a, lo0[u]) + dot(b, hi0[u]);
+                    gemv_sum0[m] += gemv_dot(x0[s], y0[s], texel[m], u);
             }
         }
     }
