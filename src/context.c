@@ -616,8 +616,9 @@ static void fill_device_info(vkmoe_context *ctx)
         if ((ctx->memory.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) &&
             ctx->memory.memoryHeaps[i].size > info->device_memory)
             info->device_memory = ctx->memory.memoryHeaps[i].size;
-    bool shares_host_memory = info->type == VK_PHYSICAL_DEVICE_TYPE_CPU ||
-                              info->type == VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU;
+    bool shares_host_memory = (info->type == VK_PHYSICAL_DEVICE_TYPE_CPU ||
+                               info->type == VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU) &&
+                              !ctx->options.discrete_memory;
     const VkMemoryPropertyFlags unified = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT |
                                           VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |
                                           VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;

@@ -67,6 +67,10 @@ typedef struct vkmoe_context_options {
      * validation (./dev test-gpu-av), which in Debian 12's validation layer
      * (1.3.239) takes pushed descriptors for uninitialized ones. */
     bool no_push_descriptors;
+    /* Device memory is never mapped, even where the device's is the host's
+     * (lavapipe): x, y and every upload and read-back go through staging
+     * buffers and copies, as on a discrete GPU. */
+    bool discrete_memory;
     /* Depth steps a lane of the GEMV path has in flight, 1 to
      * VKMOE_GEMV_MAX_STEPS (0: the environment's VKMOE_GEMV_STEPS, else
      * the default, VKMOE_GEMV_STEPS): results are the same bits at any. */

@@ -310,7 +310,13 @@ static vkmoe_status copy_buffer(vkmoe_context *ctx, VkBuffer src, VkDeviceSize s
     VKMOE_TRY(vkmoe_context_begin(ctx, &cmd));
     VkBufferCopy region = {.srcOffset = src_offset, .dstOffset = dst_offset, .size = size};
     ctx->vk.vkCmdCopyBuffer(cmd, src, dst, 1, &region);
-    return vkmoe_context_submit_wait(ctx);
+    vkmoe_status status = vkmoe_context_submit_wait(ctx);
+    /* A wait that failed left the copy running, and the caller frees its
+     * staging buffer next: the H200 lost its device to a copy into freed
+     * memory so (stop 45). Wait for it as a destroy does. */
+    if (status != VKMOE_OK)
+        vkmoe_context_wait_pending(ctx);
+    return status;
 }
 
 vkmoe_status vkmoe_buffer_write_rows(vkmoe_context *ctx, const vkmoe_buffer *buf,

@@ -482,7 +482,10 @@ static void failures_mid_forward(vkmoe_context *ctx, bool prefetch)
 }
 
 /* Copies inline, on the host's device; then on the copy queue's
- * submissions, prefetched too, on a device vkmoe creates. */
+ * submissions, prefetched too, on a device vkmoe creates with a discrete
+ * GPU's memory (x, y and the counts through staging copies, whose failed
+ * waits must not free a buffer a copy still uses: interposer_fail_in_turn
+ * checks). */
 static void test_failures_mid_forward(void **state)
 {
     vkmoe_context *ctx = interposer_context(*state, false);

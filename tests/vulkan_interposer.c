@@ -1,6 +1,8 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -130,6 +132,114 @@ FAILABLE(WRAP)
 INSTANCE_FAILABLE(WRAP)
 #undef WRAP
 
+/* Fences of submissions not yet seen to complete (busy_frees): kept
+ * across interposer_reset, as the device's state is. */
+enum { MAX_IN_FLIGHT = 32 };
+static VkFence in_flight[MAX_IN_FLIGHT];
+static unsigned in_flight_count;
+
+static void fence_done(VkFence fence)
+{
+    for (unsigned i = 0; i < in_flight_count; i++)
+        if (in_flight[i] == fence) {
+            in_flight[i] = in_flight[--in_flight_count];
+            return;
+        }
+}
+
+static VKAPI_ATTR VkResult VKAPI_CALL track_submit(VkQueue q, uint32_t n, const VkSubmitInfo *s,
+                                                   VkFence f)
+{
+    VkResult result = wrap_vkQueueSubmit(q, n, s, f);
+    if (result == VK_SUCCESS && f) {
+        fence_done(f);
+        if (in_flight_count < MAX_IN_FLIGHT)
+            in_flight[in_flight_count++] = f;
+    }
+    return result;
+}
+
+static VKAPI_ATTR VkResult VKAPI_CALL track_wait(VkDevice d, uint32_t n, const VkFence *f,
+                                                 VkBool32 all, uint64_t timeout)
+{
+    VkResult result = wrap_vkWaitForFences(d, n, f, all, timeout);
+    for (uint32_t i = 0; result == VK_SUCCESS && (all || n == 1) && i < n; i++)
+        fence_done(f[i]);
+    return result;
+}
+
+static VKAPI_ATTR VkResult VKAPI_CALL track_queue_idle(VkQueue q)
+{
+    VkResult result = wrap_vkQueueWaitIdle(q);
+    if (result == VK_SUCCESS)
+        in_flight_count = 0;
+    return result;
+}
+
+static VKAPI_ATTR VkResult VKAPI_CALL track_device_idle(VkDevice d)
+{
+    VkResult result = wrap_vkDeviceWaitIdle(d);
+    if (result == VK_SUCCESS)
+        in_flight_count = 0;
+    return result;
+}
+
+static PFN_vkFreeMemory real_free_memory;
+static PFN_vkDestroyBuffer real_destroy_buffer;
+static PFN_vkDestroyFence real_destroy_fence;
+
+static VKAPI_ATTR void VKAPI_CALL track_free_memory(VkDevice d, VkDeviceMemory m,
+                                                    const VkAllocationCallbacks *a)
+{
+    interposer.busy_frees += m && in_flight_count > 0;
+    real_free_memory(d, m, a);
+}
+
+static VKAPI_ATTR void VKAPI_CALL track_destroy_buffer(VkDevice d, VkBuffer b,
+                                                       const VkAllocationCallbacks *a)
+{
+    interposer.busy_frees += b && in_flight_count > 0;
+    real_destroy_buffer(d, b, a);
+}
+
+static VKAPI_ATTR void VKAPI_CALL track_destroy_fence(VkDevice d, VkFence f,
+                                                      const VkAllocationCallbacks *a)
+{
+    fence_done(f);
+    real_destroy_fence(d, f, a);
+}
+
+/* The functions handed out in place of the device's that track the
+ * submissions in flight: the failable ones' wrappers within. */
+static PFN_vkVoidFunction tracking(const char *name, PFN_vkVoidFunction real)
+{
+    static const struct {
+        const char *name;
+        PFN_vkVoidFunction *real, track;
+    } table[] = {
+        {"vkQueueSubmit", (PFN_vkVoidFunction *)&real_vkQueueSubmit,
+         (PFN_vkVoidFunction)track_submit},
+        {"vkWaitForFences", (PFN_vkVoidFunction *)&real_vkWaitForFences,
+         (PFN_vkVoidFunction)track_wait},
+        {"vkQueueWaitIdle", (PFN_vkVoidFunction *)&real_vkQueueWaitIdle,
+         (PFN_vkVoidFunction)track_queue_idle},
+        {"vkDeviceWaitIdle", (PFN_vkVoidFunction *)&real_vkDeviceWaitIdle,
+         (PFN_vkVoidFunction)track_device_idle},
+        {"vkFreeMemory", (PFN_vkVoidFunction *)&real_free_memory,
+         (PFN_vkVoidFunction)track_free_memory},
+        {"vkDestroyBuffer", (PFN_vkVoidFunction *)&real_destroy_buffer,
+         (PFN_vkVoidFunction)track_destroy_buffer},
+        {"vkDestroyFence", (PFN_vkVoidFunction *)&real_destroy_fence,
+         (PFN_vkVoidFunction)track_destroy_fence},
+    };
+    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
+        if (strcmp(name, table[i].name) == 0) {
+            *table[i].real = real;
+            return table[i].track;
+        }
+    return NULL;
+}
+
 static PFN_vkGetPhysicalDeviceFeatures2 real_get_features2;
 
 static VKAPI_ATTR void VKAPI_CALL get_features2(VkPhysicalDevice device,
@@ -152,6 +262,9 @@ static VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL get_device_proc_addr(VkDevice de
     if (interposer.hide_host_pointer_properties &&
         strcmp(name, "vkGetMemoryHostPointerPropertiesEXT") == 0)
         return NULL;
+    PFN_vkVoidFunction track = real ? tracking(name, real) : NULL;
+    if (track)
+        return track;
 #define HAND_OUT(fn, lose, params, args)                                                           \
     if (real && strcmp(name, #fn) == 0) {                                                          \
         real_##fn = (PFN_##fn)real;                                                                \
@@ -196,7 +309,8 @@ vkmoe_context *interposer_context(vkmoe_context *host, bool copy_path)
     interposer_reset();
     if (copy_path) {
         vkmoe_context_options options = {.get_instance_proc_addr = interposer_entry(),
-                                         .copies_on_compute_queue = true};
+                                         .copies_on_compute_queue = true,
+                                         .discrete_memory = true};
         test_options_from_environment(&options);
         vkmoe_context_create_with(&(vkmoe_context_params){.validation = test_validation()},
                                   &options, &ctx);
@@ -213,13 +327,23 @@ unsigned interposer_fail_in_turn(VkResult fail_with, vkmoe_status expect,
                                  void *user)
 {
     unsigned points = 0;
+    /* VKMOE_TEST_TRACE_FAULTS=1: a line each failure on stderr, to find the
+     * one after which a GPU's device is lost. */
+    const char *trace = getenv("VKMOE_TEST_TRACE_FAULTS");
     for (unsigned at = 1;; at++) {
         interposer_reset();
         interposer.fail_at = at;
         interposer.fail_with = fail_with;
         vkmoe_status status = attempt(user);
         const char *failed = interposer.failed_function;
+        unsigned busy_frees = interposer.busy_frees;
         interposer_reset();
+        if (trace && *trace == '1')
+            fprintf(stderr, "fault %u: %s failing gave %s (%s)\n", at, failed ? failed : "nothing",
+                    vkmoe_status_string(status), vkmoe_last_error());
+        if (busy_frees)
+            fail_msg("%s failing: %u buffers or allocations freed while a submission ran",
+                     failed ? failed : "nothing", busy_frees);
         if (!failed) {
             assert_int_equal(status, VKMOE_OK);
             return points;
@@ -228,5 +352,8 @@ unsigned interposer_fail_in_turn(VkResult fail_with, vkmoe_status expect,
             fail_msg("%s failing gave status %d (%s)", failed, (int)status, vkmoe_last_error());
         points++;
         recover(user);
+        if (interposer.busy_frees)
+            fail_msg("after %s failed: %u buffers or allocations freed while a submission ran",
+                     failed, interposer.busy_frees);
     }
 }

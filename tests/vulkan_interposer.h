@@ -31,6 +31,11 @@ typedef struct interposer_state {
     /* vkGetDeviceProcAddr hands out no vkGetMemoryHostPointerPropertiesEXT,
      * as for a device created without VK_EXT_external_memory_host. */
     bool hide_host_pointer_properties;
+    /* Buffers destroyed and memory freed while a submission with a fence
+     * had not been seen to complete (a successful wait for its fence, or
+     * for the device or queue to go idle): a GPU may still be reading or
+     * writing them (on the H200 a device was lost so: stop 46). */
+    unsigned busy_frees;
 } interposer_state;
 
 extern interposer_state interposer;
@@ -43,8 +48,9 @@ PFN_vkGetInstanceProcAddr interposer_entry(void);
 /* attempt(user) with its at-th failable call failing with fail_with, for
  * at = 1, 2, … until an attempt meets no failure, which must succeed; each
  * failed attempt must return `expect`, after which recover(user) runs with
- * nothing failing (and checks what it must). How many calls failed in
- * turn. */
+ * nothing failing (and checks what it must). Neither may free device memory
+ * or destroy a buffer while a submission is still running (busy_frees).
+ * How many calls failed in turn. */
 unsigned interposer_fail_in_turn(VkResult fail_with, vkmoe_status expect,
                                  vkmoe_status (*attempt)(void *user), void (*recover)(void *user),
                                  void *user);
@@ -52,7 +58,9 @@ unsigned interposer_fail_in_turn(VkResult fail_with, vkmoe_status expect,
 /* A context whose Vulkan calls go through the interposer (counters
  * reset): an import of host's device, whose expert caches copy inline, or
  * with `copy_path` a device of its own, validated, whose caches' copies
- * take the copy queue's path (on its compute queue). NULL on failure. */
+ * take the copy queue's path (on its compute queue) and whose memory is
+ * a discrete GPU's (staging copies: options.discrete_memory). NULL on
+ * failure. */
 vkmoe_context *interposer_context(vkmoe_context *host, bool copy_path);
 
 #endif
