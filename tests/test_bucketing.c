@@ -45,13 +45,17 @@ static void check_plan(test_layer *t, const test_intermediates *m)
 }
 
 /* Returns the number of slots the plan dropped; the forward's dispatches
- * into *dispatches if given. */
+ * into *dispatches if given. The GEMMs' path is pinned to the register
+ * path, so that the counts differ only by the bucketing: AUTO's GEMV path on
+ * a GPU saves other dispatches at up to 16 tokens (the logits read x, and
+ * one token's combine runs in gemm_down). */
 static uint32_t run_plan_counted(void **state, uint32_t experts, uint32_t top_k, uint32_t tokens,
                                  uint32_t forward_tokens, float capacity_factor,
                                  uint64_t *dispatches)
 {
     vkmoe_layer_params p = test_shape(8, 8, experts, top_k, tokens);
     p.capacity_factor = capacity_factor;
+    p.gemm_path = VKMOE_GEMM_REGISTER;
     test_staged run;
     test_staged_run(*state, &p, forward_tokens, &run);
     check_plan(&run.layer, &run.m);
