@@ -99,8 +99,8 @@ void combine_if_last(uint block)
     uint top_k = pc.combine >> 8 & 0xffu, io_type = pc.combine >> 16 & 0xffu;
     bool unit_weights = (pc.combine >> 24 & 1u) != 0, pairs = io_type != WEIGHT_F32;
     uint i = gl_LocalInvocationIndex, step = pairs ? 2 : 1;
-    uint column = block * VKMOE_GEMV_COLUMNS + i * step;
-    if (i * step >= VKMOE_GEMV_COLUMNS || column >= pc.dim)
+    uint column = block * GEMV_COLUMNS + i * step;
+    if (i * step >= GEMV_COLUMNS || column >= pc.dim)
         return;
     vec2 acc = vec2(0.0);
     CoherentFloats z = CoherentFloats(pc.routed_out);
@@ -135,8 +135,8 @@ void main()
         return;
     uint row0 = row_tile_id() * TILE_M;
     CoherentFloats out_rows = CoherentFloats(pc.expert_out);
-    for (uint c = gl_SubgroupID; c < VKMOE_GEMV_COLUMNS; c += gl_NumSubgroups) {
-        uint column = gl_WorkGroupID.x * VKMOE_GEMV_COLUMNS + c;
+    for (uint c = gl_SubgroupID; c < GEMV_COLUMNS; c += gl_NumSubgroups) {
+        uint column = gl_WorkGroupID.x * GEMV_COLUMNS + c;
         if (column >= pc.dim)
             break;
         float bias = bias_at(pc.down_bias, expert, column, pc.dim);

@@ -150,8 +150,8 @@ void main()
     // projection's; ReLU and linear: the up projection's row alone.
     bool relu = ACTIVATION == ACTIVATION_RELU, single = relu || ACTIVATION == ACTIVATION_LINEAR;
     FloatArray hidden = FloatArray(pc.hidden);
-    for (uint c = gl_SubgroupID; c < VKMOE_GEMV_COLUMNS; c += gl_NumSubgroups) {
-        uint column = gl_WorkGroupID.x * VKMOE_GEMV_COLUMNS + c;
+    for (uint c = gl_SubgroupID; c < GEMV_COLUMNS; c += gl_NumSubgroups) {
+        uint column = gl_WorkGroupID.x * GEMV_COLUMNS + c;
         if (column >= pc.ld_ffn)
             break;
         // Padding columns read the matrix's last row; store() writes them 0.

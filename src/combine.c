@@ -45,7 +45,7 @@ void vkmoe_combine_record(vkmoe_layer *layer, VkCommandBuffer cmd, uint32_t toke
 
 uint32_t vkmoe_combine_blocks(const vkmoe_layer *layer)
 {
-    return (uint32_t)vkmoe_div_up(layer->params.dim, VKMOE_GEMV_COLUMNS);
+    return (uint32_t)vkmoe_div_up(layer->params.dim, layer->ctx->gemv_columns);
 }
 
 bool vkmoe_combine_in_down(const vkmoe_layer *layer, uint32_t tokens)

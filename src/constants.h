@@ -31,9 +31,11 @@
 #define VKMOE_ROW_ALIGN 8u
 
 /* The GEMV path (shaders/common/gemv_gemm.glsl): output columns per
- * workgroup, the subgroups of a workgroup (4 take 2 columns each), and the
- * rows one fetch of the weights serves. */
-#define VKMOE_GEMV_COLUMNS 8u
+ * workgroup, the default and the most VKMOE_GEMV_COLUMNS may ask for; the
+ * subgroups of a workgroup (by default one column each); the rows one fetch
+ * of the weights serves. */
+#define VKMOE_GEMV_COLUMNS 4u
+#define VKMOE_GEMV_MAX_COLUMNS 16u
 #define VKMOE_GEMV_SUBGROUPS 4u
 #define VKMOE_GEMV_PASS 16u
 /* Steps of the depth a GEMV lane has in flight (shaders/common/gemv_gemm.glsl):

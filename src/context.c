@@ -45,16 +45,17 @@ static vkmoe_status load_functions(vkmoe_context *ctx, bool device)
     return VKMOE_OK;
 }
 
-/* The GEMV path's depth steps in flight: the option, else the environment's
- * VKMOE_GEMV_STEPS (a GPU's best is its own, for the bench to find), else
- * the default; a value out of range is the default. */
-static uint32_t gemv_steps(const vkmoe_context_options *options)
+/* A GEMV path's shape (its depth steps in flight, its columns a
+ * workgroup): the option, else the environment's variable (a GPU's best is
+ * its own, for the bench to find), else the default; a value out of 1 ..
+ * most is the default. */
+static uint32_t gemv_shape(uint32_t option, const char *variable, uint32_t most, uint32_t fallback)
 {
-    uint32_t steps = options->gemv_steps;
-    const char *env = getenv("VKMOE_GEMV_STEPS");
-    if (!steps && env)
-        steps = (uint32_t)strtoul(env, NULL, 10);
-    return steps >= 1 && steps <= VKMOE_GEMV_MAX_STEPS ? steps : VKMOE_GEMV_STEPS;
+    uint32_t value = option;
+    const char *env = getenv(variable);
+    if (!value && env)
+        value = (uint32_t)strtoul(env, NULL, 10);
+    return value >= 1 && value <= most ? value : fallback;
 }
 
 static bool validation_wanted(const vkmoe_context_params *params)
@@ -603,7 +604,10 @@ static void fill_device_info(vkmoe_context *ctx)
     info->push_descriptors = ctx->push_descriptors;
     info->host_memory_import = ctx->host_import_alignment != 0;
     ctx->gemm_lanes = ctx->options.gemm_lanes ? ctx->options.gemm_lanes : info->subgroup_size;
-    ctx->gemv_steps = gemv_steps(&ctx->options);
+    ctx->gemv_steps = gemv_shape(ctx->options.gemv_steps, "VKMOE_GEMV_STEPS", VKMOE_GEMV_MAX_STEPS,
+                                 VKMOE_GEMV_STEPS);
+    ctx->gemv_columns = gemv_shape(ctx->options.gemv_columns, "VKMOE_GEMV_COLUMNS",
+                                   VKMOE_GEMV_MAX_COLUMNS, VKMOE_GEMV_COLUMNS);
     if (ctx->options.max_allocation_size &&
         ctx->options.max_allocation_size < info->max_allocation_size)
         info->max_allocation_size = ctx->options.max_allocation_size;

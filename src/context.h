@@ -75,6 +75,11 @@ typedef struct vkmoe_context_options {
      * VKMOE_GEMV_MAX_STEPS (0: the environment's VKMOE_GEMV_STEPS, else
      * the default, VKMOE_GEMV_STEPS): results are the same bits at any. */
     uint32_t gemv_steps;
+    /* Output columns a GEMV workgroup covers, its 4 subgroups taking them
+     * in turn, 1 to VKMOE_GEMV_MAX_COLUMNS (0: the environment's
+     * VKMOE_GEMV_COLUMNS, else the default, VKMOE_GEMV_COLUMNS): the same
+     * bits at any. */
+    uint32_t gemv_columns;
 } vkmoe_context_options;
 
 struct vkmoe_context {
@@ -113,8 +118,9 @@ struct vkmoe_context {
      * the subgroup size, so a workgroup is one subgroup, unless
      * options.gemm_lanes says otherwise. */
     uint32_t gemm_lanes;
-    /* The GEMV path's depth steps in flight (options.gemv_steps resolved). */
-    uint32_t gemv_steps;
+    /* The GEMV path's depth steps in flight and output columns a workgroup
+     * (options.gemv_steps and gemv_columns resolved). */
+    uint32_t gemv_steps, gemv_columns;
     vkmoe_context_options options; /* as given at creation */
     /* VK_NV_cooperative_matrix's feature is enabled and offers the
      * 16x16x16 f16 · f16 + f32 shape at subgroup scope. */

@@ -113,7 +113,8 @@ vkmoe_status vkmoe_context_auto_gemm_paths(const vkmoe_context *ctx, vkmoe_gemm_
 }
 
 /* The shape of one kernel of a path, without its logits. */
-static vkmoe_gemm_kernel shape_of(vkmoe_gemm_path path, uint32_t lanes, bool gated)
+static vkmoe_gemm_kernel shape_of(vkmoe_gemm_path path, uint32_t lanes, bool gated,
+                                  uint32_t gemv_columns)
 {
     vkmoe_gemm_kernel k = {.path = path};
     if (path == VKMOE_GEMM_REGISTER) {
@@ -126,7 +127,7 @@ static vkmoe_gemm_kernel shape_of(vkmoe_gemm_path path, uint32_t lanes, bool gat
     } else if (path == VKMOE_GEMM_GEMV) {
         /* A subgroup takes a column at a time (shaders/common/gemv_gemm.glsl). */
         k.workgroup = VKMOE_GEMV_SUBGROUPS * lanes;
-        k.up_columns = k.down_columns = VKMOE_GEMV_COLUMNS;
+        k.up_columns = k.down_columns = gemv_columns;
     } else {
         /* Four subgroups make a tile of 64 columns of B (128 with matrix
          * cores): gated, half of each projection
@@ -144,11 +145,12 @@ static vkmoe_gemm_kernel shape_of(vkmoe_gemm_path path, uint32_t lanes, bool gat
  * the register path's one workgroup of one subgroup for every 8·lanes
  * experts (Qwen3-30B-A3B: one subgroup reading all 1 MiB of the router
  * for a token); on the GEMV path they take one workgroup per 8 experts. */
-static vkmoe_gemm_kernel kernel_of(vkmoe_gemm_path path, uint32_t lanes, bool gated)
+static vkmoe_gemm_kernel kernel_of(vkmoe_gemm_path path, uint32_t lanes, bool gated,
+                                   uint32_t gemv_columns)
 {
-    vkmoe_gemm_kernel k = shape_of(path, lanes, gated);
+    vkmoe_gemm_kernel k = shape_of(path, lanes, gated, gemv_columns);
     k.logits_path = path == VKMOE_GEMM_COOPMAT ? VKMOE_GEMM_REGISTER : path;
-    vkmoe_gemm_kernel logits = shape_of(k.logits_path, lanes, false);
+    vkmoe_gemm_kernel logits = shape_of(k.logits_path, lanes, false, gemv_columns);
     k.logits_workgroup = logits.workgroup;
     k.logits_columns = logits.up_columns;
     return k;
@@ -168,8 +170,8 @@ vkmoe_gemm_config vkmoe_gemm_choose(const vkmoe_context *ctx, const vkmoe_layer_
     return (vkmoe_gemm_config){
         .tile_m = tile_m,
         .lanes = lanes,
-        .decode = kernel_of(decode, lanes, gated),
-        .prefill = kernel_of(prefill, lanes, gated),
+        .decode = kernel_of(decode, lanes, gated, ctx->gemv_columns),
+        .prefill = kernel_of(prefill, lanes, gated, ctx->gemv_columns),
     };
 }
 
@@ -324,13 +326,15 @@ VkDeviceAddress vkmoe_combine_arrivals(const vkmoe_layer *layer)
 }
 
 /* A GEMM pipeline's specialization constants (shaders/common/expert_gemm.glsl);
- * the GEMV path's take its depth steps in flight too. */
+ * the GEMV path's take its depth steps in flight and columns a workgroup
+ * too. */
 static vkmoe_spec gemm_spec_of(const vkmoe_layer *layer, vkmoe_gemm_path path, uint32_t workgroup,
                                uint32_t weight_type, uint32_t activation)
 {
     return (vkmoe_spec){
-        .count = path == VKMOE_GEMM_GEMV ? 5 : 4,
-        .values = {layer->gemm.tile_m, workgroup, weight_type, activation, layer->ctx->gemv_steps},
+        .count = path == VKMOE_GEMM_GEMV ? 6 : 4,
+        .values = {layer->gemm.tile_m, workgroup, weight_type, activation, layer->ctx->gemv_steps,
+                   layer->ctx->gemv_columns},
     };
 }
 

@@ -51,7 +51,8 @@ bool vkmoe_combine_runs(const vkmoe_layer *layer, uint32_t tokens);
 /* gemm_down's push fields for that combine, or zeros where it does not. */
 void vkmoe_combine_in_down_fields(const vkmoe_layer *layer, uint32_t tokens,
                                   vkmoe_down_combine *out);
-/* The column blocks of gemm_down's GEMV grid: dim / VKMOE_GEMV_COLUMNS. */
+/* The column blocks of gemm_down's GEMV grid: dim / the context's
+ * gemv_columns. */
 uint32_t vkmoe_combine_blocks(const vkmoe_layer *layer);
 
 /* The specialization constants of each stage's pipeline for this layer. */

@@ -279,14 +279,18 @@ static void test_gemv_path(void **state)
     test_context_destroy(&huge);
 }
 
-/* The GEMV path's depth steps in flight (vkmoe_context_options.gemv_steps,
- * VKMOE_GEMV_STEPS): the same products in the same order at 1 and 4 as at
- * the default 2, so the same output bits (a whole layer: router logits,
- * both GEMMs, a shared expert), where every depth ends mid-group of steps
- * at 2 and 4 (lavapipe's 8-lane subgroups: f16 1000 and 328, 64 weights a
- * step; Q4_K 1280 and 768, its 32-weight units 256 a step); against the
- * reference too. The environment's count, out
- * of range the default, and the option's first. */
+/* The GEMV path's depth steps in flight and columns a workgroup
+ * (vkmoe_context_options.gemv_steps and gemv_columns, VKMOE_GEMV_STEPS and
+ * VKMOE_GEMV_COLUMNS): the same products in the same order at 1 and 4
+ * steps as at the default 2, and at 1, 8 and 16 columns as at the default
+ * 4 (a subgroup taking 4 columns in turn at 16, 3 of 4 idle at 1), so the
+ * same output bits (a whole layer: router logits, both GEMMs, a shared
+ * expert, one token's combine in gemm_down's column blocks), where every
+ * depth ends mid-group of steps at 2 and 4 (lavapipe's 8-lane subgroups:
+ * f16 1000 and 328, 64 weights a step; Q4_K 1280 and 768, its 32-weight
+ * units 256 a step) and no width is a multiple of 16 columns; against the
+ * reference too. The environment's values, out of range the default, and
+ * the options' first. */
 static void test_gemv_steps(void **state)
 {
     (void)state;
@@ -308,11 +312,14 @@ static void test_gemv_steps(void **state)
         assert_int_equal(vkmoe_layer_forward(t[i].layer, 1, x[i], y1[i]), VKMOE_OK);
         test_check_forward(&t[i], T, x[i]);
     }
-    for (uint32_t steps = 1; steps <= VKMOE_GEMV_MAX_STEPS; steps *= 4) {
-        vkmoe_context *ctx =
-            test_context_with((vkmoe_context_options){.gemm_lanes = 32, .gemv_steps = steps});
+    static const uint32_t shapes[][2] = {{1, 1}, {VKMOE_GEMV_MAX_STEPS, 8}, {2, 16}};
+    for (size_t s = 0; s < VKMOE_ARRAY_SIZE(shapes); s++) {
+        uint32_t steps = shapes[s][0], columns = shapes[s][1];
+        vkmoe_context *ctx = test_context_with((vkmoe_context_options){
+            .gemm_lanes = 32, .gemv_steps = steps, .gemv_columns = columns});
         assert_non_null(ctx);
         assert_int_equal(ctx->gemv_steps, steps);
+        assert_int_equal(ctx->gemv_columns, columns);
         for (size_t i = 0; i < TYPES; i++) {
             vkmoe_layer *twin = test_twin_of(ctx, &t[i], &p[i]);
             float *out = malloc((size_t)T * p[i].dim * sizeof(float));
@@ -344,12 +351,25 @@ static void test_gemv_steps(void **state)
         assert_int_equal(ctx->gemv_steps, expected[i]);
         test_context_destroy(&ctx);
     }
+    const char *const columns_env[] = {"6", "0", "17", "x"};
+    const uint32_t columns_expected[] = {6, VKMOE_GEMV_COLUMNS, VKMOE_GEMV_COLUMNS,
+                                         VKMOE_GEMV_COLUMNS};
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(columns_env); i++) {
+        setenv("VKMOE_GEMV_COLUMNS", columns_env[i], 1);
+        vkmoe_context *ctx = test_context_with((vkmoe_context_options){0});
+        assert_non_null(ctx);
+        assert_int_equal(ctx->gemv_columns, columns_expected[i]);
+        test_context_destroy(&ctx);
+    }
     setenv("VKMOE_GEMV_STEPS", "3", 1);
-    vkmoe_context *ctx = test_context_with((vkmoe_context_options){.gemv_steps = 1});
+    vkmoe_context *ctx =
+        test_context_with((vkmoe_context_options){.gemv_steps = 1, .gemv_columns = 2});
     assert_non_null(ctx);
     assert_int_equal(ctx->gemv_steps, 1);
+    assert_int_equal(ctx->gemv_columns, 2);
     test_context_destroy(&ctx);
     unsetenv("VKMOE_GEMV_STEPS");
+    unsetenv("VKMOE_GEMV_COLUMNS");
 }
 
 /* VKMOE_GEMM_AUTO: the register path on a CPU device; as on a GPU (a test

@@ -5,11 +5,12 @@
 # copy queue, experts on the host), over build-gpu/ as `./dev gpu-check
 # --prepare` built and packed it here (build-gpu-carry/; that machine has
 # no glslc, Vulkan headers or cmocka).
-# Everything goes to $OUT (build-gpu/out elsewhere), five files (the device
-# tool brings back eight at most): gpu-check.log, tests.log, bench.json (the
-# vkmoe-bench --json objects, one after another), bench.err, and
-# shader-stats.json (every pipeline's statistics from the GPU's own
-# compiler, by its driver's names). Meant
+# Everything goes to $OUT (build-gpu/out elsewhere), eight files (the
+# device tool brings back eight at most): gpu-check.log, tests.log,
+# bench.json (the vkmoe-bench --json objects, one after another), three
+# bench-gemv-STEPS-COLUMNS.json, bench.err, and shader-stats.json (every
+# pipeline's statistics from the GPU's own compiler, by its driver's
+# names). Meant
 # to end within 8 minutes: a run that would start after BUDGET seconds is
 # skipped and said so.
 set -uo pipefail
@@ -99,14 +100,19 @@ for weights in f16 q4_k; do
         --warmup 20 --iters 30 --back-to-back 64 --json >>"$out/bench.json" 2>>"$out/bench.err" ||
         { echo "bench decode $weights: failed"; tail -3 "$out/bench.err"; }
 done
-# The GEMV path's depth steps in flight (the library's default: 2), one
-# token: which count this GPU decodes fastest with, for the default.
-for steps in 1 4; do
+# The GEMV path's shape, one token: its depth steps in flight (the
+# library's default: 2) and output columns a workgroup (default 4, one a
+# subgroup; 8 before stop 46): which this GPU decodes fastest with, for the
+# defaults. A file a shape, bench-gemv-STEPS-COLUMNS.json.
+for shape in 1:4 4:4 2:8; do
+    steps=${shape%%:*} columns=${shape##*:}
     for weights in f16 q4_k; do
-        VKMOE_GEMV_STEPS=$steps timeout 90 "$bench" --preset qwen3-30b-a3b --weights $weights \
-            --gemm gemv --tokens 1 --warmup 20 --iters 30 --back-to-back 64 --json \
-            >>"$out/bench-gemv-steps-$steps.json" 2>>"$out/bench.err" ||
-            { echo "bench decode $weights, $steps GEMV steps: failed"; tail -3 "$out/bench.err"; }
+        VKMOE_GEMV_STEPS=$steps VKMOE_GEMV_COLUMNS=$columns timeout 90 "$bench" \
+            --preset qwen3-30b-a3b --weights $weights --gemm gemv --tokens 1 --warmup 20 \
+            --iters 30 --back-to-back 64 --json >>"$out/bench-gemv-$steps-$columns.json" \
+            2>>"$out/bench.err" ||
+            { echo "bench decode $weights, GEMV $steps steps $columns columns: failed"
+              tail -3 "$out/bench.err"; }
     done
 done
 

@@ -1,6 +1,6 @@
 // The GEMV path of the expert GEMM (built with GEMV), made for GPUs'
 // decode: few rows per expert, bound by reading the weights. A workgroup
-// covers VKMOE_GEMV_COLUMNS output columns of one row tile; each of its
+// covers GEMV_COLUMNS output columns of one row tile; each of its
 // subgroups takes columns in turn, and for a column its lanes split the
 // depth in units (GEMV_UNIT weights), lane l taking units l, l + lanes, …:
 // consecutive lanes read consecutive bytes of the weight row (coalesced),
@@ -25,6 +25,12 @@
 // set by the environment's VKMOE_GEMV_STEPS so that the bench can find a
 // GPU's best), spec 4.
 layout(constant_id = 4) const uint GEMV_STEPS = VKMOE_GEMV_STEPS;
+// Output columns of a workgroup, its subgroups taking them in turn: one
+// each by default (4 columns, 4 subgroups), so that a subgroup's chain of
+// dependent loads is one column's (stop 46: it was two columns' in turn,
+// 8 a workgroup); the context's (gemv_columns, VKMOE_GEMV_COLUMNS in the
+// environment), spec 5. The same bits at any.
+layout(constant_id = 5) const uint GEMV_COLUMNS = VKMOE_GEMV_COLUMNS;
 
 // Weights of a row a lane takes at a time: 8 (load_w8's, any type), or
 // 32 for Q4_K, whose unit is 16 bytes of one super-block's nibbles (weights
