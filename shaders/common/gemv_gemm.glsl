@@ -41,15 +41,23 @@ layout(constant_id = 5) const uint GEMV_COLUMNS = VKMOE_GEMV_COLUMNS;
 // Q4_K at 8-weight units at a third of f16's bytes a second in the same
 // time; lavapipe's Q4_K GEMV GEMMs run 3.3-3.8x faster at 1 and 9 tokens
 // with these units, 1.7x at 16 tokens on 8 experts (a GPU's figure is for
-// the next ./dev gpu-check).
-const uint GEMV_UNIT = WEIGHT_TYPE == WEIGHT_Q4_K ? 32 : 8;
-// Rows a pass takes (each fetch of the weights serves them all). A Q4_K
+// the next ./dev gpu-check). Q6_K (Q4_K_M files' type for many layers'
+// down projections) likewise: a unit is 8 of a 128-weight half's 32
+// positions in each of its four groups (8 bytes of low bits twice, 8 of
+// high bits), their four sub-blocks' scales and d, and d·sc·(Σ a·q − 32·Σ a)
+// per sub-block: 9-13 word fetches for 32 weights where load_w8 took 6-8
+// for 8.
+const bool GEMV_WIDE = WEIGHT_TYPE == WEIGHT_Q4_K || WEIGHT_TYPE == WEIGHT_Q6_K;
+const uint GEMV_UNIT = GEMV_WIDE ? 32 : 8;
+// Rows a pass takes (each fetch of the weights serves them all). A wide
 // unit takes one: AMD's compiler (Mesa 25's ACO, RDNA2 and RDNA4) keeps
-// some 30 VGPRs a row live across its 32 weights, so a pass of 16 rows took
-// 256 VGPRs (4 waves a SIMD), of 2 rows 128 on RDNA2 and 144 on RDNA4, of
-// 1 row 80; a token's row of an expert is decode's common case, and the
-// rows past it read the weights again from the caches.
-const uint GEMV_PASS = WEIGHT_TYPE == WEIGHT_Q4_K ? 1 : VKMOE_GEMV_PASS;
+// some 30 VGPRs a row live across a Q4_K unit's 32 weights, so a pass of 16
+// rows took 256 VGPRs (4 waves a SIMD), of 2 rows 128 on RDNA2 and 144 on
+// RDNA4, of 1 row 80 (summing a row 8 weights at a time, each chunk's A
+// loaded just before, took 128 VGPRs at 16 rows but ran lavapipe 5x
+// slower); a token's row of an expert is decode's common case, and the rows
+// past it read the weights again from the caches.
+const uint GEMV_PASS = GEMV_WIDE ? 1 : VKMOE_GEMV_PASS;
 
 // Elements k .. k + 7 of the row of A that a_row_texel gave `at` for: its
 // texels in rows_a, or with A_FROM_X, the stage's own (gemm_up.comp: the
@@ -64,8 +72,9 @@ void load_a8(uint at, uint k, out vec4 a, out vec4 b)
 #endif
 
 // Unit u of row n of the matrix at texel `base` (depth ld), as fetched:
-// load_w8's 8 weights as float bits, or a Q4_K unit's head (d and dmin,
-// the 12 bytes of scales and mins) and nibbles.
+// load_w8's 8 weights as float bits, a Q4_K unit's head (d and dmin, the
+// 12 bytes of scales and mins) and nibbles, or a Q6_K unit's low bits of
+// groups 0 and 2, of 1 and 3, its high bits, its four scales and d.
 void gemv_fetch(usamplerBuffer w, uint base, uint n, uint u, uint ld, out uvec4 x, out uvec4 y)
 {
     if (WEIGHT_TYPE == WEIGHT_Q4_K) {
@@ -73,6 +82,15 @@ void gemv_fetch(usamplerBuffer w, uint base, uint n, uint u, uint ld, out uvec4 
         x = uvec4(fetch_word(w, word), fetch_word(w, word + 1), fetch_word(w, word + 2),
                   fetch_word(w, word + 3));
         y = uvec4(fetch_word(w, q), fetch_word(w, q + 1), fetch_word(w, q + 2), fetch_word(w, q + 3));
+    } else if (WEIGHT_TYPE == WEIGHT_Q6_K) { // 210-byte blocks, 2-byte aligned
+        uint block = base * 4 + (n * (ld / 256) + u / 8) * 210, t = u % 8;
+        uint half_ = t / 4, l = t % 4 * 8;
+        uvec2 scales = fetch_bytes8(w, block + 192 + 8 * half_), shift = uvec2(l / 16 * 8);
+        // the half's sub-blocks l/16 + 0, 2, 4, 6: groups 0 to 3's
+        uvec2 even = (scales >> shift & 0xffu) | (scales >> (shift + 16u) & 0xffu) << 8;
+        x = uvec4(fetch_bytes8(w, block + 64 * half_ + l), fetch_bytes8(w, block + 64 * half_ + 32 + l));
+        y = uvec4(fetch_bytes8(w, block + 128 + 32 * half_ + l), even.x | even.y << 16,
+                  floatBitsToUint(fetch_half(w, block + 208)));
     } else {
         vec4 lo, hi;
         load_w8(w, base, n, u * 8, ld, lo, hi);
@@ -82,9 +100,24 @@ void gemv_fetch(usamplerBuffer w, uint base, uint n, uint u, uint ld, out uvec4 
 }
 
 // Unit u, as gemv_fetch gave it, times the row of A at texel `at`. Q4_K:
-// d·(sc·Σ a·q) − dmin·(m·Σ a) over each of its two sub-blocks.
+// d·(sc·Σ a·q) − dmin·(m·Σ a) over each of its two sub-blocks; Q6_K:
+// d·sc·(Σ a·q − 32·Σ a) over each of its four.
 float gemv_dot(uvec4 x, uvec4 y, uint at, uint u)
 {
+    if (WEIGHT_TYPE == WEIGHT_Q6_K) {
+        uint k = u / 8 * 256 + u % 8 / 4 * 128 + u % 4 * 8;
+        float sum = 0.0;
+        [[unroll]] for (uint g = 0; g < 4; g++) {
+            uvec2 low = (g % 2 == 0 ? x.xy : x.zw) >> (g / 2 * 4), high = y.xy >> (2 * g);
+            vec4 q0 = vec4((bytes4(low.x) & 0xfu) | (bytes4(high.x) & 3u) << 4);
+            vec4 q1 = vec4((bytes4(low.y) & 0xfu) | (bytes4(high.y) & 3u) << 4);
+            vec4 a0, a1;
+            load_a8(at, k + 32 * g, a0, a1);
+            float qa = dot(a0, q0) + dot(a1, q1), a_sum = dot(a0, vec4(1.0)) + dot(a1, vec4(1.0));
+            sum += float(bitfieldExtract(int(y.z), int(8 * g), 8)) * (qa - 32.0 * a_sum);
+        }
+        return uintBitsToFloat(y.w) * sum;
+    }
     if (WEIGHT_TYPE != WEIGHT_Q4_K) {
         vec4 a, b;
         load_a8(at, u * 8, a, b);
