@@ -340,26 +340,26 @@ static void test_gemv_steps(void **state)
         free(y1[i]);
         test_layer_destroy(&t[i]);
     }
-    /* The environment's count where the options give none; out of the
+    /* The environment's value where the options give none; out of the
      * range, the default; the options' before the environment's. */
-    const char *const env[] = {"3", "0", "5", "many"};
-    const uint32_t expected[] = {3, VKMOE_GEMV_STEPS, VKMOE_GEMV_STEPS, VKMOE_GEMV_STEPS};
+    const uint32_t steps = VKMOE_GEMV_STEPS, columns = VKMOE_GEMV_COLUMNS;
+    const struct {
+        const char *variable, *value;
+        uint32_t steps, columns;
+    } env[] = {
+        {"VKMOE_GEMV_STEPS", "3", 3, columns},        {"VKMOE_GEMV_STEPS", "0", steps, columns},
+        {"VKMOE_GEMV_STEPS", "5", steps, columns},    {"VKMOE_GEMV_STEPS", "many", steps, columns},
+        {"VKMOE_GEMV_COLUMNS", "6", steps, 6},        {"VKMOE_GEMV_COLUMNS", "0", steps, columns},
+        {"VKMOE_GEMV_COLUMNS", "17", steps, columns}, {"VKMOE_GEMV_COLUMNS", "x", steps, columns},
+    };
     for (size_t i = 0; i < VKMOE_ARRAY_SIZE(env); i++) {
-        setenv("VKMOE_GEMV_STEPS", env[i], 1);
+        setenv(env[i].variable, env[i].value, 1);
         vkmoe_context *ctx = test_context_with((vkmoe_context_options){0});
         assert_non_null(ctx);
-        assert_int_equal(ctx->gemv_steps, expected[i]);
+        assert_int_equal(ctx->gemv_steps, env[i].steps);
+        assert_int_equal(ctx->gemv_columns, env[i].columns);
         test_context_destroy(&ctx);
-    }
-    const char *const columns_env[] = {"6", "0", "17", "x"};
-    const uint32_t columns_expected[] = {6, VKMOE_GEMV_COLUMNS, VKMOE_GEMV_COLUMNS,
-                                         VKMOE_GEMV_COLUMNS};
-    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(columns_env); i++) {
-        setenv("VKMOE_GEMV_COLUMNS", columns_env[i], 1);
-        vkmoe_context *ctx = test_context_with((vkmoe_context_options){0});
-        assert_non_null(ctx);
-        assert_int_equal(ctx->gemv_columns, columns_expected[i]);
-        test_context_destroy(&ctx);
+        unsetenv(env[i].variable);
     }
     setenv("VKMOE_GEMV_STEPS", "3", 1);
     vkmoe_context *ctx =
