@@ -144,7 +144,8 @@ static vkmoe_gemm_kernel shape_of(vkmoe_gemm_path path, uint32_t lanes, bool gat
  * projection, as for ReLU experts. On GPUs a decode forward's logits took
  * the register path's one workgroup of one subgroup for every 8·lanes
  * experts (Qwen3-30B-A3B: one subgroup reading all 1 MiB of the router
- * for a token); on the GEMV path they take one workgroup per 8 experts. */
+ * for a token); on the GEMV path one workgroup per gemv_columns experts
+ * (4: a subgroup each). */
 static vkmoe_gemm_kernel kernel_of(vkmoe_gemm_path path, uint32_t lanes, bool gated,
                                    uint32_t gemv_columns)
 {

@@ -16,11 +16,12 @@
 
 // Steps of the depth a lane has in flight: their weights are all fetched
 // before any is multiplied. At decode every subgroup of a layer's GEMMs is
-// resident at once (Qwen3-30B-A3B's gemm_up: 3072 subgroups, some 23 an
-// NVIDIA SM), so the bytes in flight are those subgroups' loads, and a
-// step of a quantized type is few of them (Q4_K: 144 bytes a subgroup a
-// projection): one step at a time, a GPU's memory latency rather than its
-// bandwidth would bound decode. The same products in the same order at any
+// resident at once (Qwen3-30B-A3B's gemm_up: 6144 subgroups, one a
+// column, some 47 an NVIDIA SM), so the bytes in flight are those
+// subgroups' loads, and a step of a quantized type is few of them (Q4_K at
+// 8-weight units: 144 bytes a subgroup a projection, 576 at 32-weight): one
+// step at a time, a GPU's memory latency rather than its bandwidth would
+// bound decode. The same products in the same order at any
 // count, 1 to VKMOE_GEMV_MAX_STEPS: the context's (gemv_steps in context.h,
 // set by the environment's VKMOE_GEMV_STEPS so that the bench can find a
 // GPU's best), spec 4.
