@@ -281,8 +281,8 @@ static void test_gemv_path(void **state)
 
 /* The GEMV path's depth steps in flight and columns a workgroup
  * (vkmoe_context_options.gemv_steps and gemv_columns, VKMOE_GEMV_STEPS and
- * VKMOE_GEMV_COLUMNS): the same products in the same order at 1 and 4
- * steps as at the default 2, and at 1, 8 and 16 columns as at the default
+ * VKMOE_GEMV_COLUMNS): the same products in the same order at 2 and 4
+ * steps as at the default 1, and at 1, 8 and 16 columns as at the default
  * 4 (a subgroup taking 4 columns in turn at 16, 3 of 4 idle at 1), so the
  * same output bits (a whole layer: router logits, both GEMMs, a shared
  * expert, one token's combine in gemm_down's column blocks), where every

@@ -59,9 +59,16 @@ static void test_d01_vulkan_1_1_instance(void **state)
         .instance = instance, .physical_device = physical, .device = device, .queue = queue};
     vkmoe_context_params params = {.import = &import};
     vkmoe_context *ctx = NULL;
-    assert_int_equal(vkmoe_context_create(&params, &ctx), VKMOE_ERROR_UNSUPPORTED);
-    assert_null(ctx);
-    assert_non_null(strstr(vkmoe_last_error(), "vkGetBufferDeviceAddress"));
+    vkmoe_status status = vkmoe_context_create(&params, &ctx);
+    /* lavapipe hands a 1.1 instance no Vulkan 1.2 functions; NVIDIA's
+     * driver does, and the import then works. */
+    if (status == VKMOE_OK && !vkmoe_context_cpu_shaped(ctx)) {
+        vkmoe_context_destroy(&ctx);
+    } else {
+        assert_int_equal(status, VKMOE_ERROR_UNSUPPORTED);
+        assert_null(ctx);
+        assert_non_null(strstr(vkmoe_last_error(), "vkGetBufferDeviceAddress"));
+    }
     destroy_device(device, NULL);
     vkDestroyInstance(instance, NULL);
 }

@@ -101,10 +101,11 @@ for weights in f16 q4_k; do
         { echo "bench decode $weights: failed"; tail -3 "$out/bench.err"; }
 done
 # The GEMV path's shape, one token: its depth steps in flight (the
-# library's default: 2) and output columns a workgroup (default 4, one a
-# subgroup; 8 before stop 46): which this GPU decodes fastest with, for the
-# defaults. A file a shape, bench-gemv-STEPS-COLUMNS.json.
-for shape in 1:4 4:4 2:8; do
+# library's default: 1, since stop 46's run) and output columns a workgroup
+# (default 4, one a subgroup; 8 before stop 46): which this GPU decodes
+# fastest with, for the defaults. A file a shape,
+# bench-gemv-STEPS-COLUMNS.json.
+for shape in 2:4 4:4 1:8; do
     steps=${shape%%:*} columns=${shape##*:}
     for weights in f16 q4_k; do
         VKMOE_GEMV_STEPS=$steps VKMOE_GEMV_COLUMNS=$columns timeout 90 "$bench" \
