@@ -7,8 +7,9 @@
 // and each weight type is decoded in registers (gemv_fetch, gemv_dot). The
 // rows of a pass (up to GEMV_PASS of the tile's rows, each a token of the
 // expert) all use the weights fetched once, and a subgroup reduction sums
-// each row's partial products. No shared memory, no barriers: a subgroup's work is its
-// own, so it runs at the device's subgroup size whatever LANES is.
+// each row's partial products. No shared memory, no barriers: a subgroup's
+// work is its own, so it runs at the device's subgroup size whatever LANES
+// is.
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #extension GL_EXT_control_flow_attributes : require
@@ -40,9 +41,9 @@ layout(constant_id = 5) const uint GEMV_COLUMNS = VKMOE_GEMV_COLUMNS;
 // six words for 8 weights, and each sub-block's scale and min applied once
 // to its sums, not to every weight. The H200 (stop 46, at idle clocks) read
 // Q4_K at 8-weight units at a third of f16's bytes a second in the same
-// time; lavapipe's Q4_K GEMV GEMMs run 3.3-3.8x faster at 1 and 9 tokens
-// with these units, 1.7x at 16 tokens on 8 experts (a GPU's figure is for
-// the next ./dev gpu-check). Q6_K (Q4_K_M files' type for many layers'
+// time; with these units, at its boost clock, Qwen3-30B-A3B's Q4_K layer
+// decodes in 0.06 ms against f16's 0.10 (expert GEMMs 585 GB/s), and
+// lavapipe's Q4_K GEMV GEMMs run 3.3-3.8x faster at 1 and 9 tokens. Q6_K (Q4_K_M files' type for many layers'
 // down projections) likewise: a unit is 8 of a 128-weight half's 32
 // positions in each of its four groups (8 bytes of low bits twice, 8 of
 // high bits), their four sub-blocks' scales and d, and d·sc·(Σ a·q − 32·Σ a)
@@ -100,30 +101,10 @@ void gemv_fetch(usamplerBuffer w, uint base, uint n, uint u, uint ld, out uvec4 
     }
 }
 
-// Unit u, as gemv_fetch gave it, times the row of A at texel `at`. Q4_K:
-// d·(sc·Σ a·q) − dmin·(m·Σ a) over each of its two sub-blocks; Q6_K:
-// d·sc·(Σ a·q − 32·Σ a) over each of its four.
-float gemv_dot(uvec4 x, uvec4 y, uint at, uint u)
+// A Q4_K unit times a row of A (gemv_dot): d·(sc·Σ a·q) − dmin·(m·Σ a)
+// over each of its two sub-blocks.
+float gemv_dot_q4k(uvec4 x, uvec4 y, uint at, uint u)
 {
-    if (WEIGHT_TYPE == WEIGHT_Q6_K) {
-        uint k = u / 8 * 256 + u % 8 / 4 * 128 + u % 4 * 8;
-        float sum = 0.0;
-        [[unroll]] for (uint g = 0; g < 4; g++) {
-            uvec2 low = (g % 2 == 0 ? x.xy : x.zw) >> (g / 2 * 4), high = y.xy >> (2 * g);
-            vec4 q0 = vec4((bytes4(low.x) & 0xfu) | (bytes4(high.x) & 3u) << 4);
-            vec4 q1 = vec4((bytes4(low.y) & 0xfu) | (bytes4(high.y) & 3u) << 4);
-            vec4 a0, a1;
-            load_a8(at, k + 32 * g, a0, a1);
-            float qa = dot(a0, q0) + dot(a1, q1), a_sum = dot(a0, vec4(1.0)) + dot(a1, vec4(1.0));
-            sum += float(bitfieldExtract(int(y.z), int(8 * g), 8)) * (qa - 32.0 * a_sum);
-        }
-        return uintBitsToFloat(y.w) * sum;
-    }
-    if (WEIGHT_TYPE != WEIGHT_Q4_K) {
-        vec4 a, b;
-        load_a8(at, u * 8, a, b);
-        return dot(a, uintBitsToFloat(x)) + dot(b, uintBitsToFloat(y));
-    }
     uint t = u % 8, k = u / 8 * 256 + t / 2 * 64 + t % 2 * 16;
     vec2 d_dmin = unpackHalf2x16(x.x);
     vec2 sm_low = q4k_scale_min(x.y, x.z, x.w, t / 2 * 2);
@@ -140,6 +121,37 @@ float gemv_dot(uvec4 x, uvec4 y, uint at, uint u)
     }
     return d_dmin.x * (sm_low.x * qa.x + sm_high.x * qa.z) -
            d_dmin.y * (sm_low.y * qa.y + sm_high.y * qa.w);
+}
+
+// A Q6_K unit times a row of A (gemv_dot): d·sc·(Σ a·q − 32·Σ a) over each
+// of its four sub-blocks, group g's 8 positions a sub-block.
+float gemv_dot_q6k(uvec4 x, uvec4 y, uint at, uint u)
+{
+    uint k = u / 8 * 256 + u % 8 / 4 * 128 + u % 4 * 8;
+    float sum = 0.0;
+    [[unroll]] for (uint g = 0; g < 4; g++) {
+        uvec2 low = (g % 2 == 0 ? x.xy : x.zw) >> (g / 2 * 4), high = y.xy >> (2 * g);
+        vec4 q0 = vec4((bytes4(low.x) & 0xfu) | (bytes4(high.x) & 3u) << 4);
+        vec4 q1 = vec4((bytes4(low.y) & 0xfu) | (bytes4(high.y) & 3u) << 4);
+        vec4 a0, a1;
+        load_a8(at, k + 32 * g, a0, a1);
+        float qa = dot(a0, q0) + dot(a1, q1), a_sum = dot(a0, vec4(1.0)) + dot(a1, vec4(1.0));
+        sum += float(bitfieldExtract(int(y.z), int(8 * g), 8)) * (qa - 32.0 * a_sum);
+    }
+    return uintBitsToFloat(y.w) * sum;
+}
+
+// Unit u, as gemv_fetch gave it, times the row of A at texel `at`: a wide
+// type's own sum, or load_w8's 8 weights' products.
+float gemv_dot(uvec4 x, uvec4 y, uint at, uint u)
+{
+    if (WEIGHT_TYPE == WEIGHT_Q4_K)
+        return gemv_dot_q4k(x, y, at, u);
+    if (WEIGHT_TYPE == WEIGHT_Q6_K)
+        return gemv_dot_q6k(x, y, at, u);
+    vec4 a, b;
+    load_a8(at, u * 8, a, b);
+    return dot(a, uintBitsToFloat(x)) + dot(b, uintBitsToFloat(y));
 }
 
 // Row m of a pass: its sums over projection 0 (weights0: the gate) and
