@@ -12,7 +12,14 @@
 // invocation has one block (the GPUs' layouts: as many rows as lanes), it
 // keeps it in registers over the whole depth and stores it to C once; with
 // more blocks than invocations (lavapipe's 8-lane subgroups), C holds them
-// between steps.
+// between steps. A and B are both stored k-major as vec4s (four rows of A,
+// four columns of B), so that a step of depth is two 16-byte reads of
+// shared memory for 16 FMAs (it was eight 4-byte reads, B's at a stride
+// of 4 words: 2-way bank conflicts), and the blocks go to invocations
+// rows first: a subgroup of 32 covers 8 row blocks by 4 column blocks, and
+// reads 8 vec4s of A and 4 of B a step, neighbouring words (it read 32
+// different vec4s of B). Each element of C still sums its products in
+// depth order: the same bits as before.
 // MATRIX_CORES: f16 tiles multiplied with GL_NV_cooperative_matrix
 // (16x16x16, f32 accumulation); the workgroup must be 4 subgroups, each
 // owning 32 columns of C in four 16x16 accumulators (two column blocks by
@@ -37,9 +44,34 @@ const uint TILE_K = 16;
 const uint TILE_N = VKMOE_TILED_COLUMNS;
 #endif
 
+#ifdef MATRIX_CORES
 shared TILE_T tile_a[TILE_M * TILE_K]; // A[m][k] at m * TILE_K + k
 shared TILE_T tile_b[TILE_K * TILE_N]; // B[k][v] at k * TILE_N + v
-shared float tile_c[TILE_M * TILE_N];  // C[m][v] at m * TILE_N + v
+
+void put_a(uint m, uint k, float a)
+{
+    tile_a[m * TILE_K + k] = TILE_T(a);
+}
+
+void put_b(uint k, uint v, float b)
+{
+    tile_b[k * TILE_N + v] = TILE_T(b);
+}
+#else
+shared vec4 tile_a4[TILE_K * TILE_M / 4]; // A[m][k] at [k * TILE_M / 4 + m / 4][m % 4]
+shared vec4 tile_b4[TILE_K * TILE_N / 4]; // B[k][v] at [k * TILE_N / 4 + v / 4][v % 4]
+
+void put_a(uint m, uint k, float a)
+{
+    tile_a4[k * (TILE_M / 4) + m / 4][m % 4] = a;
+}
+
+void put_b(uint k, uint v, float b)
+{
+    tile_b4[k * (TILE_N / 4) + v / 4][v % 4] = b;
+}
+#endif
+shared float tile_c[TILE_M * TILE_N]; // C[m][v] at m * TILE_N + v
 
 float tile_result(uint m, uint v)
 {
@@ -54,7 +86,7 @@ void load_tile_a(uvec2 row_slot, uint rows, uint row0, uint k0, uint ld)
         if (k0 + k < ld && slot_at(row_slot, rows, row0 + m) != INVALID)
             a = texelFetch(rows_a, int(a_row_texel(row0 + m) + (k0 + k) / 4));
         for (uint j = 0; j < 4; j++)
-            tile_a[m * TILE_K + k + j] = TILE_T(a[j]);
+            put_a(m, k + j, a[j]);
     }
 }
 
@@ -72,8 +104,8 @@ void load_tile_b(uint base, uint n0, uint up_offset, uint n, uint k0, uint ld)
                 load_w8(weights0, base, row, k0 + k, ld, lo, hi);
         }
         for (uint j = 0; j < 4; j++) {
-            tile_b[(k + j) * TILE_N + v] = TILE_T(lo[j]);
-            tile_b[(k + 4 + j) * TILE_N + v] = TILE_T(hi[j]);
+            put_b(k + j, v, lo[j]);
+            put_b(k + 4 + j, v, hi[j]);
         }
     }
 }
@@ -134,20 +166,20 @@ Accumulator accumulate_product(MatrixPlace a, MatrixPlace b, Accumulator c)
 #else
 const uint BLOCKS = TILE_M * TILE_N / 16;
 
-// The block of C at rows m0.., columns v0.. that block number `block` is.
+// The block of C at rows m0.., columns v0.. that block number `block` is:
+// row blocks first (neighbouring invocations share B's vec4s).
 uvec2 block_at(uint block)
 {
-    return uvec2(block / (TILE_N / 4) * 4, block % (TILE_N / 4) * 4);
+    return uvec2(block % (TILE_M / 4) * 4, block / (TILE_M / 4) * 4);
 }
 
 // c += A·B over one step of depth for the 4x4 block at `at`.
 void multiply_block(uvec2 at, inout vec4 c[4])
 {
     for (uint k = 0; k < TILE_K; k++) {
-        uint row = k * TILE_N + at.y;
-        vec4 b = vec4(tile_b[row], tile_b[row + 1], tile_b[row + 2], tile_b[row + 3]);
+        vec4 a = tile_a4[k * (TILE_M / 4) + at.x / 4], b = tile_b4[k * (TILE_N / 4) + at.y / 4];
         for (uint i = 0; i < 4; i++)
-            c[i] = fma(vec4(tile_a[(at.x + i) * TILE_K + k]), b, c[i]);
+            c[i] = fma(vec4(a[i]), b, c[i]);
     }
 }
 
