@@ -13,13 +13,12 @@
 // keeps it in registers over the whole depth and stores it to C once; with
 // more blocks than invocations (lavapipe's 8-lane subgroups), C holds them
 // between steps. A and B are both stored k-major as vec4s (four rows of A,
-// four columns of B), so that a step of depth is two 16-byte reads of
-// shared memory for 16 FMAs (it was eight 4-byte reads, B's at a stride
-// of 4 words: 2-way bank conflicts), and the blocks go to invocations
-// rows first: a subgroup of 32 covers 8 row blocks by 4 column blocks, and
-// reads 8 vec4s of A and 4 of B a step, neighbouring words (it read 32
-// different vec4s of B). Each element of C still sums its products in
-// depth order: the same bits as before.
+// four columns of B): a step of depth is two 16-byte reads of shared
+// memory for 16 FMAs; and the blocks go to invocations rows first, so that
+// a subgroup of 32 covers 8 row blocks by 4 column blocks and reads 8
+// vec4s of A and 4 of B a step, 192 neighbouring bytes (by columns first
+// it read 16 vec4s of B and 2 of A, 288 bytes). Each element of C sums its
+// products in depth order.
 // MATRIX_CORES: f16 tiles multiplied with GL_NV_cooperative_matrix
 // (16x16x16, f32 accumulation); the workgroup must be 4 subgroups, each
 // owning 32 columns of C in four 16x16 accumulators (two column blocks by
