@@ -41,8 +41,7 @@ static vkmoe_status make_pipeline(vkmoe_context *ctx, VkPipelineLayout layout, c
     VkComputePipelineCreateInfo info = {
         .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
         /* as the library's, for vkmoe-shader-stats */
-        .flags =
-            ctx->options.pipeline_statistics ? VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR : 0,
+        .flags = vkmoe_pipeline_capture_flags(ctx),
         .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
                   .stage = VK_SHADER_STAGE_COMPUTE_BIT,
                   .module = module,

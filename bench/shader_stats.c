@@ -36,6 +36,7 @@ typedef struct stats_options {
     const char *device;
     bool json, check, all;     /* all: every statistic the driver reports, by its names */
     bool require_matrix_cores; /* a device that must compile the matrix-core path */
+    const char *isa;           /* only the pipelines whose names hold this, each's code too */
 } stats_options;
 
 /* One pipeline's figures. */
@@ -120,11 +121,9 @@ static void print_driver_statistics(report *r, vkmoe_context *ctx, VkPipeline pi
     r->unchecked++;
 }
 
-static void print_pipeline(report *r, vkmoe_context *ctx, VkPipeline pipeline, const char *name,
-                           const char *kind)
+static void print_figures(report *r, vkmoe_context *ctx, VkPipeline pipeline, const char *name,
+                          const char *kind)
 {
-    if (!pipeline || seen_before(r, pipeline))
-        return;
     figures f;
     if (r->o->all || !read_figures(ctx, pipeline, &f)) {
         print_driver_statistics(r, ctx, pipeline, name, kind);
@@ -150,8 +149,21 @@ static void print_pipeline(report *r, vkmoe_context *ctx, VkPipeline pipeline, c
     r->printed++;
 }
 
-/* The layer's GEMM pipelines, named path/weights/activation/lanes as
- * shared/BENCH.md spells them, and (once) the other stages'. */
+/* A pipeline's figures (and with --isa its code), once. */
+static void print_pipeline(report *r, vkmoe_context *ctx, VkPipeline pipeline, const char *name,
+                           const char *kind)
+{
+    if (!pipeline || (r->o->isa && !strstr(name, r->o->isa)) || seen_before(r, pipeline))
+        return;
+    print_figures(r, ctx, pipeline, name, kind);
+    char *isa = NULL;
+    if (r->o->isa && vkmoe_pipeline_isa(ctx, pipeline, &isa) != VKMOE_OK)
+        fprintf(stderr, "vkmoe-shader-stats: %s: %s\n", name, vkmoe_last_error());
+    if (isa)
+        printf("%s\n", isa);
+    free(isa);
+}
+
 /* One kernel's GEMM pipelines, named stage/path/weights/activation/lanes as
  * shared/BENCH.md spells them. */
 static void print_kernel(report *r, vkmoe_context *ctx, const vkmoe_layer_params *p,
@@ -245,13 +257,15 @@ static void print_matrix_peak(report *r, vkmoe_context *ctx)
 static int usage(void)
 {
     fprintf(stderr, "usage: vkmoe-shader-stats [--device N|NAME] [--json] [--check] "
-                    "[--all-statistics] [--require-matrix-cores]\n"
+                    "[--all-statistics] [--require-matrix-cores] [--isa NAME]\n"
                     "  every pipeline vkmoe creates, with the driver's statistics (the device\n"
                     "  must offer VK_KHR_pipeline_executable_properties); --check: exit 1 when a\n"
                     "  pipeline spills, or a decode kernel has fewer than 8 waves per SIMD, or a\n"
                     "  prefill kernel fewer than 4; --all-statistics: every statistic the driver\n"
                     "  reports, by its own names (what drivers other than RADV give);\n"
-                    "  --require-matrix-cores: a miss too if the matrix-core path is refused\n");
+                    "  --require-matrix-cores: a miss too if the matrix-core path is refused;\n"
+                    "  --isa NAME: only the pipelines whose names hold NAME, each followed by\n"
+                    "  the driver's final code (RADV: ACO's disassembly); not with --json\n");
     return 2;
 }
 
@@ -269,16 +283,22 @@ int main(int argc, char **argv)
             o.require_matrix_cores = true;
         else if (!strcmp(argv[i], "--device") && i + 1 < argc)
             o.device = argv[++i];
+        else if (!strcmp(argv[i], "--isa") && i + 1 < argc)
+            o.isa = argv[++i];
         else
             return usage();
     }
+    if (o.isa && o.json)
+        return usage();
     report r = {.o = &o};
     vkmoe_device_info info = {0};
     const uint32_t layouts[] = {32, 64};
     for (size_t l = 0; l < VKMOE_ARRAY_SIZE(layouts); l++) {
         vkmoe_context_params params = {.device = o.device};
-        vkmoe_context_options options = {
-            .gemm_lanes = layouts[l], .pipeline_statistics = true, .compile_only = true};
+        vkmoe_context_options options = {.gemm_lanes = layouts[l],
+                                         .pipeline_statistics = true,
+                                         .pipeline_isa = o.isa != NULL,
+                                         .compile_only = true};
         vkmoe_context *ctx = NULL;
         if (vkmoe_context_create_with(&params, &options, &ctx) != VKMOE_OK) {
             fprintf(stderr, "vkmoe-shader-stats: %s\n", vkmoe_last_error());

@@ -50,6 +50,10 @@ typedef struct vkmoe_context_options {
      * (VK_KHR_pipeline_executable_properties, which the device must offer),
      * for vkmoe_pipeline_statistic: ./dev shader-stats. */
     bool pipeline_statistics;
+    /* With pipeline_statistics: the driver's internal representations kept
+     * too (its final code among them), for vkmoe_pipeline_isa: ./dev
+     * shader-stats --isa. */
+    bool pipeline_isa;
     /* No command pool, command buffer or fence, and no layers: only
      * vkmoe_layer_compile. For RADV's null devices, which compile with AMD's
      * compiler but have no memory and cannot make a fence. */

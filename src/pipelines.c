@@ -123,8 +123,7 @@ static vkmoe_status create_pipeline(vkmoe_context *ctx, vkmoe_shader shader, con
                 .pName = "main",
                 .pSpecializationInfo = spec->count ? &spec_info : NULL,
             },
-        .flags =
-            ctx->options.pipeline_statistics ? VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR : 0,
+        .flags = vkmoe_pipeline_capture_flags(ctx),
         .layout = ctx->pipeline_layout,
     };
     VkResult result =
@@ -155,6 +154,15 @@ vkmoe_status vkmoe_pipeline_get(vkmoe_context *ctx, vkmoe_shader shader, const v
     grown[ctx->pipeline_count++] =
         (vkmoe_pipeline_entry){.shader = shader, .spec = *spec, .pipeline = *out};
     return VKMOE_OK;
+}
+
+VkPipelineCreateFlags vkmoe_pipeline_capture_flags(const vkmoe_context *ctx)
+{
+    if (!ctx->options.pipeline_statistics)
+        return 0;
+    return VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR |
+           (ctx->options.pipeline_isa ? VK_PIPELINE_CREATE_CAPTURE_INTERNAL_REPRESENTATIONS_BIT_KHR
+                                      : 0);
 }
 
 vkmoe_status vkmoe_pipeline_statistics(vkmoe_context *ctx, VkPipeline pipeline,
@@ -256,4 +264,44 @@ void vkmoe_barrier_compute(vkmoe_context *ctx, VkCommandBuffer cmd)
                   VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_DRAW_INDIRECT_BIT,
                   VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
                       VK_ACCESS_INDIRECT_COMMAND_READ_BIT);
+}
+
+vkmoe_status vkmoe_pipeline_isa(vkmoe_context *ctx, VkPipeline pipeline, char **text)
+{
+    PFN_vkGetPipelineExecutableInternalRepresentationsKHR get =
+        ctx->vk.vkGetPipelineExecutableInternalRepresentationsKHR;
+    *text = NULL;
+    if (!ctx->options.pipeline_statistics || !ctx->options.pipeline_isa || !get)
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED, "the context keeps no pipeline code");
+    VkPipelineExecutableInfoKHR executable = {
+        .sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INFO_KHR,
+        .pipeline = pipeline,
+    };
+    /* Three calls: how many representations, each one's size, the text. */
+    VkPipelineExecutableInternalRepresentationKHR r[16];
+    uint32_t n = VKMOE_ARRAY_SIZE(r);
+    for (uint32_t i = 0; i < n; i++)
+        r[i] = (VkPipelineExecutableInternalRepresentationKHR){
+            .sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INTERNAL_REPRESENTATION_KHR};
+    VkResult result = get(ctx->device, &executable, &n, r);
+    if (result < VK_SUCCESS)
+        return vkmoe_check_vk(ctx, result, "vkGetPipelineExecutableInternalRepresentationsKHR");
+    uint32_t last = n;
+    for (uint32_t i = 0; i < n; i++)
+        if (r[i].isText && r[i].dataSize > 1)
+            last = i;
+    if (last == n)
+        return vkmoe_fail(ctx, VKMOE_ERROR_UNSUPPORTED, "the driver keeps no text of the pipeline");
+    size_t size = r[last].dataSize;
+    if (!(r[last].pData = vkmoe_malloc(size)))
+        return vkmoe_fail(ctx, VKMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    uint32_t upto = last + 1; /* the earlier ones' pData stay NULL: sizes only */
+    result = get(ctx->device, &executable, &upto, r);
+    if (result < VK_SUCCESS) {
+        free(r[last].pData);
+        return vkmoe_check_vk(ctx, result, "vkGetPipelineExecutableInternalRepresentationsKHR");
+    }
+    ((char *)r[last].pData)[size - 1] = '\0';
+    *text = r[last].pData;
+    return VKMOE_OK;
 }

@@ -43,6 +43,9 @@ void vkmoe_pipelines_destroy(vkmoe_context *ctx);
  * first use and owned by the context. */
 vkmoe_status vkmoe_pipeline_get(vkmoe_context *ctx, vkmoe_shader shader, const vkmoe_spec *spec,
                                 VkPipeline *out);
+/* The flags that keep a pipeline's statistics and code for the two calls
+ * below, as the context's options ask. */
+VkPipelineCreateFlags vkmoe_pipeline_capture_flags(const vkmoe_context *ctx);
 /* The driver's statistics of a pipeline (executable 0), as many as *count
  * (at most VKMOE_MAX_STATISTICS) into out; *count becomes how many there
  * are. UNSUPPORTED without vkmoe_context_options.pipeline_statistics. */
@@ -60,6 +63,11 @@ vkmoe_status vkmoe_pipeline_statistics(vkmoe_context *ctx, VkPipeline pipeline,
  * that name. */
 vkmoe_status vkmoe_pipeline_statistic(vkmoe_context *ctx, VkPipeline pipeline, const char *name,
                                       uint64_t *value);
+/* The driver's final code of a pipeline (executable 0): the last of its
+ * text representations (RADV: ACO's disassembly), in *text (the caller
+ * frees it with free()); UNSUPPORTED without vkmoe_context_options.pipeline_isa or
+ * where the driver keeps no text. */
+vkmoe_status vkmoe_pipeline_isa(vkmoe_context *ctx, VkPipeline pipeline, char **text);
 /* Bind, push and dispatch `groups` workgroups along one logical axis; the
  * grid folds into x and y so counts beyond 65535 work (shaders call
  * flat_group_id() from shaders/common/dispatch.glsl). */

@@ -129,7 +129,8 @@ typedef VkResult(VKAPI_PTR *PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKH
     X(vkCmdPushDescriptorSetKHR)                                                                   \
     X(vkGetMemoryHostPointerPropertiesEXT)                                                         \
     X(vkGetPipelineExecutablePropertiesKHR)                                                        \
-    X(vkGetPipelineExecutableStatisticsKHR)
+    X(vkGetPipelineExecutableStatisticsKHR)                                                        \
+    X(vkGetPipelineExecutableInternalRepresentationsKHR)
 
 typedef struct vkmoe_vulkan_functions {
     PFN_vkGetInstanceProcAddr vkGetInstanceProcAddr;

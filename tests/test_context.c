@@ -331,6 +331,39 @@ static void test_pipeline_statistics(void **state)
     assert_int_equal(
         vkmoe_pipeline_statistic(ctx, compiled.gemm.decode.logits, "no such statistic", &value),
         VKMOE_ERROR_UNSUPPORTED);
+    char *isa = (char *)"not touched";
+    assert_int_equal(vkmoe_pipeline_isa(ctx, compiled.gemm.decode.logits, &isa),
+                     VKMOE_ERROR_UNSUPPORTED); /* its code was not kept */
+    assert_null(isa);
+    test_context_destroy(&ctx);
+}
+
+/* With pipeline_isa the driver's last text representation of a pipeline
+ * comes back whole, or UNSUPPORTED where it keeps none. Debian 12's
+ * lavapipe offers no VK_KHR_pipeline_executable_properties: this runs on
+ * GPUs (./dev gpu-check), and RADV's null devices' code is what
+ * `./dev shader-stats --isa` prints. */
+static void test_pipeline_code(void **state)
+{
+    (void)state;
+    vkmoe_context *ctx = test_context_with(
+        (vkmoe_context_options){.pipeline_statistics = true, .pipeline_isa = true});
+    if (!ctx)
+        return; /* test_pipeline_statistics says why */
+    vkmoe_layer_params p = test_shape(64, 96, 4, 2, 33);
+    vkmoe_compiled_layer compiled;
+    assert_int_equal(vkmoe_layer_compile(ctx, &p, &compiled), VKMOE_OK);
+    char *isa = NULL;
+    vkmoe_status status = vkmoe_pipeline_isa(ctx, compiled.gemm.prefill.up, &isa);
+    if (status == VKMOE_OK) {
+        assert_non_null(isa);
+        assert_true(strlen(isa) > 100);
+        printf("the driver's code of gemm_up: %zu characters\n", strlen(isa));
+    } else {
+        assert_int_equal(status, VKMOE_ERROR_UNSUPPORTED);
+        assert_null(isa);
+    }
+    free(isa);
     test_context_destroy(&ctx);
 }
 
@@ -349,6 +382,7 @@ int main(void)
         cmocka_unit_test(test_vulkan_results_map_to_statuses),
         cmocka_unit_test(test_compile_only),
         cmocka_unit_test(test_pipeline_statistics),
+        cmocka_unit_test(test_pipeline_code),
     };
     return test_device_suite(tests, test_group_setup, test_group_teardown);
 }
