@@ -165,9 +165,11 @@ static void print_pipeline(report *r, vkmoe_context *ctx, VkPipeline pipeline, c
 }
 
 /* One kernel's GEMM pipelines, named stage/path/weights/activation/lanes as
- * shared/BENCH.md spells them. */
+ * shared/BENCH.md spells them, then `suffix` (the one-token kernel's GEMV
+ * pipelines of one row a pass: "/rows1"; its others are decode's, shown
+ * once). */
 static void print_kernel(report *r, vkmoe_context *ctx, const vkmoe_layer_params *p,
-                         const vkmoe_gemm_kernel *k, uint32_t lanes)
+                         const vkmoe_gemm_kernel *k, uint32_t lanes, const char *suffix)
 {
     /* BENCH.md: a matrix-core pipeline on the KHR extension says so. */
     bool khr = k->path == VKMOE_GEMM_COOPMAT && ctx->cooperative_matrix_khr;
@@ -184,15 +186,15 @@ static void print_kernel(report *r, vkmoe_context *ctx, const vkmoe_layer_params
         char name[128];
         vkmoe_weight_type type =
             stages[i] == VKMOE_STAGE_GEMM_UP ? p->weight_type : p->down_weight_type;
-        snprintf(name, sizeof(name), "%s/%s/%s/%s/lanes%u", vkmoe_stage_name(stages[i]), path,
-                 vkmoe_weight_type_name(type), vkmoe_activation_name(p->activation), lanes);
+        snprintf(name, sizeof(name), "%s/%s/%s/%s/lanes%u%s", vkmoe_stage_name(stages[i]), path,
+                 vkmoe_weight_type_name(type), vkmoe_activation_name(p->activation), lanes, suffix);
         print_pipeline(r, ctx, pipelines[i], name, kind);
     }
     /* The router's logits of the kernel's forwards: held to its path's
      * target, but for the register path's. */
     char name[128];
-    snprintf(name, sizeof(name), "router_logits/%s/lanes%u", vkmoe_gemm_path_name(k->logits_path),
-             lanes);
+    snprintf(name, sizeof(name), "router_logits/%s/lanes%u%s", vkmoe_gemm_path_name(k->logits_path),
+             lanes, suffix);
     print_pipeline(r, ctx, k->logits, name, k->logits_path == k->path ? kind : "other");
 }
 
@@ -200,8 +202,9 @@ static void print_kernel(report *r, vkmoe_context *ctx, const vkmoe_layer_params
 static void print_layer(report *r, vkmoe_context *ctx, const vkmoe_compiled_layer *layer,
                         uint32_t lanes)
 {
-    print_kernel(r, ctx, &layer->params, &layer->gemm.decode, lanes);
-    print_kernel(r, ctx, &layer->params, &layer->gemm.prefill, lanes);
+    print_kernel(r, ctx, &layer->params, &layer->gemm.decode, lanes, "");
+    print_kernel(r, ctx, &layer->params, &layer->gemm.prefill, lanes, "");
+    print_kernel(r, ctx, &layer->params, &layer->gemm.one_token, lanes, "/rows1");
     for (uint32_t s = 0; s < VKMOE_SHADER_STAGES; s++) {
         if (s == VKMOE_SHADER_GEMM_UP || s == VKMOE_SHADER_GEMM_DOWN)
             continue;

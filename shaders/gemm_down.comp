@@ -145,9 +145,12 @@ void main()
                 break;
             valid = gemv_rows(pc.row_slot, pc.rows, r0, GEMV_PASS, row0 + TILE_M);
             gemv_pass(r0, valid, base, column, pc.ld_ffn, false);
-            if (subgroupElect())
-                for (uint m = 0; m < valid; m++)
+            if (subgroupElect()) // unrolled: the sums stay in registers (gemm_up.comp)
+                [[unroll]] for (uint m = 0; m < GEMV_PASS; m++) {
+                    if (m >= valid)
+                        break;
                     out_rows.v[(r0 + m) * pc.dim + column] = gemv_sum1[m] + bias;
+                }
         }
     }
     if (pc.combine != 0)

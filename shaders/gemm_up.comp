@@ -164,7 +164,11 @@ void main()
             valid = gemv_rows(pc.row_slot, pc.rows, r0, GEMV_PASS, row0 + TILE_M);
             gemv_pass(r0, valid, base, n, pc.ld_dim, !single);
             if (subgroupElect()) {
-                for (uint m = 0; m < valid; m++) {
+                // unrolled: each row's sums read by a constant index, so
+                // that they stay in registers
+                [[unroll]] for (uint m = 0; m < GEMV_PASS; m++) {
+                    if (m >= valid)
+                        break;
                     float scale = row_scale(r0 + m);
                     float up = gemv_sum1[m] * scale + up_bias;
                     float h = relu ? max(up, 0.0) : up;

@@ -116,7 +116,7 @@ vkmoe_status vkmoe_context_auto_gemm_paths(const vkmoe_context *ctx, vkmoe_gemm_
 static vkmoe_gemm_kernel shape_of(vkmoe_gemm_path path, uint32_t lanes, bool gated,
                                   uint32_t gemv_columns)
 {
-    vkmoe_gemm_kernel k = {.path = path};
+    vkmoe_gemm_kernel k = {.path = path, .gemv_rows = VKMOE_GEMV_PASS};
     if (path == VKMOE_GEMM_REGISTER) {
         /* A lane owns 8 columns: 4 of each of the gate and up projections
          * (making 4 hidden columns), 8 of the one ReLU projection, 8 of the
@@ -168,18 +168,23 @@ vkmoe_gemm_config vkmoe_gemm_choose(const vkmoe_context *ctx, const vkmoe_layer_
      * path's where it runs (the GEMV and register paths take any multiple
      * of 16). */
     uint32_t tile_m = prefill == VKMOE_GEMM_TILED ? tiled_rows(ctx, lanes) : 32;
-    return (vkmoe_gemm_config){
+    vkmoe_gemm_config c = {
         .tile_m = tile_m,
         .lanes = lanes,
         .decode = kernel_of(decode, lanes, gated, ctx->gemv_columns),
         .prefill = kernel_of(prefill, lanes, gated, ctx->gemv_columns),
     };
+    c.one_token = c.decode;
+    c.one_token.gemv_rows = 1;
+    return c;
 }
 
 const vkmoe_gemm_kernel *vkmoe_gemm_kernel_for(const vkmoe_layer *layer, uint32_t tokens)
 {
     if (layer->io.kernel_tokens)
         tokens = layer->io.kernel_tokens;
+    if (tokens == 1)
+        return &layer->gemm.one_token;
     return tokens <= VKMOE_GEMV_PASS ? &layer->gemm.decode : &layer->gemm.prefill;
 }
 
@@ -327,15 +332,17 @@ VkDeviceAddress vkmoe_combine_arrivals(const vkmoe_layer *layer)
 }
 
 /* A GEMM pipeline's specialization constants (shaders/common/expert_gemm.glsl);
- * the GEMV path's take its depth steps in flight and columns a workgroup
- * too. */
+ * the GEMV path's take its depth steps in flight, columns a workgroup and
+ * rows a pass too (the kernel's, capped by the weight type's: one pipeline
+ * where the two kernels' passes come to the same). */
 static vkmoe_spec gemm_spec_of(const vkmoe_layer *layer, vkmoe_gemm_path path, uint32_t workgroup,
-                               uint32_t weight_type, uint32_t activation)
+                               uint32_t weight_type, uint32_t activation, uint32_t gemv_rows)
 {
+    uint32_t type_rows = vkmoe_weight_gemv_rows((vkmoe_weight_type)weight_type);
     return (vkmoe_spec){
-        .count = path == VKMOE_GEMM_GEMV ? 6 : 4,
+        .count = path == VKMOE_GEMM_GEMV ? 7 : 4,
         .values = {layer->gemm.tile_m, workgroup, weight_type, activation, layer->ctx->gemv_steps,
-                   layer->ctx->gemv_columns},
+                   layer->ctx->gemv_columns, gemv_rows < type_rows ? gemv_rows : type_rows},
     };
 }
 
@@ -344,7 +351,7 @@ static vkmoe_spec gemm_spec(const vkmoe_layer *layer, const vkmoe_gemm_kernel *k
 {
     return gemm_spec_of(layer, k->path, k->workgroup,
                         (uint32_t)vkmoe_matrix_type(&layer->params, matrix),
-                        (uint32_t)layer->params.activation);
+                        (uint32_t)layer->params.activation, k->gemv_rows);
 }
 
 /* The shader of GEMM stage `stage` (VKMOE_SHADER_GEMM_UP or _DOWN) on a path. */
@@ -388,7 +395,7 @@ vkmoe_status vkmoe_gemm_kernel_create(vkmoe_layer *layer, vkmoe_gemm_kernel *k)
     vkmoe_spec up = gemm_spec(layer, k, VKMOE_EXPERT_UP);
     vkmoe_spec down = gemm_spec(layer, k, VKMOE_EXPERT_DOWN);
     vkmoe_spec logits = gemm_spec_of(layer, k->logits_path, k->logits_workgroup, VKMOE_WEIGHT_F32,
-                                     VKMOE_ACTIVATION_LINEAR);
+                                     VKMOE_ACTIVATION_LINEAR, k->gemv_rows);
     VKMOE_TRY(vkmoe_pipeline_get(layer->ctx, gemm_shader(layer, k->path, VKMOE_SHADER_GEMM_UP), &up,
                                  &k->up));
     VKMOE_TRY(vkmoe_pipeline_get(layer->ctx, gemm_shader(layer, k->path, VKMOE_SHADER_GEMM_DOWN),

@@ -24,6 +24,7 @@
 typedef struct vkmoe_gemm_kernel {
     vkmoe_gemm_path path;
     uint32_t workgroup, up_columns, down_columns;
+    uint32_t gemv_rows; /* the GEMV path's rows a pass (capped by each weight type's) */
     VkPipeline up, down;
     vkmoe_gemm_path logits_path;
     uint32_t logits_workgroup, logits_columns;
@@ -32,13 +33,15 @@ typedef struct vkmoe_gemm_kernel {
 
 /* Shape of a layer's expert GEMMs (specialization constants, see
  * shaders/common/expert_gemm.glsl): rows per tile, the lanes of the
- * register path, and two kernels:
+ * register path, and three kernels:
  * forwards of at most VKMOE_GEMV_PASS tokens (each expert then has at most
- * that many rows) run `decode`, longer ones `prefill`. An explicit path
- * makes both the same; AUTO picks per device (vkmoe_gemm_auto). */
+ * that many rows) run `decode`, longer ones `prefill`; a forward of one
+ * token runs `one_token`, decode's path with GEMV passes of one row (the
+ * other paths: decode's pipelines). An explicit path makes decode and
+ * prefill the same; AUTO picks per device (vkmoe_gemm_auto). */
 typedef struct vkmoe_gemm_config {
     uint32_t tile_m, lanes;
-    vkmoe_gemm_kernel decode, prefill;
+    vkmoe_gemm_kernel one_token, decode, prefill;
 } vkmoe_gemm_config;
 
 /* What one GEMM dispatch reads through set 1 (shaders/common/expert_gemm.glsl):

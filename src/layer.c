@@ -225,6 +225,7 @@ static vkmoe_status create_pipelines(vkmoe_layer *layer)
         vkmoe_spec spec = spec_of[s] ? spec_of[s](layer) : (vkmoe_spec){0};
         VKMOE_TRY(vkmoe_pipeline_get(layer->ctx, s, &spec, &layer->pipelines[s]));
     }
+    VKMOE_TRY(vkmoe_gemm_kernel_create(layer, &layer->gemm.one_token));
     VKMOE_TRY(vkmoe_gemm_kernel_create(layer, &layer->gemm.decode));
     return vkmoe_gemm_kernel_create(layer, &layer->gemm.prefill);
 }

@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "checked_size.h"
+#include "constants.h"
 #include "convert.h"
 #include "error.h"
 #include "util.h"
@@ -919,7 +920,19 @@ typedef struct codec {
     void (*dequantize)(const uint8_t *in, float *x);
     /* n values at once (types of one value a block), else NULL */
     void (*dequantize_values)(const uint8_t *in, size_t n, float *x);
+    /* Rows a GEMV pass holds at most (vkmoe_weight_gemv_rows); 0: VKMOE_GEMV_PASS. */
+    uint32_t gemv_rows;
 } codec;
+
+/* Q4_K and Q6_K: a GEMV lane takes 32 weights of a super-block at a time
+ * (shaders/common/gemv_gemm.glsl), and AMD's compiler (Mesa 25's ACO,
+ * RDNA2 and RDNA4) keeps some 30 VGPRs a row live across such a unit, so a
+ * pass of 16 rows took 256 VGPRs (4 waves a SIMD), of 2 rows 128 on RDNA2
+ * and 144 on RDNA4, of 1 row 80 (summing a row 8 weights at a time, each
+ * chunk's A loaded just before, took 128 VGPRs at 16 rows but ran lavapipe
+ * 5x slower): one row a pass; the rows past it read the weights again,
+ * from the caches. */
+#define WIDE_GEMV_ROWS 1
 
 static const codec codecs[] = {
     [VKMOE_WEIGHT_F32] = {"f32", 1, 4, quantize_f32, dequantize_f32, dequantize_f32_values},
@@ -927,8 +940,8 @@ static const codec codecs[] = {
     [VKMOE_WEIGHT_BF16] = {"bf16", 1, 2, quantize_bf16, dequantize_bf16, dequantize_bf16_values},
     [VKMOE_WEIGHT_Q8_0] = {"q8_0", QK, 34, quantize_q8_0, dequantize_q8_0},
     [VKMOE_WEIGHT_Q4_0] = {"q4_0", QK, 18, quantize_q4_0, dequantize_q4_0},
-    [VKMOE_WEIGHT_Q4_K] = {"q4_k", QK_K, 144, quantize_q4_k, dequantize_q4_k},
-    [VKMOE_WEIGHT_Q6_K] = {"q6_k", QK_K, 210, quantize_q6_k, dequantize_q6_k},
+    [VKMOE_WEIGHT_Q4_K] = {"q4_k", QK_K, 144, quantize_q4_k, dequantize_q4_k, NULL, WIDE_GEMV_ROWS},
+    [VKMOE_WEIGHT_Q6_K] = {"q6_k", QK_K, 210, quantize_q6_k, dequantize_q6_k, NULL, WIDE_GEMV_ROWS},
     [VKMOE_WEIGHT_Q4_1] = {"q4_1", QK, 20, quantize_q4_1, dequantize_q4_1},
     [VKMOE_WEIGHT_Q5_0] = {"q5_0", QK, 22, quantize_q5_0, dequantize_q5_0},
     [VKMOE_WEIGHT_Q5_1] = {"q5_1", QK, 24, quantize_q5_1, dequantize_q5_1},
@@ -950,6 +963,12 @@ const char *vkmoe_weight_type_name(vkmoe_weight_type type)
 {
     const codec *c = codec_of(type);
     return c ? c->name : NULL;
+}
+
+uint32_t vkmoe_weight_gemv_rows(vkmoe_weight_type type)
+{
+    const codec *c = codec_of(type);
+    return c && c->gemv_rows ? c->gemv_rows : VKMOE_GEMV_PASS;
 }
 
 uint32_t vkmoe_weight_block(vkmoe_weight_type type)

@@ -31,6 +31,11 @@ static inline uint32_t vkmoe_weight_texel_bytes(vkmoe_weight_type type)
     return vkmoe_weight_blocked(type) ? 4 : 16;
 }
 
+/* Rows of A a GEMV pass may hold for this type
+ * (shaders/common/gemv_gemm.glsl): VKMOE_GEMV_PASS, or 1 for the types
+ * whose GEMV units hold 32 weights (Q4_K, Q6_K). */
+uint32_t vkmoe_weight_gemv_rows(vkmoe_weight_type type);
+
 /* The weight type a model file's element type is: its name as the file
  * spells it ("BF16", "Q4_K": any case) and its block and bytes per block
  * as the format defines them must both match the type's. False for a

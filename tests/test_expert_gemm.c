@@ -281,7 +281,8 @@ static void test_gemv_path(void **state)
 
 /* The GEMV path's depth steps in flight and columns a workgroup
  * (vkmoe_context_options.gemv_steps and gemv_columns, VKMOE_GEMV_STEPS and
- * VKMOE_GEMV_COLUMNS): the same products in the same order at 2 and 4
+ * VKMOE_GEMV_COLUMNS), and its rows a pass (a forward of one token's kernel
+ * against the 16-row one): the same products in the same order at 2 and 4
  * steps as at the default 1, and at 1, 8 and 16 columns as at the default
  * 4 (a subgroup taking 4 columns in turn at 16, 3 of 4 idle at 1), so the
  * same output bits (a whole layer: router logits, both GEMMs, a shared
@@ -311,6 +312,24 @@ static void test_gemv_steps(void **state)
         assert_int_equal(vkmoe_layer_forward(t[i].layer, T, x[i], y[i]), VKMOE_OK);
         assert_int_equal(vkmoe_layer_forward(t[i].layer, 1, x[i], y1[i]), VKMOE_OK);
         test_check_forward(&t[i], T, x[i]);
+        /* One token runs the kernel of one row a pass (f16: its own
+         * pipelines; Q4_K's pass is one row in both): the bits of the
+         * 16-row kernel, run by making the forward count as two tokens. */
+        const vkmoe_gemm_config *g = &t[i].layer->gemm;
+        assert_ptr_equal(vkmoe_gemm_kernel_for(t[i].layer, 1), &g->one_token);
+        assert_int_equal(g->one_token.gemv_rows, 1);
+        assert_int_equal(g->decode.gemv_rows, VKMOE_GEMV_PASS);
+        bool wide = types[i] == VKMOE_WEIGHT_Q4_K;
+        assert_true((g->one_token.up == g->decode.up) == wide);
+        assert_true((g->one_token.down == g->decode.down) == wide);
+        assert_true(g->one_token.logits != g->decode.logits); /* f32 router rows */
+        float *by_decode = malloc(p[i].dim * sizeof(float));
+        t[i].layer->io.kernel_tokens = 2;
+        assert_ptr_equal(vkmoe_gemm_kernel_for(t[i].layer, 1), &g->decode);
+        assert_int_equal(vkmoe_layer_forward(t[i].layer, 1, x[i], by_decode), VKMOE_OK);
+        t[i].layer->io.kernel_tokens = 0;
+        assert_memory_equal(by_decode, y1[i], p[i].dim * sizeof(float));
+        free(by_decode);
     }
     static const uint32_t shapes[][2] = {{1, 1}, {VKMOE_GEMV_MAX_STEPS, 8}, {2, 16}};
     for (size_t s = 0; s < VKMOE_ARRAY_SIZE(shapes); s++) {
@@ -404,6 +423,9 @@ static void test_auto_paths(void **state)
     test_layer_upload(&t);
     assert_int_equal(t.layer->gemm.decode.path, VKMOE_GEMM_GEMV);
     assert_int_equal(t.layer->gemm.prefill.path, VKMOE_GEMM_TILED);
+    assert_ptr_equal(vkmoe_gemm_kernel_for(t.layer, 1), &t.layer->gemm.one_token);
+    assert_int_equal(t.layer->gemm.one_token.path, VKMOE_GEMM_GEMV);
+    assert_ptr_equal(vkmoe_gemm_kernel_for(t.layer, 2), &t.layer->gemm.decode);
     assert_ptr_equal(vkmoe_gemm_kernel_for(t.layer, 16), &t.layer->gemm.decode);
     assert_ptr_equal(vkmoe_gemm_kernel_for(t.layer, 17), &t.layer->gemm.prefill);
     const uint32_t tokens[] = {1, 16, 17, 40, 16, 3};

@@ -7,8 +7,8 @@
 //   spec 0: TILE_M (rows of a tile, a multiple of 16: 32, or more for the tiled path);
 //   1: LANES (workgroup size); 2: WEIGHT_TYPE (a vkmoe_weight_type, WEIGHT_*);
 //   3: ACTIVATION (a vkmoe_activation, ACTIVATION_*, or VKMOE_ACTIVATION_LINEAR:
-//   the projection alone, for the router's logits); 4, 5: the GEMV path's
-//   GEMV_STEPS and GEMV_COLUMNS (common/gemv_gemm.glsl)
+//   the projection alone, for the router's logits); 4, 5, 6: the GEMV path's
+//   GEMV_STEPS, GEMV_COLUMNS and GEMV_PASS (common/gemv_gemm.glsl)
 //   set 1: rows_a, f32 rows of A, ld/4 RGBA32F texels each, zero past the
 //   depth; weights0, weights1: one allocation of expert matrices, rows of ld
 //   weights, as RGBA32UI texels (f32, f16, bf16) or R32UI (GGUF blocks)

@@ -51,15 +51,15 @@ layout(constant_id = 5) const uint GEMV_COLUMNS = VKMOE_GEMV_COLUMNS;
 // for 8.
 const bool GEMV_WIDE = WEIGHT_TYPE == WEIGHT_Q4_K || WEIGHT_TYPE == WEIGHT_Q6_K;
 const uint GEMV_UNIT = GEMV_WIDE ? 32 : 8;
-// Rows a pass takes (each fetch of the weights serves them all). A wide
-// unit takes one: AMD's compiler (Mesa 25's ACO, RDNA2 and RDNA4) keeps
-// some 30 VGPRs a row live across a Q4_K unit's 32 weights, so a pass of 16
-// rows took 256 VGPRs (4 waves a SIMD), of 2 rows 128 on RDNA2 and 144 on
-// RDNA4, of 1 row 80 (summing a row 8 weights at a time, each chunk's A
-// loaded just before, took 128 VGPRs at 16 rows but ran lavapipe 5x
-// slower); a token's row of an expert is decode's common case, and the rows
-// past it read the weights again from the caches.
-const uint GEMV_PASS = GEMV_WIDE ? 1 : VKMOE_GEMV_PASS;
+// Rows a pass takes (each fetch of the weights serves them all), spec 6:
+// the kernel's, capped by the weight type's (vkmoe_weight_gemv_rows: one
+// for the wide units above, whose rows each held some 30 VGPRs). Every
+// row's sums stay in registers through the pass, so a forward of one
+// token, whose experts have a row each, runs a kernel of one row (the
+// H200's compiler gave the 16-row f16 gemm_up 96 registers); forwards of
+// up to VKMOE_GEMV_PASS tokens one of that many. A row's products and
+// their order are the same in any pass: the same bits.
+layout(constant_id = 6) const uint GEMV_PASS = VKMOE_GEMV_PASS;
 
 // Elements k .. k + 7 of the row of A that a_row_texel gave `at` for: its
 // texels in rows_a, or with A_FROM_X, the stage's own (gemm_up.comp: the
