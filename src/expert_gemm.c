@@ -331,18 +331,23 @@ VkDeviceAddress vkmoe_combine_arrivals(const vkmoe_layer *layer)
            4ull * (layer->plan.token_rows / layer->gemm.tile_m + layer->plan.token_rows);
 }
 
-/* A GEMM pipeline's specialization constants (shaders/common/expert_gemm.glsl);
- * the GEMV path's take its depth steps in flight, columns a workgroup and
- * rows a pass too (the kernel's, capped by the weight type's: one pipeline
- * where the two kernels' passes come to the same). */
+/* A GEMM pipeline's specialization constants (shaders/common/expert_gemm.glsl):
+ * the GEMV path's depth steps in flight, columns a workgroup and rows a pass
+ * (the kernel's, capped by the weight type's: one pipeline where the two
+ * kernels' passes come to the same; 0 on other paths, which have none),
+ * and the words of the weights' texels. */
 static vkmoe_spec gemm_spec_of(const vkmoe_layer *layer, vkmoe_gemm_path path, uint32_t workgroup,
                                uint32_t weight_type, uint32_t activation, uint32_t gemv_rows)
 {
-    uint32_t type_rows = vkmoe_weight_gemv_rows((vkmoe_weight_type)weight_type);
+    vkmoe_weight_type type = (vkmoe_weight_type)weight_type;
+    uint32_t type_rows = vkmoe_weight_gemv_rows(type);
+    bool gemv = path == VKMOE_GEMM_GEMV;
     return (vkmoe_spec){
-        .count = path == VKMOE_GEMM_GEMV ? 7 : 4,
-        .values = {layer->gemm.tile_m, workgroup, weight_type, activation, layer->ctx->gemv_steps,
-                   layer->ctx->gemv_columns, gemv_rows < type_rows ? gemv_rows : type_rows},
+        .count = 8,
+        .values = {layer->gemm.tile_m, workgroup, weight_type, activation,
+                   gemv ? layer->ctx->gemv_steps : 0, gemv ? layer->ctx->gemv_columns : 0,
+                   gemv ? (gemv_rows < type_rows ? gemv_rows : type_rows) : 0,
+                   vkmoe_weight_texel_bytes(type) / 4},
     };
 }
 

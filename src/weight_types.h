@@ -24,11 +24,16 @@ static inline bool vkmoe_weight_blocked(vkmoe_weight_type type)
     return vkmoe_weight_block(type) > 1;
 }
 
-/* Bytes of one texel of the weights' views: a 32-bit word of GGUF blocks,
- * or four of values (vkmoe_weight_texel_format). */
+/* Bytes of one texel of the weights' views (vkmoe_weight_texel_format): 16
+ * (four values, or four 32-bit words of GGUF blocks whose size is a
+ * multiple of 16 bytes, Q4_K's and Q5_K's, so that the GEMMs fetch 16
+ * bytes of a block at once), or 4 (a word of blocks that start anywhere in
+ * 16 bytes). The GEMMs learn it as a specialization constant
+ * (TEXEL_WORDS, shaders/common/expert_gemm.glsl). */
 static inline uint32_t vkmoe_weight_texel_bytes(vkmoe_weight_type type)
 {
-    return vkmoe_weight_blocked(type) ? 4 : 16;
+    uint32_t block = vkmoe_weight_block(type);
+    return block > 1 && vkmoe_weight_bytes(type, block) % 16 ? 4 : 16;
 }
 
 /* Rows of A a GEMV pass may hold for this type

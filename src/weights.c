@@ -12,7 +12,7 @@ static const char *const matrix_names[3] = {"gate", "up", "down"};
 
 VkFormat vkmoe_weight_texel_format(vkmoe_weight_type type)
 {
-    return vkmoe_weight_blocked(type) ? VK_FORMAT_R32_UINT : VK_FORMAT_R32G32B32A32_UINT;
+    return vkmoe_weight_texel_bytes(type) == 4 ? VK_FORMAT_R32_UINT : VK_FORMAT_R32G32B32A32_UINT;
 }
 
 VkDeviceSize vkmoe_expert_bias_offset(const vkmoe_layer *layer, vkmoe_expert_matrix matrix,

@@ -8,10 +8,12 @@
 //   1: LANES (workgroup size); 2: WEIGHT_TYPE (a vkmoe_weight_type, WEIGHT_*);
 //   3: ACTIVATION (a vkmoe_activation, ACTIVATION_*, or VKMOE_ACTIVATION_LINEAR:
 //   the projection alone, for the router's logits); 4, 5, 6: the GEMV path's
-//   GEMV_STEPS, GEMV_COLUMNS and GEMV_PASS (common/gemv_gemm.glsl)
+//   GEMV_STEPS, GEMV_COLUMNS and GEMV_PASS (common/gemv_gemm.glsl); 7:
+//   TEXEL_WORDS, the 32-bit words of a texel of the weights' views (below)
 //   set 1: rows_a, f32 rows of A, ld/4 RGBA32F texels each, zero past the
 //   depth; weights0, weights1: one allocation of expert matrices, rows of ld
-//   weights, as RGBA32UI texels (f32, f16, bf16) or R32UI (GGUF blocks)
+//   weights, as RGBA32UI texels (f32, f16, bf16, and GGUF blocks whose size
+//   is a multiple of 16 bytes: Q4_K, Q5_K) or R32UI (other GGUF blocks)
 
 #include "public_enums.glsl"
 
@@ -29,9 +31,39 @@ layout(set = 1, binding = 2) uniform usamplerBuffer weights1;
 // The first texel of row `row` of A (a row holding a slot).
 uint a_row_texel(uint row);
 
+// Words a texel of a blocked type's weights holds (vkmoe_weight_texel_bytes
+// / 4): 4 where every block starts on 16 bytes, so that 16 bytes of a
+// block are one fetch (fetch_words4: the GEMV path's Q4_K unit, 8 fetches
+// of a word before), else 1. `base` counts texels: its word is
+// base * TEXEL_WORDS.
+layout(constant_id = 7) const uint TEXEL_WORDS = 1;
+
 uint fetch_word(usamplerBuffer w, uint word)
 {
-    return texelFetch(w, int(word)).x;
+    if (TEXEL_WORDS == 1)
+        return texelFetch(w, int(word)).x;
+    return texelFetch(w, int(word / 4))[word % 4];
+}
+
+// Words word .. word + 3, word a multiple of 4: one fetch where a texel
+// holds them (the compilers do not merge fetch_word's of one texel: they
+// cannot tell that the words share it).
+uvec4 fetch_words4(usamplerBuffer w, uint word)
+{
+    if (TEXEL_WORDS == 4)
+        return texelFetch(w, int(word / 4));
+    return uvec4(fetch_word(w, word), fetch_word(w, word + 1), fetch_word(w, word + 2),
+                 fetch_word(w, word + 3));
+}
+
+// Words word and word + 1, word even.
+uvec2 fetch_words2(usamplerBuffer w, uint word)
+{
+    if (TEXEL_WORDS == 4) {
+        uvec4 t = texelFetch(w, int(word / 4));
+        return word % 4 == 0 ? t.xy : t.zw;
+    }
+    return uvec2(fetch_word(w, word), fetch_word(w, word + 1));
 }
 
 // Eight bytes from byte `at` of a matrix stored as 32-bit words (blocks of
@@ -156,7 +188,7 @@ void load_w8(usamplerBuffer w, uint base, uint n, uint k, uint ld, out vec4 lo, 
         }
     } else if (WEIGHT_TYPE == WEIGHT_Q8_0 || WEIGHT_TYPE == WEIGHT_Q4_0) {
         uint block_bytes = WEIGHT_TYPE == WEIGHT_Q8_0 ? 34 : 18;
-        uint block = base * 4 + (n * (ld / 32) + k / 32) * block_bytes;
+        uint block = base * TEXEL_WORDS * 4 + (n * (ld / 32) + k / 32) * block_bytes;
         float d = fetch_half(w, block);
         if (WEIGHT_TYPE == WEIGHT_Q8_0) {
             uvec2 q = fetch_bytes8(w, block + 2 + k % 32);
@@ -168,23 +200,23 @@ void load_w8(usamplerBuffer w, uint base, uint n, uint k, uint ld, out vec4 lo, 
             hi = d * (nibbles(q.y) - 8.0);
         }
     } else if (WEIGHT_TYPE == WEIGHT_Q4_1) { // 20-byte blocks: d, m, Q4_0's nibbles
-        uint block = base * 4 + (n * (ld / 32) + k / 32) * 20;
+        uint block = base * TEXEL_WORDS * 4 + (n * (ld / 32) + k / 32) * 20;
         vec2 d_m = unpackHalf2x16(fetch_word(w, block / 4));
         uvec2 q = fetch_bytes8(w, block + 4 + k % 16) >> (k % 32 >= 16 ? 4 : 0);
         lo = d_m.x * nibbles(q.x) + d_m.y;
         hi = d_m.x * nibbles(q.y) + d_m.y;
     } else if (WEIGHT_TYPE == WEIGHT_Q4_K) { // 144-byte blocks, so word-aligned
-        uint word = base + (n * (ld / 256) + k / 256) * 36, p = k % 256, j = p / 32;
-        vec2 d_dmin = unpackHalf2x16(fetch_word(w, word));
-        vec2 sm = q4k_scale_min(fetch_word(w, word + 1), fetch_word(w, word + 2),
-                                fetch_word(w, word + 3), j);
-        uint q_word = word + 4 + (p / 64) * 8 + (p % 32) / 4;
-        uvec2 q = uvec2(fetch_word(w, q_word), fetch_word(w, q_word + 1)) >> (j % 2) * 4;
+        uint word = base * TEXEL_WORDS + (n * (ld / 256) + k / 256) * 36, p = k % 256, j = p / 32;
+        uvec4 head = fetch_words4(w, word);
+        vec2 d_dmin = unpackHalf2x16(head.x);
+        vec2 sm = q4k_scale_min(head.y, head.z, head.w, j);
+        uint q_word = word + 4 + (p / 64) * 8 + (p % 32) / 4; // even: k is a multiple of 8
+        uvec2 q = fetch_words2(w, q_word) >> (j % 2) * 4;
         float step = d_dmin.x * sm.x, offset = d_dmin.y * sm.y;
         lo = step * nibbles(q.x) - offset;
         hi = step * nibbles(q.y) - offset;
     } else if (WEIGHT_TYPE == WEIGHT_Q6_K) { // 210-byte blocks, 2-byte aligned
-        uint block = base * 4 + (n * (ld / 256) + k / 256) * 210, p = k % 256;
+        uint block = base * TEXEL_WORDS * 4 + (n * (ld / 256) + k / 256) * 210, p = k % 256;
         uint half_ = p / 128, quarter = p % 128 / 32, l = p % 32;
         uvec2 low = fetch_bytes8(w, block + 64 * half_ + 32 * (quarter & 1) + l) >> (quarter / 2) * 4;
         uvec2 high = fetch_bytes8(w, block + 128 + 32 * half_ + l) >> quarter * 2;
@@ -196,7 +228,7 @@ void load_w8(usamplerBuffer w, uint base, uint n, uint k, uint ld, out vec4 lo, 
     } else if (WEIGHT_TYPE == WEIGHT_Q5_0 || WEIGHT_TYPE == WEIGHT_Q5_1) {
         // 22 bytes (d, fifth bits, nibbles) or 24 (d, m, fifth bits, nibbles)
         bool has_min = WEIGHT_TYPE == WEIGHT_Q5_1;
-        uint block = base * 4 + (n * (ld / 32) + k / 32) * (has_min ? 24 : 22);
+        uint block = base * TEXEL_WORDS * 4 + (n * (ld / 32) + k / 32) * (has_min ? 24 : 22);
         uint codes_at = block + (has_min ? 8 : 6);
         vec2 d_m = has_min ? unpackHalf2x16(fetch_word(w, block / 4)) : vec2(fetch_half(w, block), 0.0);
         uint fifth = fetch_bytes8(w, block + (has_min ? 4 : 2)).x >> k % 32;
@@ -212,19 +244,20 @@ void load_w8(usamplerBuffer w, uint base, uint n, uint k, uint ld, out vec4 lo, 
     } else if (WEIGHT_TYPE == WEIGHT_IQ4_NL || WEIGHT_TYPE == WEIGHT_MXFP4) {
         // 18 bytes (f16 d, indices) or 17 (E8M0 exponent, E2M1 codes)
         bool fp4 = WEIGHT_TYPE == WEIGHT_MXFP4;
-        uint block = base * 4 + (n * (ld / 32) + k / 32) * (fp4 ? 17 : 18);
+        uint block = base * TEXEL_WORDS * 4 + (n * (ld / 32) + k / 32) * (fp4 ? 17 : 18);
         float d = fp4 ? e8m0_half(fetch_byte(w, block)) : fetch_half(w, block);
         uvec2 q = fetch_bytes8(w, block + (fp4 ? 1 : 2) + k % 16) >> (k % 32 >= 16 ? 4 : 0);
         lo = fp4 ? mxfp4_levels(q.x) * d : d * iq4_levels(q.x);
         hi = fp4 ? mxfp4_levels(q.y) * d : d * iq4_levels(q.y);
     } else if (WEIGHT_TYPE == WEIGHT_Q5_K) { // 176-byte blocks: Q4_K's head, fifth bits, nibbles
-        uint word = base + (n * (ld / 256) + k / 256) * 44, p = k % 256, j = p / 32;
-        vec2 d_dmin = unpackHalf2x16(fetch_word(w, word));
-        vec2 sm = q4k_scale_min(fetch_word(w, word + 1), fetch_word(w, word + 2),
-                                fetch_word(w, word + 3), j);
+        uint word = base * TEXEL_WORDS + (n * (ld / 256) + k / 256) * 44, p = k % 256, j = p / 32;
+        uvec4 head = fetch_words4(w, word);
+        vec2 d_dmin = unpackHalf2x16(head.x);
+        vec2 sm = q4k_scale_min(head.y, head.z, head.w, j);
+        // both even: k is a multiple of 8
         uint high_word = word + 4 + (p % 32) / 4, q_word = word + 12 + (p / 64) * 8 + (p % 32) / 4;
-        uvec2 high = uvec2(fetch_word(w, high_word), fetch_word(w, high_word + 1)) >> j;
-        uvec2 q = uvec2(fetch_word(w, q_word), fetch_word(w, q_word + 1)) >> (j % 2) * 4;
+        uvec2 high = fetch_words2(w, high_word) >> j;
+        uvec2 q = fetch_words2(w, q_word) >> (j % 2) * 4;
         float step = d_dmin.x * sm.x, offset = d_dmin.y * sm.y;
         lo = step * (nibbles(q.x) + 16.0 * low_bits(high.x)) - offset;
         hi = step * (nibbles(q.y) + 16.0 * low_bits(high.y)) - offset;
@@ -232,7 +265,7 @@ void load_w8(usamplerBuffer w, uint base, uint n, uint k, uint ld, out vec4 lo, 
         // 110-byte blocks (third bits, low bits, 6-bit scales, d: 2-byte
         // aligned) or 84 (4-bit scales and mins, low bits, d, dmin)
         bool q3 = WEIGHT_TYPE == WEIGHT_Q3_K;
-        uint block = base * 4 + (n * (ld / 256) + k / 256) * (q3 ? 110 : 84), p = k % 256;
+        uint block = base * TEXEL_WORDS * 4 + (n * (ld / 256) + k / 256) * (q3 ? 110 : 84), p = k % 256;
         uint half_ = p / 128, quarter = p % 128 / 32, l = p % 32, j = p / 16;
         uvec2 q = fetch_bytes8(w, block + (q3 ? 32 : 16) + 32 * half_ + l) >> quarter * 2;
         vec4 lo_q = vec4(bytes4(q.x) & 3u), hi_q = vec4(bytes4(q.y) & 3u);
@@ -251,7 +284,7 @@ void load_w8(usamplerBuffer w, uint base, uint n, uint k, uint ld, out vec4 lo, 
             hi = step * hi_q - offset;
         }
     } else if (WEIGHT_TYPE == WEIGHT_IQ4_XS) { // 136-byte blocks, word-aligned
-        uint word = base + (n * (ld / 256) + k / 256) * 34, p = k % 256, j = p / 32;
+        uint word = base * TEXEL_WORDS + (n * (ld / 256) + k / 256) * 34, p = k % 256, j = p / 32;
         uint head = fetch_word(w, word);
         uint ls = (fetch_word(w, word + 1) >> (j / 2) * 8 + (j % 2) * 4 & 0xfu) |
                   (head >> 16 + 2 * j & 3u) << 4;

@@ -37,8 +37,9 @@ layout(constant_id = 5) const uint GEMV_COLUMNS = VKMOE_GEMV_COLUMNS;
 // Weights of a row a lane takes at a time: 8 (load_w8's, any type), or
 // 32 for Q4_K, whose unit is 16 bytes of one super-block's nibbles (weights
 // 64g + 16h + i and 64g + 32 + 16h + i, i < 16, of its 64-weight group g
-// and half h): four words and the block's 16-byte head where load_w8 took
-// six words for 8 weights, and each sub-block's scale and min applied once
+// and half h): those 16 bytes and the block's 16-byte head, two 16-byte
+// texels (TEXEL_WORDS; eight fetches of a word until stop 47), where
+// load_w8 took six words for 8 weights, and each sub-block's scale and min applied once
 // to its sums, not to every weight. The H200 (stop 46, at idle clocks) read
 // Q4_K at 8-weight units at a third of f16's bytes a second in the same
 // time; with these units, at its boost clock, Qwen3-30B-A3B's Q4_K layer
@@ -80,12 +81,11 @@ void load_a8(uint at, uint k, out vec4 a, out vec4 b)
 void gemv_fetch(usamplerBuffer w, uint base, uint n, uint u, uint ld, out uvec4 x, out uvec4 y)
 {
     if (WEIGHT_TYPE == WEIGHT_Q4_K) {
-        uint word = base + (n * (ld / 256) + u / 8) * 36, q = word + 4 + (u % 8) * 4;
-        x = uvec4(fetch_word(w, word), fetch_word(w, word + 1), fetch_word(w, word + 2),
-                  fetch_word(w, word + 3));
-        y = uvec4(fetch_word(w, q), fetch_word(w, q + 1), fetch_word(w, q + 2), fetch_word(w, q + 3));
+        uint word = base * TEXEL_WORDS + (n * (ld / 256) + u / 8) * 36, q = word + 4 + (u % 8) * 4;
+        x = fetch_words4(w, word);
+        y = fetch_words4(w, q);
     } else if (WEIGHT_TYPE == WEIGHT_Q6_K) { // 210-byte blocks, 2-byte aligned
-        uint block = base * 4 + (n * (ld / 256) + u / 8) * 210, t = u % 8;
+        uint block = base * TEXEL_WORDS * 4 + (n * (ld / 256) + u / 8) * 210, t = u % 8;
         uint half_ = t / 4, l = t % 4 * 8;
         uvec2 scales = fetch_bytes8(w, block + 192 + 8 * half_), shift = uvec2(l / 16 * 8);
         // the half's sub-blocks l/16 + 0, 2, 4, 6: groups 0 to 3's
