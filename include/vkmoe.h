@@ -202,7 +202,8 @@ typedef struct vkmoe_device_info {
     bool timestamps; /* the queue supports timestamp queries */
     /* Bit t set: expert weights of vkmoe_weight_type t run on this device
      * (the driver reads their texel format, R32_UINT for the GGUF blocks or
-     * R32G32B32A32_UINT, and R32G32B32A32_SFLOAT for activations, through
+     * R32G32B32A32_UINT for values and for blocks of a multiple of 16 bytes,
+     * Q4_K's and Q5_K's, and R32G32B32A32_SFLOAT for activations, through
      * uniform texel buffers). Vulkan requires all of these formats, so a
      * conformant device has every bit; a layer of a type without its bit is
      * refused with VKMOE_ERROR_UNSUPPORTED. */
