@@ -94,8 +94,10 @@ done
 # Decode at a real layer's full size (issue 15's target: the expert GEMMs
 # at 70% of the read peak on the selected experts' bytes, f16 and Q4_K):
 # Qwen3-30B-A3B's 8 experts of 128 move 75 MB in f16 and 21 MB in Q4_K a
-# token, where the half-size layers below move a quarter of that.
-for weights in f16 q4_k; do
+# token, where the half-size layers below move a quarter of that. Q5_K
+# (16-byte texels like Q4_K's since stop 47), Q6_K (Q4_K_M files' down
+# projections) and Q8_0 after them: no GPU had timed them.
+for weights in f16 q4_k q5_k q6_k q8_0; do
     timeout 120 "$bench" --preset qwen3-30b-a3b --weights $weights --gemm gemv --tokens 1,8 \
         --warmup 20 --iters 30 --back-to-back 64 --json >>"$out/bench.json" 2>>"$out/bench.err" ||
         { echo "bench decode $weights: failed"; tail -3 "$out/bench.err"; }
