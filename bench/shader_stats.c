@@ -215,11 +215,18 @@ static void print_layer(report *r, vkmoe_context *ctx, const vkmoe_compiled_laye
 }
 
 /* Every path, weight type and activation on one context; a config the
- * device refuses (a path it lacks) is said once on stderr. */
+ * device refuses (a path it lacks) is said once on stderr. The GPUs' paths
+ * first, so that a run cut short (./dev gpu-check gives NVIDIA's compiler
+ * 100 s: stop 46's reached only the register path and a few GEMV
+ * pipelines) has what matters. */
 static void print_configs(report *r, vkmoe_context *ctx, uint32_t lanes)
 {
-    for (int path = VKMOE_GEMM_REGISTER; vkmoe_gemm_path_name((vkmoe_gemm_path)path); path++)
-        for (int type = 0; vkmoe_weight_type_name((vkmoe_weight_type)type); type++)
+    static const vkmoe_gemm_path paths[] = {VKMOE_GEMM_GEMV, VKMOE_GEMM_TILED, VKMOE_GEMM_COOPMAT,
+                                            VKMOE_GEMM_REGISTER};
+    _Static_assert(VKMOE_ARRAY_SIZE(paths) == VKMOE_GEMM_GEMV, "every path but AUTO");
+    for (size_t i = 0; i < VKMOE_ARRAY_SIZE(paths); i++)
+        for (int type = 0, path = (int)paths[i]; vkmoe_weight_type_name((vkmoe_weight_type)type);
+             type++)
             for (int act = 0; vkmoe_activation_name((vkmoe_activation)act); act++) {
                 vkmoe_layer_params p = {.dim = DIM,
                                         .ffn_dim = FFN,
