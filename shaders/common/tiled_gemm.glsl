@@ -5,9 +5,7 @@
 // Per step of TILE_K depth it stages A's rows (gathered through the row map,
 // zeros for padding rows) and the weights (decoded by load_w8) in shared
 // memory, where every invocation reuses them. The products go to C in shared memory, which the
-// stage's epilogue reads (tile_result). B is stored k-major so that
-// neighbouring invocations, which own neighbouring columns, touch
-// neighbouring words (no shared-memory bank conflicts on GPUs).
+// stage's epilogue reads (tile_result).
 // Plain build: f32 tiles, each invocation adds 4x4 blocks of C. Where each
 // invocation has one block (the GPUs' layouts: as many rows as lanes), it
 // keeps it in registers over the whole depth and stores it to C once; with
@@ -23,8 +21,8 @@
 // (16x16x16, f32 accumulation); the workgroup must be 4 subgroups, each
 // owning 32 columns of C in four 16x16 accumulators (two column blocks by
 // the tile's two row blocks): per 16 of depth it loads two fragments of A
-// and two of B for four multiplies. The activations and the decoded
-// weights are rounded to f16 there.
+// and two of B for four multiplies (A row-major, B column-major, below).
+// The activations and the decoded weights are rounded to f16 there.
 // Virtual column v of B: with up_offset 0, row n0 + v of weights0; else
 // v < up_offset reads row n0 + v of weights0 (gate) and v >= up_offset row
 // n0 + v − up_offset of weights1 (up). Rows past the matrix read its last.
@@ -45,7 +43,12 @@ const uint TILE_N = VKMOE_TILED_COLUMNS;
 
 #ifdef MATRIX_CORES
 shared TILE_T tile_a[TILE_M * TILE_K]; // A[m][k] at m * TILE_K + k
-shared TILE_T tile_b[TILE_K * TILE_N]; // B[k][v] at k * TILE_N + v
+// B column-major (each column's TILE_K depths together), loaded as such:
+// RDNA3's matrix instructions take B a column a lane, which a k-major tile
+// gave as 16-bit loads (ACO: 64 a step for the four fragments of B, and 8
+// 16-byte ones for A's two); a load_w8's 8 weights are one column's 8
+// neighbouring depths, 16 bytes.
+shared TILE_T tile_b[TILE_N * TILE_K]; // B[k][v] at v * TILE_K + k
 
 void put_a(uint m, uint k, float a)
 {
@@ -54,7 +57,7 @@ void put_a(uint m, uint k, float a)
 
 void put_b(uint k, uint v, float b)
 {
-    tile_b[k * TILE_N + v] = TILE_T(b);
+    tile_b[v * TILE_K + k] = TILE_T(b);
 }
 #else
 shared vec4 tile_a4[TILE_K * TILE_M / 4]; // A[m][k] at [k * TILE_M / 4 + m / 4][m % 4]
@@ -116,18 +119,20 @@ void load_tile_b(uint base, uint n0, uint up_offset, uint n, uint k0, uint ld)
 #define MATRIX_F32 fcoopmatNV<32, gl_ScopeSubgroup, 16, 16>
 #define MATRIX_ZERO MATRIX_F32(0.0)
 #define MATRIX_LOAD(m, tile, at, stride) coopMatLoadNV(m, tile, at, stride, false)
+#define MATRIX_LOAD_COLUMNS(m, tile, at, stride) coopMatLoadNV(m, tile, at, stride, true)
 #define MATRIX_MUL_ADD(a, b, c) c = coopMatMulAddNV(a, b, c)
 #define MATRIX_STORE(m, tile, at, stride) coopMatStoreNV(m, tile, at, stride, false)
 #elif defined(MATRIX_CORES)
 // For the tests on devices without cooperative matrices, the same calls
 // emulated: a loaded matrix is its place in its tile (A's in tile_a, B's in
-// tile_b), and an accumulator is spread over the subgroup, invocation l
+// tile_b): element (i, j) at at + i·row_step + j·column_step, as a
+// row-major or column-major load reads it; an accumulator is spread over the subgroup, invocation l
 // holding elements l, l + S, l + 2S ... of the row-major 16x16 (S, the
 // subgroup size, at least 8: lavapipe's on x86-64 with AVX). The loops'
 // bounds come from gl_SubgroupSize so that they stay loops: unrolled (with
 // a constant bound), llvmpipe took minutes to build these shaders.
 struct MatrixPlace {
-    uint at, stride;
+    uint at, row_step, column_step;
 };
 struct Accumulator {
     float v[256 / 8];
@@ -135,7 +140,8 @@ struct Accumulator {
 #define MATRIX_F16 MatrixPlace
 #define MATRIX_F32 Accumulator
 #define MATRIX_ZERO accumulator_zero()
-#define MATRIX_LOAD(m, tile, at, stride) m = MatrixPlace(at, stride)
+#define MATRIX_LOAD(m, tile, at, stride) m = MatrixPlace(at, stride, 1)
+#define MATRIX_LOAD_COLUMNS(m, tile, at, stride) m = MatrixPlace(at, 1, stride)
 #define MATRIX_MUL_ADD(a, b, c) c = accumulate_product(a, b, c)
 #define MATRIX_STORE(m, tile, at, stride)                                                         \
     for (uint n = 0; n < 256 / gl_SubgroupSize; n++) {                                             \
@@ -156,8 +162,8 @@ Accumulator accumulate_product(MatrixPlace a, MatrixPlace b, Accumulator c)
     for (uint n = 0; n < 256 / gl_SubgroupSize; n++) {
         uint e = gl_SubgroupInvocationID + n * gl_SubgroupSize, i = e / 16, j = e % 16;
         for (uint k = 0; k < 16; k++) {
-            float a_ik = float(tile_a[a.at + i * a.stride + k]);
-            c.v[n] = fma(a_ik, float(tile_b[b.at + k * b.stride + j]), c.v[n]);
+            float a_ik = float(tile_a[a.at + i * a.row_step + k * a.column_step]);
+            c.v[n] = fma(a_ik, float(tile_b[b.at + k * b.row_step + j * b.column_step]), c.v[n]);
         }
     }
     return c;
@@ -231,8 +237,8 @@ void tiled_gemm(uvec2 row_slot, uint rows, uint row0, uint base, uint n0, uint u
             MATRIX_F16 a0, a1, b0, b1;
             MATRIX_LOAD(a0, tile_a, k, TILE_K);
             MATRIX_LOAD(a1, tile_a, 16 * TILE_K + k, TILE_K);
-            MATRIX_LOAD(b0, tile_b, k * TILE_N + col, TILE_N);
-            MATRIX_LOAD(b1, tile_b, k * TILE_N + col + 16, TILE_N);
+            MATRIX_LOAD_COLUMNS(b0, tile_b, col * TILE_K + k, TILE_K);
+            MATRIX_LOAD_COLUMNS(b1, tile_b, (col + 16) * TILE_K + k, TILE_K);
             MATRIX_MUL_ADD(a0, b0, acc00);
             MATRIX_MUL_ADD(a0, b1, acc01);
             MATRIX_MUL_ADD(a1, b0, acc10);
